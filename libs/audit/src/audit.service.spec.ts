@@ -1,0 +1,98 @@
+import { Client, Pool } from 'pg';
+import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { AuditService, AuditUnavailableError } from './audit.service';
+import type { AuditEventInput } from './audit-event';
+
+const event = (n: number): AuditEventInput => ({
+  type: 'test.event',
+  outcome: 'success',
+  actor: { type: 'system', id: 'spec' },
+  agentId: `agent-${n % 3}`,
+  data: { n, nested: { b: 2, a: [1, 'x'] } },
+});
+
+describe('AuditService', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+  let audit: AuditService;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    pool = new Pool({ connectionString: db.url, max: 10 });
+    audit = new AuditService(pool);
+  });
+  afterAll(async () => {
+    await pool.end();
+    await db.drop();
+  });
+
+  it('extends one gapless chain from many concurrent writers, in batches', async () => {
+    const results = await Promise.all(Array.from({ length: 300 }, (_, n) => audit.record(event(n))));
+    const seqs = results.flat().map((r) => r.seq).sort((a, b) => a - b);
+    expect(seqs).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    expect(await audit.verify()).toEqual({ valid: true, events: 300 });
+  });
+
+  it('extends the same chain from two independent services (instances) without forking', async () => {
+    const other = new AuditService(pool, { maxBatch: 7 });
+    await Promise.all([
+      ...Array.from({ length: 50 }, (_, n) => audit.record(event(n))),
+      ...Array.from({ length: 50 }, (_, n) => other.record(event(n))),
+    ]);
+    const verification = await audit.verify(37);
+    expect(verification.valid).toBe(true);
+    expect(verification.events).toBe(400);
+  });
+
+  it('commits work and its events together, and neither when the work fails', async () => {
+    await pool.query('CREATE TABLE IF NOT EXISTS spec_side (id int PRIMARY KEY)');
+    const ok = await audit.recordWith(
+      async (client) => (await client.query('INSERT INTO spec_side VALUES (1) RETURNING id')).rows[0].id as number,
+      (id) => [{ ...event(1), data: { side: id } }],
+    );
+    expect(ok.result).toBe(1);
+    const before = (await audit.verify()).events;
+    const failing = audit.recordWith(
+      async (client) => client.query('INSERT INTO spec_side VALUES (1)'),
+      () => [event(2)],
+    );
+    const concurrent = audit.record(event(3));
+    await expect(failing).rejects.toThrow(/duplicate key/);
+    await expect(concurrent).resolves.toHaveLength(1);
+    expect((await audit.verify()).events).toBe(before + 1);
+  });
+
+  it('refuses UPDATE, DELETE and TRUNCATE of audit rows in the database itself', async () => {
+    await expect(pool.query(`UPDATE audit_events SET type = 'x' WHERE seq = 1`)).rejects.toThrow(/append-only/);
+    await expect(pool.query('DELETE FROM audit_events WHERE seq = 1')).rejects.toThrow(/append-only/);
+    await expect(pool.query('TRUNCATE audit_events')).rejects.toThrow(/append-only/);
+  });
+
+  it('names the first altered row when a superuser tampers with the chain', async () => {
+    const client = new Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      await client.query('ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only');
+      await client.query(`UPDATE audit_events SET data = '{"n": 999}' WHERE seq = 42`);
+      await client.query('ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only');
+    } finally {
+      await client.end();
+    }
+    const verification = await audit.verify(10);
+    expect(verification).toMatchObject({ valid: false, first_invalid_seq: 42, reason: expect.stringMatching(/hash/) });
+  });
+
+  it('filters and pages with a cursor', async () => {
+    const first = await audit.list({ agentId: 'agent-1', type: 'test.event' }, { limit: 5 });
+    expect(first.items).toHaveLength(5);
+    expect(first.items.every((r) => r.agent_id === 'agent-1')).toBe(true);
+    const second = await audit.list({ agentId: 'agent-1' }, { limit: 5, after: first.nextCursor! });
+    expect(second.items[0].seq).toBeLessThan(first.items[4].seq);
+  });
+
+  it('fails closed when the database is unreachable', async () => {
+    const dead = new Pool({ connectionString: 'postgres://x:y@127.0.0.1:1/none', connectionTimeoutMillis: 500 });
+    await expect(new AuditService(dead).record(event(1))).rejects.toBeInstanceOf(AuditUnavailableError);
+    await dead.end();
+  });
+});

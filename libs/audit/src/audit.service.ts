@@ -1,0 +1,313 @@
+import { randomUUID } from 'node:crypto';
+import type { Pool, PoolClient } from 'pg';
+import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
+import { chainHash } from './audit-hash';
+
+/** Thrown when events could not be committed: the caller must not go on (fail closed). */
+export class AuditUnavailableError extends Error {
+  constructor(cause?: unknown) {
+    super('the audit log could not be written');
+    this.name = 'AuditUnavailableError';
+    if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
+  }
+}
+
+/** Work done in the same transaction as its events; what it returns decides the events. */
+export type AuditedWork<T> = (client: PoolClient) => Promise<T>;
+
+interface Unit {
+  work?: AuditedWork<unknown>;
+  events: AuditEventInput[] | ((result: unknown) => AuditEventInput[]);
+  resolve: (value: { result: unknown; records: AuditRecord[] }) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Options of {@link AuditService}. */
+export interface AuditServiceOptions {
+  /** Most units written in one transaction (group commit). */
+  maxBatch?: number;
+}
+
+const COLUMNS =
+  'seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash';
+
+function normaliseData(data: Record<string, unknown> | undefined): Record<string, unknown> {
+  // What jsonb will hold: no undefined members, no NUL characters.
+  return JSON.parse(JSON.stringify(data ?? {}, (_key, value) => (typeof value === 'string' ? value.replace(/\u0000/g, '') : value)));
+}
+
+function toRecord(row: Record<string, unknown>): AuditRecord {
+  return {
+    seq: Number(row.seq),
+    id: row.id as string,
+    occurred_at: (row.occurred_at as Date).toISOString(),
+    type: row.type as string,
+    outcome: row.outcome as AuditRecord['outcome'],
+    actor_type: row.actor_type as AuditRecord['actor_type'],
+    actor_id: (row.actor_id as string | null) ?? null,
+    agent_id: (row.agent_id as string | null) ?? null,
+    task_id: (row.task_id as string | null) ?? null,
+    connector_id: (row.connector_id as string | null) ?? null,
+    data: row.data as Record<string, unknown>,
+    prev_hash: row.prev_hash as string,
+    hash: row.hash as string,
+  };
+}
+
+/**
+ * The append-only, hash-chained audit log. Every instance of every service extends one
+ * chain: a batch locks the chain head row, appends, and commits; events that arrive while a
+ * batch commits are written together in the next one (group commit). A caller's promise
+ * settles only after its events are durably committed, so "no event, no token" holds.
+ */
+export class AuditService {
+  private queue: Unit[] = [];
+  private flushing: Promise<void> | undefined;
+  private readonly maxBatch: number;
+
+  constructor(
+    private readonly pool: Pool,
+    options: AuditServiceOptions = {},
+  ) {
+    this.maxBatch = options.maxBatch ?? 256;
+  }
+
+  /** Appends events; resolves with their records once committed. */
+  async record(events: AuditEventInput | AuditEventInput[]): Promise<AuditRecord[]> {
+    const list = Array.isArray(events) ? events : [events];
+    return (await this.enqueue(undefined, list)).records;
+  }
+
+  /**
+   * Runs `work` and appends the events it leads to in one transaction: both commit or
+   * neither does. `work` may run more than once (a failed batch is retried unit by unit),
+   * always in a fresh transaction.
+   */
+  async recordWith<T>(
+    work: AuditedWork<T>,
+    events: (result: T) => AuditEventInput[],
+  ): Promise<{ result: T; records: AuditRecord[] }> {
+    const outcome = await this.enqueue(work as AuditedWork<unknown>, events as (result: unknown) => AuditEventInput[]);
+    return outcome as { result: T; records: AuditRecord[] };
+  }
+
+  /** Waits until everything queued so far is written. */
+  async drain(): Promise<void> {
+    while (this.flushing) await this.flushing;
+  }
+
+  private enqueue(work: Unit['work'], events: Unit['events']): Promise<{ result: unknown; records: AuditRecord[] }> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ work, events, resolve, reject });
+      if (!this.flushing) {
+        this.flushing = this.flush().finally(() => {
+          this.flushing = undefined;
+        });
+      }
+    });
+  }
+
+  private async flush(): Promise<void> {
+    // Let the callers of this tick join the first batch.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      try {
+        await this.commit(batch);
+      } catch (error) {
+        if (batch.length === 1) {
+          batch[0].reject(error);
+          continue;
+        }
+        // One unit may have failed the batch: give each its own transaction.
+        for (const unit of batch) {
+          await this.commit([unit]).catch((unitError: unknown) => unit.reject(unitError));
+        }
+      }
+    }
+  }
+
+  private async commit(batch: Unit[]): Promise<void> {
+    let client: PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (error) {
+      throw new AuditUnavailableError(error);
+    }
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      const head = await client.query<{ seq: string; hash: string }>(
+        'SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE',
+      );
+      let seq = Number(head.rows[0].seq);
+      let prevHash = head.rows[0].hash;
+      const results: unknown[] = [];
+      const recordsPerUnit: AuditRecord[][] = [];
+      const all: AuditRecord[] = [];
+      for (const unit of batch) {
+        const result = unit.work ? await unit.work(client) : undefined;
+        const inputs = typeof unit.events === 'function' ? unit.events(result) : unit.events;
+        const records: AuditRecord[] = [];
+        for (const input of inputs) {
+          seq += 1;
+          const body = {
+            seq,
+            id: randomUUID(),
+            occurred_at: new Date().toISOString(),
+            type: input.type,
+            outcome: input.outcome,
+            actor_type: input.actor.type,
+            actor_id: input.actor.id ?? null,
+            agent_id: input.agentId ?? null,
+            task_id: input.taskId ?? null,
+            connector_id: input.connectorId ?? null,
+            data: normaliseData(input.data),
+          };
+          const hash = chainHash(prevHash, body);
+          records.push({ ...body, prev_hash: prevHash, hash });
+          prevHash = hash;
+        }
+        results.push(result);
+        recordsPerUnit.push(records);
+        all.push(...records);
+      }
+      if (all.length > 0) {
+        const column = (pick: (record: AuditRecord) => unknown) => all.map(pick);
+        await client.query(
+          `INSERT INTO audit_events (${COLUMNS})
+           SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                                $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[], $13::text[])`,
+          [
+            column((r) => r.seq), column((r) => r.id), column((r) => r.occurred_at), column((r) => r.type),
+            column((r) => r.outcome), column((r) => r.actor_type), column((r) => r.actor_id), column((r) => r.agent_id),
+            column((r) => r.task_id), column((r) => r.connector_id), column((r) => JSON.stringify(r.data)),
+            column((r) => r.prev_hash), column((r) => r.hash),
+          ],
+        );
+        await client.query('UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1', [seq, prevHash]);
+      }
+      await client.query('COMMIT');
+      batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {
+        broken = true;
+      });
+      if (isConnectionError(error)) {
+        broken = true;
+        throw new AuditUnavailableError(error);
+      }
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /** One page of events, newest first unless `ascending`, after the opaque cursor. */
+  async list(
+    query: AuditQuery,
+    page: { limit: number; after?: number; ascending?: boolean },
+  ): Promise<{ items: AuditRecord[]; nextCursor: number | null }> {
+    const { where, values } = buildWhere(query);
+    if (page.after !== undefined) {
+      values.push(page.after);
+      where.push(page.ascending ? `seq > $${values.length}` : `seq < $${values.length}`);
+    }
+    values.push(page.limit + 1);
+    const { rows } = await this.pool.query(
+      `SELECT ${COLUMNS} FROM audit_events ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+        ORDER BY seq ${page.ascending ? 'ASC' : 'DESC'} LIMIT $${values.length}`,
+      values,
+    );
+    const items = rows.slice(0, page.limit).map(toRecord);
+    return { items, nextCursor: rows.length > page.limit ? items[items.length - 1].seq : null };
+  }
+
+  /** Every event matching the query, oldest first, read in pages. */
+  async *stream(query: AuditQuery, pageSize = 1000): AsyncGenerator<AuditRecord> {
+    let after: number | undefined;
+    for (;;) {
+      const page = await this.list(query, { limit: pageSize, after, ascending: true });
+      yield* page.items;
+      if (page.nextCursor === null) return;
+      after = page.nextCursor;
+    }
+  }
+
+  /**
+   * Walks the whole chain in pages: gapless sequence, each `prev_hash` the previous `hash`,
+   * each `hash` recomputed, and the chain head matching the last event.
+   */
+  async verify(pageSize = 2000): Promise<AuditVerification> {
+    let expectedSeq = 1;
+    let prevHash = '0'.repeat(64);
+    let events = 0;
+    for (;;) {
+      const { rows } = await this.pool.query(
+        `SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`,
+        [expectedSeq, pageSize],
+      );
+      for (const row of rows) {
+        const record = toRecord(row);
+        if (record.seq !== expectedSeq) {
+          return { valid: false, events, first_invalid_seq: expectedSeq, reason: `event ${expectedSeq} is missing` };
+        }
+        if (record.prev_hash !== prevHash) {
+          return { valid: false, events, first_invalid_seq: record.seq, reason: 'prev_hash does not match the previous event' };
+        }
+        const { hash, prev_hash: _prev, ...body } = record;
+        if (chainHash(prevHash, body) !== hash) {
+          return { valid: false, events, first_invalid_seq: record.seq, reason: 'hash does not match the event content' };
+        }
+        prevHash = hash;
+        expectedSeq += 1;
+        events += 1;
+      }
+      if (rows.length < pageSize) break;
+    }
+    const head = await this.pool.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1');
+    const headSeq = Number(head.rows[0]?.seq ?? -1);
+    if (headSeq !== events || head.rows[0]?.hash !== prevHash) {
+      return {
+        valid: false,
+        events,
+        first_invalid_seq: Math.min(headSeq, events) + 1,
+        reason: `chain head (seq ${headSeq}) does not match the last event (seq ${events})`,
+      };
+    }
+    return { valid: true, events };
+  }
+
+  /** The events of one task, in order (its evidence). */
+  async forTask(taskId: string): Promise<AuditRecord[]> {
+    const { rows } = await this.pool.query(`SELECT ${COLUMNS} FROM audit_events WHERE task_id = $1 ORDER BY seq`, [taskId]);
+    return rows.map(toRecord);
+  }
+}
+
+function buildWhere(query: AuditQuery): { where: string[]; values: unknown[] } {
+  const where: string[] = [];
+  const values: unknown[] = [];
+  const add = (sql: string, value: unknown) => {
+    values.push(value);
+    where.push(sql.replace('?', `$${values.length}`));
+  };
+  if (query.agentId) add('agent_id = ?', query.agentId);
+  if (query.taskId) add('task_id = ?', query.taskId);
+  if (query.connectorId) add('connector_id = ?', query.connectorId);
+  if (query.type) add('type = ?', query.type);
+  if (query.outcome) add('outcome = ?', query.outcome);
+  if (query.since) add('occurred_at >= ?', query.since);
+  if (query.until) add('occurred_at < ?', query.until);
+  return { where, values };
+}
+
+/** True for errors that mean the database is unreachable rather than a bad statement. */
+export function isConnectionError(error: unknown): boolean {
+  const code = (error as { code?: string } | undefined)?.code ?? '';
+  const message = error instanceof Error ? error.message : '';
+  return (
+    ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08000', '08003', '08006'].includes(code) ||
+    /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(message)
+  );
+}

@@ -1,0 +1,2 @@
+export * from './writ-config';
+export * from './config.module';

@@ -1,0 +1,43 @@
+import { ConfigError, loadConfig } from './writ-config';
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const config = loadConfig({}, '/srv/writ');
+    expect(config).toMatchObject({
+      databaseUrl: undefined,
+      dataDir: '/srv/writ/.writ',
+      host: '127.0.0.1',
+      authPort: 4000,
+      gatewayPort: 4001,
+      adminPort: 4002,
+      issuer: 'http://localhost:4000',
+      gatewayUrl: 'http://localhost:4001',
+      logLevel: 'info',
+    });
+  });
+
+  it('refuses an external database without a master key', () => {
+    expect(() => loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db' })).toThrow(/WRIT_MASTER_KEY is required/);
+  });
+
+  it('refuses a master key that is not 32 bytes', () => {
+    expect(() => loadConfig({ WRIT_MASTER_KEY: Buffer.alloc(16).toString('base64') })).toThrow(/exactly 32 bytes/);
+  });
+
+  it('accepts a 32-byte master key and strips trailing slashes from URLs', () => {
+    const key = Buffer.alloc(32, 7);
+    const config = loadConfig({ WRIT_MASTER_KEY: key.toString('base64'), WRIT_ISSUER: 'https://auth.example/' });
+    expect(config.masterKey?.equals(key)).toBe(true);
+    expect(config.issuer).toBe('https://auth.example');
+  });
+
+  it('names every invalid variable at once', () => {
+    try {
+      loadConfig({ WRIT_AUTH_PORT: 'x', WRIT_LOG_LEVEL: 'loud', WRIT_ISSUER: 'ftp://x' });
+      throw new Error('expected a ConfigError');
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).problems).toHaveLength(3);
+    }
+  });
+});

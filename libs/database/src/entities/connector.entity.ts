@@ -1,0 +1,37 @@
+import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
+
+/** Where a constraint reads its value in a request. */
+export type ConstraintLocation = 'path' | 'query' | 'body';
+/** How a request value is compared with the granted value. */
+export type ConstraintOperator = 'eq' | 'lte' | 'gte' | 'in';
+
+/** Binds a constraint name to one request field and an operator. */
+export interface ConstraintBinding {
+  in: ConstraintLocation;
+  field: string;
+  op: ConstraintOperator;
+}
+
+/** One operation of a connector's catalogue. */
+export interface ConnectorOperation {
+  name: string;
+  method: string;
+  path: string;
+  risk: 'read' | 'write';
+  constraints: Record<string, ConstraintBinding>;
+}
+
+/** An upstream API, its catalogue and its sealed upstream credential. */
+@Entity('connectors')
+export class ConnectorEntity {
+  @PrimaryColumn('text') id!: string;
+  @Column('text') name!: string;
+  @Column('text', { name: 'base_url' }) baseUrl!: string;
+  @Column('jsonb') operations!: ConnectorOperation[];
+  @Column('text', { name: 'credential_type', nullable: true }) credentialType!: string | null;
+  @Column('bytea', { name: 'credential_sealed', nullable: true }) credentialSealed!: Buffer | null;
+  @Column('text', { name: 'credential_fingerprint', nullable: true }) credentialFingerprint!: string | null;
+  @Column('timestamptz', { name: 'credential_set_at', nullable: true }) credentialSetAt!: Date | null;
+  @CreateDateColumn({ type: 'timestamptz', name: 'created_at' }) createdAt!: Date;
+  @UpdateDateColumn({ type: 'timestamptz', name: 'updated_at' }) updatedAt!: Date;
+}

@@ -1,0 +1,33 @@
+import { Column, Entity, PrimaryColumn } from 'typeorm';
+
+/** The lifecycle states of a task. Every state but `active` is final. */
+export type TaskStatus = 'active' | 'completed' | 'failed' | 'expired' | 'revoked';
+
+/** One `authorization_details` entry of type `connector`, as declared or requested. */
+export interface ConnectorDetail {
+  type: 'connector';
+  connector: string;
+  actions: string[];
+  constraints?: Record<string, string | number | boolean | Array<string | number>>;
+}
+
+/** A unit of agent work declared by an orchestrator, with its declared purpose. */
+@Entity('tasks')
+export class TaskEntity {
+  @PrimaryColumn('uuid') id!: string;
+  @Column('text', { name: 'agent_id' }) agentId!: string;
+  @Column('text', { name: 'orchestrator_id' }) orchestratorId!: string;
+  @Column('text') purpose!: string;
+  @Column('jsonb') allowed!: ConnectorDetail[];
+  @Column('text', { name: 'on_behalf_of', nullable: true }) onBehalfOf!: string | null;
+  @Column('jsonb') metadata!: Record<string, unknown>;
+  @Column('text') status!: TaskStatus;
+  @Column('text', { name: 'status_reason', nullable: true }) statusReason!: string | null;
+  @Column('text', { name: 'task_token_jti' }) taskTokenJti!: string;
+  @Column('int', { name: 'grants_issued' }) grantsIssued!: number;
+  @Column('int') refusals!: number;
+  @Column('int', { name: 'out_of_purpose_requests' }) outOfPurposeRequests!: number;
+  @Column('timestamptz', { name: 'created_at' }) createdAt!: Date;
+  @Column('timestamptz', { name: 'expires_at' }) expiresAt!: Date;
+  @Column('timestamptz', { name: 'ended_at', nullable: true }) endedAt!: Date | null;
+}

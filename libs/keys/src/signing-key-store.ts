@@ -1,0 +1,237 @@
+import { randomUUID } from 'node:crypto';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, jwtVerify, SignJWT } from 'jose';
+import type { CryptoKey, JWK, JWTHeaderParameters, JWTPayload, JWTVerifyResult } from 'jose';
+import type { Pool } from 'pg';
+import { MasterKey } from './master-key';
+
+/** The signing algorithm of Writ's tokens. */
+export const SIGNING_ALG = 'ES256';
+
+/** A public signing key as published in the JWKS. */
+export interface PublicSigningKey extends JWK {
+  kid: string;
+  alg: string;
+  use: 'sig';
+}
+
+interface LoadedKey {
+  kid: string;
+  status: 'active' | 'retiring';
+  publicJwk: PublicSigningKey;
+  publicKey: CryptoKey;
+  privateKey: CryptoKey;
+  createdAt: Date;
+}
+
+interface KeyRow {
+  kid: string;
+  alg: string;
+  public_jwk: PublicSigningKey;
+  private_sealed: Buffer;
+  status: 'active' | 'retiring';
+  created_at: Date;
+}
+
+/** Thrown when a JWT is not one of ours or not valid for the asked use. */
+export class TokenVerificationError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'TokenVerificationError';
+  }
+}
+
+/** What a verified token must be. */
+export interface VerifyOptions {
+  /** Required `typ` header, e.g. `at+jwt`. */
+  typ: string;
+  /** Required `aud` (one of its values). */
+  audience?: string | string[];
+  /** Clock tolerance in seconds (default 0: our own tokens, our own clock). */
+  clockTolerance?: number;
+  /** The time to verify at (tests freeze it). */
+  currentDate?: Date;
+}
+
+const KEY_LOCK = 7_311_043;
+const RELOAD_THROTTLE_MS = 5_000;
+
+/**
+ * Writ's ES256 signing keys: created at first start, private parts sealed with the master key
+ * in PostgreSQL, shared by every instance. One key is active; rotated-out keys stay in the
+ * JWKS (status `retiring`) until the tokens they signed have expired.
+ */
+export class SigningKeyStore {
+  private keys = new Map<string, LoadedKey>();
+  private active: LoadedKey | undefined;
+  private lastReload = 0;
+  private reloading: Promise<void> | undefined;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly master: MasterKey,
+    private readonly issuer: string,
+  ) {}
+
+  /** Loads the keys, creating the first one if the cluster has none. Throws if none can be read. */
+  async init(): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('SELECT pg_advisory_lock($1)', [KEY_LOCK]);
+      const { rowCount } = await client.query(`SELECT 1 FROM signing_keys WHERE status = 'active'`);
+      if (rowCount === 0) await this.insertNewKey(client);
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [KEY_LOCK]).catch(() => undefined);
+      client.release();
+    }
+    await this.reload();
+    if (!this.active) throw new Error('no active signing key could be loaded');
+  }
+
+  /** Makes a new key active; the previous one keeps verifying until retired. Returns its kid. */
+  async rotate(): Promise<string> {
+    const client = await this.pool.connect();
+    let kid: string;
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
+      await client.query(`UPDATE signing_keys SET status = 'retiring' WHERE status = 'active'`);
+      kid = await this.insertNewKey(client);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+    await this.reload();
+    return kid;
+  }
+
+  /** Marks retiring keys older than `maxAgeSeconds` as retired (no longer published). */
+  async retireOlderThan(maxAgeSeconds: number): Promise<number> {
+    const { rowCount } = await this.pool.query(
+      `UPDATE signing_keys SET status = 'retired', retired_at = now()
+        WHERE status = 'retiring' AND created_at < now() - make_interval(secs => $1)`,
+      [maxAgeSeconds],
+    );
+    if (rowCount) await this.reload();
+    return rowCount ?? 0;
+  }
+
+  /** Re-reads the keys from PostgreSQL (other instances may have rotated). */
+  async reload(): Promise<void> {
+    if (this.reloading) return this.reloading;
+    this.reloading = (async () => {
+      const { rows } = await this.pool.query<KeyRow>(
+        `SELECT kid, alg, public_jwk, private_sealed, status, created_at FROM signing_keys
+          WHERE status IN ('active', 'retiring') ORDER BY created_at`,
+      );
+      const next = new Map<string, LoadedKey>();
+      for (const row of rows) {
+        const cached = this.keys.get(row.kid);
+        if (cached) {
+          next.set(row.kid, { ...cached, status: row.status });
+          continue;
+        }
+        const privateJwk = JSON.parse(this.master.unseal(row.private_sealed, `signing_key:${row.kid}`).toString('utf8'));
+        next.set(row.kid, {
+          kid: row.kid,
+          status: row.status,
+          publicJwk: row.public_jwk,
+          publicKey: (await importJWK(row.public_jwk, row.alg)) as CryptoKey,
+          privateKey: (await importJWK(privateJwk, row.alg)) as CryptoKey,
+          createdAt: row.created_at,
+        });
+      }
+      this.keys = next;
+      this.active = [...next.values()].find((key) => key.status === 'active');
+      this.lastReload = Date.now();
+    })().finally(() => {
+      this.reloading = undefined;
+    });
+    return this.reloading;
+  }
+
+  /** The public JWKS: active and retiring keys, each with `kid`, `alg` and `use`. */
+  jwks(): { keys: PublicSigningKey[] } {
+    return { keys: [...this.keys.values()].map((key) => ({ ...key.publicJwk })) };
+  }
+
+  /** The kid of the active key. */
+  activeKid(): string {
+    if (!this.active) throw new Error('no active signing key');
+    return this.active.kid;
+  }
+
+  /** Signs claims with the active key; `iss` is always this issuer. */
+  async sign(claims: JWTPayload, header: { typ: string } & Partial<JWTHeaderParameters>): Promise<string> {
+    const key = this.active;
+    if (!key) throw new Error('no active signing key');
+    return new SignJWT({ ...claims, iss: this.issuer })
+      .setProtectedHeader({ ...header, alg: SIGNING_ALG, kid: key.kid })
+      .sign(key.privateKey);
+  }
+
+  /** Verifies a token this issuer signed: signature, `alg`, `typ`, `iss`, `exp`, and `aud`. */
+  async verify(token: string, options: VerifyOptions): Promise<JWTVerifyResult> {
+    try {
+      return await jwtVerify(token, async (header) => this.publicKeyFor(header.kid), {
+        algorithms: [SIGNING_ALG],
+        issuer: this.issuer,
+        typ: options.typ,
+        audience: options.audience,
+        clockTolerance: options.clockTolerance ?? 0,
+        currentDate: options.currentDate,
+        requiredClaims: ['exp', 'jti', 'iat'],
+      });
+    } catch (error) {
+      if (error instanceof TokenVerificationError) throw error;
+      const code = (error as { code?: string }).code ?? 'ERR_JWT_INVALID';
+      throw new TokenVerificationError(code, verificationMessage(code));
+    }
+  }
+
+  private async publicKeyFor(kid: string | undefined): Promise<CryptoKey> {
+    if (!kid) throw new TokenVerificationError('ERR_JWKS_NO_MATCHING_KEY', 'token has no kid');
+    let key = this.keys.get(kid);
+    if (!key && Date.now() - this.lastReload > RELOAD_THROTTLE_MS) {
+      await this.reload();
+      key = this.keys.get(kid);
+    }
+    if (!key) throw new TokenVerificationError('ERR_JWKS_NO_MATCHING_KEY', 'token was not signed by a key of this issuer');
+    return key.publicKey;
+  }
+
+  private async insertNewKey(client: { query: Pool['query'] }): Promise<string> {
+    const { privateKey, publicKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
+    const publicJwk = await exportJWK(publicKey);
+    const kid = await calculateJwkThumbprint(publicJwk);
+    const privateJwk = await exportJWK(privateKey);
+    const sealed = this.master.seal(JSON.stringify(privateJwk), `signing_key:${kid}`);
+    await client.query(
+      `INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at) VALUES ($1, $2, $3, $4, 'active', now())`,
+      [kid, SIGNING_ALG, { ...publicJwk, kid, alg: SIGNING_ALG, use: 'sig' }, sealed],
+    );
+    return kid;
+  }
+}
+
+function verificationMessage(code: string): string {
+  switch (code) {
+    case 'ERR_JWT_EXPIRED':
+      return 'token has expired';
+    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
+      return 'token signature is invalid';
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      return 'token claims are not valid for this use';
+    case 'ERR_JOSE_ALG_NOT_ALLOWED':
+      return 'token algorithm is not allowed';
+    default:
+      return 'token is malformed or not issued by this authority';
+  }
+}
+
+/** A random token id. */
+export function newJti(): string {
+  return randomUUID();
+}
