@@ -1,0 +1,59 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { APP_PIPE } from '@nestjs/core';
+import { ActivePolicy } from '@writ/policy';
+import { HealthModule, Runtime, RuntimeModule, writValidationPipe } from '@writ/platform';
+import { SweeperService } from './background/sweeper.service';
+import { ClientAuthenticator } from './client-auth/client-authenticator.service';
+import { ClientRegistry } from './client-auth/client-registry.service';
+import { DiscoveryController } from './discovery/discovery.controller';
+import { ExchangeContextRepository } from './exchange/exchange-context.repository';
+import { IntrospectionController } from './introspection/introspection.controller';
+import { IntrospectionService } from './introspection/introspection.service';
+import { TokenLookup } from './introspection/token-lookup.service';
+import { JwksController } from './jwks/jwks.controller';
+import { RevocationController } from './revocation/revocation.controller';
+import { RevocationService } from './revocation/revocation.service';
+import { OrchestratorBearerGuard } from './tasks/orchestrator-bearer.guard';
+import { TasksController } from './tasks/tasks.controller';
+import { TasksService } from './tasks/tasks.service';
+import { AccessTokenIssuer } from './token/access-token-issuer.service';
+import { GRANT_HANDLERS, GrantHandler } from './token/grant-handler';
+import { GrantRegistry } from './token/grant-registry';
+import { ClientCredentialsGrant } from './token/grants/client-credentials.grant';
+import { TokenExchangeGrant } from './token/grants/token-exchange.grant';
+import { TokenController } from './token/token.controller';
+import { TokenService } from './token/token.service';
+
+/** The grant handlers, one file each, registered by `grant_type`. */
+const GRANTS = [ClientCredentialsGrant, TokenExchangeGrant];
+
+/** The authorization server: discovery, JWKS, token, introspection, revocation, Tasks API. */
+@Module({})
+export class AuthorizationServerModule {
+  /** The module over a runtime and the active policy. */
+  static forRoot(runtime: Runtime, policy: ActivePolicy): DynamicModule {
+    return {
+      module: AuthorizationServerModule,
+      imports: [RuntimeModule.forRoot(runtime), HealthModule],
+      controllers: [DiscoveryController, JwksController, TokenController, IntrospectionController, RevocationController, TasksController],
+      providers: [
+        { provide: ActivePolicy, useValue: policy },
+        { provide: APP_PIPE, useFactory: writValidationPipe },
+        ...GRANTS,
+        { provide: GRANT_HANDLERS, useFactory: (...grants: GrantHandler[]) => grants, inject: GRANTS },
+        GrantRegistry,
+        TokenService,
+        AccessTokenIssuer,
+        ClientRegistry,
+        ClientAuthenticator,
+        ExchangeContextRepository,
+        TokenLookup,
+        IntrospectionService,
+        RevocationService,
+        TasksService,
+        OrchestratorBearerGuard,
+        SweeperService,
+      ],
+    };
+  }
+}

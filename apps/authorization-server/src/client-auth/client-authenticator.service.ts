@@ -1,0 +1,49 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Pool } from 'pg';
+import { WRIT_CONFIG, WritConfig } from '@writ/config';
+import { PG_POOL } from '@writ/database';
+import { authenticateClientAssertion, clientAuthenticationFailed, FormParams } from '@writ/oauth';
+import { ClientRegistry } from './client-registry.service';
+import { PgJtiStore } from './pg-jti-store';
+import type { RegisteredClient } from './registered-client';
+
+/**
+ * `private_key_jwt` client authentication for the token, introspection and revocation
+ * endpoints: the claimed client must exist and be active, the assertion must verify against
+ * its registered JWKS, and its `jti` is consumed in PostgreSQL.
+ */
+@Injectable()
+export class ClientAuthenticator {
+  private readonly jtis: PgJtiStore;
+
+  constructor(
+    private readonly clients: ClientRegistry,
+    @Inject(WRIT_CONFIG) private readonly config: WritConfig,
+    @Inject(PG_POOL) pool: Pool,
+  ) {
+    this.jtis = new PgJtiStore(pool);
+  }
+
+  /** Authenticates the client of a request; throws `invalid_client` otherwise. */
+  async authenticate(params: FormParams, authorizationHeader?: string): Promise<RegisteredClient> {
+    if (authorizationHeader) throw clientAuthenticationFailed('client_auth_unsupported');
+    let client: RegisteredClient | undefined;
+    await authenticateClientAssertion({
+      params,
+      issuer: this.config.issuer,
+      jtiStore: this.jtis,
+      loadJwks: async (clientId) => {
+        client = await this.clients.find(clientId);
+        if (!client) return undefined;
+        if (client.status !== 'active') throw clientAuthenticationFailed('client_inactive');
+        return client.jwks as never;
+      },
+    });
+    return client!;
+  }
+
+  /** Purges used jtis past their retention. */
+  purgeExpiredJtis(): Promise<number> {
+    return this.jtis.purgeExpired();
+  }
+}

@@ -1,0 +1,68 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Pool } from 'pg';
+import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';
+
+/** A task as the token exchange needs it. */
+export interface ExchangeTask {
+  id: string;
+  agentId: string;
+  orchestratorId: string;
+  purpose: string;
+  allowed: ConnectorDetail[];
+  onBehalfOf: string | null;
+  metadata: Record<string, unknown>;
+  status: TaskStatus;
+  taskTokenJti: string;
+  grantsIssued: number;
+  refusals: number;
+  outOfPurposeRequests: number;
+  createdAt: Date;
+  expiresAt: Date;
+}
+
+/** A connector's catalogue, as the policy sees it. */
+export interface CatalogueConnector {
+  id: string;
+  name: string;
+  operations: ConnectorOperation[];
+}
+
+/** The reads of the token-exchange hot path, in plain SQL. */
+@Injectable()
+export class ExchangeContextRepository {
+  constructor(@Inject(PG_POOL) private readonly pool: Pool) {}
+
+  /** The task, or undefined. */
+  async task(id: string): Promise<ExchangeTask | undefined> {
+    const { rows } = await this.pool.query(
+      `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti,
+              grants_issued, refusals, out_of_purpose_requests, created_at, expires_at
+         FROM tasks WHERE id = $1`,
+      [id],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    return {
+      id: row.id,
+      agentId: row.agent_id,
+      orchestratorId: row.orchestrator_id,
+      purpose: row.purpose,
+      allowed: row.allowed,
+      onBehalfOf: row.on_behalf_of,
+      metadata: row.metadata,
+      status: row.status,
+      taskTokenJti: row.task_token_jti,
+      grantsIssued: row.grants_issued,
+      refusals: row.refusals,
+      outOfPurposeRequests: row.out_of_purpose_requests,
+      createdAt: row.created_at,
+      expiresAt: row.expires_at,
+    };
+  }
+
+  /** The registered connectors among `ids`. */
+  async connectors(ids: string[]): Promise<CatalogueConnector[]> {
+    const { rows } = await this.pool.query(`SELECT id, name, operations FROM connectors WHERE id = ANY($1::text[])`, [ids]);
+    return rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations }));
+  }
+}

@@ -1,0 +1,41 @@
+import { Injectable } from '@nestjs/common';
+import { FormParams, InvalidRequestError } from '@writ/oauth';
+import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
+import { TokenLookup } from './token-lookup.service';
+
+/** The RFC 7662 response. */
+export type IntrospectionResponseDto = { active: false } | ({ active: true } & Record<string, unknown>);
+
+/** Token introspection (RFC 7662) for agents (own tokens) and orchestrators (their tasks' tokens). */
+@Injectable()
+export class IntrospectionService {
+  constructor(
+    private readonly clients: ClientAuthenticator,
+    private readonly lookup: TokenLookup,
+  ) {}
+
+  /** `{active:false}` for anything revoked, expired, spent, foreign or unknown. */
+  async introspect(params: FormParams, authorization: string | undefined): Promise<IntrospectionResponseDto> {
+    const client = await this.clients.authenticate(params, authorization);
+    const token = params.get('token');
+    if (!token) throw new InvalidRequestError('token is required');
+    const known = await this.lookup.find(token, client);
+    if (!known || !TokenLookup.isActive(known)) return { active: false };
+    const { claims } = known;
+    return {
+      active: true,
+      iss: claims.iss,
+      sub: known.subject,
+      aud: claims.aud,
+      client_id: known.clientId,
+      token_type: 'Bearer',
+      iat: claims.iat,
+      exp: claims.exp,
+      jti: known.jti,
+      ...(known.scope ? { scope: known.scope } : {}),
+      ...(known.authorizationDetails ? { authorization_details: known.authorizationDetails } : {}),
+      ...(known.taskId ? { task_id: known.taskId } : {}),
+      ...(known.maxUses !== null ? { uses_remaining: Math.max(0, known.maxUses - known.uses) } : {}),
+    };
+  }
+}

@@ -1,0 +1,89 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Pool } from 'pg';
+import { ConnectorDetail, PG_POOL } from '@writ/database';
+import { SigningKeyStore } from '@writ/keys';
+import type { RegisteredClient } from '../client-auth/registered-client';
+import { ACCESS_TOKEN_TYP } from '../token/access-token-issuer.service';
+
+/** An access token row joined with its task's status and orchestrator. */
+export interface KnownToken {
+  jti: string;
+  kind: 'connector' | 'tasks';
+  clientId: string;
+  subject: string;
+  taskId: string | null;
+  taskStatus: string | null;
+  taskOrchestratorId: string | null;
+  connectorId: string | null;
+  scope: string | null;
+  authorizationDetails: ConnectorDetail[] | null;
+  maxUses: number | null;
+  uses: number;
+  issuedAt: Date;
+  expiresAt: Date;
+  revokedAt: Date | null;
+  claims: Record<string, unknown>;
+}
+
+/**
+ * Finds the token a client presents to introspection or revocation: it must be a token this
+ * issuer signed, and the client must be entitled to it (an agent its own tokens, an
+ * orchestrator its own and those of its tasks). Anything else is "not found".
+ */
+@Injectable()
+export class TokenLookup {
+  constructor(
+    private readonly keys: SigningKeyStore,
+    @Inject(PG_POOL) private readonly pool: Pool,
+  ) {}
+
+  /** The token if it verifies (expired tokens included) and the client may see it. */
+  async find(token: string, client: RegisteredClient): Promise<KnownToken | undefined> {
+    let claims: Record<string, unknown>;
+    try {
+      // Signature and type only: expired tokens are still found (introspected inactive, or revoked idempotently).
+      claims = (await this.keys.verify(token, { typ: ACCESS_TOKEN_TYP, currentDate: new Date(0) })).payload as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+    if (typeof claims.jti !== 'string') return undefined;
+    const { rows } = await this.pool.query(
+      `SELECT t.jti, t.kind, t.client_id, t.subject, t.task_id, k.status AS task_status, k.orchestrator_id,
+              t.connector_id, t.scope, t.authorization_details, t.max_uses, t.uses, t.issued_at, t.expires_at, t.revoked_at
+         FROM access_tokens t LEFT JOIN tasks k ON k.id = t.task_id WHERE t.jti = $1`,
+      [claims.jti],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    const known: KnownToken = {
+      jti: row.jti,
+      kind: row.kind,
+      clientId: row.client_id,
+      subject: row.subject,
+      taskId: row.task_id,
+      taskStatus: row.task_status,
+      taskOrchestratorId: row.orchestrator_id,
+      connectorId: row.connector_id,
+      scope: row.scope,
+      authorizationDetails: row.authorization_details,
+      maxUses: row.max_uses,
+      uses: row.uses,
+      issuedAt: row.issued_at,
+      expiresAt: row.expires_at,
+      revokedAt: row.revoked_at,
+      claims,
+    };
+    const entitled =
+      known.clientId === client.id || (client.kind === 'orchestrator' && known.taskOrchestratorId === client.id);
+    return entitled ? known : undefined;
+  }
+
+  /** Whether a known token can still be used. */
+  static isActive(token: KnownToken, now = new Date()): boolean {
+    if (token.revokedAt || token.expiresAt.getTime() <= now.getTime()) return false;
+    if (token.kind === 'connector' && token.taskStatus !== 'active') return false;
+    if (token.maxUses !== null && token.uses >= token.maxUses) return false;
+    return true;
+  }
+
+}

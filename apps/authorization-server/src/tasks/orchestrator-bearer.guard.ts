@@ -1,0 +1,56 @@
+import { CanActivate, ExecutionContext, Inject, Injectable } from '@nestjs/common';
+import type { Request } from 'express';
+import type { Pool } from 'pg';
+import { PG_POOL } from '@writ/database';
+import { SigningKeyStore } from '@writ/keys';
+import { InsufficientScopeError, InvalidTokenError } from '@writ/oauth';
+import { ACCESS_TOKEN_TYP, AccessTokenIssuer } from '../token/access-token-issuer.service';
+
+/** The orchestrator a Tasks API request is made by. */
+export interface OrchestratorPrincipal {
+  id: string;
+  allowedAgents: string[];
+  jti: string;
+}
+
+/** Request property where the guard leaves the principal. */
+export const ORCHESTRATOR = 'writOrchestrator';
+
+/**
+ * Bearer authentication of the Tasks API (RFC 6750): an RFC 9068 token of this issuer for
+ * the Tasks API audience with scope `tasks`, not revoked, of an active orchestrator.
+ */
+@Injectable()
+export class OrchestratorBearerGuard implements CanActivate {
+  constructor(
+    private readonly keys: SigningKeyStore,
+    private readonly issuer: AccessTokenIssuer,
+    @Inject(PG_POOL) private readonly pool: Pool,
+  ) {}
+
+  /** Verifies the token and attaches the principal. */
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const request = context.switchToHttp().getRequest<Request & { [ORCHESTRATOR]?: OrchestratorPrincipal }>();
+    const header = request.headers.authorization ?? '';
+    const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(header);
+    if (!match) throw new InvalidTokenError('a Bearer access token with scope "tasks" is required');
+    let claims: Record<string, unknown>;
+    try {
+      claims = (await this.keys.verify(match[1], { typ: ACCESS_TOKEN_TYP, audience: this.issuer.tasksAudience() })).payload as Record<string, unknown>;
+    } catch {
+      throw new InvalidTokenError('the access token is invalid or expired');
+    }
+    const scopes = typeof claims.scope === 'string' ? claims.scope.split(' ') : [];
+    if (!scopes.includes('tasks')) {
+      throw new InsufficientScopeError('the access token lacks the "tasks" scope', { rule: 'scope', scope: 'tasks' });
+    }
+    const { rows } = await this.pool.query(
+      `SELECT o.id, o.allowed_agents FROM access_tokens t JOIN orchestrators o ON o.id = t.client_id
+        WHERE t.jti = $1 AND t.kind = 'tasks' AND t.revoked_at IS NULL AND o.status = 'active'`,
+      [claims.jti],
+    );
+    if (!rows[0]) throw new InvalidTokenError('the access token has been revoked');
+    request[ORCHESTRATOR] = { id: rows[0].id, allowedAgents: rows[0].allowed_agents, jti: claims.jti as string };
+    return true;
+  }
+}

@@ -1,0 +1,42 @@
+import { Body, Controller, Get, HttpCode, Param, Post, Req, UseGuards } from '@nestjs/common';
+import type { Request } from 'express';
+import type { TaskDto } from '@writ/credentials';
+import { CreateTaskDto } from './dto/create-task.dto';
+import type { CreatedTaskDto } from './dto/created-task.dto';
+import { ORCHESTRATOR, OrchestratorBearerGuard, OrchestratorPrincipal } from './orchestrator-bearer.guard';
+import { TasksService } from './tasks.service';
+
+type AuthedRequest = Request & { [ORCHESTRATOR]: OrchestratorPrincipal };
+
+/** The Tasks API (orchestrators, Bearer token with scope `tasks`). */
+@Controller('v1/tasks')
+@UseGuards(OrchestratorBearerGuard)
+export class TasksController {
+  constructor(private readonly tasks: TasksService) {}
+
+  /** Declares a task. */
+  @Post()
+  create(@Req() request: AuthedRequest, @Body() body: CreateTaskDto): Promise<CreatedTaskDto> {
+    return this.tasks.create(request[ORCHESTRATOR], body);
+  }
+
+  /** Reads a task, its status and its grants. */
+  @Get(':id')
+  get(@Req() request: AuthedRequest, @Param('id') id: string): Promise<TaskDto> {
+    return this.tasks.get(request[ORCHESTRATOR], id);
+  }
+
+  /** Completes a task; its credentials are revoked before this returns. */
+  @Post(':id/complete')
+  @HttpCode(200)
+  complete(@Req() request: AuthedRequest, @Param('id') id: string): Promise<TaskDto> {
+    return this.tasks.end(request[ORCHESTRATOR], id, 'completed');
+  }
+
+  /** Fails a task; its credentials are revoked before this returns. */
+  @Post(':id/fail')
+  @HttpCode(200)
+  fail(@Req() request: AuthedRequest, @Param('id') id: string): Promise<TaskDto> {
+    return this.tasks.end(request[ORCHESTRATOR], id, 'failed');
+  }
+}

@@ -1,0 +1,22 @@
+import type { FormParams } from '@writ/oauth';
+import type { ClientKind, RegisteredClient } from '../client-auth/registered-client';
+import type { TokenResponseDto } from './token-response.dto';
+
+/** What a grant handler gets: the parsed form and the authenticated client. */
+export interface GrantContext {
+  readonly params: FormParams;
+  readonly client: RegisteredClient;
+}
+
+/** One `grant_type` of the token endpoint (node-oidc-provider style: one file per grant). */
+export interface GrantHandler {
+  /** The `grant_type` value it answers. */
+  readonly grantType: string;
+  /** The kinds of client allowed to use it; others get `unauthorized_client`. */
+  readonly clientKinds: readonly ClientKind[];
+  /** Issues the token, or throws an `OAuthError`. */
+  handle(context: GrantContext): Promise<TokenResponseDto>;
+}
+
+/** Injection token of the list of registered grant handlers. */
+export const GRANT_HANDLERS = Symbol('GRANT_HANDLERS');

@@ -1,0 +1,38 @@
+import { Injectable } from '@nestjs/common';
+import { InvalidScopeError } from '@writ/oauth';
+import type { GrantContext, GrantHandler } from '../grant-handler';
+import type { TokenResponseDto } from '../token-response.dto';
+import { AccessTokenIssuer } from '../access-token-issuer.service';
+
+/** Lifetime of an orchestrator's Tasks API token. */
+export const TASKS_TOKEN_LIFETIME_SECONDS = 300;
+
+/** `client_credentials` (RFC 6749 §4.4): an orchestrator gets a short-lived Tasks API token. */
+@Injectable()
+export class ClientCredentialsGrant implements GrantHandler {
+  readonly grantType = 'client_credentials';
+  readonly clientKinds = ['orchestrator'] as const;
+
+  constructor(private readonly issuer: AccessTokenIssuer) {}
+
+  /** Issues a `scope=tasks` access token. */
+  async handle({ params, client }: GrantContext): Promise<TokenResponseDto> {
+    const requested = (params.get('scope') ?? 'tasks').split(' ').filter(Boolean);
+    if (requested.length !== 1 || requested[0] !== 'tasks') {
+      throw new InvalidScopeError('the only scope available to orchestrators is "tasks"');
+    }
+    if (params.has('authorization_details') || params.has('resource')) {
+      throw new InvalidScopeError('client_credentials grants the tasks scope only');
+    }
+    const issued = await this.issuer.issue({
+      kind: 'tasks',
+      clientId: client.id,
+      subject: client.id,
+      audience: this.issuer.tasksAudience(),
+      lifetimeSeconds: TASKS_TOKEN_LIFETIME_SECONDS,
+      scope: 'tasks',
+      auditActor: { type: 'orchestrator', id: client.id },
+    });
+    return { access_token: issued.token, token_type: 'Bearer', expires_in: issued.expiresIn, scope: 'tasks' };
+  }
+}

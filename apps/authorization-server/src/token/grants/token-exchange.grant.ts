@@ -1,0 +1,221 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { AuditService } from '@writ/audit';
+import { WRIT_CONFIG, WritConfig } from '@writ/config';
+import { CredentialRevoker } from '@writ/credentials';
+import type { ConnectorDetail } from '@writ/database';
+import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
+import {
+  checkWithinAllowed,
+  InvalidAuthorizationDetailsError,
+  InvalidGrantError,
+  InvalidTargetError,
+  parseTokenExchangeRequest,
+} from '@writ/oauth';
+import { ActivePolicy, buildPolicyInput, Decision } from '@writ/policy';
+import type { RegisteredClient } from '../../client-auth/registered-client';
+import { CatalogueConnector, ExchangeContextRepository, ExchangeTask } from '../../exchange/exchange-context.repository';
+import { TASK_TOKEN_TYP, TaskTokenClaims } from '../../exchange/task-token';
+import { AccessTokenIssuer } from '../access-token-issuer.service';
+import type { GrantContext, GrantHandler } from '../grant-handler';
+import type { TokenResponseDto } from '../token-response.dto';
+
+/** RFC 8693 token type identifiers. */
+export const TOKEN_TYPE_JWT = 'urn:ietf:params:oauth:token-type:jwt';
+export const TOKEN_TYPE_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+/** Reason code of refusals already audited with their policy decision. */
+export const POLICY_DENIED = 'policy_denied';
+
+/**
+ * Token exchange (RFC 8693 with RFC 9396 `authorization_details`): an agent trades its task
+ * token for a credential scoped to one operation on one connector. The compiled Rego policy
+ * decides against the task's declared purpose; the server then also enforces the contract's
+ * invariant (inside `allowed`, one connector, one action) whatever the policy said.
+ */
+@Injectable()
+export class TokenExchangeGrant implements GrantHandler {
+  readonly grantType = TOKEN_EXCHANGE_GRANT;
+  readonly clientKinds = ['agent'] as const;
+
+  constructor(
+    private readonly context: ExchangeContextRepository,
+    private readonly keys: SigningKeyStore,
+    private readonly policy: ActivePolicy,
+    private readonly issuer: AccessTokenIssuer,
+    private readonly audit: AuditService,
+    private readonly revoker: CredentialRevoker,
+    @Inject(WRIT_CONFIG) private readonly config: WritConfig,
+  ) {}
+
+  /** Checks the task token, asks the policy, and issues the narrowed credential. */
+  async handle({ params, client }: GrantContext): Promise<TokenResponseDto> {
+    const request = parseTokenExchangeRequest(params);
+    const task = await this.activeTaskOf(request.subjectToken, client);
+    const details = request.authorizationDetails as ConnectorDetail[];
+    const connectors = await this.context.connectors([...new Set(details.map((detail) => detail.connector))]);
+    const now = new Date();
+    const engine = this.policy.current();
+    const input = buildPolicyInput({
+      request: {
+        grantType: TOKEN_EXCHANGE_GRANT,
+        authorizationDetails: details,
+        resource: request.resource ?? null,
+        dpopJkt: null,
+      },
+      agent: { id: client.id, name: client.name, status: client.status },
+      task,
+      connectors,
+      now,
+    });
+    const decision = this.enforceInvariant(engine.evaluate(input), details, task, connectors);
+    const decisionData = {
+      request: { authorization_details: details, resource: request.resource ?? null },
+      decision: {
+        allow: decision.allow,
+        reasons: decision.reasons,
+        max_ttl_seconds: decision.max_ttl_seconds,
+        max_uses: decision.max_uses,
+        requires_approval: decision.requires_approval,
+        quarantine: decision.quarantine,
+        out_of_purpose: decision.out_of_purpose,
+      },
+      policy_version: engine.version,
+    };
+    if (!decision.allow) {
+      await this.refuse(task, client, decision, decisionData);
+      throw new InvalidAuthorizationDetailsError(`denied by policy: ${decision.reasons.join('; ') || 'no reason given'}`, {
+        reason: POLICY_DENIED,
+      });
+    }
+    if (decision.requires_approval) {
+      await this.refuse(task, client, { ...decision, reasons: [...decision.reasons, 'human approval required'] }, decisionData);
+      throw new InvalidAuthorizationDetailsError('this request requires human approval, which is not available for it', {
+        reason: POLICY_DENIED,
+      });
+    }
+    const detail = details[0];
+    const connector = connectors.find((candidate) => candidate.id === detail.connector)!;
+    const operation = connector.operations.find((candidate) => candidate.name === detail.actions[0])!;
+    const audience = this.issuer.connectorAudience(connector.id);
+    if (request.resource !== undefined && request.resource !== audience) {
+      throw new InvalidTargetError('resource must be the gateway URL of the requested connector');
+    }
+    const secondsLeft = Math.floor((task.expiresAt.getTime() - now.getTime()) / 1000);
+    const lifetime = Math.min(decision.max_ttl_seconds, secondsLeft);
+    if (lifetime < 1) throw new InvalidGrantError('the task expires too soon to issue a credential');
+    const issued = await this.issuer.issue({
+      kind: 'connector',
+      clientId: client.id,
+      subject: client.id,
+      audience,
+      lifetimeSeconds: lifetime,
+      taskId: task.id,
+      connectorId: connector.id,
+      action: operation.name,
+      risk: operation.risk,
+      authorizationDetails: [detail],
+      maxUses: decision.max_uses,
+      policyVersion: engine.version,
+      auditActor: { type: 'agent', id: client.id },
+      events: [
+        { type: 'grant.decision', outcome: 'success', actor: { type: 'agent', id: client.id }, agentId: client.id, taskId: task.id, connectorId: connector.id, data: decisionData },
+      ],
+      alsoInTransaction: async (tx) => {
+        await tx.query('UPDATE tasks SET grants_issued = grants_issued + 1 WHERE id = $1', [task.id]);
+      },
+    });
+    return {
+      access_token: issued.token,
+      issued_token_type: TOKEN_TYPE_ACCESS_TOKEN,
+      token_type: 'Bearer',
+      expires_in: issued.expiresIn,
+      authorization_details: [detail],
+    };
+  }
+
+  /** Verifies the subject token and returns its task, active and belonging to this agent. */
+  private async activeTaskOf(subjectToken: string, client: RegisteredClient): Promise<ExchangeTask> {
+    let claims: TaskTokenClaims;
+    try {
+      const verified = await this.keys.verify(subjectToken, { typ: TASK_TOKEN_TYP, audience: this.config.issuer });
+      claims = verified.payload as unknown as TaskTokenClaims;
+    } catch (error) {
+      if (error instanceof TokenVerificationError && error.code === 'ERR_JWT_EXPIRED') {
+        throw new InvalidGrantError('subject_token has expired: the task is over');
+      }
+      throw new InvalidGrantError('subject_token is not a valid task token of this issuer');
+    }
+    const task = typeof claims.task_id === 'string' ? await this.context.task(claims.task_id) : undefined;
+    if (!task || task.taskTokenJti !== claims.jti) {
+      throw new InvalidGrantError('subject_token is not a valid task token of this issuer');
+    }
+    if (task.agentId !== client.id || claims.sub !== client.id) {
+      throw new InvalidGrantError('subject_token was not issued to this client');
+    }
+    if (task.status === 'active' && task.expiresAt.getTime() <= Date.now()) {
+      await this.revoker.endTask(task.id, 'expired', 'deadline passed', { type: 'system', id: 'token-endpoint' });
+      task.status = 'expired';
+    }
+    if (task.status !== 'active') throw new InvalidGrantError(`the task is ${task.status}`);
+    return task;
+  }
+
+  /**
+   * The contract's floor under any policy: one connector and one action, a registered
+   * operation, and a request inside the task's declared `allowed`. A policy may refuse more,
+   * never allow more.
+   */
+  private enforceInvariant(decision: Decision, details: ConnectorDetail[], task: ExchangeTask, connectors: CatalogueConnector[]): Decision {
+    if (!decision.allow) return decision;
+    const violations: string[] = [];
+    if (details.length !== 1 || details[0].actions.length !== 1) {
+      violations.push('a credential covers exactly one connector and one action');
+    } else {
+      const detail = details[0];
+      const connector = connectors.find((candidate) => candidate.id === detail.connector);
+      const operation = connector?.operations.find((candidate) => candidate.name === detail.actions[0]);
+      if (!connector || !operation) {
+        violations.push(`operation ${detail.actions[0]} is not in the catalogue of connector ${detail.connector}`);
+      } else {
+        const within = checkWithinAllowed(detail, task.allowed, (connectorId: string, action: string, name: string) => {
+          if (connectorId !== connector.id) return undefined;
+          return connector.operations.find((candidate) => candidate.name === action)?.constraints?.[name]?.op;
+        });
+        violations.push(...within.violations);
+      }
+    }
+    if (violations.length === 0) return decision;
+    return { ...decision, allow: false, out_of_purpose: true, reasons: [...decision.reasons, ...violations] };
+  }
+
+  /** Records a refusal and its counters; quarantines the task when the policy says so. */
+  private async refuse(task: ExchangeTask, client: RegisteredClient, decision: Decision, data: Record<string, unknown>): Promise<void> {
+    await this.audit.recordWith(
+      async (tx) => {
+        await tx.query(
+          `UPDATE tasks SET refusals = refusals + 1,
+                  out_of_purpose_requests = out_of_purpose_requests + $2 WHERE id = $1`,
+          [task.id, decision.out_of_purpose ? 1 : 0],
+        );
+      },
+      () => [
+        {
+          type: 'grant.decision',
+          outcome: 'denied',
+          actor: { type: 'agent', id: client.id },
+          agentId: client.id,
+          taskId: task.id,
+          connectorId: (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null,
+          data,
+        },
+      ],
+    );
+    if (decision.quarantine) {
+      const count = task.outOfPurposeRequests + (decision.out_of_purpose ? 1 : 0);
+      await this.revoker.endTask(task.id, 'revoked', `quarantined by policy after ${count} out-of-purpose requests`, {
+        type: 'system',
+        id: 'policy',
+      });
+    }
+  }
+}

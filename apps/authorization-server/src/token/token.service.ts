@@ -1,0 +1,56 @@
+import { Injectable } from '@nestjs/common';
+import { AuditService } from '@writ/audit';
+import { FormParams, OAuthError, InvalidRequestError, UnauthorizedClientError } from '@writ/oauth';
+import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
+import type { RegisteredClient } from '../client-auth/registered-client';
+import { GrantRegistry } from './grant-registry';
+import { POLICY_DENIED } from './grants/token-exchange.grant';
+import type { TokenResponseDto } from './token-response.dto';
+
+/**
+ * The token endpoint as a chain of small steps: grant type → client authentication →
+ * client kind allowed → grant handler. Every refusal is audited before it is answered.
+ */
+@Injectable()
+export class TokenService {
+  constructor(
+    private readonly grants: GrantRegistry,
+    private readonly clients: ClientAuthenticator,
+    private readonly audit: AuditService,
+  ) {}
+
+  /** Answers one token request, or throws the OAuth error to send. */
+  async exchange(params: FormParams, authorization: string | undefined): Promise<TokenResponseDto> {
+    let client: RegisteredClient | undefined;
+    const grantType = params.get('grant_type');
+    try {
+      if (!grantType) throw new InvalidRequestError('grant_type is required');
+      const handler = this.grants.get(grantType);
+      client = await this.clients.authenticate(params, authorization);
+      if (!handler.clientKinds.includes(client.kind)) {
+        throw new UnauthorizedClientError(`this grant_type is not available to ${client.kind}s`);
+      }
+      return await handler.handle({ params, client });
+    } catch (error) {
+      if (error instanceof OAuthError) await this.recordRefusal(error, grantType, client);
+      throw error;
+    }
+  }
+
+  private async recordRefusal(error: OAuthError, grantType: string | undefined, client: RegisteredClient | undefined): Promise<void> {
+    // Policy refusals were recorded with their decision already.
+    if (error.reason === POLICY_DENIED) return;
+    await this.audit.record({
+      type: 'token.refused',
+      outcome: error.error === 'invalid_client' ? 'failure' : 'denied',
+      actor: client ? { type: client.kind, id: client.id } : { type: 'anonymous', id: null },
+      agentId: client?.kind === 'agent' ? client.id : null,
+      data: {
+        grant_type: grantType ?? null,
+        error: error.error,
+        error_description: error.description,
+        reason: error.reason ?? null,
+      },
+    });
+  }
+}

@@ -1,0 +1,115 @@
+import type { Pool, PoolClient } from 'pg';
+import type { AuditActorType, AuditService } from '@writ/audit';
+import type { TaskStatus } from '@writ/database';
+
+/** Who asked for a revocation. */
+export interface RevocationActor {
+  type: AuditActorType;
+  id: string | null;
+}
+
+/** The outcome of ending a task. */
+export interface EndedTask {
+  /** False when the task was not active (nothing changed). */
+  changed: boolean;
+  status: TaskStatus | null;
+  revokedTokens: number;
+}
+
+const REVOKE_TASK_TOKENS = `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
+                             WHERE task_id = $1 AND revoked_at IS NULL RETURNING jti`;
+
+/**
+ * Ends tasks and revokes credentials. Each change and its audit events commit in one
+ * transaction before the call returns; the gateway reads revocation state from PostgreSQL on
+ * every call, so a revocation is effective on every instance as soon as this resolves.
+ */
+export class CredentialRevoker {
+  constructor(
+    private readonly pool: Pool,
+    private readonly audit: AuditService,
+  ) {}
+
+  /**
+   * Moves an active task to a final status and revokes every credential issued for it.
+   * A task that is no longer active is left as it is (`changed: false`).
+   */
+  async endTask(taskId: string, status: Exclude<TaskStatus, 'active'>, reason: string, actor: RevocationActor): Promise<EndedTask> {
+    const { result } = await this.audit.recordWith(
+      async (client) => {
+        const ended = await client.query<{ agent_id: string; status: TaskStatus }>(
+          `UPDATE tasks SET status = $2, status_reason = $3, ended_at = now()
+            WHERE id = $1 AND status = 'active' RETURNING agent_id, status`,
+          [taskId, status, reason],
+        );
+        if (ended.rowCount === 0) {
+          const current = await client.query<{ status: TaskStatus }>('SELECT status FROM tasks WHERE id = $1', [taskId]);
+          return { changed: false, status: current.rows[0]?.status ?? null, agentId: null, jtis: [] as string[] };
+        }
+        const revoked = await client.query<{ jti: string }>(REVOKE_TASK_TOKENS, [taskId, `task ${status}`]);
+        return { changed: true, status, agentId: ended.rows[0].agent_id, jtis: revoked.rows.map((row) => row.jti) };
+      },
+      (outcome) =>
+        outcome.changed
+          ? [
+              {
+                type: `task.${status}`,
+                outcome: 'success',
+                actor,
+                agentId: outcome.agentId,
+                taskId,
+                data: { status, reason },
+              },
+              ...(outcome.jtis.length
+                ? [{
+                    type: 'token.revoked',
+                    outcome: 'success' as const,
+                    actor,
+                    agentId: outcome.agentId,
+                    taskId,
+                    data: { reason: `task ${status}`, jtis: outcome.jtis, count: outcome.jtis.length },
+                  }]
+                : []),
+            ]
+          : [],
+    );
+    return { changed: result.changed, status: result.status, revokedTokens: result.jtis.length };
+  }
+
+  /** Revokes every live credential of an agent (suspension or deletion), in one transaction with its event. */
+  async revokeForAgent(client: PoolClient, agentId: string, reason: string): Promise<string[]> {
+    const { rows } = await client.query<{ jti: string }>(
+      `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
+        WHERE subject = $1 AND kind = 'connector' AND revoked_at IS NULL AND expires_at > now() RETURNING jti`,
+      [agentId, reason],
+    );
+    return rows.map((row) => row.jti);
+  }
+
+  /** Revokes every live credential issued for a connector (deletion). */
+  async revokeForConnector(client: PoolClient, connectorId: string, reason: string): Promise<string[]> {
+    const { rows } = await client.query<{ jti: string }>(
+      `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
+        WHERE connector_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING jti`,
+      [connectorId, reason],
+    );
+    return rows.map((row) => row.jti);
+  }
+
+  /**
+   * Marks every active task past its deadline as `expired` and revokes its credentials.
+   * Safe to run on every instance at once (each task is ended once). Returns the count.
+   */
+  async expireDueTasks(limit = 500): Promise<number> {
+    const { rows } = await this.pool.query<{ id: string }>(
+      `SELECT id FROM tasks WHERE status = 'active' AND expires_at <= now() ORDER BY expires_at LIMIT $1`,
+      [limit],
+    );
+    let expired = 0;
+    for (const row of rows) {
+      const outcome = await this.endTask(row.id, 'expired', 'deadline passed', { type: 'system', id: 'task-sweeper' });
+      if (outcome.changed) expired += 1;
+    }
+    return expired;
+  }
+}

@@ -1,0 +1,2 @@
+export * from './credential-revoker';
+export * from './task-view';

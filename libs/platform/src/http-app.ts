@@ -1,0 +1,56 @@
+import { INestApplication, Type } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { NextFunction, Request, Response } from 'express';
+import pinoHttp from 'pino-http';
+import { randomUUID } from 'node:crypto';
+import { WritExceptionFilter } from './http-exception.filter';
+import type { Runtime } from './runtime';
+
+/** Options of {@link createHttpApp}. */
+export interface HttpAppOptions {
+  /** Name in log lines, e.g. `authorization-server`. */
+  name: string;
+  /** Installs this app's body parsers (each app parses what its endpoints accept, within limits). */
+  configure?: (app: NestExpressApplication) => void;
+}
+
+/**
+ * Creates a Nest app on Express with Writ's common HTTP behaviour: request logs without
+ * credentials, a request id, no `X-Powered-By`, the one exception filter, and no body parsing
+ * unless the app asks for it.
+ */
+export async function createHttpApp(module: Type<unknown> | ReturnType<never>, runtime: Runtime, options: HttpAppOptions): Promise<INestApplication> {
+  const logger = runtime.logger.child({ service: options.name });
+  const app = await NestFactory.create<NestExpressApplication>(module as Type<unknown>, {
+    bodyParser: false,
+    logger: false,
+    abortOnError: false,
+  });
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+  app.use(
+    pinoHttp({
+      logger,
+      genReqId: (req, res) => {
+        const id = randomUUID();
+        res.setHeader('X-Request-Id', id);
+        return id;
+      },
+      customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? 'error' : 'info'),
+      serializers: {
+        req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
+        res: (res: { statusCode: number }) => ({ status: res.statusCode }),
+      },
+    }),
+  );
+  app.use((_req: Request, res: Response, next: NextFunction) => {
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    next();
+  });
+  options.configure?.(app);
+  app.useGlobalFilters(new WritExceptionFilter(logger));
+  app.enableShutdownHooks();
+  return app;
+}

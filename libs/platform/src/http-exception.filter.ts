@@ -1,0 +1,124 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException, HttpStatus } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import type { Logger } from 'pino';
+import { AuditUnavailableError, isConnectionError } from '@writ/audit';
+import { OAuthError, wwwAuthenticateFor } from '@writ/oauth';
+
+/** A field-level validation problem of the admin API. */
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+/** Thrown by admin endpoints for a refused body: `400 {error, message, fields}`. */
+export class ValidationFailedError extends Error {
+  constructor(readonly fields: FieldError[], message = 'the request body is invalid') {
+    super(message);
+    this.name = 'ValidationFailedError';
+  }
+}
+
+/** Thrown for a missing resource of the admin or tasks API. */
+export class NotFoundError extends Error {
+  constructor(what: string) {
+    super(`${what} not found`);
+    this.name = 'NotFoundError';
+  }
+}
+
+/** Thrown when a change conflicts with the current state (e.g. a duplicate id). */
+export class ConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConflictError';
+  }
+}
+
+function nestErrorCode(status: number): string {
+  switch (status) {
+    case 400: return 'invalid_request';
+    case 401: return 'unauthorized';
+    case 403: return 'forbidden';
+    case 404: return 'not_found';
+    case 405: return 'method_not_allowed';
+    case 409: return 'conflict';
+    case 413: return 'invalid_request';
+    case 415: return 'invalid_request';
+    default: return status >= 500 ? 'server_error' : 'invalid_request';
+  }
+}
+
+/**
+ * The one place where exceptions become HTTP responses: RFC 6749 JSON with
+ * `Cache-Control: no-store` for OAuth errors, `{error, message, fields}` for the admin API,
+ * `503 temporarily_unavailable` when the database or the audit log is down, and never a stack
+ * trace. Unknown errors are logged (without request bodies) and answered `500 server_error`.
+ */
+@Catch()
+export class WritExceptionFilter implements ExceptionFilter {
+  constructor(private readonly logger: Logger) {}
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const context = host.switchToHttp();
+    const response = context.getResponse<Response>();
+    const request = context.getRequest<Request>();
+    if (response.headersSent) {
+      response.destroy();
+      return;
+    }
+    response.setHeader('Cache-Control', 'no-store');
+    response.setHeader('Pragma', 'no-cache');
+    const send = (status: number, body: Record<string, unknown>) => response.status(status).json(body);
+
+    if (exception instanceof OAuthError) {
+      const header = wwwAuthenticateFor(exception);
+      if (header) response.setHeader('WWW-Authenticate', header);
+      send(exception.status, exception.toJSON());
+      return;
+    }
+    if (exception instanceof ValidationFailedError) {
+      send(400, { error: 'invalid_request', message: exception.message, fields: exception.fields });
+      return;
+    }
+    if (exception instanceof NotFoundError) {
+      send(404, { error: 'not_found', message: exception.message });
+      return;
+    }
+    if (exception instanceof ConflictError) {
+      send(409, { error: 'conflict', message: exception.message });
+      return;
+    }
+    if (exception instanceof AuditUnavailableError || isConnectionError(exception)) {
+      this.logger.error({ err: describe(exception), path: request.path }, 'database unavailable: refusing (fail closed)');
+      response.setHeader('Retry-After', '5');
+      send(503, { error: 'temporarily_unavailable', error_description: 'the service cannot record this request right now; retry later' });
+      return;
+    }
+    if (exception instanceof HttpException) {
+      const status = exception.getStatus();
+      const body = exception.getResponse();
+      const message =
+        typeof body === 'object' && body && 'message' in body ? (body as { message: unknown }).message : exception.message;
+      const description = Array.isArray(message) ? message.join('; ') : String(message);
+      const bodyTooLarge = (exception as { cause?: { type?: string } }).cause?.type === 'entity.too.large';
+      send(status, { error: nestErrorCode(status), error_description: bodyTooLarge ? 'request body is too large' : description });
+      return;
+    }
+    const parserError = exception as { type?: string; status?: number; limit?: number };
+    if (parserError?.type === 'entity.too.large') {
+      send(HttpStatus.PAYLOAD_TOO_LARGE, { error: 'invalid_request', error_description: `request body exceeds ${parserError.limit} bytes` });
+      return;
+    }
+    if (parserError?.type === 'entity.parse.failed' || parserError?.status === 400) {
+      send(400, { error: 'invalid_request', error_description: 'request body could not be parsed' });
+      return;
+    }
+    this.logger.error({ err: describe(exception), path: request.path, method: request.method }, 'unhandled error');
+    send(500, { error: 'server_error', error_description: 'an internal error occurred' });
+  }
+}
+
+function describe(error: unknown): Record<string, unknown> {
+  if (error instanceof Error) return { name: error.name, message: error.message, stack: error.stack, code: (error as { code?: string }).code };
+  return { value: String(error) };
+}

@@ -1,0 +1,132 @@
+import { randomBytes, createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Pool } from 'pg';
+import type { DataSource } from 'typeorm';
+import { AuditService } from '@writ/audit';
+import { loadConfig, WritConfig } from '@writ/config';
+import { createDataSource, EmbeddedDatabase, migrate, poolOf, startEmbeddedPostgres } from '@writ/database';
+import { CredentialRevoker } from '@writ/credentials';
+import { MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
+import { createLogger } from './logger';
+
+/** Everything a Writ service needs, created once per process before Nest starts. */
+export interface Runtime {
+  readonly config: WritConfig;
+  readonly logger: Logger;
+  readonly dataSource: DataSource;
+  readonly pool: Pool;
+  readonly masterKey: MasterKey;
+  readonly signingKeys: SigningKeyStore;
+  readonly audit: AuditService;
+  readonly revoker: CredentialRevoker;
+  /** Stops background work, the pool and (if this process started it) the embedded database. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link createRuntime}. */
+export interface RuntimeOptions {
+  /** A configuration already loaded (tests); default: read from the environment. */
+  config?: WritConfig;
+  /** Connections in this process's pool. */
+  poolSize?: number;
+  logger?: Logger;
+}
+
+/** Thrown when a service cannot start; its message is the one line that says why. */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StartupError';
+  }
+}
+
+async function step<T>(what: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (error instanceof StartupError) throw error;
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new StartupError(`${what}: ${reason.split('\n')[0]}`);
+  }
+}
+
+/**
+ * Connects to PostgreSQL (embedded unless `WRIT_DATABASE_URL`), migrates, resolves the master
+ * key and loads the signing keys. Any failure is a {@link StartupError}: no database, no keys,
+ * no service.
+ */
+export async function createRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
+  const config = options.config ?? (await step('configuration', async () => loadConfig()));
+  const logger = options.logger ?? createLogger(config.logLevel);
+  let embedded: EmbeddedDatabase | undefined;
+  const url = await step('cannot start the embedded PostgreSQL', async () => {
+    if (config.databaseUrl) return config.databaseUrl;
+    embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, onLog: (line) => logger.debug({ postgres: line }) });
+    logger.info({ dataDir: config.dataDir, started: embedded.owned }, 'embedded PostgreSQL ready');
+    return embedded.url;
+  });
+  const dataSource = createDataSource(url, { poolSize: options.poolSize });
+  await step('cannot reach the database', () => dataSource.initialize());
+  const applied = await step('database migration failed', () => migrate(dataSource));
+  if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+  const { key: masterKey, source } = await step('cannot read the master key', () =>
+    resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl),
+  );
+  if (source !== 'environment') {
+    logger.warn({ file: join(config.dataDir, 'master-key') }, 'WRIT_MASTER_KEY is not set: using a generated development key kept in the data directory');
+  }
+  const pool = poolOf(dataSource);
+  const signingKeys = new SigningKeyStore(pool, masterKey, config.issuer);
+  await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => signingKeys.init());
+  const audit = new AuditService(pool);
+  return {
+    config,
+    logger,
+    dataSource,
+    pool,
+    masterKey,
+    signingKeys,
+    audit,
+    revoker: new CredentialRevoker(pool, audit),
+    close: async () => {
+      await audit.drain().catch(() => undefined);
+      if (dataSource.isInitialized) await dataSource.destroy().catch(() => undefined);
+      if (embedded) await embedded.stop();
+    },
+  };
+}
+
+/** SHA-256 (hex) of an admin token, as stored. */
+export function hashAdminToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+/**
+ * Makes sure the bootstrap admin token exists: `WRIT_ADMIN_TOKEN`, or one generated on first
+ * start into `dataDir/admin-token` (mode 0600). Only its hash is stored in PostgreSQL.
+ */
+export async function ensureBootstrapAdminToken(runtime: Runtime): Promise<{ file?: string; created: boolean }> {
+  const { config, pool } = runtime;
+  let token = config.adminToken;
+  let file: string | undefined;
+  if (!token) {
+    file = join(config.dataDir, 'admin-token');
+    if (existsSync(file)) {
+      token = (await readFile(file, 'utf8')).trim();
+    } else {
+      await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+      token = `writ_admin_${randomBytes(32).toString('base64url')}`;
+      await writeFile(file, token + '\n', { mode: 0o600, flag: 'wx' });
+    }
+  }
+  const { rowCount } = await pool.query(
+    `INSERT INTO admin_tokens (id, name, role, token_hash, created_by, created_at)
+     VALUES (gen_random_uuid(), 'bootstrap', 'admin', $1, 'system', now())
+     ON CONFLICT (token_hash) DO NOTHING`,
+    [hashAdminToken(token)],
+  );
+  return { file, created: (rowCount ?? 0) > 0 };
+}
