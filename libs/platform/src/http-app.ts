@@ -1,4 +1,4 @@
-import { INestApplication, Type } from '@nestjs/common';
+import { DynamicModule, INestApplication, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
@@ -20,9 +20,9 @@ export interface HttpAppOptions {
  * credentials, a request id, no `X-Powered-By`, the one exception filter, and no body parsing
  * unless the app asks for it.
  */
-export async function createHttpApp(module: Type<unknown> | ReturnType<never>, runtime: Runtime, options: HttpAppOptions): Promise<INestApplication> {
+export async function createHttpApp(module: Type<unknown> | DynamicModule, runtime: Runtime, options: HttpAppOptions): Promise<INestApplication> {
   const logger = runtime.logger.child({ service: options.name });
-  const app = await NestFactory.create<NestExpressApplication>(module as Type<unknown>, {
+  const app = await NestFactory.create<NestExpressApplication>(module, {
     bodyParser: false,
     logger: false,
     abortOnError: false,
@@ -51,6 +51,5 @@ export async function createHttpApp(module: Type<unknown> | ReturnType<never>, r
   });
   options.configure?.(app);
   app.useGlobalFilters(new WritExceptionFilter(logger));
-  app.enableShutdownHooks();
   return app;
 }

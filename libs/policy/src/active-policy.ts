@@ -1,36 +1,108 @@
-import type { PolicyEngine } from './policy-engine';
+import { unwatchFile, watchFile, type Stats } from 'node:fs';
+import { defaultPolicyPath } from './default-policy';
+import { readPolicyFile } from './policy-bundle';
+import { PolicyEngine, type PolicyEngineOptions } from './policy-engine';
+import { PolicyLoadError } from './policy-errors';
+
+/** What a reload did: the new version, or why the previous policy stays. */
+export type PolicyReloadEvent =
+  | { ok: true; path: string; version: string; previousVersion: string }
+  | { ok: false; path: string; error: PolicyLoadError; keptVersion: string };
+
+/** How {@link ActivePolicy} loads and watches. */
+export interface ActivePolicyOptions extends PolicyEngineOptions {
+  /** Told after every reload attempt made by {@link ActivePolicy.watch}. */
+  onReload?: (event: PolicyReloadEvent) => void;
+  /** How often {@link ActivePolicy.watch} looks at the file. Default 1000 ms. */
+  pollIntervalMs?: number;
+}
 
 /**
- * The policy in force in this process. Every decision reads `current()` once, so a swap
- * (hot reload) never mixes two policies in one decision; a failed load never gets here,
- * so the last known good policy stays.
+ * The policy a service currently enforces: the file named by `WRIT_POLICY` or the committed
+ * default bundle, reloaded when the file changes. A reload that fails keeps the previous
+ * policy (and reports it); the first load failing is fatal to the caller. Framework-free:
+ * a NestJS module provides it with `useFactory: () => ActivePolicy.load(config.policyPath)`.
  */
 export class ActivePolicy {
   private engine: PolicyEngine;
+  private reloading: Promise<PolicyEngine> | undefined;
+  private watching = false;
   private loadedAt = new Date();
   private loadedBy = 'startup';
-  private source: string;
 
-  constructor(engine: PolicyEngine, source: string) {
+  private constructor(
+    /** The absolute path of the policy file. */
+    readonly path: string,
+    engine: PolicyEngine,
+    private readonly options: ActivePolicyOptions,
+  ) {
     this.engine = engine;
-    this.source = source;
   }
 
-  /** The engine to evaluate with. */
+  /** Loads the policy at `path` (default: the committed bundle). Throws {@link PolicyLoadError}. */
+  static async load(path: string | undefined, options: ActivePolicyOptions = {}): Promise<ActivePolicy> {
+    const file = path ?? defaultPolicyPath();
+    const engine = await PolicyEngine.load(await readPolicyFile(file, options), options);
+    return new ActivePolicy(file, engine, options);
+  }
+
+  /** The engine to evaluate with now. Take it once per request, so one request sees one version. */
   current(): PolicyEngine {
     return this.engine;
   }
 
-  /** Replaces the engine (already loaded and checked). */
-  swap(engine: PolicyEngine, source: string, loadedBy: string): void {
-    this.engine = engine;
-    this.source = source;
-    this.loadedBy = loadedBy;
-    this.loadedAt = new Date();
+  /** What is in force, for `GET /v1/policies` and start-up logs. */
+  describe(): { version: string; source: string; loaded_at: string; loaded_by: string } {
+    return { version: this.engine.version, source: this.path, loaded_at: this.loadedAt.toISOString(), loaded_by: this.loadedBy };
   }
 
-  /** What is in force, for `GET /v1/policies` and readiness. */
-  describe(): { version: string; source: string; loaded_at: string; loaded_by: string } {
-    return { version: this.engine.version, source: this.source, loaded_at: this.loadedAt.toISOString(), loaded_by: this.loadedBy };
+  /**
+   * Reads and loads the file again and makes it current. On failure the previous policy
+   * stays current and the {@link PolicyLoadError} is thrown. Concurrent calls share one load.
+   */
+  reload(): Promise<PolicyEngine> {
+    this.reloading ??= (async () => {
+      try {
+        const engine = await PolicyEngine.load(await readPolicyFile(this.path, this.options), this.options);
+        this.engine = engine;
+        this.loadedAt = new Date();
+        this.loadedBy = 'file change';
+        return engine;
+      } finally {
+        this.reloading = undefined;
+      }
+    })();
+    return this.reloading;
   }
+
+  /**
+   * Reloads whenever the file's size or modification time changes (polling, so that an
+   * editor's or a deploy's replace-by-rename is seen too). Returns the function that stops.
+   */
+  watch(): () => void {
+    if (this.watching) return () => this.unwatch();
+    this.watching = true;
+    watchFile(this.path, { interval: this.options.pollIntervalMs ?? 1000, persistent: false }, this.onChange);
+    return () => this.unwatch();
+  }
+
+  /** Stops watching. */
+  unwatch(): void {
+    if (!this.watching) return;
+    this.watching = false;
+    unwatchFile(this.path, this.onChange);
+  }
+
+  private readonly onChange = (current: Stats, previous: Stats): void => {
+    if (current.mtimeMs === previous.mtimeMs && current.size === previous.size) return;
+    const previousVersion = this.engine.version;
+    this.reload().then(
+      (engine) => this.options.onReload?.({ ok: true, path: this.path, version: engine.version, previousVersion }),
+      (error: unknown) => {
+        const failure =
+          error instanceof PolicyLoadError ? error : new PolicyLoadError('POLICY_FORMAT_INVALID', String(error), { cause: error });
+        this.options.onReload?.({ ok: false, path: this.path, error: failure, keptVersion: this.engine.version });
+      },
+    );
+  };
 }

@@ -1,3 +1,5 @@
+import type { PolicyInput } from './policy-input';
+
 /** One `authorization_details` entry of type `connector`. */
 export interface PolicyConnectorDetail {
   type: 'connector';
@@ -49,7 +51,7 @@ const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
  * knows. The same function serves token exchange and the admin dry run, so a dry run sees
  * exactly what a real request would.
  */
-export function buildPolicyInput(facts: PolicyFacts): Record<string, unknown> {
+export function buildPolicyInput(facts: PolicyFacts): PolicyInput {
   const { request, agent, task, now } = facts;
   const nowUnix = Math.floor(now.getTime() / 1000);
   return {

@@ -1,1 +1,2 @@
+export * from './client-keys';
 export * from './test-database';

@@ -8,7 +8,6 @@ import {
   checkWithinAllowed,
   InvalidAuthorizationDetailsError,
   InvalidGrantError,
-  InvalidTargetError,
   parseTokenExchangeRequest,
 } from '@writ/oauth';
 import { ActivePolicy, buildPolicyInput, Decision } from '@writ/policy';
@@ -49,7 +48,7 @@ export class TokenExchangeGrant implements GrantHandler {
 
   /** Checks the task token, asks the policy, and issues the narrowed credential. */
   async handle({ params, client }: GrantContext): Promise<TokenResponseDto> {
-    const request = parseTokenExchangeRequest(params);
+    const request = parseTokenExchangeRequest(params, { gatewayUrl: this.config.gatewayUrl });
     const task = await this.activeTaskOf(request.subjectToken, client);
     const details = request.authorizationDetails as ConnectorDetail[];
     const connectors = await this.context.connectors([...new Set(details.map((detail) => detail.connector))]);
@@ -97,9 +96,6 @@ export class TokenExchangeGrant implements GrantHandler {
     const connector = connectors.find((candidate) => candidate.id === detail.connector)!;
     const operation = connector.operations.find((candidate) => candidate.name === detail.actions[0])!;
     const audience = this.issuer.connectorAudience(connector.id);
-    if (request.resource !== undefined && request.resource !== audience) {
-      throw new InvalidTargetError('resource must be the gateway URL of the requested connector');
-    }
     const secondsLeft = Math.floor((task.expiresAt.getTime() - now.getTime()) / 1000);
     const lifetime = Math.min(decision.max_ttl_seconds, secondsLeft);
     if (lifetime < 1) throw new InvalidGrantError('the task expires too soon to issue a credential');

@@ -1,0 +1,48 @@
+import type { INestApplication } from '@nestjs/common';
+import { createRuntime, ensureBootstrapAdminToken, runMain } from '@writ/platform';
+import { ActivePolicy } from '@writ/policy';
+import { createAdminApp } from '../../admin/src/admin.app';
+import { createAuthorizationServerApp } from '../../authorization-server/src/authorization-server.app';
+import { createGatewayApp } from '../../connector-gateway/src/connector-gateway.app';
+
+/**
+ * `npm start`: the three services in one process over one runtime (one pool, one audit
+ * writer), on the embedded PostgreSQL unless `WRIT_DATABASE_URL` is set. For scaling, run
+ * them separately (`npm run start:authorization-server`, `start:gateway`, `start:admin`).
+ */
+runMain('writ', async () => {
+  const runtime = await createRuntime({ poolSize: 30 });
+  const { config, logger } = runtime;
+  const policy = await ActivePolicy.load(config.policyPath);
+  const bootstrap = await ensureBootstrapAdminToken(runtime);
+  const apps: INestApplication[] = [];
+  const services: Array<[string, typeof createAdminApp, number]> = [
+    ['authorization server', createAuthorizationServerApp, config.authPort],
+    ['connector gateway', createGatewayApp, config.gatewayPort],
+    ['admin API', createAdminApp, config.adminPort],
+  ];
+  for (const [name, create, port] of services) {
+    const app = await create(runtime, policy);
+    await app.listen(port, config.host);
+    apps.push(app);
+    logger.info({ port, host: config.host }, `${name} listening`);
+  }
+  logger.info(
+    {
+      issuer: config.issuer,
+      gateway: config.gatewayUrl,
+      admin: `http://${config.host}:${config.adminPort}`,
+      policy: policy.describe().version,
+      admin_token: bootstrap.file ? `written to ${bootstrap.file}` : 'from WRIT_ADMIN_TOKEN',
+    },
+    'Writ is ready',
+  );
+  if (bootstrap.file) process.stdout.write(`writ: the admin token is in ${bootstrap.file}\n`);
+  return {
+    logger,
+    stop: async () => {
+      for (const app of apps.reverse()) await app.close().catch(() => undefined);
+      await runtime.close();
+    },
+  };
+});

@@ -1,0 +1,247 @@
+import { OAuthError, type OAuthErrorOptions, type WwwAuthenticateScheme } from './oauth-error';
+
+/** Every error code this library can produce. */
+export type OAuthErrorCode =
+  | 'invalid_request'
+  | 'invalid_client'
+  | 'invalid_grant'
+  | 'unauthorized_client'
+  | 'unsupported_grant_type'
+  | 'invalid_scope'
+  | 'invalid_target'
+  | 'invalid_authorization_details'
+  | 'authorization_pending'
+  | 'access_denied'
+  | 'invalid_dpop_proof'
+  | 'use_dpop_nonce'
+  | 'server_error'
+  | 'temporarily_unavailable'
+  | 'invalid_token'
+  | 'insufficient_scope';
+
+/** Options of errors that only carry the common fields. */
+export type BasicErrorOptions = Pick<OAuthErrorOptions, 'reason' | 'cause'>;
+
+/** RFC 6749 §5.2 `invalid_request` (400): a missing, repeated, or malformed parameter. */
+export class InvalidRequestError extends OAuthError {
+  readonly error = 'invalid_request' as const;
+  readonly status = 400;
+  constructor(description = 'the request is malformed', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/**
+ * RFC 6749 §5.2 `invalid_client` (401): client authentication failed. `reason` says why,
+ * for audit (see `ClientAuthFailureReason`); the description stays generic.
+ */
+export class InvalidClientError extends OAuthError {
+  readonly error = 'invalid_client' as const;
+  readonly status = 401;
+  constructor(description = 'client authentication failed', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/** RFC 6749 §5.2 `invalid_grant` (400): the grant or subject token is invalid, expired or revoked. */
+export class InvalidGrantError extends OAuthError {
+  readonly error = 'invalid_grant' as const;
+  readonly status = 400;
+  constructor(description = 'the grant is invalid', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/** RFC 6749 §5.2 `unauthorized_client` (400): this client may not use this grant type. */
+export class UnauthorizedClientError extends OAuthError {
+  readonly error = 'unauthorized_client' as const;
+  readonly status = 400;
+  constructor(description = 'the client is not authorized to use this grant type', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/** RFC 6749 §5.2 `unsupported_grant_type` (400). */
+export class UnsupportedGrantTypeError extends OAuthError {
+  readonly error = 'unsupported_grant_type' as const;
+  readonly status = 400;
+  constructor(description = 'unsupported grant_type', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/** RFC 6749 §5.2 `invalid_scope` (400): the scope is invalid, unknown, or not allowed here. */
+export class InvalidScopeError extends OAuthError {
+  readonly error = 'invalid_scope' as const;
+  readonly status = 400;
+  constructor(description = 'the requested scope is invalid', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/** RFC 8693 §2.2.2 `invalid_target` (400): the `resource` or `audience` is unacceptable. */
+export class InvalidTargetError extends OAuthError {
+  readonly error = 'invalid_target' as const;
+  readonly status = 400;
+  constructor(description = 'the requested resource is invalid', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/**
+ * RFC 9396 §5 `invalid_authorization_details` (400): malformed `authorization_details`, or
+ * a request the policy refuses (the description then carries the policy's reasons).
+ */
+export class InvalidAuthorizationDetailsError extends OAuthError {
+  readonly error = 'invalid_authorization_details' as const;
+  readonly status = 400;
+  constructor(description = 'the authorization_details are invalid', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/** Options of {@link AuthorizationPendingError}. */
+export interface AuthorizationPendingOptions extends BasicErrorOptions {
+  /** Identifier of the pending approval, for the client to poll or show. */
+  readonly approvalId: string;
+  /** Minimum seconds between two polls (RFC 8628 §3.5 style). */
+  readonly interval: number;
+}
+
+/** `authorization_pending` (400, RFC 8628 §3.5 style): the request awaits a human approval. */
+export class AuthorizationPendingError extends OAuthError {
+  readonly error = 'authorization_pending' as const;
+  readonly status = 400;
+  /** Identifier of the pending approval. */
+  readonly approvalId: string;
+  /** Minimum seconds between two polls. */
+  readonly interval: number;
+  constructor(description: string, options: AuthorizationPendingOptions) {
+    super(description, {
+      reason: options.reason,
+      cause: options.cause,
+      extra: { approval_id: options.approvalId, interval: options.interval },
+    });
+    this.approvalId = options.approvalId;
+    this.interval = options.interval;
+  }
+}
+
+/** `access_denied` (400): the request was refused, e.g. an approval was declined. */
+export class AccessDeniedError extends OAuthError {
+  readonly error = 'access_denied' as const;
+  readonly status = 400;
+  constructor(description = 'the request was denied', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/** Options of the DPoP errors, which answer differently at the token endpoint and at a resource server. */
+export interface DpopErrorOptions extends BasicErrorOptions {
+  /**
+   * `true` at a resource server (the gateway): status 401 with a `DPoP` challenge
+   * (RFC 9449 §7.1). Default: the token endpoint's 400 without a challenge.
+   */
+  readonly resourceServer?: boolean;
+  /** DPoP proof algorithms the server accepts, for the challenge's `algs`. */
+  readonly algs?: readonly string[];
+}
+
+function dpopErrorOptions(options: DpopErrorOptions): OAuthErrorOptions {
+  return {
+    reason: options.reason,
+    cause: options.cause,
+    wwwAuthenticate: options.resourceServer ? { scheme: 'DPoP', algs: options.algs } : undefined,
+  };
+}
+
+/** RFC 9449 §5 `invalid_dpop_proof`: 400 at the token endpoint, 401 with a challenge at a resource server. */
+export class InvalidDpopProofError extends OAuthError {
+  readonly error = 'invalid_dpop_proof' as const;
+  readonly status: 400 | 401;
+  constructor(description = 'the DPoP proof is invalid', options: DpopErrorOptions = {}) {
+    super(description, dpopErrorOptions(options));
+    this.status = options.resourceServer ? 401 : 400;
+  }
+}
+
+/**
+ * RFC 9449 §8 `use_dpop_nonce`: 400 at the token endpoint, 401 at a resource server. The
+ * server also sends the fresh nonce in the `DPoP-Nonce` header.
+ */
+export class UseDpopNonceError extends OAuthError {
+  readonly error = 'use_dpop_nonce' as const;
+  readonly status: 400 | 401;
+  constructor(description = 'a DPoP nonce is required', options: DpopErrorOptions = {}) {
+    super(description, dpopErrorOptions(options));
+    this.status = options.resourceServer ? 401 : 400;
+  }
+}
+
+/** RFC 6749 §5.2 `server_error` (500): never carries the internal error's message. */
+export class ServerError extends OAuthError {
+  readonly error = 'server_error' as const;
+  readonly status = 500;
+  constructor(description = 'the server encountered an unexpected error', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/** RFC 6749 §5.2 `temporarily_unavailable` (503): e.g. the database or the policy is unavailable. */
+export class TemporarilyUnavailableError extends OAuthError {
+  readonly error = 'temporarily_unavailable' as const;
+  readonly status = 503;
+  constructor(description = 'the service is temporarily unavailable', options?: BasicErrorOptions) {
+    super(description, options);
+  }
+}
+
+/** Options of {@link InvalidTokenError}. */
+export interface InvalidTokenOptions extends BasicErrorOptions {
+  /** The scheme the token was presented with; default `Bearer`. */
+  readonly scheme?: WwwAuthenticateScheme;
+  /** For the `DPoP` scheme: the accepted proof algorithms. */
+  readonly algs?: readonly string[];
+}
+
+/** RFC 6750 §3.1 `invalid_token` (401): expired, revoked, malformed or foreign access token. */
+export class InvalidTokenError extends OAuthError {
+  readonly error = 'invalid_token' as const;
+  readonly status = 401;
+  constructor(description = 'the access token is invalid', options: InvalidTokenOptions = {}) {
+    super(description, {
+      reason: options.reason,
+      cause: options.cause,
+      wwwAuthenticate: { scheme: options.scheme ?? 'Bearer', algs: options.algs },
+    });
+  }
+}
+
+/** Options of {@link InsufficientScopeError}. */
+export interface InsufficientScopeOptions extends BasicErrorOptions {
+  /** The rule the request failed, sent as the `rule` member (e.g. `constraint:amount_max`). */
+  readonly rule: string;
+  /** The scheme the token was presented with; default `Bearer`. */
+  readonly scheme?: WwwAuthenticateScheme;
+  /** RFC 6750 §3 `scope` attribute of the challenge, when meaningful. */
+  readonly scope?: string;
+  /** For the `DPoP` scheme: the accepted proof algorithms. */
+  readonly algs?: readonly string[];
+}
+
+/** RFC 6750 §3.1 `insufficient_scope` (403): the request is outside what the token grants. */
+export class InsufficientScopeError extends OAuthError {
+  readonly error = 'insufficient_scope' as const;
+  readonly status = 403;
+  /** The failed rule. */
+  readonly rule: string;
+  constructor(description: string, options: InsufficientScopeOptions) {
+    super(description, {
+      reason: options.reason,
+      cause: options.cause,
+      extra: { rule: options.rule },
+      wwwAuthenticate: { scheme: options.scheme ?? 'Bearer', scope: options.scope, algs: options.algs },
+    });
+    this.rule = options.rule;
+  }
+}

@@ -1,0 +1,118 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { defaultPolicyPath } from './default-policy';
+import { policyVersion, readPolicyBundle } from './policy-bundle';
+import { readTarGz } from './read-tar-gz';
+
+const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest();
+const echoWasm = readFileSync(join(__dirname, '..', 'test-fixtures', 'echo.wasm'));
+
+/** A ustar header block for a regular file (type '0') or another type. */
+function tarHeader(name: string, size: number, type = '0'): Buffer {
+  const header = Buffer.alloc(512);
+  header.write(name.slice(0, 100), 0, 'utf8');
+  header.write('0000644\0', 100);
+  header.write('0000000\0', 108);
+  header.write('0000000\0', 116);
+  header.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+  header.write('00000000000\0', 136);
+  header.write(type, 156);
+  header.write('ustar\0', 257);
+  header.write('00', 263);
+  header.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+  return header;
+}
+
+function pad(body: Buffer): Buffer {
+  return Buffer.concat([body, Buffer.alloc((512 - (body.length % 512)) % 512)]);
+}
+
+/** A gzip'd tar of these files, in order; `pax` gives a file a PAX path record. */
+function tarGz(files: Array<[string, Buffer | string, { pax?: boolean }?]>): Buffer {
+  const blocks: Buffer[] = [];
+  for (const [name, content, options] of files) {
+    const body = Buffer.from(content);
+    if (options?.pax) {
+      const record = (length: number) => `${length} path=${name}\n`;
+      let length = record(0).length;
+      while (Buffer.byteLength(record(length)) !== length) length = Buffer.byteLength(record(length));
+      const pax = Buffer.from(record(length));
+      blocks.push(tarHeader('PaxHeader', pax.length, 'x'), pad(pax), tarHeader('ignored-name', body.length), pad(body));
+    } else {
+      blocks.push(tarHeader(name, body.length), pad(body));
+    }
+  }
+  blocks.push(Buffer.alloc(1024));
+  return gzipSync(Buffer.concat(blocks));
+}
+
+describe('readPolicyBundle', () => {
+  it('reads the committed bundle: its module, its data, and a version over both', () => {
+    const bytes = readFileSync(defaultPolicyPath());
+    const bundle = readPolicyBundle(bytes);
+    const files = readTarGz(bytes);
+    expect(bundle.format).toBe('bundle');
+    expect(bundle.wasm.equals(files.get('/policy.wasm')!)).toBe(true);
+    expect(bundle.data).toEqual(JSON.parse(files.get('/data.json')!.toString('utf8')));
+    const expected = sha256(Buffer.concat([sha256(bundle.wasm), sha256('{"writ":{"config":{"approval":{},"connectors":{},"quarantine_after":3,"read_max_uses":null,"ttl_seconds":{"read":300,"write":120}}}}')]));
+    expect(bundle.version).toBe(expected.toString('hex'));
+  });
+
+  it('reads a bare module with empty data, its version the SHA-256 of its bytes', () => {
+    const bundle = readPolicyBundle(echoWasm);
+    expect(bundle).toMatchObject({ format: 'wasm', data: {}, version: sha256(echoWasm).toString('hex') });
+  });
+
+  it('gives the same version whatever the data formatting and tar framing', () => {
+    const compact = readPolicyBundle(tarGz([['/policy.wasm', echoWasm], ['/data.json', '{"a":1,"b":[true]}']]));
+    const spaced = readPolicyBundle(tarGz([['data.json', '{ "b": [ true ],\n  "a": 1.0 }'], ['./policy.wasm', echoWasm, { pax: true }]]));
+    expect(spaced.version).toBe(compact.version);
+    expect(readPolicyBundle(tarGz([['/policy.wasm', echoWasm], ['/data.json', '{"a":2,"b":[true]}']])).version).not.toBe(compact.version);
+    expect(policyVersion(echoWasm, {})).not.toBe(policyVersion(echoWasm));
+  });
+
+  it('takes the module the manifest names for the entrypoint', () => {
+    const manifest = JSON.stringify({ wasm: [{ entrypoint: 'other/allow', module: '/other.wasm' }, { entrypoint: 'writ/grant/decision', module: '/writ.wasm' }] });
+    const bundle = readPolicyBundle(tarGz([['/.manifest', manifest], ['/other.wasm', Buffer.from('x')], ['/writ.wasm', echoWasm]]));
+    expect(bundle.wasm.equals(echoWasm)).toBe(true);
+  });
+
+  it('merges nested data.json files at their directory', () => {
+    const bundle = readPolicyBundle(
+      tarGz([['/policy.wasm', echoWasm], ['/writ/config/data.json', '{"quarantine_after":5}'], ['/data.json', '{"writ":{"other":1}}']]),
+    );
+    expect(bundle.data).toEqual({ writ: { other: 1, config: { quarantine_after: 5 } } });
+  });
+
+  it('keeps a __proto__ key as plain data', () => {
+    const bundle = readPolicyBundle(tarGz([['/policy.wasm', echoWasm], ['/data.json', '{"__proto__":{"polluted":true}}']]));
+    expect(Object.hasOwn(bundle.data, '__proto__')).toBe(true);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it.each([
+    ['text', Buffer.from('package writ.grant'), 'POLICY_FORMAT_INVALID'],
+    ['gzip that is not a tar', gzipSync(Buffer.from('not a tar archive, not even 512 bytes')), 'POLICY_FORMAT_INVALID'],
+    ['a corrupt gzip', Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0x01, 0x02]), 'POLICY_FORMAT_INVALID'],
+    ['a bundle without policy.wasm', tarGz([['/data.json', '{}']]), 'POLICY_WASM_MISSING'],
+    ['data that is not JSON', tarGz([['/policy.wasm', echoWasm], ['/data.json', '{']]), 'POLICY_DATA_INVALID'],
+    ['data that is not an object', tarGz([['/policy.wasm', echoWasm], ['/data.json', '[1]']]), 'POLICY_DATA_INVALID'],
+    ['conflicting data', tarGz([['/policy.wasm', echoWasm], ['/data.json', '{"a":1}'], ['/a/data.json', '{}']]), 'POLICY_DATA_INVALID'],
+    ['YAML data', tarGz([['/policy.wasm', echoWasm], ['/data.yaml', 'a: 1']]), 'POLICY_DATA_INVALID'],
+    ['a bad manifest', tarGz([['/.manifest', '{'], ['/policy.wasm', echoWasm]]), 'POLICY_FORMAT_INVALID'],
+  ])('refuses %s', (_name, bytes, code) => {
+    expect(() => readPolicyBundle(bytes)).toThrow(expect.objectContaining({ name: 'PolicyLoadError', code }));
+  });
+
+  it('refuses a tar whose header checksum is wrong', () => {
+    const good = tarGz([['/policy.wasm', echoWasm]]);
+    const raw = require('node:zlib').gunzipSync(good) as Buffer;
+    raw[0] ^= 0xff;
+    expect(() => readPolicyBundle(gzipSync(raw))).toThrow(expect.objectContaining({ code: 'POLICY_FORMAT_INVALID' }));
+  });
+});

@@ -1,0 +1,86 @@
+import { gunzipSync } from 'node:zlib';
+
+/** Refuse archives that inflate past this (a policy bundle is a few hundred KiB). */
+const MAX_INFLATED_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The regular files of a gzip'd tar archive, keyed by their path with one leading `/`
+ * (`/policy.wasm`, `/data.json`), as `opa build` names them. Handles ustar, PAX (`x`) and
+ * GNU long names (`L`); ignores directories, links and global headers. Throws on a
+ * truncated or corrupt archive.
+ */
+export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
+  const tar = gunzipSync(bytes, { maxOutputLength: MAX_INFLATED_BYTES });
+  const files = new Map<string, Buffer>();
+  let offset = 0;
+  let nextName: string | undefined;
+  let nextSize: number | undefined;
+  let ended = false;
+  while (offset + 512 <= tar.length) {
+    const header = tar.subarray(offset, offset + 512);
+    if (header.every((byte) => byte === 0)) {
+      ended = true;
+      break;
+    }
+    if (!validChecksum(header)) throw new Error(`corrupt tar header at byte ${offset}`);
+    const text = (start: number, length: number) => cString(header.subarray(start, start + length));
+    const size = nextSize ?? parseOctal(header.subarray(124, 136));
+    const type = text(156, 1) || '0';
+    const prefix = text(345, 155);
+    const name = nextName ?? (prefix ? `${prefix}/${text(0, 100)}` : text(0, 100));
+    nextName = undefined;
+    nextSize = undefined;
+    const start = offset + 512;
+    if (start + size > tar.length) throw new Error(`truncated tar entry ${name}`);
+    const body = tar.subarray(start, start + size);
+    offset = start + Math.ceil(size / 512) * 512;
+    if (type === 'L') {
+      nextName = cString(body);
+    } else if (type === 'x') {
+      const pax = parsePax(body);
+      nextName = pax.get('path');
+      const paxSize = pax.get('size');
+      nextSize = paxSize === undefined ? undefined : Number(paxSize);
+    } else if (type === '0' || type === '7') {
+      files.set(`/${name.replace(/^(\.?\/)+/, '')}`, Buffer.from(body));
+    }
+  }
+  if (!ended && offset !== tar.length) throw new Error('not a tar archive, or a truncated one');
+  if (!ended && files.size === 0) throw new Error('an empty tar archive');
+  return files;
+}
+
+function cString(bytes: Uint8Array): string {
+  const end = bytes.indexOf(0);
+  return Buffer.from(end === -1 ? bytes : bytes.subarray(0, end)).toString('utf8');
+}
+
+function parseOctal(bytes: Uint8Array): number {
+  const text = cString(bytes).trim();
+  if (!/^[0-7]*$/.test(text)) throw new Error('corrupt tar size field');
+  return text === '' ? 0 : parseInt(text, 8);
+}
+
+function validChecksum(header: Uint8Array): boolean {
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i];
+  return sum === parseOctal(header.subarray(148, 156));
+}
+
+/** PAX extended header records: "<length> <key>=<value>\n", the length in bytes. */
+function parsePax(body: Uint8Array): Map<string, string> {
+  const records = new Map<string, string>();
+  const bytes = Buffer.from(body);
+  let offset = 0;
+  while (offset < bytes.length) {
+    const space = bytes.indexOf(0x20, offset);
+    if (space === -1) break;
+    const length = Number(bytes.subarray(offset, space).toString('ascii'));
+    if (!Number.isInteger(length) || length <= space - offset) break;
+    const record = bytes.subarray(space + 1, offset + length - 1).toString('utf8');
+    const eq = record.indexOf('=');
+    if (eq > 0) records.set(record.slice(0, eq), record.slice(eq + 1));
+    offset += length;
+  }
+  return records;
+}

@@ -1,0 +1,72 @@
+import type { Pool } from 'pg';
+import type { TestServices } from './test-services';
+import { sendJson, TestClient, tokenRequest } from './oauth-client';
+import { seedAgent, seedConnector, seedOrchestrator } from './seed';
+
+/** The declared purpose of the contract's example: pay acct_1 at most 500.00 USD. */
+export const PAYOUT_ALLOWED = [
+  {
+    type: 'connector',
+    connector: 'payments',
+    actions: ['payouts.create'],
+    constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' },
+  },
+  { type: 'connector', connector: 'payments', actions: ['payouts.get'] },
+];
+
+/** A payout request inside the declared purpose. */
+export const PAYOUT_REQUEST = [
+  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } },
+];
+
+/** The actors of a typical story: an orchestrator, an agent and the payments connector. */
+export interface World {
+  orchestrator: TestClient;
+  agent: TestClient;
+  otherAgent: TestClient;
+}
+
+/** Seeds an orchestrator, two agents and the payments connector. */
+export async function seedWorld(pool: Pool, baseUrl?: string): Promise<World> {
+  const agent = await seedAgent(pool, 'agent-1');
+  const otherAgent = await seedAgent(pool, 'agent-2');
+  const orchestrator = await seedOrchestrator(pool, 'orch-1', ['agent-1', 'agent-2']);
+  await seedConnector(pool, 'payments', undefined, baseUrl);
+  return { orchestrator, agent, otherAgent };
+}
+
+/** client_credentials for the orchestrator; returns the Tasks API token. */
+export async function tasksToken(services: TestServices, orchestrator: TestClient): Promise<string> {
+  const response = await tokenRequest(services.issuer, orchestrator, { grant_type: 'client_credentials', scope: 'tasks' });
+  if (response.status !== 200) throw new Error(`client_credentials failed: ${response.text}`);
+  return response.body.access_token;
+}
+
+/** Declares a task through the Tasks API; returns its id and task token. */
+export async function createTask(
+  services: TestServices,
+  orchestrator: TestClient,
+  overrides: Record<string, unknown> = {},
+): Promise<{ task_id: string; task_token: string; expires_at: string }> {
+  const token = await tasksToken(services, orchestrator);
+  const response = await sendJson('POST', `${services.issuer}/v1/tasks`, {
+    agent_id: 'agent-1',
+    purpose: 'pay invoice INV-42 to Acme, at most 500.00 USD',
+    allowed: PAYOUT_ALLOWED,
+    ttl_seconds: 900,
+    ...overrides,
+  }, token);
+  if (response.status !== 201) throw new Error(`task creation failed: ${response.text}`);
+  return response.body;
+}
+
+/** The token-exchange form fields for a task token and details. */
+export function exchangeFields(taskToken: string, details: unknown = PAYOUT_REQUEST, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    subject_token: taskToken,
+    subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+    authorization_details: typeof details === 'string' ? details : JSON.stringify(details),
+    ...extra,
+  };
+}

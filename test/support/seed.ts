@@ -1,0 +1,41 @@
+import type { Pool } from 'pg';
+import { createClientKey, jwksOf } from '@writ/testing';
+import type { TestClient } from './oauth-client';
+
+/** The payments connector of the contract's example. */
+export const PAYMENTS_OPERATIONS = [
+  {
+    name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+    constraints: {
+      destination: { in: 'body', field: 'destination', op: 'eq' },
+      amount_max: { in: 'body', field: 'amount', op: 'lte' },
+      currency: { in: 'body', field: 'currency', op: 'eq' },
+    },
+  },
+  {
+    name: 'payouts.get', method: 'GET', path: '/v1/payouts/{payout_id}', risk: 'read',
+    constraints: { payout: { in: 'path', field: 'payout_id', op: 'eq' } },
+  },
+  {
+    name: 'payouts.refund', method: 'POST', path: '/v1/payouts/{payout_id}/refund', risk: 'write', constraints: {},
+  },
+];
+
+/** Inserts an agent with a fresh key (fixture; the admin API has its own suites). */
+export async function seedAgent(pool: Pool, id: string, status: 'active' | 'suspended' = 'active'): Promise<TestClient> {
+  const key = await createClientKey();
+  await pool.query(`INSERT INTO agents (id, name, status, jwks) VALUES ($1, $1, $2, $3)`, [id, status, jwksOf(key)]);
+  return { id, key };
+}
+
+/** Inserts an orchestrator with a fresh key, allowed to serve `agents`. */
+export async function seedOrchestrator(pool: Pool, id: string, agents: string[] = ['*']): Promise<TestClient> {
+  const key = await createClientKey();
+  await pool.query(`INSERT INTO orchestrators (id, name, jwks, allowed_agents) VALUES ($1, $1, $2, $3)`, [id, jwksOf(key), agents]);
+  return { id, key };
+}
+
+/** Inserts a connector with a catalogue (no credential). */
+export async function seedConnector(pool: Pool, id: string, operations: unknown[] = PAYMENTS_OPERATIONS, baseUrl = 'http://127.0.0.1:9'): Promise<void> {
+  await pool.query(`INSERT INTO connectors (id, name, base_url, operations) VALUES ($1, $1, $2, $3)`, [id, baseUrl, JSON.stringify(operations)]);
+}
