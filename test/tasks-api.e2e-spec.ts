@@ -1,0 +1,124 @@
+import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { sendJson, tokenRequest } from './support/oauth-client';
+import { seedOrchestrator } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+describe('Tasks API (orchestrators)', () => {
+  let services: TestServices;
+  let world: World;
+  let token: string;
+
+  beforeAll(async () => {
+    services = await startTestServices();
+    world = await seedWorld(services.runtime.pool);
+    token = await tasksToken(services, world.orchestrator);
+  });
+  afterAll(() => services.close());
+
+  const post = (body: unknown, bearer = token) => sendJson('POST', `${services.issuer}/v1/tasks`, body, bearer);
+  const valid = { agent_id: 'agent-1', purpose: 'pay invoice INV-42', allowed: PAYOUT_ALLOWED, ttl_seconds: 600 };
+
+  it('creates a task and shows it with its grants', async () => {
+    const created = await post({ ...valid, on_behalf_of: 'user-7', metadata: { invoice: 'INV-42' } });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ status: 'active', task_id: expect.any(String), task_token: expect.any(String) });
+    expect(Date.parse(created.body.expires_at) - Date.now()).toBeGreaterThan(590_000);
+    const exchanged = await tokenRequest(services.issuer, world.agent, exchangeFields(created.body.task_token, PAYOUT_REQUEST));
+    expect(exchanged.status).toBe(200);
+    const shown = await sendJson('GET', `${services.issuer}/v1/tasks/${created.body.task_id}`, undefined, token);
+    expect(shown.status).toBe(200);
+    expect(shown.body).toMatchObject({
+      task_id: created.body.task_id, agent_id: 'agent-1', orchestrator_id: 'orch-1', status: 'active', on_behalf_of: 'user-7',
+      history: { grants_issued: 1, refusals: 0, out_of_purpose_requests: 0 },
+    });
+    expect(shown.body.grants).toHaveLength(1);
+    expect(shown.body.grants[0]).toMatchObject({ connector: 'payments', action: 'payouts.create', state: 'active', max_uses: 1, uses: 0 });
+    expect(JSON.stringify(shown.body)).not.toContain(exchanged.body.access_token);
+    expect(JSON.stringify(shown.body)).not.toContain(created.body.task_token);
+  });
+
+  it('refuses invalid declarations field by field, and unknown fields', async () => {
+    const response = await post({
+      agent_id: 'nobody',
+      purpose: '',
+      allowed: [
+        { type: 'connector', connector: 'payments', actions: ['payouts.teleport'] },
+        { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { amount_max: 'lots' } },
+        { type: 'connector', connector: 'ghost', actions: ['x'] },
+      ],
+      ttl_seconds: 0,
+      sneaky: true,
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe('invalid_request');
+    const fields = response.body.fields.map((field: { field: string }) => field.field);
+    expect(fields).toEqual(expect.arrayContaining(['purpose', 'ttl_seconds', 'sneaky']));
+    const semantic = await post({ ...valid, agent_id: 'nobody', allowed: [
+      { type: 'connector', connector: 'payments', actions: ['payouts.teleport'] },
+      { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { amount_max: 'lots' } },
+      { type: 'connector', connector: 'ghost', actions: ['x'] },
+      { type: 'connector', connector: 'payments', actions: ['payouts.get'], constraints: { bogus: 1 } },
+    ] });
+    expect(semantic.status).toBe(400);
+    expect(semantic.body.fields.map((field: { field: string }) => field.field)).toEqual(expect.arrayContaining([
+      'agent_id', 'allowed[0].actions[0]', 'allowed[1].constraints.amount_max', 'allowed[2].connector', 'allowed[3].constraints.bogus',
+    ]));
+    const notJson = await fetch(`${services.issuer}/v1/tasks`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{"agent_id":' });
+    expect(notJson.status).toBe(400);
+    expect((await notJson.json()).error).toBe('invalid_request');
+  });
+
+  it('keeps orchestrators to their agents and their own tasks', async () => {
+    const narrow = await seedOrchestrator(services.runtime.pool, 'orch-narrow', ['agent-2']);
+    const narrowToken = await tasksToken(services, narrow);
+    const refused = await post(valid, narrowToken);
+    expect(refused.status).toBe(400);
+    expect(refused.body.fields).toEqual([{ field: 'agent_id', message: expect.stringMatching(/may not/) }]);
+    const mine = await createTask(services, world.orchestrator);
+    const peek = await sendJson('GET', `${services.issuer}/v1/tasks/${mine.task_id}`, undefined, narrowToken);
+    expect(peek.status).toBe(404);
+    const end = await sendJson('POST', `${services.issuer}/v1/tasks/${mine.task_id}/complete`, undefined, narrowToken);
+    expect(end.status).toBe(404);
+  });
+
+  it('requires a tasks token: none, garbage, an agent credential, a suspended orchestrator', async () => {
+    expect((await post(valid, '')).status).toBe(401);
+    const garbage = await post(valid, 'abc.def.ghi');
+    expect(garbage.status).toBe(401);
+    expect(garbage.headers.get('www-authenticate')).toMatch(/invalid_token/);
+    const task = await createTask(services, world.orchestrator);
+    const agentCredential = (await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST))).body.access_token;
+    expect((await post(valid, agentCredential)).status).toBe(401);
+    const other = await seedOrchestrator(services.runtime.pool, 'orch-suspended');
+    const otherToken = await tasksToken(services, other);
+    await services.runtime.pool.query(`UPDATE orchestrators SET status = 'suspended' WHERE id = 'orch-suspended'`);
+    expect((await post(valid, otherToken)).status).toBe(401);
+  });
+
+  it('fails a task, revoking its credentials before answering', async () => {
+    const task = await createTask(services, world.orchestrator);
+    await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
+    const failed = await sendJson('POST', `${services.issuer}/v1/tasks/${task.task_id}/fail`, undefined, token);
+    expect(failed.status).toBe(200);
+    expect(failed.body.status).toBe('failed');
+    expect(failed.body.grants.map((grant: { state: string }) => grant.state)).toEqual(['revoked']);
+    const again = await sendJson('POST', `${services.issuer}/v1/tasks/${task.task_id}/complete`, undefined, token);
+    expect(again.body.status).toBe('failed');
+  });
+
+  it('expires a task at its deadline: checked on use and swept in the background', async () => {
+    const task = await createTask(services, world.orchestrator, { ttl_seconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    const shown = await sendJson('GET', `${services.issuer}/v1/tasks/${task.task_id}`, undefined, token);
+    expect(shown.body.status).toBe('expired');
+    const exchanged = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
+    expect(exchanged.body.error).toBe('invalid_grant');
+    const swept = await createTask(services, world.orchestrator, { ttl_seconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect(await services.runtime.revoker.expireDueTasks()).toBeGreaterThanOrEqual(1);
+    const { rows } = await services.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [swept.task_id]);
+    expect(rows[0].status).toBe('expired');
+    const events = await services.runtime.pool.query(`SELECT type FROM audit_events WHERE task_id = $1 ORDER BY seq`, [swept.task_id]);
+    expect(events.rows.map((row) => row.type)).toEqual(['task.created', 'task.expired']);
+  });
+});
