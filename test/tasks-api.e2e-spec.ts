@@ -65,7 +65,7 @@ describe('Tasks API (orchestrators)', () => {
     ]));
     const notJson = await fetch(`${services.issuer}/v1/tasks`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{"agent_id":' });
     expect(notJson.status).toBe(400);
-    expect((await notJson.json()).error).toBe('invalid_request');
+    expect(((await notJson.json()) as { error: string }).error).toBe('invalid_request');
   });
 
   it('keeps orchestrators to their agents and their own tasks', async () => {

@@ -1,0 +1,44 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, WritConfig } from '@writ/config';
+import { startEmbeddedPostgres } from '@writ/database';
+import { createLogger, createRuntime, Runtime } from '@writ/platform';
+import { ActivePolicy } from '@writ/policy';
+
+/** A runtime over a throwaway embedded PostgreSQL (durable settings: fsync and synchronous_commit on). */
+export interface BenchEnvironment {
+  config: WritConfig;
+  runtime: Runtime;
+  policy: ActivePolicy;
+  close(): Promise<void>;
+}
+
+/** Starts PostgreSQL (unless WRIT_DATABASE_URL is set) and a runtime on fixed loopback ports. */
+export async function startBenchEnvironment(ports: { auth: number; gateway: number; admin: number }): Promise<BenchEnvironment> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'writ-bench-'));
+  const { chmod } = await import('node:fs/promises');
+  await chmod(dataDir, 0o755);
+  const external = process.env.WRIT_DATABASE_URL;
+  const database = external ? undefined : await startEmbeddedPostgres({ dataDir, settings: { max_connections: '200' } });
+  const config = loadConfig({
+    WRIT_DATABASE_URL: external ?? database!.url,
+    WRIT_MASTER_KEY: process.env.WRIT_MASTER_KEY ?? Buffer.alloc(32, 3).toString('base64'),
+    WRIT_DATA_DIR: dataDir,
+    WRIT_ISSUER: `http://127.0.0.1:${ports.auth}`,
+    WRIT_GATEWAY_URL: `http://127.0.0.1:${ports.gateway}`,
+    WRIT_LOG_LEVEL: 'silent',
+  });
+  const runtime = await createRuntime({ config, poolSize: 30, logger: createLogger('silent') });
+  const policy = await ActivePolicy.load(undefined);
+  return {
+    config,
+    runtime,
+    policy,
+    close: async () => {
+      await runtime.close();
+      if (database) await database.stop();
+      await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+    },
+  };
+}

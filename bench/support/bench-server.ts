@@ -1,0 +1,74 @@
+import { exportJWK } from 'jose';
+import { clientAssertion, createClientKey, jwksOf } from '@writ/testing';
+import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
+import { startBenchEnvironment } from './bench-environment';
+
+/** What the bench server tells its parent once it is ready. */
+export interface BenchServerReady {
+  issuer: string;
+  taskToken: string;
+  agentId: string;
+  agentPrivateJwk: Record<string, unknown>;
+  details: string;
+}
+
+/**
+ * The system under test, in its own process (so the load generator does not share its event
+ * loop): PostgreSQL, the authorization server, and a task to exchange against.
+ */
+async function main(): Promise<void> {
+  const port = Number(process.argv[2]);
+  const env = await startBenchEnvironment({ auth: port, gateway: port + 1, admin: port + 2 });
+  const pool = env.runtime.pool;
+  const agentKey = await createClientKey();
+  const orchestratorKey = await createClientKey();
+  await pool.query(`INSERT INTO agents (id, name, jwks) VALUES ('bench-agent', 'bench', $1)`, [jwksOf(agentKey)]);
+  await pool.query(`INSERT INTO orchestrators (id, name, jwks, allowed_agents) VALUES ('bench-orch', 'bench', $1, '{*}')`, [jwksOf(orchestratorKey)]);
+  await pool.query(`INSERT INTO connectors (id, name, base_url, operations) VALUES ('payments', 'Payments', 'http://127.0.0.1:9', $1)`, [
+    JSON.stringify([{
+      name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+      constraints: {
+        destination: { in: 'body', field: 'destination', op: 'eq' },
+        amount_max: { in: 'body', field: 'amount', op: 'lte' },
+        currency: { in: 'body', field: 'currency', op: 'eq' },
+      },
+    }]),
+  ]);
+  const app = await createAuthorizationServerApp(env.runtime, env.policy);
+  await app.listen(port, '127.0.0.1');
+  const issuer = env.config.issuer;
+  const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
+  const tasksToken = (await fetch(`${issuer}/oauth2/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: form({ grant_type: 'client_credentials', scope: 'tasks', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clientAssertion('bench-orch', orchestratorKey, issuer) }),
+  }).then((response) => response.json())) as { access_token: string };
+  const task = (await fetch(`${issuer}/v1/tasks`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${tasksToken.access_token}` },
+    body: JSON.stringify({
+      agent_id: 'bench-agent', purpose: 'benchmark payouts', ttl_seconds: 3600,
+      allowed: [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } }],
+    }),
+  }).then((response) => response.json())) as { task_token: string };
+  const ready: BenchServerReady = {
+    issuer,
+    taskToken: task.task_token,
+    agentId: 'bench-agent',
+    agentPrivateJwk: { ...(await exportJWK(agentKey.privateKey)), kid: agentKey.publicJwk.kid, alg: 'ES256' },
+    details: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } }]),
+  };
+  process.send!(ready);
+  process.on('message', async (message) => {
+    if (message === 'stop') {
+      await app.close();
+      await env.close();
+      process.exit(0);
+    }
+  });
+}
+
+main().catch((error: unknown) => {
+  console.error('bench server failed:', error instanceof Error ? error.message : error);
+  process.exit(1);
+});
