@@ -6,6 +6,7 @@
  *   node scripts/policies.js test      opa fmt (fail on unformatted), opa check --strict, opa test
  *   node scripts/policies.js check     fail when the committed bundle differs from a fresh build
  *   node scripts/policies.js fixtures  rebuild the WASM test fixtures of libs/policy
+ *   node scripts/policies.js find      print the opa that would be used (exit 3 when none)
  *
  * opa is found as: $WRIT_OPA, else ${WRIT_TOOLS_DIR:-$HOME/.cache/writ/tools}/opa-<version>/opa
  * (where scripts/install-opa.sh puts it), else `opa` on PATH.
@@ -202,7 +203,17 @@ function fixtures() {
   }
 }
 
-const commands = { build, test, check, fixtures };
+/** Prints the opa that would be used, or exits 3 (quietly) when there is none. */
+function find() {
+  const version = pinnedVersion();
+  const toolsDir = process.env.WRIT_TOOLS_DIR || path.join(os.homedir(), '.cache', 'writ', 'tools');
+  const candidates = [process.env.WRIT_OPA, path.join(toolsDir, `opa-${version}`, 'opa'), onPath('opa')];
+  const opa = candidates.find((candidate) => candidate && isExecutable(candidate));
+  if (!opa) process.exit(3);
+  process.stdout.write(`${opa}\n`);
+}
+
+const commands = { build, test, check, fixtures, find };
 const command = process.argv[2];
 if (!Object.hasOwn(commands, command)) {
   fail(`usage: node scripts/policies.js ${Object.keys(commands).join('|')}`);

@@ -142,10 +142,11 @@ export class AuditService {
     }
     let broken = false;
     try {
-      await client.query('BEGIN');
-      const head = await client.query<{ seq: string; hash: string }>(
-        'SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE',
-      );
+      // One round trip: open the transaction and lock the chain head (simple query protocol).
+      const opened = (await client.query(
+        'BEGIN; SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE',
+      )) as unknown as Array<{ rows: Array<{ seq: string; hash: string }> }>;
+      const head = opened[1];
       let seq = Number(head.rows[0].seq);
       let prevHash = head.rows[0].hash;
       const results: unknown[] = [];
@@ -180,18 +181,22 @@ export class AuditService {
       }
       if (all.length > 0) {
         const column = (pick: (record: AuditRecord) => unknown) => all.map(pick);
+        // One statement appends the events and moves the chain head.
         await client.query(
-          `INSERT INTO audit_events (${COLUMNS})
-           SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
-                                $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[], $13::text[])`,
+          `WITH appended AS (
+             INSERT INTO audit_events (${COLUMNS})
+             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[], $13::text[])
+             RETURNING 1)
+           UPDATE audit_chain_head SET seq = $14, hash = $15
+            WHERE id = 1 AND (SELECT count(*) FROM appended) = $16`,
           [
             column((r) => r.seq), column((r) => r.id), column((r) => r.occurred_at), column((r) => r.type),
             column((r) => r.outcome), column((r) => r.actor_type), column((r) => r.actor_id), column((r) => r.agent_id),
             column((r) => r.task_id), column((r) => r.connector_id), column((r) => JSON.stringify(r.data)),
-            column((r) => r.prev_hash), column((r) => r.hash),
+            column((r) => r.prev_hash), column((r) => r.hash), seq, prevHash, all.length,
           ],
         );
-        await client.query('UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1', [seq, prevHash]);
       }
       await client.query('COMMIT');
       batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));

@@ -27,9 +27,18 @@ export interface CatalogueConnector {
   operations: ConnectorOperation[];
 }
 
+/**
+ * How long this instance reuses a connector's catalogue for policy input. A deleted connector
+ * cannot be used meanwhile: deletion revokes its credentials and the gateway reads the
+ * connector on every call.
+ */
+export const CATALOGUE_CACHE_MS = 1_000;
+
 /** The reads of the token-exchange hot path, in plain SQL. */
 @Injectable()
 export class ExchangeContextRepository {
+  private readonly catalogue = new Map<string, { connector: CatalogueConnector; until: number }>();
+
   constructor(@Inject(PG_POOL) private readonly pool: Pool) {}
 
   /** The task, or undefined. */
@@ -62,7 +71,13 @@ export class ExchangeContextRepository {
 
   /** The registered connectors among `ids`. */
   async connectors(ids: string[]): Promise<CatalogueConnector[]> {
+    const now = Date.now();
+    const cached = ids.map((id) => this.catalogue.get(id)).filter((hit) => hit && hit.until > now).map((hit) => hit!.connector);
+    if (cached.length === ids.length) return cached;
     const { rows } = await this.pool.query(`SELECT id, name, operations FROM connectors WHERE id = ANY($1::text[])`, [ids]);
-    return rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations }));
+    const found = rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations }) as CatalogueConnector);
+    if (this.catalogue.size >= 1_000) this.catalogue.clear();
+    for (const connector of found) this.catalogue.set(connector.id, { connector, until: now + CATALOGUE_CACHE_MS });
+    return found;
   }
 }

@@ -1,9 +1,27 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { PoolClient } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import type { ConnectorDetail } from '@writ/database';
+import { InvalidGrantError } from '@writ/oauth';
+
+const TOKEN_COLUMNS = `jti, kind, client_id, subject, task_id, connector_id, action, risk,
+  authorization_details, scope, policy_version, max_uses, issued_at, expires_at`;
+const TOKEN_VALUES = `$1, $2, $3, $4, $5::uuid, $6, $7, $8, $9::jsonb, $10, $11, $12::int, to_timestamp($13), to_timestamp($14)`;
+
+/**
+ * A connector credential is recorded only if, at commit, its agent is active (the row is
+ * share-locked, so a concurrent suspension waits or is seen) and its task is active and
+ * before its deadline; the task's grant counter moves in the same statement.
+ */
+const INSERT_CONNECTOR_TOKEN = `
+  WITH agent AS (SELECT id FROM agents WHERE id = $4 AND status = 'active' FOR SHARE),
+       task AS (UPDATE tasks SET grants_issued = grants_issued + 1
+                 WHERE id = $5::uuid AND status = 'active' AND expires_at > now() AND EXISTS (SELECT 1 FROM agent)
+             RETURNING id)
+  INSERT INTO access_tokens (${TOKEN_COLUMNS}) SELECT ${TOKEN_VALUES} WHERE EXISTS (SELECT 1 FROM task)`;
+
+const INSERT_TASKS_TOKEN = `INSERT INTO access_tokens (${TOKEN_COLUMNS}) VALUES (${TOKEN_VALUES})`;
 
 /** The `typ` of every access token (RFC 9068). */
 export const ACCESS_TOKEN_TYP = 'at+jwt';
@@ -23,8 +41,6 @@ export interface AccessTokenSpec {
   authorizationDetails?: ConnectorDetail[];
   maxUses?: number | null;
   policyVersion?: string;
-  /** Extra work in the same transaction (e.g. the task's counters). */
-  alsoInTransaction?: (client: PoolClient) => Promise<void>;
   /** Events written with the token, besides `token.issued`. */
   events?: AuditEventInput[];
   /** Describes the token in its `token.issued` event. */
@@ -71,18 +87,15 @@ export class AccessTokenIssuer {
     const expiresAt = new Date(expiresAtSeconds * 1000);
     await this.audit.recordWith(
       async (client) => {
-        await client.query(
-          `INSERT INTO access_tokens (jti, kind, client_id, subject, task_id, connector_id, action, risk,
-             authorization_details, scope, policy_version, max_uses, issued_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, to_timestamp($13), to_timestamp($14))`,
-          [
-            jti, spec.kind, spec.clientId, spec.subject, spec.taskId ?? null, spec.connectorId ?? null,
-            spec.action ?? null, spec.risk ?? null,
-            spec.authorizationDetails ? JSON.stringify(spec.authorizationDetails) : null,
-            spec.scope ?? null, spec.policyVersion ?? null, spec.maxUses ?? null, issuedAt, expiresAtSeconds,
-          ],
-        );
-        if (spec.alsoInTransaction) await spec.alsoInTransaction(client);
+        const values = [
+          jti, spec.kind, spec.clientId, spec.subject, spec.taskId ?? null, spec.connectorId ?? null,
+          spec.action ?? null, spec.risk ?? null,
+          spec.authorizationDetails ? JSON.stringify(spec.authorizationDetails) : null,
+          spec.scope ?? null, spec.policyVersion ?? null, spec.maxUses ?? null, issuedAt, expiresAtSeconds,
+        ];
+        const { rowCount } = await client.query(spec.kind === 'connector' ? INSERT_CONNECTOR_TOKEN : INSERT_TASKS_TOKEN, values);
+        // The agent was suspended or the task ended since the request was checked: issue nothing.
+        if (rowCount !== 1) throw new InvalidGrantError('the task or the agent is no longer active');
       },
       () => [
         ...(spec.events ?? []),

@@ -108,6 +108,21 @@ function guardKeySet(keySet: JWTVerifyGetKey): JWTVerifyGetKey {
  * RSA keys under 2048 bits make jose throw a plain TypeError at verification time; leave
  * them out so they simply match nothing (registration refuses them anyway).
  */
+/**
+ * Key sets by JWKS object: a caller that keeps the same JWKS object (a client cache) gets
+ * its imported keys reused instead of importing them on every assertion.
+ */
+const keySets = new WeakMap<object, JWTVerifyGetKey>();
+
+function keySetFor(jwks: JSONWebKeySet): JWTVerifyGetKey {
+  const cacheable = jwks !== null && typeof jwks === 'object';
+  const cached = cacheable ? keySets.get(jwks) : undefined;
+  if (cached) return cached;
+  const keySet = guardKeySet(createLocalJWKSet(usableKeys(jwks)));
+  if (cacheable) keySets.set(jwks, keySet);
+  return keySet;
+}
+
 function usableKeys(jwks: JSONWebKeySet): JSONWebKeySet {
   if (jwks === null || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) return jwks;
   return {
@@ -202,7 +217,7 @@ export async function verifyClientAssertion(options: VerifyClientAssertionOption
 
   let keySet: JWTVerifyGetKey;
   try {
-    keySet = guardKeySet(createLocalJWKSet(usableKeys(jwks)));
+    keySet = keySetFor(jwks);
   } catch (cause) {
     throw clientAuthenticationFailed('client_jwks_invalid', cause);
   }

@@ -116,9 +116,6 @@ export class TokenExchangeGrant implements GrantHandler {
       events: [
         { type: 'grant.decision', outcome: 'success', actor: { type: 'agent', id: client.id }, agentId: client.id, taskId: task.id, connectorId: connector.id, data: decisionData },
       ],
-      alsoInTransaction: async (tx) => {
-        await tx.query('UPDATE tasks SET grants_issued = grants_issued + 1 WHERE id = $1', [task.id]);
-      },
     });
     return {
       access_token: issued.token,
