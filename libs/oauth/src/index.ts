@@ -119,3 +119,4 @@ export {
   type ParseTokenExchangeOptions,
   type TokenExchangeRequest,
 } from './token-exchange/parse-token-exchange-request';
+export { quoteToken, safeToken } from './util/safe-description';

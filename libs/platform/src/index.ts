@@ -6,3 +6,4 @@ export * from './runtime.module';
 export * from './validation.pipe';
 export * from './health.module';
 export * from './run-main';
+export * from './policy-watch';

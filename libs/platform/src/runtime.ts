@@ -69,18 +69,28 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     return embedded.url;
   });
   const dataSource = createDataSource(url, { poolSize: options.poolSize });
-  await step('cannot reach the database', () => dataSource.initialize());
-  const applied = await step('database migration failed', () => migrate(dataSource));
-  if (applied.length) logger.info({ migrations: applied }, 'database migrated');
-  const { key: masterKey, source } = await step('cannot read the master key', () =>
-    resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl),
-  );
-  if (source !== 'environment') {
-    logger.warn({ file: join(config.dataDir, 'master-key') }, 'WRIT_MASTER_KEY is not set: using a generated development key kept in the data directory');
+  let masterKey: MasterKey;
+  let signingKeys: SigningKeyStore;
+  try {
+    await step('cannot reach the database', () => dataSource.initialize());
+    const applied = await step('database migration failed', () => migrate(dataSource));
+    if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+    const { key, source } = await step('cannot read the master key', () =>
+      resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl),
+    );
+    masterKey = key;
+    if (source !== 'environment') {
+      logger.warn({ file: join(config.dataDir, 'master-key') }, 'WRIT_MASTER_KEY is not set: using a generated development key kept in the data directory');
+    }
+    signingKeys = new SigningKeyStore(poolOf(dataSource), masterKey, config.issuer);
+    await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => signingKeys.init());
+  } catch (error) {
+    // Leave nothing running behind a service that does not start.
+    if (dataSource.isInitialized) await dataSource.destroy().catch(() => undefined);
+    if (embedded) await embedded.stop().catch(() => undefined);
+    throw error;
   }
   const pool = poolOf(dataSource);
-  const signingKeys = new SigningKeyStore(pool, masterKey, config.issuer);
-  await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => signingKeys.init());
   const audit = new AuditService(pool);
   return {
     config,

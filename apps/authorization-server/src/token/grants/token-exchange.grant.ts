@@ -9,8 +9,11 @@ import {
   InvalidAuthorizationDetailsError,
   InvalidGrantError,
   parseTokenExchangeRequest,
+  safeToken,
 } from '@writ/oauth';
-import { ActivePolicy, buildPolicyInput, Decision } from '@writ/policy';
+import { ActivePolicy, buildPolicyInput, Decision, PolicyEngine, PolicyEvaluationError, PolicyInput } from '@writ/policy';
+import { LOGGER } from '@writ/platform';
+import type { Logger } from 'pino';
 import type { RegisteredClient } from '../../client-auth/registered-client';
 import { CatalogueConnector, ExchangeContextRepository, ExchangeTask } from '../../exchange/exchange-context.repository';
 import { TASK_TOKEN_TYP, TaskTokenClaims } from '../../exchange/task-token';
@@ -44,6 +47,7 @@ export class TokenExchangeGrant implements GrantHandler {
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
+    @Inject(LOGGER) private readonly logger: Logger,
   ) {}
 
   /** Checks the task token, asks the policy, and issues the narrowed credential. */
@@ -66,7 +70,7 @@ export class TokenExchangeGrant implements GrantHandler {
       connectors,
       now,
     });
-    const decision = this.enforceInvariant(engine.evaluate(input), details, task, connectors);
+    const decision = this.enforceInvariant(this.evaluate(engine, input), details, task, connectors);
     const decisionData = {
       request: { authorization_details: details, resource: request.resource ?? null },
       decision: {
@@ -80,17 +84,16 @@ export class TokenExchangeGrant implements GrantHandler {
       },
       policy_version: engine.version,
     };
-    if (!decision.allow) {
-      await this.refuse(task, client, decision, decisionData);
-      throw new InvalidAuthorizationDetailsError(`denied by policy: ${decision.reasons.join('; ') || 'no reason given'}`, {
-        reason: POLICY_DENIED,
-      });
-    }
     if (decision.requires_approval) {
-      await this.refuse(task, client, { ...decision, reasons: [...decision.reasons, 'human approval required'] }, decisionData);
+      await this.refuse(task, client, decision, decisionData);
       throw new InvalidAuthorizationDetailsError('this request requires human approval, which is not available for it', {
         reason: POLICY_DENIED,
       });
+    }
+    if (!decision.allow) {
+      await this.refuse(task, client, decision, decisionData);
+      const reasons = decision.reasons.map((reason) => safeToken(reason, 300)).join('; ');
+      throw new InvalidAuthorizationDetailsError(`denied by policy: ${reasons || 'no reason given'}`, { reason: POLICY_DENIED });
     }
     const detail = details[0];
     const connector = connectors.find((candidate) => candidate.id === detail.connector)!;
@@ -124,6 +127,19 @@ export class TokenExchangeGrant implements GrantHandler {
       expires_in: issued.expiresIn,
       authorization_details: [detail],
     };
+  }
+
+  /** Evaluates the policy; a policy that traps yields its fail-closed deny (and is logged). */
+  private evaluate(engine: PolicyEngine, input: PolicyInput): Decision {
+    try {
+      return engine.evaluate(input);
+    } catch (error) {
+      if (error instanceof PolicyEvaluationError) {
+        this.logger.error({ err: error.message, policy: engine.version }, 'policy evaluation failed: denying');
+        return error.decision;
+      }
+      throw error;
+    }
   }
 
   /** Verifies the subject token and returns its task, active and belonging to this agent. */
