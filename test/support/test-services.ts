@@ -49,6 +49,8 @@ export interface TestServicesOptions {
   env?: Record<string, string>;
   /** Reuse a database (e.g. a second instance over the same cluster state). */
   db?: TestDatabase;
+  /** Use this database URL as it is (e.g. a scratch cluster the test stops and restarts). */
+  databaseUrl?: string;
 }
 
 /**
@@ -57,7 +59,9 @@ export interface TestServicesOptions {
  * the real compiled policy.
  */
 export async function startTestServices(options: TestServicesOptions = {}): Promise<TestServices> {
-  const db = options.db ?? (await createTestDatabase());
+  const db: TestDatabase = options.db ?? (options.databaseUrl
+    ? { url: options.databaseUrl, name: 'external', drop: async () => undefined }
+    : await createTestDatabase());
   const [authPort, gatewayPort, adminPort] = [await freePort(), await freePort(), await freePort()];
   const adminToken = `writ_admin_test_${randomBytes(24).toString('base64url')}`;
   const config = loadConfig({

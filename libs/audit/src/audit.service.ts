@@ -141,6 +141,11 @@ export class AuditService {
       throw new AuditUnavailableError(error);
     }
     let broken = false;
+    // A connection lost while checked out is reported on the client: note it, do not crash.
+    const onError = () => {
+      broken = true;
+    };
+    client.on('error', onError);
     try {
       // One round trip: open the transaction and lock the chain head (simple query protocol).
       const opened = (await client.query(
@@ -210,6 +215,7 @@ export class AuditService {
       }
       throw error;
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }

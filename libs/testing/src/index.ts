@@ -1,2 +1,3 @@
 export * from './client-keys';
 export * from './test-database';
+export * from './scratch-postgres';
