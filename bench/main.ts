@@ -1,5 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { benchAudit } from './audit.bench';
+import { startBenchEnvironment } from './support/bench-environment';
 import { benchTokenExchange } from './token-exchange.bench';
 
 /**
@@ -12,6 +14,13 @@ async function main(): Promise<void> {
   const results: Record<string, unknown> = { started_at: new Date().toISOString(), node: process.version, cpus: (await import('node:os')).cpus().length };
   const exchange = await benchTokenExchange({ durationSeconds: seconds, port: 14_000 });
   results.token_exchange = exchange;
+  const env = await startBenchEnvironment({ auth: 14_010, gateway: 14_011, admin: 14_012 });
+  try {
+    results.audit = await benchAudit(env, Math.max(2, Math.round(seconds / 2)));
+  } finally {
+    await env.close();
+  }
+  const audit = results.audit as Awaited<ReturnType<typeof benchAudit>>;
   const rows = [
     ['trivial endpoint (baseline)', exchange.baseline_trivial_endpoint],
     ['token exchange (max)', exchange.token_exchange],
@@ -22,6 +31,11 @@ async function main(): Promise<void> {
     console.log(`${name.padEnd(38)} ${row.requestsPerSecond.toFixed(0).padStart(8)} ${row.p50Ms.toFixed(2).padStart(9)} ${row.p99Ms.toFixed(2).padStart(8)} ${String(row.non2xx).padStart(9)}`);
   }
   console.log(`ratio token exchange / trivial endpoint: ${exchange.ratio_exchange_to_trivial.toFixed(3)}`);
+  console.log(`\naudit (synchronous_commit ${audit.synchronous_commit})   events/s   baseline commits/s   ratio`);
+  for (const row of audit.rows) {
+    console.log(`${String(row.writers).padStart(3)} writers                       ${row.events_per_second.toFixed(0).padStart(8)} ${row.baseline_single_insert_commits_per_second.toFixed(0).padStart(20)} ${row.ratio_to_baseline.toFixed(2).padStart(7)}`);
+  }
+  console.log(`chain after the run: ${JSON.stringify(audit.chain)}`);
   const dir = join(__dirname, '..', '..', 'bench', 'results');
   await mkdir(dir, { recursive: true });
   const file = join(dir, `bench-${Date.now()}.json`);

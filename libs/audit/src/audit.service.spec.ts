@@ -68,6 +68,27 @@ describe('AuditService', () => {
     await expect(pool.query('TRUNCATE audit_events')).rejects.toThrow(/append-only/);
   });
 
+  it('gives the service role no UPDATE, DELETE or TRUNCATE on audit rows', async () => {
+    const login = `writ_login_${Date.now()}`;
+    await pool.query(`CREATE ROLE ${login} LOGIN PASSWORD 'pw' IN ROLE writ_service`);
+    const url = new URL(db.url);
+    url.username = login;
+    url.password = 'pw';
+    const client = new Client({ connectionString: url.toString() });
+    await client.connect();
+    try {
+      await client.query('SET ROLE writ_service');
+      expect((await client.query('SELECT count(*) FROM audit_events')).rowCount).toBe(1);
+      await expect(client.query('ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only')).rejects.toThrow(/owner|permission/);
+      await expect(client.query(`UPDATE audit_events SET type = 'x' WHERE seq = 1`)).rejects.toThrow(/permission denied/);
+      await expect(client.query('DELETE FROM audit_events')).rejects.toThrow(/permission denied/);
+      await expect(client.query('TRUNCATE audit_events')).rejects.toThrow(/permission denied/);
+    } finally {
+      await client.end();
+      await pool.query(`DROP ROLE ${login}`);
+    }
+  });
+
   it('names the first altered row when a superuser tampers with the chain', async () => {
     const client = new Client({ connectionString: db.url });
     await client.connect();

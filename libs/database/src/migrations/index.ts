@@ -1,6 +1,8 @@
 import { InitialSchema1764340000000 } from './1764340000000-initial-schema';
+import { ServiceRole1764350000000 } from './1764350000000-service-role';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
+export { SERVICE_ROLE } from './1764350000000-service-role';
 
 /** Every migration, in order. */
-export const MIGRATIONS = [InitialSchema1764340000000];
+export const MIGRATIONS = [InitialSchema1764340000000, ServiceRole1764350000000];
