@@ -1,6 +1,6 @@
 import type { INestApplication } from '@nestjs/common';
-import { createRuntime, ensureBootstrapAdminToken, runMain } from '@writ/platform';
-import { ActivePolicy } from '@writ/policy';
+import { loadConfig } from '@writ/config';
+import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain } from '@writ/platform';
 import { createAdminApp } from '../../admin/src/admin.app';
 import { createAuthorizationServerApp } from '../../authorization-server/src/authorization-server.app';
 import { createGatewayApp } from '../../connector-gateway/src/connector-gateway.app';
@@ -11,9 +11,10 @@ import { createGatewayApp } from '../../connector-gateway/src/connector-gateway.
  * them separately (`npm run start:authorization-server`, `start:gateway`, `start:admin`).
  */
 runMain('writ', async () => {
-  const runtime = await createRuntime({ poolSize: 30 });
-  const { config, logger } = runtime;
-  const policy = await ActivePolicy.load(config.policyPath);
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const policy = await loadWatchedPolicy(config.policyPath, logger);
+  const runtime = await createRuntime({ config, logger, poolSize: 30 });
   const bootstrap = await ensureBootstrapAdminToken(runtime);
   const apps: INestApplication[] = [];
   const services: Array<[string, typeof createAdminApp, number]> = [
@@ -32,7 +33,7 @@ runMain('writ', async () => {
       issuer: config.issuer,
       gateway: config.gatewayUrl,
       admin: `http://${config.host}:${config.adminPort}`,
-      policy: policy.describe().version,
+      policy: policy.current().version,
       admin_token: bootstrap.file ? `written to ${bootstrap.file}` : 'from WRIT_ADMIN_TOKEN',
     },
     'Writ is ready',
