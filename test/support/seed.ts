@@ -1,4 +1,6 @@
 import type { Pool } from 'pg';
+import { sealCredential, UpstreamCredential } from '@writ/connectors';
+import type { MasterKey } from '@writ/keys';
 import { createClientKey, jwksOf } from '@writ/testing';
 import type { TestClient } from './oauth-client';
 
@@ -38,4 +40,13 @@ export async function seedOrchestrator(pool: Pool, id: string, agents: string[] 
 /** Inserts a connector with a catalogue (no credential). */
 export async function seedConnector(pool: Pool, id: string, operations: unknown[] = PAYMENTS_OPERATIONS, baseUrl = 'http://127.0.0.1:9'): Promise<void> {
   await pool.query(`INSERT INTO connectors (id, name, base_url, operations) VALUES ($1, $1, $2, $3)`, [id, baseUrl, JSON.stringify(operations)]);
+}
+
+/** Seals an upstream credential into a connector row, as the admin API does. */
+export async function setConnectorCredential(pool: Pool, master: MasterKey, id: string, credential: UpstreamCredential): Promise<void> {
+  const { sealed, fingerprint, type } = sealCredential(master, id, credential);
+  await pool.query(
+    `UPDATE connectors SET credential_type = $2, credential_sealed = $3, credential_fingerprint = $4, credential_set_at = now(), updated_at = now() WHERE id = $1`,
+    [id, type, sealed, fingerprint],
+  );
 }

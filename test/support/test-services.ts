@@ -51,6 +51,8 @@ export interface TestServicesOptions {
   db?: TestDatabase;
   /** Use this database URL as it is (e.g. a scratch cluster the test stops and restarts). */
   databaseUrl?: string;
+  /** Receives every log line (JSON) at level `debug`, e.g. to search them for secrets. */
+  logSink?: (line: string) => void;
 }
 
 /**
@@ -77,7 +79,10 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
     WRIT_LOG_LEVEL: process.env.WRIT_TEST_LOG_LEVEL ?? 'silent',
     ...options.env,
   });
-  const runtime = await createRuntime({ config, poolSize: 10, logger: createLogger(config.logLevel) });
+  const logger = options.logSink
+    ? createLogger('debug', 'writ', { write: (line: string) => options.logSink!(line) })
+    : createLogger(config.logLevel);
+  const runtime = await createRuntime({ config, poolSize: 10, logger });
   await ensureBootstrapAdminToken(runtime);
   const policy = await ActivePolicy.load(config.policyPath);
   const apps: INestApplication[] = [];

@@ -13,7 +13,16 @@ describe('loadConfig', () => {
       issuer: 'http://localhost:4000',
       gatewayUrl: 'http://localhost:4001',
       logLevel: 'info',
+      gatewayBodyLimit: 1048576,
+      upstreamConnectTimeoutMs: 5000,
+      upstreamTimeoutMs: 30000,
     });
+  });
+
+  it('refuses gateway limits that are not integers in range', () => {
+    expect(() => loadConfig({ WRIT_GATEWAY_BODY_LIMIT: '1e6' })).toThrow(/WRIT_GATEWAY_BODY_LIMIT must be an integer/);
+    expect(() => loadConfig({ WRIT_UPSTREAM_TIMEOUT_MS: '0' })).toThrow(/WRIT_UPSTREAM_TIMEOUT_MS/);
+    expect(loadConfig({ WRIT_UPSTREAM_CONNECT_TIMEOUT_MS: '250' }).upstreamConnectTimeoutMs).toBe(250);
   });
 
   it('refuses an external database without a master key', () => {

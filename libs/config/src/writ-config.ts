@@ -36,6 +36,12 @@ export interface WritConfig {
   readonly policyPath: string | undefined;
   /** `WRIT_LOG_LEVEL` (default `info`): pino level. */
   readonly logLevel: LogLevel;
+  /** `WRIT_GATEWAY_BODY_LIMIT` (default 1048576): largest request body the gateway reads, in bytes (413 above). */
+  readonly gatewayBodyLimit: number;
+  /** `WRIT_UPSTREAM_CONNECT_TIMEOUT_MS` (default 5000): gateway connect timeout to an upstream (502 past it). */
+  readonly upstreamConnectTimeoutMs: number;
+  /** `WRIT_UPSTREAM_TIMEOUT_MS` (default 30000): gateway total time for an upstream call (504 past it). */
+  readonly upstreamTimeoutMs: number;
 }
 
 /** Thrown when the environment does not describe a valid configuration; one line per problem. */
@@ -54,6 +60,17 @@ function port(env: Env, name: string, fallback: number, problems: string[]): num
   const value = Number(raw);
   if (!Number.isInteger(value) || value < 0 || value > 65535) {
     problems.push(`${name} must be a port number (0-65535), got "${raw}"`);
+    return fallback;
+  }
+  return value;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number, problems: string[]): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!/^[0-9]+$/.test(raw) || value < min || value > max) {
+    problems.push(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
     return fallback;
   }
   return value;
@@ -117,6 +134,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     masterKey: key,
     policyPath: env.WRIT_POLICY ? resolve(cwd, env.WRIT_POLICY) : undefined,
     logLevel,
+    gatewayBodyLimit: integer(env, 'WRIT_GATEWAY_BODY_LIMIT', 1024 * 1024, 1024, 64 * 1024 * 1024, problems),
+    upstreamConnectTimeoutMs: integer(env, 'WRIT_UPSTREAM_CONNECT_TIMEOUT_MS', 5000, 100, 60_000, problems),
+    upstreamTimeoutMs: integer(env, 'WRIT_UPSTREAM_TIMEOUT_MS', 30_000, 100, 600_000, problems),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

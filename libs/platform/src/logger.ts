@@ -21,15 +21,16 @@ export const REDACTED_PATHS = [
   '*.password',
 ];
 
-/** The process logger (pino, JSON lines). */
-export function createLogger(level: LogLevel, name = 'writ'): Logger {
-  return pino({
+/** The process logger (pino, JSON lines on stdout unless given another destination). */
+export function createLogger(level: LogLevel, name = 'writ', destination?: pino.DestinationStream): Logger {
+  const options = {
     name,
     level,
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 /** The first and last few characters of a token, enough to correlate, never enough to use. */

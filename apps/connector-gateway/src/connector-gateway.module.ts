@@ -1,0 +1,37 @@
+import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
+import type { Dispatcher } from 'undici';
+import { WRIT_CONFIG, WritConfig } from '@writ/config';
+import { HealthModule, Runtime, RuntimeModule } from '@writ/platform';
+import { CatalogueCache } from './catalogue/catalogue-cache';
+import { GrantStateRepository } from './proxy/grant-state.repository';
+import { ProxyController } from './proxy/proxy.controller';
+import { ProxyService } from './proxy/proxy.service';
+import { UpstreamCredentials } from './upstream/upstream-credentials.service';
+import { createUpstreamDispatcher, UPSTREAM_DISPATCHER } from './upstream/upstream-dispatcher';
+
+/** The connector gateway: checks each call against its grant, injects the upstream credential, forwards. */
+@Module({})
+export class ConnectorGatewayModule implements OnApplicationShutdown {
+  constructor(@Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher) {}
+
+  /** The module over a runtime. */
+  static forRoot(runtime: Runtime): DynamicModule {
+    return {
+      module: ConnectorGatewayModule,
+      imports: [RuntimeModule.forRoot(runtime), HealthModule],
+      controllers: [ProxyController],
+      providers: [
+        { provide: UPSTREAM_DISPATCHER, useFactory: (config: WritConfig) => createUpstreamDispatcher(config), inject: [WRIT_CONFIG] },
+        CatalogueCache,
+        GrantStateRepository,
+        UpstreamCredentials,
+        ProxyService,
+      ],
+    };
+  }
+
+  /** Closes the upstream connection pools. */
+  async onApplicationShutdown(): Promise<void> {
+    await this.dispatcher.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,37 @@
+import { OAuthError } from '@writ/oauth';
+
+/** 413: the request body is larger than the gateway accepts. */
+export class PayloadTooLargeError extends OAuthError {
+  readonly error = 'invalid_request' as const;
+  readonly status = 413;
+  constructor(limit: number) {
+    super(`request body exceeds ${limit} bytes`);
+  }
+}
+
+/** 415: a body the constraint engine cannot read, while a body constraint applies. */
+export class UnsupportedMediaTypeError extends OAuthError {
+  readonly error = 'invalid_request' as const;
+  readonly status = 415;
+  constructor(description: string) {
+    super(description);
+  }
+}
+
+/** 502: the upstream could not be reached or answered unusably. Never retried for writes. */
+export class BadGatewayError extends OAuthError {
+  readonly error = 'bad_gateway' as const;
+  readonly status = 502;
+  constructor(description = 'the upstream API could not be reached', options: { reason?: string; cause?: unknown } = {}) {
+    super(description, options);
+  }
+}
+
+/** 504: the upstream did not answer within the gateway's timeout. */
+export class GatewayTimeoutError extends OAuthError {
+  readonly error = 'gateway_timeout' as const;
+  readonly status = 504;
+  constructor(description = 'the upstream API did not answer in time', options: { reason?: string; cause?: unknown } = {}) {
+    super(description, options);
+  }
+}

@@ -1,0 +1,88 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Pool, PoolClient } from 'pg';
+import { PG_POOL } from '@writ/database';
+
+/** What the gateway needs about a credential, its task and its connector, read in one query. */
+export interface GrantState {
+  jti: string;
+  subject: string;
+  taskId: string | null;
+  connectorId: string | null;
+  revoked: boolean;
+  expired: boolean;
+  uses: number;
+  maxUses: number | null;
+  taskStatus: string | null;
+  taskExpired: boolean;
+  connector: {
+    id: string;
+    baseUrl: string;
+    operationsText: string;
+    credentialType: string | null;
+    credentialSealed: Buffer | null;
+    credentialFingerprint: string | null;
+  } | null;
+}
+
+const LOAD = `
+  SELECT t.jti, t.subject, t.task_id, t.connector_id, t.revoked_at IS NOT NULL AS revoked,
+         t.expires_at <= now() AS expired, t.uses, t.max_uses,
+         k.status AS task_status, k.expires_at <= now() AS task_expired,
+         c.id AS c_id, c.base_url, c.operations::text AS operations_text,
+         c.credential_type, c.credential_sealed, c.credential_fingerprint
+    FROM access_tokens t
+    LEFT JOIN tasks k ON k.id = t.task_id
+    LEFT JOIN connectors c ON c.id = t.connector_id
+   WHERE t.jti = $1 AND t.kind = 'connector'`;
+
+// Spends one use only while the credential and its task are still good: a revocation that
+// committed before this statement makes it match nothing, on every instance.
+const SPEND = `
+  UPDATE access_tokens t SET uses = t.uses + 1
+    FROM tasks k
+   WHERE t.jti = $1 AND k.id = t.task_id
+     AND t.revoked_at IS NULL AND t.expires_at > now()
+     AND (t.max_uses IS NULL OR t.uses < t.max_uses)
+     AND k.status = 'active' AND k.expires_at > now()
+  RETURNING t.uses, t.max_uses`;
+
+/** Reads credential state from PostgreSQL on every call (no cache: revocation is immediate). */
+@Injectable()
+export class GrantStateRepository {
+  constructor(@Inject(PG_POOL) private readonly pool: Pool) {}
+
+  /** The credential, its task and its connector, or `undefined` for an unknown `jti`. */
+  async load(jti: string): Promise<GrantState | undefined> {
+    const { rows } = await this.pool.query(LOAD, [jti]);
+    const row = rows[0];
+    if (!row) return undefined;
+    return {
+      jti: row.jti,
+      subject: row.subject,
+      taskId: row.task_id,
+      connectorId: row.connector_id,
+      revoked: row.revoked,
+      expired: row.expired,
+      uses: row.uses,
+      maxUses: row.max_uses,
+      taskStatus: row.task_status,
+      taskExpired: row.task_expired ?? true,
+      connector: row.c_id
+        ? {
+            id: row.c_id,
+            baseUrl: row.base_url,
+            operationsText: row.operations_text,
+            credentialType: row.credential_type,
+            credentialSealed: row.credential_sealed,
+            credentialFingerprint: row.credential_fingerprint,
+          }
+        : null,
+    };
+  }
+
+  /** Spends one use atomically (inside the audit transaction); `undefined` when none is left. */
+  async spend(client: PoolClient, jti: string): Promise<{ uses: number; maxUses: number | null } | undefined> {
+    const { rows } = await client.query(SPEND, [jti]);
+    return rows[0] ? { uses: rows[0].uses, maxUses: rows[0].max_uses } : undefined;
+  }
+}

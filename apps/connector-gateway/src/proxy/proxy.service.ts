@@ -1,0 +1,327 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import { Dispatcher, request as undiciRequest } from 'undici';
+import { AuditEventInput, AuditService } from '@writ/audit';
+import { WRIT_CONFIG, WritConfig } from '@writ/config';
+import type { ConnectorDetail, ConnectorOperation } from '@writ/database';
+import { MasterKey, SigningKeyStore } from '@writ/keys';
+import { InsufficientScopeError, InvalidRequestError, InvalidTokenError, OAuthError } from '@writ/oauth';
+import { LOGGER } from '@writ/platform';
+import { CatalogueCache } from '../catalogue/catalogue-cache';
+import { BadGatewayError, GatewayTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
+import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
+import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
+import { UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
+import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
+import { GrantState, GrantStateRepository } from './grant-state.repository';
+import { parseRequestTarget, RequestTarget } from './request-target';
+import { parseStrictJson, StrictJsonError } from './strict-json';
+
+/** `typ` of the access tokens the gateway accepts (RFC 9068). */
+const ACCESS_TOKEN_TYP = 'at+jwt';
+const JSON_TYPE = /^application\/(?:[a-z0-9.+-]+\+)?json\s*(?:;\s*charset\s*=\s*"?utf-8"?\s*)?$/i;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** What the audit trail knows about one call as it is checked. */
+interface CallContext {
+  started: bigint;
+  method: string;
+  path: string;
+  connectorId: string | null;
+  jti?: string;
+  agentId?: string;
+  taskId?: string | null;
+  operation?: string;
+  constraints?: Array<Omit<CheckedConstraint, 'granted' | 'actual'> & { granted: unknown; actual: unknown }>;
+}
+
+/** A call that passed every check and may spend its use and go upstream. */
+interface CheckedCall {
+  target: RequestTarget;
+  state: GrantState;
+  operation: ConnectorOperation;
+  body: Buffer;
+  sealed: SealedCredential;
+  credential: CredentialHeader | undefined;
+}
+
+function elapsedMs(started: bigint): number {
+  return Math.round(Number(process.hrtime.bigint() - started) / 1e4) / 100;
+}
+
+/**
+ * The gateway's chain of checks for `ANY /connectors/{id}/{path}`: a normal target, a valid
+ * access token for this connector, a live credential and task, exactly one catalogue
+ * operation, granted as an action, every constraint holding on the request as it will be
+ * forwarded; then one use spent atomically together with its audit event, the upstream
+ * credential injected, and the exact checked request forwarded. Every call, allowed or
+ * refused, is an audit event; nothing is forwarded unless its event is committed.
+ */
+@Injectable()
+export class ProxyService {
+  constructor(
+    private readonly keys: SigningKeyStore,
+    private readonly grants: GrantStateRepository,
+    private readonly catalogue: CatalogueCache,
+    private readonly credentials: UpstreamCredentials,
+    private readonly audit: AuditService,
+    private readonly master: MasterKey,
+    @Inject(WRIT_CONFIG) private readonly config: WritConfig,
+    @Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher,
+    @Inject(LOGGER) private readonly logger: Logger,
+  ) {}
+
+  /** Checks, spends, forwards and streams the upstream response back. */
+  async handle(req: Request, res: Response): Promise<void> {
+    const call: CallContext = {
+      started: process.hrtime.bigint(),
+      method: req.method,
+      path: req.originalUrl.split('?')[0].slice(0, 512),
+      connectorId: null,
+    };
+    let checked: CheckedCall;
+    try {
+      checked = await this.check(req, call);
+    } catch (error) {
+      if (error instanceof OAuthError) await this.recordRefusal(call, error);
+      throw error;
+    }
+    await this.spend(checked, call);
+    await this.forward(req, res, checked, call);
+  }
+
+  private async check(req: Request, call: CallContext): Promise<CheckedCall> {
+    const target = parseRequestTarget(req.originalUrl);
+    call.connectorId = target.connectorId;
+    call.path = target.upstreamPath.slice(0, 512);
+    for (const name of METHOD_OVERRIDE_HEADERS) {
+      if (req.headers[name] !== undefined) throw new InvalidRequestError(`the ${name} header is not accepted`, { reason: 'method_override' });
+    }
+    if (new URLSearchParams(target.query).has('access_token')) {
+      throw new InvalidRequestError('access tokens are accepted in the Authorization header only', { reason: 'token_in_query' });
+    }
+    const { state, detail } = await this.authenticate(req, target, call);
+    const connector = state.connector!;
+    const match = this.catalogue.match(connector.id, connector.operationsText, req.method, target.segments);
+    if (match.kind === 'none') {
+      throw new InsufficientScopeError(`no operation of connector ${connector.id} matches ${req.method} ${target.upstreamPath.slice(0, 200)}`, {
+        rule: 'operation',
+      });
+    }
+    if (match.kind === 'ambiguous') {
+      throw new InsufficientScopeError(`the request matches several operations (${match.names.join(', ')})`, { rule: 'operation' });
+    }
+    const { operation, pathParams } = match;
+    call.operation = operation.name;
+    if (!detail.actions.includes(operation.name)) {
+      throw new InsufficientScopeError(`operation ${operation.name} is not granted by this credential`, { rule: 'action' });
+    }
+    const body = await readBody(req, this.config.gatewayBodyLimit);
+    let parsed: unknown;
+    if (needsBody(operation, detail.constraints)) parsed = parseJsonBody(req, body);
+    const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed });
+    call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
+    if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
+    const sealed: SealedCredential = {
+      connectorId: connector.id,
+      type: connector.credentialType,
+      sealed: connector.credentialSealed,
+      fingerprint: connector.credentialFingerprint,
+    };
+    const credential = await this.credentials.headerFor(sealed);
+    return { target, state, operation, body, sealed, credential };
+  }
+
+  /** The token: signature, `typ`, `exp`, `aud` = this connector; then its live state in PostgreSQL. */
+  private async authenticate(req: Request, target: RequestTarget, call: CallContext): Promise<{ state: GrantState; detail: ConnectorDetail }> {
+    const header = req.headers.authorization ?? '';
+    const match = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
+    if (!match) {
+      if (/^DPoP /i.test(header)) throw new InvalidTokenError('DPoP-bound credentials are not issued by this authority', { reason: 'dpop_unsupported' });
+      throw new InvalidTokenError(header ? 'the Authorization header is not a Bearer token' : 'a Bearer access token is required', {
+        reason: header ? 'malformed_authorization' : 'no_token',
+      });
+    }
+    let claims: Record<string, unknown>;
+    try {
+      const verified = await this.keys.verify(match[1], {
+        typ: ACCESS_TOKEN_TYP,
+        audience: `${this.config.gatewayUrl}/connectors/${target.connectorId}`,
+      });
+      claims = verified.payload as Record<string, unknown>;
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      throw new InvalidTokenError(code === 'ERR_JWT_EXPIRED' ? 'the access token has expired' : 'the access token is not valid for this connector', {
+        reason: code ?? 'token_invalid',
+      });
+    }
+    call.jti = String(claims.jti);
+    call.agentId = typeof claims.sub === 'string' ? claims.sub : undefined;
+    call.taskId = typeof claims.task_id === 'string' ? claims.task_id : null;
+    const details = claims.authorization_details as ConnectorDetail[] | undefined;
+    const detail = Array.isArray(details) && details.length === 1 ? details[0] : undefined;
+    if (!detail || detail.connector !== target.connectorId || !Array.isArray(detail.actions)) {
+      throw new InvalidTokenError('the access token does not carry a grant for this connector', { reason: 'no_grant' });
+    }
+    const state = await this.grants.load(call.jti);
+    if (!state) throw new InvalidTokenError('the access token is not known to this authority', { reason: 'unknown_jti' });
+    if (state.revoked) throw new InvalidTokenError('the access token has been revoked', { reason: 'revoked' });
+    if (state.expired) throw new InvalidTokenError('the access token has expired', { reason: 'expired' });
+    if (state.taskStatus !== 'active' || state.taskExpired) {
+      throw new InvalidTokenError(`the task of this credential is ${state.taskStatus === 'active' ? 'expired' : state.taskStatus ?? 'gone'}`, {
+        reason: 'task_ended',
+      });
+    }
+    if (!state.connector || state.connector.id !== target.connectorId) {
+      throw new InvalidTokenError('the connector of this credential no longer exists', { reason: 'connector_gone' });
+    }
+    if (state.maxUses !== null && state.uses >= state.maxUses) {
+      throw new InvalidTokenError('the use budget of this credential is spent', { reason: 'budget_spent' });
+    }
+    return { state, detail };
+  }
+
+  /** Spends one use and commits the call's audit event in one transaction, before anything is forwarded. */
+  private async spend(checked: CheckedCall, call: CallContext): Promise<void> {
+    const { result } = await this.audit.recordWith(
+      (client) => this.grants.spend(client, checked.state.jti),
+      (spent) => [
+        spent
+          ? this.event(call, 'gateway.call', 'success', { status: null, uses: spent.uses, max_uses: spent.maxUses })
+          : this.event(call, 'gateway.call', 'denied', { status: 401, error: 'invalid_token', reason: 'revoked_or_spent_concurrently' }),
+      ],
+    );
+    if (!result) throw new InvalidTokenError('the access token was revoked or its use budget spent', { reason: 'revoked_or_spent' });
+  }
+
+  private async forward(req: Request, res: Response, checked: CheckedCall, call: CallContext): Promise<void> {
+    const { target, body, sealed } = checked;
+    const base = checked.state.connector!.baseUrl.replace(/\/+$/, '');
+    const url = `${base}${target.upstreamPath}${target.query ? `?${target.query}` : ''}`;
+    const send = (credential: CredentialHeader | undefined) =>
+      undiciRequest(url, {
+        method: req.method as Dispatcher.HttpMethod,
+        dispatcher: this.dispatcher,
+        headers: upstreamRequestHeaders(req.headers, credential, body.length),
+        body: body.length > 0 ? body : undefined,
+        signal: AbortSignal.timeout(this.config.upstreamTimeoutMs),
+      });
+    const upstreamStarted = process.hrtime.bigint();
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await send(checked.credential);
+      if (response.statusCode === 401 && this.credentials.isRefreshable(sealed)) {
+        // The upstream refused its token before acting on the request: refresh once and resend.
+        await response.body.dump();
+        this.credentials.invalidate(sealed);
+        response = await send(await this.credentials.headerFor(sealed));
+      }
+    } catch (error) {
+      const failure = upstreamFailure(error);
+      await this.audit
+        .record(this.event(call, 'gateway.upstream', 'failure', { status: failure.status, error: failure.error, reason: failure.reason }))
+        .catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
+      throw failure;
+    }
+    res.status(response.statusCode);
+    for (const [name, value] of Object.entries(agentResponseHeaders(response.headers, this.credentials.secretsOf(sealed)))) {
+      res.setHeader(name, value);
+    }
+    let bytes = 0;
+    response.body.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    let streamError: string | undefined;
+    try {
+      await pipeline(response.body, res);
+    } catch (error) {
+      streamError = (error as { code?: string }).code ?? 'stream_error';
+      res.destroy();
+    }
+    this.audit
+      .record(
+        this.event(call, 'gateway.upstream', streamError ? 'failure' : 'success', {
+          status: response.statusCode,
+          bytes,
+          upstream_latency_ms: elapsedMs(upstreamStarted),
+          ...(streamError ? { error: streamError } : {}),
+        }),
+      )
+      .catch((error: unknown) => this.logger.error({ err: String(error) }, 'could not record an upstream response'));
+  }
+
+  private async recordRefusal(call: CallContext, error: OAuthError): Promise<void> {
+    await this.audit.record(
+      this.event(call, 'gateway.call', error.status >= 500 ? 'failure' : 'denied', {
+        status: error.status,
+        error: error.error,
+        error_description: error.description,
+        ...(error instanceof InsufficientScopeError ? { rule: error.rule } : {}),
+        ...(error.reason ? { reason: error.reason } : {}),
+      }),
+    );
+  }
+
+  private event(call: CallContext, type: string, outcome: AuditEventInput['outcome'], extra: Record<string, unknown>): AuditEventInput {
+    return {
+      type,
+      outcome,
+      actor: call.agentId ? { type: 'agent', id: call.agentId } : { type: 'anonymous' },
+      agentId: call.agentId ?? null,
+      taskId: call.taskId ?? null,
+      connectorId: call.connectorId,
+      data: {
+        method: call.method,
+        path: call.path,
+        ...(call.jti ? { jti: call.jti } : {}),
+        ...(call.operation ? { operation: call.operation } : {}),
+        ...(call.constraints ? { constraints: call.constraints } : {}),
+        latency_ms: elapsedMs(call.started),
+        ...extra,
+      },
+    };
+  }
+
+  /** Strings (account references, repository names...) enter the audit log as keyed HMACs; numbers stay readable. */
+  private auditValue(value: unknown): unknown {
+    if (typeof value === 'string') return `hmac-sha256:${this.master.auditHmac(value)}`;
+    if (Array.isArray(value)) return value.map((element) => this.auditValue(element));
+    if (value !== null && typeof value === 'object') return '[object]';
+    return value;
+  }
+}
+
+async function readBody(req: Request, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) throw new PayloadTooLargeError(limit);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new PayloadTooLargeError(limit);
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+}
+
+function parseJsonBody(req: Request, body: Buffer): unknown {
+  if (body.length === 0) return undefined;
+  const type = req.headers['content-type'] ?? '';
+  if (!JSON_TYPE.test(type)) {
+    throw new UnsupportedMediaTypeError('a body constraint applies: the body must be application/json (UTF-8)');
+  }
+  try {
+    return parseStrictJson(utf8.decode(body));
+  } catch (error) {
+    throw new InvalidRequestError(error instanceof StrictJsonError ? error.message : 'the body is not valid UTF-8', { reason: 'body_not_strict_json' });
+  }
+}
+
+function upstreamFailure(error: unknown): BadGatewayError | GatewayTimeoutError {
+  if (error instanceof BadGatewayError || error instanceof GatewayTimeoutError) return error;
+  const code = (error as { code?: string; name?: string }).code ?? (error as { name?: string }).name ?? 'unknown';
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'TimeoutError' || code === 'AbortError') {
+    return new GatewayTimeoutError(undefined, { reason: code });
+  }
+  return new BadGatewayError(undefined, { reason: code });
+}

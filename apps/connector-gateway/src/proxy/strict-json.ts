@@ -1,0 +1,60 @@
+/** Why a body was refused by {@link parseStrictJson}. */
+export class StrictJsonError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StrictJsonError';
+  }
+}
+
+/**
+ * Parses a JSON body and refuses duplicate object keys. Parsers disagree on duplicates (first
+ * or last wins), so a body with them could pass the gateway's constraint check with one value
+ * and reach the upstream with another. `JSON.parse` validates the syntax; a scan of the
+ * (then known to be valid) text finds repeated keys per object.
+ */
+export function parseStrictJson(text: string): unknown {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new StrictJsonError('the body is not valid JSON');
+  }
+  const duplicate = findDuplicateKey(text);
+  if (duplicate !== undefined) throw new StrictJsonError(`the body repeats the key "${duplicate.slice(0, 64)}"`);
+  return value;
+}
+
+/** The first key that appears twice in one object of valid JSON `text`, if any. */
+export function findDuplicateKey(text: string): string | undefined {
+  // One key set per open container; arrays get `undefined`.
+  const stack: Array<Set<string> | undefined> = [];
+  let expectKey = false;
+  for (let index = 0; index < text.length; index += 1) {
+    const char = text[index];
+    if (char === '{') {
+      stack.push(new Set());
+      expectKey = true;
+    } else if (char === '[') {
+      stack.push(undefined);
+      expectKey = false;
+    } else if (char === '}' || char === ']') {
+      stack.pop();
+      expectKey = false;
+    } else if (char === ',') {
+      expectKey = stack[stack.length - 1] !== undefined;
+    } else if (char === '"') {
+      let end = index + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      if (expectKey) {
+        // Compare keys as decoded strings: "a" and "\u0061" are the same key.
+        const key = JSON.parse(text.slice(index, end + 1)) as string;
+        const keys = stack[stack.length - 1]!;
+        if (keys.has(key)) return key;
+        keys.add(key);
+        expectKey = false;
+      }
+      index = end;
+    }
+  }
+  return undefined;
+}

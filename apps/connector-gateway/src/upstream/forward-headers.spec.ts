@@ -1,0 +1,31 @@
+import { agentResponseHeaders, upstreamRequestHeaders } from './forward-headers';
+
+describe('upstreamRequestHeaders', () => {
+  it('drops the agent credentials, cookies, hop-by-hop and override headers and injects the upstream credential', () => {
+    const headers = upstreamRequestHeaders(
+      {
+        authorization: 'Bearer agent-token', cookie: 'session=1', connection: 'keep-alive, x-secret-hop', 'x-secret-hop': '1',
+        'keep-alive': 'timeout=5', 'transfer-encoding': 'chunked', host: 'gateway', 'x-http-method-override': 'DELETE',
+        'x-forwarded-for': '10.0.0.1', 'content-type': 'application/json', accept: 'application/json', 'x-api-key': 'agent-chosen',
+        'content-length': '999', dpop: 'proof',
+      },
+      { name: 'x-api-key', value: 'upstream-secret' },
+      12,
+    );
+    expect(headers).toEqual({ 'content-type': 'application/json', accept: 'application/json', 'x-api-key': 'upstream-secret', 'content-length': '12' });
+  });
+});
+
+describe('agentResponseHeaders', () => {
+  it('drops hop-by-hop headers, cookies, upstream challenges and any header echoing a secret', () => {
+    expect(
+      agentResponseHeaders(
+        {
+          'content-type': 'application/json', 'set-cookie': ['a=1'], connection: 'close', 'www-authenticate': 'Bearer',
+          'x-echo': 'Bearer sk_live_123', location: '/v1/payouts/po_1',
+        },
+        ['sk_live_123'],
+      ),
+    ).toEqual({ 'content-type': 'application/json', location: '/v1/payouts/po_1' });
+  });
+});

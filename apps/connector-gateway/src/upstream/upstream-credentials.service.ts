@@ -1,0 +1,163 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { Dispatcher, request } from 'undici';
+import { MasterKey } from '@writ/keys';
+import { OAuth2ClientCredentials, unsealCredential, UpstreamCredential } from '@writ/connectors';
+import { BadGatewayError, GatewayTimeoutError } from '../gateway-errors';
+import { UPSTREAM_DISPATCHER } from './upstream-dispatcher';
+
+/** The sealed credential columns of a connector row. */
+export interface SealedCredential {
+  connectorId: string;
+  type: string | null;
+  sealed: Buffer | null;
+  fingerprint: string | null;
+}
+
+/** A header to set on the upstream request. */
+export interface CredentialHeader {
+  name: string;
+  value: string;
+}
+
+interface CachedToken {
+  value: string;
+  refreshAt: number;
+}
+
+/** Cap on how long a fetched upstream token is reused when the token endpoint gives no `expires_in`. */
+const DEFAULT_UPSTREAM_TOKEN_SECONDS = 300;
+/** Largest token response read from an upstream token endpoint. */
+const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024;
+
+/**
+ * Turns a connector's sealed credential into the header injected upstream. Static
+ * credentials are unsealed (and kept in memory per fingerprint, so a rotation is picked up
+ * on the next call). For `oauth2_client_credentials` the gateway fetches the upstream
+ * token itself, caches it until shortly before it expires, shares one fetch between
+ * concurrent calls, and never hands it to anyone but the upstream.
+ */
+@Injectable()
+export class UpstreamCredentials {
+  private readonly opened = new Map<string, UpstreamCredential>();
+  private readonly tokens = new Map<string, Promise<CachedToken>>();
+
+  constructor(
+    private readonly master: MasterKey,
+    @Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher,
+  ) {}
+
+  /** The header carrying the connector's credential, or `undefined` when it has none. */
+  async headerFor(sealed: SealedCredential): Promise<CredentialHeader | undefined> {
+    const credential = this.open(sealed);
+    if (!credential) return undefined;
+    switch (credential.type) {
+      case 'bearer':
+        return { name: 'authorization', value: `Bearer ${credential.token}` };
+      case 'header':
+        return { name: credential.name.toLowerCase(), value: credential.value };
+      case 'oauth2_client_credentials':
+        return { name: 'authorization', value: `Bearer ${(await this.upstreamToken(sealed, credential)).value}` };
+    }
+  }
+
+  /** True when a 401 from the upstream may be cured by fetching a fresh token (once). */
+  isRefreshable(sealed: SealedCredential): boolean {
+    return sealed.type === 'oauth2_client_credentials';
+  }
+
+  /** Forgets the cached upstream token after the upstream refused it. */
+  invalidate(sealed: SealedCredential): void {
+    this.tokens.delete(this.cacheKey(sealed));
+  }
+
+  /** Every secret value currently held for a connector (to scrub them from response headers). */
+  secretsOf(sealed: SealedCredential): string[] {
+    const credential = this.open(sealed);
+    if (!credential) return [];
+    const secrets = credential.type === 'bearer' ? [credential.token] : credential.type === 'header' ? [credential.value] : [credential.client_secret];
+    return secrets.filter((secret) => secret.length >= 4);
+  }
+
+  private open(sealed: SealedCredential): UpstreamCredential | undefined {
+    if (!sealed.sealed || !sealed.type) return undefined;
+    const key = this.cacheKey(sealed);
+    let credential = this.opened.get(key);
+    if (!credential) {
+      credential = unsealCredential(this.master, sealed.connectorId, sealed.sealed);
+      for (const old of this.opened.keys()) if (old.startsWith(`${sealed.connectorId}\u0000`)) this.opened.delete(old);
+      this.opened.set(key, credential);
+    }
+    return credential;
+  }
+
+  private cacheKey(sealed: SealedCredential): string {
+    return `${sealed.connectorId}\u0000${sealed.fingerprint ?? ''}`;
+  }
+
+  private async upstreamToken(sealed: SealedCredential, credential: OAuth2ClientCredentials): Promise<CachedToken> {
+    const key = this.cacheKey(sealed);
+    const cached = this.tokens.get(key);
+    if (cached) {
+      const token = await cached.catch(() => undefined);
+      if (token && token.refreshAt > Date.now()) return token;
+      if (this.tokens.get(key) === cached) this.tokens.delete(key);
+    }
+    const fetching = this.fetchToken(credential);
+    this.tokens.set(key, fetching);
+    fetching.catch(() => {
+      if (this.tokens.get(key) === fetching) this.tokens.delete(key);
+    });
+    return fetching;
+  }
+
+  /** RFC 6749 §4.4 with HTTP Basic client authentication (§2.3.1: form-encoded id and secret). */
+  private async fetchToken(credential: OAuth2ClientCredentials): Promise<CachedToken> {
+    const basic = Buffer.from(
+      `${encodeURIComponent(credential.client_id)}:${encodeURIComponent(credential.client_secret)}`,
+    ).toString('base64');
+    const form = new URLSearchParams({ grant_type: 'client_credentials' });
+    if (credential.scope) form.set('scope', credential.scope);
+    let status: number;
+    let text: string;
+    try {
+      const response = await request(credential.token_url, {
+        method: 'POST',
+        dispatcher: this.dispatcher,
+        headers: { authorization: `Basic ${basic}`, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+        body: form.toString(),
+        signal: AbortSignal.timeout(10_000),
+      });
+      status = response.statusCode;
+      text = await readLimited(response.body, MAX_TOKEN_RESPONSE_BYTES);
+    } catch (error) {
+      if ((error as { name?: string }).name === 'TimeoutError') {
+        throw new GatewayTimeoutError('the upstream token endpoint did not answer in time', { reason: 'upstream_token_timeout' });
+      }
+      throw new BadGatewayError('the upstream credential could not be obtained', { reason: 'upstream_token_unreachable' });
+    }
+    let body: { access_token?: unknown; expires_in?: unknown; token_type?: unknown } = {};
+    try {
+      body = JSON.parse(text);
+    } catch {
+      /* refused below */
+    }
+    if (status !== 200 || typeof body.access_token !== 'string' || body.access_token === '') {
+      throw new BadGatewayError('the upstream credential could not be obtained', { reason: `upstream_token_status_${status}` });
+    }
+    const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_UPSTREAM_TOKEN_SECONDS;
+    // Refresh a little before expiry: 10% of the lifetime, at most 60 s early.
+    const margin = Math.min(60, lifetime * 0.1);
+    return { value: body.access_token, refreshAt: Date.now() + (lifetime - margin) * 1000 };
+  }
+}
+
+async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) throw new Error('token response too large');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

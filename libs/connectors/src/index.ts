@@ -1,0 +1,3 @@
+export * from './upstream-credential';
+export * from './path-template';
+export * from './validate-connector-definition';

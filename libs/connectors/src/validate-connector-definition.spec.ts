@@ -1,0 +1,179 @@
+import { validateConnectorDefinition, validateConnectorPatch } from './validate-connector-definition';
+
+const payments = () => ({
+  id: 'payments',
+  name: 'Payments',
+  base_url: 'https://api.payments.example',
+  credential: { type: 'bearer', token: 'sk_live_secret_value' },
+  operations: [
+    {
+      name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+      constraints: {
+        destination: { in: 'body', field: 'destination', op: 'eq' },
+        amount_max: { in: 'body', field: 'amount', op: 'lte' },
+        currency: { in: 'body', field: 'currency', op: 'eq' },
+      },
+    },
+    {
+      name: 'repo.issues.list', method: 'GET', path: '/repos/{owner}/{repo}/issues', risk: 'read',
+      constraints: { repo: { in: 'path', field: 'repo', op: 'eq' } },
+    },
+  ] as Array<Record<string, unknown>>,
+});
+
+function fieldsOf(input: unknown): string[] {
+  const outcome = validateConnectorDefinition(input);
+  if (outcome.ok) return [];
+  return outcome.errors.map((error) => error.field);
+}
+
+describe('validateConnectorDefinition', () => {
+  it('accepts the contract example and normalises missing constraints to {}', () => {
+    const input = payments();
+    input.operations.push({ name: 'ping', method: 'HEAD', path: '/', risk: 'read' });
+    const outcome = validateConnectorDefinition(input);
+    expect(outcome.ok).toBe(true);
+    if (!outcome.ok) return;
+    expect(outcome.value.operations[2]).toEqual({ name: 'ping', method: 'HEAD', path: '/', risk: 'read', constraints: {} });
+    expect(outcome.value.credential).toEqual({ type: 'bearer', token: 'sk_live_secret_value' });
+  });
+
+  it('accepts a definition without a credential', () => {
+    const { credential: _credential, ...rest } = payments();
+    expect(validateConnectorDefinition(rest)).toMatchObject({ ok: true, value: { id: 'payments' } });
+  });
+
+  it.each([
+    ['an id with capitals', { id: 'Payments' }, 'id'],
+    ['an id with a slash', { id: 'pay/ments' }, 'id'],
+    ['an empty name', { name: '  ' }, 'name'],
+    ['a relative base_url', { base_url: '/api' }, 'base_url'],
+    ['a non-http base_url', { base_url: 'ftp://files.example' }, 'base_url'],
+    ['userinfo in base_url', { base_url: 'https://user:pw@api.example' }, 'base_url'],
+    ['an empty userinfo in base_url', { base_url: 'https://@api.example' }, 'base_url'],
+    ['a query in base_url', { base_url: 'https://api.example/?x=1' }, 'base_url'],
+    ['a fragment in base_url', { base_url: 'https://api.example/#top' }, 'base_url'],
+    ['an empty catalogue', { operations: [] }, 'operations'],
+    ['an unknown top-level member', { owner: 'me' }, 'owner'],
+  ])('refuses %s', (_name, change, field) => {
+    expect(fieldsOf({ ...payments(), ...change })).toEqual([field]);
+  });
+
+  const withOperation = (index: number, change: Record<string, unknown>) => {
+    const input = payments();
+    input.operations[index] = { ...input.operations[index], ...change };
+    return input;
+  };
+
+  it.each([
+    ['an unknown method', 0, { method: 'TRACE' }, 'operations[0].method'],
+    ['a lowercase method', 0, { method: 'post' }, 'operations[0].method'],
+    ['an unknown risk', 0, { risk: 'admin' }, 'operations[0].risk'],
+    ['a bad operation name', 0, { name: 'pay outs' }, 'operations[0].name'],
+    ['a path with ..', 0, { path: '/v1/../admin' }, 'operations[0].path'],
+    ['a path without a leading slash', 0, { path: 'v1/payouts' }, 'operations[0].path'],
+    ['a path with a query', 0, { path: '/v1/payouts?x=1' }, 'operations[0].path'],
+    ['an unknown operation member', 0, { scopes: ['x'] }, 'operations[0].scopes'],
+    ['constraints that are not an object', 0, { constraints: [] }, 'operations[0].constraints'],
+  ])('refuses %s', (_name, index, change, field) => {
+    expect(fieldsOf(withOperation(index, change))).toEqual([field]);
+  });
+
+  const withConstraint = (index: number, name: string, binding: unknown) => {
+    const input = payments();
+    const operation = input.operations[index] as { constraints: Record<string, unknown> };
+    operation.constraints = { ...operation.constraints, [name]: binding };
+    return input;
+  };
+
+  it.each([
+    ['an unknown operator', 0, 'amount', { in: 'body', field: 'amount', op: 'regex' }, 'operations[0].constraints.amount.op'],
+    ['an unknown location', 0, 'amount', { in: 'header', field: 'amount', op: 'eq' }, 'operations[0].constraints.amount.in'],
+    ['a field with spaces', 0, 'amount', { in: 'body', field: 'the amount', op: 'eq' }, 'operations[0].constraints.amount.field'],
+    ['a field with an empty segment', 0, 'amount', { in: 'body', field: 'a..b', op: 'eq' }, 'operations[0].constraints.amount.field'],
+    ['a __proto__ field segment', 0, 'amount', { in: 'body', field: 'a.__proto__', op: 'eq' }, 'operations[0].constraints.amount.field'],
+    ['an unknown constraint member', 0, 'amount', { in: 'body', field: 'amount', op: 'eq', strict: true }, 'operations[0].constraints.amount.strict'],
+    ['a constraint that is not an object', 0, 'amount', 'body.amount', 'operations[0].constraints.amount'],
+    ['a bad constraint name', 0, 'bad name', { in: 'body', field: 'amount', op: 'eq' }, 'operations[0].constraints.bad name'],
+    ['a path constraint on a missing parameter', 1, 'owner2', { in: 'path', field: 'org', op: 'eq' }, 'operations[1].constraints.owner2.field'],
+    ['a body constraint on GET', 1, 'state', { in: 'body', field: 'state', op: 'eq' }, 'operations[1].constraints.state.in'],
+  ])('refuses %s', (_name, index, constraint, binding, field) => {
+    expect(fieldsOf(withConstraint(index, constraint, binding))).toEqual([field]);
+  });
+
+  it('refuses body constraints on HEAD and DELETE too, and path constraints when the template has no parameters', () => {
+    const input = payments();
+    input.operations.push(
+      { name: 'a', method: 'DELETE', path: '/x/{id}', risk: 'write', constraints: { id: { in: 'body', field: 'id', op: 'eq' } } },
+      { name: 'b', method: 'HEAD', path: '/y', risk: 'read', constraints: { q: { in: 'body', field: 'q', op: 'eq' } } },
+      { name: 'c', method: 'POST', path: '/z', risk: 'write', constraints: { p: { in: 'path', field: 'p', op: 'eq' } } },
+    );
+    expect(fieldsOf(input)).toEqual([
+      'operations[2].constraints.id.in',
+      'operations[3].constraints.q.in',
+      'operations[4].constraints.p.field',
+    ]);
+  });
+
+  it('refuses duplicate names and two operations on one method and path (whatever the parameter names)', () => {
+    const input = payments();
+    input.operations.push(
+      { name: 'payouts.create', method: 'PUT', path: '/v2/payouts', risk: 'write' },
+      { name: 'issues.other', method: 'GET', path: '/repos/{org}/{name}/issues', risk: 'read' },
+    );
+    const outcome = validateConnectorDefinition(input);
+    expect(outcome.ok).toBe(false);
+    if (outcome.ok) return;
+    expect(outcome.errors).toEqual([
+      { field: 'operations[2].name', message: 'duplicates operations[0].name' },
+      { field: 'operations[3].path', message: 'operations[1] already has the same method and path' },
+    ]);
+  });
+
+  it.each([
+    ['an unknown type', { type: 'basic', token: 'x' }, ['credential.type']],
+    ['a bearer without token', { type: 'bearer' }, ['credential.token']],
+    ['a bearer token with a line break', { type: 'bearer', token: 'abc\r\nX-Evil: 1' }, ['credential.token']],
+    ['an unknown credential member', { type: 'bearer', token: 't', extra: 1 }, ['credential.extra']],
+    ['a header named Authorization', { type: 'header', name: 'Authorization', value: 'x' }, ['credential.name']],
+    ['a header named host', { type: 'header', name: 'host', value: 'x' }, ['credential.name']],
+    ['a hop-by-hop header', { type: 'header', name: 'Transfer-Encoding', value: 'chunked' }, ['credential.name']],
+    ['a header name that is not a token', { type: 'header', name: 'X Api Key', value: 'x' }, ['credential.name']],
+    ['a header value with a line break', { type: 'header', name: 'X-Api-Key', value: 'a\nb' }, ['credential.value']],
+    ['a token_url that is not http(s)', { type: 'oauth2_client_credentials', token_url: 'file:///etc/passwd', client_id: 'c', client_secret: 's' }, ['credential.token_url']],
+    ['a client_credentials without secret', { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c' }, ['credential.client_secret']],
+    ['a malformed scope', { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c', client_secret: 's', scope: 'a  b' }, ['credential.scope']],
+    ['a credential that is a string', 'sk_live', ['credential']],
+  ])('refuses %s', (_name, credential, fields) => {
+    expect(fieldsOf({ ...payments(), credential })).toEqual(fields);
+  });
+
+  it('accepts each credential type and never repeats a secret in a message', () => {
+    for (const credential of [
+      { type: 'header', name: 'X-Api-Key', value: 'key value 1' },
+      { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token?tenant=1', client_id: 'writ', client_secret: 's3cret', scope: 'payouts:write read' },
+    ]) {
+      expect(validateConnectorDefinition({ ...payments(), credential })).toMatchObject({ ok: true, value: { credential } });
+    }
+    const secret = 'sk_live_do_not_echo\n';
+    const outcome = validateConnectorDefinition({ ...payments(), credential: { type: 'bearer', token: secret } });
+    expect(JSON.stringify(outcome)).not.toContain('sk_live_do_not_echo');
+  });
+
+  it('reports every problem at once', () => {
+    expect(fieldsOf({ id: 'X', operations: 'none', credential: { type: 'bearer' } })).toEqual([
+      'id', 'name', 'base_url', 'operations', 'credential.token',
+    ]);
+    expect(fieldsOf(null)).toEqual(['']);
+  });
+});
+
+describe('validateConnectorPatch', () => {
+  it('validates only the members given and refuses id', () => {
+    expect(validateConnectorPatch({ name: 'New' })).toEqual({ ok: true, value: { name: 'New' } });
+    const outcome = validateConnectorPatch({ id: 'other', base_url: 'https://x.example?y', credential: { type: 'bearer', token: '' } });
+    expect(outcome.ok).toBe(false);
+    if (outcome.ok) return;
+    expect(outcome.errors.map((error) => error.field)).toEqual(['id', 'base_url', 'credential.token']);
+  });
+});

@@ -1,0 +1,403 @@
+import { CONNECTOR_ID_PATTERN } from '@writ/oauth';
+import { compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
+import { CREDENTIAL_TYPES, type UpstreamCredential } from './upstream-credential';
+
+/** One problem of a submitted connector definition, e.g. `operations[1].constraints.amount.op`. */
+export interface ConnectorFieldError {
+  field: string;
+  message: string;
+}
+
+/** The HTTP methods a catalogue operation may use. */
+export const CONNECTOR_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+/** How risky an operation is: the policy caps credential lifetimes by it. */
+export const OPERATION_RISKS = ['read', 'write'] as const;
+/** Where a constraint reads its request value. */
+export const CONSTRAINT_LOCATIONS = ['path', 'query', 'body'] as const;
+/** How a constraint compares the request value with the granted one. */
+export const CONNECTOR_CONSTRAINT_OPERATORS = ['eq', 'lte', 'gte', 'in'] as const;
+
+/** Operation names: what `authorization_details.actions` list. */
+export const OPERATION_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+/** Constraint names: the keys of a grant's `constraints` (same rule as `authorization_details`). */
+export const CONSTRAINT_NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
+/** A request field: a name or a dotted path into a JSON body. */
+export const CONSTRAINT_FIELD_PATTERN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+/** An HTTP header name (RFC 9110 `token`). */
+export const HEADER_NAME_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * Headers a `header` credential may not set: the gateway owns them (routing, framing,
+ * the agent's own `Authorization` which is dropped, hop-by-hop headers).
+ */
+export const FORBIDDEN_CREDENTIAL_HEADERS: ReadonlySet<string> = new Set([
+  'authorization', 'proxy-authorization', 'host', 'cookie', 'content-length', 'connection', 'keep-alive',
+  'proxy-authenticate', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+]);
+
+/** Names that mean something to JavaScript objects: never a constraint name or field segment. */
+const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
+
+const MAX_NAME_LENGTH = 200;
+const MAX_URL_LENGTH = 2048;
+const MAX_OPERATIONS = 256;
+const MAX_CONSTRAINTS = 32;
+const MAX_FIELD_LENGTH = 256;
+const MAX_SECRET_LENGTH = 8192;
+
+/** One constraint binding of a catalogue operation. */
+export interface ConnectorConstraintDefinition {
+  in: (typeof CONSTRAINT_LOCATIONS)[number];
+  field: string;
+  op: (typeof CONNECTOR_CONSTRAINT_OPERATORS)[number];
+}
+
+/** One operation of a connector's catalogue, normalised (`constraints` always present). */
+export interface ConnectorOperationDefinition {
+  name: string;
+  method: (typeof CONNECTOR_METHODS)[number];
+  path: string;
+  risk: (typeof OPERATION_RISKS)[number];
+  constraints: Record<string, ConnectorConstraintDefinition>;
+}
+
+/** A whole connector definition (`POST /v1/connectors`). */
+export interface ConnectorDefinition {
+  id: string;
+  name: string;
+  base_url: string;
+  operations: ConnectorOperationDefinition[];
+  /** Write-only; absent when the connector has none yet. */
+  credential?: UpstreamCredential;
+}
+
+/** A change to a connector (`PATCH /v1/connectors/{id}`): only the members given. */
+export type ConnectorDefinitionPatch = Partial<Omit<ConnectorDefinition, 'id'>>;
+
+/** The outcome of a validation: the normalised value, or every problem found. */
+export type ConnectorValidationResult<T> = { ok: true; value: T } | { ok: false; errors: ConnectorFieldError[] };
+
+const TOP_LEVEL_CREATE = ['id', 'name', 'base_url', 'operations', 'credential'];
+const TOP_LEVEL_UPDATE = ['name', 'base_url', 'operations', 'credential'];
+const OPERATION_MEMBERS = ['name', 'method', 'path', 'risk', 'constraints'];
+const CONSTRAINT_MEMBERS = ['in', 'field', 'op'];
+const CREDENTIAL_MEMBERS: Record<UpstreamCredential['type'], { required: string[]; optional: string[] }> = {
+  bearer: { required: ['token'], optional: [] },
+  header: { required: ['name', 'value'], optional: [] },
+  oauth2_client_credentials: { required: ['token_url', 'client_id', 'client_secret'], optional: ['scope'] },
+};
+
+class Collector {
+  readonly errors: ConnectorFieldError[] = [];
+  add(field: string, message: string): void {
+    this.errors.push({ field, message });
+  }
+  get count(): number {
+    return this.errors.length;
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  return prototype === Object.prototype || prototype === null;
+}
+
+function refuseUnknown(value: Record<string, unknown>, allowed: readonly string[], prefix: string, out: Collector): void {
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) out.add(prefix ? `${prefix}.${key}` : key, 'unknown field');
+  }
+}
+
+/** Why `value` is not an acceptable absolute http(s) URL, or undefined when it is. */
+function urlProblem(value: unknown, options: { allowQuery: boolean }): string | undefined {
+  if (typeof value !== 'string' || value.length === 0) return 'must be an absolute http(s) URL';
+  if (value.length > MAX_URL_LENGTH) return `must be at most ${MAX_URL_LENGTH} characters`;
+  if (/[\s\x00-\x1f\x7f]/.test(value)) return 'must not contain whitespace or control characters';
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'must be an absolute http(s) URL';
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'must use http or https';
+  if (!/^https?:\/\//i.test(value) || !url.hostname) return 'must be an absolute http(s) URL';
+  const authority = value.slice(value.indexOf('//') + 2).split(/[/?#\\]/, 1)[0];
+  if (url.username || url.password || authority.includes('@')) return 'must not contain userinfo (credentials belong in credential)';
+  if (value.includes('#')) return 'must not contain a fragment';
+  if (!options.allowQuery && value.includes('?')) return 'must not contain a query';
+  return undefined;
+}
+
+function checkName(value: unknown, field: string, out: Collector): string | undefined {
+  if (typeof value !== 'string' || value.trim().length === 0) {
+    out.add(field, 'must be a non-empty string');
+    return undefined;
+  }
+  if (value.length > MAX_NAME_LENGTH) {
+    out.add(field, `must be at most ${MAX_NAME_LENGTH} characters`);
+    return undefined;
+  }
+  if (/[\x00-\x1f\x7f]/.test(value)) {
+    out.add(field, 'must not contain control characters');
+    return undefined;
+  }
+  return value;
+}
+
+function checkBaseUrl(value: unknown, out: Collector): string | undefined {
+  const problem = urlProblem(value, { allowQuery: false });
+  if (problem) {
+    out.add('base_url', problem);
+    return undefined;
+  }
+  return value as string;
+}
+
+function checkConstraint(
+  raw: unknown,
+  field: string,
+  method: string | undefined,
+  template: PathTemplate | undefined,
+  out: Collector,
+): ConnectorConstraintDefinition | undefined {
+  if (!isPlainObject(raw)) {
+    out.add(field, 'must be an object {in, field, op}');
+    return undefined;
+  }
+  const before = out.count;
+  refuseUnknown(raw, CONSTRAINT_MEMBERS, field, out);
+  const location = raw.in;
+  if (!CONSTRAINT_LOCATIONS.includes(location as never)) out.add(`${field}.in`, `must be one of ${CONSTRAINT_LOCATIONS.join(', ')}`);
+  const op = raw.op;
+  if (!CONNECTOR_CONSTRAINT_OPERATORS.includes(op as never)) {
+    out.add(`${field}.op`, `must be one of ${CONNECTOR_CONSTRAINT_OPERATORS.join(', ')}`);
+  }
+  const target = raw.field;
+  if (typeof target !== 'string' || target.length === 0 || target.length > MAX_FIELD_LENGTH || !CONSTRAINT_FIELD_PATTERN.test(target)) {
+    out.add(`${field}.field`, 'must be a field name or a dotted path (letters, digits, _ and -, segments joined by .)');
+  } else if (target.split('.').some((segment) => RESERVED_NAMES.has(segment))) {
+    out.add(`${field}.field`, 'must not use __proto__, constructor or prototype');
+  } else if (location === 'path' && template && !template.params.includes(target)) {
+    out.add(`${field}.field`, `must be a parameter of the path template (${template.params.map((p) => `{${p}}`).join(', ') || 'it has none'})`);
+  }
+  if (location === 'body' && (method === 'GET' || method === 'HEAD' || method === 'DELETE')) {
+    out.add(`${field}.in`, `a ${method} request has no body to constrain`);
+  }
+  if (out.count > before) return undefined;
+  return { in: location as ConnectorConstraintDefinition['in'], field: target as string, op: op as ConnectorConstraintDefinition['op'] };
+}
+
+function checkOperation(raw: unknown, prefix: string, out: Collector): ConnectorOperationDefinition | undefined {
+  if (!isPlainObject(raw)) {
+    out.add(prefix, 'must be an object {name, method, path, risk, constraints}');
+    return undefined;
+  }
+  const before = out.count;
+  refuseUnknown(raw, OPERATION_MEMBERS, prefix, out);
+  const { name, method, path, risk } = raw;
+  if (typeof name !== 'string' || !OPERATION_NAME_PATTERN.test(name)) {
+    out.add(`${prefix}.name`, 'must be 1 to 128 characters: letters, digits, ., _, : and -, starting with a letter or digit');
+  }
+  const knownMethod = CONNECTOR_METHODS.includes(method as never) ? (method as string) : undefined;
+  if (!knownMethod) out.add(`${prefix}.method`, `must be one of ${CONNECTOR_METHODS.join(', ')}`);
+  let template: PathTemplate | undefined;
+  if (typeof path !== 'string') out.add(`${prefix}.path`, 'must be a path template such as /repos/{owner}/{repo}');
+  else {
+    try {
+      template = compilePathTemplate(path);
+    } catch (error) {
+      out.add(`${prefix}.path`, error instanceof PathTemplateError ? error.message : 'is not a valid path template');
+    }
+  }
+  if (!OPERATION_RISKS.includes(risk as never)) out.add(`${prefix}.risk`, `must be one of ${OPERATION_RISKS.join(', ')}`);
+  const constraints: Record<string, ConnectorConstraintDefinition> = {};
+  const rawConstraints = raw.constraints ?? {};
+  if (!isPlainObject(rawConstraints)) {
+    out.add(`${prefix}.constraints`, 'must be an object mapping constraint names to {in, field, op}');
+  } else {
+    const names = Object.keys(rawConstraints);
+    if (names.length > MAX_CONSTRAINTS) out.add(`${prefix}.constraints`, `must have at most ${MAX_CONSTRAINTS} constraints`);
+    for (const constraintName of names) {
+      const field = `${prefix}.constraints.${constraintName}`;
+      if (!CONSTRAINT_NAME_PATTERN.test(constraintName) || RESERVED_NAMES.has(constraintName)) {
+        out.add(field, 'constraint names are 1 to 64 characters: letters, digits, _, . and -');
+        continue;
+      }
+      // Path parameters are only checked against a template that compiled.
+      const binding = checkConstraint(rawConstraints[constraintName], field, knownMethod, template, out);
+      if (binding) constraints[constraintName] = binding;
+    }
+  }
+  if (out.count > before) return undefined;
+  return {
+    name: name as string,
+    method: knownMethod as ConnectorOperationDefinition['method'],
+    path: path as string,
+    risk: risk as ConnectorOperationDefinition['risk'],
+    constraints,
+  };
+}
+
+/** The shape a template matches, whatever its parameters are called: `/a/{x}` and `/a/{y}` are one route. */
+function routeShape(template: string): string {
+  return template.replace(/\{[^/}]*\}/g, '{}');
+}
+
+function checkOperations(value: unknown, out: Collector): ConnectorOperationDefinition[] | undefined {
+  if (!Array.isArray(value) || value.length === 0) {
+    out.add('operations', 'must be a non-empty array of operations');
+    return undefined;
+  }
+  if (value.length > MAX_OPERATIONS) {
+    out.add('operations', `must have at most ${MAX_OPERATIONS} operations`);
+    return undefined;
+  }
+  const before = out.count;
+  const operations: ConnectorOperationDefinition[] = [];
+  const names = new Map<string, number>();
+  const routes = new Map<string, number>();
+  value.forEach((raw, index) => {
+    const prefix = `operations[${index}]`;
+    const operation = checkOperation(raw, prefix, out);
+    const name = isPlainObject(raw) ? raw.name : undefined;
+    if (typeof name === 'string') {
+      const first = names.get(name);
+      if (first !== undefined) out.add(`${prefix}.name`, `duplicates operations[${first}].name`);
+      else names.set(name, index);
+    }
+    if (operation) {
+      const route = `${operation.method} ${routeShape(operation.path)}`;
+      const first = routes.get(route);
+      if (first !== undefined) out.add(`${prefix}.path`, `operations[${first}] already has the same method and path`);
+      else routes.set(route, index);
+      operations.push(operation);
+    }
+  });
+  return out.count > before ? undefined : operations;
+}
+
+function checkSecret(value: unknown, field: string, out: Collector, pattern: RegExp, shape: string): string | undefined {
+  // Messages never quote the value: it is a secret.
+  if (typeof value !== 'string' || value.length === 0) out.add(field, 'must be a non-empty string');
+  else if (value.length > MAX_SECRET_LENGTH) out.add(field, `must be at most ${MAX_SECRET_LENGTH} characters`);
+  else if (!pattern.test(value)) out.add(field, `must be ${shape}`);
+  else return value;
+  return undefined;
+}
+
+const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+const HEADER_VALUE = /^[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?$/;
+const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
+const SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*$/;
+
+function checkCredential(value: unknown, out: Collector): UpstreamCredential | undefined {
+  if (!isPlainObject(value)) {
+    out.add('credential', `must be an object with a type (${CREDENTIAL_TYPES.join(', ')})`);
+    return undefined;
+  }
+  const type = value.type;
+  if (!CREDENTIAL_TYPES.includes(type as never)) {
+    out.add('credential.type', `must be one of ${CREDENTIAL_TYPES.join(', ')}`);
+    return undefined;
+  }
+  const kind = type as UpstreamCredential['type'];
+  const before = out.count;
+  const { required, optional } = CREDENTIAL_MEMBERS[kind];
+  refuseUnknown(value, ['type', ...required, ...optional], 'credential', out);
+  switch (kind) {
+    case 'bearer': {
+      const token = checkSecret(value.token, 'credential.token', out, VISIBLE_ASCII, 'printable ASCII without spaces');
+      return out.count > before || token === undefined ? undefined : { type: 'bearer', token };
+    }
+    case 'header': {
+      const name = value.name;
+      if (typeof name !== 'string' || name.length === 0 || name.length > 256 || !HEADER_NAME_PATTERN.test(name)) {
+        out.add('credential.name', 'must be a valid HTTP header name');
+      } else if (FORBIDDEN_CREDENTIAL_HEADERS.has(name.toLowerCase())) {
+        out.add('credential.name', 'is a header the gateway controls (use type bearer for Authorization)');
+      }
+      const header = checkSecret(value.value, 'credential.value', out, HEADER_VALUE, 'a valid HTTP header value (printable ASCII, no line breaks)');
+      return out.count > before || header === undefined ? undefined : { type: 'header', name: name as string, value: header };
+    }
+    case 'oauth2_client_credentials': {
+      const problem = urlProblem(value.token_url, { allowQuery: true });
+      if (problem) out.add('credential.token_url', problem);
+      const clientId = value.client_id;
+      if (typeof clientId !== 'string' || clientId.length === 0 || clientId.length > 1024 || !PRINTABLE_ASCII.test(clientId)) {
+        out.add('credential.client_id', 'must be 1 to 1024 printable ASCII characters');
+      }
+      const secret = checkSecret(value.client_secret, 'credential.client_secret', out, PRINTABLE_ASCII, 'printable ASCII');
+      const scope = value.scope;
+      if (scope !== undefined && (typeof scope !== 'string' || scope.length > 2048 || !SCOPE.test(scope))) {
+        out.add('credential.scope', 'must be space-separated scope tokens (RFC 6749 section 3.3)');
+      }
+      if (out.count > before || secret === undefined) return undefined;
+      return {
+        type: 'oauth2_client_credentials',
+        token_url: value.token_url as string,
+        client_id: clientId as string,
+        client_secret: secret,
+        ...(scope !== undefined ? { scope: scope as string } : {}),
+      };
+    }
+  }
+}
+
+function result<T>(out: Collector, value: () => T): ConnectorValidationResult<T> {
+  return out.count > 0 ? { ok: false, errors: out.errors } : { ok: true, value: value() };
+}
+
+/**
+ * Validates a connector definition for `POST /v1/connectors` and returns it normalised, or
+ * every problem by field (`operations[1].constraints.amount.op`, `credential.token`...).
+ * Refuses unknown members at every level; an id outside `[a-z0-9][a-z0-9_.-]{0,63}`;
+ * a `base_url` that is not an absolute http(s) URL or carries userinfo, a query or a
+ * fragment; an empty catalogue, duplicate operation names, two operations on the same
+ * method and path, a path that is not a template, an unknown method, risk, location or
+ * operator; a `path` constraint on a field that is not a template parameter, a `body`
+ * constraint on GET, HEAD or DELETE, a field that is not a name or dotted path; and a
+ * malformed credential. Messages never repeat a secret.
+ */
+export function validateConnectorDefinition(input: unknown): ConnectorValidationResult<ConnectorDefinition> {
+  const out = new Collector();
+  if (!isPlainObject(input)) {
+    out.add('', 'must be a JSON object');
+    return { ok: false, errors: out.errors };
+  }
+  refuseUnknown(input, TOP_LEVEL_CREATE, '', out);
+  const id = input.id;
+  if (typeof id !== 'string' || !CONNECTOR_ID_PATTERN.test(id)) {
+    out.add('id', 'must be 1 to 64 characters: lowercase letters, digits, _, . and -, starting with a letter or digit');
+  }
+  const name = checkName(input.name, 'name', out);
+  const baseUrl = checkBaseUrl(input.base_url, out);
+  const operations = checkOperations(input.operations, out);
+  const credential = input.credential === undefined ? undefined : checkCredential(input.credential, out);
+  return result(out, () => ({
+    id: id as string,
+    name: name!,
+    base_url: baseUrl!,
+    operations: operations!,
+    ...(credential ? { credential } : {}),
+  }));
+}
+
+/**
+ * Validates a change for `PATCH /v1/connectors/{id}`: the same rules as
+ * {@link validateConnectorDefinition} for each member given; `id` cannot change.
+ */
+export function validateConnectorPatch(input: unknown): ConnectorValidationResult<ConnectorDefinitionPatch> {
+  const out = new Collector();
+  if (!isPlainObject(input)) {
+    out.add('', 'must be a JSON object');
+    return { ok: false, errors: out.errors };
+  }
+  refuseUnknown(input, TOP_LEVEL_UPDATE, '', out);
+  const patch: ConnectorDefinitionPatch = {};
+  if (input.name !== undefined) patch.name = checkName(input.name, 'name', out);
+  if (input.base_url !== undefined) patch.base_url = checkBaseUrl(input.base_url, out);
+  if (input.operations !== undefined) patch.operations = checkOperations(input.operations, out);
+  if (input.credential !== undefined) patch.credential = checkCredential(input.credential, out);
+  return result(out, () => patch);
+}
