@@ -1,6 +1,9 @@
 import { exportJWK } from 'jose';
 import { clientAssertion, createClientKey, jwksOf } from '@writ/testing';
+import { sealCredential } from '@writ/connectors';
+import { BENCH_UPSTREAM_SECRET } from './bench-constants';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
+import { createGatewayApp } from '../../apps/connector-gateway/src/connector-gateway.app';
 import { startBenchEnvironment } from './bench-environment';
 
 /** What the bench server tells its parent once it is ready. */
@@ -10,7 +13,11 @@ export interface BenchServerReady {
   agentId: string;
   agentPrivateJwk: Record<string, unknown>;
   details: string;
+  /** `authorization_details` of a read credential for the gateway benchmark. */
+  readDetails: string;
+  gatewayUrl: string;
 }
+
 
 /**
  * The system under test, in its own process (so the load generator does not share its event
@@ -18,14 +25,19 @@ export interface BenchServerReady {
  */
 async function main(): Promise<void> {
   const port = Number(process.argv[2]);
+  const upstreamUrl = process.argv[3] ?? 'http://127.0.0.1:9';
   const env = await startBenchEnvironment({ auth: port, gateway: port + 1, admin: port + 2 });
   const pool = env.runtime.pool;
   const agentKey = await createClientKey();
   const orchestratorKey = await createClientKey();
   await pool.query(`INSERT INTO agents (id, name, jwks) VALUES ('bench-agent', 'bench', $1)`, [jwksOf(agentKey)]);
   await pool.query(`INSERT INTO orchestrators (id, name, jwks, allowed_agents) VALUES ('bench-orch', 'bench', $1, '{*}')`, [jwksOf(orchestratorKey)]);
-  await pool.query(`INSERT INTO connectors (id, name, base_url, operations) VALUES ('payments', 'Payments', 'http://127.0.0.1:9', $1)`, [
-    JSON.stringify([{
+  const credential = sealCredential(env.runtime.masterKey, 'payments', { type: 'bearer', token: BENCH_UPSTREAM_SECRET });
+  await pool.query(
+    `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at)
+     VALUES ('payments', 'Payments', $1, $2, $3, $4, $5, now())`, [
+    upstreamUrl,
+    JSON.stringify([{ name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }, {
       name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
       constraints: {
         destination: { in: 'body', field: 'destination', op: 'eq' },
@@ -33,9 +45,12 @@ async function main(): Promise<void> {
         currency: { in: 'body', field: 'currency', op: 'eq' },
       },
     }]),
+    credential.type, credential.sealed, credential.fingerprint,
   ]);
   const app = await createAuthorizationServerApp(env.runtime, env.policy);
   await app.listen(port, '127.0.0.1');
+  const gateway = await createGatewayApp(env.runtime, env.policy);
+  await gateway.listen(port + 1, '127.0.0.1');
   const issuer = env.config.issuer;
   const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
   const tasksToken = (await fetch(`${issuer}/oauth2/token`, {
@@ -48,7 +63,10 @@ async function main(): Promise<void> {
     headers: { 'content-type': 'application/json', authorization: `Bearer ${tasksToken.access_token}` },
     body: JSON.stringify({
       agent_id: 'bench-agent', purpose: 'benchmark payouts', ttl_seconds: 3600,
-      allowed: [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } }],
+      allowed: [
+        { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
+        { type: 'connector', connector: 'payments', actions: ['balance.get'] },
+      ],
     }),
   }).then((response) => response.json())) as { task_token: string };
   const ready: BenchServerReady = {
@@ -57,10 +75,13 @@ async function main(): Promise<void> {
     agentId: 'bench-agent',
     agentPrivateJwk: { ...(await exportJWK(agentKey.privateKey)), kid: agentKey.publicJwk.kid, alg: 'ES256' },
     details: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } }]),
+    readDetails: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['balance.get'] }]),
+    gatewayUrl: env.config.gatewayUrl,
   };
   process.send!(ready);
   process.on('message', async (message) => {
     if (message === 'stop') {
+      await gateway.close();
       await app.close();
       await env.close();
       process.exit(0);

@@ -46,6 +46,15 @@ const SPEND = `
      AND k.status = 'active' AND k.expires_at > now()
   RETURNING t.uses, t.max_uses`;
 
+// A credential without a use budget is only re-checked, not written: a row updated on every
+// read would become a hot spot (one row version per call) for nothing.
+const RECHECK = `
+  SELECT t.uses, t.max_uses
+    FROM access_tokens t JOIN tasks k ON k.id = t.task_id
+   WHERE t.jti = $1
+     AND t.revoked_at IS NULL AND t.expires_at > now()
+     AND k.status = 'active' AND k.expires_at > now()`;
+
 /** Reads credential state from PostgreSQL on every call (no cache: revocation is immediate). */
 @Injectable()
 export class GrantStateRepository {
@@ -80,9 +89,12 @@ export class GrantStateRepository {
     };
   }
 
-  /** Spends one use atomically (inside the audit transaction); `undefined` when none is left. */
-  async spend(client: PoolClient, jti: string): Promise<{ uses: number; maxUses: number | null } | undefined> {
-    const { rows } = await client.query(SPEND, [jti]);
+  /**
+   * Spends one use atomically (inside the audit transaction), or for a credential without a
+   * budget re-checks that it and its task are still live; `undefined` when it may not be used.
+   */
+  async spend(client: PoolClient, jti: string, budgeted: boolean): Promise<{ uses: number; maxUses: number | null } | undefined> {
+    const { rows } = await client.query(budgeted ? SPEND : RECHECK, [jti]);
     return rows[0] ? { uses: rows[0].uses, maxUses: rows[0].max_uses } : undefined;
   }
 }

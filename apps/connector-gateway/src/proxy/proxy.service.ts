@@ -186,10 +186,10 @@ export class ProxyService {
   /** Spends one use and commits the call's audit event in one transaction, before anything is forwarded. */
   private async spend(checked: CheckedCall, call: CallContext): Promise<void> {
     const { result } = await this.audit.recordWith(
-      (client) => this.grants.spend(client, checked.state.jti),
+      (client) => this.grants.spend(client, checked.state.jti, checked.state.maxUses !== null),
       (spent) => [
         spent
-          ? this.event(call, 'gateway.call', 'success', { status: null, uses: spent.uses, max_uses: spent.maxUses })
+          ? this.event(call, 'gateway.call', 'success', spent.maxUses === null ? { max_uses: null } : { uses: spent.uses, max_uses: spent.maxUses })
           : this.event(call, 'gateway.call', 'denied', { status: 401, error: 'invalid_token', reason: 'revoked_or_spent_concurrently' }),
       ],
     );
