@@ -200,13 +200,14 @@ export class ProxyService {
     const { target, body, sealed } = checked;
     const base = checked.state.connector!.baseUrl.replace(/\/+$/, '');
     const url = `${base}${target.upstreamPath}${target.query ? `?${target.query}` : ''}`;
+    const deadline = AbortSignal.timeout(this.config.upstreamTimeoutMs);
     const send = (credential: CredentialHeader | undefined) =>
       undiciRequest(url, {
         method: req.method as Dispatcher.HttpMethod,
         dispatcher: this.dispatcher,
         headers: upstreamRequestHeaders(req.headers, credential, body.length),
         body: body.length > 0 ? body : undefined,
-        signal: AbortSignal.timeout(this.config.upstreamTimeoutMs),
+        signal: deadline,
       });
     const upstreamStarted = process.hrtime.bigint();
     let response: Dispatcher.ResponseData;
@@ -219,7 +220,7 @@ export class ProxyService {
         response = await send(await this.credentials.headerFor(sealed));
       }
     } catch (error) {
-      const failure = upstreamFailure(error);
+      const failure = deadline.aborted ? new GatewayTimeoutError(undefined, { reason: 'upstream_timeout' }) : upstreamFailure(error);
       await this.audit
         .record(this.event(call, 'gateway.upstream', 'failure', { status: failure.status, error: failure.error, reason: failure.reason }))
         .catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
