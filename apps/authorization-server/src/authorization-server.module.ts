@@ -1,7 +1,8 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
-import { HealthModule, Runtime, RuntimeModule, writValidationPipe } from '@writ/platform';
+import { ApprovalStore } from '@writ/credentials';
+import { HealthModule, Runtime, RUNTIME, RuntimeModule, writValidationPipe } from '@writ/platform';
 import { SweeperService } from './background/sweeper.service';
 import { ClientAuthenticator } from './client-auth/client-authenticator.service';
 import { ClientRegistry } from './client-auth/client-registry.service';
@@ -53,6 +54,7 @@ export class AuthorizationServerModule {
         TasksService,
         OrchestratorBearerGuard,
         SweeperService,
+        { provide: ApprovalStore, useFactory: (runtime: Runtime) => new ApprovalStore(runtime.pool, runtime.audit), inject: [RUNTIME] },
       ],
     };
   }

@@ -1,2 +1,3 @@
 export * from './credential-revoker';
 export * from './task-view';
+export * from './approval-store';

@@ -29,6 +29,7 @@ export class ActivePolicy {
   private watching = false;
   private loadedAt = new Date();
   private loadedBy = 'startup';
+  private installedSource: string | undefined;
 
   private constructor(
     /** The absolute path of the policy file. */
@@ -53,7 +54,18 @@ export class ActivePolicy {
 
   /** What is in force, for `GET /v1/policies` and start-up logs. */
   describe(): { version: string; source: string; loaded_at: string; loaded_by: string } {
-    return { version: this.engine.version, source: this.path, loaded_at: this.loadedAt.toISOString(), loaded_by: this.loadedBy };
+    return { version: this.engine.version, source: this.installedSource ?? this.path, loaded_at: this.loadedAt.toISOString(), loaded_by: this.loadedBy };
+  }
+
+  /**
+   * Makes an already loaded engine current (a bundle or data distributed through the
+   * database, or a test's variant), recording who installed it.
+   */
+  install(engine: PolicyEngine, loadedBy: string, source?: string): void {
+    this.engine = engine;
+    this.loadedAt = new Date();
+    this.loadedBy = loadedBy;
+    if (source !== undefined) this.installedSource = source;
   }
 
   /**
@@ -64,9 +76,8 @@ export class ActivePolicy {
     this.reloading ??= (async () => {
       try {
         const engine = await PolicyEngine.load(await readPolicyFile(this.path, this.options), this.options);
-        this.engine = engine;
-        this.loadedAt = new Date();
-        this.loadedBy = 'file change';
+        this.install(engine, 'file change');
+        this.installedSource = undefined;
         return engine;
       } finally {
         this.reloading = undefined;

@@ -4,6 +4,7 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import type { ConnectorDetail } from '@writ/database';
 import { InvalidGrantError } from '@writ/oauth';
+import type { PoolClient } from 'pg';
 
 const TOKEN_COLUMNS = `jti, kind, client_id, subject, task_id, connector_id, action, risk,
   authorization_details, scope, policy_version, max_uses, issued_at, expires_at`;
@@ -41,6 +42,8 @@ export interface AccessTokenSpec {
   authorizationDetails?: ConnectorDetail[];
   maxUses?: number | null;
   policyVersion?: string;
+  /** Runs in the issuing transaction before the row is written; throwing aborts the issuance. */
+  beforeInsert?: (client: PoolClient) => Promise<void>;
   /** Events written with the token, besides `token.issued`. */
   events?: AuditEventInput[];
   /** Describes the token in its `token.issued` event. */
@@ -87,6 +90,7 @@ export class AccessTokenIssuer {
     const expiresAt = new Date(expiresAtSeconds * 1000);
     await this.audit.recordWith(
       async (client) => {
+        if (spec.beforeInsert) await spec.beforeInsert(client);
         const values = [
           jti, spec.kind, spec.clientId, spec.subject, spec.taskId ?? null, spec.connectorId ?? null,
           spec.action ?? null, spec.risk ?? null,

@@ -5,13 +5,17 @@ import { CredentialRevoker } from '@writ/credentials';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
 import {
+  AccessDeniedError,
+  AuthorizationPendingError,
   checkWithinAllowed,
   InvalidAuthorizationDetailsError,
   InvalidGrantError,
+  optionalParam,
   parseTokenExchangeRequest,
   safeToken,
 } from '@writ/oauth';
-import { ActivePolicy, buildPolicyInput, Decision, PolicyEngine, PolicyEvaluationError, PolicyInput } from '@writ/policy';
+import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, PolicyEngine, PolicyEvaluationError, PolicyInput } from '@writ/policy';
+import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore } from '@writ/credentials';
 import { LOGGER } from '@writ/platform';
 import type { Logger } from 'pino';
 import type { RegisteredClient } from '../../client-auth/registered-client';
@@ -48,11 +52,13 @@ export class TokenExchangeGrant implements GrantHandler {
     private readonly revoker: CredentialRevoker,
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
     @Inject(LOGGER) private readonly logger: Logger,
+    private readonly approvals: ApprovalStore,
   ) {}
 
   /** Checks the task token, asks the policy, and issues the narrowed credential. */
   async handle({ params, client }: GrantContext): Promise<TokenResponseDto> {
     const request = parseTokenExchangeRequest(params, { gatewayUrl: this.config.gatewayUrl });
+    const approvalId = optionalParam(params, 'approval_id');
     const task = await this.activeTaskOf(request.subjectToken, client);
     const details = request.authorizationDetails as ConnectorDetail[];
     const connectors = await this.context.connectors([...new Set(details.map((detail) => detail.connector))]);
@@ -84,13 +90,12 @@ export class TokenExchangeGrant implements GrantHandler {
       },
       policy_version: engine.version,
     };
+    let approval: ApprovalDto | undefined;
     if (decision.requires_approval) {
-      await this.refuse(task, client, decision, decisionData);
-      throw new InvalidAuthorizationDetailsError('this request requires human approval, which is not available for it', {
-        reason: POLICY_DENIED,
-      });
+      if (!approvalId) await this.requestApproval(task, client, details, decision, engine.version, decisionData);
+      approval = await this.approvedFor(approvalId!, task, client, details);
     }
-    if (!decision.allow) {
+    if (!decision.allow && !approval) {
       await this.refuse(task, client, decision, decisionData);
       const reasons = decision.reasons.map((reason) => safeToken(reason, 300)).join('; ');
       throw new InvalidAuthorizationDetailsError(`denied by policy: ${reasons || 'no reason given'}`, { reason: POLICY_DENIED });
@@ -116,8 +121,16 @@ export class TokenExchangeGrant implements GrantHandler {
       maxUses: decision.max_uses,
       policyVersion: engine.version,
       auditActor: { type: 'agent', id: client.id },
+      beforeInsert: approval
+        ? async (tx) => {
+            if (!(await this.approvals.consume(tx, approval!.id))) throw new AccessDeniedError('the approval was already used or has expired');
+          }
+        : undefined,
       events: [
         { type: 'grant.decision', outcome: 'success', actor: { type: 'agent', id: client.id }, agentId: client.id, taskId: task.id, connectorId: connector.id, data: decisionData },
+        ...(approval
+          ? [{ type: 'approval.used', outcome: 'success' as const, actor: { type: 'agent' as const, id: client.id }, agentId: client.id, taskId: task.id, connectorId: connector.id, data: { approval_id: approval.id } }]
+          : []),
       ],
     });
     return {
@@ -127,6 +140,56 @@ export class TokenExchangeGrant implements GrantHandler {
       expires_in: issued.expiresIn,
       authorization_details: [detail],
     };
+  }
+
+  /**
+   * Records a pending approval holding exactly these details and answers
+   * `authorization_pending` with its id (the agent repeats the exchange with `approval_id`).
+   */
+  private async requestApproval(
+    task: ExchangeTask,
+    client: RegisteredClient,
+    details: ConnectorDetail[],
+    decision: Decision,
+    policyVersion: string,
+    decisionData: Record<string, unknown>,
+  ): Promise<never> {
+    await this.audit.record({
+      type: 'grant.decision', outcome: 'info', actor: { type: 'agent', id: client.id }, agentId: client.id, taskId: task.id,
+      connectorId: details[0]?.connector ?? null, data: decisionData,
+    });
+    const expiresAt = new Date(Math.min(task.expiresAt.getTime(), Date.now() + APPROVAL_MAX_SECONDS * 1000));
+    const approval = await this.approvals.request(
+      { taskId: task.id, agentId: client.id, connectorId: details[0].connector, authorizationDetails: details, reasons: decision.reasons, policyVersion, expiresAt },
+      { type: 'agent', id: client.id },
+    );
+    throw new AuthorizationPendingError(`a human must approve this request: ${decision.reasons.map((reason) => safeToken(reason, 200)).join('; ')}`, {
+      approvalId: approval.id,
+      interval: APPROVAL_POLL_INTERVAL_SECONDS,
+    });
+  }
+
+  /** The approval named by the agent, approved for exactly these details of this task. */
+  private async approvedFor(approvalId: string, task: ExchangeTask, client: RegisteredClient, details: ConnectorDetail[]): Promise<ApprovalDto> {
+    const approval = await this.approvals.get(approvalId);
+    if (!approval || approval.task_id !== task.id || approval.agent_id !== client.id) {
+      throw new InvalidGrantError('approval_id does not name an approval of this task');
+    }
+    if (canonicalJson(approval.authorization_details) !== canonicalJson(details)) {
+      throw new InvalidAuthorizationDetailsError('authorization_details differ from the approved ones');
+    }
+    switch (approval.status) {
+      case 'pending':
+        throw new AuthorizationPendingError('the approval is still pending', { approvalId: approval.id, interval: APPROVAL_POLL_INTERVAL_SECONDS });
+      case 'denied':
+        throw new AccessDeniedError('the approval was denied');
+      case 'expired':
+        throw new AccessDeniedError('the approval has expired');
+      case 'used':
+        throw new AccessDeniedError('the approval was already used');
+      default:
+        return approval;
+    }
   }
 
   /** Evaluates the policy; a policy that traps yields its fail-closed deny (and is logged). */
@@ -175,7 +238,7 @@ export class TokenExchangeGrant implements GrantHandler {
    * never allow more.
    */
   private enforceInvariant(decision: Decision, details: ConnectorDetail[], task: ExchangeTask, connectors: CatalogueConnector[]): Decision {
-    if (!decision.allow) return decision;
+    if (!decision.allow && !decision.requires_approval) return decision;
     const violations: string[] = [];
     if (details.length !== 1 || details[0].actions.length !== 1) {
       violations.push('a credential covers exactly one connector and one action');
@@ -194,7 +257,7 @@ export class TokenExchangeGrant implements GrantHandler {
       }
     }
     if (violations.length === 0) return decision;
-    return { ...decision, allow: false, out_of_purpose: true, reasons: [...decision.reasons, ...violations] };
+    return { ...decision, allow: false, requires_approval: false, out_of_purpose: true, reasons: [...decision.reasons, ...violations] };
   }
 
   /** Records a refusal and its counters; quarantines the task when the policy says so. */

@@ -1,0 +1,50 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Pool } from 'pg';
+import { AuditService } from '@writ/audit';
+import { ApprovalDto, ApprovalStore } from '@writ/credentials';
+import { PG_POOL } from '@writ/database';
+import { ConflictError, NotFoundError } from '@writ/platform';
+import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { decodeCursor, encodeCursor, Page } from '../common/cursor';
+import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
+import type { ListApprovalsQueryDto } from './dto/approval.dtos';
+
+function isApprovalCursor(value: unknown): value is { at: string; id: string } {
+  const cursor = value as { at?: unknown; id?: unknown } | null;
+  return typeof cursor === 'object' && cursor !== null && typeof cursor.at === 'string' && !Number.isNaN(Date.parse(cursor.at)) && typeof cursor.id === 'string' && /^[0-9a-f-]{36}$/i.test(cursor.id);
+}
+
+/** Human approvals of risky grants: list, read, approve, deny. */
+@Injectable()
+export class ApprovalsService {
+  private readonly store: ApprovalStore;
+
+  constructor(@Inject(PG_POOL) pool: Pool, audit: AuditService) {
+    this.store = new ApprovalStore(pool, audit);
+  }
+
+  /** Approvals, newest first. */
+  async list(query: ListApprovalsQueryDto): Promise<Page<ApprovalDto>> {
+    const cursor = decodeCursor(query.cursor, isApprovalCursor);
+    const page = await this.store.list(
+      { status: query.status, taskId: query.task_id },
+      { limit: query.limit ?? DEFAULT_PAGE_SIZE, before: cursor ? { at: new Date(cursor.at), id: cursor.id } : undefined },
+    );
+    return { items: page.items, next_cursor: page.next ? encodeCursor({ at: page.next.at.toISOString(), id: page.next.id }) : null };
+  }
+
+  /** One approval. */
+  async get(id: string): Promise<ApprovalDto> {
+    const approval = await this.store.get(id);
+    if (!approval) throw new NotFoundError(`approval ${id}`);
+    return approval;
+  }
+
+  /** Approves or denies a pending approval; `409` when it is no longer pending. */
+  async decide(admin: AdminPrincipal, id: string, decision: 'approved' | 'denied', note: string | undefined): Promise<ApprovalDto> {
+    const { approval, changed } = await this.store.decide(id, decision, adminActor(admin), note ?? null);
+    if (!approval) throw new NotFoundError(`approval ${id}`);
+    if (!changed) throw new ConflictError(`approval ${id} is ${approval.status}, not pending`);
+    return approval;
+  }
+}

@@ -1,0 +1,173 @@
+import { randomUUID } from 'node:crypto';
+import type { Pool, PoolClient } from 'pg';
+import type { AuditActorType, AuditService } from '@writ/audit';
+
+/** Where an approval stands. `expired` is derived: pending or approved past `expires_at`. */
+export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'used' | 'expired';
+
+/** An approval as the admin API and the token endpoint see it. */
+export interface ApprovalDto {
+  id: string;
+  task_id: string;
+  agent_id: string;
+  connector_id: string;
+  authorization_details: unknown[];
+  reasons: string[];
+  policy_version: string;
+  status: ApprovalStatus;
+  requested_at: string;
+  expires_at: string;
+  decided_at: string | null;
+  decided_by: string | null;
+  note: string | null;
+  used_at: string | null;
+}
+
+/** What a new approval holds. */
+export interface ApprovalRequest {
+  taskId: string;
+  agentId: string;
+  connectorId: string;
+  authorizationDetails: unknown[];
+  reasons: string[];
+  policyVersion: string;
+  expiresAt: Date;
+}
+
+/** Seconds an agent should wait between two polls of a pending approval. */
+export const APPROVAL_POLL_INTERVAL_SECONDS = 5;
+/** How long an approval request stays open at most (never past its task). */
+export const APPROVAL_MAX_SECONDS = 3600;
+
+function toDto(row: Record<string, any>): ApprovalDto {
+  const open = row.status === 'pending' || row.status === 'approved';
+  return {
+    id: row.id,
+    task_id: row.task_id,
+    agent_id: row.agent_id,
+    connector_id: row.connector_id,
+    authorization_details: row.authorization_details,
+    reasons: row.reasons,
+    policy_version: row.policy_version,
+    status: open && (row.expires_at as Date).getTime() <= Date.now() ? 'expired' : row.status,
+    requested_at: (row.requested_at as Date).toISOString(),
+    expires_at: (row.expires_at as Date).toISOString(),
+    decided_at: row.decided_at ? (row.decided_at as Date).toISOString() : null,
+    decided_by: row.decided_by,
+    note: row.note,
+    used_at: row.used_at ? (row.used_at as Date).toISOString() : null,
+  };
+}
+
+/**
+ * Human approvals of risky grants. Each change commits with its audit event
+ * (`approval.requested`, `approval.approved`, `approval.denied`, `approval.used`).
+ */
+export class ApprovalStore {
+  constructor(
+    private readonly pool: Pool,
+    private readonly audit: AuditService,
+  ) {}
+
+  /** Records a pending approval holding the exact details asked for; returns it. */
+  async request(request: ApprovalRequest, actor: { type: AuditActorType; id: string }): Promise<ApprovalDto> {
+    const id = randomUUID();
+    const { result } = await this.audit.recordWith(
+      async (client) => {
+        const { rows } = await client.query(
+          `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
+          [id, request.taskId, request.agentId, request.connectorId, JSON.stringify(request.authorizationDetails),
+            JSON.stringify(request.reasons), request.policyVersion, request.expiresAt],
+        );
+        return toDto(rows[0]);
+      },
+      (approval) => [{
+        type: 'approval.requested',
+        outcome: 'info',
+        actor,
+        agentId: request.agentId,
+        taskId: request.taskId,
+        connectorId: request.connectorId,
+        data: { approval_id: approval.id, authorization_details: request.authorizationDetails, reasons: request.reasons, policy_version: request.policyVersion, expires_at: approval.expires_at },
+      }],
+    );
+    return result;
+  }
+
+  /** One approval, or `undefined`. */
+  async get(id: string): Promise<ApprovalDto | undefined> {
+    if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined;
+    const { rows } = await this.pool.query('SELECT * FROM approvals WHERE id = $1', [id]);
+    return rows[0] ? toDto(rows[0]) : undefined;
+  }
+
+  /** Approvals newest first, optionally by status, after a cursor (`requested_at|id`). */
+  async list(filter: { status?: string; taskId?: string }, page: { limit: number; before?: { at: Date; id: string } }): Promise<{ items: ApprovalDto[]; next: { at: Date; id: string } | null }> {
+    const where: string[] = [];
+    const values: unknown[] = [];
+    if (filter.status === 'expired') where.push(`status IN ('pending', 'approved') AND expires_at <= now()`);
+    else if (filter.status === 'pending' || filter.status === 'approved') where.push(`status = '${filter.status}' AND expires_at > now()`);
+    else if (filter.status) {
+      values.push(filter.status);
+      where.push(`status = $${values.length}`);
+    }
+    if (filter.taskId) {
+      values.push(filter.taskId);
+      where.push(`task_id = $${values.length}::uuid`);
+    }
+    if (page.before) {
+      values.push(page.before.at, page.before.id);
+      where.push(`(requested_at, id) < ($${values.length - 1}, $${values.length}::uuid)`);
+    }
+    values.push(page.limit + 1);
+    const { rows } = await this.pool.query(
+      `SELECT * FROM approvals ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY requested_at DESC, id DESC LIMIT $${values.length}`,
+      values,
+    );
+    const items = rows.slice(0, page.limit).map(toDto);
+    const last = rows.length > page.limit ? rows[page.limit - 1] : undefined;
+    return { items, next: last ? { at: last.requested_at, id: last.id } : null };
+  }
+
+  /**
+   * Approves or denies a pending, unexpired approval. Returns the approval after the change,
+   * or `undefined` if there is none; `changed: false` when it was no longer pending.
+   */
+  async decide(id: string, decision: 'approved' | 'denied', actor: { type: AuditActorType; id: string }, note: string | null): Promise<{ approval: ApprovalDto | undefined; changed: boolean }> {
+    if (!/^[0-9a-f-]{36}$/i.test(id)) return { approval: undefined, changed: false };
+    const { result } = await this.audit.recordWith(
+      async (client) => {
+        const { rows } = await client.query(
+          `UPDATE approvals SET status = $2, decided_at = now(), decided_by = $3, note = $4
+            WHERE id = $1 AND status = 'pending' AND expires_at > now() RETURNING *`,
+          [id, decision, actor.id, note],
+        );
+        if (rows[0]) return { approval: toDto(rows[0]), changed: true };
+        const current = await client.query('SELECT * FROM approvals WHERE id = $1', [id]);
+        return { approval: current.rows[0] ? toDto(current.rows[0]) : undefined, changed: false };
+      },
+      (outcome) => outcome.changed && outcome.approval
+        ? [{
+            type: `approval.${decision}`,
+            outcome: 'success' as const,
+            actor,
+            agentId: outcome.approval.agent_id,
+            taskId: outcome.approval.task_id,
+            connectorId: outcome.approval.connector_id,
+            data: { approval_id: id, note, authorization_details: outcome.approval.authorization_details },
+          }]
+        : [],
+    );
+    return result;
+  }
+
+  /** Marks an approved approval used, inside the issuing transaction; false if it cannot be used (any more). */
+  async consume(client: PoolClient, id: string): Promise<boolean> {
+    const { rowCount } = await client.query(
+      `UPDATE approvals SET status = 'used', used_at = now() WHERE id = $1 AND status = 'approved' AND expires_at > now()`,
+      [id],
+    );
+    return rowCount === 1;
+  }
+}

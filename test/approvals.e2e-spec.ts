@@ -1,0 +1,99 @@
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { sendJson, tokenRequest } from './support/oauth-client';
+import { startTestServices, TestServices } from './support/test-services';
+
+const payout = (amountMax: number) => [
+  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
+];
+
+describe('human approval of risky grants', () => {
+  let services: TestServices;
+  let world: World;
+
+  beforeAll(async () => {
+    services = await startTestServices({ admin: createAdminApp });
+    world = await seedWorld(services.runtime.pool);
+    // Policy data (no recompilation): payouts above 100.00 USD need a human.
+    const engine = services.policy.current();
+    const data = JSON.parse(JSON.stringify(engine.data));
+    data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
+    services.policy.install(await engine.withData(data), 'test');
+  });
+  afterAll(() => services.close());
+
+  const exchange = (taskToken: string, details: unknown, extra: Record<string, string> = {}) =>
+    tokenRequest(services.issuer, world.agent, exchangeFields(taskToken, details, extra));
+  const admin = (method: string, path: string, body?: unknown) => sendJson(method, `${services.adminUrl}${path}`, body, services.adminToken);
+
+  it('issues a payout under the threshold without asking anyone', async () => {
+    const task = await createTask(services, world.orchestrator);
+    expect((await exchange(task.task_token, payout(5000))).status).toBe(200);
+  });
+
+  it('holds a payout above the threshold until an operator approves it, then issues exactly it, once', async () => {
+    const task = await createTask(services, world.orchestrator);
+    const pending = await exchange(task.task_token, payout(42000));
+    expect(pending.status).toBe(400);
+    expect(pending.headers.get('cache-control')).toBe('no-store');
+    expect(pending.body).toMatchObject({ error: 'authorization_pending', interval: 5 });
+    expect(pending.body.error_description).toContain('above the approval threshold');
+    const approvalId: string = pending.body.approval_id;
+    expect(approvalId).toMatch(/^[0-9a-f-]{36}$/);
+
+    const polled = await exchange(task.task_token, payout(42000), { approval_id: approvalId });
+    expect(polled.body).toMatchObject({ error: 'authorization_pending', approval_id: approvalId });
+
+    const queue = await admin('GET', `/v1/approvals?status=pending&task_id=${task.task_id}`);
+    expect(queue.status).toBe(200);
+    expect(queue.body.items).toHaveLength(1);
+    expect(queue.body.items[0]).toMatchObject({ id: approvalId, status: 'pending', agent_id: 'agent-1', authorization_details: payout(42000) });
+
+    const approved = await admin('POST', `/v1/approvals/${approvalId}/approve`, { note: 'invoice checked' });
+    expect(approved.status).toBe(200);
+    expect(approved.body).toMatchObject({ status: 'approved', note: 'invoice checked' });
+    expect((await admin('POST', `/v1/approvals/${approvalId}/deny`, {})).status).toBe(409);
+
+    const widened = await exchange(task.task_token, payout(50000), { approval_id: approvalId });
+    expect(widened.status).toBe(400);
+    expect(widened.body.error).toBe('invalid_authorization_details');
+
+    const granted = await exchange(task.task_token, payout(42000), { approval_id: approvalId });
+    expect(granted.status).toBe(200);
+    expect(granted.body.authorization_details).toEqual(payout(42000));
+
+    const again = await exchange(task.task_token, payout(42000), { approval_id: approvalId });
+    expect(again.status).toBe(400);
+    expect(again.body).toEqual({ error: 'access_denied', error_description: 'the approval was already used' });
+
+    await services.runtime.audit.drain();
+    const { rows } = await services.runtime.pool.query(
+      `SELECT type, actor_type FROM audit_events WHERE task_id = $1 AND type LIKE 'approval.%' ORDER BY seq`, [task.task_id],
+    );
+    expect(rows).toEqual([
+      { type: 'approval.requested', actor_type: 'agent' },
+      { type: 'approval.approved', actor_type: 'admin' },
+      { type: 'approval.used', actor_type: 'agent' },
+    ]);
+  });
+
+  it('answers access_denied once an operator denies, and refuses another task\'s approval', async () => {
+    const task = await createTask(services, world.orchestrator);
+    const pending = await exchange(task.task_token, payout(30000));
+    const approvalId: string = pending.body.approval_id;
+    const other = await createTask(services, world.orchestrator);
+    const foreign = await exchange(other.task_token, payout(30000), { approval_id: approvalId });
+    expect(foreign.body.error).toBe('invalid_grant');
+    expect((await admin('POST', `/v1/approvals/${approvalId}/deny`, { note: 'not ours' })).body.status).toBe('denied');
+    const denied = await exchange(task.task_token, payout(30000), { approval_id: approvalId });
+    expect(denied.body).toEqual({ error: 'access_denied', error_description: 'the approval was denied' });
+    expect((await admin('GET', `/v1/approvals/${approvalId}`)).body).toMatchObject({ status: 'denied', note: 'not ours' });
+  });
+
+  it('does not let an approval cover a request outside the task', async () => {
+    const task = await createTask(services, world.orchestrator);
+    const outside = await exchange(task.task_token, payout(60000));
+    expect(outside.status).toBe(400);
+    expect(outside.body.error).toBe('invalid_authorization_details');
+  });
+});
