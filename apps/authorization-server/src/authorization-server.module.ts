@@ -2,7 +2,7 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
 import { ApprovalStore } from '@writ/credentials';
-import { HealthModule, Runtime, RUNTIME, RuntimeModule, writValidationPipe } from '@writ/platform';
+import { HealthModule, PolicySync, Runtime, RUNTIME, RuntimeModule, writValidationPipe } from '@writ/platform';
 import { SweeperService } from './background/sweeper.service';
 import { ClientAuthenticator } from './client-auth/client-authenticator.service';
 import { ClientRegistry } from './client-auth/client-registry.service';
@@ -54,6 +54,7 @@ export class AuthorizationServerModule {
         TasksService,
         OrchestratorBearerGuard,
         SweeperService,
+        PolicySync,
         { provide: ApprovalStore, useFactory: (runtime: Runtime) => new ApprovalStore(runtime.pool, runtime.audit), inject: [RUNTIME] },
       ],
     };

@@ -7,3 +7,4 @@ export * from './validation.pipe';
 export * from './health.module';
 export * from './run-main';
 export * from './policy-watch';
+export * from './policy-distribution';

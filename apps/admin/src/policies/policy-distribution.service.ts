@@ -1,0 +1,96 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { readFile } from 'node:fs/promises';
+import type { Pool } from 'pg';
+import { AuditService } from '@writ/audit';
+import { PG_POOL } from '@writ/database';
+import {
+  activateStoredPolicy,
+  deactivateStoredPolicy,
+  loadPolicyEngine,
+  PolicySync,
+  StoredPolicyInfo,
+  ValidationFailedError,
+} from '@writ/platform';
+import { ActivePolicy, PolicyEngine, PolicyLoadError } from '@writ/policy';
+import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+
+/** The largest compiled bundle accepted by `PUT /v1/policies/active`. */
+export const MAX_POLICY_BUNDLE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Distributes policies through PostgreSQL: a compiled bundle uploaded here, or new policy
+ * data over the bundle in force, is loaded first (a bundle that does not load or lacks the
+ * entrypoint is refused and nothing changes), then activated for every instance together
+ * with its audit event.
+ */
+@Injectable()
+export class PolicyDistributionService {
+  constructor(
+    @Inject(PG_POOL) private readonly pool: Pool,
+    private readonly audit: AuditService,
+    private readonly policy: ActivePolicy,
+    private readonly sync: PolicySync,
+  ) {}
+
+  /** Activates an uploaded `opa build` bundle (or `.wasm`) for the whole cluster. */
+  async activateBundle(admin: AdminPrincipal, bundle: unknown): Promise<StoredPolicyInfo> {
+    if (!Buffer.isBuffer(bundle) || bundle.length === 0) {
+      throw new ValidationFailedError(
+        [{ field: 'body', message: 'send the compiled bundle (opa build output) as application/gzip, or a module as application/wasm' }],
+        'the policy upload is invalid',
+      );
+    }
+    const engine = await this.load(() => loadPolicyEngine(bundle, null), 'body');
+    return this.activate(admin, engine, bundle, null, 'upload', 'admin.policy.activated');
+  }
+
+  /** Activates new policy data (`data` in Rego, replaced whole) over the bundle in force. */
+  async activateData(admin: AdminPrincipal, data: Record<string, unknown>): Promise<StoredPolicyInfo> {
+    const { rows } = await this.pool.query(`SELECT bundle FROM policies WHERE active`);
+    const bundle: Buffer = rows[0]?.bundle ?? (await readFile(this.policy.path));
+    const engine = await this.load(() => loadPolicyEngine(bundle, data), 'data');
+    return this.activate(admin, engine, bundle, data, 'data update', 'admin.policy.data_updated');
+  }
+
+  /** Deactivates the stored policy: every instance returns to its `WRIT_POLICY` file. */
+  async deactivate(admin: AdminPrincipal): Promise<boolean> {
+    const previous = this.policy.current().version;
+    const { result } = await this.audit.recordWith(
+      (client) => deactivateStoredPolicy(client),
+      (changed) => (changed ? [{ type: 'admin.policy.deactivated', outcome: 'success' as const, actor: adminActor(admin), data: { previous_version: previous } }] : []),
+    );
+    await this.sync.sync();
+    return result;
+  }
+
+  private async load(load: () => Promise<PolicyEngine>, field: string): Promise<PolicyEngine> {
+    try {
+      return await load();
+    } catch (error) {
+      if (error instanceof PolicyLoadError) throw new ValidationFailedError([{ field, message: error.message }], 'the policy was refused; the policy in force is unchanged');
+      throw error;
+    }
+  }
+
+  private async activate(
+    admin: AdminPrincipal,
+    engine: PolicyEngine,
+    bundle: Buffer,
+    data: Record<string, unknown> | null,
+    source: string,
+    eventType: string,
+  ): Promise<StoredPolicyInfo> {
+    const previous = this.policy.current().version;
+    const { result } = await this.audit.recordWith(
+      (client) => activateStoredPolicy(client, engine, bundle, data, source, `admin:${admin.name}`),
+      (info) => [{
+        type: eventType,
+        outcome: 'success',
+        actor: adminActor(admin),
+        data: { version: info.version, previous_version: previous, source, bundle_bytes: bundle.length, ...(data ? { data } : {}) },
+      }],
+    );
+    await this.sync.sync();
+    return result;
+  }
+}

@@ -1,0 +1,131 @@
+import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import type { Pool, PoolClient } from 'pg';
+import type { Logger } from 'pino';
+import { ActivePolicy, PolicyEngine, readPolicyBundle } from '@writ/policy';
+import { LOGGER, RUNTIME } from './runtime.module';
+import type { Runtime } from './runtime';
+
+/** A policy stored in PostgreSQL for every instance, as `GET /v1/policies` shows it. */
+export interface StoredPolicyInfo {
+  version: string;
+  source: string;
+  loaded_by: string;
+  loaded_at: string;
+}
+
+/** How often each instance looks for a newly activated policy. */
+export const POLICY_SYNC_INTERVAL_MS = 2_000;
+
+/**
+ * Loads a stored bundle (bytes of an `opa build` bundle or a `.wasm`) with its optional data
+ * override. Throws `PolicyLoadError` when it does not load or lacks the entrypoint.
+ */
+export async function loadPolicyEngine(bundle: Uint8Array, data: Record<string, unknown> | null): Promise<PolicyEngine> {
+  const engine = await PolicyEngine.load(readPolicyBundle(bundle));
+  return data ? engine.withData(data) : engine;
+}
+
+/** The active stored policy's metadata, or `undefined` when the file policy is in force. */
+export async function activeStoredPolicy(pool: Pool): Promise<StoredPolicyInfo | undefined> {
+  const { rows } = await pool.query(`SELECT version, source, loaded_by, loaded_at FROM policies WHERE active`);
+  const row = rows[0];
+  return row ? { version: row.version, source: row.source, loaded_by: row.loaded_by, loaded_at: (row.loaded_at as Date).toISOString() } : undefined;
+}
+
+/**
+ * Makes a loaded policy the active one of the cluster (inside the caller's transaction, so
+ * the change commits with its audit event). Every instance installs it within
+ * {@link POLICY_SYNC_INTERVAL_MS}.
+ */
+export async function activateStoredPolicy(
+  client: PoolClient,
+  engine: PolicyEngine,
+  bundle: Uint8Array,
+  data: Record<string, unknown> | null,
+  source: string,
+  loadedBy: string,
+): Promise<StoredPolicyInfo> {
+  await client.query(`UPDATE policies SET active = false WHERE active`);
+  const { rows } = await client.query(
+    `INSERT INTO policies (version, bundle, data, source, loaded_by, loaded_at, active)
+     VALUES ($1, $2, $3, $4, $5, now(), true)
+     ON CONFLICT (version) DO UPDATE SET active = true, source = EXCLUDED.source, loaded_by = EXCLUDED.loaded_by, loaded_at = now()
+     RETURNING version, source, loaded_by, loaded_at`,
+    [engine.version, Buffer.from(bundle), data === null ? null : JSON.stringify(data), source, loadedBy],
+  );
+  return { version: rows[0].version, source: rows[0].source, loaded_by: rows[0].loaded_by, loaded_at: (rows[0].loaded_at as Date).toISOString() };
+}
+
+/** Deactivates the stored policy: every instance goes back to its `WRIT_POLICY` file. */
+export async function deactivateStoredPolicy(client: PoolClient): Promise<boolean> {
+  const { rowCount } = await client.query(`UPDATE policies SET active = false WHERE active`);
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * Keeps this instance's policy equal to the cluster's: when a policy is active in
+ * PostgreSQL it wins over the local file; when none is, the file is in force. A stored
+ * policy that fails to load here is logged and the last known good one stays.
+ */
+@Injectable()
+export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private failedVersion: string | undefined;
+  private usingStored = false;
+
+  constructor(
+    @Inject(RUNTIME) private readonly runtime: Runtime,
+    private readonly policy: ActivePolicy,
+    @Inject(LOGGER) private readonly logger: Logger,
+  ) {}
+
+  /** First sync before serving, then every {@link POLICY_SYNC_INTERVAL_MS}. */
+  async onApplicationBootstrap(): Promise<void> {
+    await this.sync();
+    this.timer = setInterval(() => void this.sync(), POLICY_SYNC_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  /** Stops polling. */
+  onApplicationShutdown(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** One look at the cluster's active policy; installs it if it differs. Never throws. */
+  sync(): Promise<void> {
+    this.running ??= this.syncOnce().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async syncOnce(): Promise<void> {
+    try {
+      const { rows } = await this.runtime.pool.query(`SELECT version, loaded_by FROM policies WHERE active`);
+      const active = rows[0] as { version: string; loaded_by: string } | undefined;
+      if (!active) {
+        if (this.usingStored) {
+          await this.policy.reload();
+          this.usingStored = false;
+          this.logger.info({ version: this.policy.current().version }, 'stored policy deactivated: back to the policy file');
+        }
+        return;
+      }
+      if (this.policy.current().version === active.version || this.failedVersion === active.version) return;
+      const row = await this.runtime.pool.query(`SELECT bundle, data FROM policies WHERE version = $1`, [active.version]);
+      if (!row.rows[0]) return;
+      try {
+        const engine = await loadPolicyEngine(row.rows[0].bundle, row.rows[0].data);
+        const previous = this.policy.current().version;
+        this.policy.install(engine, active.loaded_by, 'database');
+        this.usingStored = true;
+        this.failedVersion = undefined;
+        this.logger.info({ version: engine.version, previous }, 'policy installed from the database');
+      } catch (error) {
+        this.failedVersion = active.version;
+        this.logger.error({ version: active.version, error: error instanceof Error ? error.message : String(error), kept: this.policy.current().version }, 'stored policy refused: keeping the last good policy');
+      }
+    } catch (error) {
+      this.logger.warn({ error: error instanceof Error ? error.message : String(error) }, 'policy sync failed (database unavailable?)');
+    }
+  }
+}

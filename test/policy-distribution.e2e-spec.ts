@@ -1,0 +1,97 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { http, sendJson, tokenRequest } from './support/oauth-client';
+import { startTestServices, TestServices } from './support/test-services';
+
+const BUNDLE = readFileSync(join(__dirname, '..', 'policies', 'dist', 'bundle.tar.gz'));
+const OTHER_ENTRYPOINT = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'other-entrypoint.wasm'));
+const payout = (amountMax: number) => [
+  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
+];
+
+async function eventually<T>(read: () => T | Promise<T>, accept: (value: T) => boolean, timeoutMs = 8000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await read();
+    if (accept(value) || Date.now() > deadline) return value;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+describe('policy distribution through PostgreSQL, with last-known-good', () => {
+  let primary: TestServices;
+  let second: TestServices;
+  let world: World;
+  let fileVersion: string;
+
+  beforeAll(async () => {
+    primary = await startTestServices({ admin: createAdminApp });
+    // A second instance of the authorization server over the same database.
+    second = await startTestServices({ db: primary.db });
+    world = await seedWorld(primary.runtime.pool);
+    fileVersion = primary.policy.current().version;
+  });
+  afterAll(async () => {
+    await second.close();
+    await primary.close();
+  });
+
+  const upload = (body: Buffer, type = 'application/gzip', token = primary.adminToken) =>
+    http(`${primary.adminUrl}/v1/policies/active`, { method: 'PUT', headers: { 'content-type': type, authorization: `Bearer ${token}` }, body });
+  const admin = (method: string, path: string, body?: unknown, token = primary.adminToken) => sendJson(method, `${primary.adminUrl}${path}`, body, token);
+
+  it('refuses a bundle that does not load, or lacks the entrypoint, and keeps the policy in force', async () => {
+    const garbage = await upload(Buffer.from('not a bundle'));
+    expect(garbage.status).toBe(400);
+    expect(garbage.body.fields[0].field).toBe('body');
+    const wrong = await upload(OTHER_ENTRYPOINT, 'application/wasm');
+    expect(wrong.status).toBe(400);
+    expect(wrong.body.fields[0].message).toMatch(/entrypoint/);
+    expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
+    expect(second.policy.current().version).toBe(fileVersion);
+  });
+
+  it('lets only an admin change the policy', async () => {
+    const operator = await admin('POST', '/v1/admin-tokens', { name: 'ops', role: 'operator' });
+    expect(operator.status).toBe(201);
+    expect((await upload(BUNDLE, 'application/gzip', operator.body.token)).status).toBe(403);
+    expect((await admin('PUT', '/v1/policies/data', { data: {} }, operator.body.token)).status).toBe(403);
+  });
+
+  it('swaps new policy data onto every instance without a restart, and back', async () => {
+    const data = JSON.parse(JSON.stringify(primary.policy.current().data));
+    data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000 } };
+    const changed = await admin('PUT', '/v1/policies/data', { data });
+    expect(changed.status).toBe(200);
+    expect(changed.body.version).not.toBe(fileVersion);
+    expect(changed.body).toMatchObject({ source: 'data update', loaded_by: 'admin:bootstrap' });
+    expect((await admin('GET', '/v1/policies')).body).toMatchObject({ version: changed.body.version, source: 'database' });
+    const version = await eventually(() => second.policy.current().version, (value) => value === changed.body.version);
+    expect(version).toBe(changed.body.version);
+
+    const task = await createTask(second, world.orchestrator);
+    const pending = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, payout(42000)));
+    expect(pending.body.error).toBe('authorization_pending');
+    const { rows } = await primary.runtime.pool.query(
+      `SELECT data->>'policy_version' AS version FROM audit_events WHERE task_id = $1 AND type = 'grant.decision'`, [task.task_id],
+    );
+    expect(rows[0].version).toBe(changed.body.version);
+
+    expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);
+    expect(await eventually(() => second.policy.current().version, (value) => value === fileVersion)).toBe(fileVersion);
+    expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
+  });
+
+  it('activates an uploaded compiled bundle and records who did it', async () => {
+    const uploaded = await upload(BUNDLE);
+    expect(uploaded.status).toBe(200);
+    expect(uploaded.body).toMatchObject({ version: fileVersion, source: 'upload' });
+    await primary.runtime.audit.drain();
+    const { rows } = await primary.runtime.pool.query(`SELECT type, actor_type FROM audit_events WHERE type LIKE 'admin.policy.%' ORDER BY seq`);
+    expect(rows.map((row) => row.type)).toEqual(['admin.policy.data_updated', 'admin.policy.deactivated', 'admin.policy.activated']);
+    expect(rows.every((row) => row.actor_type === 'admin')).toBe(true);
+    expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);
+  });
+});
