@@ -84,6 +84,30 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
   });
 
+  it('dry-runs a real task against candidate data or a candidate bundle without activating or issuing anything', async () => {
+    const task = await createTask(primary, world.orchestrator);
+    const ask = { task_id: task.task_id, authorization_details: payout(42000) };
+    const active = await admin('POST', '/v1/policies/evaluate', ask);
+    expect(active.status).toBe(200);
+    expect(active.body).toMatchObject({ policy_version: fileVersion, decision: { allow: true, requires_approval: false } });
+    const data = JSON.parse(JSON.stringify(primary.policy.current().data));
+    data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000 } };
+    const candidate = await admin('POST', '/v1/policies/evaluate', { ...ask, candidate_data: data });
+    expect(candidate.body.decision).toMatchObject({ allow: false, requires_approval: true });
+    expect(candidate.body.policy_version).not.toBe(fileVersion);
+    const bundle = await admin('POST', '/v1/policies/evaluate', { ...ask, candidate_bundle: BUNDLE.toString('base64') });
+    expect(bundle.body).toMatchObject({ policy_version: fileVersion, decision: { allow: true } });
+    const broken = await admin('POST', '/v1/policies/evaluate', { ...ask, candidate_bundle: Buffer.from('nope').toString('base64') });
+    expect(broken.status).toBe(400);
+    expect(broken.body.fields[0].field).toBe('candidate_bundle');
+    expect(primary.policy.current().version).toBe(fileVersion);
+    const { rows } = await primary.runtime.pool.query(
+      `SELECT (SELECT count(*) FROM access_tokens WHERE task_id = $1)::int AS tokens, (SELECT count(*) FROM approvals WHERE task_id = $1)::int AS approvals`,
+      [task.task_id],
+    );
+    expect(rows[0]).toEqual({ tokens: 0, approvals: 0 });
+  });
+
   it('activates an uploaded compiled bundle and records who did it', async () => {
     const uploaded = await upload(BUNDLE);
     expect(uploaded.status).toBe(200);

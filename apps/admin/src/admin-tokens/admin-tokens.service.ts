@@ -1,0 +1,85 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Pool } from 'pg';
+import { AuditService } from '@writ/audit';
+import { PG_POOL } from '@writ/database';
+import { ConflictError, hashAdminToken, NotFoundError } from '@writ/platform';
+import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { decodeCursor, encodeCursor, Page } from '../common/cursor';
+import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
+import { AdminTokenDto, CreatedAdminTokenDto, toAdminTokenDto } from './dto/admin-token.dto';
+import type { CreateAdminTokenDto } from './dto/create-admin-token.dto';
+
+/** Prefix of admin tokens, so that secret scanners recognise them. */
+export const ADMIN_TOKEN_PREFIX = 'writ_admin_';
+
+const COLUMNS = 'id, name, role, created_by, created_at, last_used_at, revoked_at';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function isTimeCursor(value: unknown): value is { t: string; i: string } {
+  const cursor = value as { t?: unknown; i?: unknown } | null;
+  return typeof cursor?.t === 'string' && !Number.isNaN(Date.parse(cursor.t)) && typeof cursor.i === 'string' && UUID.test(cursor.i);
+}
+
+/** Creates, lists and revokes admin tokens; a token is shown once and stored as its SHA-256. */
+@Injectable()
+export class AdminTokensService {
+  constructor(
+    @Inject(PG_POOL) private readonly pool: Pool,
+    private readonly audit: AuditService,
+  ) {}
+
+  /** Creates a token: 32 random bytes, base64url, after the `writ_admin_` prefix. */
+  async create(principal: AdminPrincipal, body: CreateAdminTokenDto): Promise<CreatedAdminTokenDto> {
+    const token = `${ADMIN_TOKEN_PREFIX}${randomBytes(32).toString('base64url')}`;
+    const id = randomUUID();
+    const { result } = await this.audit.recordWith(
+      async (client) => {
+        const { rows } = await client.query(
+          `INSERT INTO admin_tokens (id, name, role, token_hash, created_by) VALUES ($1, $2, $3, $4, $5) RETURNING ${COLUMNS}`,
+          [id, body.name, body.role, hashAdminToken(token), principal.id],
+        );
+        return toAdminTokenDto(rows[0]);
+      },
+      (created) => [{
+        type: 'admin.admin_token.created',
+        outcome: 'success',
+        actor: adminActor(principal),
+        data: { id: created.id, name: created.name, role: created.role },
+      }],
+    );
+    return { id: result.id, name: result.name, role: result.role, token, created_at: result.created_at };
+  }
+
+  /** A page of tokens, newest first (revoked ones included, with `revoked_at`). */
+  async list(query: PageQueryDto): Promise<Page<AdminTokenDto>> {
+    const before = decodeCursor(query.cursor, isTimeCursor);
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+    // Ordered by millisecond time so that a cursor carried as an ISO string compares exactly.
+    const { rows } = await this.pool.query(
+      `SELECT ${COLUMNS} FROM admin_tokens
+        WHERE $1::timestamptz IS NULL OR (date_trunc('milliseconds', created_at), id) < ($1::timestamptz, $2::uuid)
+        ORDER BY date_trunc('milliseconds', created_at) DESC, id DESC LIMIT $3`,
+      [before?.t ?? null, before?.i ?? null, limit + 1],
+    );
+    const items = rows.slice(0, limit).map(toAdminTokenDto);
+    const last = items[items.length - 1];
+    return { items, next_cursor: rows.length > limit ? encodeCursor({ t: last.created_at, i: last.id }) : null };
+  }
+
+  /** Revokes a token (`409` for the token making the request; revoking twice changes nothing). */
+  async revoke(principal: AdminPrincipal, id: string): Promise<void> {
+    if (!UUID.test(id)) throw new NotFoundError('admin token');
+    if (id === principal.id) throw new ConflictError('an admin token cannot revoke itself: use another admin token');
+    await this.audit.recordWith(
+      async (client) => {
+        const current = await client.query('SELECT revoked_at FROM admin_tokens WHERE id = $1 FOR UPDATE', [id]);
+        if (!current.rows[0]) throw new NotFoundError('admin token');
+        if (current.rows[0].revoked_at) return false;
+        await client.query('UPDATE admin_tokens SET revoked_at = now() WHERE id = $1', [id]);
+        return true;
+      },
+      (revoked) => (revoked ? [{ type: 'admin.admin_token.revoked', outcome: 'success', actor: adminActor(principal), data: { id } }] : []),
+    );
+  }
+}

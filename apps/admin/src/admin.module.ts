@@ -1,0 +1,69 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { APP_PIPE } from '@nestjs/core';
+import { ActivePolicy } from '@writ/policy';
+import { HealthModule, PolicySync, Runtime, RuntimeModule, writValidationPipe } from '@writ/platform';
+import { AdminTokensController } from './admin-tokens/admin-tokens.controller';
+import { AdminTokensService } from './admin-tokens/admin-tokens.service';
+import { AgentsController } from './agents/agents.controller';
+import { AgentsService } from './agents/agents.service';
+import { ApprovalsController } from './approvals/approvals.controller';
+import { ApprovalsService } from './approvals/approvals.service';
+import { AuditLogService } from './audit/audit-log.service';
+import { AuditController } from './audit/audit.controller';
+import { AdminAuthErrorFilter } from './auth/admin-auth.filter';
+import { AdminTokenGuard } from './auth/admin-token.guard';
+import { ConnectorsController } from './connectors/connectors.controller';
+import { ConnectorsService } from './connectors/connectors.service';
+import { KeysController } from './keys/keys.controller';
+import { KeysService } from './keys/keys.service';
+import { OrchestratorsController } from './orchestrators/orchestrators.controller';
+import { OrchestratorsService } from './orchestrators/orchestrators.service';
+import { PolicyDistributionController } from './policies/policy-distribution.controller';
+import { PolicyDistributionService } from './policies/policy-distribution.service';
+import { PoliciesController } from './policies/policies.controller';
+import { PoliciesService } from './policies/policies.service';
+import { PolicyFactsReader } from './policies/policy-facts.reader';
+import { AdminTasksController } from './tasks/tasks.controller';
+import { AdminTasksService } from './tasks/tasks.service';
+
+/** The admin API: identities, connectors, tasks, audit, policies, keys and admin tokens. */
+@Module({})
+export class AdminModule {
+  /** The module over a runtime and the active policy. */
+  static forRoot(runtime: Runtime, policy: ActivePolicy): DynamicModule {
+    return {
+      module: AdminModule,
+      imports: [RuntimeModule.forRoot(runtime), HealthModule],
+      controllers: [
+        AgentsController,
+        OrchestratorsController,
+        ConnectorsController,
+        AdminTasksController,
+        AuditController,
+        PoliciesController,
+        KeysController,
+        AdminTokensController,
+        ApprovalsController,
+        PolicyDistributionController,
+      ],
+      providers: [
+        { provide: ActivePolicy, useValue: policy },
+        { provide: APP_PIPE, useFactory: writValidationPipe },
+        AdminTokenGuard,
+        AdminAuthErrorFilter,
+        AgentsService,
+        OrchestratorsService,
+        ConnectorsService,
+        AdminTasksService,
+        AuditLogService,
+        PolicyFactsReader,
+        PoliciesService,
+        KeysService,
+        AdminTokensService,
+        ApprovalsService,
+        PolicySync,
+        PolicyDistributionService,
+      ],
+    };
+  }
+}

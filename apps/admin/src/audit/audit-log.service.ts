@@ -1,0 +1,67 @@
+import { Injectable } from '@nestjs/common';
+import { AuditQuery, AuditRecord, AuditService, AuditVerification } from '@writ/audit';
+import { MasterKey } from '@writ/keys';
+import { ValidationFailedError } from '@writ/platform';
+import { decodeCursor, encodeCursor, Page } from '../common/cursor';
+import type { AuditHashDto } from './dto/audit-query.dto';
+import { AuditFilterQueryDto, AuditListQueryDto, DEFAULT_AUDIT_PAGE } from './dto/audit-query.dto';
+
+function isSeqCursor(value: unknown): value is { s: number } {
+  const seq = (value as { s?: unknown } | null)?.s;
+  return typeof seq === 'number' && Number.isSafeInteger(seq) && seq > 0;
+}
+
+/** Reads, exports and verifies the audit chain; hashes values the way events store them. */
+@Injectable()
+export class AuditLogService {
+  constructor(
+    private readonly audit: AuditService,
+    private readonly master: MasterKey,
+  ) {}
+
+  /** A page of events, newest first. */
+  async list(query: AuditListQueryDto): Promise<Page<AuditRecord>> {
+    const after = decodeCursor(query.cursor, isSeqCursor);
+    const limit = query.limit ?? DEFAULT_AUDIT_PAGE;
+    const page = await this.audit.list(this.filters(query), { limit, after: after?.s });
+    return { items: page.items, next_cursor: page.nextCursor === null ? null : encodeCursor({ s: page.nextCursor }) };
+  }
+
+  /** Every matching event, oldest first (read in pages, never all in memory). */
+  export(query: AuditFilterQueryDto): AsyncGenerator<AuditRecord> {
+    return this.audit.stream(this.filters(query));
+  }
+
+  /** Walks the whole chain. */
+  verify(): Promise<AuditVerification> {
+    return this.audit.verify();
+  }
+
+  /** The keyed hash (HMAC-SHA256 under a key derived from the master key) of a value. */
+  hash(value: string): AuditHashDto {
+    return { hash: this.master.auditHmac(value), algorithm: 'hmac-sha256' };
+  }
+
+  /** The service's query from validated filters (`400` when `until` is not after `since`). */
+  filters(query: AuditFilterQueryDto): AuditQuery {
+    const since = query.since ? new Date(query.since) : undefined;
+    const until = query.until ? new Date(query.until) : undefined;
+    const problems = [
+      ...(since && Number.isNaN(since.getTime()) ? [{ field: 'since', message: 'is not a valid time' }] : []),
+      ...(until && Number.isNaN(until.getTime()) ? [{ field: 'until', message: 'is not a valid time' }] : []),
+    ];
+    if (problems.length === 0 && since && until && until.getTime() <= since.getTime()) {
+      problems.push({ field: 'until', message: 'must be after since' });
+    }
+    if (problems.length > 0) throw new ValidationFailedError(problems, 'the query is invalid');
+    return {
+      agentId: query.agent_id,
+      taskId: query.task_id,
+      connectorId: query.connector,
+      type: query.type,
+      outcome: query.outcome,
+      since,
+      until,
+    };
+  }
+}

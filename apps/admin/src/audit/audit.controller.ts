@@ -1,0 +1,84 @@
+import { Body, Controller, Get, HttpCode, Post, Query, Res } from '@nestjs/common';
+import { ApiBadRequestResponse, ApiOkResponse, ApiProduces } from '@nestjs/swagger';
+import type { Response } from 'express';
+import type { AuditRecord, AuditVerification } from '@writ/audit';
+import { AdminApi } from '../auth/admin-api.decorator';
+import { RequireRole } from '../auth/require-role.decorator';
+import type { Page } from '../common/cursor';
+import { ValidationErrorDto } from '../common/error.dto';
+import { AuditLogService } from './audit-log.service';
+import { AuditPageDto } from './dto/audit-page.dto';
+import { AuditFilterQueryDto, AuditHashDto, AuditHashRequestDto, AuditListQueryDto } from './dto/audit-query.dto';
+import { AuditVerificationDto } from './dto/audit-record.dto';
+
+/** `/v1/audit`: the hash-chained event log. */
+@Controller('v1/audit')
+@AdminApi('audit')
+export class AuditController {
+  constructor(private readonly log: AuditLogService) {}
+
+  /** Events, newest first, filtered, in cursor pages. */
+  @Get()
+  @ApiOkResponse({ type: AuditPageDto })
+  @ApiBadRequestResponse({ type: ValidationErrorDto })
+  list(@Query() query: AuditListQueryDto): Promise<Page<AuditRecord>> {
+    return this.log.list(query);
+  }
+
+  /** Walks the whole chain: gapless, linked, each hash recomputed, head matching. */
+  @Get('verify')
+  @ApiOkResponse({ type: AuditVerificationDto })
+  verify(): Promise<AuditVerification> {
+    return this.log.verify();
+  }
+
+  /** Every matching event, oldest first, one JSON record per line (`application/x-ndjson`). */
+  @Get('export')
+  @ApiProduces('application/x-ndjson')
+  @ApiOkResponse({ description: 'one audit record (as in GET /v1/audit) per line, oldest first' })
+  @ApiBadRequestResponse({ type: ValidationErrorDto })
+  async export(@Query() query: AuditFilterQueryDto, @Res() response: Response): Promise<void> {
+    const records = this.log.export(query);
+    // Read the first page before answering, so that a failure is still a clean error response.
+    const first = await records.next();
+    response.status(200);
+    response.setHeader('Content-Type', 'application/x-ndjson; charset=utf-8');
+    response.setHeader('Cache-Control', 'no-store');
+    if (!first.done) {
+      await write(response, JSON.stringify(first.value) + '\n');
+      for await (const record of records) await write(response, JSON.stringify(record) + '\n');
+    }
+    response.end();
+  }
+
+  /** The keyed hash of a value, to find it in events that store it hashed (not audited, not stored). */
+  @Post('hash')
+  @HttpCode(200)
+  @RequireRole('viewer')
+  @ApiOkResponse({ type: AuditHashDto })
+  @ApiBadRequestResponse({ type: ValidationErrorDto })
+  hash(@Body() body: AuditHashRequestDto): AuditHashDto {
+    return this.log.hash(body.value);
+  }
+}
+
+/** Writes a chunk, waiting for the client to drain when the socket buffer is full. */
+function write(response: Response, chunk: string): Promise<void> {
+  if (response.write(chunk)) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      response.off('drain', onDrain);
+      response.off('close', onClose);
+    };
+    const onDrain = () => {
+      cleanup();
+      resolve();
+    };
+    const onClose = () => {
+      cleanup();
+      reject(new Error('the client went away during the export'));
+    };
+    response.once('drain', onDrain);
+    response.once('close', onClose);
+  });
+}

@@ -1,0 +1,65 @@
+import { CanActivate, ExecutionContext, Inject, Injectable } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import type { Request } from 'express';
+import type { Pool } from 'pg';
+import { PG_POOL } from '@writ/database';
+import { hashAdminToken } from '@writ/platform';
+import { AdminForbiddenError, AdminUnauthorizedError } from './admin-auth.errors';
+import { ADMIN_PRINCIPAL, AdminPrincipal } from './admin-principal';
+import { AdminRole, isAdminRole, roleSatisfies } from './admin-role';
+import { REQUIRED_ROLE } from './require-role.decorator';
+
+/** Longest bearer value looked up; admin tokens are about 54 characters. */
+const MAX_TOKEN_LENGTH = 512;
+
+/**
+ * Authenticates `Authorization: Bearer <admin token>` against `admin_tokens` (by SHA-256,
+ * never revoked) and checks the endpoint's role. `last_used_at` is written at most once a
+ * minute per token, so reads do not each cost a write.
+ */
+@Injectable()
+export class AdminTokenGuard implements CanActivate {
+  constructor(
+    private readonly reflector: Reflector,
+    @Inject(PG_POOL) private readonly pool: Pool,
+  ) {}
+
+  /** Attaches the principal, or refuses with 401 / 403. */
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const request = context.switchToHttp().getRequest<Request & { [ADMIN_PRINCIPAL]?: AdminPrincipal }>();
+    const token = bearerToken(request.headers.authorization);
+    if (!token) throw new AdminUnauthorizedError('an admin token is required: Authorization: Bearer <token>');
+    const { rows } = await this.pool.query<{ id: string; name: string; role: string; stale: boolean }>(
+      `SELECT id, name, role, (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') AS stale
+         FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL`,
+      [hashAdminToken(token)],
+    );
+    const row = rows[0];
+    if (!row || !isAdminRole(row.role)) throw new AdminUnauthorizedError('the admin token is unknown or revoked');
+    if (row.stale) {
+      await this.pool.query(
+        `UPDATE admin_tokens SET last_used_at = now()
+          WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`,
+        [row.id],
+      );
+    }
+    const required = this.requiredRole(context, request.method);
+    if (!roleSatisfies(row.role, required)) {
+      throw new AdminForbiddenError(`this operation requires the ${required} role; this token has the ${row.role} role`);
+    }
+    request[ADMIN_PRINCIPAL] = { id: row.id, name: row.name, role: row.role };
+    return true;
+  }
+
+  private requiredRole(context: ExecutionContext, method: string): AdminRole {
+    const declared = this.reflector.getAllAndOverride<AdminRole | undefined>(REQUIRED_ROLE, [context.getHandler(), context.getClass()]);
+    if (declared) return declared;
+    return method === 'GET' || method === 'HEAD' ? 'viewer' : 'admin';
+  }
+}
+
+function bearerToken(header: string | undefined): string | undefined {
+  if (!header || header.length > MAX_TOKEN_LENGTH + 7) return undefined;
+  const match = /^Bearer +([\x21-\x7e]+) *$/i.exec(header);
+  return match?.[1];
+}

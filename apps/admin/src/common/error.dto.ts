@@ -1,0 +1,27 @@
+import { ApiProperty } from '@nestjs/swagger';
+
+/** An error of the admin API (401, 403, 404, 409). */
+export class AdminErrorDto {
+  @ApiProperty({ example: 'not_found', description: 'stable code: unauthorized, forbidden, not_found, conflict, invalid_request' })
+  error!: string;
+  @ApiProperty({ example: 'agent not found' })
+  message!: string;
+}
+
+/** One offending field of a refused body or query. */
+export class FieldErrorDto {
+  @ApiProperty({ example: 'operations[1].constraints.amount.op' })
+  field!: string;
+  @ApiProperty({ example: 'must be one of eq, lte, gte, in' })
+  message!: string;
+}
+
+/** `400`: the body or query is invalid; every offending field is listed. */
+export class ValidationErrorDto {
+  @ApiProperty({ example: 'invalid_request' })
+  error!: string;
+  @ApiProperty({ example: 'the request body is invalid' })
+  message!: string;
+  @ApiProperty({ type: [FieldErrorDto] })
+  fields!: FieldErrorDto[];
+}

@@ -1,0 +1,165 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Pool } from 'pg';
+import { AuditEventInput, AuditService } from '@writ/audit';
+import {
+  ConnectorValidationResult, sealCredential, UpstreamCredential, validateConnectorDefinition, validateConnectorPatch,
+} from '@writ/connectors';
+import { CredentialRevoker } from '@writ/credentials';
+import { PG_POOL } from '@writ/database';
+import { MasterKey } from '@writ/keys';
+import { ConflictError, NotFoundError, ValidationFailedError } from '@writ/platform';
+import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { decodeCursor, encodeCursor, isKeyCursor, Page } from '../common/cursor';
+import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
+import { tokensRevokedEvents } from '../common/revocation-events';
+import { ConnectorDto, toConnectorDto } from './dto/connector.dtos';
+
+/** Every column but the sealed credential, which only the gateway opens. */
+const COLUMNS = 'id, name, base_url, operations, credential_type, credential_fingerprint, credential_set_at, created_at, updated_at';
+
+/**
+ * The body as plain JSON again: the validation pipe hands over a DTO instance, while the
+ * connector validator wants the plain document the client sent (it checks every member).
+ */
+function asSubmitted(body: unknown): unknown {
+  return body === undefined ? undefined : JSON.parse(JSON.stringify(body));
+}
+
+function valid<T>(outcome: ConnectorValidationResult<T>): T {
+  if (outcome.ok) return outcome.value;
+  throw new ValidationFailedError(outcome.errors, 'the connector definition is invalid');
+}
+
+/**
+ * Registers, changes and removes connectors. Upstream credentials are sealed with the master
+ * key before they reach the database and are never read back here: responses and audit
+ * events carry only their type and keyed fingerprint.
+ */
+@Injectable()
+export class ConnectorsService {
+  constructor(
+    @Inject(PG_POOL) private readonly pool: Pool,
+    private readonly audit: AuditService,
+    private readonly revoker: CredentialRevoker,
+    private readonly master: MasterKey,
+  ) {}
+
+  /** Registers a connector (`409` for a taken id). */
+  async create(principal: AdminPrincipal, body: unknown): Promise<ConnectorDto> {
+    const definition = valid(validateConnectorDefinition(asSubmitted(body)));
+    const sealed = definition.credential ? sealCredential(this.master, definition.id, definition.credential) : undefined;
+    const { result } = await this.audit.recordWith(
+      async (client) => {
+        const { rows } = await client.query(
+          `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END)
+           ON CONFLICT (id) DO NOTHING RETURNING ${COLUMNS}`,
+          [definition.id, definition.name, definition.base_url, JSON.stringify(definition.operations),
+            sealed?.type ?? null, sealed?.sealed ?? null, sealed?.fingerprint ?? null],
+        );
+        if (!rows[0]) throw new ConflictError(`a connector with the id ${definition.id} already exists`);
+        return toConnectorDto(rows[0]);
+      },
+      (connector) => [{
+        type: 'admin.connector.created',
+        outcome: 'success',
+        actor: adminActor(principal),
+        connectorId: connector.id,
+        data: {
+          name: connector.name,
+          base_url: connector.base_url,
+          operations: definition.operations.map((operation) => operation.name),
+          credential: connector.credential ? { type: connector.credential.type, fingerprint: connector.credential.fingerprint } : null,
+        },
+      }],
+    );
+    return result;
+  }
+
+  /** A page of connectors, by id. */
+  async list(query: PageQueryDto): Promise<Page<ConnectorDto>> {
+    const after = decodeCursor(query.cursor, isKeyCursor);
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+    const { rows } = await this.pool.query(
+      `SELECT ${COLUMNS} FROM connectors WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2`,
+      [after?.k ?? null, limit + 1],
+    );
+    const items = rows.slice(0, limit).map(toConnectorDto);
+    return { items, next_cursor: rows.length > limit ? encodeCursor({ k: items[items.length - 1].id }) : null };
+  }
+
+  /** One connector, or `404`. */
+  async get(id: string): Promise<ConnectorDto> {
+    const { rows } = await this.pool.query(`SELECT ${COLUMNS} FROM connectors WHERE id = $1`, [id]);
+    if (!rows[0]) throw new NotFoundError('connector');
+    return toConnectorDto(rows[0]);
+  }
+
+  /** Changes a connector; a credential given replaces the sealed one (rotation). */
+  async update(principal: AdminPrincipal, id: string, body: unknown): Promise<ConnectorDto> {
+    const patch = valid(validateConnectorPatch(asSubmitted(body)));
+    const sealed = patch.credential ? sealCredential(this.master, id, patch.credential as UpstreamCredential) : undefined;
+    const { result } = await this.audit.recordWith(
+      async (client) => {
+        const current = await client.query(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
+        const before = current.rows[0];
+        if (!before) throw new NotFoundError('connector');
+        const changed: string[] = [];
+        if (patch.name !== undefined && patch.name !== before.name) changed.push('name');
+        if (patch.base_url !== undefined && patch.base_url !== before.base_url) changed.push('base_url');
+        if (patch.operations !== undefined && JSON.stringify(patch.operations) !== JSON.stringify(before.operations)) changed.push('operations');
+        if (changed.length === 0 && !sealed) return { connector: toConnectorDto(before), changed, previous: before.credential_fingerprint as string | null };
+        const { rows } = await client.query(
+          `UPDATE connectors SET name = $2, base_url = $3, operations = $4, updated_at = now(),
+                  credential_type = COALESCE($5, credential_type),
+                  credential_sealed = COALESCE($6, credential_sealed),
+                  credential_fingerprint = COALESCE($7, credential_fingerprint),
+                  credential_set_at = CASE WHEN $5::text IS NULL THEN credential_set_at ELSE now() END
+            WHERE id = $1 RETURNING ${COLUMNS}`,
+          [id, patch.name ?? before.name, patch.base_url ?? before.base_url, JSON.stringify(patch.operations ?? before.operations),
+            sealed?.type ?? null, sealed?.sealed ?? null, sealed?.fingerprint ?? null],
+        );
+        return { connector: toConnectorDto(rows[0]), changed, previous: before.credential_fingerprint as string | null };
+      },
+      ({ connector, changed, previous }) => {
+        const actor = adminActor(principal);
+        const events: AuditEventInput[] = [];
+        if (changed.length > 0) {
+          events.push({
+            type: 'admin.connector.updated', outcome: 'success', actor, connectorId: id,
+            data: {
+              changed,
+              ...(changed.includes('base_url') ? { base_url: connector.base_url } : {}),
+              ...(changed.includes('operations') ? { operations: (patch.operations ?? []).map((operation) => operation.name) } : {}),
+            },
+          });
+        }
+        if (sealed) {
+          events.push({
+            type: 'admin.connector.credential_rotated', outcome: 'success', actor, connectorId: id,
+            data: { type: sealed.type, fingerprint: sealed.fingerprint, previous_fingerprint: previous },
+          });
+        }
+        return events;
+      },
+    );
+    return result.connector;
+  }
+
+  /** Revokes every credential issued for the connector, then removes it. */
+  async remove(principal: AdminPrincipal, id: string): Promise<void> {
+    await this.audit.recordWith(
+      async (client) => {
+        const current = await client.query('SELECT id FROM connectors WHERE id = $1 FOR UPDATE', [id]);
+        if (!current.rows[0]) throw new NotFoundError('connector');
+        const jtis = await this.revoker.revokeForConnector(client, id, 'connector deleted');
+        await client.query('DELETE FROM connectors WHERE id = $1', [id]);
+        return jtis;
+      },
+      (jtis) => [
+        { type: 'admin.connector.deleted', outcome: 'success', actor: adminActor(principal), connectorId: id, data: { tokens_revoked: jtis.length } },
+        ...tokensRevokedEvents(principal, jtis, 'connector deleted', { connectorId: id }),
+      ],
+    );
+  }
+}

@@ -1,0 +1,109 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Allow } from 'class-validator';
+import {
+  CONNECTOR_CONSTRAINT_OPERATORS, CONNECTOR_METHODS, CONSTRAINT_LOCATIONS, CREDENTIAL_TYPES, OPERATION_RISKS,
+} from '@writ/connectors';
+
+// The members below are only declared here (for the unknown-field check and the OpenAPI
+// document); their content is validated as a whole by validateConnectorDefinition, which
+// reports every problem by its full path (operations[1].constraints.amount.op).
+
+const CONSTRAINT_SCHEMA = {
+  type: 'object',
+  required: ['in', 'field', 'op'],
+  additionalProperties: false,
+  properties: {
+    in: { type: 'string', enum: [...CONSTRAINT_LOCATIONS] },
+    field: { type: 'string', description: 'a name or a dotted path (body)', example: 'amount' },
+    op: { type: 'string', enum: [...CONNECTOR_CONSTRAINT_OPERATORS] },
+  },
+};
+
+/** One operation of a catalogue (OpenAPI description). */
+export class ConnectorOperationDto {
+  @ApiProperty({ example: 'payouts.create', pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' }) name!: string;
+  @ApiProperty({ enum: CONNECTOR_METHODS }) method!: string;
+  @ApiProperty({ example: '/repos/{owner}/{repo}/issues', description: 'literal segments and whole {param} segments' }) path!: string;
+  @ApiProperty({ enum: OPERATION_RISKS }) risk!: string;
+  @ApiPropertyOptional({
+    type: 'object',
+    additionalProperties: CONSTRAINT_SCHEMA,
+    description: 'constraint name → the request field it binds and its operator',
+    example: { amount_max: { in: 'body', field: 'amount', op: 'lte' } },
+  })
+  constraints?: Record<string, unknown>;
+}
+
+const CREDENTIAL_SCHEMA = {
+  description: 'write-only upstream credential; reads show only its type and fingerprint',
+  oneOf: [
+    { type: 'object', required: ['type', 'token'], properties: { type: { enum: ['bearer'] }, token: { type: 'string', writeOnly: true } } },
+    {
+      type: 'object', required: ['type', 'name', 'value'],
+      properties: { type: { enum: ['header'] }, name: { type: 'string', example: 'X-Api-Key' }, value: { type: 'string', writeOnly: true } },
+    },
+    {
+      type: 'object', required: ['type', 'token_url', 'client_id', 'client_secret'],
+      properties: {
+        type: { enum: ['oauth2_client_credentials'] }, token_url: { type: 'string', format: 'uri' }, client_id: { type: 'string' },
+        client_secret: { type: 'string', writeOnly: true }, scope: { type: 'string' },
+      },
+    },
+  ],
+} as const;
+
+/** `POST /v1/connectors`. */
+export class CreateConnectorDto {
+  @ApiProperty({ example: 'payments', pattern: '^[a-z0-9][a-z0-9_.-]{0,63}$' }) @Allow() id!: string;
+  @ApiProperty({ example: 'Payments' }) @Allow() name!: string;
+  @ApiProperty({ example: 'https://api.payments.example', description: 'absolute http(s), no userinfo, query or fragment' }) @Allow() base_url!: string;
+  @ApiProperty({ type: [ConnectorOperationDto] }) @Allow() operations!: unknown[];
+  @ApiPropertyOptional(CREDENTIAL_SCHEMA as never) @Allow() credential?: Record<string, unknown>;
+}
+
+/** `PATCH /v1/connectors/{id}`: only the members given change; a credential given is a rotation. */
+export class UpdateConnectorDto {
+  @ApiPropertyOptional() @Allow() name?: string;
+  @ApiPropertyOptional() @Allow() base_url?: string;
+  @ApiPropertyOptional({ type: [ConnectorOperationDto], description: 'replaces the whole catalogue' }) @Allow() operations?: unknown[];
+  @ApiPropertyOptional(CREDENTIAL_SCHEMA as never) @Allow() credential?: Record<string, unknown>;
+}
+
+/** What reads show of a credential: never its value. */
+export class CredentialInfoDto {
+  @ApiProperty({ enum: CREDENTIAL_TYPES }) type!: string;
+  @ApiProperty({ example: 'hmac-sha256:1a2b3c4d5e6f7081', description: 'keyed fingerprint: compare, never recover' }) fingerprint!: string;
+  @ApiProperty({ format: 'date-time' }) set_at!: string;
+}
+
+/** A connector as the admin API shows it. */
+export class ConnectorDto {
+  @ApiProperty() id!: string;
+  @ApiProperty() name!: string;
+  @ApiProperty() base_url!: string;
+  @ApiProperty({ type: [ConnectorOperationDto] }) operations!: unknown[];
+  @ApiProperty({ type: CredentialInfoDto, nullable: true }) credential!: CredentialInfoDto | null;
+  @ApiProperty({ format: 'date-time' }) created_at!: string;
+  @ApiProperty({ format: 'date-time' }) updated_at!: string;
+}
+
+/** A page of connectors. */
+export class ConnectorListDto {
+  @ApiProperty({ type: [ConnectorDto] }) items!: ConnectorDto[];
+  @ApiProperty({ nullable: true, type: String }) next_cursor!: string | null;
+}
+
+/** Maps a `connectors` row (its sealed credential is never selected). */
+export function toConnectorDto(row: Record<string, any>): ConnectorDto {
+  return {
+    id: row.id,
+    name: row.name,
+    base_url: row.base_url,
+    operations: row.operations,
+    credential: row.credential_type
+      ? { type: row.credential_type, fingerprint: row.credential_fingerprint, set_at: (row.credential_set_at as Date).toISOString() }
+      : null,
+    created_at: (row.created_at as Date).toISOString(),
+    updated_at: (row.updated_at as Date).toISOString(),
+  };
+}

@@ -1,0 +1,29 @@
+import { Controller, Get, Post } from '@nestjs/common';
+import { ApiCreatedResponse, ApiOkResponse } from '@nestjs/swagger';
+import { AdminApi } from '../auth/admin-api.decorator';
+import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
+import { RequireRole } from '../auth/require-role.decorator';
+import { RotatedKeyDto, SigningKeyListDto } from './dto/signing-key.dto';
+import { KeysService } from './keys.service';
+
+/** `/v1/keys`: Writ's token signing keys. */
+@Controller('v1/keys')
+@AdminApi('keys')
+export class KeysController {
+  constructor(private readonly keys: KeysService) {}
+
+  /** Every signing key (never private material). */
+  @Get()
+  @ApiOkResponse({ type: SigningKeyListDto })
+  list(): Promise<SigningKeyListDto> {
+    return this.keys.list();
+  }
+
+  /** Rotates: a new active key; the old one keeps verifying. */
+  @Post('rotate')
+  @RequireRole('admin')
+  @ApiCreatedResponse({ type: RotatedKeyDto })
+  rotate(@CurrentAdmin() admin: AdminPrincipal): Promise<RotatedKeyDto> {
+    return this.keys.rotate(admin);
+  }
+}

@@ -1,0 +1,25 @@
+import { loadConfig } from '@writ/config';
+import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain } from '@writ/platform';
+import { createAdminApp } from './admin.app';
+
+/** `npm run start:admin`: the admin API alone. */
+runMain('admin', async () => {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const policy = await loadWatchedPolicy(config.policyPath, logger);
+  const runtime = await createRuntime({ config, logger });
+  const bootstrap = await ensureBootstrapAdminToken(runtime);
+  const app = await createAdminApp(runtime, policy);
+  await app.listen(runtime.config.adminPort, runtime.config.host);
+  runtime.logger.info(
+    {
+      port: runtime.config.adminPort,
+      host: runtime.config.host,
+      policy: policy.current().version,
+      admin_token: bootstrap.file ? `written to ${bootstrap.file}` : 'from WRIT_ADMIN_TOKEN',
+    },
+    'admin API listening',
+  );
+  if (bootstrap.file) process.stdout.write(`writ: the admin token is in ${bootstrap.file}\n`);
+  return { logger: runtime.logger, stop: async () => { await app.close(); await runtime.close(); } };
+});

@@ -1,0 +1,117 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
+import type { ConnectorDetail } from '@writ/database';
+import { checkWithinAllowed, GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
+import { FieldError, loadPolicyEngine, LOGGER, ValidationFailedError } from '@writ/platform';
+import { ActivePolicy, buildPolicyInput, Decision, PolicyEngine, PolicyEvaluationError, PolicyInput, PolicyLoadError } from '@writ/policy';
+import type { ActivePolicyDto, EvaluatePolicyDto, PolicyEvaluationDto } from './dto/policy.dtos';
+import { CatalogueEntry, PolicyFactsReader } from './policy-facts.reader';
+
+/** The policy in force, and dry runs of it: nothing is issued, counted or recorded. */
+@Injectable()
+export class PoliciesService {
+  constructor(
+    private readonly policy: ActivePolicy,
+    private readonly facts: PolicyFactsReader,
+    @Inject(LOGGER) private readonly logger: Logger,
+  ) {}
+
+  /** What is in force. */
+  active(): ActivePolicyDto {
+    const engine = this.policy.current();
+    return { ...this.policy.describe(), entrypoint: engine.entrypoint, format: engine.format };
+  }
+
+  /**
+   * Evaluates the active policy on a raw input, or on the input token exchange would build
+   * for a stored task and the asked `authorization_details` (then also lists what the
+   * server's own floor would refuse).
+   */
+  async evaluate(body: EvaluatePolicyDto): Promise<PolicyEvaluationDto> {
+    const engine = await this.engineFor(body);
+    if (body.input !== undefined) {
+      const extra = (['task_id', 'authorization_details', 'resource'] as const).filter((member) => body[member] !== undefined);
+      if (extra.length > 0) {
+        throw new ValidationFailedError(
+          extra.map((field) => ({ field, message: 'give either input, or task_id with authorization_details' })),
+          'the dry run request is invalid',
+        );
+      }
+      return { policy_version: engine.version, decision: this.decide(engine, body.input as unknown as PolicyInput) };
+    }
+    const fields: FieldError[] = [];
+    if (body.task_id === undefined) fields.push({ field: 'task_id', message: 'is required (or give input)' });
+    let details: ConnectorDetail[] = [];
+    if (body.authorization_details === undefined) fields.push({ field: 'authorization_details', message: 'is required (or give input)' });
+    else {
+      try {
+        details = parseAuthorizationDetails(body.authorization_details) as ConnectorDetail[];
+      } catch (error) {
+        fields.push({ field: 'authorization_details', message: error instanceof OAuthError ? error.description : 'is not valid' });
+      }
+    }
+    const subject = body.task_id !== undefined ? await this.facts.subject(body.task_id) : undefined;
+    if (body.task_id !== undefined && !subject) fields.push({ field: 'task_id', message: 'no such task' });
+    if (fields.length > 0 || !subject) throw new ValidationFailedError(fields, 'the dry run request is invalid');
+
+    const connectors = await this.facts.connectors([...new Set(details.map((detail) => detail.connector))]);
+    const input = buildPolicyInput({
+      request: { grantType: GRANT_TYPE_TOKEN_EXCHANGE, authorizationDetails: details, resource: body.resource ?? null, dpopJkt: null },
+      agent: subject.agent,
+      task: subject.task,
+      connectors,
+      now: new Date(),
+    });
+    return {
+      policy_version: engine.version,
+      decision: this.decide(engine, input),
+      input: input as unknown as Record<string, unknown>,
+      violations: floorViolations(details, subject.task.allowed as ConnectorDetail[], connectors),
+    };
+  }
+
+  /** The active policy, or the candidate bundle and/or data to try instead (nothing is activated). */
+  private async engineFor(body: EvaluatePolicyDto): Promise<PolicyEngine> {
+    try {
+      if (body.candidate_bundle !== undefined) return await loadPolicyEngine(Buffer.from(body.candidate_bundle, 'base64'), body.candidate_data ?? null);
+      if (body.candidate_data !== undefined) return await this.policy.current().withData(body.candidate_data);
+    } catch (error) {
+      if (error instanceof PolicyLoadError) {
+        const field = body.candidate_bundle !== undefined ? 'candidate_bundle' : 'candidate_data';
+        throw new ValidationFailedError([{ field, message: error.message }], 'the candidate policy does not load');
+      }
+      throw error;
+    }
+    return this.policy.current();
+  }
+
+  /** A policy that traps answers its fail-closed deny, as token exchange does. */
+  private decide(engine: PolicyEngine, input: PolicyInput): Decision {
+    try {
+      return engine.evaluate(input);
+    } catch (error) {
+      if (error instanceof PolicyEvaluationError) {
+        this.logger.warn({ err: error.message, policy: engine.version }, 'policy dry run trapped: answering the fail-closed deny');
+        return error.decision;
+      }
+      throw error;
+    }
+  }
+}
+
+/**
+ * What the token endpoint refuses whatever the policy says: not exactly one connector and
+ * one action, an operation outside the catalogue, or a request wider than the task's
+ * declared `allowed`.
+ */
+function floorViolations(details: ConnectorDetail[], allowed: ConnectorDetail[], connectors: CatalogueEntry[]): string[] {
+  if (details.length !== 1 || details[0].actions.length !== 1) return ['a credential covers exactly one connector and one action'];
+  const detail = details[0];
+  const connector = connectors.find((candidate) => candidate.id === detail.connector);
+  if (!connector || !connector.operations.some((operation) => operation.name === detail.actions[0])) {
+    return [`operation ${detail.actions[0]} is not in the catalogue of connector ${detail.connector}`];
+  }
+  return checkWithinAllowed(detail, allowed, (connectorId, action, name) =>
+    connectorId === connector.id ? connector.operations.find((operation) => operation.name === action)?.constraints?.[name]?.op : undefined,
+  ).violations.slice();
+}

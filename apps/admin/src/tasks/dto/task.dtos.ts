@@ -1,0 +1,70 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { IsIn, IsOptional, IsString, Length, MaxLength } from 'class-validator';
+import { PageQueryDto } from '../../common/page-query.dto';
+
+/** The statuses of a task. */
+export const TASK_STATUSES = ['active', 'completed', 'failed', 'expired', 'revoked'] as const;
+
+/** `GET /v1/tasks`: filters and page. */
+export class ListTasksQueryDto extends PageQueryDto {
+  @ApiPropertyOptional() @IsOptional() @IsString() @Length(1, 128) agent_id?: string;
+  @ApiPropertyOptional() @IsOptional() @IsString() @Length(1, 128) orchestrator_id?: string;
+  @ApiPropertyOptional({ enum: TASK_STATUSES, description: 'the stored status (an active task past its deadline is swept to expired within seconds)' })
+  @IsOptional()
+  @IsIn(TASK_STATUSES)
+  status?: (typeof TASK_STATUSES)[number];
+}
+
+/** `POST /v1/tasks/{id}/revoke`. */
+export class RevokeTaskDto {
+  @ApiPropertyOptional({ maxLength: 500, example: 'agent behaving out of purpose' })
+  @IsOptional()
+  @IsString()
+  @MaxLength(500)
+  reason?: string;
+}
+
+/** One credential of a task (never the token). */
+export class TaskGrantDtoDoc {
+  @ApiProperty() jti!: string;
+  @ApiProperty() connector!: string;
+  @ApiProperty() action!: string;
+  @ApiProperty({ type: 'array', items: { type: 'object' } }) authorization_details!: unknown[];
+  @ApiProperty({ format: 'date-time' }) issued_at!: string;
+  @ApiProperty({ format: 'date-time' }) expires_at!: string;
+  @ApiProperty({ nullable: true, type: Number }) max_uses!: number | null;
+  @ApiProperty() uses!: number;
+  @ApiProperty({ enum: ['active', 'expired', 'revoked', 'spent'] }) state!: string;
+  @ApiProperty({ nullable: true, type: String }) revoked_reason!: string | null;
+}
+
+/** A task's counters. */
+export class TaskHistoryDoc {
+  @ApiProperty() grants_issued!: number;
+  @ApiProperty() refusals!: number;
+  @ApiProperty() out_of_purpose_requests!: number;
+}
+
+/** A task as the admin API shows it (the same view as the Tasks API's). */
+export class AdminTaskDto {
+  @ApiProperty({ format: 'uuid' }) task_id!: string;
+  @ApiProperty() agent_id!: string;
+  @ApiProperty() orchestrator_id!: string;
+  @ApiProperty() purpose!: string;
+  @ApiProperty({ type: 'array', items: { type: 'object' }, description: 'the declared purpose (authorization_details entries)' }) allowed!: unknown[];
+  @ApiProperty({ nullable: true, type: String }) on_behalf_of!: string | null;
+  @ApiProperty({ type: 'object', additionalProperties: true }) metadata!: Record<string, unknown>;
+  @ApiProperty({ enum: TASK_STATUSES }) status!: string;
+  @ApiProperty({ nullable: true, type: String }) status_reason!: string | null;
+  @ApiProperty({ format: 'date-time' }) created_at!: string;
+  @ApiProperty({ format: 'date-time' }) expires_at!: string;
+  @ApiProperty({ format: 'date-time', nullable: true, type: String }) ended_at!: string | null;
+  @ApiProperty({ type: TaskHistoryDoc }) history!: TaskHistoryDoc;
+  @ApiProperty({ type: [TaskGrantDtoDoc], description: 'empty in lists; filled by GET /v1/tasks/{id}' }) grants!: TaskGrantDtoDoc[];
+}
+
+/** A page of tasks, newest first. */
+export class TaskListDto {
+  @ApiProperty({ type: [AdminTaskDto] }) items!: AdminTaskDto[];
+  @ApiProperty({ nullable: true, type: String }) next_cursor!: string | null;
+}

@@ -1,0 +1,50 @@
+import { Body, Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
+import { ApiNotFoundResponse, ApiOkResponse } from '@nestjs/swagger';
+import type { TaskDto } from '@writ/credentials';
+import { AdminApi } from '../auth/admin-api.decorator';
+import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
+import { RequireRole } from '../auth/require-role.decorator';
+import { AdminErrorDto } from '../common/error.dto';
+import { TaskEvidenceDto } from './dto/task-evidence.dto';
+import { AdminTaskDto, ListTasksQueryDto, RevokeTaskDto, TaskListDto } from './dto/task.dtos';
+import { AdminTasksService } from './tasks.service';
+
+/** `/v1/tasks` (admin view): every task, revocation, evidence. */
+@Controller('v1/tasks')
+@AdminApi('tasks')
+export class AdminTasksController {
+  constructor(private readonly tasks: AdminTasksService) {}
+
+  /** Lists tasks, newest first. */
+  @Get()
+  @ApiOkResponse({ type: TaskListDto })
+  list(@Query() query: ListTasksQueryDto): Promise<{ items: TaskDto[]; next_cursor: string | null }> {
+    return this.tasks.list(query);
+  }
+
+  /** Reads a task with its grants. */
+  @Get(':id')
+  @ApiOkResponse({ type: AdminTaskDto })
+  @ApiNotFoundResponse({ type: AdminErrorDto })
+  get(@Param('id') id: string): Promise<TaskDto> {
+    return this.tasks.get(id);
+  }
+
+  /** The task's audit events in chain order, with their hashes. */
+  @Get(':id/evidence')
+  @ApiOkResponse({ type: TaskEvidenceDto })
+  @ApiNotFoundResponse({ type: AdminErrorDto })
+  evidence(@Param('id') id: string): Promise<TaskEvidenceDto> {
+    return this.tasks.evidence(id);
+  }
+
+  /** Revokes the task and all its credentials before answering. */
+  @Post(':id/revoke')
+  @HttpCode(200)
+  @RequireRole('operator')
+  @ApiOkResponse({ type: AdminTaskDto })
+  @ApiNotFoundResponse({ type: AdminErrorDto })
+  revoke(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @Body() body: RevokeTaskDto): Promise<TaskDto> {
+    return this.tasks.revoke(admin, id, body?.reason);
+  }
+}

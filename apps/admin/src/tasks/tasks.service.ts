@@ -1,0 +1,90 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Pool } from 'pg';
+import { AuditService, chainHash } from '@writ/audit';
+import { CredentialRevoker, TaskDto, TaskReader } from '@writ/credentials';
+import { PG_POOL } from '@writ/database';
+import { NotFoundError } from '@writ/platform';
+import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { decodeCursor, encodeCursor, Page } from '../common/cursor';
+import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
+import type { TaskEvidenceDto } from './dto/task-evidence.dto';
+import type { ListTasksQueryDto } from './dto/task.dtos';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function isTaskCursor(value: unknown): value is { c: string; i: string } {
+  const cursor = value as { c?: unknown; i?: unknown } | null;
+  return typeof cursor?.c === 'string' && !Number.isNaN(Date.parse(cursor.c)) && typeof cursor.i === 'string' && UUID.test(cursor.i);
+}
+
+/** The admin view of tasks: every orchestrator's, with revocation and evidence. */
+@Injectable()
+export class AdminTasksService {
+  private readonly reader: TaskReader;
+
+  constructor(
+    @Inject(PG_POOL) pool: Pool,
+    private readonly audit: AuditService,
+    private readonly revoker: CredentialRevoker,
+  ) {
+    this.reader = new TaskReader(pool);
+  }
+
+  /** A page of tasks, newest first, filtered. */
+  async list(query: ListTasksQueryDto): Promise<Page<TaskDto>> {
+    const before = decodeCursor(query.cursor, isTaskCursor);
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+    const page = await this.reader.list(
+      { agentId: query.agent_id, orchestratorId: query.orchestrator_id, status: query.status },
+      { limit, before: before ? { createdAt: new Date(before.c), id: before.i } : undefined },
+    );
+    return {
+      items: page.items,
+      next_cursor: page.next ? encodeCursor({ c: page.next.createdAt.toISOString(), i: page.next.id }) : null,
+    };
+  }
+
+  /** One task with its grants, or `404`. */
+  async get(id: string): Promise<TaskDto> {
+    const task = await this.reader.get(id);
+    if (!task) throw new NotFoundError('task');
+    return task;
+  }
+
+  /**
+   * Revokes an active task and every credential of it before answering (a task already
+   * ended is returned as it is). The status change, `task.revoked` and `token.revoked` commit
+   * together with the admin as their actor: that `task.revoked` is the admin change's event.
+   */
+  async revoke(principal: AdminPrincipal, id: string, reason: string | undefined): Promise<TaskDto> {
+    await this.get(id);
+    const why = reason ?? 'revoked by an administrator';
+    await this.revoker.endTask(id, 'revoked', why, adminActor(principal));
+    return this.get(id);
+  }
+
+  /**
+   * The task and every audit event about it in chain order. `chain.verified` holds when each
+   * event's hash recomputes from its own content and `prev_hash`, and the whole chain
+   * verifies (which proves each `prev_hash` is its predecessor's hash).
+   */
+  async evidence(id: string): Promise<TaskEvidenceDto> {
+    const task = await this.get(id);
+    const events = await this.audit.forTask(id);
+    const altered = events.find(({ hash, prev_hash: prevHash, ...body }) => chainHash(prevHash, body) !== hash);
+    const verification = await this.audit.verify();
+    let reason: string | undefined;
+    if (altered) reason = `event ${altered.seq} does not match its hash`;
+    else if (!verification.valid) reason = `the audit chain does not verify from event ${verification.first_invalid_seq}: ${verification.reason}`;
+    return {
+      task,
+      events,
+      chain: {
+        first_seq: events[0]?.seq ?? null,
+        last_seq: events[events.length - 1]?.seq ?? null,
+        verified: !reason,
+        ...(reason ? { reason } : {}),
+      },
+    };
+  }
+}

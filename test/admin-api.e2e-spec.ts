@@ -1,0 +1,353 @@
+import { createClientKey, jwksOf } from '@writ/testing';
+import { exportJWK, generateKeyPair } from 'jose';
+import { hashAdminToken } from '@writ/platform';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { http, sendJson, TestResponse } from './support/oauth-client';
+import { startTestServices, TestServices } from './support/test-services';
+
+describe('admin API: authentication, roles, agents, orchestrators, keys, admin tokens', () => {
+  let services: TestServices;
+  let viewer: string;
+  let operator: string;
+
+  const api = <T = any>(method: string, path: string, body?: unknown, token: string | undefined = services.adminToken): Promise<TestResponse<T>> =>
+    sendJson<T>(method, `${services.adminUrl}${path}`, body, token);
+  /** The distinct offending fields of a 400, in order. */
+  const fieldsOf = (response: TestResponse) => [...new Set((response.body.fields as Array<{ field: string }>).map((entry) => entry.field))];
+  const publicJwks = async () => jwksOf(await createClientKey());
+
+  beforeAll(async () => {
+    services = await startTestServices({ admin: createAdminApp });
+    viewer = (await api('POST', '/v1/admin-tokens', { name: 'viewer', role: 'viewer' })).body.token;
+    operator = (await api('POST', '/v1/admin-tokens', { name: 'operator', role: 'operator' })).body.token;
+  });
+  afterAll(() => services.close());
+
+  describe('authentication', () => {
+    const REQUIRED = 'an admin token is required: Authorization: Bearer <token>';
+    const UNKNOWN = 'the admin token is unknown or revoked';
+    it.each([
+      ['no Authorization header', undefined, REQUIRED],
+      ['a malformed bearer value', 'two words', REQUIRED],
+      ['an unknown token', 'writ_admin_not_a_real_token', UNKNOWN],
+      ['the hash of a valid token', 'HASH', UNKNOWN],
+    ])('refuses %s with 401, the challenge and the exact body', async (_name, given, message) => {
+      const token = given === 'HASH' ? hashAdminToken(services.adminToken) : given;
+      const response = await http(`${services.adminUrl}/v1/agents`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+      expect(response.status).toBe(401);
+      expect(response.headers.get('www-authenticate')).toBe('Bearer realm="writ"');
+      expect(response.headers.get('cache-control')).toBe('no-store');
+      expect(response.body).toEqual({ error: 'unauthorized', message });
+    });
+
+    it('refuses another scheme carrying a valid token', async () => {
+      const response = await http(`${services.adminUrl}/v1/agents`, { headers: { authorization: `Basic ${services.adminToken}` } });
+      expect(response.status).toBe(401);
+    });
+
+    it('refuses a revoked token, and records last use at most once a minute', async () => {
+      const created = await api('POST', '/v1/admin-tokens', { name: 'short-lived', role: 'viewer' });
+      expect((await api('GET', '/v1/agents', undefined, created.body.token)).status).toBe(200);
+      const used = await services.runtime.pool.query('SELECT last_used_at FROM admin_tokens WHERE id = $1', [created.body.id]);
+      expect(used.rows[0].last_used_at).toBeInstanceOf(Date);
+      expect((await api('GET', '/v1/agents', undefined, created.body.token)).status).toBe(200);
+      const again = await services.runtime.pool.query('SELECT last_used_at FROM admin_tokens WHERE id = $1', [created.body.id]);
+      expect(again.rows[0].last_used_at).toEqual(used.rows[0].last_used_at);
+      expect((await api('DELETE', `/v1/admin-tokens/${created.body.id}`)).status).toBe(204);
+      const refused = await api('GET', '/v1/agents', undefined, created.body.token);
+      expect(refused.status).toBe(401);
+      expect(refused.body).toEqual({ error: 'unauthorized', message: 'the admin token is unknown or revoked' });
+    });
+
+    it('leaves health and the OpenAPI document open, and documents every endpoint', async () => {
+      expect((await http(`${services.adminUrl}/health/live`)).body).toEqual({ status: 'ok' });
+      const docs = await http(`${services.adminUrl}/docs-json`);
+      expect(docs.status).toBe(200);
+      expect(docs.body.info.title).toBe('Writ admin API');
+      expect(docs.body.components.securitySchemes).toEqual({ bearer: expect.objectContaining({ type: 'http', scheme: 'bearer' }) });
+      expect(Object.keys(docs.body.paths)).toEqual(expect.arrayContaining([
+        '/health/live', '/health/ready',
+        '/v1/admin-tokens', '/v1/admin-tokens/{id}',
+        '/v1/agents', '/v1/agents/{id}',
+        '/v1/audit', '/v1/audit/export', '/v1/audit/hash', '/v1/audit/verify',
+        '/v1/connectors', '/v1/connectors/{id}',
+        '/v1/keys', '/v1/keys/rotate',
+        '/v1/orchestrators', '/v1/orchestrators/{id}',
+        '/v1/policies', '/v1/policies/evaluate',
+        '/v1/tasks', '/v1/tasks/{id}', '/v1/tasks/{id}/evidence', '/v1/tasks/{id}/revoke',
+      ]));
+      for (const [path, operations] of Object.entries(docs.body.paths as Record<string, Record<string, { responses: object }>>)) {
+        for (const [method, operation] of Object.entries(operations)) {
+          if (path.startsWith('/v1/')) expect([path, method, Object.keys(operation.responses)]).toEqual([path, method, expect.arrayContaining(['401', '403'])]);
+        }
+      }
+      const bodies = ['/v1/agents', '/v1/orchestrators', '/v1/connectors', '/v1/admin-tokens', '/v1/policies/evaluate', '/v1/audit/hash']
+        .map((path) => docs.body.paths[path].post.requestBody?.content?.['application/json']?.schema?.$ref);
+      expect(bodies.every((ref) => typeof ref === 'string')).toBe(true);
+      expect(docs.body.paths['/v1/agents'].post.security).toEqual([{ bearer: [] }]);
+      expect(docs.body.components.schemas.CreateConnectorDto.properties).toEqual(
+        expect.objectContaining({ id: expect.any(Object), base_url: expect.any(Object), operations: expect.any(Object), credential: expect.any(Object) }),
+      );
+      expect((await http(`${services.adminUrl}/docs`)).status).toBe(200);
+    });
+  });
+
+  describe('roles', () => {
+    it('lets a viewer read and nothing else', async () => {
+      expect((await api('GET', '/v1/agents', undefined, viewer)).status).toBe(200);
+      const refused = await api('POST', '/v1/agents', { name: 'x', jwks: await publicJwks() }, viewer);
+      expect(refused.status).toBe(403);
+      expect(refused.body).toEqual({ error: 'forbidden', message: 'this operation requires the operator role; this token has the viewer role' });
+      expect(refused.headers.get('www-authenticate')).toBeNull();
+    });
+
+    it('keeps admin tokens to admins, listing included', async () => {
+      for (const token of [viewer, operator]) {
+        const create = await api('POST', '/v1/admin-tokens', { name: 'escalate', role: 'admin' }, token);
+        expect(create.status).toBe(403);
+        expect(create.body.error).toBe('forbidden');
+        expect((await api('GET', '/v1/admin-tokens', undefined, token)).status).toBe(403);
+      }
+      const { rows } = await services.runtime.pool.query(`SELECT count(*)::int AS n FROM admin_tokens WHERE name = 'escalate'`);
+      expect(rows[0].n).toBe(0);
+    });
+  });
+
+  describe('agents', () => {
+    it('registers an agent and shows it; an operator may', async () => {
+      const jwks = await publicJwks();
+      const created = await api('POST', '/v1/agents', { id: 'billing-agent', name: 'Billing', description: 'pays invoices', jwks }, operator);
+      expect(created.status).toBe(201);
+      expect(created.body).toEqual({
+        id: 'billing-agent', name: 'Billing', description: 'pays invoices', status: 'active',
+        jwks: { keys: [{ kty: 'EC', crv: 'P-256', kid: jwks.keys[0].kid, alg: 'ES256', use: 'sig', x: jwks.keys[0].x, y: jwks.keys[0].y }] },
+        created_at: expect.any(String), updated_at: expect.any(String),
+      });
+      expect((await api('GET', '/v1/agents/billing-agent', undefined, viewer)).body).toEqual(created.body);
+      const events = await services.runtime.pool.query(`SELECT actor_type, actor_id, data FROM audit_events WHERE type = 'admin.agent.created' AND agent_id = 'billing-agent'`);
+      const operatorId = (await services.runtime.pool.query(`SELECT id FROM admin_tokens WHERE name = 'operator'`)).rows[0].id;
+      expect(events.rows).toEqual([{ actor_type: 'admin', actor_id: operatorId, data: { name: 'Billing', description: 'pays invoices', status: 'active', kids: [jwks.keys[0].kid] } }]);
+    });
+
+    it('generates an id when none is given', async () => {
+      const created = await api('POST', '/v1/agents', { name: 'anonymous', jwks: await publicJwks() });
+      expect(created.status).toBe(201);
+      expect(created.body.id).toMatch(/^agent-[0-9a-f]{16}$/);
+    });
+
+    it('refuses a private JWK, naming the member', async () => {
+      const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+      const jwk = { ...(await exportJWK(privateKey)), kid: 'leaked', alg: 'ES256' };
+      const response = await api('POST', '/v1/agents', { id: 'leaky', name: 'Leaky', jwks: { keys: [jwk] } });
+      expect(response.status).toBe(400);
+      expect(response.body).toEqual({
+        error: 'invalid_request',
+        message: 'the JWKS is not acceptable',
+        fields: [{ field: 'jwks.keys[0].d', message: 'private key members are not accepted: register the public key only' }],
+      });
+      expect(response.text).not.toContain(jwk.d);
+      expect((await api('GET', '/v1/agents/leaky')).status).toBe(404);
+    });
+
+    it('refuses a symmetric key and an unknown field, naming each', async () => {
+      const symmetric = await api('POST', '/v1/agents', { name: 'x', jwks: { keys: [{ kty: 'oct', kid: 'k', k: 'c2VjcmV0' }] } });
+      expect(symmetric.status).toBe(400);
+      expect(fieldsOf(symmetric)).toEqual(expect.arrayContaining(['jwks.keys[0].k', 'jwks.keys[0].kty']));
+      const unknown = await api('POST', '/v1/agents', { name: 'x', jwks: await publicJwks(), client_secret: 'nope' });
+      expect(unknown.status).toBe(400);
+      expect(unknown.body).toEqual({ error: 'invalid_request', message: 'the request body is invalid', fields: [{ field: 'client_secret', message: 'unknown field' }] });
+      const badId = await api('POST', '/v1/agents', { id: '../etc', name: '', jwks: await publicJwks() });
+      expect(fieldsOf(badId)).toEqual(['id', 'name']);
+    });
+
+    it('refuses a duplicate id with 409, also across agents and orchestrators', async () => {
+      await services.runtime.pool.query(`INSERT INTO orchestrators (id, name, jwks) VALUES ('orch-taken', 'o', '{"keys":[]}')`);
+      const jwks = await publicJwks();
+      expect((await api('POST', '/v1/agents', { id: 'dup-agent', name: 'one', jwks })).status).toBe(201);
+      const again = await api('POST', '/v1/agents', { id: 'dup-agent', name: 'two', jwks });
+      expect(again.status).toBe(409);
+      expect(again.body).toEqual({ error: 'conflict', message: 'the id dup-agent is already registered (as an agent)' });
+      const crossed = await api('POST', '/v1/agents', { id: 'orch-taken', name: 'two', jwks });
+      expect(crossed.status).toBe(409);
+      expect((await api('GET', '/v1/agents/dup-agent')).body.name).toBe('one');
+    });
+
+    it('changes an agent, refusing nulls for required members and private keys', async () => {
+      await api('POST', '/v1/agents', { id: 'patch-me', name: 'before', description: 'd', jwks: await publicJwks() });
+      const changed = await api('PATCH', '/v1/agents/patch-me', { name: 'after', description: null }, operator);
+      expect(changed.status).toBe(200);
+      expect(changed.body).toMatchObject({ id: 'patch-me', name: 'after', description: null, status: 'active' });
+      expect(fieldsOf(await api('PATCH', '/v1/agents/patch-me', { name: null }))).toEqual(['name']);
+      expect(fieldsOf(await api('PATCH', '/v1/agents/patch-me', { status: 'deleted' }))).toEqual(['status']);
+      expect(fieldsOf(await api('PATCH', '/v1/agents/patch-me', { id: 'renamed' }))).toEqual(['id']);
+      const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+      const leaked = await api('PATCH', '/v1/agents/patch-me', { jwks: { keys: [{ ...(await exportJWK(privateKey)), kid: 'p' }] } });
+      expect(fieldsOf(leaked)).toEqual(['jwks.keys[0].d']);
+      expect((await api('PATCH', '/v1/agents/nobody', { name: 'x' })).status).toBe(404);
+      const types = await services.runtime.pool.query(`SELECT type, data FROM audit_events WHERE agent_id = 'patch-me' ORDER BY seq`);
+      expect(types.rows).toEqual([
+        { type: 'admin.agent.created', data: expect.any(Object) },
+        { type: 'admin.agent.updated', data: { changed: ['name', 'description'] } },
+      ]);
+    });
+
+    it('lists agents in cursor pages, filtered by status', async () => {
+      for (const id of ['page-a', 'page-b', 'page-c']) await api('POST', '/v1/agents', { id, name: id, jwks: await publicJwks() });
+      await api('PATCH', '/v1/agents/page-b', { status: 'suspended' });
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: TestResponse = await api('GET', `/v1/agents?limit=2${cursor ? `&cursor=${cursor}` : ''}`, undefined, viewer);
+        expect(page.status).toBe(200);
+        expect(page.body.items.length).toBeLessThanOrEqual(2);
+        seen.push(...page.body.items.map((agent: { id: string }) => agent.id));
+        cursor = page.body.next_cursor;
+      } while (cursor);
+      const all = (await services.runtime.pool.query('SELECT id FROM agents ORDER BY id')).rows.map((row) => row.id);
+      expect(seen).toEqual(all);
+      const suspended = await api('GET', '/v1/agents?status=suspended');
+      expect(suspended.body).toEqual({ items: [expect.objectContaining({ id: 'page-b', status: 'suspended' })], next_cursor: null });
+      expect(fieldsOf(await api('GET', '/v1/agents?limit=0'))).toEqual(['limit']);
+      expect(fieldsOf(await api('GET', '/v1/agents?limit=201'))).toEqual(['limit']);
+      expect(fieldsOf(await api('GET', '/v1/agents?cursor=bm90LWpzb24'))).toEqual(['cursor']);
+      expect(fieldsOf(await api('GET', '/v1/agents?sort=name'))).toEqual(['sort']);
+    });
+  });
+
+  describe('orchestrators', () => {
+    it('registers an orchestrator with its agents, and refuses bad entries by field', async () => {
+      const created = await api('POST', '/v1/orchestrators', { id: 'billing-orch', name: 'Billing', jwks: await publicJwks(), allowed_agents: ['billing-agent', 'agent-x'] }, operator);
+      expect(created.status).toBe(201);
+      expect(created.body).toMatchObject({ id: 'billing-orch', name: 'Billing', description: null, status: 'active', allowed_agents: ['billing-agent', 'agent-x'] });
+      expect((await api('GET', '/v1/orchestrators/billing-orch', undefined, viewer)).body).toEqual(created.body);
+      const bad = await api('POST', '/v1/orchestrators', { name: 'x', jwks: await publicJwks(), allowed_agents: ['ok', 'no spaces', '**'] });
+      expect(bad.status).toBe(400);
+      expect(fieldsOf(bad)).toEqual(['allowed_agents']);
+      const dup = await api('POST', '/v1/orchestrators', { id: 'billing-agent', name: 'x', jwks: await publicJwks() });
+      expect(dup.status).toBe(409);
+      expect(dup.body.message).toBe('the id billing-agent is already registered (as an agent)');
+      const generated = await api('POST', '/v1/orchestrators', { name: 'any', jwks: await publicJwks(), allowed_agents: ['*'] });
+      expect(generated.body).toMatchObject({ id: expect.stringMatching(/^orch-[0-9a-f]{16}$/), allowed_agents: ['*'] });
+      const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+      const leaky = await api('POST', '/v1/orchestrators', { name: 'x', jwks: { keys: [{ ...(await exportJWK(privateKey)), kid: 'k' }] } });
+      expect(fieldsOf(leaky)).toEqual(['jwks.keys[0].d']);
+    });
+
+    it('changes, suspends (revoking its Tasks API tokens) and deletes an orchestrator', async () => {
+      await api('POST', '/v1/orchestrators', { id: 'orch-life', name: 'life', jwks: await publicJwks() });
+      await services.runtime.pool.query(
+        `INSERT INTO access_tokens (jti, kind, client_id, subject, scope, issued_at, expires_at)
+         VALUES ('tasks-jti-1', 'tasks', 'orch-life', 'orch-life', 'tasks', now(), now() + interval '5 minutes')`,
+      );
+      const changed = await api('PATCH', '/v1/orchestrators/orch-life', { allowed_agents: ['*'], description: 'runs everything' }, operator);
+      expect(changed.body).toMatchObject({ allowed_agents: ['*'], description: 'runs everything', status: 'active' });
+      const suspended = await api('PATCH', '/v1/orchestrators/orch-life', { status: 'suspended' }, operator);
+      expect(suspended.body.status).toBe('suspended');
+      const token = await services.runtime.pool.query(`SELECT revoked_reason FROM access_tokens WHERE jti = 'tasks-jti-1'`);
+      expect(token.rows[0].revoked_reason).toBe('orchestrator suspended');
+      expect((await api('GET', '/v1/orchestrators?status=suspended')).body.items.map((o: { id: string }) => o.id)).toEqual(['orch-life']);
+      expect((await api('DELETE', '/v1/orchestrators/orch-life', undefined, operator)).status).toBe(204);
+      expect((await api('GET', '/v1/orchestrators/orch-life')).status).toBe(404);
+      const events = await services.runtime.pool.query(`SELECT type, data FROM audit_events WHERE type LIKE 'admin.orchestrator.%' AND data->>'id' = 'orch-life' ORDER BY seq`);
+      expect(events.rows).toEqual([
+        { type: 'admin.orchestrator.created', data: expect.objectContaining({ id: 'orch-life', allowed_agents: [] }) },
+        { type: 'admin.orchestrator.updated', data: { id: 'orch-life', changed: ['description', 'allowed_agents'], allowed_agents: ['*'] } },
+        { type: 'admin.orchestrator.suspended', data: { id: 'orch-life', tokens_revoked: 1 } },
+        { type: 'admin.orchestrator.deleted', data: { id: 'orch-life', tokens_revoked: 0 } },
+      ]);
+    });
+  });
+
+  describe('signing keys', () => {
+    it('lists keys without private material and rotates them (admin only), audited', async () => {
+      const listed = await api('GET', '/v1/keys', undefined, viewer);
+      expect(listed.status).toBe(200);
+      expect(listed.body).toEqual({
+        items: [{ kid: services.runtime.signingKeys.activeKid(), alg: 'ES256', status: 'active', created_at: expect.any(String), retired_at: null }],
+        next_cursor: null,
+      });
+      expect(listed.text).not.toMatch(/"d"|private|sealed/);
+      const refused = await api('POST', '/v1/keys/rotate', undefined, operator);
+      expect(refused.status).toBe(403);
+      expect(refused.body).toEqual({ error: 'forbidden', message: 'this operation requires the admin role; this token has the operator role' });
+      const previous = services.runtime.signingKeys.activeKid();
+      const rotated = await api('POST', '/v1/keys/rotate');
+      expect(rotated.status).toBe(201);
+      expect(rotated.body).toEqual({ kid: expect.any(String) });
+      expect(rotated.body.kid).not.toBe(previous);
+      expect(services.runtime.signingKeys.activeKid()).toBe(rotated.body.kid);
+      const after = await api('GET', '/v1/keys');
+      expect(after.body.items.map((key: { kid: string; status: string }) => [key.kid, key.status])).toEqual([
+        [rotated.body.kid, 'active'],
+        [previous, 'retiring'],
+      ]);
+      const jwks = await http(`${services.issuer}/oauth2/jwks`);
+      expect(jwks.body.keys.map((key: { kid: string }) => key.kid).sort()).toEqual([previous, rotated.body.kid].sort());
+      const events = await services.runtime.pool.query(`SELECT actor_type, data FROM audit_events WHERE type = 'admin.key.rotated'`);
+      expect(events.rows).toEqual([{ actor_type: 'admin', data: { kid: rotated.body.kid, previous_kid: previous } }]);
+    });
+  });
+
+  describe('admin tokens', () => {
+    it('shows a token once, stores only its hash, and lists without it', async () => {
+      const created = await api('POST', '/v1/admin-tokens', { name: 'ci', role: 'operator' });
+      expect(created.status).toBe(201);
+      expect(created.body).toEqual({ id: expect.any(String), name: 'ci', role: 'operator', token: expect.stringMatching(/^writ_admin_[A-Za-z0-9_-]{43}$/), created_at: expect.any(String) });
+      const stored = await services.runtime.pool.query('SELECT token_hash FROM admin_tokens WHERE id = $1', [created.body.id]);
+      expect(stored.rows[0].token_hash).not.toBe(created.body.token);
+      expect(stored.rows[0].token_hash).toMatch(/^[0-9a-f]{64}$/);
+      const list = await api('GET', '/v1/admin-tokens?limit=200');
+      expect(list.status).toBe(200);
+      expect(list.text).not.toContain(created.body.token);
+      expect(list.text).not.toContain(stored.rows[0].token_hash);
+      expect(list.body.items.find((item: { id: string }) => item.id === created.body.id)).toEqual({
+        id: created.body.id, name: 'ci', role: 'operator', created_by: expect.any(String), created_at: created.body.created_at, last_used_at: null, revoked_at: null,
+      });
+      const events = await services.runtime.pool.query(`SELECT data::text AS data FROM audit_events WHERE type LIKE 'admin.admin_token.%'`);
+      expect(events.rows.length).toBeGreaterThan(0);
+      for (const row of events.rows) {
+        expect(row.data).not.toContain(created.body.token);
+        expect(row.data).not.toContain(stored.rows[0].token_hash);
+      }
+    });
+
+    it('pages the list with a cursor', async () => {
+      for (let n = 0; n < 3; n += 1) await api('POST', '/v1/admin-tokens', { name: `bulk-${n}`, role: 'viewer' });
+      const ids: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: TestResponse = await api('GET', `/v1/admin-tokens?limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+        ids.push(...page.body.items.map((item: { id: string }) => item.id));
+        cursor = page.body.next_cursor;
+      } while (cursor);
+      const { rows } = await services.runtime.pool.query('SELECT id FROM admin_tokens');
+      expect(ids.sort()).toEqual(rows.map((row) => row.id).sort());
+    });
+
+    it('refuses an unknown role, and an admin revoking the token it uses', async () => {
+      expect(fieldsOf(await api('POST', '/v1/admin-tokens', { name: 'root', role: 'superuser' }))).toEqual(['role']);
+      const own = (await services.runtime.pool.query(`SELECT id FROM admin_tokens WHERE name = 'bootstrap'`)).rows[0].id;
+      const refused = await api('DELETE', `/v1/admin-tokens/${own}`);
+      expect(refused.status).toBe(409);
+      expect(refused.body).toEqual({ error: 'conflict', message: 'an admin token cannot revoke itself: use another admin token' });
+      expect((await api('GET', '/v1/agents')).status).toBe(200);
+      expect((await api('DELETE', '/v1/admin-tokens/00000000-0000-4000-8000-000000000000')).status).toBe(404);
+    });
+
+    it('lets a second admin revoke the first, and audits both changes with the acting token', async () => {
+      const second = await api('POST', '/v1/admin-tokens', { name: 'second-admin', role: 'admin' });
+      const third = await api('POST', '/v1/admin-tokens', { name: 'third-admin', role: 'admin' }, second.body.token);
+      expect(third.status).toBe(201);
+      expect((await api('DELETE', `/v1/admin-tokens/${third.body.id}`, undefined, second.body.token)).status).toBe(204);
+      expect((await api('GET', '/v1/agents', undefined, third.body.token)).status).toBe(401);
+      const events = await services.runtime.pool.query(
+        `SELECT type, actor_id, data FROM audit_events WHERE type LIKE 'admin.admin_token.%' AND data->>'id' = $1 ORDER BY seq`,
+        [third.body.id],
+      );
+      expect(events.rows).toEqual([
+        { type: 'admin.admin_token.created', actor_id: second.body.id, data: { id: third.body.id, name: 'third-admin', role: 'admin' } },
+        { type: 'admin.admin_token.revoked', actor_id: second.body.id, data: { id: third.body.id } },
+      ]);
+    });
+  });
+});

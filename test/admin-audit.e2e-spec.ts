@@ -1,0 +1,150 @@
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
+import { http, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
+import { startTestServices, TestServices } from './support/test-services';
+
+describe('admin API: audit log', () => {
+  let services: TestServices;
+  let world: World;
+  let viewer: string;
+  let taskId: string;
+
+  const api = <T = any>(method: string, path: string, body?: unknown, token: string = services.adminToken): Promise<TestResponse<T>> =>
+    sendJson<T>(method, `${services.adminUrl}${path}`, body, token);
+  const exportLines = async (query = '') => {
+    const response = await fetch(`${services.adminUrl}/v1/audit/export${query}`, { headers: { authorization: `Bearer ${viewer}` } });
+    const text = await response.text();
+    return { response, records: text.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line)), text };
+  };
+
+  beforeAll(async () => {
+    services = await startTestServices({ admin: createAdminApp });
+    world = await seedWorld(services.runtime.pool);
+    viewer = (await api('POST', '/v1/admin-tokens', { name: 'viewer', role: 'viewer' })).body.token;
+    // A story: two tasks, one grant, one refusal.
+    const task = await createTask(services, world.orchestrator);
+    taskId = task.task_id;
+    expect((await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST))).status).toBe(200);
+    const outside = [{ ...PAYOUT_REQUEST[0], constraints: { destination: 'acct_evil', amount_max: 1, currency: 'usd' } }];
+    expect((await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, outside))).status).toBe(400);
+    await createTask(services, world.orchestrator, { agent_id: 'agent-2' });
+  });
+  afterAll(() => services.close());
+
+  it('lists events newest first, filtered by agent, task, connector, type and outcome', async () => {
+    const all = await api('GET', '/v1/audit?limit=1000', undefined, viewer);
+    expect(all.status).toBe(200);
+    const seqs = all.body.items.map((event: { seq: number }) => event.seq);
+    expect(seqs).toEqual([...seqs].sort((a: number, b: number) => b - a));
+    expect(all.body.next_cursor).toBeNull();
+    const byTask = await api('GET', `/v1/audit?task_id=${taskId}`);
+    expect(byTask.body.items.map((event: { type: string }) => event.type)).toEqual(['grant.decision', 'token.issued', 'grant.decision', 'task.created']);
+    const denied = await api('GET', '/v1/audit?agent_id=agent-1&type=grant.decision&outcome=denied&connector=payments');
+    expect(denied.body.items).toHaveLength(1);
+    expect(denied.body.items[0]).toMatchObject({ type: 'grant.decision', outcome: 'denied', agent_id: 'agent-1', connector_id: 'payments', task_id: taskId });
+    expect(denied.body.items[0]).toEqual(expect.objectContaining({ seq: expect.any(Number), hash: expect.stringMatching(/^[0-9a-f]{64}$/), prev_hash: expect.stringMatching(/^[0-9a-f]{64}$/) }));
+    const agent2 = await api('GET', '/v1/audit?agent_id=agent-2');
+    expect(agent2.body.items.map((event: { type: string }) => event.type)).toEqual(['task.created']);
+    expect((await api('GET', '/v1/audit?type=no.such.type')).body).toEqual({ items: [], next_cursor: null });
+  });
+
+  it('filters by time: since inclusive, until exclusive', async () => {
+    const { rows } = await services.runtime.pool.query(`SELECT occurred_at FROM audit_events WHERE type = 'token.issued' AND task_id = $1`, [taskId]);
+    const at = (rows[0].occurred_at as Date).toISOString();
+    const since = await api('GET', `/v1/audit?since=${at}&type=token.issued&task_id=${taskId}`);
+    expect(since.body.items).toHaveLength(1);
+    const until = await api('GET', `/v1/audit?until=${at}&type=token.issued&task_id=${taskId}`);
+    expect(until.body.items).toHaveLength(0);
+    const future = await api('GET', `/v1/audit?since=${new Date(Date.now() + 3_600_000).toISOString()}`);
+    expect(future.body.items).toEqual([]);
+  });
+
+  it('refuses invalid filters field by field', async () => {
+    const response = await api('GET', '/v1/audit?since=yesterday&until=2025-13-45&limit=1001&outcome=maybe');
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe('invalid_request');
+    expect([...new Set(response.body.fields.map((entry: { field: string }) => entry.field))].sort()).toEqual(['limit', 'outcome', 'since', 'until']);
+    const reversed = await api('GET', '/v1/audit?since=2025-02-01T00:00:00Z&until=2025-01-01T00:00:00Z');
+    expect(reversed.body).toEqual({ error: 'invalid_request', message: 'the query is invalid', fields: [{ field: 'until', message: 'must be after since' }] });
+    expect((await api('GET', '/v1/audit?cursor=eyJzIjotMX0')).body.fields).toEqual([{ field: 'cursor', message: 'is not a cursor of this list' }]);
+    expect((await api('GET', '/v1/audit?limit=0')).status).toBe(400);
+  });
+
+  it('pages with an opaque cursor, without gaps or repeats', async () => {
+    const total = Number((await services.runtime.pool.query('SELECT count(*) AS n FROM audit_events')).rows[0].n);
+    const seen: number[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const page: TestResponse = await api('GET', `/v1/audit?limit=3${cursor ? `&cursor=${cursor}` : ''}`, undefined, viewer);
+      expect(page.status).toBe(200);
+      expect(page.body.items.length).toBeLessThanOrEqual(3);
+      seen.push(...page.body.items.map((event: { seq: number }) => event.seq));
+      cursor = page.body.next_cursor;
+      if (cursor) expect(cursor).toMatch(/^[A-Za-z0-9_-]+$/);
+      pages += 1;
+    } while (cursor && pages < 100);
+    expect(seen).toEqual(Array.from({ length: total }, (_, i) => total - i));
+  });
+
+  it('verifies the chain', async () => {
+    const verification = await api('GET', '/v1/audit/verify', undefined, viewer);
+    expect(verification.status).toBe(200);
+    const total = Number((await services.runtime.pool.query('SELECT count(*) AS n FROM audit_events')).rows[0].n);
+    expect(verification.body).toEqual({ valid: true, events: total });
+  });
+
+  it('exports matching events as NDJSON, oldest first', async () => {
+    const everything = await exportLines();
+    expect(everything.response.status).toBe(200);
+    expect(everything.response.headers.get('content-type')).toMatch(/^application\/x-ndjson/);
+    expect(everything.text.endsWith('\n')).toBe(true);
+    const seqs = everything.records.map((record) => record.seq);
+    expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+    const list = await api('GET', '/v1/audit?limit=1000');
+    expect(everything.records).toEqual([...list.body.items].reverse());
+    const filtered = await exportLines(`?agent_id=agent-1&type=grant.decision`);
+    expect(filtered.records.map((record) => [record.agent_id, record.type, record.outcome])).toEqual([
+      ['agent-1', 'grant.decision', 'success'],
+      ['agent-1', 'grant.decision', 'denied'],
+    ]);
+    const none = await exportLines('?type=no.such.type');
+    expect(none.response.status).toBe(200);
+    expect(none.text).toBe('');
+    const invalid = await http(`${services.adminUrl}/v1/audit/export?since=soon`, { headers: { authorization: `Bearer ${viewer}` } });
+    expect(invalid.status).toBe(400);
+    expect(invalid.body.fields).toEqual([{ field: 'since', message: expect.stringMatching(/ISO 8601/) }]);
+    expect((await http(`${services.adminUrl}/v1/audit/export`)).status).toBe(401);
+  });
+
+  it('hashes a value as events store it, deterministically, for a viewer, without recording it', async () => {
+    const before = Number((await services.runtime.pool.query('SELECT count(*) AS n FROM audit_events')).rows[0].n);
+    const first = await api('POST', '/v1/audit/hash', { value: 'user-7@example.com' }, viewer);
+    expect(first.status).toBe(200);
+    expect(first.body).toEqual({ hash: services.runtime.masterKey.auditHmac('user-7@example.com'), algorithm: 'hmac-sha256' });
+    expect(first.body.hash).toMatch(/^[0-9a-f]{64}$/);
+    expect((await api('POST', '/v1/audit/hash', { value: 'user-7@example.com' }, viewer)).body).toEqual(first.body);
+    expect((await api('POST', '/v1/audit/hash', { value: 'user-8@example.com' }, viewer)).body.hash).not.toBe(first.body.hash);
+    expect((await api('POST', '/v1/audit/hash', { value: '' })).body.fields).toEqual([{ field: 'value', message: expect.any(String) }]);
+    expect((await api('POST', '/v1/audit/hash', { value: 'x', salt: 'y' })).body.fields).toEqual([{ field: 'salt', message: 'unknown field' }]);
+    const after = Number((await services.runtime.pool.query('SELECT count(*) AS n FROM audit_events')).rows[0].n);
+    expect(after).toBe(before);
+    const { rows } = await services.runtime.pool.query(`SELECT count(*)::int AS n FROM audit_events WHERE data::text LIKE '%user-7@example.com%'`);
+    expect(rows[0].n).toBe(0);
+  });
+
+  it('notices a tampered chain', async () => {
+    const client = await services.runtime.pool.connect();
+    try {
+      await client.query('ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only');
+      await client.query(`UPDATE audit_events SET data = '{"forged": true}' WHERE seq = 2`);
+      await client.query('ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only');
+    } finally {
+      client.release();
+    }
+    const verification = await api('GET', '/v1/audit/verify');
+    expect(verification.body).toMatchObject({ valid: false, first_invalid_seq: 2, reason: expect.stringMatching(/hash/) });
+    const evidence = await api('GET', `/v1/tasks/${taskId}/evidence`);
+    expect(evidence.body.chain).toMatchObject({ verified: false, reason: expect.stringMatching(/from event 2/) });
+  });
+});

@@ -1,0 +1,243 @@
+import { unsealCredential } from '@writ/connectors';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { postForm, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
+import { PAYMENTS_OPERATIONS } from './support/seed';
+import { clientAuthFields } from '@writ/testing';
+import { startTestServices, TestServices } from './support/test-services';
+
+/** Secrets that must never leave the admin API once written. */
+const SECRETS = {
+  bearer: 'sk_live_BEARER_never_shown_7f3a',
+  header: 'hdr_HEADER_never_shown_91bc',
+  rotated: 'sk_live_ROTATED_never_shown_c0de',
+  client: 'cs_CLIENT_SECRET_never_shown_55aa',
+};
+
+describe('admin API: connectors', () => {
+  let services: TestServices;
+  let world: World;
+  let operator: string;
+  let viewer: string;
+  /** Every response body the admin API gave in this suite, to look for secrets in. */
+  const seen: string[] = [];
+
+  const api = async <T = any>(method: string, path: string, body?: unknown, token: string = services.adminToken): Promise<TestResponse<T>> => {
+    const response = await sendJson<T>(method, `${services.adminUrl}${path}`, body, token);
+    seen.push(response.text);
+    return response;
+  };
+  const payments = (overrides: Record<string, unknown> = {}) => ({
+    id: 'stripe',
+    name: 'Stripe',
+    base_url: 'https://api.stripe.example',
+    credential: { type: 'bearer', token: SECRETS.bearer },
+    operations: PAYMENTS_OPERATIONS,
+    ...overrides,
+  });
+  const refusal = async (body: unknown, method = 'POST', path = '/v1/connectors') => {
+    const response = await api(method, path, body);
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe('invalid_request');
+    return response.body.fields as Array<{ field: string; message: string }>;
+  };
+
+  beforeAll(async () => {
+    services = await startTestServices({ admin: createAdminApp });
+    world = await seedWorld(services.runtime.pool);
+    operator = (await api('POST', '/v1/admin-tokens', { name: 'operator', role: 'operator' })).body.token;
+    viewer = (await api('POST', '/v1/admin-tokens', { name: 'viewer', role: 'viewer' })).body.token;
+  });
+  afterAll(() => services.close());
+
+  it('registers the contract example, sealing the credential and showing only its fingerprint', async () => {
+    const created = await api('POST', '/v1/connectors', payments(), operator);
+    expect(created.status).toBe(201);
+    expect(created.body).toEqual({
+      id: 'stripe',
+      name: 'Stripe',
+      base_url: 'https://api.stripe.example',
+      operations: PAYMENTS_OPERATIONS,
+      credential: { type: 'bearer', fingerprint: expect.stringMatching(/^hmac-sha256:[0-9a-f]{16}$/), set_at: expect.any(String) },
+      created_at: expect.any(String),
+      updated_at: expect.any(String),
+    });
+    const { rows } = await services.runtime.pool.query('SELECT credential_sealed, credential_fingerprint, credential_type FROM connectors WHERE id = $1', ['stripe']);
+    expect(rows[0].credential_sealed.toString('latin1')).not.toContain(SECRETS.bearer);
+    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.bearer });
+    expect(rows[0].credential_fingerprint).toBe(created.body.credential.fingerprint);
+    expect((await api('GET', '/v1/connectors/stripe', undefined, viewer)).body).toEqual(created.body);
+    const listed = await api('GET', '/v1/connectors', undefined, viewer);
+    expect(listed.body.items.map((connector: { id: string }) => connector.id)).toEqual(['payments', 'stripe']);
+    expect(listed.body.items[0].credential).toBeNull();
+    const event = await services.runtime.pool.query(`SELECT data FROM audit_events WHERE type = 'admin.connector.created' AND connector_id = 'stripe'`);
+    expect(event.rows[0].data).toEqual({
+      name: 'Stripe', base_url: 'https://api.stripe.example', operations: ['payouts.create', 'payouts.get', 'payouts.refund'],
+      credential: { type: 'bearer', fingerprint: created.body.credential.fingerprint },
+    });
+  });
+
+  it('registers a connector without a credential, and refuses a duplicate id with 409', async () => {
+    const { credential: _credential, ...bare } = payments({ id: 'bare' });
+    const created = await api('POST', '/v1/connectors', bare);
+    expect(created.status).toBe(201);
+    expect(created.body.credential).toBeNull();
+    const again = await api('POST', '/v1/connectors', payments({ id: 'bare' }));
+    expect(again.status).toBe(409);
+    expect(again.body).toEqual({ error: 'conflict', message: 'a connector with the id bare already exists' });
+    expect((await api('GET', '/v1/connectors/bare')).body.credential).toBeNull();
+  });
+
+  it('keeps connector changes to operators', async () => {
+    const refused = await api('POST', '/v1/connectors', payments({ id: 'viewer-made' }), viewer);
+    expect(refused.status).toBe(403);
+    expect((await api('DELETE', '/v1/connectors/stripe', undefined, viewer)).status).toBe(403);
+    expect((await api('GET', '/v1/connectors/viewer-made')).status).toBe(404);
+  });
+
+  const operation = (change: Record<string, unknown>) => [{ ...PAYMENTS_OPERATIONS[0], ...change }, ...PAYMENTS_OPERATIONS.slice(1)];
+  const constraint = (index: number, name: string, binding: unknown) =>
+    PAYMENTS_OPERATIONS.map((op, i) => (i === index ? { ...op, constraints: { ...op.constraints, [name]: binding } } : op));
+
+  it.each([
+    ['an id with capitals', { id: 'Stripe2' }, 'id'],
+    ['a base_url with userinfo', { base_url: 'https://key:secret@api.example' }, 'base_url'],
+    ['a base_url with a query', { base_url: 'https://api.example/v1?key=1' }, 'base_url'],
+    ['a base_url with a fragment', { base_url: 'https://api.example/#x' }, 'base_url'],
+    ['a base_url that is not http(s)', { base_url: 'javascript:alert(1)' }, 'base_url'],
+    ['no operations', { operations: [] }, 'operations'],
+    ['an unknown method', { operations: operation({ method: 'CONNECT' }) }, 'operations[0].method'],
+    ['a traversal path', { operations: operation({ path: '/v1/../admin' }) }, 'operations[0].path'],
+    ['an unknown risk', { operations: operation({ risk: 'dangerous' }) }, 'operations[0].risk'],
+    ['an unknown operation member', { operations: operation({ timeout: 5 }) }, 'operations[0].timeout'],
+    ['an unknown operator', { operations: constraint(0, 'amount_max', { in: 'body', field: 'amount', op: 'lt' }) }, 'operations[0].constraints.amount_max.op'],
+    ['an unknown constraint member', { operations: constraint(0, 'currency', { in: 'body', field: 'currency', op: 'eq', default: 'usd' }) }, 'operations[0].constraints.currency.default'],
+    ['a field that is not a name or dotted path', { operations: constraint(0, 'currency', { in: 'body', field: 'currency[0]', op: 'eq' }) }, 'operations[0].constraints.currency.field'],
+    ['a path constraint on a non-parameter', { operations: constraint(1, 'payout', { in: 'path', field: 'id', op: 'eq' }) }, 'operations[1].constraints.payout.field'],
+    ['a body constraint on GET', { operations: constraint(1, 'amount', { in: 'body', field: 'amount', op: 'lte' }) }, 'operations[1].constraints.amount.in'],
+    ['two operations on one method and path', { operations: [...PAYMENTS_OPERATIONS, { name: 'payouts.create2', method: 'POST', path: '/v1/payouts', risk: 'write' }] }, 'operations[3].path'],
+    ['duplicate operation names', { operations: [...PAYMENTS_OPERATIONS, { name: 'payouts.get', method: 'GET', path: '/v2/payouts', risk: 'read' }] }, 'operations[3].name'],
+    ['an unknown credential type', { credential: { type: 'basic', token: SECRETS.bearer } }, 'credential.type'],
+    ['a bearer credential without token', { credential: { type: 'bearer' } }, 'credential.token'],
+    ['a header credential for Authorization', { credential: { type: 'header', name: 'Authorization', value: SECRETS.header } }, 'credential.name'],
+    ['a header credential for a hop-by-hop header', { credential: { type: 'header', name: 'Connection', value: SECRETS.header } }, 'credential.name'],
+    ['a header credential with an invalid name', { credential: { type: 'header', name: 'X-Key:', value: SECRETS.header } }, 'credential.name'],
+    ['a header value with a line break', { credential: { type: 'header', name: 'X-Key', value: `${SECRETS.header}\r\nX-Evil: 1` } }, 'credential.value'],
+    ['a token_url that is not http(s)', { credential: { type: 'oauth2_client_credentials', token_url: 'gopher://auth', client_id: 'c', client_secret: SECRETS.client } }, 'credential.token_url'],
+    ['an unknown credential member', { credential: { type: 'bearer', token: SECRETS.bearer, expires: 1 } }, 'credential.expires'],
+    ['an unknown top-level field', { owner: 'me' }, 'owner'],
+  ])('refuses %s, naming the field', async (_name, overrides, field) => {
+    const fields = await refusal(payments({ id: 'refused', ...overrides }));
+    expect([...new Set(fields.map((entry) => entry.field))]).toEqual([field]);
+    expect((await api('GET', '/v1/connectors/refused')).status).toBe(404);
+  });
+
+  it('refuses a connector body that is not JSON, and a missing body', async () => {
+    const notJson = await fetch(`${services.adminUrl}/v1/connectors`, {
+      method: 'POST', headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'application/json' }, body: '{"id":',
+    });
+    expect(notJson.status).toBe(400);
+    const fields = await refusal(undefined);
+    expect(fields.map((entry) => entry.field)).toEqual(expect.arrayContaining(['id', 'name', 'base_url', 'operations']));
+  });
+
+  it('changes a connector and rotates its credential, recording only fingerprints', async () => {
+    const before = (await api('GET', '/v1/connectors/stripe')).body;
+    const renamed = await api('PATCH', '/v1/connectors/stripe', { name: 'Stripe (EU)', base_url: 'https://eu.stripe.example/api' }, operator);
+    expect(renamed.status).toBe(200);
+    expect(renamed.body).toMatchObject({ name: 'Stripe (EU)', base_url: 'https://eu.stripe.example/api', credential: before.credential });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const rotated = await api('PATCH', '/v1/connectors/stripe', { credential: { type: 'bearer', token: SECRETS.rotated } }, operator);
+    expect(rotated.status).toBe(200);
+    expect(rotated.body.credential.type).toBe('bearer');
+    expect(rotated.body.credential.fingerprint).not.toBe(before.credential.fingerprint);
+    expect(Date.parse(rotated.body.credential.set_at)).toBeGreaterThan(Date.parse(before.credential.set_at));
+    const { rows } = await services.runtime.pool.query('SELECT credential_sealed FROM connectors WHERE id = $1', ['stripe']);
+    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.rotated });
+    const header = await api('PATCH', '/v1/connectors/stripe', { credential: { type: 'header', name: 'X-Api-Key', value: SECRETS.header } });
+    expect(header.body.credential.type).toBe('header');
+    const events = await services.runtime.pool.query(`SELECT type, data FROM audit_events WHERE connector_id = 'stripe' AND type LIKE 'admin.%' ORDER BY seq`);
+    expect(events.rows.map((row) => row.type)).toEqual([
+      'admin.connector.created', 'admin.connector.updated', 'admin.connector.credential_rotated', 'admin.connector.credential_rotated',
+    ]);
+    expect(events.rows[1].data).toEqual({ changed: ['name', 'base_url'], base_url: 'https://eu.stripe.example/api' });
+    expect(events.rows[2].data).toEqual({ type: 'bearer', fingerprint: rotated.body.credential.fingerprint, previous_fingerprint: before.credential.fingerprint });
+  });
+
+  it('validates changes like definitions, and cannot change the id', async () => {
+    const renamed = await refusal({ id: 'other', name: 'x' }, 'PATCH', '/v1/connectors/stripe');
+    expect(renamed).toEqual([{ field: 'id', message: 'unknown field' }]);
+    const fields = await refusal({ operations: constraint(0, 'amount_max', { in: 'query', field: 'amount', op: 'between' }) }, 'PATCH', '/v1/connectors/stripe');
+    expect(fields).toEqual([{ field: 'operations[0].constraints.amount_max.op', message: 'must be one of eq, lte, gte, in' }]);
+    expect((await api('GET', '/v1/connectors/stripe')).body.name).toBe('Stripe (EU)');
+    const secretInError = await refusal({ credential: { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'x', client_secret: `${SECRETS.client}\u0000` } }, 'PATCH', '/v1/connectors/stripe');
+    expect(secretInError.map((entry) => entry.field)).toEqual(['credential.client_secret']);
+    expect((await api('PATCH', '/v1/connectors/ghost', { name: 'x' })).status).toBe(404);
+  });
+
+  it('accepts an oauth2_client_credentials credential', async () => {
+    const created = await api('POST', '/v1/connectors', payments({
+      id: 'ledger',
+      credential: { type: 'oauth2_client_credentials', token_url: 'https://auth.ledger.example/oauth/token', client_id: 'writ', client_secret: SECRETS.client, scope: 'ledger:write' },
+    }));
+    expect(created.status).toBe(201);
+    expect(created.body.credential).toEqual({ type: 'oauth2_client_credentials', fingerprint: expect.any(String), set_at: expect.any(String) });
+  });
+
+  it('deletes a connector after revoking every credential issued for it', async () => {
+    const created = await api('POST', '/v1/connectors', payments({ id: 'doomed' }));
+    expect(created.status).toBe(201);
+    const allowed = [{ type: 'connector', connector: 'doomed', actions: ['payouts.get'] }];
+    const task = await createTask(services, world.orchestrator, { allowed });
+    const issued = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, allowed));
+    expect(issued.status).toBe(200);
+    const introspect = async () =>
+      (await postForm(`${services.issuer}/oauth2/introspect`, {
+        token: issued.body.access_token,
+        ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, services.issuer)),
+      })).body;
+    expect(await introspect()).toMatchObject({ active: true });
+    const deleted = await api('DELETE', '/v1/connectors/doomed', undefined, operator);
+    expect(deleted.status).toBe(204);
+    expect(deleted.text).toBe('');
+    expect(await introspect()).toEqual({ active: false });
+    expect((await api('GET', '/v1/connectors/doomed')).status).toBe(404);
+    expect((await api('DELETE', '/v1/connectors/doomed')).status).toBe(404);
+    const { rows } = await services.runtime.pool.query('SELECT revoked_reason FROM access_tokens WHERE connector_id = $1', ['doomed']);
+    expect(rows).toEqual([{ revoked_reason: 'connector deleted' }]);
+    const events = await services.runtime.pool.query(`SELECT type, actor_type, data FROM audit_events WHERE connector_id = 'doomed' AND type IN ('admin.connector.deleted', 'token.revoked') ORDER BY seq`);
+    expect(events.rows).toEqual([
+      { type: 'admin.connector.deleted', actor_type: 'admin', data: { tokens_revoked: 1 } },
+      { type: 'token.revoked', actor_type: 'admin', data: { reason: 'connector deleted', jtis: [expect.any(String)], count: 1 } },
+    ]);
+  });
+
+  it('pages the connector list', async () => {
+    const ids: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: TestResponse = await api('GET', `/v1/connectors?limit=1${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(page.body.items.length).toBeLessThanOrEqual(1);
+      ids.push(...page.body.items.map((connector: { id: string }) => connector.id));
+      cursor = page.body.next_cursor;
+    } while (cursor);
+    expect(ids).toEqual(['bare', 'ledger', 'payments', 'stripe']);
+  });
+
+  it('never shows a secret in any admin response or any audit event', async () => {
+    // Read everything once more, as a viewer would.
+    for (const path of ['/v1/connectors?limit=200', '/v1/connectors/stripe', '/v1/connectors/ledger', '/v1/audit?limit=1000', '/v1/audit/export']) {
+      const response = await api('GET', path);
+      expect(response.status).toBe(200);
+    }
+    const everything = seen.join('\n');
+    expect(everything.length).toBeGreaterThan(1000);
+    const { rows } = await services.runtime.pool.query('SELECT data::text AS data FROM audit_events');
+    const events = rows.map((row) => row.data).join('\n');
+    expect(events).toContain('"fingerprint": "hmac-sha256:');
+    for (const secret of Object.values(SECRETS)) {
+      expect(everything).not.toContain(secret);
+      expect(events).not.toContain(secret);
+    }
+  });
+});
