@@ -64,6 +64,31 @@ async function runningPort(clusterDir: string): Promise<number | undefined> {
   return undefined;
 }
 
+function runningAsRoot(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+/**
+ * As root the cluster runs as the `postgres` user, which must be able to traverse to its
+ * directory: the data directory gets search permission for others (`o+x`, not read: its
+ * files stay private, and the key and token files are 0600), and an ancestor that does not
+ * allow it is reported in one clear line rather than as an initdb failure.
+ */
+async function letPostgresUserThrough(dataDir: string): Promise<void> {
+  const { stat } = await import('node:fs/promises');
+  const { dirname, resolve } = await import('node:path');
+  const dir = resolve(dataDir);
+  const mode = (await stat(dir)).mode & 0o777;
+  if ((mode & 0o001) === 0) await chmod(dir, mode | 0o011);
+  for (let parent = dirname(dir); ; parent = dirname(parent)) {
+    const parentMode = (await stat(parent)).mode & 0o777;
+    if ((parentMode & 0o001) === 0) {
+      throw new Error(`the postgres user cannot reach ${dir}: ${parent} has no search permission for others (chmod o+x ${parent}, or choose another WRIT_DATA_DIR)`);
+    }
+    if (parent === dirname(parent)) break;
+  }
+}
+
 function url(credentials: ClusterCredentials, database: string): string {
   return `postgres://postgres:${encodeURIComponent(credentials.password)}@127.0.0.1:${credentials.port}/${database}`;
 }
@@ -77,6 +102,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const clusterDir = join(options.dataDir, 'postgres');
   const credentialsFile = join(options.dataDir, 'postgres.json');
   await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  if (runningAsRoot()) await letPostgresUserThrough(options.dataDir);
   let credentials: ClusterCredentials | undefined;
   if (existsSync(credentialsFile)) credentials = JSON.parse(await readFile(credentialsFile, 'utf8'));
   const initialised = existsSync(join(clusterDir, 'PG_VERSION'));
@@ -100,7 +126,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       port,
       persistent: true,
       authMethod: 'scram-sha-256',
-      createPostgresUser: typeof process.getuid === 'function' && process.getuid() === 0,
+      createPostgresUser: runningAsRoot(),
       postgresFlags: Object.entries(settings).flatMap(([key, value]) => ['-c', `${key}=${value}`]),
       initdbFlags: ['--encoding=UTF8'],
       onLog: (message: string) => log(String(message).trim()),
