@@ -194,3 +194,19 @@ function describe(error: unknown): string {
     return String(error);
   }
 }
+
+/**
+ * Evaluates, turning a policy that traps into its fail-closed deny (reported to `onTrap` for
+ * the log): the one way token exchange and dry runs ask the policy.
+ */
+export function evaluateFailClosed(engine: PolicyEngine, input: PolicyInput, onTrap: (error: PolicyEvaluationError) => void): Decision {
+  try {
+    return engine.evaluate(input);
+  } catch (error) {
+    if (error instanceof PolicyEvaluationError) {
+      onTrap(error);
+      return error.decision;
+    }
+    throw error;
+  }
+}

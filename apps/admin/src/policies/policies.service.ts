@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { ConnectorDetail } from '@writ/database';
 import { checkWithinAllowed, GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
 import { FieldError, loadPolicyEngine, LOGGER, ValidationFailedError } from '@writ/platform';
-import { ActivePolicy, buildPolicyInput, Decision, PolicyEngine, PolicyEvaluationError, PolicyInput, PolicyLoadError } from '@writ/policy';
+import { ActivePolicy, buildPolicyInput, Decision, evaluateFailClosed, PolicyEngine, PolicyInput, PolicyLoadError } from '@writ/policy';
 import type { ActivePolicyDto, EvaluatePolicyDto, PolicyEvaluationDto } from './dto/policy.dtos';
 import { CatalogueEntry, PolicyFactsReader } from './policy-facts.reader';
 
@@ -87,15 +87,9 @@ export class PoliciesService {
 
   /** A policy that traps answers its fail-closed deny, as token exchange does. */
   private decide(engine: PolicyEngine, input: PolicyInput): Decision {
-    try {
-      return engine.evaluate(input);
-    } catch (error) {
-      if (error instanceof PolicyEvaluationError) {
-        this.logger.warn({ err: error.message, policy: engine.version }, 'policy dry run trapped: answering the fail-closed deny');
-        return error.decision;
-      }
-      throw error;
-    }
+    return evaluateFailClosed(engine, input, (error) =>
+      this.logger.warn({ err: error.message, policy: engine.version }, 'policy dry run trapped: answering the fail-closed deny'),
+    );
   }
 }
 

@@ -1,8 +1,8 @@
+import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import {
-  ArrayMaxSize, ArrayUnique, IsArray, IsIn, IsObject, IsOptional, IsString, Length, Matches, MaxLength,
-} from 'class-validator';
-import { CLIENT_ID_MESSAGE, CLIENT_ID_PATTERN, CLIENT_STATUSES, JWKS_EXAMPLE } from '../../common/client-identity';
+import { ArrayMaxSize, ArrayUnique, IsArray, IsOptional, IsString, Matches } from 'class-validator';
+import { CLIENT_ID_PATTERN, CLIENT_STATUSES } from '../../common/client-identity';
+import { CreateClientDto, UpdateClientDto } from '../../common/client-identity.dto';
 import { OptionalNotNull } from '../../common/optional';
 
 /** An entry of `allowed_agents`: an agent id, or `*` for every agent. */
@@ -10,70 +10,30 @@ const ALLOWED_AGENT_PATTERN = new RegExp(`^(\\*|${CLIENT_ID_PATTERN.source.slice
 const ALLOWED_AGENT_MESSAGE = 'each entry must be an agent id or "*"';
 const MAX_ALLOWED_AGENTS = 1000;
 
+/** Validation of `allowed_agents`: agent ids or `*`, unique, at most {@link MAX_ALLOWED_AGENTS}. */
+function AllowedAgents(): PropertyDecorator {
+  return applyDecorators(
+    IsArray(),
+    ArrayMaxSize(MAX_ALLOWED_AGENTS),
+    ArrayUnique(),
+    IsString({ each: true }),
+    Matches(ALLOWED_AGENT_PATTERN, { each: true, message: ALLOWED_AGENT_MESSAGE }),
+  );
+}
+
 /** `POST /v1/orchestrators`. */
-export class CreateOrchestratorDto {
-  @ApiPropertyOptional({ pattern: CLIENT_ID_PATTERN.source, description: 'generated when absent', example: 'billing-orchestrator' })
-  @IsOptional()
-  @IsString()
-  @Matches(CLIENT_ID_PATTERN, { message: CLIENT_ID_MESSAGE })
-  id?: string;
-
-  @ApiProperty({ maxLength: 200 })
-  @IsString()
-  @Length(1, 200)
-  name!: string;
-
-  @ApiPropertyOptional({ maxLength: 2000, nullable: true })
-  @IsOptional()
-  @IsString()
-  @MaxLength(2000)
-  description?: string | null;
-
-  @ApiProperty({ description: 'public keys only', example: JWKS_EXAMPLE })
-  @IsObject()
-  jwks!: Record<string, unknown>;
-
+export class CreateOrchestratorDto extends CreateClientDto {
   @ApiPropertyOptional({ type: [String], description: 'agents it may create tasks for; "*" for all. Default: none', example: ['invoice-agent'] })
   @IsOptional()
-  @IsArray()
-  @ArrayMaxSize(MAX_ALLOWED_AGENTS)
-  @ArrayUnique()
-  @IsString({ each: true })
-  @Matches(ALLOWED_AGENT_PATTERN, { each: true, message: ALLOWED_AGENT_MESSAGE })
+  @AllowedAgents()
   allowed_agents?: string[];
 }
 
-/** `PATCH /v1/orchestrators/{id}`: only the members given change. */
-export class UpdateOrchestratorDto {
-  @ApiPropertyOptional({ maxLength: 200 })
-  @OptionalNotNull()
-  @IsString()
-  @Length(1, 200)
-  name?: string;
-
-  @ApiPropertyOptional({ maxLength: 2000, nullable: true, description: 'null clears it' })
-  @IsOptional()
-  @IsString()
-  @MaxLength(2000)
-  description?: string | null;
-
-  @ApiPropertyOptional({ enum: CLIENT_STATUSES, description: 'suspending revokes its Tasks API tokens' })
-  @OptionalNotNull()
-  @IsIn(CLIENT_STATUSES)
-  status?: (typeof CLIENT_STATUSES)[number];
-
-  @ApiPropertyOptional({ description: 'replaces the whole key set', example: JWKS_EXAMPLE })
-  @OptionalNotNull()
-  @IsObject()
-  jwks?: Record<string, unknown>;
-
+/** `PATCH /v1/orchestrators/{id}`: only the members given change; suspending revokes its Tasks API tokens. */
+export class UpdateOrchestratorDto extends UpdateClientDto {
   @ApiPropertyOptional({ type: [String], description: 'replaces the whole list' })
   @OptionalNotNull()
-  @IsArray()
-  @ArrayMaxSize(MAX_ALLOWED_AGENTS)
-  @ArrayUnique()
-  @IsString({ each: true })
-  @Matches(ALLOWED_AGENT_PATTERN, { each: true, message: ALLOWED_AGENT_MESSAGE })
+  @AllowedAgents()
   allowed_agents?: string[];
 }
 

@@ -14,7 +14,7 @@ import {
   parseTokenExchangeRequest,
   safeToken,
 } from '@writ/oauth';
-import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, PolicyEngine, PolicyEvaluationError, PolicyInput } from '@writ/policy';
+import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, evaluateFailClosed, PolicyEngine, PolicyInput } from '@writ/policy';
 import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore } from '@writ/credentials';
 import { LOGGER } from '@writ/platform';
 import type { Logger } from 'pino';
@@ -194,15 +194,9 @@ export class TokenExchangeGrant implements GrantHandler {
 
   /** Evaluates the policy; a policy that traps yields its fail-closed deny (and is logged). */
   private evaluate(engine: PolicyEngine, input: PolicyInput): Decision {
-    try {
-      return engine.evaluate(input);
-    } catch (error) {
-      if (error instanceof PolicyEvaluationError) {
-        this.logger.error({ err: error.message, policy: engine.version }, 'policy evaluation failed: denying');
-        return error.decision;
-      }
-      throw error;
-    }
+    return evaluateFailClosed(engine, input, (error) =>
+      this.logger.error({ err: error.message, policy: engine.version }, 'policy evaluation failed: denying'),
+    );
   }
 
   /** Verifies the subject token and returns its task, active and belonging to this agent. */
