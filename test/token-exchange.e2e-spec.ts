@@ -1,6 +1,6 @@
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { clientAuthFields } from '@writ/testing';
-import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -216,5 +216,21 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     expect((await postForm(`${services.issuer}/oauth2/introspect`, { token: issued, ...(await auth()) })).body).toEqual({ active: false });
     // Revoking garbage is still 200 (RFC 7009).
     expect((await postForm(`${services.issuer}/oauth2/revoke`, { token: 'garbage', ...(await auth()) })).status).toBe(200);
+  });
+
+  it('issues many concurrent credentials of one task, each recorded once with its events', async () => {
+    const task = await createTask(services, world.orchestrator);
+    const responses = await Promise.all(Array.from({ length: 12 }, () => exchange(task.task_token)));
+    expect(responses.map((response) => response.status)).toEqual(Array(12).fill(200));
+    await services.runtime.audit.drain();
+    const { rows } = await services.runtime.pool.query(
+      `SELECT (SELECT count(*)::int FROM access_tokens WHERE task_id = $1::uuid) AS tokens,
+              (SELECT count(*)::int FROM audit_events WHERE task_id = $2 AND type = 'token.issued') AS issued`,
+      [task.task_id, task.task_id],
+    );
+    expect(rows[0]).toEqual({ tokens: 12, issued: 12 });
+    const read = await sendJson('GET', `${services.issuer}/v1/tasks/${task.task_id}`, undefined, await tasksToken(services, world.orchestrator));
+    expect(read.body.history.grants_issued).toBe(12);
+    expect((await services.runtime.audit.verify()).valid).toBe(true);
   });
 });

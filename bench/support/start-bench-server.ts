@@ -14,7 +14,10 @@ export interface BenchServer {
 
 /** Forks a compiled bench script and waits for its first message. */
 export async function forkReady<T>(script: string, args: string[]): Promise<{ child: ChildProcess; message: T }> {
-  const child = fork(join(__dirname, script), args, { stdio: 'inherit' });
+  // WRIT_BENCH_PROFILE=<dir>: the system under test writes a V8 CPU profile there on exit.
+  const profile = process.env.WRIT_BENCH_PROFILE;
+  const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [];
+  const child = fork(join(__dirname, script), args, { stdio: 'inherit', execArgv });
   const message = await new Promise<T>((resolve, reject) => {
     child.once('message', (value) => resolve(value as T));
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));

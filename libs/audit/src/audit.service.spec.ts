@@ -44,6 +44,29 @@ describe('AuditService', () => {
     expect(verification.events).toBe(400);
   });
 
+  it('runs the batchable work of concurrent units in one statement per kind, each getting its own result', async () => {
+    await pool.query('CREATE TABLE IF NOT EXISTS spec_batched (id int PRIMARY KEY)');
+    const runs: number[][] = [];
+    const run = async (client: import('pg').PoolClient, ids: number[]) => {
+      runs.push(ids);
+      const { rows } = await client.query('INSERT INTO spec_batched SELECT unnest($1::int[]) ON CONFLICT DO NOTHING RETURNING id', [ids]);
+      const inserted = new Set(rows.map((row) => row.id as number));
+      return ids.map((id) => inserted.has(id));
+    };
+    await pool.query('INSERT INTO spec_batched VALUES (5)');
+    const outcomes = await Promise.all(
+      Array.from({ length: 10 }, (_, id) =>
+        audit.recordWithBatched({ kind: 'spec-insert', params: id, run }, (inserted) => (inserted ? [event(id)] : [])),
+      ),
+    );
+    expect(outcomes.map((outcome) => outcome.result)).toEqual([true, true, true, true, true, false, true, true, true, true]);
+    expect(outcomes[5].records).toEqual([]);
+    expect(outcomes[0].records).toHaveLength(1);
+    expect(runs.length).toBeLessThan(10);
+    expect(runs.flat().sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect((await audit.verify()).valid).toBe(true);
+  });
+
   it('commits work and its events together, and neither when the work fails', async () => {
     await pool.query('CREATE TABLE IF NOT EXISTS spec_side (id int PRIMARY KEY)');
     const ok = await audit.recordWith(

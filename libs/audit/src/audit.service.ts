@@ -15,8 +15,23 @@ export class AuditUnavailableError extends Error {
 /** Work done in the same transaction as its events; what it returns decides the events. */
 export type AuditedWork<T> = (client: PoolClient) => Promise<T>;
 
+/**
+ * Work that many units of one batch can do in one statement (e.g. inserting every credential
+ * issued in the batch at once): the units of a batch with the same `kind` are run together,
+ * in one round trip instead of one each.
+ */
+export interface BatchableWork<P, R> {
+  /** Units of the same kind in one batch run together; `run` must be the same for a kind. */
+  kind: string;
+  /** This unit's parameters. */
+  params: P;
+  /** Runs every unit's parameters, in order; returns one result per parameter, in order. */
+  run: (client: PoolClient, params: P[]) => Promise<R[]>;
+}
+
 interface Unit {
   work?: AuditedWork<unknown>;
+  batched?: BatchableWork<unknown, unknown>;
   events: AuditEventInput[] | ((result: unknown) => AuditEventInput[]);
   resolve: (value: { result: unknown; records: AuditRecord[] }) => void;
   reject: (error: unknown) => void;
@@ -91,14 +106,26 @@ export class AuditService {
     return outcome as { result: T; records: AuditRecord[] };
   }
 
+  /**
+   * Like {@link recordWith}, for work that can be batched with other units of the same kind
+   * (see {@link BatchableWork}). Both the work and the events commit, or neither does.
+   */
+  async recordWithBatched<P, R>(
+    work: BatchableWork<P, R>,
+    events: (result: R) => AuditEventInput[],
+  ): Promise<{ result: R; records: AuditRecord[] }> {
+    const outcome = await this.enqueue(undefined, events as (result: unknown) => AuditEventInput[], work as BatchableWork<unknown, unknown>);
+    return outcome as { result: R; records: AuditRecord[] };
+  }
+
   /** Waits until everything queued so far is written. */
   async drain(): Promise<void> {
     while (this.flushing) await this.flushing;
   }
 
-  private enqueue(work: Unit['work'], events: Unit['events']): Promise<{ result: unknown; records: AuditRecord[] }> {
+  private enqueue(work: Unit['work'], events: Unit['events'], batched?: Unit['batched']): Promise<{ result: unknown; records: AuditRecord[] }> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ work, events, resolve, reject });
+      this.queue.push({ work, batched, events, resolve, reject });
       if (!this.flushing) this.flushing = this.flush();
     });
   }
@@ -154,11 +181,11 @@ export class AuditService {
       const head = opened[1];
       let seq = Number(head.rows[0].seq);
       let prevHash = head.rows[0].hash;
-      const results: unknown[] = [];
+      const results = await this.runBatchedWork(client, batch);
       const recordsPerUnit: AuditRecord[][] = [];
       const all: AuditRecord[] = [];
-      for (const unit of batch) {
-        const result = unit.work ? await unit.work(client) : undefined;
+      for (const [index, unit] of batch.entries()) {
+        const result = unit.batched ? results[index] : unit.work ? await unit.work(client) : undefined;
         const inputs = typeof unit.events === 'function' ? unit.events(result) : unit.events;
         const records: AuditRecord[] = [];
         for (const input of inputs) {
@@ -180,28 +207,29 @@ export class AuditService {
           records.push({ ...body, prev_hash: prevHash, hash });
           prevHash = hash;
         }
-        results.push(result);
+        results[index] = result;
         recordsPerUnit.push(records);
         all.push(...records);
       }
       if (all.length > 0) {
         const column = (pick: (record: AuditRecord) => unknown) => all.map(pick);
         // One statement appends the events and moves the chain head.
-        await client.query(
-          `WITH appended AS (
+        await client.query({
+          name: 'writ_audit_append',
+          text: `WITH appended AS (
              INSERT INTO audit_events (${COLUMNS})
              SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
                                   $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[], $13::text[])
              RETURNING 1)
            UPDATE audit_chain_head SET seq = $14, hash = $15
             WHERE id = 1 AND (SELECT count(*) FROM appended) = $16`,
-          [
+          values: [
             column((r) => r.seq), column((r) => r.id), column((r) => r.occurred_at), column((r) => r.type),
             column((r) => r.outcome), column((r) => r.actor_type), column((r) => r.actor_id), column((r) => r.agent_id),
             column((r) => r.task_id), column((r) => r.connector_id), column((r) => JSON.stringify(r.data)),
             column((r) => r.prev_hash), column((r) => r.hash), seq, prevHash, all.length,
           ],
-        );
+        });
       }
       await client.query('COMMIT');
       batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));
@@ -218,6 +246,25 @@ export class AuditService {
       client.off('error', onError);
       client.release(broken);
     }
+  }
+
+  /** Runs the batchable work of a batch, one statement per kind; results by unit index. */
+  private async runBatchedWork(client: PoolClient, batch: Unit[]): Promise<unknown[]> {
+    const results: unknown[] = new Array(batch.length);
+    const kinds = new Map<string, number[]>();
+    batch.forEach((unit, index) => {
+      if (!unit.batched) return;
+      const indexes = kinds.get(unit.batched.kind) ?? [];
+      indexes.push(index);
+      kinds.set(unit.batched.kind, indexes);
+    });
+    for (const indexes of kinds.values()) {
+      const first = batch[indexes[0]].batched!;
+      const out = await first.run(client, indexes.map((index) => batch[index].batched!.params));
+      if (out.length !== indexes.length) throw new Error(`batched work ${first.kind} returned ${out.length} results for ${indexes.length} units`);
+      indexes.forEach((unitIndex, position) => (results[unitIndex] = out[position]));
+    }
+    return results;
   }
 
   /** One page of events, newest first unless `ascending`, after the opaque cursor. */

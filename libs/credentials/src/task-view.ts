@@ -36,8 +36,17 @@ export interface TaskDto {
   grants: TaskGrantDto[];
 }
 
+/**
+ * SQL for a task's count of issued connector credentials (`alias` names the `tasks` row). It is
+ * counted, not kept in a column: a counter on the task row would be updated by every issuance,
+ * and many issuances for one task in one audit batch would rewrite one row over and over.
+ */
+export function grantsIssuedSql(alias: string): string {
+  return `(SELECT count(*)::int FROM access_tokens g WHERE g.task_id = ${alias}.id AND g.kind = 'connector')`;
+}
+
 const TASK_COLUMNS = `id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, status_reason,
-  created_at, expires_at, ended_at, grants_issued, refusals, out_of_purpose_requests`;
+  created_at, expires_at, ended_at, ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests`;
 
 /** Maps a `tasks` row (and its grants) to the DTO; a past-deadline active task shows as `expired`. */
 export function toTaskDto(row: Record<string, any>, grants: TaskGrantDto[] = []): TaskDto {

@@ -1,3 +1,4 @@
+import { grantsIssuedSql } from '@writ/credentials';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { ConnectorOperation, PG_POOL } from '@writ/database';
@@ -25,7 +26,7 @@ export class PolicyFactsReader {
   async subject(taskId: string): Promise<DryRunSubject | undefined> {
     const { rows } = await this.pool.query(
       `SELECT t.id, t.agent_id, t.orchestrator_id, t.purpose, t.allowed, t.on_behalf_of, t.metadata, t.status,
-              t.grants_issued, t.refusals, t.out_of_purpose_requests, t.created_at, t.expires_at,
+              ${grantsIssuedSql('t')} AS grants_issued, t.refusals, t.out_of_purpose_requests, t.created_at, t.expires_at,
               a.name AS agent_name, a.status AS agent_status
          FROM tasks t LEFT JOIN agents a ON a.id = t.agent_id WHERE t.id = $1`,
       [taskId],

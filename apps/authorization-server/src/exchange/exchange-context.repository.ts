@@ -1,3 +1,4 @@
+import { grantsIssuedSql } from '@writ/credentials';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';
@@ -43,12 +44,13 @@ export class ExchangeContextRepository {
 
   /** The task, or undefined. */
   async task(id: string): Promise<ExchangeTask | undefined> {
-    const { rows } = await this.pool.query(
-      `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti,
-              grants_issued, refusals, out_of_purpose_requests, created_at, expires_at
-         FROM tasks WHERE id = $1`,
-      [id],
-    );
+    const { rows } = await this.pool.query({
+      name: 'writ_exchange_task',
+      text: `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti,
+                    ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests, created_at, expires_at
+               FROM tasks WHERE id = $1`,
+      values: [id],
+    });
     const row = rows[0];
     if (!row) return undefined;
     return {

@@ -8,21 +8,50 @@ import type { PoolClient } from 'pg';
 
 const TOKEN_COLUMNS = `jti, kind, client_id, subject, task_id, connector_id, action, risk,
   authorization_details, scope, policy_version, max_uses, issued_at, expires_at`;
-const TOKEN_VALUES = `$1, $2, $3, $4, $5::uuid, $6, $7, $8, $9::jsonb, $10, $11, $12::int, to_timestamp($13), to_timestamp($14)`;
+
+/** One row of `access_tokens` as the batched insert takes it (in {@link TOKEN_COLUMNS} order). */
+type TokenRow = [string, string, string, string, string | null, string | null, string | null, string | null, string | null, string | null, string | null, number | null, number, number];
+
+const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
+  $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[])
+  AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses, iat, exp)`;
 
 /**
- * A connector credential is recorded only if, at commit, its agent is active (the row is
- * share-locked, so a concurrent suspension waits or is seen) and its task is active and
- * before its deadline; the task's grant counter moves in the same statement.
+ * Inserts every connector credential of an audit batch in one statement. A credential is
+ * recorded only if, at commit, its agent is active and its task active and before its
+ * deadline; both rows are share-locked, so a concurrent suspension or task end waits for this
+ * commit and then revokes these credentials too.
  */
-const INSERT_CONNECTOR_TOKEN = `
-  WITH agent AS (SELECT id FROM agents WHERE id = $4 AND status = 'active' FOR SHARE),
-       task AS (UPDATE tasks SET grants_issued = grants_issued + 1
-                 WHERE id = $5::uuid AND status = 'active' AND expires_at > now() AND EXISTS (SELECT 1 FROM agent)
-             RETURNING id)
-  INSERT INTO access_tokens (${TOKEN_COLUMNS}) SELECT ${TOKEN_VALUES} WHERE EXISTS (SELECT 1 FROM task)`;
+const INSERT_CONNECTOR_TOKENS = `
+  WITH input AS (${UNNEST_TOKENS}),
+       live AS (SELECT i.* FROM input i
+                  JOIN agents a ON a.id = i.subject AND a.status = 'active'
+                  JOIN tasks t ON t.id = i.task_id AND t.status = 'active' AND t.expires_at > now()
+                   FOR SHARE OF a, t)
+  INSERT INTO access_tokens (${TOKEN_COLUMNS})
+  SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
+         max_uses, to_timestamp(iat), to_timestamp(exp) FROM live
+  RETURNING jti`;
 
-const INSERT_TASKS_TOKEN = `INSERT INTO access_tokens (${TOKEN_COLUMNS}) VALUES (${TOKEN_VALUES})`;
+/** Inserts every Tasks API token of an audit batch in one statement. */
+const INSERT_TASKS_TOKENS = `
+  INSERT INTO access_tokens (${TOKEN_COLUMNS})
+  SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
+         max_uses, to_timestamp(iat), to_timestamp(exp) FROM (${UNNEST_TOKENS}) u
+  RETURNING jti`;
+
+/** Runs a batched insert; one result per row: was it recorded. */
+function insertTokens(name: string, sql: string) {
+  return async (client: PoolClient, rows: TokenRow[]): Promise<boolean[]> => {
+    const columns = Array.from({ length: 14 }, (_, column) => rows.map((row) => row[column]));
+    const { rows: inserted } = await client.query<{ jti: string }>({ name, text: sql, values: columns });
+    const recorded = new Set(inserted.map((row) => row.jti));
+    return rows.map((row) => recorded.has(row[0]));
+  };
+}
+// Named: each connection prepares (parses and plans) them once.
+const insertConnectorTokens = insertTokens('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS);
+const insertTasksTokens = insertTokens('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS);
 
 /** The `typ` of every access token (RFC 9068). */
 export const ACCESS_TOKEN_TYP = 'at+jwt';
@@ -88,46 +117,47 @@ export class AccessTokenIssuer {
     if (spec.taskId) claims.task_id = spec.taskId;
     const token = await this.keys.sign(claims, { typ: ACCESS_TOKEN_TYP });
     const expiresAt = new Date(expiresAtSeconds * 1000);
-    await this.audit.recordWith(
-      async (client) => {
-        if (spec.beforeInsert) await spec.beforeInsert(client);
-        const values = [
-          jti, spec.kind, spec.clientId, spec.subject, spec.taskId ?? null, spec.connectorId ?? null,
-          spec.action ?? null, spec.risk ?? null,
-          spec.authorizationDetails ? JSON.stringify(spec.authorizationDetails) : null,
-          spec.scope ?? null, spec.policyVersion ?? null, spec.maxUses ?? null, issuedAt, expiresAtSeconds,
-        ];
-        const { rowCount } = await client.query(spec.kind === 'connector' ? INSERT_CONNECTOR_TOKEN : INSERT_TASKS_TOKEN, values);
-        // The agent was suspended or the task ended since the request was checked: issue nothing.
-        if (rowCount !== 1) throw new InvalidGrantError('the task or the agent is no longer active');
-      },
-      () => [
-        ...(spec.events ?? []),
-        {
-          type: 'token.issued',
-          outcome: 'success',
-          actor: spec.auditActor,
-          agentId: spec.kind === 'connector' ? spec.subject : null,
-          taskId: spec.taskId ?? null,
-          connectorId: spec.connectorId ?? null,
-          data: {
-            jti,
-            kind: spec.kind,
-            client_id: spec.clientId,
-            aud: spec.audience,
-            scope: spec.scope,
-            action: spec.action,
-            risk: spec.risk,
-            authorization_details: spec.authorizationDetails,
-            max_uses: spec.maxUses ?? null,
-            expires_at: expiresAt.toISOString(),
-            policy_version: spec.policyVersion,
-            kid: this.keys.activeKid(),
-          },
-        },
-      ],
-    );
+    const row: TokenRow = [
+      jti, spec.kind, spec.clientId, spec.subject, spec.taskId ?? null, spec.connectorId ?? null,
+      spec.action ?? null, spec.risk ?? null,
+      spec.authorizationDetails ? JSON.stringify(spec.authorizationDetails) : null,
+      spec.scope ?? null, spec.policyVersion ?? null, spec.maxUses ?? null, issuedAt, expiresAtSeconds,
+    ];
+    const insert = spec.kind === 'connector' ? insertConnectorTokens : insertTasksTokens;
+    const events = (recorded: boolean): AuditEventInput[] => (recorded ? [...(spec.events ?? []), this.issuedEvent(spec, jti, expiresAt)] : []);
+    const { result: recorded } = spec.beforeInsert
+      ? await this.audit.recordWith(async (client) => {
+          await spec.beforeInsert!(client);
+          return (await insert(client, [row]))[0];
+        }, events)
+      : await this.audit.recordWithBatched({ kind: `insert-${spec.kind}-token`, params: row, run: insert }, events);
+    if (!recorded) throw new InvalidGrantError('the task or the agent is no longer active');
     return { token, jti, expiresIn: spec.lifetimeSeconds, expiresAt };
+  }
+
+  private issuedEvent(spec: AccessTokenSpec, jti: string, expiresAt: Date): AuditEventInput {
+    return {
+      type: 'token.issued',
+      outcome: 'success',
+      actor: spec.auditActor,
+      agentId: spec.kind === 'connector' ? spec.subject : null,
+      taskId: spec.taskId ?? null,
+      connectorId: spec.connectorId ?? null,
+      data: {
+        jti,
+        kind: spec.kind,
+        client_id: spec.clientId,
+        aud: spec.audience,
+        scope: spec.scope,
+        action: spec.action,
+        risk: spec.risk,
+        authorization_details: spec.authorizationDetails,
+        max_uses: spec.maxUses ?? null,
+        expires_at: expiresAt.toISOString(),
+        policy_version: spec.policyVersion,
+        kid: this.keys.activeKid(),
+      },
+    };
   }
 
   /** The audience of the Tasks API tokens. */

@@ -46,12 +46,12 @@ const SPEND = `
      AND k.status = 'active' AND k.expires_at > now()
   RETURNING t.uses, t.max_uses`;
 
-// A credential without a use budget is only re-checked, not written: a row updated on every
-// read would become a hot spot (one row version per call) for nothing.
+// Credentials without a use budget are only re-checked, not written (a row updated on every
+// read would become a hot spot for nothing), all those of one audit batch in one statement.
 const RECHECK = `
-  SELECT t.uses, t.max_uses
+  SELECT t.jti
     FROM access_tokens t JOIN tasks k ON k.id = t.task_id
-   WHERE t.jti = $1
+   WHERE t.jti = ANY($1::text[])
      AND t.revoked_at IS NULL AND t.expires_at > now()
      AND k.status = 'active' AND k.expires_at > now()`;
 
@@ -62,7 +62,7 @@ export class GrantStateRepository {
 
   /** The credential, its task and its connector, or `undefined` for an unknown `jti`. */
   async load(jti: string): Promise<GrantState | undefined> {
-    const { rows } = await this.pool.query(LOAD, [jti]);
+    const { rows } = await this.pool.query({ name: 'writ_gateway_load', text: LOAD, values: [jti] });
     const row = rows[0];
     if (!row) return undefined;
     return {
@@ -89,12 +89,16 @@ export class GrantStateRepository {
     };
   }
 
-  /**
-   * Spends one use atomically (inside the audit transaction), or for a credential without a
-   * budget re-checks that it and its task are still live; `undefined` when it may not be used.
-   */
-  async spend(client: PoolClient, jti: string, budgeted: boolean): Promise<{ uses: number; maxUses: number | null } | undefined> {
-    const { rows } = await client.query(budgeted ? SPEND : RECHECK, [jti]);
+  /** Spends one use of a budgeted credential atomically (inside the audit transaction); `undefined` when none is left. */
+  async spend(client: PoolClient, jti: string): Promise<{ uses: number; maxUses: number | null } | undefined> {
+    const { rows } = await client.query({ name: 'writ_gateway_spend', text: SPEND, values: [jti] });
     return rows[0] ? { uses: rows[0].uses, maxUses: rows[0].max_uses } : undefined;
   }
+
+  /** Re-checks credentials without a budget (inside the audit transaction): is each still live? */
+  readonly recheck = async (client: PoolClient, jtis: string[]): Promise<boolean[]> => {
+    const { rows } = await client.query<{ jti: string }>({ name: 'writ_gateway_recheck', text: RECHECK, values: [jtis] });
+    const live = new Set(rows.map((row) => row.jti));
+    return jtis.map((jti) => live.has(jti));
+  };
 }

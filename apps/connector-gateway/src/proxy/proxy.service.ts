@@ -183,17 +183,22 @@ export class ProxyService {
     return { state, detail };
   }
 
-  /** Spends one use and commits the call's audit event in one transaction, before anything is forwarded. */
+  /**
+   * Spends one use (or, without a budget, re-checks the credential) and commits the call's
+   * audit event in the same transaction, before anything is forwarded.
+   */
   private async spend(checked: CheckedCall, call: CallContext): Promise<void> {
-    const { result } = await this.audit.recordWith(
-      (client) => this.grants.spend(client, checked.state.jti, checked.state.maxUses !== null),
-      (spent) => [
-        spent
-          ? this.event(call, 'gateway.call', 'success', spent.maxUses === null ? { max_uses: null } : { uses: spent.uses, max_uses: spent.maxUses })
-          : this.event(call, 'gateway.call', 'denied', { status: 401, error: 'invalid_token', reason: 'revoked_or_spent_concurrently' }),
-      ],
-    );
-    if (!result) throw new InvalidTokenError('the access token was revoked or its use budget spent', { reason: 'revoked_or_spent' });
+    const { jti, maxUses } = checked.state;
+    const allowed = this.event(call, 'gateway.call', 'success', { max_uses: maxUses });
+    const refused = this.event(call, 'gateway.call', 'denied', { status: 401, error: 'invalid_token', reason: 'revoked_or_spent_concurrently' });
+    const ok =
+      maxUses === null
+        ? (await this.audit.recordWithBatched({ kind: 'gateway-recheck', params: jti, run: this.grants.recheck }, (live) => [live ? allowed : refused])).result
+        : (await this.audit.recordWith(
+            (client) => this.grants.spend(client, jti),
+            (spent) => [spent ? { ...allowed, data: { ...allowed.data, uses: spent.uses } } : refused],
+          )).result !== undefined;
+    if (!ok) throw new InvalidTokenError('the access token was revoked or its use budget spent', { reason: 'revoked_or_spent' });
   }
 
   private async forward(req: Request, res: Response, checked: CheckedCall, call: CallContext): Promise<void> {

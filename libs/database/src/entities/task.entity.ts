@@ -24,7 +24,6 @@ export class TaskEntity {
   @Column('text') status!: TaskStatus;
   @Column('text', { name: 'status_reason', nullable: true }) statusReason!: string | null;
   @Column('text', { name: 'task_token_jti' }) taskTokenJti!: string;
-  @Column('int', { name: 'grants_issued' }) grantsIssued!: number;
   @Column('int') refusals!: number;
   @Column('int', { name: 'out_of_purpose_requests' }) outOfPurposeRequests!: number;
   @Column('timestamptz', { name: 'created_at' }) createdAt!: Date;

@@ -270,6 +270,8 @@ describe('verifyClientAssertion: attacks', () => {
     ['empty', ''],
     ['a number', 12345],
     ['longer than 256 characters', 'j'.repeat(257)],
+    ['with a NUL character', 'abc\u0000def'],
+    ['with a line break', 'abc\ndef'],
   ])('refuses a jti %s', async (_label, jti) => {
     await expectReason(sign(es256, { jti }), 'assertion_jti');
   });

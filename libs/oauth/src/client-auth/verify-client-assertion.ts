@@ -239,7 +239,7 @@ export async function verifyClientAssertion(options: VerifyClientAssertionOption
   }
   if (typeof payload.iat === 'number' && payload.iat > nowSeconds + tolerance) throw fail('assertion_iat');
   const { jti } = payload;
-  if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_ASSERTION_JTI_LENGTH) throw fail('assertion_jti');
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_ASSERTION_JTI_LENGTH || /[\u0000-\u001f\u007f]/.test(jti)) throw fail('assertion_jti');
 
   return {
     clientId,
