@@ -7,6 +7,10 @@ import type { BenchServer } from './support/start-bench-server';
 export interface GatewayBench {
   direct_upstream: LoadResult;
   through_gateway: LoadResult;
+  /** Both at the same fixed rate (half the gateway's maximum): latency without queueing. */
+  direct_at_rate: LoadResult & { target_rate: number };
+  gateway_at_rate: LoadResult & { target_rate: number };
+  /** p50 through the gateway minus p50 direct, at that fixed rate. */
   added_p50_ms: number;
   throughput_ratio: number;
   targets: { added_p50_ms: number; throughput_ratio: number };
@@ -41,10 +45,16 @@ export async function benchGateway(server: BenchServer, upstreamUrl: string, opt
   await runLoad({ url: `${ready.gatewayUrl}/connectors/payments/v1/balance`, headers: { authorization: `Bearer ${body.access_token}` }, durationSeconds: 2 });
   const directResult = await direct();
   const gatewayResult = await proxied();
+  const rate = Math.max(1, Math.floor(gatewayResult.requestsPerSecond / 2));
+  const fixed = { durationSeconds: options.durationSeconds, overallRate: rate, connections: 8 };
+  const directAtRate = await runLoad({ url: `${upstreamUrl}/v1/balance`, headers: { authorization: `Bearer ${BENCH_UPSTREAM_SECRET}` }, ...fixed });
+  const gatewayAtRate = await runLoad({ url: `${ready.gatewayUrl}/connectors/payments/v1/balance`, headers: { authorization: `Bearer ${body.access_token}` }, ...fixed });
   return {
     direct_upstream: directResult,
     through_gateway: gatewayResult,
-    added_p50_ms: gatewayResult.p50Ms - directResult.p50Ms,
+    direct_at_rate: { ...directAtRate, target_rate: rate },
+    gateway_at_rate: { ...gatewayAtRate, target_rate: rate },
+    added_p50_ms: gatewayAtRate.p50Ms - directAtRate.p50Ms,
     throughput_ratio: gatewayResult.requestsPerSecond / directResult.requestsPerSecond,
     targets: { added_p50_ms: 1, throughput_ratio: 0.4 },
   };

@@ -61,13 +61,17 @@ function report(results: Record<string, unknown>): void {
     rows.push(['trivial endpoint (baseline)', exchange.baseline_trivial_endpoint], ['token exchange (max)', exchange.token_exchange]);
     rows.push([`token exchange @ ${exchange.token_exchange_at_half_load.target_rate}/s`, exchange.token_exchange_at_half_load]);
   }
-  if (gateway) rows.push(['upstream read, direct (baseline)', gateway.direct_upstream], ['upstream read, through the gateway', gateway.through_gateway]);
+  if (gateway) {
+    rows.push(['upstream read, direct (baseline)', gateway.direct_upstream], ['upstream read, through the gateway', gateway.through_gateway]);
+    rows.push([`upstream read, direct @ ${gateway.direct_at_rate.target_rate}/s`, gateway.direct_at_rate]);
+    rows.push([`upstream read, gateway @ ${gateway.gateway_at_rate.target_rate}/s`, gateway.gateway_at_rate]);
+  }
   if (rows.length) console.log('\nbenchmark                               req/s      p50 ms   p99 ms   non-2xx');
   for (const [name, row] of rows) {
     console.log(`${name.padEnd(38)} ${row.requestsPerSecond.toFixed(0).padStart(8)} ${row.p50Ms.toFixed(2).padStart(9)} ${row.p99Ms.toFixed(2).padStart(8)} ${String(row.non2xx).padStart(9)}`);
   }
   if (exchange) console.log(`ratio token exchange / trivial endpoint: ${exchange.ratio_exchange_to_trivial.toFixed(3)} (target ${exchange.targets.exchanges_per_second}/s)`);
-  if (gateway) console.log(`gateway: added p50 ${gateway.added_p50_ms.toFixed(2)} ms (target ≤ 1), throughput ratio ${gateway.throughput_ratio.toFixed(3)} (target ≥ 0.4)`);
+  if (gateway) console.log(`gateway: added p50 at ${gateway.gateway_at_rate.target_rate}/s ${gateway.added_p50_ms.toFixed(2)} ms (target ≤ 1), throughput ratio ${gateway.throughput_ratio.toFixed(3)} (target ≥ 0.4)`);
   if (policy) console.log(`policy evaluation: p50 ${policy.p50_us.toFixed(1)} µs, p99 ${policy.p99_us.toFixed(1)} µs (target p99 ≤ ${policy.target_p99_us}); ${policy.ratio_p50_to_baseline.toFixed(1)}× a JSON round trip of its input`);
   if (audit) {
     console.log(`\naudit (synchronous_commit ${audit.synchronous_commit})   events/s   baseline commits/s   ratio`);
