@@ -19,6 +19,12 @@ export class PgJtiStore implements JtiStore {
   async consume(clientId: string, jti: string, expiresAt: Date): Promise<boolean> {
     // One round trip (simple protocol, literals escaped by node-postgres): no parameters here.
     const client = await this.pool.connect();
+    // A connection lost while checked out is reported on the client too: note it, never crash.
+    let broken = false;
+    const onError = () => {
+      broken = true;
+    };
+    client.on('error', onError);
     try {
       const results = (await client.query(
         `BEGIN; SET LOCAL synchronous_commit TO OFF;
@@ -27,10 +33,12 @@ export class PgJtiStore implements JtiStore {
          ON CONFLICT DO NOTHING;
          COMMIT`,
       )) as unknown as QueryResult[];
-      client.release();
+      client.off('error', onError);
+      client.release(broken);
       return results[2].rowCount === 1;
     } catch (error) {
       // A failed statement leaves the transaction open and aborted: never hand that connection back.
+      client.off('error', onError);
       client.release(true);
       throw error;
     }
