@@ -1,0 +1,81 @@
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
+import { http, sendJson, tokenRequest } from './support/oauth-client';
+import { setConnectorCredential } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+const SECRET = 'sk_live_instances_6c1e';
+const PAYOUT = { destination: 'acct_1', amount: 42000, currency: 'usd' };
+
+/**
+ * Two gateway instances behind one `WRIT_GATEWAY_URL`, over one database: a one-use credential
+ * buys one call across both, and a revocation through one authorization server is effective
+ * on the other gateway before the revoking call returns.
+ */
+describe('connector gateway across instances', () => {
+  let first: TestServices;
+  let second: TestServices;
+  let world: World;
+  let upstream: MockUpstream;
+
+  beforeAll(async () => {
+    upstream = await startPaymentsUpstream(SECRET);
+    first = await startTestServices({ gateway: createGatewayApp });
+    second = await startTestServices({
+      gateway: createGatewayApp,
+      db: first.db,
+      env: { WRIT_ISSUER: first.issuer, WRIT_GATEWAY_URL: first.gatewayUrl },
+    });
+    world = await seedWorld(first.runtime.pool, upstream.url);
+    await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
+  });
+  afterAll(async () => {
+    await second.close();
+    await first.close();
+    await upstream.close();
+  });
+
+  // The second instance's gateway listens on its own port; both accept the shared audience.
+  const secondGateway = () => second.apps[second.apps.length - 1].getHttpServer().address().port as number;
+  const pay = (base: string, token: string) =>
+    http(`${base}/connectors/payments/v1/payouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(PAYOUT),
+    });
+  const payoutCredential = async (taskToken: string) => {
+    const response = await tokenRequest(first.issuer, world.agent, exchangeFields(taskToken, PAYOUT_REQUEST));
+    expect(response.status).toBe(200);
+    return response.body.access_token as string;
+  };
+
+  it('spends a one-use credential once across both instances, even concurrently', async () => {
+    const task = await createTask(first, world.orchestrator);
+    const secondUrl = `http://127.0.0.1:${secondGateway()}`;
+    const token = await payoutCredential(task.task_token);
+    expect((await pay(secondUrl, token)).status).toBe(201);
+    expect((await pay(first.gatewayUrl, token)).status).toBe(401);
+
+    const before = upstream.received.length;
+    const racing = await payoutCredential(task.task_token);
+    const results = await Promise.all([0, 1, 2, 3].map((n) => pay(n % 2 ? secondUrl : first.gatewayUrl, racing)));
+    expect(results.map((result) => result.status).sort()).toEqual([201, 401, 401, 401]);
+    expect(upstream.received.length).toBe(before + 1);
+  });
+
+  it('refuses on the other instance a credential whose task was just completed', async () => {
+    const task = await createTask(first, world.orchestrator);
+    const read = await tokenRequest(first.issuer, world.agent, exchangeFields(task.task_token, [{ type: 'connector', connector: 'payments', actions: ['payouts.get'] }]));
+    const token = read.body.access_token as string;
+    const secondUrl = `http://127.0.0.1:${secondGateway()}`;
+    const paid = await pay(first.gatewayUrl, await payoutCredential(task.task_token));
+    const path = `/connectors/payments/v1/payouts/${paid.body.id}`;
+    expect((await http(`${secondUrl}${path}`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+    const completed = await sendJson('POST', `${first.issuer}/v1/tasks/${task.task_id}/complete`, undefined, await tasksToken(first, world.orchestrator));
+    expect(completed.status).toBe(200);
+    const after = await http(`${secondUrl}${path}`, { headers: { authorization: `Bearer ${token}` } });
+    expect(after.status).toBe(401);
+    expect(after.body.error).toBe('invalid_token');
+  });
+});
