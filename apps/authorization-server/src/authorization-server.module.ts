@@ -7,6 +7,7 @@ import { SweeperService } from './background/sweeper.service';
 import { ClientAuthenticator } from './client-auth/client-authenticator.service';
 import { ClientRegistry } from './client-auth/client-registry.service';
 import { DiscoveryController } from './discovery/discovery.controller';
+import { DpopProofs } from './dpop/dpop-proofs.service';
 import { ExchangeContextRepository } from './exchange/exchange-context.repository';
 import { IntrospectionController } from './introspection/introspection.controller';
 import { IntrospectionService } from './introspection/introspection.service';
@@ -55,6 +56,7 @@ export class AuthorizationServerModule {
         OrchestratorBearerGuard,
         SweeperService,
         PolicySync,
+        DpopProofs,
         { provide: ApprovalStore, useFactory: (runtime: Runtime) => new ApprovalStore(runtime.pool, runtime.audit), inject: [RUNTIME] },
       ],
     };

@@ -120,3 +120,12 @@ export {
   type TokenExchangeRequest,
 } from './token-exchange/parse-token-exchange-request';
 export { quoteToken, safeToken } from './util/safe-description';
+
+// DPoP (RFC 9449)
+export {
+  DPOP_PROOF_TYP,
+  DPOP_SIGNING_ALGS,
+  verifyDpopProof,
+  type DpopProofExpectation,
+  type VerifiedDpopProof,
+} from './dpop/verify-dpop-proof';

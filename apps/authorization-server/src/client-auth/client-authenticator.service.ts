@@ -4,7 +4,7 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { PG_POOL } from '@writ/database';
 import { authenticateClientAssertion, clientAuthenticationFailed, FormParams } from '@writ/oauth';
 import { ClientRegistry } from './client-registry.service';
-import { PgJtiStore } from './pg-jti-store';
+import { PgJtiStore } from '@writ/credentials';
 import type { RegisteredClient } from './registered-client';
 
 /**

@@ -1,6 +1,6 @@
 import { Controller, Get, Header, Inject } from '@nestjs/common';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CLIENT_ASSERTION_SIGNING_ALGS } from '@writ/oauth';
+import { CLIENT_ASSERTION_SIGNING_ALGS, DPOP_SIGNING_ALGS } from '@writ/oauth';
 import { GrantRegistry } from '../token/grant-registry';
 
 /** `GET /.well-known/oauth-authorization-server` (RFC 8414). */
@@ -32,6 +32,7 @@ export class DiscoveryController {
       revocation_endpoint_auth_methods_supported: ['private_key_jwt'],
       revocation_endpoint_auth_signing_alg_values_supported: [...CLIENT_ASSERTION_SIGNING_ALGS],
       authorization_details_types_supported: ['connector'],
+      dpop_signing_alg_values_supported: [...DPOP_SIGNING_ALGS],
       service_documentation: `${issuer}/docs`,
     };
   }

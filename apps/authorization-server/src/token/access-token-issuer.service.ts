@@ -7,14 +7,14 @@ import { InvalidGrantError } from '@writ/oauth';
 import type { PoolClient } from 'pg';
 
 const TOKEN_COLUMNS = `jti, kind, client_id, subject, task_id, connector_id, action, risk,
-  authorization_details, scope, policy_version, max_uses, issued_at, expires_at`;
+  authorization_details, scope, policy_version, max_uses, issued_at, expires_at, cnf_jkt`;
 
 /** One row of `access_tokens` as the batched insert takes it (in {@link TOKEN_COLUMNS} order). */
-type TokenRow = [string, string, string, string, string | null, string | null, string | null, string | null, string | null, string | null, string | null, number | null, number, number];
+type TokenRow = [string, string, string, string, string | null, string | null, string | null, string | null, string | null, string | null, string | null, number | null, number, number, string | null];
 
 const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
-  $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[])
-  AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses, iat, exp)`;
+  $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[])
+  AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses, iat, exp, cnf_jkt)`;
 
 /**
  * Inserts every connector credential of an audit batch in one statement. A credential is
@@ -30,20 +30,20 @@ const INSERT_CONNECTOR_TOKENS = `
                    FOR SHARE OF a, t)
   INSERT INTO access_tokens (${TOKEN_COLUMNS})
   SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
-         max_uses, to_timestamp(iat), to_timestamp(exp) FROM live
+         max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt FROM live
   RETURNING jti`;
 
 /** Inserts every Tasks API token of an audit batch in one statement. */
 const INSERT_TASKS_TOKENS = `
   INSERT INTO access_tokens (${TOKEN_COLUMNS})
   SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
-         max_uses, to_timestamp(iat), to_timestamp(exp) FROM (${UNNEST_TOKENS}) u
+         max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt FROM (${UNNEST_TOKENS}) u
   RETURNING jti`;
 
 /** Runs a batched insert; one result per row: was it recorded. */
 function insertTokens(name: string, sql: string) {
   return async (client: PoolClient, rows: TokenRow[]): Promise<boolean[]> => {
-    const columns = Array.from({ length: 14 }, (_, column) => rows.map((row) => row[column]));
+    const columns = Array.from({ length: 15 }, (_, column) => rows.map((row) => row[column]));
     const { rows: inserted } = await client.query<{ jti: string }>({ name, text: sql, values: columns });
     const recorded = new Set(inserted.map((row) => row.jti));
     return rows.map((row) => recorded.has(row[0]));
@@ -71,6 +71,8 @@ export interface AccessTokenSpec {
   authorizationDetails?: ConnectorDetail[];
   maxUses?: number | null;
   policyVersion?: string;
+  /** RFC 9449 `cnf.jkt`: the token is bound to this DPoP key. */
+  cnfJkt?: string;
   /** Runs in the issuing transaction before the row is written; throwing aborts the issuance. */
   beforeInsert?: (client: PoolClient) => Promise<void>;
   /** Events written with the token, besides `token.issued`. */
@@ -115,13 +117,14 @@ export class AccessTokenIssuer {
     if (spec.scope) claims.scope = spec.scope;
     if (spec.authorizationDetails) claims.authorization_details = spec.authorizationDetails;
     if (spec.taskId) claims.task_id = spec.taskId;
+    if (spec.cnfJkt) claims.cnf = { jkt: spec.cnfJkt };
     const token = await this.keys.sign(claims, { typ: ACCESS_TOKEN_TYP });
     const expiresAt = new Date(expiresAtSeconds * 1000);
     const row: TokenRow = [
       jti, spec.kind, spec.clientId, spec.subject, spec.taskId ?? null, spec.connectorId ?? null,
       spec.action ?? null, spec.risk ?? null,
       spec.authorizationDetails ? JSON.stringify(spec.authorizationDetails) : null,
-      spec.scope ?? null, spec.policyVersion ?? null, spec.maxUses ?? null, issuedAt, expiresAtSeconds,
+      spec.scope ?? null, spec.policyVersion ?? null, spec.maxUses ?? null, issuedAt, expiresAtSeconds, spec.cnfJkt ?? null,
     ];
     const insert = spec.kind === 'connector' ? insertConnectorTokens : insertTasksTokens;
     const events = (recorded: boolean): AuditEventInput[] => (recorded ? [...(spec.events ?? []), this.issuedEvent(spec, jti, expiresAt)] : []);
@@ -153,6 +156,7 @@ export class AccessTokenIssuer {
         risk: spec.risk,
         authorization_details: spec.authorizationDetails,
         max_uses: spec.maxUses ?? null,
+        ...(spec.cnfJkt ? { cnf_jkt: spec.cnfJkt } : {}),
         expires_at: expiresAt.toISOString(),
         policy_version: spec.policyVersion,
         kid: this.keys.activeKid(),

@@ -6,6 +6,8 @@ import type { TokenResponseDto } from './token-response.dto';
 export interface GrantContext {
   readonly params: FormParams;
   readonly client: RegisteredClient;
+  /** A verified DPoP proof sent with the request (RFC 9449): the token is to be bound to its key. */
+  readonly dpop?: { readonly jkt: string };
 }
 
 /** One `grant_type` of the token endpoint (node-oidc-provider style: one file per grant). */

@@ -15,6 +15,6 @@ export class TokenController {
   async token(@Req() request: Request, @Res({ passthrough: true }) response: Response, @Headers('authorization') authorization?: string): Promise<TokenResponseDto> {
     response.setHeader('Cache-Control', 'no-store');
     response.setHeader('Pragma', 'no-cache');
-    return this.tokens.exchange(formParams(request), authorization);
+    return this.tokens.exchange(formParams(request), authorization, request.headers.dpop);
   }
 }

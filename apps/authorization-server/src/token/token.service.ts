@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { FormParams, OAuthError, InvalidRequestError, UnauthorizedClientError } from '@writ/oauth';
 import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
+import { DpopProofs } from '../dpop/dpop-proofs.service';
 import type { RegisteredClient } from '../client-auth/registered-client';
 import { GrantRegistry } from './grant-registry';
 import { POLICY_DENIED } from './grants/token-exchange.grant';
@@ -17,10 +18,11 @@ export class TokenService {
     private readonly grants: GrantRegistry,
     private readonly clients: ClientAuthenticator,
     private readonly audit: AuditService,
+    private readonly dpopProofs: DpopProofs,
   ) {}
 
   /** Answers one token request, or throws the OAuth error to send. */
-  async exchange(params: FormParams, authorization: string | undefined): Promise<TokenResponseDto> {
+  async exchange(params: FormParams, authorization: string | undefined, dpopHeader?: string | string[]): Promise<TokenResponseDto> {
     let client: RegisteredClient | undefined;
     const grantType = params.get('grant_type');
     try {
@@ -30,7 +32,8 @@ export class TokenService {
       if (!handler.clientKinds.includes(client.kind)) {
         throw new UnauthorizedClientError(`this grant_type is not available to ${client.kind}s`);
       }
-      return await handler.handle({ params, client });
+      const dpop = dpopHeader === undefined ? undefined : await this.dpopProofs.check(dpopHeader);
+      return await handler.handle({ params, client, dpop });
     } catch (error) {
       if (error instanceof OAuthError) await this.recordRefusal(error, grantType, client);
       throw error;

@@ -5,9 +5,11 @@ import type { Logger } from 'pino';
 import { Dispatcher, request as undiciRequest } from 'undici';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import type { ConnectorDetail, ConnectorOperation } from '@writ/database';
+import { PG_POOL, type ConnectorDetail, type ConnectorOperation } from '@writ/database';
+import type { Pool } from 'pg';
 import { MasterKey, SigningKeyStore } from '@writ/keys';
-import { InsufficientScopeError, InvalidRequestError, InvalidTokenError, OAuthError } from '@writ/oauth';
+import { DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError } from '@writ/oauth';
+import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import { LOGGER } from '@writ/platform';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { BadGatewayError, GatewayTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
@@ -71,7 +73,13 @@ export class ProxyService {
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
     @Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher,
     @Inject(LOGGER) private readonly logger: Logger,
-  ) {}
+    @Inject(PG_POOL) pool: Pool,
+  ) {
+    this.jtis = new PgJtiStore(pool);
+  }
+
+  /** Used DPoP proof `jti`s, shared by every instance. */
+  private readonly jtis: PgJtiStore;
 
   /** Checks, spends, forwards and streams the upstream response back. */
   async handle(req: Request, res: Response): Promise<void> {
@@ -137,16 +145,17 @@ export class ProxyService {
   /** The token: signature, `typ`, `exp`, `aud` = this connector; then its live state in PostgreSQL. */
   private async authenticate(req: Request, target: RequestTarget, call: CallContext): Promise<{ state: GrantState; detail: ConnectorDetail }> {
     const header = req.headers.authorization ?? '';
-    const match = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
+    const match = /^(Bearer|DPoP) ([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
     if (!match) {
-      if (/^DPoP /i.test(header)) throw new InvalidTokenError('DPoP-bound credentials are not issued by this authority', { reason: 'dpop_unsupported' });
-      throw new InvalidTokenError(header ? 'the Authorization header is not a Bearer token' : 'a Bearer access token is required', {
+      throw new InvalidTokenError(header ? 'the Authorization header is not a Bearer or DPoP token' : 'an access token is required', {
         reason: header ? 'malformed_authorization' : 'no_token',
       });
     }
+    const scheme = match[1].toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer';
+    const token = match[2];
     let claims: Record<string, unknown>;
     try {
-      const verified = await this.keys.verify(match[1], {
+      const verified = await this.keys.verify(token, {
         typ: ACCESS_TOKEN_TYP,
         audience: `${this.config.gatewayUrl}/connectors/${target.connectorId}`,
       });
@@ -157,6 +166,7 @@ export class ProxyService {
         reason: code ?? 'token_invalid',
       });
     }
+    await this.checkPossession(req, scheme, token, claims);
     call.jti = String(claims.jti);
     call.agentId = typeof claims.sub === 'string' ? claims.sub : undefined;
     call.taskId = typeof claims.task_id === 'string' ? claims.task_id : null;
@@ -181,6 +191,28 @@ export class ProxyService {
       throw new InvalidTokenError('the use budget of this credential is spent', { reason: 'budget_spent' });
     }
     return { state, detail };
+  }
+
+  /**
+   * RFC 9449 at the resource server: a DPoP-bound token (`cnf.jkt`) is accepted only with the
+   * `DPoP` scheme and a fresh, unused proof for this request, made with the bound key and
+   * carrying the token's hash; an unbound token only as `Bearer`.
+   */
+  private async checkPossession(req: Request, scheme: 'Bearer' | 'DPoP', token: string, claims: Record<string, unknown>): Promise<void> {
+    const jkt = (claims.cnf as { jkt?: unknown } | undefined)?.jkt;
+    const dpopChallenge = { scheme: 'DPoP' as const, algs: DPOP_SIGNING_ALGS };
+    if (typeof jkt !== 'string') {
+      if (scheme === 'DPoP') throw new InvalidTokenError('this access token is not DPoP-bound: present it as a Bearer token', { reason: 'dpop_unbound' });
+      return;
+    }
+    if (scheme !== 'DPoP') {
+      throw new InvalidTokenError('this access token is DPoP-bound: present it with the DPoP scheme and a proof', { ...dpopChallenge, reason: 'dpop_required' });
+    }
+    const url = `${this.config.gatewayUrl}${req.originalUrl.split('?')[0]}`;
+    const proof = await checkDpopProof(this.jtis, req.headers.dpop, { method: req.method, url, accessToken: token, resourceServer: true });
+    if (proof.jkt !== jkt) {
+      throw new InvalidDpopProofError('the DPoP proof is not made with the key this token is bound to', { resourceServer: true, algs: DPOP_SIGNING_ALGS, reason: 'dpop_key_mismatch' });
+    }
   }
 
   /**

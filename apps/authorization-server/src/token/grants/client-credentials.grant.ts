@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { InvalidScopeError } from '@writ/oauth';
+import { InvalidScopeError, InvalidRequestError } from '@writ/oauth';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
 import { AccessTokenIssuer } from '../access-token-issuer.service';
@@ -16,7 +16,8 @@ export class ClientCredentialsGrant implements GrantHandler {
   constructor(private readonly issuer: AccessTokenIssuer) {}
 
   /** Issues a `scope=tasks` access token. */
-  async handle({ params, client }: GrantContext): Promise<TokenResponseDto> {
+  async handle({ params, client, dpop }: GrantContext): Promise<TokenResponseDto> {
+    if (dpop) throw new InvalidRequestError('DPoP binding is available for connector credentials (token exchange), not for the tasks token');
     const requested = (params.get('scope') ?? 'tasks').split(' ').filter(Boolean);
     if (requested.length !== 1 || requested[0] !== 'tasks') {
       throw new InvalidScopeError('the only scope available to orchestrators is "tasks"');

@@ -56,7 +56,7 @@ export class TokenExchangeGrant implements GrantHandler {
   ) {}
 
   /** Checks the task token, asks the policy, and issues the narrowed credential. */
-  async handle({ params, client }: GrantContext): Promise<TokenResponseDto> {
+  async handle({ params, client, dpop }: GrantContext): Promise<TokenResponseDto> {
     const request = parseTokenExchangeRequest(params, { gatewayUrl: this.config.gatewayUrl });
     const approvalId = optionalParam(params, 'approval_id');
     const task = await this.activeTaskOf(request.subjectToken, client);
@@ -69,7 +69,7 @@ export class TokenExchangeGrant implements GrantHandler {
         grantType: TOKEN_EXCHANGE_GRANT,
         authorizationDetails: details,
         resource: request.resource ?? null,
-        dpopJkt: null,
+        dpopJkt: dpop?.jkt ?? null,
       },
       agent: { id: client.id, name: client.name, status: client.status },
       task,
@@ -78,7 +78,7 @@ export class TokenExchangeGrant implements GrantHandler {
     });
     const decision = this.enforceInvariant(this.evaluate(engine, input), details, task, connectors);
     const decisionData = {
-      request: { authorization_details: details, resource: request.resource ?? null },
+      request: { authorization_details: details, resource: request.resource ?? null, dpop_jkt: dpop?.jkt ?? null },
       decision: {
         allow: decision.allow,
         reasons: decision.reasons,
@@ -120,6 +120,7 @@ export class TokenExchangeGrant implements GrantHandler {
       authorizationDetails: [detail],
       maxUses: decision.max_uses,
       policyVersion: engine.version,
+      cnfJkt: dpop?.jkt,
       auditActor: { type: 'agent', id: client.id },
       beforeInsert: approval
         ? async (tx) => {
@@ -136,7 +137,7 @@ export class TokenExchangeGrant implements GrantHandler {
     return {
       access_token: issued.token,
       issued_token_type: TOKEN_TYPE_ACCESS_TOKEN,
-      token_type: 'Bearer',
+      token_type: dpop ? 'DPoP' : 'Bearer',
       expires_in: issued.expiresIn,
       authorization_details: [detail],
     };

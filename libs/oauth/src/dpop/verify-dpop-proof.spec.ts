@@ -1,0 +1,73 @@
+import { createHash } from 'node:crypto';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { InvalidDpopProofError } from '../errors/oauth-errors';
+import { verifyDpopProof } from './verify-dpop-proof';
+
+const NOW = 1_800_000_000;
+const URL = 'https://gateway.example/connectors/payments/v1/payouts';
+
+describe('verifyDpopProof', () => {
+  let privateKey: CryptoKey;
+  let publicJwk: JWK;
+  let otherKey: CryptoKey;
+
+  beforeAll(async () => {
+    const pair = await generateKeyPair('ES256', { extractable: true });
+    privateKey = pair.privateKey;
+    publicJwk = await exportJWK(pair.publicKey);
+    otherKey = (await generateKeyPair('ES256')).privateKey;
+  });
+
+  const proof = (claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}, key?: CryptoKey) =>
+    new SignJWT({ jti: 'proof-1', htm: 'POST', htu: URL, iat: NOW, ...claims })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk, ...header } as never)
+      .sign(key ?? privateKey);
+  const reason = async (value: string | string[] | undefined, extra: Partial<Parameters<typeof verifyDpopProof>[1]> = {}) => {
+    try {
+      await verifyDpopProof(value, { method: 'POST', url: URL, now: NOW, ...extra });
+      return 'accepted';
+    } catch (error) {
+      expect(error).toBeInstanceOf(InvalidDpopProofError);
+      return (error as InvalidDpopProofError).reason;
+    }
+  };
+
+  it('accepts a proof for this request and gives its key thumbprint', async () => {
+    const verified = await verifyDpopProof(await proof(), { method: 'POST', url: `${URL}?x=1`, now: NOW });
+    expect(verified.jkt).toBe(await calculateJwkThumbprint(publicJwk));
+    expect(verified.jti).toBe('proof-1');
+  });
+
+  it('binds a proof to an access token with ath at a resource server (401 with a DPoP challenge otherwise)', async () => {
+    const ath = createHash('sha256').update('the-token').digest('base64url');
+    await expect(verifyDpopProof(await proof({ ath }), { method: 'POST', url: URL, now: NOW, accessToken: 'the-token', resourceServer: true })).resolves.toBeDefined();
+    const error = await verifyDpopProof(await proof({ ath }), { method: 'POST', url: URL, now: NOW, accessToken: 'another-token', resourceServer: true }).catch((e) => e);
+    expect(error).toBeInstanceOf(InvalidDpopProofError);
+    expect(error.status).toBe(401);
+    expect(error.wwwAuthenticate.scheme).toBe('DPoP');
+  });
+
+  it.each([
+    ['no proof', async () => undefined, 'dpop_missing'],
+    ['two proofs', async () => [await proof(), await proof()], 'dpop_multiple'],
+    ['two proofs in one header', async () => `${await proof()},${await proof()}`, 'dpop_multiple'],
+    ['garbage', async () => 'not-a-jwt', 'dpop_malformed'],
+    ['another typ', async () => proof({}, { typ: 'JWT' }), 'dpop_typ'],
+    ['a symmetric alg', async () => `${Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'dpop+jwt', jwk: { kty: 'oct', k: 'AAAA' } })).toString('base64url')}.e30.c2ln`, 'dpop_alg'],
+    ['alg none', async () => `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'dpop+jwt' })).toString('base64url')}.e30.c2ln`, 'dpop_alg'],
+    ['no jwk', async () => proof({}, { jwk: undefined }), 'dpop_jwk'],
+    ['a private jwk', async () => proof({}, { jwk: { ...publicJwk, d: 'AAAA' } }), 'dpop_jwk_private'],
+    ['a signature by another key', async () => proof({}, {}, otherKey), 'dpop_signature'],
+    ['no jti', async () => proof({ jti: undefined }), 'dpop_jti'],
+    ['another method', async () => proof({ htm: 'GET' }), 'dpop_htm'],
+    ['another URL', async () => proof({ htu: 'https://gateway.example/connectors/other/v1/payouts' }), 'dpop_htu'],
+    ['an old iat', async () => proof({ iat: NOW - 301 }), 'dpop_iat'],
+    ['a future iat', async () => proof({ iat: NOW + 61 }), 'dpop_iat'],
+  ])('refuses %s', async (_name, make, expected) => {
+    expect(await reason(await make())).toBe(expected);
+  });
+
+  it('requires ath when an access token is presented', async () => {
+    expect(await reason(await proof(), { accessToken: 'the-token' })).toBe('dpop_ath');
+  });
+});

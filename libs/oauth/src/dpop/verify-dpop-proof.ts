@@ -1,0 +1,99 @@
+import { createHash } from 'node:crypto';
+import { calculateJwkThumbprint, decodeProtectedHeader, importJWK, jwtVerify, type JWK } from 'jose';
+import { InvalidDpopProofError } from '../errors/oauth-errors';
+
+/** Proof algorithms accepted (asymmetric only), as `dpop_signing_alg_values_supported`. */
+export const DPOP_SIGNING_ALGS = Object.freeze(['ES256', 'ES384', 'ES512', 'EdDSA', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'] as const);
+
+/** The `typ` of a DPoP proof (RFC 9449 §4.2). */
+export const DPOP_PROOF_TYP = 'dpop+jwt';
+
+/** Longest proof accepted. */
+const MAX_PROOF_LENGTH = 8192;
+/** How old a proof may be (its `iat`), and how far in the future, in seconds. */
+const MAX_PROOF_AGE_SECONDS = 300;
+const MAX_PROOF_SKEW_SECONDS = 60;
+
+/** What the request a proof must match is. */
+export interface DpopProofExpectation {
+  /** The request's method (`htm`). */
+  method: string;
+  /** The request's URL without query and fragment (`htu`). */
+  url: string;
+  /** At a resource server: the access token the proof must be bound to (`ath`). */
+  accessToken?: string;
+  /** `true` at a resource server: errors are 401 with a `DPoP` challenge. */
+  resourceServer?: boolean;
+  /** Current time in seconds (tests freeze it). */
+  now?: number;
+}
+
+/** A proof that passed every check. */
+export interface VerifiedDpopProof {
+  /** RFC 7638 thumbprint of the proof's key: the `cnf.jkt` of a bound token. */
+  jkt: string;
+  jti: string;
+  /** When its `jti` may be forgotten (after this, the proof is too old anyway). */
+  expiresAt: Date;
+}
+
+/** `htu` comparison: scheme and host case-insensitive, no query or fragment, default ports dropped. */
+function normaliseUrl(value: string): string | undefined {
+  try {
+    const url = new URL(value);
+    return `${url.protocol}//${url.host}${url.pathname}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Verifies a DPoP proof (RFC 9449 §4.3): one compact JWS of `typ: dpop+jwt` with an
+ * asymmetric `alg`, signed by the public `jwk` in its header (private members refused),
+ * whose `htm` and `htu` match the request, `iat` recent, `jti` present, and, at a resource
+ * server, `ath` the hash of the access token. Replay of the `jti` is the caller's to check.
+ */
+export async function verifyDpopProof(proof: string | string[] | undefined, expect: DpopProofExpectation): Promise<VerifiedDpopProof> {
+  const fail = (description: string, reason: string): never => {
+    throw new InvalidDpopProofError(description, { reason, resourceServer: expect.resourceServer, algs: DPOP_SIGNING_ALGS });
+  };
+  if (Array.isArray(proof) || (typeof proof === 'string' && proof.includes(','))) fail('send exactly one DPoP header', 'dpop_multiple');
+  if (typeof proof !== 'string' || proof === '') return fail('a DPoP proof is required', 'dpop_missing');
+  if (proof.length > MAX_PROOF_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(proof)) fail('the DPoP proof is not a compact JWS', 'dpop_malformed');
+  let header: ReturnType<typeof decodeProtectedHeader>;
+  try {
+    header = decodeProtectedHeader(proof);
+  } catch {
+    return fail('the DPoP proof header is not valid', 'dpop_malformed');
+  }
+  if (header.typ !== DPOP_PROOF_TYP) fail('the DPoP proof must have typ dpop+jwt', 'dpop_typ');
+  if (typeof header.alg !== 'string' || !(DPOP_SIGNING_ALGS as readonly string[]).includes(header.alg)) fail('the DPoP proof algorithm is not accepted', 'dpop_alg');
+  const jwk = header.jwk as JWK | undefined;
+  if (!jwk || typeof jwk !== 'object') return fail('the DPoP proof carries no public key', 'dpop_jwk');
+  if (['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'].some((member) => member in jwk)) fail('the DPoP proof key must be a public key', 'dpop_jwk_private');
+  let payload: Record<string, unknown>;
+  try {
+    const key = await importJWK(jwk, header.alg);
+    const now = expect.now ?? Math.floor(Date.now() / 1000);
+    ({ payload } = await jwtVerify(proof, key, { typ: DPOP_PROOF_TYP, algorithms: [header.alg!], currentDate: new Date(now * 1000) }));
+  } catch {
+    return fail('the DPoP proof signature is not valid', 'dpop_signature');
+  }
+  const now = expect.now ?? Math.floor(Date.now() / 1000);
+  const { jti, htm, htu, iat, ath } = payload;
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256 || /[\u0000-\u001f\u007f]/.test(jti)) fail('the DPoP proof needs a jti', 'dpop_jti');
+  if (htm !== expect.method) fail('the DPoP proof is for another method', 'dpop_htm');
+  if (typeof htu !== 'string' || normaliseUrl(htu) === undefined || normaliseUrl(htu) !== normaliseUrl(expect.url)) fail('the DPoP proof is for another URL', 'dpop_htu');
+  if (typeof iat !== 'number' || !Number.isFinite(iat) || iat < now - MAX_PROOF_AGE_SECONDS || iat > now + MAX_PROOF_SKEW_SECONDS) {
+    fail('the DPoP proof is too old or from the future', 'dpop_iat');
+  }
+  if (expect.accessToken !== undefined) {
+    const expected = createHash('sha256').update(expect.accessToken, 'ascii').digest('base64url');
+    if (ath !== expected) fail('the DPoP proof is not bound to this access token', 'dpop_ath');
+  }
+  return {
+    jkt: await calculateJwkThumbprint(jwk, 'sha256'),
+    jti: jti as string,
+    expiresAt: new Date(((iat as number) + MAX_PROOF_AGE_SECONDS + MAX_PROOF_SKEW_SECONDS) * 1000),
+  };
+}
