@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
+import { watchCheckedOut } from '@writ/database';
 import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
 import { chainHash } from './audit-hash';
 
@@ -167,12 +168,8 @@ export class AuditService {
     } catch (error) {
       throw new AuditUnavailableError(error);
     }
-    let broken = false;
-    // A connection lost while checked out is reported on the client: note it, do not crash.
-    const onError = () => {
-      broken = true;
-    };
-    client.on('error', onError);
+    const release = watchCheckedOut(client);
+    let failed = false;
     try {
       // One round trip: open the transaction and lock the chain head (simple query protocol).
       const opened = (await client.query(
@@ -235,16 +232,15 @@ export class AuditService {
       batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {
-        broken = true;
+        failed = true;
       });
       if (isConnectionError(error)) {
-        broken = true;
+        failed = true;
         throw new AuditUnavailableError(error);
       }
       throw error;
     } finally {
-      client.off('error', onError);
-      client.release(broken);
+      release(failed);
     }
   }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
-import type { AuditActorType, AuditService } from '@writ/audit';
+import type { AuditActorType, AuditEventInput, AuditService } from '@writ/audit';
 
 /** Where an approval stands. `expired` is derived: pending or approved past `expires_at`. */
 export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'used' | 'expired';
@@ -69,8 +69,8 @@ export class ApprovalStore {
     private readonly audit: AuditService,
   ) {}
 
-  /** Records a pending approval holding the exact details asked for; returns it. */
-  async request(request: ApprovalRequest, actor: { type: AuditActorType; id: string }): Promise<ApprovalDto> {
+  /** Records a pending approval holding the exact details asked for (with `events` that led to it, in one transaction); returns it. */
+  async request(request: ApprovalRequest, actor: { type: AuditActorType; id: string }, events: AuditEventInput[] = []): Promise<ApprovalDto> {
     const id = randomUUID();
     const { result } = await this.audit.recordWith(
       async (client) => {
@@ -82,7 +82,7 @@ export class ApprovalStore {
         );
         return toDto(rows[0]);
       },
-      (approval) => [{
+      (approval) => [...events, {
         type: 'approval.requested',
         outcome: 'info',
         actor,

@@ -1,4 +1,5 @@
 import { escapeLiteral, type Pool, type QueryResult } from 'pg';
+import { watchCheckedOut } from '@writ/database';
 import type { JtiStore } from '@writ/oauth';
 
 /**
@@ -19,12 +20,7 @@ export class PgJtiStore implements JtiStore {
   async consume(clientId: string, jti: string, expiresAt: Date): Promise<boolean> {
     // One round trip (simple protocol, literals escaped by node-postgres): no parameters here.
     const client = await this.pool.connect();
-    // A connection lost while checked out is reported on the client too: note it, never crash.
-    let broken = false;
-    const onError = () => {
-      broken = true;
-    };
-    client.on('error', onError);
+    const release = watchCheckedOut(client);
     try {
       const results = (await client.query(
         `BEGIN; SET LOCAL synchronous_commit TO OFF;
@@ -33,13 +29,11 @@ export class PgJtiStore implements JtiStore {
          ON CONFLICT DO NOTHING;
          COMMIT`,
       )) as unknown as QueryResult[];
-      client.off('error', onError);
-      client.release(broken);
+      release();
       return results[2].rowCount === 1;
     } catch (error) {
       // A failed statement leaves the transaction open and aborted: never hand that connection back.
-      client.off('error', onError);
-      client.release(true);
+      release(true);
       throw error;
     }
   }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, jwtVerify, SignJWT } from 'jose';
 import type { CryptoKey, JWK, JWTHeaderParameters, JWTPayload, JWTVerifyResult } from 'jose';
 import type { Pool } from 'pg';
+import { watchCheckedOut } from '@writ/database';
 import { MasterKey } from './master-key';
 
 /** The signing algorithm of Writ's tokens. */
@@ -75,13 +76,14 @@ export class SigningKeyStore {
   /** Loads the keys, creating the first one if the cluster has none. Throws if none can be read. */
   async init(): Promise<void> {
     const client = await this.pool.connect();
+    const release = watchCheckedOut(client);
     try {
       await client.query('SELECT pg_advisory_lock($1)', [KEY_LOCK]);
       const { rowCount } = await client.query(`SELECT 1 FROM signing_keys WHERE status = 'active'`);
       if (rowCount === 0) await this.insertNewKey(client);
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [KEY_LOCK]).catch(() => undefined);
-      client.release();
+      release();
     }
     await this.reload();
     if (!this.active) throw new Error('no active signing key could be loaded');
@@ -90,6 +92,7 @@ export class SigningKeyStore {
   /** Makes a new key active; the previous one keeps verifying until retired. Returns its kid. */
   async rotate(): Promise<string> {
     const client = await this.pool.connect();
+    const release = watchCheckedOut(client);
     let kid: string;
     try {
       await client.query('BEGIN');
@@ -101,7 +104,7 @@ export class SigningKeyStore {
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
     } finally {
-      client.release();
+      release();
     }
     await this.reload();
     return kid;

@@ -109,6 +109,7 @@ export { jsonValuesEqual, matchConstraint, parseDecimalString } from './authoriz
 
 // Token exchange (RFC 8693)
 export {
+  ACCESS_TOKEN_TYP,
   GRANT_TYPE_TOKEN_EXCHANGE,
   TOKEN_TYPE_ACCESS_TOKEN,
   TOKEN_TYPE_JWT,

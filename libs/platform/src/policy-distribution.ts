@@ -1,7 +1,7 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { Pool, PoolClient } from 'pg';
 import type { Logger } from 'pino';
-import { ActivePolicy, PolicyEngine, readPolicyBundle } from '@writ/policy';
+import { ActivePolicy, PolicyEngine } from '@writ/policy';
 import { LOGGER, RUNTIME } from './runtime.module';
 import type { Runtime } from './runtime';
 
@@ -21,15 +21,8 @@ export const POLICY_SYNC_INTERVAL_MS = 2_000;
  * override. Throws `PolicyLoadError` when it does not load or lacks the entrypoint.
  */
 export async function loadPolicyEngine(bundle: Uint8Array, data: Record<string, unknown> | null): Promise<PolicyEngine> {
-  const engine = await PolicyEngine.load(readPolicyBundle(bundle));
+  const engine = await PolicyEngine.load(bundle);
   return data ? engine.withData(data) : engine;
-}
-
-/** The active stored policy's metadata, or `undefined` when the file policy is in force. */
-export async function activeStoredPolicy(pool: Pool): Promise<StoredPolicyInfo | undefined> {
-  const { rows } = await pool.query(`SELECT version, source, loaded_by, loaded_at FROM policies WHERE active`);
-  const row = rows[0];
-  return row ? { version: row.version, source: row.source, loaded_by: row.loaded_by, loaded_at: (row.loaded_at as Date).toISOString() } : undefined;
 }
 
 /**
@@ -72,7 +65,6 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private failedVersion: string | undefined;
-  private usingStored = false;
 
   constructor(
     @Inject(RUNTIME) private readonly runtime: Runtime,
@@ -103,9 +95,8 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
       const { rows } = await this.runtime.pool.query(`SELECT version, loaded_by FROM policies WHERE active`);
       const active = rows[0] as { version: string; loaded_by: string } | undefined;
       if (!active) {
-        if (this.usingStored) {
+        if (this.policy.installedFromElsewhere) {
           await this.policy.reload();
-          this.usingStored = false;
           this.logger.info({ version: this.policy.current().version }, 'stored policy deactivated: back to the policy file');
         }
         return;
@@ -117,7 +108,6 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
         const engine = await loadPolicyEngine(row.rows[0].bundle, row.rows[0].data);
         const previous = this.policy.current().version;
         this.policy.install(engine, active.loaded_by, 'database');
-        this.usingStored = true;
         this.failedVersion = undefined;
         this.logger.info({ version: engine.version, previous }, 'policy installed from the database');
       } catch (error) {

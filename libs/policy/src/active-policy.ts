@@ -65,7 +65,12 @@ export class ActivePolicy {
     this.engine = engine;
     this.loadedAt = new Date();
     this.loadedBy = loadedBy;
-    if (source !== undefined) this.installedSource = source;
+    this.installedSource = source;
+  }
+
+  /** True while the policy in force came from somewhere else than the file (e.g. the database). */
+  get installedFromElsewhere(): boolean {
+    return this.installedSource !== undefined;
   }
 
   /**
@@ -77,7 +82,6 @@ export class ActivePolicy {
       try {
         const engine = await PolicyEngine.load(await readPolicyFile(this.path, this.options), this.options);
         this.install(engine, 'file change');
-        this.installedSource = undefined;
         return engine;
       } finally {
         this.reloading = undefined;

@@ -51,3 +51,16 @@ export class UpdateClientDto {
   @IsObject()
   jwks?: Record<string, unknown>;
 }
+
+/** The members every registered client shows, mapped from its row (never its private data: it has none). */
+export function toClientDto(row: Record<string, any>) {
+  return {
+    id: row.id as string,
+    name: row.name as string,
+    description: (row.description as string | null) ?? null,
+    status: row.status as (typeof CLIENT_STATUSES)[number],
+    jwks: row.jwks as Record<string, unknown>,
+    created_at: (row.created_at as Date).toISOString(),
+    updated_at: (row.updated_at as Date).toISOString(),
+  };
+}

@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 import { ConnectorDetail, PG_POOL } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import type { RegisteredClient } from '../client-auth/registered-client';
-import { ACCESS_TOKEN_TYP } from '../token/access-token-issuer.service';
+import { ACCESS_TOKEN_TYP } from '@writ/oauth';
 
 /** An access token row joined with its task's status and orchestrator. */
 export interface KnownToken {

@@ -3,8 +3,8 @@ import type { Request } from 'express';
 import type { Pool } from 'pg';
 import { PG_POOL } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
-import { InsufficientScopeError, InvalidTokenError } from '@writ/oauth';
-import { ACCESS_TOKEN_TYP, AccessTokenIssuer } from '../token/access-token-issuer.service';
+import { InsufficientScopeError, InvalidTokenError, ACCESS_TOKEN_TYP } from '@writ/oauth';
+import { AccessTokenIssuer } from '../token/access-token-issuer.service';
 
 /** The orchestrator a Tasks API request is made by. */
 export interface OrchestratorPrincipal {

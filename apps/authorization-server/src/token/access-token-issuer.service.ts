@@ -3,7 +3,7 @@ import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import type { ConnectorDetail } from '@writ/database';
-import { InvalidGrantError } from '@writ/oauth';
+import { ACCESS_TOKEN_TYP, InvalidGrantError } from '@writ/oauth';
 import type { PoolClient } from 'pg';
 
 const TOKEN_COLUMNS = `jti, kind, client_id, subject, task_id, connector_id, action, risk,
@@ -53,8 +53,6 @@ function insertTokens(name: string, sql: string) {
 const insertConnectorTokens = insertTokens('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS);
 const insertTasksTokens = insertTokens('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS);
 
-/** The `typ` of every access token (RFC 9068). */
-export const ACCESS_TOKEN_TYP = 'at+jwt';
 
 /** What to put in a new access token and its row. */
 export interface AccessTokenSpec {

@@ -5,9 +5,6 @@ import { PG_POOL } from '@writ/database';
 /** What the gateway needs about a credential, its task and its connector, read in one query. */
 export interface GrantState {
   jti: string;
-  subject: string;
-  taskId: string | null;
-  connectorId: string | null;
   revoked: boolean;
   expired: boolean;
   uses: number;
@@ -25,7 +22,7 @@ export interface GrantState {
 }
 
 const LOAD = `
-  SELECT t.jti, t.subject, t.task_id, t.connector_id, t.revoked_at IS NOT NULL AS revoked,
+  SELECT t.jti, t.revoked_at IS NOT NULL AS revoked,
          t.expires_at <= now() AS expired, t.uses, t.max_uses,
          k.status AS task_status, k.expires_at <= now() AS task_expired,
          c.id AS c_id, c.base_url, c.operations::text AS operations_text,
@@ -67,9 +64,6 @@ export class GrantStateRepository {
     if (!row) return undefined;
     return {
       jti: row.jti,
-      subject: row.subject,
-      taskId: row.task_id,
-      connectorId: row.connector_id,
       revoked: row.revoked,
       expired: row.expired,
       uses: row.uses,

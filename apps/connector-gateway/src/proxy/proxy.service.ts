@@ -8,7 +8,7 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { PG_POOL, type ConnectorDetail, type ConnectorOperation } from '@writ/database';
 import type { Pool } from 'pg';
 import { MasterKey, SigningKeyStore } from '@writ/keys';
-import { DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError } from '@writ/oauth';
+import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError } from '@writ/oauth';
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import { LOGGER } from '@writ/platform';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
@@ -21,8 +21,6 @@ import { GrantState, GrantStateRepository } from './grant-state.repository';
 import { parseRequestTarget, RequestTarget } from './request-target';
 import { parseStrictJson, StrictJsonError } from './strict-json';
 
-/** `typ` of the access tokens the gateway accepts (RFC 9068). */
-const ACCESS_TOKEN_TYP = 'at+jwt';
 const JSON_TYPE = /^application\/(?:[a-z0-9.+-]+\+)?json\s*(?:;\s*charset\s*=\s*"?utf-8"?\s*)?$/i;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -36,7 +34,8 @@ interface CallContext {
   agentId?: string;
   taskId?: string | null;
   operation?: string;
-  constraints?: Array<Omit<CheckedConstraint, 'granted' | 'actual'> & { granted: unknown; actual: unknown }>;
+  /** As checked, with string values replaced by their audit HMAC. */
+  constraints?: CheckedConstraint[];
 }
 
 /** A call that passed every check and may spend its use and go upstream. */
@@ -63,6 +62,9 @@ function elapsedMs(started: bigint): number {
  */
 @Injectable()
 export class ProxyService {
+  /** Used DPoP proof `jti`s, shared by every instance. */
+  private readonly jtis: PgJtiStore;
+
   constructor(
     private readonly keys: SigningKeyStore,
     private readonly grants: GrantStateRepository,
@@ -77,9 +79,6 @@ export class ProxyService {
   ) {
     this.jtis = new PgJtiStore(pool);
   }
-
-  /** Used DPoP proof `jti`s, shared by every instance. */
-  private readonly jtis: PgJtiStore;
 
   /** Checks, spends, forwards and streams the upstream response back. */
   async handle(req: Request, res: Response): Promise<void> {

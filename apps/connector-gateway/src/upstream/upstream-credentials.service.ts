@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { Dispatcher, request } from 'undici';
 import { MasterKey } from '@writ/keys';
-import { OAuth2ClientCredentials, unsealCredential, UpstreamCredential } from '@writ/connectors';
+import { credentialSecrets, OAuth2ClientCredentials, unsealCredential, UpstreamCredential } from '@writ/connectors';
 import { BadGatewayError, GatewayTimeoutError } from '../gateway-errors';
 import { UPSTREAM_DISPATCHER } from './upstream-dispatcher';
 
@@ -73,9 +73,7 @@ export class UpstreamCredentials {
   /** Every secret value currently held for a connector (to scrub them from response headers). */
   secretsOf(sealed: SealedCredential): string[] {
     const credential = this.open(sealed);
-    if (!credential) return [];
-    const secrets = credential.type === 'bearer' ? [credential.token] : credential.type === 'header' ? [credential.value] : [credential.client_secret];
-    return secrets.filter((secret) => secret.length >= 4);
+    return credential ? credentialSecrets(credential).filter((secret) => secret.length >= 4) : [];
   }
 
   private open(sealed: SealedCredential): UpstreamCredential | undefined {

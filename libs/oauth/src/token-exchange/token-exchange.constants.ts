@@ -1,3 +1,6 @@
+/** RFC 9068 §2.1 `typ` header of every access token Writ issues. */
+export const ACCESS_TOKEN_TYP = 'at+jwt';
+
 /** RFC 8693 §2.1 `grant_type` of a token exchange. */
 export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 

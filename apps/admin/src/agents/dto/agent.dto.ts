@@ -1,5 +1,6 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { CLIENT_STATUSES } from '../../common/client-identity';
+import { toClientDto } from '../../common/client-identity.dto';
 
 /** An agent as the admin API shows it. */
 export class AgentDto {
@@ -20,13 +21,5 @@ export class AgentListDto {
 
 /** Maps an `agents` row. */
 export function toAgentDto(row: Record<string, any>): AgentDto {
-  return {
-    id: row.id,
-    name: row.name,
-    description: row.description ?? null,
-    status: row.status,
-    jwks: row.jwks,
-    created_at: (row.created_at as Date).toISOString(),
-    updated_at: (row.updated_at as Date).toISOString(),
-  };
+  return toClientDto(row);
 }

@@ -2,7 +2,7 @@ import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, ArrayUnique, IsArray, IsOptional, IsString, Matches } from 'class-validator';
 import { CLIENT_ID_PATTERN, CLIENT_STATUSES } from '../../common/client-identity';
-import { CreateClientDto, UpdateClientDto } from '../../common/client-identity.dto';
+import { CreateClientDto, toClientDto, UpdateClientDto } from '../../common/client-identity.dto';
 import { OptionalNotNull } from '../../common/optional';
 
 /** An entry of `allowed_agents`: an agent id, or `*` for every agent. */
@@ -55,16 +55,7 @@ export class OrchestratorListDto {
   @ApiProperty({ nullable: true, type: String }) next_cursor!: string | null;
 }
 
-/** Maps an `orchestrators` row. */
+/** Maps an `orchestrators` row: a client's members plus `allowed_agents`. */
 export function toOrchestratorDto(row: Record<string, any>): OrchestratorDto {
-  return {
-    id: row.id,
-    name: row.name,
-    description: row.description ?? null,
-    status: row.status,
-    jwks: row.jwks,
-    allowed_agents: row.allowed_agents,
-    created_at: (row.created_at as Date).toISOString(),
-    updated_at: (row.updated_at as Date).toISOString(),
-  };
+  return { ...toClientDto(row), allowed_agents: row.allowed_agents };
 }

@@ -7,6 +7,8 @@ import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
 import {
   AccessDeniedError,
   AuthorizationPendingError,
+  GRANT_TYPE_TOKEN_EXCHANGE,
+  TOKEN_TYPE_ACCESS_TOKEN,
   checkWithinAllowed,
   InvalidAuthorizationDetailsError,
   InvalidGrantError,
@@ -25,10 +27,6 @@ import { AccessTokenIssuer } from '../access-token-issuer.service';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
 
-/** RFC 8693 token type identifiers. */
-export const TOKEN_TYPE_JWT = 'urn:ietf:params:oauth:token-type:jwt';
-export const TOKEN_TYPE_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
-export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 /** Reason code of refusals already audited with their policy decision. */
 export const POLICY_DENIED = 'policy_denied';
 
@@ -40,7 +38,7 @@ export const POLICY_DENIED = 'policy_denied';
  */
 @Injectable()
 export class TokenExchangeGrant implements GrantHandler {
-  readonly grantType = TOKEN_EXCHANGE_GRANT;
+  readonly grantType = GRANT_TYPE_TOKEN_EXCHANGE;
   readonly clientKinds = ['agent'] as const;
 
   constructor(
@@ -66,7 +64,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const engine = this.policy.current();
     const input = buildPolicyInput({
       request: {
-        grantType: TOKEN_EXCHANGE_GRANT,
+        grantType: GRANT_TYPE_TOKEN_EXCHANGE,
         authorizationDetails: details,
         resource: request.resource ?? null,
         dpopJkt: dpop?.jkt ?? null,
@@ -155,14 +153,14 @@ export class TokenExchangeGrant implements GrantHandler {
     policyVersion: string,
     decisionData: Record<string, unknown>,
   ): Promise<never> {
-    await this.audit.record({
-      type: 'grant.decision', outcome: 'info', actor: { type: 'agent', id: client.id }, agentId: client.id, taskId: task.id,
-      connectorId: details[0]?.connector ?? null, data: decisionData,
-    });
     const expiresAt = new Date(Math.min(task.expiresAt.getTime(), Date.now() + APPROVAL_MAX_SECONDS * 1000));
     const approval = await this.approvals.request(
       { taskId: task.id, agentId: client.id, connectorId: details[0].connector, authorizationDetails: details, reasons: decision.reasons, policyVersion, expiresAt },
       { type: 'agent', id: client.id },
+      [{
+        type: 'grant.decision', outcome: 'info', actor: { type: 'agent', id: client.id }, agentId: client.id, taskId: task.id,
+        connectorId: details[0].connector, data: decisionData,
+      }],
     );
     throw new AuthorizationPendingError(`a human must approve this request: ${decision.reasons.map((reason) => safeToken(reason, 200)).join('; ')}`, {
       approvalId: approval.id,
