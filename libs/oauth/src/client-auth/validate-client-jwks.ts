@@ -34,7 +34,8 @@ const DEFAULT_MAX_KEYS = 20;
 const MAX_KID_LENGTH = 128;
 const MIN_RSA_BITS = 2048;
 const MAX_RSA_BITS = 16384;
-const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'] as const;
+/** JWK members that carry private or symmetric key material: never accepted where a public key is expected. */
+export const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'] as const;
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 /** Coordinate octet lengths per curve (RFC 7518 §6.2.1.2, RFC 8037 §2). */
 const EC_COORDINATE_BYTES: Readonly<Record<string, number>> = { 'P-256': 32, 'P-384': 48, 'P-521': 66 };
@@ -61,7 +62,7 @@ function validateKey(raw: unknown, path: string, errors: JwksFieldError[]): Publ
     fail('', 'must be a JSON object');
     return undefined;
   }
-  for (const member of PRIVATE_MEMBERS) {
+  for (const member of PRIVATE_JWK_MEMBERS) {
     if (Object.hasOwn(raw, member)) {
       fail(`.${member}`, 'private key members are not accepted: register the public key only');
     }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { calculateJwkThumbprint, decodeProtectedHeader, importJWK, jwtVerify, type JWK } from 'jose';
+import { PRIVATE_JWK_MEMBERS } from '../client-auth/validate-client-jwks';
 import { InvalidDpopProofError } from '../errors/oauth-errors';
 
 /** Proof algorithms accepted (asymmetric only), as `dpop_signing_alg_values_supported`. */
@@ -70,16 +71,15 @@ export async function verifyDpopProof(proof: string | string[] | undefined, expe
   if (typeof header.alg !== 'string' || !(DPOP_SIGNING_ALGS as readonly string[]).includes(header.alg)) fail('the DPoP proof algorithm is not accepted', 'dpop_alg');
   const jwk = header.jwk as JWK | undefined;
   if (!jwk || typeof jwk !== 'object') return fail('the DPoP proof carries no public key', 'dpop_jwk');
-  if (['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'].some((member) => member in jwk)) fail('the DPoP proof key must be a public key', 'dpop_jwk_private');
+  if (PRIVATE_JWK_MEMBERS.some((member) => member in jwk)) fail('the DPoP proof key must be a public key', 'dpop_jwk_private');
+  const now = expect.now ?? Math.floor(Date.now() / 1000);
   let payload: Record<string, unknown>;
   try {
     const key = await importJWK(jwk, header.alg);
-    const now = expect.now ?? Math.floor(Date.now() / 1000);
     ({ payload } = await jwtVerify(proof, key, { typ: DPOP_PROOF_TYP, algorithms: [header.alg!], currentDate: new Date(now * 1000) }));
   } catch {
     return fail('the DPoP proof signature is not valid', 'dpop_signature');
   }
-  const now = expect.now ?? Math.floor(Date.now() / 1000);
   const { jti, htm, htu, iat, ath } = payload;
   if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256 || /[\u0000-\u001f\u007f]/.test(jti)) fail('the DPoP proof needs a jti', 'dpop_jti');
   if (htm !== expect.method) fail('the DPoP proof is for another method', 'dpop_htm');
