@@ -129,7 +129,10 @@ export class AccessTokenIssuer {
     const { result: recorded } = spec.beforeInsert
       ? await this.audit.recordWith(async (client) => {
           await spec.beforeInsert!(client);
-          return (await insert(client, [row]))[0];
+          // Not recorded (the task or agent ended meanwhile): roll back what beforeInsert did
+          // too, e.g. an approval is not spent on a credential that was never issued.
+          if (!(await insert(client, [row]))[0]) throw new InvalidGrantError('the task or the agent is no longer active');
+          return true;
         }, events)
       : await this.audit.recordWithBatched({ kind: `insert-${spec.kind}-token`, params: row, run: insert }, events);
     if (!recorded) throw new InvalidGrantError('the task or the agent is no longer active');

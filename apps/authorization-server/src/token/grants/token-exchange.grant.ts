@@ -1,7 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker } from '@writ/credentials';
+import { CredentialRevoker, taskEndEvents } from '@writ/credentials';
+import { GrantStore } from '@writ/grants';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
 import {
@@ -51,6 +52,7 @@ export class TokenExchangeGrant implements GrantHandler {
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
     @Inject(LOGGER) private readonly logger: Logger,
     private readonly approvals: ApprovalStore,
+    private readonly grants: GrantStore,
   ) {}
 
   /** Checks the task token, asks the policy, and issues the narrowed credential. */
@@ -94,7 +96,7 @@ export class TokenExchangeGrant implements GrantHandler {
       approval = await this.approvedFor(approvalId!, task, client, details);
     }
     if (!decision.allow && !approval) {
-      await this.refuse(task, client, decision, decisionData);
+      await this.refuse(task, client, decision, decisionData, engine, input);
       const reasons = decision.reasons.map((reason) => safeToken(reason, 300)).join('; ');
       throw new InvalidAuthorizationDetailsError(`denied by policy: ${reasons || 'no reason given'}`, { reason: POLICY_DENIED });
     }
@@ -253,34 +255,50 @@ export class TokenExchangeGrant implements GrantHandler {
     return { ...decision, allow: false, requires_approval: false, out_of_purpose: true, reasons: [...decision.reasons, ...violations] };
   }
 
-  /** Records a refusal and its counters; quarantines the task when the policy says so. */
-  private async refuse(task: ExchangeTask, client: RegisteredClient, decision: Decision, data: Record<string, unknown>): Promise<void> {
+  /**
+   * Records a refusal, its counters and, when the policy says so, the quarantine, all in one
+   * transaction. The counter is incremented first (locking the task row until commit), and
+   * when it moved since the request was evaluated (concurrent refusals, on any instance) the
+   * policy is asked again against the fresh counters: the quarantine decision is made on the
+   * count that includes every earlier refusal, so a burst of parallel out-of-purpose requests
+   * cannot all read "below the threshold".
+   */
+  private async refuse(task: ExchangeTask, client: RegisteredClient, decision: Decision, data: Record<string, unknown>, engine: PolicyEngine, input: PolicyInput): Promise<void> {
+    const connectorId = (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null;
+    const actor = { type: 'agent' as const, id: client.id };
+    const quarantineActor = { type: 'system' as const, id: 'policy' };
     await this.audit.recordWith(
       async (tx) => {
-        await tx.query(
-          `UPDATE tasks SET refusals = refusals + 1,
-                  out_of_purpose_requests = out_of_purpose_requests + $2 WHERE id = $1`,
-          [task.id, decision.out_of_purpose ? 1 : 0],
-        );
+        const counted = await this.grants.recordRefusal(tx, task.id, decision.out_of_purpose === true);
+        if (!counted) return { decision, ended: undefined, reason: '' };
+        const priorRefusals = counted.refusals - 1;
+        const priorOutOfPurpose = counted.outOfPurposeRequests - (decision.out_of_purpose ? 1 : 0);
+        const history = input.task.history;
+        const fresh =
+          priorRefusals === history.refusals && priorOutOfPurpose === history.out_of_purpose_requests
+            ? decision
+            : this.evaluate(engine, { ...input, task: { ...input.task, history: { ...history, refusals: priorRefusals, out_of_purpose_requests: priorOutOfPurpose } } });
+        const quarantine = counted.status === 'active' && fresh.quarantine === true;
+        const reason = `quarantined by policy after ${counted.outOfPurposeRequests} out-of-purpose requests`;
+        const ended = quarantine ? await this.grants.endTask(tx, task.id, 'revoked', reason) : undefined;
+        return { decision: quarantine ? { ...decision, quarantine: true } : { ...decision, quarantine: false }, ended, reason, counted };
       },
-      () => [
+      (outcome) => [
         {
           type: 'grant.decision',
           outcome: 'denied',
-          actor: { type: 'agent', id: client.id },
+          actor,
           agentId: client.id,
           taskId: task.id,
-          connectorId: (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null,
-          data,
+          connectorId,
+          data: {
+            ...data,
+            decision: { ...(data.decision as Record<string, unknown>), quarantine: outcome.decision.quarantine },
+            ...(outcome.counted ? { history: { refusals: outcome.counted.refusals, out_of_purpose_requests: outcome.counted.outOfPurposeRequests } } : {}),
+          },
         },
+        ...(outcome.ended ? taskEndEvents(task.id, 'revoked', outcome.reason, quarantineActor, outcome.ended) : []),
       ],
     );
-    if (decision.quarantine) {
-      const count = task.outOfPurposeRequests + (decision.out_of_purpose ? 1 : 0);
-      await this.revoker.endTask(task.id, 'revoked', `quarantined by policy after ${count} out-of-purpose requests`, {
-        type: 'system',
-        id: 'policy',
-      });
-    }
   }
 }
