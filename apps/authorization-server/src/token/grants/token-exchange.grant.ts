@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { CredentialRevoker, taskEndEvents } from '@writ/credentials';
-import { GrantStore } from '@writ/grants';
+import { DeclaredEntry, GrantStore, limitedEntriesCovering } from '@writ/grants';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
 import {
@@ -11,6 +11,7 @@ import {
   GRANT_TYPE_TOKEN_EXCHANGE,
   TOKEN_TYPE_ACCESS_TOKEN,
   checkWithinAllowed,
+  type ConstraintOperatorLookup,
   InvalidAuthorizationDetailsError,
   InvalidGrantError,
   optionalParam,
@@ -27,6 +28,12 @@ import { TASK_TOKEN_TYP, TaskTokenClaims } from '../../exchange/task-token';
 import { AccessTokenIssuer } from '../access-token-issuer.service';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
+
+/** The catalogue's operator of a constraint, for the registered connectors given. */
+function operatorsOf(connectors: CatalogueConnector[]): ConstraintOperatorLookup {
+  return (connectorId, action, name) =>
+    connectors.find((candidate) => candidate.id === connectorId)?.operations.find((candidate) => candidate.name === action)?.constraints?.[name]?.op;
+}
 
 /** Reason code of refusals already audited with their policy decision. */
 export const POLICY_DENIED = 'policy_denied';
@@ -62,6 +69,8 @@ export class TokenExchangeGrant implements GrantHandler {
     const task = await this.activeTaskOf(request.subjectToken, client);
     const details = request.authorizationDetails as ConnectorDetail[];
     const connectors = await this.context.connectors([...new Set(details.map((detail) => detail.connector))]);
+    const limited = (task.allowed as DeclaredEntry[]).some((entry) => entry.limits !== undefined);
+    const budgets = limited ? await this.grants.budgetsOf(task.id) : [];
     const now = new Date();
     const engine = this.policy.current();
     const input = buildPolicyInput({
@@ -72,7 +81,7 @@ export class TokenExchangeGrant implements GrantHandler {
         dpopJkt: dpop?.jkt ?? null,
       },
       agent: { id: client.id, name: client.name, status: client.status },
-      task,
+      task: { ...task, budgets },
       connectors,
       now,
     });
@@ -107,6 +116,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const secondsLeft = Math.floor((task.expiresAt.getTime() - now.getTime()) / 1000);
     const lifetime = Math.min(decision.max_ttl_seconds, secondsLeft);
     if (lifetime < 1) throw new InvalidGrantError('the task expires too soon to issue a credential');
+    const budgetEntries = limited ? limitedEntriesCovering(detail, task.allowed as DeclaredEntry[], operatorsOf(connectors)) : [];
     const issued = await this.issuer.issue({
       kind: 'connector',
       clientId: client.id,
@@ -121,6 +131,7 @@ export class TokenExchangeGrant implements GrantHandler {
       maxUses: decision.max_uses,
       policyVersion: engine.version,
       cnfJkt: dpop?.jkt,
+      budgetEntries,
       auditActor: { type: 'agent', id: client.id },
       beforeInsert: approval
         ? async (tx) => {
@@ -244,10 +255,7 @@ export class TokenExchangeGrant implements GrantHandler {
       if (!connector || !operation) {
         violations.push(`operation ${detail.actions[0]} is not in the catalogue of connector ${detail.connector}`);
       } else {
-        const within = checkWithinAllowed(detail, task.allowed, (connectorId: string, action: string, name: string) => {
-          if (connectorId !== connector.id) return undefined;
-          return connector.operations.find((candidate) => candidate.name === action)?.constraints?.[name]?.op;
-        });
+        const within = checkWithinAllowed(detail, task.allowed, operatorsOf([connector]));
         violations.push(...within.violations);
       }
     }
