@@ -128,7 +128,8 @@ export class TasksService {
       details = parseAuthorizationDetails(entries, { maxEntries: 20 }) as ConnectorDetail[];
     } catch (error) {
       const message = (error instanceof OAuthError ? error.description : 'invalid authorization_details').replaceAll('authorization_details', 'allowed');
-      fields.push({ field: /^allowed\[\d+\][A-Za-z0-9_.\[\]-]*/.exec(message)?.[0] ?? 'allowed', message });
+      const path = /^allowed\[\d+\](?:\.(?:"[^"]{1,64}"|[A-Za-z0-9_-]+)|\[\d+\])*/.exec(message)?.[0];
+      fields.push({ field: path ? path.replaceAll('"', '') : 'allowed', message });
       return [];
     }
     const ids = [...new Set(details.map((detail) => detail.connector))];
