@@ -149,5 +149,6 @@ describe('task budgets across credentials and gateway instances', () => {
     ]);
     const read = await sendJson('GET', `${first.issuer}/v1/tasks/${task.task_id}`, undefined, await tasksToken(first, world.orchestrator));
     expect(read.body.allowed[0].limits).toEqual({ calls: 4, sum: { amount_max: 90000 } });
+    expect(read.body.budgets).toEqual(dryRun.body.input.task.budgets);
   });
 });
