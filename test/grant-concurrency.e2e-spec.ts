@@ -48,6 +48,8 @@ describe('grant path under concurrency, across two authorization-server instance
     const results = await Promise.all(Array.from({ length: 20 }, (_, n) => exchangeAt(n, task.task_token, EVIL)));
     for (const result of results) expect(result.status).toBe(400);
     expect(results.filter((result) => result.body.error === 'invalid_authorization_details').length).toBeGreaterThanOrEqual(3);
+    // The refusal that quarantined says so to the agent (those racing it may too: the audit below counts the real one).
+    expect(results.filter((result) => /quarantine/.test(result.body.error_description)).length).toBeGreaterThanOrEqual(1);
 
     const row = await taskRow(task.task_id);
     expect(row.status).toBe('revoked');

@@ -105,8 +105,8 @@ export class TokenExchangeGrant implements GrantHandler {
       approval = await this.approvedFor(approvalId!, task, client, details);
     }
     if (!decision.allow && !approval) {
-      await this.refuse(task, client, decision, decisionData, engine, input);
-      const reasons = decision.reasons.map((reason) => safeToken(reason, 300)).join('; ');
+      const refused = await this.refuse(task, client, decision, decisionData, engine, input);
+      const reasons = refused.reasons.map((reason) => safeToken(reason, 300)).join('; ');
       throw new InvalidAuthorizationDetailsError(`denied by policy: ${reasons || 'no reason given'}`, { reason: POLICY_DENIED });
     }
     const detail = details[0];
@@ -271,11 +271,11 @@ export class TokenExchangeGrant implements GrantHandler {
    * count that includes every earlier refusal, so a burst of parallel out-of-purpose requests
    * cannot all read "below the threshold".
    */
-  private async refuse(task: ExchangeTask, client: RegisteredClient, decision: Decision, data: Record<string, unknown>, engine: PolicyEngine, input: PolicyInput): Promise<void> {
+  private async refuse(task: ExchangeTask, client: RegisteredClient, decision: Decision, data: Record<string, unknown>, engine: PolicyEngine, input: PolicyInput): Promise<Decision> {
     const connectorId = (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null;
     const actor = { type: 'agent' as const, id: client.id };
     const quarantineActor = { type: 'system' as const, id: 'policy' };
-    await this.audit.recordWith(
+    const { result } = await this.audit.recordWith(
       async (tx) => {
         const counted = await this.grants.recordRefusal(tx, task.id, decision.out_of_purpose === true);
         if (!counted) return { decision, ended: undefined, reason: '' };
@@ -289,7 +289,9 @@ export class TokenExchangeGrant implements GrantHandler {
         const quarantine = counted.status === 'active' && fresh.quarantine === true;
         const reason = `quarantined by policy after ${counted.outOfPurposeRequests} out-of-purpose requests`;
         const ended = quarantine ? await this.grants.endTask(tx, task.id, 'revoked', reason) : undefined;
-        return { decision: quarantine ? { ...decision, quarantine: true } : { ...decision, quarantine: false }, ended, reason, counted };
+        // The reasons of the answer that decided, so a quarantine says so to the agent.
+        const final = quarantine ? { ...decision, quarantine: true, reasons: fresh.reasons } : { ...decision, quarantine: false };
+        return { decision: final, ended, reason, counted };
       },
       (outcome) => [
         {
@@ -301,12 +303,13 @@ export class TokenExchangeGrant implements GrantHandler {
           connectorId,
           data: {
             ...data,
-            decision: { ...(data.decision as Record<string, unknown>), quarantine: outcome.decision.quarantine },
+            decision: { ...(data.decision as Record<string, unknown>), quarantine: outcome.decision.quarantine, reasons: outcome.decision.reasons },
             ...(outcome.counted ? { history: { refusals: outcome.counted.refusals, out_of_purpose_requests: outcome.counted.outOfPurposeRequests } } : {}),
           },
         },
         ...(outcome.ended ? taskEndEvents(task.id, 'revoked', outcome.reason, quarantineActor, outcome.ended) : []),
       ],
     );
+    return result.decision;
   }
 }
