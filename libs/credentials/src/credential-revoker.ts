@@ -1,6 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
-import type { AuditActorType, AuditService } from '@writ/audit';
+import type { AuditActorType, AuditEventInput, AuditService } from '@writ/audit';
 import type { TaskStatus } from '@writ/database';
+import { EndedTaskRow, GrantStore } from '@writ/grants';
 
 /** Who asked for a revocation. */
 export interface RevocationActor {
@@ -16,8 +17,28 @@ export interface EndedTask {
   revokedTokens: number;
 }
 
-const REVOKE_TASK_TOKENS = `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
-                             WHERE task_id = $1 AND revoked_at IS NULL RETURNING jti`;
+/** The audit events of a task end: `task.<status>`, and `token.revoked` listing its revoked credentials. */
+export function taskEndEvents(
+  taskId: string,
+  status: Exclude<TaskStatus, 'active'>,
+  reason: string,
+  actor: RevocationActor,
+  ended: EndedTaskRow,
+): AuditEventInput[] {
+  return [
+    { type: `task.${status}`, outcome: 'success', actor, agentId: ended.agentId, taskId, data: { status, reason } },
+    ...(ended.jtis.length
+      ? [{
+          type: 'token.revoked',
+          outcome: 'success' as const,
+          actor,
+          agentId: ended.agentId,
+          taskId,
+          data: { reason: `task ${status}`, jtis: ended.jtis, count: ended.jtis.length },
+        }]
+      : []),
+  ];
+}
 
 /**
  * Ends tasks and revokes credentials. Each change and its audit events commit in one
@@ -25,10 +46,14 @@ const REVOKE_TASK_TOKENS = `UPDATE access_tokens SET revoked_at = now(), revoked
  * every call, so a revocation is effective on every instance as soon as this resolves.
  */
 export class CredentialRevoker {
+  private readonly grants: GrantStore;
+
   constructor(
     private readonly pool: Pool,
     private readonly audit: AuditService,
-  ) {}
+  ) {
+    this.grants = new GrantStore(pool);
+  }
 
   /**
    * Moves an active task to a final status and revokes every credential issued for it.
@@ -37,41 +62,14 @@ export class CredentialRevoker {
   async endTask(taskId: string, status: Exclude<TaskStatus, 'active'>, reason: string, actor: RevocationActor): Promise<EndedTask> {
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const ended = await client.query<{ agent_id: string; status: TaskStatus }>(
-          `UPDATE tasks SET status = $2, status_reason = $3, ended_at = now()
-            WHERE id = $1 AND status = 'active' RETURNING agent_id, status`,
-          [taskId, status, reason],
-        );
-        if (ended.rowCount === 0) {
+        const ended = await this.grants.endTask(client, taskId, status, reason);
+        if (!ended) {
           const current = await client.query<{ status: TaskStatus }>('SELECT status FROM tasks WHERE id = $1', [taskId]);
           return { changed: false, status: current.rows[0]?.status ?? null, agentId: null, jtis: [] as string[] };
         }
-        const revoked = await client.query<{ jti: string }>(REVOKE_TASK_TOKENS, [taskId, `task ${status}`]);
-        return { changed: true, status, agentId: ended.rows[0].agent_id, jtis: revoked.rows.map((row) => row.jti) };
+        return { changed: true, status, agentId: ended.agentId, jtis: ended.jtis };
       },
-      (outcome) =>
-        outcome.changed
-          ? [
-              {
-                type: `task.${status}`,
-                outcome: 'success',
-                actor,
-                agentId: outcome.agentId,
-                taskId,
-                data: { status, reason },
-              },
-              ...(outcome.jtis.length
-                ? [{
-                    type: 'token.revoked',
-                    outcome: 'success' as const,
-                    actor,
-                    agentId: outcome.agentId,
-                    taskId,
-                    data: { reason: `task ${status}`, jtis: outcome.jtis, count: outcome.jtis.length },
-                  }]
-                : []),
-            ]
-          : [],
+      (outcome) => (outcome.changed ? taskEndEvents(taskId, status, reason, actor, { agentId: outcome.agentId!, jtis: outcome.jtis }) : []),
     );
     return { changed: result.changed, status: result.status, revokedTokens: result.jtis.length };
   }

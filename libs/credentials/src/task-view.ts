@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
 import type { ConnectorDetail, TaskStatus } from '@writ/database';
+import { EntryBudget, GrantStore } from '@writ/grants';
 
 /** The state of one credential of a task. */
 export type GrantState = 'active' | 'expired' | 'revoked' | 'spent';
@@ -33,6 +34,8 @@ export interface TaskDto {
   expires_at: string;
   ended_at: string | null;
   history: { grants_issued: number; refusals: number; out_of_purpose_requests: number };
+  /** Single-task reads of a task that declares `limits`: what is left of each budget, by `allowed` entry. */
+  budgets?: EntryBudget[];
   grants: TaskGrantDto[];
 }
 
@@ -71,7 +74,11 @@ export function toTaskDto(row: Record<string, any>, grants: TaskGrantDto[] = [])
 
 /** Reads tasks and their grants for the Tasks API and the admin API. */
 export class TaskReader {
-  constructor(private readonly pool: Pool) {}
+  private readonly store: GrantStore;
+
+  constructor(private readonly pool: Pool) {
+    this.store = new GrantStore(pool);
+  }
 
   /** One task with its grants, or undefined. `orchestratorId` restricts to that orchestrator's tasks. */
   async get(id: string, orchestratorId?: string): Promise<TaskDto | undefined> {
@@ -85,7 +92,9 @@ export class TaskReader {
       [id],
     );
     const now = Date.now();
-    return toTaskDto(
+    const limited = (row.allowed as Array<{ limits?: unknown }>).some((entry) => entry.limits !== undefined);
+    const budgets = limited ? await this.store.budgetsOf(id) : [];
+    const task = toTaskDto(
       row,
       grants.rows.map((grant) => ({
         jti: grant.jti,
@@ -106,6 +115,7 @@ export class TaskReader {
         revoked_reason: grant.revoked_reason,
       })),
     );
+    return budgets.length > 0 ? { ...task, budgets } : task;
   }
 
   /** A page of tasks, newest first, filtered. */

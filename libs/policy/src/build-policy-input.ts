@@ -39,6 +39,8 @@ export interface PolicyFacts {
     grantsIssued: number;
     refusals: number;
     outOfPurposeRequests: number;
+    /** What is left of the budgets of the entries that declare `limits` (absent: none). */
+    budgets?: PolicyInput['task']['budgets'];
   };
   connectors: Array<{ id: string; name: string; operations: Array<PolicyOperation & { name: string }> }>;
   now: Date;
@@ -74,6 +76,7 @@ export function buildPolicyInput(facts: PolicyFacts): PolicyInput {
       seconds_remaining: Math.max(0, Math.floor((task.expiresAt.getTime() - now.getTime()) / 1000)),
       on_behalf_of: task.onBehalfOf,
       metadata: task.metadata,
+      budgets: task.budgets ?? [],
       history: {
         grants_issued: task.grantsIssued,
         refusals: task.refusals,

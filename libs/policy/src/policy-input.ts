@@ -10,6 +10,8 @@ export interface ConnectorAuthorizationDetail {
   actions: string[];
   /** Constraint name → value, e.g. `{"destination": "acct_1", "amount_max": 50000}`. */
   constraints?: Record<string, unknown>;
+  /** In `task.allowed` only: the entry's declared budgets (`calls`, `sum`). */
+  limits?: { calls?: number; sum?: Record<string, number> };
 }
 
 /** How a catalogue operation binds a constraint name to a request field. */
@@ -32,6 +34,20 @@ export interface PolicyConnector {
   id: string;
   name: string;
   operations: Record<string, PolicyOperation>;
+}
+
+/** A declared limit and what is left of it. */
+export interface PolicyBudgetLeft {
+  limit: number;
+  used: number;
+  remaining: number;
+}
+
+/** The budgets of one `allowed` entry that declares `limits`. */
+export interface PolicyEntryBudget {
+  entry: number;
+  calls?: PolicyBudgetLeft;
+  sum?: Record<string, PolicyBudgetLeft>;
 }
 
 /** The whole input document. */
@@ -65,6 +81,11 @@ export interface PolicyInput {
     seconds_remaining: number;
     on_behalf_of: string | null;
     metadata: Record<string, unknown>;
+    /**
+     * What is left of each budget declared by an `allowed` entry's `limits`, one item per
+     * limited entry (`entry` is its index in `allowed`); empty when the task declares none.
+     */
+    budgets?: PolicyEntryBudget[];
     history: {
       grants_issued: number;
       refusals: number;

@@ -1,4 +1,5 @@
 import { grantsIssuedSql } from '@writ/credentials';
+import { GrantStore } from '@writ/grants';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { ConnectorOperation, PG_POOL } from '@writ/database';
@@ -48,6 +49,7 @@ export class PolicyFactsReader {
         grantsIssued: row.grants_issued,
         refusals: row.refusals,
         outOfPurposeRequests: row.out_of_purpose_requests,
+        budgets: await new GrantStore(this.pool).budgetsOf(row.id),
       },
       agent: { id: row.agent_id, name: row.agent_name ?? row.agent_id, status: row.agent_status ?? 'deleted' },
     };

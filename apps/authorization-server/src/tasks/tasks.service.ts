@@ -8,6 +8,7 @@ import { ConnectorDetail, ConnectorOperation, PG_POOL } from '@writ/database';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import { OAuthError, parseAuthorizationDetails } from '@writ/oauth';
 import { FieldError, NotFoundError, ValidationFailedError } from '@writ/platform';
+import { budgetRules, DeclaredEntry, GrantStore, validateTaskLimits } from '@writ/grants';
 import { TASK_TOKEN_TYP } from '../exchange/task-token';
 import type { CreateTaskDto } from './dto/create-task.dto';
 import type { CreatedTaskDto } from './dto/created-task.dto';
@@ -24,8 +25,10 @@ function constraintTypeError(op: string, value: unknown): string | undefined {
       return typeof value === 'number' && Number.isFinite(value) ? undefined : `must be a number (operator ${op})`;
     case 'in':
       return Array.isArray(value) && value.length > 0 && value.every(scalar) ? undefined : 'must be a non-empty array (operator in)';
-    default:
+    case 'eq':
       return scalar(value) ? undefined : 'must be a string, number or boolean (operator eq)';
+    default:
+      return `cannot be enforced: the catalogue gives it operator ${JSON.stringify(op)}, which Writ does not support`;
   }
 }
 
@@ -40,6 +43,7 @@ export class TasksService {
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
+    private readonly grants: GrantStore,
   ) {
     this.reader = new TaskReader(pool);
   }
@@ -76,6 +80,7 @@ export class TasksService {
           [id, body.agent_id, orchestrator.id, body.purpose, JSON.stringify(allowed), body.on_behalf_of ?? null,
             JSON.stringify(body.metadata ?? {}), jti, now, expiresAt],
         );
+        await this.grants.declareBudgets(client, id, budgetRules(allowed));
       },
       () => [{
         type: 'task.created',
@@ -103,37 +108,66 @@ export class TasksService {
     return this.get(orchestrator, id);
   }
 
-  private async validateAllowed(raw: unknown[], fields: FieldError[]): Promise<ConnectorDetail[]> {
+  /**
+   * The declared purpose, checked against the catalogue so that the orchestrator learns of a
+   * mistake at declaration (not the agent at exchange): each entry names a registered
+   * connector and operations of its catalogue; each declared constraint is enforceable by
+   * every one of the entry's actions, with a value of the right type for each operator; and
+   * `limits` (not an RFC 9396 member: taken aside before parsing) are well formed.
+   */
+  private async validateAllowed(raw: unknown[], fields: FieldError[]): Promise<DeclaredEntry[]> {
+    const declaredLimits = new Map<number, unknown>();
+    const entries = raw.map((entry, index) => {
+      if (entry === null || typeof entry !== 'object' || Array.isArray(entry) || !Object.hasOwn(entry, 'limits')) return entry;
+      const { limits, ...rest } = entry as Record<string, unknown>;
+      declaredLimits.set(index, limits);
+      return rest;
+    });
     let details: ConnectorDetail[];
     try {
-      details = parseAuthorizationDetails(raw, { maxEntries: 20 }) as ConnectorDetail[];
+      details = parseAuthorizationDetails(entries, { maxEntries: 20 }) as ConnectorDetail[];
     } catch (error) {
-      fields.push({ field: 'allowed', message: error instanceof OAuthError ? error.description : 'invalid authorization_details' });
+      const message = (error instanceof OAuthError ? error.description : 'invalid authorization_details').replaceAll('authorization_details', 'allowed');
+      const path = /^allowed\[\d+\](?:\.(?:"[^"]{1,64}"|[A-Za-z0-9_-]+)|\[\d+\])*/.exec(message)?.[0];
+      fields.push({ field: path ? path.replaceAll('"', '') : 'allowed', message });
       return [];
     }
     const ids = [...new Set(details.map((detail) => detail.connector))];
-    const { rows } = await this.pool.query(`SELECT id, operations FROM connectors WHERE id = ANY($1::text[])`, [ids]);
+    const { rows } = await this.pool.query<{ id: string; operations: ConnectorOperation[] }>(
+      `SELECT id, operations FROM connectors WHERE id = ANY($1::text[])`,
+      [ids],
+    );
     const catalogue = new Map<string, ConnectorOperation[]>(rows.map((row) => [row.id, row.operations]));
-    details.forEach((detail, index) => {
+    return details.map((detail, index) => {
       const operations = catalogue.get(detail.connector);
       if (!operations) {
         fields.push({ field: `allowed[${index}].connector`, message: `no connector "${detail.connector}" is registered` });
-        return;
+        return detail;
       }
       const listed = detail.actions.map((action) => operations.find((operation) => operation.name === action));
       listed.forEach((operation, actionIndex) => {
         if (!operation) fields.push({ field: `allowed[${index}].actions[${actionIndex}]`, message: `connector ${detail.connector} has no operation "${detail.actions[actionIndex]}"` });
       });
       for (const [name, value] of Object.entries(detail.constraints ?? {})) {
-        const binding = listed.map((operation) => operation?.constraints?.[name]).find(Boolean);
-        if (!binding) {
-          fields.push({ field: `allowed[${index}].constraints.${name}`, message: 'no listed operation defines this constraint' });
+        const field = `allowed[${index}].constraints.${name}`;
+        const known = listed.filter((operation): operation is ConnectorOperation => operation !== undefined);
+        const unable = known.filter((operation) => !operation.constraints?.[name]).map((operation) => operation.name);
+        if (unable.length > 0) {
+          fields.push({ field, message: `cannot be enforced on ${unable.join(', ')}: the operation has no constraint of that name` });
           continue;
         }
-        const problem = constraintTypeError(binding.op, value);
-        if (problem) fields.push({ field: `allowed[${index}].constraints.${name}`, message: problem });
+        for (const op of new Set(known.map((operation) => operation.constraints[name].op))) {
+          const problem = constraintTypeError(op, value);
+          if (problem) {
+            fields.push({ field, message: problem });
+            break;
+          }
+        }
       }
+      if (!declaredLimits.has(index)) return detail;
+      const { limits, problems } = validateTaskLimits(declaredLimits.get(index), `allowed[${index}].limits`, detail, listed);
+      fields.push(...problems);
+      return limits ? { ...detail, limits } : detail;
     });
-    return details;
   }
 }

@@ -7,14 +7,15 @@ import { ACCESS_TOKEN_TYP, InvalidGrantError } from '@writ/oauth';
 import type { PoolClient } from 'pg';
 
 const TOKEN_COLUMNS = `jti, kind, client_id, subject, task_id, connector_id, action, risk,
-  authorization_details, scope, policy_version, max_uses, issued_at, expires_at, cnf_jkt`;
+  authorization_details, scope, policy_version, max_uses, issued_at, expires_at, cnf_jkt, budget_entries`;
 
 /** One row of `access_tokens` as the batched insert takes it (in {@link TOKEN_COLUMNS} order). */
-type TokenRow = [string, string, string, string, string | null, string | null, string | null, string | null, string | null, string | null, string | null, number | null, number, number, string | null];
+type TokenRow = [string, string, string, string, string | null, string | null, string | null, string | null, string | null, string | null, string | null, number | null, number, number, string | null, string | null];
 
 const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
-  $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[])
-  AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses, iat, exp, cnf_jkt)`;
+  $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[], $16::text[])
+  AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses, iat, exp, cnf_jkt,
+       budget_entries)`;
 
 /**
  * Inserts every connector credential of an audit batch in one statement. A credential is
@@ -30,20 +31,20 @@ const INSERT_CONNECTOR_TOKENS = `
                    FOR SHARE OF a, t)
   INSERT INTO access_tokens (${TOKEN_COLUMNS})
   SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
-         max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt FROM live
+         max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt, budget_entries::smallint[] FROM live
   RETURNING jti`;
 
 /** Inserts every Tasks API token of an audit batch in one statement. */
 const INSERT_TASKS_TOKENS = `
   INSERT INTO access_tokens (${TOKEN_COLUMNS})
   SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
-         max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt FROM (${UNNEST_TOKENS}) u
+         max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt, budget_entries::smallint[] FROM (${UNNEST_TOKENS}) u
   RETURNING jti`;
 
 /** Runs a batched insert; one result per row: was it recorded. */
 function insertTokens(name: string, sql: string) {
   return async (client: PoolClient, rows: TokenRow[]): Promise<boolean[]> => {
-    const columns = Array.from({ length: 15 }, (_, column) => rows.map((row) => row[column]));
+    const columns = Array.from({ length: 16 }, (_, column) => rows.map((row) => row[column]));
     const { rows: inserted } = await client.query<{ jti: string }>({ name, text: sql, values: columns });
     const recorded = new Set(inserted.map((row) => row.jti));
     return rows.map((row) => recorded.has(row[0]));
@@ -71,6 +72,8 @@ export interface AccessTokenSpec {
   policyVersion?: string;
   /** RFC 9449 `cnf.jkt`: the token is bound to this DPoP key. */
   cnfJkt?: string;
+  /** Indexes of the task's limited `allowed` entries the credential's gateway calls are charged to. */
+  budgetEntries?: number[];
   /** Runs in the issuing transaction before the row is written; throwing aborts the issuance. */
   beforeInsert?: (client: PoolClient) => Promise<void>;
   /** Events written with the token, besides `token.issued`. */
@@ -123,13 +126,17 @@ export class AccessTokenIssuer {
       spec.action ?? null, spec.risk ?? null,
       spec.authorizationDetails ? JSON.stringify(spec.authorizationDetails) : null,
       spec.scope ?? null, spec.policyVersion ?? null, spec.maxUses ?? null, issuedAt, expiresAtSeconds, spec.cnfJkt ?? null,
+      spec.budgetEntries?.length ? `{${spec.budgetEntries.join(',')}}` : null,
     ];
     const insert = spec.kind === 'connector' ? insertConnectorTokens : insertTasksTokens;
     const events = (recorded: boolean): AuditEventInput[] => (recorded ? [...(spec.events ?? []), this.issuedEvent(spec, jti, expiresAt)] : []);
     const { result: recorded } = spec.beforeInsert
       ? await this.audit.recordWith(async (client) => {
           await spec.beforeInsert!(client);
-          return (await insert(client, [row]))[0];
+          // Not recorded (the task or agent ended meanwhile): roll back what beforeInsert did
+          // too, e.g. an approval is not spent on a credential that was never issued.
+          if (!(await insert(client, [row]))[0]) throw new InvalidGrantError('the task or the agent is no longer active');
+          return true;
         }, events)
       : await this.audit.recordWithBatched({ kind: `insert-${spec.kind}-token`, params: row, run: insert }, events);
     if (!recorded) throw new InvalidGrantError('the task or the agent is no longer active');
@@ -155,6 +162,7 @@ export class AccessTokenIssuer {
         authorization_details: spec.authorizationDetails,
         max_uses: spec.maxUses ?? null,
         ...(spec.cnfJkt ? { cnf_jkt: spec.cnfJkt } : {}),
+        ...(spec.budgetEntries?.length ? { budget_entries: spec.budgetEntries } : {}),
         expires_at: expiresAt.toISOString(),
         policy_version: spec.policyVersion,
         kid: this.keys.activeKid(),

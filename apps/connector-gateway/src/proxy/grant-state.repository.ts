@@ -1,10 +1,14 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool, PoolClient } from 'pg';
 import { PG_POOL } from '@writ/database';
+import { BudgetReservation, GrantStore, ReserveOutcome } from '@writ/grants';
 
 /** What the gateway needs about a credential, its task and its connector, read in one query. */
 export interface GrantState {
   jti: string;
+  taskId: string | null;
+  /** Indexes of the task's limited `allowed` entries this credential's calls are charged to; null: none. */
+  budgetEntries: number[] | null;
   revoked: boolean;
   expired: boolean;
   uses: number;
@@ -22,7 +26,7 @@ export interface GrantState {
 }
 
 const LOAD = `
-  SELECT t.jti, t.revoked_at IS NOT NULL AS revoked,
+  SELECT t.jti, t.task_id, t.budget_entries, t.revoked_at IS NOT NULL AS revoked,
          t.expires_at <= now() AS expired, t.uses, t.max_uses,
          k.status AS task_status, k.expires_at <= now() AS task_expired,
          c.id AS c_id, c.base_url, c.operations::text AS operations_text,
@@ -55,7 +59,11 @@ const RECHECK = `
 /** Reads credential state from PostgreSQL on every call (no cache: revocation is immediate). */
 @Injectable()
 export class GrantStateRepository {
-  constructor(@Inject(PG_POOL) private readonly pool: Pool) {}
+  private readonly store: GrantStore;
+
+  constructor(@Inject(PG_POOL) private readonly pool: Pool) {
+    this.store = new GrantStore(pool);
+  }
 
   /** The credential, its task and its connector, or `undefined` for an unknown `jti`. */
   async load(jti: string): Promise<GrantState | undefined> {
@@ -64,6 +72,8 @@ export class GrantStateRepository {
     if (!row) return undefined;
     return {
       jti: row.jti,
+      taskId: row.task_id,
+      budgetEntries: row.budget_entries,
       revoked: row.revoked,
       expired: row.expired,
       uses: row.uses,
@@ -95,4 +105,14 @@ export class GrantStateRepository {
     const live = new Set(rows.map((row) => row.jti));
     return jtis.map((jti) => live.has(jti));
   };
+
+  /** Reserves one call on the task budgets the credential is charged to (inside the audit transaction), all or nothing. */
+  reserve(client: PoolClient, taskId: string, entries: number[], values: Record<string, unknown>): Promise<ReserveOutcome> {
+    return this.store.reserveBudget(client, taskId, entries, values);
+  }
+
+  /** Gives a reservation back (inside the transaction that audits why). */
+  release(client: PoolClient, reservation: BudgetReservation): Promise<void> {
+    return this.store.releaseBudget(client, reservation);
+  }
 }

@@ -10,6 +10,7 @@ import type { Pool } from 'pg';
 import { MasterKey, SigningKeyStore } from '@writ/keys';
 import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError } from '@writ/oauth';
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
+import type { BudgetReservation } from '@writ/grants';
 import { LOGGER } from '@writ/platform';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { BadGatewayError, GatewayTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
@@ -46,6 +47,8 @@ interface CheckedCall {
   body: Buffer;
   sealed: SealedCredential;
   credential: CredentialHeader | undefined;
+  /** The request's value of each granted constraint, as checked (what a `sum` budget charges). */
+  values: Record<string, unknown>;
 }
 
 function elapsedMs(started: bigint): number {
@@ -95,8 +98,8 @@ export class ProxyService {
       if (error instanceof OAuthError) await this.recordRefusal(call, error);
       throw error;
     }
-    await this.spend(checked, call);
-    await this.forward(req, res, checked, call);
+    const reservation = await this.spend(checked, call);
+    await this.forward(req, res, checked, call, reservation);
   }
 
   private async check(req: Request, call: CallContext): Promise<CheckedCall> {
@@ -138,7 +141,8 @@ export class ProxyService {
       fingerprint: connector.credentialFingerprint,
     };
     const credential = await this.credentials.headerFor(sealed);
-    return { target, state, operation, body, sealed, credential };
+    const values = Object.fromEntries(result.checked.map((entry) => [entry.name, entry.actual]));
+    return { target, state, operation, body, sealed, credential, values };
   }
 
   /** The token: signature, `typ`, `exp`, `aud` = this connector; then its live state in PostgreSQL. */
@@ -216,12 +220,14 @@ export class ProxyService {
 
   /**
    * Spends one use (or, without a budget, re-checks the credential) and commits the call's
-   * audit event in the same transaction, before anything is forwarded.
+   * audit event in the same transaction, before anything is forwarded. A credential charged
+   * to task budgets (`limits`) also reserves its call there: see {@link spendWithBudget}.
    */
-  private async spend(checked: CheckedCall, call: CallContext): Promise<void> {
-    const { jti, maxUses } = checked.state;
+  private async spend(checked: CheckedCall, call: CallContext): Promise<BudgetReservation | undefined> {
+    const { jti, maxUses, budgetEntries } = checked.state;
     const allowed = this.event(call, 'gateway.call', 'success', { max_uses: maxUses });
     const refused = this.event(call, 'gateway.call', 'denied', { status: 401, error: 'invalid_token', reason: 'revoked_or_spent_concurrently' });
+    if (budgetEntries !== null && budgetEntries.length > 0) return this.spendWithBudget(checked, call, allowed, refused);
     const ok =
       maxUses === null
         ? (await this.audit.recordWithBatched({ kind: 'gateway-recheck', params: jti, run: this.grants.recheck }, (live) => [live ? allowed : refused])).result
@@ -230,9 +236,44 @@ export class ProxyService {
             (spent) => [spent ? { ...allowed, data: { ...allowed.data, uses: spent.uses } } : refused],
           )).result !== undefined;
     if (!ok) throw new InvalidTokenError('the access token was revoked or its use budget spent', { reason: 'revoked_or_spent' });
+    return undefined;
   }
 
-  private async forward(req: Request, res: Response, checked: CheckedCall, call: CallContext): Promise<void> {
+  /**
+   * For a credential charged to task budgets: in one transaction with the call's audit event,
+   * reserve the call on every budget (one conditional statement, all or nothing, across
+   * instances), then spend the use or re-check the credential; a credential found revoked or
+   * spent gives the reservation back in that same transaction. A budget that would be exceeded
+   * refuses the call (403, rule `limit:calls` or `limit:sum:<name>`) and spends nothing.
+   */
+  private async spendWithBudget(checked: CheckedCall, call: CallContext, allowed: AuditEventInput, refused: AuditEventInput): Promise<BudgetReservation> {
+    const { jti, maxUses, taskId } = checked.state;
+    const { result } = await this.audit.recordWith(
+      async (client) => {
+        const reserved = await this.grants.reserve(client, taskId!, checked.state.budgetEntries!, checked.values);
+        if (!reserved.ok) return { refusal: reserved };
+        const live = maxUses === null ? (await this.grants.recheck(client, [jti]))[0] : await this.grants.spend(client, jti);
+        if (!live) {
+          await this.grants.release(client, reserved.reservation);
+          return { revoked: true };
+        }
+        return { reservation: reserved.reservation, uses: live === true ? undefined : live.uses };
+      },
+      (outcome) => {
+        if (outcome.refusal) {
+          const { rule, description } = outcome.refusal;
+          return [this.event(call, 'gateway.call', 'denied', { status: 403, error: 'insufficient_scope', error_description: description, rule })];
+        }
+        if (!outcome.reservation) return [refused];
+        return [{ ...allowed, data: { ...allowed.data, ...(outcome.uses !== undefined ? { uses: outcome.uses } : {}), budget: outcome.reservation.rules } }];
+      },
+    );
+    if (result.refusal) throw new InsufficientScopeError(result.refusal.description, { rule: result.refusal.rule });
+    if (!result.reservation) throw new InvalidTokenError('the access token was revoked or its use budget spent', { reason: 'revoked_or_spent' });
+    return result.reservation;
+  }
+
+  private async forward(req: Request, res: Response, checked: CheckedCall, call: CallContext, reservation?: BudgetReservation): Promise<void> {
     const { target, body, sealed } = checked;
     const base = checked.state.connector!.baseUrl.replace(/\/+$/, '');
     const url = `${base}${target.upstreamPath}${target.query ? `?${target.query}` : ''}`;
@@ -257,9 +298,16 @@ export class ProxyService {
       }
     } catch (error) {
       const failure = deadline.aborted ? new GatewayTimeoutError(undefined, { reason: 'upstream_timeout' }) : upstreamFailure(error);
-      await this.audit
-        .record(this.event(call, 'gateway.upstream', 'failure', { status: failure.status, error: failure.error, reason: failure.reason }))
-        .catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
+      const failed = this.event(call, 'gateway.upstream', 'failure', { status: failure.status, error: failure.error, reason: failure.reason });
+      // The request never left (no connection): the call's budget reservation is given back.
+      const release = reservation && neverSent(error) ? reservation : undefined;
+      await (release
+        ? this.audit.recordWith(
+            (client) => this.grants.release(client, release),
+            () => [failed, this.event(call, 'gateway.budget_released', 'info', { reason: failure.reason, budget: release.rules })],
+          )
+        : this.audit.record(failed)
+      ).catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
       throw failure;
     }
     res.status(response.statusCode);
@@ -352,6 +400,14 @@ function parseJsonBody(req: Request, body: Buffer): unknown {
   } catch (error) {
     throw new InvalidRequestError(error instanceof StrictJsonError ? error.message : 'the body is not valid UTF-8', { reason: 'body_not_strict_json' });
   }
+}
+
+/** Connection failures: the request provably never reached the upstream (a timeout after sending does not qualify). */
+const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+
+function neverSent(error: unknown): boolean {
+  const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
+  return code !== undefined && NOT_SENT_CODES.has(code);
 }
 
 function upstreamFailure(error: unknown): BadGatewayError | GatewayTimeoutError {

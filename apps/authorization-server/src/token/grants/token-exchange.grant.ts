@@ -1,7 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker } from '@writ/credentials';
+import { CredentialRevoker, taskEndEvents } from '@writ/credentials';
+import { DeclaredEntry, GrantStore, limitedEntriesCovering } from '@writ/grants';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
 import {
@@ -10,6 +11,7 @@ import {
   GRANT_TYPE_TOKEN_EXCHANGE,
   TOKEN_TYPE_ACCESS_TOKEN,
   checkWithinAllowed,
+  type ConstraintOperatorLookup,
   InvalidAuthorizationDetailsError,
   InvalidGrantError,
   optionalParam,
@@ -26,6 +28,12 @@ import { TASK_TOKEN_TYP, TaskTokenClaims } from '../../exchange/task-token';
 import { AccessTokenIssuer } from '../access-token-issuer.service';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
+
+/** The catalogue's operator of a constraint, for the registered connectors given. */
+function operatorsOf(connectors: CatalogueConnector[]): ConstraintOperatorLookup {
+  return (connectorId, action, name) =>
+    connectors.find((candidate) => candidate.id === connectorId)?.operations.find((candidate) => candidate.name === action)?.constraints?.[name]?.op;
+}
 
 /** Reason code of refusals already audited with their policy decision. */
 export const POLICY_DENIED = 'policy_denied';
@@ -51,6 +59,7 @@ export class TokenExchangeGrant implements GrantHandler {
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
     @Inject(LOGGER) private readonly logger: Logger,
     private readonly approvals: ApprovalStore,
+    private readonly grants: GrantStore,
   ) {}
 
   /** Checks the task token, asks the policy, and issues the narrowed credential. */
@@ -60,6 +69,8 @@ export class TokenExchangeGrant implements GrantHandler {
     const task = await this.activeTaskOf(request.subjectToken, client);
     const details = request.authorizationDetails as ConnectorDetail[];
     const connectors = await this.context.connectors([...new Set(details.map((detail) => detail.connector))]);
+    const limited = (task.allowed as DeclaredEntry[]).some((entry) => entry.limits !== undefined);
+    const budgets = limited ? await this.grants.budgetsOf(task.id) : [];
     const now = new Date();
     const engine = this.policy.current();
     const input = buildPolicyInput({
@@ -70,7 +81,7 @@ export class TokenExchangeGrant implements GrantHandler {
         dpopJkt: dpop?.jkt ?? null,
       },
       agent: { id: client.id, name: client.name, status: client.status },
-      task,
+      task: { ...task, budgets },
       connectors,
       now,
     });
@@ -94,8 +105,8 @@ export class TokenExchangeGrant implements GrantHandler {
       approval = await this.approvedFor(approvalId!, task, client, details);
     }
     if (!decision.allow && !approval) {
-      await this.refuse(task, client, decision, decisionData);
-      const reasons = decision.reasons.map((reason) => safeToken(reason, 300)).join('; ');
+      const refused = await this.refuse(task, client, decision, decisionData, engine, input);
+      const reasons = refused.reasons.map((reason) => safeToken(reason, 300)).join('; ');
       throw new InvalidAuthorizationDetailsError(`denied by policy: ${reasons || 'no reason given'}`, { reason: POLICY_DENIED });
     }
     const detail = details[0];
@@ -105,6 +116,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const secondsLeft = Math.floor((task.expiresAt.getTime() - now.getTime()) / 1000);
     const lifetime = Math.min(decision.max_ttl_seconds, secondsLeft);
     if (lifetime < 1) throw new InvalidGrantError('the task expires too soon to issue a credential');
+    const budgetEntries = limited ? limitedEntriesCovering(detail, task.allowed as DeclaredEntry[], operatorsOf(connectors)) : [];
     const issued = await this.issuer.issue({
       kind: 'connector',
       clientId: client.id,
@@ -119,6 +131,7 @@ export class TokenExchangeGrant implements GrantHandler {
       maxUses: decision.max_uses,
       policyVersion: engine.version,
       cnfJkt: dpop?.jkt,
+      budgetEntries,
       auditActor: { type: 'agent', id: client.id },
       beforeInsert: approval
         ? async (tx) => {
@@ -242,10 +255,7 @@ export class TokenExchangeGrant implements GrantHandler {
       if (!connector || !operation) {
         violations.push(`operation ${detail.actions[0]} is not in the catalogue of connector ${detail.connector}`);
       } else {
-        const within = checkWithinAllowed(detail, task.allowed, (connectorId: string, action: string, name: string) => {
-          if (connectorId !== connector.id) return undefined;
-          return connector.operations.find((candidate) => candidate.name === action)?.constraints?.[name]?.op;
-        });
+        const within = checkWithinAllowed(detail, task.allowed, operatorsOf([connector]));
         violations.push(...within.violations);
       }
     }
@@ -253,34 +263,53 @@ export class TokenExchangeGrant implements GrantHandler {
     return { ...decision, allow: false, requires_approval: false, out_of_purpose: true, reasons: [...decision.reasons, ...violations] };
   }
 
-  /** Records a refusal and its counters; quarantines the task when the policy says so. */
-  private async refuse(task: ExchangeTask, client: RegisteredClient, decision: Decision, data: Record<string, unknown>): Promise<void> {
-    await this.audit.recordWith(
+  /**
+   * Records a refusal, its counters and, when the policy says so, the quarantine, all in one
+   * transaction. The counter is incremented first (locking the task row until commit), and
+   * when it moved since the request was evaluated (concurrent refusals, on any instance) the
+   * policy is asked again against the fresh counters: the quarantine decision is made on the
+   * count that includes every earlier refusal, so a burst of parallel out-of-purpose requests
+   * cannot all read "below the threshold".
+   */
+  private async refuse(task: ExchangeTask, client: RegisteredClient, decision: Decision, data: Record<string, unknown>, engine: PolicyEngine, input: PolicyInput): Promise<Decision> {
+    const connectorId = (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null;
+    const actor = { type: 'agent' as const, id: client.id };
+    const quarantineActor = { type: 'system' as const, id: 'policy' };
+    const { result } = await this.audit.recordWith(
       async (tx) => {
-        await tx.query(
-          `UPDATE tasks SET refusals = refusals + 1,
-                  out_of_purpose_requests = out_of_purpose_requests + $2 WHERE id = $1`,
-          [task.id, decision.out_of_purpose ? 1 : 0],
-        );
+        const counted = await this.grants.recordRefusal(tx, task.id, decision.out_of_purpose === true);
+        if (!counted) return { decision, ended: undefined, reason: '' };
+        const priorRefusals = counted.refusals - 1;
+        const priorOutOfPurpose = counted.outOfPurposeRequests - (decision.out_of_purpose ? 1 : 0);
+        const history = input.task.history;
+        const fresh =
+          priorRefusals === history.refusals && priorOutOfPurpose === history.out_of_purpose_requests
+            ? decision
+            : this.evaluate(engine, { ...input, task: { ...input.task, history: { ...history, refusals: priorRefusals, out_of_purpose_requests: priorOutOfPurpose } } });
+        const quarantine = counted.status === 'active' && fresh.quarantine === true;
+        const reason = `quarantined by policy after ${counted.outOfPurposeRequests} out-of-purpose requests`;
+        const ended = quarantine ? await this.grants.endTask(tx, task.id, 'revoked', reason) : undefined;
+        // The reasons of the answer that decided, so a quarantine says so to the agent.
+        const final = quarantine ? { ...decision, quarantine: true, reasons: fresh.reasons } : { ...decision, quarantine: false };
+        return { decision: final, ended, reason, counted };
       },
-      () => [
+      (outcome) => [
         {
           type: 'grant.decision',
           outcome: 'denied',
-          actor: { type: 'agent', id: client.id },
+          actor,
           agentId: client.id,
           taskId: task.id,
-          connectorId: (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null,
-          data,
+          connectorId,
+          data: {
+            ...data,
+            decision: { ...(data.decision as Record<string, unknown>), quarantine: outcome.decision.quarantine, reasons: outcome.decision.reasons },
+            ...(outcome.counted ? { history: { refusals: outcome.counted.refusals, out_of_purpose_requests: outcome.counted.outOfPurposeRequests } } : {}),
+          },
         },
+        ...(outcome.ended ? taskEndEvents(task.id, 'revoked', outcome.reason, quarantineActor, outcome.ended) : []),
       ],
     );
-    if (decision.quarantine) {
-      const count = task.outOfPurposeRequests + (decision.out_of_purpose ? 1 : 0);
-      await this.revoker.endTask(task.id, 'revoked', `quarantined by policy after ${count} out-of-purpose requests`, {
-        type: 'system',
-        id: 'policy',
-      });
-    }
+    return result.decision;
   }
 }

@@ -1,0 +1,223 @@
+import type { Pool, PoolClient } from 'pg';
+import type { TaskStatus } from '@writ/database';
+import { type BudgetRule, limitRuleName } from './task-limits';
+
+/** A task's refusal counters right after a refusal was counted (the row stays locked until commit). */
+export interface RefusalCount {
+  status: TaskStatus;
+  expiresAt: Date;
+  /** Refusals including this one. */
+  refusals: number;
+  /** Out-of-purpose requests including this one. */
+  outOfPurposeRequests: number;
+}
+
+/** What ending a task changed. */
+export interface EndedTaskRow {
+  agentId: string;
+  /** Every credential of the task revoked by this end. */
+  jtis: string[];
+}
+
+/** One reserved budget rule of a forwarded call. */
+export interface ReservedRule {
+  entry: number;
+  rule: string;
+  amount: number;
+  remaining: number;
+}
+
+/** A reservation held for one call: what to give back if the call never left. */
+export interface BudgetReservation {
+  taskId: string;
+  rules: ReservedRule[];
+}
+
+/** The outcome of a reservation: held, or refused naming the rule (`limit:calls`, `limit:sum:<name>`). */
+export type ReserveOutcome =
+  | { ok: true; reservation: BudgetReservation }
+  | { ok: false; rule: string; entry: number | null; description: string };
+
+/** A declared limit and what is left of it. */
+export interface BudgetLeft {
+  limit: number;
+  used: number;
+  remaining: number;
+}
+
+/** The budgets of one limited `allowed` entry, as the policy and the Tasks API show them. */
+export interface EntryBudget {
+  entry: number;
+  calls?: BudgetLeft;
+  sum?: Record<string, BudgetLeft>;
+}
+
+interface BudgetRow {
+  entry: number;
+  rule: string;
+  used: string;
+  maximum: string;
+}
+
+const REVOKE_TASK_TOKENS = `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
+                             WHERE task_id = $1 AND revoked_at IS NULL RETURNING jti`;
+
+/**
+ * One statement, all or nothing: locks every budget row of the charged entries (in key order,
+ * so concurrent reservations queue instead of deadlocking), computes each rule's amount (1 for
+ * `calls`, the request's value of the named constraint for `sum:<name>`), and adds them only
+ * if every rule stays within its maximum. Under READ COMMITTED the locked rows are the latest
+ * committed versions, so the check holds against every other instance.
+ */
+const RESERVE = `
+  WITH locked AS (
+    SELECT entry, rule, used, maximum,
+           CASE WHEN rule = 'calls' THEN 1::numeric
+                WHEN jsonb_typeof($3::jsonb -> substr(rule, 5)) = 'number' THEN ($3::jsonb ->> substr(rule, 5))::numeric
+           END AS amount
+      FROM task_budgets WHERE task_id = $1 AND entry = ANY($2::smallint[])
+     ORDER BY entry, rule FOR UPDATE),
+  verdict AS (
+    SELECT count(*) > 0 AND bool_and(amount IS NOT NULL AND amount >= 0 AND used + amount <= maximum) AS ok FROM locked)
+  UPDATE task_budgets b SET used = b.used + l.amount
+    FROM locked l, verdict v
+   WHERE v.ok AND b.task_id = $1 AND b.entry = l.entry AND b.rule = l.rule
+  RETURNING b.entry, b.rule, l.amount::text AS amount, (b.maximum - b.used)::text AS remaining`;
+
+const RELEASE = `
+  UPDATE task_budgets b SET used = GREATEST(b.used - r.amount, 0)
+    FROM unnest($2::smallint[], $3::text[], $4::numeric[]) AS r(entry, rule, amount)
+   WHERE b.task_id = $1 AND b.entry = r.entry AND b.rule = r.rule`;
+
+/**
+ * Task and credential state on the grant path: refusal counters, task ends, budgets. Writes
+ * take the caller's transaction (the one that commits their audit events) and are each one
+ * atomic statement or run under the row locks they take, so they hold across instances.
+ */
+export class GrantStore {
+  constructor(private readonly pool: Pool) {}
+
+  /**
+   * Counts a refused exchange (and, when out of purpose, an out-of-purpose request) and returns
+   * the counters as they are now. The increment locks the task row until the transaction ends:
+   * concurrent refusals of one task are counted one after another, each seeing the others.
+   */
+  async recordRefusal(tx: PoolClient, taskId: string, outOfPurpose: boolean): Promise<RefusalCount | undefined> {
+    const { rows } = await tx.query<{ status: TaskStatus; expires_at: Date; refusals: number; out_of_purpose_requests: number }>(
+      `UPDATE tasks SET refusals = refusals + 1, out_of_purpose_requests = out_of_purpose_requests + $2
+        WHERE id = $1 RETURNING status, expires_at, refusals, out_of_purpose_requests`,
+      [taskId, outOfPurpose ? 1 : 0],
+    );
+    const row = rows[0];
+    return row ? { status: row.status, expiresAt: row.expires_at, refusals: row.refusals, outOfPurposeRequests: row.out_of_purpose_requests } : undefined;
+  }
+
+  /**
+   * Moves an active task to a final status and revokes every credential issued for it, in the
+   * caller's transaction. `undefined` when the task was not active (nothing changed). An
+   * issuance in flight holds the task row share-locked: this waits for it, and the revocation
+   * that follows sees its credential.
+   */
+  async endTask(tx: PoolClient, taskId: string, status: Exclude<TaskStatus, 'active'>, reason: string): Promise<EndedTaskRow | undefined> {
+    const ended = await tx.query<{ agent_id: string }>(
+      `UPDATE tasks SET status = $2, status_reason = $3, ended_at = now()
+        WHERE id = $1 AND status = 'active' RETURNING agent_id`,
+      [taskId, status, reason],
+    );
+    if (ended.rowCount === 0) return undefined;
+    const revoked = await tx.query<{ jti: string }>(REVOKE_TASK_TOKENS, [taskId, `task ${status}`]);
+    return { agentId: ended.rows[0].agent_id, jtis: revoked.rows.map((row) => row.jti) };
+  }
+
+  /** Writes the budget rows of a new task (in its creating transaction). */
+  async declareBudgets(tx: PoolClient, taskId: string, rules: BudgetRule[]): Promise<void> {
+    if (rules.length === 0) return;
+    await tx.query(
+      `INSERT INTO task_budgets (task_id, entry, rule, maximum)
+       SELECT $1, * FROM unnest($2::smallint[], $3::text[], $4::numeric[])`,
+      [taskId, rules.map((rule) => rule.entry), rules.map((rule) => rule.rule), rules.map((rule) => String(rule.maximum))],
+    );
+  }
+
+  /**
+   * Reserves one call on every budget of the charged entries, atomically: `calls` by one, each
+   * `sum:<name>` by `values[name]` (the request's value of that constraint). Refused, changing
+   * nothing, when any rule would pass its maximum or a summed value is missing or negative.
+   */
+  async reserveBudget(tx: PoolClient, taskId: string, entries: number[], values: Record<string, unknown>): Promise<ReserveOutcome> {
+    const numeric: Record<string, number> = {};
+    for (const [name, value] of Object.entries(values)) if (typeof value === 'number' && Number.isFinite(value)) numeric[name] = value;
+    const { rows } = await tx.query<{ entry: number; rule: string; amount: string; remaining: string }>({
+      name: 'writ_reserve_budget',
+      text: RESERVE,
+      values: [taskId, entries, JSON.stringify(numeric)],
+    });
+    if (rows.length > 0) {
+      return {
+        ok: true,
+        reservation: {
+          taskId,
+          rules: rows.map((row) => ({ entry: row.entry, rule: row.rule, amount: Number(row.amount), remaining: Number(row.remaining) })),
+        },
+      };
+    }
+    return this.explainRefusal(tx, taskId, entries, numeric);
+  }
+
+  /** Gives back a reservation (the call never reached the upstream), in the caller's transaction. */
+  async releaseBudget(tx: PoolClient, reservation: BudgetReservation): Promise<void> {
+    const { taskId, rules } = reservation;
+    if (rules.length === 0) return;
+    await tx.query(RELEASE, [taskId, rules.map((rule) => rule.entry), rules.map((rule) => rule.rule), rules.map((rule) => String(rule.amount))]);
+  }
+
+  /** What is left of every budget of a task, by entry (empty for a task without limits). */
+  async budgetsOf(taskId: string): Promise<EntryBudget[]> {
+    const { rows } = await this.pool.query<BudgetRow>(
+      `SELECT entry, rule, used::text AS used, maximum::text AS maximum FROM task_budgets WHERE task_id = $1 ORDER BY entry, rule`,
+      [taskId],
+    );
+    const byEntry = new Map<number, EntryBudget>();
+    for (const row of rows) {
+      const budget = byEntry.get(row.entry) ?? { entry: row.entry };
+      const limit = Number(row.maximum);
+      const used = Number(row.used);
+      const left: BudgetLeft = { limit, used, remaining: Math.max(0, limit - used) };
+      if (row.rule === 'calls') budget.calls = left;
+      else budget.sum = { ...budget.sum, [row.rule.slice(4)]: left };
+      byEntry.set(row.entry, budget);
+    }
+    return [...byEntry.values()];
+  }
+
+  /** Names the rule a refused reservation failed on (read after the atomic decision, for the message only). */
+  private async explainRefusal(tx: PoolClient, taskId: string, entries: number[], values: Record<string, number>): Promise<ReserveOutcome> {
+    const { rows } = await tx.query<BudgetRow>(
+      `SELECT entry, rule, used::text AS used, maximum::text AS maximum FROM task_budgets
+        WHERE task_id = $1 AND entry = ANY($2::smallint[]) ORDER BY entry, rule`,
+      [taskId, entries],
+    );
+    for (const row of rows) {
+      const name = row.rule.startsWith('sum:') ? row.rule.slice(4) : undefined;
+      const amount = name === undefined ? 1 : values[name];
+      const where = `allowed[${row.entry}].limits.${name === undefined ? 'calls' : `sum.${name}`}`;
+      if (amount === undefined) return { ok: false, rule: limitRuleName(row.rule), entry: row.entry, description: `the request has no numeric value for ${name}, summed by ${where}` };
+      if (amount < 0) return { ok: false, rule: limitRuleName(row.rule), entry: row.entry, description: `a negative ${name} cannot be charged to ${where}` };
+      if (Number(row.used) + amount > Number(row.maximum)) {
+        return {
+          ok: false,
+          rule: limitRuleName(row.rule),
+          entry: row.entry,
+          description: `the task's budget ${where} (${row.maximum}) would be exceeded: ${row.used} used, this call needs ${amount}`,
+        };
+      }
+    }
+    const first = rows[0];
+    return {
+      ok: false,
+      rule: first ? limitRuleName(first.rule) : 'limit:calls',
+      entry: first?.entry ?? null,
+      description: 'the task\'s budget for this credential is spent',
+    };
+  }
+}

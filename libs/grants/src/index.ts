@@ -1,0 +1,3 @@
+export * from './task-limits';
+export * from './budget-coverage';
+export * from './grant-store';

@@ -1,0 +1,165 @@
+import { clientAuthFields } from '@writ/testing';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { postForm, sendJson, TestClient } from './support/oauth-client';
+import { startTestServices, TestServices } from './support/test-services';
+
+const EVIL = [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_evil', amount_max: 1, currency: 'usd' } }];
+const payout = (amountMax: number) => [
+  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
+];
+
+/**
+ * The grant path under concurrency, against two authorization-server instances over one
+ * database: every check-then-act on a task (refusal counter and quarantine, issuance against
+ * a task being ended, approvals decided and consumed) holds when requests race.
+ */
+describe('grant path under concurrency, across two authorization-server instances', () => {
+  let first: TestServices;
+  let second: TestServices;
+  let world: World;
+
+  beforeAll(async () => {
+    first = await startTestServices({ admin: createAdminApp });
+    second = await startTestServices({ db: first.db, env: { WRIT_ISSUER: first.issuer } });
+    world = await seedWorld(first.runtime.pool);
+  });
+  afterAll(async () => {
+    await second.close();
+    await first.close();
+  });
+
+  /** A token request to instance `n % 2`, authenticated for the shared issuer. */
+  const exchangeAt = async (n: number, taskToken: string, details: unknown, extra: Record<string, string> = {}, agent: TestClient = world.agent) =>
+    postForm(`${n % 2 ? second.authUrl : first.authUrl}/oauth2/token`, {
+      ...exchangeFields(taskToken, details, extra),
+      ...(await clientAuthFields(agent.id, agent.key, first.issuer)),
+    });
+  const taskRow = async (taskId: string) =>
+    (await first.runtime.pool.query('SELECT status, status_reason, refusals, out_of_purpose_requests FROM tasks WHERE id = $1', [taskId])).rows[0];
+  const liveCredentials = async (taskId: string) =>
+    Number((await first.runtime.pool.query('SELECT count(*) FROM access_tokens WHERE task_id = $1 AND revoked_at IS NULL', [taskId])).rows[0].count);
+
+  it('quarantines the task when 20 out-of-purpose exchanges arrive at once, and refuses the next in-purpose one', async () => {
+    const task = await createTask(first, world.orchestrator);
+    const good = await exchangeAt(0, task.task_token, PAYOUT_REQUEST);
+    expect(good.status).toBe(200);
+
+    const results = await Promise.all(Array.from({ length: 20 }, (_, n) => exchangeAt(n, task.task_token, EVIL)));
+    for (const result of results) expect(result.status).toBe(400);
+    expect(results.filter((result) => result.body.error === 'invalid_authorization_details').length).toBeGreaterThanOrEqual(3);
+    // The refusal that quarantined says so to the agent (those racing it may too: the audit below counts the real one).
+    expect(results.filter((result) => /quarantine/.test(result.body.error_description)).length).toBeGreaterThanOrEqual(1);
+
+    const row = await taskRow(task.task_id);
+    expect(row.status).toBe('revoked');
+    expect(row.status_reason).toMatch(/quarantine/);
+    // Requests that read the task after the quarantine are refused as invalid_grant, uncounted.
+    expect(row.out_of_purpose_requests).toBeGreaterThanOrEqual(3);
+    expect(await liveCredentials(task.task_id)).toBe(0);
+    for (const n of [0, 1]) {
+      const after = await exchangeAt(n, task.task_token, PAYOUT_REQUEST);
+      expect(after.status).toBe(400);
+      expect(after.body.error).toBe('invalid_grant');
+    }
+    // Quarantined once, by the third out-of-purpose request: one task.revoked event.
+    await first.runtime.audit.drain();
+    await second.runtime.audit.drain();
+    const { rows } = await first.runtime.pool.query(`SELECT actor_id FROM audit_events WHERE task_id = $1 AND type = 'task.revoked'`, [task.task_id]);
+    expect(rows).toEqual([{ actor_id: 'policy' }]);
+    const decisions = await first.runtime.pool.query(
+      `SELECT count(*) FILTER (WHERE (data->'decision'->>'quarantine')::boolean) AS quarantining FROM audit_events
+        WHERE task_id = $1 AND type = 'grant.decision' AND outcome = 'denied'`,
+      [task.task_id],
+    );
+    expect(Number(decisions.rows[0].quarantining)).toBe(1);
+  });
+
+  it('never leaves a live credential on a task quarantined while in-purpose exchanges race the out-of-purpose ones', async () => {
+    const task = await createTask(first, world.orchestrator);
+    const mixed = Array.from({ length: 24 }, (_, n) => (n % 3 === 0 ? PAYOUT_REQUEST : EVIL));
+    const results = await Promise.all(mixed.map((details, n) => exchangeAt(n, task.task_token, details)));
+    expect(results.filter((result) => result.status === 200).length).toBeLessThanOrEqual(8);
+    expect((await taskRow(task.task_id)).status).toBe('revoked');
+    expect(await liveCredentials(task.task_id)).toBe(0);
+  });
+
+  it('leaves no live credential when the orchestrator completes the task while exchanges race it', async () => {
+    const task = await createTask(first, world.orchestrator);
+    const bearer = await tasksToken(first, world.orchestrator);
+    const [completed, ...exchanges] = await Promise.all([
+      sendJson('POST', `${second.authUrl}/v1/tasks/${task.task_id}/complete`, undefined, bearer),
+      ...Array.from({ length: 12 }, (_, n) => exchangeAt(n, task.task_token, PAYOUT_REQUEST)),
+    ]);
+    expect(completed.status).toBe(200);
+    for (const exchange of exchanges) expect([200, 400]).toContain(exchange.status);
+    expect((await taskRow(task.task_id)).status).toBe('completed');
+    expect(await liveCredentials(task.task_id)).toBe(0);
+    // Completing again, from either instance, changes nothing.
+    const again = await Promise.all([first.authUrl, second.authUrl].map((base) => sendJson('POST', `${base}/v1/tasks/${task.task_id}/fail`, undefined, bearer)));
+    for (const response of again) expect(response.body.status).toBe('completed');
+  });
+
+  it('ends a task once when complete, fail and an admin revoke race', async () => {
+    const task = await createTask(first, world.orchestrator);
+    const bearer = await tasksToken(first, world.orchestrator);
+    const results = await Promise.all([
+      sendJson('POST', `${first.authUrl}/v1/tasks/${task.task_id}/complete`, undefined, bearer),
+      sendJson('POST', `${second.authUrl}/v1/tasks/${task.task_id}/fail`, undefined, bearer),
+      sendJson('POST', `${first.adminUrl}/v1/tasks/${task.task_id}/revoke`, { reason: 'race' }, first.adminToken),
+    ]);
+    for (const result of results) expect(result.status).toBeLessThan(300);
+    await first.runtime.audit.drain();
+    await second.runtime.audit.drain();
+    const { rows } = await first.runtime.pool.query(
+      `SELECT type FROM audit_events WHERE task_id = $1 AND type IN ('task.completed', 'task.failed', 'task.revoked')`, [task.task_id],
+    );
+    expect(rows).toHaveLength(1);
+    expect(`task.${(await taskRow(task.task_id)).status}`).toBe(rows[0].type);
+  });
+
+  describe('approvals', () => {
+    beforeAll(async () => {
+      for (const services of [first, second]) {
+        const engine = services.policy.current();
+        const data = JSON.parse(JSON.stringify(engine.data));
+        data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
+        services.policy.install(await engine.withData(data), 'test');
+      }
+    });
+    const admin = (path: string, body: unknown = {}) => sendJson('POST', `${first.adminUrl}${path}`, body, first.adminToken);
+
+    it('lets exactly one of a racing approve and deny win, and spends an approval on exactly one credential', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const pending = await exchangeAt(0, task.task_token, payout(42000));
+      expect(pending.body.error).toBe('authorization_pending');
+      const id: string = pending.body.approval_id;
+
+      const decided = await Promise.all([admin(`/v1/approvals/${id}/approve`), admin(`/v1/approvals/${id}/deny`), admin(`/v1/approvals/${id}/approve`)]);
+      const winners = decided.filter((response) => response.status === 200);
+      expect(winners).toHaveLength(1);
+      if (winners[0].body.status !== 'approved') return;
+
+      const uses = await Promise.all(Array.from({ length: 10 }, (_, n) => exchangeAt(n, task.task_token, payout(42000), { approval_id: id })));
+      expect(uses.filter((response) => response.status === 200)).toHaveLength(1);
+      expect(await liveCredentials(task.task_id)).toBe(1);
+    });
+
+    it('does not spend an approval on a task ended while its exchange was in flight', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const pending = await exchangeAt(0, task.task_token, payout(42000));
+      const id: string = pending.body.approval_id;
+      expect((await admin(`/v1/approvals/${id}/approve`)).status).toBe(200);
+      const bearer = await tasksToken(first, world.orchestrator);
+      await Promise.all([
+        sendJson('POST', `${second.authUrl}/v1/tasks/${task.task_id}/complete`, undefined, bearer),
+        ...Array.from({ length: 4 }, (_, n) => exchangeAt(n, task.task_token, payout(42000), { approval_id: id })),
+      ]);
+      expect(await liveCredentials(task.task_id)).toBe(0);
+      const { rows } = await first.runtime.pool.query('SELECT status FROM approvals WHERE id = $1', [id]);
+      const issued = Number((await first.runtime.pool.query('SELECT count(*) FROM access_tokens WHERE task_id = $1', [task.task_id])).rows[0].count);
+      // Used only if a credential was issued (and then revoked by the completion).
+      expect(rows[0].status).toBe(issued === 1 ? 'used' : 'approved');
+    });
+  });
+});

@@ -1,0 +1,154 @@
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { createTask, exchangeFields, seedWorld, tasksToken, World } from './support/grant-flow';
+import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
+import { http, sendJson, tokenRequest } from './support/oauth-client';
+import { PAYMENTS_OPERATIONS, seedConnector, setConnectorCredential } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+const SECRET = 'sk_live_budgets_51f0';
+const payoutEntry = (amountMax: number, limits?: unknown) => ({
+  type: 'connector', connector: 'payments', actions: ['payouts.create'],
+  constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' },
+  ...(limits !== undefined ? { limits } : {}),
+});
+const READ_ENTRY = { type: 'connector', connector: 'payments', actions: ['payouts.get'] };
+
+/**
+ * Task budgets (`limits` of an `allowed` entry), held across every credential of the task and
+ * both gateway instances: the gateway reserves each call atomically before forwarding, refuses
+ * past the limit with nothing sent upstream, and gives the reservation back when the upstream
+ * could not be reached.
+ */
+describe('task budgets across credentials and gateway instances', () => {
+  let first: TestServices;
+  let second: TestServices;
+  let world: World;
+  let upstream: MockUpstream;
+
+  beforeAll(async () => {
+    upstream = await startPaymentsUpstream(SECRET);
+    first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
+    second = await startTestServices({ gateway: createGatewayApp, db: first.db, env: { WRIT_ISSUER: first.issuer, WRIT_GATEWAY_URL: first.gatewayUrl } });
+    world = await seedWorld(first.runtime.pool, upstream.url);
+    await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
+    // Nothing listens on port 9 of loopback: connections are refused.
+    await seedConnector(first.runtime.pool, 'deadpay', PAYMENTS_OPERATIONS, 'http://127.0.0.1:9');
+    await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'deadpay', { type: 'bearer', token: SECRET });
+  });
+  afterAll(async () => {
+    await second.close();
+    await first.close();
+    await upstream.close();
+  });
+
+  const secondGateway = () => `http://127.0.0.1:${second.apps[second.apps.length - 1].getHttpServer().address().port}`;
+  const credential = async (taskToken: string, details: unknown) => {
+    const response = await tokenRequest(first.issuer, world.agent, exchangeFields(taskToken, details));
+    expect(response.status).toBe(200);
+    return response.body.access_token as string;
+  };
+  const pay = (base: string, token: string, amount: number, connector = 'payments') =>
+    http(`${base}/connectors/${connector}/v1/payouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ destination: 'acct_1', amount, currency: 'usd' }),
+    });
+  const payouts = () => upstream.received.filter((request) => request.method === 'POST').length;
+
+  it('forwards exactly 3 payouts of 30,000 out of 20 concurrent calls under a sum limit of 90,000', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000, { calls: 10, sum: { amount_max: 90000 } })] });
+    const request = [payoutEntry(30000)];
+    const tokens = await Promise.all(Array.from({ length: 20 }, () => credential(task.task_token, request)));
+    const before = payouts();
+    const results = await Promise.all(tokens.map((token, n) => pay(n % 2 ? secondGateway() : first.gatewayUrl, token, 30000)));
+    expect(results.filter((result) => result.status === 201)).toHaveLength(3);
+    const refused = results.filter((result) => result.status !== 201);
+    expect(refused).toHaveLength(17);
+    for (const result of refused) {
+      expect(result.status).toBe(403);
+      expect(result.body).toMatchObject({ error: 'insufficient_scope', rule: 'limit:sum:amount_max' });
+    }
+    expect(payouts()).toBe(before + 3);
+    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
+    expect(rows).toEqual([{ rule: 'calls', used: 3 }, { rule: 'sum:amount_max', used: 90000 }]);
+    // A refused call spent nothing: its one-use credential is still unused.
+    const unused = await first.runtime.pool.query(`SELECT count(*) FROM access_tokens WHERE task_id = $1 AND uses = 0`, [task.task_id]);
+    expect(Number(unused.rows[0].count)).toBe(17);
+  });
+
+  it('holds a calls limit across 20 concurrent credentials on both instances', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(50000, { calls: 3 })] });
+    const tokens = await Promise.all(Array.from({ length: 20 }, () => credential(task.task_token, [payoutEntry(100)])));
+    const before = payouts();
+    const results = await Promise.all(tokens.map((token, n) => pay(n % 2 ? secondGateway() : first.gatewayUrl, token, 100)));
+    expect(results.filter((result) => result.status === 201)).toHaveLength(3);
+    for (const result of results.filter((result) => result.status !== 201)) {
+      expect(result.body).toMatchObject({ error: 'insufficient_scope', rule: 'limit:calls' });
+    }
+    expect(payouts()).toBe(before + 3);
+    await first.runtime.audit.drain();
+    await second.runtime.audit.drain();
+    const denied = await first.runtime.pool.query(
+      `SELECT count(*) FROM audit_events WHERE task_id = $1 AND type = 'gateway.call' AND outcome = 'denied' AND data->>'rule' = 'limit:calls'`,
+      [task.task_id],
+    );
+    expect(Number(denied.rows[0].count)).toBe(17);
+  });
+
+  it('refuses a negative amount that would refill a sum budget', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000, { sum: { amount_max: 30000 } })] });
+    const before = payouts();
+    const negative = await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(30000)]), -30000);
+    expect(negative.status).toBe(403);
+    expect(negative.body.rule).toBe('limit:sum:amount_max');
+    expect((await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(30000)]), 30000)).status).toBe(201);
+    expect((await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(30000)]), 1)).status).toBe(403);
+    expect(payouts()).toBe(before + 1);
+  });
+
+  it('charges a credential to every limited entry that covers it, even when an unlimited one also does', async () => {
+    const task = await createTask(first, world.orchestrator, {
+      allowed: [payoutEntry(50000), payoutEntry(50000, { calls: 1 }), READ_ENTRY],
+    });
+    expect((await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(10)]), 10)).status).toBe(201);
+    const second = await pay(secondGateway(), await credential(task.task_token, [payoutEntry(10)]), 10);
+    expect(second.status).toBe(403);
+    expect(second.body.rule).toBe('limit:calls');
+    // The read entry declares no limits: its credentials carry no budget at all.
+    await credential(task.task_token, [READ_ENTRY]);
+    const { rows } = await first.runtime.pool.query(`SELECT action, budget_entries FROM access_tokens WHERE task_id = $1 ORDER BY issued_at`, [task.task_id]);
+    expect(rows.map((row) => [row.action, row.budget_entries])).toEqual([['payouts.create', [1]], ['payouts.create', [1]], ['payouts.get', null]]);
+  });
+
+  it('gives the reservation back, audited, when the upstream cannot be reached', async () => {
+    const task = await createTask(first, world.orchestrator, {
+      allowed: [{ ...payoutEntry(30000, { calls: 1, sum: { amount_max: 30000 } }), connector: 'deadpay' }],
+    });
+    const request = [{ ...payoutEntry(30000), connector: 'deadpay' }];
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      const failed = await pay(first.gatewayUrl, await credential(task.task_token, request), 30000, 'deadpay');
+      expect(failed.status).toBe(502);
+    }
+    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
+    expect(rows).toEqual([{ rule: 'calls', used: 0 }, { rule: 'sum:amount_max', used: 0 }]);
+    await first.runtime.audit.drain();
+    const released = await first.runtime.pool.query(`SELECT data FROM audit_events WHERE task_id = $1 AND type = 'gateway.budget_released'`, [task.task_id]);
+    expect(released.rows).toHaveLength(2);
+    expect(released.rows[0].data.budget).toEqual(expect.arrayContaining([expect.objectContaining({ rule: 'calls', amount: 1 })]));
+  });
+
+  it('shows the policy what is left: input.task.allowed[i].limits and input.task.budgets', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000, { calls: 4, sum: { amount_max: 90000 } }), READ_ENTRY] });
+    expect((await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(20000)]), 20000)).status).toBe(201);
+    const dryRun = await sendJson('POST', `${first.adminUrl}/v1/policies/evaluate`, { task_id: task.task_id, authorization_details: [payoutEntry(30000)] }, first.adminToken);
+    expect(dryRun.status).toBe(200);
+    expect(dryRun.body.input.task.allowed[0].limits).toEqual({ calls: 4, sum: { amount_max: 90000 } });
+    expect(dryRun.body.input.task.budgets).toEqual([
+      { entry: 0, calls: { limit: 4, used: 1, remaining: 3 }, sum: { amount_max: { limit: 90000, used: 20000, remaining: 70000 } } },
+    ]);
+    const read = await sendJson('GET', `${first.issuer}/v1/tasks/${task.task_id}`, undefined, await tasksToken(first, world.orchestrator));
+    expect(read.body.allowed[0].limits).toEqual({ calls: 4, sum: { amount_max: 90000 } });
+    expect(read.body.budgets).toEqual(dryRun.body.input.task.budgets);
+  });
+});
