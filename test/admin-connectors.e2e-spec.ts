@@ -62,9 +62,9 @@ describe('admin API: connectors', () => {
       created_at: expect.any(String),
       updated_at: expect.any(String),
     });
-    const { rows } = await services.runtime.pool.query('SELECT credential_sealed, credential_fingerprint, credential_type FROM connectors WHERE id = $1', ['stripe']);
+    const { rows } = await services.runtime.pool.query('SELECT base_url, credential_sealed, credential_fingerprint, credential_type FROM connectors WHERE id = $1', ['stripe']);
     expect(rows[0].credential_sealed.toString('latin1')).not.toContain(SECRETS.bearer);
-    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.bearer });
+    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].base_url, rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.bearer });
     expect(rows[0].credential_fingerprint).toBe(created.body.credential.fingerprint);
     expect((await api('GET', '/v1/connectors/stripe', undefined, viewer)).body).toEqual(created.body);
     const listed = await api('GET', '/v1/connectors', undefined, viewer);
@@ -152,8 +152,8 @@ describe('admin API: connectors', () => {
     expect(rotated.body.credential.type).toBe('bearer');
     expect(rotated.body.credential.fingerprint).not.toBe(before.credential.fingerprint);
     expect(Date.parse(rotated.body.credential.set_at)).toBeGreaterThan(Date.parse(before.credential.set_at));
-    const { rows } = await services.runtime.pool.query('SELECT credential_sealed FROM connectors WHERE id = $1', ['stripe']);
-    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.rotated });
+    const { rows } = await services.runtime.pool.query('SELECT base_url, credential_sealed FROM connectors WHERE id = $1', ['stripe']);
+    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].base_url, rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.rotated });
     const header = await api('PATCH', '/v1/connectors/stripe', { credential: { type: 'header', name: 'X-Api-Key', value: SECRETS.header } });
     expect(header.body.credential.type).toBe('header');
     const events = await services.runtime.pool.query(`SELECT type, data FROM audit_events WHERE connector_id = 'stripe' AND type LIKE 'admin.%' ORDER BY seq`);

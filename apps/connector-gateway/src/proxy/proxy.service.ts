@@ -11,11 +11,13 @@ import { MasterKey, SigningKeyStore } from '@writ/keys';
 import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError } from '@writ/oauth';
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import { LOGGER } from '@writ/platform';
+import { hostOf, UpstreamNetworks } from '@writ/connectors';
+import { isIP } from 'node:net';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { BadGatewayError, GatewayTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
 import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
-import { UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
+import { UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
 import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
 import { GrantState, GrantStateRepository } from './grant-state.repository';
 import { parseRequestTarget, RequestTarget } from './request-target';
@@ -45,7 +47,7 @@ interface CheckedCall {
   operation: ConnectorOperation;
   body: Buffer;
   sealed: SealedCredential;
-  credential: CredentialHeader | undefined;
+  credential: CredentialHeader;
 }
 
 function elapsedMs(started: bigint): number {
@@ -78,6 +80,25 @@ export class ProxyService {
     @Inject(PG_POOL) pool: Pool,
   ) {
     this.jtis = new PgJtiStore(pool);
+    this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
+  }
+
+  /** Where upstreams may be (`WRIT_UPSTREAM_ALLOWED_NETWORKS`); the dispatcher checks resolved addresses again at connect time. */
+  private readonly networks: UpstreamNetworks;
+
+  /**
+   * Refuses, before anything is spent, a `base_url` whose host is an address literal or a
+   * metadata name the gateway may not reach (e.g. edited in SQL); host names are checked on
+   * their resolved addresses when the dispatcher connects.
+   */
+  private destinationRefusal(baseUrl: string): string | undefined {
+    let host: string;
+    try {
+      host = hostOf(baseUrl);
+    } catch {
+      return 'its base_url is not a URL';
+    }
+    return isIP(host) !== 0 ? this.networks.refusal(host) : this.networks.nameRefusal(host);
   }
 
   /** Checks, spends, forwards and streams the upstream response back. */
@@ -131,8 +152,11 @@ export class ProxyService {
     const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed });
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
     if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
+    const refused = this.destinationRefusal(connector.baseUrl);
+    if (refused) throw new BadGatewayError(`the upstream of connector ${connector.id} is not reachable from the gateway: ${refused}`, { reason: 'upstream_address_refused' });
     const sealed: SealedCredential = {
       connectorId: connector.id,
+      baseUrl: connector.baseUrl,
       type: connector.credentialType,
       sealed: connector.credentialSealed,
       fingerprint: connector.credentialFingerprint,
@@ -237,7 +261,7 @@ export class ProxyService {
     const base = checked.state.connector!.baseUrl.replace(/\/+$/, '');
     const url = `${base}${target.upstreamPath}${target.query ? `?${target.query}` : ''}`;
     const deadline = AbortSignal.timeout(this.config.upstreamTimeoutMs);
-    const send = (credential: CredentialHeader | undefined) =>
+    const send = (credential: CredentialHeader) =>
       undiciRequest(url, {
         method: req.method as Dispatcher.HttpMethod,
         dispatcher: this.dispatcher,
@@ -356,6 +380,11 @@ function parseJsonBody(req: Request, body: Buffer): unknown {
 
 function upstreamFailure(error: unknown): BadGatewayError | GatewayTimeoutError {
   if (error instanceof BadGatewayError || error instanceof GatewayTimeoutError) return error;
+  if ((error as { code?: string }).code === UPSTREAM_ADDRESS_REFUSED) {
+    return new BadGatewayError('the upstream address is not reachable from the gateway (WRIT_UPSTREAM_ALLOWED_NETWORKS): nothing was sent', {
+      reason: 'upstream_address_refused',
+    });
+  }
   const code = (error as { code?: string; name?: string }).code ?? (error as { name?: string }).name ?? 'unknown';
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'TimeoutError' || code === 'AbortError') {
     return new GatewayTimeoutError(undefined, { reason: code });
