@@ -14,7 +14,7 @@ import { LOGGER } from '@writ/platform';
 import { hostOf, UpstreamNetworks } from '@writ/connectors';
 import { isIP } from 'node:net';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
-import { BadGatewayError, GatewayTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
+import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
 import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
 import { UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
@@ -147,10 +147,10 @@ export class ProxyService {
       throw new InsufficientScopeError(`operation ${operation.name} is not granted by this credential`, { rule: 'action' });
     }
     const body = await readBody(req, this.config.gatewayBodyLimit);
-    let parsed: unknown;
-    if (needsBody(operation, detail.constraints)) parsed = parseJsonBody(req, body);
-    const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed });
+    const parsed = needsBody(operation, detail.constraints) ? parseJsonBody(req, body) : undefined;
+    const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed?.value, bodyText: parsed?.text });
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
+    if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
     if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
     const refused = this.destinationRefusal(connector.baseUrl);
     if (refused) throw new BadGatewayError(`the upstream of connector ${connector.id} is not reachable from the gateway: ${refused}`, { reason: 'upstream_address_refused' });
@@ -365,14 +365,16 @@ async function readBody(req: Request, limit: number): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
 }
 
-function parseJsonBody(req: Request, body: Buffer): unknown {
+/** The body as JSON (its value and its text, to read numbers as written), or `undefined` when there is none. */
+function parseJsonBody(req: Request, body: Buffer): { value: unknown; text: string } | undefined {
   if (body.length === 0) return undefined;
   const type = req.headers['content-type'] ?? '';
   if (!JSON_TYPE.test(type)) {
     throw new UnsupportedMediaTypeError('a body constraint applies: the body must be application/json (UTF-8)');
   }
   try {
-    return parseStrictJson(utf8.decode(body));
+    const text = utf8.decode(body);
+    return { value: parseStrictJson(text), text };
   } catch (error) {
     throw new InvalidRequestError(error instanceof StrictJsonError ? error.message : 'the body is not valid UTF-8', { reason: 'body_not_strict_json' });
   }
