@@ -107,6 +107,9 @@ export function hostOf(url: string): string {
   return new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');
 }
 
+/** How long registration waits for DNS before accepting a name it will check again at connect time. */
+const RESOLVE_TIMEOUT_MS = 3000;
+
 /** Resolves a host name to every address (the shape of `dns.lookup` with `all: true`). */
 export type ResolveAll = (hostname: string) => Promise<LookupAddress[]>;
 
@@ -117,8 +120,8 @@ export const resolveAllAddresses: ResolveAll = (hostname) =>
 /**
  * Checks where a `base_url` or `token_url` points, at registration: a metadata host name or an
  * address literal outside {@link UpstreamNetworks} is refused; a host name is resolved and
- * every address it resolves to must be allowed. A name that does not resolve (yet) is
- * accepted: the gateway checks every resolved address again at connect time, which is the
+ * every address it resolves to must be allowed. A name that does not resolve (yet, or
+ * within 3 s) is accepted: the gateway checks every resolved address again at connect time, which is the
  * check that counts (DNS may change between now and then).
  */
 export async function destinationRefusal(url: string, networks: UpstreamNetworks, resolve: ResolveAll = resolveAllAddresses): Promise<DestinationRefusal | undefined> {
@@ -132,10 +135,18 @@ export async function destinationRefusal(url: string, networks: UpstreamNetworks
   const named = networks.nameRefusal(host);
   if (named) return named;
   let addresses: LookupAddress[];
+  let timer: NodeJS.Timeout | undefined;
   try {
-    addresses = await resolve(host);
+    addresses = await Promise.race([
+      resolve(host),
+      new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error('resolution timed out')), RESOLVE_TIMEOUT_MS);
+      }),
+    ]);
   } catch {
     return undefined;
+  } finally {
+    clearTimeout(timer);
   }
   for (const { address } of addresses) {
     const refused = networks.refusal(address);
