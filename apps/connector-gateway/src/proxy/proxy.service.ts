@@ -11,13 +11,12 @@ import { MasterKey, SigningKeyStore } from '@writ/keys';
 import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError } from '@writ/oauth';
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import { LOGGER } from '@writ/platform';
-import { hostOf, UpstreamNetworks } from '@writ/connectors';
-import { isIP } from 'node:net';
+import { UpstreamNetworks } from '@writ/connectors';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
 import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
-import { UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
+import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
 import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
 import { GrantState, GrantStateRepository } from './grant-state.repository';
 import { parseRequestTarget, RequestTarget } from './request-target';
@@ -47,7 +46,7 @@ interface CheckedCall {
   operation: ConnectorOperation;
   body: Buffer;
   sealed: SealedCredential;
-  credential: CredentialHeader;
+  credential: CredentialHeader | undefined;
 }
 
 function elapsedMs(started: bigint): number {
@@ -85,21 +84,6 @@ export class ProxyService {
 
   /** Where upstreams may be (`WRIT_UPSTREAM_ALLOWED_NETWORKS`); the dispatcher checks resolved addresses again at connect time. */
   private readonly networks: UpstreamNetworks;
-
-  /**
-   * Refuses, before anything is spent, a `base_url` whose host is an address literal or a
-   * metadata name the gateway may not reach (e.g. edited in SQL); host names are checked on
-   * their resolved addresses when the dispatcher connects.
-   */
-  private destinationRefusal(baseUrl: string): string | undefined {
-    let host: string;
-    try {
-      host = hostOf(baseUrl);
-    } catch {
-      return 'its base_url is not a URL';
-    }
-    return isIP(host) !== 0 ? this.networks.refusal(host) : this.networks.nameRefusal(host);
-  }
 
   /** Checks, spends, forwards and streams the upstream response back. */
   async handle(req: Request, res: Response): Promise<void> {
@@ -152,7 +136,7 @@ export class ProxyService {
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
     if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
-    const refused = this.destinationRefusal(connector.baseUrl);
+    const refused = literalDestinationRefusal(this.networks, connector.baseUrl);
     if (refused) throw new BadGatewayError(`the upstream of connector ${connector.id} is not reachable from the gateway: ${refused}`, { reason: 'upstream_address_refused' });
     const sealed: SealedCredential = {
       connectorId: connector.id,
@@ -261,7 +245,7 @@ export class ProxyService {
     const base = checked.state.connector!.baseUrl.replace(/\/+$/, '');
     const url = `${base}${target.upstreamPath}${target.query ? `?${target.query}` : ''}`;
     const deadline = AbortSignal.timeout(this.config.upstreamTimeoutMs);
-    const send = (credential: CredentialHeader) =>
+    const send = (credential: CredentialHeader | undefined) =>
       undiciRequest(url, {
         method: req.method as Dispatcher.HttpMethod,
         dispatcher: this.dispatcher,

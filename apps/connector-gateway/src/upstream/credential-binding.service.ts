@@ -47,7 +47,14 @@ export class CredentialBinding implements OnApplicationBootstrap {
         'WRIT_UPSTREAM_ALLOWED_NETWORKS is not set: the embedded quick start lets connectors reach loopback upstreams',
       );
     }
-    const report = await this.bindLegacyCredentials();
+    let report: BindingReport;
+    try {
+      report = await this.bindLegacyCredentials();
+    } catch (error) {
+      // Not fatal: a credential left unbound is refused at call time (fail closed); the next start retries.
+      this.logger.error({ err: error instanceof Error ? error.message : String(error) }, 'could not bind legacy upstream credentials to their destination');
+      return;
+    }
     if (report.rebound.length) this.logger.info({ connectors: report.rebound }, 'bound legacy upstream credentials to their destination');
     if (report.unbound.length) {
       this.logger.warn(

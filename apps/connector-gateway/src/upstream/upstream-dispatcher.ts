@@ -2,7 +2,7 @@ import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'nod
 import { isIP } from 'node:net';
 import { Agent, buildConnector } from 'undici';
 import type { WritConfig } from '@writ/config';
-import { UpstreamNetworks } from '@writ/connectors';
+import { hostOf, UpstreamNetworks } from '@writ/connectors';
 
 /** Injection token of the gateway's undici dispatcher (connection pools to upstreams). */
 export const UPSTREAM_DISPATCHER = Symbol('UPSTREAM_DISPATCHER');
@@ -17,6 +17,21 @@ export class UpstreamAddressRefusedError extends Error {
     super(`the upstream host ${host} is not reachable from the gateway: ${refusal}`);
     this.name = 'UpstreamAddressRefusedError';
   }
+}
+
+/**
+ * Why a connector's `base_url` may not be reached, judged on its host alone: an address
+ * literal outside the allowed networks or a metadata name. Lets the gateway refuse before a
+ * use is spent; host names are checked on their resolved addresses when connecting.
+ */
+export function literalDestinationRefusal(networks: UpstreamNetworks, baseUrl: string): string | undefined {
+  let host: string;
+  try {
+    host = hostOf(baseUrl);
+  } catch {
+    return 'its base_url is not a URL';
+  }
+  return isIP(host) !== 0 ? networks.refusal(host) : networks.nameRefusal(host);
 }
 
 /** `dns.lookup`'s signature, so tests can give their own resolver. */
