@@ -12,6 +12,7 @@ describe('UpstreamNetworks', () => {
   it.each([
     '169.254.169.254', '169.254.0.1', '0.0.0.0', '0.1.2.3', '::', 'fe80::1', 'febf::1', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe',
     '0:0:0:0:0:ffff:a9fe:a9fe', 'fd00:ec2::254', '100.100.100.200', '224.0.0.1', '255.255.255.255', 'ff02::1',
+    '64:ff9b::a9fe:a9fe', '64:ff9b::169.254.169.254', '::169.254.169.254', '2002:a9fe:a9fe::1',
   ])('never allows %s, whatever is configured', (address) => {
     expect(new UpstreamNetworks(['0.0.0.0/0', '::/0']).refusal(address)).toMatch(/never reachable/);
   });

@@ -66,6 +66,37 @@ function unmapped(address: string): { address: string; family: 'ipv4' | 'ipv6' }
   return { address, family: 'ipv6' };
 }
 
+/** The eight 16-bit groups of an IPv6 address (`undefined` for anything else, e.g. a dotted tail already unmapped). */
+function hextets(address: string): number[] | undefined {
+  let text = address.toLowerCase();
+  const dotted = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (dotted) {
+    const octets = dotted[2].split('.').map(Number);
+    text = `${dotted[1]}${((octets[0] << 8) | octets[1]).toString(16)}:${((octets[2] << 8) | octets[3]).toString(16)}`;
+  }
+  const [head, tail, extra] = text.split('::');
+  if (extra !== undefined) return undefined;
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const missing = 8 - left.length - right.length;
+  if (tail === undefined ? missing !== 0 : missing < 1) return undefined;
+  return [...left, ...Array<string>(tail === undefined ? 0 : missing).fill('0'), ...right].map((group) => parseInt(group, 16));
+}
+
+/**
+ * The IPv4 address an IPv6 address carries when it reaches IPv4 hosts through translation:
+ * NAT64 (`64:ff9b::/96`), IPv4-compatible (`::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::/48`).
+ */
+function embeddedIpv4(address: string): string | undefined {
+  const groups = hextets(address);
+  if (!groups) return undefined;
+  const v4 = (high: number, low: number) => [high >> 8, high & 255, low >> 8, low & 255].join('.');
+  if (groups[0] === 0x64 && groups[1] === 0xff9b && groups.slice(2, 6).every((group) => group === 0)) return v4(groups[6], groups[7]);
+  if (groups.slice(0, 6).every((group) => group === 0) && (groups[6] !== 0 || groups[7] > 1)) return v4(groups[6], groups[7]);
+  if (groups[0] === 0x2002) return v4(groups[1], groups[2]);
+  return undefined;
+}
+
 /**
  * Which upstream addresses the gateway may reach: public addresses always; loopback, private
  * and shared ranges only inside the configured networks (`WRIT_UPSTREAM_ALLOWED_NETWORKS`);
@@ -88,6 +119,8 @@ export class UpstreamNetworks {
     if (isIP(address) === 0) return 'is not an IP address';
     const { address: plain, family } = unmapped(address);
     if (FORBIDDEN_LIST.check(plain, family)) return `${plain} is a link-local, metadata or reserved address (never reachable)`;
+    const carried = family === 'ipv6' ? embeddedIpv4(plain) : undefined;
+    if (carried && FORBIDDEN_LIST.check(carried, 'ipv4')) return `${plain} carries ${carried}, a link-local, metadata or reserved address (never reachable)`;
     if (PRIVATE_LIST.check(plain, family) && !this.allowed.check(plain, family)) {
       return `${plain} is a loopback or private address outside WRIT_UPSTREAM_ALLOWED_NETWORKS`;
     }
