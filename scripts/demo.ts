@@ -98,7 +98,7 @@ async function main(): Promise<void> {
   const upstream = await startPaymentsUpstream();
 
   step('1. An admin registers the payments connector, an agent and an orchestrator');
-  expectStatus(await call('POST', `${adminUrl}/v1/connectors`, {
+  const registered = await call('POST', `${adminUrl}/v1/connectors`, {
     bearer: admin,
     json: {
       id: ids.connector,
@@ -117,7 +117,12 @@ async function main(): Promise<void> {
         { name: 'payouts.get', method: 'GET', path: '/v1/payouts/{payout_id}', risk: 'read', constraints: {} },
       ],
     },
-  }), 201, 'register connector');
+  });
+  if (registered.status === 400 && JSON.stringify(registered.body).includes('"base_url"')) {
+    // The demo's upstream listens on loopback: allowed by default only with the embedded database.
+    throw new Error('the demo upstream is on loopback: start Writ with WRIT_UPSTREAM_ALLOWED_NETWORKS=127.0.0.0/8 (or without WRIT_DATABASE_URL)');
+  }
+  expectStatus(registered, 201, 'register connector');
   ok(`connector ${ids.connector} → ${upstream.url} (its credential is sealed; the agent never sees it)`);
   const agentKey = await createClientKey();
   const orchestratorKey = await createClientKey();

@@ -62,9 +62,9 @@ describe('admin API: connectors', () => {
       created_at: expect.any(String),
       updated_at: expect.any(String),
     });
-    const { rows } = await services.runtime.pool.query('SELECT credential_sealed, credential_fingerprint, credential_type FROM connectors WHERE id = $1', ['stripe']);
+    const { rows } = await services.runtime.pool.query('SELECT base_url, credential_sealed, credential_fingerprint, credential_type FROM connectors WHERE id = $1', ['stripe']);
     expect(rows[0].credential_sealed.toString('latin1')).not.toContain(SECRETS.bearer);
-    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.bearer });
+    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].base_url, rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.bearer });
     expect(rows[0].credential_fingerprint).toBe(created.body.credential.fingerprint);
     expect((await api('GET', '/v1/connectors/stripe', undefined, viewer)).body).toEqual(created.body);
     const listed = await api('GET', '/v1/connectors', undefined, viewer);
@@ -143,25 +143,35 @@ describe('admin API: connectors', () => {
 
   it('changes a connector and rotates its credential, recording only fingerprints', async () => {
     const before = (await api('GET', '/v1/connectors/stripe')).body;
-    const renamed = await api('PATCH', '/v1/connectors/stripe', { name: 'Stripe (EU)', base_url: 'https://eu.stripe.example/api' }, operator);
+    // The credential is bound to its destination: a new base_url needs it again.
+    const moved = await api('PATCH', '/v1/connectors/stripe', { name: 'Stripe (EU)', base_url: 'https://eu.stripe.example/api' }, operator);
+    expect(moved.status).toBe(400);
+    expect(moved.body.fields).toEqual([{ field: 'credential', message: expect.stringMatching(/^changing base_url requires the credential again/) }]);
+    expect((await api('GET', '/v1/connectors/stripe')).body).toEqual(before);
+    const renamed = await api('PATCH', '/v1/connectors/stripe', {
+      name: 'Stripe (EU)', base_url: 'https://eu.stripe.example/api', credential: { type: 'bearer', token: SECRETS.bearer },
+    }, operator);
     expect(renamed.status).toBe(200);
-    expect(renamed.body).toMatchObject({ name: 'Stripe (EU)', base_url: 'https://eu.stripe.example/api', credential: before.credential });
+    expect(renamed.body).toMatchObject({
+      name: 'Stripe (EU)', base_url: 'https://eu.stripe.example/api', credential: { type: 'bearer', fingerprint: before.credential.fingerprint },
+    });
     await new Promise((resolve) => setTimeout(resolve, 5));
     const rotated = await api('PATCH', '/v1/connectors/stripe', { credential: { type: 'bearer', token: SECRETS.rotated } }, operator);
     expect(rotated.status).toBe(200);
     expect(rotated.body.credential.type).toBe('bearer');
     expect(rotated.body.credential.fingerprint).not.toBe(before.credential.fingerprint);
     expect(Date.parse(rotated.body.credential.set_at)).toBeGreaterThan(Date.parse(before.credential.set_at));
-    const { rows } = await services.runtime.pool.query('SELECT credential_sealed FROM connectors WHERE id = $1', ['stripe']);
-    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.rotated });
+    const { rows } = await services.runtime.pool.query('SELECT base_url, credential_sealed FROM connectors WHERE id = $1', ['stripe']);
+    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].base_url, rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.rotated });
     const header = await api('PATCH', '/v1/connectors/stripe', { credential: { type: 'header', name: 'X-Api-Key', value: SECRETS.header } });
     expect(header.body.credential.type).toBe('header');
     const events = await services.runtime.pool.query(`SELECT type, data FROM audit_events WHERE connector_id = 'stripe' AND type LIKE 'admin.%' ORDER BY seq`);
     expect(events.rows.map((row) => row.type)).toEqual([
       'admin.connector.created', 'admin.connector.updated', 'admin.connector.credential_rotated', 'admin.connector.credential_rotated',
+      'admin.connector.credential_rotated',
     ]);
     expect(events.rows[1].data).toEqual({ changed: ['name', 'base_url'], base_url: 'https://eu.stripe.example/api' });
-    expect(events.rows[2].data).toEqual({ type: 'bearer', fingerprint: rotated.body.credential.fingerprint, previous_fingerprint: before.credential.fingerprint });
+    expect(events.rows[3].data).toEqual({ type: 'bearer', fingerprint: rotated.body.credential.fingerprint, previous_fingerprint: before.credential.fingerprint });
   });
 
   it('validates changes like definitions, and cannot change the id', async () => {

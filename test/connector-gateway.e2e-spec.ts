@@ -364,6 +364,8 @@ describe('connector gateway', () => {
       expect(timeout.status).toBe(504);
       expect(timeout.body.error).toBe('gateway_timeout');
       await services.runtime.pool.query(`UPDATE connectors SET base_url = 'http://127.0.0.1:9' WHERE id = 'payments'`);
+      // The credential is bound to its destination: seal it again for the new one.
+      await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
       try {
         const { token } = await credential({ type: 'connector', connector: 'payments', actions: ['balance.get'] });
         const down = await gateway('GET', '/connectors/payments/v1/balance', token);
@@ -371,6 +373,7 @@ describe('connector gateway', () => {
         expect(down.body.error).toBe('bad_gateway');
       } finally {
         await services.runtime.pool.query(`UPDATE connectors SET base_url = $1 WHERE id = 'payments'`, [payments.url]);
+        await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
       }
     });
   });

@@ -28,6 +28,8 @@ export async function startBenchEnvironment(ports: { auth: number; gateway: numb
     WRIT_ISSUER: `http://127.0.0.1:${ports.auth}`,
     WRIT_GATEWAY_URL: `http://127.0.0.1:${ports.gateway}`,
     WRIT_LOG_LEVEL: 'silent',
+    // The benchmark's mock upstream listens on loopback.
+    WRIT_UPSTREAM_ALLOWED_NETWORKS: '127.0.0.0/8',
   });
   const runtime = await createRuntime({ config, poolSize: 30, logger: createLogger('silent') });
   const policy = await ActivePolicy.load(undefined);

@@ -32,7 +32,7 @@ async function main(): Promise<void> {
   const orchestratorKey = await createClientKey();
   await pool.query(`INSERT INTO agents (id, name, jwks) VALUES ('bench-agent', 'bench', $1)`, [jwksOf(agentKey)]);
   await pool.query(`INSERT INTO orchestrators (id, name, jwks, allowed_agents) VALUES ('bench-orch', 'bench', $1, '{*}')`, [jwksOf(orchestratorKey)]);
-  const credential = sealCredential(env.runtime.masterKey, 'payments', { type: 'bearer', token: BENCH_UPSTREAM_SECRET });
+  const credential = sealCredential(env.runtime.masterKey, 'payments', upstreamUrl, { type: 'bearer', token: BENCH_UPSTREAM_SECRET });
   await pool.query(
     `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at)
      VALUES ('payments', 'Payments', $1, $2, $3, $4, $5, now())`, [

@@ -42,9 +42,11 @@ export async function seedConnector(pool: Pool, id: string, operations: unknown[
   await pool.query(`INSERT INTO connectors (id, name, base_url, operations) VALUES ($1, $1, $2, $3)`, [id, baseUrl, JSON.stringify(operations)]);
 }
 
-/** Seals an upstream credential into a connector row, as the admin API does. */
+/** Seals an upstream credential into a connector row, bound to its current `base_url`, as the admin API does. */
 export async function setConnectorCredential(pool: Pool, master: MasterKey, id: string, credential: UpstreamCredential): Promise<void> {
-  const { sealed, fingerprint, type } = sealCredential(master, id, credential);
+  const { rows } = await pool.query<{ base_url: string }>('SELECT base_url FROM connectors WHERE id = $1', [id]);
+  if (!rows[0]) throw new Error(`no connector ${id}`);
+  const { sealed, fingerprint, type } = sealCredential(master, id, rows[0].base_url, credential);
   await pool.query(
     `UPDATE connectors SET credential_type = $2, credential_sealed = $3, credential_fingerprint = $4, credential_set_at = now(), updated_at = now() WHERE id = $1`,
     [id, type, sealed, fingerprint],

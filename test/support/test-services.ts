@@ -77,6 +77,8 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
     WRIT_ADMIN_PORT: String(adminPort),
     WRIT_ADMIN_TOKEN: adminToken,
     WRIT_LOG_LEVEL: process.env.WRIT_TEST_LOG_LEVEL ?? 'silent',
+    // Mock upstreams listen on loopback.
+    WRIT_UPSTREAM_ALLOWED_NETWORKS: '127.0.0.0/8',
     ...options.env,
   });
   const logger = options.logSink

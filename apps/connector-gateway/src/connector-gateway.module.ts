@@ -6,6 +6,7 @@ import { CatalogueCache } from './catalogue/catalogue-cache';
 import { GrantStateRepository } from './proxy/grant-state.repository';
 import { ProxyController } from './proxy/proxy.controller';
 import { ProxyService } from './proxy/proxy.service';
+import { CredentialBinding } from './upstream/credential-binding.service';
 import { UpstreamCredentials } from './upstream/upstream-credentials.service';
 import { createUpstreamDispatcher, UPSTREAM_DISPATCHER } from './upstream/upstream-dispatcher';
 
@@ -25,6 +26,7 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         CatalogueCache,
         GrantStateRepository,
         UpstreamCredentials,
+        CredentialBinding,
         ProxyService,
       ],
     };

@@ -35,3 +35,12 @@ export class GatewayTimeoutError extends OAuthError {
     super(description, options);
   }
 }
+
+/** 400: a constrained request value the gateway cannot check as the upstream will read it; `field` names it (`body.amount`). */
+export class InvalidFieldError extends OAuthError {
+  readonly error = 'invalid_request' as const;
+  readonly status = 400;
+  constructor(field: string, description: string, reason: string) {
+    super(description, { reason, extra: { field } });
+  }
+}

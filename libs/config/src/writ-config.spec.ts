@@ -25,6 +25,21 @@ describe('loadConfig', () => {
     expect(loadConfig({ WRIT_UPSTREAM_CONNECT_TIMEOUT_MS: '250' }).upstreamConnectTimeoutMs).toBe(250);
   });
 
+  it('reads WRIT_UPSTREAM_ALLOWED_NETWORKS: loopback by default only for the embedded database', () => {
+    const key = Buffer.alloc(32, 7).toString('base64');
+    expect(loadConfig({})).toMatchObject({ upstreamAllowedNetworks: ['127.0.0.0/8', '::1/128'], upstreamLoopbackByDefault: true });
+    expect(loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db', WRIT_MASTER_KEY: key })).toMatchObject({
+      upstreamAllowedNetworks: [], upstreamLoopbackByDefault: false,
+    });
+    expect(loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: '' })).toMatchObject({ upstreamAllowedNetworks: [], upstreamLoopbackByDefault: false });
+    expect(loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: ' 10.0.0.0/8, fd00::/8 ,192.168.1.7' }).upstreamAllowedNetworks).toEqual([
+      '10.0.0.0/8', 'fd00::/8', '192.168.1.7/32',
+    ]);
+    for (const bad of ['10.0.0.0/33', 'example.com', '10.0.0.0/08', '::1/129', '10.0.0.0/8/1']) {
+      expect(() => loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: bad })).toThrow(/WRIT_UPSTREAM_ALLOWED_NETWORKS must be comma-separated CIDRs/);
+    }
+  });
+
   it('refuses an external database without a master key', () => {
     expect(() => loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db' })).toThrow(/WRIT_MASTER_KEY is required/);
   });

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 
 /** Log levels accepted by pino. */
@@ -42,6 +43,17 @@ export interface WritConfig {
   readonly upstreamConnectTimeoutMs: number;
   /** `WRIT_UPSTREAM_TIMEOUT_MS` (default 30000): gateway total time for an upstream call (504 past it). */
   readonly upstreamTimeoutMs: number;
+  /**
+   * `WRIT_UPSTREAM_ALLOWED_NETWORKS`: comma-separated CIDRs (`10.0.0.0/8`, `::1/128`; a bare
+   * address is one host) that connector `base_url`s and token URLs may reach besides public
+   * addresses. Unset: none with an external database; loopback (`127.0.0.0/8`, `::1/128`)
+   * with the embedded quick start (the gateway warns at start). Link-local and cloud metadata
+   * addresses are never reachable, whatever this lists. Checked at registration (admin API)
+   * and on every resolved address at connect time (gateway).
+   */
+  readonly upstreamAllowedNetworks: readonly string[];
+  /** True when {@link upstreamAllowedNetworks} is the embedded quick start's loopback default (not set explicitly). */
+  readonly upstreamLoopbackByDefault: boolean;
 }
 
 /** Thrown when the environment does not describe a valid configuration; one line per problem. */
@@ -100,6 +112,34 @@ function masterKey(env: Env, problems: string[]): Buffer | undefined {
   return key;
 }
 
+/** What the embedded quick start may reach when `WRIT_UPSTREAM_ALLOWED_NETWORKS` is unset. */
+export const EMBEDDED_UPSTREAM_NETWORKS: readonly string[] = ['127.0.0.0/8', '::1/128'];
+
+/** Normalises one CIDR (`10.0.0.0/8`, `fd00::/8`, or an address alone), or `undefined` when it is not one. */
+export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+  const [address, prefixText, extra] = text.trim().split('/');
+  if (extra !== undefined) return undefined;
+  const version = isIP(address);
+  if (version === 0) return undefined;
+  const max = version === 4 ? 32 : 128;
+  if (prefixText !== undefined && !/^(0|[1-9][0-9]{0,2})$/.test(prefixText)) return undefined;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (prefix > max) return undefined;
+  return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
+}
+
+function allowedNetworks(env: Env, embedded: boolean, problems: string[]): { networks: readonly string[]; defaulted: boolean } {
+  const raw = env.WRIT_UPSTREAM_ALLOWED_NETWORKS;
+  if (raw === undefined) return embedded ? { networks: EMBEDDED_UPSTREAM_NETWORKS, defaulted: true } : { networks: [], defaulted: false };
+  const networks: string[] = [];
+  for (const entry of raw.split(',').map((part) => part.trim()).filter(Boolean)) {
+    const cidr = parseCidr(entry);
+    if (!cidr) problems.push(`WRIT_UPSTREAM_ALLOWED_NETWORKS must be comma-separated CIDRs (e.g. 10.0.0.0/8,fd00::/8), got "${entry}"`);
+    else networks.push(`${cidr.address}/${cidr.prefix}`);
+  }
+  return { networks: Object.freeze(networks), defaulted: false };
+}
+
 /**
  * Reads and validates the `WRIT_*` variables. Throws {@link ConfigError} naming every
  * invalid variable, so that a service refuses to start and says why in one line.
@@ -121,6 +161,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   if (adminToken !== undefined && adminToken.length < 32) {
     problems.push('WRIT_ADMIN_TOKEN must be at least 32 characters');
   }
+  const upstream = allowedNetworks(env, !databaseUrl, problems);
   const config: WritConfig = {
     databaseUrl,
     dataDir: isAbsolute(dataDirRaw) ? dataDirRaw : resolve(cwd, dataDirRaw),
@@ -137,6 +178,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     gatewayBodyLimit: integer(env, 'WRIT_GATEWAY_BODY_LIMIT', 1024 * 1024, 1024, 64 * 1024 * 1024, problems),
     upstreamConnectTimeoutMs: integer(env, 'WRIT_UPSTREAM_CONNECT_TIMEOUT_MS', 5000, 100, 60_000, problems),
     upstreamTimeoutMs: integer(env, 'WRIT_UPSTREAM_TIMEOUT_MS', 30_000, 100, 600_000, problems),
+    upstreamAllowedNetworks: upstream.networks,
+    upstreamLoopbackByDefault: upstream.defaulted,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

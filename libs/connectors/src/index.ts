@@ -1,3 +1,5 @@
 export * from './upstream-credential';
 export * from './path-template';
 export * from './validate-connector-definition';
+export * from './upstream-destination';
+export * from './upstream-headers';

@@ -1,4 +1,4 @@
-import type { MasterKey } from '@writ/keys';
+import { type MasterKey, UnsealError } from '@writ/keys';
 
 /** A static bearer token sent as `Authorization: Bearer <token>`. */
 export interface BearerCredential {
@@ -28,28 +28,62 @@ export type UpstreamCredential = BearerCredential | HeaderCredential | OAuth2Cli
 /** The credential types a connector may hold. */
 export const CREDENTIAL_TYPES = ['bearer', 'header', 'oauth2_client_credentials'] as const;
 
-/** The associated data a connector's credential is sealed under: a sealed value copied to another connector does not open. */
-export function credentialSealContext(connectorId: string): string {
+/** The origin (`scheme://host:port`) a connector's credential is bound to: where its `base_url` points. */
+export function destinationOrigin(baseUrl: string): string {
+  return new URL(baseUrl).origin;
+}
+
+/**
+ * The associated data a connector's credential is sealed under: the connector id and the
+ * origin of its `base_url`. A sealed value copied to another connector row, or left in place
+ * while `base_url` is edited to another host in SQL, does not open: the gateway refuses the
+ * call and sends nothing. (The `token_url` of `oauth2_client_credentials` is inside the
+ * sealed value, so it cannot be changed without the master key either.)
+ */
+export function credentialSealContext(connectorId: string, baseUrl: string): string {
+  return `writ/connector-credential/v2\nconnector:${connectorId}\norigin:${destinationOrigin(baseUrl)}`;
+}
+
+/** The context of credentials sealed before they were bound to their destination (bound to the connector id only). */
+export function legacyCredentialSealContext(connectorId: string): string {
   return `connector:${connectorId}`;
 }
 
-/** Seals a credential for the `connectors` row of `connectorId`, with its keyed fingerprint and type. */
+/** Seals a credential for the `connectors` row of `connectorId` pointing at `baseUrl`, with its keyed fingerprint and type. */
 export function sealCredential(
   master: MasterKey,
   connectorId: string,
+  baseUrl: string,
   credential: UpstreamCredential,
 ): { sealed: Buffer; fingerprint: string; type: UpstreamCredential['type'] } {
   const plaintext = JSON.stringify(credential);
   return {
-    sealed: master.seal(plaintext, credentialSealContext(connectorId)),
+    sealed: master.seal(plaintext, credentialSealContext(connectorId, baseUrl)),
     fingerprint: master.fingerprint(plaintext),
     type: credential.type,
   };
 }
 
-/** Opens a connector's sealed credential (throws `UnsealError` for a wrong key, row or tampering). */
-export function unsealCredential(master: MasterKey, connectorId: string, sealed: Buffer): UpstreamCredential {
-  return JSON.parse(master.unseal(sealed, credentialSealContext(connectorId)).toString('utf8')) as UpstreamCredential;
+/**
+ * Opens a connector's sealed credential for the destination it is about to be sent to
+ * (throws `UnsealError` for a wrong key, another row, another origin, or tampering).
+ */
+export function unsealCredential(master: MasterKey, connectorId: string, baseUrl: string, sealed: Buffer): UpstreamCredential {
+  let context: string;
+  try {
+    context = credentialSealContext(connectorId, baseUrl);
+  } catch {
+    throw new UnsealError();
+  }
+  return JSON.parse(master.unseal(sealed, context).toString('utf8')) as UpstreamCredential;
+}
+
+/**
+ * Opens a credential sealed before destination binding (context: the connector id only), to
+ * re-seal it bound to its destination. Never used to send a credential anywhere.
+ */
+export function unsealLegacyCredential(master: MasterKey, connectorId: string, sealed: Buffer): UpstreamCredential {
+  return JSON.parse(master.unseal(sealed, legacyCredentialSealContext(connectorId)).toString('utf8')) as UpstreamCredential;
 }
 
 /** Every secret string a credential holds (for log and response scrubbing in tests and redaction). */

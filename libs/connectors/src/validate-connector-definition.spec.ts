@@ -138,6 +138,10 @@ describe('validateConnectorDefinition', () => {
     ['a header named Authorization', { type: 'header', name: 'Authorization', value: 'x' }, ['credential.name']],
     ['a header named host', { type: 'header', name: 'host', value: 'x' }, ['credential.name']],
     ['a hop-by-hop header', { type: 'header', name: 'Transfer-Encoding', value: 'chunked' }, ['credential.name']],
+    ...['Content-Type', 'content-length', 'Transfer-Encoding', 'Connection', 'Cookie', 'TE', 'Upgrade', 'X-HTTP-Method-Override', 'X-Method-Override',
+      'X-Forwarded-For', 'X-Forwarded-Anything', 'Forwarded', 'X-Original-URL', 'X-Rewrite-URL', 'X-Real-IP', 'True-Client-IP', 'DPoP', 'Expect'].map(
+      (name) => [`a header named ${name}`, { type: 'header', name, value: 'x' }, ['credential.name']] as [string, unknown, string[]],
+    ),
     ['a header name that is not a token', { type: 'header', name: 'X Api Key', value: 'x' }, ['credential.name']],
     ['a header value with a line break', { type: 'header', name: 'X-Api-Key', value: 'a\nb' }, ['credential.value']],
     ['a token_url that is not http(s)', { type: 'oauth2_client_credentials', token_url: 'file:///etc/passwd', client_id: 'c', client_secret: 's' }, ['credential.token_url']],
@@ -175,5 +179,31 @@ describe('validateConnectorPatch', () => {
     expect(outcome.ok).toBe(false);
     if (outcome.ok) return;
     expect(outcome.errors.map((error) => error.field)).toEqual(['id', 'base_url', 'credential.token']);
+  });
+});
+
+describe('catalogue bounds and credential removal', () => {
+  const bounded = (binding: Record<string, unknown>) => {
+    const input = payments();
+    (input.operations[0] as { constraints: Record<string, unknown> }).constraints.amount_max = { in: 'body', field: 'amount', op: 'lte', ...binding };
+    return input;
+  };
+
+  it('accepts min and max on a constraint and keeps them', () => {
+    const outcome = validateConnectorDefinition(bounded({ min: 0, max: 1000000 }));
+    expect(outcome.ok && outcome.value.operations[0].constraints.amount_max).toEqual({ in: 'body', field: 'amount', op: 'lte', min: 0, max: 1000000 });
+  });
+
+  it.each([
+    [{ min: '0' }, 'operations[0].constraints.amount_max.min'],
+    [{ max: 2 ** 53 }, 'operations[0].constraints.amount_max.max'],
+    [{ min: -0 }, 'operations[0].constraints.amount_max.min'],
+    [{ min: 10, max: 5 }, 'operations[0].constraints.amount_max.max'],
+  ])('refuses the bounds %j', (binding, field) => {
+    expect(fieldsOf(bounded(binding))).toEqual([field]);
+  });
+
+  it('takes "credential": null in a change as a removal', () => {
+    expect(validateConnectorPatch({ credential: null })).toEqual({ ok: true, value: { credential: null } });
   });
 });

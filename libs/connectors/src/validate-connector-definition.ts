@@ -1,6 +1,7 @@
 import { CONNECTOR_ID_PATTERN } from '@writ/oauth';
 import { compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
 import { CREDENTIAL_TYPES, type UpstreamCredential } from './upstream-credential';
+import { isForbiddenCredentialHeader } from './upstream-headers';
 
 /** One problem of a submitted connector definition, e.g. `operations[1].constraints.amount.op`. */
 export interface ConnectorFieldError {
@@ -26,15 +27,6 @@ export const CONSTRAINT_FIELD_PATTERN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 /** An HTTP header name (RFC 9110 `token`). */
 export const HEADER_NAME_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
-/**
- * Headers a `header` credential may not set: the gateway owns them (routing, framing,
- * the agent's own `Authorization` which is dropped, hop-by-hop headers).
- */
-export const FORBIDDEN_CREDENTIAL_HEADERS: ReadonlySet<string> = new Set([
-  'authorization', 'proxy-authorization', 'host', 'cookie', 'content-length', 'connection', 'keep-alive',
-  'proxy-authenticate', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-]);
-
 /** Names that mean something to JavaScript objects: never a constraint name or field segment. */
 const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
 
@@ -50,6 +42,10 @@ export interface ConnectorConstraintDefinition {
   in: (typeof CONSTRAINT_LOCATIONS)[number];
   field: string;
   op: (typeof CONNECTOR_CONSTRAINT_OPERATORS)[number];
+  /** Lowest value the request field may carry, whatever the grant says (the field must then be a number). */
+  min?: number;
+  /** Highest value the request field may carry, whatever the grant says (the field must then be a number). */
+  max?: number;
 }
 
 /** One operation of a connector's catalogue, normalised (`constraints` always present). */
@@ -72,7 +68,10 @@ export interface ConnectorDefinition {
 }
 
 /** A change to a connector (`PATCH /v1/connectors/{id}`): only the members given. */
-export type ConnectorDefinitionPatch = Partial<Omit<ConnectorDefinition, 'id'>>;
+export type ConnectorDefinitionPatch = Partial<Omit<ConnectorDefinition, 'id' | 'credential'>> & {
+  /** A new credential (rotation), or `null` to remove the stored one. */
+  credential?: UpstreamCredential | null;
+};
 
 /** The outcome of a validation: the normalised value, or every problem found. */
 export type ConnectorValidationResult<T> = { ok: true; value: T } | { ok: false; errors: ConnectorFieldError[] };
@@ -80,7 +79,7 @@ export type ConnectorValidationResult<T> = { ok: true; value: T } | { ok: false;
 const TOP_LEVEL_CREATE = ['id', 'name', 'base_url', 'operations', 'credential'];
 const TOP_LEVEL_UPDATE = ['name', 'base_url', 'operations', 'credential'];
 const OPERATION_MEMBERS = ['name', 'method', 'path', 'risk', 'constraints'];
-const CONSTRAINT_MEMBERS = ['in', 'field', 'op'];
+const CONSTRAINT_MEMBERS = ['in', 'field', 'op', 'min', 'max'];
 const CREDENTIAL_MEMBERS: Record<UpstreamCredential['type'], { required: string[]; optional: string[] }> = {
   bearer: { required: ['token'], optional: [] },
   header: { required: ['name', 'value'], optional: [] },
@@ -184,8 +183,27 @@ function checkConstraint(
   if (location === 'body' && (method === 'GET' || method === 'HEAD' || method === 'DELETE')) {
     out.add(`${field}.in`, `a ${method} request has no body to constrain`);
   }
+  const min = checkBound(raw.min, `${field}.min`, out);
+  const max = checkBound(raw.max, `${field}.max`, out);
+  if (min !== undefined && max !== undefined && min > max) out.add(`${field}.max`, 'must not be below min');
   if (out.count > before) return undefined;
-  return { in: location as ConnectorConstraintDefinition['in'], field: target as string, op: op as ConnectorConstraintDefinition['op'] };
+  return {
+    in: location as ConnectorConstraintDefinition['in'],
+    field: target as string,
+    op: op as ConnectorConstraintDefinition['op'],
+    ...(min !== undefined ? { min } : {}),
+    ...(max !== undefined ? { max } : {}),
+  };
+}
+
+/** A catalogue bound: a finite number no larger in magnitude than 2^53 - 1 (what the gateway compares exactly), not -0. */
+function checkBound(value: unknown, field: string, out: Collector): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isFinite(value) || Math.abs(value) > Number.MAX_SAFE_INTEGER || Object.is(value, -0)) {
+    out.add(field, `must be a number from -${Number.MAX_SAFE_INTEGER} to ${Number.MAX_SAFE_INTEGER}`);
+    return undefined;
+  }
+  return value;
 }
 
 function checkOperation(raw: unknown, prefix: string, out: Collector): ConnectorOperationDefinition | undefined {
@@ -314,8 +332,8 @@ function checkCredential(value: unknown, out: Collector): UpstreamCredential | u
       const name = value.name;
       if (typeof name !== 'string' || name.length === 0 || name.length > 256 || !HEADER_NAME_PATTERN.test(name)) {
         out.add('credential.name', 'must be a valid HTTP header name');
-      } else if (FORBIDDEN_CREDENTIAL_HEADERS.has(name.toLowerCase())) {
-        out.add('credential.name', 'is a header the gateway controls (use type bearer for Authorization)');
+      } else if (isForbiddenCredentialHeader(name)) {
+        out.add('credential.name', 'is a header the gateway controls or drops (framing, routing, hop-by-hop, method override; use type bearer for Authorization)');
       }
       const header = checkSecret(value.value, 'credential.value', out, HEADER_VALUE, 'a valid HTTP header value (printable ASCII, no line breaks)');
       return out.count > before || header === undefined ? undefined : { type: 'header', name: name as string, value: header };
@@ -385,7 +403,8 @@ export function validateConnectorDefinition(input: unknown): ConnectorValidation
 
 /**
  * Validates a change for `PATCH /v1/connectors/{id}`: the same rules as
- * {@link validateConnectorDefinition} for each member given; `id` cannot change.
+ * {@link validateConnectorDefinition} for each member given; `id` cannot change;
+ * `"credential": null` removes the credential.
  */
 export function validateConnectorPatch(input: unknown): ConnectorValidationResult<ConnectorDefinitionPatch> {
   const out = new Collector();
@@ -398,6 +417,7 @@ export function validateConnectorPatch(input: unknown): ConnectorValidationResul
   if (input.name !== undefined) patch.name = checkName(input.name, 'name', out);
   if (input.base_url !== undefined) patch.base_url = checkBaseUrl(input.base_url, out);
   if (input.operations !== undefined) patch.operations = checkOperations(input.operations, out);
-  if (input.credential !== undefined) patch.credential = checkCredential(input.credential, out);
+  if (input.credential === null) patch.credential = null;
+  else if (input.credential !== undefined) patch.credential = checkCredential(input.credential, out);
   return result(out, () => patch);
 }

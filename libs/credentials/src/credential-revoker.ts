@@ -95,6 +95,20 @@ export class CredentialRevoker {
   }
 
   /**
+   * Revokes every live credential issued for some operations of a connector (their method,
+   * path or constraints changed, or they were removed), inside the caller's transaction.
+   */
+  async revokeForOperations(client: PoolClient, connectorId: string, operations: readonly string[], reason: string): Promise<string[]> {
+    if (operations.length === 0) return [];
+    const { rows } = await client.query<{ jti: string }>(
+      `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $3
+        WHERE connector_id = $1 AND action = ANY($2::text[]) AND revoked_at IS NULL AND expires_at > now() RETURNING jti`,
+      [connectorId, operations, reason],
+    );
+    return rows.map((row) => row.jti);
+  }
+
+  /**
    * Marks every active task past its deadline as `expired` and revokes its credentials.
    * Safe to run on every instance at once (each task is ended once). Returns the count.
    */

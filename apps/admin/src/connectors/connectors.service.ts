@@ -1,8 +1,10 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
+import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import {
-  ConnectorValidationResult, sealCredential, UpstreamCredential, validateConnectorDefinition, validateConnectorPatch,
+  ConnectorFieldError, ConnectorOperationDefinition, ConnectorValidationResult, destinationErrors, sealCredential,
+  UpstreamNetworks, validateConnectorDefinition, validateConnectorPatch,
 } from '@writ/connectors';
 import { CredentialRevoker } from '@writ/credentials';
 import { PG_POOL } from '@writ/database';
@@ -30,6 +32,40 @@ function valid<T>(outcome: ConnectorValidationResult<T>): T {
   throw new ValidationFailedError(outcome.errors, 'the connector definition is invalid');
 }
 
+function refuse(errors: ConnectorFieldError[]): void {
+  if (errors.length > 0) throw new ValidationFailedError(errors, 'the connector definition is invalid');
+}
+
+/** JSON with object keys sorted, to compare catalogue entries whatever order jsonb kept them in. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, member]) => member !== undefined);
+    return `{${entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([key, member]) => `${JSON.stringify(key)}:${canonical(member)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * The operations whose gateway rules a catalogue change alters (method, path or constraints
+ * changed, or removed): credentials issued for them were checked against other rules.
+ */
+function alteredOperations(before: ConnectorOperationDefinition[], after: ConnectorOperationDefinition[]): string[] {
+  const next = new Map(after.map((operation) => [operation.name, operation]));
+  return before
+    .filter((old) => {
+      const now = next.get(old.name);
+      return !now || now.method !== old.method || now.path !== old.path || canonical(now.constraints ?? {}) !== canonical(old.constraints ?? {});
+    })
+    .map((operation) => operation.name);
+}
+
+/** The `400` of a destination change that keeps a credential bound to the old one. */
+const CREDENTIAL_REQUIRED: ConnectorFieldError = {
+  field: 'credential',
+  message: 'changing base_url requires the credential again in the same request (or "credential": null to remove it): the stored credential is bound to the old destination',
+};
+
 /**
  * Registers, changes and removes connectors. Upstream credentials are sealed with the master
  * key before they reach the database and are never read back here: responses and audit
@@ -42,12 +78,19 @@ export class ConnectorsService {
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
     private readonly master: MasterKey,
-  ) {}
+    @Inject(WRIT_CONFIG) config: WritConfig,
+  ) {
+    this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
+  }
+
+  /** Where `base_url` and `token_url` may point (`WRIT_UPSTREAM_ALLOWED_NETWORKS`). */
+  private readonly networks: UpstreamNetworks;
 
   /** Registers a connector (`409` for a taken id). */
   async create(principal: AdminPrincipal, body: unknown): Promise<ConnectorDto> {
     const definition = valid(validateConnectorDefinition(asSubmitted(body)));
-    const sealed = definition.credential ? sealCredential(this.master, definition.id, definition.credential) : undefined;
+    refuse(await destinationErrors(definition, this.networks));
+    const sealed = definition.credential ? sealCredential(this.master, definition.id, definition.base_url, definition.credential) : undefined;
     const { result } = await this.audit.recordWith(
       async (client) => {
         const { rows } = await client.query(
@@ -95,33 +138,45 @@ export class ConnectorsService {
     return toConnectorDto(rows[0]);
   }
 
-  /** Changes a connector; a credential given replaces the sealed one (rotation). */
+  /**
+   * Changes a connector; a credential given replaces the sealed one (rotation), `null`
+   * removes it. The credential is bound to its destination: a new `base_url` needs the
+   * credential again in the same request. Credentials issued for operations whose method,
+   * path or constraints change (or that are removed) are revoked in the same transaction.
+   */
   async update(principal: AdminPrincipal, id: string, body: unknown): Promise<ConnectorDto> {
     const patch = valid(validateConnectorPatch(asSubmitted(body)));
-    const sealed = patch.credential ? sealCredential(this.master, id, patch.credential as UpstreamCredential) : undefined;
+    refuse(await destinationErrors(patch, this.networks));
     const { result } = await this.audit.recordWith(
       async (client) => {
         const current = await client.query(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
         const before = current.rows[0];
         if (!before) throw new NotFoundError('connector');
+        const previous = before.credential_fingerprint as string | null;
         const changed: string[] = [];
         if (patch.name !== undefined && patch.name !== before.name) changed.push('name');
         if (patch.base_url !== undefined && patch.base_url !== before.base_url) changed.push('base_url');
-        if (patch.operations !== undefined && JSON.stringify(patch.operations) !== JSON.stringify(before.operations)) changed.push('operations');
-        if (changed.length === 0 && !sealed) return { connector: toConnectorDto(before), changed, previous: before.credential_fingerprint as string | null };
+        if (patch.operations !== undefined && canonical(patch.operations) !== canonical(before.operations)) changed.push('operations');
+        if (changed.includes('base_url') && before.credential_type && patch.credential === undefined) refuse([CREDENTIAL_REQUIRED]);
+        const baseUrl = (patch.base_url ?? before.base_url) as string;
+        const sealed = patch.credential ? sealCredential(this.master, id, baseUrl, patch.credential) : undefined;
+        const removed = patch.credential === null && before.credential_type !== null;
+        const altered = patch.operations ? alteredOperations(before.operations as ConnectorOperationDefinition[], patch.operations) : [];
+        if (changed.length === 0 && !sealed && !removed) return { connector: toConnectorDto(before), changed, previous, sealed, removed, jtis: [] as string[] };
+        const jtis = await this.revoker.revokeForOperations(client, id, altered, 'connector operation changed');
         const { rows } = await client.query(
           `UPDATE connectors SET name = $2, base_url = $3, operations = $4, updated_at = now(),
-                  credential_type = COALESCE($5, credential_type),
-                  credential_sealed = COALESCE($6, credential_sealed),
-                  credential_fingerprint = COALESCE($7, credential_fingerprint),
-                  credential_set_at = CASE WHEN $5::text IS NULL THEN credential_set_at ELSE now() END
+                  credential_type = CASE WHEN $8 THEN NULL ELSE COALESCE($5, credential_type) END,
+                  credential_sealed = CASE WHEN $8 THEN NULL ELSE COALESCE($6, credential_sealed) END,
+                  credential_fingerprint = CASE WHEN $8 THEN NULL ELSE COALESCE($7, credential_fingerprint) END,
+                  credential_set_at = CASE WHEN $8 THEN NULL WHEN $5::text IS NULL THEN credential_set_at ELSE now() END
             WHERE id = $1 RETURNING ${COLUMNS}`,
-          [id, patch.name ?? before.name, patch.base_url ?? before.base_url, JSON.stringify(patch.operations ?? before.operations),
-            sealed?.type ?? null, sealed?.sealed ?? null, sealed?.fingerprint ?? null],
+          [id, patch.name ?? before.name, baseUrl, JSON.stringify(patch.operations ?? before.operations),
+            sealed?.type ?? null, sealed?.sealed ?? null, sealed?.fingerprint ?? null, removed],
         );
-        return { connector: toConnectorDto(rows[0]), changed, previous: before.credential_fingerprint as string | null };
+        return { connector: toConnectorDto(rows[0]), changed, previous, sealed, removed, jtis };
       },
-      ({ connector, changed, previous }) => {
+      ({ connector, changed, previous, sealed, removed, jtis }) => {
         const actor = adminActor(principal);
         const events: AuditEventInput[] = [];
         if (changed.length > 0) {
@@ -140,6 +195,10 @@ export class ConnectorsService {
             data: { type: sealed.type, fingerprint: sealed.fingerprint, previous_fingerprint: previous },
           });
         }
+        if (removed) {
+          events.push({ type: 'admin.connector.credential_removed', outcome: 'success', actor, connectorId: id, data: { previous_fingerprint: previous } });
+        }
+        events.push(...tokensRevokedEvents(principal, jtis, 'connector operation changed', { connectorId: id }));
         return events;
       },
     );

@@ -52,7 +52,7 @@ describe('checkConstraints', () => {
   it.each([
     ['another repository', { owner: 'acme', repo: 'other' }, 'per_page=1&state=open', 'constraint:repo'],
     ['a larger page', { owner: 'acme', repo: 'writ' }, 'per_page=51&state=open', 'constraint:per_page'],
-    ['a non-decimal number', { owner: 'acme', repo: 'writ' }, 'per_page=1e1&state=open', 'constraint:per_page'],
+    ['a number that is not a number', { owner: 'acme', repo: 'writ' }, 'per_page=0x10&state=open', 'constraint:per_page'],
     ['a repeated query parameter', { owner: 'acme', repo: 'writ' }, 'per_page=1&per_page=500&state=open', 'constraint:per_page'],
     ['a value outside the set', { owner: 'acme', repo: 'writ' }, 'per_page=1&state=all', 'constraint:state'],
   ])('refuses %s', (_name, pathParams, query, rule) => {
@@ -62,6 +62,60 @@ describe('checkConstraints', () => {
 
   it('refuses a granted constraint the operation does not bind', () => {
     expect(checkConstraints(issues, { label: 'x' }, { pathParams: {}, query: '', body: undefined }).failure?.rule).toBe('constraint:label');
+  });
+
+  const withText = (text: string, operation = payout, granted: Record<string, unknown> = grant) =>
+    checkConstraints(operation, granted, { pathParams: {}, query: '', body: JSON.parse(text), bodyText: text });
+
+  it.each([
+    ['more precision than a double', '30000.000000000000001'],
+    ['exponent notation', '3e4'],
+    ['an exponent past the double range', '1e400'],
+    ['a huge exponent', '1e999999999'],
+    ['an integer past 2^53', '9007199254740993'],
+    ['negative zero', '-0'],
+    ['a tiny value that rounds', '0.1000000000000000000001'],
+  ])('refuses a body number with %s as invalid, naming the field', (_name, amount) => {
+    const result = withText(`{"destination":"acct_1","meta":{"currency":"usd"},"amount":${amount}}`);
+    expect(result.invalid).toEqual({ field: 'body.amount', description: expect.stringMatching(/^body field amount /) });
+  });
+
+  it('accepts decimals that denote exactly the value compared, whitespace and nesting around them', () => {
+    for (const amount of ['30000', '29999.5', '0.1', '1.50', '-0.25', '9007199254740991']) {
+      const result = withText(`{ "meta" : {"currency":"usd", "x":[1,{"amount":99e99}]}, "amount" : ${amount} , "destination":"acct_1"}`, payout, { ...grant, amount_max: 9007199254740991 });
+      expect(result.invalid).toBeUndefined();
+      expect(result.failure).toBeUndefined();
+    }
+  });
+
+  it('reads nested and array numbers as written', () => {
+    const nested: ConnectorOperation = { ...payout, constraints: { total: { in: 'body', field: 'a.b', op: 'lte' }, ids: { in: 'body', field: 'ids', op: 'in' } } };
+    expect(withText('{"a":{"b":1e3},"ids":[1]}', nested, { total: 5000, ids: [1, 2] }).invalid?.field).toBe('body.a.b');
+    expect(withText('{"a":{"b":10},"ids":[1, 2.0000000000000001]}', nested, { total: 5000, ids: [1, 2] }).invalid?.field).toBe('body.ids');
+    expect(withText('{"a":{"b":10},"ids":[1, 2]}', nested, { total: 5000, ids: [1, 2] }).invalid).toBeUndefined();
+  });
+
+  it('refuses inexact path and query numbers as invalid', () => {
+    for (const query of ['per_page=30.000000000000000001&state=open', 'per_page=3e1&state=open', 'per_page=-0&state=open', 'per_page=010&state=open']) {
+      const result = checkConstraints(issues, { repo: 'writ', per_page: 50, state: ['open'] }, { pathParams: { owner: 'a', repo: 'writ' }, query, body: undefined });
+      expect(result.invalid?.field).toBe('query.per_page');
+    }
+  });
+
+  it('enforces catalogue bounds whatever the grant says, even on constraints the grant does not name', () => {
+    const bounded: ConnectorOperation = {
+      ...payout,
+      constraints: { ...payout.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 1, max: 100000 } },
+    };
+    expect(withText('{"destination":"acct_1","meta":{"currency":"usd"},"amount":-1}', bounded).failure?.rule).toBe('constraint:amount_max');
+    expect(withText('{"destination":"acct_1","meta":{"currency":"usd"},"amount":0}', bounded).failure?.rule).toBe('constraint:amount_max');
+    expect(withText('{"destination":"acct_1","meta":{"currency":"usd"},"amount":500}', bounded).failure).toBeUndefined();
+    expect(withText('{"destination":"acct_1","meta":{"currency":"usd"},"amount":200000}', bounded, { ...grant, amount_max: 10_000_000 }).failure?.rule).toBe('constraint:amount_max');
+    // The grant names only the destination: the bound on amount still holds.
+    expect(withText('{"destination":"acct_1","amount":-5}', bounded, { destination: 'acct_1' }).failure?.rule).toBe('constraint:amount_max');
+    expect(withText('{"destination":"acct_1","amount":"-5"}', bounded, { destination: 'acct_1' }).failure?.rule).toBe('constraint:amount_max');
+    expect(withText('{"destination":"acct_1"}', bounded, { destination: 'acct_1' }).failure).toBeUndefined();
+    expect(needsBody(bounded, undefined)).toBe(true);
   });
 
   it('knows when a body must be parsed', () => {

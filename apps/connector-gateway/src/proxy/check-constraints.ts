@@ -1,5 +1,6 @@
 import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
-import { matchConstraint, parseDecimalString } from '@writ/oauth';
+import { matchConstraint } from '@writ/oauth';
+import { inexactNumberProblem, looksNumeric, rawArrayElements, rawValueAt } from './exact-number';
 
 /** The parts of a request that constraints read, as it will be forwarded. */
 export interface ConstrainedRequest {
@@ -9,6 +10,8 @@ export interface ConstrainedRequest {
   query: string;
   /** The parsed JSON body, or `undefined` when the request has none. */
   body: unknown;
+  /** The body's text as it will be forwarded (to read numbers as written), when there is a parsed body. */
+  bodyText?: string;
 }
 
 /** One constraint as checked (values go to the audit event). */
@@ -24,8 +27,10 @@ export interface CheckedConstraint {
 /** The outcome of checking a request against a grant's constraints. */
 export interface ConstraintCheck {
   checked: CheckedConstraint[];
-  /** The first failed rule, `constraint:<name>`, and why. */
+  /** The first failed rule, `constraint:<name>`, and why (`403`). */
   failure?: { rule: string; description: string };
+  /** A constrained value the gateway cannot compare exactly as the upstream will read it (`400` naming the field). */
+  invalid?: { field: string; description: string };
 }
 
 const MISSING = Symbol('missing');
@@ -47,18 +52,50 @@ function queryField(query: string, field: string): string | typeof MISSING | typ
   return values[0];
 }
 
-/** Reads a path or query string the way the granted value is typed (numbers and booleans from their text). */
-function typedLike(granted: unknown, text: string): unknown {
+type Binding = NonNullable<ConnectorOperation['constraints']>[string];
+
+function isBounded(binding: Binding | undefined): boolean {
+  return binding !== undefined && (binding.min !== undefined || binding.max !== undefined);
+}
+
+/** Why a number read from the request is not exactly what the upstream will read, if it is not. */
+function numberProblem(binding: Binding, actual: unknown, request: ConstrainedRequest, text: string | undefined): string | undefined {
+  if (binding.in !== 'body') return text !== undefined && looksNumeric(text) ? inexactNumberProblem(text) : undefined;
+  const numeric = Array.isArray(actual) ? actual.some((element) => typeof element === 'number') : typeof actual === 'number';
+  if (!numeric || request.bodyText === undefined) return undefined;
+  const raw = rawValueAt(request.bodyText, binding.field.split('.'));
+  if (raw === undefined) return 'could not be read as written';
+  const tokens = Array.isArray(actual) ? rawArrayElements(raw).filter((token) => /^[-0-9]/.test(token)) : [raw];
+  for (const token of tokens) {
+    const problem = inexactNumberProblem(token);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+/** Path and query text read as a number when the grant or a catalogue bound compares numbers; otherwise as it is. */
+function typedText(numeric: boolean, granted: unknown, text: string): unknown {
   const sample = Array.isArray(granted) ? granted[0] : granted;
-  if (typeof sample === 'number') return parseDecimalString(text) ?? text;
+  if (numeric || typeof sample === 'number') return looksNumeric(text) && inexactNumberProblem(text) === undefined ? Number(text) : text;
   if (typeof sample === 'boolean') return text === 'true' ? true : text === 'false' ? false : text;
   return text;
 }
 
+function withinBounds(binding: Binding, actual: unknown): boolean {
+  const values = Array.isArray(actual) ? actual : [actual];
+  return values.every(
+    (value) => typeof value === 'number' && Number.isFinite(value)
+      && (binding.min === undefined || value >= binding.min) && (binding.max === undefined || value <= binding.max),
+  );
+}
+
 /**
- * Checks every constraint of the grant against the request as it will be forwarded. A
- * constraint the operation does not bind, a missing or repeated field, a type mismatch or a
- * value outside the grant fails, naming the rule. Nothing is coerced beyond reading path and
+ * Checks every constraint of the grant, and every catalogue bound (`min`/`max`) of the
+ * operation whatever the grant says, against the request as it will be forwarded. A
+ * constraint the operation does not bind, a missing or repeated field, a type mismatch, a
+ * value outside the grant or outside the catalogue's bounds fails, naming the rule. A number
+ * whose text does not denote exactly the value compared (precision beyond a double, beyond
+ * 2^53, exponent notation, `-0`) is `invalid`. Nothing is coerced beyond reading path and
  * query text as the granted type (plain decimals only).
  */
 export function checkConstraints(
@@ -67,27 +104,51 @@ export function checkConstraints(
   request: ConstrainedRequest,
 ): ConstraintCheck {
   const checked: CheckedConstraint[] = [];
-  for (const [name, grantedValue] of Object.entries(granted ?? {})) {
-    const binding = operation.constraints?.[name];
+  const grantedNames = Object.keys(granted ?? {});
+  const boundedNames = Object.keys(operation.constraints ?? {}).filter(
+    (name) => !grantedNames.includes(name) && isBounded(operation.constraints[name]),
+  );
+  for (const name of [...grantedNames, ...boundedNames]) {
+    const inGrant = grantedNames.includes(name);
+    const grantedValue = inGrant ? granted![name] : undefined;
+    const binding = Object.hasOwn(operation.constraints ?? {}, name) ? operation.constraints[name] : undefined;
     if (!binding) {
       return { checked, failure: { rule: `constraint:${name}`, description: `constraint ${name} is not bound by operation ${operation.name}` } };
     }
+    const bounded = isBounded(binding);
     let actual: unknown;
+    let text: string | undefined;
     if (binding.in === 'path') {
-      actual = Object.hasOwn(request.pathParams, binding.field) ? typedLike(grantedValue, request.pathParams[binding.field]) : MISSING;
+      text = Object.hasOwn(request.pathParams, binding.field) ? request.pathParams[binding.field] : undefined;
+      actual = text === undefined ? MISSING : typedText(bounded, grantedValue, text);
     } else if (binding.in === 'query') {
       const raw = queryField(request.query, binding.field);
       if (raw === AMBIGUOUS) {
         return { checked, failure: { rule: `constraint:${name}`, description: `query parameter ${binding.field} is repeated` } };
       }
-      actual = raw === MISSING ? MISSING : typedLike(grantedValue, raw);
+      text = raw === MISSING ? undefined : raw;
+      actual = raw === MISSING ? MISSING : typedText(bounded, grantedValue, raw);
     } else {
       actual = request.body === undefined ? MISSING : bodyField(request.body, binding.field);
     }
     if (actual === MISSING) {
+      if (!inGrant) continue;
       checked.push({ name, in: binding.in, op: binding.op, granted: grantedValue, actual: null, ok: false });
       return { checked, failure: { rule: `constraint:${name}`, description: `${binding.in} field ${binding.field} is required by constraint ${name}` } };
     }
+    const problem = numberProblem(binding, actual, request, text);
+    if (problem) {
+      return { checked, invalid: { field: `${binding.in}.${binding.field}`, description: `${binding.in} field ${binding.field} ${problem}` } };
+    }
+    if (bounded && !withinBounds(binding, actual)) {
+      checked.push({ name, in: binding.in, op: binding.op, granted: grantedValue ?? null, actual, ok: false });
+      const range = `${binding.min ?? '-∞'} to ${binding.max ?? '∞'}`;
+      return {
+        checked,
+        failure: { rule: `constraint:${name}`, description: `${binding.in} field ${binding.field} is outside the catalogue's bounds for ${name} (${range})` },
+      };
+    }
+    if (!inGrant) continue;
     const ok = matchConstraint(binding.op, grantedValue, actual);
     checked.push({ name, in: binding.in, op: binding.op, granted: grantedValue, actual, ok });
     if (!ok) {
@@ -100,7 +161,11 @@ export function checkConstraints(
   return { checked };
 }
 
-/** True when the operation reads any of the granted constraints from the body. */
+/** True when the operation reads any of the granted constraints, or a bounded one, from the body. */
 export function needsBody(operation: ConnectorOperation, granted: Record<string, unknown> | undefined): boolean {
-  return Object.keys(granted ?? {}).some((name) => operation.constraints?.[name]?.in === 'body');
+  const constraints = operation.constraints ?? {};
+  return (
+    Object.keys(granted ?? {}).some((name) => constraints[name]?.in === 'body')
+    || Object.values(constraints).some((binding) => binding.in === 'body' && isBounded(binding))
+  );
 }

@@ -12,11 +12,12 @@ import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpo
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import type { BudgetReservation } from '@writ/grants';
 import { LOGGER } from '@writ/platform';
+import { UpstreamNetworks } from '@writ/connectors';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
-import { BadGatewayError, GatewayTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
+import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
 import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
-import { UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
+import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
 import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
 import { GrantState, GrantStateRepository } from './grant-state.repository';
 import { parseRequestTarget, RequestTarget } from './request-target';
@@ -81,7 +82,11 @@ export class ProxyService {
     @Inject(PG_POOL) pool: Pool,
   ) {
     this.jtis = new PgJtiStore(pool);
+    this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
   }
+
+  /** Where upstreams may be (`WRIT_UPSTREAM_ALLOWED_NETWORKS`); the dispatcher checks resolved addresses again at connect time. */
+  private readonly networks: UpstreamNetworks;
 
   /** Checks, spends, forwards and streams the upstream response back. */
   async handle(req: Request, res: Response): Promise<void> {
@@ -129,13 +134,16 @@ export class ProxyService {
       throw new InsufficientScopeError(`operation ${operation.name} is not granted by this credential`, { rule: 'action' });
     }
     const body = await readBody(req, this.config.gatewayBodyLimit);
-    let parsed: unknown;
-    if (needsBody(operation, detail.constraints)) parsed = parseJsonBody(req, body);
-    const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed });
+    const parsed = needsBody(operation, detail.constraints) ? parseJsonBody(req, body) : undefined;
+    const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed?.value, bodyText: parsed?.text });
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
+    if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
     if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
+    const refused = literalDestinationRefusal(this.networks, connector.baseUrl);
+    if (refused) throw new BadGatewayError(`the upstream of connector ${connector.id} is not reachable from the gateway: ${refused}`, { reason: 'upstream_address_refused' });
     const sealed: SealedCredential = {
       connectorId: connector.id,
+      baseUrl: connector.baseUrl,
       type: connector.credentialType,
       sealed: connector.credentialSealed,
       fingerprint: connector.credentialFingerprint,
@@ -389,14 +397,16 @@ async function readBody(req: Request, limit: number): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
 }
 
-function parseJsonBody(req: Request, body: Buffer): unknown {
+/** The body as JSON (its value and its text, to read numbers as written), or `undefined` when there is none. */
+function parseJsonBody(req: Request, body: Buffer): { value: unknown; text: string } | undefined {
   if (body.length === 0) return undefined;
   const type = req.headers['content-type'] ?? '';
   if (!JSON_TYPE.test(type)) {
     throw new UnsupportedMediaTypeError('a body constraint applies: the body must be application/json (UTF-8)');
   }
   try {
-    return parseStrictJson(utf8.decode(body));
+    const text = utf8.decode(body);
+    return { value: parseStrictJson(text), text };
   } catch (error) {
     throw new InvalidRequestError(error instanceof StrictJsonError ? error.message : 'the body is not valid UTF-8', { reason: 'body_not_strict_json' });
   }
@@ -412,6 +422,11 @@ function neverSent(error: unknown): boolean {
 
 function upstreamFailure(error: unknown): BadGatewayError | GatewayTimeoutError {
   if (error instanceof BadGatewayError || error instanceof GatewayTimeoutError) return error;
+  if ((error as { code?: string }).code === UPSTREAM_ADDRESS_REFUSED) {
+    return new BadGatewayError('the upstream address is not reachable from the gateway (WRIT_UPSTREAM_ALLOWED_NETWORKS): nothing was sent', {
+      reason: 'upstream_address_refused',
+    });
+  }
   const code = (error as { code?: string; name?: string }).code ?? (error as { name?: string }).name ?? 'unknown';
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'TimeoutError' || code === 'AbortError') {
     return new GatewayTimeoutError(undefined, { reason: code });

@@ -14,6 +14,16 @@ describe('upstreamRequestHeaders', () => {
     );
     expect(headers).toEqual({ 'content-type': 'application/json', accept: 'application/json', 'x-api-key': 'upstream-secret', 'content-length': '12' });
   });
+
+  it('drops every routing and client-IP header an upstream framework might trust', () => {
+    const routing = {
+      'x-original-url': '/admin', 'x-rewrite-url': '/admin', 'x-forwarded-host': 'evil', 'x-forwarded-prefix': '/x', 'x-forwarded-port': '1',
+      forwarded: 'for=1.2.3.4', 'true-client-ip': '127.0.0.1', 'x-client-ip': '127.0.0.1', 'x-real-ip': '127.0.0.1', 'x-original-host': 'evil',
+    };
+    expect(upstreamRequestHeaders({ ...routing, accept: '*/*' }, { name: 'authorization', value: 'Bearer up' }, 0)).toEqual({
+      accept: '*/*', authorization: 'Bearer up',
+    });
+  });
 });
 
 describe('agentResponseHeaders', () => {

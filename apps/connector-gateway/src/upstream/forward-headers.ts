@@ -1,24 +1,16 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { HOP_BY_HOP_HEADERS, isRoutingHeader, METHOD_OVERRIDE_HEADERS, ROUTING_HEADERS } from '@writ/connectors';
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and those a proxy must not pass on. */
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  'proxy-authorization', 'proxy-authenticate',
-]);
-
-/** Request headers that never reach the upstream: the agent's credentials, routing and overrides. */
+/** Request headers that never reach the upstream: the agent's credentials, framing, routing and overrides. */
 const DROPPED_REQUEST = new Set([
-  ...HOP_BY_HOP,
+  ...HOP_BY_HOP_HEADERS, ...METHOD_OVERRIDE_HEADERS, ...ROUTING_HEADERS,
   'host', 'authorization', 'cookie', 'dpop', 'content-length', 'expect',
-  'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip',
-  'x-http-method-override', 'x-http-method', 'x-method-override',
 ]);
 
 /** Response headers never passed back to the agent. */
-const DROPPED_RESPONSE = new Set([...HOP_BY_HOP, 'set-cookie', 'set-cookie2', 'www-authenticate']);
+const DROPPED_RESPONSE = new Set([...HOP_BY_HOP_HEADERS, 'set-cookie', 'set-cookie2', 'www-authenticate']);
 
-/** Request headers that would let a client change the method the upstream acts on. */
-export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const;
+export { METHOD_OVERRIDE_HEADERS };
 
 function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>): Set<string> {
   const value = headers.connection;
@@ -27,8 +19,8 @@ function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>
 }
 
 /**
- * The headers sent upstream: the agent's, minus its credentials, cookies, hop-by-hop and
- * routing headers (and any the `Connection` header names), plus the injected credential.
+ * The headers sent upstream: the agent's, minus its credentials, cookies, hop-by-hop,
+ * routing and client-IP headers (`Forwarded`, `X-Forwarded-*`, `X-Original-URL`...) (and any the `Connection` header names), plus the injected credential.
  */
 export function upstreamRequestHeaders(
   incoming: IncomingHttpHeaders,
@@ -38,7 +30,7 @@ export function upstreamRequestHeaders(
   const listed = connectionListed(incoming);
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(incoming)) {
-    if (value === undefined || DROPPED_REQUEST.has(name) || listed.has(name)) continue;
+    if (value === undefined || DROPPED_REQUEST.has(name) || isRoutingHeader(name) || listed.has(name)) continue;
     if (credential && name === credential.name) continue;
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }

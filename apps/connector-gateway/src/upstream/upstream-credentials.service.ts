@@ -1,13 +1,16 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { createHash } from 'node:crypto';
 import { Dispatcher, request } from 'undici';
-import { MasterKey } from '@writ/keys';
+import { MasterKey, UnsealError } from '@writ/keys';
 import { credentialSecrets, OAuth2ClientCredentials, unsealCredential, UpstreamCredential } from '@writ/connectors';
 import { BadGatewayError, GatewayTimeoutError } from '../gateway-errors';
-import { UPSTREAM_DISPATCHER } from './upstream-dispatcher';
+import { UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from './upstream-dispatcher';
 
 /** The sealed credential columns of a connector row. */
 export interface SealedCredential {
   connectorId: string;
+  /** The connector's `base_url`: the credential opens only for the origin it was sealed for. */
+  baseUrl: string;
   type: string | null;
   sealed: Buffer | null;
   fingerprint: string | null;
@@ -46,10 +49,16 @@ export class UpstreamCredentials {
     @Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher,
   ) {}
 
-  /** The header carrying the connector's credential, or `undefined` when it has none. */
-  async headerFor(sealed: SealedCredential): Promise<CredentialHeader | undefined> {
+  /**
+   * The header carrying the connector's credential. A connector without one, or whose sealed
+   * credential does not open for its current destination (a `base_url` or a sealed value
+   * changed outside the admin API), fails closed with `502`: nothing is sent.
+   */
+  async headerFor(sealed: SealedCredential): Promise<CredentialHeader> {
     const credential = this.open(sealed);
-    if (!credential) return undefined;
+    if (!credential) {
+      throw new BadGatewayError(`connector ${sealed.connectorId} has no upstream credential: nothing was sent`, { reason: 'no_upstream_credential' });
+    }
     switch (credential.type) {
       case 'bearer':
         return { name: 'authorization', value: `Bearer ${credential.token}` };
@@ -81,15 +90,29 @@ export class UpstreamCredentials {
     const key = this.cacheKey(sealed);
     let credential = this.opened.get(key);
     if (!credential) {
-      credential = unsealCredential(this.master, sealed.connectorId, sealed.sealed);
+      try {
+        credential = unsealCredential(this.master, sealed.connectorId, sealed.baseUrl, sealed.sealed);
+      } catch (error) {
+        if (!(error instanceof UnsealError)) throw error;
+        throw new BadGatewayError(
+          `the upstream credential of connector ${sealed.connectorId} is not bound to its current base_url (changed outside the admin API?): nothing was sent; set the credential again`,
+          { reason: 'upstream_credential_unbound' },
+        );
+      }
       for (const old of this.opened.keys()) if (old.startsWith(`${sealed.connectorId}\u0000`)) this.opened.delete(old);
       this.opened.set(key, credential);
     }
     return credential;
   }
 
+  /**
+   * What an opened credential is cached under: the row, its destination and the sealed bytes
+   * themselves (not the fingerprint column, which SQL could copy along with a sealed value),
+   * so any change to either is unsealed, and checked, again.
+   */
   private cacheKey(sealed: SealedCredential): string {
-    return `${sealed.connectorId}\u0000${sealed.fingerprint ?? ''}`;
+    const digest = sealed.sealed ? createHash('sha256').update(sealed.sealed).digest('base64url') : '';
+    return `${sealed.connectorId}\u0000${sealed.baseUrl}\u0000${digest}`;
   }
 
   private async upstreamToken(sealed: SealedCredential, credential: OAuth2ClientCredentials): Promise<CachedToken> {
@@ -128,6 +151,9 @@ export class UpstreamCredentials {
       status = response.statusCode;
       text = await readLimited(response.body, MAX_TOKEN_RESPONSE_BYTES);
     } catch (error) {
+      if ((error as { code?: string }).code === UPSTREAM_ADDRESS_REFUSED) {
+        throw new BadGatewayError('the upstream token endpoint is not reachable from the gateway (WRIT_UPSTREAM_ALLOWED_NETWORKS)', { reason: 'upstream_address_refused' });
+      }
       if ((error as { name?: string }).name === 'TimeoutError') {
         throw new GatewayTimeoutError('the upstream token endpoint did not answer in time', { reason: 'upstream_token_timeout' });
       }

@@ -10,6 +10,9 @@ export interface ConstraintBinding {
   in: ConstraintLocation;
   field: string;
   op: ConstraintOperator;
+  /** Catalogue bounds on the request value, enforced whatever the grant says. */
+  min?: number;
+  max?: number;
 }
 
 /** One operation of a connector's catalogue. */

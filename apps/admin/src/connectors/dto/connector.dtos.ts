@@ -16,6 +16,14 @@ const CONSTRAINT_SCHEMA = {
     in: { type: 'string', enum: [...CONSTRAINT_LOCATIONS] },
     field: { type: 'string', description: 'a name or a dotted path (body)', example: 'amount' },
     op: { type: 'string', enum: [...CONNECTOR_CONSTRAINT_OPERATORS] },
+    min: {
+      type: 'number', example: 0,
+      description: 'lowest value the request field may carry, whatever the grant says (the field must then be a number); |value| ≤ 2^53 - 1',
+    },
+    max: {
+      type: 'number', example: 1000000,
+      description: 'highest value the request field may carry, whatever the grant says (the field must then be a number); not below min',
+    },
   },
 };
 
@@ -29,13 +37,16 @@ export class ConnectorOperationDto {
     type: 'object',
     additionalProperties: CONSTRAINT_SCHEMA,
     description: 'constraint name → the request field it binds and its operator',
-    example: { amount_max: { in: 'body', field: 'amount', op: 'lte' } },
+    example: { amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 1000000 } },
   })
   constraints?: Record<string, unknown>;
 }
 
 const CREDENTIAL_SCHEMA = {
-  description: 'write-only upstream credential; reads show only its type and fingerprint',
+  description:
+    'write-only upstream credential, sealed bound to the connector id and the origin of base_url; reads show only its type and fingerprint. '
+    + 'A header credential may not be named Authorization, Host, Cookie, Content-Type, Content-Length, Transfer-Encoding, Expect, DPoP, '
+    + 'a hop-by-hop, method-override, Forwarded, X-Forwarded-* or client-IP header. token_url follows the same destination rules as base_url.',
   oneOf: [
     { type: 'object', required: ['type', 'token'], properties: { type: { enum: ['bearer'] }, token: { type: 'string', writeOnly: true } } },
     {
@@ -56,17 +67,30 @@ const CREDENTIAL_SCHEMA = {
 export class CreateConnectorDto {
   @ApiProperty({ example: 'payments', pattern: '^[a-z0-9][a-z0-9_.-]{0,63}$' }) @Allow() id!: string;
   @ApiProperty({ example: 'Payments' }) @Allow() name!: string;
-  @ApiProperty({ example: 'https://api.payments.example', description: 'absolute http(s), no userinfo, query or fragment' }) @Allow() base_url!: string;
+  @ApiProperty({
+    example: 'https://api.payments.example',
+    description: 'absolute http(s), no userinfo, query or fragment; its host (every address it resolves to) must be public or inside '
+      + 'WRIT_UPSTREAM_ALLOWED_NETWORKS, and never link-local or a metadata address',
+  }) @Allow() base_url!: string;
   @ApiProperty({ type: [ConnectorOperationDto] }) @Allow() operations!: unknown[];
   @ApiPropertyOptional(CREDENTIAL_SCHEMA as never) @Allow() credential?: Record<string, unknown>;
 }
 
-/** `PATCH /v1/connectors/{id}`: only the members given change; a credential given is a rotation. */
+/**
+ * `PATCH /v1/connectors/{id}`: only the members given change; a credential given is a
+ * rotation, `null` removes it. A new `base_url` needs `credential` in the same request.
+ */
 export class UpdateConnectorDto {
   @ApiPropertyOptional() @Allow() name?: string;
-  @ApiPropertyOptional() @Allow() base_url?: string;
-  @ApiPropertyOptional({ type: [ConnectorOperationDto], description: 'replaces the whole catalogue' }) @Allow() operations?: unknown[];
-  @ApiPropertyOptional(CREDENTIAL_SCHEMA as never) @Allow() credential?: Record<string, unknown>;
+  @ApiPropertyOptional({ description: 'a new destination: the credential must be given again in the same request (or set to null)' })
+  @Allow() base_url?: string;
+  @ApiPropertyOptional({
+    type: [ConnectorOperationDto],
+    description: 'replaces the whole catalogue; credentials issued for an operation whose method, path or constraints change, or that is removed, are revoked',
+  })
+  @Allow() operations?: unknown[];
+  @ApiPropertyOptional({ ...CREDENTIAL_SCHEMA, nullable: true, description: `${CREDENTIAL_SCHEMA.description} null removes it.` } as never)
+  @Allow() credential?: Record<string, unknown> | null;
 }
 
 /** What reads show of a credential: never its value. */

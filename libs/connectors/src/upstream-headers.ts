@@ -1,0 +1,42 @@
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and those a proxy must not pass on. */
+export const HOP_BY_HOP_HEADERS: readonly string[] = [
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+  'proxy-authorization', 'proxy-authenticate',
+];
+
+/** Request headers that would let a client change the method the upstream acts on. */
+export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const;
+
+/**
+ * Headers that tell a server behind a proxy which URL, host or client a request is "really"
+ * for. Some frameworks route on them (`X-Original-URL`, `X-Rewrite-URL` rewrite the path in
+ * IIS and Symfony), others trust them for client-IP allow lists: the gateway never forwards
+ * them, so the upstream acts on exactly the checked target. Any header starting with
+ * `x-forwarded-` is dropped too.
+ */
+export const ROUTING_HEADERS: readonly string[] = [
+  'forwarded', 'x-original-url', 'x-rewrite-url', 'x-original-host', 'x-host', 'x-http-host-override',
+  'true-client-ip', 'x-client-ip', 'x-real-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip',
+];
+
+/** True for a (lower-case) routing header: one of {@link ROUTING_HEADERS} or any `x-forwarded-*`. */
+export function isRoutingHeader(name: string): boolean {
+  return name.startsWith('x-forwarded-') || ROUTING_HEADERS.includes(name);
+}
+
+/**
+ * Headers a `header` credential may not be named: those the gateway owns or drops (the
+ * agent's `Authorization`, which `bearer` credentials replace; `Host` and framing:
+ * `Content-Type`, `Content-Length`, `Transfer-Encoding`, `Expect`; `Cookie`; hop-by-hop
+ * headers; method overrides; routing and client-IP headers; `DPoP`).
+ */
+export const FORBIDDEN_CREDENTIAL_HEADERS: ReadonlySet<string> = new Set([
+  'authorization', 'host', 'cookie', 'content-type', 'content-length', 'content-encoding', 'expect', 'dpop',
+  ...HOP_BY_HOP_HEADERS, ...METHOD_OVERRIDE_HEADERS, ...ROUTING_HEADERS,
+]);
+
+/** True when a `header` credential may not use this name (any case). */
+export function isForbiddenCredentialHeader(name: string): boolean {
+  const lower = name.toLowerCase();
+  return FORBIDDEN_CREDENTIAL_HEADERS.has(lower) || isRoutingHeader(lower);
+}
