@@ -130,3 +130,17 @@ export {
   type DpopProofExpectation,
   type VerifiedDpopProof,
 } from './dpop/verify-dpop-proof';
+
+// Caller JSON: duplicate and forbidden keys, lone surrogates, depth
+export {
+  DEFAULT_MAX_JSON_DEPTH,
+  FORBIDDEN_JSON_KEYS,
+  findJsonInputProblem,
+  hasLoneSurrogate,
+  JsonInputError,
+  jsonPath,
+  parseJsonInput,
+  replaceLoneSurrogates,
+  type JsonInputOptions,
+  type JsonInputProblem,
+} from './json/json-input';

@@ -8,3 +8,4 @@ export * from './health.module';
 export * from './run-main';
 export * from './policy-watch';
 export * from './policy-distribution';
+export * from './json-body';
