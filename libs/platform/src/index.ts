@@ -9,3 +9,4 @@ export * from './run-main';
 export * from './policy-watch';
 export * from './policy-distribution';
 export * from './json-body';
+export * from './request-values';
