@@ -10,3 +10,4 @@ export * from './policy-watch';
 export * from './policy-distribution';
 export * from './json-body';
 export * from './request-values';
+export * from './no-store.decorator';

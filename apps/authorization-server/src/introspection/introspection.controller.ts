@@ -13,6 +13,7 @@ export class IntrospectionController {
   @HttpCode(200)
   introspect(@Req() request: Request, @Res({ passthrough: true }) response: Response, @Headers('authorization') authorization?: string): Promise<IntrospectionResponseDto> {
     response.setHeader('Cache-Control', 'no-store');
+    response.setHeader('Pragma', 'no-cache');
     return this.introspection.introspect(formParams(request), authorization);
   }
 }

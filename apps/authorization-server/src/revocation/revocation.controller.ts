@@ -13,6 +13,7 @@ export class RevocationController {
   @HttpCode(200)
   async revoke(@Req() request: Request, @Res({ passthrough: true }) response: Response, @Headers('authorization') authorization?: string): Promise<void> {
     response.setHeader('Cache-Control', 'no-store');
+    response.setHeader('Pragma', 'no-cache');
     await this.revocation.revoke(formParams(request), authorization);
   }
 }
