@@ -27,6 +27,7 @@ export {
   InvalidTokenError,
   ServerError,
   TemporarilyUnavailableError,
+  TooManyRequestsError,
   UnauthorizedClientError,
   UnsupportedGrantTypeError,
   UseDpopNonceError,

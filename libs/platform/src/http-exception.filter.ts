@@ -73,6 +73,9 @@ export class WritExceptionFilter implements ExceptionFilter {
     if (exception instanceof OAuthError) {
       const header = wwwAuthenticateFor(exception);
       if (header) response.setHeader('WWW-Authenticate', header);
+      const retryAfter = (exception as { retryAfterSeconds?: unknown }).retryAfterSeconds;
+      if (typeof retryAfter === 'number') response.setHeader('Retry-After', String(retryAfter));
+      else if (exception.status === 503) response.setHeader('Retry-After', '5');
       send(exception.status, exception.toJSON());
       return;
     }

@@ -11,3 +11,4 @@ export * from './policy-distribution';
 export * from './json-body';
 export * from './request-values';
 export * from './no-store.decorator';
+export * from './failure-throttle';

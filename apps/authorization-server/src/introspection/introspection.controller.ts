@@ -1,5 +1,6 @@
 import { Controller, Headers, HttpCode, Post, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { sourceAddress } from '@writ/platform';
 import { formParams } from '../http/form-request';
 import { IntrospectionResponseDto, IntrospectionService } from './introspection.service';
 
@@ -14,6 +15,6 @@ export class IntrospectionController {
   introspect(@Req() request: Request, @Res({ passthrough: true }) response: Response, @Headers('authorization') authorization?: string): Promise<IntrospectionResponseDto> {
     response.setHeader('Cache-Control', 'no-store');
     response.setHeader('Pragma', 'no-cache');
-    return this.introspection.introspect(formParams(request), authorization);
+    return this.introspection.introspect(formParams(request), authorization, sourceAddress(request));
   }
 }

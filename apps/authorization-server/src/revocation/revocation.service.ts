@@ -1,14 +1,14 @@
 import { Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { FormParams, InvalidRequestError } from '@writ/oauth';
-import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
+import { OAuthFailureGate } from '../client-auth/oauth-failure-gate.service';
 import { TokenLookup } from '../introspection/token-lookup.service';
 
 /** Token revocation (RFC 7009). */
 @Injectable()
 export class RevocationService {
   constructor(
-    private readonly clients: ClientAuthenticator,
+    private readonly gate: OAuthFailureGate,
     private readonly lookup: TokenLookup,
     private readonly audit: AuditService,
   ) {}
@@ -17,8 +17,8 @@ export class RevocationService {
    * Revokes a token the client is entitled to; effective on every instance once this
    * resolves. Unknown or foreign tokens are ignored (RFC 7009 §2.2: the answer is 200 anyway).
    */
-  async revoke(params: FormParams, authorization: string | undefined): Promise<void> {
-    const client = await this.clients.authenticate(params, authorization);
+  async revoke(params: FormParams, authorization: string | undefined, source: string): Promise<void> {
+    const client = await this.gate.authenticate('revocation', params, authorization, source);
     const token = params.get('token');
     if (!token) throw new InvalidRequestError('token is required');
     const known = await this.lookup.find(token, client);
