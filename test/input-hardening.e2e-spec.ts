@@ -1,3 +1,4 @@
+import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
@@ -278,6 +279,18 @@ describe('input hardening', () => {
         for (const path of [`/connectors/${segment}/v1/payouts`, `/connectors/payments/v1/payouts/${segment}`, `/connectors/payments/${segment}?x=${segment}`]) {
           const response = await raw('GET', `${services.gatewayUrl}${path}`, '', 'not-a-token');
           if (response.status >= 500) failures.push(`GET ${path.slice(0, 80)} -> ${response.status}`);
+        }
+      }
+      // Claimed client ids come from unverified assertions: NUL, lone surrogates, 10 KB.
+      const key = world.agent.key;
+      for (const clientId of ['x\u0000', '\ud800', 'a'.repeat(10 * 1024), '-'.repeat(36)]) {
+        for (const endpoint of ['token', 'introspect', 'revoke']) {
+          const response = await http(`${services.issuer}/oauth2/${endpoint}`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+            body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'tasks', token: 'x', ...(await clientAuthFields(clientId, key, services.issuer)) }).toString(),
+          });
+          if (response.status !== 401 || response.body.error !== 'invalid_client') failures.push(`${endpoint} client ${clientId.slice(0, 8)} -> ${response.status} ${response.text.slice(0, 120)}`);
         }
       }
       for (const body of HOSTILE_BODIES) {
