@@ -180,6 +180,15 @@ describe('failure throttling across instances', () => {
     expect((await events()) - before).toBe(5);
   });
 
+  it('counts refused bearer tokens at the Tasks API with the OAuth endpoints', async () => {
+    const auth = bases(0);
+    const answers = await burst(26, (instance, n) =>
+      from('127.0.7.1', `${auth[instance]}/v1/tasks/00000000-0000-4000-8000-000000000000`, { headers: { authorization: `Bearer forged.token.${n}` } }),
+    );
+    expect(statuses(answers)).toEqual({ 401: 20, 429: 6 });
+    expectThrottled(answers.find((answer) => answer.status === 429)!);
+  });
+
   it('limits failed admin-token use per source across both admin instances', async () => {
     const admin = bases(2);
     const events = () => count(`SELECT count(*) AS n FROM audit_events WHERE type = 'admin.authentication_failed'`);
