@@ -59,7 +59,7 @@ function jsonbString(value: string): string {
  * accepts. An event quoting hostile input (a refusal's description, a rejected value) is
  * still written, so a refusal is never lost to the encoding of what was refused.
  */
-export function normaliseData(data: Record<string, unknown> | undefined): Record<string, unknown> {
+function normaliseData(data: Record<string, unknown> | undefined): Record<string, unknown> {
   const text = JSON.stringify(data ?? {}, function (this: unknown, _key, value: unknown) {
     if (typeof value === 'string') return jsonbString(value);
     if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
