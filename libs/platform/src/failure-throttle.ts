@@ -1,5 +1,6 @@
 import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
 import type { Request } from 'express';
+import { isIPv4, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
@@ -43,10 +44,20 @@ const MAX_LOCAL_BLOCKS = 10_000;
 /** Most ended windows summarised in one transaction. */
 const SUMMARY_BATCH = 500;
 
-/** The caller's address as the socket sees it (no proxy headers are trusted), IPv4-mapped IPv6 unwrapped. */
-export function sourceAddress(request: Request): string {
+/**
+ * The caller's address as the socket sees it (no proxy headers are trusted): IPv4 as is
+ * (IPv4-mapped IPv6 unwrapped), IPv6 as its /64 prefix (one host usually holds a whole /64, so
+ * counting single IPv6 addresses would let it rotate through 2^64 of them).
+ */
+export function sourceAddress(request: Pick<Request, 'socket'>): string {
   const address = request.socket?.remoteAddress ?? 'unknown';
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
+  if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) return address.slice(7);
+  if (!isIPv6(address)) return address;
+  const [head, tail = ''] = address.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = address.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((group) => parseInt(group, 16).toString(16)).join(':')}::/64`;
 }
 
 function printable(value: string): string {
