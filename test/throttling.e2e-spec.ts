@@ -241,6 +241,14 @@ describe('failure throttling across instances', () => {
     expect(upstream.received.length).toBe(received + 1);
   });
 
+  it('lets the service role (not only the owner) keep the counters', async () => {
+    const { rows } = await first.runtime.pool.query<{ privilege: string; granted: boolean }>(
+      `SELECT p AS privilege, has_table_privilege('writ_service', 'throttle_failures', p) AS granted
+         FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p`,
+    );
+    expect(rows.every((row) => row.granted)).toBe(true);
+  });
+
   it('keeps the audit log bounded under a burst of anonymous failures: a few events and one summary per source', async () => {
     await endWindows();
     const rows = () => count('SELECT count(*) AS n FROM audit_events');
