@@ -108,7 +108,10 @@ export class FailureThrottle implements OnModuleDestroy {
       return undefined;
     }
     const verdict = await this.failure(scope, source);
-    return verdict.limited ? verdict : undefined;
+    if (verdict.limited) return verdict;
+    // PostgreSQL's window has moved on: this instance's memory was stale.
+    this.blocked.delete(this.sourceKey(scope, source));
+    return undefined;
   }
 
   /** Counts one failure of `source` (and of the claimed `clientId`, if any) and says what to do with it. */
