@@ -79,6 +79,11 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
     WRIT_LOG_LEVEL: process.env.WRIT_TEST_LOG_LEVEL ?? 'silent',
     // Mock upstreams listen on loopback.
     WRIT_UPSTREAM_ALLOWED_NETWORKS: '127.0.0.0/8',
+    // Every suite calls from 127.0.0.1 and many attack authentication on purpose: the failure
+    // throttle is out of the way unless a suite sets its own limits (test/throttling.e2e-spec.ts).
+    WRIT_THROTTLE_SOURCE_FAILURES: '1000000',
+    WRIT_THROTTLE_CLIENT_FAILURES: '1000000',
+    WRIT_THROTTLE_AUDIT_EVENTS: '10000',
     ...options.env,
   });
   const logger = options.logSink

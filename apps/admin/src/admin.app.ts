@@ -2,7 +2,7 @@ import type { INestApplication } from '@nestjs/common';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import express from 'express';
 import { ActivePolicy } from '@writ/policy';
-import { createHttpApp, Runtime } from '@writ/platform';
+import { createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
 import { AdminModule } from './admin.module';
 import { MAX_POLICY_BUNDLE_BYTES } from './policies/policy-distribution.service';
 
@@ -19,7 +19,7 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
         '/v1/policies/active',
         express.raw({ type: ['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/wasm'], limit: MAX_POLICY_BUNDLE_BYTES }),
       );
-      instance.use(express.json({ limit: ADMIN_BODY_LIMIT, strict: true }));
+      instance.use(strictJsonBody({ limit: ADMIN_BODY_LIMIT }));
     },
   });
   const document = SwaggerModule.createDocument(

@@ -1,7 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
-import { HealthModule, PolicySync, Runtime, RuntimeModule, writValidationPipe } from '@writ/platform';
+import { FailureThrottle, HealthModule, PolicySync, Runtime, RuntimeModule, writValidationPipe } from '@writ/platform';
 import { AdminTokensController } from './admin-tokens/admin-tokens.controller';
 import { AdminTokensService } from './admin-tokens/admin-tokens.service';
 import { AgentsController } from './agents/agents.controller';
@@ -50,6 +50,7 @@ export class AdminModule {
         { provide: ActivePolicy, useValue: policy },
         { provide: APP_PIPE, useFactory: writValidationPipe },
         AdminTokenGuard,
+        FailureThrottle,
         AdminAuthErrorFilter,
         AgentsService,
         OrchestratorsService,

@@ -1,7 +1,7 @@
 import type { INestApplication } from '@nestjs/common';
 import express from 'express';
 import { ActivePolicy } from '@writ/policy';
-import { createHttpApp, Runtime } from '@writ/platform';
+import { createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
 import { AuthorizationServerModule } from './authorization-server.module';
 
 /** Largest body the authorization server reads (token requests and task declarations). */
@@ -14,7 +14,7 @@ export function createAuthorizationServerApp(runtime: Runtime, policy: ActivePol
     configure: (app) => {
       // OAuth endpoints parse their own form bodies (to refuse repeated parameters).
       app.use('/oauth2', express.raw({ type: () => true, limit: AUTH_BODY_LIMIT }));
-      app.use('/v1', express.json({ limit: AUTH_BODY_LIMIT, strict: true }));
+      app.use('/v1', strictJsonBody({ limit: AUTH_BODY_LIMIT }));
     },
   });
 }

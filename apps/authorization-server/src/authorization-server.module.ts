@@ -3,7 +3,7 @@ import { APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
 import { ApprovalStore } from '@writ/credentials';
 import { GrantStore } from '@writ/grants';
-import { HealthModule, PolicySync, Runtime, RUNTIME, RuntimeModule, writValidationPipe } from '@writ/platform';
+import { FailureThrottle, HealthModule, PolicySync, Runtime, RUNTIME, RuntimeModule, writValidationPipe } from '@writ/platform';
 import { SweeperService } from './background/sweeper.service';
 import { ClientAuthenticator } from './client-auth/client-authenticator.service';
 import { ClientRegistry } from './client-auth/client-registry.service';
@@ -26,6 +26,7 @@ import { ClientCredentialsGrant } from './token/grants/client-credentials.grant'
 import { TokenExchangeGrant } from './token/grants/token-exchange.grant';
 import { TokenController } from './token/token.controller';
 import { TokenService } from './token/token.service';
+import { OAuthFailureGate } from './client-auth/oauth-failure-gate.service';
 
 /** The grant handlers, one file each, registered by `grant_type`. */
 const GRANTS = [ClientCredentialsGrant, TokenExchangeGrant];
@@ -49,6 +50,8 @@ export class AuthorizationServerModule {
         AccessTokenIssuer,
         ClientRegistry,
         ClientAuthenticator,
+        FailureThrottle,
+        OAuthFailureGate,
         ExchangeContextRepository,
         TokenLookup,
         IntrospectionService,

@@ -1,7 +1,7 @@
 import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { HealthModule, Runtime, RuntimeModule } from '@writ/platform';
+import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
 import { GrantStateRepository } from './proxy/grant-state.repository';
 import { ProxyController } from './proxy/proxy.controller';
@@ -28,6 +28,7 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         UpstreamCredentials,
         CredentialBinding,
         ProxyService,
+        FailureThrottle,
       ],
     };
   }

@@ -2,6 +2,7 @@ import { Client, Pool } from 'pg';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
 import { AuditService, AuditUnavailableError } from './audit.service';
 import type { AuditEventInput } from './audit-event';
+import { chainHash } from './audit-hash';
 
 const event = (n: number): AuditEventInput => ({
   type: 'test.event',
@@ -124,6 +125,20 @@ describe('AuditService', () => {
     }
     const verification = await audit.verify(10);
     expect(verification).toMatchObject({ valid: false, first_invalid_seq: 42, reason: expect.stringMatching(/hash/) });
+  });
+
+  it('writes an event quoting lone surrogates and NUL (values and member names), and its hash recomputes', async () => {
+    const [record] = await audit.record({
+      type: 'test.hostile',
+      outcome: 'denied',
+      actor: { type: 'anonymous' },
+      data: { description: 'purpose \ud800 and \udc00x\u0000', list: ['\ud83d\ude00', '\udbff'], ['k\ud800']: { ok: true } },
+    });
+    expect(record.data).toEqual({ description: 'purpose \ufffd and \ufffdx', list: ['\ud83d\ude00', '\ufffd'], ['k\ufffd']: { ok: true } });
+    const stored = await pool.query<{ data: unknown }>('SELECT data FROM audit_events WHERE seq = $1', [record.seq]);
+    expect(stored.rows[0].data).toEqual(record.data);
+    const { hash, prev_hash: prevHash, ...body } = (await audit.list({ type: 'test.hostile' }, { limit: 1 })).items[0];
+    expect(chainHash(prevHash, body)).toBe(hash);
   });
 
   it('filters and pages with a cursor', async () => {

@@ -47,9 +47,30 @@ export interface AuditServiceOptions {
 const COLUMNS =
   'seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash';
 
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** A string jsonb accepts: no NUL (dropped) and no lone UTF-16 surrogate (replaced by U+FFFD, as a UTF-8 encoder would). */
+function jsonbString(value: string): string {
+  return value.replace(/\u0000/g, '').replace(LONE_SURROGATE, '\ufffd');
+}
+
+/**
+ * What jsonb will hold: no undefined members, and strings (values and member names) it
+ * accepts. An event quoting hostile input (a refusal's description, a rejected value) is
+ * still written, so a refusal is never lost to the encoding of what was refused.
+ */
 function normaliseData(data: Record<string, unknown> | undefined): Record<string, unknown> {
-  // What jsonb will hold: no undefined members, no NUL characters.
-  return JSON.parse(JSON.stringify(data ?? {}, (_key, value) => (typeof value === 'string' ? value.replace(/\u0000/g, '') : value)));
+  const text = JSON.stringify(data ?? {}, function (this: unknown, _key, value: unknown) {
+    if (typeof value === 'string') return jsonbString(value);
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      const entries = Object.entries(value as Record<string, unknown>);
+      if (entries.some(([name]) => jsonbString(name) !== name)) {
+        return Object.fromEntries(entries.map(([name, member]) => [jsonbString(name), member]));
+      }
+    }
+    return value;
+  });
+  return JSON.parse(text) as Record<string, unknown>;
 }
 
 function toRecord(row: Record<string, unknown>): AuditRecord {

@@ -40,6 +40,20 @@ describe('loadConfig', () => {
     }
   });
 
+  it('reads the failure throttle, with documented defaults, and refuses nonsense', () => {
+    expect(loadConfig({}).throttle).toEqual({ windowSeconds: 60, sourceFailures: 20, clientFailures: 10, auditEvents: 5 });
+    const custom = loadConfig({
+      WRIT_THROTTLE_WINDOW_SECONDS: '30',
+      WRIT_THROTTLE_SOURCE_FAILURES: '100',
+      WRIT_THROTTLE_CLIENT_FAILURES: '3',
+      WRIT_THROTTLE_AUDIT_EVENTS: '1',
+    });
+    expect(custom.throttle).toEqual({ windowSeconds: 30, sourceFailures: 100, clientFailures: 3, auditEvents: 1 });
+    expect(() => loadConfig({ WRIT_THROTTLE_SOURCE_FAILURES: '0' })).toThrow(/WRIT_THROTTLE_SOURCE_FAILURES must be an integer/);
+    expect(() => loadConfig({ WRIT_THROTTLE_WINDOW_SECONDS: '1e3' })).toThrow(/WRIT_THROTTLE_WINDOW_SECONDS/);
+    expect(() => loadConfig({ WRIT_THROTTLE_AUDIT_EVENTS: '-1' })).toThrow(/WRIT_THROTTLE_AUDIT_EVENTS/);
+  });
+
   it('refuses an external database without a master key', () => {
     expect(() => loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db' })).toThrow(/WRIT_MASTER_KEY is required/);
   });

@@ -54,6 +54,36 @@ export interface WritConfig {
   readonly upstreamAllowedNetworks: readonly string[];
   /** True when {@link upstreamAllowedNetworks} is the embedded quick start's loopback default (not set explicitly). */
   readonly upstreamLoopbackByDefault: boolean;
+  /**
+   * Throttling of failed authentication (client authentication at the token, introspection and
+   * revocation endpoints, admin tokens, gateway access tokens), counted in PostgreSQL across
+   * every instance, per fixed window. Successful requests are never counted.
+   */
+  readonly throttle: ThrottleConfig;
+}
+
+/** See {@link WritConfig.throttle}. */
+export interface ThrottleConfig {
+  /** `WRIT_THROTTLE_WINDOW_SECONDS` (default 60): length of a counting window. */
+  readonly windowSeconds: number;
+  /**
+   * `WRIT_THROTTLE_SOURCE_FAILURES` (default 20): failures a source address may cause per window
+   * and service; past it, that address gets `429` with `Retry-After` until the window ends.
+   */
+  readonly sourceFailures: number;
+  /**
+   * `WRIT_THROTTLE_CLIENT_FAILURES` (default 10): failed authentications per window for one
+   * claimed client id (from any address); past it, further failures for that id get `429`
+   * (a correct authentication of the client still succeeds).
+   */
+  readonly clientFailures: number;
+  /**
+   * `WRIT_THROTTLE_AUDIT_EVENTS` (default 5): anonymous failures of one source per window
+   * recorded as their own audit events; the rest are counted and recorded as one
+   * `throttle.summary` event per source and window, so the log grows by a bounded number of
+   * rows whatever an anonymous caller sends.
+   */
+  readonly auditEvents: number;
 }
 
 /** Thrown when the environment does not describe a valid configuration; one line per problem. */
@@ -180,6 +210,12 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     upstreamTimeoutMs: integer(env, 'WRIT_UPSTREAM_TIMEOUT_MS', 30_000, 100, 600_000, problems),
     upstreamAllowedNetworks: upstream.networks,
     upstreamLoopbackByDefault: upstream.defaulted,
+    throttle: Object.freeze({
+      windowSeconds: integer(env, 'WRIT_THROTTLE_WINDOW_SECONDS', 60, 1, 86_400, problems),
+      sourceFailures: integer(env, 'WRIT_THROTTLE_SOURCE_FAILURES', 20, 1, 1_000_000_000, problems),
+      clientFailures: integer(env, 'WRIT_THROTTLE_CLIENT_FAILURES', 10, 1, 1_000_000_000, problems),
+      auditEvents: integer(env, 'WRIT_THROTTLE_AUDIT_EVENTS', 5, 1, 10_000, problems),
+    }),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -2,6 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import type { AuditActorType, AuditEventInput, AuditService } from '@writ/audit';
 
+/** A canonical UUID: anything else (e.g. 36 dashes) never reaches the `uuid` column. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** Where an approval stands. `expired` is derived: pending or approved past `expires_at`. */
 export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'used' | 'expired';
 
@@ -97,7 +100,7 @@ export class ApprovalStore {
 
   /** One approval, or `undefined`. */
   async get(id: string): Promise<ApprovalDto | undefined> {
-    if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined;
+    if (!UUID.test(id)) return undefined;
     const { rows } = await this.pool.query('SELECT * FROM approvals WHERE id = $1', [id]);
     return rows[0] ? toDto(rows[0]) : undefined;
   }
@@ -135,7 +138,7 @@ export class ApprovalStore {
    * or `undefined` if there is none; `changed: false` when it was no longer pending.
    */
   async decide(id: string, decision: 'approved' | 'denied', actor: { type: AuditActorType; id: string }, note: string | null): Promise<{ approval: ApprovalDto | undefined; changed: boolean }> {
-    if (!/^[0-9a-f-]{36}$/i.test(id)) return { approval: undefined, changed: false };
+    if (!UUID.test(id)) return { approval: undefined, changed: false };
     const { result } = await this.audit.recordWith(
       async (client) => {
         const { rows } = await client.query(

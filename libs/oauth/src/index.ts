@@ -27,6 +27,7 @@ export {
   InvalidTokenError,
   ServerError,
   TemporarilyUnavailableError,
+  TooManyRequestsError,
   UnauthorizedClientError,
   UnsupportedGrantTypeError,
   UseDpopNonceError,
@@ -130,3 +131,17 @@ export {
   type DpopProofExpectation,
   type VerifiedDpopProof,
 } from './dpop/verify-dpop-proof';
+
+// Caller JSON: duplicate and forbidden keys, lone surrogates, depth
+export {
+  DEFAULT_MAX_JSON_DEPTH,
+  FORBIDDEN_JSON_KEYS,
+  findJsonInputProblem,
+  hasLoneSurrogate,
+  JsonInputError,
+  jsonPath,
+  parseJsonInput,
+  replaceLoneSurrogates,
+  type JsonInputOptions,
+  type JsonInputProblem,
+} from './json/json-input';

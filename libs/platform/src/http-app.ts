@@ -17,8 +17,8 @@ export interface HttpAppOptions {
 
 /**
  * Creates a Nest app on Express with Writ's common HTTP behaviour: request logs without
- * credentials, a request id, no `X-Powered-By`, the one exception filter, and no body parsing
- * unless the app asks for it.
+ * credentials, a request id, no `X-Powered-By`, `Cache-Control: no-store` unless an endpoint
+ * sets its own, the one exception filter, and no body parsing unless the app asks for it.
  */
 export async function createHttpApp(module: Type<unknown> | DynamicModule, runtime: Runtime, options: HttpAppOptions): Promise<INestApplication> {
   const logger = runtime.logger.child({ service: options.name });
@@ -47,6 +47,9 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   );
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('X-Content-Type-Options', 'nosniff');
+    // Every answer is per caller and many carry credentials: nothing is cached unless an
+    // endpoint says so (discovery and JWKS do; the gateway forwards the upstream's header).
+    res.setHeader('Cache-Control', 'no-store');
     next();
   });
   options.configure?.(app);

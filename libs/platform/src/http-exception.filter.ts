@@ -51,8 +51,8 @@ function nestErrorCode(status: number): string {
 /**
  * The one place where exceptions become HTTP responses: RFC 6749 JSON with
  * `Cache-Control: no-store` for OAuth errors, `{error, message, fields}` for the admin API,
- * `503 temporarily_unavailable` when the database or the audit log is down, and never a stack
- * trace. Unknown errors are logged (without request bodies) and answered `500 server_error`.
+ * `503 temporarily_unavailable` when the database or the audit log is down, `400` for a value
+ * PostgreSQL could not read (a missing check, logged), and never a stack trace. Unknown errors are logged (without request bodies) and answered `500 server_error`.
  */
 @Catch()
 export class WritExceptionFilter implements ExceptionFilter {
@@ -73,6 +73,9 @@ export class WritExceptionFilter implements ExceptionFilter {
     if (exception instanceof OAuthError) {
       const header = wwwAuthenticateFor(exception);
       if (header) response.setHeader('WWW-Authenticate', header);
+      const retryAfter = (exception as { retryAfterSeconds?: unknown }).retryAfterSeconds;
+      if (typeof retryAfter === 'number') response.setHeader('Retry-After', String(retryAfter));
+      else if (exception.status === 503) response.setHeader('Retry-After', '5');
       send(exception.status, exception.toJSON());
       return;
     }
@@ -92,6 +95,13 @@ export class WritExceptionFilter implements ExceptionFilter {
       this.logger.error({ err: describe(exception), path: request.path }, 'database unavailable: refusing (fail closed)');
       response.setHeader('Retry-After', '5');
       send(503, { error: 'temporarily_unavailable', error_description: 'the service cannot record this request right now; retry later' });
+      return;
+    }
+    if (isDataException(exception)) {
+      // A value that reached PostgreSQL unchecked (a malformed uuid or time, NUL in text): the
+      // request is at fault, never the server. Logged, because a check is missing upstream.
+      this.logger.warn({ code: (exception as { code: string }).code, path: request.path, method: request.method }, 'a request value reached the database unchecked');
+      send(400, { error: 'invalid_request', error_description: 'a value in the request is not valid (malformed identifier, time, number or text)' });
       return;
     }
     if (exception instanceof HttpException) {
@@ -116,6 +126,12 @@ export class WritExceptionFilter implements ExceptionFilter {
     this.logger.error({ err: describe(exception), path: request.path, method: request.method }, 'unhandled error');
     send(500, { error: 'server_error', error_description: 'an internal error occurred' });
   }
+}
+
+/** A PostgreSQL data exception (SQLSTATE class 22: invalid text representation, datetime, NUL byte...). */
+function isDataException(error: unknown): boolean {
+  const { code, severity } = (error ?? {}) as { code?: unknown; severity?: unknown };
+  return typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code) && typeof severity === 'string';
 }
 
 function describe(error: unknown): Record<string, unknown> {

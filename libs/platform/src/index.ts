@@ -8,3 +8,7 @@ export * from './health.module';
 export * from './run-main';
 export * from './policy-watch';
 export * from './policy-distribution';
+export * from './json-body';
+export * from './request-values';
+export * from './no-store.decorator';
+export * from './failure-throttle';

@@ -1,5 +1,6 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
 import { ApiBadRequestResponse, ApiConflictResponse, ApiCreatedResponse, ApiNoContentResponse, ApiNotFoundResponse, ApiOkResponse } from '@nestjs/swagger';
+import { NoStore } from '@writ/platform';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
@@ -18,6 +19,7 @@ export class AdminTokensController {
 
   /** Creates a token; the answer is the only time it is shown. */
   @Post()
+  @NoStore()
   @ApiCreatedResponse({ type: CreatedAdminTokenDto })
   @ApiBadRequestResponse({ type: ValidationErrorDto })
   create(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateAdminTokenDto): Promise<CreatedAdminTokenDto> {

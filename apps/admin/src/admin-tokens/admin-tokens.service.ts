@@ -3,7 +3,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
 import { PG_POOL } from '@writ/database';
-import { ConflictError, hashAdminToken, NotFoundError } from '@writ/platform';
+import { ConflictError, hashAdminToken, isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
@@ -14,11 +14,10 @@ import type { CreateAdminTokenDto } from './dto/create-admin-token.dto';
 export const ADMIN_TOKEN_PREFIX = 'writ_admin_';
 
 const COLUMNS = 'id, name, role, created_by, created_at, last_used_at, revoked_at';
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function isTimeCursor(value: unknown): value is { t: string; i: string } {
   const cursor = value as { t?: unknown; i?: unknown } | null;
-  return typeof cursor?.t === 'string' && !Number.isNaN(Date.parse(cursor.t)) && typeof cursor.i === 'string' && UUID.test(cursor.i);
+  return isIsoInstant(cursor?.t) && isUuid(cursor?.i);
 }
 
 /** Creates, lists and revokes admin tokens; a token is shown once and stored as its SHA-256. */
@@ -69,7 +68,7 @@ export class AdminTokensService {
 
   /** Revokes a token (`409` for the token making the request; revoking twice changes nothing). */
   async revoke(principal: AdminPrincipal, id: string): Promise<void> {
-    if (!UUID.test(id)) throw new NotFoundError('admin token');
+    if (!isUuid(id)) throw new NotFoundError('admin token');
     if (id === principal.id) throw new ConflictError('an admin token cannot revoke itself: use another admin token');
     await this.audit.recordWith(
       async (client) => {

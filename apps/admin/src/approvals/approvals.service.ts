@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
 import { ApprovalDto, ApprovalStore } from '@writ/credentials';
 import { PG_POOL } from '@writ/database';
-import { ConflictError, NotFoundError } from '@writ/platform';
+import { ConflictError, isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
@@ -11,7 +11,7 @@ import type { ListApprovalsQueryDto } from './dto/approval.dtos';
 
 function isApprovalCursor(value: unknown): value is { at: string; id: string } {
   const cursor = value as { at?: unknown; id?: unknown } | null;
-  return typeof cursor === 'object' && cursor !== null && typeof cursor.at === 'string' && !Number.isNaN(Date.parse(cursor.at)) && typeof cursor.id === 'string' && /^[0-9a-f-]{36}$/i.test(cursor.id);
+  return typeof cursor === 'object' && cursor !== null && isIsoInstant(cursor.at) && isUuid(cursor.id);
 }
 
 /** Human approvals of risky grants: list, read, approve, deny. */

@@ -3,8 +3,9 @@ import { Reflector } from '@nestjs/core';
 import type { Request } from 'express';
 import type { Pool } from 'pg';
 import { PG_POOL } from '@writ/database';
-import { hashAdminToken } from '@writ/platform';
-import { AdminForbiddenError, AdminUnauthorizedError } from './admin-auth.errors';
+import { AuditService } from '@writ/audit';
+import { FailureThrottle, hashAdminToken, sourceAddress } from '@writ/platform';
+import { AdminForbiddenError, AdminThrottledError, AdminUnauthorizedError } from './admin-auth.errors';
 import { ADMIN_PRINCIPAL, AdminPrincipal } from './admin-principal';
 import { AdminRole, isAdminRole, roleSatisfies } from './admin-role';
 import { REQUIRED_ROLE } from './require-role.decorator';
@@ -22,20 +23,25 @@ export class AdminTokenGuard implements CanActivate {
   constructor(
     private readonly reflector: Reflector,
     @Inject(PG_POOL) private readonly pool: Pool,
+    private readonly throttle: FailureThrottle,
+    private readonly audit: AuditService,
   ) {}
 
-  /** Attaches the principal, or refuses with 401 / 403. */
+  /** Attaches the principal, or refuses with 401 / 403 (429 for a source with too many failures). */
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const request = context.switchToHttp().getRequest<Request & { [ADMIN_PRINCIPAL]?: AdminPrincipal }>();
+    const source = sourceAddress(request);
+    const blocked = await this.throttle.refuseIfBlocked('admin', source);
+    if (blocked) throw new AdminThrottledError(blocked.retryAfterSeconds);
     const token = bearerToken(request.headers.authorization);
-    if (!token) throw new AdminUnauthorizedError('an admin token is required: Authorization: Bearer <token>');
+    if (!token) return this.refuse(request, source, 'missing', 'an admin token is required: Authorization: Bearer <token>');
     const { rows } = await this.pool.query<{ id: string; name: string; role: string; stale: boolean }>(
       `SELECT id, name, role, (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') AS stale
          FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL`,
       [hashAdminToken(token)],
     );
     const row = rows[0];
-    if (!row || !isAdminRole(row.role)) throw new AdminUnauthorizedError('the admin token is unknown or revoked');
+    if (!row || !isAdminRole(row.role)) return this.refuse(request, source, 'unknown_or_revoked', 'the admin token is unknown or revoked');
     if (row.stale) {
       await this.pool.query(
         `UPDATE admin_tokens SET last_used_at = now()
@@ -49,6 +55,24 @@ export class AdminTokenGuard implements CanActivate {
     }
     request[ADMIN_PRINCIPAL] = { id: row.id, name: row.name, role: row.role };
     return true;
+  }
+
+  /**
+   * A failed authentication: counted per source (across instances), audited as
+   * `admin.authentication_failed` up to the per-window cap, then `401`, or `429` past the limit.
+   */
+  private async refuse(request: Request, source: string, reason: string, message: string): Promise<never> {
+    const verdict = await this.throttle.failure('admin', source);
+    if (verdict.audit) {
+      await this.audit.record({
+        type: 'admin.authentication_failed',
+        outcome: 'failure',
+        actor: { type: 'anonymous', id: null },
+        data: { reason, method: request.method, path: request.path.slice(0, 256), source },
+      });
+    }
+    if (verdict.limited) throw new AdminThrottledError(verdict.retryAfterSeconds);
+    throw new AdminUnauthorizedError(message);
   }
 
   private requiredRole(context: ExecutionContext, method: string): AdminRole {

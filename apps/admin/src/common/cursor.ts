@@ -1,4 +1,4 @@
-import { ValidationFailedError } from '@writ/platform';
+import { requestTextProblem, ValidationFailedError } from '@writ/platform';
 
 /** Encodes a list position as an opaque cursor (base64url of JSON). */
 export function encodeCursor(position: Record<string, string | number>): string {
@@ -24,7 +24,9 @@ export function decodeCursor<T>(cursor: string | undefined, accept: (value: unkn
 
 /** Shape check of a cursor `{k: string}` (a key-ordered list). */
 export function isKeyCursor(value: unknown): value is { k: string } {
-  return typeof value === 'object' && value !== null && typeof (value as { k?: unknown }).k === 'string';
+  const key = typeof value === 'object' && value !== null ? (value as { k?: unknown }).k : undefined;
+  // The key is compared in SQL: no NUL or lone surrogate may reach the query.
+  return typeof key === 'string' && key.length <= 256 && requestTextProblem(key) === undefined;
 }
 
 /** A page of a list as the admin API answers it. */

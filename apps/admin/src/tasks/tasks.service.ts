@@ -3,18 +3,17 @@ import type { Pool } from 'pg';
 import { AuditService, chainHash } from '@writ/audit';
 import { CredentialRevoker, TaskDto, TaskReader } from '@writ/credentials';
 import { PG_POOL } from '@writ/database';
-import { NotFoundError } from '@writ/platform';
+import { isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
 import type { TaskEvidenceDto } from './dto/task-evidence.dto';
 import type { ListTasksQueryDto } from './dto/task.dtos';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function isTaskCursor(value: unknown): value is { c: string; i: string } {
   const cursor = value as { c?: unknown; i?: unknown } | null;
-  return typeof cursor?.c === 'string' && !Number.isNaN(Date.parse(cursor.c)) && typeof cursor.i === 'string' && UUID.test(cursor.i);
+  return isIsoInstant(cursor?.c) && isUuid(cursor?.i);
 }
 
 /** The admin view of tasks: every orchestrator's, with revocation and evidence. */

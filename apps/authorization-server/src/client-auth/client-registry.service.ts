@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { PG_POOL } from '@writ/database';
+import { requestTextProblem } from '@writ/platform';
 import type { RegisteredClient } from './registered-client';
 
 /**
@@ -11,6 +12,9 @@ import type { RegisteredClient } from './registered-client';
  */
 export const CLIENT_CACHE_MS = 1_000;
 
+/** Longer claimed client ids are unknown without a lookup (registered ids are at most 128 characters). */
+const MAX_CLIENT_ID_LENGTH = 256;
+
 /** Looks clients up by id: agents and orchestrators share one id space. */
 @Injectable()
 export class ClientRegistry {
@@ -20,6 +24,8 @@ export class ClientRegistry {
 
   /** The agent or orchestrator with this id, whatever its status. */
   async find(id: string): Promise<RegisteredClient | undefined> {
+    // The id comes from an unverified assertion: what no client id can be never reaches SQL.
+    if (id.length > MAX_CLIENT_ID_LENGTH || requestTextProblem(id) !== undefined) return undefined;
     const now = Date.now();
     const hit = this.cache.get(id);
     if (hit && hit.until > now) return hit.client;

@@ -1,5 +1,6 @@
 import { Controller, Headers, HttpCode, Post, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { sourceAddress } from '@writ/platform';
 import { formParams } from '../http/form-request';
 import { IntrospectionResponseDto, IntrospectionService } from './introspection.service';
 
@@ -13,6 +14,7 @@ export class IntrospectionController {
   @HttpCode(200)
   introspect(@Req() request: Request, @Res({ passthrough: true }) response: Response, @Headers('authorization') authorization?: string): Promise<IntrospectionResponseDto> {
     response.setHeader('Cache-Control', 'no-store');
-    return this.introspection.introspect(formParams(request), authorization);
+    response.setHeader('Pragma', 'no-cache');
+    return this.introspection.introspect(formParams(request), authorization, sourceAddress(request));
   }
 }

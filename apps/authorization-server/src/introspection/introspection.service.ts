@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { FormParams, InvalidRequestError } from '@writ/oauth';
-import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
+import { OAuthFailureGate } from '../client-auth/oauth-failure-gate.service';
 import { TokenLookup } from './token-lookup.service';
 
 /** The RFC 7662 response. */
@@ -10,13 +10,13 @@ export type IntrospectionResponseDto = { active: false } | ({ active: true } & R
 @Injectable()
 export class IntrospectionService {
   constructor(
-    private readonly clients: ClientAuthenticator,
+    private readonly gate: OAuthFailureGate,
     private readonly lookup: TokenLookup,
   ) {}
 
   /** `{active:false}` for anything revoked, expired, spent, foreign or unknown. */
-  async introspect(params: FormParams, authorization: string | undefined): Promise<IntrospectionResponseDto> {
-    const client = await this.clients.authenticate(params, authorization);
+  async introspect(params: FormParams, authorization: string | undefined, source: string): Promise<IntrospectionResponseDto> {
+    const client = await this.gate.authenticate('introspection', params, authorization, source);
     const token = params.get('token');
     if (!token) throw new InvalidRequestError('token is required');
     const known = await this.lookup.find(token, client);

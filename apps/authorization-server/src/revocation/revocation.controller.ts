@@ -1,5 +1,6 @@
 import { Controller, Headers, HttpCode, Post, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { sourceAddress } from '@writ/platform';
 import { formParams } from '../http/form-request';
 import { RevocationService } from './revocation.service';
 
@@ -13,6 +14,7 @@ export class RevocationController {
   @HttpCode(200)
   async revoke(@Req() request: Request, @Res({ passthrough: true }) response: Response, @Headers('authorization') authorization?: string): Promise<void> {
     response.setHeader('Cache-Control', 'no-store');
-    await this.revocation.revoke(formParams(request), authorization);
+    response.setHeader('Pragma', 'no-cache');
+    await this.revocation.revoke(formParams(request), authorization, sourceAddress(request));
   }
 }

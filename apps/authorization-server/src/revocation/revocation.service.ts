@@ -6,8 +6,8 @@ import { CredentialRevoker } from '@writ/credentials';
 import { PG_POOL } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import { FormParams, InvalidRequestError } from '@writ/oauth';
-import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
 import type { RegisteredClient } from '../client-auth/registered-client';
+import { OAuthFailureGate } from '../client-auth/oauth-failure-gate.service';
 import { TASK_TOKEN_TYP } from '../exchange/task-token';
 import { TokenLookup } from '../introspection/token-lookup.service';
 
@@ -20,7 +20,7 @@ import { TokenLookup } from '../introspection/token-lookup.service';
 @Injectable()
 export class RevocationService {
   constructor(
-    private readonly clients: ClientAuthenticator,
+    private readonly gate: OAuthFailureGate,
     private readonly lookup: TokenLookup,
     private readonly audit: AuditService,
     private readonly keys: SigningKeyStore,
@@ -33,8 +33,8 @@ export class RevocationService {
    * Revokes a token the client is entitled to; effective on every instance once this
    * resolves. Unknown or foreign tokens are ignored (RFC 7009 §2.2: the answer is 200 anyway).
    */
-  async revoke(params: FormParams, authorization: string | undefined): Promise<void> {
-    const client = await this.clients.authenticate(params, authorization);
+  async revoke(params: FormParams, authorization: string | undefined, source: string): Promise<void> {
+    const client = await this.gate.authenticate('revocation', params, authorization, source);
     const token = params.get('token');
     if (!token) throw new InvalidRequestError('token is required');
     if (await this.revokeTaskToken(token, client)) return;

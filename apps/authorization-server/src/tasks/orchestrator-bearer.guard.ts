@@ -3,7 +3,8 @@ import type { Request } from 'express';
 import type { Pool } from 'pg';
 import { PG_POOL } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
-import { InsufficientScopeError, InvalidTokenError, ACCESS_TOKEN_TYP } from '@writ/oauth';
+import { InsufficientScopeError, InvalidTokenError, ACCESS_TOKEN_TYP, TooManyRequestsError } from '@writ/oauth';
+import { FailureThrottle, sourceAddress } from '@writ/platform';
 import { AccessTokenIssuer } from '../token/access-token-issuer.service';
 
 /** The orchestrator a Tasks API request is made by. */
@@ -26,11 +27,31 @@ export class OrchestratorBearerGuard implements CanActivate {
     private readonly keys: SigningKeyStore,
     private readonly issuer: AccessTokenIssuer,
     @Inject(PG_POOL) private readonly pool: Pool,
+    private readonly throttle: FailureThrottle,
   ) {}
 
-  /** Verifies the token and attaches the principal. */
+  /**
+   * Verifies the token and attaches the principal. A refused token counts as a failed
+   * authentication of its source address (shared with the OAuth endpoints): `429` with
+   * `Retry-After` past the limit.
+   */
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const request = context.switchToHttp().getRequest<Request & { [ORCHESTRATOR]?: OrchestratorPrincipal }>();
+    const source = sourceAddress(request);
+    const blocked = await this.throttle.refuseIfBlocked('oauth', source);
+    if (blocked) throw new TooManyRequestsError(blocked.retryAfterSeconds, 'too many failed requests from this address', { reason: 'throttled' });
+    try {
+      return await this.authenticate(request);
+    } catch (error) {
+      if (error instanceof InvalidTokenError) {
+        const verdict = await this.throttle.failure('oauth', source);
+        if (verdict.limited) throw new TooManyRequestsError(verdict.retryAfterSeconds, 'too many failed requests from this address', { reason: 'throttled' });
+      }
+      throw error;
+    }
+  }
+
+  private async authenticate(request: Request & { [ORCHESTRATOR]?: OrchestratorPrincipal }): Promise<boolean> {
     const header = request.headers.authorization ?? '';
     const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(header);
     if (!match) throw new InvalidTokenError('a Bearer access token with scope "tasks" is required');

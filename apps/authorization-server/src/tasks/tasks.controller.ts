@@ -1,6 +1,7 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Req, UseGuards } from '@nestjs/common';
 import type { Request } from 'express';
 import type { TaskDto } from '@writ/credentials';
+import { NoStore } from '@writ/platform';
 import { CreateTaskDto } from './dto/create-task.dto';
 import type { CreatedTaskDto } from './dto/created-task.dto';
 import { ORCHESTRATOR, OrchestratorBearerGuard, OrchestratorPrincipal } from './orchestrator-bearer.guard';
@@ -14,8 +15,9 @@ type AuthedRequest = Request & { [ORCHESTRATOR]: OrchestratorPrincipal };
 export class TasksController {
   constructor(private readonly tasks: TasksService) {}
 
-  /** Declares a task. */
+  /** Declares a task; the answer carries its task token (a credential): never cached. */
   @Post()
+  @NoStore()
   create(@Req() request: AuthedRequest, @Body() body: CreateTaskDto): Promise<CreatedTaskDto> {
     return this.tasks.create(request[ORCHESTRATOR], body);
   }

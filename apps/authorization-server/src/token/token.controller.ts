@@ -1,5 +1,6 @@
 import { Controller, Headers, HttpCode, Post, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { sourceAddress } from '@writ/platform';
 import { formParams } from '../http/form-request';
 import { TokenService } from './token.service';
 import type { TokenResponseDto } from './token-response.dto';
@@ -15,6 +16,6 @@ export class TokenController {
   async token(@Req() request: Request, @Res({ passthrough: true }) response: Response, @Headers('authorization') authorization?: string): Promise<TokenResponseDto> {
     response.setHeader('Cache-Control', 'no-store');
     response.setHeader('Pragma', 'no-cache');
-    return this.tokens.exchange(formParams(request), authorization, request.headers.dpop);
+    return this.tokens.exchange(formParams(request), authorization, request.headers.dpop, sourceAddress(request));
   }
 }

@@ -3,6 +3,7 @@ import { AuditService } from '@writ/audit';
 import { FormParams, OAuthError, InvalidRequestError, UnauthorizedClientError } from '@writ/oauth';
 import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
 import { DpopProofs } from '../dpop/dpop-proofs.service';
+import { OAuthFailureGate } from '../client-auth/oauth-failure-gate.service';
 import type { RegisteredClient } from '../client-auth/registered-client';
 import { GrantRegistry } from './grant-registry';
 import { POLICY_DENIED } from './grants/token-exchange.grant';
@@ -19,12 +20,19 @@ export class TokenService {
     private readonly clients: ClientAuthenticator,
     private readonly audit: AuditService,
     private readonly dpopProofs: DpopProofs,
+    private readonly gate: OAuthFailureGate,
   ) {}
 
-  /** Answers one token request, or throws the OAuth error to send. */
-  async exchange(params: FormParams, authorization: string | undefined, dpopHeader?: string | string[]): Promise<TokenResponseDto> {
+  /**
+   * Answers one token request, or throws the OAuth error to send. A refusal without an
+   * authenticated client is throttled per `source` address and claimed client id, and audited
+   * one event each only up to a cap per window (then summarised); an authenticated client's
+   * refusals are each one event.
+   */
+  async exchange(params: FormParams, authorization: string | undefined, dpopHeader: string | string[] | undefined, source: string): Promise<TokenResponseDto> {
     let client: RegisteredClient | undefined;
     const grantType = params.get('grant_type');
+    await this.gate.before(source);
     try {
       if (!grantType) throw new InvalidRequestError('grant_type is required');
       const handler = this.grants.get(grantType);
@@ -35,7 +43,10 @@ export class TokenService {
       const dpop = dpopHeader === undefined ? undefined : await this.dpopProofs.check(dpopHeader);
       return await handler.handle({ params, client, dpop });
     } catch (error) {
-      if (error instanceof OAuthError) await this.recordRefusal(error, grantType, client);
+      if (error instanceof OAuthError) {
+        if (client) await this.recordRefusal(error, grantType, client);
+        else await this.gate.failed(source, params, () => this.recordRefusal(error, grantType, undefined));
+      }
       throw error;
     }
   }

@@ -8,10 +8,10 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { PG_POOL, type ConnectorDetail, type ConnectorOperation } from '@writ/database';
 import type { Pool } from 'pg';
 import { MasterKey, SigningKeyStore } from '@writ/keys';
-import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError } from '@writ/oauth';
+import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError, TooManyRequestsError } from '@writ/oauth';
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import type { BudgetReservation } from '@writ/grants';
-import { LOGGER } from '@writ/platform';
+import { FailureThrottle, FailureVerdict, LOGGER, sourceAddress } from '@writ/platform';
 import { UpstreamNetworks } from '@writ/connectors';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
@@ -80,6 +80,7 @@ export class ProxyService {
     @Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher,
     @Inject(LOGGER) private readonly logger: Logger,
     @Inject(PG_POOL) pool: Pool,
+    private readonly throttle: FailureThrottle,
   ) {
     this.jtis = new PgJtiStore(pool);
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
@@ -96,11 +97,14 @@ export class ProxyService {
       path: req.originalUrl.split('?')[0].slice(0, 512),
       connectorId: null,
     };
+    const source = sourceAddress(req);
+    const blocked = await this.throttle.refuseIfBlocked('gateway', source);
+    if (blocked) throw tooManyFailures(blocked);
     let checked: CheckedCall;
     try {
       checked = await this.check(req, call);
     } catch (error) {
-      if (error instanceof OAuthError) await this.recordRefusal(call, error);
+      if (error instanceof OAuthError) await this.refused(call, error, source);
       throw error;
     }
     const reservation = await this.spend(checked, call);
@@ -343,6 +347,21 @@ export class ProxyService {
       .catch((error: unknown) => this.logger.error({ err: String(error) }, 'could not record an upstream response'));
   }
 
+  /**
+   * A refusal with a verified token is one audit event. Without one (no, malformed or invalid
+   * token, or a target refused before it), it is counted per source address across instances:
+   * audited one by one only up to the per-window cap (then summarised), and `429` past the limit.
+   */
+  private async refused(call: CallContext, error: OAuthError, source: string): Promise<void> {
+    if (call.agentId) {
+      await this.recordRefusal(call, error);
+      return;
+    }
+    const verdict = await this.throttle.failure('gateway', source);
+    if (verdict.audit) await this.recordRefusal(call, error);
+    if (verdict.limited) throw tooManyFailures(verdict);
+  }
+
   private async recordRefusal(call: CallContext, error: OAuthError): Promise<void> {
     await this.audit.record(
       this.event(call, 'gateway.call', error.status >= 500 ? 'failure' : 'denied', {
@@ -418,6 +437,10 @@ const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOT
 function neverSent(error: unknown): boolean {
   const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
   return code !== undefined && NOT_SENT_CODES.has(code);
+}
+
+function tooManyFailures(verdict: FailureVerdict): TooManyRequestsError {
+  return new TooManyRequestsError(verdict.retryAfterSeconds, 'too many refused calls from this address', { reason: 'throttled' });
 }
 
 function upstreamFailure(error: unknown): BadGatewayError | GatewayTimeoutError {

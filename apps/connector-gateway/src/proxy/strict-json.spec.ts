@@ -26,3 +26,15 @@ describe('parseStrictJson', () => {
     expect(() => parseStrictJson('{"a":1,}')).toThrow('not valid JSON');
   });
 });
+
+describe('parseStrictJson: hostile input', () => {
+  it.each([
+    ['{"amount":1,"__proto__":{"amount":2}}', 'body.__proto__ is a forbidden member name'],
+    ['{"a":{"constructor":1}}', 'body.a.constructor is a forbidden member name'],
+    ['{"destination":"\\ud800"}', 'body.destination contains a lone UTF-16 surrogate (not valid Unicode)'],
+    ['{"amount":1e400}', 'body.amount is a number out of range'],
+    ['{"a":' + '['.repeat(40) + ']'.repeat(40) + '}', 'nests deeper than 32 levels'],
+  ])('refuses %s', (text, message) => {
+    expect(() => parseStrictJson(text)).toThrow(message);
+  });
+});

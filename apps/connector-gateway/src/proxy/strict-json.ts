@@ -1,3 +1,5 @@
+import { findJsonInputProblem, quoteToken } from '@writ/oauth';
+
 /** Why a body was refused by {@link parseStrictJson}. */
 export class StrictJsonError extends Error {
   constructor(message: string) {
@@ -7,7 +9,9 @@ export class StrictJsonError extends Error {
 }
 
 /**
- * Parses a JSON body and refuses duplicate object keys. Parsers disagree on duplicates (first
+ * Parses a JSON body and refuses duplicate object keys (and what `findJsonInputProblem`
+ * finds: `__proto__`/`constructor`/`prototype` keys, lone surrogates, numbers out of range,
+ * nesting deeper than 32). Parsers disagree on duplicates (first
  * or last wins), so a body with them could pass the gateway's constraint check with one value
  * and reach the upstream with another. `JSON.parse` validates the syntax; a scan of the
  * (then known to be valid) text finds repeated keys per object.
@@ -20,7 +24,10 @@ export function parseStrictJson(text: string): unknown {
     throw new StrictJsonError('the body is not valid JSON');
   }
   const duplicate = findDuplicateKey(text);
-  if (duplicate !== undefined) throw new StrictJsonError(`the body repeats the key "${duplicate.slice(0, 64)}"`);
+  if (duplicate !== undefined) throw new StrictJsonError(`the body repeats the key ${quoteToken(duplicate)}`);
+  // Forbidden keys, lone surrogates, overflowing numbers and deep nesting, as on every other API.
+  const problem = findJsonInputProblem(value, { root: 'body' });
+  if (problem) throw new StrictJsonError(problem.message);
   return value;
 }
 

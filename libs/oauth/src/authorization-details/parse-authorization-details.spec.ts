@@ -159,10 +159,19 @@ describe('parseAuthorizationDetails: refused', () => {
 
   it('refuses prototype-polluting constraint names', () => {
     const raw = '[{"type":"connector","connector":"p","actions":["a"],"constraints":{"__proto__":{"x":1}}}]';
-    expect(descriptionOf(raw)).toBe('authorization_details[0].constraints has an invalid name "__proto__"');
+    expect(descriptionOf(raw)).toBe('authorization_details[0].constraints.__proto__ is a forbidden member name');
     expect(({} as Record<string, unknown>).x).toBeUndefined();
-    expect(descriptionOf([{ ...payout, constraints: { constructor: 'x' } }])).toMatch(/invalid name "constructor"/);
+    expect(descriptionOf([{ ...payout, constraints: { constructor: 'x' } }])).toBe('authorization_details[0].constraints.constructor is a forbidden member name');
     expect(descriptionOf([{ ...payout, constraints: { 'a b': 'x' } }])).toMatch(/invalid name "a b"/);
+  });
+
+  it('reads the JSON strictly: duplicate keys, lone surrogates, NUL and deep nesting name the member', () => {
+    const entry = '{"type":"connector","connector":"p","actions":["a"],"constraints":';
+    expect(descriptionOf(`[${entry}{"amount_max":1,"amount_max":9}}]`)).toBe('authorization_details[0].constraints.amount_max appears more than once in one object');
+    expect(descriptionOf(`[${entry}{"d":"\\ud800"}}]`)).toBe('authorization_details[0].constraints.d contains a lone UTF-16 surrogate (not valid Unicode)');
+    expect(descriptionOf(`[${entry}{"d":"a\\u0000"}}]`)).toBe('authorization_details[0].constraints.d contains a NUL character');
+    expect(descriptionOf('['.repeat(3000) + ']'.repeat(3000))).toMatch(/nests deeper than 32 levels/);
+    expect(descriptionOf([{ ...payout, constraints: { d: 'x\ud800' } }])).toMatch(/lone UTF-16 surrogate/);
   });
 
   it('refuses unknown members, including other RFC 9396 common members', () => {

@@ -1,4 +1,5 @@
 import { InvalidAuthorizationDetailsError } from '../errors/oauth-errors';
+import { findJsonInputProblem, JsonInputError, parseJsonInput } from '../json/json-input';
 import { quoteToken } from '../util/safe-description';
 import {
   CONNECTOR_DETAIL_TYPE,
@@ -123,7 +124,9 @@ function parseEntry(raw: unknown, path: string): ConnectorAuthorizationDetail {
  * `type`, `connector`, `actions`, optional `constraints` (flat: string, finite number,
  * boolean or array of strings/numbers) and optional `locations` (strings). Returns fresh,
  * normalised copies (empty `constraints`/`locations` dropped); anything else is an
- * `invalid_authorization_details` naming the first problem.
+ * `invalid_authorization_details` naming the first problem. The JSON is read strictly
+ * (see `parseJsonInput`): duplicate keys, `__proto__`/`constructor`/`prototype` keys, lone
+ * surrogates, NUL characters and deep nesting are refused with the member's path.
  */
 export function parseAuthorizationDetails(
   raw: unknown,
@@ -132,13 +135,19 @@ export function parseAuthorizationDetails(
   const maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
   const maxLength = options.maxLength ?? DEFAULT_MAX_LENGTH;
   let value = raw;
+  const strict = { root: 'authorization_details', forbidNul: true } as const;
   if (typeof raw === 'string') {
     if (raw.length > maxLength) throw invalid(`authorization_details is longer than ${maxLength} characters`);
     try {
-      value = JSON.parse(raw) as unknown;
-    } catch {
+      value = parseJsonInput(raw, strict);
+    } catch (error) {
+      if (error instanceof JsonInputError && error.reason !== 'syntax') throw invalid(error.message);
       throw invalid('authorization_details is not valid JSON');
     }
+  } else {
+    // Already parsed by someone else: the same refusals, so no member was lost on the way.
+    const problem = findJsonInputProblem(raw, strict);
+    if (problem) throw invalid(problem.message);
   }
   if (!Array.isArray(value)) throw invalid('authorization_details must be a JSON array');
   if (value.length === 0) throw invalid('authorization_details must not be empty');

@@ -196,6 +196,23 @@ export class TemporarilyUnavailableError extends OAuthError {
   }
 }
 
+/**
+ * `429` with `Retry-After`, in the RFC 6749 §5.2 shape (`temporarily_unavailable`: the server
+ * will not handle requests from this caller for a while): too many failed authentications from
+ * one address or for one client id.
+ */
+export class TooManyRequestsError extends OAuthError {
+  readonly error = 'temporarily_unavailable' as const;
+  readonly status = 429;
+  constructor(
+    readonly retryAfterSeconds: number,
+    description = 'too many failed attempts; retry later',
+    options?: BasicErrorOptions,
+  ) {
+    super(`${description} (retry after ${retryAfterSeconds} s)`, options);
+  }
+}
+
 /** Options of {@link InvalidTokenError}. */
 export interface InvalidTokenOptions extends BasicErrorOptions {
   /** The scheme the token was presented with; default `Bearer`. */

@@ -1,0 +1,65 @@
+import { UnsupportedMediaTypeException } from '@nestjs/common';
+import express from 'express';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { DEFAULT_MAX_JSON_DEPTH, JsonInputError, parseJsonInput } from '@writ/oauth';
+import { ValidationFailedError } from './http-exception.filter';
+
+/** Options of {@link strictJsonBody}. */
+export interface StrictJsonBodyOptions {
+  /** Largest body read, in bytes (413 above). */
+  limit: number;
+  /** Deepest nesting accepted (400 deeper). Default {@link DEFAULT_MAX_JSON_DEPTH}. */
+  maxDepth?: number;
+}
+
+const JSON_TYPES = ['application/json', 'application/*+json'];
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
+/**
+ * The JSON body parser of the admin and Tasks APIs, instead of `express.json`: the body must be
+ * UTF-8 and a JSON object or array, and it is read with {@link parseJsonInput}, so duplicate
+ * keys, the keys `__proto__`, `constructor` and `prototype`, lone surrogates, NUL characters,
+ * numbers out of range and nesting deeper than `maxDepth` are a `400` naming the member, before
+ * any framework code (class-transformer drops some of these keys silently) sees the body.
+ */
+export function strictJsonBody(options: StrictJsonBodyOptions): RequestHandler {
+  const raw = express.raw({ type: JSON_TYPES, limit: options.limit });
+  return (req: Request, res: Response, next: NextFunction): void => {
+    raw(req, res, (error?: unknown) => {
+      if (error) next(error);
+      else if (Buffer.isBuffer(req.body) && req.is(JSON_TYPES)) parse(req, next, options);
+      else next();
+    });
+  };
+}
+
+function parse(req: Request, next: NextFunction, options: StrictJsonBodyOptions): void {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase();
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+    next(new UnsupportedMediaTypeException(`unsupported charset "${charset.replace(/[^\x21-\x7e]/g, '?').slice(0, 32)}": JSON bodies are UTF-8`));
+    return;
+  }
+  const bytes = req.body;
+  if (bytes.length === 0) {
+    req.body = {};
+    next();
+    return;
+  }
+  try {
+    const text = utf8.decode(bytes);
+    const first = text.trimStart()[0];
+    if (first !== '{' && first !== '[') {
+      throw new ValidationFailedError([{ field: 'body', message: 'must be a JSON object or array' }], 'the request body is invalid');
+    }
+    req.body = parseJsonInput(text, { maxDepth: options.maxDepth ?? DEFAULT_MAX_JSON_DEPTH, forbidNul: true });
+    next();
+  } catch (error) {
+    if (error instanceof JsonInputError) {
+      next(new ValidationFailedError([{ field: error.path || 'body', message: error.problem }], 'the request body is invalid'));
+    } else if (error instanceof ValidationFailedError) {
+      next(error);
+    } else {
+      next(new ValidationFailedError([{ field: 'body', message: 'is not valid UTF-8' }], 'the request body is invalid'));
+    }
+  }
+}

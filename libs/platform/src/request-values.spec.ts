@@ -1,0 +1,48 @@
+import { isIsoInstant, isUuid, requestTextProblem } from './request-values';
+import { writValidationPipe } from './validation.pipe';
+import { ValidationFailedError } from './http-exception.filter';
+
+describe('request values', () => {
+  it('accepts canonical UUIDs only', () => {
+    expect(isUuid('3f1c2b7a-0d4e-4c5f-8a9b-1c2d3e4f5a6b')).toBe(true);
+    expect(isUuid('-'.repeat(36))).toBe(false);
+    expect(isUuid('3f1c2b7a0d4e4c5f8a9b1c2d3e4f5a6b')).toBe(false);
+    expect(isUuid(42)).toBe(false);
+  });
+
+  it('accepts ISO instants, not whatever Date.parse reads', () => {
+    expect(Number.isNaN(Date.parse('x 1'))).toBe(false);
+    expect(isIsoInstant('x 1')).toBe(false);
+    expect(isIsoInstant('2025-01-31T12:00:00.000Z')).toBe(true);
+    expect(isIsoInstant('2025-01-31T12:00:00Z')).toBe(true);
+    expect(isIsoInstant('2025-13-31T12:00:00Z')).toBe(false);
+    expect(isIsoInstant('2025-01-31 12:00:00')).toBe(false);
+  });
+
+  it('names control characters and lone surrogates', () => {
+    expect(requestTextProblem('agent-1')).toBeUndefined();
+    expect(requestTextProblem('caf\u00e9 \ud83d\ude00')).toBeUndefined();
+    expect(requestTextProblem('x\u0000')).toBe('must not contain control characters');
+    expect(requestTextProblem('x\u001b[31m')).toBe('must not contain control characters');
+    expect(requestTextProblem('\ud800')).toBe('must be valid Unicode text');
+  });
+});
+
+describe('writValidationPipe', () => {
+  const pipe = writValidationPipe();
+  const refusal = async (value: unknown, type: 'param' | 'query', data?: string) => {
+    try {
+      await pipe.transform(value, { type, data, metatype: String });
+    } catch (error) {
+      if (error instanceof ValidationFailedError) return error.fields;
+      throw error;
+    }
+    return undefined;
+  };
+
+  it('refuses NUL and lone surrogates in route parameters and queries, naming them', async () => {
+    expect(await refusal('x\u0000', 'param', 'id')).toEqual([{ field: 'id', message: 'must not contain control characters' }]);
+    expect(await refusal({ agent_id: ['ok', '\udc00'] }, 'query')).toEqual([{ field: 'agent_id', message: 'must be valid Unicode text' }]);
+    expect(await refusal('agent-1', 'param', 'id')).toBeUndefined();
+  });
+});

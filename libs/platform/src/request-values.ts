@@ -1,0 +1,31 @@
+/** A UUID in its canonical text form (what PostgreSQL's `uuid` type reads without error). */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** An instant as Writ writes it (`Date.toISOString()`, or with fewer fraction digits). */
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z$/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+// C0 controls (NUL included) and DEL: never part of an identifier, a cursor or a filter.
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** True for a canonical UUID string: check before a value reaches a `::uuid` cast or a uuid column. */
+export function isUuid(value: unknown): value is string {
+  return typeof value === 'string' && UUID.test(value);
+}
+
+/**
+ * True for an ISO 8601 UTC instant (`2025-01-31T12:00:00.000Z`) that is a real date.
+ * `Date.parse` alone accepts almost anything (`"x 1"`), which then fails a `::timestamptz` cast.
+ */
+export function isIsoInstant(value: unknown): value is string {
+  return typeof value === 'string' && ISO_INSTANT.test(value) && !Number.isNaN(Date.parse(value));
+}
+
+/**
+ * Why a route parameter or query value cannot be used as text, or `undefined`: control
+ * characters (NUL cannot be stored or compared by PostgreSQL) and lone UTF-16 surrogates (not
+ * Unicode) are refused before they reach a query.
+ */
+export function requestTextProblem(value: string): string | undefined {
+  if (CONTROL.test(value)) return 'must not contain control characters';
+  if (LONE_SURROGATE.test(value)) return 'must be valid Unicode text';
+  return undefined;
+}
