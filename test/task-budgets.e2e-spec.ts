@@ -118,7 +118,8 @@ describe('task budgets across credentials and gateway instances', () => {
     // The read entry declares no limits: its credentials carry no budget at all.
     await credential(task.task_token, [READ_ENTRY]);
     const { rows } = await first.runtime.pool.query(`SELECT action, budget_entries FROM access_tokens WHERE task_id = $1 ORDER BY issued_at`, [task.task_id]);
-    expect(rows.map((row) => [row.action, row.budget_entries])).toEqual([['payouts.create', [1]], ['payouts.create', [1]], ['payouts.get', null]]);
+    // Credentials of one audit batch share `issued_at`: compare as a sorted list.
+    expect(rows.map((row) => [row.action, row.budget_entries]).sort((a, b) => String(a[0]).localeCompare(String(b[0])))).toEqual([['payouts.create', [1]], ['payouts.create', [1]], ['payouts.get', null]]);
   });
 
   it('gives the reservation back, audited, when the upstream cannot be reached', async () => {

@@ -427,6 +427,7 @@ function parseJsonBody(req: Request, body: Buffer): { value: unknown; text: stri
     const text = utf8.decode(body);
     return { value: parseStrictJson(text), text };
   } catch (error) {
+    if (error instanceof StrictJsonError && error.field) throw new InvalidFieldError(error.field, error.message, 'body_not_strict_json');
     throw new InvalidRequestError(error instanceof StrictJsonError ? error.message : 'the body is not valid UTF-8', { reason: 'body_not_strict_json' });
   }
 }

@@ -2,7 +2,11 @@ import { findJsonInputProblem, quoteToken } from '@writ/oauth';
 
 /** Why a body was refused by {@link parseStrictJson}. */
 export class StrictJsonError extends Error {
-  constructor(message: string) {
+  /** The member at fault (e.g. `body.amount`), when one is. */
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
     super(message);
     this.name = 'StrictJsonError';
   }
@@ -27,7 +31,7 @@ export function parseStrictJson(text: string): unknown {
   if (duplicate !== undefined) throw new StrictJsonError(`the body repeats the key ${quoteToken(duplicate)}`);
   // Forbidden keys, lone surrogates, overflowing numbers and deep nesting, as on every other API.
   const problem = findJsonInputProblem(value, { root: 'body' });
-  if (problem) throw new StrictJsonError(problem.message);
+  if (problem) throw new StrictJsonError(problem.message, problem.path || undefined);
   return value;
 }
 
