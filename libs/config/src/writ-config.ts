@@ -1,4 +1,4 @@
-import { isAbsolute, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 
 /** Log levels accepted by pino. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -42,6 +42,17 @@ export interface WritConfig {
   readonly upstreamConnectTimeoutMs: number;
   /** `WRIT_UPSTREAM_TIMEOUT_MS` (default 30000): gateway total time for an upstream call (504 past it). */
   readonly upstreamTimeoutMs: number;
+  /**
+   * `WRIT_AUDIT_CHECKPOINT_FILE` (default `<dataDir>/audit-checkpoints.jsonl`): the JSON-lines
+   * file outside the database where signed audit checkpoints are appended (and, beside it,
+   * `<name>.public-key.json`); verification checks the chain against it. `off`: database only,
+   * which no longer detects a superuser who deletes checkpoints (docs/audit.md).
+   */
+  readonly auditCheckpointFile: string | undefined;
+  /** `WRIT_AUDIT_CHECKPOINT_EVERY` (default 1000): sign a checkpoint after this many audit events. */
+  readonly auditCheckpointEvery: number;
+  /** `WRIT_AUDIT_CHECKPOINT_SECONDS` (default 60): and at least this often while events are written. */
+  readonly auditCheckpointSeconds: number;
 }
 
 /** Thrown when the environment does not describe a valid configuration; one line per problem. */
@@ -121,9 +132,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   if (adminToken !== undefined && adminToken.length < 32) {
     problems.push('WRIT_ADMIN_TOKEN must be at least 32 characters');
   }
+  const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(cwd, dataDirRaw);
+  const checkpointFileRaw = env.WRIT_AUDIT_CHECKPOINT_FILE || join(dataDir, 'audit-checkpoints.jsonl');
   const config: WritConfig = {
     databaseUrl,
-    dataDir: isAbsolute(dataDirRaw) ? dataDirRaw : resolve(cwd, dataDirRaw),
+    dataDir,
     host: env.WRIT_HOST || '127.0.0.1',
     authPort: port(env, 'WRIT_AUTH_PORT', 4000, problems),
     gatewayPort: port(env, 'WRIT_GATEWAY_PORT', 4001, problems),
@@ -137,6 +150,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     gatewayBodyLimit: integer(env, 'WRIT_GATEWAY_BODY_LIMIT', 1024 * 1024, 1024, 64 * 1024 * 1024, problems),
     upstreamConnectTimeoutMs: integer(env, 'WRIT_UPSTREAM_CONNECT_TIMEOUT_MS', 5000, 100, 60_000, problems),
     upstreamTimeoutMs: integer(env, 'WRIT_UPSTREAM_TIMEOUT_MS', 30_000, 100, 600_000, problems),
+    auditCheckpointFile: checkpointFileRaw === 'off' ? undefined : resolve(cwd, checkpointFileRaw),
+    auditCheckpointEvery: integer(env, 'WRIT_AUDIT_CHECKPOINT_EVERY', 1000, 1, 10_000_000, problems),
+    auditCheckpointSeconds: integer(env, 'WRIT_AUDIT_CHECKPOINT_SECONDS', 60, 1, 86_400, problems),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
