@@ -5,9 +5,16 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
-import { AuditService } from '@writ/audit';
+import { AuditCheckpointer, AuditService } from '@writ/audit';
 import { loadConfig, WritConfig } from '@writ/config';
-import { createDataSource, EmbeddedDatabase, migrate, poolOf, startEmbeddedPostgres } from '@writ/database';
+import {
+  createDataSource,
+  EmbeddedDatabase,
+  ensureServiceLogin,
+  migrate,
+  poolOf,
+  startEmbeddedPostgres,
+} from '@writ/database';
 import { CredentialRevoker } from '@writ/credentials';
 import { MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
@@ -21,6 +28,8 @@ export interface Runtime {
   readonly masterKey: MasterKey;
   readonly signingKeys: SigningKeyStore;
   readonly audit: AuditService;
+  /** Signs checkpoints of the audit chain head (absent when the runtime was asked for none). */
+  readonly checkpointer: AuditCheckpointer | undefined;
   readonly revoker: CredentialRevoker;
   /** Stops background work, the pool and (if this process started it) the embedded database. */
   close(): Promise<void>;
@@ -33,6 +42,8 @@ export interface RuntimeOptions {
   /** Connections in this process's pool. */
   poolSize?: number;
   logger?: Logger;
+  /** Sign audit checkpoints (default true; `npm run audit:verify` only reads). */
+  checkpoints?: boolean;
 }
 
 /** Thrown when a service cannot start; its message is the one line that says why. */
@@ -68,13 +79,32 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     logger.info({ dataDir: config.dataDir, started: embedded.owned }, 'embedded PostgreSQL ready');
     return embedded.url;
   });
-  const dataSource = createDataSource(url, { poolSize: options.poolSize });
+  let dataSource: DataSource | undefined;
   let masterKey: MasterKey;
   let signingKeys: SigningKeyStore;
+  let checkpointer: AuditCheckpointer | undefined;
   try {
-    await step('cannot reach the database', () => dataSource.initialize());
-    const applied = await step('database migration failed', () => migrate(dataSource));
-    if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+    if (embedded) {
+      // Migrations run as the cluster's superuser; the services then connect as a login that
+      // is only a member of writ_service (no superuser, owner of nothing), as with an external
+      // database: they cannot disable the audit triggers or change audit rows.
+      const owner = createDataSource(url, { poolSize: 1, applicationName: 'writ-migrate' });
+      try {
+        await step('cannot reach the database', () => owner.initialize());
+        const applied = await step('database migration failed', () => migrate(owner));
+        if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+        await step('cannot set up the service role', () => ensureServiceLogin(poolOf(owner), embedded!.serviceLogin));
+      } finally {
+        if (owner.isInitialized) await owner.destroy().catch(() => undefined);
+      }
+      dataSource = createDataSource(embedded.serviceUrl, { poolSize: options.poolSize });
+      await step('cannot reach the database as the service role', () => dataSource!.initialize());
+    } else {
+      dataSource = createDataSource(url, { poolSize: options.poolSize });
+      await step('cannot reach the database', () => dataSource!.initialize());
+      const applied = await step('database migration failed', () => migrate(dataSource!));
+      if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+    }
     const { key, source } = await step('cannot read the master key', () =>
       resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl),
     );
@@ -84,26 +114,42 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     }
     signingKeys = new SigningKeyStore(poolOf(dataSource), masterKey, config.issuer);
     await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => signingKeys.init());
+    if (options.checkpoints ?? true) {
+      checkpointer = new AuditCheckpointer(poolOf(dataSource), masterKey.checkpointSigningKey(), {
+        every: config.auditCheckpointEvery,
+        intervalMs: config.auditCheckpointSeconds * 1000,
+        file: config.auditCheckpointFile,
+        onError: (error) => logger.error({ err: error instanceof Error ? error.message : String(error) }, 'audit checkpoint not written; retrying at the next trigger'),
+      });
+      await step('cannot start the audit checkpoints', () => checkpointer!.start());
+    }
   } catch (error) {
     // Leave nothing running behind a service that does not start.
-    if (dataSource.isInitialized) await dataSource.destroy().catch(() => undefined);
+    if (dataSource?.isInitialized) await dataSource.destroy().catch(() => undefined);
     if (embedded) await embedded.stop().catch(() => undefined);
     throw error;
   }
   const pool = poolOf(dataSource);
-  const audit = new AuditService(pool);
+  const audit = new AuditService(pool, {
+    checkpointKeys: [masterKey.checkpointSigningKey().publicJwk],
+    checkpointFile: config.auditCheckpointFile,
+    onAppended: checkpointer ? (seq) => checkpointer!.noteAppended(seq) : undefined,
+  });
+  const source = dataSource;
   return {
     config,
     logger,
-    dataSource,
+    dataSource: source,
     pool,
     masterKey,
     signingKeys,
     audit,
+    checkpointer,
     revoker: new CredentialRevoker(pool, audit),
     close: async () => {
       await audit.drain().catch(() => undefined);
-      if (dataSource.isInitialized) await dataSource.destroy().catch(() => undefined);
+      await checkpointer?.stop().catch(() => undefined);
+      if (source.isInitialized) await source.destroy().catch(() => undefined);
       if (embedded) await embedded.stop();
     },
   };
