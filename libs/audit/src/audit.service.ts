@@ -349,8 +349,9 @@ export class AuditService {
       }
     }
     const summary = (verified: number) => this.summary(checkpoints, verified, external);
-    const anchors = this.checkCheckpoints(checkpoints, external);
-    if ('reason' in anchors) return { valid: false, events: 0, ...summary(0), ...anchors };
+    const checked = this.checkCheckpoints(checkpoints, external);
+    if ('reason' in checked) return { valid: false, events: 0, ...summary(0), ...checked };
+    const { anchors, missing } = checked;
     const anchorSeqs = [...anchors.keys()].sort((a, b) => a - b);
     const anchorBefore = (seq: number) => anchorSeqs.filter((anchor) => anchor < seq).pop() ?? 0;
 
@@ -396,6 +397,15 @@ export class AuditService {
         reason: `a signed checkpoint covers seq ${beyond[beyond.length - 1]} but the chain ends at seq ${events}: events were removed`,
       };
     }
+    if (missing.length > 0) {
+      return {
+        valid: false,
+        events,
+        ...summary(anchorSeqs.length - missing.length),
+        invalid_checkpoint_seq: missing[0].seq,
+        reason: `the checkpoint at seq ${missing[0].seq} is in the checkpoint file but not in the database (removed)`,
+      };
+    }
     const head = await this.pool.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1');
     const headSeq = Number(head.rows[0]?.seq ?? -1);
     if (headSeq !== events || head.rows[0]?.hash !== prevHash) {
@@ -418,8 +428,9 @@ export class AuditService {
   private checkCheckpoints(
     stored: SignedCheckpoint[],
     external: SignedCheckpoint[] | undefined,
-  ): Map<number, string> | { invalid_checkpoint_seq: number; reason: string } {
+  ): { anchors: Map<number, string>; missing: SignedCheckpoint[] } | { invalid_checkpoint_seq: number; reason: string } {
     const anchors = new Map<number, string>();
+    const missing: SignedCheckpoint[] = [];
     let previous: SignedCheckpoint | undefined;
     for (const checkpoint of stored) {
       if (!checkpointSignatureValid(checkpoint, this.keyring)) {
@@ -438,13 +449,16 @@ export class AuditService {
       }
       const twin = bySeq.get(checkpoint.seq);
       if (!twin) {
-        return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} is in the checkpoint file but not in the database (removed)` };
+        // Checked after the walk, which explains a removal by a truncated chain when it can.
+        missing.push(checkpoint);
+        anchors.set(checkpoint.seq, checkpoint.hash);
+        continue;
       }
       if (twin.sig !== checkpoint.sig || twin.hash !== checkpoint.hash) {
         return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} in the database differs from the one in the checkpoint file` };
       }
     }
-    return anchors;
+    return { anchors, missing };
   }
 
   private summary(

@@ -41,6 +41,7 @@ describe('loadConfig', () => {
 
   it('refuses an external database without a master key', () => {
     expect(() => loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db' })).toThrow(/WRIT_MASTER_KEY is required/);
+    expect(loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db' }, '/', { masterKeyOptional: true }).masterKey).toBeUndefined();
   });
 
   it('refuses a master key that is not 32 bytes', () => {

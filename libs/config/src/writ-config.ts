@@ -111,11 +111,20 @@ function masterKey(env: Env, problems: string[]): Buffer | undefined {
   return key;
 }
 
+/** Options of {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /**
+   * Accept an external database without `WRIT_MASTER_KEY`: for tools that only read, such as
+   * `npm run audit:verify -- --public-key FILE` (offline verification needs no secret).
+   */
+  masterKeyOptional?: boolean;
+}
+
 /**
  * Reads and validates the `WRIT_*` variables. Throws {@link ConfigError} naming every
  * invalid variable, so that a service refuses to start and says why in one line.
  */
-export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): WritConfig {
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), options: LoadConfigOptions = {}): WritConfig {
   const problems: string[] = [];
   const dataDirRaw = env.WRIT_DATA_DIR || './.writ';
   const databaseUrl = env.WRIT_DATABASE_URL || undefined;
@@ -123,7 +132,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     problems.push('WRIT_DATABASE_URL must be a postgres:// URL');
   }
   const key = masterKey(env, problems);
-  if (databaseUrl && !key && !problems.some((p) => p.startsWith('WRIT_MASTER_KEY'))) {
+  if (databaseUrl && !key && !options.masterKeyOptional && !problems.some((p) => p.startsWith('WRIT_MASTER_KEY'))) {
     problems.push('WRIT_MASTER_KEY is required with WRIT_DATABASE_URL (base64 of 32 bytes)');
   }
   const logLevel = (env.WRIT_LOG_LEVEL || 'info') as LogLevel;

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Pool } from 'pg';
+import { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
 import { AuditCheckpointer, AuditService } from '@writ/audit';
 import { loadConfig, WritConfig } from '@writ/config';
@@ -13,10 +13,11 @@ import {
   ensureServiceLogin,
   migrate,
   poolOf,
+  ServiceLogin,
   startEmbeddedPostgres,
 } from '@writ/database';
 import { CredentialRevoker } from '@writ/credentials';
-import { MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
+import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
 
 /** Everything a Writ service needs, created once per process before Nest starts. */
@@ -65,6 +66,32 @@ async function step<T>(what: string, run: () => Promise<T>): Promise<T> {
 }
 
 /**
+ * Migrates as the owner (`ownerUrl`, the embedded cluster's superuser), makes `login` a member
+ * of writ_service and nothing more, then opens the services' data source as that login (no
+ * superuser, owner of nothing), as with an external database: the services cannot disable the
+ * audit triggers nor change audit rows.
+ */
+export async function connectAsServiceLogin(
+  ownerUrl: string,
+  login: ServiceLogin,
+  serviceUrl: string,
+  poolSize?: number,
+): Promise<{ dataSource: DataSource; applied: string[] }> {
+  const owner = createDataSource(ownerUrl, { poolSize: 1, applicationName: 'writ-migrate' });
+  let applied: string[];
+  try {
+    await step('cannot reach the database', () => owner.initialize());
+    applied = await step('database migration failed', () => migrate(owner));
+    await step('cannot set up the service login', () => ensureServiceLogin(poolOf(owner), login));
+  } finally {
+    if (owner.isInitialized) await owner.destroy().catch(() => undefined);
+  }
+  const dataSource = createDataSource(serviceUrl, { poolSize });
+  await step('cannot reach the database as the service login', () => dataSource.initialize());
+  return { dataSource, applied };
+}
+
+/**
  * Connects to PostgreSQL (embedded unless `WRIT_DATABASE_URL`), migrates, resolves the master
  * key and loads the signing keys. Any failure is a {@link StartupError}: no database, no keys,
  * no service.
@@ -83,22 +110,12 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   let masterKey: MasterKey;
   let signingKeys: SigningKeyStore;
   let checkpointer: AuditCheckpointer | undefined;
+  let checkpointPool: Pool | undefined;
   try {
     if (embedded) {
-      // Migrations run as the cluster's superuser; the services then connect as a login that
-      // is only a member of writ_service (no superuser, owner of nothing), as with an external
-      // database: they cannot disable the audit triggers or change audit rows.
-      const owner = createDataSource(url, { poolSize: 1, applicationName: 'writ-migrate' });
-      try {
-        await step('cannot reach the database', () => owner.initialize());
-        const applied = await step('database migration failed', () => migrate(owner));
-        if (applied.length) logger.info({ migrations: applied }, 'database migrated');
-        await step('cannot set up the service role', () => ensureServiceLogin(poolOf(owner), embedded!.serviceLogin));
-      } finally {
-        if (owner.isInitialized) await owner.destroy().catch(() => undefined);
-      }
-      dataSource = createDataSource(embedded.serviceUrl, { poolSize: options.poolSize });
-      await step('cannot reach the database as the service role', () => dataSource!.initialize());
+      const connected = await connectAsServiceLogin(url, embedded.serviceLogin, embedded.serviceUrl, options.poolSize);
+      dataSource = connected.dataSource;
+      if (connected.applied.length) logger.info({ migrations: connected.applied }, 'database migrated');
     } else {
       dataSource = createDataSource(url, { poolSize: options.poolSize });
       await step('cannot reach the database', () => dataSource!.initialize());
@@ -115,7 +132,17 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     signingKeys = new SigningKeyStore(poolOf(dataSource), masterKey, config.issuer);
     await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => signingKeys.init());
     if (options.checkpoints ?? true) {
-      checkpointer = new AuditCheckpointer(poolOf(dataSource), masterKey.checkpointSigningKey(), {
+      // A connection of its own: checkpoints never wait for the request pool, and the last one
+      // is still written at shutdown, after the apps have closed the request pool.
+      checkpointPool = new Pool({
+        connectionString: embedded ? embedded.serviceUrl : url,
+        max: 1,
+        connectionTimeoutMillis: 5_000,
+        idleTimeoutMillis: 30_000,
+        application_name: 'writ-checkpoints',
+      });
+      checkpointPool.on('error', (error) => logger.warn({ err: error.message }, 'audit checkpoint connection lost'));
+      checkpointer = new AuditCheckpointer(checkpointPool, checkpointKey(masterKey), {
         every: config.auditCheckpointEvery,
         intervalMs: config.auditCheckpointSeconds * 1000,
         file: config.auditCheckpointFile,
@@ -126,12 +153,13 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   } catch (error) {
     // Leave nothing running behind a service that does not start.
     if (dataSource?.isInitialized) await dataSource.destroy().catch(() => undefined);
+    await checkpointPool?.end().catch(() => undefined);
     if (embedded) await embedded.stop().catch(() => undefined);
     throw error;
   }
   const pool = poolOf(dataSource);
   const audit = new AuditService(pool, {
-    checkpointKeys: [masterKey.checkpointSigningKey().publicJwk],
+    checkpointKeys: [checkpointKey(masterKey).publicJwk],
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (seq) => checkpointer!.noteAppended(seq) : undefined,
   });
@@ -149,10 +177,20 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     close: async () => {
       await audit.drain().catch(() => undefined);
       await checkpointer?.stop().catch(() => undefined);
+      await checkpointPool?.end().catch(() => undefined);
       if (source.isInitialized) await source.destroy().catch(() => undefined);
       if (embedded) await embedded.stop();
     },
   };
+}
+
+const checkpointKeys = new WeakMap<MasterKey, CheckpointSigningKey>();
+
+/** The checkpoint signing key of a master key, derived once. */
+function checkpointKey(master: MasterKey): CheckpointSigningKey {
+  let key = checkpointKeys.get(master);
+  if (!key) checkpointKeys.set(master, (key = master.checkpointSigningKey()));
+  return key;
 }
 
 /** SHA-256 (hex) of an admin token, as stored. */

@@ -22,11 +22,16 @@ export class AuditCheckpoints1764420000000 implements MigrationInterface {
         signature text NOT NULL
       )`);
     await q.query(`
+      CREATE FUNCTION writ_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP USING ERRCODE = 'insufficient_privilege';
+      END $$`);
+    await q.query(`
       CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints
-      FOR EACH ROW EXECUTE FUNCTION writ_audit_append_only()`);
+      FOR EACH ROW EXECUTE FUNCTION writ_append_only()`);
     await q.query(`
       CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoints
-      FOR EACH STATEMENT EXECUTE FUNCTION writ_audit_append_only()`);
+      FOR EACH STATEMENT EXECUTE FUNCTION writ_append_only()`);
     await q.query(`
       DO $$
       BEGIN
@@ -39,5 +44,6 @@ export class AuditCheckpoints1764420000000 implements MigrationInterface {
 
   async down(q: QueryRunner): Promise<void> {
     await q.query('DROP TABLE IF EXISTS audit_checkpoints');
+    await q.query('DROP FUNCTION IF EXISTS writ_append_only()');
   }
 }
