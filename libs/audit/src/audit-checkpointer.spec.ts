@@ -15,6 +15,7 @@ import {
   signCheckpoint,
 } from './audit-checkpoint';
 import { AuditCheckpointer, publicKeyFileFor } from './audit-checkpointer';
+import { chainHash } from './audit-hash';
 import { AuditService } from './audit.service';
 
 const signer = new MasterKey(randomBytes(32)).checkpointSigningKey();
@@ -85,7 +86,7 @@ describe('AuditCheckpointer', () => {
     const files = [join(dir, 'a.jsonl'), join(dir, 'b.jsonl')];
     const instances = files.map((file) => new AuditCheckpointer(pool, signer, { every: 5, intervalMs: 3_600_000, file }));
     for (const instance of instances) await instance.start();
-    const writers = instances.map((instance) => new AuditService(pool, { onAppended: (seq) => instance.noteAppended(seq) }));
+    const writers = instances.map((instance) => new AuditService(pool, { onAppended: (events) => instance.noteAppended(events) }));
     const before = Number((await pool.query<{ seq: string }>('SELECT max(seq) AS seq FROM audit_checkpoints')).rows[0].seq);
     for (let round = 0; round < 20; round += 1) {
       await Promise.all(writers.map((writer, n) => writer.record([event(round), event(n)])));
@@ -114,6 +115,40 @@ describe('AuditCheckpointer', () => {
     const signed = async () => Number((await pool.query<{ seq: string }>('SELECT max(seq) AS seq FROM audit_checkpoints')).rows[0].seq);
     for (let tries = 0; (await signed()) < record.seq && tries < 200; tries += 1) await new Promise((resolve) => setTimeout(resolve, 25));
     expect(await signed()).toBe(record.seq);
+    await checkpointer.stop();
+  });
+
+  it('notices that an event it wrote after the last checkpoint was rewritten, and leaves a signed record of it in the file', async () => {
+    const file = join(dir, 'altered.jsonl');
+    const altered: number[] = [];
+    const checkpointer = new AuditCheckpointer(pool, signer, { every: 1000, intervalMs: 3_600_000, file, onAltered: ({ seq }) => altered.push(seq) });
+    await checkpointer.start();
+    const writer = new AuditService(pool, { onAppended: (events) => checkpointer.noteAppended(events) });
+    await writer.record(event(1));
+    const signed = await checkpointer.checkpoint();
+    const [target] = await writer.record([event(2), event(3)]);
+    const client = await pool.connect();
+    try {
+      // Consistent for the chain alone: the event and the head rewritten with recomputed hashes.
+      await client.query('BEGIN; SET LOCAL session_replication_role = replica');
+      const { rows } = await client.query('SELECT * FROM audit_events WHERE seq >= $1 ORDER BY seq', [target.seq]);
+      let prev = target.prev_hash;
+      for (const row of rows) {
+        const body = { seq: Number(row.seq), id: row.id, occurred_at: row.occurred_at.toISOString(), type: row.type, outcome: row.outcome, actor_type: row.actor_type, actor_id: row.actor_id, agent_id: row.agent_id, task_id: row.task_id, connector_id: row.connector_id, data: Number(row.seq) === target.seq ? { n: 666 } : row.data };
+        const hash = chainHash(prev, body);
+        await client.query('UPDATE audit_events SET data = $2, prev_hash = $3, hash = $4 WHERE seq = $1', [body.seq, body.data, prev, hash]);
+        prev = hash;
+      }
+      await client.query('UPDATE audit_chain_head SET hash = $1', [prev]);
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    const service = new AuditService(pool, { checkpointKeys: [signer.publicJwk], checkpointFile: file });
+    expect(await service.verify()).toMatchObject({ valid: true, last_checkpoint_seq: signed!.seq });
+    expect(await checkpointer.checkpoint()).toBeUndefined();
+    expect(altered).toEqual([target.seq]);
+    expect(await service.verify()).toMatchObject({ valid: false, first_invalid_seq: signed!.seq + 1, invalid_checkpoint_seq: target.seq });
     await checkpointer.stop();
   });
 

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { watchCheckedOut } from '@writ/database';
 import {
   checkpointDigest,
@@ -55,6 +55,8 @@ export interface AuditCheckpointerOptions {
   file?: string;
   /** Receives failures (a checkpoint that could not be written is retried at the next trigger). */
   onError?: (error: unknown) => void;
+  /** Told when an event this instance wrote was found altered or removed in the database. */
+  onAltered?: (event: { seq: number; recorded: boolean }) => void;
 }
 
 /**
@@ -69,6 +71,8 @@ export class AuditCheckpointer {
   private running: Promise<SignedCheckpoint | undefined> | undefined;
   private lastSeq = 0;
   private stopped = false;
+  /** Hashes of events this instance appended, until a checkpoint covers them (see {@link checkOwnEvents}). */
+  private readonly own = new Map<number, string>();
 
   constructor(
     private readonly pool: Pool,
@@ -90,8 +94,22 @@ export class AuditCheckpointer {
     this.timer.unref();
   }
 
-  /** Told the chain head after each commit: checkpoints when `every` events have passed. */
-  noteAppended(headSeq: number): void {
+  /**
+   * Told the events of each commit (in order): remembers their hashes, and checkpoints when
+   * `every` events have passed since the last checkpoint.
+   */
+  noteAppended(events: ReadonlyArray<{ seq: number; hash: string }>): void {
+    if (events.length === 0) return;
+    for (const event of events) this.own.set(event.seq, event.hash);
+    // Bounded: normally a checkpoint covers them long before (every `every` events).
+    const limit = this.options.every * 2 + 1000;
+    if (this.own.size > limit) {
+      for (const seq of this.own.keys()) {
+        if (this.own.size <= limit) break;
+        this.own.delete(seq);
+      }
+    }
+    const headSeq = events[events.length - 1].seq;
     if (!this.stopped && headSeq - this.lastSeq >= this.options.every) void this.trigger();
   }
 
@@ -117,11 +135,13 @@ export class AuditCheckpointer {
     const client = await this.pool.connect();
     const release = watchCheckedOut(client);
     let checkpoint: SignedCheckpoint | undefined;
+    let altered: { seq: number; hash: string } | undefined;
     let failed = false;
     try {
       await client.query('BEGIN');
-      const lock = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [CHECKPOINT_LOCK]);
-      if (lock.rows[0].locked) {
+      altered = await this.checkOwnEvents(client);
+      const locked = !altered && (await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [CHECKPOINT_LOCK])).rows[0].locked;
+      if (locked) {
         const head = await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1');
         const last = await client.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`);
         const previous = last.rows[0] ? checkpointFromRow(last.rows[0]) : undefined;
@@ -146,11 +166,47 @@ export class AuditCheckpointer {
     } finally {
       release(failed);
     }
+    if (altered) await this.reportAltered(altered);
     if (checkpoint) {
       this.lastSeq = checkpoint.seq;
       if (this.options.file) await appendLine(this.options.file, JSON.stringify(checkpoint));
     }
     return checkpoint;
+  }
+
+  /**
+   * Compares the events this instance appended since the last checkpoint with the stored ones.
+   * The chain alone cannot tell a consistent rewrite of events after the last checkpoint, and
+   * the next checkpoint would sign it; but this instance knows what it wrote. Returns the first
+   * event that differs (or is gone); forgets the events a checkpoint now covers.
+   */
+  private async checkOwnEvents(client: PoolClient): Promise<{ seq: number; hash: string } | undefined> {
+    if (this.own.size === 0) return undefined;
+    const covered = await client.query<{ seq: string | null }>('SELECT max(seq) AS seq FROM audit_checkpoints');
+    const seqs = [...this.own.keys()].sort((a, b) => a - b);
+    const { rows } = await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_events WHERE seq = ANY($1::bigint[])', [seqs]);
+    const stored = new Map(rows.map((row) => [Number(row.seq), row.hash]));
+    for (const seq of seqs) {
+      const hash = this.own.get(seq)!;
+      if (stored.get(seq) !== hash) return { seq, hash };
+    }
+    const coveredSeq = Number(covered.rows[0]?.seq ?? 0);
+    for (const seq of seqs) if (seq <= coveredSeq) this.own.delete(seq);
+    return undefined;
+  }
+
+  /**
+   * An event this instance wrote was altered or removed: signs what it was (`prev` null: a
+   * statement, not a link of the database's sequence), appends it to the file, where
+   * verification finds it, and reports it. Later checkpoints sign what is stored, so that
+   * events written from now on are protected; the record in the file keeps the chain invalid.
+   */
+  private async reportAltered(event: { seq: number; hash: string }): Promise<void> {
+    // One record is enough to fail verification; the checkpoints go on over what is stored.
+    this.own.clear();
+    const statement = signCheckpoint({ seq: event.seq, hash: event.hash, prev: null, time: new Date().toISOString() }, this.signer);
+    if (this.options.file) await appendLine(this.options.file, JSON.stringify(statement));
+    this.options.onAltered?.({ seq: event.seq, recorded: this.options.file !== undefined });
   }
 
   /** Stops the timer and signs a last checkpoint of what this instance wrote. */

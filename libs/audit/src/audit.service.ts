@@ -59,8 +59,8 @@ export interface AuditServiceOptions {
   checkpointKeys?: readonly CheckpointPublicKey[];
   /** The checkpoint file outside the database that {@link AuditService.verify} also checks, if it exists. */
   checkpointFile?: string;
-  /** Told the chain head's `seq` after each commit that appended events (the checkpoint trigger). */
-  onAppended?: (headSeq: number) => void;
+  /** Told the `seq` and `hash` of the events of each commit, in order (the checkpointer). */
+  onAppended?: (events: ReadonlyArray<{ seq: number; hash: string }>) => void;
 }
 
 /** Options of {@link AuditService.verify}. */
@@ -259,7 +259,7 @@ export class AuditService {
       }
       await client.query('COMMIT');
       batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));
-      if (all.length > 0) this.options.onAppended?.(seq);
+      if (all.length > 0) this.options.onAppended?.(all);
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {
         failed = true;

@@ -147,6 +147,11 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         intervalMs: config.auditCheckpointSeconds * 1000,
         file: config.auditCheckpointFile,
         onError: (error) => logger.error({ err: error instanceof Error ? error.message : String(error) }, 'audit checkpoint not written; retrying at the next trigger'),
+        onAltered: ({ seq, recorded }) =>
+          logger.error(
+            { seq, recorded_in: recorded ? config.auditCheckpointFile : undefined },
+            'the audit log was altered in the database: an event this instance wrote is no longer the one stored (audit:verify reports it)',
+          ),
       });
       await step('cannot start the audit checkpoints', () => checkpointer!.start());
     }
@@ -161,7 +166,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const audit = new AuditService(pool, {
     checkpointKeys: [checkpointKey(masterKey).publicJwk],
     checkpointFile: config.auditCheckpointFile,
-    onAppended: checkpointer ? (seq) => checkpointer!.noteAppended(seq) : undefined,
+    onAppended: checkpointer ? (events) => checkpointer!.noteAppended(events) : undefined,
   });
   const source = dataSource;
   // Once, whoever asks first: close(), or the embedded cluster stopping on a signal.
