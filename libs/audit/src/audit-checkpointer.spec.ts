@@ -108,6 +108,26 @@ describe('AuditCheckpointer', () => {
     }
   });
 
+  it('verifies as valid while events and checkpoints are being written (one snapshot, the file read first)', async () => {
+    const file = join(dir, 'busy.jsonl');
+    const checkpointer = new AuditCheckpointer(pool, signer, { every: 3, intervalMs: 3_600_000, file });
+    await checkpointer.start();
+    const writer = new AuditService(pool, { onAppended: (events) => checkpointer.noteAppended(events) });
+    const verifier = new AuditService(pool, { checkpointKeys: [signer.publicJwk], checkpointFile: file });
+    let writing = true;
+    const writes = (async () => {
+      for (let n = 0; n < 60; n += 1) await writer.record([event(n), event(n + 1)]);
+      writing = false;
+    })();
+    const results = [];
+    while (writing) results.push(await verifier.verify(7));
+    await writes;
+    await checkpointer.stop();
+    results.push(await verifier.verify());
+    expect(results.filter((result) => !result.valid)).toEqual([]);
+    expect(results.length).toBeGreaterThan(1);
+  });
+
   it('signs by time while events keep coming, without a count trigger', async () => {
     const checkpointer = new AuditCheckpointer(pool, signer, { every: 1_000_000, intervalMs: 50 });
     await checkpointer.start();

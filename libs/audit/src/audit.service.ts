@@ -336,18 +336,41 @@ export class AuditService {
    */
   async verify(pageSizeOrOptions: number | VerifyOptions = {}): Promise<AuditVerification> {
     const options = typeof pageSizeOrOptions === 'number' ? { pageSize: pageSizeOrOptions } : pageSizeOrOptions;
-    const pageSize = options.pageSize ?? 2000;
-    const stored = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq`);
-    const checkpoints = stored.rows.map(checkpointFromRow);
+    // The file first: a checkpoint reaches it only after its row committed, so every line of
+    // it is in the snapshot read next.
     let external = options.external;
+    let fileError: string | undefined;
     if (!external && this.options.checkpointFile) {
       try {
         external = await readCheckpointFile(this.options.checkpointFile);
       } catch (error) {
         if (!(error instanceof CheckpointFileError)) throw error;
-        return { valid: false, events: 0, ...this.summary(checkpoints, 0, []), reason: error.message };
+        fileError = error.message;
       }
     }
+    // One snapshot: events, head and checkpoints as of one instant, whatever is appended meanwhile.
+    const client = await this.pool.connect();
+    const release = watchCheckedOut(client);
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const result = await this.verifySnapshot(client, options.pageSize ?? 2000, external, fileError);
+      await client.query('COMMIT');
+      return result;
+    } finally {
+      await client.query('ROLLBACK').catch(() => undefined);
+      release();
+    }
+  }
+
+  private async verifySnapshot(
+    client: PoolClient,
+    pageSize: number,
+    external: SignedCheckpoint[] | undefined,
+    fileError: string | undefined,
+  ): Promise<AuditVerification> {
+    const stored = await client.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq`);
+    const checkpoints = stored.rows.map(checkpointFromRow);
+    if (fileError) return { valid: false, events: 0, ...this.summary(checkpoints, 0, []), reason: fileError };
     const summary = (verified: number) => this.summary(checkpoints, verified, external);
     const checked = this.checkCheckpoints(checkpoints, external);
     if ('reason' in checked) return { valid: false, events: 0, ...summary(0), ...checked };
@@ -359,7 +382,7 @@ export class AuditService {
     let prevHash = '0'.repeat(64);
     let events = 0;
     for (;;) {
-      const { rows } = await this.pool.query(
+      const { rows } = await client.query(
         `SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`,
         [expectedSeq, pageSize],
       );
@@ -406,7 +429,7 @@ export class AuditService {
         reason: `the checkpoint at seq ${missing[0].seq} is in the checkpoint file but not in the database (removed)`,
       };
     }
-    const head = await this.pool.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1');
+    const head = await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1');
     const headSeq = Number(head.rows[0]?.seq ?? -1);
     if (headSeq !== events || head.rows[0]?.hash !== prevHash) {
       return {
