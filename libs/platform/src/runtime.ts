@@ -117,10 +117,23 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       dataSource = connected.dataSource;
       if (connected.applied.length) logger.info({ migrations: connected.applied }, 'database migrated');
     } else {
+      if (config.migrationDatabaseUrl) {
+        // The owner migrates; the services then connect as WRIT_DATABASE_URL's login.
+        const owner = createDataSource(config.migrationDatabaseUrl, { poolSize: 1, applicationName: 'writ-migrate' });
+        try {
+          await step('cannot reach the database as the migration owner', () => owner.initialize());
+          const applied = await step('database migration failed', () => migrate(owner));
+          if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+        } finally {
+          if (owner.isInitialized) await owner.destroy().catch(() => undefined);
+        }
+      }
       dataSource = createDataSource(url, { poolSize: options.poolSize });
       await step('cannot reach the database', () => dataSource!.initialize());
-      const applied = await step('database migration failed', () => migrate(dataSource!));
-      if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+      if (!config.migrationDatabaseUrl) {
+        const applied = await step('database migration failed', () => migrate(dataSource!));
+        if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+      }
     }
     const { key, source } = await step('cannot read the master key', () =>
       resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl),
