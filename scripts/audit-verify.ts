@@ -1,21 +1,18 @@
 import { loadConfig } from '@writ/config';
-import { createLogger, createRuntime } from '@writ/platform';
+import { auditVerify } from './audit-verify-command';
 
 /**
- * `npm run audit:verify`: walks the whole audit hash chain of the configured database
- * (embedded unless WRIT_DATABASE_URL) and prints `{valid, events, first_invalid_seq?, reason?}`.
- * Exits 1 when the chain is not valid, 2 when it cannot be read.
+ * `npm run audit:verify [-- --checkpoints FILE] [--public-key FILE]`: prints
+ * `{valid, events, first_invalid_seq?, reason?, checkpoints_verified, last_checkpoint_seq, …}`.
+ * Exits 0 when the chain verifies, 1 when it does not, 2 when it cannot be read.
  */
 async function main(): Promise<number> {
-  const config = loadConfig();
-  const runtime = await createRuntime({ config, logger: createLogger('warn'), poolSize: 2 });
-  try {
-    const result = await runtime.audit.verify();
-    process.stdout.write(JSON.stringify(result) + '\n');
-    return result.valid ? 0 : 1;
-  } finally {
-    await runtime.close();
-  }
+  const args = process.argv.slice(2);
+  // With --public-key the master key is not needed: the check is possible without any secret.
+  const outcome = await auditVerify(args, loadConfig(process.env, process.cwd(), { masterKeyOptional: args.includes('--public-key') }));
+  if (outcome.result) process.stdout.write(JSON.stringify(outcome.result) + '\n');
+  if (outcome.error) process.stderr.write(`writ: audit:verify cannot run: ${outcome.error}\n`);
+  return outcome.code;
 }
 
 main().then(

@@ -1,3 +1,4 @@
+import { Client } from 'pg';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
 import { http, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
@@ -91,7 +92,7 @@ describe('admin API: audit log', () => {
     const verification = await api('GET', '/v1/audit/verify', undefined, viewer);
     expect(verification.status).toBe(200);
     const total = Number((await services.runtime.pool.query('SELECT count(*) AS n FROM audit_events')).rows[0].n);
-    expect(verification.body).toEqual({ valid: true, events: total });
+    expect(verification.body).toEqual({ valid: true, events: total, checkpoints_verified: 0, last_checkpoint_seq: null });
   });
 
   it('exports matching events as NDJSON, oldest first', async () => {
@@ -134,13 +135,16 @@ describe('admin API: audit log', () => {
   });
 
   it('notices a tampered chain', async () => {
-    const client = await services.runtime.pool.connect();
+    // The services cannot (they are not the owner): a superuser can.
+    await expect(services.runtime.pool.query('ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only')).rejects.toThrow(/owner/);
+    const client = new Client({ connectionString: services.db.url });
+    await client.connect();
     try {
       await client.query('ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only');
       await client.query(`UPDATE audit_events SET data = '{"forged": true}' WHERE seq = 2`);
       await client.query('ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only');
     } finally {
-      client.release();
+      await client.end();
     }
     const verification = await api('GET', '/v1/audit/verify');
     expect(verification.body).toMatchObject({ valid: false, first_invalid_seq: 2, reason: expect.stringMatching(/hash/) });

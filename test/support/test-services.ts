@@ -53,6 +53,11 @@ export interface TestServicesOptions {
   databaseUrl?: string;
   /** Receives every log line (JSON) at level `debug`, e.g. to search them for secrets. */
   logSink?: (line: string) => void;
+  /**
+   * Connect the services as the cluster's superuser instead of the least-privilege service
+   * login (which the suites use by default, to prove its grants are enough).
+   */
+  superuser?: boolean;
 }
 
 /**
@@ -67,7 +72,7 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
   const [authPort, gatewayPort, adminPort] = [await freePort(), await freePort(), await freePort()];
   const adminToken = `writ_admin_test_${randomBytes(24).toString('base64url')}`;
   const config = loadConfig({
-    WRIT_DATABASE_URL: db.url,
+    WRIT_DATABASE_URL: (!options.superuser && db.serviceUrl) || db.url,
     WRIT_MASTER_KEY: Buffer.alloc(32, 11).toString('base64'),
     WRIT_DATA_DIR: await mkdtemp(join(tmpdir(), 'writ-services-')),
     WRIT_ISSUER: `http://127.0.0.1:${authPort}`,

@@ -51,4 +51,12 @@ export interface AuditVerification {
   events: number;
   first_invalid_seq?: number;
   reason?: string;
+  /** Signed checkpoints whose hash was found in the chain (before the first problem). */
+  checkpoints_verified: number;
+  /** The `seq` of the last checkpoint in the database; events after it are not yet signed. */
+  last_checkpoint_seq: number | null;
+  /** How many checkpoints the external file held, when one was read. */
+  external_checkpoints?: number;
+  /** The checkpoint that failed, when a checkpoint is the problem. */
+  invalid_checkpoint_seq?: number;
 }

@@ -31,7 +31,7 @@ describe('AuditService', () => {
     const results = await Promise.all(Array.from({ length: 300 }, (_, n) => audit.record(event(n))));
     const seqs = results.flat().map((r) => r.seq).sort((a, b) => a - b);
     expect(seqs).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
-    expect(await audit.verify()).toEqual({ valid: true, events: 300 });
+    expect(await audit.verify()).toEqual({ valid: true, events: 300, checkpoints_verified: 0, last_checkpoint_seq: null });
   });
 
   it('extends the same chain from two independent services (instances) without forking', async () => {

@@ -3,6 +3,16 @@ import type { Pool, PoolClient } from 'pg';
 import { watchCheckedOut } from '@writ/database';
 import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
 import { chainHash } from './audit-hash';
+import {
+  CheckpointFileError,
+  checkpointDigest,
+  CheckpointKeyring,
+  checkpointKeyring,
+  CheckpointPublicKey,
+  checkpointSignatureValid,
+  SignedCheckpoint,
+} from './audit-checkpoint';
+import { CHECKPOINT_COLUMNS, checkpointFromRow, CheckpointRow, readCheckpointFile } from './audit-checkpointer';
 
 /** Thrown when events could not be committed: the caller must not go on (fail closed). */
 export class AuditUnavailableError extends Error {
@@ -42,6 +52,23 @@ interface Unit {
 export interface AuditServiceOptions {
   /** Most units written in one transaction (group commit). */
   maxBatch?: number;
+  /**
+   * Public keys that verify signed checkpoints (from the master key, or a published key file).
+   * Without them, any checkpoint in the database fails verification: it cannot be trusted.
+   */
+  checkpointKeys?: readonly CheckpointPublicKey[];
+  /** The checkpoint file outside the database that {@link AuditService.verify} also checks, if it exists. */
+  checkpointFile?: string;
+  /** Told the `seq` and `hash` of the events of each commit, in order (the checkpointer). */
+  onAppended?: (events: ReadonlyArray<{ seq: number; hash: string }>) => void;
+}
+
+/** Options of {@link AuditService.verify}. */
+export interface VerifyOptions {
+  /** Events read per query. */
+  pageSize?: number;
+  /** Checkpoints kept outside the database (e.g. read from a file); default: the configured file. */
+  external?: SignedCheckpoint[];
 }
 
 const COLUMNS =
@@ -101,12 +128,14 @@ export class AuditService {
   private queue: Unit[] = [];
   private flushing: Promise<void> | undefined;
   private readonly maxBatch: number;
+  private readonly keyring: CheckpointKeyring;
 
   constructor(
     private readonly pool: Pool,
-    options: AuditServiceOptions = {},
+    private readonly options: AuditServiceOptions = {},
   ) {
     this.maxBatch = options.maxBatch ?? 256;
+    this.keyring = checkpointKeyring(options.checkpointKeys ?? []);
   }
 
   /** Appends events; resolves with their records once committed. */
@@ -251,6 +280,7 @@ export class AuditService {
       }
       await client.query('COMMIT');
       batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));
+      if (all.length > 0) this.options.onAppended?.(all);
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {
         failed = true;
@@ -317,28 +347,82 @@ export class AuditService {
 
   /**
    * Walks the whole chain in pages: gapless sequence, each `prev_hash` the previous `hash`,
-   * each `hash` recomputed, and the chain head matching the last event.
+   * each `hash` recomputed, and the chain head matching the last event. Then the signed
+   * checkpoints: each one in the database must carry a valid signature of a trusted key and
+   * follow the one before it; each one of the external file (given, or the configured file
+   * when it exists) must be signed and also be in the database; and the chain must have, at
+   * every checkpoint's `seq`, the hash it signed. A rewrite of events up to the last
+   * checkpoint, or a truncation below it, is therefore detected even with every later hash
+   * recomputed (docs/audit.md says what is and is not detectable).
    */
-  async verify(pageSize = 2000): Promise<AuditVerification> {
+  async verify(pageSizeOrOptions: number | VerifyOptions = {}): Promise<AuditVerification> {
+    const options = typeof pageSizeOrOptions === 'number' ? { pageSize: pageSizeOrOptions } : pageSizeOrOptions;
+    // The file first: a checkpoint reaches it only after its row committed, so every line of
+    // it is in the snapshot read next.
+    let external = options.external;
+    let fileError: string | undefined;
+    if (!external && this.options.checkpointFile) {
+      try {
+        external = await readCheckpointFile(this.options.checkpointFile);
+      } catch (error) {
+        if (!(error instanceof CheckpointFileError)) throw error;
+        fileError = error.message;
+      }
+    }
+    // One snapshot: events, head and checkpoints as of one instant, whatever is appended meanwhile.
+    const client = await this.pool.connect();
+    const release = watchCheckedOut(client);
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const result = await this.verifySnapshot(client, options.pageSize ?? 2000, external, fileError);
+      await client.query('COMMIT');
+      return result;
+    } finally {
+      await client.query('ROLLBACK').catch(() => undefined);
+      release();
+    }
+  }
+
+  private async verifySnapshot(
+    client: PoolClient,
+    pageSize: number,
+    external: SignedCheckpoint[] | undefined,
+    fileError: string | undefined,
+  ): Promise<AuditVerification> {
+    const stored = await client.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq`);
+    const checkpoints = stored.rows.map(checkpointFromRow);
+    if (fileError) return { valid: false, events: 0, ...this.summary(checkpoints, 0, []), reason: fileError };
+    const summary = (verified: number) => this.summary(checkpoints, verified, external);
+    const checked = this.checkCheckpoints(checkpoints, external);
+    if ('reason' in checked) return { valid: false, events: 0, ...summary(0), ...checked };
+    const { anchors, missing } = checked;
+    const anchorSeqs = [...anchors.keys()].sort((a, b) => a - b);
+    const anchorBefore = (seq: number) => anchorSeqs.filter((anchor) => anchor < seq).pop() ?? 0;
+
     let expectedSeq = 1;
     let prevHash = '0'.repeat(64);
     let events = 0;
     for (;;) {
-      const { rows } = await this.pool.query(
+      const { rows } = await client.query(
         `SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`,
         [expectedSeq, pageSize],
       );
       for (const row of rows) {
         const record = toRecord(row);
-        if (record.seq !== expectedSeq) {
-          return { valid: false, events, first_invalid_seq: expectedSeq, reason: `event ${expectedSeq} is missing` };
-        }
-        if (record.prev_hash !== prevHash) {
-          return { valid: false, events, first_invalid_seq: record.seq, reason: 'prev_hash does not match the previous event' };
-        }
+        const invalid = (first_invalid_seq: number, reason: string): AuditVerification => ({
+          valid: false, events, ...summary(anchorSeqs.filter((seq) => seq < record.seq).length), first_invalid_seq, reason,
+        });
+        if (record.seq !== expectedSeq) return invalid(expectedSeq, `event ${expectedSeq} is missing`);
+        if (record.prev_hash !== prevHash) return invalid(record.seq, 'prev_hash does not match the previous event');
         const { hash, prev_hash: _prev, ...body } = record;
-        if (chainHash(prevHash, body) !== hash) {
-          return { valid: false, events, first_invalid_seq: record.seq, reason: 'hash does not match the event content' };
+        if (chainHash(prevHash, body) !== hash) return invalid(record.seq, 'hash does not match the event content');
+        const anchored = anchors.get(record.seq);
+        if (anchored !== undefined && anchored !== hash) {
+          const from = anchorBefore(record.seq) + 1;
+          return {
+            ...invalid(from, `the chain's hash at seq ${record.seq} is not the one its signed checkpoint holds: events ${from} to ${record.seq} were rewritten`),
+            invalid_checkpoint_seq: record.seq,
+          };
         }
         prevHash = hash;
         expectedSeq += 1;
@@ -346,17 +430,101 @@ export class AuditService {
       }
       if (rows.length < pageSize) break;
     }
-    const head = await this.pool.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1');
+    const beyond = anchorSeqs.filter((seq) => seq > events);
+    if (beyond.length > 0) {
+      return {
+        valid: false,
+        events,
+        ...summary(anchorSeqs.length - beyond.length),
+        first_invalid_seq: events + 1,
+        invalid_checkpoint_seq: beyond[beyond.length - 1],
+        reason: `a signed checkpoint covers seq ${beyond[beyond.length - 1]} but the chain ends at seq ${events}: events were removed`,
+      };
+    }
+    if (missing.length > 0) {
+      return {
+        valid: false,
+        events,
+        ...summary(anchorSeqs.length - missing.length),
+        invalid_checkpoint_seq: missing[0].seq,
+        reason: `the checkpoint at seq ${missing[0].seq} is in the checkpoint file but not in the database (removed)`,
+      };
+    }
+    const head = await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1');
     const headSeq = Number(head.rows[0]?.seq ?? -1);
     if (headSeq !== events || head.rows[0]?.hash !== prevHash) {
       return {
         valid: false,
         events,
+        ...summary(anchorSeqs.length),
         first_invalid_seq: Math.min(headSeq, events) + 1,
         reason: `chain head (seq ${headSeq}) does not match the last event (seq ${events})`,
       };
     }
-    return { valid: true, events };
+    return { valid: true, events, ...summary(anchorSeqs.length) };
+  }
+
+  /**
+   * Checks the checkpoints themselves: signatures, the link of each stored one to the one
+   * before it, and that each external one is also stored. Returns the hash each checkpointed
+   * `seq` must have, or the first problem.
+   */
+  private checkCheckpoints(
+    stored: SignedCheckpoint[],
+    external: SignedCheckpoint[] | undefined,
+  ): { anchors: Map<number, string>; missing: SignedCheckpoint[] } | { invalid_checkpoint_seq: number; reason: string } {
+    const anchors = new Map<number, string>();
+    const missing: SignedCheckpoint[] = [];
+    let previous: SignedCheckpoint | undefined;
+    for (const checkpoint of stored) {
+      if (!checkpointSignatureValid(checkpoint, this.keyring)) {
+        return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} in the database is not signed by a Writ checkpoint key (forged or altered)` };
+      }
+      if (checkpoint.prev !== (previous ? checkpointDigest(previous) : null)) {
+        return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} does not follow the checkpoint before it in the database (one was removed or inserted)` };
+      }
+      anchors.set(checkpoint.seq, checkpoint.hash);
+      previous = checkpoint;
+    }
+    const bySeq = new Map(stored.map((checkpoint) => [checkpoint.seq, checkpoint]));
+    for (const checkpoint of external ?? []) {
+      if (!checkpointSignatureValid(checkpoint, this.keyring)) {
+        return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} in the checkpoint file is not signed by a trusted key` };
+      }
+      const twin = bySeq.get(checkpoint.seq);
+      if (!twin) {
+        // Checked after the walk, which explains a removal by a truncated chain when it can.
+        missing.push(checkpoint);
+        anchors.set(checkpoint.seq, checkpoint.hash);
+        continue;
+      }
+      if (twin.sig !== checkpoint.sig || twin.hash !== checkpoint.hash) {
+        return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} in the database differs from the one in the checkpoint file` };
+      }
+    }
+    return { anchors, missing };
+  }
+
+  private summary(
+    stored: SignedCheckpoint[],
+    verified: number,
+    external: SignedCheckpoint[] | undefined,
+  ): Pick<AuditVerification, 'checkpoints_verified' | 'last_checkpoint_seq' | 'external_checkpoints'> {
+    return {
+      checkpoints_verified: verified,
+      last_checkpoint_seq: stored.length > 0 ? stored[stored.length - 1].seq : null,
+      ...(external ? { external_checkpoints: external.length } : {}),
+    };
+  }
+
+  /** Checkpoints, newest first, after the cursor (a `seq`). */
+  async checkpoints(page: { limit: number; before?: number }): Promise<{ items: SignedCheckpoint[]; nextCursor: number | null }> {
+    const { rows } = await this.pool.query<CheckpointRow>(
+      `SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE seq < $1 ORDER BY seq DESC LIMIT $2`,
+      [page.before ?? Number.MAX_SAFE_INTEGER, page.limit + 1],
+    );
+    const items = rows.slice(0, page.limit).map(checkpointFromRow);
+    return { items, nextCursor: rows.length > page.limit ? items[items.length - 1].seq : null };
   }
 
   /** The events of one task, in order (its evidence). */

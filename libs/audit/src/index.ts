@@ -1,3 +1,5 @@
 export * from './audit-event';
 export * from './audit-hash';
 export * from './audit.service';
+export * from './audit-checkpoint';
+export * from './audit-checkpointer';

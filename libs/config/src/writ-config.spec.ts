@@ -16,7 +16,21 @@ describe('loadConfig', () => {
       gatewayBodyLimit: 1048576,
       upstreamConnectTimeoutMs: 5000,
       upstreamTimeoutMs: 30000,
+      auditCheckpointFile: '/srv/writ/.writ/audit-checkpoints.jsonl',
+      auditCheckpointEvery: 1000,
+      auditCheckpointSeconds: 60,
     });
+  });
+
+  it('places the audit checkpoint file, or turns it off, and bounds the checkpoint triggers', () => {
+    expect(loadConfig({ WRIT_DATA_DIR: '/data' }, '/srv').auditCheckpointFile).toBe('/data/audit-checkpoints.jsonl');
+    expect(loadConfig({ WRIT_AUDIT_CHECKPOINT_FILE: 'audit/cp.jsonl' }, '/srv').auditCheckpointFile).toBe('/srv/audit/cp.jsonl');
+    expect(loadConfig({ WRIT_AUDIT_CHECKPOINT_FILE: 'off' }).auditCheckpointFile).toBeUndefined();
+    const config = loadConfig({ WRIT_AUDIT_CHECKPOINT_EVERY: '5', WRIT_AUDIT_CHECKPOINT_SECONDS: '2' });
+    expect([config.auditCheckpointEvery, config.auditCheckpointSeconds]).toEqual([5, 2]);
+    expect(() => loadConfig({ WRIT_AUDIT_CHECKPOINT_EVERY: '0' })).toThrow(/WRIT_AUDIT_CHECKPOINT_EVERY must be an integer from 1/);
+    expect(() => loadConfig({ WRIT_AUDIT_CHECKPOINT_SECONDS: '90000' })).toThrow(/WRIT_AUDIT_CHECKPOINT_SECONDS/);
+    expect(() => loadConfig({ WRIT_AUDIT_CHECKPOINT_SECONDS: '1.5' })).toThrow(/WRIT_AUDIT_CHECKPOINT_SECONDS/);
   });
 
   it('refuses gateway limits that are not integers in range', () => {
@@ -56,6 +70,16 @@ describe('loadConfig', () => {
 
   it('refuses an external database without a master key', () => {
     expect(() => loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db' })).toThrow(/WRIT_MASTER_KEY is required/);
+    expect(loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db' }, '/', { masterKeyOptional: true }).masterKey).toBeUndefined();
+  });
+
+  it('takes an owner URL for the migrations only beside an external database', () => {
+    const key = Buffer.alloc(32, 1).toString('base64');
+    const config = loadConfig({ WRIT_DATABASE_URL: 'postgres://app@h/db', WRIT_MIGRATION_DATABASE_URL: 'postgres://owner@h/db', WRIT_MASTER_KEY: key });
+    expect([config.databaseUrl, config.migrationDatabaseUrl]).toEqual(['postgres://app@h/db', 'postgres://owner@h/db']);
+    expect(loadConfig({}).migrationDatabaseUrl).toBeUndefined();
+    expect(() => loadConfig({ WRIT_MIGRATION_DATABASE_URL: 'postgres://owner@h/db' })).toThrow(/needs WRIT_DATABASE_URL/);
+    expect(() => loadConfig({ WRIT_DATABASE_URL: 'postgres://app@h/db', WRIT_MIGRATION_DATABASE_URL: 'mysql://x', WRIT_MASTER_KEY: key })).toThrow(/WRIT_MIGRATION_DATABASE_URL must be a postgres/);
   });
 
   it('refuses a master key that is not 32 bytes', () => {

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { isAbsolute, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 
 /** Log levels accepted by pino. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -12,6 +12,12 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export interface WritConfig {
   /** `WRIT_DATABASE_URL`: external PostgreSQL; unset means the embedded one under `dataDir`. */
   readonly databaseUrl: string | undefined;
+  /**
+   * `WRIT_MIGRATION_DATABASE_URL`: with an external database, the tables' owner that runs the
+   * migrations at start, so that `WRIT_DATABASE_URL` can be a least-privilege login (member of
+   * `writ_service`); unset: the migrations run as `WRIT_DATABASE_URL`.
+   */
+  readonly migrationDatabaseUrl: string | undefined;
   /** `WRIT_DATA_DIR` (default `./.writ`): embedded database, generated dev keys, admin token file. */
   readonly dataDir: string;
   /** `WRIT_HOST` (default `127.0.0.1`): listen address of every service. */
@@ -60,6 +66,17 @@ export interface WritConfig {
    * every instance, per fixed window. Successful requests are never counted.
    */
   readonly throttle: ThrottleConfig;
+  /**
+   * `WRIT_AUDIT_CHECKPOINT_FILE` (default `<dataDir>/audit-checkpoints.jsonl`): the JSON-lines
+   * file outside the database where signed audit checkpoints are appended (and, beside it,
+   * `<name>.public-key.json`); verification checks the chain against it. `off`: database only,
+   * which no longer detects a superuser who deletes checkpoints (docs/audit.md).
+   */
+  readonly auditCheckpointFile: string | undefined;
+  /** `WRIT_AUDIT_CHECKPOINT_EVERY` (default 1000): sign a checkpoint after this many audit events. */
+  readonly auditCheckpointEvery: number;
+  /** `WRIT_AUDIT_CHECKPOINT_SECONDS` (default 60): and at least this often while events are written. */
+  readonly auditCheckpointSeconds: number;
 }
 
 /** See {@link WritConfig.throttle}. */
@@ -170,19 +187,35 @@ function allowedNetworks(env: Env, embedded: boolean, problems: string[]): { net
   return { networks: Object.freeze(networks), defaulted: false };
 }
 
+/** Options of {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /**
+   * Accept an external database without `WRIT_MASTER_KEY`: for tools that only read, such as
+   * `npm run audit:verify -- --public-key FILE` (offline verification needs no secret).
+   */
+  masterKeyOptional?: boolean;
+}
+
 /**
  * Reads and validates the `WRIT_*` variables. Throws {@link ConfigError} naming every
  * invalid variable, so that a service refuses to start and says why in one line.
  */
-export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): WritConfig {
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), options: LoadConfigOptions = {}): WritConfig {
   const problems: string[] = [];
   const dataDirRaw = env.WRIT_DATA_DIR || './.writ';
   const databaseUrl = env.WRIT_DATABASE_URL || undefined;
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     problems.push('WRIT_DATABASE_URL must be a postgres:// URL');
   }
+  const migrationDatabaseUrl = env.WRIT_MIGRATION_DATABASE_URL || undefined;
+  if (migrationDatabaseUrl && !/^postgres(ql)?:\/\//.test(migrationDatabaseUrl)) {
+    problems.push('WRIT_MIGRATION_DATABASE_URL must be a postgres:// URL');
+  }
+  if (migrationDatabaseUrl && !databaseUrl) {
+    problems.push('WRIT_MIGRATION_DATABASE_URL needs WRIT_DATABASE_URL (the embedded database migrates as its own superuser)');
+  }
   const key = masterKey(env, problems);
-  if (databaseUrl && !key && !problems.some((p) => p.startsWith('WRIT_MASTER_KEY'))) {
+  if (databaseUrl && !key && !options.masterKeyOptional && !problems.some((p) => p.startsWith('WRIT_MASTER_KEY'))) {
     problems.push('WRIT_MASTER_KEY is required with WRIT_DATABASE_URL (base64 of 32 bytes)');
   }
   const logLevel = (env.WRIT_LOG_LEVEL || 'info') as LogLevel;
@@ -192,9 +225,12 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     problems.push('WRIT_ADMIN_TOKEN must be at least 32 characters');
   }
   const upstream = allowedNetworks(env, !databaseUrl, problems);
+  const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(cwd, dataDirRaw);
+  const checkpointFileRaw = env.WRIT_AUDIT_CHECKPOINT_FILE || join(dataDir, 'audit-checkpoints.jsonl');
   const config: WritConfig = {
     databaseUrl,
-    dataDir: isAbsolute(dataDirRaw) ? dataDirRaw : resolve(cwd, dataDirRaw),
+    migrationDatabaseUrl,
+    dataDir,
     host: env.WRIT_HOST || '127.0.0.1',
     authPort: port(env, 'WRIT_AUTH_PORT', 4000, problems),
     gatewayPort: port(env, 'WRIT_GATEWAY_PORT', 4001, problems),
@@ -216,6 +252,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       clientFailures: integer(env, 'WRIT_THROTTLE_CLIENT_FAILURES', 10, 1, 1_000_000_000, problems),
       auditEvents: integer(env, 'WRIT_THROTTLE_AUDIT_EVENTS', 5, 1, 10_000, problems),
     }),
+    auditCheckpointFile: checkpointFileRaw === 'off' ? undefined : resolve(cwd, checkpointFileRaw),
+    auditCheckpointEvery: integer(env, 'WRIT_AUDIT_CHECKPOINT_EVERY', 1000, 1, 10_000_000, problems),
+    auditCheckpointSeconds: integer(env, 'WRIT_AUDIT_CHECKPOINT_SECONDS', 60, 1, 86_400, problems),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

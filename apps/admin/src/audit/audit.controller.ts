@@ -10,6 +10,8 @@ import { AuditLogService } from './audit-log.service';
 import { AuditPageDto } from './dto/audit-page.dto';
 import { AuditFilterQueryDto, AuditHashDto, AuditHashRequestDto, AuditListQueryDto } from './dto/audit-query.dto';
 import { AuditVerificationDto } from './dto/audit-record.dto';
+import { AuditCheckpointPageDto } from './dto/audit-checkpoint.dto';
+import { PageQueryDto } from '../common/page-query.dto';
 
 /** `/v1/audit`: the hash-chained event log. */
 @Controller('v1/audit')
@@ -25,11 +27,22 @@ export class AuditController {
     return this.log.list(query);
   }
 
-  /** Walks the whole chain: gapless, linked, each hash recomputed, head matching. */
+  /** Walks the whole chain: gapless, linked, each hash recomputed, head matching, signed checkpoints found. */
   @Get('verify')
   @ApiOkResponse({ type: AuditVerificationDto })
   verify(): Promise<AuditVerification> {
     return this.log.verify();
+  }
+
+  /**
+   * Signed checkpoints of the chain head, newest first, and the public key that verifies
+   * them (also written beside the checkpoint file): what an auditor keeps outside Writ.
+   */
+  @Get('checkpoints')
+  @ApiOkResponse({ type: AuditCheckpointPageDto })
+  @ApiBadRequestResponse({ type: ValidationErrorDto })
+  checkpoints(@Query() query: PageQueryDto): Promise<AuditCheckpointPageDto> {
+    return this.log.checkpoints(query);
   }
 
   /** Every matching event, oldest first, one JSON record per line (`application/x-ndjson`). */

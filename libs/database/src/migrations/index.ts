@@ -3,11 +3,19 @@ import { ServiceRole1764350000000 } from './1764350000000-service-role';
 import { Approvals1764360000000 } from './1764360000000-approvals';
 import { CountGrants1764370000000 } from './1764370000000-count-grants';
 import { TaskBudgets1764400000000 } from './1764400000000-task-budgets';
+import { AuditCheckpoints1764420000000 } from './1764420000000-audit-checkpoints';
 import { FailureThrottle1764430000000 } from './1764430000000-failure-throttle';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
 
 /** Every migration, in order. */
-export const MIGRATIONS = [InitialSchema1764340000000, ServiceRole1764350000000, Approvals1764360000000, CountGrants1764370000000,
-  TaskBudgets1764400000000, FailureThrottle1764430000000];
+export const MIGRATIONS = [
+  InitialSchema1764340000000,
+  ServiceRole1764350000000,
+  Approvals1764360000000,
+  CountGrants1764370000000,
+  TaskBudgets1764400000000,
+  AuditCheckpoints1764420000000,
+  FailureThrottle1764430000000,
+];

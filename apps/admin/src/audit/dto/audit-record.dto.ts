@@ -23,4 +23,11 @@ export class AuditVerificationDto {
   @ApiProperty({ description: 'events checked' }) events!: number;
   @ApiProperty({ required: false }) first_invalid_seq?: number;
   @ApiProperty({ required: false }) reason?: string;
+  @ApiProperty({ description: 'signed checkpoints whose hash was found in the chain' }) checkpoints_verified!: number;
+  @ApiProperty({ nullable: true, type: Number, description: 'last checkpoint in the database; later events are not yet signed' })
+  last_checkpoint_seq!: number | null;
+  @ApiProperty({ required: false, description: 'checkpoints read from the external checkpoint file, when it exists' })
+  external_checkpoints?: number;
+  @ApiProperty({ required: false, description: 'the checkpoint that failed, when a checkpoint is the problem' })
+  invalid_checkpoint_seq?: number;
 }

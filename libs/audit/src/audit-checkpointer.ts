@@ -1,0 +1,249 @@
+import { existsSync } from 'node:fs';
+import { mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
+import { basename, dirname, extname, join } from 'node:path';
+import type { Pool, PoolClient } from 'pg';
+import { watchCheckedOut } from '@writ/database';
+import {
+  checkpointDigest,
+  CheckpointPublicKey,
+  CheckpointSigner,
+  parseCheckpointLines,
+  parsePublicKeys,
+  signCheckpoint,
+  SignedCheckpoint,
+} from './audit-checkpoint';
+
+/** Key of the advisory lock under which one instance at a time signs a checkpoint. */
+const CHECKPOINT_LOCK = 7_311_044;
+
+/** A row of `audit_checkpoints`. */
+export interface CheckpointRow {
+  seq: string;
+  hash: string;
+  prev: string | null;
+  signed_at: Date;
+  kid: string;
+  signature: string;
+}
+
+/** A stored row as the signed checkpoint it records. */
+export function checkpointFromRow(row: CheckpointRow): SignedCheckpoint {
+  return { v: 1, seq: Number(row.seq), hash: row.hash, prev: row.prev, time: row.signed_at.toISOString(), kid: row.kid, sig: row.signature };
+}
+
+/** The columns of `audit_checkpoints`, in {@link CheckpointRow} order. */
+export const CHECKPOINT_COLUMNS = 'seq, hash, prev, signed_at, kid, signature';
+
+/** Where the public key of a checkpoint file is written: beside it, `<name>.public-key.json`. */
+export function publicKeyFileFor(checkpointFile: string): string {
+  return join(dirname(checkpointFile), `${basename(checkpointFile, extname(checkpointFile))}.public-key.json`);
+}
+
+/** Reads a checkpoint file (JSON lines); `undefined` when it does not exist. */
+export async function readCheckpointFile(file: string): Promise<SignedCheckpoint[] | undefined> {
+  if (!existsSync(file)) return undefined;
+  return parseCheckpointLines(await readFile(file, 'utf8'));
+}
+
+/** Options of {@link AuditCheckpointer}. */
+export interface AuditCheckpointerOptions {
+  /** A checkpoint once this many events were appended since the last one. */
+  every: number;
+  /** And at least this often (ms) while events keep coming. */
+  intervalMs: number;
+  /** The JSON-lines sink outside the database; unset: database only. */
+  file?: string;
+  /** Receives failures (a checkpoint that could not be written is retried at the next trigger). */
+  onError?: (error: unknown) => void;
+  /** Told when an event this instance wrote was found altered or removed in the database. */
+  onAltered?: (event: { seq: number; recorded: boolean }) => void;
+}
+
+/**
+ * Signs the audit chain head every `every` events or `intervalMs`, whichever comes first,
+ * and at {@link stop}. A checkpoint is inserted into `audit_checkpoints` by one instance at a
+ * time (transaction advisory lock; an instance that does not get it leaves the work to the
+ * one that has it) and, once committed, appended to the external file and fsynced. Failures
+ * never touch the request path: they are reported and retried at the next trigger.
+ */
+export class AuditCheckpointer {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<SignedCheckpoint | undefined> | undefined;
+  private lastSeq = 0;
+  private stopped = false;
+  /** Hashes of events this instance appended, until a checkpoint covers them (see {@link checkOwnEvents}). */
+  private readonly own = new Map<number, string>();
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly signer: CheckpointSigner,
+    private readonly options: AuditCheckpointerOptions,
+  ) {}
+
+  /** The public key that verifies this instance's checkpoints. */
+  get publicKey(): CheckpointPublicKey {
+    return this.signer.publicJwk;
+  }
+
+  /** Publishes the public key beside the file, learns the last checkpoint, starts the timer. */
+  async start(): Promise<void> {
+    if (this.options.file) await writePublicKeyFile(publicKeyFileFor(this.options.file), this.signer.publicJwk);
+    const { rows } = await this.pool.query<{ seq: string | null }>('SELECT max(seq) AS seq FROM audit_checkpoints');
+    this.lastSeq = Number(rows[0]?.seq ?? 0);
+    this.timer = setInterval(() => void this.trigger(), this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Told the events of each commit (in order): remembers their hashes, and checkpoints when
+   * `every` events have passed since the last checkpoint.
+   */
+  noteAppended(events: ReadonlyArray<{ seq: number; hash: string }>): void {
+    if (events.length === 0) return;
+    for (const event of events) this.own.set(event.seq, event.hash);
+    // Bounded: normally a checkpoint covers them long before (every `every` events).
+    const limit = this.options.every * 2 + 1000;
+    if (this.own.size > limit) {
+      for (const seq of this.own.keys()) {
+        if (this.own.size <= limit) break;
+        this.own.delete(seq);
+      }
+    }
+    const headSeq = events[events.length - 1].seq;
+    if (!this.stopped && headSeq - this.lastSeq >= this.options.every) void this.trigger();
+  }
+
+  /** Runs one checkpoint unless one is running already; never rejects. */
+  trigger(): Promise<SignedCheckpoint | undefined> {
+    if (this.running) return this.running;
+    this.running = this.checkpoint()
+      .catch((error: unknown) => {
+        this.options.onError?.(error);
+        return undefined;
+      })
+      .finally(() => {
+        this.running = undefined;
+      });
+    return this.running;
+  }
+
+  /**
+   * Signs the current chain head if it moved past the last checkpoint. Returns the new
+   * checkpoint, or `undefined` when there was nothing to sign or another instance was signing.
+   */
+  async checkpoint(): Promise<SignedCheckpoint | undefined> {
+    const client = await this.pool.connect();
+    const release = watchCheckedOut(client);
+    let checkpoint: SignedCheckpoint | undefined;
+    let altered: { seq: number; hash: string } | undefined;
+    let failed = false;
+    try {
+      await client.query('BEGIN');
+      altered = await this.checkOwnEvents(client);
+      const locked = !altered && (await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [CHECKPOINT_LOCK])).rows[0].locked;
+      if (locked) {
+        const head = await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1');
+        const last = await client.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`);
+        const previous = last.rows[0] ? checkpointFromRow(last.rows[0]) : undefined;
+        const headSeq = Number(head.rows[0].seq);
+        this.lastSeq = Math.max(this.lastSeq, previous?.seq ?? 0);
+        if (headSeq > (previous?.seq ?? 0)) {
+          checkpoint = signCheckpoint(
+            { seq: headSeq, hash: head.rows[0].hash, prev: previous ? checkpointDigest(previous) : null, time: new Date().toISOString() },
+            this.signer,
+          );
+          await client.query(
+            `INSERT INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (seq) DO NOTHING`,
+            [checkpoint.seq, checkpoint.hash, checkpoint.prev, checkpoint.time, checkpoint.kid, checkpoint.sig],
+          );
+        }
+      }
+      await client.query('COMMIT');
+    } catch (error) {
+      failed = true;
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      release(failed);
+    }
+    if (altered) await this.reportAltered(altered);
+    if (checkpoint) {
+      this.lastSeq = checkpoint.seq;
+      if (this.options.file) await appendLine(this.options.file, JSON.stringify(checkpoint));
+    }
+    return checkpoint;
+  }
+
+  /**
+   * Compares the events this instance appended since the last checkpoint with the stored ones.
+   * The chain alone cannot tell a consistent rewrite of events after the last checkpoint, and
+   * the next checkpoint would sign it; but this instance knows what it wrote. Returns the first
+   * event that differs (or is gone); forgets the events a checkpoint now covers.
+   */
+  private async checkOwnEvents(client: PoolClient): Promise<{ seq: number; hash: string } | undefined> {
+    if (this.own.size === 0) return undefined;
+    const covered = await client.query<{ seq: string | null }>('SELECT max(seq) AS seq FROM audit_checkpoints');
+    const seqs = [...this.own.keys()].sort((a, b) => a - b);
+    const { rows } = await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_events WHERE seq = ANY($1::bigint[])', [seqs]);
+    const stored = new Map(rows.map((row) => [Number(row.seq), row.hash]));
+    for (const seq of seqs) {
+      const hash = this.own.get(seq)!;
+      if (stored.get(seq) !== hash) return { seq, hash };
+    }
+    const coveredSeq = Number(covered.rows[0]?.seq ?? 0);
+    for (const seq of seqs) if (seq <= coveredSeq) this.own.delete(seq);
+    return undefined;
+  }
+
+  /**
+   * An event this instance wrote was altered or removed: signs what it was (`prev` null: a
+   * statement, not a link of the database's sequence), appends it to the file, where
+   * verification finds it, and reports it. Later checkpoints sign what is stored, so that
+   * events written from now on are protected; the record in the file keeps the chain invalid.
+   */
+  private async reportAltered(event: { seq: number; hash: string }): Promise<void> {
+    // One record is enough to fail verification; the checkpoints go on over what is stored.
+    this.own.clear();
+    const statement = signCheckpoint({ seq: event.seq, hash: event.hash, prev: null, time: new Date().toISOString() }, this.signer);
+    if (this.options.file) await appendLine(this.options.file, JSON.stringify(statement));
+    this.options.onAltered?.({ seq: event.seq, recorded: this.options.file !== undefined });
+  }
+
+  /** Stops the timer and signs a last checkpoint of what this instance wrote. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    if (this.running) await this.running;
+    await this.trigger();
+  }
+}
+
+/** Appends one line and forces it to disk before returning. */
+async function appendLine(file: string, line: string): Promise<void> {
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  const handle = await open(file, 'a', 0o640);
+  try {
+    await handle.write(line + '\n');
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Writes (or adds to) the JWKS of checkpoint keys beside the checkpoint file. */
+async function writePublicKeyFile(file: string, key: CheckpointPublicKey): Promise<void> {
+  let keys: CheckpointPublicKey[] = [];
+  if (existsSync(file)) {
+    try {
+      keys = parsePublicKeys(await readFile(file, 'utf8'));
+    } catch {
+      keys = [];
+    }
+  }
+  if (keys.some((known) => known.kid === key.kid)) return;
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  const temporary = `${file}.${process.pid}.tmp`;
+  await writeFile(temporary, JSON.stringify({ keys: [...keys, key] }, null, 2) + '\n', { mode: 0o644 });
+  await rename(temporary, file);
+}

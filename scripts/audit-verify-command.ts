@@ -1,0 +1,85 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { Pool } from 'pg';
+import { AuditService, AuditVerification, CheckpointPublicKey, parsePublicKeys, readCheckpointFile } from '@writ/audit';
+import type { WritConfig } from '@writ/config';
+import { EmbeddedDatabase, startEmbeddedPostgres } from '@writ/database';
+import { MasterKey } from '@writ/keys';
+
+/** What `npm run audit:verify` prints and how it exits. */
+export interface AuditVerifyOutcome {
+  /** 0: valid; 1: not valid; 2: could not verify. */
+  code: 0 | 1 | 2;
+  result?: AuditVerification & { checkpoint_file?: string };
+  error?: string;
+}
+
+/** Thrown for a wrong command line or an unreadable input: exit 2. */
+class UsageError extends Error {}
+
+const USAGE = 'usage: npm run audit:verify -- [--checkpoints FILE] [--public-key FILE]';
+
+function parseArgs(args: string[], cwd: string): { checkpoints?: string; publicKey?: string } {
+  const parsed: { checkpoints?: string; publicKey?: string } = {};
+  for (let i = 0; i < args.length; i += 1) {
+    const value = args[i + 1];
+    if ((args[i] === '--checkpoints' || args[i] === '--public-key') && value && !value.startsWith('--')) {
+      parsed[args[i] === '--checkpoints' ? 'checkpoints' : 'publicKey'] = resolve(cwd, value);
+      i += 1;
+    } else {
+      throw new UsageError(`unexpected argument ${JSON.stringify(args[i])}; ${USAGE}`);
+    }
+  }
+  return parsed;
+}
+
+/**
+ * The verification keys: from `--public-key` (offline: no master key needed), else derived
+ * from the master key (`WRIT_MASTER_KEY`, or the embedded data dir's `master-key` file).
+ */
+async function verificationKeys(config: WritConfig, publicKeyFile: string | undefined): Promise<CheckpointPublicKey[]> {
+  if (publicKeyFile) {
+    if (!existsSync(publicKeyFile)) throw new UsageError(`no such public key file: ${publicKeyFile}`);
+    return parsePublicKeys(await readFile(publicKeyFile, 'utf8'));
+  }
+  if (config.masterKey) return [new MasterKey(config.masterKey).checkpointSigningKey().publicJwk];
+  const file = join(config.dataDir, 'master-key');
+  if (!config.databaseUrl && existsSync(file)) {
+    const raw = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
+    if (raw.length === 32) return [new MasterKey(raw).checkpointSigningKey().publicJwk];
+  }
+  throw new UsageError('no key to verify checkpoints with: set WRIT_MASTER_KEY or pass --public-key FILE');
+}
+
+/**
+ * `npm run audit:verify`: walks the audit chain of the configured database (embedded unless
+ * `WRIT_DATABASE_URL`) and checks it against the signed checkpoints, those in the database and
+ * those of the checkpoint file (`--checkpoints FILE`, default the configured
+ * `WRIT_AUDIT_CHECKPOINT_FILE` when it exists). With `--public-key FILE` only the public key
+ * is needed, never the master key.
+ */
+export async function auditVerify(args: string[], config: WritConfig, cwd = process.cwd()): Promise<AuditVerifyOutcome> {
+  let embedded: EmbeddedDatabase | undefined;
+  let pool: Pool | undefined;
+  try {
+    const options = parseArgs(args, cwd);
+    const keys = await verificationKeys(config, options.publicKey);
+    const checkpointFile = options.checkpoints ?? config.auditCheckpointFile;
+    if (options.checkpoints && !existsSync(options.checkpoints)) throw new UsageError(`no such checkpoint file: ${options.checkpoints}`);
+    const external = checkpointFile ? await readCheckpointFile(checkpointFile) : undefined;
+    let url = config.databaseUrl;
+    if (!url) {
+      embedded = await startEmbeddedPostgres({ dataDir: config.dataDir });
+      url = embedded.url;
+    }
+    pool = new Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5_000 });
+    const result = await new AuditService(pool, { checkpointKeys: keys }).verify({ external });
+    return { code: result.valid ? 0 : 1, result: external ? { ...result, checkpoint_file: checkpointFile } : result };
+  } catch (error) {
+    return { code: 2, error: error instanceof Error ? error.message.split('\n')[0] : String(error) };
+  } finally {
+    await pool?.end().catch(() => undefined);
+    await embedded?.stop().catch(() => undefined);
+  }
+}
