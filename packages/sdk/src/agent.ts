@@ -248,7 +248,8 @@ export class Agent {
       authorization_details: JSON.stringify([detail]),
       resource: `${this.#gatewayUrl}/connectors/${request.connector}`,
     };
-    let interval = 5;
+    let serverInterval = 5; // RFC 8628 §3.5's default when the server names none
+    let slowDown = 0;
     let approvalId: string | undefined;
     let reasons: string[] = [];
     for (;;) {
@@ -269,14 +270,15 @@ export class Agent {
           approvalId = typeof error.body.approval_id === 'string' ? error.body.approval_id : approvalId;
           if (!approvalId) throw error;
           parameters.approval_id = approvalId;
-          if (typeof error.body.interval === 'number' && error.body.interval > 0) interval = Math.max(interval, error.body.interval);
+          if (typeof error.body.interval === 'number' && error.body.interval > 0) serverInterval = error.body.interval;
           if (error.reasons.length > 0 && /^a human must approve/.test(error.description ?? '')) reasons = error.reasons;
-          options.onPending?.({ approvalId, reasons, interval });
+          options.onPending?.({ approvalId, reasons, interval: serverInterval + slowDown });
         } else if (error.error === 'slow_down') {
-          interval += 5; // RFC 8628 §3.5: for this and every later poll
+          slowDown += 5; // RFC 8628 §3.5: 5 s more for this and every later poll
         } else {
           throw error;
         }
+        const interval = serverInterval + slowDown;
         if (Date.now() + interval * 1000 > deadline) throw new ApprovalTimeoutError(approvalId ?? '', reasons);
         await sleep(interval * 1000, options.signal);
       }
