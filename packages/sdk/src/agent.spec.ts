@@ -1,14 +1,14 @@
 import { exportJWK, generateKeyPair } from 'jose';
-import { Agent } from './agent';
-import { gatewayUrlFor } from './gateway-path';
-import { GatewayPathError, PolicyRefusalError, reasonsOf } from './errors';
+import { Agent } from './agent.js';
+import { gatewayUrlFor } from './gateway-path.js';
+import { GatewayPathError, PolicyRefusalError, reasonsOf } from './errors.js';
 
 const ISSUER = 'https://writ.example';
 
 /** A token endpoint that answers from a script and records when and what it was asked. */
 function scriptedServer(answers: Array<{ status: number; body: Record<string, unknown> }>) {
   const requests: Array<{ form: URLSearchParams }> = [];
-  const fetchImpl = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+  const fetchImpl = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const url = new URL(input instanceof Request ? input.url : String(input));
     const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
     if (url.pathname === '/.well-known/oauth-authorization-server') {
