@@ -152,9 +152,9 @@ def check_base_url(url: str, allow_insecure: bool, what: str) -> str:
 class Credential:
     """A connector credential obtained by token exchange."""
 
-    access_token: str
-    token_type: str  # "DPoP" or "Bearer"
-    expires_at: float  # epoch seconds
+    access_token: str = field(repr=False)  # never in logs or tracebacks
+    token_type: str = "Bearer"  # "DPoP" or "Bearer"
+    expires_at: float = 0.0  # epoch seconds
     authorization_details: list[dict[str, Any]] = field(default_factory=list)
 
     def refresh_at(self) -> float:
@@ -172,9 +172,9 @@ class PendingApproval:
 @dataclass
 class CreatedTask:
     task_id: str
-    task_token: str
-    expires_at: str
-    status: str
+    task_token: str = field(repr=False)  # the agent's subject token: never in logs or tracebacks
+    expires_at: str = ""
+    status: str = "active"
 
 
 def task_body(agent_id: str, purpose: str, allowed: list[Mapping[str, Any]], ttl_seconds: int,

@@ -31,7 +31,7 @@ class _Client:
 
     def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            response = self._http.get(f"{self.issuer}/.well-known/oauth-authorization-server")
+            response = self._http.get(f"{self.issuer}/.well-known/oauth-authorization-server", follow_redirects=False)
             metadata = _core.raise_for_answer(response)
             if metadata.get("issuer") != self.issuer:
                 raise _core.WritResponseError(response.status_code, "the discovered issuer differs from the configured one")
@@ -44,7 +44,7 @@ class _Client:
         if dpop is not None:
             headers["dpop"] = dpop.proof("POST", endpoint)
         form = {**params, **_core.client_auth_fields(self._key, self.client_id, self.issuer)}
-        return _core.raise_for_answer(self._http.post(endpoint, data=form, headers=headers))
+        return _core.raise_for_answer(self._http.post(endpoint, data=form, headers=headers, follow_redirects=False))
 
 
 class Orchestrator:
@@ -77,7 +77,7 @@ class Orchestrator:
     def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         for attempt in range(2):
             headers = {"authorization": f"Bearer {self._access_token()}", "accept": "application/json"}
-            response = self._client._http.request(method, f"{self._client.issuer}{path}", headers=headers, json=body)
+            response = self._client._http.request(method, f"{self._client.issuer}{path}", headers=headers, json=body, follow_redirects=False)
             if response.status_code == 401 and attempt == 0:
                 self._token = None
                 continue
@@ -206,7 +206,8 @@ class Agent:
         for attempt in range(2):
             credential = self.credential(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
             request_headers = {**base_headers, **_core.auth_headers(credential, self._dpop, verb, url)}
-            response = self._client._http.request(verb, url, headers=request_headers, content=body)
+            # Never follow a redirect: the credential and its proof go to this URL only.
+            response = self._client._http.request(verb, url, headers=request_headers, content=body, follow_redirects=False)
             if response.status_code != 401 or attempt == 1:
                 return response
             self.forget(task_token, connector, action, constraints)
