@@ -63,7 +63,8 @@ async def test_exchange_cache_and_dpop_gateway_calls(writ, allowed):
     async with make_orchestrator(writ) as orchestrator, make_agent(writ) as agent:
         task = await orchestrator.create_task(writ["agent"]["id"], "pay invoice INV-42", allowed, 600)
         run = agent.for_task(task.task_token)
-        first = await run.credential(**payout(42000))
+        first, concurrent = await asyncio.gather(run.credential(**payout(42000)), run.credential(**payout(42000)))
+        assert concurrent.access_token == first.access_token  # one exchange for both
         assert first.token_type == "DPoP"
         assert (await run.credential(**payout(42000))).access_token == first.access_token
         paid = await run.fetch("payments", "payouts.create", "/v1/payouts", constraints=payout(42000)["constraints"], json=BODY)

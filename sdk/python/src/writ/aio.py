@@ -1,4 +1,5 @@
-"""Asynchronous clients: ``AsyncOrchestrator`` and ``AsyncAgent`` (httpx), the same surface as the sync ones."""
+"""Asynchronous clients: ``AsyncOrchestrator`` and ``AsyncAgent`` (httpx), the same surface as the sync ones
+(``client.py``); keep the two in step."""
 
 from __future__ import annotations
 
@@ -138,6 +139,7 @@ class AsyncAgent:
         self._dpop = DPoPKey() if dpop else None
         self._approval_timeout = approval_timeout
         self._cache: dict[str, Credential] = {}
+        self._inflight: dict[str, asyncio.Future[Credential]] = {}
 
     @property
     def dpop_thumbprint(self) -> str | None:
@@ -165,7 +167,13 @@ class AsyncAgent:
         cached = self._cache.get(key)
         if cached and time.time() < cached.refresh_at():
             return cached
-        credential = await self._exchange(task_token, detail, approval_timeout, on_pending)
+        # Concurrent identical requests share one exchange (and one approval).
+        inflight = self._inflight.get(key)
+        if inflight is None:
+            inflight = asyncio.ensure_future(self._exchange(task_token, detail, approval_timeout, on_pending))
+            self._inflight[key] = inflight
+            inflight.add_done_callback(lambda _: self._inflight.pop(key, None))
+        credential = await asyncio.shield(inflight)
         self._cache[key] = credential
         return credential
 
