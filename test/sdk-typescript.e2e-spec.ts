@@ -5,6 +5,7 @@ import {
   Agent,
   ApprovalTimeoutError,
   GatewayPathError,
+  InvalidClientError,
   InvalidGrantError,
   Orchestrator,
   PolicyRefusalError,
@@ -216,6 +217,20 @@ describe('@writ/sdk against a running Writ', () => {
       await expect(agent.fetch({ connector: '../admin', action: 'x' }, '/v1/payouts')).rejects.toBeInstanceOf(GatewayPathError);
       expect(calls).toEqual([]); // not even a token exchange
       expect(() => new Agent({ issuer: services.issuer, gatewayUrl: 'http://gw.example/?x=1', clientId: 'a', key: { privateKey: world.agent.key.privateKey }, allowInsecureRequests: true })).toThrow(/plain base URL/);
+    });
+
+    it('refuses an agent whose key is not registered, as invalid_client', async () => {
+      const task = await orchestrator.tasks.create(spec());
+      const impostor = new Agent({
+        issuer: services.issuer,
+        gatewayUrl: services.gatewayUrl,
+        clientId: world.agent.id,
+        key: { privateKey: world.otherAgent.key.privateKey, kid: world.agent.key.publicJwk.kid },
+        allowInsecureRequests: true,
+      });
+      const error = await impostor.credential(task.taskToken, payout(42000)).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(InvalidClientError);
+      expect((error as InvalidClientError).status).toBe(401);
     });
 
     it('surfaces a policy refusal as a typed error with the policy\'s reasons', async () => {

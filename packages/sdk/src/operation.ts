@@ -2,7 +2,11 @@ import type { TaskAgent } from './agent.js';
 import { WritError, WritOAuthError } from './errors.js';
 import { readJson } from './client.js';
 
-/** The HTTP request a tool makes through the gateway for one invocation. */
+/**
+ * The HTTP request a tool makes through the gateway for one invocation. Connectors of kind
+ * `mcp` will plug in here: a JSON-RPC `tools/call` body (constraints bound to
+ * `params.arguments`) sent through the same gateway call.
+ */
 export interface OperationCall {
   method?: string;
   /** Relative to the connector, e.g. `/v1/payouts` (absolute URLs are refused). */
