@@ -21,7 +21,13 @@ const esmOnly = ['jose', 'oauth4webapi'];
 const common = {
   transform: { '^.+\\.(t|j|mj)s$': swc },
   transformIgnorePatterns: [`/node_modules/(?!(${esmOnly.join('|')})/)`],
-  moduleNameMapper: { '^@writ/(.*)$': '<rootDir>/libs/$1/src' },
+  moduleNameMapper: {
+    // The SDK (packages/sdk) before the libraries' wildcard; its ESM sources import `./x.js`.
+    '^@writ/sdk$': '<rootDir>/packages/sdk/src/index.ts',
+    '^@writ/sdk/ai$': '<rootDir>/packages/sdk/src/ai.ts',
+    '^(\\.{1,2}/.*)\\.js$': '$1',
+    '^@writ/(.*)$': '<rootDir>/libs/$1/src',
+  },
   testEnvironment: 'node',
   testTimeout: 30_000,
 };
@@ -29,7 +35,7 @@ module.exports = {
   globalSetup: '<rootDir>/libs/testing/src/jest-global-setup.ts',
   globalTeardown: '<rootDir>/libs/testing/src/jest-global-teardown.ts',
   projects: [
-    { ...common, displayName: 'unit', testMatch: ['<rootDir>/{apps,libs}/**/*.spec.ts'] },
+    { ...common, displayName: 'unit', testMatch: ['<rootDir>/{apps,libs,packages}/**/*.spec.ts'] },
     { ...common, displayName: 'e2e', testMatch: ['<rootDir>/test/**/*.e2e-spec.ts'] },
   ],
 };

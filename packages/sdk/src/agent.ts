@@ -1,0 +1,305 @@
+import * as oauth from 'oauth4webapi';
+import { WritClient, type WritClientOptions } from './client.js';
+import { ApprovalTimeoutError, WritError, WritOAuthError } from './errors.js';
+import { gatewayUrlFor } from './gateway-path.js';
+import type { AuthorizationDetail, ConnectorRequest } from './types.js';
+
+export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const TOKEN_TYPE_JWT = 'urn:ietf:params:oauth:token-type:jwt';
+
+/** Options of an {@link Agent}. */
+export interface AgentOptions extends WritClientOptions {
+  /** Base URL of the connector gateway (`WRIT_GATEWAY_URL`): credentials are only ever sent there. */
+  gatewayUrl: string;
+  /**
+   * Bind credentials to a key of this agent (RFC 9449 DPoP, default `true`): a per-agent
+   * ES256 key pair whose private half cannot be exported; every gateway call carries a
+   * fresh proof. A leaked credential is then useless without the key.
+   */
+  dpop?: boolean;
+  /** How long {@link Agent.credential} waits for a human approval, default 5 minutes. */
+  approvalTimeoutMs?: number;
+}
+
+/** A connector credential obtained by token exchange. */
+export interface Credential {
+  accessToken: string;
+  /** `DPoP` when bound to the agent's key, else `Bearer`. */
+  tokenType: 'DPoP' | 'Bearer';
+  /** When it expires (epoch milliseconds). */
+  expiresAt: number;
+  /** The one `authorization_details` entry it carries, as granted. */
+  authorizationDetails: AuthorizationDetail[];
+}
+
+/** Called when a request waits for a human approval (each time the server says it still does). */
+export interface PendingApproval {
+  approvalId: string;
+  /** The policy's reasons for asking a human. */
+  reasons: string[];
+  /** Seconds until the next poll. */
+  interval: number;
+}
+
+/** Per-call options of {@link Agent.credential}. */
+export interface CredentialOptions {
+  /** Overrides the agent's `approvalTimeoutMs`. */
+  approvalTimeoutMs?: number;
+  /** Told when the request is waiting for an approval (e.g. to notify the operators). */
+  onPending?: (pending: PendingApproval) => void;
+  signal?: AbortSignal;
+}
+
+/** The body of a gateway call. Streams are refused: a call may be sent twice (see {@link Agent.fetch}). */
+export type GatewayBody = string | Uint8Array | ArrayBuffer | URLSearchParams;
+
+/** Options of a gateway call ({@link Agent.fetch}). */
+export interface GatewayRequestInit extends CredentialOptions {
+  method?: string;
+  headers?: ConstructorParameters<typeof Headers>[0];
+  body?: GatewayBody | null;
+  /** A JSON body (sets `content-type: application/json`). */
+  json?: unknown;
+}
+
+const DEFAULT_APPROVAL_TIMEOUT_MS = 5 * 60_000;
+const MAX_CACHED = 1000;
+
+/** Canonical JSON (sorted keys) so that equal requests share one cache entry. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, member]) => member !== undefined);
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([key, member]) => `${JSON.stringify(key)}:${canonical(member)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    signal?.throwIfAborted();
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * An agent: exchanges a task token for connector credentials (RFC 8693 with RFC 9396
+ * `authorization_details`, a fresh `private_key_jwt` assertion each time), bound to its
+ * DPoP key by default; caches each exact request's credential until shortly before it
+ * expires; waits for human approvals; and calls connectors through the gateway.
+ */
+export class Agent {
+  readonly #client: WritClient;
+  readonly #gatewayUrl: string;
+  readonly #approvalTimeoutMs: number;
+  readonly #dpop?: Promise<oauth.DPoPHandle>;
+  readonly #cache = new Map<string, { credential: Promise<Credential>; refreshAt: number }>();
+
+  constructor(options: AgentOptions) {
+    this.#client = new WritClient(options);
+    if (!options.gatewayUrl) throw new WritError('invalid_options', 'gatewayUrl is required');
+    const gateway = new URL(options.gatewayUrl);
+    if (gateway.search || gateway.hash || gateway.username || gateway.password) {
+      throw new WritError('invalid_options', 'gatewayUrl must be a plain base URL');
+    }
+    if (!this.#client.allowInsecure && gateway.protocol !== 'https:') {
+      throw new WritError('invalid_options', 'the gateway must be https (set allowInsecureRequests for local development)');
+    }
+    this.#gatewayUrl = `${gateway.origin}${gateway.pathname.replace(/\/+$/, '')}`;
+    this.#approvalTimeoutMs = options.approvalTimeoutMs ?? DEFAULT_APPROVAL_TIMEOUT_MS;
+    if (options.dpop !== false) {
+      this.#dpop = oauth.generateKeyPair('ES256').then((keyPair) => oauth.DPoP(this.#client.client, keyPair));
+      this.#dpop.catch(() => undefined);
+    }
+  }
+
+  /** A handle bound to one task token: `credential(request)`, `fetch(request, path, init)`. */
+  forTask(taskToken: string): TaskAgent {
+    return new TaskAgent(this, taskToken);
+  }
+
+  /** The thumbprint (RFC 7638) of the DPoP key credentials are bound to, if any. */
+  async dpopThumbprint(): Promise<string | undefined> {
+    return this.#dpop ? (await this.#dpop).calculateThumbprint() : undefined;
+  }
+
+  /**
+   * A credential for exactly `request`, from the cache when an identical request got one
+   * that is still comfortably valid; otherwise by token exchange, waiting for a human when
+   * the policy asks for one (`authorization_pending`: polls with the server's `interval`
+   * and `approval_id`, slower after `slow_down`, until the approval timeout).
+   * Refusals throw typed errors: {@link PolicyRefusalError} with the policy's `reasons`,
+   * {@link InvalidGrantError} when the task is over, {@link AccessDeniedError} when the
+   * approval was denied, {@link ApprovalTimeoutError}.
+   */
+  credential(taskToken: string, request: ConnectorRequest, options: CredentialOptions = {}): Promise<Credential> {
+    const key = `${taskToken}\n${canonical(this.detailOf(request))}`;
+    const cached = this.#cache.get(key);
+    if (cached && Date.now() < cached.refreshAt) return cached.credential;
+    const entry = { credential: Promise.resolve(undefined as unknown as Credential), refreshAt: Number.POSITIVE_INFINITY };
+    entry.credential = this.exchange(taskToken, request, options).then(
+      (credential) => {
+        const lifetime = credential.expiresAt - Date.now();
+        entry.refreshAt = credential.expiresAt - Math.max(1000, Math.min(30_000, lifetime / 5));
+        return credential;
+      },
+      (error: unknown) => {
+        if (this.#cache.get(key) === entry) this.#cache.delete(key);
+        throw error;
+      },
+    );
+    this.remember(key, entry);
+    return entry.credential;
+  }
+
+  /** Drops cached credentials: of one request, or every one of a task token. */
+  forget(taskToken: string, request?: ConnectorRequest): void {
+    if (request) {
+      this.#cache.delete(`${taskToken}\n${canonical(this.detailOf(request))}`);
+      return;
+    }
+    for (const key of this.#cache.keys()) if (key.startsWith(`${taskToken}\n`)) this.#cache.delete(key);
+  }
+
+  /**
+   * Calls `path` (relative to the connector, e.g. `/v1/payouts`) through the gateway with a
+   * credential for `request` and, when bound, a fresh DPoP proof (`htm`, `htu`, `ath`).
+   * Any other target (an absolute URL, `//host`, `..`) is refused before a credential is
+   * obtained or sent ({@link GatewayPathError}). The gateway's answer is returned as is,
+   * refusals included (403 `insufficient_scope` with the failed rule). When the gateway
+   * refuses the credential itself (401: spent, revoked, expired), nothing was forwarded:
+   * the cached credential is dropped and the call is made once more with a new one.
+   */
+  async fetch(taskToken: string, request: ConnectorRequest, path: string, init: GatewayRequestInit = {}): Promise<Response> {
+    const url = gatewayUrlFor(this.#gatewayUrl, request.connector, path);
+    const method = (init.method ?? (init.json !== undefined || init.body ? 'POST' : 'GET')).toUpperCase();
+    const headers = new Headers(init.headers);
+    for (const name of ['authorization', 'dpop']) {
+      if (headers.has(name)) throw new WritError('invalid_request', `the ${name} header is set by the SDK`);
+    }
+    let body: oauth.ProtectedResourceRequestBody | undefined;
+    if (init.json !== undefined) {
+      if (init.body != null) throw new WritError('invalid_request', 'give either body or json');
+      body = JSON.stringify(init.json);
+      if (!headers.has('content-type')) headers.set('content-type', 'application/json');
+    } else if (init.body != null) {
+      if (typeof ReadableStream !== 'undefined' && (init.body as unknown) instanceof ReadableStream) {
+        throw new WritError('invalid_request', 'streamed bodies are not supported (a refused credential is retried)');
+      }
+      body = init.body instanceof ArrayBuffer ? new Uint8Array(init.body) : init.body;
+    }
+    for (let attempt = 0; ; attempt++) {
+      const credential = await this.credential(taskToken, request, init);
+      const dpop = credential.tokenType === 'DPoP' ? await this.#dpop : undefined;
+      let response: Response;
+      try {
+        response = await oauth.protectedResourceRequest(
+          credential.accessToken, method, url, new Headers(headers), body ?? null, this.#client.options({ DPoP: dpop, signal: init.signal }),
+        );
+      } catch (error) {
+        // A `WWW-Authenticate` challenge is an answer like any other for the caller.
+        if (!(error instanceof oauth.WWWAuthenticateChallengeError)) throw error;
+        response = error.response;
+      }
+      if (response.status !== 401 || attempt > 0) return response;
+      await response.body?.cancel();
+      this.forget(taskToken, request);
+    }
+  }
+
+  private detailOf(request: ConnectorRequest): AuthorizationDetail {
+    if (!request || typeof request.connector !== 'string' || typeof request.action !== 'string') {
+      throw new WritError('invalid_request', 'a request names one connector and one action');
+    }
+    return {
+      type: 'connector',
+      connector: request.connector,
+      actions: [request.action],
+      ...(request.constraints !== undefined ? { constraints: request.constraints } : {}),
+    };
+  }
+
+  private remember(key: string, entry: { credential: Promise<Credential>; refreshAt: number }): void {
+    const now = Date.now();
+    if (this.#cache.size >= MAX_CACHED) {
+      for (const [candidate, cached] of this.#cache) if (cached.refreshAt <= now) this.#cache.delete(candidate);
+      while (this.#cache.size >= MAX_CACHED) this.#cache.delete(this.#cache.keys().next().value!);
+    }
+    this.#cache.set(key, entry);
+  }
+
+  /** Token exchange, repeated while a human approval is pending. */
+  private async exchange(taskToken: string, request: ConnectorRequest, options: CredentialOptions): Promise<Credential> {
+    const detail = this.detailOf(request);
+    const dpop = await this.#dpop;
+    const deadline = Date.now() + (options.approvalTimeoutMs ?? this.#approvalTimeoutMs);
+    const parameters: Record<string, string> = {
+      subject_token: taskToken,
+      subject_token_type: TOKEN_TYPE_JWT,
+      authorization_details: JSON.stringify([detail]),
+      resource: `${this.#gatewayUrl}/connectors/${request.connector}`,
+    };
+    let serverInterval = 5; // RFC 8628 §3.5's default when the server names none
+    let slowDown = 0;
+    let approvalId: string | undefined;
+    let reasons: string[] = [];
+    for (;;) {
+      options.signal?.throwIfAborted();
+      try {
+        const response = await this.#client.token(GRANT_TYPE_TOKEN_EXCHANGE, parameters, dpop, options.signal);
+        const bound = response.token_type.toLowerCase() === 'dpop';
+        if (dpop && !bound) throw new WritError('unexpected_response', 'asked for a DPoP-bound credential, got a bearer one');
+        return {
+          accessToken: response.access_token,
+          tokenType: bound ? 'DPoP' : 'Bearer',
+          expiresAt: Date.now() + (response.expires_in ?? 60) * 1000,
+          authorizationDetails: (response.authorization_details as AuthorizationDetail[] | undefined) ?? [detail],
+        };
+      } catch (error) {
+        if (!(error instanceof WritOAuthError)) throw error;
+        if (error.error === 'authorization_pending') {
+          approvalId = typeof error.body.approval_id === 'string' ? error.body.approval_id : approvalId;
+          if (!approvalId) throw error;
+          parameters.approval_id = approvalId;
+          if (typeof error.body.interval === 'number' && error.body.interval > 0) serverInterval = error.body.interval;
+          if (error.reasons.length > 0 && /^a human must approve/.test(error.description ?? '')) reasons = error.reasons;
+          options.onPending?.({ approvalId, reasons, interval: serverInterval + slowDown });
+        } else if (error.error === 'slow_down') {
+          slowDown += 5; // RFC 8628 §3.5: 5 s more for this and every later poll
+        } else {
+          throw error;
+        }
+        const interval = serverInterval + slowDown;
+        if (Date.now() + interval * 1000 > deadline) throw new ApprovalTimeoutError(approvalId ?? '', reasons);
+        await sleep(interval * 1000, options.signal);
+      }
+    }
+  }
+}
+
+/** An {@link Agent} bound to one task token. */
+export class TaskAgent {
+  constructor(
+    readonly agent: Agent,
+    readonly taskToken: string,
+  ) {}
+
+  /** See {@link Agent.credential}. */
+  credential(request: ConnectorRequest, options?: CredentialOptions): Promise<Credential> {
+    return this.agent.credential(this.taskToken, request, options);
+  }
+
+  /** See {@link Agent.fetch}. */
+  fetch(request: ConnectorRequest, path: string, init?: GatewayRequestInit): Promise<Response> {
+    return this.agent.fetch(this.taskToken, request, path, init);
+  }
+}

@@ -1,0 +1,152 @@
+import { importJWK, type CryptoKey, type JWK } from 'jose';
+import * as oauth from 'oauth4webapi';
+import { oauthErrorFrom, WritError, WritOAuthError, WritResponseError, type OAuthErrorBody } from './errors.js';
+
+/** A client's private signing key: a WebCrypto key with its `kid`, or a private JWK (with `kid`). */
+export type ClientKeyInput = { privateKey: CryptoKey; kid?: string } | JWK;
+
+/** Options shared by {@link Orchestrator} and {@link Agent}. */
+export interface WritClientOptions {
+  /** The issuer identifier (`WRIT_ISSUER`), e.g. `https://writ.example.com`. */
+  issuer: string;
+  /** The client id registered through the admin API. */
+  clientId: string;
+  /** The private key whose public half is in the client's registered JWKS. */
+  key: ClientKeyInput;
+  /** A `fetch` to use instead of the global one (tests, proxies, instrumentation). */
+  fetch?: typeof fetch;
+  /**
+   * Allow `http:` URLs (local development and tests only). By default every URL must be
+   * `https:`, as oauth4webapi requires.
+   */
+  allowInsecureRequests?: boolean;
+}
+
+const ASYMMETRIC = /^(ES(256|384|512)|EdDSA|Ed25519|PS(256|384|512)|RS(256|384|512))$/;
+
+async function importClientKey(input: ClientKeyInput): Promise<oauth.PrivateKey> {
+  if ('privateKey' in input && typeof input.privateKey === 'object') {
+    return { key: input.privateKey as CryptoKey, kid: input.kid as string | undefined };
+  }
+  const jwk = input as JWK;
+  if (typeof jwk.kty !== 'string' || jwk.kty === 'oct' || typeof jwk.d !== 'string') {
+    throw new WritError('invalid_key', 'the client key must be an asymmetric private JWK (with "d") or a WebCrypto private key');
+  }
+  const alg = jwk.alg ?? (jwk.kty === 'EC' ? { 'P-256': 'ES256', 'P-384': 'ES384', 'P-521': 'ES512' }[jwk.crv ?? ''] : jwk.kty === 'OKP' ? 'EdDSA' : 'PS256');
+  if (!alg || !ASYMMETRIC.test(alg)) throw new WritError('invalid_key', `unsupported client key algorithm ${alg ?? jwk.kty}`);
+  const key = await importJWK(jwk, alg);
+  if (key instanceof Uint8Array) throw new WritError('invalid_key', 'the client key must be asymmetric');
+  return { key: key as CryptoKey, kid: jwk.kid };
+}
+
+/** The body of a JSON answer, or undefined. */
+export async function readJson(response: Response): Promise<unknown> {
+  const text = await response.text();
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The error a non-2xx JSON answer stands for (an OAuth error body when it is one). */
+export function errorFromAnswer(status: number, body: unknown): WritError {
+  if (body && typeof body === 'object' && typeof (body as OAuthErrorBody).error === 'string') {
+    const shaped = body as OAuthErrorBody & { message?: unknown };
+    const description = shaped.error_description ?? (typeof shaped.message === 'string' ? shaped.message : undefined);
+    return oauthErrorFrom(status, { ...shaped, error_description: description });
+  }
+  return new WritResponseError(status, `unexpected answer ${status} from Writ`);
+}
+
+/**
+ * The OAuth machinery one client (orchestrator or agent) needs: the discovered server
+ * metadata, `private_key_jwt` client authentication (a fresh assertion per request), and
+ * token endpoint calls whose errors become typed {@link WritOAuthError}s.
+ */
+export class WritClient {
+  readonly issuer: string;
+  readonly client: oauth.Client;
+  readonly fetch: typeof fetch;
+  readonly allowInsecure: boolean;
+  #metadata?: Promise<oauth.AuthorizationServer>;
+  #auth?: Promise<oauth.ClientAuth>;
+  readonly #key: ClientKeyInput;
+
+  constructor(options: WritClientOptions) {
+    if (!options.issuer) throw new WritError('invalid_options', 'issuer is required');
+    if (!options.clientId) throw new WritError('invalid_options', 'clientId is required');
+    this.issuer = options.issuer.replace(/\/+$/, '');
+    this.client = { client_id: options.clientId };
+    this.fetch = options.fetch ?? ((...args: Parameters<typeof fetch>) => fetch(...args));
+    this.allowInsecure = options.allowInsecureRequests === true;
+    this.#key = options.key;
+    if (!this.allowInsecure && new URL(this.issuer).protocol !== 'https:') {
+      throw new WritError('invalid_options', 'the issuer must be https (set allowInsecureRequests for local development)');
+    }
+  }
+
+  /** oauth4webapi options: our fetch, and http allowed only when asked for. */
+  options<T extends object>(extra: T = {} as T): T & { [oauth.customFetch]: never; [oauth.allowInsecureRequests]: boolean } {
+    // oauth4webapi types customFetch per call (its body types); any `fetch` accepts them all.
+    const customFetch = this.fetch as unknown as never;
+    return { ...extra, [oauth.customFetch]: customFetch, [oauth.allowInsecureRequests]: this.allowInsecure };
+  }
+
+  /** The authorization server's RFC 8414 metadata, fetched once (again after a failure). */
+  metadata(): Promise<oauth.AuthorizationServer> {
+    this.#metadata ??= (async () => {
+      const issuer = new URL(this.issuer);
+      const response = await oauth.discoveryRequest(issuer, this.options({ algorithm: 'oauth2' as const }));
+      return oauth.processDiscoveryResponse(issuer, response);
+    })().catch((error: unknown) => {
+      this.#metadata = undefined;
+      throw error instanceof WritError ? error : new WritError('discovery_failed', `discovery of ${this.issuer} failed`, { cause: error });
+    });
+    return this.#metadata;
+  }
+
+  /** `private_key_jwt`: oauth4webapi signs a new assertion (new `jti`) for every request. */
+  clientAuth(): Promise<oauth.ClientAuth> {
+    this.#auth ??= importClientKey(this.#key).then((key) => oauth.PrivateKeyJwt(key));
+    return this.#auth;
+  }
+
+  /**
+   * A token endpoint request; returns the processed token response or throws a typed
+   * {@link WritOAuthError} (with the whole error body, e.g. `approval_id`, `interval`).
+   */
+  async token(grantType: string, parameters: Record<string, string>, dpop?: oauth.DPoPHandle, signal?: AbortSignal): Promise<oauth.TokenEndpointResponse> {
+    const as = await this.metadata();
+    const auth = await this.clientAuth();
+    try {
+      const response = await oauth.genericTokenEndpointRequest(as, this.client, auth, grantType, parameters, this.options({ DPoP: dpop, signal }));
+      return await oauth.processGenericTokenEndpointResponse(as, this.client, response);
+    } catch (error) {
+      throw this.wrap(error);
+    }
+  }
+
+  /** Maps oauth4webapi's errors to this SDK's. */
+  wrap(error: unknown): unknown {
+    if (error instanceof oauth.ResponseBodyError) {
+      return oauthErrorFrom(error.status, error.cause as OAuthErrorBody, error);
+    }
+    if (error instanceof oauth.WWWAuthenticateChallengeError) {
+      const challenge = error.cause[0];
+      const body: OAuthErrorBody = {
+        error: challenge?.parameters.error ?? 'invalid_client',
+        error_description: challenge?.parameters.error_description,
+      };
+      return oauthErrorFrom(error.status, body, error);
+    }
+    if (error instanceof oauth.OperationProcessingError) {
+      const status = error.cause instanceof Response ? error.cause.status : 0;
+      return new WritResponseError(status, error.message, { cause: error });
+    }
+    return error;
+  }
+}
+
+export { WritOAuthError };

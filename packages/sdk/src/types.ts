@@ -1,0 +1,44 @@
+/** One RFC 9396 `authorization_details` entry of type `connector`. */
+export interface AuthorizationDetail {
+  type: 'connector';
+  connector: string;
+  actions: string[];
+  constraints?: Record<string, unknown>;
+}
+
+/** An entry of a task's declared purpose (`allowed`): operations, constraints, optional limits. */
+export interface AllowedEntry {
+  connector: string;
+  actions: string[];
+  constraints?: Record<string, unknown>;
+  /** Held across all credentials of the task: `calls`, and `sum` per constraint name. */
+  limits?: { calls?: number; sum?: Record<string, number> };
+}
+
+/** What an agent asks for: one operation on one connector, with the constraints it needs. */
+export interface ConnectorRequest {
+  connector: string;
+  /** The operation (catalogue name), e.g. `payouts.create`. */
+  action: string;
+  /** Constraint values, e.g. `{destination: 'acct_1', amount_max: 42000, currency: 'usd'}`. */
+  constraints?: Record<string, unknown>;
+}
+
+/** A task as the Tasks API shows it. */
+export interface TaskInfo {
+  task_id: string;
+  agent_id: string;
+  orchestrator_id: string;
+  purpose: string;
+  allowed: AuthorizationDetail[];
+  on_behalf_of: string | null;
+  metadata: Record<string, unknown>;
+  status: 'active' | 'completed' | 'failed' | 'expired' | 'revoked' | string;
+  status_reason: string | null;
+  created_at: string;
+  expires_at: string;
+  ended_at: string | null;
+  history?: { grants_issued: number; refusals: number; out_of_purpose_requests: number };
+  grants?: Array<Record<string, unknown>>;
+  [member: string]: unknown;
+}

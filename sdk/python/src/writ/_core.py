@@ -1,0 +1,302 @@
+"""What the sync and async clients share: keys, assertions, DPoP proofs, requests, paths. No I/O here."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlencode, urlsplit
+
+from joserfc import jwt
+from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
+
+from .errors import GatewayPathError, WritError, WritResponseError, oauth_error
+
+GRANT_TYPE_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+DEFAULT_APPROVAL_TIMEOUT = 300.0
+DEFAULT_POLL_INTERVAL = 5  # RFC 8628 §3.5, when the server names none
+
+_CONNECTOR_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c|25|00)", re.IGNORECASE)
+_FORBIDDEN_CHARACTER = re.compile(r"[\x00-\x20\x7f#\\]")
+_CURVE_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """A client's private signing key (imported from a private JWK) with its ``kid`` and algorithm."""
+
+    key: Any
+    kid: str | None
+    alg: str
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> "ClientKey":
+        if jwk.get("kty") not in ("EC", "RSA", "OKP") or "d" not in jwk:
+            raise WritError("the client key must be an asymmetric private JWK (with \"d\")", "invalid_key")
+        alg = jwk.get("alg") or (_CURVE_ALG.get(jwk.get("crv", "")) if jwk["kty"] == "EC" else "EdDSA" if jwk["kty"] == "OKP" else "PS256")
+        if not alg:
+            raise WritError("unsupported client key", "invalid_key")
+        return cls(import_key(dict(jwk)), jwk.get("kid"), alg)
+
+
+def client_assertion(key: ClientKey, client_id: str, issuer: str) -> str:
+    """A ``private_key_jwt`` assertion (RFC 7523): ``aud`` is the issuer, a fresh ``jti`` every time."""
+    now = int(time.time())
+    header: dict[str, Any] = {"alg": key.alg, "typ": "JWT"}
+    if key.kid:
+        header["kid"] = key.kid
+    claims = {"iss": client_id, "sub": client_id, "aud": issuer, "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())}
+    return jwt.encode(header, claims, key.key, algorithms=[key.alg])
+
+
+def client_auth_fields(key: ClientKey, client_id: str, issuer: str) -> dict[str, str]:
+    return {
+        "client_id": client_id,
+        "client_assertion_type": CLIENT_ASSERTION_TYPE,
+        "client_assertion": client_assertion(key, client_id, issuer),
+    }
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class DPoPKey:
+    """A per-agent ES256 key; every proof (RFC 9449) is new: ``jti``, ``iat``, ``htm``, ``htu``, ``ath``."""
+
+    def __init__(self) -> None:
+        self._key = ECKey.generate_key("P-256", private=True)
+        public = self._key.as_dict(private=False)
+        self._public = {name: public[name] for name in ("kty", "crv", "x", "y")}
+        self.thumbprint = self._key.thumbprint()
+
+    def proof(self, method: str, url: str, access_token: str | None = None) -> str:
+        parts = urlsplit(url)
+        claims: dict[str, Any] = {
+            "jti": str(uuid.uuid4()),
+            "htm": method.upper(),
+            "htu": f"{parts.scheme}://{parts.netloc}{parts.path}",
+            "iat": int(time.time()),
+        }
+        if access_token is not None:
+            claims["ath"] = _b64u(hashlib.sha256(access_token.encode("ascii")).digest())
+        return jwt.encode({"alg": "ES256", "typ": "dpop+jwt", "jwk": self._public}, claims, self._key, algorithms=["ES256"])
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def detail_of(connector: str, action: str, constraints: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One RFC 9396 ``authorization_details`` entry for one operation on one connector."""
+    if not isinstance(connector, str) or not isinstance(action, str):
+        raise WritError("a request names one connector and one action", "invalid_request")
+    detail: dict[str, Any] = {"type": "connector", "connector": connector, "actions": [action]}
+    if constraints is not None:
+        detail["constraints"] = dict(constraints)
+    return detail
+
+
+def gateway_url_for(gateway_url: str, connector: str, path: str) -> str:
+    """The gateway URL for ``path`` under a connector; anything that would leave it raises ``GatewayPathError``."""
+    if not isinstance(connector, str) or not _CONNECTOR_ID.match(connector):
+        raise GatewayPathError(f"invalid connector id {connector!r}")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise GatewayPathError('the path must be relative to the connector and start with "/" (absolute URLs are refused)')
+    if path.startswith("//"):
+        raise GatewayPathError('protocol-relative paths ("//host") are refused')
+    if _FORBIDDEN_CHARACTER.search(path):
+        raise GatewayPathError('the path contains a control character, a space, "#" or "\\"')
+    pathname = path.split("?", 1)[0]
+    if _ENCODED_SEPARATOR.search(pathname):
+        raise GatewayPathError('encoded ".", "/", "\\", "%" or NUL in the path are refused')
+    segments = pathname[1:].split("/")
+    for index, segment in enumerate(segments):
+        if segment in (".", ".."):
+            raise GatewayPathError('"." and ".." segments are refused')
+        if segment == "" and index != len(segments) - 1:
+            raise GatewayPathError("empty path segments are refused")
+    base = urlsplit(gateway_url)
+    prefix = f"{base.path.rstrip('/')}/connectors/{connector}"
+    url = f"{base.scheme}://{base.netloc}{prefix}{path}"
+    parsed = urlsplit(url)
+    if parsed.netloc != base.netloc or not parsed.path.startswith(prefix + "/") or parsed.fragment:
+        raise GatewayPathError("the path leaves the connector")
+    return url
+
+
+def with_query(path: str, query: Mapping[str, Any] | None) -> str:
+    if not query:
+        return path
+    return f"{path}{'&' if '?' in path else '?'}{urlencode({name: str(value) for name, value in query.items()})}"
+
+
+def check_base_url(url: str, allow_insecure: bool, what: str) -> str:
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or parts.username or parts.password or not parts.netloc:
+        raise WritError(f"{what} must be a plain base URL", "invalid_options")
+    if parts.scheme != "https" and not (allow_insecure and parts.scheme == "http"):
+        raise WritError(f"{what} must be https (set allow_insecure_requests for local development)", "invalid_options")
+    return url.rstrip("/")
+
+
+@dataclass
+class Credential:
+    """A connector credential obtained by token exchange."""
+
+    access_token: str = field(repr=False)  # never in logs or tracebacks
+    token_type: str = "Bearer"  # "DPoP" or "Bearer"
+    expires_at: float = 0.0  # epoch seconds
+    authorization_details: list[dict[str, Any]] = field(default_factory=list)
+
+    def refresh_at(self) -> float:
+        lifetime = self.expires_at - time.time()
+        return self.expires_at - max(1.0, min(30.0, lifetime / 5))
+
+
+@dataclass
+class PendingApproval:
+    approval_id: str
+    reasons: list[str]
+    interval: float
+
+
+@dataclass
+class CreatedTask:
+    task_id: str
+    task_token: str = field(repr=False)  # the agent's subject token: never in logs or tracebacks
+    expires_at: str = ""
+    status: str = "active"
+
+
+def task_body(agent_id: str, purpose: str, allowed: list[Mapping[str, Any]], ttl_seconds: int,
+              on_behalf_of: str | None = None, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "agent_id": agent_id,
+        "purpose": purpose,
+        "allowed": [{**entry, "type": "connector"} for entry in allowed],
+        "ttl_seconds": ttl_seconds,
+    }
+    if on_behalf_of is not None:
+        body["on_behalf_of"] = on_behalf_of
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return body
+
+
+def json_or_none(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def raise_for_answer(response: Any) -> Any:
+    """The JSON body of a 2xx answer; a typed error otherwise."""
+    body = json_or_none(response)
+    if 200 <= response.status_code < 300:
+        if body is None:
+            raise WritResponseError(response.status_code, "Writ answered without a JSON body")
+        return body
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        if "error_description" not in body and isinstance(body.get("message"), str):
+            body = {**body, "error_description": body["message"]}
+        raise oauth_error(response.status_code, body)
+    raise WritResponseError(response.status_code, f"unexpected answer {response.status_code} from Writ")
+
+
+class PollState:
+    """Approval polling (RFC 8628 style): the server's ``interval`` and ``approval_id``, +5 s per ``slow_down``."""
+
+    def __init__(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.server_interval: float = DEFAULT_POLL_INTERVAL
+        self.slow_down: float = 0
+        self.approval_id: str | None = None
+        self.reasons: list[str] = []
+
+    @property
+    def interval(self) -> float:
+        return self.server_interval + self.slow_down
+
+    def on_error(self, error: Exception) -> PendingApproval | None:
+        """Records a polling answer; re-raises anything else. Returns the pending approval to report, if any."""
+        from .errors import ApprovalTimeoutError, WritOAuthError
+
+        if not isinstance(error, WritOAuthError):
+            raise error
+        pending = None
+        if error.error == "authorization_pending":
+            approval_id = error.body.get("approval_id") or self.approval_id
+            if not isinstance(approval_id, str):
+                raise error
+            self.approval_id = approval_id
+            interval = error.body.get("interval")
+            if isinstance(interval, (int, float)) and interval > 0:
+                self.server_interval = interval
+            if error.reasons and (error.description or "").startswith("a human must approve"):
+                self.reasons = error.reasons
+            pending = PendingApproval(approval_id, self.reasons, self.interval)
+        elif error.error == "slow_down":
+            self.slow_down += 5
+        else:
+            raise error
+        if time.monotonic() + self.interval > self.deadline:
+            raise ApprovalTimeoutError(self.approval_id or "", self.reasons)
+        return pending
+
+
+def exchange_params(task_token: str, detail: Mapping[str, Any], gateway_url: str, approval_id: str | None) -> dict[str, str]:
+    params = {
+        "grant_type": GRANT_TYPE_TOKEN_EXCHANGE,
+        "subject_token": task_token,
+        "subject_token_type": TOKEN_TYPE_JWT,
+        "authorization_details": json.dumps([detail]),
+        "resource": f"{gateway_url}/connectors/{detail['connector']}",
+    }
+    if approval_id:
+        params["approval_id"] = approval_id
+    return params
+
+
+def credential_from(body: Mapping[str, Any], detail: Mapping[str, Any], bound: bool) -> Credential:
+    token_type = str(body.get("token_type", "")).lower()
+    if bound and token_type != "dpop":
+        raise WritError("asked for a DPoP-bound credential, got a bearer one", "unexpected_response")
+    return Credential(
+        access_token=str(body["access_token"]),
+        token_type="DPoP" if token_type == "dpop" else "Bearer",
+        expires_at=time.time() + float(body.get("expires_in") or 60),
+        authorization_details=list(body.get("authorization_details") or [dict(detail)]),
+    )
+
+
+def prepare_call(headers: Mapping[str, str] | None, json_body: Any, content: bytes | str | None) -> tuple[dict[str, str], bytes | None]:
+    out = {name.lower(): value for name, value in (headers or {}).items()}
+    for name in ("authorization", "dpop"):
+        if name in out:
+            raise WritError(f"the {name} header is set by the SDK", "invalid_request")
+    if json_body is not None:
+        if content is not None:
+            raise WritError("give either content or json", "invalid_request")
+        out.setdefault("content-type", "application/json")
+        return out, json.dumps(json_body).encode("utf-8")
+    if isinstance(content, str):
+        return out, content.encode("utf-8")
+    return out, content
+
+
+def auth_headers(credential: Credential, dpop: DPoPKey | None, method: str, url: str) -> dict[str, str]:
+    if credential.token_type == "DPoP":
+        if dpop is None:
+            raise WritError("a DPoP-bound credential without a DPoP key", "invalid_state")
+        return {"authorization": f"DPoP {credential.access_token}", "dpop": dpop.proof(method, url, credential.access_token)}
+    return {"authorization": f"Bearer {credential.access_token}"}

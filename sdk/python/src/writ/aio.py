@@ -1,0 +1,236 @@
+"""Asynchronous clients: ``AsyncOrchestrator`` and ``AsyncAgent`` (httpx), the same surface as the sync ones
+(``client.py``); keep the two in step."""
+
+from __future__ import annotations
+
+import contextlib
+import asyncio
+import inspect
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
+
+import httpx
+
+from . import _core
+from ._core import ClientKey, CreatedTask, Credential, DPoPKey, PendingApproval, PollState
+
+T = TypeVar("T")
+
+
+class _AsyncClient:
+    def __init__(self, issuer: str, client_id: str, key: Mapping[str, Any], *, http: httpx.AsyncClient | None,
+                 allow_insecure_requests: bool) -> None:
+        self.issuer = _core.check_base_url(issuer, allow_insecure_requests, "issuer")
+        self.client_id = client_id
+        self._key = ClientKey.from_jwk(key)
+        self._http = http or httpx.AsyncClient(timeout=30.0, follow_redirects=False)
+        self._owns_http = http is None
+        self._metadata: dict[str, Any] | None = None
+
+    async def close(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def metadata(self) -> dict[str, Any]:
+        if self._metadata is None:
+            response = await self._http.get(f"{self.issuer}/.well-known/oauth-authorization-server", follow_redirects=False)
+            metadata = _core.raise_for_answer(response)
+            if metadata.get("issuer") != self.issuer:
+                raise _core.WritResponseError(response.status_code, "the discovered issuer differs from the configured one")
+            self._metadata = metadata
+        return self._metadata
+
+    async def token(self, params: dict[str, str], dpop: DPoPKey | None = None) -> dict[str, Any]:
+        endpoint = (await self.metadata())["token_endpoint"]
+        headers = {"accept": "application/json"}
+        if dpop is not None:
+            headers["dpop"] = dpop.proof("POST", endpoint)
+        form = {**params, **_core.client_auth_fields(self._key, self.client_id, self.issuer)}
+        return _core.raise_for_answer(await self._http.post(endpoint, data=form, headers=headers, follow_redirects=False))
+
+
+class AsyncOrchestrator:
+    """A trusted orchestrator: declares tasks for its agents and always ends them (``run_task``, ``task``)."""
+
+    def __init__(self, issuer: str, client_id: str, key: Mapping[str, Any], *, http: httpx.AsyncClient | None = None,
+                 allow_insecure_requests: bool = False) -> None:
+        self._client = _AsyncClient(issuer, client_id, key, http=http, allow_insecure_requests=allow_insecure_requests)
+        self._token: tuple[str, float] | None = None
+        self._lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "AsyncOrchestrator":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _access_token(self) -> str:
+        async with self._lock:
+            if self._token and time.time() < self._token[1]:
+                return self._token[0]
+            body = await self._client.token({"grant_type": "client_credentials", "scope": "tasks"})
+            lifetime = float(body.get("expires_in") or 60)
+            self._token = (body["access_token"], time.time() + lifetime - min(30.0, lifetime / 5))
+            return self._token[0]
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        for attempt in range(2):
+            headers = {"authorization": f"Bearer {await self._access_token()}", "accept": "application/json"}
+            response = await self._client._http.request(method, f"{self._client.issuer}{path}", headers=headers, json=body, follow_redirects=False)
+            if response.status_code == 401 and attempt == 0:
+                self._token = None
+                continue
+            return _core.raise_for_answer(response)
+        raise AssertionError("unreachable")
+
+    async def create_task(self, agent_id: str, purpose: str, allowed: list[Mapping[str, Any]], ttl_seconds: int, *,
+                    on_behalf_of: str | None = None, metadata: Mapping[str, Any] | None = None) -> CreatedTask:
+        """``POST /v1/tasks``: declares a task; returns its id and task token."""
+        body = _core.task_body(agent_id, purpose, allowed, ttl_seconds, on_behalf_of, metadata)
+        created = await self._call("POST", "/v1/tasks", body)
+        return CreatedTask(created["task_id"], created["task_token"], created["expires_at"], created["status"])
+
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        """``GET /v1/tasks/{id}``: the task, its status and its grants."""
+        return await self._call("GET", f"/v1/tasks/{task_id}")
+
+    async def complete_task(self, task_id: str) -> dict[str, Any]:
+        """Completes the task; its credentials are revoked before this returns."""
+        return await self._call("POST", f"/v1/tasks/{task_id}/complete")
+
+    async def fail_task(self, task_id: str) -> dict[str, Any]:
+        """Fails the task; its credentials are revoked before this returns."""
+        return await self._call("POST", f"/v1/tasks/{task_id}/fail")
+
+    @contextlib.asynccontextmanager
+    async def task(self, agent_id: str, purpose: str, allowed: list[Mapping[str, Any]], ttl_seconds: int, **options: Any) -> AsyncIterator[CreatedTask]:
+        """``async with orchestrator.task(...) as task:`` completes on a normal exit, fails on any exception or cancellation (in a ``finally``)."""
+        created = await self.create_task(agent_id, purpose, allowed, ttl_seconds, **options)
+        completed = False
+        try:
+            yield created
+            await self.complete_task(created.task_id)
+            completed = True
+        finally:
+            if not completed:
+                # A failure to fail must not hide the work's own error; the task still expires at its deadline.
+                # Shielded: a cancelled run still revokes its credentials.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.fail_task(created.task_id))
+
+    async def run_task(self, work: Callable[[CreatedTask], Awaitable[T]], agent_id: str, purpose: str, allowed: list[Mapping[str, Any]],
+                 ttl_seconds: int, **options: Any) -> T:
+        """Declares a task, runs ``work(task)``, completes it when ``work`` returns, fails it when it raises."""
+        async with self.task(agent_id, purpose, allowed, ttl_seconds, **options) as created:
+            return await work(created)
+
+
+class AsyncAgent:
+    """An agent: token exchange for one operation on one connector (DPoP-bound by default), cached, approval-aware."""
+
+    def __init__(self, issuer: str, client_id: str, key: Mapping[str, Any], gateway_url: str, *, dpop: bool = True,
+                 approval_timeout: float = _core.DEFAULT_APPROVAL_TIMEOUT, http: httpx.AsyncClient | None = None,
+                 allow_insecure_requests: bool = False) -> None:
+        self._client = _AsyncClient(issuer, client_id, key, http=http, allow_insecure_requests=allow_insecure_requests)
+        self.gateway_url = _core.check_base_url(gateway_url, allow_insecure_requests, "gateway_url")
+        self._dpop = DPoPKey() if dpop else None
+        self._approval_timeout = approval_timeout
+        self._cache: dict[str, Credential] = {}
+        self._inflight: dict[str, asyncio.Future[Credential]] = {}
+
+    @property
+    def dpop_thumbprint(self) -> str | None:
+        return self._dpop.thumbprint if self._dpop else None
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "AsyncAgent":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def for_task(self, task_token: str) -> "AsyncTaskAgent":
+        """A handle bound to one task token."""
+        return AsyncTaskAgent(self, task_token)
+
+    async def credential(self, task_token: str, connector: str, action: str, constraints: Mapping[str, Any] | None = None, *,
+                   approval_timeout: float | None = None, on_pending: Callable[[PendingApproval], Any] | None = None) -> Credential:
+        """A credential for exactly this request: cached until shortly before it expires, else by token exchange
+        (waiting for a human approval when the policy asks for one). Refusals raise typed errors."""
+        detail = _core.detail_of(connector, action, constraints)
+        key = f"{task_token}\n{_core.canonical(detail)}"
+        cached = self._cache.get(key)
+        if cached and time.time() < cached.refresh_at():
+            return cached
+        # Concurrent identical requests share one exchange (and one approval).
+        inflight = self._inflight.get(key)
+        if inflight is None:
+            inflight = asyncio.ensure_future(self._exchange(task_token, detail, approval_timeout, on_pending))
+            self._inflight[key] = inflight
+            inflight.add_done_callback(lambda _: self._inflight.pop(key, None))
+        credential = await asyncio.shield(inflight)
+        self._cache[key] = credential
+        return credential
+
+    def forget(self, task_token: str, connector: str | None = None, action: str | None = None,
+               constraints: Mapping[str, Any] | None = None) -> None:
+        """Drops cached credentials: of one request, or every one of a task token."""
+        if connector is not None and action is not None:
+            self._cache.pop(f"{task_token}\n{_core.canonical(_core.detail_of(connector, action, constraints))}", None)
+        else:
+            for cached in [k for k in self._cache if k.startswith(f"{task_token}\n")]:
+                del self._cache[cached]
+
+    async def _exchange(self, task_token: str, detail: dict[str, Any], timeout: float | None,
+                  on_pending: Callable[[PendingApproval], Any] | None) -> Credential:
+        poll = PollState(self._approval_timeout if timeout is None else timeout)
+        while True:
+            try:
+                body = await self._client.token(_core.exchange_params(task_token, detail, self.gateway_url, poll.approval_id), self._dpop)
+                return _core.credential_from(body, detail, self._dpop is not None)
+            except Exception as error:  # noqa: BLE001 - PollState re-raises what is not a polling answer
+                pending = poll.on_error(error)
+                if pending and on_pending:
+                    notified = on_pending(pending)
+                    if inspect.isawaitable(notified):
+                        await notified
+                await asyncio.sleep(poll.interval)
+
+    async def fetch(self, task_token: str, connector: str, action: str, path: str, *, constraints: Mapping[str, Any] | None = None,
+              method: str | None = None, headers: Mapping[str, str] | None = None, json: Any = None,
+              content: bytes | str | None = None, query: Mapping[str, Any] | None = None,
+              approval_timeout: float | None = None, on_pending: Callable[[PendingApproval], Any] | None = None) -> httpx.Response:
+        """Calls ``path`` (relative to the connector) through the gateway with a credential for this request and a
+        fresh DPoP proof. Other targets raise ``GatewayPathError`` before anything is sent. A credential the gateway
+        refuses (401: spent, revoked; nothing was forwarded) is dropped and the call made once more."""
+        url = _core.gateway_url_for(self.gateway_url, connector, _core.with_query(path, query))
+        verb = (method or ("POST" if json is not None or content is not None else "GET")).upper()
+        base_headers, body = _core.prepare_call(headers, json, content)
+        for attempt in range(2):
+            credential = await self.credential(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
+            request_headers = {**base_headers, **_core.auth_headers(credential, self._dpop, verb, url)}
+            # Never follow a redirect: the credential and its proof go to this URL only.
+            response = await self._client._http.request(verb, url, headers=request_headers, content=body, follow_redirects=False)
+            if response.status_code != 401 or attempt == 1:
+                return response
+            self.forget(task_token, connector, action, constraints)
+        raise AssertionError("unreachable")
+
+
+class AsyncTaskAgent:
+    """An ``AsyncAgent`` bound to one task token."""
+
+    def __init__(self, agent: AsyncAgent, task_token: str) -> None:
+        self.agent = agent
+        self.task_token = task_token
+
+    async def credential(self, connector: str, action: str, constraints: Mapping[str, Any] | None = None, **options: Any) -> Credential:
+        return await self.agent.credential(self.task_token, connector, action, constraints, **options)
+
+    async def fetch(self, connector: str, action: str, path: str, **options: Any) -> httpx.Response:
+        return await self.agent.fetch(self.task_token, connector, action, path, **options)
