@@ -29,9 +29,10 @@ const common = {
     '^@writ/(.*)$': '<rootDir>/libs/$1/src',
   },
   testEnvironment: 'node',
-  testTimeout: 30_000,
 };
 module.exports = {
+  // A global option: jest ignores it inside a project's settings.
+  testTimeout: 30_000,
   globalSetup: '<rootDir>/libs/testing/src/jest-global-setup.ts',
   globalTeardown: '<rootDir>/libs/testing/src/jest-global-teardown.ts',
   projects: [
