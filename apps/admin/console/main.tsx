@@ -99,6 +99,14 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
     seen.current = ids;
     document.title = count > 0 ? `(${count}${pending.data.next_cursor ? '+' : ''}) Writ console` : 'Writ console';
   }, [pending.data]);
+  useEffect(() => {
+    if (route.page === 'approvals') setToast(undefined);
+  }, [route.page]);
+  useEffect(() => {
+    if (!toast) return;
+    const timer = window.setTimeout(() => setToast(undefined), 15_000);
+    return () => window.clearTimeout(timer);
+  }, [toast]);
   const can = (role: Role) => roleAtLeast(session.role, role);
   let page;
   switch (route.page) {

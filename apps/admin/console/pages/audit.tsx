@@ -37,8 +37,11 @@ function stage(type: string): string {
 function summary(event: AuditEvent): string {
   const data = event.data as Record<string, any>;
   switch (event.type) {
-    case 'grant.decision':
-      return `${data.decision?.allow ? 'allowed' : 'denied'}${data.decision?.requires_approval ? ', approval required' : ''}: ${(data.decision?.reasons ?? []).join('; ')}`;
+    case 'grant.decision': {
+      const verdict = event.outcome === 'success' ? 'allowed' : data.decision?.requires_approval ? 'held for approval' : 'denied';
+      const reasons: string[] = data.decision?.reasons ?? [];
+      return reasons.length ? `${verdict}: ${reasons.join('; ')}` : verdict;
+    }
     case 'token.issued':
       return `${data.action ?? data.kind} until ${when(data.expires_at)}`;
     case 'gateway.call':

@@ -168,7 +168,7 @@ export function PoliciesPage({ can }: { can: (role: Role) => boolean }) {
           ) : null}
           <h3>History</h3>
           {history.data && history.data.items.length === 0 ? <p class="muted small">No version was uploaded through the API: the policy file is in force.</p> : null}
-          <table class="small">
+          <table class="small" data-testid="policy-history">
             <tbody>
               {(history.data?.items ?? []).map((version) => (
                 <tr>
