@@ -116,7 +116,7 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(await row.textContent()).toContain('agent-1');
     await page.waitForSelector('[data-testid=event-feed] li[data-type="task.created"]');
     // The token never lands in web storage or a cookie.
-    const stored = await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage }, cookie: document.cookie }));
+    const stored = await page.evaluate<string>('JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage }, cookie: document.cookie })');
     expect(stored).not.toContain(services.adminToken);
   });
 

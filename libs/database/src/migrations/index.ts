@@ -2,9 +2,10 @@ import { InitialSchema1764340000000 } from './1764340000000-initial-schema';
 import { ServiceRole1764350000000 } from './1764350000000-service-role';
 import { Approvals1764360000000 } from './1764360000000-approvals';
 import { CountGrants1764370000000 } from './1764370000000-count-grants';
+import { ApprovalWebhook1764440000000 } from './1764440000000-approval-webhook';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
 
 /** Every migration, in order. */
-export const MIGRATIONS = [InitialSchema1764340000000, ServiceRole1764350000000, Approvals1764360000000, CountGrants1764370000000];
+export const MIGRATIONS = [InitialSchema1764340000000, ServiceRole1764350000000, Approvals1764360000000, CountGrants1764370000000, ApprovalWebhook1764440000000];
