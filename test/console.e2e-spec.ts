@@ -14,7 +14,7 @@ import { startTestServices, TestServices } from './support/test-services';
 const { buildConsole } = require('../scripts/build-console.js') as { buildConsole: () => void };
 
 const PAYMENTS_SECRET = 'sk_live_console_9c1e77ab42';
-const CHAT_SECRET = 'xoxb-console-chat-secret-5521';
+const CHAT_SECRET = 'xoxb-example-not-a-real-token-5521';
 /** `npm run console:screenshots` sets this to docs/console: each page is captured as a PNG. */
 const SCREENSHOTS = process.env.WRIT_CONSOLE_SCREENSHOTS;
 
@@ -238,6 +238,9 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.click('nav a[href="#/policies"]');
     await page.locator('[data-testid=active-policy]').waitFor();
     expect(await page.locator('[data-testid=dry-run], [data-testid=policy-upload]').count()).toBe(0);
+    await page.click('nav a[href="#/approvals"]');
+    await page.locator(`article[data-task-id="${task.task_id}"]`).waitFor();
+    await shot('viewer-approvals');
     // The same origin, the viewer's token: the API refuses what the console hides.
     const status = await page.evaluate(
       async ([taskId, token]) => (await fetch(`/v1/tasks/${taskId}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' })).status,
