@@ -1,4 +1,4 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, downloadJson, Page, query } from '../api';
 import type { Route } from '../main';
 import { describeError, ErrorLine, Json, Pill, usePoll, when } from '../ui';
@@ -127,6 +127,8 @@ export function AuditPage({ route }: { route: Route }) {
   }
   const [draft, setDraft] = useState<Filters>(initial);
   const applied: Filters = initial;
+  // A link to another task (from the feed or a row) changes the hash, not this page: follow it.
+  useEffect(() => setDraft(initial), [JSON.stringify(initial)]);
   const [pages, setPages] = useState<AuditEvent[][]>([]);
   const [cursor, setCursor] = useState<string | null>(null);
   const [open, setOpen] = useState<number | undefined>();
