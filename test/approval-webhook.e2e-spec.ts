@@ -100,6 +100,12 @@ describe('approval webhook', () => {
 
   it('announces each new pending approval once across two instances, signed, with what a person needs to decide', async () => {
     const ids = await Promise.all(['pay INV-1', 'pay INV-2', 'pay INV-3', 'pay INV-4', 'pay INV-5'].map(pendingApproval));
+    // Besides both instances' own timers, four more pollers race for the same rows at once.
+    const racers = [first, second].flatMap((services) => [
+      services.apps[1].get(ApprovalWebhookService),
+      new ApprovalWebhookService(services.runtime, services.runtime.pool, services.runtime.audit, services.runtime.logger),
+    ]);
+    await Promise.all(racers.map((racer) => racer.tick()));
     const states = await settled(ids);
     for (const id of ids) expect(states[id]).toEqual({ status: 'delivered', attempts: 1 });
     const mine = receiver.received.filter((entry) => ids.includes(entry.payload.data.approval_id));
