@@ -43,11 +43,13 @@ describeWithBrowser('admin console in Chromium', () => {
     const data = JSON.parse(JSON.stringify(engine.data));
     data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
     services.policy.install(await engine.withData(data), 'test');
-    const viewer = await sendJson('POST', `${services.adminUrl}/v1/admin-tokens`, { name: 'auditor', role: 'viewer' }, services.adminToken);
-    viewerToken = viewer.body.token;
     browser = await launchChromium();
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, acceptDownloads: true });
     page = await context.newPage();
+    // Every CSP violation the page sees is kept (an init script runs outside the page's CSP).
+    await page.addInitScript({
+      content: "document.addEventListener('securitypolicyviolation', (e) => { (window.__csp = window.__csp || []).push(e.violatedDirective + ' ' + e.blockedURI); });",
+    });
     page.on('console', (message) => {
       if (/Content Security Policy|Refused to/i.test(message.text())) cspViolations.push(message.text());
     });
@@ -118,6 +120,24 @@ describeWithBrowser('admin console in Chromium', () => {
     // The token never lands in web storage or a cookie.
     const stored = await page.evaluate<string>('JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage }, cookie: document.cookie })');
     expect(stored).not.toContain(services.adminToken);
+  });
+
+  it('renders what agents and orchestrators send as text, never as markup', async () => {
+    const hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
+    const task = await createTask(services, world.orchestrator, { purpose: hostile, metadata: { note: hostile } });
+    const row = page.locator(`tr[data-task-id="${task.task_id}"]`);
+    await row.waitFor();
+    expect(await row.locator('.purpose').textContent()).toBe(hostile);
+    expect(await row.locator('img').count()).toBe(0);
+    expect(await page.evaluate<unknown>('window.__pwned')).toBeUndefined();
+    // Even markup that got into the DOM could not run: the CSP refuses inline script.
+    await page.evaluate(`document.body.appendChild(Object.assign(document.createElement('script'), { textContent: 'window.__injected = 1' }))`);
+    expect(await page.evaluate<unknown>('window.__injected')).toBeUndefined();
+    expect(await page.evaluate<string[]>('window.__csp.splice(0)')).toEqual([expect.stringMatching(/^script-src-elem inline/)]);
+    for (let i = 0; i < 100 && cspViolations.length === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(cspViolations.splice(0)).toEqual([expect.stringContaining('Executing inline script violates')]);
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, { reason: hostile }, services.adminToken);
+    await row.waitFor({ state: 'detached' });
   });
 
   it('approves a pending request in the inbox, and the agent\'s exchange then succeeds', async () => {
@@ -221,12 +241,32 @@ describeWithBrowser('admin console in Chromium', () => {
     await shot('registry');
   });
 
+  it('lets an admin create a viewer token, shown once, and rotate the signing key', async () => {
+    await page.click('nav a[href="#/access"]');
+    const form = page.locator('[data-testid=new-admin-token]');
+    await form.locator('input[name=name]').fill('auditor');
+    await form.locator('select[name=role]').selectOption('viewer');
+    await form.locator('button[type=submit]').click();
+    viewerToken = await form.locator('[data-testid=created-token]').inputValue();
+    expect(viewerToken).toMatch(/^writ_admin_/);
+    await page.locator('[data-testid=admin-tokens] tr', { hasText: 'auditor' }).waitFor();
+    const keys = page.locator('[data-testid=signing-keys] tbody tr');
+    await keys.first().waitFor();
+    const before = await keys.count();
+    await page.click('button:has-text("Rotate the signing key")');
+    await keys.nth(before).waitFor();
+    await shot('access');
+    await form.locator('button:has-text("Done")').click();
+    expect(await page.locator('[data-testid=created-token]').count()).toBe(0);
+  });
+
   it('shows a viewer no write control, and the API still refuses the viewer', async () => {
     const task = await createTask(services, world.orchestrator, { purpose: 'read balances' });
     await exchange(task.task_token, payout(20000));
     await page.click('button:has-text("Sign out")');
     await signIn(viewerToken);
     expect(await page.textContent('[data-testid=who]')).toContain('viewer');
+    expect(await page.locator('nav a[href="#/access"]').count()).toBe(0);
     await page.locator(`tr[data-task-id="${task.task_id}"]`).waitFor();
     expect(await page.locator('button:has-text("Revoke")').count()).toBe(0);
     await page.click('nav a[href="#/approvals"]');
@@ -276,6 +316,7 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.click('nav a[href="#/policies"]');
     await shot('policies');
     expect(cspViolations).toEqual([]);
+    expect(await page.evaluate<string[]>('window.__csp || []')).toEqual([]);
   });
 
 

@@ -2,6 +2,7 @@ import './console.css';
 import { render } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, Page, Role, roleAtLeast, setToken, setUnauthorizedHandler } from './api';
+import { AccessPage } from './pages/access';
 import { ApprovalsPage } from './pages/approvals';
 import { AuditPage } from './pages/audit';
 import { PoliciesPage } from './pages/policies';
@@ -75,12 +76,13 @@ function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
   );
 }
 
-const NAV: { page: string; label: string }[] = [
-  { page: 'tasks', label: 'Live tasks' },
-  { page: 'approvals', label: 'Approvals' },
-  { page: 'audit', label: 'Audit' },
-  { page: 'registry', label: 'Registry' },
-  { page: 'policies', label: 'Policies' },
+const NAV: { page: string; label: string; role: Role }[] = [
+  { page: 'tasks', label: 'Live tasks', role: 'viewer' },
+  { page: 'approvals', label: 'Approvals', role: 'viewer' },
+  { page: 'audit', label: 'Audit', role: 'viewer' },
+  { page: 'registry', label: 'Registry', role: 'viewer' },
+  { page: 'policies', label: 'Policies', role: 'viewer' },
+  { page: 'access', label: 'Access', role: 'admin' },
 ];
 
 function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
@@ -114,6 +116,7 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
     case 'audit': page = <AuditPage route={route} />; break;
     case 'registry': page = <RegistryPage route={route} can={can} />; break;
     case 'policies': page = <PoliciesPage can={can} />; break;
+    case 'access': page = can('admin') ? <AccessPage selfId={session.id} /> : <TasksPage can={can} />; break;
     default: page = <TasksPage can={can} />;
   }
   return (
@@ -121,7 +124,7 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
       <header class="top">
         <span class="brand">Writ</span>
         <nav>
-          {NAV.map((item) => (
+          {NAV.filter((item) => can(item.role)).map((item) => (
             <a href={`#/${item.page}`} class={route.page === item.page ? 'active' : ''} aria-current={route.page === item.page ? 'page' : undefined}>
               {item.label}
               {item.page === 'approvals' && count > 0 ? <span class="badge" aria-label={`${count} pending`} data-testid="approvals-badge">{count}{pending.data?.next_cursor ? '+' : ''}</span> : null}
