@@ -22,7 +22,7 @@ function newestSource(dir) {
   return newest;
 }
 
-if (process.argv.includes('--if-needed') && existsSync(stamp)) {
+if (process.argv.includes('--if-needed') && existsSync(stamp) && existsSync(join(root, 'dist', 'console', 'index.html'))) {
   const sources = ['apps', 'libs', 'bench', 'scripts']
     .map((dir) => join(root, dir))
     .filter(existsSync)
