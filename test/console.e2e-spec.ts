@@ -239,6 +239,25 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(await row.textContent()).toContain('hmac-sha256:');
     expect(await page.content()).not.toContain(CHAT_SECRET);
     await shot('registry');
+    // Edit: the stored credential is not shown back; saving without one keeps it.
+    await row.locator('button:has-text("Edit")').click();
+    expect(await editor.locator('textarea[name=credential]').inputValue()).toBe('');
+    await editor.locator('input[name=name]').fill('Team chat (ops)');
+    await editor.locator('button[type=submit]').click();
+    await row.locator('text=Team chat (ops)').waitFor();
+    const stored = await sendJson('GET', `${services.adminUrl}/v1/connectors/chat`, undefined, services.adminToken);
+    expect(stored.body.credential).toMatchObject({ type: 'bearer', fingerprint: expect.stringMatching(/^hmac-sha256:/) });
+    await row.locator('button:has-text("Delete")').click();
+    await row.locator('button:has-text("Confirm delete")').click();
+    await row.waitFor({ state: 'detached' });
+    // Suspend and reactivate an agent.
+    await page.click('a[href="#/registry/agents"]');
+    const agent = page.locator('[data-testid=registry-table] tr[data-id="agent-2"]');
+    await agent.locator('button:has-text("Suspend")').click();
+    await agent.locator('.pill-suspended').waitFor();
+    expect((await sendJson('GET', `${services.adminUrl}/v1/agents/agent-2`, undefined, services.adminToken)).body.status).toBe('suspended');
+    await agent.locator('button:has-text("Reactivate")').click();
+    await agent.locator('.pill-active').waitFor();
   });
 
   it('lets an admin create a viewer token, shown once, and rotate the signing key', async () => {
