@@ -3,7 +3,7 @@ import { render } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, Page, Role, roleAtLeast, setToken, setUnauthorizedHandler } from './api';
 import { AccessPage } from './pages/access';
-import { ApprovalsPage } from './pages/approvals';
+import { APPROVALS_CHANGED, ApprovalsPage } from './pages/approvals';
 import { AuditPage } from './pages/audit';
 import { PoliciesPage } from './pages/policies';
 import { RegistryPage } from './pages/registry';
@@ -89,6 +89,11 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
   const route = useRoute();
   const pending = usePoll(() => api<Page<{ id: string }>>('GET', '/v1/approvals?status=pending&limit=200'), 3000);
   const count = pending.data?.items.length ?? 0;
+  useEffect(() => {
+    const onChange = () => pending.refresh();
+    window.addEventListener(APPROVALS_CHANGED, onChange);
+    return () => window.removeEventListener(APPROVALS_CHANGED, onChange);
+  }, []);
   const seen = useRef<Set<string> | undefined>(undefined);
   const [toast, setToast] = useState<string | undefined>();
   useEffect(() => {
@@ -97,6 +102,7 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
     if (seen.current) {
       const fresh = [...ids].filter((id) => !seen.current!.has(id)).length;
       if (fresh > 0) setToast(`${fresh} new approval${fresh > 1 ? 's' : ''} waiting`);
+      else if (ids.size === 0) setToast(undefined);
     }
     seen.current = ids;
     document.title = count > 0 ? `(${count}${pending.data.next_cursor ? '+' : ''}) Writ console` : 'Writ console';

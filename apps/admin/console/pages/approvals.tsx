@@ -20,6 +20,9 @@ interface Approval {
   note: string | null;
 }
 
+/** Fired after a decision, so that the badge in the top bar counts again at once. */
+export const APPROVALS_CHANGED = 'writ:approvals-changed';
+
 const purposes = new Map<string, Promise<string>>();
 
 /** The task's declared purpose (cached: a task's purpose never changes). */
@@ -91,6 +94,7 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
   const refresh = () => {
     pending.refresh();
     recent.refresh();
+    window.dispatchEvent(new Event(APPROVALS_CHANGED));
   };
   const decided = (recent.data?.items ?? []).filter((approval) => approval.status !== 'pending');
   return (
