@@ -90,8 +90,8 @@ const TOP_LEVEL_CREATE = ['id', 'kind', 'name', 'base_url', 'operations', 'crede
 const TOP_LEVEL_UPDATE = ['name', 'base_url', 'operations', 'credential'];
 const OPERATION_MEMBERS = ['name', 'method', 'path', 'risk', 'constraints'];
 const TOOL_MEMBERS = ['name', 'risk', 'constraints'];
-/** MCP tool names (the 2025-06-18 specification's recommendation: 1 to 128 of letters, digits, _, - and .). */
-export const TOOL_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/;
+/** MCP tool names (the 2025-06-18 specification's recommended characters, starting with a letter or digit, as operation names do). */
+export const TOOL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const CONSTRAINT_MEMBERS = ['in', 'field', 'op', 'min', 'max'];
 const CREDENTIAL_MEMBERS: Record<UpstreamCredential['type'], { required: string[]; optional: string[] }> = {
   bearer: { required: ['token'], optional: [] },
@@ -233,7 +233,7 @@ function checkTool(raw: Record<string, unknown>, prefix: string, out: Collector)
   refuseUnknown(Object.fromEntries(Object.entries(raw).filter(([key]) => key !== 'method' && key !== 'path')), TOOL_MEMBERS, prefix, out);
   const { name, risk } = raw;
   if (typeof name !== 'string' || !TOOL_NAME_PATTERN.test(name)) {
-    out.add(`${prefix}.name`, 'must be an MCP tool name: 1 to 128 characters, letters, digits, _, - and .');
+    out.add(`${prefix}.name`, 'must be an MCP tool name: 1 to 128 characters, letters, digits, _, - and ., starting with a letter or digit');
   }
   if (!OPERATION_RISKS.includes(risk as never)) out.add(`${prefix}.risk`, `must be one of ${OPERATION_RISKS.join(', ')}`);
   const constraints = checkConstraintMap(raw.constraints, prefix, undefined, undefined, out, 'mcp');
