@@ -4,6 +4,7 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
 import { ProtectedResourceController } from './mcp/protected-resource.controller';
+import { TaskToolsRepository } from './mcp/task-tools.repository';
 import { GrantStateRepository } from './proxy/grant-state.repository';
 import { ProxyController } from './proxy/proxy.controller';
 import { ProxyService } from './proxy/proxy.service';
@@ -26,6 +27,7 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         { provide: UPSTREAM_DISPATCHER, useFactory: (config: WritConfig) => createUpstreamDispatcher(config), inject: [WRIT_CONFIG] },
         CatalogueCache,
         GrantStateRepository,
+        TaskToolsRepository,
         UpstreamCredentials,
         CredentialBinding,
         ProxyService,

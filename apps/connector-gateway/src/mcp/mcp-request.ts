@@ -9,7 +9,7 @@ export interface McpCall {
   tool?: ConnectorOperation;
   /** `tools/call` only: the call spends a use and reserves task budgets, as an HTTP operation does. */
   spends: boolean;
-  /** The tools this credential grants: `tools/list` results are filtered to them. */
+  /** The tools the session may see (those its task allows on the connector): tool lists are filtered to them. */
   granted: ReadonlySet<string>;
 }
 
@@ -49,16 +49,19 @@ function boundToBody(tool: ConnectorOperation): ConnectorOperation {
  * `tools/list`, notifications and answers to the server's own requests are allowed to any
  * holder of a credential for the connector; every other method (resources, prompts,
  * completion, logging...) is refused. `GET` (the server's event stream) and `DELETE` (end of
- * session) carry no message and are allowed likewise.
+ * session) carry no message and are allowed likewise. Tool lists are cut to `visible` (the
+ * tools of the catalogue the task allows: a credential grants one tool, but the session's
+ * client is shown every tool it may get a credential for).
  */
 export function classifyMcpRequest(
   httpMethod: string,
   message: unknown,
   tools: readonly ConnectorOperation[],
   actions: readonly string[],
+  visible: readonly string[] = actions,
 ): McpCall {
   const known = new Set(tools.map((tool) => tool.name));
-  const granted = new Set(actions.filter((action) => known.has(action)));
+  const granted = new Set(visible.filter((action) => known.has(action)));
   if (httpMethod === 'GET' || httpMethod === 'DELETE') {
     if (message !== undefined) throw new InvalidRequestError(`an MCP ${httpMethod} request carries no body`, { reason: 'mcp_body_not_allowed' });
     return { method: httpMethod, spends: false, granted };

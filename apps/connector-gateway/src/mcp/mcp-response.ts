@@ -18,7 +18,9 @@ export async function mcpResponseBody(body: Readable, headers: Record<string, st
   if (type.startsWith('text/event-stream')) {
     delete headers['content-length'];
     const filter = new ToolsListSseFilter(mcp.granted);
+    // Both ends go together: an agent that hangs up must close the upstream stream too.
     body.on('error', (error) => filter.destroy(error));
+    filter.on('close', () => body.destroy());
     return body.pipe(filter);
   }
   if (mcp.method !== 'tools/list' || !/^application\/(?:[a-z0-9.+-]+\+)?json/.test(type)) return body;

@@ -17,6 +17,7 @@ import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { classifyMcpRequest, McpCall, parseToolCatalogue } from '../mcp/mcp-request';
 import { mcpResponseBody } from '../mcp/mcp-response';
 import { resourceMetadataUrl } from '../mcp/resource-metadata';
+import { TaskToolsRepository } from '../mcp/task-tools.repository';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
 import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
@@ -89,6 +90,7 @@ export class ProxyService {
     @Inject(LOGGER) private readonly logger: Logger,
     @Inject(PG_POOL) pool: Pool,
     private readonly throttle: FailureThrottle,
+    private readonly taskTools: TaskToolsRepository,
   ) {
     this.jtis = new PgJtiStore(pool);
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
@@ -171,7 +173,11 @@ export class ProxyService {
     const parsed = req.method === 'POST' ? (parseJsonBody(req, body) ?? { value: undefined, text: '' }) : undefined;
     if (req.method !== 'POST' && body.length > 0) throw new InvalidRequestError(`an MCP ${req.method} request carries no body`, { reason: 'mcp_body_not_allowed' });
     call.mcpMethod = req.method === 'POST' ? 'message' : req.method;
-    const mcp = classifyMcpRequest(req.method, parsed?.value, parseToolCatalogue(state.connector!.operationsText), detail.actions);
+    // What the session may see: the tools its task allows here (tool lists on POST answers and on the event stream).
+    const visible = req.method === 'GET' || (parsed?.value as { method?: unknown } | undefined)?.method === 'tools/list'
+      ? (state.taskId ? await this.taskTools.actions(state.taskId, target.connectorId) : detail.actions)
+      : detail.actions;
+    const mcp = classifyMcpRequest(req.method, parsed?.value, parseToolCatalogue(state.connector!.operationsText), detail.actions, visible);
     call.mcpMethod = mcp.method;
     if (!mcp.tool) return { ...(await this.checked(target, state, undefined, body, { checked: [] })), mcp };
     call.operation = mcp.tool.name;
