@@ -160,6 +160,7 @@ describe('MCP through the gateway', () => {
   });
 
   it('refuses arguments outside the constraints, another tool, and a replayed one-use credential, with nothing reaching the server', async () => {
+    // The client holds one credential for transfers to acct_1 of at most 100, and tries more with it.
     const { taskToken } = await task();
     const agent = agentOf(false);
     const transfer = await agent.credential(taskToken, { connector: 'tools', action: 'transfer', constraints: { to: 'acct_1', amount_max: 100 } });
@@ -167,16 +168,17 @@ describe('MCP through the gateway', () => {
     const calls = toolCallsSeen(sse).length;
     const ran = sse.toolCalls.length;
 
-    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 500 } })).rejects.toMatchObject({ code: 403, message: expect.stringMatching(/constraint:amount_max/) });
-    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_2', amount: 5 } })).rejects.toMatchObject({ code: 403, message: expect.stringMatching(/constraint:to/) });
+    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 500 } })).rejects.toMatchObject({ code: -32003, data: { error: 'insufficient_scope', rule: 'constraint:amount_max' } });
+    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_2', amount: 5 } })).rejects.toMatchObject({ code: -32003, data: { rule: 'constraint:to' } });
     // Exact numbers: a value that JSON.parse rounds into the grant is refused as written.
     const raw = await fetch(`${services.gatewayUrl}/connectors/tools`, {
       method: 'POST',
       headers: { authorization: `Bearer ${transfer.accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
       body: '{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"transfer","arguments":{"to":"acct_1","amount":100.0000000000000000001}}}',
     });
-    expect(raw.status).toBe(400);
-    await expect(client.callTool({ name: 'wipe', arguments: {} })).rejects.toMatchObject({ code: 403, message: expect.stringMatching(/"rule":"action"/) });
+    expect(raw.status).toBe(200);
+    expect(await raw.json()).toMatchObject({ id: 9, error: { code: -32602, data: { error: 'invalid_request', field: 'body.params.arguments.amount' } } });
+    await expect(client.callTool({ name: 'wipe', arguments: {} })).rejects.toMatchObject({ code: -32003, data: { rule: 'action' } });
     // Inside the constraints: the single use is spent; the same credential replayed is refused.
     expect((await client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 5 } })).content).toEqual([{ type: 'text', text: 'sent 5 to acct_1' }]);
     await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 5 } })).rejects.toMatchObject({ code: 401, message: expect.stringMatching(/invalid_token/) });
@@ -197,11 +199,11 @@ describe('MCP through the gateway', () => {
       });
     const before = sse.requests.length;
     const unknown = await post({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'shell', arguments: {} } });
-    expect(unknown.status).toBe(403);
-    expect(await unknown.json()).toMatchObject({ error: 'insufficient_scope', rule: 'operation' });
+    // Refusals of a request are JSON-RPC errors answering its id: the client fails the call, not the session.
+    expect(unknown.status).toBe(200);
+    expect(await unknown.json()).toMatchObject({ jsonrpc: '2.0', id: 1, error: { code: -32003, data: { error: 'insufficient_scope', rule: 'operation' } } });
     const resources = await post({ jsonrpc: '2.0', id: 2, method: 'resources/read', params: { uri: 'file:///etc/passwd' } });
-    expect(resources.status).toBe(403);
-    expect(await resources.json()).toMatchObject({ rule: 'mcp_method' });
+    expect(await resources.json()).toMatchObject({ id: 2, error: { code: -32003, data: { rule: 'mcp_method' } } });
     const batch = await post([{ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'lookup', arguments: { q: 'x' } } }]);
     expect(batch.status).toBe(400);
     const path = await fetch(`${services.gatewayUrl}/connectors/tools/other`, { method: 'POST', headers: { authorization: `Bearer ${accessToken}` } });

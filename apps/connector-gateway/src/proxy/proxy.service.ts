@@ -15,6 +15,7 @@ import { FailureThrottle, FailureVerdict, LOGGER, sourceAddress } from '@writ/pl
 import { UpstreamNetworks } from '@writ/connectors';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { classifyMcpRequest, McpCall, parseToolCatalogue } from '../mcp/mcp-request';
+import { JsonRpcId, mcpRefusal, requestIdOf } from '../mcp/mcp-refusal';
 import { mcpResponseBody } from '../mcp/mcp-response';
 import { resourceMetadataUrl } from '../mcp/resource-metadata';
 import { TaskToolsRepository } from '../mcp/task-tools.repository';
@@ -44,6 +45,8 @@ interface CallContext {
   constraints?: CheckedConstraint[];
   /** `mcp` connectors: the JSON-RPC method (or `GET`/`DELETE`, `response`). */
   mcpMethod?: string;
+  /** `mcp` connectors: the id of the JSON-RPC request, which a refusal answers as a JSON-RPC error. */
+  mcpRequestId?: JsonRpcId;
 }
 
 /** A call that passed every check and may spend its use and go upstream. */
@@ -118,10 +121,24 @@ export class ProxyService {
         if (call.connectorId) error.withResourceMetadata(resourceMetadataUrl(this.config.gatewayUrl, call.connectorId));
         await this.refused(call, error, source);
       }
+      if (this.answeredAsJsonRpc(res, call, error)) return;
       throw error;
     }
-    const reservation = await this.spend(checked, call);
+    let reservation: BudgetReservation | undefined;
+    try {
+      reservation = await this.spend(checked, call);
+    } catch (error) {
+      if (this.answeredAsJsonRpc(res, call, error)) return;
+      throw error;
+    }
     await this.forward(req, res, checked, call, reservation);
+  }
+
+  /** An MCP request refused after its credential was accepted gets a JSON-RPC error (see {@link mcpRefusal}). */
+  private answeredAsJsonRpc(res: Response, call: CallContext, error: unknown): boolean {
+    const refusal = mcpRefusal(call.mcpRequestId, error);
+    if (refusal) res.status(200).json(refusal);
+    return refusal !== undefined;
   }
 
   private async check(req: Request, call: CallContext): Promise<CheckedCall> {
@@ -173,6 +190,7 @@ export class ProxyService {
     const parsed = req.method === 'POST' ? (parseJsonBody(req, body) ?? { value: undefined, text: '' }) : undefined;
     if (req.method !== 'POST' && body.length > 0) throw new InvalidRequestError(`an MCP ${req.method} request carries no body`, { reason: 'mcp_body_not_allowed' });
     call.mcpMethod = req.method === 'POST' ? 'message' : req.method;
+    call.mcpRequestId = requestIdOf(parsed?.value);
     // What the session may see: the tools its task allows here (tool lists on POST answers and on the event stream).
     const visible = req.method === 'GET' || (parsed?.value as { method?: unknown } | undefined)?.method === 'tools/list'
       ? (state.taskId ? await this.taskTools.actions(state.taskId, target.connectorId) : detail.actions)
