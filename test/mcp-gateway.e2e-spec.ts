@@ -211,6 +211,44 @@ describe('MCP through the gateway', () => {
     expect(sse.requests.length).toBe(before);
   });
 
+  it('honours a session id only for the task that opened it', async () => {
+    const { taskToken: first } = await task();
+    const { taskToken: second } = await task();
+    const mine = await agentOf(false).credential(first, { connector: 'tools', action: 'lookup' });
+    const theirs = await agentOf(false).credential(second, { connector: 'tools', action: 'lookup' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${services.gatewayUrl}/connectors/tools`), {
+      requestInit: { headers: { authorization: `Bearer ${mine.accessToken}` } },
+    });
+    const client = new Client({ name: 'first-task', version: '1.0.0' });
+    await client.connect(transport);
+    clients.push(client);
+    const session = transport.sessionId!;
+    const before = sse.requests.length;
+    const headers = (token: string, id: string) => ({
+      authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream',
+      'mcp-session-id': id, 'mcp-protocol-version': '2025-06-18',
+    });
+    // Another task's credential, with this task's session id: neither a call nor the event stream (and its replay) reaches the session.
+    const call = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST', headers: headers(theirs.accessToken, session),
+      body: JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'lookup', arguments: { q: 'their data' } } }),
+    });
+    expect(await call.json()).toMatchObject({ id: 5, error: { code: -32003, data: { rule: 'mcp_session' } } });
+    const stream = await fetch(`${services.gatewayUrl}/connectors/tools`, { headers: { ...headers(theirs.accessToken, session), accept: 'text/event-stream', 'last-event-id': '1' } });
+    expect(stream.status).toBe(403);
+    expect(await stream.json()).toMatchObject({ rule: 'mcp_session' });
+    // A session id the gateway never saw opened is refused too.
+    const made = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST', headers: headers(mine.accessToken, '00000000-0000-4000-8000-000000000000'), body: '{"jsonrpc":"2.0","id":6,"method":"ping"}',
+    });
+    expect(await made.json()).toMatchObject({ id: 6, error: { data: { rule: 'mcp_session' } } });
+    // (The first client's own event stream may open meanwhile: look for the refused requests themselves.)
+    const reached = sse.requests.slice(before);
+    expect(reached.filter((request) => request.headers['last-event-id'] !== undefined || request.message?.method !== undefined)).toEqual([]);
+    // The task that opened it goes on.
+    expect((await client.callTool({ name: 'lookup', arguments: { q: 'mine' } })).content).toEqual([{ type: 'text', text: 'found mine' }]);
+  });
+
   it('names the protected resource metadata in its challenges and serves it (RFC 9728)', async () => {
     const refused = await fetch(`${services.gatewayUrl}/connectors/tools`, {
       method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',

@@ -4,6 +4,7 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
 import { ProtectedResourceController } from './mcp/protected-resource.controller';
+import { McpSessionRepository } from './mcp/mcp-session.repository';
 import { TaskToolsRepository } from './mcp/task-tools.repository';
 import { GrantStateRepository } from './proxy/grant-state.repository';
 import { ProxyController } from './proxy/proxy.controller';
@@ -28,6 +29,7 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         CatalogueCache,
         GrantStateRepository,
         TaskToolsRepository,
+        McpSessionRepository,
         UpstreamCredentials,
         CredentialBinding,
         ProxyService,

@@ -18,6 +18,7 @@ import { classifyMcpRequest, McpCall, parseToolCatalogue } from '../mcp/mcp-requ
 import { JsonRpcId, mcpRefusal, requestIdOf } from '../mcp/mcp-refusal';
 import { mcpResponseBody } from '../mcp/mcp-response';
 import { resourceMetadataUrl } from '../mcp/resource-metadata';
+import { McpSessionRepository } from '../mcp/mcp-session.repository';
 import { TaskToolsRepository } from '../mcp/task-tools.repository';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
 import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
@@ -94,6 +95,7 @@ export class ProxyService {
     @Inject(PG_POOL) pool: Pool,
     private readonly throttle: FailureThrottle,
     private readonly taskTools: TaskToolsRepository,
+    private readonly mcpSessions: McpSessionRepository,
   ) {
     this.jtis = new PgJtiStore(pool);
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
@@ -197,6 +199,7 @@ export class ProxyService {
       : detail.actions;
     const mcp = classifyMcpRequest(req.method, parsed?.value, parseToolCatalogue(state.connector!.operationsText), detail.actions, visible);
     call.mcpMethod = mcp.method;
+    await this.checkMcpSession(req, target.connectorId, state);
     if (!mcp.tool) return { ...(await this.checked(target, state, undefined, body, { checked: [] })), mcp };
     call.operation = mcp.tool.name;
     const result = checkConstraints(mcp.tool, detail.constraints, { pathParams: {}, query: '', body: parsed!.value, bodyText: parsed!.text });
@@ -204,6 +207,22 @@ export class ProxyService {
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
     if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
     return { ...(await this.checked(target, state, mcp.tool, body, result)), mcp };
+  }
+
+  /**
+   * The upstream tells sessions apart by `Mcp-Session-Id` alone (every agent reaches it with the
+   * one connector credential): a session id is honoured only for the task that opened it.
+   */
+  private async checkMcpSession(req: Request, connectorId: string, state: GrantState): Promise<void> {
+    const session = req.headers['mcp-session-id'];
+    if (session === undefined) return;
+    if (typeof session !== 'string' || session.length === 0 || session.length > 256) {
+      throw new InvalidRequestError('the Mcp-Session-Id header is not valid', { reason: 'mcp_session_id' });
+    }
+    const owner = await this.mcpSessions.owner(connectorId, session);
+    if (owner === undefined || owner !== state.taskId) {
+      throw new InsufficientScopeError('this MCP session was not opened through the gateway by this task', { rule: 'mcp_session' });
+    }
   }
 
   /** The last steps of every check: the destination still allowed, the upstream credential ready. */
@@ -402,6 +421,14 @@ export class ProxyService {
       throw failure;
     }
     const headers = agentResponseHeaders(response.headers, this.credentials.secretsOf(sealed));
+    const session = headers['mcp-session-id'];
+    if (checked.mcp?.method === 'initialize' && typeof session === 'string' && checked.state.taskId) {
+      // Bound before the agent learns the id; if it cannot be recorded, the agent does not get it.
+      await this.mcpSessions.bind(target.connectorId, session, checked.state.taskId, call.agentId ?? '').catch(async (error: unknown) => {
+        await response.body.dump().catch(() => undefined);
+        throw error;
+      });
+    }
     let bytes = 0;
     response.body.on('data', (chunk: Buffer) => (bytes += chunk.length));
     let streamError: string | undefined;
