@@ -16,6 +16,7 @@ const TOOLS = [
     constraints: { to: { in: 'arguments', field: 'to', op: 'eq' }, amount_max: { in: 'arguments', field: 'amount', op: 'lte' } },
   },
   { name: 'lookup', risk: 'read' },
+  { name: 'slow', risk: 'read' },
   { name: 'wipe', risk: 'write' },
 ];
 
@@ -49,7 +50,7 @@ describe('MCP through the gateway', () => {
       purpose: 'pay acct_1 at most 100 and look things up',
       allowed: [
         { connector, actions: ['transfer'], constraints: { to: 'acct_1', amount_max: 100 } },
-        { connector, actions: ['lookup'] },
+        { connector, actions: ['lookup', 'slow'] },
       ],
       ttlSeconds: 600,
     });
@@ -107,7 +108,7 @@ describe('MCP through the gateway', () => {
     expect(transport.sessionId).toEqual(expect.any(String));
 
     const listed = await client.listTools();
-    expect(listed.tools.map((tool) => tool.name).sort()).toEqual(['lookup', 'transfer']);
+    expect(listed.tools.map((tool) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
 
     const before = sse.toolCalls.length;
     const result = await client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 42 } });
@@ -134,7 +135,7 @@ describe('MCP through the gateway', () => {
     const { taskToken } = await task('tools-json');
     const { accessToken } = await agentOf(false).credential(taskToken, { connector: 'tools-json', action: 'lookup' });
     const client = await fixedClient('tools-json', accessToken);
-    expect((await client.listTools()).tools.map((tool) => tool.name).sort()).toEqual(['lookup', 'transfer']);
+    expect((await client.listTools()).tools.map((tool) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
 
     // The raw SSE answer of the other server, as the gateway passes it.
     const { taskToken: sseTask } = await task();
@@ -156,7 +157,37 @@ describe('MCP through the gateway', () => {
     const text = await list.text();
     expect(text).toMatch(/^event: message\n(?:id: .*\n)?data: /);
     const data = JSON.parse(text.split('\n').find((line) => line.startsWith('data: '))!.slice(6));
-    expect(data.result.tools.map((tool: { name: string }) => tool.name).sort()).toEqual(['lookup', 'transfer']);
+    expect(data.result.tools.map((tool: { name: string }) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
+  });
+
+  it('streams each SSE event as the server sends it, not when the answer ends', async () => {
+    const { taskToken } = await task();
+    const { accessToken } = await agentOf(false).credential(taskToken, { connector: 'tools', action: 'slow' });
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18',
+    };
+    const post = (body: unknown) => fetch(`${services.gatewayUrl}/connectors/tools`, { method: 'POST', headers, body: JSON.stringify(body) });
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+    headers['mcp-session-id'] = init.headers.get('mcp-session-id')!;
+    await init.text();
+    expect((await post({ jsonrpc: '2.0', method: 'notifications/initialized' })).status).toBe(202);
+
+    const running = await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'slow', arguments: { step: 's1' }, _meta: { progressToken: 'p1' } } });
+    expect(running.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const reader = running.body!.getReader();
+    const decoder = new TextDecoder();
+    let received = '';
+    while (!received.includes('notifications/progress')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      received += decoder.decode(value, { stream: true });
+    }
+    // The progress event is through while the tool is still waiting: nothing was held back.
+    expect(received).toContain('"progressToken":"p1"');
+    expect(received).not.toContain('finished s1');
+    sse.releaseSlow();
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) received += decoder.decode(chunk.value, { stream: true });
+    expect(received).toContain('finished s1');
   });
 
   it('refuses arguments outside the constraints, another tool, and a replayed one-use credential, with nothing reaching the server', async () => {

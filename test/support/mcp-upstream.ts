@@ -21,11 +21,13 @@ export interface McpUpstream {
   requests: McpSeenRequest[];
   /** Tool invocations the server actually ran. */
   toolCalls: Array<{ tool: string; args: Record<string, unknown> }>;
+  /** Lets the running `slow` tool finish (it reports progress first, then waits for this). */
+  releaseSlow(): void;
   close(): Promise<void>;
 }
 
-/** The tools: `transfer` (write, constrained), `lookup` (read), `wipe` (write, never granted in the suites). */
-function toolServer(toolCalls: McpUpstream['toolCalls']): McpServer {
+/** The tools: `transfer` (write, constrained), `lookup` (read), `slow` (read, streams progress), `wipe` (write, never granted in the suites). */
+function toolServer(toolCalls: McpUpstream['toolCalls'], slowGate: () => Promise<void>): McpServer {
   const server = new McpServer({ name: 'writ-test-tools', version: '1.0.0' });
   server.registerTool(
     'transfer',
@@ -38,6 +40,12 @@ function toolServer(toolCalls: McpUpstream['toolCalls']): McpServer {
   server.registerTool('lookup', { description: 'Look something up', inputSchema: { q: z.string() } }, async (args) => {
     toolCalls.push({ tool: 'lookup', args });
     return { content: [{ type: 'text', text: `found ${args.q}` }] };
+  });
+  server.registerTool('slow', { description: 'Report progress, then finish when released', inputSchema: { step: z.string() } }, async (args, extra) => {
+    toolCalls.push({ tool: 'slow', args });
+    await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: extra._meta?.progressToken ?? 0, progress: 1, total: 2 } });
+    await slowGate();
+    return { content: [{ type: 'text', text: `finished ${args.step}` }] };
   });
   server.registerTool('wipe', { description: 'Delete everything' }, async () => {
     toolCalls.push({ tool: 'wipe', args: {} });
@@ -54,6 +62,9 @@ export async function startMcpUpstream(secret: string, options: { json?: boolean
   const requests: McpSeenRequest[] = [];
   const toolCalls: McpUpstream['toolCalls'] = [];
   const sessions = new Map<string, StreamableHTTPServerTransport>();
+  let release: () => void = () => undefined;
+  let gate = new Promise<void>((resolve) => (release = resolve));
+  const slowGate = () => gate;
   const http: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -74,7 +85,7 @@ export async function startMcpUpstream(secret: string, options: { json?: boolean
             enableJsonResponse: options.json ?? false,
             onsessioninitialized: (id) => void sessions.set(id, created),
           });
-          await toolServer(toolCalls).connect(created);
+          await toolServer(toolCalls, slowGate).connect(created);
           transport = created;
         }
         if (!transport) {
@@ -93,7 +104,12 @@ export async function startMcpUpstream(secret: string, options: { json?: boolean
     url: `http://127.0.0.1:${port}/mcp`,
     requests,
     toolCalls,
+    releaseSlow: () => {
+      release();
+      gate = new Promise<void>((resolve) => (release = resolve));
+    },
     close: async () => {
+      release();
       for (const transport of sessions.values()) await transport.close().catch(() => undefined);
       http.closeAllConnections();
       await new Promise<void>((resolve) => http.close(() => resolve()));
