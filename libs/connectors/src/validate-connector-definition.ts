@@ -440,10 +440,12 @@ export function validateConnectorDefinition(input: unknown): ConnectorValidation
     out.add('id', 'must be 1 to 64 characters: lowercase letters, digits, _, . and -, starting with a letter or digit');
   }
   const kind = input.kind ?? 'http';
-  if (!CONNECTOR_KINDS.includes(kind as never)) out.add('kind', `must be one of ${CONNECTOR_KINDS.join(', ')}`);
+  const knownKind = CONNECTOR_KINDS.includes(kind as never);
+  if (!knownKind) out.add('kind', `must be one of ${CONNECTOR_KINDS.join(', ')}`);
   const name = checkName(input.name, 'name', out);
   const baseUrl = checkBaseUrl(input.base_url, out);
-  const operations = checkOperations(input.operations, out, kind === 'mcp' ? 'mcp' : 'http');
+  // Operations mean something only for a known kind.
+  const operations = knownKind ? checkOperations(input.operations, out, kind as ConnectorKind) : undefined;
   const credential = input.credential === undefined ? undefined : checkCredential(input.credential, out);
   return result(out, () => ({
     id: id as string,
