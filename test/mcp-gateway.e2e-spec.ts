@@ -278,6 +278,12 @@ describe('MCP through the gateway', () => {
     expect(reached.filter((request) => request.headers['last-event-id'] !== undefined || request.message?.method !== undefined)).toEqual([]);
     // The task that opened it goes on.
     expect((await client.callTool({ name: 'lookup', arguments: { q: 'mine' } })).content).toEqual([{ type: 'text', text: 'found mine' }]);
+    // Once the session is ended (DELETE), its id is forgotten.
+    await transport.terminateSession();
+    const ended = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST', headers: headers(mine.accessToken, session), body: '{"jsonrpc":"2.0","id":8,"method":"ping"}',
+    });
+    expect(await ended.json()).toMatchObject({ id: 8, error: { data: { rule: 'mcp_session' } } });
   });
 
   it('names the protected resource metadata in its challenges and serves it (RFC 9728)', async () => {

@@ -25,6 +25,15 @@ export class McpSessionRepository {
     return rows[0]?.task_id;
   }
 
+  /** Forgets a session its task ended (`DELETE`), so the table holds live sessions only. */
+  async unbind(connectorId: string, sessionId: string, taskId: string): Promise<void> {
+    await this.pool.query({
+      name: 'writ_gateway_mcp_session_unbind',
+      text: 'DELETE FROM mcp_sessions WHERE connector_id = $1 AND session_hash = $2 AND task_id = $3',
+      values: [connectorId, hashOf(sessionId), taskId],
+    });
+  }
+
   /** Binds a session the upstream just opened to the task whose `initialize` opened it (the first binding stands). */
   async bind(connectorId: string, sessionId: string, taskId: string, agentId: string): Promise<void> {
     await this.pool.query({

@@ -429,6 +429,10 @@ export class ProxyService {
         throw error;
       });
     }
+    const ended = req.headers['mcp-session-id'];
+    if (checked.mcp?.method === 'DELETE' && response.statusCode < 300 && typeof ended === 'string' && checked.state.taskId) {
+      await this.mcpSessions.unbind(target.connectorId, ended, checked.state.taskId).catch((error: unknown) => this.logger.warn({ err: String(error) }, 'could not forget an ended MCP session'));
+    }
     let bytes = 0;
     response.body.on('data', (chunk: Buffer) => (bytes += chunk.length));
     let streamError: string | undefined;
