@@ -62,7 +62,7 @@ function startUpstream() {
 
 /**
  * The official MCP SDK server over Streamable HTTP at `/mcp`, with the tools `transfer` and
- * `lookup`; it demands the connector's bearer secret. `GET /_received` (open) lists the
+ * `lookup` (and `wipe`, which no test task allows); it demands the connector's bearer secret. `GET /_received` (open) lists the
  * authorization headers and tool calls it received.
  */
 function startMcpUpstream() {
@@ -74,6 +74,7 @@ function startMcpUpstream() {
       content: [{ type: 'text', text: `sent ${amount} to ${to}` }],
     }));
     server.registerTool('lookup', { inputSchema: { q: z.string() } }, async ({ q }) => ({ content: [{ type: 'text', text: `found ${q}` }] }));
+    server.registerTool('wipe', {}, async () => ({ content: [{ type: 'text', text: 'wiped' }] }));
     return server;
   };
   const server = createServer((request, response) => {
@@ -216,6 +217,7 @@ async function main() {
     operations: [
       { name: 'transfer', risk: 'write', constraints: { to: { in: 'arguments', field: 'to', op: 'eq' }, amount_max: { in: 'arguments', field: 'amount', op: 'lte' } } },
       { name: 'lookup', risk: 'read' },
+      { name: 'wipe', risk: 'write' },
     ],
   });
   await admin('POST', '/v1/agents', { id: agentId, name: 'Python agent', jwks: { keys: [agentKey.publicJwk] } });
