@@ -17,6 +17,7 @@ import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { classifyMcpRequest, McpCall, parseToolCatalogue } from '../mcp/mcp-request';
 import { JsonRpcId, mcpRefusal, requestIdOf } from '../mcp/mcp-refusal';
 import { mcpResponseBody } from '../mcp/mcp-response';
+import { McpFilterError } from '../mcp/tools-list-filter';
 import { resourceMetadataUrl } from '../mcp/resource-metadata';
 import { McpSessionRepository } from '../mcp/mcp-session.repository';
 import { TaskToolsRepository } from '../mcp/task-tools.repository';
@@ -443,8 +444,12 @@ export class ProxyService {
       for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
       await pipeline(body, res);
     } catch (error) {
-      streamError = (error as { code?: string }).code ?? 'stream_error';
-      res.destroy();
+      streamError = (error as { code?: string }).code ?? (error instanceof McpFilterError ? 'mcp_message_too_large' : 'stream_error');
+      if (error instanceof McpFilterError && !res.headersSent) {
+        res.status(502).json(new BadGatewayError(error.message, { reason: streamError }).toJSON());
+      } else {
+        res.destroy();
+      }
     }
     this.audit
       .record(
