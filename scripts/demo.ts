@@ -2,6 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, IncomingMessage, Server } from 'node:http';
 import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { z } from 'zod';
 import { loadConfig } from '@writ/config';
 import { clientAuthFields, ClientKey, createClientKey, jwksOf } from '@writ/testing';
 
@@ -10,13 +15,15 @@ import { clientAuthFields, ClientKey, createClientKey, jwksOf } from '@writ/test
  * demo starts), an agent and an orchestrator; the task "pay invoice INV-42 to Acme, at most
  * 500.00 USD"; the agent pays; an injected instruction asks for a payout to another account
  * (refused by the policy) and reuses the payout credential (refused by the gateway); the task
- * completes and a read credential stops working; the audit trail is printed as a timeline.
+ * completes and a read credential stops working; then an MCP server behind the gateway (the
+ * official MCP SDK on both sides): a task allowing one tool, a permitted call and refused ones;
+ * the audit trail is printed as a timeline.
  */
 
 const config = loadConfig();
 const adminUrl = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.adminPort}`;
 const run = randomBytes(3).toString('hex');
-const ids = { connector: `payments-${run}`, agent: `billing-agent-${run}`, orchestrator: `orchestrator-${run}` };
+const ids = { tools: `tools-${run}`, connector: `payments-${run}`, agent: `billing-agent-${run}`, orchestrator: `orchestrator-${run}` };
 const UPSTREAM_SECRET = `sk_demo_${randomBytes(12).toString('hex')}`;
 
 const bold = (text: string) => `\x1b[1m${text}\x1b[0m`;
@@ -87,6 +94,42 @@ function startPaymentsUpstream(): Promise<{ server: Server; url: string; receive
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
       resolve({ server, url: `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`, received });
+    }),
+  );
+}
+
+/**
+ * A small MCP server (the official SDK, Streamable HTTP, stateless) with two tools, `transfer`
+ * and `wipe`; it demands its own bearer credential and counts the tools it actually ran.
+ */
+function startToolsServer(): Promise<{ server: Server; url: string; ran: string[] }> {
+  const ran: string[] = [];
+  const server = createServer((request: IncomingMessage, response) => {
+    let body = '';
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      if (request.headers.authorization !== `Bearer ${UPSTREAM_SECRET}`) {
+        response.writeHead(401).end();
+        return;
+      }
+      const tools = new McpServer({ name: 'demo-tools', version: '1.0.0' });
+      tools.registerTool('transfer', { description: 'Send money', inputSchema: { to: z.string(), amount: z.number() } }, async ({ to, amount }) => {
+        ran.push(`transfer ${amount} to ${to}`);
+        return { content: [{ type: 'text', text: `sent ${amount} to ${to}` }] };
+      });
+      tools.registerTool('wipe', { description: 'Delete every record' }, async () => {
+        ran.push('wipe');
+        return { content: [{ type: 'text', text: 'wiped' }] };
+      });
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+      response.on('close', () => void transport.close());
+      void tools.connect(transport).then(() => transport.handleRequest(request, response, body ? JSON.parse(body) : undefined));
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      resolve({ server, url: `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/mcp`, ran });
     }),
   );
 }
@@ -201,7 +244,60 @@ async function main(): Promise<void> {
   if (after.status !== 401) throw new Error(`read credential still works after completion: ${after.status}`);
   refused(`read credential after completion → ${after.status} (invalid_token)`);
 
-  step('6. The task\'s audit trail');
+  step('6. An MCP server behind the gateway: a task that allows one tool, to acct_acme, at most 100');
+  const toolsServer = await startToolsServer();
+  expectStatus(await call('POST', `${adminUrl}/v1/connectors`, {
+    bearer: admin,
+    json: {
+      id: ids.tools, kind: 'mcp', name: 'Tools (demo MCP server)', base_url: toolsServer.url, credential: { type: 'bearer', token: UPSTREAM_SECRET },
+      operations: [
+        { name: 'transfer', risk: 'write', constraints: { to: { in: 'arguments', field: 'to', op: 'eq' }, amount_max: { in: 'arguments', field: 'amount', op: 'lte' } } },
+        { name: 'wipe', risk: 'write' },
+      ],
+    },
+  }), 201, 'register the MCP connector');
+  ok(`connector ${ids.tools} (kind mcp) → ${toolsServer.url}: tools transfer and wipe`);
+  const mcpTask = await call('POST', `${issuer}/v1/tasks`, {
+    bearer: tasksToken.body.access_token,
+    json: {
+      agent_id: ids.agent, purpose: 'refund Acme at most 1.00 USD through the tools server', ttl_seconds: 600,
+      allowed: [{ type: 'connector', connector: ids.tools, actions: ['transfer'], constraints: { to: 'acct_acme', amount_max: 100 } }],
+    },
+  });
+  expectStatus(mcpTask, 201, 'create the MCP task');
+  const toolCredential = await token(ids.agent, agentKey, {
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    subject_token: mcpTask.body.task_token,
+    subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+    authorization_details: JSON.stringify([{ type: 'connector', connector: ids.tools, actions: ['transfer'], constraints: { to: 'acct_acme', amount_max: 100 } }]),
+  });
+  expectStatus(toolCredential, 200, 'token exchange for the transfer tool');
+  const mcp = new Client({ name: 'billing-agent', version: '1.0.0' });
+  await mcp.connect(new StreamableHTTPClientTransport(new URL(`${gateway}/connectors/${ids.tools}`), {
+    requestInit: { headers: { authorization: `Bearer ${toolCredential.body.access_token}` } },
+  }));
+  const listed = await mcp.listTools();
+  ok(`the official MCP client connects through the gateway; tools/list shows ${listed.tools.map((tool) => tool.name).join(', ')} (wipe is hidden)`);
+  const mcpRefusal = (error: unknown) => {
+    const data = (error as { data?: { rule?: string; error_description?: string } }).data;
+    return data?.rule ? `${data.rule}: ${data.error_description}` : String(error);
+  };
+  await mcp.callTool({ name: 'transfer', arguments: { to: 'acct_acme', amount: 500 } }).then(
+    () => { throw new Error('the gateway let an out-of-bounds tool call through'); },
+    (error: unknown) => refused(`gateway: transfer of 500 → ${mcpRefusal(error)}`),
+  );
+  await mcp.callTool({ name: 'wipe', arguments: {} }).then(
+    () => { throw new Error('the gateway let an ungranted tool through'); },
+    (error: unknown) => refused(`gateway: wipe → ${mcpRefusal(error)}`),
+  );
+  const sent = await mcp.callTool({ name: 'transfer', arguments: { to: 'acct_acme', amount: 42 } });
+  ok(`transfer of 42 to acct_acme → ${JSON.stringify((sent.content as Array<{ text?: string }>)[0]?.text)} (the server saw the connector's credential, not the agent's)`);
+  await mcp.close();
+  expectStatus(await call('POST', `${issuer}/v1/tasks/${mcpTask.body.task_id}/complete`, { bearer: tasksToken.body.access_token }), 200, 'complete the MCP task');
+  ok(`the tools server ran: ${toolsServer.ran.join(', ')}; task completed`);
+  toolsServer.server.close();
+
+  step('7. The payout task\'s audit trail');
   const audit = await call('GET', `${adminUrl}/v1/audit?task_id=${task.body.task_id}&limit=200`, { bearer: admin });
   expectStatus(audit, 200, 'audit');
   const events = [...audit.body.items].sort((a: { seq: number }, b: { seq: number }) => a.seq - b.seq);

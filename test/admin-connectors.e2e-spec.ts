@@ -55,6 +55,7 @@ describe('admin API: connectors', () => {
     expect(created.status).toBe(201);
     expect(created.body).toEqual({
       id: 'stripe',
+      kind: 'http',
       name: 'Stripe',
       base_url: 'https://api.stripe.example',
       operations: PAYMENTS_OPERATIONS,
@@ -72,7 +73,7 @@ describe('admin API: connectors', () => {
     expect(listed.body.items[0].credential).toBeNull();
     const event = await services.runtime.pool.query(`SELECT data FROM audit_events WHERE type = 'admin.connector.created' AND connector_id = 'stripe'`);
     expect(event.rows[0].data).toEqual({
-      name: 'Stripe', base_url: 'https://api.stripe.example', operations: ['payouts.create', 'payouts.get', 'payouts.refund'],
+      name: 'Stripe', kind: 'http', base_url: 'https://api.stripe.example', operations: ['payouts.create', 'payouts.get', 'payouts.refund'],
       credential: { type: 'bearer', fingerprint: created.body.credential.fingerprint },
     });
   });

@@ -3,6 +3,9 @@ import type { Dispatcher } from 'undici';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
+import { ProtectedResourceController } from './mcp/protected-resource.controller';
+import { McpSessionRepository } from './mcp/mcp-session.repository';
+import { TaskToolsRepository } from './mcp/task-tools.repository';
 import { GrantStateRepository } from './proxy/grant-state.repository';
 import { ProxyController } from './proxy/proxy.controller';
 import { ProxyService } from './proxy/proxy.service';
@@ -20,11 +23,13 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
     return {
       module: ConnectorGatewayModule,
       imports: [RuntimeModule.forRoot(runtime), HealthModule],
-      controllers: [ProxyController],
+      controllers: [ProtectedResourceController, ProxyController],
       providers: [
         { provide: UPSTREAM_DISPATCHER, useFactory: (config: WritConfig) => createUpstreamDispatcher(config), inject: [WRIT_CONFIG] },
         CatalogueCache,
         GrantStateRepository,
+        TaskToolsRepository,
+        McpSessionRepository,
         UpstreamCredentials,
         CredentialBinding,
         ProxyService,

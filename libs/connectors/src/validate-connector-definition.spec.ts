@@ -207,3 +207,53 @@ describe('catalogue bounds and credential removal', () => {
     expect(validateConnectorPatch({ credential: null })).toEqual({ ok: true, value: { credential: null } });
   });
 });
+
+describe('mcp connectors', () => {
+  const tools = () => ({
+    id: 'tools', kind: 'mcp', name: 'Tools', base_url: 'https://mcp.example/mcp',
+    operations: [
+      { name: 'transfer', risk: 'write', constraints: { amount_max: { in: 'arguments', field: 'payment.amount', op: 'lte', max: 1000 } } },
+      { name: 'lookup', risk: 'read' },
+    ],
+  });
+  const fields = (input: unknown, patchKind?: 'http' | 'mcp') => {
+    const outcome = patchKind ? validateConnectorPatch(input, patchKind) : validateConnectorDefinition(input);
+    return outcome.ok ? [] : outcome.errors.map((error) => error.field).sort();
+  };
+
+  it('accepts tools {name, risk, constraints} whose constraints read arguments, and keeps the kind', () => {
+    expect(validateConnectorDefinition(tools())).toEqual({
+      ok: true,
+      value: {
+        id: 'tools', kind: 'mcp', name: 'Tools', base_url: 'https://mcp.example/mcp',
+        operations: [
+          { name: 'transfer', risk: 'write', constraints: { amount_max: { in: 'arguments', field: 'payment.amount', op: 'lte', max: 1000 } } },
+          { name: 'lookup', risk: 'read', constraints: {} },
+        ],
+      },
+    });
+    expect(validateConnectorDefinition({ ...tools(), kind: undefined, operations: payments().operations })).toMatchObject({ ok: true, value: { kind: 'http' } });
+  });
+
+  it('refuses http-only members on tools and other locations than arguments', () => {
+    const definition = tools();
+    definition.operations[0] = { ...definition.operations[0], method: 'POST', path: '/x', constraints: { a: { in: 'body', field: 'a', op: 'eq' } } } as never;
+    expect(fields(definition)).toEqual(['operations[0].constraints.a.in', 'operations[0].method', 'operations[0].path']);
+  });
+
+  it('refuses arguments on an http connector, an unknown kind, and duplicate tool names', () => {
+    const http = payments();
+    (http.operations[0].constraints as Record<string, unknown>).x = { in: 'arguments', field: 'x', op: 'eq' };
+    expect(fields(http)).toEqual(['operations[0].constraints.x.in']);
+    expect(fields({ ...tools(), kind: 'grpc' })).toEqual(['kind']);
+    const twice = tools();
+    twice.operations[1] = { ...twice.operations[0] };
+    expect(fields(twice)).toEqual(['operations[1].name']);
+  });
+
+  it('checks a change by the stored kind; the kind itself cannot change', () => {
+    expect(fields({ operations: [{ name: 'lookup', risk: 'read' }] }, 'mcp')).toEqual([]);
+    expect(fields({ operations: [{ name: 'lookup', risk: 'read' }] }, 'http')).toEqual(['operations[0].method', 'operations[0].path']);
+    expect(fields({ kind: 'http' }, 'mcp')).toEqual(['kind']);
+  });
+});

@@ -13,8 +13,12 @@ export interface ConnectorFieldError {
 export const CONNECTOR_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 /** How risky an operation is: the policy caps credential lifetimes by it. */
 export const OPERATION_RISKS = ['read', 'write'] as const;
-/** Where a constraint reads its request value. */
-export const CONSTRAINT_LOCATIONS = ['path', 'query', 'body'] as const;
+/** Where a constraint reads its value in a request (`arguments`: an MCP tool call's `params.arguments`). */
+export const CONSTRAINT_LOCATIONS = ['path', 'query', 'body', 'arguments'] as const;
+/** What a connector fronts: an HTTP API (operations are method + path) or a Streamable HTTP MCP server (operations are tools). */
+export const CONNECTOR_KINDS = ['http', 'mcp'] as const;
+/** A connector's kind. */
+export type ConnectorKind = (typeof CONNECTOR_KINDS)[number];
 /** How a constraint compares the request value with the granted one. */
 export const CONNECTOR_CONSTRAINT_OPERATORS = ['eq', 'lte', 'gte', 'in'] as const;
 
@@ -48,11 +52,15 @@ export interface ConnectorConstraintDefinition {
   max?: number;
 }
 
-/** One operation of a connector's catalogue, normalised (`constraints` always present). */
+/**
+ * One operation of a connector's catalogue, normalised (`constraints` always present). An
+ * `mcp` connector's operations are tools: `name` is the tool name, and they have no `method`
+ * or `path`.
+ */
 export interface ConnectorOperationDefinition {
   name: string;
-  method: (typeof CONNECTOR_METHODS)[number];
-  path: string;
+  method?: (typeof CONNECTOR_METHODS)[number];
+  path?: string;
   risk: (typeof OPERATION_RISKS)[number];
   constraints: Record<string, ConnectorConstraintDefinition>;
 }
@@ -60,6 +68,8 @@ export interface ConnectorOperationDefinition {
 /** A whole connector definition (`POST /v1/connectors`). */
 export interface ConnectorDefinition {
   id: string;
+  /** `http` unless given; fixed at creation. */
+  kind: ConnectorKind;
   name: string;
   base_url: string;
   operations: ConnectorOperationDefinition[];
@@ -68,7 +78,7 @@ export interface ConnectorDefinition {
 }
 
 /** A change to a connector (`PATCH /v1/connectors/{id}`): only the members given. */
-export type ConnectorDefinitionPatch = Partial<Omit<ConnectorDefinition, 'id' | 'credential'>> & {
+export type ConnectorDefinitionPatch = Partial<Omit<ConnectorDefinition, 'id' | 'kind' | 'credential'>> & {
   /** A new credential (rotation), or `null` to remove the stored one. */
   credential?: UpstreamCredential | null;
 };
@@ -76,9 +86,12 @@ export type ConnectorDefinitionPatch = Partial<Omit<ConnectorDefinition, 'id' | 
 /** The outcome of a validation: the normalised value, or every problem found. */
 export type ConnectorValidationResult<T> = { ok: true; value: T } | { ok: false; errors: ConnectorFieldError[] };
 
-const TOP_LEVEL_CREATE = ['id', 'name', 'base_url', 'operations', 'credential'];
+const TOP_LEVEL_CREATE = ['id', 'kind', 'name', 'base_url', 'operations', 'credential'];
 const TOP_LEVEL_UPDATE = ['name', 'base_url', 'operations', 'credential'];
 const OPERATION_MEMBERS = ['name', 'method', 'path', 'risk', 'constraints'];
+const TOOL_MEMBERS = ['name', 'risk', 'constraints'];
+/** MCP tool names (the 2025-06-18 specification's recommended characters, starting with a letter or digit, as operation names do). */
+export const TOOL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const CONSTRAINT_MEMBERS = ['in', 'field', 'op', 'min', 'max'];
 const CREDENTIAL_MEMBERS: Record<UpstreamCredential['type'], { required: string[]; optional: string[] }> = {
   bearer: { required: ['token'], optional: [] },
@@ -159,6 +172,7 @@ function checkConstraint(
   method: string | undefined,
   template: PathTemplate | undefined,
   out: Collector,
+  kind: ConnectorKind = 'http',
 ): ConnectorConstraintDefinition | undefined {
   if (!isPlainObject(raw)) {
     out.add(field, 'must be an object {in, field, op}');
@@ -167,7 +181,12 @@ function checkConstraint(
   const before = out.count;
   refuseUnknown(raw, CONSTRAINT_MEMBERS, field, out);
   const location = raw.in;
-  if (!CONSTRAINT_LOCATIONS.includes(location as never)) out.add(`${field}.in`, `must be one of ${CONSTRAINT_LOCATIONS.join(', ')}`);
+  if (kind === 'mcp') {
+    // A tool call has no path, query or body of its own to constrain: only its arguments.
+    if (location !== 'arguments') out.add(`${field}.in`, 'must be arguments (a field of the tool call\'s params.arguments)');
+  } else if (location === 'arguments' || !CONSTRAINT_LOCATIONS.includes(location as never)) {
+    out.add(`${field}.in`, 'must be one of path, query, body (arguments is for mcp connectors)');
+  }
   const op = raw.op;
   if (!CONNECTOR_CONSTRAINT_OPERATORS.includes(op as never)) {
     out.add(`${field}.op`, `must be one of ${CONNECTOR_CONSTRAINT_OPERATORS.join(', ')}`);
@@ -206,7 +225,54 @@ function checkBound(value: unknown, field: string, out: Collector): number | und
   return value;
 }
 
-function checkOperation(raw: unknown, prefix: string, out: Collector): ConnectorOperationDefinition | undefined {
+function checkTool(raw: Record<string, unknown>, prefix: string, out: Collector): ConnectorOperationDefinition | undefined {
+  const before = out.count;
+  for (const key of ['method', 'path']) {
+    if (Object.hasOwn(raw, key)) out.add(`${prefix}.${key}`, 'an mcp connector\'s operations are tools: they have no method or path');
+  }
+  refuseUnknown(Object.fromEntries(Object.entries(raw).filter(([key]) => key !== 'method' && key !== 'path')), TOOL_MEMBERS, prefix, out);
+  const { name, risk } = raw;
+  if (typeof name !== 'string' || !TOOL_NAME_PATTERN.test(name)) {
+    out.add(`${prefix}.name`, 'must be an MCP tool name: 1 to 128 characters, letters, digits, _, - and ., starting with a letter or digit');
+  }
+  if (!OPERATION_RISKS.includes(risk as never)) out.add(`${prefix}.risk`, `must be one of ${OPERATION_RISKS.join(', ')}`);
+  const constraints = checkConstraintMap(raw.constraints, prefix, undefined, undefined, out, 'mcp');
+  if (out.count > before || !constraints) return undefined;
+  return { name: name as string, risk: risk as ConnectorOperationDefinition['risk'], constraints };
+}
+
+function checkConstraintMap(
+  rawConstraints: unknown,
+  prefix: string,
+  method: string | undefined,
+  template: PathTemplate | undefined,
+  out: Collector,
+  kind: ConnectorKind,
+): Record<string, ConnectorConstraintDefinition> | undefined {
+  const before = out.count;
+  const constraints: Record<string, ConnectorConstraintDefinition> = {};
+  rawConstraints ??= {};
+  if (!isPlainObject(rawConstraints)) {
+    out.add(`${prefix}.constraints`, 'must be an object mapping constraint names to {in, field, op}');
+    return undefined;
+  }
+  const names = Object.keys(rawConstraints);
+  if (names.length > MAX_CONSTRAINTS) out.add(`${prefix}.constraints`, `must have at most ${MAX_CONSTRAINTS} constraints`);
+  for (const constraintName of names) {
+    const field = `${prefix}.constraints.${constraintName}`;
+    if (!CONSTRAINT_NAME_PATTERN.test(constraintName) || RESERVED_NAMES.has(constraintName)) {
+      out.add(field, 'constraint names are 1 to 64 characters: letters, digits, _, . and -');
+      continue;
+    }
+    // Path parameters are only checked against a template that compiled.
+    const binding = checkConstraint(rawConstraints[constraintName], field, method, template, out, kind);
+    if (binding) constraints[constraintName] = binding;
+  }
+  return out.count > before ? undefined : constraints;
+}
+
+function checkOperation(raw: unknown, prefix: string, out: Collector, kind: ConnectorKind = 'http'): ConnectorOperationDefinition | undefined {
+  if (isPlainObject(raw) && kind === 'mcp') return checkTool(raw, prefix, out);
   if (!isPlainObject(raw)) {
     out.add(prefix, 'must be an object {name, method, path, risk, constraints}');
     return undefined;
@@ -229,25 +295,8 @@ function checkOperation(raw: unknown, prefix: string, out: Collector): Connector
     }
   }
   if (!OPERATION_RISKS.includes(risk as never)) out.add(`${prefix}.risk`, `must be one of ${OPERATION_RISKS.join(', ')}`);
-  const constraints: Record<string, ConnectorConstraintDefinition> = {};
-  const rawConstraints = raw.constraints ?? {};
-  if (!isPlainObject(rawConstraints)) {
-    out.add(`${prefix}.constraints`, 'must be an object mapping constraint names to {in, field, op}');
-  } else {
-    const names = Object.keys(rawConstraints);
-    if (names.length > MAX_CONSTRAINTS) out.add(`${prefix}.constraints`, `must have at most ${MAX_CONSTRAINTS} constraints`);
-    for (const constraintName of names) {
-      const field = `${prefix}.constraints.${constraintName}`;
-      if (!CONSTRAINT_NAME_PATTERN.test(constraintName) || RESERVED_NAMES.has(constraintName)) {
-        out.add(field, 'constraint names are 1 to 64 characters: letters, digits, _, . and -');
-        continue;
-      }
-      // Path parameters are only checked against a template that compiled.
-      const binding = checkConstraint(rawConstraints[constraintName], field, knownMethod, template, out);
-      if (binding) constraints[constraintName] = binding;
-    }
-  }
-  if (out.count > before) return undefined;
+  const constraints = checkConstraintMap(raw.constraints, prefix, knownMethod, template, out, 'http');
+  if (out.count > before || !constraints) return undefined;
   return {
     name: name as string,
     method: knownMethod as ConnectorOperationDefinition['method'],
@@ -262,7 +311,7 @@ function routeShape(template: string): string {
   return template.replace(/\{[^/}]*\}/g, '{}');
 }
 
-function checkOperations(value: unknown, out: Collector): ConnectorOperationDefinition[] | undefined {
+function checkOperations(value: unknown, out: Collector, kind: ConnectorKind = 'http'): ConnectorOperationDefinition[] | undefined {
   if (!Array.isArray(value) || value.length === 0) {
     out.add('operations', 'must be a non-empty array of operations');
     return undefined;
@@ -277,20 +326,20 @@ function checkOperations(value: unknown, out: Collector): ConnectorOperationDefi
   const routes = new Map<string, number>();
   value.forEach((raw, index) => {
     const prefix = `operations[${index}]`;
-    const operation = checkOperation(raw, prefix, out);
+    const operation = checkOperation(raw, prefix, out, kind);
     const name = isPlainObject(raw) ? raw.name : undefined;
     if (typeof name === 'string') {
       const first = names.get(name);
       if (first !== undefined) out.add(`${prefix}.name`, `duplicates operations[${first}].name`);
       else names.set(name, index);
     }
-    if (operation) {
-      const route = `${operation.method} ${routeShape(operation.path)}`;
+    if (operation && kind === 'http') {
+      const route = `${operation.method} ${routeShape(operation.path!)}`;
       const first = routes.get(route);
       if (first !== undefined) out.add(`${prefix}.path`, `operations[${first}] already has the same method and path`);
       else routes.set(route, index);
-      operations.push(operation);
     }
+    if (operation) operations.push(operation);
   });
   return out.count > before ? undefined : operations;
 }
@@ -375,7 +424,9 @@ function result<T>(out: Collector, value: () => T): ConnectorValidationResult<T>
  * method and path, a path that is not a template, an unknown method, risk, location or
  * operator; a `path` constraint on a field that is not a template parameter, a `body`
  * constraint on GET, HEAD or DELETE, a field that is not a name or dotted path; and a
- * malformed credential. Messages never repeat a secret.
+ * malformed credential. An `mcp` connector's operations are tools `{name, risk,
+ * constraints}` whose constraints read `arguments` only (no method, path, or other
+ * location); an `http` connector's never read `arguments`. Messages never repeat a secret.
  */
 export function validateConnectorDefinition(input: unknown): ConnectorValidationResult<ConnectorDefinition> {
   const out = new Collector();
@@ -388,12 +439,17 @@ export function validateConnectorDefinition(input: unknown): ConnectorValidation
   if (typeof id !== 'string' || !CONNECTOR_ID_PATTERN.test(id)) {
     out.add('id', 'must be 1 to 64 characters: lowercase letters, digits, _, . and -, starting with a letter or digit');
   }
+  const kind = input.kind ?? 'http';
+  const knownKind = CONNECTOR_KINDS.includes(kind as never);
+  if (!knownKind) out.add('kind', `must be one of ${CONNECTOR_KINDS.join(', ')}`);
   const name = checkName(input.name, 'name', out);
   const baseUrl = checkBaseUrl(input.base_url, out);
-  const operations = checkOperations(input.operations, out);
+  // Operations mean something only for a known kind.
+  const operations = knownKind ? checkOperations(input.operations, out, kind as ConnectorKind) : undefined;
   const credential = input.credential === undefined ? undefined : checkCredential(input.credential, out);
   return result(out, () => ({
     id: id as string,
+    kind: kind as ConnectorKind,
     name: name!,
     base_url: baseUrl!,
     operations: operations!,
@@ -403,10 +459,11 @@ export function validateConnectorDefinition(input: unknown): ConnectorValidation
 
 /**
  * Validates a change for `PATCH /v1/connectors/{id}`: the same rules as
- * {@link validateConnectorDefinition} for each member given; `id` cannot change;
+ * {@link validateConnectorDefinition} for each member given (operations by the stored
+ * connector's `kind`); `id` and `kind` cannot change;
  * `"credential": null` removes the credential.
  */
-export function validateConnectorPatch(input: unknown): ConnectorValidationResult<ConnectorDefinitionPatch> {
+export function validateConnectorPatch(input: unknown, kind: ConnectorKind = 'http'): ConnectorValidationResult<ConnectorDefinitionPatch> {
   const out = new Collector();
   if (!isPlainObject(input)) {
     out.add('', 'must be a JSON object');
@@ -416,7 +473,7 @@ export function validateConnectorPatch(input: unknown): ConnectorValidationResul
   const patch: ConnectorDefinitionPatch = {};
   if (input.name !== undefined) patch.name = checkName(input.name, 'name', out);
   if (input.base_url !== undefined) patch.base_url = checkBaseUrl(input.base_url, out);
-  if (input.operations !== undefined) patch.operations = checkOperations(input.operations, out);
+  if (input.operations !== undefined) patch.operations = checkOperations(input.operations, out, kind);
   if (input.credential === null) patch.credential = null;
   else if (input.credential !== undefined) patch.credential = checkCredential(input.credential, out);
   return result(out, () => patch);

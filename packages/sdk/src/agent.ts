@@ -62,6 +62,19 @@ export interface GatewayRequestInit extends CredentialOptions {
   json?: unknown;
 }
 
+/** Options of {@link Agent.mcpFetch}. */
+export interface McpFetchOptions {
+  /** The `mcp` connector. */
+  connector: string;
+  /**
+   * The credential used for session traffic (`initialize`, `tools/list`, notifications): any
+   * tool the task allows, with its constraints. No use of it is spent.
+   */
+  session: { action: string; constraints?: Record<string, unknown> };
+  /** The constraints to ask for a tool call, from its arguments (exactly this call, no wider). */
+  constraints?: (tool: string, args: Record<string, unknown>) => Record<string, unknown> | undefined;
+}
+
 const DEFAULT_APPROVAL_TIMEOUT_MS = 5 * 60_000;
 const MAX_CACHED = 1000;
 
@@ -197,13 +210,68 @@ export class Agent {
       }
       body = init.body instanceof ArrayBuffer ? new Uint8Array(init.body) : init.body;
     }
+    return this.send(taskToken, request, url, method, headers, body ?? null, init);
+  }
+
+  /**
+   * A `fetch` for an MCP client transport (Streamable HTTP) talking to an `mcp` connector
+   * through the gateway: each `tools/call` goes out with a credential for exactly that tool
+   * and the constraints `options.constraints` derives from its arguments; session traffic
+   * (`initialize`, `tools/list`, notifications, the event stream, session end) with the
+   * credential of `options.session`, which the gateway spends no use of. Pass it as the
+   * transport's `fetch`, with the URL from {@link Agent.mcpUrl}.
+   */
+  mcpFetch(taskToken: string, options: McpFetchOptions): typeof fetch {
+    const url = new URL(this.mcpUrl(options.connector));
+    return async (_input, init = {}) => {
+      const method = (init.method ?? 'GET').toUpperCase();
+      const headers = new Headers(init.headers);
+      headers.delete('authorization');
+      headers.delete('dpop');
+      if (init.body != null && typeof init.body !== 'string') throw new WritError('invalid_request', 'MCP messages are sent as JSON text');
+      const body = (init.body as string | null | undefined) ?? null;
+      const request = this.mcpRequestOf(options, body);
+      return this.send(taskToken, request, url, method, headers, body, { signal: init.signal ?? undefined });
+    };
+  }
+
+  /** The gateway URL of an `mcp` connector (the MCP endpoint the client connects to). */
+  mcpUrl(connector: string): string {
+    return gatewayUrlFor(this.#gatewayUrl, connector, '/').href.replace(/\/$/, '');
+  }
+
+  /** The credential request for one MCP message: its tool for `tools/call`, the session's for anything else. */
+  private mcpRequestOf(options: McpFetchOptions, body: string | null): ConnectorRequest {
+    let message: { method?: unknown; params?: { name?: unknown; arguments?: unknown } } | undefined;
+    try {
+      message = body ? JSON.parse(body) : undefined;
+    } catch {
+      message = undefined;
+    }
+    if (message && message.method === 'tools/call' && typeof message.params?.name === 'string') {
+      const tool = message.params.name;
+      const args = (message.params.arguments ?? {}) as Record<string, unknown>;
+      return { connector: options.connector, action: tool, constraints: options.constraints?.(tool, args) };
+    }
+    return { connector: options.connector, ...options.session };
+  }
+
+  private async send(
+    taskToken: string,
+    request: ConnectorRequest,
+    url: URL,
+    method: string,
+    headers: Headers,
+    body: oauth.ProtectedResourceRequestBody | null,
+    init: CredentialOptions,
+  ): Promise<Response> {
     for (let attempt = 0; ; attempt++) {
       const credential = await this.credential(taskToken, request, init);
       const dpop = credential.tokenType === 'DPoP' ? await this.#dpop : undefined;
       let response: Response;
       try {
         response = await oauth.protectedResourceRequest(
-          credential.accessToken, method, url, new Headers(headers), body ?? null, this.#client.options({ DPoP: dpop, signal: init.signal }),
+          credential.accessToken, method, url, new Headers(headers), body, this.#client.options({ DPoP: dpop, signal: init.signal }),
         );
       } catch (error) {
         // A `WWW-Authenticate` challenge is an answer like any other for the caller.
@@ -301,5 +369,10 @@ export class TaskAgent {
   /** See {@link Agent.fetch}. */
   fetch(request: ConnectorRequest, path: string, init?: GatewayRequestInit): Promise<Response> {
     return this.agent.fetch(this.taskToken, request, path, init);
+  }
+
+  /** See {@link Agent.mcpFetch}. */
+  mcpFetch(options: McpFetchOptions): typeof fetch {
+    return this.agent.mcpFetch(this.taskToken, options);
   }
 }

@@ -3,9 +3,8 @@ import { WritError, WritOAuthError } from './errors.js';
 import { readJson } from './client.js';
 
 /**
- * The HTTP request a tool makes through the gateway for one invocation. Connectors of kind
- * `mcp` will plug in here: a JSON-RPC `tools/call` body (constraints bound to
- * `params.arguments`) sent through the same gateway call.
+ * The HTTP request a tool makes through the gateway for one invocation (an `http` connector;
+ * for `mcp` connectors, give an MCP client `Agent.mcpFetch` instead).
  */
 export interface OperationCall {
   method?: string;

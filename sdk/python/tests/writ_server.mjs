@@ -12,6 +12,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exportJWK, generateKeyPair, calculateJwkThumbprint } from 'jose';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const log = (line) => process.stderr.write(`writ_server: ${line}\n`);
@@ -56,6 +60,53 @@ function startUpstream() {
   return new Promise((resolveUpstream) => server.listen(0, '127.0.0.1', () => resolveUpstream({ server, url: `http://127.0.0.1:${server.address().port}` })));
 }
 
+/**
+ * The official MCP SDK server over Streamable HTTP at `/mcp`, with the tools `transfer` and
+ * `lookup` (and `wipe`, which no test task allows); it demands the connector's bearer secret. `GET /_received` (open) lists the
+ * authorization headers and tool calls it received.
+ */
+function startMcpUpstream() {
+  const received = [];
+  const sessions = new Map();
+  const tools = () => {
+    const server = new McpServer({ name: 'python-test-tools', version: '1.0.0' });
+    server.registerTool('transfer', { inputSchema: { to: z.string(), amount: z.number() } }, async ({ to, amount }) => ({
+      content: [{ type: 'text', text: `sent ${amount} to ${to}` }],
+    }));
+    server.registerTool('lookup', { inputSchema: { q: z.string() } }, async ({ q }) => ({ content: [{ type: 'text', text: `found ${q}` }] }));
+    server.registerTool('wipe', {}, async () => ({ content: [{ type: 'text', text: 'wiped' }] }));
+    return server;
+  };
+  const server = createServer((request, response) => {
+    const chunks = [];
+    request.on('data', (chunk) => chunks.push(chunk));
+    request.on('end', async () => {
+      if (request.url === '/_received') {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        return response.end(JSON.stringify(received));
+      }
+      const text = Buffer.concat(chunks).toString('utf8');
+      const message = text ? JSON.parse(text) : undefined;
+      received.push({ method: request.method, authorization: request.headers.authorization ?? null, dpop: request.headers.dpop ?? null, rpc: message?.method ?? null, tool: message?.params?.name ?? null });
+      if (request.headers.authorization !== `Bearer ${SECRET}`) {
+        response.writeHead(401).end();
+        return;
+      }
+      let transport = sessions.get(request.headers['mcp-session-id']);
+      if (!transport && request.method === 'POST' && isInitializeRequest(message)) {
+        transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID(), onsessioninitialized: (id) => sessions.set(id, transport) });
+        await tools().connect(transport);
+      }
+      if (!transport) {
+        response.writeHead(400).end();
+        return;
+      }
+      await transport.handleRequest(request, response, message);
+    });
+  });
+  return new Promise((resolveUpstream) => server.listen(0, '127.0.0.1', () => resolveUpstream({ server, url: `http://127.0.0.1:${server.address().port}` })));
+}
+
 async function clientKey() {
   const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
   const publicJwk = await exportJWK(publicKey);
@@ -67,6 +118,7 @@ async function main() {
   const build = spawnSync(process.execPath, [join(root, 'scripts/build.js'), '--if-needed'], { cwd: root, stdio: ['ignore', 2, 2] });
   if (build.status !== 0) throw new Error('the build failed');
   const upstream = await startUpstream();
+  const mcpUpstream = await startMcpUpstream();
   const [authPort, gatewayPort, adminPort] = [await freePort(), await freePort(), await freePort()];
   const dataDir = mkdtempSync(join(tmpdir(), 'writ-python-sdk-'));
   const adminToken = `writ_admin_${randomBytes(24).toString('base64url')}`;
@@ -98,6 +150,8 @@ async function main() {
     writ.kill('SIGTERM');
     await new Promise((done) => (writ.exitCode !== null ? done() : writ.once('exit', done)));
     upstream.server.close();
+    mcpUpstream.server.closeAllConnections();
+    mcpUpstream.server.close();
     rmSync(dataDir, { recursive: true, force: true });
     process.exit(code);
   };
@@ -154,6 +208,18 @@ async function main() {
       { name: 'payouts.get', method: 'GET', path: '/v1/payouts/{payout_id}', risk: 'read', constraints: {} },
     ],
   });
+  await admin('POST', '/v1/connectors', {
+    id: 'tools',
+    kind: 'mcp',
+    name: 'MCP tools',
+    base_url: `${mcpUpstream.url}/mcp`,
+    credential: { type: 'bearer', token: SECRET },
+    operations: [
+      { name: 'transfer', risk: 'write', constraints: { to: { in: 'arguments', field: 'to', op: 'eq' }, amount_max: { in: 'arguments', field: 'amount', op: 'lte' } } },
+      { name: 'lookup', risk: 'read' },
+      { name: 'wipe', risk: 'write' },
+    ],
+  });
   await admin('POST', '/v1/agents', { id: agentId, name: 'Python agent', jwks: { keys: [agentKey.publicJwk] } });
   await admin('POST', '/v1/orchestrators', { id: orchestratorId, name: 'Python orchestrator', jwks: { keys: [orchestratorKey.publicJwk] }, allowed_agents: [agentId] });
   const data = JSON.parse(readFileSync(join(root, 'policies/writ/data.json'), 'utf8'));
@@ -168,6 +234,7 @@ async function main() {
     admin_token: adminToken,
     upstream_url: upstream.url,
     upstream_secret: SECRET,
+    mcp_upstream_url: mcpUpstream.url,
     agent: { id: agentId, jwk: agentKey.privateJwk },
     orchestrator: { id: orchestratorId, jwk: orchestratorKey.privateJwk },
   })}\n`);

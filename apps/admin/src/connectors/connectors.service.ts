@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import {
-  ConnectorFieldError, ConnectorOperationDefinition, ConnectorValidationResult, destinationErrors, sealCredential,
+  ConnectorFieldError, ConnectorKind, ConnectorOperationDefinition, ConnectorValidationResult, destinationErrors, sealCredential,
   UpstreamNetworks, validateConnectorDefinition, validateConnectorPatch,
 } from '@writ/connectors';
 import { CredentialRevoker } from '@writ/credentials';
@@ -17,7 +17,7 @@ import { tokensRevokedEvents } from '../common/revocation-events';
 import { ConnectorDto, toConnectorDto } from './dto/connector.dtos';
 
 /** Every column but the sealed credential, which only the gateway opens. */
-const COLUMNS = 'id, name, base_url, operations, credential_type, credential_fingerprint, credential_set_at, created_at, updated_at';
+const COLUMNS = 'id, kind, name, base_url, operations, credential_type, credential_fingerprint, credential_set_at, created_at, updated_at';
 
 /**
  * The body as plain JSON again: the validation pipe hands over a DTO instance, while the
@@ -94,11 +94,11 @@ export class ConnectorsService {
     const { result } = await this.audit.recordWith(
       async (client) => {
         const { rows } = await client.query(
-          `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END)
+          `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at, kind)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $8)
            ON CONFLICT (id) DO NOTHING RETURNING ${COLUMNS}`,
           [definition.id, definition.name, definition.base_url, JSON.stringify(definition.operations),
-            sealed?.type ?? null, sealed?.sealed ?? null, sealed?.fingerprint ?? null],
+            sealed?.type ?? null, sealed?.sealed ?? null, sealed?.fingerprint ?? null, definition.kind],
         );
         if (!rows[0]) throw new ConflictError(`a connector with the id ${definition.id} already exists`);
         return toConnectorDto(rows[0]);
@@ -110,6 +110,7 @@ export class ConnectorsService {
         connectorId: connector.id,
         data: {
           name: connector.name,
+          kind: connector.kind,
           base_url: connector.base_url,
           operations: definition.operations.map((operation) => operation.name),
           credential: connector.credential ? { type: connector.credential.type, fingerprint: connector.credential.fingerprint } : null,
@@ -145,7 +146,10 @@ export class ConnectorsService {
    * path or constraints change (or that are removed) are revoked in the same transaction.
    */
   async update(principal: AdminPrincipal, id: string, body: unknown): Promise<ConnectorDto> {
-    const patch = valid(validateConnectorPatch(asSubmitted(body)));
+    // A connector's kind never changes, so it can be read before the transaction: it decides what an operation is.
+    const kinds = await this.pool.query<{ kind: ConnectorKind }>('SELECT kind FROM connectors WHERE id = $1', [id]);
+    if (!kinds.rows[0]) throw new NotFoundError('connector');
+    const patch = valid(validateConnectorPatch(asSubmitted(body), kinds.rows[0].kind));
     refuse(await destinationErrors(patch, this.networks));
     const { result } = await this.audit.recordWith(
       async (client) => {

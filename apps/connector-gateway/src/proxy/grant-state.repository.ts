@@ -17,6 +17,8 @@ export interface GrantState {
   taskExpired: boolean;
   connector: {
     id: string;
+    /** `http`, or `mcp` for a Streamable HTTP MCP server (operations are tools). */
+    kind: 'http' | 'mcp';
     baseUrl: string;
     operationsText: string;
     credentialType: string | null;
@@ -29,7 +31,7 @@ const LOAD = `
   SELECT t.jti, t.task_id, t.budget_entries, t.revoked_at IS NOT NULL AS revoked,
          t.expires_at <= now() AS expired, t.uses, t.max_uses,
          k.status AS task_status, k.expires_at <= now() AS task_expired,
-         c.id AS c_id, c.base_url, c.operations::text AS operations_text,
+         c.id AS c_id, c.kind AS c_kind, c.base_url, c.operations::text AS operations_text,
          c.credential_type, c.credential_sealed, c.credential_fingerprint
     FROM access_tokens t
     LEFT JOIN tasks k ON k.id = t.task_id
@@ -83,6 +85,7 @@ export class GrantStateRepository {
       connector: row.c_id
         ? {
             id: row.c_id,
+            kind: row.c_kind,
             baseUrl: row.base_url,
             operationsText: row.operations_text,
             credentialType: row.credential_type,

@@ -14,6 +14,13 @@ import type { BudgetReservation } from '@writ/grants';
 import { FailureThrottle, FailureVerdict, LOGGER, sourceAddress } from '@writ/platform';
 import { UpstreamNetworks } from '@writ/connectors';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
+import { classifyMcpRequest, McpCall, parseToolCatalogue } from '../mcp/mcp-request';
+import { JsonRpcId, mcpRefusal, requestIdOf } from '../mcp/mcp-refusal';
+import { mcpResponseBody } from '../mcp/mcp-response';
+import { McpFilterError } from '../mcp/tools-list-filter';
+import { resourceMetadataUrl } from '../mcp/resource-metadata';
+import { McpSessionRepository } from '../mcp/mcp-session.repository';
+import { TaskToolsRepository } from '../mcp/task-tools.repository';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
 import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
@@ -38,18 +45,25 @@ interface CallContext {
   operation?: string;
   /** As checked, with string values replaced by their audit HMAC. */
   constraints?: CheckedConstraint[];
+  /** `mcp` connectors: the JSON-RPC method (or `GET`/`DELETE`, `response`). */
+  mcpMethod?: string;
+  /** `mcp` connectors: the id of the JSON-RPC request, which a refusal answers as a JSON-RPC error. */
+  mcpRequestId?: JsonRpcId;
 }
 
 /** A call that passed every check and may spend its use and go upstream. */
 interface CheckedCall {
   target: RequestTarget;
   state: GrantState;
-  operation: ConnectorOperation;
+  /** Absent for MCP messages that are not tool calls. */
+  operation: ConnectorOperation | undefined;
   body: Buffer;
   sealed: SealedCredential;
   credential: CredentialHeader | undefined;
   /** The request's value of each granted constraint, as checked (what a `sum` budget charges). */
   values: Record<string, unknown>;
+  /** `mcp` connectors: what the message is; only `tools/call` spends a use. */
+  mcp?: McpCall;
 }
 
 function elapsedMs(started: bigint): number {
@@ -81,6 +95,8 @@ export class ProxyService {
     @Inject(LOGGER) private readonly logger: Logger,
     @Inject(PG_POOL) pool: Pool,
     private readonly throttle: FailureThrottle,
+    private readonly taskTools: TaskToolsRepository,
+    private readonly mcpSessions: McpSessionRepository,
   ) {
     this.jtis = new PgJtiStore(pool);
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
@@ -104,11 +120,28 @@ export class ProxyService {
     try {
       checked = await this.check(req, call);
     } catch (error) {
-      if (error instanceof OAuthError) await this.refused(call, error, source);
+      if (error instanceof OAuthError) {
+        if (call.connectorId) error.withResourceMetadata(resourceMetadataUrl(this.config.gatewayUrl, call.connectorId));
+        await this.refused(call, error, source);
+      }
+      if (this.answeredAsJsonRpc(res, call, error)) return;
       throw error;
     }
-    const reservation = await this.spend(checked, call);
+    let reservation: BudgetReservation | undefined;
+    try {
+      reservation = await this.spend(checked, call);
+    } catch (error) {
+      if (this.answeredAsJsonRpc(res, call, error)) return;
+      throw error;
+    }
     await this.forward(req, res, checked, call, reservation);
+  }
+
+  /** An MCP request refused after its credential was accepted gets a JSON-RPC error (see {@link mcpRefusal}). */
+  private answeredAsJsonRpc(res: Response, call: CallContext, error: unknown): boolean {
+    const refusal = mcpRefusal(call.mcpRequestId, error);
+    if (refusal) res.status(200).json(refusal);
+    return refusal !== undefined;
   }
 
   private async check(req: Request, call: CallContext): Promise<CheckedCall> {
@@ -123,6 +156,7 @@ export class ProxyService {
     }
     const { state, detail } = await this.authenticate(req, target, call);
     const connector = state.connector!;
+    if (connector.kind === 'mcp') return this.checkMcp(req, target, state, detail, call);
     const match = this.catalogue.match(connector.id, connector.operationsText, req.method, target.segments);
     if (match.kind === 'none') {
       throw new InsufficientScopeError(`no operation of connector ${connector.id} matches ${req.method} ${target.upstreamPath.slice(0, 200)}`, {
@@ -143,6 +177,64 @@ export class ProxyService {
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
     if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
+    return this.checked(target, state, operation, body, result);
+  }
+
+  /**
+   * An `mcp` connector: the target is the connector itself; one JSON-RPC message, classified
+   * (see {@link classifyMcpRequest}); a `tools/call` has its arguments checked against the
+   * grant's constraints by the same engine as an HTTP body.
+   */
+  private async checkMcp(req: Request, target: RequestTarget, state: GrantState, detail: ConnectorDetail, call: CallContext): Promise<CheckedCall> {
+    if (target.upstreamPath !== '/' || target.query !== '') {
+      throw new InvalidRequestError(`an MCP connector is called at /connectors/${target.connectorId} itself, without a path or query`, { reason: 'mcp_target' });
+    }
+    const body = await readBody(req, this.config.gatewayBodyLimit);
+    const parsed = req.method === 'POST' ? (parseJsonBody(req, body) ?? { value: undefined, text: '' }) : undefined;
+    if (req.method !== 'POST' && body.length > 0) throw new InvalidRequestError(`an MCP ${req.method} request carries no body`, { reason: 'mcp_body_not_allowed' });
+    call.mcpMethod = req.method === 'POST' ? 'message' : req.method;
+    call.mcpRequestId = requestIdOf(parsed?.value);
+    // What the session may see: the tools its task allows here (tool lists on POST answers and on the event stream).
+    const visible = req.method === 'GET' || (parsed?.value as { method?: unknown } | undefined)?.method === 'tools/list'
+      ? (state.taskId ? await this.taskTools.actions(state.taskId, target.connectorId) : detail.actions)
+      : detail.actions;
+    const mcp = classifyMcpRequest(req.method, parsed?.value, parseToolCatalogue(state.connector!.operationsText), detail.actions, visible);
+    call.mcpMethod = mcp.method;
+    await this.checkMcpSession(req, target.connectorId, state);
+    if (!mcp.tool) return { ...(await this.checked(target, state, undefined, body, { checked: [] })), mcp };
+    call.operation = mcp.tool.name;
+    const result = checkConstraints(mcp.tool, detail.constraints, { pathParams: {}, query: '', body: parsed!.value, bodyText: parsed!.text });
+    call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
+    if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
+    if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
+    return { ...(await this.checked(target, state, mcp.tool, body, result)), mcp };
+  }
+
+  /**
+   * The upstream tells sessions apart by `Mcp-Session-Id` alone (every agent reaches it with the
+   * one connector credential): a session id is honoured only for the task that opened it.
+   */
+  private async checkMcpSession(req: Request, connectorId: string, state: GrantState): Promise<void> {
+    const session = req.headers['mcp-session-id'];
+    if (session === undefined) return;
+    if (typeof session !== 'string' || session.length === 0 || session.length > 256) {
+      throw new InvalidRequestError('the Mcp-Session-Id header is not valid', { reason: 'mcp_session_id' });
+    }
+    const owner = await this.mcpSessions.owner(connectorId, session);
+    if (owner === undefined || owner !== state.taskId) {
+      throw new InsufficientScopeError('this MCP session was not opened through the gateway by this task', { rule: 'mcp_session' });
+    }
+  }
+
+  /** The last steps of every check: the destination still allowed, the upstream credential ready. */
+  private async checked(
+    target: RequestTarget,
+    state: GrantState,
+    operation: ConnectorOperation | undefined,
+    body: Buffer,
+    result: { checked: CheckedConstraint[] },
+  ): Promise<CheckedCall> {
+    const connector = state.connector!;
     const refused = literalDestinationRefusal(this.networks, connector.baseUrl);
     if (refused) throw new BadGatewayError(`the upstream of connector ${connector.id} is not reachable from the gateway: ${refused}`, { reason: 'upstream_address_refused' });
     const sealed: SealedCredential = {
@@ -239,6 +331,12 @@ export class ProxyService {
     const { jti, maxUses, budgetEntries } = checked.state;
     const allowed = this.event(call, 'gateway.call', 'success', { max_uses: maxUses });
     const refused = this.event(call, 'gateway.call', 'denied', { status: 401, error: 'invalid_token', reason: 'revoked_or_spent_concurrently' });
+    if (checked.mcp && !checked.mcp.spends) {
+      // MCP session traffic (initialize, tools/list, notifications...) spends nothing, but is audited and re-checked.
+      const { result: live } = await this.audit.recordWithBatched({ kind: 'gateway-recheck', params: jti, run: this.grants.recheck }, (ok) => [ok ? allowed : refused]);
+      if (!live) throw new InvalidTokenError('the access token was revoked or its use budget spent', { reason: 'revoked_or_spent' });
+      return undefined;
+    }
     if (budgetEntries !== null && budgetEntries.length > 0) return this.spendWithBudget(checked, call, allowed, refused);
     const ok =
       maxUses === null
@@ -288,7 +386,8 @@ export class ProxyService {
   private async forward(req: Request, res: Response, checked: CheckedCall, call: CallContext, reservation?: BudgetReservation): Promise<void> {
     const { target, body, sealed } = checked;
     const base = checked.state.connector!.baseUrl.replace(/\/+$/, '');
-    const url = `${base}${target.upstreamPath}${target.query ? `?${target.query}` : ''}`;
+    // An MCP connector's base_url is its endpoint: the target was proven to be the connector itself.
+    const url = checked.mcp ? checked.state.connector!.baseUrl : `${base}${target.upstreamPath}${target.query ? `?${target.query}` : ''}`;
     const deadline = AbortSignal.timeout(this.config.upstreamTimeoutMs);
     const send = (credential: CredentialHeader | undefined) =>
       undiciRequest(url, {
@@ -322,18 +421,35 @@ export class ProxyService {
       ).catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
       throw failure;
     }
-    res.status(response.statusCode);
-    for (const [name, value] of Object.entries(agentResponseHeaders(response.headers, this.credentials.secretsOf(sealed)))) {
-      res.setHeader(name, value);
+    const headers = agentResponseHeaders(response.headers, this.credentials.secretsOf(sealed));
+    const session = headers['mcp-session-id'];
+    if (checked.mcp?.method === 'initialize' && typeof session === 'string' && checked.state.taskId) {
+      // Bound before the agent learns the id; if it cannot be recorded, the agent does not get it.
+      await this.mcpSessions.bind(target.connectorId, session, checked.state.taskId, call.agentId ?? '').catch(async (error: unknown) => {
+        await response.body.dump().catch(() => undefined);
+        throw error;
+      });
+    }
+    const ended = req.headers['mcp-session-id'];
+    if (checked.mcp?.method === 'DELETE' && response.statusCode < 300 && typeof ended === 'string' && checked.state.taskId) {
+      await this.mcpSessions.unbind(target.connectorId, ended, checked.state.taskId).catch((error: unknown) => this.logger.warn({ err: String(error) }, 'could not forget an ended MCP session'));
     }
     let bytes = 0;
     response.body.on('data', (chunk: Buffer) => (bytes += chunk.length));
     let streamError: string | undefined;
     try {
-      await pipeline(response.body, res);
+      // MCP: tool lists are cut to the granted tools (JSON read whole, SSE event by event).
+      const body = checked.mcp ? await mcpResponseBody(response.body, headers, checked.mcp) : response.body;
+      res.status(response.statusCode);
+      for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+      await pipeline(body, res);
     } catch (error) {
-      streamError = (error as { code?: string }).code ?? 'stream_error';
-      res.destroy();
+      streamError = (error as { code?: string }).code ?? (error instanceof McpFilterError ? 'mcp_message_too_large' : 'stream_error');
+      if (error instanceof McpFilterError && !res.headersSent) {
+        res.status(502).json(new BadGatewayError(error.message, { reason: streamError }).toJSON());
+      } else {
+        res.destroy();
+      }
     }
     this.audit
       .record(
@@ -387,6 +503,7 @@ export class ProxyService {
         path: call.path,
         ...(call.jti ? { jti: call.jti } : {}),
         ...(call.operation ? { operation: call.operation } : {}),
+        ...(call.mcpMethod ? { mcp_method: call.mcpMethod } : {}),
         ...(call.constraints ? { constraints: call.constraints } : {}),
         latency_ms: elapsedMs(call.started),
         ...extra,

@@ -1,7 +1,7 @@
 import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
 
 /** Where a constraint reads its value in a request. */
-export type ConstraintLocation = 'path' | 'query' | 'body';
+export type ConstraintLocation = 'path' | 'query' | 'body' | 'arguments';
 /** How a request value is compared with the granted value. */
 export type ConstraintOperator = 'eq' | 'lte' | 'gte' | 'in';
 
@@ -28,6 +28,8 @@ export interface ConnectorOperation {
 @Entity('connectors')
 export class ConnectorEntity {
   @PrimaryColumn('text') id!: string;
+  /** `http` or `mcp` (operations are MCP tools); fixed at creation. */
+  @Column('text', { default: 'http' }) kind!: 'http' | 'mcp';
   @Column('text') name!: string;
   @Column('text', { name: 'base_url' }) baseUrl!: string;
   @Column('jsonb') operations!: ConnectorOperation[];

@@ -6,6 +6,8 @@ import { TaskBudgets1764400000000 } from './1764400000000-task-budgets';
 import { AuditCheckpoints1764420000000 } from './1764420000000-audit-checkpoints';
 import { FailureThrottle1764430000000 } from './1764430000000-failure-throttle';
 import { ApprovalWebhook1764440000000 } from './1764440000000-approval-webhook';
+import { ConnectorKind1764470000000 } from './1764470000000-connector-kind';
+import { McpSessions1764470000001 } from './1764470000001-mcp-sessions';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -20,4 +22,6 @@ export const MIGRATIONS = [
   AuditCheckpoints1764420000000,
   FailureThrottle1764430000000,
   ApprovalWebhook1764440000000,
+  ConnectorKind1764470000000,
+  McpSessions1764470000001,
 ];

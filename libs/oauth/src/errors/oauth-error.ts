@@ -13,6 +13,8 @@ export interface WwwAuthenticateInfo {
   readonly scope?: string;
   /** RFC 9449 §7.1 `algs` attribute: the DPoP proof algorithms the server accepts. */
   readonly algs?: readonly string[];
+  /** RFC 9728 §5.1 `resource_metadata` attribute: the URL of the protected resource's metadata. */
+  readonly resourceMetadata?: string;
 }
 
 /** Options shared by every {@link OAuthError}. */
@@ -60,6 +62,17 @@ export abstract class OAuthError extends Error {
     this.extra = Object.freeze({ ...(options.extra ?? {}) });
     this.wwwAuthenticate = options.wwwAuthenticate;
     this.reason = options.reason;
+  }
+
+  /**
+   * Names the protected resource metadata (RFC 9728 §5.1) in this error's challenge, if it has
+   * one: a resource server knows the resource only once it has parsed the request target.
+   */
+  withResourceMetadata(url: string): this {
+    if (this.wwwAuthenticate !== undefined) {
+      (this as { wwwAuthenticate: WwwAuthenticateInfo }).wwwAuthenticate = { ...this.wwwAuthenticate, resourceMetadata: url };
+    }
+    return this;
   }
 
   /** The RFC 6749 §5.2 body: `{error, error_description, ...extra}`. */

@@ -23,6 +23,15 @@ describe('buildWwwAuthenticate', () => {
     ).toBe('DPoP realm="writ", error="invalid_dpop_proof", error_description="bad proof", algs="ES256 EdDSA"');
   });
 
+  it('names the protected resource metadata (RFC 9728 section 5.1)', () => {
+    const error = new InvalidTokenError('the access token has expired').withResourceMetadata('https://gw.example/.well-known/oauth-protected-resource/connectors/x');
+    expect(wwwAuthenticateFor(error)).toBe(
+      'Bearer realm="writ", error="invalid_token", error_description="the access token has expired", '
+        + 'resource_metadata="https://gw.example/.well-known/oauth-protected-resource/connectors/x"',
+    );
+    expect(new InvalidRequestError('bad').withResourceMetadata('https://gw.example/m').wwwAuthenticate).toBeUndefined();
+  });
+
   it('joins several challenges', () => {
     expect(buildWwwAuthenticate([{ scheme: 'Bearer' }, { scheme: 'DPoP', algs: ['ES256'] }])).toBe(
       'Bearer realm="writ", DPoP realm="writ", algs="ES256"',

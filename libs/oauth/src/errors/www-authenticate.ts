@@ -11,6 +11,8 @@ export interface WwwAuthenticateChallenge {
   readonly scope?: string;
   /** DPoP only: accepted proof algorithms, rendered space-separated. */
   readonly algs?: readonly string[];
+  /** RFC 9728 §5.1: where the protected resource metadata is. */
+  readonly resourceMetadata?: string;
 }
 
 /** The realm every Writ service announces. */
@@ -41,6 +43,7 @@ function renderChallenge(challenge: WwwAuthenticateChallenge): string {
     const algs = challenge.algs.filter((alg) => TOKEN.test(alg));
     if (algs.length > 0) params.push(`algs=${quote(algs.join(' '))}`);
   }
+  if (challenge.resourceMetadata !== undefined) params.push(`resource_metadata=${quote(challenge.resourceMetadata)}`);
   return `${challenge.scheme} ${params.join(', ')}`;
 }
 
@@ -79,5 +82,6 @@ export function wwwAuthenticateFor(error: OAuthError): string | undefined {
     errorDescription: error.description,
     scope: info.scope,
     algs: info.algs,
+    resourceMetadata: info.resourceMetadata,
   });
 }

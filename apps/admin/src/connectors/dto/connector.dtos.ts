@@ -1,7 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Allow } from 'class-validator';
 import {
-  CONNECTOR_CONSTRAINT_OPERATORS, CONNECTOR_METHODS, CONSTRAINT_LOCATIONS, CREDENTIAL_TYPES, OPERATION_RISKS,
+  CONNECTOR_CONSTRAINT_OPERATORS, CONNECTOR_KINDS, CONNECTOR_METHODS, CONSTRAINT_LOCATIONS, CREDENTIAL_TYPES, OPERATION_RISKS,
 } from '@writ/connectors';
 
 // The members below are only declared here (for the unknown-field check and the OpenAPI
@@ -30,8 +30,8 @@ const CONSTRAINT_SCHEMA = {
 /** One operation of a catalogue (OpenAPI description). */
 export class ConnectorOperationDto {
   @ApiProperty({ example: 'payouts.create', pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' }) name!: string;
-  @ApiProperty({ enum: CONNECTOR_METHODS }) method!: string;
-  @ApiProperty({ example: '/repos/{owner}/{repo}/issues', description: 'literal segments and whole {param} segments' }) path!: string;
+  @ApiPropertyOptional({ enum: CONNECTOR_METHODS, description: 'http connectors only' }) method?: string;
+  @ApiPropertyOptional({ example: '/repos/{owner}/{repo}/issues', description: 'http connectors only: literal segments and whole {param} segments' }) path?: string;
   @ApiProperty({ enum: OPERATION_RISKS }) risk!: string;
   @ApiPropertyOptional({
     type: 'object',
@@ -66,6 +66,11 @@ const CREDENTIAL_SCHEMA = {
 /** `POST /v1/connectors`. */
 export class CreateConnectorDto {
   @ApiProperty({ example: 'payments', pattern: '^[a-z0-9][a-z0-9_.-]{0,63}$' }) @Allow() id!: string;
+  @ApiPropertyOptional({
+    enum: CONNECTOR_KINDS, default: 'http',
+    description: 'http: an HTTP API; mcp: a Streamable HTTP MCP server at base_url, whose operations are tools {name, risk, constraints} '
+      + 'with constraints on arguments ({"in": "arguments", "field": "<dotted path>"}). Fixed at creation.',
+  }) @Allow() kind?: string;
   @ApiProperty({ example: 'Payments' }) @Allow() name!: string;
   @ApiProperty({
     example: 'https://api.payments.example',
@@ -103,6 +108,7 @@ export class CredentialInfoDto {
 /** A connector as the admin API shows it. */
 export class ConnectorDto {
   @ApiProperty() id!: string;
+  @ApiProperty({ enum: CONNECTOR_KINDS }) kind!: string;
   @ApiProperty() name!: string;
   @ApiProperty() base_url!: string;
   @ApiProperty({ type: [ConnectorOperationDto] }) operations!: unknown[];
@@ -121,6 +127,7 @@ export class ConnectorListDto {
 export function toConnectorDto(row: Record<string, any>): ConnectorDto {
   return {
     id: row.id,
+    kind: row.kind,
     name: row.name,
     base_url: row.base_url,
     operations: row.operations,

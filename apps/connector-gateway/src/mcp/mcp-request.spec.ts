@@ -1,0 +1,59 @@
+import type { ConnectorOperation } from '@writ/database';
+import { InsufficientScopeError, InvalidRequestError } from '@writ/oauth';
+import { classifyMcpRequest } from './mcp-request';
+
+const TOOLS = [
+  { name: 'transfer', risk: 'write', constraints: { amount_max: { in: 'arguments', field: 'amount', op: 'lte' } } },
+  { name: 'lookup', risk: 'read', constraints: {} },
+] as unknown as ConnectorOperation[];
+
+const call = (params: unknown) => ({ jsonrpc: '2.0', id: 1, method: 'tools/call', params });
+
+describe('classifyMcpRequest', () => {
+  it('makes a granted tools/call an operation whose constraints read params.arguments', () => {
+    const classified = classifyMcpRequest('POST', call({ name: 'transfer', arguments: { amount: 5 } }), TOOLS, ['transfer']);
+    expect(classified).toMatchObject({ method: 'tools/call', spends: true });
+    expect(classified.tool?.constraints).toEqual({ amount_max: { in: 'body', field: 'params.arguments.amount', op: 'lte' } });
+  });
+
+  it('lets session traffic through without spending, and lists only visible catalogue tools', () => {
+    for (const method of ['initialize', 'ping', 'tools/list', 'notifications/initialized', 'notifications/cancelled']) {
+      expect(classifyMcpRequest('POST', { jsonrpc: '2.0', id: 1, method }, TOOLS, ['lookup'])).toMatchObject({ method, spends: false });
+    }
+    expect(classifyMcpRequest('POST', { jsonrpc: '2.0', id: 7, result: {} }, TOOLS, ['lookup']).method).toBe('response');
+    expect(classifyMcpRequest('GET', undefined, TOOLS, ['lookup']).spends).toBe(false);
+    expect([...classifyMcpRequest('DELETE', undefined, TOOLS, ['lookup'], ['lookup', 'transfer', 'not-in-catalogue']).granted].sort()).toEqual(['lookup', 'transfer']);
+  });
+
+  it.each([
+    ['another tool', call({ name: 'lookup', arguments: {} }), 'action'],
+    ['a tool outside the catalogue', call({ name: 'shell' }), 'operation'],
+    ['resources/read', { jsonrpc: '2.0', id: 1, method: 'resources/read', params: { uri: 'file:///etc/passwd' } }, 'mcp_method'],
+    ['prompts/get', { jsonrpc: '2.0', id: 1, method: 'prompts/get' }, 'mcp_method'],
+    ['sampling', { jsonrpc: '2.0', id: 1, method: 'sampling/createMessage' }, 'mcp_method'],
+  ])('refuses %s (403)', (_name, message, rule) => {
+    const attempt = () => classifyMcpRequest('POST', message, TOOLS, ['transfer']);
+    expect(attempt).toThrow(InsufficientScopeError);
+    try {
+      attempt();
+    } catch (error) {
+      expect((error as InsufficientScopeError).rule).toBe(rule);
+    }
+  });
+
+  it.each([
+    ['a batch', [call({ name: 'transfer', arguments: { amount: 1 } })]],
+    ['no jsonrpc member', { id: 1, method: 'tools/call', params: { name: 'transfer' } }],
+    ['a method that is not a string', { jsonrpc: '2.0', id: 1, method: 5 }],
+    ['a tool name that is not a string', call({ name: ['transfer'] })],
+    ['arguments that are not an object', call({ name: 'transfer', arguments: [5] })],
+    ['nothing', undefined],
+  ])('refuses %s (400)', (_name, message) => {
+    expect(() => classifyMcpRequest('POST', message, TOOLS, ['transfer'])).toThrow(InvalidRequestError);
+  });
+
+  it('refuses a body on GET or DELETE, and other HTTP methods', () => {
+    expect(() => classifyMcpRequest('GET', {}, TOOLS, ['transfer'])).toThrow(InvalidRequestError);
+    expect(() => classifyMcpRequest('PUT', call({ name: 'transfer' }), TOOLS, ['transfer'])).toThrow(InvalidRequestError);
+  });
+});

@@ -1,0 +1,102 @@
+import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
+import { InsufficientScopeError, InvalidRequestError } from '@writ/oauth';
+
+/** What the gateway decided about one request to an `mcp` connector. */
+export interface McpCall {
+  /** The JSON-RPC method (`tools/call`, `initialize`...), `response` for the client's answer to a server request, or `GET`/`DELETE`. */
+  method: string;
+  /** `tools/call` only: the tool, its constraints rebound to the JSON-RPC body (`params.arguments.<field>`). */
+  tool?: ConnectorOperation;
+  /** `tools/call` only: the call spends a use and reserves task budgets, as an HTTP operation does. */
+  spends: boolean;
+  /** The tools the session may see (those its task allows on the connector): tool lists are filtered to them. */
+  granted: ReadonlySet<string>;
+}
+
+/** Methods any holder of a credential for the connector may send (no use spent, still audited). */
+const FREE_METHODS = new Set(['initialize', 'ping', 'tools/list']);
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/** An `mcp` connector's tools, as stored (`{name, risk, constraints}`). */
+export function parseToolCatalogue(operationsText: string): ConnectorOperation[] {
+  const parsed = JSON.parse(operationsText) as unknown;
+  return Array.isArray(parsed) ? (parsed.filter(isPlainObject) as unknown as ConnectorOperation[]) : [];
+}
+
+/**
+ * A tool with its `arguments` constraints read from the JSON-RPC body it arrives in, so that
+ * the HTTP constraint engine (strict JSON, exact numbers, bounds) checks them unchanged.
+ */
+function boundToBody(tool: ConnectorOperation): ConnectorOperation {
+  const constraints: Record<string, ConstraintBinding> = {};
+  for (const [name, binding] of Object.entries(tool.constraints ?? {})) {
+    // Only `arguments` is valid for a tool; anything else is made unreadable rather than trusted.
+    constraints[name] = binding.in === 'arguments'
+      ? { ...binding, in: 'body', field: `params.arguments.${binding.field}` }
+      : { ...binding, in: 'body', field: 'params.arguments.\u0000' };
+  }
+  return { ...tool, method: 'POST', path: '/', constraints };
+}
+
+/**
+ * Classifies one request to an `mcp` connector (Streamable HTTP) and refuses what the grant
+ * does not allow. `POST` carries exactly one JSON-RPC message (batches are refused: the
+ * 2025-06-18 revision removed them, and one message is one audited decision): `tools/call`
+ * needs its tool in the catalogue and in the credential's `actions`; `initialize`, `ping`,
+ * `tools/list`, notifications and answers to the server's own requests are allowed to any
+ * holder of a credential for the connector; every other method (resources, prompts,
+ * completion, logging...) is refused. `GET` (the server's event stream) and `DELETE` (end of
+ * session) carry no message and are allowed likewise. Tool lists are cut to `visible` (the
+ * tools of the catalogue the task allows: a credential grants one tool, but the session's
+ * client is shown every tool it may get a credential for).
+ */
+export function classifyMcpRequest(
+  httpMethod: string,
+  message: unknown,
+  tools: readonly ConnectorOperation[],
+  actions: readonly string[],
+  visible: readonly string[] = actions,
+): McpCall {
+  const known = new Set(tools.map((tool) => tool.name));
+  const granted = new Set(visible.filter((action) => known.has(action)));
+  if (httpMethod === 'GET' || httpMethod === 'DELETE') {
+    if (message !== undefined) throw new InvalidRequestError(`an MCP ${httpMethod} request carries no body`, { reason: 'mcp_body_not_allowed' });
+    return { method: httpMethod, spends: false, granted };
+  }
+  if (httpMethod !== 'POST') {
+    throw new InvalidRequestError('an MCP connector accepts POST, GET and DELETE only (Streamable HTTP)', { reason: 'mcp_http_method' });
+  }
+  if (Array.isArray(message)) {
+    throw new InvalidRequestError('JSON-RPC batches are not accepted: send one message per request', { reason: 'mcp_batch' });
+  }
+  if (!isPlainObject(message) || message.jsonrpc !== '2.0') {
+    throw new InvalidRequestError('the body must be one JSON-RPC 2.0 message', { reason: 'mcp_not_jsonrpc' });
+  }
+  const method = message.method;
+  if (method === undefined) {
+    if (Object.hasOwn(message, 'id') && (Object.hasOwn(message, 'result') || Object.hasOwn(message, 'error'))) {
+      return { method: 'response', spends: false, granted };
+    }
+    throw new InvalidRequestError('the body must be one JSON-RPC 2.0 message', { reason: 'mcp_not_jsonrpc' });
+  }
+  if (typeof method !== 'string') throw new InvalidRequestError('the JSON-RPC method must be a string', { reason: 'mcp_not_jsonrpc' });
+  if (FREE_METHODS.has(method) || method.startsWith('notifications/')) return { method, spends: false, granted };
+  if (method !== 'tools/call') {
+    throw new InsufficientScopeError(`the MCP method ${method.slice(0, 64)} is not available through the gateway (only tools are granted)`, {
+      rule: 'mcp_method',
+    });
+  }
+  const params = message.params;
+  const name = isPlainObject(params) ? params.name : undefined;
+  if (typeof name !== 'string') throw new InvalidRequestError('tools/call needs params.name, a string', { reason: 'mcp_tool_name' });
+  if (isPlainObject(params) && params.arguments !== undefined && !isPlainObject(params.arguments)) {
+    throw new InvalidRequestError('tools/call params.arguments must be an object', { reason: 'mcp_arguments' });
+  }
+  const tool = tools.find((entry) => entry.name === name);
+  if (!tool) throw new InsufficientScopeError(`the connector has no tool ${name.slice(0, 128)}`, { rule: 'operation' });
+  if (!actions.includes(tool.name)) throw new InsufficientScopeError(`tool ${tool.name} is not granted by this credential`, { rule: 'action' });
+  return { method, tool: boundToBody(tool), spends: true, granted };
+}

@@ -1,0 +1,68 @@
+"""MCP through the Writ gateway: an ``httpx.Auth`` for an MCP client (Streamable HTTP) on an ``mcp`` connector.
+
+Each ``tools/call`` goes out with a credential for exactly that tool (and the constraints ``constraints`` derives
+from its arguments); session traffic (``initialize``, ``tools/list``, notifications, the event stream, session end)
+with the credential of ``session``, of which the gateway spends no use. A credential the gateway refuses (401:
+spent, revoked; nothing was forwarded) is dropped and the request sent once more with a new one::
+
+    auth = McpAuth(agent, task.task_token, "tools", session="lookup",
+                   constraints=lambda tool, args: {"to": args["to"], "amount_max": args["amount"]} if tool == "transfer" else None)
+    async with httpx.AsyncClient(auth=auth) as http, streamable_http_client(mcp_url(agent, "tools"), http_client=http) as (r, w, _):
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncGenerator, Callable, Mapping
+
+import httpx
+
+from . import _core
+from .aio import AsyncAgent
+
+
+def mcp_url(agent: AsyncAgent, connector: str) -> str:
+    """The gateway URL of an ``mcp`` connector: the MCP endpoint the client connects to."""
+    return _core.gateway_url_for(agent.gateway_url, connector, "/").rstrip("/")
+
+
+class McpAuth(httpx.Auth):
+    """Adds the right Writ credential (and DPoP proof) to each request of an MCP client."""
+
+    def __init__(self, agent: AsyncAgent, task_token: str, connector: str, *, session: str,
+                 session_constraints: Mapping[str, Any] | None = None,
+                 constraints: Callable[[str, dict[str, Any]], Mapping[str, Any] | None] | None = None) -> None:
+        self._agent = agent
+        self._task_token = task_token
+        self._connector = connector
+        self._session = (session, session_constraints)
+        self._constraints = constraints
+
+    def _request_of(self, request: httpx.Request) -> tuple[str, Mapping[str, Any] | None]:
+        try:
+            message = json.loads(request.content) if request.content else None
+        except ValueError:
+            message = None
+        params = message.get("params") if isinstance(message, dict) else None
+        if isinstance(message, dict) and message.get("method") == "tools/call" and isinstance(params, dict) and isinstance(params.get("name"), str):
+            tool = params["name"]
+            args = params.get("arguments") if isinstance(params.get("arguments"), dict) else {}
+            return tool, self._constraints(tool, args) if self._constraints else None
+        return self._session
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        await request.aread()
+        action, constraints = self._request_of(request)
+        for attempt in range(2):
+            credential = await self._agent.credential(self._task_token, self._connector, action, constraints)
+            for name in ("authorization", "dpop"):
+                request.headers.pop(name, None)
+            request.headers.update(_core.auth_headers(credential, self._agent._dpop, request.method, str(request.url.copy_with(query=None))))
+            response = yield request
+            if response.status_code != 401 or attempt == 1:
+                return
+            self._agent.forget(self._task_token, self._connector, action, constraints)
+
+    def sync_auth_flow(self, request: httpx.Request):  # noqa: ANN201 - MCP clients are async
+        raise RuntimeError("McpAuth works with httpx.AsyncClient (MCP clients are async)")

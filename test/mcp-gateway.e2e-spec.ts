@@ -1,0 +1,326 @@
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Agent, Orchestrator } from '@writ/sdk';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { seedWorld, World } from './support/grant-flow';
+import { McpUpstream, startMcpUpstream } from './support/mcp-upstream';
+import { sendJson } from './support/oauth-client';
+import { startTestServices, TestServices } from './support/test-services';
+
+const SECRET = 'mcp_upstream_secret_7f3a';
+
+const TOOLS = [
+  {
+    name: 'transfer', risk: 'write',
+    constraints: { to: { in: 'arguments', field: 'to', op: 'eq' }, amount_max: { in: 'arguments', field: 'amount', op: 'lte' } },
+  },
+  { name: 'lookup', risk: 'read' },
+  { name: 'slow', risk: 'read' },
+  { name: 'wipe', risk: 'write' },
+];
+
+/**
+ * The official MCP TypeScript SDK client (`Client` + `StreamableHTTPClientTransport`) against
+ * the official MCP SDK server (`McpServer` + `StreamableHTTPServerTransport`) through the
+ * gateway: a tool call is an operation, its arguments are constrained, tool lists are cut to
+ * what the task allows, and the server only ever sees the connector's credential.
+ */
+describe('MCP through the gateway', () => {
+  let services: TestServices;
+  let world: World;
+  let sse: McpUpstream;
+  let json: McpUpstream;
+  let orchestrator: Orchestrator;
+  const clients: Client[] = [];
+
+  const admin = (method: string, path: string, body?: unknown) => sendJson(method, `${services.adminUrl}${path}`, body, services.adminToken);
+  const agentOf = (dpop = true) =>
+    new Agent({
+      issuer: services.issuer,
+      gatewayUrl: services.gatewayUrl,
+      clientId: world.agent.id,
+      key: { privateKey: world.agent.key.privateKey, kid: world.agent.key.publicJwk.kid },
+      allowInsecureRequests: true,
+      dpop,
+    });
+  const task = (connector = 'tools') =>
+    orchestrator.tasks.create({
+      agentId: world.agent.id,
+      purpose: 'pay acct_1 at most 100 and look things up',
+      allowed: [
+        { connector, actions: ['transfer'], constraints: { to: 'acct_1', amount_max: 100 } },
+        { connector, actions: ['lookup', 'slow'] },
+      ],
+      ttlSeconds: 600,
+    });
+  /** An MCP client whose every request carries this one credential (Bearer), as a client holding a single token would. */
+  const fixedClient = async (connector: string, token: string): Promise<Client> => {
+    const transport = new StreamableHTTPClientTransport(new URL(`${services.gatewayUrl}/connectors/${connector}`), {
+      requestInit: { headers: { authorization: `Bearer ${token}` } },
+    });
+    const client = new Client({ name: 'fixed-credential-agent', version: '1.0.0' });
+    await client.connect(transport);
+    clients.push(client);
+    return client;
+  };
+  const toolCallsSeen = (upstream: McpUpstream) => upstream.requests.filter((request) => request.message?.method === 'tools/call');
+
+  beforeAll(async () => {
+    sse = await startMcpUpstream(SECRET);
+    json = await startMcpUpstream(SECRET, { json: true });
+    services = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
+    world = await seedWorld(services.runtime.pool);
+    for (const [id, upstream] of [['tools', sse], ['tools-json', json]] as const) {
+      const created = await admin('POST', '/v1/connectors', {
+        id, kind: 'mcp', name: `MCP ${id}`, base_url: upstream.url, operations: TOOLS, credential: { type: 'bearer', token: SECRET },
+      });
+      expect(created.status).toBe(201);
+      expect(created.body).toMatchObject({ id, kind: 'mcp' });
+    }
+    orchestrator = new Orchestrator({
+      issuer: services.issuer,
+      clientId: world.orchestrator.id,
+      key: { privateKey: world.orchestrator.key.privateKey, kid: world.orchestrator.key.publicJwk.kid },
+      allowInsecureRequests: true,
+    });
+  });
+  afterAll(async () => {
+    for (const client of clients) await client.close().catch(() => undefined);
+    await services.close();
+    await sse.close();
+    await json.close();
+  });
+
+  it('runs a permitted tool call through the SDK, DPoP-bound, one credential per tool, with the tool list cut to the task', async () => {
+    const { taskToken } = await task();
+    const agent = agentOf();
+    const transport = new StreamableHTTPClientTransport(new URL(agent.mcpUrl('tools')), {
+      fetch: agent.mcpFetch(taskToken, {
+        connector: 'tools',
+        session: { action: 'lookup' },
+        constraints: (tool, args) => (tool === 'transfer' ? { to: args.to, amount_max: args.amount } : undefined),
+      }),
+    });
+    const client = new Client({ name: 'writ-agent', version: '1.0.0' });
+    await client.connect(transport);
+    clients.push(client);
+    expect(transport.sessionId).toEqual(expect.any(String));
+
+    const listed = await client.listTools();
+    expect(listed.tools.map((tool) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
+
+    const before = sse.toolCalls.length;
+    const result = await client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 42 } });
+    expect(result.content).toEqual([{ type: 'text', text: 'sent 42 to acct_1' }]);
+    expect(sse.toolCalls.slice(before)).toEqual([{ tool: 'transfer', args: { to: 'acct_1', amount: 42 } }]);
+
+    // The session id went both ways; the server saw only the connector's credential, never the agent's token or proof.
+    const seen = sse.requests.slice(-3);
+    expect(seen.every((request) => request.headers['mcp-session-id'] === transport.sessionId)).toBe(true);
+    for (const request of sse.requests) {
+      expect(request.headers.authorization).toBe(`Bearer ${SECRET}`);
+      expect(request.headers.dpop).toBeUndefined();
+    }
+    // Every message, session traffic included, is an audit event; only the tool call spent a use.
+    const { rows } = await services.runtime.pool.query<{ data: { mcp_method?: string; operation?: string; uses?: number } }>(
+      `SELECT data FROM audit_events WHERE type = 'gateway.call' AND outcome = 'success' AND connector_id = 'tools' ORDER BY seq`,
+    );
+    const methods = rows.map((row) => row.data.mcp_method);
+    expect(methods).toEqual(expect.arrayContaining(['initialize', 'notifications/initialized', 'tools/list', 'tools/call']));
+    expect(rows.find((row) => row.data.mcp_method === 'tools/call')?.data).toMatchObject({ operation: 'transfer', uses: 1 });
+  });
+
+  it('streams SSE answers through and cuts JSON tool lists too', async () => {
+    const { taskToken } = await task('tools-json');
+    const { accessToken } = await agentOf(false).credential(taskToken, { connector: 'tools-json', action: 'lookup' });
+    const client = await fixedClient('tools-json', accessToken);
+    expect((await client.listTools()).tools.map((tool) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
+
+    // The raw SSE answer of the other server, as the gateway passes it.
+    const { taskToken: sseTask } = await task();
+    const lookup = await agentOf(false).credential(sseTask, { connector: 'tools', action: 'lookup' });
+    const headers = { authorization: `Bearer ${lookup.accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+    const init = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST', headers,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+    });
+    expect(init.status).toBe(200);
+    expect(init.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const session = init.headers.get('mcp-session-id')!;
+    expect(session).toEqual(expect.any(String));
+    await init.text();
+    const list = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST', headers: { ...headers, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
+    });
+    const text = await list.text();
+    expect(text).toMatch(/^event: message\n(?:id: .*\n)?data: /);
+    const data = JSON.parse(text.split('\n').find((line) => line.startsWith('data: '))!.slice(6));
+    expect(data.result.tools.map((tool: { name: string }) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
+  });
+
+  it('streams each SSE event as the server sends it, not when the answer ends', async () => {
+    const { taskToken } = await task();
+    const { accessToken } = await agentOf(false).credential(taskToken, { connector: 'tools', action: 'slow' });
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18',
+    };
+    const post = (body: unknown) => fetch(`${services.gatewayUrl}/connectors/tools`, { method: 'POST', headers, body: JSON.stringify(body) });
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+    headers['mcp-session-id'] = init.headers.get('mcp-session-id')!;
+    await init.text();
+    expect((await post({ jsonrpc: '2.0', method: 'notifications/initialized' })).status).toBe(202);
+
+    const running = await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'slow', arguments: { step: 's1' }, _meta: { progressToken: 'p1' } } });
+    expect(running.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const reader = running.body!.getReader();
+    const decoder = new TextDecoder();
+    let received = '';
+    while (!received.includes('notifications/progress')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      received += decoder.decode(value, { stream: true });
+    }
+    // The progress event is through while the tool is still waiting: nothing was held back.
+    expect(received).toContain('"progressToken":"p1"');
+    expect(received).not.toContain('finished s1');
+    sse.releaseSlow();
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) received += decoder.decode(chunk.value, { stream: true });
+    expect(received).toContain('finished s1');
+  });
+
+  it('refuses arguments outside the constraints, another tool, and a replayed one-use credential, with nothing reaching the server', async () => {
+    // The client holds one credential for transfers to acct_1 of at most 100, and tries more with it.
+    const { taskToken } = await task();
+    const agent = agentOf(false);
+    const transfer = await agent.credential(taskToken, { connector: 'tools', action: 'transfer', constraints: { to: 'acct_1', amount_max: 100 } });
+    const client = await fixedClient('tools', transfer.accessToken);
+    const calls = toolCallsSeen(sse).length;
+    const ran = sse.toolCalls.length;
+
+    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 500 } })).rejects.toMatchObject({ code: -32003, data: { error: 'insufficient_scope', rule: 'constraint:amount_max' } });
+    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_2', amount: 5 } })).rejects.toMatchObject({ code: -32003, data: { rule: 'constraint:to' } });
+    // Exact numbers: a value that JSON.parse rounds into the grant is refused as written.
+    const raw = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${transfer.accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: '{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"transfer","arguments":{"to":"acct_1","amount":100.0000000000000000001}}}',
+    });
+    expect(raw.status).toBe(200);
+    expect(await raw.json()).toMatchObject({ id: 9, error: { code: -32602, data: { error: 'invalid_request', field: 'body.params.arguments.amount' } } });
+    await expect(client.callTool({ name: 'wipe', arguments: {} })).rejects.toMatchObject({ code: -32003, data: { rule: 'action' } });
+    // Inside the constraints: the single use is spent; the same credential replayed is refused.
+    expect((await client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 5 } })).content).toEqual([{ type: 'text', text: 'sent 5 to acct_1' }]);
+    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 5 } })).rejects.toMatchObject({ code: 401, message: expect.stringMatching(/invalid_token/) });
+
+    // One call went through (the in-bounds one, which spent the single use); the refused ones never left the gateway.
+    expect(toolCallsSeen(sse).length).toBe(calls + 1);
+    expect(sse.toolCalls.length).toBe(ran + 1);
+  });
+
+  it('refuses a tool the connector does not list, other MCP methods and JSON-RPC batches', async () => {
+    const { taskToken } = await task();
+    const { accessToken } = await agentOf(false).credential(taskToken, { connector: 'tools', action: 'lookup' });
+    const post = (body: unknown) =>
+      fetch(`${services.gatewayUrl}/connectors/tools`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify(body),
+      });
+    const before = sse.requests.length;
+    const unknown = await post({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'shell', arguments: {} } });
+    // Refusals of a request are JSON-RPC errors answering its id: the client fails the call, not the session.
+    expect(unknown.status).toBe(200);
+    expect(await unknown.json()).toMatchObject({ jsonrpc: '2.0', id: 1, error: { code: -32003, data: { error: 'insufficient_scope', rule: 'operation' } } });
+    const resources = await post({ jsonrpc: '2.0', id: 2, method: 'resources/read', params: { uri: 'file:///etc/passwd' } });
+    expect(await resources.json()).toMatchObject({ id: 2, error: { code: -32003, data: { rule: 'mcp_method' } } });
+    const batch = await post([{ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'lookup', arguments: { q: 'x' } } }]);
+    expect(batch.status).toBe(400);
+    const path = await fetch(`${services.gatewayUrl}/connectors/tools/other`, { method: 'POST', headers: { authorization: `Bearer ${accessToken}` } });
+    expect(path.status).toBe(400);
+    expect(sse.requests.length).toBe(before);
+  });
+
+  it('honours a session id only for the task that opened it', async () => {
+    const { taskToken: first } = await task();
+    const { taskToken: second } = await task();
+    const mine = await agentOf(false).credential(first, { connector: 'tools', action: 'lookup' });
+    const theirs = await agentOf(false).credential(second, { connector: 'tools', action: 'lookup' });
+    const transport = new StreamableHTTPClientTransport(new URL(`${services.gatewayUrl}/connectors/tools`), {
+      requestInit: { headers: { authorization: `Bearer ${mine.accessToken}` } },
+    });
+    const client = new Client({ name: 'first-task', version: '1.0.0' });
+    await client.connect(transport);
+    clients.push(client);
+    const session = transport.sessionId!;
+    const before = sse.requests.length;
+    const headers = (token: string, id: string) => ({
+      authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream',
+      'mcp-session-id': id, 'mcp-protocol-version': '2025-06-18',
+    });
+    // Another task's credential, with this task's session id: neither a call nor the event stream (and its replay) reaches the session.
+    const call = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST', headers: headers(theirs.accessToken, session),
+      body: JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'lookup', arguments: { q: 'their data' } } }),
+    });
+    expect(await call.json()).toMatchObject({ id: 5, error: { code: -32003, data: { rule: 'mcp_session' } } });
+    const stream = await fetch(`${services.gatewayUrl}/connectors/tools`, { headers: { ...headers(theirs.accessToken, session), accept: 'text/event-stream', 'last-event-id': '1' } });
+    expect(stream.status).toBe(403);
+    expect(await stream.json()).toMatchObject({ rule: 'mcp_session' });
+    // A session id the gateway never saw opened is refused too.
+    const made = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST', headers: headers(mine.accessToken, '00000000-0000-4000-8000-000000000000'), body: '{"jsonrpc":"2.0","id":6,"method":"ping"}',
+    });
+    expect(await made.json()).toMatchObject({ id: 6, error: { data: { rule: 'mcp_session' } } });
+    // (The first client's own event stream may open meanwhile: look for the refused requests themselves.)
+    const reached = sse.requests.slice(before);
+    expect(reached.filter((request) => request.headers['last-event-id'] !== undefined || request.message?.method !== undefined)).toEqual([]);
+    // The task that opened it goes on.
+    expect((await client.callTool({ name: 'lookup', arguments: { q: 'mine' } })).content).toEqual([{ type: 'text', text: 'found mine' }]);
+    // Once the session is ended (DELETE), its id is forgotten.
+    await transport.terminateSession();
+    const ended = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST', headers: headers(mine.accessToken, session), body: '{"jsonrpc":"2.0","id":8,"method":"ping"}',
+    });
+    expect(await ended.json()).toMatchObject({ id: 8, error: { data: { rule: 'mcp_session' } } });
+  });
+
+  it('names the protected resource metadata in its challenges and serves it (RFC 9728)', async () => {
+    const refused = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+    });
+    expect(refused.status).toBe(401);
+    const metadataUrl = `${services.gatewayUrl}/.well-known/oauth-protected-resource/connectors/tools`;
+    expect(refused.headers.get('www-authenticate')).toContain(`resource_metadata="${metadataUrl}"`);
+    const metadata = await fetch(metadataUrl);
+    expect(metadata.status).toBe(200);
+    expect(await metadata.json()).toEqual({
+      resource: `${services.gatewayUrl}/connectors/tools`,
+      resource_name: 'MCP tools',
+      authorization_servers: [services.issuer],
+      bearer_methods_supported: ['header'],
+      dpop_signing_alg_values_supported: expect.arrayContaining(['ES256']),
+      authorization_details_types_supported: ['connector'],
+      resource_documentation: `${services.issuer}/docs`,
+    });
+    expect((await fetch(`${services.gatewayUrl}/.well-known/oauth-protected-resource/connectors/nope`)).status).toBe(404);
+  });
+
+  it('validates mcp connectors at registration', async () => {
+    const bad = await admin('POST', '/v1/connectors', {
+      id: 'bad-mcp', kind: 'mcp', name: 'Bad', base_url: 'http://127.0.0.1:9/mcp',
+      operations: [{ name: 'x', method: 'POST', path: '/x', risk: 'read', constraints: { a: { in: 'body', field: 'a', op: 'eq' } } }],
+    });
+    expect(bad.status).toBe(400);
+    const fields = (bad.body.fields as Array<{ field: string }>).map((error) => error.field).sort();
+    expect(fields).toEqual(['operations[0].constraints.a.in', 'operations[0].method', 'operations[0].path']);
+    const http = await admin('POST', '/v1/connectors', {
+      id: 'bad-http', name: 'Bad', base_url: 'http://127.0.0.1:9',
+      operations: [{ name: 'x', method: 'POST', path: '/x', risk: 'read', constraints: { a: { in: 'arguments', field: 'a', op: 'eq' } } }],
+    });
+    expect(http.status).toBe(400);
+    const kind = await admin('POST', '/v1/connectors', { id: 'bad-kind', kind: 'grpc', name: 'Bad', base_url: 'http://127.0.0.1:9', operations: [] });
+    expect(kind.status).toBe(400);
+  });
+});
