@@ -22,11 +22,29 @@ export interface OAuth2ClientCredentials {
   scope?: string;
 }
 
+/**
+ * OAuth 2.0 authorization code (per-user connected accounts): each user connects through a
+ * connect link; the gateway injects that user's access token. The client authenticates to
+ * the token and revocation endpoints with `client_secret` (HTTP Basic).
+ */
+export interface OAuth2AuthorizationCode {
+  type: 'oauth2_authorization_code';
+  authorization_url: string;
+  token_url: string;
+  client_id: string;
+  client_secret: string;
+  scopes: string[];
+  /** RFC 7009 endpoint called on disconnect. */
+  revocation_url?: string;
+  /** The provider's issuer identifier: when set, the RFC 9207 `iss` of the authorization response must equal it. */
+  issuer?: string;
+}
+
 /** The write-only upstream credential of a connector, as sealed at rest. */
-export type UpstreamCredential = BearerCredential | HeaderCredential | OAuth2ClientCredentials;
+export type UpstreamCredential = BearerCredential | HeaderCredential | OAuth2ClientCredentials | OAuth2AuthorizationCode;
 
 /** The credential types a connector may hold. */
-export const CREDENTIAL_TYPES = ['bearer', 'header', 'oauth2_client_credentials'] as const;
+export const CREDENTIAL_TYPES = ['bearer', 'header', 'oauth2_client_credentials', 'oauth2_authorization_code'] as const;
 
 /** The origin (`scheme://host:port`) a connector's credential is bound to: where its `base_url` points. */
 export function destinationOrigin(baseUrl: string): string {
@@ -94,6 +112,7 @@ export function credentialSecrets(credential: UpstreamCredential): string[] {
     case 'header':
       return [credential.value];
     case 'oauth2_client_credentials':
+    case 'oauth2_authorization_code':
       return [credential.client_secret];
   }
 }

@@ -84,6 +84,10 @@ const CREDENTIAL_MEMBERS: Record<UpstreamCredential['type'], { required: string[
   bearer: { required: ['token'], optional: [] },
   header: { required: ['name', 'value'], optional: [] },
   oauth2_client_credentials: { required: ['token_url', 'client_id', 'client_secret'], optional: ['scope'] },
+  oauth2_authorization_code: {
+    required: ['authorization_url', 'token_url', 'client_id', 'client_secret', 'scopes'],
+    optional: ['revocation_url', 'issuer'],
+  },
 };
 
 class Collector {
@@ -359,7 +363,43 @@ function checkCredential(value: unknown, out: Collector): UpstreamCredential | u
         ...(scope !== undefined ? { scope: scope as string } : {}),
       };
     }
+    case 'oauth2_authorization_code':
+      return checkAuthorizationCode(value, out, before);
   }
+}
+
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/;
+
+function checkAuthorizationCode(value: Record<string, unknown>, out: Collector, before: number): UpstreamCredential | undefined {
+  for (const field of ['authorization_url', 'token_url', 'revocation_url'] as const) {
+    if (field === 'revocation_url' && value[field] === undefined) continue;
+    const problem = urlProblem(value[field], { allowQuery: field === 'authorization_url' });
+    if (problem) out.add(`credential.${field}`, problem);
+  }
+  if (value.issuer !== undefined) {
+    const problem = urlProblem(value.issuer, { allowQuery: false });
+    if (problem) out.add('credential.issuer', problem);
+  }
+  const clientId = value.client_id;
+  if (typeof clientId !== 'string' || clientId.length === 0 || clientId.length > 1024 || !PRINTABLE_ASCII.test(clientId)) {
+    out.add('credential.client_id', 'must be 1 to 1024 printable ASCII characters');
+  }
+  const secret = checkSecret(value.client_secret, 'credential.client_secret', out, PRINTABLE_ASCII, 'printable ASCII');
+  const scopes = value.scopes;
+  if (!Array.isArray(scopes) || scopes.length > 64 || !scopes.every((scope) => typeof scope === 'string' && SCOPE_TOKEN.test(scope))) {
+    out.add('credential.scopes', 'must be an array of at most 64 scope tokens (RFC 6749 section 3.3)');
+  }
+  if (out.count > before || secret === undefined) return undefined;
+  return {
+    type: 'oauth2_authorization_code',
+    authorization_url: value.authorization_url as string,
+    token_url: value.token_url as string,
+    client_id: clientId as string,
+    client_secret: secret,
+    scopes: [...new Set(scopes as string[])],
+    ...(value.revocation_url !== undefined ? { revocation_url: value.revocation_url as string } : {}),
+    ...(value.issuer !== undefined ? { issuer: value.issuer as string } : {}),
+  };
 }
 
 function result<T>(out: Collector, value: () => T): ConnectorValidationResult<T> {

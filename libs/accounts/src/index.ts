@@ -1,0 +1,4 @@
+export * from './account-errors';
+export * from './connected-accounts';
+export * from './upstream-oauth-client';
+export * from './user-token-verifier';
