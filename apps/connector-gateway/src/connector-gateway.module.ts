@@ -1,6 +1,7 @@
 import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
+import { connectedAccountsProvider } from '@writ/accounts';
 import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
 import { GrantStateRepository } from './proxy/grant-state.repository';
@@ -26,6 +27,7 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         CatalogueCache,
         GrantStateRepository,
         UpstreamCredentials,
+        connectedAccountsProvider(UPSTREAM_DISPATCHER),
         CredentialBinding,
         ProxyService,
         FailureThrottle,

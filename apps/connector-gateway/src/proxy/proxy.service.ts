@@ -151,6 +151,7 @@ export class ProxyService {
       type: connector.credentialType,
       sealed: connector.credentialSealed,
       fingerprint: connector.credentialFingerprint,
+      user: state.taskUser,
     };
     const credential = await this.credentials.headerFor(sealed);
     const values = Object.fromEntries(result.checked.map((entry) => [entry.name, entry.actual]));
@@ -183,7 +184,9 @@ export class ProxyService {
     }
     await this.checkPossession(req, scheme, token, claims);
     call.jti = String(claims.jti);
-    call.agentId = typeof claims.sub === 'string' ? claims.sub : undefined;
+    // A credential acting for a user carries the agent in `act.sub` (RFC 8693 section 4.1).
+    const actor = (claims.act as { sub?: unknown } | undefined)?.sub ?? claims.sub;
+    call.agentId = typeof actor === 'string' ? actor : undefined;
     call.taskId = typeof claims.task_id === 'string' ? claims.task_id : null;
     const details = claims.authorization_details as ConnectorDetail[] | undefined;
     const detail = Array.isArray(details) && details.length === 1 ? details[0] : undefined;
@@ -306,7 +309,7 @@ export class ProxyService {
         // The upstream refused its token before acting on the request: refresh once and resend.
         await response.body.dump();
         this.credentials.invalidate(sealed);
-        response = await send(await this.credentials.headerFor(sealed));
+        response = await send(await this.credentials.headerFor(sealed, checked.credential));
       }
     } catch (error) {
       const failure = deadline.aborted ? new GatewayTimeoutError(undefined, { reason: 'upstream_timeout' }) : upstreamFailure(error);
