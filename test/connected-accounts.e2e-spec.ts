@@ -3,6 +3,7 @@ import { decodeJwt, SignJWT, generateKeyPair } from 'jose';
 import type { Pool } from 'pg';
 import { accountSealContext } from '@writ/accounts';
 import { clientAuthFields } from '@writ/testing';
+import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { exchangeFields, tasksToken } from './support/grant-flow';
 import { http, postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
@@ -105,7 +106,7 @@ describe('connected accounts', () => {
     pool.query(`UPDATE connected_accounts SET access_expires_at = now() - interval '1 minute' WHERE user_subject = $1`, [subject]);
 
   beforeAll(async () => {
-    first = await startTestServices({ gateway: createGatewayApp });
+    first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
     second = await startTestServices({ gateway: createGatewayApp, db: first.db, env: { WRIT_ISSUER: first.issuer, WRIT_GATEWAY_URL: first.gatewayUrl } });
     provider = await startOidcProvider(`${first.issuer}/connect/callback`);
     pool = first.runtime.pool;
@@ -123,7 +124,8 @@ describe('connected accounts', () => {
       client_secret: provider.upstreamSecret,
       scopes: ['repo:read'],
     });
-    await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience) VALUES ($1, $2, 'orchestrator-app')`, [provider.issuer, `${provider.issuer}/jwks`]);
+    const registered = await sendJson('POST', `${first.adminUrl}/v1/identity-providers`, { issuer: provider.issuer, jwks_uri: `${provider.issuer}/jwks`, audience: 'orchestrator-app' }, first.adminToken);
+    expect(registered.status).toBe(201);
     for (const user of ['alice', 'bob', 'carol']) idTokens[user] = await idTokenOf(user);
     await connect('alice');
     await connect('bob');
@@ -284,6 +286,35 @@ describe('connected accounts', () => {
     expect(await account('carol')).toBeUndefined();
   });
 
+  it('admin API: identity providers pass the destination checks; connections listed without tokens, links for named users', async () => {
+    const metadata = await sendJson('POST', `${first.adminUrl}/v1/identity-providers`, { issuer: 'https://evil.example', jwks_uri: 'http://169.254.169.254/jwks', audience: 'x' }, first.adminToken);
+    expect(metadata.status).toBe(400);
+    expect(JSON.stringify(metadata.body)).toMatch(/jwks_uri/);
+    const list = await http(`${first.adminUrl}/v1/connections?connector_id=codehost`, { headers: { authorization: `Bearer ${first.adminToken}` } });
+    expect(list.status).toBe(200);
+    expect(list.body.items.map((item: { user: { sub: string } }) => item.user.sub).sort()).toEqual(['alice', 'bob']);
+    const secrets = [sealedTokens(await account('alice'), 'alice'), sealedTokens(await account('bob'), 'bob')].flatMap((t) => [t.access_token, t.refresh_token]);
+    for (const secret of secrets) expect(list.text).not.toContain(secret);
+    const unknownIssuer = await sendJson('POST', `${first.adminUrl}/v1/connections/links`, { connector_id: 'codehost', user: { iss: 'https://nobody.example', sub: 'x' } }, first.adminToken);
+    expect(unknownIssuer.status).toBe(400);
+    const link = await sendJson('POST', `${first.adminUrl}/v1/connections/links`, { connector_id: 'codehost', user: { iss: provider.issuer, sub: 'erin' } }, first.adminToken);
+    expect(link.status).toBe(201);
+    expect(link.body.url).toMatch(new RegExp(`^${first.issuer}/connect/`));
+    const notConnected = await sendJson('POST', `${first.adminUrl}/v1/connections/links`, { connector_id: 'missing', user: { iss: provider.issuer, sub: 'erin' } }, first.adminToken);
+    expect(notConnected.status).toBe(404);
+  });
+
+  it('admin disconnect revokes at the upstream too', async () => {
+    const bob = await account('bob');
+    const { revocations } = await provider.stats();
+    const response = await http(`${first.adminUrl}/v1/connections/${bob.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${first.adminToken}` } });
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject({ id: bob.id, status: 'broken' });
+    // Its grant was already revoked at the provider: RFC 7009 answers 200 for an unknown token.
+    expect((await provider.stats()).revocations).toBe(revocations + 1);
+    expect(await account('bob')).toBeUndefined();
+  });
+
   it('disconnects: the user only their own, revoked at the upstream, audited', async () => {
     const alice = await account('alice');
     const stolen = await http(`${first.issuer}/v1/me/connections/${alice.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${idTokens.bob}` } });
@@ -302,7 +333,9 @@ describe('connected accounts', () => {
     const call = await callMe(await credentialForUser('alice'));
     expect(call.status).toBe(403);
     expect(call.body.error_description).toMatch(/has not connected/);
-    const { rows } = await pool.query<{ type: string; data: any }>(`SELECT type, data FROM audit_events WHERE type IN ('connection.disconnected', 'connection.upstream_revoked') ORDER BY seq`);
+    const { rows } = await pool.query<{ type: string; data: any }>(
+      `SELECT type, data FROM audit_events WHERE type IN ('connection.disconnected', 'connection.upstream_revoked') AND data->'user'->>'sub' = 'alice' ORDER BY seq`,
+    );
     expect(rows.map((row) => row.type)).toEqual(['connection.disconnected', 'connection.upstream_revoked']);
     expect(rows[1].data).toMatchObject({ result: 'revoked' });
   });

@@ -60,6 +60,15 @@ const CREDENTIAL_SCHEMA = {
         client_secret: { type: 'string', writeOnly: true }, scope: { type: 'string' },
       },
     },
+    {
+      type: 'object', required: ['type', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'scopes'],
+      description: 'per-user connected accounts (docs/connected-accounts.md): the gateway injects the access token of the task\'s verified user',
+      properties: {
+        type: { enum: ['oauth2_authorization_code'] }, authorization_url: { type: 'string', format: 'uri' }, token_url: { type: 'string', format: 'uri' },
+        revocation_url: { type: 'string', format: 'uri' }, issuer: { type: 'string', format: 'uri' }, client_id: { type: 'string' },
+        client_secret: { type: 'string', writeOnly: true }, scopes: { type: 'array', items: { type: 'string' } },
+      },
+    },
   ],
 } as const;
 
