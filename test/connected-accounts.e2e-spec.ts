@@ -266,6 +266,8 @@ describe('connected accounts', () => {
     expect(trusted.status).toBe(201);
     const stored = await pool.query(`SELECT user_issuer, user_subject FROM tasks WHERE id = $1`, [trusted.body.task_id]);
     expect(stored.rows[0]).toEqual({ user_issuer: 'https://sso.corp.example', user_subject: 'dave' });
+    const shown = await http(`${first.issuer}/v1/tasks/${trusted.body.task_id}`, { headers: { authorization: `Bearer ${await tasksToken(first, untrusted)}` } });
+    expect(shown.body.user).toEqual({ iss: 'https://sso.corp.example', sub: 'dave' });
     const other = await sendJson('POST', `${first.issuer}/v1/tasks`, {
       agent_id: agent.id, purpose: 'p', allowed: ALLOWED, ttl_seconds: 60, user: { iss: 'https://sso.corp.example', sub: 'dave' },
     }, await tasksToken(first, orchestrator));
