@@ -159,7 +159,12 @@ describe('connected accounts', () => {
     const response = await callMe(token);
     expect(response.status).toBe(200);
     expect(response.body.account).toBe('alice');
-    expect(response.text).not.toContain(sealedTokens(await account('alice'), 'alice').access_token);
+    const userToken = sealedTokens(await account('alice'), 'alice').access_token;
+    expect(response.text).not.toContain(userToken);
+    const echoed = await http(`${first.gatewayUrl}/connectors/codehost/api/me?echo=1`, { headers: { authorization: `Bearer ${token}` } });
+    expect(echoed.status).toBe(200);
+    expect(echoed.headers.get('x-echo-token')).toBeNull();
+    expect(JSON.stringify([...echoed.headers])).not.toContain(userToken);
   });
 
   it('never gives a task for one user another user\'s token, even in parallel', async () => {

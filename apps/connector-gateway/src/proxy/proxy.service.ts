@@ -303,13 +303,17 @@ export class ProxyService {
       });
     const upstreamStarted = process.hrtime.bigint();
     let response: Dispatcher.ResponseData;
+    // Header values injected upstream (a user's own access token included): never echoed back to the agent.
+    const injected = checked.credential ? [checked.credential.value.replace(/^Bearer /, '')] : [];
     try {
       response = await send(checked.credential);
       if (response.statusCode === 401 && this.credentials.isRefreshable(sealed)) {
         // The upstream refused its token before acting on the request: refresh once and resend.
         await response.body.dump();
         this.credentials.invalidate(sealed);
-        response = await send(await this.credentials.headerFor(sealed, checked.credential));
+        const fresh = await this.credentials.headerFor(sealed, checked.credential);
+        injected.push(fresh.value.replace(/^Bearer /, ''));
+        response = await send(fresh);
       }
     } catch (error) {
       const failure = deadline.aborted ? new GatewayTimeoutError(undefined, { reason: 'upstream_timeout' }) : upstreamFailure(error);
@@ -326,7 +330,7 @@ export class ProxyService {
       throw failure;
     }
     res.status(response.statusCode);
-    for (const [name, value] of Object.entries(agentResponseHeaders(response.headers, this.credentials.secretsOf(sealed)))) {
+    for (const [name, value] of Object.entries(agentResponseHeaders(response.headers, [...this.credentials.secretsOf(sealed), ...injected.filter((secret) => secret.length >= 8)]))) {
       res.setHeader(name, value);
     }
     let bytes = 0;
