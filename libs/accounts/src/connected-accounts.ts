@@ -125,7 +125,7 @@ export class ConnectedAccounts {
    * Opens a connect link (once): returns the provider's authorization URL to redirect to and
    * the browser-binding value to set as a cookie. An unknown, used or expired link is refused.
    */
-  async openLink(token: string): Promise<{ redirect: string; browser: string }> {
+  async openLink(token: string, auditRefusal: () => Promise<boolean> = async () => true): Promise<{ redirect: string; browser: string }> {
     const state = oauth.generateRandomState();
     const verifier = oauth.generateRandomCodeVerifier();
     const browser = randomBytes(32).toString('base64url');
@@ -138,7 +138,8 @@ export class ConnectedAccounts {
     );
     const link = rows[0];
     if (!link) {
-      await this.audit.record(this.event('connection.link_refused', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired link' }));
+      // Anyone can guess at links: the caller counts refusals per source and says whether this one is still audited on its own.
+      if (await auditRefusal()) await this.audit.record(this.event('connection.link_refused', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired link' }));
       throw new ConnectedAccountError('link_invalid', 'this connect link is unknown, already used or expired: ask for a new one', 400);
     }
     const user = { issuer: link.user_issuer, subject: link.user_subject };
@@ -152,7 +153,7 @@ export class ConnectedAccounts {
    * The provider's redirect back to Writ: finds the attempt by `state` (once), checks the
    * browser cookie, redeems the code with the PKCE verifier, and stores the user's tokens.
    */
-  async completeCallback(callbackUrl: URL, browser: string | undefined): Promise<{ connectorId: string; user: VerifiedUser }> {
+  async completeCallback(callbackUrl: URL, browser: string | undefined, auditRefusal: () => Promise<boolean> = async () => true): Promise<{ connectorId: string; user: VerifiedUser }> {
     const state = callbackUrl.searchParams.get('state');
     if (!state) throw new ConnectedAccountError('link_invalid', 'the callback has no state', 400);
     const { rows } = await this.pool.query<{ id: string; connector_id: string; user_issuer: string; user_subject: string; browser_hash: string; verifier_sealed: Buffer }>(
@@ -163,7 +164,7 @@ export class ConnectedAccounts {
     );
     const link = rows[0];
     if (!link) {
-      await this.audit.record(this.event('connection.connect_failed', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired state' }));
+      if (await auditRefusal()) await this.audit.record(this.event('connection.connect_failed', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired state' }));
       throw new ConnectedAccountError('link_invalid', 'this connect attempt is unknown, already used or expired: ask for a new link', 400);
     }
     const user = { issuer: link.user_issuer, subject: link.user_subject };
