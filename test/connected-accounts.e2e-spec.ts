@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { decodeJwt, SignJWT, generateKeyPair } from 'jose';
+import { decodeJwt, exportJWK, SignJWT, generateKeyPair } from 'jose';
 import type { Pool } from 'pg';
 import { accountSealContext } from '@writ/accounts';
 import { clientAuthFields } from '@writ/testing';
@@ -31,6 +31,7 @@ describe('connected accounts', () => {
   let orchestrator: TestClient;
   let untrusted: TestClient;
   const idTokens: Record<string, string> = {};
+  let privateJwk: { kty: string; d: string; kid: string };
 
   const secondGateway = () => `http://127.0.0.1:${second.apps[second.apps.length - 1].getHttpServer().address().port}`;
 
@@ -108,7 +109,9 @@ describe('connected accounts', () => {
   beforeAll(async () => {
     first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
     second = await startTestServices({ gateway: createGatewayApp, db: first.db, env: { WRIT_ISSUER: first.issuer, WRIT_GATEWAY_URL: first.gatewayUrl } });
-    provider = await startOidcProvider(`${first.issuer}/connect/callback`);
+    const keys = await generateKeyPair('ES256', { extractable: true });
+    provider = await startOidcProvider(`${first.issuer}/connect/callback`, { ...(await exportJWK(keys.publicKey)), kid: 'writ-1' });
+    privateJwk = { ...(await exportJWK(keys.privateKey)), kid: 'writ-1' } as typeof privateJwk;
     pool = first.runtime.pool;
     agent = await seedAgent(pool, 'agent-1');
     orchestrator = await seedOrchestrator(pool, 'orch-1', ['agent-1']);
@@ -320,6 +323,29 @@ describe('connected accounts', () => {
     // Its grant was already revoked at the provider: RFC 7009 answers 200 for an unknown token.
     expect((await provider.stats()).revocations).toBe(revocations + 1);
     expect(await account('bob')).toBeUndefined();
+  });
+
+  it('authenticates to the provider with private_key_jwt when the connector has a key instead of a secret', async () => {
+    await seedConnector(pool, 'codehost-keys', OPERATIONS, provider.issuer);
+    await setConnectorCredential(pool, first.runtime.masterKey, 'codehost-keys', {
+      type: 'oauth2_authorization_code', authorization_url: `${provider.issuer}/auth`, token_url: `${provider.issuer}/token`,
+      revocation_url: `${provider.issuer}/token/revocation`, issuer: provider.issuer, client_id: 'writ-upstream-keys',
+      private_key_jwt: { jwk: privateJwk }, scopes: ['repo:read'],
+    });
+    const link = await sendJson('POST', `${first.issuer}/v1/connections/links`, { connector_id: 'codehost-keys', user_token: idTokens.carol }, await tasksToken(first, orchestrator));
+    const jar = new CookieJar();
+    const callback = await loginAndConsent(link.body.url, 'carol', `${first.issuer}/connect/callback`, jar);
+    expect((await fetch(callback, { headers: { cookie: jar.header() } })).status).toBe(200);
+    const allowed = [{ type: 'connector', connector: 'codehost-keys', actions: ['me.get'] }];
+    const task = await taskFor({ user_token: idTokens.carol, allowed });
+    const credential = (await tokenRequest(first.issuer, agent, exchangeFields(task.body.task_token, allowed))).body.access_token;
+    await pool.query(`UPDATE connected_accounts SET access_expires_at = now() - interval '1 minute' WHERE connector_id = 'codehost-keys'`);
+    const response = await http(`${first.gatewayUrl}/connectors/codehost-keys/api/me`, { headers: { authorization: `Bearer ${credential}` } });
+    expect(response.status).toBe(200);
+    expect(response.body.account).toBe('carol');
+    const { rows } = await pool.query<{ id: string }>(`SELECT id FROM connected_accounts WHERE connector_id = 'codehost-keys'`);
+    const removed = await http(`${first.issuer}/v1/me/connections/${rows[0].id}`, { method: 'DELETE', headers: { authorization: `Bearer ${idTokens.carol}` } });
+    expect(removed.body.upstream_revocation).toBe('revoked');
   });
 
   it('disconnects: the user only their own, revoked at the upstream, audited', async () => {

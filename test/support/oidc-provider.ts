@@ -11,12 +11,16 @@ export interface TestOidcProvider {
   close(): Promise<void>;
 }
 
-/** Starts the provider on loopback with `writCallback` registered as the upstream client's redirect URI. */
-export async function startOidcProvider(writCallback: string): Promise<TestOidcProvider> {
+/**
+ * Starts the provider on loopback with `writCallback` registered as the upstream clients'
+ * redirect URI; with `keysClientJwk`, also a client `writ-upstream-keys` that authenticates
+ * with `private_key_jwt` (ES256) by that public key.
+ */
+export async function startOidcProvider(writCallback: string, keysClientJwk?: Record<string, unknown>): Promise<TestOidcProvider> {
   const upstreamSecret = 'upstream-client-secret-5f1d7e';
   const appSecret = 'orchestrator-app-secret-93ac2b';
   const child: ChildProcess = spawn(process.execPath, [join(__dirname, 'oidc-provider-server.mjs')], {
-    env: { ...process.env, OIDC_TEST_CONFIG: JSON.stringify({ writCallback, upstreamSecret, appSecret }), NODE_ENV: 'test' },
+    env: { ...process.env, OIDC_TEST_CONFIG: JSON.stringify({ writCallback, upstreamSecret, appSecret, keysClientJwk }), NODE_ENV: 'test' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';

@@ -1,7 +1,8 @@
+import { importJWK } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { type Dispatcher, fetch as undiciFetch } from 'undici';
 import type { OAuth2AuthorizationCode } from '@writ/connectors';
-import { UPSTREAM_ADDRESS_REFUSED } from '@writ/connectors';
+import { privateKeyJwtAlg, UPSTREAM_ADDRESS_REFUSED } from '@writ/connectors';
 
 /** Tokens an upstream token endpoint returned. */
 export interface UpstreamTokenSet {
@@ -66,7 +67,7 @@ export class UpstreamOAuthClient {
     return this.run(credential, async () => {
       const params = oauth.validateAuthResponse(as, this.client(credential), callback, input.state);
       const response = await oauth.authorizationCodeGrantRequest(
-        as, this.client(credential), this.auth(credential), params, input.redirectUri, input.codeVerifier, this.options(),
+        as, this.client(credential), await this.auth(credential), params, input.redirectUri, input.codeVerifier, this.options(),
       );
       return oauth.processAuthorizationCodeResponse(as, this.client(credential), response);
     });
@@ -76,7 +77,7 @@ export class UpstreamOAuthClient {
   async refresh(credential: OAuth2AuthorizationCode, refreshToken: string, grantedScopes: string[]): Promise<UpstreamTokenSet> {
     const as = this.server(credential);
     const set = await this.run(credential, async () => {
-      const response = await oauth.refreshTokenGrantRequest(as, this.client(credential), this.auth(credential), refreshToken, this.options());
+      const response = await oauth.refreshTokenGrantRequest(as, this.client(credential), await this.auth(credential), refreshToken, this.options());
       return oauth.processRefreshTokenResponse(as, this.client(credential), response);
     });
     return set.scopes.length > 0 ? set : { ...set, scopes: grantedScopes };
@@ -87,7 +88,7 @@ export class UpstreamOAuthClient {
     if (!credential.revocation_url) throw new UpstreamOAuthError('no_revocation_url', 'the connector has no revocation_url', false);
     const as = this.server(credential);
     await this.run(credential, async () => {
-      const response = await oauth.revocationRequest(as, this.client(credential), this.auth(credential), token, {
+      const response = await oauth.revocationRequest(as, this.client(credential), await this.auth(credential), token, {
         ...this.options(),
         additionalParameters: { token_type_hint: hint },
       });
@@ -133,8 +134,14 @@ export class UpstreamOAuthClient {
     return { client_id: credential.client_id };
   }
 
-  private auth(credential: OAuth2AuthorizationCode): oauth.ClientAuth {
-    return oauth.ClientSecretBasic(credential.client_secret);
+  private async auth(credential: OAuth2AuthorizationCode): Promise<oauth.ClientAuth> {
+    if (credential.private_key_jwt) {
+      const { jwk } = credential.private_key_jwt;
+      const key = await importJWK(jwk as Parameters<typeof importJWK>[0], privateKeyJwtAlg(jwk));
+      // RFC 7523 client assertion, `aud` = the provider's issuer (set `issuer` on the credential).
+      return oauth.PrivateKeyJwt({ key: key as oauth.CryptoKey, ...(typeof jwk.kid === 'string' ? { kid: jwk.kid } : {}) });
+    }
+    return oauth.ClientSecretBasic(credential.client_secret ?? '');
   }
 
   private options(): { [oauth.customFetch]: typeof fetch; [oauth.allowInsecureRequests]: true; signal: AbortSignal } {

@@ -22,17 +22,25 @@ export interface OAuth2ClientCredentials {
   scope?: string;
 }
 
+/** A private JWK Writ signs client assertions with (RFC 7523), for providers that want `private_key_jwt`. */
+export interface PrivateKeyJwtAuth {
+  /** The private key (EC P-256/P-384, RSA, or OKP Ed25519), with `d`; its public half is registered at the provider. */
+  jwk: { kty: string; d: string; kid?: string; alg?: string; [member: string]: unknown };
+}
+
 /**
  * OAuth 2.0 authorization code (per-user connected accounts): each user connects through a
  * connect link; the gateway injects that user's access token. The client authenticates to
- * the token and revocation endpoints with `client_secret` (HTTP Basic).
+ * the token and revocation endpoints with `client_secret` (HTTP Basic) or, exactly one of
+ * the two, `private_key_jwt` (a signed client assertion, RFC 7523).
  */
 export interface OAuth2AuthorizationCode {
   type: 'oauth2_authorization_code';
   authorization_url: string;
   token_url: string;
   client_id: string;
-  client_secret: string;
+  client_secret?: string;
+  private_key_jwt?: PrivateKeyJwtAuth;
   scopes: string[];
   /** RFC 7009 endpoint called on disconnect. */
   revocation_url?: string;
@@ -112,7 +120,11 @@ export function credentialSecrets(credential: UpstreamCredential): string[] {
     case 'header':
       return [credential.value];
     case 'oauth2_client_credentials':
-    case 'oauth2_authorization_code':
       return [credential.client_secret];
+    case 'oauth2_authorization_code': {
+      const jwk = credential.private_key_jwt?.jwk;
+      const privateMembers = jwk ? ['d', 'p', 'q', 'dp', 'dq', 'qi'].map((name) => jwk[name]).filter((value): value is string => typeof value === 'string') : [];
+      return [...(credential.client_secret ? [credential.client_secret] : []), ...privateMembers];
+    }
   }
 }

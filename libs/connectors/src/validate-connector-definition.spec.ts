@@ -158,6 +158,18 @@ describe('validateConnectorDefinition', () => {
     ['an authorization_code with a scope that is not a token', {
       type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's', scopes: ['a b'],
     }, ['credential.scopes']],
+    ['an authorization_code with both a secret and a key', {
+      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's',
+      private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd' } }, scopes: [],
+    }, ['credential.client_secret']],
+    ['an authorization_code with a public key only', {
+      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c',
+      private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' } }, scopes: [],
+    }, ['credential.private_key_jwt.jwk']],
+    ['an authorization_code with a symmetric key', {
+      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c',
+      private_key_jwt: { jwk: { kty: 'oct', k: 'c2VjcmV0', d: 'x' } }, scopes: [],
+    }, ['credential.private_key_jwt.jwk']],
     ['a credential that is a string', 'sk_live', ['credential']],
   ])('refuses %s', (_name, credential, fields) => {
     expect(fieldsOf({ ...payments(), credential })).toEqual(fields);
@@ -170,6 +182,10 @@ describe('validateConnectorDefinition', () => {
       {
         type: 'oauth2_authorization_code', authorization_url: 'https://github.example/login/oauth/authorize', token_url: 'https://github.example/login/oauth/access_token',
         revocation_url: 'https://github.example/revoke', issuer: 'https://github.example', client_id: 'Iv1.abc', client_secret: 's3cret', scopes: ['repo', 'read:user'],
+      },
+      {
+        type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'writ',
+        private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd', kid: 'k1' } }, scopes: ['read'],
       },
     ]) {
       expect(validateConnectorDefinition({ ...payments(), credential })).toMatchObject({ ok: true, value: { credential } });
