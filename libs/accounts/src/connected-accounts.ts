@@ -199,6 +199,12 @@ export class ConnectedAccounts {
     return { connectorId: link.connector_id, user };
   }
 
+  /** Deletes connect links expired for more than a day (their sealed PKCE verifiers with them). */
+  async purgeExpiredLinks(): Promise<number> {
+    const { rowCount } = await this.pool.query(`DELETE FROM connect_links WHERE expires_at < now() - interval '1 day'`);
+    return rowCount ?? 0;
+  }
+
   /** The connection of `user` on a connector (status and scopes), for policy input and refusals. */
   async status(connectorId: string, user: VerifiedUser): Promise<{ status: 'active' | 'broken'; scopes: string[] } | undefined> {
     const { rows } = await this.pool.query<{ status: 'active' | 'broken'; scopes: string[] }>(
