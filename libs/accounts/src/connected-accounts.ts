@@ -205,15 +205,6 @@ export class ConnectedAccounts {
     return rowCount ?? 0;
   }
 
-  /** The connection of `user` on a connector (status and scopes), for policy input and refusals. */
-  async status(connectorId: string, user: VerifiedUser): Promise<{ status: 'active' | 'broken'; scopes: string[] } | undefined> {
-    const { rows } = await this.pool.query<{ status: 'active' | 'broken'; scopes: string[] }>(
-      'SELECT status, scopes FROM connected_accounts WHERE connector_id = $1 AND user_issuer = $2 AND user_subject = $3',
-      [connectorId, user.issuer, user.subject],
-    );
-    return rows[0];
-  }
-
   /**
    * The access token of `user` on a connector, refreshed when it is (about to be) expired or,
    * with `rejected`, when the upstream just refused that token. Refresh is single-flight
