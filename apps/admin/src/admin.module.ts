@@ -12,6 +12,7 @@ import { AdminTokensController } from './admin-tokens/admin-tokens.controller';
 import { AdminTokensService } from './admin-tokens/admin-tokens.service';
 import { AgentsController } from './agents/agents.controller';
 import { AgentsService } from './agents/agents.service';
+import { ApprovalWebhookService } from './approvals/approval-webhook.service';
 import { ApprovalsController } from './approvals/approvals.controller';
 import { ApprovalsService } from './approvals/approvals.service';
 import { AuditLogService } from './audit/audit-log.service';
@@ -77,6 +78,7 @@ export class AdminModule implements OnApplicationShutdown {
         KeysService,
         AdminTokensService,
         ApprovalsService,
+        ApprovalWebhookService,
         PolicySync,
         PolicyDistributionService,
         { provide: UPSTREAM_DISPATCHER, useFactory: (config: WritConfig) => createUpstreamDispatcher(config), inject: [WRIT_CONFIG] },
