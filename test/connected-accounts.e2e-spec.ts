@@ -36,18 +36,23 @@ describe('connected accounts', () => {
   const secondGateway = () => `http://127.0.0.1:${second.apps[second.apps.length - 1].getHttpServer().address().port}`;
 
   /** The user's ID token for the orchestrator's app: a full authorization code flow with PKCE at the provider. */
-  async function idTokenOf(account: string): Promise<string> {
+  function idTokenOf(account: string): Promise<string> {
+    return idTokenFor(account, 'orchestrator-app', provider.appSecret, APP_CALLBACK);
+  }
+
+  /** A genuine ID token of the provider for `clientId` (its `aud`), through the client's own code flow. */
+  async function idTokenFor(account: string, clientId: string, secret: string, redirectUri: string): Promise<string> {
     const verifier = randomBytes(32).toString('base64url');
     const challenge = createHash('sha256').update(verifier).digest('base64url');
     const start = new URL(`${provider.issuer}/auth`);
     for (const [name, value] of Object.entries({
-      client_id: 'orchestrator-app', response_type: 'code', scope: 'openid', redirect_uri: APP_CALLBACK,
+      client_id: clientId, response_type: 'code', scope: 'openid', redirect_uri: redirectUri,
       state: 'st', code_challenge: challenge, code_challenge_method: 'S256',
     })) start.searchParams.set(name, value);
-    const final = await loginAndConsent(start.href, account, APP_CALLBACK, new CookieJar());
+    const final = await loginAndConsent(start.href, account, redirectUri, new CookieJar());
     const code = new URL(final).searchParams.get('code')!;
-    const response = await postForm(`${provider.issuer}/token`, { grant_type: 'authorization_code', code, redirect_uri: APP_CALLBACK, code_verifier: verifier }, {
-      authorization: `Basic ${Buffer.from(`orchestrator-app:${provider.appSecret}`).toString('base64')}`,
+    const response = await postForm(`${provider.issuer}/token`, { grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: verifier }, {
+      authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`,
     });
     expect(response.status).toBe(200);
     return response.body.id_token;
@@ -253,7 +258,9 @@ describe('connected accounts', () => {
     const foreign = await new SignJWT({ sub: 'alice' }).setProtectedHeader({ alg: 'RS256' })
       .setIssuer('https://idp.attacker.example').setAudience('orchestrator-app').setIssuedAt().setExpirationTime('5m').sign(privateKey);
     const unsigned = [Buffer.from('{"alg":"none"}').toString('base64url'), Buffer.from(JSON.stringify({ ...claims, sub: 'bob' })).toString('base64url'), ''].join('.');
-    for (const token of [forged, tampered, foreign, unsigned, 'not-a-jwt']) {
+    const otherAudience = await idTokenFor('carol', 'writ-upstream', provider.upstreamSecret, `${first.issuer}/connect/callback`);
+    expect(decodeJwt(otherAudience).aud).toBe('writ-upstream');
+    for (const token of [forged, tampered, foreign, unsigned, otherAudience, 'not-a-jwt']) {
       const response = await taskFor({ user_token: token });
       expect(response.status).toBe(400);
       expect(response.body.fields ?? response.body).toEqual(expect.arrayContaining([expect.objectContaining({ field: 'user_token' })]));
