@@ -210,6 +210,17 @@ describe('connected accounts', () => {
     expect(rows[0].data).toMatchObject({ rotated: true });
   });
 
+  it('refreshes once and resends when the upstream refuses a user\'s access token before its expiry', async () => {
+    const { access_token } = sealedTokens(await account('alice'), 'alice');
+    expect((await fetch(`${provider.issuer}/test/drop-access-token?token=${encodeURIComponent(access_token)}`)).status).toBe(204);
+    const { refreshes } = await provider.stats();
+    const response = await callMe(await credentialForUser('alice'));
+    expect(response.status).toBe(200);
+    expect(response.body.account).toBe('alice');
+    expect((await provider.stats()).refreshes).toBe(refreshes + 1);
+    expect(sealedTokens(await account('alice'), 'alice').access_token).not.toBe(access_token);
+  });
+
   it('marks the connection broken when the upstream grant was revoked, and refuses before sending anything', async () => {
     const bob = await account('bob');
     const { refresh_token } = sealedTokens(bob, 'bob');

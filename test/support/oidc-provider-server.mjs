@@ -54,6 +54,14 @@ server.on('request', async (req, res) => {
     res.setHeader('content-type', 'application/json');
     return res.end(JSON.stringify(stats));
   }
+  if (req.url.startsWith('/test/drop-access-token?')) {
+    // The provider forgets one access token (as after a password change): the API answers 401 to it.
+    const token = new URL(req.url, issuer).searchParams.get('token');
+    const found = token ? await provider.AccessToken.find(token) : undefined;
+    if (found) await found.destroy();
+    res.statusCode = found ? 204 : 404;
+    return res.end();
+  }
   if (req.url.startsWith('/api/me')) {
     const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     const found = token ? await provider.AccessToken.find(token) : undefined;
