@@ -185,6 +185,20 @@ describe('connected accounts', () => {
     }
   });
 
+  it('does not open one user\'s sealed tokens copied in SQL into another user\'s row', async () => {
+    const [alice, bob] = [await account('alice'), await account('bob')];
+    await pool.query(`UPDATE connected_accounts SET tokens_sealed = $1 WHERE id = $2`, [alice.tokens_sealed, bob.id]);
+    try {
+      const calls = (await provider.stats()).apiCalls.length;
+      const response = await callMe(await credentialForUser('bob'));
+      expect(response.status).toBe(403);
+      expect(response.body.error_description).toMatch(/does not open/);
+      expect((await provider.stats()).apiCalls.length).toBe(calls);
+    } finally {
+      await pool.query(`UPDATE connected_accounts SET tokens_sealed = $1 WHERE id = $2`, [bob.tokens_sealed, bob.id]);
+    }
+  });
+
   it('refreshes an expired access token once across two gateways, storing the rotated refresh token', async () => {
     const tokens = await Promise.all([0, 1, 2, 3, 4, 5].map(() => credentialForUser('alice')));
     const before = sealedTokens(await account('alice'), 'alice');
