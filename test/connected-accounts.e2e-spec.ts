@@ -314,6 +314,16 @@ describe('connected accounts', () => {
     expect(other.status).toBe(400);
   });
 
+  it('refuses an authorization response from another issuer (RFC 9207 mix-up)', async () => {
+    const jar = new CookieJar();
+    const callback = new URL(await loginAndConsent(await connectLink(idTokens.carol), 'carol', `${first.issuer}/connect/callback`, jar));
+    callback.searchParams.set('iss', 'https://idp.attacker.example');
+    const page = await fetch(callback, { headers: { cookie: jar.header() } });
+    expect(page.status).toBe(400);
+    expect(await page.text()).toMatch(/did not connect the account/);
+    expect(await account('carol')).toBeUndefined();
+  });
+
   it('connect links are one-time and bound to the browser that opened them', async () => {
     const link = await connectLink(idTokens.carol);
     const jar = new CookieJar();
