@@ -1,6 +1,7 @@
 import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
+import { connectedAccountsProvider } from '@writ/accounts';
 import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
 import { ProtectedResourceController } from './mcp/protected-resource.controller';
@@ -31,6 +32,7 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         TaskToolsRepository,
         McpSessionRepository,
         UpstreamCredentials,
+        connectedAccountsProvider(UPSTREAM_DISPATCHER),
         CredentialBinding,
         ProxyService,
         FailureThrottle,

@@ -27,6 +27,8 @@ export interface TaskDto {
   purpose: string;
   allowed: ConnectorDetail[];
   on_behalf_of: string | null;
+  /** The verified user the task acts for (their identity provider's issuer and `sub`), or null. */
+  user: { iss: string; sub: string } | null;
   metadata: Record<string, unknown>;
   status: TaskStatus;
   status_reason: string | null;
@@ -48,7 +50,7 @@ export function grantsIssuedSql(alias: string): string {
   return `(SELECT count(*)::int FROM access_tokens g WHERE g.task_id = ${alias}.id AND g.kind = 'connector')`;
 }
 
-const TASK_COLUMNS = `id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, status_reason,
+const TASK_COLUMNS = `id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, status, status_reason,
   created_at, expires_at, ended_at, ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests`;
 
 /** Maps a `tasks` row (and its grants) to the DTO; a past-deadline active task shows as `expired`. */
@@ -61,6 +63,7 @@ export function toTaskDto(row: Record<string, any>, grants: TaskGrantDto[] = [])
     purpose: row.purpose,
     allowed: row.allowed,
     on_behalf_of: row.on_behalf_of,
+    user: row.user_subject ? { iss: row.user_issuer, sub: row.user_subject } : null,
     metadata: row.metadata,
     status: expired ? 'expired' : row.status,
     status_reason: expired ? 'deadline passed' : row.status_reason,

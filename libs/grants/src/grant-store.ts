@@ -98,6 +98,18 @@ export class GrantStore {
   constructor(private readonly pool: Pool) {}
 
   /**
+   * Records the verified user a task acts for (issuer and `sub` of a trusted identity
+   * provider), in the transaction that creates the task; set once, never changed.
+   */
+  async setVerifiedUser(tx: PoolClient, taskId: string, user: { issuer: string; subject: string }): Promise<void> {
+    const { rowCount } = await tx.query(
+      'UPDATE tasks SET user_issuer = $2, user_subject = $3 WHERE id = $1 AND user_subject IS NULL',
+      [taskId, user.issuer, user.subject],
+    );
+    if (rowCount !== 1) throw new Error(`task ${taskId} already has a user`);
+  }
+
+  /**
    * Counts a refused exchange (and, when out of purpose, an out-of-purpose request) and returns
    * the counters as they are now. The increment locks the task row until the transaction ends:
    * concurrent refusals of one task are counted one after another, each seeing the others.

@@ -13,6 +13,7 @@ import { TASK_TOKEN_TYP } from '../exchange/task-token';
 import type { CreateTaskDto } from './dto/create-task.dto';
 import type { CreatedTaskDto } from './dto/created-task.dto';
 import type { OrchestratorPrincipal } from './orchestrator-bearer.guard';
+import { UserSubjects } from './user-subjects.service';
 
 const MAX_METADATA_BYTES = 4096;
 
@@ -44,6 +45,7 @@ export class TasksService {
     private readonly revoker: CredentialRevoker,
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
     private readonly grants: GrantStore,
+    private readonly subjects: UserSubjects,
   ) {
     this.reader = new TaskReader(pool);
   }
@@ -62,6 +64,7 @@ export class TasksService {
     }
     const allowed = await this.validateAllowed(body.allowed, fields);
     if (fields.length > 0) throw new ValidationFailedError(fields, 'the task declaration is invalid');
+    const user = await this.subjects.verify(orchestrator.id, body);
 
     const id = randomUUID();
     const jti = newJti();
@@ -81,6 +84,7 @@ export class TasksService {
             JSON.stringify(body.metadata ?? {}), jti, now, expiresAt],
         );
         await this.grants.declareBudgets(client, id, budgetRules(allowed));
+        if (user) await this.grants.setVerifiedUser(client, id, user);
       },
       () => [{
         type: 'task.created',
@@ -88,7 +92,8 @@ export class TasksService {
         actor: { type: 'orchestrator', id: orchestrator.id },
         agentId: body.agent_id,
         taskId: id,
-        data: { purpose: body.purpose, allowed, ttl_seconds: body.ttl_seconds, expires_at: expiresAt.toISOString(), on_behalf_of: body.on_behalf_of ?? null, metadata: body.metadata ?? {} },
+        data: { purpose: body.purpose, allowed, ttl_seconds: body.ttl_seconds, expires_at: expiresAt.toISOString(), on_behalf_of: body.on_behalf_of ?? null,
+          ...(user ? { user: { iss: user.issuer, sub: user.subject, proof: body.user_token !== undefined ? 'user_token' : 'asserted' } } : {}), metadata: body.metadata ?? {} },
       }],
     );
     return { task_id: id, task_token: taskToken, expires_at: expiresAt.toISOString(), status: 'active' };

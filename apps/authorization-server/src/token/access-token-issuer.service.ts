@@ -59,7 +59,13 @@ const insertTasksTokens = insertTokens('writ_insert_tasks_tokens', INSERT_TASKS_
 export interface AccessTokenSpec {
   kind: 'connector' | 'tasks';
   clientId: string;
+  /** The agent (or orchestrator) the token is issued to. */
   subject: string;
+  /**
+   * The verified user a connector credential acts for: the JWT's `sub` becomes the user and
+   * `act` = `{"sub": <subject>}` (RFC 8693 section 4.1); the row keeps the agent as subject.
+   */
+  onBehalfOfUser?: string;
   audience: string;
   lifetimeSeconds: number;
   scope?: string;
@@ -108,7 +114,8 @@ export class AccessTokenIssuer {
     const issuedAt = Math.floor(Date.now() / 1000);
     const expiresAtSeconds = issuedAt + spec.lifetimeSeconds;
     const claims: Record<string, unknown> = {
-      sub: spec.subject,
+      sub: spec.onBehalfOfUser ?? spec.subject,
+      ...(spec.onBehalfOfUser ? { act: { sub: spec.subject } } : {}),
       aud: spec.audience,
       client_id: spec.clientId,
       iat: issuedAt,
@@ -155,6 +162,7 @@ export class AccessTokenIssuer {
         jti,
         kind: spec.kind,
         client_id: spec.clientId,
+        ...(spec.onBehalfOfUser ? { sub: spec.onBehalfOfUser, act: { sub: spec.subject } } : {}),
         aud: spec.audience,
         scope: spec.scope,
         action: spec.action,

@@ -15,6 +15,8 @@ export interface GrantState {
   maxUses: number | null;
   taskStatus: string | null;
   taskExpired: boolean;
+  /** The verified user the task acts for, or null. */
+  taskUser: { issuer: string; subject: string } | null;
   connector: {
     id: string;
     /** `http`, or `mcp` for a Streamable HTTP MCP server (operations are tools). */
@@ -30,7 +32,7 @@ export interface GrantState {
 const LOAD = `
   SELECT t.jti, t.task_id, t.budget_entries, t.revoked_at IS NOT NULL AS revoked,
          t.expires_at <= now() AS expired, t.uses, t.max_uses,
-         k.status AS task_status, k.expires_at <= now() AS task_expired,
+         k.status AS task_status, k.expires_at <= now() AS task_expired, k.user_issuer, k.user_subject,
          c.id AS c_id, c.kind AS c_kind, c.base_url, c.operations::text AS operations_text,
          c.credential_type, c.credential_sealed, c.credential_fingerprint
     FROM access_tokens t
@@ -82,6 +84,7 @@ export class GrantStateRepository {
       maxUses: row.max_uses,
       taskStatus: row.task_status,
       taskExpired: row.task_expired ?? true,
+      taskUser: row.user_subject ? { issuer: row.user_issuer, subject: row.user_subject } : null,
       connector: row.c_id
         ? {
             id: row.c_id,

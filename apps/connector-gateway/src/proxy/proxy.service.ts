@@ -243,6 +243,7 @@ export class ProxyService {
       type: connector.credentialType,
       sealed: connector.credentialSealed,
       fingerprint: connector.credentialFingerprint,
+      user: state.taskUser,
     };
     const credential = await this.credentials.headerFor(sealed);
     const values = Object.fromEntries(result.checked.map((entry) => [entry.name, entry.actual]));
@@ -275,7 +276,9 @@ export class ProxyService {
     }
     await this.checkPossession(req, scheme, token, claims);
     call.jti = String(claims.jti);
-    call.agentId = typeof claims.sub === 'string' ? claims.sub : undefined;
+    // A credential acting for a user carries the agent in `act.sub` (RFC 8693 section 4.1).
+    const actor = (claims.act as { sub?: unknown } | undefined)?.sub ?? claims.sub;
+    call.agentId = typeof actor === 'string' ? actor : undefined;
     call.taskId = typeof claims.task_id === 'string' ? claims.task_id : null;
     const details = claims.authorization_details as ConnectorDetail[] | undefined;
     const detail = Array.isArray(details) && details.length === 1 ? details[0] : undefined;
@@ -399,13 +402,17 @@ export class ProxyService {
       });
     const upstreamStarted = process.hrtime.bigint();
     let response: Dispatcher.ResponseData;
+    // Header values injected upstream (a user's own access token included): never echoed back to the agent.
+    const injected = checked.credential ? [checked.credential.value.replace(/^Bearer /, '')] : [];
     try {
       response = await send(checked.credential);
       if (response.statusCode === 401 && this.credentials.isRefreshable(sealed)) {
         // The upstream refused its token before acting on the request: refresh once and resend.
         await response.body.dump();
         this.credentials.invalidate(sealed);
-        response = await send(await this.credentials.headerFor(sealed));
+        const fresh = await this.credentials.headerFor(sealed, checked.credential);
+        injected.push(fresh.value.replace(/^Bearer /, ''));
+        response = await send(fresh);
       }
     } catch (error) {
       const failure = deadline.aborted ? new GatewayTimeoutError(undefined, { reason: 'upstream_timeout' }) : upstreamFailure(error);
@@ -421,7 +428,7 @@ export class ProxyService {
       ).catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
       throw failure;
     }
-    const headers = agentResponseHeaders(response.headers, this.credentials.secretsOf(sealed));
+    const headers = agentResponseHeaders(response.headers, [...this.credentials.secretsOf(sealed), ...injected.filter((secret) => secret.length >= 8)]);
     const session = headers['mcp-session-id'];
     if (checked.mcp?.method === 'initialize' && typeof session === 'string' && checked.state.taskId) {
       // Bound before the agent learns the id; if it cannot be recorded, the agent does not get it.

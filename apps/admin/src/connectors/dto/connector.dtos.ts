@@ -60,6 +60,17 @@ const CREDENTIAL_SCHEMA = {
         client_secret: { type: 'string', writeOnly: true }, scope: { type: 'string' },
       },
     },
+    {
+      type: 'object', required: ['type', 'authorization_url', 'token_url', 'client_id', 'scopes'],
+      description: 'per-user connected accounts (docs/connected-accounts.md): the gateway injects the access token of the task\'s verified user',
+      properties: {
+        type: { enum: ['oauth2_authorization_code'] }, authorization_url: { type: 'string', format: 'uri' }, token_url: { type: 'string', format: 'uri' },
+        revocation_url: { type: 'string', format: 'uri' }, issuer: { type: 'string', format: 'uri' }, client_id: { type: 'string' },
+        client_secret: { type: 'string', writeOnly: true, description: 'or private_key_jwt, exactly one' },
+        private_key_jwt: { type: 'object', writeOnly: true, properties: { jwk: { type: 'object', description: 'a private JWK (EC P-256/P-384, OKP Ed25519, RSA)' } } },
+        scopes: { type: 'array', items: { type: 'string' } },
+      },
+    },
   ],
 } as const;
 

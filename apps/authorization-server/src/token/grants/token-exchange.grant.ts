@@ -83,6 +83,7 @@ export class TokenExchangeGrant implements GrantHandler {
       agent: { id: client.id, name: client.name, status: client.status },
       task: { ...task, budgets },
       connectors,
+      connections: await this.context.connections(connectors, task.user),
       now,
     });
     const decision = this.enforceInvariant(this.evaluate(engine, input), details, task, connectors);
@@ -121,6 +122,7 @@ export class TokenExchangeGrant implements GrantHandler {
       kind: 'connector',
       clientId: client.id,
       subject: client.id,
+      onBehalfOfUser: task.user?.subject,
       audience,
       lifetimeSeconds: lifetime,
       taskId: task.id,
