@@ -1,8 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
-import { ApprovalStore } from '@writ/credentials';
-import { GrantStore } from '@writ/grants';
+import { ApprovalStore } from '@writ/grants';
 import { FailureThrottle, HealthModule, PolicySync, Runtime, RUNTIME, RuntimeModule, writValidationPipe } from '@writ/platform';
 import { SweeperService } from './background/sweeper.service';
 import { ClientAuthenticator } from './client-auth/client-authenticator.service';
@@ -62,7 +61,6 @@ export class AuthorizationServerModule {
         PolicySync,
         DpopProofs,
         { provide: ApprovalStore, useFactory: (runtime: Runtime) => new ApprovalStore(runtime.pool, runtime.audit), inject: [RUNTIME] },
-        { provide: GrantStore, useFactory: (runtime: Runtime) => new GrantStore(runtime.pool), inject: [RUNTIME] },
       ],
     };
   }

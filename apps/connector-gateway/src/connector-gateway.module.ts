@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
-import { GrantStateRepository } from './proxy/grant-state.repository';
+import { GrantStateRepository } from '@writ/grants';
 import { ProxyController } from './proxy/proxy.controller';
 import { ProxyService } from './proxy/proxy.service';
 import { CredentialBinding } from './upstream/credential-binding.service';

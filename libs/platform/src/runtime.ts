@@ -16,7 +16,7 @@ import {
   ServiceLogin,
   startEmbeddedPostgres,
 } from '@writ/database';
-import { CredentialRevoker } from '@writ/credentials';
+import { CredentialRevoker } from '@writ/grants';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
 

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
-import { CredentialRevoker } from '@writ/credentials';
+import { CredentialRevoker, GrantStore } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
@@ -26,6 +26,7 @@ export class AgentsService {
     @Inject(PG_POOL) private readonly pool: Pool,
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
+    private readonly grants: GrantStore,
   ) {}
 
   /** Registers an agent (`409` when the id is taken by an agent or an orchestrator). */
@@ -130,14 +131,10 @@ export class AgentsService {
       async (client) => {
         const current = await client.query('SELECT id FROM agents WHERE id = $1 FOR UPDATE', [id]);
         if (!current.rows[0]) throw new NotFoundError('agent');
-        const tasks = await client.query<{ id: string }>(
-          `UPDATE tasks SET status = 'revoked', status_reason = 'agent deleted', ended_at = now()
-            WHERE agent_id = $1 AND status = 'active' RETURNING id`,
-          [id],
-        );
+        const tasks = await this.grants.revokeTasksOfAgent(client, id, 'agent deleted');
         const jtis = await this.revoker.revokeForAgent(client, id, 'agent deleted');
         await client.query('DELETE FROM agents WHERE id = $1', [id]);
-        return { tasks: tasks.rows.map((row) => row.id), jtis };
+        return { tasks, jtis };
       },
       ({ tasks, jtis }) => {
         const actor = adminActor(principal);

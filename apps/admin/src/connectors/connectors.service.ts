@@ -6,7 +6,7 @@ import {
   ConnectorFieldError, ConnectorOperationDefinition, ConnectorValidationResult, destinationErrors, sealCredential,
   UpstreamNetworks, validateConnectorDefinition, validateConnectorPatch,
 } from '@writ/connectors';
-import { CredentialRevoker } from '@writ/credentials';
+import { CredentialRevoker } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { MasterKey } from '@writ/keys';
 import { ConflictError, NotFoundError, ValidationFailedError } from '@writ/platform';

@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { GrantStore } from '@writ/grants';
 import type { Pool, PoolClient } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { PG_POOL } from '@writ/database';
@@ -13,16 +14,6 @@ import { CreateOrchestratorDto, OrchestratorDto, toOrchestratorDto, UpdateOrches
 
 const COLUMNS = 'id, name, description, status, jwks, allowed_agents, created_at, updated_at';
 
-/** Revokes an orchestrator's live Tasks API tokens (it can no longer declare or end tasks with them). */
-async function revokeTasksTokens(client: PoolClient, orchestratorId: string, reason: string): Promise<string[]> {
-  const { rows } = await client.query<{ jti: string }>(
-    `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
-      WHERE client_id = $1 AND kind = 'tasks' AND revoked_at IS NULL AND expires_at > now() RETURNING jti`,
-    [orchestratorId, reason],
-  );
-  return rows.map((row) => row.jti);
-}
-
 /**
  * Registers, changes and removes orchestrators. A suspension or deletion revokes the
  * orchestrator's Tasks API tokens in the transaction of the change and its events; the tasks
@@ -33,6 +24,7 @@ export class OrchestratorsService {
   constructor(
     @Inject(PG_POOL) private readonly pool: Pool,
     private readonly audit: AuditService,
+    private readonly grants: GrantStore,
   ) {}
 
   /** Registers an orchestrator (`409` when the id is taken by an agent or an orchestrator). */
@@ -109,7 +101,7 @@ export class OrchestratorsService {
             body.allowed_agents ?? before.allowed_agents,
           ],
         );
-        const jtis = statusChange === 'suspended' ? await revokeTasksTokens(client, id, 'orchestrator suspended') : [];
+        const jtis = statusChange === 'suspended' ? await this.grants.revokeTasksTokensOf(client, id, 'orchestrator suspended') : [];
         return { orchestrator: toOrchestratorDto(rows[0]), changed, statusChange, jtis };
       },
       ({ orchestrator, changed, statusChange, jtis }) => {
@@ -143,7 +135,7 @@ export class OrchestratorsService {
       async (client) => {
         const current = await client.query('SELECT id FROM orchestrators WHERE id = $1 FOR UPDATE', [id]);
         if (!current.rows[0]) throw new NotFoundError('orchestrator');
-        const jtis = await revokeTasksTokens(client, id, 'orchestrator deleted');
+        const jtis = await this.grants.revokeTasksTokensOf(client, id, 'orchestrator deleted');
         await client.query('DELETE FROM orchestrators WHERE id = $1', [id]);
         return jtis;
       },

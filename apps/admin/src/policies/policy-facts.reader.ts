@@ -1,4 +1,4 @@
-import { grantsIssuedSql } from '@writ/credentials';
+import { grantsIssuedSql } from '@writ/grants';
 import { GrantStore } from '@writ/grants';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditService, chainHash } from '@writ/audit';
-import { CredentialRevoker, TaskDto, TaskReader } from '@writ/credentials';
+import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';

@@ -1,4 +1,4 @@
-import { grantsIssuedSql } from '@writ/credentials';
+import { grantsIssuedSql } from '@writ/grants';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker, TaskDto, TaskReader } from '@writ/credentials';
+import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { ConnectorDetail, ConnectorOperation, PG_POOL } from '@writ/database';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import { OAuthError, parseAuthorizationDetails } from '@writ/oauth';
@@ -74,13 +74,19 @@ export class TasksService {
     const expiresAt = new Date(exp * 1000);
     await this.audit.recordWith(
       async (client) => {
-        await client.query(
-          `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, to_timestamp($9), $10)`,
-          [id, body.agent_id, orchestrator.id, body.purpose, JSON.stringify(allowed), body.on_behalf_of ?? null,
-            JSON.stringify(body.metadata ?? {}), jti, now, expiresAt],
-        );
-        await this.grants.declareBudgets(client, id, budgetRules(allowed));
+        await this.grants.declareTask(client, {
+          id,
+          agentId: body.agent_id,
+          orchestratorId: orchestrator.id,
+          purpose: body.purpose,
+          allowed,
+          onBehalfOf: body.on_behalf_of ?? null,
+          metadata: body.metadata ?? {},
+          taskTokenJti: jti,
+          createdAtSeconds: now,
+          expiresAt,
+          budgets: budgetRules(allowed),
+        });
       },
       () => [{
         type: 'task.created',

@@ -19,7 +19,7 @@ import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders }
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
 import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
 import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
-import { GrantState, GrantStateRepository } from './grant-state.repository';
+import { CredentialState, GrantStateRepository } from '@writ/grants';
 import { parseRequestTarget, RequestTarget } from './request-target';
 import { parseStrictJson, StrictJsonError } from './strict-json';
 
@@ -43,7 +43,7 @@ interface CallContext {
 /** A call that passed every check and may spend its use and go upstream. */
 interface CheckedCall {
   target: RequestTarget;
-  state: GrantState;
+  state: CredentialState;
   operation: ConnectorOperation;
   body: Buffer;
   sealed: SealedCredential;
@@ -158,7 +158,7 @@ export class ProxyService {
   }
 
   /** The token: signature, `typ`, `exp`, `aud` = this connector; then its live state in PostgreSQL. */
-  private async authenticate(req: Request, target: RequestTarget, call: CallContext): Promise<{ state: GrantState; detail: ConnectorDetail }> {
+  private async authenticate(req: Request, target: RequestTarget, call: CallContext): Promise<{ state: CredentialState; detail: ConnectorDetail }> {
     const header = req.headers.authorization ?? '';
     const match = /^(Bearer|DPoP) ([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
     if (!match) {

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker, taskEndEvents } from '@writ/credentials';
+import { CredentialRevoker, taskEndEvents } from '@writ/grants';
 import { DeclaredEntry, GrantStore, limitedEntriesCovering } from '@writ/grants';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
@@ -19,7 +19,7 @@ import {
   safeToken,
 } from '@writ/oauth';
 import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, evaluateFailClosed, PolicyEngine, PolicyInput } from '@writ/policy';
-import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore } from '@writ/credentials';
+import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore } from '@writ/grants';
 import { LOGGER } from '@writ/platform';
 import type { Logger } from 'pino';
 import type { RegisteredClient } from '../../client-auth/registered-client';

@@ -1,7 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { AuditActorType, AuditEventInput, AuditService } from '@writ/audit';
 import type { TaskStatus } from '@writ/database';
-import { EndedTaskRow, GrantStore } from '@writ/grants';
+import { EndedTaskRow, GrantStore } from './grant-store';
 
 /** Who asked for a revocation. */
 export interface RevocationActor {

@@ -1,6 +1,6 @@
 import type { Pool } from 'pg';
 import type { ConnectorDetail, TaskStatus } from '@writ/database';
-import { EntryBudget, GrantStore } from '@writ/grants';
+import { EntryBudget, GrantStore } from './grant-store';
 
 /** The state of one credential of a task. */
 export type GrantState = 'active' | 'expired' | 'revoked' | 'spent';
