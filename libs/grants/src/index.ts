@@ -5,3 +5,4 @@ export * from './credential-revoker';
 export * from './task-view';
 export * from './approval-store';
 export * from './grant-state.repository';
+export * from './grant-floor';
