@@ -5,4 +5,5 @@ export * from './credential-revoker';
 export * from './task-view';
 export * from './approval-store';
 export * from './grant-state.repository';
+export * from './credential-ledger';
 export * from './grant-floor';

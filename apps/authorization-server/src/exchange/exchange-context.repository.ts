@@ -71,6 +71,12 @@ export class ExchangeContextRepository {
     };
   }
 
+  /** Drops a connector's cached catalogue (it changed under an issuance). */
+  forget(connectorId: string | null): void {
+    if (connectorId === null) this.catalogue.clear();
+    else this.catalogue.delete(connectorId);
+  }
+
   /** The registered connectors among `ids`. */
   async connectors(ids: string[]): Promise<CatalogueConnector[]> {
     const now = Date.now();
