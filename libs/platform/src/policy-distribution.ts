@@ -1,5 +1,5 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import type { Pool, PoolClient } from 'pg';
+import type { PoolClient } from 'pg';
 import type { Logger } from 'pino';
 import { ActivePolicy, PolicyEngine } from '@writ/policy';
 import { LOGGER, RUNTIME } from './runtime.module';

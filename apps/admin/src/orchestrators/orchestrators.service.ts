@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { GrantStore } from '@writ/grants';
-import type { Pool, PoolClient } from 'pg';
+import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { PG_POOL } from '@writ/database';
 import { NotFoundError } from '@writ/platform';
