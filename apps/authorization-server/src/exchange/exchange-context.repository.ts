@@ -1,7 +1,7 @@
 import { grantsIssuedSql } from '@writ/grants';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
-import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';
+import { ConnectorDetail, ConnectorEntity, ConnectorOperation, PG_POOL, RowOf, TaskEntity, TaskStatus } from '@writ/database';
 
 /** A task as the token exchange needs it. */
 export interface ExchangeTask {
@@ -44,7 +44,7 @@ export class ExchangeContextRepository {
 
   /** The task, or undefined. */
   async task(id: string): Promise<ExchangeTask | undefined> {
-    const { rows } = await this.pool.query({
+    const { rows } = await this.pool.query<Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_issued: number }>({
       name: 'writ_exchange_task',
       text: `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti,
                     ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests, created_at, expires_at
@@ -82,8 +82,11 @@ export class ExchangeContextRepository {
     const now = Date.now();
     const cached = ids.map((id) => this.catalogue.get(id)).filter((hit) => hit && hit.until > now).map((hit) => hit!.connector);
     if (cached.length === ids.length) return cached;
-    const { rows } = await this.pool.query(`SELECT id, name, operations FROM connectors WHERE id = ANY($1::text[])`, [ids]);
-    const found = rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations }) as CatalogueConnector);
+    const { rows } = await this.pool.query<Pick<RowOf<ConnectorEntity>, 'id' | 'name' | 'operations'>>(
+      `SELECT id, name, operations FROM connectors WHERE id = ANY($1::text[])`,
+      [ids],
+    );
+    const found: CatalogueConnector[] = rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations }));
     if (this.catalogue.size >= 1_000) this.catalogue.clear();
     for (const connector of found) this.catalogue.set(connector.id, { connector, until: now + CATALOGUE_CACHE_MS });
     return found;
