@@ -79,14 +79,14 @@ async function main(): Promise<void> {
     gatewayUrl: env.config.gatewayUrl,
   };
   process.send!(ready);
-  process.on('message', async (message) => {
+  process.on('message', (message) => void (async () => {
     if (message === 'stop') {
       await gateway.close();
       await app.close();
       await env.close();
       process.exit(0);
     }
-  });
+  })());
 }
 
 main().catch((error: unknown) => {

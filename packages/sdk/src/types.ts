@@ -33,7 +33,7 @@ export interface TaskInfo {
   allowed: AuthorizationDetail[];
   on_behalf_of: string | null;
   metadata: Record<string, unknown>;
-  status: 'active' | 'completed' | 'failed' | 'expired' | 'revoked' | string;
+  status: 'active' | 'completed' | 'failed' | 'expired' | 'revoked' | (string & Record<never, never>);
   status_reason: string | null;
   created_at: string;
   expires_at: string;

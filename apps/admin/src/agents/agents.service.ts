@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { CredentialRevoker, GrantStore } from '@writ/grants';
-import { PG_POOL } from '@writ/database';
+import { AgentEntity, PG_POOL, RowOf } from '@writ/database';
 import { NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { claimClientId, generateClientId, kidsOf, publicJwksOrRefuse } from '../common/client-identity';
@@ -13,6 +13,9 @@ import { tokensRevokedEvents } from '../common/revocation-events';
 import { AgentDto, toAgentDto } from './dto/agent.dto';
 import type { CreateAgentDto } from './dto/create-agent.dto';
 import type { UpdateAgentDto } from './dto/update-agent.dto';
+
+/** A row of the table, as {@link COLUMNS} selects it. */
+type Row = RowOf<AgentEntity>;
 
 const COLUMNS = 'id, name, description, status, jwks, created_at, updated_at';
 
@@ -36,7 +39,7 @@ export class AgentsService {
     const { result } = await this.audit.recordWith(
       async (client) => {
         await claimClientId(client, id);
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `INSERT INTO agents (id, name, description, status, jwks) VALUES ($1, $2, $3, 'active', $4) RETURNING ${COLUMNS}`,
           [id, body.name, body.description ?? null, JSON.stringify(jwks)],
         );
@@ -57,7 +60,7 @@ export class AgentsService {
   async list(query: ListClientsQueryDto): Promise<Page<AgentDto>> {
     const after = decodeCursor(query.cursor, isKeyCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<Row>(
       `SELECT ${COLUMNS} FROM agents
         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2)
         ORDER BY id LIMIT $3`,
@@ -69,7 +72,7 @@ export class AgentsService {
 
   /** One agent, or `404`. */
   async get(id: string): Promise<AgentDto> {
-    const { rows } = await this.pool.query(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id]);
+    const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id]);
     if (!rows[0]) throw new NotFoundError('agent');
     return toAgentDto(rows[0]);
   }
@@ -79,7 +82,7 @@ export class AgentsService {
     const jwks = body.jwks !== undefined ? publicJwksOrRefuse(body.jwks) : undefined;
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const current = await client.query(`SELECT ${COLUMNS} FROM agents WHERE id = $1 FOR UPDATE`, [id]);
+        const current = await client.query<Row>(`SELECT ${COLUMNS} FROM agents WHERE id = $1 FOR UPDATE`, [id]);
         const before = current.rows[0];
         if (!before) throw new NotFoundError('agent');
         const changed: string[] = [];
@@ -88,7 +91,7 @@ export class AgentsService {
         if (jwks !== undefined && JSON.stringify(jwks) !== JSON.stringify(before.jwks)) changed.push('jwks');
         const statusChange = body.status !== undefined && body.status !== before.status ? body.status : undefined;
         if (changed.length === 0 && !statusChange) return { agent: toAgentDto(before), changed, statusChange, jtis: [] as string[] };
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `UPDATE agents SET name = $2, description = $3, jwks = $4, status = $5, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
           [
             id,

@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { GrantStore } from '@writ/grants';
 import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
-import { PG_POOL } from '@writ/database';
+import { OrchestratorEntity, PG_POOL, RowOf } from '@writ/database';
 import { NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { claimClientId, generateClientId, kidsOf, publicJwksOrRefuse } from '../common/client-identity';
@@ -11,6 +11,9 @@ import type { ListClientsQueryDto } from '../common/list-clients-query.dto';
 import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
 import { CreateOrchestratorDto, OrchestratorDto, toOrchestratorDto, UpdateOrchestratorDto } from './dto/orchestrator.dtos';
+
+/** A row of the table, as {@link COLUMNS} selects it. */
+type Row = RowOf<OrchestratorEntity>;
 
 const COLUMNS = 'id, name, description, status, jwks, allowed_agents, created_at, updated_at';
 
@@ -34,7 +37,7 @@ export class OrchestratorsService {
     const { result } = await this.audit.recordWith(
       async (client) => {
         await claimClientId(client, id);
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `INSERT INTO orchestrators (id, name, description, status, jwks, allowed_agents)
            VALUES ($1, $2, $3, 'active', $4, $5) RETURNING ${COLUMNS}`,
           [id, body.name, body.description ?? null, JSON.stringify(jwks), body.allowed_agents ?? []],
@@ -55,7 +58,7 @@ export class OrchestratorsService {
   async list(query: ListClientsQueryDto): Promise<Page<OrchestratorDto>> {
     const after = decodeCursor(query.cursor, isKeyCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<Row>(
       `SELECT ${COLUMNS} FROM orchestrators
         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2)
         ORDER BY id LIMIT $3`,
@@ -67,7 +70,7 @@ export class OrchestratorsService {
 
   /** One orchestrator, or `404`. */
   async get(id: string): Promise<OrchestratorDto> {
-    const { rows } = await this.pool.query(`SELECT ${COLUMNS} FROM orchestrators WHERE id = $1`, [id]);
+    const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM orchestrators WHERE id = $1`, [id]);
     if (!rows[0]) throw new NotFoundError('orchestrator');
     return toOrchestratorDto(rows[0]);
   }
@@ -77,7 +80,7 @@ export class OrchestratorsService {
     const jwks = body.jwks !== undefined ? publicJwksOrRefuse(body.jwks) : undefined;
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const current = await client.query(`SELECT ${COLUMNS} FROM orchestrators WHERE id = $1 FOR UPDATE`, [id]);
+        const current = await client.query<Row>(`SELECT ${COLUMNS} FROM orchestrators WHERE id = $1 FOR UPDATE`, [id]);
         const before = current.rows[0];
         if (!before) throw new NotFoundError('orchestrator');
         const changed: string[] = [];
@@ -89,7 +92,7 @@ export class OrchestratorsService {
         }
         const statusChange = body.status !== undefined && body.status !== before.status ? body.status : undefined;
         if (changed.length === 0 && !statusChange) return { orchestrator: toOrchestratorDto(before), changed, statusChange, jtis: [] as string[] };
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `UPDATE orchestrators SET name = $2, description = $3, jwks = $4, status = $5, allowed_agents = $6, updated_at = now()
             WHERE id = $1 RETURNING ${COLUMNS}`,
           [

@@ -54,7 +54,7 @@ export class TasksService {
     if (!orchestrator.allowedAgents.includes('*') && !orchestrator.allowedAgents.includes(body.agent_id)) {
       fields.push({ field: 'agent_id', message: 'this orchestrator may not create tasks for that agent' });
     }
-    const agent = await this.pool.query('SELECT status FROM agents WHERE id = $1', [body.agent_id]);
+    const agent = await this.pool.query<{ status: string }>('SELECT status FROM agents WHERE id = $1', [body.agent_id]);
     if (!agent.rows[0]) fields.push({ field: 'agent_id', message: 'no such agent' });
     else if (agent.rows[0].status !== 'active') fields.push({ field: 'agent_id', message: 'the agent is suspended' });
     if (body.metadata && Buffer.byteLength(JSON.stringify(body.metadata)) > MAX_METADATA_BYTES) {
