@@ -14,7 +14,7 @@ function scriptedServer(answers: Array<{ status: number; body: Record<string, un
     if (url.pathname === '/.well-known/oauth-authorization-server') {
       return json(200, { issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` });
     }
-    requests.push({ form: new URLSearchParams(String(init?.body)) });
+    requests.push({ form: new URLSearchParams(init?.body as string) });
     const answer = answers.shift()!;
     return json(answer.status, answer.body);
   };
