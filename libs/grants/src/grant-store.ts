@@ -2,6 +2,12 @@ import type { Pool, PoolClient } from 'pg';
 import type { TaskStatus } from '@writ/database';
 import { type BudgetRule, limitRuleName } from './task-limits';
 
+/**
+ * Reason code of a refused exchange whose refusal was recorded with its policy decision (and
+ * counted) in its own transaction: the token endpoint does not audit it a second time.
+ */
+export const POLICY_DENIED = 'policy_denied';
+
 /** A task's refusal counters right after a refusal was counted (the row stays locked until commit). */
 export interface RefusalCount {
   status: TaskStatus;

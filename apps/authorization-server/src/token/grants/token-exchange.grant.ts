@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { CredentialRevoker, taskEndEvents } from '@writ/grants';
-import { DeclaredEntry, GrantStore, grantFloorViolations, limitedEntriesCovering, operatorsOf } from '@writ/grants';
+import { DeclaredEntry, GrantStore, grantFloorViolations, limitedEntriesCovering, operatorsOf, POLICY_DENIED } from '@writ/grants';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
 import {
@@ -26,9 +26,6 @@ import { TASK_TOKEN_TYP, TaskTokenClaims } from '../../exchange/task-token';
 import { AccessTokenIssuer, CatalogueChangedError } from '../access-token-issuer.service';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
-
-/** Reason code of refusals already audited with their policy decision. */
-export const POLICY_DENIED = 'policy_denied';
 
 /**
  * Token exchange (RFC 8693 with RFC 9396 `authorization_details`): an agent trades its task
