@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
-import { watchCheckedOut } from '@writ/database';
+import { type AuditedTransaction, type TransactionWork, watchCheckedOut } from '@writ/database';
 import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
 import { chainHash } from './audit-hash';
 import {
@@ -124,7 +124,7 @@ function toRecord(row: Record<string, unknown>): AuditRecord {
  * batch commits are written together in the next one (group commit). A caller's promise
  * settles only after its events are durably committed, so "no event, no token" holds.
  */
-export class AuditService {
+export class AuditService implements AuditedTransaction<AuditEventInput> {
   private queue: Unit[] = [];
   private flushing: Promise<void> | undefined;
   private readonly maxBatch: number;
@@ -155,6 +155,11 @@ export class AuditService {
   ): Promise<{ result: T; records: AuditRecord[] }> {
     const outcome = await this.enqueue(work as AuditedWork<unknown>, events as (result: unknown) => AuditEventInput[]);
     return outcome as { result: T; records: AuditRecord[] };
+  }
+
+  /** The audited transaction ({@link AuditedTransaction}): {@link recordWith}, resolving with the work's result. */
+  async run<T>(work: TransactionWork<T>, events: (result: T) => AuditEventInput[]): Promise<T> {
+    return (await this.recordWith(work, events)).result;
   }
 
   /**

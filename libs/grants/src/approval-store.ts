@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
-import type { AuditActorType, AuditEventInput, AuditService } from '@writ/audit';
-import type { ApprovalEntity, RowOf } from '@writ/database';
+import type { AuditActorType, AuditEventInput } from '@writ/audit';
+import type { ApprovalEntity, AuditedTransaction, RowOf } from '@writ/database';
 
 /** A canonical UUID: anything else (e.g. 36 dashes) never reaches the `uuid` column. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -73,13 +73,13 @@ function toDto(row: ApprovalRow): ApprovalDto {
 export class ApprovalStore {
   constructor(
     private readonly pool: Pool,
-    private readonly audit: AuditService,
+    private readonly transaction: AuditedTransaction<AuditEventInput>,
   ) {}
 
   /** Records a pending approval holding the exact details asked for (with `events` that led to it, in one transaction); returns it. */
   async request(request: ApprovalRequest, actor: { type: AuditActorType; id: string }, events: AuditEventInput[] = []): Promise<ApprovalDto> {
     const id = randomUUID();
-    const { result } = await this.audit.recordWith(
+    const result = await this.transaction.run(
       async (client) => {
         const { rows } = await client.query<ApprovalRow>(
           `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, expires_at)
@@ -143,7 +143,7 @@ export class ApprovalStore {
    */
   async decide(id: string, decision: 'approved' | 'denied', actor: { type: AuditActorType; id: string }, note: string | null): Promise<{ approval: ApprovalDto | undefined; changed: boolean }> {
     if (!UUID.test(id)) return { approval: undefined, changed: false };
-    const { result } = await this.audit.recordWith(
+    const result = await this.transaction.run(
       async (client) => {
         const { rows } = await client.query<ApprovalRow>(
           `UPDATE approvals SET status = $2, decided_at = now(), decided_by = $3, note = $4
