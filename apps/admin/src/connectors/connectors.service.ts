@@ -156,13 +156,13 @@ export class ConnectorsService {
         const current = await client.query<Row>(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
         const before = current.rows[0];
         if (!before) throw new NotFoundError('connector');
-        const previous = before.credential_fingerprint as string | null;
+        const previous = before.credential_fingerprint;
         const changed: string[] = [];
         if (patch.name !== undefined && patch.name !== before.name) changed.push('name');
         if (patch.base_url !== undefined && patch.base_url !== before.base_url) changed.push('base_url');
         if (patch.operations !== undefined && canonical(patch.operations) !== canonical(before.operations)) changed.push('operations');
         if (changed.includes('base_url') && before.credential_type && patch.credential === undefined) refuse([CREDENTIAL_REQUIRED]);
-        const baseUrl = (patch.base_url ?? before.base_url) as string;
+        const baseUrl = (patch.base_url ?? before.base_url);
         const sealed = patch.credential ? sealCredential(this.master, id, baseUrl, patch.credential) : undefined;
         const removed = patch.credential === null && before.credential_type !== null;
         const altered = patch.operations ? alteredOperations(before.operations as ConnectorOperationDefinition[], patch.operations) : [];

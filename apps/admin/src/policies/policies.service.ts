@@ -46,7 +46,7 @@ export class PoliciesService {
     if (body.authorization_details === undefined) fields.push({ field: 'authorization_details', message: 'is required (or give input)' });
     else {
       try {
-        details = parseAuthorizationDetails(body.authorization_details) as ConnectorDetail[];
+        details = parseAuthorizationDetails(body.authorization_details);
       } catch (error) {
         fields.push({ field: 'authorization_details', message: error instanceof OAuthError ? error.description : 'is not valid' });
       }

@@ -48,7 +48,7 @@ export class TokenLookup {
     let claims: Record<string, unknown>;
     try {
       // Signature and type only: expired tokens are still found (introspected inactive, or revoked idempotently).
-      claims = (await this.keys.verify(token, { typ: ACCESS_TOKEN_TYP, currentDate: new Date(0) })).payload as Record<string, unknown>;
+      claims = (await this.keys.verify(token, { typ: ACCESS_TOKEN_TYP, currentDate: new Date(0) })).payload;
     } catch {
       return undefined;
     }

@@ -57,7 +57,7 @@ export class OrchestratorBearerGuard implements CanActivate {
     if (!match) throw new InvalidTokenError('a Bearer access token with scope "tasks" is required');
     let claims: Record<string, unknown>;
     try {
-      claims = (await this.keys.verify(match[1], { typ: ACCESS_TOKEN_TYP, audience: this.issuer.tasksAudience() })).payload as Record<string, unknown>;
+      claims = (await this.keys.verify(match[1], { typ: ACCESS_TOKEN_TYP, audience: this.issuer.tasksAudience() })).payload;
     } catch {
       throw new InvalidTokenError('the access token is invalid or expired');
     }

@@ -131,7 +131,7 @@ export class TasksService {
     });
     let details: ConnectorDetail[];
     try {
-      details = parseAuthorizationDetails(entries, { maxEntries: 20 }) as ConnectorDetail[];
+      details = parseAuthorizationDetails(entries, { maxEntries: 20 });
     } catch (error) {
       const message = (error instanceof OAuthError ? error.description : 'invalid authorization_details').replaceAll('authorization_details', 'allowed');
       const path = /^allowed\[\d+\](?:\.(?:"[^"]{1,64}"|[A-Za-z0-9_-]+)|\[\d+\])*/.exec(message)?.[0];

@@ -1,15 +1,11 @@
+import type { ConnectorAuthorizationDetail } from '@writ/oauth';
 import { Column, Entity, PrimaryColumn } from 'typeorm';
 
 /** The lifecycle states of a task. Every state but `active` is final. */
 export type TaskStatus = 'active' | 'completed' | 'failed' | 'expired' | 'revoked';
 
-/** One `authorization_details` entry of type `connector`, as declared or requested. */
-export interface ConnectorDetail {
-  type: 'connector';
-  connector: string;
-  actions: string[];
-  constraints?: Record<string, string | number | boolean | Array<string | number>>;
-}
+/** One `authorization_details` entry of type `connector`, as declared or requested (the type of `@writ/oauth`). */
+export type ConnectorDetail = ConnectorAuthorizationDetail;
 
 /** A unit of agent work declared by an orchestrator, with its declared purpose. */
 @Entity('tasks')

@@ -70,7 +70,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const request = parseTokenExchangeRequest(params, { gatewayUrl: this.config.gatewayUrl });
     const approvalId = optionalParam(params, 'approval_id');
     const task = await this.activeTaskOf(request.subjectToken, client);
-    const details = request.authorizationDetails as ConnectorDetail[];
+    const details = request.authorizationDetails;
     const connectors = await this.context.connectors([...new Set(details.map((detail) => detail.connector))]);
     const limited = (task.allowed as DeclaredEntry[]).some((entry) => entry.limits !== undefined);
     const budgets = limited ? await this.grants.budgetsOf(task.id) : [];
@@ -119,7 +119,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const secondsLeft = Math.floor((task.expiresAt.getTime() - now.getTime()) / 1000);
     const lifetime = Math.min(decision.max_ttl_seconds, secondsLeft);
     if (lifetime < 1) throw new InvalidGrantError('the task expires too soon to issue a credential');
-    const budgetEntries = limited ? limitedEntriesCovering(detail, task.allowed as DeclaredEntry[], operatorsOf(connectors)) : [];
+    const budgetEntries = limited ? limitedEntriesCovering(detail, task.allowed, operatorsOf(connectors)) : [];
     const issued = await this.issuer.issue({
       kind: 'connector',
       clientId: client.id,
@@ -139,7 +139,7 @@ export class TokenExchangeGrant implements GrantHandler {
       auditActor: { type: 'agent', id: client.id },
       beforeInsert: approval
         ? async (tx) => {
-            if (!(await this.approvals.consume(tx, approval!.id))) throw new AccessDeniedError('the approval was already used or has expired');
+            if (!(await this.approvals.consume(tx, approval.id))) throw new AccessDeniedError('the approval was already used or has expired');
           }
         : undefined,
       events: [
