@@ -28,6 +28,13 @@ export default tseslint.config(
     },
   },
   {
+    // Libraries never import apps (docs/architecture.md).
+    files: ['libs/**/*.ts', 'packages/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['**/apps/**'], message: 'a library never imports an app' }] }],
+    },
+  },
+  {
     // The suites and the demo walk JSON answers (`response.body`) and fixture rows as they come,
     // and assert their shape with expect(): there `any` is the honest type. Production code has
     // no such exception.
