@@ -31,6 +31,7 @@ if (found.status === 0) {
   process.stdout.write('\n== policies: opa not found, skipping opa fmt/check/test and the stale-bundle check (run scripts/install-opa.sh; CI runs them)\n');
 }
 run('typecheck', join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json', '--noEmit']);
+run('typecheck (console)', join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'apps/admin/console/tsconfig.json', '--noEmit']);
 run('lint: eslint', join(root, 'node_modules', '.bin', 'eslint'), ['.']);
 run('format: prettier --check', join(root, 'node_modules', '.bin', 'prettier'), ['--check', '--log-level', 'warn', '.']);
 run('jest (unit + end-to-end)', join(root, 'node_modules', '.bin', 'jest'), ['--ci', ...process.argv.slice(2)]);

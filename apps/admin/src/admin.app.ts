@@ -4,6 +4,7 @@ import express from 'express';
 import { ActivePolicy } from '@writ/policy';
 import { createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
 import { AdminModule } from './admin.module';
+import { mountConsole } from './console/console-static';
 import { MAX_POLICY_BUNDLE_BYTES } from './policies/policy-distribution.service';
 
 /** Largest JSON body the admin API reads (a connector catalogue fits well within it). */
@@ -14,6 +15,7 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
   const app = await createHttpApp(AdminModule.forRoot(runtime, policy), runtime, {
     name: 'admin',
     configure: (instance) => {
+      mountConsole(instance);
       // A compiled policy bundle is uploaded as it is (`curl --data-binary @bundle.tar.gz`).
       instance.use(
         '/v1/policies/active',

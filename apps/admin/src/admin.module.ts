@@ -6,6 +6,7 @@ import { AdminTokensController } from './admin-tokens/admin-tokens.controller';
 import { AdminTokensService } from './admin-tokens/admin-tokens.service';
 import { AgentsController } from './agents/agents.controller';
 import { AgentsService } from './agents/agents.service';
+import { ApprovalWebhookService } from './approvals/approval-webhook.service';
 import { ApprovalsController } from './approvals/approvals.controller';
 import { ApprovalsService } from './approvals/approvals.service';
 import { AuditLogService } from './audit/audit-log.service';
@@ -62,6 +63,7 @@ export class AdminModule {
         KeysService,
         AdminTokensService,
         ApprovalsService,
+        ApprovalWebhookService,
         PolicySync,
         PolicyDistributionService,
       ],

@@ -15,6 +15,7 @@ runMain('admin', async () => {
     {
       port: runtime.config.adminPort,
       host: runtime.config.host,
+      console: `http://${runtime.config.host}:${runtime.config.adminPort}/console/`,
       policy: policy.current().version,
       admin_token: bootstrap.file ? `written to ${bootstrap.file}` : 'from WRIT_ADMIN_TOKEN',
     },

@@ -33,6 +33,7 @@ runMain('writ', async () => {
       issuer: config.issuer,
       gateway: config.gatewayUrl,
       admin: `http://${config.host}:${config.adminPort}`,
+      console: `http://${config.host}:${config.adminPort}/console/`,
       policy: policy.current().version,
       admin_token: bootstrap.file ? `written to ${bootstrap.file}` : 'from WRIT_ADMIN_TOKEN',
     },

@@ -102,4 +102,32 @@ describe('loadConfig', () => {
       expect((error as ConfigError).problems).toHaveLength(3);
     }
   });
+
+  it('leaves the approval webhook off by default, and reads it with its secret', () => {
+    expect(loadConfig({}).approvalWebhook).toBeUndefined();
+    const plain = loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/writ', WRIT_APPROVAL_WEBHOOK_SECRET: 'x'.repeat(32) });
+    expect(plain.approvalWebhook).toEqual({ url: 'https://hooks.example/writ', secret: Buffer.from('x'.repeat(32)), backoffMs: 5000, maxAttempts: 8 });
+    const key = Buffer.alloc(32, 3);
+    const standard = loadConfig({
+      WRIT_APPROVAL_WEBHOOK_URL: 'http://127.0.0.1:9000/hook', WRIT_APPROVAL_WEBHOOK_SECRET: `whsec_${key.toString('base64')}`,
+      WRIT_APPROVAL_WEBHOOK_BACKOFF_MS: '50', WRIT_APPROVAL_WEBHOOK_MAX_ATTEMPTS: '3',
+    });
+    expect(standard.approvalWebhook).toMatchObject({ secret: key, backoffMs: 50, maxAttempts: 3 });
+  });
+
+  it('refuses an approval webhook without a strong secret, with a bad URL, or a secret alone', () => {
+    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/x' })).toThrow(/WRIT_APPROVAL_WEBHOOK_SECRET is required/);
+    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: 'short' })).toThrow(/at least 32 characters/);
+    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: 'whsec_AAAA' })).toThrow(/at least 24 bytes/);
+    const secret = 's'.repeat(40);
+    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'ftp://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: secret })).toThrow(/absolute http\(s\) URL/);
+    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://user:pw@hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: secret })).toThrow(/without userinfo/);
+    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_SECRET: secret })).toThrow(/without WRIT_APPROVAL_WEBHOOK_URL/);
+    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: secret, WRIT_APPROVAL_WEBHOOK_MAX_ATTEMPTS: '0' })).toThrow(/MAX_ATTEMPTS/);
+    try {
+      loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: 'whsec_c2hvcnQ=' });
+    } catch (error) {
+      expect((error as Error).message).not.toContain('c2hvcnQ');
+    }
+  });
 });

@@ -77,6 +77,12 @@ export interface WritConfig {
   readonly auditCheckpointEvery: number;
   /** `WRIT_AUDIT_CHECKPOINT_SECONDS` (default 60): and at least this often while events are written. */
   readonly auditCheckpointSeconds: number;
+  /**
+   * The approval webhook, or undefined when `WRIT_APPROVAL_WEBHOOK_URL` is unset. The admin
+   * service POSTs each new pending approval there, signed with HMAC-SHA256 under the secret
+   * (see docs/console.md#approval-notifications), retrying with backoff.
+   */
+  readonly approvalWebhook: ApprovalWebhookConfig | undefined;
 }
 
 /** See {@link WritConfig.throttle}. */
@@ -101,6 +107,21 @@ export interface ThrottleConfig {
    * rows whatever an anonymous caller sends.
    */
   readonly auditEvents: number;
+}
+
+/** Where and how new pending approvals are announced (Slack, a pager, a ticket system). */
+export interface ApprovalWebhookConfig {
+  /** `WRIT_APPROVAL_WEBHOOK_URL`: an absolute http(s) URL without userinfo or fragment. */
+  readonly url: string;
+  /**
+   * `WRIT_APPROVAL_WEBHOOK_SECRET` (required with the URL): the HMAC key, `whsec_` + base64
+   * (Standard Webhooks, at least 24 bytes once decoded) or a plain string of 32+ characters.
+   */
+  readonly secret: Buffer;
+  /** `WRIT_APPROVAL_WEBHOOK_BACKOFF_MS` (default 5000): delay before the first retry; doubled each time, at most 15 minutes. */
+  readonly backoffMs: number;
+  /** `WRIT_APPROVAL_WEBHOOK_MAX_ATTEMPTS` (default 8): attempts per approval before it is given up as `failed`. */
+  readonly maxAttempts: number;
 }
 
 /** Thrown when the environment does not describe a valid configuration; one line per problem. */
@@ -196,6 +217,38 @@ export interface LoadConfigOptions {
   masterKeyOptional?: boolean;
 }
 
+function approvalWebhook(env: Env, problems: string[]): ApprovalWebhookConfig | undefined {
+  const url = env.WRIT_APPROVAL_WEBHOOK_URL || undefined;
+  const rawSecret = env.WRIT_APPROVAL_WEBHOOK_SECRET || undefined;
+  const backoffMs = integer(env, 'WRIT_APPROVAL_WEBHOOK_BACKOFF_MS', 5000, 10, 3_600_000, problems);
+  const maxAttempts = integer(env, 'WRIT_APPROVAL_WEBHOOK_MAX_ATTEMPTS', 8, 1, 50, problems);
+  if (!url) {
+    if (rawSecret) problems.push('WRIT_APPROVAL_WEBHOOK_SECRET is set without WRIT_APPROVAL_WEBHOOK_URL');
+    return undefined;
+  }
+  try {
+    const parsed = new URL(url);
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error('scheme');
+    if (parsed.username || parsed.password || parsed.hash) throw new Error('userinfo');
+  } catch {
+    // The URL is not echoed: a chat webhook URL often carries its own secret.
+    problems.push('WRIT_APPROVAL_WEBHOOK_URL must be an absolute http(s) URL without userinfo or fragment');
+  }
+  let secret: Buffer | undefined;
+  if (!rawSecret) problems.push('WRIT_APPROVAL_WEBHOOK_SECRET is required with WRIT_APPROVAL_WEBHOOK_URL');
+  else if (rawSecret.startsWith('whsec_')) {
+    const body = rawSecret.slice('whsec_'.length);
+    secret = Buffer.from(body, 'base64');
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(body) || secret.length < 24) {
+      problems.push('WRIT_APPROVAL_WEBHOOK_SECRET must be whsec_ and the base64 of at least 24 bytes, or 32+ characters');
+      secret = undefined;
+    }
+  } else if (rawSecret.length < 32) {
+    problems.push('WRIT_APPROVAL_WEBHOOK_SECRET must be at least 32 characters (or whsec_ and base64)');
+  } else secret = Buffer.from(rawSecret, 'utf8');
+  return secret ? { url, secret, backoffMs, maxAttempts } : undefined;
+}
+
 /**
  * Reads and validates the `WRIT_*` variables. Throws {@link ConfigError} naming every
  * invalid variable, so that a service refuses to start and says why in one line.
@@ -255,6 +308,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     auditCheckpointFile: checkpointFileRaw === 'off' ? undefined : resolve(cwd, checkpointFileRaw),
     auditCheckpointEvery: integer(env, 'WRIT_AUDIT_CHECKPOINT_EVERY', 1000, 1, 10_000_000, problems),
     auditCheckpointSeconds: integer(env, 'WRIT_AUDIT_CHECKPOINT_SECONDS', 60, 1, 86_400, problems),
+    approvalWebhook: approvalWebhook(env, problems),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

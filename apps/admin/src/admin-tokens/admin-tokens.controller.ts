@@ -7,7 +7,7 @@ import { RequireRole } from '../auth/require-role.decorator';
 import { AdminErrorDto, ValidationErrorDto } from '../common/error.dto';
 import { PageQueryDto } from '../common/page-query.dto';
 import { AdminTokensService } from './admin-tokens.service';
-import { AdminTokenListDto, CreatedAdminTokenDto } from './dto/admin-token.dto';
+import { AdminSelfDto, AdminTokenListDto, CreatedAdminTokenDto } from './dto/admin-token.dto';
 import { CreateAdminTokenDto } from './dto/create-admin-token.dto';
 
 /** `/v1/admin-tokens`: admin role only, listing included. */
@@ -31,6 +31,17 @@ export class AdminTokensController {
   @ApiOkResponse({ type: AdminTokenListDto })
   list(@Query() query: PageQueryDto): Promise<AdminTokenListDto> {
     return this.tokens.list(query);
+  }
+
+  /**
+   * The token this request is made with: its id, name and role (any role). The console
+   * reads it after sign-in to show only the controls the role may use.
+   */
+  @Get('self')
+  @RequireRole('viewer')
+  @ApiOkResponse({ type: AdminSelfDto })
+  self(@CurrentAdmin() admin: AdminPrincipal): AdminSelfDto {
+    return { id: admin.id, name: admin.name, role: admin.role };
   }
 
   /** Revokes a token. */

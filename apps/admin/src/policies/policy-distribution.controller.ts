@@ -1,4 +1,4 @@
-import { Body, Controller, Delete, HttpCode, Put } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Put, Query } from '@nestjs/common';
 import { ApiBadRequestResponse, ApiBody, ApiConsumes, ApiOkResponse, ApiProperty } from '@nestjs/swagger';
 import { IsObject } from 'class-validator';
 import type { StoredPolicyInfo } from '@writ/platform';
@@ -6,6 +6,7 @@ import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
 import { ValidationErrorDto } from '../common/error.dto';
+import { PageQueryDto } from '../common/page-query.dto';
 import { PolicyDistributionService } from './policy-distribution.service';
 
 /** `PUT /v1/policies/data`. */
@@ -23,11 +24,29 @@ export class StoredPolicyDto {
   @ApiProperty({ format: 'date-time' }) loaded_at!: string;
 }
 
+/** One policy stored through the admin API (an upload or a data update), as listed in the history. */
+export class StoredPolicyVersionDto extends StoredPolicyDto {
+  @ApiProperty({ description: 'true for the version every instance runs now (none is active when the WRIT_POLICY file is in force)' }) active!: boolean;
+}
+
+/** `GET /v1/policies/history`: stored versions, newest first. */
+export class PolicyHistoryDto {
+  @ApiProperty({ type: [StoredPolicyVersionDto] }) items!: StoredPolicyVersionDto[];
+  @ApiProperty({ nullable: true, type: String }) next_cursor!: string | null;
+}
+
 /** `/v1/policies/active`, `/v1/policies/data`: policy distribution through PostgreSQL (role `admin`). */
 @Controller('v1/policies')
 @AdminApi('policies')
 export class PolicyDistributionController {
   constructor(private readonly distribution: PolicyDistributionService) {}
+
+  /** Stored policy versions (uploads and data updates), newest first; the bundles themselves are not returned. */
+  @Get('history')
+  @ApiOkResponse({ type: PolicyHistoryDto })
+  history(@Query() query: PageQueryDto): Promise<PolicyHistoryDto> {
+    return this.distribution.history(query);
+  }
 
   /** Uploads a compiled bundle; every instance swaps to it without a restart. */
   @Put('active')

@@ -13,6 +13,18 @@ import {
 } from '@writ/platform';
 import { ActivePolicy, PolicyEngine, PolicyLoadError } from '@writ/policy';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { decodeCursor, encodeCursor, Page } from '../common/cursor';
+import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
+
+/** A stored policy version as the history lists it. */
+export interface StoredPolicyVersion extends StoredPolicyInfo {
+  active: boolean;
+}
+
+function isHistoryCursor(value: unknown): value is { at: string; v: string } {
+  const cursor = value as { at?: unknown; v?: unknown } | null;
+  return typeof cursor === 'object' && cursor !== null && typeof cursor.at === 'string' && !Number.isNaN(Date.parse(cursor.at)) && typeof cursor.v === 'string';
+}
 
 /** The largest compiled bundle accepted by `PUT /v1/policies/active`. */
 export const MAX_POLICY_BUNDLE_BYTES = 8 * 1024 * 1024;
@@ -31,6 +43,24 @@ export class PolicyDistributionService {
     private readonly policy: ActivePolicy,
     private readonly sync: PolicySync,
   ) {}
+
+  /** Stored versions, newest first (never the bundle bytes). */
+  async history(query: PageQueryDto): Promise<Page<StoredPolicyVersion>> {
+    const before = decodeCursor(query.cursor, isHistoryCursor);
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+    const { rows } = await this.pool.query<{ version: string; source: string; loaded_by: string; loaded_at: Date; active: boolean }>(
+      `SELECT version, source, loaded_by, loaded_at, active FROM policies
+        ${before ? 'WHERE (loaded_at, version) < ($2, $3)' : ''}
+        ORDER BY loaded_at DESC, version DESC LIMIT $1`,
+      before ? [limit + 1, new Date(before.at), before.v] : [limit + 1],
+    );
+    const items = rows.slice(0, limit);
+    const last = items[items.length - 1];
+    return {
+      items: items.map((row) => ({ version: row.version, source: row.source, loaded_by: row.loaded_by, loaded_at: row.loaded_at.toISOString(), active: row.active })),
+      next_cursor: rows.length > limit && last ? encodeCursor({ at: last.loaded_at.toISOString(), v: last.version }) : null,
+    };
+  }
 
   /** Activates an uploaded `opa build` bundle (or `.wasm`) for the whole cluster. */
   async activateBundle(admin: AdminPrincipal, bundle: unknown): Promise<StoredPolicyInfo> {

@@ -1,13 +1,12 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
 import { ApiNotFoundResponse, ApiOkResponse } from '@nestjs/swagger';
-import type { TaskDto } from '@writ/grants';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
 import { AdminErrorDto } from '../common/error.dto';
 import { TaskEvidenceDto } from './dto/task-evidence.dto';
 import { AdminTaskDto, ListTasksQueryDto, RevokeTaskDto, TaskListDto } from './dto/task.dtos';
-import { AdminTasksService } from './tasks.service';
+import { AdminTasksService, AdminTaskView } from './tasks.service';
 
 /** `/v1/tasks` (admin view): every task, revocation, evidence. */
 @Controller('v1/tasks')
@@ -18,7 +17,7 @@ export class AdminTasksController {
   /** Lists tasks, newest first. */
   @Get()
   @ApiOkResponse({ type: TaskListDto })
-  list(@Query() query: ListTasksQueryDto): Promise<{ items: TaskDto[]; next_cursor: string | null }> {
+  list(@Query() query: ListTasksQueryDto): Promise<{ items: AdminTaskView[]; next_cursor: string | null }> {
     return this.tasks.list(query);
   }
 
@@ -26,7 +25,7 @@ export class AdminTasksController {
   @Get(':id')
   @ApiOkResponse({ type: AdminTaskDto })
   @ApiNotFoundResponse({ type: AdminErrorDto })
-  get(@Param('id') id: string): Promise<TaskDto> {
+  get(@Param('id') id: string): Promise<AdminTaskView> {
     return this.tasks.get(id);
   }
 
@@ -44,7 +43,7 @@ export class AdminTasksController {
   @RequireRole('operator')
   @ApiOkResponse({ type: AdminTaskDto })
   @ApiNotFoundResponse({ type: AdminErrorDto })
-  revoke(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @Body() body: RevokeTaskDto): Promise<TaskDto> {
+  revoke(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @Body() body: RevokeTaskDto): Promise<AdminTaskView> {
     return this.tasks.revoke(admin, id, body?.reason);
   }
 }

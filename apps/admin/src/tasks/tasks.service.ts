@@ -10,6 +10,10 @@ import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
 import type { TaskEvidenceDto } from './dto/task-evidence.dto';
 import type { ListTasksQueryDto } from './dto/task.dtos';
 
+/** A task as the admin API shows it: the Tasks API's view and the calls made with its credentials. */
+export interface AdminTaskView extends TaskDto {
+  calls: number;
+}
 
 function isTaskCursor(value: unknown): value is { c: string; i: string } {
   const cursor = value as { c?: unknown; i?: unknown } | null;
@@ -22,7 +26,7 @@ export class AdminTasksService {
   private readonly reader: TaskReader;
 
   constructor(
-    @Inject(PG_POOL) pool: Pool,
+    @Inject(PG_POOL) private readonly pool: Pool,
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
   ) {
@@ -30,7 +34,7 @@ export class AdminTasksService {
   }
 
   /** A page of tasks, newest first, filtered. */
-  async list(query: ListTasksQueryDto): Promise<Page<TaskDto>> {
+  async list(query: ListTasksQueryDto): Promise<Page<AdminTaskView>> {
     const before = decodeCursor(query.cursor, isTaskCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
     const page = await this.reader.list(
@@ -38,16 +42,32 @@ export class AdminTasksService {
       { limit, before: before ? { createdAt: new Date(before.c), id: before.i } : undefined },
     );
     return {
-      items: page.items,
+      items: await this.withCalls(page.items),
       next_cursor: page.next ? encodeCursor({ c: page.next.createdAt.toISOString(), i: page.next.id }) : null,
     };
   }
 
   /** One task with its grants, or `404`. */
-  async get(id: string): Promise<TaskDto> {
+  async get(id: string): Promise<AdminTaskView> {
     const task = await this.reader.get(id);
     if (!task) throw new NotFoundError('task');
-    return task;
+    return (await this.withCalls([task]))[0];
+  }
+
+  /**
+   * Adds each task's count of calls the gateway forwarded (its `gateway.call` events with
+   * outcome `success`), read from the audit log through its `(task_id, seq)` index.
+   */
+  private async withCalls(tasks: TaskDto[]): Promise<AdminTaskView[]> {
+    if (tasks.length === 0) return [];
+    const { rows } = await this.pool.query<{ task_id: string; calls: number }>(
+      `SELECT task_id, count(*)::int AS calls FROM audit_events
+        WHERE task_id = ANY($1::text[]) AND type = 'gateway.call' AND outcome = 'success'
+        GROUP BY task_id`,
+      [tasks.map((task) => task.task_id)],
+    );
+    const calls = new Map(rows.map((row) => [row.task_id, row.calls]));
+    return tasks.map((task) => ({ ...task, calls: calls.get(task.task_id) ?? 0 }));
   }
 
   /**
@@ -55,7 +75,7 @@ export class AdminTasksService {
    * ended is returned as it is). The status change, `task.revoked` and `token.revoked` commit
    * together with the admin as their actor: that `task.revoked` is the admin change's event.
    */
-  async revoke(principal: AdminPrincipal, id: string, reason: string | undefined): Promise<TaskDto> {
+  async revoke(principal: AdminPrincipal, id: string, reason: string | undefined): Promise<AdminTaskView> {
     await this.get(id);
     const why = reason ?? 'revoked by an administrator';
     await this.revoker.endTask(id, 'revoked', why, adminActor(principal));

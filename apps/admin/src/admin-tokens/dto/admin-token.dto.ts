@@ -13,6 +13,13 @@ export class AdminTokenDto {
   @ApiProperty({ format: 'date-time', nullable: true, type: String }) revoked_at!: string | null;
 }
 
+/** `GET /v1/admin-tokens/self`: the token a request is made with (never the token itself). */
+export class AdminSelfDto {
+  @ApiProperty({ format: 'uuid' }) id!: string;
+  @ApiProperty() name!: string;
+  @ApiProperty({ enum: ADMIN_ROLES }) role!: AdminRole;
+}
+
 /** The answer to `POST /v1/admin-tokens`: the token is shown this once. */
 export class CreatedAdminTokenDto {
   @ApiProperty({ format: 'uuid' }) id!: string;

@@ -60,6 +60,7 @@ export class AdminTaskDto {
   @ApiProperty({ format: 'date-time' }) expires_at!: string;
   @ApiProperty({ format: 'date-time', nullable: true, type: String }) ended_at!: string | null;
   @ApiProperty({ type: TaskHistoryDoc }) history!: TaskHistoryDoc;
+  @ApiProperty({ description: 'calls the gateway forwarded with the credentials of this task (its gateway.call events with outcome success)' }) calls!: number;
   @ApiProperty({ type: [TaskGrantDtoDoc], description: 'empty in lists; filled by GET /v1/tasks/{id}' }) grants!: TaskGrantDtoDoc[];
 }
 

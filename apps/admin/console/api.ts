@@ -1,0 +1,112 @@
+/**
+ * The console's only way to the server: the public admin API on this origin, with the admin
+ * token as a Bearer header. The token lives in this module's memory only (never
+ * localStorage, sessionStorage or a cookie): a reload or a closed tab signs out, and no
+ * ambient credential exists for another site to ride on.
+ */
+
+/** A field error of the admin API's 400 answers. */
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+/** A refused API call, with the API's message and field errors. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly fields: FieldError[] = [],
+    readonly body: unknown = undefined,
+  ) {
+    super(message);
+  }
+}
+
+/** The admin roles, least powerful first. */
+export type Role = 'viewer' | 'operator' | 'admin';
+const ROLES: Role[] = ['viewer', 'operator', 'admin'];
+
+/** True when `held` may do what `required` may. */
+export function roleAtLeast(held: Role, required: Role): boolean {
+  return ROLES.indexOf(held) >= ROLES.indexOf(required);
+}
+
+let token: string | null = null;
+let onUnauthorized: () => void = () => undefined;
+
+/** Keeps the token for the following calls (null signs out). */
+export function setToken(value: string | null): void {
+  token = value;
+}
+
+/** Called when the API answers 401 (token revoked meanwhile): the console signs out. */
+export function setUnauthorizedHandler(handler: () => void): void {
+  onUnauthorized = handler;
+}
+
+/** A page of a list. */
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+/** Options of {@link api}. */
+export interface ApiOptions {
+  /** A raw body (a policy bundle) and its content type, instead of JSON. */
+  raw?: { body: Blob | ArrayBuffer; type: string };
+  /** Do not sign out on 401 (the sign-in check itself). */
+  quiet401?: boolean;
+}
+
+/** Calls the admin API; resolves with the JSON answer (undefined for 204) or throws {@link ApiError}. */
+export async function api<T = unknown>(method: string, path: string, body?: unknown, options: ApiOptions = {}): Promise<T> {
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  let payload: BodyInit | undefined;
+  if (options.raw) {
+    headers['content-type'] = options.raw.type;
+    payload = options.raw.body;
+  } else if (body !== undefined) {
+    headers['content-type'] = 'application/json';
+    payload = JSON.stringify(body);
+  }
+  let response: Response;
+  try {
+    response = await fetch(path, { method, headers, body: payload, credentials: 'omit', cache: 'no-store', redirect: 'error' });
+  } catch {
+    throw new ApiError(0, 'the admin API cannot be reached');
+  }
+  const text = await response.text();
+  let json: unknown;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  if (response.ok) return json as T;
+  if (response.status === 401 && !options.quiet401) onUnauthorized();
+  const error = (json ?? {}) as { message?: string; error_description?: string; error?: string; fields?: FieldError[] };
+  const message = error.message ?? error.error_description ?? error.error ?? `HTTP ${response.status}`;
+  throw new ApiError(response.status, message, Array.isArray(error.fields) ? error.fields : [], json);
+}
+
+/** Builds a query string from the defined, non-empty members. */
+export function query(params: Record<string, string | number | undefined | null>): string {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) if (value !== undefined && value !== null && value !== '') search.set(name, String(value));
+  const text = search.toString();
+  return text ? `?${text}` : '';
+}
+
+/** Offers `data` as a JSON file download (built in memory: the token never goes in a URL). */
+export function downloadJson(filename: string, data: unknown): void {
+  const url = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2) + '\n'], { type: 'application/json' }));
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = filename;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}

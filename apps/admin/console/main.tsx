@@ -1,0 +1,171 @@
+import './console.css';
+import { render } from 'preact';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api, ApiError, Page, Role, roleAtLeast, setToken, setUnauthorizedHandler } from './api';
+import { AccessPage } from './pages/access';
+import { APPROVALS_CHANGED, ApprovalsPage } from './pages/approvals';
+import { AuditPage } from './pages/audit';
+import { PoliciesPage } from './pages/policies';
+import { RegistryPage } from './pages/registry';
+import { TasksPage } from './pages/tasks';
+import { ErrorLine, usePoll } from './ui';
+
+/** Who is signed in (from `GET /v1/admin-tokens/self`). */
+export interface Session {
+  id: string;
+  name: string;
+  role: Role;
+}
+
+/** The parsed location hash: `#/audit?task_id=…` → `{page: 'audit', sub: undefined, params}`. */
+export interface Route {
+  page: string;
+  sub: string | undefined;
+  params: URLSearchParams;
+}
+
+function parseHash(): Route {
+  const [path, search] = window.location.hash.replace(/^#\/?/, '').split('?');
+  const [page, sub] = (path || 'tasks').split('/');
+  return { page: page || 'tasks', sub, params: new URLSearchParams(search ?? '') };
+}
+
+function useRoute(): Route {
+  const [route, setRoute] = useState(parseHash());
+  useEffect(() => {
+    const onChange = () => setRoute(parseHash());
+    window.addEventListener('hashchange', onChange);
+    return () => window.removeEventListener('hashchange', onChange);
+  }, []);
+  return route;
+}
+
+function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
+  const [value, setValue] = useState('');
+  const [error, setError] = useState<string | undefined>();
+  const [busy, setBusy] = useState(false);
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(undefined);
+    setToken(value.trim());
+    try {
+      const session = await api<Session>('GET', '/v1/admin-tokens/self', undefined, { quiet401: true });
+      setValue('');
+      onSignedIn(session);
+    } catch (caught) {
+      setToken(null);
+      setError(caught instanceof ApiError && caught.status === 401 ? 'This admin token is unknown or revoked.' : caught instanceof Error ? caught.message : String(caught));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <main class="signin">
+      <form onSubmit={submit} class="card">
+        <h1>Writ console</h1>
+        <p class="muted">Sign in with an admin token. It is kept in this page's memory only: reloading or closing the tab signs you out.</p>
+        <label>
+          <span class="label">Admin token</span>
+          <input name="token" type="password" autocomplete="off" spellcheck={false} required value={value} onInput={(event) => setValue((event.target as HTMLInputElement).value)} />
+        </label>
+        <ErrorLine error={error} />
+        <button type="submit" class="primary" disabled={busy}>Sign in</button>
+      </form>
+    </main>
+  );
+}
+
+const NAV: { page: string; label: string; role: Role }[] = [
+  { page: 'tasks', label: 'Live tasks', role: 'viewer' },
+  { page: 'approvals', label: 'Approvals', role: 'viewer' },
+  { page: 'audit', label: 'Audit', role: 'viewer' },
+  { page: 'registry', label: 'Registry', role: 'viewer' },
+  { page: 'policies', label: 'Policies', role: 'viewer' },
+  { page: 'access', label: 'Access', role: 'admin' },
+];
+
+function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
+  const route = useRoute();
+  const pending = usePoll(() => api<Page<{ id: string }>>('GET', '/v1/approvals?status=pending&limit=200'), 3000);
+  const count = pending.data?.items.length ?? 0;
+  useEffect(() => {
+    const onChange = () => pending.refresh();
+    window.addEventListener(APPROVALS_CHANGED, onChange);
+    return () => window.removeEventListener(APPROVALS_CHANGED, onChange);
+  }, []);
+  const seen = useRef<Set<string> | undefined>(undefined);
+  const [toast, setToast] = useState<string | undefined>();
+  useEffect(() => {
+    if (!pending.data) return;
+    const ids = new Set(pending.data.items.map((item) => item.id));
+    if (seen.current) {
+      const fresh = [...ids].filter((id) => !seen.current!.has(id)).length;
+      if (fresh > 0) setToast(`${fresh} new approval${fresh > 1 ? 's' : ''} waiting`);
+      else if (ids.size === 0) setToast(undefined);
+    }
+    seen.current = ids;
+    document.title = count > 0 ? `(${count}${pending.data.next_cursor ? '+' : ''}) Writ console` : 'Writ console';
+  }, [pending.data]);
+  useEffect(() => {
+    if (route.page === 'approvals') setToast(undefined);
+  }, [route.page]);
+  useEffect(() => {
+    if (!toast) return;
+    const timer = window.setTimeout(() => setToast(undefined), 15_000);
+    return () => window.clearTimeout(timer);
+  }, [toast]);
+  const can = (role: Role) => roleAtLeast(session.role, role);
+  let page;
+  switch (route.page) {
+    case 'approvals': page = <ApprovalsPage can={can} />; break;
+    case 'audit': page = <AuditPage route={route} />; break;
+    case 'registry': page = <RegistryPage route={route} can={can} />; break;
+    case 'policies': page = <PoliciesPage can={can} />; break;
+    case 'access': page = can('admin') ? <AccessPage selfId={session.id} /> : <TasksPage can={can} />; break;
+    default: page = <TasksPage can={can} />;
+  }
+  return (
+    <div class="shell">
+      <header class="top">
+        <span class="brand">Writ</span>
+        <nav>
+          {NAV.filter((item) => can(item.role)).map((item) => (
+            <a href={`#/${item.page}`} class={route.page === item.page ? 'active' : ''} aria-current={route.page === item.page ? 'page' : undefined}>
+              {item.label}
+              {item.page === 'approvals' && count > 0 ? <span class="badge" aria-label={`${count} pending`} data-testid="approvals-badge">{count}{pending.data?.next_cursor ? '+' : ''}</span> : null}
+            </a>
+          ))}
+        </nav>
+        <span class="who" data-testid="who">
+          {session.name} <span class={`pill pill-role`}>{session.role}</span>
+        </span>
+        <button type="button" onClick={onSignOut}>Sign out</button>
+      </header>
+      {toast ? (
+        <div class="toast" role="status">
+          {toast} — <a href="#/approvals" onClick={() => setToast(undefined)}>review</a>
+          <button type="button" class="link" onClick={() => setToast(undefined)} aria-label="dismiss">×</button>
+        </div>
+      ) : null}
+      <main class="content">{page}</main>
+    </div>
+  );
+}
+
+function App() {
+  const [session, setSession] = useState<Session | null>(null);
+  useEffect(() => {
+    setUnauthorizedHandler(() => {
+      setToken(null);
+      setSession(null);
+    });
+  }, []);
+  const signOut = () => {
+    setToken(null);
+    setSession(null);
+  };
+  return session ? <Shell session={session} onSignOut={signOut} /> : <SignIn onSignedIn={setSession} />;
+}
+
+render(<App />, document.getElementById('app')!);

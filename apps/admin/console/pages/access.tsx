@@ -1,0 +1,142 @@
+import { useState } from 'preact/hooks';
+import { api, FieldError, Page } from '../api';
+import { describeError, ErrorLine, Field, Pill, usePoll, when } from '../ui';
+
+interface AdminToken {
+  id: string;
+  name: string;
+  role: string;
+  created_by: string | null;
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+interface SigningKey {
+  kid: string;
+  alg: string;
+  status: string;
+  created_at: string;
+  retired_at: string | null;
+}
+
+function NewToken({ onCreated }: { onCreated: () => void }) {
+  const [name, setName] = useState('');
+  const [role, setRole] = useState('viewer');
+  const [errors, setErrors] = useState<FieldError[]>([]);
+  const [message, setMessage] = useState<string | undefined>();
+  const [created, setCreated] = useState<{ name: string; token: string } | undefined>();
+  const create = async (event: Event) => {
+    event.preventDefault();
+    try {
+      const answer = await api<{ name: string; token: string }>('POST', '/v1/admin-tokens', { name, role });
+      setCreated({ name: answer.name, token: answer.token });
+      setErrors([]);
+      setMessage(undefined);
+      setName('');
+      onCreated();
+    } catch (caught) {
+      const described = describeError(caught);
+      setErrors(described.fields);
+      setMessage(described.message);
+    }
+  };
+  return (
+    <form class="card" onSubmit={create} data-testid="new-admin-token" novalidate>
+      <h2>New admin token</h2>
+      <ErrorLine error={message} />
+      <Field label="Name" name="name" errors={errors} hint="who or what uses it, e.g. alice or ci-deployer">
+        <input name="name" value={name} onInput={(event) => setName((event.target as HTMLInputElement).value)} />
+      </Field>
+      <Field label="Role" name="role" errors={errors}>
+        <select name="role" value={role} onChange={(event) => setRole((event.target as HTMLSelectElement).value)}>
+          <option value="viewer">viewer: reads</option>
+          <option value="operator">operator: also changes the registry, revokes, decides approvals</option>
+          <option value="admin">admin: also policies, keys and admin tokens</option>
+        </select>
+      </Field>
+      <button type="submit" class="primary">Create</button>
+      {created ? (
+        <div class="once" role="status">
+          <p><strong>{created.name}</strong>: copy this token now, it is shown only once.</p>
+          <input readOnly class="mono" data-testid="created-token" value={created.token} onFocus={(event) => (event.target as HTMLInputElement).select()} />
+          <button type="button" onClick={() => setCreated(undefined)}>Done</button>
+        </div>
+      ) : null}
+    </form>
+  );
+}
+
+/** Admin only: admin tokens (create, revoke) and signing keys (rotate). */
+export function AccessPage({ selfId }: { selfId: string }) {
+  const tokens = usePoll(() => api<Page<AdminToken>>('GET', '/v1/admin-tokens?limit=200'), 10_000);
+  const keys = usePoll(() => api<Page<SigningKey>>('GET', '/v1/keys?limit=50'), 10_000);
+  const [error, setError] = useState<string | undefined>();
+  const [confirm, setConfirm] = useState<string | undefined>();
+  const run = async (method: string, path: string, after: () => void) => {
+    setError(undefined);
+    try {
+      await api(method, path);
+      setConfirm(undefined);
+      after();
+    } catch (caught) {
+      setError(describeError(caught).message);
+    }
+  };
+  return (
+    <div>
+      <h1>Access</h1>
+      <ErrorLine error={error} />
+      <div class="grid-main">
+        <section class="card">
+          <h2>Admin tokens</h2>
+          <ErrorLine error={tokens.error} />
+          <table data-testid="admin-tokens">
+            <thead><tr><th>Name</th><th>Role</th><th>Created</th><th>Last used</th><th /></tr></thead>
+            <tbody>
+              {(tokens.data?.items ?? []).map((token) => (
+                <tr data-id={token.id}>
+                  <td>{token.name}{token.id === selfId ? <span class="muted small"> (you)</span> : null}</td>
+                  <td><Pill value={token.role} /></td>
+                  <td class="small">{when(token.created_at)}</td>
+                  <td class="small">{when(token.last_used_at)}</td>
+                  <td class="actions">
+                    {token.revoked_at ? <Pill value="revoked" /> : token.id === selfId ? null : confirm === token.id ? (
+                      <>
+                        <button type="button" class="danger" onClick={() => run('DELETE', `/v1/admin-tokens/${token.id}`, tokens.refresh)}>Confirm revoke</button>
+                        <button type="button" onClick={() => setConfirm(undefined)}>Keep</button>
+                      </>
+                    ) : (
+                      <button type="button" class="danger" onClick={() => setConfirm(token.id)}>Revoke</button>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </section>
+        <NewToken onCreated={tokens.refresh} />
+      </div>
+      <section class="card">
+        <h2>Signing keys</h2>
+        <p class="muted small">Rotation makes a new key active; the previous one keeps verifying until the tokens it signed expire.</p>
+        <ErrorLine error={keys.error} />
+        <table data-testid="signing-keys">
+          <thead><tr><th>kid</th><th>alg</th><th>Status</th><th>Created</th><th>Retired</th></tr></thead>
+          <tbody>
+            {(keys.data?.items ?? []).map((key) => (
+              <tr>
+                <td class="mono small">{key.kid}</td>
+                <td>{key.alg}</td>
+                <td><Pill value={key.status} /></td>
+                <td class="small">{when(key.created_at)}</td>
+                <td class="small">{when(key.retired_at)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        <button type="button" onClick={() => run('POST', '/v1/keys/rotate', keys.refresh)}>Rotate the signing key</button>
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,134 @@
+import type { ComponentChildren } from 'preact';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { ApiError, FieldError } from './api';
+
+/** Re-runs `load` every `intervalMs` while mounted (and when `deps` change); keeps the last good value. */
+export function usePoll<T>(load: () => Promise<T>, intervalMs: number, deps: unknown[] = []): { data: T | undefined; error: string | undefined; refresh: () => void } {
+  const [data, setData] = useState<T | undefined>(undefined);
+  const [error, setError] = useState<string | undefined>(undefined);
+  const [tick, setTick] = useState(0);
+  const loader = useRef(load);
+  loader.current = load;
+  useEffect(() => {
+    let live = true;
+    let timer: number | undefined;
+    const run = async () => {
+      try {
+        const value = await loader.current();
+        if (live) {
+          setData(value);
+          setError(undefined);
+        }
+      } catch (caught) {
+        if (live) setError(caught instanceof Error ? caught.message : String(caught));
+      }
+      if (live && intervalMs > 0) timer = window.setTimeout(run, intervalMs);
+    };
+    void run();
+    return () => {
+      live = false;
+      if (timer !== undefined) window.clearTimeout(timer);
+    };
+  }, [...deps, tick]);
+  return { data, error, refresh: () => setTick((value) => value + 1) };
+}
+
+/** Re-renders every second (countdowns). */
+export function useNow(): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const timer = window.setInterval(() => setNow(Date.now()), 1000);
+    return () => window.clearInterval(timer);
+  }, []);
+  return now;
+}
+
+/** "4m 05s" to a deadline, or "passed". */
+export function countdown(deadline: string, now: number): string {
+  const left = Math.floor((Date.parse(deadline) - now) / 1000);
+  if (left <= 0) return 'passed';
+  const hours = Math.floor(left / 3600);
+  const minutes = Math.floor((left % 3600) / 60);
+  const seconds = String(left % 60).padStart(2, '0');
+  return hours > 0 ? `${hours}h ${String(minutes).padStart(2, '0')}m` : `${minutes}m ${seconds}s`;
+}
+
+/** A timestamp in the viewer's locale, to the second. */
+export function when(iso: string | null | undefined): string {
+  if (!iso) return '—';
+  const date = new Date(iso);
+  return `${date.toLocaleDateString(undefined, { month: 'short', day: 'numeric' })} ${date.toLocaleTimeString(undefined, { hour12: false })}`;
+}
+
+/** Pretty JSON in a block. */
+export function Json({ value, label }: { value: unknown; label?: string }) {
+  return <pre class="json" aria-label={label}>{JSON.stringify(value, null, 2)}</pre>;
+}
+
+/** An error line (role="alert"), or nothing. */
+export function ErrorLine({ error }: { error: string | undefined | null }) {
+  return error ? <p class="error" role="alert">{error}</p> : null;
+}
+
+/** Field errors for `name` (the field itself and every member under it, e.g. `operations[0].path`). */
+export function fieldErrors(errors: FieldError[], name: string): FieldError[] {
+  return errors.filter((error) => error.field === name || error.field.startsWith(`${name}.`) || error.field.startsWith(`${name}[`));
+}
+
+/** A labelled form field with the API's errors beside it. */
+export function Field({ label, name, errors, hint, children }: { label: string; name: string; errors: FieldError[]; hint?: string; children: ComponentChildren }) {
+  const mine = fieldErrors(errors, name);
+  return (
+    <div class={`field${mine.length ? ' invalid' : ''}`} data-field={name}>
+      <label>
+        <span class="label">{label}</span>
+        {children}
+      </label>
+      {hint ? <span class="hint">{hint}</span> : null}
+      {mine.map((error) => (
+        <span class="field-error" role="alert" data-field-error={error.field}>
+          {error.field === name ? error.message : `${error.field}: ${error.message}`}
+        </span>
+      ))}
+    </div>
+  );
+}
+
+/** The message and field errors of a failed call. */
+export function describeError(caught: unknown): { message: string; fields: FieldError[] } {
+  if (caught instanceof ApiError) return { message: caught.message, fields: caught.fields };
+  return { message: caught instanceof Error ? caught.message : String(caught), fields: [] };
+}
+
+/** A status pill. */
+export function Pill({ value }: { value: string }) {
+  return <span class={`pill pill-${value}`}>{value}</span>;
+}
+
+/** A one-line summary of authorization_details entries: `payments: payouts.create (destination=acct_1, amount_max=50000)`. */
+export function DetailsSummary({ details }: { details: unknown }) {
+  const entries = Array.isArray(details) ? (details as { connector?: string; actions?: string[]; constraints?: Record<string, unknown>; limits?: unknown }[]) : [];
+  return (
+    <ul class="details">
+      {entries.map((entry) => (
+        <li>
+          <strong>{entry.connector}</strong>: {(entry.actions ?? []).join(', ')}
+          {entry.constraints && Object.keys(entry.constraints).length > 0 ? (
+            <span class="constraints"> ({Object.entries(entry.constraints).map(([name, value]) => `${name}=${JSON.stringify(value)}`).join(', ')})</span>
+          ) : null}
+          {entry.limits ? <span class="constraints"> limits {JSON.stringify(entry.limits)}</span> : null}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+/** Parses a JSON text field; a bad one becomes a field error named `name`. */
+export function parseJsonField(text: string, name: string, errors: FieldError[]): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (caught) {
+    errors.push({ field: name, message: `is not valid JSON (${caught instanceof Error ? caught.message : 'parse error'})` });
+    return undefined;
+  }
+}

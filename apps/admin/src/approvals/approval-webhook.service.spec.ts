@@ -1,0 +1,8 @@
+import { webhookBackoffMs } from './approval-webhook.service';
+
+describe('approval webhook backoff', () => {
+  it('doubles from the base after each failed attempt, capped at 15 minutes', () => {
+    expect([1, 2, 3, 4].map((attempt) => webhookBackoffMs(5000, attempt))).toEqual([5000, 10_000, 20_000, 40_000]);
+    expect(webhookBackoffMs(5000, 30)).toBe(15 * 60 * 1000);
+  });
+});

@@ -1,0 +1,342 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { describeWithBrowser, launchChromium } from './support/browser';
+import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
+import { http, sendJson, tokenRequest } from './support/oauth-client';
+import { setConnectorCredential } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { buildConsole } = require('../scripts/build-console.js') as { buildConsole: () => void };
+
+const PAYMENTS_SECRET = 'sk_live_console_9c1e77ab42';
+const CHAT_SECRET = 'xoxb-example-not-a-real-token-5521';
+/** `npm run console:screenshots` sets this to docs/console: each page is captured as a PNG. */
+const SCREENSHOTS = process.env.WRIT_CONSOLE_SCREENSHOTS;
+
+const payout = (amountMax: number) => [
+  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
+];
+
+describeWithBrowser('admin console in Chromium', () => {
+  jest.setTimeout(120_000);
+  let services: TestServices;
+  let world: World;
+  let payments: MockUpstream;
+  let browser: Browser;
+  let page: Page;
+  let viewerToken: string;
+  const cspViolations: string[] = [];
+
+  beforeAll(async () => {
+    buildConsole();
+    payments = await startPaymentsUpstream(PAYMENTS_SECRET);
+    services = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
+    world = await seedWorld(services.runtime.pool, payments.url);
+    await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
+    // Policy data: payouts above 100.00 USD need a human.
+    const engine = services.policy.current();
+    const data = JSON.parse(JSON.stringify(engine.data));
+    data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
+    services.policy.install(await engine.withData(data), 'test');
+    browser = await launchChromium();
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, acceptDownloads: true });
+    page = await context.newPage();
+    // Every CSP violation the page sees is kept (an init script runs outside the page's CSP).
+    await page.addInitScript({
+      content: "document.addEventListener('securitypolicyviolation', (e) => { (window.__csp = window.__csp || []).push(e.violatedDirective + ' ' + e.blockedURI); });",
+    });
+    page.on('console', (message) => {
+      if (/Content Security Policy|Refused to/i.test(message.text())) cspViolations.push(message.text());
+    });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await services?.close();
+    await payments?.close();
+  });
+
+  const exchange = (taskToken: string, details: unknown, extra: Record<string, string> = {}) =>
+    tokenRequest(services.issuer, world.agent, exchangeFields(taskToken, details, extra));
+  const callGateway = (token: string) =>
+    http(`${services.gatewayUrl}/connectors/payments/v1/payouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ destination: 'acct_1', amount: 4200, currency: 'usd' }),
+    });
+  const shot = async (name: string) => {
+    if (SCREENSHOTS) await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+  };
+  const signIn = async (token: string) => {
+    await page.goto(`${services.adminUrl}/console/`);
+    await page.fill('input[name=token]', token);
+    await page.click('button[type=submit]');
+    await page.waitForSelector('[data-testid=who]');
+  };
+
+  // Shared by the steps below, which tell one story in order.
+  let approvedTask: { task_id: string; task_token: string };
+  let liveCredential: string;
+
+  it('serves the console with strict security headers and no cookie', async () => {
+    const response = await http(`${services.adminUrl}/console/`);
+    expect(response.status).toBe(200);
+    const csp = response.headers.get('content-security-policy') ?? '';
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).toContain("style-src 'self'");
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).not.toContain('unsafe-inline');
+    expect(csp).not.toContain('unsafe-eval');
+    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(response.headers.get('x-frame-options')).toBe('DENY');
+    expect(response.headers.get('set-cookie')).toBeNull();
+    // No inline script or style anywhere in the page.
+    expect(response.text).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/);
+    expect(response.text).not.toMatch(/<style|style=/);
+    expect((await http(`${services.adminUrl}/console/../v1/agents`)).status).not.toBe(200);
+  });
+
+  it('refuses a wrong token, then signs in and shows a task appearing live', async () => {
+    await page.goto(`${services.adminUrl}/console/`);
+    await shot('sign-in');
+    await page.fill('input[name=token]', 'writ_admin_not-a-real-token');
+    await page.click('button[type=submit]');
+    await page.waitForSelector('text=unknown or revoked');
+    await signIn(services.adminToken);
+    expect(await page.textContent('[data-testid=who]')).toContain('admin');
+    await page.waitForSelector('text=No active task.');
+    // The task is declared after the page is open: it must appear without a reload.
+    approvedTask = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-42 to Acme' });
+    const row = page.locator(`tr[data-task-id="${approvedTask.task_id}"]`);
+    await row.waitFor();
+    expect(await row.textContent()).toContain('pay invoice INV-42 to Acme');
+    expect(await row.textContent()).toContain('agent-1');
+    await page.waitForSelector('[data-testid=event-feed] li[data-type="task.created"]');
+    // The token never lands in web storage or a cookie.
+    const stored = await page.evaluate<string>('JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage }, cookie: document.cookie })');
+    expect(stored).not.toContain(services.adminToken);
+  });
+
+  it('renders what agents and orchestrators send as text, never as markup', async () => {
+    const hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
+    const task = await createTask(services, world.orchestrator, { purpose: hostile, metadata: { note: hostile } });
+    const row = page.locator(`tr[data-task-id="${task.task_id}"]`);
+    await row.waitFor();
+    expect(await row.locator('.purpose').textContent()).toBe(hostile);
+    expect(await row.locator('img').count()).toBe(0);
+    expect(await page.evaluate<unknown>('window.__pwned')).toBeUndefined();
+    // Even markup that got into the DOM could not run: the CSP refuses inline script.
+    await page.evaluate(`document.body.appendChild(Object.assign(document.createElement('script'), { textContent: 'window.__injected = 1' }))`);
+    expect(await page.evaluate<unknown>('window.__injected')).toBeUndefined();
+    expect(await page.evaluate<string[]>('window.__csp.splice(0)')).toEqual([expect.stringMatching(/^script-src-elem inline/)]);
+    for (let i = 0; i < 100 && cspViolations.length === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(cspViolations.splice(0)).toEqual([expect.stringContaining('Executing inline script violates')]);
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, { reason: hostile }, services.adminToken);
+    await row.waitFor({ state: 'detached' });
+  });
+
+  it('approves a pending request in the inbox, and the agent\'s exchange then succeeds', async () => {
+    const pending = await exchange(approvedTask.task_token, payout(42000));
+    expect(pending.body.error).toBe('authorization_pending');
+    const approvalId: string = pending.body.approval_id;
+    await page.waitForSelector('[data-testid=approvals-badge]');
+    expect(await page.textContent('[data-testid=approvals-badge]')).toBe('1');
+    await page.click('nav a[href="#/approvals"]');
+    const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    await card.waitFor();
+    await card.locator('[data-testid=purpose]:has-text("INV-42")').waitFor();
+    const text = await card.textContent();
+    expect(text).toContain('"amount_max": 42000');
+    expect(text).toContain('above the approval threshold');
+    await shot('approvals');
+    await card.locator('input[name=note]').fill('invoice INV-42 checked');
+    await card.locator('button:has-text("Approve")').click();
+    await card.waitFor({ state: 'detached' });
+    const granted = await exchange(approvedTask.task_token, payout(42000), { approval_id: approvalId });
+    expect(granted.status).toBe(200);
+    liveCredential = granted.body.access_token;
+    expect((await callGateway(liveCredential)).status).toBe(201);
+    const approval = await sendJson('GET', `${services.adminUrl}/v1/approvals/${approvalId}`, undefined, services.adminToken);
+    expect(approval.body).toMatchObject({ status: 'used', note: 'invoice INV-42 checked' });
+  });
+
+  it('denies another request, and the agent is refused', async () => {
+    const task = await createTask(services, world.orchestrator, { purpose: 'refund duplicate payment' });
+    const pending = await exchange(task.task_token, payout(30000));
+    const approvalId: string = pending.body.approval_id;
+    const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    await card.waitFor();
+    await card.locator('input[name=note]').fill('not ours');
+    await card.locator('button:has-text("Deny")').click();
+    await card.waitFor({ state: 'detached' });
+    await page.waitForSelector(`tr[data-approval-id="${approvalId}"] >> text=denied`);
+    const refused = await exchange(task.task_token, payout(30000), { approval_id: approvalId });
+    expect(refused.body).toEqual({ error: 'access_denied', error_description: 'the approval was denied' });
+  });
+
+  it('shows credentials and calls, revokes the task, and its credential dies at the gateway', async () => {
+    await page.click('nav a[href="#/tasks"]');
+    const row = page.locator(`tr[data-task-id="${approvedTask.task_id}"]`);
+    await row.locator('[data-testid=calls]:has-text("1")').waitFor();
+    expect(await row.locator('[data-testid=grants]').textContent()).toBe('1');
+    expect(await row.locator('[data-testid=countdown]').textContent()).toMatch(/^\d+m \d\ds$/);
+    await shot('tasks');
+    await row.locator('button:has-text("Revoke")').click();
+    await row.locator('input[name=reason]').fill('prompt injection suspected');
+    await row.locator('button:has-text("Confirm revoke")').click();
+    await row.waitFor({ state: 'detached' });
+    const refused = await callGateway(liveCredential);
+    expect(refused.status).toBe(401);
+    const task = await sendJson('GET', `${services.adminUrl}/v1/tasks/${approvedTask.task_id}`, undefined, services.adminToken);
+    expect(task.body).toMatchObject({ status: 'revoked', status_reason: 'prompt injection suspected' });
+  });
+
+  it('finds the task\'s timeline, verifies the chain and downloads the evidence pack', async () => {
+    await page.click('nav a[href="#/audit"]');
+    await page.fill('input[name=task_id]', approvedTask.task_id);
+    await page.click('form.filters button[type=submit]');
+    const timeline = page.locator('[data-testid=timeline]');
+    await timeline.locator('li[data-type="task.revoked"]').waitFor();
+    for (const type of ['task.created', 'grant.decision', 'approval.approved', 'token.issued', 'gateway.call', 'token.revoked']) {
+      expect(await timeline.locator(`li[data-type="${type}"]`).count()).toBeGreaterThan(0);
+    }
+    await page.waitForSelector('[data-testid=evidence-verified]:has-text("chain verified")');
+    await page.click('button:has-text("Verify the chain")');
+    await page.waitForSelector('[data-testid=verify-result]:has-text("Chain valid")');
+    await shot('audit');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=download-evidence]')]);
+    expect(download.suggestedFilename()).toBe(`writ-evidence-${approvedTask.task_id}.json`);
+    const pack = JSON.parse(await readFile((await download.path())!, 'utf8'));
+    expect(pack.task.task_id).toBe(approvedTask.task_id);
+    expect(pack.chain.verified).toBe(true);
+    expect(pack.events.map((event: { type: string }) => event.type)).toEqual(expect.arrayContaining(['token.issued', 'gateway.call', 'task.revoked']));
+  });
+
+  it('registers a connector after fixing the field the API refused; the secret is never shown', async () => {
+    await page.click('nav a[href="#/registry"]');
+    await page.click('a[href="#/registry/connectors"]');
+    await page.click('button:has-text("New connector")');
+    const editor = page.locator('[data-testid=editor]');
+    await editor.locator('input[name=id]').fill('chat');
+    await editor.locator('input[name=name]').fill('Team chat');
+    await editor.locator('input[name=base_url]').fill('ftp://chat.example');
+    await editor.locator('textarea[name=operations]').fill(JSON.stringify([{ name: 'messages.post', method: 'POST', path: '/api/messages', risk: 'write', constraints: {} }]));
+    await editor.locator('textarea[name=credential]').fill(JSON.stringify({ type: 'bearer', token: CHAT_SECRET }));
+    await editor.locator('button[type=submit]').click();
+    const baseUrlError = editor.locator('[data-field=base_url] .field-error');
+    await baseUrlError.waitFor();
+    await shot('registry-field-error');
+    await editor.locator('input[name=base_url]').fill('https://chat.example');
+    await editor.locator('button[type=submit]').click();
+    await editor.waitFor({ state: 'detached' });
+    const row = page.locator('[data-testid=registry-table] tr[data-id="chat"]');
+    await row.waitFor();
+    expect(await row.textContent()).toContain('hmac-sha256:');
+    expect(await page.content()).not.toContain(CHAT_SECRET);
+    await shot('registry');
+    // Edit: the stored credential is not shown back; saving without one keeps it.
+    await row.locator('button:has-text("Edit")').click();
+    expect(await editor.locator('textarea[name=credential]').inputValue()).toBe('');
+    await editor.locator('input[name=name]').fill('Team chat (ops)');
+    await editor.locator('button[type=submit]').click();
+    await row.locator('text=Team chat (ops)').waitFor();
+    const stored = await sendJson('GET', `${services.adminUrl}/v1/connectors/chat`, undefined, services.adminToken);
+    expect(stored.body.credential).toMatchObject({ type: 'bearer', fingerprint: expect.stringMatching(/^hmac-sha256:/) });
+    await row.locator('button:has-text("Delete")').click();
+    await row.locator('button:has-text("Confirm delete")').click();
+    await row.waitFor({ state: 'detached' });
+    // Suspend and reactivate an agent.
+    await page.click('a[href="#/registry/agents"]');
+    const agent = page.locator('[data-testid=registry-table] tr[data-id="agent-2"]');
+    await agent.locator('button:has-text("Suspend")').click();
+    await agent.locator('.pill-suspended').waitFor();
+    expect((await sendJson('GET', `${services.adminUrl}/v1/agents/agent-2`, undefined, services.adminToken)).body.status).toBe('suspended');
+    await agent.locator('button:has-text("Reactivate")').click();
+    await agent.locator('.pill-active').waitFor();
+  });
+
+  it('lets an admin create a viewer token, shown once, and rotate the signing key', async () => {
+    await page.click('nav a[href="#/access"]');
+    const form = page.locator('[data-testid=new-admin-token]');
+    await form.locator('input[name=name]').fill('auditor');
+    await form.locator('select[name=role]').selectOption('viewer');
+    await form.locator('button[type=submit]').click();
+    viewerToken = await form.locator('[data-testid=created-token]').inputValue();
+    expect(viewerToken).toMatch(/^writ_admin_/);
+    await page.locator('[data-testid=admin-tokens] tr', { hasText: 'auditor' }).waitFor();
+    const keys = page.locator('[data-testid=signing-keys] tbody tr');
+    await keys.first().waitFor();
+    const before = await keys.count();
+    await page.click('button:has-text("Rotate the signing key")');
+    await keys.nth(before).waitFor();
+    await shot('access');
+    await form.locator('button:has-text("Done")').click();
+    expect(await page.locator('[data-testid=created-token]').count()).toBe(0);
+  });
+
+  it('shows a viewer no write control, and the API still refuses the viewer', async () => {
+    const task = await createTask(services, world.orchestrator, { purpose: 'read balances' });
+    await exchange(task.task_token, payout(20000));
+    await page.click('button:has-text("Sign out")');
+    await signIn(viewerToken);
+    expect(await page.textContent('[data-testid=who]')).toContain('viewer');
+    expect(await page.locator('nav a[href="#/access"]').count()).toBe(0);
+    await page.locator(`tr[data-task-id="${task.task_id}"]`).waitFor();
+    expect(await page.locator('button:has-text("Revoke")').count()).toBe(0);
+    await page.click('nav a[href="#/approvals"]');
+    await page.locator(`[data-task-id="${task.task_id}"]`).waitFor();
+    expect(await page.locator('button:has-text("Approve"), button:has-text("Deny")').count()).toBe(0);
+    await page.click('nav a[href="#/registry"]');
+    await page.locator('[data-testid=registry-table] tr[data-id="agent-1"]').waitFor();
+    expect(await page.locator('button:has-text("New"), button:has-text("Edit"), button:has-text("Delete"), button:has-text("Suspend")').count()).toBe(0);
+    await page.click('nav a[href="#/policies"]');
+    await page.locator('[data-testid=active-policy]').waitFor();
+    expect(await page.locator('[data-testid=dry-run], [data-testid=policy-upload]').count()).toBe(0);
+    await page.click('nav a[href="#/approvals"]');
+    await page.locator(`article[data-task-id="${task.task_id}"]`).waitFor();
+    await shot('viewer-approvals');
+    // The same origin, the viewer's token: the API refuses what the console hides.
+    const status = await page.evaluate(
+      async ([taskId, token]) => (await fetch(`/v1/tasks/${taskId}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' })).status,
+      [task.task_id, viewerToken],
+    );
+    expect(status).toBe(403);
+    await page.click('button:has-text("Sign out")');
+    await signIn(services.adminToken);
+  });
+  it('dry-runs a request against the active policy and shows the decision and reasons', async () => {
+    const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-77' });
+    await page.click('nav a[href="#/policies"]');
+    const form = page.locator('[data-testid=dry-run]');
+    await form.locator('input[name=task_id]').fill(task.task_id);
+    await form.locator('textarea[name=authorization_details]').fill(JSON.stringify(payout(5000)));
+    await form.locator('button[type=submit]').click();
+    await form.locator('[data-testid=decision]:has-text("ALLOW")').waitFor();
+    await form.locator('textarea[name=authorization_details]').fill(JSON.stringify(payout(42000)));
+    await form.locator('button[type=submit]').click();
+    await form.locator('text=requires approval').waitFor();
+    expect(await form.locator('[data-testid=reasons]').textContent()).toContain('above the approval threshold');
+  });
+
+  it('uploads a policy bundle, which becomes the active version in the history', async () => {
+    const upload = page.locator('[data-testid=policy-upload]');
+    await upload.locator('input[name=bundle]').setInputFiles(join(__dirname, '..', 'policies', 'dist', 'bundle.tar.gz'));
+    await upload.locator('button[type=submit]').click();
+    await upload.locator('text=now active on every instance').waitFor();
+    const active = await sendJson('GET', `${services.adminUrl}/v1/policies`, undefined, services.adminToken);
+    const history = page.locator('[data-testid=policy-history] tr', { hasText: 'upload' });
+    await history.waitFor();
+    expect(await history.textContent()).toContain(active.body.version.slice(0, 16));
+    await page.click('nav a[href="#/policies"]');
+    await shot('policies');
+    expect(cspViolations).toEqual([]);
+    expect(await page.evaluate<string[]>('window.__csp || []')).toEqual([]);
+  });
+
+
+});
