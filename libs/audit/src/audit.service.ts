@@ -408,7 +408,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     let prevHash = '0'.repeat(64);
     let events = 0;
     for (;;) {
-      const { rows } = await client.query(
+      const { rows } = await client.query<Record<string, unknown>>(
         `SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`,
         [expectedSeq, pageSize],
       );
