@@ -153,7 +153,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     work: AuditedWork<T>,
     events: (result: T) => AuditEventInput[],
   ): Promise<{ result: T; records: AuditRecord[] }> {
-    const outcome = await this.enqueue(work as AuditedWork<unknown>, events as (result: unknown) => AuditEventInput[]);
+    const outcome = await this.enqueue(work, events as (result: unknown) => AuditEventInput[]);
     return outcome as { result: T; records: AuditRecord[] };
   }
 

@@ -18,7 +18,7 @@ function scriptedServer(answers: Array<{ status: number; body: Record<string, un
     const answer = answers.shift()!;
     return json(answer.status, answer.body);
   };
-  return { fetch: fetchImpl as typeof fetch, requests };
+  return { fetch: fetchImpl, requests };
 }
 
 async function agentWith(server: ReturnType<typeof scriptedServer>): Promise<Agent> {

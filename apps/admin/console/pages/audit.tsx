@@ -166,14 +166,15 @@ export function AuditPage({ route }: { route: Route }) {
   const apply = (event: Event) => {
     event.preventDefault();
     const search = new URLSearchParams();
-    for (const name of FILTERS) if (draft[name]) search.set(name, draft[name]!);
+    for (const name of FILTERS) if (draft[name]) search.set(name, draft[name]);
     window.location.hash = `#/audit?${search.toString()}`;
   };
   const events = [...(first.data?.items ?? []), ...pages.flat()];
   const input = (name: (typeof FILTERS)[number], label: string, type: 'text' | 'datetime-local' = 'text') => (
     <label>
       <span class="label">{label}</span>
-      <input name={name} type={type as "text"} value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value })} />
+      {/* eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- preact's input types need one literal here */}
+      <input name={name} type={type as 'text'} value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value })} />
     </label>
   );
   return (

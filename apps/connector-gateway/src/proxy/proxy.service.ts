@@ -174,7 +174,7 @@ export class ProxyService {
         typ: ACCESS_TOKEN_TYP,
         audience: `${this.config.gatewayUrl}/connectors/${target.connectorId}`,
       });
-      claims = verified.payload as Record<string, unknown>;
+      claims = verified.payload;
     } catch (error) {
       const code = (error as { code?: string }).code;
       throw new InvalidTokenError(code === 'ERR_JWT_EXPIRED' ? 'the access token has expired' : 'the access token is not valid for this connector', {
@@ -292,7 +292,7 @@ export class ProxyService {
     const deadline = AbortSignal.timeout(this.config.upstreamTimeoutMs);
     const send = (credential: CredentialHeader | undefined) =>
       undiciRequest(url, {
-        method: req.method as Dispatcher.HttpMethod,
+        method: req.method,
         dispatcher: this.dispatcher,
         headers: upstreamRequestHeaders(req.headers, credential, body.length),
         body: body.length > 0 ? body : undefined,
