@@ -1,4 +1,5 @@
 import { ActivePolicy, buildPolicyInput } from '@writ/policy';
+import { PAYOUTS_CREATE } from '@writ/testing';
 
 /** One in-process evaluation of the default policy, beside a baseline of the same size. */
 export interface PolicyBench {
@@ -40,14 +41,7 @@ function payoutInput() {
     },
     connectors: [{
       id: 'payments', name: 'Payments',
-      operations: [{
-        name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
-        constraints: {
-          destination: { in: 'body', field: 'destination', op: 'eq' },
-          amount_max: { in: 'body', field: 'amount', op: 'lte' },
-          currency: { in: 'body', field: 'currency', op: 'eq' },
-        },
-      }],
+      operations: [PAYOUTS_CREATE],
     }],
     now,
   });

@@ -1,5 +1,5 @@
 import { exportJWK } from 'jose';
-import { clientAssertion, createClientKey, jwksOf } from '@writ/testing';
+import { clientAssertion, createClientKey, jwksOf, PAYOUTS_CREATE } from '@writ/testing';
 import { sealCredential } from '@writ/connectors';
 import { BENCH_UPSTREAM_SECRET } from './bench-constants';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
@@ -37,14 +37,7 @@ async function main(): Promise<void> {
     `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at)
      VALUES ('payments', 'Payments', $1, $2, $3, $4, $5, now())`, [
     upstreamUrl,
-    JSON.stringify([{ name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }, {
-      name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
-      constraints: {
-        destination: { in: 'body', field: 'destination', op: 'eq' },
-        amount_max: { in: 'body', field: 'amount', op: 'lte' },
-        currency: { in: 'body', field: 'currency', op: 'eq' },
-      },
-    }]),
+    JSON.stringify([{ name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }, PAYOUTS_CREATE]),
     credential.type, credential.sealed, credential.fingerprint,
   ]);
   const app = await createAuthorizationServerApp(env.runtime, env.policy);
@@ -79,14 +72,14 @@ async function main(): Promise<void> {
     gatewayUrl: env.config.gatewayUrl,
   };
   process.send!(ready);
-  process.on('message', async (message) => {
+  process.on('message', (message) => void (async () => {
     if (message === 'stop') {
       await gateway.close();
       await app.close();
       await env.close();
       process.exit(0);
     }
-  });
+  })());
 }
 
 main().catch((error: unknown) => {

@@ -7,8 +7,7 @@ import { ConnectFlowController, ConnectLinksController, MyConnectionsController 
 import { UserSubjects } from './tasks/user-subjects.service';
 import { APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
-import { ApprovalStore } from '@writ/credentials';
-import { GrantStore } from '@writ/grants';
+import { ApprovalStore } from '@writ/grants';
 import { FailureThrottle, HealthModule, PolicySync, Runtime, RUNTIME, RuntimeModule, writValidationPipe } from '@writ/platform';
 import { SweeperService } from './background/sweeper.service';
 import { ClientAuthenticator } from './client-auth/client-authenticator.service';
@@ -81,7 +80,6 @@ export class AuthorizationServerModule implements OnApplicationShutdown {
         userTokenVerifierProvider(UPSTREAM_DISPATCHER),
         UserSubjects,
         { provide: ApprovalStore, useFactory: (runtime: Runtime) => new ApprovalStore(runtime.pool, runtime.audit), inject: [RUNTIME] },
-        { provide: GrantStore, useFactory: (runtime: Runtime) => new GrantStore(runtime.pool), inject: [RUNTIME] },
       ],
     };
   }

@@ -7,7 +7,7 @@ import { CatalogueCache } from './catalogue/catalogue-cache';
 import { ProtectedResourceController } from './mcp/protected-resource.controller';
 import { McpSessionRepository } from './mcp/mcp-session.repository';
 import { TaskToolsRepository } from './mcp/task-tools.repository';
-import { GrantStateRepository } from './proxy/grant-state.repository';
+import { GrantStateRepository } from '@writ/grants';
 import { ProxyController } from './proxy/proxy.controller';
 import { ProxyService } from './proxy/proxy.service';
 import { CredentialBinding } from './upstream/credential-binding.service';

@@ -1,4 +1,4 @@
-import { CONNECTOR_ID_PATTERN } from '@writ/oauth';
+import { CONNECTOR_ID_PATTERN, CONSTRAINT_OPERATORS, type ConstraintOperator } from '@writ/oauth';
 import { compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
 import { CREDENTIAL_TYPES, type OAuth2AuthorizationCode, type UpstreamCredential } from './upstream-credential';
 import { isForbiddenCredentialHeader } from './upstream-headers';
@@ -19,8 +19,8 @@ export const CONSTRAINT_LOCATIONS = ['path', 'query', 'body', 'arguments'] as co
 export const CONNECTOR_KINDS = ['http', 'mcp'] as const;
 /** A connector's kind. */
 export type ConnectorKind = (typeof CONNECTOR_KINDS)[number];
-/** How a constraint compares the request value with the granted one. */
-export const CONNECTOR_CONSTRAINT_OPERATORS = ['eq', 'lte', 'gte', 'in'] as const;
+/** How a constraint compares the request value with the granted one (the operators of `@writ/oauth`). */
+export const CONNECTOR_CONSTRAINT_OPERATORS = CONSTRAINT_OPERATORS;
 
 /** Operation names: what `authorization_details.actions` list. */
 export const OPERATION_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
@@ -45,7 +45,7 @@ const MAX_SECRET_LENGTH = 8192;
 export interface ConnectorConstraintDefinition {
   in: (typeof CONSTRAINT_LOCATIONS)[number];
   field: string;
-  op: (typeof CONNECTOR_CONSTRAINT_OPERATORS)[number];
+  op: ConstraintOperator;
   /** Lowest value the request field may carry, whatever the grant says (the field must then be a number). */
   min?: number;
   /** Highest value the request field may carry, whatever the grant says (the field must then be a number). */

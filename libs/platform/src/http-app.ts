@@ -33,7 +33,7 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   app.use(
     pinoHttp({
       logger,
-      genReqId: (req, res) => {
+      genReqId: (_req, res) => {
         const id = randomUUID();
         res.setHeader('X-Request-Id', id);
         return id;

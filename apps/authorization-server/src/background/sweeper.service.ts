@@ -1,7 +1,7 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { ConnectedAccounts } from '@writ/accounts';
-import { CredentialRevoker } from '@writ/credentials';
+import { CredentialRevoker } from '@writ/grants';
 import { LOGGER } from '@writ/platform';
 import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
 

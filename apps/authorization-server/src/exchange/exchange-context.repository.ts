@@ -1,7 +1,7 @@
-import { grantsIssuedSql } from '@writ/credentials';
+import { grantsIssuedSql } from '@writ/grants';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
-import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';
+import { ConnectorDetail, ConnectorEntity, ConnectorOperation, PG_POOL, RowOf, TaskEntity, TaskStatus } from '@writ/database';
 
 /** A task as the token exchange needs it. */
 export interface ExchangeTask {
@@ -48,7 +48,7 @@ export class ExchangeContextRepository {
 
   /** The task, or undefined. */
   async task(id: string): Promise<ExchangeTask | undefined> {
-    const { rows } = await this.pool.query({
+    const { rows } = await this.pool.query<Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_issued: number }>({
       name: 'writ_exchange_task',
       text: `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, status, task_token_jti,
                     ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests, created_at, expires_at
@@ -64,7 +64,7 @@ export class ExchangeContextRepository {
       purpose: row.purpose,
       allowed: row.allowed,
       onBehalfOf: row.on_behalf_of,
-      user: row.user_subject ? { issuer: row.user_issuer, subject: row.user_subject } : null,
+      user: row.user_subject && row.user_issuer ? { issuer: row.user_issuer, subject: row.user_subject } : null,
       metadata: row.metadata,
       status: row.status,
       taskTokenJti: row.task_token_jti,
@@ -76,13 +76,22 @@ export class ExchangeContextRepository {
     };
   }
 
+  /** Drops a connector's cached catalogue (it changed under an issuance). */
+  forget(connectorId: string | null): void {
+    if (connectorId === null) this.catalogue.clear();
+    else this.catalogue.delete(connectorId);
+  }
+
   /** The registered connectors among `ids`. */
   async connectors(ids: string[]): Promise<CatalogueConnector[]> {
     const now = Date.now();
     const cached = ids.map((id) => this.catalogue.get(id)).filter((hit) => hit && hit.until > now).map((hit) => hit!.connector);
     if (cached.length === ids.length) return cached;
-    const { rows } = await this.pool.query(`SELECT id, name, operations, credential_type FROM connectors WHERE id = ANY($1::text[])`, [ids]);
-    const found = rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations, credentialType: row.credential_type }) as CatalogueConnector);
+    const { rows } = await this.pool.query<Pick<RowOf<ConnectorEntity>, 'id' | 'name' | 'operations' | 'credential_type'>>(
+      `SELECT id, name, operations, credential_type FROM connectors WHERE id = ANY($1::text[])`,
+      [ids],
+    );
+    const found: CatalogueConnector[] = rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations, credentialType: row.credential_type }));
     if (this.catalogue.size >= 1_000) this.catalogue.clear();
     for (const connector of found) this.catalogue.set(connector.id, { connector, until: now + CATALOGUE_CACHE_MS });
     return found;

@@ -26,7 +26,7 @@ import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders }
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
 import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
 import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
-import { GrantState, GrantStateRepository } from './grant-state.repository';
+import { CredentialState, GrantStateRepository } from '@writ/grants';
 import { parseRequestTarget, RequestTarget } from './request-target';
 import { parseStrictJson, StrictJsonError } from './strict-json';
 
@@ -54,7 +54,7 @@ interface CallContext {
 /** A call that passed every check and may spend its use and go upstream. */
 interface CheckedCall {
   target: RequestTarget;
-  state: GrantState;
+  state: CredentialState;
   /** Absent for MCP messages that are not tool calls. */
   operation: ConnectorOperation | undefined;
   body: Buffer;
@@ -185,7 +185,7 @@ export class ProxyService {
    * (see {@link classifyMcpRequest}); a `tools/call` has its arguments checked against the
    * grant's constraints by the same engine as an HTTP body.
    */
-  private async checkMcp(req: Request, target: RequestTarget, state: GrantState, detail: ConnectorDetail, call: CallContext): Promise<CheckedCall> {
+  private async checkMcp(req: Request, target: RequestTarget, state: CredentialState, detail: ConnectorDetail, call: CallContext): Promise<CheckedCall> {
     if (target.upstreamPath !== '/' || target.query !== '') {
       throw new InvalidRequestError(`an MCP connector is called at /connectors/${target.connectorId} itself, without a path or query`, { reason: 'mcp_target' });
     }
@@ -214,7 +214,7 @@ export class ProxyService {
    * The upstream tells sessions apart by `Mcp-Session-Id` alone (every agent reaches it with the
    * one connector credential): a session id is honoured only for the task that opened it.
    */
-  private async checkMcpSession(req: Request, connectorId: string, state: GrantState): Promise<void> {
+  private async checkMcpSession(req: Request, connectorId: string, state: CredentialState): Promise<void> {
     const session = req.headers['mcp-session-id'];
     if (session === undefined) return;
     if (typeof session !== 'string' || session.length === 0 || session.length > 256) {
@@ -229,7 +229,7 @@ export class ProxyService {
   /** The last steps of every check: the destination still allowed, the upstream credential ready. */
   private async checked(
     target: RequestTarget,
-    state: GrantState,
+    state: CredentialState,
     operation: ConnectorOperation | undefined,
     body: Buffer,
     result: { checked: CheckedConstraint[] },
@@ -251,7 +251,7 @@ export class ProxyService {
   }
 
   /** The token: signature, `typ`, `exp`, `aud` = this connector; then its live state in PostgreSQL. */
-  private async authenticate(req: Request, target: RequestTarget, call: CallContext): Promise<{ state: GrantState; detail: ConnectorDetail }> {
+  private async authenticate(req: Request, target: RequestTarget, call: CallContext): Promise<{ state: CredentialState; detail: ConnectorDetail }> {
     const header = req.headers.authorization ?? '';
     const match = /^(Bearer|DPoP) ([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
     if (!match) {
@@ -267,7 +267,7 @@ export class ProxyService {
         typ: ACCESS_TOKEN_TYP,
         audience: `${this.config.gatewayUrl}/connectors/${target.connectorId}`,
       });
-      claims = verified.payload as Record<string, unknown>;
+      claims = verified.payload;
     } catch (error) {
       const code = (error as { code?: string }).code;
       throw new InvalidTokenError(code === 'ERR_JWT_EXPIRED' ? 'the access token has expired' : 'the access token is not valid for this connector', {
@@ -394,7 +394,7 @@ export class ProxyService {
     const deadline = AbortSignal.timeout(this.config.upstreamTimeoutMs);
     const send = (credential: CredentialHeader | undefined) =>
       undiciRequest(url, {
-        method: req.method as Dispatcher.HttpMethod,
+        method: req.method,
         dispatcher: this.dispatcher,
         headers: upstreamRequestHeaders(req.headers, credential, body.length),
         body: body.length > 0 ? body : undefined,

@@ -190,7 +190,7 @@ export class UpstreamCredentials {
     }
     let body: { access_token?: unknown; expires_in?: unknown; token_type?: unknown } = {};
     try {
-      body = JSON.parse(text);
+      body = JSON.parse(text) as typeof body;
     } catch {
       /* refused below */
     }

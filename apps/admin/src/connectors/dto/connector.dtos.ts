@@ -1,3 +1,4 @@
+import type { ConnectorEntity, RowOf } from '@writ/database';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Allow } from 'class-validator';
 import {
@@ -135,7 +136,7 @@ export class ConnectorListDto {
 }
 
 /** Maps a `connectors` row (its sealed credential is never selected). */
-export function toConnectorDto(row: Record<string, any>): ConnectorDto {
+export function toConnectorDto(row: Omit<RowOf<ConnectorEntity>, 'credential_sealed'>): ConnectorDto {
   return {
     id: row.id,
     kind: row.kind,
@@ -143,9 +144,9 @@ export function toConnectorDto(row: Record<string, any>): ConnectorDto {
     base_url: row.base_url,
     operations: row.operations,
     credential: row.credential_type
-      ? { type: row.credential_type, fingerprint: row.credential_fingerprint, set_at: (row.credential_set_at as Date).toISOString() }
+      ? { type: row.credential_type, fingerprint: row.credential_fingerprint ?? '', set_at: row.credential_set_at?.toISOString() ?? '' }
       : null,
-    created_at: (row.created_at as Date).toISOString(),
-    updated_at: (row.updated_at as Date).toISOString(),
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
   };
 }
