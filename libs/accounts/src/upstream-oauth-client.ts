@@ -146,7 +146,7 @@ export class UpstreamOAuthClient {
 
   private options(): { [oauth.customFetch]: typeof fetch; [oauth.allowInsecureRequests]: true; signal: AbortSignal } {
     const guarded = ((url: string, init: RequestInit) =>
-      undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' } as Parameters<typeof undiciFetch>[1])) as unknown as typeof fetch;
+      undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' })) as unknown as typeof fetch;
     // http token endpoints are allowed as they are for client credentials; where they may be is WRIT_UPSTREAM_ALLOWED_NETWORKS's call.
     return { [oauth.customFetch]: guarded, [oauth.allowInsecureRequests]: true, signal: AbortSignal.timeout(TIMEOUT_MS) };
   }

@@ -93,7 +93,7 @@ export class UserTokenVerifier {
         : createRemoteJWKSet(new URL(row.jwks_uri), {
             timeoutDuration: 5_000,
             [customFetch]: (url: string, options: { headers: Headers; method: string; signal: AbortSignal }) =>
-              undiciFetch(url, { headers: options.headers as never, method: options.method, signal: options.signal, redirect: 'manual', dispatcher: this.dispatcher }) as unknown as Promise<Response>,
+              undiciFetch(url, { headers: options.headers as never, method: options.method, signal: options.signal, redirect: 'manual', dispatcher: this.dispatcher }),
           })
       : undefined;
     if (this.providers.size > 1_000) this.providers.clear();

@@ -47,13 +47,13 @@ export type LookupFunction = (
  * connected to is the address checked, so DNS rebinding between registration and the call
  * (or between two calls) reaches nothing it should not.
  */
-export function guardedLookup(networks: UpstreamNetworks, resolve: LookupFunction = dnsLookup as LookupFunction): LookupFunction {
+export function guardedLookup(networks: UpstreamNetworks, resolve: LookupFunction = dnsLookup): LookupFunction {
   return (hostname, options, callback) => {
     const named = networks.nameRefusal(hostname);
     if (named) return callback(new UpstreamAddressRefusedError(hostname, named), []);
     resolve(hostname, { ...options, all: true }, (error, addresses) => {
       if (error) return callback(error, []);
-      const list = (Array.isArray(addresses) ? addresses : [{ address: addresses, family: isIP(addresses) }]) as LookupAddress[];
+      const list = (Array.isArray(addresses) ? addresses : [{ address: addresses, family: isIP(addresses) }]);
       if (list.length === 0) return callback(Object.assign(new Error(`${hostname} has no address`), { code: 'ENOTFOUND' }), []);
       for (const { address } of list) {
         const refused = networks.refusal(address);
@@ -75,7 +75,7 @@ export function guardedLookup(networks: UpstreamNetworks, resolve: LookupFunctio
  */
 export function createUpstreamDispatcher(config: WritConfig, resolve?: LookupFunction): Agent {
   const networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
-  const connector = buildConnector({ timeout: config.upstreamConnectTimeoutMs, lookup: guardedLookup(networks, resolve) } as buildConnector.BuildOptions);
+  const connector = buildConnector({ timeout: config.upstreamConnectTimeoutMs, lookup: guardedLookup(networks, resolve) });
   return new Agent({
     connect: (options, callback) => {
       const host = options.hostname.replace(/^\[(.*)\]$/, '$1');

@@ -229,7 +229,7 @@ export class Agent {
       headers.delete('authorization');
       headers.delete('dpop');
       if (init.body != null && typeof init.body !== 'string') throw new WritError('invalid_request', 'MCP messages are sent as JSON text');
-      const body = (init.body as string | null | undefined) ?? null;
+      const body = (init.body) ?? null;
       const request = this.mcpRequestOf(options, body);
       return this.send(taskToken, request, url, method, headers, body, { signal: init.signal ?? undefined });
     };
@@ -244,7 +244,7 @@ export class Agent {
   private mcpRequestOf(options: McpFetchOptions, body: string | null): ConnectorRequest {
     let message: { method?: unknown; params?: { name?: unknown; arguments?: unknown } } | undefined;
     try {
-      message = body ? JSON.parse(body) : undefined;
+      message = body ? (JSON.parse(body) as typeof message) : undefined;
     } catch {
       message = undefined;
     }

@@ -14,7 +14,8 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function filtered(message: unknown, granted: ReadonlySet<string>): unknown {
   if (Array.isArray(message)) {
     const members = message.map((member) => filtered(member, granted));
-    return members.some((member) => member !== undefined) ? members.map((member, index) => member ?? message[index]) : undefined;
+    const original: unknown[] = message;
+    return members.some((member) => member !== undefined) ? members.map((member, index) => member ?? original[index]) : undefined;
   }
   if (!isPlainObject(message) || !isPlainObject(message.result) || !Array.isArray(message.result.tools)) return undefined;
   const tools = message.result.tools.filter((tool) => isPlainObject(tool) && typeof tool.name === 'string' && granted.has(tool.name));
