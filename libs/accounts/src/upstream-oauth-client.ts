@@ -67,7 +67,13 @@ export class UpstreamOAuthClient {
     return this.run(credential, async () => {
       const params = oauth.validateAuthResponse(as, this.client(credential), callback, input.state);
       const response = await oauth.authorizationCodeGrantRequest(
-        as, this.client(credential), await this.auth(credential), params, input.redirectUri, input.codeVerifier, this.options(),
+        as,
+        this.client(credential),
+        await this.auth(credential),
+        params,
+        input.redirectUri,
+        input.codeVerifier,
+        this.options(),
       );
       return oauth.processAuthorizationCodeResponse(as, this.client(credential), response);
     });

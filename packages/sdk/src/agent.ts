@@ -229,7 +229,7 @@ export class Agent {
       headers.delete('authorization');
       headers.delete('dpop');
       if (init.body != null && typeof init.body !== 'string') throw new WritError('invalid_request', 'MCP messages are sent as JSON text');
-      const body = (init.body) ?? null;
+      const body = init.body ?? null;
       const request = this.mcpRequestOf(options, body);
       return this.send(taskToken, request, url, method, headers, body, { signal: init.signal ?? undefined });
     };
@@ -271,7 +271,12 @@ export class Agent {
       let response: Response;
       try {
         response = await oauth.protectedResourceRequest(
-          credential.accessToken, method, url, new Headers(headers), body, this.#client.options({ DPoP: dpop, signal: init.signal }),
+          credential.accessToken,
+          method,
+          url,
+          new Headers(headers),
+          body,
+          this.#client.options({ DPoP: dpop, signal: init.signal }),
         );
       } catch (error) {
         // A `WWW-Authenticate` challenge is an answer like any other for the caller.
