@@ -38,9 +38,14 @@ export async function benchGateway(server: BenchServer, upstreamUrl: string, opt
   });
   const body = (await response.json()) as { access_token?: string; error_description?: string };
   if (!body.access_token) throw new Error(`read credential refused: ${body.error_description}`);
-  const direct = () => runLoad({ url: `${upstreamUrl}/v1/balance`, headers: { authorization: `Bearer ${BENCH_UPSTREAM_SECRET}` }, durationSeconds: options.durationSeconds });
+  const direct = () =>
+    runLoad({ url: `${upstreamUrl}/v1/balance`, headers: { authorization: `Bearer ${BENCH_UPSTREAM_SECRET}` }, durationSeconds: options.durationSeconds });
   const proxied = () =>
-    runLoad({ url: `${ready.gatewayUrl}/connectors/payments/v1/balance`, headers: { authorization: `Bearer ${body.access_token}` }, durationSeconds: options.durationSeconds });
+    runLoad({
+      url: `${ready.gatewayUrl}/connectors/payments/v1/balance`,
+      headers: { authorization: `Bearer ${body.access_token}` },
+      durationSeconds: options.durationSeconds,
+    });
   await runLoad({ url: `${upstreamUrl}/v1/balance`, headers: { authorization: `Bearer ${BENCH_UPSTREAM_SECRET}` }, durationSeconds: 2 });
   await runLoad({ url: `${ready.gatewayUrl}/connectors/payments/v1/balance`, headers: { authorization: `Bearer ${body.access_token}` }, durationSeconds: 2 });
   const directResult = await direct();
@@ -48,7 +53,11 @@ export async function benchGateway(server: BenchServer, upstreamUrl: string, opt
   const rate = Math.max(1, Math.floor(gatewayResult.requestsPerSecond / 2));
   const fixed = { durationSeconds: options.durationSeconds, overallRate: rate, connections: 8 };
   const directAtRate = await runLoad({ url: `${upstreamUrl}/v1/balance`, headers: { authorization: `Bearer ${BENCH_UPSTREAM_SECRET}` }, ...fixed });
-  const gatewayAtRate = await runLoad({ url: `${ready.gatewayUrl}/connectors/payments/v1/balance`, headers: { authorization: `Bearer ${body.access_token}` }, ...fixed });
+  const gatewayAtRate = await runLoad({
+    url: `${ready.gatewayUrl}/connectors/payments/v1/balance`,
+    headers: { authorization: `Bearer ${body.access_token}` },
+    ...fixed,
+  });
   return {
     direct_upstream: directResult,
     through_gateway: gatewayResult,

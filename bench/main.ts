@@ -68,15 +68,28 @@ function report(results: Record<string, unknown>): void {
   }
   if (rows.length) console.log('\nbenchmark                               req/s      p50 ms   p99 ms   non-2xx');
   for (const [name, row] of rows) {
-    console.log(`${name.padEnd(38)} ${row.requestsPerSecond.toFixed(0).padStart(8)} ${row.p50Ms.toFixed(2).padStart(9)} ${row.p99Ms.toFixed(2).padStart(8)} ${String(row.non2xx).padStart(9)}`);
+    console.log(
+      `${name.padEnd(38)} ${row.requestsPerSecond.toFixed(0).padStart(8)} ${row.p50Ms.toFixed(2).padStart(9)} ${row.p99Ms.toFixed(2).padStart(8)} ${String(row.non2xx).padStart(9)}`,
+    );
   }
-  if (exchange) console.log(`ratio token exchange / trivial endpoint: ${exchange.ratio_exchange_to_trivial.toFixed(3)} (target ${exchange.targets.exchanges_per_second}/s)`);
-  if (gateway) console.log(`gateway: added p50 at ${gateway.gateway_at_rate.target_rate}/s ${gateway.added_p50_ms.toFixed(2)} ms (target ≤ 1), throughput ratio ${gateway.throughput_ratio.toFixed(3)} (target ≥ 0.4)`);
-  if (policy) console.log(`policy evaluation: p50 ${policy.p50_us.toFixed(1)} µs, p99 ${policy.p99_us.toFixed(1)} µs (target p99 ≤ ${policy.target_p99_us}); ${policy.ratio_p50_to_baseline.toFixed(1)}× a JSON round trip of its input`);
+  if (exchange)
+    console.log(
+      `ratio token exchange / trivial endpoint: ${exchange.ratio_exchange_to_trivial.toFixed(3)} (target ${exchange.targets.exchanges_per_second}/s)`,
+    );
+  if (gateway)
+    console.log(
+      `gateway: added p50 at ${gateway.gateway_at_rate.target_rate}/s ${gateway.added_p50_ms.toFixed(2)} ms (target ≤ 1), throughput ratio ${gateway.throughput_ratio.toFixed(3)} (target ≥ 0.4)`,
+    );
+  if (policy)
+    console.log(
+      `policy evaluation: p50 ${policy.p50_us.toFixed(1)} µs, p99 ${policy.p99_us.toFixed(1)} µs (target p99 ≤ ${policy.target_p99_us}); ${policy.ratio_p50_to_baseline.toFixed(1)}× a JSON round trip of its input`,
+    );
   if (audit) {
     console.log(`\naudit (synchronous_commit ${audit.synchronous_commit})   events/s   baseline commits/s   ratio`);
     for (const row of audit.rows) {
-      console.log(`${String(row.writers).padStart(3)} writers                       ${row.events_per_second.toFixed(0).padStart(8)} ${row.baseline_single_insert_commits_per_second.toFixed(0).padStart(20)} ${row.ratio_to_baseline.toFixed(2).padStart(7)}`);
+      console.log(
+        `${String(row.writers).padStart(3)} writers                       ${row.events_per_second.toFixed(0).padStart(8)} ${row.baseline_single_insert_commits_per_second.toFixed(0).padStart(20)} ${row.ratio_to_baseline.toFixed(2).padStart(7)}`,
+      );
     }
     console.log(`chain after the run: ${JSON.stringify(audit.chain)}`);
   }

@@ -23,14 +23,16 @@ export async function benchTokenExchange(server: BenchServer, options: { duratio
   const now = Math.floor(Date.now() / 1000);
   const bodies: string[] = [];
   for (let index = 0; index < needed; index += 1) {
-    bodies.push(new URLSearchParams({
-      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
-      subject_token: ready.taskToken,
-      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-      authorization_details: ready.details,
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: await clientAssertion(ready.agentId, agentKey, ready.issuer, { claims: { jti: randomUUID(), exp: now + 295 } }),
-    }).toString());
+    bodies.push(
+      new URLSearchParams({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: ready.taskToken,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+        authorization_details: ready.details,
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: await clientAssertion(ready.agentId, agentKey, ready.issuer, { claims: { jti: randomUUID(), exp: now + 295 } }),
+      }).toString(),
+    );
   }
   let cursor = 0;
   const nextBody = () => {

@@ -107,7 +107,10 @@ async function main(): Promise<void> {
       credential: { type: 'bearer', token: UPSTREAM_SECRET },
       operations: [
         {
-          name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+          name: 'payouts.create',
+          method: 'POST',
+          path: '/v1/payouts',
+          risk: 'write',
           constraints: {
             destination: { in: 'body', field: 'destination', op: 'eq' },
             amount_max: { in: 'body', field: 'amount', op: 'lte' },
@@ -126,11 +129,20 @@ async function main(): Promise<void> {
   ok(`connector ${ids.connector} → ${upstream.url} (its credential is sealed; the agent never sees it)`);
   const agentKey = await createClientKey();
   const orchestratorKey = await createClientKey();
-  expectStatus(await call('POST', `${adminUrl}/v1/agents`, { bearer: admin, json: { id: ids.agent, name: 'Billing agent', jwks: jwksOf(agentKey) } }), 201, 'register agent');
+  expectStatus(
+    await call('POST', `${adminUrl}/v1/agents`, { bearer: admin, json: { id: ids.agent, name: 'Billing agent', jwks: jwksOf(agentKey) } }),
+    201,
+    'register agent',
+  );
   ok(`agent ${ids.agent} (private_key_jwt, ES256)`);
-  expectStatus(await call('POST', `${adminUrl}/v1/orchestrators`, {
-    bearer: admin, json: { id: ids.orchestrator, name: 'Invoice orchestrator', jwks: jwksOf(orchestratorKey), allowed_agents: [ids.agent] },
-  }), 201, 'register orchestrator');
+  expectStatus(
+    await call('POST', `${adminUrl}/v1/orchestrators`, {
+      bearer: admin,
+      json: { id: ids.orchestrator, name: 'Invoice orchestrator', jwks: jwksOf(orchestratorKey), allowed_agents: [ids.agent] },
+    }),
+    201,
+    'register orchestrator',
+  );
   ok(`orchestrator ${ids.orchestrator}, may start tasks for ${ids.agent}`);
 
   const token = async (client: string, key: ClientKey, fields: Record<string, string>) =>
@@ -145,7 +157,12 @@ async function main(): Promise<void> {
       agent_id: ids.agent,
       purpose: 'pay invoice INV-42 to Acme, at most 500.00 USD',
       allowed: [
-        { type: 'connector', connector: ids.connector, actions: ['payouts.create'], constraints: { destination: 'acct_acme', amount_max: 50000, currency: 'usd' } },
+        {
+          type: 'connector',
+          connector: ids.connector,
+          actions: ['payouts.create'],
+          constraints: { destination: 'acct_acme', amount_max: 50000, currency: 'usd' },
+        },
         { type: 'connector', connector: ids.connector, actions: ['payouts.get'] },
       ],
       ttl_seconds: 600,
@@ -186,7 +203,9 @@ async function main(): Promise<void> {
     json: { destination: 'acct_acme', amount: 42000, currency: 'usd', reference: 'INV-42' },
   });
   if (reused.status < 400) throw new Error('the gateway accepted a spent credential');
-  refused(`gateway: reusing the payout credential → ${reused.status} ${reused.body?.error ?? ''} (${reused.body?.rule ?? reused.body?.error_description ?? ''})`);
+  refused(
+    `gateway: reusing the payout credential → ${reused.status} ${reused.body?.error ?? ''} (${reused.body?.rule ?? reused.body?.error_description ?? ''})`,
+  );
 
   step('5. The agent reads the payout, the orchestrator completes the task');
   const read = await exchange([{ type: 'connector', connector: ids.connector, actions: ['payouts.get'] }]);
@@ -201,7 +220,7 @@ async function main(): Promise<void> {
   if (after.status !== 401) throw new Error(`read credential still works after completion: ${after.status}`);
   refused(`read credential after completion → ${after.status} (invalid_token)`);
 
-  step('6. The task\'s audit trail');
+  step("6. The task's audit trail");
   const audit = await call('GET', `${adminUrl}/v1/audit?task_id=${task.body.task_id}&limit=200`, { bearer: admin });
   expectStatus(audit, 200, 'audit');
   const events = [...audit.body.items].sort((a: { seq: number }, b: { seq: number }) => a.seq - b.seq);
@@ -209,7 +228,9 @@ async function main(): Promise<void> {
     const data = event.data ?? {};
     const detail =
       data.decision?.reasons?.join('; ') ?? data.operation ?? data.reason ?? data.purpose ?? (data.jti ? `jti ${String(data.jti).slice(0, 8)}…` : '');
-    console.log(`  ${event.occurred_at.slice(11, 23)}  #${String(event.seq).padEnd(5)} ${event.type.padEnd(16)} ${event.outcome.padEnd(8)} ${event.actor_type}:${event.actor_id ?? '-'}  ${detail}`);
+    console.log(
+      `  ${event.occurred_at.slice(11, 23)}  #${String(event.seq).padEnd(5)} ${event.type.padEnd(16)} ${event.outcome.padEnd(8)} ${event.actor_type}:${event.actor_id ?? '-'}  ${detail}`,
+    );
   }
   const verify = await call('GET', `${adminUrl}/v1/audit/verify`, { bearer: admin });
   ok(`chain verified: ${JSON.stringify(verify.body)}`);

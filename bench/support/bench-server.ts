@@ -18,7 +18,6 @@ export interface BenchServerReady {
   gatewayUrl: string;
 }
 
-
 /**
  * The system under test, in its own process (so the load generator does not share its event
  * loop): PostgreSQL, the authorization server, and a task to exchange against.
@@ -35,11 +34,15 @@ async function main(): Promise<void> {
   const credential = sealCredential(env.runtime.masterKey, 'payments', upstreamUrl, { type: 'bearer', token: BENCH_UPSTREAM_SECRET });
   await pool.query(
     `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at)
-     VALUES ('payments', 'Payments', $1, $2, $3, $4, $5, now())`, [
-    upstreamUrl,
-    JSON.stringify([{ name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }, PAYOUTS_CREATE]),
-    credential.type, credential.sealed, credential.fingerprint,
-  ]);
+     VALUES ('payments', 'Payments', $1, $2, $3, $4, $5, now())`,
+    [
+      upstreamUrl,
+      JSON.stringify([{ name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }, PAYOUTS_CREATE]),
+      credential.type,
+      credential.sealed,
+      credential.fingerprint,
+    ],
+  );
   const app = await createAuthorizationServerApp(env.runtime, env.policy);
   await app.listen(port, '127.0.0.1');
   const gateway = await createGatewayApp(env.runtime, env.policy);
@@ -49,13 +52,20 @@ async function main(): Promise<void> {
   const tasksToken = (await fetch(`${issuer}/oauth2/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: form({ grant_type: 'client_credentials', scope: 'tasks', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clientAssertion('bench-orch', orchestratorKey, issuer) }),
+    body: form({
+      grant_type: 'client_credentials',
+      scope: 'tasks',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion('bench-orch', orchestratorKey, issuer),
+    }),
   }).then((response) => response.json())) as { access_token: string };
   const task = (await fetch(`${issuer}/v1/tasks`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${tasksToken.access_token}` },
     body: JSON.stringify({
-      agent_id: 'bench-agent', purpose: 'benchmark payouts', ttl_seconds: 3600,
+      agent_id: 'bench-agent',
+      purpose: 'benchmark payouts',
+      ttl_seconds: 3600,
       allowed: [
         { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
         { type: 'connector', connector: 'payments', actions: ['balance.get'] },
@@ -67,19 +77,25 @@ async function main(): Promise<void> {
     taskToken: task.task_token,
     agentId: 'bench-agent',
     agentPrivateJwk: { ...(await exportJWK(agentKey.privateKey)), kid: agentKey.publicJwk.kid, alg: 'ES256' },
-    details: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } }]),
+    details: JSON.stringify([
+      { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } },
+    ]),
     readDetails: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['balance.get'] }]),
     gatewayUrl: env.config.gatewayUrl,
   };
   process.send!(ready);
-  process.on('message', (message) => void (async () => {
-    if (message === 'stop') {
-      await gateway.close();
-      await app.close();
-      await env.close();
-      process.exit(0);
-    }
-  })());
+  process.on(
+    'message',
+    (message) =>
+      void (async () => {
+        if (message === 'stop') {
+          await gateway.close();
+          await app.close();
+          await env.close();
+          process.exit(0);
+        }
+      })(),
+  );
 }
 
 main().catch((error: unknown) => {

@@ -32,9 +32,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     connections: options.connections ?? 32,
     duration: options.durationSeconds ?? 10,
     overallRate: options.overallRate,
-    requests: options.nextBody
-      ? [{ setupRequest: (request: Record<string, unknown>) => ({ ...request, body: options.nextBody!() }) }]
-      : undefined,
+    requests: options.nextBody ? [{ setupRequest: (request: Record<string, unknown>) => ({ ...request, body: options.nextBody!() }) }] : undefined,
   } as autocannon.Options);
   return {
     requestsPerSecond: result.requests.average,

@@ -7,7 +7,10 @@ const payments = () => ({
   credential: { type: 'bearer', token: 'sk_live_secret_value' },
   operations: [
     {
-      name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+      name: 'payouts.create',
+      method: 'POST',
+      path: '/v1/payouts',
+      risk: 'write',
       constraints: {
         destination: { in: 'body', field: 'destination', op: 'eq' },
         amount_max: { in: 'body', field: 'amount', op: 'lte' },
@@ -15,7 +18,10 @@ const payments = () => ({
       },
     },
     {
-      name: 'repo.issues.list', method: 'GET', path: '/repos/{owner}/{repo}/issues', risk: 'read',
+      name: 'repo.issues.list',
+      method: 'GET',
+      path: '/repos/{owner}/{repo}/issues',
+      risk: 'read',
       constraints: { repo: { in: 'path', field: 'repo', op: 'eq' } },
     },
   ] as Array<Record<string, unknown>>,
@@ -108,11 +114,7 @@ describe('validateConnectorDefinition', () => {
       { name: 'b', method: 'HEAD', path: '/y', risk: 'read', constraints: { q: { in: 'body', field: 'q', op: 'eq' } } },
       { name: 'c', method: 'POST', path: '/z', risk: 'write', constraints: { p: { in: 'path', field: 'p', op: 'eq' } } },
     );
-    expect(fieldsOf(input)).toEqual([
-      'operations[2].constraints.id.in',
-      'operations[3].constraints.q.in',
-      'operations[4].constraints.p.field',
-    ]);
+    expect(fieldsOf(input)).toEqual(['operations[2].constraints.id.in', 'operations[3].constraints.q.in', 'operations[4].constraints.p.field']);
   });
 
   it('refuses duplicate names and two operations on one method and path (whatever the parameter names)', () => {
@@ -138,15 +140,43 @@ describe('validateConnectorDefinition', () => {
     ['a header named Authorization', { type: 'header', name: 'Authorization', value: 'x' }, ['credential.name']],
     ['a header named host', { type: 'header', name: 'host', value: 'x' }, ['credential.name']],
     ['a hop-by-hop header', { type: 'header', name: 'Transfer-Encoding', value: 'chunked' }, ['credential.name']],
-    ...['Content-Type', 'content-length', 'Transfer-Encoding', 'Connection', 'Cookie', 'TE', 'Upgrade', 'X-HTTP-Method-Override', 'X-Method-Override',
-      'X-Forwarded-For', 'X-Forwarded-Anything', 'Forwarded', 'X-Original-URL', 'X-Rewrite-URL', 'X-Real-IP', 'True-Client-IP', 'DPoP', 'Expect'].map(
-      (name) => [`a header named ${name}`, { type: 'header', name, value: 'x' }, ['credential.name']] as [string, unknown, string[]],
-    ),
+    ...[
+      'Content-Type',
+      'content-length',
+      'Transfer-Encoding',
+      'Connection',
+      'Cookie',
+      'TE',
+      'Upgrade',
+      'X-HTTP-Method-Override',
+      'X-Method-Override',
+      'X-Forwarded-For',
+      'X-Forwarded-Anything',
+      'Forwarded',
+      'X-Original-URL',
+      'X-Rewrite-URL',
+      'X-Real-IP',
+      'True-Client-IP',
+      'DPoP',
+      'Expect',
+    ].map((name) => [`a header named ${name}`, { type: 'header', name, value: 'x' }, ['credential.name']] as [string, unknown, string[]]),
     ['a header name that is not a token', { type: 'header', name: 'X Api Key', value: 'x' }, ['credential.name']],
     ['a header value with a line break', { type: 'header', name: 'X-Api-Key', value: 'a\nb' }, ['credential.value']],
-    ['a token_url that is not http(s)', { type: 'oauth2_client_credentials', token_url: 'file:///etc/passwd', client_id: 'c', client_secret: 's' }, ['credential.token_url']],
-    ['a client_credentials without secret', { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c' }, ['credential.client_secret']],
-    ['a malformed scope', { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c', client_secret: 's', scope: 'a  b' }, ['credential.scope']],
+    [
+      'a token_url that is not http(s)',
+      { type: 'oauth2_client_credentials', token_url: 'file:///etc/passwd', client_id: 'c', client_secret: 's' },
+      ['credential.token_url'],
+    ],
+    [
+      'a client_credentials without secret',
+      { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c' },
+      ['credential.client_secret'],
+    ],
+    [
+      'a malformed scope',
+      { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c', client_secret: 's', scope: 'a  b' },
+      ['credential.scope'],
+    ],
     ['a credential that is a string', 'sk_live', ['credential']],
   ])('refuses %s', (_name, credential, fields) => {
     expect(fieldsOf({ ...payments(), credential })).toEqual(fields);
@@ -155,7 +185,13 @@ describe('validateConnectorDefinition', () => {
   it('accepts each credential type and never repeats a secret in a message', () => {
     for (const credential of [
       { type: 'header', name: 'X-Api-Key', value: 'key value 1' },
-      { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token?tenant=1', client_id: 'writ', client_secret: 's3cret', scope: 'payouts:write read' },
+      {
+        type: 'oauth2_client_credentials',
+        token_url: 'https://auth.example/token?tenant=1',
+        client_id: 'writ',
+        client_secret: 's3cret',
+        scope: 'payouts:write read',
+      },
     ]) {
       expect(validateConnectorDefinition({ ...payments(), credential })).toMatchObject({ ok: true, value: { credential } });
     }
@@ -165,9 +201,7 @@ describe('validateConnectorDefinition', () => {
   });
 
   it('reports every problem at once', () => {
-    expect(fieldsOf({ id: 'X', operations: 'none', credential: { type: 'bearer' } })).toEqual([
-      'id', 'name', 'base_url', 'operations', 'credential.token',
-    ]);
+    expect(fieldsOf({ id: 'X', operations: 'none', credential: { type: 'bearer' } })).toEqual(['id', 'name', 'base_url', 'operations', 'credential.token']);
     expect(fieldsOf(null)).toEqual(['']);
   });
 });

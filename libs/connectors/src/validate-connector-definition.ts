@@ -333,7 +333,10 @@ function checkCredential(value: unknown, out: Collector): UpstreamCredential | u
       if (typeof name !== 'string' || name.length === 0 || name.length > 256 || !HEADER_NAME_PATTERN.test(name)) {
         out.add('credential.name', 'must be a valid HTTP header name');
       } else if (isForbiddenCredentialHeader(name)) {
-        out.add('credential.name', 'is a header the gateway controls or drops (framing, routing, hop-by-hop, method override; use type bearer for Authorization)');
+        out.add(
+          'credential.name',
+          'is a header the gateway controls or drops (framing, routing, hop-by-hop, method override; use type bearer for Authorization)',
+        );
       }
       const header = checkSecret(value.value, 'credential.value', out, HEADER_VALUE, 'a valid HTTP header value (printable ASCII, no line breaks)');
       return out.count > before || header === undefined ? undefined : { type: 'header', name: name as string, value: header };

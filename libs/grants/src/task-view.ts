@@ -128,7 +128,10 @@ export class TaskReader {
   }
 
   /** A page of tasks, newest first, filtered. */
-  async list(filter: { agentId?: string; orchestratorId?: string; status?: string }, page: { limit: number; before?: { createdAt: Date; id: string } }): Promise<{ items: TaskDto[]; next: { createdAt: Date; id: string } | null }> {
+  async list(
+    filter: { agentId?: string; orchestratorId?: string; status?: string },
+    page: { limit: number; before?: { createdAt: Date; id: string } },
+  ): Promise<{ items: TaskDto[]; next: { createdAt: Date; id: string } | null }> {
     const where: string[] = [];
     const values: unknown[] = [];
     const add = (sql: string, value: unknown) => {

@@ -88,14 +88,23 @@ export class TasksService {
           budgets: budgetRules(allowed),
         });
       },
-      () => [{
-        type: 'task.created',
-        outcome: 'success',
-        actor: { type: 'orchestrator', id: orchestrator.id },
-        agentId: body.agent_id,
-        taskId: id,
-        data: { purpose: body.purpose, allowed, ttl_seconds: body.ttl_seconds, expires_at: expiresAt.toISOString(), on_behalf_of: body.on_behalf_of ?? null, metadata: body.metadata ?? {} },
-      }],
+      () => [
+        {
+          type: 'task.created',
+          outcome: 'success',
+          actor: { type: 'orchestrator', id: orchestrator.id },
+          agentId: body.agent_id,
+          taskId: id,
+          data: {
+            purpose: body.purpose,
+            allowed,
+            ttl_seconds: body.ttl_seconds,
+            expires_at: expiresAt.toISOString(),
+            on_behalf_of: body.on_behalf_of ?? null,
+            metadata: body.metadata ?? {},
+          },
+        },
+      ],
     );
     return { task_id: id, task_token: taskToken, expires_at: expiresAt.toISOString(), status: 'active' };
   }
@@ -152,7 +161,11 @@ export class TasksService {
       }
       const listed = detail.actions.map((action) => operations.find((operation) => operation.name === action));
       listed.forEach((operation, actionIndex) => {
-        if (!operation) fields.push({ field: `allowed[${index}].actions[${actionIndex}]`, message: `connector ${detail.connector} has no operation "${detail.actions[actionIndex]}"` });
+        if (!operation)
+          fields.push({
+            field: `allowed[${index}].actions[${actionIndex}]`,
+            message: `connector ${detail.connector} has no operation "${detail.actions[actionIndex]}"`,
+          });
       });
       for (const [name, value] of Object.entries(detail.constraints ?? {})) {
         const field = `allowed[${index}].constraints.${name}`;

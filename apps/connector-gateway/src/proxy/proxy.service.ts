@@ -8,7 +8,16 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { PG_POOL, type ConnectorDetail, type ConnectorOperation } from '@writ/database';
 import type { Pool } from 'pg';
 import { MasterKey, SigningKeyStore } from '@writ/keys';
-import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError, TooManyRequestsError } from '@writ/oauth';
+import {
+  ACCESS_TOKEN_TYP,
+  DPOP_SIGNING_ALGS,
+  InsufficientScopeError,
+  InvalidDpopProofError,
+  InvalidRequestError,
+  InvalidTokenError,
+  OAuthError,
+  TooManyRequestsError,
+} from '@writ/oauth';
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import type { BudgetReservation } from '@writ/grants';
 import { FailureThrottle, FailureVerdict, LOGGER, sourceAddress } from '@writ/platform';
@@ -144,7 +153,10 @@ export class ProxyService {
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
     if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
     const refused = literalDestinationRefusal(this.networks, connector.baseUrl);
-    if (refused) throw new BadGatewayError(`the upstream of connector ${connector.id} is not reachable from the gateway: ${refused}`, { reason: 'upstream_address_refused' });
+    if (refused)
+      throw new BadGatewayError(`the upstream of connector ${connector.id} is not reachable from the gateway: ${refused}`, {
+        reason: 'upstream_address_refused',
+      });
     const sealed: SealedCredential = {
       connectorId: connector.id,
       baseUrl: connector.baseUrl,
@@ -195,7 +207,7 @@ export class ProxyService {
     if (state.revoked) throw new InvalidTokenError('the access token has been revoked', { reason: 'revoked' });
     if (state.expired) throw new InvalidTokenError('the access token has expired', { reason: 'expired' });
     if (state.taskStatus !== 'active' || state.taskExpired) {
-      throw new InvalidTokenError(`the task of this credential is ${state.taskStatus === 'active' ? 'expired' : state.taskStatus ?? 'gone'}`, {
+      throw new InvalidTokenError(`the task of this credential is ${state.taskStatus === 'active' ? 'expired' : (state.taskStatus ?? 'gone')}`, {
         reason: 'task_ended',
       });
     }
@@ -221,12 +233,19 @@ export class ProxyService {
       return;
     }
     if (scheme !== 'DPoP') {
-      throw new InvalidTokenError('this access token is DPoP-bound: present it with the DPoP scheme and a proof', { ...dpopChallenge, reason: 'dpop_required' });
+      throw new InvalidTokenError('this access token is DPoP-bound: present it with the DPoP scheme and a proof', {
+        ...dpopChallenge,
+        reason: 'dpop_required',
+      });
     }
     const url = `${this.config.gatewayUrl}${req.originalUrl.split('?')[0]}`;
     const proof = await checkDpopProof(this.jtis, req.headers.dpop, { method: req.method, url, accessToken: token, resourceServer: true });
     if (proof.jkt !== jkt) {
-      throw new InvalidDpopProofError('the DPoP proof is not made with the key this token is bound to', { resourceServer: true, algs: DPOP_SIGNING_ALGS, reason: 'dpop_key_mismatch' });
+      throw new InvalidDpopProofError('the DPoP proof is not made with the key this token is bound to', {
+        resourceServer: true,
+        algs: DPOP_SIGNING_ALGS,
+        reason: 'dpop_key_mismatch',
+      });
     }
   }
 
@@ -243,10 +262,12 @@ export class ProxyService {
     const ok =
       maxUses === null
         ? (await this.audit.recordWithBatched({ kind: 'gateway-recheck', params: jti, run: this.grants.recheck }, (live) => [live ? allowed : refused])).result
-        : (await this.audit.recordWith(
-            (client) => this.grants.spend(client, jti),
-            (spent) => [spent ? { ...allowed, data: { ...allowed.data, uses: spent.uses } } : refused],
-          )).result !== undefined;
+        : (
+            await this.audit.recordWith(
+              (client) => this.grants.spend(client, jti),
+              (spent) => [spent ? { ...allowed, data: { ...allowed.data, uses: spent.uses } } : refused],
+            )
+          ).result !== undefined;
     if (!ok) throw new InvalidTokenError('the access token was revoked or its use budget spent', { reason: 'revoked_or_spent' });
     return undefined;
   }
@@ -313,12 +334,13 @@ export class ProxyService {
       const failed = this.event(call, 'gateway.upstream', 'failure', { status: failure.status, error: failure.error, reason: failure.reason });
       // The request never left (no connection): the call's budget reservation is given back.
       const release = reservation && neverSent(error) ? reservation : undefined;
-      await (release
-        ? this.audit.recordWith(
-            (client) => this.grants.release(client, release),
-            () => [failed, this.event(call, 'gateway.budget_released', 'info', { reason: failure.reason, budget: release.rules })],
-          )
-        : this.audit.record(failed)
+      await (
+        release
+          ? this.audit.recordWith(
+              (client) => this.grants.release(client, release),
+              () => [failed, this.event(call, 'gateway.budget_released', 'info', { reason: failure.reason, budget: release.rules })],
+            )
+          : this.audit.record(failed)
       ).catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
       throw failure;
     }
@@ -452,7 +474,13 @@ function upstreamFailure(error: unknown): BadGatewayError | GatewayTimeoutError 
     });
   }
   const code = (error as { code?: string; name?: string }).code ?? (error as { name?: string }).name ?? 'unknown';
-  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'TimeoutError' || code === 'AbortError') {
+  if (
+    code === 'UND_ERR_CONNECT_TIMEOUT' ||
+    code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    code === 'UND_ERR_BODY_TIMEOUT' ||
+    code === 'TimeoutError' ||
+    code === 'AbortError'
+  ) {
     return new GatewayTimeoutError(undefined, { reason: code });
   }
   return new BadGatewayError(undefined, { reason: code });

@@ -13,7 +13,10 @@ export const UPSTREAM_ADDRESS_REFUSED = 'WRIT_UPSTREAM_ADDRESS_REFUSED';
 /** A connection refused because its host is, or resolves to, an address the gateway may not reach. */
 export class UpstreamAddressRefusedError extends Error {
   readonly code = UPSTREAM_ADDRESS_REFUSED;
-  constructor(readonly host: string, readonly refusal: string) {
+  constructor(
+    readonly host: string,
+    readonly refusal: string,
+  ) {
     super(`the upstream host ${host} is not reachable from the gateway: ${refusal}`);
     this.name = 'UpstreamAddressRefusedError';
   }
@@ -53,7 +56,7 @@ export function guardedLookup(networks: UpstreamNetworks, resolve: LookupFunctio
     if (named) return callback(new UpstreamAddressRefusedError(hostname, named), []);
     resolve(hostname, { ...options, all: true }, (error, addresses) => {
       if (error) return callback(error, []);
-      const list = (Array.isArray(addresses) ? addresses : [{ address: addresses, family: isIP(addresses) }]);
+      const list = Array.isArray(addresses) ? addresses : [{ address: addresses, family: isIP(addresses) }];
       if (list.length === 0) return callback(Object.assign(new Error(`${hostname} has no address`), { code: 'ENOTFOUND' }), []);
       for (const { address } of list) {
         const refused = networks.refusal(address);

@@ -7,9 +7,9 @@ describe('buildWwwAuthenticate', () => {
   });
 
   it('renders the RFC 6750 invalid_token challenge', () => {
-    expect(
-      buildWwwAuthenticate({ scheme: 'Bearer', error: 'invalid_token', errorDescription: 'the access token expired' }),
-    ).toBe('Bearer realm="writ", error="invalid_token", error_description="the access token expired"');
+    expect(buildWwwAuthenticate({ scheme: 'Bearer', error: 'invalid_token', errorDescription: 'the access token expired' })).toBe(
+      'Bearer realm="writ", error="invalid_token", error_description="the access token expired"',
+    );
   });
 
   it('renders the DPoP variant with algs', () => {
@@ -24,15 +24,13 @@ describe('buildWwwAuthenticate', () => {
   });
 
   it('joins several challenges', () => {
-    expect(buildWwwAuthenticate([{ scheme: 'Bearer' }, { scheme: 'DPoP', algs: ['ES256'] }])).toBe(
-      'Bearer realm="writ", DPoP realm="writ", algs="ES256"',
-    );
+    expect(buildWwwAuthenticate([{ scheme: 'Bearer' }, { scheme: 'DPoP', algs: ['ES256'] }])).toBe('Bearer realm="writ", DPoP realm="writ", algs="ES256"');
   });
 
   it('escapes quotes and backslashes', () => {
-    expect(
-      buildWwwAuthenticate({ scheme: 'Bearer', error: 'invalid_token', errorDescription: 'a "quoted" \\ path' }),
-    ).toBe('Bearer realm="writ", error="invalid_token", error_description="a \\"quoted\\" \\\\ path"');
+    expect(buildWwwAuthenticate({ scheme: 'Bearer', error: 'invalid_token', errorDescription: 'a "quoted" \\ path' })).toBe(
+      'Bearer realm="writ", error="invalid_token", error_description="a \\"quoted\\" \\\\ path"',
+    );
   });
 
   it('cannot be used to inject header lines (CR/LF) or non-ASCII', () => {
@@ -47,9 +45,7 @@ describe('buildWwwAuthenticate', () => {
   });
 
   it('drops malformed algs and omits algs on Bearer', () => {
-    expect(buildWwwAuthenticate({ scheme: 'DPoP', algs: ['ES256', 'bad alg"'] })).toBe(
-      'DPoP realm="writ", algs="ES256"',
-    );
+    expect(buildWwwAuthenticate({ scheme: 'DPoP', algs: ['ES256', 'bad alg"'] })).toBe('DPoP realm="writ", algs="ES256"');
     expect(buildWwwAuthenticate({ scheme: 'Bearer', algs: ['ES256'] })).toBe('Bearer realm="writ"');
   });
 
