@@ -31,7 +31,10 @@ export interface AccessTokenSpec {
   connectorId?: string;
   action?: string;
   risk?: string;
-  /** The catalogue operation the issuance was decided on: the credential is recorded only if it is unchanged. */
+  /**
+   * The catalogue operation the issuance was decided on (required for `connector` credentials):
+   * the credential is recorded only if the operation is still that one.
+   */
   operation?: Pick<ConnectorOperation, 'method' | 'path' | 'constraints'>;
   authorizationDetails?: ConnectorDetail[];
   maxUses?: number | null;
@@ -70,6 +73,8 @@ export class AccessTokenIssuer {
 
   /** Signs, records and returns the token. */
   async issue(spec: AccessTokenSpec): Promise<IssuedAccessToken> {
+    // A programming error, not a refusal: without it the insert could never match the catalogue.
+    if (spec.kind === 'connector' && !spec.operation) throw new Error('a connector credential needs the operation it was decided on');
     const jti = newJti();
     const issuedAt = Math.floor(Date.now() / 1000);
     const expiresAtSeconds = issuedAt + spec.lifetimeSeconds;
