@@ -183,13 +183,7 @@ export function AuditPage({ route }: { route: Route }) {
   const input = (name: (typeof FILTERS)[number], label: string, type: 'text' | 'datetime-local' = 'text') => (
     <label>
       <span class="label">{label}</span>
-      {/* eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- preact's input types need one literal here */}
-      <input
-        name={name}
-        type={type as 'text'}
-        value={draft[name] ?? ''}
-        onInput={(event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value })}
-      />
+      <input name={name} type={type} value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value })} />
     </label>
   );
   return (
