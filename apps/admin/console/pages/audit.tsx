@@ -183,7 +183,11 @@ export function AuditPage({ route }: { route: Route }) {
   const input = (name: (typeof FILTERS)[number], label: string, type: 'text' | 'datetime-local' = 'text') => (
     <label>
       <span class="label">{label}</span>
-      <input name={name} type={type} value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value })} />
+      {type === 'text' ? (
+        <input name={name} type="text" value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: event.currentTarget.value })} />
+      ) : (
+        <input name={name} type="datetime-local" value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: event.currentTarget.value })} />
+      )}
     </label>
   );
   return (
