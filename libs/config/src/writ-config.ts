@@ -77,6 +77,54 @@ export interface WritConfig {
   readonly auditCheckpointEvery: number;
   /** `WRIT_AUDIT_CHECKPOINT_SECONDS` (default 60): and at least this often while events are written. */
   readonly auditCheckpointSeconds: number;
+  /** Process life and bounded failure under overload or a hung database. */
+  readonly operations: OperationsConfig;
+}
+
+/** See {@link WritConfig.operations}. */
+export interface OperationsConfig {
+  /**
+   * `WRIT_SHUTDOWN_TIMEOUT_SECONDS` (default 25): on SIGTERM/SIGINT, how long in-flight requests
+   * may take to finish before their connections are cut; audit batches, the last checkpoint,
+   * the pools and the embedded PostgreSQL are closed after them. Keep it below the grace period
+   * of your supervisor (Kubernetes: 30 s).
+   */
+  readonly shutdownTimeoutSeconds: number;
+  /**
+   * `WRIT_DB_POOL_SIZE` (default 20 per service process, 30 for `npm start`): connections each
+   * process opens. Size the sum over every instance below PostgreSQL's `max_connections`.
+   */
+  readonly poolSize: number | undefined;
+  /**
+   * `WRIT_DB_CHECKOUT_TIMEOUT_MS` (default 3000): longest wait for a pooled connection (or a new
+   * one). Past it the request is answered `503` with `Retry-After`.
+   */
+  readonly checkoutTimeoutMs: number;
+  /**
+   * `WRIT_DB_STATEMENT_TIMEOUT_MS` (default 10000): PostgreSQL `statement_timeout` of every
+   * service connection; the client also gives up a query 1 s after it (a frozen server).
+   * A statement past it is answered `503` with `Retry-After`.
+   */
+  readonly statementTimeoutMs: number;
+  /** `WRIT_DB_LOCK_TIMEOUT_MS` (default 3000): PostgreSQL `lock_timeout` (503 past it). */
+  readonly lockTimeoutMs: number;
+  /**
+   * `WRIT_MAX_IN_FLIGHT` (default 200): requests one service (port) works on at once; more are
+   * shed at once with `503` and `Retry-After: 1` before any work, so that the admitted ones keep
+   * their latency. Health and metrics endpoints are never shed.
+   */
+  readonly maxInFlight: number;
+  /**
+   * `WRIT_KEY_REFRESH_SECONDS` (default 5): how often a service re-reads the signing keys, so that
+   * a rotation made on another instance signs and verifies everywhere within this delay.
+   */
+  readonly keyRefreshSeconds: number;
+  /**
+   * `WRIT_KEY_ROTATION_DAYS` (default 90; 0: only by `POST /v1/keys/rotate`): the signing key
+   * is rotated when it is older than this. The previous key stays published (`retiring`) and
+   * is retired once no token it signed can still be valid (24 h after the rotation).
+   */
+  readonly keyRotationDays: number;
 }
 
 /** See {@link WritConfig.throttle}. */
@@ -255,6 +303,16 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     auditCheckpointFile: checkpointFileRaw === 'off' ? undefined : resolve(cwd, checkpointFileRaw),
     auditCheckpointEvery: integer(env, 'WRIT_AUDIT_CHECKPOINT_EVERY', 1000, 1, 10_000_000, problems),
     auditCheckpointSeconds: integer(env, 'WRIT_AUDIT_CHECKPOINT_SECONDS', 60, 1, 86_400, problems),
+    operations: Object.freeze({
+      shutdownTimeoutSeconds: integer(env, 'WRIT_SHUTDOWN_TIMEOUT_SECONDS', 25, 0, 3600, problems),
+      poolSize: env.WRIT_DB_POOL_SIZE ? integer(env, 'WRIT_DB_POOL_SIZE', 20, 2, 1000, problems) : undefined,
+      checkoutTimeoutMs: integer(env, 'WRIT_DB_CHECKOUT_TIMEOUT_MS', 3000, 100, 600_000, problems),
+      statementTimeoutMs: integer(env, 'WRIT_DB_STATEMENT_TIMEOUT_MS', 10_000, 100, 3_600_000, problems),
+      lockTimeoutMs: integer(env, 'WRIT_DB_LOCK_TIMEOUT_MS', 3000, 100, 3_600_000, problems),
+      maxInFlight: integer(env, 'WRIT_MAX_IN_FLIGHT', 200, 1, 1_000_000, problems),
+      keyRefreshSeconds: integer(env, 'WRIT_KEY_REFRESH_SECONDS', 5, 1, 3600, problems),
+      keyRotationDays: integer(env, 'WRIT_KEY_ROTATION_DAYS', 90, 0, 3650, problems),
+    }),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
