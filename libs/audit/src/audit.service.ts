@@ -61,6 +61,8 @@ export interface AuditServiceOptions {
   checkpointFile?: string;
   /** Told the `seq` and `hash` of the events of each commit, in order (the checkpointer). */
   onAppended?: (events: ReadonlyArray<{ seq: number; hash: string }>) => void;
+  /** Told every committed batch's events and how long its commit took (metrics). */
+  onCommitted?: (records: readonly AuditRecord[], seconds: number) => void;
 }
 
 /** Options of {@link AuditService.verify}. */
@@ -212,6 +214,7 @@ export class AuditService {
   }
 
   private async commit(batch: Unit[]): Promise<void> {
+    const started = process.hrtime.bigint();
     let client: PoolClient;
     try {
       client = await this.pool.connect();
@@ -281,6 +284,7 @@ export class AuditService {
       await client.query('COMMIT');
       batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));
       if (all.length > 0) this.options.onAppended?.(all);
+      this.options.onCommitted?.(all, Number(process.hrtime.bigint() - started) / 1e9);
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {
         failed = true;
@@ -551,12 +555,22 @@ function buildWhere(query: AuditQuery): { where: string[]; values: unknown[] } {
   return { where, values };
 }
 
-/** True for errors that mean the database is unreachable rather than a bad statement. */
+/**
+ * True for errors that mean the database is unavailable rather than a bad statement: it cannot
+ * be reached, it is frozen or overloaded (no connection within the checkout deadline, a
+ * statement past `statement_timeout` or `lock_timeout`, a query the client gave up on), too
+ * many connections, shutting down, or the pool already closed. Each of them is answered `503`
+ * with `Retry-After`, never `500`.
+ */
 export function isConnectionError(error: unknown): boolean {
   const code = (error as { code?: string } | undefined)?.code ?? '';
   const message = error instanceof Error ? error.message : '';
   return (
-    ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08000', '08003', '08006'].includes(code) ||
-    /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(message)
+    ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'].includes(code) ||
+    // 08: connection exception; 53: insufficient resources (too many connections, out of
+    // memory or disk); 57P0x: admin/crash shutdown, cannot connect now; 57014: statement
+    // timeout (or cancel); 55P03: lock timeout.
+    /^(08[0-9A-Z]{3}|53[0-9A-Z]{3}|57P0[1-4]|57014|55P03)$/.test(code) ||
+    /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|not queryable|Cannot use a pool after calling end|Client was closed/i.test(message)
   );
 }
