@@ -57,6 +57,25 @@ const KEY_LOCK = 7_311_043;
 const RELOAD_THROTTLE_MS = 5_000;
 
 /**
+ * The longest lifetime of a token Writ signs: a task token lives at most as long as its task
+ * (24 h, `MAX_TASK_TTL_SECONDS`); access tokens are shorter. A key that stopped signing this
+ * long ago (plus a margin for clock skew) verifies nothing any more and is retired.
+ */
+export const LONGEST_TOKEN_LIFETIME_SECONDS = 86_400 + 300;
+
+/** Options of {@link SigningKeyStore.startMaintenance}. */
+export interface KeyMaintenanceOptions {
+  /** How often to re-read the keys (a rotation on another instance is seen within this). */
+  refreshMs: number;
+  /** Rotate when the active key is older than this many days (0: never on schedule). */
+  rotationDays: number;
+  /** Told of a failed refresh, rotation or retirement (the next tick retries). */
+  onError?: (error: unknown) => void;
+  /** Told of a rotation or retirement this instance made. */
+  onChange?: (change: { rotated?: string; retired?: number }) => void;
+}
+
+/**
  * Writ's ES256 signing keys: created at first start, private parts sealed with the master key
  * in PostgreSQL, shared by every instance. One key is active; rotated-out keys stay in the
  * JWKS (status `retiring`) until the tokens they signed have expired.
@@ -110,15 +129,90 @@ export class SigningKeyStore {
     return kid;
   }
 
-  /** Marks retiring keys older than `maxAgeSeconds` as retired (no longer published). */
+  /**
+   * Marks retiring keys that stopped signing more than `maxAgeSeconds` ago as retired (no
+   * longer published nor trusted). A key stopped signing when the next key was created.
+   */
   async retireOlderThan(maxAgeSeconds: number): Promise<number> {
     const { rowCount } = await this.pool.query(
-      `UPDATE signing_keys SET status = 'retired', retired_at = now()
-        WHERE status = 'retiring' AND created_at < now() - make_interval(secs => $1)`,
+      `UPDATE signing_keys k SET status = 'retired', retired_at = now()
+        WHERE k.status = 'retiring'
+          AND (SELECT min(n.created_at) FROM signing_keys n WHERE n.created_at > k.created_at) < now() - make_interval(secs => $1)`,
       [maxAgeSeconds],
     );
     if (rowCount) await this.reload();
     return rowCount ?? 0;
+  }
+
+  /**
+   * Rotates when the active key is older than `days` (checked under the key lock, so that
+   * instances doing this together rotate once). Returns the new kid, if it rotated.
+   */
+  async rotateIfOlderThan(days: number): Promise<string | undefined> {
+    const client = await this.pool.connect();
+    const release = watchCheckedOut(client);
+    let kid: string | undefined;
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
+      const { rowCount } = await client.query(
+        `SELECT 1 FROM signing_keys WHERE status = 'active' AND created_at < now() - make_interval(days => $1)`,
+        [days],
+      );
+      if (rowCount) {
+        await client.query(`UPDATE signing_keys SET status = 'retiring' WHERE status = 'active'`);
+        kid = await this.insertNewKey(client);
+      }
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      release();
+    }
+    if (kid) await this.reload();
+    return kid;
+  }
+
+  private maintenance: NodeJS.Timeout | undefined;
+
+  /**
+   * Background key upkeep of a service: re-reads the keys every `refreshMs` (a rotation made
+   * on any instance signs and verifies everywhere within that delay), rotates on schedule and
+   * retires keys that no token can need any more. Ticks never overlap; errors are reported and
+   * retried at the next tick.
+   */
+  startMaintenance(options: KeyMaintenanceOptions): void {
+    if (this.maintenance) return;
+    let running = false;
+    let lastUpkeep = 0;
+    this.maintenance = setInterval(() => {
+      if (running) return;
+      running = true;
+      void (async () => {
+        try {
+          await this.reload();
+          // Rotation and retirement are rarer: once a minute is plenty.
+          if (Date.now() - lastUpkeep >= 60_000) {
+            lastUpkeep = Date.now();
+            const rotated = options.rotationDays > 0 ? await this.rotateIfOlderThan(options.rotationDays) : undefined;
+            const retired = await this.retireOlderThan(LONGEST_TOKEN_LIFETIME_SECONDS);
+            if (rotated || retired) options.onChange?.({ rotated, retired });
+          }
+        } catch (error) {
+          options.onError?.(error);
+        } finally {
+          running = false;
+        }
+      })();
+    }, options.refreshMs);
+    this.maintenance.unref();
+  }
+
+  /** Stops {@link startMaintenance}. */
+  stopMaintenance(): void {
+    clearInterval(this.maintenance);
+    this.maintenance = undefined;
   }
 
   /** Re-reads the keys from PostgreSQL (other instances may have rotated). */
