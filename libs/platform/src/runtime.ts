@@ -19,6 +19,7 @@ import {
 import { CredentialRevoker } from '@writ/credentials';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
+import { WritMetrics } from './metrics';
 
 /** Everything a Writ service needs, created once per process before Nest starts. */
 export interface Runtime {
@@ -32,6 +33,13 @@ export interface Runtime {
   /** Signs checkpoints of the audit chain head (absent when the runtime was asked for none). */
   readonly checkpointer: AuditCheckpointer | undefined;
   readonly revoker: CredentialRevoker;
+  /**
+   * Why the process cannot recover by itself (liveness fails), e.g. an embedded PostgreSQL it
+   * could not restart; `undefined` while healthy.
+   */
+  fatal?(): string | undefined;
+  /** Prometheus metrics of this process (`GET /metrics` on every service). */
+  readonly metrics: WritMetrics;
   /** Stops background work, the pool and (if this process started it) the embedded database. */
   close(): Promise<void>;
 }
@@ -65,6 +73,18 @@ async function step<T>(what: string, run: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Deadlines of the services' connections (see `WRIT_DB_*_TIMEOUT_MS`). */
+export interface ServiceDataSourceBounds {
+  checkoutTimeoutMs?: number;
+  statementTimeoutMs?: number;
+  lockTimeoutMs?: number;
+}
+
+function boundsOf(config: WritConfig): ServiceDataSourceBounds {
+  const { checkoutTimeoutMs, statementTimeoutMs, lockTimeoutMs } = config.operations;
+  return { checkoutTimeoutMs, statementTimeoutMs, lockTimeoutMs };
+}
+
 /**
  * Migrates as the owner (`ownerUrl`, the embedded cluster's superuser), makes `login` a member
  * of writ_service and nothing more, then opens the services' data source as that login (no
@@ -76,6 +96,7 @@ export async function connectAsServiceLogin(
   login: ServiceLogin,
   serviceUrl: string,
   poolSize?: number,
+  bounds: ServiceDataSourceBounds = {},
 ): Promise<{ dataSource: DataSource; applied: string[] }> {
   const owner = createDataSource(ownerUrl, { poolSize: 1, applicationName: 'writ-migrate' });
   let applied: string[];
@@ -86,7 +107,7 @@ export async function connectAsServiceLogin(
   } finally {
     if (owner.isInitialized) await owner.destroy().catch(() => undefined);
   }
-  const dataSource = createDataSource(serviceUrl, { poolSize });
+  const dataSource = createDataSource(serviceUrl, { poolSize, ...bounds });
   await step('cannot reach the database as the service login', () => dataSource.initialize());
   return { dataSource, applied };
 }
@@ -99,6 +120,7 @@ export async function connectAsServiceLogin(
 export async function createRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
   const config = options.config ?? (await step('configuration', async () => loadConfig()));
   const logger = options.logger ?? createLogger(config.logLevel);
+  const poolSize = config.operations.poolSize ?? options.poolSize;
   let embedded: EmbeddedDatabase | undefined;
   const url = await step('cannot start the embedded PostgreSQL', async () => {
     if (config.databaseUrl) return config.databaseUrl;
@@ -108,12 +130,12 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   });
   let dataSource: DataSource | undefined;
   let masterKey: MasterKey;
-  let signingKeys: SigningKeyStore;
+  let signingKeys: SigningKeyStore | undefined;
   let checkpointer: AuditCheckpointer | undefined;
   let checkpointPool: Pool | undefined;
   try {
     if (embedded) {
-      const connected = await connectAsServiceLogin(url, embedded.serviceLogin, embedded.serviceUrl, options.poolSize);
+      const connected = await connectAsServiceLogin(url, embedded.serviceLogin, embedded.serviceUrl, poolSize, boundsOf(config));
       dataSource = connected.dataSource;
       if (connected.applied.length) logger.info({ migrations: connected.applied }, 'database migrated');
     } else {
@@ -128,7 +150,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
           if (owner.isInitialized) await owner.destroy().catch(() => undefined);
         }
       }
-      dataSource = createDataSource(url, { poolSize: options.poolSize });
+      dataSource = createDataSource(url, { poolSize, ...boundsOf(config) });
       await step('cannot reach the database', () => dataSource!.initialize());
       if (!config.migrationDatabaseUrl) {
         const applied = await step('database migration failed', () => migrate(dataSource!));
@@ -142,8 +164,14 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     if (source !== 'environment') {
       logger.warn({ file: join(config.dataDir, 'master-key') }, 'WRIT_MASTER_KEY is not set: using a generated development key kept in the data directory');
     }
-    signingKeys = new SigningKeyStore(poolOf(dataSource), masterKey, config.issuer);
-    await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => signingKeys.init());
+    const keys = (signingKeys = new SigningKeyStore(poolOf(dataSource), masterKey, config.issuer));
+    await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => keys.init());
+    keys.startMaintenance({
+      refreshMs: config.operations.keyRefreshSeconds * 1000,
+      rotationDays: config.operations.keyRotationDays,
+      onError: (error) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'signing keys not refreshed; retrying'),
+      onChange: (change) => logger.info(change, 'signing keys rotated or retired'),
+    });
     if (options.checkpoints ?? true) {
       // A connection of its own: checkpoints never wait for the request pool, and the last one
       // is still written at shutdown, after the apps have closed the request pool.
@@ -170,18 +198,27 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     }
   } catch (error) {
     // Leave nothing running behind a service that does not start.
+    signingKeys?.stopMaintenance();
     if (dataSource?.isInitialized) await dataSource.destroy().catch(() => undefined);
     await checkpointPool?.end().catch(() => undefined);
     if (embedded) await embedded.stop().catch(() => undefined);
     throw error;
   }
+  const keys = signingKeys!;
   const pool = poolOf(dataSource);
+  const metrics = new WritMetrics(pool);
   const audit = new AuditService(pool, {
     checkpointKeys: [checkpointKey(masterKey).publicJwk],
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (events) => checkpointer!.noteAppended(events) : undefined,
+    onCommitted: (records, seconds) => metrics.auditCommitted(records, seconds),
   });
   const source = dataSource;
+  // The runtime owns the data source: Nest's TypeORM module destroys it when an app closes,
+  // and with several apps over one runtime the first to close would cut the others' requests
+  // and the audit writer's last batches ("Cannot use a pool after calling end on the pool").
+  const destroySource = source.destroy.bind(source);
+  source.destroy = async () => undefined;
   // Once, whoever asks first: close(), or the embedded cluster stopping on a signal.
   let lastCheckpoint: Promise<void> | undefined;
   const finalCheckpoint = () =>
@@ -197,13 +234,17 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     dataSource: source,
     pool,
     masterKey,
-    signingKeys,
+    signingKeys: keys,
     audit,
     checkpointer,
     revoker: new CredentialRevoker(pool, audit),
+    metrics,
     close: async () => {
+      keys.stopMaintenance();
+      metrics.close();
       await finalCheckpoint();
-      if (source.isInitialized) await source.destroy().catch(() => undefined);
+      if (source.isInitialized) await destroySource().catch(() => undefined);
+      // Last: nothing of this process uses PostgreSQL any more.
       if (embedded) await embedded.stop();
     },
   };
