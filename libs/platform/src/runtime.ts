@@ -124,7 +124,11 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   let embedded: EmbeddedDatabase | undefined;
   const url = await step('cannot start the embedded PostgreSQL', async () => {
     if (config.databaseUrl) return config.databaseUrl;
-    embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, onLog: (line) => logger.debug({ postgres: line }) });
+    embedded = await startEmbeddedPostgres({
+      dataDir: config.dataDir,
+      onLog: (line) => logger.debug({ postgres: line }),
+      onEvent: (message) => logger.warn({ dataDir: config.dataDir }, message),
+    });
     logger.info({ dataDir: config.dataDir, started: embedded.owned }, 'embedded PostgreSQL ready');
     return embedded.url;
   });
@@ -239,6 +243,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     checkpointer,
     revoker: new CredentialRevoker(pool, audit),
     metrics,
+    fatal: () => embedded?.fatal(),
     close: async () => {
       keys.stopMaintenance();
       metrics.close();
