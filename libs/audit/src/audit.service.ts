@@ -63,6 +63,11 @@ export interface AuditServiceOptions {
   onAppended?: (events: ReadonlyArray<{ seq: number; hash: string }>) => void;
   /** Told every committed batch's events and how long its commit took (metrics). */
   onCommitted?: (records: readonly AuditRecord[], seconds: number) => void;
+  /**
+   * The pool verification reads from (default: the service pool). A pool of its own keeps a
+   * long walk from holding a connection the hot paths need.
+   */
+  verifyPool?: Pool;
 }
 
 /** Options of {@link AuditService.verify}. */
@@ -71,6 +76,13 @@ export interface VerifyOptions {
   pageSize?: number;
   /** Checkpoints kept outside the database (e.g. read from a file); default: the configured file. */
   external?: SignedCheckpoint[];
+  /**
+   * Resume the walk at the last signed checkpoint an earlier walk of this service verified
+   * (its event must still hold the checkpointed hash), instead of at `seq` 1: the cost is the
+   * events appended since, not the whole log. Every checkpoint is still checked (signature,
+   * link, external file). A full walk is what detects a rewrite of older events.
+   */
+  incremental?: boolean;
 }
 
 const COLUMNS =
@@ -374,11 +386,11 @@ export class AuditService {
       }
     }
     // One snapshot: events, head and checkpoints as of one instant, whatever is appended meanwhile.
-    const client = await this.pool.connect();
+    const client = await (this.options.verifyPool ?? this.pool).connect();
     const release = watchCheckedOut(client);
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      const result = await this.verifySnapshot(client, options.pageSize ?? 2000, external, fileError);
+      const result = await this.verifySnapshot(client, options.pageSize ?? 1000, external, fileError, options.incremental ? this.lastVerifiedCheckpoint : undefined);
       await client.query('COMMIT');
       return result;
     } finally {
@@ -387,11 +399,15 @@ export class AuditService {
     }
   }
 
+  /** The last signed checkpoint a valid walk of this service went through (where an incremental walk resumes). */
+  private lastVerifiedCheckpoint: { seq: number; hash: string } | undefined;
+
   private async verifySnapshot(
     client: PoolClient,
     pageSize: number,
     external: SignedCheckpoint[] | undefined,
     fileError: string | undefined,
+    resume: { seq: number; hash: string } | undefined,
   ): Promise<AuditVerification> {
     const stored = await client.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq`);
     const checkpoints = stored.rows.map(checkpointFromRow);
@@ -406,6 +422,21 @@ export class AuditService {
     let expectedSeq = 1;
     let prevHash = '0'.repeat(64);
     let events = 0;
+    let lastAnchor: { seq: number; hash: string } | undefined;
+    if (resume) {
+      const at = await client.query<{ hash: string }>('SELECT hash FROM audit_events WHERE seq = $1', [resume.seq]);
+      if (at.rows[0]?.hash !== resume.hash) {
+        return {
+          valid: false, events: 0, ...summary(0), first_invalid_seq: resume.seq, invalid_checkpoint_seq: resume.seq,
+          reason: `the event at seq ${resume.seq}, verified earlier against its signed checkpoint, was changed or removed since`,
+        };
+      }
+      expectedSeq = resume.seq + 1;
+      prevHash = resume.hash;
+      events = resume.seq;
+      lastAnchor = resume;
+    }
+    const resumedFrom = resume?.seq;
     for (;;) {
       const { rows } = await client.query(
         `SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`,
@@ -428,11 +459,14 @@ export class AuditService {
             invalid_checkpoint_seq: record.seq,
           };
         }
+        if (anchored !== undefined) lastAnchor = { seq: record.seq, hash };
         prevHash = hash;
         expectedSeq += 1;
         events += 1;
       }
       if (rows.length < pageSize) break;
+      // Let requests of this process run between pages: a long walk must not starve them.
+      await new Promise((resolve) => setImmediate(resolve));
     }
     const beyond = anchorSeqs.filter((seq) => seq > events);
     if (beyond.length > 0) {
@@ -465,7 +499,8 @@ export class AuditService {
         reason: `chain head (seq ${headSeq}) does not match the last event (seq ${events})`,
       };
     }
-    return { valid: true, events, ...summary(anchorSeqs.length) };
+    if (lastAnchor) this.lastVerifiedCheckpoint = lastAnchor;
+    return { valid: true, events, ...summary(anchorSeqs.length), ...(resumedFrom !== undefined ? { resumed_from_seq: resumedFrom } : {}) };
   }
 
   /**

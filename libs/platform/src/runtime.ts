@@ -211,11 +211,22 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const keys = signingKeys!;
   const pool = poolOf(dataSource);
   const metrics = new WritMetrics(pool);
+  // Verification reads on a connection of its own: a long walk never holds one the hot paths need.
+  const verifyPool = new Pool({
+    connectionString: embedded ? embedded.serviceUrl : url,
+    max: 1,
+    connectionTimeoutMillis: config.operations.checkoutTimeoutMs,
+    idleTimeoutMillis: 10_000,
+    statement_timeout: config.operations.statementTimeoutMs,
+    application_name: 'writ-verify',
+  });
+  verifyPool.on('error', (error) => logger.warn({ err: error.message }, 'audit verification connection lost'));
   const audit = new AuditService(pool, {
     checkpointKeys: [checkpointKey(masterKey).publicJwk],
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (events) => checkpointer!.noteAppended(events) : undefined,
     onCommitted: (records, seconds) => metrics.auditCommitted(records, seconds),
+    verifyPool,
   });
   const source = dataSource;
   // The runtime owns the data source: Nest's TypeORM module destroys it when an app closes,
@@ -248,6 +259,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       keys.stopMaintenance();
       metrics.close();
       await finalCheckpoint();
+      await verifyPool.end().catch(() => undefined);
       if (source.isInitialized) await destroySource().catch(() => undefined);
       // Last: nothing of this process uses PostgreSQL any more.
       if (embedded) await embedded.stop();
