@@ -160,6 +160,12 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         const applied = await step('database migration failed', () => migrate(dataSource!));
         if (applied.length) logger.info({ migrations: applied }, 'database migrated');
       }
+      // The migration creates writ_service only where the migrating role may create roles, and
+      // its notice is not shown by the driver: say it here, once per start.
+      const role = await dataSource.query(`SELECT 1 FROM pg_roles WHERE rolname = 'writ_service'`).catch(() => [{}]);
+      if (Array.isArray(role) && role.length === 0) {
+        logger.warn('the role writ_service does not exist (the migrating role may not create roles): create it by hand with its grants, see docs/operations.md#an-external-postgresql');
+      }
     }
     const { key, source } = await step('cannot read the master key', () =>
       resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl),
