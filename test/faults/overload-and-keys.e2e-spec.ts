@@ -57,6 +57,27 @@ describe('faults: overload is shed, admitted requests finish', () => {
     const replaced = await fetch(`${services.adminUrl}/health/live`, { headers: { 'x-request-id': 'bad id <script>'.padEnd(200, 'x') } });
     expect(replaced.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
   });
+
+  it('records the caller’s request id in the audit events of its request', async () => {
+    const jwks = jwksOf(await createClientKey());
+    const create = (id: string, requestId?: string) =>
+      fetch(`${services.adminUrl}/v1/agents`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'application/json', ...(requestId ? { 'x-request-id': requestId } : {}) },
+        body: JSON.stringify({ id, name: id, jwks }),
+      });
+    // Two at once, so that both join one group commit: each event keeps its own caller's id.
+    const [one, two, none] = await Promise.all([create('rid-1', 'ticket-42.a'), create('rid-2', 'ticket-42.b'), create('rid-3')]);
+    expect([one.status, two.status, none.status]).toEqual([201, 201, 201]);
+    const { rows } = await services.runtime.pool.query<{ agent_id: string; request_id: string | null }>(
+      `SELECT agent_id, data->>'request_id' AS request_id FROM audit_events WHERE type = 'admin.agent.created' AND agent_id LIKE 'rid-%' ORDER BY agent_id`,
+    );
+    expect(rows).toEqual([
+      { agent_id: 'rid-1', request_id: 'ticket-42.a' },
+      { agent_id: 'rid-2', request_id: 'ticket-42.b' },
+      { agent_id: 'rid-3', request_id: null },
+    ]);
+  });
 });
 
 describe('faults: a key rotation reaches every instance', () => {

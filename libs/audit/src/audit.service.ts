@@ -46,6 +46,8 @@ interface Unit {
   events: AuditEventInput[] | ((result: unknown) => AuditEventInput[]);
   resolve: (value: { result: unknown; records: AuditRecord[] }) => void;
   reject: (error: unknown) => void;
+  /** The caller's request id when the unit was queued, recorded in its events' data. */
+  requestId?: string;
 }
 
 /** Options of {@link AuditService}. */
@@ -68,6 +70,11 @@ export interface AuditServiceOptions {
    * long walk from holding a connection the hot paths need.
    */
   verifyPool?: Pool;
+  /**
+   * The request id to record (as `data.request_id`) in the events of a unit queued now, if
+   * any: the caller's `X-Request-Id`, so that an event can be matched to the caller's logs.
+   */
+  requestId?: () => string | undefined;
 }
 
 /** Options of {@link AuditService.verify}. */
@@ -190,7 +197,7 @@ export class AuditService {
 
   private enqueue(work: Unit['work'], events: Unit['events'], batched?: Unit['batched']): Promise<{ result: unknown; records: AuditRecord[] }> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ work, batched, events, resolve, reject });
+      this.queue.push({ work, batched, events, resolve, reject, requestId: this.options.requestId?.() });
       if (!this.flushing) this.flushing = this.flush();
     });
   }
@@ -263,7 +270,7 @@ export class AuditService {
             agent_id: input.agentId ?? null,
             task_id: input.taskId ?? null,
             connector_id: input.connectorId ?? null,
-            data: normaliseData(input.data),
+            data: normaliseData(unit.requestId && input.data?.request_id === undefined ? { ...input.data, request_id: unit.requestId } : input.data),
           };
           const hash = chainHash(prevHash, body);
           records.push({ ...body, prev_hash: prevHash, hash });

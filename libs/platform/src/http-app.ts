@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { WritExceptionFilter } from './http-exception.filter';
 import { InFlightGate } from './in-flight-gate';
+import { runWithRequestContext } from './request-context';
 import type { Runtime } from './runtime';
 
 /** The gate of each app, for {@link drainHttpApp}. */
@@ -15,9 +16,14 @@ const gates = new WeakMap<INestApplication, InFlightGate>();
 /** An incoming `X-Request-Id` is kept when it is this (letters, digits, `._:-`, at most 128). */
 const WELL_FORMED_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** The caller's `X-Request-Id` when well-formed. */
+export function callerRequestIdOf(header: string | string[] | undefined): string | undefined {
+  return typeof header === 'string' && WELL_FORMED_REQUEST_ID.test(header) ? header : undefined;
+}
+
 /** The request id: the caller's `X-Request-Id` when well-formed, else a new UUID. */
 export function requestIdOf(header: string | string[] | undefined): string {
-  return typeof header === 'string' && WELL_FORMED_REQUEST_ID.test(header) ? header : randomUUID();
+  return callerRequestIdOf(header) ?? randomUUID();
 }
 
 /** Options of {@link createHttpApp}. */
@@ -61,6 +67,12 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   });
   gates.set(app, gate);
   app.use(gate.middleware());
+  // The caller's request id follows the request into its audit events.
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    const callerRequestId = callerRequestIdOf(req.headers['x-request-id']);
+    if (callerRequestId) runWithRequestContext({ callerRequestId }, next);
+    else next();
+  });
   app.use((req: Request, res: Response, next: NextFunction) => {
     const started = process.hrtime.bigint();
     res.once('finish', () => runtime.metrics?.httpAnswered(options.name, req.method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));

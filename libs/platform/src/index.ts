@@ -14,3 +14,4 @@ export * from './no-store.decorator';
 export * from './failure-throttle';
 export * from './in-flight-gate';
 export * from './metrics';
+export * from './request-context';

@@ -20,6 +20,7 @@ import { CredentialRevoker } from '@writ/credentials';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
 import { WritMetrics } from './metrics';
+import { currentRequestContext } from './request-context';
 
 /** Everything a Writ service needs, created once per process before Nest starts. */
 export interface Runtime {
@@ -233,6 +234,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     onAppended: checkpointer ? (events) => checkpointer!.noteAppended(events) : undefined,
     onCommitted: (records, seconds) => metrics.auditCommitted(records, seconds),
     verifyPool,
+    requestId: () => currentRequestContext()?.callerRequestId,
   });
   const source = dataSource;
   // The runtime owns the data source: Nest's TypeORM module destroys it when an app closes,
