@@ -69,6 +69,17 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ WRIT_DB_STATEMENT_TIMEOUT_MS: '10s' })).toThrow(/WRIT_DB_STATEMENT_TIMEOUT_MS/);
   });
 
+  it('turns tracing on only with an OTLP endpoint, and reads the traceparent forwarding switch', () => {
+    expect(loadConfig({}).tracing).toEqual({ enabled: false, endpoint: undefined, serviceName: undefined, forwardTraceparent: true });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/', OTEL_SERVICE_NAME: 'writ-eu' }).tracing).toEqual({
+      enabled: true, endpoint: 'http://collector:4318/v1/traces', serviceName: 'writ-eu', forwardTraceparent: true,
+    });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces', OTEL_SDK_DISABLED: 'true' }).tracing.enabled).toBe(false);
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_TRACES_EXPORTER: 'none' }).tracing.enabled).toBe(false);
+    expect(loadConfig({ WRIT_TRACE_FORWARD: 'false' }).tracing.forwardTraceparent).toBe(false);
+    expect(() => loadConfig({ WRIT_TRACE_FORWARD: 'no' })).toThrow(/WRIT_TRACE_FORWARD must be true or false/);
+  });
+
   it('refuses gateway limits that are not integers in range', () => {
     expect(() => loadConfig({ WRIT_GATEWAY_BODY_LIMIT: '1e6' })).toThrow(/WRIT_GATEWAY_BODY_LIMIT must be an integer/);
     expect(() => loadConfig({ WRIT_UPSTREAM_TIMEOUT_MS: '0' })).toThrow(/WRIT_UPSTREAM_TIMEOUT_MS/);

@@ -79,6 +79,29 @@ export interface WritConfig {
   readonly auditCheckpointSeconds: number;
   /** Process life and bounded failure under overload or a hung database. */
   readonly operations: OperationsConfig;
+  /** OpenTelemetry tracing (off unless the standard `OTEL_*` variables ask for it). */
+  readonly tracing: TracingConfig;
+}
+
+/** See {@link WritConfig.tracing}. */
+export interface TracingConfig {
+  /**
+   * On when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, unless
+   * `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Spans go to that OTLP/HTTP endpoint
+   * (the exporter reads its other standard `OTEL_EXPORTER_OTLP_*` variables itself). Off: no
+   * SDK is loaded and the request path pays nothing.
+   */
+  readonly enabled: boolean;
+  /** Where spans are sent: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`. */
+  readonly endpoint: string | undefined;
+  /** `OTEL_SERVICE_NAME`: the spans' `service.name` (default `writ-<service>`). */
+  readonly serviceName: string | undefined;
+  /**
+   * `WRIT_TRACE_FORWARD` (default `true`): the gateway sends a `traceparent` (its upstream
+   * span, or the agent's as received when tracing is off) to upstreams; `false` strips
+   * `traceparent` and `tracestate` from upstream requests.
+   */
+  readonly forwardTraceparent: boolean;
 }
 
 /** See {@link WritConfig.operations}. */
@@ -181,6 +204,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     return fallback;
   }
   return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean, problems: string[]): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (raw === 'true' || raw === 'false') return raw === 'true';
+  problems.push(`${name} must be true or false, got "${raw}"`);
+  return fallback;
 }
 
 function baseUrl(env: Env, name: string, fallback: string, problems: string[]): string {
@@ -312,6 +343,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
       maxInFlight: integer(env, 'WRIT_MAX_IN_FLIGHT', 200, 1, 1_000_000, problems),
       keyRefreshSeconds: integer(env, 'WRIT_KEY_REFRESH_SECONDS', 5, 1, 3600, problems),
       keyRotationDays: integer(env, 'WRIT_KEY_ROTATION_DAYS', 90, 0, 3650, problems),
+    }),
+    tracing: Object.freeze({
+      enabled:
+        Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) &&
+        env.OTEL_SDK_DISABLED !== 'true' &&
+        env.OTEL_TRACES_EXPORTER !== 'none',
+      endpoint:
+        env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ||
+        (env.OTEL_EXPORTER_OTLP_ENDPOINT ? `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined),
+      serviceName: env.OTEL_SERVICE_NAME || undefined,
+      forwardTraceparent: boolean(env, 'WRIT_TRACE_FORWARD', true, problems),
     }),
   };
   if (problems.length > 0) throw new ConfigError(problems);

@@ -8,6 +8,7 @@ import type { Server } from 'node:http';
 import { WritExceptionFilter } from './http-exception.filter';
 import { InFlightGate } from './in-flight-gate';
 import { runWithRequestContext } from './request-context';
+import { tracingEnabled, tracingMiddleware } from './tracing';
 import type { Runtime } from './runtime';
 
 /** The gate of each app, for {@link drainHttpApp}. */
@@ -67,6 +68,7 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   });
   gates.set(app, gate);
   app.use(gate.middleware());
+  if (tracingEnabled()) app.use(tracingMiddleware(options.name));
   // The caller's request id follows the request into its audit events.
   app.use((req: Request, _res: Response, next: NextFunction) => {
     const callerRequestId = callerRequestIdOf(req.headers['x-request-id']);

@@ -15,3 +15,4 @@ export * from './failure-throttle';
 export * from './in-flight-gate';
 export * from './metrics';
 export * from './request-context';
+export * from './tracing';

@@ -21,6 +21,7 @@ import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } fr
 import { createLogger } from './logger';
 import { WritMetrics } from './metrics';
 import { currentRequestContext } from './request-context';
+import { retroactiveSpan, startTracing, traceQueries } from './tracing';
 
 /** Everything a Writ service needs, created once per process before Nest starts. */
 export interface Runtime {
@@ -122,6 +123,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const config = options.config ?? (await step('configuration', async () => loadConfig()));
   const logger = options.logger ?? createLogger(config.logLevel);
   const poolSize = config.operations.poolSize ?? options.poolSize;
+  const stopTracing = await startTracing(config, 'writ', logger);
   let embedded: EmbeddedDatabase | undefined;
   const url = await step('cannot start the embedded PostgreSQL', async () => {
     if (config.databaseUrl) return config.databaseUrl;
@@ -217,6 +219,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   }
   const keys = signingKeys!;
   const pool = poolOf(dataSource);
+  traceQueries(pool);
   const metrics = new WritMetrics(pool);
   // Verification reads on a connection of its own: a long walk never holds one the hot paths need.
   const verifyPool = new Pool({
@@ -232,7 +235,10 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     checkpointKeys: [checkpointKey(masterKey).publicJwk],
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (events) => checkpointer!.noteAppended(events) : undefined,
-    onCommitted: (records, seconds) => metrics.auditCommitted(records, seconds),
+    onCommitted: (records, seconds) => {
+      metrics.auditCommitted(records, seconds);
+      retroactiveSpan('audit.commit', seconds, { 'writ.audit.events': records.length });
+    },
     verifyPool,
     requestId: () => currentRequestContext()?.callerRequestId,
   });
@@ -271,6 +277,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       if (source.isInitialized) await destroySource().catch(() => undefined);
       // Last: nothing of this process uses PostgreSQL any more.
       if (embedded) await embedded.stop();
+      await stopTracing?.();
     },
   };
 }

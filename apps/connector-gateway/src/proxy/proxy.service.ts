@@ -11,7 +11,8 @@ import { MasterKey, SigningKeyStore } from '@writ/keys';
 import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError, TooManyRequestsError } from '@writ/oauth';
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import type { BudgetReservation } from '@writ/grants';
-import { FailureThrottle, FailureVerdict, LOGGER, sourceAddress } from '@writ/platform';
+import { SpanKind } from '@opentelemetry/api';
+import { FailureThrottle, FailureVerdict, inSpan, LOGGER, sourceAddress, withTraceContext } from '@writ/platform';
 import { UpstreamNetworks } from '@writ/connectors';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
@@ -291,13 +292,14 @@ export class ProxyService {
     const url = `${base}${target.upstreamPath}${target.query ? `?${target.query}` : ''}`;
     const deadline = AbortSignal.timeout(this.config.upstreamTimeoutMs);
     const send = (credential: CredentialHeader | undefined) =>
-      undiciRequest(url, {
-        method: req.method as Dispatcher.HttpMethod,
-        dispatcher: this.dispatcher,
-        headers: upstreamRequestHeaders(req.headers, credential, body.length),
-        body: body.length > 0 ? body : undefined,
-        signal: deadline,
-      });
+      inSpan('gateway.upstream', { 'writ.connector': call.connectorId ?? 'none', 'http.request.method': req.method }, () =>
+        undiciRequest(url, {
+          method: req.method as Dispatcher.HttpMethod,
+          dispatcher: this.dispatcher,
+          headers: withTraceContext(upstreamRequestHeaders(req.headers, credential, body.length), this.config.tracing.forwardTraceparent),
+          body: body.length > 0 ? body : undefined,
+          signal: deadline,
+        }), SpanKind.CLIENT);
     const upstreamStarted = process.hrtime.bigint();
     let response: Dispatcher.ResponseData;
     try {
