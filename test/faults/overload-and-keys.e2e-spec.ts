@@ -110,4 +110,27 @@ describe('faults: a key rotation reaches every instance', () => {
     const jwks = (await (await fetch(`${second.issuer}/oauth2/jwks`)).json()) as { keys: Array<{ kid: string }> };
     expect(jwks.keys.map((key) => key.kid)).toEqual(expect.arrayContaining([before, kid]));
   });
+
+  it('published the new key before it signed, and retires a key only a token lifetime after it stopped signing', async () => {
+    const keys = async () =>
+      (await first.runtime.pool.query<{ kid: string; status: string }>(`SELECT kid, status FROM signing_keys ORDER BY created_at`)).rows;
+    const next = (await keys()).find((key) => key.status === 'next')!.kid;
+    const jwks = (await (await fetch(`${second.issuer}/oauth2/jwks`)).json()) as { keys: Array<{ kid: string }> };
+    expect(jwks.keys.map((key) => key.kid)).toContain(next);
+    const rotated = await sendJson('POST', `${first.adminUrl}/v1/keys/rotate`, {}, first.adminToken);
+    expect(rotated.body.kid).toBe(next);
+    // The key that just stopped signing was created long ago (as `next`): that does not retire it.
+    const superuser = new (await import('pg')).Client({ connectionString: first.db.url });
+    await superuser.connect();
+    try {
+      await superuser.query(`UPDATE signing_keys SET created_at = now() - interval '30 days' WHERE status <> 'next'`);
+      expect(await first.runtime.signingKeys.retireOlderThan(86_400 + 300)).toBe(0);
+      // A day and more after it stopped signing, it goes.
+      await superuser.query(`UPDATE signing_keys SET retiring_since = now() - interval '2 days' WHERE status = 'retiring'`);
+      expect(await first.runtime.signingKeys.retireOlderThan(86_400 + 300)).toBeGreaterThan(0);
+      expect((await keys()).filter((key) => key.status === 'retiring')).toEqual([]);
+    } finally {
+      await superuser.end();
+    }
+  });
 });

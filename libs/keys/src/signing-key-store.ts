@@ -17,7 +17,7 @@ export interface PublicSigningKey extends JWK {
 
 interface LoadedKey {
   kid: string;
-  status: 'active' | 'retiring';
+  status: 'next' | 'active' | 'retiring';
   publicJwk: PublicSigningKey;
   publicKey: CryptoKey;
   privateKey: CryptoKey;
@@ -29,7 +29,7 @@ interface KeyRow {
   alg: string;
   public_jwk: PublicSigningKey;
   private_sealed: Buffer;
-  status: 'active' | 'retiring';
+  status: 'next' | 'active' | 'retiring';
   created_at: Date;
 }
 
@@ -77,8 +77,10 @@ export interface KeyMaintenanceOptions {
 
 /**
  * Writ's ES256 signing keys: created at first start, private parts sealed with the master key
- * in PostgreSQL, shared by every instance. One key is active; rotated-out keys stay in the
- * JWKS (status `retiring`) until the tokens they signed have expired.
+ * in PostgreSQL, shared by every instance. One key is active; the next one is published ahead
+ * of its use (status `next`), so that verifiers caching the JWKS know it before it signs;
+ * rotated-out keys stay in the JWKS (status `retiring`) until the tokens they signed have
+ * expired.
  */
 export class SigningKeyStore {
   private keys = new Map<string, LoadedKey>();
@@ -99,7 +101,9 @@ export class SigningKeyStore {
     try {
       await client.query('SELECT pg_advisory_lock($1)', [KEY_LOCK]);
       const { rowCount } = await client.query(`SELECT 1 FROM signing_keys WHERE status = 'active'`);
-      if (rowCount === 0) await this.insertNewKey(client);
+      if (rowCount === 0) await this.insertNewKey(client, 'active');
+      const next = await client.query(`SELECT 1 FROM signing_keys WHERE status = 'next'`);
+      if (next.rowCount === 0) await this.insertNewKey(client, 'next');
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [KEY_LOCK]).catch(() => undefined);
       release();
@@ -116,8 +120,7 @@ export class SigningKeyStore {
     try {
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
-      await client.query(`UPDATE signing_keys SET status = 'retiring' WHERE status = 'active'`);
-      kid = await this.insertNewKey(client);
+      kid = await this.promoteNext(client);
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -137,7 +140,7 @@ export class SigningKeyStore {
     const { rowCount } = await this.pool.query(
       `UPDATE signing_keys k SET status = 'retired', retired_at = now()
         WHERE k.status = 'retiring'
-          AND (SELECT min(n.created_at) FROM signing_keys n WHERE n.created_at > k.created_at) < now() - make_interval(secs => $1)`,
+          AND coalesce(k.retiring_since, (SELECT min(n.created_at) FROM signing_keys n WHERE n.created_at > k.created_at)) < now() - make_interval(secs => $1)`,
       [maxAgeSeconds],
     );
     if (rowCount) await this.reload();
@@ -159,10 +162,7 @@ export class SigningKeyStore {
         `SELECT 1 FROM signing_keys WHERE status = 'active' AND created_at < now() - make_interval(days => $1)`,
         [days],
       );
-      if (rowCount) {
-        await client.query(`UPDATE signing_keys SET status = 'retiring' WHERE status = 'active'`);
-        kid = await this.insertNewKey(client);
-      }
+      if (rowCount) kid = await this.promoteNext(client);
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -221,7 +221,7 @@ export class SigningKeyStore {
     this.reloading = (async () => {
       const { rows } = await this.pool.query<KeyRow>(
         `SELECT kid, alg, public_jwk, private_sealed, status, created_at FROM signing_keys
-          WHERE status IN ('active', 'retiring') ORDER BY created_at`,
+          WHERE status IN ('next', 'active', 'retiring') ORDER BY created_at`,
       );
       const next = new Map<string, LoadedKey>();
       for (const row of rows) {
@@ -249,7 +249,7 @@ export class SigningKeyStore {
     return this.reloading;
   }
 
-  /** The public JWKS: active and retiring keys, each with `kid`, `alg` and `use`. */
+  /** The public JWKS: the active, next and retiring keys, each with `kid`, `alg` and `use`. */
   jwks(): { keys: PublicSigningKey[] } {
     return { keys: [...this.keys.values()].map((key) => ({ ...key.publicJwk })) };
   }
@@ -299,15 +299,27 @@ export class SigningKeyStore {
     return key.publicKey;
   }
 
-  private async insertNewKey(client: { query: Pool['query'] }): Promise<string> {
+  /**
+   * In a transaction holding the key lock: the active key starts retiring, the published
+   * `next` key becomes active (a fresh one if there is none), and a new `next` is published.
+   */
+  private async promoteNext(client: { query: Pool['query'] }): Promise<string> {
+    await client.query(`UPDATE signing_keys SET status = 'retiring', retiring_since = now() WHERE status = 'active'`);
+    const promoted = await client.query<{ kid: string }>(`UPDATE signing_keys SET status = 'active' WHERE status = 'next' RETURNING kid`);
+    const kid = promoted.rows[0]?.kid ?? (await this.insertNewKey(client, 'active'));
+    await this.insertNewKey(client, 'next');
+    return kid;
+  }
+
+  private async insertNewKey(client: { query: Pool['query'] }, status: 'active' | 'next'): Promise<string> {
     const { privateKey, publicKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
     const publicJwk = await exportJWK(publicKey);
     const kid = await calculateJwkThumbprint(publicJwk);
     const privateJwk = await exportJWK(privateKey);
     const sealed = this.master.seal(JSON.stringify(privateJwk), `signing_key:${kid}`);
     await client.query(
-      `INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at) VALUES ($1, $2, $3, $4, 'active', now())`,
-      [kid, SIGNING_ALG, { ...publicJwk, kid, alg: SIGNING_ALG, use: 'sig' }, sealed],
+      `INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at) VALUES ($1, $2, $3, $4, $5, now())`,
+      [kid, SIGNING_ALG, { ...publicJwk, kid, alg: SIGNING_ALG, use: 'sig' }, sealed, status],
     );
     return kid;
   }

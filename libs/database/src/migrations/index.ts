@@ -5,6 +5,7 @@ import { CountGrants1764370000000 } from './1764370000000-count-grants';
 import { TaskBudgets1764400000000 } from './1764400000000-task-budgets';
 import { AuditCheckpoints1764420000000 } from './1764420000000-audit-checkpoints';
 import { FailureThrottle1764430000000 } from './1764430000000-failure-throttle';
+import { SigningKeyNext1764460000000 } from './1764460000000-signing-key-next';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -18,4 +19,5 @@ export const MIGRATIONS = [
   TaskBudgets1764400000000,
   AuditCheckpoints1764420000000,
   FailureThrottle1764430000000,
+  SigningKeyNext1764460000000,
 ];
