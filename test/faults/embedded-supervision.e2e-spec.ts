@@ -63,4 +63,22 @@ describe('faults: the embedded PostgreSQL', () => {
     expect((await writ.exited).code).toBe(0);
     expect(await until(() => !alive(orphan), 15_000)).toBe(true);
   });
+
+  it('fails liveness, naming why, when the crashed PostgreSQL cannot be restarted', async () => {
+    const { renameSync } = await import('node:fs');
+    const broken = await startWrit({ readyTimeoutMs: 180_000 });
+    try {
+      const postmaster = postmasterOf(broken.dataDir);
+      // The cluster cannot start again (and a restart must not re-create it).
+      renameSync(join(broken.dataDir, 'postgres', 'PG_VERSION'), join(broken.dataDir, 'postgres', 'PG_VERSION.away'));
+      process.kill(postmaster, 'SIGKILL');
+      let live: Response | undefined;
+      expect(await until(async () => (live = await fetch(`${broken.adminUrl}/health/live`)).status === 503, 60_000)).toBe(true);
+      expect(await live!.json()).toEqual({ status: 'down', reason: expect.stringContaining('could not be restarted') });
+      expect((await fetch(`${broken.adminUrl}/health/ready`)).status).toBe(503);
+    } finally {
+      broken.child.kill('SIGTERM');
+      await broken.exited;
+    }
+  });
 });

@@ -217,7 +217,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     throw error;
   });
   releaseSignalsFromEmbeddedPostgres();
-  const start = async (port: number) => {
+  const start = async (port: number, mayInitialise = true) => {
     const server = new EmbeddedPostgresServer({
       databaseDir: clusterDir,
       user: 'postgres',
@@ -232,6 +232,8 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       onError: (message: unknown) => log(String(message).trim()),
     });
     if (!existsSync(join(clusterDir, 'PG_VERSION'))) {
+      // A restart never wipes and re-creates a cluster that went missing under it.
+      if (!mayInitialise) throw new Error(`${clusterDir} no longer holds a cluster`);
       await rm(clusterDir, { recursive: true, force: true });
       await server.initialise();
     }
@@ -280,7 +282,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
       if (stopping) return;
       try {
-        server = await start(credentials!.port);
+        server = await start(credentials!.port, false);
         adopted = undefined;
         watch();
         notice('embedded PostgreSQL restarted');
