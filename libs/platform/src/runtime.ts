@@ -215,6 +215,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     if (dataSource?.isInitialized) await dataSource.destroy().catch(() => undefined);
     await checkpointPool?.end().catch(() => undefined);
     if (embedded) await embedded.stop().catch(() => undefined);
+    await stopTracing?.();
     throw error;
   }
   const keys = signingKeys!;
