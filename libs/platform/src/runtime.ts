@@ -220,6 +220,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   }
   const keys = signingKeys!;
   const pool = poolOf(dataSource);
+  await warnIfPoolExceedsServer(pool, logger);
   traceQueries(pool);
   const metrics = new WritMetrics(pool);
   // Verification reads on a connection of its own: a long walk never holds one the hot paths need.
@@ -281,6 +282,28 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       await stopTracing?.();
     },
   };
+}
+
+/**
+ * The pool size is configured (`WRIT_DB_POOL_SIZE`), not derived from the server: say so at
+ * start when this one process alone could take more connections than PostgreSQL offers to
+ * non-superusers, which would turn load into refused connections (503) instead of queueing.
+ */
+async function warnIfPoolExceedsServer(pool: Pool, logger: Logger): Promise<void> {
+  try {
+    const { rows } = await pool.query<{ max: number; reserved: number }>(
+      `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved`,
+    );
+    const available = (rows[0]?.max ?? 0) - (rows[0]?.reserved ?? 0);
+    const wanted = (pool.options.max ?? 10) + 2;
+    if (available > 0 && wanted > available) {
+      logger.warn({ pool: pool.options.max, max_connections: rows[0].max }, 'WRIT_DB_POOL_SIZE (plus 2) exceeds the connections PostgreSQL offers: lower it or raise max_connections');
+    } else if (available > 0 && wanted > available / 2) {
+      logger.info({ pool: pool.options.max, max_connections: rows[0].max }, 'this process may use more than half of PostgreSQL\'s connections: size WRIT_DB_POOL_SIZE × instances below max_connections');
+    }
+  } catch {
+    // Not knowing is no reason not to start.
+  }
 }
 
 const checkpointKeys = new WeakMap<MasterKey, CheckpointSigningKey>();
