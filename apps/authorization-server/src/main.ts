@@ -7,7 +7,7 @@ runMain('authorization-server', async () => {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const policy = await loadWatchedPolicy(config.policyPath, logger);
-  const runtime = await createRuntime({ config, logger });
+  const runtime = await createRuntime({ config, logger, service: 'authorization-server' });
   runtime.metrics.trackPolicyVersion(() => policy.current().version);
   const app = await createAuthorizationServerApp(runtime, policy);
   await app.listen(runtime.config.authPort, runtime.config.host);

@@ -6,7 +6,7 @@ import { createGatewayApp } from './connector-gateway.app';
 runMain('connector-gateway', async () => {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
-  const runtime = await createRuntime({ config, logger });
+  const runtime = await createRuntime({ config, logger, service: 'connector-gateway' });
   const app = await createGatewayApp(runtime);
   await app.listen(config.gatewayPort, config.host);
   logger.info({ gateway: config.gatewayUrl, port: config.gatewayPort }, 'connector gateway listening');

@@ -55,6 +55,8 @@ export interface RuntimeOptions {
   logger?: Logger;
   /** Sign audit checkpoints (default true; `npm run audit:verify` only reads). */
   checkpoints?: boolean;
+  /** What this process runs, for tracing's `service.name` (`writ` for the launcher). */
+  service?: string;
 }
 
 /** Thrown when a service cannot start; its message is the one line that says why. */
@@ -123,7 +125,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const config = options.config ?? (await step('configuration', async () => loadConfig()));
   const logger = options.logger ?? createLogger(config.logLevel);
   const poolSize = config.operations.poolSize ?? options.poolSize;
-  const stopTracing = await startTracing(config, 'writ', logger);
+  const stopTracing = await startTracing(config, options.service ?? 'writ', logger);
   let embedded: EmbeddedDatabase | undefined;
   const url = await step('cannot start the embedded PostgreSQL', async () => {
     if (config.databaseUrl) return config.databaseUrl;

@@ -27,15 +27,16 @@ export async function startTracing(config: WritConfig, service: string, logger: 
   const { NodeTracerProvider, BatchSpanProcessor } = await import('@opentelemetry/sdk-trace-node');
   const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
   const { resourceFromAttributes } = await import('@opentelemetry/resources');
+  const serviceName = config.tracing.serviceName ?? (service === 'writ' ? 'writ' : `writ-${service}`);
   const provider = new NodeTracerProvider({
-    resource: resourceFromAttributes({ 'service.name': config.tracing.serviceName ?? `writ-${service}` }),
+    resource: resourceFromAttributes({ 'service.name': serviceName }),
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: config.tracing.endpoint }))],
   });
   // Global tracer provider, W3C trace-context propagator and AsyncLocalStorage context.
   provider.register();
   enabled = true;
   const stopObserving = observePolicyEvaluations((seconds) => retroactiveSpan('policy.evaluate', seconds));
-  logger.info({ service_name: config.tracing.serviceName ?? `writ-${service}` }, 'OpenTelemetry tracing on');
+  logger.info({ service_name: serviceName }, 'OpenTelemetry tracing on');
   return async () => {
     stopObserving();
     await provider.shutdown().catch(() => undefined);
