@@ -2,6 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { benchAudit } from './audit.bench';
+import { benchAuditVerify } from './audit-verify.bench';
 import { benchGateway } from './gateway.bench';
 import { benchPolicy } from './policy.bench';
 import { startBenchEnvironment } from './support/bench-environment';
@@ -16,8 +17,8 @@ import { benchTokenExchange } from './token-exchange.bench';
  */
 async function main(): Promise<void> {
   const seconds = Number(process.env.WRIT_BENCH_SECONDS ?? 10);
-  // WRIT_BENCH_ONLY=policy,exchange,gateway,audit runs a subset (default: all).
-  const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'policy,exchange,gateway,audit').split(','));
+  // WRIT_BENCH_ONLY=policy,exchange,gateway,audit,verify runs a subset (default: all).
+  const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'policy,exchange,gateway,audit,verify').split(','));
   const results: Record<string, unknown> = { started_at: new Date().toISOString(), node: process.version, cpus: cpus().length };
 
   if (only.has('policy')) results.policy = await benchPolicy();
@@ -33,6 +34,17 @@ async function main(): Promise<void> {
     } finally {
       await server.stop();
       await stopChild(upstream.child);
+    }
+  }
+  if (only.has('verify')) {
+    // WRIT_BENCH_AUDIT_EVENTS (default 100000): the log walked during the load.
+    process.env.WRIT_BENCH_AUDIT_EVENTS ??= '100000';
+    const server = await startBenchServer(14_030);
+    try {
+      const rate = Number(process.env.WRIT_BENCH_VERIFY_RATE ?? 100);
+      results.audit_verify = await benchAuditVerify(server, { durationSeconds: seconds, rate });
+    } finally {
+      await server.stop();
     }
   }
   if (only.has('audit')) {
@@ -56,6 +68,7 @@ function report(results: Record<string, unknown>): void {
   const gateway = results.gateway as Awaited<ReturnType<typeof benchGateway>> | undefined;
   const audit = results.audit as Awaited<ReturnType<typeof benchAudit>> | undefined;
   const policy = results.policy as Awaited<ReturnType<typeof benchPolicy>> | undefined;
+  const verify = results.audit_verify as Awaited<ReturnType<typeof benchAuditVerify>> | undefined;
   const rows: Array<[string, LoadResult]> = [];
   if (exchange) {
     rows.push(['trivial endpoint (baseline)', exchange.baseline_trivial_endpoint], ['token exchange (max)', exchange.token_exchange]);
@@ -65,6 +78,9 @@ function report(results: Record<string, unknown>): void {
     rows.push(['upstream read, direct (baseline)', gateway.direct_upstream], ['upstream read, through the gateway', gateway.through_gateway]);
     rows.push([`upstream read, direct @ ${gateway.direct_at_rate.target_rate}/s`, gateway.direct_at_rate]);
     rows.push([`upstream read, gateway @ ${gateway.gateway_at_rate.target_rate}/s`, gateway.gateway_at_rate]);
+  }
+  if (verify) {
+    rows.push([`exchange @ ${verify.rate}/s`, verify.without_verification], [`exchange @ ${verify.rate}/s, full verify`, verify.during_full_verification]);
   }
   if (rows.length) console.log('\nbenchmark                               req/s      p50 ms   p99 ms   non-2xx');
   for (const [name, row] of rows) {
@@ -79,6 +95,10 @@ function report(results: Record<string, unknown>): void {
   if (gateway)
     console.log(
       `gateway: added p50 at ${gateway.gateway_at_rate.target_rate}/s ${gateway.added_p50_ms.toFixed(2)} ms (target ≤ 1), throughput ratio ${gateway.throughput_ratio.toFixed(3)} (target ≥ 0.4)`,
+    );
+  if (verify)
+    console.log(
+      `full verification of ${verify.audit_events} events: ${verify.verification_ms} ms, valid ${verify.verification_valid}; exchange p99 during / without: ${verify.ratio_p99.toFixed(2)} (target ≤ ${verify.target_ratio_p99})`,
     );
   if (policy)
     console.log(

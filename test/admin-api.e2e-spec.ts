@@ -303,10 +303,15 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
     it('lists keys without private material and rotates them (admin only), audited', async () => {
       const listed = await api('GET', '/v1/keys', undefined, viewer);
       expect(listed.status).toBe(200);
+      // The next key is published before it signs.
       expect(listed.body).toEqual({
-        items: [{ kid: services.runtime.signingKeys.activeKid(), alg: 'ES256', status: 'active', created_at: expect.any(String), retired_at: null }],
+        items: [
+          { kid: expect.any(String), alg: 'ES256', status: 'next', created_at: expect.any(String), retired_at: null },
+          { kid: services.runtime.signingKeys.activeKid(), alg: 'ES256', status: 'active', created_at: expect.any(String), retired_at: null },
+        ],
         next_cursor: null,
       });
+      const published = listed.body.items[0].kid as string;
       expect(listed.text).not.toMatch(/"d"|private|sealed/);
       const refused = await api('POST', '/v1/keys/rotate', undefined, operator);
       expect(refused.status).toBe(403);
@@ -316,14 +321,17 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect(rotated.status).toBe(201);
       expect(rotated.body).toEqual({ kid: expect.any(String) });
       expect(rotated.body.kid).not.toBe(previous);
+      expect(rotated.body.kid).toBe(published);
       expect(services.runtime.signingKeys.activeKid()).toBe(rotated.body.kid);
       const after = await api('GET', '/v1/keys');
-      expect(after.body.items.map((key: { kid: string; status: string }) => [key.kid, key.status])).toEqual([
+      const statuses = after.body.items.map((key: { kid: string; status: string }) => [key.kid, key.status]);
+      expect(statuses).toEqual([
+        [expect.any(String), 'next'],
         [rotated.body.kid, 'active'],
         [previous, 'retiring'],
       ]);
       const jwks = await http(`${services.issuer}/oauth2/jwks`);
-      expect(jwks.body.keys.map((key: { kid: string }) => key.kid).sort()).toEqual([previous, rotated.body.kid].sort());
+      expect(jwks.body.keys.map((key: { kid: string }) => key.kid).sort()).toEqual([previous, rotated.body.kid, statuses[0][0]].sort());
       const events = await services.runtime.pool.query(`SELECT actor_type, data FROM audit_events WHERE type = 'admin.key.rotated'`);
       expect(events.rows).toEqual([{ actor_type: 'admin', data: { kid: rotated.body.kid, previous_kid: previous } }]);
     });

@@ -4,6 +4,9 @@ import { sealCredential } from '@writ/connectors';
 import { BENCH_UPSTREAM_SECRET } from './bench-constants';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
 import { createGatewayApp } from '../../apps/connector-gateway/src/connector-gateway.app';
+import { createAdminApp } from '../../apps/admin/src/admin.app';
+import { ensureBootstrapAdminToken } from '@writ/platform';
+import { readFile } from 'node:fs/promises';
 import { startBenchEnvironment } from './bench-environment';
 
 /** What the bench server tells its parent once it is ready. */
@@ -16,6 +19,11 @@ export interface BenchServerReady {
   /** `authorization_details` of a read credential for the gateway benchmark. */
   readDetails: string;
   gatewayUrl: string;
+  /** The admin API in the same process (the audit verification benchmark). */
+  adminUrl: string;
+  adminToken: string;
+  /** Audit events written before the run (`WRIT_BENCH_AUDIT_EVENTS`). */
+  auditEvents: number;
 }
 
 /**
@@ -47,6 +55,24 @@ async function main(): Promise<void> {
   await app.listen(port, '127.0.0.1');
   const gateway = await createGatewayApp(env.runtime, env.policy);
   await gateway.listen(port + 1, '127.0.0.1');
+  const bootstrap = await ensureBootstrapAdminToken(env.runtime);
+  const adminToken = (await readFile(bootstrap.file!, 'utf8')).trim();
+  const admin = await createAdminApp(env.runtime, env.policy);
+  await admin.listen(port + 2, '127.0.0.1');
+  // A log of realistic size for the verification benchmark, written in big group commits.
+  const auditEvents = Number(process.env.WRIT_BENCH_AUDIT_EVENTS ?? 0);
+  for (let written = 0; written < auditEvents; written += 1000) {
+    await env.runtime.audit.record(
+      Array.from({ length: Math.min(1000, auditEvents - written) }, (_, i) => ({
+        type: 'bench.filler',
+        outcome: 'info' as const,
+        actor: { type: 'system' as const },
+        agentId: 'bench-agent',
+        data: { n: written + i, purpose: 'benchmark payouts', amount: 42000 },
+      })),
+    );
+  }
+  if (auditEvents > 0) await env.runtime.checkpointer?.trigger();
   const issuer = env.config.issuer;
   const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
   const tasksToken = (await fetch(`${issuer}/oauth2/token`, {
@@ -82,6 +108,9 @@ async function main(): Promise<void> {
     ]),
     readDetails: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['balance.get'] }]),
     gatewayUrl: env.config.gatewayUrl,
+    adminUrl: `http://127.0.0.1:${port + 2}`,
+    adminToken,
+    auditEvents,
   };
   process.send!(ready);
   process.on(
@@ -89,6 +118,7 @@ async function main(): Promise<void> {
     (message) =>
       void (async () => {
         if (message === 'stop') {
+          await admin.close();
           await gateway.close();
           await app.close();
           await env.close();

@@ -1,5 +1,5 @@
 import { loadConfig } from '@writ/config';
-import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain } from '@writ/platform';
+import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createAdminApp } from './admin.app';
 
 /** `npm run start:admin`: the admin API alone. */
@@ -7,7 +7,8 @@ runMain('admin', async () => {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const policy = await loadWatchedPolicy(config.policyPath, logger);
-  const runtime = await createRuntime({ config, logger });
+  const runtime = await createRuntime({ config, logger, service: 'admin' });
+  runtime.metrics.trackPolicyVersion(() => policy.current().version);
   const bootstrap = await ensureBootstrapAdminToken(runtime);
   const app = await createAdminApp(runtime, policy);
   await app.listen(runtime.config.adminPort, runtime.config.host);
@@ -22,11 +23,5 @@ runMain('admin', async () => {
     'admin API listening',
   );
   if (bootstrap.file) process.stdout.write(`writ: the admin token is in ${bootstrap.file}\n`);
-  return {
-    logger: runtime.logger,
-    stop: async () => {
-      await app.close();
-      await runtime.close();
-    },
-  };
+  return { logger: runtime.logger, stop: () => stopServices([app], runtime), stopTimeoutMs: stopTimeoutOf(runtime) };
 });

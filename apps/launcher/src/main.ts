@@ -1,6 +1,6 @@
 import type { INestApplication } from '@nestjs/common';
 import { loadConfig } from '@writ/config';
-import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain } from '@writ/platform';
+import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createAdminApp } from '../../admin/src/admin.app';
 import { createAuthorizationServerApp } from '../../authorization-server/src/authorization-server.app';
 import { createGatewayApp } from '../../connector-gateway/src/connector-gateway.app';
@@ -15,6 +15,7 @@ runMain('writ', async () => {
   const logger = createLogger(config.logLevel);
   const policy = await loadWatchedPolicy(config.policyPath, logger);
   const runtime = await createRuntime({ config, logger, poolSize: 30 });
+  runtime.metrics.trackPolicyVersion(() => policy.current().version);
   const bootstrap = await ensureBootstrapAdminToken(runtime);
   const apps: INestApplication[] = [];
   const services: Array<[string, typeof createAdminApp, number]> = [
@@ -42,9 +43,7 @@ runMain('writ', async () => {
   if (bootstrap.file) process.stdout.write(`writ: the admin token is in ${bootstrap.file}\n`);
   return {
     logger,
-    stop: async () => {
-      for (const app of apps.reverse()) await app.close().catch(() => undefined);
-      await runtime.close();
-    },
+    stop: () => stopServices(apps, runtime),
+    stopTimeoutMs: stopTimeoutOf(runtime),
   };
 });

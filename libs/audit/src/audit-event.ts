@@ -59,4 +59,6 @@ export interface AuditVerification {
   external_checkpoints?: number;
   /** The checkpoint that failed, when a checkpoint is the problem. */
   invalid_checkpoint_seq?: number;
+  /** An incremental walk: the signed checkpoint it resumed from (events up to it were verified before). */
+  resumed_from_seq?: number;
 }

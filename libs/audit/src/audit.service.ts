@@ -46,6 +46,8 @@ interface Unit {
   events: AuditEventInput[] | ((result: unknown) => AuditEventInput[]);
   resolve: (value: { result: unknown; records: AuditRecord[] }) => void;
   reject: (error: unknown) => void;
+  /** The caller's request id when the unit was queued, recorded in its events' data. */
+  requestId?: string;
 }
 
 /** Options of {@link AuditService}. */
@@ -61,6 +63,18 @@ export interface AuditServiceOptions {
   checkpointFile?: string;
   /** Told the `seq` and `hash` of the events of each commit, in order (the checkpointer). */
   onAppended?: (events: ReadonlyArray<{ seq: number; hash: string }>) => void;
+  /** Told every committed batch's events and how long its commit took (metrics). */
+  onCommitted?: (records: readonly AuditRecord[], seconds: number) => void;
+  /**
+   * The pool verification reads from (default: the service pool). A pool of its own keeps a
+   * long walk from holding a connection the hot paths need.
+   */
+  verifyPool?: Pool;
+  /**
+   * The request id to record (as `data.request_id`) in the events of a unit queued now, if
+   * any: the caller's `X-Request-Id`, so that an event can be matched to the caller's logs.
+   */
+  requestId?: () => string | undefined;
 }
 
 /** Options of {@link AuditService.verify}. */
@@ -69,6 +83,13 @@ export interface VerifyOptions {
   pageSize?: number;
   /** Checkpoints kept outside the database (e.g. read from a file); default: the configured file. */
   external?: SignedCheckpoint[];
+  /**
+   * Resume the walk at the last signed checkpoint an earlier walk of this service verified
+   * (its event must still hold the checkpointed hash), instead of at `seq` 1: the cost is the
+   * events appended since, not the whole log. Every checkpoint is still checked (signature,
+   * link, external file). A full walk is what detects a rewrite of older events.
+   */
+  incremental?: boolean;
 }
 
 const COLUMNS = 'seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash';
@@ -174,7 +195,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
 
   private enqueue(work: Unit['work'], events: Unit['events'], batched?: Unit['batched']): Promise<{ result: unknown; records: AuditRecord[] }> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ work, batched, events, resolve, reject });
+      this.queue.push({ work, batched, events, resolve, reject, requestId: this.options.requestId?.() });
       if (!this.flushing) this.flushing = this.flush();
     });
   }
@@ -210,6 +231,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   }
 
   private async commit(batch: Unit[]): Promise<void> {
+    const started = process.hrtime.bigint();
     let client: PoolClient;
     try {
       client = await this.pool.connect();
@@ -246,7 +268,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
             agent_id: input.agentId ?? null,
             task_id: input.taskId ?? null,
             connector_id: input.connectorId ?? null,
-            data: normaliseData(input.data),
+            data: normaliseData(unit.requestId && input.data?.request_id === undefined ? { ...input.data, request_id: unit.requestId } : input.data),
           };
           const hash = chainHash(prevHash, body);
           records.push({ ...body, prev_hash: prevHash, hash });
@@ -291,6 +313,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       await client.query('COMMIT');
       batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));
       if (all.length > 0) this.options.onAppended?.(all);
+      this.options.onCommitted?.(all, Number(process.hrtime.bigint() - started) / 1e9);
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {
         failed = true;
@@ -380,11 +403,17 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       }
     }
     // One snapshot: events, head and checkpoints as of one instant, whatever is appended meanwhile.
-    const client = await this.pool.connect();
+    const client = await (this.options.verifyPool ?? this.pool).connect();
     const release = watchCheckedOut(client);
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      const result = await this.verifySnapshot(client, options.pageSize ?? 2000, external, fileError);
+      const result = await this.verifySnapshot(
+        client,
+        options.pageSize ?? 1000,
+        external,
+        fileError,
+        options.incremental ? this.lastVerifiedCheckpoint : undefined,
+      );
       await client.query('COMMIT');
       return result;
     } finally {
@@ -393,11 +422,15 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     }
   }
 
+  /** The last signed checkpoint a valid walk of this service went through (where an incremental walk resumes). */
+  private lastVerifiedCheckpoint: { seq: number; hash: string } | undefined;
+
   private async verifySnapshot(
     client: PoolClient,
     pageSize: number,
     external: SignedCheckpoint[] | undefined,
     fileError: string | undefined,
+    resume: { seq: number; hash: string } | undefined,
   ): Promise<AuditVerification> {
     const stored = await client.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq`);
     const checkpoints = stored.rows.map(checkpointFromRow);
@@ -412,6 +445,25 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     let expectedSeq = 1;
     let prevHash = '0'.repeat(64);
     let events = 0;
+    let lastAnchor: { seq: number; hash: string } | undefined;
+    if (resume) {
+      const at = await client.query<{ hash: string }>('SELECT hash FROM audit_events WHERE seq = $1', [resume.seq]);
+      if (at.rows[0]?.hash !== resume.hash) {
+        return {
+          valid: false,
+          events: 0,
+          ...summary(0),
+          first_invalid_seq: resume.seq,
+          invalid_checkpoint_seq: resume.seq,
+          reason: `the event at seq ${resume.seq}, verified earlier against its signed checkpoint, was changed or removed since`,
+        };
+      }
+      expectedSeq = resume.seq + 1;
+      prevHash = resume.hash;
+      events = resume.seq;
+      lastAnchor = resume;
+    }
+    const resumedFrom = resume?.seq;
     for (;;) {
       const { rows } = await client.query<Record<string, unknown>>(`SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`, [
         expectedSeq,
@@ -441,11 +493,14 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
             invalid_checkpoint_seq: record.seq,
           };
         }
+        if (anchored !== undefined) lastAnchor = { seq: record.seq, hash };
         prevHash = hash;
         expectedSeq += 1;
         events += 1;
       }
       if (rows.length < pageSize) break;
+      // Let requests of this process run between pages: a long walk must not starve them.
+      await new Promise((resolve) => setImmediate(resolve));
     }
     const beyond = anchorSeqs.filter((seq) => seq > events);
     if (beyond.length > 0) {
@@ -478,7 +533,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         reason: `chain head (seq ${headSeq}) does not match the last event (seq ${events})`,
       };
     }
-    return { valid: true, events, ...summary(anchorSeqs.length) };
+    if (lastAnchor) this.lastVerifiedCheckpoint = lastAnchor;
+    return { valid: true, events, ...summary(anchorSeqs.length), ...(resumedFrom !== undefined ? { resumed_from_seq: resumedFrom } : {}) };
   }
 
   /**
@@ -580,12 +636,24 @@ function buildWhere(query: AuditQuery): { where: string[]; values: unknown[] } {
   return { where, values };
 }
 
-/** True for errors that mean the database is unreachable rather than a bad statement. */
+/**
+ * True for errors that mean the database is unavailable rather than a bad statement: it cannot
+ * be reached, it is frozen or overloaded (no connection within the checkout deadline, a
+ * statement past `statement_timeout` or `lock_timeout`, a query the client gave up on), too
+ * many connections, shutting down, or the pool already closed. Each of them is answered `503`
+ * with `Retry-After`, never `500`.
+ */
 export function isConnectionError(error: unknown): boolean {
   const code = (error as { code?: string } | undefined)?.code ?? '';
   const message = error instanceof Error ? error.message : '';
   return (
-    ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08000', '08003', '08006'].includes(code) ||
-    /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(message)
+    ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'].includes(code) ||
+    // 08: connection exception; 53: insufficient resources (too many connections, out of
+    // memory or disk); 57P0x: admin/crash shutdown, cannot connect now; 57014: statement
+    // timeout (or cancel); 55P03: lock timeout.
+    /^(08[0-9A-Z]{3}|53[0-9A-Z]{3}|57P0[1-4]|57014|55P03)$/.test(code) ||
+    /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|not queryable|Cannot use a pool after calling end|Client was closed/i.test(
+      message,
+    )
   );
 }

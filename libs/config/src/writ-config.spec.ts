@@ -33,6 +33,56 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ WRIT_AUDIT_CHECKPOINT_SECONDS: '1.5' })).toThrow(/WRIT_AUDIT_CHECKPOINT_SECONDS/);
   });
 
+  it('reads the operations settings with their defaults and refuses values out of range', () => {
+    expect(loadConfig({}).operations).toEqual({
+      shutdownTimeoutSeconds: 25,
+      poolSize: undefined,
+      checkoutTimeoutMs: 3000,
+      statementTimeoutMs: 10_000,
+      lockTimeoutMs: 3000,
+      maxInFlight: 200,
+      keyRefreshSeconds: 5,
+      keyRotationDays: 90,
+    });
+    const config = loadConfig({
+      WRIT_SHUTDOWN_TIMEOUT_SECONDS: '0',
+      WRIT_DB_POOL_SIZE: '8',
+      WRIT_DB_CHECKOUT_TIMEOUT_MS: '500',
+      WRIT_DB_STATEMENT_TIMEOUT_MS: '2000',
+      WRIT_DB_LOCK_TIMEOUT_MS: '700',
+      WRIT_MAX_IN_FLIGHT: '4',
+      WRIT_KEY_REFRESH_SECONDS: '1',
+      WRIT_KEY_ROTATION_DAYS: '0',
+    });
+    expect(config.operations).toEqual({
+      shutdownTimeoutSeconds: 0,
+      poolSize: 8,
+      checkoutTimeoutMs: 500,
+      statementTimeoutMs: 2000,
+      lockTimeoutMs: 700,
+      maxInFlight: 4,
+      keyRefreshSeconds: 1,
+      keyRotationDays: 0,
+    });
+    expect(() => loadConfig({ WRIT_DB_POOL_SIZE: '1' })).toThrow(/WRIT_DB_POOL_SIZE must be an integer from 2/);
+    expect(() => loadConfig({ WRIT_MAX_IN_FLIGHT: '0' })).toThrow(/WRIT_MAX_IN_FLIGHT/);
+    expect(() => loadConfig({ WRIT_DB_STATEMENT_TIMEOUT_MS: '10s' })).toThrow(/WRIT_DB_STATEMENT_TIMEOUT_MS/);
+  });
+
+  it('turns tracing on only with an OTLP endpoint, and reads the traceparent forwarding switch', () => {
+    expect(loadConfig({}).tracing).toEqual({ enabled: false, endpoint: undefined, serviceName: undefined, forwardTraceparent: true });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/', OTEL_SERVICE_NAME: 'writ-eu' }).tracing).toEqual({
+      enabled: true,
+      endpoint: 'http://collector:4318/v1/traces',
+      serviceName: 'writ-eu',
+      forwardTraceparent: true,
+    });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces', OTEL_SDK_DISABLED: 'true' }).tracing.enabled).toBe(false);
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_TRACES_EXPORTER: 'none' }).tracing.enabled).toBe(false);
+    expect(loadConfig({ WRIT_TRACE_FORWARD: 'false' }).tracing.forwardTraceparent).toBe(false);
+    expect(() => loadConfig({ WRIT_TRACE_FORWARD: 'no' })).toThrow(/WRIT_TRACE_FORWARD must be true or false/);
+  });
+
   it('refuses gateway limits that are not integers in range', () => {
     expect(() => loadConfig({ WRIT_GATEWAY_BODY_LIMIT: '1e6' })).toThrow(/WRIT_GATEWAY_BODY_LIMIT must be an integer/);
     expect(() => loadConfig({ WRIT_UPSTREAM_TIMEOUT_MS: '0' })).toThrow(/WRIT_UPSTREAM_TIMEOUT_MS/);

@@ -83,6 +83,77 @@ export interface WritConfig {
    * (see docs/console.md#approval-notifications), retrying with backoff.
    */
   readonly approvalWebhook: ApprovalWebhookConfig | undefined;
+  /** Process life and bounded failure under overload or a hung database. */
+  readonly operations: OperationsConfig;
+  /** OpenTelemetry tracing (off unless the standard `OTEL_*` variables ask for it). */
+  readonly tracing: TracingConfig;
+}
+
+/** See {@link WritConfig.tracing}. */
+export interface TracingConfig {
+  /**
+   * On when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, unless
+   * `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Spans go to that OTLP/HTTP endpoint
+   * (the exporter reads its other standard `OTEL_EXPORTER_OTLP_*` variables itself). Off: no
+   * SDK is loaded and the request path pays nothing.
+   */
+  readonly enabled: boolean;
+  /** Where spans are sent: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`. */
+  readonly endpoint: string | undefined;
+  /** `OTEL_SERVICE_NAME`: the spans' `service.name` (default `writ-<service>`). */
+  readonly serviceName: string | undefined;
+  /**
+   * `WRIT_TRACE_FORWARD` (default `true`): the gateway sends a `traceparent` (its upstream
+   * span, or the agent's as received when tracing is off) to upstreams; `false` strips
+   * `traceparent` and `tracestate` from upstream requests.
+   */
+  readonly forwardTraceparent: boolean;
+}
+
+/** See {@link WritConfig.operations}. */
+export interface OperationsConfig {
+  /**
+   * `WRIT_SHUTDOWN_TIMEOUT_SECONDS` (default 25): on SIGTERM/SIGINT, how long in-flight requests
+   * may take to finish before their connections are cut; audit batches, the last checkpoint,
+   * the pools and the embedded PostgreSQL are closed after them. Keep it below the grace period
+   * of your supervisor (Kubernetes: 30 s).
+   */
+  readonly shutdownTimeoutSeconds: number;
+  /**
+   * `WRIT_DB_POOL_SIZE` (default 20 per service process, 30 for `npm start`): connections each
+   * process opens. Size the sum over every instance below PostgreSQL's `max_connections`.
+   */
+  readonly poolSize: number | undefined;
+  /**
+   * `WRIT_DB_CHECKOUT_TIMEOUT_MS` (default 3000): longest wait for a pooled connection (or a new
+   * one). Past it the request is answered `503` with `Retry-After`.
+   */
+  readonly checkoutTimeoutMs: number;
+  /**
+   * `WRIT_DB_STATEMENT_TIMEOUT_MS` (default 10000): PostgreSQL `statement_timeout` of every
+   * service connection; the client also gives up a query 1 s after it (a frozen server).
+   * A statement past it is answered `503` with `Retry-After`.
+   */
+  readonly statementTimeoutMs: number;
+  /** `WRIT_DB_LOCK_TIMEOUT_MS` (default 3000): PostgreSQL `lock_timeout` (503 past it). */
+  readonly lockTimeoutMs: number;
+  /**
+   * `WRIT_MAX_IN_FLIGHT` (default 200): requests one service (port) works on at once; more are
+   * shed at once with `503` and `Retry-After: 1` before any work, so that the admitted ones keep
+   * their latency. Health and metrics endpoints are never shed.
+   */
+  readonly maxInFlight: number;
+  /**
+   * `WRIT_KEY_REFRESH_SECONDS` (default 5): how often a service re-reads the signing keys, so that
+   * a rotation made on another instance signs and verifies everywhere within this delay.
+   */
+  readonly keyRefreshSeconds: number;
+  /**
+   * `WRIT_KEY_ROTATION_DAYS` (default 90; 0: only by `POST /v1/keys/rotate`): the signing key
+   * is rotated when it is older than this. The previous key stays published (`retiring`) and
+   * is retired once no token it signed can still be valid (24 h after the rotation).
+   */
+  readonly keyRotationDays: number;
 }
 
 /** See {@link WritConfig.throttle}. */
@@ -154,6 +225,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     return fallback;
   }
   return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean, problems: string[]): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (raw === 'true' || raw === 'false') return raw === 'true';
+  problems.push(`${name} must be true or false, got "${raw}"`);
+  return fallback;
 }
 
 function baseUrl(env: Env, name: string, fallback: string, problems: string[]): string {
@@ -312,6 +391,27 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     auditCheckpointEvery: integer(env, 'WRIT_AUDIT_CHECKPOINT_EVERY', 1000, 1, 10_000_000, problems),
     auditCheckpointSeconds: integer(env, 'WRIT_AUDIT_CHECKPOINT_SECONDS', 60, 1, 86_400, problems),
     approvalWebhook: approvalWebhook(env, problems),
+    operations: Object.freeze({
+      shutdownTimeoutSeconds: integer(env, 'WRIT_SHUTDOWN_TIMEOUT_SECONDS', 25, 0, 3600, problems),
+      poolSize: env.WRIT_DB_POOL_SIZE ? integer(env, 'WRIT_DB_POOL_SIZE', 20, 2, 1000, problems) : undefined,
+      checkoutTimeoutMs: integer(env, 'WRIT_DB_CHECKOUT_TIMEOUT_MS', 3000, 100, 600_000, problems),
+      statementTimeoutMs: integer(env, 'WRIT_DB_STATEMENT_TIMEOUT_MS', 10_000, 100, 3_600_000, problems),
+      lockTimeoutMs: integer(env, 'WRIT_DB_LOCK_TIMEOUT_MS', 3000, 100, 3_600_000, problems),
+      maxInFlight: integer(env, 'WRIT_MAX_IN_FLIGHT', 200, 1, 1_000_000, problems),
+      keyRefreshSeconds: integer(env, 'WRIT_KEY_REFRESH_SECONDS', 5, 1, 3600, problems),
+      keyRotationDays: integer(env, 'WRIT_KEY_ROTATION_DAYS', 90, 0, 3650, problems),
+    }),
+    tracing: Object.freeze({
+      enabled:
+        Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) &&
+        env.OTEL_SDK_DISABLED !== 'true' &&
+        env.OTEL_TRACES_EXPORTER !== 'none',
+      endpoint:
+        env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ||
+        (env.OTEL_EXPORTER_OTLP_ENDPOINT ? `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined),
+      serviceName: env.OTEL_SERVICE_NAME || undefined,
+      forwardTraceparent: boolean(env, 'WRIT_TRACE_FORWARD', true, problems),
+    }),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -10,6 +10,16 @@ export interface DataSourceOptions {
   poolSize?: number;
   /** Shown in `pg_stat_activity`. */
   applicationName?: string;
+  /** Longest wait for a connection from the pool or a new one (default 5000 ms). */
+  checkoutTimeoutMs?: number;
+  /**
+   * PostgreSQL `statement_timeout` of every connection (none by default: migrations may be
+   * long); the client also gives up a query one second after it, for a server that is frozen
+   * rather than slow.
+   */
+  statementTimeoutMs?: number;
+  /** PostgreSQL `lock_timeout` of every connection (none by default). */
+  lockTimeoutMs?: number;
 }
 
 /** A TypeORM data source over Writ's schema; migrations are explicit, never `synchronize`. */
@@ -24,7 +34,13 @@ export function createDataSource(url: string, options: DataSourceOptions = {}): 
     migrationsRun: false,
     logging: false,
     applicationName: options.applicationName ?? 'writ',
-    extra: { max: options.poolSize ?? 20, connectionTimeoutMillis: 5_000, idleTimeoutMillis: 30_000 },
+    extra: {
+      max: options.poolSize ?? 20,
+      connectionTimeoutMillis: options.checkoutTimeoutMs ?? 5_000,
+      idleTimeoutMillis: 30_000,
+      ...(options.statementTimeoutMs ? { statement_timeout: options.statementTimeoutMs, query_timeout: options.statementTimeoutMs + 1_000 } : {}),
+      ...(options.lockTimeoutMs ? { lock_timeout: options.lockTimeoutMs } : {}),
+    },
   });
 }
 

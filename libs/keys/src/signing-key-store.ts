@@ -17,7 +17,7 @@ export interface PublicSigningKey extends JWK {
 
 interface LoadedKey {
   kid: string;
-  status: 'active' | 'retiring';
+  status: 'next' | 'active' | 'retiring';
   publicJwk: PublicSigningKey;
   publicKey: CryptoKey;
   privateKey: CryptoKey;
@@ -29,7 +29,7 @@ interface KeyRow {
   alg: string;
   public_jwk: PublicSigningKey;
   private_sealed: Buffer;
-  status: 'active' | 'retiring';
+  status: 'next' | 'active' | 'retiring';
   created_at: Date;
 }
 
@@ -60,9 +60,30 @@ const KEY_LOCK = 7_311_043;
 const RELOAD_THROTTLE_MS = 5_000;
 
 /**
+ * The longest lifetime of a token Writ signs: a task token lives at most as long as its task
+ * (24 h, `MAX_TASK_TTL_SECONDS`); access tokens are shorter. A key that stopped signing this
+ * long ago (plus a margin for clock skew) verifies nothing any more and is retired.
+ */
+export const LONGEST_TOKEN_LIFETIME_SECONDS = 86_400 + 300;
+
+/** Options of {@link SigningKeyStore.startMaintenance}. */
+export interface KeyMaintenanceOptions {
+  /** How often to re-read the keys (a rotation on another instance is seen within this). */
+  refreshMs: number;
+  /** Rotate when the active key is older than this many days (0: never on schedule). */
+  rotationDays: number;
+  /** Told of a failed refresh, rotation or retirement (the next tick retries). */
+  onError?: (error: unknown) => void;
+  /** Told of a rotation or retirement this instance made. */
+  onChange?: (change: { rotated?: string; retired?: number }) => void;
+}
+
+/**
  * Writ's ES256 signing keys: created at first start, private parts sealed with the master key
- * in PostgreSQL, shared by every instance. One key is active; rotated-out keys stay in the
- * JWKS (status `retiring`) until the tokens they signed have expired.
+ * in PostgreSQL, shared by every instance. One key is active; the next one is published ahead
+ * of its use (status `next`), so that verifiers caching the JWKS know it before it signs;
+ * rotated-out keys stay in the JWKS (status `retiring`) until the tokens they signed have
+ * expired.
  */
 export class SigningKeyStore {
   private keys = new Map<string, LoadedKey>();
@@ -83,7 +104,9 @@ export class SigningKeyStore {
     try {
       await client.query('SELECT pg_advisory_lock($1)', [KEY_LOCK]);
       const { rowCount } = await client.query(`SELECT 1 FROM signing_keys WHERE status = 'active'`);
-      if (rowCount === 0) await this.insertNewKey(client);
+      if (rowCount === 0) await this.insertNewKey(client, 'active');
+      const next = await client.query(`SELECT 1 FROM signing_keys WHERE status = 'next'`);
+      if (next.rowCount === 0) await this.insertNewKey(client, 'next');
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [KEY_LOCK]).catch(() => undefined);
       release();
@@ -100,8 +123,7 @@ export class SigningKeyStore {
     try {
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
-      await client.query(`UPDATE signing_keys SET status = 'retiring' WHERE status = 'active'`);
-      kid = await this.insertNewKey(client);
+      kid = await this.promoteNext(client);
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -113,15 +135,84 @@ export class SigningKeyStore {
     return kid;
   }
 
-  /** Marks retiring keys older than `maxAgeSeconds` as retired (no longer published). */
+  /**
+   * Marks retiring keys that stopped signing more than `maxAgeSeconds` ago as retired (no
+   * longer published nor trusted). A key stopped signing when the next key was created.
+   */
   async retireOlderThan(maxAgeSeconds: number): Promise<number> {
     const { rowCount } = await this.pool.query(
-      `UPDATE signing_keys SET status = 'retired', retired_at = now()
-        WHERE status = 'retiring' AND created_at < now() - make_interval(secs => $1)`,
+      `UPDATE signing_keys k SET status = 'retired', retired_at = now()
+        WHERE k.status = 'retiring'
+          AND coalesce(k.retiring_since, (SELECT min(n.created_at) FROM signing_keys n WHERE n.created_at > k.created_at)) < now() - make_interval(secs => $1)`,
       [maxAgeSeconds],
     );
     if (rowCount) await this.reload();
     return rowCount ?? 0;
+  }
+
+  /**
+   * Rotates when the active key is older than `days` (checked under the key lock, so that
+   * instances doing this together rotate once). Returns the new kid, if it rotated.
+   */
+  async rotateIfOlderThan(days: number): Promise<string | undefined> {
+    const client = await this.pool.connect();
+    const release = watchCheckedOut(client);
+    let kid: string | undefined;
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
+      const { rowCount } = await client.query(`SELECT 1 FROM signing_keys WHERE status = 'active' AND created_at < now() - make_interval(days => $1)`, [days]);
+      if (rowCount) kid = await this.promoteNext(client);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      release();
+    }
+    if (kid) await this.reload();
+    return kid;
+  }
+
+  private maintenance: NodeJS.Timeout | undefined;
+
+  /**
+   * Background key upkeep of a service: re-reads the keys every `refreshMs` (a rotation made
+   * on any instance signs and verifies everywhere within that delay), rotates on schedule and
+   * retires keys that no token can need any more. Ticks never overlap; errors are reported and
+   * retried at the next tick.
+   */
+  startMaintenance(options: KeyMaintenanceOptions): void {
+    if (this.maintenance) return;
+    let running = false;
+    let lastUpkeep = 0;
+    this.maintenance = setInterval(() => {
+      if (running) return;
+      running = true;
+      void (async () => {
+        try {
+          await this.reload();
+          // Rotation and retirement are rarer: once a minute is plenty.
+          if (Date.now() - lastUpkeep >= 60_000) {
+            lastUpkeep = Date.now();
+            const rotated = options.rotationDays > 0 ? await this.rotateIfOlderThan(options.rotationDays) : undefined;
+            const retired = await this.retireOlderThan(LONGEST_TOKEN_LIFETIME_SECONDS);
+            if (rotated || retired) options.onChange?.({ rotated, retired });
+          }
+        } catch (error) {
+          options.onError?.(error);
+        } finally {
+          running = false;
+        }
+      })();
+    }, options.refreshMs);
+    this.maintenance.unref();
+  }
+
+  /** Stops {@link startMaintenance}. */
+  stopMaintenance(): void {
+    clearInterval(this.maintenance);
+    this.maintenance = undefined;
   }
 
   /** Re-reads the keys from PostgreSQL (other instances may have rotated). */
@@ -130,7 +221,7 @@ export class SigningKeyStore {
     this.reloading = (async () => {
       const { rows } = await this.pool.query<KeyRow>(
         `SELECT kid, alg, public_jwk, private_sealed, status, created_at FROM signing_keys
-          WHERE status IN ('active', 'retiring') ORDER BY created_at`,
+          WHERE status IN ('next', 'active', 'retiring') ORDER BY created_at`,
       );
       const next = new Map<string, LoadedKey>();
       for (const row of rows) {
@@ -158,7 +249,7 @@ export class SigningKeyStore {
     return this.reloading;
   }
 
-  /** The public JWKS: active and retiring keys, each with `kid`, `alg` and `use`. */
+  /** The public JWKS: the active, next and retiring keys, each with `kid`, `alg` and `use`. */
   jwks(): { keys: PublicSigningKey[] } {
     return { keys: [...this.keys.values()].map((key) => ({ ...key.publicJwk })) };
   }
@@ -206,17 +297,30 @@ export class SigningKeyStore {
     return key.publicKey;
   }
 
-  private async insertNewKey(client: { query: Pool['query'] }): Promise<string> {
+  /**
+   * In a transaction holding the key lock: the active key starts retiring, the published
+   * `next` key becomes active (a fresh one if there is none), and a new `next` is published.
+   */
+  private async promoteNext(client: { query: Pool['query'] }): Promise<string> {
+    await client.query(`UPDATE signing_keys SET status = 'retiring', retiring_since = now() WHERE status = 'active'`);
+    const promoted = await client.query<{ kid: string }>(`UPDATE signing_keys SET status = 'active' WHERE status = 'next' RETURNING kid`);
+    const kid = promoted.rows[0]?.kid ?? (await this.insertNewKey(client, 'active'));
+    await this.insertNewKey(client, 'next');
+    return kid;
+  }
+
+  private async insertNewKey(client: { query: Pool['query'] }, status: 'active' | 'next'): Promise<string> {
     const { privateKey, publicKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
     const publicJwk = await exportJWK(publicKey);
     const kid = await calculateJwkThumbprint(publicJwk);
     const privateJwk = await exportJWK(privateKey);
     const sealed = this.master.seal(JSON.stringify(privateJwk), `signing_key:${kid}`);
-    await client.query(`INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at) VALUES ($1, $2, $3, $4, 'active', now())`, [
+    await client.query(`INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at) VALUES ($1, $2, $3, $4, $5, now())`, [
       kid,
       SIGNING_ALG,
       { ...publicJwk, kid, alg: SIGNING_ALG, use: 'sig' },
       sealed,
+      status,
     ]);
     return kid;
   }

@@ -4,8 +4,28 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import pinoHttp from 'pino-http';
 import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
 import { WritExceptionFilter } from './http-exception.filter';
+import { InFlightGate } from './in-flight-gate';
+import { runWithRequestContext } from './request-context';
+import { tracingEnabled, tracingMiddleware } from './tracing';
 import type { Runtime } from './runtime';
+
+/** The gate of each app, for {@link drainHttpApp}. */
+const gates = new WeakMap<INestApplication, InFlightGate>();
+
+/** An incoming `X-Request-Id` is kept when it is this (letters, digits, `._:-`, at most 128). */
+const WELL_FORMED_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The caller's `X-Request-Id` when well-formed. */
+export function callerRequestIdOf(header: string | string[] | undefined): string | undefined {
+  return typeof header === 'string' && WELL_FORMED_REQUEST_ID.test(header) ? header : undefined;
+}
+
+/** The request id: the caller's `X-Request-Id` when well-formed, else a new UUID. */
+export function requestIdOf(header: string | string[] | undefined): string {
+  return callerRequestIdOf(header) ?? randomUUID();
+}
 
 /** Options of {@link createHttpApp}. */
 export interface HttpAppOptions {
@@ -30,15 +50,46 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
+  // First: an overloaded or draining service refuses before any other work (logging included).
+  let shedSince = 0;
+  let shedCount = 0;
+  const gate = new InFlightGate(runtime.config.operations.maxInFlight, {
+    onShed: (reason) => {
+      runtime.metrics?.shed(options.name, reason);
+      // One line per ten seconds while shedding, not one per refused request.
+      shedCount += 1;
+      const now = Date.now();
+      if (now - shedSince >= 10_000) {
+        logger.warn({ reason, shed: shedCount, limit: runtime.config.operations.maxInFlight }, 'shedding requests (503, Retry-After)');
+        shedSince = now;
+        shedCount = 0;
+      }
+    },
+  });
+  gates.set(app, gate);
+  app.use(gate.middleware());
+  if (tracingEnabled()) app.use(tracingMiddleware(options.name));
+  // The caller's request id follows the request into its audit events.
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    const callerRequestId = callerRequestIdOf(req.headers['x-request-id']);
+    if (callerRequestId) runWithRequestContext({ callerRequestId }, next);
+    else next();
+  });
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const started = process.hrtime.bigint();
+    res.once('finish', () => runtime.metrics?.httpAnswered(options.name, req.method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
+    next();
+  });
   app.use(
     pinoHttp({
       logger,
-      genReqId: (_req, res) => {
-        const id = randomUUID();
+      genReqId: (req, res) => {
+        const id = requestIdOf(req.headers['x-request-id']);
         res.setHeader('X-Request-Id', id);
         return id;
       },
-      customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? 'error' : 'info'),
+      // A 503 is the fail-closed answer to an outage: a warning, not an error with a trace.
+      customLogLevel: (_req, res, error) => (error || (res.statusCode >= 500 && res.statusCode !== 503) ? 'error' : res.statusCode === 503 ? 'warn' : 'info'),
       serializers: {
         req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
         res: (res: { statusCode: number }) => ({ status: res.statusCode }),
@@ -55,4 +106,19 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   options.configure?.(app);
   app.useGlobalFilters(new WritExceptionFilter(logger));
   return app;
+}
+
+/**
+ * Graceful stop of one app's HTTP side: stops accepting, refuses new requests on kept-alive
+ * connections (`503`, `Connection: close`), waits up to `deadlineMs` for the admitted ones,
+ * then cuts what is left. True when every admitted request finished.
+ */
+export async function drainHttpApp(app: INestApplication, deadlineMs: number): Promise<boolean> {
+  const gate = gates.get(app);
+  const server = app.getHttpServer() as Server | undefined;
+  if (!gate) {
+    server?.close();
+    return true;
+  }
+  return gate.drain(server, deadlineMs);
 }

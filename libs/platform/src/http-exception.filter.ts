@@ -104,7 +104,12 @@ export class WritExceptionFilter implements ExceptionFilter {
       return;
     }
     if (exception instanceof AuditUnavailableError || isConnectionError(exception)) {
-      this.logger.error({ err: describe(exception), path: request.path }, 'database unavailable: refusing (fail closed)');
+      // One short line, no stack: during an outage every request lands here.
+      const cause = exception instanceof AuditUnavailableError ? ((exception as { cause?: unknown }).cause ?? exception) : exception;
+      this.logger.warn(
+        { err: { message: cause instanceof Error ? cause.message : String(cause), code: (cause as { code?: string }).code }, path: request.path },
+        'database unavailable: refusing (fail closed)',
+      );
       response.setHeader('Retry-After', '5');
       send(503, { error: 'temporarily_unavailable', error_description: 'the service cannot record this request right now; retry later' });
       return;

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { ActivePolicy } from '@writ/policy';
+import { noteRefusedPolicyReload } from './metrics';
 import { StartupError } from './runtime';
 
 /**
@@ -13,7 +14,10 @@ export async function loadWatchedPolicy(path: string | undefined, logger: Logger
     policy = await ActivePolicy.load(path, {
       onReload: (event) => {
         if (event.ok) logger.info({ path: event.path, version: event.version, previous: event.previousVersion }, 'policy reloaded');
-        else logger.error({ path: event.path, error: event.error.message, kept: event.keptVersion }, 'policy reload refused: keeping the last good policy');
+        else {
+          noteRefusedPolicyReload();
+          logger.error({ path: event.path, error: event.error.message, kept: event.keptVersion }, 'policy reload refused: keeping the last good policy');
+        }
       },
     });
   } catch (error) {

@@ -1,25 +1,68 @@
+import type { INestApplication } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { ConfigError } from '@writ/config';
-import { StartupError } from './runtime';
+import { drainHttpApp } from './http-app';
+import { Runtime, StartupError } from './runtime';
+
+/** What a started service hands back to {@link runMain}. */
+export interface StartedService {
+  logger: Logger;
+  stop: () => Promise<void>;
+  /** Upper bound of `stop` (the drain deadline plus time for the last writes); past it, exit 1. */
+  stopTimeoutMs?: number;
+}
+
+/**
+ * The graceful stop of a process's services, in order: every app stops accepting and drains
+ * its admitted requests (up to `WRIT_SHUTDOWN_TIMEOUT_SECONDS`, all apps at once), then the
+ * apps close (background work stops), then the runtime: the audit writer's last batches and
+ * checkpoint, the pools, and the embedded PostgreSQL last.
+ */
+export async function stopServices(apps: INestApplication[], runtime: Runtime): Promise<void> {
+  const deadlineMs = runtime.config.operations.shutdownTimeoutSeconds * 1000;
+  const drained = await Promise.all(apps.map((app) => drainHttpApp(app, deadlineMs).catch(() => false)));
+  if (drained.includes(false)) runtime.logger.warn({ deadline_seconds: deadlineMs / 1000 }, 'requests still running at the shutdown deadline were cut');
+  for (const app of [...apps].reverse()) await app.close().catch((error: unknown) => runtime.logger.warn({ err: String(error) }, 'error while closing an app'));
+  await runtime.close();
+}
+
+/** The stop bound of a runtime's services: drain deadline plus 15 s for audit, pools and PostgreSQL. */
+export function stopTimeoutOf(runtime: Runtime): number {
+  return runtime.config.operations.shutdownTimeoutSeconds * 1000 + 15_000;
+}
 
 /**
  * Runs a service entry point: any failure to start is printed as one line on stderr
  * ("writ: <service> cannot start: <why>") and the process exits 1, without a stack trace.
+ * SIGTERM, SIGINT and SIGHUP stop it gracefully (see {@link stopServices}) and it exits 0;
+ * a stop that does not finish in time exits 1.
  */
-export function runMain(service: string, start: () => Promise<{ logger: Logger; stop: () => Promise<void> }>): void {
+export function runMain(service: string, start: () => Promise<StartedService>): void {
   start()
-    .then(({ logger, stop }) => {
+    .then(({ logger, stop, stopTimeoutMs }) => {
       let stopping = false;
       const shutdown = (signal: string) => {
         if (stopping) return;
         stopping = true;
         logger.info({ signal }, `${service} stopping`);
+        const timer = setTimeout(() => {
+          logger.error({ timeout_ms: stopTimeoutMs }, `${service} did not stop in time`);
+          process.exit(1);
+        }, stopTimeoutMs ?? 40_000);
+        timer.unref();
         stop()
-          .catch((error: unknown) => logger.error({ err: String(error) }, 'error while stopping'))
-          .finally(() => process.exit(0));
+          .then(() => {
+            logger.info(`${service} stopped`);
+            process.exit(0);
+          })
+          .catch((error: unknown) => {
+            logger.error({ err: String(error) }, 'error while stopping');
+            process.exit(1);
+          });
       };
-      process.once('SIGINT', () => shutdown('SIGINT'));
-      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGINT', () => shutdown('SIGINT'));
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGHUP', () => shutdown('SIGHUP'));
     })
     .catch((error: unknown) => {
       const reason =

@@ -11,6 +11,9 @@ import { createDataSource, EmbeddedDatabase, ensureServiceLogin, migrate, poolOf
 import { CredentialRevoker } from '@writ/grants';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
+import { WritMetrics } from './metrics';
+import { currentRequestContext } from './request-context';
+import { retroactiveSpan, startTracing, traceQueries } from './tracing';
 
 /** Everything a Writ service needs, created once per process before Nest starts. */
 export interface Runtime {
@@ -24,6 +27,13 @@ export interface Runtime {
   /** Signs checkpoints of the audit chain head (absent when the runtime was asked for none). */
   readonly checkpointer: AuditCheckpointer | undefined;
   readonly revoker: CredentialRevoker;
+  /**
+   * Why the process cannot recover by itself (liveness fails), e.g. an embedded PostgreSQL it
+   * could not restart; `undefined` while healthy.
+   */
+  fatal?(): string | undefined;
+  /** Prometheus metrics of this process (`GET /metrics` on every service). */
+  readonly metrics: WritMetrics;
   /** Stops background work, the pool and (if this process started it) the embedded database. */
   close(): Promise<void>;
 }
@@ -37,6 +47,8 @@ export interface RuntimeOptions {
   logger?: Logger;
   /** Sign audit checkpoints (default true; `npm run audit:verify` only reads). */
   checkpoints?: boolean;
+  /** What this process runs, for tracing's `service.name` (`writ` for the launcher). */
+  service?: string;
 }
 
 /** Thrown when a service cannot start; its message is the one line that says why. */
@@ -57,6 +69,18 @@ async function step<T>(what: string, run: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Deadlines of the services' connections (see `WRIT_DB_*_TIMEOUT_MS`). */
+export interface ServiceDataSourceBounds {
+  checkoutTimeoutMs?: number;
+  statementTimeoutMs?: number;
+  lockTimeoutMs?: number;
+}
+
+function boundsOf(config: WritConfig): ServiceDataSourceBounds {
+  const { checkoutTimeoutMs, statementTimeoutMs, lockTimeoutMs } = config.operations;
+  return { checkoutTimeoutMs, statementTimeoutMs, lockTimeoutMs };
+}
+
 /**
  * Migrates as the owner (`ownerUrl`, the embedded cluster's superuser), makes `login` a member
  * of writ_service and nothing more, then opens the services' data source as that login (no
@@ -68,6 +92,7 @@ export async function connectAsServiceLogin(
   login: ServiceLogin,
   serviceUrl: string,
   poolSize?: number,
+  bounds: ServiceDataSourceBounds = {},
 ): Promise<{ dataSource: DataSource; applied: string[] }> {
   const owner = createDataSource(ownerUrl, { poolSize: 1, applicationName: 'writ-migrate' });
   let applied: string[];
@@ -78,7 +103,7 @@ export async function connectAsServiceLogin(
   } finally {
     if (owner.isInitialized) await owner.destroy().catch(() => undefined);
   }
-  const dataSource = createDataSource(serviceUrl, { poolSize });
+  const dataSource = createDataSource(serviceUrl, { poolSize, ...bounds });
   await step('cannot reach the database as the service login', () => dataSource.initialize());
   return { dataSource, applied };
 }
@@ -91,21 +116,27 @@ export async function connectAsServiceLogin(
 export async function createRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
   const config = options.config ?? (await step('configuration', async () => loadConfig()));
   const logger = options.logger ?? createLogger(config.logLevel);
+  const poolSize = config.operations.poolSize ?? options.poolSize;
+  const stopTracing = await startTracing(config, options.service ?? 'writ', logger);
   let embedded: EmbeddedDatabase | undefined;
   const url = await step('cannot start the embedded PostgreSQL', async () => {
     if (config.databaseUrl) return config.databaseUrl;
-    embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, onLog: (line) => logger.debug({ postgres: line }) });
+    embedded = await startEmbeddedPostgres({
+      dataDir: config.dataDir,
+      onLog: (line) => logger.debug({ postgres: line }),
+      onEvent: (message) => logger.warn({ dataDir: config.dataDir }, message),
+    });
     logger.info({ dataDir: config.dataDir, started: embedded.owned }, 'embedded PostgreSQL ready');
     return embedded.url;
   });
   let dataSource: DataSource | undefined;
   let masterKey: MasterKey;
-  let signingKeys: SigningKeyStore;
+  let signingKeys: SigningKeyStore | undefined;
   let checkpointer: AuditCheckpointer | undefined;
   let checkpointPool: Pool | undefined;
   try {
     if (embedded) {
-      const connected = await connectAsServiceLogin(url, embedded.serviceLogin, embedded.serviceUrl, options.poolSize);
+      const connected = await connectAsServiceLogin(url, embedded.serviceLogin, embedded.serviceUrl, poolSize, boundsOf(config));
       dataSource = connected.dataSource;
       if (connected.applied.length) logger.info({ migrations: connected.applied }, 'database migrated');
     } else {
@@ -120,11 +151,19 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
           if (owner.isInitialized) await owner.destroy().catch(() => undefined);
         }
       }
-      dataSource = createDataSource(url, { poolSize: options.poolSize });
+      dataSource = createDataSource(url, { poolSize, ...boundsOf(config) });
       await step('cannot reach the database', () => dataSource!.initialize());
       if (!config.migrationDatabaseUrl) {
         const applied = await step('database migration failed', () => migrate(dataSource!));
         if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+      }
+      // The migration creates writ_service only where the migrating role may create roles, and
+      // its notice is not shown by the driver: say it here, once per start.
+      const role: unknown = await dataSource.query(`SELECT 1 FROM pg_roles WHERE rolname = 'writ_service'`).catch(() => [{}]);
+      if (Array.isArray(role) && role.length === 0) {
+        logger.warn(
+          'the role writ_service does not exist (the migrating role may not create roles): create it by hand with its grants, see docs/operations.md#an-external-postgresql',
+        );
       }
     }
     const { key, source } = await step('cannot read the master key', () => resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl));
@@ -132,8 +171,14 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     if (source !== 'environment') {
       logger.warn({ file: join(config.dataDir, 'master-key') }, 'WRIT_MASTER_KEY is not set: using a generated development key kept in the data directory');
     }
-    signingKeys = new SigningKeyStore(poolOf(dataSource), masterKey, config.issuer);
-    await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => signingKeys.init());
+    const keys = (signingKeys = new SigningKeyStore(poolOf(dataSource), masterKey, config.issuer));
+    await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => keys.init());
+    keys.startMaintenance({
+      refreshMs: config.operations.keyRefreshSeconds * 1000,
+      rotationDays: config.operations.keyRotationDays,
+      onError: (error) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'signing keys not refreshed; retrying'),
+      onChange: (change) => logger.info(change, 'signing keys rotated or retired'),
+    });
     if (options.checkpoints ?? true) {
       // A connection of its own: checkpoints never wait for the request pool, and the last one
       // is still written at shutdown, after the apps have closed the request pool.
@@ -161,18 +206,45 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     }
   } catch (error) {
     // Leave nothing running behind a service that does not start.
+    signingKeys?.stopMaintenance();
     if (dataSource?.isInitialized) await dataSource.destroy().catch(() => undefined);
     await checkpointPool?.end().catch(() => undefined);
     if (embedded) await embedded.stop().catch(() => undefined);
+    await stopTracing?.();
     throw error;
   }
+  const keys = signingKeys;
   const pool = poolOf(dataSource);
+  await warnIfPoolExceedsServer(pool, logger);
+  traceQueries(pool);
+  const metrics = new WritMetrics(pool);
+  // Verification reads on a connection of its own: a long walk never holds one the hot paths need.
+  const verifyPool = new Pool({
+    connectionString: embedded ? embedded.serviceUrl : url,
+    max: 1,
+    connectionTimeoutMillis: config.operations.checkoutTimeoutMs,
+    idleTimeoutMillis: 10_000,
+    statement_timeout: config.operations.statementTimeoutMs,
+    application_name: 'writ-verify',
+  });
+  verifyPool.on('error', (error) => logger.warn({ err: error.message }, 'audit verification connection lost'));
   const audit = new AuditService(pool, {
     checkpointKeys: [checkpointKey(masterKey).publicJwk],
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (events) => checkpointer.noteAppended(events) : undefined,
+    onCommitted: (records, seconds) => {
+      metrics.auditCommitted(records, seconds);
+      retroactiveSpan('audit.commit', seconds, { 'writ.audit.events': records.length });
+    },
+    verifyPool,
+    requestId: () => currentRequestContext()?.callerRequestId,
   });
   const source = dataSource;
+  // The runtime owns the data source: Nest's TypeORM module destroys it when an app closes,
+  // and with several apps over one runtime the first to close would cut the others' requests
+  // and the audit writer's last batches ("Cannot use a pool after calling end on the pool").
+  const destroySource = source.destroy.bind(source);
+  source.destroy = async () => undefined;
   // Once, whoever asks first: close(), or the embedded cluster stopping on a signal.
   let lastCheckpoint: Promise<void> | undefined;
   const finalCheckpoint = () =>
@@ -188,16 +260,51 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     dataSource: source,
     pool,
     masterKey,
-    signingKeys,
+    signingKeys: keys,
     audit,
     checkpointer,
     revoker: new CredentialRevoker(pool, audit),
+    metrics,
+    fatal: () => embedded?.fatal(),
     close: async () => {
+      keys.stopMaintenance();
+      metrics.close();
       await finalCheckpoint();
-      if (source.isInitialized) await source.destroy().catch(() => undefined);
+      await verifyPool.end().catch(() => undefined);
+      if (source.isInitialized) await destroySource().catch(() => undefined);
+      // Last: nothing of this process uses PostgreSQL any more.
       if (embedded) await embedded.stop();
+      await stopTracing?.();
     },
   };
+}
+
+/**
+ * The pool size is configured (`WRIT_DB_POOL_SIZE`), not derived from the server: say so at
+ * start when this one process alone could take more connections than PostgreSQL offers to
+ * non-superusers, which would turn load into refused connections (503) instead of queueing.
+ */
+async function warnIfPoolExceedsServer(pool: Pool, logger: Logger): Promise<void> {
+  try {
+    const { rows } = await pool.query<{ max: number; reserved: number }>(
+      `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved`,
+    );
+    const available = (rows[0]?.max ?? 0) - (rows[0]?.reserved ?? 0);
+    const wanted = (pool.options.max ?? 10) + 2;
+    if (available > 0 && wanted > available) {
+      logger.warn(
+        { pool: pool.options.max, max_connections: rows[0].max },
+        'WRIT_DB_POOL_SIZE (plus 2) exceeds the connections PostgreSQL offers: lower it or raise max_connections',
+      );
+    } else if (available > 0 && wanted > available / 2) {
+      logger.info(
+        { pool: pool.options.max, max_connections: rows[0].max },
+        "this process may use more than half of PostgreSQL's connections: size WRIT_DB_POOL_SIZE × instances below max_connections",
+      );
+    }
+  } catch {
+    // Not knowing is no reason not to start.
+  }
 }
 
 const checkpointKeys = new WeakMap<MasterKey, CheckpointSigningKey>();

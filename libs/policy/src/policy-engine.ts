@@ -195,6 +195,7 @@ function describe(error: unknown): string {
  * the log): the one way token exchange and dry runs ask the policy.
  */
 export function evaluateFailClosed(engine: PolicyEngine, input: PolicyInput, onTrap: (error: PolicyEvaluationError) => void): Decision {
+  const started = evaluationObservers.length > 0 ? process.hrtime.bigint() : undefined;
   try {
     return engine.evaluate(input);
   } catch (error) {
@@ -203,5 +204,21 @@ export function evaluateFailClosed(engine: PolicyEngine, input: PolicyInput, onT
       return error.decision;
     }
     throw error;
+  } finally {
+    if (started !== undefined) {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      for (const observe of evaluationObservers) observe(seconds);
+    }
   }
+}
+
+const evaluationObservers: Array<(seconds: number) => void> = [];
+
+/** Tells `observe` the duration of every {@link evaluateFailClosed} (metrics); returns a way to stop. */
+export function observePolicyEvaluations(observe: (seconds: number) => void): () => void {
+  evaluationObservers.push(observe);
+  return () => {
+    const index = evaluationObservers.indexOf(observe);
+    if (index >= 0) evaluationObservers.splice(index, 1);
+  };
 }

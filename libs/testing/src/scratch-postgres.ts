@@ -6,6 +6,8 @@ import { join } from 'node:path';
 /** A PostgreSQL cluster of a test's own, which the test may stop and start again. */
 export interface ScratchPostgres {
   url: string;
+  /** The cluster's directory (its `postmaster.pid` names the server, e.g. to freeze it). */
+  clusterDir: string;
   stop(): Promise<void>;
   start(): Promise<void>;
   destroy(): Promise<void>;
@@ -60,6 +62,7 @@ export async function startScratchPostgres(): Promise<ScratchPostgres> {
   await command('init');
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/writ`,
+    clusterDir: join(dir, 'postgres'),
     stop: () => command('stop'),
     start: () => command('start'),
     destroy: async () => {

@@ -2,11 +2,17 @@ import { Injectable } from '@nestjs/common';
 import { AuditQuery, AuditRecord, AuditService, AuditVerification } from '@writ/audit';
 import { MasterKey } from '@writ/keys';
 import { ValidationFailedError } from '@writ/platform';
+import { AdminThrottledError, AdminForbiddenError } from '../auth/admin-auth.errors';
+import type { AdminPrincipal } from '../auth/admin-principal';
+import { roleSatisfies } from '../auth/admin-role';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { PageQueryDto, DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
 import type { AuditCheckpointPageDto } from './dto/audit-checkpoint.dto';
 import type { AuditHashDto } from './dto/audit-query.dto';
 import { AuditFilterQueryDto, AuditListQueryDto, DEFAULT_AUDIT_PAGE } from './dto/audit-query.dto';
+
+/** Least time between two full verifications on one instance. */
+export const FULL_VERIFY_INTERVAL_MS = 60_000;
 
 function isSeqCursor(value: unknown): value is { s: number } {
   const seq = (value as { s?: unknown } | null)?.s;
@@ -34,8 +40,24 @@ export class AuditLogService {
     return this.audit.stream(this.filters(query));
   }
 
-  /** Walks the whole chain. */
-  verify(): Promise<AuditVerification> {
+  private lastFullVerify = 0;
+  private verifying: Promise<AuditVerification> | undefined;
+
+  /**
+   * Verifies the chain. Incremental by default (the cost is what was appended since the last
+   * verified checkpoint); concurrent callers share one walk. A full walk is an admin's explicit
+   * action, at most one per {@link FULL_VERIFY_INTERVAL_MS} on this instance (`429` otherwise):
+   * its cost grows with the whole log (or use `npm run audit:verify` away from the services).
+   */
+  async verify(principal: AdminPrincipal, full = false): Promise<AuditVerification> {
+    if (!full) return (this.verifying ??= this.audit.verify({ incremental: true }).finally(() => (this.verifying = undefined)));
+    if (!roleSatisfies(principal.role, 'admin')) throw new AdminForbiddenError('a full verification needs the role admin');
+    const wait = this.lastFullVerify + FULL_VERIFY_INTERVAL_MS - Date.now();
+    if (wait > 0) {
+      const seconds = Math.ceil(wait / 1000);
+      throw new AdminThrottledError(seconds, `a full verification runs at most once a minute; retry after ${seconds} s (or run npm run audit:verify)`);
+    }
+    this.lastFullVerify = Date.now();
     return this.audit.verify();
   }
 

@@ -1,5 +1,7 @@
 import { Body, Controller, Get, HttpCode, Post, Query, Res } from '@nestjs/common';
-import { ApiBadRequestResponse, ApiOkResponse, ApiProduces } from '@nestjs/swagger';
+import { ApiBadRequestResponse, ApiOkResponse, ApiProduces, ApiQuery } from '@nestjs/swagger';
+import { ValidationFailedError } from '@writ/platform';
+import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import type { Response } from 'express';
 import type { AuditRecord, AuditVerification } from '@writ/audit';
 import { AdminApi } from '../auth/admin-api.decorator';
@@ -27,11 +29,17 @@ export class AuditController {
     return this.log.list(query);
   }
 
-  /** Walks the whole chain: gapless, linked, each hash recomputed, head matching, signed checkpoints found. */
+  /**
+   * Verifies the chain: gapless, linked, each hash recomputed, head matching, signed checkpoints
+   * found. By default incrementally, from the last signed checkpoint this service verified;
+   * `?full=true` walks from `seq` 1 (role `admin`, at most once a minute per instance).
+   */
   @Get('verify')
   @ApiOkResponse({ type: AuditVerificationDto })
-  verify(): Promise<AuditVerification> {
-    return this.log.verify();
+  @ApiQuery({ name: 'full', required: false, enum: ['true', 'false'], description: 'walk the whole chain (role admin, rate-limited)' })
+  verify(@CurrentAdmin() admin: AdminPrincipal, @Query('full') full?: string): Promise<AuditVerification> {
+    if (full !== undefined && full !== 'true' && full !== 'false') throw new ValidationFailedError([{ field: 'full', message: 'must be true or false' }]);
+    return this.log.verify(admin, full === 'true');
   }
 
   /**

@@ -16,8 +16,11 @@ export class AdminForbiddenError extends Error {
 
 /** Too many failed admin-token uses from one address: `429 {error: 'too_many_requests', message}` with `Retry-After`. */
 export class AdminThrottledError extends Error {
-  constructor(readonly retryAfterSeconds: number) {
-    super(`too many failed admin authentications from this address; retry after ${retryAfterSeconds} s`);
+  constructor(
+    readonly retryAfterSeconds: number,
+    message?: string,
+  ) {
+    super(message ?? `too many failed admin authentications from this address; retry after ${retryAfterSeconds} s`);
     this.name = 'AdminThrottledError';
   }
 }

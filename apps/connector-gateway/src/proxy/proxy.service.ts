@@ -20,7 +20,8 @@ import {
 } from '@writ/oauth';
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import type { BudgetReservation } from '@writ/grants';
-import { FailureThrottle, FailureVerdict, LOGGER, sourceAddress } from '@writ/platform';
+import { SpanKind } from '@opentelemetry/api';
+import { FailureThrottle, FailureVerdict, inSpan, LOGGER, sourceAddress, withTraceContext } from '@writ/platform';
 import { UpstreamNetworks } from '@writ/connectors';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { classifyMcpRequest, McpCall, parseToolCatalogue } from '../mcp/mcp-request';
@@ -422,13 +423,19 @@ export class ProxyService {
     const url = checked.mcp ? checked.state.connector!.baseUrl : `${base}${target.upstreamPath}${target.query ? `?${target.query}` : ''}`;
     const deadline = AbortSignal.timeout(this.config.upstreamTimeoutMs);
     const send = (credential: CredentialHeader | undefined) =>
-      undiciRequest(url, {
-        method: req.method,
-        dispatcher: this.dispatcher,
-        headers: upstreamRequestHeaders(req.headers, credential, body.length),
-        body: body.length > 0 ? body : undefined,
-        signal: deadline,
-      });
+      inSpan(
+        'gateway.upstream',
+        { 'writ.connector': call.connectorId ?? 'none', 'http.request.method': req.method },
+        () =>
+          undiciRequest(url, {
+            method: req.method,
+            dispatcher: this.dispatcher,
+            headers: withTraceContext(upstreamRequestHeaders(req.headers, credential, body.length), this.config.tracing.forwardTraceparent),
+            body: body.length > 0 ? body : undefined,
+            signal: deadline,
+          }),
+        SpanKind.CLIENT,
+      );
     const upstreamStarted = process.hrtime.bigint();
     let response: Dispatcher.ResponseData;
     // Header values injected upstream (a user's own access token included): never echoed back to the agent.

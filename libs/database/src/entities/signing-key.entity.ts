@@ -7,7 +7,7 @@ export class SigningKeyEntity {
   @Column('text') alg!: string;
   @Column('jsonb', { name: 'public_jwk' }) publicJwk!: Record<string, unknown>;
   @Column('bytea', { name: 'private_sealed' }) privateSealed!: Buffer;
-  @Column('text') status!: 'active' | 'retiring' | 'retired';
+  @Column('text') status!: 'next' | 'active' | 'retiring' | 'retired';
   @Column('timestamptz', { name: 'created_at' }) createdAt!: Date;
   @Column('timestamptz', { name: 'retired_at', nullable: true }) retiredAt!: Date | null;
 }

@@ -6,6 +6,7 @@ import { TaskBudgets1764400000000 } from './1764400000000-task-budgets';
 import { AuditCheckpoints1764420000000 } from './1764420000000-audit-checkpoints';
 import { FailureThrottle1764430000000 } from './1764430000000-failure-throttle';
 import { ApprovalWebhook1764440000000 } from './1764440000000-approval-webhook';
+import { SigningKeyNext1764460000000 } from './1764460000000-signing-key-next';
 import { ConnectorKind1764470000000 } from './1764470000000-connector-kind';
 import { McpSessions1764470000001 } from './1764470000001-mcp-sessions';
 import { ConnectedAccounts1764480000000 } from './1764480000000-connected-accounts';
@@ -23,6 +24,7 @@ export const MIGRATIONS = [
   AuditCheckpoints1764420000000,
   FailureThrottle1764430000000,
   ApprovalWebhook1764440000000,
+  SigningKeyNext1764460000000,
   ConnectorKind1764470000000,
   McpSessions1764470000001,
   ConnectedAccounts1764480000000,

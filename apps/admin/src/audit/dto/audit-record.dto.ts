@@ -30,4 +30,6 @@ export class AuditVerificationDto {
   external_checkpoints?: number;
   @ApiProperty({ required: false, description: 'the checkpoint that failed, when a checkpoint is the problem' })
   invalid_checkpoint_seq?: number;
+  @ApiProperty({ required: false, description: 'incremental walk: the signed checkpoint it resumed from (events up to it were verified by an earlier walk)' })
+  resumed_from_seq?: number;
 }

@@ -4,7 +4,10 @@ import { ApiProperty } from '@nestjs/swagger';
 export class SigningKeyDto {
   @ApiProperty({ description: 'JWK thumbprint' }) kid!: string;
   @ApiProperty({ example: 'ES256' }) alg!: string;
-  @ApiProperty({ enum: ['active', 'retiring', 'retired'], description: 'active signs; retiring still verifies; retired is gone from the JWKS' })
+  @ApiProperty({
+    enum: ['next', 'active', 'retiring', 'retired'],
+    description: 'next is published and signs after the next rotation; active signs; retiring still verifies; retired is gone from the JWKS',
+  })
   status!: string;
   @ApiProperty({ format: 'date-time' }) created_at!: string;
   @ApiProperty({ format: 'date-time', nullable: true, type: String }) retired_at!: string | null;

@@ -1,0 +1,31 @@
+import { isConnectionError } from './audit.service';
+
+const pgError = (code: string, message = 'x') => Object.assign(new Error(message), { code, severity: 'ERROR' });
+
+describe('isConnectionError', () => {
+  it.each([
+    ['pool checkout deadline', new Error('timeout exceeded when trying to connect')],
+    ['connect deadline', new Error('Connection terminated due to connection timeout')],
+    ['client-side query deadline (frozen server)', new Error('Query read timeout')],
+    ['pool already closed', new Error('Cannot use a pool after calling end on the pool')],
+    ['statement_timeout', pgError('57014', 'canceling statement due to statement timeout')],
+    ['lock_timeout', pgError('55P03', 'canceling statement due to lock timeout')],
+    ['too many connections', pgError('53300', 'sorry, too many clients already')],
+    ['shutting down', pgError('57P01', 'terminating connection due to administrator command')],
+    ['cannot connect now', pgError('57P03', 'the database system is starting up')],
+    ['connection failure', pgError('08006')],
+    ['refused', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })],
+  ])('recognises %s as unavailability', (_what, error) => {
+    expect(isConnectionError(error)).toBe(true);
+  });
+
+  it.each([
+    ['a unique violation', pgError('23505')],
+    ['a syntax error', pgError('42601')],
+    ['a data exception', pgError('22P02')],
+    ['a plain error', new Error('boom')],
+    ['a non-error', 'x'],
+  ])('does not take %s for unavailability', (_what, error) => {
+    expect(isConnectionError(error)).toBe(false);
+  });
+});

@@ -1,0 +1,212 @@
+import type { Pool } from 'pg';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AuditRecord } from '@writ/audit';
+import { observePolicyEvaluations } from '@writ/policy';
+
+let refusedPolicyReloads = 0;
+
+/** Counts a refused policy reload of this process (policy-watch). */
+export function noteRefusedPolicyReload(): void {
+  refusedPolicyReloads += 1;
+}
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
+/** A label value from event data: a short string, or `none`. Bounded so labels cannot explode. */
+function label(value: unknown): string {
+  return typeof value === 'string' && value !== '' ? value.slice(0, 64) : typeof value === 'number' ? String(value) : 'none';
+}
+
+/**
+ * Writ's Prometheus metrics, one registry per runtime (served at `GET /metrics` by every
+ * service of the process). Exchanges, gateway calls and upstream latency are counted from the
+ * audit events as they commit: what is counted is exactly what was recorded, and the hot paths
+ * pay one callback per commit, nothing more. docs/operations.md lists every metric.
+ */
+export class WritMetrics {
+  readonly registry = new Registry();
+  private readonly httpRequests: Counter<'service' | 'method' | 'status'>;
+  private readonly httpDuration: Histogram<'service'>;
+  private readonly shedRequests: Counter<'service' | 'reason'>;
+  private readonly exchanges: Counter<'outcome' | 'reason'>;
+  private readonly gatewayCalls: Counter<'connector' | 'operation' | 'status'>;
+  private readonly upstreamLatency: Histogram<'connector'>;
+  private readonly auditCommit: Histogram<string>;
+  private readonly auditBatch: Histogram<string>;
+  private readonly policyEvaluation: Histogram<string>;
+  private policyVersion: (() => string) | undefined;
+  private readonly stopObserving: () => void;
+
+  constructor(pool: Pool | undefined, options: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'writ_' });
+    this.httpRequests = new Counter({
+      name: 'writ_http_requests_total',
+      help: 'HTTP requests answered, by service, method and status',
+      labelNames: ['service', 'method', 'status'],
+      registers,
+    });
+    this.httpDuration = new Histogram({
+      name: 'writ_http_request_duration_seconds',
+      help: 'HTTP request latency by service (admitted requests)',
+      labelNames: ['service'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.shedRequests = new Counter({
+      name: 'writ_shed_requests_total',
+      help: 'Requests refused 503 before any work: overload (in-flight limit) or draining (shutdown)',
+      labelNames: ['service', 'reason'],
+      registers,
+    });
+    this.exchanges = new Counter({
+      name: 'writ_token_exchanges_total',
+      help: 'Token exchanges by outcome (success, denied, info = approval pending, refused) and reason',
+      labelNames: ['outcome', 'reason'],
+      registers,
+    });
+    this.gatewayCalls = new Counter({
+      name: 'writ_gateway_calls_total',
+      help: 'Gateway calls by connector, operation and status (forwarded, or the refusal status)',
+      labelNames: ['connector', 'operation', 'status'],
+      registers,
+    });
+    this.upstreamLatency = new Histogram({
+      name: 'writ_upstream_latency_seconds',
+      help: 'Upstream response latency by connector',
+      labelNames: ['connector'],
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.auditCommit = new Histogram({
+      name: 'writ_audit_commit_seconds',
+      help: 'Audit group commit latency (checkout to COMMIT)',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers,
+    });
+    this.auditBatch = new Histogram({
+      name: 'writ_audit_batch_events',
+      help: 'Audit events per group commit',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers,
+    });
+    this.policyEvaluation = new Histogram({
+      name: 'writ_policy_evaluation_seconds',
+      help: 'Policy (WASM) evaluation latency',
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
+      registers,
+    });
+    // Collected on scrape and kept by the registry: nothing here needs a handle on them.
+    new Counter({
+      name: 'writ_policy_reload_failures_total',
+      help: 'Policy reloads refused (the last good policy stays)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(refusedPolicyReloads);
+      },
+    });
+    this.stopObserving = observePolicyEvaluations((seconds) => this.policyEvaluation.observe(seconds));
+    const versionOf = () => this.policyVersion?.();
+    new Gauge({
+      name: 'writ_policy_info',
+      help: 'The policy version in force (value 1)',
+      labelNames: ['version'],
+      registers,
+      collect() {
+        const version = versionOf();
+        if (version === undefined) return;
+        this.reset();
+        this.set({ version }, 1);
+      },
+    });
+    if (pool) {
+      new Gauge({
+        name: 'writ_db_pool_connections',
+        help: 'Connections of the request pool: total, idle, in_use, and callers waiting for one',
+        labelNames: ['state'],
+        registers,
+        collect() {
+          this.set({ state: 'total' }, pool.totalCount);
+          this.set({ state: 'idle' }, pool.idleCount);
+          this.set({ state: 'in_use' }, pool.totalCount - pool.idleCount);
+          this.set({ state: 'waiting' }, pool.waitingCount);
+        },
+      });
+      new Gauge({
+        name: 'writ_approvals_pending',
+        help: 'Approvals waiting for a human (not expired)',
+        registers,
+        async collect() {
+          try {
+            const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM approvals WHERE status = 'pending' AND expires_at > now()`);
+            this.set(rows[0]?.n ?? 0);
+          } catch {
+            // The database is down: the last value stays, readiness says why.
+          }
+        },
+      });
+    }
+  }
+
+  /** A request answered by an admitted handler. */
+  httpAnswered(service: string, method: string, status: number, seconds: number): void {
+    this.httpRequests.inc({ service, method, status: String(status) });
+    this.httpDuration.observe({ service }, seconds);
+  }
+
+  /** A request refused by the in-flight gate. */
+  shed(service: string, reason: 'overload' | 'draining'): void {
+    this.shedRequests.inc({ service, reason });
+  }
+
+  /** A policy evaluation took `seconds`. */
+  policyEvaluated(seconds: number): void {
+    this.policyEvaluation.observe(seconds);
+  }
+
+  /** Reports the version of the policy in force, read at every scrape. */
+  trackPolicyVersion(version: () => string): void {
+    this.policyVersion = version;
+  }
+
+  /** Stops observing process-wide sources (policy evaluations). */
+  close(): void {
+    this.stopObserving();
+  }
+
+  /** An audit group commit of `records` took `seconds`; counts what the events say. */
+  auditCommitted(records: readonly AuditRecord[], seconds: number): void {
+    this.auditCommit.observe(seconds);
+    this.auditBatch.observe(records.length);
+    for (const record of records) {
+      switch (record.type) {
+        case 'grant.decision':
+          this.exchanges.inc({ outcome: record.outcome, reason: 'policy' });
+          break;
+        case 'token.refused':
+          if (record.data.grant_type === TOKEN_EXCHANGE) this.exchanges.inc({ outcome: 'refused', reason: label(record.data.error) });
+          break;
+        case 'gateway.call':
+          this.gatewayCalls.inc({
+            connector: label(record.connector_id),
+            operation: label(record.data.operation),
+            status: record.outcome === 'success' ? 'forwarded' : label(record.data.status),
+          });
+          break;
+        case 'gateway.upstream':
+          if (typeof record.data.upstream_latency_ms === 'number') {
+            this.upstreamLatency.observe({ connector: label(record.connector_id) }, record.data.upstream_latency_ms / 1000);
+          }
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  /** The text exposition. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
