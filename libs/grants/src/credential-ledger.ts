@@ -60,8 +60,10 @@ const INSERT_CONNECTOR_TOKENS = `
        live AS (SELECT i.*, EXISTS (
                          SELECT 1 FROM jsonb_array_elements(c.operations) op
                           WHERE op->>'name' = i.action
-                            AND jsonb_build_object('method', op->'method', 'path', op->'path',
-                                                   'constraints', COALESCE(op->'constraints', '{}'::jsonb)) = i.decided_operation
+                            -- MCP tools have no method or path: absent members stay absent, as in decidedOperation().
+                            AND jsonb_build_object('constraints', COALESCE(op->'constraints', '{}'::jsonb))
+                                || CASE WHEN op ? 'method' THEN jsonb_build_object('method', op->'method') ELSE '{}'::jsonb END
+                                || CASE WHEN op ? 'path' THEN jsonb_build_object('path', op->'path') ELSE '{}'::jsonb END = i.decided_operation
                        ) AS current_operation
                   FROM input i
                   JOIN agents a ON a.id = i.subject AND a.status = 'active'
