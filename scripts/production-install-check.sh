@@ -26,7 +26,12 @@ check() { # name, ready URL, pid
     sleep 1
   done
   curl -sf "$url/health/ready" >/dev/null || { echo "production install: $name not ready"; cat "$work/$name.log"; exit 1; }
-  curl -sf "$url/metrics" | grep -q '^writ_http_requests_total' || { echo "production install: $name serves no metrics"; exit 1; }
+  # A request is counted when its response finishes, which may be after curl has read it: look
+  # for the registered family and a sample that is always there, not for the readiness request.
+  local metrics
+  metrics="$(curl -sf "$url/metrics")" || { echo "production install: $name serves no metrics"; exit 1; }
+  grep -q '^# TYPE writ_http_requests_total counter' <<<"$metrics" && grep -q '^writ_process_cpu_user_seconds_total' <<<"$metrics" ||
+    { echo "production install: $name serves no Writ metrics"; exit 1; }
   kill -TERM "$pid"
   local code=0
   wait "$pid" || code=$?
