@@ -111,6 +111,19 @@ describe('audit retention: archive and prune under a signed marker', () => {
     });
   });
 
+  it('an instance that wrote the pruned events does not take the prune for tampering', async () => {
+    await append(20);
+    // One checkpoint of the head: this instance still remembers the hashes of the events it covers.
+    await services.runtime.checkpointer!.trigger();
+    const head = Number((await superuser.query('SELECT seq FROM audit_chain_head')).rows[0].seq);
+    expect(await archive(['--before', String(head + 1), '--out', out])).toMatchObject({ code: 0, result: { pruned: true, up_to_seq: head } });
+    await append(2);
+    await services.runtime.checkpointer!.trigger();
+    await services.runtime.checkpointer!.trigger();
+    const file = services.config.auditCheckpointFile!;
+    expect(await verifyCli(['--checkpoints', file, '--public-key', publicKeyFileFor(file)], false)).toMatchObject({ code: 0, result: { valid: true } });
+  });
+
   it('reports a prefix deleted without a marker, by a superuser with the triggers off', async () => {
     const checkpoint = await checkpointAfter(20);
     await append(3);
