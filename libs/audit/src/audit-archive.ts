@@ -344,8 +344,13 @@ export async function verifyArchive(dir: string, keyring: CheckpointKeyring): Pr
   let verified = 0;
   const lines = text.split('\n').filter((line) => line !== '');
   for (const line of lines) {
-    const record = JSON.parse(line) as AuditRecord;
     const invalid = (reason: string) => fail(reason, { events: expected - manifest.from_seq, first_invalid_seq: expected, checkpoints_verified: verified });
+    let record: AuditRecord;
+    try {
+      record = JSON.parse(line) as AuditRecord;
+    } catch {
+      return invalid(`the line of event ${expected} is not JSON`);
+    }
     if (record.seq !== expected) return invalid(`event ${expected} is missing`);
     if (record.prev_hash !== prevHash) return invalid('prev_hash does not match the previous event');
     const { hash, prev_hash: _prev, ...body } = record;
@@ -363,7 +368,12 @@ export async function verifyArchive(dir: string, keyring: CheckpointKeyring): Pr
   }
   let markerVerified = false;
   if (existsSync(join(dir, ARCHIVE_FILES.marker))) {
-    const marker = JSON.parse(await readFile(join(dir, ARCHIVE_FILES.marker), 'utf8')) as unknown;
+    let marker: unknown;
+    try {
+      marker = JSON.parse(await readFile(join(dir, ARCHIVE_FILES.marker), 'utf8'));
+    } catch {
+      return fail('the prune marker file is not JSON', { events });
+    }
     if (!isPruneMarker(marker) || !pruneMarkerSignatureValid(marker, keyring)) return fail('the prune marker is not signed by a trusted key', { events });
     if (
       marker.up_to_seq !== manifest.up_to_seq ||
