@@ -135,6 +135,25 @@ describe('audit retention: archive and prune under a signed marker', () => {
     expect(await verifyCli()).toMatchObject({ code: 1 });
   });
 
+  it('after a legitimate prune, still reports more events deleted, or the marker deleted, by a superuser', async () => {
+    const first = await checkpointAfter(10);
+    const second = await checkpointAfter(10);
+    await append(3);
+    expect(await archive(['--before', String(first + 1), '--out', out])).toMatchObject({ code: 0, result: { pruned: true, up_to_seq: first } });
+    const asSuperuser = async (sql: string, values: unknown[]) => {
+      await superuser.query('BEGIN');
+      await superuser.query('SET LOCAL session_replication_role = replica');
+      await superuser.query(sql, values);
+      await superuser.query('COMMIT');
+    };
+    // The next segment deleted without a marker of its own.
+    await asSuperuser('DELETE FROM audit_events WHERE seq > $1 AND seq <= $2', [first, second]);
+    expect(await verifyApi()).toMatchObject({ valid: false, first_invalid_seq: first + 1, reason: `event ${first + 1} is missing` });
+    // The marker itself deleted: the chain would have to start at seq 1 again.
+    await asSuperuser('DELETE FROM audit_prunes', []);
+    expect(await verifyCli()).toMatchObject({ code: 1, result: { valid: false, first_invalid_seq: 1 } });
+  });
+
   it('refuses a plain DELETE by the owner without a marker, and a marker of another transaction', async () => {
     const checkpoint = await checkpointAfter(10);
     await expect(superuser.query('DELETE FROM audit_events WHERE seq = 1')).rejects.toThrow(/append-only/);
