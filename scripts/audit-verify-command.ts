@@ -2,7 +2,17 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Pool } from 'pg';
-import { AuditService, AuditVerification, CheckpointPublicKey, parsePublicKeys, readCheckpointFile } from '@writ/audit';
+import {
+  ArchiveVerification,
+  archivePublicKeys,
+  AuditService,
+  AuditVerification,
+  checkpointKeyring,
+  CheckpointPublicKey,
+  parsePublicKeys,
+  readCheckpointFile,
+  verifyArchive,
+} from '@writ/audit';
 import type { WritConfig } from '@writ/config';
 import { EmbeddedDatabase, startEmbeddedPostgres } from '@writ/database';
 import { MasterKey } from '@writ/keys';
@@ -11,21 +21,25 @@ import { MasterKey } from '@writ/keys';
 export interface AuditVerifyOutcome {
   /** 0: valid; 1: not valid; 2: could not verify. */
   code: 0 | 1 | 2;
-  result?: AuditVerification & { checkpoint_file?: string };
+  result?:
+    (AuditVerification & { checkpoint_file?: string }) | (ArchiveVerification & { archive: string; key_source: 'public-key' | 'master-key' | 'archive' });
   error?: string;
 }
 
 /** Thrown for a wrong command line or an unreadable input: exit 2. */
 class UsageError extends Error {}
 
-const USAGE = 'usage: npm run audit:verify -- [--checkpoints FILE] [--public-key FILE]';
+const USAGE = 'usage: npm run audit:verify -- [--checkpoints FILE] [--public-key FILE] | --archive DIR [--public-key FILE]';
 
-function parseArgs(args: string[], cwd: string): { checkpoints?: string; publicKey?: string } {
-  const parsed: { checkpoints?: string; publicKey?: string } = {};
+const FLAGS = { '--checkpoints': 'checkpoints', '--public-key': 'publicKey', '--archive': 'archive' } as const;
+
+function parseArgs(args: string[], cwd: string): { checkpoints?: string; publicKey?: string; archive?: string } {
+  const parsed: { checkpoints?: string; publicKey?: string; archive?: string } = {};
   for (let i = 0; i < args.length; i += 1) {
     const value = args[i + 1];
-    if ((args[i] === '--checkpoints' || args[i] === '--public-key') && value && !value.startsWith('--')) {
-      parsed[args[i] === '--checkpoints' ? 'checkpoints' : 'publicKey'] = resolve(cwd, value);
+    const flag = FLAGS[args[i] as keyof typeof FLAGS] as (typeof FLAGS)[keyof typeof FLAGS] | undefined;
+    if (flag && value && !value.startsWith('--')) {
+      parsed[flag] = resolve(cwd, value);
       i += 1;
     } else {
       throw new UsageError(`unexpected argument ${JSON.stringify(args[i])}; ${USAGE}`);
@@ -64,6 +78,7 @@ export async function auditVerify(args: string[], config: WritConfig, cwd = proc
   let pool: Pool | undefined;
   try {
     const options = parseArgs(args, cwd);
+    if (options.archive) return await archiveOutcome(options.archive, options.publicKey, config);
     const keys = await verificationKeys(config, options.publicKey);
     const checkpointFile = options.checkpoints ?? config.auditCheckpointFile;
     if (options.checkpoints && !existsSync(options.checkpoints)) throw new UsageError(`no such checkpoint file: ${options.checkpoints}`);
@@ -82,4 +97,23 @@ export async function auditVerify(args: string[], config: WritConfig, cwd = proc
     await pool?.end().catch(() => undefined);
     await embedded?.stop().catch(() => undefined);
   }
+}
+
+/**
+ * `--archive DIR`: verifies an archive of `npm run audit:archive` offline, with the key of
+ * `--public-key FILE`, else the master key's, else the archive's own `public-key.json` (which
+ * proves only that the archive is intact, not who signed it: pass the published key file).
+ */
+async function archiveOutcome(dir: string, publicKeyFile: string | undefined, config: WritConfig): Promise<AuditVerifyOutcome> {
+  if (!existsSync(dir)) throw new UsageError(`no such archive directory: ${dir}`);
+  let keySource: 'public-key' | 'master-key' | 'archive' = 'archive';
+  let keys: CheckpointPublicKey[];
+  if (publicKeyFile || config.masterKey) {
+    keys = await verificationKeys(config, publicKeyFile);
+    keySource = publicKeyFile ? 'public-key' : 'master-key';
+  } else {
+    keys = await archivePublicKeys(dir);
+  }
+  const result = await verifyArchive(dir, checkpointKeyring(keys));
+  return { code: result.valid ? 0 : 1, result: { ...result, archive: dir, key_source: keySource } };
 }

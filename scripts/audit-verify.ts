@@ -2,14 +2,17 @@ import { loadConfig } from '@writ/config';
 import { auditVerify } from './audit-verify-command';
 
 /**
- * `npm run audit:verify [-- --checkpoints FILE] [--public-key FILE]`: prints
+ * `npm run audit:verify [-- --checkpoints FILE] [--public-key FILE]` (or `-- --archive DIR`): prints
  * `{valid, events, first_invalid_seq?, reason?, checkpoints_verified, last_checkpoint_seq, …}`.
  * Exits 0 when the chain verifies, 1 when it does not, 2 when it cannot be read.
  */
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   // With --public-key the master key is not needed: the check is possible without any secret.
-  const outcome = await auditVerify(args, loadConfig(process.env, process.cwd(), { masterKeyOptional: args.includes('--public-key') }));
+  const outcome = await auditVerify(
+    args,
+    loadConfig(process.env, process.cwd(), { masterKeyOptional: args.includes('--public-key') || args.includes('--archive') }),
+  );
   if (outcome.result) process.stdout.write(JSON.stringify(outcome.result) + '\n');
   if (outcome.error) process.stderr.write(`writ: audit:verify cannot run: ${outcome.error}\n`);
   return outcome.code;

@@ -1,5 +1,6 @@
 import { createHash, createPublicKey, KeyObject, verify as verifySignature } from 'node:crypto';
 import { canonicalize } from 'json-canonicalize';
+import { isPruneMarker } from './audit-prune';
 
 /** Version of the checkpoint format (the `v` member). */
 export const CHECKPOINT_VERSION = 1;
@@ -127,6 +128,8 @@ export function parseCheckpointLines(text: string): SignedCheckpoint[] {
       if (index === lines.length - 1) return;
       throw new CheckpointFileError(`line ${index + 1} of the checkpoint file is not JSON`);
     }
+    // Prune markers share the file (docs/audit.md#prune-markers); they are read by parsePruneMarkerLines.
+    if (isPruneMarker(value)) return;
     if (!isCheckpoint(value)) throw new CheckpointFileError(`line ${index + 1} of the checkpoint file is not a checkpoint`);
     checkpoints.push(value);
   });

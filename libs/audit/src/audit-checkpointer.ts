@@ -186,7 +186,12 @@ export class AuditCheckpointer {
    */
   private async checkOwnEvents(client: PoolClient): Promise<{ seq: number; hash: string } | undefined> {
     if (this.own.size === 0) return undefined;
-    const covered = await client.query<{ seq: string | null }>('SELECT max(seq) AS seq FROM audit_checkpoints');
+    const covered = await client.query<{ seq: string | null; pruned: string | null }>(
+      'SELECT (SELECT max(seq) FROM audit_checkpoints) AS seq, (SELECT max(up_to_seq) FROM audit_prunes) AS pruned',
+    );
+    // Events archived and pruned under a signed marker (docs/operations.md#retention) are gone on purpose.
+    const prunedSeq = Number(covered.rows[0]?.pruned ?? 0);
+    for (const seq of this.own.keys()) if (seq <= prunedSeq) this.own.delete(seq);
     const seqs = [...this.own.keys()].sort((a, b) => a - b);
     const { rows } = await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_events WHERE seq = ANY($1::bigint[])', [seqs]);
     const stored = new Map(rows.map((row) => [Number(row.seq), row.hash]));

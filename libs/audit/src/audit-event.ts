@@ -61,4 +61,6 @@ export interface AuditVerification {
   invalid_checkpoint_seq?: number;
   /** An incremental walk: the signed checkpoint it resumed from (events up to it were verified before). */
   resumed_from_seq?: number;
+  /** The chain starts after this seq: events up to it were archived and pruned under a signed marker. */
+  pruned_up_to_seq?: number;
 }

@@ -13,6 +13,7 @@ import {
   SignedCheckpoint,
 } from './audit-checkpoint';
 import { CHECKPOINT_COLUMNS, checkpointFromRow, CheckpointRow, readCheckpointFile } from './audit-checkpointer';
+import { PRUNE_COLUMNS, pruneMarkerDigest, pruneMarkerFromRow, PruneRow, pruneMarkerSignatureValid } from './audit-prune';
 
 /** Thrown when events could not be committed: the caller must not go on (fail closed). */
 export class AuditUnavailableError extends Error {
@@ -442,9 +443,16 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     const anchorSeqs = [...anchors.keys()].sort((a, b) => a - b);
     const anchorBefore = (seq: number) => anchorSeqs.filter((anchor) => anchor < seq).pop() ?? 0;
 
-    let expectedSeq = 1;
-    let prevHash = '0'.repeat(64);
-    let events = 0;
+    // A pruned prefix: the chain starts after the latest signed prune marker.
+    const pruned = await this.checkPrunes(client, checkpoints);
+    if ('reason' in pruned) return { valid: false, events: 0, ...summary(0), ...pruned };
+    const start = pruned.start;
+    const prunedSummary = start ? { pruned_up_to_seq: start.seq } : {};
+    if (resume && start && resume.seq <= start.seq) resume = undefined;
+
+    let expectedSeq = start ? start.seq + 1 : 1;
+    let prevHash = start ? start.hash : '0'.repeat(64);
+    let events = start ? start.seq : 0;
     let lastAnchor: { seq: number; hash: string } | undefined;
     if (resume) {
       const at = await client.query<{ hash: string }>('SELECT hash FROM audit_events WHERE seq = $1', [resume.seq]);
@@ -479,7 +487,14 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
           reason,
         });
         if (record.seq !== expectedSeq) return invalid(expectedSeq, `event ${expectedSeq} is missing`);
-        if (record.prev_hash !== prevHash) return invalid(record.seq, 'prev_hash does not match the previous event');
+        if (record.prev_hash !== prevHash) {
+          return invalid(
+            record.seq,
+            start && record.seq === start.seq + 1
+              ? `prev_hash does not match the hash of the signed prune marker at seq ${start.seq}`
+              : 'prev_hash does not match the previous event',
+          );
+        }
         const { hash, prev_hash: _prev, ...body } = record;
         if (chainHash(prevHash, body) !== hash) return invalid(record.seq, 'hash does not match the event content');
         const anchored = anchors.get(record.seq);
@@ -534,7 +549,43 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       };
     }
     if (lastAnchor) this.lastVerifiedCheckpoint = lastAnchor;
-    return { valid: true, events, ...summary(anchorSeqs.length), ...(resumedFrom !== undefined ? { resumed_from_seq: resumedFrom } : {}) };
+    return {
+      valid: true,
+      events,
+      ...summary(anchorSeqs.length),
+      ...(resumedFrom !== undefined ? { resumed_from_seq: resumedFrom } : {}),
+      ...prunedSummary,
+    };
+  }
+
+  /**
+   * Checks the prune markers: each signed by a trusted key, following the one before it, and
+   * naming a stored signed checkpoint (its `seq`, hash and digest). Returns where the chain now
+   * starts (the latest marker), or the first problem. Without markers the chain starts at seq 1,
+   * so a prefix deleted without one is a missing event.
+   */
+  private async checkPrunes(
+    client: PoolClient,
+    checkpoints: SignedCheckpoint[],
+  ): Promise<{ start?: { seq: number; hash: string } } | { invalid_checkpoint_seq: number; reason: string }> {
+    const { rows } = await client.query<PruneRow>(`SELECT ${PRUNE_COLUMNS} FROM audit_prunes ORDER BY up_to_seq`);
+    const bySeq = new Map(checkpoints.map((checkpoint) => [checkpoint.seq, checkpoint]));
+    let previous: ReturnType<typeof pruneMarkerFromRow> | undefined;
+    for (const marker of rows.map(pruneMarkerFromRow)) {
+      const at = marker.up_to_seq;
+      if (!pruneMarkerSignatureValid(marker, this.keyring)) {
+        return { invalid_checkpoint_seq: at, reason: `the prune marker at seq ${at} is not signed by a Writ checkpoint key (forged or altered)` };
+      }
+      if (marker.prev !== (previous ? pruneMarkerDigest(previous) : null)) {
+        return { invalid_checkpoint_seq: at, reason: `the prune marker at seq ${at} does not follow the prune marker before it (one was removed or inserted)` };
+      }
+      const checkpoint = bySeq.get(at);
+      if (!checkpoint || checkpoint.hash !== marker.up_to_hash || checkpointDigest(checkpoint) !== marker.checkpoint) {
+        return { invalid_checkpoint_seq: at, reason: `the prune marker at seq ${at} does not match the signed checkpoint at that seq` };
+      }
+      previous = marker;
+    }
+    return previous ? { start: { seq: previous.up_to_seq, hash: previous.up_to_hash } } : {};
   }
 
   /**

@@ -10,6 +10,7 @@ import { SigningKeyNext1764460000000 } from './1764460000000-signing-key-next';
 import { ConnectorKind1764470000000 } from './1764470000000-connector-kind';
 import { McpSessions1764470000001 } from './1764470000001-mcp-sessions';
 import { ConnectedAccounts1764480000000 } from './1764480000000-connected-accounts';
+import { AuditPrunes1764500000000 } from './1764500000000-audit-prunes';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -28,4 +29,5 @@ export const MIGRATIONS = [
   ConnectorKind1764470000000,
   McpSessions1764470000001,
   ConnectedAccounts1764480000000,
+  AuditPrunes1764500000000,
 ];
