@@ -13,7 +13,6 @@ import {
   SignedCheckpoint,
 } from '@writ/audit';
 import { loadConfig } from '@writ/config';
-import { poolOf } from '@writ/database';
 import { connectAsServiceLogin } from '@writ/platform';
 import { ADMIN_URL_ENV, createTestDatabase, SERVICE_LOGIN_ENV, TEST_SERVICE_USER, withDatabase } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
@@ -319,15 +318,15 @@ describe('least-privilege logins', () => {
     url.password = login.password;
     try {
       for (let start = 0; start < 2; start += 1) {
-        const { dataSource } = await connectAsServiceLogin(db.url, login, url.toString(), 2);
+        const { dataSource, pool } = await connectAsServiceLogin(db.url, login, url.toString(), 2);
         try {
-          const pool = poolOf(dataSource);
           const who = await pool.query<{ user: string; rolsuper: boolean }>('SELECT current_user AS user, rolsuper FROM pg_roles WHERE rolname = current_user');
           expect(who.rows[0]).toEqual({ user: login.user, rolsuper: false });
           await expect(pool.query('ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only')).rejects.toThrow(/owner/);
           await expect(pool.query('DELETE FROM audit_checkpoints')).rejects.toThrow(/permission denied/);
           await new AuditService(pool).record({ type: 'test.event', outcome: 'info', actor: { type: 'system' } });
         } finally {
+          await pool.end();
           await dataSource.destroy();
         }
       }

@@ -1,107 +1,58 @@
-import { CONNECTOR_ID_PATTERN, CONSTRAINT_OPERATORS, type ConstraintOperator } from '@writ/oauth';
+import { CONNECTOR_ID_PATTERN } from '@writ/oauth';
+import {
+  CONNECTOR_CONSTRAINT_OPERATORS,
+  CONNECTOR_KINDS,
+  CONNECTOR_LIMITS,
+  CONNECTOR_METHODS,
+  CONSTRAINT_FIELD_PATTERN,
+  CONSTRAINT_LOCATIONS,
+  CONSTRAINT_NAME_PATTERN,
+  CREATE_CONNECTOR_SCHEMA,
+  CREDENTIAL_SCHEMAS,
+  HEADER_NAME_PATTERN,
+  HEADER_VALUE,
+  HTTP_CONSTRAINT_SCHEMA,
+  HTTP_OPERATION_SCHEMA,
+  OPERATION_NAME_PATTERN,
+  OPERATION_RISKS,
+  PRINTABLE_ASCII,
+  SCOPE,
+  SCOPE_TOKEN,
+  TOOL_NAME_PATTERN,
+  TOOL_OPERATION_SCHEMA,
+  UPDATE_CONNECTOR_SCHEMA,
+  VISIBLE_ASCII,
+  type ConnectorConstraintDefinition,
+  type ConnectorDefinition,
+  type ConnectorDefinitionPatch,
+  type ConnectorFieldError,
+  type ConnectorKind,
+  type ConnectorOperationDefinition,
+} from './connector-definition.schema';
 import { compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
 import { CREDENTIAL_TYPES, type OAuth2AuthorizationCode, type UpstreamCredential } from './upstream-credential';
 import { isForbiddenCredentialHeader } from './upstream-headers';
 
-/** One problem of a submitted connector definition, e.g. `operations[1].constraints.amount.op`. */
-export interface ConnectorFieldError {
-  field: string;
-  message: string;
-}
-
-/** The HTTP methods a catalogue operation may use. */
-export const CONNECTOR_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
-/** How risky an operation is: the policy caps credential lifetimes by it. */
-export const OPERATION_RISKS = ['read', 'write'] as const;
-/** Where a constraint reads its value in a request (`arguments`: an MCP tool call's `params.arguments`). */
-export const CONSTRAINT_LOCATIONS = ['path', 'query', 'body', 'arguments'] as const;
-/** What a connector fronts: an HTTP API (operations are method + path) or a Streamable HTTP MCP server (operations are tools). */
-export const CONNECTOR_KINDS = ['http', 'mcp'] as const;
-/** A connector's kind. */
-export type ConnectorKind = (typeof CONNECTOR_KINDS)[number];
-/** How a constraint compares the request value with the granted one (the operators of `@writ/oauth`). */
-export const CONNECTOR_CONSTRAINT_OPERATORS = CONSTRAINT_OPERATORS;
-
-/** Operation names: what `authorization_details.actions` list. */
-export const OPERATION_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-/** Constraint names: the keys of a grant's `constraints` (same rule as `authorization_details`). */
-export const CONSTRAINT_NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
-/** A request field: a name or a dotted path into a JSON body. */
-export const CONSTRAINT_FIELD_PATTERN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
-/** An HTTP header name (RFC 9110 `token`). */
-export const HEADER_NAME_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-
 /** Names that mean something to JavaScript objects: never a constraint name or field segment. */
 const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
 
-const MAX_NAME_LENGTH = 200;
-const MAX_URL_LENGTH = 2048;
-const MAX_OPERATIONS = 256;
-const MAX_CONSTRAINTS = 32;
-const MAX_FIELD_LENGTH = 256;
-const MAX_SECRET_LENGTH = 8192;
-
-/** One constraint binding of a catalogue operation. */
-export interface ConnectorConstraintDefinition {
-  in: (typeof CONSTRAINT_LOCATIONS)[number];
-  field: string;
-  op: ConstraintOperator;
-  /** Lowest value the request field may carry, whatever the grant says (the field must then be a number). */
-  min?: number;
-  /** Highest value the request field may carry, whatever the grant says (the field must then be a number). */
-  max?: number;
-}
-
-/**
- * One operation of a connector's catalogue, normalised (`constraints` always present). An
- * `mcp` connector's operations are tools: `name` is the tool name, and they have no `method`
- * or `path`.
- */
-export interface ConnectorOperationDefinition {
-  name: string;
-  method?: (typeof CONNECTOR_METHODS)[number];
-  path?: string;
-  risk: (typeof OPERATION_RISKS)[number];
-  constraints: Record<string, ConnectorConstraintDefinition>;
-}
-
-/** A whole connector definition (`POST /v1/connectors`). */
-export interface ConnectorDefinition {
-  id: string;
-  /** `http` unless given; fixed at creation. */
-  kind: ConnectorKind;
-  name: string;
-  base_url: string;
-  operations: ConnectorOperationDefinition[];
-  /** Write-only; absent when the connector has none yet. */
-  credential?: UpstreamCredential;
-}
-
-/** A change to a connector (`PATCH /v1/connectors/{id}`): only the members given. */
-export type ConnectorDefinitionPatch = Partial<Omit<ConnectorDefinition, 'id' | 'kind' | 'credential'>> & {
-  /** A new credential (rotation), or `null` to remove the stored one. */
-  credential?: UpstreamCredential | null;
-};
+const MAX_NAME_LENGTH = CONNECTOR_LIMITS.name;
+const MAX_URL_LENGTH = CONNECTOR_LIMITS.url;
+const MAX_OPERATIONS = CONNECTOR_LIMITS.operations;
+const MAX_CONSTRAINTS = CONNECTOR_LIMITS.constraints;
+const MAX_FIELD_LENGTH = CONNECTOR_LIMITS.field;
+const MAX_SECRET_LENGTH = CONNECTOR_LIMITS.secret;
 
 /** The outcome of a validation: the normalised value, or every problem found. */
 export type ConnectorValidationResult<T> = { ok: true; value: T } | { ok: false; errors: ConnectorFieldError[] };
 
-const TOP_LEVEL_CREATE = ['id', 'kind', 'name', 'base_url', 'operations', 'credential'];
-const TOP_LEVEL_UPDATE = ['name', 'base_url', 'operations', 'credential'];
-const OPERATION_MEMBERS = ['name', 'method', 'path', 'risk', 'constraints'];
-const TOOL_MEMBERS = ['name', 'risk', 'constraints'];
-/** MCP tool names (the 2025-06-18 specification's recommended characters, starting with a letter or digit, as operation names do). */
-export const TOOL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-const CONSTRAINT_MEMBERS = ['in', 'field', 'op', 'min', 'max'];
-const CREDENTIAL_MEMBERS: Record<UpstreamCredential['type'], { required: string[]; optional: string[] }> = {
-  bearer: { required: ['token'], optional: [] },
-  header: { required: ['name', 'value'], optional: [] },
-  oauth2_client_credentials: { required: ['token_url', 'client_id', 'client_secret'], optional: ['scope'] },
-  oauth2_authorization_code: {
-    required: ['authorization_url', 'token_url', 'client_id', 'scopes'],
-    optional: ['client_secret', 'private_key_jwt', 'revocation_url', 'issuer'],
-  },
-};
+// The members accepted at each level are the schema's (connector-definition.schema.ts).
+const members = (schema: { properties: Record<string, unknown> }): string[] => Object.keys(schema.properties);
+const TOP_LEVEL_CREATE = members(CREATE_CONNECTOR_SCHEMA);
+const TOP_LEVEL_UPDATE = members(UPDATE_CONNECTOR_SCHEMA);
+const OPERATION_MEMBERS = members(HTTP_OPERATION_SCHEMA);
+const TOOL_MEMBERS = members(TOOL_OPERATION_SCHEMA);
+const CONSTRAINT_MEMBERS = members(HTTP_CONSTRAINT_SCHEMA);
 
 class Collector {
   readonly errors: ConnectorFieldError[] = [];
@@ -222,8 +173,8 @@ function checkConstraint(
 /** A catalogue bound: a finite number no larger in magnitude than 2^53 - 1 (what the gateway compares exactly), not -0. */
 function checkBound(value: unknown, field: string, out: Collector): number | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isFinite(value) || Math.abs(value) > Number.MAX_SAFE_INTEGER || Object.is(value, -0)) {
-    out.add(field, `must be a number from -${Number.MAX_SAFE_INTEGER} to ${Number.MAX_SAFE_INTEGER}`);
+  if (typeof value !== 'number' || !Number.isFinite(value) || Math.abs(value) > CONNECTOR_LIMITS.bound || Object.is(value, -0)) {
+    out.add(field, `must be a number from -${CONNECTOR_LIMITS.bound} to ${CONNECTOR_LIMITS.bound}`);
     return undefined;
   }
   return value;
@@ -357,11 +308,6 @@ function checkSecret(value: unknown, field: string, out: Collector, pattern: Reg
   return undefined;
 }
 
-const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
-const HEADER_VALUE = /^[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?$/;
-const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
-const SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*$/;
-
 function checkCredential(value: unknown, out: Collector): UpstreamCredential | undefined {
   if (!isPlainObject(value)) {
     out.add('credential', `must be an object with a type (${CREDENTIAL_TYPES.join(', ')})`);
@@ -374,8 +320,7 @@ function checkCredential(value: unknown, out: Collector): UpstreamCredential | u
   }
   const kind = type as UpstreamCredential['type'];
   const before = out.count;
-  const { required, optional } = CREDENTIAL_MEMBERS[kind];
-  refuseUnknown(value, ['type', ...required, ...optional], 'credential', out);
+  refuseUnknown(value, members(CREDENTIAL_SCHEMAS[kind]), 'credential', out);
   switch (kind) {
     case 'bearer': {
       const token = checkSecret(value.token, 'credential.token', out, VISIBLE_ASCII, 'printable ASCII without spaces');
@@ -383,7 +328,7 @@ function checkCredential(value: unknown, out: Collector): UpstreamCredential | u
     }
     case 'header': {
       const name = value.name;
-      if (typeof name !== 'string' || name.length === 0 || name.length > 256 || !HEADER_NAME_PATTERN.test(name)) {
+      if (typeof name !== 'string' || name.length === 0 || name.length > CONNECTOR_LIMITS.headerName || !HEADER_NAME_PATTERN.test(name)) {
         out.add('credential.name', 'must be a valid HTTP header name');
       } else if (isForbiddenCredentialHeader(name)) {
         out.add(
@@ -398,12 +343,12 @@ function checkCredential(value: unknown, out: Collector): UpstreamCredential | u
       const problem = urlProblem(value.token_url, { allowQuery: true });
       if (problem) out.add('credential.token_url', problem);
       const clientId = value.client_id;
-      if (typeof clientId !== 'string' || clientId.length === 0 || clientId.length > 1024 || !PRINTABLE_ASCII.test(clientId)) {
+      if (typeof clientId !== 'string' || clientId.length === 0 || clientId.length > CONNECTOR_LIMITS.clientId || !PRINTABLE_ASCII.test(clientId)) {
         out.add('credential.client_id', 'must be 1 to 1024 printable ASCII characters');
       }
       const secret = checkSecret(value.client_secret, 'credential.client_secret', out, PRINTABLE_ASCII, 'printable ASCII');
       const scope = value.scope;
-      if (scope !== undefined && (typeof scope !== 'string' || scope.length > 2048 || !SCOPE.test(scope))) {
+      if (scope !== undefined && (typeof scope !== 'string' || scope.length > CONNECTOR_LIMITS.scope || !SCOPE.test(scope))) {
         out.add('credential.scope', 'must be space-separated scope tokens (RFC 6749 section 3.3)');
       }
       if (out.count > before || secret === undefined) return undefined;
@@ -420,7 +365,6 @@ function checkCredential(value: unknown, out: Collector): UpstreamCredential | u
   }
 }
 
-const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/;
 const JWK_MEMBER = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** The curves and key types Writ signs client assertions with, and the JWS algorithm of each. */
@@ -463,7 +407,7 @@ function checkAuthorizationCode(value: Record<string, unknown>, out: Collector, 
     if (problem) out.add('credential.issuer', problem);
   }
   const clientId = value.client_id;
-  if (typeof clientId !== 'string' || clientId.length === 0 || clientId.length > 1024 || !PRINTABLE_ASCII.test(clientId)) {
+  if (typeof clientId !== 'string' || clientId.length === 0 || clientId.length > CONNECTOR_LIMITS.clientId || !PRINTABLE_ASCII.test(clientId)) {
     out.add('credential.client_id', 'must be 1 to 1024 printable ASCII characters');
   }
   let secret: string | undefined;
@@ -476,7 +420,7 @@ function checkAuthorizationCode(value: Record<string, unknown>, out: Collector, 
     privateKeyJwt = checkPrivateKeyJwt(value.private_key_jwt, out);
   }
   const scopes = value.scopes;
-  if (!Array.isArray(scopes) || scopes.length > 64 || !scopes.every((scope) => typeof scope === 'string' && SCOPE_TOKEN.test(scope))) {
+  if (!Array.isArray(scopes) || scopes.length > CONNECTOR_LIMITS.scopes || !scopes.every((scope) => typeof scope === 'string' && SCOPE_TOKEN.test(scope))) {
     out.add('credential.scopes', 'must be an array of at most 64 scope tokens (RFC 6749 section 3.3)');
   }
   if (out.count > before || (secret === undefined && privateKeyJwt === undefined)) return undefined;

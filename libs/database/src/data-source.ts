@@ -1,6 +1,5 @@
 import { Pool } from 'pg';
 import { DataSource, MigrationExecutor } from 'typeorm';
-import { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { ENTITIES } from './entities';
 import { MIGRATIONS } from './migrations';
 
@@ -22,7 +21,22 @@ export interface DataSourceOptions {
   lockTimeoutMs?: number;
 }
 
-/** A TypeORM data source over Writ's schema; migrations are explicit, never `synchronize`. */
+/** The node-postgres settings both pools are built from: size, deadlines and timeouts. */
+function poolSettings(options: DataSourceOptions, defaultSize: number) {
+  return {
+    max: options.poolSize ?? defaultSize,
+    connectionTimeoutMillis: options.checkoutTimeoutMs ?? 5_000,
+    idleTimeoutMillis: 30_000,
+    ...(options.statementTimeoutMs ? { statement_timeout: options.statementTimeoutMs, query_timeout: options.statementTimeoutMs + 1_000 } : {}),
+    ...(options.lockTimeoutMs ? { lock_timeout: options.lockTimeoutMs } : {}),
+  };
+}
+
+/**
+ * A TypeORM data source over Writ's schema (migrations, repositories); migrations are
+ * explicit, never `synchronize`. Its pool is its own (default 2 connections): the services'
+ * SQL runs on the pool of {@link createPool}.
+ */
 export function createDataSource(url: string, options: DataSourceOptions = {}): DataSource {
   return new DataSource({
     type: 'postgres',
@@ -34,14 +48,22 @@ export function createDataSource(url: string, options: DataSourceOptions = {}): 
     migrationsRun: false,
     logging: false,
     applicationName: options.applicationName ?? 'writ',
-    extra: {
-      max: options.poolSize ?? 20,
-      connectionTimeoutMillis: options.checkoutTimeoutMs ?? 5_000,
-      idleTimeoutMillis: 30_000,
-      ...(options.statementTimeoutMs ? { statement_timeout: options.statementTimeoutMs, query_timeout: options.statementTimeoutMs + 1_000 } : {}),
-      ...(options.lockTimeoutMs ? { lock_timeout: options.lockTimeoutMs } : {}),
-    },
+    extra: poolSettings(options, 2),
   });
+}
+
+/**
+ * The node-postgres pool the services' SQL runs on (`PG_POOL`): `poolSize` connections
+ * (default 20), with the same checkout deadline, statement and lock timeouts as the data
+ * source. Its owner ends it.
+ */
+export function createPool(url: string, options: DataSourceOptions = {}): Pool {
+  const pool = new Pool({ connectionString: url, application_name: options.applicationName ?? 'writ', ...poolSettings(options, 20) });
+  // An idle connection the server ends (restart, administrator command) is dropped by the
+  // pool itself; without a listener its error would end the process (as TypeORM's pool, it
+  // is no reason to). Owners may add a listener that logs it.
+  pool.on('error', () => undefined);
+  return pool;
 }
 
 /** Key of the advisory lock that serialises migrations between instances starting together. */
@@ -61,9 +83,4 @@ export async function migrate(dataSource: DataSource): Promise<string[]> {
     await runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     await runner.release();
   }
-}
-
-/** The node-postgres pool behind a data source, for hot paths that speak SQL directly. */
-export function poolOf(dataSource: DataSource): Pool {
-  return (dataSource.driver as PostgresDriver).master as Pool;
 }

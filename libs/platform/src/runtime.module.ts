@@ -22,7 +22,7 @@ export class RuntimeModule {
   static forRoot(runtime: Runtime): DynamicModule {
     return {
       module: RuntimeModule,
-      imports: [ConfigModule.forRoot(runtime.config), DatabaseModule.forRoot(runtime.dataSource)],
+      imports: [ConfigModule.forRoot(runtime.config), DatabaseModule.forRoot(runtime.dataSource, runtime.pool)],
       providers: [
         { provide: RUNTIME, useValue: runtime },
         { provide: LOGGER, useValue: runtime.logger },

@@ -7,7 +7,7 @@ import { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
 import { AuditCheckpointer, AuditService } from '@writ/audit';
 import { loadConfig, WritConfig } from '@writ/config';
-import { createDataSource, EmbeddedDatabase, ensureServiceLogin, migrate, poolOf, ServiceLogin, startEmbeddedPostgres } from '@writ/database';
+import { createDataSource, createPool, EmbeddedDatabase, ensureServiceLogin, migrate, ServiceLogin, startEmbeddedPostgres } from '@writ/database';
 import { CredentialRevoker } from '@writ/grants';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
@@ -83,9 +83,10 @@ function boundsOf(config: WritConfig): ServiceDataSourceBounds {
 
 /**
  * Migrates as the owner (`ownerUrl`, the embedded cluster's superuser), makes `login` a member
- * of writ_service and nothing more, then opens the services' data source as that login (no
- * superuser, owner of nothing), as with an external database: the services cannot disable the
- * audit triggers nor change audit rows.
+ * of writ_service and nothing more, then opens the services' data source and pool as that
+ * login (no superuser, owner of nothing), as with an external database: the services cannot
+ * disable the audit triggers nor change audit rows. The caller ends the pool and destroys the
+ * data source.
  */
 export async function connectAsServiceLogin(
   ownerUrl: string,
@@ -93,20 +94,44 @@ export async function connectAsServiceLogin(
   serviceUrl: string,
   poolSize?: number,
   bounds: ServiceDataSourceBounds = {},
-): Promise<{ dataSource: DataSource; applied: string[] }> {
+): Promise<{ dataSource: DataSource; pool: Pool; applied: string[] }> {
   const owner = createDataSource(ownerUrl, { poolSize: 1, applicationName: 'writ-migrate' });
+  const ownerPool = createPool(ownerUrl, { poolSize: 1, applicationName: 'writ-migrate' });
   let applied: string[];
   try {
     await step('cannot reach the database', () => owner.initialize());
     applied = await step('database migration failed', () => migrate(owner));
-    await step('cannot set up the service login', () => ensureServiceLogin(poolOf(owner), login));
+    await step('cannot set up the service login', () => ensureServiceLogin(ownerPool, login));
   } finally {
+    await ownerPool.end().catch(() => undefined);
     if (owner.isInitialized) await owner.destroy().catch(() => undefined);
   }
-  const dataSource = createDataSource(serviceUrl, { poolSize, ...bounds });
-  await step('cannot reach the database as the service login', () => dataSource.initialize());
-  return { dataSource, applied };
+  const { dataSource, pool } = await openServiceConnections(serviceUrl, poolSize, bounds);
+  return { dataSource, pool, applied };
 }
+
+/**
+ * The services' two ways into PostgreSQL, with the same deadlines: TypeORM's data source (its
+ * own 2 connections: migrations, repositories) and the pool their SQL runs on (`poolSize`).
+ */
+async function openServiceConnections(
+  url: string,
+  poolSize: number | undefined,
+  bounds: ServiceDataSourceBounds,
+): Promise<{ dataSource: DataSource; pool: Pool }> {
+  const dataSource = createDataSource(url, { ...bounds, poolSize: TYPEORM_POOL_SIZE });
+  const pool = createPool(url, { ...bounds, poolSize });
+  try {
+    await step('cannot reach the database', () => dataSource.initialize());
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw error;
+  }
+  return { dataSource, pool };
+}
+
+/** Connections of TypeORM's own pool in a service process (migrations, repositories). */
+export const TYPEORM_POOL_SIZE = 2;
 
 /**
  * Connects to PostgreSQL (embedded unless `WRIT_DATABASE_URL`), migrates, resolves the master
@@ -130,6 +155,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     return embedded.url;
   });
   let dataSource: DataSource | undefined;
+  let pool: Pool | undefined;
   let masterKey: MasterKey;
   let signingKeys: SigningKeyStore | undefined;
   let checkpointer: AuditCheckpointer | undefined;
@@ -138,6 +164,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     if (embedded) {
       const connected = await connectAsServiceLogin(url, embedded.serviceLogin, embedded.serviceUrl, poolSize, boundsOf(config));
       dataSource = connected.dataSource;
+      pool = connected.pool;
       if (connected.applied.length) logger.info({ migrations: connected.applied }, 'database migrated');
     } else {
       if (config.migrationDatabaseUrl) {
@@ -151,8 +178,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
           if (owner.isInitialized) await owner.destroy().catch(() => undefined);
         }
       }
-      dataSource = createDataSource(url, { poolSize, ...boundsOf(config) });
-      await step('cannot reach the database', () => dataSource!.initialize());
+      ({ dataSource, pool } = await openServiceConnections(url, poolSize, boundsOf(config)));
       if (!config.migrationDatabaseUrl) {
         const applied = await step('database migration failed', () => migrate(dataSource!));
         if (applied.length) logger.info({ migrations: applied }, 'database migrated');
@@ -171,7 +197,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     if (source !== 'environment') {
       logger.warn({ file: join(config.dataDir, 'master-key') }, 'WRIT_MASTER_KEY is not set: using a generated development key kept in the data directory');
     }
-    const keys = (signingKeys = new SigningKeyStore(poolOf(dataSource), masterKey, config.issuer));
+    const keys = (signingKeys = new SigningKeyStore(pool, masterKey, config.issuer));
     await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => keys.init());
     keys.startMaintenance({
       refreshMs: config.operations.keyRefreshSeconds * 1000,
@@ -207,6 +233,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   } catch (error) {
     // Leave nothing running behind a service that does not start.
     signingKeys?.stopMaintenance();
+    await pool?.end().catch(() => undefined);
     if (dataSource?.isInitialized) await dataSource.destroy().catch(() => undefined);
     await checkpointPool?.end().catch(() => undefined);
     if (embedded) await embedded.stop().catch(() => undefined);
@@ -214,7 +241,8 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     throw error;
   }
   const keys = signingKeys;
-  const pool = poolOf(dataSource);
+  const servicePool = pool;
+  pool.on('error', (error) => logger.warn({ err: error.message }, 'idle database connection lost'));
   await warnIfPoolExceedsServer(pool, logger);
   traceQueries(pool);
   const metrics = new WritMetrics(pool);
@@ -271,6 +299,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       metrics.close();
       await finalCheckpoint();
       await verifyPool.end().catch(() => undefined);
+      await servicePool.end().catch(() => undefined);
       if (source.isInitialized) await destroySource().catch(() => undefined);
       // Last: nothing of this process uses PostgreSQL any more.
       if (embedded) await embedded.stop();
@@ -290,11 +319,11 @@ async function warnIfPoolExceedsServer(pool: Pool, logger: Logger): Promise<void
       `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved`,
     );
     const available = (rows[0]?.max ?? 0) - (rows[0]?.reserved ?? 0);
-    const wanted = (pool.options.max ?? 10) + 2;
+    const wanted = (pool.options.max ?? 10) + TYPEORM_POOL_SIZE + 2;
     if (available > 0 && wanted > available) {
       logger.warn(
         { pool: pool.options.max, max_connections: rows[0].max },
-        'WRIT_DB_POOL_SIZE (plus 2) exceeds the connections PostgreSQL offers: lower it or raise max_connections',
+        'WRIT_DB_POOL_SIZE (plus 4) exceeds the connections PostgreSQL offers: lower it or raise max_connections',
       );
     } else if (available > 0 && wanted > available / 2) {
       logger.info(

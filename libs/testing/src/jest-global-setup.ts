@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { randomBytes } from 'node:crypto';
-import { createDataSource, ensureServiceLogin, migrate, poolOf, startEmbeddedPostgres } from '../../database/src'; // global setup runs outside jest's module mapper
+import { createDataSource, createPool, ensureServiceLogin, migrate, startEmbeddedPostgres } from '../../database/src'; // global setup runs outside jest's module mapper
 import { ADMIN_URL_ENV, SERVICE_LOGIN_ENV, TEST_SERVICE_USER, TEMPLATE_DATABASE, withDatabase } from './test-database';
 
 /**
@@ -42,7 +42,8 @@ export default async function globalSetup(): Promise<void> {
     // The login the test services connect as: a member of writ_service only, so that every
     // suite proves the grants are enough (roles are cluster-wide; clones inherit the grants).
     const password = randomBytes(18).toString('base64url');
-    await ensureServiceLogin(poolOf(dataSource), { user: TEST_SERVICE_USER, password });
+    const owner = createPool(withDatabase(adminUrl, TEMPLATE_DATABASE), { poolSize: 1 });
+    await ensureServiceLogin(owner, { user: TEST_SERVICE_USER, password }).finally(() => owner.end());
     process.env[SERVICE_LOGIN_ENV] = password;
   } finally {
     await dataSource.destroy();

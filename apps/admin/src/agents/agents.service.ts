@@ -3,21 +3,15 @@ import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { CredentialRevoker, GrantStore } from '@writ/grants';
 import { AgentEntity, PG_POOL, RowOf } from '@writ/database';
-import { NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
-import { claimClientId, generateClientId, kidsOf, publicJwksOrRefuse } from '../common/client-identity';
-import { decodeCursor, encodeCursor, isKeyCursor, Page } from '../common/cursor';
+import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
+import { ClientRegistry } from '../common/client-registry';
+import type { Page } from '../common/cursor';
 import type { ListClientsQueryDto } from '../common/list-clients-query.dto';
-import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
 import { AgentDto, toAgentDto } from './dto/agent.dto';
 import type { CreateAgentDto } from './dto/create-agent.dto';
 import type { UpdateAgentDto } from './dto/update-agent.dto';
-
-/** A row of the table, as {@link COLUMNS} selects it. */
-type Row = RowOf<AgentEntity>;
-
-const COLUMNS = 'id, name, description, status, jwks, created_at, updated_at';
 
 /**
  * Registers, changes and removes agents. Each change commits with its audit event; a
@@ -25,26 +19,22 @@ const COLUMNS = 'id, name, description, status, jwks, created_at, updated_at';
  */
 @Injectable()
 export class AgentsService {
+  private readonly registry: ClientRegistry<RowOf<AgentEntity>, AgentDto>;
+
   constructor(
-    @Inject(PG_POOL) private readonly pool: Pool,
+    @Inject(PG_POOL) pool: Pool,
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
     private readonly grants: GrantStore,
-  ) {}
+  ) {
+    this.registry = new ClientRegistry(pool, { table: 'agents', noun: 'agent', idPrefix: 'agent', extraColumns: [], toDto: toAgentDto });
+  }
 
   /** Registers an agent (`409` when the id is taken by an agent or an orchestrator). */
   async create(principal: AdminPrincipal, body: CreateAgentDto): Promise<AgentDto> {
     const jwks = publicJwksOrRefuse(body.jwks);
-    const id = body.id ?? generateClientId('agent');
     const { result } = await this.audit.recordWith(
-      async (client) => {
-        await claimClientId(client, id);
-        const { rows } = await client.query<Row>(
-          `INSERT INTO agents (id, name, description, status, jwks) VALUES ($1, $2, $3, 'active', $4) RETURNING ${COLUMNS}`,
-          [id, body.name, body.description ?? null, JSON.stringify(jwks)],
-        );
-        return toAgentDto(rows[0]);
-      },
+      (client) => this.registry.insert(client, body, jwks),
       (agent) => [
         {
           type: 'admin.agent.created',
@@ -59,24 +49,13 @@ export class AgentsService {
   }
 
   /** A page of agents, by id. */
-  async list(query: ListClientsQueryDto): Promise<Page<AgentDto>> {
-    const after = decodeCursor(query.cursor, isKeyCursor);
-    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const { rows } = await this.pool.query<Row>(
-      `SELECT ${COLUMNS} FROM agents
-        WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2)
-        ORDER BY id LIMIT $3`,
-      [query.status ?? null, after?.k ?? null, limit + 1],
-    );
-    const items = rows.slice(0, limit).map(toAgentDto);
-    return { items, next_cursor: rows.length > limit ? encodeCursor({ k: items[items.length - 1].id }) : null };
+  list(query: ListClientsQueryDto): Promise<Page<AgentDto>> {
+    return this.registry.list(query);
   }
 
   /** One agent, or `404`. */
-  async get(id: string): Promise<AgentDto> {
-    const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id]);
-    if (!rows[0]) throw new NotFoundError('agent');
-    return toAgentDto(rows[0]);
+  get(id: string): Promise<AgentDto> {
+    return this.registry.get(id);
   }
 
   /** Changes an agent; suspending it revokes its live credentials in the same transaction. */
@@ -84,27 +63,12 @@ export class AgentsService {
     const jwks = body.jwks !== undefined ? publicJwksOrRefuse(body.jwks) : undefined;
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const current = await client.query<Row>(`SELECT ${COLUMNS} FROM agents WHERE id = $1 FOR UPDATE`, [id]);
-        const before = current.rows[0];
-        if (!before) throw new NotFoundError('agent');
-        const changed: string[] = [];
-        if (body.name !== undefined && body.name !== before.name) changed.push('name');
-        if (body.description !== undefined && (body.description ?? null) !== before.description) changed.push('description');
-        if (jwks !== undefined && JSON.stringify(jwks) !== JSON.stringify(before.jwks)) changed.push('jwks');
-        const statusChange = body.status !== undefined && body.status !== before.status ? body.status : undefined;
+        const before = await this.registry.lock(client, id);
+        const { changed, statusChange } = this.registry.changes(before, body, jwks);
         if (changed.length === 0 && !statusChange) return { agent: toAgentDto(before), changed, statusChange, jtis: [] as string[] };
-        const { rows } = await client.query<Row>(
-          `UPDATE agents SET name = $2, description = $3, jwks = $4, status = $5, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
-          [
-            id,
-            body.name ?? before.name,
-            body.description !== undefined ? body.description : before.description,
-            JSON.stringify(jwks ?? before.jwks),
-            statusChange ?? before.status,
-          ],
-        );
+        const after = await this.registry.update(client, before, body, jwks);
         const jtis = statusChange === 'suspended' ? await this.revoker.revokeForAgent(client, id, 'agent suspended') : [];
-        return { agent: toAgentDto(rows[0]), changed, statusChange, jtis };
+        return { agent: toAgentDto(after), changed, statusChange, jtis };
       },
       ({ agent, changed, statusChange, jtis }) => {
         const actor = adminActor(principal);
@@ -137,11 +101,10 @@ export class AgentsService {
   async remove(principal: AdminPrincipal, id: string): Promise<void> {
     await this.audit.recordWith(
       async (client) => {
-        const current = await client.query('SELECT id FROM agents WHERE id = $1 FOR UPDATE', [id]);
-        if (!current.rows[0]) throw new NotFoundError('agent');
+        await this.registry.lock(client, id);
         const tasks = await this.grants.revokeTasksOfAgent(client, id, 'agent deleted');
         const jtis = await this.revoker.revokeForAgent(client, id, 'agent deleted');
-        await client.query('DELETE FROM agents WHERE id = $1', [id]);
+        await this.registry.delete(client, id);
         return { tasks, jtis };
       },
       ({ tasks, jtis }) => {

@@ -45,6 +45,28 @@ describe('OAuth error classes', () => {
     expect(error.toJSON().error_description).toBe('d');
   });
 
+  it('keeps one class per code: its own name, instanceof only itself and OAuthError', () => {
+    const classes = [
+      InvalidRequestError,
+      InvalidClientError,
+      InvalidGrantError,
+      UnauthorizedClientError,
+      UnsupportedGrantTypeError,
+      InvalidScopeError,
+      InvalidTargetError,
+      InvalidAuthorizationDetailsError,
+      AccessDeniedError,
+      ServerError,
+      TemporarilyUnavailableError,
+    ];
+    for (const ErrorClass of classes) {
+      const error = new ErrorClass();
+      expect(error.name).toBe(ErrorClass.name);
+      expect(error).toBeInstanceOf(Error);
+      expect(classes.filter((other) => error instanceof other)).toEqual([ErrorClass]);
+    }
+  });
+
   it('gives every class a non-empty default description', () => {
     for (const error of [
       new InvalidRequestError(),

@@ -22,83 +22,50 @@ export type OAuthErrorCode =
 /** Options of errors that only carry the common fields. */
 export type BasicErrorOptions = Pick<OAuthErrorOptions, 'reason' | 'cause'>;
 
-/** RFC 6749 §5.2 `invalid_request` (400): a missing, repeated, or malformed parameter. */
-export class InvalidRequestError extends OAuthError {
-  readonly error = 'invalid_request' as const;
-  readonly status = 400;
-  constructor(description = 'the request is malformed', options?: BasicErrorOptions) {
-    super(description, options);
-  }
+/**
+ * The base of an error that carries only the common fields: its code, its status and the
+ * description it falls back to. Each RFC error code stays a class of its own (`instanceof`,
+ * `name`), declared in one line below.
+ */
+function basicError<C extends OAuthErrorCode, S extends number>(error: C, status: S, fallback: string) {
+  return class extends OAuthError {
+    readonly error: C = error;
+    readonly status: S = status;
+    constructor(description = fallback, options?: BasicErrorOptions) {
+      super(description, options);
+    }
+  };
 }
+
+/** RFC 6749 §5.2 `invalid_request` (400): a missing, repeated, or malformed parameter. */
+export class InvalidRequestError extends basicError('invalid_request', 400, 'the request is malformed') {}
 
 /**
  * RFC 6749 §5.2 `invalid_client` (401): client authentication failed. `reason` says why,
  * for audit (see `ClientAuthFailureReason`); the description stays generic.
  */
-export class InvalidClientError extends OAuthError {
-  readonly error = 'invalid_client' as const;
-  readonly status = 401;
-  constructor(description = 'client authentication failed', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class InvalidClientError extends basicError('invalid_client', 401, 'client authentication failed') {}
 
 /** RFC 6749 §5.2 `invalid_grant` (400): the grant or subject token is invalid, expired or revoked. */
-export class InvalidGrantError extends OAuthError {
-  readonly error = 'invalid_grant' as const;
-  readonly status = 400;
-  constructor(description = 'the grant is invalid', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class InvalidGrantError extends basicError('invalid_grant', 400, 'the grant is invalid') {}
 
 /** RFC 6749 §5.2 `unauthorized_client` (400): this client may not use this grant type. */
-export class UnauthorizedClientError extends OAuthError {
-  readonly error = 'unauthorized_client' as const;
-  readonly status = 400;
-  constructor(description = 'the client is not authorized to use this grant type', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class UnauthorizedClientError extends basicError('unauthorized_client', 400, 'the client is not authorized to use this grant type') {}
 
 /** RFC 6749 §5.2 `unsupported_grant_type` (400). */
-export class UnsupportedGrantTypeError extends OAuthError {
-  readonly error = 'unsupported_grant_type' as const;
-  readonly status = 400;
-  constructor(description = 'unsupported grant_type', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class UnsupportedGrantTypeError extends basicError('unsupported_grant_type', 400, 'unsupported grant_type') {}
 
 /** RFC 6749 §5.2 `invalid_scope` (400): the scope is invalid, unknown, or not allowed here. */
-export class InvalidScopeError extends OAuthError {
-  readonly error = 'invalid_scope' as const;
-  readonly status = 400;
-  constructor(description = 'the requested scope is invalid', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class InvalidScopeError extends basicError('invalid_scope', 400, 'the requested scope is invalid') {}
 
 /** RFC 8693 §2.2.2 `invalid_target` (400): the `resource` or `audience` is unacceptable. */
-export class InvalidTargetError extends OAuthError {
-  readonly error = 'invalid_target' as const;
-  readonly status = 400;
-  constructor(description = 'the requested resource is invalid', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class InvalidTargetError extends basicError('invalid_target', 400, 'the requested resource is invalid') {}
 
 /**
  * RFC 9396 §5 `invalid_authorization_details` (400): malformed `authorization_details`, or
  * a request the policy refuses (the description then carries the policy's reasons).
  */
-export class InvalidAuthorizationDetailsError extends OAuthError {
-  readonly error = 'invalid_authorization_details' as const;
-  readonly status = 400;
-  constructor(description = 'the authorization_details are invalid', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class InvalidAuthorizationDetailsError extends basicError('invalid_authorization_details', 400, 'the authorization_details are invalid') {}
 
 /** Options of {@link AuthorizationPendingError}. */
 export interface AuthorizationPendingOptions extends BasicErrorOptions {
@@ -128,13 +95,7 @@ export class AuthorizationPendingError extends OAuthError {
 }
 
 /** `access_denied` (400): the request was refused, e.g. an approval was declined. */
-export class AccessDeniedError extends OAuthError {
-  readonly error = 'access_denied' as const;
-  readonly status = 400;
-  constructor(description = 'the request was denied', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class AccessDeniedError extends basicError('access_denied', 400, 'the request was denied') {}
 
 /** Options of the DPoP errors, which answer differently at the token endpoint and at a resource server. */
 export interface DpopErrorOptions extends BasicErrorOptions {
@@ -179,22 +140,10 @@ export class UseDpopNonceError extends OAuthError {
 }
 
 /** RFC 6749 §5.2 `server_error` (500): never carries the internal error's message. */
-export class ServerError extends OAuthError {
-  readonly error = 'server_error' as const;
-  readonly status = 500;
-  constructor(description = 'the server encountered an unexpected error', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class ServerError extends basicError('server_error', 500, 'the server encountered an unexpected error') {}
 
 /** RFC 6749 §5.2 `temporarily_unavailable` (503): e.g. the database or the policy is unavailable. */
-export class TemporarilyUnavailableError extends OAuthError {
-  readonly error = 'temporarily_unavailable' as const;
-  readonly status = 503;
-  constructor(description = 'the service is temporarily unavailable', options?: BasicErrorOptions) {
-    super(description, options);
-  }
-}
+export class TemporarilyUnavailableError extends basicError('temporarily_unavailable', 503, 'the service is temporarily unavailable') {}
 
 /**
  * `429` with `Retry-After`, in the RFC 6749 §5.2 shape (`temporarily_unavailable`: the server

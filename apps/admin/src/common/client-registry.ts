@@ -1,0 +1,126 @@
+import type { Pool, PoolClient } from 'pg';
+import { NotFoundError } from '@writ/platform';
+import type { PublicJwks } from '@writ/oauth';
+import { claimClientId, generateClientId } from './client-identity';
+import type { ClientRow, CreateClientDto, UpdateClientDto } from './client-identity.dto';
+import { decodeCursor, encodeCursor, isKeyCursor, Page } from './cursor';
+import type { ListClientsQueryDto } from './list-clients-query.dto';
+import { DEFAULT_PAGE_SIZE } from './page-query.dto';
+
+/** Which registered clients a {@link ClientRegistry} keeps, and how they are shown. */
+export interface ClientTable<R extends ClientRow, D extends { id: string }> {
+  table: 'agents' | 'orchestrators';
+  /** The resource named in a `404`. */
+  noun: 'agent' | 'orchestrator';
+  /** The prefix of generated ids. */
+  idPrefix: 'agent' | 'orch';
+  /** The columns beyond the shared ones (fixed names, never input). */
+  extraColumns: ReadonlyArray<Exclude<keyof R & string, keyof ClientRow>>;
+  toDto(row: R): D;
+}
+
+/** What an update changes, found under the row lock. */
+export interface ClientChanges {
+  /** The members whose value changes, in a stable order (`name`, `description`, `jwks`, then the extra columns). */
+  changed: string[];
+  /** The new status, when it changes. */
+  statusChange?: ClientRow['status'];
+}
+
+/**
+ * The client registry agents and orchestrators share: the id claim, the list, the read, the
+ * row lock and the change of the shared members. What differs (revocations, audit events)
+ * stays in each service; every write here runs on the caller's audited transaction.
+ */
+export class ClientRegistry<R extends ClientRow, D extends { id: string }> {
+  private readonly columns: string;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly kind: ClientTable<R, D>,
+  ) {
+    this.columns = ['id', 'name', 'description', 'status', 'jwks', ...kind.extraColumns, 'created_at', 'updated_at'].join(', ');
+  }
+
+  /** Claims the id across agents and orchestrators (`409` when taken) and inserts the client, active. */
+  async insert(client: PoolClient, body: CreateClientDto, jwks: PublicJwks, extra: Partial<Record<keyof R, unknown>> = {}): Promise<D> {
+    const id = body.id ?? generateClientId(this.kind.idPrefix);
+    await claimClientId(client, id);
+    const extras = this.kind.extraColumns.map((column) => extra[column]);
+    const placeholders = extras.map((_, index) => `, $${index + 5}`).join('');
+    const { rows } = await client.query<R>(
+      `INSERT INTO ${this.kind.table} (id, name, description, status, jwks${this.kind.extraColumns.map((c) => `, ${c}`).join('')})
+       VALUES ($1, $2, $3, 'active', $4${placeholders}) RETURNING ${this.columns}`,
+      [id, body.name, body.description ?? null, JSON.stringify(jwks), ...extras],
+    );
+    return this.kind.toDto(rows[0]);
+  }
+
+  /** A page of clients, by id, optionally of one status. */
+  async list(query: ListClientsQueryDto): Promise<Page<D>> {
+    const after = decodeCursor(query.cursor, isKeyCursor);
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+    const { rows } = await this.pool.query<R>(
+      `SELECT ${this.columns} FROM ${this.kind.table}
+        WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2)
+        ORDER BY id LIMIT $3`,
+      [query.status ?? null, after?.k ?? null, limit + 1],
+    );
+    const page = rows.slice(0, limit);
+    return {
+      items: page.map((row) => this.kind.toDto(row)),
+      next_cursor: rows.length > limit ? encodeCursor({ k: page[page.length - 1].id }) : null,
+    };
+  }
+
+  /** One client, or `404`. */
+  async get(id: string): Promise<D> {
+    const { rows } = await this.pool.query<R>(`SELECT ${this.columns} FROM ${this.kind.table} WHERE id = $1`, [id]);
+    if (!rows[0]) throw new NotFoundError(this.kind.noun);
+    return this.kind.toDto(rows[0]);
+  }
+
+  /** The client's row, locked `FOR UPDATE` in the caller's transaction, or `404`. */
+  async lock(client: PoolClient, id: string): Promise<R> {
+    const { rows } = await client.query<R>(`SELECT ${this.columns} FROM ${this.kind.table} WHERE id = $1 FOR UPDATE`, [id]);
+    if (!rows[0]) throw new NotFoundError(this.kind.noun);
+    return rows[0];
+  }
+
+  /** What `body` (with its checked `jwks` and extra columns) changes of the locked row. */
+  changes(before: R, body: UpdateClientDto, jwks: PublicJwks | undefined, extra: Partial<Record<keyof R, unknown>> = {}): ClientChanges {
+    const changed: string[] = [];
+    if (body.name !== undefined && body.name !== before.name) changed.push('name');
+    if (body.description !== undefined && (body.description ?? null) !== before.description) changed.push('description');
+    if (jwks !== undefined && JSON.stringify(jwks) !== JSON.stringify(before.jwks)) changed.push('jwks');
+    for (const column of this.kind.extraColumns) {
+      if (extra[column] !== undefined && JSON.stringify(extra[column]) !== JSON.stringify(before[column])) changed.push(column);
+    }
+    const statusChange = body.status !== undefined && body.status !== before.status ? body.status : undefined;
+    return { changed, ...(statusChange ? { statusChange } : {}) };
+  }
+
+  /** Writes the members given over the locked row and returns the new row. */
+  async update(client: PoolClient, before: R, body: UpdateClientDto, jwks: PublicJwks | undefined, extra: Partial<Record<keyof R, unknown>> = {}): Promise<R> {
+    const extras = this.kind.extraColumns.map((column) => extra[column] ?? before[column]);
+    const assignments = this.kind.extraColumns.map((column, index) => `, ${column} = $${index + 6}`).join('');
+    const { rows } = await client.query<R>(
+      `UPDATE ${this.kind.table} SET name = $2, description = $3, jwks = $4, status = $5${assignments}, updated_at = now()
+        WHERE id = $1 RETURNING ${this.columns}`,
+      [
+        before.id,
+        body.name ?? before.name,
+        body.description !== undefined ? body.description : before.description,
+        JSON.stringify(jwks ?? before.jwks),
+        body.status ?? before.status,
+        ...extras,
+      ],
+    );
+    return rows[0];
+  }
+
+  /** Deletes the (locked) client. */
+  async delete(client: PoolClient, id: string): Promise<void> {
+    await client.query(`DELETE FROM ${this.kind.table} WHERE id = $1`, [id]);
+  }
+}
