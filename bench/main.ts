@@ -5,8 +5,10 @@ import { benchAudit } from './audit.bench';
 import { benchGateway } from './gateway.bench';
 import { benchPolicy } from './policy.bench';
 import { startBenchEnvironment } from './support/bench-environment';
-import { LoadResult } from './support/load';
+import { BENCH_PORTS } from './support/bench-ports';
+import type { PhaseResult } from './support/phase';
 import { forkReady, startBenchServer, stopChild } from './support/start-bench-server';
+import { benchPeers } from './peers/peers.bench';
 import { benchTokenExchange } from './token-exchange.bench';
 
 /**
@@ -16,62 +18,88 @@ import { benchTokenExchange } from './token-exchange.bench';
  */
 async function main(): Promise<void> {
   const seconds = Number(process.env.WRIT_BENCH_SECONDS ?? 10);
-  // WRIT_BENCH_ONLY=policy,exchange,gateway,audit runs a subset (default: all).
-  const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'policy,exchange,gateway,audit').split(','));
+  // WRIT_BENCH_ONLY=policy,exchange,gateway,audit,peers runs a subset (default: all).
+  const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'policy,exchange,gateway,audit,peers').split(','));
   const results: Record<string, unknown> = { started_at: new Date().toISOString(), node: process.version, cpus: cpus().length };
 
   if (only.has('policy')) results.policy = await benchPolicy();
   if (only.has('exchange') || only.has('gateway')) {
-    const upstream = await forkReady<{ url: string }>('upstream-server.js', ['14020']);
-    const server = await startBenchServer(14_000, upstream.message.url).catch(async (error: unknown) => {
+    const upstream = await forkReady<{ url: string }>('upstream-server.js', [String(BENCH_PORTS.upstream)]);
+    const server = await startBenchServer(BENCH_PORTS.writ, upstream.message.url).catch(async (error: unknown) => {
       await stopChild(upstream.child);
       throw error;
     });
     try {
       if (only.has('exchange')) results.token_exchange = await benchTokenExchange(server, { durationSeconds: seconds });
-      if (only.has('gateway')) results.gateway = await benchGateway(server, upstream.message.url, { durationSeconds: seconds });
+      if (only.has('gateway')) results.gateway = await benchGateway(server, { durationSeconds: seconds });
     } finally {
       await server.stop();
       await stopChild(upstream.child);
     }
   }
+  // Peers (Keycloak, Hydra, OPA) run only when bench/peers/peers.sh installed and started them.
+  if (only.has('peers')) results.peers = await benchPeers({ durationSeconds: seconds });
   if (only.has('audit')) {
-    const env = await startBenchEnvironment({ auth: 14_010, gateway: 14_011, admin: 14_012 });
+    const env = await startBenchEnvironment(BENCH_PORTS.audit);
     try {
       results.audit = await benchAudit(env, Math.max(2, Math.round(seconds / 2)));
     } finally {
       await env.close();
     }
   }
-  report(results);
+  const rows = report(results);
   const dir = join(__dirname, '..', '..', 'bench', 'results');
   await mkdir(dir, { recursive: true });
   const file = join(dir, `bench-${Date.now()}.json`);
   await writeFile(file, JSON.stringify(results, null, 2));
-  console.log(`results written to ${file}`);
+  // The same table in Markdown, for README.md and docs/performance.md.
+  await writeFile(join(dir, 'latest.md'), markdown(String(results.started_at), rows));
+  console.log(`results written to ${file} (Markdown table: bench/results/latest.md)`);
 }
 
-function report(results: Record<string, unknown>): void {
+type Row = [string, PhaseResult | (Omit<PhaseResult, 'eventLoopUtilization' | 'commitsPerRequest' | 'cpuUsPerRequest'> & Partial<PhaseResult>)];
+
+function markdown(date: string, rows: Row[]): string {
+  const cell = (value: number | undefined, digits: number) => (value === undefined ? '' : value.toFixed(digits));
+  const lines = [
+    `Measured ${date.slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\`, ${cpus().length} cores (generator, services and PostgreSQL on one box).`,
+    '',
+    '| load | req/s | p50 ms | p99 ms | errors | commits/req | event loop | CPU µs/req |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(([name, row]) =>
+      `| ${name} | ${cell(row.requestsPerSecond, 0)} | ${cell(row.p50Ms, 2)} | ${cell(row.p99Ms, 2)} | ${row.non2xx + row.errors} | ${cell(row.commitsPerRequest, 2)} | ${cell(row.eventLoopUtilization, 2)} | ${cell(row.cpuUsPerRequest, 0)} |`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+function report(results: Record<string, unknown>): Row[] {
   const exchange = results.token_exchange as Awaited<ReturnType<typeof benchTokenExchange>> | undefined;
   const gateway = results.gateway as Awaited<ReturnType<typeof benchGateway>> | undefined;
   const audit = results.audit as Awaited<ReturnType<typeof benchAudit>> | undefined;
   const policy = results.policy as Awaited<ReturnType<typeof benchPolicy>> | undefined;
-  const rows: Array<[string, LoadResult]> = [];
+  const peers = results.peers as Awaited<ReturnType<typeof benchPeers>> | undefined;
+  const rows: Row[] = [];
   if (exchange) {
-    rows.push(['trivial endpoint (baseline)', exchange.baseline_trivial_endpoint], ['token exchange (max)', exchange.token_exchange]);
-    rows.push([`token exchange @ ${exchange.token_exchange_at_half_load.target_rate}/s`, exchange.token_exchange_at_half_load]);
+    rows.push(['minimal exchange (baseline), max', exchange.minimal_exchange_max], ['token exchange, max', exchange.token_exchange_max]);
+    rows.push([`minimal exchange @ ${exchange.token_exchange_at_half_load.targetRate}/s`, exchange.minimal_exchange_at_half_load]);
+    rows.push([`token exchange @ ${exchange.token_exchange_at_half_load.targetRate}/s`, exchange.token_exchange_at_half_load]);
   }
   if (gateway) {
-    rows.push(['upstream read, direct (baseline)', gateway.direct_upstream], ['upstream read, through the gateway', gateway.through_gateway]);
-    rows.push([`upstream read, direct @ ${gateway.direct_at_rate.target_rate}/s`, gateway.direct_at_rate]);
-    rows.push([`upstream read, gateway @ ${gateway.gateway_at_rate.target_rate}/s`, gateway.gateway_at_rate]);
+    rows.push(['plain proxy (baseline), max', gateway.plain_proxy_max], ['gateway, max', gateway.gateway_max]);
+    rows.push([`plain proxy @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.plain_proxy_at_half_load]);
+    rows.push([`gateway @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.gateway_at_half_load]);
   }
-  if (rows.length) console.log('\nbenchmark                               req/s      p50 ms   p99 ms   non-2xx');
+  for (const peer of peers?.rows ?? []) rows.push([`${peer.system}: ${peer.operation}${peer.result.targetRate ? ` @ ${peer.result.targetRate}/s` : ', max'}`, peer.result]);
+  if (rows.length) console.log(`\n${'benchmark'.padEnd(40)}    req/s   p50 ms   p99 ms  non-2xx   commits/req   ELU   CPU µs/req`);
+  const fixed = (value: number | undefined, digits: number, width: number) => (value === undefined ? '-' : value.toFixed(digits)).padStart(width);
   for (const [name, row] of rows) {
-    console.log(`${name.padEnd(38)} ${row.requestsPerSecond.toFixed(0).padStart(8)} ${row.p50Ms.toFixed(2).padStart(9)} ${row.p99Ms.toFixed(2).padStart(8)} ${String(row.non2xx).padStart(9)}`);
+    console.log(
+      `${name.padEnd(40)} ${fixed(row.requestsPerSecond, 0, 8)} ${fixed(row.p50Ms, 2, 8)} ${fixed(row.p99Ms, 2, 8)} ${String(row.non2xx + row.errors).padStart(8)} ${fixed(row.commitsPerRequest, 2, 13)} ${fixed(row.eventLoopUtilization, 2, 5)} ${fixed(row.cpuUsPerRequest, 0, 12)}`,
+    );
   }
-  if (exchange) console.log(`ratio token exchange / trivial endpoint: ${exchange.ratio_exchange_to_trivial.toFixed(3)} (target ${exchange.targets.exchanges_per_second}/s)`);
-  if (gateway) console.log(`gateway: added p50 at ${gateway.gateway_at_rate.target_rate}/s ${gateway.added_p50_ms.toFixed(2)} ms (target ≤ 1), throughput ratio ${gateway.throughput_ratio.toFixed(3)} (target ≥ 0.4)`);
+  if (exchange) console.log(`token exchange / minimal exchange: ${exchange.ratio_to_minimal_exchange} (target ≥ ${exchange.targets.ratio_to_minimal_exchange}; ${exchange.targets.exchanges_per_second}/s; p99 ≤ ${exchange.targets.p99_ms_at_half_load} ms at half load)`);
+  if (gateway) console.log(`gateway over plain proxy at ${gateway.gateway_at_half_load.targetRate}/s: +${gateway.added_p50_ms} ms p50, +${gateway.added_p99_ms} ms p99 (targets ≤ 1, ≤ 5); throughput ratio ${gateway.throughput_ratio} (target ≥ 0.25)`);
+  for (const skipped of peers?.skipped ?? []) console.log(`peer skipped: ${skipped}`);
   if (policy) console.log(`policy evaluation: p50 ${policy.p50_us.toFixed(1)} µs, p99 ${policy.p99_us.toFixed(1)} µs (target p99 ≤ ${policy.target_p99_us}); ${policy.ratio_p50_to_baseline.toFixed(1)}× a JSON round trip of its input`);
   if (audit) {
     console.log(`\naudit (synchronous_commit ${audit.synchronous_commit})   events/s   baseline commits/s   ratio`);
@@ -80,6 +108,7 @@ function report(results: Record<string, unknown>): void {
     }
     console.log(`chain after the run: ${JSON.stringify(audit.chain)}`);
   }
+  return rows;
 }
 
 main().then(

@@ -27,7 +27,7 @@ function measure(iterations: number, run: () => unknown): number[] {
 const PAYOUT = { type: 'connector' as const, connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } };
 
 /** The input of a payout inside its task's declared purpose, as token exchange builds it. */
-function payoutInput() {
+export function payoutInput() {
   const now = new Date();
   return buildPolicyInput({
     request: { grantType: 'urn:ietf:params:oauth:grant-type:token-exchange', authorizationDetails: [PAYOUT], resource: null, dpopJkt: null },

@@ -1,15 +1,25 @@
+import { performance } from 'node:perf_hooks';
 import { exportJWK } from 'jose';
+import { Pool } from 'pg';
 import { clientAssertion, createClientKey, jwksOf } from '@writ/testing';
 import { sealCredential } from '@writ/connectors';
 import { BENCH_UPSTREAM_SECRET } from './bench-constants';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
 import { createGatewayApp } from '../../apps/connector-gateway/src/connector-gateway.app';
 import { startBenchEnvironment } from './bench-environment';
+import { startMinimalExchange, startPlainProxy } from './baselines';
+import { BENCH_PORTS } from './bench-ports';
 
 /** What the bench server tells its parent once it is ready. */
 export interface BenchServerReady {
   issuer: string;
   taskToken: string;
+  /** Task tokens of every task the load is spread over (the first is `taskToken`). */
+  taskTokens: string[];
+  /** The minimal-exchange baseline's token endpoint, in this process. */
+  minimalExchangeUrl: string;
+  /** The plain reverse proxy's base URL (to the same upstream), in this process. */
+  plainProxyUrl: string;
   agentId: string;
   agentPrivateJwk: Record<string, unknown>;
   details: string;
@@ -18,6 +28,20 @@ export interface BenchServerReady {
   gatewayUrl: string;
 }
 
+/** What the bench server answers to `{ type: 'stats' }`: cumulative counters, diffed by the parent. */
+export interface BenchServerStats {
+  type: 'stats';
+  /** `performance.eventLoopUtilization()` of this process since it started. */
+  elu: { idle: number; active: number; utilization: number };
+  /**
+   * The cluster's next transaction id. Its delta counts write transactions (each one a WAL
+   * flush at commit), exactly and at once; `pg_stat_database.xact_commit` is published by
+   * idle backends only up to 10 s late and also counts read-only transactions.
+   */
+  xactCommit: number;
+  /** CPU time of this process (user + system), microseconds. */
+  cpuUs: number;
+}
 
 /**
  * The system under test, in its own process (so the load generator does not share its event
@@ -58,20 +82,34 @@ async function main(): Promise<void> {
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: form({ grant_type: 'client_credentials', scope: 'tasks', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clientAssertion('bench-orch', orchestratorKey, issuer) }),
   }).then((response) => response.json())) as { access_token: string };
-  const task = (await fetch(`${issuer}/v1/tasks`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${tasksToken.access_token}` },
-    body: JSON.stringify({
-      agent_id: 'bench-agent', purpose: 'benchmark payouts', ttl_seconds: 3600,
-      allowed: [
-        { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
-        { type: 'connector', connector: 'payments', actions: ['balance.get'] },
-      ],
-    }),
-  }).then((response) => response.json())) as { task_token: string };
+  // The load is spread over many tasks, as in production (WRIT_BENCH_TASKS, default 32).
+  const taskCount = Math.max(1, Number(process.env.WRIT_BENCH_TASKS ?? 32));
+  const taskTokens: string[] = [];
+  for (let index = 0; index < taskCount; index += 1) {
+    const task = (await fetch(`${issuer}/v1/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${tasksToken.access_token}` },
+      body: JSON.stringify({
+        agent_id: 'bench-agent', purpose: `benchmark payouts ${index}`, ttl_seconds: 3600,
+        allowed: [
+          { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
+          { type: 'connector', connector: 'payments', actions: ['balance.get'] },
+        ],
+      }),
+    }).then((response) => response.json())) as { task_token?: string; error_description?: string };
+    if (!task.task_token) throw new Error(`task refused: ${task.error_description}`);
+    taskTokens.push(task.task_token);
+  }
+  const issuerJwks = (await fetch(`${issuer}/oauth2/jwks`).then((response) => response.json())) as { keys: [] };
+  const baselinePool = new Pool({ connectionString: env.config.databaseUrl, max: 16 });
+  const minimal = await startMinimalExchange(BENCH_PORTS.minimalExchange, { pool: baselinePool, issuer, issuerJwks, agentJwks: jwksOf(agentKey) as { keys: [] } });
+  const proxy = await startPlainProxy(BENCH_PORTS.plainProxy, upstreamUrl, `Bearer ${BENCH_UPSTREAM_SECRET}`);
   const ready: BenchServerReady = {
     issuer,
-    taskToken: task.task_token,
+    taskToken: taskTokens[0],
+    taskTokens,
+    minimalExchangeUrl: `http://127.0.0.1:${BENCH_PORTS.minimalExchange}/oauth2/token`,
+    plainProxyUrl: `http://127.0.0.1:${BENCH_PORTS.plainProxy}`,
     agentId: 'bench-agent',
     agentPrivateJwk: { ...(await exportJWK(agentKey.privateKey)), kid: agentKey.publicJwk.kid, alg: 'ES256' },
     details: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } }]),
@@ -79,12 +117,23 @@ async function main(): Promise<void> {
     gatewayUrl: env.config.gatewayUrl,
   };
   process.send!(ready);
-  process.on('message', async (message) => {
+  process.on('message', async (message: unknown) => {
     if (message === 'stop') {
+      minimal.close();
+      proxy.close();
+      minimal.closeAllConnections();
+      proxy.closeAllConnections();
+      await baselinePool.end();
       await gateway.close();
       await app.close();
       await env.close();
       process.exit(0);
+    }
+    if ((message as { type?: string }).type === 'stats') {
+      const { rows } = await pool.query<{ commits: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS commits`);
+      const cpu = process.cpuUsage();
+      const stats: BenchServerStats = { type: 'stats', elu: performance.eventLoopUtilization(), xactCommit: Number(rows[0].commits), cpuUs: cpu.user + cpu.system };
+      process.send!(stats);
     }
   });
 }
