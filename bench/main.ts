@@ -83,6 +83,8 @@ function report(results: Record<string, unknown>): Row[] {
     rows.push(['minimal exchange (baseline), max', exchange.minimal_exchange_max], ['token exchange, max', exchange.token_exchange_max]);
     rows.push([`minimal exchange @ ${exchange.token_exchange_at_half_load.targetRate}/s`, exchange.minimal_exchange_at_half_load]);
     rows.push([`token exchange @ ${exchange.token_exchange_at_half_load.targetRate}/s`, exchange.token_exchange_at_half_load]);
+    rows.push(['token exchange, one fresh task, max', exchange.fresh_task_max]);
+    rows.push([`token exchange, one task with ${exchange.prior_grants} grants`, exchange.task_with_prior_grants_max]);
   }
   if (gateway) {
     rows.push(['plain proxy (baseline), max', gateway.plain_proxy_max], ['gateway, max', gateway.gateway_max]);

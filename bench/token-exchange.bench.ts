@@ -13,6 +13,10 @@ export interface TokenExchangeBench {
   minimal_exchange_at_half_load: PhaseResult;
   token_exchange_at_half_load: PhaseResult;
   ratio_to_minimal_exchange: number;
+  /** One task alone, fresh, then one with `prior_grants` credentials already issued (closed loop each). */
+  prior_grants: number;
+  fresh_task_max: PhaseResult;
+  task_with_prior_grants_max: PhaseResult;
   targets: { exchanges_per_second: number; ratio_to_minimal_exchange: number; p99_ms_at_half_load: number };
 }
 
@@ -27,14 +31,14 @@ export interface ExchangeBenchOptions {
  * Signs `count` unique client assertions before a phase (so that the load measures the
  * server, not the generator), spread round-robin over every task.
  */
-async function prepareBodies(server: BenchServer, count: number): Promise<() => string | null> {
+async function prepareBodies(server: BenchServer, count: number, tasks = server.ready.taskTokens): Promise<() => string | null> {
   const { ready, agentKey } = server;
   const now = Math.floor(Date.now() / 1000);
   const bodies: string[] = new Array<string>(count);
   for (let index = 0; index < count; index += 1) {
     bodies[index] = new URLSearchParams({
       grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
-      subject_token: ready.taskTokens[index % ready.taskTokens.length],
+      subject_token: tasks[index % tasks.length],
       subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
       authorization_details: ready.details,
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
@@ -70,8 +74,17 @@ export async function benchTokenExchange(server: BenchServer, options: ExchangeB
   const minimalHalf = await measurePhase(server, () => runOpenLoop(target, half, { seconds, connections: 64 }));
   target = await writ(seconds * half);
   const writHalf = await measurePhase(server, () => runOpenLoop(target, half, { seconds, connections: 64 }));
+  const oneTask = async (taskToken: string) => {
+    const only: LoadTarget = { url: `${server.ready.issuer}/oauth2/token`, method: 'POST', headers, nextBody: await prepareBodies(server, seconds * 4000, [taskToken]) };
+    return measurePhase(server, () => runClosedLoop(only, { seconds, connections }));
+  };
+  const fresh = await oneTask(server.ready.freshTaskToken);
+  const heavy = await oneTask(server.ready.heavyTaskToken);
   return {
     tasks: server.ready.taskTokens.length,
+    prior_grants: server.ready.priorGrants,
+    fresh_task_max: rounded(fresh),
+    task_with_prior_grants_max: rounded(heavy),
     minimal_exchange_max: rounded(minimalMax),
     token_exchange_max: rounded(writMax),
     minimal_exchange_at_half_load: rounded(minimalHalf),

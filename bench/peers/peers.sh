@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Peers for `npm run bench`: Keycloak (Maven Central distribution, on a Java 21 runtime),
-# Ory Hydra (built with `go install`) and an OPA server (the pinned opa), each over its own
+# Ory Hydra (built from the Go module proxy with `go get -tool`) and an OPA server (the pinned opa), each over its own
 # PostgreSQL database in a private cluster (the embedded-postgres binaries Writ already has),
 # loopback only. The bench measures whatever is running; nothing here is needed by Writ.
 #
@@ -45,8 +45,11 @@ install() {
     (cd "$tools" && unzip -q -o "keycloak-quarkus-dist-$keycloak_version.zip" && rm "keycloak-quarkus-dist-$keycloak_version.zip")
   fi
   if [[ ! -x "$tools/bin/hydra" ]]; then
-    log "installing Ory Hydra $hydra_version (go install)"
-    GOBIN="$tools/bin" go install "github.com/ory/hydra/v2@$hydra_version"
+    log "installing Ory Hydra $hydra_version (Go module proxy; built as the main module, so its replace directives apply)"
+    local dir
+    dir="$(cd "$tools" && go mod download -json "github.com/ory/hydra/v2@$hydra_version" | node -e 'let s="";process.stdin.on("data",(d)=>s+=d).on("end",()=>console.log(JSON.parse(s).Dir))')"
+    rm -rf "$tools/hydra-src" && cp -r "$dir" "$tools/hydra-src" && chmod -R u+w "$tools/hydra-src"
+    (cd "$tools/hydra-src" && go build -o "$tools/bin/hydra" .)
   fi
   bash "$root/scripts/install-opa.sh" >/dev/null
   log "installed"

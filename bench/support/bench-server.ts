@@ -16,6 +16,10 @@ export interface BenchServerReady {
   taskToken: string;
   /** Task tokens of every task the load is spread over (the first is `taskToken`). */
   taskTokens: string[];
+  /** A task with no credentials, and one with `WRIT_BENCH_PRIOR_GRANTS` (default 10 000) already issued. */
+  freshTaskToken: string;
+  heavyTaskToken: string;
+  priorGrants: number;
   /** The minimal-exchange baseline's token endpoint, in this process. */
   minimalExchangeUrl: string;
   /** The plain reverse proxy's base URL (to the same upstream), in this process. */
@@ -85,7 +89,7 @@ async function main(): Promise<void> {
   // The load is spread over many tasks, as in production (WRIT_BENCH_TASKS, default 32).
   const taskCount = Math.max(1, Number(process.env.WRIT_BENCH_TASKS ?? 32));
   const taskTokens: string[] = [];
-  for (let index = 0; index < taskCount; index += 1) {
+  for (let index = 0; index < taskCount + 2; index += 1) {
     const task = (await fetch(`${issuer}/v1/tasks`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${tasksToken.access_token}` },
@@ -100,6 +104,29 @@ async function main(): Promise<void> {
     if (!task.task_token) throw new Error(`task refused: ${task.error_description}`);
     taskTokens.push(task.task_token);
   }
+  // Two more tasks: one fresh, one whose credentials already number WRIT_BENCH_PRIOR_GRANTS.
+  const [freshTaskToken, heavyTaskToken] = taskTokens.splice(taskCount);
+  const priorGrants = Number(process.env.WRIT_BENCH_PRIOR_GRANTS ?? 10_000);
+  const heavyTaskId = JSON.parse(Buffer.from(heavyTaskToken.split('.')[1], 'base64url').toString('utf8')).task_id as string;
+  const first = await fetch(`${issuer}/oauth2/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: form({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: heavyTaskToken, subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      authorization_details: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['balance.get'] }]),
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clientAssertion('bench-agent', agentKey, issuer),
+    }),
+  });
+  if (first.status !== 200) throw new Error(`seed exchange refused: ${first.status}`);
+  // Copies of that credential (as the task's own issuances would leave), in one statement.
+  await pool.query(
+    `INSERT INTO access_tokens (jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
+                                max_uses, issued_at, expires_at, cnf_jkt, budget_entries)
+     SELECT 'bench-prior-' || g, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
+            max_uses, issued_at, expires_at, cnf_jkt, budget_entries
+       FROM access_tokens, generate_series(2, $2::int) g WHERE task_id = $1::uuid`,
+    [heavyTaskId, priorGrants],
+  );
   const issuerJwks = (await fetch(`${issuer}/oauth2/jwks`).then((response) => response.json())) as { keys: [] };
   const baselinePool = new Pool({ connectionString: env.config.databaseUrl, max: 16 });
   const minimal = await startMinimalExchange(BENCH_PORTS.minimalExchange, { pool: baselinePool, issuer, issuerJwks, agentJwks: jwksOf(agentKey) as { keys: [] } });
@@ -108,6 +135,9 @@ async function main(): Promise<void> {
     issuer,
     taskToken: taskTokens[0],
     taskTokens,
+    freshTaskToken,
+    heavyTaskToken,
+    priorGrants,
     minimalExchangeUrl: `http://127.0.0.1:${BENCH_PORTS.minimalExchange}/oauth2/token`,
     plainProxyUrl: `http://127.0.0.1:${BENCH_PORTS.plainProxy}`,
     agentId: 'bench-agent',
