@@ -2,9 +2,8 @@ import { DynamicModule, INestApplication, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
-import pinoHttp from 'pino-http';
-import { randomUUID } from 'node:crypto';
 import { WritExceptionFilter } from './http-exception.filter';
+import { requestLog } from './request-log';
 import type { Runtime } from './runtime';
 
 /** Options of {@link createHttpApp}. */
@@ -30,21 +29,7 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.use(
-    pinoHttp({
-      logger,
-      genReqId: (req, res) => {
-        const id = randomUUID();
-        res.setHeader('X-Request-Id', id);
-        return id;
-      },
-      customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? 'error' : 'info'),
-      serializers: {
-        req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
-        res: (res: { statusCode: number }) => ({ status: res.statusCode }),
-      },
-    }),
-  );
+  app.use(requestLog(logger));
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('X-Content-Type-Options', 'nosniff');
     // Every answer is per caller and many carry credentials: nothing is cached unless an
