@@ -38,7 +38,7 @@ export async function benchAudit(env: BenchEnvironment, seconds: number): Promis
   const pool: Pool = env.runtime.pool;
   const audit = new AuditService(pool);
   await pool.query('CREATE TABLE IF NOT EXISTS bench_baseline (id bigserial PRIMARY KEY, data jsonb NOT NULL)');
-  const { rows: setting } = await pool.query('SHOW synchronous_commit');
+  const { rows: setting } = await pool.query<{ synchronous_commit: string }>('SHOW synchronous_commit');
   const before = (await audit.verify()).events;
   const event = {
     type: 'bench.event',

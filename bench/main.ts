@@ -66,8 +66,10 @@ function markdown(date: string, rows: Row[]): string {
     '',
     '| load | req/s | p50 ms | p99 ms | errors | commits/req | event loop | CPU µs/req |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map(([name, row]) =>
-      `| ${name} | ${cell(row.requestsPerSecond, 0)} | ${cell(row.p50Ms, 2)} | ${cell(row.p99Ms, 2)} | ${row.non2xx + row.errors} | ${cell(row.commitsPerRequest, 2)} | ${cell(row.eventLoopUtilization, 2)} | ${cell(row.cpuUsPerRequest, 0)} |`),
+    ...rows.map(
+      ([name, row]) =>
+        `| ${name} | ${cell(row.requestsPerSecond, 0)} | ${cell(row.p50Ms, 2)} | ${cell(row.p99Ms, 2)} | ${row.non2xx + row.errors} | ${cell(row.commitsPerRequest, 2)} | ${cell(row.eventLoopUtilization, 2)} | ${cell(row.cpuUsPerRequest, 0)} |`,
+    ),
   ];
   return `${lines.join('\n')}\n`;
 }
@@ -91,7 +93,8 @@ function report(results: Record<string, unknown>): Row[] {
     rows.push([`plain proxy @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.plain_proxy_at_half_load]);
     rows.push([`gateway @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.gateway_at_half_load]);
   }
-  for (const peer of peers?.rows ?? []) rows.push([`${peer.system}: ${peer.operation}${peer.result.targetRate ? ` @ ${peer.result.targetRate}/s` : ', max'}`, peer.result]);
+  for (const peer of peers?.rows ?? [])
+    rows.push([`${peer.system}: ${peer.operation}${peer.result.targetRate ? ` @ ${peer.result.targetRate}/s` : ', max'}`, peer.result]);
   if (rows.length) console.log(`\n${'benchmark'.padEnd(40)}    req/s   p50 ms   p99 ms  non-2xx   commits/req   ELU   CPU µs/req`);
   const fixed = (value: number | undefined, digits: number, width: number) => (value === undefined ? '-' : value.toFixed(digits)).padStart(width);
   for (const [name, row] of rows) {
@@ -99,14 +102,25 @@ function report(results: Record<string, unknown>): Row[] {
       `${name.padEnd(40)} ${fixed(row.requestsPerSecond, 0, 8)} ${fixed(row.p50Ms, 2, 8)} ${fixed(row.p99Ms, 2, 8)} ${String(row.non2xx + row.errors).padStart(8)} ${fixed(row.commitsPerRequest, 2, 13)} ${fixed(row.eventLoopUtilization, 2, 5)} ${fixed(row.cpuUsPerRequest, 0, 12)}`,
     );
   }
-  if (exchange) console.log(`token exchange / minimal exchange: ${exchange.ratio_to_minimal_exchange} (target ≥ ${exchange.targets.ratio_to_minimal_exchange}; ${exchange.targets.exchanges_per_second}/s; p99 ≤ ${exchange.targets.p99_ms_at_half_load} ms at half load)`);
-  if (gateway) console.log(`gateway over plain proxy at ${gateway.gateway_at_half_load.targetRate}/s: +${gateway.added_p50_ms} ms p50, +${gateway.added_p99_ms} ms p99 (targets ≤ 1, ≤ 5); throughput ratio ${gateway.throughput_ratio} (target ≥ 0.25)`);
+  if (exchange)
+    console.log(
+      `token exchange / minimal exchange: ${exchange.ratio_to_minimal_exchange} (target ≥ ${exchange.targets.ratio_to_minimal_exchange}; ${exchange.targets.exchanges_per_second}/s; p99 ≤ ${exchange.targets.p99_ms_at_half_load} ms at half load)`,
+    );
+  if (gateway)
+    console.log(
+      `gateway over plain proxy at ${gateway.gateway_at_half_load.targetRate}/s: +${gateway.added_p50_ms} ms p50, +${gateway.added_p99_ms} ms p99 (targets ≤ 1, ≤ 5); throughput ratio ${gateway.throughput_ratio} (target ≥ 0.25)`,
+    );
   for (const skipped of peers?.skipped ?? []) console.log(`peer skipped: ${skipped}`);
-  if (policy) console.log(`policy evaluation: p50 ${policy.p50_us.toFixed(1)} µs, p99 ${policy.p99_us.toFixed(1)} µs (target p99 ≤ ${policy.target_p99_us}); ${policy.ratio_p50_to_baseline.toFixed(1)}× a JSON round trip of its input`);
+  if (policy)
+    console.log(
+      `policy evaluation: p50 ${policy.p50_us.toFixed(1)} µs, p99 ${policy.p99_us.toFixed(1)} µs (target p99 ≤ ${policy.target_p99_us}); ${policy.ratio_p50_to_baseline.toFixed(1)}× a JSON round trip of its input`,
+    );
   if (audit) {
     console.log(`\naudit (synchronous_commit ${audit.synchronous_commit})   events/s   baseline commits/s   ratio`);
     for (const row of audit.rows) {
-      console.log(`${String(row.writers).padStart(3)} writers                       ${row.events_per_second.toFixed(0).padStart(8)} ${row.baseline_single_insert_commits_per_second.toFixed(0).padStart(20)} ${row.ratio_to_baseline.toFixed(2).padStart(7)}`);
+      console.log(
+        `${String(row.writers).padStart(3)} writers                       ${row.events_per_second.toFixed(0).padStart(8)} ${row.baseline_single_insert_commits_per_second.toFixed(0).padStart(20)} ${row.ratio_to_baseline.toFixed(2).padStart(7)}`,
+      );
     }
     console.log(`chain after the run: ${JSON.stringify(audit.chain)}`);
   }

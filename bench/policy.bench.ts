@@ -1,4 +1,5 @@
 import { ActivePolicy, buildPolicyInput } from '@writ/policy';
+import { PAYOUTS_CREATE } from '@writ/testing';
 
 /** One in-process evaluation of the default policy, beside a baseline of the same size. */
 export interface PolicyBench {
@@ -24,7 +25,12 @@ function measure(iterations: number, run: () => unknown): number[] {
   return samples.sort((a, b) => a - b);
 }
 
-const PAYOUT = { type: 'connector' as const, connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } };
+const PAYOUT = {
+  type: 'connector' as const,
+  connector: 'payments',
+  actions: ['payouts.create'],
+  constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' },
+};
 
 /** The input of a payout inside its task's declared purpose, as token exchange builds it. */
 export function payoutInput() {
@@ -33,22 +39,27 @@ export function payoutInput() {
     request: { grantType: 'urn:ietf:params:oauth:grant-type:token-exchange', authorizationDetails: [PAYOUT], resource: null, dpopJkt: null },
     agent: { id: 'agent-1', name: 'Billing agent', status: 'active' },
     task: {
-      id: '00000000-0000-4000-8000-000000000001', agentId: 'agent-1', orchestratorId: 'orch-1', purpose: 'pay invoice INV-42',
-      status: 'active', allowed: [{ ...PAYOUT, constraints: { ...PAYOUT.constraints, amount_max: 50000 } }],
-      createdAt: now, expiresAt: new Date(now.getTime() + 600_000), onBehalfOf: null, metadata: {},
-      grantsIssued: 0, refusals: 0, outOfPurposeRequests: 0,
+      id: '00000000-0000-4000-8000-000000000001',
+      agentId: 'agent-1',
+      orchestratorId: 'orch-1',
+      purpose: 'pay invoice INV-42',
+      status: 'active',
+      allowed: [{ ...PAYOUT, constraints: { ...PAYOUT.constraints, amount_max: 50000 } }],
+      createdAt: now,
+      expiresAt: new Date(now.getTime() + 600_000),
+      onBehalfOf: null,
+      metadata: {},
+      grantsIssued: 0,
+      refusals: 0,
+      outOfPurposeRequests: 0,
     },
-    connectors: [{
-      id: 'payments', name: 'Payments',
-      operations: [{
-        name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
-        constraints: {
-          destination: { in: 'body', field: 'destination', op: 'eq' },
-          amount_max: { in: 'body', field: 'amount', op: 'lte' },
-          currency: { in: 'body', field: 'currency', op: 'eq' },
-        },
-      }],
-    }],
+    connectors: [
+      {
+        id: 'payments',
+        name: 'Payments',
+        operations: [PAYOUTS_CREATE],
+      },
+    ],
     now,
   });
 }

@@ -60,8 +60,18 @@ export async function benchTokenExchange(server: BenchServer, options: ExchangeB
   const connections = options.connections ?? 32;
   const headers = { 'content-type': 'application/x-www-form-urlencoded' };
   // Bounded by count as well as time: at most 4 000/s (Writ) and 6 000/s (the baseline) for `seconds`.
-  const writ = async (count: number): Promise<LoadTarget> => ({ url: `${server.ready.issuer}/oauth2/token`, method: 'POST', headers, nextBody: await prepareBodies(server, count) });
-  const minimal = async (count: number): Promise<LoadTarget> => ({ url: server.ready.minimalExchangeUrl, method: 'POST', headers, nextBody: await prepareBodies(server, count) });
+  const writ = async (count: number): Promise<LoadTarget> => ({
+    url: `${server.ready.issuer}/oauth2/token`,
+    method: 'POST',
+    headers,
+    nextBody: await prepareBodies(server, count),
+  });
+  const minimal = async (count: number): Promise<LoadTarget> => ({
+    url: server.ready.minimalExchangeUrl,
+    method: 'POST',
+    headers,
+    nextBody: await prepareBodies(server, count),
+  });
   // Warm-up (JIT, pools, caches): not reported.
   await runClosedLoop(await minimal(3000), { seconds: 2, connections });
   await runClosedLoop(await writ(3000), { seconds: 2, connections });
@@ -75,7 +85,12 @@ export async function benchTokenExchange(server: BenchServer, options: ExchangeB
   target = await writ(seconds * half);
   const writHalf = await measurePhase(server, () => runOpenLoop(target, half, { seconds, connections: 64 }));
   const oneTask = async (taskToken: string) => {
-    const only: LoadTarget = { url: `${server.ready.issuer}/oauth2/token`, method: 'POST', headers, nextBody: await prepareBodies(server, seconds * 4000, [taskToken]) };
+    const only: LoadTarget = {
+      url: `${server.ready.issuer}/oauth2/token`,
+      method: 'POST',
+      headers,
+      nextBody: await prepareBodies(server, seconds * 4000, [taskToken]),
+    };
     return measurePhase(server, () => runClosedLoop(only, { seconds, connections }));
   };
   const fresh = await oneTask(server.ready.freshTaskToken);

@@ -4,7 +4,8 @@
 //     opa check --strict, opa test --fail-on-empty, and the check that the committed compiled
 //     policy is current. Without opa these are skipped with a note: the suite still runs
 //     against the committed compiled policy.
-//  2. TypeScript type check of everything (apps, libs, tests, bench).
+//  2. TypeScript type check of everything (apps, libs, tests, bench), then lint (eslint with
+//     typescript-eslint's type-aware rules) and the formatting check (prettier), zero findings.
 //  3. jest: unit specs beside the code and the end-to-end suites in test/, on a throwaway
 //     embedded PostgreSQL that the jest global setup starts and stops.
 'use strict';
@@ -31,4 +32,6 @@ if (found.status === 0) {
 }
 run('typecheck', join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json', '--noEmit']);
 run('typecheck (console)', join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'apps/admin/console/tsconfig.json', '--noEmit']);
+run('lint: eslint', join(root, 'node_modules', '.bin', 'eslint'), ['.']);
+run('format: prettier --check', join(root, 'node_modules', '.bin', 'prettier'), ['--check', '--log-level', 'warn', '.']);
 run('jest (unit + end-to-end)', join(root, 'node_modules', '.bin', 'jest'), ['--ci', ...process.argv.slice(2)]);

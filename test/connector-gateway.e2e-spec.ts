@@ -329,7 +329,7 @@ describe('connector gateway', () => {
           socket.write(`GET http://evil.example/connectors/payments/v1/balance HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`);
         });
         let data = '';
-        socket.on('data', (chunk) => (data += chunk));
+        socket.on('data', (chunk: Buffer) => (data += chunk.toString()));
         socket.on('end', () => resolve(data));
         socket.on('error', reject);
       });

@@ -211,7 +211,7 @@ describeWithBrowser('admin console in Chromium', () => {
     await shot('audit');
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=download-evidence]')]);
     expect(download.suggestedFilename()).toBe(`writ-evidence-${approvedTask.task_id}.json`);
-    const pack = JSON.parse(await readFile((await download.path())!, 'utf8'));
+    const pack = JSON.parse(await readFile((await download.path()), 'utf8'));
     expect(pack.task.task_id).toBe(approvedTask.task_id);
     expect(pack.chain.verified).toBe(true);
     expect(pack.events.map((event: { type: string }) => event.type)).toEqual(expect.arrayContaining(['token.issued', 'gateway.call', 'task.revoked']));

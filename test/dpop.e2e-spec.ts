@@ -58,7 +58,7 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
   const payoutsUrl = () => `${services.gatewayUrl}/connectors/payments/v1/payouts`;
   const exchange = async (taskToken: string, dpop?: string) =>
     postForm(tokenUrl(), { ...exchangeFields(taskToken, PAYOUT_REQUEST), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) }, dpop ? { dpop } : {});
-  const pay = (token: string, headers: Record<string, string>) =>
+  const pay = (headers: Record<string, string>) =>
     http(payoutsUrl(), { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(PAYOUT) });
 
   it('advertises the proof algorithms', async () => {
@@ -81,19 +81,19 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
     expect(replayed.body.error).toBe('invalid_dpop_proof');
 
     const before = upstream.received.length;
-    const asBearer = await pay(token, { authorization: `Bearer ${token}` });
+    const asBearer = await pay({ authorization: `Bearer ${token}` });
     expect(asBearer.status).toBe(401);
     expect(asBearer.headers.get('www-authenticate')).toMatch(/^DPoP realm="writ", error="invalid_token".*algs="ES256/);
-    const noProof = await pay(token, { authorization: `DPoP ${token}` });
+    const noProof = await pay({ authorization: `DPoP ${token}` });
     expect(noProof.status).toBe(401);
     expect(noProof.body.error).toBe('invalid_dpop_proof');
     const thief = await dpopKey();
-    const stolen = await pay(token, { authorization: `DPoP ${token}`, dpop: await proof(thief, 'POST', payoutsUrl(), token) });
+    const stolen = await pay({ authorization: `DPoP ${token}`, dpop: await proof(thief, 'POST', payoutsUrl(), token) });
     expect(stolen.status).toBe(401);
     expect(stolen.body.error).toBe('invalid_dpop_proof');
-    const otherUrl = await pay(token, { authorization: `DPoP ${token}`, dpop: await proof(key, 'POST', `${services.gatewayUrl}/connectors/payments/v1/refunds`, token) });
+    const otherUrl = await pay({ authorization: `DPoP ${token}`, dpop: await proof(key, 'POST', `${services.gatewayUrl}/connectors/payments/v1/refunds`, token) });
     expect(otherUrl.status).toBe(401);
-    const noAth = await pay(token, { authorization: `DPoP ${token}`, dpop: await proof(key, 'POST', payoutsUrl()) });
+    const noAth = await pay({ authorization: `DPoP ${token}`, dpop: await proof(key, 'POST', payoutsUrl()) });
     expect(noAth.status).toBe(401);
     expect(upstream.received.length).toBe(before);
 
@@ -104,7 +104,7 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
     expect(introspected.body).toMatchObject({ token_type: 'DPoP', cnf: { jkt: key.jkt } });
 
     const gatewayProof = await proof(key, 'POST', payoutsUrl(), token);
-    const paid = await pay(token, { authorization: `DPoP ${token}`, dpop: gatewayProof });
+    const paid = await pay({ authorization: `DPoP ${token}`, dpop: gatewayProof });
     expect(paid.status).toBe(201);
     expect(upstream.received[upstream.received.length - 1].headers.dpop).toBeUndefined();
 
@@ -114,8 +114,8 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
     const task = await createTask(services, world.orchestrator);
     const token = (await exchange(task.task_token, await proof(key, 'POST', tokenUrl()))).body.access_token as string;
     const gatewayProof = await proof(key, 'POST', payoutsUrl(), token);
-    expect((await pay(token, { authorization: `DPoP ${token}`, dpop: gatewayProof })).status).toBe(201);
-    const again = await pay(token, { authorization: `DPoP ${token}`, dpop: gatewayProof });
+    expect((await pay({ authorization: `DPoP ${token}`, dpop: gatewayProof })).status).toBe(201);
+    const again = await pay({ authorization: `DPoP ${token}`, dpop: gatewayProof });
     expect(again.status).toBe(401);
     expect(again.body.error).toBe('invalid_dpop_proof');
   });
@@ -123,7 +123,7 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
   it('refuses an unbound credential presented with the DPoP scheme, and DPoP on the tasks token', async () => {
     const task = await createTask(services, world.orchestrator);
     const bearer = (await exchange(task.task_token)).body.access_token as string;
-    const wrongScheme = await pay(bearer, { authorization: `DPoP ${bearer}`, dpop: await proof(key, 'POST', payoutsUrl(), bearer) });
+    const wrongScheme = await pay({ authorization: `DPoP ${bearer}`, dpop: await proof(key, 'POST', payoutsUrl(), bearer) });
     expect(wrongScheme.status).toBe(401);
     expect(wrongScheme.body.error).toBe('invalid_token');
     const tasks = await postForm(tokenUrl(), {

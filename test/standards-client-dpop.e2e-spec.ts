@@ -36,7 +36,7 @@ describe('a strict OAuth client (oauth4webapi) with DPoP', () => {
   it('gets a DPoP-bound credential and spends it at the gateway with its own proofs', async () => {
     expect(as.dpop_signing_alg_values_supported).toContain('ES256');
     const task = await createTask(services, world.orchestrator);
-    const keyPair = (await generateKeyPair('ES256', { extractable: true })) as unknown as Parameters<typeof oauth.DPoP>[1];
+    const keyPair = await generateKeyPair('ES256', { extractable: true });
     const dpop = oauth.DPoP(agent, keyPair);
     const auth = oauth.PrivateKeyJwt({ key: world.agent.key.privateKey, kid: world.agent.key.publicJwk.kid });
     const response = await oauth.genericTokenEndpointRequest(as, agent, auth, 'urn:ietf:params:oauth:grant-type:token-exchange', {

@@ -314,6 +314,46 @@ describe('upstream hardening', () => {
       expect((await admin('PATCH', '/v1/connectors/changing', { operations: changed.slice(0, 3) })).status).toBe(200);
       expect((await gateway('GET', '/connectors/changing/v1/balance', another)).status).toBe(401);
     });
+    it('refuses to issue a grant beyond a bound the catalogue set after the task was declared', async () => {
+      await register(connector('bounded', payments.url));
+      const task = await createTask(services, world.orchestrator, { allowed: allowedFor('bounded') });
+      const lowered = BOUNDED_OPERATIONS.map((operation, index) =>
+        index === 0 ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 100 } } } : operation);
+      expect((await admin('PATCH', '/v1/connectors/bounded', { operations: lowered })).status).toBe(200);
+      const detail = { type: 'connector', connector: 'bounded', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 30000, currency: 'usd' } };
+      const refused = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [detail]));
+      expect(refused.status).toBe(400);
+      expect(refused.body.error).toBe('invalid_authorization_details');
+      expect(refused.body.error_description).toMatch(/constraint amount_max \(lte 30000\) admits values outside the catalogue's bounds of payouts.create: 0 to 100/);
+      const inside = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [{ ...detail, constraints: { ...detail.constraints, amount_max: 100 } }]));
+      expect(inside.status).toBe(200);
+    });
+
+    it('never leaves a live credential decided on an operation a concurrent PATCH changed', async () => {
+      await register(connector('racing', payments.url));
+      const tasks = await Promise.all(Array.from({ length: 6 }, () => createTask(services, world.orchestrator, { allowed: allowedFor('racing') })));
+      const detail = { type: 'connector', connector: 'racing', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 30000, currency: 'usd' } };
+      // Warm the catalogue cache with the old definition, as a busy token endpoint would have it.
+      expect((await tokenRequest(services.issuer, world.agent, exchangeFields(tasks[0].task_token, [detail]))).status).toBe(200);
+      // The new definition bounds amount_max below every grant asked for: after the PATCH no
+      // such credential may be live, whether issued before it (revoked) or after (refused).
+      const lowered = BOUNDED_OPERATIONS.map((operation, index) =>
+        index === 0 ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 100 } } } : operation);
+      const exchanges = Array.from({ length: 24 }, (_, index) =>
+        tokenRequest(services.issuer, world.agent, exchangeFields(tasks[index % tasks.length].task_token, [detail])));
+      const [patched, ...answers] = await Promise.all([admin('PATCH', '/v1/connectors/racing', { operations: lowered }), ...exchanges]);
+      expect(patched.status).toBe(200);
+      for (const answer of answers) expect([200, 400]).toContain(answer.status);
+      const live = await services.runtime.pool.query<{ jti: string }>(
+        `SELECT jti FROM access_tokens WHERE connector_id = 'racing' AND action = 'payouts.create' AND revoked_at IS NULL`,
+      );
+      expect(live.rows).toEqual([]);
+      // And every credential handed out is refused by the gateway.
+      for (const answer of answers.filter((candidate) => candidate.status === 200)) {
+        const response = await gateway('POST', '/connectors/racing/v1/payouts', answer.body.access_token, JSON.stringify({ destination: 'acct_1', amount: 50, currency: 'usd' }));
+        expect(response.status).toBe(401);
+      }
+    });
   });
 
   describe('numbers checked as forwarded', () => {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { importJWK, JWK, SignJWT } from 'jose';
 import { payoutInput } from '../policy.bench';
@@ -7,7 +8,7 @@ import { LoadResult, LoadTarget, runClosedLoop, runOpenLoop } from '../support/o
 
 /**
  * A peer's comparable operation, as `bench/peers/peers.sh start` describes it in
- * `bench/peers/.state/peers.json`: a token endpoint with a client authenticating by
+ * `~/.cache/writ/tools/peers/state/peers.json`: a token endpoint with a client authenticating by
  * `private_key_jwt` (RFC 7523), or a plain JSON POST (OPA's data API).
  */
 export interface PeerOperation {
@@ -58,7 +59,12 @@ async function assertionBodies(peer: PeerOperation, count: number): Promise<() =
     const response = await fetch(from.url, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ ...from.form, client_id: from.clientId, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await sign(from.clientId, from.audience) }),
+      body: new URLSearchParams({
+        ...from.form,
+        client_id: from.clientId,
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: await sign(from.clientId, from.audience),
+      }),
     });
     const body = (await response.json()) as { access_token?: string };
     if (!body.access_token) throw new Error(`${peer.system}: no subject token (${response.status})`);
@@ -67,7 +73,15 @@ async function assertionBodies(peer: PeerOperation, count: number): Promise<() =
   const bodies: string[] = [];
   for (let index = 0; index < count; index += 1) {
     const assertion = await sign(peer.clientId!, peer.audience!);
-    bodies.push(new URLSearchParams({ ...peer.form, ...extra, client_id: peer.clientId!, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }).toString());
+    bodies.push(
+      new URLSearchParams({
+        ...peer.form,
+        ...extra,
+        client_id: peer.clientId!,
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: assertion,
+      }).toString(),
+    );
   }
   let cursor = 0;
   return () => (cursor < bodies.length ? bodies[cursor++] : null);
@@ -87,7 +101,7 @@ async function targetFor(peer: PeerOperation, count: number): Promise<LoadTarget
  * installed, not running or refuses the first request is skipped with the reason.
  */
 export async function benchPeers(options: { durationSeconds: number }): Promise<PeersBench> {
-  const file = join(__dirname, '..', '..', '..', 'bench', 'peers', '.state', 'peers.json');
+  const file = join(process.env.WRIT_TOOLS_DIR ?? join(homedir(), '.cache', 'writ', 'tools'), 'peers', 'state', 'peers.json');
   if (!existsSync(file)) return { rows: [], skipped: ['no peers running (bash bench/peers/peers.sh install && bash bench/peers/peers.sh start)'] };
   const peers = JSON.parse(readFileSync(file, 'utf8')) as PeerOperation[];
   const rows: PeerRow[] = [];

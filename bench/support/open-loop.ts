@@ -38,7 +38,12 @@ export interface PhaseBounds {
 
 const nowUs = (): number => Number(process.hrtime.bigint()) / 1000;
 
-function summarise(histogram: LatencyHistogram, elapsedUs: number, targetRate: number | null, counters: { non2xx: number; errors: number; late: number }): LoadResult {
+function summarise(
+  histogram: LatencyHistogram,
+  elapsedUs: number,
+  targetRate: number | null,
+  counters: { non2xx: number; errors: number; late: number },
+): LoadResult {
   return {
     requestsPerSecond: histogram.count / (elapsedUs / 1e6),
     targetRate,
@@ -95,15 +100,17 @@ export async function runOpenLoop(target: LoadTarget, rate: number, bounds: Phas
           break;
         }
         if (inFlight.size >= (bounds.connections ?? 64)) counters.late += 1;
-        const request: Promise<void> = send(pool, target, path, body).then(
-          (status) => {
-            histogram.record(nowUs() - scheduled);
-            if (status < 200 || status >= 300) counters.non2xx += 1;
-          },
-          () => {
-            counters.errors += 1;
-          },
-        ).finally(() => inFlight.delete(request));
+        const request: Promise<void> = send(pool, target, path, body)
+          .then(
+            (status) => {
+              histogram.record(nowUs() - scheduled);
+              if (status < 200 || status >= 300) counters.non2xx += 1;
+            },
+            () => {
+              counters.errors += 1;
+            },
+          )
+          .finally(() => inFlight.delete(request));
         inFlight.add(request);
       }
     }

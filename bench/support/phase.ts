@@ -20,5 +20,7 @@ export async function measurePhase(server: BenchServer, run: () => Promise<LoadR
 
 /** Rounds the numbers of a result for the JSON file and the table. */
 export function rounded<T extends object>(result: T): T {
-  return Object.fromEntries(Object.entries(result).map(([key, value]) => [key, typeof value === 'number' && !Number.isInteger(value) ? Number(value.toFixed(3)) : value])) as T;
+  return Object.fromEntries(
+    Object.entries(result).map(([key, value]) => [key, typeof value === 'number' && !Number.isInteger(value) ? Number(value.toFixed(3)) : value]),
+  ) as T;
 }

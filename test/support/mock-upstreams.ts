@@ -32,7 +32,7 @@ export async function startMockUpstream(
   const server: Server = createServer((request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', async () => {
+    request.on('end', () => void (async () => {
       const entry: ReceivedRequest = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks) };
       received.push(entry);
       if (!authorized(request.headers)) return json(response, 401, { error: 'bad credential' });
@@ -42,7 +42,7 @@ export async function startMockUpstream(
         if (method === entry.method && new RegExp(`^${regex}$`).test(path)) return route(entry, response);
       }
       json(response, 404, { error: 'not found' });
-    });
+    })());
   });
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

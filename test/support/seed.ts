@@ -1,27 +1,11 @@
 import type { Pool } from 'pg';
 import { sealCredential, UpstreamCredential } from '@writ/connectors';
 import type { MasterKey } from '@writ/keys';
-import { createClientKey, jwksOf } from '@writ/testing';
+import { createClientKey, jwksOf, PAYMENTS_OPERATIONS } from '@writ/testing';
 import type { TestClient } from './oauth-client';
 
-/** The payments connector of the contract's example. */
-export const PAYMENTS_OPERATIONS = [
-  {
-    name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
-    constraints: {
-      destination: { in: 'body', field: 'destination', op: 'eq' },
-      amount_max: { in: 'body', field: 'amount', op: 'lte' },
-      currency: { in: 'body', field: 'currency', op: 'eq' },
-    },
-  },
-  {
-    name: 'payouts.get', method: 'GET', path: '/v1/payouts/{payout_id}', risk: 'read',
-    constraints: { payout: { in: 'path', field: 'payout_id', op: 'eq' } },
-  },
-  {
-    name: 'payouts.refund', method: 'POST', path: '/v1/payouts/{payout_id}/refund', risk: 'write', constraints: {},
-  },
-];
+/** The payments connector of the contract's example (shared with the benchmarks). */
+export { PAYMENTS_OPERATIONS };
 
 /** Inserts an agent with a fresh key (fixture; the admin API has its own suites). */
 export async function seedAgent(pool: Pool, id: string, status: 'active' | 'suspended' = 'active'): Promise<TestClient> {

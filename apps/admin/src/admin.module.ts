@@ -1,4 +1,10 @@
-import { DynamicModule, Module } from '@nestjs/common';
+import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
+import type { Dispatcher } from 'undici';
+import { connectedAccountsProvider } from '@writ/accounts';
+import { WRIT_CONFIG, WritConfig } from '@writ/config';
+import { createUpstreamDispatcher, UPSTREAM_DISPATCHER } from '@writ/connectors';
+import { AdminConnectionsController, IdentityProvidersController } from './connections/connections.controller';
+import { ConnectionsService } from './connections/connections.service';
 import { APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
 import { FailureThrottle, HealthModule, PolicySync, Runtime, RuntimeModule, writValidationPipe } from '@writ/platform';
@@ -29,7 +35,14 @@ import { AdminTasksService } from './tasks/tasks.service';
 
 /** The admin API: identities, connectors, tasks, audit, policies, keys and admin tokens. */
 @Module({})
-export class AdminModule {
+export class AdminModule implements OnApplicationShutdown {
+  constructor(@Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher) {}
+
+  /** Closes the connection pools to connected-account upstreams (revocation on disconnect). */
+  async onApplicationShutdown(): Promise<void> {
+    await this.dispatcher.close().catch(() => undefined);
+  }
+
   /** The module over a runtime and the active policy. */
   static forRoot(runtime: Runtime, policy: ActivePolicy): DynamicModule {
     return {
@@ -46,6 +59,8 @@ export class AdminModule {
         AdminTokensController,
         ApprovalsController,
         PolicyDistributionController,
+        IdentityProvidersController,
+        AdminConnectionsController,
       ],
       providers: [
         { provide: ActivePolicy, useValue: policy },
@@ -66,6 +81,9 @@ export class AdminModule {
         ApprovalWebhookService,
         PolicySync,
         PolicyDistributionService,
+        { provide: UPSTREAM_DISPATCHER, useFactory: (config: WritConfig) => createUpstreamDispatcher(config), inject: [WRIT_CONFIG] },
+        connectedAccountsProvider(UPSTREAM_DISPATCHER),
+        ConnectionsService,
       ],
     };
   }

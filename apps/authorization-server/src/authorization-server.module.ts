@@ -1,8 +1,13 @@
-import { DynamicModule, Module } from '@nestjs/common';
+import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
+import type { Dispatcher } from 'undici';
+import { connectedAccountsProvider, userTokenVerifierProvider } from '@writ/accounts';
+import { WRIT_CONFIG, WritConfig } from '@writ/config';
+import { createUpstreamDispatcher, UPSTREAM_DISPATCHER } from '@writ/connectors';
+import { ConnectFlowController, ConnectLinksController, MyConnectionsController } from './connections/connections.controller';
+import { UserSubjects } from './tasks/user-subjects.service';
 import { APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
-import { ApprovalStore } from '@writ/credentials';
-import { GrantStore } from '@writ/grants';
+import { ApprovalStore } from '@writ/grants';
 import { FailureThrottle, HealthModule, PolicySync, Runtime, RUNTIME, RuntimeModule, writValidationPipe } from '@writ/platform';
 import { SweeperService } from './background/sweeper.service';
 import { ClientAuthenticator } from './client-auth/client-authenticator.service';
@@ -33,13 +38,21 @@ const GRANTS = [ClientCredentialsGrant, TokenExchangeGrant];
 
 /** The authorization server: discovery, JWKS, token, introspection, revocation, Tasks API. */
 @Module({})
-export class AuthorizationServerModule {
+export class AuthorizationServerModule implements OnApplicationShutdown {
+  constructor(@Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher) {}
+
+  /** Closes the connection pools to identity providers and connected-account upstreams. */
+  async onApplicationShutdown(): Promise<void> {
+    await this.dispatcher.close().catch(() => undefined);
+  }
+
   /** The module over a runtime and the active policy. */
   static forRoot(runtime: Runtime, policy: ActivePolicy): DynamicModule {
     return {
       module: AuthorizationServerModule,
       imports: [RuntimeModule.forRoot(runtime), HealthModule],
-      controllers: [DiscoveryController, JwksController, TokenController, IntrospectionController, RevocationController, TasksController],
+      controllers: [DiscoveryController, JwksController, TokenController, IntrospectionController, RevocationController, TasksController,
+        ConnectLinksController, ConnectFlowController, MyConnectionsController],
       providers: [
         { provide: ActivePolicy, useValue: policy },
         { provide: APP_PIPE, useFactory: writValidationPipe },
@@ -61,8 +74,12 @@ export class AuthorizationServerModule {
         SweeperService,
         PolicySync,
         DpopProofs,
+        // Identity providers' JWKS and connected-account upstreams go through the gateway's destination checks.
+        { provide: UPSTREAM_DISPATCHER, useFactory: (config: WritConfig) => createUpstreamDispatcher(config), inject: [WRIT_CONFIG] },
+        connectedAccountsProvider(UPSTREAM_DISPATCHER),
+        userTokenVerifierProvider(UPSTREAM_DISPATCHER),
+        UserSubjects,
         { provide: ApprovalStore, useFactory: (runtime: Runtime) => new ApprovalStore(runtime.pool, runtime.audit), inject: [RUNTIME] },
-        { provide: GrantStore, useFactory: (runtime: Runtime) => new GrantStore(runtime.pool), inject: [RUNTIME] },
       ],
     };
   }

@@ -1,12 +1,13 @@
 import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
+import { connectedAccountsProvider } from '@writ/accounts';
 import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
 import { ProtectedResourceController } from './mcp/protected-resource.controller';
 import { McpSessionRepository } from './mcp/mcp-session.repository';
 import { TaskToolsRepository } from './mcp/task-tools.repository';
-import { GrantStateRepository } from './proxy/grant-state.repository';
+import { GrantStateRepository } from '@writ/grants';
 import { ProxyController } from './proxy/proxy.controller';
 import { ProxyService } from './proxy/proxy.service';
 import { CredentialBinding } from './upstream/credential-binding.service';
@@ -31,6 +32,7 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         TaskToolsRepository,
         McpSessionRepository,
         UpstreamCredentials,
+        connectedAccountsProvider(UPSTREAM_DISPATCHER),
         CredentialBinding,
         ProxyService,
         FailureThrottle,

@@ -44,3 +44,16 @@ export class InvalidFieldError extends OAuthError {
     super(description, { reason, extra: { field } });
   }
 }
+
+/**
+ * 403: the connector injects the task user's own upstream token, and there is none to inject:
+ * the task has no verified user, the user has not connected, or the connection is broken.
+ * Nothing was sent upstream; `reason` says which (`no_verified_user`, `no_connection`, `connection_broken`).
+ */
+export class ConnectionRequiredError extends OAuthError {
+  readonly error = 'connection_required' as const;
+  readonly status = 403;
+  constructor(description: string, reason: string) {
+    super(description, { reason });
+  }
+}

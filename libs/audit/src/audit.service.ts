@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
-import { watchCheckedOut } from '@writ/database';
+import { type AuditedTransaction, type TransactionWork, watchCheckedOut } from '@writ/database';
 import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
 import { chainHash } from './audit-hash';
 import {
@@ -124,7 +124,7 @@ function toRecord(row: Record<string, unknown>): AuditRecord {
  * batch commits are written together in the next one (group commit). A caller's promise
  * settles only after its events are durably committed, so "no event, no token" holds.
  */
-export class AuditService {
+export class AuditService implements AuditedTransaction<AuditEventInput> {
   private queue: Unit[] = [];
   private flushing: Promise<void> | undefined;
   private readonly maxBatch: number;
@@ -153,8 +153,13 @@ export class AuditService {
     work: AuditedWork<T>,
     events: (result: T) => AuditEventInput[],
   ): Promise<{ result: T; records: AuditRecord[] }> {
-    const outcome = await this.enqueue(work as AuditedWork<unknown>, events as (result: unknown) => AuditEventInput[]);
+    const outcome = await this.enqueue(work, events as (result: unknown) => AuditEventInput[]);
     return outcome as { result: T; records: AuditRecord[] };
+  }
+
+  /** The audited transaction ({@link AuditedTransaction}): {@link recordWith}, resolving with the work's result. */
+  async run<T>(work: TransactionWork<T>, events: (result: T) => AuditEventInput[]): Promise<T> {
+    return (await this.recordWith(work, events)).result;
   }
 
   /**
@@ -403,7 +408,7 @@ export class AuditService {
     let prevHash = '0'.repeat(64);
     let events = 0;
     for (;;) {
-      const { rows } = await client.query(
+      const { rows } = await client.query<Record<string, unknown>>(
         `SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`,
         [expectedSeq, pageSize],
       );

@@ -22,11 +22,37 @@ export interface OAuth2ClientCredentials {
   scope?: string;
 }
 
+/** A private JWK Writ signs client assertions with (RFC 7523), for providers that want `private_key_jwt`. */
+export interface PrivateKeyJwtAuth {
+  /** The private key (EC P-256/P-384, RSA, or OKP Ed25519), with `d`; its public half is registered at the provider. */
+  jwk: { kty: string; d: string; kid?: string; alg?: string; [member: string]: unknown };
+}
+
+/**
+ * OAuth 2.0 authorization code (per-user connected accounts): each user connects through a
+ * connect link; the gateway injects that user's access token. The client authenticates to
+ * the token and revocation endpoints with `client_secret` (HTTP Basic) or, exactly one of
+ * the two, `private_key_jwt` (a signed client assertion, RFC 7523).
+ */
+export interface OAuth2AuthorizationCode {
+  type: 'oauth2_authorization_code';
+  authorization_url: string;
+  token_url: string;
+  client_id: string;
+  client_secret?: string;
+  private_key_jwt?: PrivateKeyJwtAuth;
+  scopes: string[];
+  /** RFC 7009 endpoint called on disconnect. */
+  revocation_url?: string;
+  /** The provider's issuer identifier: when set, the RFC 9207 `iss` of the authorization response must equal it. */
+  issuer?: string;
+}
+
 /** The write-only upstream credential of a connector, as sealed at rest. */
-export type UpstreamCredential = BearerCredential | HeaderCredential | OAuth2ClientCredentials;
+export type UpstreamCredential = BearerCredential | HeaderCredential | OAuth2ClientCredentials | OAuth2AuthorizationCode;
 
 /** The credential types a connector may hold. */
-export const CREDENTIAL_TYPES = ['bearer', 'header', 'oauth2_client_credentials'] as const;
+export const CREDENTIAL_TYPES = ['bearer', 'header', 'oauth2_client_credentials', 'oauth2_authorization_code'] as const;
 
 /** The origin (`scheme://host:port`) a connector's credential is bound to: where its `base_url` points. */
 export function destinationOrigin(baseUrl: string): string {
@@ -95,5 +121,10 @@ export function credentialSecrets(credential: UpstreamCredential): string[] {
       return [credential.value];
     case 'oauth2_client_credentials':
       return [credential.client_secret];
+    case 'oauth2_authorization_code': {
+      const jwk = credential.private_key_jwt?.jwk;
+      const privateMembers = jwk ? ['d', 'p', 'q', 'dp', 'dq', 'qi'].map((name) => jwk[name]).filter((value): value is string => typeof value === 'string') : [];
+      return [...(credential.client_secret ? [credential.client_secret] : []), ...privateMembers];
+    }
   }
 }

@@ -80,5 +80,11 @@ describe('destinationRefusal', () => {
       { field: 'credential.token_url', message: expect.stringMatching(/^must not point at this destination: /) },
     ]);
     expect(await destinationErrors({ credential: null }, none, resolve)).toEqual([]);
+    expect(await destinationErrors({
+      credential: { type: 'oauth2_authorization_code', authorization_url: 'http://10.0.0.1/authorize', token_url: 'http://169.254.169.254/token', revocation_url: 'http://127.0.0.1/revoke' },
+    }, none, resolve)).toEqual([
+      { field: 'credential.token_url', message: expect.stringMatching(/never reachable/) },
+      { field: 'credential.revocation_url', message: expect.stringMatching(/outside/) },
+    ]);
   });
 });

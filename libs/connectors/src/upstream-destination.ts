@@ -189,11 +189,12 @@ export async function destinationRefusal(url: string, networks: UpstreamNetworks
 }
 
 /**
- * The destination checks of a connector definition or change (`base_url`, and the
- * `token_url` of an `oauth2_client_credentials` credential), as field errors for a `400`.
+ * The destination checks of a connector definition or change (`base_url`, the `token_url`
+ * of an OAuth credential and the `revocation_url` of an `oauth2_authorization_code` one), as
+ * field errors for a `400`.
  */
 export async function destinationErrors(
-  input: { base_url?: string; credential?: { type: string; token_url?: string } | null },
+  input: { base_url?: string; credential?: { type: string; token_url?: string; authorization_url?: string; revocation_url?: string } | null },
   networks: UpstreamNetworks,
   resolve: ResolveAll = resolveAllAddresses,
 ): Promise<Array<{ field: string; message: string }>> {
@@ -205,5 +206,10 @@ export async function destinationErrors(
   };
   await check('base_url', input.base_url);
   if (input.credential?.type === 'oauth2_client_credentials') await check('credential.token_url', input.credential.token_url);
+  if (input.credential?.type === 'oauth2_authorization_code') {
+    // The authorization URL is only ever opened by the user's browser, never by Writ: not checked here.
+    await check('credential.token_url', input.credential.token_url);
+    await check('credential.revocation_url', input.credential.revocation_url);
+  }
   return errors;
 }

@@ -147,6 +147,29 @@ describe('validateConnectorDefinition', () => {
     ['a token_url that is not http(s)', { type: 'oauth2_client_credentials', token_url: 'file:///etc/passwd', client_id: 'c', client_secret: 's' }, ['credential.token_url']],
     ['a client_credentials without secret', { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c' }, ['credential.client_secret']],
     ['a malformed scope', { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c', client_secret: 's', scope: 'a  b' }, ['credential.scope']],
+    ['an authorization_code without scopes', { type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's' }, ['credential.scopes']],
+    ['an authorization_code with a javascript: authorization_url', {
+      type: 'oauth2_authorization_code', authorization_url: 'javascript:alert(1)', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's', scopes: [],
+    }, ['credential.authorization_url']],
+    ['an authorization_code with a revocation_url carrying userinfo', {
+      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', revocation_url: 'https://u:p@idp.example/revoke',
+      client_id: 'c', client_secret: 's', scopes: ['repo'],
+    }, ['credential.revocation_url']],
+    ['an authorization_code with a scope that is not a token', {
+      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's', scopes: ['a b'],
+    }, ['credential.scopes']],
+    ['an authorization_code with both a secret and a key', {
+      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's',
+      private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd' } }, scopes: [],
+    }, ['credential.client_secret']],
+    ['an authorization_code with a public key only', {
+      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c',
+      private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' } }, scopes: [],
+    }, ['credential.private_key_jwt.jwk']],
+    ['an authorization_code with a symmetric key', {
+      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c',
+      private_key_jwt: { jwk: { kty: 'oct', k: 'c2VjcmV0', d: 'x' } }, scopes: [],
+    }, ['credential.private_key_jwt.jwk']],
     ['a credential that is a string', 'sk_live', ['credential']],
   ])('refuses %s', (_name, credential, fields) => {
     expect(fieldsOf({ ...payments(), credential })).toEqual(fields);
@@ -156,6 +179,14 @@ describe('validateConnectorDefinition', () => {
     for (const credential of [
       { type: 'header', name: 'X-Api-Key', value: 'key value 1' },
       { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token?tenant=1', client_id: 'writ', client_secret: 's3cret', scope: 'payouts:write read' },
+      {
+        type: 'oauth2_authorization_code', authorization_url: 'https://github.example/login/oauth/authorize', token_url: 'https://github.example/login/oauth/access_token',
+        revocation_url: 'https://github.example/revoke', issuer: 'https://github.example', client_id: 'Iv1.abc', client_secret: 's3cret', scopes: ['repo', 'read:user'],
+      },
+      {
+        type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'writ',
+        private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd', kid: 'k1' } }, scopes: ['read'],
+      },
     ]) {
       expect(validateConnectorDefinition({ ...payments(), credential })).toMatchObject({ ok: true, value: { credential } });
     }

@@ -1,6 +1,6 @@
-import { CONNECTOR_ID_PATTERN } from '@writ/oauth';
+import { CONNECTOR_ID_PATTERN, CONSTRAINT_OPERATORS, type ConstraintOperator } from '@writ/oauth';
 import { compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
-import { CREDENTIAL_TYPES, type UpstreamCredential } from './upstream-credential';
+import { CREDENTIAL_TYPES, type OAuth2AuthorizationCode, type UpstreamCredential } from './upstream-credential';
 import { isForbiddenCredentialHeader } from './upstream-headers';
 
 /** One problem of a submitted connector definition, e.g. `operations[1].constraints.amount.op`. */
@@ -19,8 +19,8 @@ export const CONSTRAINT_LOCATIONS = ['path', 'query', 'body', 'arguments'] as co
 export const CONNECTOR_KINDS = ['http', 'mcp'] as const;
 /** A connector's kind. */
 export type ConnectorKind = (typeof CONNECTOR_KINDS)[number];
-/** How a constraint compares the request value with the granted one. */
-export const CONNECTOR_CONSTRAINT_OPERATORS = ['eq', 'lte', 'gte', 'in'] as const;
+/** How a constraint compares the request value with the granted one (the operators of `@writ/oauth`). */
+export const CONNECTOR_CONSTRAINT_OPERATORS = CONSTRAINT_OPERATORS;
 
 /** Operation names: what `authorization_details.actions` list. */
 export const OPERATION_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
@@ -45,7 +45,7 @@ const MAX_SECRET_LENGTH = 8192;
 export interface ConnectorConstraintDefinition {
   in: (typeof CONSTRAINT_LOCATIONS)[number];
   field: string;
-  op: (typeof CONNECTOR_CONSTRAINT_OPERATORS)[number];
+  op: ConstraintOperator;
   /** Lowest value the request field may carry, whatever the grant says (the field must then be a number). */
   min?: number;
   /** Highest value the request field may carry, whatever the grant says (the field must then be a number). */
@@ -97,6 +97,10 @@ const CREDENTIAL_MEMBERS: Record<UpstreamCredential['type'], { required: string[
   bearer: { required: ['token'], optional: [] },
   header: { required: ['name', 'value'], optional: [] },
   oauth2_client_credentials: { required: ['token_url', 'client_id', 'client_secret'], optional: ['scope'] },
+  oauth2_authorization_code: {
+    required: ['authorization_url', 'token_url', 'client_id', 'scopes'],
+    optional: ['client_secret', 'private_key_jwt', 'revocation_url', 'issuer'],
+  },
 };
 
 class Collector {
@@ -408,7 +412,78 @@ function checkCredential(value: unknown, out: Collector): UpstreamCredential | u
         ...(scope !== undefined ? { scope: scope as string } : {}),
       };
     }
+    case 'oauth2_authorization_code':
+      return checkAuthorizationCode(value, out, before);
   }
+}
+
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/;
+const JWK_MEMBER = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The curves and key types Writ signs client assertions with, and the JWS algorithm of each. */
+export function privateKeyJwtAlg(jwk: { kty?: unknown; crv?: unknown; alg?: unknown }): string | undefined {
+  if (jwk.kty === 'EC' && jwk.crv === 'P-256') return 'ES256';
+  if (jwk.kty === 'EC' && jwk.crv === 'P-384') return 'ES384';
+  if (jwk.kty === 'OKP' && jwk.crv === 'Ed25519') return 'EdDSA';
+  if (jwk.kty === 'RSA') return jwk.alg === 'PS256' ? 'PS256' : 'RS256';
+  return undefined;
+}
+
+function checkPrivateKeyJwt(value: unknown, out: Collector): OAuth2AuthorizationCode['private_key_jwt'] {
+  // Messages never quote the key: it is a secret.
+  if (!isPlainObject(value)) {
+    out.add('credential.private_key_jwt', 'must be an object {jwk}');
+    return undefined;
+  }
+  refuseUnknown(value, ['jwk'], 'credential.private_key_jwt', out);
+  const jwk = value.jwk;
+  if (!isPlainObject(jwk) || typeof jwk.d !== 'string' || !privateKeyJwtAlg(jwk)
+    || !Object.entries(jwk).every(([name, member]) => JWK_MEMBER.test(name) && (typeof member === 'string' ? member.length <= 8192 : Array.isArray(member)))) {
+    out.add('credential.private_key_jwt.jwk', 'must be a private JWK (with d) of type EC P-256/P-384, OKP Ed25519 or RSA');
+    return undefined;
+  }
+  return { jwk: jwk as NonNullable<OAuth2AuthorizationCode['private_key_jwt']>['jwk'] };
+}
+
+function checkAuthorizationCode(value: Record<string, unknown>, out: Collector, before: number): UpstreamCredential | undefined {
+  for (const field of ['authorization_url', 'token_url', 'revocation_url'] as const) {
+    if (field === 'revocation_url' && value[field] === undefined) continue;
+    const problem = urlProblem(value[field], { allowQuery: field === 'authorization_url' });
+    if (problem) out.add(`credential.${field}`, problem);
+  }
+  if (value.issuer !== undefined) {
+    const problem = urlProblem(value.issuer, { allowQuery: false });
+    if (problem) out.add('credential.issuer', problem);
+  }
+  const clientId = value.client_id;
+  if (typeof clientId !== 'string' || clientId.length === 0 || clientId.length > 1024 || !PRINTABLE_ASCII.test(clientId)) {
+    out.add('credential.client_id', 'must be 1 to 1024 printable ASCII characters');
+  }
+  let secret: string | undefined;
+  let privateKeyJwt: OAuth2AuthorizationCode['private_key_jwt'];
+  if ((value.client_secret === undefined) === (value.private_key_jwt === undefined)) {
+    out.add('credential.client_secret', 'give exactly one of client_secret and private_key_jwt');
+  } else if (value.client_secret !== undefined) {
+    secret = checkSecret(value.client_secret, 'credential.client_secret', out, PRINTABLE_ASCII, 'printable ASCII');
+  } else {
+    privateKeyJwt = checkPrivateKeyJwt(value.private_key_jwt, out);
+  }
+  const scopes = value.scopes;
+  if (!Array.isArray(scopes) || scopes.length > 64 || !scopes.every((scope) => typeof scope === 'string' && SCOPE_TOKEN.test(scope))) {
+    out.add('credential.scopes', 'must be an array of at most 64 scope tokens (RFC 6749 section 3.3)');
+  }
+  if (out.count > before || (secret === undefined && privateKeyJwt === undefined)) return undefined;
+  return {
+    type: 'oauth2_authorization_code',
+    authorization_url: value.authorization_url as string,
+    token_url: value.token_url as string,
+    client_id: clientId as string,
+    ...(secret !== undefined ? { client_secret: secret } : {}),
+    ...(privateKeyJwt ? { private_key_jwt: privateKeyJwt } : {}),
+    scopes: [...new Set(scopes as string[])],
+    ...(value.revocation_url !== undefined ? { revocation_url: value.revocation_url as string } : {}),
+    ...(value.issuer !== undefined ? { issuer: value.issuer as string } : {}),
+  };
 }
 
 function result<T>(out: Collector, value: () => T): ConnectorValidationResult<T> {

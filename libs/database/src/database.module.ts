@@ -1,6 +1,5 @@
 import { DynamicModule, Global, Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Pool } from 'pg';
 import { DataSource } from 'typeorm';
 import { ENTITIES } from './entities';
 import { poolOf } from './data-source';
@@ -21,7 +20,7 @@ export class DatabaseModule {
     return {
       module: DatabaseModule,
       imports: [typeorm, TypeOrmModule.forFeature(ENTITIES)],
-      providers: [{ provide: PG_POOL, useValue: poolOf(dataSource) as Pool }],
+      providers: [{ provide: PG_POOL, useValue: poolOf(dataSource) }],
       exports: [TypeOrmModule, PG_POOL],
     };
   }

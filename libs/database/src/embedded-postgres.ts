@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { ServiceLogin } from './service-login';
 
 /** The login role of the services on the embedded cluster. */
@@ -95,7 +95,6 @@ function runningAsRoot(): boolean {
  */
 async function letPostgresUserThrough(dataDir: string): Promise<void> {
   const { stat } = await import('node:fs/promises');
-  const { dirname, resolve } = await import('node:path');
   const dir = resolve(dataDir);
   const mode = (await stat(dir)).mode & 0o777;
   if ((mode & 0o001) === 0) await chmod(dir, mode | 0o011);
@@ -161,7 +160,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   if (runningAsRoot()) await letPostgresUserThrough(options.dataDir);
   let credentials: ClusterCredentials | undefined;
-  if (existsSync(credentialsFile)) credentials = JSON.parse(await readFile(credentialsFile, 'utf8'));
+  if (existsSync(credentialsFile)) credentials = JSON.parse(await readFile(credentialsFile, 'utf8')) as ClusterCredentials;
   const initialised = existsSync(join(clusterDir, 'PG_VERSION'));
   if (!credentials || !initialised) {
     credentials = { password: randomBytes(18).toString('base64url'), port: await freePort() };

@@ -5,3 +5,4 @@ export * from './database.module';
 export * from './embedded-postgres';
 export * from './checked-out-client';
 export * from './service-login';
+export * from './audited-transaction';

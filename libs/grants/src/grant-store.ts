@@ -2,6 +2,12 @@ import type { Pool, PoolClient } from 'pg';
 import type { TaskStatus } from '@writ/database';
 import { type BudgetRule, limitRuleName } from './task-limits';
 
+/**
+ * Reason code of a refused exchange whose refusal was recorded with its policy decision (and
+ * counted) in its own transaction: the token endpoint does not audit it a second time.
+ */
+export const POLICY_DENIED = 'policy_denied';
+
 /** A task's refusal counters right after a refusal was counted (the row stays locked until commit). */
 export interface RefusalCount {
   status: TaskStatus;
@@ -10,6 +16,23 @@ export interface RefusalCount {
   refusals: number;
   /** Out-of-purpose requests including this one. */
   outOfPurposeRequests: number;
+}
+
+/** A task as its orchestrator declared it, ready to be recorded. */
+export interface DeclaredTask {
+  id: string;
+  agentId: string;
+  orchestratorId: string;
+  purpose: string;
+  /** The validated `allowed` entries (with their `limits`). */
+  allowed: unknown[];
+  onBehalfOf: string | null;
+  metadata: Record<string, unknown>;
+  taskTokenJti: string;
+  /** Seconds since the epoch, as in the task token's `iat`. */
+  createdAtSeconds: number;
+  expiresAt: Date;
+  budgets: BudgetRule[];
 }
 
 /** What ending a task changed. */
@@ -98,6 +121,18 @@ export class GrantStore {
   constructor(private readonly pool: Pool) {}
 
   /**
+   * Records the verified user a task acts for (issuer and `sub` of a trusted identity
+   * provider), in the transaction that creates the task; set once, never changed.
+   */
+  async setVerifiedUser(tx: PoolClient, taskId: string, user: { issuer: string; subject: string }): Promise<void> {
+    const { rowCount } = await tx.query(
+      'UPDATE tasks SET user_issuer = $2, user_subject = $3 WHERE id = $1 AND user_subject IS NULL',
+      [taskId, user.issuer, user.subject],
+    );
+    if (rowCount !== 1) throw new Error(`task ${taskId} already has a user`);
+  }
+
+  /**
    * Counts a refused exchange (and, when out of purpose, an out-of-purpose request) and returns
    * the counters as they are now. The increment locks the task row until the transaction ends:
    * concurrent refusals of one task are counted one after another, each seeing the others.
@@ -127,6 +162,46 @@ export class GrantStore {
     if (ended.rowCount === 0) return undefined;
     const revoked = await tx.query<{ jti: string }>(REVOKE_TASK_TOKENS, [taskId, `task ${status}`]);
     return { agentId: ended.rows[0].agent_id, jtis: revoked.rows.map((row) => row.jti) };
+  }
+
+  /** Records a declared task and its budget rows, in the caller's transaction (with its `task.created` event). */
+  async declareTask(tx: PoolClient, task: DeclaredTask): Promise<void> {
+    await tx.query(
+      `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, to_timestamp($9), $10)`,
+      [task.id, task.agentId, task.orchestratorId, task.purpose, JSON.stringify(task.allowed), task.onBehalfOf,
+        JSON.stringify(task.metadata), task.taskTokenJti, task.createdAtSeconds, task.expiresAt],
+    );
+    await this.declareBudgets(tx, task.id, task.budgets);
+  }
+
+  /**
+   * Ends every active task of an agent as `revoked` (the agent is being deleted), in the
+   * caller's transaction; returns their ids. Their credentials are revoked with the agent's.
+   */
+  async revokeTasksOfAgent(tx: PoolClient, agentId: string, reason: string): Promise<string[]> {
+    const { rows } = await tx.query<{ id: string }>(
+      `UPDATE tasks SET status = 'revoked', status_reason = $2, ended_at = now()
+        WHERE agent_id = $1 AND status = 'active' RETURNING id`,
+      [agentId, reason],
+    );
+    return rows.map((row) => row.id);
+  }
+
+  /** Revokes one credential (RFC 7009), in the caller's transaction; false when it was already revoked. */
+  async revokeCredential(tx: PoolClient, jti: string, reason: string): Promise<boolean> {
+    const { rowCount } = await tx.query(`UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2 WHERE jti = $1 AND revoked_at IS NULL`, [jti, reason]);
+    return rowCount === 1;
+  }
+
+  /** Revokes an orchestrator's live Tasks API tokens (suspension or deletion), in the caller's transaction. */
+  async revokeTasksTokensOf(tx: PoolClient, orchestratorId: string, reason: string): Promise<string[]> {
+    const { rows } = await tx.query<{ jti: string }>(
+      `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
+        WHERE client_id = $1 AND kind = 'tasks' AND revoked_at IS NULL AND expires_at > now() RETURNING jti`,
+      [orchestratorId, reason],
+    );
+    return rows.map((row) => row.jti);
   }
 
   /** Writes the budget rows of a new task (in its creating transaction). */

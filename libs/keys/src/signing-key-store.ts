@@ -136,7 +136,7 @@ export class SigningKeyStore {
           next.set(row.kid, { ...cached, status: row.status });
           continue;
         }
-        const privateJwk = JSON.parse(this.master.unseal(row.private_sealed, `signing_key:${row.kid}`).toString('utf8'));
+        const privateJwk = JSON.parse(this.master.unseal(row.private_sealed, `signing_key:${row.kid}`).toString('utf8')) as JWK;
         next.set(row.kid, {
           kid: row.kid,
           status: row.status,

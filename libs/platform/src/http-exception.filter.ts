@@ -108,7 +108,7 @@ export class WritExceptionFilter implements ExceptionFilter {
       const status = exception.getStatus();
       const body = exception.getResponse();
       const message =
-        typeof body === 'object' && body && 'message' in body ? (body as { message: unknown }).message : exception.message;
+        typeof body === 'object' && body && 'message' in body ? (body).message : exception.message;
       const description = Array.isArray(message) ? message.join('; ') : String(message);
       const bodyTooLarge = (exception as { cause?: { type?: string } }).cause?.type === 'entity.too.large';
       send(status, { error: nestErrorCode(status), error_description: bodyTooLarge ? 'request body is too large' : description });

@@ -39,7 +39,7 @@ function parse(req: Request, next: NextFunction, options: StrictJsonBodyOptions)
     next(new UnsupportedMediaTypeException(`unsupported charset "${charset.replace(/[^\x21-\x7e]/g, '?').slice(0, 32)}": JSON bodies are UTF-8`));
     return;
   }
-  const bytes = req.body;
+  const bytes = req.body as Buffer;
   if (bytes.length === 0) {
     req.body = {};
     next();

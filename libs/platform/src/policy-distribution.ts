@@ -1,5 +1,5 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import type { Pool, PoolClient } from 'pg';
+import type { PoolClient } from 'pg';
 import type { Logger } from 'pino';
 import { ActivePolicy, PolicyEngine } from '@writ/policy';
 import { LOGGER, RUNTIME } from './runtime.module';
@@ -39,14 +39,14 @@ export async function activateStoredPolicy(
   loadedBy: string,
 ): Promise<StoredPolicyInfo> {
   await client.query(`UPDATE policies SET active = false WHERE active`);
-  const { rows } = await client.query(
+  const { rows } = await client.query<{ version: string; source: string; loaded_by: string; loaded_at: Date }>(
     `INSERT INTO policies (version, bundle, data, source, loaded_by, loaded_at, active)
      VALUES ($1, $2, $3, $4, $5, now(), true)
      ON CONFLICT (version) DO UPDATE SET active = true, source = EXCLUDED.source, loaded_by = EXCLUDED.loaded_by, loaded_at = now()
      RETURNING version, source, loaded_by, loaded_at`,
     [engine.version, Buffer.from(bundle), data === null ? null : JSON.stringify(data), source, loadedBy],
   );
-  return { version: rows[0].version, source: rows[0].source, loaded_by: rows[0].loaded_by, loaded_at: (rows[0].loaded_at as Date).toISOString() };
+  return { version: rows[0].version, source: rows[0].source, loaded_by: rows[0].loaded_by, loaded_at: rows[0].loaded_at.toISOString() };
 }
 
 /** Deactivates the stored policy: every instance goes back to its `WRIT_POLICY` file. */
@@ -92,7 +92,7 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
 
   private async syncOnce(): Promise<void> {
     try {
-      const { rows } = await this.runtime.pool.query(`SELECT version, loaded_by FROM policies WHERE active`);
+      const { rows } = await this.runtime.pool.query<{ version: string; loaded_by: string }>(`SELECT version, loaded_by FROM policies WHERE active`);
       const active = rows[0] as { version: string; loaded_by: string } | undefined;
       if (!active) {
         if (this.policy.installedFromElsewhere) {
@@ -102,7 +102,7 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
         return;
       }
       if (this.policy.current().version === active.version || this.failedVersion === active.version) return;
-      const row = await this.runtime.pool.query(`SELECT bundle, data FROM policies WHERE version = $1`, [active.version]);
+      const row = await this.runtime.pool.query<{ bundle: Buffer; data: Record<string, unknown> | null }>(`SELECT bundle, data FROM policies WHERE version = $1`, [active.version]);
       if (!row.rows[0]) return;
       try {
         const engine = await loadPolicyEngine(row.rows[0].bundle, row.rows[0].data);

@@ -16,7 +16,7 @@ import {
   ServiceLogin,
   startEmbeddedPostgres,
 } from '@writ/database';
-import { CredentialRevoker } from '@writ/credentials';
+import { CredentialRevoker } from '@writ/grants';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
 
@@ -179,7 +179,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const audit = new AuditService(pool, {
     checkpointKeys: [checkpointKey(masterKey).publicJwk],
     checkpointFile: config.auditCheckpointFile,
-    onAppended: checkpointer ? (events) => checkpointer!.noteAppended(events) : undefined,
+    onAppended: checkpointer ? (events) => checkpointer.noteAppended(events) : undefined,
   });
   const source = dataSource;
   // Once, whoever asks first: close(), or the embedded cluster stopping on a signal.

@@ -35,6 +35,8 @@ export interface PolicyFacts {
     createdAt: Date;
     expiresAt: Date;
     onBehalfOf: string | null;
+    /** The verified user (absent: none). */
+    user?: { issuer: string; subject: string } | null;
     metadata: Record<string, unknown>;
     grantsIssued: number;
     refusals: number;
@@ -43,6 +45,8 @@ export interface PolicyFacts {
     budgets?: PolicyInput['task']['budgets'];
   };
   connectors: Array<{ id: string; name: string; operations: Array<PolicyOperation & { name: string }> }>;
+  /** The task user's connections on the requested connectors that use connected accounts (absent: none). */
+  connections?: PolicyInput['connections'];
   now: Date;
 }
 
@@ -75,6 +79,7 @@ export function buildPolicyInput(facts: PolicyFacts): PolicyInput {
       expires_at: task.expiresAt.toISOString(),
       seconds_remaining: Math.max(0, Math.floor((task.expiresAt.getTime() - now.getTime()) / 1000)),
       on_behalf_of: task.onBehalfOf,
+      user: task.user ? { iss: task.user.issuer, sub: task.user.subject } : null,
       metadata: task.metadata,
       budgets: task.budgets ?? [],
       history: {
@@ -95,6 +100,7 @@ export function buildPolicyInput(facts: PolicyFacts): PolicyInput {
         },
       ]),
     ),
+    connections: facts.connections ?? {},
     time: {
       now: now.toISOString(),
       now_unix: nowUnix,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { defaultPolicyPath } from './default-policy';
 import { policyVersion, readPolicyBundle } from './policy-bundle';
 import { readTarGz } from './read-tar-gz';
@@ -111,7 +111,7 @@ describe('readPolicyBundle', () => {
 
   it('refuses a tar whose header checksum is wrong', () => {
     const good = tarGz([['/policy.wasm', echoWasm]]);
-    const raw = require('node:zlib').gunzipSync(good) as Buffer;
+    const raw = gunzipSync(good);
     raw[0] ^= 0xff;
     expect(() => readPolicyBundle(gzipSync(raw))).toThrow(expect.objectContaining({ code: 'POLICY_FORMAT_INVALID' }));
   });

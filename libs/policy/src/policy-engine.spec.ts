@@ -46,6 +46,7 @@ function exampleInput(): PolicyInput {
       expires_at: '2026-11-28T10:15:00.000Z',
       seconds_remaining: 840,
       on_behalf_of: 'user-7',
+      user: null,
       metadata: {},
       history: { grants_issued: 1, refusals: 0, out_of_purpose_requests: 0 },
     },
@@ -69,6 +70,7 @@ function exampleInput(): PolicyInput {
         },
       },
     },
+    connections: {},
     time: { now: '2026-11-28T10:01:00.000Z', now_unix: 1795860060, weekday: 'Sat', hour_utc: 10 },
   };
 }

@@ -36,6 +36,13 @@ export interface PolicyConnector {
   operations: Record<string, PolicyOperation>;
 }
 
+/** A user's connected account on a connector, as the policy sees it (never a token). */
+export interface PolicyConnection {
+  status: 'active' | 'broken' | (string & {});
+  /** The scopes the upstream granted. */
+  scopes: string[];
+}
+
 /** A declared limit and what is left of it. */
 export interface PolicyBudgetLeft {
   limit: number;
@@ -80,6 +87,8 @@ export interface PolicyInput {
     /** Whole seconds until `expires_at` at `time.now`, never negative. */
     seconds_remaining: number;
     on_behalf_of: string | null;
+    /** The verified user the task acts for (issuer and `sub` of their identity provider), or null. */
+    user: { iss: string; sub: string } | null;
     metadata: Record<string, unknown>;
     /**
      * What is left of each budget declared by an `allowed` entry's `limits`, one item per
@@ -95,6 +104,12 @@ export interface PolicyInput {
   };
   /** The connectors named in the request that are registered, by id; an unknown one is absent. */
   connectors: Record<string, PolicyConnector>;
+  /**
+   * For each requested connector that uses per-user connected accounts
+   * (`oauth2_authorization_code`): the task user's connection, or null when the task has no
+   * verified user or the user has not connected. Other connectors are absent.
+   */
+  connections: Record<string, PolicyConnection | null>;
   time: {
     /** RFC 3339, UTC. */
     now: string;

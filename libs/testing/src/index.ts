@@ -1,3 +1,4 @@
 export * from './client-keys';
 export * from './test-database';
 export * from './scratch-postgres';
+export * from './payments-connector';

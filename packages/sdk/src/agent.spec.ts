@@ -14,11 +14,11 @@ function scriptedServer(answers: Array<{ status: number; body: Record<string, un
     if (url.pathname === '/.well-known/oauth-authorization-server') {
       return json(200, { issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` });
     }
-    requests.push({ form: new URLSearchParams(String(init?.body)) });
+    requests.push({ form: new URLSearchParams(init?.body as string) });
     const answer = answers.shift()!;
     return json(answer.status, answer.body);
   };
-  return { fetch: fetchImpl as typeof fetch, requests };
+  return { fetch: fetchImpl, requests };
 }
 
 async function agentWith(server: ReturnType<typeof scriptedServer>): Promise<Agent> {

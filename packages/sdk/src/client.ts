@@ -26,7 +26,7 @@ const ASYMMETRIC = /^(ES(256|384|512)|EdDSA|Ed25519|PS(256|384|512)|RS(256|384|5
 
 async function importClientKey(input: ClientKeyInput): Promise<oauth.PrivateKey> {
   if ('privateKey' in input && typeof input.privateKey === 'object') {
-    return { key: input.privateKey as CryptoKey, kid: input.kid as string | undefined };
+    return { key: input.privateKey, kid: input.kid };
   }
   const jwk = input as JWK;
   if (typeof jwk.kty !== 'string' || jwk.kty === 'oct' || typeof jwk.d !== 'string') {
@@ -36,7 +36,7 @@ async function importClientKey(input: ClientKeyInput): Promise<oauth.PrivateKey>
   if (!alg || !ASYMMETRIC.test(alg)) throw new WritError('invalid_key', `unsupported client key algorithm ${alg ?? jwk.kty}`);
   const key = await importJWK(jwk, alg);
   if (key instanceof Uint8Array) throw new WritError('invalid_key', 'the client key must be asymmetric');
-  return { key: key as CryptoKey, kid: jwk.kid };
+  return { key: key, kid: jwk.kid };
 }
 
 /** The body of a JSON answer, or undefined. */

@@ -12,8 +12,12 @@ export interface TaskSpec {
   allowed: AllowedEntry[];
   /** Lifetime of the task, in seconds. */
   ttlSeconds: number;
-  /** The user the task acts for, if any. */
+  /** A free label of the user the task acts for (not verified: see `userToken`). */
   onBehalfOf?: string;
+  /** Proof of the user the task acts for: their token from an identity provider registered in Writ (docs/connected-accounts.md). */
+  userToken?: string;
+  /** The user `{iss, sub}` without a token, for an orchestrator trusted to assert users of that issuer. */
+  user?: { iss: string; sub: string };
   /** Free-form metadata kept with the task (ids of the run, the invoice…). */
   metadata?: Record<string, unknown>;
 }
@@ -109,6 +113,8 @@ export class Orchestrator {
       allowed: spec.allowed.map((entry): AuthorizationDetail & { limits?: AllowedEntry['limits'] } => ({ ...entry, type: 'connector' })),
       ttl_seconds: spec.ttlSeconds,
       ...(spec.onBehalfOf !== undefined ? { on_behalf_of: spec.onBehalfOf } : {}),
+      ...(spec.userToken !== undefined ? { user_token: spec.userToken } : {}),
+      ...(spec.user !== undefined ? { user: spec.user } : {}),
       ...(spec.metadata !== undefined ? { metadata: spec.metadata } : {}),
     };
     const created = await this.call<{ task_id: string; task_token: string; expires_at: string; status: string }>('POST', '/v1/tasks', body);

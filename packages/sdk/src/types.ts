@@ -32,8 +32,10 @@ export interface TaskInfo {
   purpose: string;
   allowed: AuthorizationDetail[];
   on_behalf_of: string | null;
+  /** The verified user the task acts for, or null. */
+  user?: { iss: string; sub: string } | null;
   metadata: Record<string, unknown>;
-  status: 'active' | 'completed' | 'failed' | 'expired' | 'revoked' | string;
+  status: 'active' | 'completed' | 'failed' | 'expired' | 'revoked' | (string & Record<never, never>);
   status_reason: string | null;
   created_at: string;
   expires_at: string;

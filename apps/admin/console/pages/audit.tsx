@@ -34,12 +34,30 @@ function stage(type: string): string {
 }
 
 /** One line of what an event says. */
+/** The members of event data the summary reads (audit events carry more; see docs/audit.md). */
+interface SummaryData {
+  decision?: { requires_approval?: boolean; reasons?: string[] };
+  action?: string;
+  kind?: string;
+  expires_at?: string;
+  method?: string;
+  path?: string;
+  operation?: string;
+  status?: number;
+  reason?: string;
+  error?: string;
+  error_description?: string;
+  upstream_latency_ms?: number;
+  count?: number;
+  purpose?: string;
+}
+
 function summary(event: AuditEvent): string {
-  const data = event.data as Record<string, any>;
+  const data = event.data as SummaryData;
   switch (event.type) {
     case 'grant.decision': {
       const verdict = event.outcome === 'success' ? 'allowed' : data.decision?.requires_approval ? 'held for approval' : 'denied';
-      const reasons: string[] = data.decision?.reasons ?? [];
+      const reasons = data.decision?.reasons ?? [];
       return reasons.length ? `${verdict}: ${reasons.join('; ')}` : verdict;
     }
     case 'token.issued':
@@ -148,14 +166,15 @@ export function AuditPage({ route }: { route: Route }) {
   const apply = (event: Event) => {
     event.preventDefault();
     const search = new URLSearchParams();
-    for (const name of FILTERS) if (draft[name]) search.set(name, draft[name]!);
+    for (const name of FILTERS) if (draft[name]) search.set(name, draft[name]);
     window.location.hash = `#/audit?${search.toString()}`;
   };
   const events = [...(first.data?.items ?? []), ...pages.flat()];
   const input = (name: (typeof FILTERS)[number], label: string, type: 'text' | 'datetime-local' = 'text') => (
     <label>
       <span class="label">{label}</span>
-      <input name={name} type={type as "text"} value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value })} />
+      {/* eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- preact's input types need one literal here */}
+      <input name={name} type={type as 'text'} value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value })} />
     </label>
   );
   return (

@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
-import { PG_POOL } from '@writ/database';
+import { AdminTokenEntity, PG_POOL, RowOf } from '@writ/database';
 import { ConflictError, hashAdminToken, isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
@@ -14,6 +14,8 @@ import type { CreateAdminTokenDto } from './dto/create-admin-token.dto';
 export const ADMIN_TOKEN_PREFIX = 'writ_admin_';
 
 const COLUMNS = 'id, name, role, created_by, created_at, last_used_at, revoked_at';
+/** A row as {@link COLUMNS} selects it. */
+type Row = Omit<RowOf<AdminTokenEntity>, 'token_hash'>;
 
 function isTimeCursor(value: unknown): value is { t: string; i: string } {
   const cursor = value as { t?: unknown; i?: unknown } | null;
@@ -34,7 +36,7 @@ export class AdminTokensService {
     const id = randomUUID();
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `INSERT INTO admin_tokens (id, name, role, token_hash, created_by) VALUES ($1, $2, $3, $4, $5) RETURNING ${COLUMNS}`,
           [id, body.name, body.role, hashAdminToken(token), principal.id],
         );
@@ -55,7 +57,7 @@ export class AdminTokensService {
     const before = decodeCursor(query.cursor, isTimeCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
     // Ordered by millisecond time so that a cursor carried as an ISO string compares exactly.
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<Row>(
       `SELECT ${COLUMNS} FROM admin_tokens
         WHERE $1::timestamptz IS NULL OR (date_trunc('milliseconds', created_at), id) < ($1::timestamptz, $2::uuid)
         ORDER BY date_trunc('milliseconds', created_at) DESC, id DESC LIMIT $3`,
@@ -72,7 +74,7 @@ export class AdminTokensService {
     if (id === principal.id) throw new ConflictError('an admin token cannot revoke itself: use another admin token');
     await this.audit.recordWith(
       async (client) => {
-        const current = await client.query('SELECT revoked_at FROM admin_tokens WHERE id = $1 FOR UPDATE', [id]);
+        const current = await client.query<Pick<Row, 'revoked_at'>>('SELECT revoked_at FROM admin_tokens WHERE id = $1 FOR UPDATE', [id]);
         if (!current.rows[0]) throw new NotFoundError('admin token');
         if (current.rows[0].revoked_at) return false;
         await client.query('UPDATE admin_tokens SET revoked_at = now() WHERE id = $1', [id]);

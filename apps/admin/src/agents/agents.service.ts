@@ -1,8 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
-import { CredentialRevoker } from '@writ/credentials';
-import { PG_POOL } from '@writ/database';
+import { CredentialRevoker, GrantStore } from '@writ/grants';
+import { AgentEntity, PG_POOL, RowOf } from '@writ/database';
 import { NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { claimClientId, generateClientId, kidsOf, publicJwksOrRefuse } from '../common/client-identity';
@@ -13,6 +13,9 @@ import { tokensRevokedEvents } from '../common/revocation-events';
 import { AgentDto, toAgentDto } from './dto/agent.dto';
 import type { CreateAgentDto } from './dto/create-agent.dto';
 import type { UpdateAgentDto } from './dto/update-agent.dto';
+
+/** A row of the table, as {@link COLUMNS} selects it. */
+type Row = RowOf<AgentEntity>;
 
 const COLUMNS = 'id, name, description, status, jwks, created_at, updated_at';
 
@@ -26,6 +29,7 @@ export class AgentsService {
     @Inject(PG_POOL) private readonly pool: Pool,
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
+    private readonly grants: GrantStore,
   ) {}
 
   /** Registers an agent (`409` when the id is taken by an agent or an orchestrator). */
@@ -35,7 +39,7 @@ export class AgentsService {
     const { result } = await this.audit.recordWith(
       async (client) => {
         await claimClientId(client, id);
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `INSERT INTO agents (id, name, description, status, jwks) VALUES ($1, $2, $3, 'active', $4) RETURNING ${COLUMNS}`,
           [id, body.name, body.description ?? null, JSON.stringify(jwks)],
         );
@@ -56,7 +60,7 @@ export class AgentsService {
   async list(query: ListClientsQueryDto): Promise<Page<AgentDto>> {
     const after = decodeCursor(query.cursor, isKeyCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<Row>(
       `SELECT ${COLUMNS} FROM agents
         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2)
         ORDER BY id LIMIT $3`,
@@ -68,7 +72,7 @@ export class AgentsService {
 
   /** One agent, or `404`. */
   async get(id: string): Promise<AgentDto> {
-    const { rows } = await this.pool.query(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id]);
+    const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id]);
     if (!rows[0]) throw new NotFoundError('agent');
     return toAgentDto(rows[0]);
   }
@@ -78,7 +82,7 @@ export class AgentsService {
     const jwks = body.jwks !== undefined ? publicJwksOrRefuse(body.jwks) : undefined;
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const current = await client.query(`SELECT ${COLUMNS} FROM agents WHERE id = $1 FOR UPDATE`, [id]);
+        const current = await client.query<Row>(`SELECT ${COLUMNS} FROM agents WHERE id = $1 FOR UPDATE`, [id]);
         const before = current.rows[0];
         if (!before) throw new NotFoundError('agent');
         const changed: string[] = [];
@@ -87,7 +91,7 @@ export class AgentsService {
         if (jwks !== undefined && JSON.stringify(jwks) !== JSON.stringify(before.jwks)) changed.push('jwks');
         const statusChange = body.status !== undefined && body.status !== before.status ? body.status : undefined;
         if (changed.length === 0 && !statusChange) return { agent: toAgentDto(before), changed, statusChange, jtis: [] as string[] };
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `UPDATE agents SET name = $2, description = $3, jwks = $4, status = $5, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
           [
             id,
@@ -130,14 +134,10 @@ export class AgentsService {
       async (client) => {
         const current = await client.query('SELECT id FROM agents WHERE id = $1 FOR UPDATE', [id]);
         if (!current.rows[0]) throw new NotFoundError('agent');
-        const tasks = await client.query<{ id: string }>(
-          `UPDATE tasks SET status = 'revoked', status_reason = 'agent deleted', ended_at = now()
-            WHERE agent_id = $1 AND status = 'active' RETURNING id`,
-          [id],
-        );
+        const tasks = await this.grants.revokeTasksOfAgent(client, id, 'agent deleted');
         const jtis = await this.revoker.revokeForAgent(client, id, 'agent deleted');
         await client.query('DELETE FROM agents WHERE id = $1', [id]);
-        return { tasks: tasks.rows.map((row) => row.id), jtis };
+        return { tasks, jtis };
       },
       ({ tasks, jtis }) => {
         const actor = adminActor(principal);

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
-import { ApprovalDto, ApprovalStore } from '@writ/credentials';
+import { ApprovalDto, ApprovalStore } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { ConflictError, isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';

@@ -1,3 +1,4 @@
+import type { AgentEntity, RowOf } from '@writ/database';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsObject, IsOptional, IsString, Length, Matches, MaxLength } from 'class-validator';
 import { CLIENT_ID_MESSAGE, CLIENT_ID_PATTERN, CLIENT_STATUSES, JWKS_EXAMPLE } from './client-identity';
@@ -52,15 +53,18 @@ export class UpdateClientDto {
   jwks?: Record<string, unknown>;
 }
 
+/** The columns agents and orchestrators share. */
+export type ClientRow = RowOf<AgentEntity>;
+
 /** The members every registered client shows, mapped from its row (never its private data: it has none). */
-export function toClientDto(row: Record<string, any>) {
+export function toClientDto(row: ClientRow) {
   return {
-    id: row.id as string,
-    name: row.name as string,
-    description: (row.description as string | null) ?? null,
-    status: row.status as (typeof CLIENT_STATUSES)[number],
-    jwks: row.jwks as Record<string, unknown>,
-    created_at: (row.created_at as Date).toISOString(),
-    updated_at: (row.updated_at as Date).toISOString(),
+    id: row.id,
+    name: row.name,
+    description: row.description ?? null,
+    status: row.status,
+    jwks: row.jwks as unknown as Record<string, unknown>,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
   };
 }

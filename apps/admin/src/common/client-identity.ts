@@ -41,7 +41,7 @@ export function publicJwksOrRefuse(jwks: unknown): PublicJwks {
  */
 export async function claimClientId(client: PoolClient, id: string): Promise<void> {
   await client.query(`SELECT pg_advisory_xact_lock(hashtext('writ:client-id:' || $1))`, [id]);
-  const { rows } = await client.query(
+  const { rows } = await client.query<{ kind: 'agent' | 'orchestrator' }>(
     `SELECT 'agent' AS kind FROM agents WHERE id = $1 UNION ALL SELECT 'orchestrator' FROM orchestrators WHERE id = $1 LIMIT 1`,
     [id],
   );

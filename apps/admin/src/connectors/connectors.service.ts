@@ -6,8 +6,8 @@ import {
   ConnectorFieldError, ConnectorKind, ConnectorOperationDefinition, ConnectorValidationResult, destinationErrors, sealCredential,
   UpstreamNetworks, validateConnectorDefinition, validateConnectorPatch,
 } from '@writ/connectors';
-import { CredentialRevoker } from '@writ/credentials';
-import { PG_POOL } from '@writ/database';
+import { CredentialRevoker } from '@writ/grants';
+import { ConnectorEntity, PG_POOL, RowOf } from '@writ/database';
 import { MasterKey } from '@writ/keys';
 import { ConflictError, NotFoundError, ValidationFailedError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
@@ -18,6 +18,8 @@ import { ConnectorDto, toConnectorDto } from './dto/connector.dtos';
 
 /** Every column but the sealed credential, which only the gateway opens. */
 const COLUMNS = 'id, kind, name, base_url, operations, credential_type, credential_fingerprint, credential_set_at, created_at, updated_at';
+/** A row as {@link COLUMNS} selects it (never the sealed credential). */
+type Row = Omit<RowOf<ConnectorEntity>, 'credential_sealed'>;
 
 /**
  * The body as plain JSON again: the validation pipe hands over a DTO instance, while the
@@ -93,7 +95,7 @@ export class ConnectorsService {
     const sealed = definition.credential ? sealCredential(this.master, definition.id, definition.base_url, definition.credential) : undefined;
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at, kind)
            VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $8)
            ON CONFLICT (id) DO NOTHING RETURNING ${COLUMNS}`,
@@ -124,7 +126,7 @@ export class ConnectorsService {
   async list(query: PageQueryDto): Promise<Page<ConnectorDto>> {
     const after = decodeCursor(query.cursor, isKeyCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<Row>(
       `SELECT ${COLUMNS} FROM connectors WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2`,
       [after?.k ?? null, limit + 1],
     );
@@ -134,7 +136,7 @@ export class ConnectorsService {
 
   /** One connector, or `404`. */
   async get(id: string): Promise<ConnectorDto> {
-    const { rows } = await this.pool.query(`SELECT ${COLUMNS} FROM connectors WHERE id = $1`, [id]);
+    const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM connectors WHERE id = $1`, [id]);
     if (!rows[0]) throw new NotFoundError('connector');
     return toConnectorDto(rows[0]);
   }
@@ -153,22 +155,24 @@ export class ConnectorsService {
     refuse(await destinationErrors(patch, this.networks));
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const current = await client.query(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
+        // FOR UPDATE: an issuance in flight holds this row key-share-locked (see issueConnectorCredentials),
+        // so the revocation below sees its credential, or the issuance sees the changed operation.
+        const current = await client.query<Row>(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
         const before = current.rows[0];
         if (!before) throw new NotFoundError('connector');
-        const previous = before.credential_fingerprint as string | null;
+        const previous = before.credential_fingerprint;
         const changed: string[] = [];
         if (patch.name !== undefined && patch.name !== before.name) changed.push('name');
         if (patch.base_url !== undefined && patch.base_url !== before.base_url) changed.push('base_url');
         if (patch.operations !== undefined && canonical(patch.operations) !== canonical(before.operations)) changed.push('operations');
         if (changed.includes('base_url') && before.credential_type && patch.credential === undefined) refuse([CREDENTIAL_REQUIRED]);
-        const baseUrl = (patch.base_url ?? before.base_url) as string;
+        const baseUrl = (patch.base_url ?? before.base_url);
         const sealed = patch.credential ? sealCredential(this.master, id, baseUrl, patch.credential) : undefined;
         const removed = patch.credential === null && before.credential_type !== null;
         const altered = patch.operations ? alteredOperations(before.operations as ConnectorOperationDefinition[], patch.operations) : [];
         if (changed.length === 0 && !sealed && !removed) return { connector: toConnectorDto(before), changed, previous, sealed, removed, jtis: [] as string[] };
         const jtis = await this.revoker.revokeForOperations(client, id, altered, 'connector operation changed');
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `UPDATE connectors SET name = $2, base_url = $3, operations = $4, updated_at = now(),
                   credential_type = CASE WHEN $8 THEN NULL ELSE COALESCE($5, credential_type) END,
                   credential_sealed = CASE WHEN $8 THEN NULL ELSE COALESCE($6, credential_sealed) END,

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
-import { PG_POOL } from '@writ/database';
+import { PG_POOL, RowOf, SigningKeyEntity } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import type { RotatedKeyDto, SigningKeyListDto } from './dto/signing-key.dto';
@@ -17,7 +17,7 @@ export class KeysService {
 
   /** Every key, newest first: public facts only (the sealed private part is never selected). */
   async list(): Promise<SigningKeyListDto> {
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<Pick<RowOf<SigningKeyEntity>, 'kid' | 'alg' | 'status' | 'created_at' | 'retired_at'>>(
       'SELECT kid, alg, status, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid',
     );
     return {

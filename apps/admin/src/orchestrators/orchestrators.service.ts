@@ -1,7 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { Pool, PoolClient } from 'pg';
+import { GrantStore } from '@writ/grants';
+import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
-import { PG_POOL } from '@writ/database';
+import { OrchestratorEntity, PG_POOL, RowOf } from '@writ/database';
 import { NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { claimClientId, generateClientId, kidsOf, publicJwksOrRefuse } from '../common/client-identity';
@@ -11,17 +12,10 @@ import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
 import { CreateOrchestratorDto, OrchestratorDto, toOrchestratorDto, UpdateOrchestratorDto } from './dto/orchestrator.dtos';
 
-const COLUMNS = 'id, name, description, status, jwks, allowed_agents, created_at, updated_at';
+/** A row of the table, as {@link COLUMNS} selects it. */
+type Row = RowOf<OrchestratorEntity>;
 
-/** Revokes an orchestrator's live Tasks API tokens (it can no longer declare or end tasks with them). */
-async function revokeTasksTokens(client: PoolClient, orchestratorId: string, reason: string): Promise<string[]> {
-  const { rows } = await client.query<{ jti: string }>(
-    `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
-      WHERE client_id = $1 AND kind = 'tasks' AND revoked_at IS NULL AND expires_at > now() RETURNING jti`,
-    [orchestratorId, reason],
-  );
-  return rows.map((row) => row.jti);
-}
+const COLUMNS = 'id, name, description, status, jwks, allowed_agents, created_at, updated_at';
 
 /**
  * Registers, changes and removes orchestrators. A suspension or deletion revokes the
@@ -33,6 +27,7 @@ export class OrchestratorsService {
   constructor(
     @Inject(PG_POOL) private readonly pool: Pool,
     private readonly audit: AuditService,
+    private readonly grants: GrantStore,
   ) {}
 
   /** Registers an orchestrator (`409` when the id is taken by an agent or an orchestrator). */
@@ -42,7 +37,7 @@ export class OrchestratorsService {
     const { result } = await this.audit.recordWith(
       async (client) => {
         await claimClientId(client, id);
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `INSERT INTO orchestrators (id, name, description, status, jwks, allowed_agents)
            VALUES ($1, $2, $3, 'active', $4, $5) RETURNING ${COLUMNS}`,
           [id, body.name, body.description ?? null, JSON.stringify(jwks), body.allowed_agents ?? []],
@@ -63,7 +58,7 @@ export class OrchestratorsService {
   async list(query: ListClientsQueryDto): Promise<Page<OrchestratorDto>> {
     const after = decodeCursor(query.cursor, isKeyCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<Row>(
       `SELECT ${COLUMNS} FROM orchestrators
         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2)
         ORDER BY id LIMIT $3`,
@@ -75,7 +70,7 @@ export class OrchestratorsService {
 
   /** One orchestrator, or `404`. */
   async get(id: string): Promise<OrchestratorDto> {
-    const { rows } = await this.pool.query(`SELECT ${COLUMNS} FROM orchestrators WHERE id = $1`, [id]);
+    const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM orchestrators WHERE id = $1`, [id]);
     if (!rows[0]) throw new NotFoundError('orchestrator');
     return toOrchestratorDto(rows[0]);
   }
@@ -85,7 +80,7 @@ export class OrchestratorsService {
     const jwks = body.jwks !== undefined ? publicJwksOrRefuse(body.jwks) : undefined;
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const current = await client.query(`SELECT ${COLUMNS} FROM orchestrators WHERE id = $1 FOR UPDATE`, [id]);
+        const current = await client.query<Row>(`SELECT ${COLUMNS} FROM orchestrators WHERE id = $1 FOR UPDATE`, [id]);
         const before = current.rows[0];
         if (!before) throw new NotFoundError('orchestrator');
         const changed: string[] = [];
@@ -97,7 +92,7 @@ export class OrchestratorsService {
         }
         const statusChange = body.status !== undefined && body.status !== before.status ? body.status : undefined;
         if (changed.length === 0 && !statusChange) return { orchestrator: toOrchestratorDto(before), changed, statusChange, jtis: [] as string[] };
-        const { rows } = await client.query(
+        const { rows } = await client.query<Row>(
           `UPDATE orchestrators SET name = $2, description = $3, jwks = $4, status = $5, allowed_agents = $6, updated_at = now()
             WHERE id = $1 RETURNING ${COLUMNS}`,
           [
@@ -109,7 +104,7 @@ export class OrchestratorsService {
             body.allowed_agents ?? before.allowed_agents,
           ],
         );
-        const jtis = statusChange === 'suspended' ? await revokeTasksTokens(client, id, 'orchestrator suspended') : [];
+        const jtis = statusChange === 'suspended' ? await this.grants.revokeTasksTokensOf(client, id, 'orchestrator suspended') : [];
         return { orchestrator: toOrchestratorDto(rows[0]), changed, statusChange, jtis };
       },
       ({ orchestrator, changed, statusChange, jtis }) => {
@@ -143,7 +138,7 @@ export class OrchestratorsService {
       async (client) => {
         const current = await client.query('SELECT id FROM orchestrators WHERE id = $1 FOR UPDATE', [id]);
         if (!current.rows[0]) throw new NotFoundError('orchestrator');
-        const jtis = await revokeTasksTokens(client, id, 'orchestrator deleted');
+        const jtis = await this.grants.revokeTasksTokensOf(client, id, 'orchestrator deleted');
         await client.query('DELETE FROM orchestrators WHERE id = $1', [id]);
         return jtis;
       },

@@ -1,11 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import type { ConnectorDetail } from '@writ/database';
-import { checkWithinAllowed, GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
+import { grantFloorViolations } from '@writ/grants';
+import { GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
 import { FieldError, loadPolicyEngine, LOGGER, ValidationFailedError } from '@writ/platform';
 import { ActivePolicy, buildPolicyInput, Decision, evaluateFailClosed, PolicyEngine, PolicyInput, PolicyLoadError } from '@writ/policy';
 import type { ActivePolicyDto, EvaluatePolicyDto, PolicyEvaluationDto } from './dto/policy.dtos';
-import { CatalogueEntry, PolicyFactsReader } from './policy-facts.reader';
+import { PolicyFactsReader } from './policy-facts.reader';
 
 /** The policy in force, and dry runs of it: nothing is issued, counted or recorded. */
 @Injectable()
@@ -45,7 +46,7 @@ export class PoliciesService {
     if (body.authorization_details === undefined) fields.push({ field: 'authorization_details', message: 'is required (or give input)' });
     else {
       try {
-        details = parseAuthorizationDetails(body.authorization_details) as ConnectorDetail[];
+        details = parseAuthorizationDetails(body.authorization_details);
       } catch (error) {
         fields.push({ field: 'authorization_details', message: error instanceof OAuthError ? error.description : 'is not valid' });
       }
@@ -66,7 +67,7 @@ export class PoliciesService {
       policy_version: engine.version,
       decision: this.decide(engine, input),
       input: input as unknown as Record<string, unknown>,
-      violations: floorViolations(details, subject.task.allowed as ConnectorDetail[], connectors),
+      violations: grantFloorViolations(details, subject.task.allowed as ConnectorDetail[], connectors),
     };
   }
 
@@ -91,21 +92,4 @@ export class PoliciesService {
       this.logger.warn({ err: error.message, policy: engine.version }, 'policy dry run trapped: answering the fail-closed deny'),
     );
   }
-}
-
-/**
- * What the token endpoint refuses whatever the policy says: not exactly one connector and
- * one action, an operation outside the catalogue, or a request wider than the task's
- * declared `allowed`.
- */
-function floorViolations(details: ConnectorDetail[], allowed: ConnectorDetail[], connectors: CatalogueEntry[]): string[] {
-  if (details.length !== 1 || details[0].actions.length !== 1) return ['a credential covers exactly one connector and one action'];
-  const detail = details[0];
-  const connector = connectors.find((candidate) => candidate.id === detail.connector);
-  if (!connector || !connector.operations.some((operation) => operation.name === detail.actions[0])) {
-    return [`operation ${detail.actions[0]} is not in the catalogue of connector ${detail.connector}`];
-  }
-  return checkWithinAllowed(detail, allowed, (connectorId, action, name) =>
-    connectorId === connector.id ? connector.operations.find((operation) => operation.name === action)?.constraints?.[name]?.op : undefined,
-  ).violations.slice();
 }

@@ -76,7 +76,7 @@ export class PolicyDistributionService {
 
   /** Activates new policy data (`data` in Rego, replaced whole) over the bundle in force. */
   async activateData(admin: AdminPrincipal, data: Record<string, unknown>): Promise<StoredPolicyInfo> {
-    const { rows } = await this.pool.query(`SELECT bundle FROM policies WHERE active`);
+    const { rows } = await this.pool.query<{ bundle: Buffer }>(`SELECT bundle FROM policies WHERE active`);
     const bundle: Buffer = rows[0]?.bundle ?? (await readFile(this.policy.path));
     const engine = await this.load(() => loadPolicyEngine(bundle, data), 'data');
     return this.activate(admin, engine, bundle, data, 'data update', 'admin.policy.data_updated');

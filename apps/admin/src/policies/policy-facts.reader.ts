@@ -1,8 +1,9 @@
-import { grantsIssuedSql } from '@writ/credentials';
+import { grantsIssuedSql } from '@writ/grants';
 import { GrantStore } from '@writ/grants';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
-import { ConnectorOperation, PG_POOL } from '@writ/database';
+import { AgentEntity, ConnectorEntity, ConnectorOperation, PG_POOL, RowOf } from '@writ/database';
+import type { TaskRow } from '@writ/grants';
 import type { PolicyFacts } from '@writ/policy';
 
 /** A stored task with its agent, as the policy input needs them. */
@@ -18,6 +19,9 @@ export interface CatalogueEntry {
   operations: ConnectorOperation[];
 }
 
+/** A task row with its agent's name and status (null: the agent was deleted). */
+type SubjectRow = Omit<TaskRow, 'status_reason' | 'ended_at'> & { agent_name: string | null; agent_status: AgentEntity['status'] | null };
+
 /** The reads behind a policy dry run (the same facts token exchange reads, without caching). */
 @Injectable()
 export class PolicyFactsReader {
@@ -25,7 +29,7 @@ export class PolicyFactsReader {
 
   /** The task and its agent, or undefined for an unknown task. A deleted agent shows as status `deleted`. */
   async subject(taskId: string): Promise<DryRunSubject | undefined> {
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<SubjectRow>(
       `SELECT t.id, t.agent_id, t.orchestrator_id, t.purpose, t.allowed, t.on_behalf_of, t.metadata, t.status,
               ${grantsIssuedSql('t')} AS grants_issued, t.refusals, t.out_of_purpose_requests, t.created_at, t.expires_at,
               a.name AS agent_name, a.status AS agent_status
@@ -57,7 +61,10 @@ export class PolicyFactsReader {
 
   /** The registered connectors among `ids`. */
   async connectors(ids: string[]): Promise<CatalogueEntry[]> {
-    const { rows } = await this.pool.query(`SELECT id, name, operations FROM connectors WHERE id = ANY($1::text[])`, [ids]);
+    const { rows } = await this.pool.query<Pick<RowOf<ConnectorEntity>, 'id' | 'name' | 'operations'>>(
+      `SELECT id, name, operations FROM connectors WHERE id = ANY($1::text[])`,
+      [ids],
+    );
     return rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations }));
   }
 }

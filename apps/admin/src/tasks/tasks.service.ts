@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditService, chainHash } from '@writ/audit';
-import { CredentialRevoker, TaskDto, TaskReader } from '@writ/credentials';
+import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
@@ -14,8 +14,6 @@ import type { ListTasksQueryDto } from './dto/task.dtos';
 export interface AdminTaskView extends TaskDto {
   calls: number;
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function isTaskCursor(value: unknown): value is { c: string; i: string } {
   const cursor = value as { c?: unknown; i?: unknown } | null;

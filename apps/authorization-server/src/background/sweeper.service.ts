@@ -1,6 +1,7 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { CredentialRevoker } from '@writ/credentials';
+import { ConnectedAccounts } from '@writ/accounts';
+import { CredentialRevoker } from '@writ/grants';
 import { LOGGER } from '@writ/platform';
 import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
 
@@ -20,6 +21,7 @@ export class SweeperService implements OnApplicationBootstrap, OnApplicationShut
     private readonly revoker: CredentialRevoker,
     private readonly clients: ClientAuthenticator,
     @Inject(LOGGER) private readonly logger: Logger,
+    private readonly accounts: ConnectedAccounts,
   ) {}
 
   /** Starts the timers. */
@@ -29,6 +31,7 @@ export class SweeperService implements OnApplicationBootstrap, OnApplicationShut
       if (expired) this.logger.info({ expired }, 'expired tasks past their deadline');
     });
     this.every(JTI_PURGE_MS, () => this.clients.purgeExpiredJtis());
+    this.every(JTI_PURGE_MS, () => this.accounts.purgeExpiredLinks());
   }
 
   /** Stops the timers. */

@@ -36,7 +36,7 @@ export class ClientAuthenticator {
         client = await this.clients.find(clientId);
         if (!client) return undefined;
         if (client.status !== 'active') throw clientAuthenticationFailed('client_inactive');
-        return client.jwks as never;
+        return client.jwks;
       },
     });
     return client!;

@@ -29,7 +29,7 @@ export class ClientRegistry {
     const now = Date.now();
     const hit = this.cache.get(id);
     if (hit && hit.until > now) return hit.client;
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<Pick<RegisteredClient, 'id' | 'kind' | 'name' | 'status' | 'jwks'> & { allowed_agents: string[] }>(
       `SELECT id, 'agent' AS kind, name, status, jwks, '{}'::text[] AS allowed_agents FROM agents WHERE id = $1
        UNION ALL
        SELECT id, 'orchestrator' AS kind, name, status, jwks, allowed_agents FROM orchestrators WHERE id = $1

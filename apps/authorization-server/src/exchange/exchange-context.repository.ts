@@ -1,7 +1,7 @@
-import { grantsIssuedSql } from '@writ/credentials';
+import { grantsIssuedSql } from '@writ/grants';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
-import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';
+import { ConnectorDetail, ConnectorEntity, ConnectorOperation, PG_POOL, RowOf, TaskEntity, TaskStatus } from '@writ/database';
 
 /** A task as the token exchange needs it. */
 export interface ExchangeTask {
@@ -11,6 +11,8 @@ export interface ExchangeTask {
   purpose: string;
   allowed: ConnectorDetail[];
   onBehalfOf: string | null;
+  /** The verified user the task acts for, or null. */
+  user: { issuer: string; subject: string } | null;
   metadata: Record<string, unknown>;
   status: TaskStatus;
   taskTokenJti: string;
@@ -26,6 +28,8 @@ export interface CatalogueConnector {
   id: string;
   name: string;
   operations: ConnectorOperation[];
+  /** The connector's upstream credential type (`oauth2_authorization_code`: per-user connected accounts). */
+  credentialType: string | null;
 }
 
 /**
@@ -44,9 +48,9 @@ export class ExchangeContextRepository {
 
   /** The task, or undefined. */
   async task(id: string): Promise<ExchangeTask | undefined> {
-    const { rows } = await this.pool.query({
+    const { rows } = await this.pool.query<Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_issued: number }>({
       name: 'writ_exchange_task',
-      text: `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti,
+      text: `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, status, task_token_jti,
                     ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests, created_at, expires_at
                FROM tasks WHERE id = $1`,
       values: [id],
@@ -60,6 +64,7 @@ export class ExchangeContextRepository {
       purpose: row.purpose,
       allowed: row.allowed,
       onBehalfOf: row.on_behalf_of,
+      user: row.user_subject && row.user_issuer ? { issuer: row.user_issuer, subject: row.user_subject } : null,
       metadata: row.metadata,
       status: row.status,
       taskTokenJti: row.task_token_jti,
@@ -71,15 +76,41 @@ export class ExchangeContextRepository {
     };
   }
 
+  /** Drops a connector's cached catalogue (it changed under an issuance). */
+  forget(connectorId: string | null): void {
+    if (connectorId === null) this.catalogue.clear();
+    else this.catalogue.delete(connectorId);
+  }
+
   /** The registered connectors among `ids`. */
   async connectors(ids: string[]): Promise<CatalogueConnector[]> {
     const now = Date.now();
     const cached = ids.map((id) => this.catalogue.get(id)).filter((hit) => hit && hit.until > now).map((hit) => hit!.connector);
     if (cached.length === ids.length) return cached;
-    const { rows } = await this.pool.query(`SELECT id, name, operations FROM connectors WHERE id = ANY($1::text[])`, [ids]);
-    const found = rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations }) as CatalogueConnector);
+    const { rows } = await this.pool.query<Pick<RowOf<ConnectorEntity>, 'id' | 'name' | 'operations' | 'credential_type'>>(
+      `SELECT id, name, operations, credential_type FROM connectors WHERE id = ANY($1::text[])`,
+      [ids],
+    );
+    const found: CatalogueConnector[] = rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations, credentialType: row.credential_type }));
     if (this.catalogue.size >= 1_000) this.catalogue.clear();
     for (const connector of found) this.catalogue.set(connector.id, { connector, until: now + CATALOGUE_CACHE_MS });
     return found;
+  }
+
+  /**
+   * The policy's `connections`: for each of `connectors` that uses connected accounts, the
+   * user's connection (status and scopes), or null without a user or a connection.
+   */
+  async connections(connectors: CatalogueConnector[], user: ExchangeTask['user']): Promise<Record<string, { status: string; scopes: string[] } | null>> {
+    const ids = connectors.filter((connector) => connector.credentialType === 'oauth2_authorization_code').map((connector) => connector.id);
+    if (ids.length === 0) return {};
+    const result: Record<string, { status: string; scopes: string[] } | null> = Object.fromEntries(ids.map((id) => [id, null]));
+    if (!user) return result;
+    const { rows } = await this.pool.query<{ connector_id: string; status: string; scopes: string[] }>(
+      `SELECT connector_id, status, scopes FROM connected_accounts WHERE connector_id = ANY($1::text[]) AND user_issuer = $2 AND user_subject = $3`,
+      [ids, user.issuer, user.subject],
+    );
+    for (const row of rows) result[row.connector_id] = { status: row.status, scopes: row.scopes };
+    return result;
   }
 }

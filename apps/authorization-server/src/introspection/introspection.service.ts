@@ -25,7 +25,9 @@ export class IntrospectionService {
     return {
       active: true,
       iss: claims.iss,
-      sub: known.subject,
+      // A credential acting for a user: `sub` is the user, `act.sub` the agent (RFC 8693 section 4.1).
+      sub: claims.act ? claims.sub : known.subject,
+      ...(claims.act ? { act: claims.act } : {}),
       aud: claims.aud,
       client_id: known.clientId,
       token_type: claims.cnf ? 'DPoP' : 'Bearer',

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
-import { ConnectorDetail, PG_POOL } from '@writ/database';
+import { AccessTokenEntity, ConnectorDetail, PG_POOL, RowOf, TaskEntity } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import type { RegisteredClient } from '../client-auth/registered-client';
 import { ACCESS_TOKEN_TYP } from '@writ/oauth';
@@ -25,6 +25,12 @@ export interface KnownToken {
   claims: Record<string, unknown>;
 }
 
+/** The row {@link TokenLookup.find} reads. */
+type KnownTokenRow = Pick<
+  RowOf<AccessTokenEntity>,
+  'jti' | 'kind' | 'client_id' | 'subject' | 'task_id' | 'connector_id' | 'scope' | 'authorization_details' | 'max_uses' | 'uses' | 'issued_at' | 'expires_at' | 'revoked_at'
+> & { task_status: TaskEntity['status'] | null; orchestrator_id: string | null };
+
 /**
  * Finds the token a client presents to introspection or revocation: it must be a token this
  * issuer signed, and the client must be entitled to it (an agent its own tokens, an
@@ -42,12 +48,12 @@ export class TokenLookup {
     let claims: Record<string, unknown>;
     try {
       // Signature and type only: expired tokens are still found (introspected inactive, or revoked idempotently).
-      claims = (await this.keys.verify(token, { typ: ACCESS_TOKEN_TYP, currentDate: new Date(0) })).payload as Record<string, unknown>;
+      claims = (await this.keys.verify(token, { typ: ACCESS_TOKEN_TYP, currentDate: new Date(0) })).payload;
     } catch {
       return undefined;
     }
     if (typeof claims.jti !== 'string') return undefined;
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<KnownTokenRow>(
       `SELECT t.jti, t.kind, t.client_id, t.subject, t.task_id, k.status AS task_status, k.orchestrator_id,
               t.connector_id, t.scope, t.authorization_details, t.max_uses, t.uses, t.issued_at, t.expires_at, t.revoked_at
          FROM access_tokens t LEFT JOIN tasks k ON k.id = t.task_id WHERE t.jti = $1`,

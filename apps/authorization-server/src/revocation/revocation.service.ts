@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker } from '@writ/credentials';
+import { CredentialRevoker, GrantStore } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import { FormParams, InvalidRequestError } from '@writ/oauth';
@@ -27,6 +27,7 @@ export class RevocationService {
     private readonly revoker: CredentialRevoker,
     @Inject(PG_POOL) private readonly pool: Pool,
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
+    private readonly grants: GrantStore,
   ) {}
 
   /**
@@ -42,11 +43,7 @@ export class RevocationService {
     if (!known || known.revokedAt) return;
     await this.audit.recordWith(
       async (tx) => {
-        const { rowCount } = await tx.query(
-          `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2 WHERE jti = $1 AND revoked_at IS NULL`,
-          [known.jti, `revoked by ${client.kind} ${client.id}`],
-        );
-        return rowCount === 1;
+        return this.grants.revokeCredential(tx, known.jti, `revoked by ${client.kind} ${client.id}`);
       },
       (revoked) =>
         revoked

@@ -57,7 +57,7 @@ export class OrchestratorBearerGuard implements CanActivate {
     if (!match) throw new InvalidTokenError('a Bearer access token with scope "tasks" is required');
     let claims: Record<string, unknown>;
     try {
-      claims = (await this.keys.verify(match[1], { typ: ACCESS_TOKEN_TYP, audience: this.issuer.tasksAudience() })).payload as Record<string, unknown>;
+      claims = (await this.keys.verify(match[1], { typ: ACCESS_TOKEN_TYP, audience: this.issuer.tasksAudience() })).payload;
     } catch {
       throw new InvalidTokenError('the access token is invalid or expired');
     }
@@ -65,7 +65,7 @@ export class OrchestratorBearerGuard implements CanActivate {
     if (!scopes.includes('tasks')) {
       throw new InsufficientScopeError('the access token lacks the "tasks" scope', { rule: 'scope', scope: 'tasks' });
     }
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<{ id: string; allowed_agents: string[] }>(
       `SELECT o.id, o.allowed_agents FROM access_tokens t JOIN orchestrators o ON o.id = t.client_id
         WHERE t.jti = $1 AND t.kind = 'tasks' AND t.revoked_at IS NULL AND o.status = 'active'`,
       [claims.jti],

@@ -1,6 +1,6 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Req, UseGuards } from '@nestjs/common';
 import type { Request } from 'express';
-import type { TaskDto } from '@writ/credentials';
+import type { TaskDto } from '@writ/grants';
 import { NoStore } from '@writ/platform';
 import { CreateTaskDto } from './dto/create-task.dto';
 import type { CreatedTaskDto } from './dto/created-task.dto';

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker, TaskDto, TaskReader } from '@writ/credentials';
+import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { ConnectorDetail, ConnectorOperation, PG_POOL } from '@writ/database';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import { OAuthError, parseAuthorizationDetails } from '@writ/oauth';
@@ -13,6 +13,7 @@ import { TASK_TOKEN_TYP } from '../exchange/task-token';
 import type { CreateTaskDto } from './dto/create-task.dto';
 import type { CreatedTaskDto } from './dto/created-task.dto';
 import type { OrchestratorPrincipal } from './orchestrator-bearer.guard';
+import { UserSubjects } from './user-subjects.service';
 
 const MAX_METADATA_BYTES = 4096;
 
@@ -44,6 +45,7 @@ export class TasksService {
     private readonly revoker: CredentialRevoker,
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
     private readonly grants: GrantStore,
+    private readonly subjects: UserSubjects,
   ) {
     this.reader = new TaskReader(pool);
   }
@@ -54,7 +56,7 @@ export class TasksService {
     if (!orchestrator.allowedAgents.includes('*') && !orchestrator.allowedAgents.includes(body.agent_id)) {
       fields.push({ field: 'agent_id', message: 'this orchestrator may not create tasks for that agent' });
     }
-    const agent = await this.pool.query('SELECT status FROM agents WHERE id = $1', [body.agent_id]);
+    const agent = await this.pool.query<{ status: string }>('SELECT status FROM agents WHERE id = $1', [body.agent_id]);
     if (!agent.rows[0]) fields.push({ field: 'agent_id', message: 'no such agent' });
     else if (agent.rows[0].status !== 'active') fields.push({ field: 'agent_id', message: 'the agent is suspended' });
     if (body.metadata && Buffer.byteLength(JSON.stringify(body.metadata)) > MAX_METADATA_BYTES) {
@@ -62,6 +64,7 @@ export class TasksService {
     }
     const allowed = await this.validateAllowed(body.allowed, fields);
     if (fields.length > 0) throw new ValidationFailedError(fields, 'the task declaration is invalid');
+    const user = await this.subjects.verify(orchestrator.id, body);
 
     const id = randomUUID();
     const jti = newJti();
@@ -74,13 +77,20 @@ export class TasksService {
     const expiresAt = new Date(exp * 1000);
     await this.audit.recordWith(
       async (client) => {
-        await client.query(
-          `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, to_timestamp($9), $10)`,
-          [id, body.agent_id, orchestrator.id, body.purpose, JSON.stringify(allowed), body.on_behalf_of ?? null,
-            JSON.stringify(body.metadata ?? {}), jti, now, expiresAt],
-        );
-        await this.grants.declareBudgets(client, id, budgetRules(allowed));
+        await this.grants.declareTask(client, {
+          id,
+          agentId: body.agent_id,
+          orchestratorId: orchestrator.id,
+          purpose: body.purpose,
+          allowed,
+          onBehalfOf: body.on_behalf_of ?? null,
+          metadata: body.metadata ?? {},
+          taskTokenJti: jti,
+          createdAtSeconds: now,
+          expiresAt,
+          budgets: budgetRules(allowed),
+        });
+        if (user) await this.grants.setVerifiedUser(client, id, user);
       },
       () => [{
         type: 'task.created',
@@ -88,7 +98,8 @@ export class TasksService {
         actor: { type: 'orchestrator', id: orchestrator.id },
         agentId: body.agent_id,
         taskId: id,
-        data: { purpose: body.purpose, allowed, ttl_seconds: body.ttl_seconds, expires_at: expiresAt.toISOString(), on_behalf_of: body.on_behalf_of ?? null, metadata: body.metadata ?? {} },
+        data: { purpose: body.purpose, allowed, ttl_seconds: body.ttl_seconds, expires_at: expiresAt.toISOString(), on_behalf_of: body.on_behalf_of ?? null,
+          ...(user ? { user: { iss: user.issuer, sub: user.subject, proof: body.user_token !== undefined ? 'user_token' : 'asserted' } } : {}), metadata: body.metadata ?? {} },
       }],
     );
     return { task_id: id, task_token: taskToken, expires_at: expiresAt.toISOString(), status: 'active' };
@@ -125,7 +136,7 @@ export class TasksService {
     });
     let details: ConnectorDetail[];
     try {
-      details = parseAuthorizationDetails(entries, { maxEntries: 20 }) as ConnectorDetail[];
+      details = parseAuthorizationDetails(entries, { maxEntries: 20 });
     } catch (error) {
       const message = (error instanceof OAuthError ? error.description : 'invalid authorization_details').replaceAll('authorization_details', 'allowed');
       const path = /^allowed\[\d+\](?:\.(?:"[^"]{1,64}"|[A-Za-z0-9_-]+)|\[\d+\])*/.exec(message)?.[0];

@@ -6,7 +6,7 @@ import { DpopProofs } from '../dpop/dpop-proofs.service';
 import { OAuthFailureGate } from '../client-auth/oauth-failure-gate.service';
 import type { RegisteredClient } from '../client-auth/registered-client';
 import { GrantRegistry } from './grant-registry';
-import { POLICY_DENIED } from './grants/token-exchange.grant';
+import { POLICY_DENIED } from '@writ/grants';
 import type { TokenResponseDto } from './token-response.dto';
 
 /**

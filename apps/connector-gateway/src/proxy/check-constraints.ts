@@ -75,7 +75,7 @@ function numberProblem(binding: Binding, actual: unknown, request: ConstrainedRe
 
 /** Path and query text read as a number when the grant or a catalogue bound compares numbers; otherwise as it is. */
 function typedText(numeric: boolean, granted: unknown, text: string): unknown {
-  const sample = Array.isArray(granted) ? granted[0] : granted;
+  const sample: unknown = Array.isArray(granted) ? granted[0] : granted;
   if (numeric || typeof sample === 'number') return looksNumeric(text) && inexactNumberProblem(text) === undefined ? Number(text) : text;
   if (typeof sample === 'boolean') return text === 'true' ? true : text === 'false' ? false : text;
   return text;

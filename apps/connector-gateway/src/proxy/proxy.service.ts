@@ -26,7 +26,7 @@ import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders }
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
 import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
 import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
-import { GrantState, GrantStateRepository } from './grant-state.repository';
+import { CredentialState, GrantStateRepository } from '@writ/grants';
 import { parseRequestTarget, RequestTarget } from './request-target';
 import { parseStrictJson, StrictJsonError } from './strict-json';
 
@@ -54,7 +54,7 @@ interface CallContext {
 /** A call that passed every check and may spend its use and go upstream. */
 interface CheckedCall {
   target: RequestTarget;
-  state: GrantState;
+  state: CredentialState;
   /** Absent for MCP messages that are not tool calls. */
   operation: ConnectorOperation | undefined;
   body: Buffer;
@@ -185,7 +185,7 @@ export class ProxyService {
    * (see {@link classifyMcpRequest}); a `tools/call` has its arguments checked against the
    * grant's constraints by the same engine as an HTTP body.
    */
-  private async checkMcp(req: Request, target: RequestTarget, state: GrantState, detail: ConnectorDetail, call: CallContext): Promise<CheckedCall> {
+  private async checkMcp(req: Request, target: RequestTarget, state: CredentialState, detail: ConnectorDetail, call: CallContext): Promise<CheckedCall> {
     if (target.upstreamPath !== '/' || target.query !== '') {
       throw new InvalidRequestError(`an MCP connector is called at /connectors/${target.connectorId} itself, without a path or query`, { reason: 'mcp_target' });
     }
@@ -214,7 +214,7 @@ export class ProxyService {
    * The upstream tells sessions apart by `Mcp-Session-Id` alone (every agent reaches it with the
    * one connector credential): a session id is honoured only for the task that opened it.
    */
-  private async checkMcpSession(req: Request, connectorId: string, state: GrantState): Promise<void> {
+  private async checkMcpSession(req: Request, connectorId: string, state: CredentialState): Promise<void> {
     const session = req.headers['mcp-session-id'];
     if (session === undefined) return;
     if (typeof session !== 'string' || session.length === 0 || session.length > 256) {
@@ -229,7 +229,7 @@ export class ProxyService {
   /** The last steps of every check: the destination still allowed, the upstream credential ready. */
   private async checked(
     target: RequestTarget,
-    state: GrantState,
+    state: CredentialState,
     operation: ConnectorOperation | undefined,
     body: Buffer,
     result: { checked: CheckedConstraint[] },
@@ -243,6 +243,7 @@ export class ProxyService {
       type: connector.credentialType,
       sealed: connector.credentialSealed,
       fingerprint: connector.credentialFingerprint,
+      user: state.taskUser,
     };
     const credential = await this.credentials.headerFor(sealed);
     const values = Object.fromEntries(result.checked.map((entry) => [entry.name, entry.actual]));
@@ -250,7 +251,7 @@ export class ProxyService {
   }
 
   /** The token: signature, `typ`, `exp`, `aud` = this connector; then its live state in PostgreSQL. */
-  private async authenticate(req: Request, target: RequestTarget, call: CallContext): Promise<{ state: GrantState; detail: ConnectorDetail }> {
+  private async authenticate(req: Request, target: RequestTarget, call: CallContext): Promise<{ state: CredentialState; detail: ConnectorDetail }> {
     const header = req.headers.authorization ?? '';
     const match = /^(Bearer|DPoP) ([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
     if (!match) {
@@ -266,7 +267,7 @@ export class ProxyService {
         typ: ACCESS_TOKEN_TYP,
         audience: `${this.config.gatewayUrl}/connectors/${target.connectorId}`,
       });
-      claims = verified.payload as Record<string, unknown>;
+      claims = verified.payload;
     } catch (error) {
       const code = (error as { code?: string }).code;
       throw new InvalidTokenError(code === 'ERR_JWT_EXPIRED' ? 'the access token has expired' : 'the access token is not valid for this connector', {
@@ -275,7 +276,9 @@ export class ProxyService {
     }
     await this.checkPossession(req, scheme, token, claims);
     call.jti = String(claims.jti);
-    call.agentId = typeof claims.sub === 'string' ? claims.sub : undefined;
+    // A credential acting for a user carries the agent in `act.sub` (RFC 8693 section 4.1).
+    const actor = (claims.act as { sub?: unknown } | undefined)?.sub ?? claims.sub;
+    call.agentId = typeof actor === 'string' ? actor : undefined;
     call.taskId = typeof claims.task_id === 'string' ? claims.task_id : null;
     const details = claims.authorization_details as ConnectorDetail[] | undefined;
     const detail = Array.isArray(details) && details.length === 1 ? details[0] : undefined;
@@ -391,7 +394,7 @@ export class ProxyService {
     const deadline = AbortSignal.timeout(this.config.upstreamTimeoutMs);
     const send = (credential: CredentialHeader | undefined) =>
       undiciRequest(url, {
-        method: req.method as Dispatcher.HttpMethod,
+        method: req.method,
         dispatcher: this.dispatcher,
         headers: upstreamRequestHeaders(req.headers, credential, body.length),
         body: body.length > 0 ? body : undefined,
@@ -399,13 +402,17 @@ export class ProxyService {
       });
     const upstreamStarted = process.hrtime.bigint();
     let response: Dispatcher.ResponseData;
+    // Header values injected upstream (a user's own access token included): never echoed back to the agent.
+    const injected = checked.credential ? [checked.credential.value.replace(/^Bearer /, '')] : [];
     try {
       response = await send(checked.credential);
       if (response.statusCode === 401 && this.credentials.isRefreshable(sealed)) {
         // The upstream refused its token before acting on the request: refresh once and resend.
         await response.body.dump();
         this.credentials.invalidate(sealed);
-        response = await send(await this.credentials.headerFor(sealed));
+        const fresh = await this.credentials.headerFor(sealed, checked.credential);
+        injected.push(fresh.value.replace(/^Bearer /, ''));
+        response = await send(fresh);
       }
     } catch (error) {
       const failure = deadline.aborted ? new GatewayTimeoutError(undefined, { reason: 'upstream_timeout' }) : upstreamFailure(error);
@@ -421,7 +428,7 @@ export class ProxyService {
       ).catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
       throw failure;
     }
-    const headers = agentResponseHeaders(response.headers, this.credentials.secretsOf(sealed));
+    const headers = agentResponseHeaders(response.headers, [...this.credentials.secretsOf(sealed), ...injected.filter((secret) => secret.length >= 8)]);
     const session = headers['mcp-session-id'];
     if (checked.mcp?.method === 'initialize' && typeof session === 'string' && checked.state.taskId) {
       // Bound before the agent learns the id; if it cannot be recorded, the agent does not get it.

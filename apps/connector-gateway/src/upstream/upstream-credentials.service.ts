@@ -3,7 +3,9 @@ import { createHash } from 'node:crypto';
 import { Dispatcher, request } from 'undici';
 import { MasterKey, UnsealError } from '@writ/keys';
 import { credentialSecrets, OAuth2ClientCredentials, unsealCredential, UpstreamCredential } from '@writ/connectors';
-import { BadGatewayError, GatewayTimeoutError } from '../gateway-errors';
+import { ConnectedAccountError, ConnectedAccounts } from '@writ/accounts';
+import { TemporarilyUnavailableError } from '@writ/oauth';
+import { BadGatewayError, ConnectionRequiredError, GatewayTimeoutError } from '../gateway-errors';
 import { UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from './upstream-dispatcher';
 
 /** The sealed credential columns of a connector row. */
@@ -14,6 +16,8 @@ export interface SealedCredential {
   type: string | null;
   sealed: Buffer | null;
   fingerprint: string | null;
+  /** The verified user of the call's task (for `oauth2_authorization_code`: whose token is injected). */
+  user?: { issuer: string; subject: string } | null;
 }
 
 /** A header to set on the upstream request. */
@@ -47,6 +51,7 @@ export class UpstreamCredentials {
   constructor(
     private readonly master: MasterKey,
     @Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher,
+    private readonly accounts: ConnectedAccounts,
   ) {}
 
   /**
@@ -54,7 +59,7 @@ export class UpstreamCredentials {
    * credential does not open for its current destination (a `base_url` or a sealed value
    * changed outside the admin API), fails closed with `502`: nothing is sent.
    */
-  async headerFor(sealed: SealedCredential): Promise<CredentialHeader> {
+  async headerFor(sealed: SealedCredential, rejected?: CredentialHeader): Promise<CredentialHeader> {
     const credential = this.open(sealed);
     if (!credential) {
       throw new BadGatewayError(`connector ${sealed.connectorId} has no upstream credential: nothing was sent`, { reason: 'no_upstream_credential' });
@@ -66,12 +71,36 @@ export class UpstreamCredentials {
         return { name: credential.name.toLowerCase(), value: credential.value };
       case 'oauth2_client_credentials':
         return { name: 'authorization', value: `Bearer ${(await this.upstreamToken(sealed, credential)).value}` };
+      case 'oauth2_authorization_code':
+        return { name: 'authorization', value: `Bearer ${await this.userToken(sealed, credential, rejected)}` };
+    }
+  }
+
+  /**
+   * The access token of the task's verified user on this connector (never another user's),
+   * refreshed when expired or just rejected by the upstream (`rejected`). A task without a
+   * verified user, a user without a connection, or a broken connection is refused (403) before
+   * anything is sent.
+   */
+  private async userToken(sealed: SealedCredential, credential: Extract<UpstreamCredential, { type: 'oauth2_authorization_code' }>, rejected?: CredentialHeader): Promise<string> {
+    if (!sealed.user) {
+      throw new ConnectionRequiredError(
+        `connector ${sealed.connectorId} acts as the task's user, and this task has no verified user (declare it with user_token or user): nothing was sent`,
+        'no_verified_user',
+      );
+    }
+    try {
+      return await this.accounts.accessToken(sealed.connectorId, credential, sealed.user, rejected?.value.replace(/^Bearer /, ''));
+    } catch (error) {
+      if (!(error instanceof ConnectedAccountError)) throw error;
+      if (error.status === 503) throw new TemporarilyUnavailableError(`${error.message}: nothing was sent`, { reason: error.code });
+      throw new ConnectionRequiredError(`${error.message}: nothing was sent`, error.code);
     }
   }
 
   /** True when a 401 from the upstream may be cured by fetching a fresh token (once). */
   isRefreshable(sealed: SealedCredential): boolean {
-    return sealed.type === 'oauth2_client_credentials';
+    return sealed.type === 'oauth2_client_credentials' || sealed.type === 'oauth2_authorization_code';
   }
 
   /** Forgets the cached upstream token after the upstream refused it. */
@@ -161,7 +190,7 @@ export class UpstreamCredentials {
     }
     let body: { access_token?: unknown; expires_in?: unknown; token_type?: unknown } = {};
     try {
-      body = JSON.parse(text);
+      body = JSON.parse(text) as typeof body;
     } catch {
       /* refused below */
     }

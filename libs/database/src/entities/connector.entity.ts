@@ -1,9 +1,8 @@
 import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
+import type { ConstraintOperator } from '@writ/oauth';
 
 /** Where a constraint reads its value in a request. */
 export type ConstraintLocation = 'path' | 'query' | 'body' | 'arguments';
-/** How a request value is compared with the granted value. */
-export type ConstraintOperator = 'eq' | 'lte' | 'gte' | 'in';
 
 /** Binds a constraint name to one request field and an operator. */
 export interface ConstraintBinding {

@@ -1,15 +1,11 @@
+import type { ConnectorAuthorizationDetail } from '@writ/oauth';
 import { Column, Entity, PrimaryColumn } from 'typeorm';
 
 /** The lifecycle states of a task. Every state but `active` is final. */
 export type TaskStatus = 'active' | 'completed' | 'failed' | 'expired' | 'revoked';
 
-/** One `authorization_details` entry of type `connector`, as declared or requested. */
-export interface ConnectorDetail {
-  type: 'connector';
-  connector: string;
-  actions: string[];
-  constraints?: Record<string, string | number | boolean | Array<string | number>>;
-}
+/** One `authorization_details` entry of type `connector`, as declared or requested (the type of `@writ/oauth`). */
+export type ConnectorDetail = ConnectorAuthorizationDetail;
 
 /** A unit of agent work declared by an orchestrator, with its declared purpose. */
 @Entity('tasks')
@@ -29,4 +25,7 @@ export class TaskEntity {
   @Column('timestamptz', { name: 'created_at' }) createdAt!: Date;
   @Column('timestamptz', { name: 'expires_at' }) expiresAt!: Date;
   @Column('timestamptz', { name: 'ended_at', nullable: true }) endedAt!: Date | null;
+  /** The verified user the task acts for (connected accounts): issuer and subject, or null. */
+  @Column('text', { name: 'user_issuer', nullable: true }) userIssuer!: string | null;
+  @Column('text', { name: 'user_subject', nullable: true }) userSubject!: string | null;
 }

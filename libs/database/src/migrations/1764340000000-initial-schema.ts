@@ -176,8 +176,17 @@ export class InitialSchema1764340000000 implements MigrationInterface {
 
   async down(q: QueryRunner): Promise<void> {
     for (const table of [
-      'audit_chain_head', 'audit_events', 'policies', 'admin_tokens', 'signing_keys',
-      'client_assertion_jtis', 'access_tokens', 'tasks', 'connectors', 'orchestrators', 'agents',
+      'audit_chain_head',
+      'audit_events',
+      'policies',
+      'admin_tokens',
+      'signing_keys',
+      'client_assertion_jtis',
+      'access_tokens',
+      'tasks',
+      'connectors',
+      'orchestrators',
+      'agents',
     ]) {
       await q.query(`DROP TABLE IF EXISTS ${table}`);
     }

@@ -8,6 +8,7 @@ import { FailureThrottle1764430000000 } from './1764430000000-failure-throttle';
 import { ApprovalWebhook1764440000000 } from './1764440000000-approval-webhook';
 import { ConnectorKind1764470000000 } from './1764470000000-connector-kind';
 import { McpSessions1764470000001 } from './1764470000001-mcp-sessions';
+import { ConnectedAccounts1764480000000 } from './1764480000000-connected-accounts';
 import { TaskGrantCounts1764490000000 } from './1764490000000-task-grant-counts';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
@@ -25,5 +26,6 @@ export const MIGRATIONS = [
   ApprovalWebhook1764440000000,
   ConnectorKind1764470000000,
   McpSessions1764470000001,
+  ConnectedAccounts1764480000000,
   TaskGrantCounts1764490000000,
 ];

@@ -133,7 +133,7 @@ describe('checkWithinAllowed', () => {
   });
 
   it('refuses "50000" for a declared 50000 (type confusion is wider)', () => {
-    const requested = detail('payments', ['payouts.create'], { destination: 'acct_1', amount_max: '50000', currency: 'usd' } as never);
+    const requested = detail('payments', ['payouts.create'], { destination: 'acct_1', amount_max: '50000', currency: 'usd' });
     expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual([
       'constraint "amount_max" is wider than the task allows',
     ]);

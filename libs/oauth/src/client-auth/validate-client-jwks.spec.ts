@@ -10,8 +10,8 @@ function pair(type: 'ec' | 'rsa' | 'ed25519', options: Json = {}): { publicJwk: 
     privateKey: KeyObject;
   };
   return {
-    publicJwk: publicKey.export({ format: 'jwk' }) as Json,
-    privateJwk: privateKey.export({ format: 'jwk' }) as Json,
+    publicJwk: publicKey.export({ format: 'jwk' }),
+    privateJwk: privateKey.export({ format: 'jwk' }),
   };
 }
 

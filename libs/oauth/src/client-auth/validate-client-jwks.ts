@@ -89,7 +89,7 @@ function validateKey(raw: unknown, path: string, errors: JwksFieldError[]): Publ
         if (base64urlBytes(raw.x) !== size) fail('.x', `must be the base64url ${size}-byte coordinate`);
         if (base64urlBytes(raw.y) !== size) fail('.y', `must be the base64url ${size}-byte coordinate`);
         if (isClientAssertionSigningAlg(alg) && alg !== EC_ALG[crv as string]) {
-          fail('.alg', `does not match crv ${crv}`);
+          fail('.alg', `does not match crv ${String(crv)}`);
         }
       }
       break;

@@ -39,7 +39,7 @@ function claims(overrides: Record<string, unknown> = {}): JWTPayload {
     if (value === undefined) delete base[name];
     else base[name] = value;
   }
-  return base as JWTPayload;
+  return base;
 }
 
 async function sign(

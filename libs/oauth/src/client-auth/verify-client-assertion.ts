@@ -203,7 +203,7 @@ export async function verifyClientAssertion(options: VerifyClientAssertionOption
   }
   let header: JWSHeaderParameters;
   try {
-    header = decodeProtectedHeader(assertion) as JWSHeaderParameters;
+    header = decodeProtectedHeader(assertion);
   } catch (cause) {
     throw clientAuthenticationFailed('assertion_malformed', cause);
   }

@@ -20,7 +20,7 @@ describe('verifyDpopProof', () => {
 
   const proof = (claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}, key?: CryptoKey) =>
     new SignJWT({ jti: 'proof-1', htm: 'POST', htu: URL, iat: NOW, ...claims })
-      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk, ...header } as never)
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk, ...header })
       .sign(key ?? privateKey);
   const reason = async (value: string | string[] | undefined, extra: Partial<Parameters<typeof verifyDpopProof>[1]> = {}) => {
     try {

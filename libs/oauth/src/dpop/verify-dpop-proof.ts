@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { calculateJwkThumbprint, decodeProtectedHeader, importJWK, jwtVerify, type JWK } from 'jose';
+import { calculateJwkThumbprint, decodeProtectedHeader, importJWK, jwtVerify } from 'jose';
 import { PRIVATE_JWK_MEMBERS } from '../client-auth/validate-client-jwks';
 import { InvalidDpopProofError } from '../errors/oauth-errors';
 
@@ -69,7 +69,7 @@ export async function verifyDpopProof(proof: string | string[] | undefined, expe
   }
   if (header.typ !== DPOP_PROOF_TYP) fail('the DPoP proof must have typ dpop+jwt', 'dpop_typ');
   if (typeof header.alg !== 'string' || !(DPOP_SIGNING_ALGS as readonly string[]).includes(header.alg)) fail('the DPoP proof algorithm is not accepted', 'dpop_alg');
-  const jwk = header.jwk as JWK | undefined;
+  const jwk = header.jwk;
   if (!jwk || typeof jwk !== 'object') return fail('the DPoP proof carries no public key', 'dpop_jwk');
   if (PRIVATE_JWK_MEMBERS.some((member) => member in jwk)) fail('the DPoP proof key must be a public key', 'dpop_jwk_private');
   const now = expect.now ?? Math.floor(Date.now() / 1000);

@@ -178,7 +178,8 @@ class CreatedTask:
 
 
 def task_body(agent_id: str, purpose: str, allowed: list[Mapping[str, Any]], ttl_seconds: int,
-              on_behalf_of: str | None = None, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              on_behalf_of: str | None = None, metadata: Mapping[str, Any] | None = None, *,
+              user_token: str | None = None, user: Mapping[str, str] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "agent_id": agent_id,
         "purpose": purpose,
@@ -187,6 +188,10 @@ def task_body(agent_id: str, purpose: str, allowed: list[Mapping[str, Any]], ttl
     }
     if on_behalf_of is not None:
         body["on_behalf_of"] = on_behalf_of
+    if user_token is not None:
+        body["user_token"] = user_token
+    if user is not None:
+        body["user"] = dict(user)
     if metadata is not None:
         body["metadata"] = dict(metadata)
     return body

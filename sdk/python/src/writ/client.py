@@ -85,9 +85,12 @@ class Orchestrator:
         raise AssertionError("unreachable")
 
     def create_task(self, agent_id: str, purpose: str, allowed: list[Mapping[str, Any]], ttl_seconds: int, *,
-                    on_behalf_of: str | None = None, metadata: Mapping[str, Any] | None = None) -> CreatedTask:
-        """``POST /v1/tasks``: declares a task; returns its id and task token."""
-        body = _core.task_body(agent_id, purpose, allowed, ttl_seconds, on_behalf_of, metadata)
+                    on_behalf_of: str | None = None, metadata: Mapping[str, Any] | None = None,
+                    user_token: str | None = None, user: Mapping[str, str] | None = None) -> CreatedTask:
+        """``POST /v1/tasks``: declares a task; returns its id and task token. ``user_token`` (the user's
+        token from a registered identity provider) or ``user`` (``{"iss", "sub"}``, for an orchestrator
+        trusted to assert users) makes the task act for that verified user."""
+        body = _core.task_body(agent_id, purpose, allowed, ttl_seconds, on_behalf_of, metadata, user_token=user_token, user=user)
         created = self._call("POST", "/v1/tasks", body)
         return CreatedTask(created["task_id"], created["task_token"], created["expires_at"], created["status"])
 

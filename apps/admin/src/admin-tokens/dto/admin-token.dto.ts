@@ -1,3 +1,4 @@
+import type { AdminTokenEntity, RowOf } from '@writ/database';
 import { ApiProperty } from '@nestjs/swagger';
 import { ADMIN_ROLES, AdminRole } from '../../auth/admin-role';
 
@@ -35,7 +36,7 @@ export class AdminTokenListDto {
 }
 
 /** Maps an `admin_tokens` row (its hash is never selected). */
-export function toAdminTokenDto(row: Record<string, any>): AdminTokenDto {
+export function toAdminTokenDto(row: Omit<RowOf<AdminTokenEntity>, 'token_hash'>): AdminTokenDto {
   const iso = (value: Date | null) => (value ? value.toISOString() : null);
   return {
     id: row.id,

@@ -1,3 +1,4 @@
+import type { AgentEntity, RowOf } from '@writ/database';
 import { ApiProperty } from '@nestjs/swagger';
 import { CLIENT_STATUSES } from '../../common/client-identity';
 import { toClientDto } from '../../common/client-identity.dto';
@@ -20,6 +21,6 @@ export class AgentListDto {
 }
 
 /** Maps an `agents` row. */
-export function toAgentDto(row: Record<string, any>): AgentDto {
+export function toAgentDto(row: RowOf<AgentEntity>): AgentDto {
   return toClientDto(row);
 }

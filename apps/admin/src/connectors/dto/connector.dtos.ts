@@ -1,3 +1,4 @@
+import type { ConnectorEntity, RowOf } from '@writ/database';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Allow } from 'class-validator';
 import {
@@ -58,6 +59,17 @@ const CREDENTIAL_SCHEMA = {
       properties: {
         type: { enum: ['oauth2_client_credentials'] }, token_url: { type: 'string', format: 'uri' }, client_id: { type: 'string' },
         client_secret: { type: 'string', writeOnly: true }, scope: { type: 'string' },
+      },
+    },
+    {
+      type: 'object', required: ['type', 'authorization_url', 'token_url', 'client_id', 'scopes'],
+      description: 'per-user connected accounts (docs/connected-accounts.md): the gateway injects the access token of the task\'s verified user',
+      properties: {
+        type: { enum: ['oauth2_authorization_code'] }, authorization_url: { type: 'string', format: 'uri' }, token_url: { type: 'string', format: 'uri' },
+        revocation_url: { type: 'string', format: 'uri' }, issuer: { type: 'string', format: 'uri' }, client_id: { type: 'string' },
+        client_secret: { type: 'string', writeOnly: true, description: 'or private_key_jwt, exactly one' },
+        private_key_jwt: { type: 'object', writeOnly: true, properties: { jwk: { type: 'object', description: 'a private JWK (EC P-256/P-384, OKP Ed25519, RSA)' } } },
+        scopes: { type: 'array', items: { type: 'string' } },
       },
     },
   ],
@@ -124,7 +136,7 @@ export class ConnectorListDto {
 }
 
 /** Maps a `connectors` row (its sealed credential is never selected). */
-export function toConnectorDto(row: Record<string, any>): ConnectorDto {
+export function toConnectorDto(row: Omit<RowOf<ConnectorEntity>, 'credential_sealed'>): ConnectorDto {
   return {
     id: row.id,
     kind: row.kind,
@@ -132,9 +144,9 @@ export function toConnectorDto(row: Record<string, any>): ConnectorDto {
     base_url: row.base_url,
     operations: row.operations,
     credential: row.credential_type
-      ? { type: row.credential_type, fingerprint: row.credential_fingerprint, set_at: (row.credential_set_at as Date).toISOString() }
+      ? { type: row.credential_type, fingerprint: row.credential_fingerprint ?? '', set_at: row.credential_set_at?.toISOString() ?? '' }
       : null,
-    created_at: (row.created_at as Date).toISOString(),
-    updated_at: (row.updated_at as Date).toISOString(),
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
   };
 }

@@ -1,3 +1,4 @@
+import type { OrchestratorEntity, RowOf } from '@writ/database';
 import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, ArrayUnique, IsArray, IsOptional, IsString, Matches } from 'class-validator';
@@ -56,6 +57,6 @@ export class OrchestratorListDto {
 }
 
 /** Maps an `orchestrators` row: a client's members plus `allowed_agents`. */
-export function toOrchestratorDto(row: Record<string, any>): OrchestratorDto {
+export function toOrchestratorDto(row: RowOf<OrchestratorEntity>): OrchestratorDto {
   return { ...toClientDto(row), allowed_agents: row.allowed_agents };
 }

@@ -53,6 +53,7 @@ export class AdminTaskDto {
   @ApiProperty() purpose!: string;
   @ApiProperty({ type: 'array', items: { type: 'object' }, description: 'the declared purpose (authorization_details entries)' }) allowed!: unknown[];
   @ApiProperty({ nullable: true, type: String }) on_behalf_of!: string | null;
+  @ApiProperty({ nullable: true, type: Object, description: 'the verified user the task acts for: {iss, sub}' }) user!: { iss: string; sub: string } | null;
   @ApiProperty({ type: 'object', additionalProperties: true }) metadata!: Record<string, unknown>;
   @ApiProperty({ enum: TASK_STATUSES }) status!: string;
   @ApiProperty({ nullable: true, type: String }) status_reason!: string | null;

@@ -13,8 +13,12 @@ export class CreateTaskDto {
   @IsArray() @ArrayMinSize(1) @ArrayMaxSize(20) allowed!: unknown[];
   /** Lifetime of the task; its credentials never outlive it. */
   @IsInt() @Min(1) @Max(MAX_TASK_TTL_SECONDS) ttl_seconds!: number;
-  /** The user the agent acts for, if any. */
+  /** A label of the user the agent acts for, as the orchestrator says it (not verified: see `user_token`). */
   @IsOptional() @IsString() @Length(1, 256) on_behalf_of?: string;
+  /** Proof of the user the task acts for: their token from a trusted identity provider. */
+  @IsOptional() @IsString() @Length(1, 8192) user_token?: string;
+  /** `{iss, sub}`: the user, asserted by an orchestrator trusted to assert users of that issuer. */
+  @IsOptional() @IsObject() user?: Record<string, unknown>;
   /** Free-form labels for the orchestrator (at most 4 KiB of JSON). */
   @IsOptional() @IsObject() metadata?: Record<string, unknown>;
 }

@@ -1,8 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker, taskEndEvents } from '@writ/credentials';
-import { DeclaredEntry, GrantStore, limitedEntriesCovering } from '@writ/grants';
+import { CredentialRevoker, taskEndEvents } from '@writ/grants';
+import { DeclaredEntry, GrantStore, grantFloorViolations, limitedEntriesCovering, operatorsOf, POLICY_DENIED } from '@writ/grants';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
 import {
@@ -10,8 +10,6 @@ import {
   AuthorizationPendingError,
   GRANT_TYPE_TOKEN_EXCHANGE,
   TOKEN_TYPE_ACCESS_TOKEN,
-  checkWithinAllowed,
-  type ConstraintOperatorLookup,
   InvalidAuthorizationDetailsError,
   InvalidGrantError,
   optionalParam,
@@ -19,24 +17,15 @@ import {
   safeToken,
 } from '@writ/oauth';
 import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, evaluateFailClosed, PolicyEngine, PolicyInput } from '@writ/policy';
-import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore } from '@writ/credentials';
+import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore } from '@writ/grants';
 import { LOGGER } from '@writ/platform';
 import type { Logger } from 'pino';
 import type { RegisteredClient } from '../../client-auth/registered-client';
 import { CatalogueConnector, ExchangeContextRepository, ExchangeTask } from '../../exchange/exchange-context.repository';
 import { TASK_TOKEN_TYP, TaskTokenClaims } from '../../exchange/task-token';
-import { AccessTokenIssuer } from '../access-token-issuer.service';
+import { AccessTokenIssuer, CatalogueChangedError } from '../access-token-issuer.service';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
-
-/** The catalogue's operator of a constraint, for the registered connectors given. */
-function operatorsOf(connectors: CatalogueConnector[]): ConstraintOperatorLookup {
-  return (connectorId, action, name) =>
-    connectors.find((candidate) => candidate.id === connectorId)?.operations.find((candidate) => candidate.name === action)?.constraints?.[name]?.op;
-}
-
-/** Reason code of refusals already audited with their policy decision. */
-export const POLICY_DENIED = 'policy_denied';
 
 /**
  * Token exchange (RFC 8693 with RFC 9396 `authorization_details`): an agent trades its task
@@ -62,12 +51,26 @@ export class TokenExchangeGrant implements GrantHandler {
     private readonly grants: GrantStore,
   ) {}
 
-  /** Checks the task token, asks the policy, and issues the narrowed credential. */
-  async handle({ params, client, dpop }: GrantContext): Promise<TokenResponseDto> {
+  /**
+   * Checks the task token, asks the policy, and issues the narrowed credential. When the
+   * connector's operation changed between the decision and the issuance (the credential was
+   * not recorded), decides once more on the catalogue as it is now.
+   */
+  async handle(context: GrantContext): Promise<TokenResponseDto> {
+    try {
+      return await this.exchange(context);
+    } catch (error) {
+      if (!(error instanceof CatalogueChangedError)) throw error;
+      this.context.forget(error.connectorId);
+      return this.exchange(context);
+    }
+  }
+
+  private async exchange({ params, client, dpop }: GrantContext): Promise<TokenResponseDto> {
     const request = parseTokenExchangeRequest(params, { gatewayUrl: this.config.gatewayUrl });
     const approvalId = optionalParam(params, 'approval_id');
     const task = await this.activeTaskOf(request.subjectToken, client);
-    const details = request.authorizationDetails as ConnectorDetail[];
+    const details = request.authorizationDetails;
     const connectors = await this.context.connectors([...new Set(details.map((detail) => detail.connector))]);
     const limited = (task.allowed as DeclaredEntry[]).some((entry) => entry.limits !== undefined);
     const budgets = limited ? await this.grants.budgetsOf(task.id) : [];
@@ -83,6 +86,7 @@ export class TokenExchangeGrant implements GrantHandler {
       agent: { id: client.id, name: client.name, status: client.status },
       task: { ...task, budgets },
       connectors,
+      connections: await this.context.connections(connectors, task.user),
       now,
     });
     const decision = this.enforceInvariant(this.evaluate(engine, input), details, task, connectors);
@@ -116,17 +120,19 @@ export class TokenExchangeGrant implements GrantHandler {
     const secondsLeft = Math.floor((task.expiresAt.getTime() - now.getTime()) / 1000);
     const lifetime = Math.min(decision.max_ttl_seconds, secondsLeft);
     if (lifetime < 1) throw new InvalidGrantError('the task expires too soon to issue a credential');
-    const budgetEntries = limited ? limitedEntriesCovering(detail, task.allowed as DeclaredEntry[], operatorsOf(connectors)) : [];
+    const budgetEntries = limited ? limitedEntriesCovering(detail, task.allowed, operatorsOf(connectors)) : [];
     const issued = await this.issuer.issue({
       kind: 'connector',
       clientId: client.id,
       subject: client.id,
+      onBehalfOfUser: task.user?.subject,
       audience,
       lifetimeSeconds: lifetime,
       taskId: task.id,
       connectorId: connector.id,
       action: operation.name,
       risk: operation.risk,
+      operation,
       authorizationDetails: [detail],
       maxUses: decision.max_uses,
       policyVersion: engine.version,
@@ -135,7 +141,7 @@ export class TokenExchangeGrant implements GrantHandler {
       auditActor: { type: 'agent', id: client.id },
       beforeInsert: approval
         ? async (tx) => {
-            if (!(await this.approvals.consume(tx, approval!.id))) throw new AccessDeniedError('the approval was already used or has expired');
+            if (!(await this.approvals.consume(tx, approval.id))) throw new AccessDeniedError('the approval was already used or has expired');
           }
         : undefined,
       events: [
@@ -239,26 +245,12 @@ export class TokenExchangeGrant implements GrantHandler {
   }
 
   /**
-   * The contract's floor under any policy: one connector and one action, a registered
-   * operation, and a request inside the task's declared `allowed`. A policy may refuse more,
-   * never allow more.
+   * The contract's floor under any policy ({@link grantFloorViolations}, the function the
+   * policy dry run reports with): a policy may refuse more, never allow more.
    */
   private enforceInvariant(decision: Decision, details: ConnectorDetail[], task: ExchangeTask, connectors: CatalogueConnector[]): Decision {
     if (!decision.allow && !decision.requires_approval) return decision;
-    const violations: string[] = [];
-    if (details.length !== 1 || details[0].actions.length !== 1) {
-      violations.push('a credential covers exactly one connector and one action');
-    } else {
-      const detail = details[0];
-      const connector = connectors.find((candidate) => candidate.id === detail.connector);
-      const operation = connector?.operations.find((candidate) => candidate.name === detail.actions[0]);
-      if (!connector || !operation) {
-        violations.push(`operation ${detail.actions[0]} is not in the catalogue of connector ${detail.connector}`);
-      } else {
-        const within = checkWithinAllowed(detail, task.allowed, operatorsOf([connector]));
-        violations.push(...within.violations);
-      }
-    }
+    const violations = grantFloorViolations(details, task.allowed, connectors);
     if (violations.length === 0) return decision;
     return { ...decision, allow: false, requires_approval: false, out_of_purpose: true, reasons: [...decision.reasons, ...violations] };
   }

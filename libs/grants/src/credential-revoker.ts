@@ -1,7 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
-import type { AuditActorType, AuditEventInput, AuditService } from '@writ/audit';
-import type { TaskStatus } from '@writ/database';
-import { EndedTaskRow, GrantStore } from '@writ/grants';
+import type { AuditActorType, AuditEventInput } from '@writ/audit';
+import type { AuditedTransaction, TaskStatus } from '@writ/database';
+import { EndedTaskRow, GrantStore } from './grant-store';
 
 /** Who asked for a revocation. */
 export interface RevocationActor {
@@ -50,7 +50,7 @@ export class CredentialRevoker {
 
   constructor(
     private readonly pool: Pool,
-    private readonly audit: AuditService,
+    private readonly transaction: AuditedTransaction<AuditEventInput>,
   ) {
     this.grants = new GrantStore(pool);
   }
@@ -60,7 +60,7 @@ export class CredentialRevoker {
    * A task that is no longer active is left as it is (`changed: false`).
    */
   async endTask(taskId: string, status: Exclude<TaskStatus, 'active'>, reason: string, actor: RevocationActor): Promise<EndedTask> {
-    const { result } = await this.audit.recordWith(
+    const result = await this.transaction.run(
       async (client) => {
         const ended = await this.grants.endTask(client, taskId, status, reason);
         if (!ended) {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
-import type { AuditActorType, AuditEventInput, AuditService } from '@writ/audit';
+import type { AuditActorType, AuditEventInput } from '@writ/audit';
+import type { ApprovalEntity, AuditedTransaction, RowOf } from '@writ/database';
 
 /** A canonical UUID: anything else (e.g. 36 dashes) never reaches the `uuid` column. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -42,7 +43,10 @@ export const APPROVAL_POLL_INTERVAL_SECONDS = 5;
 /** How long an approval request stays open at most (never past its task). */
 export const APPROVAL_MAX_SECONDS = 3600;
 
-function toDto(row: Record<string, any>): ApprovalDto {
+/** A row of `approvals`. */
+type ApprovalRow = RowOf<ApprovalEntity>;
+
+function toDto(row: ApprovalRow): ApprovalDto {
   const open = row.status === 'pending' || row.status === 'approved';
   return {
     id: row.id,
@@ -52,13 +56,13 @@ function toDto(row: Record<string, any>): ApprovalDto {
     authorization_details: row.authorization_details,
     reasons: row.reasons,
     policy_version: row.policy_version,
-    status: open && (row.expires_at as Date).getTime() <= Date.now() ? 'expired' : row.status,
-    requested_at: (row.requested_at as Date).toISOString(),
-    expires_at: (row.expires_at as Date).toISOString(),
-    decided_at: row.decided_at ? (row.decided_at as Date).toISOString() : null,
+    status: open && row.expires_at.getTime() <= Date.now() ? 'expired' : row.status,
+    requested_at: row.requested_at.toISOString(),
+    expires_at: row.expires_at.toISOString(),
+    decided_at: row.decided_at ? row.decided_at.toISOString() : null,
     decided_by: row.decided_by,
     note: row.note,
-    used_at: row.used_at ? (row.used_at as Date).toISOString() : null,
+    used_at: row.used_at ? row.used_at.toISOString() : null,
   };
 }
 
@@ -69,15 +73,15 @@ function toDto(row: Record<string, any>): ApprovalDto {
 export class ApprovalStore {
   constructor(
     private readonly pool: Pool,
-    private readonly audit: AuditService,
+    private readonly transaction: AuditedTransaction<AuditEventInput>,
   ) {}
 
   /** Records a pending approval holding the exact details asked for (with `events` that led to it, in one transaction); returns it. */
   async request(request: ApprovalRequest, actor: { type: AuditActorType; id: string }, events: AuditEventInput[] = []): Promise<ApprovalDto> {
     const id = randomUUID();
-    const { result } = await this.audit.recordWith(
+    const result = await this.transaction.run(
       async (client) => {
-        const { rows } = await client.query(
+        const { rows } = await client.query<ApprovalRow>(
           `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
           [id, request.taskId, request.agentId, request.connectorId, JSON.stringify(request.authorizationDetails),
@@ -101,7 +105,7 @@ export class ApprovalStore {
   /** One approval, or `undefined`. */
   async get(id: string): Promise<ApprovalDto | undefined> {
     if (!UUID.test(id)) return undefined;
-    const { rows } = await this.pool.query('SELECT * FROM approvals WHERE id = $1', [id]);
+    const { rows } = await this.pool.query<ApprovalRow>('SELECT * FROM approvals WHERE id = $1', [id]);
     return rows[0] ? toDto(rows[0]) : undefined;
   }
 
@@ -124,7 +128,7 @@ export class ApprovalStore {
       where.push(`(requested_at, id) < ($${values.length - 1}, $${values.length}::uuid)`);
     }
     values.push(page.limit + 1);
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<ApprovalRow>(
       `SELECT * FROM approvals ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY requested_at DESC, id DESC LIMIT $${values.length}`,
       values,
     );
@@ -139,15 +143,15 @@ export class ApprovalStore {
    */
   async decide(id: string, decision: 'approved' | 'denied', actor: { type: AuditActorType; id: string }, note: string | null): Promise<{ approval: ApprovalDto | undefined; changed: boolean }> {
     if (!UUID.test(id)) return { approval: undefined, changed: false };
-    const { result } = await this.audit.recordWith(
+    const result = await this.transaction.run(
       async (client) => {
-        const { rows } = await client.query(
+        const { rows } = await client.query<ApprovalRow>(
           `UPDATE approvals SET status = $2, decided_at = now(), decided_by = $3, note = $4
             WHERE id = $1 AND status = 'pending' AND expires_at > now() RETURNING *`,
           [id, decision, actor.id, note],
         );
         if (rows[0]) return { approval: toDto(rows[0]), changed: true };
-        const current = await client.query('SELECT * FROM approvals WHERE id = $1', [id]);
+        const current = await client.query<ApprovalRow>('SELECT * FROM approvals WHERE id = $1', [id]);
         return { approval: current.rows[0] ? toDto(current.rows[0]) : undefined, changed: false };
       },
       (outcome) => outcome.changed && outcome.approval

@@ -1,10 +1,10 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool, PoolClient } from 'pg';
 import { PG_POOL } from '@writ/database';
-import { BudgetReservation, GrantStore, ReserveOutcome } from '@writ/grants';
+import { BudgetReservation, GrantStore, ReserveOutcome } from './grant-store';
 
 /** What the gateway needs about a credential, its task and its connector, read in one query. */
-export interface GrantState {
+export interface CredentialState {
   jti: string;
   taskId: string | null;
   /** Indexes of the task's limited `allowed` entries this credential's calls are charged to; null: none. */
@@ -15,6 +15,8 @@ export interface GrantState {
   maxUses: number | null;
   taskStatus: string | null;
   taskExpired: boolean;
+  /** The verified user the task acts for, or null. */
+  taskUser: { issuer: string; subject: string } | null;
   connector: {
     id: string;
     /** `http`, or `mcp` for a Streamable HTTP MCP server (operations are tools). */
@@ -30,7 +32,7 @@ export interface GrantState {
 const LOAD = `
   SELECT t.jti, t.task_id, t.budget_entries, t.revoked_at IS NOT NULL AS revoked,
          t.expires_at <= now() AS expired, t.uses, t.max_uses,
-         k.status AS task_status, k.expires_at <= now() AS task_expired,
+         k.status AS task_status, k.expires_at <= now() AS task_expired, k.user_issuer, k.user_subject,
          c.id AS c_id, c.kind AS c_kind, c.base_url, c.operations::text AS operations_text,
          c.credential_type, c.credential_sealed, c.credential_fingerprint
     FROM access_tokens t
@@ -58,6 +60,28 @@ const RECHECK = `
      AND t.revoked_at IS NULL AND t.expires_at > now()
      AND k.status = 'active' AND k.expires_at > now()`;
 
+/** One row of {@link LOAD}. */
+interface LoadRow {
+  jti: string;
+  task_id: string | null;
+  budget_entries: number[] | null;
+  revoked: boolean;
+  expired: boolean;
+  uses: number;
+  max_uses: number | null;
+  task_status: string | null;
+  task_expired: boolean | null;
+  user_issuer: string | null;
+  user_subject: string | null;
+  c_id: string | null;
+  c_kind: 'http' | 'mcp' | null;
+  base_url: string;
+  operations_text: string;
+  credential_type: string | null;
+  credential_sealed: Buffer | null;
+  credential_fingerprint: string | null;
+}
+
 /** Reads credential state from PostgreSQL on every call (no cache: revocation is immediate). */
 @Injectable()
 export class GrantStateRepository {
@@ -68,8 +92,8 @@ export class GrantStateRepository {
   }
 
   /** The credential, its task and its connector, or `undefined` for an unknown `jti`. */
-  async load(jti: string): Promise<GrantState | undefined> {
-    const { rows } = await this.pool.query({ name: 'writ_gateway_load', text: LOAD, values: [jti] });
+  async load(jti: string): Promise<CredentialState | undefined> {
+    const { rows } = await this.pool.query<LoadRow>({ name: 'writ_gateway_load', text: LOAD, values: [jti] });
     const row = rows[0];
     if (!row) return undefined;
     return {
@@ -82,10 +106,11 @@ export class GrantStateRepository {
       maxUses: row.max_uses,
       taskStatus: row.task_status,
       taskExpired: row.task_expired ?? true,
+      taskUser: row.user_subject && row.user_issuer ? { issuer: row.user_issuer, subject: row.user_subject } : null,
       connector: row.c_id
         ? {
             id: row.c_id,
-            kind: row.c_kind,
+            kind: row.c_kind ?? 'http',
             baseUrl: row.base_url,
             operationsText: row.operations_text,
             credentialType: row.credential_type,
@@ -96,9 +121,9 @@ export class GrantStateRepository {
     };
   }
 
-  /** Spends one use of a budgeted credential atomically (inside the audit transaction); `undefined` when none is left. */
+  /** Spends one use of a budgeted credential atomically (`spendUse`) (inside the audit transaction); `undefined` when none is left. */
   async spend(client: PoolClient, jti: string): Promise<{ uses: number; maxUses: number | null } | undefined> {
-    const { rows } = await client.query({ name: 'writ_gateway_spend', text: SPEND, values: [jti] });
+    const { rows } = await client.query<{ uses: number; max_uses: number | null }>({ name: 'writ_gateway_spend', text: SPEND, values: [jti] });
     return rows[0] ? { uses: rows[0].uses, maxUses: rows[0].max_uses } : undefined;
   }
 

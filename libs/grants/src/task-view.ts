@@ -1,6 +1,6 @@
 import type { Pool } from 'pg';
-import type { ConnectorDetail, TaskStatus } from '@writ/database';
-import { EntryBudget, GrantStore } from '@writ/grants';
+import type { AccessTokenEntity, ConnectorDetail, RowOf, TaskEntity, TaskStatus } from '@writ/database';
+import { EntryBudget, GrantStore } from './grant-store';
 
 /** The state of one credential of a task. */
 export type GrantState = 'active' | 'expired' | 'revoked' | 'spent';
@@ -27,6 +27,8 @@ export interface TaskDto {
   purpose: string;
   allowed: ConnectorDetail[];
   on_behalf_of: string | null;
+  /** The verified user the task acts for (their identity provider's issuer and `sub`), or null. */
+  user: { iss: string; sub: string } | null;
   metadata: Record<string, unknown>;
   status: TaskStatus;
   status_reason: string | null;
@@ -48,12 +50,21 @@ export function grantsIssuedSql(alias: string): string {
   return `COALESCE((SELECT c.issued FROM task_grant_counts c WHERE c.task_id = ${alias}.id), 0)`;
 }
 
-const TASK_COLUMNS = `id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, status_reason,
+const TASK_COLUMNS = `id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, status, status_reason,
   created_at, expires_at, ended_at, ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests`;
 
+/** A `tasks` row as {@link TASK_COLUMNS} selects it. */
+export type TaskRow = Omit<RowOf<TaskEntity>, 'task_token_jti'> & { grants_issued: number };
+
+/** A credential row as a task's grant list selects it. */
+type GrantRow = Pick<
+  RowOf<AccessTokenEntity>,
+  'jti' | 'connector_id' | 'action' | 'authorization_details' | 'issued_at' | 'expires_at' | 'max_uses' | 'uses' | 'revoked_at' | 'revoked_reason'
+>;
+
 /** Maps a `tasks` row (and its grants) to the DTO; a past-deadline active task shows as `expired`. */
-export function toTaskDto(row: Record<string, any>, grants: TaskGrantDto[] = []): TaskDto {
-  const expired = row.status === 'active' && (row.expires_at as Date).getTime() <= Date.now();
+export function toTaskDto(row: TaskRow, grants: TaskGrantDto[] = []): TaskDto {
+  const expired = row.status === 'active' && row.expires_at.getTime() <= Date.now();
   return {
     task_id: row.id,
     agent_id: row.agent_id,
@@ -61,12 +72,13 @@ export function toTaskDto(row: Record<string, any>, grants: TaskGrantDto[] = [])
     purpose: row.purpose,
     allowed: row.allowed,
     on_behalf_of: row.on_behalf_of,
+    user: row.user_subject && row.user_issuer ? { iss: row.user_issuer, sub: row.user_subject } : null,
     metadata: row.metadata,
     status: expired ? 'expired' : row.status,
     status_reason: expired ? 'deadline passed' : row.status_reason,
-    created_at: (row.created_at as Date).toISOString(),
-    expires_at: (row.expires_at as Date).toISOString(),
-    ended_at: row.ended_at ? (row.ended_at as Date).toISOString() : null,
+    created_at: row.created_at.toISOString(),
+    expires_at: row.expires_at.toISOString(),
+    ended_at: row.ended_at ? row.ended_at.toISOString() : null,
     history: { grants_issued: row.grants_issued, refusals: row.refusals, out_of_purpose_requests: row.out_of_purpose_requests },
     grants,
   };
@@ -83,10 +95,10 @@ export class TaskReader {
   /** One task with its grants, or undefined. `orchestratorId` restricts to that orchestrator's tasks. */
   async get(id: string, orchestratorId?: string): Promise<TaskDto | undefined> {
     if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return undefined;
-    const { rows } = await this.pool.query(`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = $1`, [id]);
+    const { rows } = await this.pool.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = $1`, [id]);
     const row = rows[0];
     if (!row || (orchestratorId !== undefined && row.orchestrator_id !== orchestratorId)) return undefined;
-    const grants = await this.pool.query(
+    const grants = await this.pool.query<GrantRow>(
       `SELECT jti, connector_id, action, authorization_details, issued_at, expires_at, max_uses, uses, revoked_at, revoked_reason
          FROM access_tokens WHERE task_id = $1 AND kind = 'connector' ORDER BY issued_at`,
       [id],
@@ -98,9 +110,9 @@ export class TaskReader {
       row,
       grants.rows.map((grant) => ({
         jti: grant.jti,
-        connector: grant.connector_id,
-        action: grant.action,
-        authorization_details: grant.authorization_details,
+        connector: grant.connector_id ?? '',
+        action: grant.action ?? '',
+        authorization_details: grant.authorization_details ?? [],
         issued_at: grant.issued_at.toISOString(),
         expires_at: grant.expires_at.toISOString(),
         max_uses: grant.max_uses,
@@ -119,7 +131,10 @@ export class TaskReader {
   }
 
   /** A page of tasks, newest first, filtered. */
-  async list(filter: { agentId?: string; orchestratorId?: string; status?: string }, page: { limit: number; before?: { createdAt: Date; id: string } }): Promise<{ items: TaskDto[]; next: { createdAt: Date; id: string } | null }> {
+  async list(
+    filter: { agentId?: string; orchestratorId?: string; status?: string },
+    page: { limit: number; before?: { createdAt: Date; id: string } },
+  ): Promise<{ items: TaskDto[]; next: { createdAt: Date; id: string } | null }> {
     const where: string[] = [];
     const values: unknown[] = [];
     const add = (sql: string, value: unknown) => {
@@ -134,7 +149,7 @@ export class TaskReader {
       where.push(`(created_at, id) < ($${values.length - 1}, $${values.length})`);
     }
     values.push(page.limit + 1);
-    const { rows } = await this.pool.query(
+    const { rows } = await this.pool.query<TaskRow>(
       `SELECT ${TASK_COLUMNS} FROM tasks ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
         ORDER BY created_at DESC, id DESC LIMIT $${values.length}`,
       values,

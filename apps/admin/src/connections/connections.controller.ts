@@ -1,0 +1,65 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
+import { ApiOkResponse } from '@nestjs/swagger';
+import type { ConnectionView, ConnectLink } from '@writ/accounts';
+import { NoStore } from '@writ/platform';
+import { AdminApi } from '../auth/admin-api.decorator';
+import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
+import { RequireRole } from '../auth/require-role.decorator';
+import { CreateEndpoint, ListEndpoint, RemoveEndpoint } from '../common/resource-endpoints.decorator';
+import { ConnectionQueryDto, CreateAdminConnectLinkDto, CreateIdentityProviderDto, IdentityProviderDto, IdentityProviderListDto } from './connection.dtos';
+import { ConnectionsService } from './connections.service';
+
+/** `/v1/identity-providers`: the issuers whose user tokens prove who a task acts for. */
+@Controller('v1/identity-providers')
+@AdminApi('identity-providers')
+export class IdentityProvidersController {
+  constructor(private readonly connections: ConnectionsService) {}
+
+  /** Registers a trusted identity provider. */
+  @CreateEndpoint(IdentityProviderDto, 'the issuer is already registered')
+  create(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateIdentityProviderDto): Promise<IdentityProviderDto> {
+    return this.connections.createProvider(admin, body);
+  }
+
+  /** Lists the trusted identity providers. */
+  @ListEndpoint(IdentityProviderListDto)
+  async list(): Promise<IdentityProviderListDto> {
+    return { items: await this.connections.listProviders(), next_cursor: null };
+  }
+
+  /** Removes one (the issuer URL-encoded in the path). */
+  @RemoveEndpoint()
+  remove(@CurrentAdmin() admin: AdminPrincipal, @Param('id') issuer: string): Promise<void> {
+    return this.connections.removeProvider(admin, issuer);
+  }
+}
+
+/** `/v1/connections`: users' connected accounts (never their tokens). */
+@Controller('v1/connections')
+@AdminApi('connections')
+export class AdminConnectionsController {
+  constructor(private readonly connections: ConnectionsService) {}
+
+  /** Lists connections, by connector and/or user. */
+  @Get()
+  async list(@Query() query: ConnectionQueryDto): Promise<{ items: ConnectionView[]; next_cursor: null }> {
+    return { items: await this.connections.list(query), next_cursor: null };
+  }
+
+  /** Issues a one-time connect link (10 minutes) for a user of a registered identity provider. */
+  @Post('links')
+  @RequireRole('operator')
+  @NoStore()
+  createLink(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateAdminConnectLinkDto): Promise<ConnectLink> {
+    return this.connections.createLink(admin, body);
+  }
+
+  /** Disconnects: removes the connection and revokes it at the upstream; answers the revocation result. */
+  @Delete(':id')
+  @HttpCode(200)
+  @RequireRole('operator')
+  @ApiOkResponse({ description: 'the removed connection and `upstream_revocation`' })
+  disconnect(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string): Promise<ConnectionView & { upstream_revocation: string }> {
+    return this.connections.disconnect(admin, id);
+  }
+}

@@ -1,0 +1,125 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Pool } from 'pg';
+import { AuditService } from '@writ/audit';
+import { ConnectedAccountError, ConnectedAccounts, type ConnectionView, type ConnectLink } from '@writ/accounts';
+import { WRIT_CONFIG, type WritConfig } from '@writ/config';
+import { destinationRefusal, UpstreamNetworks } from '@writ/connectors';
+import { PG_POOL } from '@writ/database';
+import { ConflictError, FieldError, NotFoundError, ValidationFailedError } from '@writ/platform';
+import { adminActor, type AdminPrincipal } from '../auth/admin-principal';
+import type { ConnectionQueryDto, CreateAdminConnectLinkDto, CreateIdentityProviderDto, IdentityProviderDto } from './connection.dtos';
+
+interface IdentityProviderRow {
+  issuer: string;
+  jwks_uri: string;
+  audience: string;
+  asserting_orchestrators: string[];
+  created_at: Date;
+}
+
+function urlProblem(value: string): string | undefined {
+  try {
+    const url = new URL(value);
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'must be an http(s) URL';
+    if (url.username || url.password || url.hash) return 'must not carry userinfo or a fragment';
+    return undefined;
+  } catch {
+    return 'must be an absolute http(s) URL';
+  }
+}
+
+/** Trusted identity providers and users' connected accounts, for admins. */
+@Injectable()
+export class ConnectionsService {
+  private readonly networks: UpstreamNetworks;
+
+  constructor(
+    @Inject(PG_POOL) private readonly pool: Pool,
+    private readonly audit: AuditService,
+    private readonly accounts: ConnectedAccounts,
+    @Inject(WRIT_CONFIG) config: WritConfig,
+  ) {
+    this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
+  }
+
+  /** Registers a trusted identity provider; its JWKS URI must pass the destination checks. */
+  async createProvider(admin: AdminPrincipal, body: CreateIdentityProviderDto): Promise<IdentityProviderDto> {
+    const fields: FieldError[] = [];
+    const issuerProblem = urlProblem(body.issuer);
+    if (issuerProblem) fields.push({ field: 'issuer', message: issuerProblem });
+    const jwksProblem = urlProblem(body.jwks_uri);
+    if (jwksProblem) fields.push({ field: 'jwks_uri', message: jwksProblem });
+    else {
+      const refused = await destinationRefusal(body.jwks_uri, this.networks);
+      if (refused) fields.push({ field: 'jwks_uri', message: `must not point at this destination: ${refused}` });
+    }
+    if (fields.length > 0) throw new ValidationFailedError(fields, 'the identity provider is invalid');
+    const { result } = await this.audit.recordWith(
+      async (tx) => (await tx.query<IdentityProviderRow>(
+        `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (issuer) DO NOTHING RETURNING issuer, jwks_uri, audience, asserting_orchestrators, created_at`,
+        [body.issuer, body.jwks_uri, body.audience, body.asserting_orchestrators ?? []],
+      )).rows[0],
+      (row) => (row ? [{ type: 'admin.identity_provider.created', outcome: 'success' as const, actor: adminActor(admin), data: { issuer: row.issuer, jwks_uri: row.jwks_uri, audience: row.audience, asserting_orchestrators: row.asserting_orchestrators } }] : []),
+    );
+    if (!result) throw new ConflictError('an identity provider with this issuer is already registered');
+    return toProvider(result);
+  }
+
+  /** Every trusted identity provider. */
+  async listProviders(): Promise<IdentityProviderDto[]> {
+    const { rows } = await this.pool.query<IdentityProviderRow>('SELECT issuer, jwks_uri, audience, asserting_orchestrators, created_at FROM identity_providers ORDER BY issuer LIMIT 500');
+    return rows.map(toProvider);
+  }
+
+  /** Removes a trusted identity provider: its users' tokens are refused from then on (tasks already verified keep their user). */
+  async removeProvider(admin: AdminPrincipal, issuer: string): Promise<void> {
+    const { result } = await this.audit.recordWith(
+      async (tx) => (await tx.query('DELETE FROM identity_providers WHERE issuer = $1', [issuer])).rowCount ?? 0,
+      (count) => (count > 0 ? [{ type: 'admin.identity_provider.removed', outcome: 'success' as const, actor: adminActor(admin), data: { issuer } }] : []),
+    );
+    if (result === 0) throw new NotFoundError('identity provider');
+  }
+
+  /** Connections (never tokens), filtered. */
+  async list(query: ConnectionQueryDto): Promise<ConnectionView[]> {
+    if ((query.user_iss === undefined) !== (query.user_sub === undefined)) {
+      throw new ValidationFailedError([{ field: query.user_iss === undefined ? 'user_iss' : 'user_sub', message: 'user_iss and user_sub go together' }]);
+    }
+    const user = query.user_iss !== undefined ? { issuer: query.user_iss, subject: query.user_sub! } : undefined;
+    return this.accounts.list({ user, connectorId: query.connector_id });
+  }
+
+  /** Issues a connect link for a user the admin names. */
+  async createLink(admin: AdminPrincipal, body: CreateAdminConnectLinkDto): Promise<ConnectLink> {
+    const { iss, sub, ...rest } = body.user;
+    const fields: FieldError[] = Object.keys(rest).map((key) => ({ field: `user.${key}`, message: 'unknown field' }));
+    if (typeof iss !== 'string' || iss.length === 0 || iss.length > 2048) fields.push({ field: 'user.iss', message: 'must be the issuer of a registered identity provider' });
+    if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255) fields.push({ field: 'user.sub', message: 'must be 1 to 255 characters' });
+    if (fields.length === 0) {
+      const known = await this.pool.query('SELECT 1 FROM identity_providers WHERE issuer = $1', [iss]);
+      if (known.rowCount === 0) fields.push({ field: 'user.iss', message: 'is not a registered identity provider' });
+    }
+    if (fields.length > 0) throw new ValidationFailedError(fields, 'the user is invalid');
+    return this.mapped(() => this.accounts.createLink(body.connector_id, { issuer: iss as string, subject: sub as string }, adminActor(admin)));
+  }
+
+  /** Removes a connection and revokes it at the upstream. */
+  disconnect(admin: AdminPrincipal, id: string): Promise<ConnectionView & { upstream_revocation: string }> {
+    return this.mapped(() => this.accounts.disconnect(id, adminActor(admin)));
+  }
+
+  private async mapped<T>(step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      if (!(error instanceof ConnectedAccountError)) throw error;
+      if (error.status === 404) throw new NotFoundError(error.code === 'not_found' && /connector/.test(error.message) ? 'connector' : 'connection');
+      throw new ValidationFailedError([{ field: 'connector_id', message: error.message }], error.message);
+    }
+  }
+}
+
+function toProvider(row: IdentityProviderRow): IdentityProviderDto {
+  return { issuer: row.issuer, jwks_uri: row.jwks_uri, audience: row.audience, asserting_orchestrators: row.asserting_orchestrators, created_at: row.created_at.toISOString() };
+}

@@ -1,0 +1,189 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Req, Res, UseGuards } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { CONNECT_COOKIE, ConnectedAccounts, type ConnectionView, type ConnectLink, UserTokenVerifier } from '@writ/accounts';
+import { WRIT_CONFIG, type WritConfig } from '@writ/config';
+import { FailureThrottle, NoStore, sourceAddress } from '@writ/platform';
+import { Inject } from '@nestjs/common';
+import { ORCHESTRATOR, OrchestratorBearerGuard, type OrchestratorPrincipal } from '../tasks/orchestrator-bearer.guard';
+import { UserSubjects } from '../tasks/user-subjects.service';
+import { TooManyRequestsError } from '@writ/oauth';
+import { connectionFailure, ConnectionRefusedError } from './connection-errors';
+import { CreateConnectLinkDto } from './create-connect-link.dto';
+
+const PAGE = (title: string, text: string) =>
+  `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body><h1>${title}</h1><p>${text}</p></body></html>`;
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** Connect links for orchestrators (Tasks API token): `POST /v1/connections/links`. */
+@Controller('v1/connections')
+@UseGuards(OrchestratorBearerGuard)
+export class ConnectLinksController {
+  constructor(
+    private readonly accounts: ConnectedAccounts,
+    private readonly subjects: UserSubjects,
+  ) {}
+
+  /** Issues a one-time connect link for a verified user (`user_token`, or `user` when trusted to assert). */
+  @Post('links')
+  @NoStore()
+  async create(@Req() request: Request & { [ORCHESTRATOR]: OrchestratorPrincipal }, @Body() body: CreateConnectLinkDto): Promise<ConnectLink> {
+    const orchestrator = request[ORCHESTRATOR];
+    const user = await this.subjects.verify(orchestrator.id, body, true);
+    try {
+      return await this.accounts.createLink(body.connector_id, user!, { type: 'orchestrator', id: orchestrator.id });
+    } catch (error) {
+      throw connectionFailure(error);
+    }
+  }
+}
+
+/**
+ * The user's side, in a browser: `GET /connect/{link}` redirects to the provider (PKCE S256,
+ * `state`) and binds the attempt to this browser with a cookie; `GET /connect/callback`
+ * redeems the code and shows a minimal page.
+ */
+@Controller('connect')
+export class ConnectFlowController {
+  constructor(
+    private readonly accounts: ConnectedAccounts,
+    @Inject(WRIT_CONFIG) private readonly config: WritConfig,
+    private readonly throttle: FailureThrottle,
+  ) {}
+
+  /**
+   * Counts a refused link or `state` per source address (shared with the OAuth endpoints):
+   * audited one by one up to the window's cap, then `429` with `Retry-After`.
+   */
+  private counter(request: Request): { audit: () => Promise<boolean>; limited: () => number | undefined } {
+    let retryAfter: number | undefined;
+    return {
+      audit: async () => {
+        const verdict = await this.throttle.failure('oauth', sourceAddress(request));
+        if (verdict.limited) retryAfter = verdict.retryAfterSeconds;
+        return verdict.audit;
+      },
+      limited: () => retryAfter,
+    };
+  }
+
+  private async blocked(request: Request, response: Response): Promise<boolean> {
+    const verdict = await this.throttle.refuseIfBlocked('oauth', sourceAddress(request));
+    if (!verdict) return false;
+    response.setHeader('retry-after', String(verdict.retryAfterSeconds));
+    response.status(429).type('html').send(PAGE('Not connected', 'Too many failed attempts from this address: try again later.'));
+    return true;
+  }
+
+  /** The provider's redirect back to Writ. */
+  @Get('callback')
+  @NoStore()
+  async callback(@Req() request: Request, @Res() response: Response): Promise<void> {
+    if (await this.blocked(request, response)) return;
+    const counter = this.counter(request);
+    const url = new URL(request.originalUrl, this.config.issuer);
+    const browser = cookie(request, CONNECT_COOKIE);
+    response.setHeader('set-cookie', `${CONNECT_COOKIE}=; Path=/connect; HttpOnly; SameSite=Lax; Max-Age=0`);
+    response.setHeader('content-security-policy', "default-src 'none'");
+    try {
+      const { connectorId } = await this.accounts.completeCallback(url, browser, counter.audit);
+      response.status(200).type('html').send(PAGE('Connected', `Your account is connected to ${escapeHtml(connectorId)}. You can close this window.`));
+    } catch (error) {
+      const failure = connectionFailure(error);
+      if (!(failure instanceof ConnectionRefusedError)) throw failure;
+      this.refuse(response, failure, counter.limited());
+    }
+  }
+
+  /** Opens a connect link (once) and redirects to the provider. */
+  @Get(':link')
+  @NoStore()
+  async open(@Req() request: Request, @Param('link') link: string, @Res() response: Response): Promise<void> {
+    response.setHeader('content-security-policy', "default-src 'none'");
+    if (await this.blocked(request, response)) return;
+    const counter = this.counter(request);
+    try {
+      const { redirect, browser } = await this.accounts.openLink(link, counter.audit);
+      const secure = this.config.issuer.startsWith('https:') ? '; Secure' : '';
+      response.setHeader('set-cookie', `${CONNECT_COOKIE}=${browser}; Path=/connect; HttpOnly; SameSite=Lax; Max-Age=600${secure}`);
+      response.redirect(303, redirect);
+    } catch (error) {
+      const failure = connectionFailure(error);
+      if (!(failure instanceof ConnectionRefusedError)) throw failure;
+      this.refuse(response, failure, counter.limited());
+    }
+  }
+
+  private refuse(response: Response, failure: ConnectionRefusedError, retryAfter: number | undefined): void {
+    if (retryAfter !== undefined) {
+      response.setHeader('retry-after', String(retryAfter));
+      response.status(429).type('html').send(PAGE('Not connected', 'Too many failed attempts from this address: try again later.'));
+      return;
+    }
+    response.status(failure.status).type('html').send(PAGE('Not connected', escapeHtml(failure.description)));
+  }
+}
+
+/** The user's own connections, authenticated with their identity provider's token (Bearer). */
+@Controller('v1/me/connections')
+export class MyConnectionsController {
+  constructor(
+    private readonly accounts: ConnectedAccounts,
+    private readonly verifier: UserTokenVerifier,
+    private readonly throttle: FailureThrottle,
+  ) {}
+
+  /** Lists the caller's connections. */
+  @Get()
+  @NoStore()
+  async list(@Req() request: Request): Promise<{ items: ConnectionView[]; next_cursor: null }> {
+    const user = await this.user(request);
+    return { items: await this.accounts.list({ user }), next_cursor: null };
+  }
+
+  /** Disconnects one of the caller's connections and revokes it at the upstream. */
+  @Delete(':id')
+  @HttpCode(200)
+  @NoStore()
+  async disconnect(@Req() request: Request, @Param('id') id: string): Promise<ConnectionView & { upstream_revocation: string }> {
+    const user = await this.user(request);
+    try {
+      return await this.accounts.disconnect(id, { type: 'anonymous', id: `user:${user.subject}` }, user);
+    } catch (error) {
+      throw connectionFailure(error);
+    }
+  }
+
+  private async user(request: Request) {
+    const source = sourceAddress(request);
+    const blocked = await this.throttle.refuseIfBlocked('oauth', source);
+    if (blocked) throw new TooManyRequestsError(blocked.retryAfterSeconds, 'too many failed requests from this address', { reason: 'throttled' });
+    try {
+      return await this.verifiedUser(request);
+    } catch (error) {
+      const verdict = await this.throttle.failure('oauth', source);
+      if (verdict.limited) throw new TooManyRequestsError(verdict.retryAfterSeconds, 'too many failed requests from this address', { reason: 'throttled' });
+      throw error;
+    }
+  }
+
+  private async verifiedUser(request: Request) {
+    const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(request.headers.authorization ?? '');
+    if (!match) throw new ConnectionRefusedError('invalid_token', 401, 'a Bearer token of your identity provider is required', true);
+    try {
+      return await this.verifier.verify(match[1]);
+    } catch (error) {
+      throw connectionFailure(error);
+    }
+  }
+}
+
+function cookie(request: Request, name: string): string | undefined {
+  for (const part of (request.headers.cookie ?? '').split(';')) {
+    const [key, ...value] = part.trim().split('=');
+    if (key === name) return value.join('=');
+  }
+  return undefined;
+}

@@ -1,0 +1,177 @@
+import { importJWK } from 'jose';
+import * as oauth from 'oauth4webapi';
+import { type Dispatcher, fetch as undiciFetch } from 'undici';
+import type { OAuth2AuthorizationCode } from '@writ/connectors';
+import { privateKeyJwtAlg, UPSTREAM_ADDRESS_REFUSED } from '@writ/connectors';
+
+/** Tokens an upstream token endpoint returned. */
+export interface UpstreamTokenSet {
+  accessToken: string;
+  /** Absent when the upstream issued none (or, on refresh, kept the old one: no rotation). */
+  refreshToken?: string;
+  expiresAt: Date | null;
+  /** The granted scopes (the response's `scope`, or what was asked for when it says nothing). */
+  scopes: string[];
+}
+
+/**
+ * Why an upstream OAuth step failed, safe to store, audit and show: the upstream's RFC 6749
+ * error code and description (never a token), or a transport reason.
+ */
+export class UpstreamOAuthError extends Error {
+  constructor(
+    /** `invalid_grant`, `upstream_unreachable`, `upstream_address_refused`, `invalid_response`... */
+    readonly code: string,
+    message: string,
+    /** True when the upstream itself refused (the grant is unusable), false for transport trouble. */
+    readonly refused: boolean,
+  ) {
+    super(message);
+    this.name = 'UpstreamOAuthError';
+  }
+}
+
+const TIMEOUT_MS = 10_000;
+
+/**
+ * Writ's side of an upstream authorization-code grant, with `oauth4webapi`: the authorization
+ * URL (PKCE S256, `state`), the code exchange, refresh and RFC 7009 revocation. Every request
+ * goes through the gateway's guarded dispatcher (`WRIT_UPSTREAM_ALLOWED_NETWORKS`, checked on
+ * the address connected to; redirects never followed).
+ */
+export class UpstreamOAuthClient {
+  constructor(private readonly dispatcher: Dispatcher) {}
+
+  /** The provider's authorization URL for one connect attempt. */
+  async authorizationUrl(credential: OAuth2AuthorizationCode, input: { redirectUri: string; state: string; codeVerifier: string }): Promise<string> {
+    const url = new URL(credential.authorization_url);
+    url.searchParams.set('response_type', 'code');
+    url.searchParams.set('client_id', credential.client_id);
+    url.searchParams.set('redirect_uri', input.redirectUri);
+    if (credential.scopes.length > 0) url.searchParams.set('scope', credential.scopes.join(' '));
+    url.searchParams.set('state', input.state);
+    url.searchParams.set('code_challenge', await oauth.calculatePKCECodeChallenge(input.codeVerifier));
+    url.searchParams.set('code_challenge_method', 'S256');
+    return url.href;
+  }
+
+  /** Checks the callback (`state`, RFC 9207 `iss` when the issuer is known, no `error`) and redeems the code. */
+  async exchangeCode(
+    credential: OAuth2AuthorizationCode,
+    input: { callbackUrl: URL; redirectUri: string; state: string; codeVerifier: string },
+  ): Promise<UpstreamTokenSet> {
+    const as = this.server(credential);
+    const callback = new URL(input.callbackUrl.href);
+    // Without a configured issuer the `iss` parameter cannot be checked against anything.
+    if (!credential.issuer) callback.searchParams.delete('iss');
+    return this.run(credential, async () => {
+      const params = oauth.validateAuthResponse(as, this.client(credential), callback, input.state);
+      const response = await oauth.authorizationCodeGrantRequest(
+        as, this.client(credential), await this.auth(credential), params, input.redirectUri, input.codeVerifier, this.options(),
+      );
+      return oauth.processAuthorizationCodeResponse(as, this.client(credential), response);
+    });
+  }
+
+  /** Redeems a refresh token; the result's `refreshToken` is the rotated one when the upstream rotated it. */
+  async refresh(credential: OAuth2AuthorizationCode, refreshToken: string, grantedScopes: string[]): Promise<UpstreamTokenSet> {
+    const as = this.server(credential);
+    const set = await this.run(credential, async () => {
+      const response = await oauth.refreshTokenGrantRequest(as, this.client(credential), await this.auth(credential), refreshToken, this.options());
+      return oauth.processRefreshTokenResponse(as, this.client(credential), response);
+    });
+    return set.scopes.length > 0 ? set : { ...set, scopes: grantedScopes };
+  }
+
+  /** RFC 7009: revokes a token at the upstream (the refresh token revokes the grant). */
+  async revoke(credential: OAuth2AuthorizationCode, token: string, hint: 'refresh_token' | 'access_token'): Promise<void> {
+    if (!credential.revocation_url) throw new UpstreamOAuthError('no_revocation_url', 'the connector has no revocation_url', false);
+    const as = this.server(credential);
+    await this.run(credential, async () => {
+      const response = await oauth.revocationRequest(as, this.client(credential), await this.auth(credential), token, {
+        ...this.options(),
+        additionalParameters: { token_type_hint: hint },
+      });
+      await oauth.processRevocationResponse(response);
+      return undefined;
+    });
+  }
+
+  private async run<T>(credential: OAuth2AuthorizationCode, step: () => Promise<T>): Promise<T extends oauth.TokenEndpointResponse ? UpstreamTokenSet : T>;
+  private async run(credential: OAuth2AuthorizationCode, step: () => Promise<unknown>): Promise<unknown> {
+    let result: unknown;
+    try {
+      result = await step();
+    } catch (error) {
+      throw describe(error);
+    }
+    if (result && typeof result === 'object' && 'access_token' in result) {
+      const tokens = result as oauth.TokenEndpointResponse;
+      if (typeof tokens.token_type !== 'string' || tokens.token_type.toLowerCase() !== 'bearer') {
+        throw new UpstreamOAuthError('invalid_response', 'the upstream issued a token that is not a Bearer token', true);
+      }
+      return {
+        accessToken: tokens.access_token,
+        ...(typeof tokens.refresh_token === 'string' ? { refreshToken: tokens.refresh_token } : {}),
+        expiresAt: typeof tokens.expires_in === 'number' ? new Date(Date.now() + tokens.expires_in * 1000) : null,
+        scopes: typeof tokens.scope === 'string' ? tokens.scope.split(' ').filter(Boolean) : credential.scopes,
+      } satisfies UpstreamTokenSet;
+    }
+    return result;
+  }
+
+  private server(credential: OAuth2AuthorizationCode): oauth.AuthorizationServer {
+    return {
+      issuer: credential.issuer ?? new URL(credential.token_url).origin,
+      authorization_endpoint: credential.authorization_url,
+      token_endpoint: credential.token_url,
+      ...(credential.revocation_url ? { revocation_endpoint: credential.revocation_url } : {}),
+      ...(credential.issuer ? { authorization_response_iss_parameter_supported: true } : {}),
+    };
+  }
+
+  private client(credential: OAuth2AuthorizationCode): oauth.Client {
+    return { client_id: credential.client_id };
+  }
+
+  private async auth(credential: OAuth2AuthorizationCode): Promise<oauth.ClientAuth> {
+    if (credential.private_key_jwt) {
+      const { jwk } = credential.private_key_jwt;
+      const key = await importJWK(jwk as Parameters<typeof importJWK>[0], privateKeyJwtAlg(jwk));
+      // RFC 7523 client assertion, `aud` = the provider's issuer (set `issuer` on the credential).
+      return oauth.PrivateKeyJwt({ key: key as oauth.CryptoKey, ...(typeof jwk.kid === 'string' ? { kid: jwk.kid } : {}) });
+    }
+    return oauth.ClientSecretBasic(credential.client_secret ?? '');
+  }
+
+  private options(): { [oauth.customFetch]: typeof fetch; [oauth.allowInsecureRequests]: true; signal: AbortSignal } {
+    const guarded = ((url: string, init: RequestInit) =>
+      undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' } as Parameters<typeof undiciFetch>[1])) as unknown as typeof fetch;
+    // http token endpoints are allowed as they are for client credentials; where they may be is WRIT_UPSTREAM_ALLOWED_NETWORKS's call.
+    return { [oauth.customFetch]: guarded, [oauth.allowInsecureRequests]: true, signal: AbortSignal.timeout(TIMEOUT_MS) };
+  }
+}
+
+/** The upstream's error, described without anything it echoed back (which could hold a token). */
+function describe(error: unknown): UpstreamOAuthError {
+  if (error instanceof UpstreamOAuthError) return error;
+  if (error instanceof oauth.ResponseBodyError) {
+    const code = /^[\x21-\x7e]{1,64}$/.test(error.error) ? error.error : 'invalid_response';
+    const description = typeof error.error_description === 'string' ? error.error_description.replace(/[^\x20-\x7e]/g, '').slice(0, 200) : '';
+    return new UpstreamOAuthError(code, `the upstream answered ${code}${description ? `: ${description}` : ''}`, true);
+  }
+  if (error instanceof oauth.AuthorizationResponseError) {
+    return new UpstreamOAuthError(error.error.slice(0, 64), `the provider refused the authorization: ${error.error}`, true);
+  }
+  const cause = (error as { cause?: { code?: string } }).cause;
+  if ((error as { code?: string }).code === UPSTREAM_ADDRESS_REFUSED || cause?.code === UPSTREAM_ADDRESS_REFUSED) {
+    return new UpstreamOAuthError('upstream_address_refused', 'the upstream OAuth endpoint is not reachable from Writ (WRIT_UPSTREAM_ALLOWED_NETWORKS)', false);
+  }
+  if ((error as { name?: string }).name === 'TimeoutError') {
+    return new UpstreamOAuthError('upstream_timeout', 'the upstream OAuth endpoint did not answer in time', false);
+  }
+  if (error instanceof oauth.OperationProcessingError) {
+    return new UpstreamOAuthError('invalid_response', `the upstream's answer is not acceptable: ${error.message.slice(0, 200)}`, true);
+  }
+  return new UpstreamOAuthError('upstream_unreachable', 'the upstream OAuth endpoint could not be reached', false);
+}

@@ -1,0 +1,104 @@
+import { createRemoteJWKSet, customFetch, decodeJwt, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import type { Pool } from 'pg';
+import { type Dispatcher, fetch as undiciFetch } from 'undici';
+import { UserTokenError } from './account-errors';
+
+/** A user whose identity Writ verified: the issuer of their token and its `sub`. */
+export interface VerifiedUser {
+  issuer: string;
+  subject: string;
+}
+
+/** A trusted identity provider, as registered. */
+export interface IdentityProviderRow {
+  issuer: string;
+  jwks_uri: string;
+  audience: string;
+  asserting_orchestrators: string[];
+}
+
+/** Asymmetric algorithms only: `none` and HMAC (a shared secret Writ does not have) never verify a user. */
+const USER_TOKEN_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
+/** How long a provider row (and its key set) is reused before it is read again. */
+const PROVIDER_CACHE_MS = 5_000;
+
+/**
+ * Verifies users' tokens from trusted identity providers (registered by issuer, JWKS URI and
+ * audience): the signature by a key of the issuer's JWKS (fetched through the guarded
+ * dispatcher, so the JWKS URI passes the same destination checks as any upstream), `iss`,
+ * `aud`, `exp` and a `sub`. Also says whether an orchestrator may assert users of an issuer
+ * without a token.
+ */
+export class UserTokenVerifier {
+  private readonly providers = new Map<string, { row: IdentityProviderRow | undefined; keys?: JWTVerifyGetKey; until: number }>();
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly dispatcher: Dispatcher,
+  ) {}
+
+  /** The verified user of `token`, or a {@link UserTokenError} naming why not. */
+  async verify(token: string): Promise<VerifiedUser> {
+    let issuer: unknown;
+    try {
+      issuer = decodeJwt(token).iss;
+    } catch {
+      throw new UserTokenError('malformed', 'the user token is not a JWT');
+    }
+    if (typeof issuer !== 'string') throw new UserTokenError('no_issuer', 'the user token has no iss');
+    const provider = await this.provider(issuer);
+    if (!provider?.row || !provider.keys) throw new UserTokenError('untrusted_issuer', 'the user token is not from a trusted identity provider');
+    try {
+      const { payload } = await jwtVerify(token, provider.keys, {
+        issuer: provider.row.issuer,
+        audience: provider.row.audience,
+        algorithms: USER_TOKEN_ALGS,
+        requiredClaims: ['exp', 'sub'],
+        clockTolerance: 5,
+      });
+      if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 255) {
+        throw new UserTokenError('no_subject', 'the user token has no usable sub');
+      }
+      return { issuer: provider.row.issuer, subject: payload.sub };
+    } catch (error) {
+      if (error instanceof UserTokenError) throw error;
+      if (error instanceof joseErrors.JWTExpired) throw new UserTokenError('expired', 'the user token has expired');
+      if (error instanceof joseErrors.JWTClaimValidationFailed) {
+        throw new UserTokenError(`claim_${error.claim}`, `the user token's ${error.claim} is not acceptable`);
+      }
+      if (error instanceof joseErrors.JWKSTimeout || !(error instanceof joseErrors.JOSEError)) {
+        throw new UserTokenError('jwks_unavailable', 'the identity provider\'s keys could not be fetched');
+      }
+      throw new UserTokenError('signature', 'the user token\'s signature does not verify with the identity provider\'s keys');
+    }
+  }
+
+  /** True when `orchestratorId` is registered as trusted to assert users of `issuer`. */
+  async mayAssert(orchestratorId: string, issuer: string): Promise<boolean> {
+    const provider = await this.provider(issuer);
+    return provider?.row?.asserting_orchestrators.includes(orchestratorId) ?? false;
+  }
+
+  private async provider(issuer: string) {
+    const cached = this.providers.get(issuer);
+    if (cached && cached.until > Date.now()) return cached;
+    const { rows } = await this.pool.query<IdentityProviderRow>(
+      'SELECT issuer, jwks_uri, audience, asserting_orchestrators FROM identity_providers WHERE issuer = $1',
+      [issuer],
+    );
+    const row = rows[0];
+    const keys = row
+      ? cached?.row?.jwks_uri === row.jwks_uri && cached.keys
+        ? cached.keys
+        : createRemoteJWKSet(new URL(row.jwks_uri), {
+            timeoutDuration: 5_000,
+            [customFetch]: (url: string, options: { headers: Headers; method: string; signal: AbortSignal }) =>
+              undiciFetch(url, { headers: options.headers as never, method: options.method, signal: options.signal, redirect: 'manual', dispatcher: this.dispatcher }) as unknown as Promise<Response>,
+          })
+      : undefined;
+    if (this.providers.size > 1_000) this.providers.clear();
+    const entry = { row, keys, until: Date.now() + PROVIDER_CACHE_MS };
+    this.providers.set(issuer, entry);
+    return entry;
+  }
+}
