@@ -37,7 +37,8 @@ export type IssueOutcome = 'recorded' | 'ended' | 'catalogue_changed';
  * the catalogue says when the credential's row is written.
  */
 export function decidedOperation(operation: Pick<ConnectorOperation, 'method' | 'path' | 'constraints'>): string {
-  return JSON.stringify({ method: operation.method, path: operation.path, constraints: operation.constraints ?? {} });
+  // null, not undefined: an MCP tool has no method or path, and jsonb_build_object gives null for them.
+  return JSON.stringify({ method: operation.method ?? null, path: operation.path ?? null, constraints: operation.constraints ?? {} });
 }
 
 const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
