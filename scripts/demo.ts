@@ -150,7 +150,10 @@ async function main(): Promise<void> {
       credential: { type: 'bearer', token: UPSTREAM_SECRET },
       operations: [
         {
-          name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+          name: 'payouts.create',
+          method: 'POST',
+          path: '/v1/payouts',
+          risk: 'write',
           constraints: {
             destination: { in: 'body', field: 'destination', op: 'eq' },
             amount_max: { in: 'body', field: 'amount', op: 'lte' },
@@ -169,11 +172,20 @@ async function main(): Promise<void> {
   ok(`connector ${ids.connector} → ${upstream.url} (its credential is sealed; the agent never sees it)`);
   const agentKey = await createClientKey();
   const orchestratorKey = await createClientKey();
-  expectStatus(await call('POST', `${adminUrl}/v1/agents`, { bearer: admin, json: { id: ids.agent, name: 'Billing agent', jwks: jwksOf(agentKey) } }), 201, 'register agent');
+  expectStatus(
+    await call('POST', `${adminUrl}/v1/agents`, { bearer: admin, json: { id: ids.agent, name: 'Billing agent', jwks: jwksOf(agentKey) } }),
+    201,
+    'register agent',
+  );
   ok(`agent ${ids.agent} (private_key_jwt, ES256)`);
-  expectStatus(await call('POST', `${adminUrl}/v1/orchestrators`, {
-    bearer: admin, json: { id: ids.orchestrator, name: 'Invoice orchestrator', jwks: jwksOf(orchestratorKey), allowed_agents: [ids.agent] },
-  }), 201, 'register orchestrator');
+  expectStatus(
+    await call('POST', `${adminUrl}/v1/orchestrators`, {
+      bearer: admin,
+      json: { id: ids.orchestrator, name: 'Invoice orchestrator', jwks: jwksOf(orchestratorKey), allowed_agents: [ids.agent] },
+    }),
+    201,
+    'register orchestrator',
+  );
   ok(`orchestrator ${ids.orchestrator}, may start tasks for ${ids.agent}`);
 
   const token = async (client: string, key: ClientKey, fields: Record<string, string>) =>
@@ -188,7 +200,12 @@ async function main(): Promise<void> {
       agent_id: ids.agent,
       purpose: 'pay invoice INV-42 to Acme, at most 500.00 USD',
       allowed: [
-        { type: 'connector', connector: ids.connector, actions: ['payouts.create'], constraints: { destination: 'acct_acme', amount_max: 50000, currency: 'usd' } },
+        {
+          type: 'connector',
+          connector: ids.connector,
+          actions: ['payouts.create'],
+          constraints: { destination: 'acct_acme', amount_max: 50000, currency: 'usd' },
+        },
         { type: 'connector', connector: ids.connector, actions: ['payouts.get'] },
       ],
       ttl_seconds: 600,
@@ -229,7 +246,9 @@ async function main(): Promise<void> {
     json: { destination: 'acct_acme', amount: 42000, currency: 'usd', reference: 'INV-42' },
   });
   if (reused.status < 400) throw new Error('the gateway accepted a spent credential');
-  refused(`gateway: reusing the payout credential → ${reused.status} ${reused.body?.error ?? ''} (${reused.body?.rule ?? reused.body?.error_description ?? ''})`);
+  refused(
+    `gateway: reusing the payout credential → ${reused.status} ${reused.body?.error ?? ''} (${reused.body?.rule ?? reused.body?.error_description ?? ''})`,
+  );
 
   step('5. The agent reads the payout, the orchestrator completes the task');
   const read = await exchange([{ type: 'connector', connector: ids.connector, actions: ['payouts.get'] }]);
@@ -246,21 +265,35 @@ async function main(): Promise<void> {
 
   step('6. An MCP server behind the gateway: a task that allows one tool, to acct_acme, at most 100');
   const toolsServer = await startToolsServer();
-  expectStatus(await call('POST', `${adminUrl}/v1/connectors`, {
-    bearer: admin,
-    json: {
-      id: ids.tools, kind: 'mcp', name: 'Tools (demo MCP server)', base_url: toolsServer.url, credential: { type: 'bearer', token: UPSTREAM_SECRET },
-      operations: [
-        { name: 'transfer', risk: 'write', constraints: { to: { in: 'arguments', field: 'to', op: 'eq' }, amount_max: { in: 'arguments', field: 'amount', op: 'lte' } } },
-        { name: 'wipe', risk: 'write' },
-      ],
-    },
-  }), 201, 'register the MCP connector');
+  expectStatus(
+    await call('POST', `${adminUrl}/v1/connectors`, {
+      bearer: admin,
+      json: {
+        id: ids.tools,
+        kind: 'mcp',
+        name: 'Tools (demo MCP server)',
+        base_url: toolsServer.url,
+        credential: { type: 'bearer', token: UPSTREAM_SECRET },
+        operations: [
+          {
+            name: 'transfer',
+            risk: 'write',
+            constraints: { to: { in: 'arguments', field: 'to', op: 'eq' }, amount_max: { in: 'arguments', field: 'amount', op: 'lte' } },
+          },
+          { name: 'wipe', risk: 'write' },
+        ],
+      },
+    }),
+    201,
+    'register the MCP connector',
+  );
   ok(`connector ${ids.tools} (kind mcp) → ${toolsServer.url}: tools transfer and wipe`);
   const mcpTask = await call('POST', `${issuer}/v1/tasks`, {
     bearer: tasksToken.body.access_token,
     json: {
-      agent_id: ids.agent, purpose: 'refund Acme at most 1.00 USD through the tools server', ttl_seconds: 600,
+      agent_id: ids.agent,
+      purpose: 'refund Acme at most 1.00 USD through the tools server',
+      ttl_seconds: 600,
       allowed: [{ type: 'connector', connector: ids.tools, actions: ['transfer'], constraints: { to: 'acct_acme', amount_max: 100 } }],
     },
   });
@@ -269,13 +302,17 @@ async function main(): Promise<void> {
     grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
     subject_token: mcpTask.body.task_token,
     subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-    authorization_details: JSON.stringify([{ type: 'connector', connector: ids.tools, actions: ['transfer'], constraints: { to: 'acct_acme', amount_max: 100 } }]),
+    authorization_details: JSON.stringify([
+      { type: 'connector', connector: ids.tools, actions: ['transfer'], constraints: { to: 'acct_acme', amount_max: 100 } },
+    ]),
   });
   expectStatus(toolCredential, 200, 'token exchange for the transfer tool');
   const mcp = new Client({ name: 'billing-agent', version: '1.0.0' });
-  await mcp.connect(new StreamableHTTPClientTransport(new URL(`${gateway}/connectors/${ids.tools}`), {
-    requestInit: { headers: { authorization: `Bearer ${toolCredential.body.access_token}` } },
-  }));
+  await mcp.connect(
+    new StreamableHTTPClientTransport(new URL(`${gateway}/connectors/${ids.tools}`), {
+      requestInit: { headers: { authorization: `Bearer ${toolCredential.body.access_token}` } },
+    }),
+  );
   const listed = await mcp.listTools();
   ok(`the official MCP client connects through the gateway; tools/list shows ${listed.tools.map((tool) => tool.name).join(', ')} (wipe is hidden)`);
   const mcpRefusal = (error: unknown) => {
@@ -283,21 +320,31 @@ async function main(): Promise<void> {
     return data?.rule ? `${data.rule}: ${data.error_description}` : String(error);
   };
   await mcp.callTool({ name: 'transfer', arguments: { to: 'acct_acme', amount: 500 } }).then(
-    () => { throw new Error('the gateway let an out-of-bounds tool call through'); },
+    () => {
+      throw new Error('the gateway let an out-of-bounds tool call through');
+    },
     (error: unknown) => refused(`gateway: transfer of 500 → ${mcpRefusal(error)}`),
   );
   await mcp.callTool({ name: 'wipe', arguments: {} }).then(
-    () => { throw new Error('the gateway let an ungranted tool through'); },
+    () => {
+      throw new Error('the gateway let an ungranted tool through');
+    },
     (error: unknown) => refused(`gateway: wipe → ${mcpRefusal(error)}`),
   );
   const sent = await mcp.callTool({ name: 'transfer', arguments: { to: 'acct_acme', amount: 42 } });
-  ok(`transfer of 42 to acct_acme → ${JSON.stringify((sent.content as Array<{ text?: string }>)[0]?.text)} (the server saw the connector's credential, not the agent's)`);
+  ok(
+    `transfer of 42 to acct_acme → ${JSON.stringify((sent.content as Array<{ text?: string }>)[0]?.text)} (the server saw the connector's credential, not the agent's)`,
+  );
   await mcp.close();
-  expectStatus(await call('POST', `${issuer}/v1/tasks/${mcpTask.body.task_id}/complete`, { bearer: tasksToken.body.access_token }), 200, 'complete the MCP task');
+  expectStatus(
+    await call('POST', `${issuer}/v1/tasks/${mcpTask.body.task_id}/complete`, { bearer: tasksToken.body.access_token }),
+    200,
+    'complete the MCP task',
+  );
   ok(`the tools server ran: ${toolsServer.ran.join(', ')}; task completed`);
   toolsServer.server.close();
 
-  step('7. The payout task\'s audit trail');
+  step("7. The payout task's audit trail");
   const audit = await call('GET', `${adminUrl}/v1/audit?task_id=${task.body.task_id}&limit=200`, { bearer: admin });
   expectStatus(audit, 200, 'audit');
   const events = [...audit.body.items].sort((a: { seq: number }, b: { seq: number }) => a.seq - b.seq);
@@ -305,7 +352,9 @@ async function main(): Promise<void> {
     const data = event.data ?? {};
     const detail =
       data.decision?.reasons?.join('; ') ?? data.operation ?? data.reason ?? data.purpose ?? (data.jti ? `jti ${String(data.jti).slice(0, 8)}…` : '');
-    console.log(`  ${event.occurred_at.slice(11, 23)}  #${String(event.seq).padEnd(5)} ${event.type.padEnd(16)} ${event.outcome.padEnd(8)} ${event.actor_type}:${event.actor_id ?? '-'}  ${detail}`);
+    console.log(
+      `  ${event.occurred_at.slice(11, 23)}  #${String(event.seq).padEnd(5)} ${event.type.padEnd(16)} ${event.outcome.padEnd(8)} ${event.actor_type}:${event.actor_id ?? '-'}  ${detail}`,
+    );
   }
   const verify = await call('GET', `${adminUrl}/v1/audit/verify`, { bearer: admin });
   ok(`chain verified: ${JSON.stringify(verify.body)}`);

@@ -92,9 +92,19 @@ function run(opa, args, options = {}) {
  */
 function buildArgs(output) {
   return [
-    'build', '--bundle', '--target', 'wasm', '--entrypoint', entrypoint,
-    '--ignore', '*_test.rego', '--ignore', 'README.md',
-    '--output', output, path.relative(root, policyDir),
+    'build',
+    '--bundle',
+    '--target',
+    'wasm',
+    '--entrypoint',
+    entrypoint,
+    '--ignore',
+    '*_test.rego',
+    '--ignore',
+    'README.md',
+    '--output',
+    output,
+    path.relative(root, policyDir),
   ];
 }
 
@@ -110,7 +120,11 @@ function readTarGz(buffer) {
   while (offset + 512 <= tar.length) {
     const header = tar.subarray(offset, offset + 512);
     if (header.every((b) => b === 0)) break;
-    const field = (start, length) => header.subarray(start, start + length).toString('utf8').replace(/\0.*$/s, '');
+    const field = (start, length) =>
+      header
+        .subarray(start, start + length)
+        .toString('utf8')
+        .replace(/\0.*$/s, '');
     const size = parseInt(field(124, 12).trim() || '0', 8);
     const type = field(156, 1) || '0';
     const prefix = field(345, 155);

@@ -65,24 +65,40 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect(docs.status).toBe(200);
       expect(docs.body.info.title).toBe('Writ admin API');
       expect(docs.body.components.securitySchemes).toEqual({ bearer: expect.objectContaining({ type: 'http', scheme: 'bearer' }) });
-      expect(Object.keys(docs.body.paths)).toEqual(expect.arrayContaining([
-        '/health/live', '/health/ready',
-        '/v1/admin-tokens', '/v1/admin-tokens/{id}',
-        '/v1/agents', '/v1/agents/{id}',
-        '/v1/audit', '/v1/audit/export', '/v1/audit/hash', '/v1/audit/verify',
-        '/v1/connectors', '/v1/connectors/{id}',
-        '/v1/keys', '/v1/keys/rotate',
-        '/v1/orchestrators', '/v1/orchestrators/{id}',
-        '/v1/policies', '/v1/policies/evaluate',
-        '/v1/tasks', '/v1/tasks/{id}', '/v1/tasks/{id}/evidence', '/v1/tasks/{id}/revoke',
-      ]));
+      expect(Object.keys(docs.body.paths)).toEqual(
+        expect.arrayContaining([
+          '/health/live',
+          '/health/ready',
+          '/v1/admin-tokens',
+          '/v1/admin-tokens/{id}',
+          '/v1/agents',
+          '/v1/agents/{id}',
+          '/v1/audit',
+          '/v1/audit/export',
+          '/v1/audit/hash',
+          '/v1/audit/verify',
+          '/v1/connectors',
+          '/v1/connectors/{id}',
+          '/v1/keys',
+          '/v1/keys/rotate',
+          '/v1/orchestrators',
+          '/v1/orchestrators/{id}',
+          '/v1/policies',
+          '/v1/policies/evaluate',
+          '/v1/tasks',
+          '/v1/tasks/{id}',
+          '/v1/tasks/{id}/evidence',
+          '/v1/tasks/{id}/revoke',
+        ]),
+      );
       for (const [path, operations] of Object.entries(docs.body.paths as Record<string, Record<string, { responses: object }>>)) {
         for (const [method, operation] of Object.entries(operations)) {
           if (path.startsWith('/v1/')) expect([path, method, Object.keys(operation.responses)]).toEqual([path, method, expect.arrayContaining(['401', '403'])]);
         }
       }
-      const bodies = ['/v1/agents', '/v1/orchestrators', '/v1/connectors', '/v1/admin-tokens', '/v1/policies/evaluate', '/v1/audit/hash']
-        .map((path) => docs.body.paths[path].post.requestBody?.content?.['application/json']?.schema?.$ref);
+      const bodies = ['/v1/agents', '/v1/orchestrators', '/v1/connectors', '/v1/admin-tokens', '/v1/policies/evaluate', '/v1/audit/hash'].map(
+        (path) => docs.body.paths[path].post.requestBody?.content?.['application/json']?.schema?.$ref,
+      );
       expect(bodies.every((ref) => typeof ref === 'string')).toBe(true);
       expect(docs.body.paths['/v1/agents'].post.security).toEqual([{ bearer: [] }]);
       expect(docs.body.components.schemas.CreateConnectorDto.properties).toEqual(
@@ -119,14 +135,22 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       const created = await api('POST', '/v1/agents', { id: 'billing-agent', name: 'Billing', description: 'pays invoices', jwks }, operator);
       expect(created.status).toBe(201);
       expect(created.body).toEqual({
-        id: 'billing-agent', name: 'Billing', description: 'pays invoices', status: 'active',
+        id: 'billing-agent',
+        name: 'Billing',
+        description: 'pays invoices',
+        status: 'active',
         jwks: { keys: [{ kty: 'EC', crv: 'P-256', kid: jwks.keys[0].kid, alg: 'ES256', use: 'sig', x: jwks.keys[0].x, y: jwks.keys[0].y }] },
-        created_at: expect.any(String), updated_at: expect.any(String),
+        created_at: expect.any(String),
+        updated_at: expect.any(String),
       });
       expect((await api('GET', '/v1/agents/billing-agent', undefined, viewer)).body).toEqual(created.body);
-      const events = await services.runtime.pool.query(`SELECT actor_type, actor_id, data FROM audit_events WHERE type = 'admin.agent.created' AND agent_id = 'billing-agent'`);
+      const events = await services.runtime.pool.query(
+        `SELECT actor_type, actor_id, data FROM audit_events WHERE type = 'admin.agent.created' AND agent_id = 'billing-agent'`,
+      );
       const operatorId = (await services.runtime.pool.query(`SELECT id FROM admin_tokens WHERE name = 'operator'`)).rows[0].id;
-      expect(events.rows).toEqual([{ actor_type: 'admin', actor_id: operatorId, data: { name: 'Billing', description: 'pays invoices', status: 'active', kids: [jwks.keys[0].kid] } }]);
+      expect(events.rows).toEqual([
+        { actor_type: 'admin', actor_id: operatorId, data: { name: 'Billing', description: 'pays invoices', status: 'active', kids: [jwks.keys[0].kid] } },
+      ]);
     });
 
     it('generates an id when none is given', async () => {
@@ -155,7 +179,11 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect(fieldsOf(symmetric)).toEqual(expect.arrayContaining(['jwks.keys[0].k', 'jwks.keys[0].kty']));
       const unknown = await api('POST', '/v1/agents', { name: 'x', jwks: await publicJwks(), client_secret: 'nope' });
       expect(unknown.status).toBe(400);
-      expect(unknown.body).toEqual({ error: 'invalid_request', message: 'the request body is invalid', fields: [{ field: 'client_secret', message: 'unknown field' }] });
+      expect(unknown.body).toEqual({
+        error: 'invalid_request',
+        message: 'the request body is invalid',
+        fields: [{ field: 'client_secret', message: 'unknown field' }],
+      });
       const badId = await api('POST', '/v1/agents', { id: '../etc', name: '', jwks: await publicJwks() });
       expect(fieldsOf(badId)).toEqual(['id', 'name']);
     });
@@ -216,9 +244,20 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
 
   describe('orchestrators', () => {
     it('registers an orchestrator with its agents, and refuses bad entries by field', async () => {
-      const created = await api('POST', '/v1/orchestrators', { id: 'billing-orch', name: 'Billing', jwks: await publicJwks(), allowed_agents: ['billing-agent', 'agent-x'] }, operator);
+      const created = await api(
+        'POST',
+        '/v1/orchestrators',
+        { id: 'billing-orch', name: 'Billing', jwks: await publicJwks(), allowed_agents: ['billing-agent', 'agent-x'] },
+        operator,
+      );
       expect(created.status).toBe(201);
-      expect(created.body).toMatchObject({ id: 'billing-orch', name: 'Billing', description: null, status: 'active', allowed_agents: ['billing-agent', 'agent-x'] });
+      expect(created.body).toMatchObject({
+        id: 'billing-orch',
+        name: 'Billing',
+        description: null,
+        status: 'active',
+        allowed_agents: ['billing-agent', 'agent-x'],
+      });
       expect((await api('GET', '/v1/orchestrators/billing-orch', undefined, viewer)).body).toEqual(created.body);
       const bad = await api('POST', '/v1/orchestrators', { name: 'x', jwks: await publicJwks(), allowed_agents: ['ok', 'no spaces', '**'] });
       expect(bad.status).toBe(400);
@@ -248,7 +287,9 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect((await api('GET', '/v1/orchestrators?status=suspended')).body.items.map((o: { id: string }) => o.id)).toEqual(['orch-life']);
       expect((await api('DELETE', '/v1/orchestrators/orch-life', undefined, operator)).status).toBe(204);
       expect((await api('GET', '/v1/orchestrators/orch-life')).status).toBe(404);
-      const events = await services.runtime.pool.query(`SELECT type, data FROM audit_events WHERE type LIKE 'admin.orchestrator.%' AND data->>'id' = 'orch-life' ORDER BY seq`);
+      const events = await services.runtime.pool.query(
+        `SELECT type, data FROM audit_events WHERE type LIKE 'admin.orchestrator.%' AND data->>'id' = 'orch-life' ORDER BY seq`,
+      );
       expect(events.rows).toEqual([
         { type: 'admin.orchestrator.created', data: expect.objectContaining({ id: 'orch-life', allowed_agents: [] }) },
         { type: 'admin.orchestrator.updated', data: { id: 'orch-life', changed: ['description', 'allowed_agents'], allowed_agents: ['*'] } },
@@ -292,7 +333,13 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
     it('shows a token once, stores only its hash, and lists without it', async () => {
       const created = await api('POST', '/v1/admin-tokens', { name: 'ci', role: 'operator' });
       expect(created.status).toBe(201);
-      expect(created.body).toEqual({ id: expect.any(String), name: 'ci', role: 'operator', token: expect.stringMatching(/^writ_admin_[A-Za-z0-9_-]{43}$/), created_at: expect.any(String) });
+      expect(created.body).toEqual({
+        id: expect.any(String),
+        name: 'ci',
+        role: 'operator',
+        token: expect.stringMatching(/^writ_admin_[A-Za-z0-9_-]{43}$/),
+        created_at: expect.any(String),
+      });
       const stored = await services.runtime.pool.query('SELECT token_hash FROM admin_tokens WHERE id = $1', [created.body.id]);
       expect(stored.rows[0].token_hash).not.toBe(created.body.token);
       expect(stored.rows[0].token_hash).toMatch(/^[0-9a-f]{64}$/);
@@ -301,7 +348,13 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect(list.text).not.toContain(created.body.token);
       expect(list.text).not.toContain(stored.rows[0].token_hash);
       expect(list.body.items.find((item: { id: string }) => item.id === created.body.id)).toEqual({
-        id: created.body.id, name: 'ci', role: 'operator', created_by: expect.any(String), created_at: created.body.created_at, last_used_at: null, revoked_at: null,
+        id: created.body.id,
+        name: 'ci',
+        role: 'operator',
+        created_by: expect.any(String),
+        created_at: created.body.created_at,
+        last_used_at: null,
+        revoked_at: null,
       });
       const events = await services.runtime.pool.query(`SELECT data::text AS data FROM audit_events WHERE type LIKE 'admin.admin_token.%'`);
       expect(events.rows.length).toBeGreaterThan(0);

@@ -15,7 +15,14 @@ describe('admin API: audit log', () => {
   const exportLines = async (query = '') => {
     const response = await fetch(`${services.adminUrl}/v1/audit/export${query}`, { headers: { authorization: `Bearer ${viewer}` } });
     const text = await response.text();
-    return { response, records: text.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line)), text };
+    return {
+      response,
+      records: text
+        .split('\n')
+        .filter((line) => line !== '')
+        .map((line) => JSON.parse(line)),
+      text,
+    };
   };
 
   beforeAll(async () => {
@@ -43,7 +50,9 @@ describe('admin API: audit log', () => {
     const denied = await api('GET', '/v1/audit?agent_id=agent-1&type=grant.decision&outcome=denied&connector=payments');
     expect(denied.body.items).toHaveLength(1);
     expect(denied.body.items[0]).toMatchObject({ type: 'grant.decision', outcome: 'denied', agent_id: 'agent-1', connector_id: 'payments', task_id: taskId });
-    expect(denied.body.items[0]).toEqual(expect.objectContaining({ seq: expect.any(Number), hash: expect.stringMatching(/^[0-9a-f]{64}$/), prev_hash: expect.stringMatching(/^[0-9a-f]{64}$/) }));
+    expect(denied.body.items[0]).toEqual(
+      expect.objectContaining({ seq: expect.any(Number), hash: expect.stringMatching(/^[0-9a-f]{64}$/), prev_hash: expect.stringMatching(/^[0-9a-f]{64}$/) }),
+    );
     const agent2 = await api('GET', '/v1/audit?agent_id=agent-2');
     expect(agent2.body.items.map((event: { type: string }) => event.type)).toEqual(['task.created']);
     expect((await api('GET', '/v1/audit?type=no.such.type')).body).toEqual({ items: [], next_cursor: null });

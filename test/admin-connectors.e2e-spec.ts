@@ -63,9 +63,15 @@ describe('admin API: connectors', () => {
       created_at: expect.any(String),
       updated_at: expect.any(String),
     });
-    const { rows } = await services.runtime.pool.query('SELECT base_url, credential_sealed, credential_fingerprint, credential_type FROM connectors WHERE id = $1', ['stripe']);
+    const { rows } = await services.runtime.pool.query(
+      'SELECT base_url, credential_sealed, credential_fingerprint, credential_type FROM connectors WHERE id = $1',
+      ['stripe'],
+    );
     expect(rows[0].credential_sealed.toString('latin1')).not.toContain(SECRETS.bearer);
-    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].base_url, rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.bearer });
+    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].base_url, rows[0].credential_sealed)).toEqual({
+      type: 'bearer',
+      token: SECRETS.bearer,
+    });
     expect(rows[0].credential_fingerprint).toBe(created.body.credential.fingerprint);
     expect((await api('GET', '/v1/connectors/stripe', undefined, viewer)).body).toEqual(created.body);
     const listed = await api('GET', '/v1/connectors', undefined, viewer);
@@ -73,7 +79,10 @@ describe('admin API: connectors', () => {
     expect(listed.body.items[0].credential).toBeNull();
     const event = await services.runtime.pool.query(`SELECT data FROM audit_events WHERE type = 'admin.connector.created' AND connector_id = 'stripe'`);
     expect(event.rows[0].data).toEqual({
-      name: 'Stripe', kind: 'http', base_url: 'https://api.stripe.example', operations: ['payouts.create', 'payouts.get', 'payouts.refund'],
+      name: 'Stripe',
+      kind: 'http',
+      base_url: 'https://api.stripe.example',
+      operations: ['payouts.create', 'payouts.get', 'payouts.refund'],
       credential: { type: 'bearer', fingerprint: created.body.credential.fingerprint },
     });
   });
@@ -112,19 +121,43 @@ describe('admin API: connectors', () => {
     ['an unknown risk', { operations: operation({ risk: 'dangerous' }) }, 'operations[0].risk'],
     ['an unknown operation member', { operations: operation({ timeout: 5 }) }, 'operations[0].timeout'],
     ['an unknown operator', { operations: constraint(0, 'amount_max', { in: 'body', field: 'amount', op: 'lt' }) }, 'operations[0].constraints.amount_max.op'],
-    ['an unknown constraint member', { operations: constraint(0, 'currency', { in: 'body', field: 'currency', op: 'eq', default: 'usd' }) }, 'operations[0].constraints.currency.default'],
-    ['a field that is not a name or dotted path', { operations: constraint(0, 'currency', { in: 'body', field: 'currency[0]', op: 'eq' }) }, 'operations[0].constraints.currency.field'],
-    ['a path constraint on a non-parameter', { operations: constraint(1, 'payout', { in: 'path', field: 'id', op: 'eq' }) }, 'operations[1].constraints.payout.field'],
+    [
+      'an unknown constraint member',
+      { operations: constraint(0, 'currency', { in: 'body', field: 'currency', op: 'eq', default: 'usd' }) },
+      'operations[0].constraints.currency.default',
+    ],
+    [
+      'a field that is not a name or dotted path',
+      { operations: constraint(0, 'currency', { in: 'body', field: 'currency[0]', op: 'eq' }) },
+      'operations[0].constraints.currency.field',
+    ],
+    [
+      'a path constraint on a non-parameter',
+      { operations: constraint(1, 'payout', { in: 'path', field: 'id', op: 'eq' }) },
+      'operations[1].constraints.payout.field',
+    ],
     ['a body constraint on GET', { operations: constraint(1, 'amount', { in: 'body', field: 'amount', op: 'lte' }) }, 'operations[1].constraints.amount.in'],
-    ['two operations on one method and path', { operations: [...PAYMENTS_OPERATIONS, { name: 'payouts.create2', method: 'POST', path: '/v1/payouts', risk: 'write' }] }, 'operations[3].path'],
-    ['duplicate operation names', { operations: [...PAYMENTS_OPERATIONS, { name: 'payouts.get', method: 'GET', path: '/v2/payouts', risk: 'read' }] }, 'operations[3].name'],
+    [
+      'two operations on one method and path',
+      { operations: [...PAYMENTS_OPERATIONS, { name: 'payouts.create2', method: 'POST', path: '/v1/payouts', risk: 'write' }] },
+      'operations[3].path',
+    ],
+    [
+      'duplicate operation names',
+      { operations: [...PAYMENTS_OPERATIONS, { name: 'payouts.get', method: 'GET', path: '/v2/payouts', risk: 'read' }] },
+      'operations[3].name',
+    ],
     ['an unknown credential type', { credential: { type: 'basic', token: SECRETS.bearer } }, 'credential.type'],
     ['a bearer credential without token', { credential: { type: 'bearer' } }, 'credential.token'],
     ['a header credential for Authorization', { credential: { type: 'header', name: 'Authorization', value: SECRETS.header } }, 'credential.name'],
     ['a header credential for a hop-by-hop header', { credential: { type: 'header', name: 'Connection', value: SECRETS.header } }, 'credential.name'],
     ['a header credential with an invalid name', { credential: { type: 'header', name: 'X-Key:', value: SECRETS.header } }, 'credential.name'],
     ['a header value with a line break', { credential: { type: 'header', name: 'X-Key', value: `${SECRETS.header}\r\nX-Evil: 1` } }, 'credential.value'],
-    ['a token_url that is not http(s)', { credential: { type: 'oauth2_client_credentials', token_url: 'gopher://auth', client_id: 'c', client_secret: SECRETS.client } }, 'credential.token_url'],
+    [
+      'a token_url that is not http(s)',
+      { credential: { type: 'oauth2_client_credentials', token_url: 'gopher://auth', client_id: 'c', client_secret: SECRETS.client } },
+      'credential.token_url',
+    ],
     ['an unknown credential member', { credential: { type: 'bearer', token: SECRETS.bearer, expires: 1 } }, 'credential.expires'],
     ['an unknown top-level field', { owner: 'me' }, 'owner'],
   ])('refuses %s, naming the field', async (_name, overrides, field) => {
@@ -135,7 +168,9 @@ describe('admin API: connectors', () => {
 
   it('refuses a connector body that is not JSON, and a missing body', async () => {
     const notJson = await fetch(`${services.adminUrl}/v1/connectors`, {
-      method: 'POST', headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'application/json' }, body: '{"id":',
+      method: 'POST',
+      headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'application/json' },
+      body: '{"id":',
     });
     expect(notJson.status).toBe(400);
     const fields = await refusal(undefined);
@@ -149,12 +184,21 @@ describe('admin API: connectors', () => {
     expect(moved.status).toBe(400);
     expect(moved.body.fields).toEqual([{ field: 'credential', message: expect.stringMatching(/^changing base_url requires the credential again/) }]);
     expect((await api('GET', '/v1/connectors/stripe')).body).toEqual(before);
-    const renamed = await api('PATCH', '/v1/connectors/stripe', {
-      name: 'Stripe (EU)', base_url: 'https://eu.stripe.example/api', credential: { type: 'bearer', token: SECRETS.bearer },
-    }, operator);
+    const renamed = await api(
+      'PATCH',
+      '/v1/connectors/stripe',
+      {
+        name: 'Stripe (EU)',
+        base_url: 'https://eu.stripe.example/api',
+        credential: { type: 'bearer', token: SECRETS.bearer },
+      },
+      operator,
+    );
     expect(renamed.status).toBe(200);
     expect(renamed.body).toMatchObject({
-      name: 'Stripe (EU)', base_url: 'https://eu.stripe.example/api', credential: { type: 'bearer', fingerprint: before.credential.fingerprint },
+      name: 'Stripe (EU)',
+      base_url: 'https://eu.stripe.example/api',
+      credential: { type: 'bearer', fingerprint: before.credential.fingerprint },
     });
     await new Promise((resolve) => setTimeout(resolve, 5));
     const rotated = await api('PATCH', '/v1/connectors/stripe', { credential: { type: 'bearer', token: SECRETS.rotated } }, operator);
@@ -163,34 +207,62 @@ describe('admin API: connectors', () => {
     expect(rotated.body.credential.fingerprint).not.toBe(before.credential.fingerprint);
     expect(Date.parse(rotated.body.credential.set_at)).toBeGreaterThan(Date.parse(before.credential.set_at));
     const { rows } = await services.runtime.pool.query('SELECT base_url, credential_sealed FROM connectors WHERE id = $1', ['stripe']);
-    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].base_url, rows[0].credential_sealed)).toEqual({ type: 'bearer', token: SECRETS.rotated });
+    expect(unsealCredential(services.runtime.masterKey, 'stripe', rows[0].base_url, rows[0].credential_sealed)).toEqual({
+      type: 'bearer',
+      token: SECRETS.rotated,
+    });
     const header = await api('PATCH', '/v1/connectors/stripe', { credential: { type: 'header', name: 'X-Api-Key', value: SECRETS.header } });
     expect(header.body.credential.type).toBe('header');
     const events = await services.runtime.pool.query(`SELECT type, data FROM audit_events WHERE connector_id = 'stripe' AND type LIKE 'admin.%' ORDER BY seq`);
     expect(events.rows.map((row) => row.type)).toEqual([
-      'admin.connector.created', 'admin.connector.updated', 'admin.connector.credential_rotated', 'admin.connector.credential_rotated',
+      'admin.connector.created',
+      'admin.connector.updated',
+      'admin.connector.credential_rotated',
+      'admin.connector.credential_rotated',
       'admin.connector.credential_rotated',
     ]);
     expect(events.rows[1].data).toEqual({ changed: ['name', 'base_url'], base_url: 'https://eu.stripe.example/api' });
-    expect(events.rows[3].data).toEqual({ type: 'bearer', fingerprint: rotated.body.credential.fingerprint, previous_fingerprint: before.credential.fingerprint });
+    expect(events.rows[3].data).toEqual({
+      type: 'bearer',
+      fingerprint: rotated.body.credential.fingerprint,
+      previous_fingerprint: before.credential.fingerprint,
+    });
   });
 
   it('validates changes like definitions, and cannot change the id', async () => {
     const renamed = await refusal({ id: 'other', name: 'x' }, 'PATCH', '/v1/connectors/stripe');
     expect(renamed).toEqual([{ field: 'id', message: 'unknown field' }]);
-    const fields = await refusal({ operations: constraint(0, 'amount_max', { in: 'query', field: 'amount', op: 'between' }) }, 'PATCH', '/v1/connectors/stripe');
+    const fields = await refusal(
+      { operations: constraint(0, 'amount_max', { in: 'query', field: 'amount', op: 'between' }) },
+      'PATCH',
+      '/v1/connectors/stripe',
+    );
     expect(fields).toEqual([{ field: 'operations[0].constraints.amount_max.op', message: 'must be one of eq, lte, gte, in' }]);
     expect((await api('GET', '/v1/connectors/stripe')).body.name).toBe('Stripe (EU)');
-    const secretInError = await refusal({ credential: { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'x', client_secret: `${SECRETS.client}\u0000` } }, 'PATCH', '/v1/connectors/stripe');
+    const secretInError = await refusal(
+      { credential: { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'x', client_secret: `${SECRETS.client}\u0000` } },
+      'PATCH',
+      '/v1/connectors/stripe',
+    );
     expect(secretInError.map((entry) => entry.field)).toEqual(['credential.client_secret']);
     expect((await api('PATCH', '/v1/connectors/ghost', { name: 'x' })).status).toBe(404);
   });
 
   it('accepts an oauth2_client_credentials credential', async () => {
-    const created = await api('POST', '/v1/connectors', payments({
-      id: 'ledger',
-      credential: { type: 'oauth2_client_credentials', token_url: 'https://auth.ledger.example/oauth/token', client_id: 'writ', client_secret: SECRETS.client, scope: 'ledger:write' },
-    }));
+    const created = await api(
+      'POST',
+      '/v1/connectors',
+      payments({
+        id: 'ledger',
+        credential: {
+          type: 'oauth2_client_credentials',
+          token_url: 'https://auth.ledger.example/oauth/token',
+          client_id: 'writ',
+          client_secret: SECRETS.client,
+          scope: 'ledger:write',
+        },
+      }),
+    );
     expect(created.status).toBe(201);
     expect(created.body.credential).toEqual({ type: 'oauth2_client_credentials', fingerprint: expect.any(String), set_at: expect.any(String) });
   });
@@ -203,10 +275,12 @@ describe('admin API: connectors', () => {
     const issued = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, allowed));
     expect(issued.status).toBe(200);
     const introspect = async () =>
-      (await postForm(`${services.issuer}/oauth2/introspect`, {
-        token: issued.body.access_token,
-        ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, services.issuer)),
-      })).body;
+      (
+        await postForm(`${services.issuer}/oauth2/introspect`, {
+          token: issued.body.access_token,
+          ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, services.issuer)),
+        })
+      ).body;
     expect(await introspect()).toMatchObject({ active: true });
     const deleted = await api('DELETE', '/v1/connectors/doomed', undefined, operator);
     expect(deleted.status).toBe(204);
@@ -216,7 +290,9 @@ describe('admin API: connectors', () => {
     expect((await api('DELETE', '/v1/connectors/doomed')).status).toBe(404);
     const { rows } = await services.runtime.pool.query('SELECT revoked_reason FROM access_tokens WHERE connector_id = $1', ['doomed']);
     expect(rows).toEqual([{ revoked_reason: 'connector deleted' }]);
-    const events = await services.runtime.pool.query(`SELECT type, actor_type, data FROM audit_events WHERE connector_id = 'doomed' AND type IN ('admin.connector.deleted', 'token.revoked') ORDER BY seq`);
+    const events = await services.runtime.pool.query(
+      `SELECT type, actor_type, data FROM audit_events WHERE connector_id = 'doomed' AND type IN ('admin.connector.deleted', 'token.revoked') ORDER BY seq`,
+    );
     expect(events.rows).toEqual([
       { type: 'admin.connector.deleted', actor_type: 'admin', data: { tokens_revoked: 1 } },
       { type: 'token.revoked', actor_type: 'admin', data: { reason: 'connector deleted', jtis: [expect.any(String)], count: 1 } },

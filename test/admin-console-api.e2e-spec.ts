@@ -69,7 +69,9 @@ describe('admin API for the console', () => {
     expect((await admin('GET', '/v1/policies/history', undefined, tokens.viewer)).body).toEqual({ items: [], next_cursor: null });
     const bundle = await readFile(join(__dirname, '..', 'policies', 'dist', 'bundle.tar.gz'));
     const uploaded = await http(`${services.adminUrl}/v1/policies/active`, {
-      method: 'PUT', headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'application/gzip' }, body: bundle,
+      method: 'PUT',
+      headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'application/gzip' },
+      body: bundle,
     });
     expect(uploaded.status).toBe(200);
     const data = JSON.parse(JSON.stringify(services.policy.current().data));
@@ -77,7 +79,9 @@ describe('admin API for the console', () => {
     expect((await admin('PUT', '/v1/policies/data', { data })).status).toBe(200);
     const first = await admin('GET', '/v1/policies/history?limit=1', undefined, tokens.viewer);
     expect(first.status).toBe(200);
-    expect(first.body.items).toEqual([{ version: expect.any(String), source: 'data update', loaded_by: expect.stringMatching(/^admin:/), loaded_at: expect.any(String), active: true }]);
+    expect(first.body.items).toEqual([
+      { version: expect.any(String), source: 'data update', loaded_by: expect.stringMatching(/^admin:/), loaded_at: expect.any(String), active: true },
+    ]);
     expect(first.body.items[0]).not.toHaveProperty('bundle');
     const second = await admin('GET', `/v1/policies/history?limit=1&cursor=${first.body.next_cursor}`, undefined, tokens.viewer);
     expect(second.body.items).toEqual([expect.objectContaining({ version: uploaded.body.version, source: 'upload', active: false })]);

@@ -16,10 +16,12 @@ describe('admin API: suspension, tasks, evidence, policy dry runs', () => {
     sendJson<T>(method, `${services.adminUrl}${path}`, body, token);
   /** Introspects as the orchestrator (it may introspect its tasks' tokens, whatever the agent's state). */
   const introspect = async (token: string) =>
-    (await postForm(`${services.issuer}/oauth2/introspect`, {
-      token,
-      ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, services.issuer)),
-    })).body;
+    (
+      await postForm(`${services.issuer}/oauth2/introspect`, {
+        token,
+        ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, services.issuer)),
+      })
+    ).body;
   const issue = async (agent: TestClient = world.agent, overrides: Record<string, unknown> = {}) => {
     const task = await createTask(services, world.orchestrator, { agent_id: agent.id, ...overrides });
     const response = await tokenRequest(services.issuer, agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
@@ -69,7 +71,9 @@ describe('admin API: suspension, tasks, evidence, policy dry runs', () => {
       expect(await introspect(token)).toEqual({ active: false });
       expect((await api('GET', `/v1/tasks/${task.task_id}`)).body).toMatchObject({ status: 'revoked', status_reason: 'agent deleted' });
       expect((await api('GET', '/v1/agents/agent-doomed')).status).toBe(404);
-      const events = await services.runtime.pool.query(`SELECT type, task_id FROM audit_events WHERE agent_id = 'agent-doomed' AND actor_type = 'admin' ORDER BY seq`);
+      const events = await services.runtime.pool.query(
+        `SELECT type, task_id FROM audit_events WHERE agent_id = 'agent-doomed' AND actor_type = 'admin' ORDER BY seq`,
+      );
       expect(events.rows).toEqual([
         { type: 'admin.agent.deleted', task_id: null },
         { type: 'task.revoked', task_id: task.task_id },
@@ -86,13 +90,21 @@ describe('admin API: suspension, tasks, evidence, policy dry runs', () => {
       expect(await introspect(token)).toMatchObject({ active: true });
       const revoked = await api('POST', `/v1/tasks/${task.task_id}/revoke`, { reason: 'prompt injection suspected' }, operator);
       expect(revoked.status).toBe(200);
-      expect(revoked.body).toMatchObject({ task_id: task.task_id, status: 'revoked', status_reason: 'prompt injection suspected', ended_at: expect.any(String) });
+      expect(revoked.body).toMatchObject({
+        task_id: task.task_id,
+        status: 'revoked',
+        status_reason: 'prompt injection suspected',
+        ended_at: expect.any(String),
+      });
       expect(revoked.body.grants).toEqual([expect.objectContaining({ state: 'revoked', revoked_reason: 'task revoked' })]);
       expect(await introspect(token)).toEqual({ active: false });
       const again = await api('POST', `/v1/tasks/${task.task_id}/revoke`, undefined, operator);
       expect(again.status).toBe(200);
       expect(again.body.status_reason).toBe('prompt injection suspected');
-      const events = await services.runtime.pool.query(`SELECT type, actor_type, data FROM audit_events WHERE task_id = $1 AND actor_type = 'admin' ORDER BY seq`, [task.task_id]);
+      const events = await services.runtime.pool.query(
+        `SELECT type, actor_type, data FROM audit_events WHERE task_id = $1 AND actor_type = 'admin' ORDER BY seq`,
+        [task.task_id],
+      );
       expect(events.rows.map((row) => row.type)).toEqual(['task.revoked', 'token.revoked']);
       expect(events.rows[0].data).toEqual({ status: 'revoked', reason: 'prompt injection suspected' });
       expect(events.rows[1].data).toMatchObject({ count: 1 });
@@ -136,9 +148,7 @@ describe('admin API: suspension, tasks, evidence, policy dry runs', () => {
       expect(evidence.status).toBe(200);
       expect(evidence.body.task).toMatchObject({ task_id: task.task_id, status: 'revoked' });
       const events = evidence.body.events as Array<{ seq: number; type: string; hash: string; prev_hash: string; task_id: string }>;
-      expect(events.map((event) => event.type)).toEqual([
-        'task.created', 'grant.decision', 'token.issued', 'task.revoked', 'token.revoked',
-      ]);
+      expect(events.map((event) => event.type)).toEqual(['task.created', 'grant.decision', 'token.issued', 'task.revoked', 'token.revoked']);
       expect(events.every((event) => event.task_id === task.task_id && /^[0-9a-f]{64}$/.test(event.hash) && /^[0-9a-f]{64}$/.test(event.prev_hash))).toBe(true);
       const seqs = events.map((event) => event.seq);
       expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
@@ -205,7 +215,10 @@ describe('admin API: suspension, tasks, evidence, policy dry runs', () => {
       expect(missing.body.fields.map((entry: { field: string }) => entry.field)).toEqual(['task_id', 'authorization_details']);
       const ghost = await api('POST', '/v1/policies/evaluate', { task_id: '00000000-0000-4000-8000-000000000000', authorization_details: PAYOUT_REQUEST });
       expect(ghost.body.fields).toEqual([{ field: 'task_id', message: 'no such task' }]);
-      const malformed = await api('POST', '/v1/policies/evaluate', { task_id: '00000000-0000-4000-8000-000000000000', authorization_details: [{ type: 'bank' }] });
+      const malformed = await api('POST', '/v1/policies/evaluate', {
+        task_id: '00000000-0000-4000-8000-000000000000',
+        authorization_details: [{ type: 'bank' }],
+      });
       expect(malformed.body.fields.map((entry: { field: string }) => entry.field)).toEqual(['authorization_details', 'task_id']);
     });
 
@@ -233,8 +246,13 @@ describe('admin API: a policy that traps', () => {
     const trapped = await evaluate({ a: true, b: true });
     expect(trapped.status).toBe(200);
     expect(trapped.body.decision).toEqual({
-      allow: false, reasons: ['the policy could not evaluate the request'], max_ttl_seconds: 0, max_uses: 0,
-      requires_approval: false, quarantine: false, out_of_purpose: false,
+      allow: false,
+      reasons: ['the policy could not evaluate the request'],
+      max_ttl_seconds: 0,
+      max_uses: 0,
+      requires_approval: false,
+      quarantine: false,
+      out_of_purpose: false,
     });
     const allowed = await evaluate({ a: true });
     expect(allowed.body.decision).toMatchObject({ allow: true, reasons: ['a'], max_ttl_seconds: 60, max_uses: 1 });

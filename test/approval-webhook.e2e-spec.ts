@@ -15,7 +15,9 @@ interface Received {
 }
 
 /** A loopback receiver that checks each signature and answers what `answer` says. */
-async function startReceiver(answer: (payload: ApprovalWebhookPayload, attempt: number) => number): Promise<{ url: string; received: Received[]; close: () => Promise<void> }> {
+async function startReceiver(
+  answer: (payload: ApprovalWebhookPayload, attempt: number) => number,
+): Promise<{ url: string; received: Received[]; close: () => Promise<void> }> {
   const received: Received[] = [];
   const server: Server = createServer((request: IncomingMessage, response) => {
     const chunks: Buffer[] = [];
@@ -70,7 +72,9 @@ describe('approval webhook', () => {
   /** Declares a task and leaves a pending approval for it; returns the approval id. */
   async function pendingApproval(purpose: string): Promise<string> {
     const task = await createTask(first, world.orchestrator, { purpose });
-    const details = [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } }];
+    const details = [
+      { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } },
+    ];
     const response = await tokenRequest(first.issuer, world.agent, exchangeFields(task.task_token, details));
     expect(response.body.error).toBe('authorization_pending');
     return response.body.approval_id;
@@ -80,7 +84,8 @@ describe('approval webhook', () => {
   async function settled(ids: string[]): Promise<Record<string, { status: string; attempts: number }>> {
     for (let i = 0; i < 400; i += 1) {
       const { rows } = await first.runtime.pool.query<{ approval_id: string; status: string; attempts: number }>(
-        `SELECT approval_id, status, attempts FROM approval_webhook_deliveries WHERE approval_id = ANY($1::uuid[])`, [ids],
+        `SELECT approval_id, status, attempts FROM approval_webhook_deliveries WHERE approval_id = ANY($1::uuid[])`,
+        [ids],
       );
       if (rows.length === ids.length && rows.every((row) => row.status !== 'pending')) {
         for (const services of [first, second]) await services.apps[1].get(ApprovalWebhookService).tick();
@@ -94,9 +99,12 @@ describe('approval webhook', () => {
   }
 
   const notifications = async (approvalId: string) =>
-    (await first.runtime.pool.query<{ outcome: string; data: Record<string, unknown> }>(
-      `SELECT outcome, data FROM audit_events WHERE type = 'approval.notification' AND data->>'approval_id' = $1 ORDER BY seq`, [approvalId],
-    )).rows;
+    (
+      await first.runtime.pool.query<{ outcome: string; data: Record<string, unknown> }>(
+        `SELECT outcome, data FROM audit_events WHERE type = 'approval.notification' AND data->>'approval_id' = $1 ORDER BY seq`,
+        [approvalId],
+      )
+    ).rows;
 
   it('announces each new pending approval once across two instances, signed, with what a person needs to decide', async () => {
     const ids = await Promise.all(['pay INV-1', 'pay INV-2', 'pay INV-3', 'pay INV-4', 'pay INV-5'].map(pendingApproval));
@@ -118,8 +126,16 @@ describe('approval webhook', () => {
         type: 'approval.requested',
         attempt: 1,
         data: {
-          agent_id: 'agent-1', connector_id: 'payments',
-          authorization_details: [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } }],
+          agent_id: 'agent-1',
+          connector_id: 'payments',
+          authorization_details: [
+            {
+              type: 'connector',
+              connector: 'payments',
+              actions: ['payouts.create'],
+              constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' },
+            },
+          ],
           reasons: [expect.stringContaining('above the approval threshold')],
         },
       });

@@ -67,9 +67,9 @@ describe('human approval of risky grants', () => {
     expect(again.body).toEqual({ error: 'access_denied', error_description: 'the approval was already used' });
 
     await services.runtime.audit.drain();
-    const { rows } = await services.runtime.pool.query(
-      `SELECT type, actor_type FROM audit_events WHERE task_id = $1 AND type LIKE 'approval.%' ORDER BY seq`, [task.task_id],
-    );
+    const { rows } = await services.runtime.pool.query(`SELECT type, actor_type FROM audit_events WHERE task_id = $1 AND type LIKE 'approval.%' ORDER BY seq`, [
+      task.task_id,
+    ]);
     expect(rows).toEqual([
       { type: 'approval.requested', actor_type: 'agent' },
       { type: 'approval.approved', actor_type: 'admin' },
@@ -77,7 +77,7 @@ describe('human approval of risky grants', () => {
     ]);
   });
 
-  it('answers access_denied once an operator denies, and refuses another task\'s approval', async () => {
+  it("answers access_denied once an operator denies, and refuses another task's approval", async () => {
     const task = await createTask(services, world.orchestrator);
     const pending = await exchange(task.task_token, payout(30000));
     const approvalId: string = pending.body.approval_id;

@@ -81,7 +81,12 @@ describe('audit checkpoints against a database superuser', () => {
     for (const record of records) {
       const { hash: _hash, prev_hash: _prev, ...body } = record;
       const hash = chainHash(prevHash, body);
-      await client.query('UPDATE audit_events SET data = $2, prev_hash = $3, hash = $4 WHERE seq = $1', [record.seq, JSON.stringify(record.data), prevHash, hash]);
+      await client.query('UPDATE audit_events SET data = $2, prev_hash = $3, hash = $4 WHERE seq = $1', [
+        record.seq,
+        JSON.stringify(record.data),
+        prevHash,
+        hash,
+      ]);
       prevHash = hash;
     }
     await client.query('UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1', [records[records.length - 1].seq, prevHash]);
@@ -149,7 +154,12 @@ describe('audit checkpoints against a database superuser', () => {
       await recompute(client, records);
     });
     // Every link of the unkeyed chain is consistent again (the defect): only the checkpoint tells.
-    const detected = { valid: false, first_invalid_seq: 1, invalid_checkpoint_seq: first, reason: expect.stringMatching(new RegExp(`hash at seq ${first} .*signed checkpoint.*rewritten`)) };
+    const detected = {
+      valid: false,
+      first_invalid_seq: 1,
+      invalid_checkpoint_seq: first,
+      reason: expect.stringMatching(new RegExp(`hash at seq ${first} .*signed checkpoint.*rewritten`)),
+    };
     expect((await api('/v1/audit/verify')).body).toMatchObject(detected);
     expect(await cli([])).toMatchObject({ code: 1, result: detected });
     expect(await offline()).toMatchObject({ code: 1, result: detected });
@@ -167,7 +177,13 @@ describe('audit checkpoints against a database superuser', () => {
       await client.query('UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1', [keep, kept.hash]);
     };
     await asSuperuser(truncate);
-    const truncated = { valid: false, events: keep, first_invalid_seq: keep + 1, invalid_checkpoint_seq: last, reason: expect.stringMatching(/ends at seq .*removed/) };
+    const truncated = {
+      valid: false,
+      events: keep,
+      first_invalid_seq: keep + 1,
+      invalid_checkpoint_seq: last,
+      reason: expect.stringMatching(/ends at seq .*removed/),
+    };
     expect(await withoutFile()).toMatchObject({ code: 1, result: truncated });
     // A careful superuser also deletes the checkpoints that name removed events.
     await asSuperuser(async (client) => {
@@ -184,14 +200,21 @@ describe('audit checkpoints against a database superuser', () => {
     await asSuperuser(async (client) => {
       await client.query('DELETE FROM audit_checkpoints WHERE seq = $1', [seqs[seqs.length - 1]]);
     });
-    const removed = { valid: false, invalid_checkpoint_seq: seqs[seqs.length - 1], reason: expect.stringMatching(/in the checkpoint file but not in the database/) };
+    const removed = {
+      valid: false,
+      invalid_checkpoint_seq: seqs[seqs.length - 1],
+      reason: expect.stringMatching(/in the checkpoint file but not in the database/),
+    };
     expect((await api('/v1/audit/verify')).body).toMatchObject(removed);
     expect(await offline()).toMatchObject({ code: 1, result: removed });
     await asSuperuser(async (client) => {
       await client.query('DELETE FROM audit_checkpoints WHERE seq = $1', [seqs[0]]);
     });
     const unlinked = { valid: false, invalid_checkpoint_seq: seqs[1], reason: expect.stringMatching(/does not follow the checkpoint before it/) };
-    expect(await cli(['--checkpoints', join(services.config.dataDir, 'nothing-yet.jsonl')])).toMatchObject({ code: 2, error: expect.stringMatching(/no such checkpoint file/) });
+    expect(await cli(['--checkpoints', join(services.config.dataDir, 'nothing-yet.jsonl')])).toMatchObject({
+      code: 2,
+      error: expect.stringMatching(/no such checkpoint file/),
+    });
     await writeFile(join(services.config.dataDir, 'empty.jsonl'), '');
     expect(await cli(['--checkpoints', join(services.config.dataDir, 'empty.jsonl')])).toMatchObject({ code: 1, result: unlinked });
   });
@@ -211,10 +234,21 @@ describe('audit checkpoints against a database superuser', () => {
         const hash = (await client.query('SELECT hash FROM audit_events WHERE seq = $1', [seq])).rows[0].hash as string;
         const body = { v: 1 as const, seq, hash, prev: previous ? checkpointDigest(previous) : null, time: new Date().toISOString(), kid };
         previous = { ...body, sig: sign(null, checkpointSigningInput(body), forger.privateKey).toString('base64url') };
-        await client.query('INSERT INTO audit_checkpoints (seq, hash, prev, signed_at, kid, signature) VALUES ($1, $2, $3, $4, $5, $6)', [seq, hash, previous.prev, previous.time, kid, previous.sig]);
+        await client.query('INSERT INTO audit_checkpoints (seq, hash, prev, signed_at, kid, signature) VALUES ($1, $2, $3, $4, $5, $6)', [
+          seq,
+          hash,
+          previous.prev,
+          previous.time,
+          kid,
+          previous.sig,
+        ]);
       }
     });
-    const forged = { valid: false, invalid_checkpoint_seq: (await storedCheckpoints())[0], reason: expect.stringMatching(/not signed by a Writ checkpoint key/) };
+    const forged = {
+      valid: false,
+      invalid_checkpoint_seq: (await storedCheckpoints())[0],
+      reason: expect.stringMatching(/not signed by a Writ checkpoint key/),
+    };
     expect((await api('/v1/audit/verify')).body).toMatchObject(forged);
     expect(await cli([])).toMatchObject({ code: 1, result: forged });
     expect(await offline()).toMatchObject({ code: 1, result: forged });
@@ -254,7 +288,8 @@ describe('audit checkpoints against a database superuser', () => {
 
   it('gives the services a login that cannot change audit rows or checkpoints, nor switch the triggers off', async () => {
     const pool = services.runtime.pool;
-    const role = (await pool.query<{ rolsuper: boolean; user: string }>('SELECT rolsuper, current_user AS user FROM pg_roles WHERE rolname = current_user')).rows[0];
+    const role = (await pool.query<{ rolsuper: boolean; user: string }>('SELECT rolsuper, current_user AS user FROM pg_roles WHERE rolname = current_user'))
+      .rows[0];
     expect(role.rolsuper).toBe(false);
     const owner = (await pool.query<{ owner: string }>(`SELECT tableowner AS owner FROM pg_tables WHERE tablename = 'audit_events'`)).rows[0].owner;
     expect(owner).not.toBe(role.user);

@@ -61,10 +61,9 @@ describe('audit is fail-closed when PostgreSQL goes away mid-load', () => {
 
     // Every token a client holds has its issuance event in a valid chain.
     const jtis = received.map((token) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).jti as string);
-    const { rows } = await services.runtime.pool.query(
-      `SELECT data->>'jti' AS jti FROM audit_events WHERE type = 'token.issued' AND task_id = $1`,
-      [task.task_id],
-    );
+    const { rows } = await services.runtime.pool.query(`SELECT data->>'jti' AS jti FROM audit_events WHERE type = 'token.issued' AND task_id = $1`, [
+      task.task_id,
+    ]);
     const recorded = new Set(rows.map((row) => row.jti));
     expect(jtis.filter((jti) => !recorded.has(jti))).toEqual([]);
     const issuedRows = await services.runtime.pool.query(`SELECT count(*)::int AS n FROM access_tokens WHERE task_id = $1`, [task.task_id]);

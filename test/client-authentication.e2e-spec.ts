@@ -38,7 +38,13 @@ describe('private_key_jwt client authentication (RFC 7523, rfc7523bis) under att
   const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
   const now = () => Math.floor(Date.now() / 1000);
   const claims = (overrides: Record<string, unknown> = {}) => ({
-    iss: 'orch-1', sub: 'orch-1', aud: services.issuer, iat: now(), exp: now() + 60, jti: randomUUID(), ...overrides,
+    iss: 'orch-1',
+    sub: 'orch-1',
+    aud: services.issuer,
+    iat: now(),
+    exp: now() + 60,
+    jti: randomUUID(),
+    ...overrides,
   });
 
   it('accepts a well-formed assertion once', async () => {
@@ -118,7 +124,9 @@ describe('private_key_jwt client authentication (RFC 7523, rfc7523bis) under att
     const second = await startTestServices({ db: services.db, env: { WRIT_ISSUER: services.issuer } });
     try {
       const replay = await postForm(`${second.authUrl}/oauth2/token`, {
-        grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion,
+        grant_type: 'client_credentials',
+        client_assertion_type: ASSERTION_TYPE,
+        client_assertion: assertion,
       });
       expect(replay.body.error).toBe('invalid_client');
     } finally {

@@ -24,8 +24,13 @@ describe('guessing connect links', () => {
   });
 
   it('limits and bounds the audit of refused links and states, fired in parallel', async () => {
-    const attempts = await Promise.all(Array.from({ length: 10 }, (_, index) =>
-      fetch(index % 2 === 0 ? `${services.issuer}/connect/guess-${index}` : `${services.issuer}/connect/callback?state=guess-${index}&code=x`, { redirect: 'manual' })));
+    const attempts = await Promise.all(
+      Array.from({ length: 10 }, (_, index) =>
+        fetch(index % 2 === 0 ? `${services.issuer}/connect/guess-${index}` : `${services.issuer}/connect/callback?state=guess-${index}&code=x`, {
+          redirect: 'manual',
+        }),
+      ),
+    );
     const statuses = attempts.map((response) => response.status);
     expect(statuses.filter((status) => status === 400)).toHaveLength(6);
     expect(statuses.filter((status) => status === 429)).toHaveLength(4);

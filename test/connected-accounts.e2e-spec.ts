@@ -46,20 +46,35 @@ describe('connected accounts', () => {
     const challenge = createHash('sha256').update(verifier).digest('base64url');
     const start = new URL(`${provider.issuer}/auth`);
     for (const [name, value] of Object.entries({
-      client_id: clientId, response_type: 'code', scope: 'openid', redirect_uri: redirectUri,
-      state: 'st', code_challenge: challenge, code_challenge_method: 'S256',
-    })) start.searchParams.set(name, value);
+      client_id: clientId,
+      response_type: 'code',
+      scope: 'openid',
+      redirect_uri: redirectUri,
+      state: 'st',
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+    }))
+      start.searchParams.set(name, value);
     const final = await loginAndConsent(start.href, account, redirectUri, new CookieJar());
     const code = new URL(final).searchParams.get('code')!;
-    const response = await postForm(`${provider.issuer}/token`, { grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: verifier }, {
-      authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`,
-    });
+    const response = await postForm(
+      `${provider.issuer}/token`,
+      { grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: verifier },
+      {
+        authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`,
+      },
+    );
     expect(response.status).toBe(200);
     return response.body.id_token;
   }
 
   async function connectLink(userToken: string): Promise<string> {
-    const response = await sendJson('POST', `${first.issuer}/v1/connections/links`, { connector_id: 'codehost', user_token: userToken }, await tasksToken(first, orchestrator));
+    const response = await sendJson(
+      'POST',
+      `${first.issuer}/v1/connections/links`,
+      { connector_id: 'codehost', user_token: userToken },
+      await tasksToken(first, orchestrator),
+    );
     expect(response.status).toBe(201);
     expect(response.body.expires_at).toBeDefined();
     return response.body.url;
@@ -75,9 +90,18 @@ describe('connected accounts', () => {
   }
 
   async function taskFor(overrides: Record<string, unknown>): Promise<{ status: number; body: any }> {
-    return sendJson('POST', `${first.issuer}/v1/tasks`, {
-      agent_id: agent.id, purpose: 'read the user profile', allowed: ALLOWED, ttl_seconds: 600, ...overrides,
-    }, await tasksToken(first, orchestrator));
+    return sendJson(
+      'POST',
+      `${first.issuer}/v1/tasks`,
+      {
+        agent_id: agent.id,
+        purpose: 'read the user profile',
+        allowed: ALLOWED,
+        ttl_seconds: 600,
+        ...overrides,
+      },
+      await tasksToken(first, orchestrator),
+    );
   }
 
   async function credentialFor(taskToken: string): Promise<string> {
@@ -132,7 +156,12 @@ describe('connected accounts', () => {
       client_secret: provider.upstreamSecret,
       scopes: ['repo:read'],
     });
-    const registered = await sendJson('POST', `${first.adminUrl}/v1/identity-providers`, { issuer: provider.issuer, jwks_uri: `${provider.issuer}/jwks`, audience: 'orchestrator-app' }, first.adminToken);
+    const registered = await sendJson(
+      'POST',
+      `${first.adminUrl}/v1/identity-providers`,
+      { issuer: provider.issuer, jwks_uri: `${provider.issuer}/jwks`, audience: 'orchestrator-app' },
+      first.adminToken,
+    );
     expect(registered.status).toBe(201);
     for (const user of ['alice', 'bob', 'carol']) idTokens[user] = await idTokenOf(user);
     await connect('alice');
@@ -149,7 +178,9 @@ describe('connected accounts', () => {
     expect(alice.status).toBe('active');
     const tokens = sealedTokens(alice, 'alice');
     expect(tokens.refresh_token).toBeDefined();
-    const { rows } = await pool.query<{ type: string; data: Record<string, unknown> }>(`SELECT type, data FROM audit_events WHERE type LIKE 'connection.%' ORDER BY seq`);
+    const { rows } = await pool.query<{ type: string; data: Record<string, unknown> }>(
+      `SELECT type, data FROM audit_events WHERE type LIKE 'connection.%' ORDER BY seq`,
+    );
     expect(rows.map((row) => row.type)).toEqual(expect.arrayContaining(['connection.link_issued', 'connection.link_opened', 'connection.connected']));
     const text = JSON.stringify(rows);
     expect(text).not.toContain(tokens.access_token);
@@ -175,17 +206,20 @@ describe('connected accounts', () => {
     expect(JSON.stringify([...echoed.headers])).not.toContain(userToken);
   });
 
-  it('never gives a task for one user another user\'s token, even in parallel', async () => {
+  it("never gives a task for one user another user's token, even in parallel", async () => {
     const [aliceToken, bobToken] = [await credentialForUser('alice'), await credentialForUser('bob')];
-    const results = await Promise.all([0, 1, 2, 3, 4, 5].map((index) =>
-      callMe(index % 2 === 0 ? aliceToken : bobToken, index % 3 === 0 ? secondGateway() : first.gatewayUrl).then((response) => ({ index, response }))));
+    const results = await Promise.all(
+      [0, 1, 2, 3, 4, 5].map((index) =>
+        callMe(index % 2 === 0 ? aliceToken : bobToken, index % 3 === 0 ? secondGateway() : first.gatewayUrl).then((response) => ({ index, response })),
+      ),
+    );
     for (const { index, response } of results) {
       expect(response.status).toBe(200);
       expect(response.body.account).toBe(index % 2 === 0 ? 'alice' : 'bob');
     }
   });
 
-  it('does not open one user\'s sealed tokens copied in SQL into another user\'s row', async () => {
+  it("does not open one user's sealed tokens copied in SQL into another user's row", async () => {
     const [alice, bob] = [await account('alice'), await account('bob')];
     await pool.query(`UPDATE connected_accounts SET tokens_sealed = $1 WHERE id = $2`, [alice.tokens_sealed, bob.id]);
     try {
@@ -220,11 +254,13 @@ describe('connected accounts', () => {
     await expire('alice');
     expect((await callMe(await credentialForUser('alice'))).status).toBe(200);
     expect((await provider.stats()).refreshes).toBe(refreshes + 2);
-    const { rows } = await pool.query<{ data: Record<string, unknown> }>(`SELECT data FROM audit_events WHERE type = 'connection.refreshed' ORDER BY seq DESC LIMIT 1`);
+    const { rows } = await pool.query<{ data: Record<string, unknown> }>(
+      `SELECT data FROM audit_events WHERE type = 'connection.refreshed' ORDER BY seq DESC LIMIT 1`,
+    );
     expect(rows[0].data).toMatchObject({ rotated: true });
   });
 
-  it('refreshes once and resends when the upstream refuses a user\'s access token before its expiry', async () => {
+  it("refreshes once and resends when the upstream refuses a user's access token before its expiry", async () => {
     const { access_token } = sealedTokens(await account('alice'), 'alice');
     expect((await fetch(`${provider.issuer}/test/drop-access-token?token=${encodeURIComponent(access_token)}`)).status).toBe(204);
     const { refreshes } = await provider.stats();
@@ -239,9 +275,13 @@ describe('connected accounts', () => {
     const bob = await account('bob');
     const { refresh_token } = sealedTokens(bob, 'bob');
     // The user revokes Writ's access at the provider.
-    const revoked = await postForm(`${provider.issuer}/token/revocation`, { token: refresh_token!, token_type_hint: 'refresh_token' }, {
-      authorization: `Basic ${Buffer.from(`writ-upstream:${provider.upstreamSecret}`).toString('base64')}`,
-    });
+    const revoked = await postForm(
+      `${provider.issuer}/token/revocation`,
+      { token: refresh_token!, token_type_hint: 'refresh_token' },
+      {
+        authorization: `Basic ${Buffer.from(`writ-upstream:${provider.upstreamSecret}`).toString('base64')}`,
+      },
+    );
     expect(revoked.status).toBe(200);
     await expire('bob');
     const token = await credentialForUser('bob');
@@ -275,14 +315,28 @@ describe('connected accounts', () => {
 
   it('refuses forged, tampered, foreign and merely asserted user tokens at task creation', async () => {
     const { privateKey } = await generateKeyPair('RS256');
-    const forged = await new SignJWT({ sub: 'alice' }).setProtectedHeader({ alg: 'RS256', kid: decodeProtectedKid(idTokens.alice) })
-      .setIssuer(provider.issuer).setAudience('orchestrator-app').setIssuedAt().setExpirationTime('5m').sign(privateKey);
+    const forged = await new SignJWT({ sub: 'alice' })
+      .setProtectedHeader({ alg: 'RS256', kid: decodeProtectedKid(idTokens.alice) })
+      .setIssuer(provider.issuer)
+      .setAudience('orchestrator-app')
+      .setIssuedAt()
+      .setExpirationTime('5m')
+      .sign(privateKey);
     const [header, payload, signature] = idTokens.alice.split('.');
     const claims = JSON.parse(Buffer.from(payload, 'base64url').toString());
     const tampered = [header, Buffer.from(JSON.stringify({ ...claims, sub: 'bob' })).toString('base64url'), signature].join('.');
-    const foreign = await new SignJWT({ sub: 'alice' }).setProtectedHeader({ alg: 'RS256' })
-      .setIssuer('https://idp.attacker.example').setAudience('orchestrator-app').setIssuedAt().setExpirationTime('5m').sign(privateKey);
-    const unsigned = [Buffer.from('{"alg":"none"}').toString('base64url'), Buffer.from(JSON.stringify({ ...claims, sub: 'bob' })).toString('base64url'), ''].join('.');
+    const foreign = await new SignJWT({ sub: 'alice' })
+      .setProtectedHeader({ alg: 'RS256' })
+      .setIssuer('https://idp.attacker.example')
+      .setAudience('orchestrator-app')
+      .setIssuedAt()
+      .setExpirationTime('5m')
+      .sign(privateKey);
+    const unsigned = [
+      Buffer.from('{"alg":"none"}').toString('base64url'),
+      Buffer.from(JSON.stringify({ ...claims, sub: 'bob' })).toString('base64url'),
+      '',
+    ].join('.');
     const otherAudience = await idTokenFor('carol', 'writ-upstream', provider.upstreamSecret, `${first.issuer}/connect/callback`);
     expect(decodeJwt(otherAudience).aud).toBe('writ-upstream');
     for (const token of [forged, tampered, foreign, unsigned, otherAudience, 'not-a-jwt']) {
@@ -290,27 +344,58 @@ describe('connected accounts', () => {
       expect(response.status).toBe(400);
       expect(response.body.fields ?? response.body).toEqual(expect.arrayContaining([expect.objectContaining({ field: 'user_token' })]));
     }
-    const asserted = await sendJson('POST', `${first.issuer}/v1/tasks`, {
-      agent_id: agent.id, purpose: 'p', allowed: ALLOWED, ttl_seconds: 60, user: { iss: provider.issuer, sub: 'alice' },
-    }, await tasksToken(first, untrusted));
+    const asserted = await sendJson(
+      'POST',
+      `${first.issuer}/v1/tasks`,
+      {
+        agent_id: agent.id,
+        purpose: 'p',
+        allowed: ALLOWED,
+        ttl_seconds: 60,
+        user: { iss: provider.issuer, sub: 'alice' },
+      },
+      await tasksToken(first, untrusted),
+    );
     expect(asserted.status).toBe(400);
     expect(JSON.stringify(asserted.body)).toMatch(/not trusted to assert users/);
     const { rows } = await pool.query(`SELECT count(*)::int AS n FROM tasks WHERE user_subject IS NOT NULL AND orchestrator_id = 'orch-2'`);
     expect(rows[0].n).toBe(0);
 
     // Trusted explicitly for an issuer, the orchestrator may assert its users (and only its).
-    await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ('https://sso.corp.example', 'https://sso.corp.example/jwks', 'writ', '{orch-2}')`);
-    const trusted = await sendJson('POST', `${first.issuer}/v1/tasks`, {
-      agent_id: agent.id, purpose: 'p', allowed: ALLOWED, ttl_seconds: 60, user: { iss: 'https://sso.corp.example', sub: 'dave' },
-    }, await tasksToken(first, untrusted));
+    await pool.query(
+      `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ('https://sso.corp.example', 'https://sso.corp.example/jwks', 'writ', '{orch-2}')`,
+    );
+    const trusted = await sendJson(
+      'POST',
+      `${first.issuer}/v1/tasks`,
+      {
+        agent_id: agent.id,
+        purpose: 'p',
+        allowed: ALLOWED,
+        ttl_seconds: 60,
+        user: { iss: 'https://sso.corp.example', sub: 'dave' },
+      },
+      await tasksToken(first, untrusted),
+    );
     expect(trusted.status).toBe(201);
     const stored = await pool.query(`SELECT user_issuer, user_subject FROM tasks WHERE id = $1`, [trusted.body.task_id]);
     expect(stored.rows[0]).toEqual({ user_issuer: 'https://sso.corp.example', user_subject: 'dave' });
-    const shown = await http(`${first.issuer}/v1/tasks/${trusted.body.task_id}`, { headers: { authorization: `Bearer ${await tasksToken(first, untrusted)}` } });
+    const shown = await http(`${first.issuer}/v1/tasks/${trusted.body.task_id}`, {
+      headers: { authorization: `Bearer ${await tasksToken(first, untrusted)}` },
+    });
     expect(shown.body.user).toEqual({ iss: 'https://sso.corp.example', sub: 'dave' });
-    const other = await sendJson('POST', `${first.issuer}/v1/tasks`, {
-      agent_id: agent.id, purpose: 'p', allowed: ALLOWED, ttl_seconds: 60, user: { iss: 'https://sso.corp.example', sub: 'dave' },
-    }, await tasksToken(first, orchestrator));
+    const other = await sendJson(
+      'POST',
+      `${first.issuer}/v1/tasks`,
+      {
+        agent_id: agent.id,
+        purpose: 'p',
+        allowed: ALLOWED,
+        ttl_seconds: 60,
+        user: { iss: 'https://sso.corp.example', sub: 'dave' },
+      },
+      await tasksToken(first, orchestrator),
+    );
     expect(other.status).toBe(400);
   });
 
@@ -339,20 +424,43 @@ describe('connected accounts', () => {
   });
 
   it('admin API: identity providers pass the destination checks; connections listed without tokens, links for named users', async () => {
-    const metadata = await sendJson('POST', `${first.adminUrl}/v1/identity-providers`, { issuer: 'https://evil.example', jwks_uri: 'http://169.254.169.254/jwks', audience: 'x' }, first.adminToken);
+    const metadata = await sendJson(
+      'POST',
+      `${first.adminUrl}/v1/identity-providers`,
+      { issuer: 'https://evil.example', jwks_uri: 'http://169.254.169.254/jwks', audience: 'x' },
+      first.adminToken,
+    );
     expect(metadata.status).toBe(400);
     expect(JSON.stringify(metadata.body)).toMatch(/jwks_uri/);
     const list = await http(`${first.adminUrl}/v1/connections?connector_id=codehost`, { headers: { authorization: `Bearer ${first.adminToken}` } });
     expect(list.status).toBe(200);
     expect(list.body.items.map((item: { user: { sub: string } }) => item.user.sub).sort()).toEqual(['alice', 'bob']);
-    const secrets = [sealedTokens(await account('alice'), 'alice'), sealedTokens(await account('bob'), 'bob')].flatMap((t) => [t.access_token, t.refresh_token]);
+    const secrets = [sealedTokens(await account('alice'), 'alice'), sealedTokens(await account('bob'), 'bob')].flatMap((t) => [
+      t.access_token,
+      t.refresh_token,
+    ]);
     for (const secret of secrets) expect(list.text).not.toContain(secret);
-    const unknownIssuer = await sendJson('POST', `${first.adminUrl}/v1/connections/links`, { connector_id: 'codehost', user: { iss: 'https://nobody.example', sub: 'x' } }, first.adminToken);
+    const unknownIssuer = await sendJson(
+      'POST',
+      `${first.adminUrl}/v1/connections/links`,
+      { connector_id: 'codehost', user: { iss: 'https://nobody.example', sub: 'x' } },
+      first.adminToken,
+    );
     expect(unknownIssuer.status).toBe(400);
-    const link = await sendJson('POST', `${first.adminUrl}/v1/connections/links`, { connector_id: 'codehost', user: { iss: provider.issuer, sub: 'erin' } }, first.adminToken);
+    const link = await sendJson(
+      'POST',
+      `${first.adminUrl}/v1/connections/links`,
+      { connector_id: 'codehost', user: { iss: provider.issuer, sub: 'erin' } },
+      first.adminToken,
+    );
     expect(link.status).toBe(201);
     expect(link.body.url).toMatch(new RegExp(`^${first.issuer}/connect/`));
-    const notConnected = await sendJson('POST', `${first.adminUrl}/v1/connections/links`, { connector_id: 'missing', user: { iss: provider.issuer, sub: 'erin' } }, first.adminToken);
+    const notConnected = await sendJson(
+      'POST',
+      `${first.adminUrl}/v1/connections/links`,
+      { connector_id: 'missing', user: { iss: provider.issuer, sub: 'erin' } },
+      first.adminToken,
+    );
     expect(notConnected.status).toBe(404);
   });
 
@@ -370,11 +478,21 @@ describe('connected accounts', () => {
   it('authenticates to the provider with private_key_jwt when the connector has a key instead of a secret', async () => {
     await seedConnector(pool, 'codehost-keys', OPERATIONS, provider.issuer);
     await setConnectorCredential(pool, first.runtime.masterKey, 'codehost-keys', {
-      type: 'oauth2_authorization_code', authorization_url: `${provider.issuer}/auth`, token_url: `${provider.issuer}/token`,
-      revocation_url: `${provider.issuer}/token/revocation`, issuer: provider.issuer, client_id: 'writ-upstream-keys',
-      private_key_jwt: { jwk: privateJwk }, scopes: ['repo:read'],
+      type: 'oauth2_authorization_code',
+      authorization_url: `${provider.issuer}/auth`,
+      token_url: `${provider.issuer}/token`,
+      revocation_url: `${provider.issuer}/token/revocation`,
+      issuer: provider.issuer,
+      client_id: 'writ-upstream-keys',
+      private_key_jwt: { jwk: privateJwk },
+      scopes: ['repo:read'],
     });
-    const link = await sendJson('POST', `${first.issuer}/v1/connections/links`, { connector_id: 'codehost-keys', user_token: idTokens.carol }, await tasksToken(first, orchestrator));
+    const link = await sendJson(
+      'POST',
+      `${first.issuer}/v1/connections/links`,
+      { connector_id: 'codehost-keys', user_token: idTokens.carol },
+      await tasksToken(first, orchestrator),
+    );
     const jar = new CookieJar();
     const callback = await loginAndConsent(link.body.url, 'carol', `${first.issuer}/connect/callback`, jar);
     expect((await fetch(callback, { headers: { cookie: jar.header() } })).status).toBe(200);
@@ -401,9 +519,13 @@ describe('connected accounts', () => {
     expect(response.body).toMatchObject({ id: alice.id, upstream_revocation: 'revoked' });
     expect((await provider.stats()).revocations).toBe(revocations + 1);
     // The grant is gone at the provider: its refresh token no longer works.
-    const refresh = await postForm(`${provider.issuer}/token`, { grant_type: 'refresh_token', refresh_token: refresh_token! }, {
-      authorization: `Basic ${Buffer.from(`writ-upstream:${provider.upstreamSecret}`).toString('base64')}`,
-    });
+    const refresh = await postForm(
+      `${provider.issuer}/token`,
+      { grant_type: 'refresh_token', refresh_token: refresh_token! },
+      {
+        authorization: `Basic ${Buffer.from(`writ-upstream:${provider.upstreamSecret}`).toString('base64')}`,
+      },
+    );
     expect(refresh.body.error).toBe('invalid_grant');
     const call = await callMe(await credentialForUser('alice'));
     expect(call.status).toBe(403);

@@ -21,7 +21,10 @@ const PAYMENTS_CATALOGUE = [
 ];
 const CODE_CATALOGUE = [
   {
-    name: 'issues.list', method: 'GET', path: '/repos/{owner}/{repo}/issues', risk: 'read',
+    name: 'issues.list',
+    method: 'GET',
+    path: '/repos/{owner}/{repo}/issues',
+    risk: 'read',
     constraints: { repo: { in: 'path', field: 'repo', op: 'eq' }, per_page: { in: 'query', field: 'per_page', op: 'lte' } },
   },
 ];
@@ -37,18 +40,36 @@ const ALLOWED = [
 ];
 const PAYOUT = { destination: 'acct_1', amount: 42000, currency: 'usd' };
 const payoutDetail = (amountMax = 42000) => ({
-  type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' },
+  type: 'connector',
+  connector: 'payments',
+  actions: ['payouts.create'],
+  constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' },
 });
 
 /** A raw HTTP/1.1 request whose target is sent exactly as given (fetch would normalise it). */
-function rawRequest(base: string, method: string, target: string, headers: Record<string, string> = {}, body?: string): Promise<{ status: number; text: string; headers: Record<string, unknown> }> {
+function rawRequest(
+  base: string,
+  method: string,
+  target: string,
+  headers: Record<string, string> = {},
+  body?: string,
+): Promise<{ status: number; text: string; headers: Record<string, unknown> }> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: url.hostname, port: url.port, method, path: target, headers: { ...headers, ...(body ? { 'content-length': String(Buffer.byteLength(body)) } : {}) } }, (res) => {
-      let text = '';
-      res.on('data', (chunk) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text, headers: res.headers }));
-    });
+    const req = httpRequest(
+      {
+        host: url.hostname,
+        port: url.port,
+        method,
+        path: target,
+        headers: { ...headers, ...(body ? { 'content-length': String(Buffer.byteLength(body)) } : {}) },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (chunk) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text, headers: res.headers }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -86,7 +107,11 @@ describe('connector gateway', () => {
     await setConnectorCredential(pool, masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
     await setConnectorCredential(pool, masterKey, 'code', { type: 'header', name: 'PRIVATE-TOKEN', value: CODE_SECRET });
     await setConnectorCredential(pool, masterKey, 'chat', {
-      type: 'oauth2_client_credentials', token_url: `${chat.url}/oauth/token`, client_id: 'writ-gateway', client_secret: CHAT_SECRET, scope: 'chat:write',
+      type: 'oauth2_client_credentials',
+      token_url: `${chat.url}/oauth/token`,
+      client_id: 'writ-gateway',
+      client_secret: CHAT_SECRET,
+      scope: 'chat:write',
     });
     await setConnectorCredential(pool, masterKey, 'elsewhere', { type: 'bearer', token: 'sk_elsewhere_unused' });
   });
@@ -124,7 +149,9 @@ describe('connector gateway', () => {
       const before = seen(payments);
       const body = JSON.stringify({ ...PAYOUT, reference: 'INV-42' });
       const response = await gateway('POST', '/connectors/payments/v1/payouts?idempotency=inv-42', token, body, {
-        cookie: 'agent_session=1', 'x-forwarded-for': '10.9.9.9', 'x-trace': 'keep-me',
+        cookie: 'agent_session=1',
+        'x-forwarded-for': '10.9.9.9',
+        'x-trace': 'keep-me',
       });
       expect(response.status).toBe(201);
       expect(response.body).toMatchObject({ status: 'paid', destination: 'acct_1', amount: 42000 });
@@ -269,7 +296,11 @@ describe('connector gateway', () => {
       const action = await gateway('GET', '/connectors/payments/v1/balance', token);
       expect(action.status).toBe(403);
       expect(action.headers.get('www-authenticate')).toMatch(/error="insufficient_scope"/);
-      expect(action.body).toEqual({ error: 'insufficient_scope', error_description: 'operation balance.get is not granted by this credential', rule: 'action' });
+      expect(action.body).toEqual({
+        error: 'insufficient_scope',
+        error_description: 'operation balance.get is not granted by this credential',
+        rule: 'action',
+      });
       const unknown = await gateway('DELETE', '/connectors/payments/v1/payouts', token);
       expect(unknown.body).toMatchObject({ error: 'insufficient_scope', rule: 'operation' });
     });
@@ -288,7 +319,12 @@ describe('connector gateway', () => {
 
     it('refuses duplicate JSON keys, a body it cannot parse, and invalid UTF-8', async () => {
       const { token } = await credential(payoutDetail());
-      const duplicate = await gateway('POST', '/connectors/payments/v1/payouts', token, '{"destination":"acct_1","amount":1,"currency":"usd","amount":9999999}');
+      const duplicate = await gateway(
+        'POST',
+        '/connectors/payments/v1/payouts',
+        token,
+        '{"destination":"acct_1","amount":1,"currency":"usd","amount":9999999}',
+      );
       expect(duplicate.status).toBe(400);
       expect(duplicate.body).toEqual({ error: 'invalid_request', error_description: 'the body repeats the key "amount"' });
       const form = await gateway('POST', '/connectors/payments/v1/payouts', token, 'destination=acct_1&amount=1&currency=usd', {
@@ -326,7 +362,9 @@ describe('connector gateway', () => {
       const url = new URL(services.gatewayUrl);
       const text = await new Promise<string>((resolve, reject) => {
         const socket = connect(Number(url.port), url.hostname, () => {
-          socket.write(`GET http://evil.example/connectors/payments/v1/balance HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`);
+          socket.write(
+            `GET http://evil.example/connectors/payments/v1/balance HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+          );
         });
         let data = '';
         socket.on('data', (chunk: Buffer) => (data += chunk.toString()));
@@ -385,15 +423,22 @@ describe('connector gateway', () => {
       await gateway('POST', '/connectors/payments/v1/payouts', token, PAYOUT);
       await services.runtime.audit.drain();
       const { rows } = await services.runtime.pool.query(
-        `SELECT type, outcome, data FROM audit_events WHERE task_id = $1 AND type LIKE 'gateway.%' ORDER BY seq`, [taskId],
+        `SELECT type, outcome, data FROM audit_events WHERE task_id = $1 AND type LIKE 'gateway.%' ORDER BY seq`,
+        [taskId],
       );
       expect(rows.map((row) => [row.type, row.outcome])).toEqual([
-        ['gateway.call', 'success'], ['gateway.upstream', 'success'], ['gateway.call', 'denied'],
+        ['gateway.call', 'success'],
+        ['gateway.upstream', 'success'],
+        ['gateway.call', 'denied'],
       ]);
       expect(rows[0].data).toMatchObject({ operation: 'payouts.create', method: 'POST', path: '/v1/payouts', uses: 1, max_uses: 1 });
       const destination = rows[0].data.constraints.find((entry: { name: string }) => entry.name === 'destination');
       expect(destination.actual).toBe(`hmac-sha256:${services.runtime.masterKey.auditHmac('acct_1')}`);
-      expect(rows[0].data.constraints.find((entry: { name: string }) => entry.name === 'amount_max')).toMatchObject({ actual: 42000, granted: 42000, ok: true });
+      expect(rows[0].data.constraints.find((entry: { name: string }) => entry.name === 'amount_max')).toMatchObject({
+        actual: 42000,
+        granted: 42000,
+        ok: true,
+      });
       expect(rows[1].data).toMatchObject({ status: 201 });
       expect(typeof rows[1].data.upstream_latency_ms).toBe('number');
       expect(rows[2].data).toMatchObject({ status: 401, error: 'invalid_token', reason: 'budget_spent' });

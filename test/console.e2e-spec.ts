@@ -48,7 +48,8 @@ describeWithBrowser('admin console in Chromium', () => {
     page = await context.newPage();
     // Every CSP violation the page sees is kept (an init script runs outside the page's CSP).
     await page.addInitScript({
-      content: "document.addEventListener('securitypolicyviolation', (e) => { (window.__csp = window.__csp || []).push(e.violatedDirective + ' ' + e.blockedURI); });",
+      content:
+        "document.addEventListener('securitypolicyviolation', (e) => { (window.__csp = window.__csp || []).push(e.violatedDirective + ' ' + e.blockedURI); });",
     });
     page.on('console', (message) => {
       if (/Content Security Policy|Refused to/i.test(message.text())) cspViolations.push(message.text());
@@ -140,7 +141,7 @@ describeWithBrowser('admin console in Chromium', () => {
     await row.waitFor({ state: 'detached' });
   });
 
-  it('approves a pending request in the inbox, and the agent\'s exchange then succeeds', async () => {
+  it("approves a pending request in the inbox, and the agent's exchange then succeeds", async () => {
     const pending = await exchange(approvedTask.task_token, payout(42000));
     expect(pending.body.error).toBe('authorization_pending');
     const approvalId: string = pending.body.approval_id;
@@ -196,7 +197,7 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(task.body).toMatchObject({ status: 'revoked', status_reason: 'prompt injection suspected' });
   });
 
-  it('finds the task\'s timeline, verifies the chain and downloads the evidence pack', async () => {
+  it("finds the task's timeline, verifies the chain and downloads the evidence pack", async () => {
     await page.click('nav a[href="#/audit"]');
     await page.fill('input[name=task_id]', approvedTask.task_id);
     await page.click('form.filters button[type=submit]');
@@ -211,7 +212,7 @@ describeWithBrowser('admin console in Chromium', () => {
     await shot('audit');
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=download-evidence]')]);
     expect(download.suggestedFilename()).toBe(`writ-evidence-${approvedTask.task_id}.json`);
-    const pack = JSON.parse(await readFile((await download.path()), 'utf8'));
+    const pack = JSON.parse(await readFile(await download.path(), 'utf8'));
     expect(pack.task.task_id).toBe(approvedTask.task_id);
     expect(pack.chain.verified).toBe(true);
     expect(pack.events.map((event: { type: string }) => event.type)).toEqual(expect.arrayContaining(['token.issued', 'gateway.call', 'task.revoked']));
@@ -225,7 +226,9 @@ describeWithBrowser('admin console in Chromium', () => {
     await editor.locator('input[name=id]').fill('chat');
     await editor.locator('input[name=name]').fill('Team chat');
     await editor.locator('input[name=base_url]').fill('ftp://chat.example');
-    await editor.locator('textarea[name=operations]').fill(JSON.stringify([{ name: 'messages.post', method: 'POST', path: '/api/messages', risk: 'write', constraints: {} }]));
+    await editor
+      .locator('textarea[name=operations]')
+      .fill(JSON.stringify([{ name: 'messages.post', method: 'POST', path: '/api/messages', risk: 'write', constraints: {} }]));
     await editor.locator('textarea[name=credential]').fill(JSON.stringify({ type: 'bearer', token: CHAT_SECRET }));
     await editor.locator('button[type=submit]').click();
     const baseUrlError = editor.locator('[data-field=base_url] .field-error');
@@ -302,7 +305,14 @@ describeWithBrowser('admin console in Chromium', () => {
     await shot('viewer-approvals');
     // The same origin, the viewer's token: the API refuses what the console hides.
     const status = await page.evaluate(
-      async ([taskId, token]) => (await fetch(`/v1/tasks/${taskId}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' })).status,
+      async ([taskId, token]) =>
+        (
+          await fetch(`/v1/tasks/${taskId}/revoke`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: '{}',
+          })
+        ).status,
       [task.task_id, viewerToken],
     );
     expect(status).toBe(403);
@@ -337,6 +347,4 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(cspViolations).toEqual([]);
     expect(await page.evaluate<string[]>('window.__csp || []')).toEqual([]);
   });
-
-
 });

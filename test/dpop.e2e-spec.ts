@@ -57,7 +57,11 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
   const tokenUrl = () => `${services.issuer}/oauth2/token`;
   const payoutsUrl = () => `${services.gatewayUrl}/connectors/payments/v1/payouts`;
   const exchange = async (taskToken: string, dpop?: string) =>
-    postForm(tokenUrl(), { ...exchangeFields(taskToken, PAYOUT_REQUEST), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) }, dpop ? { dpop } : {});
+    postForm(
+      tokenUrl(),
+      { ...exchangeFields(taskToken, PAYOUT_REQUEST), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) },
+      dpop ? { dpop } : {},
+    );
   const pay = (headers: Record<string, string>) =>
     http(payoutsUrl(), { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(PAYOUT) });
 
@@ -91,7 +95,10 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
     const stolen = await pay({ authorization: `DPoP ${token}`, dpop: await proof(thief, 'POST', payoutsUrl(), token) });
     expect(stolen.status).toBe(401);
     expect(stolen.body.error).toBe('invalid_dpop_proof');
-    const otherUrl = await pay({ authorization: `DPoP ${token}`, dpop: await proof(key, 'POST', `${services.gatewayUrl}/connectors/payments/v1/refunds`, token) });
+    const otherUrl = await pay({
+      authorization: `DPoP ${token}`,
+      dpop: await proof(key, 'POST', `${services.gatewayUrl}/connectors/payments/v1/refunds`, token),
+    });
     expect(otherUrl.status).toBe(401);
     const noAth = await pay({ authorization: `DPoP ${token}`, dpop: await proof(key, 'POST', payoutsUrl()) });
     expect(noAth.status).toBe(401);
@@ -99,7 +106,8 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
 
     // Introspection shows the binding (before the one use is spent).
     const introspected = await postForm(`${services.issuer}/oauth2/introspect`, {
-      token, ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)),
+      token,
+      ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)),
     });
     expect(introspected.body).toMatchObject({ token_type: 'DPoP', cnf: { jkt: key.jkt } });
 
@@ -107,7 +115,6 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
     const paid = await pay({ authorization: `DPoP ${token}`, dpop: gatewayProof });
     expect(paid.status).toBe(201);
     expect(upstream.received[upstream.received.length - 1].headers.dpop).toBeUndefined();
-
   });
 
   it('refuses a gateway proof replayed with a fresh credential', async () => {
@@ -126,9 +133,15 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
     const wrongScheme = await pay({ authorization: `DPoP ${bearer}`, dpop: await proof(key, 'POST', payoutsUrl(), bearer) });
     expect(wrongScheme.status).toBe(401);
     expect(wrongScheme.body.error).toBe('invalid_token');
-    const tasks = await postForm(tokenUrl(), {
-      grant_type: 'client_credentials', scope: 'tasks', ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, services.issuer)),
-    }, { dpop: await proof(key, 'POST', tokenUrl()) });
+    const tasks = await postForm(
+      tokenUrl(),
+      {
+        grant_type: 'client_credentials',
+        scope: 'tasks',
+        ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, services.issuer)),
+      },
+      { dpop: await proof(key, 'POST', tokenUrl()) },
+    );
     expect(tasks.status).toBe(400);
     expect(tasks.body.error).toBe('invalid_request');
   });

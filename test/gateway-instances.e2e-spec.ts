@@ -66,7 +66,11 @@ describe('connector gateway across instances', () => {
 
   it('refuses on the other instance a credential whose task was just completed', async () => {
     const task = await createTask(first, world.orchestrator);
-    const read = await tokenRequest(first.issuer, world.agent, exchangeFields(task.task_token, [{ type: 'connector', connector: 'payments', actions: ['payouts.get'] }]));
+    const read = await tokenRequest(
+      first.issuer,
+      world.agent,
+      exchangeFields(task.task_token, [{ type: 'connector', connector: 'payments', actions: ['payouts.get'] }]),
+    );
     const token = read.body.access_token as string;
     const secondUrl = `http://127.0.0.1:${secondGateway()}`;
     const paid = await pay(first.gatewayUrl, await payoutCredential(task.task_token));

@@ -4,7 +4,9 @@ import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, Worl
 import { postForm, sendJson, TestClient } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
 
-const EVIL = [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_evil', amount_max: 1, currency: 'usd' } }];
+const EVIL = [
+  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_evil', amount_max: 1, currency: 'usd' } },
+];
 const payout = (amountMax: number) => [
   { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
 ];
@@ -96,7 +98,9 @@ describe('grant path under concurrency, across two authorization-server instance
     expect((await taskRow(task.task_id)).status).toBe('completed');
     expect(await liveCredentials(task.task_id)).toBe(0);
     // Completing again, from either instance, changes nothing.
-    const again = await Promise.all([first.authUrl, second.authUrl].map((base) => sendJson('POST', `${base}/v1/tasks/${task.task_id}/fail`, undefined, bearer)));
+    const again = await Promise.all(
+      [first.authUrl, second.authUrl].map((base) => sendJson('POST', `${base}/v1/tasks/${task.task_id}/fail`, undefined, bearer)),
+    );
     for (const response of again) expect(response.body.status).toBe('completed');
   });
 
@@ -112,7 +116,8 @@ describe('grant path under concurrency, across two authorization-server instance
     await first.runtime.audit.drain();
     await second.runtime.audit.drain();
     const { rows } = await first.runtime.pool.query(
-      `SELECT type FROM audit_events WHERE task_id = $1 AND type IN ('task.completed', 'task.failed', 'task.revoked')`, [task.task_id],
+      `SELECT type FROM audit_events WHERE task_id = $1 AND type IN ('task.completed', 'task.failed', 'task.revoked')`,
+      [task.task_id],
     );
     expect(rows).toHaveLength(1);
     expect(`task.${(await taskRow(task.task_id)).status}`).toBe(rows[0].type);

@@ -45,29 +45,25 @@ describe('input hardening', () => {
   const admin = (method: string, path: string, body?: string) => raw(method, `${services.adminUrl}${path}`, body ?? '', services.adminToken);
   const fieldsOf = (response: TestResponse) => [...new Set((response.body.fields as Array<{ field: string }>).map((entry) => entry.field))];
   const count = async (sql: string, values: unknown[] = []) => Number((await services.runtime.pool.query<{ n: string }>(sql, values)).rows[0].n);
-  const taskBody = (allowed: string, extra = '') =>
-    `{"agent_id":"agent-1","purpose":"pay INV-42","ttl_seconds":600,"allowed":${allowed}${extra}}`;
+  const taskBody = (allowed: string, extra = '') => `{"agent_id":"agent-1","purpose":"pay INV-42","ttl_seconds":600,"allowed":${allowed}${extra}}`;
 
   describe('nothing the caller sent is dropped silently', () => {
-    it.each(['__proto__', 'constructor', 'prototype'])(
-      'refuses a task whose constraints hide behind %s, naming the field, and stores nothing',
-      async (key) => {
-        const before = await count('SELECT count(*) AS n FROM tasks');
-        const response = await raw(
-          'POST',
-          `${services.issuer}/v1/tasks`,
-          taskBody(`[{"type":"connector","connector":"payments","actions":["payouts.create"],"constraints":{"${key}":{"amount_max":1}}}]`),
-          tasks,
-        );
-        expect(response.status).toBe(400);
-        expect(response.body).toEqual({
-          error: 'invalid_request',
-          message: 'the request body is invalid',
-          fields: [{ field: `allowed[0].constraints.${key}`, message: 'is a forbidden member name' }],
-        });
-        expect(await count('SELECT count(*) AS n FROM tasks')).toBe(before);
-      },
-    );
+    it.each(['__proto__', 'constructor', 'prototype'])('refuses a task whose constraints hide behind %s, naming the field, and stores nothing', async (key) => {
+      const before = await count('SELECT count(*) AS n FROM tasks');
+      const response = await raw(
+        'POST',
+        `${services.issuer}/v1/tasks`,
+        taskBody(`[{"type":"connector","connector":"payments","actions":["payouts.create"],"constraints":{"${key}":{"amount_max":1}}}]`),
+        tasks,
+      );
+      expect(response.status).toBe(400);
+      expect(response.body).toEqual({
+        error: 'invalid_request',
+        message: 'the request body is invalid',
+        fields: [{ field: `allowed[0].constraints.${key}`, message: 'is a forbidden member name' }],
+      });
+      expect(await count('SELECT count(*) AS n FROM tasks')).toBe(before);
+    });
 
     it('refuses forbidden keys anywhere in a task, and duplicate keys', async () => {
       const allowed = JSON.stringify(PAYOUT_ALLOWED);
@@ -86,7 +82,10 @@ describe('input hardening', () => {
     });
 
     it('refuses __proto__ in an admin connector definition, on create and on change', async () => {
-      const operations = JSON.stringify(PAYMENTS_OPERATIONS).replace('"constraints":{', '"constraints":{"__proto__":{"in":"body","field":"amount","op":"lte"},');
+      const operations = JSON.stringify(PAYMENTS_OPERATIONS).replace(
+        '"constraints":{',
+        '"constraints":{"__proto__":{"in":"body","field":"amount","op":"lte"},',
+      );
       const created = await admin('POST', '/v1/connectors', `{"id":"pay2","name":"Pay 2","base_url":"https://pay.example","operations":${operations}}`);
       expect(created.status).toBe(400);
       expect(fieldsOf(created)).toEqual([expect.stringMatching(/^operations\[\d+\]\.constraints\.__proto__$/)]);
@@ -107,7 +106,8 @@ describe('input hardening', () => {
         error: 'invalid_authorization_details',
         error_description: 'authorization_details[0].constraints.__proto__ is a forbidden member name',
       });
-      const twice = '[{"type":"connector","connector":"payments","actions":["payouts.create"],"constraints":{"destination":"acct_1","destination":"acct_2","amount_max":1,"currency":"usd"}}]';
+      const twice =
+        '[{"type":"connector","connector":"payments","actions":["payouts.create"],"constraints":{"destination":"acct_1","destination":"acct_2","amount_max":1,"currency":"usd"}}]';
       const duplicate = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, twice));
       expect(duplicate.body.error_description).toBe('authorization_details[0].constraints.destination appears more than once in one object');
     });
@@ -130,7 +130,12 @@ describe('input hardening', () => {
 
   describe('hostile encodings are a 400 naming the field, and refusals are still audited', () => {
     it('refuses a lone surrogate in a task purpose', async () => {
-      const response = await raw('POST', `${services.issuer}/v1/tasks`, `{"agent_id":"agent-1","purpose":"pay \\ud800","ttl_seconds":600,"allowed":${JSON.stringify(PAYOUT_ALLOWED)}}`, tasks);
+      const response = await raw(
+        'POST',
+        `${services.issuer}/v1/tasks`,
+        `{"agent_id":"agent-1","purpose":"pay \\ud800","ttl_seconds":600,"allowed":${JSON.stringify(PAYOUT_ALLOWED)}}`,
+        tasks,
+      );
       expect(response.status).toBe(400);
       expect(response.body.fields).toEqual([{ field: 'purpose', message: 'contains a lone UTF-16 surrogate (not valid Unicode)' }]);
     });
@@ -147,7 +152,8 @@ describe('input hardening', () => {
 
     it('refuses a lone surrogate in authorization_details and audits the refusal', async () => {
       const task = await createTask(services, world.orchestrator);
-      const details = '[{"type":"connector","connector":"payments","actions":["payouts.create"],"constraints":{"destination":"\\ud800","amount_max":1,"currency":"usd"}}]';
+      const details =
+        '[{"type":"connector","connector":"payments","actions":["payouts.create"],"constraints":{"destination":"\\ud800","amount_max":1,"currency":"usd"}}]';
       const response = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, details));
       expect(response.status).toBe(400);
       expect(response.body.error_description).toBe('authorization_details[0].constraints.destination contains a lone UTF-16 surrogate (not valid Unicode)');
@@ -186,7 +192,12 @@ describe('input hardening', () => {
       expect(asDetails.status).toBe(400);
       expect(asDetails.body.error_description).toMatch(/nests deeper than 32 levels/);
       const credential = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
-      const asGatewayBody = await raw('POST', `${services.gatewayUrl}/connectors/payments/v1/payouts`, `{"destination":"acct_1","amount":42000,"currency":"usd","x":${DEEP}}`, credential.body.access_token);
+      const asGatewayBody = await raw(
+        'POST',
+        `${services.gatewayUrl}/connectors/payments/v1/payouts`,
+        `{"destination":"acct_1","amount":42000,"currency":"usd","x":${DEEP}}`,
+        credential.body.access_token,
+      );
       expect(asGatewayBody.status).toBe(400);
     });
 
@@ -195,7 +206,12 @@ describe('input hardening', () => {
       ['18446744073709551616', 'ttl_seconds'],
       ['-1e400', 'ttl_seconds'],
     ])('refuses ttl_seconds %s', async (value, field) => {
-      const response = await raw('POST', `${services.issuer}/v1/tasks`, `{"agent_id":"agent-1","purpose":"p","allowed":${JSON.stringify(PAYOUT_ALLOWED)},"ttl_seconds":${value}}`, tasks);
+      const response = await raw(
+        'POST',
+        `${services.issuer}/v1/tasks`,
+        `{"agent_id":"agent-1","purpose":"p","allowed":${JSON.stringify(PAYOUT_ALLOWED)},"ttl_seconds":${value}}`,
+        tasks,
+      );
       expect(response.status).toBe(400);
       expect(fieldsOf(response)).toEqual([field]);
     });
@@ -241,16 +257,31 @@ describe('input hardening', () => {
   });
 
   describe('no route answers 500 to hostile values', () => {
-    const HOSTILE_SEGMENTS = ['%00', 'x%00y', '%ED%A0%80', '-'.repeat(36), 'a'.repeat(10 * 1024), '%2E%2E', '..%2F..', '%25', '00000000-0000-0000-0000-00000000000g', '%C0%AF', '%E2%80%AE'];
+    const HOSTILE_SEGMENTS = [
+      '%00',
+      'x%00y',
+      '%ED%A0%80',
+      '-'.repeat(36),
+      'a'.repeat(10 * 1024),
+      '%2E%2E',
+      '..%2F..',
+      '%25',
+      '00000000-0000-0000-0000-00000000000g',
+      '%C0%AF',
+      '%E2%80%AE',
+    ];
     const HOSTILE_QUERIES = ['%00', '%ED%A0%80', 'a'.repeat(10 * 1024), '1e400', '18446744073709551616', '-'.repeat(36), cursorOf({ t: 'x 1' }), '..'];
     const HOSTILE_BODIES = [DEEP, '{"a":"\\ud800"}', '{"a":1,"a":2}', '{"__proto__":{}}', '{"a":"\\u0000"}', '{"a":1e400}', '"x"', '[1,'];
 
     it('fires hostile path parameters, queries and bodies at every admin route', async () => {
-      const document = (await http(`${services.adminUrl}/docs-json`)).body as { paths: Record<string, Record<string, { parameters?: Array<{ name: string; in: string }> }>> };
+      const document = (await http(`${services.adminUrl}/docs-json`)).body as {
+        paths: Record<string, Record<string, { parameters?: Array<{ name: string; in: string }> }>>;
+      };
       const failures: string[] = [];
       const fire = async (method: string, path: string, body?: string) => {
         const response = await admin(method.toUpperCase(), path, body);
-        if (response.status >= 500) failures.push(`${method.toUpperCase()} ${path.slice(0, 120)} ${body?.slice(0, 40) ?? ''} -> ${response.status} ${response.text.slice(0, 200)}`);
+        if (response.status >= 500)
+          failures.push(`${method.toUpperCase()} ${path.slice(0, 120)} ${body?.slice(0, 40) ?? ''} -> ${response.status} ${response.text.slice(0, 200)}`);
       };
       let routes = 0;
       for (const [template, operations] of Object.entries(document.paths)) {
@@ -272,11 +303,19 @@ describe('input hardening', () => {
     it('fires hostile values at the Tasks API and the gateway', async () => {
       const failures: string[] = [];
       for (const segment of HOSTILE_SEGMENTS) {
-        for (const [method, path] of [['GET', `/v1/tasks/${segment}`], ['POST', `/v1/tasks/${segment}/complete`], ['POST', `/v1/tasks/${segment}/fail`]]) {
+        for (const [method, path] of [
+          ['GET', `/v1/tasks/${segment}`],
+          ['POST', `/v1/tasks/${segment}/complete`],
+          ['POST', `/v1/tasks/${segment}/fail`],
+        ]) {
           const response = await raw(method, `${services.issuer}${path}`, '', tasks);
           if (response.status >= 500) failures.push(`${method} ${path.slice(0, 80)} -> ${response.status}`);
         }
-        for (const path of [`/connectors/${segment}/v1/payouts`, `/connectors/payments/v1/payouts/${segment}`, `/connectors/payments/${segment}?x=${segment}`]) {
+        for (const path of [
+          `/connectors/${segment}/v1/payouts`,
+          `/connectors/payments/v1/payouts/${segment}`,
+          `/connectors/payments/${segment}?x=${segment}`,
+        ]) {
           const response = await raw('GET', `${services.gatewayUrl}${path}`, '', 'not-a-token');
           if (response.status >= 500) failures.push(`GET ${path.slice(0, 80)} -> ${response.status}`);
         }
@@ -288,9 +327,15 @@ describe('input hardening', () => {
           const response = await http(`${services.issuer}/oauth2/${endpoint}`, {
             method: 'POST',
             headers: { 'content-type': 'application/x-www-form-urlencoded' },
-            body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'tasks', token: 'x', ...(await clientAuthFields(clientId, key, services.issuer)) }).toString(),
+            body: new URLSearchParams({
+              grant_type: 'client_credentials',
+              scope: 'tasks',
+              token: 'x',
+              ...(await clientAuthFields(clientId, key, services.issuer)),
+            }).toString(),
           });
-          if (response.status !== 401 || response.body.error !== 'invalid_client') failures.push(`${endpoint} client ${clientId.slice(0, 8)} -> ${response.status} ${response.text.slice(0, 120)}`);
+          if (response.status !== 401 || response.body.error !== 'invalid_client')
+            failures.push(`${endpoint} client ${clientId.slice(0, 8)} -> ${response.status} ${response.text.slice(0, 120)}`);
         }
       }
       for (const body of HOSTILE_BODIES) {
@@ -303,7 +348,12 @@ describe('input hardening', () => {
 
   describe('credentials are never cacheable', () => {
     it('sends no-store (and Pragma: no-cache) with a task token and an admin token', async () => {
-      const task = await sendJson('POST', `${services.issuer}/v1/tasks`, { agent_id: 'agent-1', purpose: 'p', allowed: PAYOUT_ALLOWED, ttl_seconds: 60 }, tasks);
+      const task = await sendJson(
+        'POST',
+        `${services.issuer}/v1/tasks`,
+        { agent_id: 'agent-1', purpose: 'p', allowed: PAYOUT_ALLOWED, ttl_seconds: 60 },
+        tasks,
+      );
       expect(task.status).toBe(201);
       expect(task.headers.get('cache-control')).toBe('no-store');
       expect(task.headers.get('pragma')).toBe('no-cache');

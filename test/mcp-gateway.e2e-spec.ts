@@ -12,7 +12,8 @@ const SECRET = 'mcp_upstream_secret_7f3a';
 
 const TOOLS = [
   {
-    name: 'transfer', risk: 'write',
+    name: 'transfer',
+    risk: 'write',
     constraints: { to: { in: 'arguments', field: 'to', op: 'eq' }, amount_max: { in: 'arguments', field: 'amount', op: 'lte' } },
   },
   { name: 'lookup', risk: 'read' },
@@ -71,9 +72,17 @@ describe('MCP through the gateway', () => {
     json = await startMcpUpstream(SECRET, { json: true });
     services = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
     world = await seedWorld(services.runtime.pool);
-    for (const [id, upstream] of [['tools', sse], ['tools-json', json]] as const) {
+    for (const [id, upstream] of [
+      ['tools', sse],
+      ['tools-json', json],
+    ] as const) {
       const created = await admin('POST', '/v1/connectors', {
-        id, kind: 'mcp', name: `MCP ${id}`, base_url: upstream.url, operations: TOOLS, credential: { type: 'bearer', token: SECRET },
+        id,
+        kind: 'mcp',
+        name: `MCP ${id}`,
+        base_url: upstream.url,
+        operations: TOOLS,
+        credential: { type: 'bearer', token: SECRET },
       });
       expect(created.status).toBe(201);
       expect(created.body).toMatchObject({ id, kind: 'mcp' });
@@ -142,8 +151,14 @@ describe('MCP through the gateway', () => {
     const lookup = await agentOf(false).credential(sseTask, { connector: 'tools', action: 'lookup' });
     const headers = { authorization: `Bearer ${lookup.accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
     const init = await fetch(`${services.gatewayUrl}/connectors/tools`, {
-      method: 'POST', headers,
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+      method: 'POST',
+      headers,
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+      }),
     });
     expect(init.status).toBe(200);
     expect(init.headers.get('content-type')).toMatch(/^text\/event-stream/);
@@ -151,12 +166,18 @@ describe('MCP through the gateway', () => {
     expect(session).toEqual(expect.any(String));
     await init.text();
     const list = await fetch(`${services.gatewayUrl}/connectors/tools`, {
-      method: 'POST', headers: { ...headers, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' },
+      method: 'POST',
+      headers: { ...headers, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' },
       body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
     });
     const text = await list.text();
     expect(text).toMatch(/^event: message\n(?:id: .*\n)?data: /);
-    const data = JSON.parse(text.split('\n').find((line) => line.startsWith('data: '))!.slice(6));
+    const data = JSON.parse(
+      text
+        .split('\n')
+        .find((line) => line.startsWith('data: '))!
+        .slice(6),
+    );
     expect(data.result.tools.map((tool: { name: string }) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
   });
 
@@ -164,15 +185,28 @@ describe('MCP through the gateway', () => {
     const { taskToken } = await task();
     const { accessToken } = await agentOf(false).credential(taskToken, { connector: 'tools', action: 'slow' });
     const headers: Record<string, string> = {
-      authorization: `Bearer ${accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18',
+      authorization: `Bearer ${accessToken}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
     };
     const post = (body: unknown) => fetch(`${services.gatewayUrl}/connectors/tools`, { method: 'POST', headers, body: JSON.stringify(body) });
-    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+    const init = await post({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+    });
     headers['mcp-session-id'] = init.headers.get('mcp-session-id')!;
     await init.text();
     expect((await post({ jsonrpc: '2.0', method: 'notifications/initialized' })).status).toBe(202);
 
-    const running = await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'slow', arguments: { step: 's1' }, _meta: { progressToken: 'p1' } } });
+    const running = await post({
+      jsonrpc: '2.0',
+      id: 2,
+      method: 'tools/call',
+      params: { name: 'slow', arguments: { step: 's1' }, _meta: { progressToken: 'p1' } },
+    });
     expect(running.headers.get('content-type')).toMatch(/^text\/event-stream/);
     const reader = running.body!.getReader();
     const decoder = new TextDecoder();
@@ -199,8 +233,14 @@ describe('MCP through the gateway', () => {
     const calls = toolCallsSeen(sse).length;
     const ran = sse.toolCalls.length;
 
-    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 500 } })).rejects.toMatchObject({ code: -32003, data: { error: 'insufficient_scope', rule: 'constraint:amount_max' } });
-    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_2', amount: 5 } })).rejects.toMatchObject({ code: -32003, data: { rule: 'constraint:to' } });
+    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 500 } })).rejects.toMatchObject({
+      code: -32003,
+      data: { error: 'insufficient_scope', rule: 'constraint:amount_max' },
+    });
+    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_2', amount: 5 } })).rejects.toMatchObject({
+      code: -32003,
+      data: { rule: 'constraint:to' },
+    });
     // Exact numbers: a value that JSON.parse rounds into the grant is refused as written.
     const raw = await fetch(`${services.gatewayUrl}/connectors/tools`, {
       method: 'POST',
@@ -212,7 +252,10 @@ describe('MCP through the gateway', () => {
     await expect(client.callTool({ name: 'wipe', arguments: {} })).rejects.toMatchObject({ code: -32003, data: { rule: 'action' } });
     // Inside the constraints: the single use is spent; the same credential replayed is refused.
     expect((await client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 5 } })).content).toEqual([{ type: 'text', text: 'sent 5 to acct_1' }]);
-    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 5 } })).rejects.toMatchObject({ code: 401, message: expect.stringMatching(/invalid_token/) });
+    await expect(client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 5 } })).rejects.toMatchObject({
+      code: 401,
+      message: expect.stringMatching(/invalid_token/),
+    });
 
     // One call went through (the in-bounds one, which spent the single use); the refused ones never left the gateway.
     expect(toolCallsSeen(sse).length).toBe(calls + 1);
@@ -256,21 +299,29 @@ describe('MCP through the gateway', () => {
     const session = transport.sessionId!;
     const before = sse.requests.length;
     const headers = (token: string, id: string) => ({
-      authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream',
-      'mcp-session-id': id, 'mcp-protocol-version': '2025-06-18',
+      authorization: `Bearer ${token}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-session-id': id,
+      'mcp-protocol-version': '2025-06-18',
     });
     // Another task's credential, with this task's session id: neither a call nor the event stream (and its replay) reaches the session.
     const call = await fetch(`${services.gatewayUrl}/connectors/tools`, {
-      method: 'POST', headers: headers(theirs.accessToken, session),
+      method: 'POST',
+      headers: headers(theirs.accessToken, session),
       body: JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'lookup', arguments: { q: 'their data' } } }),
     });
     expect(await call.json()).toMatchObject({ id: 5, error: { code: -32003, data: { rule: 'mcp_session' } } });
-    const stream = await fetch(`${services.gatewayUrl}/connectors/tools`, { headers: { ...headers(theirs.accessToken, session), accept: 'text/event-stream', 'last-event-id': '1' } });
+    const stream = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      headers: { ...headers(theirs.accessToken, session), accept: 'text/event-stream', 'last-event-id': '1' },
+    });
     expect(stream.status).toBe(403);
     expect(await stream.json()).toMatchObject({ rule: 'mcp_session' });
     // A session id the gateway never saw opened is refused too.
     const made = await fetch(`${services.gatewayUrl}/connectors/tools`, {
-      method: 'POST', headers: headers(mine.accessToken, '00000000-0000-4000-8000-000000000000'), body: '{"jsonrpc":"2.0","id":6,"method":"ping"}',
+      method: 'POST',
+      headers: headers(mine.accessToken, '00000000-0000-4000-8000-000000000000'),
+      body: '{"jsonrpc":"2.0","id":6,"method":"ping"}',
     });
     expect(await made.json()).toMatchObject({ id: 6, error: { data: { rule: 'mcp_session' } } });
     // (The first client's own event stream may open meanwhile: look for the refused requests themselves.)
@@ -281,14 +332,18 @@ describe('MCP through the gateway', () => {
     // Once the session is ended (DELETE), its id is forgotten.
     await transport.terminateSession();
     const ended = await fetch(`${services.gatewayUrl}/connectors/tools`, {
-      method: 'POST', headers: headers(mine.accessToken, session), body: '{"jsonrpc":"2.0","id":8,"method":"ping"}',
+      method: 'POST',
+      headers: headers(mine.accessToken, session),
+      body: '{"jsonrpc":"2.0","id":8,"method":"ping"}',
     });
     expect(await ended.json()).toMatchObject({ id: 8, error: { data: { rule: 'mcp_session' } } });
   });
 
   it('names the protected resource metadata in its challenges and serves it (RFC 9728)', async () => {
     const refused = await fetch(`${services.gatewayUrl}/connectors/tools`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
     });
     expect(refused.status).toBe(401);
     const metadataUrl = `${services.gatewayUrl}/.well-known/oauth-protected-resource/connectors/tools`;
@@ -309,14 +364,19 @@ describe('MCP through the gateway', () => {
 
   it('validates mcp connectors at registration', async () => {
     const bad = await admin('POST', '/v1/connectors', {
-      id: 'bad-mcp', kind: 'mcp', name: 'Bad', base_url: 'http://127.0.0.1:9/mcp',
+      id: 'bad-mcp',
+      kind: 'mcp',
+      name: 'Bad',
+      base_url: 'http://127.0.0.1:9/mcp',
       operations: [{ name: 'x', method: 'POST', path: '/x', risk: 'read', constraints: { a: { in: 'body', field: 'a', op: 'eq' } } }],
     });
     expect(bad.status).toBe(400);
     const fields = (bad.body.fields as Array<{ field: string }>).map((error) => error.field).sort();
     expect(fields).toEqual(['operations[0].constraints.a.in', 'operations[0].method', 'operations[0].path']);
     const http = await admin('POST', '/v1/connectors', {
-      id: 'bad-http', name: 'Bad', base_url: 'http://127.0.0.1:9',
+      id: 'bad-http',
+      name: 'Bad',
+      base_url: 'http://127.0.0.1:9',
       operations: [{ name: 'x', method: 'POST', path: '/x', risk: 'read', constraints: { a: { in: 'arguments', field: 'a', op: 'eq' } } }],
     });
     expect(http.status).toBe(400);

@@ -68,19 +68,28 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     expect(changed.body.version).not.toBe(fileVersion);
     expect(changed.body).toMatchObject({ source: 'data update', loaded_by: 'admin:bootstrap' });
     expect((await admin('GET', '/v1/policies')).body).toMatchObject({ version: changed.body.version, source: 'database' });
-    const version = await eventually(() => second.policy.current().version, (value) => value === changed.body.version);
+    const version = await eventually(
+      () => second.policy.current().version,
+      (value) => value === changed.body.version,
+    );
     expect(version).toBe(changed.body.version);
 
     const task = await createTask(second, world.orchestrator);
     const pending = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, payout(42000)));
     expect(pending.body.error).toBe('authorization_pending');
     const { rows } = await primary.runtime.pool.query(
-      `SELECT data->>'policy_version' AS version FROM audit_events WHERE task_id = $1 AND type = 'grant.decision'`, [task.task_id],
+      `SELECT data->>'policy_version' AS version FROM audit_events WHERE task_id = $1 AND type = 'grant.decision'`,
+      [task.task_id],
     );
     expect(rows[0].version).toBe(changed.body.version);
 
     expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);
-    expect(await eventually(() => second.policy.current().version, (value) => value === fileVersion)).toBe(fileVersion);
+    expect(
+      await eventually(
+        () => second.policy.current().version,
+        (value) => value === fileVersion,
+      ),
+    ).toBe(fileVersion);
     expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
   });
 

@@ -102,7 +102,9 @@ describe('@writ/sdk against a running Writ', () => {
       const credential = await agent.credential(task.taskToken, { connector: 'payments', action: 'payouts.get' });
       expect((await orchestrator.tasks.get(task.taskId)).status).toBe('active');
       expect((await orchestrator.tasks.complete(task.taskId)).status).toBe('completed');
-      const after = await fetch(`${services.gatewayUrl}/connectors/payments/v1/payouts/po_1`, { headers: { authorization: `Bearer ${credential.accessToken}` } });
+      const after = await fetch(`${services.gatewayUrl}/connectors/payments/v1/payouts/po_1`, {
+        headers: { authorization: `Bearer ${credential.accessToken}` },
+      });
       expect(after.status).toBe(401);
     });
 
@@ -141,12 +143,16 @@ describe('@writ/sdk against a running Writ', () => {
       let taskId = '';
       let release!: () => void;
       const stuck = new Promise<void>((resolve) => (release = resolve));
-      const run = orchestrator.runTask(spec(), async (task, signal) => {
-        taskId = task.taskId;
-        controller.abort(new Error('operator pressed stop'));
-        await stuck;
-        return signal.aborted;
-      }, { signal: controller.signal });
+      const run = orchestrator.runTask(
+        spec(),
+        async (task, signal) => {
+          taskId = task.taskId;
+          controller.abort(new Error('operator pressed stop'));
+          await stuck;
+          return signal.aborted;
+        },
+        { signal: controller.signal },
+      );
       await expect(run).rejects.toThrow('operator pressed stop');
       expect((await orchestrator.tasks.get(taskId)).status).toBe('failed');
       release();
@@ -161,7 +167,9 @@ describe('@writ/sdk against a running Writ', () => {
       expect(concurrent.accessToken).toBe(first.accessToken);
       expect(tokenCalls()).toBe(1); // concurrent identical requests share one exchange
       expect(first.tokenType).toBe('DPoP');
-      expect(first.authorizationDetails).toEqual([{ type: 'connector', ...{ connector: 'payments', actions: ['payouts.create'], constraints: payout(42000).constraints } }]);
+      expect(first.authorizationDetails).toEqual([
+        { type: 'connector', ...{ connector: 'payments', actions: ['payouts.create'], constraints: payout(42000).constraints } },
+      ]);
       const claims = decodeJwt(first.accessToken);
       expect(claims).toMatchObject({ aud: `${services.gatewayUrl}/connectors/payments`, task_id: task.taskId, cnf: { jkt: await agent.dpopThumbprint() } });
       expect((await agent.credential(task.taskToken, payout(42000))).accessToken).toBe(first.accessToken);
@@ -216,7 +224,16 @@ describe('@writ/sdk against a running Writ', () => {
       }
       await expect(agent.fetch({ connector: '../admin', action: 'x' }, '/v1/payouts')).rejects.toBeInstanceOf(GatewayPathError);
       expect(calls).toEqual([]); // not even a token exchange
-      expect(() => new Agent({ issuer: services.issuer, gatewayUrl: 'http://gw.example/?x=1', clientId: 'a', key: { privateKey: world.agent.key.privateKey }, allowInsecureRequests: true })).toThrow(/plain base URL/);
+      expect(
+        () =>
+          new Agent({
+            issuer: services.issuer,
+            gatewayUrl: 'http://gw.example/?x=1',
+            clientId: 'a',
+            key: { privateKey: world.agent.key.privateKey },
+            allowInsecureRequests: true,
+          }),
+      ).toThrow(/plain base URL/);
     });
 
     it('refuses an agent whose key is not registered, as invalid_client', async () => {
@@ -233,9 +250,11 @@ describe('@writ/sdk against a running Writ', () => {
       expect((error as InvalidClientError).status).toBe(401);
     });
 
-    it('surfaces a policy refusal as a typed error with the policy\'s reasons', async () => {
+    it("surfaces a policy refusal as a typed error with the policy's reasons", async () => {
       const task = await orchestrator.tasks.create(spec());
-      const error = await agentOf().credential(task.taskToken, payout(42000, 'acct_attacker')).catch((caught: unknown) => caught);
+      const error = await agentOf()
+        .credential(task.taskToken, payout(42000, 'acct_attacker'))
+        .catch((caught: unknown) => caught);
       expect(error).toBeInstanceOf(PolicyRefusalError);
       const refusal = error as PolicyRefusalError;
       expect(refusal.error).toBe('invalid_authorization_details');
@@ -247,7 +266,7 @@ describe('@writ/sdk against a running Writ', () => {
       await expect(agentOf().credential(task.taskToken, payout(42000))).rejects.toBeInstanceOf(InvalidGrantError);
     });
 
-    it('waits for a human approval, polling with the server\'s interval and approval_id', async () => {
+    it("waits for a human approval, polling with the server's interval and approval_id", async () => {
       const task = await orchestrator.tasks.create(spec());
       const pending: PendingApproval[] = [];
       const credential = await agentOf().credential(task.taskToken, payout(150000), {
@@ -268,7 +287,9 @@ describe('@writ/sdk against a running Writ', () => {
         onPending: (seen) => void admin('POST', `/v1/approvals/${seen.approvalId}/deny`, { note: 'not ours' }),
       });
       await expect(denied).rejects.toBeInstanceOf(AccessDeniedError);
-      const timedOut = await agentOf({ approvalTimeoutMs: 1000 }).credential(task.taskToken, payout(130000)).catch((caught: unknown) => caught);
+      const timedOut = await agentOf({ approvalTimeoutMs: 1000 })
+        .credential(task.taskToken, payout(130000))
+        .catch((caught: unknown) => caught);
       expect(timedOut).toBeInstanceOf(ApprovalTimeoutError);
       expect((timedOut as ApprovalTimeoutError).approvalId).toMatch(/^[0-9a-f-]{36}$/);
     }, 30_000);
@@ -287,16 +308,18 @@ describe('@writ/sdk against a running Writ', () => {
       });
     const options = { toolCallId: 'call-1', messages: [] };
 
-    it('asks for exactly the call the model wants, and returns the upstream\'s answer', async () => {
+    it("asks for exactly the call the model wants, and returns the upstream's answer", async () => {
       const task = await orchestrator.tasks.create(spec());
       const result = await payoutTool(task.taskToken).execute!({ destination: 'acct_1', amount: 42000, currency: 'usd' }, options);
       expect(result).toMatchObject({ status: 201, body: { destination: 'acct_1', amount: 42000, status: 'paid' } });
       const issued = (await orchestrator.tasks.get(task.taskId)).grants ?? [];
       expect(issued).toHaveLength(1);
-      expect(issued[0]).toMatchObject({ authorization_details: [expect.objectContaining({ constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } })] });
+      expect(issued[0]).toMatchObject({
+        authorization_details: [expect.objectContaining({ constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } })],
+      });
     });
 
-    it('gives the model the policy\'s refusal as the tool error', async () => {
+    it("gives the model the policy's refusal as the tool error", async () => {
       const task = await orchestrator.tasks.create(spec());
       const refused = payoutTool(task.taskToken).execute!({ destination: 'acct_attacker', amount: 42000, currency: 'usd' }, options);
       await expect(refused).rejects.toBeInstanceOf(ToolRefusalError);

@@ -39,11 +39,18 @@ describe('a strict OAuth client (oauth4webapi) with DPoP', () => {
     const keyPair = await generateKeyPair('ES256', { extractable: true });
     const dpop = oauth.DPoP(agent, keyPair);
     const auth = oauth.PrivateKeyJwt({ key: world.agent.key.privateKey, kid: world.agent.key.publicJwk.kid });
-    const response = await oauth.genericTokenEndpointRequest(as, agent, auth, 'urn:ietf:params:oauth:grant-type:token-exchange', {
-      subject_token: task.task_token,
-      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-      authorization_details: JSON.stringify(PAYOUT_REQUEST),
-    }, { ...insecure, DPoP: dpop });
+    const response = await oauth.genericTokenEndpointRequest(
+      as,
+      agent,
+      auth,
+      'urn:ietf:params:oauth:grant-type:token-exchange',
+      {
+        subject_token: task.task_token,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+        authorization_details: JSON.stringify(PAYOUT_REQUEST),
+      },
+      { ...insecure, DPoP: dpop },
+    );
     const tokens = await oauth.processGenericTokenEndpointResponse(as, agent, response);
     expect(tokens.token_type).toBe('dpop');
 

@@ -27,11 +27,18 @@ describe('a strict OAuth client (oauth4webapi) drives Writ end to end', () => {
   const orchestrator: oauth.Client = { client_id: 'orch-1' };
 
   const exchange = (taskToken: string, details: unknown) =>
-    oauth.genericTokenEndpointRequest(as, agent, agentAuth(), 'urn:ietf:params:oauth:grant-type:token-exchange', {
-      subject_token: taskToken,
-      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-      authorization_details: JSON.stringify(details),
-    }, insecure);
+    oauth.genericTokenEndpointRequest(
+      as,
+      agent,
+      agentAuth(),
+      'urn:ietf:params:oauth:grant-type:token-exchange',
+      {
+        subject_token: taskToken,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+        authorization_details: JSON.stringify(details),
+      },
+      insecure,
+    );
 
   it('discovers the metadata the contract promises', () => {
     expect(as.issuer).toBe(services.issuer);
@@ -45,16 +52,25 @@ describe('a strict OAuth client (oauth4webapi) drives Writ end to end', () => {
 
   it('runs discover → client credentials → task → exchange → verify → refusal → complete → inactive → invalid_grant → audit', async () => {
     const cc = await oauth.processClientCredentialsResponse(
-      as, orchestrator, await oauth.clientCredentialsGrantRequest(as, orchestrator, orchestratorAuth(), { scope: 'tasks' }, insecure),
+      as,
+      orchestrator,
+      await oauth.clientCredentialsGrantRequest(as, orchestrator, orchestratorAuth(), { scope: 'tasks' }, insecure),
     );
     expect(cc.scope).toBe('tasks');
 
-    const created = await sendJson('POST', `${services.issuer}/v1/tasks`, {
-      agent_id: 'agent-1',
-      purpose: 'pay invoice INV-42 to Acme, at most 500.00 USD',
-      allowed: [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } }],
-      ttl_seconds: 600,
-    }, cc.access_token);
+    const created = await sendJson(
+      'POST',
+      `${services.issuer}/v1/tasks`,
+      {
+        agent_id: 'agent-1',
+        purpose: 'pay invoice INV-42 to Acme, at most 500.00 USD',
+        allowed: [
+          { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
+        ],
+        ttl_seconds: 600,
+      },
+      cc.access_token,
+    );
     expect(created.status).toBe(201);
     const { task_id, task_token } = created.body;
 
@@ -73,7 +89,14 @@ describe('a strict OAuth client (oauth4webapi) drives Writ end to end', () => {
     expect(claims).toMatchObject({ sub: 'agent-1', client_id: 'agent-1', task_id });
 
     // An injected instruction asks to pay someone else: refused by the policy.
-    const evil = [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_attacker', amount_max: 50000, currency: 'usd' } }];
+    const evil = [
+      {
+        type: 'connector',
+        connector: 'payments',
+        actions: ['payouts.create'],
+        constraints: { destination: 'acct_attacker', amount_max: 50000, currency: 'usd' },
+      },
+    ];
     const refused = await oauth.processGenericTokenEndpointResponse(as, agent, await exchange(task_token, evil)).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(oauth.ResponseBodyError);
     expect((refused as oauth.ResponseBodyError).error).toBe('invalid_authorization_details');
@@ -83,7 +106,9 @@ describe('a strict OAuth client (oauth4webapi) drives Writ end to end', () => {
     expect(completed.body.status).toBe('completed');
 
     const introspection = await oauth.processIntrospectionResponse(
-      as, orchestrator, await oauth.introspectionRequest(as, orchestrator, orchestratorAuth(), credential.access_token, insecure),
+      as,
+      orchestrator,
+      await oauth.introspectionRequest(as, orchestrator, orchestratorAuth(), credential.access_token, insecure),
     );
     expect(introspection.active).toBe(false);
 
@@ -104,15 +129,21 @@ describe('a strict OAuth client (oauth4webapi) drives Writ end to end', () => {
 
   it('introspects and revokes with the standard calls', async () => {
     const cc = await oauth.processClientCredentialsResponse(
-      as, orchestrator, await oauth.clientCredentialsGrantRequest(as, orchestrator, orchestratorAuth(), { scope: 'tasks' }, insecure),
+      as,
+      orchestrator,
+      await oauth.clientCredentialsGrantRequest(as, orchestrator, orchestratorAuth(), { scope: 'tasks' }, insecure),
     );
     const active = await oauth.processIntrospectionResponse(
-      as, orchestrator, await oauth.introspectionRequest(as, orchestrator, orchestratorAuth(), cc.access_token, insecure),
+      as,
+      orchestrator,
+      await oauth.introspectionRequest(as, orchestrator, orchestratorAuth(), cc.access_token, insecure),
     );
     expect(active).toMatchObject({ active: true, client_id: 'orch-1', scope: 'tasks' });
     await oauth.processRevocationResponse(await oauth.revocationRequest(as, orchestrator, orchestratorAuth(), cc.access_token, insecure));
     const inactive = await oauth.processIntrospectionResponse(
-      as, orchestrator, await oauth.introspectionRequest(as, orchestrator, orchestratorAuth(), cc.access_token, insecure),
+      as,
+      orchestrator,
+      await oauth.introspectionRequest(as, orchestrator, orchestratorAuth(), cc.access_token, insecure),
     );
     expect(inactive.active).toBe(false);
     const refused = await sendJson('POST', `${services.issuer}/v1/tasks`, { agent_id: 'agent-1' }, cc.access_token);

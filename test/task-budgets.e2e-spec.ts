@@ -8,7 +8,9 @@ import { startTestServices, TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_budgets_51f0';
 const payoutEntry = (amountMax: number, limits?: unknown) => ({
-  type: 'connector', connector: 'payments', actions: ['payouts.create'],
+  type: 'connector',
+  connector: 'payments',
+  actions: ['payouts.create'],
   constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' },
   ...(limits !== undefined ? { limits } : {}),
 });
@@ -71,7 +73,10 @@ describe('task budgets across credentials and gateway instances', () => {
     }
     expect(payouts()).toBe(before + 3);
     const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
-    expect(rows).toEqual([{ rule: 'calls', used: 3 }, { rule: 'sum:amount_max', used: 90000 }]);
+    expect(rows).toEqual([
+      { rule: 'calls', used: 3 },
+      { rule: 'sum:amount_max', used: 90000 },
+    ]);
     // A refused call spent nothing: its one-use credential is still unused.
     const unused = await first.runtime.pool.query(`SELECT count(*) FROM access_tokens WHERE task_id = $1 AND uses = 0`, [task.task_id]);
     expect(Number(unused.rows[0].count)).toBe(17);
@@ -119,7 +124,11 @@ describe('task budgets across credentials and gateway instances', () => {
     await credential(task.task_token, [READ_ENTRY]);
     const { rows } = await first.runtime.pool.query(`SELECT action, budget_entries FROM access_tokens WHERE task_id = $1 ORDER BY issued_at`, [task.task_id]);
     // Credentials of one audit batch share `issued_at`: compare as a sorted list.
-    expect(rows.map((row) => [row.action, row.budget_entries]).sort((a, b) => String(a[0]).localeCompare(String(b[0])))).toEqual([['payouts.create', [1]], ['payouts.create', [1]], ['payouts.get', null]]);
+    expect(rows.map((row) => [row.action, row.budget_entries]).sort((a, b) => String(a[0]).localeCompare(String(b[0])))).toEqual([
+      ['payouts.create', [1]],
+      ['payouts.create', [1]],
+      ['payouts.get', null],
+    ]);
   });
 
   it('gives the reservation back, audited, when the upstream cannot be reached', async () => {
@@ -132,7 +141,10 @@ describe('task budgets across credentials and gateway instances', () => {
       expect(failed.status).toBe(502);
     }
     const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
-    expect(rows).toEqual([{ rule: 'calls', used: 0 }, { rule: 'sum:amount_max', used: 0 }]);
+    expect(rows).toEqual([
+      { rule: 'calls', used: 0 },
+      { rule: 'sum:amount_max', used: 0 },
+    ]);
     await first.runtime.audit.drain();
     const released = await first.runtime.pool.query(`SELECT data FROM audit_events WHERE task_id = $1 AND type = 'gateway.budget_released'`, [task.task_id]);
     expect(released.rows).toHaveLength(2);
@@ -142,7 +154,12 @@ describe('task budgets across credentials and gateway instances', () => {
   it('shows the policy what is left: input.task.allowed[i].limits and input.task.budgets', async () => {
     const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000, { calls: 4, sum: { amount_max: 90000 } }), READ_ENTRY] });
     expect((await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(20000)]), 20000)).status).toBe(201);
-    const dryRun = await sendJson('POST', `${first.adminUrl}/v1/policies/evaluate`, { task_id: task.task_id, authorization_details: [payoutEntry(30000)] }, first.adminToken);
+    const dryRun = await sendJson(
+      'POST',
+      `${first.adminUrl}/v1/policies/evaluate`,
+      { task_id: task.task_id, authorization_details: [payoutEntry(30000)] },
+      first.adminToken,
+    );
     expect(dryRun.status).toBe(200);
     expect(dryRun.body.input.task.allowed[0].limits).toEqual({ calls: 4, sum: { amount_max: 90000 } });
     expect(dryRun.body.input.task.budgets).toEqual([

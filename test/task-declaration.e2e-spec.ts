@@ -5,7 +5,10 @@ import { startTestServices, TestServices } from './support/test-services';
 
 const OPERATIONS = [
   {
-    name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+    name: 'payouts.create',
+    method: 'POST',
+    path: '/v1/payouts',
+    risk: 'write',
     constraints: {
       destination: { in: 'body', field: 'destination', op: 'eq' },
       amount_max: { in: 'body', field: 'amount', op: 'lte' },
@@ -18,7 +21,11 @@ const OPERATIONS = [
   { name: 'weird.op', method: 'POST', path: '/v1/weird', risk: 'write', constraints: { level: { in: 'body', field: 'level', op: 'neq' } } },
 ];
 const entry = (actions: string[], constraints?: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
-  type: 'connector', connector: 'ledger', actions, ...(constraints ? { constraints } : {}), ...extra,
+  type: 'connector',
+  connector: 'ledger',
+  actions,
+  ...(constraints ? { constraints } : {}),
+  ...extra,
 });
 const PAYOUT = { destination: 'acct_1', amount_max: 1000, currency: 'usd' };
 
@@ -46,7 +53,12 @@ describe('task declaration: purpose and limits validated at declaration', () => 
   it.each([
     ['an unknown connector', [{ type: 'connector', connector: 'ghost', actions: ['x'] }], 'allowed[0].connector', /no connector/],
     ['an action outside the catalogue', [entry(['payouts.create', 'payouts.teleport'], PAYOUT)], 'allowed[0].actions[1]', /no operation/],
-    ['a constraint one of the actions cannot enforce', [entry(['payouts.create', 'payouts.list'], PAYOUT)], 'allowed[0].constraints.amount_max', /cannot be enforced on payouts\.list/],
+    [
+      'a constraint one of the actions cannot enforce',
+      [entry(['payouts.create', 'payouts.list'], PAYOUT)],
+      'allowed[0].constraints.amount_max',
+      /cannot be enforced on payouts\.list/,
+    ],
     ['a constraint no action defines', [entry(['payouts.list'], { bogus: 1 })], 'allowed[0].constraints.bogus', /cannot be enforced/],
     ['a string for lte', [entry(['payouts.create'], { ...PAYOUT, amount_max: '1000' })], 'allowed[0].constraints.amount_max', /number/],
     ['a string for gte', [entry(['payouts.create'], { ...PAYOUT, fee_min: 'low' })], 'allowed[0].constraints.fee_min', /number/],
@@ -90,8 +102,13 @@ describe('task declaration: purpose and limits validated at declaration', () => 
   it('accepts valid limits, stores them with the entry and creates nothing for a refused declaration', async () => {
     const created = await declare([entry(['payouts.create'], PAYOUT, { limits: { calls: 3, sum: { amount_max: 2500.5 } } })]);
     expect(created.status).toBe(201);
-    const { rows } = await services.runtime.pool.query(`SELECT rule, maximum::float8 AS maximum FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [created.body.task_id]);
-    expect(rows).toEqual([{ rule: 'calls', maximum: 3 }, { rule: 'sum:amount_max', maximum: 2500.5 }]);
+    const { rows } = await services.runtime.pool.query(`SELECT rule, maximum::float8 AS maximum FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [
+      created.body.task_id,
+    ]);
+    expect(rows).toEqual([
+      { rule: 'calls', maximum: 3 },
+      { rule: 'sum:amount_max', maximum: 2500.5 },
+    ]);
     const before = Number((await services.runtime.pool.query('SELECT count(*) FROM tasks')).rows[0].count);
     expect((await declare([entry(['payouts.create'], PAYOUT, { limits: { calls: -1 } })])).status).toBe(400);
     expect(Number((await services.runtime.pool.query('SELECT count(*) FROM tasks')).rows[0].count)).toBe(before);
@@ -100,7 +117,9 @@ describe('task declaration: purpose and limits validated at declaration', () => 
   it('keeps the floor at exchange for a task declared before the catalogue changed', async () => {
     const task = await createTask(services, world.orchestrator, { allowed: [entry(['payouts.create'], PAYOUT)] });
     // The connector's operation loses the constraint after the declaration.
-    const narrowed = OPERATIONS.map((operation) => (operation.name === 'payouts.create' ? { ...operation, constraints: { currency: operation.constraints.currency } } : operation));
+    const narrowed = OPERATIONS.map((operation) =>
+      operation.name === 'payouts.create' ? { ...operation, constraints: { currency: operation.constraints.currency } } : operation,
+    );
     await services.runtime.pool.query('UPDATE connectors SET operations = $2 WHERE id = $1', ['ledger', JSON.stringify(narrowed)]);
     try {
       await new Promise((resolve) => setTimeout(resolve, 1100)); // the exchange's catalogue cache (1 s)

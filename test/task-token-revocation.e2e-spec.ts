@@ -69,7 +69,8 @@ describe('RFC 7009 revocation of task tokens', () => {
 
     await services.runtime.audit.drain();
     const { rows } = await services.runtime.pool.query(
-      `SELECT type, actor_type, actor_id FROM audit_events WHERE task_id = $1 AND type IN ('task.revoked', 'token.revoked') ORDER BY seq`, [task.task_id],
+      `SELECT type, actor_type, actor_id FROM audit_events WHERE task_id = $1 AND type IN ('task.revoked', 'token.revoked') ORDER BY seq`,
+      [task.task_id],
     );
     expect(rows).toEqual([
       { type: 'task.revoked', actor_type: 'agent', actor_id: 'agent-1' },

@@ -28,7 +28,11 @@ describe('Tasks API (orchestrators)', () => {
     const shown = await sendJson('GET', `${services.issuer}/v1/tasks/${created.body.task_id}`, undefined, token);
     expect(shown.status).toBe(200);
     expect(shown.body).toMatchObject({
-      task_id: created.body.task_id, agent_id: 'agent-1', orchestrator_id: 'orch-1', status: 'active', on_behalf_of: 'user-7',
+      task_id: created.body.task_id,
+      agent_id: 'agent-1',
+      orchestrator_id: 'orch-1',
+      status: 'active',
+      on_behalf_of: 'user-7',
       history: { grants_issued: 1, refusals: 0, out_of_purpose_requests: 0 },
     });
     expect(shown.body.grants).toHaveLength(1);
@@ -53,17 +57,31 @@ describe('Tasks API (orchestrators)', () => {
     expect(response.body.error).toBe('invalid_request');
     const fields = response.body.fields.map((field: { field: string }) => field.field);
     expect(fields).toEqual(expect.arrayContaining(['purpose', 'ttl_seconds', 'sneaky']));
-    const semantic = await post({ ...valid, agent_id: 'nobody', allowed: [
-      { type: 'connector', connector: 'payments', actions: ['payouts.teleport'] },
-      { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { amount_max: 'lots' } },
-      { type: 'connector', connector: 'ghost', actions: ['x'] },
-      { type: 'connector', connector: 'payments', actions: ['payouts.get'], constraints: { bogus: 1 } },
-    ] });
+    const semantic = await post({
+      ...valid,
+      agent_id: 'nobody',
+      allowed: [
+        { type: 'connector', connector: 'payments', actions: ['payouts.teleport'] },
+        { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { amount_max: 'lots' } },
+        { type: 'connector', connector: 'ghost', actions: ['x'] },
+        { type: 'connector', connector: 'payments', actions: ['payouts.get'], constraints: { bogus: 1 } },
+      ],
+    });
     expect(semantic.status).toBe(400);
-    expect(semantic.body.fields.map((field: { field: string }) => field.field)).toEqual(expect.arrayContaining([
-      'agent_id', 'allowed[0].actions[0]', 'allowed[1].constraints.amount_max', 'allowed[2].connector', 'allowed[3].constraints.bogus',
-    ]));
-    const notJson = await fetch(`${services.issuer}/v1/tasks`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{"agent_id":' });
+    expect(semantic.body.fields.map((field: { field: string }) => field.field)).toEqual(
+      expect.arrayContaining([
+        'agent_id',
+        'allowed[0].actions[0]',
+        'allowed[1].constraints.amount_max',
+        'allowed[2].connector',
+        'allowed[3].constraints.bogus',
+      ]),
+    );
+    const notJson = await fetch(`${services.issuer}/v1/tasks`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: '{"agent_id":',
+    });
     expect(notJson.status).toBe(400);
     expect(((await notJson.json()) as { error: string }).error).toBe('invalid_request');
   });

@@ -89,8 +89,7 @@ describe('failure throttling across instances', () => {
     return tally;
   };
   /** Fires `total` requests at once, alternating between the two instances. */
-  const burst = (total: number, send: (instance: number, n: number) => Promise<Answer>) =>
-    Promise.all(Array.from({ length: total }, (_, n) => send(n % 2, n)));
+  const burst = (total: number, send: (instance: number, n: number) => Promise<Answer>) => Promise.all(Array.from({ length: total }, (_, n) => send(n % 2, n)));
   const expectThrottled = (answer: Answer) => {
     expect(answer.status).toBe(429);
     expect(Number(answer.headers['retry-after'])).toBeGreaterThanOrEqual(1);
@@ -109,25 +108,36 @@ describe('failure throttling across instances', () => {
     const refusedBefore = await count(`SELECT count(*) AS n FROM audit_events WHERE type = 'token.refused' AND actor_type = 'anonymous'`);
     // 60 failures from one address, each claiming a different client id (so only the source limit applies).
     const answers = await burst(60, async (instance, n) =>
-      from('127.0.1.1', `${auth[instance]}/oauth2/token`, form({
-        grant_type: 'client_credentials',
-        scope: 'tasks',
-        ...(await clientAuthFields(`ghost-${n}`, intruder, first.issuer)),
-      })),
+      from(
+        '127.0.1.1',
+        `${auth[instance]}/oauth2/token`,
+        form({
+          grant_type: 'client_credentials',
+          scope: 'tasks',
+          ...(await clientAuthFields(`ghost-${n}`, intruder, first.issuer)),
+        }),
+      ),
     );
     expect(statuses(answers)).toEqual({ 401: 20, 429: 40 });
     const throttled = answers.find((answer) => answer.status === 429)!;
     expectThrottled(throttled);
-    expect(throttled.body).toEqual({ error: 'temporarily_unavailable', error_description: expect.stringMatching(/^too many failed requests .*\(retry after \d+ s\)$/) });
+    expect(throttled.body).toEqual({
+      error: 'temporarily_unavailable',
+      error_description: expect.stringMatching(/^too many failed requests .*\(retry after \d+ s\)$/),
+    });
     expect(throttled.headers.pragma).toBe('no-cache');
 
     // The same orchestrator, from another address, on both instances: not blocked.
     for (const base of auth) {
-      const legit = await from('127.0.1.2', `${base}/oauth2/token`, form({
-        grant_type: 'client_credentials',
-        scope: 'tasks',
-        ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, first.issuer)),
-      }));
+      const legit = await from(
+        '127.0.1.2',
+        `${base}/oauth2/token`,
+        form({
+          grant_type: 'client_credentials',
+          scope: 'tasks',
+          ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, first.issuer)),
+        }),
+      );
       expect(legit.status).toBe(200);
     }
 
@@ -149,19 +159,27 @@ describe('failure throttling across instances', () => {
     const auth = bases(0);
     // 16 failures for orch-1, from 8 addresses (2 each: far under the source limit).
     const answers = await burst(16, async (instance, n) =>
-      from(`127.0.2.${1 + (n % 8)}`, `${auth[instance]}/oauth2/token`, form({
-        grant_type: 'client_credentials',
-        scope: 'tasks',
-        ...(await clientAuthFields(world.orchestrator.id, intruder, first.issuer)),
-      })),
+      from(
+        `127.0.2.${1 + (n % 8)}`,
+        `${auth[instance]}/oauth2/token`,
+        form({
+          grant_type: 'client_credentials',
+          scope: 'tasks',
+          ...(await clientAuthFields(world.orchestrator.id, intruder, first.issuer)),
+        }),
+      ),
     );
     expect(statuses(answers)).toEqual({ 401: 10, 429: 6 });
     expectThrottled(answers.find((answer) => answer.status === 429)!);
-    const legit = await from('127.0.2.9', `${auth[1]}/oauth2/token`, form({
-      grant_type: 'client_credentials',
-      scope: 'tasks',
-      ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, first.issuer)),
-    }));
+    const legit = await from(
+      '127.0.2.9',
+      `${auth[1]}/oauth2/token`,
+      form({
+        grant_type: 'client_credentials',
+        scope: 'tasks',
+        ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, first.issuer)),
+      }),
+    );
     expect(legit.status).toBe(200);
   });
 
@@ -171,10 +189,14 @@ describe('failure throttling across instances', () => {
     const events = () => count(`SELECT count(*) AS n FROM audit_events WHERE type = 'client.authentication_failed'`);
     const before = await events();
     const answers = await burst(30, async (instance, n) =>
-      from('127.0.3.1', `${auth[instance]}/oauth2/${n % 4 < 2 ? 'introspect' : 'revoke'}`, form({
-        token: 'whatever',
-        ...(await clientAuthFields(`ghost-${n}`, intruder, first.issuer)),
-      })),
+      from(
+        '127.0.3.1',
+        `${auth[instance]}/oauth2/${n % 4 < 2 ? 'introspect' : 'revoke'}`,
+        form({
+          token: 'whatever',
+          ...(await clientAuthFields(`ghost-${n}`, intruder, first.issuer)),
+        }),
+      ),
     );
     expect(statuses(answers)).toEqual({ 401: 20, 429: 10 });
     expect((await events()) - before).toBe(5);

@@ -73,7 +73,14 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     const cases = [
       [{ type: 'connector', connector: 'payments', actions: ['payouts.refund'] }],
       [{ type: 'connector', connector: 'chat', actions: ['messages.post'] }],
-      [{ type: 'connector', connector: 'payments', actions: ['payouts.create', 'payouts.get'], constraints: { destination: 'acct_1', amount_max: 1, currency: 'usd' } }],
+      [
+        {
+          type: 'connector',
+          connector: 'payments',
+          actions: ['payouts.create', 'payouts.get'],
+          constraints: { destination: 'acct_1', amount_max: 1, currency: 'usd' },
+        },
+      ],
       [PAYOUT_REQUEST[0], { type: 'connector', connector: 'payments', actions: ['payouts.get'] }],
     ];
     for (const details of cases) {
@@ -87,7 +94,9 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     const task = await createTask(services, world.orchestrator);
     const good = await exchange(task.task_token);
     expect(good.status).toBe(200);
-    const evil = [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_evil', amount_max: 1, currency: 'usd' } }];
+    const evil = [
+      { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_evil', amount_max: 1, currency: 'usd' } },
+    ];
     for (let attempt = 0; attempt < 3; attempt += 1) expect((await exchange(task.task_token, evil)).status).toBe(400);
     const { rows } = await services.runtime.pool.query('SELECT status, status_reason FROM tasks WHERE id = $1', [task.task_id]);
     expect(rows[0].status).toBe('revoked');
@@ -98,7 +107,7 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     expect(after.body.error).toBe('invalid_grant');
   });
 
-  it('refuses another agent\'s task, a forged task token and a token of another type', async () => {
+  it("refuses another agent's task, a forged task token and a token of another type", async () => {
     const task = await createTask(services, world.orchestrator);
     const stolen = await exchange(task.task_token, PAYOUT_REQUEST, {}, world.otherAgent);
     expect(stolen.status).toBe(400);
@@ -132,7 +141,10 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     expect(unknownType.body.error).toBe('invalid_authorization_details');
     const notJson = await exchange(task.task_token, '{not json');
     expect(notJson.body.error).toBe('invalid_authorization_details');
-    const badTokenType = await tokenRequest(services.issuer, world.agent, { ...exchangeFields(task.task_token), subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' });
+    const badTokenType = await tokenRequest(services.issuer, world.agent, {
+      ...exchangeFields(task.task_token),
+      subject_token_type: 'urn:ietf:params:oauth:token-type:saml2',
+    });
     expect(badTokenType.body.error).toBe('invalid_request');
     const wrongResource = await exchange(task.task_token, PAYOUT_REQUEST, { resource: `${services.gatewayUrl}/connectors/chat` });
     expect(wrongResource.body.error).toBe('invalid_target');
@@ -158,7 +170,10 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     expect(repeated.status).toBe(400);
     expect(repeated.body).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/authorization_details/) });
 
-    const query = await postForm(`${services.issuer}/oauth2/token?grant_type=client_credentials`, await clientAuthFields(world.agent.id, world.agent.key, services.issuer));
+    const query = await postForm(
+      `${services.issuer}/oauth2/token?grant_type=client_credentials`,
+      await clientAuthFields(world.agent.id, world.agent.key, services.issuer),
+    );
     expect(query.body.error).toBe('invalid_request');
 
     const json = await sendJson('POST', `${services.issuer}/oauth2/token`, { grant_type: 'client_credentials' });
@@ -176,7 +191,10 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     const issued = await exchange(task.task_token);
     expect(issued.status).toBe(200);
     const introspect = async () =>
-      postForm(`${services.issuer}/oauth2/introspect`, { token: issued.body.access_token, ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) });
+      postForm(`${services.issuer}/oauth2/introspect`, {
+        token: issued.body.access_token,
+        ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)),
+      });
     expect((await introspect()).body).toMatchObject({ active: true, task_id: task.task_id, sub: 'agent-1' });
 
     const tasksApi = (await tokenRequest(services.issuer, world.orchestrator, { grant_type: 'client_credentials' })).body.access_token;
@@ -204,7 +222,7 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     expect(everything).not.toContain(task.task_token);
   });
 
-  it('lets an orchestrator introspect and revoke its tasks\' credentials but not another\'s', async () => {
+  it("lets an orchestrator introspect and revoke its tasks' credentials but not another's", async () => {
     const task = await createTask(services, world.orchestrator);
     const issued = (await exchange(task.task_token)).body.access_token;
     const auth = async (client = world.orchestrator) => clientAuthFields(client.id, client.key, services.issuer);

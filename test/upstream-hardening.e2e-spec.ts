@@ -29,8 +29,7 @@ describe('upstream hardening', () => {
   let code: MockUpstream;
   let chat: ChatUpstream;
 
-  const admin = (method: string, path: string, body?: unknown, on: TestServices = services) =>
-    sendJson(method, `${on.adminUrl}${path}`, body, on.adminToken);
+  const admin = (method: string, path: string, body?: unknown, on: TestServices = services) => sendJson(method, `${on.adminUrl}${path}`, body, on.adminToken);
   const portOf = (upstream: MockUpstream) => new URL(upstream.url).port;
   const strictGateway = () => `http://127.0.0.1:${strict.apps[1].getHttpServer().address().port as number}`;
 
@@ -43,7 +42,12 @@ describe('upstream hardening', () => {
     { name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} },
   ];
   const connector = (id: string, baseUrl: string, extra: Record<string, unknown> = {}) => ({
-    id, name: id, base_url: baseUrl, credential: { type: 'bearer', token: PAYMENTS_SECRET }, operations: BOUNDED_OPERATIONS, ...extra,
+    id,
+    name: id,
+    base_url: baseUrl,
+    credential: { type: 'bearer', token: PAYMENTS_SECRET },
+    operations: BOUNDED_OPERATIONS,
+    ...extra,
   });
   const register = async (body: Record<string, unknown>, on: TestServices = services) => {
     const response = await admin('POST', '/v1/connectors', body, on);
@@ -105,7 +109,10 @@ describe('upstream hardening', () => {
       const before = (await admin('GET', '/v1/connectors/moving')).body;
       const moved = await admin('PATCH', '/v1/connectors/moving', { base_url: attacker.url });
       expect(moved.status).toBe(400);
-      expect(moved.body).toMatchObject({ error: 'invalid_request', fields: [{ field: 'credential', message: expect.stringMatching(/requires the credential again/) }] });
+      expect(moved.body).toMatchObject({
+        error: 'invalid_request',
+        fields: [{ field: 'credential', message: expect.stringMatching(/requires the credential again/) }],
+      });
       expect((await admin('GET', '/v1/connectors/moving')).body).toEqual(before);
       const token = await balanceCredential('moving');
       expect((await gateway('GET', '/connectors/moving/v1/balance', token)).status).toBe(200);
@@ -122,7 +129,9 @@ describe('upstream hardening', () => {
       expect(response.status).toBe(502);
       expect(response.body).toEqual({ error: 'bad_gateway', error_description: 'connector cleared has no upstream credential: nothing was sent' });
       expect(attacker.received).toHaveLength(0);
-      const events = await services.runtime.pool.query(`SELECT type, actor_type FROM audit_events WHERE connector_id = 'cleared' AND type LIKE 'admin.%' ORDER BY seq`);
+      const events = await services.runtime.pool.query(
+        `SELECT type, actor_type FROM audit_events WHERE connector_id = 'cleared' AND type LIKE 'admin.%' ORDER BY seq`,
+      );
       expect(events.rows.map((row) => row.type)).toEqual(['admin.connector.created', 'admin.connector.updated', 'admin.connector.credential_removed']);
       // A new credential given with the move is sealed for the new destination.
       const back = await admin('PATCH', '/v1/connectors/cleared', { base_url: payments.url, credential: { type: 'bearer', token: PAYMENTS_SECRET } });
@@ -211,7 +220,12 @@ describe('upstream hardening', () => {
       const oauth = (tokenUrl: string) => ({ type: 'oauth2_client_credentials', token_url: tokenUrl, client_id: 'writ', client_secret: CHAT_SECRET });
       const metadata = await admin('POST', '/v1/connectors', connector('tokens', payments.url, { credential: oauth('http://[::ffff:a9fe:a9fe]/token') }));
       expect(metadata.body.fields).toEqual([{ field: 'credential.token_url', message: expect.stringMatching(/never reachable/) }]);
-      const loopback = await admin('POST', '/v1/connectors', connector('tokens', 'https://api.payments.example', { credential: oauth(`${chat.url}/oauth/token`) }), strict);
+      const loopback = await admin(
+        'POST',
+        '/v1/connectors',
+        connector('tokens', 'https://api.payments.example', { credential: oauth(`${chat.url}/oauth/token`) }),
+        strict,
+      );
       expect(loopback.body.fields).toEqual([{ field: 'credential.token_url', message: expect.stringMatching(/outside WRIT_UPSTREAM_ALLOWED_NETWORKS/) }]);
     });
 
@@ -231,7 +245,8 @@ describe('upstream hardening', () => {
       const response = await call('GET', `${strictGateway()}/connectors/by-name/v1/balance`, token);
       expect(response.status).toBe(502);
       expect(response.body).toEqual({
-        error: 'bad_gateway', error_description: 'the upstream address is not reachable from the gateway (WRIT_UPSTREAM_ALLOWED_NETWORKS): nothing was sent',
+        error: 'bad_gateway',
+        error_description: 'the upstream address is not reachable from the gateway (WRIT_UPSTREAM_ALLOWED_NETWORKS): nothing was sent',
       });
       expect(payments.received.length).toBe(before);
     });
@@ -249,12 +264,23 @@ describe('upstream hardening', () => {
       expect((await gateway('POST', '/connectors/literal/v1/payouts', token, body)).status).toBe(201);
 
       await register({
-        id: 'chat', name: 'Chat', base_url: 'https://chat.example',
-        credential: { type: 'oauth2_client_credentials', token_url: `http://localhost:${portOf(chat)}/oauth/token`, client_id: 'writ-gateway', client_secret: CHAT_SECRET },
+        id: 'chat',
+        name: 'Chat',
+        base_url: 'https://chat.example',
+        credential: {
+          type: 'oauth2_client_credentials',
+          token_url: `http://localhost:${portOf(chat)}/oauth/token`,
+          client_id: 'writ-gateway',
+          client_secret: CHAT_SECRET,
+        },
         operations: [{ name: 'messages.post', method: 'POST', path: '/api/messages', risk: 'write', constraints: {} }],
       });
       const task = await createTask(services, world.orchestrator, { allowed: [{ type: 'connector', connector: 'chat', actions: ['messages.post'] }] });
-      const issued = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [{ type: 'connector', connector: 'chat', actions: ['messages.post'] }]));
+      const issued = await tokenRequest(
+        services.issuer,
+        world.agent,
+        exchangeFields(task.task_token, [{ type: 'connector', connector: 'chat', actions: ['messages.post'] }]),
+      );
       const response = await call('POST', `${strictGateway()}/connectors/chat/api/messages`, issued.body.access_token, '{"text":"hi"}');
       expect(response.status).toBe(502);
       expect(response.body.error_description).toMatch(/token endpoint is not reachable/);
@@ -266,9 +292,16 @@ describe('upstream hardening', () => {
     it('never forwards routing or client-IP headers', async () => {
       const token = await balanceCredential('moving');
       const headers = {
-        'x-original-url': '/admin/delete-everything', 'x-rewrite-url': '/admin', 'x-forwarded-host': 'internal.example', 'x-forwarded-prefix': '/admin',
-        'x-forwarded-proto': 'https', forwarded: 'for=127.0.0.1;host=internal', 'true-client-ip': '127.0.0.1', 'x-client-ip': '127.0.0.1',
-        'x-real-ip': '127.0.0.1', 'x-trace': 'kept',
+        'x-original-url': '/admin/delete-everything',
+        'x-rewrite-url': '/admin',
+        'x-forwarded-host': 'internal.example',
+        'x-forwarded-prefix': '/admin',
+        'x-forwarded-proto': 'https',
+        forwarded: 'for=127.0.0.1;host=internal',
+        'true-client-ip': '127.0.0.1',
+        'x-client-ip': '127.0.0.1',
+        'x-real-ip': '127.0.0.1',
+        'x-trace': 'kept',
       };
       expect((await gateway('GET', '/connectors/moving/v1/balance', token, undefined, headers)).status).toBe(200);
       const forwarded = payments.received[payments.received.length - 1].headers;
@@ -276,24 +309,40 @@ describe('upstream hardening', () => {
       expect(forwarded['x-trace']).toBe('kept');
     });
 
-    it.each(['Content-Type', 'Content-Length', 'Host', 'Transfer-Encoding', 'Connection', 'Cookie', 'Keep-Alive', 'Upgrade', 'X-HTTP-Method-Override', 'X-Forwarded-For', 'X-Original-URL'])(
-      'refuses a header credential named %s',
-      async (name) => {
-        const response = await admin('POST', '/v1/connectors', connector('headers', payments.url, { credential: { type: 'header', name, value: 'secret-value' } }));
-        expect(response.status).toBe(400);
-        expect(response.body.fields).toEqual([{ field: 'credential.name', message: expect.stringMatching(/controls or drops/) }]);
-      },
-    );
+    it.each([
+      'Content-Type',
+      'Content-Length',
+      'Host',
+      'Transfer-Encoding',
+      'Connection',
+      'Cookie',
+      'Keep-Alive',
+      'Upgrade',
+      'X-HTTP-Method-Override',
+      'X-Forwarded-For',
+      'X-Original-URL',
+    ])('refuses a header credential named %s', async (name) => {
+      const response = await admin(
+        'POST',
+        '/v1/connectors',
+        connector('headers', payments.url, { credential: { type: 'header', name, value: 'secret-value' } }),
+      );
+      expect(response.status).toBe(400);
+      expect(response.body.fields).toEqual([{ field: 'credential.name', message: expect.stringMatching(/controls or drops/) }]);
+    });
   });
 
   describe('catalogue changes and live credentials', () => {
-    it('revokes the credentials of a changed operation in the change\'s transaction, with the admin as actor', async () => {
+    it("revokes the credentials of a changed operation in the change's transaction, with the admin as actor", async () => {
       await register(connector('changing', payments.url));
       const payout = await payoutCredential('changing');
       const read = await balanceCredential('changing');
       const before = payments.received.length;
       const changed = BOUNDED_OPERATIONS.map((operation, index) =>
-        index === 0 ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 100 } } } : operation);
+        index === 0
+          ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 100 } } }
+          : operation,
+      );
       const patched = await admin('PATCH', '/v1/connectors/changing', { operations: changed });
       expect(patched.status).toBe(200);
       const response = await gateway('POST', '/connectors/changing/v1/payouts', payout, JSON.stringify({ destination: 'acct_1', amount: 50, currency: 'usd' }));
@@ -307,7 +356,12 @@ describe('upstream hardening', () => {
       );
       expect(events.rows).toEqual([
         { type: 'admin.connector.updated', actor_type: 'admin', actor_id: expect.any(String), data: expect.objectContaining({ changed: ['operations'] }) },
-        { type: 'token.revoked', actor_type: 'admin', actor_id: events.rows[0].actor_id, data: { reason: 'connector operation changed', jtis: [expect.any(String)], count: 1 } },
+        {
+          type: 'token.revoked',
+          actor_type: 'admin',
+          actor_id: events.rows[0].actor_id,
+          data: { reason: 'connector operation changed', jtis: [expect.any(String)], count: 1 },
+        },
       ]);
       // Removing an operation revokes its credentials too.
       const another = await balanceCredential('changing');
@@ -318,29 +372,52 @@ describe('upstream hardening', () => {
       await register(connector('bounded', payments.url));
       const task = await createTask(services, world.orchestrator, { allowed: allowedFor('bounded') });
       const lowered = BOUNDED_OPERATIONS.map((operation, index) =>
-        index === 0 ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 100 } } } : operation);
+        index === 0
+          ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 100 } } }
+          : operation,
+      );
       expect((await admin('PATCH', '/v1/connectors/bounded', { operations: lowered })).status).toBe(200);
-      const detail = { type: 'connector', connector: 'bounded', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 30000, currency: 'usd' } };
+      const detail = {
+        type: 'connector',
+        connector: 'bounded',
+        actions: ['payouts.create'],
+        constraints: { destination: 'acct_1', amount_max: 30000, currency: 'usd' },
+      };
       const refused = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [detail]));
       expect(refused.status).toBe(400);
       expect(refused.body.error).toBe('invalid_authorization_details');
-      expect(refused.body.error_description).toMatch(/constraint amount_max \(lte 30000\) admits values outside the catalogue's bounds of payouts.create: 0 to 100/);
-      const inside = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [{ ...detail, constraints: { ...detail.constraints, amount_max: 100 } }]));
+      expect(refused.body.error_description).toMatch(
+        /constraint amount_max \(lte 30000\) admits values outside the catalogue's bounds of payouts.create: 0 to 100/,
+      );
+      const inside = await tokenRequest(
+        services.issuer,
+        world.agent,
+        exchangeFields(task.task_token, [{ ...detail, constraints: { ...detail.constraints, amount_max: 100 } }]),
+      );
       expect(inside.status).toBe(200);
     });
 
     it('never leaves a live credential decided on an operation a concurrent PATCH changed', async () => {
       await register(connector('racing', payments.url));
       const tasks = await Promise.all(Array.from({ length: 6 }, () => createTask(services, world.orchestrator, { allowed: allowedFor('racing') })));
-      const detail = { type: 'connector', connector: 'racing', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 30000, currency: 'usd' } };
+      const detail = {
+        type: 'connector',
+        connector: 'racing',
+        actions: ['payouts.create'],
+        constraints: { destination: 'acct_1', amount_max: 30000, currency: 'usd' },
+      };
       // Warm the catalogue cache with the old definition, as a busy token endpoint would have it.
       expect((await tokenRequest(services.issuer, world.agent, exchangeFields(tasks[0].task_token, [detail]))).status).toBe(200);
       // The new definition bounds amount_max below every grant asked for: after the PATCH no
       // such credential may be live, whether issued before it (revoked) or after (refused).
       const lowered = BOUNDED_OPERATIONS.map((operation, index) =>
-        index === 0 ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 100 } } } : operation);
+        index === 0
+          ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 100 } } }
+          : operation,
+      );
       const exchanges = Array.from({ length: 24 }, (_, index) =>
-        tokenRequest(services.issuer, world.agent, exchangeFields(tasks[index % tasks.length].task_token, [detail])));
+        tokenRequest(services.issuer, world.agent, exchangeFields(tasks[index % tasks.length].task_token, [detail])),
+      );
       const [patched, ...answers] = await Promise.all([admin('PATCH', '/v1/connectors/racing', { operations: lowered }), ...exchanges]);
       expect(patched.status).toBe(200);
       for (const answer of answers) expect([200, 400]).toContain(answer.status);
@@ -350,7 +427,12 @@ describe('upstream hardening', () => {
       expect(live.rows).toEqual([]);
       // And every credential handed out is refused by the gateway.
       for (const answer of answers.filter((candidate) => candidate.status === 200)) {
-        const response = await gateway('POST', '/connectors/racing/v1/payouts', answer.body.access_token, JSON.stringify({ destination: 'acct_1', amount: 50, currency: 'usd' }));
+        const response = await gateway(
+          'POST',
+          '/connectors/racing/v1/payouts',
+          answer.body.access_token,
+          JSON.stringify({ destination: 'acct_1', amount: 50, currency: 'usd' }),
+        );
         expect(response.status).toBe(401);
       }
     });
@@ -365,8 +447,7 @@ describe('upstream hardening', () => {
     });
     beforeEach(() => (before = payments.received.length));
 
-    const pay = (amount: string) =>
-      gateway('POST', '/connectors/numbers/v1/payouts', token, `{"destination":"acct_1","currency":"usd","amount":${amount}}`);
+    const pay = (amount: string) => gateway('POST', '/connectors/numbers/v1/payouts', token, `{"destination":"acct_1","currency":"usd","amount":${amount}}`);
 
     it.each([
       ['more precision than a double', '30000.000000000000001'],
@@ -383,7 +464,7 @@ describe('upstream hardening', () => {
       expect(payments.received.length).toBe(before);
     });
 
-    it('refuses a negative amount by the catalogue\'s bound although the grant only says lte', async () => {
+    it("refuses a negative amount by the catalogue's bound although the grant only says lte", async () => {
       const response = await pay('-1');
       expect(response.status).toBe(403);
       expect(response.body).toMatchObject({ error: 'insufficient_scope', rule: 'constraint:amount_max' });
@@ -397,13 +478,24 @@ describe('upstream hardening', () => {
     });
 
     it('refuses inexact numbers in query parameters too', async () => {
-      const operations = [{
-        name: 'issues.list', method: 'GET', path: '/repos/{owner}/{repo}/issues', risk: 'read',
-        constraints: { per_page: { in: 'query', field: 'per_page', op: 'lte', min: 1, max: 100 } },
-      }];
+      const operations = [
+        {
+          name: 'issues.list',
+          method: 'GET',
+          path: '/repos/{owner}/{repo}/issues',
+          risk: 'read',
+          constraints: { per_page: { in: 'query', field: 'per_page', op: 'lte', min: 1, max: 100 } },
+        },
+      ];
       await register({ id: 'code', name: 'Code', base_url: code.url, credential: { type: 'header', name: 'PRIVATE-TOKEN', value: CODE_SECRET }, operations });
-      const task = await createTask(services, world.orchestrator, { allowed: [{ type: 'connector', connector: 'code', actions: ['issues.list'], constraints: { per_page: 30 } }] });
-      const issued = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [{ type: 'connector', connector: 'code', actions: ['issues.list'], constraints: { per_page: 30 } }]));
+      const task = await createTask(services, world.orchestrator, {
+        allowed: [{ type: 'connector', connector: 'code', actions: ['issues.list'], constraints: { per_page: 30 } }],
+      });
+      const issued = await tokenRequest(
+        services.issuer,
+        world.agent,
+        exchangeFields(task.task_token, [{ type: 'connector', connector: 'code', actions: ['issues.list'], constraints: { per_page: 30 } }]),
+      );
       const list = (query: string) => gateway('GET', `/connectors/code/repos/a/b/issues?${query}`, issued.body.access_token);
       const seen = code.received.length;
       for (const query of ['per_page=30.0000000000000000001', 'per_page=3e1', 'per_page=-0']) {
@@ -418,7 +510,10 @@ describe('upstream hardening', () => {
 
     it('validates catalogue bounds at registration', async () => {
       const bad = BOUNDED_OPERATIONS.map((operation, index) =>
-        index === 0 ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 10, max: 1 } } } : operation);
+        index === 0
+          ? { ...operation, constraints: { ...operation.constraints, amount_max: { in: 'body', field: 'amount', op: 'lte', min: 10, max: 1 } } }
+          : operation,
+      );
       const response = await admin('POST', '/v1/connectors', connector('bad-bounds', payments.url, { operations: bad }));
       expect(response.status).toBe(400);
       expect(response.body.fields).toEqual([{ field: 'operations[0].constraints.amount_max.max', message: 'must not be below min' }]);

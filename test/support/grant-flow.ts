@@ -49,13 +49,18 @@ export async function createTask(
   overrides: Record<string, unknown> = {},
 ): Promise<{ task_id: string; task_token: string; expires_at: string }> {
   const token = await tasksToken(services, orchestrator);
-  const response = await sendJson('POST', `${services.issuer}/v1/tasks`, {
-    agent_id: 'agent-1',
-    purpose: 'pay invoice INV-42 to Acme, at most 500.00 USD',
-    allowed: PAYOUT_ALLOWED,
-    ttl_seconds: 900,
-    ...overrides,
-  }, token);
+  const response = await sendJson(
+    'POST',
+    `${services.issuer}/v1/tasks`,
+    {
+      agent_id: 'agent-1',
+      purpose: 'pay invoice INV-42 to Acme, at most 500.00 USD',
+      allowed: PAYOUT_ALLOWED,
+      ttl_seconds: 900,
+      ...overrides,
+    },
+    token,
+  );
   if (response.status !== 201) throw new Error(`task creation failed: ${response.text}`);
   return response.body;
 }

@@ -29,14 +29,10 @@ export interface McpUpstream {
 /** The tools: `transfer` (write, constrained), `lookup` (read), `slow` (read, streams progress), `wipe` (write, never granted in the suites). */
 function toolServer(toolCalls: McpUpstream['toolCalls'], slowGate: () => Promise<void>): McpServer {
   const server = new McpServer({ name: 'writ-test-tools', version: '1.0.0' });
-  server.registerTool(
-    'transfer',
-    { description: 'Send money', inputSchema: { to: z.string(), amount: z.number() } },
-    async (args) => {
-      toolCalls.push({ tool: 'transfer', args });
-      return { content: [{ type: 'text', text: `sent ${args.amount} to ${args.to}` }] };
-    },
-  );
+  server.registerTool('transfer', { description: 'Send money', inputSchema: { to: z.string(), amount: z.number() } }, async (args) => {
+    toolCalls.push({ tool: 'transfer', args });
+    return { content: [{ type: 'text', text: `sent ${args.amount} to ${args.to}` }] };
+  });
   server.registerTool('lookup', { description: 'Look something up', inputSchema: { q: z.string() } }, async (args) => {
     toolCalls.push({ tool: 'lookup', args });
     return { content: [{ type: 'text', text: `found ${args.q}` }] };

@@ -24,25 +24,26 @@ function json(response: ServerResponse, status: number, body: unknown, headers: 
 }
 
 /** Starts an upstream on a free loopback port; `authorized` decides on each request's headers. */
-export async function startMockUpstream(
-  authorized: (headers: IncomingMessage['headers']) => boolean,
-  routes: Record<string, Route>,
-): Promise<MockUpstream> {
+export async function startMockUpstream(authorized: (headers: IncomingMessage['headers']) => boolean, routes: Record<string, Route>): Promise<MockUpstream> {
   const received: ReceivedRequest[] = [];
   const server: Server = createServer((request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', () => void (async () => {
-      const entry: ReceivedRequest = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks) };
-      received.push(entry);
-      if (!authorized(request.headers)) return json(response, 401, { error: 'bad credential' });
-      const path = entry.url.split('?')[0];
-      for (const [pattern, route] of Object.entries(routes)) {
-        const [method, regex] = pattern.split(' ');
-        if (method === entry.method && new RegExp(`^${regex}$`).test(path)) return route(entry, response);
-      }
-      json(response, 404, { error: 'not found' });
-    })());
+    request.on(
+      'end',
+      () =>
+        void (async () => {
+          const entry: ReceivedRequest = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks) };
+          received.push(entry);
+          if (!authorized(request.headers)) return json(response, 401, { error: 'bad credential' });
+          const path = entry.url.split('?')[0];
+          for (const [pattern, route] of Object.entries(routes)) {
+            const [method, regex] = pattern.split(' ');
+            if (method === entry.method && new RegExp(`^${regex}$`).test(path)) return route(entry, response);
+          }
+          json(response, 404, { error: 'not found' });
+        })(),
+    );
   });
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -51,10 +52,11 @@ export async function startMockUpstream(
   return {
     url: `http://127.0.0.1:${port}`,
     received,
-    close: () => new Promise((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -86,8 +88,7 @@ export function startPaymentsUpstream(secret: string, redirectTo = 'http://127.0
 /** A code-hosting API: a static secret in `PRIVATE-TOKEN` (a `header` credential). */
 export function startCodeHostUpstream(secret: string): Promise<MockUpstream> {
   return startMockUpstream((headers) => headers['private-token'] === secret, {
-    'GET /repos/[^/]+/[^/]+/issues': (request, response) =>
-      json(response, 200, [{ number: 1, title: 'first', path: request.url }]),
+    'GET /repos/[^/]+/[^/]+/issues': (request, response) => json(response, 200, [{ number: 1, title: 'first', path: request.url }]),
   });
 }
 

@@ -16,16 +16,33 @@ const stats = { refreshes: 0, refreshFailures: 0, revocations: 0, codeExchanges:
 const provider = new Provider(issuer, {
   clients: [
     {
-      client_id: 'writ-upstream', client_secret: config.upstreamSecret, redirect_uris: [config.writCallback],
-      grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'client_secret_basic',
+      client_id: 'writ-upstream',
+      client_secret: config.upstreamSecret,
+      redirect_uris: [config.writCallback],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
     },
-    ...(config.keysClientJwk ? [{
-      client_id: 'writ-upstream-keys', redirect_uris: [config.writCallback], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
-      token_endpoint_auth_method: 'private_key_jwt', token_endpoint_auth_signing_alg: 'ES256', jwks: { keys: [config.keysClientJwk] },
-    }] : []),
+    ...(config.keysClientJwk
+      ? [
+          {
+            client_id: 'writ-upstream-keys',
+            redirect_uris: [config.writCallback],
+            grant_types: ['authorization_code', 'refresh_token'],
+            response_types: ['code'],
+            token_endpoint_auth_method: 'private_key_jwt',
+            token_endpoint_auth_signing_alg: 'ES256',
+            jwks: { keys: [config.keysClientJwk] },
+          },
+        ]
+      : []),
     {
-      client_id: 'orchestrator-app', client_secret: config.appSecret, redirect_uris: ['http://127.0.0.1:9/cb'],
-      grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'client_secret_basic',
+      client_id: 'orchestrator-app',
+      client_secret: config.appSecret,
+      redirect_uris: ['http://127.0.0.1:9/cb'],
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
     },
   ],
   scopes: ['openid', 'offline_access', 'repo:read'],

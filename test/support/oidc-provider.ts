@@ -36,11 +36,12 @@ export async function startOidcProvider(writCallback: string, keysClientJwk?: Re
     issuer,
     upstreamSecret,
     appSecret,
-    stats: async () => (await fetch(`${issuer}/test/stats`)).json() as ReturnType<TestOidcProvider["stats"]>,
-    close: () => new Promise((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-    }),
+    stats: async () => (await fetch(`${issuer}/test/stats`)).json() as ReturnType<TestOidcProvider['stats']>,
+    close: () =>
+      new Promise((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
   };
 }
 

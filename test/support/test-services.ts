@@ -66,9 +66,8 @@ export interface TestServicesOptions {
  * the real compiled policy.
  */
 export async function startTestServices(options: TestServicesOptions = {}): Promise<TestServices> {
-  const db: TestDatabase = options.db ?? (options.databaseUrl
-    ? { url: options.databaseUrl, name: 'external', drop: async () => undefined }
-    : await createTestDatabase());
+  const db: TestDatabase =
+    options.db ?? (options.databaseUrl ? { url: options.databaseUrl, name: 'external', drop: async () => undefined } : await createTestDatabase());
   const [authPort, gatewayPort, adminPort] = [await freePort(), await freePort(), await freePort()];
   const adminToken = `writ_admin_test_${randomBytes(24).toString('base64url')}`;
   const config = loadConfig({
@@ -91,9 +90,7 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
     WRIT_THROTTLE_AUDIT_EVENTS: '10000',
     ...options.env,
   });
-  const logger = options.logSink
-    ? createLogger('debug', 'writ', { write: (line: string) => options.logSink!(line) })
-    : createLogger(config.logLevel);
+  const logger = options.logSink ? createLogger('debug', 'writ', { write: (line: string) => options.logSink!(line) }) : createLogger(config.logLevel);
   const runtime = await createRuntime({ config, poolSize: 10, logger });
   await ensureBootstrapAdminToken(runtime);
   const policy = await ActivePolicy.load(config.policyPath);

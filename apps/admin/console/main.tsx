@@ -55,7 +55,13 @@ function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
       onSignedIn(session);
     } catch (caught) {
       setToken(null);
-      setError(caught instanceof ApiError && caught.status === 401 ? 'This admin token is unknown or revoked.' : caught instanceof Error ? caught.message : String(caught));
+      setError(
+        caught instanceof ApiError && caught.status === 401
+          ? 'This admin token is unknown or revoked.'
+          : caught instanceof Error
+            ? caught.message
+            : String(caught),
+      );
     } finally {
       setBusy(false);
     }
@@ -67,10 +73,20 @@ function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
         <p class="muted">Sign in with an admin token. It is kept in this page's memory only: reloading or closing the tab signs you out.</p>
         <label>
           <span class="label">Admin token</span>
-          <input name="token" type="password" autocomplete="off" spellcheck={false} required value={value} onInput={(event) => setValue((event.target as HTMLInputElement).value)} />
+          <input
+            name="token"
+            type="password"
+            autocomplete="off"
+            spellcheck={false}
+            required
+            value={value}
+            onInput={(event) => setValue((event.target as HTMLInputElement).value)}
+          />
         </label>
         <ErrorLine error={error} />
-        <button type="submit" class="primary" disabled={busy}>Sign in</button>
+        <button type="submit" class="primary" disabled={busy}>
+          Sign in
+        </button>
       </form>
     </main>
   );
@@ -118,12 +134,23 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
   const can = (role: Role) => roleAtLeast(session.role, role);
   let page;
   switch (route.page) {
-    case 'approvals': page = <ApprovalsPage can={can} />; break;
-    case 'audit': page = <AuditPage route={route} />; break;
-    case 'registry': page = <RegistryPage route={route} can={can} />; break;
-    case 'policies': page = <PoliciesPage can={can} />; break;
-    case 'access': page = can('admin') ? <AccessPage selfId={session.id} /> : <TasksPage can={can} />; break;
-    default: page = <TasksPage can={can} />;
+    case 'approvals':
+      page = <ApprovalsPage can={can} />;
+      break;
+    case 'audit':
+      page = <AuditPage route={route} />;
+      break;
+    case 'registry':
+      page = <RegistryPage route={route} can={can} />;
+      break;
+    case 'policies':
+      page = <PoliciesPage can={can} />;
+      break;
+    case 'access':
+      page = can('admin') ? <AccessPage selfId={session.id} /> : <TasksPage can={can} />;
+      break;
+    default:
+      page = <TasksPage can={can} />;
   }
   return (
     <div class="shell">
@@ -133,19 +160,31 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
           {NAV.filter((item) => can(item.role)).map((item) => (
             <a href={`#/${item.page}`} class={route.page === item.page ? 'active' : ''} aria-current={route.page === item.page ? 'page' : undefined}>
               {item.label}
-              {item.page === 'approvals' && count > 0 ? <span class="badge" aria-label={`${count} pending`} data-testid="approvals-badge">{count}{pending.data?.next_cursor ? '+' : ''}</span> : null}
+              {item.page === 'approvals' && count > 0 ? (
+                <span class="badge" aria-label={`${count} pending`} data-testid="approvals-badge">
+                  {count}
+                  {pending.data?.next_cursor ? '+' : ''}
+                </span>
+              ) : null}
             </a>
           ))}
         </nav>
         <span class="who" data-testid="who">
           {session.name} <span class={`pill pill-role`}>{session.role}</span>
         </span>
-        <button type="button" onClick={onSignOut}>Sign out</button>
+        <button type="button" onClick={onSignOut}>
+          Sign out
+        </button>
       </header>
       {toast ? (
         <div class="toast" role="status">
-          {toast} — <a href="#/approvals" onClick={() => setToast(undefined)}>review</a>
-          <button type="button" class="link" onClick={() => setToast(undefined)} aria-label="dismiss">×</button>
+          {toast} —{' '}
+          <a href="#/approvals" onClick={() => setToast(undefined)}>
+            review
+          </a>
+          <button type="button" class="link" onClick={() => setToast(undefined)} aria-label="dismiss">
+            ×
+          </button>
         </div>
       ) : null}
       <main class="content">{page}</main>

@@ -3,7 +3,11 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, FieldError } from './api';
 
 /** Re-runs `load` every `intervalMs` while mounted (and when `deps` change); keeps the last good value. */
-export function usePoll<T>(load: () => Promise<T>, intervalMs: number, deps: unknown[] = []): { data: T | undefined; error: string | undefined; refresh: () => void } {
+export function usePoll<T>(
+  load: () => Promise<T>,
+  intervalMs: number,
+  deps: unknown[] = [],
+): { data: T | undefined; error: string | undefined; refresh: () => void } {
   const [data, setData] = useState<T | undefined>(undefined);
   const [error, setError] = useState<string | undefined>(undefined);
   const [tick, setTick] = useState(0);
@@ -62,12 +66,20 @@ export function when(iso: string | null | undefined): string {
 
 /** Pretty JSON in a block. */
 export function Json({ value, label }: { value: unknown; label?: string }) {
-  return <pre class="json" aria-label={label}>{JSON.stringify(value, null, 2)}</pre>;
+  return (
+    <pre class="json" aria-label={label}>
+      {JSON.stringify(value, null, 2)}
+    </pre>
+  );
 }
 
 /** An error line (role="alert"), or nothing. */
 export function ErrorLine({ error }: { error: string | undefined | null }) {
-  return error ? <p class="error" role="alert">{error}</p> : null;
+  return error ? (
+    <p class="error" role="alert">
+      {error}
+    </p>
+  ) : null;
 }
 
 /** Field errors for `name` (the field itself and every member under it, e.g. `operations[0].path`). */
@@ -76,7 +88,19 @@ export function fieldErrors(errors: FieldError[], name: string): FieldError[] {
 }
 
 /** A labelled form field with the API's errors beside it. */
-export function Field({ label, name, errors, hint, children }: { label: string; name: string; errors: FieldError[]; hint?: string; children: ComponentChildren }) {
+export function Field({
+  label,
+  name,
+  errors,
+  hint,
+  children,
+}: {
+  label: string;
+  name: string;
+  errors: FieldError[];
+  hint?: string;
+  children: ComponentChildren;
+}) {
   const mine = fieldErrors(errors, name);
   return (
     <div class={`field${mine.length ? ' invalid' : ''}`} data-field={name}>
@@ -107,14 +131,23 @@ export function Pill({ value }: { value: string }) {
 
 /** A one-line summary of authorization_details entries: `payments: payouts.create (destination=acct_1, amount_max=50000)`. */
 export function DetailsSummary({ details }: { details: unknown }) {
-  const entries = Array.isArray(details) ? (details as { connector?: string; actions?: string[]; constraints?: Record<string, unknown>; limits?: unknown }[]) : [];
+  const entries = Array.isArray(details)
+    ? (details as { connector?: string; actions?: string[]; constraints?: Record<string, unknown>; limits?: unknown }[])
+    : [];
   return (
     <ul class="details">
       {entries.map((entry) => (
         <li>
           <strong>{entry.connector}</strong>: {(entry.actions ?? []).join(', ')}
           {entry.constraints && Object.keys(entry.constraints).length > 0 ? (
-            <span class="constraints"> ({Object.entries(entry.constraints).map(([name, value]) => `${name}=${JSON.stringify(value)}`).join(', ')})</span>
+            <span class="constraints">
+              {' '}
+              (
+              {Object.entries(entry.constraints)
+                .map(([name, value]) => `${name}=${JSON.stringify(value)}`)
+                .join(', ')}
+              )
+            </span>
           ) : null}
           {entry.limits ? <span class="constraints"> limits {JSON.stringify(entry.limits)}</span> : null}
         </li>

@@ -22,5 +22,11 @@ runMain('admin', async () => {
     'admin API listening',
   );
   if (bootstrap.file) process.stdout.write(`writ: the admin token is in ${bootstrap.file}\n`);
-  return { logger: runtime.logger, stop: async () => { await app.close(); await runtime.close(); } };
+  return {
+    logger: runtime.logger,
+    stop: async () => {
+      await app.close();
+      await runtime.close();
+    },
+  };
 });

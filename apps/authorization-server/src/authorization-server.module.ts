@@ -51,8 +51,17 @@ export class AuthorizationServerModule implements OnApplicationShutdown {
     return {
       module: AuthorizationServerModule,
       imports: [RuntimeModule.forRoot(runtime), HealthModule],
-      controllers: [DiscoveryController, JwksController, TokenController, IntrospectionController, RevocationController, TasksController,
-        ConnectLinksController, ConnectFlowController, MyConnectionsController],
+      controllers: [
+        DiscoveryController,
+        JwksController,
+        TokenController,
+        IntrospectionController,
+        RevocationController,
+        TasksController,
+        ConnectLinksController,
+        ConnectFlowController,
+        MyConnectionsController,
+      ],
       providers: [
         { provide: ActivePolicy, useValue: policy },
         { provide: APP_PIPE, useFactory: writValidationPipe },

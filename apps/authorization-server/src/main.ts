@@ -11,5 +11,11 @@ runMain('authorization-server', async () => {
   const app = await createAuthorizationServerApp(runtime, policy);
   await app.listen(runtime.config.authPort, runtime.config.host);
   runtime.logger.info({ issuer: runtime.config.issuer, port: runtime.config.authPort, policy: policy.current().version }, 'authorization server listening');
-  return { logger: runtime.logger, stop: async () => { await app.close(); await runtime.close(); } };
+  return {
+    logger: runtime.logger,
+    stop: async () => {
+      await app.close();
+      await runtime.close();
+    },
+  };
 });

@@ -10,5 +10,11 @@ runMain('connector-gateway', async () => {
   const app = await createGatewayApp(runtime);
   await app.listen(config.gatewayPort, config.host);
   logger.info({ gateway: config.gatewayUrl, port: config.gatewayPort }, 'connector gateway listening');
-  return { logger, stop: async () => { await app.close(); await runtime.close(); } };
+  return {
+    logger,
+    stop: async () => {
+      await app.close();
+      await runtime.close();
+    },
+  };
 });

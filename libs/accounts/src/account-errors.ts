@@ -14,7 +14,10 @@ export class ConnectedAccountError extends Error {
 
 /** A user token that is not acceptable proof of a user (unknown issuer, bad signature, wrong `aud`, expired...). */
 export class UserTokenError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'UserTokenError';
   }

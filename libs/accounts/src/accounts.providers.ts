@@ -15,7 +15,14 @@ export function connectedAccountsProvider(dispatcher: symbol): FactoryProvider<C
   return {
     provide: ConnectedAccounts,
     useFactory: (runtime: Runtime, upstream: Dispatcher) =>
-      new ConnectedAccounts(runtime.pool, runtime.audit, runtime.masterKey, new UpstreamOAuthClient(upstream), connectCallbackUrl(runtime.config.issuer), `${runtime.config.issuer}/connect/`),
+      new ConnectedAccounts(
+        runtime.pool,
+        runtime.audit,
+        runtime.masterKey,
+        new UpstreamOAuthClient(upstream),
+        connectCallbackUrl(runtime.config.issuer),
+        `${runtime.config.issuer}/connect/`,
+      ),
     inject: [RUNTIME, dispatcher],
   };
 }

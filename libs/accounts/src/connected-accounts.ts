@@ -112,10 +112,15 @@ export class ConnectedAccounts {
     const token = randomBytes(32).toString('base64url');
     const expiresAt = new Date(Date.now() + CONNECT_LINK_TTL_SECONDS * 1000);
     await this.audit.recordWith(
-      (tx) => tx.query(
-        `INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-        [sha256(token), connectorId, user.issuer, user.subject, `${actor.type}:${actor.id ?? ''}`, expiresAt],
-      ),
+      (tx) =>
+        tx.query(`INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`, [
+          sha256(token),
+          connectorId,
+          user.issuer,
+          user.subject,
+          `${actor.type}:${actor.id ?? ''}`,
+          expiresAt,
+        ]),
       () => [this.event('connection.link_issued', 'success', actor, connectorId, user, { expires_at: expiresAt.toISOString() })],
     );
     return { url: `${this.linkBase}${token}`, expires_at: expiresAt.toISOString(), connector_id: connectorId, user: { iss: user.issuer, sub: user.subject } };
@@ -139,7 +144,10 @@ export class ConnectedAccounts {
     const link = rows[0];
     if (!link) {
       // Anyone can guess at links: the caller counts refusals per source and says whether this one is still audited on its own.
-      if (await auditRefusal()) await this.audit.record(this.event('connection.link_refused', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired link' }));
+      if (await auditRefusal())
+        await this.audit.record(
+          this.event('connection.link_refused', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired link' }),
+        );
       throw new ConnectedAccountError('link_invalid', 'this connect link is unknown, already used or expired: ask for a new one', 400);
     }
     const user = { issuer: link.user_issuer, subject: link.user_subject };
@@ -153,10 +161,21 @@ export class ConnectedAccounts {
    * The provider's redirect back to Writ: finds the attempt by `state` (once), checks the
    * browser cookie, redeems the code with the PKCE verifier, and stores the user's tokens.
    */
-  async completeCallback(callbackUrl: URL, browser: string | undefined, auditRefusal: () => Promise<boolean> = async () => true): Promise<{ connectorId: string; user: VerifiedUser }> {
+  async completeCallback(
+    callbackUrl: URL,
+    browser: string | undefined,
+    auditRefusal: () => Promise<boolean> = async () => true,
+  ): Promise<{ connectorId: string; user: VerifiedUser }> {
     const state = callbackUrl.searchParams.get('state');
     if (!state) throw new ConnectedAccountError('link_invalid', 'the callback has no state', 400);
-    const { rows } = await this.pool.query<{ id: string; connector_id: string; user_issuer: string; user_subject: string; browser_hash: string; verifier_sealed: Buffer }>(
+    const { rows } = await this.pool.query<{
+      id: string;
+      connector_id: string;
+      user_issuer: string;
+      user_subject: string;
+      browser_hash: string;
+      verifier_sealed: Buffer;
+    }>(
       `UPDATE connect_links SET used_at = now()
         WHERE state_hash = $1 AND used_at IS NULL AND expires_at > now()
         RETURNING id, connector_id, user_issuer, user_subject, browser_hash, verifier_sealed`,
@@ -164,12 +183,17 @@ export class ConnectedAccounts {
     );
     const link = rows[0];
     if (!link) {
-      if (await auditRefusal()) await this.audit.record(this.event('connection.connect_failed', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired state' }));
+      if (await auditRefusal())
+        await this.audit.record(
+          this.event('connection.connect_failed', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired state' }),
+        );
       throw new ConnectedAccountError('link_invalid', 'this connect attempt is unknown, already used or expired: ask for a new link', 400);
     }
     const user = { issuer: link.user_issuer, subject: link.user_subject };
     if (!browser || !sameHash(sha256(browser), link.browser_hash)) {
-      await this.audit.record(this.event('connection.connect_failed', 'denied', { type: 'anonymous' }, link.connector_id, user, { reason: 'browser_mismatch' }));
+      await this.audit.record(
+        this.event('connection.connect_failed', 'denied', { type: 'anonymous' }, link.connector_id, user, { reason: 'browser_mismatch' }),
+      );
       throw new ConnectedAccountError('browser_mismatch', 'this connect attempt was started in another browser: open the connect link again', 400);
     }
     const credential = await this.credentialOf(link.connector_id);
@@ -179,22 +203,35 @@ export class ConnectedAccounts {
       tokens = await this.client.exchangeCode(credential, { callbackUrl, redirectUri: this.callbackUrl, state, codeVerifier: verifier });
     } catch (error) {
       const failure = error instanceof UpstreamOAuthError ? error : new UpstreamOAuthError('invalid_response', 'the code could not be redeemed', false);
-      await this.audit.record(this.event('connection.connect_failed', 'failure', { type: 'anonymous' }, link.connector_id, user, { error: failure.code, error_description: failure.message }));
+      await this.audit.record(
+        this.event('connection.connect_failed', 'failure', { type: 'anonymous' }, link.connector_id, user, {
+          error: failure.code,
+          error_description: failure.message,
+        }),
+      );
       throw new ConnectedAccountError('connect_failed', `the provider did not connect the account: ${failure.message}`, 400);
     }
-    const sealed = this.seal(link.connector_id, credential, user, { access_token: tokens.accessToken, ...(tokens.refreshToken ? { refresh_token: tokens.refreshToken } : {}) });
+    const sealed = this.seal(link.connector_id, credential, user, {
+      access_token: tokens.accessToken,
+      ...(tokens.refreshToken ? { refresh_token: tokens.refreshToken } : {}),
+    });
     await this.audit.recordWith(
-      (tx) => tx.query(
-        `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at)
+      (tx) =>
+        tx.query(
+          `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at)
          VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)
          ON CONFLICT (connector_id, user_issuer, user_subject) DO UPDATE
            SET status = 'active', scopes = EXCLUDED.scopes, tokens_sealed = EXCLUDED.tokens_sealed, access_expires_at = EXCLUDED.access_expires_at,
                broken_error = NULL, connected_at = now(), refreshed_at = NULL, updated_at = now()`,
-        [randomUUID(), link.connector_id, user.issuer, user.subject, tokens.scopes, sealed, tokens.expiresAt],
-      ),
-      () => [this.event('connection.connected', 'success', { type: 'anonymous' }, link.connector_id, user, {
-        scopes: tokens.scopes, refresh_token: tokens.refreshToken !== undefined, access_expires_at: tokens.expiresAt?.toISOString() ?? null,
-      })],
+          [randomUUID(), link.connector_id, user.issuer, user.subject, tokens.scopes, sealed, tokens.expiresAt],
+        ),
+      () => [
+        this.event('connection.connected', 'success', { type: 'anonymous' }, link.connector_id, user, {
+          scopes: tokens.scopes,
+          refresh_token: tokens.refreshToken !== undefined,
+          access_expires_at: tokens.expiresAt?.toISOString() ?? null,
+        }),
+      ],
     );
     return { connectorId: link.connector_id, user };
   }
@@ -267,11 +304,16 @@ export class ConnectedAccounts {
     } catch (error) {
       if (error instanceof UpstreamOAuthError && error.refused) return broken(error.message);
       const reason = error instanceof UpstreamOAuthError ? error.message : 'the upstream token endpoint could not be reached';
-      await this.audit.record(this.event('connection.refresh_failed', 'error', system, row.connector_id, user, { connection_id: row.id, error: reason, status: row.status }));
+      await this.audit.record(
+        this.event('connection.refresh_failed', 'error', system, row.connector_id, user, { connection_id: row.id, error: reason, status: row.status }),
+      );
       throw new ConnectedAccountError('upstream_unavailable', `the upstream token endpoint is unavailable: ${reason}`, 503);
     }
     const rotated = fresh.refreshToken !== undefined && fresh.refreshToken !== tokens.refresh_token;
-    const sealed = this.seal(row.connector_id, credential, user, { access_token: fresh.accessToken, refresh_token: fresh.refreshToken ?? tokens.refresh_token });
+    const sealed = this.seal(row.connector_id, credential, user, {
+      access_token: fresh.accessToken,
+      refresh_token: fresh.refreshToken ?? tokens.refresh_token,
+    });
     await tx.query(
       `UPDATE connected_accounts SET tokens_sealed = $2, access_expires_at = $3, scopes = $4, refreshes = refreshes + 1, refreshed_at = now(), updated_at = now()
         WHERE id = $1`,
@@ -279,9 +321,13 @@ export class ConnectedAccounts {
     );
     return {
       token: fresh.accessToken,
-      events: [this.event('connection.refreshed', 'success', system, row.connector_id, user, {
-        connection_id: row.id, rotated, access_expires_at: fresh.expiresAt?.toISOString() ?? null,
-      })],
+      events: [
+        this.event('connection.refreshed', 'success', system, row.connector_id, user, {
+          connection_id: row.id,
+          rotated,
+          access_expires_at: fresh.expiresAt?.toISOString() ?? null,
+        }),
+      ],
     };
   }
 
@@ -311,7 +357,19 @@ export class ConnectedAccounts {
         );
         return rows[0];
       },
-      (row) => (row ? [this.event('connection.disconnected', 'success', actor, row.connector_id, { issuer: row.user_issuer, subject: row.user_subject }, { connection_id: row.id })] : []),
+      (row) =>
+        row
+          ? [
+              this.event(
+                'connection.disconnected',
+                'success',
+                actor,
+                row.connector_id,
+                { issuer: row.user_issuer, subject: row.user_subject },
+                { connection_id: row.id },
+              ),
+            ]
+          : [],
     );
     if (!result) throw new ConnectedAccountError('not_found', 'no such connection', 404);
     const user = { issuer: result.user_issuer, subject: result.user_subject };
@@ -326,14 +384,19 @@ export class ConnectedAccounts {
       outcome = 'failure';
       revocation = error instanceof UpstreamOAuthError || error instanceof ConnectedAccountError ? error.message : 'the upstream revocation failed';
     }
-    await this.audit.record(this.event('connection.upstream_revoked', outcome, actor, result.connector_id, user, { connection_id: result.id, result: revocation }));
+    await this.audit.record(
+      this.event('connection.upstream_revoked', outcome, actor, result.connector_id, user, { connection_id: result.id, result: revocation }),
+    );
     return { ...view(result), upstream_revocation: revocation };
   }
 
   private usable(row: AccountRow | undefined, connectorId: string): AccountRow {
     if (!row) throw new ConnectedAccountError('no_connection', `the task's user has not connected an account on ${connectorId}: issue them a connect link`);
     if (row.status !== 'active') {
-      throw new ConnectedAccountError('connection_broken', `the user's connection to ${connectorId} is broken (${row.broken_error ?? 'unknown error'}): the user must connect again`);
+      throw new ConnectedAccountError(
+        'connection_broken',
+        `the user's connection to ${connectorId} is broken (${row.broken_error ?? 'unknown error'}): the user must connect again`,
+      );
     }
     return row;
   }
@@ -344,9 +407,14 @@ export class ConnectedAccounts {
 
   private open(row: AccountRow, credential: OAuth2AuthorizationCode, user: VerifiedUser): SealedTokens {
     try {
-      return JSON.parse(this.master.unseal(row.tokens_sealed, accountSealContext(row.connector_id, credential.token_url, user)).toString('utf8')) as SealedTokens;
+      return JSON.parse(
+        this.master.unseal(row.tokens_sealed, accountSealContext(row.connector_id, credential.token_url, user)).toString('utf8'),
+      ) as SealedTokens;
     } catch {
-      throw new ConnectedAccountError('connection_broken', `the user's connection to ${row.connector_id} does not open for its current token_url or user: the user must connect again`);
+      throw new ConnectedAccountError(
+        'connection_broken',
+        `the user's connection to ${row.connector_id} does not open for its current token_url or user: the user must connect again`,
+      );
     }
   }
 
@@ -356,21 +424,32 @@ export class ConnectedAccounts {
 
   /** The connector's `oauth2_authorization_code` credential, opened for its current destination. */
   async credentialOf(connectorId: string): Promise<OAuth2AuthorizationCode> {
-    const { rows } = await this.pool.query<ConnectorCredentialRow>(
-      'SELECT id, base_url, credential_type, credential_sealed FROM connectors WHERE id = $1',
-      [connectorId],
-    );
+    const { rows } = await this.pool.query<ConnectorCredentialRow>('SELECT id, base_url, credential_type, credential_sealed FROM connectors WHERE id = $1', [
+      connectorId,
+    ]);
     const row = rows[0];
     if (!row) throw new ConnectedAccountError('not_found', `no connector ${connectorId}`, 404);
     if (row.credential_type !== 'oauth2_authorization_code' || !row.credential_sealed) {
-      throw new ConnectedAccountError('not_authorization_code', `connector ${connectorId} does not use per-user connected accounts (credential type oauth2_authorization_code)`, 400);
+      throw new ConnectedAccountError(
+        'not_authorization_code',
+        `connector ${connectorId} does not use per-user connected accounts (credential type oauth2_authorization_code)`,
+        400,
+      );
     }
     const credential = unsealCredential(this.master, row.id, row.base_url, row.credential_sealed);
-    if (credential.type !== 'oauth2_authorization_code') throw new ConnectedAccountError('not_authorization_code', `connector ${connectorId} does not use connected accounts`, 400);
+    if (credential.type !== 'oauth2_authorization_code')
+      throw new ConnectedAccountError('not_authorization_code', `connector ${connectorId} does not use connected accounts`, 400);
     return credential;
   }
 
-  private event(type: string, outcome: AuditEventInput['outcome'], actor: ConnectionActor, connectorId: string | null, user: VerifiedUser | null, data: Record<string, unknown>): AuditEventInput {
+  private event(
+    type: string,
+    outcome: AuditEventInput['outcome'],
+    actor: ConnectionActor,
+    connectorId: string | null,
+    user: VerifiedUser | null,
+    data: Record<string, unknown>,
+  ): AuditEventInput {
     return { type, outcome, actor, connectorId, data: { ...(user ? { user: { iss: user.issuer, sub: user.subject } } : {}), ...data } };
   }
 }

@@ -67,7 +67,13 @@ export class UpstreamOAuthClient {
     return this.run(credential, async () => {
       const params = oauth.validateAuthResponse(as, this.client(credential), callback, input.state);
       const response = await oauth.authorizationCodeGrantRequest(
-        as, this.client(credential), await this.auth(credential), params, input.redirectUri, input.codeVerifier, this.options(),
+        as,
+        this.client(credential),
+        await this.auth(credential),
+        params,
+        input.redirectUri,
+        input.codeVerifier,
+        this.options(),
       );
       return oauth.processAuthorizationCodeResponse(as, this.client(credential), response);
     });
@@ -146,7 +152,9 @@ export class UpstreamOAuthClient {
 
   private options(): { [oauth.customFetch]: typeof fetch; [oauth.allowInsecureRequests]: true; signal: AbortSignal } {
     const guarded = ((url: string, init: RequestInit) =>
-      undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' } as Parameters<typeof undiciFetch>[1])) as unknown as typeof fetch;
+      undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' } as Parameters<
+        typeof undiciFetch
+      >[1])) as unknown as typeof fetch;
     // http token endpoints are allowed as they are for client credentials; where they may be is WRIT_UPSTREAM_ALLOWED_NETWORKS's call.
     return { [oauth.customFetch]: guarded, [oauth.allowInsecureRequests]: true, signal: AbortSignal.timeout(TIMEOUT_MS) };
   }

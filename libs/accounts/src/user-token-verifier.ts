@@ -67,9 +67,9 @@ export class UserTokenVerifier {
         throw new UserTokenError(`claim_${error.claim}`, `the user token's ${error.claim} is not acceptable`);
       }
       if (error instanceof joseErrors.JWKSTimeout || !(error instanceof joseErrors.JOSEError)) {
-        throw new UserTokenError('jwks_unavailable', 'the identity provider\'s keys could not be fetched');
+        throw new UserTokenError('jwks_unavailable', "the identity provider's keys could not be fetched");
       }
-      throw new UserTokenError('signature', 'the user token\'s signature does not verify with the identity provider\'s keys');
+      throw new UserTokenError('signature', "the user token's signature does not verify with the identity provider's keys");
     }
   }
 
@@ -93,7 +93,13 @@ export class UserTokenVerifier {
         : createRemoteJWKSet(new URL(row.jwks_uri), {
             timeoutDuration: 5_000,
             [customFetch]: (url: string, options: { headers: Headers; method: string; signal: AbortSignal }) =>
-              undiciFetch(url, { headers: options.headers as never, method: options.method, signal: options.signal, redirect: 'manual', dispatcher: this.dispatcher }) as unknown as Promise<Response>,
+              undiciFetch(url, {
+                headers: options.headers as never,
+                method: options.method,
+                signal: options.signal,
+                redirect: 'manual',
+                dispatcher: this.dispatcher,
+              }) as unknown as Promise<Response>,
           })
       : undefined;
     if (this.providers.size > 1_000) this.providers.clear();

@@ -44,10 +44,7 @@ export interface CheckpointSigner {
 
 /** The bytes a checkpoint's signature covers: RFC 8785 canonical JSON of its body. */
 export function checkpointSigningInput(body: CheckpointBody): Buffer {
-  return Buffer.from(
-    canonicalize({ v: body.v, seq: body.seq, hash: body.hash, prev: body.prev, time: body.time, kid: body.kid }),
-    'utf8',
-  );
+  return Buffer.from(canonicalize({ v: body.v, seq: body.seq, hash: body.hash, prev: body.prev, time: body.time, kid: body.kid }), 'utf8');
 }
 
 /** Signs a checkpoint body. */
@@ -58,10 +55,7 @@ export function signCheckpoint(body: Omit<CheckpointBody, 'v' | 'kid'>, signer: 
 
 /** SHA-256 (hex) of a signed checkpoint's canonical JSON: the next checkpoint's `prev`. */
 export function checkpointDigest(checkpoint: SignedCheckpoint): string {
-  return createHash('sha256')
-    .update(checkpointSigningInput(checkpoint))
-    .update(checkpoint.sig, 'utf8')
-    .digest('hex');
+  return createHash('sha256').update(checkpointSigningInput(checkpoint)).update(checkpoint.sig, 'utf8').digest('hex');
 }
 
 /** Verification keys by kid. */
@@ -101,12 +95,18 @@ export class CheckpointFileError extends Error {
 function isCheckpoint(value: unknown): value is SignedCheckpoint {
   const c = value as Partial<SignedCheckpoint> | null;
   return (
-    typeof c === 'object' && c !== null &&
+    typeof c === 'object' &&
+    c !== null &&
     c.v === CHECKPOINT_VERSION &&
-    typeof c.seq === 'number' && Number.isSafeInteger(c.seq) && c.seq > 0 &&
-    typeof c.hash === 'string' && /^[0-9a-f]{64}$/.test(c.hash) &&
+    typeof c.seq === 'number' &&
+    Number.isSafeInteger(c.seq) &&
+    c.seq > 0 &&
+    typeof c.hash === 'string' &&
+    /^[0-9a-f]{64}$/.test(c.hash) &&
     (c.prev === null || (typeof c.prev === 'string' && /^[0-9a-f]{64}$/.test(c.prev))) &&
-    typeof c.time === 'string' && typeof c.kid === 'string' && typeof c.sig === 'string'
+    typeof c.time === 'string' &&
+    typeof c.kid === 'string' &&
+    typeof c.sig === 'string'
   );
 }
 

@@ -154,7 +154,19 @@ describe('AuditCheckpointer', () => {
       const { rows } = await client.query('SELECT * FROM audit_events WHERE seq >= $1 ORDER BY seq', [target.seq]);
       let prev = target.prev_hash;
       for (const row of rows) {
-        const body = { seq: Number(row.seq), id: row.id, occurred_at: row.occurred_at.toISOString(), type: row.type, outcome: row.outcome, actor_type: row.actor_type, actor_id: row.actor_id, agent_id: row.agent_id, task_id: row.task_id, connector_id: row.connector_id, data: Number(row.seq) === target.seq ? { n: 666 } : row.data };
+        const body = {
+          seq: Number(row.seq),
+          id: row.id,
+          occurred_at: row.occurred_at.toISOString(),
+          type: row.type,
+          outcome: row.outcome,
+          actor_type: row.actor_type,
+          actor_id: row.actor_id,
+          agent_id: row.agent_id,
+          task_id: row.task_id,
+          connector_id: row.connector_id,
+          data: Number(row.seq) === target.seq ? { n: 666 } : row.data,
+        };
         const hash = chainHash(prev, body);
         await client.query('UPDATE audit_events SET data = $2, prev_hash = $3, hash = $4 WHERE seq = $1', [body.seq, body.data, prev, hash]);
         prev = hash;

@@ -152,10 +152,14 @@ export class AuditCheckpointer {
             { seq: headSeq, hash: head.rows[0].hash, prev: previous ? checkpointDigest(previous) : null, time: new Date().toISOString() },
             this.signer,
           );
-          await client.query(
-            `INSERT INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (seq) DO NOTHING`,
-            [checkpoint.seq, checkpoint.hash, checkpoint.prev, checkpoint.time, checkpoint.kid, checkpoint.sig],
-          );
+          await client.query(`INSERT INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (seq) DO NOTHING`, [
+            checkpoint.seq,
+            checkpoint.hash,
+            checkpoint.prev,
+            checkpoint.time,
+            checkpoint.kid,
+            checkpoint.sig,
+          ]);
         }
       }
       await client.query('COMMIT');

@@ -29,17 +29,17 @@ describe('AuditService', () => {
 
   it('extends one gapless chain from many concurrent writers, in batches', async () => {
     const results = await Promise.all(Array.from({ length: 300 }, (_, n) => audit.record(event(n))));
-    const seqs = results.flat().map((r) => r.seq).sort((a, b) => a - b);
+    const seqs = results
+      .flat()
+      .map((r) => r.seq)
+      .sort((a, b) => a - b);
     expect(seqs).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
     expect(await audit.verify()).toEqual({ valid: true, events: 300, checkpoints_verified: 0, last_checkpoint_seq: null });
   });
 
   it('extends the same chain from two independent services (instances) without forking', async () => {
     const other = new AuditService(pool, { maxBatch: 7 });
-    await Promise.all([
-      ...Array.from({ length: 50 }, (_, n) => audit.record(event(n))),
-      ...Array.from({ length: 50 }, (_, n) => other.record(event(n))),
-    ]);
+    await Promise.all([...Array.from({ length: 50 }, (_, n) => audit.record(event(n))), ...Array.from({ length: 50 }, (_, n) => other.record(event(n)))]);
     const verification = await audit.verify(37);
     expect(verification.valid).toBe(true);
     expect(verification.events).toBe(400);
@@ -56,9 +56,7 @@ describe('AuditService', () => {
     };
     await pool.query('INSERT INTO spec_batched VALUES (5)');
     const outcomes = await Promise.all(
-      Array.from({ length: 10 }, (_, id) =>
-        audit.recordWithBatched({ kind: 'spec-insert', params: id, run }, (inserted) => (inserted ? [event(id)] : [])),
-      ),
+      Array.from({ length: 10 }, (_, id) => audit.recordWithBatched({ kind: 'spec-insert', params: id, run }, (inserted) => (inserted ? [event(id)] : []))),
     );
     expect(outcomes.map((outcome) => outcome.result)).toEqual([true, true, true, true, true, false, true, true, true, true]);
     expect(outcomes[5].records).toEqual([]);

@@ -71,8 +71,7 @@ export interface VerifyOptions {
   external?: SignedCheckpoint[];
 }
 
-const COLUMNS =
-  'seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash';
+const COLUMNS = 'seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash';
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
@@ -149,10 +148,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
    * neither does. `work` may run more than once (a failed batch is retried unit by unit),
    * always in a fresh transaction.
    */
-  async recordWith<T>(
-    work: AuditedWork<T>,
-    events: (result: T) => AuditEventInput[],
-  ): Promise<{ result: T; records: AuditRecord[] }> {
+  async recordWith<T>(work: AuditedWork<T>, events: (result: T) => AuditEventInput[]): Promise<{ result: T; records: AuditRecord[] }> {
     const outcome = await this.enqueue(work, events as (result: unknown) => AuditEventInput[]);
     return outcome as { result: T; records: AuditRecord[] };
   }
@@ -166,10 +162,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
    * Like {@link recordWith}, for work that can be batched with other units of the same kind
    * (see {@link BatchableWork}). Both the work and the events commit, or neither does.
    */
-  async recordWithBatched<P, R>(
-    work: BatchableWork<P, R>,
-    events: (result: R) => AuditEventInput[],
-  ): Promise<{ result: R; records: AuditRecord[] }> {
+  async recordWithBatched<P, R>(work: BatchableWork<P, R>, events: (result: R) => AuditEventInput[]): Promise<{ result: R; records: AuditRecord[] }> {
     const outcome = await this.enqueue(undefined, events as (result: unknown) => AuditEventInput[], work as BatchableWork<unknown, unknown>);
     return outcome as { result: R; records: AuditRecord[] };
   }
@@ -227,9 +220,9 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     let failed = false;
     try {
       // One round trip: open the transaction and lock the chain head (simple query protocol).
-      const opened = (await client.query(
-        'BEGIN; SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE',
-      )) as unknown as Array<{ rows: Array<{ seq: string; hash: string }> }>;
+      const opened = (await client.query('BEGIN; SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE')) as unknown as Array<{
+        rows: Array<{ seq: string; hash: string }>;
+      }>;
       const head = opened[1];
       let seq = Number(head.rows[0].seq);
       let prevHash = head.rows[0].hash;
@@ -276,10 +269,22 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
            UPDATE audit_chain_head SET seq = $14, hash = $15
             WHERE id = 1 AND (SELECT count(*) FROM appended) = $16`,
           values: [
-            column((r) => r.seq), column((r) => r.id), column((r) => r.occurred_at), column((r) => r.type),
-            column((r) => r.outcome), column((r) => r.actor_type), column((r) => r.actor_id), column((r) => r.agent_id),
-            column((r) => r.task_id), column((r) => r.connector_id), column((r) => JSON.stringify(r.data)),
-            column((r) => r.prev_hash), column((r) => r.hash), seq, prevHash, all.length,
+            column((r) => r.seq),
+            column((r) => r.id),
+            column((r) => r.occurred_at),
+            column((r) => r.type),
+            column((r) => r.outcome),
+            column((r) => r.actor_type),
+            column((r) => r.actor_id),
+            column((r) => r.agent_id),
+            column((r) => r.task_id),
+            column((r) => r.connector_id),
+            column((r) => JSON.stringify(r.data)),
+            column((r) => r.prev_hash),
+            column((r) => r.hash),
+            seq,
+            prevHash,
+            all.length,
           ],
         });
       }
@@ -312,7 +317,10 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     });
     for (const indexes of kinds.values()) {
       const first = batch[indexes[0]].batched!;
-      const out = await first.run(client, indexes.map((index) => batch[index].batched!.params));
+      const out = await first.run(
+        client,
+        indexes.map((index) => batch[index].batched!.params),
+      );
       if (out.length !== indexes.length) throw new Error(`batched work ${first.kind} returned ${out.length} results for ${indexes.length} units`);
       indexes.forEach((unitIndex, position) => (results[unitIndex] = out[position]));
     }
@@ -320,10 +328,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   }
 
   /** One page of events, newest first unless `ascending`, after the opaque cursor. */
-  async list(
-    query: AuditQuery,
-    page: { limit: number; after?: number; ascending?: boolean },
-  ): Promise<{ items: AuditRecord[]; nextCursor: number | null }> {
+  async list(query: AuditQuery, page: { limit: number; after?: number; ascending?: boolean }): Promise<{ items: AuditRecord[]; nextCursor: number | null }> {
     const { where, values } = buildWhere(query);
     if (page.after !== undefined) {
       values.push(page.after);
@@ -408,14 +413,18 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     let prevHash = '0'.repeat(64);
     let events = 0;
     for (;;) {
-      const { rows } = await client.query<Record<string, unknown>>(
-        `SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`,
-        [expectedSeq, pageSize],
-      );
+      const { rows } = await client.query<Record<string, unknown>>(`SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`, [
+        expectedSeq,
+        pageSize,
+      ]);
       for (const row of rows) {
         const record = toRecord(row);
         const invalid = (first_invalid_seq: number, reason: string): AuditVerification => ({
-          valid: false, events, ...summary(anchorSeqs.filter((seq) => seq < record.seq).length), first_invalid_seq, reason,
+          valid: false,
+          events,
+          ...summary(anchorSeqs.filter((seq) => seq < record.seq).length),
+          first_invalid_seq,
+          reason,
         });
         if (record.seq !== expectedSeq) return invalid(expectedSeq, `event ${expectedSeq} is missing`);
         if (record.prev_hash !== prevHash) return invalid(record.seq, 'prev_hash does not match the previous event');
@@ -425,7 +434,10 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         if (anchored !== undefined && anchored !== hash) {
           const from = anchorBefore(record.seq) + 1;
           return {
-            ...invalid(from, `the chain's hash at seq ${record.seq} is not the one its signed checkpoint holds: events ${from} to ${record.seq} were rewritten`),
+            ...invalid(
+              from,
+              `the chain's hash at seq ${record.seq} is not the one its signed checkpoint holds: events ${from} to ${record.seq} were rewritten`,
+            ),
             invalid_checkpoint_seq: record.seq,
           };
         }
@@ -483,10 +495,16 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     let previous: SignedCheckpoint | undefined;
     for (const checkpoint of stored) {
       if (!checkpointSignatureValid(checkpoint, this.keyring)) {
-        return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} in the database is not signed by a Writ checkpoint key (forged or altered)` };
+        return {
+          invalid_checkpoint_seq: checkpoint.seq,
+          reason: `the checkpoint at seq ${checkpoint.seq} in the database is not signed by a Writ checkpoint key (forged or altered)`,
+        };
       }
       if (checkpoint.prev !== (previous ? checkpointDigest(previous) : null)) {
-        return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} does not follow the checkpoint before it in the database (one was removed or inserted)` };
+        return {
+          invalid_checkpoint_seq: checkpoint.seq,
+          reason: `the checkpoint at seq ${checkpoint.seq} does not follow the checkpoint before it in the database (one was removed or inserted)`,
+        };
       }
       anchors.set(checkpoint.seq, checkpoint.hash);
       previous = checkpoint;
@@ -494,7 +512,10 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     const bySeq = new Map(stored.map((checkpoint) => [checkpoint.seq, checkpoint]));
     for (const checkpoint of external ?? []) {
       if (!checkpointSignatureValid(checkpoint, this.keyring)) {
-        return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} in the checkpoint file is not signed by a trusted key` };
+        return {
+          invalid_checkpoint_seq: checkpoint.seq,
+          reason: `the checkpoint at seq ${checkpoint.seq} in the checkpoint file is not signed by a trusted key`,
+        };
       }
       const twin = bySeq.get(checkpoint.seq);
       if (!twin) {
@@ -504,7 +525,10 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         continue;
       }
       if (twin.sig !== checkpoint.sig || twin.hash !== checkpoint.hash) {
-        return { invalid_checkpoint_seq: checkpoint.seq, reason: `the checkpoint at seq ${checkpoint.seq} in the database differs from the one in the checkpoint file` };
+        return {
+          invalid_checkpoint_seq: checkpoint.seq,
+          reason: `the checkpoint at seq ${checkpoint.seq} in the database differs from the one in the checkpoint file`,
+        };
       }
     }
     return { anchors, missing };
@@ -524,10 +548,10 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
 
   /** Checkpoints, newest first, after the cursor (a `seq`). */
   async checkpoints(page: { limit: number; before?: number }): Promise<{ items: SignedCheckpoint[]; nextCursor: number | null }> {
-    const { rows } = await this.pool.query<CheckpointRow>(
-      `SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE seq < $1 ORDER BY seq DESC LIMIT $2`,
-      [page.before ?? Number.MAX_SAFE_INTEGER, page.limit + 1],
-    );
+    const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE seq < $1 ORDER BY seq DESC LIMIT $2`, [
+      page.before ?? Number.MAX_SAFE_INTEGER,
+      page.limit + 1,
+    ]);
     const items = rows.slice(0, page.limit).map(checkpointFromRow);
     return { items, nextCursor: rows.length > page.limit ? items[items.length - 1].seq : null };
   }

@@ -43,11 +43,14 @@ describe('loadConfig', () => {
     const key = Buffer.alloc(32, 7).toString('base64');
     expect(loadConfig({})).toMatchObject({ upstreamAllowedNetworks: ['127.0.0.0/8', '::1/128'], upstreamLoopbackByDefault: true });
     expect(loadConfig({ WRIT_DATABASE_URL: 'postgres://u@h/db', WRIT_MASTER_KEY: key })).toMatchObject({
-      upstreamAllowedNetworks: [], upstreamLoopbackByDefault: false,
+      upstreamAllowedNetworks: [],
+      upstreamLoopbackByDefault: false,
     });
     expect(loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: '' })).toMatchObject({ upstreamAllowedNetworks: [], upstreamLoopbackByDefault: false });
     expect(loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: ' 10.0.0.0/8, fd00::/8 ,192.168.1.7' }).upstreamAllowedNetworks).toEqual([
-      '10.0.0.0/8', 'fd00::/8', '192.168.1.7/32',
+      '10.0.0.0/8',
+      'fd00::/8',
+      '192.168.1.7/32',
     ]);
     for (const bad of ['10.0.0.0/33', 'example.com', '10.0.0.0/08', '::1/129', '10.0.0.0/8/1']) {
       expect(() => loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: bad })).toThrow(/WRIT_UPSTREAM_ALLOWED_NETWORKS must be comma-separated CIDRs/);
@@ -79,7 +82,9 @@ describe('loadConfig', () => {
     expect([config.databaseUrl, config.migrationDatabaseUrl]).toEqual(['postgres://app@h/db', 'postgres://owner@h/db']);
     expect(loadConfig({}).migrationDatabaseUrl).toBeUndefined();
     expect(() => loadConfig({ WRIT_MIGRATION_DATABASE_URL: 'postgres://owner@h/db' })).toThrow(/needs WRIT_DATABASE_URL/);
-    expect(() => loadConfig({ WRIT_DATABASE_URL: 'postgres://app@h/db', WRIT_MIGRATION_DATABASE_URL: 'mysql://x', WRIT_MASTER_KEY: key })).toThrow(/WRIT_MIGRATION_DATABASE_URL must be a postgres/);
+    expect(() => loadConfig({ WRIT_DATABASE_URL: 'postgres://app@h/db', WRIT_MIGRATION_DATABASE_URL: 'mysql://x', WRIT_MASTER_KEY: key })).toThrow(
+      /WRIT_MIGRATION_DATABASE_URL must be a postgres/,
+    );
   });
 
   it('refuses a master key that is not 32 bytes', () => {
@@ -109,8 +114,10 @@ describe('loadConfig', () => {
     expect(plain.approvalWebhook).toEqual({ url: 'https://hooks.example/writ', secret: Buffer.from('x'.repeat(32)), backoffMs: 5000, maxAttempts: 8 });
     const key = Buffer.alloc(32, 3);
     const standard = loadConfig({
-      WRIT_APPROVAL_WEBHOOK_URL: 'http://127.0.0.1:9000/hook', WRIT_APPROVAL_WEBHOOK_SECRET: `whsec_${key.toString('base64')}`,
-      WRIT_APPROVAL_WEBHOOK_BACKOFF_MS: '50', WRIT_APPROVAL_WEBHOOK_MAX_ATTEMPTS: '3',
+      WRIT_APPROVAL_WEBHOOK_URL: 'http://127.0.0.1:9000/hook',
+      WRIT_APPROVAL_WEBHOOK_SECRET: `whsec_${key.toString('base64')}`,
+      WRIT_APPROVAL_WEBHOOK_BACKOFF_MS: '50',
+      WRIT_APPROVAL_WEBHOOK_MAX_ATTEMPTS: '3',
     });
     expect(standard.approvalWebhook).toMatchObject({ secret: key, backoffMs: 50, maxAttempts: 3 });
   });
@@ -121,9 +128,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: 'whsec_AAAA' })).toThrow(/at least 24 bytes/);
     const secret = 's'.repeat(40);
     expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'ftp://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: secret })).toThrow(/absolute http\(s\) URL/);
-    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://user:pw@hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: secret })).toThrow(/without userinfo/);
+    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://user:pw@hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: secret })).toThrow(
+      /without userinfo/,
+    );
     expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_SECRET: secret })).toThrow(/without WRIT_APPROVAL_WEBHOOK_URL/);
-    expect(() => loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: secret, WRIT_APPROVAL_WEBHOOK_MAX_ATTEMPTS: '0' })).toThrow(/MAX_ATTEMPTS/);
+    expect(() =>
+      loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: secret, WRIT_APPROVAL_WEBHOOK_MAX_ATTEMPTS: '0' }),
+    ).toThrow(/MAX_ATTEMPTS/);
     try {
       loadConfig({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/x', WRIT_APPROVAL_WEBHOOK_SECRET: 'whsec_c2hvcnQ=' });
     } catch (error) {

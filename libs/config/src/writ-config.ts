@@ -200,7 +200,10 @@ function allowedNetworks(env: Env, embedded: boolean, problems: string[]): { net
   const raw = env.WRIT_UPSTREAM_ALLOWED_NETWORKS;
   if (raw === undefined) return embedded ? { networks: EMBEDDED_UPSTREAM_NETWORKS, defaulted: true } : { networks: [], defaulted: false };
   const networks: string[] = [];
-  for (const entry of raw.split(',').map((part) => part.trim()).filter(Boolean)) {
+  for (const entry of raw
+    .split(',')
+    .map((part) => part.trim())
+    .filter(Boolean)) {
     const cidr = parseCidr(entry);
     if (!cidr) problems.push(`WRIT_UPSTREAM_ALLOWED_NETWORKS must be comma-separated CIDRs (e.g. 10.0.0.0/8,fd00::/8), got "${entry}"`);
     else networks.push(`${cidr.address}/${cidr.prefix}`);

@@ -123,7 +123,9 @@ export function credentialSecrets(credential: UpstreamCredential): string[] {
       return [credential.client_secret];
     case 'oauth2_authorization_code': {
       const jwk = credential.private_key_jwt?.jwk;
-      const privateMembers = jwk ? ['d', 'p', 'q', 'dp', 'dq', 'qi'].map((name) => jwk[name]).filter((value): value is string => typeof value === 'string') : [];
+      const privateMembers = jwk
+        ? ['d', 'p', 'q', 'dp', 'dq', 'qi'].map((name) => jwk[name]).filter((value): value is string => typeof value === 'string')
+        : [];
       return [...(credential.client_secret ? [credential.client_secret] : []), ...privateMembers];
     }
   }

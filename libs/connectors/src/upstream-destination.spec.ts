@@ -10,20 +10,48 @@ const resolver = (table: Record<string, string[]>) => async (host: string) => {
 
 describe('UpstreamNetworks', () => {
   it.each([
-    '169.254.169.254', '169.254.0.1', '0.0.0.0', '0.1.2.3', '::', 'fe80::1', 'febf::1', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe',
-    '0:0:0:0:0:ffff:a9fe:a9fe', 'fd00:ec2::254', '100.100.100.200', '224.0.0.1', '255.255.255.255', 'ff02::1',
-    '64:ff9b::a9fe:a9fe', '64:ff9b::169.254.169.254', '::169.254.169.254', '2002:a9fe:a9fe::1',
+    '169.254.169.254',
+    '169.254.0.1',
+    '0.0.0.0',
+    '0.1.2.3',
+    '::',
+    'fe80::1',
+    'febf::1',
+    '::ffff:169.254.169.254',
+    '::ffff:a9fe:a9fe',
+    '0:0:0:0:0:ffff:a9fe:a9fe',
+    'fd00:ec2::254',
+    '100.100.100.200',
+    '224.0.0.1',
+    '255.255.255.255',
+    'ff02::1',
+    '64:ff9b::a9fe:a9fe',
+    '64:ff9b::169.254.169.254',
+    '::169.254.169.254',
+    '2002:a9fe:a9fe::1',
   ])('never allows %s, whatever is configured', (address) => {
     expect(new UpstreamNetworks(['0.0.0.0/0', '::/0']).refusal(address)).toMatch(/never reachable/);
   });
 
-  it.each(['127.0.0.1', '127.8.9.10', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '100.64.0.1', 'fc00::1', 'fd12::1', '::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::127.0.0.1', '64:ff9b::a00:1'])(
-    'allows the private or loopback %s only where configured',
-    (address) => {
-      expect(none.refusal(address)).toMatch(/outside WRIT_UPSTREAM_ALLOWED_NETWORKS/);
-      expect(new UpstreamNetworks(['0.0.0.0/0', '::/0']).refusal(address)).toBeUndefined();
-    },
-  );
+  it.each([
+    '127.0.0.1',
+    '127.8.9.10',
+    '10.1.2.3',
+    '172.16.0.1',
+    '172.31.255.255',
+    '192.168.1.1',
+    '100.64.0.1',
+    'fc00::1',
+    'fd12::1',
+    '::1',
+    '::ffff:127.0.0.1',
+    '::ffff:7f00:1',
+    '::127.0.0.1',
+    '64:ff9b::a00:1',
+  ])('allows the private or loopback %s only where configured', (address) => {
+    expect(none.refusal(address)).toMatch(/outside WRIT_UPSTREAM_ALLOWED_NETWORKS/);
+    expect(new UpstreamNetworks(['0.0.0.0/0', '::/0']).refusal(address)).toBeUndefined();
+  });
 
   it('allows loopback through its CIDR and nothing else private', () => {
     expect(loopback.refusal('127.0.0.1')).toBeUndefined();
@@ -43,7 +71,7 @@ describe('UpstreamNetworks', () => {
 });
 
 describe('destinationRefusal', () => {
-  const resolve = resolver({ 'localhost': ['127.0.0.1', '::1'], 'api.example': ['93.184.215.14'], 'mixed.example': ['93.184.215.14', '10.0.0.5'] });
+  const resolve = resolver({ localhost: ['127.0.0.1', '::1'], 'api.example': ['93.184.215.14'], 'mixed.example': ['93.184.215.14', '10.0.0.5'] });
 
   it.each([
     ['http://169.254.169.254/latest/meta-data', /never reachable/],
@@ -72,17 +100,34 @@ describe('destinationRefusal', () => {
   });
 
   it('names base_url and credential.token_url', async () => {
-    expect(await destinationErrors({
-      base_url: 'http://169.254.169.254/',
-      credential: { type: 'oauth2_client_credentials', token_url: 'http://[::ffff:a9fe:a9fe]/token' },
-    }, none, resolve)).toEqual([
+    expect(
+      await destinationErrors(
+        {
+          base_url: 'http://169.254.169.254/',
+          credential: { type: 'oauth2_client_credentials', token_url: 'http://[::ffff:a9fe:a9fe]/token' },
+        },
+        none,
+        resolve,
+      ),
+    ).toEqual([
       { field: 'base_url', message: expect.stringMatching(/^must not point at this destination: /) },
       { field: 'credential.token_url', message: expect.stringMatching(/^must not point at this destination: /) },
     ]);
     expect(await destinationErrors({ credential: null }, none, resolve)).toEqual([]);
-    expect(await destinationErrors({
-      credential: { type: 'oauth2_authorization_code', authorization_url: 'http://10.0.0.1/authorize', token_url: 'http://169.254.169.254/token', revocation_url: 'http://127.0.0.1/revoke' },
-    }, none, resolve)).toEqual([
+    expect(
+      await destinationErrors(
+        {
+          credential: {
+            type: 'oauth2_authorization_code',
+            authorization_url: 'http://10.0.0.1/authorize',
+            token_url: 'http://169.254.169.254/token',
+            revocation_url: 'http://127.0.0.1/revoke',
+          },
+        },
+        none,
+        resolve,
+      ),
+    ).toEqual([
       { field: 'credential.token_url', message: expect.stringMatching(/never reachable/) },
       { field: 'credential.revocation_url', message: expect.stringMatching(/outside/) },
     ]);

@@ -157,7 +157,11 @@ export const resolveAllAddresses: ResolveAll = (hostname) =>
  * within 3 s) is accepted: the gateway checks every resolved address again at connect time, which is the
  * check that counts (DNS may change between now and then).
  */
-export async function destinationRefusal(url: string, networks: UpstreamNetworks, resolve: ResolveAll = resolveAllAddresses): Promise<DestinationRefusal | undefined> {
+export async function destinationRefusal(
+  url: string,
+  networks: UpstreamNetworks,
+  resolve: ResolveAll = resolveAllAddresses,
+): Promise<DestinationRefusal | undefined> {
   let host: string;
   try {
     host = hostOf(url);

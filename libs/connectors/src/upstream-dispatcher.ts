@@ -13,7 +13,10 @@ export const UPSTREAM_ADDRESS_REFUSED = 'WRIT_UPSTREAM_ADDRESS_REFUSED';
 /** A connection refused because its host is, or resolves to, an address the gateway may not reach. */
 export class UpstreamAddressRefusedError extends Error {
   readonly code = UPSTREAM_ADDRESS_REFUSED;
-  constructor(readonly host: string, readonly refusal: string) {
+  constructor(
+    readonly host: string,
+    readonly refusal: string,
+  ) {
     super(`the upstream host ${host} is not reachable from the gateway: ${refusal}`);
     this.name = 'UpstreamAddressRefusedError';
   }

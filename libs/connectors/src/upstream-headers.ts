@@ -1,7 +1,14 @@
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and those a proxy must not pass on. */
 export const HOP_BY_HOP_HEADERS: readonly string[] = [
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  'proxy-authorization', 'proxy-authenticate',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-authenticate',
 ];
 
 /** Request headers that would let a client change the method the upstream acts on. */
@@ -15,8 +22,18 @@ export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method
  * `x-forwarded-` is dropped too.
  */
 export const ROUTING_HEADERS: readonly string[] = [
-  'forwarded', 'x-original-url', 'x-rewrite-url', 'x-original-host', 'x-host', 'x-http-host-override',
-  'true-client-ip', 'x-client-ip', 'x-real-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip',
+  'forwarded',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-original-host',
+  'x-host',
+  'x-http-host-override',
+  'true-client-ip',
+  'x-client-ip',
+  'x-real-ip',
+  'x-cluster-client-ip',
+  'cf-connecting-ip',
+  'fastly-client-ip',
 ];
 
 /** True for a (lower-case) routing header: one of {@link ROUTING_HEADERS} or any `x-forwarded-*`. */
@@ -31,8 +48,17 @@ export function isRoutingHeader(name: string): boolean {
  * headers; method overrides; routing and client-IP headers; `DPoP`).
  */
 export const FORBIDDEN_CREDENTIAL_HEADERS: ReadonlySet<string> = new Set([
-  'authorization', 'host', 'cookie', 'content-type', 'content-length', 'content-encoding', 'expect', 'dpop',
-  ...HOP_BY_HOP_HEADERS, ...METHOD_OVERRIDE_HEADERS, ...ROUTING_HEADERS,
+  'authorization',
+  'host',
+  'cookie',
+  'content-type',
+  'content-length',
+  'content-encoding',
+  'expect',
+  'dpop',
+  ...HOP_BY_HOP_HEADERS,
+  ...METHOD_OVERRIDE_HEADERS,
+  ...ROUTING_HEADERS,
 ]);
 
 /** True when a `header` credential may not use this name (any case). */

@@ -7,7 +7,10 @@ const payments = () => ({
   credential: { type: 'bearer', token: 'sk_live_secret_value' },
   operations: [
     {
-      name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+      name: 'payouts.create',
+      method: 'POST',
+      path: '/v1/payouts',
+      risk: 'write',
       constraints: {
         destination: { in: 'body', field: 'destination', op: 'eq' },
         amount_max: { in: 'body', field: 'amount', op: 'lte' },
@@ -15,7 +18,10 @@ const payments = () => ({
       },
     },
     {
-      name: 'repo.issues.list', method: 'GET', path: '/repos/{owner}/{repo}/issues', risk: 'read',
+      name: 'repo.issues.list',
+      method: 'GET',
+      path: '/repos/{owner}/{repo}/issues',
+      risk: 'read',
       constraints: { repo: { in: 'path', field: 'repo', op: 'eq' } },
     },
   ] as Array<Record<string, unknown>>,
@@ -108,11 +114,7 @@ describe('validateConnectorDefinition', () => {
       { name: 'b', method: 'HEAD', path: '/y', risk: 'read', constraints: { q: { in: 'body', field: 'q', op: 'eq' } } },
       { name: 'c', method: 'POST', path: '/z', risk: 'write', constraints: { p: { in: 'path', field: 'p', op: 'eq' } } },
     );
-    expect(fieldsOf(input)).toEqual([
-      'operations[2].constraints.id.in',
-      'operations[3].constraints.q.in',
-      'operations[4].constraints.p.field',
-    ]);
+    expect(fieldsOf(input)).toEqual(['operations[2].constraints.id.in', 'operations[3].constraints.q.in', 'operations[4].constraints.p.field']);
   });
 
   it('refuses duplicate names and two operations on one method and path (whatever the parameter names)', () => {
@@ -138,38 +140,128 @@ describe('validateConnectorDefinition', () => {
     ['a header named Authorization', { type: 'header', name: 'Authorization', value: 'x' }, ['credential.name']],
     ['a header named host', { type: 'header', name: 'host', value: 'x' }, ['credential.name']],
     ['a hop-by-hop header', { type: 'header', name: 'Transfer-Encoding', value: 'chunked' }, ['credential.name']],
-    ...['Content-Type', 'content-length', 'Transfer-Encoding', 'Connection', 'Cookie', 'TE', 'Upgrade', 'X-HTTP-Method-Override', 'X-Method-Override',
-      'X-Forwarded-For', 'X-Forwarded-Anything', 'Forwarded', 'X-Original-URL', 'X-Rewrite-URL', 'X-Real-IP', 'True-Client-IP', 'DPoP', 'Expect'].map(
-      (name) => [`a header named ${name}`, { type: 'header', name, value: 'x' }, ['credential.name']] as [string, unknown, string[]],
-    ),
+    ...[
+      'Content-Type',
+      'content-length',
+      'Transfer-Encoding',
+      'Connection',
+      'Cookie',
+      'TE',
+      'Upgrade',
+      'X-HTTP-Method-Override',
+      'X-Method-Override',
+      'X-Forwarded-For',
+      'X-Forwarded-Anything',
+      'Forwarded',
+      'X-Original-URL',
+      'X-Rewrite-URL',
+      'X-Real-IP',
+      'True-Client-IP',
+      'DPoP',
+      'Expect',
+    ].map((name) => [`a header named ${name}`, { type: 'header', name, value: 'x' }, ['credential.name']] as [string, unknown, string[]]),
     ['a header name that is not a token', { type: 'header', name: 'X Api Key', value: 'x' }, ['credential.name']],
     ['a header value with a line break', { type: 'header', name: 'X-Api-Key', value: 'a\nb' }, ['credential.value']],
-    ['a token_url that is not http(s)', { type: 'oauth2_client_credentials', token_url: 'file:///etc/passwd', client_id: 'c', client_secret: 's' }, ['credential.token_url']],
-    ['a client_credentials without secret', { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c' }, ['credential.client_secret']],
-    ['a malformed scope', { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c', client_secret: 's', scope: 'a  b' }, ['credential.scope']],
-    ['an authorization_code without scopes', { type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's' }, ['credential.scopes']],
-    ['an authorization_code with a javascript: authorization_url', {
-      type: 'oauth2_authorization_code', authorization_url: 'javascript:alert(1)', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's', scopes: [],
-    }, ['credential.authorization_url']],
-    ['an authorization_code with a revocation_url carrying userinfo', {
-      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', revocation_url: 'https://u:p@idp.example/revoke',
-      client_id: 'c', client_secret: 's', scopes: ['repo'],
-    }, ['credential.revocation_url']],
-    ['an authorization_code with a scope that is not a token', {
-      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's', scopes: ['a b'],
-    }, ['credential.scopes']],
-    ['an authorization_code with both a secret and a key', {
-      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c', client_secret: 's',
-      private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd' } }, scopes: [],
-    }, ['credential.client_secret']],
-    ['an authorization_code with a public key only', {
-      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c',
-      private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' } }, scopes: [],
-    }, ['credential.private_key_jwt.jwk']],
-    ['an authorization_code with a symmetric key', {
-      type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'c',
-      private_key_jwt: { jwk: { kty: 'oct', k: 'c2VjcmV0', d: 'x' } }, scopes: [],
-    }, ['credential.private_key_jwt.jwk']],
+    [
+      'a token_url that is not http(s)',
+      { type: 'oauth2_client_credentials', token_url: 'file:///etc/passwd', client_id: 'c', client_secret: 's' },
+      ['credential.token_url'],
+    ],
+    [
+      'a client_credentials without secret',
+      { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c' },
+      ['credential.client_secret'],
+    ],
+    [
+      'a malformed scope',
+      { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'c', client_secret: 's', scope: 'a  b' },
+      ['credential.scope'],
+    ],
+    [
+      'an authorization_code without scopes',
+      {
+        type: 'oauth2_authorization_code',
+        authorization_url: 'https://idp.example/authorize',
+        token_url: 'https://idp.example/token',
+        client_id: 'c',
+        client_secret: 's',
+      },
+      ['credential.scopes'],
+    ],
+    [
+      'an authorization_code with a javascript: authorization_url',
+      {
+        type: 'oauth2_authorization_code',
+        authorization_url: 'javascript:alert(1)',
+        token_url: 'https://idp.example/token',
+        client_id: 'c',
+        client_secret: 's',
+        scopes: [],
+      },
+      ['credential.authorization_url'],
+    ],
+    [
+      'an authorization_code with a revocation_url carrying userinfo',
+      {
+        type: 'oauth2_authorization_code',
+        authorization_url: 'https://idp.example/authorize',
+        token_url: 'https://idp.example/token',
+        revocation_url: 'https://u:p@idp.example/revoke',
+        client_id: 'c',
+        client_secret: 's',
+        scopes: ['repo'],
+      },
+      ['credential.revocation_url'],
+    ],
+    [
+      'an authorization_code with a scope that is not a token',
+      {
+        type: 'oauth2_authorization_code',
+        authorization_url: 'https://idp.example/authorize',
+        token_url: 'https://idp.example/token',
+        client_id: 'c',
+        client_secret: 's',
+        scopes: ['a b'],
+      },
+      ['credential.scopes'],
+    ],
+    [
+      'an authorization_code with both a secret and a key',
+      {
+        type: 'oauth2_authorization_code',
+        authorization_url: 'https://idp.example/authorize',
+        token_url: 'https://idp.example/token',
+        client_id: 'c',
+        client_secret: 's',
+        private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd' } },
+        scopes: [],
+      },
+      ['credential.client_secret'],
+    ],
+    [
+      'an authorization_code with a public key only',
+      {
+        type: 'oauth2_authorization_code',
+        authorization_url: 'https://idp.example/authorize',
+        token_url: 'https://idp.example/token',
+        client_id: 'c',
+        private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' } },
+        scopes: [],
+      },
+      ['credential.private_key_jwt.jwk'],
+    ],
+    [
+      'an authorization_code with a symmetric key',
+      {
+        type: 'oauth2_authorization_code',
+        authorization_url: 'https://idp.example/authorize',
+        token_url: 'https://idp.example/token',
+        client_id: 'c',
+        private_key_jwt: { jwk: { kty: 'oct', k: 'c2VjcmV0', d: 'x' } },
+        scopes: [],
+      },
+      ['credential.private_key_jwt.jwk'],
+    ],
     ['a credential that is a string', 'sk_live', ['credential']],
   ])('refuses %s', (_name, credential, fields) => {
     expect(fieldsOf({ ...payments(), credential })).toEqual(fields);
@@ -178,14 +270,30 @@ describe('validateConnectorDefinition', () => {
   it('accepts each credential type and never repeats a secret in a message', () => {
     for (const credential of [
       { type: 'header', name: 'X-Api-Key', value: 'key value 1' },
-      { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token?tenant=1', client_id: 'writ', client_secret: 's3cret', scope: 'payouts:write read' },
       {
-        type: 'oauth2_authorization_code', authorization_url: 'https://github.example/login/oauth/authorize', token_url: 'https://github.example/login/oauth/access_token',
-        revocation_url: 'https://github.example/revoke', issuer: 'https://github.example', client_id: 'Iv1.abc', client_secret: 's3cret', scopes: ['repo', 'read:user'],
+        type: 'oauth2_client_credentials',
+        token_url: 'https://auth.example/token?tenant=1',
+        client_id: 'writ',
+        client_secret: 's3cret',
+        scope: 'payouts:write read',
       },
       {
-        type: 'oauth2_authorization_code', authorization_url: 'https://idp.example/authorize', token_url: 'https://idp.example/token', client_id: 'writ',
-        private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd', kid: 'k1' } }, scopes: ['read'],
+        type: 'oauth2_authorization_code',
+        authorization_url: 'https://github.example/login/oauth/authorize',
+        token_url: 'https://github.example/login/oauth/access_token',
+        revocation_url: 'https://github.example/revoke',
+        issuer: 'https://github.example',
+        client_id: 'Iv1.abc',
+        client_secret: 's3cret',
+        scopes: ['repo', 'read:user'],
+      },
+      {
+        type: 'oauth2_authorization_code',
+        authorization_url: 'https://idp.example/authorize',
+        token_url: 'https://idp.example/token',
+        client_id: 'writ',
+        private_key_jwt: { jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd', kid: 'k1' } },
+        scopes: ['read'],
       },
     ]) {
       expect(validateConnectorDefinition({ ...payments(), credential })).toMatchObject({ ok: true, value: { credential } });
@@ -196,9 +304,7 @@ describe('validateConnectorDefinition', () => {
   });
 
   it('reports every problem at once', () => {
-    expect(fieldsOf({ id: 'X', operations: 'none', credential: { type: 'bearer' } })).toEqual([
-      'id', 'name', 'base_url', 'operations', 'credential.token',
-    ]);
+    expect(fieldsOf({ id: 'X', operations: 'none', credential: { type: 'bearer' } })).toEqual(['id', 'name', 'base_url', 'operations', 'credential.token']);
     expect(fieldsOf(null)).toEqual(['']);
   });
 });
@@ -241,7 +347,10 @@ describe('catalogue bounds and credential removal', () => {
 
 describe('mcp connectors', () => {
   const tools = () => ({
-    id: 'tools', kind: 'mcp', name: 'Tools', base_url: 'https://mcp.example/mcp',
+    id: 'tools',
+    kind: 'mcp',
+    name: 'Tools',
+    base_url: 'https://mcp.example/mcp',
     operations: [
       { name: 'transfer', risk: 'write', constraints: { amount_max: { in: 'arguments', field: 'payment.amount', op: 'lte', max: 1000 } } },
       { name: 'lookup', risk: 'read' },
@@ -256,14 +365,20 @@ describe('mcp connectors', () => {
     expect(validateConnectorDefinition(tools())).toEqual({
       ok: true,
       value: {
-        id: 'tools', kind: 'mcp', name: 'Tools', base_url: 'https://mcp.example/mcp',
+        id: 'tools',
+        kind: 'mcp',
+        name: 'Tools',
+        base_url: 'https://mcp.example/mcp',
         operations: [
           { name: 'transfer', risk: 'write', constraints: { amount_max: { in: 'arguments', field: 'payment.amount', op: 'lte', max: 1000 } } },
           { name: 'lookup', risk: 'read', constraints: {} },
         ],
       },
     });
-    expect(validateConnectorDefinition({ ...tools(), kind: undefined, operations: payments().operations })).toMatchObject({ ok: true, value: { kind: 'http' } });
+    expect(validateConnectorDefinition({ ...tools(), kind: undefined, operations: payments().operations })).toMatchObject({
+      ok: true,
+      value: { kind: 'http' },
+    });
   });
 
   it('refuses http-only members on tools and other locations than arguments', () => {

@@ -187,7 +187,7 @@ function checkConstraint(
   const location = raw.in;
   if (kind === 'mcp') {
     // A tool call has no path, query or body of its own to constrain: only its arguments.
-    if (location !== 'arguments') out.add(`${field}.in`, 'must be arguments (a field of the tool call\'s params.arguments)');
+    if (location !== 'arguments') out.add(`${field}.in`, "must be arguments (a field of the tool call's params.arguments)");
   } else if (location === 'arguments' || !CONSTRAINT_LOCATIONS.includes(location as never)) {
     out.add(`${field}.in`, 'must be one of path, query, body (arguments is for mcp connectors)');
   }
@@ -232,7 +232,7 @@ function checkBound(value: unknown, field: string, out: Collector): number | und
 function checkTool(raw: Record<string, unknown>, prefix: string, out: Collector): ConnectorOperationDefinition | undefined {
   const before = out.count;
   for (const key of ['method', 'path']) {
-    if (Object.hasOwn(raw, key)) out.add(`${prefix}.${key}`, 'an mcp connector\'s operations are tools: they have no method or path');
+    if (Object.hasOwn(raw, key)) out.add(`${prefix}.${key}`, "an mcp connector's operations are tools: they have no method or path");
   }
   refuseUnknown(Object.fromEntries(Object.entries(raw).filter(([key]) => key !== 'method' && key !== 'path')), TOOL_MEMBERS, prefix, out);
   const { name, risk } = raw;
@@ -386,7 +386,10 @@ function checkCredential(value: unknown, out: Collector): UpstreamCredential | u
       if (typeof name !== 'string' || name.length === 0 || name.length > 256 || !HEADER_NAME_PATTERN.test(name)) {
         out.add('credential.name', 'must be a valid HTTP header name');
       } else if (isForbiddenCredentialHeader(name)) {
-        out.add('credential.name', 'is a header the gateway controls or drops (framing, routing, hop-by-hop, method override; use type bearer for Authorization)');
+        out.add(
+          'credential.name',
+          'is a header the gateway controls or drops (framing, routing, hop-by-hop, method override; use type bearer for Authorization)',
+        );
       }
       const header = checkSecret(value.value, 'credential.value', out, HEADER_VALUE, 'a valid HTTP header value (printable ASCII, no line breaks)');
       return out.count > before || header === undefined ? undefined : { type: 'header', name: name as string, value: header };
@@ -437,8 +440,12 @@ function checkPrivateKeyJwt(value: unknown, out: Collector): OAuth2Authorization
   }
   refuseUnknown(value, ['jwk'], 'credential.private_key_jwt', out);
   const jwk = value.jwk;
-  if (!isPlainObject(jwk) || typeof jwk.d !== 'string' || !privateKeyJwtAlg(jwk)
-    || !Object.entries(jwk).every(([name, member]) => JWK_MEMBER.test(name) && (typeof member === 'string' ? member.length <= 8192 : Array.isArray(member)))) {
+  if (
+    !isPlainObject(jwk) ||
+    typeof jwk.d !== 'string' ||
+    !privateKeyJwtAlg(jwk) ||
+    !Object.entries(jwk).every(([name, member]) => JWK_MEMBER.test(name) && (typeof member === 'string' ? member.length <= 8192 : Array.isArray(member)))
+  ) {
     out.add('credential.private_key_jwt.jwk', 'must be a private JWK (with d) of type EC P-256/P-384, OKP Ed25519 or RSA');
     return undefined;
   }

@@ -101,7 +101,9 @@ async function letPostgresUserThrough(dataDir: string): Promise<void> {
   for (let parent = dirname(dir); ; parent = dirname(parent)) {
     const parentMode = (await stat(parent)).mode & 0o777;
     if ((parentMode & 0o001) === 0) {
-      throw new Error(`the postgres user cannot reach ${dir}: ${parent} has no search permission for others (chmod o+x ${parent}, or choose another WRIT_DATA_DIR)`);
+      throw new Error(
+        `the postgres user cannot reach ${dir}: ${parent} has no search permission for others (chmod o+x ${parent}, or choose another WRIT_DATA_DIR)`,
+      );
     }
     if (parent === dirname(parent)) break;
   }
@@ -228,5 +230,11 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       clearTimeout(timer);
       await stopServer();
     })());
-  return database(credentials, serviceLogin, true, () => server.stop(), (work) => lastWork.push(work));
+  return database(
+    credentials,
+    serviceLogin,
+    true,
+    () => server.stop(),
+    (work) => lastWork.push(work),
+  );
 }

@@ -84,20 +84,37 @@ export class ApprovalStore {
         const { rows } = await client.query<ApprovalRow>(
           `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
-          [id, request.taskId, request.agentId, request.connectorId, JSON.stringify(request.authorizationDetails),
-            JSON.stringify(request.reasons), request.policyVersion, request.expiresAt],
+          [
+            id,
+            request.taskId,
+            request.agentId,
+            request.connectorId,
+            JSON.stringify(request.authorizationDetails),
+            JSON.stringify(request.reasons),
+            request.policyVersion,
+            request.expiresAt,
+          ],
         );
         return toDto(rows[0]);
       },
-      (approval) => [...events, {
-        type: 'approval.requested',
-        outcome: 'info',
-        actor,
-        agentId: request.agentId,
-        taskId: request.taskId,
-        connectorId: request.connectorId,
-        data: { approval_id: approval.id, authorization_details: request.authorizationDetails, reasons: request.reasons, policy_version: request.policyVersion, expires_at: approval.expires_at },
-      }],
+      (approval) => [
+        ...events,
+        {
+          type: 'approval.requested',
+          outcome: 'info',
+          actor,
+          agentId: request.agentId,
+          taskId: request.taskId,
+          connectorId: request.connectorId,
+          data: {
+            approval_id: approval.id,
+            authorization_details: request.authorizationDetails,
+            reasons: request.reasons,
+            policy_version: request.policyVersion,
+            expires_at: approval.expires_at,
+          },
+        },
+      ],
     );
     return result;
   }
@@ -110,7 +127,10 @@ export class ApprovalStore {
   }
 
   /** Approvals newest first, optionally by status, after a cursor (`requested_at|id`). */
-  async list(filter: { status?: string; taskId?: string }, page: { limit: number; before?: { at: Date; id: string } }): Promise<{ items: ApprovalDto[]; next: { at: Date; id: string } | null }> {
+  async list(
+    filter: { status?: string; taskId?: string },
+    page: { limit: number; before?: { at: Date; id: string } },
+  ): Promise<{ items: ApprovalDto[]; next: { at: Date; id: string } | null }> {
     const where: string[] = [];
     const values: unknown[] = [];
     if (filter.status === 'expired') where.push(`status IN ('pending', 'approved') AND expires_at <= now()`);
@@ -141,7 +161,12 @@ export class ApprovalStore {
    * Approves or denies a pending, unexpired approval. Returns the approval after the change,
    * or `undefined` if there is none; `changed: false` when it was no longer pending.
    */
-  async decide(id: string, decision: 'approved' | 'denied', actor: { type: AuditActorType; id: string }, note: string | null): Promise<{ approval: ApprovalDto | undefined; changed: boolean }> {
+  async decide(
+    id: string,
+    decision: 'approved' | 'denied',
+    actor: { type: AuditActorType; id: string },
+    note: string | null,
+  ): Promise<{ approval: ApprovalDto | undefined; changed: boolean }> {
     if (!UUID.test(id)) return { approval: undefined, changed: false };
     const result = await this.transaction.run(
       async (client) => {
@@ -154,17 +179,20 @@ export class ApprovalStore {
         const current = await client.query<ApprovalRow>('SELECT * FROM approvals WHERE id = $1', [id]);
         return { approval: current.rows[0] ? toDto(current.rows[0]) : undefined, changed: false };
       },
-      (outcome) => outcome.changed && outcome.approval
-        ? [{
-            type: `approval.${decision}`,
-            outcome: 'success' as const,
-            actor,
-            agentId: outcome.approval.agent_id,
-            taskId: outcome.approval.task_id,
-            connectorId: outcome.approval.connector_id,
-            data: { approval_id: id, note, authorization_details: outcome.approval.authorization_details },
-          }]
-        : [],
+      (outcome) =>
+        outcome.changed && outcome.approval
+          ? [
+              {
+                type: `approval.${decision}`,
+                outcome: 'success' as const,
+                actor,
+                agentId: outcome.approval.agent_id,
+                taskId: outcome.approval.task_id,
+                connectorId: outcome.approval.connector_id,
+                data: { approval_id: id, note, authorization_details: outcome.approval.authorization_details },
+              },
+            ]
+          : [],
     );
     return result;
   }

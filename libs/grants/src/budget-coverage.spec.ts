@@ -5,7 +5,11 @@ import type { DeclaredEntry } from './task-limits';
 const operators: ConstraintOperatorLookup = (_connector, action, name) =>
   action === 'payouts.create' ? ({ amount_max: 'lte', destination: 'eq' } as const)[name as 'amount_max' | 'destination'] : undefined;
 const payout = (amountMax: number, limits?: DeclaredEntry['limits']): DeclaredEntry => ({
-  type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax }, ...(limits ? { limits } : {}),
+  type: 'connector',
+  connector: 'payments',
+  actions: ['payouts.create'],
+  constraints: { destination: 'acct_1', amount_max: amountMax },
+  ...(limits ? { limits } : {}),
 });
 
 describe('limitedEntriesCovering', () => {
@@ -17,11 +21,29 @@ describe('limitedEntriesCovering', () => {
   ];
 
   it('charges every limited entry that covers the grant, not only the first', () => {
-    expect(limitedEntriesCovering({ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 400 } }, allowed, operators)).toEqual([1, 2]);
+    expect(
+      limitedEntriesCovering(
+        { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 400 } },
+        allowed,
+        operators,
+      ),
+    ).toEqual([1, 2]);
   });
 
   it('skips limited entries that do not cover the grant', () => {
-    expect(limitedEntriesCovering({ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 900 } }, allowed, operators)).toEqual([2]);
-    expect(limitedEntriesCovering({ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_2', amount_max: 1 } }, allowed, operators)).toEqual([]);
+    expect(
+      limitedEntriesCovering(
+        { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 900 } },
+        allowed,
+        operators,
+      ),
+    ).toEqual([2]);
+    expect(
+      limitedEntriesCovering(
+        { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_2', amount_max: 1 } },
+        allowed,
+        operators,
+      ),
+    ).toEqual([]);
   });
 });

@@ -28,14 +28,16 @@ export function taskEndEvents(
   return [
     { type: `task.${status}`, outcome: 'success', actor, agentId: ended.agentId, taskId, data: { status, reason } },
     ...(ended.jtis.length
-      ? [{
-          type: 'token.revoked',
-          outcome: 'success' as const,
-          actor,
-          agentId: ended.agentId,
-          taskId,
-          data: { reason: `task ${status}`, jtis: ended.jtis, count: ended.jtis.length },
-        }]
+      ? [
+          {
+            type: 'token.revoked',
+            outcome: 'success' as const,
+            actor,
+            agentId: ended.agentId,
+            taskId,
+            data: { reason: `task ${status}`, jtis: ended.jtis, count: ended.jtis.length },
+          },
+        ]
       : []),
   ];
 }

@@ -14,9 +14,14 @@ const PAYOUTS: ConnectorOperation = {
     amounts: { in: 'body', field: 'amount', op: 'in', max: 1000 },
   },
 };
-const catalogue: FloorConnector[] = [{ id: 'payments', operations: [PAYOUTS, { name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }] }];
+const catalogue: FloorConnector[] = [
+  { id: 'payments', operations: [PAYOUTS, { name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }] },
+];
 const detail = (constraints?: ConnectorDetail['constraints'], actions = ['payouts.create'], connector = 'payments'): ConnectorDetail => ({
-  type: 'connector', connector, actions, ...(constraints ? { constraints } : {}),
+  type: 'connector',
+  connector,
+  actions,
+  ...(constraints ? { constraints } : {}),
 });
 const allowed: ConnectorDetail[] = [detail({ destination: 'acct_1', amount_max: 5000 }), detail(undefined, ['balance.get'])];
 
@@ -34,8 +39,12 @@ describe('grantFloorViolations', () => {
   });
 
   it('refuses an operation or a connector outside the catalogue', () => {
-    expect(grantFloorViolations([detail(undefined, ['payouts.delete'])], allowed, catalogue)).toEqual(['operation payouts.delete is not in the catalogue of connector payments']);
-    expect(grantFloorViolations([detail(undefined, ['balance.get'], 'bank')], allowed, catalogue)).toEqual(['operation balance.get is not in the catalogue of connector bank']);
+    expect(grantFloorViolations([detail(undefined, ['payouts.delete'])], allowed, catalogue)).toEqual([
+      'operation payouts.delete is not in the catalogue of connector payments',
+    ]);
+    expect(grantFloorViolations([detail(undefined, ['balance.get'], 'bank')], allowed, catalogue)).toEqual([
+      'operation balance.get is not in the catalogue of connector bank',
+    ]);
   });
 
   it('refuses a grant wider than the task declared', () => {

@@ -51,7 +51,11 @@ function boundViolations(detail: ConnectorDetail, operation: ConnectorOperation)
  * declared `allowed`, and grants no constraint value beyond the catalogue's `min`/`max` (the
  * gateway would refuse those calls anyway; the exchange refuses the grant). Empty: no violation.
  */
-export function grantFloorViolations(details: readonly ConnectorDetail[], allowed: readonly ConnectorDetail[], connectors: readonly FloorConnector[]): string[] {
+export function grantFloorViolations(
+  details: readonly ConnectorDetail[],
+  allowed: readonly ConnectorDetail[],
+  connectors: readonly FloorConnector[],
+): string[] {
   if (details.length !== 1 || details[0].actions.length !== 1) return ['a credential covers exactly one connector and one action'];
   const detail = details[0];
   const connector = connectors.find((candidate) => candidate.id === detail.connector);

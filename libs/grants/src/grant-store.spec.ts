@@ -50,7 +50,9 @@ describe('GrantStore', () => {
     }
   };
   const used = async (taskId: string) =>
-    Object.fromEntries((await pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1`, [taskId])).rows.map((row) => [row.rule, row.used]));
+    Object.fromEntries(
+      (await pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1`, [taskId])).rows.map((row) => [row.rule, row.used]),
+    );
 
   it('counts 20 concurrent refusals one after another: each sees a distinct fresh count', async () => {
     const taskId = await newTask();
@@ -60,14 +62,20 @@ describe('GrantStore', () => {
 
   it('ends a task once when ends race', async () => {
     const taskId = await newTask();
-    const ends = await Promise.all(['revoked', 'completed', 'failed', 'expired'].map((status) =>
-      inTransaction((tx) => store.endTask(tx, taskId, status as 'revoked', 'race'))));
+    const ends = await Promise.all(
+      ['revoked', 'completed', 'failed', 'expired'].map((status) => inTransaction((tx) => store.endTask(tx, taskId, status as 'revoked', 'race'))),
+    );
     expect(ends.filter(Boolean)).toHaveLength(1);
   });
 
   it('reserves exactly within the limit from 20 concurrent transactions, all or nothing', async () => {
     const taskId = await newTask();
-    await inTransaction((tx) => store.declareBudgets(tx, taskId, [{ entry: 0, rule: 'calls', maximum: 10 }, { entry: 0, rule: 'sum:amount_max', maximum: 90000 }]));
+    await inTransaction((tx) =>
+      store.declareBudgets(tx, taskId, [
+        { entry: 0, rule: 'calls', maximum: 10 },
+        { entry: 0, rule: 'sum:amount_max', maximum: 90000 },
+      ]),
+    );
     const outcomes: ReserveOutcome[] = await Promise.all(
       Array.from({ length: 20 }, () => inTransaction((tx) => store.reserveBudget(tx, taskId, [0], { amount_max: 30000 }))),
     );
@@ -79,7 +87,12 @@ describe('GrantStore', () => {
 
   it('refuses a missing or negative summed value, and releases a reservation', async () => {
     const taskId = await newTask();
-    await inTransaction((tx) => store.declareBudgets(tx, taskId, [{ entry: 1, rule: 'calls', maximum: 5 }, { entry: 1, rule: 'sum:amount_max', maximum: 100 }]));
+    await inTransaction((tx) =>
+      store.declareBudgets(tx, taskId, [
+        { entry: 1, rule: 'calls', maximum: 5 },
+        { entry: 1, rule: 'sum:amount_max', maximum: 100 },
+      ]),
+    );
     expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], {}))).toMatchObject({ ok: false, rule: 'limit:sum:amount_max' });
     expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], { amount_max: -1 }))).toMatchObject({ ok: false, rule: 'limit:sum:amount_max' });
     expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], { amount_max: '50' }))).toMatchObject({ ok: false });

@@ -57,9 +57,7 @@ export interface BudgetReservation {
 }
 
 /** The outcome of a reservation: held, or refused naming the rule (`limit:calls`, `limit:sum:<name>`). */
-export type ReserveOutcome =
-  | { ok: true; reservation: BudgetReservation }
-  | { ok: false; rule: string; entry: number | null; description: string };
+export type ReserveOutcome = { ok: true; reservation: BudgetReservation } | { ok: false; rule: string; entry: number | null; description: string };
 
 /** A declared limit and what is left of it. */
 export interface BudgetLeft {
@@ -125,10 +123,11 @@ export class GrantStore {
    * provider), in the transaction that creates the task; set once, never changed.
    */
   async setVerifiedUser(tx: PoolClient, taskId: string, user: { issuer: string; subject: string }): Promise<void> {
-    const { rowCount } = await tx.query(
-      'UPDATE tasks SET user_issuer = $2, user_subject = $3 WHERE id = $1 AND user_subject IS NULL',
-      [taskId, user.issuer, user.subject],
-    );
+    const { rowCount } = await tx.query('UPDATE tasks SET user_issuer = $2, user_subject = $3 WHERE id = $1 AND user_subject IS NULL', [
+      taskId,
+      user.issuer,
+      user.subject,
+    ]);
     if (rowCount !== 1) throw new Error(`task ${taskId} already has a user`);
   }
 
@@ -169,8 +168,18 @@ export class GrantStore {
     await tx.query(
       `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti, created_at, expires_at)
        VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, to_timestamp($9), $10)`,
-      [task.id, task.agentId, task.orchestratorId, task.purpose, JSON.stringify(task.allowed), task.onBehalfOf,
-        JSON.stringify(task.metadata), task.taskTokenJti, task.createdAtSeconds, task.expiresAt],
+      [
+        task.id,
+        task.agentId,
+        task.orchestratorId,
+        task.purpose,
+        JSON.stringify(task.allowed),
+        task.onBehalfOf,
+        JSON.stringify(task.metadata),
+        task.taskTokenJti,
+        task.createdAtSeconds,
+        task.expiresAt,
+      ],
     );
     await this.declareBudgets(tx, task.id, task.budgets);
   }
@@ -190,7 +199,10 @@ export class GrantStore {
 
   /** Revokes one credential (RFC 7009), in the caller's transaction; false when it was already revoked. */
   async revokeCredential(tx: PoolClient, jti: string, reason: string): Promise<boolean> {
-    const { rowCount } = await tx.query(`UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2 WHERE jti = $1 AND revoked_at IS NULL`, [jti, reason]);
+    const { rowCount } = await tx.query(`UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2 WHERE jti = $1 AND revoked_at IS NULL`, [
+      jti,
+      reason,
+    ]);
     return rowCount === 1;
   }
 
@@ -276,7 +288,8 @@ export class GrantStore {
       const name = row.rule.startsWith('sum:') ? row.rule.slice(4) : undefined;
       const amount = name === undefined ? 1 : values[name];
       const where = `allowed[${row.entry}].limits.${name === undefined ? 'calls' : `sum.${name}`}`;
-      if (amount === undefined) return { ok: false, rule: limitRuleName(row.rule), entry: row.entry, description: `the request has no numeric value for ${name}, summed by ${where}` };
+      if (amount === undefined)
+        return { ok: false, rule: limitRuleName(row.rule), entry: row.entry, description: `the request has no numeric value for ${name}, summed by ${where}` };
       if (amount < 0) return { ok: false, rule: limitRuleName(row.rule), entry: row.entry, description: `a negative ${name} cannot be charged to ${where}` };
       if (Number(row.used) + amount > Number(row.maximum)) {
         return {
@@ -292,7 +305,7 @@ export class GrantStore {
       ok: false,
       rule: first ? limitRuleName(first.rule) : 'limit:calls',
       entry: first?.entry ?? null,
-      description: 'the task\'s budget for this credential is spent',
+      description: "the task's budget for this credential is spent",
     };
   }
 }

@@ -2,7 +2,10 @@ import type { ConnectorDetail, ConnectorOperation } from '@writ/database';
 import { budgetRules, limitRuleName, validateTaskLimits } from './task-limits';
 
 const create: ConnectorOperation = {
-  name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+  name: 'payouts.create',
+  method: 'POST',
+  path: '/v1/payouts',
+  risk: 'write',
   constraints: { amount_max: { in: 'body', field: 'amount', op: 'lte' }, currency: { in: 'body', field: 'currency', op: 'eq' } },
 };
 const entry: ConnectorDetail = { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { amount_max: 500, currency: 'usd' } };

@@ -29,7 +29,9 @@ export class CheckpointSigningKey {
     if (seed.length !== 32) throw new Error('an Ed25519 seed is 32 bytes');
     this.privateKey = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
     const x = (createPublicKey(this.privateKey).export({ format: 'jwk' }) as { x: string }).x;
-    this.kid = createHash('sha256').update(JSON.stringify({ crv: 'Ed25519', kty: 'OKP', x }), 'utf8').digest('base64url');
+    this.kid = createHash('sha256')
+      .update(JSON.stringify({ crv: 'Ed25519', kty: 'OKP', x }), 'utf8')
+      .digest('base64url');
     this.publicJwk = { kty: 'OKP', crv: 'Ed25519', x, kid: this.kid, alg: 'EdDSA', use: 'sig' };
   }
 

@@ -37,7 +37,14 @@ describe('MasterKey', () => {
     const signer = key.checkpointSigningKey();
     expect(key.checkpointSigningKey().kid).toBe(signer.kid);
     expect(new MasterKey(randomBytes(32)).checkpointSigningKey().kid).not.toBe(signer.kid);
-    expect(signer.publicJwk).toEqual({ kty: 'OKP', crv: 'Ed25519', x: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), kid: signer.kid, alg: 'EdDSA', use: 'sig' });
+    expect(signer.publicJwk).toEqual({
+      kty: 'OKP',
+      crv: 'Ed25519',
+      x: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/),
+      kid: signer.kid,
+      alg: 'EdDSA',
+      use: 'sig',
+    });
     expect(JSON.stringify(signer.publicJwk)).not.toMatch(/"d"/);
     const data = Buffer.from('checkpoint');
     const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: signer.publicJwk.x }, format: 'jwk' });

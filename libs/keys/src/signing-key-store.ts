@@ -36,7 +36,10 @@ interface KeyRow {
 
 /** Thrown when a JWT is not one of ours or not valid for the asked use. */
 export class TokenVerificationError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'TokenVerificationError';
   }
@@ -172,9 +175,7 @@ export class SigningKeyStore {
   async sign(claims: JWTPayload, header: { typ: string } & Partial<JWTHeaderParameters>): Promise<string> {
     const key = this.active;
     if (!key) throw new Error('no active signing key');
-    return new SignJWT({ ...claims, iss: this.issuer })
-      .setProtectedHeader({ ...header, alg: SIGNING_ALG, kid: key.kid })
-      .sign(key.privateKey);
+    return new SignJWT({ ...claims, iss: this.issuer }).setProtectedHeader({ ...header, alg: SIGNING_ALG, kid: key.kid }).sign(key.privateKey);
   }
 
   /**
@@ -227,10 +228,12 @@ export class SigningKeyStore {
     const kid = await calculateJwkThumbprint(publicJwk);
     const privateJwk = await exportJWK(privateKey);
     const sealed = this.master.seal(JSON.stringify(privateJwk), `signing_key:${kid}`);
-    await client.query(
-      `INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at) VALUES ($1, $2, $3, $4, 'active', now())`,
-      [kid, SIGNING_ALG, { ...publicJwk, kid, alg: SIGNING_ALG, use: 'sig' }, sealed],
-    );
+    await client.query(`INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, status, created_at) VALUES ($1, $2, $3, $4, 'active', now())`, [
+      kid,
+      SIGNING_ALG,
+      { ...publicJwk, kid, alg: SIGNING_ALG, use: 'sig' },
+      sealed,
+    ]);
     return kid;
   }
 }

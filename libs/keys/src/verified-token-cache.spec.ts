@@ -1,8 +1,10 @@
 import type { JWTVerifyResult } from 'jose';
 import { VerifiedTokenCache } from './verified-token-cache';
 
-const result = (exp: number, extra: Record<string, unknown> = {}): JWTVerifyResult =>
-  ({ payload: { exp, task_id: 't1', details: [{ connector: 'payments' }], ...extra }, protectedHeader: { alg: 'ES256', kid: 'k1' } });
+const result = (exp: number, extra: Record<string, unknown> = {}): JWTVerifyResult => ({
+  payload: { exp, task_id: 't1', details: [{ connector: 'payments' }], ...extra },
+  protectedHeader: { alg: 'ES256', kid: 'k1' },
+});
 
 describe('VerifiedTokenCache', () => {
   const known = () => true;

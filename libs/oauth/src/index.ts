@@ -38,21 +38,10 @@ export {
   type InvalidTokenOptions,
   type OAuthErrorCode,
 } from './errors/oauth-errors';
-export {
-  DEFAULT_REALM,
-  buildWwwAuthenticate,
-  wwwAuthenticateFor,
-  type WwwAuthenticateChallenge,
-} from './errors/www-authenticate';
+export { DEFAULT_REALM, buildWwwAuthenticate, wwwAuthenticateFor, type WwwAuthenticateChallenge } from './errors/www-authenticate';
 
 // Form parameters
-export {
-  optionalParam,
-  parseFormBody,
-  requireParam,
-  type FormParams,
-  type ParseFormBodyOptions,
-} from './params/parse-form-body';
+export { optionalParam, parseFormBody, requireParam, type FormParams, type ParseFormBodyOptions } from './params/parse-form-body';
 
 // Client authentication (private_key_jwt)
 export {
@@ -68,22 +57,10 @@ export {
 } from './client-auth/client-assertion.constants';
 export { clientAuthenticationFailed, type ClientAuthFailureReason } from './client-auth/client-auth-failure';
 export { readClientAssertion, type ClaimedClientAssertion } from './client-auth/read-client-assertion';
-export {
-  verifyClientAssertion,
-  type VerifiedClientAssertion,
-  type VerifyClientAssertionOptions,
-} from './client-auth/verify-client-assertion';
+export { verifyClientAssertion, type VerifiedClientAssertion, type VerifyClientAssertionOptions } from './client-auth/verify-client-assertion';
 export type { JtiStore } from './client-auth/jti-store.interface';
-export {
-  authenticateClientAssertion,
-  type AuthenticateClientAssertionOptions,
-} from './client-auth/authenticate-client-assertion';
-export {
-  validateClientJwks,
-  type PublicJwk,
-  type PublicJwks,
-  type ValidateClientJwksOptions,
-} from './client-auth/validate-client-jwks';
+export { authenticateClientAssertion, type AuthenticateClientAssertionOptions } from './client-auth/authenticate-client-assertion';
+export { validateClientJwks, type PublicJwk, type PublicJwks, type ValidateClientJwksOptions } from './client-auth/validate-client-jwks';
 export { JwksValidationError, type JwksFieldError } from './client-auth/jwks-validation.error';
 
 // authorization_details (RFC 9396)
@@ -96,41 +73,18 @@ export {
   type ConstraintOperatorLookup,
   type ConstraintValue,
 } from './authorization-details/authorization-details.types';
-export {
-  parseAuthorizationDetails,
-  type ParseAuthorizationDetailsOptions,
-} from './authorization-details/parse-authorization-details';
-export {
-  checkWithinAllowed,
-  isConstraintWithin,
-  isValidConstraintValue,
-  type WithinAllowedResult,
-} from './authorization-details/check-within-allowed';
+export { parseAuthorizationDetails, type ParseAuthorizationDetailsOptions } from './authorization-details/parse-authorization-details';
+export { checkWithinAllowed, isConstraintWithin, isValidConstraintValue, type WithinAllowedResult } from './authorization-details/check-within-allowed';
 export { jsonValuesEqual, matchConstraint, parseDecimalString } from './authorization-details/match-constraint';
 
 // Token exchange (RFC 8693)
-export {
-  ACCESS_TOKEN_TYP,
-  GRANT_TYPE_TOKEN_EXCHANGE,
-  TOKEN_TYPE_ACCESS_TOKEN,
-  TOKEN_TYPE_JWT,
-} from './token-exchange/token-exchange.constants';
+export { ACCESS_TOKEN_TYP, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT } from './token-exchange/token-exchange.constants';
 export { connectorResourceUrl } from './token-exchange/connector-resource-url';
-export {
-  parseTokenExchangeRequest,
-  type ParseTokenExchangeOptions,
-  type TokenExchangeRequest,
-} from './token-exchange/parse-token-exchange-request';
+export { parseTokenExchangeRequest, type ParseTokenExchangeOptions, type TokenExchangeRequest } from './token-exchange/parse-token-exchange-request';
 export { quoteToken, safeToken } from './util/safe-description';
 
 // DPoP (RFC 9449)
-export {
-  DPOP_PROOF_TYP,
-  DPOP_SIGNING_ALGS,
-  verifyDpopProof,
-  type DpopProofExpectation,
-  type VerifiedDpopProof,
-} from './dpop/verify-dpop-proof';
+export { DPOP_PROOF_TYP, DPOP_SIGNING_ALGS, verifyDpopProof, type DpopProofExpectation, type VerifiedDpopProof } from './dpop/verify-dpop-proof';
 
 // Caller JSON: duplicate and forbidden keys, lone surrogates, depth
 export {

@@ -57,7 +57,10 @@ export function sourceAddress(request: Pick<Request, 'socket'>): string {
   const left = head ? head.split(':') : [];
   const right = tail ? tail.split(':') : [];
   const groups = address.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
-  return `${groups.slice(0, 4).map((group) => parseInt(group, 16).toString(16)).join(':')}::/64`;
+  return `${groups
+    .slice(0, 4)
+    .map((group) => parseInt(group, 16).toString(16))
+    .join(':')}::/64`;
 }
 
 function printable(value: string): string {
@@ -184,7 +187,9 @@ export class FailureThrottle implements OnModuleDestroy {
     if (this.summarising) return;
     this.summarising = this.summariseEndedWindows()
       .then(() => undefined)
-      .catch((error: unknown) => this.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not summarise throttled failures; will retry'))
+      .catch((error: unknown) =>
+        this.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not summarise throttled failures; will retry'),
+      )
       .finally(() => (this.summarising = undefined));
   }
 

@@ -12,7 +12,10 @@ export interface FieldError {
 
 /** Thrown by admin endpoints for a refused body: `400 {error, message, fields}`. */
 export class ValidationFailedError extends Error {
-  constructor(readonly fields: FieldError[], message = 'the request body is invalid') {
+  constructor(
+    readonly fields: FieldError[],
+    message = 'the request body is invalid',
+  ) {
     super(message);
     this.name = 'ValidationFailedError';
   }
@@ -36,15 +39,24 @@ export class ConflictError extends Error {
 
 function nestErrorCode(status: number): string {
   switch (status) {
-    case 400: return 'invalid_request';
-    case 401: return 'unauthorized';
-    case 403: return 'forbidden';
-    case 404: return 'not_found';
-    case 405: return 'method_not_allowed';
-    case 409: return 'conflict';
-    case 413: return 'invalid_request';
-    case 415: return 'invalid_request';
-    default: return status >= 500 ? 'server_error' : 'invalid_request';
+    case 400:
+      return 'invalid_request';
+    case 401:
+      return 'unauthorized';
+    case 403:
+      return 'forbidden';
+    case 404:
+      return 'not_found';
+    case 405:
+      return 'method_not_allowed';
+    case 409:
+      return 'conflict';
+    case 413:
+      return 'invalid_request';
+    case 415:
+      return 'invalid_request';
+    default:
+      return status >= 500 ? 'server_error' : 'invalid_request';
   }
 }
 
@@ -100,15 +112,17 @@ export class WritExceptionFilter implements ExceptionFilter {
     if (isDataException(exception)) {
       // A value that reached PostgreSQL unchecked (a malformed uuid or time, NUL in text): the
       // request is at fault, never the server. Logged, because a check is missing upstream.
-      this.logger.warn({ code: (exception as { code: string }).code, path: request.path, method: request.method }, 'a request value reached the database unchecked');
+      this.logger.warn(
+        { code: (exception as { code: string }).code, path: request.path, method: request.method },
+        'a request value reached the database unchecked',
+      );
       send(400, { error: 'invalid_request', error_description: 'a value in the request is not valid (malformed identifier, time, number or text)' });
       return;
     }
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
       const body = exception.getResponse();
-      const message =
-        typeof body === 'object' && body && 'message' in body ? (body).message : exception.message;
+      const message = typeof body === 'object' && body && 'message' in body ? body.message : exception.message;
       const description = Array.isArray(message) ? message.join('; ') : String(message);
       const bodyTooLarge = (exception as { cause?: { type?: string } }).cause?.type === 'entity.too.large';
       send(status, { error: nestErrorCode(status), error_description: bodyTooLarge ? 'request body is too large' : description });

@@ -102,7 +102,10 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
         return;
       }
       if (this.policy.current().version === active.version || this.failedVersion === active.version) return;
-      const row = await this.runtime.pool.query<{ bundle: Buffer; data: Record<string, unknown> | null }>(`SELECT bundle, data FROM policies WHERE version = $1`, [active.version]);
+      const row = await this.runtime.pool.query<{ bundle: Buffer; data: Record<string, unknown> | null }>(
+        `SELECT bundle, data FROM policies WHERE version = $1`,
+        [active.version],
+      );
       if (!row.rows[0]) return;
       try {
         const engine = await loadPolicyEngine(row.rows[0].bundle, row.rows[0].data);
@@ -112,7 +115,10 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
         this.logger.info({ version: engine.version, previous }, 'policy installed from the database');
       } catch (error) {
         this.failedVersion = active.version;
-        this.logger.error({ version: active.version, error: error instanceof Error ? error.message : String(error), kept: this.policy.current().version }, 'stored policy refused: keeping the last good policy');
+        this.logger.error(
+          { version: active.version, error: error instanceof Error ? error.message : String(error), kept: this.policy.current().version },
+          'stored policy refused: keeping the last good policy',
+        );
       }
     } catch (error) {
       this.logger.warn({ error: error instanceof Error ? error.message : String(error) }, 'policy sync failed (database unavailable?)');

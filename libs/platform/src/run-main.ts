@@ -23,11 +23,7 @@ export function runMain(service: string, start: () => Promise<{ logger: Logger; 
     })
     .catch((error: unknown) => {
       const reason =
-        error instanceof StartupError || error instanceof ConfigError
-          ? error.message
-          : error instanceof Error
-            ? error.message.split('\n')[0]
-            : String(error);
+        error instanceof StartupError || error instanceof ConfigError ? error.message : error instanceof Error ? error.message.split('\n')[0] : String(error);
       process.stderr.write(`writ: ${service} cannot start: ${reason}\n`);
       process.exit(1);
     });

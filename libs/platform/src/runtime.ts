@@ -7,15 +7,7 @@ import { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
 import { AuditCheckpointer, AuditService } from '@writ/audit';
 import { loadConfig, WritConfig } from '@writ/config';
-import {
-  createDataSource,
-  EmbeddedDatabase,
-  ensureServiceLogin,
-  migrate,
-  poolOf,
-  ServiceLogin,
-  startEmbeddedPostgres,
-} from '@writ/database';
+import { createDataSource, EmbeddedDatabase, ensureServiceLogin, migrate, poolOf, ServiceLogin, startEmbeddedPostgres } from '@writ/database';
 import { CredentialRevoker } from '@writ/grants';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
@@ -135,9 +127,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         if (applied.length) logger.info({ migrations: applied }, 'database migrated');
       }
     }
-    const { key, source } = await step('cannot read the master key', () =>
-      resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl),
-    );
+    const { key, source } = await step('cannot read the master key', () => resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl));
     masterKey = key;
     if (source !== 'environment') {
       logger.warn({ file: join(config.dataDir, 'master-key') }, 'WRIT_MASTER_KEY is not set: using a generated development key kept in the data directory');
@@ -159,7 +149,8 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         every: config.auditCheckpointEvery,
         intervalMs: config.auditCheckpointSeconds * 1000,
         file: config.auditCheckpointFile,
-        onError: (error) => logger.error({ err: error instanceof Error ? error.message : String(error) }, 'audit checkpoint not written; retrying at the next trigger'),
+        onError: (error) =>
+          logger.error({ err: error instanceof Error ? error.message : String(error) }, 'audit checkpoint not written; retrying at the next trigger'),
         onAltered: ({ seq, recorded }) =>
           logger.error(
             { seq, recorded_in: recorded ? config.auditCheckpointFile : undefined },

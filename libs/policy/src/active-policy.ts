@@ -6,8 +6,7 @@ import { PolicyLoadError } from './policy-errors';
 
 /** What a reload did: the new version, or why the previous policy stays. */
 export type PolicyReloadEvent =
-  | { ok: true; path: string; version: string; previousVersion: string }
-  | { ok: false; path: string; error: PolicyLoadError; keptVersion: string };
+  { ok: true; path: string; version: string; previousVersion: string } | { ok: false; path: string; error: PolicyLoadError; keptVersion: string };
 
 /** How {@link ActivePolicy} loads and watches. */
 export interface ActivePolicyOptions extends PolicyEngineOptions {
@@ -114,8 +113,7 @@ export class ActivePolicy {
     this.reload().then(
       (engine) => this.options.onReload?.({ ok: true, path: this.path, version: engine.version, previousVersion }),
       (error: unknown) => {
-        const failure =
-          error instanceof PolicyLoadError ? error : new PolicyLoadError('POLICY_FORMAT_INVALID', String(error), { cause: error });
+        const failure = error instanceof PolicyLoadError ? error : new PolicyLoadError('POLICY_FORMAT_INVALID', String(error), { cause: error });
         this.options.onReload?.({ ok: false, path: this.path, error: failure, keptVersion: this.engine.version });
       },
     );

@@ -94,9 +94,7 @@ export function buildPolicyInput(facts: PolicyFacts): PolicyInput {
         {
           id: connector.id,
           name: connector.name,
-          operations: Object.fromEntries(
-            connector.operations.map(({ name, method, path, risk, constraints }) => [name, { method, path, risk, constraints }]),
-          ),
+          operations: Object.fromEntries(connector.operations.map(({ name, method, path, risk, constraints }) => [name, { method, path, risk, constraints }])),
         },
       ]),
     ),

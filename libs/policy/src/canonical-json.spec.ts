@@ -2,9 +2,7 @@ import { canonicalJson } from './canonical-json';
 
 describe('canonicalJson (RFC 8785)', () => {
   it('sorts members, drops whitespace, and writes numbers as ECMAScript does', () => {
-    expect(canonicalJson(JSON.parse('{ "b": [1.0, 1e3, -0, "x"], "a": {"d": null, "c": true} }'))).toBe(
-      '{"a":{"c":true,"d":null},"b":[1,1000,0,"x"]}',
-    );
+    expect(canonicalJson(JSON.parse('{ "b": [1.0, 1e3, -0, "x"], "a": {"d": null, "c": true} }'))).toBe('{"a":{"c":true,"d":null},"b":[1,1000,0,"x"]}');
   });
 
   it('sorts keys by UTF-16 code units', () => {

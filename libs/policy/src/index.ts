@@ -6,10 +6,4 @@ export { DEFAULT_POLICY_RELATIVE_PATH, defaultPolicyPath, repositoryRoot } from 
 export { DEFAULT_ENTRYPOINT, policyVersion, readPolicyBundle, readPolicyFile, type PolicyBundle } from './policy-bundle';
 export { evaluateFailClosed, PolicyEngine, type PolicyEngineOptions } from './policy-engine';
 export { PolicyEvaluationError, PolicyLoadError, type PolicyLoadErrorCode } from './policy-errors';
-export type {
-  ConnectorAuthorizationDetail,
-  PolicyConnector,
-  PolicyInput,
-  PolicyOperation,
-  PolicyOperationConstraint,
-} from './policy-input';
+export type { ConnectorAuthorizationDetail, PolicyConnector, PolicyInput, PolicyOperation, PolicyOperationConstraint } from './policy-input';

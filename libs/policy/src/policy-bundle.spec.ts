@@ -59,7 +59,12 @@ describe('readPolicyBundle', () => {
     expect(bundle.format).toBe('bundle');
     expect(bundle.wasm.equals(files.get('/policy.wasm')!)).toBe(true);
     expect(bundle.data).toEqual(JSON.parse(files.get('/data.json')!.toString('utf8')));
-    const expected = sha256(Buffer.concat([sha256(bundle.wasm), sha256('{"writ":{"config":{"approval":{},"connectors":{},"quarantine_after":3,"read_max_uses":null,"ttl_seconds":{"read":300,"write":120}}}}')]));
+    const expected = sha256(
+      Buffer.concat([
+        sha256(bundle.wasm),
+        sha256('{"writ":{"config":{"approval":{},"connectors":{},"quarantine_after":3,"read_max_uses":null,"ttl_seconds":{"read":300,"write":120}}}}'),
+      ]),
+    );
     expect(bundle.version).toBe(expected.toString('hex'));
   });
 
@@ -69,28 +74,65 @@ describe('readPolicyBundle', () => {
   });
 
   it('gives the same version whatever the data formatting and tar framing', () => {
-    const compact = readPolicyBundle(tarGz([['/policy.wasm', echoWasm], ['/data.json', '{"a":1,"b":[true]}']]));
-    const spaced = readPolicyBundle(tarGz([['data.json', '{ "b": [ true ],\n  "a": 1.0 }'], ['./policy.wasm', echoWasm, { pax: true }]]));
+    const compact = readPolicyBundle(
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['/data.json', '{"a":1,"b":[true]}'],
+      ]),
+    );
+    const spaced = readPolicyBundle(
+      tarGz([
+        ['data.json', '{ "b": [ true ],\n  "a": 1.0 }'],
+        ['./policy.wasm', echoWasm, { pax: true }],
+      ]),
+    );
     expect(spaced.version).toBe(compact.version);
-    expect(readPolicyBundle(tarGz([['/policy.wasm', echoWasm], ['/data.json', '{"a":2,"b":[true]}']])).version).not.toBe(compact.version);
+    expect(
+      readPolicyBundle(
+        tarGz([
+          ['/policy.wasm', echoWasm],
+          ['/data.json', '{"a":2,"b":[true]}'],
+        ]),
+      ).version,
+    ).not.toBe(compact.version);
     expect(policyVersion(echoWasm, {})).not.toBe(policyVersion(echoWasm));
   });
 
   it('takes the module the manifest names for the entrypoint', () => {
-    const manifest = JSON.stringify({ wasm: [{ entrypoint: 'other/allow', module: '/other.wasm' }, { entrypoint: 'writ/grant/decision', module: '/writ.wasm' }] });
-    const bundle = readPolicyBundle(tarGz([['/.manifest', manifest], ['/other.wasm', Buffer.from('x')], ['/writ.wasm', echoWasm]]));
+    const manifest = JSON.stringify({
+      wasm: [
+        { entrypoint: 'other/allow', module: '/other.wasm' },
+        { entrypoint: 'writ/grant/decision', module: '/writ.wasm' },
+      ],
+    });
+    const bundle = readPolicyBundle(
+      tarGz([
+        ['/.manifest', manifest],
+        ['/other.wasm', Buffer.from('x')],
+        ['/writ.wasm', echoWasm],
+      ]),
+    );
     expect(bundle.wasm.equals(echoWasm)).toBe(true);
   });
 
   it('merges nested data.json files at their directory', () => {
     const bundle = readPolicyBundle(
-      tarGz([['/policy.wasm', echoWasm], ['/writ/config/data.json', '{"quarantine_after":5}'], ['/data.json', '{"writ":{"other":1}}']]),
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['/writ/config/data.json', '{"quarantine_after":5}'],
+        ['/data.json', '{"writ":{"other":1}}'],
+      ]),
     );
     expect(bundle.data).toEqual({ writ: { other: 1, config: { quarantine_after: 5 } } });
   });
 
   it('keeps a __proto__ key as plain data', () => {
-    const bundle = readPolicyBundle(tarGz([['/policy.wasm', echoWasm], ['/data.json', '{"__proto__":{"polluted":true}}']]));
+    const bundle = readPolicyBundle(
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['/data.json', '{"__proto__":{"polluted":true}}'],
+      ]),
+    );
     expect(Object.hasOwn(bundle.data, '__proto__')).toBe(true);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
@@ -100,11 +142,47 @@ describe('readPolicyBundle', () => {
     ['gzip that is not a tar', gzipSync(Buffer.from('not a tar archive, not even 512 bytes')), 'POLICY_FORMAT_INVALID'],
     ['a corrupt gzip', Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0x01, 0x02]), 'POLICY_FORMAT_INVALID'],
     ['a bundle without policy.wasm', tarGz([['/data.json', '{}']]), 'POLICY_WASM_MISSING'],
-    ['data that is not JSON', tarGz([['/policy.wasm', echoWasm], ['/data.json', '{']]), 'POLICY_DATA_INVALID'],
-    ['data that is not an object', tarGz([['/policy.wasm', echoWasm], ['/data.json', '[1]']]), 'POLICY_DATA_INVALID'],
-    ['conflicting data', tarGz([['/policy.wasm', echoWasm], ['/data.json', '{"a":1}'], ['/a/data.json', '{}']]), 'POLICY_DATA_INVALID'],
-    ['YAML data', tarGz([['/policy.wasm', echoWasm], ['/data.yaml', 'a: 1']]), 'POLICY_DATA_INVALID'],
-    ['a bad manifest', tarGz([['/.manifest', '{'], ['/policy.wasm', echoWasm]]), 'POLICY_FORMAT_INVALID'],
+    [
+      'data that is not JSON',
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['/data.json', '{'],
+      ]),
+      'POLICY_DATA_INVALID',
+    ],
+    [
+      'data that is not an object',
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['/data.json', '[1]'],
+      ]),
+      'POLICY_DATA_INVALID',
+    ],
+    [
+      'conflicting data',
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['/data.json', '{"a":1}'],
+        ['/a/data.json', '{}'],
+      ]),
+      'POLICY_DATA_INVALID',
+    ],
+    [
+      'YAML data',
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['/data.yaml', 'a: 1'],
+      ]),
+      'POLICY_DATA_INVALID',
+    ],
+    [
+      'a bad manifest',
+      tarGz([
+        ['/.manifest', '{'],
+        ['/policy.wasm', echoWasm],
+      ]),
+      'POLICY_FORMAT_INVALID',
+    ],
   ])('refuses %s', (_name, bytes, code) => {
     expect(() => readPolicyBundle(bytes)).toThrow(expect.objectContaining({ name: 'PolicyLoadError', code }));
   });

@@ -130,7 +130,11 @@ describe('PolicyEngine with the committed default bundle', () => {
     ['another payee', asking({ destination: 'acct_2' }), 'constraint destination acct_2 differs from the declared acct_1 (eq)'],
     ['another currency type', asking({ currency: ['usd'] }), 'constraint currency [usd] differs from the declared usd (eq)'],
     ['a missing constraint', asking({ destination: undefined }), 'constraint destination is declared by the task but missing from the request'],
-    ['a constraint the catalogue lacks', asking({ fee_payer: 'acme' }), 'constraint fee_payer is not defined by operation payouts.create of connector payments'],
+    [
+      'a constraint the catalogue lacks',
+      asking({ fee_payer: 'acme' }),
+      'constraint fee_payer is not defined by operation payouts.create of connector payments',
+    ],
     ['an undeclared action', asking({}, 'payouts.refund'), 'action payouts.refund is not declared for connector payments in the task'],
   ])('refuses %s as out of purpose', (_name, input, reason) => {
     const decision = engine.evaluate(input);
@@ -141,7 +145,11 @@ describe('PolicyEngine with the committed default bundle', () => {
   it('refuses a connector the task did not declare', () => {
     const input = exampleInput();
     input.request.authorization_details = [{ type: 'connector', connector: 'code', actions: ['repo.issues.list'] }];
-    expect(engine.evaluate(input)).toMatchObject({ allow: false, out_of_purpose: true, reasons: expect.arrayContaining(['connector code is not declared in the task']) });
+    expect(engine.evaluate(input)).toMatchObject({
+      allow: false,
+      out_of_purpose: true,
+      reasons: expect.arrayContaining(['connector code is not declared in the task']),
+    });
   });
 
   it('refuses a suspended agent without counting it out of purpose', () => {
@@ -166,9 +174,7 @@ describe('PolicyEngine with the committed default bundle', () => {
     expect(engine.evaluate(twoActions).allow).toBe(false);
     const twoEntries = exampleInput();
     twoEntries.request.authorization_details.push({ type: 'connector', connector: 'payments', actions: ['payouts.list'] });
-    expect(engine.evaluate(twoEntries).reasons).toEqual([
-      'authorization_details must hold exactly one entry (one connector and one action per credential)',
-    ]);
+    expect(engine.evaluate(twoEntries).reasons).toEqual(['authorization_details must hold exactly one entry (one connector and one action per credential)']);
   });
 
   it('quarantines on the third out-of-purpose request (quarantine_after 3)', () => {
@@ -299,7 +305,11 @@ describe('PolicyEngine normalisation of what a policy returns (echo fixture)', (
     ['fractional uses', { allow: true, max_ttl_seconds: 60, max_uses: 1.5 }, 'malformed policy decision: max_uses must be a positive integer or null'],
     ['reasons as a string', { allow: true, max_ttl_seconds: 60, max_uses: 1, reasons: 'ok' }, 'malformed policy decision: reasons must be an array of strings'],
     ['quarantine as a string', { allow: true, max_ttl_seconds: 60, max_uses: 1, quarantine: 'no' }, 'malformed policy decision: quarantine must be a boolean'],
-    ['allow with quarantine', { allow: true, max_ttl_seconds: 60, max_uses: 1, quarantine: true }, 'malformed policy decision: the policy both allowed the request and quarantined the task'],
+    [
+      'allow with quarantine',
+      { allow: true, max_ttl_seconds: 60, max_uses: 1, quarantine: true },
+      'malformed policy decision: the policy both allowed the request and quarantined the task',
+    ],
   ])('denies %s', (_name, decision, reason) => {
     const result = evaluate(decision);
     expect(result.allow).toBe(false);
@@ -344,7 +354,11 @@ describe('PolicyEngine normalisation of what a policy returns (echo fixture)', (
     expect(evaluate({ allow: false, requires_approval: true, reasons: ['big'] })).toMatchObject({
       allow: false,
       requires_approval: false,
-      reasons: ['big', 'malformed policy decision: max_ttl_seconds must be a number of at least 1', 'malformed policy decision: max_uses must be a positive integer or null'],
+      reasons: [
+        'big',
+        'malformed policy decision: max_ttl_seconds must be a number of at least 1',
+        'malformed policy decision: max_uses must be a positive integer or null',
+      ],
     });
   });
 });

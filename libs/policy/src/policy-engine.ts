@@ -85,12 +85,7 @@ export class PolicyEngine {
     return PolicyEngine.instantiate(bundle, module, entrypoint, memory);
   }
 
-  private static async instantiate(
-    bundle: PolicyBundle,
-    module: WasmModule,
-    entrypoint: string,
-    memory: MemoryDescriptor,
-  ): Promise<PolicyEngine> {
+  private static async instantiate(bundle: PolicyBundle, module: WasmModule, entrypoint: string, memory: MemoryDescriptor): Promise<PolicyEngine> {
     let instance: LoadedPolicy;
     try {
       instance = await loadPolicy(module, { ...memory });

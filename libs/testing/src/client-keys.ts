@@ -38,9 +38,7 @@ export async function clientAssertion(clientId: string, key: ClientKey, issuer: 
   const now = Math.floor(Date.now() / 1000);
   const claims: Record<string, unknown> = { iss: clientId, sub: clientId, aud: issuer, iat: now, exp: now + 60, jti: randomUUID(), ...overrides.claims };
   for (const name of overrides.omit ?? []) delete claims[name];
-  return new SignJWT(claims)
-    .setProtectedHeader({ alg: key.alg, kid: key.publicJwk.kid, typ: 'JWT', ...overrides.header })
-    .sign(key.privateKey);
+  return new SignJWT(claims).setProtectedHeader({ alg: key.alg, kid: key.publicJwk.kid, typ: 'JWT', ...overrides.header }).sign(key.privateKey);
 }
 
 /** The form fields of `private_key_jwt` client authentication. */

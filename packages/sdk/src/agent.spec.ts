@@ -30,9 +30,12 @@ async function agentWith(server: ReturnType<typeof scriptedServer>): Promise<Age
 describe('Agent approval polling', () => {
   afterEach(() => jest.useRealTimers());
 
-  it('polls with the server\'s interval and approval_id, 5 s slower after each slow_down', async () => {
+  it("polls with the server's interval and approval_id, 5 s slower after each slow_down", async () => {
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
-    const pending = { status: 400, body: { error: 'authorization_pending', error_description: 'a human must approve this request: amount above 100', approval_id: 'ap-1', interval: 1 } };
+    const pending = {
+      status: 400,
+      body: { error: 'authorization_pending', error_description: 'a human must approve this request: amount above 100', approval_id: 'ap-1', interval: 1 },
+    };
     const server = scriptedServer([
       pending,
       { status: 400, body: { error: 'slow_down' } },
@@ -60,7 +63,10 @@ describe('Agent approval polling', () => {
 
   it('does not cache a refusal', async () => {
     const server = scriptedServer([
-      { status: 400, body: { error: 'invalid_authorization_details', error_description: 'denied by policy: destination acct_x is not the declared payee; out of purpose' } },
+      {
+        status: 400,
+        body: { error: 'invalid_authorization_details', error_description: 'denied by policy: destination acct_x is not the declared payee; out of purpose' },
+      },
       { status: 200, body: { access_token: 'at2', token_type: 'Bearer', expires_in: 120 } },
     ]);
     const agent = await agentWith(server);
@@ -74,14 +80,16 @@ describe('Agent approval polling', () => {
 
 describe('gatewayUrlFor', () => {
   it('builds URLs under the connector only', () => {
-    expect(gatewayUrlFor('https://gw.example/base/', 'payments', '/v1/payouts?limit=5&x=a%20b').href).toBe('https://gw.example/base/connectors/payments/v1/payouts?limit=5&x=a%20b');
+    expect(gatewayUrlFor('https://gw.example/base/', 'payments', '/v1/payouts?limit=5&x=a%20b').href).toBe(
+      'https://gw.example/base/connectors/payments/v1/payouts?limit=5&x=a%20b',
+    );
     for (const path of ['https://evil.example/', '//evil.example/x', '/../x', '/a/./b', '/a/%2E%2E/b', '/a%2fb', '/a\\b', '', 'x', '/a#b', '/a\nb', '/a//b']) {
       expect(() => gatewayUrlFor('https://gw.example', 'payments', path)).toThrow(GatewayPathError);
     }
     expect(() => gatewayUrlFor('https://gw.example', '..', '/x')).toThrow(GatewayPathError);
   });
 
-  it('reads the policy\'s reasons from an error description', () => {
+  it("reads the policy's reasons from an error description", () => {
     expect(reasonsOf('denied by policy: a; b')).toEqual(['a', 'b']);
     expect(reasonsOf('denied by policy: no reason given')).toEqual([]);
     expect(reasonsOf('the task is completed')).toEqual(['the task is completed']);

@@ -271,7 +271,12 @@ export class Agent {
       let response: Response;
       try {
         response = await oauth.protectedResourceRequest(
-          credential.accessToken, method, url, new Headers(headers), body, this.#client.options({ DPoP: dpop, signal: init.signal }),
+          credential.accessToken,
+          method,
+          url,
+          new Headers(headers),
+          body,
+          this.#client.options({ DPoP: dpop, signal: init.signal }),
         );
       } catch (error) {
         // A `WWW-Authenticate` challenge is an answer like any other for the caller.

@@ -67,18 +67,23 @@ export async function runOperation<Input>(agent: TaskAgent, spec: OperationSpec<
     response = await agent.fetch(request, withQuery(call.path, call.query), { method: call.method, json: call.json, signal });
   } catch (error) {
     if (error instanceof WritOAuthError) {
-      const why = error.reasons.length > 0 ? error.reasons.join('; ') : error.description ?? error.error;
-      throw new ToolRefusalError(`Writ refused ${spec.action} on ${spec.connector} (${error.error}): ${why}`, { status: error.status, reasons: error.reasons, cause: error });
+      const why = error.reasons.length > 0 ? error.reasons.join('; ') : (error.description ?? error.error);
+      throw new ToolRefusalError(`Writ refused ${spec.action} on ${spec.connector} (${error.error}): ${why}`, {
+        status: error.status,
+        reasons: error.reasons,
+        cause: error,
+      });
     }
     if (error instanceof WritError) throw new ToolRefusalError(`Writ refused ${spec.action} on ${spec.connector}: ${error.message}`, { cause: error });
     throw error;
   }
   const body = await readBody(response);
   if (response.ok) return { status: response.status, body };
-  const detail = body && typeof body === 'object' ? body as Record<string, unknown> : {};
+  const detail = body && typeof body === 'object' ? (body as Record<string, unknown>) : {};
   const rule = typeof detail.rule === 'string' ? `, rule ${detail.rule}` : '';
   const error = typeof detail.error === 'string' ? ` ${detail.error}` : '';
-  const description = typeof detail.error_description === 'string' ? `: ${detail.error_description}` : typeof body === 'string' && body ? `: ${body.slice(0, 500)}` : '';
+  const description =
+    typeof detail.error_description === 'string' ? `: ${detail.error_description}` : typeof body === 'string' && body ? `: ${body.slice(0, 500)}` : '';
   throw new ToolRefusalError(`${spec.action} on ${spec.connector} failed with ${response.status}${error}${rule}${description}`, { status: response.status });
 }
 

@@ -156,7 +156,8 @@ export class Orchestrator {
       }
       const json = await readJson(response);
       if (!response.ok) throw errorFromAnswer(response.status, json);
-      if (json === undefined) throw new WritOAuthError(response.status, { error: 'invalid_response', error_description: 'the Tasks API answered without a JSON body' });
+      if (json === undefined)
+        throw new WritOAuthError(response.status, { error: 'invalid_response', error_description: 'the Tasks API answered without a JSON body' });
       return json as T;
     }
   }

@@ -55,12 +55,18 @@ function NewToken({ onCreated }: { onCreated: () => void }) {
           <option value="admin">admin: also policies, keys and admin tokens</option>
         </select>
       </Field>
-      <button type="submit" class="primary">Create</button>
+      <button type="submit" class="primary">
+        Create
+      </button>
       {created ? (
         <div class="once" role="status">
-          <p><strong>{created.name}</strong>: copy this token now, it is shown only once.</p>
+          <p>
+            <strong>{created.name}</strong>: copy this token now, it is shown only once.
+          </p>
           <input readOnly class="mono" data-testid="created-token" value={created.token} onFocus={(event) => (event.target as HTMLInputElement).select()} />
-          <button type="button" onClick={() => setCreated(undefined)}>Done</button>
+          <button type="button" onClick={() => setCreated(undefined)}>
+            Done
+          </button>
         </div>
       ) : null}
     </form>
@@ -92,22 +98,43 @@ export function AccessPage({ selfId }: { selfId: string }) {
           <h2>Admin tokens</h2>
           <ErrorLine error={tokens.error} />
           <table data-testid="admin-tokens">
-            <thead><tr><th>Name</th><th>Role</th><th>Created</th><th>Last used</th><th /></tr></thead>
+            <thead>
+              <tr>
+                <th>Name</th>
+                <th>Role</th>
+                <th>Created</th>
+                <th>Last used</th>
+                <th />
+              </tr>
+            </thead>
             <tbody>
               {(tokens.data?.items ?? []).map((token) => (
                 <tr data-id={token.id}>
-                  <td>{token.name}{token.id === selfId ? <span class="muted small"> (you)</span> : null}</td>
-                  <td><Pill value={token.role} /></td>
+                  <td>
+                    {token.name}
+                    {token.id === selfId ? <span class="muted small"> (you)</span> : null}
+                  </td>
+                  <td>
+                    <Pill value={token.role} />
+                  </td>
                   <td class="small">{when(token.created_at)}</td>
                   <td class="small">{when(token.last_used_at)}</td>
                   <td class="actions">
-                    {token.revoked_at ? <Pill value="revoked" /> : token.id === selfId ? null : confirm === token.id ? (
+                    {token.revoked_at ? (
+                      <Pill value="revoked" />
+                    ) : token.id === selfId ? null : confirm === token.id ? (
                       <>
-                        <button type="button" class="danger" onClick={() => run('DELETE', `/v1/admin-tokens/${token.id}`, tokens.refresh)}>Confirm revoke</button>
-                        <button type="button" onClick={() => setConfirm(undefined)}>Keep</button>
+                        <button type="button" class="danger" onClick={() => run('DELETE', `/v1/admin-tokens/${token.id}`, tokens.refresh)}>
+                          Confirm revoke
+                        </button>
+                        <button type="button" onClick={() => setConfirm(undefined)}>
+                          Keep
+                        </button>
                       </>
                     ) : (
-                      <button type="button" class="danger" onClick={() => setConfirm(token.id)}>Revoke</button>
+                      <button type="button" class="danger" onClick={() => setConfirm(token.id)}>
+                        Revoke
+                      </button>
                     )}
                   </td>
                 </tr>
@@ -122,20 +149,32 @@ export function AccessPage({ selfId }: { selfId: string }) {
         <p class="muted small">Rotation makes a new key active; the previous one keeps verifying until the tokens it signed expire.</p>
         <ErrorLine error={keys.error} />
         <table data-testid="signing-keys">
-          <thead><tr><th>kid</th><th>alg</th><th>Status</th><th>Created</th><th>Retired</th></tr></thead>
+          <thead>
+            <tr>
+              <th>kid</th>
+              <th>alg</th>
+              <th>Status</th>
+              <th>Created</th>
+              <th>Retired</th>
+            </tr>
+          </thead>
           <tbody>
             {(keys.data?.items ?? []).map((key) => (
               <tr>
                 <td class="mono small">{key.kid}</td>
                 <td>{key.alg}</td>
-                <td><Pill value={key.status} /></td>
+                <td>
+                  <Pill value={key.status} />
+                </td>
                 <td class="small">{when(key.created_at)}</td>
                 <td class="small">{when(key.retired_at)}</td>
               </tr>
             ))}
           </tbody>
         </table>
-        <button type="button" onClick={() => run('POST', '/v1/keys/rotate', keys.refresh)}>Rotate the signing key</button>
+        <button type="button" onClick={() => run('POST', '/v1/keys/rotate', keys.refresh)}>
+          Rotate the signing key
+        </button>
       </section>
     </div>
   );

@@ -65,21 +65,47 @@ function PendingApproval({ approval, can, onDecided }: { approval: Approval; can
     <article class="card approval" data-approval-id={approval.id} data-task-id={approval.task_id}>
       <header>
         <strong>{approval.agent_id}</strong> asks for <strong>{approval.connector_id}</strong>
-        <span class="muted small"> requested {when(approval.requested_at)} · expires in {countdown(approval.expires_at, now)}</span>
+        <span class="muted small">
+          {' '}
+          requested {when(approval.requested_at)} · expires in {countdown(approval.expires_at, now)}
+        </span>
       </header>
       <dl>
         <dt>Task purpose</dt>
-        <dd><Purpose taskId={approval.task_id} /> <a class="small mono" href={`#/audit?task_id=${approval.task_id}`}>{approval.task_id.slice(0, 8)}</a></dd>
+        <dd>
+          <Purpose taskId={approval.task_id} />{' '}
+          <a class="small mono" href={`#/audit?task_id=${approval.task_id}`}>
+            {approval.task_id.slice(0, 8)}
+          </a>
+        </dd>
         <dt>Why the policy asks</dt>
-        <dd><ul class="reasons">{approval.reasons.map((reason) => <li>{reason}</li>)}</ul></dd>
+        <dd>
+          <ul class="reasons">
+            {approval.reasons.map((reason) => (
+              <li>{reason}</li>
+            ))}
+          </ul>
+        </dd>
         <dt>Exactly what the credential would grant</dt>
-        <dd><Json value={approval.authorization_details} label="authorization_details" /></dd>
+        <dd>
+          <Json value={approval.authorization_details} label="authorization_details" />
+        </dd>
       </dl>
       {can('operator') ? (
         <div class="decide">
-          <input name="note" placeholder="note (recorded with the decision)" maxLength={500} value={note} onInput={(event) => setNote((event.target as HTMLInputElement).value)} />
-          <button type="button" class="primary" disabled={busy} onClick={() => decide('approve')}>Approve</button>
-          <button type="button" class="danger" disabled={busy} onClick={() => decide('deny')}>Deny</button>
+          <input
+            name="note"
+            placeholder="note (recorded with the decision)"
+            maxLength={500}
+            value={note}
+            onInput={(event) => setNote((event.target as HTMLInputElement).value)}
+          />
+          <button type="button" class="primary" disabled={busy} onClick={() => decide('approve')}>
+            Approve
+          </button>
+          <button type="button" class="danger" disabled={busy} onClick={() => decide('deny')}>
+            Deny
+          </button>
         </div>
       ) : null}
       <ErrorLine error={error} />
@@ -99,23 +125,38 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
   const decided = (recent.data?.items ?? []).filter((approval) => approval.status !== 'pending');
   return (
     <div>
-      <h1>Approvals <span class="muted small">{pending.data?.items.length ?? 0} pending</span></h1>
+      <h1>
+        Approvals <span class="muted small">{pending.data?.items.length ?? 0} pending</span>
+      </h1>
       <ErrorLine error={pending.error} />
       {pending.data && pending.data.items.length === 0 ? <p class="muted card">Nothing waits for a decision.</p> : null}
       <div class="approvals" data-testid="pending-approvals">
-        {(pending.data?.items ?? []).map((approval) => <PendingApproval key={approval.id} approval={approval} can={can} onDecided={refresh} />)}
+        {(pending.data?.items ?? []).map((approval) => (
+          <PendingApproval key={approval.id} approval={approval} can={can} onDecided={refresh} />
+        ))}
       </div>
       <section class="card">
         <h2>Recent decisions</h2>
         <table>
-          <thead><tr><th>Requested</th><th>Agent</th><th>Connector</th><th>Status</th><th>Decided</th><th>Note</th></tr></thead>
+          <thead>
+            <tr>
+              <th>Requested</th>
+              <th>Agent</th>
+              <th>Connector</th>
+              <th>Status</th>
+              <th>Decided</th>
+              <th>Note</th>
+            </tr>
+          </thead>
           <tbody>
             {decided.map((approval) => (
               <tr data-approval-id={approval.id}>
                 <td>{when(approval.requested_at)}</td>
                 <td>{approval.agent_id}</td>
                 <td>{approval.connector_id}</td>
-                <td><Pill value={approval.status} /></td>
+                <td>
+                  <Pill value={approval.status} />
+                </td>
                 <td>{when(approval.decided_at)}</td>
                 <td>{approval.note ?? ''}</td>
               </tr>

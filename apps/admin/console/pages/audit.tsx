@@ -80,7 +80,9 @@ function Timeline({ taskId }: { taskId: string }) {
   const data = evidence.data;
   return (
     <section class="card" data-testid="timeline">
-      <h2>Task timeline <span class="mono small">{taskId}</span></h2>
+      <h2>
+        Task timeline <span class="mono small">{taskId}</span>
+      </h2>
       <ErrorLine error={evidence.error} />
       {data ? (
         <>
@@ -90,7 +92,9 @@ function Timeline({ taskId }: { taskId: string }) {
               {data.chain.verified ? `chain verified (events ${data.chain.first_seq}–${data.chain.last_seq})` : `chain NOT verified: ${data.chain.reason}`}
             </span>
           </p>
-          <button type="button" class="primary" data-testid="download-evidence" onClick={() => downloadJson(`writ-evidence-${taskId}.json`, data)}>Download evidence pack</button>
+          <button type="button" class="primary" data-testid="download-evidence" onClick={() => downloadJson(`writ-evidence-${taskId}.json`, data)}>
+            Download evidence pack
+          </button>
           <ol class="timeline">
             {data.events.map((event) => (
               <li class={`stage-${stage(event.type).split(' ')[0]}`} data-type={event.type}>
@@ -123,7 +127,9 @@ function VerifyChain() {
   };
   return (
     <div class="verify">
-      <button type="button" onClick={verify} disabled={busy}>Verify the chain</button>
+      <button type="button" onClick={verify} disabled={busy}>
+        Verify the chain
+      </button>
       {result ? (
         <span class={result.valid ? 'ok' : 'error'} data-testid="verify-result">
           {result.valid ? `Chain valid: ${result.events} events` : `Chain INVALID from event ${result.first_invalid_seq}: ${result.reason}`}
@@ -151,12 +157,16 @@ export function AuditPage({ route }: { route: Route }) {
   const [cursor, setCursor] = useState<string | null>(null);
   const [open, setOpen] = useState<number | undefined>();
   const params = { ...applied, since: toIso(applied.since), until: toIso(applied.until) };
-  const first = usePoll(async () => {
-    const page = await api<Page<AuditEvent>>('GET', `/v1/audit${query({ ...params, limit: 100 })}`);
-    setPages([]);
-    setCursor(page.next_cursor);
-    return page;
-  }, 0, [JSON.stringify(applied)]);
+  const first = usePoll(
+    async () => {
+      const page = await api<Page<AuditEvent>>('GET', `/v1/audit${query({ ...params, limit: 100 })}`);
+      setPages([]);
+      setCursor(page.next_cursor);
+      return page;
+    },
+    0,
+    [JSON.stringify(applied)],
+  );
   const more = async () => {
     if (!cursor) return;
     const page = await api<Page<AuditEvent>>('GET', `/v1/audit${query({ ...params, limit: 100, cursor })}`);
@@ -174,7 +184,12 @@ export function AuditPage({ route }: { route: Route }) {
     <label>
       <span class="label">{label}</span>
       {/* eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- preact's input types need one literal here */}
-      <input name={name} type={type as 'text'} value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value })} />
+      <input
+        name={name}
+        type={type as 'text'}
+        value={draft[name] ?? ''}
+        onInput={(event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value })}
+      />
     </label>
   );
   return (
@@ -189,19 +204,34 @@ export function AuditPage({ route }: { route: Route }) {
           <span class="label">Outcome</span>
           <select name="outcome" value={draft.outcome ?? ''} onChange={(event) => setDraft({ ...draft, outcome: (event.target as HTMLSelectElement).value })}>
             <option value="">any</option>
-            {['success', 'denied', 'failure', 'error', 'info'].map((value) => <option value={value}>{value}</option>)}
+            {['success', 'denied', 'failure', 'error', 'info'].map((value) => (
+              <option value={value}>{value}</option>
+            ))}
           </select>
         </label>
         {input('since', 'Since', 'datetime-local')}
         {input('until', 'Until', 'datetime-local')}
-        <button type="submit" class="primary">Filter</button>
+        <button type="submit" class="primary">
+          Filter
+        </button>
         <VerifyChain />
       </form>
       {applied.task_id ? <Timeline taskId={applied.task_id} /> : null}
       <section class="card">
         <ErrorLine error={first.error} />
         <table class="audit" data-testid="audit-table">
-          <thead><tr><th>Seq</th><th>Time</th><th>Type</th><th>Outcome</th><th>Actor</th><th>Agent</th><th>Task</th><th>Connector</th></tr></thead>
+          <thead>
+            <tr>
+              <th>Seq</th>
+              <th>Time</th>
+              <th>Type</th>
+              <th>Outcome</th>
+              <th>Actor</th>
+              <th>Agent</th>
+              <th>Task</th>
+              <th>Connector</th>
+            </tr>
+          </thead>
           <tbody>
             {events.map((event) => (
               <>
@@ -209,18 +239,41 @@ export function AuditPage({ route }: { route: Route }) {
                   <td class="mono">{event.seq}</td>
                   <td>{when(event.occurred_at)}</td>
                   <td>{event.type}</td>
-                  <td><Pill value={event.outcome} /></td>
-                  <td>{event.actor_type}{event.actor_id ? `:${event.actor_id.slice(0, 12)}` : ''}</td>
+                  <td>
+                    <Pill value={event.outcome} />
+                  </td>
+                  <td>
+                    {event.actor_type}
+                    {event.actor_id ? `:${event.actor_id.slice(0, 12)}` : ''}
+                  </td>
                   <td>{event.agent_id ?? ''}</td>
-                  <td>{event.task_id ? <a class="mono" href={`#/audit?task_id=${event.task_id}`} onClick={(e) => e.stopPropagation()}>{event.task_id.slice(0, 8)}</a> : ''}</td>
+                  <td>
+                    {event.task_id ? (
+                      <a class="mono" href={`#/audit?task_id=${event.task_id}`} onClick={(e) => e.stopPropagation()}>
+                        {event.task_id.slice(0, 8)}
+                      </a>
+                    ) : (
+                      ''
+                    )}
+                  </td>
                   <td>{event.connector_id ?? ''}</td>
                 </tr>
-                {open === event.seq ? <tr><td colSpan={8}><Json value={event.data} /></td></tr> : null}
+                {open === event.seq ? (
+                  <tr>
+                    <td colSpan={8}>
+                      <Json value={event.data} />
+                    </td>
+                  </tr>
+                ) : null}
               </>
             ))}
           </tbody>
         </table>
-        {cursor ? <button type="button" onClick={more}>Older events</button> : null}
+        {cursor ? (
+          <button type="button" onClick={more}>
+            Older events
+          </button>
+        ) : null}
       </section>
     </div>
   );

@@ -22,7 +22,15 @@ interface StoredVersion {
 
 interface Evaluation {
   policy_version: string;
-  decision: { allow: boolean; reasons: string[]; max_ttl_seconds: number; max_uses: number | null; requires_approval: boolean; quarantine: boolean; out_of_purpose: boolean };
+  decision: {
+    allow: boolean;
+    reasons: string[];
+    max_ttl_seconds: number;
+    max_uses: number | null;
+    requires_approval: boolean;
+    quarantine: boolean;
+    out_of_purpose: boolean;
+  };
   violations?: string[];
 }
 
@@ -60,9 +68,14 @@ function Upload({ onDone }: { onDone: () => void }) {
   return (
     <form class="card" onSubmit={upload} data-testid="policy-upload">
       <h2>Upload a policy bundle</h2>
-      <p class="muted small">An <code>opa build</code> bundle or a <code>.wasm</code> module with <code>writ/grant/decision</code>. It is loaded first; a bundle that does not load changes nothing.</p>
+      <p class="muted small">
+        An <code>opa build</code> bundle or a <code>.wasm</code> module with <code>writ/grant/decision</code>. It is loaded first; a bundle that does not load
+        changes nothing.
+      </p>
       <input type="file" name="bundle" accept=".gz,.tar.gz,.wasm" onChange={(event) => setFile((event.target as HTMLInputElement).files?.[0])} />
-      <button type="submit" class="primary">Activate</button>
+      <button type="submit" class="primary">
+        Activate
+      </button>
       <ErrorLine error={error} />
       {result ? <p class="ok">{result}</p> : null}
     </form>
@@ -103,38 +116,80 @@ function DryRun() {
   return (
     <form class="card" onSubmit={run} data-testid="dry-run" novalidate>
       <h2>Dry run</h2>
-      <p class="muted small">Evaluates a request as token exchange would, for a stored task, against the active policy or a candidate. Nothing is issued, counted or recorded.</p>
+      <p class="muted small">
+        Evaluates a request as token exchange would, for a stored task, against the active policy or a candidate. Nothing is issued, counted or recorded.
+      </p>
       <ErrorLine error={message} />
       <Field label="Task" name="task_id" errors={errors}>
-        <input name="task_id" list="recent-tasks" value={taskId} onInput={(event) => setTaskId((event.target as HTMLInputElement).value)} placeholder="task id" />
+        <input
+          name="task_id"
+          list="recent-tasks"
+          value={taskId}
+          onInput={(event) => setTaskId((event.target as HTMLInputElement).value)}
+          placeholder="task id"
+        />
         <datalist id="recent-tasks">
-          {(tasks.data?.items ?? []).map((task) => <option value={task.task_id}>{`${task.agent_id}: ${task.purpose}`}</option>)}
+          {(tasks.data?.items ?? []).map((task) => (
+            <option value={task.task_id}>{`${task.agent_id}: ${task.purpose}`}</option>
+          ))}
         </datalist>
       </Field>
       <Field label="authorization_details (JSON)" name="authorization_details" errors={errors}>
-        <textarea name="authorization_details" rows={7} value={details} onInput={(event) => setDetails((event.target as HTMLTextAreaElement).value)} spellcheck={false} />
+        <textarea
+          name="authorization_details"
+          rows={7}
+          value={details}
+          onInput={(event) => setDetails((event.target as HTMLTextAreaElement).value)}
+          spellcheck={false}
+        />
       </Field>
       <Field label="Candidate policy data (JSON, optional)" name="candidate_data" errors={errors} hint='e.g. {"writ":{"config":{…}}}: replaces the data whole'>
-        <textarea name="candidate_data" rows={3} value={candidateData} onInput={(event) => setCandidateData((event.target as HTMLTextAreaElement).value)} spellcheck={false} />
+        <textarea
+          name="candidate_data"
+          rows={3}
+          value={candidateData}
+          onInput={(event) => setCandidateData((event.target as HTMLTextAreaElement).value)}
+          spellcheck={false}
+        />
       </Field>
       <Field label="Candidate bundle (optional)" name="candidate_bundle" errors={errors}>
-        <input type="file" name="candidate_bundle" accept=".gz,.tar.gz,.wasm" onChange={(event) => setCandidate((event.target as HTMLInputElement).files?.[0])} />
+        <input
+          type="file"
+          name="candidate_bundle"
+          accept=".gz,.tar.gz,.wasm"
+          onChange={(event) => setCandidate((event.target as HTMLInputElement).files?.[0])}
+        />
       </Field>
-      <button type="submit" class="primary">Evaluate</button>
+      <button type="submit" class="primary">
+        Evaluate
+      </button>
       {result ? (
         <div class="result" data-testid="dry-run-result">
           <p>
-            <span class={`decision ${result.decision.allow ? 'allow' : 'deny'}`} data-testid="decision">{result.decision.allow ? 'ALLOW' : 'DENY'}</span>
+            <span class={`decision ${result.decision.allow ? 'allow' : 'deny'}`} data-testid="decision">
+              {result.decision.allow ? 'ALLOW' : 'DENY'}
+            </span>
             {result.decision.requires_approval ? <Pill value="requires approval" /> : null}
             {result.decision.quarantine ? <Pill value="quarantine" /> : null}
-            <span class="muted small"> policy {result.policy_version.slice(0, 16)}… · ttl ≤ {result.decision.max_ttl_seconds}s · uses ≤ {result.decision.max_uses ?? '∞'}</span>
+            <span class="muted small">
+              {' '}
+              policy {result.policy_version.slice(0, 16)}… · ttl ≤ {result.decision.max_ttl_seconds}s · uses ≤ {result.decision.max_uses ?? '∞'}
+            </span>
           </p>
           <h3>Reasons</h3>
-          <ul data-testid="reasons">{result.decision.reasons.map((reason) => <li>{reason}</li>)}</ul>
+          <ul data-testid="reasons">
+            {result.decision.reasons.map((reason) => (
+              <li>{reason}</li>
+            ))}
+          </ul>
           {result.violations && result.violations.length ? (
             <>
               <h3>Refused by the server whatever the policy says</h3>
-              <ul class="error">{result.violations.map((violation) => <li>{violation}</li>)}</ul>
+              <ul class="error">
+                {result.violations.map((violation) => (
+                  <li>{violation}</li>
+                ))}
+              </ul>
             </>
           ) : null}
         </div>
@@ -160,14 +215,24 @@ export function PoliciesPage({ can }: { can: (role: Role) => boolean }) {
           <ErrorLine error={active.error} />
           {active.data ? (
             <dl class="facts">
-              <dt>Version</dt><dd class="mono small">{active.data.version}</dd>
-              <dt>Source</dt><dd class="small">{active.data.source}</dd>
-              <dt>Loaded</dt><dd>{when(active.data.loaded_at)} by {active.data.loaded_by}</dd>
-              <dt>Entrypoint</dt><dd class="mono">{active.data.entrypoint} ({active.data.format})</dd>
+              <dt>Version</dt>
+              <dd class="mono small">{active.data.version}</dd>
+              <dt>Source</dt>
+              <dd class="small">{active.data.source}</dd>
+              <dt>Loaded</dt>
+              <dd>
+                {when(active.data.loaded_at)} by {active.data.loaded_by}
+              </dd>
+              <dt>Entrypoint</dt>
+              <dd class="mono">
+                {active.data.entrypoint} ({active.data.format})
+              </dd>
             </dl>
           ) : null}
           <h3>History</h3>
-          {history.data && history.data.items.length === 0 ? <p class="muted small">No version was uploaded through the API: the policy file is in force.</p> : null}
+          {history.data && history.data.items.length === 0 ? (
+            <p class="muted small">No version was uploaded through the API: the policy file is in force.</p>
+          ) : null}
           <table class="small" data-testid="policy-history">
             <tbody>
               {(history.data?.items ?? []).map((version) => (

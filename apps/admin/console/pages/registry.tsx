@@ -60,7 +60,11 @@ function bodyOf(kind: Kind, draft: Draft, original: Resource | undefined, errors
   } else {
     if (changed('description')) body.description = draft.description === '' ? (original ? null : undefined) : draft.description;
     if (changed('jwks')) body.jwks = parseJsonField(draft.jwks, 'jwks', errors);
-    if (kind === 'orchestrators' && changed('allowed_agents')) body.allowed_agents = draft.allowed_agents.split(',').map((id) => id.trim()).filter(Boolean);
+    if (kind === 'orchestrators' && changed('allowed_agents'))
+      body.allowed_agents = draft.allowed_agents
+        .split(',')
+        .map((id) => id.trim())
+        .filter(Boolean);
   }
   return body;
 }
@@ -107,14 +111,23 @@ function Editor({ kind, original, onDone, onCancel }: { kind: Kind; original?: R
           <Field label="Base URL" name="base_url" errors={errors}>
             <input name="base_url" value={draft.base_url} onInput={set('base_url')} placeholder="https://api.example.com" />
           </Field>
-          <Field label="Operations (JSON)" name="operations" errors={errors} hint='[{"name":"payouts.create","method":"POST","path":"/v1/payouts","risk":"write","constraints":{}}]'>
+          <Field
+            label="Operations (JSON)"
+            name="operations"
+            errors={errors}
+            hint='[{"name":"payouts.create","method":"POST","path":"/v1/payouts","risk":"write","constraints":{}}]'
+          >
             <textarea name="operations" rows={8} value={draft.operations} onInput={set('operations')} spellcheck={false} />
           </Field>
           <Field
             label="Upstream credential (JSON, write-only)"
             name="credential"
             errors={errors}
-            hint={original?.credential ? `set: ${original.credential.type} ${original.credential.fingerprint}; leave empty to keep it` : '{"type":"bearer","token":"…"}; never shown again'}
+            hint={
+              original?.credential
+                ? `set: ${original.credential.type} ${original.credential.fingerprint}; leave empty to keep it`
+                : '{"type":"bearer","token":"…"}; never shown again'
+            }
           >
             <textarea name="credential" rows={3} value={draft.credential} onInput={set('credential')} spellcheck={false} autocomplete="off" />
           </Field>
@@ -135,8 +148,12 @@ function Editor({ kind, original, onDone, onCancel }: { kind: Kind; original?: R
         </>
       )}
       <div class="buttons">
-        <button type="submit" class="primary">{original ? 'Save' : 'Create'}</button>
-        <button type="button" onClick={onCancel}>Cancel</button>
+        <button type="submit" class="primary">
+          {original ? 'Save' : 'Create'}
+        </button>
+        <button type="button" onClick={onCancel}>
+          Cancel
+        </button>
       </div>
     </form>
   );
@@ -156,16 +173,32 @@ function RowActions({ kind, resource, onChanged, onEdit }: { kind: Kind; resourc
   };
   return (
     <td class="actions">
-      <button type="button" onClick={onEdit}>Edit</button>
-      {resource.status === 'active' ? <button type="button" onClick={() => run('PATCH', { status: 'suspended' })}>Suspend</button> : null}
-      {resource.status === 'suspended' ? <button type="button" onClick={() => run('PATCH', { status: 'active' })}>Reactivate</button> : null}
+      <button type="button" onClick={onEdit}>
+        Edit
+      </button>
+      {resource.status === 'active' ? (
+        <button type="button" onClick={() => run('PATCH', { status: 'suspended' })}>
+          Suspend
+        </button>
+      ) : null}
+      {resource.status === 'suspended' ? (
+        <button type="button" onClick={() => run('PATCH', { status: 'active' })}>
+          Reactivate
+        </button>
+      ) : null}
       {confirm ? (
         <>
-          <button type="button" class="danger" onClick={() => run('DELETE')}>Confirm delete</button>
-          <button type="button" onClick={() => setConfirm(false)}>Keep</button>
+          <button type="button" class="danger" onClick={() => run('DELETE')}>
+            Confirm delete
+          </button>
+          <button type="button" onClick={() => setConfirm(false)}>
+            Keep
+          </button>
         </>
       ) : (
-        <button type="button" class="danger" onClick={() => setConfirm(true)}>Delete</button>
+        <button type="button" class="danger" onClick={() => setConfirm(true)}>
+          Delete
+        </button>
       )}
       <ErrorLine error={error} />
     </td>
@@ -187,19 +220,41 @@ export function RegistryPage({ route, can }: { route: Route; can: (role: Role) =
       <h1>Registry</h1>
       <nav class="tabs">
         {(['agents', 'orchestrators', 'connectors'] as Kind[]).map((tab) => (
-          <a href={`#/registry/${tab}`} class={tab === kind ? 'active' : ''} onClick={() => setEditing(undefined)}>{tab}</a>
+          <a href={`#/registry/${tab}`} class={tab === kind ? 'active' : ''} onClick={() => setEditing(undefined)}>
+            {tab}
+          </a>
         ))}
-        {write ? <button type="button" class="primary" onClick={() => setEditing({ kind })}>New {kind.slice(0, -1)}</button> : null}
+        {write ? (
+          <button type="button" class="primary" onClick={() => setEditing({ kind })}>
+            New {kind.slice(0, -1)}
+          </button>
+        ) : null}
       </nav>
-      {editing && editing.kind === kind ? <Editor key={editing.resource?.id ?? 'new'} kind={kind} original={editing.resource} onDone={done} onCancel={() => setEditing(undefined)} /> : null}
+      {editing && editing.kind === kind ? (
+        <Editor key={editing.resource?.id ?? 'new'} kind={kind} original={editing.resource} onDone={done} onCancel={() => setEditing(undefined)} />
+      ) : null}
       <section class="card">
         <ErrorLine error={list.error} />
         <table data-testid="registry-table">
           <thead>
             <tr>
-              <th>Id</th><th>Name</th>
-              {kind === 'connectors' ? <><th>Base URL</th><th>Operations</th><th>Credential</th></> : <><th>Status</th><th>Keys</th>{kind === 'orchestrators' ? <th>Agents</th> : null}</>}
-              <th>Updated</th>{write ? <th /> : null}
+              <th>Id</th>
+              <th>Name</th>
+              {kind === 'connectors' ? (
+                <>
+                  <th>Base URL</th>
+                  <th>Operations</th>
+                  <th>Credential</th>
+                </>
+              ) : (
+                <>
+                  <th>Status</th>
+                  <th>Keys</th>
+                  {kind === 'orchestrators' ? <th>Agents</th> : null}
+                </>
+              )}
+              <th>Updated</th>
+              {write ? <th /> : null}
             </tr>
           </thead>
           <tbody>
@@ -215,7 +270,9 @@ export function RegistryPage({ route, can }: { route: Route; can: (role: Role) =
                   </>
                 ) : (
                   <>
-                    <td><Pill value={resource.status ?? ''} /></td>
+                    <td>
+                      <Pill value={resource.status ?? ''} />
+                    </td>
                     <td class="mono small">{(resource.jwks?.keys ?? []).map((key) => key.kid ?? '?').join(', ')}</td>
                     {kind === 'orchestrators' ? <td class="small">{(resource.allowed_agents ?? []).join(', ')}</td> : null}
                   </>

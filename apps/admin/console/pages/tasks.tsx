@@ -45,12 +45,27 @@ function RevokeControl({ task, onDone }: { task: Task; onDone: () => void }) {
       setError(describeError(caught).message);
     }
   };
-  if (!open) return <button type="button" class="danger" onClick={() => setOpen(true)}>Revoke</button>;
+  if (!open)
+    return (
+      <button type="button" class="danger" onClick={() => setOpen(true)}>
+        Revoke
+      </button>
+    );
   return (
     <form class="inline" onSubmit={revoke}>
-      <input name="reason" placeholder="reason (recorded in the audit log)" value={reason} maxLength={500} onInput={(event) => setReason((event.target as HTMLInputElement).value)} />
-      <button type="submit" class="danger">Confirm revoke</button>
-      <button type="button" onClick={() => setOpen(false)}>Cancel</button>
+      <input
+        name="reason"
+        placeholder="reason (recorded in the audit log)"
+        value={reason}
+        maxLength={500}
+        onInput={(event) => setReason((event.target as HTMLInputElement).value)}
+      />
+      <button type="submit" class="danger">
+        Confirm revoke
+      </button>
+      <button type="button" onClick={() => setOpen(false)}>
+        Cancel
+      </button>
       <ErrorLine error={error} />
     </form>
   );
@@ -60,24 +75,33 @@ function RevokeControl({ task, onDone }: { task: Task; onDone: () => void }) {
 export function EventFeed({ filter = {}, limit = 25 }: { filter?: Record<string, string>; limit?: number }) {
   const known = useRef<number>(0);
   const [fresh, setFresh] = useState<Set<number>>(new Set());
-  const feed = usePoll(async () => {
-    const page = await api<Page<AuditEvent>>('GET', `/v1/audit${query({ ...filter, limit })}`);
-    const newest = page.items[0]?.seq ?? 0;
-    if (known.current > 0) setFresh(new Set(page.items.filter((item) => item.seq > known.current).map((item) => item.seq)));
-    known.current = Math.max(known.current, newest);
-    return page;
-  }, 2000, [JSON.stringify(filter)]);
+  const feed = usePoll(
+    async () => {
+      const page = await api<Page<AuditEvent>>('GET', `/v1/audit${query({ ...filter, limit })}`);
+      const newest = page.items[0]?.seq ?? 0;
+      if (known.current > 0) setFresh(new Set(page.items.filter((item) => item.seq > known.current).map((item) => item.seq)));
+      known.current = Math.max(known.current, newest);
+      return page;
+    },
+    2000,
+    [JSON.stringify(filter)],
+  );
   return (
     <section class="card">
-      <h2>Events <span class="muted small">live</span></h2>
+      <h2>
+        Events <span class="muted small">live</span>
+      </h2>
       <ErrorLine error={feed.error} />
       <ol class="feed" data-testid="event-feed">
         {(feed.data?.items ?? []).map((event) => (
           <li class={fresh.has(event.seq) ? 'fresh' : ''} data-type={event.type}>
-            <span class="muted mono">#{event.seq}</span> <span class="muted">{when(event.occurred_at)}</span>{' '}
-            <strong>{event.type}</strong> <Pill value={event.outcome} />{' '}
-            {event.agent_id ? <span class="muted">agent {event.agent_id}</span> : null}{' '}
-            {event.task_id ? <a href={`#/audit?task_id=${event.task_id}`} class="mono">{event.task_id.slice(0, 8)}</a> : null}
+            <span class="muted mono">#{event.seq}</span> <span class="muted">{when(event.occurred_at)}</span> <strong>{event.type}</strong>{' '}
+            <Pill value={event.outcome} /> {event.agent_id ? <span class="muted">agent {event.agent_id}</span> : null}{' '}
+            {event.task_id ? (
+              <a href={`#/audit?task_id=${event.task_id}`} class="mono">
+                {event.task_id.slice(0, 8)}
+              </a>
+            ) : null}
           </li>
         ))}
       </ol>
@@ -93,25 +117,49 @@ export function TasksPage({ can }: { can: (role: Role) => boolean }) {
   return (
     <div class="grid-main">
       <section class="card">
-        <h1>Live tasks <span class="muted small">{active.length} active</span></h1>
+        <h1>
+          Live tasks <span class="muted small">{active.length} active</span>
+        </h1>
         <ErrorLine error={tasks.error} />
         {active.length === 0 ? <p class="muted">No active task.</p> : null}
         <table class="tasks" data-testid="tasks-table">
           <thead>
-            <tr><th>Agent</th><th>Purpose and declared <code>allowed</code></th><th>Deadline</th><th>Credentials</th><th>Calls</th><th /></tr>
+            <tr>
+              <th>Agent</th>
+              <th>
+                Purpose and declared <code>allowed</code>
+              </th>
+              <th>Deadline</th>
+              <th>Credentials</th>
+              <th>Calls</th>
+              <th />
+            </tr>
           </thead>
           <tbody>
             {active.map((task) => (
               <tr data-task-id={task.task_id}>
-                <td><strong>{task.agent_id}</strong><div class="muted small">by {task.orchestrator_id}</div></td>
+                <td>
+                  <strong>{task.agent_id}</strong>
+                  <div class="muted small">by {task.orchestrator_id}</div>
+                </td>
                 <td>
                   <div class="purpose">{task.purpose}</div>
                   <DetailsSummary details={task.allowed} />
-                  {task.history.refusals > 0 ? <div class="warn small">{task.history.refusals} refused, {task.history.out_of_purpose_requests} out of purpose</div> : null}
+                  {task.history.refusals > 0 ? (
+                    <div class="warn small">
+                      {task.history.refusals} refused, {task.history.out_of_purpose_requests} out of purpose
+                    </div>
+                  ) : null}
                 </td>
-                <td class="mono" title={task.expires_at} data-testid="countdown">{countdown(task.expires_at, now)}</td>
-                <td class="num" data-testid="grants">{task.history.grants_issued}</td>
-                <td class="num" data-testid="calls">{task.calls}</td>
+                <td class="mono" title={task.expires_at} data-testid="countdown">
+                  {countdown(task.expires_at, now)}
+                </td>
+                <td class="num" data-testid="grants">
+                  {task.history.grants_issued}
+                </td>
+                <td class="num" data-testid="calls">
+                  {task.calls}
+                </td>
                 <td class="actions">
                   <a href={`#/audit?task_id=${task.task_id}`}>Timeline</a>
                   {can('operator') ? <RevokeControl task={task} onDone={tasks.refresh} /> : null}

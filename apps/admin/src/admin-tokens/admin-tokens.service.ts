@@ -42,12 +42,14 @@ export class AdminTokensService {
         );
         return toAdminTokenDto(rows[0]);
       },
-      (created) => [{
-        type: 'admin.admin_token.created',
-        outcome: 'success',
-        actor: adminActor(principal),
-        data: { id: created.id, name: created.name, role: created.role },
-      }],
+      (created) => [
+        {
+          type: 'admin.admin_token.created',
+          outcome: 'success',
+          actor: adminActor(principal),
+          data: { id: created.id, name: created.name, role: created.role },
+        },
+      ],
     );
     return { id: result.id, name: result.name, role: result.role, token, created_at: result.created_at };
   }

@@ -45,13 +45,15 @@ export class AgentsService {
         );
         return toAgentDto(rows[0]);
       },
-      (agent) => [{
-        type: 'admin.agent.created',
-        outcome: 'success',
-        actor: adminActor(principal),
-        agentId: agent.id,
-        data: { name: agent.name, description: agent.description, status: agent.status, kids: kidsOf(jwks) },
-      }],
+      (agent) => [
+        {
+          type: 'admin.agent.created',
+          outcome: 'success',
+          actor: adminActor(principal),
+          agentId: agent.id,
+          data: { name: agent.name, description: agent.description, status: agent.status, kids: kidsOf(jwks) },
+        },
+      ],
     );
     return result;
   }
@@ -109,7 +111,10 @@ export class AgentsService {
         const events: AuditEventInput[] = [];
         if (changed.length > 0) {
           events.push({
-            type: 'admin.agent.updated', outcome: 'success', actor, agentId: id,
+            type: 'admin.agent.updated',
+            outcome: 'success',
+            actor,
+            agentId: id,
             data: { changed, ...(changed.includes('jwks') ? { kids: (agent.jwks as { keys: Array<{ kid: string }> }).keys.map((k) => k.kid) } : {}) },
           });
         }
@@ -144,7 +149,12 @@ export class AgentsService {
         return [
           { type: 'admin.agent.deleted', outcome: 'success', actor, agentId: id, data: { tasks_revoked: tasks, tokens_revoked: jtis.length } },
           ...tasks.map((taskId): AuditEventInput => ({
-            type: 'task.revoked', outcome: 'success', actor, agentId: id, taskId, data: { status: 'revoked', reason: 'agent deleted' },
+            type: 'task.revoked',
+            outcome: 'success',
+            actor,
+            agentId: id,
+            taskId,
+            data: { status: 'revoked', reason: 'agent deleted' },
           })),
           ...tokensRevokedEvents(principal, jtis, 'agent deleted', { agentId: id }),
         ];

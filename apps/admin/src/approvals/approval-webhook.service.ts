@@ -185,7 +185,14 @@ export class ApprovalWebhookService implements OnApplicationBootstrap, OnApplica
   }
 
   /** Records the attempt and the delivery's next state in one transaction. */
-  private async settle(config: ApprovalWebhookConfig, claimed: ClaimedRow, approval: ApprovalRow, attempt: number, status: number | null, error: string | null): Promise<void> {
+  private async settle(
+    config: ApprovalWebhookConfig,
+    claimed: ClaimedRow,
+    approval: ApprovalRow,
+    attempt: number,
+    status: number | null,
+    error: string | null,
+  ): Promise<void> {
     const delivered = error === null;
     const givenUp = !delivered && attempt >= config.maxAttempts;
     const retryInMs = delivered || givenUp ? null : webhookBackoffMs(config.backoffMs, attempt);

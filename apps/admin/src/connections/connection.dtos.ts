@@ -4,13 +4,28 @@ import { ArrayMaxSize, ArrayUnique, IsArray, IsObject, IsOptional, IsString, Len
 /** `POST /v1/identity-providers`: a trusted issuer of users' tokens. */
 export class CreateIdentityProviderDto {
   @ApiProperty({ example: 'https://login.example.com', description: 'the `iss` of its tokens, exactly' })
-  @IsString() @Length(1, 2048) issuer!: string;
-  @ApiProperty({ example: 'https://login.example.com/.well-known/jwks.json', description: 'its public keys; follows the same destination rules as a connector base_url' })
-  @IsString() @Length(1, 2048) jwks_uri!: string;
+  @IsString()
+  @Length(1, 2048)
+  issuer!: string;
+  @ApiProperty({
+    example: 'https://login.example.com/.well-known/jwks.json',
+    description: 'its public keys; follows the same destination rules as a connector base_url',
+  })
+  @IsString()
+  @Length(1, 2048)
+  jwks_uri!: string;
   @ApiProperty({ example: 'writ', description: 'the `aud` its user tokens must carry' })
-  @IsString() @Length(1, 1024) audience!: string;
+  @IsString()
+  @Length(1, 1024)
+  audience!: string;
   @ApiPropertyOptional({ type: [String], description: 'orchestrators trusted to assert users of this issuer without a token (default none)' })
-  @IsOptional() @IsArray() @ArrayMaxSize(100) @ArrayUnique() @IsString({ each: true }) @MaxLength(128, { each: true }) asserting_orchestrators?: string[];
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(100)
+  @ArrayUnique()
+  @IsString({ each: true })
+  @MaxLength(128, { each: true })
+  asserting_orchestrators?: string[];
 }
 
 /** A trusted identity provider as the admin API shows it. */
@@ -31,7 +46,7 @@ export class IdentityProviderListDto {
 /** `GET /v1/connections` filters. */
 export class ConnectionQueryDto {
   @ApiPropertyOptional() @IsOptional() @IsString() @MaxLength(64) connector_id?: string;
-  @ApiPropertyOptional({ description: 'with user_sub: one user\'s connections' }) @IsOptional() @IsString() @MaxLength(2048) user_iss?: string;
+  @ApiPropertyOptional({ description: "with user_sub: one user's connections" }) @IsOptional() @IsString() @MaxLength(2048) user_iss?: string;
   @ApiPropertyOptional() @IsOptional() @IsString() @MaxLength(255) user_sub?: string;
 }
 

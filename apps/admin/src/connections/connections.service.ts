@@ -55,12 +55,25 @@ export class ConnectionsService {
     }
     if (fields.length > 0) throw new ValidationFailedError(fields, 'the identity provider is invalid');
     const { result } = await this.audit.recordWith(
-      async (tx) => (await tx.query<IdentityProviderRow>(
-        `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, $3, $4)
+      async (tx) =>
+        (
+          await tx.query<IdentityProviderRow>(
+            `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, $3, $4)
          ON CONFLICT (issuer) DO NOTHING RETURNING issuer, jwks_uri, audience, asserting_orchestrators, created_at`,
-        [body.issuer, body.jwks_uri, body.audience, body.asserting_orchestrators ?? []],
-      )).rows[0],
-      (row) => (row ? [{ type: 'admin.identity_provider.created', outcome: 'success' as const, actor: adminActor(admin), data: { issuer: row.issuer, jwks_uri: row.jwks_uri, audience: row.audience, asserting_orchestrators: row.asserting_orchestrators } }] : []),
+            [body.issuer, body.jwks_uri, body.audience, body.asserting_orchestrators ?? []],
+          )
+        ).rows[0],
+      (row) =>
+        row
+          ? [
+              {
+                type: 'admin.identity_provider.created',
+                outcome: 'success' as const,
+                actor: adminActor(admin),
+                data: { issuer: row.issuer, jwks_uri: row.jwks_uri, audience: row.audience, asserting_orchestrators: row.asserting_orchestrators },
+              },
+            ]
+          : [],
     );
     if (!result) throw new ConflictError('an identity provider with this issuer is already registered');
     return toProvider(result);
@@ -68,7 +81,9 @@ export class ConnectionsService {
 
   /** Every trusted identity provider. */
   async listProviders(): Promise<IdentityProviderDto[]> {
-    const { rows } = await this.pool.query<IdentityProviderRow>('SELECT issuer, jwks_uri, audience, asserting_orchestrators, created_at FROM identity_providers ORDER BY issuer LIMIT 500');
+    const { rows } = await this.pool.query<IdentityProviderRow>(
+      'SELECT issuer, jwks_uri, audience, asserting_orchestrators, created_at FROM identity_providers ORDER BY issuer LIMIT 500',
+    );
     return rows.map(toProvider);
   }
 
@@ -94,7 +109,8 @@ export class ConnectionsService {
   async createLink(admin: AdminPrincipal, body: CreateAdminConnectLinkDto): Promise<ConnectLink> {
     const { iss, sub, ...rest } = body.user;
     const fields: FieldError[] = Object.keys(rest).map((key) => ({ field: `user.${key}`, message: 'unknown field' }));
-    if (typeof iss !== 'string' || iss.length === 0 || iss.length > 2048) fields.push({ field: 'user.iss', message: 'must be the issuer of a registered identity provider' });
+    if (typeof iss !== 'string' || iss.length === 0 || iss.length > 2048)
+      fields.push({ field: 'user.iss', message: 'must be the issuer of a registered identity provider' });
     if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255) fields.push({ field: 'user.sub', message: 'must be 1 to 255 characters' });
     if (fields.length === 0) {
       const known = await this.pool.query('SELECT 1 FROM identity_providers WHERE issuer = $1', [iss]);
@@ -121,5 +137,11 @@ export class ConnectionsService {
 }
 
 function toProvider(row: IdentityProviderRow): IdentityProviderDto {
-  return { issuer: row.issuer, jwks_uri: row.jwks_uri, audience: row.audience, asserting_orchestrators: row.asserting_orchestrators, created_at: row.created_at.toISOString() };
+  return {
+    issuer: row.issuer,
+    jwks_uri: row.jwks_uri,
+    audience: row.audience,
+    asserting_orchestrators: row.asserting_orchestrators,
+    created_at: row.created_at.toISOString(),
+  };
 }

@@ -3,8 +3,15 @@ import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import {
-  ConnectorFieldError, ConnectorKind, ConnectorOperationDefinition, ConnectorValidationResult, destinationErrors, sealCredential,
-  UpstreamNetworks, validateConnectorDefinition, validateConnectorPatch,
+  ConnectorFieldError,
+  ConnectorKind,
+  ConnectorOperationDefinition,
+  ConnectorValidationResult,
+  destinationErrors,
+  sealCredential,
+  UpstreamNetworks,
+  validateConnectorDefinition,
+  validateConnectorPatch,
 } from '@writ/connectors';
 import { CredentialRevoker } from '@writ/grants';
 import { ConnectorEntity, PG_POOL, RowOf } from '@writ/database';
@@ -43,7 +50,10 @@ function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (value !== null && typeof value === 'object') {
     const entries = Object.entries(value as Record<string, unknown>).filter(([, member]) => member !== undefined);
-    return `{${entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([key, member]) => `${JSON.stringify(key)}:${canonical(member)}`).join(',')}}`;
+    return `{${entries
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([key, member]) => `${JSON.stringify(key)}:${canonical(member)}`)
+      .join(',')}}`;
   }
   return JSON.stringify(value);
 }
@@ -65,7 +75,8 @@ function alteredOperations(before: ConnectorOperationDefinition[], after: Connec
 /** The `400` of a destination change that keeps a credential bound to the old one. */
 const CREDENTIAL_REQUIRED: ConnectorFieldError = {
   field: 'credential',
-  message: 'changing base_url requires the credential again in the same request (or "credential": null to remove it): the stored credential is bound to the old destination',
+  message:
+    'changing base_url requires the credential again in the same request (or "credential": null to remove it): the stored credential is bound to the old destination',
 };
 
 /**
@@ -99,25 +110,35 @@ export class ConnectorsService {
           `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at, kind)
            VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $8)
            ON CONFLICT (id) DO NOTHING RETURNING ${COLUMNS}`,
-          [definition.id, definition.name, definition.base_url, JSON.stringify(definition.operations),
-            sealed?.type ?? null, sealed?.sealed ?? null, sealed?.fingerprint ?? null, definition.kind],
+          [
+            definition.id,
+            definition.name,
+            definition.base_url,
+            JSON.stringify(definition.operations),
+            sealed?.type ?? null,
+            sealed?.sealed ?? null,
+            sealed?.fingerprint ?? null,
+            definition.kind,
+          ],
         );
         if (!rows[0]) throw new ConflictError(`a connector with the id ${definition.id} already exists`);
         return toConnectorDto(rows[0]);
       },
-      (connector) => [{
-        type: 'admin.connector.created',
-        outcome: 'success',
-        actor: adminActor(principal),
-        connectorId: connector.id,
-        data: {
-          name: connector.name,
-          kind: connector.kind,
-          base_url: connector.base_url,
-          operations: definition.operations.map((operation) => operation.name),
-          credential: connector.credential ? { type: connector.credential.type, fingerprint: connector.credential.fingerprint } : null,
+      (connector) => [
+        {
+          type: 'admin.connector.created',
+          outcome: 'success',
+          actor: adminActor(principal),
+          connectorId: connector.id,
+          data: {
+            name: connector.name,
+            kind: connector.kind,
+            base_url: connector.base_url,
+            operations: definition.operations.map((operation) => operation.name),
+            credential: connector.credential ? { type: connector.credential.type, fingerprint: connector.credential.fingerprint } : null,
+          },
         },
-      }],
+      ],
     );
     return result;
   }
@@ -126,10 +147,10 @@ export class ConnectorsService {
   async list(query: PageQueryDto): Promise<Page<ConnectorDto>> {
     const after = decodeCursor(query.cursor, isKeyCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const { rows } = await this.pool.query<Row>(
-      `SELECT ${COLUMNS} FROM connectors WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2`,
-      [after?.k ?? null, limit + 1],
-    );
+    const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM connectors WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2`, [
+      after?.k ?? null,
+      limit + 1,
+    ]);
     const items = rows.slice(0, limit).map(toConnectorDto);
     return { items, next_cursor: rows.length > limit ? encodeCursor({ k: items[items.length - 1].id }) : null };
   }
@@ -166,7 +187,7 @@ export class ConnectorsService {
         if (patch.base_url !== undefined && patch.base_url !== before.base_url) changed.push('base_url');
         if (patch.operations !== undefined && canonical(patch.operations) !== canonical(before.operations)) changed.push('operations');
         if (changed.includes('base_url') && before.credential_type && patch.credential === undefined) refuse([CREDENTIAL_REQUIRED]);
-        const baseUrl = (patch.base_url ?? before.base_url);
+        const baseUrl = patch.base_url ?? before.base_url;
         const sealed = patch.credential ? sealCredential(this.master, id, baseUrl, patch.credential) : undefined;
         const removed = patch.credential === null && before.credential_type !== null;
         const altered = patch.operations ? alteredOperations(before.operations as ConnectorOperationDefinition[], patch.operations) : [];
@@ -179,8 +200,16 @@ export class ConnectorsService {
                   credential_fingerprint = CASE WHEN $8 THEN NULL ELSE COALESCE($7, credential_fingerprint) END,
                   credential_set_at = CASE WHEN $8 THEN NULL WHEN $5::text IS NULL THEN credential_set_at ELSE now() END
             WHERE id = $1 RETURNING ${COLUMNS}`,
-          [id, patch.name ?? before.name, baseUrl, JSON.stringify(patch.operations ?? before.operations),
-            sealed?.type ?? null, sealed?.sealed ?? null, sealed?.fingerprint ?? null, removed],
+          [
+            id,
+            patch.name ?? before.name,
+            baseUrl,
+            JSON.stringify(patch.operations ?? before.operations),
+            sealed?.type ?? null,
+            sealed?.sealed ?? null,
+            sealed?.fingerprint ?? null,
+            removed,
+          ],
         );
         return { connector: toConnectorDto(rows[0]), changed, previous, sealed, removed, jtis };
       },
@@ -189,7 +218,10 @@ export class ConnectorsService {
         const events: AuditEventInput[] = [];
         if (changed.length > 0) {
           events.push({
-            type: 'admin.connector.updated', outcome: 'success', actor, connectorId: id,
+            type: 'admin.connector.updated',
+            outcome: 'success',
+            actor,
+            connectorId: id,
             data: {
               changed,
               ...(changed.includes('base_url') ? { base_url: connector.base_url } : {}),
@@ -199,7 +231,10 @@ export class ConnectorsService {
         }
         if (sealed) {
           events.push({
-            type: 'admin.connector.credential_rotated', outcome: 'success', actor, connectorId: id,
+            type: 'admin.connector.credential_rotated',
+            outcome: 'success',
+            actor,
+            connectorId: id,
             data: { type: sealed.type, fingerprint: sealed.fingerprint, previous_fingerprint: previous },
           });
         }

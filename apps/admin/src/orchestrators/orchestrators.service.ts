@@ -44,12 +44,14 @@ export class OrchestratorsService {
         );
         return toOrchestratorDto(rows[0]);
       },
-      (orchestrator) => [{
-        type: 'admin.orchestrator.created',
-        outcome: 'success',
-        actor: adminActor(principal),
-        data: { id: orchestrator.id, name: orchestrator.name, allowed_agents: orchestrator.allowed_agents, kids: kidsOf(jwks) },
-      }],
+      (orchestrator) => [
+        {
+          type: 'admin.orchestrator.created',
+          outcome: 'success',
+          actor: adminActor(principal),
+          data: { id: orchestrator.id, name: orchestrator.name, allowed_agents: orchestrator.allowed_agents, kids: kidsOf(jwks) },
+        },
+      ],
     );
     return result;
   }
@@ -112,9 +114,12 @@ export class OrchestratorsService {
         const events: AuditEventInput[] = [];
         if (changed.length > 0) {
           events.push({
-            type: 'admin.orchestrator.updated', outcome: 'success', actor,
+            type: 'admin.orchestrator.updated',
+            outcome: 'success',
+            actor,
             data: {
-              id, changed,
+              id,
+              changed,
               ...(changed.includes('allowed_agents') ? { allowed_agents: orchestrator.allowed_agents } : {}),
               ...(changed.includes('jwks') ? { kids: (orchestrator.jwks as { keys: Array<{ kid: string }> }).keys.map((k) => k.kid) } : {}),
             },

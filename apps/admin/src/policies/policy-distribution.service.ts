@@ -3,14 +3,7 @@ import { readFile } from 'node:fs/promises';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
 import { PG_POOL } from '@writ/database';
-import {
-  activateStoredPolicy,
-  deactivateStoredPolicy,
-  loadPolicyEngine,
-  PolicySync,
-  StoredPolicyInfo,
-  ValidationFailedError,
-} from '@writ/platform';
+import { activateStoredPolicy, deactivateStoredPolicy, loadPolicyEngine, PolicySync, StoredPolicyInfo, ValidationFailedError } from '@writ/platform';
 import { ActivePolicy, PolicyEngine, PolicyLoadError } from '@writ/policy';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
@@ -57,7 +50,13 @@ export class PolicyDistributionService {
     const items = rows.slice(0, limit);
     const last = items[items.length - 1];
     return {
-      items: items.map((row) => ({ version: row.version, source: row.source, loaded_by: row.loaded_by, loaded_at: row.loaded_at.toISOString(), active: row.active })),
+      items: items.map((row) => ({
+        version: row.version,
+        source: row.source,
+        loaded_by: row.loaded_by,
+        loaded_at: row.loaded_at.toISOString(),
+        active: row.active,
+      })),
       next_cursor: rows.length > limit && last ? encodeCursor({ at: last.loaded_at.toISOString(), v: last.version }) : null,
     };
   }
@@ -87,7 +86,8 @@ export class PolicyDistributionService {
     const previous = this.policy.current().version;
     const { result } = await this.audit.recordWith(
       (client) => deactivateStoredPolicy(client),
-      (changed) => (changed ? [{ type: 'admin.policy.deactivated', outcome: 'success' as const, actor: adminActor(admin), data: { previous_version: previous } }] : []),
+      (changed) =>
+        changed ? [{ type: 'admin.policy.deactivated', outcome: 'success' as const, actor: adminActor(admin), data: { previous_version: previous } }] : [],
     );
     await this.sync.sync();
     return result;
@@ -97,7 +97,8 @@ export class PolicyDistributionService {
     try {
       return await load();
     } catch (error) {
-      if (error instanceof PolicyLoadError) throw new ValidationFailedError([{ field, message: error.message }], 'the policy was refused; the policy in force is unchanged');
+      if (error instanceof PolicyLoadError)
+        throw new ValidationFailedError([{ field, message: error.message }], 'the policy was refused; the policy in force is unchanged');
       throw error;
     }
   }
@@ -113,12 +114,14 @@ export class PolicyDistributionService {
     const previous = this.policy.current().version;
     const { result } = await this.audit.recordWith(
       (client) => activateStoredPolicy(client, engine, bundle, data, source, `admin:${admin.name}`),
-      (info) => [{
-        type: eventType,
-        outcome: 'success',
-        actor: adminActor(admin),
-        data: { version: info.version, previous_version: previous, source, bundle_bytes: bundle.length, ...(data ? { data } : {}) },
-      }],
+      (info) => [
+        {
+          type: eventType,
+          outcome: 'success',
+          actor: adminActor(admin),
+          data: { version: info.version, previous_version: previous, source, bundle_bytes: bundle.length, ...(data ? { data } : {}) },
+        },
+      ],
     );
     await this.sync.sync();
     return result;

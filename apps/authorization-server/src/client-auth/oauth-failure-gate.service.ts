@@ -39,7 +39,12 @@ export class OAuthFailureGate {
    * is counted, audited as `client.authentication_failed` (up to the cap), and answered `429`
    * past a limit.
    */
-  async authenticate(endpoint: 'introspection' | 'revocation', params: FormParams, authorization: string | undefined, source: string): Promise<RegisteredClient> {
+  async authenticate(
+    endpoint: 'introspection' | 'revocation',
+    params: FormParams,
+    authorization: string | undefined,
+    source: string,
+  ): Promise<RegisteredClient> {
     await this.before(source);
     try {
       return await this.clients.authenticate(params, authorization);

@@ -89,7 +89,10 @@ export class ConnectFlowController {
     response.setHeader('content-security-policy', "default-src 'none'");
     try {
       const { connectorId } = await this.accounts.completeCallback(url, browser, counter.audit);
-      response.status(200).type('html').send(PAGE('Connected', `Your account is connected to ${escapeHtml(connectorId)}. You can close this window.`));
+      response
+        .status(200)
+        .type('html')
+        .send(PAGE('Connected', `Your account is connected to ${escapeHtml(connectorId)}. You can close this window.`));
     } catch (error) {
       const failure = connectionFailure(error);
       if (!(failure instanceof ConnectionRefusedError)) throw failure;
@@ -122,7 +125,10 @@ export class ConnectFlowController {
       response.status(429).type('html').send(PAGE('Not connected', 'Too many failed attempts from this address: try again later.'));
       return;
     }
-    response.status(failure.status).type('html').send(PAGE('Not connected', escapeHtml(failure.description)));
+    response
+      .status(failure.status)
+      .type('html')
+      .send(PAGE('Not connected', escapeHtml(failure.description)));
   }
 }
 

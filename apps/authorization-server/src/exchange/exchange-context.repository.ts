@@ -85,7 +85,10 @@ export class ExchangeContextRepository {
   /** The registered connectors among `ids`. */
   async connectors(ids: string[]): Promise<CatalogueConnector[]> {
     const now = Date.now();
-    const cached = ids.map((id) => this.catalogue.get(id)).filter((hit) => hit && hit.until > now).map((hit) => hit!.connector);
+    const cached = ids
+      .map((id) => this.catalogue.get(id))
+      .filter((hit) => hit && hit.until > now)
+      .map((hit) => hit!.connector);
     if (cached.length === ids.length) return cached;
     const { rows } = await this.pool.query<Pick<RowOf<ConnectorEntity>, 'id' | 'name' | 'operations' | 'credential_type'>>(
       `SELECT id, name, operations, credential_type FROM connectors WHERE id = ANY($1::text[])`,

@@ -12,7 +12,11 @@ export class IntrospectionController {
   /** Tells an entitled client whether a token is active, and its claims. */
   @Post('introspect')
   @HttpCode(200)
-  introspect(@Req() request: Request, @Res({ passthrough: true }) response: Response, @Headers('authorization') authorization?: string): Promise<IntrospectionResponseDto> {
+  introspect(
+    @Req() request: Request,
+    @Res({ passthrough: true }) response: Response,
+    @Headers('authorization') authorization?: string,
+  ): Promise<IntrospectionResponseDto> {
     response.setHeader('Cache-Control', 'no-store');
     response.setHeader('Pragma', 'no-cache');
     return this.introspection.introspect(formParams(request), authorization, sourceAddress(request));

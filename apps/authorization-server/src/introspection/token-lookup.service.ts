@@ -28,7 +28,19 @@ export interface KnownToken {
 /** The row {@link TokenLookup.find} reads. */
 type KnownTokenRow = Pick<
   RowOf<AccessTokenEntity>,
-  'jti' | 'kind' | 'client_id' | 'subject' | 'task_id' | 'connector_id' | 'scope' | 'authorization_details' | 'max_uses' | 'uses' | 'issued_at' | 'expires_at' | 'revoked_at'
+  | 'jti'
+  | 'kind'
+  | 'client_id'
+  | 'subject'
+  | 'task_id'
+  | 'connector_id'
+  | 'scope'
+  | 'authorization_details'
+  | 'max_uses'
+  | 'uses'
+  | 'issued_at'
+  | 'expires_at'
+  | 'revoked_at'
 > & { task_status: TaskEntity['status'] | null; orchestrator_id: string | null };
 
 /**
@@ -79,8 +91,7 @@ export class TokenLookup {
       revokedAt: row.revoked_at,
       claims,
     };
-    const entitled =
-      known.clientId === client.id || (client.kind === 'orchestrator' && known.taskOrchestratorId === client.id);
+    const entitled = known.clientId === client.id || (client.kind === 'orchestrator' && known.taskOrchestratorId === client.id);
     return entitled ? known : undefined;
   }
 
@@ -91,5 +102,4 @@ export class TokenLookup {
     if (token.maxUses !== null && token.uses >= token.maxUses) return false;
     return true;
   }
-
 }

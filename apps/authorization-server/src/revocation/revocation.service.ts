@@ -47,15 +47,17 @@ export class RevocationService {
       },
       (revoked) =>
         revoked
-          ? [{
-              type: 'token.revoked',
-              outcome: 'success',
-              actor: { type: client.kind, id: client.id },
-              agentId: known.kind === 'connector' ? known.subject : null,
-              taskId: known.taskId,
-              connectorId: known.connectorId,
-              data: { jtis: [known.jti], count: 1, reason: 'RFC 7009 revocation request' },
-            }]
+          ? [
+              {
+                type: 'token.revoked',
+                outcome: 'success',
+                actor: { type: client.kind, id: client.id },
+                agentId: known.kind === 'connector' ? known.subject : null,
+                taskId: known.taskId,
+                connectorId: known.connectorId,
+                data: { jtis: [known.jti], count: 1, reason: 'RFC 7009 revocation request' },
+              },
+            ]
           : [],
     );
   }
@@ -79,8 +81,7 @@ export class RevocationService {
     );
     const task = rows[0];
     if (!task || task.task_token_jti !== claims.jti) return true;
-    const entitled =
-      client.kind === 'agent' ? task.agent_id === client.id && claims.sub === client.id : task.orchestrator_id === client.id;
+    const entitled = client.kind === 'agent' ? task.agent_id === client.id && claims.sub === client.id : task.orchestrator_id === client.id;
     if (!entitled) return true;
     await this.revoker.endTask(claims.task_id, 'revoked', `task token revoked (RFC 7009) by ${client.kind} ${client.id}`, {
       type: client.kind,

@@ -92,15 +92,24 @@ export class TasksService {
         });
         if (user) await this.grants.setVerifiedUser(client, id, user);
       },
-      () => [{
-        type: 'task.created',
-        outcome: 'success',
-        actor: { type: 'orchestrator', id: orchestrator.id },
-        agentId: body.agent_id,
-        taskId: id,
-        data: { purpose: body.purpose, allowed, ttl_seconds: body.ttl_seconds, expires_at: expiresAt.toISOString(), on_behalf_of: body.on_behalf_of ?? null,
-          ...(user ? { user: { iss: user.issuer, sub: user.subject, proof: body.user_token !== undefined ? 'user_token' : 'asserted' } } : {}), metadata: body.metadata ?? {} },
-      }],
+      () => [
+        {
+          type: 'task.created',
+          outcome: 'success',
+          actor: { type: 'orchestrator', id: orchestrator.id },
+          agentId: body.agent_id,
+          taskId: id,
+          data: {
+            purpose: body.purpose,
+            allowed,
+            ttl_seconds: body.ttl_seconds,
+            expires_at: expiresAt.toISOString(),
+            on_behalf_of: body.on_behalf_of ?? null,
+            ...(user ? { user: { iss: user.issuer, sub: user.subject, proof: body.user_token !== undefined ? 'user_token' : 'asserted' } } : {}),
+            metadata: body.metadata ?? {},
+          },
+        },
+      ],
     );
     return { task_id: id, task_token: taskToken, expires_at: expiresAt.toISOString(), status: 'active' };
   }
@@ -157,7 +166,11 @@ export class TasksService {
       }
       const listed = detail.actions.map((action) => operations.find((operation) => operation.name === action));
       listed.forEach((operation, actionIndex) => {
-        if (!operation) fields.push({ field: `allowed[${index}].actions[${actionIndex}]`, message: `connector ${detail.connector} has no operation "${detail.actions[actionIndex]}"` });
+        if (!operation)
+          fields.push({
+            field: `allowed[${index}].actions[${actionIndex}]`,
+            message: `connector ${detail.connector} has no operation "${detail.actions[actionIndex]}"`,
+          });
       });
       for (const [name, value] of Object.entries(detail.constraints ?? {})) {
         const field = `allowed[${index}].constraints.${name}`;

@@ -28,13 +28,17 @@ export class UserSubjects {
         return await this.verifier.verify(proof.user_token);
       } catch (error) {
         if (!(error instanceof UserTokenError)) throw error;
-        throw new ValidationFailedError([{ field: 'user_token', message: `${error.message} (${error.code})` }], 'the user token is not acceptable proof of a user');
+        throw new ValidationFailedError(
+          [{ field: 'user_token', message: `${error.message} (${error.code})` }],
+          'the user token is not acceptable proof of a user',
+        );
       }
     }
     if (proof.user !== undefined) {
       const { iss, sub, ...rest } = proof.user;
       const fields = Object.keys(rest).map((key) => ({ field: `user.${key}`, message: 'unknown field' }));
-      if (typeof iss !== 'string' || iss.length === 0 || iss.length > 2048) fields.push({ field: 'user.iss', message: 'must be the issuer of a trusted identity provider' });
+      if (typeof iss !== 'string' || iss.length === 0 || iss.length > 2048)
+        fields.push({ field: 'user.iss', message: 'must be the issuer of a trusted identity provider' });
       if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255) fields.push({ field: 'user.sub', message: 'must be 1 to 255 characters' });
       if (fields.length > 0) throw new ValidationFailedError(fields, 'the user is invalid');
       if (!(await this.verifier.mayAssert(orchestratorId, iss as string))) {
@@ -45,7 +49,11 @@ export class UserSubjects {
       }
       return { issuer: iss as string, subject: sub as string };
     }
-    if (required) throw new ValidationFailedError([{ field: 'user_token', message: 'is required (or user, when this orchestrator may assert users)' }], 'a verified user is required');
+    if (required)
+      throw new ValidationFailedError(
+        [{ field: 'user_token', message: 'is required (or user, when this orchestrator may assert users)' }],
+        'a verified user is required',
+      );
     return undefined;
   }
 }

@@ -95,15 +95,27 @@ export class AccessTokenIssuer {
     const token = await this.keys.sign(claims, { typ: ACCESS_TOKEN_TYP });
     const expiresAt = new Date(expiresAtSeconds * 1000);
     const row: CredentialRow = [
-      jti, spec.kind, spec.clientId, spec.subject, spec.taskId ?? null, spec.connectorId ?? null,
-      spec.action ?? null, spec.risk ?? null,
+      jti,
+      spec.kind,
+      spec.clientId,
+      spec.subject,
+      spec.taskId ?? null,
+      spec.connectorId ?? null,
+      spec.action ?? null,
+      spec.risk ?? null,
       spec.authorizationDetails ? JSON.stringify(spec.authorizationDetails) : null,
-      spec.scope ?? null, spec.policyVersion ?? null, spec.maxUses ?? null, issuedAt, expiresAtSeconds, spec.cnfJkt ?? null,
+      spec.scope ?? null,
+      spec.policyVersion ?? null,
+      spec.maxUses ?? null,
+      issuedAt,
+      expiresAtSeconds,
+      spec.cnfJkt ?? null,
       spec.budgetEntries?.length ? `{${spec.budgetEntries.join(',')}}` : null,
       spec.operation ? decidedOperation(spec.operation) : null,
     ];
     const insert = spec.kind === 'connector' ? issueConnectorCredentials : issueTasksTokens;
-    const events = (outcome: IssueOutcome): AuditEventInput[] => (outcome === 'recorded' ? [...(spec.events ?? []), this.issuedEvent(spec, jti, expiresAt)] : []);
+    const events = (outcome: IssueOutcome): AuditEventInput[] =>
+      outcome === 'recorded' ? [...(spec.events ?? []), this.issuedEvent(spec, jti, expiresAt)] : [];
     const { result: outcome } = spec.beforeInsert
       ? await this.audit.recordWith(async (client) => {
           await spec.beforeInsert!(client);

@@ -13,7 +13,11 @@ export class TokenController {
   /** Issues a token for any registered grant type. */
   @Post('token')
   @HttpCode(200)
-  async token(@Req() request: Request, @Res({ passthrough: true }) response: Response, @Headers('authorization') authorization?: string): Promise<TokenResponseDto> {
+  async token(
+    @Req() request: Request,
+    @Res({ passthrough: true }) response: Response,
+    @Headers('authorization') authorization?: string,
+  ): Promise<TokenResponseDto> {
     response.setHeader('Cache-Control', 'no-store');
     response.setHeader('Pragma', 'no-cache');
     return this.tokens.exchange(formParams(request), authorization, request.headers.dpop, sourceAddress(request));

@@ -14,9 +14,7 @@ interface CompiledCatalogue {
 
 /** The outcome of matching a request against a catalogue. */
 export type OperationMatch =
-  | { kind: 'matched'; operation: ConnectorOperation; pathParams: Record<string, string> }
-  | { kind: 'none' }
-  | { kind: 'ambiguous'; names: string[] };
+  { kind: 'matched'; operation: ConnectorOperation; pathParams: Record<string, string> } | { kind: 'none' } | { kind: 'ambiguous'; names: string[] };
 
 /**
  * Compiled operation catalogues, keyed by connector and recompiled whenever the stored

@@ -22,7 +22,10 @@ describe('classifyMcpRequest', () => {
     }
     expect(classifyMcpRequest('POST', { jsonrpc: '2.0', id: 7, result: {} }, TOOLS, ['lookup']).method).toBe('response');
     expect(classifyMcpRequest('GET', undefined, TOOLS, ['lookup']).spends).toBe(false);
-    expect([...classifyMcpRequest('DELETE', undefined, TOOLS, ['lookup'], ['lookup', 'transfer', 'not-in-catalogue']).granted].sort()).toEqual(['lookup', 'transfer']);
+    expect([...classifyMcpRequest('DELETE', undefined, TOOLS, ['lookup'], ['lookup', 'transfer', 'not-in-catalogue']).granted].sort()).toEqual([
+      'lookup',
+      'transfer',
+    ]);
   });
 
   it.each([

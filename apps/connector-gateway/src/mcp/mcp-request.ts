@@ -34,9 +34,10 @@ function boundToBody(tool: ConnectorOperation): ConnectorOperation {
   const constraints: Record<string, ConstraintBinding> = {};
   for (const [name, binding] of Object.entries(tool.constraints ?? {})) {
     // Only `arguments` is valid for a tool; anything else is made unreadable rather than trusted.
-    constraints[name] = binding.in === 'arguments'
-      ? { ...binding, in: 'body', field: `params.arguments.${binding.field}` }
-      : { ...binding, in: 'body', field: 'params.arguments.\u0000' };
+    constraints[name] =
+      binding.in === 'arguments'
+        ? { ...binding, in: 'body', field: `params.arguments.${binding.field}` }
+        : { ...binding, in: 'body', field: 'params.arguments.\u0000' };
   }
   return { ...tool, method: 'POST', path: '/', constraints };
 }

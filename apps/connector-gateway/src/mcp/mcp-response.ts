@@ -4,7 +4,7 @@ import { filterToolsJson, MAX_MCP_MESSAGE_BYTES, McpFilterError, ToolsListSseFil
 
 function contentType(headers: Record<string, string | string[]>): string {
   const value = headers['content-type'];
-  return (Array.isArray(value) ? value[0] : value ?? '').toLowerCase();
+  return (Array.isArray(value) ? value[0] : (value ?? '')).toLowerCase();
 }
 
 /**

@@ -6,7 +6,11 @@ const LIST = { jsonrpc: '2.0', id: 2, result: { tools: [{ name: 'lookup' }, { na
 
 describe('tool list filtering', () => {
   it('cuts a JSON answer (and a batch) to the granted tools, keeping the rest', () => {
-    expect(JSON.parse(filterToolsJson(JSON.stringify(LIST), GRANTED))).toEqual({ jsonrpc: '2.0', id: 2, result: { tools: [{ name: 'lookup' }], nextCursor: 'c' } });
+    expect(JSON.parse(filterToolsJson(JSON.stringify(LIST), GRANTED))).toEqual({
+      jsonrpc: '2.0',
+      id: 2,
+      result: { tools: [{ name: 'lookup' }], nextCursor: 'c' },
+    });
     expect(JSON.parse(filterToolsJson(JSON.stringify([LIST]), GRANTED))[0].result.tools).toEqual([{ name: 'lookup' }]);
     const other = JSON.stringify({ jsonrpc: '2.0', id: 3, result: { content: [] } });
     expect(filterToolsJson(other, GRANTED)).toBe(other);

@@ -2,7 +2,10 @@ import type { ConnectorOperation } from '@writ/database';
 import { checkConstraints, needsBody } from './check-constraints';
 
 const payout: ConnectorOperation = {
-  name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write',
+  name: 'payouts.create',
+  method: 'POST',
+  path: '/v1/payouts',
+  risk: 'write',
   constraints: {
     destination: { in: 'body', field: 'destination', op: 'eq' },
     amount_max: { in: 'body', field: 'amount', op: 'lte' },
@@ -10,7 +13,10 @@ const payout: ConnectorOperation = {
   },
 };
 const issues: ConnectorOperation = {
-  name: 'issues.list', method: 'GET', path: '/repos/{owner}/{repo}/issues', risk: 'read',
+  name: 'issues.list',
+  method: 'GET',
+  path: '/repos/{owner}/{repo}/issues',
+  risk: 'read',
   constraints: {
     repo: { in: 'path', field: 'repo', op: 'eq' },
     per_page: { in: 'query', field: 'per_page', op: 'lte' },
@@ -25,7 +31,9 @@ describe('checkConstraints', () => {
     const result = checkConstraints(payout, grant, { pathParams: {}, query: '', body: body() });
     expect(result.failure).toBeUndefined();
     expect(result.checked.map((c) => [c.name, c.actual, c.ok])).toEqual([
-      ['destination', 'acct_1', true], ['amount_max', 42000, true], ['currency', 'usd', true],
+      ['destination', 'acct_1', true],
+      ['amount_max', 42000, true],
+      ['currency', 'usd', true],
     ]);
   });
 
@@ -42,9 +50,15 @@ describe('checkConstraints', () => {
   });
 
   it('reads path and query text as the granted type', () => {
-    const ok = checkConstraints(issues, { repo: 'writ', per_page: 50, state: ['open', 'closed'] }, {
-      pathParams: { owner: 'acme', repo: 'writ' }, query: 'per_page=50&state=open', body: undefined,
-    });
+    const ok = checkConstraints(
+      issues,
+      { repo: 'writ', per_page: 50, state: ['open', 'closed'] },
+      {
+        pathParams: { owner: 'acme', repo: 'writ' },
+        query: 'per_page=50&state=open',
+        body: undefined,
+      },
+    );
     expect(ok.failure).toBeUndefined();
     expect(ok.checked.find((c) => c.name === 'per_page')?.actual).toBe(50);
   });
@@ -82,14 +96,20 @@ describe('checkConstraints', () => {
 
   it('accepts decimals that denote exactly the value compared, whitespace and nesting around them', () => {
     for (const amount of ['30000', '29999.5', '0.1', '1.50', '-0.25', '9007199254740991']) {
-      const result = withText(`{ "meta" : {"currency":"usd", "x":[1,{"amount":99e99}]}, "amount" : ${amount} , "destination":"acct_1"}`, payout, { ...grant, amount_max: 9007199254740991 });
+      const result = withText(`{ "meta" : {"currency":"usd", "x":[1,{"amount":99e99}]}, "amount" : ${amount} , "destination":"acct_1"}`, payout, {
+        ...grant,
+        amount_max: 9007199254740991,
+      });
       expect(result.invalid).toBeUndefined();
       expect(result.failure).toBeUndefined();
     }
   });
 
   it('reads nested and array numbers as written', () => {
-    const nested: ConnectorOperation = { ...payout, constraints: { total: { in: 'body', field: 'a.b', op: 'lte' }, ids: { in: 'body', field: 'ids', op: 'in' } } };
+    const nested: ConnectorOperation = {
+      ...payout,
+      constraints: { total: { in: 'body', field: 'a.b', op: 'lte' }, ids: { in: 'body', field: 'ids', op: 'in' } },
+    };
     expect(withText('{"a":{"b":1e3},"ids":[1]}', nested, { total: 5000, ids: [1, 2] }).invalid?.field).toBe('body.a.b');
     expect(withText('{"a":{"b":10},"ids":[1, 2.0000000000000001]}', nested, { total: 5000, ids: [1, 2] }).invalid?.field).toBe('body.ids');
     expect(withText('{"a":{"b":10},"ids":[1, 2]}', nested, { total: 5000, ids: [1, 2] }).invalid).toBeUndefined();
@@ -97,7 +117,11 @@ describe('checkConstraints', () => {
 
   it('refuses inexact path and query numbers as invalid', () => {
     for (const query of ['per_page=30.000000000000000001&state=open', 'per_page=3e1&state=open', 'per_page=-0&state=open', 'per_page=010&state=open']) {
-      const result = checkConstraints(issues, { repo: 'writ', per_page: 50, state: ['open'] }, { pathParams: { owner: 'a', repo: 'writ' }, query, body: undefined });
+      const result = checkConstraints(
+        issues,
+        { repo: 'writ', per_page: 50, state: ['open'] },
+        { pathParams: { owner: 'a', repo: 'writ' }, query, body: undefined },
+      );
       expect(result.invalid?.field).toBe('query.per_page');
     }
   });
@@ -110,7 +134,9 @@ describe('checkConstraints', () => {
     expect(withText('{"destination":"acct_1","meta":{"currency":"usd"},"amount":-1}', bounded).failure?.rule).toBe('constraint:amount_max');
     expect(withText('{"destination":"acct_1","meta":{"currency":"usd"},"amount":0}', bounded).failure?.rule).toBe('constraint:amount_max');
     expect(withText('{"destination":"acct_1","meta":{"currency":"usd"},"amount":500}', bounded).failure).toBeUndefined();
-    expect(withText('{"destination":"acct_1","meta":{"currency":"usd"},"amount":200000}', bounded, { ...grant, amount_max: 10_000_000 }).failure?.rule).toBe('constraint:amount_max');
+    expect(withText('{"destination":"acct_1","meta":{"currency":"usd"},"amount":200000}', bounded, { ...grant, amount_max: 10_000_000 }).failure?.rule).toBe(
+      'constraint:amount_max',
+    );
     // The grant names only the destination: the bound on amount still holds.
     expect(withText('{"destination":"acct_1","amount":-5}', bounded, { destination: 'acct_1' }).failure?.rule).toBe('constraint:amount_max');
     expect(withText('{"destination":"acct_1","amount":"-5"}', bounded, { destination: 'acct_1' }).failure?.rule).toBe('constraint:amount_max');

@@ -84,8 +84,11 @@ function typedText(numeric: boolean, granted: unknown, text: string): unknown {
 function withinBounds(binding: Binding, actual: unknown): boolean {
   const values = Array.isArray(actual) ? actual : [actual];
   return values.every(
-    (value) => typeof value === 'number' && Number.isFinite(value)
-      && (binding.min === undefined || value >= binding.min) && (binding.max === undefined || value <= binding.max),
+    (value) =>
+      typeof value === 'number' &&
+      Number.isFinite(value) &&
+      (binding.min === undefined || value >= binding.min) &&
+      (binding.max === undefined || value <= binding.max),
   );
 }
 
@@ -98,16 +101,10 @@ function withinBounds(binding: Binding, actual: unknown): boolean {
  * 2^53, exponent notation, `-0`) is `invalid`. Nothing is coerced beyond reading path and
  * query text as the granted type (plain decimals only).
  */
-export function checkConstraints(
-  operation: ConnectorOperation,
-  granted: Record<string, unknown> | undefined,
-  request: ConstrainedRequest,
-): ConstraintCheck {
+export function checkConstraints(operation: ConnectorOperation, granted: Record<string, unknown> | undefined, request: ConstrainedRequest): ConstraintCheck {
   const checked: CheckedConstraint[] = [];
   const grantedNames = Object.keys(granted ?? {});
-  const boundedNames = Object.keys(operation.constraints ?? {}).filter(
-    (name) => !grantedNames.includes(name) && isBounded(operation.constraints[name]),
-  );
+  const boundedNames = Object.keys(operation.constraints ?? {}).filter((name) => !grantedNames.includes(name) && isBounded(operation.constraints[name]));
   for (const name of [...grantedNames, ...boundedNames]) {
     const inGrant = grantedNames.includes(name);
     const grantedValue = inGrant ? granted![name] : undefined;
@@ -165,7 +162,7 @@ export function checkConstraints(
 export function needsBody(operation: ConnectorOperation, granted: Record<string, unknown> | undefined): boolean {
   const constraints = operation.constraints ?? {};
   return (
-    Object.keys(granted ?? {}).some((name) => constraints[name]?.in === 'body')
-    || Object.values(constraints).some((binding) => binding.in === 'body' && isBounded(binding))
+    Object.keys(granted ?? {}).some((name) => constraints[name]?.in === 'body') ||
+    Object.values(constraints).some((binding) => binding.in === 'body' && isBounded(binding))
   );
 }

@@ -8,7 +8,16 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { PG_POOL, type ConnectorDetail, type ConnectorOperation } from '@writ/database';
 import type { Pool } from 'pg';
 import { MasterKey, SigningKeyStore } from '@writ/keys';
-import { ACCESS_TOKEN_TYP, DPOP_SIGNING_ALGS, InsufficientScopeError, InvalidDpopProofError, InvalidRequestError, InvalidTokenError, OAuthError, TooManyRequestsError } from '@writ/oauth';
+import {
+  ACCESS_TOKEN_TYP,
+  DPOP_SIGNING_ALGS,
+  InsufficientScopeError,
+  InvalidDpopProofError,
+  InvalidRequestError,
+  InvalidTokenError,
+  OAuthError,
+  TooManyRequestsError,
+} from '@writ/oauth';
 import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import type { BudgetReservation } from '@writ/grants';
 import { FailureThrottle, FailureVerdict, LOGGER, sourceAddress } from '@writ/platform';
@@ -187,17 +196,23 @@ export class ProxyService {
    */
   private async checkMcp(req: Request, target: RequestTarget, state: CredentialState, detail: ConnectorDetail, call: CallContext): Promise<CheckedCall> {
     if (target.upstreamPath !== '/' || target.query !== '') {
-      throw new InvalidRequestError(`an MCP connector is called at /connectors/${target.connectorId} itself, without a path or query`, { reason: 'mcp_target' });
+      throw new InvalidRequestError(`an MCP connector is called at /connectors/${target.connectorId} itself, without a path or query`, {
+        reason: 'mcp_target',
+      });
     }
     const body = await readBody(req, this.config.gatewayBodyLimit);
     const parsed = req.method === 'POST' ? (parseJsonBody(req, body) ?? { value: undefined, text: '' }) : undefined;
-    if (req.method !== 'POST' && body.length > 0) throw new InvalidRequestError(`an MCP ${req.method} request carries no body`, { reason: 'mcp_body_not_allowed' });
+    if (req.method !== 'POST' && body.length > 0)
+      throw new InvalidRequestError(`an MCP ${req.method} request carries no body`, { reason: 'mcp_body_not_allowed' });
     call.mcpMethod = req.method === 'POST' ? 'message' : req.method;
     call.mcpRequestId = requestIdOf(parsed?.value);
     // What the session may see: the tools its task allows here (tool lists on POST answers and on the event stream).
-    const visible = req.method === 'GET' || (parsed?.value as { method?: unknown } | undefined)?.method === 'tools/list'
-      ? (state.taskId ? await this.taskTools.actions(state.taskId, target.connectorId) : detail.actions)
-      : detail.actions;
+    const visible =
+      req.method === 'GET' || (parsed?.value as { method?: unknown } | undefined)?.method === 'tools/list'
+        ? state.taskId
+          ? await this.taskTools.actions(state.taskId, target.connectorId)
+          : detail.actions
+        : detail.actions;
     const mcp = classifyMcpRequest(req.method, parsed?.value, parseToolCatalogue(state.connector!.operationsText), detail.actions, visible);
     call.mcpMethod = mcp.method;
     await this.checkMcpSession(req, target.connectorId, state);
@@ -236,7 +251,10 @@ export class ProxyService {
   ): Promise<CheckedCall> {
     const connector = state.connector!;
     const refused = literalDestinationRefusal(this.networks, connector.baseUrl);
-    if (refused) throw new BadGatewayError(`the upstream of connector ${connector.id} is not reachable from the gateway: ${refused}`, { reason: 'upstream_address_refused' });
+    if (refused)
+      throw new BadGatewayError(`the upstream of connector ${connector.id} is not reachable from the gateway: ${refused}`, {
+        reason: 'upstream_address_refused',
+      });
     const sealed: SealedCredential = {
       connectorId: connector.id,
       baseUrl: connector.baseUrl,
@@ -290,7 +308,7 @@ export class ProxyService {
     if (state.revoked) throw new InvalidTokenError('the access token has been revoked', { reason: 'revoked' });
     if (state.expired) throw new InvalidTokenError('the access token has expired', { reason: 'expired' });
     if (state.taskStatus !== 'active' || state.taskExpired) {
-      throw new InvalidTokenError(`the task of this credential is ${state.taskStatus === 'active' ? 'expired' : state.taskStatus ?? 'gone'}`, {
+      throw new InvalidTokenError(`the task of this credential is ${state.taskStatus === 'active' ? 'expired' : (state.taskStatus ?? 'gone')}`, {
         reason: 'task_ended',
       });
     }
@@ -316,12 +334,19 @@ export class ProxyService {
       return;
     }
     if (scheme !== 'DPoP') {
-      throw new InvalidTokenError('this access token is DPoP-bound: present it with the DPoP scheme and a proof', { ...dpopChallenge, reason: 'dpop_required' });
+      throw new InvalidTokenError('this access token is DPoP-bound: present it with the DPoP scheme and a proof', {
+        ...dpopChallenge,
+        reason: 'dpop_required',
+      });
     }
     const url = `${this.config.gatewayUrl}${req.originalUrl.split('?')[0]}`;
     const proof = await checkDpopProof(this.jtis, req.headers.dpop, { method: req.method, url, accessToken: token, resourceServer: true });
     if (proof.jkt !== jkt) {
-      throw new InvalidDpopProofError('the DPoP proof is not made with the key this token is bound to', { resourceServer: true, algs: DPOP_SIGNING_ALGS, reason: 'dpop_key_mismatch' });
+      throw new InvalidDpopProofError('the DPoP proof is not made with the key this token is bound to', {
+        resourceServer: true,
+        algs: DPOP_SIGNING_ALGS,
+        reason: 'dpop_key_mismatch',
+      });
     }
   }
 
@@ -336,7 +361,9 @@ export class ProxyService {
     const refused = this.event(call, 'gateway.call', 'denied', { status: 401, error: 'invalid_token', reason: 'revoked_or_spent_concurrently' });
     if (checked.mcp && !checked.mcp.spends) {
       // MCP session traffic (initialize, tools/list, notifications...) spends nothing, but is audited and re-checked.
-      const { result: live } = await this.audit.recordWithBatched({ kind: 'gateway-recheck', params: jti, run: this.grants.recheck }, (ok) => [ok ? allowed : refused]);
+      const { result: live } = await this.audit.recordWithBatched({ kind: 'gateway-recheck', params: jti, run: this.grants.recheck }, (ok) => [
+        ok ? allowed : refused,
+      ]);
       if (!live) throw new InvalidTokenError('the access token was revoked or its use budget spent', { reason: 'revoked_or_spent' });
       return undefined;
     }
@@ -344,10 +371,12 @@ export class ProxyService {
     const ok =
       maxUses === null
         ? (await this.audit.recordWithBatched({ kind: 'gateway-recheck', params: jti, run: this.grants.recheck }, (live) => [live ? allowed : refused])).result
-        : (await this.audit.recordWith(
-            (client) => this.grants.spend(client, jti),
-            (spent) => [spent ? { ...allowed, data: { ...allowed.data, uses: spent.uses } } : refused],
-          )).result !== undefined;
+        : (
+            await this.audit.recordWith(
+              (client) => this.grants.spend(client, jti),
+              (spent) => [spent ? { ...allowed, data: { ...allowed.data, uses: spent.uses } } : refused],
+            )
+          ).result !== undefined;
     if (!ok) throw new InvalidTokenError('the access token was revoked or its use budget spent', { reason: 'revoked_or_spent' });
     return undefined;
   }
@@ -419,12 +448,13 @@ export class ProxyService {
       const failed = this.event(call, 'gateway.upstream', 'failure', { status: failure.status, error: failure.error, reason: failure.reason });
       // The request never left (no connection): the call's budget reservation is given back.
       const release = reservation && neverSent(error) ? reservation : undefined;
-      await (release
-        ? this.audit.recordWith(
-            (client) => this.grants.release(client, release),
-            () => [failed, this.event(call, 'gateway.budget_released', 'info', { reason: failure.reason, budget: release.rules })],
-          )
-        : this.audit.record(failed)
+      await (
+        release
+          ? this.audit.recordWith(
+              (client) => this.grants.release(client, release),
+              () => [failed, this.event(call, 'gateway.budget_released', 'info', { reason: failure.reason, budget: release.rules })],
+            )
+          : this.audit.record(failed)
       ).catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
       throw failure;
     }
@@ -439,7 +469,9 @@ export class ProxyService {
     }
     const ended = req.headers['mcp-session-id'];
     if (checked.mcp?.method === 'DELETE' && response.statusCode < 300 && typeof ended === 'string' && checked.state.taskId) {
-      await this.mcpSessions.unbind(target.connectorId, ended, checked.state.taskId).catch((error: unknown) => this.logger.warn({ err: String(error) }, 'could not forget an ended MCP session'));
+      await this.mcpSessions
+        .unbind(target.connectorId, ended, checked.state.taskId)
+        .catch((error: unknown) => this.logger.warn({ err: String(error) }, 'could not forget an ended MCP session'));
     }
     let bytes = 0;
     response.body.on('data', (chunk: Buffer) => (bytes += chunk.length));
@@ -576,7 +608,13 @@ function upstreamFailure(error: unknown): BadGatewayError | GatewayTimeoutError 
     });
   }
   const code = (error as { code?: string; name?: string }).code ?? (error as { name?: string }).name ?? 'unknown';
-  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'TimeoutError' || code === 'AbortError') {
+  if (
+    code === 'UND_ERR_CONNECT_TIMEOUT' ||
+    code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    code === 'UND_ERR_BODY_TIMEOUT' ||
+    code === 'TimeoutError' ||
+    code === 'AbortError'
+  ) {
     return new GatewayTimeoutError(undefined, { reason: code });
   }
   return new BadGatewayError(undefined, { reason: code });

@@ -3,7 +3,10 @@ import { findDuplicateKey, parseStrictJson, StrictJsonError } from './strict-jso
 describe('parseStrictJson', () => {
   it('parses valid JSON without duplicates', () => {
     expect(parseStrictJson('{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}],"d":"x\\"a\\":"}')).toEqual({
-      a: 1, b: { a: 2 }, c: [{ a: 3 }, { a: 4 }], d: 'x"a":',
+      a: 1,
+      b: { a: 2 },
+      c: [{ a: 3 }, { a: 4 }],
+      d: 'x"a":',
     });
   });
 

@@ -59,7 +59,7 @@ export class CredentialBinding implements OnApplicationBootstrap {
     if (report.unbound.length) {
       this.logger.warn(
         { connectors: report.unbound },
-        'upstream credentials that do not open for their connector\'s base_url (changed outside the admin API?): calls are refused until the credential is set again',
+        "upstream credentials that do not open for their connector's base_url (changed outside the admin API?): calls are refused until the credential is set again",
       );
     }
   }
@@ -80,18 +80,26 @@ export class CredentialBinding implements OnApplicationBootstrap {
       const sealed = sealCredential(this.master, row.id, row.base_url, plaintext);
       const { result } = await this.audit.recordWith(
         async (client) => {
-          const updated = await client.query(
-            'UPDATE connectors SET credential_sealed = $3 WHERE id = $1 AND credential_sealed = $2 AND base_url = $4',
-            [row.id, row.credential_sealed, sealed.sealed, row.base_url],
-          );
+          const updated = await client.query('UPDATE connectors SET credential_sealed = $3 WHERE id = $1 AND credential_sealed = $2 AND base_url = $4', [
+            row.id,
+            row.credential_sealed,
+            sealed.sealed,
+            row.base_url,
+          ]);
           return (updated.rowCount ?? 0) > 0;
         },
-        (done) => (done
-          ? [{
-              type: 'connector.credential_rebound', outcome: 'success' as const, actor: { type: 'system' as const, id: 'gateway' },
-              connectorId: row.id, data: { origin: destinationOrigin(row.base_url), fingerprint: sealed.fingerprint },
-            }]
-          : []),
+        (done) =>
+          done
+            ? [
+                {
+                  type: 'connector.credential_rebound',
+                  outcome: 'success' as const,
+                  actor: { type: 'system' as const, id: 'gateway' },
+                  connectorId: row.id,
+                  data: { origin: destinationOrigin(row.base_url), fingerprint: sealed.fingerprint },
+                },
+              ]
+            : [],
       );
       if (result) report.rebound.push(row.id);
     }

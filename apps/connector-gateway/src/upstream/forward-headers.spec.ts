@@ -4,10 +4,20 @@ describe('upstreamRequestHeaders', () => {
   it('drops the agent credentials, cookies, hop-by-hop and override headers and injects the upstream credential', () => {
     const headers = upstreamRequestHeaders(
       {
-        authorization: 'Bearer agent-token', cookie: 'session=1', connection: 'keep-alive, x-secret-hop', 'x-secret-hop': '1',
-        'keep-alive': 'timeout=5', 'transfer-encoding': 'chunked', host: 'gateway', 'x-http-method-override': 'DELETE',
-        'x-forwarded-for': '10.0.0.1', 'content-type': 'application/json', accept: 'application/json', 'x-api-key': 'agent-chosen',
-        'content-length': '999', dpop: 'proof',
+        authorization: 'Bearer agent-token',
+        cookie: 'session=1',
+        connection: 'keep-alive, x-secret-hop',
+        'x-secret-hop': '1',
+        'keep-alive': 'timeout=5',
+        'transfer-encoding': 'chunked',
+        host: 'gateway',
+        'x-http-method-override': 'DELETE',
+        'x-forwarded-for': '10.0.0.1',
+        'content-type': 'application/json',
+        accept: 'application/json',
+        'x-api-key': 'agent-chosen',
+        'content-length': '999',
+        dpop: 'proof',
       },
       { name: 'x-api-key', value: 'upstream-secret' },
       12,
@@ -17,11 +27,20 @@ describe('upstreamRequestHeaders', () => {
 
   it('drops every routing and client-IP header an upstream framework might trust', () => {
     const routing = {
-      'x-original-url': '/admin', 'x-rewrite-url': '/admin', 'x-forwarded-host': 'evil', 'x-forwarded-prefix': '/x', 'x-forwarded-port': '1',
-      forwarded: 'for=1.2.3.4', 'true-client-ip': '127.0.0.1', 'x-client-ip': '127.0.0.1', 'x-real-ip': '127.0.0.1', 'x-original-host': 'evil',
+      'x-original-url': '/admin',
+      'x-rewrite-url': '/admin',
+      'x-forwarded-host': 'evil',
+      'x-forwarded-prefix': '/x',
+      'x-forwarded-port': '1',
+      forwarded: 'for=1.2.3.4',
+      'true-client-ip': '127.0.0.1',
+      'x-client-ip': '127.0.0.1',
+      'x-real-ip': '127.0.0.1',
+      'x-original-host': 'evil',
     };
     expect(upstreamRequestHeaders({ ...routing, accept: '*/*' }, { name: 'authorization', value: 'Bearer up' }, 0)).toEqual({
-      accept: '*/*', authorization: 'Bearer up',
+      accept: '*/*',
+      authorization: 'Bearer up',
     });
   });
 });
@@ -31,8 +50,12 @@ describe('agentResponseHeaders', () => {
     expect(
       agentResponseHeaders(
         {
-          'content-type': 'application/json', 'set-cookie': ['a=1'], connection: 'close', 'www-authenticate': 'Bearer',
-          'x-echo': 'Bearer sk_live_123', location: '/v1/payouts/po_1',
+          'content-type': 'application/json',
+          'set-cookie': ['a=1'],
+          connection: 'close',
+          'www-authenticate': 'Bearer',
+          'x-echo': 'Bearer sk_live_123',
+          location: '/v1/payouts/po_1',
         },
         ['sk_live_123'],
       ),

@@ -3,8 +3,15 @@ import { HOP_BY_HOP_HEADERS, isRoutingHeader, METHOD_OVERRIDE_HEADERS, ROUTING_H
 
 /** Request headers that never reach the upstream: the agent's credentials, framing, routing and overrides. */
 const DROPPED_REQUEST = new Set([
-  ...HOP_BY_HOP_HEADERS, ...METHOD_OVERRIDE_HEADERS, ...ROUTING_HEADERS,
-  'host', 'authorization', 'cookie', 'dpop', 'content-length', 'expect',
+  ...HOP_BY_HOP_HEADERS,
+  ...METHOD_OVERRIDE_HEADERS,
+  ...ROUTING_HEADERS,
+  'host',
+  'authorization',
+  'cookie',
+  'dpop',
+  'content-length',
+  'expect',
 ]);
 
 /** Response headers never passed back to the agent. */
@@ -15,7 +22,12 @@ export { METHOD_OVERRIDE_HEADERS };
 function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>): Set<string> {
   const value = headers.connection;
   const text = Array.isArray(value) ? value.join(',') : typeof value === 'string' ? value : '';
-  return new Set(text.split(',').map((name) => name.trim().toLowerCase()).filter(Boolean));
+  return new Set(
+    text
+      .split(',')
+      .map((name) => name.trim().toLowerCase())
+      .filter(Boolean),
+  );
 }
 
 /**

@@ -82,7 +82,11 @@ export class UpstreamCredentials {
    * verified user, a user without a connection, or a broken connection is refused (403) before
    * anything is sent.
    */
-  private async userToken(sealed: SealedCredential, credential: Extract<UpstreamCredential, { type: 'oauth2_authorization_code' }>, rejected?: CredentialHeader): Promise<string> {
+  private async userToken(
+    sealed: SealedCredential,
+    credential: Extract<UpstreamCredential, { type: 'oauth2_authorization_code' }>,
+    rejected?: CredentialHeader,
+  ): Promise<string> {
     if (!sealed.user) {
       throw new ConnectionRequiredError(
         `connector ${sealed.connectorId} acts as the task's user, and this task has no verified user (declare it with user_token or user): nothing was sent`,
@@ -162,9 +166,7 @@ export class UpstreamCredentials {
 
   /** RFC 6749 §4.4 with HTTP Basic client authentication (§2.3.1: form-encoded id and secret). */
   private async fetchToken(credential: OAuth2ClientCredentials): Promise<CachedToken> {
-    const basic = Buffer.from(
-      `${encodeURIComponent(credential.client_id)}:${encodeURIComponent(credential.client_secret)}`,
-    ).toString('base64');
+    const basic = Buffer.from(`${encodeURIComponent(credential.client_id)}:${encodeURIComponent(credential.client_secret)}`).toString('base64');
     const form = new URLSearchParams({ grant_type: 'client_credentials' });
     if (credential.scope) form.set('scope', credential.scope);
     let status: number;
@@ -181,7 +183,9 @@ export class UpstreamCredentials {
       text = await readLimited(response.body, MAX_TOKEN_RESPONSE_BYTES);
     } catch (error) {
       if ((error as { code?: string }).code === UPSTREAM_ADDRESS_REFUSED) {
-        throw new BadGatewayError('the upstream token endpoint is not reachable from the gateway (WRIT_UPSTREAM_ALLOWED_NETWORKS)', { reason: 'upstream_address_refused' });
+        throw new BadGatewayError('the upstream token endpoint is not reachable from the gateway (WRIT_UPSTREAM_ALLOWED_NETWORKS)', {
+          reason: 'upstream_address_refused',
+        });
       }
       if ((error as { name?: string }).name === 'TimeoutError') {
         throw new GatewayTimeoutError('the upstream token endpoint did not answer in time', { reason: 'upstream_token_timeout' });

@@ -10,7 +10,10 @@ function tableLookup(table: Record<string, string[]>): LookupFunction & { calls:
     lookup.calls += 1;
     const addresses = table[hostname];
     if (!addresses) return callback(Object.assign(new Error('not found'), { code: 'ENOTFOUND' }), []);
-    callback(null, addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 })));
+    callback(
+      null,
+      addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 })),
+    );
   }) as LookupFunction & { calls: number };
   lookup.calls = 0;
   return lookup;
@@ -18,11 +21,13 @@ function tableLookup(table: Record<string, string[]>): LookupFunction & { calls:
 
 describe('guardedLookup', () => {
   const lookupOnce = (lookup: LookupFunction, host: string, all: boolean) =>
-    new Promise<{ error: NodeJS.ErrnoException | null; address: unknown }>((resolve) =>
-      lookup(host, { all }, (error, address) => resolve({ error, address })));
+    new Promise<{ error: NodeJS.ErrnoException | null; address: unknown }>((resolve) => lookup(host, { all }, (error, address) => resolve({ error, address })));
 
   it('refuses a name when any address it resolves to is not allowed, and passes checked addresses on', async () => {
-    const guarded = guardedLookup(new UpstreamNetworks([]), tableLookup({ 'rebind.example': ['93.184.215.14', '169.254.169.254'], 'ok.example': ['93.184.215.14'] }));
+    const guarded = guardedLookup(
+      new UpstreamNetworks([]),
+      tableLookup({ 'rebind.example': ['93.184.215.14', '169.254.169.254'], 'ok.example': ['93.184.215.14'] }),
+    );
     expect((await lookupOnce(guarded, 'rebind.example', true)).error?.code).toBe(UPSTREAM_ADDRESS_REFUSED);
     expect((await lookupOnce(guarded, 'metadata.google.internal', true)).error?.code).toBe(UPSTREAM_ADDRESS_REFUSED);
     expect(await lookupOnce(guarded, 'ok.example', true)).toEqual({ error: null, address: [{ address: '93.184.215.14', family: 4 }] });
@@ -44,8 +49,7 @@ describe('createUpstreamDispatcher', () => {
   });
   afterAll(() => new Promise((resolve) => server.close(resolve)));
 
-  const dispatcher = (networks: string, lookup?: LookupFunction) =>
-    createUpstreamDispatcher(loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: networks }), lookup);
+  const dispatcher = (networks: string, lookup?: LookupFunction) => createUpstreamDispatcher(loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: networks }), lookup);
 
   it('connects to an allowed loopback upstream by address and by name', async () => {
     const agent = dispatcher('127.0.0.0/8', tableLookup({ 'upstream.test': ['127.0.0.1'] }));

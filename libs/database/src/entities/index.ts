@@ -21,6 +21,13 @@ import { TaskEntity } from './task.entity';
 
 /** Every TypeORM entity of Writ. */
 export const ENTITIES = [
-  AccessTokenEntity, AdminTokenEntity, ApprovalEntity, AgentEntity, ConnectorEntity, OrchestratorEntity,
-  PolicyEntity, SigningKeyEntity, TaskEntity,
+  AccessTokenEntity,
+  AdminTokenEntity,
+  ApprovalEntity,
+  AgentEntity,
+  ConnectorEntity,
+  OrchestratorEntity,
+  PolicyEntity,
+  SigningKeyEntity,
+  TaskEntity,
 ];

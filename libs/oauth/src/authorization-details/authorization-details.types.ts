@@ -30,8 +30,4 @@ export interface ConnectorAuthorizationDetail {
  * The connector catalogue's operator for a constraint of one operation, or `undefined`
  * when that operation has no constraint of that name.
  */
-export type ConstraintOperatorLookup = (
-  connector: string,
-  action: string,
-  constraintName: string,
-) => ConstraintOperator | undefined;
+export type ConstraintOperatorLookup = (connector: string, action: string, constraintName: string) => ConstraintOperator | undefined;

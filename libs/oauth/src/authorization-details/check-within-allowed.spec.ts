@@ -1,8 +1,4 @@
-import type {
-  ConnectorAuthorizationDetail,
-  ConstraintOperator,
-  ConstraintOperatorLookup,
-} from './authorization-details.types';
+import type { ConnectorAuthorizationDetail, ConstraintOperator, ConstraintOperatorLookup } from './authorization-details.types';
 import { checkWithinAllowed, isConstraintWithin, isValidConstraintValue } from './check-within-allowed';
 
 /** The contract's example catalogue. */
@@ -134,9 +130,7 @@ describe('checkWithinAllowed', () => {
 
   it('refuses "50000" for a declared 50000 (type confusion is wider)', () => {
     const requested = detail('payments', ['payouts.create'], { destination: 'acct_1', amount_max: '50000', currency: 'usd' });
-    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual([
-      'constraint "amount_max" is wider than the task allows',
-    ]);
+    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual(['constraint "amount_max" is wider than the task allows']);
   });
 
   it('refuses an action outside the allowed entry', () => {
@@ -160,9 +154,7 @@ describe('checkWithinAllowed', () => {
 
   it('refuses when a declared constraint is missing from the request (absent means unbounded)', () => {
     const requested = detail('payments', ['payouts.create'], { destination: 'acct_1', currency: 'usd' });
-    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual([
-      'constraint "amount_max" is required by the task',
-    ]);
+    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual(['constraint "amount_max" is required by the task']);
   });
 
   it('refuses a request with no constraints at all against a constrained entry', () => {
@@ -172,12 +164,10 @@ describe('checkWithinAllowed', () => {
 
   it('refuses another destination for eq', () => {
     const requested = detail('payments', ['payouts.create'], { destination: 'acct_2', amount_max: 1, currency: 'usd' });
-    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual([
-      'constraint "destination" is wider than the task allows',
-    ]);
+    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual(['constraint "destination" is wider than the task allows']);
   });
 
-  it('compares a declared constraint the requested actions do not use with the task operations\' operator', () => {
+  it("compares a declared constraint the requested actions do not use with the task operations' operator", () => {
     // payouts.list has no amount_max: its operator comes from payouts.create in the allowed entry.
     const ok = detail('payments', ['payouts.list'], { destination: 'acct_1', amount_max: 10, currency: 'usd' });
     const wider = detail('payments', ['payouts.list'], { destination: 'acct_1', amount_max: 60000, currency: 'usd' });
@@ -202,9 +192,7 @@ describe('checkWithinAllowed', () => {
       currency: 'usd',
       bypass: true,
     });
-    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual([
-      'constraint "bypass" is not defined for the requested actions',
-    ]);
+    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual(['constraint "bypass" is not defined for the requested actions']);
   });
 
   it('refuses an extra constraint whose value cannot work with its operator', () => {
@@ -214,9 +202,7 @@ describe('checkWithinAllowed', () => {
       currency: 'usd',
       currencies: 'usd',
     });
-    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual([
-      'constraint "currencies" has a value that is not valid for operator in',
-    ]);
+    expect(checkWithinAllowed(requested, taskAllowed, operators).violations).toEqual(['constraint "currencies" has a value that is not valid for operator in']);
   });
 
   it('refuses a constraint whose operator differs across the requested actions', () => {
@@ -229,21 +215,15 @@ describe('checkWithinAllowed', () => {
 
   it('checks gte and in declared constraints', () => {
     const allowed = [detail('payments', ['payouts.create'], { min_delay: 60, currencies: ['usd', 'eur'] })];
-    expect(
-      checkWithinAllowed(detail('payments', ['payouts.create'], { min_delay: 120, currencies: ['eur'] }), allowed, operators)
-        .within,
-    ).toBe(true);
-    expect(
-      checkWithinAllowed(detail('payments', ['payouts.create'], { min_delay: 30, currencies: ['gbp'] }), allowed, operators)
-        .violations,
-    ).toEqual(['constraint "min_delay" is wider than the task allows', 'constraint "currencies" is wider than the task allows']);
+    expect(checkWithinAllowed(detail('payments', ['payouts.create'], { min_delay: 120, currencies: ['eur'] }), allowed, operators).within).toBe(true);
+    expect(checkWithinAllowed(detail('payments', ['payouts.create'], { min_delay: 30, currencies: ['gbp'] }), allowed, operators).violations).toEqual([
+      'constraint "min_delay" is wider than the task allows',
+      'constraint "currencies" is wider than the task allows',
+    ]);
   });
 
   it('must fit ONE allowed entry, not a union of several', () => {
-    const allowed = [
-      detail('payments', ['payouts.create'], { destination: 'acct_1', amount_max: 100, currency: 'usd' }),
-      detail('payments', ['payouts.list']),
-    ];
+    const allowed = [detail('payments', ['payouts.create'], { destination: 'acct_1', amount_max: 100, currency: 'usd' }), detail('payments', ['payouts.list'])];
     const requested = detail('payments', ['payouts.create', 'payouts.list'], {
       destination: 'acct_1',
       amount_max: 100,
@@ -259,24 +239,17 @@ describe('checkWithinAllowed', () => {
       detail('payments', ['payouts.create'], { destination: 'acct_1', amount_max: 100, currency: 'usd' }),
     ];
     const requested = detail('payments', ['payouts.create'], { destination: 'acct_1', amount_max: 500, currency: 'usd' });
-    expect(checkWithinAllowed(requested, allowed, operators).violations).toEqual([
-      'constraint "amount_max" is wider than the task allows',
-    ]);
+    expect(checkWithinAllowed(requested, allowed, operators).violations).toEqual(['constraint "amount_max" is wider than the task allows']);
   });
 
-  it('checks locations against the entry\'s locations', () => {
+  it("checks locations against the entry's locations", () => {
     const url = 'http://localhost:4001/connectors/github';
     const allowed = [detail('github', ['repo.issues.list'], { repo: 'writ' }, [url])];
-    expect(checkWithinAllowed(detail('github', ['repo.issues.list'], { repo: 'writ' }, [url]), allowed, operators).within).toBe(
-      true,
-    );
-    expect(
-      checkWithinAllowed(detail('github', ['repo.issues.list'], { repo: 'writ' }, ['https://evil.example']), allowed, operators)
-        .violations,
-    ).toEqual(["locations are not within the task's allowed locations"]);
-    expect(
-      checkWithinAllowed(detail('github', ['repo.issues.list'], { repo: 'writ' }, [url]), taskAllowed, operators).within,
-    ).toBe(false);
+    expect(checkWithinAllowed(detail('github', ['repo.issues.list'], { repo: 'writ' }, [url]), allowed, operators).within).toBe(true);
+    expect(checkWithinAllowed(detail('github', ['repo.issues.list'], { repo: 'writ' }, ['https://evil.example']), allowed, operators).violations).toEqual([
+      "locations are not within the task's allowed locations",
+    ]);
+    expect(checkWithinAllowed(detail('github', ['repo.issues.list'], { repo: 'writ' }, [url]), taskAllowed, operators).within).toBe(false);
   });
 
   it('does not accept a forged type', () => {

@@ -1,10 +1,5 @@
 import { quoteToken } from '../util/safe-description';
-import type {
-  ConnectorAuthorizationDetail,
-  ConstraintOperator,
-  ConstraintOperatorLookup,
-  ConstraintValue,
-} from './authorization-details.types';
+import type { ConnectorAuthorizationDetail, ConstraintOperator, ConstraintOperatorLookup, ConstraintValue } from './authorization-details.types';
 import { jsonValuesEqual } from './match-constraint';
 
 /** Result of {@link checkWithinAllowed}: `violations` is empty exactly when `within`. */
@@ -52,9 +47,7 @@ export function isConstraintWithin(op: ConstraintOperator, declared: unknown, re
     case 'gte':
       return (requested as number) >= (declared as number);
     case 'in':
-      return (requested as Array<string | number>).every((element) =>
-        (declared as Array<string | number>).some((allowed) => allowed === element),
-      );
+      return (requested as Array<string | number>).every((element) => (declared as Array<string | number>).some((allowed) => allowed === element));
     default:
       return false;
   }
@@ -62,12 +55,7 @@ export function isConstraintWithin(op: ConstraintOperator, declared: unknown, re
 
 type OperatorResolution = { op: ConstraintOperator } | { conflict: true } | undefined;
 
-function resolveOperator(
-  operators: ConstraintOperatorLookup,
-  connector: string,
-  actions: readonly string[],
-  name: string,
-): OperatorResolution {
+function resolveOperator(operators: ConstraintOperatorLookup, connector: string, actions: readonly string[], name: string): OperatorResolution {
   const found = new Set<ConstraintOperator>();
   for (const action of actions) {
     const op = operators(connector, action, name);
@@ -110,9 +98,7 @@ function violationsAgainst(
     }
     // The operator comes from the requested operations; a declared constraint that none of
     // them uses is compared with the operator of the task's operations instead.
-    const resolution =
-      resolveOperator(operators, connector, requested.actions, name) ??
-      resolveOperator(operators, connector, allowed.actions, name);
+    const resolution = resolveOperator(operators, connector, requested.actions, name) ?? resolveOperator(operators, connector, allowed.actions, name);
     if (resolution === undefined) {
       violations.push(`constraint ${quoteToken(name)} is not defined for the requested actions`);
     } else if ('conflict' in resolution) {
@@ -158,9 +144,7 @@ export function checkWithinAllowed(
   allowed: readonly ConnectorAuthorizationDetail[],
   operators: ConstraintOperatorLookup,
 ): WithinAllowedResult {
-  const candidates = allowed.filter(
-    (entry) => entry.type === requested.type && entry.connector === requested.connector,
-  );
+  const candidates = allowed.filter((entry) => entry.type === requested.type && entry.connector === requested.connector);
   if (requested.type !== 'connector' || candidates.length === 0) {
     const violation = `connector ${quoteToken(String(requested.connector))} is not allowed by the task`;
     return { within: false, violations: [violation] };
@@ -170,9 +154,7 @@ export function checkWithinAllowed(
     const result = violationsAgainst(requested, candidate, operators);
     if (result.violations.length === 0) return { within: true, violations: [] };
     const closer =
-      best === undefined ||
-      result.actions < best.actions ||
-      (result.actions === best.actions && result.violations.length < best.violations.length);
+      best === undefined || result.actions < best.actions || (result.actions === best.actions && result.violations.length < best.violations.length);
     if (closer) best = result;
   }
   return { within: false, violations: best?.violations ?? [] };

@@ -88,12 +88,9 @@ describe('parseDecimalString', () => {
     expect(parseDecimalString(input)).toBe(expected);
   });
 
-  it.each(['', ' 1', '1 ', '0x10', '1e3', 'Infinity', 'NaN', '01', '+1', '1.', '.5', '1,000', '-'])(
-    'refuses %p',
-    (input) => {
-      expect(parseDecimalString(input)).toBeUndefined();
-    },
-  );
+  it.each(['', ' 1', '1 ', '0x10', '1e3', 'Infinity', 'NaN', '01', '+1', '1.', '.5', '1,000', '-'])('refuses %p', (input) => {
+    expect(parseDecimalString(input)).toBeUndefined();
+  });
 
   it('refuses a decimal too large to be finite', () => {
     expect(parseDecimalString('9'.repeat(400))).toBeUndefined();

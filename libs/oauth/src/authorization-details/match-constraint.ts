@@ -36,8 +36,7 @@ export function matchConstraint(op: ConstraintOperator, grantedValue: unknown, a
       return isFiniteNumber(grantedValue) && isFiniteNumber(actualValue) && actualValue >= grantedValue;
     case 'in': {
       if (!Array.isArray(grantedValue)) return false;
-      const allowed = (element: unknown) =>
-        (typeof element === 'string' || isFiniteNumber(element)) && grantedValue.some((g) => g === element);
+      const allowed = (element: unknown) => (typeof element === 'string' || isFiniteNumber(element)) && grantedValue.some((g) => g === element);
       return Array.isArray(actualValue) ? actualValue.every(allowed) : allowed(actualValue);
     }
     default:

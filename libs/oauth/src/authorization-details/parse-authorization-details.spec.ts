@@ -40,9 +40,7 @@ describe('parseAuthorizationDetails: accepted', () => {
   });
 
   it('normalises member order and drops empty constraints and locations', () => {
-    const [result] = parseAuthorizationDetails([
-      { constraints: {}, locations: [], actions: ['a'], connector: 'c', type: 'connector' },
-    ]);
+    const [result] = parseAuthorizationDetails([{ constraints: {}, locations: [], actions: ['a'], connector: 'c', type: 'connector' }]);
     expect(result).toEqual({ type: 'connector', connector: 'c', actions: ['a'] });
     expect(Object.keys(result)).toEqual(['type', 'connector', 'actions']);
   });
@@ -71,9 +69,7 @@ describe('parseAuthorizationDetails: accepted', () => {
 
 describe('parseAuthorizationDetails: refused', () => {
   it('names an unknown type', () => {
-    expect(descriptionOf([{ ...payout, type: 'payment_initiation' }])).toBe(
-      'unknown authorization_details type "payment_initiation"',
-    );
+    expect(descriptionOf([{ ...payout, type: 'payment_initiation' }])).toBe('unknown authorization_details type "payment_initiation"');
   });
 
   it('sanitises a hostile type before echoing it', () => {
@@ -147,9 +143,7 @@ describe('parseAuthorizationDetails: refused', () => {
   });
 
   it('refuses a JSON number that overflows to Infinity', () => {
-    expect(descriptionOf('[{"type":"connector","connector":"p","actions":["a"],"constraints":{"amount_max":1e400}}]')).toMatch(
-      /constraints\.amount_max/,
-    );
+    expect(descriptionOf('[{"type":"connector","connector":"p","actions":["a"],"constraints":{"amount_max":1e400}}]')).toMatch(/constraints\.amount_max/);
   });
 
   it('refuses constraints that are not an object', () => {
@@ -161,13 +155,17 @@ describe('parseAuthorizationDetails: refused', () => {
     const raw = '[{"type":"connector","connector":"p","actions":["a"],"constraints":{"__proto__":{"x":1}}}]';
     expect(descriptionOf(raw)).toBe('authorization_details[0].constraints.__proto__ is a forbidden member name');
     expect(({} as Record<string, unknown>).x).toBeUndefined();
-    expect(descriptionOf([{ ...payout, constraints: { constructor: 'x' } }])).toBe('authorization_details[0].constraints.constructor is a forbidden member name');
+    expect(descriptionOf([{ ...payout, constraints: { constructor: 'x' } }])).toBe(
+      'authorization_details[0].constraints.constructor is a forbidden member name',
+    );
     expect(descriptionOf([{ ...payout, constraints: { 'a b': 'x' } }])).toMatch(/invalid name "a b"/);
   });
 
   it('reads the JSON strictly: duplicate keys, lone surrogates, NUL and deep nesting name the member', () => {
     const entry = '{"type":"connector","connector":"p","actions":["a"],"constraints":';
-    expect(descriptionOf(`[${entry}{"amount_max":1,"amount_max":9}}]`)).toBe('authorization_details[0].constraints.amount_max appears more than once in one object');
+    expect(descriptionOf(`[${entry}{"amount_max":1,"amount_max":9}}]`)).toBe(
+      'authorization_details[0].constraints.amount_max appears more than once in one object',
+    );
     expect(descriptionOf(`[${entry}{"d":"\\ud800"}}]`)).toBe('authorization_details[0].constraints.d contains a lone UTF-16 surrogate (not valid Unicode)');
     expect(descriptionOf(`[${entry}{"d":"a\\u0000"}}]`)).toBe('authorization_details[0].constraints.d contains a NUL character');
     expect(descriptionOf('['.repeat(3000) + ']'.repeat(3000))).toMatch(/nests deeper than 32 levels/);
@@ -181,9 +179,7 @@ describe('parseAuthorizationDetails: refused', () => {
   });
 
   it('refuses locations that are not strings', () => {
-    expect(descriptionOf([{ ...payout, locations: 'https://x' }])).toBe(
-      'authorization_details[0].locations must be an array of strings',
-    );
+    expect(descriptionOf([{ ...payout, locations: 'https://x' }])).toBe('authorization_details[0].locations must be an array of strings');
     expect(descriptionOf([{ ...payout, locations: [1] }])).toMatch(/locations\[0\]/);
     expect(descriptionOf([{ ...payout, locations: [''] }])).toMatch(/locations\[0\]/);
   });

@@ -1,12 +1,7 @@
 import { InvalidAuthorizationDetailsError } from '../errors/oauth-errors';
 import { findJsonInputProblem, JsonInputError, parseJsonInput } from '../json/json-input';
 import { quoteToken } from '../util/safe-description';
-import {
-  CONNECTOR_DETAIL_TYPE,
-  CONNECTOR_ID_PATTERN,
-  type ConnectorAuthorizationDetail,
-  type ConstraintValue,
-} from './authorization-details.types';
+import { CONNECTOR_DETAIL_TYPE, CONNECTOR_ID_PATTERN, type ConnectorAuthorizationDetail, type ConstraintValue } from './authorization-details.types';
 
 /** Options of {@link parseAuthorizationDetails}. */
 export interface ParseAuthorizationDetailsOptions {
@@ -128,10 +123,7 @@ function parseEntry(raw: unknown, path: string): ConnectorAuthorizationDetail {
  * (see `parseJsonInput`): duplicate keys, `__proto__`/`constructor`/`prototype` keys, lone
  * surrogates, NUL characters and deep nesting are refused with the member's path.
  */
-export function parseAuthorizationDetails(
-  raw: unknown,
-  options: ParseAuthorizationDetailsOptions = {},
-): ConnectorAuthorizationDetail[] {
+export function parseAuthorizationDetails(raw: unknown, options: ParseAuthorizationDetailsOptions = {}): ConnectorAuthorizationDetail[] {
   const maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
   const maxLength = options.maxLength ?? DEFAULT_MAX_LENGTH;
   let value = raw;

@@ -68,9 +68,7 @@ describe('authenticateClientAssertion', () => {
     const options = { issuer: ISSUER, loadJwks: async () => jwks, jtiStore: store, now: NOW };
     const verified = await authenticateClientAssertion({ ...options, params: params(assertion) });
     expect(verified).toMatchObject({ clientId: 'agent_1', jti: 'jti-1', kid: 'k1', alg: 'ES256' });
-    expect(await reasonOf(authenticateClientAssertion({ ...options, params: params(assertion) }))).toBe(
-      'assertion_replay',
-    );
+    expect(await reasonOf(authenticateClientAssertion({ ...options, params: params(assertion) }))).toBe('assertion_replay');
   });
 
   it('keeps the jti until exp plus the clock tolerance', async () => {
@@ -89,20 +87,18 @@ describe('authenticateClientAssertion', () => {
     const store = new MemoryJtiStore();
     const common = { issuer: ISSUER, loadJwks: async () => jwks, jtiStore: store, now: NOW };
     await authenticateClientAssertion({ ...common, params: params(await assertionFor('agent_1', 'same')) });
-    await expect(
-      authenticateClientAssertion({ ...common, params: params(await assertionFor('agent_2', 'same')) }),
-    ).resolves.toMatchObject({ clientId: 'agent_2' });
+    await expect(authenticateClientAssertion({ ...common, params: params(await assertionFor('agent_2', 'same')) })).resolves.toMatchObject({
+      clientId: 'agent_2',
+    });
   });
 
   it('does not consume the jti of an assertion that fails verification', async () => {
     const store = new MemoryJtiStore();
     const consume = jest.spyOn(store, 'consume');
     const bad = await assertionFor('agent_1', 'jti-3', `${ISSUER}/oauth2/token`);
-    expect(
-      await reasonOf(
-        authenticateClientAssertion({ params: params(bad), issuer: ISSUER, loadJwks: async () => jwks, jtiStore: store, now: NOW }),
-      ),
-    ).toBe('assertion_audience');
+    expect(await reasonOf(authenticateClientAssertion({ params: params(bad), issuer: ISSUER, loadJwks: async () => jwks, jtiStore: store, now: NOW }))).toBe(
+      'assertion_audience',
+    );
     expect(consume).not.toHaveBeenCalled();
   });
 

@@ -30,9 +30,7 @@ export interface AuthenticateClientAssertionOptions {
  * caller cannot burn another client's `jti`s). A replay is `invalid_client` with reason
  * `assertion_replay`.
  */
-export async function authenticateClientAssertion(
-  options: AuthenticateClientAssertionOptions,
-): Promise<VerifiedClientAssertion> {
+export async function authenticateClientAssertion(options: AuthenticateClientAssertionOptions): Promise<VerifiedClientAssertion> {
   const claimed = readClientAssertion(options.params);
   const jwks = await options.loadJwks(claimed.clientId);
   if (jwks === undefined) throw clientAuthenticationFailed('client_unknown');

@@ -6,18 +6,7 @@ export const CLIENT_ASSERTION_TYPE_JWT_BEARER = 'urn:ietf:params:oauth:client-as
  * HMAC are refused (there are no client secrets). Also the discovery value of
  * `token_endpoint_auth_signing_alg_values_supported`.
  */
-export const CLIENT_ASSERTION_SIGNING_ALGS = Object.freeze([
-  'ES256',
-  'ES384',
-  'ES512',
-  'PS256',
-  'PS384',
-  'PS512',
-  'RS256',
-  'RS384',
-  'RS512',
-  'EdDSA',
-] as const);
+export const CLIENT_ASSERTION_SIGNING_ALGS = Object.freeze(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA'] as const);
 
 /** One of {@link CLIENT_ASSERTION_SIGNING_ALGS}. */
 export type ClientAssertionSigningAlg = (typeof CLIENT_ASSERTION_SIGNING_ALGS)[number];

@@ -14,16 +14,12 @@ describe('clientAuthenticationFailed', () => {
   });
 
   it('describes the audience rule of draft-ietf-oauth-rfc7523bis', () => {
-    expect(clientAuthenticationFailed('assertion_audience').description).toBe(
-      'client assertion audience must be the issuer identifier',
-    );
+    expect(clientAuthenticationFailed('assertion_audience').description).toBe('client assertion audience must be the issuer identifier');
   });
 
   it('does not distinguish unknown, inactive and misconfigured clients to the caller', () => {
     const descriptions = new Set(
-      (['client_unknown', 'client_inactive', 'client_jwks_invalid'] as const).map(
-        (reason) => clientAuthenticationFailed(reason).description,
-      ),
+      (['client_unknown', 'client_inactive', 'client_jwks_invalid'] as const).map((reason) => clientAuthenticationFailed(reason).description),
     );
     expect([...descriptions]).toEqual(['client authentication failed']);
   });

@@ -46,9 +46,7 @@ describe('readClientAssertion', () => {
   });
 
   it('refuses a client_id parameter naming another client', () => {
-    expect(reasonOf(() => readClientAssertion(withAssertion(valid, { client_id: 'agent_2' })))).toBe(
-      'assertion_client_id_mismatch',
-    );
+    expect(reasonOf(() => readClientAssertion(withAssertion(valid, { client_id: 'agent_2' })))).toBe('assertion_client_id_mismatch');
   });
 
   it('refuses client secrets, even next to a valid assertion', () => {
@@ -80,9 +78,7 @@ describe('readClientAssertion', () => {
   });
 
   it('requires the assertion itself', () => {
-    expect(reasonOf(() => readClientAssertion(form({ client_assertion_type: CLIENT_ASSERTION_TYPE_JWT_BEARER })))).toBe(
-      'assertion_missing',
-    );
+    expect(reasonOf(() => readClientAssertion(form({ client_assertion_type: CLIENT_ASSERTION_TYPE_JWT_BEARER })))).toBe('assertion_missing');
   });
 
   it.each([

@@ -100,15 +100,17 @@ describe('validateClientJwks: refused sets', () => {
 
   it('refuses duplicate kids', () => {
     expect(
-      errorsOf({ keys: [{ ...ec256.publicJwk, kid: 'same' }, { ...ed25519.publicJwk, kid: 'same' }] }),
+      errorsOf({
+        keys: [
+          { ...ec256.publicJwk, kid: 'same' },
+          { ...ed25519.publicJwk, kid: 'same' },
+        ],
+      }),
     ).toEqual([{ field: 'jwks.keys[1].kid', message: 'duplicates jwks.keys[0].kid' }]);
   });
 
   it('requires a kid on every key', () => {
-    expect(fieldsOf({ keys: [{ ...ec256.publicJwk }, { ...ec256.publicJwk, kid: '' }] })).toEqual([
-      'jwks.keys[0].kid',
-      'jwks.keys[1].kid',
-    ]);
+    expect(fieldsOf({ keys: [{ ...ec256.publicJwk }, { ...ec256.publicJwk, kid: '' }] })).toEqual(['jwks.keys[0].kid', 'jwks.keys[1].kid']);
   });
 
   it('refuses a kid with control characters or excessive length', () => {
@@ -161,9 +163,7 @@ describe('validateClientJwks: refused sets', () => {
 
   it('refuses coordinates of the wrong size or encoding', () => {
     expect(fieldsOf({ keys: [{ ...ec256.publicJwk, kid: 'k', x: 'AAAA' }] })).toEqual(['jwks.keys[0].x']);
-    expect(fieldsOf({ keys: [{ ...ec256.publicJwk, kid: 'k', y: `${String(ec256.publicJwk.y).slice(0, 42)}+` }] })).toEqual([
-      'jwks.keys[0].y',
-    ]);
+    expect(fieldsOf({ keys: [{ ...ec256.publicJwk, kid: 'k', y: `${String(ec256.publicJwk.y).slice(0, 42)}+` }] })).toEqual(['jwks.keys[0].y']);
   });
 
   it('refuses a point that is not on the curve', () => {
@@ -172,9 +172,13 @@ describe('validateClientJwks: refused sets', () => {
   });
 
   it('reports every problem at once, with the configured field prefix', () => {
-    expect(
-      fieldsOf({ keys: [{ kty: 'oct', k: 'x' }, { ...ec256.privateJwk, kid: 'ec' }, 'nope'] }, { field: 'body.jwks' }),
-    ).toEqual(['body.jwks.keys[0].k', 'body.jwks.keys[0].kid', 'body.jwks.keys[0].kty', 'body.jwks.keys[1].d', 'body.jwks.keys[2]']);
+    expect(fieldsOf({ keys: [{ kty: 'oct', k: 'x' }, { ...ec256.privateJwk, kid: 'ec' }, 'nope'] }, { field: 'body.jwks' })).toEqual([
+      'body.jwks.keys[0].k',
+      'body.jwks.keys[0].kid',
+      'body.jwks.keys[0].kty',
+      'body.jwks.keys[1].d',
+      'body.jwks.keys[2]',
+    ]);
   });
 
   it('has a stable code and never includes key material in its message', () => {

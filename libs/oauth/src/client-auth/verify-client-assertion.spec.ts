@@ -42,16 +42,10 @@ function claims(overrides: Record<string, unknown> = {}): JWTPayload {
   return base;
 }
 
-async function sign(
-  key: TestKey,
-  overrides: Record<string, unknown> = {},
-  header: Record<string, unknown> = {},
-): Promise<string> {
+async function sign(key: TestKey, overrides: Record<string, unknown> = {}, header: Record<string, unknown> = {}): Promise<string> {
   const protectedHeader: Record<string, unknown> = { alg: key.alg, kid: key.kid, ...header };
   for (const [name, value] of Object.entries(header)) if (value === undefined) delete protectedHeader[name];
-  return new SignJWT(claims(overrides))
-    .setProtectedHeader(protectedHeader as { alg: string })
-    .sign(key.privateKey);
+  return new SignJWT(claims(overrides)).setProtectedHeader(protectedHeader as { alg: string }).sign(key.privateKey);
 }
 
 async function failure(promise: Promise<unknown>): Promise<InvalidClientError> {
@@ -135,12 +129,9 @@ describe('verifyClientAssertion: accepted assertions', () => {
     expect(result.kid).toBe('key-es-2');
   });
 
-  it.each(['JWT', 'client-authentication+jwt', 'application/client-authentication+jwt'])(
-    'accepts typ %s',
-    async (typ) => {
-      await expect(verify(await sign(es256, {}, { typ }))).resolves.toMatchObject({ clientId: CLIENT_ID });
-    },
-  );
+  it.each(['JWT', 'client-authentication+jwt', 'application/client-authentication+jwt'])('accepts typ %s', async (typ) => {
+    await expect(verify(await sign(es256, {}, { typ }))).resolves.toMatchObject({ clientId: CLIENT_ID });
+  });
 
   it('accepts an assertion without iat or nbf', async () => {
     await expect(verify(await sign(es256, { iat: undefined }))).resolves.toMatchObject({ clientId: CLIENT_ID });
@@ -174,10 +165,7 @@ describe('verifyClientAssertion: attacks', () => {
 
   it.each(['HS256', 'HS384', 'HS512'])('refuses %s signed with the public key bytes (key confusion)', async (alg) => {
     const spki = await exportSPKI((await importJWK(rs256.publicJwk, 'RS256')) as CryptoKey);
-    const secretCandidates = [
-      new TextEncoder().encode(JSON.stringify(rs256.publicJwk)),
-      new TextEncoder().encode(spki),
-    ];
+    const secretCandidates = [new TextEncoder().encode(JSON.stringify(rs256.publicJwk)), new TextEncoder().encode(spki)];
     for (const secret of secretCandidates) {
       const forged = await new SignJWT(claims()).setProtectedHeader({ alg, kid: 'key-rs' }).sign(secret);
       await expectReason(forged, 'assertion_alg');
@@ -328,9 +316,7 @@ describe('verifyClientAssertion: attacks', () => {
 
   it('refuses a payload that is not JSON even when correctly signed', async () => {
     const { CompactSign } = await import('jose');
-    const jws = await new CompactSign(new TextEncoder().encode('not json'))
-      .setProtectedHeader({ alg: 'ES256', kid: 'key-es' })
-      .sign(es256.privateKey);
+    const jws = await new CompactSign(new TextEncoder().encode('not json')).setProtectedHeader({ alg: 'ES256', kid: 'key-es' }).sign(es256.privateKey);
     await expectReason(jws, 'assertion_malformed');
   });
 

@@ -126,9 +126,7 @@ function keySetFor(jwks: JSONWebKeySet): JWTVerifyGetKey {
 function usableKeys(jwks: JSONWebKeySet): JSONWebKeySet {
   if (jwks === null || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) return jwks;
   return {
-    keys: jwks.keys.filter(
-      (jwk) => jwk === null || typeof jwk !== 'object' || jwk.kty !== 'RSA' || (rsaModulusBits(jwk.n) ?? 0) >= 2048,
-    ),
+    keys: jwks.keys.filter((jwk) => jwk === null || typeof jwk !== 'object' || jwk.kty !== 'RSA' || (rsaModulusBits(jwk.n) ?? 0) >= 2048),
   };
 }
 
@@ -156,11 +154,7 @@ async function verifySignatureAndTimes(
   }
 }
 
-async function kidOf(
-  jwks: JSONWebKeySet,
-  header: JWSHeaderParameters,
-  key: CryptoKey | undefined,
-): Promise<string | undefined> {
+async function kidOf(jwks: JSONWebKeySet, header: JWSHeaderParameters, key: CryptoKey | undefined): Promise<string | undefined> {
   if (typeof header.kid === 'string') return header.kid;
   if (key === undefined) return undefined;
   try {

@@ -40,8 +40,12 @@ describe('verifyDpopProof', () => {
 
   it('binds a proof to an access token with ath at a resource server (401 with a DPoP challenge otherwise)', async () => {
     const ath = createHash('sha256').update('the-token').digest('base64url');
-    await expect(verifyDpopProof(await proof({ ath }), { method: 'POST', url: URL, now: NOW, accessToken: 'the-token', resourceServer: true })).resolves.toBeDefined();
-    const error = await verifyDpopProof(await proof({ ath }), { method: 'POST', url: URL, now: NOW, accessToken: 'another-token', resourceServer: true }).catch((e) => e);
+    await expect(
+      verifyDpopProof(await proof({ ath }), { method: 'POST', url: URL, now: NOW, accessToken: 'the-token', resourceServer: true }),
+    ).resolves.toBeDefined();
+    const error = await verifyDpopProof(await proof({ ath }), { method: 'POST', url: URL, now: NOW, accessToken: 'another-token', resourceServer: true }).catch(
+      (e) => e,
+    );
     expect(error).toBeInstanceOf(InvalidDpopProofError);
     expect(error.status).toBe(401);
     expect(error.wwwAuthenticate.scheme).toBe('DPoP');
@@ -53,7 +57,11 @@ describe('verifyDpopProof', () => {
     ['two proofs in one header', async () => `${await proof()},${await proof()}`, 'dpop_multiple'],
     ['garbage', async () => 'not-a-jwt', 'dpop_malformed'],
     ['another typ', async () => proof({}, { typ: 'JWT' }), 'dpop_typ'],
-    ['a symmetric alg', async () => `${Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'dpop+jwt', jwk: { kty: 'oct', k: 'AAAA' } })).toString('base64url')}.e30.c2ln`, 'dpop_alg'],
+    [
+      'a symmetric alg',
+      async () => `${Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'dpop+jwt', jwk: { kty: 'oct', k: 'AAAA' } })).toString('base64url')}.e30.c2ln`,
+      'dpop_alg',
+    ],
     ['alg none', async () => `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'dpop+jwt' })).toString('base64url')}.e30.c2ln`, 'dpop_alg'],
     ['no jwk', async () => proof({}, { jwk: undefined }), 'dpop_jwk'],
     ['a private jwk', async () => proof({}, { jwk: { ...publicJwk, d: 'AAAA' } }), 'dpop_jwk_private'],

@@ -60,7 +60,8 @@ export async function verifyDpopProof(proof: string | string[] | undefined, expe
   };
   if (Array.isArray(proof) || (typeof proof === 'string' && proof.includes(','))) fail('send exactly one DPoP header', 'dpop_multiple');
   if (typeof proof !== 'string' || proof === '') return fail('a DPoP proof is required', 'dpop_missing');
-  if (proof.length > MAX_PROOF_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(proof)) fail('the DPoP proof is not a compact JWS', 'dpop_malformed');
+  if (proof.length > MAX_PROOF_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(proof))
+    fail('the DPoP proof is not a compact JWS', 'dpop_malformed');
   let header: ReturnType<typeof decodeProtectedHeader>;
   try {
     header = decodeProtectedHeader(proof);
@@ -68,7 +69,8 @@ export async function verifyDpopProof(proof: string | string[] | undefined, expe
     return fail('the DPoP proof header is not valid', 'dpop_malformed');
   }
   if (header.typ !== DPOP_PROOF_TYP) fail('the DPoP proof must have typ dpop+jwt', 'dpop_typ');
-  if (typeof header.alg !== 'string' || !(DPOP_SIGNING_ALGS as readonly string[]).includes(header.alg)) fail('the DPoP proof algorithm is not accepted', 'dpop_alg');
+  if (typeof header.alg !== 'string' || !(DPOP_SIGNING_ALGS as readonly string[]).includes(header.alg))
+    fail('the DPoP proof algorithm is not accepted', 'dpop_alg');
   const jwk = header.jwk;
   if (!jwk || typeof jwk !== 'object') return fail('the DPoP proof carries no public key', 'dpop_jwk');
   if (PRIVATE_JWK_MEMBERS.some((member) => member in jwk)) fail('the DPoP proof key must be a public key', 'dpop_jwk_private');
@@ -83,7 +85,8 @@ export async function verifyDpopProof(proof: string | string[] | undefined, expe
   const { jti, htm, htu, iat, ath } = payload;
   if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256 || /[\u0000-\u001f\u007f]/.test(jti)) fail('the DPoP proof needs a jti', 'dpop_jti');
   if (htm !== expect.method) fail('the DPoP proof is for another method', 'dpop_htm');
-  if (typeof htu !== 'string' || normaliseUrl(htu) === undefined || normaliseUrl(htu) !== normaliseUrl(expect.url)) fail('the DPoP proof is for another URL', 'dpop_htu');
+  if (typeof htu !== 'string' || normaliseUrl(htu) === undefined || normaliseUrl(htu) !== normaliseUrl(expect.url))
+    fail('the DPoP proof is for another URL', 'dpop_htu');
   if (typeof iat !== 'number' || !Number.isFinite(iat) || iat < now - MAX_PROOF_AGE_SECONDS || iat > now + MAX_PROOF_SKEW_SECONDS) {
     fail('the DPoP proof is too old or from the future', 'dpop_iat');
   }

@@ -7,9 +7,9 @@ describe('buildWwwAuthenticate', () => {
   });
 
   it('renders the RFC 6750 invalid_token challenge', () => {
-    expect(
-      buildWwwAuthenticate({ scheme: 'Bearer', error: 'invalid_token', errorDescription: 'the access token expired' }),
-    ).toBe('Bearer realm="writ", error="invalid_token", error_description="the access token expired"');
+    expect(buildWwwAuthenticate({ scheme: 'Bearer', error: 'invalid_token', errorDescription: 'the access token expired' })).toBe(
+      'Bearer realm="writ", error="invalid_token", error_description="the access token expired"',
+    );
   });
 
   it('renders the DPoP variant with algs', () => {
@@ -24,24 +24,24 @@ describe('buildWwwAuthenticate', () => {
   });
 
   it('names the protected resource metadata (RFC 9728 section 5.1)', () => {
-    const error = new InvalidTokenError('the access token has expired').withResourceMetadata('https://gw.example/.well-known/oauth-protected-resource/connectors/x');
+    const error = new InvalidTokenError('the access token has expired').withResourceMetadata(
+      'https://gw.example/.well-known/oauth-protected-resource/connectors/x',
+    );
     expect(wwwAuthenticateFor(error)).toBe(
-      'Bearer realm="writ", error="invalid_token", error_description="the access token has expired", '
-        + 'resource_metadata="https://gw.example/.well-known/oauth-protected-resource/connectors/x"',
+      'Bearer realm="writ", error="invalid_token", error_description="the access token has expired", ' +
+        'resource_metadata="https://gw.example/.well-known/oauth-protected-resource/connectors/x"',
     );
     expect(new InvalidRequestError('bad').withResourceMetadata('https://gw.example/m').wwwAuthenticate).toBeUndefined();
   });
 
   it('joins several challenges', () => {
-    expect(buildWwwAuthenticate([{ scheme: 'Bearer' }, { scheme: 'DPoP', algs: ['ES256'] }])).toBe(
-      'Bearer realm="writ", DPoP realm="writ", algs="ES256"',
-    );
+    expect(buildWwwAuthenticate([{ scheme: 'Bearer' }, { scheme: 'DPoP', algs: ['ES256'] }])).toBe('Bearer realm="writ", DPoP realm="writ", algs="ES256"');
   });
 
   it('escapes quotes and backslashes', () => {
-    expect(
-      buildWwwAuthenticate({ scheme: 'Bearer', error: 'invalid_token', errorDescription: 'a "quoted" \\ path' }),
-    ).toBe('Bearer realm="writ", error="invalid_token", error_description="a \\"quoted\\" \\\\ path"');
+    expect(buildWwwAuthenticate({ scheme: 'Bearer', error: 'invalid_token', errorDescription: 'a "quoted" \\ path' })).toBe(
+      'Bearer realm="writ", error="invalid_token", error_description="a \\"quoted\\" \\\\ path"',
+    );
   });
 
   it('cannot be used to inject header lines (CR/LF) or non-ASCII', () => {
@@ -56,9 +56,7 @@ describe('buildWwwAuthenticate', () => {
   });
 
   it('drops malformed algs and omits algs on Bearer', () => {
-    expect(buildWwwAuthenticate({ scheme: 'DPoP', algs: ['ES256', 'bad alg"'] })).toBe(
-      'DPoP realm="writ", algs="ES256"',
-    );
+    expect(buildWwwAuthenticate({ scheme: 'DPoP', algs: ['ES256', 'bad alg"'] })).toBe('DPoP realm="writ", algs="ES256"');
     expect(buildWwwAuthenticate({ scheme: 'Bearer', algs: ['ES256'] })).toBe('Bearer realm="writ"');
   });
 

@@ -53,12 +53,8 @@ function renderChallenge(challenge: WwwAuthenticateChallenge): string {
  * Several challenges (a gateway accepting both `Bearer` and `DPoP`, RFC 9449 §7.2) are
  * joined with `, `.
  */
-export function buildWwwAuthenticate(
-  challenges: WwwAuthenticateChallenge | readonly WwwAuthenticateChallenge[],
-): string {
-  const list: readonly WwwAuthenticateChallenge[] = Array.isArray(challenges)
-    ? challenges
-    : [challenges as WwwAuthenticateChallenge];
+export function buildWwwAuthenticate(challenges: WwwAuthenticateChallenge | readonly WwwAuthenticateChallenge[]): string {
+  const list: readonly WwwAuthenticateChallenge[] = Array.isArray(challenges) ? challenges : [challenges as WwwAuthenticateChallenge];
   if (list.length === 0) throw new TypeError('at least one challenge is required');
   for (const challenge of list) {
     if (challenge.scheme !== 'Bearer' && challenge.scheme !== 'DPoP') {

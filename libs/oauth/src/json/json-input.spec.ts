@@ -12,17 +12,48 @@ function problemOf(text: string, options = {}): JsonInputError {
 
 describe('parseJsonInput', () => {
   it.each([
-    '{}', '[]', '0', '-0', '1.5e3', '-12.25E-2', 'true', 'false', 'null', '"x"',
+    '{}',
+    '[]',
+    '0',
+    '-0',
+    '1.5e3',
+    '-12.25E-2',
+    'true',
+    'false',
+    'null',
+    '"x"',
     ' { "a" : [ 1 , 2 , { "b" : null } ] , "c" : "d" } ',
-    '"\\u00e9\\n\\t\\"\\\\\\/\\b\\f\\r"', '"\ud83d\ude00"', '"\\ud83d\\ude00"',
-    '{"a":{"b":{"c":[[],{}]}}}', '[9007199254740993, 1e308, 5e-324]',
+    '"\\u00e9\\n\\t\\"\\\\\\/\\b\\f\\r"',
+    '"\ud83d\ude00"',
+    '"\\ud83d\\ude00"',
+    '{"a":{"b":{"c":[[],{}]}}}',
+    '[9007199254740993, 1e308, 5e-324]',
   ])('parses %s exactly as JSON.parse does', (text) => {
     expect(parseJsonInput(text)).toEqual(JSON.parse(text));
   });
 
   it.each([
-    '', '{', '[1,]', '{"a":1,}', "{'a':1}", '{"a" 1}', '01', '1.', '.5', '+1', '-', 'tru', 'nul', '"\u0001"', '"\\x41"',
-    '"\\u12"', '[1 2]', '{"a":1}x', 'NaN', 'Infinity', '"abc',
+    '',
+    '{',
+    '[1,]',
+    '{"a":1,}',
+    "{'a':1}",
+    '{"a" 1}',
+    '01',
+    '1.',
+    '.5',
+    '+1',
+    '-',
+    'tru',
+    'nul',
+    '"\u0001"',
+    '"\\x41"',
+    '"\\u12"',
+    '[1 2]',
+    '{"a":1}x',
+    'NaN',
+    'Infinity',
+    '"abc',
   ])('refuses invalid JSON %p like JSON.parse', (text) => {
     expect(() => JSON.parse(text)).toThrow();
     expect(problemOf(text).reason).toBe('syntax');

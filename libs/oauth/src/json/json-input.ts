@@ -29,14 +29,7 @@ export class JsonInputError extends Error {
 }
 
 /** Stable reasons of a {@link JsonInputError}. */
-export type JsonInputProblem =
-  | 'syntax'
-  | 'too_deep'
-  | 'duplicate_key'
-  | 'forbidden_key'
-  | 'lone_surrogate'
-  | 'nul_character'
-  | 'number_out_of_range';
+export type JsonInputProblem = 'syntax' | 'too_deep' | 'duplicate_key' | 'forbidden_key' | 'lone_surrogate' | 'nul_character' | 'number_out_of_range';
 
 /** Options of {@link parseJsonInput} and {@link findJsonInputProblem}. */
 export interface JsonInputOptions {

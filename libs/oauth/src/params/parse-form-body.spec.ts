@@ -66,9 +66,7 @@ describe('parseFormBody', () => {
   });
 
   it('refuses a repetition hidden behind percent-encoding', () => {
-    expect(errorOf(() => parseFormBody('scope=a&%73cope=b')).description).toBe(
-      'parameter scope is included more than once',
-    );
+    expect(errorOf(() => parseFormBody('scope=a&%73cope=b')).description).toBe('parameter scope is included more than once');
   });
 
   it('does not count an empty occurrence as a repetition', () => {

@@ -49,25 +49,20 @@ describe('parseTokenExchangeRequest: accepted', () => {
   });
 
   it('accepts the access_token requested_token_type, resource and an equal audience', () => {
-    const parsed = parseTokenExchangeRequest(
-      request({ requested_token_type: TOKEN_TYPE_ACCESS_TOKEN, resource: RESOURCE, audience: RESOURCE }),
-      { gatewayUrl: GATEWAY },
-    );
+    const parsed = parseTokenExchangeRequest(request({ requested_token_type: TOKEN_TYPE_ACCESS_TOKEN, resource: RESOURCE, audience: RESOURCE }), {
+      gatewayUrl: GATEWAY,
+    });
     expect(parsed.resource).toBe(RESOURCE);
     expect(parsed.audience).toBe(RESOURCE);
   });
 
   it('accepts several entries for the same connector', () => {
     const details = [DETAILS[0], { type: 'connector', connector: 'payments', actions: ['payouts.list'] }];
-    expect(
-      parseTokenExchangeRequest(request({ authorization_details: JSON.stringify(details) })).authorizationDetails,
-    ).toHaveLength(2);
+    expect(parseTokenExchangeRequest(request({ authorization_details: JSON.stringify(details) })).authorizationDetails).toHaveLength(2);
   });
 
   it('ignores unknown parameters and client authentication parameters', () => {
-    expect(() =>
-      parseTokenExchangeRequest(request({ client_assertion: 'x', client_assertion_type: 'y', foo: 'bar' })),
-    ).not.toThrow();
+    expect(() => parseTokenExchangeRequest(request({ client_assertion: 'x', client_assertion_type: 'y', foo: 'bar' }))).not.toThrow();
   });
 
   it('treats empty optional parameters as absent', () => {
@@ -96,26 +91,22 @@ describe('parseTokenExchangeRequest: refused', () => {
     });
   });
 
-  it.each(['urn:ietf:params:oauth:token-type:refresh_token', 'urn:ietf:params:oauth:token-type:jwt'])(
-    'refuses requested_token_type %s',
-    (type) => {
-      expect(errorOf(request({ requested_token_type: type })).toJSON()).toEqual({
+  it.each(['urn:ietf:params:oauth:token-type:refresh_token', 'urn:ietf:params:oauth:token-type:jwt'])('refuses requested_token_type %s', (type) => {
+    expect(errorOf(request({ requested_token_type: type })).toJSON()).toEqual({
+      error: 'invalid_request',
+      error_description: 'unsupported requested_token_type',
+    });
+  });
+
+  it.each([[{ actor_token: 'eyJ.actor' }], [{ actor_token_type: TOKEN_TYPE_JWT }], [{ actor_token: 'eyJ.actor', actor_token_type: TOKEN_TYPE_JWT }]])(
+    'refuses actor tokens %p',
+    (fields) => {
+      expect(errorOf(request(fields)).toJSON()).toEqual({
         error: 'invalid_request',
-        error_description: 'unsupported requested_token_type',
+        error_description: 'actor_token is not supported',
       });
     },
   );
-
-  it.each([
-    [{ actor_token: 'eyJ.actor' }],
-    [{ actor_token_type: TOKEN_TYPE_JWT }],
-    [{ actor_token: 'eyJ.actor', actor_token_type: TOKEN_TYPE_JWT }],
-  ])('refuses actor tokens %p', (fields) => {
-    expect(errorOf(request(fields)).toJSON()).toEqual({
-      error: 'invalid_request',
-      error_description: 'actor_token is not supported',
-    });
-  });
 
   it('refuses scope with invalid_scope', () => {
     expect(errorOf(request({ scope: 'payments:write' })).error).toBe('invalid_scope');
@@ -146,9 +137,7 @@ describe('parseTokenExchangeRequest: refused', () => {
       error: 'invalid_target',
       error_description: 'resource must be the URL of the requested connector',
     });
-    expect(errorOf(request({ resource: 'https://evil.example/connectors/payments' }), { gatewayUrl: GATEWAY }).error).toBe(
-      'invalid_target',
-    );
+    expect(errorOf(request({ resource: 'https://evil.example/connectors/payments' }), { gatewayUrl: GATEWAY }).error).toBe('invalid_target');
   });
 
   it('refuses entries for several connectors (one token, one audience)', () => {
@@ -161,16 +150,12 @@ describe('parseTokenExchangeRequest: refused', () => {
 
   it('reports malformed authorization_details as invalid_authorization_details', () => {
     expect(errorOf(request({ authorization_details: 'not json' })).error).toBe('invalid_authorization_details');
-    expect(errorOf(request({ authorization_details: '[{"type":"x"}]' })).description).toBe(
-      'unknown authorization_details type "x"',
-    );
+    expect(errorOf(request({ authorization_details: '[{"type":"x"}]' })).description).toBe('unknown authorization_details type "x"');
   });
 
   it('honours maxAuthorizationDetails', () => {
     const details = JSON.stringify([DETAILS[0], DETAILS[0], DETAILS[0]]);
-    expect(errorOf(request({ authorization_details: details }), { maxAuthorizationDetails: 2 }).error).toBe(
-      'invalid_authorization_details',
-    );
+    expect(errorOf(request({ authorization_details: details }), { maxAuthorizationDetails: 2 }).error).toBe('invalid_authorization_details');
   });
 
   it('refuses an oversized subject token', () => {

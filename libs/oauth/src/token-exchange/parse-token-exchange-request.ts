@@ -1,11 +1,6 @@
 import type { ConnectorAuthorizationDetail } from '../authorization-details/authorization-details.types';
 import { parseAuthorizationDetails } from '../authorization-details/parse-authorization-details';
-import {
-  InvalidAuthorizationDetailsError,
-  InvalidRequestError,
-  InvalidScopeError,
-  InvalidTargetError,
-} from '../errors/oauth-errors';
+import { InvalidAuthorizationDetailsError, InvalidRequestError, InvalidScopeError, InvalidTargetError } from '../errors/oauth-errors';
 import { type FormParams, optionalParam, requireParam } from '../params/parse-form-body';
 import { connectorResourceUrl } from './connector-resource-url';
 import { TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT } from './token-exchange.constants';
@@ -64,10 +59,7 @@ function isAbsoluteUriWithoutFragment(value: string): boolean {
  * naming one connector since the token's `aud` is that connector. Client authentication
  * parameters and unknown parameters are ignored here (RFC 6749 §3.2).
  */
-export function parseTokenExchangeRequest(
-  params: FormParams,
-  options: ParseTokenExchangeOptions = {},
-): TokenExchangeRequest {
+export function parseTokenExchangeRequest(params: FormParams, options: ParseTokenExchangeOptions = {}): TokenExchangeRequest {
   if (params.has('actor_token') || params.has('actor_token_type')) {
     throw new InvalidRequestError('actor_token is not supported', { reason: 'actor_token_unsupported' });
   }

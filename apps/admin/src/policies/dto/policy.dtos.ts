@@ -30,7 +30,9 @@ export class EvaluatePolicyDto {
   @ApiPropertyOptional({
     type: 'array',
     items: { type: 'object' },
-    example: [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } }],
+    example: [
+      { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } },
+    ],
   })
   @IsOptional()
   @IsArray()
@@ -48,7 +50,11 @@ export class EvaluatePolicyDto {
   @MaxLength(1_000_000)
   candidate_bundle?: string;
 
-  @ApiPropertyOptional({ type: 'object', additionalProperties: true, description: 'candidate policy data (replaced whole) for the active policy or the candidate bundle' })
+  @ApiPropertyOptional({
+    type: 'object',
+    additionalProperties: true,
+    description: 'candidate policy data (replaced whole) for the active policy or the candidate bundle',
+  })
   @IsOptional()
   @IsObject()
   candidate_data?: Record<string, unknown>;
@@ -73,7 +79,8 @@ export class PolicyEvaluationDto {
   input?: Record<string, unknown>;
   @ApiPropertyOptional({
     type: [String],
-    description: "task mode: what the server's own floor (one connector, one action, a catalogue operation, inside the task's allowed) would refuse whatever the policy says",
+    description:
+      "task mode: what the server's own floor (one connector, one action, a catalogue operation, inside the task's allowed) would refuse whatever the policy says",
   })
   violations?: string[];
 }

@@ -145,9 +145,27 @@ export class TokenExchangeGrant implements GrantHandler {
           }
         : undefined,
       events: [
-        { type: 'grant.decision', outcome: 'success', actor: { type: 'agent', id: client.id }, agentId: client.id, taskId: task.id, connectorId: connector.id, data: decisionData },
+        {
+          type: 'grant.decision',
+          outcome: 'success',
+          actor: { type: 'agent', id: client.id },
+          agentId: client.id,
+          taskId: task.id,
+          connectorId: connector.id,
+          data: decisionData,
+        },
         ...(approval
-          ? [{ type: 'approval.used', outcome: 'success' as const, actor: { type: 'agent' as const, id: client.id }, agentId: client.id, taskId: task.id, connectorId: connector.id, data: { approval_id: approval.id } }]
+          ? [
+              {
+                type: 'approval.used',
+                outcome: 'success' as const,
+                actor: { type: 'agent' as const, id: client.id },
+                agentId: client.id,
+                taskId: task.id,
+                connectorId: connector.id,
+                data: { approval_id: approval.id },
+              },
+            ]
           : []),
       ],
     });
@@ -174,12 +192,27 @@ export class TokenExchangeGrant implements GrantHandler {
   ): Promise<never> {
     const expiresAt = new Date(Math.min(task.expiresAt.getTime(), Date.now() + APPROVAL_MAX_SECONDS * 1000));
     const approval = await this.approvals.request(
-      { taskId: task.id, agentId: client.id, connectorId: details[0].connector, authorizationDetails: details, reasons: decision.reasons, policyVersion, expiresAt },
+      {
+        taskId: task.id,
+        agentId: client.id,
+        connectorId: details[0].connector,
+        authorizationDetails: details,
+        reasons: decision.reasons,
+        policyVersion,
+        expiresAt,
+      },
       { type: 'agent', id: client.id },
-      [{
-        type: 'grant.decision', outcome: 'info', actor: { type: 'agent', id: client.id }, agentId: client.id, taskId: task.id,
-        connectorId: details[0].connector, data: decisionData,
-      }],
+      [
+        {
+          type: 'grant.decision',
+          outcome: 'info',
+          actor: { type: 'agent', id: client.id },
+          agentId: client.id,
+          taskId: task.id,
+          connectorId: details[0].connector,
+          data: decisionData,
+        },
+      ],
     );
     throw new AuthorizationPendingError(`a human must approve this request: ${decision.reasons.map((reason) => safeToken(reason, 200)).join('; ')}`, {
       approvalId: approval.id,
@@ -212,9 +245,7 @@ export class TokenExchangeGrant implements GrantHandler {
 
   /** Evaluates the policy; a policy that traps yields its fail-closed deny (and is logged). */
   private evaluate(engine: PolicyEngine, input: PolicyInput): Decision {
-    return evaluateFailClosed(engine, input, (error) =>
-      this.logger.error({ err: error.message, policy: engine.version }, 'policy evaluation failed: denying'),
-    );
+    return evaluateFailClosed(engine, input, (error) => this.logger.error({ err: error.message, policy: engine.version }, 'policy evaluation failed: denying'));
   }
 
   /** Verifies the subject token and returns its task, active and belonging to this agent. */
@@ -263,7 +294,14 @@ export class TokenExchangeGrant implements GrantHandler {
    * count that includes every earlier refusal, so a burst of parallel out-of-purpose requests
    * cannot all read "below the threshold".
    */
-  private async refuse(task: ExchangeTask, client: RegisteredClient, decision: Decision, data: Record<string, unknown>, engine: PolicyEngine, input: PolicyInput): Promise<Decision> {
+  private async refuse(
+    task: ExchangeTask,
+    client: RegisteredClient,
+    decision: Decision,
+    data: Record<string, unknown>,
+    engine: PolicyEngine,
+    input: PolicyInput,
+  ): Promise<Decision> {
     const connectorId = (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null;
     const actor = { type: 'agent' as const, id: client.id };
     const quarantineActor = { type: 'system' as const, id: 'policy' };
@@ -277,7 +315,10 @@ export class TokenExchangeGrant implements GrantHandler {
         const fresh =
           priorRefusals === history.refusals && priorOutOfPurpose === history.out_of_purpose_requests
             ? decision
-            : this.evaluate(engine, { ...input, task: { ...input.task, history: { ...history, refusals: priorRefusals, out_of_purpose_requests: priorOutOfPurpose } } });
+            : this.evaluate(engine, {
+                ...input,
+                task: { ...input.task, history: { ...history, refusals: priorRefusals, out_of_purpose_requests: priorOutOfPurpose } },
+              });
         const quarantine = counted.status === 'active' && fresh.quarantine === true;
         const reason = `quarantined by policy after ${counted.outOfPurposeRequests} out-of-purpose requests`;
         const ended = quarantine ? await this.grants.endTask(tx, task.id, 'revoked', reason) : undefined;
