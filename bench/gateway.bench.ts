@@ -1,35 +1,30 @@
 import { clientAssertion } from '@writ/testing';
-import { BENCH_UPSTREAM_SECRET } from './support/bench-constants';
-import { LoadResult, runLoad } from './support/load';
+import { LoadTarget, runClosedLoop, runOpenLoop } from './support/open-loop';
+import { measurePhase, PhaseResult, rounded } from './support/phase';
 import type { BenchServer } from './support/start-bench-server';
 
-/** Proxied reads through the gateway beside direct calls to the same upstream, in the same run. */
+/** Proxied reads through the gateway beside a plain Node reverse proxy to the same upstream, in the same run. */
 export interface GatewayBench {
-  direct_upstream: LoadResult;
-  through_gateway: LoadResult;
-  /** Both at the same fixed rate (half the gateway's maximum): latency without queueing. */
-  direct_at_rate: LoadResult & { target_rate: number };
-  gateway_at_rate: LoadResult & { target_rate: number };
-  /** p50 through the gateway minus p50 direct, at that fixed rate. */
+  credentials: number;
+  plain_proxy_max: PhaseResult;
+  gateway_max: PhaseResult;
+  /** Both at the same constant rate (half the gateway's maximum), open loop. */
+  plain_proxy_at_half_load: PhaseResult;
+  gateway_at_half_load: PhaseResult;
   added_p50_ms: number;
+  added_p99_ms: number;
   throughput_ratio: number;
-  targets: { added_p50_ms: number; throughput_ratio: number };
+  targets: { added_p50_ms: number; added_p99_ms: number; throughput_ratio: number };
 }
 
-/**
- * Exchanges one read credential, then loads `GET /v1/balance` on the mock upstream directly
- * (with its own credential) and through the gateway (with the agent's credential): every
- * proxied call verifies the token, reads its state, spends a use with its audit event
- * committed, and forwards.
- */
-export async function benchGateway(server: BenchServer, upstreamUrl: string, options: { durationSeconds: number }): Promise<GatewayBench> {
+async function readCredential(server: BenchServer, taskToken: string): Promise<string> {
   const { ready, agentKey } = server;
   const response = await fetch(`${ready.issuer}/oauth2/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({
       grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
-      subject_token: ready.taskToken,
+      subject_token: taskToken,
       subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
       authorization_details: ready.readDetails,
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
@@ -38,33 +33,42 @@ export async function benchGateway(server: BenchServer, upstreamUrl: string, opt
   });
   const body = (await response.json()) as { access_token?: string; error_description?: string };
   if (!body.access_token) throw new Error(`read credential refused: ${body.error_description}`);
-  const direct = () =>
-    runLoad({ url: `${upstreamUrl}/v1/balance`, headers: { authorization: `Bearer ${BENCH_UPSTREAM_SECRET}` }, durationSeconds: options.durationSeconds });
-  const proxied = () =>
-    runLoad({
-      url: `${ready.gatewayUrl}/connectors/payments/v1/balance`,
-      headers: { authorization: `Bearer ${body.access_token}` },
-      durationSeconds: options.durationSeconds,
-    });
-  await runLoad({ url: `${upstreamUrl}/v1/balance`, headers: { authorization: `Bearer ${BENCH_UPSTREAM_SECRET}` }, durationSeconds: 2 });
-  await runLoad({ url: `${ready.gatewayUrl}/connectors/payments/v1/balance`, headers: { authorization: `Bearer ${body.access_token}` }, durationSeconds: 2 });
-  const directResult = await direct();
-  const gatewayResult = await proxied();
-  const rate = Math.max(1, Math.floor(gatewayResult.requestsPerSecond / 2));
-  const fixed = { durationSeconds: options.durationSeconds, overallRate: rate, connections: 8 };
-  const directAtRate = await runLoad({ url: `${upstreamUrl}/v1/balance`, headers: { authorization: `Bearer ${BENCH_UPSTREAM_SECRET}` }, ...fixed });
-  const gatewayAtRate = await runLoad({
-    url: `${ready.gatewayUrl}/connectors/payments/v1/balance`,
-    headers: { authorization: `Bearer ${body.access_token}` },
-    ...fixed,
-  });
+  return body.access_token;
+}
+
+/**
+ * Exchanges one read credential per task, then loads `GET /v1/balance` through a plain
+ * reverse proxy (baseline) and through the gateway, the credentials taken in turn: every
+ * proxied call verifies its token, reads its grant's state, spends a use with its audit
+ * event committed, and forwards.
+ */
+export async function benchGateway(server: BenchServer, options: { durationSeconds: number; connections?: number }): Promise<GatewayBench> {
+  const seconds = options.durationSeconds;
+  const connections = options.connections ?? 32;
+  const tokens: string[] = [];
+  for (const taskToken of server.ready.taskTokens) tokens.push(await readCredential(server, taskToken));
+  let turn = 0;
+  const gateway: LoadTarget = {
+    url: `${server.ready.gatewayUrl}/connectors/payments/v1/balance`,
+    nextHeaders: () => ({ authorization: `Bearer ${tokens[turn++ % tokens.length]}` }),
+  };
+  const proxy: LoadTarget = { url: `${server.ready.plainProxyUrl}/connectors/payments/v1/balance` };
+  await runClosedLoop(proxy, { seconds: 2, connections });
+  await runClosedLoop(gateway, { seconds: 2, connections });
+  const proxyMax = await measurePhase(server, () => runClosedLoop(proxy, { seconds, connections }));
+  const gatewayMax = await measurePhase(server, () => runClosedLoop(gateway, { seconds, connections }));
+  const half = Math.max(1, Math.floor(gatewayMax.requestsPerSecond / 2));
+  const proxyHalf = await measurePhase(server, () => runOpenLoop(proxy, half, { seconds, connections: 64 }));
+  const gatewayHalf = await measurePhase(server, () => runOpenLoop(gateway, half, { seconds, connections: 64 }));
   return {
-    direct_upstream: directResult,
-    through_gateway: gatewayResult,
-    direct_at_rate: { ...directAtRate, target_rate: rate },
-    gateway_at_rate: { ...gatewayAtRate, target_rate: rate },
-    added_p50_ms: gatewayAtRate.p50Ms - directAtRate.p50Ms,
-    throughput_ratio: gatewayResult.requestsPerSecond / directResult.requestsPerSecond,
-    targets: { added_p50_ms: 1, throughput_ratio: 0.4 },
+    credentials: tokens.length,
+    plain_proxy_max: rounded(proxyMax),
+    gateway_max: rounded(gatewayMax),
+    plain_proxy_at_half_load: rounded(proxyHalf),
+    gateway_at_half_load: rounded(gatewayHalf),
+    added_p50_ms: Number((gatewayHalf.p50Ms - proxyHalf.p50Ms).toFixed(3)),
+    added_p99_ms: Number((gatewayHalf.p99Ms - proxyHalf.p99Ms).toFixed(3)),
+    throughput_ratio: Number((gatewayMax.requestsPerSecond / proxyMax.requestsPerSecond).toFixed(3)),
+    targets: { added_p50_ms: 1, added_p99_ms: 5, throughput_ratio: 0.25 },
   };
 }

@@ -6,8 +6,10 @@ import { benchAuditVerify } from './audit-verify.bench';
 import { benchGateway } from './gateway.bench';
 import { benchPolicy } from './policy.bench';
 import { startBenchEnvironment } from './support/bench-environment';
-import { LoadResult } from './support/load';
+import { BENCH_PORTS } from './support/bench-ports';
+import type { PhaseResult } from './support/phase';
 import { forkReady, startBenchServer, stopChild } from './support/start-bench-server';
+import { benchPeers } from './peers/peers.bench';
 import { benchTokenExchange } from './token-exchange.bench';
 
 /**
@@ -17,29 +19,41 @@ import { benchTokenExchange } from './token-exchange.bench';
  */
 async function main(): Promise<void> {
   const seconds = Number(process.env.WRIT_BENCH_SECONDS ?? 10);
-  // WRIT_BENCH_ONLY=policy,exchange,gateway,audit,verify runs a subset (default: all).
-  const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'policy,exchange,gateway,audit,verify').split(','));
+  // WRIT_BENCH_ONLY=policy,exchange,gateway,audit,verify,peers runs a subset (default: all).
+  const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'policy,exchange,gateway,audit,verify,peers').split(','));
   const results: Record<string, unknown> = { started_at: new Date().toISOString(), node: process.version, cpus: cpus().length };
 
   if (only.has('policy')) results.policy = await benchPolicy();
   if (only.has('exchange') || only.has('gateway')) {
-    const upstream = await forkReady<{ url: string }>('upstream-server.js', ['14020']);
-    const server = await startBenchServer(14_000, upstream.message.url).catch(async (error: unknown) => {
+    const upstream = await forkReady<{ url: string }>('upstream-server.js', [String(BENCH_PORTS.upstream)]);
+    const server = await startBenchServer(BENCH_PORTS.writ, upstream.message.url).catch(async (error: unknown) => {
       await stopChild(upstream.child);
       throw error;
     });
     try {
       if (only.has('exchange')) results.token_exchange = await benchTokenExchange(server, { durationSeconds: seconds });
-      if (only.has('gateway')) results.gateway = await benchGateway(server, upstream.message.url, { durationSeconds: seconds });
+      if (only.has('gateway')) results.gateway = await benchGateway(server, { durationSeconds: seconds });
     } finally {
       await server.stop();
       await stopChild(upstream.child);
     }
   }
+  // Peers (Keycloak, Hydra, OPA) run only when bench/peers/peers.sh installed and started them.
+  if (only.has('peers')) results.peers = await benchPeers({ durationSeconds: seconds });
+  if (only.has('audit')) {
+    const env = await startBenchEnvironment(BENCH_PORTS.audit);
+    try {
+      results.audit = await benchAudit(env, Math.max(2, Math.round(seconds / 2)));
+    } finally {
+      await env.close();
+    }
+  }
   if (only.has('verify')) {
+    // Issuance at a fixed rate, alone and during a full audit verification (issue 10).
     // WRIT_BENCH_AUDIT_EVENTS (default 100000): the log walked during the load.
     process.env.WRIT_BENCH_AUDIT_EVENTS ??= '100000';
-    const server = await startBenchServer(14_030);
+    process.env.WRIT_BENCH_PRIOR_GRANTS ??= '0';
+    const server = await startBenchServer(BENCH_PORTS.writ + 30);
     try {
       const rate = Number(process.env.WRIT_BENCH_VERIFY_RATE ?? 100);
       results.audit_verify = await benchAuditVerify(server, { durationSeconds: seconds, rate });
@@ -47,59 +61,76 @@ async function main(): Promise<void> {
       await server.stop();
     }
   }
-  if (only.has('audit')) {
-    const env = await startBenchEnvironment({ auth: 14_010, gateway: 14_011, admin: 14_012 });
-    try {
-      results.audit = await benchAudit(env, Math.max(2, Math.round(seconds / 2)));
-    } finally {
-      await env.close();
-    }
+  const rows = report(results);
+  const verify = results.audit_verify as Awaited<ReturnType<typeof benchAuditVerify>> | undefined;
+  if (verify) {
+    console.log(
+      `full verification of ${verify.audit_events} events: ${verify.verification_ms} ms, valid ${verify.verification_valid}; exchange p99 at ${verify.rate}/s during / without: ${verify.ratio_p99.toFixed(2)} (target ≤ ${verify.target_ratio_p99})`,
+    );
   }
-  report(results);
   const dir = join(__dirname, '..', '..', 'bench', 'results');
   await mkdir(dir, { recursive: true });
   const file = join(dir, `bench-${Date.now()}.json`);
   await writeFile(file, JSON.stringify(results, null, 2));
-  console.log(`results written to ${file}`);
+  // The same table in Markdown, for README.md and docs/performance.md.
+  await writeFile(join(dir, 'latest.md'), markdown(String(results.started_at), rows));
+  console.log(`results written to ${file} (Markdown table: bench/results/latest.md)`);
 }
 
-function report(results: Record<string, unknown>): void {
+type Row = [string, PhaseResult | (Omit<PhaseResult, 'eventLoopUtilization' | 'commitsPerRequest' | 'cpuUsPerRequest'> & Partial<PhaseResult>)];
+
+function markdown(date: string, rows: Row[]): string {
+  const cell = (value: number | undefined, digits: number) => (value === undefined ? '' : value.toFixed(digits));
+  const lines = [
+    `Measured ${date.slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\`, ${cpus().length} cores (generator, services and PostgreSQL on one box).`,
+    '',
+    '| load | req/s | p50 ms | p99 ms | errors | commits/req | event loop | CPU µs/req |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(
+      ([name, row]) =>
+        `| ${name} | ${cell(row.requestsPerSecond, 0)} | ${cell(row.p50Ms, 2)} | ${cell(row.p99Ms, 2)} | ${row.non2xx + row.errors} | ${cell(row.commitsPerRequest, 2)} | ${cell(row.eventLoopUtilization, 2)} | ${cell(row.cpuUsPerRequest, 0)} |`,
+    ),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+function report(results: Record<string, unknown>): Row[] {
   const exchange = results.token_exchange as Awaited<ReturnType<typeof benchTokenExchange>> | undefined;
   const gateway = results.gateway as Awaited<ReturnType<typeof benchGateway>> | undefined;
   const audit = results.audit as Awaited<ReturnType<typeof benchAudit>> | undefined;
   const policy = results.policy as Awaited<ReturnType<typeof benchPolicy>> | undefined;
-  const verify = results.audit_verify as Awaited<ReturnType<typeof benchAuditVerify>> | undefined;
-  const rows: Array<[string, LoadResult]> = [];
+  const peers = results.peers as Awaited<ReturnType<typeof benchPeers>> | undefined;
+  const rows: Row[] = [];
   if (exchange) {
-    rows.push(['trivial endpoint (baseline)', exchange.baseline_trivial_endpoint], ['token exchange (max)', exchange.token_exchange]);
-    rows.push([`token exchange @ ${exchange.token_exchange_at_half_load.target_rate}/s`, exchange.token_exchange_at_half_load]);
+    rows.push(['minimal exchange (baseline), max', exchange.minimal_exchange_max], ['token exchange, max', exchange.token_exchange_max]);
+    rows.push([`minimal exchange @ ${exchange.token_exchange_at_half_load.targetRate}/s`, exchange.minimal_exchange_at_half_load]);
+    rows.push([`token exchange @ ${exchange.token_exchange_at_half_load.targetRate}/s`, exchange.token_exchange_at_half_load]);
+    rows.push(['token exchange, one fresh task, max', exchange.fresh_task_max]);
+    rows.push([`token exchange, one task with ${exchange.prior_grants} grants`, exchange.task_with_prior_grants_max]);
   }
   if (gateway) {
-    rows.push(['upstream read, direct (baseline)', gateway.direct_upstream], ['upstream read, through the gateway', gateway.through_gateway]);
-    rows.push([`upstream read, direct @ ${gateway.direct_at_rate.target_rate}/s`, gateway.direct_at_rate]);
-    rows.push([`upstream read, gateway @ ${gateway.gateway_at_rate.target_rate}/s`, gateway.gateway_at_rate]);
+    rows.push(['plain proxy (baseline), max', gateway.plain_proxy_max], ['gateway, max', gateway.gateway_max]);
+    rows.push([`plain proxy @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.plain_proxy_at_half_load]);
+    rows.push([`gateway @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.gateway_at_half_load]);
   }
-  if (verify) {
-    rows.push([`exchange @ ${verify.rate}/s`, verify.without_verification], [`exchange @ ${verify.rate}/s, full verify`, verify.during_full_verification]);
-  }
-  if (rows.length) console.log('\nbenchmark                               req/s      p50 ms   p99 ms   non-2xx');
+  for (const peer of peers?.rows ?? [])
+    rows.push([`${peer.system}: ${peer.operation}${peer.result.targetRate ? ` @ ${peer.result.targetRate}/s` : ', max'}`, peer.result]);
+  if (rows.length) console.log(`\n${'benchmark'.padEnd(40)}    req/s   p50 ms   p99 ms  non-2xx   commits/req   ELU   CPU µs/req`);
+  const fixed = (value: number | undefined, digits: number, width: number) => (value === undefined ? '-' : value.toFixed(digits)).padStart(width);
   for (const [name, row] of rows) {
     console.log(
-      `${name.padEnd(38)} ${row.requestsPerSecond.toFixed(0).padStart(8)} ${row.p50Ms.toFixed(2).padStart(9)} ${row.p99Ms.toFixed(2).padStart(8)} ${String(row.non2xx).padStart(9)}`,
+      `${name.padEnd(40)} ${fixed(row.requestsPerSecond, 0, 8)} ${fixed(row.p50Ms, 2, 8)} ${fixed(row.p99Ms, 2, 8)} ${String(row.non2xx + row.errors).padStart(8)} ${fixed(row.commitsPerRequest, 2, 13)} ${fixed(row.eventLoopUtilization, 2, 5)} ${fixed(row.cpuUsPerRequest, 0, 12)}`,
     );
   }
   if (exchange)
     console.log(
-      `ratio token exchange / trivial endpoint: ${exchange.ratio_exchange_to_trivial.toFixed(3)} (target ${exchange.targets.exchanges_per_second}/s)`,
+      `token exchange / minimal exchange: ${exchange.ratio_to_minimal_exchange} (target ≥ ${exchange.targets.ratio_to_minimal_exchange}; ${exchange.targets.exchanges_per_second}/s; p99 ≤ ${exchange.targets.p99_ms_at_half_load} ms at half load)`,
     );
   if (gateway)
     console.log(
-      `gateway: added p50 at ${gateway.gateway_at_rate.target_rate}/s ${gateway.added_p50_ms.toFixed(2)} ms (target ≤ 1), throughput ratio ${gateway.throughput_ratio.toFixed(3)} (target ≥ 0.4)`,
+      `gateway over plain proxy at ${gateway.gateway_at_half_load.targetRate}/s: +${gateway.added_p50_ms} ms p50, +${gateway.added_p99_ms} ms p99 (targets ≤ 1, ≤ 5); throughput ratio ${gateway.throughput_ratio} (target ≥ 0.25)`,
     );
-  if (verify)
-    console.log(
-      `full verification of ${verify.audit_events} events: ${verify.verification_ms} ms, valid ${verify.verification_valid}; exchange p99 during / without: ${verify.ratio_p99.toFixed(2)} (target ≤ ${verify.target_ratio_p99})`,
-    );
+  for (const skipped of peers?.skipped ?? []) console.log(`peer skipped: ${skipped}`);
   if (policy)
     console.log(
       `policy evaluation: p50 ${policy.p50_us.toFixed(1)} µs, p99 ${policy.p99_us.toFixed(1)} µs (target p99 ≤ ${policy.target_p99_us}); ${policy.ratio_p50_to_baseline.toFixed(1)}× a JSON round trip of its input`,
@@ -113,6 +144,7 @@ function report(results: Record<string, unknown>): void {
     }
     console.log(`chain after the run: ${JSON.stringify(audit.chain)}`);
   }
+  return rows;
 }
 
 main().then(

@@ -33,7 +33,7 @@ const PAYOUT = {
 };
 
 /** The input of a payout inside its task's declared purpose, as token exchange builds it. */
-function payoutInput() {
+export function payoutInput() {
   const now = new Date();
   return buildPolicyInput({
     request: { grantType: 'urn:ietf:params:oauth:grant-type:token-exchange', authorizationDetails: [PAYOUT], resource: null, dpopJkt: null },

@@ -1,58 +1,110 @@
 import { randomUUID } from 'node:crypto';
 import { clientAssertion } from '@writ/testing';
-import { LoadResult, runLoad } from './support/load';
+import { LoadTarget, runClosedLoop, runOpenLoop } from './support/open-loop';
+import { measurePhase, PhaseResult, rounded } from './support/phase';
 import type { BenchServer } from './support/start-bench-server';
 
-/** Token-exchange results, beside the same app's trivial endpoint measured in the same run. */
+/** Token-exchange results, beside the minimal-exchange baseline measured in the same run. */
 export interface TokenExchangeBench {
-  baseline_trivial_endpoint: LoadResult;
-  token_exchange: LoadResult;
-  token_exchange_at_half_load: LoadResult & { target_rate: number };
-  ratio_exchange_to_trivial: number;
-  targets: { exchanges_per_second: number; p99_ms_at_half_load: number };
+  tasks: number;
+  minimal_exchange_max: PhaseResult;
+  token_exchange_max: PhaseResult;
+  /** Both at half of Writ's maximum, open loop. */
+  minimal_exchange_at_half_load: PhaseResult;
+  token_exchange_at_half_load: PhaseResult;
+  ratio_to_minimal_exchange: number;
+  /** One task alone, fresh, then one with `prior_grants` credentials already issued (closed loop each). */
+  prior_grants: number;
+  fresh_task_max: PhaseResult;
+  task_with_prior_grants_max: PhaseResult;
+  targets: { exchanges_per_second: number; ratio_to_minimal_exchange: number; p99_ms_at_half_load: number };
+}
+
+/** Options of {@link benchTokenExchange}. */
+export interface ExchangeBenchOptions {
+  durationSeconds: number;
+  /** Concurrent connections of the maximum-throughput phases. */
+  connections?: number;
 }
 
 /**
- * Prepares unique client assertions, then loads the authorization server's `GET /health/live`
- * (baseline) and `POST /oauth2/token` (token exchange) in the same run.
+ * Signs `count` unique client assertions before a phase (so that the load measures the
+ * server, not the generator), spread round-robin over every task.
  */
-export async function benchTokenExchange(server: BenchServer, options: { durationSeconds: number }): Promise<TokenExchangeBench> {
+async function prepareBodies(server: BenchServer, count: number, tasks = server.ready.taskTokens): Promise<() => string | null> {
   const { ready, agentKey } = server;
-  // Unique client assertions, signed before the run so that the load measures the server.
-  const needed = Math.ceil(options.durationSeconds * 2.2 * 5000) + 5000;
   const now = Math.floor(Date.now() / 1000);
-  const bodies: string[] = [];
-  for (let index = 0; index < needed; index += 1) {
-    bodies.push(
-      new URLSearchParams({
-        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
-        subject_token: ready.taskToken,
-        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-        authorization_details: ready.details,
-        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-        client_assertion: await clientAssertion(ready.agentId, agentKey, ready.issuer, { claims: { jti: randomUUID(), exp: now + 295 } }),
-      }).toString(),
-    );
+  const bodies: string[] = new Array<string>(count);
+  for (let index = 0; index < count; index += 1) {
+    bodies[index] = new URLSearchParams({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: tasks[index % tasks.length],
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      authorization_details: ready.details,
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion(ready.agentId, agentKey, ready.issuer, { claims: { jti: randomUUID(), exp: now + 295 } }),
+    }).toString();
   }
   let cursor = 0;
-  const nextBody = () => {
-    if (cursor >= bodies.length) throw new Error('benchmark ran out of prepared client assertions');
-    return bodies[cursor++];
-  };
+  return () => (cursor < bodies.length ? bodies[cursor++] : null);
+}
+
+/**
+ * Loads Writ's token exchange (`POST /oauth2/token`, RFC 8693 with a client assertion, the
+ * compiled policy and the chained audit event) and the minimal-exchange baseline: maximum
+ * throughput (closed loop) for each, then both at half Writ's maximum (open loop, constant
+ * rate, latency from each request's scheduled time).
+ */
+export async function benchTokenExchange(server: BenchServer, options: ExchangeBenchOptions): Promise<TokenExchangeBench> {
+  const seconds = options.durationSeconds;
+  const connections = options.connections ?? 32;
   const headers = { 'content-type': 'application/x-www-form-urlencoded' };
-  const token = (extra: Partial<Parameters<typeof runLoad>[0]>) =>
-    runLoad({ url: `${ready.issuer}/oauth2/token`, method: 'POST', headers, nextBody, durationSeconds: options.durationSeconds, ...extra });
-  await runLoad({ url: `${ready.issuer}/health/live`, durationSeconds: 2 });
-  await token({ durationSeconds: 2 });
-  const baseline = await runLoad({ url: `${ready.issuer}/health/live`, durationSeconds: options.durationSeconds });
-  const exchange = await token({});
-  const halfRate = Math.max(1, Math.floor(exchange.requestsPerSecond / 2));
-  const atHalf = await token({ overallRate: halfRate, connections: 16 });
+  // Bounded by count as well as time: at most 4 000/s (Writ) and 6 000/s (the baseline) for `seconds`.
+  const writ = async (count: number): Promise<LoadTarget> => ({
+    url: `${server.ready.issuer}/oauth2/token`,
+    method: 'POST',
+    headers,
+    nextBody: await prepareBodies(server, count),
+  });
+  const minimal = async (count: number): Promise<LoadTarget> => ({
+    url: server.ready.minimalExchangeUrl,
+    method: 'POST',
+    headers,
+    nextBody: await prepareBodies(server, count),
+  });
+  // Warm-up (JIT, pools, caches): not reported.
+  await runClosedLoop(await minimal(3000), { seconds: 2, connections });
+  await runClosedLoop(await writ(3000), { seconds: 2, connections });
+  let target = await minimal(seconds * 6000);
+  const minimalMax = await measurePhase(server, () => runClosedLoop(target, { seconds, connections }));
+  target = await writ(seconds * 4000);
+  const writMax = await measurePhase(server, () => runClosedLoop(target, { seconds, connections }));
+  const half = Math.max(1, Math.floor(writMax.requestsPerSecond / 2));
+  target = await minimal(seconds * half);
+  const minimalHalf = await measurePhase(server, () => runOpenLoop(target, half, { seconds, connections: 64 }));
+  target = await writ(seconds * half);
+  const writHalf = await measurePhase(server, () => runOpenLoop(target, half, { seconds, connections: 64 }));
+  const oneTask = async (taskToken: string) => {
+    const only: LoadTarget = {
+      url: `${server.ready.issuer}/oauth2/token`,
+      method: 'POST',
+      headers,
+      nextBody: await prepareBodies(server, seconds * 4000, [taskToken]),
+    };
+    return measurePhase(server, () => runClosedLoop(only, { seconds, connections }));
+  };
+  const fresh = await oneTask(server.ready.freshTaskToken);
+  const heavy = await oneTask(server.ready.heavyTaskToken);
   return {
-    baseline_trivial_endpoint: baseline,
-    token_exchange: exchange,
-    token_exchange_at_half_load: { ...atHalf, target_rate: halfRate },
-    ratio_exchange_to_trivial: exchange.requestsPerSecond / baseline.requestsPerSecond,
-    targets: { exchanges_per_second: 2000, p99_ms_at_half_load: 10 },
+    tasks: server.ready.taskTokens.length,
+    prior_grants: server.ready.priorGrants,
+    fresh_task_max: rounded(fresh),
+    task_with_prior_grants_max: rounded(heavy),
+    minimal_exchange_max: rounded(minimalMax),
+    token_exchange_max: rounded(writMax),
+    minimal_exchange_at_half_load: rounded(minimalHalf),
+    token_exchange_at_half_load: rounded(writHalf),
+    ratio_to_minimal_exchange: Number((writMax.requestsPerSecond / minimalMax.requestsPerSecond).toFixed(3)),
+    targets: { exchanges_per_second: 2000, ratio_to_minimal_exchange: 0.6, p99_ms_at_half_load: 10 },
   };
 }

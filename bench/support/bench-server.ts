@@ -1,4 +1,6 @@
+import { performance } from 'node:perf_hooks';
 import { exportJWK } from 'jose';
+import { Pool } from 'pg';
 import { clientAssertion, createClientKey, jwksOf, PAYOUTS_CREATE } from '@writ/testing';
 import { sealCredential } from '@writ/connectors';
 import { BENCH_UPSTREAM_SECRET } from './bench-constants';
@@ -8,11 +10,23 @@ import { createAdminApp } from '../../apps/admin/src/admin.app';
 import { ensureBootstrapAdminToken } from '@writ/platform';
 import { readFile } from 'node:fs/promises';
 import { startBenchEnvironment } from './bench-environment';
+import { startMinimalExchange, startPlainProxy } from './baselines';
+import { BENCH_PORTS } from './bench-ports';
 
 /** What the bench server tells its parent once it is ready. */
 export interface BenchServerReady {
   issuer: string;
   taskToken: string;
+  /** Task tokens of every task the load is spread over (the first is `taskToken`). */
+  taskTokens: string[];
+  /** A task with no credentials, and one with `WRIT_BENCH_PRIOR_GRANTS` (default 10 000) already issued. */
+  freshTaskToken: string;
+  heavyTaskToken: string;
+  priorGrants: number;
+  /** The minimal-exchange baseline's token endpoint, in this process. */
+  minimalExchangeUrl: string;
+  /** The plain reverse proxy's base URL (to the same upstream), in this process. */
+  plainProxyUrl: string;
   agentId: string;
   agentPrivateJwk: Record<string, unknown>;
   details: string;
@@ -22,8 +36,23 @@ export interface BenchServerReady {
   /** The admin API in the same process (the audit verification benchmark). */
   adminUrl: string;
   adminToken: string;
-  /** Audit events written before the run (`WRIT_BENCH_AUDIT_EVENTS`). */
+  /** Audit events written before the run (`WRIT_BENCH_AUDIT_EVENTS`, default 0). */
   auditEvents: number;
+}
+
+/** What the bench server answers to `{ type: 'stats' }`: cumulative counters, diffed by the parent. */
+export interface BenchServerStats {
+  type: 'stats';
+  /** `performance.eventLoopUtilization()` of this process since it started. */
+  elu: { idle: number; active: number; utilization: number };
+  /**
+   * The cluster's next transaction id. Its delta counts write transactions (each one a WAL
+   * flush at commit), exactly and at once; `pg_stat_database.xact_commit` is published by
+   * idle backends only up to 10 s late and also counts read-only transactions.
+   */
+  xactCommit: number;
+  /** CPU time of this process (user + system), microseconds. */
+  cpuUs: number;
 }
 
 /**
@@ -85,22 +114,70 @@ async function main(): Promise<void> {
       client_assertion: await clientAssertion('bench-orch', orchestratorKey, issuer),
     }),
   }).then((response) => response.json())) as { access_token: string };
-  const task = (await fetch(`${issuer}/v1/tasks`, {
+  // The load is spread over many tasks, as in production (WRIT_BENCH_TASKS, default 32).
+  const taskCount = Math.max(1, Number(process.env.WRIT_BENCH_TASKS ?? 32));
+  const taskTokens: string[] = [];
+  for (let index = 0; index < taskCount + 2; index += 1) {
+    const task = (await fetch(`${issuer}/v1/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${tasksToken.access_token}` },
+      body: JSON.stringify({
+        agent_id: 'bench-agent',
+        purpose: `benchmark payouts ${index}`,
+        ttl_seconds: 3600,
+        allowed: [
+          { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
+          { type: 'connector', connector: 'payments', actions: ['balance.get'] },
+        ],
+      }),
+    }).then((response) => response.json())) as { task_token?: string; error_description?: string };
+    if (!task.task_token) throw new Error(`task refused: ${task.error_description}`);
+    taskTokens.push(task.task_token);
+  }
+  // Two more tasks: one fresh, one whose credentials already number WRIT_BENCH_PRIOR_GRANTS.
+  const [freshTaskToken, heavyTaskToken] = taskTokens.splice(taskCount);
+  const priorGrants = Number(process.env.WRIT_BENCH_PRIOR_GRANTS ?? 10_000);
+  const heavyTaskId = (JSON.parse(Buffer.from(heavyTaskToken.split('.')[1], 'base64url').toString('utf8')) as { task_id: string }).task_id;
+  const first = await fetch(`${issuer}/oauth2/token`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${tasksToken.access_token}` },
-    body: JSON.stringify({
-      agent_id: 'bench-agent',
-      purpose: 'benchmark payouts',
-      ttl_seconds: 3600,
-      allowed: [
-        { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
-        { type: 'connector', connector: 'payments', actions: ['balance.get'] },
-      ],
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: form({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: heavyTaskToken,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      authorization_details: JSON.stringify([{ type: 'connector', connector: 'payments', actions: ['balance.get'] }]),
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion('bench-agent', agentKey, issuer),
     }),
-  }).then((response) => response.json())) as { task_token: string };
+  });
+  if (first.status !== 200) throw new Error(`seed exchange refused: ${first.status}`);
+  // Copies of that credential (as the task's own issuances would leave), in one statement.
+  await pool.query(
+    `INSERT INTO access_tokens (jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
+                                max_uses, issued_at, expires_at, cnf_jkt, budget_entries)
+     SELECT 'bench-prior-' || g, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
+            max_uses, issued_at, expires_at, cnf_jkt, budget_entries
+       FROM access_tokens, generate_series(2, $2::int) g WHERE task_id = $1::uuid`,
+    [heavyTaskId, priorGrants],
+  );
+  const issuerJwks = (await fetch(`${issuer}/oauth2/jwks`).then((response) => response.json())) as { keys: [] };
+  const baselinePool = new Pool({ connectionString: env.config.databaseUrl, max: 16 });
+  const minimal = await startMinimalExchange(BENCH_PORTS.minimalExchange, {
+    pool: baselinePool,
+    issuer,
+    issuerJwks,
+    agentJwks: jwksOf(agentKey),
+  });
+  const proxy = await startPlainProxy(BENCH_PORTS.plainProxy, upstreamUrl, `Bearer ${BENCH_UPSTREAM_SECRET}`);
   const ready: BenchServerReady = {
     issuer,
-    taskToken: task.task_token,
+    taskToken: taskTokens[0],
+    taskTokens,
+    freshTaskToken,
+    heavyTaskToken,
+    priorGrants,
+    minimalExchangeUrl: `http://127.0.0.1:${BENCH_PORTS.minimalExchange}/oauth2/token`,
+    plainProxyUrl: `http://127.0.0.1:${BENCH_PORTS.plainProxy}`,
     agentId: 'bench-agent',
     agentPrivateJwk: { ...(await exportJWK(agentKey.privateKey)), kid: agentKey.publicJwk.kid, alg: 'ES256' },
     details: JSON.stringify([
@@ -115,14 +192,30 @@ async function main(): Promise<void> {
   process.send!(ready);
   process.on(
     'message',
-    (message) =>
+    (message: unknown) =>
       void (async () => {
         if (message === 'stop') {
+          minimal.close();
+          proxy.close();
+          minimal.closeAllConnections();
+          proxy.closeAllConnections();
+          await baselinePool.end();
           await admin.close();
           await gateway.close();
           await app.close();
           await env.close();
           process.exit(0);
+        }
+        if ((message as { type?: string }).type === 'stats') {
+          const { rows } = await pool.query<{ commits: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS commits`);
+          const cpu = process.cpuUsage();
+          const stats: BenchServerStats = {
+            type: 'stats',
+            elu: performance.eventLoopUtilization(),
+            xactCommit: Number(rows[0].commits),
+            cpuUs: cpu.user + cpu.system,
+          };
+          process.send!(stats);
         }
       })(),
   );

@@ -3,13 +3,37 @@ import { join } from 'node:path';
 import { importJWK } from 'jose';
 import type { CryptoKey } from 'jose';
 import type { ClientKey } from '@writ/testing';
-import type { BenchServerReady } from './bench-server';
+import type { BenchServerReady, BenchServerStats } from './bench-server';
 
 /** The system under test running in a child process. */
 export interface BenchServer {
   ready: BenchServerReady;
   agentKey: ClientKey;
+  /** The server's cumulative counters (event loop, commits, CPU); diff two readings with {@link statsDelta}. */
+  stats(): Promise<BenchServerStats>;
   stop(): Promise<void>;
+}
+
+/** What the server did between two readings, per request served in between. */
+export interface ServerDelta {
+  /** Event-loop utilisation of the server's main thread over the interval (0-1). */
+  eventLoopUtilization: number;
+  /** PostgreSQL write transactions (the whole cluster, each a WAL flush) per request. */
+  commitsPerRequest: number;
+  /** CPU time of the server process per request, microseconds (user + system, all threads). */
+  cpuUsPerRequest: number;
+}
+
+/** Diffs two readings of {@link BenchServer.stats}. */
+export function statsDelta(before: BenchServerStats, after: BenchServerStats, requests: number): ServerDelta {
+  const active = after.elu.active - before.elu.active;
+  const idle = after.elu.idle - before.elu.idle;
+  const per = (value: number) => (requests > 0 ? value / requests : 0);
+  return {
+    eventLoopUtilization: active + idle > 0 ? active / (active + idle) : 0,
+    commitsPerRequest: per(after.xactCommit - before.xactCommit),
+    cpuUsPerRequest: per(after.cpuUs - before.cpuUs),
+  };
 }
 
 /** Forks a compiled bench script and waits for its first message. */
@@ -41,5 +65,15 @@ export async function startBenchServer(port: number, upstreamUrl?: string): Prom
   const { child, message: ready } = await forkReady<BenchServerReady>('bench-server.js', [String(port), ...(upstreamUrl ? [upstreamUrl] : [])]);
   const key = (await importJWK(ready.agentPrivateJwk, 'ES256')) as CryptoKey;
   const agentKey = { privateKey: key, publicJwk: { kid: ready.agentPrivateJwk.kid as string, alg: 'ES256', use: 'sig', kty: 'EC' }, alg: 'ES256' } as ClientKey;
-  return { ready, agentKey, stop: () => stopChild(child) };
+  const stats = () =>
+    new Promise<BenchServerStats>((resolve) => {
+      const listener = (message: unknown) => {
+        if ((message as { type?: string }).type !== 'stats') return;
+        child.off('message', listener);
+        resolve(message as BenchServerStats);
+      };
+      child.on('message', listener);
+      child.send({ type: 'stats' });
+    });
+  return { ready, agentKey, stats, stop: () => stopChild(child) };
 }

@@ -37,7 +37,8 @@ export type IssueOutcome = 'recorded' | 'ended' | 'catalogue_changed';
  * the catalogue says when the credential's row is written.
  */
 export function decidedOperation(operation: Pick<ConnectorOperation, 'method' | 'path' | 'constraints'>): string {
-  return JSON.stringify({ method: operation.method, path: operation.path, constraints: operation.constraints ?? {} });
+  // null, not undefined: an MCP tool has no method or path, and jsonb_build_object gives null for them.
+  return JSON.stringify({ method: operation.method ?? null, path: operation.path ?? null, constraints: operation.constraints ?? {} });
 }
 
 const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
@@ -60,10 +61,9 @@ const INSERT_CONNECTOR_TOKENS = `
        live AS (SELECT i.*, EXISTS (
                          SELECT 1 FROM jsonb_array_elements(c.operations) op
                           WHERE op->>'name' = i.action
-                            -- MCP tools have no method or path: absent members stay absent, as in decidedOperation().
-                            AND jsonb_build_object('constraints', COALESCE(op->'constraints', '{}'::jsonb))
-                                || CASE WHEN op ? 'method' THEN jsonb_build_object('method', op->'method') ELSE '{}'::jsonb END
-                                || CASE WHEN op ? 'path' THEN jsonb_build_object('path', op->'path') ELSE '{}'::jsonb END = i.decided_operation
+                            -- MCP tools have no method or path: null on both sides (see decidedOperation()).
+                            AND jsonb_build_object('method', op->'method', 'path', op->'path',
+                                                   'constraints', COALESCE(op->'constraints', '{}'::jsonb)) = i.decided_operation
                        ) AS current_operation
                   FROM input i
                   JOIN agents a ON a.id = i.subject AND a.status = 'active'

