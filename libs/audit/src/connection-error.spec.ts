@@ -1,3 +1,4 @@
+import { QueryFailedError } from 'typeorm';
 import { isConnectionError } from './audit.service';
 
 const pgError = (code: string, message = 'x') => Object.assign(new Error(message), { code, severity: 'ERROR' });
@@ -27,5 +28,17 @@ describe('isConnectionError', () => {
     ['a non-error', 'x'],
   ])('does not take %s for unavailability', (_what, error) => {
     expect(isConnectionError(error)).toBe(false);
+  });
+
+  // Admin reads go through TypeORM repositories: a failed query reaches the filter as a
+  // QueryFailedError, which copies the driver's code and message; a checkout failure is the
+  // pool's own error, unwrapped.
+  it.each([
+    ['statement_timeout', pgError('57014', 'canceling statement due to statement timeout'), true],
+    ['client-side query deadline', new Error('Query read timeout'), true],
+    ['connection failure', pgError('08006'), true],
+    ['a syntax error', pgError('42601'), false],
+  ])('sees through TypeORM wrapping %s', (_what, driverError, expected) => {
+    expect(isConnectionError(new QueryFailedError('SELECT 1', [], driverError))).toBe(expected);
   });
 });

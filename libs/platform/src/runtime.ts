@@ -112,7 +112,7 @@ export async function connectAsServiceLogin(
 
 /**
  * The services' two ways into PostgreSQL, with the same deadlines: TypeORM's data source (its
- * own 2 connections: migrations, repositories) and the pool their SQL runs on (`poolSize`).
+ * own small pool of TYPEORM_POOL_SIZE: migrations, admin reads through repositories) and the pool their SQL runs on (`poolSize`).
  */
 async function openServiceConnections(
   url: string,
@@ -130,8 +130,13 @@ async function openServiceConnections(
   return { dataSource, pool };
 }
 
-/** Connections of TypeORM's own pool in a service process (migrations, repositories). */
-export const TYPEORM_POOL_SIZE = 2;
+/**
+ * Connections of TypeORM's own pool in a service process: migrations at start, then the admin
+ * reads that go through repositories (lists and reads of agents, orchestrators, admin tokens,
+ * signing keys, policy history). Independent of `WRIT_DB_POOL_SIZE`, with the same deadlines;
+ * connections open on demand, so a service that reads nothing through it holds one.
+ */
+export const TYPEORM_POOL_SIZE = 4;
 
 /**
  * Connects to PostgreSQL (embedded unless `WRIT_DATABASE_URL`), migrates, resolves the master
@@ -323,7 +328,7 @@ async function warnIfPoolExceedsServer(pool: Pool, logger: Logger): Promise<void
     if (available > 0 && wanted > available) {
       logger.warn(
         { pool: pool.options.max, max_connections: rows[0].max },
-        'WRIT_DB_POOL_SIZE (plus 4) exceeds the connections PostgreSQL offers: lower it or raise max_connections',
+        'WRIT_DB_POOL_SIZE (plus 6) exceeds the connections PostgreSQL offers: lower it or raise max_connections',
       );
     } else if (available > 0 && wanted > available / 2) {
       logger.info(

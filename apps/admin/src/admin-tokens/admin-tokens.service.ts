@@ -1,8 +1,9 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Repository } from 'typeorm';
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
-import { AdminTokenEntity, PG_POOL, RowOf } from '@writ/database';
+import { AdminTokenEntity, rowOf, RowOf } from '@writ/database';
 import { ConflictError, hashAdminToken, isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
@@ -26,7 +27,7 @@ function isTimeCursor(value: unknown): value is { t: string; i: string } {
 @Injectable()
 export class AdminTokensService {
   constructor(
-    @Inject(PG_POOL) private readonly pool: Pool,
+    @InjectRepository(AdminTokenEntity) private readonly repository: Repository<AdminTokenEntity>,
     private readonly audit: AuditService,
   ) {}
 
@@ -58,13 +59,17 @@ export class AdminTokensService {
   async list(query: PageQueryDto): Promise<Page<AdminTokenDto>> {
     const before = decodeCursor(query.cursor, isTimeCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    // Ordered by millisecond time so that a cursor carried as an ISO string compares exactly.
-    const { rows } = await this.pool.query<Row>(
-      `SELECT ${COLUMNS} FROM admin_tokens
-        WHERE $1::timestamptz IS NULL OR (date_trunc('milliseconds', created_at), id) < ($1::timestamptz, $2::uuid)
-        ORDER BY date_trunc('milliseconds', created_at) DESC, id DESC LIMIT $3`,
-      [before?.t ?? null, before?.i ?? null, limit + 1],
-    );
+    // Ordered by millisecond time so that a cursor carried as an ISO string compares exactly;
+    // the hash is never selected.
+    const select = (['id', 'name', 'role', 'createdBy', 'createdAt', 'lastUsedAt', 'revokedAt'] as const).map((property) => `token.${property}`);
+    const found = this.repository
+      .createQueryBuilder('token')
+      .select(select)
+      .orderBy(`date_trunc('milliseconds', token.created_at)`, 'DESC')
+      .addOrderBy('token.id', 'DESC')
+      .limit(limit + 1);
+    if (before) found.where(`(date_trunc('milliseconds', token.created_at), token.id) < (:t::timestamptz, :i::uuid)`, { t: before.t, i: before.i });
+    const rows: Row[] = (await found.getMany()).map((token) => rowOf(token));
     const items = rows.slice(0, limit).map(toAdminTokenDto);
     const last = items[items.length - 1];
     return { items, next_cursor: rows.length > limit ? encodeCursor({ t: last.created_at, i: last.id }) : null };

@@ -1,8 +1,9 @@
-import { Inject, Injectable } from '@nestjs/common';
-import type { Pool } from 'pg';
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Repository } from 'typeorm';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { CredentialRevoker, GrantStore } from '@writ/grants';
-import { AgentEntity, PG_POOL, RowOf } from '@writ/database';
+import { AgentEntity, RowOf } from '@writ/database';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
 import { ClientRegistry } from '../common/client-registry';
@@ -19,15 +20,15 @@ import type { UpdateAgentDto } from './dto/update-agent.dto';
  */
 @Injectable()
 export class AgentsService {
-  private readonly registry: ClientRegistry<RowOf<AgentEntity>, AgentDto>;
+  private readonly registry: ClientRegistry<AgentEntity, RowOf<AgentEntity>, AgentDto>;
 
   constructor(
-    @Inject(PG_POOL) pool: Pool,
+    @InjectRepository(AgentEntity) repository: Repository<AgentEntity>,
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
     private readonly grants: GrantStore,
   ) {
-    this.registry = new ClientRegistry(pool, { table: 'agents', noun: 'agent', idPrefix: 'agent', extraColumns: [], toDto: toAgentDto });
+    this.registry = new ClientRegistry(repository, { table: 'agents', noun: 'agent', idPrefix: 'agent', extraColumns: [], toDto: toAgentDto });
   }
 
   /** Registers an agent (`409` when the id is taken by an agent or an orchestrator). */

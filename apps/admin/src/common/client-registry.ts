@@ -1,4 +1,6 @@
-import type { Pool, PoolClient } from 'pg';
+import type { PoolClient } from 'pg';
+import { FindOptionsOrder, FindOptionsWhere, MoreThan, Repository } from 'typeorm';
+import { rowOf, RowOf } from '@writ/database';
 import { NotFoundError } from '@writ/platform';
 import type { PublicJwks } from '@writ/oauth';
 import { claimClientId, generateClientId } from './client-identity';
@@ -32,11 +34,12 @@ export interface ClientChanges {
  * row lock and the change of the shared members. What differs (revocations, audit events)
  * stays in each service; every write here runs on the caller's audited transaction.
  */
-export class ClientRegistry<R extends ClientRow, D extends { id: string }> {
+export class ClientRegistry<E extends { id: string; status: ClientRow['status'] }, R extends ClientRow & RowOf<E>, D extends { id: string }> {
   private readonly columns: string;
 
+  /** Reads go through the entity's `repository`; writes run on the caller's audited transaction. */
   constructor(
-    private readonly pool: Pool,
+    private readonly repository: Repository<E>,
     private readonly kind: ClientTable<R, D>,
   ) {
     this.columns = ['id', 'name', 'description', 'status', 'jwks', ...kind.extraColumns, 'created_at', 'updated_at'].join(', ');
@@ -56,28 +59,27 @@ export class ClientRegistry<R extends ClientRow, D extends { id: string }> {
     return this.kind.toDto(rows[0]);
   }
 
-  /** A page of clients, by id, optionally of one status. */
+  /** A page of clients, by id, optionally of one status (through the repository). */
   async list(query: ListClientsQueryDto): Promise<Page<D>> {
     const after = decodeCursor(query.cursor, isKeyCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const { rows } = await this.pool.query<R>(
-      `SELECT ${this.columns} FROM ${this.kind.table}
-        WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2)
-        ORDER BY id LIMIT $3`,
-      [query.status ?? null, after?.k ?? null, limit + 1],
-    );
-    const page = rows.slice(0, limit);
+    const where = {
+      ...(query.status !== undefined ? { status: query.status } : {}),
+      ...(after !== undefined ? { id: MoreThan(after.k) } : {}),
+    } as FindOptionsWhere<E>;
+    const entities = await this.repository.find({ where, order: { id: 'ASC' } as FindOptionsOrder<E>, take: limit + 1 });
+    const page = entities.slice(0, limit);
     return {
-      items: page.map((row) => this.kind.toDto(row)),
-      next_cursor: rows.length > limit ? encodeCursor({ k: page[page.length - 1].id }) : null,
+      items: page.map((entity) => this.kind.toDto(rowOf(entity) as R)),
+      next_cursor: entities.length > limit ? encodeCursor({ k: page[page.length - 1].id }) : null,
     };
   }
 
-  /** One client, or `404`. */
+  /** One client, or `404` (through the repository). */
   async get(id: string): Promise<D> {
-    const { rows } = await this.pool.query<R>(`SELECT ${this.columns} FROM ${this.kind.table} WHERE id = $1`, [id]);
-    if (!rows[0]) throw new NotFoundError(this.kind.noun);
-    return this.kind.toDto(rows[0]);
+    const entity = await this.repository.findOneBy({ id } as FindOptionsWhere<E>);
+    if (!entity) throw new NotFoundError(this.kind.noun);
+    return this.kind.toDto(rowOf(entity) as R);
   }
 
   /** The client's row, locked `FOR UPDATE` in the caller's transaction, or `404`. */

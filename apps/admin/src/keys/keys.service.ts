@@ -1,7 +1,8 @@
-import { Inject, Injectable } from '@nestjs/common';
-import type { Pool } from 'pg';
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Repository } from 'typeorm';
 import { AuditService } from '@writ/audit';
-import { PG_POOL, RowOf, SigningKeyEntity } from '@writ/database';
+import { SigningKeyEntity } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import type { RotatedKeyDto, SigningKeyListDto } from './dto/signing-key.dto';
@@ -10,23 +11,24 @@ import type { RotatedKeyDto, SigningKeyListDto } from './dto/signing-key.dto';
 @Injectable()
 export class KeysService {
   constructor(
-    @Inject(PG_POOL) private readonly pool: Pool,
+    @InjectRepository(SigningKeyEntity) private readonly repository: Repository<SigningKeyEntity>,
     private readonly keys: SigningKeyStore,
     private readonly audit: AuditService,
   ) {}
 
   /** Every key, newest first: public facts only (the sealed private part is never selected). */
   async list(): Promise<SigningKeyListDto> {
-    const { rows } = await this.pool.query<Pick<RowOf<SigningKeyEntity>, 'kid' | 'alg' | 'status' | 'created_at' | 'retired_at'>>(
-      'SELECT kid, alg, status, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid',
-    );
+    const keys = await this.repository.find({
+      select: { kid: true, alg: true, status: true, createdAt: true, retiredAt: true },
+      order: { createdAt: 'DESC', kid: 'ASC' },
+    });
     return {
-      items: rows.map((row) => ({
-        kid: row.kid,
-        alg: row.alg,
-        status: row.status,
-        created_at: row.created_at.toISOString(),
-        retired_at: row.retired_at ? row.retired_at.toISOString() : null,
+      items: keys.map((key) => ({
+        kid: key.kid,
+        alg: key.alg,
+        status: key.status,
+        created_at: key.createdAt.toISOString(),
+        retired_at: key.retiredAt ? key.retiredAt.toISOString() : null,
       })),
       next_cursor: null,
     };

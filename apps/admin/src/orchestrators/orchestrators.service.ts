@@ -1,8 +1,9 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Repository } from 'typeorm';
 import { GrantStore } from '@writ/grants';
-import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
-import { OrchestratorEntity, PG_POOL, RowOf } from '@writ/database';
+import { OrchestratorEntity, RowOf } from '@writ/database';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
 import { ClientRegistry } from '../common/client-registry';
@@ -18,14 +19,14 @@ import { CreateOrchestratorDto, OrchestratorDto, toOrchestratorDto, UpdateOrches
  */
 @Injectable()
 export class OrchestratorsService {
-  private readonly registry: ClientRegistry<RowOf<OrchestratorEntity>, OrchestratorDto>;
+  private readonly registry: ClientRegistry<OrchestratorEntity, RowOf<OrchestratorEntity>, OrchestratorDto>;
 
   constructor(
-    @Inject(PG_POOL) pool: Pool,
+    @InjectRepository(OrchestratorEntity) repository: Repository<OrchestratorEntity>,
     private readonly audit: AuditService,
     private readonly grants: GrantStore,
   ) {
-    this.registry = new ClientRegistry(pool, {
+    this.registry = new ClientRegistry(repository, {
       table: 'orchestrators',
       noun: 'orchestrator',
       idPrefix: 'orch',

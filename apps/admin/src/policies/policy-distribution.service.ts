@@ -1,8 +1,10 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Repository } from 'typeorm';
 import { readFile } from 'node:fs/promises';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
-import { PG_POOL } from '@writ/database';
+import { PG_POOL, PolicyEntity, rowOf } from '@writ/database';
 import { activateStoredPolicy, deactivateStoredPolicy, loadPolicyEngine, PolicySync, StoredPolicyInfo, ValidationFailedError } from '@writ/platform';
 import { ActivePolicy, PolicyEngine, PolicyLoadError } from '@writ/policy';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
@@ -32,21 +34,24 @@ export const MAX_POLICY_BUNDLE_BYTES = 8 * 1024 * 1024;
 export class PolicyDistributionService {
   constructor(
     @Inject(PG_POOL) private readonly pool: Pool,
+    @InjectRepository(PolicyEntity) private readonly repository: Repository<PolicyEntity>,
     private readonly audit: AuditService,
     private readonly policy: ActivePolicy,
     private readonly sync: PolicySync,
   ) {}
 
-  /** Stored versions, newest first (never the bundle bytes). */
+  /** Stored versions, newest first (never the bundle bytes), through the repository. */
   async history(query: PageQueryDto): Promise<Page<StoredPolicyVersion>> {
     const before = decodeCursor(query.cursor, isHistoryCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const { rows } = await this.pool.query<{ version: string; source: string; loaded_by: string; loaded_at: Date; active: boolean }>(
-      `SELECT version, source, loaded_by, loaded_at, active FROM policies
-        ${before ? 'WHERE (loaded_at, version) < ($2, $3)' : ''}
-        ORDER BY loaded_at DESC, version DESC LIMIT $1`,
-      before ? [limit + 1, new Date(before.at), before.v] : [limit + 1],
-    );
+    const found = this.repository
+      .createQueryBuilder('policy')
+      .select(['policy.version', 'policy.source', 'policy.loadedBy', 'policy.loadedAt', 'policy.active'])
+      .orderBy('policy.loaded_at', 'DESC')
+      .addOrderBy('policy.version', 'DESC')
+      .limit(limit + 1);
+    if (before) found.where('(policy.loaded_at, policy.version) < (:at, :v)', { at: new Date(before.at), v: before.v });
+    const rows = (await found.getMany()).map((policy) => rowOf(policy));
     const items = rows.slice(0, limit);
     const last = items[items.length - 1];
     return {
