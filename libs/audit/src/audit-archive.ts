@@ -27,7 +27,7 @@ import {
   signPruneMarker,
   SignedPruneMarker,
 } from './audit-prune';
-import { AuditService } from './audit.service';
+import { AuditService, toRecord } from './audit.service';
 
 const GENESIS = '0'.repeat(64);
 const EVENT_COLUMNS = 'seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash';
@@ -107,24 +107,6 @@ export interface ArchiveVerification {
   marker_verified: boolean;
   first_invalid_seq?: number;
   reason?: string;
-}
-
-function toRecord(row: Record<string, unknown>): AuditRecord {
-  return {
-    seq: Number(row.seq),
-    id: row.id as string,
-    occurred_at: (row.occurred_at as Date).toISOString(),
-    type: row.type as string,
-    outcome: row.outcome as AuditRecord['outcome'],
-    actor_type: row.actor_type as AuditRecord['actor_type'],
-    actor_id: (row.actor_id as string | null) ?? null,
-    agent_id: (row.agent_id as string | null) ?? null,
-    task_id: (row.task_id as string | null) ?? null,
-    connector_id: (row.connector_id as string | null) ?? null,
-    data: row.data as Record<string, unknown>,
-    prev_hash: row.prev_hash as string,
-    hash: row.hash as string,
-  };
 }
 
 async function writeSynced(file: string, text: string): Promise<void> {

@@ -121,7 +121,8 @@ function normaliseData(data: Record<string, unknown> | undefined): Record<string
   return JSON.parse(text) as Record<string, unknown>;
 }
 
-function toRecord(row: Record<string, unknown>): AuditRecord {
+/** An `audit_events` row (all its columns) as the record the API and verification use. */
+export function toRecord(row: Record<string, unknown>): AuditRecord {
   return {
     seq: Number(row.seq),
     id: row.id as string,
