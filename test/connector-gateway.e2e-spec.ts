@@ -1,6 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { SignJWT } from 'jose';
+import { GrantStateRepository } from '@writ/grants';
 import { createClientKey } from '@writ/testing';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { createTask, exchangeFields, World } from './support/grant-flow';
@@ -289,6 +290,24 @@ describe('connector gateway', () => {
       const response = await gateway('GET', '/connectors/payments/v1/balance', token);
       expect(response.status).toBe(401);
       expect(response.body.error_description).toMatch(/revoked|completed/);
+    });
+
+    it('re-checks a batch of credentials by primary key: live, revoked, task completed, unknown', async () => {
+      const live = await credential({ type: 'connector', connector: 'payments', actions: ['balance.get'] });
+      const revoked = await credential({ type: 'connector', connector: 'payments', actions: ['balance.get'] });
+      const declared = await task();
+      const ended = await credential({ type: 'connector', connector: 'payments', actions: ['balance.get'] }, declared.task_token);
+      const jtiOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')) as { jti: string }).jti;
+      const pool = services.runtime.pool;
+      await pool.query('UPDATE access_tokens SET revoked_at = now() WHERE jti = $1', [jtiOf(revoked.token)]);
+      await pool.query("UPDATE tasks SET status = 'completed' WHERE id = $1", [declared.task_id]);
+      const client = await pool.connect();
+      try {
+        const jtis = [jtiOf(live.token), jtiOf(revoked.token), jtiOf(ended.token), 'no-such-jti', jtiOf(live.token)];
+        expect(await new GrantStateRepository(pool).recheck(client, jtis)).toEqual([true, false, false, false, true]);
+      } finally {
+        client.release();
+      }
     });
 
     it('refuses an operation outside the token actions, and a path outside the catalogue', async () => {

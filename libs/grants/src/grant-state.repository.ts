@@ -53,12 +53,19 @@ const SPEND = `
 
 // Credentials without a use budget are only re-checked, not written (a row updated on every
 // read would become a hot spot for nothing), all those of one audit batch in one statement.
+// It runs under the audit chain-head lock, so its plan must not depend on statistics: each
+// `jti` is looked up by primary key (the fenced LATERAL), its task by primary key (the
+// correlated subquery). Written as a plain join, PostgreSQL planned it from `tasks` through
+// every credential of every active task while `access_tokens` had no statistics yet
+// (6-15 ms with 10 000 credentials, held under the lock: docs/performance.md).
 const RECHECK = `
   SELECT t.jti
-    FROM access_tokens t JOIN tasks k ON k.id = t.task_id
-   WHERE t.jti = ANY($1::text[])
-     AND t.revoked_at IS NULL AND t.expires_at > now()
-     AND k.status = 'active' AND k.expires_at > now()`;
+    FROM unnest($1::text[]) AS q(jti)
+   CROSS JOIN LATERAL (
+         SELECT t.jti, t.task_id FROM access_tokens t
+          WHERE t.jti = q.jti AND t.revoked_at IS NULL AND t.expires_at > now()
+         OFFSET 0) t
+   WHERE (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)`;
 
 /** One row of {@link LOAD}. */
 interface LoadRow {
