@@ -201,6 +201,7 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.click('nav a[href="#/audit"]');
     await page.fill('input[name=task_id]', approvedTask.task_id);
     await page.click('form.filters button[type=submit]');
+    await page.waitForURL(`**/console/#/audit?task_id=${approvedTask.task_id}`);
     const timeline = page.locator('[data-testid=timeline]');
     await timeline.locator('li[data-type="task.revoked"]').waitFor();
     for (const type of ['task.created', 'grant.decision', 'approval.approved', 'token.issued', 'gateway.call', 'token.revoked']) {

@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, downloadJson, Page, query } from '../api';
 import type { Route } from '../main';
 import { describeError, ErrorLine, Json, Pill, usePoll, when } from '../ui';
@@ -152,7 +152,15 @@ export function AuditPage({ route }: { route: Route }) {
   const [draft, setDraft] = useState<Filters>(initial);
   const applied: Filters = initial;
   // A link to another task (from the feed or a row) changes the hash, not this page: follow it.
-  useEffect(() => setDraft(initial), [JSON.stringify(initial)]);
+  // Only on a change: on mount the draft already holds these values, and resetting it then
+  // would wipe what a quick user (or a browser test) typed before the effect ran.
+  const routeKey = JSON.stringify(initial);
+  const shownRoute = useRef(routeKey);
+  useEffect(() => {
+    if (shownRoute.current === routeKey) return;
+    shownRoute.current = routeKey;
+    setDraft(initial);
+  }, [routeKey]);
   const [pages, setPages] = useState<AuditEvent[][]>([]);
   const [cursor, setCursor] = useState<string | null>(null);
   const [open, setOpen] = useState<number | undefined>();
