@@ -3,7 +3,7 @@ import type { Pool, PoolClient } from 'pg';
 import type { Logger } from 'pino';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import type { ApprovalWebhookConfig } from '@writ/config';
-import { PG_POOL } from '@writ/database';
+import { ApprovalEntity, PG_POOL, RowOf } from '@writ/database';
 import { LOGGER, RUNTIME, Runtime } from '@writ/platform';
 import { signWebhook, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER } from './approval-webhook-signature';
 
@@ -47,20 +47,8 @@ interface ClaimedRow {
   attempts: number;
 }
 
-interface ApprovalRow {
-  id: string;
-  task_id: string;
-  agent_id: string;
-  connector_id: string;
-  authorization_details: unknown[];
-  reasons: string[];
-  policy_version: string;
-  status: string;
-  live: boolean;
-  requested_at: Date;
-  expires_at: Date;
-  purpose: string;
-}
+/** An approval row (the entity's typed columns) with whether it is still live and its task's purpose. */
+type ApprovalRow = Omit<RowOf<ApprovalEntity>, 'decided_at' | 'decided_by' | 'note' | 'used_at'> & { live: boolean; purpose: string };
 
 /** The wait before attempt `attempt + 1`: the base, doubled per attempt, at most 15 minutes. */
 export function webhookBackoffMs(baseMs: number, attempt: number): number {
