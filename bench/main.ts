@@ -118,7 +118,10 @@ function report(results: Record<string, unknown>): Row[] {
     rows.push([`gateway @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.gateway_at_half_load]);
   }
   if (scale) {
-    for (const [name, row] of [['token exchange', scale.token_exchange], ['gateway', scale.gateway]] as const) {
+    for (const [name, row] of [
+      ['token exchange', scale.token_exchange],
+      ['gateway', scale.gateway],
+    ] as const) {
       rows.push([`${name}, one instance, max`, row.one_instance]);
       // The two instances' event loops are printed below the table; the row shows their mean.
       const elu = row.two_instances.eventLoopUtilization;

@@ -60,7 +60,10 @@ async function scaleRow(
   connections: number,
 ): Promise<ScaleRow> {
   const [warmFirst, warmSecond] = await targets(4000);
-  await Promise.all([runClosedLoop(warmFirst, { seconds: 2, connections: connections / 2 }), runClosedLoop(warmSecond, { seconds: 2, connections: connections / 2 })]);
+  await Promise.all([
+    runClosedLoop(warmFirst, { seconds: 2, connections: connections / 2 }),
+    runClosedLoop(warmSecond, { seconds: 2, connections: connections / 2 }),
+  ]);
   const [alone] = await targets(seconds * 4000);
   const one = await measure([server], [() => runClosedLoop(alone, { seconds, connections })]);
   const [first, other] = await targets(seconds * 4000);

@@ -241,7 +241,8 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
 function workerCount(env: Env, problems: string[]): number {
   const raw = env.WRIT_WORKERS;
   if (raw === 'auto') return availableParallelism();
-  if (raw === undefined || raw === '' || (/^[0-9]+$/.test(raw) && Number(raw) >= 1 && Number(raw) <= 256)) return integer(env, 'WRIT_WORKERS', 1, 1, 256, problems);
+  if (raw === undefined || raw === '' || (/^[0-9]+$/.test(raw) && Number(raw) >= 1 && Number(raw) <= 256))
+    return integer(env, 'WRIT_WORKERS', 1, 1, 256, problems);
   problems.push(`WRIT_WORKERS must be "auto" or an integer from 1 to 256, got "${raw}"`);
   return 1;
 }
