@@ -17,7 +17,7 @@ export interface GatewayBench {
   targets: { added_p50_ms: number; added_p99_ms: number; throughput_ratio: number };
 }
 
-async function readCredential(server: BenchServer, taskToken: string): Promise<string> {
+export async function readCredential(server: BenchServer, taskToken: string): Promise<string> {
   const { ready, agentKey } = server;
   const response = await fetch(`${ready.issuer}/oauth2/token`, {
     method: 'POST',

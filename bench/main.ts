@@ -5,6 +5,7 @@ import { benchAudit } from './audit.bench';
 import { benchAuditVerify } from './audit-verify.bench';
 import { benchGateway } from './gateway.bench';
 import { benchPolicy } from './policy.bench';
+import { benchScale } from './scale.bench';
 import { startBenchEnvironment } from './support/bench-environment';
 import { BENCH_PORTS } from './support/bench-ports';
 import type { PhaseResult } from './support/phase';
@@ -19,12 +20,12 @@ import { benchTokenExchange } from './token-exchange.bench';
  */
 async function main(): Promise<void> {
   const seconds = Number(process.env.WRIT_BENCH_SECONDS ?? 10);
-  // WRIT_BENCH_ONLY=policy,exchange,gateway,audit,verify,peers runs a subset (default: all).
-  const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'policy,exchange,gateway,audit,verify,peers').split(','));
+  // WRIT_BENCH_ONLY=policy,exchange,gateway,scale,audit,verify,peers runs a subset (default: all).
+  const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'policy,exchange,gateway,scale,audit,verify,peers').split(','));
   const results: Record<string, unknown> = { started_at: new Date().toISOString(), node: process.version, cpus: cpus().length };
 
   if (only.has('policy')) results.policy = await benchPolicy();
-  if (only.has('exchange') || only.has('gateway')) {
+  if (only.has('exchange') || only.has('gateway') || only.has('scale')) {
     const upstream = await forkReady<{ url: string }>('upstream-server.js', [String(BENCH_PORTS.upstream)]);
     const server = await startBenchServer(BENCH_PORTS.writ, upstream.message.url).catch(async (error: unknown) => {
       await stopChild(upstream.child);
@@ -33,6 +34,8 @@ async function main(): Promise<void> {
     try {
       if (only.has('exchange')) results.token_exchange = await benchTokenExchange(server, { durationSeconds: seconds });
       if (only.has('gateway')) results.gateway = await benchGateway(server, { durationSeconds: seconds });
+      // Two instances over one database against one (issue 11: how throughput scales).
+      if (only.has('scale')) results.scale = await benchScale(server, { durationSeconds: seconds, port: BENCH_PORTS.secondInstance, cpus: cpus().length });
     } finally {
       await server.stop();
       await stopChild(upstream.child);
@@ -100,6 +103,7 @@ function report(results: Record<string, unknown>): Row[] {
   const audit = results.audit as Awaited<ReturnType<typeof benchAudit>> | undefined;
   const policy = results.policy as Awaited<ReturnType<typeof benchPolicy>> | undefined;
   const peers = results.peers as Awaited<ReturnType<typeof benchPeers>> | undefined;
+  const scale = results.scale as Awaited<ReturnType<typeof benchScale>> | undefined;
   const rows: Row[] = [];
   if (exchange) {
     rows.push(['minimal exchange (baseline), max', exchange.minimal_exchange_max], ['token exchange, max', exchange.token_exchange_max]);
@@ -112,6 +116,17 @@ function report(results: Record<string, unknown>): Row[] {
     rows.push(['plain proxy (baseline), max', gateway.plain_proxy_max], ['gateway, max', gateway.gateway_max]);
     rows.push([`plain proxy @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.plain_proxy_at_half_load]);
     rows.push([`gateway @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.gateway_at_half_load]);
+  }
+  if (scale) {
+    for (const [name, row] of [
+      ['token exchange', scale.token_exchange],
+      ['gateway', scale.gateway],
+    ] as const) {
+      rows.push([`${name}, one instance, max`, row.one_instance]);
+      // The two instances' event loops are printed below the table; the row shows their mean.
+      const elu = row.two_instances.eventLoopUtilization;
+      rows.push([`${name}, two instances, max`, { ...row.two_instances, eventLoopUtilization: elu.reduce((a, b) => a + b, 0) / elu.length }]);
+    }
   }
   for (const peer of peers?.rows ?? [])
     rows.push([`${peer.system}: ${peer.operation}${peer.result.targetRate ? ` @ ${peer.result.targetRate}/s` : ', max'}`, peer.result]);
@@ -129,6 +144,10 @@ function report(results: Record<string, unknown>): Row[] {
   if (gateway)
     console.log(
       `gateway over plain proxy at ${gateway.gateway_at_half_load.targetRate}/s: +${gateway.added_p50_ms} ms p50, +${gateway.added_p99_ms} ms p99 (targets ≤ 1, ≤ 5); throughput ratio ${gateway.throughput_ratio} (target ≥ 0.25)`,
+    );
+  if (scale)
+    console.log(
+      `two instances over one PostgreSQL (${scale.cpus} cores): token exchange ×${scale.token_exchange.ratio} (event loops ${scale.token_exchange.two_instances.eventLoopUtilization.join(', ')}), gateway ×${scale.gateway.ratio} (event loops ${scale.gateway.two_instances.eventLoopUtilization.join(', ')})`,
     );
   for (const skipped of peers?.skipped ?? []) console.log(`peer skipped: ${skipped}`);
   if (policy)

@@ -31,7 +31,7 @@ export interface ExchangeBenchOptions {
  * Signs `count` unique client assertions before a phase (so that the load measures the
  * server, not the generator), spread round-robin over every task.
  */
-async function prepareBodies(server: BenchServer, count: number, tasks = server.ready.taskTokens): Promise<() => string | null> {
+export async function prepareBodies(server: BenchServer, count: number, tasks = server.ready.taskTokens): Promise<() => string | null> {
   const { ready, agentKey } = server;
   const now = Math.floor(Date.now() / 1000);
   const bodies: string[] = new Array<string>(count);

@@ -14,19 +14,32 @@ export interface BenchEnvironment {
   close(): Promise<void>;
 }
 
-/** Starts PostgreSQL (unless WRIT_DATABASE_URL is set) and a runtime on fixed loopback ports. */
-export async function startBenchEnvironment(ports: { auth: number; gateway: number; admin: number }): Promise<BenchEnvironment> {
+/**
+ * An instance that joins another's deployment: its database, and the issuer and gateway URLs
+ * every instance behind one load balancer shares (tokens name them, not the instance).
+ */
+export interface JoinedDeployment {
+  databaseUrl: string;
+  issuer: string;
+  gatewayUrl: string;
+}
+
+/**
+ * Starts PostgreSQL (unless WRIT_DATABASE_URL is set or `joined` names a database) and a runtime
+ * on fixed loopback ports.
+ */
+export async function startBenchEnvironment(ports: { auth: number; gateway: number; admin: number }, joined?: JoinedDeployment): Promise<BenchEnvironment> {
   const dataDir = await mkdtemp(join(tmpdir(), 'writ-bench-'));
   const { chmod } = await import('node:fs/promises');
   await chmod(dataDir, 0o755);
-  const external = process.env.WRIT_DATABASE_URL;
+  const external = joined?.databaseUrl ?? process.env.WRIT_DATABASE_URL;
   const database = external ? undefined : await startEmbeddedPostgres({ dataDir, settings: { max_connections: '200' } });
   const config = loadConfig({
     WRIT_DATABASE_URL: external ?? database!.url,
     WRIT_MASTER_KEY: process.env.WRIT_MASTER_KEY ?? Buffer.alloc(32, 3).toString('base64'),
     WRIT_DATA_DIR: dataDir,
-    WRIT_ISSUER: `http://127.0.0.1:${ports.auth}`,
-    WRIT_GATEWAY_URL: `http://127.0.0.1:${ports.gateway}`,
+    WRIT_ISSUER: joined?.issuer ?? `http://127.0.0.1:${ports.auth}`,
+    WRIT_GATEWAY_URL: joined?.gatewayUrl ?? `http://127.0.0.1:${ports.gateway}`,
     WRIT_LOG_LEVEL: 'silent',
     // The benchmark's mock upstream listens on loopback.
     WRIT_UPSTREAM_ALLOWED_NETWORKS: '127.0.0.0/8',

@@ -1,4 +1,3 @@
-import { performance } from 'node:perf_hooks';
 import { exportJWK } from 'jose';
 import { Pool } from 'pg';
 import { clientAssertion, createClientKey, jwksOf, PAYOUTS_CREATE } from '@writ/testing';
@@ -12,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { startBenchEnvironment } from './bench-environment';
 import { startMinimalExchange, startPlainProxy } from './baselines';
 import { BENCH_PORTS } from './bench-ports';
+import { serverStats } from './server-stats';
 
 /** What the bench server tells its parent once it is ready. */
 export interface BenchServerReady {
@@ -38,6 +38,8 @@ export interface BenchServerReady {
   adminToken: string;
   /** Audit events written before the run (`WRIT_BENCH_AUDIT_EVENTS`, default 0). */
   auditEvents: number;
+  /** The database this server uses (a second instance joins it: the scaling benchmark). */
+  databaseUrl: string;
 }
 
 /** What the bench server answers to `{ type: 'stats' }`: cumulative counters, diffed by the parent. */
@@ -188,6 +190,7 @@ async function main(): Promise<void> {
     adminUrl: `http://127.0.0.1:${port + 2}`,
     adminToken,
     auditEvents,
+    databaseUrl: env.config.databaseUrl!,
   };
   process.send!(ready);
   process.on(
@@ -206,17 +209,7 @@ async function main(): Promise<void> {
           await env.close();
           process.exit(0);
         }
-        if ((message as { type?: string }).type === 'stats') {
-          const { rows } = await pool.query<{ commits: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS commits`);
-          const cpu = process.cpuUsage();
-          const stats: BenchServerStats = {
-            type: 'stats',
-            elu: performance.eventLoopUtilization(),
-            xactCommit: Number(rows[0].commits),
-            cpuUs: cpu.user + cpu.system,
-          };
-          process.send!(stats);
-        }
+        if ((message as { type?: string }).type === 'stats') process.send!(await serverStats(pool));
       })(),
   );
 }

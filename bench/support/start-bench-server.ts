@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { importJWK } from 'jose';
 import type { CryptoKey } from 'jose';
 import type { ClientKey } from '@writ/testing';
+import type { BenchInstanceReady } from './bench-instance';
 import type { BenchServerReady, BenchServerStats } from './bench-server';
 
 /** The system under test running in a child process. */
@@ -49,6 +50,19 @@ export async function forkReady<T>(script: string, args: string[]): Promise<{ ch
   return { child, message };
 }
 
+/** Asks a forked bench process for its cumulative counters. */
+export function statsOf(child: ChildProcess): Promise<BenchServerStats> {
+  return new Promise<BenchServerStats>((resolve) => {
+    const listener = (message: unknown) => {
+      if ((message as { type?: string }).type !== 'stats') return;
+      child.off('message', listener);
+      resolve(message as BenchServerStats);
+    };
+    child.on('message', listener);
+    child.send({ type: 'stats' });
+  });
+}
+
 /** Stops a forked bench process and waits for it to exit. */
 export async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
@@ -65,15 +79,25 @@ export async function startBenchServer(port: number, upstreamUrl?: string): Prom
   const { child, message: ready } = await forkReady<BenchServerReady>('bench-server.js', [String(port), ...(upstreamUrl ? [upstreamUrl] : [])]);
   const key = (await importJWK(ready.agentPrivateJwk, 'ES256')) as CryptoKey;
   const agentKey = { privateKey: key, publicJwk: { kid: ready.agentPrivateJwk.kid as string, alg: 'ES256', use: 'sig', kty: 'EC' }, alg: 'ES256' } as ClientKey;
-  const stats = () =>
-    new Promise<BenchServerStats>((resolve) => {
-      const listener = (message: unknown) => {
-        if ((message as { type?: string }).type !== 'stats') return;
-        child.off('message', listener);
-        resolve(message as BenchServerStats);
-      };
-      child.on('message', listener);
-      child.send({ type: 'stats' });
-    });
-  return { ready, agentKey, stats, stop: () => stopChild(child) };
+  return { ready, agentKey, stats: () => statsOf(child), stop: () => stopChild(child) };
+}
+
+/** A second instance over the bench server's database (see `bench-instance.ts`). */
+export interface BenchInstance {
+  ready: BenchInstanceReady;
+  stats(): Promise<BenchServerStats>;
+  stop(): Promise<void>;
+}
+
+/** Starts one more instance of the bench server's deployment, on `authPort` and `authPort + 1`. */
+export async function startBenchInstance(server: BenchServer, authPort: number): Promise<BenchInstance> {
+  const { ready } = server;
+  const { child, message } = await forkReady<BenchInstanceReady>('bench-instance.js', [
+    String(authPort),
+    String(authPort + 1),
+    ready.databaseUrl,
+    ready.issuer,
+    ready.gatewayUrl,
+  ]);
+  return { ready: message, stats: () => statsOf(child), stop: () => stopChild(child) };
 }

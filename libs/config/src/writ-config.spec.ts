@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { ConfigError, loadConfig } from './writ-config';
 
 describe('loadConfig', () => {
@@ -36,6 +37,7 @@ describe('loadConfig', () => {
   it('reads the operations settings with their defaults and refuses values out of range', () => {
     expect(loadConfig({}).operations).toEqual({
       shutdownTimeoutSeconds: 25,
+      workers: 1,
       poolSize: undefined,
       checkoutTimeoutMs: 3000,
       statementTimeoutMs: 10_000,
@@ -46,6 +48,7 @@ describe('loadConfig', () => {
     });
     const config = loadConfig({
       WRIT_SHUTDOWN_TIMEOUT_SECONDS: '0',
+      WRIT_WORKERS: '3',
       WRIT_DB_POOL_SIZE: '8',
       WRIT_DB_CHECKOUT_TIMEOUT_MS: '500',
       WRIT_DB_STATEMENT_TIMEOUT_MS: '2000',
@@ -56,6 +59,7 @@ describe('loadConfig', () => {
     });
     expect(config.operations).toEqual({
       shutdownTimeoutSeconds: 0,
+      workers: 3,
       poolSize: 8,
       checkoutTimeoutMs: 500,
       statementTimeoutMs: 2000,
@@ -65,6 +69,10 @@ describe('loadConfig', () => {
       keyRotationDays: 0,
     });
     expect(() => loadConfig({ WRIT_DB_POOL_SIZE: '1' })).toThrow(/WRIT_DB_POOL_SIZE must be an integer from 2/);
+    expect(loadConfig({}).operations.workers).toBe(1);
+    expect(loadConfig({ WRIT_WORKERS: 'auto' }).operations.workers).toBe(availableParallelism());
+    for (const bad of ['0', '257', '2.5', 'all', ' 2'])
+      expect(() => loadConfig({ WRIT_WORKERS: bad })).toThrow(`WRIT_WORKERS must be "auto" or an integer from 1 to 256, got "${bad}"`);
     expect(() => loadConfig({ WRIT_MAX_IN_FLIGHT: '0' })).toThrow(/WRIT_MAX_IN_FLIGHT/);
     expect(() => loadConfig({ WRIT_DB_STATEMENT_TIMEOUT_MS: '10s' })).toThrow(/WRIT_DB_STATEMENT_TIMEOUT_MS/);
   });

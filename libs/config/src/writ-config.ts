@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 
 /** Log levels accepted by pino. */
@@ -120,6 +121,14 @@ export interface OperationsConfig {
    */
   readonly shutdownTimeoutSeconds: number;
   /**
+   * `WRIT_WORKERS` (default 1; `auto`: one per available CPU): HTTP worker processes of this
+   * service (`node:cluster`, sharing its ports). Each worker is a full instance, sharing nothing
+   * with the others but PostgreSQL, as separate instances do; the primary process starts the
+   * embedded PostgreSQL (if any), restarts a worker that dies, aggregates `/metrics` and stops
+   * the workers on a signal. Each worker has its own `WRIT_DB_POOL_SIZE` connections.
+   */
+  readonly workers: number;
+  /**
    * `WRIT_DB_POOL_SIZE` (default 20 per service process, 30 for `npm start`): connections of
    * the pool each process's requests run on (TypeORM keeps 2 of its own, checkpoints and
    * verification 1 each). Size the sum over every instance below PostgreSQL's `max_connections`.
@@ -226,6 +235,16 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     return fallback;
   }
   return value;
+}
+
+/** `WRIT_WORKERS`: `auto` (one per available CPU) or 1..256. */
+function workerCount(env: Env, problems: string[]): number {
+  const raw = env.WRIT_WORKERS;
+  if (raw === 'auto') return availableParallelism();
+  if (raw === undefined || raw === '' || (/^[0-9]+$/.test(raw) && Number(raw) >= 1 && Number(raw) <= 256))
+    return integer(env, 'WRIT_WORKERS', 1, 1, 256, problems);
+  problems.push(`WRIT_WORKERS must be "auto" or an integer from 1 to 256, got "${raw}"`);
+  return 1;
 }
 
 function boolean(env: Env, name: string, fallback: boolean, problems: string[]): boolean {
@@ -394,6 +413,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     approvalWebhook: approvalWebhook(env, problems),
     operations: Object.freeze({
       shutdownTimeoutSeconds: integer(env, 'WRIT_SHUTDOWN_TIMEOUT_SECONDS', 25, 0, 3600, problems),
+      workers: workerCount(env, problems),
       poolSize: env.WRIT_DB_POOL_SIZE ? integer(env, 'WRIT_DB_POOL_SIZE', 20, 2, 1000, problems) : undefined,
       checkoutTimeoutMs: integer(env, 'WRIT_DB_CHECKOUT_TIMEOUT_MS', 3000, 100, 600_000, problems),
       statementTimeoutMs: integer(env, 'WRIT_DB_STATEMENT_TIMEOUT_MS', 10_000, 100, 3_600_000, problems),

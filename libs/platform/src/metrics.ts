@@ -1,7 +1,9 @@
+import cluster from 'node:cluster';
 import type { Pool } from 'pg';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AuditRecord } from '@writ/audit';
 import { observePolicyEvaluations } from '@writ/policy';
+import { clusterMetrics } from './worker-cluster';
 
 let refusedPolicyReloads = 0;
 
@@ -39,6 +41,11 @@ export class WritMetrics {
 
   constructor(pool: Pool | undefined, options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
+    if (cluster.isWorker) {
+      // WRIT_WORKERS > 1: the primary aggregates every worker's registry (see clusterMetrics).
+      AggregatorRegistry.setRegistries([this.registry]);
+      new AggregatorRegistry();
+    }
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'writ_' });
     this.httpRequests = new Counter({
       name: 'writ_http_requests_total',
@@ -207,6 +214,6 @@ export class WritMetrics {
 
   /** The text exposition. */
   async render(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    return { contentType: this.registry.contentType, body: cluster.isWorker ? await clusterMetrics() : await this.registry.metrics() };
   }
 }

@@ -1,8 +1,10 @@
+import cluster from 'node:cluster';
 import type { INestApplication } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { ConfigError } from '@writ/config';
+import { ConfigError, loadConfig, WritConfig } from '@writ/config';
 import { drainHttpApp } from './http-app';
 import { Runtime, StartupError } from './runtime';
+import { runPrimary, WORKER_READY } from './worker-cluster';
 
 /** What a started service hands back to {@link runMain}. */
 export interface StartedService {
@@ -38,8 +40,23 @@ export function stopTimeoutOf(runtime: Runtime): number {
  * a stop that does not finish in time exits 1.
  */
 export function runMain(service: string, start: () => Promise<StartedService>): void {
+  if (cluster.isPrimary) {
+    // WRIT_WORKERS > 1: this process supervises the workers (worker-cluster.ts); each worker
+    // runs `start` below. A configuration error is reported by `start`, as without workers.
+    let config: WritConfig | undefined;
+    try {
+      config = loadConfig();
+    } catch {
+      config = undefined;
+    }
+    if (config && config.operations.workers > 1) {
+      void runPrimary(service, config);
+      return;
+    }
+  }
   start()
     .then(({ logger, stop, stopTimeoutMs }) => {
+      if (cluster.isWorker) process.send!({ type: WORKER_READY });
       let stopping = false;
       const shutdown = (signal: string) => {
         if (stopping) return;

@@ -1,0 +1,10 @@
+import { performance } from 'node:perf_hooks';
+import type { Pool } from 'pg';
+import type { BenchServerStats } from './bench-server';
+
+/** This process's cumulative counters (event loop, CPU) and the cluster's next transaction id. */
+export async function serverStats(pool: Pool): Promise<BenchServerStats> {
+  const { rows } = await pool.query<{ commits: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS commits`);
+  const cpu = process.cpuUsage();
+  return { type: 'stats', elu: performance.eventLoopUtilization(), xactCommit: Number(rows[0].commits), cpuUs: cpu.user + cpu.system };
+}
