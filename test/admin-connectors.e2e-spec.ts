@@ -294,7 +294,7 @@ describe('admin API: connectors', () => {
       `SELECT type, actor_type, data FROM audit_events WHERE connector_id = 'doomed' AND type IN ('admin.connector.deleted', 'token.revoked') ORDER BY seq`,
     );
     expect(events.rows).toEqual([
-      { type: 'admin.connector.deleted', actor_type: 'admin', data: { tokens_revoked: 1 } },
+      { type: 'admin.connector.deleted', actor_type: 'admin', data: { tokens_revoked: 1, connections_removed: 0 } },
       { type: 'token.revoked', actor_type: 'admin', data: { reason: 'connector deleted', jtis: [expect.any(String)], count: 1 } },
     ]);
   });

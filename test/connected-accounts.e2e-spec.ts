@@ -536,6 +536,76 @@ describe('connected accounts', () => {
     expect(rows.map((row) => row.type)).toEqual(['connection.disconnected', 'connection.upstream_revoked']);
     expect(rows[1].data).toMatchObject({ result: 'revoked' });
   });
+
+  it("deleting a connector revokes every user's grant at the upstream, each audited, none left valid", async () => {
+    await seedConnector(pool, 'codehost-gone', OPERATIONS, provider.issuer);
+    await setConnectorCredential(pool, first.runtime.masterKey, 'codehost-gone', {
+      type: 'oauth2_authorization_code',
+      authorization_url: `${provider.issuer}/auth`,
+      token_url: `${provider.issuer}/token`,
+      revocation_url: `${provider.issuer}/token/revocation`,
+      issuer: provider.issuer,
+      client_id: 'writ-upstream',
+      client_secret: provider.upstreamSecret,
+      scopes: ['repo:read'],
+    });
+    for (const user of ['bob', 'carol']) {
+      const link = await sendJson(
+        'POST',
+        `${first.issuer}/v1/connections/links`,
+        { connector_id: 'codehost-gone', user_token: idTokens[user] },
+        await tasksToken(first, orchestrator),
+      );
+      const jar = new CookieJar();
+      const callback = await loginAndConsent(link.body.url, user, `${first.issuer}/connect/callback`, jar);
+      expect((await fetch(callback, { headers: { cookie: jar.header() } })).status).toBe(200);
+    }
+    const { rows: connected } = await pool.query<{ id: string; tokens_sealed: Buffer; user_issuer: string; user_subject: string }>(
+      `SELECT id, tokens_sealed, user_issuer, user_subject FROM connected_accounts WHERE connector_id = 'codehost-gone' ORDER BY user_subject`,
+    );
+    expect(connected.map((row) => row.user_subject)).toEqual(['bob', 'carol']);
+    const refreshTokens = connected.map(
+      (row) =>
+        (
+          JSON.parse(
+            first.runtime.masterKey
+              .unseal(
+                row.tokens_sealed,
+                accountSealContext('codehost-gone', `${provider.issuer}/token`, { issuer: row.user_issuer, subject: row.user_subject }),
+              )
+              .toString('utf8'),
+          ) as { refresh_token: string }
+        ).refresh_token,
+    );
+    const { revocations } = await provider.stats();
+    const removed = await http(`${first.adminUrl}/v1/connectors/codehost-gone`, { method: 'DELETE', headers: { authorization: `Bearer ${first.adminToken}` } });
+    expect(removed.status).toBe(204);
+    expect((await provider.stats()).revocations).toBe(revocations + 2);
+    // Without the upstream revocation the rows would vanish by cascade, their grants still live at the provider.
+    for (const refreshToken of refreshTokens) {
+      const refresh = await postForm(
+        `${provider.issuer}/token`,
+        { grant_type: 'refresh_token', refresh_token: refreshToken },
+        { authorization: `Basic ${Buffer.from(`writ-upstream:${provider.upstreamSecret}`).toString('base64')}` },
+      );
+      expect(refresh.body.error).toBe('invalid_grant');
+    }
+    expect((await pool.query(`SELECT 1 FROM connected_accounts WHERE connector_id = 'codehost-gone'`)).rowCount).toBe(0);
+    const { rows } = await pool.query<{ type: string; data: any }>(
+      `SELECT type, data FROM audit_events WHERE connector_id = 'codehost-gone' AND type IN ('admin.connector.deleted', 'connection.disconnected', 'connection.upstream_revoked') ORDER BY seq`,
+    );
+    expect(rows.map((row) => row.type)).toEqual([
+      'admin.connector.deleted',
+      'connection.disconnected',
+      'connection.disconnected',
+      'connection.upstream_revoked',
+      'connection.upstream_revoked',
+    ]);
+    expect(rows[0].data).toMatchObject({ connections_removed: 2 });
+    expect(rows[1].data).toMatchObject({ reason: 'connector deleted' });
+    expect(rows.slice(3).map((row) => row.data.result)).toEqual(['revoked', 'revoked']);
+    expect(JSON.stringify(rows)).not.toContain(refreshTokens[0]);
+  });
 });
 
 function decodeProtectedKid(token: string): string {

@@ -65,6 +65,9 @@ const EXPIRY_MARGIN_MS = 30_000;
 /** The cookie binding a connect attempt to the browser that opened the link. */
 export const CONNECT_COOKIE = 'writ_connect';
 
+/** Upstream revocations in flight at once when a connector's removal revokes every user's grant. */
+const UPSTREAM_REVOCATIONS_AT_ONCE = 8;
+
 const ACCOUNT_COLUMNS = `id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at, broken_error, connected_at, refreshed_at`;
 
 function sha256(value: string): string {
@@ -372,22 +375,71 @@ export class ConnectedAccounts {
           : [],
     );
     if (!result) throw new ConnectedAccountError('not_found', 'no such connection', 404);
-    const user = { issuer: result.user_issuer, subject: result.user_subject };
-    let revocation: string;
-    let outcome: AuditEventInput['outcome'] = 'success';
-    try {
-      const credential = await this.credentialOf(result.connector_id);
-      const tokens = this.open(result, credential, user);
-      await this.client.revoke(credential, tokens.refresh_token ?? tokens.access_token, tokens.refresh_token ? 'refresh_token' : 'access_token');
-      revocation = 'revoked';
-    } catch (error) {
-      outcome = 'failure';
-      revocation = error instanceof UpstreamOAuthError || error instanceof ConnectedAccountError ? error.message : 'the upstream revocation failed';
-    }
-    await this.audit.record(
-      this.event('connection.upstream_revoked', outcome, actor, result.connector_id, user, { connection_id: result.id, result: revocation }),
-    );
+    const [revocation] = await this.revokeUpstream([result], actor, () => this.credentialOf(result.connector_id));
     return { ...view(result), upstream_revocation: revocation };
+  }
+
+  /**
+   * Part of a connector's removal, in its transaction `tx` (before the connector row goes):
+   * deletes every user's connection to it, with a `connection.disconnected` event each (the
+   * caller records them in the same transaction), and opens the connector's credential while it
+   * still exists. `revokeUpstream`, called once the removal committed, revokes each user's grant
+   * at the upstream (RFC 7009) and audits each result: a removed connector leaves no user's
+   * token valid at the provider without a record of it.
+   */
+  async removeForConnector(
+    tx: PoolClient,
+    connectorId: string,
+    actor: ConnectionActor,
+    reason: string,
+  ): Promise<{ removed: number; events: AuditEventInput[]; revokeUpstream: () => Promise<void> }> {
+    const { rows } = await tx.query<AccountRow>(`DELETE FROM connected_accounts WHERE connector_id = $1 RETURNING ${ACCOUNT_COLUMNS}`, [connectorId]);
+    if (rows.length === 0) return { removed: 0, events: [], revokeUpstream: async () => undefined };
+    const credential = this.credentialOf(connectorId);
+    // Settled here so that a connector without a usable credential is reported per connection, not thrown.
+    credential.catch(() => undefined);
+    const events = rows.map((row) =>
+      this.event(
+        'connection.disconnected',
+        'success',
+        actor,
+        connectorId,
+        { issuer: row.user_issuer, subject: row.user_subject },
+        { connection_id: row.id, reason },
+      ),
+    );
+    return { removed: rows.length, events, revokeUpstream: async () => void (await this.revokeUpstream(rows, actor, () => credential)) };
+  }
+
+  /**
+   * Revokes removed connections' grants at the upstream, a few at a time, and records each
+   * result (`connection.upstream_revoked`); resolves with the results in order.
+   */
+  private async revokeUpstream(rows: AccountRow[], actor: ConnectionActor, credentialOf: () => Promise<OAuth2AuthorizationCode>): Promise<string[]> {
+    const results: string[] = new Array<string>(rows.length);
+    let next = 0;
+    const revokeNext = async (): Promise<void> => {
+      while (next < rows.length) {
+        const index = next++;
+        const row = rows[index];
+        const user = { issuer: row.user_issuer, subject: row.user_subject };
+        let outcome: AuditEventInput['outcome'] = 'success';
+        try {
+          const credential = await credentialOf();
+          const tokens = this.open(row, credential, user);
+          await this.client.revoke(credential, tokens.refresh_token ?? tokens.access_token, tokens.refresh_token ? 'refresh_token' : 'access_token');
+          results[index] = 'revoked';
+        } catch (error) {
+          outcome = 'failure';
+          results[index] = error instanceof UpstreamOAuthError || error instanceof ConnectedAccountError ? error.message : 'the upstream revocation failed';
+        }
+        await this.audit.record(
+          this.event('connection.upstream_revoked', outcome, actor, row.connector_id, user, { connection_id: row.id, result: results[index] }),
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(UPSTREAM_REVOCATIONS_AT_ONCE, rows.length) }, revokeNext));
+    return results;
   }
 
   private usable(row: AccountRow | undefined, connectorId: string): AccountRow {

@@ -36,7 +36,7 @@ export class ConnectorsController {
     return this.connectors.update(admin, id, body);
   }
 
-  /** Revokes every credential issued for the connector, then removes it. */
+  /** Revokes every credential issued for the connector and every user's connected account to it (at the upstream too), then removes it. */
   @RemoveEndpoint()
   remove(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string): Promise<void> {
     return this.connectors.remove(admin, id);

@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
+import { ConnectedAccounts } from '@writ/accounts';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import {
@@ -91,6 +92,7 @@ export class ConnectorsService {
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
     private readonly master: MasterKey,
+    private readonly accounts: ConnectedAccounts,
     @Inject(WRIT_CONFIG) config: WritConfig,
   ) {
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
@@ -248,20 +250,34 @@ export class ConnectorsService {
     return result.connector;
   }
 
-  /** Revokes every credential issued for the connector, then removes it. */
+  /**
+   * Revokes every credential issued for the connector and removes every user's connected
+   * account to it, then removes it; once that committed, revokes those users' grants at the
+   * upstream (each result audited) before answering.
+   */
   async remove(principal: AdminPrincipal, id: string): Promise<void> {
-    await this.audit.recordWith(
+    const actor = adminActor(principal);
+    const { result } = await this.audit.recordWith(
       async (client) => {
         const current = await client.query('SELECT id FROM connectors WHERE id = $1 FOR UPDATE', [id]);
         if (!current.rows[0]) throw new NotFoundError('connector');
         const jtis = await this.revoker.revokeForConnector(client, id, 'connector deleted');
+        const connections = await this.accounts.removeForConnector(client, id, actor, 'connector deleted');
         await client.query('DELETE FROM connectors WHERE id = $1', [id]);
-        return jtis;
+        return { jtis, connections };
       },
-      (jtis) => [
-        { type: 'admin.connector.deleted', outcome: 'success', actor: adminActor(principal), connectorId: id, data: { tokens_revoked: jtis.length } },
+      ({ jtis, connections }) => [
+        {
+          type: 'admin.connector.deleted',
+          outcome: 'success',
+          actor,
+          connectorId: id,
+          data: { tokens_revoked: jtis.length, connections_removed: connections.removed },
+        },
         ...tokensRevokedEvents(principal, jtis, 'connector deleted', { connectorId: id }),
+        ...connections.events,
       ],
     );
+    await result.connections.revokeUpstream();
   }
 }
