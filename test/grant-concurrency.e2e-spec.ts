@@ -200,7 +200,7 @@ describe('grant path under concurrency, across two authorization-server instance
       expect(await countOf('SELECT count(*) FROM access_tokens WHERE task_id = $1', [task.task_id])).toBe(1);
     });
 
-    it("never counts a replayed refused assertion against the task (no quarantine by replays)", async () => {
+    it('never counts a replayed refused assertion against the task (no quarantine by replays)', async () => {
       const task = await createTask(first, world.orchestrator);
       const auth = await clientAuthFields(world.agent.id, world.agent.key, first.issuer);
       const results = await Promise.all(

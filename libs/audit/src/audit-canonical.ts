@@ -79,7 +79,7 @@ function walk(key: string, input: unknown, stack: Set<object>): [unknown, string
       // undefined, functions, symbols.
       return undefined;
   }
-  const object = value as object;
+  const object = value;
   if (stack.has(object)) throw new TypeError('Converting circular structure to JSON');
   stack.add(object);
   try {

@@ -20,7 +20,7 @@ describe('chainHashOfCanonicalData', () => {
     ['hostile data', { 'k\u0000': 'v\ud800', '\ud83d\ude00': [-0, 1e21, undefined], __proto__x: { b: 1, a: 2 } }],
     ['empty data', {}],
   ])('hashes exactly as chainHash over the normalised record (%s)', (_label, input) => {
-    const data = normaliseEventData(input as Record<string, unknown>);
+    const data = normaliseEventData(input);
     expect(chainHashOfCanonicalData('prev', { ...body, data: data.value }, data.canonical)).toBe(chainHash('prev', { ...body, data: data.value }));
   });
 

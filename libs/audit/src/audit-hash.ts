@@ -39,5 +39,8 @@ export function chainHashOfCanonicalData(prevHash: string, record: Omit<AuditRec
     if (value === undefined) continue;
     body += (body.length > 1 ? ',' : '') + JSON.stringify(name) + ':' + value;
   }
-  return createHash('sha256').update(prevHash, 'utf8').update(body + '}', 'utf8').digest('hex');
+  return createHash('sha256')
+    .update(prevHash, 'utf8')
+    .update(body + '}', 'utf8')
+    .digest('hex');
 }

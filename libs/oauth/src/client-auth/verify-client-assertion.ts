@@ -166,7 +166,7 @@ async function verifySignatureAndTimes(
     // Several registered keys fit a header without `kid`: try each (jose's documented pattern).
     for await (const candidate of error) {
       try {
-        return { payload: await verifyWith(assertion, alg, candidate as CryptoKey, options), key: candidate as CryptoKey };
+        return { payload: await verifyWith(assertion, alg, candidate, options), key: candidate };
       } catch (inner) {
         if (inner instanceof errors.JWSSignatureVerificationFailed) continue;
         throw toClientError(inner);

@@ -32,7 +32,7 @@ const keyObjects = new WeakMap<CryptoKey, KeyObject>();
 function keyObjectOf(key: CryptoKey): KeyObject {
   let keyObject = keyObjects.get(key);
   if (!keyObject) {
-    keyObject = KeyObject.from(key as unknown as Parameters<typeof KeyObject.from>[0]);
+    keyObject = KeyObject.from(key);
     keyObjects.set(key, keyObject);
   }
   return keyObject;
