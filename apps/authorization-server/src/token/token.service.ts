@@ -55,7 +55,10 @@ export class TokenService {
         try {
           await assertionJti.consume();
         } catch (spendError) {
-          if (spendError instanceof OAuthError || error instanceof OAuthError) error = spendError;
+          // A refusal gives way to the replay (or to the outage that kept the jti from being
+          // spent); an outage or a failure of this request is answered as it was (e.g. a batch
+          // whose commit was lost with its connection: 503, not a replay).
+          if (error instanceof OAuthError) error = spendError;
         }
       }
       // A replay found when the jti was spent: answered as an unauthenticated request, as before.
