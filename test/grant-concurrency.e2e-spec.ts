@@ -167,4 +167,63 @@ describe('grant path under concurrency, across two authorization-server instance
       expect(rows[0].status).toBe(issued === 1 ? 'used' : 'approved');
     });
   });
+
+  describe('client assertion replay, its jti spent with the credential in the issuing batch', () => {
+    const countOf = async (sql: string, values: unknown[]) => Number((await first.runtime.pool.query(sql, values)).rows[0].count);
+
+    it('issues exactly one credential when one assertion is replayed in parallel on both instances', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const auth = await clientAuthFields(world.agent.id, world.agent.key, first.issuer);
+      const results = await Promise.all(
+        Array.from({ length: 12 }, (_, n) =>
+          postForm(`${n % 2 ? second.authUrl : first.authUrl}/oauth2/token`, { ...exchangeFields(task.task_token, payout(5000)), ...auth }),
+        ),
+      );
+      expect(results.filter((result) => result.status === 200)).toHaveLength(1);
+      for (const result of results.filter((result) => result.status !== 200)) {
+        expect(result.status).toBe(401);
+        expect(result.body.error).toBe('invalid_client');
+      }
+      expect(await countOf('SELECT count(*) FROM access_tokens WHERE task_id = $1', [task.task_id])).toBe(1);
+      await first.runtime.audit.drain();
+      await second.runtime.audit.drain();
+      expect(await countOf(`SELECT count(*) FROM audit_events WHERE task_id = $1 AND type = 'token.issued'`, [task.task_id])).toBe(1);
+    });
+
+    it('issues exactly one credential when the replays land in one instance (and one batch)', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const auth = await clientAuthFields(world.agent.id, world.agent.key, first.issuer);
+      const results = await Promise.all(
+        Array.from({ length: 12 }, () => postForm(`${first.authUrl}/oauth2/token`, { ...exchangeFields(task.task_token, payout(5000)), ...auth })),
+      );
+      expect(results.filter((result) => result.status !== 401).map((result) => [result.status, result.body.error_description])).toEqual([[200, undefined]]);
+      expect(await countOf('SELECT count(*) FROM access_tokens WHERE task_id = $1', [task.task_id])).toBe(1);
+    });
+
+    it('never counts a replayed refused assertion against the task (no quarantine by replays)', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const auth = await clientAuthFields(world.agent.id, world.agent.key, first.issuer);
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, n) =>
+          postForm(`${n % 2 ? second.authUrl : first.authUrl}/oauth2/token`, { ...exchangeFields(task.task_token, EVIL), ...auth }),
+        ),
+      );
+      expect(results.filter((result) => result.status === 400 && result.body.error === 'invalid_authorization_details')).toHaveLength(1);
+      expect(results.filter((result) => result.status === 401 && result.body.error === 'invalid_client')).toHaveLength(7);
+      const row = await taskRow(task.task_id);
+      expect(row).toMatchObject({ status: 'active', refusals: 1, out_of_purpose_requests: 1 });
+    });
+
+    it('spends the assertion of a request refused before issuance, so that its replay is refused as one', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const auth = await clientAuthFields(world.agent.id, world.agent.key, first.issuer);
+      // Refused before any policy decision: a malformed authorization_details.
+      const refused = await postForm(`${first.authUrl}/oauth2/token`, { ...exchangeFields(task.task_token, [{ type: 'connector' }]), ...auth });
+      expect(refused.status).toBe(400);
+      const replay = await postForm(`${second.authUrl}/oauth2/token`, { ...exchangeFields(task.task_token, payout(5000)), ...auth });
+      expect(replay.status).toBe(401);
+      expect(replay.body.error).toBe('invalid_client');
+      expect(await liveCredentials(task.task_id)).toBe(0);
+    });
+  });
 });

@@ -23,3 +23,24 @@ export function hashedBody(record: Omit<AuditRecord, 'hash' | 'prev_hash'>): str
 export function chainHash(prevHash: string, record: Omit<AuditRecord, 'hash' | 'prev_hash'>): string {
   return createHash('sha256').update(prevHash, 'utf8').update(hashedBody(record), 'utf8').digest('hex');
 }
+
+/** The members of the hashed body, in RFC 8785 order (UTF-16 code units). */
+const BODY_ORDER = ['actor_id', 'actor_type', 'agent_id', 'connector_id', 'data', 'id', 'occurred_at', 'outcome', 'seq', 'task_id', 'type'] as const;
+
+/**
+ * {@link chainHash} of an event being written, whose `data` is already normalised and
+ * canonicalised (`normaliseEventData`): the same bytes as `hashedBody`, without walking `data`
+ * again. `audit-hash.spec.ts` checks both agree.
+ */
+export function chainHashOfCanonicalData(prevHash: string, record: Omit<AuditRecord, 'hash' | 'prev_hash'>, canonicalData: string): string {
+  let body = '{';
+  for (const name of BODY_ORDER) {
+    const value = name === 'data' ? canonicalData : record[name] === undefined ? undefined : canonicalize(record[name]);
+    if (value === undefined) continue;
+    body += (body.length > 1 ? ',' : '') + JSON.stringify(name) + ':' + value;
+  }
+  return createHash('sha256')
+    .update(prevHash, 'utf8')
+    .update(body + '}', 'utf8')
+    .digest('hex');
+}

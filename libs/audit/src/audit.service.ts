@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import { type AuditedTransaction, type TransactionWork, watchCheckedOut } from '@writ/database';
 import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
-import { chainHash } from './audit-hash';
+import { chainHash, chainHashOfCanonicalData } from './audit-hash';
+import { normaliseEventData } from './audit-canonical';
 import {
   CheckpointFileError,
   checkpointDigest,
@@ -95,32 +96,6 @@ export interface VerifyOptions {
 
 const COLUMNS = 'seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash';
 
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
-
-/** A string jsonb accepts: no NUL (dropped) and no lone UTF-16 surrogate (replaced by U+FFFD, as a UTF-8 encoder would). */
-function jsonbString(value: string): string {
-  return value.replace(/\u0000/g, '').replace(LONE_SURROGATE, '\ufffd');
-}
-
-/**
- * What jsonb will hold: no undefined members, and strings (values and member names) it
- * accepts. An event quoting hostile input (a refusal's description, a rejected value) is
- * still written, so a refusal is never lost to the encoding of what was refused.
- */
-function normaliseData(data: Record<string, unknown> | undefined): Record<string, unknown> {
-  const text = JSON.stringify(data ?? {}, function (this: unknown, _key, value: unknown) {
-    if (typeof value === 'string') return jsonbString(value);
-    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-      const entries = Object.entries(value as Record<string, unknown>);
-      if (entries.some(([name]) => jsonbString(name) !== name)) {
-        return Object.fromEntries(entries.map(([name, member]) => [jsonbString(name), member]));
-      }
-    }
-    return value;
-  });
-  return JSON.parse(text) as Record<string, unknown>;
-}
-
 /** An `audit_events` row (all its columns) as the record the API and verification use. */
 export function toRecord(row: Record<string, unknown>): AuditRecord {
   return {
@@ -204,8 +179,10 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
 
   private async flush(): Promise<void> {
     try {
-      // Let the callers of this tick join the first batch.
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      // Idle: commit at once, with whatever this same job queued (a microtask, not a turn of the
+      // event loop: waiting for the I/O phase only delayed a lone unit). While this batch
+      // commits, what arrives queues and goes in the next one (group commit).
+      await Promise.resolve();
       await this.flushQueued();
     } finally {
       // A unit queued after the loop's last look (while `flushing` was still set) starts the next flush.
@@ -253,12 +230,15 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       const results = await this.runBatchedWork(client, batch);
       const recordsPerUnit: AuditRecord[][] = [];
       const all: AuditRecord[] = [];
+      // The canonical JSON of each event's data, also the jsonb text it is written as.
+      const dataTexts: string[] = [];
       for (const [index, unit] of batch.entries()) {
         const result = unit.batched ? results[index] : unit.work ? await unit.work(client) : undefined;
         const inputs = typeof unit.events === 'function' ? unit.events(result) : unit.events;
         const records: AuditRecord[] = [];
         for (const input of inputs) {
           seq += 1;
+          const data = normaliseEventData(unit.requestId && input.data?.request_id === undefined ? { ...input.data, request_id: unit.requestId } : input.data);
           const body = {
             seq,
             id: randomUUID(),
@@ -270,9 +250,10 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
             agent_id: input.agentId ?? null,
             task_id: input.taskId ?? null,
             connector_id: input.connectorId ?? null,
-            data: normaliseData(unit.requestId && input.data?.request_id === undefined ? { ...input.data, request_id: unit.requestId } : input.data),
+            data: data.value,
           };
-          const hash = chainHash(prevHash, body);
+          const hash = chainHashOfCanonicalData(prevHash, body, data.canonical);
+          dataTexts.push(data.canonical);
           records.push({ ...body, prev_hash: prevHash, hash });
           prevHash = hash;
         }
@@ -303,7 +284,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
             column((r) => r.agent_id),
             column((r) => r.task_id),
             column((r) => r.connector_id),
-            column((r) => JSON.stringify(r.data)),
+            dataTexts,
             column((r) => r.prev_hash),
             column((r) => r.hash),
             seq,

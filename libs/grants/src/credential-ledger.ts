@@ -26,10 +26,20 @@ export type CredentialRow = [
   cnfJkt: string | null,
   budgetEntries: string | null,
   decidedOperation: string | null,
+  /**
+   * The `jti` of the client assertion that authenticated the request, spent in the same
+   * statement (connector credentials only; `null` when it was spent before).
+   */
+  assertionJti?: string | null,
+  /** Until when that jti is kept (epoch seconds). */
+  assertionJtiExpiresAt?: number | null,
 ];
 
-/** What became of one credential of a batch: written, or not because its task/agent ended or its operation changed. */
-export type IssueOutcome = 'recorded' | 'ended' | 'catalogue_changed';
+/**
+ * What became of one credential of a batch: written, or not because its task/agent ended or
+ * its operation changed, or because its client assertion's `jti` was already spent (a replay).
+ */
+export type IssueOutcome = 'recorded' | 'ended' | 'catalogue_changed' | 'replayed';
 
 /**
  * The part of an operation whose change revokes its credentials (see the catalogue PATCH):
@@ -57,7 +67,20 @@ const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], 
  * row, sees the changed operation and records nothing.
  */
 const INSERT_CONNECTOR_TOKENS = `
-  WITH input AS (${UNNEST_TOKENS}),
+  WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
+                   $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[], $16::text[], $17::jsonb[],
+                   $18::text[], $19::float8[])
+                   AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses,
+                        iat, exp, cnf_jkt, budget_entries, decided_operation, assertion_jti, assertion_exp)),
+       -- The client assertion jtis, spent here whatever becomes of the credential: a jti another
+       -- transaction inserts concurrently makes this insert wait for it, then skip the row.
+       spent AS (
+         INSERT INTO client_assertion_jtis (client_id, jti, expires_at)
+         SELECT client_id, assertion_jti, to_timestamp(assertion_exp) FROM input WHERE assertion_jti IS NOT NULL
+         ON CONFLICT DO NOTHING
+         RETURNING client_id, jti),
+       fresh AS (SELECT i.* FROM input i
+                  WHERE i.assertion_jti IS NULL OR EXISTS (SELECT 1 FROM spent s WHERE s.client_id = i.client_id AND s.jti = i.assertion_jti)),
        live AS (SELECT i.*, EXISTS (
                          SELECT 1 FROM jsonb_array_elements(c.operations) op
                           WHERE op->>'name' = i.action
@@ -65,7 +88,7 @@ const INSERT_CONNECTOR_TOKENS = `
                             AND jsonb_build_object('method', op->'method', 'path', op->'path',
                                                    'constraints', COALESCE(op->'constraints', '{}'::jsonb)) = i.decided_operation
                        ) AS current_operation
-                  FROM input i
+                  FROM fresh i
                   JOIN agents a ON a.id = i.subject AND a.status = 'active'
                   JOIN tasks t ON t.id = i.task_id AND t.status = 'active' AND t.expires_at > now()
                   JOIN connectors c ON c.id = i.connector_id
@@ -75,8 +98,9 @@ const INSERT_CONNECTOR_TOKENS = `
          SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
                 max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt, budget_entries::smallint[] FROM live WHERE current_operation
          RETURNING jti)
-  SELECT i.jti, CASE WHEN n.jti IS NOT NULL THEN 'recorded' WHEN l.jti IS NOT NULL THEN 'catalogue_changed' ELSE 'ended' END AS outcome
-    FROM input i LEFT JOIN live l ON l.jti = i.jti LEFT JOIN inserted n ON n.jti = i.jti`;
+  SELECT i.jti, CASE WHEN n.jti IS NOT NULL THEN 'recorded' WHEN f.jti IS NULL THEN 'replayed'
+                      WHEN l.jti IS NOT NULL THEN 'catalogue_changed' ELSE 'ended' END AS outcome
+    FROM input i LEFT JOIN fresh f ON f.jti = i.jti LEFT JOIN live l ON l.jti = i.jti LEFT JOIN inserted n ON n.jti = i.jti`;
 
 /** Inserts every Tasks API token of an audit batch in one statement. */
 const INSERT_TASKS_TOKENS = `
@@ -85,13 +109,25 @@ const INSERT_TASKS_TOKENS = `
          max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt, budget_entries::smallint[] FROM (${UNNEST_TOKENS}) u
   RETURNING jti, 'recorded' AS outcome`;
 
-/** Runs a batched insert; one outcome per row, in order. */
-function insertCredentials(name: string, sql: string) {
+/**
+ * Runs a batched insert; one outcome per row, in order. A client assertion jti that two rows of
+ * the batch carry is spent by the first only (one statement cannot tell which row's insert won).
+ */
+function insertCredentials(name: string, sql: string, columnCount: number) {
   return async (client: PoolClient, rows: CredentialRow[]): Promise<IssueOutcome[]> => {
-    const columns = Array.from({ length: 17 }, (_, column) => rows.map((row) => row[column]));
+    const assertions = new Set<string>();
+    const replayed = new Set<CredentialRow>();
+    for (const row of rows) {
+      if (!row[17]) continue;
+      const key = `${row[2]}\u0000${row[17]}`;
+      if (assertions.has(key)) replayed.add(row);
+      assertions.add(key);
+    }
+    const sent = replayed.size === 0 ? rows : rows.filter((row) => !replayed.has(row));
+    const columns = Array.from({ length: columnCount }, (_, column) => sent.map((row) => row[column] ?? null));
     const { rows: written } = await client.query<{ jti: string; outcome: IssueOutcome }>({ name, text: sql, values: columns });
     const outcomes = new Map(written.map((row) => [row.jti, row.outcome]));
-    return rows.map((row) => outcomes.get(row[0]) ?? 'ended');
+    return rows.map((row) => (replayed.has(row) ? 'replayed' : (outcomes.get(row[0]) ?? 'ended')));
   };
 }
 
@@ -100,7 +136,7 @@ function insertCredentials(name: string, sql: string) {
  * statement, each only if its task, agent and operation are still those it was decided on.
  * Named: each connection prepares (parses and plans) it once.
  */
-export const issueConnectorCredentials = insertCredentials('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS);
+export const issueConnectorCredentials = insertCredentials('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS, 19);
 
 /** Writes Tasks API tokens (a batch of one audit transaction) in one statement. */
-export const issueTasksTokens = insertCredentials('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS);
+export const issueTasksTokens = insertCredentials('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS, 17);

@@ -2,10 +2,11 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { PG_POOL } from '@writ/database';
-import { authenticateClientAssertion, clientAuthenticationFailed, FormParams } from '@writ/oauth';
+import { authenticateClientAssertion, clientAuthenticationFailed, FormParams, type JtiStore } from '@writ/oauth';
 import { ClientRegistry } from './client-registry.service';
 import { PgJtiStore } from '@writ/credentials';
 import type { RegisteredClient } from './registered-client';
+import { ClaimedJti, ClientAssertionJti } from './client-assertion-jti';
 
 /**
  * `private_key_jwt` client authentication for the token, introspection and revocation
@@ -26,12 +27,31 @@ export class ClientAuthenticator {
 
   /** Authenticates the client of a request; throws `invalid_client` otherwise. */
   async authenticate(params: FormParams, authorizationHeader?: string): Promise<RegisteredClient> {
+    return this.authenticateWith(params, authorizationHeader, this.jtis);
+  }
+
+  /**
+   * Authenticates the client like {@link authenticate}, but leaves its assertion's `jti` to be
+   * spent by the caller, with what the request records (see {@link ClientAssertionJti}).
+   */
+  async authenticateDeferringJti(params: FormParams, authorizationHeader?: string): Promise<{ client: RegisteredClient; jti: ClientAssertionJti }> {
+    let claimed: ClaimedJti | undefined;
+    const client = await this.authenticateWith(params, authorizationHeader, {
+      consume: async (clientId, jti, expiresAt) => {
+        claimed = { clientId, jti, expiresAt };
+        return true;
+      },
+    });
+    return { client, jti: new ClientAssertionJti(claimed!, this.jtis) };
+  }
+
+  private async authenticateWith(params: FormParams, authorizationHeader: string | undefined, jtiStore: JtiStore): Promise<RegisteredClient> {
     if (authorizationHeader) throw clientAuthenticationFailed('client_auth_unsupported');
     let client: RegisteredClient | undefined;
     await authenticateClientAssertion({
       params,
       issuer: this.config.issuer,
-      jtiStore: this.jtis,
+      jtiStore,
       loadJwks: async (clientId) => {
         client = await this.clients.find(clientId);
         if (!client) return undefined;

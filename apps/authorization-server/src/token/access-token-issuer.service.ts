@@ -3,9 +3,10 @@ import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import type { ConnectorDetail, ConnectorOperation } from '@writ/database';
-import { ACCESS_TOKEN_TYP, InvalidGrantError } from '@writ/oauth';
+import { ACCESS_TOKEN_TYP, clientAuthenticationFailed, InvalidGrantError, OAuthError } from '@writ/oauth';
 import type { PoolClient } from 'pg';
 import { CredentialRow, decidedOperation, issueConnectorCredentials, issueTasksTokens, IssueOutcome } from '@writ/grants';
+import type { ClientAssertionJti } from '../client-auth/client-assertion-jti';
 
 /** The catalogue changed between the decision and the issuance: decide again on the new one. */
 export class CatalogueChangedError extends InvalidGrantError {
@@ -15,7 +16,8 @@ export class CatalogueChangedError extends InvalidGrantError {
 }
 
 /** The refusal of a credential that was not recorded. */
-function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: string | null): InvalidGrantError {
+function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: string | null): OAuthError {
+  if (outcome === 'replayed') return clientAuthenticationFailed('assertion_replay');
   return outcome === 'catalogue_changed' ? new CatalogueChangedError(connectorId) : new InvalidGrantError('the task or the agent is no longer active');
 }
 
@@ -49,6 +51,11 @@ export interface AccessTokenSpec {
   cnfJkt?: string;
   /** Indexes of the task's limited `allowed` entries the credential's gateway calls are charged to. */
   budgetEntries?: number[];
+  /**
+   * The client assertion `jti` still to be spent (connector credentials): spent in the statement
+   * that writes the credential, so that a replay, on any instance, records nothing.
+   */
+  assertionJti?: ClientAssertionJti;
   /** Runs in the issuing transaction before the row is written; throwing aborts the issuance. */
   beforeInsert?: (client: PoolClient) => Promise<void>;
   /** Events written with the token, besides `token.issued`. */
@@ -99,6 +106,10 @@ export class AccessTokenIssuer {
     if (spec.cnfJkt) claims.cnf = { jkt: spec.cnfJkt };
     const token = await this.keys.sign(claims, { typ: ACCESS_TOKEN_TYP });
     const expiresAt = new Date(expiresAtSeconds * 1000);
+    // With beforeInsert (an approval), the jti is spent first, in a transaction of its own.
+    if (spec.beforeInsert) await spec.assertionJti?.consume();
+    const claimed = spec.kind === 'connector' ? spec.assertionJti?.claim() : undefined;
+    if (spec.kind !== 'connector') await spec.assertionJti?.consume();
     const row: CredentialRow = [
       jti,
       spec.kind,
@@ -117,6 +128,8 @@ export class AccessTokenIssuer {
       spec.cnfJkt ?? null,
       spec.budgetEntries?.length ? `{${spec.budgetEntries.join(',')}}` : null,
       spec.operation ? decidedOperation(spec.operation) : null,
+      claimed?.jti ?? null,
+      claimed ? Math.ceil(claimed.expiresAt.getTime() / 1000) : null,
     ];
     const insert = spec.kind === 'connector' ? issueConnectorCredentials : issueTasksTokens;
     const events = (outcome: IssueOutcome): AuditEventInput[] =>
@@ -131,8 +144,12 @@ export class AccessTokenIssuer {
           if (written !== 'recorded') throw notRecorded(written, spec.connectorId ?? null);
           return written;
         }, events)
-      : await this.audit.recordWithBatched({ kind: `insert-${spec.kind}-token`, params: row, run: insert }, events);
-    if (outcome !== 'recorded') throw notRecorded(outcome, spec.connectorId ?? null);
+      : await this.audit.recordWithBatched({ kind: `insert-${spec.kind}-token`, params: row, run: insert }, events).catch((error: unknown) => {
+          spec.assertionJti?.settle('failed');
+          throw error;
+        });
+    spec.assertionJti?.settle(outcome === 'replayed' ? 'replayed' : 'spent');
+    if (outcome !== 'recorded' && outcome !== 'replayed') throw notRecorded(outcome, spec.connectorId ?? null);
     return { token, jti, expiresIn: spec.lifetimeSeconds, expiresAt };
   }
 

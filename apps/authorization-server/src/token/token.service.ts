@@ -1,10 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
-import { FormParams, OAuthError, InvalidRequestError, UnauthorizedClientError } from '@writ/oauth';
+import { FormParams, OAuthError, InvalidClientError, InvalidRequestError, UnauthorizedClientError } from '@writ/oauth';
 import { ClientAuthenticator } from '../client-auth/client-authenticator.service';
 import { DpopProofs } from '../dpop/dpop-proofs.service';
 import { OAuthFailureGate } from '../client-auth/oauth-failure-gate.service';
 import type { RegisteredClient } from '../client-auth/registered-client';
+import type { ClientAssertionJti } from '../client-auth/client-assertion-jti';
 import { GrantRegistry } from './grant-registry';
 import { POLICY_DENIED } from '@writ/grants';
 import type { TokenResponseDto } from './token-response.dto';
@@ -31,21 +32,41 @@ export class TokenService {
    */
   async exchange(params: FormParams, authorization: string | undefined, dpopHeader: string | string[] | undefined, source: string): Promise<TokenResponseDto> {
     let client: RegisteredClient | undefined;
+    let assertionJti: ClientAssertionJti | undefined;
     const grantType = params.get('grant_type');
     await this.gate.before(source);
     try {
       if (!grantType) throw new InvalidRequestError('grant_type is required');
       const handler = this.grants.get(grantType);
-      client = await this.clients.authenticate(params, authorization);
+      if (handler.spendsAssertionJti) ({ client, jti: assertionJti } = await this.clients.authenticateDeferringJti(params, authorization));
+      else client = await this.clients.authenticate(params, authorization);
       if (!handler.clientKinds.includes(client.kind)) {
         throw new UnauthorizedClientError(`this grant_type is not available to ${client.kind}s`);
       }
       const dpop = dpopHeader === undefined ? undefined : await this.dpopProofs.check(dpopHeader);
-      return await handler.handle({ params, client, dpop });
-    } catch (error) {
+      const response = await handler.handle({ params, client, dpop, assertionJti });
+      // A handler that spends the jti spends it with what it issues; never answer with it unspent.
+      if (assertionJti?.pending) throw new Error(`grant ${handler.grantType} answered without spending the client assertion jti`);
+      return response;
+    } catch (caught) {
+      let error = caught;
+      // An assertion is spent whatever its request came to; a replay is answered as one.
+      if (assertionJti?.pending) {
+        try {
+          await assertionJti.consume();
+        } catch (spendError) {
+          // A refusal gives way to the replay (or to the outage that kept the jti from being
+          // spent); an outage or a failure of this request is answered as it was (e.g. a batch
+          // whose commit was lost with its connection: 503, not a replay).
+          if (error instanceof OAuthError) error = spendError;
+        }
+      }
+      // A replay found when the jti was spent: answered as an unauthenticated request, as before.
+      if (error instanceof InvalidClientError && error.reason === 'assertion_replay') client = undefined;
       if (error instanceof OAuthError) {
-        if (client) await this.recordRefusal(error, grantType, client);
-        else await this.gate.failed(source, params, () => this.recordRefusal(error, grantType, undefined));
+        const refusal = error;
+        if (client) await this.recordRefusal(refusal, grantType, client);
+        else await this.gate.failed(source, params, () => this.recordRefusal(refusal, grantType, undefined));
       }
       throw error;
     }

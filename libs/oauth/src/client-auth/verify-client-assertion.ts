@@ -4,7 +4,7 @@ import {
   decodeProtectedHeader,
   errors,
   exportJWK,
-  jwtVerify,
+  UnsecuredJWT,
   type CryptoKey,
   type JSONWebKeySet,
   type JWSHeaderParameters,
@@ -25,6 +25,7 @@ import {
 } from './client-assertion.constants';
 import { rsaModulusBits } from '../util/rsa-modulus-bits';
 import { clientAuthenticationFailed, type ClientAuthFailureReason } from './client-auth-failure';
+import { verifyJwsSignature } from './verify-jws-signature';
 
 /** Input of {@link verifyClientAssertion}. */
 export interface VerifyClientAssertionOptions {
@@ -130,21 +131,42 @@ function usableKeys(jwks: JSONWebKeySet): JSONWebKeySet {
   };
 }
 
+/** The protected header `{"alg":"none"}`, to hand a verified payload to jose's claims checks. */
+const UNSECURED_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
+
+/** A compact JWS segment: base64url without padding. */
+const SEGMENT = /^[A-Za-z0-9_-]*$/;
+
+/**
+ * The signature (see {@link verifyJwsSignature}: `node:crypto` on the thread pool), then the
+ * times: jose's claims-set checks (`exp`, `nbf`, `iat`, a JSON object payload), run on the
+ * verified payload segment unchanged, exactly as `jwtVerify` would after its own signature check.
+ */
+async function verifyWith(assertion: string, alg: ClientAssertionSigningAlg, key: CryptoKey, options: JWTVerifyOptions): Promise<JWTPayload> {
+  const [header, payload, signature] = assertion.split('.');
+  if (!(await verifyJwsSignature(alg, key, `${header}.${payload}`, Buffer.from(signature, 'base64url')))) {
+    throw new errors.JWSSignatureVerificationFailed();
+  }
+  return UnsecuredJWT.decode(`${UNSECURED_HEADER}.${payload}.`, { currentDate: options.currentDate, clockTolerance: options.clockTolerance }).payload;
+}
+
 async function verifySignatureAndTimes(
   assertion: string,
+  header: JWSHeaderParameters,
+  alg: ClientAssertionSigningAlg,
   keySet: JWTVerifyGetKey,
   options: JWTVerifyOptions,
 ): Promise<{ payload: JWTPayload; key: CryptoKey | undefined }> {
+  const [, payloadSegment, signature] = assertion.split('.');
   try {
-    const result = await jwtVerify(assertion, keySet, options);
-    return { payload: result.payload, key: result.key as CryptoKey };
+    const key = (await keySet({ ...header, alg }, { payload: payloadSegment, signature })) as CryptoKey;
+    return { payload: await verifyWith(assertion, alg, key, options), key };
   } catch (error) {
     if (!(error instanceof errors.JWKSMultipleMatchingKeys)) throw toClientError(error);
     // Several registered keys fit a header without `kid`: try each (jose's documented pattern).
     for await (const candidate of error) {
       try {
-        const result = await jwtVerify(assertion, candidate, options);
-        return { payload: result.payload, key: candidate };
+        return { payload: await verifyWith(assertion, alg, candidate, options), key: candidate };
       } catch (inner) {
         if (inner instanceof errors.JWSSignatureVerificationFailed) continue;
         throw toClientError(inner);
@@ -195,6 +217,7 @@ export async function verifyClientAssertion(options: VerifyClientAssertionOption
   if (typeof assertion !== 'string' || assertion.length > MAX_ASSERTION_LENGTH || assertion.split('.').length !== 3) {
     throw fail('assertion_malformed');
   }
+  if (!assertion.split('.').every((segment) => SEGMENT.test(segment))) throw fail('assertion_malformed');
   let header: JWSHeaderParameters;
   try {
     header = decodeProtectedHeader(assertion);
@@ -208,6 +231,8 @@ export async function verifyClientAssertion(options: VerifyClientAssertionOption
   if (header.typ !== undefined && (typeof header.typ !== 'string' || !ACCEPTED_TYPS.has(normaliseTyp(header.typ)))) {
     throw fail('assertion_typ');
   }
+  // No JWS extension is understood here (jose would accept only `b64`, which a JWT may not use).
+  if (header.crit !== undefined) throw fail('assertion_malformed');
 
   let keySet: JWTVerifyGetKey;
   try {
@@ -216,9 +241,9 @@ export async function verifyClientAssertion(options: VerifyClientAssertionOption
     throw clientAuthenticationFailed('client_jwks_invalid', cause);
   }
 
-  // jose checks the signature first, then exp/nbf (with the tolerance); the rest is ours,
+  // The signature first, then jose's exp/nbf checks (with the tolerance); the rest is ours,
   // because jose accepts an `aud` array that merely contains the expected value.
-  const { payload, key } = await verifySignatureAndTimes(assertion, keySet, {
+  const { payload, key } = await verifySignatureAndTimes(assertion, header, header.alg, keySet, {
     algorithms: [...CLIENT_ASSERTION_SIGNING_ALGS],
     currentDate: now,
     clockTolerance: tolerance,

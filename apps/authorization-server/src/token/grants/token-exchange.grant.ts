@@ -37,6 +37,8 @@ import type { TokenResponseDto } from '../token-response.dto';
 export class TokenExchangeGrant implements GrantHandler {
   readonly grantType = GRANT_TYPE_TOKEN_EXCHANGE;
   readonly clientKinds = ['agent'] as const;
+  /** The assertion's jti is spent with the credential, in the issuing batch (one transaction fewer per exchange). */
+  readonly spendsAssertionJti = true;
 
   constructor(
     private readonly context: ExchangeContextRepository,
@@ -66,7 +68,7 @@ export class TokenExchangeGrant implements GrantHandler {
     }
   }
 
-  private async exchange({ params, client, dpop }: GrantContext): Promise<TokenResponseDto> {
+  private async exchange({ params, client, dpop, assertionJti }: GrantContext): Promise<TokenResponseDto> {
     const request = parseTokenExchangeRequest(params, { gatewayUrl: this.config.gatewayUrl });
     const approvalId = optionalParam(params, 'approval_id');
     const task = await this.activeTaskOf(request.subjectToken, client);
@@ -105,10 +107,14 @@ export class TokenExchangeGrant implements GrantHandler {
     };
     let approval: ApprovalDto | undefined;
     if (decision.requires_approval) {
+      // Spent before anything is recorded: a replayed assertion requests nothing, uses nothing.
+      await assertionJti?.consume();
       if (!approvalId) await this.requestApproval(task, client, details, decision, engine.version, decisionData);
       approval = await this.approvedFor(approvalId!, task, client, details);
     }
     if (!decision.allow && !approval) {
+      // Spent before the refusal is counted: a replayed assertion never moves the task's counters.
+      await assertionJti?.consume();
       const refused = await this.refuse(task, client, decision, decisionData, engine, input);
       const reasons = refused.reasons.map((reason) => safeToken(reason, 300)).join('; ');
       throw new InvalidAuthorizationDetailsError(`denied by policy: ${reasons || 'no reason given'}`, { reason: POLICY_DENIED });
@@ -138,6 +144,7 @@ export class TokenExchangeGrant implements GrantHandler {
       policyVersion: engine.version,
       cnfJkt: dpop?.jkt,
       budgetEntries,
+      assertionJti,
       auditActor: { type: 'agent', id: client.id },
       beforeInsert: approval
         ? async (tx) => {

@@ -1,0 +1,52 @@
+import { generateKeyPairSync, sign as cryptoSign, constants, webcrypto } from 'node:crypto';
+import type { CryptoKey } from 'jose';
+import { verifyJwsSignature } from './verify-jws-signature';
+
+const INPUT = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0';
+
+type PublicKey = ReturnType<typeof generateKeyPairSync>['publicKey'];
+
+async function cryptoKeyOf(publicKey: PublicKey, algorithm: webcrypto.EcKeyImportParams | webcrypto.RsaHashedImportParams): Promise<CryptoKey> {
+  return await webcrypto.subtle.importKey('jwk', publicKey.export({ format: 'jwk' }), algorithm, true, ['verify']);
+}
+
+describe('verifyJwsSignature', () => {
+  const p256 = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const es256Key = () => cryptoKeyOf(p256.publicKey, { name: 'ECDSA', namedCurve: 'P-256' });
+  const es256Signature = cryptoSign('sha256', Buffer.from(INPUT), { key: p256.privateKey, dsaEncoding: 'ieee-p1363' });
+
+  it('accepts a genuine ES256 signature and refuses one over other bytes', async () => {
+    await expect(verifyJwsSignature('ES256', await es256Key(), INPUT, es256Signature)).resolves.toBe(true);
+    await expect(verifyJwsSignature('ES256', await es256Key(), `${INPUT}x`, es256Signature)).resolves.toBe(false);
+  });
+
+  it('refuses a DER-encoded or truncated ECDSA signature (only the raw r||s form is JWS)', async () => {
+    const der = cryptoSign('sha256', Buffer.from(INPUT), p256.privateKey);
+    await expect(verifyJwsSignature('ES256', await es256Key(), INPUT, der)).resolves.toBe(false);
+    await expect(verifyJwsSignature('ES256', await es256Key(), INPUT, es256Signature.subarray(0, 63))).resolves.toBe(false);
+  });
+
+  it('refuses ES256 with a key of another curve, even over a valid signature of that key', async () => {
+    const key = await cryptoKeyOf(p384.publicKey, { name: 'ECDSA', namedCurve: 'P-384' });
+    const signature = cryptoSign('sha256', Buffer.from(INPUT), { key: p384.privateKey, dsaEncoding: 'ieee-p1363' });
+    await expect(verifyJwsSignature('ES256', key, INPUT, signature)).resolves.toBe(false);
+  });
+
+  it('refuses an RSA key for an ECDSA alg and PKCS#1 v1.5 signatures for PS256', async () => {
+    const rsKey = await cryptoKeyOf(rsa.publicKey, { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' });
+    const pkcs1 = cryptoSign('sha256', Buffer.from(INPUT), { key: rsa.privateKey, padding: constants.RSA_PKCS1_PADDING });
+    await expect(verifyJwsSignature('RS256', rsKey, INPUT, pkcs1)).resolves.toBe(true);
+    await expect(verifyJwsSignature('ES256', rsKey, INPUT, pkcs1)).resolves.toBe(false);
+    const psKey = await cryptoKeyOf(rsa.publicKey, { name: 'RSA-PSS', hash: 'SHA-256' });
+    await expect(verifyJwsSignature('PS256', psKey, INPUT, pkcs1)).resolves.toBe(false);
+    const pss = cryptoSign('sha256', Buffer.from(INPUT), { key: rsa.privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+    await expect(verifyJwsSignature('PS256', psKey, INPUT, pss)).resolves.toBe(true);
+  });
+
+  it('refuses a private key', async () => {
+    const key = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as unknown as { privateKey: CryptoKey };
+    await expect(verifyJwsSignature('ES256', key.privateKey, INPUT, es256Signature)).resolves.toBe(false);
+  });
+});
