@@ -73,14 +73,15 @@ const LOAD = `
    WHERE t.jti = $1 AND t.kind = 'connector'`;
 
 // Spends one use only while the credential and its task are still good: a revocation that
-// committed before this statement makes it match nothing, on every instance.
+// committed before this statement makes it match nothing, on every instance. It runs under the
+// audit chain-head lock: the task is looked up by primary key (the correlated subquery), a plan
+// that needs no statistics. Written as `UPDATE ... FROM tasks`, PostgreSQL planned it, with no
+// statistics yet, as a scan of every active task (`tasks_active_expiry`) per call.
 const SPEND = `
   UPDATE access_tokens t SET uses = t.uses + 1
-    FROM tasks k
-   WHERE t.jti = $1 AND k.id = t.task_id
-     AND t.revoked_at IS NULL AND t.expires_at > now()
+   WHERE t.jti = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
      AND (t.max_uses IS NULL OR t.uses < t.max_uses)
-     AND k.status = 'active' AND k.expires_at > now()
+     AND (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)
      AND ($2::bigint IS NULL OR (SELECT c.version FROM connectors c WHERE c.id = t.connector_id) = $2::bigint)
   RETURNING t.uses, t.max_uses`;
 
