@@ -45,6 +45,31 @@ describe('AuditService', () => {
     expect(verification.events).toBe(400);
   });
 
+  it('stores hostile text exactly as hashed, in every field, and refuses a NUL outside the data', async () => {
+    const hostile = [`'); DROP TABLE audit_events; --`, `back\\slash \\' E'x'`, `$$ $tag$ \u2028 \ud83d\ude00`, `\\x00 \\u0000`].join(' | ');
+    const [record] = await audit.record({
+      type: `test.${hostile}`,
+      outcome: 'denied',
+      actor: { type: 'agent', id: hostile },
+      agentId: hostile,
+      taskId: hostile,
+      connectorId: hostile,
+      data: { [hostile]: hostile, nul: 'a\u0000b', list: [hostile, 1.5, null] },
+    });
+    const { rows } = await pool.query('SELECT type, actor_id, agent_id, task_id, connector_id, data, hash FROM audit_events WHERE seq = $1', [record.seq]);
+    expect(rows[0]).toEqual({
+      type: `test.${hostile}`,
+      actor_id: hostile,
+      agent_id: hostile,
+      task_id: hostile,
+      connector_id: hostile,
+      data: { [hostile]: hostile, nul: 'ab', list: [hostile, 1.5, null] },
+      hash: record.hash,
+    });
+    await expect(audit.record({ ...event(1), agentId: 'a\u0000b' })).rejects.toThrow(/NUL/);
+    expect((await audit.verify()).valid).toBe(true);
+  });
+
   it('runs the batchable work of concurrent units in one statement per kind, each getting its own result', async () => {
     await pool.query('CREATE TABLE IF NOT EXISTS spec_batched (id int PRIMARY KEY)');
     const runs: number[][] = [];
