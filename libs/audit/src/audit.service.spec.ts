@@ -70,6 +70,28 @@ describe('AuditService', () => {
     expect((await audit.verify()).valid).toBe(true);
   });
 
+  it('writes events recorded for later with the next batch, on their own after laterMs, or at drain', async () => {
+    const commits: number[] = [];
+    const later = new AuditService(pool, { laterMs: 60_000, onCommitted: (records) => commits.push(records.length) });
+    const riding = later.recordLater(event(1));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    expect(commits).toEqual([]);
+    const [waited] = await later.record(event(2));
+    const [rode] = await riding;
+    expect(commits).toEqual([2]);
+    expect(rode.seq + 1).toBe(waited.seq);
+
+    const drained = later.recordLater(event(3));
+    await later.drain();
+    expect((await drained)[0].seq).toBeGreaterThan(waited.seq);
+    expect(commits).toEqual([2, 1]);
+
+    const alone = new AuditService(pool, { laterMs: 5 });
+    const [written] = await alone.recordLater(event(4));
+    expect((await pool.query('SELECT hash FROM audit_events WHERE seq = $1', [written.seq])).rows[0].hash).toBe(written.hash);
+    expect((await audit.verify()).valid).toBe(true);
+  });
+
   it('runs the batchable work of concurrent units in one statement per kind, each getting its own result', async () => {
     await pool.query('CREATE TABLE IF NOT EXISTS spec_batched (id int PRIMARY KEY)');
     const runs: number[][] = [];

@@ -49,6 +49,8 @@ interface Unit {
   reject: (error: unknown) => void;
   /** The caller's request id when the unit was queued, recorded in its events' data. */
   requestId?: string;
+  /** Nobody waits for it: written with the next batch, or on its own after `laterMs` (see {@link AuditService.recordLater}). */
+  later?: boolean;
 }
 
 /** Options of {@link AuditService}. */
@@ -71,6 +73,11 @@ export interface AuditServiceOptions {
    * long walk from holding a connection the hot paths need.
    */
   verifyPool?: Pool;
+  /**
+   * Longest a unit queued with {@link AuditService.recordLater} waits for another batch to
+   * join before it is written on its own (default 10 ms).
+   */
+  laterMs?: number;
   /**
    * The request id to record (as `data.request_id`) in the events of a unit queued now, if
    * any: the caller's `X-Request-Id`, so that an event can be matched to the caller's logs.
@@ -171,6 +178,8 @@ export function toRecord(row: Record<string, unknown>): AuditRecord {
 export class AuditService implements AuditedTransaction<AuditEventInput> {
   private queue: Unit[] = [];
   private flushing: Promise<void> | undefined;
+  /** Armed while only units queued with {@link recordLater} wait. */
+  private laterTimer: NodeJS.Timeout | undefined;
   private readonly maxBatch: number;
   private readonly keyring: CheckpointKeyring;
 
@@ -186,6 +195,18 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   async record(events: AuditEventInput | AuditEventInput[]): Promise<AuditRecord[]> {
     const list = Array.isArray(events) ? events : [events];
     return (await this.enqueue(undefined, list)).records;
+  }
+
+  /**
+   * Appends events nobody waits for before going on (e.g. the outcome of a call already
+   * answered): they are written with the next batch that commits anyway, or on their own
+   * after at most `laterMs`, instead of taking a commit of their own at once that the next
+   * caller who does wait would queue behind. Resolves with their records once committed;
+   * {@link drain} writes them at once.
+   */
+  async recordLater(events: AuditEventInput | AuditEventInput[]): Promise<AuditRecord[]> {
+    const list = Array.isArray(events) ? events : [events];
+    return (await this.enqueue(undefined, list, undefined, true)).records;
   }
 
   /**
@@ -212,32 +233,58 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     return outcome as { result: R; records: AuditRecord[] };
   }
 
-  /** Waits until everything queued so far is written. */
+  /** Waits until everything queued so far is written (units queued with {@link recordLater} included). */
   async drain(): Promise<void> {
-    while (this.flushing) await this.flushing;
-  }
-
-  private enqueue(work: Unit['work'], events: Unit['events'], batched?: Unit['batched']): Promise<{ result: unknown; records: AuditRecord[] }> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ work, batched, events, resolve, reject, requestId: this.options.requestId?.() });
-      if (!this.flushing) this.flushing = this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    try {
-      // Let the callers of this tick join the first batch.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      await this.flushQueued();
-    } finally {
-      // A unit queued after the loop's last look (while `flushing` was still set) starts the next flush.
-      this.flushing = undefined;
-      if (this.queue.length > 0) this.flushing = this.flush();
+    while (this.flushing || this.queue.length > 0) {
+      if (!this.flushing) this.startFlush(true);
+      await this.flushing;
     }
   }
 
-  private async flushQueued(): Promise<void> {
-    while (this.queue.length > 0) {
+  private enqueue(
+    work: Unit['work'],
+    events: Unit['events'],
+    batched?: Unit['batched'],
+    later = false,
+  ): Promise<{ result: unknown; records: AuditRecord[] }> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ work, batched, events, resolve, reject, requestId: this.options.requestId?.(), later });
+      if (this.flushing) return;
+      if (later) this.armLater();
+      else this.startFlush(false);
+    });
+  }
+
+  private startFlush(all: boolean): void {
+    clearTimeout(this.laterTimer);
+    this.laterTimer = undefined;
+    this.flushing = this.flush(all);
+  }
+
+  /** Units nobody waits for, alone in the queue: written when a unit someone waits for comes, or after `laterMs`. */
+  private armLater(): void {
+    this.laterTimer ??= setTimeout(() => {
+      this.laterTimer = undefined;
+      if (!this.flushing && this.queue.length > 0) this.startFlush(true);
+    }, this.options.laterMs ?? 10);
+  }
+
+  /** `all`: also units queued with {@link recordLater} when no other unit waits. */
+  private async flush(all: boolean): Promise<void> {
+    try {
+      // Let the callers of this tick join the first batch.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      await this.flushQueued(all);
+    } finally {
+      // A unit queued after the loop's last look (while `flushing` was still set) starts the next flush.
+      this.flushing = undefined;
+      if (this.queue.some((unit) => !unit.later)) this.startFlush(false);
+      else if (this.queue.length > 0) this.armLater();
+    }
+  }
+
+  private async flushQueued(all: boolean): Promise<void> {
+    while (this.queue.length > 0 && (all || this.queue.some((unit) => !unit.later))) {
       const batch = this.queue.splice(0, this.maxBatch);
       try {
         await this.commit(batch);

@@ -543,8 +543,10 @@ export class ProxyService {
         res.destroy();
       }
     }
+    // The agent has its answer: the outcome rides with the next batch instead of taking a commit
+    // of its own that the next call's spend would queue behind.
     this.audit
-      .record(
+      .recordLater(
         this.event(call, 'gateway.upstream', streamError ? 'failure' : 'success', {
           status: response.statusCode,
           bytes,
