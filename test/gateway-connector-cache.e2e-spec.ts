@@ -51,7 +51,8 @@ describe('gateway memory across instances', () => {
   const secondGatewayApp = (): INestApplication => second.apps[second.apps.length - 1];
   const secondUrl = () => `http://127.0.0.1:${secondGatewayApp().getHttpServer().address().port as number}`;
   const secondCache = () => secondGatewayApp().get(ConnectorCache);
-  const read = (token: string, id = 'po_cache') => http(`${secondUrl()}/connectors/payments/v1/payouts/${id}`, { headers: { authorization: `Bearer ${token}` } });
+  const read = (token: string, id = 'po_cache') =>
+    http(`${secondUrl()}/connectors/payments/v1/payouts/${id}`, { headers: { authorization: `Bearer ${token}` } });
   const readCredential = async () => {
     const task = await createTask(first, world.orchestrator);
     const response = await tokenRequest(first.issuer, world.agent, exchangeFields(task.task_token, READ));
@@ -65,7 +66,8 @@ describe('gateway memory across instances', () => {
   };
   const heldUntil = async (held: boolean) => {
     // The notification is asynchronous: wait (bounded) for the second instance to have it.
-    for (let tries = 0; tries < 200 && (secondCache().get('payments') !== undefined) !== held; tries += 1) await new Promise((resolve) => setTimeout(resolve, 10));
+    for (let tries = 0; tries < 200 && (secondCache().get('payments') !== undefined) !== held; tries += 1)
+      await new Promise((resolve) => setTimeout(resolve, 10));
     return secondCache().get('payments');
   };
 

@@ -241,12 +241,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     }
   }
 
-  private enqueue(
-    work: Unit['work'],
-    events: Unit['events'],
-    batched?: Unit['batched'],
-    later = false,
-  ): Promise<{ result: unknown; records: AuditRecord[] }> {
+  private enqueue(work: Unit['work'], events: Unit['events'], batched?: Unit['batched'], later = false): Promise<{ result: unknown; records: AuditRecord[] }> {
     return new Promise((resolve, reject) => {
       this.queue.push({ work, batched, events, resolve, reject, requestId: this.options.requestId?.(), later });
       if (this.flushing) return;

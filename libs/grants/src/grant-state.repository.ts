@@ -200,7 +200,10 @@ export class GrantStateRepository {
 
   /** Re-checks credentials without a budget (inside the audit transaction): is each still live? */
   readonly recheck = async (client: PoolClient, jtis: string[]): Promise<boolean[]> => {
-    const verdicts = await this.recheckAt(client, jtis.map((jti) => ({ jti, connectorVersion: null })));
+    const verdicts = await this.recheckAt(
+      client,
+      jtis.map((jti) => ({ jti, connectorVersion: null })),
+    );
     return verdicts.map((verdict) => verdict === 'live');
   };
 

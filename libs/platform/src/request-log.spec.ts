@@ -26,7 +26,12 @@ describe('requestLog', () => {
     server.close();
     expect(lines).toHaveLength(1);
     const line = JSON.parse(lines[0]);
-    expect(line).toMatchObject({ level: 30, msg: 'request completed', req: { method: 'GET', path: '/oauth2/token', id: response.headers.get('x-request-id') }, res: { status: 200 } });
+    expect(line).toMatchObject({
+      level: 30,
+      msg: 'request completed',
+      req: { method: 'GET', path: '/oauth2/token', id: response.headers.get('x-request-id') },
+      res: { status: 200 },
+    });
     expect(lines[0]).not.toContain('secret');
   });
 

@@ -93,7 +93,10 @@ export class ConnectorCache implements OnApplicationBootstrap, OnApplicationShut
       await client.connect();
       await client.query(`LISTEN ${CONNECTOR_CHANGED_CHANNEL}`);
     } catch (error) {
-      this.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'cannot listen for connector changes: connectors are read on every call');
+      this.logger.warn(
+        { err: error instanceof Error ? error.message : String(error) },
+        'cannot listen for connector changes: connectors are read on every call',
+      );
       await client.end().catch(() => undefined);
       this.scheduleListen();
       return;

@@ -310,7 +310,12 @@ export class ProxyService {
   }
 
   /** The token: signature, `typ`, `exp`, `aud` = this connector; then its live state in PostgreSQL. */
-  private async authenticate(req: Request, target: RequestTarget, call: CallContext, fresh: boolean): Promise<{ state: CredentialState; detail: ConnectorDetail }> {
+  private async authenticate(
+    req: Request,
+    target: RequestTarget,
+    call: CallContext,
+    fresh: boolean,
+  ): Promise<{ state: CredentialState; detail: ConnectorDetail }> {
     const header = req.headers.authorization ?? '';
     const match = /^(Bearer|DPoP) ([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
     if (!match) {
@@ -439,7 +444,8 @@ export class ProxyService {
         if (remembered && (await this.grants.recheckAt(client, [check]))[0] !== 'live') return { again: true };
         const reserved = await this.grants.reserve(client, taskId!, checked.state.budgetEntries!, checked.values);
         if (!reserved.ok) return { refusal: reserved };
-        const live = maxUses === null ? { verdict: (await this.grants.recheckAt(client, [check]))[0] } : await this.grants.spend(client, jti, check.connectorVersion);
+        const live =
+          maxUses === null ? { verdict: (await this.grants.recheckAt(client, [check]))[0] } : await this.grants.spend(client, jti, check.connectorVersion);
         if (live.verdict !== 'live') {
           await this.grants.release(client, reserved.reservation);
           return checkAgain(live.verdict, remembered) ? { again: true } : { revoked: true };
