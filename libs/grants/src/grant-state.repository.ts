@@ -111,6 +111,20 @@ const RECHECK = `
          OFFSET 0) t
    WHERE (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)`;
 
+/** One row of {@link RECHECK}: the 1-based position of a live credential among the checks, and whether its connector is current. */
+interface RecheckRow {
+  n: number;
+  current: boolean;
+}
+
+function verdictsOf(rows: RecheckRow[], checks: RecheckParams[]): SpendVerdict[] {
+  const live = new Map(rows.map((row) => [row.n, row.current]));
+  return checks.map((_check, index) => {
+    const current = live.get(index + 1);
+    return current === undefined ? 'dead' : current ? 'live' : 'stale';
+  });
+}
+
 /** One row of {@link LOAD}. */
 interface LoadRow {
   jti: string;
@@ -212,16 +226,30 @@ export class GrantStateRepository {
    * connector version its call was checked with, all in one statement (a batch's re-checks).
    */
   readonly recheckAt = async (client: PoolClient, checks: RecheckParams[]): Promise<SpendVerdict[]> => {
-    const { rows } = await client.query<{ n: number; current: boolean }>({
+    const { rows } = await client.query<RecheckRow>({
       name: 'writ_gateway_recheck',
       text: RECHECK,
       values: [checks.map((check) => check.jti), checks.map((check) => check.connectorVersion)],
     });
-    const live = new Map(rows.map((row) => [row.n, row.current]));
-    return checks.map((_check, index) => {
-      const current = live.get(index + 1);
-      return current === undefined ? 'dead' : current ? 'live' : 'stale';
-    });
+    return verdictsOf(rows, checks);
+  };
+
+  /**
+   * {@link recheckAt} as one statement with its values as literals, which the audit batch sends
+   * in the message that locks the chain head (`BatchableWork.inline`): one round trip less.
+   */
+  readonly recheckInline = {
+    sql: (checks: RecheckParams[], literal: (value: string) => string): string | undefined => {
+      if (checks.some((check) => check.connectorVersion !== null && !/^[0-9]{1,18}$/.test(check.connectorVersion))) return undefined;
+      const jtis = checks.map((check) => literal(check.jti)).join(', ');
+      const versions = checks.map((check) => check.connectorVersion ?? 'NULL').join(', ');
+      return RECHECK.replace('$1::text[]', `ARRAY[${jtis}]::text[]`).replace('$2::bigint[]', `ARRAY[${versions}]::bigint[]`);
+    },
+    parse: (rows: Array<Record<string, unknown>>, checks: RecheckParams[]): SpendVerdict[] =>
+      verdictsOf(
+        rows.map((row) => ({ n: Number(row.n), current: row.current === true })),
+        checks,
+      ),
   };
 
   /** Reserves one call on the task budgets the credential is charged to (inside the audit transaction), all or nothing. */

@@ -415,7 +415,7 @@ export class ProxyService {
     if ((checked.mcp && !checked.mcp.spends) || (maxUses === null && (budgetEntries === null || budgetEntries.length === 0))) {
       // Without a use budget (MCP session traffic, initialize, tools/list... included): re-checked, audited, nothing written.
       const { result: verdict } = await this.audit.recordWithBatched(
-        { kind: 'gateway-recheck', params: { jti, connectorVersion }, run: this.grants.recheckAt },
+        { kind: 'gateway-recheck', params: { jti, connectorVersion }, run: this.grants.recheckAt, inline: this.grants.recheckInline },
         (live) => eventsFor(live, allowed),
       );
       return spendOutcome(verdict, remembered);
