@@ -83,7 +83,8 @@ export class ConnectorCache implements OnApplicationBootstrap, OnApplicationShut
 
   private async listen(): Promise<void> {
     if (this.stopped) return;
-    const client = new Client(this.pool.options);
+    // TCP keep-alive: a connection dropped silently on the way would otherwise never say so.
+    const client = new Client({ ...this.pool.options, keepAlive: true });
     client.on('error', (error: Error) => this.lost(client, error));
     client.on('end', () => this.lost(client));
     client.on('notification', (message: Notification) => {
