@@ -310,6 +310,40 @@ describe('connector gateway', () => {
       }
     });
 
+    it('re-checks the same way inlined in the audit batch: connector versions, hostile jtis as literals, NUL left to parameters', async () => {
+      const live = await credential({ type: 'connector', connector: 'payments', actions: ['balance.get'] });
+      const jti = (JSON.parse(Buffer.from(live.token.split('.')[1], 'base64url').toString('utf8')) as { jti: string }).jti;
+      const pool = services.runtime.pool;
+      const { rows } = await pool.query<{ version: string }>(`SELECT version::text AS version FROM connectors WHERE id = 'payments'`);
+      const current = rows[0].version;
+      const checks = [
+        { jti, connectorVersion: current },
+        { jti, connectorVersion: String(Number(current) + 1) },
+        { jti, connectorVersion: null },
+        { jti: `x'); UPDATE access_tokens SET revoked_at = NULL; --`, connectorVersion: null },
+        { jti: `back\\slash ' E'`, connectorVersion: current },
+      ];
+      const grants = new GrantStateRepository(pool);
+      const client = await pool.connect();
+      try {
+        const expected = ['live', 'stale', 'live', 'dead', 'dead'];
+        expect(await grants.recheckAt(client, checks)).toEqual(expected);
+        const sql = grants.recheckInline.sql(checks, (value) => client.escapeLiteral(value))!;
+        expect(grants.recheckInline.parse((await client.query(sql)).rows, checks)).toEqual(expected);
+        expect(grants.recheckInline.sql([{ jti, connectorVersion: '1; DROP TABLE tasks' }], (value) => client.escapeLiteral(value))).toBeUndefined();
+      } finally {
+        client.release();
+      }
+      // Through the audit batch: a NUL cannot be a literal, the parameterised statement runs instead.
+      const { result } = await services.runtime.audit
+        .recordWithBatched(
+          { kind: 'spec-recheck', params: { jti: 'a\u0000b', connectorVersion: null }, run: grants.recheckAt, inline: grants.recheckInline },
+          () => [],
+        )
+        .catch((error: unknown) => ({ result: error instanceof Error ? error.message : 'failed' }));
+      expect(result).not.toBe('live');
+    });
+
     it('refuses an operation outside the token actions, and a path outside the catalogue', async () => {
       const { token } = await credential(payoutDetail());
       const action = await gateway('GET', '/connectors/payments/v1/balance', token);

@@ -4,11 +4,13 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { connectedAccountsProvider } from '@writ/accounts';
 import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
+import { ConnectorCache } from './catalogue/connector-cache';
 import { ProtectedResourceController } from './mcp/protected-resource.controller';
 import { McpSessionRepository } from './mcp/mcp-session.repository';
 import { TaskToolsRepository } from './mcp/task-tools.repository';
 import { GrantStateRepository } from '@writ/grants';
 import { ProxyController } from './proxy/proxy.controller';
+import { CredentialCache } from './proxy/credential-cache';
 import { ProxyService } from './proxy/proxy.service';
 import { CredentialBinding } from './upstream/credential-binding.service';
 import { UpstreamCredentials } from './upstream/upstream-credentials.service';
@@ -28,7 +30,9 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
       providers: [
         { provide: UPSTREAM_DISPATCHER, useFactory: (config: WritConfig) => createUpstreamDispatcher(config), inject: [WRIT_CONFIG] },
         CatalogueCache,
+        ConnectorCache,
         GrantStateRepository,
+        CredentialCache,
         TaskToolsRepository,
         McpSessionRepository,
         UpstreamCredentials,

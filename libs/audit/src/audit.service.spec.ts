@@ -45,6 +45,53 @@ describe('AuditService', () => {
     expect(verification.events).toBe(400);
   });
 
+  it('stores hostile text exactly as hashed, in every field, and refuses a NUL outside the data', async () => {
+    const hostile = [`'); DROP TABLE audit_events; --`, `back\\slash \\' E'x'`, `$$ $tag$ \u2028 \ud83d\ude00`, `\\x00 \\u0000`].join(' | ');
+    const [record] = await audit.record({
+      type: `test.${hostile}`,
+      outcome: 'denied',
+      actor: { type: 'agent', id: hostile },
+      agentId: hostile,
+      taskId: hostile,
+      connectorId: hostile,
+      data: { [hostile]: hostile, nul: 'a\u0000b', list: [hostile, 1.5, null] },
+    });
+    const { rows } = await pool.query('SELECT type, actor_id, agent_id, task_id, connector_id, data, hash FROM audit_events WHERE seq = $1', [record.seq]);
+    expect(rows[0]).toEqual({
+      type: `test.${hostile}`,
+      actor_id: hostile,
+      agent_id: hostile,
+      task_id: hostile,
+      connector_id: hostile,
+      data: { [hostile]: hostile, nul: 'ab', list: [hostile, 1.5, null] },
+      hash: record.hash,
+    });
+    await expect(audit.record({ ...event(1), agentId: 'a\u0000b' })).rejects.toThrow(/NUL|0x00/);
+    expect((await audit.verify()).valid).toBe(true);
+  });
+
+  it('writes events recorded for later with the next batch, on their own after laterMs, or at drain', async () => {
+    const commits: number[] = [];
+    const later = new AuditService(pool, { laterMs: 60_000, onCommitted: (records) => commits.push(records.length) });
+    const riding = later.recordLater(event(1));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    expect(commits).toEqual([]);
+    const [waited] = await later.record(event(2));
+    const [rode] = await riding;
+    expect(commits).toEqual([2]);
+    expect(rode.seq + 1).toBe(waited.seq);
+
+    const drained = later.recordLater(event(3));
+    await later.drain();
+    expect((await drained)[0].seq).toBeGreaterThan(waited.seq);
+    expect(commits).toEqual([2, 1]);
+
+    const alone = new AuditService(pool, { laterMs: 5 });
+    const [written] = await alone.recordLater(event(4));
+    expect((await pool.query('SELECT hash FROM audit_events WHERE seq = $1', [written.seq])).rows[0].hash).toBe(written.hash);
+    expect((await audit.verify()).valid).toBe(true);
+  });
+
   it('runs the batchable work of concurrent units in one statement per kind, each getting its own result', async () => {
     await pool.query('CREATE TABLE IF NOT EXISTS spec_batched (id int PRIMARY KEY)');
     const runs: number[][] = [];

@@ -40,6 +40,17 @@ export interface BatchableWork<P, R> {
   params: P;
   /** Runs every unit's parameters, in order; returns one result per parameter, in order. */
   run: (client: PoolClient, params: P[]) => Promise<R[]>;
+  /**
+   * The same work as one SQL statement with its values as literals, sent in the message that
+   * locks the chain head (each statement of a message runs on its own snapshot, after the one
+   * before it: this one sees everything committed before the lock was granted): a batch then
+   * costs one round trip less. `sql` quotes strings with `literal` (or returns `undefined`:
+   * `run` then does the work); `parse` turns its rows into one result per parameter, in order.
+   */
+  inline?: {
+    sql: (params: P[], literal: (value: string) => string) => string | undefined;
+    parse: (rows: Array<Record<string, unknown>>, params: P[]) => R[];
+  };
 }
 
 interface Unit {
@@ -50,6 +61,8 @@ interface Unit {
   reject: (error: unknown) => void;
   /** The caller's request id when the unit was queued, recorded in its events' data. */
   requestId?: string;
+  /** Nobody waits for it: written with the next batch, or on its own after `laterMs` (see {@link AuditService.recordLater}). */
+  later?: boolean;
 }
 
 /** Options of {@link AuditService}. */
@@ -73,6 +86,11 @@ export interface AuditServiceOptions {
    */
   verifyPool?: Pool;
   /**
+   * Longest a unit queued with {@link AuditService.recordLater} waits for another batch to
+   * join before it is written on its own (default 10 ms).
+   */
+  laterMs?: number;
+  /**
    * The request id to record (as `data.request_id`) in the events of a unit queued now, if
    * any: the caller's `X-Request-Id`, so that an event can be matched to the caller's logs.
    */
@@ -95,6 +113,44 @@ export interface VerifyOptions {
 }
 
 const COLUMNS = 'seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash';
+
+/** The units of a batch with batched work, by kind, in order. */
+function batchedKinds(batch: Unit[]): Map<string, number[]> {
+  const kinds = new Map<string, number[]>();
+  batch.forEach((unit, index) => {
+    if (!unit.batched) return;
+    const indexes = kinds.get(unit.batched.kind) ?? [];
+    indexes.push(index);
+    kinds.set(unit.batched.kind, indexes);
+  });
+  return kinds;
+}
+
+/** The batched work of a batch that can go in the message that locks the chain head, as SQL. */
+function inlineWork(client: PoolClient, batch: Unit[], kinds: Map<string, number[]>): Array<{ kind: string; sql: string }> {
+  const inlined: Array<{ kind: string; sql: string }> = [];
+  const literal = (value: string) => {
+    if (value.includes('\u0000')) throw new NulError();
+    return client.escapeLiteral(value);
+  };
+  for (const [kind, indexes] of kinds) {
+    const work = batch[indexes[0]].batched!;
+    if (!work.inline) continue;
+    try {
+      const sql = work.inline.sql(
+        indexes.map((index) => batch[index].batched!.params),
+        literal,
+      );
+      if (sql !== undefined) inlined.push({ kind, sql });
+    } catch (error) {
+      // A value that cannot be a literal: this kind's work runs with parameters instead.
+      if (!(error instanceof NulError)) throw error;
+    }
+  }
+  return inlined;
+}
+
+class NulError extends Error {}
 
 /** An `audit_events` row (all its columns) as the record the API and verification use. */
 export function toRecord(row: Record<string, unknown>): AuditRecord {
@@ -124,6 +180,8 @@ export function toRecord(row: Record<string, unknown>): AuditRecord {
 export class AuditService implements AuditedTransaction<AuditEventInput> {
   private queue: Unit[] = [];
   private flushing: Promise<void> | undefined;
+  /** Armed while only units queued with {@link recordLater} wait. */
+  private laterTimer: NodeJS.Timeout | undefined;
   private readonly maxBatch: number;
   private readonly keyring: CheckpointKeyring;
 
@@ -139,6 +197,18 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   async record(events: AuditEventInput | AuditEventInput[]): Promise<AuditRecord[]> {
     const list = Array.isArray(events) ? events : [events];
     return (await this.enqueue(undefined, list)).records;
+  }
+
+  /**
+   * Appends events nobody waits for before going on (e.g. the outcome of a call already
+   * answered): they are written with the next batch that commits anyway, or on their own
+   * after at most `laterMs`, instead of taking a commit of their own at once that the next
+   * caller who does wait would queue behind. Resolves with their records once committed;
+   * {@link drain} writes them at once.
+   */
+  async recordLater(events: AuditEventInput | AuditEventInput[]): Promise<AuditRecord[]> {
+    const list = Array.isArray(events) ? events : [events];
+    return (await this.enqueue(undefined, list, undefined, true)).records;
   }
 
   /**
@@ -165,34 +235,53 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     return outcome as { result: R; records: AuditRecord[] };
   }
 
-  /** Waits until everything queued so far is written. */
+  /** Waits until everything queued so far is written (units queued with {@link recordLater} included). */
   async drain(): Promise<void> {
-    while (this.flushing) await this.flushing;
-  }
-
-  private enqueue(work: Unit['work'], events: Unit['events'], batched?: Unit['batched']): Promise<{ result: unknown; records: AuditRecord[] }> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ work, batched, events, resolve, reject, requestId: this.options.requestId?.() });
-      if (!this.flushing) this.flushing = this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    try {
-      // Idle: commit at once, with whatever this same job queued (a microtask, not a turn of the
-      // event loop: waiting for the I/O phase only delayed a lone unit). While this batch
-      // commits, what arrives queues and goes in the next one (group commit).
-      await Promise.resolve();
-      await this.flushQueued();
-    } finally {
-      // A unit queued after the loop's last look (while `flushing` was still set) starts the next flush.
-      this.flushing = undefined;
-      if (this.queue.length > 0) this.flushing = this.flush();
+    while (this.flushing || this.queue.length > 0) {
+      if (!this.flushing) this.startFlush(true);
+      await this.flushing;
     }
   }
 
-  private async flushQueued(): Promise<void> {
-    while (this.queue.length > 0) {
+  private enqueue(work: Unit['work'], events: Unit['events'], batched?: Unit['batched'], later = false): Promise<{ result: unknown; records: AuditRecord[] }> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ work, batched, events, resolve, reject, requestId: this.options.requestId?.(), later });
+      if (this.flushing) return;
+      if (later) this.armLater();
+      else this.startFlush(false);
+    });
+  }
+
+  private startFlush(all: boolean): void {
+    clearTimeout(this.laterTimer);
+    this.laterTimer = undefined;
+    this.flushing = this.flush(all);
+  }
+
+  /** Units nobody waits for, alone in the queue: written when a unit someone waits for comes, or after `laterMs`. */
+  private armLater(): void {
+    this.laterTimer ??= setTimeout(() => {
+      this.laterTimer = undefined;
+      if (!this.flushing && this.queue.length > 0) this.startFlush(true);
+    }, this.options.laterMs ?? 10);
+  }
+
+  /** `all`: also units queued with {@link recordLater} when no other unit waits. */
+  private async flush(all: boolean): Promise<void> {
+    try {
+      // Let the callers of this tick join the first batch.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      await this.flushQueued(all);
+    } finally {
+      // A unit queued after the loop's last look (while `flushing` was still set) starts the next flush.
+      this.flushing = undefined;
+      if (this.queue.some((unit) => !unit.later)) this.startFlush(false);
+      else if (this.queue.length > 0) this.armLater();
+    }
+  }
+
+  private async flushQueued(all: boolean): Promise<void> {
+    while (this.queue.length > 0 && (all || this.queue.some((unit) => !unit.later))) {
       const batch = this.queue.splice(0, this.maxBatch);
       try {
         await this.commit(batch);
@@ -220,14 +309,18 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     const release = watchCheckedOut(client);
     let failed = false;
     try {
-      // One round trip: open the transaction and lock the chain head (simple query protocol).
-      const opened = (await client.query('BEGIN; SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE')) as unknown as Array<{
-        rows: Array<{ seq: string; hash: string }>;
-      }>;
-      const head = opened[1];
-      let seq = Number(head.rows[0].seq);
-      let prevHash = head.rows[0].hash;
-      const results = await this.runBatchedWork(client, batch);
+      // One round trip: open the transaction, lock the chain head and run the batched work
+      // that can be inlined (simple query protocol, one statement after the other).
+      const kinds = batchedKinds(batch);
+      const inlined = inlineWork(client, batch, kinds);
+      const opened = (await client.query(
+        `BEGIN; SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE${inlined.map((work) => `; ${work.sql}`).join('')}`,
+      )) as unknown as Array<{ rows: Array<Record<string, unknown>> }>;
+      const head = opened[1].rows[0] as { seq: string; hash: string };
+      let seq = Number(head.seq);
+      let prevHash = head.hash;
+      const done = new Map(inlined.map((work, position) => [work.kind, opened[2 + position].rows]));
+      const results = await this.runBatchedWork(client, batch, kinds, done);
       const recordsPerUnit: AuditRecord[][] = [];
       const all: AuditRecord[] = [];
       // The canonical JSON of each event's data, also the jsonb text it is written as.
@@ -312,21 +405,19 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   }
 
   /** Runs the batchable work of a batch, one statement per kind; results by unit index. */
-  private async runBatchedWork(client: PoolClient, batch: Unit[]): Promise<unknown[]> {
+  /** Runs the batched work of a batch (or parses the rows of the work inlined in the locking message, `done` by kind); results by unit index. */
+  private async runBatchedWork(
+    client: PoolClient,
+    batch: Unit[],
+    kinds: Map<string, number[]>,
+    done: Map<string, Array<Record<string, unknown>>>,
+  ): Promise<unknown[]> {
     const results: unknown[] = new Array(batch.length);
-    const kinds = new Map<string, number[]>();
-    batch.forEach((unit, index) => {
-      if (!unit.batched) return;
-      const indexes = kinds.get(unit.batched.kind) ?? [];
-      indexes.push(index);
-      kinds.set(unit.batched.kind, indexes);
-    });
-    for (const indexes of kinds.values()) {
+    for (const [kind, indexes] of kinds) {
       const first = batch[indexes[0]].batched!;
-      const out = await first.run(
-        client,
-        indexes.map((index) => batch[index].batched!.params),
-      );
+      const params = indexes.map((index) => batch[index].batched!.params);
+      const rows = done.get(kind);
+      const out = rows ? first.inline!.parse(rows, params) : await first.run(client, params);
       if (out.length !== indexes.length) throw new Error(`batched work ${first.kind} returned ${out.length} results for ${indexes.length} units`);
       indexes.forEach((unitIndex, position) => (results[unitIndex] = out[position]));
     }

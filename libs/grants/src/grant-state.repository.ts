@@ -3,6 +3,23 @@ import type { Pool, PoolClient } from 'pg';
 import { PG_POOL } from '@writ/database';
 import { BudgetReservation, GrantStore, ReserveOutcome } from './grant-store';
 
+/** A connector as the gateway checks and forwards a call to it. */
+export interface GatewayConnector {
+  id: string;
+  /** `http`, or `mcp` for a Streamable HTTP MCP server (operations are tools). */
+  kind: 'http' | 'mcp';
+  baseUrl: string;
+  operationsText: string;
+  credentialType: string | null;
+  credentialSealed: Buffer | null;
+  credentialFingerprint: string | null;
+  /**
+   * The row's `version` (moved on by a trigger on every change): the statement that spends a
+   * call's use also checks that the connector is still at this version.
+   */
+  version: string;
+}
+
 /** What the gateway needs about a credential, its task and its connector, read in one query. */
 export interface CredentialState {
   jti: string;
@@ -17,16 +34,29 @@ export interface CredentialState {
   taskExpired: boolean;
   /** The verified user the task acts for, or null. */
   taskUser: { issuer: string; subject: string } | null;
-  connector: {
-    id: string;
-    /** `http`, or `mcp` for a Streamable HTTP MCP server (operations are tools). */
-    kind: 'http' | 'mcp';
-    baseUrl: string;
-    operationsText: string;
-    credentialType: string | null;
-    credentialSealed: Buffer | null;
-    credentialFingerprint: string | null;
-  } | null;
+  connector: GatewayConnector | null;
+  /** When the credential and its task expire (ms since the epoch; the task's null when there is none). */
+  expiresAtMs: number;
+  taskExpiresAtMs: number | null;
+  /**
+   * True when assembled from the gateway's memory instead of read now: revocation, the task's
+   * status and uses were not read (the spending statement checks them, atomically).
+   */
+  remembered?: boolean;
+}
+
+/**
+ * The verdict of the statement that spends a call (or re-checks a credential without a use
+ * budget) in the audit transaction: `live` (spent, or still good), `stale` (the credential is
+ * good but its connector changed since the call was checked: check it again), `dead`
+ * (revoked, expired, spent, or its task ended).
+ */
+export type SpendVerdict = 'live' | 'stale' | 'dead';
+
+/** One credential to re-check, with the connector version its call was checked against (null: any). */
+export interface RecheckParams {
+  jti: string;
+  connectorVersion: string | null;
 }
 
 const LOAD = `
@@ -34,22 +64,35 @@ const LOAD = `
          t.expires_at <= now() AS expired, t.uses, t.max_uses,
          k.status AS task_status, k.expires_at <= now() AS task_expired, k.user_issuer, k.user_subject,
          c.id AS c_id, c.kind AS c_kind, c.base_url, c.operations::text AS operations_text,
-         c.credential_type, c.credential_sealed, c.credential_fingerprint
+         c.credential_type, c.credential_sealed, c.credential_fingerprint, c.version::text AS c_version,
+         (extract(epoch FROM t.expires_at) * 1000)::float8 AS expires_at_ms,
+         (extract(epoch FROM k.expires_at) * 1000)::float8 AS task_expires_at_ms
     FROM access_tokens t
     LEFT JOIN tasks k ON k.id = t.task_id
     LEFT JOIN connectors c ON c.id = t.connector_id
    WHERE t.jti = $1 AND t.kind = 'connector'`;
 
 // Spends one use only while the credential and its task are still good: a revocation that
-// committed before this statement makes it match nothing, on every instance.
+// committed before this statement makes it match nothing, on every instance. It runs under the
+// audit chain-head lock: the task is looked up by primary key (the correlated subquery), a plan
+// that needs no statistics. Written as `UPDATE ... FROM tasks`, PostgreSQL planned it, with no
+// statistics yet, as a scan of every active task (`tasks_active_expiry`) per call.
 const SPEND = `
   UPDATE access_tokens t SET uses = t.uses + 1
-    FROM tasks k
-   WHERE t.jti = $1 AND k.id = t.task_id
-     AND t.revoked_at IS NULL AND t.expires_at > now()
+   WHERE t.jti = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
      AND (t.max_uses IS NULL OR t.uses < t.max_uses)
-     AND k.status = 'active' AND k.expires_at > now()
+     AND (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)
+     AND ($2::bigint IS NULL OR (SELECT c.version FROM connectors c WHERE c.id = t.connector_id) = $2::bigint)
   RETURNING t.uses, t.max_uses`;
+
+// Why SPEND matched nothing, in the same transaction: a credential still good whose connector
+// moved on is `stale` (checked again, not refused); anything else is `dead`.
+const CONNECTOR_MOVED = `
+  SELECT 1 FROM access_tokens t
+   WHERE t.jti = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
+     AND (t.max_uses IS NULL OR t.uses < t.max_uses)
+     AND (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)
+     AND (SELECT c.version FROM connectors c WHERE c.id = t.connector_id) IS DISTINCT FROM $2::bigint`;
 
 // Credentials without a use budget are only re-checked, not written (a row updated on every
 // read would become a hot spot for nothing), all those of one audit batch in one statement.
@@ -57,15 +100,30 @@ const SPEND = `
 // `jti` is looked up by primary key (the fenced LATERAL), its task by primary key (the
 // correlated subquery). Written as a plain join, PostgreSQL planned it from `tasks` through
 // every credential of every active task while `access_tokens` had no statistics yet
-// (6-15 ms with 10 000 credentials, held under the lock: docs/performance.md).
+// (6-15 ms with 10 000 credentials, held under the lock: docs/performance.md). `current`: the
+// connector is still at the version the call was checked against (or none was given).
 const RECHECK = `
-  SELECT t.jti
-    FROM unnest($1::text[]) AS q(jti)
+  SELECT q.n::int AS n, (q.version IS NULL OR (SELECT c.version FROM connectors c WHERE c.id = t.connector_id) = q.version) AS current
+    FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(jti, version, n)
    CROSS JOIN LATERAL (
-         SELECT t.jti, t.task_id FROM access_tokens t
+         SELECT t.jti, t.task_id, t.connector_id FROM access_tokens t
           WHERE t.jti = q.jti AND t.revoked_at IS NULL AND t.expires_at > now()
          OFFSET 0) t
    WHERE (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)`;
+
+/** One row of {@link RECHECK}: the 1-based position of a live credential among the checks, and whether its connector is current. */
+interface RecheckRow {
+  n: number;
+  current: boolean;
+}
+
+function verdictsOf(rows: RecheckRow[], checks: RecheckParams[]): SpendVerdict[] {
+  const live = new Map(rows.map((row) => [row.n, row.current]));
+  return checks.map((_check, index) => {
+    const current = live.get(index + 1);
+    return current === undefined ? 'dead' : current ? 'live' : 'stale';
+  });
+}
 
 /** One row of {@link LOAD}. */
 interface LoadRow {
@@ -87,6 +145,9 @@ interface LoadRow {
   credential_type: string | null;
   credential_sealed: Buffer | null;
   credential_fingerprint: string | null;
+  c_version: string | null;
+  expires_at_ms: number;
+  task_expires_at_ms: number | null;
 }
 
 /** Reads credential state from PostgreSQL on every call (no cache: revocation is immediate). */
@@ -123,22 +184,72 @@ export class GrantStateRepository {
             credentialType: row.credential_type,
             credentialSealed: row.credential_sealed,
             credentialFingerprint: row.credential_fingerprint,
+            version: row.c_version ?? '0',
           }
         : null,
+      expiresAtMs: row.expires_at_ms,
+      taskExpiresAtMs: row.task_expires_at_ms,
     };
   }
 
-  /** Spends one use of a budgeted credential atomically (`spendUse`) (inside the audit transaction); `undefined` when none is left. */
-  async spend(client: PoolClient, jti: string): Promise<{ uses: number; maxUses: number | null } | undefined> {
-    const { rows } = await client.query<{ uses: number; max_uses: number | null }>({ name: 'writ_gateway_spend', text: SPEND, values: [jti] });
-    return rows[0] ? { uses: rows[0].uses, maxUses: rows[0].max_uses } : undefined;
+  /**
+   * Spends one use of a budgeted credential atomically (inside the audit transaction), only
+   * while its connector is at `connectorVersion` (null: any); `stale` when that alone failed.
+   */
+  async spend(
+    client: PoolClient,
+    jti: string,
+    connectorVersion: string | null = null,
+  ): Promise<{ verdict: 'live'; uses: number; maxUses: number | null } | { verdict: 'stale' | 'dead' }> {
+    const { rows } = await client.query<{ uses: number; max_uses: number | null }>({
+      name: 'writ_gateway_spend',
+      text: SPEND,
+      values: [jti, connectorVersion],
+    });
+    if (rows[0]) return { verdict: 'live', uses: rows[0].uses, maxUses: rows[0].max_uses };
+    if (connectorVersion === null) return { verdict: 'dead' };
+    const moved = await client.query({ name: 'writ_gateway_connector_moved', text: CONNECTOR_MOVED, values: [jti, connectorVersion] });
+    return { verdict: moved.rows.length > 0 ? 'stale' : 'dead' };
   }
 
   /** Re-checks credentials without a budget (inside the audit transaction): is each still live? */
   readonly recheck = async (client: PoolClient, jtis: string[]): Promise<boolean[]> => {
-    const { rows } = await client.query<{ jti: string }>({ name: 'writ_gateway_recheck', text: RECHECK, values: [jtis] });
-    const live = new Set(rows.map((row) => row.jti));
-    return jtis.map((jti) => live.has(jti));
+    const verdicts = await this.recheckAt(
+      client,
+      jtis.map((jti) => ({ jti, connectorVersion: null })),
+    );
+    return verdicts.map((verdict) => verdict === 'live');
+  };
+
+  /**
+   * Re-checks credentials without a budget (inside the audit transaction), each against the
+   * connector version its call was checked with, all in one statement (a batch's re-checks).
+   */
+  readonly recheckAt = async (client: PoolClient, checks: RecheckParams[]): Promise<SpendVerdict[]> => {
+    const { rows } = await client.query<RecheckRow>({
+      name: 'writ_gateway_recheck',
+      text: RECHECK,
+      values: [checks.map((check) => check.jti), checks.map((check) => check.connectorVersion)],
+    });
+    return verdictsOf(rows, checks);
+  };
+
+  /**
+   * {@link recheckAt} as one statement with its values as literals, which the audit batch sends
+   * in the message that locks the chain head (`BatchableWork.inline`): one round trip less.
+   */
+  readonly recheckInline = {
+    sql: (checks: RecheckParams[], literal: (value: string) => string): string | undefined => {
+      if (checks.some((check) => check.connectorVersion !== null && !/^[0-9]{1,18}$/.test(check.connectorVersion))) return undefined;
+      const jtis = checks.map((check) => literal(check.jti)).join(', ');
+      const versions = checks.map((check) => check.connectorVersion ?? 'NULL').join(', ');
+      return RECHECK.replace('$1::text[]', `ARRAY[${jtis}]::text[]`).replace('$2::bigint[]', `ARRAY[${versions}]::bigint[]`);
+    },
+    parse: (rows: Array<Record<string, unknown>>, checks: RecheckParams[]): SpendVerdict[] =>
+      verdictsOf(
+        rows.map((row) => ({ n: Number(row.n), current: row.current === true })),
+        checks,
+      ),
   };
 
   /** Reserves one call on the task budgets the credential is charged to (inside the audit transaction), all or nothing. */

@@ -2,11 +2,11 @@ import { DynamicModule, INestApplication, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
-import pinoHttp from 'pino-http';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { WritExceptionFilter } from './http-exception.filter';
 import { InFlightGate } from './in-flight-gate';
+import { requestLog } from './request-log';
 import { runWithRequestContext } from './request-context';
 import { tracingEnabled, tracingMiddleware } from './tracing';
 import type { Runtime } from './runtime';
@@ -80,22 +80,7 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
     res.once('finish', () => runtime.metrics?.httpAnswered(options.name, req.method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
     next();
   });
-  app.use(
-    pinoHttp({
-      logger,
-      genReqId: (req, res) => {
-        const id = requestIdOf(req.headers['x-request-id']);
-        res.setHeader('X-Request-Id', id);
-        return id;
-      },
-      // A 503 is the fail-closed answer to an outage: a warning, not an error with a trace.
-      customLogLevel: (_req, res, error) => (error || (res.statusCode >= 500 && res.statusCode !== 503) ? 'error' : res.statusCode === 503 ? 'warn' : 'info'),
-      serializers: {
-        req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
-        res: (res: { statusCode: number }) => ({ status: res.statusCode }),
-      },
-    }),
-  );
+  app.use(requestLog(logger, requestIdOf));
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('X-Content-Type-Options', 'nosniff');
     // Every answer is per caller and many carry credentials: nothing is cached unless an

@@ -12,6 +12,7 @@ import { McpSessions1764470000001 } from './1764470000001-mcp-sessions';
 import { ConnectedAccounts1764480000000 } from './1764480000000-connected-accounts';
 import { AuditPrunes1764500000000 } from './1764500000000-audit-prunes';
 import { TaskGrantCounts1764490000000 } from './1764490000000-task-grant-counts';
+import { ConnectorVersions1764536000000 } from './1764536000000-connector-versions';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -32,4 +33,5 @@ export const MIGRATIONS = [
   ConnectedAccounts1764480000000,
   TaskGrantCounts1764490000000,
   AuditPrunes1764500000000,
+  ConnectorVersions1764536000000,
 ];
