@@ -130,7 +130,7 @@ function report(results: Record<string, unknown>): Row[] {
     console.log(
       `gateway over plain proxy at ${gateway.gateway_at_half_load.targetRate}/s: +${gateway.added_p50_ms} ms p50, +${gateway.added_p99_ms} ms p99 (targets ≤ 1, ≤ 5); throughput ratio ${gateway.throughput_ratio} (target ≥ 0.25)`,
     );
-  for (const skipped of peers?.skipped ?? []) console.log(`peer skipped: ${skipped}`);
+  for (const skipped of peers?.skipped ?? []) console.log(`peer not measured: ${skipped}`);
   if (policy)
     console.log(
       `policy evaluation: p50 ${policy.p50_us.toFixed(1)} µs, p99 ${policy.p99_us.toFixed(1)} µs (target p99 ≤ ${policy.target_p99_us}); ${policy.ratio_p50_to_baseline.toFixed(1)}× a JSON round trip of its input`,

@@ -151,7 +151,9 @@ start_keycloak() {
 
 start_hydra() {
   [[ -x "$tools/bin/hydra" ]] || { log "Hydra not installed"; return 1; }
-  export DSN="postgres://postgres:x@127.0.0.1:$pg_port/hydra?sslmode=disable" SECRETS_SYSTEM=bench-secrets-system-0123456789 \
+  # Its pool defaults to 2 connections per core, and under 32 concurrent token requests each
+  # holding one in a transaction while asking for another (the signing key) it deadlocks.
+  export DSN="postgres://postgres:x@127.0.0.1:$pg_port/hydra?sslmode=disable&max_conns=64&max_idle_conns=64" SECRETS_SYSTEM=bench-secrets-system-0123456789 \
     URLS_SELF_ISSUER=http://127.0.0.1:18444 SERVE_PUBLIC_HOST=127.0.0.1 SERVE_PUBLIC_PORT=18444 SERVE_ADMIN_HOST=127.0.0.1 SERVE_ADMIN_PORT=18445 \
     STRATEGIES_ACCESS_TOKEN=jwt LOG_LEVEL=error
   "$tools/bin/hydra" migrate sql up -e --yes >/dev/null
@@ -201,15 +203,17 @@ start() {
     const kc = "http://127.0.0.1:18080/realms/bench";
     if (started.includes("keycloak")) {
       peers.push({ system: "Keycloak", operation: "client_credentials, private_key_jwt", url: kc + "/protocol/openid-connect/token",
-        form: { grant_type: "client_credentials" }, clientId: "bench-agent", privateJwk, audience: kc });
+        form: { grant_type: "client_credentials" }, clientId: "bench-agent", privateJwk, audience: kc, process: "keycloak" });
       peers.push({ system: "Keycloak", operation: "standard token exchange v2, private_key_jwt", url: kc + "/protocol/openid-connect/token",
         form: { grant_type: "urn:ietf:params:oauth:grant-type:token-exchange", subject_token_type: "urn:ietf:params:oauth:token-type:access_token" },
         subjectFrom: { url: kc + "/protocol/openid-connect/token", clientId: "bench-agent", audience: kc, form: { grant_type: "client_credentials" } },
-        clientId: "bench-requester", privateJwk, audience: kc });
+        clientId: "bench-requester", privateJwk, audience: kc, process: "keycloak" });
     }
     if (started.includes("hydra")) peers.push({ system: "Ory Hydra", operation: "client_credentials, private_key_jwt", url: "http://127.0.0.1:18444/oauth2/token",
-      form: { grant_type: "client_credentials", scope: "bench" }, clientId: "bench-agent", privateJwk, audience: "http://127.0.0.1:18444/oauth2/token" });
-    if (started.includes("opa")) peers.push({ system: "OPA server", operation: "data API, Writ grant policy", url: "http://127.0.0.1:18181/v1/data/writ/grant/decision", json: "writ-policy-input" });
+      form: { grant_type: "client_credentials", scope: "bench" }, clientId: "bench-agent", privateJwk, audience: "http://127.0.0.1:18444/oauth2/token",
+      process: "hydra" });
+    if (started.includes("opa")) peers.push({ system: "OPA server", operation: "data API, Writ grant policy", url: "http://127.0.0.1:18181/v1/data/writ/grant/decision", json: "writ-policy-input",
+      process: "opa" });
     require("node:fs").writeFileSync(file, JSON.stringify(peers, null, 2));
   ' "$state/peers.json" "$state/client-key.json" "${started[@]}"
   log "running: ${started[*]:-none} ($state/peers.json)"
