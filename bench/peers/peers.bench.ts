@@ -165,7 +165,7 @@ const bodiesFor = (rate: number, seconds: number): number => Math.ceil(Math.max(
 
 /**
  * Loads each running peer's comparable operation like Writ's: a warm-up (closed loop in rounds
- * of 3 s until two successive rounds agree within 10%, at least 2 and at most
+ * of 3 s until two successive rounds agree within 10%, at least 3 and at most
  * `WRIT_BENCH_PEER_WARMUP_ROUNDS`, default 8: the JVM's JIT needs tens of seconds), maximum
  * throughput (closed loop, 32 connections), then half of it at a constant rate (open loop).
  * A peer that is not running or whose first request does not succeed is skipped with the
@@ -179,7 +179,7 @@ export async function benchPeers(options: { durationSeconds: number }): Promise<
   const rows: PeerRow[] = [];
   const skipped: string[] = [];
   const seconds = options.durationSeconds;
-  const maxRounds = Math.max(2, Number(process.env.WRIT_BENCH_PEER_WARMUP_ROUNDS ?? 8));
+  const maxRounds = Math.max(3, Number(process.env.WRIT_BENCH_PEER_WARMUP_ROUNDS ?? 8));
   for (const peer of peers) {
     const label = `${peer.system} ${peer.operation}`;
     const failure = await probe(peer).catch((error: unknown) => (error instanceof Error ? error.message : String(error)));
@@ -195,7 +195,7 @@ export async function benchPeers(options: { durationSeconds: number }): Promise<
       warmup.push(Math.round(result.requestsPerSecond));
       const previous = rate;
       rate = result.requestsPerSecond;
-      if (round > 0 && Math.abs(rate - previous) <= 0.1 * previous) break;
+      if (round > 1 && Math.abs(rate - previous) <= 0.1 * previous) break;
     }
     console.error(`peers: ${label}, warm-up rounds (req/s): ${warmup.join(', ')}`);
     const max = await withCpu(pgid, async () => runClosedLoop(await targetFor(peer, bodiesFor(rate, seconds)), { seconds, connections: 32 }));

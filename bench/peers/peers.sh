@@ -89,7 +89,7 @@ start_postgres() {
     [[ "$(id -u)" == 0 ]] && chown postgres "$pg_data"
     as_pg "$pg_bin/initdb" -D "$pg_data" -U postgres --auth=trust >/dev/null
   fi
-  as_pg "$pg_bin/pg_ctl" -D "$pg_data" -o "-p $pg_port -c listen_addresses=127.0.0.1 -c max_connections=200" -l "$pg_data/server.log" -w start >/dev/null
+  as_pg "$pg_bin/pg_ctl" -D "$pg_data" -o "-p $pg_port -c listen_addresses=127.0.0.1 -c max_connections=300" -l "$pg_data/server.log" -w start >/dev/null
   # The embedded binaries have no psql: the databases through `pg`, which Writ already depends on.
   (cd "$root" && node -e '
     const { Client } = require("pg");
@@ -101,6 +101,11 @@ start_postgres() {
         if (!rowCount) await client.query(`CREATE DATABASE ${db}`);
       }
       await client.end();
+      // Members a killed Keycloak left in its cluster table: a new node would wait 20 s to join them.
+      const keycloak = new Client({ host: "127.0.0.1", port: Number(process.argv[1]), user: "postgres", database: "keycloak" });
+      await keycloak.connect();
+      await keycloak.query("DO $$ BEGIN IF to_regclass(\x27jgroups_ping\x27) IS NOT NULL THEN DELETE FROM jgroups_ping; END IF; END $$");
+      await keycloak.end();
     })().catch((error) => { console.error(error.message); process.exit(1); });
   ' "$pg_port")
 }
@@ -152,8 +157,9 @@ start_keycloak() {
 start_hydra() {
   [[ -x "$tools/bin/hydra" ]] || { log "Hydra not installed"; return 1; }
   # Its pool defaults to 2 connections per core, and under 32 concurrent token requests each
-  # holding one in a transaction while asking for another (the signing key) it deadlocks.
-  export DSN="postgres://postgres:x@127.0.0.1:$pg_port/hydra?sslmode=disable&max_conns=64&max_idle_conns=64" SECRETS_SYSTEM=bench-secrets-system-0123456789 \
+  # holding one in a transaction while asking for another (the signing key) it deadlocks: at
+  # least two per connection the bench opens (64 in the open loop).
+  export DSN="postgres://postgres:x@127.0.0.1:$pg_port/hydra?sslmode=disable&max_conns=128&max_idle_conns=128" SECRETS_SYSTEM=bench-secrets-system-0123456789 \
     URLS_SELF_ISSUER=http://127.0.0.1:18444 SERVE_PUBLIC_HOST=127.0.0.1 SERVE_PUBLIC_PORT=18444 SERVE_ADMIN_HOST=127.0.0.1 SERVE_ADMIN_PORT=18445 \
     STRATEGIES_ACCESS_TOKEN=jwt LOG_LEVEL=error
   "$tools/bin/hydra" migrate sql up -e --yes >/dev/null
@@ -220,8 +226,17 @@ start() {
 }
 
 stop() {
+  # Each peer is the leader of its own process group (setsid): TERM the group, wait for it to
+  # exit (Keycloak removes itself from its cluster table on the way out, so the database must
+  # still be up), then KILL what is left after 30 s.
+  local name pgid
   for name in keycloak hydra opa; do
-    if [[ -f "$state/$name.pid" ]]; then kill -- "-$(cat "$state/$name.pid")" 2>/dev/null || kill "$(cat "$state/$name.pid")" 2>/dev/null || true; rm -f "$state/$name.pid"; fi
+    [[ -f "$state/$name.pid" ]] || continue
+    pgid="$(cat "$state/$name.pid")"
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pgid" 2>/dev/null || true
+    rm -f "$state/$name.pid"
   done
   [[ -d "$pg_data" ]] && as_pg "$pg_bin/pg_ctl" -D "$pg_data" -m fast stop >/dev/null 2>&1 || true
   rm -f "$state/peers.json"
