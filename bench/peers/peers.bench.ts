@@ -164,10 +164,12 @@ async function withCpu(pgid: number | undefined, run: () => Promise<LoadResult>)
 const bodiesFor = (rate: number, seconds: number): number => Math.ceil(Math.max(rate * 2, 500) * seconds) + 100;
 
 /**
- * Loads each running peer's comparable operation like Writ's: a warm-up (closed loop in rounds
- * of 3 s until two successive rounds agree within 10%, at least 3 and at most
- * `WRIT_BENCH_PEER_WARMUP_ROUNDS`, default 8: the JVM's JIT needs tens of seconds), maximum
- * throughput (closed loop, 32 connections), then half of it at a constant rate (open loop).
+ * Loads each running peer's comparable operation like Writ's: a warm-up, maximum throughput
+ * (closed loop, 32 connections), then half of it at a constant rate (open loop). The warm-up
+ * is a closed loop in rounds of 3 s until at least `WRIT_BENCH_PEER_WARMUP_REQUESTS` (default
+ * 10 000) requests were served and two successive rounds agree within 10%, or after
+ * `WRIT_BENCH_PEER_WARMUP_ROUNDS` (default 20) rounds: the JVM compiles a method with its
+ * optimising compiler after thousands of calls, so Keycloak is slow for tens of seconds.
  * A peer that is not running or whose first request does not succeed is skipped with the
  * reason; a phase where more than 1% of requests failed is reported as failed, not as a result.
  */
@@ -179,7 +181,8 @@ export async function benchPeers(options: { durationSeconds: number }): Promise<
   const rows: PeerRow[] = [];
   const skipped: string[] = [];
   const seconds = options.durationSeconds;
-  const maxRounds = Math.max(3, Number(process.env.WRIT_BENCH_PEER_WARMUP_ROUNDS ?? 8));
+  const maxRounds = Math.max(1, Number(process.env.WRIT_BENCH_PEER_WARMUP_ROUNDS ?? 20));
+  const minRequests = Number(process.env.WRIT_BENCH_PEER_WARMUP_REQUESTS ?? 10_000);
   for (const peer of peers) {
     const label = `${peer.system} ${peer.operation}`;
     const failure = await probe(peer).catch((error: unknown) => (error instanceof Error ? error.message : String(error)));
@@ -190,12 +193,14 @@ export async function benchPeers(options: { durationSeconds: number }): Promise<
     const pgid = readPgid(peer.process, stateDir);
     const warmup: number[] = [];
     let rate = 0;
+    let served = 0;
     for (let round = 0; round < maxRounds; round += 1) {
       const result = await runClosedLoop(await targetFor(peer, bodiesFor(rate, 3)), { seconds: 3, connections: 32 });
       warmup.push(Math.round(result.requestsPerSecond));
+      served += result.requests;
       const previous = rate;
       rate = result.requestsPerSecond;
-      if (round > 1 && Math.abs(rate - previous) <= 0.1 * previous) break;
+      if (served >= minRequests && round > 0 && Math.abs(rate - previous) <= 0.1 * previous) break;
     }
     console.error(`peers: ${label}, warm-up rounds (req/s): ${warmup.join(', ')}`);
     const max = await withCpu(pgid, async () => runClosedLoop(await targetFor(peer, bodiesFor(rate, seconds)), { seconds, connections: 32 }));
