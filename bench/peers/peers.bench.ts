@@ -203,9 +203,12 @@ export async function benchPeers(options: { durationSeconds: number }): Promise<
       if (served >= minRequests && round > 0 && Math.abs(rate - previous) <= 0.1 * previous) break;
     }
     console.error(`peers: ${label}, warm-up rounds (req/s): ${warmup.join(', ')}`);
-    const max = await withCpu(pgid, async () => runClosedLoop(await targetFor(peer, bodiesFor(rate, seconds)), { seconds, connections: 32 }));
+    // Bodies are signed before each phase, outside its CPU window.
+    const maxTarget = await targetFor(peer, bodiesFor(rate, seconds));
+    const max = await withCpu(pgid, () => runClosedLoop(maxTarget, { seconds, connections: 32 }));
     const half = Math.max(1, Math.floor(max.requestsPerSecond / 2));
-    const atHalf = await withCpu(pgid, async () => runOpenLoop(await targetFor(peer, seconds * half), half, { seconds, connections: 64 }));
+    const halfTarget = await targetFor(peer, seconds * half);
+    const atHalf = await withCpu(pgid, () => runOpenLoop(halfTarget, half, { seconds, connections: 64 }));
     for (const result of [max, atHalf]) {
       rows.push({ system: peer.system, operation: peer.operation, warmup, result });
       const failed = result.non2xx + result.errors;
