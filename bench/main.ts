@@ -130,11 +130,12 @@ function report(results: Record<string, unknown>): Row[] {
   }
   for (const peer of peers?.rows ?? [])
     rows.push([`${peer.system}: ${peer.operation}${peer.result.targetRate ? ` @ ${peer.result.targetRate}/s` : ', max'}`, peer.result]);
-  if (rows.length) console.log(`\n${'benchmark'.padEnd(40)}    req/s   p50 ms   p99 ms  non-2xx   commits/req   ELU   CPU µs/req`);
+  const width = Math.max(40, ...rows.map(([name]) => name.length));
+  if (rows.length) console.log(`\n${'benchmark'.padEnd(width)}    req/s   p50 ms   p99 ms  non-2xx   commits/req   ELU   CPU µs/req`);
   const fixed = (value: number | undefined, digits: number, width: number) => (value === undefined ? '-' : value.toFixed(digits)).padStart(width);
   for (const [name, row] of rows) {
     console.log(
-      `${name.padEnd(40)} ${fixed(row.requestsPerSecond, 0, 8)} ${fixed(row.p50Ms, 2, 8)} ${fixed(row.p99Ms, 2, 8)} ${String(row.non2xx + row.errors).padStart(8)} ${fixed(row.commitsPerRequest, 2, 13)} ${fixed(row.eventLoopUtilization, 2, 5)} ${fixed(row.cpuUsPerRequest, 0, 12)}`,
+      `${name.padEnd(width)} ${fixed(row.requestsPerSecond, 0, 8)} ${fixed(row.p50Ms, 2, 8)} ${fixed(row.p99Ms, 2, 8)} ${String(row.non2xx + row.errors).padStart(8)} ${fixed(row.commitsPerRequest, 2, 13)} ${fixed(row.eventLoopUtilization, 2, 5)} ${fixed(row.cpuUsPerRequest, 0, 12)}`,
     );
   }
   if (exchange)
@@ -149,7 +150,7 @@ function report(results: Record<string, unknown>): Row[] {
     console.log(
       `two instances over one PostgreSQL (${scale.cpus} cores): token exchange ×${scale.token_exchange.ratio} (event loops ${scale.token_exchange.two_instances.eventLoopUtilization.join(', ')}), gateway ×${scale.gateway.ratio} (event loops ${scale.gateway.two_instances.eventLoopUtilization.join(', ')})`,
     );
-  for (const skipped of peers?.skipped ?? []) console.log(`peer skipped: ${skipped}`);
+  for (const skipped of peers?.skipped ?? []) console.log(`peer not measured: ${skipped}`);
   if (policy)
     console.log(
       `policy evaluation: p50 ${policy.p50_us.toFixed(1)} µs, p99 ${policy.p99_us.toFixed(1)} µs (target p99 ≤ ${policy.target_p99_us}); ${policy.ratio_p50_to_baseline.toFixed(1)}× a JSON round trip of its input`,
