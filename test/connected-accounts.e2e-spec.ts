@@ -132,6 +132,21 @@ describe('connected accounts', () => {
     return JSON.parse(first.runtime.masterKey.unseal(row.tokens_sealed, context).toString('utf8'));
   }
 
+  /** A connector whose upstream credential is the provider's client `writ-upstream` (users connect their accounts). */
+  async function seedUserConnector(id: string): Promise<void> {
+    await seedConnector(pool, id, OPERATIONS, provider.issuer);
+    await setConnectorCredential(pool, first.runtime.masterKey, id, {
+      type: 'oauth2_authorization_code',
+      authorization_url: `${provider.issuer}/auth`,
+      token_url: `${provider.issuer}/token`,
+      revocation_url: `${provider.issuer}/token/revocation`,
+      issuer: provider.issuer,
+      client_id: 'writ-upstream',
+      client_secret: provider.upstreamSecret,
+      scopes: ['repo:read'],
+    });
+  }
+
   const expire = (subject: string) =>
     pool.query(`UPDATE connected_accounts SET access_expires_at = now() - interval '1 minute' WHERE user_subject = $1`, [subject]);
 
@@ -145,17 +160,7 @@ describe('connected accounts', () => {
     agent = await seedAgent(pool, 'agent-1');
     orchestrator = await seedOrchestrator(pool, 'orch-1', ['agent-1']);
     untrusted = await seedOrchestrator(pool, 'orch-2', ['agent-1']);
-    await seedConnector(pool, 'codehost', OPERATIONS, provider.issuer);
-    await setConnectorCredential(pool, first.runtime.masterKey, 'codehost', {
-      type: 'oauth2_authorization_code',
-      authorization_url: `${provider.issuer}/auth`,
-      token_url: `${provider.issuer}/token`,
-      revocation_url: `${provider.issuer}/token/revocation`,
-      issuer: provider.issuer,
-      client_id: 'writ-upstream',
-      client_secret: provider.upstreamSecret,
-      scopes: ['repo:read'],
-    });
+    await seedUserConnector('codehost');
     const registered = await sendJson(
       'POST',
       `${first.adminUrl}/v1/identity-providers`,
@@ -538,17 +543,7 @@ describe('connected accounts', () => {
   });
 
   it("deleting a connector revokes every user's grant at the upstream, each audited, none left valid", async () => {
-    await seedConnector(pool, 'codehost-gone', OPERATIONS, provider.issuer);
-    await setConnectorCredential(pool, first.runtime.masterKey, 'codehost-gone', {
-      type: 'oauth2_authorization_code',
-      authorization_url: `${provider.issuer}/auth`,
-      token_url: `${provider.issuer}/token`,
-      revocation_url: `${provider.issuer}/token/revocation`,
-      issuer: provider.issuer,
-      client_id: 'writ-upstream',
-      client_secret: provider.upstreamSecret,
-      scopes: ['repo:read'],
-    });
+    await seedUserConnector('codehost-gone');
     for (const user of ['bob', 'carol']) {
       const link = await sendJson(
         'POST',

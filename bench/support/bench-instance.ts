@@ -1,7 +1,7 @@
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
 import { createGatewayApp } from '../../apps/connector-gateway/src/connector-gateway.app';
 import { startBenchEnvironment } from './bench-environment';
-import { serverStats } from './server-stats';
+import { serveParent } from './server-stats';
 
 /** What a joining instance tells its parent once it listens. */
 export interface BenchInstanceReady {
@@ -26,19 +26,11 @@ async function main(): Promise<void> {
   await gateway.listen(Number(gatewayPort), '127.0.0.1');
   const ready: BenchInstanceReady = { tokenUrl: `http://127.0.0.1:${authPort}/oauth2/token`, gatewayUrl: `http://127.0.0.1:${gatewayPort}` };
   process.send!(ready);
-  process.on(
-    'message',
-    (message: unknown) =>
-      void (async () => {
-        if (message === 'stop') {
-          await gateway.close();
-          await app.close();
-          await env.close();
-          process.exit(0);
-        }
-        if ((message as { type?: string }).type === 'stats') process.send!(await serverStats(env.runtime.pool));
-      })(),
-  );
+  serveParent(env.runtime.pool, async () => {
+    await gateway.close();
+    await app.close();
+    await env.close();
+  });
 }
 
 main().catch((error: unknown) => {

@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { startBenchEnvironment } from './bench-environment';
 import { startMinimalExchange, startPlainProxy } from './baselines';
 import { BENCH_PORTS } from './bench-ports';
-import { serverStats } from './server-stats';
+import { serveParent } from './server-stats';
 
 /** What the bench server tells its parent once it is ready. */
 export interface BenchServerReady {
@@ -193,25 +193,17 @@ async function main(): Promise<void> {
     databaseUrl: env.config.databaseUrl!,
   };
   process.send!(ready);
-  process.on(
-    'message',
-    (message: unknown) =>
-      void (async () => {
-        if (message === 'stop') {
-          minimal.close();
-          proxy.close();
-          minimal.closeAllConnections();
-          proxy.closeAllConnections();
-          await baselinePool.end();
-          await admin.close();
-          await gateway.close();
-          await app.close();
-          await env.close();
-          process.exit(0);
-        }
-        if ((message as { type?: string }).type === 'stats') process.send!(await serverStats(pool));
-      })(),
-  );
+  serveParent(pool, async () => {
+    minimal.close();
+    proxy.close();
+    minimal.closeAllConnections();
+    proxy.closeAllConnections();
+    await baselinePool.end();
+    await admin.close();
+    await gateway.close();
+    await app.close();
+    await env.close();
+  });
 }
 
 main().catch((error: unknown) => {

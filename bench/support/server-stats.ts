@@ -8,3 +8,21 @@ export async function serverStats(pool: Pool): Promise<BenchServerStats> {
   const cpu = process.cpuUsage();
   return { type: 'stats', elu: performance.eventLoopUtilization(), xactCommit: Number(rows[0].commits), cpuUs: cpu.user + cpu.system };
 }
+
+/**
+ * Answers the parent bench process: `stats` with {@link serverStats}, `stop` by running `stop`
+ * and exiting 0.
+ */
+export function serveParent(pool: Pool, stop: () => Promise<void>): void {
+  process.on(
+    'message',
+    (message: unknown) =>
+      void (async () => {
+        if (message === 'stop') {
+          await stop();
+          process.exit(0);
+        }
+        if ((message as { type?: string }).type === 'stats') process.send!(await serverStats(pool));
+      })(),
+  );
+}
