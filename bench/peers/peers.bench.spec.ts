@@ -29,9 +29,12 @@ describe('benchPeers', () => {
   beforeEach(() => {
     tools = mkdtempSync(join(tmpdir(), 'writ-peers-'));
     process.env.WRIT_TOOLS_DIR = tools;
+    // The bench prints each warm-up on stderr; the test reads its results, not its progress.
+    jest.spyOn(console, 'error').mockImplementation(() => undefined);
   });
 
   afterEach(() => {
+    jest.restoreAllMocks();
     if (previous === undefined) delete process.env.WRIT_TOOLS_DIR;
     else process.env.WRIT_TOOLS_DIR = previous;
     rmSync(tools, { recursive: true, force: true });
