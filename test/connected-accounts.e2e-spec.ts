@@ -89,7 +89,7 @@ describe('connected accounts', () => {
     expect(page.status).toBe(200);
   }
 
-  async function taskFor(overrides: Record<string, unknown>): Promise<{ status: number; body: any }> {
+  async function taskFor(overrides: Record<string, unknown>, by: TestClient = orchestrator): Promise<{ status: number; body: any }> {
     return sendJson(
       'POST',
       `${first.issuer}/v1/tasks`,
@@ -100,7 +100,7 @@ describe('connected accounts', () => {
         ttl_seconds: 600,
         ...overrides,
       },
-      await tasksToken(first, orchestrator),
+      await tasksToken(first, by),
     );
   }
 
@@ -349,18 +349,7 @@ describe('connected accounts', () => {
       expect(response.status).toBe(400);
       expect(response.body.fields ?? response.body).toEqual(expect.arrayContaining([expect.objectContaining({ field: 'user_token' })]));
     }
-    const asserted = await sendJson(
-      'POST',
-      `${first.issuer}/v1/tasks`,
-      {
-        agent_id: agent.id,
-        purpose: 'p',
-        allowed: ALLOWED,
-        ttl_seconds: 60,
-        user: { iss: provider.issuer, sub: 'alice' },
-      },
-      await tasksToken(first, untrusted),
-    );
+    const asserted = await taskFor({ purpose: 'p', ttl_seconds: 60, user: { iss: provider.issuer, sub: 'alice' } }, untrusted);
     expect(asserted.status).toBe(400);
     expect(JSON.stringify(asserted.body)).toMatch(/not trusted to assert users/);
     const { rows } = await pool.query(`SELECT count(*)::int AS n FROM tasks WHERE user_subject IS NOT NULL AND orchestrator_id = 'orch-2'`);
@@ -370,18 +359,7 @@ describe('connected accounts', () => {
     await pool.query(
       `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ('https://sso.corp.example', 'https://sso.corp.example/jwks', 'writ', '{orch-2}')`,
     );
-    const trusted = await sendJson(
-      'POST',
-      `${first.issuer}/v1/tasks`,
-      {
-        agent_id: agent.id,
-        purpose: 'p',
-        allowed: ALLOWED,
-        ttl_seconds: 60,
-        user: { iss: 'https://sso.corp.example', sub: 'dave' },
-      },
-      await tasksToken(first, untrusted),
-    );
+    const trusted = await taskFor({ purpose: 'p', ttl_seconds: 60, user: { iss: 'https://sso.corp.example', sub: 'dave' } }, untrusted);
     expect(trusted.status).toBe(201);
     const stored = await pool.query(`SELECT user_issuer, user_subject FROM tasks WHERE id = $1`, [trusted.body.task_id]);
     expect(stored.rows[0]).toEqual({ user_issuer: 'https://sso.corp.example', user_subject: 'dave' });
@@ -389,18 +367,7 @@ describe('connected accounts', () => {
       headers: { authorization: `Bearer ${await tasksToken(first, untrusted)}` },
     });
     expect(shown.body.user).toEqual({ iss: 'https://sso.corp.example', sub: 'dave' });
-    const other = await sendJson(
-      'POST',
-      `${first.issuer}/v1/tasks`,
-      {
-        agent_id: agent.id,
-        purpose: 'p',
-        allowed: ALLOWED,
-        ttl_seconds: 60,
-        user: { iss: 'https://sso.corp.example', sub: 'dave' },
-      },
-      await tasksToken(first, orchestrator),
-    );
+    const other = await taskFor({ purpose: 'p', ttl_seconds: 60, user: { iss: 'https://sso.corp.example', sub: 'dave' } }, orchestrator);
     expect(other.status).toBe(400);
   });
 

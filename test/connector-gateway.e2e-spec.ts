@@ -304,7 +304,11 @@ describe('connector gateway', () => {
       const client = await pool.connect();
       try {
         const jtis = [jtiOf(live.token), jtiOf(revoked.token), jtiOf(ended.token), 'no-such-jti', jtiOf(live.token)];
-        expect(await new GrantStateRepository(pool).recheck(client, jtis)).toEqual([true, false, false, false, true]);
+        const verdicts = await new GrantStateRepository(pool).recheckAt(
+          client,
+          jtis.map((jti) => ({ jti, connectorVersion: null })),
+        );
+        expect(verdicts.map((verdict) => verdict === 'live')).toEqual([true, false, false, false, true]);
       } finally {
         client.release();
       }

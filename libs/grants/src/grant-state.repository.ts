@@ -212,15 +212,6 @@ export class GrantStateRepository {
     return { verdict: moved.rows.length > 0 ? 'stale' : 'dead' };
   }
 
-  /** Re-checks credentials without a budget (inside the audit transaction): is each still live? */
-  readonly recheck = async (client: PoolClient, jtis: string[]): Promise<boolean[]> => {
-    const verdicts = await this.recheckAt(
-      client,
-      jtis.map((jti) => ({ jti, connectorVersion: null })),
-    );
-    return verdicts.map((verdict) => verdict === 'live');
-  };
-
   /**
    * Re-checks credentials without a budget (inside the audit transaction), each against the
    * connector version its call was checked with, all in one statement (a batch's re-checks).
