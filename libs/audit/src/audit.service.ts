@@ -4,6 +4,7 @@ import { type AuditedTransaction, type TransactionWork, watchCheckedOut } from '
 import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
 import { chainHash, chainHashOfCanonicalData } from './audit-hash';
 import { normaliseEventData } from './audit-canonical';
+import { queryThenCommit } from './query-then-commit';
 import {
   CheckpointFileError,
   checkpointDigest,
@@ -356,8 +357,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       }
       if (all.length > 0) {
         const column = (pick: (record: AuditRecord) => unknown) => all.map(pick);
-        // One statement appends the events and moves the chain head.
-        await client.query({
+        // One statement appends the events and moves the chain head; COMMIT rides in its message.
+        await queryThenCommit(client, {
           name: 'writ_audit_append',
           text: `WITH appended AS (
              INSERT INTO audit_events (${COLUMNS})
@@ -385,8 +386,9 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
             all.length,
           ],
         });
+      } else {
+        await client.query('COMMIT');
       }
-      await client.query('COMMIT');
       batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));
       if (all.length > 0) this.options.onAppended?.(all);
       this.options.onCommitted?.(all, Number(process.hrtime.bigint() - started) / 1e9);
