@@ -19,8 +19,11 @@ const DROPPED_RESPONSE = new Set([...HOP_BY_HOP_HEADERS, 'set-cookie', 'set-cook
 
 export { METHOD_OVERRIDE_HEADERS };
 
-function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>): Set<string> {
+const NONE_LISTED: ReadonlySet<string> = new Set();
+
+function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>): ReadonlySet<string> {
   const value = headers.connection;
+  if (value === undefined) return NONE_LISTED;
   const text = Array.isArray(value) ? value.join(',') : typeof value === 'string' ? value : '';
   return new Set(
     text
