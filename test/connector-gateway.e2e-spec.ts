@@ -1,4 +1,4 @@
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { SignJWT } from 'jose';
 import { GrantStateRepository } from '@writ/grants';
@@ -29,6 +29,13 @@ const CODE_CATALOGUE = [
     constraints: { repo: { in: 'path', field: 'repo', op: 'eq' }, per_page: { in: 'query', field: 'per_page', op: 'lte' } },
   },
 ];
+const EXPORTS_CATALOGUE = [
+  { name: 'export.get', method: 'GET', path: '/v1/export', risk: 'read', constraints: {} },
+  { name: 'export.slow', method: 'GET', path: '/v1/export/slow', risk: 'read', constraints: {} },
+];
+/** What the exports upstream streams: 64 chunks of 64 KiB, each filled with its index. */
+const EXPORT_CHUNKS = 64;
+const EXPORT_CHUNK = 64 * 1024;
 const CHAT_CATALOGUE = [
   { name: 'messages.post', method: 'POST', path: '/api/messages', risk: 'write', constraints: { channel: { in: 'body', field: 'channel', op: 'eq' } } },
 ];
@@ -38,6 +45,7 @@ const ALLOWED = [
   { type: 'connector', connector: 'code', actions: ['issues.list'], constraints: { repo: 'writ', per_page: 50 } },
   { type: 'connector', connector: 'chat', actions: ['messages.post'], constraints: { channel: 'ops' } },
   { type: 'connector', connector: 'elsewhere', actions: ['balance.get'] },
+  { type: 'connector', connector: 'exports', actions: ['export.get', 'export.slow'] },
 ];
 const PAYOUT = { destination: 'acct_1', amount: 42000, currency: 'usd' };
 const payoutDetail = (amountMax = 42000) => ({
@@ -83,6 +91,9 @@ describe('connector gateway', () => {
   let elsewhere: MockUpstream;
   let code: MockUpstream;
   let chat: ChatUpstream;
+  let exportsUpstream: MockUpstream;
+  /** How each response of the exports upstream ended: `finished`, or `closed` by the gateway before. */
+  const exportEnds: string[] = [];
   const responses: string[] = [];
   const logLines: string[] = [];
 
@@ -91,6 +102,10 @@ describe('connector gateway', () => {
     payments = await startPaymentsUpstream(PAYMENTS_SECRET, `${elsewhere.url}/steal`);
     code = await startCodeHostUpstream(CODE_SECRET);
     chat = await startChatUpstream('writ-gateway', CHAT_SECRET);
+    exportsUpstream = await startMockUpstream(() => true, {
+      'GET /v1/export': (_request, response) => streamExport(response, 0),
+      'GET /v1/export/slow': (_request, response) => streamExport(response, 50),
+    });
     services = await startTestServices({
       gateway: createGatewayApp,
       env: { WRIT_UPSTREAM_TIMEOUT_MS: '700', WRIT_GATEWAY_BODY_LIMIT: '4096' },
@@ -105,6 +120,8 @@ describe('connector gateway', () => {
     await seedConnector(pool, 'code', CODE_CATALOGUE, code.url);
     await seedConnector(pool, 'chat', CHAT_CATALOGUE, chat.url);
     await seedConnector(pool, 'elsewhere', PAYMENTS_CATALOGUE, 'http://127.0.0.1:9');
+    await seedConnector(pool, 'exports', EXPORTS_CATALOGUE, exportsUpstream.url);
+    await setConnectorCredential(pool, masterKey, 'exports', { type: 'bearer', token: 'sk_exports_0123456789' });
     await setConnectorCredential(pool, masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
     await setConnectorCredential(pool, masterKey, 'code', { type: 'header', name: 'PRIVATE-TOKEN', value: CODE_SECRET });
     await setConnectorCredential(pool, masterKey, 'chat', {
@@ -119,8 +136,35 @@ describe('connector gateway', () => {
 
   afterAll(async () => {
     await services.close();
-    for (const upstream of [payments, code, chat, elsewhere]) await upstream.close();
+    for (const upstream of [payments, code, chat, elsewhere, exportsUpstream]) await upstream.close();
   });
+
+  /** Streams the export with backpressure (`pauseMs` between chunks), noting how the response ended. */
+  function streamExport(response: ServerResponse, pauseMs: number): void {
+    response.on('close', () => exportEnds.push(response.writableFinished ? 'finished' : 'closed'));
+    response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(EXPORT_CHUNKS * EXPORT_CHUNK) });
+    let next = 0;
+    const write = (): void => {
+      while (next < EXPORT_CHUNKS && !response.destroyed) {
+        const chunk = Buffer.alloc(EXPORT_CHUNK, next);
+        next += 1;
+        if (next === EXPORT_CHUNKS) {
+          response.end(chunk);
+          return;
+        }
+        const more = response.write(chunk);
+        if (pauseMs > 0) {
+          setTimeout(write, pauseMs).unref();
+          return;
+        }
+        if (!more) {
+          response.once('drain', write);
+          return;
+        }
+      }
+    };
+    write();
+  }
 
   const task = () => createTask(services, world.orchestrator, { allowed: ALLOWED });
   async function credential(details: unknown, taskToken?: string): Promise<{ token: string; taskId: string; taskToken: string }> {
@@ -470,6 +514,55 @@ describe('connector gateway', () => {
         await services.runtime.pool.query(`UPDATE connectors SET base_url = $1 WHERE id = 'payments'`, [payments.url]);
         await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
       }
+    });
+  });
+
+  describe('streaming the upstream response', () => {
+    it('relays a large body intact, with backpressure, and audits its size', async () => {
+      const { token, taskId } = await credential({ type: 'connector', connector: 'exports', actions: ['export.get'] });
+      const response = await fetch(`${services.gatewayUrl}/connectors/exports/v1/export`, { headers: { authorization: `Bearer ${token}` } });
+      expect(response.status).toBe(200);
+      // Read slowly at first, so that the gateway's writes to the agent fill up and wait.
+      const reader = response.body!.getReader();
+      const chunks: Buffer[] = [];
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (chunks.length < 3) await new Promise((resolve) => setTimeout(resolve, 30));
+        chunks.push(Buffer.from(value));
+      }
+      const body = Buffer.concat(chunks);
+      expect(body.length).toBe(EXPORT_CHUNKS * EXPORT_CHUNK);
+      for (let index = 0; index < EXPORT_CHUNKS; index += 1) expect(body[index * EXPORT_CHUNK + EXPORT_CHUNK - 1]).toBe(index);
+      await services.runtime.audit.drain();
+      const { rows } = await services.runtime.pool.query(`SELECT outcome, data FROM audit_events WHERE task_id = $1 AND type = 'gateway.upstream'`, [taskId]);
+      expect(rows).toHaveLength(1);
+      expect(rows[0].outcome).toBe('success');
+      expect(rows[0].data).toMatchObject({ status: 200, bytes: EXPORT_CHUNKS * EXPORT_CHUNK });
+    });
+
+    it('stops reading the upstream when the agent goes away mid-stream, and audits the cut', async () => {
+      const { token, taskId } = await credential({ type: 'connector', connector: 'exports', actions: ['export.slow'] });
+      const ends = exportEnds.length;
+      await new Promise<void>((resolve, reject) => {
+        const request = httpRequest(`${services.gatewayUrl}/connectors/exports/v1/export/slow`, { headers: { authorization: `Bearer ${token}` } }, (response) => {
+          expect(response.statusCode).toBe(200);
+          response.once('data', () => {
+            request.destroy();
+            resolve();
+          });
+        });
+        request.on('error', (error) => (request.destroyed ? undefined : reject(error)));
+        request.end();
+      });
+      // The gateway closes its upstream request long before the upstream's 3 s of chunks.
+      for (let waited = 0; exportEnds.length === ends && waited < 2_000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(exportEnds.slice(ends)).toEqual(['closed']);
+      await services.runtime.audit.drain();
+      const { rows } = await services.runtime.pool.query(`SELECT outcome, data FROM audit_events WHERE task_id = $1 AND type = 'gateway.upstream'`, [taskId]);
+      expect(rows).toHaveLength(1);
+      expect(rows[0].outcome).toBe('failure');
+      expect(rows[0].data).toMatchObject({ status: 200, error: 'ERR_STREAM_PREMATURE_CLOSE' });
     });
   });
 

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { finished, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Dispatcher, request as undiciRequest } from 'undici';
 import { AuditEventInput, AuditService } from '@writ/audit';
@@ -638,21 +638,43 @@ async function readBody(req: Request, limit: number): Promise<Buffer> {
 }
 
 /**
- * Streams the upstream body to the agent; settles when the agent's response has finished, or
- * fails with either side's error (the upstream body is then destroyed; the caller destroys the
- * agent's response). `stream.pipeline` does the same but creates and aborts an
- * AbortController per call, whose DOMException alone was 2% of a call's time.
+ * Streams the upstream body to the agent, with backpressure; settles when the agent's response
+ * has finished, or fails with either side's error or with `ERR_STREAM_PREMATURE_CLOSE` when the
+ * agent's connection closes first (the upstream body is then destroyed; the caller destroys the
+ * agent's response). What `stream.pipeline` (an AbortController per call) or `pipe` and
+ * `finished` do, with a third of their listeners: they were ~5% of a call.
  */
 function relay(body: Readable, res: Response): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    const fail = (error: Error) => {
-      body.destroy();
-      reject(error);
+    let settled = false;
+    const resume = () => body.resume();
+    const settle = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      res.off('drain', resume);
+      if (error) {
+        body.destroy();
+        reject(error);
+      } else {
+        resolve();
+      }
     };
-    body.once('error', fail);
-    finished(res, (error) => (error ? fail(error) : resolve()));
-    body.pipe(res);
+    body.on('data', (chunk: Buffer) => {
+      if (!res.write(chunk)) body.pause();
+    });
+    body.once('end', () => res.end());
+    body.once('error', settle);
+    res.on('drain', resume);
+    res.once('error', settle);
+    res.once('finish', () => settle());
+    res.once('close', () => settle(res.writableFinished ? undefined : prematureClose()));
+    // The agent may have gone while the upstream answered: its 'close' has already been emitted.
+    if (res.destroyed) settle(prematureClose());
   });
+}
+
+function prematureClose(): Error {
+  return Object.assign(new Error('the agent closed the connection before the response was sent'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
 
 /** The body as JSON (its value and its text, to read numbers as written), or `undefined` when there is none. */
