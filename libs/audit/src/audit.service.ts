@@ -153,6 +153,19 @@ function inlineWork(client: PoolClient, batch: Unit[], kinds: Map<string, number
 
 class NulError extends Error {}
 
+let isoMs = 0;
+let isoText = '';
+
+/** `new Date().toISOString()`, formatted once per millisecond (a batch's events share it). */
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== isoMs) {
+    isoMs = now;
+    isoText = new Date(now).toISOString();
+  }
+  return isoText;
+}
+
 /** An `audit_events` row (all its columns) as the record the API and verification use. */
 export function toRecord(row: Record<string, unknown>): AuditRecord {
   return {
@@ -333,10 +346,10 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         for (const input of inputs) {
           seq += 1;
           const data = normaliseEventData(unit.requestId && input.data?.request_id === undefined ? { ...input.data, request_id: unit.requestId } : input.data);
-          const body = {
+          const record: AuditRecord = {
             seq,
             id: randomUUID(),
-            occurred_at: new Date().toISOString(),
+            occurred_at: isoNow(),
             type: input.type,
             outcome: input.outcome,
             actor_type: input.actor.type,
@@ -345,11 +358,14 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
             task_id: input.taskId ?? null,
             connector_id: input.connectorId ?? null,
             data: data.value,
+            prev_hash: prevHash,
+            hash: '',
           };
-          const hash = chainHashOfCanonicalData(prevHash, body, data.canonical);
+          // Built whole, not spread from the hashed body: the copy was ~2% of a gateway call.
+          record.hash = chainHashOfCanonicalData(prevHash, record, data.canonical);
           dataTexts.push(data.canonical);
-          records.push({ ...body, prev_hash: prevHash, hash });
-          prevHash = hash;
+          records.push(record);
+          prevHash = record.hash;
         }
         results[index] = result;
         recordsPerUnit.push(records);
