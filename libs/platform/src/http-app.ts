@@ -27,6 +27,25 @@ export function requestIdOf(header: string | string[] | undefined): string {
   return callerRequestIdOf(header) ?? randomUUID();
 }
 
+type Middleware = (req: Request, res: Response, next: NextFunction) => void;
+
+/**
+ * The common middlewares as one Express layer, run in order: the router's work per layer
+ * (matching, `next`) was paid once per middleware and request.
+ */
+function inOrder(middlewares: readonly Middleware[]): Middleware {
+  return (req, res, next) => {
+    let index = 0;
+    const step = (error?: unknown): void => {
+      if (error !== undefined) return next(error);
+      const middleware = middlewares[index++];
+      if (middleware) middleware(req, res, step);
+      else next();
+    };
+    step();
+  };
+}
+
 /** Options of {@link createHttpApp}. */
 export interface HttpAppOptions {
   /** Name in log lines, e.g. `authorization-server`. */
@@ -67,27 +86,28 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
     },
   });
   gates.set(app, gate);
-  app.use(gate.middleware());
-  if (tracingEnabled()) app.use(tracingMiddleware(options.name));
+  const common: Middleware[] = [gate.middleware()];
+  if (tracingEnabled()) common.push(tracingMiddleware(options.name));
   // The caller's request id follows the request into its audit events.
-  app.use((req: Request, _res: Response, next: NextFunction) => {
+  common.push((req: Request, _res: Response, next: NextFunction) => {
     const callerRequestId = callerRequestIdOf(req.headers['x-request-id']);
     if (callerRequestId) runWithRequestContext({ callerRequestId }, next);
     else next();
   });
-  app.use((req: Request, res: Response, next: NextFunction) => {
+  common.push((req: Request, res: Response, next: NextFunction) => {
     const started = process.hrtime.bigint();
     res.once('finish', () => runtime.metrics?.httpAnswered(options.name, req.method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
     next();
   });
-  app.use(requestLog(logger, requestIdOf));
-  app.use((_req: Request, res: Response, next: NextFunction) => {
+  common.push(requestLog(logger, requestIdOf));
+  common.push((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('X-Content-Type-Options', 'nosniff');
     // Every answer is per caller and many carry credentials: nothing is cached unless an
     // endpoint says so (discovery and JWKS do; the gateway forwards the upstream's header).
     res.setHeader('Cache-Control', 'no-store');
     next();
   });
+  app.use(inOrder(common));
   options.configure?.(app);
   app.useGlobalFilters(new WritExceptionFilter(logger));
   return app;
