@@ -1,0 +1,127 @@
+import { join } from 'node:path';
+import { readCredential } from './gateway.bench';
+import { LoadTarget, runClosedLoop, runOpenLoop } from './support/open-loop';
+import { measurePhase } from './support/phase';
+import { BenchServer, forkReady, startBenchServer, stopChild } from './support/start-bench-server';
+
+/**
+ * The gateway of this tree against another tree's (e.g. `main`'s worktree, built), both up at
+ * once over the same upstream, the load alternated between them in short slices (the order
+ * flipped every round), so that both see the same machine: on a box shared with other work,
+ * runs taken minutes apart differ more than the change being measured.
+ *
+ *   npm run build (in both trees), then
+ *   WRIT_BENCH_PORT_BASE=22000 node dist/bench/gateway-ab.js /work/main [rounds=8] [seconds=2] [rate=500]
+ *
+ * Each round and tree: the plain proxy and the gateway at their maximum (closed loop, 32
+ * connections), then both at `rate`/s (open loop). Prints one JSON line per slice, then the
+ * median and range per tree. The other tree's ports are this base + 500.
+ */
+interface Slice {
+  round: number;
+  tree: string;
+  proxyMax: number;
+  gatewayMax: number;
+  ratio: number;
+  cpuUsAtMax: number;
+  proxyCpuUsAtMax: number;
+  cpuUsAtRate: number;
+  commitsAtRate: number;
+  addedP50Ms: number;
+  addedP99Ms: number;
+  failed: number;
+}
+
+interface StartModule {
+  startBenchServer: typeof startBenchServer;
+}
+
+async function main(): Promise<void> {
+  const [other, roundsText = '8', secondsText = '2', rateText = '500'] = process.argv.slice(2);
+  if (!other) throw new Error('usage: gateway-ab.js <other tree> [rounds] [seconds] [rate]');
+  const rounds = Number(roundsText);
+  const seconds = Number(secondsText);
+  const rate = Number(rateText);
+  const base = Number(process.env.WRIT_BENCH_PORT_BASE ?? 14_000);
+  const otherModule = (await import(join(other, 'dist/bench/support/start-bench-server.js'))) as StartModule;
+  const trees = [
+    { name: 'this', base, start: startBenchServer },
+    { name: other, base: base + 500, start: otherModule.startBenchServer },
+  ];
+  const upstream = await forkReady<{ url: string }>('upstream-server.js', [String(base + 20)]);
+  const servers = new Map<string, BenchServer>();
+  const targets = new Map<string, { gateway: LoadTarget; proxy: LoadTarget }>();
+  try {
+    for (const tree of trees) {
+      // The bench server reads its ports from the environment it is forked with.
+      process.env.WRIT_BENCH_PORT_BASE = String(tree.base);
+      const server = await tree.start(tree.base, upstream.message.url);
+      servers.set(tree.name, server);
+      const tokens: string[] = [];
+      for (const taskToken of server.ready.taskTokens) tokens.push(await readCredential(server, taskToken));
+      let turn = 0;
+      const target = {
+        gateway: { url: `${server.ready.gatewayUrl}/connectors/payments/v1/balance`, nextHeaders: () => ({ authorization: `Bearer ${tokens[turn++ % tokens.length]}` }) },
+        proxy: { url: `${server.ready.plainProxyUrl}/connectors/payments/v1/balance` },
+      };
+      targets.set(tree.name, target);
+      await runClosedLoop(target.gateway, { seconds: 3, connections: 32 });
+      await runClosedLoop(target.proxy, { seconds: 1, connections: 32 });
+    }
+    const slices: Slice[] = [];
+    for (let round = 0; round < rounds; round += 1) {
+      const order = round % 2 === 0 ? trees : [...trees].reverse();
+      for (const tree of order) {
+        const server = servers.get(tree.name)!;
+        const target = targets.get(tree.name)!;
+        const proxyMax = await measurePhase(server, () => runClosedLoop(target.proxy, { seconds, connections: 32 }));
+        const gatewayMax = await measurePhase(server, () => runClosedLoop(target.gateway, { seconds, connections: 32 }));
+        const proxyAtRate = await measurePhase(server, () => runOpenLoop(target.proxy, rate, { seconds, connections: 64 }));
+        const gatewayAtRate = await measurePhase(server, () => runOpenLoop(target.gateway, rate, { seconds, connections: 64 }));
+        const slice: Slice = {
+          round,
+          tree: tree.name,
+          proxyMax: Math.round(proxyMax.requestsPerSecond),
+          gatewayMax: Math.round(gatewayMax.requestsPerSecond),
+          ratio: round3(gatewayMax.requestsPerSecond / proxyMax.requestsPerSecond),
+          cpuUsAtMax: Math.round(gatewayMax.cpuUsPerRequest),
+          proxyCpuUsAtMax: Math.round(proxyMax.cpuUsPerRequest),
+          cpuUsAtRate: Math.round(gatewayAtRate.cpuUsPerRequest),
+          commitsAtRate: round3(gatewayAtRate.commitsPerRequest),
+          addedP50Ms: round3(gatewayAtRate.p50Ms - proxyAtRate.p50Ms),
+          addedP99Ms: round3(gatewayAtRate.p99Ms - proxyAtRate.p99Ms),
+          failed: gatewayMax.errors + gatewayMax.non2xx + gatewayAtRate.errors + gatewayAtRate.non2xx,
+        };
+        slices.push(slice);
+        console.log(JSON.stringify(slice));
+      }
+    }
+    for (const tree of trees) {
+      const mine = slices.filter((slice) => slice.tree === tree.name);
+      const summary: Record<string, string> = {};
+      for (const key of ['proxyMax', 'gatewayMax', 'ratio', 'cpuUsAtMax', 'proxyCpuUsAtMax', 'cpuUsAtRate', 'commitsAtRate', 'addedP50Ms', 'addedP99Ms', 'failed'] as const) {
+        const values = mine.map((slice) => slice[key]);
+        summary[key] = `${median(values)} (${Math.min(...values)} – ${Math.max(...values)})`;
+      }
+      console.log(`${tree.name}: ${JSON.stringify(summary)}`);
+    }
+  } finally {
+    for (const server of servers.values()) await server.stop();
+    await stopChild(upstream.child);
+  }
+}
+
+function round3(value: number): number {
+  return Number(value.toFixed(3));
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : round3((sorted[middle - 1] + sorted[middle]) / 2);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
