@@ -61,7 +61,10 @@ async function main(): Promise<void> {
       for (const taskToken of server.ready.taskTokens) tokens.push(await readCredential(server, taskToken));
       let turn = 0;
       const target = {
-        gateway: { url: `${server.ready.gatewayUrl}/connectors/payments/v1/balance`, nextHeaders: () => ({ authorization: `Bearer ${tokens[turn++ % tokens.length]}` }) },
+        gateway: {
+          url: `${server.ready.gatewayUrl}/connectors/payments/v1/balance`,
+          nextHeaders: () => ({ authorization: `Bearer ${tokens[turn++ % tokens.length]}` }),
+        },
         proxy: { url: `${server.ready.plainProxyUrl}/connectors/payments/v1/balance` },
       };
       targets.set(tree.name, target);
@@ -99,7 +102,18 @@ async function main(): Promise<void> {
     for (const tree of trees) {
       const mine = slices.filter((slice) => slice.tree === tree.name);
       const summary: Record<string, string> = {};
-      for (const key of ['proxyMax', 'gatewayMax', 'ratio', 'cpuUsAtMax', 'proxyCpuUsAtMax', 'cpuUsAtRate', 'commitsAtRate', 'addedP50Ms', 'addedP99Ms', 'failed'] as const) {
+      for (const key of [
+        'proxyMax',
+        'gatewayMax',
+        'ratio',
+        'cpuUsAtMax',
+        'proxyCpuUsAtMax',
+        'cpuUsAtRate',
+        'commitsAtRate',
+        'addedP50Ms',
+        'addedP99Ms',
+        'failed',
+      ] as const) {
         const values = mine.map((slice) => slice[key]);
         summary[key] = `${median(values)} (${Math.min(...values)} – ${Math.max(...values)})`;
       }

@@ -545,13 +545,17 @@ describe('connector gateway', () => {
       const { token, taskId } = await credential({ type: 'connector', connector: 'exports', actions: ['export.slow'] });
       const ends = exportEnds.length;
       await new Promise<void>((resolve, reject) => {
-        const request = httpRequest(`${services.gatewayUrl}/connectors/exports/v1/export/slow`, { headers: { authorization: `Bearer ${token}` } }, (response) => {
-          expect(response.statusCode).toBe(200);
-          response.once('data', () => {
-            request.destroy();
-            resolve();
-          });
-        });
+        const request = httpRequest(
+          `${services.gatewayUrl}/connectors/exports/v1/export/slow`,
+          { headers: { authorization: `Bearer ${token}` } },
+          (response) => {
+            expect(response.statusCode).toBe(200);
+            response.once('data', () => {
+              request.destroy();
+              resolve();
+            });
+          },
+        );
         request.on('error', (error) => (request.destroyed ? undefined : reject(error)));
         request.end();
       });
