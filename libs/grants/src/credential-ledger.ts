@@ -27,6 +27,12 @@ export type CredentialRow = [
   budgetEntries: string | null,
   decidedOperation: string | null,
   /**
+   * The `version` of the client's registration (agent or orchestrator row) the request was
+   * authenticated against: nothing is recorded, and the assertion's `jti` is not spent, when
+   * the registration changed since (`client_changed`: authenticate again on fresh data).
+   */
+  clientVersion: string,
+  /**
    * The `jti` of the client assertion that authenticated the request, spent in the same
    * statement (connector credentials only; `null` when it was spent before).
    */
@@ -37,9 +43,13 @@ export type CredentialRow = [
 
 /**
  * What became of one credential of a batch: written, or not because its task/agent ended or
- * its operation changed, or because its client assertion's `jti` was already spent (a replay).
+ * its operation changed, or because its client assertion's `jti` was already spent (a replay),
+ * or because what the request was authenticated or decided with is no longer current: the
+ * client's registration changed (`client_changed`) or another policy was activated
+ * (`policy_changed`); then nothing of it is recorded, its assertion's `jti` is not spent, and
+ * the request is to be authenticated and decided again.
  */
-export type IssueOutcome = 'recorded' | 'ended' | 'catalogue_changed' | 'replayed';
+export type IssueOutcome = 'recorded' | 'ended' | 'catalogue_changed' | 'replayed' | 'client_changed' | 'policy_changed';
 
 /**
  * The part of an operation whose change revokes its credentials (see the catalogue PATCH):
@@ -52,13 +62,17 @@ export function decidedOperation(operation: Pick<ConnectorOperation, 'method' | 
 }
 
 const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
-  $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[], $16::text[], $17::jsonb[])
+  $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[], $16::text[], $17::jsonb[], $18::bigint[])
   AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses, iat, exp, cnf_jkt,
-       budget_entries, decided_operation)`;
+       budget_entries, decided_operation, client_version)`;
 
 /**
  * Inserts every connector credential of an audit batch in one statement. A credential is
- * recorded only if, at commit, its agent is active, its task active and before its deadline,
+ * recorded only if its agent's registration is the version the request was authenticated
+ * against (share-locked: an admin change either waits for this commit or, committed first,
+ * makes this statement spend and record nothing for it, `client_changed`), the active stored
+ * policy (if any) the one it was decided with (`policy_changed`, nothing spent either), and,
+ * at commit, its agent is active, its task active and before its deadline,
  * and its operation's method, path and constraints still those it was decided on. The agent
  * and task rows are share-locked, so a concurrent suspension or task end waits for this commit
  * and then revokes these credentials too; the connector row is key-share-locked, so a
@@ -69,17 +83,24 @@ const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], 
 const INSERT_CONNECTOR_TOKENS = `
   WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
                    $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[], $16::text[], $17::jsonb[],
-                   $18::text[], $19::float8[])
+                   $18::bigint[], $19::text[], $20::float8[])
                    AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses,
-                        iat, exp, cnf_jkt, budget_entries, decided_operation, assertion_jti, assertion_exp)),
-       -- The client assertion jtis, spent here whatever becomes of the credential: a jti another
-       -- transaction inserts concurrently makes this insert wait for it, then skip the row.
+                        iat, exp, cnf_jkt, budget_entries, decided_operation, client_version, assertion_jti, assertion_exp)),
+       -- Authenticated against the current registration: locked, so that a change waits for this
+       -- commit or, committed first, is seen here (the row is re-read under the lock).
+       authenticated AS (SELECT i.* FROM input i JOIN agents a ON a.id = i.client_id AND a.version = i.client_version FOR SHARE OF a),
+       -- Decided by the active stored policy (none active: each instance's file, not comparable).
+       decided AS (SELECT i.* FROM authenticated i
+                    WHERE NOT EXISTS (SELECT 1 FROM policies p WHERE p.active AND p.version IS DISTINCT FROM i.policy_version)),
+       -- The client assertion jtis, spent here whatever becomes of the credential (unless it is to
+       -- be authenticated or decided again): a jti another transaction inserts concurrently makes
+       -- this insert wait for it, then skip the row.
        spent AS (
          INSERT INTO client_assertion_jtis (client_id, jti, expires_at)
-         SELECT client_id, assertion_jti, to_timestamp(assertion_exp) FROM input WHERE assertion_jti IS NOT NULL
+         SELECT client_id, assertion_jti, to_timestamp(assertion_exp) FROM decided WHERE assertion_jti IS NOT NULL
          ON CONFLICT DO NOTHING
          RETURNING client_id, jti),
-       fresh AS (SELECT i.* FROM input i
+       fresh AS (SELECT i.* FROM decided i
                   WHERE i.assertion_jti IS NULL OR EXISTS (SELECT 1 FROM spent s WHERE s.client_id = i.client_id AND s.jti = i.assertion_jti)),
        live AS (SELECT i.*, EXISTS (
                          SELECT 1 FROM jsonb_array_elements(c.operations) op
@@ -98,28 +119,37 @@ const INSERT_CONNECTOR_TOKENS = `
          SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
                 max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt, budget_entries::smallint[] FROM live WHERE current_operation
          RETURNING jti)
-  SELECT i.jti, CASE WHEN n.jti IS NOT NULL THEN 'recorded' WHEN f.jti IS NULL THEN 'replayed'
+  SELECT i.jti, CASE WHEN n.jti IS NOT NULL THEN 'recorded' WHEN au.jti IS NULL THEN 'client_changed'
+                      WHEN d.jti IS NULL THEN 'policy_changed' WHEN f.jti IS NULL THEN 'replayed'
                       WHEN l.jti IS NOT NULL THEN 'catalogue_changed' ELSE 'ended' END AS outcome
-    FROM input i LEFT JOIN fresh f ON f.jti = i.jti LEFT JOIN live l ON l.jti = i.jti LEFT JOIN inserted n ON n.jti = i.jti`;
+    FROM input i LEFT JOIN authenticated au ON au.jti = i.jti LEFT JOIN decided d ON d.jti = i.jti
+         LEFT JOIN fresh f ON f.jti = i.jti LEFT JOIN live l ON l.jti = i.jti LEFT JOIN inserted n ON n.jti = i.jti`;
 
-/** Inserts every Tasks API token of an audit batch in one statement. */
+/**
+ * Inserts every Tasks API token of an audit batch in one statement, each only if its
+ * orchestrator's registration is the version the request was authenticated against
+ * (share-locked, as for connector credentials); otherwise nothing is recorded for it
+ * (`client_changed`, the default outcome of {@link insertCredentials} for this statement).
+ */
 const INSERT_TASKS_TOKENS = `
   INSERT INTO access_tokens (${TOKEN_COLUMNS})
   SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
-         max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt, budget_entries::smallint[] FROM (${UNNEST_TOKENS}) u
+         max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt, budget_entries::smallint[]
+    FROM (${UNNEST_TOKENS}) u JOIN orchestrators o ON o.id = u.client_id AND o.version = u.client_version
+     FOR SHARE OF o
   RETURNING jti, 'recorded' AS outcome`;
 
 /**
  * Runs a batched insert; one outcome per row, in order. A client assertion jti that two rows of
  * the batch carry is spent by the first only (one statement cannot tell which row's insert won).
  */
-function insertCredentials(name: string, sql: string, columnCount: number) {
+function insertCredentials(name: string, sql: string, columnCount: number, missing: IssueOutcome) {
   return async (client: PoolClient, rows: CredentialRow[]): Promise<IssueOutcome[]> => {
     const assertions = new Set<string>();
     const replayed = new Set<CredentialRow>();
     for (const row of rows) {
-      if (!row[17]) continue;
-      const key = `${row[2]}\u0000${row[17]}`;
+      if (!row[18]) continue;
+      const key = `${row[2]}\u0000${row[18]}`;
       if (assertions.has(key)) replayed.add(row);
       assertions.add(key);
     }
@@ -127,7 +157,7 @@ function insertCredentials(name: string, sql: string, columnCount: number) {
     const columns = Array.from({ length: columnCount }, (_, column) => sent.map((row) => row[column] ?? null));
     const { rows: written } = await client.query<{ jti: string; outcome: IssueOutcome }>({ name, text: sql, values: columns });
     const outcomes = new Map(written.map((row) => [row.jti, row.outcome]));
-    return rows.map((row) => (replayed.has(row) ? 'replayed' : (outcomes.get(row[0]) ?? 'ended')));
+    return rows.map((row) => (replayed.has(row) ? 'replayed' : (outcomes.get(row[0]) ?? missing)));
   };
 }
 
@@ -136,7 +166,7 @@ function insertCredentials(name: string, sql: string, columnCount: number) {
  * statement, each only if its task, agent and operation are still those it was decided on.
  * Named: each connection prepares (parses and plans) it once.
  */
-export const issueConnectorCredentials = insertCredentials('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS, 19);
+export const issueConnectorCredentials = insertCredentials('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS, 20, 'ended');
 
 /** Writes Tasks API tokens (a batch of one audit transaction) in one statement. */
-export const issueTasksTokens = insertCredentials('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS, 17);
+export const issueTasksTokens = insertCredentials('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS, 18, 'client_changed');

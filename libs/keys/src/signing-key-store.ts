@@ -219,6 +219,18 @@ export class SigningKeyStore {
     this.maintenance = undefined;
   }
 
+  /**
+   * Re-reads the keys soon (a change was notified): after the read in flight, if any, since it
+   * may have started before the change committed. Never throws; the periodic refresh retries.
+   */
+  reloadSoon(): void {
+    const read = (): void => {
+      this.reload().catch(() => undefined);
+    };
+    if (this.reloading) this.reloading.then(read, read);
+    else read();
+  }
+
   /** Re-reads the keys from PostgreSQL (other instances may have rotated). */
   async reload(): Promise<void> {
     if (this.reloading) return this.reloading;

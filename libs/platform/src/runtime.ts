@@ -7,7 +7,7 @@ import { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
 import { AuditCheckpointer, AuditService } from '@writ/audit';
 import { loadConfig, WritConfig } from '@writ/config';
-import { createDataSource, createPool, EmbeddedDatabase, ensureServiceLogin, migrate, ServiceLogin, startEmbeddedPostgres } from '@writ/database';
+import { ChangeListener, createDataSource, createPool, EmbeddedDatabase, ensureServiceLogin, migrate, ServiceLogin, SIGNING_KEYS_CHANGED_CHANNEL, startEmbeddedPostgres } from '@writ/database';
 import { CredentialRevoker } from '@writ/grants';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
@@ -27,6 +27,11 @@ export interface Runtime {
   /** Signs checkpoints of the audit chain head (absent when the runtime was asked for none). */
   readonly checkpointer: AuditCheckpointer | undefined;
   readonly revoker: CredentialRevoker;
+  /**
+   * The process's one LISTEN connection: what is kept in memory (clients, connectors, keys, the
+   * policy) is dropped or reloaded on every instance when a change is notified.
+   */
+  readonly changes: ChangeListener;
   /**
    * Why the process cannot recover by itself (liveness fails), e.g. an embedded PostgreSQL it
    * could not restart; `undefined` while healthy.
@@ -251,6 +256,17 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   await warnIfPoolExceedsServer(pool, logger);
   traceQueries(pool);
   const metrics = new WritMetrics(pool);
+  const changes = new ChangeListener({
+    connection: { ...pool.options, application_name: 'writ-listen' },
+    onLost: (error) => logger.warn({ err: error }, 'not listening for changes (reconnecting): cached clients and connectors are read from the database meanwhile'),
+  });
+  // Signing keys are reloaded at once when any instance rotates or retires one; the periodic
+  // refresh stays as the fallback.
+  changes.subscribe(SIGNING_KEYS_CHANGED_CHANNEL, {
+    changed: () => keys.reloadSoon(),
+    reset: () => keys.reloadSoon(),
+  });
+  await changes.start();
   // Verification reads on a connection of its own: a long walk never holds one the hot paths need.
   const verifyPool = new Pool({
     connectionString: embedded ? embedded.serviceUrl : url,
@@ -297,10 +313,12 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     audit,
     checkpointer,
     revoker: new CredentialRevoker(pool, audit),
+    changes,
     metrics,
     fatal: () => embedded?.fatal(),
     close: async () => {
       keys.stopMaintenance();
+      await changes.stop();
       metrics.close();
       await finalCheckpoint();
       await verifyPool.end().catch(() => undefined);

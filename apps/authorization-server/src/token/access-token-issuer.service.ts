@@ -3,7 +3,7 @@ import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import type { ConnectorDetail, ConnectorOperation } from '@writ/database';
-import { ACCESS_TOKEN_TYP, clientAuthenticationFailed, InvalidGrantError, OAuthError } from '@writ/oauth';
+import { ACCESS_TOKEN_TYP, clientAuthenticationFailed, InvalidGrantError } from '@writ/oauth';
 import type { PoolClient } from 'pg';
 import { CredentialRow, decidedOperation, issueConnectorCredentials, issueTasksTokens, IssueOutcome } from '@writ/grants';
 import type { ClientAssertionJti } from '../client-auth/client-assertion-jti';
@@ -15,8 +15,22 @@ export class CatalogueChangedError extends InvalidGrantError {
   }
 }
 
+/**
+ * Not a refusal: the client registration the request was authenticated against (`client`), or
+ * the policy it was decided with (`policy`), is no longer the current one. Nothing was
+ * recorded and the assertion's `jti` was not spent: authenticate or decide again.
+ */
+export class StaleDecisionError extends Error {
+  constructor(readonly what: 'client' | 'policy') {
+    super(`the ${what === 'client' ? 'client registration' : 'active policy'} changed while the credential was issued`);
+    this.name = 'StaleDecisionError';
+  }
+}
+
 /** The refusal of a credential that was not recorded. */
-function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: string | null): OAuthError {
+function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: string | null): Error {
+  if (outcome === 'client_changed') return new StaleDecisionError('client');
+  if (outcome === 'policy_changed') return new StaleDecisionError('policy');
   if (outcome === 'replayed') return clientAuthenticationFailed('assertion_replay');
   return outcome === 'catalogue_changed' ? new CatalogueChangedError(connectorId) : new InvalidGrantError('the task or the agent is no longer active');
 }
@@ -25,6 +39,8 @@ function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: st
 export interface AccessTokenSpec {
   kind: 'connector' | 'tasks';
   clientId: string;
+  /** The version of the client's registration the request was authenticated against. */
+  clientVersion: string;
   /** The agent (or orchestrator) the token is issued to. */
   subject: string;
   /**
@@ -128,6 +144,7 @@ export class AccessTokenIssuer {
       spec.cnfJkt ?? null,
       spec.budgetEntries?.length ? `{${spec.budgetEntries.join(',')}}` : null,
       spec.operation ? decidedOperation(spec.operation) : null,
+      spec.clientVersion,
       claimed?.jti ?? null,
       claimed ? Math.ceil(claimed.expiresAt.getTime() / 1000) : null,
     ];
@@ -148,7 +165,9 @@ export class AccessTokenIssuer {
           spec.assertionJti?.settle('failed');
           throw error;
         });
-    spec.assertionJti?.settle(outcome === 'replayed' ? 'replayed' : 'spent');
+    // Authenticated or decided on what is no longer current: the jti was not spent.
+    const stale = outcome === 'client_changed' || outcome === 'policy_changed';
+    spec.assertionJti?.settle(outcome === 'replayed' ? 'replayed' : stale ? 'failed' : 'spent');
     if (outcome !== 'recorded' && outcome !== 'replayed') throw notRecorded(outcome, spec.connectorId ?? null);
     return { token, jti, expiresIn: spec.lifetimeSeconds, expiresAt };
   }

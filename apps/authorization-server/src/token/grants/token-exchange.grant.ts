@@ -130,6 +130,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const issued = await this.issuer.issue({
       kind: 'connector',
       clientId: client.id,
+      clientVersion: client.version,
       subject: client.id,
       onBehalfOfUser: task.user?.subject,
       audience,
