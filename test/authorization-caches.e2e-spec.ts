@@ -126,6 +126,25 @@ describe('authorization server memory across instances', () => {
     expect(renewed.status).toBe(200);
   });
 
+  it('records no refusal for a request from a removed key that the policy would refuse, on an instance that had not been told yet', async () => {
+    const agent: TestClient = { id: 'agent-refused', key: await createClientKey() };
+    expect((await admin('POST', '/v1/agents', { id: agent.id, name: agent.id, jwks: jwksOf(agent.key) })).status).toBe(201);
+    expect((await admin('PATCH', '/v1/orchestrators/orch-1', { allowed_agents: ['agent-1', 'agent-2', 'agent-rotated', agent.id] })).status).toBe(200);
+    const task = await createTask(second, world.orchestrator, { agent_id: agent.id });
+    expect((await tokenRequest(second.issuer, agent, exchangeFields(task.task_token, PAYOUT_REQUEST))).status).toBe(200);
+    await changeBehindTheSecond(agent.id, { jwks: jwksOf(await createClientKey()) }, '/v1/agents');
+    const since = await head();
+
+    // Outside the task's purpose: a fresh copy would refuse the client before the policy is asked.
+    const outside = [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_9', amount_max: 100, currency: 'usd' } }];
+    const refused = await tokenRequest(second.issuer, agent, exchangeFields(task.task_token, outside));
+    expect(refused.status).toBe(401);
+    expect(refused.body.error).toBe('invalid_client');
+    expect(await eventsSince(since)).toEqual([{ type: 'token.refused', outcome: 'failure', reason: 'assertion_key', actor_id: null }]);
+    const { rows } = await first.runtime.pool.query(`SELECT refusals, out_of_purpose_requests FROM tasks WHERE id = $1`, [task.task_id]);
+    expect(rows[0]).toEqual({ refusals: 0, out_of_purpose_requests: 0 });
+  });
+
   it('refuses on the other instance, at once, an agent suspended through the admin API', async () => {
     const task = await createTask(second, world.orchestrator, { agent_id: 'agent-2' });
     expect((await tokenRequest(second.issuer, world.otherAgent, exchangeFields(task.task_token, PAYOUT_REQUEST))).status).toBe(200);

@@ -170,3 +170,29 @@ export const issueConnectorCredentials = insertCredentials('writ_insert_connecto
 
 /** Writes Tasks API tokens (a batch of one audit transaction) in one statement. */
 export const issueTasksTokens = insertCredentials('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS, 18, 'client_changed');
+
+/** The client registration and policy versions a token exchange was authenticated and decided with. */
+export interface DecisionBasis {
+  agentId: string;
+  clientVersion: string;
+  policyVersion: string;
+}
+
+/**
+ * In the caller's transaction, before a refusal or an approval request is recorded: `client`
+ * when the agent's registration changed since the request was authenticated (otherwise it is
+ * share-locked until commit: a change waits), `policy` when another stored policy is active
+ * than the one that decided; `undefined` when both are current. The same checks as the
+ * issuing statement's, for what a request records without a credential.
+ */
+export async function staleDecision(client: PoolClient, basis: DecisionBasis): Promise<'client' | 'policy' | undefined> {
+  const { rows } = await client.query<{ client_current: boolean; policy_current: boolean }>({
+    name: 'writ_decision_current',
+    text: `WITH a AS (SELECT version FROM agents WHERE id = $1 FOR SHARE)
+           SELECT coalesce((SELECT version = $2::bigint FROM a), false) AS client_current,
+                  NOT EXISTS (SELECT 1 FROM policies p WHERE p.active AND p.version IS DISTINCT FROM $3) AS policy_current`,
+    values: [basis.agentId, basis.clientVersion, basis.policyVersion],
+  });
+  if (!rows[0].client_current) return 'client';
+  return rows[0].policy_current ? undefined : 'policy';
+}

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker, taskEndEvents } from '@writ/grants';
+import { CredentialRevoker, staleDecision, taskEndEvents } from '@writ/grants';
 import { DeclaredEntry, GrantStore, grantFloorViolations, limitedEntriesCovering, operatorsOf, POLICY_DENIED } from '@writ/grants';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
@@ -20,10 +20,11 @@ import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, evaluateFailCl
 import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore } from '@writ/grants';
 import { LOGGER } from '@writ/platform';
 import type { Logger } from 'pino';
+import type { PoolClient } from 'pg';
 import type { RegisteredClient } from '../../client-auth/registered-client';
 import { CatalogueConnector, ExchangeContextRepository, ExchangeTask } from '../../exchange/exchange-context.repository';
 import { TASK_TOKEN_TYP, TaskTokenClaims } from '../../exchange/task-token';
-import { AccessTokenIssuer, CatalogueChangedError } from '../access-token-issuer.service';
+import { AccessTokenIssuer, CatalogueChangedError, StaleDecisionError } from '../access-token-issuer.service';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
 
@@ -208,6 +209,7 @@ export class TokenExchangeGrant implements GrantHandler {
         reasons: decision.reasons,
         policyVersion,
         expiresAt,
+        check: (tx) => this.stillCurrent(tx, client, policyVersion),
       },
       { type: 'agent', id: client.id },
       [
@@ -295,6 +297,16 @@ export class TokenExchangeGrant implements GrantHandler {
   }
 
   /**
+   * Throws {@link StaleDecisionError} (the transaction records nothing) when the registration the
+   * request was authenticated against, or the policy that decided it, is no longer current: a
+   * refusal or an approval request is recorded only as a fresh instance would record it.
+   */
+  private async stillCurrent(tx: PoolClient, client: RegisteredClient, policyVersion: string): Promise<void> {
+    const stale = await staleDecision(tx, { agentId: client.id, clientVersion: client.version, policyVersion });
+    if (stale) throw new StaleDecisionError(stale);
+  }
+
+  /**
    * Records a refusal, its counters and, when the policy says so, the quarantine, all in one
    * transaction. The counter is incremented first (locking the task row until commit), and
    * when it moved since the request was evaluated (concurrent refusals, on any instance) the
@@ -315,6 +327,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const quarantineActor = { type: 'system' as const, id: 'policy' };
     const { result } = await this.audit.recordWith(
       async (tx) => {
+        await this.stillCurrent(tx, client, engine.version);
         const counted = await this.grants.recordRefusal(tx, task.id, decision.out_of_purpose === true);
         if (!counted) return { decision, ended: undefined, reason: '' };
         const priorRefusals = counted.refusals - 1;
