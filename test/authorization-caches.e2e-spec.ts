@@ -7,16 +7,8 @@ import type { RegisteredClient } from '../apps/authorization-server/src/client-a
 import { createTask, exchangeFields, PAYOUT_REQUEST, World } from './support/grant-flow';
 import { postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator } from './support/seed';
+import { eventually } from './support/eventually';
 import { startTestServices, TestServices } from './support/test-services';
-
-async function eventually<T>(read: () => T | Promise<T>, accept: (value: T) => boolean, timeoutMs = 8000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (accept(value) || Date.now() > deadline) return value;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /**
  * The authorization server keeps client registrations, signing keys and the policy in memory.
@@ -60,7 +52,12 @@ describe('authorization server memory across instances', () => {
     const stale = secondHeld().get(id);
     expect(stale).toBeDefined();
     expect((await admin('PATCH', `${path}/${id}`, change)).status).toBe(200);
-    expect(await eventually(() => secondHeld().get(id), (held) => held === undefined)).toBeUndefined();
+    expect(
+      await eventually(
+        () => secondHeld().get(id),
+        (held) => held === undefined,
+      ),
+    ).toBeUndefined();
     secondHeld().remember(id, stale!, secondHeld().mark());
     expect(secondHeld().get(id)).toBe(stale);
     return stale!;
@@ -136,7 +133,9 @@ describe('authorization server memory across instances', () => {
     const since = await head();
 
     // Outside the task's purpose: a fresh copy would refuse the client before the policy is asked.
-    const outside = [{ type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_9', amount_max: 100, currency: 'usd' } }];
+    const outside = [
+      { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_9', amount_max: 100, currency: 'usd' } },
+    ];
     const refused = await tokenRequest(second.issuer, agent, exchangeFields(task.task_token, outside));
     expect(refused.status).toBe(401);
     expect(refused.body.error).toBe('invalid_client');
@@ -160,9 +159,9 @@ describe('authorization server memory across instances', () => {
 
   it("refuses on the other instance, at once, a Tasks API token for an orchestrator key removed through the admin API, and the orchestrator's introspection", async () => {
     const orchestrator: TestClient = { id: 'orch-rotated', key: await createClientKey() };
-    expect((await admin('POST', '/v1/orchestrators', { id: orchestrator.id, name: orchestrator.id, jwks: jwksOf(orchestrator.key), allowed_agents: ['*'] })).status).toBe(
-      201,
-    );
+    expect(
+      (await admin('POST', '/v1/orchestrators', { id: orchestrator.id, name: orchestrator.id, jwks: jwksOf(orchestrator.key), allowed_agents: ['*'] })).status,
+    ).toBe(201);
     const granted = await tokenRequest(second.issuer, orchestrator, { grant_type: 'client_credentials', scope: 'tasks' });
     expect(granted.status).toBe(200);
     const stale = await changeBehindTheSecond(orchestrator.id, { jwks: jwksOf(await createClientKey()) }, '/v1/orchestrators');
@@ -194,26 +193,51 @@ describe('authorization server memory across instances', () => {
     // An id that is held by no one: what is held stays.
     await first.runtime.pool.query(`SELECT pg_notify('writ_client_changed', $1)`, ["nobody'; DROP TABLE agents; --"]);
     await first.runtime.pool.query(`SELECT pg_notify('writ_client_changed', 'orch-1')`);
-    expect(await eventually(() => secondHeld().get('orch-1'), (held) => held === undefined)).toBeUndefined();
+    expect(
+      await eventually(
+        () => secondHeld().get('orch-1'),
+        (held) => held === undefined,
+      ),
+    ).toBeUndefined();
     await tokenRequest(second.issuer, world.orchestrator, { grant_type: 'client_credentials', scope: 'tasks' });
     expect(secondHeld().get('orch-1')).toBeDefined();
     await first.runtime.pool.query(`SELECT pg_notify('writ_client_changed', repeat('x', 7000))`);
-    expect(await eventually(() => secondHeld().size, (size) => size === 0)).toBe(0);
+    expect(
+      await eventually(
+        () => secondHeld().size,
+        (size) => size === 0,
+      ),
+    ).toBe(0);
     await tokenRequest(second.issuer, world.orchestrator, { grant_type: 'client_credentials', scope: 'tasks' });
     expect(secondHeld().get('orch-1')).toBeDefined();
     await first.runtime.pool.query(`SELECT pg_notify('writ_client_changed', '')`);
-    expect(await eventually(() => secondHeld().size, (size) => size === 0)).toBe(0);
+    expect(
+      await eventually(
+        () => secondHeld().size,
+        (size) => size === 0,
+      ),
+    ).toBe(0);
   });
 
   it('holds nothing while the listening connection is down, and listens again', async () => {
     await tokenRequest(second.issuer, world.orchestrator, { grant_type: 'client_credentials', scope: 'tasks' });
     expect(secondHeld().get('orch-1')).toBeDefined();
     await first.runtime.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'writ-listen'`);
-    expect(await eventually(() => secondRegistry().listening, (listening) => !listening)).toBe(false);
+    expect(
+      await eventually(
+        () => secondRegistry().listening,
+        (listening) => !listening,
+      ),
+    ).toBe(false);
     expect(secondHeld().size).toBe(0);
     // Requests are answered meanwhile, from PostgreSQL.
     expect((await tokenRequest(second.issuer, world.orchestrator, { grant_type: 'client_credentials', scope: 'tasks' })).status).toBe(200);
-    expect(await eventually(() => secondRegistry().listening, (listening) => listening)).toBe(true);
+    expect(
+      await eventually(
+        () => secondRegistry().listening,
+        (listening) => listening,
+      ),
+    ).toBe(true);
     expect((await tokenRequest(second.issuer, world.orchestrator, { grant_type: 'client_credentials', scope: 'tasks' })).status).toBe(200);
     expect(secondHeld().get('orch-1')).toBeDefined();
   });
@@ -223,7 +247,12 @@ describe('authorization server memory across instances', () => {
     expect((await admin('POST', '/v1/keys/rotate')).status).toBe(201);
     const rotated = first.runtime.signingKeys.activeKid();
     expect(rotated).not.toBe(before);
-    expect(await eventually(() => second.runtime.signingKeys.activeKid(), (kid) => kid === rotated)).toBe(rotated);
+    expect(
+      await eventually(
+        () => second.runtime.signingKeys.activeKid(),
+        (kid) => kid === rotated,
+      ),
+    ).toBe(rotated);
   });
 
   it('decides the next request on the other instance with a policy activated on the first, even before it is installed there', async () => {
@@ -232,7 +261,12 @@ describe('authorization server memory across instances', () => {
     data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000 } };
     const changed = await admin('PUT', '/v1/policies/data', { data });
     expect(changed.status).toBe(200);
-    expect(await eventually(() => second.policy.current().version, (version) => version === changed.body.version)).toBe(changed.body.version);
+    expect(
+      await eventually(
+        () => second.policy.current().version,
+        (version) => version === changed.body.version,
+      ),
+    ).toBe(changed.body.version);
     // As if the notification had not arrived yet: the second instance still runs the old policy.
     second.policy.install(stale, 'test', 'database');
 

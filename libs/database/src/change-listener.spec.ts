@@ -104,7 +104,11 @@ describe('ChangeListener', () => {
 
   it('starts without a connection, says it is not listening, reports the loss and retries', async () => {
     const lost: Array<string | undefined> = [];
-    const listener = new ChangeListener({ connection: { host: '127.0.0.1', port, connectionTimeoutMillis: 1000 }, onLost: (error) => lost.push(error), minBackoffMs: 5 });
+    const listener = new ChangeListener({
+      connection: { host: '127.0.0.1', port, connectionTimeoutMillis: 1000 },
+      onLost: (error) => lost.push(error),
+      minBackoffMs: 5,
+    });
     const cache = new ListenedCache<string>(listener, 'writ_test_changed', options);
     await listener.start();
     expect(listener.listening('writ_test_changed')).toBe(false);

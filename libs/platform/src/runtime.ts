@@ -7,7 +7,17 @@ import { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
 import { AuditCheckpointer, AuditService } from '@writ/audit';
 import { loadConfig, WritConfig } from '@writ/config';
-import { ChangeListener, createDataSource, createPool, EmbeddedDatabase, ensureServiceLogin, migrate, ServiceLogin, SIGNING_KEYS_CHANGED_CHANNEL, startEmbeddedPostgres } from '@writ/database';
+import {
+  ChangeListener,
+  createDataSource,
+  createPool,
+  EmbeddedDatabase,
+  ensureServiceLogin,
+  migrate,
+  ServiceLogin,
+  SIGNING_KEYS_CHANGED_CHANNEL,
+  startEmbeddedPostgres,
+} from '@writ/database';
 import { CredentialRevoker } from '@writ/grants';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
@@ -258,7 +268,8 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const metrics = new WritMetrics(pool);
   const changes = new ChangeListener({
     connection: { ...pool.options, application_name: 'writ-listen' },
-    onLost: (error) => logger.warn({ err: error }, 'not listening for changes (reconnecting): cached clients and connectors are read from the database meanwhile'),
+    onLost: (error) =>
+      logger.warn({ err: error }, 'not listening for changes (reconnecting): cached clients and connectors are read from the database meanwhile'),
   });
   // Signing keys are reloaded at once when any instance rotates or retires one; the periodic
   // refresh stays as the fallback.

@@ -1,10 +1,7 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
-import { ListenedCache } from '@writ/database';
+import { CONNECTOR_CHANGED_CHANNEL, ListenedCache } from '@writ/database';
 import type { GatewayConnector } from '@writ/grants';
 import { RUNTIME, type Runtime } from '@writ/platform';
-
-/** The channel the `connectors` trigger notifies on every update or delete (payload: the connector id). */
-export const CONNECTOR_CHANGED_CHANNEL = 'writ_connector_changed';
 
 /** Most connectors held (a registry is small; the bound only keeps memory finite). */
 const MAX_CONNECTORS = 10_000;

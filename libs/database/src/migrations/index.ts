@@ -17,7 +17,7 @@ import { ChangeNotifications1764540000000 } from './1764540000000-change-notific
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
-export { CLIENT_CHANGED_CHANNEL, POLICY_CHANGED_CHANNEL, SIGNING_KEYS_CHANGED_CHANNEL } from './1764540000000-change-notifications';
+export { CLIENT_CHANGED_CHANNEL, CONNECTOR_CHANGED_CHANNEL, POLICY_CHANGED_CHANNEL, SIGNING_KEYS_CHANGED_CHANNEL } from './1764540000000-change-notifications';
 
 /** Every migration, in order. */
 export const MIGRATIONS = [
