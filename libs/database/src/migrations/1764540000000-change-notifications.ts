@@ -1,4 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
+import { CONNECTOR_VERSION_TRIGGERS } from './1764536000000-connector-versions';
 
 /** The channel a change of a connector row is notified on (payload: its id). */
 export const CONNECTOR_CHANGED_CHANNEL = 'writ_connector_changed';
@@ -79,20 +80,7 @@ export class ChangeNotifications1764540000000 implements MigrationInterface {
     // The connectors' own functions, as 1764536000000 made them.
     await q.query('DROP TRIGGER connectors_changed ON connectors');
     await q.query('DROP TRIGGER connectors_version ON connectors');
-    await q.query(`
-      CREATE FUNCTION writ_connector_version() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        NEW.version := OLD.version + 1;
-        RETURN NEW;
-      END $$`);
-    await q.query(`
-      CREATE FUNCTION writ_connector_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        PERFORM pg_notify('writ_connector_changed', OLD.id);
-        RETURN NULL;
-      END $$`);
-    await q.query(`CREATE TRIGGER connectors_version BEFORE UPDATE ON connectors FOR EACH ROW EXECUTE FUNCTION writ_connector_version()`);
-    await q.query(`CREATE TRIGGER connectors_changed AFTER UPDATE OR DELETE ON connectors FOR EACH ROW EXECUTE FUNCTION writ_connector_changed()`);
+    for (const statement of CONNECTOR_VERSION_TRIGGERS) await q.query(statement);
     await q.query('DROP FUNCTION writ_row_changed()');
     await q.query('DROP FUNCTION writ_next_version()');
   }
