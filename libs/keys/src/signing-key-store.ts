@@ -71,7 +71,10 @@ export const LONGEST_TOKEN_LIFETIME_SECONDS = 86_400 + 300;
 
 /** Options of {@link SigningKeyStore.startMaintenance}. */
 export interface KeyMaintenanceOptions {
-  /** How often to re-read the keys (a rotation on another instance is seen within this). */
+  /**
+   * How often to re-read the keys: the fallback for a change notification lost with the
+   * listening connection (a notified change is reloaded at once, see {@link reloadSoon}).
+   */
   refreshMs: number;
   /** Rotate when the active key is older than this many days (0: never on schedule). */
   rotationDays: number;
