@@ -44,6 +44,8 @@ export class ChangeListener {
   private started = false;
   private stopped = false;
   private connecting: Promise<void> | undefined;
+  /** The LISTEN statements sent after the connection was opened, one after the other. */
+  private pendingListens: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: ChangeListenerOptions) {
     this.backoffMs = options.minBackoffMs ?? 250;
@@ -63,7 +65,7 @@ export class ChangeListener {
       this.subscribers.set(channel, set);
       // A channel added while connected: listened to on the connection that exists.
       const client = this.client;
-      if (client) void this.listenOn(client, channel);
+      if (client) this.listenLater(client, channel);
     }
     set.add(subscriber);
     return () => {
@@ -123,10 +125,16 @@ export class ChangeListener {
     // Changes committed while nobody listened were missed: everything is read again.
     this.resetAll();
     // Channels subscribed to while the connection was being opened.
-    for (const channel of this.subscribers.keys()) if (!this.listened.has(channel)) void this.listenOn(client, channel);
+    for (const channel of this.subscribers.keys()) if (!this.listened.has(channel)) this.listenLater(client, channel);
+  }
+
+  /** One query at a time on the connection (`pg` deprecates overlapping queries on a client). */
+  private listenLater(client: Client, channel: string): void {
+    this.pendingListens = this.pendingListens.then(() => this.listenOn(client, channel));
   }
 
   private async listenOn(client: Client, channel: string): Promise<void> {
+    if (this.client !== client) return;
     try {
       await client.query(`LISTEN ${channel}`);
       if (this.client === client) {
