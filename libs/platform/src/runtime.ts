@@ -353,11 +353,12 @@ async function warnIfPoolExceedsServer(pool: Pool, logger: Logger): Promise<void
       `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved`,
     );
     const available = (rows[0]?.max ?? 0) - (rows[0]?.reserved ?? 0);
-    const wanted = (pool.options.max ?? 10) + TYPEORM_POOL_SIZE + 2;
+    // Besides the pools: checkpoints, verification and the change listener, one each.
+    const wanted = (pool.options.max ?? 10) + TYPEORM_POOL_SIZE + 3;
     if (available > 0 && wanted > available) {
       logger.warn(
         { pool: pool.options.max, max_connections: rows[0].max },
-        'WRIT_DB_POOL_SIZE (plus 6) exceeds the connections PostgreSQL offers: lower it or raise max_connections',
+        'WRIT_DB_POOL_SIZE (plus 7) exceeds the connections PostgreSQL offers: lower it or raise max_connections',
       );
     } else if (available > 0 && wanted > available / 2) {
       logger.info(
