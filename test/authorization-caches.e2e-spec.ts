@@ -282,6 +282,27 @@ describe('authorization server memory across instances', () => {
     expect(rows).toEqual([{ type: 'grant.decision', version: changed.body.version }]);
     const { rows: tokens } = await first.runtime.pool.query(`SELECT 1 FROM access_tokens WHERE task_id = $1`, [task.task_id]);
     expect(tokens).toHaveLength(0);
+  });
+
+  it('decides the next request on the other instance with its file once the stored policy is deactivated on the first, even before it is told', async () => {
+    const stored = second.policy.current();
+    expect(second.policy.installedFromElsewhere).toBe(true);
     expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);
+    expect(
+      await eventually(
+        () => second.policy.installedFromElsewhere,
+        (elsewhere) => !elsewhere,
+      ),
+    ).toBe(false);
+    const fileVersion = second.policy.current().version;
+    // As if the notification had not arrived yet: the second instance still runs the stored policy.
+    second.policy.install(stored, 'test', 'database');
+
+    const task = await createTask(second, world.orchestrator);
+    const response = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
+    expect(response.status).toBe(200);
+    expect(second.policy.current().version).toBe(fileVersion);
+    const { rows } = await first.runtime.pool.query(`SELECT policy_version FROM access_tokens WHERE task_id = $1`, [task.task_id]);
+    expect(rows).toEqual([{ policy_version: fileVersion }]);
   });
 });

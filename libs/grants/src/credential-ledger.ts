@@ -33,6 +33,12 @@ export type CredentialRow = [
    */
   clientVersion: string,
   /**
+   * Whether the policy that decided (`policyVersion`) was the stored one the instance had
+   * installed (then it must still be the active stored policy), or its own file (then no other
+   * stored policy may be active). `false` for Tasks API tokens (no policy).
+   */
+  policyStored: boolean,
+  /**
    * The `jti` of the client assertion that authenticated the request, spent in the same
    * statement (connector credentials only; `null` when it was spent before).
    */
@@ -61,6 +67,16 @@ export function decidedOperation(operation: Pick<ConnectorOperation, 'method' | 
   return JSON.stringify({ method: operation.method ?? null, path: operation.path ?? null, constraints: operation.constraints ?? {} });
 }
 
+/**
+ * Whether the policy that decided (`policy_version`, `policy_stored`) is the one in force now: a
+ * stored policy must still be the active one; a file policy is in force while no stored policy
+ * is active (or the active one is the same version). Files are per instance: two instances
+ * with different files both issue under their own, as they always have.
+ */
+const POLICY_IN_FORCE = `CASE WHEN i.policy_stored
+    THEN EXISTS (SELECT 1 FROM policies p WHERE p.active AND p.version = i.policy_version)
+    ELSE NOT EXISTS (SELECT 1 FROM policies p WHERE p.active AND p.version IS DISTINCT FROM i.policy_version) END`;
+
 const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
   $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[], $16::text[], $17::jsonb[], $18::bigint[])
   AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses, iat, exp, cnf_jkt,
@@ -83,15 +99,14 @@ const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], 
 const INSERT_CONNECTOR_TOKENS = `
   WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
                    $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[], $16::text[], $17::jsonb[],
-                   $18::bigint[], $19::text[], $20::float8[])
+                   $18::bigint[], $19::bool[], $20::text[], $21::float8[])
                    AS u(jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version, max_uses,
-                        iat, exp, cnf_jkt, budget_entries, decided_operation, client_version, assertion_jti, assertion_exp)),
+                        iat, exp, cnf_jkt, budget_entries, decided_operation, client_version, policy_stored, assertion_jti, assertion_exp)),
        -- Authenticated against the current registration: locked, so that a change waits for this
        -- commit or, committed first, is seen here (the row is re-read under the lock).
        authenticated AS (SELECT i.* FROM input i JOIN agents a ON a.id = i.client_id AND a.version = i.client_version FOR SHARE OF a),
-       -- Decided by the active stored policy (none active: each instance's file, not comparable).
-       decided AS (SELECT i.* FROM authenticated i
-                    WHERE NOT EXISTS (SELECT 1 FROM policies p WHERE p.active AND p.version IS DISTINCT FROM i.policy_version)),
+       -- Decided by the policy in force: the active stored one, or (none active) the instance's file.
+       decided AS (SELECT i.* FROM authenticated i WHERE ${POLICY_IN_FORCE}),
        -- The client assertion jtis, spent here whatever becomes of the credential (unless it is to
        -- be authenticated or decided again): a jti another transaction inserts concurrently makes
        -- this insert wait for it, then skip the row.
@@ -148,8 +163,8 @@ function insertCredentials(name: string, sql: string, columnCount: number, missi
     const assertions = new Set<string>();
     const replayed = new Set<CredentialRow>();
     for (const row of rows) {
-      if (!row[18]) continue;
-      const key = `${row[2]}\u0000${row[18]}`;
+      if (!row[19]) continue;
+      const key = `${row[2]}\u0000${row[19]}`;
       if (assertions.has(key)) replayed.add(row);
       assertions.add(key);
     }
@@ -166,7 +181,7 @@ function insertCredentials(name: string, sql: string, columnCount: number, missi
  * statement, each only if its task, agent and operation are still those it was decided on.
  * Named: each connection prepares (parses and plans) it once.
  */
-export const issueConnectorCredentials = insertCredentials('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS, 20, 'ended');
+export const issueConnectorCredentials = insertCredentials('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS, 21, 'ended');
 
 /** Writes Tasks API tokens (a batch of one audit transaction) in one statement. */
 export const issueTasksTokens = insertCredentials('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS, 18, 'client_changed');
@@ -176,6 +191,8 @@ export interface DecisionBasis {
   agentId: string;
   clientVersion: string;
   policyVersion: string;
+  /** Whether that policy was the stored one (see {@link CredentialRow}'s `policyStored`). */
+  policyStored: boolean;
 }
 
 /**
@@ -188,10 +205,11 @@ export interface DecisionBasis {
 export async function staleDecision(client: PoolClient, basis: DecisionBasis): Promise<'client' | 'policy' | undefined> {
   const { rows } = await client.query<{ client_current: boolean; policy_current: boolean }>({
     name: 'writ_decision_current',
-    text: `WITH a AS (SELECT version FROM agents WHERE id = $1 FOR SHARE)
+    text: `WITH a AS (SELECT version FROM agents WHERE id = $1 FOR SHARE),
+                i AS (SELECT $3::text AS policy_version, $4::bool AS policy_stored)
            SELECT coalesce((SELECT version = $2::bigint FROM a), false) AS client_current,
-                  NOT EXISTS (SELECT 1 FROM policies p WHERE p.active AND p.version IS DISTINCT FROM $3) AS policy_current`,
-    values: [basis.agentId, basis.clientVersion, basis.policyVersion],
+                  (SELECT ${POLICY_IN_FORCE} FROM i) AS policy_current`,
+    values: [basis.agentId, basis.clientVersion, basis.policyVersion, basis.policyStored],
   });
   if (!rows[0].client_current) return 'client';
   return rows[0].policy_current ? undefined : 'policy';

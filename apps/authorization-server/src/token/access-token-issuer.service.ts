@@ -63,6 +63,8 @@ export interface AccessTokenSpec {
   authorizationDetails?: ConnectorDetail[];
   maxUses?: number | null;
   policyVersion?: string;
+  /** Whether the policy of `policyVersion` was installed from the database (not the instance's file). */
+  policyStored?: boolean;
   /** RFC 9449 `cnf.jkt`: the token is bound to this DPoP key. */
   cnfJkt?: string;
   /** Indexes of the task's limited `allowed` entries the credential's gateway calls are charged to. */
@@ -145,6 +147,7 @@ export class AccessTokenIssuer {
       spec.budgetEntries?.length ? `{${spec.budgetEntries.join(',')}}` : null,
       spec.operation ? decidedOperation(spec.operation) : null,
       spec.clientVersion,
+      spec.policyStored ?? false,
       claimed?.jti ?? null,
       claimed ? Math.ceil(claimed.expiresAt.getTime() / 1000) : null,
     ];

@@ -79,6 +79,8 @@ export class TokenExchangeGrant implements GrantHandler {
     const budgets = limited ? await this.grants.budgetsOf(task.id) : [];
     const now = new Date();
     const engine = this.policy.current();
+    // Read with the engine: where the policy that decides this request came from.
+    const policyStored = this.policy.installedFromElsewhere;
     const input = buildPolicyInput({
       request: {
         grantType: GRANT_TYPE_TOKEN_EXCHANGE,
@@ -110,13 +112,13 @@ export class TokenExchangeGrant implements GrantHandler {
     if (decision.requires_approval) {
       // Spent before anything is recorded: a replayed assertion requests nothing, uses nothing.
       await assertionJti?.consume();
-      if (!approvalId) await this.requestApproval(task, client, details, decision, engine.version, decisionData);
+      if (!approvalId) await this.requestApproval(task, client, details, decision, engine.version, policyStored, decisionData);
       approval = await this.approvedFor(approvalId!, task, client, details);
     }
     if (!decision.allow && !approval) {
       // Spent before the refusal is counted: a replayed assertion never moves the task's counters.
       await assertionJti?.consume();
-      const refused = await this.refuse(task, client, decision, decisionData, engine, input);
+      const refused = await this.refuse(task, client, decision, decisionData, engine, policyStored, input);
       const reasons = refused.reasons.map((reason) => safeToken(reason, 300)).join('; ');
       throw new InvalidAuthorizationDetailsError(`denied by policy: ${reasons || 'no reason given'}`, { reason: POLICY_DENIED });
     }
@@ -144,6 +146,7 @@ export class TokenExchangeGrant implements GrantHandler {
       authorizationDetails: [detail],
       maxUses: decision.max_uses,
       policyVersion: engine.version,
+      policyStored,
       cnfJkt: dpop?.jkt,
       budgetEntries,
       assertionJti,
@@ -197,6 +200,7 @@ export class TokenExchangeGrant implements GrantHandler {
     details: ConnectorDetail[],
     decision: Decision,
     policyVersion: string,
+    policyStored: boolean,
     decisionData: Record<string, unknown>,
   ): Promise<never> {
     const expiresAt = new Date(Math.min(task.expiresAt.getTime(), Date.now() + APPROVAL_MAX_SECONDS * 1000));
@@ -209,7 +213,7 @@ export class TokenExchangeGrant implements GrantHandler {
         reasons: decision.reasons,
         policyVersion,
         expiresAt,
-        check: (tx) => this.stillCurrent(tx, client, policyVersion),
+        check: (tx) => this.stillCurrent(tx, client, policyVersion, policyStored),
       },
       { type: 'agent', id: client.id },
       [
@@ -301,8 +305,8 @@ export class TokenExchangeGrant implements GrantHandler {
    * request was authenticated against, or the policy that decided it, is no longer current: a
    * refusal or an approval request is recorded only as a fresh instance would record it.
    */
-  private async stillCurrent(tx: PoolClient, client: RegisteredClient, policyVersion: string): Promise<void> {
-    const stale = await staleDecision(tx, { agentId: client.id, clientVersion: client.version, policyVersion });
+  private async stillCurrent(tx: PoolClient, client: RegisteredClient, policyVersion: string, policyStored: boolean): Promise<void> {
+    const stale = await staleDecision(tx, { agentId: client.id, clientVersion: client.version, policyVersion, policyStored });
     if (stale) throw new StaleDecisionError(stale);
   }
 
@@ -320,6 +324,7 @@ export class TokenExchangeGrant implements GrantHandler {
     decision: Decision,
     data: Record<string, unknown>,
     engine: PolicyEngine,
+    policyStored: boolean,
     input: PolicyInput,
   ): Promise<Decision> {
     const connectorId = (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null;
@@ -327,7 +332,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const quarantineActor = { type: 'system' as const, id: 'policy' };
     const { result } = await this.audit.recordWith(
       async (tx) => {
-        await this.stillCurrent(tx, client, engine.version);
+        await this.stillCurrent(tx, client, engine.version, policyStored);
         const counted = await this.grants.recordRefusal(tx, task.id, decision.out_of_purpose === true);
         if (!counted) return { decision, ended: undefined, reason: '' };
         const priorRefusals = counted.refusals - 1;
