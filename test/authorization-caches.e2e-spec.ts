@@ -157,6 +157,31 @@ describe('authorization server memory across instances', () => {
     expect((await admin('PATCH', '/v1/agents/agent-2', { status: 'active' })).status).toBe(200);
   });
 
+  it('refuses on the other instance, at once, an agent deleted through the admin API', async () => {
+    const agent: TestClient = { id: 'agent-deleted', key: await createClientKey() };
+    expect((await admin('POST', '/v1/agents', { id: agent.id, name: agent.id, jwks: jwksOf(agent.key) })).status).toBe(201);
+    expect((await admin('PATCH', '/v1/orchestrators/orch-1', { allowed_agents: ['*'] })).status).toBe(200);
+    const task = await createTask(second, world.orchestrator, { agent_id: agent.id });
+    expect((await tokenRequest(second.issuer, agent, exchangeFields(task.task_token, PAYOUT_REQUEST))).status).toBe(200);
+    const stale = secondHeld().get(agent.id);
+    expect(stale).toBeDefined();
+    expect((await admin('DELETE', `/v1/agents/${agent.id}`)).status).toBe(204);
+    expect(
+      await eventually(
+        () => secondHeld().get(agent.id),
+        (held) => held === undefined,
+      ),
+    ).toBeUndefined();
+    secondHeld().remember(agent.id, stale!, secondHeld().mark());
+    const since = await head();
+
+    const refused = await tokenRequest(second.issuer, agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
+    // Its task was revoked with it: a stale copy would have had that refusal recorded under the agent.
+    expect(refused.status).toBe(401);
+    expect(refused.body.error).toBe('invalid_client');
+    expect(await eventsSince(since)).toEqual([{ type: 'token.refused', outcome: 'failure', reason: 'client_unknown', actor_id: null }]);
+  });
+
   it("refuses on the other instance, at once, a Tasks API token for an orchestrator key removed through the admin API, and the orchestrator's introspection", async () => {
     const orchestrator: TestClient = { id: 'orch-rotated', key: await createClientKey() };
     expect(

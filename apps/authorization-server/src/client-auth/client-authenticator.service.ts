@@ -35,6 +35,11 @@ export class ClientAuthenticator {
     return this.authenticateWith(params, authorizationHeader, this.jtis, fresh);
   }
 
+  /** Whether the registration this client was authenticated with is still the current one (read fresh). */
+  async isCurrent(client: RegisteredClient): Promise<boolean> {
+    return (await this.clients.find(client.id, true))?.version === client.version;
+  }
+
   /**
    * Authenticates again, on a fresh read of the registration, a request whose credential was not
    * recorded because the registration it was authenticated against changed meanwhile. Its

@@ -69,13 +69,17 @@ export class TokenService {
           // A handler that spends the jti spends it with what it issues; never answer with it unspent.
           if (assertionJti?.pending) throw new Error(`grant ${handler.grantType} answered without spending the client assertion jti`);
           return response;
-        } catch (stale) {
+        } catch (failure) {
           // Authenticated or decided on a copy not yet dropped (its change is being notified):
           // nothing was recorded; authenticate or decide again on fresh data, as a fresh
-          // instance would have from the start.
-          if (!(stale instanceof StaleDecisionError)) throw stale;
+          // instance would have from the start. A refusal is recorded under the client only if
+          // a fresh read of its registration still authenticates it (policy refusals were
+          // checked where they were recorded).
+          let stale = failure instanceof StaleDecisionError ? failure.what : undefined;
+          if (!stale && failure instanceof OAuthError && failure.reason !== POLICY_DENIED && !(await this.clients.isCurrent(client))) stale = 'client';
+          if (!stale) throw failure;
           if (decisions >= MAX_DECISIONS) throw new DecisionUnsettledError();
-          if (stale.what === 'policy') {
+          if (stale === 'policy') {
             await this.policy.syncAgain();
             continue;
           }
