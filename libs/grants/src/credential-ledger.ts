@@ -1,5 +1,5 @@
 import type { PoolClient } from 'pg';
-import type { ConnectorOperation } from '@writ/database';
+import { type ConnectorOperation, executeStatement, type SessionStatement, sqlArrayLiteral } from '@writ/database';
 
 const TOKEN_COLUMNS = `jti, kind, client_id, subject, task_id, connector_id, action, risk,
   authorization_details, scope, policy_version, max_uses, issued_at, expires_at, cnf_jkt, budget_entries`;
@@ -154,12 +154,25 @@ const INSERT_TASKS_TOKENS = `
      FOR SHARE OF o
   RETURNING jti, 'recorded' AS outcome`;
 
+/** A batched insert of credentials, with parameters (`run`) or as one `EXECUTE` in the audit batch's locking message (`inline`). */
+export interface CredentialBatch {
+  run: (client: PoolClient, rows: CredentialRow[]) => Promise<IssueOutcome[]>;
+  inline: {
+    statements: readonly SessionStatement[];
+    sql: (rows: CredentialRow[]) => string;
+    parse: (written: Array<Record<string, unknown>>, rows: CredentialRow[]) => IssueOutcome[];
+  };
+}
+
 /**
- * Runs a batched insert; one outcome per row, in order. A client assertion jti that two rows of
- * the batch carry is spent by the first only (one statement cannot tell which row's insert won).
+ * A batched insert; one outcome per row, in order. A client assertion jti that two rows of the
+ * batch carry is spent by the first only (one statement cannot tell which row's insert won).
+ * Named: each connection prepares (parses and plans) it once, for `run` (protocol level) and
+ * for `inline` (`PREPARE`, under its own name).
  */
-function insertCredentials(name: string, sql: string, columnCount: number, missing: IssueOutcome) {
-  return async (client: PoolClient, rows: CredentialRow[]): Promise<IssueOutcome[]> => {
+function credentialBatch(name: string, sql: string, columnCount: number, missing: IssueOutcome): CredentialBatch {
+  const statement: SessionStatement = { name: `${name}_s`, definition: `AS ${sql}` };
+  const replayedIn = (rows: CredentialRow[]): Set<CredentialRow> => {
     const assertions = new Set<string>();
     const replayed = new Set<CredentialRow>();
     for (const row of rows) {
@@ -168,23 +181,41 @@ function insertCredentials(name: string, sql: string, columnCount: number, missi
       if (assertions.has(key)) replayed.add(row);
       assertions.add(key);
     }
+    return replayed;
+  };
+  const columnsOf = (rows: CredentialRow[], replayed: Set<CredentialRow>) => {
     const sent = replayed.size === 0 ? rows : rows.filter((row) => !replayed.has(row));
-    const columns = Array.from({ length: columnCount }, (_, column) => sent.map((row) => row[column] ?? null));
-    const { rows: written } = await client.query<{ jti: string; outcome: IssueOutcome }>({ name, text: sql, values: columns });
-    const outcomes = new Map(written.map((row) => [row.jti, row.outcome]));
+    return Array.from({ length: columnCount }, (_, column) => sent.map((row) => row[column] ?? null));
+  };
+  const outcomesOf = (rows: CredentialRow[], replayed: Set<CredentialRow>, written: Array<Record<string, unknown>>): IssueOutcome[] => {
+    const outcomes = new Map(written.map((row) => [row.jti as string, row.outcome as IssueOutcome]));
     return rows.map((row) => (replayed.has(row) ? 'replayed' : (outcomes.get(row[0]) ?? missing)));
+  };
+  return {
+    run: async (client, rows) => {
+      const replayed = replayedIn(rows);
+      const { rows: written } = await client.query<{ jti: string; outcome: IssueOutcome }>({ name, text: sql, values: columnsOf(rows, replayed) });
+      return outcomesOf(rows, replayed, written);
+    },
+    inline: {
+      statements: [statement],
+      sql: (rows) => executeStatement(statement, columnsOf(rows, replayedIn(rows)).map(sqlArrayLiteral)),
+      parse: (written, rows) => outcomesOf(rows, replayedIn(rows), written),
+    },
   };
 }
 
 /**
  * `issueCredential`: writes connector credentials (a batch of one audit transaction) in one
  * statement, each only if its task, agent and operation are still those it was decided on.
- * Named: each connection prepares (parses and plans) it once.
  */
-export const issueConnectorCredentials = insertCredentials('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS, 21, 'ended');
+export const connectorCredentials = credentialBatch('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS, 21, 'ended');
 
-/** Writes Tasks API tokens (a batch of one audit transaction) in one statement. */
-export const issueTasksTokens = insertCredentials('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS, 18, 'client_changed');
+/**
+ * Writes Tasks API tokens (a batch of one audit transaction) in one statement; a row not
+ * written is one whose orchestrator registration changed (`client_changed`).
+ */
+export const tasksTokens = credentialBatch('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS, 18, 'client_changed');
 
 /** The client registration and policy versions a token exchange was authenticated and decided with. */
 export interface DecisionBasis {

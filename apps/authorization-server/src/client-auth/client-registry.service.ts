@@ -26,7 +26,7 @@ interface ClientRow {
  * `writ_client_changed`, and holds nothing while it is not listening (see `ListenedCache`).
  * A notification arrives shortly after the change commits, not before: a credential is
  * recorded only if the registration's `version` is still the one the request was
- * authenticated with (see `issueConnectorCredentials`), otherwise the request is
+ * authenticated with (see `connectorCredentials`), otherwise the request is
  * authenticated again on a fresh read ({@link forget}, then {@link find}).
  */
 @Injectable()

@@ -14,7 +14,7 @@ export interface RegisteredClient {
   allowedAgents: string[];
   /**
    * The registration's version (moved on by every change of its row): a credential is recorded
-   * only if it is still this one (see `issueConnectorCredentials`).
+   * only if it is still this one (see `connectorCredentials`).
    */
   version: string;
 }

@@ -5,7 +5,7 @@ import { newJti, SigningKeyStore } from '@writ/keys';
 import type { ConnectorDetail, ConnectorOperation } from '@writ/database';
 import { ACCESS_TOKEN_TYP, clientAuthenticationFailed, InvalidGrantError } from '@writ/oauth';
 import type { PoolClient } from 'pg';
-import { CredentialRow, decidedOperation, issueConnectorCredentials, issueTasksTokens, IssueOutcome } from '@writ/grants';
+import { connectorCredentials, CredentialRow, decidedOperation, IssueOutcome, tasksTokens } from '@writ/grants';
 import type { ClientAssertionJti } from '../client-auth/client-assertion-jti';
 
 /** The catalogue changed between the decision and the issuance: decide again on the new one. */
@@ -151,7 +151,7 @@ export class AccessTokenIssuer {
       claimed?.jti ?? null,
       claimed ? Math.ceil(claimed.expiresAt.getTime() / 1000) : null,
     ];
-    const insert = spec.kind === 'connector' ? issueConnectorCredentials : issueTasksTokens;
+    const batch = spec.kind === 'connector' ? connectorCredentials : tasksTokens;
     const events = (outcome: IssueOutcome): AuditEventInput[] =>
       outcome === 'recorded' ? [...(spec.events ?? []), this.issuedEvent(spec, jti, expiresAt)] : [];
     const { result: outcome } = spec.beforeInsert
@@ -160,14 +160,16 @@ export class AccessTokenIssuer {
           // Not recorded (the task or agent ended, or the operation changed, meanwhile): roll
           // back what beforeInsert did too, e.g. an approval is not spent on a credential that
           // was never issued.
-          const [written] = await insert(client, [row]);
+          const [written] = await batch.run(client, [row]);
           if (written !== 'recorded') throw notRecorded(written, spec.connectorId ?? null);
           return written;
         }, events)
-      : await this.audit.recordWithBatched({ kind: `insert-${spec.kind}-token`, params: row, run: insert }, events).catch((error: unknown) => {
-          spec.assertionJti?.settle('failed');
-          throw error;
-        });
+      : await this.audit
+          .recordWithBatched({ kind: `insert-${spec.kind}-token`, params: row, run: batch.run, inline: batch.inline }, events)
+          .catch((error: unknown) => {
+            spec.assertionJti?.settle('failed');
+            throw error;
+          });
     // Authenticated or decided on what is no longer current: the jti was not spent.
     const stale = outcome === 'client_changed' || outcome === 'policy_changed';
     spec.assertionJti?.settle(outcome === 'replayed' ? 'replayed' : stale ? 'failed' : 'spent');
