@@ -4,9 +4,10 @@ import { clientAuthFields, createClientKey, jwksOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { ClientRegistry } from '../apps/authorization-server/src/client-auth/client-registry.service';
 import type { RegisteredClient } from '../apps/authorization-server/src/client-auth/registered-client';
-import { createTask, exchangeFields, PAYOUT_REQUEST, World } from './support/grant-flow';
+import { CatalogueConnector, ExchangeContextRepository } from '../apps/authorization-server/src/exchange/exchange-context.repository';
+import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, World } from './support/grant-flow';
 import { postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
-import { seedAgent, seedConnector, seedOrchestrator } from './support/seed';
+import { PAYMENTS_OPERATIONS, seedAgent, seedConnector, seedOrchestrator } from './support/seed';
 import { eventually } from './support/eventually';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -329,5 +330,43 @@ describe('authorization server memory across instances', () => {
     expect(second.policy.current().version).toBe(fileVersion);
     const { rows } = await first.runtime.pool.query(`SELECT policy_version FROM access_tokens WHERE task_id = $1`, [task.task_id]);
     expect(rows).toEqual([{ policy_version: fileVersion }]);
+  });
+
+  it("decides on the other instance against a connector's catalogue changed on the first, even before it is told", async () => {
+    await seedConnector(first.runtime.pool, 'ledger-held', PAYMENTS_OPERATIONS);
+    const allowed = PAYOUT_ALLOWED.map((entry) => ({ ...entry, connector: 'ledger-held' }));
+    const request = PAYOUT_REQUEST.map((detail) => ({ ...detail, connector: 'ledger-held' }));
+    // Warm: the second instance decides with the catalogue and holds it.
+    const warm = await createTask(second, world.orchestrator, { allowed });
+    expect((await tokenRequest(second.issuer, world.agent, exchangeFields(warm.task_token, request))).status).toBe(200);
+    const held = () =>
+      (second.apps[0].get<ExchangeContextRepository>(ExchangeContextRepository) as unknown as { catalogue: ListenedCache<CatalogueConnector> }).catalogue;
+    const stale = held().get('ledger-held');
+    expect(stale?.operations.map((operation) => operation.name)).toContain('payouts.create');
+
+    const task = await createTask(second, world.orchestrator, { allowed });
+    // The operation goes from the catalogue through the first instance's admin API.
+    const remaining = PAYMENTS_OPERATIONS.filter((operation) => operation.name !== 'payouts.create');
+    expect((await admin('PATCH', '/v1/connectors/ledger-held', { operations: remaining })).status).toBe(200);
+    expect(
+      await eventually(
+        () => held().get('ledger-held'),
+        (copy) => copy === undefined,
+      ),
+    ).toBeUndefined();
+    // As if the notification had not arrived yet: the second still holds the old catalogue.
+    held().remember('ledger-held', stale!, held().mark());
+
+    const response = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, request));
+    // The answer a fresh instance gives: decided again on the catalogue as it is now.
+    expect(response.status).toBe(400);
+    expect(response.body.error_description).toMatch(/operation payouts.create is not in the catalogue of connector ledger-held/);
+    const { rows: tokens } = await first.runtime.pool.query(`SELECT 1 FROM access_tokens WHERE task_id = $1`, [task.task_id]);
+    expect(tokens).toHaveLength(0);
+    expect(
+      held()
+        .get('ledger-held')
+        ?.operations.map((operation) => operation.name),
+    ).not.toContain('payouts.create');
   });
 });
