@@ -18,11 +18,13 @@ export class NotALiteralError extends Error {
   }
 }
 
+const SURROGATE = /[\uD800-\uDFFF]/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
 /** `value` with each lone UTF-16 surrogate replaced by U+FFFD, as `pg` (UTF-8) would send it. */
 export function wellFormed(value: string): string {
-  return value.replace(LONE_SURROGATE, '\uFFFD');
+  // Most strings hold no surrogate at all: one cheap scan instead of the look-around one.
+  return SURROGATE.test(value) ? value.replace(LONE_SURROGATE, '\uFFFD') : value;
 }
 
 /**
