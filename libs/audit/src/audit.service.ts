@@ -4,6 +4,8 @@ import {
   type AuditedTransaction,
   executeStatement,
   NotALiteralError,
+  forgetPrepared,
+  isMissingStatement,
   prepareOnce,
   type SessionStatement,
   sqlLiteral,
@@ -91,6 +93,8 @@ export interface AuditServiceOptions {
   checkpointFile?: string;
   /** Told the `seq` and `hash` of the events of each commit, in order (the checkpointer). */
   onAppended?: (events: ReadonlyArray<{ seq: number; hash: string }>) => void;
+  /** Told of a change in how batches are written (logged as a warning). */
+  onNotice?: (message: string) => void;
   /** Told every committed batch's events and how long its commit took (metrics). */
   onCommitted?: (records: readonly AuditRecord[], seconds: number) => void;
   /**
@@ -134,17 +138,16 @@ const COLUMNS = 'seq, id, occurred_at, type, outcome, actor_type, actor_id, agen
  */
 const APPEND: SessionStatement = {
   name: 'writ_audit_append_doc',
-  definition: `(jsonb, bigint, text, int) AS
-    WITH appended AS (
+  text: `WITH appended AS (
       INSERT INTO audit_events (${COLUMNS})
-      SELECT ${COLUMNS} FROM jsonb_to_recordset($1) AS e(seq bigint, id uuid, occurred_at timestamptz, type text, outcome text, actor_type text,
+      SELECT ${COLUMNS} FROM jsonb_to_recordset($1::jsonb) AS e(seq bigint, id uuid, occurred_at timestamptz, type text, outcome text, actor_type text,
              actor_id text, agent_id text, task_id text, connector_id text, data jsonb, prev_hash text, hash text)
       RETURNING 1)
-    UPDATE audit_chain_head SET seq = $2, hash = $3 WHERE id = 1 AND (SELECT count(*) FROM appended) = $4`,
+    UPDATE audit_chain_head SET seq = $2::bigint, hash = $3::text WHERE id = 1 AND (SELECT count(*) FROM appended) = $4::int`,
 };
 
-/** The {@link APPEND} of `records` (`dataTexts`: the canonical JSON of each one's data) as SQL. */
-function appendStatement(records: readonly AuditRecord[], dataTexts: readonly string[], seq: number, hash: string): string {
+/** The {@link APPEND} document of `records` (`dataTexts`: the canonical JSON of each one's data). */
+function appendDocument(records: readonly AuditRecord[], dataTexts: readonly string[]): string {
   // Each scalar as JSON, lone surrogates replaced as `pg` does for a text parameter (in the JSON
   // text they would be escapes that jsonb refuses). PostgreSQL text cannot hold NUL: refused, as
   // a parameter holding one would be (`data` is normalised without them).
@@ -159,7 +162,7 @@ function appendStatement(records: readonly AuditRecord[], dataTexts: readonly st
     // `data` is already canonical JSON.
     document += `{"seq":${record.seq},"id":${json(record.id)},"occurred_at":${json(record.occurred_at)},"type":${json(record.type)},"outcome":${json(record.outcome)},"actor_type":${json(record.actor_type)},"actor_id":${json(record.actor_id)},"agent_id":${json(record.agent_id)},"task_id":${json(record.task_id)},"connector_id":${json(record.connector_id)},"data":${dataTexts[index]},"prev_hash":${json(record.prev_hash)},"hash":${json(record.hash)}}`;
   });
-  return executeStatement(APPEND, [sqlLiteral(document + ']'), String(seq), sqlLiteral(hash), String(records.length)]);
+  return document + ']';
 }
 
 /** The units of a batch with batched work, by kind, in order. */
@@ -175,11 +178,11 @@ function batchedKinds(batch: Unit[]): Map<string, number[]> {
 }
 
 /** The batched work of a batch that can go in the message that locks the chain head, as SQL. */
-function inlineWork(batch: Unit[], kinds: Map<string, number[]>): Array<{ kind: string; sql: string }> {
+function inlineWork(batch: Unit[], kinds: Map<string, number[]>, sessionStatements: boolean): Array<{ kind: string; sql: string }> {
   const inlined: Array<{ kind: string; sql: string }> = [];
   for (const [kind, indexes] of kinds) {
     const work = batch[indexes[0]].batched!;
-    if (!work.inline) continue;
+    if (!work.inline || (work.inline.statements && !sessionStatements)) continue;
     try {
       const sql = work.inline.sql(
         indexes.map((index) => batch[index].batched!.params),
@@ -226,6 +229,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   private laterTimer: NodeJS.Timeout | undefined;
   private readonly maxBatch: number;
   private readonly keyring: CheckpointKeyring;
+  /** Whether batches use statements prepared per connection (see {@link commit}). */
+  private sessionStatements = true;
 
   constructor(
     private readonly pool: Pool,
@@ -340,7 +345,24 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     }
   }
 
+  /**
+   * Commits a batch. Where a statement prepared on this connection is missing on the server
+   * (a transaction-mode pooler in front of PostgreSQL hands each transaction to any server
+   * connection), session statements are given up for good in this process and the batch is
+   * written again with parameters: the same statements, one round trip each.
+   */
   private async commit(batch: Unit[]): Promise<void> {
+    try {
+      await this.commitOnce(batch);
+    } catch (error) {
+      if (!isMissingStatement(error) || !this.sessionStatements) throw error;
+      this.sessionStatements = false;
+      this.options.onNotice?.('a prepared statement was missing on its connection (a transaction-mode pooler?): audit batches now use parameters');
+      await this.commitOnce(batch);
+    }
+  }
+
+  private async commitOnce(batch: Unit[]): Promise<void> {
     const started = process.hrtime.bigint();
     let client: PoolClient;
     try {
@@ -354,8 +376,11 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       // One round trip: open the transaction, lock the chain head and run the batched work
       // that can be inlined (simple query protocol, one statement after the other).
       const kinds = batchedKinds(batch);
-      await prepareOnce(client, [APPEND, ...[...kinds.values()].flatMap((indexes) => batch[indexes[0]].batched!.inline?.statements ?? [])]);
-      const inlined = inlineWork(batch, kinds);
+      const sessionStatements = this.sessionStatements;
+      if (sessionStatements) {
+        await prepareOnce(client, [APPEND, ...[...kinds.values()].flatMap((indexes) => batch[indexes[0]].batched!.inline?.statements ?? [])]);
+      }
+      const inlined = inlineWork(batch, kinds, sessionStatements);
       const opened = (await client.query(
         `BEGIN; SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE${inlined.map((work) => `; ${work.sql}`).join('')}`,
       )) as unknown as Array<{ rows: Array<Record<string, unknown>> }>;
@@ -398,9 +423,15 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         all.push(...records);
       }
       if (all.length > 0) {
-        // One message appends the events, moves the chain head and commits: a round trip less
-        // under the chain-head lock than a parameterised append followed by COMMIT.
-        await client.query(`${appendStatement(all, dataTexts, seq, prevHash)}; COMMIT`);
+        const document = appendDocument(all, dataTexts);
+        if (sessionStatements) {
+          // One message appends the events, moves the chain head and commits: a round trip
+          // less under the chain-head lock than a parameterised append followed by COMMIT.
+          await client.query(`${executeStatement(APPEND, [sqlLiteral(document), String(seq), sqlLiteral(prevHash), String(all.length)])}; COMMIT`);
+        } else {
+          await client.query({ name: APPEND.name, text: APPEND.text, values: [document, seq, prevHash, all.length] });
+          await client.query('COMMIT');
+        }
       } else {
         await client.query('COMMIT');
       }
@@ -411,6 +442,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       await client.query('ROLLBACK').catch(() => {
         failed = true;
       });
+      if (isMissingStatement(error)) forgetPrepared(client);
       if (isConnectionError(error)) {
         failed = true;
         throw new AuditUnavailableError(error);

@@ -64,10 +64,10 @@ describe('SQL literals', () => {
   });
 
   it('prepares a statement once per connection, also when it is already prepared there', async () => {
-    const statement = { name: 'writ_spec_echo', definition: `AS SELECT $1::text[] AS v, $2::int AS n` };
+    const statement = { name: 'writ_spec_echo', text: `SELECT $1::text[] AS v, $2::int AS n` };
     const client = await pool.connect();
     try {
-      await client.query(`PREPARE ${statement.name} ${statement.definition}`);
+      await client.query(`PREPARE ${statement.name} AS ${statement.text}`);
       await prepareOnce(client, [statement]); // 42P05 on this session: taken as prepared
       await prepareOnce(client, [statement]); // remembered: no round trip
       const { rows } = await client.query<{ v: string[]; n: number }>(executeStatement(statement, [sqlArrayLiteral(['a"b', null]), '7']));

@@ -53,11 +53,17 @@ export function sqlArrayLiteral(values: ReadonlyArray<string | number | boolean 
   return sqlLiteral(text + '}');
 }
 
-/** A statement prepared once per connection and run by name. */
+/**
+ * A statement prepared once per connection and run by name: with `EXECUTE` (its values as
+ * literals, inside a multi-statement message) where the connection is a session of its own, or
+ * as a named query with parameters (`pg` prepares it at protocol level) where it is not (a
+ * transaction-mode pooler hands each transaction to any server connection, where a `PREPARE`
+ * made on another does not exist: {@link isMissingStatement}).
+ */
 export interface SessionStatement {
   name: string;
-  /** `PREPARE <name> (<types>) AS <text>`: the parameter list and the statement. */
-  definition: string;
+  /** The statement, its parameters typed by casts (`$1::text[]`). */
+  text: string;
 }
 
 const preparedOn = new WeakMap<PoolClient, Set<string>>();
@@ -72,13 +78,23 @@ export async function prepareOnce(client: PoolClient, statements: readonly Sessi
   for (const statement of statements) {
     if (prepared.has(statement.name)) continue;
     try {
-      await client.query(`PREPARE ${statement.name} ${statement.definition}`);
+      await client.query(`PREPARE ${statement.name} AS ${statement.text}`);
     } catch (error) {
       // 42P05: already prepared on this session (by an earlier holder of the connection).
       if ((error as { code?: string }).code !== '42P05') throw error;
     }
     prepared.add(statement.name);
   }
+}
+
+/** Forgets what was prepared on `client` (it was found missing there). */
+export function forgetPrepared(client: PoolClient): void {
+  preparedOn.delete(client);
+}
+
+/** Whether `error` says a prepared statement does not exist on the server connection (26000). */
+export function isMissingStatement(error: unknown): boolean {
+  return (error as { code?: string } | undefined)?.code === '26000';
 }
 
 /** `EXECUTE name(args...)`, the arguments already literals. */

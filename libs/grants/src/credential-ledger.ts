@@ -171,7 +171,7 @@ export interface CredentialBatch {
  * for `inline` (`PREPARE`, under its own name).
  */
 function credentialBatch(name: string, sql: string, columnCount: number, missing: IssueOutcome): CredentialBatch {
-  const statement: SessionStatement = { name: `${name}_s`, definition: `AS ${sql}` };
+  const statement: SessionStatement = { name: `${name}_s`, text: sql };
   const replayedIn = (rows: CredentialRow[]): Set<CredentialRow> => {
     const assertions = new Set<string>();
     const replayed = new Set<CredentialRow>();

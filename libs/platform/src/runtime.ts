@@ -292,6 +292,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     checkpointKeys: [checkpointKey(masterKey).publicJwk],
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (events) => checkpointer.noteAppended(events) : undefined,
+    onNotice: (message) => logger.warn(message),
     onCommitted: (records, seconds) => {
       metrics.auditCommitted(records, seconds);
       retroactiveSpan('audit.commit', seconds, { 'writ.audit.events': records.length });
