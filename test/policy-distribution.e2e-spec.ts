@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
+import { eventually } from './support/eventually';
 import { startTestServices, TestServices } from './support/test-services';
 
 const BUNDLE = readFileSync(join(__dirname, '..', 'policies', 'dist', 'bundle.tar.gz'));
@@ -10,15 +11,6 @@ const OTHER_ENTRYPOINT = readFileSync(join(__dirname, '..', 'libs', 'policy', 't
 const payout = (amountMax: number) => [
   { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
 ];
-
-async function eventually<T>(read: () => T | Promise<T>, accept: (value: T) => boolean, timeoutMs = 8000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (accept(value) || Date.now() > deadline) return value;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 describe('policy distribution through PostgreSQL, with last-known-good', () => {
   let primary: TestServices;

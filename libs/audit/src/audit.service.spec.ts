@@ -1,6 +1,7 @@
 import { Client, Pool } from 'pg';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
-import { AuditService, AuditUnavailableError } from './audit.service';
+import { executeStatement, type SessionStatement, sqlArrayLiteral } from '@writ/database';
+import { AuditService, AuditUnavailableError, type BatchableWork } from './audit.service';
 import type { AuditEventInput } from './audit-event';
 import { chainHash } from './audit-hash';
 
@@ -68,6 +69,46 @@ describe('AuditService', () => {
     });
     await expect(audit.record({ ...event(1), agentId: 'a\u0000b' })).rejects.toThrow(/NUL|0x00/);
     expect((await audit.verify()).valid).toBe(true);
+  });
+
+  it('writes with parameters, transparently, once a prepared statement is missing on its connection (a transaction-mode pooler)', async () => {
+    const single = new Pool({ connectionString: db.url, max: 1 });
+    const notices: string[] = [];
+    const service = new AuditService(single, { onNotice: (message) => notices.push(message) });
+    const doubled: SessionStatement = { name: 'writ_spec_double', text: 'SELECT v * 2 AS v FROM unnest($1::int[]) AS u(v)' };
+    let withParameters = 0;
+    const double = (n: number): BatchableWork<number, number> => ({
+      kind: 'double',
+      params: n,
+      run: async (client, values) => {
+        withParameters += 1;
+        const { rows } = await client.query<{ v: number }>('SELECT v * 2 AS v FROM unnest($1::int[]) AS u(v)', [values]);
+        return rows.map((row) => row.v);
+      },
+      inline: {
+        statements: [doubled],
+        sql: (values) => executeStatement(doubled, [sqlArrayLiteral(values)]),
+        parse: (rows) => rows.map((row) => Number(row.v)),
+      },
+    });
+    try {
+      expect((await service.recordWithBatched(double(21), () => [event(0)])).result).toBe(42);
+      expect(withParameters).toBe(0); // inlined, with EXECUTE
+      await service.record(event(1)); // prepares on the one connection
+      // What a transaction-mode pooler does: the next transaction runs on a server connection
+      // where nothing was prepared.
+      await single.query('DEALLOCATE ALL');
+      const [record] = await service.record(event(2));
+      expect(record.seq).toBeGreaterThan(0);
+      expect(notices).toHaveLength(1);
+      await Promise.all(Array.from({ length: 20 }, (_, n) => service.record(event(n))));
+      expect(notices).toHaveLength(1);
+      expect((await service.recordWithBatched(double(4), () => [event(3)])).result).toBe(8);
+      expect(withParameters).toBe(1);
+      expect((await service.verify()).valid).toBe(true);
+    } finally {
+      await single.end();
+    }
   });
 
   it('writes events recorded for later with the next batch, on their own after laterMs, or at drain', async () => {

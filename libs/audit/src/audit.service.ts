@@ -1,10 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
-import { type AuditedTransaction, type TransactionWork, watchCheckedOut } from '@writ/database';
+import {
+  type AuditedTransaction,
+  executeStatement,
+  NotALiteralError,
+  forgetPrepared,
+  isMissingStatement,
+  prepareOnce,
+  type SessionStatement,
+  sqlLiteral,
+  type TransactionWork,
+  wellFormed,
+  watchCheckedOut,
+} from '@writ/database';
 import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
 import { chainHash, chainHashOfCanonicalData } from './audit-hash';
 import { normaliseEventData } from './audit-canonical';
-import { queryThenCommit } from './query-then-commit';
 import {
   CheckpointFileError,
   checkpointDigest,
@@ -47,8 +58,11 @@ export interface BatchableWork<P, R> {
    * before it: this one sees everything committed before the lock was granted): a batch then
    * costs one round trip less. `sql` quotes strings with `literal` (or returns `undefined`:
    * `run` then does the work); `parse` turns its rows into one result per parameter, in order.
+   * `statements` are prepared on the connection beforehand (once per connection), for a `sql`
+   * that runs one with `EXECUTE` (`executeStatement`: nothing to parse or plan per batch).
    */
   inline?: {
+    statements?: readonly SessionStatement[];
     sql: (params: P[], literal: (value: string) => string) => string | undefined;
     parse: (rows: Array<Record<string, unknown>>, params: P[]) => R[];
   };
@@ -79,6 +93,8 @@ export interface AuditServiceOptions {
   checkpointFile?: string;
   /** Told the `seq` and `hash` of the events of each commit, in order (the checkpointer). */
   onAppended?: (events: ReadonlyArray<{ seq: number; hash: string }>) => void;
+  /** Told of a change in how batches are written (logged as a warning). */
+  onNotice?: (message: string) => void;
   /** Told every committed batch's events and how long its commit took (metrics). */
   onCommitted?: (records: readonly AuditRecord[], seconds: number) => void;
   /**
@@ -115,6 +131,40 @@ export interface VerifyOptions {
 
 const COLUMNS = 'seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash';
 
+/**
+ * Appends a batch's events and moves the chain head, prepared once per connection: the events
+ * as one JSON document (`$1`, each event's `data` its canonical JSON), the new head (`$2`,
+ * `$3`) and the number of events (`$4`, the head moves only if all of them were inserted).
+ */
+const APPEND: SessionStatement = {
+  name: 'writ_audit_append_doc',
+  text: `WITH appended AS (
+      INSERT INTO audit_events (${COLUMNS})
+      SELECT ${COLUMNS} FROM jsonb_to_recordset($1::jsonb) AS e(seq bigint, id uuid, occurred_at timestamptz, type text, outcome text, actor_type text,
+             actor_id text, agent_id text, task_id text, connector_id text, data jsonb, prev_hash text, hash text)
+      RETURNING 1)
+    UPDATE audit_chain_head SET seq = $2::bigint, hash = $3::text WHERE id = 1 AND (SELECT count(*) FROM appended) = $4::int`,
+};
+
+/** The {@link APPEND} document of `records` (`dataTexts`: the canonical JSON of each one's data). */
+function appendDocument(records: readonly AuditRecord[], dataTexts: readonly string[]): string {
+  // Each scalar as JSON, lone surrogates replaced as `pg` does for a text parameter (in the JSON
+  // text they would be escapes that jsonb refuses). PostgreSQL text cannot hold NUL: refused, as
+  // a parameter holding one would be (`data` is normalised without them).
+  const json = (value: string | null) => {
+    if (value === null) return 'null';
+    if (value.includes('\u0000')) throw new Error('an audit event field holds a NUL character (0x00)');
+    return JSON.stringify(wellFormed(value));
+  };
+  let document = '[';
+  records.forEach((record, index) => {
+    if (index > 0) document += ',';
+    // `data` is already canonical JSON.
+    document += `{"seq":${record.seq},"id":${json(record.id)},"occurred_at":${json(record.occurred_at)},"type":${json(record.type)},"outcome":${json(record.outcome)},"actor_type":${json(record.actor_type)},"actor_id":${json(record.actor_id)},"agent_id":${json(record.agent_id)},"task_id":${json(record.task_id)},"connector_id":${json(record.connector_id)},"data":${dataTexts[index]},"prev_hash":${json(record.prev_hash)},"hash":${json(record.hash)}}`;
+  });
+  return document + ']';
+}
+
 /** The units of a batch with batched work, by kind, in order. */
 function batchedKinds(batch: Unit[]): Map<string, number[]> {
   const kinds = new Map<string, number[]>();
@@ -128,30 +178,24 @@ function batchedKinds(batch: Unit[]): Map<string, number[]> {
 }
 
 /** The batched work of a batch that can go in the message that locks the chain head, as SQL. */
-function inlineWork(client: PoolClient, batch: Unit[], kinds: Map<string, number[]>): Array<{ kind: string; sql: string }> {
+function inlineWork(batch: Unit[], kinds: Map<string, number[]>, sessionStatements: boolean): Array<{ kind: string; sql: string }> {
   const inlined: Array<{ kind: string; sql: string }> = [];
-  const literal = (value: string) => {
-    if (value.includes('\u0000')) throw new NulError();
-    return client.escapeLiteral(value);
-  };
   for (const [kind, indexes] of kinds) {
     const work = batch[indexes[0]].batched!;
-    if (!work.inline) continue;
+    if (!work.inline || (work.inline.statements && !sessionStatements)) continue;
     try {
       const sql = work.inline.sql(
         indexes.map((index) => batch[index].batched!.params),
-        literal,
+        sqlLiteral,
       );
       if (sql !== undefined) inlined.push({ kind, sql });
     } catch (error) {
       // A value that cannot be a literal: this kind's work runs with parameters instead.
-      if (!(error instanceof NulError)) throw error;
+      if (!(error instanceof NotALiteralError)) throw error;
     }
   }
   return inlined;
 }
-
-class NulError extends Error {}
 
 let isoMs = 0;
 let isoText = '';
@@ -198,6 +242,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   private laterTimer: NodeJS.Timeout | undefined;
   private readonly maxBatch: number;
   private readonly keyring: CheckpointKeyring;
+  /** Whether batches use statements prepared per connection (see {@link commit}). */
+  private sessionStatements = true;
 
   constructor(
     private readonly pool: Pool,
@@ -312,7 +358,24 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     }
   }
 
+  /**
+   * Commits a batch. Where a statement prepared on this connection is missing on the server
+   * (a transaction-mode pooler in front of PostgreSQL hands each transaction to any server
+   * connection), session statements are given up for good in this process and the batch is
+   * written again with parameters: the same statements, one round trip each.
+   */
   private async commit(batch: Unit[]): Promise<void> {
+    try {
+      await this.commitOnce(batch);
+    } catch (error) {
+      if (!isMissingStatement(error) || !this.sessionStatements) throw error;
+      this.sessionStatements = false;
+      this.options.onNotice?.('a prepared statement was missing on its connection (a transaction-mode pooler?): audit batches now use parameters');
+      await this.commitOnce(batch);
+    }
+  }
+
+  private async commitOnce(batch: Unit[]): Promise<void> {
     const started = process.hrtime.bigint();
     let client: PoolClient;
     try {
@@ -326,7 +389,11 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       // One round trip: open the transaction, lock the chain head and run the batched work
       // that can be inlined (simple query protocol, one statement after the other).
       const kinds = batchedKinds(batch);
-      const inlined = inlineWork(client, batch, kinds);
+      const sessionStatements = this.sessionStatements;
+      if (sessionStatements) {
+        await prepareOnce(client, [APPEND, ...[...kinds.values()].flatMap((indexes) => batch[indexes[0]].batched!.inline?.statements ?? [])]);
+      }
+      const inlined = inlineWork(batch, kinds, sessionStatements);
       const opened = (await client.query(
         `BEGIN; SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE${inlined.map((work) => `; ${work.sql}`).join('')}`,
       )) as unknown as Array<{ rows: Array<Record<string, unknown>> }>;
@@ -372,36 +439,15 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         all.push(...records);
       }
       if (all.length > 0) {
-        const column = (pick: (record: AuditRecord) => unknown) => all.map(pick);
-        // One statement appends the events and moves the chain head; COMMIT rides in its message.
-        await queryThenCommit(client, {
-          name: 'writ_audit_append',
-          text: `WITH appended AS (
-             INSERT INTO audit_events (${COLUMNS})
-             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[], $13::text[])
-             RETURNING 1)
-           UPDATE audit_chain_head SET seq = $14, hash = $15
-            WHERE id = 1 AND (SELECT count(*) FROM appended) = $16`,
-          values: [
-            column((r) => r.seq),
-            column((r) => r.id),
-            column((r) => r.occurred_at),
-            column((r) => r.type),
-            column((r) => r.outcome),
-            column((r) => r.actor_type),
-            column((r) => r.actor_id),
-            column((r) => r.agent_id),
-            column((r) => r.task_id),
-            column((r) => r.connector_id),
-            dataTexts,
-            column((r) => r.prev_hash),
-            column((r) => r.hash),
-            seq,
-            prevHash,
-            all.length,
-          ],
-        });
+        const document = appendDocument(all, dataTexts);
+        if (sessionStatements) {
+          // One message appends the events, moves the chain head and commits: a round trip
+          // less under the chain-head lock than a parameterised append followed by COMMIT.
+          await client.query(`${executeStatement(APPEND, [sqlLiteral(document), String(seq), sqlLiteral(prevHash), String(all.length)])}; COMMIT`);
+        } else {
+          await client.query({ name: APPEND.name, text: APPEND.text, values: [document, seq, prevHash, all.length] });
+          await client.query('COMMIT');
+        }
       } else {
         await client.query('COMMIT');
       }
@@ -412,6 +458,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       await client.query('ROLLBACK').catch(() => {
         failed = true;
       });
+      if (isMissingStatement(error)) forgetPrepared(client);
       if (isConnectionError(error)) {
         failed = true;
         throw new AuditUnavailableError(error);

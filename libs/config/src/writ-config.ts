@@ -154,8 +154,9 @@ export interface OperationsConfig {
    */
   readonly maxInFlight: number;
   /**
-   * `WRIT_KEY_REFRESH_SECONDS` (default 5): how often a service re-reads the signing keys, so that
-   * a rotation made on another instance signs and verifies everywhere within this delay.
+   * `WRIT_KEY_REFRESH_SECONDS` (default 5): how often a service re-reads the signing keys besides
+   * when a change is notified (`writ_signing_keys_changed`): the fallback for a notification lost
+   * with the listening connection, so a rotation is in force everywhere within this at worst.
    */
   readonly keyRefreshSeconds: number;
   /**

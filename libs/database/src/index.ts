@@ -6,3 +6,5 @@ export * from './embedded-postgres';
 export * from './checked-out-client';
 export * from './service-login';
 export * from './audited-transaction';
+export * from './sql-literal';
+export * from './change-listener';

@@ -36,6 +36,8 @@ export interface ApprovalRequest {
   reasons: string[];
   policyVersion: string;
   expiresAt: Date;
+  /** Runs first in the recording transaction; throwing records nothing (e.g. a stale decision). */
+  check?: (client: PoolClient) => Promise<void>;
 }
 
 /** Seconds an agent should wait between two polls of a pending approval. */
@@ -81,6 +83,7 @@ export class ApprovalStore {
     const id = randomUUID();
     const result = await this.transaction.run(
       async (client) => {
+        await request.check?.(client);
         const { rows } = await client.query<ApprovalRow>(
           `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,

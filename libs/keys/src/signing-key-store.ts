@@ -71,7 +71,10 @@ export const LONGEST_TOKEN_LIFETIME_SECONDS = 86_400 + 300;
 
 /** Options of {@link SigningKeyStore.startMaintenance}. */
 export interface KeyMaintenanceOptions {
-  /** How often to re-read the keys (a rotation on another instance is seen within this). */
+  /**
+   * How often to re-read the keys: the fallback for a change notification lost with the
+   * listening connection (a notified change is reloaded at once, see {@link reloadSoon}).
+   */
   refreshMs: number;
   /** Rotate when the active key is older than this many days (0: never on schedule). */
   rotationDays: number;
@@ -217,6 +220,18 @@ export class SigningKeyStore {
   stopMaintenance(): void {
     clearInterval(this.maintenance);
     this.maintenance = undefined;
+  }
+
+  /**
+   * Re-reads the keys soon (a change was notified): after the read in flight, if any, since it
+   * may have started before the change committed. Never throws; the periodic refresh retries.
+   */
+  reloadSoon(): void {
+    const read = (): void => {
+      this.reload().catch(() => undefined);
+    };
+    if (this.reloading) this.reloading.then(read, read);
+    else read();
   }
 
   /** Re-reads the keys from PostgreSQL (other instances may have rotated). */

@@ -23,7 +23,8 @@ function deepFreeze<T>(value: T): T {
  * exact bytes that verified are remembered, under the options they verified with; a reuse
  * re-checks what time or key changes can undo: `exp` and `nbf` against the clock, and that
  * the signing key is still one of the issuer's (a retired key's tokens stop verifying at the
- * reload that drops it, as before). Revocation is not a property of the token and is checked
+ * reload that drops it, which every instance makes as soon as the retirement is notified; keys
+ * are retired, never revoked, and only once every token they signed has expired). Revocation is not a property of the token and is checked
  * where the token is spent, as before. Bounded: the oldest entry goes first.
  */
 export class VerifiedTokenCache {

@@ -1,6 +1,7 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { PoolClient } from 'pg';
 import type { Logger } from 'pino';
+import { POLICY_CHANGED_CHANNEL } from '@writ/database';
 import { ActivePolicy, PolicyEngine } from '@writ/policy';
 import { LOGGER, RUNTIME } from './runtime.module';
 import type { Runtime } from './runtime';
@@ -13,7 +14,11 @@ export interface StoredPolicyInfo {
   loaded_at: string;
 }
 
-/** How often each instance looks for a newly activated policy. */
+/**
+ * How often each instance looks for a newly activated policy, besides the notification every
+ * activation sends (`writ_policy_changed`), which installs it at once: the fallback for a
+ * notification lost with the listening connection.
+ */
 export const POLICY_SYNC_INTERVAL_MS = 2_000;
 
 /**
@@ -27,8 +32,9 @@ export async function loadPolicyEngine(bundle: Uint8Array, data: Record<string, 
 
 /**
  * Makes a loaded policy the active one of the cluster (inside the caller's transaction, so
- * the change commits with its audit event). Every instance installs it within
- * {@link POLICY_SYNC_INTERVAL_MS}.
+ * the change commits with its audit event). Every instance installs it when the change is
+ * notified, and compares in the statement issuing a connector credential the policy version it
+ * evaluated with the active one (see `credential-ledger`).
  */
 export async function activateStoredPolicy(
   client: PoolClient,
@@ -65,6 +71,7 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private failedVersion: string | undefined;
+  private unsubscribe: (() => void) | undefined;
 
   constructor(
     @Inject(RUNTIME) private readonly runtime: Runtime,
@@ -72,8 +79,10 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
     @Inject(LOGGER) private readonly logger: Logger,
   ) {}
 
-  /** First sync before serving, then every {@link POLICY_SYNC_INTERVAL_MS}. */
+  /** First sync before serving, then on every notified change and every {@link POLICY_SYNC_INTERVAL_MS}. */
   async onApplicationBootstrap(): Promise<void> {
+    const again = () => void this.syncAgain();
+    this.unsubscribe = this.runtime.changes.subscribe(POLICY_CHANGED_CHANNEL, { changed: again, reset: again });
     await this.sync();
     this.timer = setInterval(() => void this.sync(), POLICY_SYNC_INTERVAL_MS);
     this.timer.unref();
@@ -82,12 +91,22 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
   /** Stops polling. */
   onApplicationShutdown(): void {
     if (this.timer) clearInterval(this.timer);
+    this.unsubscribe?.();
   }
 
   /** One look at the cluster's active policy; installs it if it differs. Never throws. */
   sync(): Promise<void> {
     this.running ??= this.syncOnce().finally(() => (this.running = undefined));
     return this.running;
+  }
+
+  /**
+   * A sync that starts after the one in flight, if any (which may have read the policies before
+   * the change it is called for committed). Never throws.
+   */
+  async syncAgain(): Promise<void> {
+    await this.running;
+    await this.sync();
   }
 
   private async syncOnce(): Promise<void> {

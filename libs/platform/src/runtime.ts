@@ -7,7 +7,17 @@ import { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
 import { AuditCheckpointer, AuditService } from '@writ/audit';
 import { loadConfig, WritConfig } from '@writ/config';
-import { createDataSource, createPool, EmbeddedDatabase, ensureServiceLogin, migrate, ServiceLogin, startEmbeddedPostgres } from '@writ/database';
+import {
+  ChangeListener,
+  createDataSource,
+  createPool,
+  EmbeddedDatabase,
+  ensureServiceLogin,
+  migrate,
+  ServiceLogin,
+  SIGNING_KEYS_CHANGED_CHANNEL,
+  startEmbeddedPostgres,
+} from '@writ/database';
 import { CredentialRevoker } from '@writ/grants';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
@@ -27,6 +37,11 @@ export interface Runtime {
   /** Signs checkpoints of the audit chain head (absent when the runtime was asked for none). */
   readonly checkpointer: AuditCheckpointer | undefined;
   readonly revoker: CredentialRevoker;
+  /**
+   * The process's one LISTEN connection: what is kept in memory (clients, connectors, keys, the
+   * policy) is dropped or reloaded on every instance when a change is notified.
+   */
+  readonly changes: ChangeListener;
   /**
    * Why the process cannot recover by itself (liveness fails), e.g. an embedded PostgreSQL it
    * could not restart; `undefined` while healthy.
@@ -251,6 +266,18 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   await warnIfPoolExceedsServer(pool, logger);
   traceQueries(pool);
   const metrics = new WritMetrics(pool);
+  const changes = new ChangeListener({
+    connection: { ...pool.options, application_name: 'writ-listen' },
+    onLost: (error) =>
+      logger.warn({ err: error }, 'not listening for changes (reconnecting): cached clients and connectors are read from the database meanwhile'),
+  });
+  // Signing keys are reloaded at once when any instance rotates or retires one; the periodic
+  // refresh stays as the fallback.
+  changes.subscribe(SIGNING_KEYS_CHANGED_CHANNEL, {
+    changed: () => keys.reloadSoon(),
+    reset: () => keys.reloadSoon(),
+  });
+  await changes.start();
   // Verification reads on a connection of its own: a long walk never holds one the hot paths need.
   const verifyPool = new Pool({
     connectionString: embedded ? embedded.serviceUrl : url,
@@ -265,6 +292,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     checkpointKeys: [checkpointKey(masterKey).publicJwk],
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (events) => checkpointer.noteAppended(events) : undefined,
+    onNotice: (message) => logger.warn(message),
     onCommitted: (records, seconds) => {
       metrics.auditCommitted(records, seconds);
       retroactiveSpan('audit.commit', seconds, { 'writ.audit.events': records.length });
@@ -297,10 +325,12 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     audit,
     checkpointer,
     revoker: new CredentialRevoker(pool, audit),
+    changes,
     metrics,
     fatal: () => embedded?.fatal(),
     close: async () => {
       keys.stopMaintenance();
+      await changes.stop();
       metrics.close();
       await finalCheckpoint();
       await verifyPool.end().catch(() => undefined);
@@ -324,11 +354,12 @@ async function warnIfPoolExceedsServer(pool: Pool, logger: Logger): Promise<void
       `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved`,
     );
     const available = (rows[0]?.max ?? 0) - (rows[0]?.reserved ?? 0);
-    const wanted = (pool.options.max ?? 10) + TYPEORM_POOL_SIZE + 2;
+    // Besides the pools: checkpoints, verification and the change listener, one each.
+    const wanted = (pool.options.max ?? 10) + TYPEORM_POOL_SIZE + 3;
     if (available > 0 && wanted > available) {
       logger.warn(
         { pool: pool.options.max, max_connections: rows[0].max },
-        'WRIT_DB_POOL_SIZE (plus 6) exceeds the connections PostgreSQL offers: lower it or raise max_connections',
+        'WRIT_DB_POOL_SIZE (plus 7) exceeds the connections PostgreSQL offers: lower it or raise max_connections',
       );
     } else if (available > 0 && wanted > available / 2) {
       logger.info(

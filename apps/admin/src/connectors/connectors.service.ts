@@ -178,7 +178,7 @@ export class ConnectorsService {
     refuse(await destinationErrors(patch, this.networks));
     const { result } = await this.audit.recordWith(
       async (client) => {
-        // FOR UPDATE: an issuance in flight holds this row key-share-locked (see issueConnectorCredentials),
+        // FOR UPDATE: an issuance in flight holds this row key-share-locked (see connectorCredentials),
         // so the revocation below sees its credential, or the issuance sees the changed operation.
         const current = await client.query<Row>(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
         const before = current.rows[0];

@@ -1,6 +1,6 @@
 import { clientAuthenticationFailed, type JtiStore } from '@writ/oauth';
 
-/** The `jti` row an issuing batch inserts with a credential (see `issueConnectorCredentials`). */
+/** The `jti` row an issuing batch inserts with a credential (see `connectorCredentials`). */
 export interface ClaimedJti {
   clientId: string;
   jti: string;

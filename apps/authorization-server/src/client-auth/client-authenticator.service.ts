@@ -25,9 +25,29 @@ export class ClientAuthenticator {
     this.jtis = new PgJtiStore(pool);
   }
 
-  /** Authenticates the client of a request; throws `invalid_client` otherwise. */
-  async authenticate(params: FormParams, authorizationHeader?: string): Promise<RegisteredClient> {
-    return this.authenticateWith(params, authorizationHeader, this.jtis);
+  /**
+   * Authenticates the client of a request; throws `invalid_client` otherwise. `fresh` reads the
+   * registration from PostgreSQL, for endpoints that act on it without a version check
+   * (introspection, revocation): a key removed or a client suspended on any instance is refused
+   * as soon as the change is committed.
+   */
+  async authenticate(params: FormParams, authorizationHeader?: string, fresh = false): Promise<RegisteredClient> {
+    return this.authenticateWith(params, authorizationHeader, this.jtis, fresh);
+  }
+
+  /** Whether the registration this client was authenticated with is still the current one (read fresh). */
+  async isCurrent(client: RegisteredClient): Promise<boolean> {
+    return (await this.clients.find(client.id, true))?.version === client.version;
+  }
+
+  /**
+   * Authenticates again, on a fresh read of the registration, a request whose credential was not
+   * recorded because the registration it was authenticated against changed meanwhile. Its
+   * assertion's `jti` is this request's own (spent by it or still held by it): not spent again.
+   */
+  async reauthenticate(params: FormParams, authorizationHeader: string | undefined, clientId: string): Promise<RegisteredClient> {
+    this.clients.forget(clientId);
+    return this.authenticateWith(params, authorizationHeader, { consume: async () => true }, true);
   }
 
   /**
@@ -45,7 +65,7 @@ export class ClientAuthenticator {
     return { client, jti: new ClientAssertionJti(claimed!, this.jtis) };
   }
 
-  private async authenticateWith(params: FormParams, authorizationHeader: string | undefined, jtiStore: JtiStore): Promise<RegisteredClient> {
+  private async authenticateWith(params: FormParams, authorizationHeader: string | undefined, jtiStore: JtiStore, fresh = false): Promise<RegisteredClient> {
     if (authorizationHeader) throw clientAuthenticationFailed('client_auth_unsupported');
     let client: RegisteredClient | undefined;
     await authenticateClientAssertion({
@@ -53,7 +73,7 @@ export class ClientAuthenticator {
       issuer: this.config.issuer,
       jtiStore,
       loadJwks: async (clientId) => {
-        client = await this.clients.find(clientId);
+        client = await this.clients.find(clientId, fresh);
         if (!client) return undefined;
         if (client.status !== 'active') throw clientAuthenticationFailed('client_inactive');
         return client.jwks;

@@ -47,7 +47,8 @@ export class OAuthFailureGate {
   ): Promise<RegisteredClient> {
     await this.before(source);
     try {
-      return await this.clients.authenticate(params, authorization);
+      // Read fresh: these endpoints act on the registration without checking its version later.
+      return await this.clients.authenticate(params, authorization, true);
     } catch (error) {
       if (error instanceof OAuthError) {
         const claimed = claimedClientId(params);

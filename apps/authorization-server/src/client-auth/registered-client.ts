@@ -12,4 +12,9 @@ export interface RegisteredClient {
   jwks: JsonWebKeySet;
   /** Orchestrators only: the agents it may create tasks for (`*` for any). */
   allowedAgents: string[];
+  /**
+   * The registration's version (moved on by every change of its row): a credential is recorded
+   * only if it is still this one (see `connectorCredentials`).
+   */
+  version: string;
 }

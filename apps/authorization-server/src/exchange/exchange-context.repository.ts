@@ -1,7 +1,18 @@
 import { grantsIssuedSql } from '@writ/grants';
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
+import { RUNTIME, type Runtime } from '@writ/platform';
 import type { Pool } from 'pg';
-import { ConnectorDetail, ConnectorEntity, ConnectorOperation, PG_POOL, RowOf, TaskEntity, TaskStatus } from '@writ/database';
+import {
+  CONNECTOR_CHANGED_CHANNEL,
+  ConnectorDetail,
+  ConnectorEntity,
+  ConnectorOperation,
+  ListenedCache,
+  PG_POOL,
+  RowOf,
+  TaskEntity,
+  TaskStatus,
+} from '@writ/database';
 
 /** A task as the token exchange needs it. */
 export interface ExchangeTask {
@@ -32,19 +43,36 @@ export interface CatalogueConnector {
   credentialType: string | null;
 }
 
+/** Most connector catalogues held (a registry is small; the bound only keeps memory finite). */
+const MAX_CATALOGUES = 1_000;
+
+/** Longest connector id a notification can name (longer payloads drop every catalogue). */
+const MAX_CONNECTOR_ID_LENGTH = 256;
+
 /**
- * How long this instance reuses a connector's catalogue for policy input. A deleted connector
- * cannot be used meanwhile: deletion revokes its credentials and the gateway reads the
- * connector on every call.
+ * The reads of the token-exchange hot path, in plain SQL. Connector catalogues (the policy's
+ * input) are held in memory and dropped as soon as a change to the connector is notified on
+ * {@link CONNECTOR_CHANGED_CHANNEL}; nothing is held while that channel is not listened to
+ * (see `ListenedCache`). A notification arrives shortly after the change commits, not before:
+ * the statement that records a credential requires the operation to be still the one it was
+ * decided on (`catalogue_changed` otherwise: the catalogue is dropped with {@link forget} and
+ * the request decided again on a fresh read).
  */
-export const CATALOGUE_CACHE_MS = 1_000;
-
-/** The reads of the token-exchange hot path, in plain SQL. */
 @Injectable()
-export class ExchangeContextRepository {
-  private readonly catalogue = new Map<string, { connector: CatalogueConnector; until: number }>();
+export class ExchangeContextRepository implements OnApplicationShutdown {
+  private readonly catalogue: ListenedCache<CatalogueConnector>;
 
-  constructor(@Inject(PG_POOL) private readonly pool: Pool) {}
+  constructor(
+    @Inject(PG_POOL) private readonly pool: Pool,
+    @Inject(RUNTIME) runtime: Runtime,
+  ) {
+    this.catalogue = new ListenedCache(runtime.changes, CONNECTOR_CHANGED_CHANNEL, { maxEntries: MAX_CATALOGUES, maxKeyLength: MAX_CONNECTOR_ID_LENGTH });
+  }
+
+  /** Stops listening (the runtime's connection serves other apps). */
+  onApplicationShutdown(): void {
+    this.catalogue.close();
+  }
 
   /** The task, or undefined. */
   async task(id: string): Promise<ExchangeTask | undefined> {
@@ -78,25 +106,21 @@ export class ExchangeContextRepository {
 
   /** Drops a connector's cached catalogue (it changed under an issuance). */
   forget(connectorId: string | null): void {
-    if (connectorId === null) this.catalogue.clear();
-    else this.catalogue.delete(connectorId);
+    if (connectorId === null) this.catalogue.reset();
+    else this.catalogue.forget(connectorId);
   }
 
   /** The registered connectors among `ids`. */
   async connectors(ids: string[]): Promise<CatalogueConnector[]> {
-    const now = Date.now();
-    const cached = ids
-      .map((id) => this.catalogue.get(id))
-      .filter((hit) => hit && hit.until > now)
-      .map((hit) => hit!.connector);
+    const cached = ids.map((id) => this.catalogue.get(id)).filter((connector) => connector !== undefined);
     if (cached.length === ids.length) return cached;
+    const mark = this.catalogue.mark();
     const { rows } = await this.pool.query<Pick<RowOf<ConnectorEntity>, 'id' | 'name' | 'operations' | 'credential_type'>>(
       `SELECT id, name, operations, credential_type FROM connectors WHERE id = ANY($1::text[])`,
       [ids],
     );
     const found: CatalogueConnector[] = rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations, credentialType: row.credential_type }));
-    if (this.catalogue.size >= 1_000) this.catalogue.clear();
-    for (const connector of found) this.catalogue.set(connector.id, { connector, until: now + CATALOGUE_CACHE_MS });
+    for (const connector of found) this.catalogue.remember(connector.id, connector, mark);
     return found;
   }
 

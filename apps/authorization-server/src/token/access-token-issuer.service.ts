@@ -3,9 +3,9 @@ import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import type { ConnectorDetail, ConnectorOperation } from '@writ/database';
-import { ACCESS_TOKEN_TYP, clientAuthenticationFailed, InvalidGrantError, OAuthError } from '@writ/oauth';
+import { ACCESS_TOKEN_TYP, clientAuthenticationFailed, InvalidGrantError } from '@writ/oauth';
 import type { PoolClient } from 'pg';
-import { CredentialRow, decidedOperation, issueConnectorCredentials, issueTasksTokens, IssueOutcome } from '@writ/grants';
+import { connectorCredentials, CredentialRow, decidedOperation, IssueOutcome, tasksTokens } from '@writ/grants';
 import type { ClientAssertionJti } from '../client-auth/client-assertion-jti';
 
 /** The catalogue changed between the decision and the issuance: decide again on the new one. */
@@ -15,8 +15,22 @@ export class CatalogueChangedError extends InvalidGrantError {
   }
 }
 
+/**
+ * Not a refusal: the client registration the request was authenticated against (`client`), or
+ * the policy it was decided with (`policy`), is no longer the current one. Nothing was
+ * recorded and the assertion's `jti` was not spent: authenticate or decide again.
+ */
+export class StaleDecisionError extends Error {
+  constructor(readonly what: 'client' | 'policy') {
+    super(`the ${what === 'client' ? 'client registration' : 'active policy'} changed while the credential was issued`);
+    this.name = 'StaleDecisionError';
+  }
+}
+
 /** The refusal of a credential that was not recorded. */
-function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: string | null): OAuthError {
+function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: string | null): Error {
+  if (outcome === 'client_changed') return new StaleDecisionError('client');
+  if (outcome === 'policy_changed') return new StaleDecisionError('policy');
   if (outcome === 'replayed') return clientAuthenticationFailed('assertion_replay');
   return outcome === 'catalogue_changed' ? new CatalogueChangedError(connectorId) : new InvalidGrantError('the task or the agent is no longer active');
 }
@@ -25,6 +39,8 @@ function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: st
 export interface AccessTokenSpec {
   kind: 'connector' | 'tasks';
   clientId: string;
+  /** The version of the client's registration the request was authenticated against. */
+  clientVersion: string;
   /** The agent (or orchestrator) the token is issued to. */
   subject: string;
   /**
@@ -47,6 +63,8 @@ export interface AccessTokenSpec {
   authorizationDetails?: ConnectorDetail[];
   maxUses?: number | null;
   policyVersion?: string;
+  /** Whether the policy of `policyVersion` was installed from the database (not the instance's file). */
+  policyStored?: boolean;
   /** RFC 9449 `cnf.jkt`: the token is bound to this DPoP key. */
   cnfJkt?: string;
   /** Indexes of the task's limited `allowed` entries the credential's gateway calls are charged to. */
@@ -128,10 +146,12 @@ export class AccessTokenIssuer {
       spec.cnfJkt ?? null,
       spec.budgetEntries?.length ? `{${spec.budgetEntries.join(',')}}` : null,
       spec.operation ? decidedOperation(spec.operation) : null,
+      spec.clientVersion,
+      spec.policyStored ?? false,
       claimed?.jti ?? null,
       claimed ? Math.ceil(claimed.expiresAt.getTime() / 1000) : null,
     ];
-    const insert = spec.kind === 'connector' ? issueConnectorCredentials : issueTasksTokens;
+    const batch = spec.kind === 'connector' ? connectorCredentials : tasksTokens;
     const events = (outcome: IssueOutcome): AuditEventInput[] =>
       outcome === 'recorded' ? [...(spec.events ?? []), this.issuedEvent(spec, jti, expiresAt)] : [];
     const { result: outcome } = spec.beforeInsert
@@ -140,15 +160,19 @@ export class AccessTokenIssuer {
           // Not recorded (the task or agent ended, or the operation changed, meanwhile): roll
           // back what beforeInsert did too, e.g. an approval is not spent on a credential that
           // was never issued.
-          const [written] = await insert(client, [row]);
+          const [written] = await batch.run(client, [row]);
           if (written !== 'recorded') throw notRecorded(written, spec.connectorId ?? null);
           return written;
         }, events)
-      : await this.audit.recordWithBatched({ kind: `insert-${spec.kind}-token`, params: row, run: insert }, events).catch((error: unknown) => {
-          spec.assertionJti?.settle('failed');
-          throw error;
-        });
-    spec.assertionJti?.settle(outcome === 'replayed' ? 'replayed' : 'spent');
+      : await this.audit
+          .recordWithBatched({ kind: `insert-${spec.kind}-token`, params: row, run: batch.run, inline: batch.inline }, events)
+          .catch((error: unknown) => {
+            spec.assertionJti?.settle('failed');
+            throw error;
+          });
+    // Authenticated or decided on what is no longer current: the jti was not spent.
+    const stale = outcome === 'client_changed' || outcome === 'policy_changed';
+    spec.assertionJti?.settle(outcome === 'replayed' ? 'replayed' : stale ? 'failed' : 'spent');
     if (outcome !== 'recorded' && outcome !== 'replayed') throw notRecorded(outcome, spec.connectorId ?? null);
     return { token, jti, expiresIn: spec.lifetimeSeconds, expiresAt };
   }

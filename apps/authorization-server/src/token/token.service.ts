@@ -7,8 +7,28 @@ import { OAuthFailureGate } from '../client-auth/oauth-failure-gate.service';
 import type { RegisteredClient } from '../client-auth/registered-client';
 import type { ClientAssertionJti } from '../client-auth/client-assertion-jti';
 import { GrantRegistry } from './grant-registry';
+import type { GrantHandler } from './grant-handler';
+import { StaleDecisionError } from './access-token-issuer.service';
+import { PolicySync } from '@writ/platform';
 import { POLICY_DENIED } from '@writ/grants';
 import type { TokenResponseDto } from './token-response.dto';
+
+/** How many times a request is decided when what it was decided with keeps changing. */
+const MAX_DECISIONS = 3;
+
+/** The client registration or the policy kept changing while the request was decided: retry. */
+class DecisionUnsettledError extends OAuthError {
+  readonly error = 'temporarily_unavailable' as const;
+  readonly status = 503;
+  readonly retryAfterSeconds = 1;
+  constructor() {
+    super('the client registration or the policy is changing; retry', { reason: 'decision_unsettled' });
+  }
+}
+
+function allowedKind(handler: GrantHandler, client: RegisteredClient): void {
+  if (!handler.clientKinds.includes(client.kind)) throw new UnauthorizedClientError(`this grant_type is not available to ${client.kind}s`);
+}
 
 /**
  * The token endpoint as a chain of small steps: grant type → client authentication →
@@ -22,6 +42,7 @@ export class TokenService {
     private readonly audit: AuditService,
     private readonly dpopProofs: DpopProofs,
     private readonly gate: OAuthFailureGate,
+    private readonly policy: PolicySync,
   ) {}
 
   /**
@@ -40,14 +61,37 @@ export class TokenService {
       const handler = this.grants.get(grantType);
       if (handler.spendsAssertionJti) ({ client, jti: assertionJti } = await this.clients.authenticateDeferringJti(params, authorization));
       else client = await this.clients.authenticate(params, authorization);
-      if (!handler.clientKinds.includes(client.kind)) {
-        throw new UnauthorizedClientError(`this grant_type is not available to ${client.kind}s`);
-      }
+      allowedKind(handler, client);
       const dpop = dpopHeader === undefined ? undefined : await this.dpopProofs.check(dpopHeader);
-      const response = await handler.handle({ params, client, dpop, assertionJti });
-      // A handler that spends the jti spends it with what it issues; never answer with it unspent.
-      if (assertionJti?.pending) throw new Error(`grant ${handler.grantType} answered without spending the client assertion jti`);
-      return response;
+      for (let decisions = 1; ; decisions += 1) {
+        try {
+          const response = await handler.handle({ params, client, dpop, assertionJti });
+          // A handler that spends the jti spends it with what it issues; never answer with it unspent.
+          if (assertionJti?.pending) throw new Error(`grant ${handler.grantType} answered without spending the client assertion jti`);
+          return response;
+        } catch (failure) {
+          // Authenticated or decided on a copy not yet dropped (its change is being notified):
+          // nothing was recorded; authenticate or decide again on fresh data, as a fresh
+          // instance would have from the start. A refusal is recorded under the client only if
+          // a fresh read of its registration still authenticates it (policy refusals were
+          // checked where they were recorded).
+          let stale = failure instanceof StaleDecisionError ? failure.what : undefined;
+          if (!stale && failure instanceof OAuthError && failure.reason !== POLICY_DENIED && !(await this.clients.isCurrent(client))) stale = 'client';
+          if (!stale) throw failure;
+          if (decisions >= MAX_DECISIONS) throw new DecisionUnsettledError();
+          if (stale === 'policy') {
+            await this.policy.syncAgain();
+            continue;
+          }
+          // Until authenticated again, as unauthenticated as a fresh instance's request would be
+          // (its refusal throttled per source, its jti left unspent).
+          const [claimedId, deferred] = [client.id, assertionJti];
+          [client, assertionJti] = [undefined, undefined];
+          client = await this.clients.reauthenticate(params, authorization, claimedId);
+          assertionJti = deferred;
+          allowedKind(handler, client);
+        }
+      }
     } catch (caught) {
       let error = caught;
       // An assertion is spent whatever its request came to; a replay is answered as one.

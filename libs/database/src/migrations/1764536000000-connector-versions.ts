@@ -1,5 +1,21 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
+/** The functions and triggers this migration creates (1764540000000 replaces and, going down, restores them). */
+export const CONNECTOR_VERSION_TRIGGERS = [
+  `CREATE FUNCTION writ_connector_version() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     NEW.version := OLD.version + 1;
+     RETURN NEW;
+   END $$`,
+  `CREATE TRIGGER connectors_version BEFORE UPDATE ON connectors FOR EACH ROW EXECUTE FUNCTION writ_connector_version()`,
+  `CREATE FUNCTION writ_connector_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     PERFORM pg_notify('writ_connector_changed', OLD.id);
+     RETURN NULL;
+   END $$`,
+  `CREATE TRIGGER connectors_changed AFTER UPDATE OR DELETE ON connectors FOR EACH ROW EXECUTE FUNCTION writ_connector_changed()`,
+];
+
 /**
  * `connectors.version`, moved on by a trigger on every change of the row (admin API, the
  * gateway's credential re-binding, or SQL by hand), and a `writ_connector_changed`
@@ -14,20 +30,7 @@ export class ConnectorVersions1764536000000 implements MigrationInterface {
 
   async up(q: QueryRunner): Promise<void> {
     await q.query(`ALTER TABLE connectors ADD COLUMN version bigint NOT NULL DEFAULT 1`);
-    await q.query(`
-      CREATE FUNCTION writ_connector_version() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        NEW.version := OLD.version + 1;
-        RETURN NEW;
-      END $$`);
-    await q.query(`CREATE TRIGGER connectors_version BEFORE UPDATE ON connectors FOR EACH ROW EXECUTE FUNCTION writ_connector_version()`);
-    await q.query(`
-      CREATE FUNCTION writ_connector_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        PERFORM pg_notify('writ_connector_changed', OLD.id);
-        RETURN NULL;
-      END $$`);
-    await q.query(`CREATE TRIGGER connectors_changed AFTER UPDATE OR DELETE ON connectors FOR EACH ROW EXECUTE FUNCTION writ_connector_changed()`);
+    for (const statement of CONNECTOR_VERSION_TRIGGERS) await q.query(statement);
   }
 
   async down(q: QueryRunner): Promise<void> {

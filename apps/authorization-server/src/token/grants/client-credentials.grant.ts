@@ -28,6 +28,7 @@ export class ClientCredentialsGrant implements GrantHandler {
     const issued = await this.issuer.issue({
       kind: 'tasks',
       clientId: client.id,
+      clientVersion: client.version,
       subject: client.id,
       audience: this.issuer.tasksAudience(),
       lifetimeSeconds: TASKS_TOKEN_LIFETIME_SECONDS,

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker, taskEndEvents } from '@writ/grants';
+import { CredentialRevoker, staleDecision, taskEndEvents } from '@writ/grants';
 import { DeclaredEntry, GrantStore, grantFloorViolations, limitedEntriesCovering, operatorsOf, POLICY_DENIED } from '@writ/grants';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
@@ -20,10 +20,11 @@ import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, evaluateFailCl
 import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore } from '@writ/grants';
 import { LOGGER } from '@writ/platform';
 import type { Logger } from 'pino';
+import type { PoolClient } from 'pg';
 import type { RegisteredClient } from '../../client-auth/registered-client';
 import { CatalogueConnector, ExchangeContextRepository, ExchangeTask } from '../../exchange/exchange-context.repository';
 import { TASK_TOKEN_TYP, TaskTokenClaims } from '../../exchange/task-token';
-import { AccessTokenIssuer, CatalogueChangedError } from '../access-token-issuer.service';
+import { AccessTokenIssuer, CatalogueChangedError, StaleDecisionError } from '../access-token-issuer.service';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
 
@@ -78,6 +79,8 @@ export class TokenExchangeGrant implements GrantHandler {
     const budgets = limited ? await this.grants.budgetsOf(task.id) : [];
     const now = new Date();
     const engine = this.policy.current();
+    // Read with the engine: where the policy that decides this request came from.
+    const policyStored = this.policy.installedFromElsewhere;
     const input = buildPolicyInput({
       request: {
         grantType: GRANT_TYPE_TOKEN_EXCHANGE,
@@ -109,13 +112,13 @@ export class TokenExchangeGrant implements GrantHandler {
     if (decision.requires_approval) {
       // Spent before anything is recorded: a replayed assertion requests nothing, uses nothing.
       await assertionJti?.consume();
-      if (!approvalId) await this.requestApproval(task, client, details, decision, engine.version, decisionData);
+      if (!approvalId) await this.requestApproval(task, client, details, decision, engine.version, policyStored, decisionData);
       approval = await this.approvedFor(approvalId!, task, client, details);
     }
     if (!decision.allow && !approval) {
       // Spent before the refusal is counted: a replayed assertion never moves the task's counters.
       await assertionJti?.consume();
-      const refused = await this.refuse(task, client, decision, decisionData, engine, input);
+      const refused = await this.refuse(task, client, decision, decisionData, engine, policyStored, input);
       const reasons = refused.reasons.map((reason) => safeToken(reason, 300)).join('; ');
       throw new InvalidAuthorizationDetailsError(`denied by policy: ${reasons || 'no reason given'}`, { reason: POLICY_DENIED });
     }
@@ -130,6 +133,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const issued = await this.issuer.issue({
       kind: 'connector',
       clientId: client.id,
+      clientVersion: client.version,
       subject: client.id,
       onBehalfOfUser: task.user?.subject,
       audience,
@@ -142,6 +146,7 @@ export class TokenExchangeGrant implements GrantHandler {
       authorizationDetails: [detail],
       maxUses: decision.max_uses,
       policyVersion: engine.version,
+      policyStored,
       cnfJkt: dpop?.jkt,
       budgetEntries,
       assertionJti,
@@ -195,6 +200,7 @@ export class TokenExchangeGrant implements GrantHandler {
     details: ConnectorDetail[],
     decision: Decision,
     policyVersion: string,
+    policyStored: boolean,
     decisionData: Record<string, unknown>,
   ): Promise<never> {
     const expiresAt = new Date(Math.min(task.expiresAt.getTime(), Date.now() + APPROVAL_MAX_SECONDS * 1000));
@@ -207,6 +213,7 @@ export class TokenExchangeGrant implements GrantHandler {
         reasons: decision.reasons,
         policyVersion,
         expiresAt,
+        check: (tx) => this.stillCurrent(tx, client, policyVersion, policyStored),
       },
       { type: 'agent', id: client.id },
       [
@@ -294,6 +301,16 @@ export class TokenExchangeGrant implements GrantHandler {
   }
 
   /**
+   * Throws {@link StaleDecisionError} (the transaction records nothing) when the registration the
+   * request was authenticated against, or the policy that decided it, is no longer current: a
+   * refusal or an approval request is recorded only as a fresh instance would record it.
+   */
+  private async stillCurrent(tx: PoolClient, client: RegisteredClient, policyVersion: string, policyStored: boolean): Promise<void> {
+    const stale = await staleDecision(tx, { agentId: client.id, clientVersion: client.version, policyVersion, policyStored });
+    if (stale) throw new StaleDecisionError(stale);
+  }
+
+  /**
    * Records a refusal, its counters and, when the policy says so, the quarantine, all in one
    * transaction. The counter is incremented first (locking the task row until commit), and
    * when it moved since the request was evaluated (concurrent refusals, on any instance) the
@@ -307,6 +324,7 @@ export class TokenExchangeGrant implements GrantHandler {
     decision: Decision,
     data: Record<string, unknown>,
     engine: PolicyEngine,
+    policyStored: boolean,
     input: PolicyInput,
   ): Promise<Decision> {
     const connectorId = (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null;
@@ -314,6 +332,7 @@ export class TokenExchangeGrant implements GrantHandler {
     const quarantineActor = { type: 'system' as const, id: 'policy' };
     const { result } = await this.audit.recordWith(
       async (tx) => {
+        await this.stillCurrent(tx, client, engine.version, policyStored);
         const counted = await this.grants.recordRefusal(tx, task.id, decision.out_of_purpose === true);
         if (!counted) return { decision, ended: undefined, reason: '' };
         const priorRefusals = counted.refusals - 1;
