@@ -542,16 +542,7 @@ describe('connected accounts', () => {
     const { revocations } = await provider.stats();
     const removed = await http(`${first.adminUrl}/v1/connectors/codehost-gone`, { method: 'DELETE', headers: { authorization: `Bearer ${first.adminToken}` } });
     expect(removed.status).toBe(204);
-    expect((await provider.stats()).revocations).toBe(revocations + 2);
-    // Without the upstream revocation the rows would vanish by cascade, their grants still live at the provider.
-    for (const refreshToken of refreshTokens) {
-      const refresh = await postForm(
-        `${provider.issuer}/token`,
-        { grant_type: 'refresh_token', refresh_token: refreshToken },
-        { authorization: `Basic ${Buffer.from(`writ-upstream:${provider.upstreamSecret}`).toString('base64')}` },
-      );
-      expect(refresh.body.error).toBe('invalid_grant');
-    }
+    // The audited results first: if an upstream revocation failed, its reason is in them.
     expect((await pool.query(`SELECT 1 FROM connected_accounts WHERE connector_id = 'codehost-gone'`)).rowCount).toBe(0);
     const { rows } = await pool.query<{ type: string; data: any }>(
       `SELECT type, data FROM audit_events WHERE connector_id = 'codehost-gone' AND type IN ('admin.connector.deleted', 'connection.disconnected', 'connection.upstream_revoked') ORDER BY seq`,
@@ -566,6 +557,16 @@ describe('connected accounts', () => {
     expect(rows[0].data).toMatchObject({ connections_removed: 2 });
     expect(rows[1].data).toMatchObject({ reason: 'connector deleted' });
     expect(rows.slice(3).map((row) => row.data.result)).toEqual(['revoked', 'revoked']);
+    expect((await provider.stats()).revocations).toBe(revocations + 2);
+    // Without the upstream revocation the rows would vanish by cascade, their grants still live at the provider.
+    for (const refreshToken of refreshTokens) {
+      const refresh = await postForm(
+        `${provider.issuer}/token`,
+        { grant_type: 'refresh_token', refresh_token: refreshToken },
+        { authorization: `Basic ${Buffer.from(`writ-upstream:${provider.upstreamSecret}`).toString('base64')}` },
+      );
+      expect(refresh.body.error).toBe('invalid_grant');
+    }
     expect(JSON.stringify(rows)).not.toContain(refreshTokens[0]);
   });
 });
