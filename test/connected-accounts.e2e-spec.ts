@@ -9,7 +9,7 @@ import { exchangeFields, tasksToken } from './support/grant-flow';
 import { http, postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
 import { CookieJar, loginAndConsent, startOidcProvider, TestOidcProvider } from './support/oidc-provider';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const OPERATIONS = [{ name: 'me.get', method: 'GET', path: '/api/me', risk: 'read', constraints: {} }];
 const ALLOWED = [{ type: 'connector', connector: 'codehost', actions: ['me.get'] }];
@@ -152,7 +152,7 @@ describe('connected accounts', () => {
 
   beforeAll(async () => {
     first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
-    second = await startTestServices({ gateway: createGatewayApp, db: first.db, env: { WRIT_ISSUER: first.issuer, WRIT_GATEWAY_URL: first.gatewayUrl } });
+    second = await startSecondInstance(first, { gateway: createGatewayApp });
     const keys = await generateKeyPair('ES256', { extractable: true });
     provider = await startOidcProvider(`${first.issuer}/connect/callback`, { ...(await exportJWK(keys.publicKey)), kid: 'writ-1' });
     privateJwk = { ...(await exportJWK(keys.privateKey)), kid: 'writ-1' } as typeof privateJwk;

@@ -8,7 +8,7 @@ import { createTask, exchangeFields, seedWorld, World } from './support/grant-fl
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const OLD_SECRET = 'sk_live_cache_old_51c9';
 const NEW_SECRET = 'sk_live_cache_new_0b7e';
@@ -33,11 +33,7 @@ describe('gateway memory across instances', () => {
     oldUpstream = await startPaymentsUpstream(OLD_SECRET);
     newUpstream = await startPaymentsUpstream(NEW_SECRET);
     first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
-    second = await startTestServices({
-      gateway: createGatewayApp,
-      db: first.db,
-      env: { WRIT_ISSUER: first.issuer, WRIT_GATEWAY_URL: first.gatewayUrl },
-    });
+    second = await startSecondInstance(first, { gateway: createGatewayApp });
     world = await seedWorld(first.runtime.pool, oldUpstream.url);
     await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: OLD_SECRET });
   });

@@ -3,7 +3,7 @@ import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, Worl
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_instances_6c1e';
 const PAYOUT = { destination: 'acct_1', amount: 42000, currency: 'usd' };
@@ -22,11 +22,7 @@ describe('connector gateway across instances', () => {
   beforeAll(async () => {
     upstream = await startPaymentsUpstream(SECRET);
     first = await startTestServices({ gateway: createGatewayApp });
-    second = await startTestServices({
-      gateway: createGatewayApp,
-      db: first.db,
-      env: { WRIT_ISSUER: first.issuer, WRIT_GATEWAY_URL: first.gatewayUrl },
-    });
+    second = await startSecondInstance(first, { gateway: createGatewayApp });
     world = await seedWorld(first.runtime.pool, upstream.url);
     await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
   });

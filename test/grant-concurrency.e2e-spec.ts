@@ -2,7 +2,7 @@ import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { postForm, sendJson, TestClient } from './support/oauth-client';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const EVIL = [
   { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_evil', amount_max: 1, currency: 'usd' } },
@@ -23,7 +23,7 @@ describe('grant path under concurrency, across two authorization-server instance
 
   beforeAll(async () => {
     first = await startTestServices({ admin: createAdminApp });
-    second = await startTestServices({ db: first.db, env: { WRIT_ISSUER: first.issuer } });
+    second = await startSecondInstance(first);
     world = await seedWorld(first.runtime.pool);
   });
   afterAll(async () => {

@@ -4,7 +4,7 @@ import { createTask, exchangeFields, seedWorld, tasksToken, World } from './supp
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { PAYMENTS_OPERATIONS, seedConnector, setConnectorCredential } from './support/seed';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_budgets_51f0';
 const payoutEntry = (amountMax: number, limits?: unknown) => ({
@@ -31,7 +31,7 @@ describe('task budgets across credentials and gateway instances', () => {
   beforeAll(async () => {
     upstream = await startPaymentsUpstream(SECRET);
     first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
-    second = await startTestServices({ gateway: createGatewayApp, db: first.db, env: { WRIT_ISSUER: first.issuer, WRIT_GATEWAY_URL: first.gatewayUrl } });
+    second = await startSecondInstance(first, { gateway: createGatewayApp });
     world = await seedWorld(first.runtime.pool, upstream.url);
     await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
     // Nothing listens on port 9 of loopback: connections are refused.

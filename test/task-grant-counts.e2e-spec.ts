@@ -1,7 +1,7 @@
 import { createTask, exchangeFields, seedWorld, tasksToken, World } from './support/grant-flow';
 import { clientAuthFields } from '@writ/testing';
 import { postForm, sendJson } from './support/oauth-client';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 /**
  * A task's `grants_issued` is a counter kept by a trigger on `access_tokens` (one lookup per
@@ -16,7 +16,7 @@ describe('task grant counter across instances', () => {
 
   beforeAll(async () => {
     first = await startTestServices();
-    second = await startTestServices({ db: first.db, env: { WRIT_ISSUER: first.issuer } });
+    second = await startSecondInstance(first);
     world = await seedWorld(first.runtime.pool);
   });
   // Either instance's token endpoint, the assertion addressed to the shared issuer.

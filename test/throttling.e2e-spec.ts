@@ -7,7 +7,7 @@ import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { tokenRequest } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_throttle_2f0d';
 // A long window: a burst never straddles two windows, so the counts below are exact.
@@ -40,12 +40,7 @@ describe('failure throttling across instances', () => {
   beforeAll(async () => {
     upstream = await startPaymentsUpstream(SECRET);
     first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp, env: THROTTLE });
-    second = await startTestServices({
-      gateway: createGatewayApp,
-      admin: createAdminApp,
-      db: first.db,
-      env: { ...THROTTLE, WRIT_ISSUER: first.issuer, WRIT_GATEWAY_URL: first.gatewayUrl },
-    });
+    second = await startSecondInstance(first, { gateway: createGatewayApp, admin: createAdminApp, env: THROTTLE });
     world = await seedWorld(first.runtime.pool, upstream.url);
     await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
   });

@@ -121,3 +121,15 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
     },
   };
 }
+
+/**
+ * A second instance over `first`'s database, as behind a load balancer: the same issuer and,
+ * when it runs a gateway, the same gateway URL (the audience of the credentials both accept).
+ */
+export function startSecondInstance(first: TestServices, options: Omit<TestServicesOptions, 'db' | 'databaseUrl'> = {}): Promise<TestServices> {
+  return startTestServices({
+    ...options,
+    db: first.db,
+    env: { ...options.env, WRIT_ISSUER: first.issuer, ...(options.gateway ? { WRIT_GATEWAY_URL: first.gatewayUrl } : {}) },
+  });
+}
