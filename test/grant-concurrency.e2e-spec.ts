@@ -1,7 +1,8 @@
-import { clientAuthFields } from '@writ/testing';
+import { clientAuthFields, createClientKey, jwksOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { postForm, sendJson, TestClient } from './support/oauth-client';
+import { seedAgent } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const EVIL = [
@@ -102,6 +103,36 @@ describe('grant path under concurrency, across two authorization-server instance
       [first.authUrl, second.authUrl].map((base) => sendJson('POST', `${base}/v1/tasks/${task.task_id}/fail`, undefined, bearer)),
     );
     for (const response of again) expect(response.body.status).toBe('completed');
+  });
+
+  it('records no credential authenticated with an agent key removed while exchanges with it race the removal on both instances', async () => {
+    const agent = await seedAgent(first.runtime.pool, 'agent-rekeyed');
+    await first.runtime.pool.query(`UPDATE orchestrators SET allowed_agents = array_append(allowed_agents, $1) WHERE id = $2`, [
+      agent.id,
+      world.orchestrator.id,
+    ]);
+    const task = await createTask(first, world.orchestrator, { agent_id: agent.id });
+    // Warm: both instances authenticate the agent and hold its registration.
+    for (const n of [0, 1]) expect((await exchangeAt(n, task.task_token, PAYOUT_REQUEST, {}, agent)).status).toBe(200);
+    const replacement = await createClientKey();
+    const [removed, ...exchanges] = await Promise.all([
+      sendJson('PATCH', `${first.adminUrl}/v1/agents/${agent.id}`, { jwks: jwksOf(replacement) }, first.adminToken),
+      ...Array.from({ length: 16 }, (_, n) => exchangeAt(n, task.task_token, PAYOUT_REQUEST, {}, agent)),
+    ]);
+    expect(removed.status).toBe(200);
+    for (const exchange of exchanges) expect([200, 401]).toContain(exchange.status);
+    // Audited transactions take the chain head first and write only once they hold it, so their
+    // transaction ids follow their commit order. A credential recorded by a later transaction than
+    // the one that removed the key would have been authenticated with a removed key; one recorded
+    // by the same transaction (a batch of one instance holds both) was written before the removal in it.
+    const { rows } = await first.runtime.pool.query<{ later: string; issued: string }>(
+      `SELECT count(*) FILTER (WHERE t.xmin::text::bigint > a.xmin::text::bigint) AS later, count(*) AS issued
+         FROM access_tokens t JOIN agents a ON a.id = t.subject WHERE a.id = $1`,
+      [agent.id],
+    );
+    expect(Number(rows[0].later)).toBe(0);
+    expect(Number(rows[0].issued)).toBe(2 + exchanges.filter((exchange) => exchange.status === 200).length);
+    for (const n of [0, 1]) expect((await exchangeAt(n, task.task_token, PAYOUT_REQUEST, {}, agent)).status).toBe(401);
   });
 
   it('ends a task once when complete, fail and an admin revoke race', async () => {
