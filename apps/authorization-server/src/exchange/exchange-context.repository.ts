@@ -1,5 +1,6 @@
 import { grantsIssuedSql } from '@writ/grants';
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
+import DataLoader from 'dataloader';
 import { RUNTIME, type Runtime } from '@writ/platform';
 import type { Pool } from 'pg';
 import {
@@ -49,6 +50,14 @@ const MAX_CATALOGUES = 1_000;
 /** Longest connector id a notification can name (longer payloads drop every catalogue). */
 const MAX_CONNECTOR_ID_LENGTH = 256;
 
+/** Most tasks read in one query (see {@link ExchangeContextRepository.task}). */
+const MAX_TASKS_PER_READ = 128;
+
+/** A task id as `tasks.id` (uuid) takes it: anything else names no task. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+type TaskRow = Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_issued: number };
+
 /**
  * The reads of the token-exchange hot path, in plain SQL. Connector catalogues (the policy's
  * input) are held in memory and dropped as soon as a change to the connector is notified on
@@ -74,34 +83,43 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
     this.catalogue.close();
   }
 
-  /** The task, or undefined. */
-  async task(id: string): Promise<ExchangeTask | undefined> {
-    const { rows } = await this.pool.query<Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_issued: number }>({
-      name: 'writ_exchange_task',
+  /**
+   * The task as it is now, or undefined. Never remembered (its status and counters are the
+   * policy's input, and change with every grant): each call reads it. The reads of the
+   * exchanges that reach this point in the same turn of the event loop go to PostgreSQL as one
+   * query (DataLoader, no cache): one round trip for several exchanges instead of one each, a
+   * read no older than a read of its own would be.
+   */
+  task(id: string): Promise<ExchangeTask | undefined> {
+    return this.tasks.load(id);
+  }
+
+  private readonly tasks = new DataLoader<string, ExchangeTask | undefined>((ids) => this.readTasks(ids), {
+    cache: false,
+    maxBatchSize: MAX_TASKS_PER_READ,
+    batchScheduleFn: (callback) => setImmediate(callback),
+  });
+
+  private async readTasks(ids: readonly string[]): Promise<Array<ExchangeTask | undefined>> {
+    const valid = [...new Set(ids.filter((id) => UUID.test(id)))];
+    if (valid.length === 0) return ids.map(() => undefined);
+    const { rows } = await this.pool.query<TaskRow>({
+      name: 'writ_exchange_tasks',
       text: `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, status, task_token_jti,
                     ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests, created_at, expires_at
-               FROM tasks WHERE id = $1`,
-      values: [id],
+               FROM tasks WHERE id = ANY($1::uuid[])`,
+      values: [valid],
     });
-    const row = rows[0];
-    if (!row) return undefined;
-    return {
-      id: row.id,
-      agentId: row.agent_id,
-      orchestratorId: row.orchestrator_id,
-      purpose: row.purpose,
-      allowed: row.allowed,
-      onBehalfOf: row.on_behalf_of,
-      user: row.user_subject && row.user_issuer ? { issuer: row.user_issuer, subject: row.user_subject } : null,
-      metadata: row.metadata,
-      status: row.status,
-      taskTokenJti: row.task_token_jti,
-      grantsIssued: row.grants_issued,
-      refusals: row.refusals,
-      outOfPurposeRequests: row.out_of_purpose_requests,
-      createdAt: row.created_at,
-      expiresAt: row.expires_at,
-    };
+    const byId = new Map(rows.map((row) => [row.id.toLowerCase(), row]));
+    const handedOut = new Set<TaskRow>();
+    // Each caller gets a task of its own, nothing shared with another caller of the same batch.
+    return ids.map((id) => {
+      const row = byId.get(id.toLowerCase());
+      if (!row) return undefined;
+      const own = handedOut.has(row) ? structuredClone(row) : row;
+      handedOut.add(row);
+      return toExchangeTask(own);
+    });
   }
 
   /** Drops a connector's cached catalogue (it changed under an issuance). */
@@ -140,4 +158,24 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
     for (const row of rows) result[row.connector_id] = { status: row.status, scopes: row.scopes };
     return result;
   }
+}
+
+function toExchangeTask(row: TaskRow): ExchangeTask {
+  return {
+    id: row.id,
+    agentId: row.agent_id,
+    orchestratorId: row.orchestrator_id,
+    purpose: row.purpose,
+    allowed: row.allowed,
+    onBehalfOf: row.on_behalf_of,
+    user: row.user_subject && row.user_issuer ? { issuer: row.user_issuer, subject: row.user_subject } : null,
+    metadata: row.metadata,
+    status: row.status,
+    taskTokenJti: row.task_token_jti,
+    grantsIssued: row.grants_issued,
+    refusals: row.refusals,
+    outOfPurposeRequests: row.out_of_purpose_requests,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+  };
 }
