@@ -1,8 +1,7 @@
-import { join } from 'node:path';
 import { readCredential } from './gateway.bench';
+import { inRoundOrder, printSummary, round3, withTrees } from './support/ab-trees';
 import { LoadTarget, runClosedLoop, runOpenLoop } from './support/open-loop';
 import { measurePhase } from './support/phase';
-import { BenchServer, forkReady, startBenchServer, stopChild } from './support/start-bench-server';
 
 /**
  * The gateway of this tree against another tree's (e.g. `main`'s worktree, built), both up at
@@ -32,31 +31,15 @@ interface Slice {
   failed: number;
 }
 
-interface StartModule {
-  startBenchServer: typeof startBenchServer;
-}
-
 async function main(): Promise<void> {
   const [other, roundsText = '8', secondsText = '2', rateText = '500'] = process.argv.slice(2);
   if (!other) throw new Error('usage: gateway-ab.js <other tree> [rounds] [seconds] [rate]');
   const rounds = Number(roundsText);
   const seconds = Number(secondsText);
   const rate = Number(rateText);
-  const base = Number(process.env.WRIT_BENCH_PORT_BASE ?? 14_000);
-  const otherModule = (await import(join(other, 'dist/bench/support/start-bench-server.js'))) as StartModule;
-  const trees = [
-    { name: 'this', base, start: startBenchServer },
-    { name: other, base: base + 500, start: otherModule.startBenchServer },
-  ];
-  const upstream = await forkReady<{ url: string }>('upstream-server.js', [String(base + 20)]);
-  const servers = new Map<string, BenchServer>();
-  const targets = new Map<string, { gateway: LoadTarget; proxy: LoadTarget }>();
-  try {
-    for (const tree of trees) {
-      // The bench server reads its ports from the environment it is forked with.
-      process.env.WRIT_BENCH_PORT_BASE = String(tree.base);
-      const server = await tree.start(tree.base, upstream.message.url);
-      servers.set(tree.name, server);
+  await withTrees(other, Number(process.env.WRIT_BENCH_PORT_BASE ?? 14_000), async (trees) => {
+    const targets = new Map<string, { gateway: LoadTarget; proxy: LoadTarget }>();
+    for (const { name, server } of trees) {
       const tokens: string[] = [];
       for (const taskToken of server.ready.taskTokens) tokens.push(await readCredential(server, taskToken));
       let turn = 0;
@@ -67,23 +50,21 @@ async function main(): Promise<void> {
         },
         proxy: { url: `${server.ready.plainProxyUrl}/connectors/payments/v1/balance` },
       };
-      targets.set(tree.name, target);
+      targets.set(name, target);
       await runClosedLoop(target.gateway, { seconds: 3, connections: 32 });
       await runClosedLoop(target.proxy, { seconds: 1, connections: 32 });
     }
     const slices: Slice[] = [];
     for (let round = 0; round < rounds; round += 1) {
-      const order = round % 2 === 0 ? trees : [...trees].reverse();
-      for (const tree of order) {
-        const server = servers.get(tree.name)!;
-        const target = targets.get(tree.name)!;
+      for (const { name, server } of inRoundOrder(trees, round)) {
+        const target = targets.get(name)!;
         const proxyMax = await measurePhase(server, () => runClosedLoop(target.proxy, { seconds, connections: 32 }));
         const gatewayMax = await measurePhase(server, () => runClosedLoop(target.gateway, { seconds, connections: 32 }));
         const proxyAtRate = await measurePhase(server, () => runOpenLoop(target.proxy, rate, { seconds, connections: 64 }));
         const gatewayAtRate = await measurePhase(server, () => runOpenLoop(target.gateway, rate, { seconds, connections: 64 }));
         const slice: Slice = {
           round,
-          tree: tree.name,
+          tree: name,
           proxyMax: Math.round(proxyMax.requestsPerSecond),
           gatewayMax: Math.round(gatewayMax.requestsPerSecond),
           ratio: round3(gatewayMax.requestsPerSecond / proxyMax.requestsPerSecond),
@@ -99,40 +80,19 @@ async function main(): Promise<void> {
         console.log(JSON.stringify(slice));
       }
     }
-    for (const tree of trees) {
-      const mine = slices.filter((slice) => slice.tree === tree.name);
-      const summary: Record<string, string> = {};
-      for (const key of [
-        'proxyMax',
-        'gatewayMax',
-        'ratio',
-        'cpuUsAtMax',
-        'proxyCpuUsAtMax',
-        'cpuUsAtRate',
-        'commitsAtRate',
-        'addedP50Ms',
-        'addedP99Ms',
-        'failed',
-      ] as const) {
-        const values = mine.map((slice) => slice[key]);
-        summary[key] = `${median(values)} (${Math.min(...values)} – ${Math.max(...values)})`;
-      }
-      console.log(`${tree.name}: ${JSON.stringify(summary)}`);
-    }
-  } finally {
-    for (const server of servers.values()) await server.stop();
-    await stopChild(upstream.child);
-  }
-}
-
-function round3(value: number): number {
-  return Number(value.toFixed(3));
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle] : round3((sorted[middle - 1] + sorted[middle]) / 2);
+    printSummary(trees, slices, [
+      'proxyMax',
+      'gatewayMax',
+      'ratio',
+      'cpuUsAtMax',
+      'proxyCpuUsAtMax',
+      'cpuUsAtRate',
+      'commitsAtRate',
+      'addedP50Ms',
+      'addedP99Ms',
+      'failed',
+    ]);
+  });
 }
 
 main().catch((error: unknown) => {

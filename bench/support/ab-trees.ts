@@ -1,0 +1,67 @@
+import { join } from 'node:path';
+import { BenchServer, forkReady, startBenchServer, stopChild } from './start-bench-server';
+
+/** One tree of an A/B comparison: this one (`this`) or another built tree (its path). */
+export interface AbTree {
+  name: string;
+  server: BenchServer;
+}
+
+interface StartModule {
+  startBenchServer: typeof startBenchServer;
+}
+
+/**
+ * Starts this tree's bench server and `other`'s (a built tree: `npm run build` there), both up
+ * at once over one upstream, so that both see the same machine while the load alternates
+ * between them: on a box shared with other work, runs taken minutes apart differ more than a
+ * change being measured. `other`'s ports are `base` + 500. Stops everything after `run`.
+ */
+export async function withTrees(other: string, base: number, run: (trees: AbTree[]) => Promise<void>): Promise<void> {
+  const otherModule = (await import(join(other, 'dist/bench/support/start-bench-server.js'))) as StartModule;
+  const starts = [
+    { name: 'this', base, start: startBenchServer },
+    { name: other, base: base + 500, start: otherModule.startBenchServer },
+  ];
+  const upstream = await forkReady<{ url: string }>('upstream-server.js', [String(base + 20)]);
+  const trees: AbTree[] = [];
+  try {
+    for (const tree of starts) {
+      // The bench server reads its ports from the environment it is forked with.
+      process.env.WRIT_BENCH_PORT_BASE = String(tree.base);
+      trees.push({ name: tree.name, server: await tree.start(tree.base, upstream.message.url) });
+    }
+    await run(trees);
+  } finally {
+    for (const tree of trees) await tree.server.stop();
+    await stopChild(upstream.child);
+  }
+}
+
+/** The trees in the order of `round`: flipped every round, so that neither always goes first. */
+export function inRoundOrder<T>(trees: T[], round: number): T[] {
+  return round % 2 === 0 ? trees : [...trees].reverse();
+}
+
+/** Prints, per tree, the median and range of each numeric field of its slices. */
+export function printSummary<S extends { tree: string }>(trees: AbTree[], slices: S[], keys: ReadonlyArray<keyof S & string>): void {
+  for (const tree of trees) {
+    const mine = slices.filter((slice) => slice.tree === tree.name);
+    const summary: Record<string, string> = {};
+    for (const key of keys) {
+      const values = mine.map((slice) => Number(slice[key]));
+      summary[key] = `${median(values)} (${Math.min(...values)} – ${Math.max(...values)})`;
+    }
+    console.log(`${tree.name}: ${JSON.stringify(summary)}`);
+  }
+}
+
+export function round3(value: number): number {
+  return Number(value.toFixed(3));
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : round3((sorted[middle - 1] + sorted[middle]) / 2);
+}
