@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool, PoolClient } from 'pg';
-import { PG_POOL } from '@writ/database';
+import { executeStatement, PG_POOL, SessionStatement, sqlArrayLiteral } from '@writ/database';
 import { BudgetReservation, GrantStore, ReserveOutcome } from './grant-store';
 
 /** A connector as the gateway checks and forwards a call to it. */
@@ -110,6 +110,75 @@ const RECHECK = `
           WHERE t.jti = q.jti AND t.revoked_at IS NULL AND t.expires_at > now()
          OFFSET 0) t
    WHERE (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)`;
+
+// The spends of a batch's use-limited calls, in one statement, in the order of the calls.
+// Each credential is looked up once, by primary key, and locked; calls of the same credential
+// are taken in order (`n`): a call whose connector is at the version it was checked against
+// spends a use while any is left (`live`, with the uses counted after it), one whose connector
+// moved on is `stale` while uses are left (checked again), anything else is `dead`; the uses
+// spent are then added per credential. Two calls of one batch can carry the same one-use
+// credential: one is `live`, the other `dead`, as if each had its own statement. Same plan
+// constraints as RECHECK (it runs under the chain-head lock). `spent`, a data-modifying WITH,
+// runs to completion whether or not the final SELECT reads it.
+const SPEND_BATCH = `
+  WITH q AS (SELECT * FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(jti, version, n)),
+       c AS (SELECT t.jti, t.uses, t.max_uses, t.connector_id
+               FROM (SELECT DISTINCT jti FROM q) d
+              CROSS JOIN LATERAL (
+                    SELECT t.jti, t.uses, t.max_uses, t.connector_id, t.task_id FROM access_tokens t
+                     WHERE t.jti = d.jti AND t.revoked_at IS NULL AND t.expires_at > now()
+                     OFFSET 0 FOR UPDATE) t
+              WHERE (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)),
+       calls AS (SELECT q.n, q.jti, c.uses, c.max_uses, c.jti IS NOT NULL AS good,
+                        (q.version IS NULL OR (SELECT cn.version FROM connectors cn WHERE cn.id = c.connector_id) = q.version) AS current
+                   FROM q LEFT JOIN c ON c.jti = q.jti),
+       ranked AS (SELECT calls.*, COALESCE(count(*) FILTER (WHERE good AND current)
+                           OVER (PARTITION BY jti ORDER BY n ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS prior
+                    FROM calls),
+       verdicts AS (SELECT n, jti, max_uses, uses + prior + 1 AS uses_after,
+                           CASE WHEN NOT good OR (max_uses IS NOT NULL AND uses + prior >= max_uses) THEN 'dead'
+                                WHEN current THEN 'live' ELSE 'stale' END AS verdict
+                      FROM ranked),
+       spent AS (UPDATE access_tokens t SET uses = t.uses + s.k
+                   FROM (SELECT jti, count(*)::int AS k FROM verdicts WHERE verdict = 'live' GROUP BY jti) s
+                  WHERE t.jti = s.jti
+                  RETURNING t.jti)
+  SELECT v.n::int AS n, v.verdict, v.uses_after::int AS uses, v.max_uses
+    FROM verdicts v
+   ORDER BY v.n`;
+
+/** {@link SPEND_BATCH}, prepared once per connection for the audit batch's locking message. */
+const SPEND_BATCH_STATEMENT: SessionStatement = { name: 'writ_gateway_spend_batch_s', text: SPEND_BATCH };
+
+/** One row of {@link SPEND_BATCH}. */
+interface SpendRow {
+  n: number;
+  verdict: SpendVerdict;
+  uses: number;
+  max_uses: number | null;
+}
+
+/** What spending one call's use came to. */
+export type SpendResult = { verdict: 'live'; uses: number; maxUses: number | null } | { verdict: 'stale' | 'dead' };
+
+function spendResultsOf(rows: SpendRow[], checks: RecheckParams[]): SpendResult[] {
+  const byPosition = new Map(rows.map((row) => [Number(row.n), row]));
+  return checks.map((_check, index) => {
+    const row = byPosition.get(index + 1);
+    if (!row) throw new Error(`the batched spend returned no verdict for call ${index + 1}`);
+    return row.verdict === 'live'
+      ? { verdict: 'live', uses: Number(row.uses), maxUses: row.max_uses === null ? null : Number(row.max_uses) }
+      : { verdict: row.verdict };
+  });
+}
+
+/** The literal form of a batch's credentials and connector versions, or undefined when a version is not a plain integer. */
+function checksAsLiterals(sql: string, checks: RecheckParams[], literal: (value: string) => string): string | undefined {
+  if (checks.some((check) => check.connectorVersion !== null && !/^[0-9]{1,18}$/.test(check.connectorVersion))) return undefined;
+  const jtis = checks.map((check) => literal(check.jti)).join(', ');
+  const versions = checks.map((check) => check.connectorVersion ?? 'NULL').join(', ');
+  return sql.replace('$1::text[]', `ARRAY[${jtis}]::text[]`).replace('$2::bigint[]', `ARRAY[${versions}]::bigint[]`);
+}
 
 /** One row of {@link RECHECK}: the 1-based position of a live credential among the checks, and whether its connector is current. */
 interface RecheckRow {
@@ -230,17 +299,36 @@ export class GrantStateRepository {
    * in the message that locks the chain head (`BatchableWork.inline`): one round trip less.
    */
   readonly recheckInline = {
-    sql: (checks: RecheckParams[], literal: (value: string) => string): string | undefined => {
-      if (checks.some((check) => check.connectorVersion !== null && !/^[0-9]{1,18}$/.test(check.connectorVersion))) return undefined;
-      const jtis = checks.map((check) => literal(check.jti)).join(', ');
-      const versions = checks.map((check) => check.connectorVersion ?? 'NULL').join(', ');
-      return RECHECK.replace('$1::text[]', `ARRAY[${jtis}]::text[]`).replace('$2::bigint[]', `ARRAY[${versions}]::bigint[]`);
-    },
+    sql: (checks: RecheckParams[], literal: (value: string) => string): string | undefined => checksAsLiterals(RECHECK, checks, literal),
     parse: (rows: Array<Record<string, unknown>>, checks: RecheckParams[]): SpendVerdict[] =>
       verdictsOf(
         rows.map((row) => ({ n: Number(row.n), current: row.current === true })),
         checks,
       ),
+  };
+
+  /**
+   * Spends one use of each use-limited credential of a batch's calls (inside the audit
+   * transaction), in the order of the calls, all in one statement; see {@link SPEND_BATCH}.
+   */
+  readonly spendAt = async (client: PoolClient, checks: RecheckParams[]): Promise<SpendResult[]> => {
+    const { rows } = await client.query<SpendRow>({
+      name: 'writ_gateway_spend_batch',
+      text: SPEND_BATCH,
+      values: [checks.map((check) => check.jti), checks.map((check) => check.connectorVersion)],
+    });
+    return spendResultsOf(rows, checks);
+  };
+
+  /** {@link spendAt} as an `EXECUTE` with its values as literals, sent in the message that locks the chain head. */
+  readonly spendInline = {
+    statements: [SPEND_BATCH_STATEMENT],
+    sql: (checks: RecheckParams[]): string =>
+      executeStatement(SPEND_BATCH_STATEMENT, [
+        sqlArrayLiteral(checks.map((check) => check.jti)),
+        sqlArrayLiteral(checks.map((check) => check.connectorVersion)),
+      ]),
+    parse: (rows: Array<Record<string, unknown>>, checks: RecheckParams[]): SpendResult[] => spendResultsOf(rows as unknown as SpendRow[], checks),
   };
 
   /** Reserves one call on the task budgets the credential is charged to (inside the audit transaction), all or nothing. */

@@ -421,8 +421,9 @@ export class ProxyService {
       return spendOutcome(verdict, remembered);
     }
     if (budgetEntries !== null && budgetEntries.length > 0) return this.spendWithBudget(checked, call, allowed, refused);
-    const { result: spent } = await this.audit.recordWith(
-      (client) => this.grants.spend(client, jti, connectorVersion),
+    // The calls of one batch spend their uses in one statement, in their order (same credential included).
+    const { result: spent } = await this.audit.recordWithBatched(
+      { kind: 'gateway-spend', params: { jti, connectorVersion }, run: this.grants.spendAt, inline: this.grants.spendInline },
       (outcome) => eventsFor(outcome.verdict, outcome.verdict === 'live' ? { ...allowed, data: { ...allowed.data, uses: outcome.uses } } : allowed),
     );
     return spendOutcome(spent.verdict, remembered);

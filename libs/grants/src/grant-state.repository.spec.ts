@@ -1,0 +1,161 @@
+import { randomUUID } from 'node:crypto';
+import { Pool, PoolClient } from 'pg';
+import { prepareOnce } from '@writ/database';
+import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { GrantStateRepository, RecheckParams, SpendResult } from './grant-state.repository';
+
+/** The batched spend of use-limited gateway calls, on real PostgreSQL, both ways it is sent. */
+describe('GrantStateRepository: spending a batch of calls', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+  let grants: GrantStateRepository;
+  let task: string;
+  let endedTask: string;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    pool = new Pool({ connectionString: db.url, max: 2 });
+    grants = new GrantStateRepository(pool);
+    await pool.query(`INSERT INTO connectors (id, name, base_url, operations) VALUES ('payments', 'Payments', 'https://payments.test', '[]')`);
+    task = await insertTask('active');
+    endedTask = await insertTask('completed');
+  });
+  afterAll(async () => {
+    await pool.end();
+    await db.drop();
+  });
+
+  async function insertTask(status: string): Promise<string> {
+    const id = randomUUID();
+    await pool.query(
+      `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, status, task_token_jti, expires_at)
+       VALUES ($1, 'agent-1', 'orch-1', 'pay', '[]', $2, $3, now() + interval '1 hour')`,
+      [id, status, `task-${id}`],
+    );
+    return id;
+  }
+
+  async function credential(maxUses: number | null, options: { uses?: number; taskId?: string; revoked?: boolean; expired?: boolean } = {}): Promise<string> {
+    const jti = randomUUID();
+    await pool.query(
+      `INSERT INTO access_tokens (jti, kind, client_id, subject, task_id, connector_id, action, max_uses, uses, issued_at, expires_at, revoked_at)
+       VALUES ($1, 'connector', 'agent-1', 'agent-1', $2, 'payments', 'payouts.create', $3, $4, now(), now() + $5::interval, $6)`,
+      [jti, options.taskId ?? task, maxUses, options.uses ?? 0, options.expired ? '-1 second' : '5 minutes', options.revoked ? new Date() : null],
+    );
+    return jti;
+  }
+
+  async function connectorVersion(): Promise<string> {
+    const { rows } = await pool.query<{ version: string }>(`SELECT version::text AS version FROM connectors WHERE id = 'payments'`);
+    return rows[0].version;
+  }
+
+  async function usesOf(jti: string): Promise<number> {
+    const { rows } = await pool.query<{ uses: number }>('SELECT uses FROM access_tokens WHERE jti = $1', [jti]);
+    return rows[0].uses;
+  }
+
+  /** Spends `checks` in one transaction, with parameters or as the audit batch's inline EXECUTE. */
+  async function spend(checks: RecheckParams[], way: 'parameters' | 'inline'): Promise<SpendResult[]> {
+    const client: PoolClient = await pool.connect();
+    try {
+      if (way === 'inline') await prepareOnce(client, grants.spendInline.statements);
+      await client.query('BEGIN');
+      const results =
+        way === 'parameters'
+          ? await grants.spendAt(client, checks)
+          : grants.spendInline.parse(
+              ((await client.query(grants.spendInline.sql(checks))) as unknown as { rows: Array<Record<string, unknown>> }).rows,
+              checks,
+            );
+      await client.query('COMMIT');
+      return results;
+    } finally {
+      client.release();
+    }
+  }
+
+  describe.each(['parameters', 'inline'] as const)('sent with %s', (way) => {
+    it('lets one of two calls of one batch spend a one-use credential, and only once', async () => {
+      const jti = await credential(1);
+      const version = await connectorVersion();
+      const results = await spend(
+        [
+          { jti, connectorVersion: version },
+          { jti, connectorVersion: version },
+        ],
+        way,
+      );
+      expect(results).toEqual([{ verdict: 'live', uses: 1, maxUses: 1 }, { verdict: 'dead' }]);
+      expect(await usesOf(jti)).toBe(1);
+      // Spent: the next batch finds nothing left.
+      expect(await spend([{ jti, connectorVersion: null }], way)).toEqual([{ verdict: 'dead' }]);
+      expect(await usesOf(jti)).toBe(1);
+    });
+
+    it('takes the calls of one credential in order, counting the uses left, beside other credentials', async () => {
+      const three = await credential(3, { uses: 1 });
+      const unlimited = await credential(null, { uses: 5 });
+      const version = await connectorVersion();
+      const results = await spend(
+        [
+          { jti: three, connectorVersion: version },
+          { jti: unlimited, connectorVersion: null },
+          { jti: three, connectorVersion: null },
+          { jti: three, connectorVersion: version },
+          { jti: unlimited, connectorVersion: version },
+          { jti: three, connectorVersion: version },
+        ],
+        way,
+      );
+      expect(results).toEqual([
+        { verdict: 'live', uses: 2, maxUses: 3 },
+        { verdict: 'live', uses: 6, maxUses: null },
+        { verdict: 'live', uses: 3, maxUses: 3 },
+        { verdict: 'dead' },
+        { verdict: 'live', uses: 7, maxUses: null },
+        { verdict: 'dead' },
+      ]);
+      expect(await usesOf(three)).toBe(3);
+      expect(await usesOf(unlimited)).toBe(7);
+    });
+
+    it('spends nothing for a call whose connector moved on (stale, checked again) while uses are left', async () => {
+      const jti = await credential(2);
+      const version = await connectorVersion();
+      const old = String(BigInt(version) - 1n);
+      const results = await spend(
+        [
+          { jti, connectorVersion: old },
+          { jti, connectorVersion: version },
+          { jti, connectorVersion: old },
+          { jti, connectorVersion: version },
+          { jti, connectorVersion: old },
+        ],
+        way,
+      );
+      expect(results).toEqual([
+        { verdict: 'stale' },
+        { verdict: 'live', uses: 1, maxUses: 2 },
+        { verdict: 'stale' },
+        { verdict: 'live', uses: 2, maxUses: 2 },
+        { verdict: 'dead' },
+      ]);
+      expect(await usesOf(jti)).toBe(2);
+    });
+
+    it('spends nothing of a revoked or expired credential, one of an ended task, or an unknown one', async () => {
+      const revoked = await credential(5, { revoked: true });
+      const expired = await credential(5, { expired: true });
+      const ended = await credential(5, { taskId: endedTask });
+      const live = await credential(5);
+      const results = await spend(
+        [revoked, expired, ended, randomUUID(), "x'); DELETE FROM access_tokens; --", live].map((jti) => ({ jti, connectorVersion: null })),
+        way,
+      );
+      expect(results.map((result) => result.verdict)).toEqual(['dead', 'dead', 'dead', 'dead', 'dead', 'live']);
+      for (const jti of [revoked, expired, ended]) expect(await usesOf(jti)).toBe(0);
+      expect(await usesOf(live)).toBe(1);
+    });
+  });
+});
