@@ -1,3 +1,4 @@
+import { Client } from 'pg';
 import { clientAssertion } from '@writ/testing';
 import { LoadTarget, runClosedLoop, runOpenLoop } from './support/open-loop';
 import { measurePhase, PhaseResult, rounded } from './support/phase';
@@ -8,6 +9,8 @@ export interface GatewayBench {
   credentials: number;
   plain_proxy_max: PhaseResult;
   gateway_max: PhaseResult;
+  /** The same reads with credentials that have a use limit: every call spends a use (as every one-use write does). */
+  gateway_use_limited_max: PhaseResult;
   /** Both at the same constant rate (half the gateway's maximum), open loop. */
   plain_proxy_at_half_load: PhaseResult;
   gateway_at_half_load: PhaseResult;
@@ -37,6 +40,23 @@ export async function readCredential(server: BenchServer, taskToken: string): Pr
 }
 
 /**
+ * Gives `tokens` a use limit they will not reach in a run, so that every call through the
+ * gateway spends a use, as a write's one-use credential does (the shipped policy leaves reads
+ * unlimited). Written in the bench's own database before any call: the gateway remembers a
+ * credential's limit from its first call.
+ */
+async function limitUses(server: BenchServer, tokens: string[]): Promise<void> {
+  const jtis = tokens.map((token) => (JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as { jti: string }).jti);
+  const db = new Client({ connectionString: server.ready.databaseUrl });
+  await db.connect();
+  try {
+    await db.query('UPDATE access_tokens SET max_uses = 1000000000 WHERE jti = ANY($1::text[])', [jtis]);
+  } finally {
+    await db.end();
+  }
+}
+
+/**
  * Exchanges one read credential per task, then loads `GET /v1/balance` through a plain
  * reverse proxy (baseline) and through the gateway, the credentials taken in turn: every
  * proxied call verifies its token, reads its grant's state, spends a use with its audit
@@ -52,11 +72,21 @@ export async function benchGateway(server: BenchServer, options: { durationSecon
     url: `${server.ready.gatewayUrl}/connectors/payments/v1/balance`,
     nextHeaders: () => ({ authorization: `Bearer ${tokens[turn++ % tokens.length]}` }),
   };
+  const limitedTokens: string[] = [];
+  for (const taskToken of server.ready.taskTokens) limitedTokens.push(await readCredential(server, taskToken));
+  await limitUses(server, limitedTokens);
+  let limitedTurn = 0;
+  const limited: LoadTarget = {
+    url: gateway.url,
+    nextHeaders: () => ({ authorization: `Bearer ${limitedTokens[limitedTurn++ % limitedTokens.length]}` }),
+  };
   const proxy: LoadTarget = { url: `${server.ready.plainProxyUrl}/connectors/payments/v1/balance` };
   await runClosedLoop(proxy, { seconds: 2, connections });
   await runClosedLoop(gateway, { seconds: 2, connections });
   const proxyMax = await measurePhase(server, () => runClosedLoop(proxy, { seconds, connections }));
   const gatewayMax = await measurePhase(server, () => runClosedLoop(gateway, { seconds, connections }));
+  await runClosedLoop(limited, { seconds: 2, connections });
+  const limitedMax = await measurePhase(server, () => runClosedLoop(limited, { seconds, connections }));
   const half = Math.max(1, Math.floor(gatewayMax.requestsPerSecond / 2));
   const proxyHalf = await measurePhase(server, () => runOpenLoop(proxy, half, { seconds, connections: 64 }));
   const gatewayHalf = await measurePhase(server, () => runOpenLoop(gateway, half, { seconds, connections: 64 }));
@@ -64,6 +94,7 @@ export async function benchGateway(server: BenchServer, options: { durationSecon
     credentials: tokens.length,
     plain_proxy_max: rounded(proxyMax),
     gateway_max: rounded(gatewayMax),
+    gateway_use_limited_max: rounded(limitedMax),
     plain_proxy_at_half_load: rounded(proxyHalf),
     gateway_at_half_load: rounded(gatewayHalf),
     added_p50_ms: Number((gatewayHalf.p50Ms - proxyHalf.p50Ms).toFixed(3)),

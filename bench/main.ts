@@ -114,6 +114,7 @@ function report(results: Record<string, unknown>): Row[] {
   }
   if (gateway) {
     rows.push(['plain proxy (baseline), max', gateway.plain_proxy_max], ['gateway, max', gateway.gateway_max]);
+    rows.push(['gateway, use-limited credentials, max', gateway.gateway_use_limited_max]);
     rows.push([`plain proxy @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.plain_proxy_at_half_load]);
     rows.push([`gateway @ ${gateway.gateway_at_half_load.targetRate}/s`, gateway.gateway_at_half_load]);
   }
