@@ -248,7 +248,9 @@ describe('authorization server memory across instances', () => {
   it('holds nothing while the listening connection is down, and listens again', async () => {
     await tokenRequest(second.issuer, world.orchestrator, { grant_type: 'client_credentials', scope: 'tasks' });
     expect(secondHeld().get('orch-1')).toBeDefined();
-    await first.runtime.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'writ-listen'`);
+    await first.runtime.pool.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'writ-listen' AND datname = current_database()`,
+    );
     expect(
       await eventually(
         () => secondRegistry().listening,
