@@ -1,3 +1,4 @@
+import { decodeJwt } from 'jose';
 import { Client } from 'pg';
 import { clientAssertion } from '@writ/testing';
 import { LoadTarget, runClosedLoop, runOpenLoop } from './support/open-loop';
@@ -46,7 +47,7 @@ export async function readCredential(server: BenchServer, taskToken: string): Pr
  * credential's limit from its first call.
  */
 async function limitUses(server: BenchServer, tokens: string[]): Promise<void> {
-  const jtis = tokens.map((token) => (JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as { jti: string }).jti);
+  const jtis = tokens.map((token) => decodeJwt(token).jti);
   const db = new Client({ connectionString: server.ready.databaseUrl });
   await db.connect();
   try {

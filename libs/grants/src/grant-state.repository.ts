@@ -53,7 +53,7 @@ export interface CredentialState {
  */
 export type SpendVerdict = 'live' | 'stale' | 'dead';
 
-/** One credential to re-check, with the connector version its call was checked against (null: any). */
+/** One call's credential to re-check or spend, with the connector version the call was checked against (null: any). */
 export interface RecheckParams {
   jti: string;
   connectorVersion: string | null;
@@ -71,28 +71,6 @@ const LOAD = `
     LEFT JOIN tasks k ON k.id = t.task_id
     LEFT JOIN connectors c ON c.id = t.connector_id
    WHERE t.jti = $1 AND t.kind = 'connector'`;
-
-// Spends one use only while the credential and its task are still good: a revocation that
-// committed before this statement makes it match nothing, on every instance. It runs under the
-// audit chain-head lock: the task is looked up by primary key (the correlated subquery), a plan
-// that needs no statistics. Written as `UPDATE ... FROM tasks`, PostgreSQL planned it, with no
-// statistics yet, as a scan of every active task (`tasks_active_expiry`) per call.
-const SPEND = `
-  UPDATE access_tokens t SET uses = t.uses + 1
-   WHERE t.jti = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
-     AND (t.max_uses IS NULL OR t.uses < t.max_uses)
-     AND (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)
-     AND ($2::bigint IS NULL OR (SELECT c.version FROM connectors c WHERE c.id = t.connector_id) = $2::bigint)
-  RETURNING t.uses, t.max_uses`;
-
-// Why SPEND matched nothing, in the same transaction: a credential still good whose connector
-// moved on is `stale` (checked again, not refused); anything else is `dead`.
-const CONNECTOR_MOVED = `
-  SELECT 1 FROM access_tokens t
-   WHERE t.jti = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
-     AND (t.max_uses IS NULL OR t.uses < t.max_uses)
-     AND (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)
-     AND (SELECT c.version FROM connectors c WHERE c.id = t.connector_id) IS DISTINCT FROM $2::bigint`;
 
 // Credentials without a use budget are only re-checked, not written (a row updated on every
 // read would become a hot spot for nothing), all those of one audit batch in one statement.
@@ -117,7 +95,9 @@ const RECHECK = `
 // spends a use while any is left (`live`, with the uses counted after it), one whose connector
 // moved on is `stale` while uses are left (checked again), anything else is `dead`; the uses
 // spent are then added per credential. Two calls of one batch can carry the same one-use
-// credential: one is `live`, the other `dead`, as if each had its own statement. Same plan
+// credential: one is `live`, the other `dead`, as if each had its own statement. It runs only
+// while the credential and its task are still good: a revocation that committed before it
+// makes it spend nothing, on every instance. Same plan
 // constraints as RECHECK (it runs under the chain-head lock). `spent`, a data-modifying WITH,
 // runs to completion whether or not the final SELECT reads it.
 const SPEND_BATCH = `
@@ -170,14 +150,6 @@ function spendResultsOf(rows: SpendRow[], checks: RecheckParams[]): SpendResult[
       ? { verdict: 'live', uses: Number(row.uses), maxUses: row.max_uses === null ? null : Number(row.max_uses) }
       : { verdict: row.verdict };
   });
-}
-
-/** The literal form of a batch's credentials and connector versions, or undefined when a version is not a plain integer. */
-function checksAsLiterals(sql: string, checks: RecheckParams[], literal: (value: string) => string): string | undefined {
-  if (checks.some((check) => check.connectorVersion !== null && !/^[0-9]{1,18}$/.test(check.connectorVersion))) return undefined;
-  const jtis = checks.map((check) => literal(check.jti)).join(', ');
-  const versions = checks.map((check) => check.connectorVersion ?? 'NULL').join(', ');
-  return sql.replace('$1::text[]', `ARRAY[${jtis}]::text[]`).replace('$2::bigint[]', `ARRAY[${versions}]::bigint[]`);
 }
 
 /** One row of {@link RECHECK}: the 1-based position of a live credential among the checks, and whether its connector is current. */
@@ -262,26 +234,6 @@ export class GrantStateRepository {
   }
 
   /**
-   * Spends one use of a budgeted credential atomically (inside the audit transaction), only
-   * while its connector is at `connectorVersion` (null: any); `stale` when that alone failed.
-   */
-  async spend(
-    client: PoolClient,
-    jti: string,
-    connectorVersion: string | null = null,
-  ): Promise<{ verdict: 'live'; uses: number; maxUses: number | null } | { verdict: 'stale' | 'dead' }> {
-    const { rows } = await client.query<{ uses: number; max_uses: number | null }>({
-      name: 'writ_gateway_spend',
-      text: SPEND,
-      values: [jti, connectorVersion],
-    });
-    if (rows[0]) return { verdict: 'live', uses: rows[0].uses, maxUses: rows[0].max_uses };
-    if (connectorVersion === null) return { verdict: 'dead' };
-    const moved = await client.query({ name: 'writ_gateway_connector_moved', text: CONNECTOR_MOVED, values: [jti, connectorVersion] });
-    return { verdict: moved.rows.length > 0 ? 'stale' : 'dead' };
-  }
-
-  /**
    * Re-checks credentials without a budget (inside the audit transaction), each against the
    * connector version its call was checked with, all in one statement (a batch's re-checks).
    */
@@ -299,7 +251,12 @@ export class GrantStateRepository {
    * in the message that locks the chain head (`BatchableWork.inline`): one round trip less.
    */
   readonly recheckInline = {
-    sql: (checks: RecheckParams[], literal: (value: string) => string): string | undefined => checksAsLiterals(RECHECK, checks, literal),
+    sql: (checks: RecheckParams[], literal: (value: string) => string): string | undefined => {
+      if (checks.some((check) => check.connectorVersion !== null && !/^[0-9]{1,18}$/.test(check.connectorVersion))) return undefined;
+      const jtis = checks.map((check) => literal(check.jti)).join(', ');
+      const versions = checks.map((check) => check.connectorVersion ?? 'NULL').join(', ');
+      return RECHECK.replace('$1::text[]', `ARRAY[${jtis}]::text[]`).replace('$2::bigint[]', `ARRAY[${versions}]::bigint[]`);
+    },
     parse: (rows: Array<Record<string, unknown>>, checks: RecheckParams[]): SpendVerdict[] =>
       verdictsOf(
         rows.map((row) => ({ n: Number(row.n), current: row.current === true })),

@@ -70,6 +70,12 @@ type TaskRow = Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_
 @Injectable()
 export class ExchangeContextRepository implements OnApplicationShutdown {
   private readonly catalogue: ListenedCache<CatalogueConnector>;
+  /** Task reads, batched per turn of the event loop and never cached (see {@link task}). */
+  private readonly tasks = new DataLoader<string, ExchangeTask | undefined>((ids) => this.readTasks(ids), {
+    cache: false,
+    maxBatchSize: MAX_TASKS_PER_READ,
+    batchScheduleFn: (callback) => setImmediate(callback),
+  });
 
   constructor(
     @Inject(PG_POOL) private readonly pool: Pool,
@@ -93,12 +99,6 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
   task(id: string): Promise<ExchangeTask | undefined> {
     return this.tasks.load(id);
   }
-
-  private readonly tasks = new DataLoader<string, ExchangeTask | undefined>((ids) => this.readTasks(ids), {
-    cache: false,
-    maxBatchSize: MAX_TASKS_PER_READ,
-    batchScheduleFn: (callback) => setImmediate(callback),
-  });
 
   private async readTasks(ids: readonly string[]): Promise<Array<ExchangeTask | undefined>> {
     const valid = [...new Set(ids.filter((id) => UUID.test(id)))];

@@ -445,8 +445,7 @@ export class ProxyService {
         if (remembered && (await this.grants.recheckAt(client, [check]))[0] !== 'live') return { again: true };
         const reserved = await this.grants.reserve(client, taskId!, checked.state.budgetEntries!, checked.values);
         if (!reserved.ok) return { refusal: reserved };
-        const live =
-          maxUses === null ? { verdict: (await this.grants.recheckAt(client, [check]))[0] } : await this.grants.spend(client, jti, check.connectorVersion);
+        const live = maxUses === null ? { verdict: (await this.grants.recheckAt(client, [check]))[0] } : (await this.grants.spendAt(client, [check]))[0];
         if (live.verdict !== 'live') {
           await this.grants.release(client, reserved.reservation);
           return checkAgain(live.verdict, remembered) ? { again: true } : { revoked: true };
