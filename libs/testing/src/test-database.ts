@@ -59,6 +59,16 @@ export async function createTestDatabase(adminUrl = process.env[ADMIN_URL_ENV]):
       const client = new Client({ connectionString: adminUrl });
       await client.connect();
       try {
+        // pg-pool's end() resolves once each client has been asked to end, before its backend
+        // is gone; forcing the drop then would terminate those backends, and the FATAL they
+        // send reaches an idle client's pool with no error listener (an unhandled error in
+        // the suite). Wait (briefly) for the suite's connections to leave first.
+        const deadline = Date.now() + 5_000;
+        while (Date.now() < deadline) {
+          const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1`, [name]);
+          if (rows[0].n === 0) break;
+          await new Promise((resolve) => setTimeout(resolve, 25));
+        }
         await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       } finally {
         await client.end();
