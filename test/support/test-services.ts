@@ -1,13 +1,12 @@
 import type { INestApplication } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
-import { freePort } from './free-port';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, WritConfig } from '@writ/config';
 import { createLogger, createRuntime, ensureBootstrapAdminToken, Runtime } from '@writ/platform';
 import { ActivePolicy } from '@writ/policy';
-import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { createTestDatabase, freePort, TestDatabase } from '@writ/testing';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
 
 /** A service app factory, as each app exports it. */

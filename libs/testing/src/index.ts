@@ -2,3 +2,4 @@ export * from './client-keys';
 export * from './test-database';
 export * from './scratch-postgres';
 export * from './payments-connector';
+export * from './free-port';

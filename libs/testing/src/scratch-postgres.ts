@@ -2,6 +2,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, chmod, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './free-port';
 
 /** A PostgreSQL cluster of a test's own, which the test may stop and start again. */
 export interface ScratchPostgres {
@@ -32,17 +33,6 @@ process.on('message', async (command) => {
   } catch (error) { process.send({ error: String(error && error.message || error) }); }
 });
 `;
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 /** Starts a scratch cluster with a `writ` database. */
 export async function startScratchPostgres(): Promise<ScratchPostgres> {

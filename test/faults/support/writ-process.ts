@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
-import { freePort } from '../../support/free-port';
+import { freePort } from '@writ/testing';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
