@@ -1,5 +1,6 @@
 import { readCredential } from './gateway.bench';
-import { inRoundOrder, printSummary, round3, withTrees } from './support/ab-trees';
+import { printSummary, withTrees } from './support/ab-trees';
+import { inRoundOrder, round3 } from './support/rounds';
 import { LoadTarget, runClosedLoop, runOpenLoop } from './support/open-loop';
 import { measurePhase } from './support/phase';
 

@@ -3,21 +3,31 @@ import { Client } from 'pg';
 import { clientAssertion } from '@writ/testing';
 import { LoadTarget, runClosedLoop, runOpenLoop } from './support/open-loop';
 import { measurePhase, PhaseResult, rounded } from './support/phase';
+import { inRounds, median, medianSlice, perRound, round3 } from './support/rounds';
 import type { BenchServer } from './support/start-bench-server';
 
-/** Proxied reads through the gateway beside a plain Node reverse proxy to the same upstream, in the same run. */
+/**
+ * Proxied reads through the gateway beside a plain Node reverse proxy to the same upstream, in
+ * the same run. Each comparison runs in `rounds` alternated rounds (see `support/rounds.ts`):
+ * a phase reported is its median slice, a ratio or difference the median of the rounds' own.
+ */
 export interface GatewayBench {
   credentials: number;
+  rounds: number;
   plain_proxy_max: PhaseResult;
   gateway_max: PhaseResult;
   /** The same reads with credentials that have a use limit: every call spends a use (as every one-use write does). */
   gateway_use_limited_max: PhaseResult;
-  /** Both at the same constant rate (half the gateway's maximum), open loop. */
+  /** Both at the same constant rate (half the gateway's median maximum), open loop; the slices of the median p99. */
   plain_proxy_at_half_load: PhaseResult;
   gateway_at_half_load: PhaseResult;
   added_p50_ms: number;
   added_p99_ms: number;
   throughput_ratio: number;
+  /** Each round's figures: the spread behind the medians. */
+  added_p50_ms_rounds: number[];
+  added_p99_ms_rounds: number[];
+  throughput_ratio_rounds: number[];
   targets: { added_p50_ms: number; added_p99_ms: number; throughput_ratio: number };
 }
 
@@ -63,8 +73,9 @@ async function limitUses(server: BenchServer, tokens: string[]): Promise<void> {
  * proxied call verifies its token, reads its grant's state, spends a use with its audit
  * event committed, and forwards.
  */
-export async function benchGateway(server: BenchServer, options: { durationSeconds: number; connections?: number }): Promise<GatewayBench> {
+export async function benchGateway(server: BenchServer, options: { durationSeconds: number; rounds?: number; connections?: number }): Promise<GatewayBench> {
   const seconds = options.durationSeconds;
+  const rounds = options.rounds ?? 3;
   const connections = options.connections ?? 32;
   const tokens: string[] = [];
   for (const taskToken of server.ready.taskTokens) tokens.push(await readCredential(server, taskToken));
@@ -84,23 +95,37 @@ export async function benchGateway(server: BenchServer, options: { durationSecon
   const proxy: LoadTarget = { url: `${server.ready.plainProxyUrl}/connectors/payments/v1/balance` };
   await runClosedLoop(proxy, { seconds: 2, connections });
   await runClosedLoop(gateway, { seconds: 2, connections });
-  const proxyMax = await measurePhase(server, () => runClosedLoop(proxy, { seconds, connections }));
-  const gatewayMax = await measurePhase(server, () => runClosedLoop(gateway, { seconds, connections }));
   await runClosedLoop(limited, { seconds: 2, connections });
-  const limitedMax = await measurePhase(server, () => runClosedLoop(limited, { seconds, connections }));
-  const half = Math.max(1, Math.floor(gatewayMax.requestsPerSecond / 2));
-  const proxyHalf = await measurePhase(server, () => runOpenLoop(proxy, half, { seconds, connections: 64 }));
-  const gatewayHalf = await measurePhase(server, () => runOpenLoop(gateway, half, { seconds, connections: 64 }));
+  const closed = (target: LoadTarget) => () => measurePhase(server, () => runClosedLoop(target, { seconds, connections }));
+  const max = await inRounds(rounds, [
+    ['proxy', closed(proxy)],
+    ['gateway', closed(gateway)],
+    ['limited', closed(limited)],
+  ]);
+  const half = Math.max(1, Math.floor(median(max.gateway.map((slice) => slice.requestsPerSecond)) / 2));
+  const paced = (target: LoadTarget) => () => measurePhase(server, () => runOpenLoop(target, half, { seconds, connections: 64 }));
+  const atHalf = await inRounds(rounds, [
+    ['proxy', paced(proxy)],
+    ['gateway', paced(gateway)],
+  ]);
+  const byP99 = (slice: PhaseResult) => slice.p99Ms;
+  const addedP50 = perRound(atHalf.gateway, atHalf.proxy, (gateway, proxy) => gateway.p50Ms - proxy.p50Ms);
+  const addedP99 = perRound(atHalf.gateway, atHalf.proxy, (gateway, proxy) => gateway.p99Ms - proxy.p99Ms);
+  const ratios = perRound(max.gateway, max.proxy, (gateway, proxy) => gateway.requestsPerSecond / proxy.requestsPerSecond);
   return {
     credentials: tokens.length,
-    plain_proxy_max: rounded(proxyMax),
-    gateway_max: rounded(gatewayMax),
-    gateway_use_limited_max: rounded(limitedMax),
-    plain_proxy_at_half_load: rounded(proxyHalf),
-    gateway_at_half_load: rounded(gatewayHalf),
-    added_p50_ms: Number((gatewayHalf.p50Ms - proxyHalf.p50Ms).toFixed(3)),
-    added_p99_ms: Number((gatewayHalf.p99Ms - proxyHalf.p99Ms).toFixed(3)),
-    throughput_ratio: Number((gatewayMax.requestsPerSecond / proxyMax.requestsPerSecond).toFixed(3)),
+    rounds,
+    plain_proxy_max: rounded(medianSlice(max.proxy)),
+    gateway_max: rounded(medianSlice(max.gateway)),
+    gateway_use_limited_max: rounded(medianSlice(max.limited)),
+    plain_proxy_at_half_load: rounded(medianSlice(atHalf.proxy, byP99)),
+    gateway_at_half_load: rounded(medianSlice(atHalf.gateway, byP99)),
+    added_p50_ms: round3(median(addedP50)),
+    added_p99_ms: round3(median(addedP99)),
+    throughput_ratio: round3(median(ratios)),
+    added_p50_ms_rounds: addedP50,
+    added_p99_ms_rounds: addedP99,
+    throughput_ratio_rounds: ratios,
     targets: { added_p50_ms: 1, added_p99_ms: 5, throughput_ratio: 0.25 },
   };
 }

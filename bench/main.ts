@@ -16,10 +16,14 @@ import { benchTokenExchange } from './token-exchange.bench';
 /**
  * `npm run bench`: each benchmark runs beside its own baseline in the same process and
  * reports ratios, not absolute timings alone. Prints a table and writes JSON to bench/results/.
- * `WRIT_BENCH_SECONDS` sets each load phase's duration (default 10).
+ * `WRIT_BENCH_SECONDS` sets each load phase's duration (default 10); `WRIT_BENCH_ROUNDS` the
+ * alternated rounds of the exchange's and the gateway's comparisons with their baselines
+ * (default 3; see `support/rounds.ts`).
  */
 async function main(): Promise<void> {
   const seconds = Number(process.env.WRIT_BENCH_SECONDS ?? 10);
+  const rounds = Number(process.env.WRIT_BENCH_ROUNDS ?? 3);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new RangeError(`WRIT_BENCH_ROUNDS must be a positive integer, not ${process.env.WRIT_BENCH_ROUNDS}`);
   // WRIT_BENCH_ONLY=policy,exchange,gateway,scale,audit,verify,peers runs a subset (default: all).
   const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'policy,exchange,gateway,scale,audit,verify,peers').split(','));
   const results: Record<string, unknown> = { started_at: new Date().toISOString(), node: process.version, cpus: cpus().length };
@@ -32,8 +36,8 @@ async function main(): Promise<void> {
       throw error;
     });
     try {
-      if (only.has('exchange')) results.token_exchange = await benchTokenExchange(server, { durationSeconds: seconds });
-      if (only.has('gateway')) results.gateway = await benchGateway(server, { durationSeconds: seconds });
+      if (only.has('exchange')) results.token_exchange = await benchTokenExchange(server, { durationSeconds: seconds, rounds });
+      if (only.has('gateway')) results.gateway = await benchGateway(server, { durationSeconds: seconds, rounds });
       // Two instances over one database against one (issue 11: how throughput scales).
       if (only.has('scale')) results.scale = await benchScale(server, { durationSeconds: seconds, port: BENCH_PORTS.secondInstance, cpus: cpus().length });
     } finally {
@@ -76,16 +80,17 @@ async function main(): Promise<void> {
   const file = join(dir, `bench-${Date.now()}.json`);
   await writeFile(file, JSON.stringify(results, null, 2));
   // The same table in Markdown, for README.md and docs/performance.md.
-  await writeFile(join(dir, 'latest.md'), markdown(String(results.started_at), rows));
+  await writeFile(join(dir, 'latest.md'), markdown(String(results.started_at), rows, rounds));
   console.log(`results written to ${file} (Markdown table: bench/results/latest.md)`);
 }
 
 type Row = [string, PhaseResult | (Omit<PhaseResult, 'eventLoopUtilization' | 'commitsPerRequest' | 'cpuUsPerRequest'> & Partial<PhaseResult>)];
 
-function markdown(date: string, rows: Row[]): string {
+function markdown(date: string, rows: Row[], rounds: number): string {
   const cell = (value: number | undefined, digits: number) => (value === undefined ? '' : value.toFixed(digits));
   const lines = [
-    `Measured ${date.slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\`, ${cpus().length} cores (generator, services and PostgreSQL on one box).`,
+    `Measured ${date.slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\`, ${cpus().length} cores (generator, services and PostgreSQL on one box).` +
+      ` The exchange's and the gateway's rows beside their baselines are each the median of ${rounds} alternated rounds.`,
     '',
     '| load | req/s | p50 ms | p99 ms | errors | commits/req | event loop | CPU µs/req |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
@@ -141,11 +146,11 @@ function report(results: Record<string, unknown>): Row[] {
   }
   if (exchange)
     console.log(
-      `token exchange / minimal exchange: ${exchange.ratio_to_minimal_exchange} (target ≥ ${exchange.targets.ratio_to_minimal_exchange}; ${exchange.targets.exchanges_per_second}/s; p99 ≤ ${exchange.targets.p99_ms_at_half_load} ms at half load)`,
+      `token exchange / minimal exchange: ${exchange.ratio_to_minimal_exchange}, median of ${exchange.rounds} rounds [${exchange.ratio_to_minimal_exchange_rounds.join(', ')}] (target ≥ ${exchange.targets.ratio_to_minimal_exchange}; ${exchange.targets.exchanges_per_second}/s; p99 ≤ ${exchange.targets.p99_ms_at_half_load} ms at half load: [${exchange.p99_ms_at_half_load_rounds.join(', ')}] ms)`,
     );
   if (gateway)
     console.log(
-      `gateway over plain proxy at ${gateway.gateway_at_half_load.targetRate}/s: +${gateway.added_p50_ms} ms p50, +${gateway.added_p99_ms} ms p99 (targets ≤ 1, ≤ 5); throughput ratio ${gateway.throughput_ratio} (target ≥ 0.25)`,
+      `gateway over plain proxy at ${gateway.gateway_at_half_load.targetRate}/s, medians of ${gateway.rounds} rounds: +${gateway.added_p50_ms} ms p50 [${gateway.added_p50_ms_rounds.join(', ')}], +${gateway.added_p99_ms} ms p99 [${gateway.added_p99_ms_rounds.join(', ')}] (targets ≤ 1, ≤ 5); throughput ratio ${gateway.throughput_ratio} [${gateway.throughput_ratio_rounds.join(', ')}] (target ≥ 0.25)`,
     );
   if (scale)
     console.log(

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { median, round3 } from './rounds';
 import { BenchServer, forkReady, startBenchServer, stopChild } from './start-bench-server';
 
 /** One tree of an A/B comparison: this one (`this`) or another built tree (its path). */
@@ -38,11 +39,6 @@ export async function withTrees(other: string, base: number, run: (trees: AbTree
   }
 }
 
-/** The trees in the order of `round`: flipped every round, so that neither always goes first. */
-export function inRoundOrder<T>(trees: T[], round: number): T[] {
-  return round % 2 === 0 ? trees : [...trees].reverse();
-}
-
 /** Prints, per tree, the median and range of each numeric field of its slices. */
 export function printSummary<S extends { tree: string }>(trees: AbTree[], slices: S[], keys: ReadonlyArray<keyof S & string>): void {
   for (const tree of trees) {
@@ -50,18 +46,8 @@ export function printSummary<S extends { tree: string }>(trees: AbTree[], slices
     const summary: Record<string, string> = {};
     for (const key of keys) {
       const values = mine.map((slice) => Number(slice[key]));
-      summary[key] = `${median(values)} (${Math.min(...values)} – ${Math.max(...values)})`;
+      summary[key] = `${round3(median(values))} (${Math.min(...values)} – ${Math.max(...values)})`;
     }
     console.log(`${tree.name}: ${JSON.stringify(summary)}`);
   }
-}
-
-export function round3(value: number): number {
-  return Number(value.toFixed(3));
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle] : round3((sorted[middle - 1] + sorted[middle]) / 2);
 }
