@@ -7,10 +7,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { exportJWK, generateKeyPair, calculateJwkThumbprint } from 'jose';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -20,29 +19,6 @@ import { z } from 'zod';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const log = (line) => process.stderr.write(`writ_server: ${line}\n`);
 const SECRET = `sk_test_${randomBytes(12).toString('hex')}`;
-
-/**
- * A loopback port that was free a moment ago, below Linux's ephemeral range (32768–60999), as
- * `libs/testing/src/free-port.ts` picks them: a port from `listen(0)` could be taken by an
- * outgoing connection (Writ's own, to PostgreSQL) before Writ listens on it. `taken` keeps the
- * ports of one start apart.
- */
-async function freePort(taken = new Set()) {
-  for (let attempt = 0; attempt < 50; attempt += 1) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    if (taken.has(port)) continue;
-    const free = await new Promise((resolveFree) => {
-      const server = createNetServer();
-      server.once('error', () => resolveFree(false));
-      server.listen(port, '127.0.0.1', () => server.close(() => resolveFree(true)));
-    });
-    if (free) {
-      taken.add(port);
-      return port;
-    }
-  }
-  throw new Error('no free loopback port found between 20000 and 32000');
-}
 
 /** The payments API: demands its own bearer secret; `GET /_received` (open) lists what it received. */
 function startUpstream() {
@@ -131,8 +107,12 @@ async function main() {
   if (build.status !== 0) throw new Error('the build failed');
   const upstream = await startUpstream();
   const mcpUpstream = await startMcpUpstream();
-  const taken = new Set();
-  const [authPort, gatewayPort, adminPort] = [await freePort(taken), await freePort(taken), await freePort(taken)];
+  // Ports below the ephemeral range, as the jest suites take them (a port from listen(0) could be
+  // handed to the embedded PostgreSQL, just freed, before Writ listens on it); three distinct ones.
+  const { freePort } = await import(pathToFileURL(join(root, 'dist/libs/testing/src/free-port.js')).href);
+  const ports = new Set();
+  while (ports.size < 3) ports.add(await freePort());
+  const [authPort, gatewayPort, adminPort] = [...ports];
   const dataDir = mkdtempSync(join(tmpdir(), 'writ-python-sdk-'));
   const adminToken = `writ_admin_${randomBytes(24).toString('base64url')}`;
   const issuer = `http://127.0.0.1:${authPort}`;
