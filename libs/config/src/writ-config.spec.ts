@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { ConfigError, loadConfig } from './writ-config';
+import { ConfigError, databaseOnThisHost, loadConfig } from './writ-config';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
@@ -45,6 +45,7 @@ describe('loadConfig', () => {
       maxInFlight: 200,
       keyRefreshSeconds: 5,
       keyRotationDays: 90,
+      ecdsa: availableParallelism() >= 3 ? 'thread-pool' : 'main-thread',
     });
     const config = loadConfig({
       WRIT_SHUTDOWN_TIMEOUT_SECONDS: '0',
@@ -56,6 +57,7 @@ describe('loadConfig', () => {
       WRIT_MAX_IN_FLIGHT: '4',
       WRIT_KEY_REFRESH_SECONDS: '1',
       WRIT_KEY_ROTATION_DAYS: '0',
+      WRIT_ECDSA: 'main-thread',
     });
     expect(config.operations).toEqual({
       shutdownTimeoutSeconds: 0,
@@ -67,6 +69,7 @@ describe('loadConfig', () => {
       maxInFlight: 4,
       keyRefreshSeconds: 1,
       keyRotationDays: 0,
+      ecdsa: 'main-thread',
     });
     expect(() => loadConfig({ WRIT_DB_POOL_SIZE: '1' })).toThrow(/WRIT_DB_POOL_SIZE must be an integer from 2/);
     expect(loadConfig({}).operations.workers).toBe(1);
@@ -75,6 +78,42 @@ describe('loadConfig', () => {
       expect(() => loadConfig({ WRIT_WORKERS: bad })).toThrow(`WRIT_WORKERS must be "auto" or an integer from 1 to 256, got "${bad}"`);
     expect(() => loadConfig({ WRIT_MAX_IN_FLIGHT: '0' })).toThrow(/WRIT_MAX_IN_FLIGHT/);
     expect(() => loadConfig({ WRIT_DB_STATEMENT_TIMEOUT_MS: '10s' })).toThrow(/WRIT_DB_STATEMENT_TIMEOUT_MS/);
+  });
+
+  it('runs ECDSA on the thread pool only when a core is left for it, unless told where', () => {
+    const cpus = availableParallelism();
+    const remote = { WRIT_DATABASE_URL: 'postgres://writ@db.internal:5432/writ', WRIT_MASTER_KEY: Buffer.alloc(32, 1).toString('base64') };
+    const local = { ...remote, WRIT_DATABASE_URL: 'postgres://writ@127.0.0.1:5432/writ' };
+    // A core each for the workers, and one for a PostgreSQL on this host.
+    if (cpus >= 2) expect(loadConfig({ ...remote, WRIT_WORKERS: String(cpus - 1) }).operations.ecdsa).toBe('thread-pool');
+    expect(loadConfig({ ...remote, WRIT_WORKERS: String(cpus) }).operations.ecdsa).toBe('main-thread');
+    expect(loadConfig({ ...remote, WRIT_WORKERS: 'auto' }).operations.ecdsa).toBe('main-thread');
+    if (cpus >= 3) expect(loadConfig({ ...local, WRIT_WORKERS: String(cpus - 2) }).operations.ecdsa).toBe('thread-pool');
+    expect(loadConfig({ ...local, WRIT_WORKERS: String(cpus - 1 || 1) }).operations.ecdsa).toBe('main-thread');
+    expect(loadConfig({ ...remote, WRIT_WORKERS: String(cpus), WRIT_ECDSA: 'thread-pool' }).operations.ecdsa).toBe('thread-pool');
+    expect(loadConfig({ WRIT_ECDSA: 'main-thread' }).operations.ecdsa).toBe('main-thread');
+    for (const bad of ['pool', 'AUTO', ' main-thread'])
+      expect(() => loadConfig({ WRIT_ECDSA: bad })).toThrow(`WRIT_ECDSA must be "auto", "thread-pool" or "main-thread", got "${bad}"`);
+  });
+
+  it('tells a PostgreSQL on this host from one elsewhere', () => {
+    for (const local of [
+      undefined,
+      'postgres://writ@localhost/writ',
+      'postgres://writ@127.0.0.1:5432/writ',
+      'postgresql://writ@127.8.0.2/writ',
+      'postgres://writ@[::1]:5432/writ',
+      'postgres://writ@/writ?host=/var/run/postgresql',
+      'postgres:///writ',
+    ])
+      expect([local, databaseOnThisHost(local)]).toEqual([local, true]);
+    for (const remote of [
+      'postgres://writ@db.internal/writ',
+      'postgres://writ@10.0.0.5/writ',
+      'postgres://writ@[2001:db8::1]/writ',
+      'postgres://writ@localhost.example/writ',
+    ])
+      expect([remote, databaseOnThisHost(remote)]).toEqual([remote, false]);
   });
 
   it('turns tracing on only with an OTLP endpoint, and reads the traceparent forwarding switch', () => {

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import { parse as parseConnectionString } from 'pg-connection-string';
 
 /** Log levels accepted by pino. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -165,7 +166,20 @@ export interface OperationsConfig {
    * is retired once no token it signed can still be valid (24 h after the rotation).
    */
   readonly keyRotationDays: number;
+  /**
+   * `WRIT_ECDSA` (`auto` by default, `thread-pool` or `main-thread`): where `node:crypto` signs
+   * the tokens this service issues and verifies client assertions. The thread pool leaves the
+   * event loop free only when a core is free to run it; on a busy core, waking a pool thread
+   * preempts the event loop for as long as the signature takes and adds two context switches.
+   * `auto` takes the thread pool when at least one core is left: the available CPUs, less
+   * `WRIT_WORKERS`, less one for a PostgreSQL on this host (the embedded one, or a
+   * `WRIT_DATABASE_URL` to loopback or a Unix socket).
+   */
+  readonly ecdsa: EcdsaThread;
 }
+
+/** See {@link OperationsConfig.ecdsa}. */
+export type EcdsaThread = 'thread-pool' | 'main-thread';
 
 /** See {@link WritConfig.throttle}. */
 export interface ThrottleConfig {
@@ -280,6 +294,28 @@ function masterKey(env: Env, problems: string[]): Buffer | undefined {
   return key;
 }
 
+/** True when PostgreSQL runs on this host: embedded, or reached over loopback or a Unix socket. */
+export function databaseOnThisHost(databaseUrl: string | undefined): boolean {
+  if (!databaseUrl) return true;
+  let host: string;
+  try {
+    // Read as `pg` reads it (a `?host=` socket directory, `[::1]`, an empty host).
+    host = parseConnectionString(databaseUrl).host ?? '';
+  } catch {
+    return false;
+  }
+  return host === '' || host.startsWith('/') || host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+/** `WRIT_ECDSA`: see {@link OperationsConfig.ecdsa}. */
+function ecdsaThread(env: Env, workers: number, databaseUrl: string | undefined, problems: string[]): EcdsaThread {
+  const raw = env.WRIT_ECDSA || 'auto';
+  if (raw === 'thread-pool' || raw === 'main-thread') return raw;
+  if (raw !== 'auto') problems.push(`WRIT_ECDSA must be "auto", "thread-pool" or "main-thread", got "${raw}"`);
+  const spare = availableParallelism() - workers - (databaseOnThisHost(databaseUrl) ? 1 : 0);
+  return spare >= 1 ? 'thread-pool' : 'main-thread';
+}
+
 /** What the embedded quick start may reach when `WRIT_UPSTREAM_ALLOWED_NETWORKS` is unset. */
 export const EMBEDDED_UPSTREAM_NETWORKS: readonly string[] = ['127.0.0.0/8', '::1/128'];
 
@@ -381,6 +417,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     problems.push('WRIT_ADMIN_TOKEN must be at least 32 characters');
   }
   const upstream = allowedNetworks(env, !databaseUrl, problems);
+  const workers = workerCount(env, problems);
   const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(cwd, dataDirRaw);
   const checkpointFileRaw = env.WRIT_AUDIT_CHECKPOINT_FILE || join(dataDir, 'audit-checkpoints.jsonl');
   const config: WritConfig = {
@@ -414,7 +451,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     approvalWebhook: approvalWebhook(env, problems),
     operations: Object.freeze({
       shutdownTimeoutSeconds: integer(env, 'WRIT_SHUTDOWN_TIMEOUT_SECONDS', 25, 0, 3600, problems),
-      workers: workerCount(env, problems),
+      workers,
       poolSize: env.WRIT_DB_POOL_SIZE ? integer(env, 'WRIT_DB_POOL_SIZE', 20, 2, 1000, problems) : undefined,
       checkoutTimeoutMs: integer(env, 'WRIT_DB_CHECKOUT_TIMEOUT_MS', 3000, 100, 600_000, problems),
       statementTimeoutMs: integer(env, 'WRIT_DB_STATEMENT_TIMEOUT_MS', 10_000, 100, 3_600_000, problems),
@@ -422,6 +459,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
       maxInFlight: integer(env, 'WRIT_MAX_IN_FLIGHT', 200, 1, 1_000_000, problems),
       keyRefreshSeconds: integer(env, 'WRIT_KEY_REFRESH_SECONDS', 5, 1, 3600, problems),
       keyRotationDays: integer(env, 'WRIT_KEY_ROTATION_DAYS', 90, 0, 3650, problems),
+      ecdsa: ecdsaThread(env, workers, databaseUrl, problems),
     }),
     tracing: Object.freeze({
       enabled:
