@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { exportJWK, SignJWT } from 'jose';
+import { createRemoteJWKSet, exportJWK, jwtVerify, SignJWT } from 'jose';
 import { clientAssertion, clientAuthFields, createClientKey } from '@writ/testing';
 import { seedWorld, World } from './support/grant-flow';
 import { postForm } from './support/oauth-client';
@@ -129,6 +129,32 @@ describe('private_key_jwt client authentication (RFC 7523, rfc7523bis) under att
         client_assertion: assertion,
       });
       expect(replay.body.error).toBe('invalid_client');
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('verifies assertions and signs tokens alike with ECDSA on the thread pool and on the main thread (WRIT_ECDSA)', async () => {
+    const other = services.runtime.config.operations.ecdsa === 'thread-pool' ? 'main-thread' : 'thread-pool';
+    const second = await startTestServices({ db: services.db, env: { WRIT_ISSUER: services.issuer, WRIT_ECDSA: other } });
+    try {
+      expect(second.runtime.config.operations.ecdsa).toBe(other);
+      const jwks = createRemoteJWKSet(new URL(`${services.issuer}/oauth2/jwks`));
+      for (const authUrl of [services.authUrl, second.authUrl]) {
+        const fields = { grant_type: 'client_credentials', scope: 'tasks', client_assertion_type: ASSERTION_TYPE };
+        // Two at once, each with its own assertion, and a third whose signature is another's.
+        const [first, next] = await Promise.all([0, 1].map(() => clientAssertion('orch-1', world.orchestrator.key, services.issuer)));
+        const forged = `${first.split('.').slice(0, 2).join('.')}.${next.split('.')[2]}`;
+        const [a, b, refused] = await Promise.all(
+          [first, next, forged].map((assertion) => postForm(`${authUrl}/oauth2/token`, { ...fields, client_assertion: assertion })),
+        );
+        expect([a.status, b.status, refused.status, refused.body.error]).toEqual([200, 200, 401, 'invalid_client']);
+        for (const issued of [a, b]) {
+          const { payload, protectedHeader } = await jwtVerify(issued.body.access_token, jwks, { issuer: services.issuer });
+          expect(protectedHeader.alg).toBe('ES256');
+          expect(payload.client_id ?? payload.sub).toBe('orch-1');
+        }
+      }
     } finally {
       await second.close();
     }

@@ -102,6 +102,8 @@ export class SigningKeyStore {
     private readonly pool: Pool,
     private readonly master: MasterKey,
     private readonly issuer: string,
+    /** Sign on libuv's thread pool (the default) or synchronously: `WRIT_ECDSA`, see `OperationsConfig.ecdsa`. */
+    private readonly signOnThreadPool = true,
   ) {}
 
   /** Loads the keys, creating the first one if the cluster has none. Throws if none can be read. */
@@ -285,8 +287,8 @@ export class SigningKeyStore {
    *
    * The compact JWS is assembled here rather than by jose's `SignJWT`, which signs through
    * WebCrypto on this process's only JavaScript thread (about 25 µs of it per token, a large
-   * item of the token endpoint's profile); `node:crypto`'s callback form signs on libuv's thread
-   * pool. What is assembled is what `SignJWT` would produce: base64url of the JSON header and
+   * item of the token endpoint's profile); `node:crypto` signs on libuv's thread pool (its
+   * callback form) or, where no core is free for the pool, synchronously. What is assembled is what `SignJWT` would produce: base64url of the JSON header and
    * claims, and the raw `r || s` ES256 signature (RFC 7518 §3.4). Tokens are verified by jose.
    */
   async sign(claims: JWTPayload, header: { typ: string } & Partial<JWTHeaderParameters>): Promise<string> {
@@ -295,11 +297,11 @@ export class SigningKeyStore {
     const encodedHeader = Buffer.from(JSON.stringify({ ...header, alg: SIGNING_ALG, kid: key.kid })).toString('base64url');
     const encodedClaims = Buffer.from(JSON.stringify({ ...claims, iss: this.issuer })).toString('base64url');
     const signingInput = `${encodedHeader}.${encodedClaims}`;
-    const signature = await new Promise<Buffer>((resolve, reject) =>
-      cryptoSign('sha256', Buffer.from(signingInput, 'ascii'), { key: key.privateKeyObject, dsaEncoding: 'ieee-p1363' }, (error, result) =>
-        error ? reject(error) : resolve(result),
-      ),
-    );
+    const input = Buffer.from(signingInput, 'ascii');
+    const options = { key: key.privateKeyObject, dsaEncoding: 'ieee-p1363' as const };
+    const signature = this.signOnThreadPool
+      ? await new Promise<Buffer>((resolve, reject) => cryptoSign('sha256', input, options, (error, result) => (error ? reject(error) : resolve(result))))
+      : cryptoSign('sha256', input, options);
     return `${signingInput}.${signature.toString('base64url')}`;
   }
 

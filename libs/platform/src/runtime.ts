@@ -217,7 +217,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     if (source !== 'environment') {
       logger.warn({ file: join(config.dataDir, 'master-key') }, 'WRIT_MASTER_KEY is not set: using a generated development key kept in the data directory');
     }
-    const keys = (signingKeys = new SigningKeyStore(pool, masterKey, config.issuer));
+    const keys = (signingKeys = new SigningKeyStore(pool, masterKey, config.issuer, config.operations.ecdsa === 'thread-pool'));
     await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => keys.init());
     keys.startMaintenance({
       refreshMs: config.operations.keyRefreshSeconds * 1000,

@@ -72,6 +72,7 @@ export class ClientAuthenticator {
       params,
       issuer: this.config.issuer,
       jtiStore,
+      ecdsaOnThreadPool: this.config.operations.ecdsa === 'thread-pool',
       loadJwks: async (clientId) => {
         client = await this.clients.find(clientId, fresh);
         if (!client) return undefined;

@@ -4,7 +4,7 @@ import { DEFAULT_ASSERTION_CLOCK_TOLERANCE_SECONDS } from './client-assertion.co
 import { clientAuthenticationFailed } from './client-auth-failure';
 import type { JtiStore } from './jti-store.interface';
 import { readClientAssertion } from './read-client-assertion';
-import { verifyClientAssertion, type VerifiedClientAssertion } from './verify-client-assertion';
+import { verifyClientAssertion, type VerifiedClientAssertion, type VerifyClientAssertionOptions } from './verify-client-assertion';
 
 /** Input of {@link authenticateClientAssertion}. */
 export interface AuthenticateClientAssertionOptions {
@@ -22,6 +22,8 @@ export interface AuthenticateClientAssertionOptions {
   readonly now?: Date;
   readonly maxLifetimeSeconds?: number;
   readonly clockToleranceSeconds?: number;
+  /** See {@link VerifyClientAssertionOptions.ecdsaOnThreadPool}. */
+  readonly ecdsaOnThreadPool?: boolean;
 }
 
 /**
@@ -43,6 +45,7 @@ export async function authenticateClientAssertion(options: AuthenticateClientAss
     now: options.now,
     maxLifetimeSeconds: options.maxLifetimeSeconds,
     clockToleranceSeconds: tolerance,
+    ecdsaOnThreadPool: options.ecdsaOnThreadPool,
   });
   // An assertion is still accepted up to `tolerance` after its exp, so remember it that long.
   const retainUntil = new Date(verified.expiresAt.getTime() + tolerance * 1000);

@@ -43,6 +43,8 @@ export interface VerifyClientAssertionOptions {
   readonly maxLifetimeSeconds?: number;
   /** Clock skew tolerated on `exp`, `nbf`, `iat` and the lifetime bound. Default 30. */
   readonly clockToleranceSeconds?: number;
+  /** Check the signature on libuv's thread pool (default) or synchronously: see {@link verifyJwsSignature}. */
+  readonly ecdsaOnThreadPool?: boolean;
 }
 
 /** A verified client assertion: who authenticated, with what, and the `jti` to mark as used. */
@@ -142,9 +144,11 @@ const SEGMENT = /^[A-Za-z0-9_-]*$/;
  * times: jose's claims-set checks (`exp`, `nbf`, `iat`, a JSON object payload), run on the
  * verified payload segment unchanged, exactly as `jwtVerify` would after its own signature check.
  */
-async function verifyWith(assertion: string, alg: ClientAssertionSigningAlg, key: CryptoKey, options: JWTVerifyOptions): Promise<JWTPayload> {
+type VerifyWithOptions = JWTVerifyOptions & { onThreadPool: boolean };
+
+async function verifyWith(assertion: string, alg: ClientAssertionSigningAlg, key: CryptoKey, options: VerifyWithOptions): Promise<JWTPayload> {
   const [header, payload, signature] = assertion.split('.');
-  if (!(await verifyJwsSignature(alg, key, `${header}.${payload}`, Buffer.from(signature, 'base64url')))) {
+  if (!(await verifyJwsSignature(alg, key, `${header}.${payload}`, Buffer.from(signature, 'base64url'), options.onThreadPool))) {
     throw new errors.JWSSignatureVerificationFailed();
   }
   return UnsecuredJWT.decode(`${UNSECURED_HEADER}.${payload}.`, { currentDate: options.currentDate, clockTolerance: options.clockTolerance }).payload;
@@ -155,7 +159,7 @@ async function verifySignatureAndTimes(
   header: JWSHeaderParameters,
   alg: ClientAssertionSigningAlg,
   keySet: JWTVerifyGetKey,
-  options: JWTVerifyOptions,
+  options: VerifyWithOptions,
 ): Promise<{ payload: JWTPayload; key: CryptoKey | undefined }> {
   const [, payloadSegment, signature] = assertion.split('.');
   try {
@@ -247,6 +251,7 @@ export async function verifyClientAssertion(options: VerifyClientAssertionOption
     algorithms: [...CLIENT_ASSERTION_SIGNING_ALGS],
     currentDate: now,
     clockTolerance: tolerance,
+    onThreadPool: options.ecdsaOnThreadPool ?? true,
   });
 
   const nowSeconds = Math.floor(now.getTime() / 1000);

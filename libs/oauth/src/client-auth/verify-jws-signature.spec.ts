@@ -1,6 +1,6 @@
 import { generateKeyPairSync, sign as cryptoSign, constants, webcrypto } from 'node:crypto';
 import type { CryptoKey } from 'jose';
-import { verifyJwsSignature } from './verify-jws-signature';
+import { verifyJwsSignature as verify } from './verify-jws-signature';
 
 const INPUT = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0';
 
@@ -10,7 +10,11 @@ async function cryptoKeyOf(publicKey: PublicKey, algorithm: webcrypto.EcKeyImpor
   return await webcrypto.subtle.importKey('jwk', publicKey.export({ format: 'jwk' }), algorithm, true, ['verify']);
 }
 
-describe('verifyJwsSignature', () => {
+describe.each([
+  ['on the thread pool', true],
+  ['on the main thread', false],
+])('verifyJwsSignature %s', (_where, onThreadPool) => {
+  const verifyJwsSignature = (...args: Parameters<typeof verify>) => verify(args[0], args[1], args[2], args[3], onThreadPool);
   const p256 = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -48,5 +52,14 @@ describe('verifyJwsSignature', () => {
   it('refuses a private key', async () => {
     const key = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as unknown as { privateKey: CryptoKey };
     await expect(verifyJwsSignature('ES256', key.privateKey, INPUT, es256Signature)).resolves.toBe(false);
+  });
+
+  it(onThreadPool ? 'answers after a turn of the event loop (libuv ran it)' : 'has answered before any I/O (it ran synchronously)', async () => {
+    let settled = false;
+    const verified = verifyJwsSignature('ES256', await es256Key(), INPUT, es256Signature).then((valid) => (settled = valid));
+    for (let turn = 0; turn < 5; turn += 1) await Promise.resolve();
+    expect(settled).toBe(!onThreadPool);
+    await verified;
+    expect(settled).toBe(true);
   });
 });

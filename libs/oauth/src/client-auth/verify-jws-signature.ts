@@ -45,13 +45,21 @@ function keyObjectOf(key: CryptoKey): KeyObject {
  * Hand-written on purpose, and only this step: jose 6 verifies through WebCrypto, whose
  * ECDSA/RSA jobs cost this server's single JavaScript thread 25–40 µs each (the largest item
  * of the token endpoint's profile: the client assertion is unique per request, so it cannot
- * be remembered). `node:crypto`'s callback form runs the same check on libuv's thread pool.
+ * be remembered). `node:crypto`'s callback form runs the same check on libuv's thread pool;
+ * `onThreadPool: false` runs it synchronously, for a process with no core free for the pool
+ * (`WRIT_ECDSA`: waking a pool thread on a busy core preempts the event loop for as long).
  * Everything else stays jose's: the header, the key selection and import (`createLocalJWKSet`),
  * and the claims (`UnsecuredJWT.decode` over the verified payload). The key must be of the
  * type the algorithm requires (and, for ECDSA, of its curve, with a signature of exactly the
  * curve's length), as WebCrypto would insist; anything else is simply not a valid signature.
  */
-export async function verifyJwsSignature(alg: ClientAssertionSigningAlg, key: CryptoKey, signingInput: string, signature: Buffer): Promise<boolean> {
+export async function verifyJwsSignature(
+  alg: ClientAssertionSigningAlg,
+  key: CryptoKey,
+  signingInput: string,
+  signature: Buffer,
+  onThreadPool = true,
+): Promise<boolean> {
   const spec = ALGORITHMS[alg];
   const keyObject = keyObjectOf(key);
   if (keyObject.type !== 'public' || !KEY_TYPES[alg.slice(0, 2)].has(keyObject.asymmetricKeyType ?? '')) return false;
@@ -66,9 +74,17 @@ export async function verifyJwsSignature(alg: ClientAssertionSigningAlg, key: Cr
       : spec.padding !== undefined
         ? { key: keyObject, padding: spec.padding, ...(spec.saltLength !== undefined ? { saltLength: spec.saltLength } : {}) }
         : keyObject;
+  const input = Buffer.from(signingInput, 'ascii');
+  if (!onThreadPool) {
+    try {
+      return cryptoVerify(spec.hash, input, options, signature);
+    } catch {
+      return false;
+    }
+  }
   return new Promise((resolve) => {
     try {
-      cryptoVerify(spec.hash, Buffer.from(signingInput, 'ascii'), options, signature, (error, valid) => resolve(!error && valid));
+      cryptoVerify(spec.hash, input, options, signature, (error, valid) => resolve(!error && valid));
     } catch {
       resolve(false);
     }
