@@ -10,7 +10,8 @@ import type { BenchServer } from './support/start-bench-server';
  * up at once, the load alternated between them in slices (the order flipped every round): see
  * `support/ab-trees.ts`.
  *
- *   npm run build (in both trees), then
+ *   npm run build (in both trees; or `.` for this tree again, with WRIT_AB_OTHER_ENV='NAME=value ...'
+ *   for the other server only, e.g. WRIT_ECDSA=thread-pool), then
  *   WRIT_BENCH_PORT_BASE=22000 node dist/bench/exchange-ab.js /work/main [rounds=6] [seconds=6] [rate=700]
  *
  * Each round and tree: the exchange at its maximum (closed loop, 32 connections), then at

@@ -10,7 +10,8 @@ import { measurePhase } from './support/phase';
  * flipped every round), so that both see the same machine: on a box shared with other work,
  * runs taken minutes apart differ more than the change being measured.
  *
- *   npm run build (in both trees), then
+ *   npm run build (in both trees; or `.` for this tree again, with WRIT_AB_OTHER_ENV='NAME=value ...'
+ *   for the other server only, e.g. WRIT_ECDSA=thread-pool), then
  *   WRIT_BENCH_PORT_BASE=22000 node dist/bench/gateway-ab.js /work/main [rounds=8] [seconds=2] [rate=500]
  *
  * Each round and tree: the plain proxy and the gateway at their maximum (closed loop, 32

@@ -35,6 +35,7 @@ async function main(): Promise<void> {
       await stopChild(upstream.child);
       throw error;
     });
+    results.ecdsa = server.ready.ecdsa;
     try {
       if (only.has('exchange')) results.token_exchange = await benchTokenExchange(server, { durationSeconds: seconds, rounds });
       if (only.has('gateway')) results.gateway = await benchGateway(server, { durationSeconds: seconds, rounds });
@@ -80,17 +81,18 @@ async function main(): Promise<void> {
   const file = join(dir, `bench-${Date.now()}.json`);
   await writeFile(file, JSON.stringify(results, null, 2));
   // The same table in Markdown, for README.md and docs/performance.md.
-  await writeFile(join(dir, 'latest.md'), markdown(String(results.started_at), rows, rounds));
+  await writeFile(join(dir, 'latest.md'), markdown(String(results.started_at), rows, rounds, results.ecdsa as string | undefined));
   console.log(`results written to ${file} (Markdown table: bench/results/latest.md)`);
 }
 
 type Row = [string, PhaseResult | (Omit<PhaseResult, 'eventLoopUtilization' | 'commitsPerRequest' | 'cpuUsPerRequest'> & Partial<PhaseResult>)];
 
-function markdown(date: string, rows: Row[], rounds: number): string {
+function markdown(date: string, rows: Row[], rounds: number, ecdsa: string | undefined): string {
   const cell = (value: number | undefined, digits: number) => (value === undefined ? '' : value.toFixed(digits));
   const lines = [
     `Measured ${date.slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\`, ${cpus().length} cores (generator, services and PostgreSQL on one box).` +
-      ` The exchange's and the gateway's rows beside their baselines are each the median of ${rounds} alternated rounds.`,
+      ` The exchange's and the gateway's rows beside their baselines are each the median of ${rounds} alternated rounds.` +
+      (ecdsa ? ` ECDSA on the ${ecdsa} (\`WRIT_ECDSA\`).` : ''),
     '',
     '| load | req/s | p50 ms | p99 ms | errors | commits/req | event loop | CPU µs/req |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',

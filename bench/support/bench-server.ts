@@ -40,6 +40,8 @@ export interface BenchServerReady {
   auditEvents: number;
   /** The database this server uses (a second instance joins it: the scaling benchmark). */
   databaseUrl: string;
+  /** Where this server's ECDSA runs (`WRIT_ECDSA`, `auto` unless set). */
+  ecdsa: 'thread-pool' | 'main-thread';
 }
 
 /** What the bench server answers to `{ type: 'stats' }`: cumulative counters, diffed by the parent. */
@@ -191,6 +193,7 @@ async function main(): Promise<void> {
     adminToken,
     auditEvents,
     databaseUrl: env.config.databaseUrl!,
+    ecdsa: env.config.operations.ecdsa,
   };
   process.send!(ready);
   serveParent(pool, async () => {
