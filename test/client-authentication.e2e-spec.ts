@@ -160,6 +160,28 @@ describe('private_key_jwt client authentication (RFC 7523, rfc7523bis) under att
     }
   });
 
+  it('answers POST /oauth2/token as Express matches it (no case, a trailing slash), and leaves other methods to Nest', async () => {
+    const fields = { grant_type: 'client_credentials', scope: 'tasks', client_assertion_type: ASSERTION_TYPE };
+    for (const path of ['/oauth2/token', '/oauth2/token/', '/OAuth2/Token']) {
+      const response = await postForm(`${services.issuer}${path}`, {
+        ...fields,
+        client_assertion: await clientAssertion('orch-1', world.orchestrator.key, services.issuer),
+      });
+      expect([path, response.status, response.body.token_type]).toEqual([path, 200, 'Bearer']);
+      expect([response.headers.get('cache-control'), response.headers.get('pragma')]).toEqual(['no-store', 'no-cache']);
+      expect(response.headers.get('content-type')).toBe('application/json; charset=utf-8');
+      expect(response.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    }
+    const query = await postForm(`${services.issuer}/oauth2/token?scope=tasks`, {
+      ...fields,
+      client_assertion: await clientAssertion('orch-1', world.orchestrator.key, services.issuer),
+    });
+    expect([query.status, query.body.error]).toEqual([400, 'invalid_request']);
+    expect(query.headers.get('cache-control')).toBe('no-store');
+    expect((await fetch(`${services.issuer}/oauth2/token`)).status).toBe(404);
+    expect((await postForm(`${services.issuer}/oauth2/tokens`, fields)).status).toBe(404);
+  });
+
   it('audits failed authentications without the assertion', async () => {
     const assertion = await clientAssertion('orch-1', world.orchestrator.key, services.issuer, { claims: { aud: [services.issuer] } });
     await token(assertion);

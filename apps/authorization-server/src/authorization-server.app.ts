@@ -1,8 +1,14 @@
 import type { INestApplication } from '@nestjs/common';
 import express from 'express';
 import { ActivePolicy } from '@writ/policy';
-import { createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
+import { createHttpApp, directRoute, Runtime, strictJsonBody } from '@writ/platform';
 import { AuthorizationServerModule } from './authorization-server.module';
+import { TokenController } from './token/token.controller';
+
+const NAME = 'authorization-server';
+
+/** `POST /oauth2/token` as Express's router matches it: without case, one trailing slash allowed. */
+const TOKEN_ENDPOINT = /^\/oauth2\/token\/?(?:\?|$)/i;
 
 /** Largest body the authorization server reads (token requests and task declarations). */
 export const AUTH_BODY_LIMIT = 64 * 1024;
@@ -10,11 +16,22 @@ export const AUTH_BODY_LIMIT = 64 * 1024;
 /** Builds the authorization server app (not yet listening). */
 export function createAuthorizationServerApp(runtime: Runtime, policy: ActivePolicy): Promise<INestApplication> {
   return createHttpApp(AuthorizationServerModule.forRoot(runtime, policy), runtime, {
-    name: 'authorization-server',
+    name: NAME,
     configure: (app) => {
       // OAuth endpoints parse their own form bodies (to refuse repeated parameters).
       app.use('/oauth2', express.raw({ type: () => true, limit: AUTH_BODY_LIMIT }));
       app.use('/v1', strictJsonBody({ limit: AUTH_BODY_LIMIT }));
+      // The token endpoint's POSTs skip Nest's router (see directRoute); its other methods stay Nest's.
+      const tokens = app.get(TokenController);
+      directRoute(
+        app,
+        runtime.logger.child({ service: NAME }),
+        (req) => req.method === 'POST' && TOKEN_ENDPOINT.test(req.url),
+        async (req, res) => {
+          const body = await tokens.token(req, res, req.headers.authorization);
+          res.status(200).json(body);
+        },
+      );
     },
   });
 }

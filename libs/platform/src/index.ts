@@ -1,4 +1,5 @@
 export * from './http-app';
+export * from './direct-route';
 export * from './http-exception.filter';
 export * from './logger';
 export * from './runtime';

@@ -5,7 +5,11 @@ import { formParams } from '../http/form-request';
 import { TokenService } from './token.service';
 import type { TokenResponseDto } from './token-response.dto';
 
-/** `POST /oauth2/token` (RFC 6749 §3.2). */
+/**
+ * `POST /oauth2/token` (RFC 6749 §3.2). Its POSTs are served ahead of Nest's router by
+ * `createAuthorizationServerApp` (`directRoute`), which calls {@link TokenController.token};
+ * the route stays Nest's for every other method.
+ */
 @Controller('oauth2')
 export class TokenController {
   constructor(private readonly tokens: TokenService) {}
