@@ -92,7 +92,7 @@ function markdown(date: string, rows: Row[], rounds: number, ecdsa: string | und
   const lines = [
     `Measured ${date.slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\`, ${cpus().length} cores (generator, services and PostgreSQL on one box).` +
       ` The exchange's and the gateway's rows beside their baselines are each the median of ${rounds} alternated rounds.` +
-      (ecdsa ? ` ECDSA on the ${ecdsa} (\`WRIT_ECDSA\`).` : ''),
+      (ecdsa ? ` ECDSA on the ${ecdsa.replace('-', ' ')} (\`WRIT_ECDSA\`).` : ''),
     '',
     '| load | req/s | p50 ms | p99 ms | errors | commits/req | event loop | CPU µs/req |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
