@@ -288,8 +288,9 @@ export class SigningKeyStore {
    * The compact JWS is assembled here rather than by jose's `SignJWT`, which signs through
    * WebCrypto on this process's only JavaScript thread (about 25 µs of it per token, a large
    * item of the token endpoint's profile); `node:crypto` signs on libuv's thread pool (its
-   * callback form) or, where no core is free for the pool, synchronously. What is assembled is what `SignJWT` would produce: base64url of the JSON header and
-   * claims, and the raw `r || s` ES256 signature (RFC 7518 §3.4). Tokens are verified by jose.
+   * callback form) or, where no core is free for the pool, synchronously (`WRIT_ECDSA`). What
+   * is assembled is what `SignJWT` would produce: base64url of the JSON header and claims, and
+   * the raw `r || s` ES256 signature (RFC 7518 §3.4). Tokens are verified by jose.
    */
   async sign(claims: JWTPayload, header: { typ: string } & Partial<JWTHeaderParameters>): Promise<string> {
     const key = this.active;
