@@ -16,12 +16,11 @@ mkdir -p "$work/app/policies"
 cp -r dist package.json package-lock.json "$work/app/"
 cp -r policies/dist "$work/app/policies/"
 
-# Distinct loopback ports outside the ephemeral range (@writ/testing's freePort, compiled): a
+# Distinct loopback ports outside the ephemeral range (@writ/testing's freePorts, compiled): a
 # port from listen(0) can be taken by an outgoing connection (the embedded PostgreSQL's clients)
 # before the launcher binds it.
 ports() { # count
-  node -e "const { freePort } = require('./dist/libs/testing/src/free-port.js');
-    (async () => { const ports = new Set(); while (ports.size < $1) ports.add(await freePort()); console.log([...ports].join(' ')); })();"
+  node -e "require('./dist/libs/testing/src/free-port.js').freePorts($1).then((ports) => console.log(ports.join(' ')))"
 }
 
 check() { # name, ready URL, pid

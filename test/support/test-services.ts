@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { loadConfig, WritConfig } from '@writ/config';
 import { createLogger, createRuntime, ensureBootstrapAdminToken, Runtime } from '@writ/platform';
 import { ActivePolicy } from '@writ/policy';
-import { createTestDatabase, freePort, TestDatabase } from '@writ/testing';
+import { createTestDatabase, freePorts, TestDatabase } from '@writ/testing';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
 
 /** A service app factory, as each app exports it. */
@@ -56,7 +56,7 @@ export interface TestServicesOptions {
 export async function startTestServices(options: TestServicesOptions = {}): Promise<TestServices> {
   const db: TestDatabase =
     options.db ?? (options.databaseUrl ? { url: options.databaseUrl, name: 'external', drop: async () => undefined } : await createTestDatabase());
-  const [authPort, gatewayPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+  const [authPort, gatewayPort, adminPort] = await freePorts(3);
   const adminToken = `writ_admin_test_${randomBytes(24).toString('base64url')}`;
   const config = loadConfig({
     WRIT_DATABASE_URL: (!options.superuser && db.serviceUrl) || db.url,

@@ -19,6 +19,13 @@ export async function freePort(): Promise<number> {
   throw new Error(`no free loopback port found between ${FIRST} and ${LAST}`);
 }
 
+/** `count` distinct loopback ports, each free a moment ago, outside the ephemeral range. */
+export async function freePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  return [...ports];
+}
+
 function bindable(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();

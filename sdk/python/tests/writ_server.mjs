@@ -109,10 +109,8 @@ async function main() {
   const mcpUpstream = await startMcpUpstream();
   // Ports below the ephemeral range, as the jest suites take them (a port from listen(0) could be
   // handed to the embedded PostgreSQL, just freed, before Writ listens on it); three distinct ones.
-  const { freePort } = await import(pathToFileURL(join(root, 'dist/libs/testing/src/free-port.js')).href);
-  const ports = new Set();
-  while (ports.size < 3) ports.add(await freePort());
-  const [authPort, gatewayPort, adminPort] = [...ports];
+  const { freePorts } = await import(pathToFileURL(join(root, 'dist/libs/testing/src/free-port.js')).href);
+  const [authPort, gatewayPort, adminPort] = await freePorts(3);
   const dataDir = mkdtempSync(join(tmpdir(), 'writ-python-sdk-'));
   const adminToken = `writ_admin_${randomBytes(24).toString('base64url')}`;
   const issuer = `http://127.0.0.1:${authPort}`;

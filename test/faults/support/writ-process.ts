@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
-import { freePort } from '@writ/testing';
+import { freePorts } from '@writ/testing';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -40,7 +40,7 @@ export interface StartWritOptions {
 
 /** Starts Writ (all three services) and waits until every service is ready. */
 export async function startWrit(options: StartWritOptions = {}): Promise<WritProcess> {
-  const [authPort, gatewayPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+  const [authPort, gatewayPort, adminPort] = await freePorts(3);
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'writ-faults-')));
   const adminToken = `writ_admin_faults_${randomBytes(24).toString('base64url')}`;
   const env: Record<string, string> = {
