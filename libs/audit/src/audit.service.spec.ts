@@ -241,3 +241,174 @@ describe('AuditService', () => {
     await dead.end();
   });
 });
+
+describe('AuditService, batches sent as one message', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    pool = new Pool({ connectionString: db.url, max: 10 });
+    await pool.query('CREATE TABLE spec_expect (id int PRIMARY KEY)');
+  });
+  afterAll(async () => {
+    await pool.end();
+    await db.drop();
+  });
+
+  /** A service that tells, per batch, whether it went as one message and whether that committed. */
+  const watched = (options: { maxBatch?: number } = {}) => {
+    const oneMessage: boolean[] = [];
+    const service = new AuditService(pool, { ...options, onOneMessage: (committed) => oneMessage.push(committed) });
+    return { service, oneMessage };
+  };
+
+  const headOf = async () => (await pool.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1')).rows[0];
+
+  it('sends a batch as one message once it knows the chain head, and the chain verifies', async () => {
+    const { service, oneMessage } = watched();
+    await service.record(event(0)); // learns the head
+    expect(oneMessage).toEqual([]);
+    const records = (await Promise.all(Array.from({ length: 40 }, (_, n) => service.record(event(n))))).flat();
+    expect(oneMessage.length).toBeGreaterThan(0);
+    expect(oneMessage.every((committed) => committed)).toBe(true);
+    const head = await headOf();
+    expect(Number(head.seq)).toBe(Math.max(...records.map((record) => record.seq)));
+    expect((await service.verify()).valid).toBe(true);
+  });
+
+  it('writes a batch again on the real head when another writer moved it, and backs off', async () => {
+    const { service, oneMessage } = watched();
+    const other = new AuditService(pool);
+    await service.record(event(1));
+    const [moved] = await other.record(event(2));
+    const [written] = await service.record(event(3));
+    expect(oneMessage).toEqual([false]); // failed its expectation: nothing of it committed
+    expect(written.seq).toBe(moved.seq + 1);
+    expect(written.prev_hash).toBe(moved.hash);
+    await other.record(event(4));
+    await service.record(event(5)); // backing off: two round trips, no attempt
+    expect(oneMessage).toEqual([false]);
+    await service.record(event(6)); // knows the head again
+    expect(oneMessage).toEqual([false, true]);
+    expect(Number((await headOf()).seq)).toBe(written.seq + 3);
+    expect((await service.verify()).valid).toBe(true);
+  });
+
+  it('waits for the chain-head lock and checks the head it finds under it', async () => {
+    const { service, oneMessage } = watched();
+    await service.record(event(7));
+    const holder = new Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      // Another instance's batch in flight: it holds the head, appends an event and commits late.
+      await holder.query('BEGIN');
+      const head = (await holder.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE')).rows[0];
+      const body = {
+        seq: Number(head.seq) + 1,
+        id: '00000000-0000-4000-8000-000000000001',
+        occurred_at: new Date().toISOString(),
+        type: 'test.other',
+        outcome: 'success' as const,
+        actor_type: 'system' as const,
+        actor_id: 'other',
+        agent_id: null,
+        task_id: null,
+        connector_id: null,
+        data: {},
+      };
+      const hash = chainHash(head.hash, body);
+      await holder.query(
+        `INSERT INTO audit_events (seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, NULL, '{}', $8, $9)`,
+        [body.seq, body.id, body.occurred_at, body.type, body.outcome, body.actor_type, body.actor_id, head.hash, hash],
+      );
+      await holder.query('UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1', [body.seq, hash]);
+      const pending = service.record(event(8));
+      await waitForLockWaiter();
+      await holder.query('COMMIT');
+      const [written] = await pending;
+      expect(oneMessage).toEqual([false]);
+      expect(written.seq).toBe(body.seq + 1);
+      expect(written.prev_hash).toBe(hash);
+
+      // The same, with a batch that commits nothing: the head is still the expected one.
+      await service.record(event(9)); // backing off
+      await service.record(event(10)); // knows the head again
+      expect(oneMessage).toEqual([false, true]);
+      await holder.query('BEGIN');
+      await holder.query('SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE');
+      const waiting = service.record(event(11));
+      await waitForLockWaiter();
+      await holder.query('ROLLBACK');
+      await waiting;
+      expect(oneMessage).toEqual([false, true, true]);
+    } finally {
+      await holder.end();
+    }
+    expect((await service.verify()).valid).toBe(true);
+  });
+
+  it('rolls the whole message back when work has another result than expected, and writes the batch with the real ones', async () => {
+    const { service, oneMessage } = watched();
+    await service.record(event(12));
+    await pool.query('INSERT INTO spec_expect VALUES (5)');
+    const allInserted: SessionStatement = {
+      name: 'writ_spec_insert_x',
+      text: `WITH inserted AS (INSERT INTO spec_expect SELECT unnest($1::int[]) ON CONFLICT DO NOTHING RETURNING id)
+             SELECT writ_expect(count(*), $2::bigint, 'the rows inserted') FROM inserted`,
+    };
+    const insert = (id: number): BatchableWork<number, boolean> => ({
+      kind: 'spec-expect',
+      params: id,
+      run: async (client, ids) => {
+        const { rows } = await client.query<{ id: number }>('INSERT INTO spec_expect SELECT unnest($1::int[]) ON CONFLICT DO NOTHING RETURNING id', [ids]);
+        const inserted = new Set(rows.map((row) => row.id));
+        return ids.map((one) => inserted.has(one));
+      },
+      inline: {
+        sql: () => undefined,
+        parse: () => [],
+        expect: { statements: [allInserted], sql: (ids) => executeStatement(allInserted, [sqlArrayLiteral(ids), String(ids.length)]), expected: () => true },
+      },
+    });
+    const outcomes = await Promise.all(
+      Array.from({ length: 8 }, (_, id) =>
+        service.recordWithBatched(insert(id), (inserted) => [{ ...event(id), type: inserted ? 'test.inserted' : 'test.conflict', data: { id } }]),
+      ),
+    );
+    // Written by the batch's second attempt: the first one's inserts did not stay.
+    expect(outcomes.map((outcome) => outcome.result)).toEqual([true, true, true, true, true, false, true, true]);
+    expect(oneMessage[0]).toBe(false);
+    const { rows } = await pool.query<{ type: string; n: string }>(
+      `SELECT type, count(*) AS n FROM audit_events WHERE type IN ('test.inserted', 'test.conflict') GROUP BY type ORDER BY type`,
+    );
+    expect(rows.map((row) => [row.type, Number(row.n)])).toEqual([
+      ['test.conflict', 1],
+      ['test.inserted', 7],
+    ]);
+    expect((await pool.query('SELECT count(*)::int AS n FROM spec_expect')).rows[0].n).toBe(8);
+    expect((await service.verify()).valid).toBe(true);
+  });
+
+  it('extends one gapless chain from instances taking turns, truly in parallel', async () => {
+    const services = Array.from({ length: 3 }, (_, n) => watched({ maxBatch: 5 + n }));
+    const before = Number((await headOf()).seq);
+    const written = (await Promise.all(services.flatMap(({ service }, n) => Array.from({ length: 60 }, (_, i) => service.record(event(n * 100 + i)))))).flat();
+    const seqs = written.map((record) => record.seq).sort((a, b) => a - b);
+    expect(seqs).toEqual(Array.from({ length: 180 }, (_, i) => before + i + 1));
+    expect((await services[0].service.verify()).valid).toBe(true);
+  });
+
+  /** Until a backend waits for a lock (the one-message batch behind the holder). */
+  async function waitForLockWaiter(): Promise<void> {
+    for (let attempt = 0; attempt < 200; attempt += 1) {
+      const { rows } = await pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
+      );
+      if (rows[0].n > 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    throw new Error('no batch waited for the chain-head lock');
+  }
+});

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import {
   type AuditedTransaction,
+  EXPECTATION_FAILED,
   executeStatement,
   NotALiteralError,
   forgetPrepared,
@@ -65,8 +66,37 @@ export interface BatchableWork<P, R> {
     statements?: readonly SessionStatement[];
     sql: (params: P[], literal: (value: string) => string) => string | undefined;
     parse: (rows: Array<Record<string, unknown>>, params: P[]) => R[];
+    /**
+     * The same work for a batch sent as one message with its events (see
+     * {@link AuditService}'s one-message batches): each unit's events are written for the
+     * result it is `expected` to have, and `sql` (one statement, or `undefined` when the
+     * batch cannot be sent so) must fail with `writ_expect` (SQLSTATE `EXPECTATION_FAILED`)
+     * unless every parameter's result is the expected one. `statements` as above.
+     */
+    expect?: {
+      statements: readonly SessionStatement[];
+      sql: (params: P[], literal: (value: string) => string) => string | undefined;
+      expected: (param: P) => R;
+    };
   };
 }
+
+/** The chain head: the last event's `seq` and `hash`. */
+interface ChainHead {
+  seq: number;
+  hash: string;
+}
+
+/** A batch's events, chained: per unit, all of them, their data's canonical JSON, and the new head. */
+interface ChainedBatch {
+  recordsPerUnit: AuditRecord[][];
+  all: AuditRecord[];
+  dataTexts: string[];
+  head: ChainHead;
+}
+
+/** Most batches written in two round trips after a one-message batch failed its expectations (see {@link AuditService}). */
+const MAX_ONE_MESSAGE_BACKOFF = 64;
 
 interface Unit {
   work?: AuditedWork<unknown>;
@@ -95,6 +125,8 @@ export interface AuditServiceOptions {
   onAppended?: (events: ReadonlyArray<{ seq: number; hash: string }>) => void;
   /** Told of a change in how batches are written (logged as a warning). */
   onNotice?: (message: string) => void;
+  /** Told whether each batch sent as one message committed, or failed an expectation and was written again (metrics). */
+  onOneMessage?: (committed: boolean) => void;
   /** Told every committed batch's events and how long its commit took (metrics). */
   onCommitted?: (records: readonly AuditRecord[], seconds: number) => void;
   /**
@@ -163,6 +195,11 @@ function appendDocument(records: readonly AuditRecord[], dataTexts: readonly str
     document += `{"seq":${record.seq},"id":${json(record.id)},"occurred_at":${json(record.occurred_at)},"type":${json(record.type)},"outcome":${json(record.outcome)},"actor_type":${json(record.actor_type)},"actor_id":${json(record.actor_id)},"agent_id":${json(record.agent_id)},"task_id":${json(record.task_id)},"connector_id":${json(record.connector_id)},"data":${dataTexts[index]},"prev_hash":${json(record.prev_hash)},"hash":${json(record.hash)}}`;
   });
   return document + ']';
+}
+
+/** The {@link APPEND} arguments, as literals, of a chained batch whose document is `document`. */
+function appendArguments(document: string, chained: ChainedBatch): string[] {
+  return [sqlLiteral(document), String(chained.head.seq), sqlLiteral(chained.head.hash), String(chained.all.length)];
 }
 
 /** The units of a batch with batched work, by kind, in order. */
@@ -244,6 +281,11 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   private readonly keyring: CheckpointKeyring;
   /** Whether batches use statements prepared per connection (see {@link commit}). */
   private sessionStatements = true;
+  /** The chain head as this service's last commit left it; undefined until one commits, and after a failure. */
+  private head: ChainHead | undefined;
+  /** Batches still to write in two round trips after a one-message batch failed (see {@link commitInOneMessage}). */
+  private oneMessageSkips = 0;
+  private oneMessageBackoff = 0;
 
   constructor(
     private readonly pool: Pool,
@@ -366,6 +408,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
    */
   private async commit(batch: Unit[]): Promise<void> {
     try {
+      if (await this.commitInOneMessage(batch)) return;
       await this.commitOnce(batch);
     } catch (error) {
       if (!isMissingStatement(error) || !this.sessionStatements) throw error;
@@ -377,12 +420,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
 
   private async commitOnce(batch: Unit[]): Promise<void> {
     const started = process.hrtime.bigint();
-    let client: PoolClient;
-    try {
-      client = await this.pool.connect();
-    } catch (error) {
-      throw new AuditUnavailableError(error);
-    }
+    const client = await this.connect();
     const release = watchCheckedOut(client);
     let failed = false;
     try {
@@ -398,63 +436,30 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         `BEGIN; SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE${inlined.map((work) => `; ${work.sql}`).join('')}`,
       )) as unknown as Array<{ rows: Array<Record<string, unknown>> }>;
       const head = opened[1].rows[0] as { seq: string; hash: string };
-      let seq = Number(head.seq);
-      let prevHash = head.hash;
       const done = new Map(inlined.map((work, position) => [work.kind, opened[2 + position].rows]));
       const results = await this.runBatchedWork(client, batch, kinds, done);
-      const recordsPerUnit: AuditRecord[][] = [];
-      const all: AuditRecord[] = [];
-      // The canonical JSON of each event's data, also the jsonb text it is written as.
-      const dataTexts: string[] = [];
       for (const [index, unit] of batch.entries()) {
-        const result = unit.batched ? results[index] : unit.work ? await unit.work(client) : undefined;
-        const inputs = typeof unit.events === 'function' ? unit.events(result) : unit.events;
-        const records: AuditRecord[] = [];
-        for (const input of inputs) {
-          seq += 1;
-          const data = normaliseEventData(unit.requestId && input.data?.request_id === undefined ? { ...input.data, request_id: unit.requestId } : input.data);
-          const record: AuditRecord = {
-            seq,
-            id: randomUUID(),
-            occurred_at: isoNow(),
-            type: input.type,
-            outcome: input.outcome,
-            actor_type: input.actor.type,
-            actor_id: input.actor.id ?? null,
-            agent_id: input.agentId ?? null,
-            task_id: input.taskId ?? null,
-            connector_id: input.connectorId ?? null,
-            data: data.value,
-            prev_hash: prevHash,
-            hash: '',
-          };
-          // Built whole, not spread from the hashed body: the copy was ~2% of a gateway call.
-          record.hash = chainHashOfCanonicalData(prevHash, record, data.canonical);
-          dataTexts.push(data.canonical);
-          records.push(record);
-          prevHash = record.hash;
-        }
-        results[index] = result;
-        recordsPerUnit.push(records);
-        all.push(...records);
+        if (!unit.batched && unit.work) results[index] = await unit.work(client);
       }
+      const chained = this.chain(batch, results, { seq: Number(head.seq), hash: head.hash });
+      const { all, dataTexts } = chained;
       if (all.length > 0) {
         const document = appendDocument(all, dataTexts);
         if (sessionStatements) {
           // One message appends the events, moves the chain head and commits: a round trip
           // less under the chain-head lock than a parameterised append followed by COMMIT.
-          await client.query(`${executeStatement(APPEND, [sqlLiteral(document), String(seq), sqlLiteral(prevHash), String(all.length)])}; COMMIT`);
+          await client.query(`${executeStatement(APPEND, appendArguments(document, chained))}; COMMIT`);
         } else {
-          await client.query({ name: APPEND.name, text: APPEND.text, values: [document, seq, prevHash, all.length] });
+          await client.query({ name: APPEND.name, text: APPEND.text, values: [document, chained.head.seq, chained.head.hash, all.length] });
           await client.query('COMMIT');
         }
       } else {
         await client.query('COMMIT');
       }
-      batch.forEach((unit, index) => unit.resolve({ result: results[index], records: recordsPerUnit[index] }));
-      if (all.length > 0) this.options.onAppended?.(all);
-      this.options.onCommitted?.(all, Number(process.hrtime.bigint() - started) / 1e9);
+      this.head = chained.head;
+      this.settle(batch, results, chained, started);
     } catch (error) {
+      this.head = undefined;
       await client.query('ROLLBACK').catch(() => {
         failed = true;
       });
@@ -467,6 +472,149 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     } finally {
       release(failed);
     }
+  }
+
+  /**
+   * Writes a batch in one message, when it can: its events hashed on the chain head this
+   * service last wrote (`head`) and written for the results its batched work is expected to
+   * have (`BatchableWork.inline.expect`). The message locks the chain head and checks it is
+   * that head (`writ_expect`), runs the work, which checks its results are the expected ones,
+   * appends the events and moves the head: one implicit transaction (simple query protocol, no
+   * `BEGIN`), committed at the end of the message, or rolled back whole at the first statement
+   * that fails. Returns false when the batch was not written: it cannot be sent so (work of
+   * another kind, no head known, statements not prepared per connection, a value that cannot
+   * be a literal), or an expectation failed (another writer moved the head, a credential's
+   * task ended meanwhile...). The caller then writes it the usual way, in two round trips,
+   * reading the head under the lock; after a failed expectation the next batches (1, 2, 4...
+   * up to {@link MAX_ONE_MESSAGE_BACKOFF}) are written the usual way too, so that instances
+   * taking turns at the head do not pay a wasted round trip per batch.
+   */
+  private async commitInOneMessage(batch: Unit[]): Promise<boolean> {
+    const head = this.head;
+    if (head === undefined || !this.sessionStatements) return false;
+    if (this.oneMessageSkips > 0) {
+      this.oneMessageSkips -= 1;
+      return false;
+    }
+    if (batch.some((unit) => unit.work || (unit.batched && !unit.batched.inline?.expect))) return false;
+    const started = process.hrtime.bigint();
+    const results: unknown[] = new Array(batch.length);
+    const works: string[] = [];
+    const statements: SessionStatement[] = [APPEND];
+    for (const indexes of batchedKinds(batch).values()) {
+      const expect = batch[indexes[0]].batched!.inline!.expect!;
+      const params = indexes.map((index) => batch[index].batched!.params);
+      let sql: string | undefined;
+      try {
+        sql = expect.sql(params, sqlLiteral);
+      } catch (error) {
+        if (!(error instanceof NotALiteralError)) throw error;
+      }
+      if (sql === undefined) return false;
+      works.push(sql);
+      statements.push(...expect.statements);
+      indexes.forEach((unitIndex, position) => (results[unitIndex] = expect.expected(params[position])));
+    }
+    const chained = this.chain(batch, results, head);
+    if (chained.all.length === 0) return false;
+    let document: string;
+    try {
+      document = appendDocument(chained.all, chained.dataTexts);
+    } catch {
+      // Refused the usual way, with the usual error.
+      return false;
+    }
+    const client = await this.connect();
+    const release = watchCheckedOut(client);
+    let failed = false;
+    try {
+      await prepareOnce(client, statements);
+      await client.query(
+        [
+          `SELECT writ_expect(count(*), 1, 'the chain head') FROM (SELECT 1 FROM audit_chain_head WHERE id = 1 AND seq = ${head.seq} AND hash = ${sqlLiteral(head.hash)} FOR UPDATE) h`,
+          ...works,
+          executeStatement(APPEND, appendArguments(document, chained)),
+        ].join('; '),
+      );
+    } catch (error) {
+      // Nothing of the message was committed: it was one transaction.
+      this.head = undefined;
+      if ((error as { code?: string }).code === EXPECTATION_FAILED) {
+        this.oneMessageBackoff = Math.min(Math.max(1, this.oneMessageBackoff * 2), MAX_ONE_MESSAGE_BACKOFF);
+        this.oneMessageSkips = this.oneMessageBackoff;
+        this.options.onOneMessage?.(false);
+        return false;
+      }
+      if (isMissingStatement(error)) forgetPrepared(client);
+      if (isConnectionError(error)) {
+        failed = true;
+        throw new AuditUnavailableError(error);
+      }
+      throw error;
+    } finally {
+      release(failed);
+    }
+    this.head = chained.head;
+    this.oneMessageBackoff = 0;
+    this.options.onOneMessage?.(true);
+    this.settle(batch, results, chained, started);
+    return true;
+  }
+
+  private async connect(): Promise<PoolClient> {
+    try {
+      return await this.pool.connect();
+    } catch (error) {
+      throw new AuditUnavailableError(error);
+    }
+  }
+
+  /** Builds and hashes a batch's events, given each unit's result, on `head`. */
+  private chain(batch: Unit[], results: unknown[], head: ChainHead): ChainedBatch {
+    let seq = head.seq;
+    let prevHash = head.hash;
+    const recordsPerUnit: AuditRecord[][] = [];
+    const all: AuditRecord[] = [];
+    // The canonical JSON of each event's data, also the jsonb text it is written as.
+    const dataTexts: string[] = [];
+    for (const [index, unit] of batch.entries()) {
+      const inputs = typeof unit.events === 'function' ? unit.events(results[index]) : unit.events;
+      const records: AuditRecord[] = [];
+      for (const input of inputs) {
+        seq += 1;
+        const data = normaliseEventData(unit.requestId && input.data?.request_id === undefined ? { ...input.data, request_id: unit.requestId } : input.data);
+        const record: AuditRecord = {
+          seq,
+          id: randomUUID(),
+          occurred_at: isoNow(),
+          type: input.type,
+          outcome: input.outcome,
+          actor_type: input.actor.type,
+          actor_id: input.actor.id ?? null,
+          agent_id: input.agentId ?? null,
+          task_id: input.taskId ?? null,
+          connector_id: input.connectorId ?? null,
+          data: data.value,
+          prev_hash: prevHash,
+          hash: '',
+        };
+        // Built whole, not spread from the hashed body: the copy was ~2% of a gateway call.
+        record.hash = chainHashOfCanonicalData(prevHash, record, data.canonical);
+        dataTexts.push(data.canonical);
+        records.push(record);
+        prevHash = record.hash;
+      }
+      recordsPerUnit.push(records);
+      all.push(...records);
+    }
+    return { recordsPerUnit, all, dataTexts, head: { seq, hash: prevHash } };
+  }
+
+  /** After a batch committed: resolves its units, tells the checkpointer and the metrics. */
+  private settle(batch: Unit[], results: unknown[], chained: ChainedBatch, started: bigint): void {
+    batch.forEach((unit, index) => unit.resolve({ result: results[index], records: chained.recordsPerUnit[index] }));
+    if (chained.all.length > 0) this.options.onAppended?.(chained.all);
+    this.options.onCommitted?.(chained.all, Number(process.hrtime.bigint() - started) / 1e9);
   }
 
   /** Runs the batchable work of a batch, one statement per kind; results by unit index. */

@@ -35,6 +35,7 @@ export class WritMetrics {
   private readonly upstreamLatency: Histogram<'connector'>;
   private readonly auditCommit: Histogram<string>;
   private readonly auditBatch: Histogram<string>;
+  private readonly auditOneMessages: Counter<string>;
   private readonly policyEvaluation: Histogram<string>;
   private policyVersion: (() => string) | undefined;
   private readonly stopObserving: () => void;
@@ -95,6 +96,12 @@ export class WritMetrics {
       name: 'writ_audit_batch_events',
       help: 'Audit events per group commit',
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers,
+    });
+    this.auditOneMessages = new Counter({
+      name: 'writ_audit_one_message_batches_total',
+      help: 'Audit batches sent as one message: committed, or written again in two round trips (expectation_failed: another writer moved the chain head, or a credential was not recorded)',
+      labelNames: ['outcome'],
       registers,
     });
     this.policyEvaluation = new Histogram({
@@ -180,6 +187,11 @@ export class WritMetrics {
   /** Stops observing process-wide sources (policy evaluations). */
   close(): void {
     this.stopObserving();
+  }
+
+  /** A batch sent as one message committed, or failed an expectation (see `AuditService`). */
+  auditOneMessage(committed: boolean): void {
+    this.auditOneMessages.inc({ outcome: committed ? 'committed' : 'expectation_failed' });
   }
 
   /** An audit group commit of `records` took `seconds`; counts what the events say. */

@@ -293,6 +293,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (events) => checkpointer.noteAppended(events) : undefined,
     onNotice: (message) => logger.warn(message),
+    onOneMessage: (committed) => metrics.auditOneMessage(committed),
     onCommitted: (records, seconds) => {
       metrics.auditCommitted(records, seconds);
       retroactiveSpan('audit.commit', seconds, { 'writ.audit.events': records.length });

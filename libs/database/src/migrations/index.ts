@@ -14,9 +14,11 @@ import { AuditPrunes1764500000000 } from './1764500000000-audit-prunes';
 import { TaskGrantCounts1764490000000 } from './1764490000000-task-grant-counts';
 import { ConnectorVersions1764536000000 } from './1764536000000-connector-versions';
 import { ChangeNotifications1764540000000 } from './1764540000000-change-notifications';
+import { BatchExpectations1764550000000 } from './1764550000000-batch-expectations';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
+export { EXPECTATION_FAILED } from './1764550000000-batch-expectations';
 export { CLIENT_CHANGED_CHANNEL, CONNECTOR_CHANGED_CHANNEL, POLICY_CHANGED_CHANNEL, SIGNING_KEYS_CHANGED_CHANNEL } from './1764540000000-change-notifications';
 
 /** Every migration, in order. */
@@ -37,4 +39,5 @@ export const MIGRATIONS = [
   AuditPrunes1764500000000,
   ConnectorVersions1764536000000,
   ChangeNotifications1764540000000,
+  BatchExpectations1764550000000,
 ];
