@@ -96,7 +96,7 @@ const UNNEST_TOKENS = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], 
  * then revokes these credentials, or commits first and this statement, re-reading the locked
  * row, sees the changed operation and records nothing.
  */
-const INSERT_CONNECTOR_TOKENS = `
+const CONNECTOR_TOKENS_WRITTEN = `
   WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
                    $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::int[], $13::float8[], $14::float8[], $15::text[], $16::text[], $17::jsonb[],
                    $18::bigint[], $19::bool[], $20::text[], $21::float8[])
@@ -133,7 +133,9 @@ const INSERT_CONNECTOR_TOKENS = `
          INSERT INTO access_tokens (${TOKEN_COLUMNS})
          SELECT jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, scope, policy_version,
                 max_uses, to_timestamp(iat), to_timestamp(exp), cnf_jkt, budget_entries::smallint[] FROM live WHERE current_operation
-         RETURNING jti)
+         RETURNING jti)`;
+
+const INSERT_CONNECTOR_TOKENS = `${CONNECTOR_TOKENS_WRITTEN}
   SELECT i.jti, CASE WHEN n.jti IS NOT NULL THEN 'recorded' WHEN au.jti IS NULL THEN 'client_changed'
                       WHEN d.jti IS NULL THEN 'policy_changed' WHEN f.jti IS NULL THEN 'replayed'
                       WHEN l.jti IS NOT NULL THEN 'catalogue_changed' ELSE 'ended' END AS outcome
@@ -154,14 +156,32 @@ const INSERT_TASKS_TOKENS = `
      FOR SHARE OF o
   RETURNING jti, 'recorded' AS outcome`;
 
-/** A batched insert of credentials, with parameters (`run`) or as one `EXECUTE` in the audit batch's locking message (`inline`). */
+/**
+ * A batched insert of credentials, with parameters (`run`), as one `EXECUTE` in the audit
+ * batch's locking message (`inline`), or in a batch sent as one message with its events
+ * (`inline.expect`: fails with `writ_expect` unless every credential is recorded).
+ */
 export interface CredentialBatch {
   run: (client: PoolClient, rows: CredentialRow[]) => Promise<IssueOutcome[]>;
   inline: {
     statements: readonly SessionStatement[];
     sql: (rows: CredentialRow[]) => string;
     parse: (written: Array<Record<string, unknown>>, rows: CredentialRow[]) => IssueOutcome[];
+    expect: {
+      statements: readonly SessionStatement[];
+      sql: (rows: CredentialRow[]) => string | undefined;
+      expected: () => IssueOutcome;
+    };
   };
+}
+
+/**
+ * A credential statement that writes as `written` does (its CTEs, ending with `inserted`) and
+ * then fails unless every row of the batch (`$<count>`) was inserted.
+ */
+function expectAllRecorded(written: string, countParameter: number): string {
+  return `${written}
+  SELECT writ_expect((SELECT count(*) FROM inserted), $${countParameter}::bigint, 'the number of credentials recorded')`;
 }
 
 /**
@@ -170,8 +190,9 @@ export interface CredentialBatch {
  * Named: each connection prepares (parses and plans) it once, for `run` (protocol level) and
  * for `inline` (`PREPARE`, under its own name).
  */
-function credentialBatch(name: string, sql: string, columnCount: number, missing: IssueOutcome): CredentialBatch {
+function credentialBatch(name: string, sql: string, allRecorded: string, columnCount: number, missing: IssueOutcome): CredentialBatch {
   const statement: SessionStatement = { name: `${name}_s`, text: sql };
+  const expecting: SessionStatement = { name: `${name}_x`, text: allRecorded };
   const replayedIn = (rows: CredentialRow[]): Set<CredentialRow> => {
     const assertions = new Set<string>();
     const replayed = new Set<CredentialRow>();
@@ -201,6 +222,13 @@ function credentialBatch(name: string, sql: string, columnCount: number, missing
       statements: [statement],
       sql: (rows) => executeStatement(statement, columnsOf(rows, replayedIn(rows)).map(sqlArrayLiteral)),
       parse: (written, rows) => outcomesOf(rows, replayedIn(rows), written),
+      expect: {
+        statements: [expecting],
+        // A batch that carries one assertion twice has an outcome other than `recorded`.
+        sql: (rows) =>
+          replayedIn(rows).size > 0 ? undefined : executeStatement(expecting, [...columnsOf(rows, new Set()).map(sqlArrayLiteral), String(rows.length)]),
+        expected: () => 'recorded',
+      },
     },
   };
 }
@@ -209,13 +237,25 @@ function credentialBatch(name: string, sql: string, columnCount: number, missing
  * `issueCredential`: writes connector credentials (a batch of one audit transaction) in one
  * statement, each only if its task, agent and operation are still those it was decided on.
  */
-export const connectorCredentials = credentialBatch('writ_insert_connector_tokens', INSERT_CONNECTOR_TOKENS, 21, 'ended');
+export const connectorCredentials = credentialBatch(
+  'writ_insert_connector_tokens',
+  INSERT_CONNECTOR_TOKENS,
+  expectAllRecorded(CONNECTOR_TOKENS_WRITTEN, 22),
+  21,
+  'ended',
+);
 
 /**
  * Writes Tasks API tokens (a batch of one audit transaction) in one statement; a row not
  * written is one whose orchestrator registration changed (`client_changed`).
  */
-export const tasksTokens = credentialBatch('writ_insert_tasks_tokens', INSERT_TASKS_TOKENS, 18, 'client_changed');
+export const tasksTokens = credentialBatch(
+  'writ_insert_tasks_tokens',
+  INSERT_TASKS_TOKENS,
+  expectAllRecorded(`WITH inserted AS (${INSERT_TASKS_TOKENS})`, 19),
+  18,
+  'client_changed',
+);
 
 /** The client registration and policy versions a token exchange was authenticated and decided with. */
 export interface DecisionBasis {

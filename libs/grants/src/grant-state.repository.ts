@@ -127,6 +127,15 @@ const SPEND_BATCH = `
     FROM verdicts v
    ORDER BY v.n`;
 
+/**
+ * {@link RECHECK} for a batch sent as one message with its events (`BatchableWork.inline.expect`):
+ * fails (`writ_expect`) unless every call (`$3` of them) is live on a current connector.
+ */
+const RECHECK_ALL_LIVE: SessionStatement = {
+  name: 'writ_gateway_recheck_x',
+  text: `SELECT writ_expect(count(*) FILTER (WHERE r.current), $3::bigint, 'the calls re-checked live') FROM (${RECHECK}) r`,
+};
+
 /** {@link SPEND_BATCH}, prepared once per connection for the audit batch's locking message. */
 const SPEND_BATCH_STATEMENT: SessionStatement = { name: 'writ_gateway_spend_batch_s', text: SPEND_BATCH };
 
@@ -262,6 +271,16 @@ export class GrantStateRepository {
         rows.map((row) => ({ n: Number(row.n), current: row.current === true })),
         checks,
       ),
+    expect: {
+      statements: [RECHECK_ALL_LIVE],
+      sql: (checks: RecheckParams[]): string =>
+        executeStatement(RECHECK_ALL_LIVE, [
+          sqlArrayLiteral(checks.map((check) => check.jti)),
+          sqlArrayLiteral(checks.map((check) => check.connectorVersion)),
+          String(checks.length),
+        ]),
+      expected: (): SpendVerdict => 'live',
+    },
   };
 
   /**
