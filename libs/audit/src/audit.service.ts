@@ -202,6 +202,16 @@ function appendArguments(document: string, chained: ChainedBatch): string[] {
   return [sqlLiteral(document), String(chained.head.seq), sqlLiteral(chained.head.hash), String(chained.all.length)];
 }
 
+/**
+ * What a batch's failed statement is to its caller: prepared statements found missing are
+ * forgotten on the connection; a lost connection (`broken`: not to be reused) is an
+ * {@link AuditUnavailableError}.
+ */
+function batchFailure(client: PoolClient, error: unknown): { error: unknown; broken: boolean } {
+  if (isMissingStatement(error)) forgetPrepared(client);
+  return isConnectionError(error) ? { error: new AuditUnavailableError(error), broken: true } : { error, broken: false };
+}
+
 /** The units of a batch with batched work, by kind, in order. */
 function batchedKinds(batch: Unit[]): Map<string, number[]> {
   const kinds = new Map<string, number[]>();
@@ -463,12 +473,9 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       await client.query('ROLLBACK').catch(() => {
         failed = true;
       });
-      if (isMissingStatement(error)) forgetPrepared(client);
-      if (isConnectionError(error)) {
-        failed = true;
-        throw new AuditUnavailableError(error);
-      }
-      throw error;
+      const failure = batchFailure(client, error);
+      failed ||= failure.broken;
+      throw failure.error;
     } finally {
       release(failed);
     }
@@ -545,12 +552,9 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         this.options.onOneMessage?.(false);
         return false;
       }
-      if (isMissingStatement(error)) forgetPrepared(client);
-      if (isConnectionError(error)) {
-        failed = true;
-        throw new AuditUnavailableError(error);
-      }
-      throw error;
+      const failure = batchFailure(client, error);
+      failed ||= failure.broken;
+      throw failure.error;
     } finally {
       release(failed);
     }
