@@ -95,8 +95,15 @@ interface ChainedBatch {
   head: ChainHead;
 }
 
-/** Most batches written in two round trips after a one-message batch failed its expectations (see {@link AuditService}). */
-const MAX_ONE_MESSAGE_BACKOFF = 64;
+/**
+ * One-message batches (see {@link AuditService}) stop while more than this share of the
+ * attempts failed, smoothed over the last few (each attempt weighs
+ * {@link ONE_MESSAGE_SMOOTHING}): three failures in a row stop them, a rare one does not.
+ */
+const ONE_MESSAGE_MAX_FAILURE_RATE = 0.25;
+const ONE_MESSAGE_SMOOTHING = 1 / 8;
+/** While they are stopped, one batch in this many is still sent as one message, to see whether it pays again. */
+const ONE_MESSAGE_PROBE_EVERY = 64;
 
 interface Unit {
   work?: AuditedWork<unknown>;
@@ -293,9 +300,10 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   private sessionStatements = true;
   /** The chain head as this service's last commit left it; undefined until one commits, and after a failure. */
   private head: ChainHead | undefined;
-  /** Batches still to write in two round trips after a one-message batch failed (see {@link commitInOneMessage}). */
-  private oneMessageSkips = 0;
-  private oneMessageBackoff = 0;
+  /** The smoothed share of one-message batches that failed their expectations (see {@link commitInOneMessage}). */
+  private oneMessageFailureRate = 0;
+  /** Batches written in two round trips since the last one-message attempt, because attempts failed too often. */
+  private batchesWithoutAttempt = 0;
 
   constructor(
     private readonly pool: Pool,
@@ -492,15 +500,16 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
    * another kind, no head known, statements not prepared per connection, a value that cannot
    * be a literal), or an expectation failed (another writer moved the head, a credential's
    * task ended meanwhile...). The caller then writes it the usual way, in two round trips,
-   * reading the head under the lock; after a failed expectation the next batches (1, 2, 4...
-   * up to {@link MAX_ONE_MESSAGE_BACKOFF}) are written the usual way too, so that instances
-   * taking turns at the head do not pay a wasted round trip per batch.
+   * reading the head under the lock. While more than {@link ONE_MESSAGE_MAX_FAILURE_RATE} of
+   * the recent attempts failed (instances taking turns at the head), batches are written the
+   * usual way but for one probe in {@link ONE_MESSAGE_PROBE_EVERY}: a wasted round trip per
+   * batch would cost more than the one saved.
    */
   private async commitInOneMessage(batch: Unit[]): Promise<boolean> {
     const head = this.head;
     if (head === undefined || !this.sessionStatements) return false;
-    if (this.oneMessageSkips > 0) {
-      this.oneMessageSkips -= 1;
+    if (this.oneMessageFailureRate > ONE_MESSAGE_MAX_FAILURE_RATE && this.batchesWithoutAttempt < ONE_MESSAGE_PROBE_EVERY - 1) {
+      this.batchesWithoutAttempt += 1;
       return false;
     }
     if (batch.some((unit) => unit.work || (unit.batched && !unit.batched.inline?.expect))) return false;
@@ -547,9 +556,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       // Nothing of the message was committed: it was one transaction.
       this.head = undefined;
       if ((error as { code?: string }).code === EXPECTATION_FAILED) {
-        this.oneMessageBackoff = Math.min(Math.max(1, this.oneMessageBackoff * 2), MAX_ONE_MESSAGE_BACKOFF);
-        this.oneMessageSkips = this.oneMessageBackoff;
-        this.options.onOneMessage?.(false);
+        this.noteOneMessage(false);
         return false;
       }
       const failure = batchFailure(client, error);
@@ -559,10 +566,16 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       release(failed);
     }
     this.head = chained.head;
-    this.oneMessageBackoff = 0;
-    this.options.onOneMessage?.(true);
+    this.noteOneMessage(true);
     this.settle(batch, results, chained, started);
     return true;
+  }
+
+  /** Counts a one-message attempt into the failure rate and tells the metrics. */
+  private noteOneMessage(committed: boolean): void {
+    this.batchesWithoutAttempt = 0;
+    this.oneMessageFailureRate += ((committed ? 0 : 1) - this.oneMessageFailureRate) * ONE_MESSAGE_SMOOTHING;
+    this.options.onOneMessage?.(committed);
   }
 
   private async connect(): Promise<PoolClient> {
