@@ -106,48 +106,59 @@ describe('grant path under concurrency, across two authorization-server instance
   });
 
   it('issues nothing, and records what happened, when the task ends between the decision and a batch sent as one message', async () => {
-    const task = await createTask(first, world.orchestrator);
-    expect((await exchangeAt(0, task.task_token, PAYOUT_REQUEST)).status).toBe(200); // the instance knows the chain head
-    const oneMessage = async (outcome: string) => {
-      const { body } = await first.runtime.metrics.render();
-      return Number(new RegExp(`writ_audit_one_message_batches_total\\{outcome="${outcome}"\\} (\\d+)`).exec(body)?.[1] ?? 0);
-    };
-    const failedBefore = await oneMessage('expectation_failed');
-    const issuedBefore = await first.runtime.pool.query(`SELECT count(*)::int AS n FROM audit_events WHERE task_id = $1 AND type = 'token.issued'`, [
-      task.task_id,
-    ]);
-    // The orchestrator's end of the task, held open: the exchange reads the task as active,
-    // is allowed, and its issuing statement waits for this row.
-    const holder = await first.runtime.pool.connect();
+    // An instance of its own: the others' one-message attempts failed as they took turns above.
+    const third = await startSecondInstance(first);
     try {
-      await holder.query('BEGIN');
-      await holder.query('SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE', [task.task_id]);
-      const pending = exchangeAt(0, task.task_token, PAYOUT_REQUEST);
-      for (let attempt = 0; ; attempt += 1) {
-        const { rows } = await first.runtime.pool.query(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
-        );
-        if (rows[0].n > 0) break;
-        if (attempt > 500) throw new Error('the exchange never waited for the task row');
-        await new Promise((resolve) => setTimeout(resolve, 10));
+      const exchange = async (taskToken: string) =>
+        postForm(`${third.authUrl}/oauth2/token`, {
+          ...exchangeFields(taskToken, PAYOUT_REQUEST),
+          ...(await clientAuthFields(world.agent.id, world.agent.key, first.issuer)),
+        });
+      const task = await createTask(first, world.orchestrator);
+      expect((await exchange(task.task_token)).status).toBe(200); // the instance knows the chain head
+      const oneMessage = async (outcome: string) => {
+        const { body } = await third.runtime.metrics.render();
+        return Number(new RegExp(`writ_audit_one_message_batches_total\\{outcome="${outcome}"\\} (\\d+)`).exec(body)?.[1] ?? 0);
+      };
+      const failedBefore = await oneMessage('expectation_failed');
+      const issuedBefore = await first.runtime.pool.query(`SELECT count(*)::int AS n FROM audit_events WHERE task_id = $1 AND type = 'token.issued'`, [
+        task.task_id,
+      ]);
+      // The orchestrator's end of the task, held open: the exchange reads the task as active,
+      // is allowed, and its issuing statement waits for this row.
+      const holder = await first.runtime.pool.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query('SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE', [task.task_id]);
+        const pending = exchange(task.task_token);
+        for (let attempt = 0; ; attempt += 1) {
+          const { rows } = await first.runtime.pool.query(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
+          );
+          if (rows[0].n > 0) break;
+          if (attempt > 500) throw new Error('the exchange never waited for the task row');
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        await holder.query(`UPDATE tasks SET status = 'completed', ended_at = now() WHERE id = $1`, [task.task_id]);
+        await holder.query('COMMIT');
+        const refused = await pending;
+        expect(refused.status).toBe(400);
+        expect(refused.body.error).toBe('invalid_grant');
+      } finally {
+        holder.release();
       }
-      await holder.query(`UPDATE tasks SET status = 'completed', ended_at = now() WHERE id = $1`, [task.task_id]);
-      await holder.query('COMMIT');
-      const refused = await pending;
-      expect(refused.status).toBe(400);
-      expect(refused.body.error).toBe('invalid_grant');
+      // The message that expected a recorded credential rolled back whole; the batch was written
+      // again with what happened: no credential, no token.issued.
+      expect(await oneMessage('expectation_failed')).toBe(failedBefore + 1);
+      expect(await liveCredentials(task.task_id)).toBe(1);
+      const issuedAfter = await first.runtime.pool.query(`SELECT count(*)::int AS n FROM audit_events WHERE task_id = $1 AND type = 'token.issued'`, [
+        task.task_id,
+      ]);
+      expect(issuedAfter.rows[0].n).toBe(issuedBefore.rows[0].n);
+      expect((await first.runtime.audit.verify()).valid).toBe(true);
     } finally {
-      holder.release();
+      await third.close();
     }
-    // The message that expected a recorded credential rolled back whole; the batch was written
-    // again with what happened: no credential, no token.issued.
-    expect(await oneMessage('expectation_failed')).toBe(failedBefore + 1);
-    expect(await liveCredentials(task.task_id)).toBe(1);
-    const issuedAfter = await first.runtime.pool.query(`SELECT count(*)::int AS n FROM audit_events WHERE task_id = $1 AND type = 'token.issued'`, [
-      task.task_id,
-    ]);
-    expect(issuedAfter.rows[0].n).toBe(issuedBefore.rows[0].n);
-    expect((await first.runtime.audit.verify()).valid).toBe(true);
   });
 
   it('records no credential authenticated with an agent key removed while exchanges with it race the removal on both instances', async () => {
