@@ -395,7 +395,9 @@ export class ConnectedAccounts {
   ): Promise<{ removed: number; events: AuditEventInput[]; revokeUpstream: () => Promise<void> }> {
     const { rows } = await tx.query<AccountRow>(`DELETE FROM connected_accounts WHERE connector_id = $1 RETURNING ${ACCOUNT_COLUMNS}`, [connectorId]);
     if (rows.length === 0) return { removed: 0, events: [], revokeUpstream: async () => undefined };
-    const credential = this.credentialOf(connectorId);
+    // Read in the removal's transaction, queued before its DELETE of the connector: on the pool it
+    // could run after that commit and find no connector, and no user's grant would be revoked.
+    const credential = this.credentialOf(connectorId, tx);
     // Settled here so that a connector without a usable credential is reported per connection, not thrown.
     credential.catch(() => undefined);
     const events = rows.map((row) =>
@@ -474,9 +476,12 @@ export class ConnectedAccounts {
     return this.master.seal(JSON.stringify(tokens), accountSealContext(connectorId, credential.token_url, user));
   }
 
-  /** The connector's `oauth2_authorization_code` credential, opened for its current destination. */
-  async credentialOf(connectorId: string): Promise<OAuth2AuthorizationCode> {
-    const { rows } = await this.pool.query<ConnectorCredentialRow>('SELECT id, base_url, credential_type, credential_sealed FROM connectors WHERE id = $1', [
+  /**
+   * The connector's `oauth2_authorization_code` credential, opened for its current destination;
+   * read in `db` (a transaction, to see the row it is about to delete; the pool otherwise).
+   */
+  async credentialOf(connectorId: string, db: Pool | PoolClient = this.pool): Promise<OAuth2AuthorizationCode> {
+    const { rows } = await db.query<ConnectorCredentialRow>('SELECT id, base_url, credential_type, credential_sealed FROM connectors WHERE id = $1', [
       connectorId,
     ]);
     const row = rows[0];
