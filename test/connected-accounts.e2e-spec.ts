@@ -509,19 +509,24 @@ describe('connected accounts', () => {
     expect(rows[1].data).toMatchObject({ result: 'revoked' });
   });
 
-  it("deleting a connector revokes every user's grant at the upstream, each audited, none left valid", async () => {
-    await seedUserConnector('codehost-gone');
-    for (const user of ['bob', 'carol']) {
+  /** A connector with connected accounts, one per user. */
+  async function connectorWithUsers(id: string, users: string[]): Promise<void> {
+    await seedUserConnector(id);
+    for (const user of users) {
       const link = await sendJson(
         'POST',
         `${first.issuer}/v1/connections/links`,
-        { connector_id: 'codehost-gone', user_token: idTokens[user] },
+        { connector_id: id, user_token: idTokens[user] },
         await tasksToken(first, orchestrator),
       );
       const jar = new CookieJar();
       const callback = await loginAndConsent(link.body.url, user, `${first.issuer}/connect/callback`, jar);
       expect((await fetch(callback, { headers: { cookie: jar.header() } })).status).toBe(200);
     }
+  }
+
+  it("deleting a connector revokes every user's grant at the upstream, each audited, none left valid", async () => {
+    await connectorWithUsers('codehost-gone', ['bob', 'carol']);
     const { rows: connected } = await pool.query<{ id: string; tokens_sealed: Buffer; user_issuer: string; user_subject: string }>(
       `SELECT id, tokens_sealed, user_issuer, user_subject FROM connected_accounts WHERE connector_id = 'codehost-gone' ORDER BY user_subject`,
     );
@@ -568,6 +573,27 @@ describe('connected accounts', () => {
       expect(refresh.body.error).toBe('invalid_grant');
     }
     expect(JSON.stringify(rows)).not.toContain(refreshTokens[0]);
+  });
+
+  it('revokes at the upstream with the credential read in the removal itself, even with no connection to spare', async () => {
+    await connectorWithUsers('codehost-busy', ['alice']);
+    const { revocations } = await provider.stats();
+    // Every connection of the pool but one is taken: the removal's transaction gets the last.
+    // A read of the credential outside that transaction would wait for it to commit, and find
+    // no connector left.
+    const held = await Promise.all(Array.from({ length: 9 }, () => pool.connect()));
+    let removed: { status: number };
+    try {
+      removed = await http(`${first.adminUrl}/v1/connectors/codehost-busy`, { method: 'DELETE', headers: { authorization: `Bearer ${first.adminToken}` } });
+    } finally {
+      for (const client of held) client.release();
+    }
+    expect(removed.status).toBe(204);
+    const { rows } = await pool.query<{ data: { result: string } }>(
+      `SELECT data FROM audit_events WHERE connector_id = 'codehost-busy' AND type = 'connection.upstream_revoked' ORDER BY seq`,
+    );
+    expect(rows.map((row) => row.data.result)).toEqual(['revoked']);
+    expect((await provider.stats()).revocations).toBe(revocations + 1);
   });
 });
 
