@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Pool, PoolClient } from 'pg';
-import { prepareOnce } from '@writ/database';
+import { EXPECTATION_FAILED, prepareOnce } from '@writ/database';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
-import { GrantStateRepository, RecheckParams, SpendResult } from './grant-state.repository';
+import { GrantStateRepository, RecheckParams, SpendParams, SpendResult } from './grant-state.repository';
 
 /** The batched spend of use-limited gateway calls, on real PostgreSQL, both ways it is sent. */
 describe('GrantStateRepository: spending a batch of calls', () => {
@@ -156,6 +156,72 @@ describe('GrantStateRepository: spending a batch of calls', () => {
       expect(results.map((result) => result.verdict)).toEqual(['dead', 'dead', 'dead', 'dead', 'dead', 'live']);
       for (const jti of [revoked, expired, ended]) expect(await usesOf(jti)).toBe(0);
       expect(await usesOf(live)).toBe(1);
+    });
+  });
+
+  describe('sent as one message with its events, expecting the uses each call leaves', () => {
+    /** Runs the expecting statement in a transaction of its own: committed, or the error it failed with. */
+    async function spendExpecting(checks: SpendParams[]): Promise<string> {
+      const client = await pool.connect();
+      try {
+        await prepareOnce(client, grants.spendInline.expect.statements);
+        const sql = grants.spendInline.expect.sql(checks);
+        if (sql === undefined) return 'not sent';
+        await client.query(sql);
+        return 'committed';
+      } catch (error) {
+        return (error as { code?: string }).code ?? 'error';
+      } finally {
+        client.release();
+      }
+    }
+
+    it('commits when every call is live and leaves the uses expected, in order, for the same credential too', async () => {
+      const jti = await credential(3, { uses: 1 });
+      const other = await credential(null);
+      const checks = [
+        { jti, connectorVersion: null, expectedUses: 2 },
+        { jti: other, connectorVersion: null, expectedUses: 1 },
+        { jti, connectorVersion: null, expectedUses: 3 },
+      ];
+      expect(await spendExpecting(checks)).toBe('committed');
+      expect(await usesOf(jti)).toBe(3);
+      expect(checks.map((check) => grants.spendInline.expect.expected({ ...check, maxUses: 3 }))).toEqual([
+        { verdict: 'live', uses: 2, maxUses: 3 },
+        { verdict: 'live', uses: 1, maxUses: 3 },
+        { verdict: 'live', uses: 3, maxUses: 3 },
+      ]);
+    });
+
+    it('fails, spending nothing, when another spend came first, a use is missing, or the credential was revoked', async () => {
+      const spentElsewhere = await credential(5, { uses: 2 });
+      const oneUse = await credential(1);
+      const revoked = await credential(5, { revoked: true });
+      const ok = await credential(5);
+      for (const checks of [
+        [{ jti: spentElsewhere, connectorVersion: null, expectedUses: 1 }],
+        [
+          { jti: oneUse, connectorVersion: null, expectedUses: 1 },
+          { jti: oneUse, connectorVersion: null, expectedUses: 2 },
+        ],
+        [
+          { jti: ok, connectorVersion: null, expectedUses: 1 },
+          { jti: revoked, connectorVersion: null, expectedUses: 1 },
+        ],
+        [{ jti: ok, connectorVersion: String(Number(await connectorVersion()) + 1), expectedUses: 1 }],
+      ]) {
+        expect(await spendExpecting(checks)).toBe(EXPECTATION_FAILED);
+      }
+      for (const [jti, uses] of [
+        [spentElsewhere, 2],
+        [oneUse, 0],
+        [revoked, 0],
+        [ok, 0],
+      ] as const) {
+        expect(await usesOf(jti)).toBe(uses);
+      }
+      // A call without an expectation: the batch is not sent as one message.
+      expect(await spendExpecting([{ jti: ok, connectorVersion: null }])).toBe('not sent');
     });
   });
 });

@@ -59,6 +59,14 @@ export interface RecheckParams {
   connectorVersion: string | null;
 }
 
+/** A use-limited call to spend, with what the caller expects of it, if it can tell (see `spendInline.expect`). */
+export interface SpendParams extends RecheckParams {
+  /** The uses its credential should count once this call is spent; absent: its batch takes two round trips. */
+  expectedUses?: number;
+  /** The credential's use limit (for the expected result). */
+  maxUses?: number | null;
+}
+
 const LOAD = `
   SELECT t.jti, t.task_id, t.budget_entries, t.revoked_at IS NOT NULL AS revoked,
          t.expires_at <= now() AS expired, t.uses, t.max_uses,
@@ -100,7 +108,7 @@ const RECHECK = `
 // makes it spend nothing, on every instance. Same plan
 // constraints as RECHECK (it runs under the chain-head lock). `spent`, a data-modifying WITH,
 // runs to completion whether or not the final SELECT reads it.
-const SPEND_BATCH = `
+const SPEND_WRITTEN = `
   WITH q AS (SELECT * FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(jti, version, n)),
        c AS (SELECT t.jti, t.uses, t.max_uses, t.connector_id
                FROM (SELECT DISTINCT jti FROM q) d
@@ -122,10 +130,15 @@ const SPEND_BATCH = `
        spent AS (UPDATE access_tokens t SET uses = t.uses + s.k
                    FROM (SELECT jti, count(*)::int AS k FROM verdicts WHERE verdict = 'live' GROUP BY jti) s
                   WHERE t.jti = s.jti
-                  RETURNING t.jti)
-  SELECT v.n::int AS n, v.verdict, v.uses_after::int AS uses, v.max_uses
+                  RETURNING t.jti)`;
+
+/** Each call's verdict, from the CTEs of {@link SPEND_WRITTEN}. */
+const SPEND_VERDICTS = `SELECT v.n::int AS n, v.verdict, v.uses_after::int AS uses, v.max_uses
     FROM verdicts v
    ORDER BY v.n`;
+
+const SPEND_BATCH = `${SPEND_WRITTEN}
+  ${SPEND_VERDICTS}`;
 
 /**
  * {@link RECHECK} for a batch sent as one message with its events (`BatchableWork.inline.expect`):
@@ -134,6 +147,18 @@ const SPEND_BATCH = `
 const RECHECK_ALL_LIVE: SessionStatement = {
   name: 'writ_gateway_recheck_x',
   text: `SELECT writ_expect(count(*) FILTER (WHERE r.current), $3::bigint, 'the calls re-checked live') FROM (${RECHECK}) r`,
+};
+
+/**
+ * {@link SPEND_BATCH} for a batch sent as one message with its events (`BatchableWork.inline.expect`):
+ * fails (`writ_expect`) unless every call (`$4` of them) is live and leaves its credential at
+ * the uses expected (`$3`, in call order). The verdicts are read as the plain statement reads them.
+ */
+const SPEND_AS_EXPECTED: SessionStatement = {
+  name: 'writ_gateway_spend_batch_x',
+  text: `${SPEND_WRITTEN}, outcomes AS (${SPEND_VERDICTS})
+  SELECT writ_expect((SELECT count(*) FROM outcomes o JOIN unnest($3::int[]) WITH ORDINALITY AS e(uses, n) ON e.n = o.n
+                       WHERE o.verdict = 'live' AND o.uses = e.uses), $4::bigint, 'the calls spent as expected')`,
 };
 
 /** {@link SPEND_BATCH}, prepared once per connection for the audit batch's locking message. */
@@ -305,6 +330,19 @@ export class GrantStateRepository {
         sqlArrayLiteral(checks.map((check) => check.connectorVersion)),
       ]),
     parse: (rows: Array<Record<string, unknown>>, checks: RecheckParams[]): SpendResult[] => spendResultsOf(rows as unknown as SpendRow[], checks),
+    expect: {
+      statements: [SPEND_AS_EXPECTED],
+      sql: (checks: SpendParams[]): string | undefined =>
+        checks.some((check) => check.expectedUses === undefined)
+          ? undefined
+          : executeStatement(SPEND_AS_EXPECTED, [
+              sqlArrayLiteral(checks.map((check) => check.jti)),
+              sqlArrayLiteral(checks.map((check) => check.connectorVersion)),
+              sqlArrayLiteral(checks.map((check) => check.expectedUses!)),
+              String(checks.length),
+            ]),
+      expected: (check: SpendParams): SpendResult => ({ verdict: 'live', uses: check.expectedUses!, maxUses: check.maxUses ?? null }),
+    },
   };
 
   /** Reserves one call on the task budgets the credential is charged to (inside the audit transaction), all or nothing. */

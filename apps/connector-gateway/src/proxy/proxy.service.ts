@@ -39,6 +39,7 @@ import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHE
 import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
 import { CredentialState, GrantStateRepository, SpendVerdict } from '@writ/grants';
 import { CredentialCache } from './credential-cache';
+import { SpendForecast } from './spend-forecast';
 import { parseRequestTarget, RequestTarget } from './request-target';
 import { parseStrictJson, StrictJsonError } from './strict-json';
 
@@ -132,6 +133,8 @@ export class ProxyService {
 
   /** {@link literalDestinationRefusal} by base URL: the networks are fixed for the life of the instance. */
   private readonly refusals = new Map<string, string | undefined>();
+  /** What this instance expects use-limited credentials' next spends to leave. */
+  private readonly forecast = new SpendForecast();
 
   private destinationRefusal(baseUrl: string): string | undefined {
     if (this.refusals.has(baseUrl)) return this.refusals.get(baseUrl);
@@ -421,12 +424,20 @@ export class ProxyService {
       return spendOutcome(verdict, remembered);
     }
     if (budgetEntries !== null && budgetEntries.length > 0) return this.spendWithBudget(checked, call, allowed, refused);
-    // The calls of one batch spend their uses in one statement, in their order (same credential included).
-    const { result: spent } = await this.audit.recordWithBatched(
-      { kind: 'gateway-spend', params: { jti, connectorVersion }, run: this.grants.spendAt, inline: this.grants.spendInline },
-      (outcome) => eventsFor(outcome.verdict, outcome.verdict === 'live' ? { ...allowed, data: { ...allowed.data, uses: outcome.uses } } : allowed),
-    );
-    return spendOutcome(spent.verdict, remembered);
+    // The calls of one batch spend their uses in one statement, in their order (same credential
+    // included); each says what it expects to leave, so that its batch can go as one message.
+    const expectedUses = this.forecast.next(jti);
+    let left: number | undefined;
+    try {
+      const { result: spent } = await this.audit.recordWithBatched(
+        { kind: 'gateway-spend', params: { jti, connectorVersion, expectedUses, maxUses }, run: this.grants.spendAt, inline: this.grants.spendInline },
+        (outcome) => eventsFor(outcome.verdict, outcome.verdict === 'live' ? { ...allowed, data: { ...allowed.data, uses: outcome.uses } } : allowed),
+      );
+      if (spent.verdict === 'live') left = spent.uses;
+      return spendOutcome(spent.verdict, remembered);
+    } finally {
+      this.forecast.settle(jti, left);
+    }
   }
 
   /**
