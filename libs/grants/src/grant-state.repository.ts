@@ -186,6 +186,11 @@ function spendResultsOf(rows: SpendRow[], checks: RecheckParams[]): SpendResult[
   });
 }
 
+/** The `$1` (jtis) and `$2` (connector versions) of a batch's checks, as array literals for `EXECUTE`. */
+function checkLiterals(checks: RecheckParams[]): [string, string] {
+  return [sqlArrayLiteral(checks.map((check) => check.jti)), sqlArrayLiteral(checks.map((check) => check.connectorVersion))];
+}
+
 /** One row of {@link RECHECK}: the 1-based position of a live credential among the checks, and whether its connector is current. */
 interface RecheckRow {
   n: number;
@@ -298,12 +303,7 @@ export class GrantStateRepository {
       ),
     expect: {
       statements: [RECHECK_ALL_LIVE],
-      sql: (checks: RecheckParams[]): string =>
-        executeStatement(RECHECK_ALL_LIVE, [
-          sqlArrayLiteral(checks.map((check) => check.jti)),
-          sqlArrayLiteral(checks.map((check) => check.connectorVersion)),
-          String(checks.length),
-        ]),
+      sql: (checks: RecheckParams[]): string => executeStatement(RECHECK_ALL_LIVE, [...checkLiterals(checks), String(checks.length)]),
       expected: (): SpendVerdict => 'live',
     },
   };
@@ -324,23 +324,14 @@ export class GrantStateRepository {
   /** {@link spendAt} as an `EXECUTE` with its values as literals, sent in the message that locks the chain head. */
   readonly spendInline = {
     statements: [SPEND_BATCH_STATEMENT],
-    sql: (checks: RecheckParams[]): string =>
-      executeStatement(SPEND_BATCH_STATEMENT, [
-        sqlArrayLiteral(checks.map((check) => check.jti)),
-        sqlArrayLiteral(checks.map((check) => check.connectorVersion)),
-      ]),
+    sql: (checks: RecheckParams[]): string => executeStatement(SPEND_BATCH_STATEMENT, checkLiterals(checks)),
     parse: (rows: Array<Record<string, unknown>>, checks: RecheckParams[]): SpendResult[] => spendResultsOf(rows as unknown as SpendRow[], checks),
     expect: {
       statements: [SPEND_AS_EXPECTED],
       sql: (checks: SpendParams[]): string | undefined =>
         checks.some((check) => check.expectedUses === undefined)
           ? undefined
-          : executeStatement(SPEND_AS_EXPECTED, [
-              sqlArrayLiteral(checks.map((check) => check.jti)),
-              sqlArrayLiteral(checks.map((check) => check.connectorVersion)),
-              sqlArrayLiteral(checks.map((check) => check.expectedUses!)),
-              String(checks.length),
-            ]),
+          : executeStatement(SPEND_AS_EXPECTED, [...checkLiterals(checks), sqlArrayLiteral(checks.map((check) => check.expectedUses!)), String(checks.length)]),
       expected: (check: SpendParams): SpendResult => ({ verdict: 'live', uses: check.expectedUses!, maxUses: check.maxUses ?? null }),
     },
   };
