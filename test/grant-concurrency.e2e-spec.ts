@@ -1,4 +1,4 @@
-import { clientAuthFields, createClientKey, jwksOf } from '@writ/testing';
+import { clientAuthFields, createClientKey, jwksOf, waitForLockWaiter } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { postForm, sendJson, TestClient } from './support/oauth-client';
@@ -131,14 +131,7 @@ describe('grant path under concurrency, across two authorization-server instance
         await holder.query('BEGIN');
         await holder.query('SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE', [task.task_id]);
         const pending = exchange(task.task_token);
-        for (let attempt = 0; ; attempt += 1) {
-          const { rows } = await first.runtime.pool.query(
-            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
-          );
-          if (rows[0].n > 0) break;
-          if (attempt > 500) throw new Error('the exchange never waited for the task row');
-          await new Promise((resolve) => setTimeout(resolve, 10));
-        }
+        await waitForLockWaiter(first.runtime.pool, 'the exchange never waited for the task row');
         await holder.query(`UPDATE tasks SET status = 'completed', ended_at = now() WHERE id = $1`, [task.task_id]);
         await holder.query('COMMIT');
         const refused = await pending;

@@ -1,5 +1,5 @@
 import { Client, Pool } from 'pg';
-import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { createTestDatabase, TestDatabase, waitForLockWaiter } from '@writ/testing';
 import { executeStatement, type SessionStatement, sqlArrayLiteral } from '@writ/database';
 import { AuditService, AuditUnavailableError, type BatchableWork } from './audit.service';
 import type { AuditEventInput } from './audit-event';
@@ -342,7 +342,7 @@ describe('AuditService, batches sent as one message', () => {
       );
       await holder.query('UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1', [body.seq, hash]);
       const pending = service.record(event(8));
-      await waitForLockWaiter();
+      await waitForLockWaiter(pool, 'no batch waited for the chain-head lock');
       await holder.query('COMMIT');
       const [written] = await pending;
       expect(oneMessage).toEqual([false]);
@@ -355,7 +355,7 @@ describe('AuditService, batches sent as one message', () => {
       await holder.query('BEGIN');
       await holder.query('SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE');
       const waiting = service.record(event(11));
-      await waitForLockWaiter();
+      await waitForLockWaiter(pool, 'no batch waited for the chain-head lock');
       await holder.query('ROLLBACK');
       await waiting;
       expect(oneMessage).toEqual([false, true, true]);
@@ -415,16 +415,4 @@ describe('AuditService, batches sent as one message', () => {
     expect(seqs).toEqual(Array.from({ length: 180 }, (_, i) => before + i + 1));
     expect((await services[0].service.verify()).valid).toBe(true);
   });
-
-  /** Until a backend waits for a lock (the one-message batch behind the holder). */
-  async function waitForLockWaiter(): Promise<void> {
-    for (let attempt = 0; attempt < 200; attempt += 1) {
-      const { rows } = await pool.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
-      );
-      if (rows[0].n > 0) return;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    throw new Error('no batch waited for the chain-head lock');
-  }
 });

@@ -3,3 +3,4 @@ export * from './test-database';
 export * from './scratch-postgres';
 export * from './payments-connector';
 export * from './free-port';
+export * from './lock-waiter';
