@@ -1,7 +1,7 @@
 import type { INestApplication } from '@nestjs/common';
 import express from 'express';
 import { ActivePolicy } from '@writ/policy';
-import { createHttpApp, directRoute, Runtime, strictJsonBody } from '@writ/platform';
+import { createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
 import { AuthorizationServerModule } from './authorization-server.module';
 import { TokenController } from './token/token.controller';
 
@@ -15,23 +15,26 @@ export const AUTH_BODY_LIMIT = 64 * 1024;
 
 /** Builds the authorization server app (not yet listening). */
 export function createAuthorizationServerApp(runtime: Runtime, policy: ActivePolicy): Promise<INestApplication> {
+  const oauthBody = express.raw({ type: () => true, limit: AUTH_BODY_LIMIT });
   return createHttpApp(AuthorizationServerModule.forRoot(runtime, policy), runtime, {
     name: NAME,
     configure: (app) => {
       // OAuth endpoints parse their own form bodies (to refuse repeated parameters).
-      app.use('/oauth2', express.raw({ type: () => true, limit: AUTH_BODY_LIMIT }));
+      app.use('/oauth2', oauthBody);
       app.use('/v1', strictJsonBody({ limit: AUTH_BODY_LIMIT }));
-      // The token endpoint's POSTs skip Nest's router (see directRoute); its other methods stay Nest's.
+    },
+    // The token endpoint's POSTs are served ahead of Express's router (`serveDirect`); its
+    // other methods stay Nest's.
+    direct: (app) => {
       const tokens = app.get(TokenController);
-      directRoute(
-        app,
-        runtime.logger.child({ service: NAME }),
-        (req) => req.method === 'POST' && TOKEN_ENDPOINT.test(req.url),
-        async (req, res) => {
+      return {
+        matches: (req) => req.method === 'POST' && TOKEN_ENDPOINT.test(req.url ?? ''),
+        parsers: [oauthBody],
+        handle: async (req, res) => {
           const body = await tokens.token(req, res, req.headers.authorization);
           res.status(200).json(body);
         },
-      );
+      };
     },
   });
 }

@@ -1,7 +1,6 @@
 import type { INestApplication } from '@nestjs/common';
-import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { ActivePolicy } from '@writ/policy';
-import { createHttpApp, directRoute, Runtime } from '@writ/platform';
+import { createHttpApp, Runtime } from '@writ/platform';
 import { ConnectorGatewayModule } from './connector-gateway.module';
 import { ProxyService } from './proxy/proxy.service';
 
@@ -13,24 +12,17 @@ const PROXIED = /^\/connectors\/[^?]/i;
 /**
  * Builds the connector gateway app (not yet listening). It parses no body globally: the
  * proxy reads each body itself, within `WRIT_GATEWAY_BODY_LIMIT`, to forward exactly the
- * bytes it checked. The policy is not consulted here (it decided at issuance); the
- * parameter keeps every service factory alike.
+ * bytes it checked. The proxied calls are served ahead of Express's router (`serveDirect`):
+ * {@link ProxyService} serves them as Nest's route (`ProxyController`, still there for any
+ * form this test leaves to it) would. The policy is not consulted here (it decided at
+ * issuance); the parameter keeps every service factory alike.
  */
 export function createGatewayApp(runtime: Runtime, _policy?: ActivePolicy): Promise<INestApplication> {
-  return createHttpApp(ConnectorGatewayModule.forRoot(runtime), runtime, { name: NAME, configure: (app) => mountProxy(app, runtime) });
-}
-
-/**
- * The proxied calls skip Nest's router ({@link directRoute}; routing a call through Nest cost
- * ~5% of it): {@link ProxyService} serves them as Nest's route (`ProxyController`, still there
- * for any form this test leaves to it) would.
- */
-function mountProxy(app: NestExpressApplication, runtime: Runtime): void {
-  const proxy = app.get(ProxyService);
-  directRoute(
-    app,
-    runtime.logger.child({ service: NAME }),
-    (req) => PROXIED.test(req.url),
-    (req, res) => proxy.handle(req, res),
-  );
+  return createHttpApp(ConnectorGatewayModule.forRoot(runtime), runtime, {
+    name: NAME,
+    direct: (app) => {
+      const proxy = app.get(ProxyService);
+      return { matches: (req) => PROXIED.test(req.url ?? ''), handle: (req, res) => proxy.handle(req, res) };
+    },
+  });
 }

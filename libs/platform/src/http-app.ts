@@ -4,6 +4,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
+import { DirectRoute, inOrder, Middleware, serveDirect } from './direct-route';
 import { WritExceptionFilter } from './http-exception.filter';
 import { InFlightGate } from './in-flight-gate';
 import { requestLog } from './request-log';
@@ -27,31 +28,14 @@ export function requestIdOf(header: string | string[] | undefined): string {
   return callerRequestIdOf(header) ?? randomUUID();
 }
 
-type Middleware = (req: Request, res: Response, next: NextFunction) => void;
-
-/**
- * The common middlewares as one Express layer, run in order: the router's work per layer
- * (matching, `next`) was paid once per middleware and request.
- */
-function inOrder(middlewares: readonly Middleware[]): Middleware {
-  return (req, res, next) => {
-    let index = 0;
-    const step = (error?: unknown): void => {
-      if (error !== undefined) return next(error);
-      const middleware = middlewares[index++];
-      if (middleware) middleware(req, res, step);
-      else next();
-    };
-    step();
-  };
-}
-
 /** Options of {@link createHttpApp}. */
 export interface HttpAppOptions {
   /** Name in log lines, e.g. `authorization-server`. */
   name: string;
   /** Installs this app's body parsers (each app parses what its endpoints accept, within limits). */
   configure?: (app: NestExpressApplication) => void;
+  /** This app's hot endpoint, served ahead of Express's router ({@link serveDirect}). */
+  direct?: (app: NestExpressApplication) => DirectRoute;
 }
 
 /**
@@ -107,8 +91,10 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
     res.setHeader('Cache-Control', 'no-store');
     next();
   });
-  app.use(inOrder(common));
+  const commonLayer = inOrder(common);
+  app.use(commonLayer);
   options.configure?.(app);
+  if (options.direct) serveDirect(app, commonLayer, options.direct(app), logger);
   app.useGlobalFilters(new WritExceptionFilter(logger));
   return app;
 }

@@ -6,8 +6,8 @@ import { TokenService } from './token.service';
 import type { TokenResponseDto } from './token-response.dto';
 
 /**
- * `POST /oauth2/token` (RFC 6749 §3.2). Its POSTs are served ahead of Nest's router by
- * `createAuthorizationServerApp` (`directRoute`), which calls {@link TokenController.token};
+ * `POST /oauth2/token` (RFC 6749 §3.2). Its POSTs are served ahead of Express's router by
+ * `createAuthorizationServerApp` (`serveDirect`), which calls {@link TokenController.token};
  * the route stays Nest's for every other method.
  */
 @Controller('oauth2')
