@@ -11,6 +11,9 @@ export interface AuditVerifyBench {
   during_full_verification: LoadResult;
   verification_ms: number;
   verification_valid: boolean;
+  /** The verification's HTTP status, and why it is not valid (its `reason`, or the error it answered). */
+  verification_status: number;
+  verification_reason?: string;
   ratio_p99: number;
   target_ratio_p99: number;
 }
@@ -55,7 +58,11 @@ export async function benchAuditVerify(server: BenchServer, options: { durationS
   const without = await load();
   const started = Date.now();
   const verification = fetch(`${ready.adminUrl}/v1/audit/verify?full=true`, { headers: { authorization: `Bearer ${ready.adminToken}` } }).then(
-    async (response) => ({ ms: Date.now() - started, body: (await response.json()) as { valid?: boolean } }),
+    async (response) => ({
+      ms: Date.now() - started,
+      status: response.status,
+      body: (await response.json()) as { valid?: boolean; reason?: string; error?: string; error_description?: string },
+    }),
   );
   const during = await load();
   const verified = await verification;
@@ -66,6 +73,10 @@ export async function benchAuditVerify(server: BenchServer, options: { durationS
     during_full_verification: during,
     verification_ms: verified.ms,
     verification_valid: verified.body.valid === true,
+    verification_status: verified.status,
+    ...(verified.body.valid === true
+      ? {}
+      : { verification_reason: verified.body.reason ?? verified.body.error_description ?? verified.body.error ?? 'no reason given' }),
     ratio_p99: during.p99Ms / without.p99Ms,
     target_ratio_p99: 2,
   };

@@ -73,7 +73,7 @@ async function main(): Promise<void> {
   const verify = results.audit_verify as Awaited<ReturnType<typeof benchAuditVerify>> | undefined;
   if (verify) {
     console.log(
-      `full verification of ${verify.audit_events} events: ${verify.verification_ms} ms, valid ${verify.verification_valid}; exchange p99 at ${verify.rate}/s during / without: ${verify.ratio_p99.toFixed(2)} (target ≤ ${verify.target_ratio_p99})`,
+      `full verification of ${verify.audit_events} events: ${verify.verification_ms} ms, valid ${verify.verification_valid}${verify.verification_valid ? '' : ` (HTTP ${verify.verification_status}: ${verify.verification_reason})`}; exchange p99 at ${verify.rate}/s during / without: ${verify.ratio_p99.toFixed(2)} (target ≤ ${verify.target_ratio_p99})`,
     );
   }
   const dir = join(__dirname, '..', '..', 'bench', 'results');
