@@ -61,6 +61,9 @@ async function main(): Promise<void> {
     // WRIT_BENCH_AUDIT_EVENTS (default 100000): the log walked during the load.
     process.env.WRIT_BENCH_AUDIT_EVENTS ??= '100000';
     process.env.WRIT_BENCH_PRIOR_GRANTS ??= '0';
+    // A verification that is not valid says why in the result; the service's own errors (an
+    // altered event, a checkpoint not written) are printed too.
+    process.env.WRIT_BENCH_LOG_LEVEL ??= 'error';
     const server = await startBenchServer(BENCH_PORTS.writ + 30);
     try {
       const rate = Number(process.env.WRIT_BENCH_VERIFY_RATE ?? 100);

@@ -34,17 +34,20 @@ export async function startBenchEnvironment(ports: { auth: number; gateway: numb
   await chmod(dataDir, 0o755);
   const external = joined?.databaseUrl ?? process.env.WRIT_DATABASE_URL;
   const database = external ? undefined : await startEmbeddedPostgres({ dataDir, settings: { max_connections: '200' } });
+  // WRIT_BENCH_LOG_LEVEL=error: the services' errors reach the bench's output (default: silent,
+  // so that a phase measures no logging at all).
+  const level = process.env.WRIT_BENCH_LOG_LEVEL === 'error' ? 'error' : 'silent';
   const config = loadConfig({
     WRIT_DATABASE_URL: external ?? database!.url,
     WRIT_MASTER_KEY: process.env.WRIT_MASTER_KEY ?? Buffer.alloc(32, 3).toString('base64'),
     WRIT_DATA_DIR: dataDir,
     WRIT_ISSUER: joined?.issuer ?? `http://127.0.0.1:${ports.auth}`,
     WRIT_GATEWAY_URL: joined?.gatewayUrl ?? `http://127.0.0.1:${ports.gateway}`,
-    WRIT_LOG_LEVEL: 'silent',
+    WRIT_LOG_LEVEL: level,
     // The benchmark's mock upstream listens on loopback.
     WRIT_UPSTREAM_ALLOWED_NETWORKS: '127.0.0.0/8',
   });
-  const runtime = await createRuntime({ config, poolSize: 30, logger: createLogger('silent') });
+  const runtime = await createRuntime({ config, poolSize: 30, logger: createLogger(level) });
   const policy = await ActivePolicy.load(undefined);
   return {
     config,
