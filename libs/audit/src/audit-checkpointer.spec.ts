@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Pool } from 'pg';
+import { Pool, PoolClient } from 'pg';
 import { MasterKey } from '@writ/keys';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
 import {
@@ -14,12 +14,49 @@ import {
   parsePublicKeys,
   signCheckpoint,
 } from './audit-checkpoint';
+import { archiveAndPrune } from './audit-archive';
 import { AuditCheckpointer, publicKeyFileFor } from './audit-checkpointer';
 import { chainHash } from './audit-hash';
 import { AuditService } from './audit.service';
 
 const signer = new MasterKey(randomBytes(32)).checkpointSigningKey();
 const keyring = checkpointKeyring([signer.publicJwk]);
+/**
+ * A pool whose clients stop before the next query that reads `audit_events` once {@link hold}
+ * is called, until released: what another writer or a prune does meanwhile lands between the
+ * checkpointer's reading of its own events and what it read before.
+ */
+function gatedPool(pool: Pool): { pool: Pool; hold: () => { reached: Promise<void>; release: () => void } } {
+  let gate: { reach: () => void; released: Promise<void> } | undefined;
+  const wrap = (client: PoolClient): PoolClient =>
+    new Proxy(client, {
+      get(target, property, receiver) {
+        if (property !== 'query') return Reflect.get(target, property, receiver) as unknown;
+        return async (...args: Parameters<PoolClient['query']>) => {
+          const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string }).text;
+          const held = gate;
+          if (held && text?.includes('audit_events')) {
+            gate = undefined;
+            held.reach();
+            await held.released;
+          }
+          return (target.query as (...all: unknown[]) => Promise<unknown>)(...args);
+        };
+      },
+    });
+  const gated = { connect: async () => wrap(await pool.connect()), query: pool.query.bind(pool) } as unknown as Pool;
+  return {
+    pool: gated,
+    hold: () => {
+      let reach!: () => void;
+      let release!: () => void;
+      const reached = new Promise<void>((resolve) => (reach = resolve));
+      gate = { reach, released: new Promise<void>((resolve) => (release = resolve)) };
+      return { reached, release };
+    },
+  };
+}
+
 const event = (n: number) => ({ type: 'test.event', outcome: 'info' as const, actor: { type: 'system' as const }, data: { n } });
 
 describe('signed checkpoints', () => {
@@ -183,6 +220,67 @@ describe('AuditCheckpointer', () => {
     expect(await service.verify()).toMatchObject({ valid: false, first_invalid_seq: signed!.seq + 1, invalid_checkpoint_seq: target.seq });
     await checkpointer.stop();
   });
+
+  /** A database of its own (a prune removes every earlier test's events; one rewrote an event). */
+  const withDatabase = async (test: (pool: Pool) => Promise<void>) => {
+    const own = await createTestDatabase();
+    const ownPool = new Pool({ connectionString: own.url, max: 10 });
+    try {
+      await test(ownPool);
+    } finally {
+      await ownPool.end();
+      await own.drop();
+    }
+  };
+
+  it('does not take its own events dropped from memory while it checks them for events removed from the database', () =>
+    withDatabase(async (pool) => {
+      const file = join(dir, 'bounded.jsonl');
+      const altered: number[] = [];
+      const gated = gatedPool(pool);
+      // every 1: this instance remembers at most 1002 of its events (every * 2 + 1000).
+      const checkpointer = new AuditCheckpointer(gated.pool, signer, { every: 1, intervalMs: 3_600_000, file, onAltered: ({ seq }) => altered.push(seq) });
+      await checkpointer.start();
+      const writer = new AuditService(pool, { onAppended: (events) => checkpointer.noteAppended(events) });
+      const { reached, release } = gated.hold();
+      await writer.record([event(1), event(2)]);
+      await reached;
+      // The checkpoint these two events started is reading them back; 1 100 more are written and
+      // noted meanwhile, which drops the first two from what this instance remembers.
+      const running = checkpointer.trigger();
+      for (let n = 0; n < 2; n += 1) await writer.record(Array.from({ length: 550 }, (_, i) => event(i)));
+      release();
+      await running;
+      await checkpointer.stop();
+      expect(altered).toEqual([]);
+      // Every line a checkpoint (a record of an alteration without its hash made the file unreadable).
+      expect(parseCheckpointLines(await readFile(file, 'utf8')).length).toBeGreaterThan(0);
+      const verification = await new AuditService(pool, { checkpointKeys: [signer.publicJwk], checkpointFile: file }).verify();
+      expect(verification).toMatchObject({ valid: true, events: 1102 });
+    }));
+
+  it('does not take its own events pruned under a signed marker while it checks them for events removed', () =>
+    withDatabase(async (pool) => {
+      const altered: number[] = [];
+      const gated = gatedPool(pool);
+      const checkpointer = new AuditCheckpointer(gated.pool, signer, { every: 1000, intervalMs: 3_600_000, onAltered: ({ seq }) => altered.push(seq) });
+      await checkpointer.start();
+      const writer = new AuditService(pool, { onAppended: (events) => checkpointer.noteAppended(events) });
+      const [, last] = await writer.record([event(1), event(2)]);
+      const { reached, release } = gated.hold();
+      const running = checkpointer.trigger();
+      await reached;
+      // Meanwhile another instance signs the head and the owner prunes up to it.
+      const other = new AuditCheckpointer(pool, signer, { every: 1000, intervalMs: 3_600_000 });
+      expect(await other.checkpoint()).toMatchObject({ seq: expect.any(Number) });
+      const pruned = await archiveAndPrune({ pool, signer, cut: { seq: last.seq + 1 }, outDir: await mkdtemp(join(tmpdir(), 'writ-prune-')), actor: 'test' });
+      expect(pruned).toMatchObject({ pruned: true });
+      release();
+      await running;
+      expect(altered).toEqual([]);
+      await checkpointer.stop();
+      expect(altered).toEqual([]);
+    }));
 
   it('refuses a checkpoint file it cannot read, naming the line', async () => {
     const file = join(dir, 'broken.jsonl');

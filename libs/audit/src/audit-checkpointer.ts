@@ -186,21 +186,25 @@ export class AuditCheckpointer {
    */
   private async checkOwnEvents(client: PoolClient): Promise<{ seq: number; hash: string } | undefined> {
     if (this.own.size === 0) return undefined;
-    const covered = await client.query<{ seq: string | null; pruned: string | null }>(
-      'SELECT (SELECT max(seq) FROM audit_checkpoints) AS seq, (SELECT max(up_to_seq) FROM audit_prunes) AS pruned',
+    // What this instance wrote, as of now. The map moves while the query below runs: events are
+    // noted, and past its bound the oldest are dropped. An entry dropped meanwhile is not an
+    // event gone from the database (that misreading signed hash-less "altered" records).
+    const mine = [...this.own].sort((a, b) => a[0] - b[0]);
+    // One statement, so one snapshot: a prune commits its marker and its deletion together, and
+    // events it removed are never read as missing beside a marker not yet seen.
+    const { rows } = await client.query<{ seq: string; hash: string | null; covered: string | null; pruned: string | null }>(
+      `SELECT s.seq, e.hash, (SELECT max(seq) FROM audit_checkpoints) AS covered, (SELECT max(up_to_seq) FROM audit_prunes) AS pruned
+         FROM unnest($1::bigint[]) AS s(seq) LEFT JOIN audit_events e ON e.seq = s.seq`,
+      [mine.map(([seq]) => seq)],
     );
     // Events archived and pruned under a signed marker (docs/operations.md#retention) are gone on purpose.
-    const prunedSeq = Number(covered.rows[0]?.pruned ?? 0);
-    for (const seq of this.own.keys()) if (seq <= prunedSeq) this.own.delete(seq);
-    const seqs = [...this.own.keys()].sort((a, b) => a - b);
-    const { rows } = await client.query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_events WHERE seq = ANY($1::bigint[])', [seqs]);
+    const prunedSeq = Number(rows[0]?.pruned ?? 0);
+    const coveredSeq = Number(rows[0]?.covered ?? 0);
     const stored = new Map(rows.map((row) => [Number(row.seq), row.hash]));
-    for (const seq of seqs) {
-      const hash = this.own.get(seq)!;
-      if (stored.get(seq) !== hash) return { seq, hash };
+    for (const [seq, hash] of mine) {
+      if (seq > prunedSeq && stored.get(seq) !== hash) return { seq, hash };
     }
-    const coveredSeq = Number(covered.rows[0]?.seq ?? 0);
-    for (const seq of seqs) if (seq <= coveredSeq) this.own.delete(seq);
+    for (const [seq] of mine) if (seq <= coveredSeq || seq <= prunedSeq) this.own.delete(seq);
     return undefined;
   }
 
