@@ -508,7 +508,7 @@ export class ProxyService {
       if (response.statusCode === 401 && this.credentials.isRefreshable(sealed)) {
         // The upstream refused its token before acting on the request: refresh once and resend.
         await response.body.dump();
-        this.credentials.invalidate(sealed);
+        this.credentials.invalidate(sealed, checked.credential);
         const fresh = await this.credentials.headerFor(sealed, checked.credential);
         injected.push(fresh.value.replace(/^Bearer /, ''));
         response = await send(fresh);

@@ -31,6 +31,13 @@ interface CachedToken {
   refreshAt: number;
 }
 
+/** One upstream token fetch, shared by every call that needs a token while it runs, and its token once it has one. */
+interface TokenFlight {
+  promise: Promise<CachedToken>;
+  /** Set when the fetch succeeds: what `invalidate` compares the rejected token with. */
+  token?: CachedToken;
+}
+
 /** Cap on how long a fetched upstream token is reused when the token endpoint gives no `expires_in`. */
 const DEFAULT_UPSTREAM_TOKEN_SECONDS = 300;
 /** Largest token response read from an upstream token endpoint. */
@@ -46,7 +53,12 @@ const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024;
 @Injectable()
 export class UpstreamCredentials {
   private readonly opened = new Map<string, UpstreamCredential>();
-  private readonly tokens = new Map<string, Promise<CachedToken>>();
+  /**
+   * The current token fetch per credential. An entry is replaced only by a call that still finds
+   * the very entry it found expired or failed (compare-and-set on its identity), so concurrent
+   * calls share one fetch; a failed fetch removes itself, so a failure is never kept.
+   */
+  private readonly tokens = new Map<string, TokenFlight>();
 
   constructor(
     private readonly master: MasterKey,
@@ -107,9 +119,15 @@ export class UpstreamCredentials {
     return sealed.type === 'oauth2_client_credentials' || sealed.type === 'oauth2_authorization_code';
   }
 
-  /** Forgets the cached upstream token after the upstream refused it. */
-  invalidate(sealed: SealedCredential): void {
-    this.tokens.delete(this.cacheKey(sealed));
+  /**
+   * Forgets the cached upstream token after the upstream refused it, but only if it is the
+   * token that was refused (`rejected`, the header sent): another call may already have
+   * replaced it, or be fetching its replacement, and that newer token is kept.
+   */
+  invalidate(sealed: SealedCredential, rejected: CredentialHeader | undefined): void {
+    const key = this.cacheKey(sealed);
+    const flight = this.tokens.get(key);
+    if (flight?.token && rejected && rejected.value === `Bearer ${flight.token.value}`) this.tokens.delete(key);
   }
 
   /** Every secret value currently held for a connector (to scrub them from response headers). */
@@ -147,20 +165,43 @@ export class UpstreamCredentials {
     return `${sealed.connectorId}\u0000${sealed.baseUrl}\u0000${sealed.sealed ? digestOf(sealed.sealed) : ''}`;
   }
 
+  /**
+   * The cached token, or one fetch shared by every concurrent call. A call that finds an entry
+   * waits for it; if its token has expired or its fetch failed, the first call to see that
+   * replaces the entry (only if it is still the same one) and the others join the replacement.
+   * So a call waits on at most two fetches, and a failure reaches only the calls that waited on it.
+   */
   private async upstreamToken(sealed: SealedCredential, credential: OAuth2ClientCredentials): Promise<CachedToken> {
     const key = this.cacheKey(sealed);
-    const cached = this.tokens.get(key);
-    if (cached) {
-      const token = await cached.catch(() => undefined);
-      if (token && token.refreshAt > Date.now()) return token;
-      if (this.tokens.get(key) === cached) this.tokens.delete(key);
+    const found = this.tokens.get(key);
+    if (!found) return this.startFetch(key, credential);
+    try {
+      const token = await found.promise;
+      if (token.refreshAt > Date.now()) return token;
+    } catch {
+      // The fetch this call waited on failed (and removed itself): retry once, shared, below.
     }
-    const fetching = this.fetchToken(credential);
-    this.tokens.set(key, fetching);
-    fetching.catch(() => {
-      if (this.tokens.get(key) === fetching) this.tokens.delete(key);
-    });
-    return fetching;
+    const current = this.tokens.get(key);
+    if (!current || current === found) return this.startFetch(key, credential);
+    // Another call already replaced the entry after this one found it: its fetch is newer than
+    // this call, so its token is used as it comes, and its failure is this call's answer.
+    return current.promise;
+  }
+
+  /** Starts a fetch and makes it the entry of `key`; a failed fetch removes itself (if still the entry). */
+  private startFetch(key: string, credential: OAuth2ClientCredentials): Promise<CachedToken> {
+    const promise = this.fetchToken(credential);
+    const flight: TokenFlight = { promise };
+    this.tokens.set(key, flight);
+    promise.then(
+      (token) => {
+        flight.token = token;
+      },
+      () => {
+        if (this.tokens.get(key) === flight) this.tokens.delete(key);
+      },
+    );
+    return promise;
   }
 
   /** RFC 6749 §4.4 with HTTP Basic client authentication (§2.3.1: form-encoded id and secret). */

@@ -1,0 +1,189 @@
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { Agent } from 'undici';
+import { ConnectedAccounts } from '@writ/accounts';
+import { loadConfig } from '@writ/config';
+import { createUpstreamDispatcher, sealCredential } from '@writ/connectors';
+import { MasterKey } from '@writ/keys';
+import { CredentialHeader, SealedCredential, UpstreamCredentials } from './upstream-credentials.service';
+
+const CLIENT_SECRET = `cs_${randomBytes(12).toString('hex')}`;
+
+/** A real token endpoint on loopback that counts requests; `answer` decides each one (numbered from 1). */
+class TokenEndpoint {
+  requests = 0;
+  answer: (n: number, response: ServerResponse) => void = (n, response) => this.issue(n, response);
+  private readonly server: Server;
+  private readonly arrivals = new EventTarget();
+
+  constructor() {
+    this.server = createServer((request: IncomingMessage, response: ServerResponse) => {
+      request.resume();
+      request.on('end', () => {
+        this.requests += 1;
+        this.arrivals.dispatchEvent(new Event('request'));
+        this.answer(this.requests, response);
+      });
+    });
+  }
+
+  async start(): Promise<string> {
+    this.server.listen(0, '127.0.0.1');
+    await once(this.server, 'listening');
+    return `http://127.0.0.1:${(this.server.address() as { port: number }).port}/oauth/token`;
+  }
+
+  /** A fresh token, `upstream_at_<n>`, valid for an hour. */
+  issue(n: number, response: ServerResponse): void {
+    this.json(response, 200, { access_token: `upstream_at_${n}`, token_type: 'Bearer', expires_in: 3600 });
+  }
+
+  json(response: ServerResponse, status: number, body: unknown): void {
+    response.writeHead(status, { 'content-type': 'application/json' });
+    response.end(JSON.stringify(body));
+  }
+
+  /** Resolves once the endpoint has received `count` requests in all. */
+  async received(count: number): Promise<void> {
+    while (this.requests < count) await once(this.arrivals, 'request');
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+type Outcome = { header: CredentialHeader } | { error: { status?: number; reason?: string; message: string } };
+
+describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
+  const master = new MasterKey(randomBytes(32));
+  let endpoint: TokenEndpoint;
+  let dispatcher: Agent;
+  let credentials: UpstreamCredentials;
+  let sealed: SealedCredential;
+
+  beforeEach(async () => {
+    endpoint = new TokenEndpoint();
+    const tokenUrl = await endpoint.start();
+    dispatcher = createUpstreamDispatcher(loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: '127.0.0.0/8' }));
+    // Only oauth2_authorization_code connectors use connected accounts: none here.
+    credentials = new UpstreamCredentials(master, dispatcher, {} as ConnectedAccounts);
+    const baseUrl = 'https://chat.example';
+    const credential = { type: 'oauth2_client_credentials' as const, token_url: tokenUrl, client_id: 'writ', client_secret: CLIENT_SECRET };
+    const { sealed: bytes, fingerprint, type } = sealCredential(master, 'chat', baseUrl, credential);
+    sealed = { connectorId: 'chat', baseUrl, type, sealed: bytes, fingerprint };
+  });
+
+  afterEach(async () => {
+    jest.restoreAllMocks();
+    await dispatcher.close();
+    await endpoint.close();
+  });
+
+  /** `count` calls started in the same tick, as concurrent gateway calls reach the service. */
+  const concurrently = (count: number): Promise<Outcome[]> =>
+    Promise.all(
+      Array.from({ length: count }, () =>
+        credentials.headerFor(sealed).then(
+          (header): Outcome => ({ header }),
+          (error: Error & { status?: number; reason?: string }): Outcome => ({ error }),
+        ),
+      ),
+    );
+  const headers = (outcomes: Outcome[]) => outcomes.flatMap((outcome) => ('header' in outcome ? [outcome.header.value] : []));
+  const failures = (outcomes: Outcome[]) => outcomes.flatMap((outcome) => ('error' in outcome ? [outcome.error] : []));
+
+  it('shares one fetch, and one retry, between 100 callers when the token endpoint fails once', async () => {
+    endpoint.answer = (n, response) => (n === 1 ? endpoint.json(response, 503, { error: 'temporarily_unavailable' }) : endpoint.issue(n, response));
+    const outcomes = await concurrently(100);
+    // One failed fetch and one retry shared by every caller that waited on it; not one per caller.
+    expect(endpoint.requests).toBe(2);
+    expect(new Set(headers(outcomes))).toEqual(new Set(['Bearer upstream_at_2']));
+    for (const error of failures(outcomes)) {
+      expect(error).toMatchObject({ status: 502, reason: 'upstream_token_status_503' });
+      expect(error.message).not.toContain(CLIENT_SECRET);
+    }
+    expect(headers(outcomes).length + failures(outcomes).length).toBe(100);
+    expect(headers(outcomes).length).toBeGreaterThanOrEqual(99);
+  });
+
+  it('gives every caller the shared failure when a hung token endpoint then fails, and does not cache the failure', async () => {
+    const held: ServerResponse[] = [];
+    endpoint.answer = (n, response) => (n === 1 ? held.push(response) : endpoint.json(response, 503, { error: 'temporarily_unavailable' }));
+    const early = concurrently(50);
+    await endpoint.received(1);
+    // More calls arrive while the first fetch hangs: they join it.
+    const late = concurrently(50);
+    endpoint.json(held[0], 503, { error: 'temporarily_unavailable' });
+    const outcomes = [...(await early), ...(await late)];
+    expect(endpoint.requests).toBe(2);
+    expect(headers(outcomes)).toEqual([]);
+    for (const error of failures(outcomes)) expect(error).toMatchObject({ status: 502, reason: 'upstream_token_status_503' });
+    // The identity provider is back: the next call fetches again (a failure is not kept).
+    endpoint.answer = (n, response) => endpoint.issue(n, response);
+    expect(await credentials.headerFor(sealed)).toEqual({ name: 'authorization', value: 'Bearer upstream_at_3' });
+    expect(endpoint.requests).toBe(3);
+  });
+
+  it('drops a token on a 401 only when it is the one the upstream rejected', async () => {
+    const stale = await credentials.headerFor(sealed);
+    expect(stale.value).toBe('Bearer upstream_at_1');
+    // 20 calls sent the same token and all got a 401: each invalidates it and asks again, as the proxy does.
+    const refreshed = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        await Promise.resolve();
+        credentials.invalidate(sealed, stale);
+        return credentials.headerFor(sealed, stale);
+      }),
+    );
+    expect(endpoint.requests).toBe(2);
+    expect(new Set(refreshed.map((header) => header.value))).toEqual(new Set(['Bearer upstream_at_2']));
+    // A late 401 for the old token does not drop the newer one.
+    credentials.invalidate(sealed, stale);
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+    expect(endpoint.requests).toBe(2);
+    // A 401 for the current token does.
+    credentials.invalidate(sealed, refreshed[0]);
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_3');
+    expect(endpoint.requests).toBe(3);
+  });
+
+  it('keeps a newer token that is still being fetched when a stale token is invalidated', async () => {
+    const stale = await credentials.headerFor(sealed);
+    const held: ServerResponse[] = [];
+    endpoint.answer = (n, response) => (n === 2 ? held.push(response) : endpoint.issue(n, response));
+    credentials.invalidate(sealed, stale);
+    const fresh = credentials.headerFor(sealed, stale);
+    await endpoint.received(2);
+    credentials.invalidate(sealed, stale);
+    const other = credentials.headerFor(sealed, stale);
+    endpoint.issue(2, held[0]);
+    expect((await fresh).value).toBe('Bearer upstream_at_2');
+    expect((await other).value).toBe('Bearer upstream_at_2');
+    expect(endpoint.requests).toBe(2);
+  });
+
+  it('refreshes an expired token once for 50 concurrent callers', async () => {
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_1');
+    const later = Date.now() + 3600_000;
+    jest.spyOn(Date, 'now').mockReturnValue(later);
+    const outcomes = await concurrently(50);
+    expect(endpoint.requests).toBe(2);
+    expect(failures(outcomes)).toEqual([]);
+    expect(new Set(headers(outcomes))).toEqual(new Set(['Bearer upstream_at_2']));
+  });
+
+  it('shares one failed refresh of an expired token between 50 callers, and fetches again on the next call', async () => {
+    await credentials.headerFor(sealed);
+    jest.spyOn(Date, 'now').mockReturnValue(Date.now() + 3600_000);
+    endpoint.answer = (n, response) => (n === 2 ? endpoint.json(response, 500, {}) : endpoint.issue(n, response));
+    const outcomes = await concurrently(50);
+    expect(endpoint.requests).toBe(2);
+    expect(headers(outcomes)).toEqual([]);
+    for (const error of failures(outcomes)) expect(error).toMatchObject({ status: 502, reason: 'upstream_token_status_500' });
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_3');
+    expect(endpoint.requests).toBe(3);
+  });
+});
