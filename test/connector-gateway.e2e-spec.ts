@@ -268,6 +268,19 @@ describe('connector gateway', () => {
       expect(apiCalls[apiCalls.length - 1].headers.authorization).toMatch(/^Bearer chat_at_/);
     });
 
+    it('shares one oauth2_client_credentials refresh between concurrent calls refused with a 401', async () => {
+      const message = { channel: 'ops', text: 'rotate' };
+      const detail = { type: 'connector', connector: 'chat', actions: ['messages.post'], constraints: { channel: 'ops' } };
+      const [warm, ...tokens] = await Promise.all(Array.from({ length: 9 }, () => credential(detail)));
+      expect((await gateway('POST', '/connectors/chat/api/messages', warm.token, message)).status).toBe(200);
+      const before = chat.tokenRequests;
+      chat.revokeTokens();
+      // Every call sends the revoked token, gets a 401, and asks for a fresh one: one fetch serves them all.
+      const responses = await Promise.all(tokens.map(({ token }) => gateway('POST', '/connectors/chat/api/messages', token, message)));
+      expect(responses.map((response) => response.status)).toEqual(tokens.map(() => 200));
+      expect(chat.tokenRequests).toBe(before + 1);
+    });
+
     it('uses a rotated credential on the next call', async () => {
       const { pool, masterKey } = services.runtime;
       const { token } = await credential({ type: 'connector', connector: 'payments', actions: ['balance.get'] });
