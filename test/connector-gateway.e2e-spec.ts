@@ -331,7 +331,7 @@ describe('connector gateway', () => {
       expect((await gateway('GET', '/connectors/payments/v1/balance', taskToken)).status).toBe(401);
       const claims = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
       const now = Math.floor(Date.now() / 1000);
-      const expired = await services.runtime.signingKeys.sign({ ...claims, iat: now - 600, exp: now - 300 }, { typ: 'at+jwt' });
+      const { token: expired } = await services.runtime.signingKeys.sign({ ...claims, iat: now - 600, exp: now - 300 }, { typ: 'at+jwt' });
       const response = await gateway('GET', '/connectors/payments/v1/balance', expired);
       expect(response.status).toBe(401);
       expect(response.body.error_description).toBe('the access token has expired');

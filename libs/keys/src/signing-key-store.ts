@@ -36,6 +36,30 @@ interface KeyRow {
   created_at: Date;
 }
 
+/** A token {@link SigningKeyStore.sign} produced, and the kid of the key that signed it. */
+export interface SignedToken {
+  /** The compact JWS. */
+  token: string;
+  /**
+   * The `kid` of its protected header: the key that actually signed it. Record this one, never
+   * {@link SigningKeyStore.activeKid} read later: a reload (a rotation on any instance) may
+   * have changed the active key in between.
+   */
+  kid: string;
+}
+
+/** What a rotation committed: the key it made active and the key it retired. */
+export interface KeyRotation {
+  /** The new active key. */
+  kid: string;
+  /**
+   * The key that was active in the database when the rotation took the key lock (read by the
+   * statement that set it `retiring`), not this instance's possibly stale copy: concurrent
+   * rotations serialise on the lock and each names the key it actually retired.
+   */
+  previousKid: string | null;
+}
+
 /** Thrown when a JWT is not one of ours or not valid for the asked use. */
 export class TokenVerificationError extends Error {
   constructor(
@@ -124,15 +148,18 @@ export class SigningKeyStore {
     if (!this.active) throw new Error('no active signing key could be loaded');
   }
 
-  /** Makes a new key active; the previous one keeps verifying until retired. Returns its kid. */
-  async rotate(): Promise<string> {
+  /**
+   * Makes a new key active; the previous one keeps verifying until retired. Returns the new
+   * kid and the kid of the key it retired, as the rotating transaction read them.
+   */
+  async rotate(): Promise<KeyRotation> {
     const client = await this.pool.connect();
     const release = watchCheckedOut(client);
-    let kid: string;
+    let rotation: KeyRotation;
     try {
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
-      kid = await this.promoteNext(client);
+      rotation = await this.promoteNext(client);
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -141,7 +168,7 @@ export class SigningKeyStore {
       release();
     }
     await this.reload();
-    return kid;
+    return rotation;
   }
 
   /**
@@ -171,7 +198,7 @@ export class SigningKeyStore {
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
       const { rowCount } = await client.query(`SELECT 1 FROM signing_keys WHERE status = 'active' AND created_at < now() - make_interval(days => $1)`, [days]);
-      if (rowCount) kid = await this.promoteNext(client);
+      if (rowCount) kid = (await this.promoteNext(client)).kid;
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -283,7 +310,8 @@ export class SigningKeyStore {
   }
 
   /**
-   * Signs claims with the active key; `iss` is always this issuer.
+   * Signs claims with the active key; `iss` is always this issuer. Returns the token with the
+   * kid of the key that signed it (its header's `kid`), the one to record.
    *
    * The compact JWS is assembled here rather than by jose's `SignJWT`, which signs through
    * WebCrypto on this process's only JavaScript thread (about 25 µs of it per token, a large
@@ -292,7 +320,7 @@ export class SigningKeyStore {
    * is assembled is what `SignJWT` would produce: base64url of the JSON header and claims, and
    * the raw `r || s` ES256 signature (RFC 7518 §3.4). Tokens are verified by jose.
    */
-  async sign(claims: JWTPayload, header: { typ: string } & Partial<JWTHeaderParameters>): Promise<string> {
+  async sign(claims: JWTPayload, header: { typ: string } & Partial<JWTHeaderParameters>): Promise<SignedToken> {
     const key = this.active;
     if (!key) throw new Error('no active signing key');
     const encodedHeader = Buffer.from(JSON.stringify({ ...header, alg: SIGNING_ALG, kid: key.kid })).toString('base64url');
@@ -303,7 +331,7 @@ export class SigningKeyStore {
     const signature = this.signOnThreadPool
       ? await new Promise<Buffer>((resolve, reject) => cryptoSign('sha256', input, options, (error, result) => (error ? reject(error) : resolve(result))))
       : cryptoSign('sha256', input, options);
-    return `${signingInput}.${signature.toString('base64url')}`;
+    return { token: `${signingInput}.${signature.toString('base64url')}`, kid: key.kid };
   }
 
   /**
@@ -353,13 +381,16 @@ export class SigningKeyStore {
   /**
    * In a transaction holding the key lock: the active key starts retiring, the published
    * `next` key becomes active (a fresh one if there is none), and a new `next` is published.
+   * Returns the new active kid and the one it retired (as read by the retiring statement).
    */
-  private async promoteNext(client: { query: Pool['query'] }): Promise<string> {
-    await client.query(`UPDATE signing_keys SET status = 'retiring', retiring_since = now() WHERE status = 'active'`);
+  private async promoteNext(client: { query: Pool['query'] }): Promise<KeyRotation> {
+    const retired = await client.query<{ kid: string }>(
+      `UPDATE signing_keys SET status = 'retiring', retiring_since = now() WHERE status = 'active' RETURNING kid`,
+    );
     const promoted = await client.query<{ kid: string }>(`UPDATE signing_keys SET status = 'active' WHERE status = 'next' RETURNING kid`);
     const kid = promoted.rows[0]?.kid ?? (await this.insertNewKey(client, 'active'));
     await this.insertNewKey(client, 'next');
-    return kid;
+    return { kid, previousKid: retired.rows[0]?.kid ?? null };
   }
 
   private async insertNewKey(client: { query: Pool['query'] }, status: 'active' | 'next'): Promise<string> {

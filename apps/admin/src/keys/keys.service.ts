@@ -37,12 +37,14 @@ export class KeysService {
   /**
    * Makes a new key active; the previous one keeps verifying (status `retiring`) until the
    * tokens it signed have expired. The key store commits the rotation in its own locked
-   * transaction; `admin.key.rotated` is recorded right after, before the answer.
+   * transaction; `admin.key.rotated` is recorded right after, before the answer. Its
+   * `previous_kid` is the key that transaction retired (read from the database under the key
+   * lock), not this instance's copy of the active key, which another instance's rotation may
+   * have made stale: concurrent rotations each name the key they actually retired.
    */
   async rotate(principal: AdminPrincipal): Promise<RotatedKeyDto> {
-    const previous = this.keys.activeKid();
-    const kid = await this.keys.rotate();
-    await this.audit.record({ type: 'admin.key.rotated', outcome: 'success', actor: adminActor(principal), data: { kid, previous_kid: previous } });
+    const { kid, previousKid } = await this.keys.rotate();
+    await this.audit.record({ type: 'admin.key.rotated', outcome: 'success', actor: adminActor(principal), data: { kid, previous_kid: previousKid } });
     return { kid };
   }
 }

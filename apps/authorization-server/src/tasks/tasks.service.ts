@@ -70,7 +70,8 @@ export class TasksService {
     const jti = newJti();
     const now = Math.floor(Date.now() / 1000);
     const exp = now + body.ttl_seconds;
-    const taskToken = await this.keys.sign(
+    // The event names the key in the token's header (not the active key when the batch is built).
+    const { token: taskToken, kid } = await this.keys.sign(
       { sub: body.agent_id, aud: this.config.issuer, task_id: id, jti, iat: now, exp, client_id: orchestrator.id },
       { typ: TASK_TOKEN_TYP },
     );
@@ -107,6 +108,7 @@ export class TasksService {
             on_behalf_of: body.on_behalf_of ?? null,
             ...(user ? { user: { iss: user.issuer, sub: user.subject, proof: body.user_token !== undefined ? 'user_token' : 'asserted' } } : {}),
             metadata: body.metadata ?? {},
+            kid,
           },
         },
       ],

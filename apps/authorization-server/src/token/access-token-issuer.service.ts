@@ -122,7 +122,9 @@ export class AccessTokenIssuer {
     if (spec.authorizationDetails) claims.authorization_details = spec.authorizationDetails;
     if (spec.taskId) claims.task_id = spec.taskId;
     if (spec.cnfJkt) claims.cnf = { jkt: spec.cnfJkt };
-    const token = await this.keys.sign(claims, { typ: ACCESS_TOKEN_TYP });
+    // The kid recorded is the one in the token's header: the active key may change (a reload
+    // after a rotation on any instance) before the audit batch builds the event.
+    const { token, kid } = await this.keys.sign(claims, { typ: ACCESS_TOKEN_TYP });
     const expiresAt = new Date(expiresAtSeconds * 1000);
     // With beforeInsert (an approval), the jti is spent first, in a transaction of its own.
     if (spec.beforeInsert) await spec.assertionJti?.consume();
@@ -153,7 +155,7 @@ export class AccessTokenIssuer {
     ];
     const batch = spec.kind === 'connector' ? connectorCredentials : tasksTokens;
     const events = (outcome: IssueOutcome): AuditEventInput[] =>
-      outcome === 'recorded' ? [...(spec.events ?? []), this.issuedEvent(spec, jti, expiresAt)] : [];
+      outcome === 'recorded' ? [...(spec.events ?? []), this.issuedEvent(spec, jti, expiresAt, kid)] : [];
     const { result: outcome } = spec.beforeInsert
       ? await this.audit.recordWith(async (client) => {
           await spec.beforeInsert!(client);
@@ -177,7 +179,7 @@ export class AccessTokenIssuer {
     return { token, jti, expiresIn: spec.lifetimeSeconds, expiresAt };
   }
 
-  private issuedEvent(spec: AccessTokenSpec, jti: string, expiresAt: Date): AuditEventInput {
+  private issuedEvent(spec: AccessTokenSpec, jti: string, expiresAt: Date, kid: string): AuditEventInput {
     return {
       type: 'token.issued',
       outcome: 'success',
@@ -200,7 +202,7 @@ export class AccessTokenIssuer {
         ...(spec.budgetEntries?.length ? { budget_entries: spec.budgetEntries } : {}),
         expires_at: expiresAt.toISOString(),
         policy_version: spec.policyVersion,
-        kid: this.keys.activeKid(),
+        kid,
       },
     };
   }
