@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { AuditService } from '@writ/audit';
 import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
-import { exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { eventually } from './support/eventually';
 import { postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
@@ -125,7 +125,7 @@ describe('signing keys in the audit log', () => {
     },
   );
 
-  it('records the signing kid of a task token (task.created) and of a connector credential (token.issued) across a rotation', async () => {
+  it('records in task.created the kid that signed the task token, across a rotation', async () => {
     const tasks = await tasksToken(first, world.orchestrator);
 
     const beforeTask = first.runtime.signingKeys.activeKid();
@@ -144,7 +144,10 @@ describe('signing keys in the audit log', () => {
       declared.body.task_id,
     ]);
     expect(created.rows.map((row) => row.data.kid)).toEqual([headerKid(taskToken)]);
+  });
 
+  it('records in token.issued the kid that signed a connector credential, across a rotation', async () => {
+    const { task_token: taskToken } = await createTask(first, world.orchestrator);
     const beforeCredential = first.runtime.signingKeys.activeKid();
     const credentialRotation = rotateBeforeNextAudit(first, second, 'recordWithBatched', batchedToken);
     const exchanged = await tokenRequest(first.issuer, world.agent, exchangeFields(taskToken, PAYOUT_REQUEST));
