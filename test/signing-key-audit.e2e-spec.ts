@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Client } from 'pg';
 import type { AuditService } from '@writ/audit';
 import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
@@ -174,13 +175,14 @@ describe('signing keys in the audit log', () => {
     try {
       await holder.query('SELECT pg_advisory_lock($1)', [KEY_LOCK]);
       const rotations = Promise.all([rotateThrough(first), rotateThrough(second)]);
+      // A rotation commits with its event: the first to take its instance's audit batch waits for
+      // the key lock, the other for the chain head that batch holds.
       const waiting = await eventually(
         async () =>
           Number(
             (
               await first.runtime.pool.query<{ n: string }>(
-                `SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
-                [KEY_LOCK],
+                `SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
               )
             ).rows[0].n,
           ),
@@ -214,5 +216,59 @@ describe('signing keys in the audit log', () => {
       [firstKid!]: 'retiring',
       [secondKid!]: 'active',
     });
+  });
+
+  it('commits an admin rotation only with its event: no key change when the event cannot be written', async () => {
+    const active = async () => (await first.runtime.pool.query<{ kid: string }>(`SELECT kid FROM signing_keys WHERE status = 'active'`)).rows[0].kid;
+    const before = await active();
+    const superuser = new Client({ connectionString: first.db.url });
+    await superuser.connect();
+    try {
+      await superuser.query(`CREATE FUNCTION refuse_key_event() RETURNS trigger LANGUAGE plpgsql AS $$
+                               BEGIN IF NEW.type = 'admin.key.rotated' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$`);
+      await superuser.query(`CREATE TRIGGER refuse_key_event BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_key_event()`);
+      const refused = await sendJson('POST', `${first.adminUrl}/v1/keys/rotate`, undefined, first.adminToken);
+      expect(refused.status).not.toBe(201);
+      expect(await active()).toBe(before);
+    } finally {
+      await superuser.query('DROP TRIGGER IF EXISTS refuse_key_event ON audit_events; DROP FUNCTION IF EXISTS refuse_key_event()');
+      await superuser.end();
+    }
+    const kid = await rotateThrough(first);
+    expect(await active()).toBe(kid);
+  });
+
+  it('records the rotations and retirements it makes on schedule, committed with them (actor system)', async () => {
+    const keys = first.runtime.signingKeys;
+    const before = (await first.runtime.pool.query<{ kid: string }>(`SELECT kid FROM signing_keys WHERE status = 'active'`)).rows[0].kid;
+    const kid = await keys.rotateIfOlderThan(0);
+    expect(kid).toBeDefined();
+    const rotated = await first.runtime.pool.query<{ actor_type: string; actor_id: string; data: Record<string, unknown> }>(
+      `SELECT actor_type, actor_id, data FROM audit_events WHERE type = 'key.rotated' ORDER BY seq DESC LIMIT 1`,
+    );
+    expect(rotated.rows).toEqual([
+      {
+        actor_type: 'system',
+        actor_id: 'key-maintenance',
+        data: expect.objectContaining({ kid, previous_kid: before, reason: 'scheduled', rotation_days: 0 }),
+      },
+    ]);
+    // Nothing to rotate: nothing recorded.
+    expect(await keys.rotateIfOlderThan(365)).toBeUndefined();
+    const retiring = (await first.runtime.pool.query<{ kid: string }>(`SELECT kid FROM signing_keys WHERE status = 'retiring' ORDER BY kid`)).rows.map(
+      (row) => row.kid,
+    );
+    expect(retiring.length).toBeGreaterThan(0);
+    expect(await keys.retireOlderThan(0)).toBe(retiring.length);
+    const retired = await first.runtime.pool.query<{ actor_id: string; data: { kids: string[] } }>(
+      `SELECT actor_id, data FROM audit_events WHERE type = 'key.retired' ORDER BY seq DESC LIMIT 1`,
+    );
+    expect(retired.rows[0].actor_id).toBe('key-maintenance');
+    expect([...retired.rows[0].data.kids].sort()).toEqual(retiring);
+    const events = async () =>
+      Number((await first.runtime.pool.query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE type LIKE 'key.%'`)).rows[0].n);
+    const count = await events();
+    expect(await keys.retireOlderThan(0)).toBe(0);
+    expect(await events()).toBe(count);
   });
 });

@@ -1,8 +1,8 @@
 import { createPrivateKey, type JsonWebKey, KeyObject, randomUUID, sign as cryptoSign } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, jwtVerify } from 'jose';
 import type { CryptoKey, JWK, JWTHeaderParameters, JWTPayload, JWTVerifyResult } from 'jose';
-import type { Pool } from 'pg';
-import { watchCheckedOut } from '@writ/database';
+import type { Pool, PoolClient } from 'pg';
+import { type AuditedTransaction, watchCheckedOut } from '@writ/database';
 import { MasterKey } from './master-key';
 import { VerifiedTokenCache } from './verified-token-cache';
 
@@ -93,6 +93,20 @@ const RELOAD_THROTTLE_MS = 5_000;
  */
 export const LONGEST_TOKEN_LIFETIME_SECONDS = 86_400 + 300;
 
+/**
+ * The audit event of a key change the store makes on its own (scheduled rotation, retirement):
+ * `key.rotated` or `key.retired`, actor `system`, committed with the change.
+ */
+export interface KeyEvent {
+  type: 'key.rotated' | 'key.retired';
+  outcome: 'success';
+  actor: { type: 'system'; id: string };
+  data: Record<string, unknown>;
+}
+
+/** Actor of the changes {@link SigningKeyStore.startMaintenance} makes. */
+const MAINTENANCE_ACTOR = { type: 'system', id: 'key-maintenance' } as const;
+
 /** Options of {@link SigningKeyStore.startMaintenance}. */
 export interface KeyMaintenanceOptions {
   /**
@@ -121,6 +135,8 @@ export class SigningKeyStore {
   private lastReload = 0;
   private reloading: Promise<void> | undefined;
   private readonly verified = new VerifiedTokenCache();
+  /** Where scheduled rotations and retirements commit with their events (see {@link recordChangesWith}). */
+  private audited: AuditedTransaction<KeyEvent> | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -149,41 +165,57 @@ export class SigningKeyStore {
   }
 
   /**
+   * From now on, the changes this store makes on its own (a scheduled rotation, the retirement
+   * of old keys) commit in one transaction with their audit event (`key.rotated`,
+   * `key.retired`). Without it (tests, tools) they commit alone.
+   */
+  recordChangesWith(audited: AuditedTransaction<KeyEvent>): void {
+    this.audited = audited;
+  }
+
+  /**
    * Makes a new key active; the previous one keeps verifying until retired. Returns the new
    * kid and the kid of the key it retired, as the rotating transaction read them.
    */
   async rotate(): Promise<KeyRotation> {
-    const client = await this.pool.connect();
-    const release = watchCheckedOut(client);
-    let rotation: KeyRotation;
-    try {
-      await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
-      rotation = await this.promoteNext(client);
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      release();
-    }
+    const rotation = await this.transaction((tx) => this.rotateIn(tx));
     await this.reload();
     return rotation;
   }
 
   /**
+   * {@link rotate} in the caller's transaction (e.g. one that commits the rotation with its
+   * audit event): takes the key lock until that transaction ends. The caller reloads the keys
+   * ({@link reload}) once it committed.
+   */
+  async rotateIn(tx: Pick<PoolClient, 'query'>): Promise<KeyRotation> {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
+    return this.promoteNext(tx);
+  }
+
+  /**
    * Marks retiring keys that stopped signing more than `maxAgeSeconds` ago as retired (no
    * longer published nor trusted). A key stopped signing when the next key was created.
+   * Returns how many were retired.
    */
   async retireOlderThan(maxAgeSeconds: number): Promise<number> {
-    const { rowCount } = await this.pool.query(
-      `UPDATE signing_keys k SET status = 'retired', retired_at = now()
-        WHERE k.status = 'retiring'
-          AND coalesce(k.retiring_since, (SELECT min(n.created_at) FROM signing_keys n WHERE n.created_at > k.created_at)) < now() - make_interval(secs => $1)`,
-      [maxAgeSeconds],
-    );
-    if (rowCount) await this.reload();
-    return rowCount ?? 0;
+    const retire = async (tx: Pick<PoolClient, 'query'>) =>
+      (
+        await tx.query<{ kid: string }>(
+          `UPDATE signing_keys k SET status = 'retired', retired_at = now()
+            WHERE k.status = 'retiring'
+              AND coalesce(k.retiring_since, (SELECT min(n.created_at) FROM signing_keys n WHERE n.created_at > k.created_at)) < now() - make_interval(secs => $1)
+           RETURNING kid`,
+          [maxAgeSeconds],
+        )
+      ).rows.map((row) => row.kid);
+    const retired = this.audited
+      ? await this.audited.run(retire, (kids) =>
+          kids.length ? [{ type: 'key.retired', outcome: 'success', actor: MAINTENANCE_ACTOR, data: { kids, max_age_seconds: maxAgeSeconds } }] : [],
+        )
+      : await retire(this.pool);
+    if (retired.length) await this.reload();
+    return retired.length;
   }
 
   /**
@@ -191,23 +223,44 @@ export class SigningKeyStore {
    * instances doing this together rotate once). Returns the new kid, if it rotated.
    */
   async rotateIfOlderThan(days: number): Promise<string | undefined> {
+    const work = async (tx: Pick<PoolClient, 'query'>): Promise<KeyRotation | undefined> => {
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
+      const { rowCount } = await tx.query(`SELECT 1 FROM signing_keys WHERE status = 'active' AND created_at < now() - make_interval(days => $1)`, [days]);
+      return rowCount ? this.promoteNext(tx) : undefined;
+    };
+    const rotation = this.audited
+      ? await this.audited.run(work, (done) =>
+          done
+            ? [
+                {
+                  type: 'key.rotated',
+                  outcome: 'success',
+                  actor: MAINTENANCE_ACTOR,
+                  data: { kid: done.kid, previous_kid: done.previousKid, reason: 'scheduled', rotation_days: days },
+                },
+              ]
+            : [],
+        )
+      : await this.transaction(work);
+    if (rotation) await this.reload();
+    return rotation?.kid;
+  }
+
+  /** Runs `work` in a transaction of its own. */
+  private async transaction<T>(work: (tx: PoolClient) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     const release = watchCheckedOut(client);
-    let kid: string | undefined;
     try {
       await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
-      const { rowCount } = await client.query(`SELECT 1 FROM signing_keys WHERE status = 'active' AND created_at < now() - make_interval(days => $1)`, [days]);
-      if (rowCount) kid = (await this.promoteNext(client)).kid;
+      const result = await work(client);
       await client.query('COMMIT');
+      return result;
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
     } finally {
       release();
     }
-    if (kid) await this.reload();
-    return kid;
   }
 
   private maintenance: NodeJS.Timeout | undefined;
@@ -383,7 +436,7 @@ export class SigningKeyStore {
    * `next` key becomes active (a fresh one if there is none), and a new `next` is published.
    * Returns the new active kid and the one it retired (as read by the retiring statement).
    */
-  private async promoteNext(client: { query: Pool['query'] }): Promise<KeyRotation> {
+  private async promoteNext(client: Pick<PoolClient, 'query'>): Promise<KeyRotation> {
     const retired = await client.query<{ kid: string }>(
       `UPDATE signing_keys SET status = 'retiring', retiring_since = now() WHERE status = 'active' RETURNING kid`,
     );

@@ -219,12 +219,6 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     }
     const keys = (signingKeys = new SigningKeyStore(pool, masterKey, config.issuer, config.operations.ecdsa === 'thread-pool'));
     await step('cannot load the signing keys (is WRIT_MASTER_KEY the one they were sealed with?)', () => keys.init());
-    keys.startMaintenance({
-      refreshMs: config.operations.keyRefreshSeconds * 1000,
-      rotationDays: config.operations.keyRotationDays,
-      onError: (error) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'signing keys not refreshed; retrying'),
-      onChange: (change) => logger.info(change, 'signing keys rotated or retired'),
-    });
     if (options.checkpoints ?? true) {
       // A connection of its own: checkpoints never wait for the request pool, and the last one
       // is still written at shutdown, after the apps have closed the request pool.
@@ -300,6 +294,14 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     },
     verifyPool,
     requestId: () => currentRequestContext()?.callerRequestId,
+  });
+  // Scheduled rotations and retirements commit with their audit events (`key.rotated`, `key.retired`).
+  keys.recordChangesWith(audit);
+  keys.startMaintenance({
+    refreshMs: config.operations.keyRefreshSeconds * 1000,
+    rotationDays: config.operations.keyRotationDays,
+    onError: (error) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'signing keys not refreshed; retrying'),
+    onChange: (change) => logger.info(change, 'signing keys rotated or retired'),
   });
   const source = dataSource;
   // The runtime owns the data source: Nest's TypeORM module destroys it when an app closes,

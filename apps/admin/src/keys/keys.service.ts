@@ -36,15 +36,17 @@ export class KeysService {
 
   /**
    * Makes a new key active; the previous one keeps verifying (status `retiring`) until the
-   * tokens it signed have expired. The key store commits the rotation in its own locked
-   * transaction; `admin.key.rotated` is recorded right after, before the answer. Its
-   * `previous_kid` is the key that transaction retired (read from the database under the key
-   * lock), not this instance's copy of the active key, which another instance's rotation may
-   * have made stale: concurrent rotations each name the key they actually retired.
+   * tokens it signed have expired. The rotation and `admin.key.rotated` commit in one
+   * transaction, under the key lock; `previous_kid` is the key that transaction retired (read
+   * from the database, not this instance's copy of the active key, which another instance's
+   * rotation may have made stale): concurrent rotations each name the key they retired.
    */
   async rotate(principal: AdminPrincipal): Promise<RotatedKeyDto> {
-    const { kid, previousKid } = await this.keys.rotate();
-    await this.audit.record({ type: 'admin.key.rotated', outcome: 'success', actor: adminActor(principal), data: { kid, previous_kid: previousKid } });
-    return { kid };
+    const { result } = await this.audit.recordWith(
+      (tx) => this.keys.rotateIn(tx),
+      ({ kid, previousKid }) => [{ type: 'admin.key.rotated', outcome: 'success', actor: adminActor(principal), data: { kid, previous_kid: previousKid } }],
+    );
+    await this.keys.reload();
+    return { kid: result.kid };
   }
 }
