@@ -1,8 +1,9 @@
-import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, unwatchFile, watchFile, writeFileSync, type Stats } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ActivePolicy, type PolicyReloadEvent } from './active-policy';
 import { defaultPolicyPath } from './default-policy';
+import { PolicyEngine } from './policy-engine';
 import { PolicyLoadError } from './policy-errors';
 import { readTarGz } from './read-tar-gz';
 
@@ -17,7 +18,31 @@ describe('ActivePolicy', () => {
     copyFileSync(defaultPolicyPath(), file);
   });
 
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  afterEach(() => {
+    jest.restoreAllMocks();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const echoWasm = () => readFileSync(join(__dirname, '..', 'test-fixtures', 'echo.wasm'));
+
+  /**
+   * Holds every `PolicyEngine.load` (the compile) until released: `started` counts the loads
+   * begun, `nextStart` resolves when the next one begins.
+   */
+  function holdLoads(): { started: () => number; nextStart: () => Promise<void>; release: () => void } {
+    const load = PolicyEngine.load.bind(PolicyEngine);
+    let count = 0;
+    let onStart: () => void = () => undefined;
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    jest.spyOn(PolicyEngine, 'load').mockImplementation(async (...args) => {
+      count += 1;
+      onStart();
+      await released;
+      return load(...args);
+    });
+    return { started: () => count, nextStart: () => new Promise<void>((resolve) => (onStart = resolve)), release };
+  }
 
   it('loads the committed default when no path is given', async () => {
     const active = await ActivePolicy.load(undefined);
@@ -76,6 +101,60 @@ describe('ActivePolicy', () => {
       expect(await replaceUntilSeen(bareWasm())).toMatchObject({ ok: true, version: active.current().version });
       expect(await replaceUntilSeen('garbage')).toMatchObject({ ok: false, keptVersion: active.current().version });
     } finally {
+      stop();
+    }
+  }, 15_000);
+
+  it('loads a change made while a reload is in flight once that reload ends', async () => {
+    const active = await ActivePolicy.load(file);
+    const v2 = (await PolicyEngine.load(bareWasm())).version;
+    const held = holdLoads();
+    writeFileSync(file, echoWasm());
+    const first = active.reload(); // reads v1, then compiles (held)
+    while (held.started() === 0) await held.nextStart();
+    writeFileSync(file, bareWasm());
+    const second = active.reload(); // the watcher's next poll saw v2
+    held.release();
+    await first;
+    expect((await second).version).toBe(v2);
+    expect(active.current().version).toBe(v2);
+  });
+
+  it('watching, installs an edit made while the previous edit is compiling, with no later change', async () => {
+    const events: PolicyReloadEvent[] = [];
+    const active = await ActivePolicy.load(file, { pollIntervalMs: 10, onReload: (event) => events.push(event) });
+    const v2 = (await PolicyEngine.load(bareWasm())).version;
+    const held = holdLoads();
+    const replace = (content: Buffer) => {
+      writeFileSync(`${file}.tmp`, content);
+      renameSync(`${file}.tmp`, file);
+    };
+    // A listener of our own on the same file shares the watcher's stat polls and runs after the
+    // policy's own listener: when it sees a change, the policy has already asked for its reload.
+    let seen: (stats: Stats) => void = () => undefined;
+    const stop = active.watch();
+    const observe = (current: Stats, previous: Stats) => {
+      if (current.mtimeMs !== previous.mtimeMs || current.size !== previous.size) seen(current);
+    };
+    watchFile(file, { interval: 10, persistent: false }, observe);
+    try {
+      // Edit 1: replace until the watcher starts a reload of it (its first stat is its baseline).
+      for (let round = 0; round < 40 && held.started() === 0; round += 1) {
+        const started = held.nextStart();
+        replace(echoWasm());
+        await Promise.race([started, new Promise((resolve) => setTimeout(resolve, 250))]);
+      }
+      expect(held.started()).toBe(1);
+      // Edit 2 while reload 1 is held, and wait for the poll that sees it.
+      const v2Size = bareWasm().length;
+      const polled = new Promise<void>((resolve) => (seen = (stats) => stats.size === v2Size && resolve()));
+      replace(bareWasm());
+      await polled;
+      held.release();
+      while (active.current().version !== v2 && events.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(active.current().version).toBe(v2);
+    } finally {
+      unwatchFile(file, observe);
       stop();
     }
   }, 15_000);

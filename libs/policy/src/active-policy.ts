@@ -25,6 +25,8 @@ export interface ActivePolicyOptions extends PolicyEngineOptions {
 export class ActivePolicy {
   private engine: PolicyEngine;
   private reloading: Promise<PolicyEngine> | undefined;
+  /** The reload that runs once more after the one in flight, shared by every call made meanwhile. */
+  private reloadingAgain: Promise<PolicyEngine> | undefined;
   private watching = false;
   private loadedAt = new Date();
   private loadedBy = 'startup';
@@ -74,10 +76,22 @@ export class ActivePolicy {
 
   /**
    * Reads and loads the file again and makes it current. On failure the previous policy
-   * stays current and the {@link PolicyLoadError} is thrown. Concurrent calls share one load.
+   * stays current and the {@link PolicyLoadError} is thrown. A call made while a reload is in
+   * flight (which may have read the file before the change this call is for) runs one more
+   * reload after it, shared by every call made meanwhile: the engine returned was read after
+   * the call, so a change is never lost behind a slow load.
    */
   reload(): Promise<PolicyEngine> {
-    this.reloading ??= (async () => {
+    if (this.reloading) {
+      this.reloadingAgain ??= this.reloading
+        .catch(() => undefined)
+        .then(() => {
+          this.reloadingAgain = undefined;
+          return this.reload();
+        });
+      return this.reloadingAgain;
+    }
+    this.reloading = (async () => {
       try {
         const engine = await PolicyEngine.load(await readPolicyFile(this.path, this.options), this.options);
         this.install(engine, 'file change');
