@@ -3,6 +3,7 @@ import type { PoolClient } from 'pg';
 import type { Logger } from 'pino';
 import { POLICY_CHANGED_CHANNEL } from '@writ/database';
 import { ActivePolicy, PolicyEngine } from '@writ/policy';
+import { ConflictError } from './http-exception.filter';
 import { LOGGER, RUNTIME } from './runtime.module';
 import type { Runtime } from './runtime';
 
@@ -31,10 +32,38 @@ export async function loadPolicyEngine(bundle: Uint8Array, data: Record<string, 
 }
 
 /**
+ * Key of the transaction advisory lock every change of the active stored policy takes
+ * ({@link activateStoredPolicy}, {@link deactivateStoredPolicy}), so that changes made at the
+ * same time, on any instance, apply one after the other, each seeing the one before.
+ */
+const POLICY_CHANGE_LOCK = 7_311_045;
+
+/**
+ * Takes {@link POLICY_CHANGE_LOCK} until the caller's transaction ends, then reads the version
+ * active now (null: none, every instance runs its `WRIT_POLICY` file). Read after the lock, in
+ * a statement of its own, so that it sees every change committed before.
+ */
+async function lockActiveStoredPolicy(client: PoolClient): Promise<string | null> {
+  await client.query('SELECT pg_advisory_xact_lock($1)', [POLICY_CHANGE_LOCK]);
+  const { rows } = await client.query<{ version: string }>(`SELECT version FROM policies WHERE active`);
+  return rows[0]?.version ?? null;
+}
+
+/** A stored policy made active, and the version it replaced (null: none was, the file was in force). */
+export interface StoredPolicyActivation {
+  info: StoredPolicyInfo;
+  previousVersion: string | null;
+}
+
+/**
  * Makes a loaded policy the active one of the cluster (inside the caller's transaction, so
  * the change commits with its audit event). Every instance installs it when the change is
  * notified, and compares in the statement issuing a connector credential the policy version it
  * evaluated with the active one (see `credential-ledger`).
+ *
+ * `basedOn`, for a change built on the policy that was active (new data over its module): the
+ * version active when it was read (null: none). Throws {@link ConflictError}, changing nothing,
+ * when another change has been committed since, so that it is never undone by this one.
  */
 export async function activateStoredPolicy(
   client: PoolClient,
@@ -43,7 +72,14 @@ export async function activateStoredPolicy(
   data: Record<string, unknown> | null,
   source: string,
   loadedBy: string,
-): Promise<StoredPolicyInfo> {
+  basedOn?: string | null,
+): Promise<StoredPolicyActivation> {
+  const previousVersion = await lockActiveStoredPolicy(client);
+  if (basedOn !== undefined && basedOn !== previousVersion) {
+    throw new ConflictError(
+      `the active policy changed while this update was prepared (it was built on ${basedOn ?? 'the policy file'}, ${previousVersion ?? 'the policy file'} is active now): nothing changed, send it again`,
+    );
+  }
   await client.query(`UPDATE policies SET active = false WHERE active`);
   const { rows } = await client.query<{ version: string; source: string; loaded_by: string; loaded_at: Date }>(
     `INSERT INTO policies (version, bundle, data, source, loaded_by, loaded_at, active)
@@ -52,13 +88,21 @@ export async function activateStoredPolicy(
      RETURNING version, source, loaded_by, loaded_at`,
     [engine.version, Buffer.from(bundle), data === null ? null : JSON.stringify(data), source, loadedBy],
   );
-  return { version: rows[0].version, source: rows[0].source, loaded_by: rows[0].loaded_by, loaded_at: rows[0].loaded_at.toISOString() };
+  return {
+    info: { version: rows[0].version, source: rows[0].source, loaded_by: rows[0].loaded_by, loaded_at: rows[0].loaded_at.toISOString() },
+    previousVersion,
+  };
 }
 
-/** Deactivates the stored policy: every instance goes back to its `WRIT_POLICY` file. */
-export async function deactivateStoredPolicy(client: PoolClient): Promise<boolean> {
-  const { rowCount } = await client.query(`UPDATE policies SET active = false WHERE active`);
-  return (rowCount ?? 0) > 0;
+/**
+ * Deactivates the stored policy: every instance goes back to its `WRIT_POLICY` file. Returns
+ * the version deactivated, or null when none was active (nothing changed).
+ */
+export async function deactivateStoredPolicy(client: PoolClient): Promise<string | null> {
+  const previousVersion = await lockActiveStoredPolicy(client);
+  if (previousVersion === null) return null;
+  await client.query(`UPDATE policies SET active = false WHERE active`);
+  return previousVersion;
 }
 
 /**

@@ -1,11 +1,11 @@
 import { Body, Controller, Delete, Get, HttpCode, Put, Query } from '@nestjs/common';
-import { ApiBadRequestResponse, ApiBody, ApiConsumes, ApiOkResponse, ApiProperty } from '@nestjs/swagger';
+import { ApiBadRequestResponse, ApiBody, ApiConflictResponse, ApiConsumes, ApiOkResponse, ApiProperty } from '@nestjs/swagger';
 import { IsObject } from 'class-validator';
 import type { StoredPolicyInfo } from '@writ/platform';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
-import { ValidationErrorDto } from '../common/error.dto';
+import { AdminErrorDto, ValidationErrorDto } from '../common/error.dto';
 import { PageQueryDto } from '../common/page-query.dto';
 import { PolicyDistributionService } from './policy-distribution.service';
 
@@ -72,6 +72,7 @@ export class PolicyDistributionController {
   @RequireRole('admin')
   @ApiOkResponse({ type: StoredPolicyDto })
   @ApiBadRequestResponse({ type: ValidationErrorDto })
+  @ApiConflictResponse({ type: AdminErrorDto, description: 'another admin changed the active policy meanwhile; nothing changed, send it again' })
   data(@CurrentAdmin() admin: AdminPrincipal, @Body() body: PolicyDataDto): Promise<StoredPolicyInfo> {
     return this.distribution.activateData(admin, body.data);
   }

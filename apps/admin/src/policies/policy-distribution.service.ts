@@ -78,24 +78,29 @@ export class PolicyDistributionService {
     return this.activate(admin, engine, bundle, null, 'upload', 'admin.policy.activated');
   }
 
-  /** Activates new policy data (`data` in Rego, replaced whole) over the bundle in force. */
+  /**
+   * Activates new policy data (`data` in Rego, replaced whole) over the bundle in force. `409`,
+   * changing nothing, when another admin changed the active policy while it was being loaded:
+   * activating it anyway would put back the bundle they replaced.
+   */
   async activateData(admin: AdminPrincipal, data: Record<string, unknown>): Promise<StoredPolicyInfo> {
-    const { rows } = await this.pool.query<{ bundle: Buffer }>(`SELECT bundle FROM policies WHERE active`);
+    const { rows } = await this.pool.query<{ version: string; bundle: Buffer }>(`SELECT version, bundle FROM policies WHERE active`);
     const bundle: Buffer = rows[0]?.bundle ?? (await readFile(this.policy.path));
     const engine = await this.load(() => loadPolicyEngine(bundle, data), 'data');
-    return this.activate(admin, engine, bundle, data, 'data update', 'admin.policy.data_updated');
+    return this.activate(admin, engine, bundle, data, 'data update', 'admin.policy.data_updated', rows[0]?.version ?? null);
   }
 
   /** Deactivates the stored policy: every instance returns to its `WRIT_POLICY` file. */
   async deactivate(admin: AdminPrincipal): Promise<boolean> {
-    const previous = this.policy.current().version;
     const { result } = await this.audit.recordWith(
       (client) => deactivateStoredPolicy(client),
-      (changed) =>
-        changed ? [{ type: 'admin.policy.deactivated', outcome: 'success' as const, actor: adminActor(admin), data: { previous_version: previous } }] : [],
+      (previous) =>
+        previous === null
+          ? []
+          : [{ type: 'admin.policy.deactivated', outcome: 'success' as const, actor: adminActor(admin), data: { previous_version: previous } }],
     );
     await this.sync.sync();
-    return result;
+    return result !== null;
   }
 
   private async load(load: () => Promise<PolicyEngine>, field: string): Promise<PolicyEngine> {
@@ -115,20 +120,27 @@ export class PolicyDistributionService {
     data: Record<string, unknown> | null,
     source: string,
     eventType: string,
+    basedOn?: string | null,
   ): Promise<StoredPolicyInfo> {
-    const previous = this.policy.current().version;
+    const runningHere = this.policy.current().version; // the file's, when no stored policy was active
     const { result } = await this.audit.recordWith(
-      (client) => activateStoredPolicy(client, engine, bundle, data, source, `admin:${admin.name}`),
-      (info) => [
+      (client) => activateStoredPolicy(client, engine, bundle, data, source, `admin:${admin.name}`, basedOn),
+      ({ info, previousVersion }) => [
         {
           type: eventType,
           outcome: 'success',
           actor: adminActor(admin),
-          data: { version: info.version, previous_version: previous, source, bundle_bytes: bundle.length, ...(data ? { data } : {}) },
+          data: {
+            version: info.version,
+            previous_version: previousVersion ?? runningHere,
+            source,
+            bundle_bytes: bundle.length,
+            ...(data ? { data } : {}),
+          },
         },
       ],
     );
     await this.sync.sync();
-    return result;
+    return result.info;
   }
 }
