@@ -35,6 +35,21 @@ export interface DeclaredTask {
   budgets: BudgetRule[];
 }
 
+/**
+ * What a task's declaration was allowed on, as it stands in the declaring transaction (each row
+ * share-locked until commit): the orchestrator, its Tasks API token and the agent.
+ */
+export interface DeclarerStanding {
+  /** The orchestrator's status; `null` when it is gone. */
+  orchestratorStatus: 'active' | 'suspended' | null;
+  /** Its `allowed_agents` (empty when it is gone). */
+  allowedAgents: string[];
+  /** The Tasks API token the request was authenticated with: usable, revoked, past its expiry, or not found. */
+  token: 'live' | 'revoked' | 'expired' | 'unknown';
+  /** The agent's status; `null` when it is gone. */
+  agentStatus: 'active' | 'suspended' | null;
+}
+
 /** What ending a task changed. */
 export interface EndedTaskRow {
   agentId: string;
@@ -79,6 +94,24 @@ interface BudgetRow {
   used: string;
   maximum: string;
 }
+
+/**
+ * The standing of a task's declarer ({@link DeclarerStanding}), read under share locks taken in
+ * this order: the orchestrator, its Tasks API token, the agent (each CTE is scanned when its
+ * first column is read). An admin suspension, narrowing or deletion of the orchestrator, a
+ * revocation of the token, a suspension or deletion of the agent: each updates or deletes one
+ * of these rows, so it either waits for the declaring transaction to commit (and then covers the
+ * new task as it covers every task that exists at its commit) or committed first, and then this
+ * statement, re-reading the locked rows, sees it.
+ */
+const DECLARER_STANDING = `
+  WITH o AS MATERIALIZED (SELECT status, allowed_agents FROM orchestrators WHERE id = $1 FOR SHARE),
+       t AS MATERIALIZED (SELECT revoked_at, expires_at FROM access_tokens WHERE jti = $2 AND kind = 'tasks' AND client_id = $1 FOR SHARE),
+       a AS MATERIALIZED (SELECT status FROM agents WHERE id = $3 FOR SHARE)
+  SELECT (SELECT status FROM o) AS orchestrator_status,
+         (SELECT allowed_agents FROM o) AS allowed_agents,
+         (SELECT CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired' ELSE 'live' END FROM t) AS token,
+         (SELECT status FROM a) AS agent_status`;
 
 const REVOKE_TASK_TOKENS = `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
                              WHERE task_id = $1 AND revoked_at IS NULL RETURNING jti`;
@@ -161,6 +194,28 @@ export class GrantStore {
     if (ended.rowCount === 0) return undefined;
     const revoked = await tx.query<{ jti: string }>(REVOKE_TASK_TOKENS, [taskId, `task ${status}`]);
     return { agentId: ended.rows[0].agent_id, jtis: revoked.rows.map((row) => row.jti) };
+  }
+
+  /**
+   * Locks and reads, in the caller's transaction, what the declaration of a task by
+   * `orchestratorId` (authenticated with the Tasks API token `tokenJti`) for `agentId` was
+   * allowed on, so that the caller checks it again right before {@link declareTask}: the check
+   * and the insert then commit together, and no concurrent change slips between them.
+   */
+  async declarerStanding(tx: PoolClient, orchestratorId: string, tokenJti: string, agentId: string): Promise<DeclarerStanding> {
+    const { rows } = await tx.query<{
+      orchestrator_status: DeclarerStanding['orchestratorStatus'];
+      allowed_agents: string[] | null;
+      token: Exclude<DeclarerStanding['token'], 'unknown'> | null;
+      agent_status: DeclarerStanding['agentStatus'];
+    }>(DECLARER_STANDING, [orchestratorId, tokenJti, agentId]);
+    const row = rows[0];
+    return {
+      orchestratorStatus: row.orchestrator_status,
+      allowedAgents: row.allowed_agents ?? [],
+      token: row.token ?? 'unknown',
+      agentStatus: row.agent_status,
+    };
   }
 
   /** Records a declared task and its budget rows, in the caller's transaction (with its `task.created` event). */

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
-import { AuditService } from '@writ/audit';
+import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { ConnectorDetail, ConnectorOperation, PG_POOL } from '@writ/database';
@@ -12,6 +12,7 @@ import { budgetRules, DeclaredEntry, GrantStore, validateTaskLimits } from '@wri
 import { TASK_TOKEN_TYP } from '../exchange/task-token';
 import type { CreateTaskDto } from './dto/create-task.dto';
 import type { CreatedTaskDto } from './dto/created-task.dto';
+import { agentFieldErrors, declarerRefusal } from './declarer-standing';
 import type { OrchestratorPrincipal } from './orchestrator-bearer.guard';
 import { UserSubjects } from './user-subjects.service';
 
@@ -52,13 +53,8 @@ export class TasksService {
 
   /** Declares a task and returns its task token (shown once). */
   async create(orchestrator: OrchestratorPrincipal, body: CreateTaskDto): Promise<CreatedTaskDto> {
-    const fields: FieldError[] = [];
-    if (!orchestrator.allowedAgents.includes('*') && !orchestrator.allowedAgents.includes(body.agent_id)) {
-      fields.push({ field: 'agent_id', message: 'this orchestrator may not create tasks for that agent' });
-    }
     const agent = await this.pool.query<{ status: string }>('SELECT status FROM agents WHERE id = $1', [body.agent_id]);
-    if (!agent.rows[0]) fields.push({ field: 'agent_id', message: 'no such agent' });
-    else if (agent.rows[0].status !== 'active') fields.push({ field: 'agent_id', message: 'the agent is suspended' });
+    const fields: FieldError[] = agentFieldErrors(orchestrator.allowedAgents, body.agent_id, agent.rows[0]?.status ?? null);
     if (body.metadata && Buffer.byteLength(JSON.stringify(body.metadata)) > MAX_METADATA_BYTES) {
       fields.push({ field: 'metadata', message: `must be at most ${MAX_METADATA_BYTES} bytes of JSON` });
     }
@@ -76,8 +72,14 @@ export class TasksService {
       { typ: TASK_TOKEN_TYP },
     );
     const expiresAt = new Date(exp * 1000);
-    await this.audit.recordWith(
+    // What the guard and the checks above decided on is checked again, under share locks, in the
+    // transaction that records the task: an admin change committed meanwhile (the user's token
+    // may have taken seconds to verify) refuses the task as a fresh request would be refused.
+    const { result: refusal } = await this.audit.recordWith(
       async (client) => {
+        const standing = await this.grants.declarerStanding(client, orchestrator.id, orchestrator.jti, body.agent_id);
+        const refused = declarerRefusal(standing, body.agent_id);
+        if (refused) return refused;
         await this.grants.declareTask(client, {
           id,
           agentId: body.agent_id,
@@ -92,27 +94,33 @@ export class TasksService {
           budgets: budgetRules(allowed),
         });
         if (user) await this.grants.setVerifiedUser(client, id, user);
+        return undefined;
       },
-      () => [
-        {
-          type: 'task.created',
-          outcome: 'success',
-          actor: { type: 'orchestrator', id: orchestrator.id },
-          agentId: body.agent_id,
-          taskId: id,
-          data: {
-            purpose: body.purpose,
-            allowed,
-            ttl_seconds: body.ttl_seconds,
-            expires_at: expiresAt.toISOString(),
-            on_behalf_of: body.on_behalf_of ?? null,
-            ...(user ? { user: { iss: user.issuer, sub: user.subject, proof: body.user_token !== undefined ? 'user_token' : 'asserted' } } : {}),
-            metadata: body.metadata ?? {},
-            kid,
-          },
-        },
-      ],
+      // A refusal records nothing, as the guard's and the checks' refusals do not.
+      (refused): AuditEventInput[] =>
+        refused
+          ? []
+          : [
+              {
+                type: 'task.created',
+                outcome: 'success',
+                actor: { type: 'orchestrator', id: orchestrator.id },
+                agentId: body.agent_id,
+                taskId: id,
+                data: {
+                  purpose: body.purpose,
+                  allowed,
+                  ttl_seconds: body.ttl_seconds,
+                  expires_at: expiresAt.toISOString(),
+                  on_behalf_of: body.on_behalf_of ?? null,
+                  ...(user ? { user: { iss: user.issuer, sub: user.subject, proof: body.user_token !== undefined ? 'user_token' : 'asserted' } } : {}),
+                  metadata: body.metadata ?? {},
+                  kid,
+                },
+              },
+            ],
     );
+    if (refusal) throw refusal;
     return { task_id: id, task_token: taskToken, expires_at: expiresAt.toISOString(), status: 'active' };
   }
 
