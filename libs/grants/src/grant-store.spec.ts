@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Pool, PoolClient } from 'pg';
-import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { createTestDatabase, TestDatabase, waitForLockWaiter } from '@writ/testing';
 import { GrantStore, ReserveOutcome } from './grant-store';
 
 /**
@@ -109,5 +109,95 @@ describe('GrantStore', () => {
   it('refuses a reservation on entries without budget rows (fail closed)', async () => {
     const taskId = await newTask();
     expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [0], {}))).toMatchObject({ ok: false, rule: 'limit:calls' });
+  });
+
+  describe('declarer standing', () => {
+    /** An orchestrator `orch-<name>` serving `agent-<name>`, with a live Tasks API token `jti-<name>`. */
+    const declarer = async (name: string) => {
+      const ids = { orchestrator: `orch-${name}`, agent: `agent-${name}`, jti: `jti-${name}` };
+      await pool.query(`INSERT INTO agents (id, name, status, jwks) VALUES ($1, $1, 'active', '{"keys":[]}')`, [ids.agent]);
+      await pool.query(`INSERT INTO orchestrators (id, name, jwks, allowed_agents) VALUES ($1, $1, '{"keys":[]}', $2)`, [ids.orchestrator, [ids.agent]]);
+      await pool.query(
+        `INSERT INTO access_tokens (jti, kind, client_id, subject, scope, issued_at, expires_at)
+         VALUES ($1, 'tasks', $2, $2, 'tasks', now(), now() + interval '5 minutes')`,
+        [ids.jti, ids.orchestrator],
+      );
+      return ids;
+    };
+    const standing = (tx: PoolClient, ids: { orchestrator: string; agent: string; jti: string }) =>
+      store.declarerStanding(tx, ids.orchestrator, ids.jti, ids.agent);
+    /** A transaction left open on its own connection. */
+    const begin = async () => {
+      const tx = await pool.connect();
+      await tx.query('BEGIN');
+      return {
+        tx,
+        end: async (how: 'COMMIT' | 'ROLLBACK') => {
+          await tx.query(how);
+          tx.release();
+        },
+      };
+    };
+    type Change = (tx: PoolClient, ids: { orchestrator: string; agent: string; jti: string }) => Promise<unknown>;
+    const suspendOrchestrator: Change = async (tx, ids) => {
+      await tx.query(`UPDATE orchestrators SET status = 'suspended' WHERE id = $1`, [ids.orchestrator]);
+      await store.revokeTasksTokensOf(tx, ids.orchestrator, 'orchestrator suspended');
+    };
+    const changes: Array<[string, Change, Record<string, unknown>]> = [
+      ['the orchestrator is suspended', suspendOrchestrator, { orchestratorStatus: 'suspended', token: 'revoked' }],
+      [
+        'the orchestrator is deleted',
+        async (tx, ids) => {
+          await store.revokeTasksTokensOf(tx, ids.orchestrator, 'orchestrator deleted');
+          await tx.query(`DELETE FROM orchestrators WHERE id = $1`, [ids.orchestrator]);
+        },
+        { orchestratorStatus: null, allowedAgents: [], token: 'revoked' },
+      ],
+      [
+        'the agent leaves allowed_agents',
+        (tx, ids) => tx.query(`UPDATE orchestrators SET allowed_agents = '{}' WHERE id = $1`, [ids.orchestrator]),
+        { allowedAgents: [] },
+      ],
+      ['the token is revoked', (tx, ids) => store.revokeCredential(tx, ids.jti, 'RFC 7009'), { token: 'revoked' }],
+      ['the agent is suspended', (tx, ids) => tx.query(`UPDATE agents SET status = 'suspended' WHERE id = $1`, [ids.agent]), { agentStatus: 'suspended' }],
+      ['the agent is deleted', (tx, ids) => tx.query(`DELETE FROM agents WHERE id = $1`, [ids.agent]), { agentStatus: null }],
+    ];
+
+    it('reads everything a declaration was allowed on', async () => {
+      const ids = await declarer('plain');
+      expect(await inTransaction((tx) => standing(tx, ids))).toEqual({
+        orchestratorStatus: 'active',
+        allowedAgents: [ids.agent],
+        token: 'live',
+        agentStatus: 'active',
+      });
+      expect(await inTransaction((tx) => store.declarerStanding(tx, ids.orchestrator, 'jti-nobody', ids.agent))).toMatchObject({ token: 'unknown' });
+      await pool.query(`UPDATE access_tokens SET expires_at = now() - interval '1 second' WHERE jti = $1`, [ids.jti]);
+      expect(await inTransaction((tx) => standing(tx, ids))).toMatchObject({ token: 'expired' });
+    });
+
+    it.each(changes)('makes a change (%s) wait for the declaring transaction to commit', async (name, change, after) => {
+      const ids = await declarer(`wait-${changes.findIndex(([other]) => other === name)}`);
+      const declaring = await begin();
+      expect(await standing(declaring.tx, ids)).toMatchObject({ orchestratorStatus: 'active', token: 'live', agentStatus: 'active' });
+      const order: string[] = [];
+      const changed = inTransaction((tx) => change(tx, ids)).then(() => order.push('change'));
+      await waitForLockWaiter(pool, `the change (${name}) did not wait for the declaration`);
+      order.push('declaration');
+      await declaring.end('COMMIT');
+      await changed;
+      expect(order).toEqual(['declaration', 'change']);
+      expect(await inTransaction((tx) => standing(tx, ids))).toMatchObject(after);
+    });
+
+    it.each(changes)('sees a change (%s) that committed while the declaration waited for its lock', async (name, change, after) => {
+      const ids = await declarer(`seen-${changes.findIndex(([other]) => other === name)}`);
+      const changing = await begin();
+      await change(changing.tx, ids);
+      const read = inTransaction((tx) => standing(tx, ids));
+      await waitForLockWaiter(pool, `the declaration did not wait for the change (${name})`);
+      await changing.end('COMMIT');
+      expect(await read).toMatchObject(after);
+    });
   });
 });
