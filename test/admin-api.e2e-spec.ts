@@ -127,6 +127,21 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       const { rows } = await services.runtime.pool.query(`SELECT count(*)::int AS n FROM admin_tokens WHERE name = 'escalate'`);
       expect(rows[0].n).toBe(0);
     });
+
+    it('keeps identity providers to admins: an operator cannot replace whose users a task may act for', async () => {
+      const issuer = 'https://login.example.com';
+      const provider = { issuer, jwks_uri: `${issuer}/jwks`, audience: 'orchestrator-app' };
+      for (const token of [viewer, operator]) {
+        const create = await api('POST', '/v1/identity-providers', provider, token);
+        expect(create.status).toBe(403);
+        expect(create.body).toEqual({ error: 'forbidden', message: expect.stringContaining('requires the admin role') });
+      }
+      expect((await api('POST', '/v1/identity-providers', provider)).status).toBe(201);
+      const path = `/v1/identity-providers/${encodeURIComponent(issuer)}`;
+      for (const token of [viewer, operator]) expect((await api('DELETE', path, undefined, token)).status).toBe(403);
+      expect((await api('GET', '/v1/identity-providers', undefined, operator)).body.items).toEqual([expect.objectContaining({ issuer })]);
+      expect((await api('DELETE', path)).status).toBe(204);
+    });
   });
 
   describe('agents', () => {

@@ -1,13 +1,14 @@
 import { applyDecorators, Delete, Get, HttpCode, Patch, Post, Type } from '@nestjs/common';
 import { ApiBadRequestResponse, ApiConflictResponse, ApiCreatedResponse, ApiNoContentResponse, ApiNotFoundResponse, ApiOkResponse } from '@nestjs/swagger';
+import type { AdminRole } from '../auth/admin-role';
 import { RequireRole } from '../auth/require-role.decorator';
 import { AdminErrorDto, ValidationErrorDto } from './error.dto';
 
-/** `POST` of a resource (operator): `201` with it, `400` field errors, `409` taken id. */
-export function CreateEndpoint(type: Type<unknown>, conflict = 'the id is taken'): MethodDecorator {
+/** `POST` of a resource (`role`, operator by default): `201` with it, `400` field errors, `409` taken id. */
+export function CreateEndpoint(type: Type<unknown>, conflict = 'the id is taken', role: AdminRole = 'operator'): MethodDecorator {
   return applyDecorators(
     Post(),
-    RequireRole('operator'),
+    RequireRole(role),
     ApiCreatedResponse({ type }),
     ApiBadRequestResponse({ type: ValidationErrorDto }),
     ApiConflictResponse({ type: AdminErrorDto, description: conflict }),
@@ -35,7 +36,7 @@ export function UpdateEndpoint(type: Type<unknown>): MethodDecorator {
   );
 }
 
-/** `DELETE /:id` (operator): `204`, `404` when unknown. */
-export function RemoveEndpoint(): MethodDecorator {
-  return applyDecorators(Delete(':id'), HttpCode(204), RequireRole('operator'), ApiNoContentResponse(), ApiNotFoundResponse({ type: AdminErrorDto }));
+/** `DELETE /:id` (`role`, operator by default): `204`, `404` when unknown. */
+export function RemoveEndpoint(role: AdminRole = 'operator'): MethodDecorator {
+  return applyDecorators(Delete(':id'), HttpCode(204), RequireRole(role), ApiNoContentResponse(), ApiNotFoundResponse({ type: AdminErrorDto }));
 }

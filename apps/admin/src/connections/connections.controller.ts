@@ -9,14 +9,19 @@ import { CreateEndpoint, ListEndpoint, RemoveEndpoint } from '../common/resource
 import { ConnectionQueryDto, CreateAdminConnectLinkDto, CreateIdentityProviderDto, IdentityProviderDto, IdentityProviderListDto } from './connection.dtos';
 import { ConnectionsService } from './connections.service';
 
-/** `/v1/identity-providers`: the issuers whose user tokens prove who a task acts for. */
+/**
+ * `/v1/identity-providers`: the issuers whose user tokens prove who a task acts for. Changing them
+ * needs the `admin` role: a provider (its keys, the orchestrators that may assert its users)
+ * decides whose connected accounts a task may use, so an operator who could replace one could act
+ * as any connected user.
+ */
 @Controller('v1/identity-providers')
 @AdminApi('identity-providers')
 export class IdentityProvidersController {
   constructor(private readonly connections: ConnectionsService) {}
 
   /** Registers a trusted identity provider. */
-  @CreateEndpoint(IdentityProviderDto, 'the issuer is already registered')
+  @CreateEndpoint(IdentityProviderDto, 'the issuer is already registered', 'admin')
   create(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateIdentityProviderDto): Promise<IdentityProviderDto> {
     return this.connections.createProvider(admin, body);
   }
@@ -28,7 +33,7 @@ export class IdentityProvidersController {
   }
 
   /** Removes one (the issuer URL-encoded in the path). */
-  @RemoveEndpoint()
+  @RemoveEndpoint('admin')
   remove(@CurrentAdmin() admin: AdminPrincipal, @Param('id') issuer: string): Promise<void> {
     return this.connections.removeProvider(admin, issuer);
   }
