@@ -1,0 +1,100 @@
+/** What replaces each byte of a secret found in an upstream body (`*`): same length, so `Content-Length` stays true. */
+const MASK = 0x2a;
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The byte strings to mask in upstream bodies for a set of secret values: each value, and its
+ * JSON-escaped forms where they differ (a `"` or `\` escaped, `/` written `\/` as PHP's
+ * `json_encode` does), so that an upstream echoing the secret inside JSON text is caught too.
+ */
+export function redactionSecrets(values: readonly string[]): Buffer[] {
+  const forms = new Set<string>();
+  for (const value of values) {
+    if (value.length === 0) continue;
+    forms.add(value);
+    const escaped = JSON.stringify(value).slice(1, -1);
+    forms.add(escaped);
+    forms.add(escaped.replaceAll('/', '\\/'));
+  }
+  return [...forms].map((form) => Buffer.from(form, 'utf8'));
+}
+
+/**
+ * Masks every occurrence of the given secrets in a byte stream fed chunk by chunk: each byte
+ * of an occurrence becomes `*`, overlapping and adjacent occurrences included, whatever the
+ * chunk boundaries. Only the end of a chunk that could be the start of a secret (the longest
+ * suffix that is a proper prefix of one) is held back until the next chunk; everything else
+ * is returned at once, so a stream whose chunks end elsewhere (SSE events end with a newline)
+ * is not delayed. The gateway applies it to every upstream body (see `relay`).
+ */
+export class SecretRedactor {
+  /** Occurrences masked so far (an occurrence is counted once, when its last byte arrives). */
+  count = 0;
+  private readonly secrets: Buffer[];
+  /** The held-back bytes as received. */
+  private held: Buffer = EMPTY;
+  /** The held-back bytes with the masks of occurrences already found applied, when that differs from {@link held}. */
+  private heldMasked: Buffer | undefined;
+
+  constructor(secrets: readonly Buffer[]) {
+    this.secrets = secrets.filter((secret) => secret.length > 0);
+  }
+
+  /** The bytes of the stream up to `chunk` that can be sent now, masked (possibly none). */
+  push(chunk: Buffer): Buffer {
+    if (chunk.length === 0) return EMPTY;
+    const heldLength = this.held.length;
+    const input = heldLength === 0 ? chunk : Buffer.concat([this.held, chunk], heldLength + chunk.length);
+    // Every occurrence ending in this chunk lies wholly in `input`: the held bytes start at the
+    // earliest position where a secret could still be completing. Those wholly inside the held
+    // bytes were counted with the previous chunk.
+    const ranges: number[] = [];
+    for (const secret of this.secrets) {
+      for (let at = input.indexOf(secret); at !== -1; at = input.indexOf(secret, at + 1)) {
+        ranges.push(at, at + secret.length);
+        if (at + secret.length > heldLength) this.count += 1;
+      }
+    }
+    const keep = this.pendingPrefix(input);
+    const cut = input.length - keep;
+    const heldNext = keep === 0 ? EMPTY : Buffer.from(input.subarray(cut));
+    let output = input;
+    const masked = ranges.length > 0 || this.heldMasked !== undefined;
+    if (masked) {
+      // The upstream's chunk is never written to: a concatenation is already a copy of its own.
+      output = input === chunk ? Buffer.from(chunk) : input;
+      this.heldMasked?.copy(output, 0);
+      for (let index = 0; index < ranges.length; index += 2) output.fill(MASK, ranges[index], ranges[index + 1]);
+    }
+    this.held = heldNext;
+    this.heldMasked = keep > 0 && masked ? Buffer.from(output.subarray(cut)) : undefined;
+    if (this.heldMasked?.equals(this.held)) this.heldMasked = undefined;
+    return keep === 0 ? output : output.subarray(0, cut);
+  }
+
+  /** The held-back bytes, at the end of the stream. */
+  flush(): Buffer {
+    const tail = this.heldMasked ?? this.held;
+    this.held = EMPTY;
+    this.heldMasked = undefined;
+    return tail;
+  }
+
+  /** The length of the longest suffix of `input` that is a proper prefix of a secret. */
+  private pendingPrefix(input: Buffer): number {
+    const end = input.length;
+    let keep = 0;
+    for (const secret of this.secrets) {
+      // Starts that would hold back more than found so far, and leave part of the secret to come.
+      const limit = end - keep;
+      for (let at = input.indexOf(secret[0], Math.max(0, end - secret.length + 1)); at !== -1 && at < limit; at = input.indexOf(secret[0], at + 1)) {
+        if (secret.compare(input, at, end, 0, end - at) === 0) {
+          keep = end - at;
+          break;
+        }
+      }
+    }
+    return keep;
+  }
+}
