@@ -33,7 +33,8 @@ import { resourceMetadataUrl } from '../mcp/resource-metadata';
 import { McpSessionRepository } from '../mcp/mcp-session.repository';
 import { TaskToolsRepository } from '../mcp/task-tools.repository';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
-import { agentResponseHeaders, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
+import { agentResponseHeaders, encodedBody, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
+import { redactionSecrets, SecretRedactor } from '../upstream/secret-redactor';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
 import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
 import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
@@ -528,7 +529,30 @@ export class ProxyService {
       ).catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
       throw failure;
     }
-    const headers = agentResponseHeaders(response.headers, [...this.credentials.secretsOf(sealed), ...injected.filter((secret) => secret.length >= 8)]);
+    const secrets = [...new Set([...this.credentials.secretsOf(sealed), ...injected.filter((secret) => secret.length >= 8)])];
+    const headers = agentResponseHeaders(response.headers, secrets);
+    const encoding = secrets.length > 0 && mayHaveBody(req.method, response.statusCode) ? encodedBody(response.headers) : undefined;
+    if (encoding !== undefined) {
+      // Asked for identity, the upstream compressed anyway: a body that cannot be searched for the
+      // credential is not passed on. The request was sent: its budget reservation is kept.
+      await response.body.dump().catch(() => undefined);
+      const refusal = new BadGatewayError('the upstream answered with a compressed body, which the gateway does not pass on (it asks for identity)', {
+        reason: 'upstream_content_encoding',
+      });
+      await this.audit
+        .record(
+          this.event(call, 'gateway.upstream', 'failure', {
+            status: refusal.status,
+            upstream_status: response.statusCode,
+            error: refusal.error,
+            reason: refusal.reason,
+            content_encoding: encoding,
+            upstream_latency_ms: elapsedMs(upstreamStarted),
+          }),
+        )
+        .catch((auditError: unknown) => this.logger.error({ err: String(auditError) }, 'could not record an upstream failure'));
+      throw refusal;
+    }
     const session = headers['mcp-session-id'];
     if (checked.mcp?.method === 'initialize' && typeof session === 'string' && checked.state.taskId) {
       // Bound before the agent learns the id; if it cannot be recorded, the agent does not get it.
@@ -546,12 +570,15 @@ export class ProxyService {
     let bytes = 0;
     response.body.on('data', (chunk: Buffer) => (bytes += chunk.length));
     let streamError: string | undefined;
+    // Every occurrence of a secret in the body is masked with as many bytes as it has (so
+    // Content-Length holds), last, on the bytes exactly as the agent gets them.
+    const redactor = secrets.length > 0 ? new SecretRedactor(redactionSecrets(secrets)) : undefined;
     try {
       // MCP: tool lists are cut to the granted tools (JSON read whole, SSE event by event).
       const body = checked.mcp ? await mcpResponseBody(response.body, headers, checked.mcp) : response.body;
       res.status(response.statusCode);
       for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-      await relay(body, res);
+      await relay(body, res, redactor);
     } catch (error) {
       streamError = (error as { code?: string }).code ?? (error instanceof McpFilterError ? 'mcp_message_too_large' : 'stream_error');
       if (error instanceof McpFilterError && !res.headersSent) {
@@ -560,6 +587,9 @@ export class ProxyService {
         res.destroy();
       }
     }
+    const redacted = redactor?.count ?? 0;
+    if (redacted > 0)
+      this.logger.warn({ connector: call.connectorId, operation: call.operation, redacted }, 'an upstream response echoed its credential: masked');
     // The agent has its answer: the outcome rides with the next batch instead of taking a commit
     // of its own that the next call's spend would queue behind.
     this.audit
@@ -569,6 +599,7 @@ export class ProxyService {
           bytes,
           upstream_latency_ms: elapsedMs(upstreamStarted),
           ...(streamError ? { error: streamError } : {}),
+          ...(redacted > 0 ? { redacted } : {}),
         }),
       )
       .catch((error: unknown) => this.logger.error({ err: String(error) }, 'could not record an upstream response'));
@@ -653,9 +684,11 @@ async function readBody(req: Request, limit: number): Promise<Buffer> {
  * has finished, or fails with either side's error or with `ERR_STREAM_PREMATURE_CLOSE` when the
  * agent's connection closes first (the upstream body is then destroyed; the caller destroys the
  * agent's response). What `stream.pipeline` (an AbortController per call) or `pipe` and
- * `finished` do, with a third of their listeners: they were ~5% of a call.
+ * `finished` do, with a third of their listeners: they were ~5% of a call. The `redactor`
+ * masks secrets chunk by chunk here rather than as a Transform stream of its own, which would
+ * add a stream and its listeners to every call.
  */
-function relay(body: Readable, res: Response): Promise<void> {
+function relay(body: Readable, res: Response, redactor?: SecretRedactor): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let settled = false;
     const resume = () => body.resume();
@@ -671,9 +704,14 @@ function relay(body: Readable, res: Response): Promise<void> {
       }
     };
     body.on('data', (chunk: Buffer) => {
-      if (!res.write(chunk)) body.pause();
+      const out = redactor ? redactor.push(chunk) : chunk;
+      if (out.length > 0 && !res.write(out)) body.pause();
     });
-    body.once('end', () => res.end());
+    body.once('end', () => {
+      const tail = redactor?.flush();
+      if (tail && tail.length > 0) res.end(tail);
+      else res.end();
+    });
     body.once('error', settle);
     res.on('drain', resume);
     res.once('error', settle);
@@ -682,6 +720,11 @@ function relay(body: Readable, res: Response): Promise<void> {
     // The agent may have gone while the upstream answered: its 'close' has already been emitted.
     if (res.destroyed) settle(prematureClose());
   });
+}
+
+/** Whether a response to `method` with `status` carries a body (RFC 9110 sections 9.3.2, 15.3.5, 15.4.5). */
+function mayHaveBody(method: string, status: number): boolean {
+  return method !== 'HEAD' && status !== 204 && status !== 304 && status >= 200;
 }
 
 function prematureClose(): Error {

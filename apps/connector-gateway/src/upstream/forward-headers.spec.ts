@@ -1,4 +1,4 @@
-import { agentResponseHeaders, upstreamRequestHeaders } from './forward-headers';
+import { agentResponseHeaders, encodedBody, upstreamRequestHeaders } from './forward-headers';
 
 describe('upstreamRequestHeaders', () => {
   it('drops the agent credentials, cookies, hop-by-hop and override headers and injects the upstream credential', () => {
@@ -18,11 +18,18 @@ describe('upstreamRequestHeaders', () => {
         'x-api-key': 'agent-chosen',
         'content-length': '999',
         dpop: 'proof',
+        'accept-encoding': 'gzip, br',
       },
       { name: 'x-api-key', value: 'upstream-secret' },
       12,
     );
-    expect(headers).toEqual({ 'content-type': 'application/json', accept: 'application/json', 'x-api-key': 'upstream-secret', 'content-length': '12' });
+    expect(headers).toEqual({
+      'content-type': 'application/json',
+      accept: 'application/json',
+      'x-api-key': 'upstream-secret',
+      'content-length': '12',
+      'accept-encoding': 'identity',
+    });
   });
 
   it('drops every routing and client-IP header an upstream framework might trust', () => {
@@ -41,6 +48,7 @@ describe('upstreamRequestHeaders', () => {
     expect(upstreamRequestHeaders({ ...routing, accept: '*/*' }, { name: 'authorization', value: 'Bearer up' }, 0)).toEqual({
       accept: '*/*',
       authorization: 'Bearer up',
+      'accept-encoding': 'identity',
     });
   });
 });
@@ -60,5 +68,16 @@ describe('agentResponseHeaders', () => {
         ['sk_live_123'],
       ),
     ).toEqual({ 'content-type': 'application/json', location: '/v1/payouts/po_1' });
+  });
+});
+
+describe('encodedBody', () => {
+  it('names a content coding other than identity, which the gateway cannot search', () => {
+    expect(encodedBody({})).toBeUndefined();
+    expect(encodedBody({ 'content-encoding': 'identity' })).toBeUndefined();
+    expect(encodedBody({ 'content-encoding': ' Identity ' })).toBeUndefined();
+    expect(encodedBody({ 'content-encoding': 'gzip' })).toBe('gzip');
+    expect(encodedBody({ 'content-encoding': 'identity, br' })).toBe('identity, br');
+    expect(encodedBody({ 'content-encoding': ['identity', 'zstd'] })).toBe('identity,zstd');
   });
 });

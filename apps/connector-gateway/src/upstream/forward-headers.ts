@@ -12,6 +12,7 @@ const DROPPED_REQUEST = new Set([
   'dpop',
   'content-length',
   'expect',
+  'accept-encoding',
 ]);
 
 /** Response headers never passed back to the agent. */
@@ -36,6 +37,8 @@ function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>
 /**
  * The headers sent upstream: the agent's, minus its credentials, cookies, hop-by-hop,
  * routing and client-IP headers (`Forwarded`, `X-Forwarded-*`, `X-Original-URL`...) (and any the `Connection` header names), plus the injected credential.
+ * `Accept-Encoding` is always `identity`: the gateway reads every response body for echoes of
+ * the credential, which it cannot do in a compressed one.
  */
 export function upstreamRequestHeaders(
   incoming: IncomingHttpHeaders,
@@ -50,6 +53,7 @@ export function upstreamRequestHeaders(
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   if (bodyLength > 0) headers['content-length'] = String(bodyLength);
+  headers['accept-encoding'] = 'identity';
   if (credential) headers[credential.name] = credential.value;
   return headers;
 }
@@ -69,4 +73,16 @@ export function agentResponseHeaders(upstream: Record<string, string | string[] 
     headers[name] = value;
   }
   return headers;
+}
+
+/**
+ * Whether a response body is sent with a `Content-Encoding` other than `identity` (an upstream
+ * that compressed although asked not to): its bytes could not be searched for secrets.
+ */
+export function encodedBody(headers: Record<string, string | string[] | undefined>): string | undefined {
+  const value = headers['content-encoding'];
+  if (value === undefined) return undefined;
+  const text = Array.isArray(value) ? value.join(',') : value;
+  const codings = text.split(',').map((coding) => coding.trim().toLowerCase());
+  return codings.every((coding) => coding === '' || coding === 'identity') ? undefined : text.slice(0, 64);
 }
