@@ -209,6 +209,8 @@ describe('connected accounts', () => {
     expect(echoed.status).toBe(200);
     expect(echoed.headers.get('x-echo-token')).toBeNull();
     expect(JSON.stringify([...echoed.headers])).not.toContain(userToken);
+    expect(echoed.text).not.toContain(userToken);
+    expect(echoed.body.seen_authorization).toBe(`Bearer ${'*'.repeat(userToken.length)}`);
   });
 
   it("never gives a task for one user another user's token, even in parallel", async () => {

@@ -84,13 +84,14 @@ server.on('request', async (req, res) => {
     const found = token ? await provider.AccessToken.find(token) : undefined;
     stats.apiCalls.push(found ? found.accountId : null);
     res.setHeader('content-type', 'application/json');
-    // A careless upstream that echoes the caller's token (the gateway must not pass it on).
+    // A careless upstream that echoes the caller's token, in a header and in the body (the gateway must not pass it on).
     if (req.url.includes('echo=1') && token) res.setHeader('x-echo-token', token);
     if (!found || found.isExpired) {
       res.statusCode = 401;
       return res.end(JSON.stringify({ error: 'invalid_token' }));
     }
-    return res.end(JSON.stringify({ account: found.accountId, scope: found.scope }));
+    const echo = req.url.includes('echo=1') ? { seen_authorization: req.headers.authorization } : {};
+    return res.end(JSON.stringify({ account: found.accountId, scope: found.scope, ...echo }));
   }
   callback(req, res);
 });
