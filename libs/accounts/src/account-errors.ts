@@ -22,3 +22,16 @@ export class UserTokenError extends Error {
     this.name = 'UserTokenError';
   }
 }
+
+/**
+ * The keys of a trusted identity provider could not be had (its JWKS endpoint refused the
+ * connection, timed out, or answered anything but a `200` JWK Set): the token in hand could not
+ * be checked, which is not the caller's fault. Transports answer `503` with `Retry-After`.
+ */
+export class IdentityProviderUnavailableError extends Error {
+  readonly code = 'jwks_unavailable';
+  constructor(message = "the identity provider's keys could not be fetched", options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'IdentityProviderUnavailableError';
+  }
+}

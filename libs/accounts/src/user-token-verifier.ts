@@ -1,7 +1,7 @@
 import { createRemoteJWKSet, customFetch, decodeJwt, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { Pool } from 'pg';
 import { type Dispatcher, fetch as undiciFetch } from 'undici';
-import { UserTokenError } from './account-errors';
+import { IdentityProviderUnavailableError, UserTokenError } from './account-errors';
 
 /** A user whose identity Writ verified: the issuer of their token and its `sub`. */
 export interface VerifiedUser {
@@ -66,9 +66,12 @@ export class UserTokenVerifier {
       if (error instanceof joseErrors.JWTClaimValidationFailed) {
         throw new UserTokenError(`claim_${error.claim}`, `the user token's ${error.claim} is not acceptable`);
       }
-      if (error instanceof joseErrors.JWKSTimeout || !(error instanceof joseErrors.JOSEError)) {
-        throw new UserTokenError('jwks_unavailable', "the identity provider's keys could not be fetched");
-      }
+      if (error instanceof IdentityProviderUnavailableError) throw error;
+      // Keys that could not be had are the provider's outage, never the caller's fault; a key id
+      // missing from a set that was fetched (JWKSNoMatchingKey) is the caller's.
+      if (error instanceof joseErrors.JWKSTimeout) throw new IdentityProviderUnavailableError(undefined, { cause: error });
+      if (!(error instanceof joseErrors.JOSEError))
+        throw new IdentityProviderUnavailableError("the identity provider's keys could not be used", { cause: error });
       throw new UserTokenError('signature', "the user token's signature does not verify with the identity provider's keys");
     }
   }
@@ -92,14 +95,7 @@ export class UserTokenVerifier {
         ? cached.keys
         : createRemoteJWKSet(new URL(row.jwks_uri), {
             timeoutDuration: 5_000,
-            [customFetch]: (url: string, options: { headers: Headers; method: string; signal: AbortSignal }) =>
-              undiciFetch(url, {
-                headers: options.headers as never,
-                method: options.method,
-                signal: options.signal,
-                redirect: 'manual',
-                dispatcher: this.dispatcher,
-              }),
+            [customFetch]: (url: string, options: { headers: Headers; method: string; signal: AbortSignal }) => fetchKeySet(this.dispatcher, url, options),
           })
       : undefined;
     if (this.providers.size > 1_000) this.providers.clear();
@@ -107,4 +103,44 @@ export class UserTokenVerifier {
     this.providers.set(issuer, entry);
     return entry;
   }
+}
+
+/**
+ * Fetches an identity provider's JWK Set for jose through the guarded dispatcher. Whatever keeps
+ * the keys from Writ (a refused or failed connection, the timeout, an answer other than `200`,
+ * a body that is not a JWK Set) is an {@link IdentityProviderUnavailableError}: thrown from
+ * here, jose passes it on as it is, so the verifier never mistakes the provider's outage for a
+ * token that does not verify.
+ */
+async function fetchKeySet(dispatcher: Dispatcher, url: string, options: { headers: Headers; method: string; signal: AbortSignal }): Promise<Response> {
+  const unavailable = (why: string, cause?: unknown) =>
+    new IdentityProviderUnavailableError(`the identity provider's keys could not be fetched (${options.signal.aborted ? 'timed out' : why})`, { cause });
+  let text: string;
+  try {
+    const response = await undiciFetch(url, {
+      headers: options.headers as never,
+      method: options.method,
+      signal: options.signal,
+      redirect: 'manual',
+      dispatcher,
+    });
+    if (response.status !== 200) {
+      await response.body?.cancel().catch(() => undefined);
+      throw unavailable(`its JWKS endpoint answered ${response.status}`);
+    }
+    text = await response.text();
+  } catch (error) {
+    throw error instanceof IdentityProviderUnavailableError ? error : unavailable('the connection failed', error);
+  }
+  let set: unknown;
+  try {
+    set = JSON.parse(text);
+  } catch (error) {
+    throw unavailable('its JWKS endpoint did not answer JSON', error);
+  }
+  const keys = (set as { keys?: unknown } | null)?.keys;
+  if (typeof set !== 'object' || !Array.isArray(keys) || !keys.every((key) => typeof key === 'object' && key !== null && !Array.isArray(key))) {
+    throw unavailable('its JWKS endpoint did not answer a JWK Set');
+  }
+  return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
 }

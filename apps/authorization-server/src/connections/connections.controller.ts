@@ -169,6 +169,9 @@ export class MyConnectionsController {
     try {
       return await this.verifiedUser(request);
     } catch (error) {
+      // Only the caller's own failures count toward the throttle: an identity provider's
+      // outage (503) must not push its real users to 429.
+      if (!(error instanceof ConnectionRefusedError) || error.status >= 500) throw error;
       const verdict = await this.throttle.failure('oauth', source);
       if (verdict.limited) throw new TooManyRequestsError(verdict.retryAfterSeconds, 'too many failed requests from this address', { reason: 'throttled' });
       throw error;

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
-import { UserTokenError, UserTokenVerifier, type VerifiedUser } from '@writ/accounts';
+import { IdentityProviderUnavailableError, UserTokenError, UserTokenVerifier, type VerifiedUser } from '@writ/accounts';
+import { TemporarilyUnavailableError } from '@writ/oauth';
 import { ValidationFailedError } from '@writ/platform';
 
 /** What a caller may send to name a user: their token, or an assertion. */
@@ -12,7 +13,7 @@ export interface UserProof {
  * Turns what an orchestrator sends about a user into a verified user: the user's token from a
  * trusted identity provider (`iss`, `aud`, `exp`, signature), or `{iss, sub}` asserted by an
  * orchestrator registered as trusted to assert users of that issuer. Anything else is a 400
- * naming the field.
+ * naming the field; a provider whose keys cannot be fetched is a 503 (`temporarily_unavailable`).
  */
 @Injectable()
 export class UserSubjects {
@@ -27,6 +28,10 @@ export class UserSubjects {
       try {
         return await this.verifier.verify(proof.user_token);
       } catch (error) {
+        // The provider's keys out of reach: 503 with Retry-After, the token not blamed.
+        if (error instanceof IdentityProviderUnavailableError) {
+          throw new TemporarilyUnavailableError(`${error.message}; retry later`, { reason: 'identity_provider_unavailable', cause: error });
+        }
         if (!(error instanceof UserTokenError)) throw error;
         throw new ValidationFailedError(
           [{ field: 'user_token', message: `${error.message} (${error.code})` }],
