@@ -186,4 +186,28 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_3');
     expect(endpoint.requests).toBe(3);
   });
+
+  it.each(['null', '[]', '"x"', '42'])('refuses a token endpoint answering JSON %s with 502, and keeps no failure', async (answer) => {
+    endpoint.answer = (_n, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(answer);
+    };
+    const [outcome] = await concurrently(1);
+    expect(outcome).toEqual({ error: expect.objectContaining({ status: 502, reason: 'upstream_token_status_200' }) });
+    endpoint.answer = (n, response) => endpoint.issue(n, response);
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+  });
+
+  it.each(['1e400', '1e300', '"3600"', '-5'])('never reuses a token past a day, whatever expires_in says (%s)', async (expiresIn) => {
+    endpoint.answer = (n, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(`{"access_token":"upstream_at_${n}","token_type":"Bearer","expires_in":${expiresIn}}`);
+    };
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_1');
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_1');
+    expect(endpoint.requests).toBe(1);
+    jest.spyOn(Date, 'now').mockReturnValue(Date.now() + 24 * 3600_000 + 1000);
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+    expect(endpoint.requests).toBe(2);
+  });
 });

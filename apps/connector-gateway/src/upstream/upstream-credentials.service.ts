@@ -40,6 +40,11 @@ interface TokenFlight {
 
 /** Cap on how long a fetched upstream token is reused when the token endpoint gives no `expires_in`. */
 const DEFAULT_UPSTREAM_TOKEN_SECONDS = 300;
+/**
+ * Cap on how long a fetched upstream token is reused whatever `expires_in` says (a huge or
+ * non-finite value would otherwise keep it forever); a token refused earlier is dropped on its 401.
+ */
+const MAX_UPSTREAM_TOKEN_SECONDS = 24 * 3600;
 /** Largest token response read from an upstream token endpoint. */
 const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024;
 
@@ -234,14 +239,19 @@ export class UpstreamCredentials {
     }
     let body: { access_token?: unknown; expires_in?: unknown; token_type?: unknown } = {};
     try {
-      body = JSON.parse(text) as typeof body;
+      const parsed: unknown = JSON.parse(text);
+      // Only a JSON object is a token response (`null`, an array, a string: refused below).
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) body = parsed;
     } catch {
       /* refused below */
     }
     if (status !== 200 || typeof body.access_token !== 'string' || body.access_token === '') {
       throw new BadGatewayError('the upstream credential could not be obtained', { reason: `upstream_token_status_${status}` });
     }
-    const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_UPSTREAM_TOKEN_SECONDS;
+    const lifetime =
+      typeof body.expires_in === 'number' && Number.isFinite(body.expires_in) && body.expires_in > 0
+        ? Math.min(body.expires_in, MAX_UPSTREAM_TOKEN_SECONDS)
+        : DEFAULT_UPSTREAM_TOKEN_SECONDS;
     // Refresh a little before expiry: 10% of the lifetime, at most 60 s early.
     const margin = Math.min(60, lifetime * 0.1);
     return { value: body.access_token, refreshAt: Date.now() + (lifetime - margin) * 1000 };
