@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Dispatcher, request as undiciRequest } from 'undici';
-import { AuditEventInput, AuditService } from '@writ/audit';
+import { AuditEventInput, AuditService, AuditUnavailableError, isConnectionError } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { PG_POOL, type ConnectorDetail, type ConnectorOperation } from '@writ/database';
 import type { Pool } from 'pg';
@@ -510,7 +510,8 @@ export class ProxyService {
         // The upstream refused its token before acting on the request: refresh once and resend.
         await response.body.dump();
         this.credentials.invalidate(sealed, checked.credential);
-        const fresh = await this.credentials.headerFor(sealed, checked.credential);
+        // A refresh that fails is answered as on the first send (503, 403...), not as the upstream's 502.
+        const fresh = await this.credentials.headerFor(sealed, checked.credential).catch((error: unknown) => Promise.reject(refreshFailure(error)));
         injected.push(fresh.value.replace(/^Bearer /, ''));
         response = await send(fresh);
       }
@@ -771,8 +772,9 @@ function tooManyFailures(verdict: FailureVerdict): TooManyRequestsError {
   return new TooManyRequestsError(verdict.retryAfterSeconds, 'too many refused calls from this address', { reason: 'throttled' });
 }
 
-function upstreamFailure(error: unknown): BadGatewayError | GatewayTimeoutError {
-  if (error instanceof BadGatewayError || error instanceof GatewayTimeoutError) return error;
+function upstreamFailure(error: unknown): OAuthError {
+  // The gateway's own refusals (a failed credential refresh on the resend after a 401) keep their status and reason.
+  if (error instanceof OAuthError) return error;
   if ((error as { code?: string }).code === UPSTREAM_ADDRESS_REFUSED) {
     return new BadGatewayError('the upstream address is not reachable from the gateway (WRIT_UPSTREAM_ALLOWED_NETWORKS): nothing was sent', {
       reason: 'upstream_address_refused',
@@ -789,4 +791,20 @@ function upstreamFailure(error: unknown): BadGatewayError | GatewayTimeoutError 
     return new GatewayTimeoutError(undefined, { reason: code });
   }
   return new BadGatewayError(undefined, { reason: code });
+}
+
+/**
+ * A credential refresh that failed on the resend after an upstream 401, as the first send would
+ * answer it: the gateway's own refusals as they are; the database or audit log out of reach as
+ * 503 `temporarily_unavailable` (what the exception filter answers for them).
+ */
+function refreshFailure(error: unknown): unknown {
+  if (error instanceof OAuthError) return error;
+  if (error instanceof AuditUnavailableError || isConnectionError(error)) {
+    return new TemporarilyUnavailableError('the upstream credential could not be refreshed right now; retry later', {
+      reason: 'database_unavailable',
+      cause: error,
+    });
+  }
+  return error;
 }

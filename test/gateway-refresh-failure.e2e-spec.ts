@@ -1,0 +1,172 @@
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, type CryptoKey, SignJWT } from 'jose';
+import type { Pool } from 'pg';
+import { accountSealContext } from '@writ/accounts';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { exchangeFields, tasksToken } from './support/grant-flow';
+import { http, sendJson, type TestClient, tokenRequest } from './support/oauth-client';
+import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+const OPERATIONS = [{ name: 'me.get', method: 'GET', path: '/api/me', risk: 'read', constraints: {} }];
+const ALLOWED = [{ type: 'connector', connector: 'codehost', actions: ['me.get'] }];
+const IDP = 'https://idp.refresh.example';
+
+/**
+ * An upstream refuses the user's access token (401) and the gateway refreshes it once to resend:
+ * when that refresh fails (the token endpoint down, or the grant revoked), the call is answered
+ * with the status and reason the same failure gets on the first send (503 with Retry-After,
+ * 403 connection_required), not as the upstream's 502.
+ */
+describe('gateway: a failed credential refresh on the resend after an upstream 401', () => {
+  let services: TestServices;
+  let pool: Pool;
+  let agent: TestClient;
+  let orchestrator: TestClient;
+  let userKey: CryptoKey;
+  let jwks: Server;
+  let upstream: Server;
+  let tokenEndpoint: Server;
+  let tokenUrl: string;
+  /** How the token endpoint answers a refresh: `down` drops the connection, `revoked` is invalid_grant. */
+  let tokenMode: 'down' | 'revoked' = 'down';
+  let upstreamCalls = 0;
+
+  const listen = async (server: Server) => {
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  };
+
+  beforeAll(async () => {
+    services = await startTestServices({ gateway: createGatewayApp });
+    pool = services.runtime.pool;
+    agent = await seedAgent(pool, 'agent-1');
+    orchestrator = await seedOrchestrator(pool, 'orch-1', ['agent-1']);
+    const keys = await generateKeyPair('ES256', { extractable: true });
+    userKey = keys.privateKey;
+    const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(keys.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
+    jwks = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(keySet);
+    });
+    const jwksUrl = `${await listen(jwks)}/jwks`;
+    await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, 'writ', '{}')`, [IDP, jwksUrl]);
+    // The upstream API refuses every access token: the gateway refreshes once and resends.
+    upstream = createServer((req, res) => {
+      upstreamCalls += 1;
+      req.resume();
+      res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"' });
+      res.end();
+    });
+    const upstreamUrl = await listen(upstream);
+    tokenEndpoint = createServer((req, res) => {
+      req.resume();
+      if (tokenMode === 'down') {
+        req.socket.destroy();
+        return;
+      }
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'invalid_grant', error_description: 'grant revoked' }));
+    });
+    tokenUrl = `${await listen(tokenEndpoint)}/token`;
+    await seedConnector(pool, 'codehost', OPERATIONS, upstreamUrl);
+    await setConnectorCredential(pool, services.runtime.masterKey, 'codehost', {
+      type: 'oauth2_authorization_code',
+      authorization_url: `${tokenUrl.replace(/\/token$/, '')}/auth`,
+      token_url: tokenUrl,
+      client_id: 'writ-upstream',
+      client_secret: 'upstream-secret-0a9f',
+      scopes: ['repo:read'],
+    });
+  });
+  afterAll(async () => {
+    for (const server of [jwks, upstream, tokenEndpoint]) {
+      server?.closeAllConnections();
+      server?.close();
+    }
+    await services?.close();
+  });
+
+  /** A connected account for `subject`, its access token expired (refreshed before the first send) or not. */
+  async function connected(subject: string, expired: boolean): Promise<void> {
+    const user = { issuer: IDP, subject };
+    const sealed = services.runtime.masterKey.seal(
+      JSON.stringify({ access_token: `at_${subject}_${randomUUID()}`, refresh_token: `rt_${subject}` }),
+      accountSealContext('codehost', tokenUrl, user),
+    );
+    await pool.query(
+      `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at)
+       VALUES ($1, 'codehost', $2, $3, 'active', '{repo:read}', $4, now() + ($5 || ' seconds')::interval)`,
+      [randomUUID(), IDP, subject, sealed, expired ? '-60' : '3600'],
+    );
+  }
+
+  async function callAs(subject: string) {
+    const userToken = await new SignJWT({ sub: subject })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(IDP)
+      .setAudience('writ')
+      .setExpirationTime('5m')
+      .sign(userKey);
+    const task = await sendJson(
+      'POST',
+      `${services.issuer}/v1/tasks`,
+      { agent_id: 'agent-1', purpose: 'read the user profile', allowed: ALLOWED, ttl_seconds: 600, user_token: userToken },
+      await tasksToken(services, orchestrator),
+    );
+    expect(task.status).toBe(201);
+    const exchanged = await tokenRequest(services.issuer, agent, exchangeFields(task.body.task_token, ALLOWED));
+    expect(exchanged.status).toBe(200);
+    return http(`${services.gatewayUrl}/connectors/codehost/api/me`, { headers: { authorization: `Bearer ${exchanged.body.access_token}` } });
+  }
+
+  const lastGatewayEvent = async () =>
+    (
+      await pool.query<{ type: string; data: Record<string, unknown> }>(
+        `SELECT type, data FROM audit_events WHERE type IN ('gateway.call', 'gateway.upstream') ORDER BY seq DESC LIMIT 1`,
+      )
+    ).rows[0];
+
+  it('token endpoint down: 503 with Retry-After on the resend, as on the first send', async () => {
+    tokenMode = 'down';
+    await connected('first-down', true);
+    const first = await callAs('first-down');
+    expect(first.status).toBe(503);
+    const firstEvent = await lastGatewayEvent();
+    expect(firstEvent.data).toMatchObject({ status: 503, reason: 'upstream_unavailable' });
+
+    await connected('resend-down', false);
+    const before = upstreamCalls;
+    const resend = await callAs('resend-down');
+    expect(upstreamCalls).toBe(before + 1);
+    expect(resend.status).toBe(first.status);
+    expect(resend.body.error).toBe('temporarily_unavailable');
+    expect(resend.body.error).toBe(first.body.error);
+    expect(Number(resend.headers.get('retry-after'))).toBeGreaterThan(0);
+    const resendEvent = await lastGatewayEvent();
+    expect(resendEvent.data).toMatchObject({ status: 503, error: 'temporarily_unavailable', reason: firstEvent.data.reason });
+  });
+
+  it('grant revoked: 403 connection_required on the resend, as on the first send', async () => {
+    tokenMode = 'revoked';
+    await connected('first-revoked', true);
+    const first = await callAs('first-revoked');
+    expect(first.status).toBe(403);
+    expect(first.body.error).toBe('connection_required');
+    const firstEvent = await lastGatewayEvent();
+    expect(firstEvent.data).toMatchObject({ status: 403, reason: 'connection_broken' });
+
+    await connected('resend-revoked', false);
+    const resend = await callAs('resend-revoked');
+    expect(resend.status).toBe(403);
+    expect(resend.body.error).toBe('connection_required');
+    const resendEvent = await lastGatewayEvent();
+    expect(resendEvent.data).toMatchObject({ status: 403, error: 'connection_required', reason: firstEvent.data.reason });
+    const { rows } = await pool.query<{ status: string }>(`SELECT status FROM connected_accounts WHERE user_subject = 'resend-revoked'`);
+    expect(rows[0].status).toBe('broken');
+  });
+});
