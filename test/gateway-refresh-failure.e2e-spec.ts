@@ -31,8 +31,11 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
   let upstream: Server;
   let tokenEndpoint: Server;
   let tokenUrl: string;
-  /** How the token endpoint answers a refresh: `down` drops the connection, `revoked` is invalid_grant. */
-  let tokenMode: 'down' | 'revoked' = 'down';
+  /**
+   * How the token endpoint answers a refresh: `down` drops the connection, `revoked` is
+   * invalid_grant, `maintenance` a 503 page, `busy` a 503 `temporarily_unavailable` OAuth error.
+   */
+  let tokenMode: 'down' | 'revoked' | 'maintenance' | 'busy' = 'down';
   let upstreamCalls = 0;
 
   const listen = async (server: Server) => {
@@ -69,8 +72,13 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
         req.socket.destroy();
         return;
       }
-      res.writeHead(400, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: 'invalid_grant', error_description: 'grant revoked' }));
+      if (tokenMode === 'maintenance') {
+        res.writeHead(503, { 'content-type': 'text/html' });
+        res.end('<h1>Down for maintenance</h1>');
+        return;
+      }
+      res.writeHead(tokenMode === 'busy' ? 503 : 400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(tokenMode === 'busy' ? { error: 'temporarily_unavailable' } : { error: 'invalid_grant', error_description: 'grant revoked' }));
     });
     tokenUrl = `${await listen(tokenEndpoint)}/token`;
     await seedConnector(pool, 'codehost', OPERATIONS, upstreamUrl);
@@ -169,4 +177,23 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
     const { rows } = await pool.query<{ status: string }>(`SELECT status FROM connected_accounts WHERE user_subject = 'resend-revoked'`);
     expect(rows[0].status).toBe('broken');
   });
+
+  it.each(['maintenance', 'busy'] as const)(
+    'token endpoint answering 503 (%s): the call is 503 with Retry-After and the connection stays active',
+    async (mode) => {
+      tokenMode = mode;
+      for (const [subject, expired] of [
+        [`first-${mode}`, true],
+        [`resend-${mode}`, false],
+      ] as const) {
+        await connected(subject, expired);
+        const response = await callAs(subject);
+        expect(response.status).toBe(503);
+        expect(response.body.error).toBe('temporarily_unavailable');
+        expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+        const { rows } = await pool.query<{ status: string }>(`SELECT status FROM connected_accounts WHERE user_subject = $1`, [subject]);
+        expect(rows[0].status).toBe('active');
+      }
+    },
+  );
 });

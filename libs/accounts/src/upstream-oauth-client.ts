@@ -161,6 +161,12 @@ export class UpstreamOAuthClient {
 /** The upstream's error, described without anything it echoed back (which could hold a token). */
 function describe(error: unknown): UpstreamOAuthError {
   if (error instanceof UpstreamOAuthError) return error;
+  // A 5xx or 429 is the endpoint's own trouble, whatever its body says: the grant may be fine,
+  // so it is never a refusal (which would mark the user's connection broken for good).
+  const status = answerStatus(error);
+  if (status !== undefined && (status >= 500 || status === 429)) {
+    return new UpstreamOAuthError('upstream_unavailable', `the upstream OAuth endpoint answered ${status}`, false);
+  }
   if (error instanceof oauth.ResponseBodyError) {
     const code = /^[\x21-\x7e]{1,64}$/.test(error.error) ? error.error : 'invalid_response';
     const description = typeof error.error_description === 'string' ? error.error_description.replace(/[^\x20-\x7e]/g, '').slice(0, 200) : '';
@@ -180,4 +186,14 @@ function describe(error: unknown): UpstreamOAuthError {
     return new UpstreamOAuthError('invalid_response', `the upstream's answer is not acceptable: ${error.message.slice(0, 200)}`, true);
   }
   return new UpstreamOAuthError('upstream_unreachable', 'the upstream OAuth endpoint could not be reached', false);
+}
+
+/** The HTTP status of an answer oauth4webapi refused (an error body, or an unexpected status), if it was one. */
+function answerStatus(error: unknown): number | undefined {
+  if (error instanceof oauth.ResponseBodyError) return error.status;
+  if (error instanceof oauth.OperationProcessingError && error.code === oauth.RESPONSE_IS_NOT_CONFORM) {
+    const status = (error.cause as { status?: unknown } | undefined)?.status;
+    return typeof status === 'number' ? status : undefined;
+  }
+  return undefined;
 }
