@@ -45,7 +45,7 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
   };
 
   beforeAll(async () => {
-    services = await startTestServices({ gateway: createGatewayApp });
+    services = await startTestServices({ gateway: createGatewayApp, env: { WRIT_DB_LOCK_TIMEOUT_MS: '300' } });
     pool = services.runtime.pool;
     agent = await seedAgent(pool, 'agent-1');
     orchestrator = await seedOrchestrator(pool, 'orch-1', ['agent-1']);
@@ -196,4 +196,29 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
       }
     },
   );
+
+  it('database out of reach for the refresh (its row lock times out): 503 on the resend, as on the first send', async () => {
+    tokenMode = 'down';
+    const statuses: number[] = [];
+    for (const [subject, expired] of [
+      ['first-locked', true],
+      ['resend-locked', false],
+    ] as const) {
+      await connected(subject, expired);
+      // Another session holds the connection's row: the refresh's SELECT ... FOR UPDATE passes lock_timeout.
+      const holder = await pool.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query(`SELECT id FROM connected_accounts WHERE user_subject = $1 FOR UPDATE`, [subject]);
+        const response = await callAs(subject);
+        statuses.push(response.status);
+        expect(response.body.error).toBe('temporarily_unavailable');
+        expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+      } finally {
+        await holder.query('ROLLBACK');
+        holder.release();
+      }
+    }
+    expect(statuses).toEqual([503, 503]);
+  });
 });

@@ -113,6 +113,16 @@ describe('identity provider outage', () => {
     expectUnavailable(await createTask(await userToken(issuer)));
   });
 
+  it('connect links while the JWKS endpoint answers 503: 503 with Retry-After, user_token not blamed', async () => {
+    const response = await sendJson(
+      'POST',
+      `${services.issuer}/v1/connections/links`,
+      { connector_id: 'payments', user_token: await userToken('https://idp-503.example') },
+      await tasksToken(services, world.orchestrator),
+    );
+    expectUnavailable(response);
+  });
+
   it('still blames a token that does not verify with keys that were fetched (400 naming user_token)', async () => {
     const forged = await createTask(await userToken('https://idp-good.example', 'alice', otherKey));
     expect(forged.status).toBe(400);
