@@ -32,6 +32,11 @@ export class UpstreamOAuthError extends Error {
 }
 
 const TIMEOUT_MS = 10_000;
+/**
+ * Cap on the `expires_in` believed (a day): a huge value would make an invalid date, which
+ * PostgreSQL refuses (answered as the caller's bad input), or keep a token for ever.
+ */
+const MAX_EXPIRES_IN_SECONDS = 24 * 3600;
 
 /**
  * Writ's side of an upstream authorization-code grant, with `oauth4webapi`: the authorization
@@ -119,7 +124,7 @@ export class UpstreamOAuthClient {
       return {
         accessToken: tokens.access_token,
         ...(typeof tokens.refresh_token === 'string' ? { refreshToken: tokens.refresh_token } : {}),
-        expiresAt: typeof tokens.expires_in === 'number' ? new Date(Date.now() + tokens.expires_in * 1000) : null,
+        expiresAt: typeof tokens.expires_in === 'number' ? new Date(Date.now() + Math.min(tokens.expires_in, MAX_EXPIRES_IN_SECONDS) * 1000) : null,
         scopes: typeof tokens.scope === 'string' ? tokens.scope.split(' ').filter(Boolean) : credential.scopes,
       } satisfies UpstreamTokenSet;
     }

@@ -1,0 +1,74 @@
+import { once } from 'node:events';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { OAuth2AuthorizationCode } from '@writ/connectors';
+import { Agent } from 'undici';
+import { UpstreamOAuthClient, UpstreamOAuthError } from './upstream-oauth-client';
+
+/** A real token endpoint on loopback; `answer` decides each refresh. */
+describe('UpstreamOAuthClient.refresh against a real token endpoint', () => {
+  let server: Server;
+  let dispatcher: Agent;
+  let client: UpstreamOAuthClient;
+  let credential: OAuth2AuthorizationCode;
+  let answer: (response: ServerResponse) => void;
+
+  beforeAll(async () => {
+    server = createServer((request, response) => {
+      request.resume();
+      request.on('end', () => answer(response));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    dispatcher = new Agent();
+    client = new UpstreamOAuthClient(dispatcher);
+    credential = {
+      type: 'oauth2_authorization_code',
+      authorization_url: `${origin}/auth`,
+      token_url: `${origin}/token`,
+      client_id: 'writ',
+      client_secret: 'secret',
+      scopes: ['read'],
+    };
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    server.close();
+    await dispatcher.close();
+  });
+
+  const json = (status: number, body: string) => (response: ServerResponse) => {
+    response.writeHead(status, { 'content-type': 'application/json' });
+    response.end(body);
+  };
+
+  it.each(['1e300', '1e20'])('keeps a huge expires_in (%s) to a valid time at most a day away', async (expiresIn) => {
+    answer = json(200, `{"access_token":"at","token_type":"Bearer","refresh_token":"rt2","expires_in":${expiresIn}}`);
+    const tokens = await client.refresh(credential, 'rt', ['read']);
+    expect(tokens.expiresAt).toBeInstanceOf(Date);
+    expect(Number.isFinite(tokens.expiresAt!.getTime())).toBe(true);
+    expect(tokens.expiresAt!.getTime()).toBeLessThanOrEqual(Date.now() + 24 * 3600_000);
+  });
+
+  it.each([
+    ['a 503 page', 503, '<h1>maintenance</h1>', 'text/html'],
+    ['a 503 OAuth error', 503, '{"error":"temporarily_unavailable"}', 'application/json'],
+    ['a 500 invalid_grant', 500, '{"error":"invalid_grant"}', 'application/json'],
+    ['a 429', 429, '{"error":"slow_down"}', 'application/json'],
+  ])('reads %s as the endpoint unavailable, never as a refused grant', async (_, status, body, type) => {
+    answer = (response) => {
+      response.writeHead(status, { 'content-type': type });
+      response.end(body);
+    };
+    const error = await client.refresh(credential, 'rt', ['read']).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UpstreamOAuthError);
+    expect(error).toMatchObject({ refused: false, code: 'upstream_unavailable' });
+  });
+
+  it('still reads a 400 invalid_grant as a refused grant', async () => {
+    answer = json(400, '{"error":"invalid_grant"}');
+    const error = await client.refresh(credential, 'rt', ['read']).catch((e: unknown) => e);
+    expect(error).toMatchObject({ refused: true, code: 'invalid_grant' });
+  });
+});
