@@ -23,8 +23,9 @@ export function jsonValuesEqual(a: unknown, b: unknown): boolean {
  * The gateway-side check of one request value (`actual`, as it will be forwarded) against
  * a granted constraint value. `eq`: strictly equal (`"50000"` is not `50000`); `lte` /
  * `gte`: both finite numbers and `actual` not above / not below `granted`; `in`: `granted`
- * is an array and `actual` one of its elements, or, if `actual` is an array, every element
- * of it is. Missing values, unknown operators and any type mismatch fail.
+ * is an array and `actual` one of its elements, or, if `actual` is a non-empty array, every
+ * element of it is (an empty array fails: some upstreams read `[]` as "no filter", i.e. all).
+ * Missing values, unknown operators and any type mismatch fail.
  */
 export function matchConstraint(op: ConstraintOperator, grantedValue: unknown, actualValue: unknown): boolean {
   switch (op) {
@@ -37,7 +38,7 @@ export function matchConstraint(op: ConstraintOperator, grantedValue: unknown, a
     case 'in': {
       if (!Array.isArray(grantedValue)) return false;
       const allowed = (element: unknown) => (typeof element === 'string' || isFiniteNumber(element)) && grantedValue.some((g) => g === element);
-      return Array.isArray(actualValue) ? actualValue.every(allowed) : allowed(actualValue);
+      return Array.isArray(actualValue) ? actualValue.length > 0 && actualValue.every(allowed) : allowed(actualValue);
     }
     default:
       return false;
