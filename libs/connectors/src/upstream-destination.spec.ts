@@ -29,6 +29,15 @@ describe('UpstreamNetworks', () => {
     '64:ff9b::169.254.169.254',
     '::169.254.169.254',
     '2002:a9fe:a9fe::1',
+    '192.0.0.192',
+    '192.0.0.8',
+    '192.0.0.255',
+    '168.63.129.16',
+    '::ffff:168.63.129.16',
+    '::ffff:0:169.254.169.254',
+    '::ffff:0:a9fe:a9fe',
+    '0:0:0:0:ffff:0:a9fe:a9fe',
+    '::ffff:0:192.0.0.192',
   ])('never allows %s, whatever is configured', (address) => {
     expect(new UpstreamNetworks(['0.0.0.0/0', '::/0']).refusal(address)).toMatch(/never reachable/);
   });
@@ -48,6 +57,8 @@ describe('UpstreamNetworks', () => {
     '::ffff:7f00:1',
     '::127.0.0.1',
     '64:ff9b::a00:1',
+    '::ffff:0:127.0.0.1',
+    '::ffff:0:a00:1',
   ])('allows the private or loopback %s only where configured', (address) => {
     expect(none.refusal(address)).toMatch(/outside WRIT_UPSTREAM_ALLOWED_NETWORKS/);
     expect(new UpstreamNetworks(['0.0.0.0/0', '::/0']).refusal(address)).toBeUndefined();
@@ -59,7 +70,7 @@ describe('UpstreamNetworks', () => {
     expect(loopback.refusal('10.0.0.1')).toMatch(/outside/);
   });
 
-  it.each(['8.8.8.8', '172.32.0.1', '192.169.0.1', '2606:4700::1111', '::ffff:8.8.8.8'])('allows the public %s', (address) => {
+  it.each(['8.8.8.8', '172.32.0.1', '192.169.0.1', '192.0.1.1', '168.63.129.17', '2606:4700::1111', '::ffff:8.8.8.8'])('allows the public %s', (address) => {
     expect(none.refusal(address)).toBeUndefined();
   });
 

@@ -10,7 +10,9 @@ const METADATA_HOSTS = new Set(['metadata.google.internal', 'metadata.goog', 'me
 /**
  * Never reachable, whatever `WRIT_UPSTREAM_ALLOWED_NETWORKS` says: link-local (where cloud
  * metadata services live), the unspecified and "this network" addresses, multicast and
- * broadcast, and the metadata addresses that sit inside private ranges.
+ * broadcast, the IETF protocol assignments (`192.0.0.0/24`: DS-Lite, NAT64 discovery, PCP
+ * and TURN anycast, `192.0.0.192` Oracle Cloud metadata), and the metadata addresses that sit
+ * inside private or public ranges (Alibaba `100.100.100.200`, Azure WireServer `168.63.129.16`).
  */
 const FORBIDDEN: Array<[string, number, 'ipv4' | 'ipv6']> = [
   ['0.0.0.0', 8, 'ipv4'],
@@ -18,6 +20,8 @@ const FORBIDDEN: Array<[string, number, 'ipv4' | 'ipv6']> = [
   ['224.0.0.0', 4, 'ipv4'],
   ['240.0.0.0', 4, 'ipv4'],
   ['100.100.100.200', 32, 'ipv4'],
+  ['192.0.0.0', 24, 'ipv4'],
+  ['168.63.129.16', 32, 'ipv4'],
   ['::', 128, 'ipv6'],
   ['fe80::', 10, 'ipv6'],
   ['ff00::', 8, 'ipv6'],
@@ -35,8 +39,9 @@ const PRIVATE: Array<[string, number, 'ipv4' | 'ipv6']> = [
   ['::1', 128, 'ipv6'],
   ['fc00::', 7, 'ipv6'],
   ['fec0::', 10, 'ipv6'],
-  // IPv4-compatible (deprecated), NAT64 and 6to4 forms can reach IPv4 hosts behind the gateway.
+  // IPv4-compatible (deprecated), IPv4-translated (SIIT), NAT64 and 6to4 forms can reach IPv4 hosts behind the gateway.
   ['::', 96, 'ipv6'],
+  ['::ffff:0:0:0', 96, 'ipv6'],
   ['64:ff9b::', 96, 'ipv6'],
   ['64:ff9b:1::', 48, 'ipv6'],
   ['2002::', 16, 'ipv6'],
@@ -85,7 +90,8 @@ function hextets(address: string): number[] | undefined {
 
 /**
  * The IPv4 address an IPv6 address carries when it reaches IPv4 hosts through translation:
- * NAT64 (`64:ff9b::/96`), IPv4-compatible (`::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::/48`).
+ * NAT64 (`64:ff9b::/96`), IPv4-compatible (`::a.b.c.d`), IPv4-translated (SIIT, RFC 7915:
+ * `::ffff:0:a.b.c.d`, i.e. `::ffff:0:0:0/96`) and 6to4 (`2002:AABB:CCDD::/48`).
  */
 function embeddedIpv4(address: string): string | undefined {
   const groups = hextets(address);
@@ -93,6 +99,7 @@ function embeddedIpv4(address: string): string | undefined {
   const v4 = (high: number, low: number) => [high >> 8, high & 255, low >> 8, low & 255].join('.');
   if (groups[0] === 0x64 && groups[1] === 0xff9b && groups.slice(2, 6).every((group) => group === 0)) return v4(groups[6], groups[7]);
   if (groups.slice(0, 6).every((group) => group === 0) && (groups[6] !== 0 || groups[7] > 1)) return v4(groups[6], groups[7]);
+  if (groups.slice(0, 4).every((group) => group === 0) && groups[4] === 0xffff && groups[5] === 0) return v4(groups[6], groups[7]);
   if (groups[0] === 0x2002) return v4(groups[1], groups[2]);
   return undefined;
 }
