@@ -11,6 +11,13 @@ describe('parseRequestTarget', () => {
     });
   });
 
+  it('accepts path parameters on an ordinary segment, forwarded as they are', () => {
+    expect(parseRequestTarget('/connectors/payments/v1/items;v=2/x..y')).toMatchObject({
+      upstreamPath: '/v1/items;v=2/x..y',
+      segments: ['v1', 'items;v=2', 'x..y'],
+    });
+  });
+
   it('accepts the connector root', () => {
     expect(parseRequestTarget('/connectors/payments')).toMatchObject({ upstreamPath: '/', segments: [] });
   });
@@ -33,6 +40,10 @@ describe('parseRequestTarget', () => {
     ['bad connector id', '/connectors/..%2f/v1'],
     ['not a connector path', '/admin/v1'],
     ['fragment', '/connectors/payments/v1#x'],
+    ['dot-dot segment with path parameters (Tomcat, Jetty)', '/connectors/payments/v1/payouts/..;/refund'],
+    ['dot-dot segment with named path parameters', '/connectors/payments/v1/payouts/..;jsessionid=x/refund'],
+    ['dot segment with path parameters', '/connectors/payments/v1/.;x/payouts'],
+    ['segment of path parameters only', '/connectors/payments/v1/;x/payouts'],
     ['raw space in query', '/connectors/payments/v1?a=b c'],
   ])('refuses %s', (_name, target) => {
     expect(() => parseRequestTarget(target)).toThrow(InvalidRequestError);

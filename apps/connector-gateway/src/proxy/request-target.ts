@@ -18,6 +18,10 @@ const DANGEROUS_ESCAPE = /%(2e|2f|5c|25|00)/i;
 const PCHAR_SEGMENT = /^(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*$/;
 const QUERY = /^(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*$/;
 
+function isDotSegment(segment: string): boolean {
+  return segment === '' || segment === '.' || segment === '..';
+}
+
 function refuse(description: string): never {
   throw new InvalidRequestError(description, { reason: 'target_not_normal' });
 }
@@ -25,7 +29,8 @@ function refuse(description: string): never {
 /**
  * Parses `/connectors/{id}/{upstream path}?{query}` from the raw request target. Refuses
  * what could make the check and the upstream see different paths: absolute-form targets,
- * backslashes, `.`/`..` and empty segments, and escapes of `.`, `/`, `\`, `%` or NUL (so
+ * backslashes, `.`/`..` and empty segments (also once a `;parameters` part is removed, as
+ * servlet containers do: `..;/`), and escapes of `.`, `/`, `\`, `%` or NUL (so
  * neither single nor double encoding can smuggle a traversal). What passes is forwarded
  * byte for byte.
  */
@@ -47,7 +52,9 @@ export function parseRequestTarget(rawUrl: string): RequestTarget {
   const upstream = parts.slice(3);
   const segments: string[] = [];
   for (const segment of upstream) {
-    if (segment === '' || segment === '.' || segment === '..') refuse('empty, "." and ".." path segments are not accepted');
+    if (isDotSegment(segment)) refuse('empty, "." and ".." path segments are not accepted');
+    // Tomcat, Jetty and Spring strip a segment's `;parameters` and then resolve dot segments: `..;x` is `..` to them.
+    if (isDotSegment(segment.split(';')[0])) refuse('a segment that is empty, "." or ".." before its ";" parameters is not accepted');
     if (!PCHAR_SEGMENT.test(segment)) refuse('the path is not well formed');
     let decoded: string;
     try {
