@@ -1,4 +1,5 @@
 import { findJsonInputProblem, quoteToken } from '@writ/oauth';
+import { foldCase } from './parameter-names';
 
 /** Why a body was refused by {@link parseStrictJson}. */
 export class StrictJsonError extends Error {
@@ -13,12 +14,14 @@ export class StrictJsonError extends Error {
 }
 
 /**
- * Parses a JSON body and refuses duplicate object keys (and what `findJsonInputProblem`
- * finds: `__proto__`/`constructor`/`prototype` keys, lone surrogates, numbers out of range,
- * nesting deeper than 32). Parsers disagree on duplicates (first
- * or last wins), so a body with them could pass the gateway's constraint check with one value
- * and reach the upstream with another. `JSON.parse` validates the syntax; a scan of the
- * (then known to be valid) text finds repeated keys per object.
+ * Parses a JSON body and refuses duplicate object keys, also keys equal once case is folded
+ * (and what `findJsonInputProblem` finds: `__proto__`/`constructor`/`prototype` keys, lone
+ * surrogates, numbers out of range, nesting deeper than 32). Parsers disagree on duplicates
+ * (first or last wins), and Go's `encoding/json` and ASP.NET bind members ignoring case
+ * (`Amount`, `ſ` for `s`, the Kelvin sign for `k`), so a body with them could pass the
+ * gateway's constraint check with one value and reach the upstream with another.
+ * `JSON.parse` validates the syntax; a scan of the (then known to be valid) text finds
+ * repeated keys per object.
  */
 export function parseStrictJson(text: string): unknown {
   let value: unknown;
@@ -27,23 +30,35 @@ export function parseStrictJson(text: string): unknown {
   } catch {
     throw new StrictJsonError('the body is not valid JSON');
   }
-  const duplicate = findDuplicateKey(text);
-  if (duplicate !== undefined) throw new StrictJsonError(`the body repeats the key ${quoteToken(duplicate)}`);
+  const duplicate = findDuplicateKeys(text);
+  if (duplicate !== undefined) {
+    const [first, again] = duplicate;
+    throw new StrictJsonError(
+      first === again
+        ? `the body repeats the key ${quoteToken(first)}`
+        : `the body repeats the key ${quoteToken(first)} as ${quoteToken(again)} (some upstreams read keys ignoring case)`,
+    );
+  }
   // Forbidden keys, lone surrogates, overflowing numbers and deep nesting, as on every other API.
   const problem = findJsonInputProblem(value, { root: 'body' });
   if (problem) throw new StrictJsonError(problem.message, problem.path || undefined);
   return value;
 }
 
-/** The first key that appears twice in one object of valid JSON `text`, if any. */
+/** The first key that appears twice in one object of valid JSON `text` (ignoring case), as written the second time, if any. */
 export function findDuplicateKey(text: string): string | undefined {
-  // One key set per open container; arrays get `undefined`.
-  const stack: Array<Set<string> | undefined> = [];
+  return findDuplicateKeys(text)?.[1];
+}
+
+/** The first pair of keys of one object of valid JSON `text` that are equal once case is folded: `[first, second]`. */
+export function findDuplicateKeys(text: string): [string, string] | undefined {
+  // One map (folded key to the key as written) per open container; arrays get `undefined`.
+  const stack: Array<Map<string, string> | undefined> = [];
   let expectKey = false;
   for (let index = 0; index < text.length; index += 1) {
     const char = text[index];
     if (char === '{') {
-      stack.push(new Set());
+      stack.push(new Map());
       expectKey = true;
     } else if (char === '[') {
       stack.push(undefined);
@@ -60,8 +75,10 @@ export function findDuplicateKey(text: string): string | undefined {
         // Compare keys as decoded strings: "a" and "\u0061" are the same key.
         const key = JSON.parse(text.slice(index, end + 1)) as string;
         const keys = stack[stack.length - 1]!;
-        if (keys.has(key)) return key;
-        keys.add(key);
+        const folded = foldCase(key);
+        const first = keys.get(folded);
+        if (first !== undefined) return [first, key];
+        keys.set(folded, key);
         expectKey = false;
       }
       index = end;
