@@ -33,7 +33,7 @@ import { resourceMetadataUrl } from '../mcp/resource-metadata';
 import { McpSessionRepository } from '../mcp/mcp-session.repository';
 import { TaskToolsRepository } from '../mcp/task-tools.repository';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
-import { agentResponseHeaders, encodedBody, METHOD_OVERRIDE_HEADERS, upstreamRequestHeaders } from '../upstream/forward-headers';
+import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, upstreamRequestHeaders } from '../upstream/forward-headers';
 import { redactionSecrets, SecretRedactor } from '../upstream/secret-redactor';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
 import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
@@ -43,6 +43,11 @@ import { CredentialCache } from './credential-cache';
 import { SpendForecast } from './spend-forecast';
 import { parseRequestTarget, RequestTarget } from './request-target';
 import { parseStrictJson, StrictJsonError } from './strict-json';
+import { bodyMemberNames, objectKeys } from './body-names';
+import { normalParameterName } from './parameter-names';
+
+/** The parameter Rails, Laravel and Symfony read as the method to route (a form's `_method=DELETE`), as {@link normalParameterName} gives it. */
+const METHOD_PARAMETER = '_method';
 
 const JSON_TYPE = /^application\/(?:[a-z0-9.+-]+\+)?json\s*(?:;\s*charset\s*=\s*"?utf-8"?\s*)?$/i;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -201,11 +206,17 @@ export class ProxyService {
     const target = parseRequestTarget(req.originalUrl);
     call.connectorId = target.connectorId;
     call.path = target.upstreamPath.slice(0, 512);
-    for (const name of METHOD_OVERRIDE_HEADERS) {
-      if (req.headers[name] !== undefined) throw new InvalidRequestError(`the ${name} header is not accepted`, { reason: 'method_override' });
+    // `x_http_method_override` is `X-HTTP-Method-Override` to Rack and CGI servers.
+    for (const name of Object.keys(req.headers)) {
+      if (isMethodOverrideHeader(name)) throw new InvalidRequestError(`the ${name} header is not accepted`, { reason: 'method_override' });
     }
-    if (new URLSearchParams(target.query).has('access_token')) {
+    const queryNames = [...new URLSearchParams(target.query).keys()];
+    if (queryNames.includes('access_token')) {
       throw new InvalidRequestError('access tokens are accepted in the Authorization header only', { reason: 'token_in_query' });
+    }
+    // Rails, Laravel and Symfony route `?_method=DELETE` (any case, `_method[]`) as a DELETE.
+    if (queryNames.some((name) => normalParameterName(name) === METHOD_PARAMETER)) {
+      throw new InvalidRequestError('the _method query parameter is not accepted', { reason: 'method_override' });
     }
     call.remembered = false;
     const { state, detail } = await this.authenticate(req, target, call, fresh);
@@ -227,6 +238,10 @@ export class ProxyService {
     }
     const body = await (call.body ??= readBody(req, this.config.gatewayBodyLimit));
     const parsed = needsBody(operation, detail.constraints) ? parseJsonBody(req, body) : undefined;
+    const bodyNames = parsed ? objectKeys(parsed.value) : bodyMemberNames(req.headers['content-type'], body);
+    if (bodyNames.some((name) => normalParameterName(name) === METHOD_PARAMETER)) {
+      throw new InvalidRequestError('the _method body member is not accepted', { reason: 'method_override' });
+    }
     const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed?.value, bodyText: parsed?.text });
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');

@@ -1,4 +1,4 @@
-import { agentResponseHeaders, encodedBody, upstreamRequestHeaders } from './forward-headers';
+import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, upstreamRequestHeaders } from './forward-headers';
 
 describe('upstreamRequestHeaders', () => {
   it('drops the agent credentials, cookies, hop-by-hop and override headers and injects the upstream credential', () => {
@@ -50,6 +50,46 @@ describe('upstreamRequestHeaders', () => {
       authorization: 'Bearer up',
       'accept-encoding': 'identity',
     });
+  });
+});
+
+describe('upstreamRequestHeaders: underscores (Rack and CGI read _ as -)', () => {
+  it('drops underscore spellings of routing, hop-by-hop and framing headers and of the credential name', () => {
+    const headers = upstreamRequestHeaders(
+      {
+        x_forwarded_for: '127.0.0.1',
+        x_original_url: '/admin',
+        x_real_ip: '127.0.0.1',
+        true_client_ip: '127.0.0.1',
+        transfer_encoding: 'chunked',
+        content_length: '1',
+        proxy_authorization: 'Basic x',
+        x_api_key: 'agent-chosen',
+        connection: 'x-secret_hop',
+        x_secret_hop: '1',
+        x_trace: 'kept',
+        accept: '*/*',
+      },
+      { name: 'x-api-key', value: 'upstream-secret' },
+      0,
+    );
+    expect(headers).toEqual({ x_trace: 'kept', accept: '*/*', 'x-api-key': 'upstream-secret' });
+  });
+
+  it('drops the dashed form of a credential named with an underscore', () => {
+    expect(upstreamRequestHeaders({ 'x-api-key': 'agent-chosen' }, { name: 'x_api_key', value: 'upstream-secret' }, 0)).toEqual({
+      x_api_key: 'upstream-secret',
+    });
+  });
+});
+
+describe('isMethodOverrideHeader', () => {
+  it.each(['x-http-method-override', 'x_http_method_override', 'X_HTTP_METHOD', 'x-method_override'])('knows %s', (name) => {
+    expect(isMethodOverrideHeader(name)).toBe(true);
+  });
+
+  it('knows other headers are not', () => {
+    expect(isMethodOverrideHeader('x_trace')).toBe(false);
   });
 });
 

@@ -20,6 +20,20 @@ const DROPPED_RESPONSE = new Set([...HOP_BY_HOP_HEADERS, 'set-cookie', 'set-cook
 
 export { METHOD_OVERRIDE_HEADERS };
 
+/**
+ * A (lower-case) header name as Rack, CGI and WSGI servers read it: they map `-` and `_` both
+ * to `_` (`HTTP_X_FORWARDED_FOR`), so `x_forwarded_for` is `x-forwarded-for` to them. Every
+ * drop or refusal decision is taken on this form.
+ */
+export function dashedHeaderName(name: string): string {
+  return name.replace(/_/g, '-');
+}
+
+/** True for a method-override header, in either spelling (`x-http-method-override`, `x_http_method_override`). */
+export function isMethodOverrideHeader(name: string): boolean {
+  return (METHOD_OVERRIDE_HEADERS as readonly string[]).includes(dashedHeaderName(name.toLowerCase()));
+}
+
 const NONE_LISTED: ReadonlySet<string> = new Set();
 
 function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>): ReadonlySet<string> {
@@ -29,7 +43,7 @@ function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>
   return new Set(
     text
       .split(',')
-      .map((name) => name.trim().toLowerCase())
+      .map((name) => dashedHeaderName(name.trim().toLowerCase()))
       .filter(Boolean),
   );
 }
@@ -39,6 +53,8 @@ function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>
  * routing and client-IP headers (`Forwarded`, `X-Forwarded-*`, `X-Original-URL`...) (and any the `Connection` header names), plus the injected credential.
  * `Accept-Encoding` is always `identity`: the gateway reads every response body for echoes of
  * the credential, which it cannot do in a compressed one.
+ * Names are compared with `_` read as `-` (see {@link dashedHeaderName}): `x_forwarded_for`
+ * and `x_api_key` are dropped as `x-forwarded-for` and a credential named `x-api-key` are.
  */
 export function upstreamRequestHeaders(
   incoming: IncomingHttpHeaders,
@@ -47,9 +63,11 @@ export function upstreamRequestHeaders(
 ): Record<string, string> {
   const listed = connectionListed(incoming);
   const headers: Record<string, string> = {};
+  const credentialName = credential ? dashedHeaderName(credential.name) : undefined;
   for (const [name, value] of Object.entries(incoming)) {
-    if (value === undefined || DROPPED_REQUEST.has(name) || isRoutingHeader(name) || listed.has(name)) continue;
-    if (credential && name === credential.name) continue;
+    const dashed = dashedHeaderName(name);
+    if (value === undefined || DROPPED_REQUEST.has(dashed) || isRoutingHeader(dashed) || listed.has(dashed)) continue;
+    if (dashed === credentialName) continue;
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   if (bodyLength > 0) headers['content-length'] = String(bodyLength);

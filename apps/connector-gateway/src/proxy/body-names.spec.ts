@@ -1,0 +1,27 @@
+import { bodyMemberNames } from './body-names';
+
+const names = (type: string | undefined, text: string) => bodyMemberNames(type, Buffer.from(text, 'utf8'));
+
+describe('bodyMemberNames', () => {
+  it('reads the top-level keys of a JSON object, not nested ones', () => {
+    expect(names('application/json', '{"amount":1,"_method":"DELETE","nested":{"repo":"x"}}')).toEqual(['amount', '_method', 'nested']);
+    expect(names('application/vnd.api+json; charset=utf-8', '{"a":1}')).toEqual(['a']);
+    expect(names('application/json', '[{"a":1}]')).toEqual([]);
+  });
+
+  it('reads every string of a JSON body that JSON.parse refuses (a lenient parser may read a key)', () => {
+    expect(names('application/json', '{"_method":"DELETE",}')).toEqual(['_method', 'DELETE']);
+  });
+
+  it('reads form and multipart parameter names', () => {
+    expect(names('application/x-www-form-urlencoded', '_method=DELETE&a=1')).toEqual(['_method', 'a']);
+    const multipart = '--b\r\nContent-Disposition: form-data; name="amount"\r\n\r\n1\r\n--b\r\nContent-Disposition: form-data; name=_method\r\n\r\nx\r\n--b--';
+    expect(names('multipart/form-data; boundary=b', multipart)).toEqual(['amount', '_method']);
+  });
+
+  it('reads nothing from other types, an empty body or no content type', () => {
+    expect(names('text/plain', '_method=DELETE')).toEqual([]);
+    expect(names(undefined, '{"_method":"x"}')).toEqual([]);
+    expect(names('application/json', '')).toEqual([]);
+  });
+});
