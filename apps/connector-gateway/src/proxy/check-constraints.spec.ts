@@ -68,10 +68,24 @@ describe('checkConstraints', () => {
     ['a larger page', { owner: 'acme', repo: 'writ' }, 'per_page=51&state=open', 'constraint:per_page'],
     ['a number that is not a number', { owner: 'acme', repo: 'writ' }, 'per_page=0x10&state=open', 'constraint:per_page'],
     ['a repeated query parameter', { owner: 'acme', repo: 'writ' }, 'per_page=1&per_page=500&state=open', 'constraint:per_page'],
+    ['a case variant (ASP.NET)', { owner: 'acme', repo: 'writ' }, 'PER_PAGE=500&per_page=1&state=open', 'constraint:per_page'],
+    ['a case variant under Unicode folding', { owner: 'acme', repo: 'writ' }, 'per_page=1&state=open&%C5%BFtate=x', 'constraint:state'],
+    ['a leading-space variant (PHP)', { owner: 'acme', repo: 'writ' }, 'per_page=1&%20per_page=500&state=open', 'constraint:per_page'],
+    ['a plus-space variant (PHP)', { owner: 'acme', repo: 'writ' }, 'per_page=1&+per_page=500&state=open', 'constraint:per_page'],
+    ['a bracket variant (PHP, Rails)', { owner: 'acme', repo: 'writ' }, 'per_page=1&per_page[]=500&state=open', 'constraint:per_page'],
+    ['a dotted variant (PHP)', { owner: 'acme', repo: 'writ' }, 'per_page=1&per.page=500&state=open', 'constraint:per_page'],
+    ['only a case variant, the constrained name absent', { owner: 'acme', repo: 'writ' }, 'PER_PAGE=1&state=open', 'constraint:per_page'],
     ['a value outside the set', { owner: 'acme', repo: 'writ' }, 'per_page=1&state=all', 'constraint:state'],
   ])('refuses %s', (_name, pathParams, query, rule) => {
     const result = checkConstraints(issues, { repo: 'writ', per_page: 50, state: ['open', 'closed'] }, { pathParams, query, body: undefined });
     expect(result.failure?.rule).toBe(rule);
+  });
+
+  it('names the ambiguity for the audit event, and passes ordinary queries with other parameters', () => {
+    const grantIssues = { repo: 'writ', per_page: 50, state: ['open', 'closed'] };
+    const run = (query: string) => checkConstraints(issues, grantIssues, { pathParams: { owner: 'acme', repo: 'writ' }, query, body: undefined });
+    expect(run('per_page=1&Per_Page=2&state=open').failure?.reason).toBe('ambiguous_parameter');
+    expect(run('per_page=10&state=open&page=2&sort=created&per_pages=9&q=a%20b').failure).toBeUndefined();
   });
 
   it('refuses a granted constraint the operation does not bind', () => {

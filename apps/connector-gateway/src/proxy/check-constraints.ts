@@ -1,6 +1,7 @@
 import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
 import { matchConstraint } from '@writ/oauth';
 import { inexactNumberProblem, looksNumeric, rawArrayElements, rawValueAt } from './exact-number';
+import { normalParameterName } from './parameter-names';
 
 /** The parts of a request that constraints read, as it will be forwarded. */
 export interface ConstrainedRequest {
@@ -27,8 +28,8 @@ export interface CheckedConstraint {
 /** The outcome of checking a request against a grant's constraints. */
 export interface ConstraintCheck {
   checked: CheckedConstraint[];
-  /** The first failed rule, `constraint:<name>`, and why (`403`). */
-  failure?: { rule: string; description: string };
+  /** The first failed rule, `constraint:<name>`, and why (`403`); `reason` for the audit event when the request is ambiguous. */
+  failure?: { rule: string; description: string; reason?: string };
   /** A constrained value the gateway cannot compare exactly as the upstream will read it (`400` naming the field). */
   invalid?: { field: string; description: string };
 }
@@ -45,8 +46,18 @@ function bodyField(body: unknown, field: string): unknown {
   return current;
 }
 
+/**
+ * The one value of query parameter `field`. Repeated, or present also under a name a lenient
+ * framework reads as the same (`FIELD`, ` field`, `field[]`, see {@link normalParameterName}):
+ * ambiguous, as the upstream may read another value than the one checked.
+ */
 function queryField(query: string, field: string): string | typeof MISSING | typeof AMBIGUOUS {
-  const values = new URLSearchParams(query).getAll(field);
+  const normal = normalParameterName(field);
+  const values: string[] = [];
+  for (const [name, value] of new URLSearchParams(query)) {
+    if (name === field) values.push(value);
+    else if (normalParameterName(name) === normal) return AMBIGUOUS;
+  }
   if (values.length === 0) return MISSING;
   if (values.length > 1) return AMBIGUOUS;
   return values[0];
@@ -121,7 +132,14 @@ export function checkConstraints(operation: ConnectorOperation, granted: Record<
     } else if (binding.in === 'query') {
       const raw = queryField(request.query, binding.field);
       if (raw === AMBIGUOUS) {
-        return { checked, failure: { rule: `constraint:${name}`, description: `query parameter ${binding.field} is repeated` } };
+        return {
+          checked,
+          failure: {
+            rule: `constraint:${name}`,
+            description: `query parameter ${binding.field} is repeated (also as a name some upstreams read as the same, ignoring case, [] or leading spaces)`,
+            reason: 'ambiguous_parameter',
+          },
+        };
       }
       text = raw === MISSING ? undefined : raw;
       actual = raw === MISSING ? MISSING : typedText(bounded, grantedValue, raw);

@@ -245,7 +245,7 @@ export class ProxyService {
     const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed?.value, bodyText: parsed?.text });
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
-    if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
+    if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule, reason: result.failure.reason });
     return this.checked(target, state, operation, body, result);
   }
 
@@ -281,7 +281,7 @@ export class ProxyService {
     const result = checkConstraints(mcp.tool, detail.constraints, { pathParams: {}, query: '', body: parsed!.value, bodyText: parsed!.text });
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
-    if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule });
+    if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule, reason: result.failure.reason });
     return { ...(await this.checked(target, state, mcp.tool, body, result)), mcp };
   }
 

@@ -18,6 +18,10 @@ describe('parseRequestTarget', () => {
     });
   });
 
+  it('accepts an encoded semicolon in the query (no parser splits on it)', () => {
+    expect(parseRequestTarget('/connectors/payments/v1?q=a%3Bb').query).toBe('q=a%3Bb');
+  });
+
   it('accepts the connector root', () => {
     expect(parseRequestTarget('/connectors/payments')).toMatchObject({ upstreamPath: '/', segments: [] });
   });
@@ -44,6 +48,7 @@ describe('parseRequestTarget', () => {
     ['dot-dot segment with named path parameters', '/connectors/payments/v1/payouts/..;jsessionid=x/refund'],
     ['dot segment with path parameters', '/connectors/payments/v1/.;x/payouts'],
     ['segment of path parameters only', '/connectors/payments/v1/;x/payouts'],
+    ['semicolon in query (Rack 2, old Python and Go split on it)', '/connectors/payments/v1?repo=allowed&x=1;repo=evil'],
     ['raw space in query', '/connectors/payments/v1?a=b c'],
   ])('refuses %s', (_name, target) => {
     expect(() => parseRequestTarget(target)).toThrow(InvalidRequestError);

@@ -31,7 +31,8 @@ function refuse(description: string): never {
  * what could make the check and the upstream see different paths: absolute-form targets,
  * backslashes, `.`/`..` and empty segments (also once a `;parameters` part is removed, as
  * servlet containers do: `..;/`), and escapes of `.`, `/`, `\`, `%` or NUL (so
- * neither single nor double encoding can smuggle a traversal). What passes is forwarded
+ * neither single nor double encoding can smuggle a traversal), and `;` in the query (a
+ * separator to some parsers, not to others). What passes is forwarded
  * byte for byte.
  */
 export function parseRequestTarget(rawUrl: string): RequestTarget {
@@ -44,6 +45,8 @@ export function parseRequestTarget(rawUrl: string): RequestTarget {
   if (path.includes('\\')) refuse('backslashes are not accepted in the path');
   if (DANGEROUS_ESCAPE.test(path)) refuse('encoded dots, slashes, backslashes and percent signs are not accepted in the path');
   if (!QUERY.test(query)) refuse('the query string is not well formed');
+  // Rack 2, and Python and Go before 2021, also split parameters on `;`: `x=1;repo=evil` is a second `repo` to them.
+  if (query.includes(';')) refuse('";" is not accepted in the query string (some upstreams split parameters on it)');
   const parts = path.split('/');
   // ['', 'connectors', id, ...upstream]
   if (parts[1] !== 'connectors' || parts.length < 3) refuse('expected /connectors/{id}/{path}');
