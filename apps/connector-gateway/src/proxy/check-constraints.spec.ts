@@ -88,6 +88,35 @@ describe('checkConstraints', () => {
     expect(run('per_page=10&state=open&page=2&sort=created&per_pages=9&q=a%20b').failure).toBeUndefined();
   });
 
+  describe('a constrained name in the other location (Rails, Laravel, Flask merge query and body)', () => {
+    const run = (query: string, requestBody: unknown = body()) => checkConstraints(payout, grant, { pathParams: {}, query, body: requestBody });
+    it.each([
+      ['the body-bound name as a query parameter', 'amount=99999999', 'constraint:amount_max'],
+      ['it in another case', 'AMOUNT=99999999', 'constraint:amount_max'],
+      ['it with a [] suffix', 'amount[]=99999999', 'constraint:amount_max'],
+      ['the first part of a dotted field', 'meta[currency]=eur', 'constraint:currency'],
+      ['a destination in the query', 'destination=acct_evil', 'constraint:destination'],
+    ])('refuses %s', (_name, query, rule) => {
+      const result = run(query);
+      expect(result.failure).toMatchObject({ rule, reason: 'field_in_two_places' });
+    });
+
+    it('refuses a query-bound name sent as a top-level body member, in any case', () => {
+      const grantIssues = { repo: 'writ', per_page: 50 };
+      const request = (bodyNames: string[]) => ({ pathParams: { owner: 'acme', repo: 'writ' }, query: 'per_page=10', body: undefined, bodyNames });
+      expect(checkConstraints(issues, grantIssues, request(['per_page'])).failure).toMatchObject({
+        rule: 'constraint:per_page',
+        reason: 'field_in_two_places',
+      });
+      expect(checkConstraints(issues, grantIssues, request(['Per_Page'])).failure?.rule).toBe('constraint:per_page');
+      expect(checkConstraints(issues, grantIssues, request(['title', 'labels'])).failure).toBeUndefined();
+    });
+
+    it('passes other query parameters beside a body', () => {
+      expect(run('expand=balance&idempotency=1&amounts=2').failure).toBeUndefined();
+    });
+  });
+
   it('refuses a granted constraint the operation does not bind', () => {
     expect(checkConstraints(issues, { label: 'x' }, { pathParams: {}, query: '', body: undefined }).failure?.rule).toBe('constraint:label');
   });

@@ -13,6 +13,8 @@ export interface ConstrainedRequest {
   body: unknown;
   /** The body's text as it will be forwarded (to read numbers as written), when there is a parsed body. */
   bodyText?: string;
+  /** The names of the body's top-level members as a framework would read them into its parameters (see `bodyMemberNames`). */
+  bodyNames?: readonly string[];
 }
 
 /** One constraint as checked (values go to the audit event). */
@@ -65,6 +67,24 @@ function queryField(query: string, field: string): string | typeof MISSING | typ
 
 type Binding = NonNullable<ConnectorOperation['constraints']>[string];
 
+/**
+ * Where else than its binding a constrained name is sent, if anywhere: a body field's
+ * top-level name as a query parameter, or a query parameter's name as a top-level body
+ * member (compared as {@link normalParameterName} reads names). Rails, Laravel, Flask and Rack
+ * merge both into one set of parameters, one overriding the other, so the upstream could act
+ * on the value the gateway did not check.
+ */
+function otherLocation(binding: Binding, request: ConstrainedRequest): 'query' | 'body' | undefined {
+  if (binding.in === 'body') {
+    const name = normalParameterName(binding.field.split('.')[0]);
+    for (const key of new URLSearchParams(request.query).keys()) if (normalParameterName(key) === name) return 'query';
+  } else if (binding.in === 'query') {
+    const name = normalParameterName(binding.field);
+    if ((request.bodyNames ?? []).some((key) => normalParameterName(key) === name)) return 'body';
+  }
+  return undefined;
+}
+
 function isBounded(binding: Binding | undefined): boolean {
   return binding !== undefined && (binding.min !== undefined || binding.max !== undefined);
 }
@@ -106,7 +126,8 @@ function withinBounds(binding: Binding, actual: unknown): boolean {
 /**
  * Checks every constraint of the grant, and every catalogue bound (`min`/`max`) of the
  * operation whatever the grant says, against the request as it will be forwarded. A
- * constraint the operation does not bind, a missing or repeated field, a type mismatch, a
+ * constraint the operation does not bind, a missing or repeated field, a field sent both in
+ * the query and in the body, a type mismatch, a
  * value outside the grant or outside the catalogue's bounds fails, naming the rule. A number
  * whose text does not denote exactly the value compared (precision beyond a double, beyond
  * 2^53, exponent notation, `-0`) is `invalid`. Nothing is coerced beyond reading path and
@@ -122,6 +143,17 @@ export function checkConstraints(operation: ConnectorOperation, granted: Record<
     const binding = Object.hasOwn(operation.constraints ?? {}, name) ? operation.constraints[name] : undefined;
     if (!binding) {
       return { checked, failure: { rule: `constraint:${name}`, description: `constraint ${name} is not bound by operation ${operation.name}` } };
+    }
+    const elsewhere = otherLocation(binding, request);
+    if (elsewhere) {
+      return {
+        checked,
+        failure: {
+          rule: `constraint:${name}`,
+          description: `${binding.in} field ${binding.field} is also sent in the ${elsewhere} (some upstreams merge query and body parameters)`,
+          reason: 'field_in_two_places',
+        },
+      };
     }
     const bounded = isBounded(binding);
     let actual: unknown;

@@ -242,7 +242,7 @@ export class ProxyService {
     if (bodyNames.some((name) => normalParameterName(name) === METHOD_PARAMETER)) {
       throw new InvalidRequestError('the _method body member is not accepted', { reason: 'method_override' });
     }
-    const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed?.value, bodyText: parsed?.text });
+    const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed?.value, bodyText: parsed?.text, bodyNames });
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
     if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule, reason: result.failure.reason });
