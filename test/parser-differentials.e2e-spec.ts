@@ -1,0 +1,307 @@
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { createTask, exchangeFields, World } from './support/grant-flow';
+import { MockUpstream, startMockUpstream } from './support/mock-upstreams';
+import { http, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
+import { PAYMENTS_OPERATIONS, seedAgent, seedOrchestrator } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+const SECRET = 'sk_live_differential_secret_5e7c';
+
+/**
+ * Parser differentials: requests the gateway's parsers read one way and common upstream
+ * frameworks another (Go and ASP.NET fold JSON keys, Rails/Laravel/Flask merge query and
+ * body, `_method`, Rack's `_` in header names, `;` in queries, PHP's parameter names,
+ * Tomcat's `..;`, an empty `in` set, special address ranges). Each is sent over real HTTP
+ * through a real gateway to a recording upstream: it is refused with its reason audited, and
+ * the upstream receives nothing; the legitimate request beside it still passes.
+ */
+describe('parser differentials', () => {
+  let services: TestServices;
+  let upstream: MockUpstream;
+  let world: World;
+
+  const operations = [
+    ...PAYMENTS_OPERATIONS,
+    { name: 'whoami', method: 'GET', path: '/v1/whoami', risk: 'read', constraints: {} },
+    { name: 'list', method: 'GET', path: '/v1/items', risk: 'read', constraints: { repo: { in: 'query', field: 'repo', op: 'eq' } } },
+    { name: 'items.create', method: 'POST', path: '/v1/items', risk: 'write', constraints: { project: { in: 'query', field: 'project', op: 'eq' } } },
+    { name: 'tag', method: 'POST', path: '/v1/tags', risk: 'write', constraints: { repos: { in: 'body', field: 'repos', op: 'in' } } },
+  ];
+  const allowed = [
+    { type: 'connector', connector: 'probe', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
+    { type: 'connector', connector: 'probe', actions: ['whoami', 'payouts.refund'] },
+    { type: 'connector', connector: 'probe', actions: ['list'], constraints: { repo: 'allowed' } },
+    { type: 'connector', connector: 'probe', actions: ['items.create'], constraints: { project: 'allowed' } },
+    { type: 'connector', connector: 'probe', actions: ['tag'], constraints: { repos: ['allowed'] } },
+  ];
+  async function credential(details: Record<string, unknown>): Promise<string> {
+    const task = await createTask(services, world.orchestrator, { allowed });
+    const response = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [{ type: 'connector', connector: 'probe', ...details }]));
+    if (response.status !== 200) throw new Error(`exchange failed: ${response.text}`);
+    return response.body.access_token;
+  }
+  const payout = () => credential({ actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 30000, currency: 'usd' } });
+  const lister = () => credential({ actions: ['list'], constraints: { repo: 'allowed' } });
+  const gateway = (method: string, path: string, token: string, body?: string, headers: Record<string, string> = {}): Promise<TestResponse> =>
+    http(`${services.gatewayUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      body,
+    });
+  const PAYOUT = '{"destination":"acct_1","amount":100,"currency":"usd"}';
+
+  /** The last refused `gateway.call` event. */
+  async function lastRefusal(): Promise<Record<string, unknown>> {
+    const { rows } = await services.runtime.pool.query<{ data: Record<string, unknown> }>(
+      `SELECT data FROM audit_events WHERE type = 'gateway.call' AND outcome = 'denied' ORDER BY seq DESC LIMIT 1`,
+    );
+    return rows[0].data;
+  }
+
+  /** Sends `send`, expects it refused (status, error, reason, rule), audited with its reason, and nothing upstream. */
+  async function expectRefused(send: () => Promise<TestResponse>, status: number, reason: string, rule?: string): Promise<TestResponse> {
+    const before = upstream.received.length;
+    const response = await send();
+    expect({ status: response.status, error: response.body?.error }).toEqual({
+      status,
+      error: status === 403 ? 'insufficient_scope' : 'invalid_request',
+    });
+    expect(response.body.error_description).toEqual(expect.any(String));
+    if (rule) expect(response.body.rule).toBe(rule);
+    expect(await lastRefusal()).toMatchObject({ status, reason, ...(rule ? { rule } : {}) });
+    expect(upstream.received.length).toBe(before);
+    return response;
+  }
+
+  /** Sends `send`, expects it forwarded once with `status`. */
+  async function expectForwarded(send: () => Promise<TestResponse>, status: number) {
+    const before = upstream.received.length;
+    const response = await send();
+    expect(response.status).toBe(status);
+    expect(upstream.received.length).toBe(before + 1);
+    return upstream.received[upstream.received.length - 1];
+  }
+
+  beforeAll(async () => {
+    const json = (status: number, body: string) => (_request: unknown, response: import('node:http').ServerResponse) => {
+      response.writeHead(status, { 'content-type': 'application/json' });
+      response.end(body);
+    };
+    upstream = await startMockUpstream(() => true, {
+      'GET /v1/whoami': json(200, '{}'),
+      'POST /v1/payouts': json(201, '{"ok":true}'),
+      'GET /v1/items': json(200, '[]'),
+      'POST /v1/items': json(201, '{}'),
+      'POST /v1/tags': json(200, '{}'),
+    });
+    services = await startTestServices({
+      gateway: createGatewayApp,
+      admin: createAdminApp,
+      // Several refusals come before the token is read (anonymous): audit each of them.
+      env: { WRIT_THROTTLE_AUDIT_EVENTS: '1000', WRIT_THROTTLE_SOURCE_FAILURES: '1000' },
+    });
+    const { pool } = services.runtime;
+    world = {
+      agent: await seedAgent(pool, 'agent-1'),
+      otherAgent: await seedAgent(pool, 'agent-2'),
+      orchestrator: await seedOrchestrator(pool, 'orch-1', ['agent-1', 'agent-2']),
+    };
+    const registered = await sendJson(
+      'POST',
+      `${services.adminUrl}/v1/connectors`,
+      { id: 'probe', name: 'probe', base_url: upstream.url, credential: { type: 'bearer', token: SECRET }, operations },
+      services.adminToken,
+    );
+    if (registered.status !== 201) throw new Error(registered.text);
+  });
+
+  afterAll(async () => {
+    await services.close();
+    await upstream.close();
+  });
+
+  describe('JSON keys equal once case is folded (Go encoding/json, ASP.NET)', () => {
+    it.each([
+      ['Amount beside amount', '{"destination":"acct_1","amount":100,"currency":"usd","Amount":99999999,"Destination":"acct_evil"}'],
+      ['a long s for s', '{"destination":"acct_1","amount":100,"currency":"usd","de\\u017ftination":"acct_evil"}'],
+      ['a Kelvin sign for k', '{"destination":"acct_1","amount":100,"currency":"usd","meta":{"kind":"a","\\u212aind":"b"}}'],
+    ])('refuses %s', async (_name, body) => {
+      const token = await payout();
+      const response = await expectRefused(() => gateway('POST', '/connectors/probe/v1/payouts', token, body), 400, 'body_not_strict_json');
+      expect(response.body.error_description).toMatch(/^the body repeats the key /);
+    });
+
+    it('passes nested objects with distinct keys, the same key in different objects', async () => {
+      const body = '{"destination":"acct_1","amount":100,"currency":"usd","meta":{"id":"a","ID2":"b","inner":{"amount":1}},"lines":[{"id":1},{"id":2}]}';
+      const received = await expectForwarded(async () => gateway('POST', '/connectors/probe/v1/payouts', await payout(), body), 201);
+      expect(received.body.toString('utf8')).toBe(body);
+    });
+  });
+
+  describe('a constrained name in the query and in the body (Rails, Laravel, Flask merge them)', () => {
+    it('refuses a body-bound amount and destination sent again in the query', async () => {
+      const token = await payout();
+      await expectRefused(
+        () => gateway('POST', '/connectors/probe/v1/payouts?amount=99999999&destination=acct_evil', token, PAYOUT),
+        403,
+        'field_in_two_places',
+        'constraint:destination',
+      );
+    });
+
+    it('refuses it in another case and with a [] suffix', async () => {
+      const token = await payout();
+      await expectRefused(
+        () => gateway('POST', '/connectors/probe/v1/payouts?AMOUNT%5B%5D=99999999', token, PAYOUT),
+        403,
+        'field_in_two_places',
+        'constraint:amount_max',
+      );
+    });
+
+    it('refuses a query-bound project sent again as a top-level body member (JSON or form)', async () => {
+      const token = await credential({ actions: ['items.create'], constraints: { project: 'allowed' } });
+      await expectRefused(
+        () => gateway('POST', '/connectors/probe/v1/items?project=allowed', token, '{"Project":"evil","title":"x"}'),
+        403,
+        'field_in_two_places',
+        'constraint:project',
+      );
+      await expectRefused(
+        () =>
+          gateway('POST', '/connectors/probe/v1/items?project=allowed', token, 'project=evil&title=x', { 'content-type': 'application/x-www-form-urlencoded' }),
+        403,
+        'field_in_two_places',
+        'constraint:project',
+      );
+      await expectForwarded(() => gateway('POST', '/connectors/probe/v1/items?project=allowed', token, '{"title":"x","projects":["a"]}'), 201);
+    });
+
+    it('passes a payout with ordinary query parameters', async () => {
+      const received = await expectForwarded(
+        async () => gateway('POST', '/connectors/probe/v1/payouts?expand=balance&idempotency=k1', await payout(), PAYOUT),
+        201,
+      );
+      expect(received.url).toBe('/v1/payouts?expand=balance&idempotency=k1');
+    });
+  });
+
+  describe('method overrides', () => {
+    it('refuses a _method query parameter, in any case', async () => {
+      for (const query of ['_method=DELETE', '_METHOD=DELETE', '_method%5B%5D=DELETE']) {
+        const token = await payout();
+        await expectRefused(() => gateway('POST', `/connectors/probe/v1/payouts?${query}`, token, PAYOUT), 400, 'method_override');
+      }
+    });
+
+    it('refuses a _method body member', async () => {
+      const token = await payout();
+      await expectRefused(
+        () => gateway('POST', '/connectors/probe/v1/payouts', token, '{"destination":"acct_1","amount":100,"currency":"usd","_method":"DELETE"}'),
+        400,
+        'method_override',
+      );
+      const refund = await credential({ actions: ['payouts.refund'] });
+      await expectRefused(
+        () => gateway('POST', '/connectors/probe/v1/payouts/po_1/refund', refund, '_method=DELETE', { 'content-type': 'application/x-www-form-urlencoded' }),
+        400,
+        'method_override',
+      );
+    });
+
+    it('refuses x_http_method_override as X-HTTP-Method-Override (Rack and CGI read _ as -)', async () => {
+      const token = await payout();
+      await expectRefused(
+        () =>
+          gateway('POST', '/connectors/probe/v1/payouts', token, PAYOUT, {
+            x_http_method_override: 'DELETE',
+            x_forwarded_for: '127.0.0.1',
+            x_original_url: '/admin',
+          }),
+        400,
+        'method_override',
+      );
+    });
+
+    it('drops x_forwarded_for and x_original_url as their dashed forms are dropped, and keeps other headers', async () => {
+      const token = await credential({ actions: ['whoami'] });
+      const received = await expectForwarded(
+        () =>
+          gateway('GET', '/connectors/probe/v1/whoami', token, undefined, {
+            x_forwarded_for: '127.0.0.1',
+            x_original_url: '/admin',
+            x_real_ip: '10.0.0.1',
+            x_trace: 'kept',
+          }),
+        200,
+      );
+      expect(received.headers.x_forwarded_for).toBeUndefined();
+      expect(received.headers.x_original_url).toBeUndefined();
+      expect(received.headers.x_real_ip).toBeUndefined();
+      expect(received.headers.x_trace).toBe('kept');
+    });
+  });
+
+  describe('query parameters as lenient parsers read them', () => {
+    it('refuses ; in the query (Rack 2, older Python and Go split on it)', async () => {
+      const token = await lister();
+      await expectRefused(() => gateway('GET', '/connectors/probe/v1/items?repo=allowed&x=1;repo=evil', token), 400, 'target_not_normal');
+    });
+
+    it.each([
+      ['a case variant (ASP.NET)', 'REPO=evil&repo=allowed'],
+      ['a leading-space variant (PHP)', 'repo=allowed&%20repo=evil'],
+      ['a bracket variant (PHP, Rails)', 'repo=allowed&repo%5B%5D=evil'],
+      ['a plus-encoded leading space (PHP)', 'repo=allowed&+repo=evil'],
+    ])('refuses %s of the constrained parameter as a repeated one', async (_name, query) => {
+      const token = await lister();
+      await expectRefused(() => gateway('GET', `/connectors/probe/v1/items?${query}`, token), 403, 'ambiguous_parameter', 'constraint:repo');
+    });
+
+    it('still refuses an exact repetition, and passes an ordinary query', async () => {
+      const token = await lister();
+      await expectRefused(() => gateway('GET', '/connectors/probe/v1/items?repo=allowed&repo=evil', token), 403, 'ambiguous_parameter', 'constraint:repo');
+      const received = await expectForwarded(() => gateway('GET', '/connectors/probe/v1/items?repo=allowed&page=2&sort=name&repos=x&q=a%20b', token), 200);
+      expect(received.url).toBe('/v1/items?repo=allowed&page=2&sort=name&repos=x&q=a%20b');
+    });
+  });
+
+  describe('path parameters on dot segments (Tomcat, Jetty)', () => {
+    it('refuses ..;/ and passes an ordinary refund', async () => {
+      const token = await credential({ actions: ['payouts.refund'] });
+      await expectRefused(() => gateway('POST', '/connectors/probe/v1/payouts/..;/refund', token), 400, 'target_not_normal');
+      await expectRefused(() => gateway('POST', '/connectors/probe/v1/payouts/..;jsessionid=1/refund', token), 400, 'target_not_normal');
+      await expectForwarded(() => gateway('POST', '/connectors/probe/v1/payouts/po_1/refund', token), 404);
+    });
+  });
+
+  describe('an in constraint', () => {
+    it('refuses an empty array (some upstreams read it as all) and passes a member', async () => {
+      const token = await credential({ actions: ['tag'], constraints: { repos: ['allowed'] } });
+      const before = upstream.received.length;
+      const response = await gateway('POST', '/connectors/probe/v1/tags', token, '{"repos":[]}');
+      expect(response.status).toBe(403);
+      expect(response.body).toMatchObject({ error: 'insufficient_scope', rule: 'constraint:repos' });
+      expect(await lastRefusal()).toMatchObject({ status: 403, rule: 'constraint:repos' });
+      expect(upstream.received.length).toBe(before);
+      await expectForwarded(() => gateway('POST', '/connectors/probe/v1/tags', token, '{"repos":["allowed"]}'), 200);
+    });
+  });
+
+  describe('special address ranges', () => {
+    it.each(['http://192.0.0.192/', 'http://192.0.0.8/', 'http://168.63.129.16/', 'http://[::ffff:0:a9fe:a9fe]/', 'http://[::ffff:0:7f00:1]/'])(
+      'refuses a base_url at %s',
+      async (baseUrl) => {
+        const response = await sendJson(
+          'POST',
+          `${services.adminUrl}/v1/connectors`,
+          { id: 'special', name: 'special', base_url: baseUrl, credential: { type: 'bearer', token: SECRET }, operations },
+          services.adminToken,
+        );
+        expect(response.status).toBe(400);
+        expect(response.body.fields).toEqual([{ field: 'base_url', message: expect.any(String) }]);
+      },
+    );
+  });
+});
