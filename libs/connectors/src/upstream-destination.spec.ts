@@ -59,6 +59,7 @@ describe('UpstreamNetworks', () => {
     '64:ff9b::a00:1',
     '::ffff:0:127.0.0.1',
     '::ffff:0:a00:1',
+    '2001:0:4136:e378:8000:63bf:3fff:fdd2',
   ])('allows the private or loopback %s only where configured', (address) => {
     expect(none.refusal(address)).toMatch(/outside WRIT_UPSTREAM_ALLOWED_NETWORKS/);
     expect(new UpstreamNetworks(['0.0.0.0/0', '::/0']).refusal(address)).toBeUndefined();
@@ -70,9 +71,12 @@ describe('UpstreamNetworks', () => {
     expect(loopback.refusal('10.0.0.1')).toMatch(/outside/);
   });
 
-  it.each(['8.8.8.8', '172.32.0.1', '192.169.0.1', '192.0.1.1', '168.63.129.17', '2606:4700::1111', '::ffff:8.8.8.8'])('allows the public %s', (address) => {
-    expect(none.refusal(address)).toBeUndefined();
-  });
+  it.each(['8.8.8.8', '172.32.0.1', '192.169.0.1', '192.0.1.1', '168.63.129.17', '2001:db8::1', '2001:4860::8888', '2606:4700::1111', '::ffff:8.8.8.8'])(
+    'allows the public %s',
+    (address) => {
+      expect(none.refusal(address)).toBeUndefined();
+    },
+  );
 
   it('refuses metadata host names by name', () => {
     expect(none.nameRefusal('metadata.google.internal')).toMatch(/metadata/);

@@ -39,9 +39,10 @@ const PRIVATE: Array<[string, number, 'ipv4' | 'ipv6']> = [
   ['::1', 128, 'ipv6'],
   ['fc00::', 7, 'ipv6'],
   ['fec0::', 10, 'ipv6'],
-  // IPv4-compatible (deprecated), IPv4-translated (SIIT), NAT64 and 6to4 forms can reach IPv4 hosts behind the gateway.
+  // IPv4-compatible (deprecated), IPv4-translated (SIIT), NAT64, 6to4 and Teredo forms can reach IPv4 hosts behind the gateway.
   ['::', 96, 'ipv6'],
   ['::ffff:0:0:0', 96, 'ipv6'],
+  ['2001::', 32, 'ipv6'],
   ['64:ff9b::', 96, 'ipv6'],
   ['64:ff9b:1::', 48, 'ipv6'],
   ['2002::', 16, 'ipv6'],
