@@ -73,11 +73,12 @@ describe('upstreamRequestHeaders: underscores (Rack and CGI read _ as -)', () =>
       { name: 'x-api-key', value: 'upstream-secret' },
       0,
     );
-    expect(headers).toEqual({ x_trace: 'kept', accept: '*/*', 'x-api-key': 'upstream-secret' });
+    expect(headers).toEqual({ x_trace: 'kept', accept: '*/*', 'accept-encoding': 'identity', 'x-api-key': 'upstream-secret' });
   });
 
   it('drops the dashed form of a credential named with an underscore', () => {
     expect(upstreamRequestHeaders({ 'x-api-key': 'agent-chosen' }, { name: 'x_api_key', value: 'upstream-secret' }, 0)).toEqual({
+      'accept-encoding': 'identity',
       x_api_key: 'upstream-secret',
     });
   });
