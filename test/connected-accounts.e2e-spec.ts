@@ -7,6 +7,7 @@ import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { exchangeFields, tasksToken } from './support/grant-flow';
 import { http, postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
+import { eventually } from './support/eventually';
 import { CookieJar, loginAndConsent, startOidcProvider, TestOidcProvider } from './support/oidc-provider';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
@@ -596,6 +597,67 @@ describe('connected accounts', () => {
     );
     expect(rows.map((row) => row.data.result)).toEqual(['revoked']);
     expect((await provider.stats()).revocations).toBe(revocations + 1);
+  });
+
+  /** A gateway credential for `user`'s task on connector `id`. */
+  async function credentialOn(id: string, user: string): Promise<string> {
+    const allowed = [{ type: 'connector', connector: id, actions: ['me.get'] }];
+    const task = await taskFor({ user_token: idTokens[user], allowed });
+    expect(task.status).toBe(201);
+    return (await tokenRequest(first.issuer, agent, exchangeFields(task.body.task_token, allowed))).body.access_token;
+  }
+
+  it('a database session ended while a refresh waits for the provider is a 503 for that call, and the gateway lives on', async () => {
+    await connectorWithUsers('codehost-held', ['carol', 'alice']);
+    const [carol, alice] = [await credentialOn('codehost-held', 'carol'), await credentialOn('codehost-held', 'alice')];
+    await pool.query(
+      `UPDATE connected_accounts SET access_expires_at = now() - interval '1 minute' WHERE connector_id = 'codehost-held' AND user_subject = 'carol'`,
+    );
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const { heldTokenRequests } = await provider.stats();
+      await provider.holdToken();
+      const pending = http(`${first.gatewayUrl}/connectors/codehost-held/api/me`, { headers: { authorization: `Bearer ${carol}` } });
+      // The refresh waits at the provider, the connection row locked by the gateway's session.
+      expect(
+        (
+          await eventually(
+            () => provider.stats(),
+            (stats) => stats.heldTokenRequests > heldTokenRequests,
+          )
+        ).heldTokenRequests,
+      ).toBe(heldTokenRequests + 1);
+      const locker = await eventually(
+        async () =>
+          (
+            await pool.query<{ pid: number }>(
+              `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE '%FROM connected_accounts%FOR UPDATE'`,
+            )
+          ).rows,
+        (rows) => rows.length > 0,
+      );
+      expect(locker).toHaveLength(1);
+      // PostgreSQL ends that session (as idle_in_transaction_session_timeout, a failover or an operator would).
+      await pool.query('SELECT pg_terminate_backend($1)', [locker[0].pid]);
+      await eventually(
+        async () => (await pool.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [locker[0].pid])).rowCount,
+        (count) => count === 0,
+      );
+      await provider.releaseToken();
+      const response = await pending;
+      expect(response.status).toBe(503);
+      expect(response.headers.get('retry-after')).toMatch(/^\d+$/);
+      // The process is alive and serves the next call.
+      const next = await http(`${first.gatewayUrl}/connectors/codehost-held/api/me`, { headers: { authorization: `Bearer ${alice}` } });
+      expect(next.status).toBe(200);
+      expect(next.body.account).toBe('alice');
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      await provider.releaseToken();
+    }
   });
 });
 

@@ -11,7 +11,11 @@ const server = http.createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const { port } = server.address();
 const issuer = `http://127.0.0.1:${port}`;
-const stats = { refreshes: 0, refreshFailures: 0, revocations: 0, codeExchanges: 0, apiCalls: [] };
+const stats = { refreshes: 0, refreshFailures: 0, revocations: 0, codeExchanges: 0, apiCalls: [], heldTokenRequests: 0 };
+// /test/hold-token arms a hold on the next POST /token (a code exchange or a refresh): it waits
+// until /test/release-token, for tests that act while Writ waits for the provider.
+let holdNextToken = false;
+const heldTokenRequests = [];
 
 const provider = new Provider(issuer, {
   clients: [
@@ -70,6 +74,21 @@ server.on('request', async (req, res) => {
   if (req.url === '/test/stats') {
     res.setHeader('content-type', 'application/json');
     return res.end(JSON.stringify(stats));
+  }
+  if (req.url === '/test/hold-token') {
+    holdNextToken = true;
+    res.statusCode = 204;
+    return res.end();
+  }
+  if (req.url === '/test/release-token') {
+    for (const resume of heldTokenRequests.splice(0)) resume();
+    res.statusCode = 204;
+    return res.end();
+  }
+  if (req.url === '/token' && req.method === 'POST' && holdNextToken) {
+    holdNextToken = false;
+    stats.heldTokenRequests += 1;
+    await new Promise((resolve) => heldTokenRequests.push(resolve));
   }
   if (req.url.startsWith('/test/drop-access-token?')) {
     // The provider forgets one access token (as after a password change): the API answers 401 to it.

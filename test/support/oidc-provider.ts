@@ -7,7 +7,17 @@ export interface TestOidcProvider {
   issuer: string;
   upstreamSecret: string;
   appSecret: string;
-  stats(): Promise<{ refreshes: number; refreshFailures: number; revocations: number; codeExchanges: number; apiCalls: Array<string | null> }>;
+  stats(): Promise<{
+    refreshes: number;
+    refreshFailures: number;
+    revocations: number;
+    codeExchanges: number;
+    apiCalls: Array<string | null>;
+    heldTokenRequests: number;
+  }>;
+  /** Holds the next token request (code exchange or refresh) until {@link releaseToken}. */
+  holdToken(): Promise<void>;
+  releaseToken(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -37,6 +47,8 @@ export async function startOidcProvider(writCallback: string, keysClientJwk?: Re
     upstreamSecret,
     appSecret,
     stats: async () => (await fetch(`${issuer}/test/stats`)).json() as ReturnType<TestOidcProvider['stats']>,
+    holdToken: async () => void (await fetch(`${issuer}/test/hold-token`)).body?.cancel(),
+    releaseToken: async () => void (await fetch(`${issuer}/test/release-token`)).body?.cancel(),
     close: () =>
       new Promise((resolve) => {
         child.once('exit', () => resolve());

@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import * as oauth from 'oauth4webapi';
 import type { Pool, PoolClient } from 'pg';
 import type { AuditEventInput, AuditService } from '@writ/audit';
+import { watchCheckedOut } from '@writ/database';
 import { type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
 import type { MasterKey } from '@writ/keys';
 import { ConnectedAccountError } from './account-errors';
@@ -264,6 +265,11 @@ export class ConnectedAccounts {
 
   private async refreshLocked(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<string> {
     const tx: PoolClient = await this.pool.connect();
+    // Checked out across the upstream call: PostgreSQL may end this session meanwhile
+    // (idle_in_transaction_session_timeout, a failover, pg_terminate_backend). Watched, that is
+    // a failed query here (503 for this call), not an unhandled 'error' ending the process.
+    const release = watchCheckedOut(tx);
+    let failed = false;
     let outcome: { token: string; events: AuditEventInput[] } | { error: ConnectedAccountError; events: AuditEventInput[] };
     try {
       await tx.query('BEGIN');
@@ -281,10 +287,11 @@ export class ConnectedAccounts {
       outcome = await this.refreshRow(tx, row, credential, user, tokens);
       await tx.query('COMMIT');
     } catch (error) {
+      failed = true;
       await tx.query('ROLLBACK').catch(() => undefined);
       throw error;
     } finally {
-      tx.release();
+      release(failed);
     }
     await this.audit.record(outcome.events);
     if ('error' in outcome) throw outcome.error;
