@@ -994,8 +994,9 @@ function buildWhere(query: AuditQuery): { where: string[]; values: unknown[] } {
  * True for errors that mean the database is unavailable rather than a bad statement: it cannot
  * be reached, it is frozen or overloaded (no connection within the checkout deadline, a
  * statement past `statement_timeout` or `lock_timeout`, a query the client gave up on), too
- * many connections, shutting down, or the pool already closed. Each of them is answered `503`
- * with `Retry-After`, never `500`.
+ * many connections, shutting down, a session it ended (`idle_in_transaction_session_timeout`,
+ * `idle_session_timeout`), or the pool already closed. Each of them is answered `503` with
+ * `Retry-After`, never `500`. See also {@link isTransientError}.
  */
 export function isConnectionError(error: unknown): boolean {
   const code = (error as { code?: string } | undefined)?.code ?? '';
@@ -1003,11 +1004,23 @@ export function isConnectionError(error: unknown): boolean {
   return (
     ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'].includes(code) ||
     // 08: connection exception; 53: insufficient resources (too many connections, out of
-    // memory or disk); 57P0x: admin/crash shutdown, cannot connect now; 57014: statement
-    // timeout (or cancel); 55P03: lock timeout.
-    /^(08[0-9A-Z]{3}|53[0-9A-Z]{3}|57P0[1-4]|57014|55P03)$/.test(code) ||
+    // memory or disk); 57P0x: admin/crash shutdown, cannot connect now, idle session timeout
+    // (57P05); 57014: statement timeout (or cancel); 55P03: lock timeout; 25P03: idle in
+    // transaction session timeout (the session is ended).
+    /^(08[0-9A-Z]{3}|53[0-9A-Z]{3}|57P0[1-5]|57014|55P03|25P03)$/.test(code) ||
     /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|not queryable|Cannot use a pool after calling end|Client was closed/i.test(
       message,
     )
   );
+}
+
+/**
+ * True for a transaction PostgreSQL aborted because of concurrent ones: a serialization failure
+ * (`40001`) or a deadlock (`40P01`). Nothing was written and the connection is sound: the same
+ * request may succeed when retried, so it is answered `503` with `Retry-After`, never `500`.
+ * Not retried automatically: the work may have had effects outside the transaction.
+ */
+export function isTransientError(error: unknown): boolean {
+  const code = (error as { code?: string } | undefined)?.code ?? '';
+  return code === '40001' || code === '40P01';
 }

@@ -1,5 +1,5 @@
 import { QueryFailedError } from 'typeorm';
-import { isConnectionError } from './audit.service';
+import { isConnectionError, isTransientError } from './audit.service';
 
 const pgError = (code: string, message = 'x') => Object.assign(new Error(message), { code, severity: 'ERROR' });
 
@@ -14,6 +14,8 @@ describe('isConnectionError', () => {
     ['too many connections', pgError('53300', 'sorry, too many clients already')],
     ['shutting down', pgError('57P01', 'terminating connection due to administrator command')],
     ['cannot connect now', pgError('57P03', 'the database system is starting up')],
+    ['idle_in_transaction_session_timeout', pgError('25P03', 'terminating connection due to idle-in-transaction timeout')],
+    ['idle_session_timeout', pgError('57P05', 'terminating connection due to idle-session timeout')],
     ['connection failure', pgError('08006')],
     ['refused', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })],
   ])('recognises %s as unavailability', (_what, error) => {
@@ -40,5 +42,25 @@ describe('isConnectionError', () => {
     ['a syntax error', pgError('42601'), false],
   ])('sees through TypeORM wrapping %s', (_what, driverError, expected) => {
     expect(isConnectionError(new QueryFailedError('SELECT 1', [], driverError))).toBe(expected);
+  });
+});
+
+describe('isTransientError', () => {
+  it.each([
+    ['a serialization failure', pgError('40001', 'could not serialize access due to concurrent update')],
+    ['a deadlock', pgError('40P01', 'deadlock detected')],
+  ])('recognises %s (a retry may succeed)', (_what, error) => {
+    expect(isTransientError(error)).toBe(true);
+    expect(isTransientError(new QueryFailedError('UPDATE x', [], error))).toBe(true);
+  });
+
+  it.each([
+    ['a unique violation', pgError('23505')],
+    ['a foreign key violation', pgError('23503')],
+    ['a connection failure', pgError('08006')],
+    ['a plain error', new Error('boom')],
+    ['a non-error', undefined],
+  ])('does not take %s for a transient conflict', (_what, error) => {
+    expect(isTransientError(error)).toBe(false);
   });
 });

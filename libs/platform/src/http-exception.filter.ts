@@ -1,7 +1,7 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, HttpStatus } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import type { Logger } from 'pino';
-import { AuditUnavailableError, isConnectionError } from '@writ/audit';
+import { AuditUnavailableError, isConnectionError, isTransientError } from '@writ/audit';
 import { OAuthError, wwwAuthenticateFor } from '@writ/oauth';
 
 /** A field-level validation problem of the admin API. */
@@ -103,7 +103,7 @@ export class WritExceptionFilter implements ExceptionFilter {
       send(409, { error: 'conflict', message: exception.message });
       return;
     }
-    if (exception instanceof AuditUnavailableError || isConnectionError(exception)) {
+    if (exception instanceof AuditUnavailableError || isConnectionError(exception) || isTransientError(exception)) {
       // One short line, no stack: during an outage every request lands here.
       const cause = exception instanceof AuditUnavailableError ? ((exception as { cause?: unknown }).cause ?? exception) : exception;
       this.logger.warn(
