@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { decodeJwt, exportJWK, SignJWT, generateKeyPair } from 'jose';
 import type { Pool } from 'pg';
-import { accountSealContext } from '@writ/accounts';
+import { accountSealContext, ConnectedAccounts } from '@writ/accounts';
 import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
@@ -658,6 +658,74 @@ describe('connected accounts', () => {
       process.off('uncaughtException', onUncaught);
       await provider.releaseToken();
     }
+  });
+
+  it('a connector removed while the callback redeems the code: 404, nothing stored, the grant revoked at the provider', async () => {
+    await seedUserConnector('codehost-vanishing');
+    const link = await sendJson(
+      'POST',
+      `${first.issuer}/v1/connections/links`,
+      { connector_id: 'codehost-vanishing', user_token: idTokens.carol },
+      await tasksToken(first, orchestrator),
+    );
+    expect(link.status).toBe(201);
+    const jar = new CookieJar();
+    const callback = await loginAndConsent(link.body.url, 'carol', `${first.issuer}/connect/callback`, jar);
+    const { heldTokenRequests, revocations } = await provider.stats();
+    await provider.holdToken();
+    try {
+      const pending = fetch(callback, { headers: { cookie: jar.header() } });
+      // The code exchange waits at the provider while an admin removes the connector.
+      await eventually(
+        () => provider.stats(),
+        (stats) => stats.heldTokenRequests > heldTokenRequests,
+      );
+      const removed = await http(`${first.adminUrl}/v1/connectors/codehost-vanishing`, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${first.adminToken}` },
+      });
+      expect(removed.status).toBe(204);
+      await provider.releaseToken();
+      const page = await pending;
+      expect(page.status).toBe(404);
+      expect(await page.text()).not.toMatch(/connected to/);
+    } finally {
+      await provider.releaseToken();
+    }
+    expect((await pool.query(`SELECT 1 FROM connected_accounts WHERE connector_id = 'codehost-vanishing'`)).rowCount).toBe(0);
+    const { rows } = await pool.query<{ type: string; data: any }>(
+      `SELECT type, data FROM audit_events WHERE connector_id = 'codehost-vanishing' AND type LIKE 'connection.%' ORDER BY seq`,
+    );
+    expect(rows.map((row) => row.type)).toEqual(['connection.link_issued', 'connection.link_opened', 'connection.connect_failed']);
+    expect(rows[2].data).toMatchObject({ reason: 'connector deleted', upstream_revocation: 'revoked', user: { sub: 'carol' } });
+    expect((await provider.stats()).revocations).toBe(revocations + 1);
+  });
+
+  it('a connector removed between the check and the insert of a connect link: 404, no link', async () => {
+    await seedUserConnector('codehost-racing');
+    const accounts = first.apps[0].get(ConnectedAccounts, { strict: false });
+    const read = accounts.credentialOf.bind(accounts);
+    // The removal lands right after createLink found the connector.
+    const spy = jest.spyOn(accounts, 'credentialOf').mockImplementationOnce(async (id, db) => {
+      const credential = await read(id, db);
+      await pool.query(`DELETE FROM connectors WHERE id = 'codehost-racing'`);
+      return credential;
+    });
+    try {
+      const response = await sendJson(
+        'POST',
+        `${first.issuer}/v1/connections/links`,
+        { connector_id: 'codehost-racing', user_token: idTokens.carol },
+        await tasksToken(first, orchestrator),
+      );
+      expect(spy).toHaveBeenCalled();
+      expect(response.status).toBe(404);
+      expect(response.body.error_description).toMatch(/no connector codehost-racing/);
+    } finally {
+      spy.mockRestore();
+    }
+    expect((await pool.query(`SELECT 1 FROM connect_links WHERE connector_id = 'codehost-racing'`)).rowCount).toBe(0);
+    expect((await pool.query(`SELECT 1 FROM audit_events WHERE connector_id = 'codehost-racing' AND type = 'connection.link_issued'`)).rowCount).toBe(0);
   });
 });
 

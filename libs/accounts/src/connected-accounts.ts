@@ -115,18 +115,20 @@ export class ConnectedAccounts {
     await this.credentialOf(connectorId);
     const token = randomBytes(32).toString('base64url');
     const expiresAt = new Date(Date.now() + CONNECT_LINK_TTL_SECONDS * 1000);
-    await this.audit.recordWith(
-      (tx) =>
-        tx.query(`INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`, [
-          sha256(token),
-          connectorId,
-          user.issuer,
-          user.subject,
-          `${actor.type}:${actor.id ?? ''}`,
-          expiresAt,
-        ]),
-      () => [this.event('connection.link_issued', 'success', actor, connectorId, user, { expires_at: expiresAt.toISOString() })],
+    // Only while the connector exists (key-share locked, so a removal in flight is waited for
+    // and seen): one removed since the read above is the same 404 as for a fresh request.
+    const { result: issued } = await this.audit.recordWith(
+      async (tx) =>
+        (
+          await tx.query(
+            `INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at)
+             SELECT $1::text, id, $3::text, $4::text, $5::text, $6::timestamptz FROM connectors WHERE id = $2 FOR KEY SHARE`,
+            [sha256(token), connectorId, user.issuer, user.subject, `${actor.type}:${actor.id ?? ''}`, expiresAt],
+          )
+        ).rowCount === 1,
+      (inserted) => (inserted ? [this.event('connection.link_issued', 'success', actor, connectorId, user, { expires_at: expiresAt.toISOString() })] : []),
     );
+    if (!issued) throw new ConnectedAccountError('not_found', `no connector ${connectorId}`, 404);
     return { url: `${this.linkBase}${token}`, expires_at: expiresAt.toISOString(), connector_id: connectorId, user: { iss: user.issuer, sub: user.subject } };
   }
 
@@ -219,24 +221,47 @@ export class ConnectedAccounts {
       access_token: tokens.accessToken,
       ...(tokens.refreshToken ? { refresh_token: tokens.refreshToken } : {}),
     });
-    await this.audit.recordWith(
-      (tx) =>
-        tx.query(
-          `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at)
-         VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)
-         ON CONFLICT (connector_id, user_issuer, user_subject) DO UPDATE
-           SET status = 'active', scopes = EXCLUDED.scopes, tokens_sealed = EXCLUDED.tokens_sealed, access_expires_at = EXCLUDED.access_expires_at,
-               broken_error = NULL, connected_at = now(), refreshed_at = NULL, updated_at = now()`,
-          [randomUUID(), link.connector_id, user.issuer, user.subject, tokens.scopes, sealed, tokens.expiresAt],
-        ),
-      () => [
-        this.event('connection.connected', 'success', { type: 'anonymous' }, link.connector_id, user, {
-          scopes: tokens.scopes,
-          refresh_token: tokens.refreshToken !== undefined,
-          access_expires_at: tokens.expiresAt?.toISOString() ?? null,
-        }),
-      ],
+    // Stored only while the connector exists (key-share locked, so a removal in flight is waited
+    // for and seen): the connector may have been removed while the code was being redeemed.
+    const { result: stored } = await this.audit.recordWith(
+      async (tx) =>
+        (
+          await tx.query(
+            `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at)
+             SELECT $1::uuid, id, $3::text, $4::text, 'active', $5::text[], $6::bytea, $7::timestamptz FROM connectors WHERE id = $2 FOR KEY SHARE
+             ON CONFLICT (connector_id, user_issuer, user_subject) DO UPDATE
+               SET status = 'active', scopes = EXCLUDED.scopes, tokens_sealed = EXCLUDED.tokens_sealed, access_expires_at = EXCLUDED.access_expires_at,
+                   broken_error = NULL, connected_at = now(), refreshed_at = NULL, updated_at = now()`,
+            [randomUUID(), link.connector_id, user.issuer, user.subject, tokens.scopes, sealed, tokens.expiresAt],
+          )
+        ).rowCount === 1,
+      (inserted) =>
+        inserted
+          ? [
+              this.event('connection.connected', 'success', { type: 'anonymous' }, link.connector_id, user, {
+                scopes: tokens.scopes,
+                refresh_token: tokens.refreshToken !== undefined,
+                access_expires_at: tokens.expiresAt?.toISOString() ?? null,
+              }),
+            ]
+          : [],
     );
+    if (!stored) {
+      // The provider granted tokens nobody will hold: revoke them there, as the removal would have.
+      let revocation = 'revoked';
+      try {
+        await this.client.revoke(credential, tokens.refreshToken ?? tokens.accessToken, tokens.refreshToken ? 'refresh_token' : 'access_token');
+      } catch (error) {
+        revocation = error instanceof UpstreamOAuthError ? error.message : 'the upstream revocation failed';
+      }
+      await this.audit.record(
+        this.event('connection.connect_failed', 'failure', { type: 'anonymous' }, link.connector_id, user, {
+          reason: 'connector deleted',
+          upstream_revocation: revocation,
+        }),
+      );
+      throw new ConnectedAccountError('not_found', `no connector ${link.connector_id}`, 404);
+    }
     return { connectorId: link.connector_id, user };
   }
 
