@@ -142,9 +142,34 @@ export class WritExceptionFilter implements ExceptionFilter {
       send(400, { error: 'invalid_request', error_description: 'request body could not be parsed' });
       return;
     }
+    const clientStatus = exposedClientStatus(exception);
+    if (clientStatus !== undefined) {
+      // Any other refusal of body-parser or Express (`http-errors`, `expose: true`): an unknown
+      // `Content-Encoding` (415), a body shorter than its `Content-Length` (400)... The request
+      // is at fault: its status, never a 500. The message is the library's, written for clients.
+      const { type, message } = exception as { type?: unknown; message: string };
+      const description =
+        type === 'encoding.unsupported'
+          ? 'unsupported content-encoding: send the body as identity, gzip, deflate or br'
+          : message.replace(/[^\x20-\x7e]/g, '?').slice(0, 200) || 'the request was refused';
+      send(clientStatus, { error: nestErrorCode(clientStatus), error_description: description });
+      return;
+    }
     this.logger.error({ err: describe(exception), path: request.path, method: request.method }, 'unhandled error');
     send(500, { error: 'server_error', error_description: 'an internal error occurred' });
   }
+}
+
+/**
+ * The status of an `http-errors` error meant for the client (`expose: true`, a 4xx
+ * `status`/`statusCode`), as body-parser and Express throw them; `undefined` for any other value.
+ */
+function exposedClientStatus(error: unknown): number | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const { expose, status, statusCode } = error as { expose?: unknown; status?: unknown; statusCode?: unknown };
+  if (expose !== true) return undefined;
+  const value = typeof status === 'number' ? status : statusCode;
+  return typeof value === 'number' && Number.isInteger(value) && value >= 400 && value <= 499 ? value : undefined;
 }
 
 /** A PostgreSQL data exception (SQLSTATE class 22: invalid text representation, datetime, NUL byte...). */

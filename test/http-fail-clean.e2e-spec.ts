@@ -1,0 +1,97 @@
+import { connect } from 'node:net';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { http, TestResponse } from './support/oauth-client';
+import { seedAgent } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+/** A response read off a raw socket: its status, headers (lower-case names) and body. */
+interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** Sends `text` as it is over TCP (for request targets `fetch` cannot send) and reads the one response. */
+function rawRequest(baseUrl: string, text: string): Promise<RawResponse> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.end(text));
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const all = Buffer.concat(chunks).toString('latin1');
+      const split = all.indexOf('\r\n\r\n');
+      const [statusLine, ...lines] = all.slice(0, split).split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const line of lines) {
+        const colon = line.indexOf(':');
+        headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      resolve({ status: Number(statusLine.split(' ')[1]), headers, body: all.slice(split + 4) });
+    });
+  });
+}
+
+/**
+ * Fail closed and clean at the HTTP edge: what the frameworks refuse (an unknown
+ * `Content-Encoding`, a request target that is not a path) is answered with its 4xx in the
+ * service's error shape, never a 500; a body the JSON APIs cannot read is refused, never
+ * ignored.
+ */
+describe('HTTP edge fails clean', () => {
+  let services: TestServices;
+
+  beforeAll(async () => {
+    services = await startTestServices({ admin: createAdminApp });
+  });
+  afterAll(async () => {
+    await services.close();
+  });
+
+  const statusOf = async (id: string) =>
+    (await services.runtime.pool.query<{ status: string }>('SELECT status FROM agents WHERE id = $1', [id])).rows[0]?.status;
+  const expectNoServerError = (response: TestResponse) => {
+    expect(response.status).toBeLessThan(500);
+    expect(response.body.error).not.toBe('server_error');
+  };
+
+  describe('an unknown Content-Encoding is a 415, not a 500', () => {
+    it('at the token endpoint: 415 invalid_request in the OAuth shape', async () => {
+      const response = await http(`${services.issuer}/oauth2/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': 'foo' },
+        body: 'grant_type=client_credentials',
+      });
+      expectNoServerError(response);
+      expect(response.status).toBe(415);
+      expect(response.body).toEqual({ error: 'invalid_request', error_description: expect.stringContaining('content-encoding') });
+    });
+
+    it('at the admin API: 415 invalid_request, and nothing is created', async () => {
+      const response = await http(`${services.adminUrl}/v1/agents`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'application/json', 'content-encoding': 'foo' },
+        body: JSON.stringify({ id: 'enc-agent', name: 'enc', jwks: { keys: [] } }),
+      });
+      expectNoServerError(response);
+      expect(response.status).toBe(415);
+      expect(response.body).toEqual({ error: 'invalid_request', error_description: expect.stringContaining('content-encoding') });
+      expect(await statusOf('enc-agent')).toBeUndefined();
+    });
+
+    it('at the Tasks API: 415 invalid_request', async () => {
+      const response = await http(`${services.issuer}/v1/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': 'foo' },
+        body: '{}',
+      });
+      expectNoServerError(response);
+      expect(response.status).toBe(415);
+      expect(response.body.error_description).toContain('content-encoding');
+    });
+  });
+});
+
+void rawRequest;
+void seedAgent;
