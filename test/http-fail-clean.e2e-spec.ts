@@ -15,7 +15,8 @@ interface RawResponse {
 function rawRequest(baseUrl: string, text: string): Promise<RawResponse> {
   const { hostname, port } = new URL(baseUrl);
   return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname, () => socket.end(text));
+    // Written, not ended: a half-closed socket aborts a request still in flight. `Connection: close` ends it.
+    const socket = connect(Number(port), hostname, () => socket.write(text));
     const chunks: Buffer[] = [];
     socket.on('data', (chunk: Buffer) => chunks.push(chunk));
     socket.on('error', reject);
@@ -91,7 +92,27 @@ describe('HTTP edge fails clean', () => {
       expect(response.body.error_description).toContain('content-encoding');
     });
   });
+
+  describe('a request target that is not a path is a 400, not a 500', () => {
+    const get = (target: string) =>
+      rawRequest(services.authUrl, `GET ${target} HTTP/1.1\r\nHost: ${new URL(services.authUrl).host}\r\nConnection: close\r\n\r\n`);
+
+    it.each(['http://a:99999/connect/callback?state=a', 'http://evil.example/connect/callback?state=a'])(
+      'the connect callback refuses the absolute-form target %s in the JSON error shape',
+      async (target) => {
+        const response = await get(target);
+        expect(response.status).toBe(400);
+        expect(response.headers['content-type']).toMatch(/^application\/json/);
+        expect(JSON.parse(response.body)).toEqual({ error: 'invalid_request', error_description: expect.stringContaining('request target') });
+      },
+    );
+
+    it('the connect callback still reads an origin-form target (an unknown state is its own refusal)', async () => {
+      const response = await get('/connect/callback?state=a');
+      expect(response.status).toBeLessThan(500);
+      expect(response.body).not.toContain('request target');
+    });
+  });
 });
 
-void rawRequest;
 void seedAgent;

@@ -1,4 +1,4 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Post, Req, Res, UseGuards } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Delete, Get, HttpCode, Param, Post, Req, Res, UseGuards } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { CONNECT_COOKIE, ConnectedAccounts, type ConnectionView, type ConnectLink, UserTokenVerifier } from '@writ/accounts';
 import { WRIT_CONFIG, type WritConfig } from '@writ/config';
@@ -15,6 +15,22 @@ const PAGE = (title: string, text: string) =>
 
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/**
+ * The callback's URL on the issuer: only an origin-form target (`/connect/callback?...`) is read.
+ * An absolute-form target (`GET http://host:99999/connect/callback`), which Express still routes
+ * here by its path, or a protocol-relative one (`//host/...`) is a 400, never a 500 from `new URL`.
+ */
+export function callbackUrlOf(target: string, issuer: string): URL {
+  if (!target.startsWith('/') || target.startsWith('//')) {
+    throw new BadRequestException('the request target must be a path (origin-form), e.g. /connect/callback?state=...');
+  }
+  try {
+    return new URL(target, issuer);
+  } catch {
+    throw new BadRequestException('the request target is not a valid path');
+  }
 }
 
 /** Connect links for orchestrators (Tasks API token): `POST /v1/connections/links`. */
@@ -83,7 +99,7 @@ export class ConnectFlowController {
   async callback(@Req() request: Request, @Res() response: Response): Promise<void> {
     if (await this.blocked(request, response)) return;
     const counter = this.counter(request);
-    const url = new URL(request.originalUrl, this.config.issuer);
+    const url = callbackUrlOf(request.originalUrl, this.config.issuer);
     const browser = cookie(request, CONNECT_COOKIE);
     response.setHeader('set-cookie', `${CONNECT_COOKIE}=; Path=/connect; HttpOnly; SameSite=Lax; Max-Age=0`);
     response.setHeader('content-security-policy', "default-src 'none'");
