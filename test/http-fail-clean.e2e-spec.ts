@@ -113,6 +113,52 @@ describe('HTTP edge fails clean', () => {
       expect(response.body).not.toContain('request target');
     });
   });
-});
 
-void seedAgent;
+  describe('a body the JSON APIs cannot read is refused, never ignored', () => {
+    const patchAgent = (id: string, headers: Record<string, string>, body: BodyInit) =>
+      http(`${services.adminUrl}/v1/agents/${id}`, { method: 'PATCH', headers: { authorization: `Bearer ${services.adminToken}`, ...headers }, body });
+    const SUSPEND = '{"status":"suspended"}';
+
+    it.each([
+      ['text/plain', { 'content-type': 'text/plain' }, SUSPEND],
+      ['a form', { 'content-type': 'application/x-www-form-urlencoded' }, 'status=suspended'],
+      // A byte body: fetch sends no content-type at all.
+      ['no content type', {}, new TextEncoder().encode(SUSPEND)],
+    ] as Array<[string, Record<string, string>, BodyInit]>)(
+      'PATCH /v1/agents/{id} as %s is a 415 naming content-type, and the agent stays active',
+      async (_label, headers, body) => {
+        const id = `ct-agent-${Object.keys(headers).length}-${String(headers['content-type'] ?? 'none').replace(/\W/g, '')}`;
+        await seedAgent(services.runtime.pool, id);
+        const response = await patchAgent(id, headers, body);
+        expect(response.status).toBe(415);
+        expect(response.body).toEqual({ error: 'invalid_request', error_description: expect.stringContaining('content-type') });
+        expect(await statusOf(id)).toBe('active');
+      },
+    );
+
+    it('the same PATCH as JSON suspends the agent (the control)', async () => {
+      await seedAgent(services.runtime.pool, 'ct-agent-json');
+      const response = await patchAgent('ct-agent-json', { 'content-type': 'application/json' }, SUSPEND);
+      expect(response.status).toBe(200);
+      expect(await statusOf('ct-agent-json')).toBe('suspended');
+    });
+
+    it('POST /v1/tasks with a text/plain body is a 415 naming content-type, and no task is stored', async () => {
+      const before = (await services.runtime.pool.query<{ n: string }>('SELECT count(*) AS n FROM tasks')).rows[0].n;
+      const response = await http(`${services.issuer}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{"agent_id":"a"}' });
+      expect(response.status).toBe(415);
+      expect(response.body.error_description).toContain('content-type');
+      expect((await services.runtime.pool.query<{ n: string }>('SELECT count(*) AS n FROM tasks')).rows[0].n).toBe(before);
+    });
+
+    it('a policy bundle in another type is a 415 naming the bundle types', async () => {
+      const response = await http(`${services.adminUrl}/v1/policies/active`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'text/plain' },
+        body: 'not a bundle',
+      });
+      expect(response.status).toBe(415);
+      expect(response.body.error_description).toContain('application/gzip');
+    });
+  });
+});

@@ -1,14 +1,18 @@
-import type { INestApplication } from '@nestjs/common';
+import { type INestApplication, UnsupportedMediaTypeException } from '@nestjs/common';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import express from 'express';
+import type { NextFunction, Request, Response } from 'express';
 import { ActivePolicy } from '@writ/policy';
-import { createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
+import { carriesBody, createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
 import { AdminModule } from './admin.module';
 import { mountConsole } from './console/console-static';
 import { MAX_POLICY_BUNDLE_BYTES } from './policies/policy-distribution.service';
 
 /** Largest JSON body the admin API reads (a connector catalogue fits well within it). */
 export const ADMIN_BODY_LIMIT = 1024 * 1024;
+
+/** The types a compiled policy bundle is uploaded as (`PUT /v1/policies/active`). */
+const BUNDLE_TYPES = ['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/wasm'];
 
 /** Builds the admin API app (not yet listening), with its OpenAPI document at `/docs` and `/docs-json`. */
 export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Promise<INestApplication> {
@@ -19,7 +23,13 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
       // A compiled policy bundle is uploaded as it is (`curl --data-binary @bundle.tar.gz`).
       instance.use(
         '/v1/policies/active',
-        express.raw({ type: ['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/wasm'], limit: MAX_POLICY_BUNDLE_BYTES }),
+        express.raw({ type: BUNDLE_TYPES, limit: MAX_POLICY_BUNDLE_BYTES }),
+        (req: Request, _res: Response, next: NextFunction) => {
+          // Any other type would be refused by the JSON parser as "not JSON": name the bundle types instead.
+          if (!Buffer.isBuffer(req.body) && carriesBody(req))
+            next(new UnsupportedMediaTypeException(`content-type: a policy bundle is sent as ${BUNDLE_TYPES.join(', ')}`));
+          else next();
+        },
       );
       instance.use(strictJsonBody({ limit: ADMIN_BODY_LIMIT }));
     },

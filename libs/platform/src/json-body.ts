@@ -25,12 +25,34 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 export function strictJsonBody(options: StrictJsonBodyOptions): RequestHandler {
   const raw = express.raw({ type: JSON_TYPES, limit: options.limit });
   return (req: Request, res: Response, next: NextFunction): void => {
+    // A body an earlier parser of this app already read (a policy bundle) is that endpoint's.
+    if (Buffer.isBuffer(req.body)) {
+      next();
+      return;
+    }
     raw(req, res, (error?: unknown) => {
       if (error) next(error);
       else if (Buffer.isBuffer(req.body) && req.is(JSON_TYPES)) parse(req, next, options);
+      else if (carriesBody(req)) next(notJson(req));
       else next();
     });
   };
+}
+
+/**
+ * True when the request announces a body (`Transfer-Encoding`, or a `Content-Length` above 0).
+ * Such a body in another type than JSON was left unread, and Nest's validation would have seen
+ * `{}`: a `PATCH` suspending an agent sent as `text/plain` answered 200 and changed nothing.
+ */
+export function carriesBody(req: Request): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) > 0);
+}
+
+function notJson(req: Request): UnsupportedMediaTypeException {
+  const type = (req.headers['content-type'] ?? '').split(';')[0].trim();
+  const shown = type ? `"${type.replace(/[^\x21-\x7e]/g, '?').slice(0, 64)}"` : 'missing';
+  return new UnsupportedMediaTypeException(`content-type ${shown}: the body must be application/json`);
 }
 
 function parse(req: Request, next: NextFunction, options: StrictJsonBodyOptions): void {
