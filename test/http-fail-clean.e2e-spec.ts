@@ -1,7 +1,11 @@
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { defaultPolicyPath } from '@writ/policy';
 import { createAdminApp } from '../apps/admin/src/admin.app';
-import { http, TestResponse } from './support/oauth-client';
-import { seedAgent } from './support/seed';
+import { http, TestResponse, tokenRequest } from './support/oauth-client';
+import { seedAgent, seedOrchestrator } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
 /** A response read off a raw socket: its status, headers (lower-case names) and body. */
@@ -115,7 +119,7 @@ describe('HTTP edge fails clean', () => {
   });
 
   describe('a body the JSON APIs cannot read is refused, never ignored', () => {
-    const patchAgent = (id: string, headers: Record<string, string>, body: BodyInit) =>
+    const patchAgent = (id: string, headers: Record<string, string>, body: RequestInit['body']) =>
       http(`${services.adminUrl}/v1/agents/${id}`, { method: 'PATCH', headers: { authorization: `Bearer ${services.adminToken}`, ...headers }, body });
     const SUSPEND = '{"status":"suspended"}';
 
@@ -124,7 +128,7 @@ describe('HTTP edge fails clean', () => {
       ['a form', { 'content-type': 'application/x-www-form-urlencoded' }, 'status=suspended'],
       // A byte body: fetch sends no content-type at all.
       ['no content type', {}, new TextEncoder().encode(SUSPEND)],
-    ] as Array<[string, Record<string, string>, BodyInit]>)(
+    ] as Array<[string, Record<string, string>, RequestInit['body']]>)(
       'PATCH /v1/agents/{id} as %s is a 415 naming content-type, and the agent stays active',
       async (_label, headers, body) => {
         const id = `ct-agent-${Object.keys(headers).length}-${String(headers['content-type'] ?? 'none').replace(/\W/g, '')}`;
@@ -159,6 +163,49 @@ describe('HTTP edge fails clean', () => {
       });
       expect(response.status).toBe(415);
       expect(response.body.error_description).toContain('application/gzip');
+    });
+  });
+
+  describe('keys or policy unavailable is a 503 with Retry-After, not a 500', () => {
+    it('no active signing key: the token endpoint answers 503 temporarily_unavailable, and issues once a key is back', async () => {
+      const orchestrator = await seedOrchestrator(services.runtime.pool, 'fc-orchestrator');
+      const { pool, signingKeys } = services.runtime;
+      const { rows } = await pool.query<{ kid: string }>(`UPDATE signing_keys SET status = 'retiring' WHERE status = 'active' RETURNING kid`);
+      await signingKeys.reload();
+      try {
+        const response = await tokenRequest(services.issuer, orchestrator, { grant_type: 'client_credentials', scope: 'tasks' });
+        expect(response.status).toBe(503);
+        expect(response.headers.get('retry-after')).toMatch(/^\d+$/);
+        expect(response.body).toEqual({ error: 'temporarily_unavailable', error_description: expect.stringContaining('signing key') });
+      } finally {
+        await pool.query(`UPDATE signing_keys SET status = 'active' WHERE kid = ANY($1)`, [rows.map((row) => row.kid)]);
+        await signingKeys.reload();
+      }
+      const again = await tokenRequest(services.issuer, orchestrator, { grant_type: 'client_credentials', scope: 'tasks' });
+      expect(again.status).toBe(200);
+    });
+
+    it('PUT /v1/policies/data with the WRIT_POLICY file unreadable is a 503 with Retry-After, and changes nothing', async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'writ-policy-'));
+      const file = join(dir, 'bundle.tar.gz');
+      await copyFile(defaultPolicyPath(), file);
+      const own = await startTestServices({ admin: createAdminApp, env: { WRIT_POLICY: file } });
+      try {
+        const data = JSON.parse(JSON.stringify(own.policy.current().data)) as Record<string, unknown>;
+        await rm(file);
+        const response = await http(`${own.adminUrl}/v1/policies/data`, {
+          method: 'PUT',
+          headers: { authorization: `Bearer ${own.adminToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ data }),
+        });
+        expect(response.status).toBe(503);
+        expect(response.headers.get('retry-after')).toMatch(/^\d+$/);
+        expect(response.body).toEqual({ error: 'temporarily_unavailable', error_description: expect.stringContaining('policy file') });
+        expect(Number((await own.runtime.pool.query<{ n: string }>('SELECT count(*) AS n FROM policies')).rows[0].n)).toBe(0);
+      } finally {
+        await own.close();
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   });
 });

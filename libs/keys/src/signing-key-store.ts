@@ -3,6 +3,7 @@ import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, jwtVerif
 import type { CryptoKey, JWK, JWTHeaderParameters, JWTPayload, JWTVerifyResult } from 'jose';
 import type { Pool, PoolClient } from 'pg';
 import { type AuditedTransaction, watchCheckedOut } from '@writ/database';
+import { TemporarilyUnavailableError } from '@writ/oauth';
 import { MasterKey } from './master-key';
 import { VerifiedTokenCache } from './verified-token-cache';
 
@@ -358,7 +359,7 @@ export class SigningKeyStore {
 
   /** The kid of the active key. */
   activeKid(): string {
-    if (!this.active) throw new Error('no active signing key');
+    if (!this.active) throw noActiveKey();
     return this.active.kid;
   }
 
@@ -375,7 +376,7 @@ export class SigningKeyStore {
    */
   async sign(claims: JWTPayload, header: { typ: string } & Partial<JWTHeaderParameters>): Promise<SignedToken> {
     const key = this.active;
-    if (!key) throw new Error('no active signing key');
+    if (!key) throw noActiveKey();
     const encodedHeader = Buffer.from(JSON.stringify({ ...header, alg: SIGNING_ALG, kid: key.kid })).toString('base64url');
     const encodedClaims = Buffer.from(JSON.stringify({ ...claims, iss: this.issuer })).toString('base64url');
     const signingInput = `${encodedHeader}.${encodedClaims}`;
@@ -481,4 +482,12 @@ function verificationMessage(code: string): string {
 /** A random token id. */
 export function newJti(): string {
   return randomUUID();
+}
+
+/**
+ * No active signing key is loaded (e.g. between a failed reload and the next): nothing can be
+ * signed now, the service is not broken. A `503` with `Retry-After`, never a `500`.
+ */
+function noActiveKey(): TemporarilyUnavailableError {
+  return new TemporarilyUnavailableError('no signing key is available right now; retry later');
 }

@@ -3,9 +3,11 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import { readFile } from 'node:fs/promises';
 import type { Pool } from 'pg';
+import type { Logger } from 'pino';
 import { AuditService } from '@writ/audit';
 import { PG_POOL, PolicyEntity, rowOf } from '@writ/database';
-import { activateStoredPolicy, deactivateStoredPolicy, loadPolicyEngine, PolicySync, StoredPolicyInfo, ValidationFailedError } from '@writ/platform';
+import { TemporarilyUnavailableError } from '@writ/oauth';
+import { activateStoredPolicy, deactivateStoredPolicy, loadPolicyEngine, LOGGER, PolicySync, StoredPolicyInfo, ValidationFailedError } from '@writ/platform';
 import { ActivePolicy, PolicyEngine, PolicyLoadError } from '@writ/policy';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
@@ -38,6 +40,7 @@ export class PolicyDistributionService {
     private readonly audit: AuditService,
     private readonly policy: ActivePolicy,
     private readonly sync: PolicySync,
+    @Inject(LOGGER) private readonly logger: Logger,
   ) {}
 
   /** Stored versions, newest first (never the bundle bytes), through the repository. */
@@ -85,9 +88,22 @@ export class PolicyDistributionService {
    */
   async activateData(admin: AdminPrincipal, data: Record<string, unknown>): Promise<StoredPolicyInfo> {
     const { rows } = await this.pool.query<{ version: string; bundle: Buffer }>(`SELECT version, bundle FROM policies WHERE active`);
-    const bundle: Buffer = rows[0]?.bundle ?? (await readFile(this.policy.path));
+    const bundle: Buffer = rows[0]?.bundle ?? (await this.policyFile());
     const engine = await this.load(() => loadPolicyEngine(bundle, data), 'data');
     return this.activate(admin, engine, bundle, data, 'data update', 'admin.policy.data_updated', rows[0]?.version ?? null);
+  }
+
+  /**
+   * The bytes of the `WRIT_POLICY` file (no stored policy is active): a file that cannot be read
+   * now (removed, being replaced, unreadable) is a `503` with `Retry-After`, logged with its code.
+   */
+  private async policyFile(): Promise<Buffer> {
+    try {
+      return await readFile(this.policy.path);
+    } catch (error) {
+      this.logger.warn({ code: (error as { code?: string }).code, path: this.policy.path }, 'the policy file cannot be read: policy data update refused (503)');
+      throw new TemporarilyUnavailableError('the policy file in force cannot be read right now; retry later');
+    }
   }
 
   /** Deactivates the stored policy: every instance returns to its `WRIT_POLICY` file. */
