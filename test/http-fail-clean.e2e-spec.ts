@@ -111,6 +111,16 @@ describe('HTTP edge fails clean', () => {
       },
     );
 
+    it.each([
+      ['the authorization server', () => services.authUrl],
+      ['the admin API', () => services.adminUrl],
+    ])('%s answers a target no URL parser reads with a JSON 400, not an HTML 404', async (_name, base) => {
+      const response = await rawRequest(base(), `GET http://[x/connect/callback?state=a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      expect(response.status).toBe(400);
+      expect(response.headers['content-type']).toMatch(/^application\/json/);
+      expect(JSON.parse(response.body)).toEqual({ error: 'invalid_request', error_description: expect.stringContaining('request target') });
+    });
+
     it('the connect callback still reads an origin-form target (an unknown state is its own refusal)', async () => {
       const response = await get('/connect/callback?state=a');
       expect(response.status).toBeLessThan(500);
@@ -163,6 +173,20 @@ describe('HTTP edge fails clean', () => {
       });
       expect(response.status).toBe(415);
       expect(response.body.error_description).toContain('application/gzip');
+    });
+  });
+
+  describe('a refused query is reported as the query', () => {
+    it('GET /v1/agents?limit=0 names limit under "the query is invalid"', async () => {
+      const response = await http(`${services.adminUrl}/v1/agents?limit=0`, { headers: { authorization: `Bearer ${services.adminToken}` } });
+      expect(response.status).toBe(400);
+      expect(response.body).toMatchObject({ error: 'invalid_request', message: 'the query is invalid', fields: [{ field: 'limit' }] });
+    });
+
+    it('an unknown query parameter is named under "the query is invalid"', async () => {
+      const response = await http(`${services.adminUrl}/v1/agents?bogus=1`, { headers: { authorization: `Bearer ${services.adminToken}` } });
+      expect(response.status).toBe(400);
+      expect(response.body).toEqual({ error: 'invalid_request', message: 'the query is invalid', fields: [{ field: 'bogus', message: 'unknown field' }] });
     });
   });
 

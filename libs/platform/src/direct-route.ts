@@ -3,6 +3,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { Express, NextFunction, Request, Response } from 'express';
 import type { IncomingMessage, RequestListener, Server } from 'node:http';
 import type { Logger } from 'pino';
+import { InvalidRequestError } from '@writ/oauth';
 import { WritExceptionFilter } from './http-exception.filter';
 
 /** An Express middleware. */
@@ -82,3 +83,19 @@ export function serveDirect(app: NestExpressApplication, common: Middleware, rou
     }
   });
 }
+
+/**
+ * Request targets no route can see: neither a path (origin-form) nor `*` nor an absolute URL
+ * that parses (`GET http://[x/connect/callback`). Express's router skips every layer for them
+ * (its path is `undefined`), Nest's JSON 404 included, and Express answered its own HTML 404
+ * page. Served ahead of Express ({@link serveDirect}), they are a JSON `400 invalid_request`.
+ * An absolute URL that parses is left to the routes (the gateway refuses it, audited; the
+ * connect callback too).
+ */
+export const UNROUTABLE_TARGETS: DirectRoute = {
+  matches: (req) => {
+    const target = req.url ?? '';
+    return !target.startsWith('/') && target !== '*' && !URL.canParse(target);
+  },
+  handle: () => Promise.reject(new InvalidRequestError('the request target is neither a path nor a valid absolute URL')),
+};

@@ -4,7 +4,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
-import { DirectRoute, inOrder, Middleware, serveDirect } from './direct-route';
+import { DirectRoute, inOrder, Middleware, serveDirect, UNROUTABLE_TARGETS } from './direct-route';
 import { WritExceptionFilter } from './http-exception.filter';
 import { InFlightGate } from './in-flight-gate';
 import { requestLog } from './request-log';
@@ -95,6 +95,7 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   app.use(commonLayer);
   options.configure?.(app);
   if (options.direct) serveDirect(app, commonLayer, options.direct(app), logger);
+  serveDirect(app, commonLayer, UNROUTABLE_TARGETS, logger);
   app.useGlobalFilters(new WritExceptionFilter(logger));
   return app;
 }

@@ -1,5 +1,6 @@
 import type { Server } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
+import { requestPath } from './request-values';
 
 /** Paths never shed nor refused while draining: probes and scrapes must see the truth. */
 const ALWAYS_ADMITTED = /^\/(health\/|metrics$)/;
@@ -37,7 +38,7 @@ export class InFlightGate {
   /** The Express middleware; install it first. */
   middleware(): (req: Request, res: Response, next: NextFunction) => void {
     return (req, res, next) => {
-      if (ALWAYS_ADMITTED.test(req.path)) return next();
+      if (ALWAYS_ADMITTED.test(requestPath(req))) return next();
       if (this.draining || this.active >= this.limit) {
         const reason = this.draining ? 'draining' : 'overload';
         this.events.onShed?.(reason);

@@ -29,3 +29,16 @@ export function requestTextProblem(value: string): string | undefined {
   if (LONE_SURROGATE.test(value)) return 'must be valid Unicode text';
   return undefined;
 }
+
+/**
+ * The request's path as Express reads it (`req.path`), or the raw target before any `?` when
+ * Express cannot parse it (`GET http://[x/...`: its getter throws `Invalid URL`). For logs, the
+ * gate and spans: never a reason to fail while answering.
+ */
+export function requestPath(req: { path: string; url?: string }): string {
+  try {
+    return req.path;
+  } catch {
+    return (req.url ?? '').split('?')[0];
+  }
+}

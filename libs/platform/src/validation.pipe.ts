@@ -33,12 +33,18 @@ function textProblems(value: unknown, field: string, out: FieldError[]): void {
  */
 class WritValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
-    if (metadata.type === 'param' || metadata.type === 'query') {
-      const problems: FieldError[] = [];
-      textProblems(value, metadata.data ?? metadata.type, problems);
-      if (problems.length > 0) throw new ValidationFailedError(problems, `the ${metadata.type === 'param' ? 'path' : 'query'} is invalid`);
+    if (metadata.type !== 'param' && metadata.type !== 'query') return super.transform(value, metadata);
+    const message = `the ${metadata.type === 'param' ? 'path' : 'query'} is invalid`;
+    const problems: FieldError[] = [];
+    textProblems(value, metadata.data ?? metadata.type, problems);
+    if (problems.length > 0) throw new ValidationFailedError(problems, message);
+    try {
+      return await super.transform(value, metadata);
+    } catch (error) {
+      // The factory below cannot tell a query from a body: say which part of the request is at fault.
+      if (error instanceof ValidationFailedError) throw new ValidationFailedError(error.fields, message);
+      throw error;
     }
-    return super.transform(value, metadata);
   }
 }
 
