@@ -3,9 +3,13 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultPolicyPath } from '@writ/policy';
+import { gzipSync } from 'node:zlib';
 import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
+import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, TestResponse, tokenRequest } from './support/oauth-client';
-import { seedAgent, seedOrchestrator } from './support/seed';
+import { seedAgent, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
 /** A response read off a raw socket: its status, headers (lower-case names) and body. */
@@ -46,12 +50,18 @@ function rawRequest(baseUrl: string, text: string): Promise<RawResponse> {
  */
 describe('HTTP edge fails clean', () => {
   let services: TestServices;
+  let upstream: MockUpstream;
+  let world: World;
 
   beforeAll(async () => {
-    services = await startTestServices({ admin: createAdminApp });
+    upstream = await startPaymentsUpstream('sk_live_fail_clean_7c1d');
+    services = await startTestServices({ admin: createAdminApp, gateway: createGatewayApp });
+    world = await seedWorld(services.runtime.pool, upstream.url);
+    await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: 'sk_live_fail_clean_7c1d' });
   });
   afterAll(async () => {
     await services.close();
+    await upstream.close();
   });
 
   const statusOf = async (id: string) =>
@@ -94,6 +104,27 @@ describe('HTTP edge fails clean', () => {
       expectNoServerError(response);
       expect(response.status).toBe(415);
       expect(response.body.error_description).toContain('content-encoding');
+    });
+  });
+
+  describe('the gateway never checks one body and forwards another', () => {
+    const PAYOUT = '{"destination":"acct_1","amount":42000,"currency":"usd"}';
+    it.each([
+      ['an unknown encoding', 'foo', Buffer.from(PAYOUT)],
+      ['gzip', 'gzip', gzipSync(PAYOUT)],
+    ])('a constrained body with %s is a 415 naming content-encoding, and is not forwarded', async (_name, encoding, body) => {
+      const task = await createTask(services, world.orchestrator);
+      const credential = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
+      expect(credential.status).toBe(200);
+      const before = upstream.received.length;
+      const response = await http(`${services.gatewayUrl}/connectors/payments/v1/payouts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${credential.body.access_token}`, 'content-type': 'application/json', 'content-encoding': encoding },
+        body: new Uint8Array(body),
+      });
+      expect(response.status).toBe(415);
+      expect(response.body).toMatchObject({ error: 'invalid_request', error_description: expect.stringContaining('content-encoding') });
+      expect(upstream.received.length).toBe(before);
     });
   });
 

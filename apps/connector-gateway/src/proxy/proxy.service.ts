@@ -750,6 +750,12 @@ function prematureClose(): Error {
 /** The body as JSON (its value and its text, to read numbers as written), or `undefined` when there is none. */
 function parseJsonBody(req: Request, body: Buffer): { value: unknown; text: string } | undefined {
   if (body.length === 0) return undefined;
+  // The bytes are checked as they came and forwarded with their Content-Encoding: an encoded
+  // body would be checked as one text and decoded by the upstream as another.
+  const encoding = req.headers['content-encoding'];
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+    throw new UnsupportedMediaTypeError('a body constraint applies: the body must not be content-encoded (no content-encoding, or identity)');
+  }
   const type = req.headers['content-type'] ?? '';
   if (!JSON_TYPE.test(type)) {
     throw new UnsupportedMediaTypeError('a body constraint applies: the body must be application/json (UTF-8)');
