@@ -196,6 +196,29 @@ describe('HTTP edge fails clean', () => {
       expect((await services.runtime.pool.query<{ n: string }>('SELECT count(*) AS n FROM tasks')).rows[0].n).toBe(before);
     });
 
+    it('POST /v1/keys/rotate with options it does not read is a 400 naming body, and no key rotates', async () => {
+      const before = (await services.runtime.pool.query<{ kid: string }>(`SELECT kid FROM signing_keys WHERE status = 'active'`)).rows;
+      const response = await http(`${services.adminUrl}/v1/keys/rotate`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'application/json' },
+        body: '{"alg":"HS256"}',
+      });
+      expect(response.status).toBe(400);
+      expect(response.body).toEqual({
+        error: 'invalid_request',
+        message: 'the request body is invalid',
+        fields: [{ field: 'body', message: 'this endpoint takes no body' }],
+      });
+      expect((await services.runtime.pool.query<{ kid: string }>(`SELECT kid FROM signing_keys WHERE status = 'active'`)).rows).toEqual(before);
+    });
+
+    it('an empty JSON object there is still accepted, and a body without a token is still a 401 first', async () => {
+      const rotate = (headers: Record<string, string>, body: string) =>
+        http(`${services.adminUrl}/v1/keys/rotate`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+      expect((await rotate({ authorization: `Bearer ${services.adminToken}` }, '{}')).status).toBe(201);
+      expect((await rotate({}, '{"alg":"HS256"}')).status).toBe(401);
+    });
+
     it('a policy bundle in another type is a 415 naming the bundle types', async () => {
       const response = await http(`${services.adminUrl}/v1/policies/active`, {
         method: 'PUT',

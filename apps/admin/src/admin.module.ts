@@ -5,9 +5,9 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { createUpstreamDispatcher, UPSTREAM_DISPATCHER } from '@writ/connectors';
 import { AdminConnectionsController, IdentityProvidersController } from './connections/connections.controller';
 import { ConnectionsService } from './connections/connections.service';
-import { APP_PIPE } from '@nestjs/core';
+import { APP_INTERCEPTOR, APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
-import { FailureThrottle, HealthModule, PolicySync, Runtime, RuntimeModule, writValidationPipe } from '@writ/platform';
+import { FailureThrottle, HealthModule, PolicySync, Runtime, RuntimeModule, UnreadBodyInterceptor, writValidationPipe } from '@writ/platform';
 import { AdminTokensController } from './admin-tokens/admin-tokens.controller';
 import { AdminTokensService } from './admin-tokens/admin-tokens.service';
 import { AgentsController } from './agents/agents.controller';
@@ -65,6 +65,7 @@ export class AdminModule implements OnApplicationShutdown {
       providers: [
         { provide: ActivePolicy, useValue: policy },
         { provide: APP_PIPE, useFactory: writValidationPipe },
+        { provide: APP_INTERCEPTOR, useClass: UnreadBodyInterceptor },
         AdminTokenGuard,
         FailureThrottle,
         AdminAuthErrorFilter,

@@ -5,10 +5,10 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { createUpstreamDispatcher, UPSTREAM_DISPATCHER } from '@writ/connectors';
 import { ConnectFlowController, ConnectLinksController, MyConnectionsController } from './connections/connections.controller';
 import { UserSubjects } from './tasks/user-subjects.service';
-import { APP_PIPE } from '@nestjs/core';
+import { APP_INTERCEPTOR, APP_PIPE } from '@nestjs/core';
 import { ActivePolicy } from '@writ/policy';
 import { ApprovalStore } from '@writ/grants';
-import { FailureThrottle, HealthModule, PolicySync, Runtime, RUNTIME, RuntimeModule, writValidationPipe } from '@writ/platform';
+import { FailureThrottle, HealthModule, PolicySync, Runtime, RUNTIME, RuntimeModule, UnreadBodyInterceptor, writValidationPipe } from '@writ/platform';
 import { SweeperService } from './background/sweeper.service';
 import { ClientAuthenticator } from './client-auth/client-authenticator.service';
 import { ClientRegistry } from './client-auth/client-registry.service';
@@ -65,6 +65,7 @@ export class AuthorizationServerModule implements OnApplicationShutdown {
       providers: [
         { provide: ActivePolicy, useValue: policy },
         { provide: APP_PIPE, useFactory: writValidationPipe },
+        { provide: APP_INTERCEPTOR, useClass: UnreadBodyInterceptor },
         ...GRANTS,
         { provide: GRANT_HANDLERS, useFactory: (...grants: GrantHandler[]) => grants, inject: GRANTS },
         GrantRegistry,

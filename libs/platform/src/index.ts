@@ -4,6 +4,7 @@ export * from './http-exception.filter';
 export * from './logger';
 export * from './runtime';
 export * from './runtime.module';
+export * from './unread-body.interceptor';
 export * from './validation.pipe';
 export * from './health.module';
 export * from './run-main';
