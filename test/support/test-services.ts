@@ -1,6 +1,6 @@
 import type { INestApplication } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, WritConfig } from '@writ/config';
@@ -58,10 +58,12 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
     options.db ?? (options.databaseUrl ? { url: options.databaseUrl, name: 'external', drop: async () => undefined } : await createTestDatabase());
   const [authPort, gatewayPort, adminPort] = await freePorts(3);
   const adminToken = `writ_admin_test_${randomBytes(24).toString('base64url')}`;
+  // Removed by close(), unless the suite gives its own.
+  const dataDir = await mkdtemp(join(tmpdir(), 'writ-services-'));
   const config = loadConfig({
     WRIT_DATABASE_URL: (!options.superuser && db.serviceUrl) || db.url,
     WRIT_MASTER_KEY: Buffer.alloc(32, 11).toString('base64'),
-    WRIT_DATA_DIR: await mkdtemp(join(tmpdir(), 'writ-services-')),
+    WRIT_DATA_DIR: dataDir,
     WRIT_ISSUER: `http://127.0.0.1:${authPort}`,
     WRIT_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
     WRIT_AUTH_PORT: String(authPort),
@@ -106,6 +108,7 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
       for (const app of apps.reverse()) await app.close().catch(() => undefined);
       await runtime.close();
       if (!options.db) await db.drop().catch(() => undefined);
+      await rm(dataDir, { recursive: true, force: true });
     },
   };
 }

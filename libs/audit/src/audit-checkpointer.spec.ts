@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool, PoolClient } from 'pg';
@@ -105,6 +105,7 @@ describe('AuditCheckpointer', () => {
   afterAll(async () => {
     await pool.end();
     await db.drop();
+    await rm(dir, { recursive: true, force: true });
   });
 
   it('signs nothing for an empty chain, then the head once it moves, and publishes its key beside the file', async () => {
@@ -273,7 +274,7 @@ describe('AuditCheckpointer', () => {
       // Meanwhile another instance signs the head and the owner prunes up to it.
       const other = new AuditCheckpointer(pool, signer, { every: 1000, intervalMs: 3_600_000 });
       expect(await other.checkpoint()).toMatchObject({ seq: expect.any(Number) });
-      const pruned = await archiveAndPrune({ pool, signer, cut: { seq: last.seq + 1 }, outDir: await mkdtemp(join(tmpdir(), 'writ-prune-')), actor: 'test' });
+      const pruned = await archiveAndPrune({ pool, signer, cut: { seq: last.seq + 1 }, outDir: dir, actor: 'test' });
       expect(pruned).toMatchObject({ pruned: true });
       release();
       await running;

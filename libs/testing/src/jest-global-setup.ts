@@ -24,6 +24,8 @@ export default async function globalSetup(): Promise<void> {
       settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '300' },
     });
     (globalThis as { __writDatabase?: unknown }).__writDatabase = database;
+    // Removed by the global teardown: a cluster per run would otherwise pile up in the temp dir.
+    (globalThis as { __writDataDir?: string }).__writDataDir = dataDir;
     adminUrl = database.adminUrl;
     process.env[ADMIN_URL_ENV] = adminUrl;
   }

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { freePorts } from '@writ/testing';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +28,12 @@ export interface WritProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** Data directories {@link startWrit} created (each holds an embedded PostgreSQL): removed after the suite. */
+const created: string[] = [];
+afterAll(async () => {
+  await Promise.all(created.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
 /** Options of {@link startWrit}. */
 export interface StartWritOptions {
   /** `npm start` (the launcher through npm) or a `node dist/...` entry point. */
@@ -41,7 +47,8 @@ export interface StartWritOptions {
 /** Starts Writ (all three services) and waits until every service is ready. */
 export async function startWrit(options: StartWritOptions = {}): Promise<WritProcess> {
   const [authPort, gatewayPort, adminPort] = await freePorts(3);
-  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'writ-faults-')));
+  let dataDir = options.dataDir;
+  if (!dataDir) created.push((dataDir = await mkdtemp(join(tmpdir(), 'writ-faults-'))));
   const adminToken = `writ_admin_faults_${randomBytes(24).toString('base64url')}`;
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
