@@ -1,5 +1,5 @@
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
@@ -60,6 +60,7 @@ describe('audit retention: archive and prune under a signed marker', () => {
   afterEach(async () => {
     await superuser?.end();
     await services?.close();
+    await rm(out, { recursive: true, force: true });
   });
 
   it('prunes only up to the last checkpoint before the cut, records it, and the rest still verifies (API, CLI, offline)', async () => {

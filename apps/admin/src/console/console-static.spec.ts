@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONSOLE_CSP, consoleAssetsDir } from './console-static';
@@ -22,5 +22,6 @@ describe('console static files', () => {
     writeFileSync(join(root, 'dist', 'console', 'index.html'), '<!doctype html>');
     expect(consoleAssetsDir(from)).toBe(join(root, 'dist', 'console'));
     expect(consoleAssetsDir(join(root, 'apps', 'admin', 'src', 'console'))).toBe(join(root, 'dist', 'console'));
+    rmSync(root, { recursive: true, force: true });
   });
 });
