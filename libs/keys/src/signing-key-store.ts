@@ -210,11 +210,9 @@ export class SigningKeyStore {
           [maxAgeSeconds],
         )
       ).rows.map((row) => row.kid);
-    const retired = this.audited
-      ? await this.audited.run(retire, (kids) =>
-          kids.length ? [{ type: 'key.retired', outcome: 'success', actor: MAINTENANCE_ACTOR, data: { kids, max_age_seconds: maxAgeSeconds } }] : [],
-        )
-      : await retire(this.pool);
+    const retired = await this.commitChange(retire, (kids) =>
+      kids.length ? [{ type: 'key.retired', outcome: 'success', actor: MAINTENANCE_ACTOR, data: { kids, max_age_seconds: maxAgeSeconds } }] : [],
+    );
     if (retired.length) await this.reload();
     return retired.length;
   }
@@ -229,22 +227,28 @@ export class SigningKeyStore {
       const { rowCount } = await tx.query(`SELECT 1 FROM signing_keys WHERE status = 'active' AND created_at < now() - make_interval(days => $1)`, [days]);
       return rowCount ? this.promoteNext(tx) : undefined;
     };
-    const rotation = this.audited
-      ? await this.audited.run(work, (done) =>
-          done
-            ? [
-                {
-                  type: 'key.rotated',
-                  outcome: 'success',
-                  actor: MAINTENANCE_ACTOR,
-                  data: { kid: done.kid, previous_kid: done.previousKid, reason: 'scheduled', rotation_days: days },
-                },
-              ]
-            : [],
-        )
-      : await this.transaction(work);
+    const rotation = await this.commitChange(work, (done) =>
+      done
+        ? [
+            {
+              type: 'key.rotated',
+              outcome: 'success',
+              actor: MAINTENANCE_ACTOR,
+              data: { kid: done.kid, previous_kid: done.previousKid, reason: 'scheduled', rotation_days: days },
+            },
+          ]
+        : [],
+    );
     if (rotation) await this.reload();
     return rotation?.kid;
+  }
+
+  /**
+   * Commits a change the store makes on its own with its audit events (see
+   * {@link recordChangesWith}), or alone in a transaction when no audited transaction was given.
+   */
+  private commitChange<T>(work: (tx: PoolClient) => Promise<T>, events: (result: T) => KeyEvent[]): Promise<T> {
+    return this.audited ? this.audited.run(work, events) : this.transaction(work);
   }
 
   /** Runs `work` in a transaction of its own. */
