@@ -15,6 +15,7 @@ import { TaskGrantCounts1764490000000 } from './1764490000000-task-grant-counts'
 import { ConnectorVersions1764536000000 } from './1764536000000-connector-versions';
 import { ChangeNotifications1764540000000 } from './1764540000000-change-notifications';
 import { BatchExpectations1764550000000 } from './1764550000000-batch-expectations';
+import { AccountRefreshLease1764560000000 } from './1764560000000-account-refresh-lease';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -40,4 +41,5 @@ export const MIGRATIONS = [
   ConnectorVersions1764536000000,
   ChangeNotifications1764540000000,
   BatchExpectations1764550000000,
+  AccountRefreshLease1764560000000,
 ];
