@@ -2,7 +2,6 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import * as oauth from 'oauth4webapi';
 import type { Pool, PoolClient } from 'pg';
 import type { AuditEventInput, AuditService } from '@writ/audit';
-import { watchCheckedOut } from '@writ/database';
 import { type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
 import type { MasterKey } from '@writ/keys';
 import { ConnectedAccountError } from './account-errors';
@@ -47,6 +46,15 @@ interface AccountRow {
   refreshed_at: Date | null;
 }
 
+/** An account with its refresh lease ({@link LEASE_COLUMNS}). */
+interface LeasedAccountRow extends AccountRow {
+  lease_holder: string | null;
+  /** A refresh holds the lease now. */
+  lease_live: boolean;
+  /** The access token has not expired yet (it may be inside the refresh margin). */
+  access_valid: boolean;
+}
+
 interface SealedTokens {
   access_token: string;
   refresh_token?: string;
@@ -63,6 +71,21 @@ interface ConnectorCredentialRow {
 export const CONNECT_LINK_TTL_SECONDS = 600;
 /** An access token this close to its expiry is refreshed before use. */
 const EXPIRY_MARGIN_MS = 30_000;
+/**
+ * How long a refresh holds its account's lease: well past the upstream call's own timeout
+ * (10 s), so that only a holder that crashed or froze loses it to another caller.
+ */
+const REFRESH_LEASE_SECONDS = 30;
+/**
+ * Longest a caller waits for a refresh another caller holds the lease of (then 503): past the
+ * upstream call's timeout, so that a live holder's outcome is always seen.
+ */
+const REFRESH_WAIT_MS = 12_000;
+/** First and longest pause between two reads of a leased account while waiting (doubling). */
+const REFRESH_POLL_FIRST_MS = 25;
+const REFRESH_POLL_MAX_MS = 400;
+/** Who refreshes, disconnects a dead grant, or discards tokens, in audit events. */
+const REFRESHER = { type: 'system' as const, id: 'connected-accounts' };
 /** The cookie binding a connect attempt to the browser that opened the link. */
 export const CONNECT_COOKIE = 'writ_connect';
 
@@ -70,6 +93,9 @@ export const CONNECT_COOKIE = 'writ_connect';
 const UPSTREAM_REVOCATIONS_AT_ONCE = 8;
 
 const ACCOUNT_COLUMNS = `id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at, broken_error, connected_at, refreshed_at`;
+/** The refresh lease and token validity of an account, by PostgreSQL's clock (one clock for every instance). */
+const LEASE_COLUMNS = `refresh_lease_holder AS lease_holder, COALESCE(refresh_lease_expires_at > now(), false) AS lease_live,
+  (access_expires_at IS NULL OR access_expires_at > now()) AS access_valid`;
 
 function sha256(value: string): string {
   return createHash('sha256').update(value).digest('base64url');
@@ -93,8 +119,9 @@ export function accountSealContext(connectorId: string, tokenUrl: string, user: 
 /**
  * Per-user connected accounts: connect links (authorization code + PKCE S256 + `state`,
  * one-time, short-lived, bound to a user and to the browser that opened them), the users'
- * upstream tokens sealed per (connector, user), refresh single-flight across instances (a row
- * lock around the upstream call, with rotation stored in the same transaction), `broken` when
+ * upstream tokens sealed per (connector, user), refresh single-flight across instances (a lease
+ * on the account row, no transaction open across the upstream call, rotation stored only while
+ * the lease is held), `broken` when
  * the upstream refuses a refresh, and upstream revocation on disconnect. Every step is an
  * audit event without tokens.
  */
@@ -109,6 +136,9 @@ export class ConnectedAccounts {
     /** Base of connect link URLs (`<issuer>/connect/`). */
     private readonly linkBase: string,
   ) {}
+
+  /** The refresh running in this process per account: concurrent callers share it. */
+  private readonly refreshing = new Map<string, Promise<string>>();
 
   /** Issues a one-time connect link for `user` on `connectorId`. */
   async createLink(connectorId: string, user: VerifiedUser, actor: ConnectionActor): Promise<ConnectLink> {
@@ -231,7 +261,8 @@ export class ConnectedAccounts {
              SELECT $1::uuid, id, $3::text, $4::text, 'active', $5::text[], $6::bytea, $7::timestamptz FROM connectors WHERE id = $2 FOR KEY SHARE
              ON CONFLICT (connector_id, user_issuer, user_subject) DO UPDATE
                SET status = 'active', scopes = EXCLUDED.scopes, tokens_sealed = EXCLUDED.tokens_sealed, access_expires_at = EXCLUDED.access_expires_at,
-                   broken_error = NULL, connected_at = now(), refreshed_at = NULL, updated_at = now()`,
+                   broken_error = NULL, connected_at = now(), refreshed_at = NULL, updated_at = now(),
+                   refresh_lease_holder = NULL, refresh_lease_expires_at = NULL`,
             [randomUUID(), link.connector_id, user.issuer, user.subject, tokens.scopes, sealed, tokens.expiresAt],
           )
         ).rowCount === 1,
@@ -273,74 +304,132 @@ export class ConnectedAccounts {
 
   /**
    * The access token of `user` on a connector, refreshed when it is (about to be) expired or,
-   * with `rejected`, when the upstream just refused that token. Refresh is single-flight
-   * across instances: the row is locked around the upstream call and re-read under the lock,
-   * so a second caller uses the first one's fresh token.
+   * with `rejected`, when the upstream just refused that token. Refresh is single-flight: in
+   * this process one refresh per account at a time, which concurrent callers share; across
+   * instances a lease on the account row (see {@link refreshLeased}), never a row lock held
+   * across the upstream call.
    */
   async accessToken(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<string> {
-    const { rows } = await this.pool.query<AccountRow>(
-      `SELECT ${ACCOUNT_COLUMNS} FROM connected_accounts WHERE connector_id = $1 AND user_issuer = $2 AND user_subject = $3`,
-      [connectorId, user.issuer, user.subject],
-    );
-    const row = this.usable(rows[0], connectorId);
+    const row = this.usable(await this.readAccount(connectorId, user), connectorId);
     const tokens = this.open(row, credential, user);
     if (tokens.access_token !== rejected && !this.expiring(row)) return tokens.access_token;
-    return this.refreshLocked(connectorId, credential, user, rejected);
+    return this.refreshShared(connectorId, credential, user, rejected);
   }
 
-  private async refreshLocked(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<string> {
-    const tx: PoolClient = await this.pool.connect();
-    // Checked out across the upstream call: PostgreSQL may end this session meanwhile
-    // (idle_in_transaction_session_timeout, a failover, pg_terminate_backend). Watched, that is
-    // a failed query here (503 for this call), not an unhandled 'error' ending the process.
-    const release = watchCheckedOut(tx);
-    let failed = false;
-    let outcome: { token: string; events: AuditEventInput[] } | { error: ConnectedAccountError; events: AuditEventInput[] };
-    try {
-      await tx.query('BEGIN');
-      const { rows } = await tx.query<AccountRow>(
-        `SELECT ${ACCOUNT_COLUMNS} FROM connected_accounts WHERE connector_id = $1 AND user_issuer = $2 AND user_subject = $3 FOR UPDATE`,
-        [connectorId, user.issuer, user.subject],
-      );
-      const row = this.usable(rows[0], connectorId);
-      const tokens = this.open(row, credential, user);
-      if (tokens.access_token !== rejected && !this.expiring(row)) {
-        // Another caller (maybe on another instance) refreshed while this one waited for the lock.
-        await tx.query('COMMIT');
-        return tokens.access_token;
-      }
-      outcome = await this.refreshRow(tx, row, credential, user, tokens);
-      await tx.query('COMMIT');
-    } catch (error) {
-      failed = true;
-      await tx.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      release(failed);
+  /**
+   * Joins the refresh of this account already running in this process, or starts one. A call
+   * whose rejected token is what the joined refresh brought (it was refused meanwhile) starts
+   * the next one, or joins it if another call already did.
+   */
+  private async refreshShared(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<string> {
+    const key = `${connectorId}\u0000${credential.token_url}\u0000${user.issuer}\u0000${user.subject}`;
+    const running = this.refreshing.get(key);
+    if (running) {
+      // Its failure is this call's answer: the call started the same refresh a moment later.
+      const token = await running;
+      if (token !== rejected) return token;
+      const next = this.refreshing.get(key);
+      if (next && next !== running) return next;
     }
-    await this.audit.record(outcome.events);
-    if ('error' in outcome) throw outcome.error;
-    return outcome.token;
+    const flight = this.refreshLeased(connectorId, credential, user, rejected).finally(() => {
+      if (this.refreshing.get(key) === flight) this.refreshing.delete(key);
+    });
+    this.refreshing.set(key, flight);
+    return flight;
   }
 
-  private async refreshRow(tx: PoolClient, row: AccountRow, credential: OAuth2AuthorizationCode, user: VerifiedUser, tokens: SealedTokens) {
-    const system = { type: 'system' as const, id: 'connected-accounts' };
-    const broken = async (error: string) => {
-      await tx.query(`UPDATE connected_accounts SET status = 'broken', broken_error = $2, updated_at = now() WHERE id = $1`, [row.id, error]);
-      return {
-        error: new ConnectedAccountError('connection_broken', `the user's connection to ${row.connector_id} is broken (${error}): the user must connect again`),
-        events: [this.event('connection.refresh_failed', 'failure', system, row.connector_id, user, { connection_id: row.id, error, status: 'broken' })],
-      };
-    };
-    if (!tokens.refresh_token) return broken('expired and no refresh token was issued');
+  /**
+   * Refresh single-flight across instances, with no transaction open across the upstream call:
+   * one conditional UPDATE claims the account's refresh lease (free, or expired: its holder is
+   * presumed dead and taken over), the provider is called, and the new tokens are stored only
+   * if this attempt still holds the lease on the same, still active account. A caller that
+   * finds a live lease uses the current access token while it is valid, or waits (polling with
+   * backoff, {@link REFRESH_WAIT_MS} at most) for the holder's tokens; the holder's failure to
+   * reach the provider is the waiters' 503 too, never a second refresh on their part.
+   */
+  private async refreshLeased(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<string> {
+    const holder = randomUUID();
+    const deadline = Date.now() + REFRESH_WAIT_MS;
+    let pause = REFRESH_POLL_FIRST_MS;
+    let waitedOn: string | null = null;
+    for (;;) {
+      const row = this.usable(await this.readAccount(connectorId, user), connectorId);
+      const tokens = this.open(row, credential, user);
+      if (tokens.access_token !== rejected && !this.expiring(row)) return tokens.access_token;
+      const usableMeanwhile = tokens.access_token !== rejected && row.access_valid;
+      if (row.lease_live) {
+        // Another caller (maybe on another instance) is refreshing: never a second refresh.
+        if (usableMeanwhile) return tokens.access_token;
+        waitedOn = row.lease_holder;
+      } else if (waitedOn !== null && row.lease_holder === null) {
+        // The refresh waited for ended without new tokens, and not in a broken connection: the provider was unavailable.
+        if (usableMeanwhile) return tokens.access_token;
+        throw new ConnectedAccountError('upstream_unavailable', 'the upstream token endpoint is unavailable: the refresh in progress failed', 503);
+      } else {
+        const claimed = await this.claimLease(row, holder);
+        if (claimed) return this.refreshHeld(claimed, holder, credential, user, row.lease_holder !== null);
+        // The row changed between the read and the claim (a refresh stored, a lease taken): read it again.
+        continue;
+      }
+      if (Date.now() >= deadline) {
+        throw new ConnectedAccountError('upstream_unavailable', 'a refresh of this connection is still in progress: try again shortly', 503);
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      pause = Math.min(pause * 2, REFRESH_POLL_MAX_MS);
+    }
+  }
+
+  /** The account of `user` on a connector with its lease as PostgreSQL's clock sees it. */
+  private async readAccount(connectorId: string, user: VerifiedUser): Promise<LeasedAccountRow | undefined> {
+    const { rows } = await this.pool.query<LeasedAccountRow>(
+      `SELECT ${ACCOUNT_COLUMNS}, ${LEASE_COLUMNS} FROM connected_accounts WHERE connector_id = $1 AND user_issuer = $2 AND user_subject = $3`,
+      [connectorId, user.issuer, user.subject],
+    );
+    return rows[0];
+  }
+
+  /**
+   * Claims the refresh lease of the account read as `row`, in one statement: only if the lease
+   * is free or expired and the tokens are still the ones read (no refresh stored since).
+   */
+  private async claimLease(row: LeasedAccountRow, holder: string): Promise<LeasedAccountRow | undefined> {
+    const { rows } = await this.pool.query<LeasedAccountRow>(
+      `UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() + make_interval(secs => $3)
+        WHERE id = $1 AND status = 'active' AND tokens_sealed = $4 AND (refresh_lease_holder IS NULL OR refresh_lease_expires_at <= now())
+        RETURNING ${ACCOUNT_COLUMNS}, ${LEASE_COLUMNS}`,
+      [row.id, holder, REFRESH_LEASE_SECONDS, row.tokens_sealed],
+    );
+    return rows[0];
+  }
+
+  /** Releases the lease if `holder` still has it (the tokens unchanged): the next caller may try again. */
+  private async releaseLease(id: string, holder: string): Promise<void> {
+    await this.pool.query(
+      `UPDATE connected_accounts SET refresh_lease_holder = NULL, refresh_lease_expires_at = NULL WHERE id = $1 AND refresh_lease_holder = $2`,
+      [id, holder],
+    );
+  }
+
+  /** The refresh itself, by the lease's holder; no transaction is open during the upstream call. */
+  private async refreshHeld(
+    row: LeasedAccountRow,
+    holder: string,
+    credential: OAuth2AuthorizationCode,
+    user: VerifiedUser,
+    takenOver: boolean,
+  ): Promise<string> {
+    const tokens = this.open(row, credential, user);
+    if (!tokens.refresh_token) return this.markBroken(row, holder, user, 'expired and no refresh token was issued');
     let fresh: UpstreamTokenSet;
     try {
       fresh = await this.client.refresh(credential, tokens.refresh_token, row.scopes);
     } catch (error) {
-      if (error instanceof UpstreamOAuthError && error.refused) return broken(error.message);
+      if (error instanceof UpstreamOAuthError && error.refused) return this.markBroken(row, holder, user, error.message);
       const reason = error instanceof UpstreamOAuthError ? error.message : 'the upstream token endpoint could not be reached';
+      // Unreleased (the database out of reach too), the lease expires by itself.
+      await this.releaseLease(row.id, holder).catch(() => undefined);
       await this.audit.record(
-        this.event('connection.refresh_failed', 'error', system, row.connector_id, user, { connection_id: row.id, error: reason, status: row.status }),
+        this.event('connection.refresh_failed', 'error', REFRESHER, row.connector_id, user, { connection_id: row.id, error: reason, status: row.status }),
       );
       throw new ConnectedAccountError('upstream_unavailable', `the upstream token endpoint is unavailable: ${reason}`, 503);
     }
@@ -349,21 +438,92 @@ export class ConnectedAccounts {
       access_token: fresh.accessToken,
       refresh_token: fresh.refreshToken ?? tokens.refresh_token,
     });
-    await tx.query(
-      `UPDATE connected_accounts SET tokens_sealed = $2, access_expires_at = $3, scopes = $4, refreshes = refreshes + 1, refreshed_at = now(), updated_at = now()
-        WHERE id = $1`,
-      [row.id, sealed, fresh.expiresAt, fresh.scopes],
+    // Stored, with its event, only while this attempt holds the lease on the same active account:
+    // a disconnect, a reconnect or a takeover during the upstream call wins.
+    const { result: stored } = await this.audit.recordWith(
+      async (tx) =>
+        (
+          await tx.query(
+            `UPDATE connected_accounts SET tokens_sealed = $3, access_expires_at = $4, scopes = $5, refreshes = refreshes + 1, refreshed_at = now(), updated_at = now(),
+                    refresh_lease_holder = NULL, refresh_lease_expires_at = NULL
+              WHERE id = $1 AND refresh_lease_holder = $2 AND status = 'active' AND tokens_sealed = $6`,
+            [row.id, holder, sealed, fresh.expiresAt, fresh.scopes, row.tokens_sealed],
+          )
+        ).rowCount === 1,
+      (updated) =>
+        updated
+          ? [
+              this.event('connection.refreshed', 'success', REFRESHER, row.connector_id, user, {
+                connection_id: row.id,
+                rotated,
+                access_expires_at: fresh.expiresAt?.toISOString() ?? null,
+                ...(takenOver ? { lease_taken_over: true } : {}),
+              }),
+            ]
+          : [],
     );
-    return {
-      token: fresh.accessToken,
-      events: [
-        this.event('connection.refreshed', 'success', system, row.connector_id, user, {
-          connection_id: row.id,
-          rotated,
-          access_expires_at: fresh.expiresAt?.toISOString() ?? null,
-        }),
-      ],
-    };
+    if (stored) return fresh.accessToken;
+    return this.discard(row, credential, user, fresh);
+  }
+
+  /**
+   * Tokens refreshed for an account that was disconnected, reconnected or whose lease was taken
+   * over during the upstream call are never stored. Disconnected or reconnected (a new grant):
+   * they are revoked at the provider, as the disconnect revoked the grant it knew of, and a
+   * disconnected account refuses the call. Taken over: the account holds another refresh's
+   * tokens of the same grant, so nothing is revoked (that could end the grant). Otherwise 503.
+   */
+  private async discard(row: LeasedAccountRow, credential: OAuth2AuthorizationCode, user: VerifiedUser, fresh: UpstreamTokenSet): Promise<never> {
+    const current = await this.readAccount(row.connector_id, user);
+    const grantGone = !current || current.id !== row.id || current.connected_at.getTime() !== row.connected_at.getTime();
+    let revocation = 'not revoked: the account holds newer tokens of the same grant';
+    if (grantGone) {
+      revocation = 'revoked';
+      try {
+        await this.client.revoke(credential, fresh.refreshToken ?? fresh.accessToken, fresh.refreshToken ? 'refresh_token' : 'access_token');
+      } catch (error) {
+        revocation = error instanceof UpstreamOAuthError ? error.message : 'the upstream revocation failed';
+      }
+    }
+    await this.audit.record(
+      this.event('connection.refresh_discarded', current ? 'info' : 'denied', REFRESHER, row.connector_id, user, {
+        connection_id: row.id,
+        reason: !current ? 'disconnected during the refresh' : grantGone ? 'reconnected during the refresh' : 'the refresh lease was taken over',
+        upstream_revocation: revocation,
+      }),
+    );
+    if (!current) throw this.noConnection(row.connector_id);
+    this.usable(current, row.connector_id);
+    throw new ConnectedAccountError('upstream_unavailable', 'the connection changed during its refresh: try again', 503);
+  }
+
+  /**
+   * The provider refused the refresh (or there is nothing to refresh with): the account is
+   * marked broken, if this attempt still holds its lease (else another attempt or a disconnect
+   * got there first, and this refusal says nothing about the account as it is now).
+   */
+  private async markBroken(row: LeasedAccountRow, holder: string, user: VerifiedUser, error: string): Promise<never> {
+    const { result: marked } = await this.audit.recordWith(
+      async (tx) =>
+        (
+          await tx.query(
+            `UPDATE connected_accounts SET status = 'broken', broken_error = $3, refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, updated_at = now()
+              WHERE id = $1 AND refresh_lease_holder = $2 AND status = 'active'`,
+            [row.id, holder, error],
+          )
+        ).rowCount === 1,
+      (updated) =>
+        updated
+          ? [this.event('connection.refresh_failed', 'failure', REFRESHER, row.connector_id, user, { connection_id: row.id, error, status: 'broken' })]
+          : [],
+    );
+    if (marked) {
+      throw new ConnectedAccountError('connection_broken', `the user's connection to ${row.connector_id} is broken (${error}): the user must connect again`);
+    }
+    const current = await this.readAccount(row.connector_id, user);
+    if (!current) throw this.noConnection(row.connector_id);
+    this.usable(current, row.connector_id);
+    throw new ConnectedAccountError('upstream_unavailable', 'the connection changed during its refresh: try again', 503);
   }
 
   /** Connections, newest first, optionally of one user or one connector. */
@@ -476,8 +636,8 @@ export class ConnectedAccounts {
     return results;
   }
 
-  private usable(row: AccountRow | undefined, connectorId: string): AccountRow {
-    if (!row) throw new ConnectedAccountError('no_connection', `the task's user has not connected an account on ${connectorId}: issue them a connect link`);
+  private usable<R extends AccountRow>(row: R | undefined, connectorId: string): R {
+    if (!row) throw this.noConnection(connectorId);
     if (row.status !== 'active') {
       throw new ConnectedAccountError(
         'connection_broken',
@@ -485,6 +645,10 @@ export class ConnectedAccounts {
       );
     }
     return row;
+  }
+
+  private noConnection(connectorId: string): ConnectedAccountError {
+    return new ConnectedAccountError('no_connection', `the task's user has not connected an account on ${connectorId}: issue them a connect link`);
   }
 
   private expiring(row: AccountRow): boolean {

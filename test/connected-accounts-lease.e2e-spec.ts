@@ -1,0 +1,447 @@
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, type CryptoKey, SignJWT } from 'jose';
+import type { Pool } from 'pg';
+import { accountSealContext } from '@writ/accounts';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { eventually } from './support/eventually';
+import { exchangeFields, tasksToken } from './support/grant-flow';
+import { http, sendJson, type TestClient, type TestResponse, tokenRequest } from './support/oauth-client';
+import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
+
+const OPERATIONS = [{ name: 'me.get', method: 'GET', path: '/api/me', risk: 'read', constraints: {} }];
+const ALLOWED = [{ type: 'connector', connector: 'codehost', actions: ['me.get'] }];
+const IDP = 'https://idp.lease.example';
+
+/**
+ * A provider whose token endpoint rotates one-use refresh tokens (a consumed one is
+ * `invalid_grant`) and can hold its answers open, or answer 503; with an RFC 7009 revocation
+ * endpoint and the API the connector calls (`/api/me`, which accepts the access tokens it issued).
+ */
+interface MockProvider {
+  url: string;
+  /** `hold`: refreshes are decided when they arrive and answered on {@link release}. */
+  mode: 'answer' | 'hold' | 'unavailable';
+  refreshRequests: number;
+  held: number;
+  /** Tokens revoked at the revocation endpoint, in order. */
+  revoked: string[];
+  /** The tokens each refresh issued, in order. */
+  issued: Array<{ access_token: string; refresh_token: string }>;
+  /** Registers a refresh token and an access token of `subject` (as if issued at connect time). */
+  grant(subject: string, accessToken: string, refreshToken: string): void;
+  release(): void;
+  close(): Promise<void>;
+}
+
+async function listen(server: Server): Promise<string> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+async function startProvider(): Promise<MockProvider> {
+  const refreshTokens = new Map<string, string>();
+  const accessTokens = new Map<string, string>();
+  let releases: Array<() => void> = [];
+  const json = (res: ServerResponse, status: number, body: unknown) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(body));
+  };
+  const form = async (req: IncomingMessage) => {
+    let text = '';
+    for await (const chunk of req) text += String(chunk);
+    return new URLSearchParams(text);
+  };
+  const provider: MockProvider = {
+    url: '',
+    mode: 'answer',
+    refreshRequests: 0,
+    held: 0,
+    revoked: [],
+    issued: [],
+    grant(subject, accessToken, refreshToken) {
+      refreshTokens.set(refreshToken, subject);
+      accessTokens.set(accessToken, subject);
+    },
+    release() {
+      const pending = releases;
+      releases = [];
+      for (const answer of pending) answer();
+    },
+    close: async () => {
+      provider.release();
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+  const server = createServer((req, res) => {
+    void (async () => {
+      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      if (path === '/api/me') {
+        const subject = accessTokens.get((req.headers.authorization ?? '').replace(/^Bearer /, ''));
+        req.resume();
+        if (!subject) {
+          res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"' });
+          res.end();
+          return;
+        }
+        json(res, 200, { account: subject });
+        return;
+      }
+      const fields = await form(req);
+      if (path === '/revoke') {
+        const token = fields.get('token') ?? '';
+        provider.revoked.push(token);
+        refreshTokens.delete(token);
+        accessTokens.delete(token);
+        res.writeHead(200);
+        res.end();
+        return;
+      }
+      if (path !== '/token' || fields.get('grant_type') !== 'refresh_token') return json(res, 400, { error: 'unsupported_grant_type' });
+      provider.refreshRequests += 1;
+      if (provider.mode === 'unavailable') return json(res, 503, { error: 'temporarily_unavailable' });
+      // Decided on arrival (the refresh token consumed then), answered now or on release.
+      const presented = fields.get('refresh_token') ?? '';
+      const subject = refreshTokens.get(presented);
+      let answer: () => void;
+      if (subject === undefined) {
+        answer = () => json(res, 400, { error: 'invalid_grant', error_description: 'refresh token unknown, used or revoked' });
+      } else {
+        refreshTokens.delete(presented);
+        const issued = { access_token: `at_${subject}_${randomUUID()}`, refresh_token: `rt_${subject}_${randomUUID()}` };
+        refreshTokens.set(issued.refresh_token, subject);
+        accessTokens.set(issued.access_token, subject);
+        provider.issued.push(issued);
+        answer = () => json(res, 200, { ...issued, token_type: 'Bearer', expires_in: 3600, scope: 'repo:read' });
+      }
+      if (provider.mode === 'hold') {
+        provider.held += 1;
+        releases.push(answer);
+      } else answer();
+    })();
+  });
+  provider.url = await listen(server);
+  return provider;
+}
+
+/**
+ * The refresh of a user's upstream token is a lease on the account row, not a row lock held
+ * across the provider's HTTP call: while a refresh waits at the provider no transaction is open
+ * for it and a disconnect completes at once (and wins: the tokens fetched are never stored, and
+ * are revoked); two gateway instances make one refresh between them; a lease left behind by a
+ * crashed holder is taken over; a live one is never doubled; a provider 503 is the agent's 503.
+ */
+describe('connected accounts: the refresh lease', () => {
+  let first: TestServices;
+  let second: TestServices;
+  let pool: Pool;
+  let provider: MockProvider;
+  let agent: TestClient;
+  let orchestrator: TestClient;
+  let userKey: CryptoKey;
+  let jwks: Server;
+  let tokenUrl: string;
+
+  const secondGateway = () => `http://127.0.0.1:${second.apps[second.apps.length - 1].getHttpServer().address().port}`;
+
+  beforeAll(async () => {
+    provider = await startProvider();
+    // A short lock_timeout: on a row-locking refresh, a disconnect gives up (503) instead of waiting for the provider.
+    first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp, env: { WRIT_DB_LOCK_TIMEOUT_MS: '1500' } });
+    second = await startSecondInstance(first, { gateway: createGatewayApp, env: { WRIT_DB_LOCK_TIMEOUT_MS: '1500' } });
+    pool = first.runtime.pool;
+    agent = await seedAgent(pool, 'agent-1');
+    orchestrator = await seedOrchestrator(pool, 'orch-1', ['agent-1']);
+    const keys = await generateKeyPair('ES256', { extractable: true });
+    userKey = keys.privateKey;
+    const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(keys.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
+    jwks = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(keySet);
+    });
+    await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, 'writ', '{}')`, [
+      IDP,
+      `${await listen(jwks)}/jwks`,
+    ]);
+    tokenUrl = `${provider.url}/token`;
+    await seedConnector(pool, 'codehost', OPERATIONS, provider.url);
+    await setConnectorCredential(pool, first.runtime.masterKey, 'codehost', {
+      type: 'oauth2_authorization_code',
+      authorization_url: `${provider.url}/auth`,
+      token_url: tokenUrl,
+      revocation_url: `${provider.url}/revoke`,
+      client_id: 'writ-upstream',
+      client_secret: 'upstream-secret-lease-77d1',
+      scopes: ['repo:read'],
+    });
+  });
+  afterAll(async () => {
+    await provider?.close();
+    jwks?.closeAllConnections();
+    jwks?.close();
+    await second?.close();
+    await first?.close();
+  });
+
+  afterEach(() => {
+    provider.mode = 'answer';
+    provider.release();
+  });
+
+  /** A connected account for `subject` whose access token expires in `expiresIn` seconds (negative: expired). */
+  async function connected(subject: string, expiresIn: number): Promise<{ id: string; accessToken: string; refreshToken: string }> {
+    const accessToken = `at_${subject}_${randomUUID()}`;
+    const refreshToken = `rt_${subject}_${randomUUID()}`;
+    provider.grant(subject, accessToken, refreshToken);
+    const id = randomUUID();
+    await pool.query(
+      `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at)
+       VALUES ($1, 'codehost', $2, $3, 'active', '{repo:read}', $4, now() + make_interval(secs => $5))`,
+      [id, IDP, subject, sealFor(subject, { access_token: accessToken, refresh_token: refreshToken }), expiresIn],
+    );
+    return { id, accessToken, refreshToken };
+  }
+
+  function sealFor(subject: string, tokens: { access_token: string; refresh_token: string }): Buffer {
+    return first.runtime.masterKey.seal(JSON.stringify(tokens), accountSealContext('codehost', tokenUrl, { issuer: IDP, subject }));
+  }
+
+  async function stored(subject: string) {
+    const { rows } = await pool.query<{ status: string; tokens_sealed: Buffer; refresh_lease_holder: string | null }>(
+      `SELECT status, tokens_sealed, refresh_lease_holder FROM connected_accounts WHERE connector_id = 'codehost' AND user_subject = $1`,
+      [subject],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    const context = accountSealContext('codehost', tokenUrl, { issuer: IDP, subject });
+    return { ...row, tokens: JSON.parse(first.runtime.masterKey.unseal(row.tokens_sealed, context).toString('utf8')) as { access_token: string } };
+  }
+
+  /** A gateway credential of a fresh task acting for `subject`. */
+  async function credentialFor(subject: string): Promise<string> {
+    const userToken = await new SignJWT({ sub: subject })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(IDP)
+      .setAudience('writ')
+      .setExpirationTime('5m')
+      .sign(userKey);
+    const task = await sendJson(
+      'POST',
+      `${first.issuer}/v1/tasks`,
+      { agent_id: 'agent-1', purpose: 'read the user profile', allowed: ALLOWED, ttl_seconds: 600, user_token: userToken },
+      await tasksToken(first, orchestrator),
+    );
+    expect(task.status).toBe(201);
+    const exchanged = await tokenRequest(first.issuer, agent, exchangeFields(task.body.task_token, ALLOWED));
+    expect(exchanged.status).toBe(200);
+    return exchanged.body.access_token as string;
+  }
+
+  const callMe = (credential: string, gateway = first.gatewayUrl): Promise<TestResponse> =>
+    http(`${gateway}/connectors/codehost/api/me`, { headers: { authorization: `Bearer ${credential}` } });
+
+  const disconnectAsAdmin = (id: string) => sendJson('DELETE', `${first.adminUrl}/v1/connections/${id}`, undefined, first.adminToken);
+
+  /** Sessions of this database holding a transaction open while idle, and any lock they hold on `connected_accounts`. */
+  async function idleTransactionsOnAccounts(): Promise<Array<{ pid: number; query: string }>> {
+    const { rows } = await pool.query<{ pid: number; query: string }>(
+      `SELECT DISTINCT a.pid, a.query FROM pg_stat_activity a
+         LEFT JOIN pg_locks l ON l.pid = a.pid AND l.relation = 'connected_accounts'::regclass
+        WHERE a.datname = current_database() AND a.state LIKE 'idle in transaction%'
+          AND (l.pid IS NOT NULL OR a.query ILIKE '%connected_accounts%')`,
+    );
+    return rows;
+  }
+
+  it('(a) while a refresh waits at the provider no transaction is open for it, and an admin disconnect completes at once', async () => {
+    const account = await connected('held', -60);
+    const credential = await credentialFor('held');
+    provider.mode = 'hold';
+    const held = provider.held;
+    const pending = callMe(credential);
+    await eventually(
+      () => provider.held,
+      (count) => count > held,
+    );
+    expect(provider.held).toBe(held + 1);
+    expect(await idleTransactionsOnAccounts()).toEqual([]);
+    // The lease is visible on the row, and nothing else about the account is locked.
+    expect((await stored('held'))?.refresh_lease_holder).toEqual(expect.any(String));
+
+    const disconnected = await disconnectAsAdmin(account.id);
+    // Answered while the provider still holds the refresh open.
+    expect(provider.held).toBe(held + 1);
+    expect(disconnected.status).toBe(200);
+    expect(disconnected.body).toMatchObject({ id: account.id, upstream_revocation: 'revoked' });
+
+    provider.release();
+    const response = await pending;
+    expect(response.status).toBe(403);
+    expect(response.body.error).toBe('connection_required');
+  });
+
+  it('(b) parallel calls on two instances needing a refresh make exactly one refresh request', async () => {
+    await connected('racer', -60);
+    const credentials = await Promise.all([0, 1, 2, 3, 4, 5].map(() => credentialFor('racer')));
+    const before = provider.refreshRequests;
+    // Held until every call is in: the first refresh is still open at the provider while the others arrive.
+    provider.mode = 'hold';
+    const pending = Promise.all(credentials.map((credential, index) => callMe(credential, index % 2 === 0 ? first.gatewayUrl : secondGateway())));
+    await eventually(
+      () => provider.refreshRequests,
+      (count) => count > before,
+    );
+    provider.mode = 'answer';
+    provider.release();
+    const responses = await pending;
+    expect(responses.map((response) => response.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    for (const response of responses) expect(response.body.account).toBe('racer');
+    expect(provider.refreshRequests).toBe(before + 1);
+    const after = await stored('racer');
+    expect(after?.tokens.access_token).toBe(provider.issued[provider.issued.length - 1].access_token);
+    expect(after?.refresh_lease_holder).toBeNull();
+  });
+
+  it('(c) a disconnect during the held refresh wins: the fetched tokens are not stored but revoked, and the calls are refused', async () => {
+    const account = await connected('leaver', -60);
+    const [credential, next] = [await credentialFor('leaver'), await credentialFor('leaver')];
+    provider.mode = 'hold';
+    const held = provider.held;
+    const issued = provider.issued.length;
+    const pending = callMe(credential, secondGateway());
+    await eventually(
+      () => provider.held,
+      (count) => count > held,
+    );
+    expect((await disconnectAsAdmin(account.id)).status).toBe(200);
+    provider.release();
+    const response = await pending;
+    expect(response.status).toBe(403);
+    expect(response.body.error).toBe('connection_required');
+    expect(response.body.error_description).toMatch(/has not connected an account/);
+
+    const fetched = provider.issued[issued];
+    expect(fetched).toBeDefined();
+    expect(await stored('leaver')).toBeUndefined();
+    // The grant the refresh brought back is revoked at the provider (the rotated refresh token).
+    await eventually(
+      () => provider.revoked,
+      (revoked) => revoked.includes(fetched.refresh_token),
+    );
+    expect(provider.revoked).toContain(fetched.refresh_token);
+    const { rows } = await pool.query<{ type: string; outcome: string; data: Record<string, unknown> }>(
+      `SELECT type, outcome, data FROM audit_events WHERE type = 'connection.refresh_discarded' ORDER BY seq DESC LIMIT 1`,
+    );
+    expect(rows[0]).toMatchObject({ outcome: 'denied', data: { connection_id: account.id, upstream_revocation: 'revoked' } });
+    expect(JSON.stringify(rows)).not.toContain(fetched.access_token);
+    expect(JSON.stringify(rows)).not.toContain(fetched.refresh_token);
+
+    const after = await callMe(next);
+    expect(after.status).toBe(403);
+    expect(after.body.error).toBe('connection_required');
+    expect(after.body.error_description).toMatch(/has not connected an account/);
+  });
+
+  it('(d) a lease left behind by a crashed holder is taken over', async () => {
+    const account = await connected('orphan', -60);
+    await pool.query(`UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() - interval '1 second' WHERE id = $1`, [
+      account.id,
+      randomUUID(),
+    ]);
+    const before = provider.refreshRequests;
+    const response = await callMe(await credentialFor('orphan'));
+    expect(response.status).toBe(200);
+    expect(response.body.account).toBe('orphan');
+    expect(provider.refreshRequests).toBe(before + 1);
+    expect((await stored('orphan'))?.refresh_lease_holder).toBeNull();
+    const { rows } = await pool.query<{ data: Record<string, unknown> }>(
+      `SELECT data FROM audit_events WHERE type = 'connection.refreshed' ORDER BY seq DESC LIMIT 1`,
+    );
+    expect(rows[0].data).toMatchObject({ connection_id: account.id, lease_taken_over: true });
+  });
+
+  it('a live lease of another caller is never doubled: a still valid access token is used meanwhile', async () => {
+    // Inside the refresh margin (30 s), not expired: the holder is refreshing, this call uses the token as it is.
+    const account = await connected('patient', 10);
+    await pool.query(`UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() + interval '1 minute' WHERE id = $1`, [
+      account.id,
+      randomUUID(),
+    ]);
+    const before = provider.refreshRequests;
+    const response = await callMe(await credentialFor('patient'));
+    expect(response.status).toBe(200);
+    expect(response.body.account).toBe('patient');
+    expect(provider.refreshRequests).toBe(before);
+  });
+
+  it("a live lease of another caller is never doubled: an expired token waits for the holder's tokens", async () => {
+    const account = await connected('waiter', -60);
+    const holder = randomUUID();
+    await pool.query(`UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() + interval '1 minute' WHERE id = $1`, [
+      account.id,
+      holder,
+    ]);
+    const credential = await credentialFor('waiter');
+    const before = provider.refreshRequests;
+    const pending = callMe(credential, secondGateway());
+    // Not an assertion on time: leaves the call the moment to find the lease before the holder stores.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const fresh = { access_token: `at_waiter_${randomUUID()}`, refresh_token: `rt_waiter_${randomUUID()}` };
+    provider.grant('waiter', fresh.access_token, fresh.refresh_token);
+    // The other holder stores its refresh, as `refreshHeld` does.
+    const storedByHolder = await pool.query(
+      `UPDATE connected_accounts SET tokens_sealed = $3, access_expires_at = now() + interval '1 hour', refresh_lease_holder = NULL, refresh_lease_expires_at = NULL
+        WHERE id = $1 AND refresh_lease_holder = $2`,
+      [account.id, holder, sealFor('waiter', fresh)],
+    );
+    expect(storedByHolder.rowCount).toBe(1);
+    const response = await pending;
+    expect(response.status).toBe(200);
+    expect(response.body.account).toBe('waiter');
+    expect(provider.refreshRequests).toBe(before);
+  });
+
+  it('(e) provider 503: the agent gets 503 with Retry-After, the account stays connected and its lease is released', async () => {
+    await connected('outage', -60);
+    provider.mode = 'unavailable';
+    const responses = await Promise.all([first.gatewayUrl, secondGateway()].map(async (gateway) => callMe(await credentialFor('outage'), gateway)));
+    for (const response of responses) {
+      expect(response.status).toBe(503);
+      expect(response.body.error).toBe('temporarily_unavailable');
+      expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    const after = await stored('outage');
+    expect(after).toMatchObject({ status: 'active', refresh_lease_holder: null });
+    const { rows } = await pool.query<{ outcome: string; data: Record<string, unknown> }>(
+      `SELECT outcome, data FROM audit_events WHERE type = 'connection.refresh_failed' ORDER BY seq DESC LIMIT 1`,
+    );
+    expect(rows[0]).toMatchObject({ outcome: 'error', data: { status: 'active' } });
+
+    // The provider back: the next call refreshes (no lease left in its way).
+    provider.mode = 'answer';
+    const recovered = await callMe(await credentialFor('outage'));
+    expect(recovered.status).toBe(200);
+    expect(recovered.body.account).toBe('outage');
+  });
+
+  it('a refused refresh token (invalid_grant) marks the account for reconnection, its lease released', async () => {
+    const account = await connected('revoked', -60);
+    // The grant is gone at the provider.
+    await http(`${provider.url}/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: account.refreshToken }).toString(),
+    });
+    const response = await callMe(await credentialFor('revoked'));
+    expect(response.status).toBe(403);
+    expect(response.body.error).toBe('connection_required');
+    expect(response.body.error_description).toMatch(/broken \(the upstream answered invalid_grant/);
+    expect(await stored('revoked')).toMatchObject({ status: 'broken', refresh_lease_holder: null });
+  });
+});
