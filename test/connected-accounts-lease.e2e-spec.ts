@@ -348,6 +348,41 @@ describe('connected accounts: the refresh lease', () => {
     expect(after.body.error_description).toMatch(/has not connected an account/);
   });
 
+  it('a reconnect during the held refresh wins: the fetched tokens are not stored, the new connection is not revoked', async () => {
+    const account = await connected('returning', -60);
+    const credential = await credentialFor('returning');
+    provider.mode = 'hold';
+    const held = provider.held;
+    const issued = provider.issued.length;
+    const pending = callMe(credential);
+    await eventually(
+      () => provider.held,
+      (count) => count > held,
+    );
+    // The user connects again meanwhile (what the callback's upsert does): new tokens, the lease cleared.
+    const reconnect = { access_token: `at_returning_${randomUUID()}`, refresh_token: `rt_returning_${randomUUID()}` };
+    provider.grant('returning', reconnect.access_token, reconnect.refresh_token);
+    await pool.query(
+      `UPDATE connected_accounts SET tokens_sealed = $2, access_expires_at = now() + interval '1 hour', connected_at = now(), refreshed_at = NULL,
+              refresh_lease_holder = NULL, refresh_lease_expires_at = NULL WHERE id = $1`,
+      [account.id, sealFor('returning', reconnect)],
+    );
+    provider.release();
+    const response = await pending;
+    expect(response.status).toBe(503);
+    expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+    const fetched = provider.issued[issued];
+    expect((await stored('returning'))?.tokens.access_token).toBe(reconnect.access_token);
+    expect(provider.revoked).not.toContain(fetched.refresh_token);
+    const { rows } = await pool.query<{ data: Record<string, unknown> }>(
+      `SELECT data FROM audit_events WHERE type = 'connection.refresh_discarded' ORDER BY seq DESC LIMIT 1`,
+    );
+    expect(rows[0].data).toMatchObject({ connection_id: account.id, reason: 'reconnected during the refresh' });
+    const next = await callMe(await credentialFor('returning'));
+    expect(next.status).toBe(200);
+    expect(next.body.account).toBe('returning');
+  });
+
   it('(d) a lease left behind by a crashed holder is taken over', async () => {
     const account = await connected('orphan', -60);
     await pool.query(`UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() - interval '1 second' WHERE id = $1`, [

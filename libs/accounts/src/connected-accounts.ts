@@ -369,7 +369,7 @@ export class ConnectedAccounts {
         const claimed = await this.claimLease(row, holder);
         if (claimed) return this.refreshHeld(claimed, holder, credential, user, row.lease_holder !== null);
         // The row changed between the read and the claim (a refresh stored, a lease taken): read it again.
-        continue;
+        if (Date.now() < deadline) continue;
       }
       if (Date.now() >= deadline) {
         throw new ConnectedAccountError('upstream_unavailable', 'a refresh of this connection is still in progress: try again shortly', 503);
@@ -468,16 +468,17 @@ export class ConnectedAccounts {
 
   /**
    * Tokens refreshed for an account that was disconnected, reconnected or whose lease was taken
-   * over during the upstream call are never stored. Disconnected or reconnected (a new grant):
-   * they are revoked at the provider, as the disconnect revoked the grant it knew of, and a
-   * disconnected account refuses the call. Taken over: the account holds another refresh's
-   * tokens of the same grant, so nothing is revoked (that could end the grant). Otherwise 503.
+   * over during the upstream call are never stored. Disconnected: they are revoked at the
+   * provider (the disconnect revoked the grant it knew of, not these) and the call is refused
+   * as disconnected. Reconnected or taken over: nothing is revoked, since providers that revoke
+   * every token of a user and client together would end the grant the account holds now (as
+   * connecting again does not revoke the previous grant); the call is a 503, to be retried.
    */
   private async discard(row: LeasedAccountRow, credential: OAuth2AuthorizationCode, user: VerifiedUser, fresh: UpstreamTokenSet): Promise<never> {
     const current = await this.readAccount(row.connector_id, user);
-    const grantGone = !current || current.id !== row.id || current.connected_at.getTime() !== row.connected_at.getTime();
-    let revocation = 'not revoked: the account holds newer tokens of the same grant';
-    if (grantGone) {
+    const reconnected = current !== undefined && (current.id !== row.id || current.connected_at.getTime() !== row.connected_at.getTime());
+    let revocation = 'not revoked: the account holds another refresh or connection now';
+    if (!current) {
       revocation = 'revoked';
       try {
         await this.client.revoke(credential, fresh.refreshToken ?? fresh.accessToken, fresh.refreshToken ? 'refresh_token' : 'access_token');
@@ -488,7 +489,7 @@ export class ConnectedAccounts {
     await this.audit.record(
       this.event('connection.refresh_discarded', current ? 'info' : 'denied', REFRESHER, row.connector_id, user, {
         connection_id: row.id,
-        reason: !current ? 'disconnected during the refresh' : grantGone ? 'reconnected during the refresh' : 'the refresh lease was taken over',
+        reason: !current ? 'disconnected during the refresh' : reconnected ? 'reconnected during the refresh' : 'the refresh lease was taken over',
         upstream_revocation: revocation,
       }),
     );
