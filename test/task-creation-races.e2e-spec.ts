@@ -112,8 +112,10 @@ describe('task creation racing admin changes', () => {
   const providers = new HeldIdentityProviders();
 
   beforeAll(async () => {
-    services = await startTestServices({ admin: createAdminApp });
-    second = await startSecondInstance(services);
+    // A window longer than the suite: the failed-authentication counts read below stay in one window.
+    const env = { WRIT_THROTTLE_WINDOW_SECONDS: '3600' };
+    services = await startTestServices({ admin: createAdminApp, env });
+    second = await startSecondInstance(services, { env });
     pool = services.runtime.pool;
     await seedConnector(pool, 'payments');
     await providers.start();
@@ -189,6 +191,12 @@ describe('task creation racing admin changes', () => {
     expect(await createdEvents(s.orchestrator.id)).toEqual([]);
   }
 
+  /** Failed authentications counted for this suite's source address (127.0.0.1) by the OAuth endpoints and the Tasks API. */
+  async function oauthFailures(): Promise<number> {
+    const { rows } = await pool.query<{ n: string }>(`SELECT coalesce(sum(count), 0) AS n FROM throttle_failures WHERE key = 'oauth|source|127.0.0.1'`);
+    return Number(rows[0].n);
+  }
+
   function expectInvalidToken(answer: TestResponse): void {
     expect(answer.status).toBe(401);
     expect(answer.body.error).toBe('invalid_token');
@@ -211,9 +219,12 @@ describe('task creation racing admin changes', () => {
 
   it('refuses a create held past the suspension of its orchestrator: 401, no task, no task token', async () => {
     const s = await scene('suspend-orch');
+    const failures = await oauthFailures();
     const answer = await heldCreate(s, () => admin('PATCH', `/v1/orchestrators/${s.orchestrator.id}`, { status: 'suspended' }));
     expectInvalidToken(answer);
     await expectNothingCreated(s, answer);
+    // Counted toward the failed-authentication throttle, as the guard's own refusal of that token would be.
+    expect((await oauthFailures()) - failures).toBe(1);
   });
 
   it('refuses a create held past the deletion of its orchestrator', async () => {
@@ -225,11 +236,13 @@ describe('task creation racing admin changes', () => {
 
   it('refuses a create held past the revocation of its Tasks API token (RFC 7009)', async () => {
     const s = await scene('revoke-token');
+    const failures = await oauthFailures();
     const answer = await heldCreate(s, async () =>
       postForm(`${services.issuer}/oauth2/revoke`, { token: s.token, ...(await clientAuthFields(s.orchestrator.id, s.orchestrator.key, services.issuer)) }),
     );
     expectInvalidToken(answer);
     await expectNothingCreated(s, answer);
+    expect((await oauthFailures()) - failures).toBe(1);
   });
 
   it('refuses a create held past the removal of its agent from allowed_agents', async () => {
@@ -241,9 +254,12 @@ describe('task creation racing admin changes', () => {
 
   it('refuses a create held past the suspension of its agent', async () => {
     const s = await scene('suspend-agent');
+    const failures = await oauthFailures();
     const answer = await heldCreate(s, () => admin('PATCH', `/v1/agents/${s.agent.id}`, { status: 'suspended' }));
     expectAgentRefused(answer, /suspended/);
     await expectNothingCreated(s, answer);
+    // Not an authentication failure (the same 400 at the request's start is not counted either).
+    expect((await oauthFailures()) - failures).toBe(0);
   });
 
   it('refuses a create held past the deletion of its agent', async () => {

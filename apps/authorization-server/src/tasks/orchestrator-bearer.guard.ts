@@ -43,12 +43,21 @@ export class OrchestratorBearerGuard implements CanActivate {
     try {
       return await this.authenticate(request);
     } catch (error) {
-      if (error instanceof InvalidTokenError) {
-        const verdict = await this.throttle.failure('oauth', source);
-        if (verdict.limited) throw new TooManyRequestsError(verdict.retryAfterSeconds, 'too many failed requests from this address', { reason: 'throttled' });
-      }
+      await this.countRefusal(request, error);
       throw error;
     }
+  }
+
+  /**
+   * Counts a refused bearer token (`invalid_token`) as a failed authentication of the request's
+   * source address, and throws `429` with `Retry-After` past the limit; anything else is not
+   * counted. The guard's own refusals, and those of a handler that checks the token again later
+   * (task creation does at its commit), count alike.
+   */
+  async countRefusal(request: Request, error: unknown): Promise<void> {
+    if (!(error instanceof InvalidTokenError)) return;
+    const verdict = await this.throttle.failure('oauth', sourceAddress(request));
+    if (verdict.limited) throw new TooManyRequestsError(verdict.retryAfterSeconds, 'too many failed requests from this address', { reason: 'throttled' });
   }
 
   private async authenticate(request: Request & { [ORCHESTRATOR]?: OrchestratorPrincipal }): Promise<boolean> {

@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Param, Post, Req, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Req, UseGuards, UseInterceptors } from '@nestjs/common';
 import type { Request } from 'express';
 import type { TaskDto } from '@writ/grants';
 import { NoStore } from '@writ/platform';
@@ -6,12 +6,14 @@ import { CreateTaskDto } from './dto/create-task.dto';
 import type { CreatedTaskDto } from './dto/created-task.dto';
 import { ORCHESTRATOR, OrchestratorBearerGuard, OrchestratorPrincipal } from './orchestrator-bearer.guard';
 import { TasksService } from './tasks.service';
+import { TokenRefusalInterceptor } from './token-refusal.interceptor';
 
 type AuthedRequest = Request & { [ORCHESTRATOR]: OrchestratorPrincipal };
 
 /** The Tasks API (orchestrators, Bearer token with scope `tasks`). */
 @Controller('v1/tasks')
 @UseGuards(OrchestratorBearerGuard)
+@UseInterceptors(TokenRefusalInterceptor)
 export class TasksController {
   constructor(private readonly tasks: TasksService) {}
 
