@@ -162,25 +162,42 @@ export class ApprovalStore {
 
   /**
    * Approves or denies a pending, unexpired approval. Returns the approval after the change,
-   * or `undefined` if there is none; `changed: false` when it was no longer pending.
+   * or `undefined` if there is none; `changed: false` when it was no longer pending. Approving
+   * also needs the task still active and before its deadline (checked under a share lock on the
+   * task row, so a task ending meanwhile on any instance is seen): an approval of a task that
+   * ended could never be used, and recording it approved would tell the audit log otherwise.
+   * `taskStatus` is the task's status when that is why nothing changed.
    */
   async decide(
     id: string,
     decision: 'approved' | 'denied',
     actor: { type: AuditActorType; id: string },
     note: string | null,
-  ): Promise<{ approval: ApprovalDto | undefined; changed: boolean }> {
+  ): Promise<{ approval: ApprovalDto | undefined; changed: boolean; taskStatus?: string }> {
     if (!UUID.test(id)) return { approval: undefined, changed: false };
     const result = await this.transaction.run(
       async (client) => {
         const { rows } = await client.query<ApprovalRow>(
-          `UPDATE approvals SET status = $2, decided_at = now(), decided_by = $3, note = $4
-            WHERE id = $1 AND status = 'pending' AND expires_at > now() RETURNING *`,
+          `UPDATE approvals a SET status = $2, decided_at = now(), decided_by = $3, note = $4
+            WHERE a.id = $1 AND a.status = 'pending' AND a.expires_at > now()
+              AND ($2 = 'denied' OR EXISTS (
+                SELECT 1 FROM tasks t WHERE t.id = a.task_id AND t.status = 'active' AND t.expires_at > now() FOR SHARE))
+           RETURNING a.*`,
           [id, decision, actor.id, note],
         );
         if (rows[0]) return { approval: toDto(rows[0]), changed: true };
-        const current = await client.query<ApprovalRow>('SELECT * FROM approvals WHERE id = $1', [id]);
-        return { approval: current.rows[0] ? toDto(current.rows[0]) : undefined, changed: false };
+        const current = await client.query<ApprovalRow & { task_status: string | null; task_over: boolean | null }>(
+          `SELECT a.*, t.status AS task_status, (t.expires_at <= now()) AS task_over
+             FROM approvals a LEFT JOIN tasks t ON t.id = a.task_id WHERE a.id = $1`,
+          [id],
+        );
+        const row = current.rows[0];
+        if (!row) return { approval: undefined, changed: false };
+        const { task_status: taskStatus, task_over: taskOver, ...approval } = row;
+        const dto = toDto(approval);
+        const taskEnded =
+          dto.status === 'pending' && decision === 'approved' ? (taskStatus === 'active' && taskOver ? 'expired' : (taskStatus ?? 'gone')) : undefined;
+        return { approval: dto, changed: false, ...(taskEnded && taskEnded !== 'active' ? { taskStatus: taskEnded } : {}) };
       },
       (outcome) =>
         outcome.changed && outcome.approval
