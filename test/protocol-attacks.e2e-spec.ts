@@ -127,6 +127,35 @@ describe('protocol conformance and insider boundaries under attack', () => {
     });
   });
 
+  describe('authorization_details locations (RFC 9396 section 2.2)', () => {
+    it('never lets locations name anything but the connector the credential is for', async () => {
+      const tasks = await tasksToken(services, world.orchestrator);
+      const declared = await sendJson(
+        'POST',
+        `${services.issuer}/v1/tasks`,
+        {
+          agent_id: 'agent-1',
+          purpose: 'locations',
+          ttl_seconds: 600,
+          allowed: [{ ...PAYOUT_ALLOWED[0], locations: ['https://elsewhere.example/api'] }],
+        },
+        tasks,
+      );
+      expect(declared.status).toBe(400);
+      expect(declared.body.fields).toEqual([expect.objectContaining({ field: 'allowed[0].locations[0]' })]);
+      const own = `${services.gatewayUrl}/connectors/payments`;
+      const task = await createTask(services, world.orchestrator, { allowed: [{ ...PAYOUT_ALLOWED[0], locations: [own] }] });
+      const asked = await exchange(task.task_token, [{ ...PAYOUT_REQUEST[0], locations: ['https://elsewhere.example/api'] }]);
+      expect(asked.status).toBe(400);
+      expect(asked.body).toEqual({
+        error: 'invalid_authorization_details',
+        error_description: 'authorization_details[0].locations[0] must be the URL of the connector',
+      });
+      expect((await exchange(task.task_token, [{ ...PAYOUT_REQUEST[0], locations: [own] }])).status).toBe(200);
+      expect((await exchange(task.task_token, PAYOUT_REQUEST)).status).toBe(200);
+    });
+  });
+
   describe('DPoP', () => {
     it.each<[string, (url: string) => [string, string]]>([
       ['an htu with a trailing slash', (url) => ['POST', `${url}/`]],

@@ -6,7 +6,7 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { ConnectorDetail, ConnectorOperation, PG_POOL } from '@writ/database';
 import { newJti, SigningKeyStore } from '@writ/keys';
-import { OAuthError, parseAuthorizationDetails } from '@writ/oauth';
+import { connectorResourceUrl, foreignLocations, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
 import { FieldError, NotFoundError, ValidationFailedError } from '@writ/platform';
 import { budgetRules, DeclaredEntry, GrantStore, validateTaskLimits } from '@writ/grants';
 import { TASK_TOKEN_TYP } from '../exchange/task-token';
@@ -173,6 +173,12 @@ export class TasksService {
       if (!operations) {
         fields.push({ field: `allowed[${index}].connector`, message: `no connector "${detail.connector}" is registered` });
         return detail;
+      }
+      for (const location of foreignLocations(this.config.gatewayUrl, detail)) {
+        fields.push({
+          field: `allowed[${index}].locations[${location}]`,
+          message: `must be the URL of the connector, ${connectorResourceUrl(this.config.gatewayUrl, detail.connector)}`,
+        });
       }
       const listed = detail.actions.map((action) => operations.find((operation) => operation.name === action));
       listed.forEach((operation, actionIndex) => {

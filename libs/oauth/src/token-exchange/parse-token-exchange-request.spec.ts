@@ -140,6 +140,17 @@ describe('parseTokenExchangeRequest: refused', () => {
     expect(errorOf(request({ resource: 'https://evil.example/connectors/payments' }), { gatewayUrl: GATEWAY }).error).toBe('invalid_target');
   });
 
+  it('refuses locations other than the connector URL when the gateway URL is known', () => {
+    const details = (locations: string[]) => JSON.stringify([{ ...DETAILS[0], locations }]);
+    expect(errorOf(request({ authorization_details: details([RESOURCE, 'https://evil.example/']) }), { gatewayUrl: GATEWAY }).toJSON()).toEqual({
+      error: 'invalid_authorization_details',
+      error_description: 'authorization_details[0].locations[1] must be the URL of the connector',
+    });
+    expect(
+      parseTokenExchangeRequest(request({ authorization_details: details([RESOURCE]) }), { gatewayUrl: GATEWAY }).authorizationDetails[0].locations,
+    ).toEqual([RESOURCE]);
+  });
+
   it('refuses entries for several connectors (one token, one audience)', () => {
     const details = [DETAILS[0], { type: 'connector', connector: 'github', actions: ['repo.issues.list'] }];
     expect(errorOf(request({ authorization_details: JSON.stringify(details) })).toJSON()).toEqual({

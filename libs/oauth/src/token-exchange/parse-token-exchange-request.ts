@@ -2,7 +2,7 @@ import type { ConnectorAuthorizationDetail } from '../authorization-details/auth
 import { parseAuthorizationDetails } from '../authorization-details/parse-authorization-details';
 import { InvalidAuthorizationDetailsError, InvalidRequestError, InvalidScopeError, InvalidTargetError } from '../errors/oauth-errors';
 import { type FormParams, optionalParam, requireParam } from '../params/parse-form-body';
-import { connectorResourceUrl } from './connector-resource-url';
+import { connectorResourceUrl, foreignLocations } from './connector-resource-url';
 import { TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT } from './token-exchange.constants';
 
 /** A validated RFC 8693 token exchange request of Writ's profile. */
@@ -27,7 +27,8 @@ export interface ParseTokenExchangeOptions {
   readonly maxAuthorizationDetails?: number;
   /**
    * `WRIT_GATEWAY_URL`. When given, a `resource` must be exactly the connector's URL
-   * (`connectorResourceUrl`), else `invalid_target`.
+   * (`connectorResourceUrl`), else `invalid_target`; and so must every entry's `locations`,
+   * else `invalid_authorization_details` (see `foreignLocations`).
    */
   readonly gatewayUrl?: string;
 }
@@ -99,6 +100,16 @@ export function parseTokenExchangeRequest(params: FormParams, options: ParseToke
     throw new InvalidAuthorizationDetailsError('all authorization_details entries must name the same connector', {
       reason: 'multiple_connectors',
     });
+  }
+  if (options.gatewayUrl !== undefined) {
+    for (const [index, detail] of authorizationDetails.entries()) {
+      const foreign = foreignLocations(options.gatewayUrl, detail);
+      if (foreign.length > 0) {
+        throw new InvalidAuthorizationDetailsError(`authorization_details[${index}].locations[${foreign[0]}] must be the URL of the connector`, {
+          reason: 'location_mismatch',
+        });
+      }
+    }
   }
   if (resource !== undefined && options.gatewayUrl !== undefined) {
     if (resource !== connectorResourceUrl(options.gatewayUrl, connector)) {
