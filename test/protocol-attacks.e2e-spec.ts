@@ -100,6 +100,18 @@ describe('protocol conformance and insider boundaries under attack', () => {
     });
   });
 
+  describe('client_credentials targets', () => {
+    it.each<[string, Record<string, string>, string]>([
+      ['an audience', { audience: 'https://rs.example/api' }, 'invalid_target'],
+      ['a resource', { resource: 'https://rs.example/api' }, 'invalid_target'],
+      ['authorization_details', { authorization_details: JSON.stringify(PAYOUT_REQUEST) }, 'invalid_authorization_details'],
+    ])('refuses %s instead of ignoring it', async (_name, extra, error) => {
+      const response = await tokenRequest(services.issuer, world.orchestrator, { grant_type: 'client_credentials', scope: 'tasks', ...extra });
+      expect(response.status).toBe(400);
+      expect(response.body.error).toBe(error);
+    });
+  });
+
   describe('token type confusion', () => {
     it('takes only a task token as subject_token', async () => {
       const task = await createTask(services, world.orchestrator);

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { InvalidScopeError, InvalidRequestError } from '@writ/oauth';
+import { InvalidAuthorizationDetailsError, InvalidRequestError, InvalidScopeError, InvalidTargetError } from '@writ/oauth';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
 import { AccessTokenIssuer } from '../access-token-issuer.service';
@@ -22,8 +22,13 @@ export class ClientCredentialsGrant implements GrantHandler {
     if (requested.length !== 1 || requested[0] !== 'tasks') {
       throw new InvalidScopeError('the only scope available to orchestrators is "tasks"');
     }
-    if (params.has('authorization_details') || params.has('resource')) {
-      throw new InvalidScopeError('client_credentials grants the tasks scope only');
+    if (params.has('authorization_details')) {
+      throw new InvalidAuthorizationDetailsError('client_credentials grants the tasks scope only: authorization_details are for token exchange');
+    }
+    // RFC 8707 / RFC 8693 targets: the token's audience is always the Tasks API, so a target
+    // asked for is refused rather than ignored (the caller would believe it got that audience).
+    if (params.has('resource') || params.has('audience')) {
+      throw new InvalidTargetError('client_credentials issues the Tasks API token only: resource and audience are not supported');
     }
     const issued = await this.issuer.issue({
       kind: 'tasks',
