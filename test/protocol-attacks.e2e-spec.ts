@@ -112,6 +112,17 @@ describe('protocol conformance and insider boundaries under attack', () => {
     });
   });
 
+  describe('Tasks API authentication', () => {
+    it('reads the Bearer scheme case-insensitively (RFC 7235 section 2.1), as the gateway does', async () => {
+      const task = await createTask(services, world.orchestrator);
+      const tasks = await tasksToken(services, world.orchestrator);
+      for (const scheme of ['bearer', 'BEARER']) {
+        const response = await http(`${services.issuer}/v1/tasks/${task.task_id}`, { headers: { authorization: `${scheme} ${tasks}` } });
+        expect(response.status).toBe(200);
+      }
+    });
+  });
+
   describe('token type confusion', () => {
     it('takes only a task token as subject_token', async () => {
       const task = await createTask(services, world.orchestrator);

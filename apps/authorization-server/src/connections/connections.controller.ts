@@ -195,7 +195,8 @@ export class MyConnectionsController {
   }
 
   private async verifiedUser(request: Request) {
-    const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(request.headers.authorization ?? '');
+    // RFC 7235 section 2.1: the scheme is case-insensitive.
+    const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i.exec(request.headers.authorization ?? '');
     if (!match) throw new ConnectionRefusedError('invalid_token', 401, 'a Bearer token of your identity provider is required', true);
     try {
       return await this.verifier.verify(match[1]);

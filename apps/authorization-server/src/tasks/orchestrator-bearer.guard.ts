@@ -62,7 +62,8 @@ export class OrchestratorBearerGuard implements CanActivate {
 
   private async authenticate(request: Request & { [ORCHESTRATOR]?: OrchestratorPrincipal }): Promise<boolean> {
     const header = request.headers.authorization ?? '';
-    const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(header);
+    // RFC 7235 section 2.1: the scheme is case-insensitive (the gateway and admin API agree).
+    const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i.exec(header);
     if (!match) throw new InvalidTokenError('a Bearer access token with scope "tasks" is required');
     let claims: Record<string, unknown>;
     try {
