@@ -280,18 +280,33 @@ describe('protocol conformance and insider boundaries under attack', () => {
       expect(answers.map((answer) => answer.status).sort()).toEqual([200, 409]);
     });
 
-    it.each(['complete', 'fail'])('refuses to approve a request of a task the orchestrator ended (%s)', async (end) => {
+    it.each(['complete', 'fail'])('expires the approvals of a task the orchestrator ended (%s): none can be decided', async (end) => {
       const task = await createTask(services, world.orchestrator);
       const pending = await exchange(task.task_token);
       const id: string = pending.body.approval_id;
       const tasks = await tasksToken(services, world.orchestrator);
       expect((await sendJson('POST', `${services.issuer}/v1/tasks/${task.task_id}/${end}`, undefined, tasks)).status).toBe(200);
-      const approved = await admin('POST', `/v1/approvals/${id}/approve`, {});
-      expect(approved.status).toBe(409);
-      expect(approved.body.message).toBe(`approval ${id} cannot be approved: its task is ${end === 'complete' ? 'completed' : 'failed'}`);
-      // Denying clears the queue: harmless, and still allowed.
-      expect((await admin('POST', `/v1/approvals/${id}/deny`, {})).status).toBe(200);
-      expect((await admin('GET', `/v1/approvals/${id}`)).body.status).not.toBe('approved');
+      for (const decision of ['approve', 'deny']) {
+        const decided = await admin('POST', `/v1/approvals/${id}/${decision}`, {});
+        expect(decided.status).toBe(409);
+        expect(decided.body.message).toBe(`approval ${id} is expired, not pending`);
+      }
+      expect((await admin('GET', `/v1/approvals/${id}`)).body).toMatchObject({ status: 'expired', decided_at: null });
+      const queue = await admin('GET', `/v1/approvals?status=pending&task_id=${task.task_id}`);
+      expect(queue.body.items).toEqual([]);
+      const expired = await admin('GET', `/v1/approvals?status=expired&task_id=${task.task_id}`);
+      expect(expired.body.items.map((item: { id: string }) => item.id)).toEqual([id]);
+    });
+
+    it('keeps an approval approved before its task ended from buying anything', async () => {
+      const task = await createTask(services, world.orchestrator);
+      const id: string = (await exchange(task.task_token)).body.approval_id;
+      expect((await admin('POST', `/v1/approvals/${id}/approve`, {})).status).toBe(200);
+      const tasks = await tasksToken(services, world.orchestrator);
+      expect((await sendJson('POST', `${services.issuer}/v1/tasks/${task.task_id}/complete`, undefined, tasks)).status).toBe(200);
+      expect((await admin('GET', `/v1/approvals/${id}`)).body.status).toBe('expired');
+      const used = await exchange(task.task_token, PAYOUT_REQUEST, { approval_id: id });
+      expect(used.body.error).toBe('invalid_grant');
     });
   });
 

@@ -48,7 +48,18 @@ export const APPROVAL_MAX_SECONDS = 3600;
 /** A row of `approvals`. */
 type ApprovalRow = RowOf<ApprovalEntity>;
 
-function toDto(row: ApprovalRow): ApprovalDto {
+/** A row of `approvals` (alias `a`) read with {@link TASK_OPEN}. */
+type ApprovalReadRow = ApprovalRow & { task_open: boolean };
+
+/**
+ * SQL: whether the task of approval `a` is still open (active, before its deadline). An approval
+ * lives no longer than its task: once the task is completed, failed, revoked or past its deadline,
+ * a pending or approved approval is `expired` (it could never buy a credential), and can no longer
+ * be decided.
+ */
+const TASK_OPEN = `EXISTS (SELECT 1 FROM tasks t WHERE t.id = a.task_id AND t.status = 'active' AND t.expires_at > now())`;
+
+function toDto(row: ApprovalRow, taskOpen = true): ApprovalDto {
   const open = row.status === 'pending' || row.status === 'approved';
   return {
     id: row.id,
@@ -58,7 +69,7 @@ function toDto(row: ApprovalRow): ApprovalDto {
     authorization_details: row.authorization_details,
     reasons: row.reasons,
     policy_version: row.policy_version,
-    status: open && row.expires_at.getTime() <= Date.now() ? 'expired' : row.status,
+    status: open && (row.expires_at.getTime() <= Date.now() || !taskOpen) ? 'expired' : row.status,
     requested_at: row.requested_at.toISOString(),
     expires_at: row.expires_at.toISOString(),
     decided_at: row.decided_at ? row.decided_at.toISOString() : null,
@@ -125,8 +136,8 @@ export class ApprovalStore {
   /** One approval, or `undefined`. */
   async get(id: string): Promise<ApprovalDto | undefined> {
     if (!UUID.test(id)) return undefined;
-    const { rows } = await this.pool.query<ApprovalRow>('SELECT * FROM approvals WHERE id = $1', [id]);
-    return rows[0] ? toDto(rows[0]) : undefined;
+    const { rows } = await this.pool.query<ApprovalReadRow>(`SELECT a.*, ${TASK_OPEN} AS task_open FROM approvals a WHERE a.id = $1`, [id]);
+    return rows[0] ? toDto(rows[0], rows[0].task_open) : undefined;
   }
 
   /** Approvals newest first, optionally by status, after a cursor (`requested_at|id`). */
@@ -136,68 +147,57 @@ export class ApprovalStore {
   ): Promise<{ items: ApprovalDto[]; next: { at: Date; id: string } | null }> {
     const where: string[] = [];
     const values: unknown[] = [];
-    if (filter.status === 'expired') where.push(`status IN ('pending', 'approved') AND expires_at <= now()`);
-    else if (filter.status === 'pending' || filter.status === 'approved') where.push(`status = '${filter.status}' AND expires_at > now()`);
+    if (filter.status === 'expired') where.push(`a.status IN ('pending', 'approved') AND (a.expires_at <= now() OR NOT ${TASK_OPEN})`);
+    else if (filter.status === 'pending' || filter.status === 'approved') where.push(`a.status = '${filter.status}' AND a.expires_at > now() AND ${TASK_OPEN}`);
     else if (filter.status) {
       values.push(filter.status);
-      where.push(`status = $${values.length}`);
+      where.push(`a.status = $${values.length}`);
     }
     if (filter.taskId) {
       values.push(filter.taskId);
-      where.push(`task_id = $${values.length}::uuid`);
+      where.push(`a.task_id = $${values.length}::uuid`);
     }
     if (page.before) {
       values.push(page.before.at, page.before.id);
-      where.push(`(requested_at, id) < ($${values.length - 1}, $${values.length}::uuid)`);
+      where.push(`(a.requested_at, a.id) < ($${values.length - 1}, $${values.length}::uuid)`);
     }
     values.push(page.limit + 1);
-    const { rows } = await this.pool.query<ApprovalRow>(
-      `SELECT * FROM approvals ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY requested_at DESC, id DESC LIMIT $${values.length}`,
+    const { rows } = await this.pool.query<ApprovalReadRow>(
+      `SELECT a.*, ${TASK_OPEN} AS task_open FROM approvals a ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+        ORDER BY a.requested_at DESC, a.id DESC LIMIT $${values.length}`,
       values,
     );
-    const items = rows.slice(0, page.limit).map(toDto);
+    const items = rows.slice(0, page.limit).map((row) => toDto(row, row.task_open));
     const last = rows.length > page.limit ? rows[page.limit - 1] : undefined;
     return { items, next: last ? { at: last.requested_at, id: last.id } : null };
   }
 
   /**
-   * Approves or denies a pending, unexpired approval. Returns the approval after the change,
-   * or `undefined` if there is none; `changed: false` when it was no longer pending. Approving
-   * also needs the task still active and before its deadline (checked under a share lock on the
-   * task row, so a task ending meanwhile on any instance is seen): an approval of a task that
-   * ended could never be used, and recording it approved would tell the audit log otherwise.
-   * `taskStatus` is the task's status when that is why nothing changed.
+   * Approves or denies a pending, unexpired approval of a task still open (checked under a share
+   * lock on the task row, so a task ending meanwhile on any instance is seen: see
+   * {@link TASK_OPEN}). Returns the approval after the change, or `undefined` if there is none;
+   * `changed: false` when it was no longer pending (an approval of an ended task reads `expired`).
    */
   async decide(
     id: string,
     decision: 'approved' | 'denied',
     actor: { type: AuditActorType; id: string },
     note: string | null,
-  ): Promise<{ approval: ApprovalDto | undefined; changed: boolean; taskStatus?: string }> {
+  ): Promise<{ approval: ApprovalDto | undefined; changed: boolean }> {
     if (!UUID.test(id)) return { approval: undefined, changed: false };
     const result = await this.transaction.run(
       async (client) => {
         const { rows } = await client.query<ApprovalRow>(
           `UPDATE approvals a SET status = $2, decided_at = now(), decided_by = $3, note = $4
             WHERE a.id = $1 AND a.status = 'pending' AND a.expires_at > now()
-              AND ($2 = 'denied' OR EXISTS (
-                SELECT 1 FROM tasks t WHERE t.id = a.task_id AND t.status = 'active' AND t.expires_at > now() FOR SHARE))
+              AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = a.task_id AND t.status = 'active' AND t.expires_at > now() FOR SHARE)
            RETURNING a.*`,
           [id, decision, actor.id, note],
         );
         if (rows[0]) return { approval: toDto(rows[0]), changed: true };
-        const current = await client.query<ApprovalRow & { task_status: string | null; task_over: boolean | null }>(
-          `SELECT a.*, t.status AS task_status, (t.expires_at <= now()) AS task_over
-             FROM approvals a LEFT JOIN tasks t ON t.id = a.task_id WHERE a.id = $1`,
-          [id],
-        );
+        const current = await client.query<ApprovalReadRow>(`SELECT a.*, ${TASK_OPEN} AS task_open FROM approvals a WHERE a.id = $1`, [id]);
         const row = current.rows[0];
-        if (!row) return { approval: undefined, changed: false };
-        const { task_status: taskStatus, task_over: taskOver, ...approval } = row;
-        const dto = toDto(approval);
-        const taskEnded =
-          dto.status === 'pending' && decision === 'approved' ? (taskStatus === 'active' && taskOver ? 'expired' : (taskStatus ?? 'gone')) : undefined;
-        return { approval: dto, changed: false, ...(taskEnded && taskEnded !== 'active' ? { taskStatus: taskEnded } : {}) };
+        return { approval: row ? toDto(row, row.task_open) : undefined, changed: false };
       },
       (outcome) =>
         outcome.changed && outcome.approval
@@ -220,7 +220,7 @@ export class ApprovalStore {
   /** Marks an approved approval used, inside the issuing transaction; false if it cannot be used (any more). */
   async consume(client: PoolClient, id: string): Promise<boolean> {
     const { rowCount } = await client.query(
-      `UPDATE approvals SET status = 'used', used_at = now() WHERE id = $1 AND status = 'approved' AND expires_at > now()`,
+      `UPDATE approvals a SET status = 'used', used_at = now() WHERE a.id = $1 AND a.status = 'approved' AND a.expires_at > now() AND ${TASK_OPEN}`,
       [id],
     );
     return rowCount === 1;

@@ -153,7 +153,12 @@ export class WritMetrics {
         registers,
         async collect() {
           try {
-            const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM approvals WHERE status = 'pending' AND expires_at > now()`);
+            // An approval of a task that ended is expired (see ApprovalStore), not waiting for anyone.
+            const { rows } = await pool.query<{ n: number }>(
+              `SELECT count(*)::int AS n FROM approvals a
+                WHERE a.status = 'pending' AND a.expires_at > now()
+                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = a.task_id AND t.status = 'active' AND t.expires_at > now())`,
+            );
             this.set(rows[0]?.n ?? 0);
           } catch {
             // The database is down: the last value stays, readiness says why.

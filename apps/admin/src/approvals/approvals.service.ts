@@ -42,9 +42,8 @@ export class ApprovalsService {
 
   /** Approves or denies a pending approval; `409` when it is no longer pending. */
   async decide(admin: AdminPrincipal, id: string, decision: 'approved' | 'denied', note: string | undefined): Promise<ApprovalDto> {
-    const { approval, changed, taskStatus } = await this.store.decide(id, decision, adminActor(admin), note ?? null);
+    const { approval, changed } = await this.store.decide(id, decision, adminActor(admin), note ?? null);
     if (!approval) throw new NotFoundError(`approval ${id}`);
-    if (taskStatus) throw new ConflictError(`approval ${id} cannot be approved: its task is ${taskStatus}`);
     if (!changed) throw new ConflictError(`approval ${id} is ${approval.status}, not pending`);
     return approval;
   }
