@@ -234,8 +234,11 @@ describe('protocol conformance and insider boundaries under attack', () => {
       const task = await createTask(services, world.orchestrator);
       const credential = (await exchange(task.task_token)).body.access_token as string;
       const other = await seedOrchestrator(services.runtime.pool, 'orch-probe', ['agent-1', 'agent-2']);
-      const unauthenticated = await postForm(`${services.issuer}/oauth2/introspect`, { token: credential });
-      expect(unauthenticated.status).toBe(401);
+      for (const endpoint of ['introspect', 'revoke']) {
+        const unauthenticated = await postForm(`${services.issuer}/oauth2/${endpoint}`, { token: credential });
+        expect(unauthenticated.status).toBe(401);
+        expect(unauthenticated.body.error).toBe('invalid_client');
+      }
       for (const client of [world.otherAgent, other]) {
         const auth = () => clientAuthFields(client.id, client.key, services.issuer);
         const seen = await postForm(`${services.issuer}/oauth2/introspect`, { token: credential, ...(await auth()) });
