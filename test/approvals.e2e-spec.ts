@@ -96,4 +96,55 @@ describe('human approval of risky grants', () => {
     expect(outside.status).toBe(400);
     expect(outside.body.error).toBe('invalid_authorization_details');
   });
+
+  describe('against approval fatigue (a hijacked agent flooding the people who decide)', () => {
+    it('asks the same approval once however often it is repeated, also in parallel', async () => {
+      const task = await createTask(services, world.orchestrator);
+      const answers = await Promise.all(Array.from({ length: 6 }, () => exchange(task.task_token, payout(31000))));
+      for (const answer of answers) expect(answer.body).toMatchObject({ error: 'authorization_pending' });
+      const ids = new Set(answers.map((answer) => answer.body.approval_id));
+      expect(ids.size).toBe(1);
+      const queue = await admin('GET', `/v1/approvals?status=pending&task_id=${task.task_id}`);
+      expect(queue.body.items.map((item: { id: string }) => item.id)).toEqual([...ids]);
+      await services.runtime.audit.drain();
+      const { rows } = await services.runtime.pool.query<{ repeated: boolean | null }>(
+        `SELECT (data->>'repeated')::boolean AS repeated FROM audit_events WHERE task_id = $1 AND type = 'approval.requested' ORDER BY seq`,
+        [task.task_id],
+      );
+      expect(rows.map((row) => row.repeated)).toEqual([null, true, true, true, true, true]);
+    });
+
+    it('refuses requests past ten pending on one task, also fired in parallel, and records each refusal', async () => {
+      const task = await createTask(services, world.orchestrator);
+      const answers = await Promise.all(Array.from({ length: 14 }, (_, index) => exchange(task.task_token, payout(20001 + index))));
+      const pending = answers.filter((answer) => answer.body.error === 'authorization_pending');
+      const refused = answers.filter((answer) => answer.body.error === 'access_denied');
+      expect(pending).toHaveLength(10);
+      expect(refused).toHaveLength(4);
+      for (const answer of refused) {
+        expect(answer.status).toBe(400);
+        expect(answer.body.error_description).toContain('10 approval requests pending');
+      }
+      expect((await admin('GET', `/v1/approvals?status=pending&task_id=${task.task_id}`)).body.items).toHaveLength(10);
+
+      // A decision frees a place; another task is not affected.
+      expect((await admin('POST', `/v1/approvals/${pending[0].body.approval_id}/deny`, {})).status).toBe(200);
+      expect((await exchange(task.task_token, payout(29999))).body.error).toBe('authorization_pending');
+      expect((await exchange(task.task_token, payout(29998))).body.error).toBe('access_denied');
+      const other = await createTask(services, world.orchestrator);
+      expect((await exchange(other.task_token, payout(20001))).body.error).toBe('authorization_pending');
+
+      await services.runtime.audit.drain();
+      const { rows } = await services.runtime.pool.query<{ type: string; outcome: string; n: string }>(
+        `SELECT type, outcome, count(*) AS n FROM audit_events WHERE task_id = $1 AND type IN ('approval.requested', 'approval.refused', 'grant.decision')
+          GROUP BY type, outcome ORDER BY type`,
+        [task.task_id],
+      );
+      expect(rows).toEqual([
+        { type: 'approval.refused', outcome: 'denied', n: '5' },
+        { type: 'approval.requested', outcome: 'info', n: '11' },
+        { type: 'grant.decision', outcome: 'info', n: '16' },
+      ]);
+    });
+  });
 });

@@ -44,6 +44,23 @@ export interface ApprovalRequest {
 export const APPROVAL_POLL_INTERVAL_SECONDS = 5;
 /** How long an approval request stays open at most (never past its task). */
 export const APPROVAL_MAX_SECONDS = 3600;
+/**
+ * Pending approvals one task may hold at once. Past it a request for approval is refused:
+ * a hijacked agent cannot flood the people who decide (and the approval webhook) until one
+ * of them approves by mistake, the "approval fatigue" that MFA push bombing exploits.
+ */
+export const MAX_PENDING_APPROVALS_PER_TASK = 10;
+
+/** A request for approval refused because its task already holds {@link MAX_PENDING_APPROVALS_PER_TASK} pending ones. */
+export class TooManyPendingApprovalsError extends Error {
+  constructor(readonly pending: number) {
+    super(`the task already has ${pending} approval requests pending (at most ${MAX_PENDING_APPROVALS_PER_TASK}): wait for a decision on them`);
+    this.name = 'TooManyPendingApprovalsError';
+  }
+}
+
+/** What {@link ApprovalStore.request} did: recorded a new approval, or found the same request pending. */
+type RequestOutcome = { kind: 'new' | 'repeated'; approval: ApprovalDto } | { kind: 'refused'; pending: number };
 
 /** A row of `approvals`. */
 type ApprovalRow = RowOf<ApprovalEntity>;
@@ -89,48 +106,84 @@ export class ApprovalStore {
     private readonly transaction: AuditedTransaction<AuditEventInput>,
   ) {}
 
-  /** Records a pending approval holding the exact details asked for (with `events` that led to it, in one transaction); returns it. */
+  /**
+   * Records a pending approval holding the exact details asked for (with `events` that led to it,
+   * in one transaction); returns it. The same request (same task, agent, details and policy
+   * version) already pending is returned instead of a second one, so that repeating it neither
+   * queues nor announces it twice. A task holding {@link MAX_PENDING_APPROVALS_PER_TASK} pending
+   * approvals gets no more: `events` and the refusal are recorded, then
+   * {@link TooManyPendingApprovalsError} is thrown. Neither check can be raced by requests in
+   * parallel on any instance: audited work runs under the audit chain head's row lock, one unit
+   * after another.
+   */
   async request(request: ApprovalRequest, actor: { type: AuditActorType; id: string }, events: AuditEventInput[] = []): Promise<ApprovalDto> {
-    const id = randomUUID();
-    const result = await this.transaction.run(
+    const details = JSON.stringify(request.authorizationDetails);
+    const outcome = await this.transaction.run<RequestOutcome>(
       async (client) => {
         await request.check?.(client);
+        const pending = await client.query<ApprovalRow & { same: boolean }>(
+          `SELECT a.*, (a.agent_id = $2 AND a.authorization_details = $3::jsonb AND a.policy_version = $4) AS same
+             FROM approvals a WHERE a.task_id = $1 AND a.status = 'pending' AND a.expires_at > now() ORDER BY a.requested_at`,
+          [request.taskId, request.agentId, details, request.policyVersion],
+        );
+        const same = pending.rows.find((row) => row.same);
+        if (same) return { kind: 'repeated', approval: toDto(same) };
+        if (pending.rows.length >= MAX_PENDING_APPROVALS_PER_TASK) return { kind: 'refused', pending: pending.rows.length };
         const { rows } = await client.query<ApprovalRow>(
           `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
           [
-            id,
+            randomUUID(),
             request.taskId,
             request.agentId,
             request.connectorId,
-            JSON.stringify(request.authorizationDetails),
+            details,
             JSON.stringify(request.reasons),
             request.policyVersion,
             request.expiresAt,
           ],
         );
-        return toDto(rows[0]);
+        return { kind: 'new', approval: toDto(rows[0]) };
       },
-      (approval) => [
-        ...events,
-        {
-          type: 'approval.requested',
-          outcome: 'info',
-          actor,
-          agentId: request.agentId,
-          taskId: request.taskId,
-          connectorId: request.connectorId,
-          data: {
-            approval_id: approval.id,
-            authorization_details: request.authorizationDetails,
-            reasons: request.reasons,
-            policy_version: request.policyVersion,
-            expires_at: approval.expires_at,
+      (result) => {
+        const base = { actor, agentId: request.agentId, taskId: request.taskId, connectorId: request.connectorId };
+        if (result.kind === 'refused') {
+          return [
+            ...events,
+            {
+              ...base,
+              type: 'approval.refused',
+              outcome: 'denied' as const,
+              data: {
+                reason: 'too_many_pending',
+                pending: result.pending,
+                authorization_details: request.authorizationDetails,
+                reasons: request.reasons,
+                policy_version: request.policyVersion,
+              },
+            },
+          ];
+        }
+        return [
+          ...events,
+          {
+            ...base,
+            type: 'approval.requested',
+            outcome: 'info' as const,
+            data: {
+              approval_id: result.approval.id,
+              authorization_details: request.authorizationDetails,
+              reasons: request.reasons,
+              policy_version: request.policyVersion,
+              expires_at: result.approval.expires_at,
+              ...(result.kind === 'repeated' ? { repeated: true } : {}),
+            },
           },
-        },
-      ],
+        ];
+      },
     );
-    return result;
+    if (outcome.kind === 'refused') throw new TooManyPendingApprovalsError(outcome.pending);
+    return outcome.approval;
   }
 
   /** One approval, or `undefined`. */

@@ -17,7 +17,7 @@ import {
   safeToken,
 } from '@writ/oauth';
 import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, evaluateFailClosed, PolicyEngine, PolicyInput } from '@writ/policy';
-import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore } from '@writ/grants';
+import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore, TooManyPendingApprovalsError } from '@writ/grants';
 import { LOGGER } from '@writ/platform';
 import type { Logger } from 'pino';
 import type { PoolClient } from 'pg';
@@ -204,30 +204,35 @@ export class TokenExchangeGrant implements GrantHandler {
     decisionData: Record<string, unknown>,
   ): Promise<never> {
     const expiresAt = new Date(Math.min(task.expiresAt.getTime(), Date.now() + APPROVAL_MAX_SECONDS * 1000));
-    const approval = await this.approvals.request(
-      {
-        taskId: task.id,
-        agentId: client.id,
-        connectorId: details[0].connector,
-        authorizationDetails: details,
-        reasons: decision.reasons,
-        policyVersion,
-        expiresAt,
-        check: (tx) => this.stillCurrent(tx, client, policyVersion, policyStored),
-      },
-      { type: 'agent', id: client.id },
-      [
+    const approval = await this.approvals
+      .request(
         {
-          type: 'grant.decision',
-          outcome: 'info',
-          actor: { type: 'agent', id: client.id },
-          agentId: client.id,
           taskId: task.id,
+          agentId: client.id,
           connectorId: details[0].connector,
-          data: decisionData,
+          authorizationDetails: details,
+          reasons: decision.reasons,
+          policyVersion,
+          expiresAt,
+          check: (tx) => this.stillCurrent(tx, client, policyVersion, policyStored),
         },
-      ],
-    );
+        { type: 'agent', id: client.id },
+        [
+          {
+            type: 'grant.decision',
+            outcome: 'info',
+            actor: { type: 'agent', id: client.id },
+            agentId: client.id,
+            taskId: task.id,
+            connectorId: details[0].connector,
+            data: decisionData,
+          },
+        ],
+      )
+      .catch((error: unknown) => {
+        // Recorded with its decision; the agent is told to wait for the approvals it asked for.
+        throw error instanceof TooManyPendingApprovalsError ? new AccessDeniedError(error.message) : error;
+      });
     throw new AuthorizationPendingError(`a human must approve this request: ${decision.reasons.map((reason) => safeToken(reason, 200)).join('; ')}`, {
       approvalId: approval.id,
       interval: APPROVAL_POLL_INTERVAL_SECONDS,
