@@ -27,6 +27,13 @@ describe('parser differentials', () => {
     { name: 'list', method: 'GET', path: '/v1/items', risk: 'read', constraints: { repo: { in: 'query', field: 'repo', op: 'eq' } } },
     { name: 'items.create', method: 'POST', path: '/v1/items', risk: 'write', constraints: { project: { in: 'query', field: 'project', op: 'eq' } } },
     { name: 'tag', method: 'POST', path: '/v1/tags', risk: 'write', constraints: { repos: { in: 'body', field: 'repos', op: 'in' } } },
+    {
+      name: 'payouts.update',
+      method: 'POST',
+      path: '/v1/payouts/{payout_id}',
+      risk: 'write',
+      constraints: { payout: { in: 'path', field: 'payout_id', op: 'eq' } },
+    },
   ];
   const allowed = [
     { type: 'connector', connector: 'probe', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 50000, currency: 'usd' } },
@@ -34,6 +41,7 @@ describe('parser differentials', () => {
     { type: 'connector', connector: 'probe', actions: ['list'], constraints: { repo: 'allowed' } },
     { type: 'connector', connector: 'probe', actions: ['items.create'], constraints: { project: 'allowed' } },
     { type: 'connector', connector: 'probe', actions: ['tag'], constraints: { repos: ['allowed'] } },
+    { type: 'connector', connector: 'probe', actions: ['payouts.get', 'payouts.update'], constraints: { payout: 'po_1' } },
   ];
   async function credential(details: Record<string, unknown>): Promise<string> {
     const task = await createTask(services, world.orchestrator, { allowed });
@@ -94,6 +102,8 @@ describe('parser differentials', () => {
       'GET /v1/items': json(200, '[]'),
       'POST /v1/items': json(201, '{}'),
       'POST /v1/tags': json(200, '{}'),
+      'GET /v1/payouts/[a-z0-9_]+': json(200, '{}'),
+      'POST /v1/payouts/[a-z0-9_]+': json(200, '{}'),
     });
     services = await startTestServices({
       gateway: createGatewayApp,
@@ -184,6 +194,58 @@ describe('parser differentials', () => {
         201,
       );
       expect(received.url).toBe('/v1/payouts?expand=balance&idempotency=k1');
+    });
+  });
+
+  describe('a path-bound name also in the query or the body (Rails, Sinatra, Spring merge path parameters with them)', () => {
+    const payoutOwner = (action = 'payouts.get') => credential({ actions: [action], constraints: { payout: 'po_1' } });
+
+    it('refuses the path-bound payout_id sent again in the query, in any case or with []', async () => {
+      const token = await payoutOwner();
+      for (const query of ['payout_id=po_evil', 'PAYOUT_ID=po_evil', 'payout_id%5B%5D=po_evil', '+payout_id=po_evil']) {
+        const response = await expectRefused(
+          () => gateway('GET', `/connectors/probe/v1/payouts/po_1?${query}`, token),
+          403,
+          'field_in_two_places',
+          'constraint:payout',
+        );
+        expect(response.body.error_description).toMatch(/^path field payout_id is also sent in the query/);
+      }
+    });
+
+    it('refuses it sent again as a top-level body member (JSON, form or multipart)', async () => {
+      const token = await payoutOwner('payouts.update');
+      await expectRefused(
+        () => gateway('POST', '/connectors/probe/v1/payouts/po_1', token, '{"payout_id":"po_evil","note":"x"}'),
+        403,
+        'field_in_two_places',
+        'constraint:payout',
+      );
+      await expectRefused(
+        () => gateway('POST', '/connectors/probe/v1/payouts/po_1', token, 'Payout_Id=po_evil', { 'content-type': 'application/x-www-form-urlencoded' }),
+        403,
+        'field_in_two_places',
+        'constraint:payout',
+      );
+      const multipart = '--b\r\ncontent-disposition: form-data; name="payout_id"\r\n\r\npo_evil\r\n--b--\r\n';
+      await expectRefused(
+        () => gateway('POST', '/connectors/probe/v1/payouts/po_1', token, multipart, { 'content-type': 'multipart/form-data; boundary=b' }),
+        403,
+        'field_in_two_places',
+        'constraint:payout',
+      );
+    });
+
+    it('passes the payout with other query parameters and body members', async () => {
+      const received = await expectForwarded(
+        async () => gateway('GET', '/connectors/probe/v1/payouts/po_1?expand=balance&payout_ids=x', await payoutOwner()),
+        200,
+      );
+      expect(received.url).toBe('/v1/payouts/po_1?expand=balance&payout_ids=x');
+      await expectForwarded(
+        async () => gateway('POST', '/connectors/probe/v1/payouts/po_1', await payoutOwner('payouts.update'), '{"note":"x","payout":"y"}'),
+        200,
+      );
     });
   });
 

@@ -117,6 +117,41 @@ describe('checkConstraints', () => {
     });
   });
 
+  describe('a path-bound name also in the query or the body (Rails, Sinatra and Spring merge path parameters with the others)', () => {
+    const grantIssues = { repo: 'writ' };
+    const request = (query: string, bodyNames: string[] = []) => ({ pathParams: { owner: 'acme', repo: 'writ' }, query, body: undefined, bodyNames });
+    it.each([
+      ['as a query parameter', 'repo=evil', []],
+      ['as a query parameter in another case, with []', 'REPO%5B%5D=evil', []],
+      ['as a top-level body member', '', ['repo']],
+      ['as a body member with a leading space', '', [' Repo']],
+    ])('refuses it %s', (_name, query, bodyNames) => {
+      expect(checkConstraints(issues, grantIssues, request(query, bodyNames)).failure).toMatchObject({
+        rule: 'constraint:repo',
+        reason: 'field_in_two_places',
+        description: expect.stringMatching(/^path field repo is also sent in the (query|body)/),
+      });
+    });
+
+    it('passes other names, and an unconstrained path parameter sent again', () => {
+      expect(checkConstraints(issues, grantIssues, request('repos=x&owner=evil', ['title', 'owner'])).failure).toBeUndefined();
+    });
+
+    it('refuses a query- or body-bound name that is also a parameter of the path template', () => {
+      const shadowed: ConnectorOperation = {
+        name: 'shadowed',
+        method: 'POST',
+        path: '/v1/{account}/transfers',
+        risk: 'write',
+        constraints: { account: { in: 'body', field: 'account', op: 'eq' }, owner: { in: 'query', field: 'Owner', op: 'eq' } },
+      };
+      const run = (granted: Record<string, unknown>, pathParams: Record<string, string>) =>
+        checkConstraints(shadowed, granted, { pathParams, query: 'Owner=me', body: { account: 'acct_1' }, bodyNames: ['account'] });
+      expect(run({ account: 'acct_1' }, { account: 'acct_evil' }).failure).toMatchObject({ rule: 'constraint:account', reason: 'field_in_two_places' });
+      expect(run({ owner: 'me' }, { owner: 'x' }).failure).toMatchObject({ rule: 'constraint:owner', reason: 'field_in_two_places' });
+    });
+  });
+
   it('refuses a granted constraint the operation does not bind', () => {
     expect(checkConstraints(issues, { label: 'x' }, { pathParams: {}, query: '', body: undefined }).failure?.rule).toBe('constraint:label');
   });

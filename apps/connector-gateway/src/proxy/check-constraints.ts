@@ -68,20 +68,22 @@ function queryField(query: string, field: string): string | typeof MISSING | typ
 type Binding = NonNullable<ConnectorOperation['constraints']>[string];
 
 /**
- * Where else than its binding a constrained name is sent, if anywhere: a body field's
- * top-level name as a query parameter, or a query parameter's name as a top-level body
- * member (compared as {@link normalParameterName} reads names). Rails, Laravel, Flask and Rack
- * merge both into one set of parameters, one overriding the other, so the upstream could act
- * on the value the gateway did not check.
+ * Where else than its binding a constrained name is sent, if anywhere (names compared as
+ * {@link normalParameterName} reads them): a body field's top-level name, a query parameter's
+ * name or a path parameter's name found in another of the path, the query and the top-level
+ * body members. Rails, Laravel, Flask and Rack merge the query and the body into one set of
+ * parameters, one overriding the other; Rails, Sinatra and Spring's data binding merge the
+ * path's parameters into that set too (and some let the query or the body win), so the upstream
+ * could act on the value the gateway did not check.
  */
-function otherLocation(binding: Binding, request: ConstrainedRequest): 'query' | 'body' | undefined {
-  if (binding.in === 'body') {
-    const name = normalParameterName(binding.field.split('.')[0]);
-    for (const key of new URLSearchParams(request.query).keys()) if (normalParameterName(key) === name) return 'query';
-  } else if (binding.in === 'query') {
-    const name = normalParameterName(binding.field);
-    if ((request.bodyNames ?? []).some((key) => normalParameterName(key) === name)) return 'body';
+function otherLocation(binding: Binding, request: ConstrainedRequest): 'path' | 'query' | 'body' | undefined {
+  const name = normalParameterName(binding.in === 'body' ? binding.field.split('.')[0] : binding.field);
+  const same = (key: string) => normalParameterName(key) === name;
+  if (binding.in !== 'path' && Object.keys(request.pathParams).some(same)) return 'path';
+  if (binding.in !== 'query') {
+    for (const key of new URLSearchParams(request.query).keys()) if (same(key)) return 'query';
   }
+  if (binding.in !== 'body' && (request.bodyNames ?? []).some(same)) return 'body';
   return undefined;
 }
 
@@ -126,8 +128,8 @@ function withinBounds(binding: Binding, actual: unknown): boolean {
 /**
  * Checks every constraint of the grant, and every catalogue bound (`min`/`max`) of the
  * operation whatever the grant says, against the request as it will be forwarded. A
- * constraint the operation does not bind, a missing or repeated field, a field sent both in
- * the query and in the body, a type mismatch, a
+ * constraint the operation does not bind, a missing or repeated field, a field sent in two of
+ * the path, the query and the body, a type mismatch, a
  * value outside the grant or outside the catalogue's bounds fails, naming the rule. A number
  * whose text does not denote exactly the value compared (precision beyond a double, beyond
  * 2^53, exponent notation, `-0`) is `invalid`. Nothing is coerced beyond reading path and
@@ -150,7 +152,7 @@ export function checkConstraints(operation: ConnectorOperation, granted: Record<
         checked,
         failure: {
           rule: `constraint:${name}`,
-          description: `${binding.in} field ${binding.field} is also sent in the ${elsewhere} (some upstreams merge query and body parameters)`,
+          description: `${binding.in} field ${binding.field} is also sent in the ${elsewhere} (some upstreams merge path, query and body parameters)`,
           reason: 'field_in_two_places',
         },
       };
