@@ -249,6 +249,78 @@ describe('parser differentials', () => {
     });
   });
 
+  describe('a body the checks cannot read while a body constraint applies', () => {
+    /** Sends `body` as raw bytes with exactly the headers given (no content type unless named). */
+    const raw = (token: string, body: string, headers: Record<string, string> = {}) =>
+      http(`${services.gatewayUrl}/connectors/probe/v1/payouts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, ...headers },
+        body: new TextEncoder().encode(body),
+      });
+    const EVIL = '{"destination":"acct_evil","amount":99999999,"currency":"usd"}';
+    it.each([
+      ['XML', 'application/xml', '<payout><destination>acct_evil</destination><amount>99999999</amount></payout>'],
+      ['multipart', 'multipart/form-data; boundary=b', '--b\r\ncontent-disposition: form-data; name="destination"\r\n\r\nacct_evil\r\n--b--\r\n'],
+      ['text/plain holding JSON', 'text/plain', EVIL],
+      ['no content type', undefined, EVIL],
+      ['JSON in UTF-16 by its charset', 'application/json; charset=utf-16', EVIL],
+      ['JSON in latin1 by its charset', 'application/json; charset=iso-8859-1', EVIL],
+      ['application/x-json', 'application/x-json', EVIL],
+      ['text/json', 'text/json', EVIL],
+      ['a +json type outside application/', 'text/vnd.x+json', EVIL],
+      ['a json type with another parameter', 'application/json; charset=utf-8; profile=x', EVIL],
+    ])('refuses %s with 415, audited, nothing sent or spent', async (_name, type, body) => {
+      const token = await payout();
+      const response = await expectRefused(() => raw(token, body, type ? { 'content-type': type } : {}), 415, 'body_content_type');
+      expect(response.body.error_description).toMatch(/body constraint applies: the body must be application\/json/);
+      // The one use of the credential is still there for a body the checks can read.
+      await expectForwarded(() => raw(token, PAYOUT, { 'content-type': 'application/json' }), 201);
+    });
+
+    it('passes JSON as application/json with a UTF-8 charset, in any case, or as a +json type', async () => {
+      for (const type of ['application/json; charset=UTF-8', 'Application/JSON;charset="utf-8"', 'application/vnd.payouts+json']) {
+        await expectForwarded(async () => raw(await payout(), PAYOUT, { 'content-type': type }), 201);
+      }
+    });
+
+    it('refuses a payout without a body as missing its constrained fields', async () => {
+      const token = await payout();
+      const before = upstream.received.length;
+      const response = await gateway('POST', '/connectors/probe/v1/payouts', token);
+      expect(response.status).toBe(403);
+      expect(response.body).toMatchObject({ error: 'insufficient_scope', rule: 'constraint:destination' });
+      expect(upstream.received.length).toBe(before);
+    });
+  });
+
+  describe('body members read by lenient parsers where no body constraint applies', () => {
+    const items = () => credential({ actions: ['items.create'], constraints: { project: 'allowed' } });
+    const raw = (token: string, body: string, headers: Record<string, string> = {}) =>
+      http(`${services.gatewayUrl}/connectors/probe/v1/items?project=allowed`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, ...headers },
+        body: new TextEncoder().encode(body),
+      });
+
+    it.each([
+      ['a form without a content type (Rack reads a POST without one as a form)', 'project=evil&title=x', undefined],
+      ['JSON without a content type', '{"project":"evil"}', undefined],
+      ['JSON as text/plain (Flask get_json(force=True), Express json({type: "*/*"}))', '{"Project":"evil"}', 'text/plain'],
+      ['an XML element (Rails XML params)', '<item><project>evil</project></item>', 'application/xml'],
+    ])('refuses the query-bound project sent again as %s', async (_name, body, type) => {
+      await expectRefused(async () => raw(await items(), body, type ? { 'content-type': type } : {}), 403, 'field_in_two_places', 'constraint:project');
+    });
+
+    it('refuses _method in a form without a content type', async () => {
+      await expectRefused(async () => raw(await items(), '_method=DELETE&title=x'), 400, 'method_override');
+    });
+
+    it('passes a text body that is neither a form without a type nor a JSON object', async () => {
+      await expectForwarded(async () => raw(await items(), 'project: evil, in prose', { 'content-type': 'text/plain' }), 201);
+      await expectForwarded(async () => raw(await items(), '<item><title>x</title></item>', { 'content-type': 'application/xml' }), 201);
+    });
+  });
+
   describe('method overrides', () => {
     it('refuses a _method query parameter, in any case', async () => {
       for (const query of ['_method=DELETE', '_METHOD=DELETE', '_method%5B%5D=DELETE']) {

@@ -9,12 +9,12 @@ export class PayloadTooLargeError extends OAuthError {
   }
 }
 
-/** 415: a body the constraint engine cannot read, while a body constraint applies. */
+/** 415: a body the constraint engine cannot read, while a body constraint applies; `reason` (audited) says why. */
 export class UnsupportedMediaTypeError extends OAuthError {
   readonly error = 'invalid_request' as const;
   readonly status = 415;
-  constructor(description: string) {
-    super(description);
+  constructor(description: string, reason: 'body_content_type' | 'body_content_encoding') {
+    super(description, { reason });
   }
 }
 

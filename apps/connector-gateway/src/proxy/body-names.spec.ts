@@ -19,9 +19,22 @@ describe('bodyMemberNames', () => {
     expect(names('multipart/form-data; boundary=b', multipart)).toEqual(['amount', '_method']);
   });
 
-  it('reads nothing from other types, an empty body or no content type', () => {
+  it('reads form names and JSON keys without a content type (Rack reads a POST without one as a form)', () => {
+    expect(names(undefined, '_method=DELETE&a=1')).toEqual(['_method', 'a']);
+    expect(names(undefined, '{"_method":"x"}')).toEqual(['{"_method":"x"}', '_method']);
+  });
+
+  it('reads the keys of a JSON object sent as another type (parsers that force JSON), and XML element names', () => {
+    expect(names('text/plain', '{"project":"evil","nested":{"repo":"x"}}')).toEqual(['project', 'nested']);
+    expect(names('application/octet-stream', '{"project":"evil"}')).toEqual(['project']);
+    expect(names('application/xml', '<?xml version="1.0"?><hash><project>evil</project></hash>')).toEqual(['hash', 'project']);
+    expect(names('application/atom+xml', '<feed/>')).toEqual(['feed']);
+  });
+
+  it('reads nothing from other text, or an empty body', () => {
     expect(names('text/plain', '_method=DELETE')).toEqual([]);
-    expect(names(undefined, '{"_method":"x"}')).toEqual([]);
+    expect(names('text/plain', '["a"]')).toEqual([]);
     expect(names('application/json', '')).toEqual([]);
+    expect(names(undefined, '')).toEqual([]);
   });
 });

@@ -1,17 +1,23 @@
 /**
- * The names of a request body's top-level members as an upstream framework would read them
- * into its parameters (Rails, Laravel, Flask and Rack merge them with the query's):
+ * The names of a request body's top-level members as an upstream framework might read them
+ * into its parameters (Rails, Laravel, Flask and Rack merge them with the query's and the
+ * path's). Over-approximated, so that a name is never missed:
  * - JSON (`application/json`, `*+json`, any type naming json): the top-level object's keys;
  *   a body that is not valid JSON gives every string in it (a lenient parser might still
  *   read one as a key);
  * - `application/x-www-form-urlencoded`: its parameter names;
  * - `multipart/form-data`: every `name=` of a part's disposition (over-approximated by a scan
  *   of the whole body);
- * - anything else, or no content type: none (frameworks do not read it as parameters).
+ * - no content type: its form parameter names (Rack and Rails read a `POST` without one as a
+ *   form), and the keys of a JSON object;
+ * - XML (a type ending in `/xml` or `+xml`): every element name (Rails' XML params parser);
+ * - anything else (`text/plain`, `application/octet-stream`...): the keys of the body if it is
+ *   a JSON object (Flask's `get_json(force=True)`, Express's `json({type: '*\/*'})` parse
+ *   any type).
  */
 export function bodyMemberNames(contentType: string | undefined, body: Buffer): string[] {
-  if (body.length === 0 || !contentType) return [];
-  const type = contentType.split(';')[0].trim().toLowerCase();
+  if (body.length === 0) return [];
+  const type = (contentType ?? '').split(';')[0].trim().toLowerCase();
   if (type.includes('json')) {
     const text = body.toString('utf8');
     try {
@@ -27,7 +33,18 @@ export function bodyMemberNames(contentType: string | undefined, body: Buffer): 
     for (const match of body.toString('latin1').matchAll(/\bname\*?\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/gi)) names.push(match[1] ?? match[2]);
     return names;
   }
-  return [];
+  const text = body.toString('utf8');
+  if (type === '') return [...new URLSearchParams(text).keys(), ...jsonObjectKeys(text)];
+  if (type.endsWith('/xml') || type.endsWith('+xml')) return [...text.matchAll(/<\s*([^\s/>!?]+)/g)].map((match) => match[1]);
+  return jsonObjectKeys(text);
+}
+
+function jsonObjectKeys(text: string): string[] {
+  try {
+    return objectKeys(JSON.parse(text));
+  } catch {
+    return [];
+  }
 }
 
 /** The keys of a parsed JSON object (none for anything else). */

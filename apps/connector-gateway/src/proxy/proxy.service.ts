@@ -754,11 +754,19 @@ function parseJsonBody(req: Request, body: Buffer): { value: unknown; text: stri
   // body would be checked as one text and decoded by the upstream as another.
   const encoding = req.headers['content-encoding'];
   if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
-    throw new UnsupportedMediaTypeError('a body constraint applies: the body must not be content-encoded (no content-encoding, or identity)');
+    throw new UnsupportedMediaTypeError(
+      'a body constraint applies: the body must not be content-encoded (no content-encoding, or identity)',
+      'body_content_encoding',
+    );
   }
   const type = req.headers['content-type'] ?? '';
   if (!JSON_TYPE.test(type)) {
-    throw new UnsupportedMediaTypeError('a body constraint applies: the body must be application/json (UTF-8)');
+    // XML, forms, multipart, text, no type, another charset: the checks read JSON only, and a body
+    // they cannot read would let its constrained fields through unchecked.
+    throw new UnsupportedMediaTypeError(
+      'a body constraint applies: the body must be application/json or a +json type, in UTF-8 (content-type application/json)',
+      'body_content_type',
+    );
   }
   try {
     const text = utf8.decode(body);
