@@ -13,7 +13,7 @@ const BEARER_SECRET = 'sk_live_echo_7c1e9a42d0b35f';
 const HEADER_SECRET = 'hdr-key/9b2f+51e0a7c=';
 const CLIENT_SECRET = 'oauth-client-secret-3a9d77';
 
-const OPERATIONS = ['small', 'split', 'split-length', 'large', 'gzip', 'sse', 'plain'].map((name) => ({
+const OPERATIONS = ['small', 'split', 'split-length', 'large', 'gzip', 'sse', 'plain', 'encoded', 'range', 'partial'].map((name) => ({
   name: `echo.${name}`,
   method: 'GET',
   path: `/echo/${name}`,
@@ -128,6 +128,42 @@ describe('gateway: credentials echoed in upstream bodies', () => {
         response.writeHead(200, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(PLAIN_BODY)) });
         response.end(PLAIN_BODY);
       },
+      // The credential echoed URL-encoded (a redirect URL, a form) and base64-encoded inside longer texts, at each alignment.
+      'GET /echo/encoded': (request: ReceivedRequest, response: ServerResponse) => {
+        const value = text(request);
+        const lower = (encoded: string) => encoded.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase());
+        const body = JSON.stringify({
+          next: `https://app.example/cb?auth=${encodeURIComponent(value)}&x=1`,
+          form: lower(new URLSearchParams({ auth: value, x: '1' }).toString()),
+          base64: ['', 'a', 'ab'].map((before) => Buffer.from(`${before}authorization: ${value}\n`).toString('base64')),
+          base64url: ['', 'a', 'ab'].map((before) => Buffer.from(`${before}${value}`).toString('base64url')),
+        });
+        response.writeHead(200, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+        response.end(body);
+      },
+      // Honours Range: a slice of the echo would hold no whole occurrence of the credential.
+      'GET /echo/range': (request: ReceivedRequest, response: ServerResponse) => {
+        const body = Buffer.from(`debug: ${text(request)}\n`);
+        const range = /^bytes=(\d+)-(\d+)$/.exec(String(request.headers.range ?? ''));
+        if (!range) {
+          response.writeHead(200, { 'content-type': 'text/plain', 'accept-ranges': 'bytes', 'content-length': String(body.length) });
+          response.end(body);
+          return;
+        }
+        const [from, to] = [Number(range[1]), Math.min(Number(range[2]), body.length - 1)];
+        response.writeHead(206, {
+          'content-type': 'text/plain',
+          'content-range': `bytes ${from}-${to}/${body.length}`,
+          'content-length': String(to - from + 1),
+        });
+        response.end(body.subarray(from, to + 1));
+      },
+      // Answers a part although asked for none.
+      'GET /echo/partial': (request: ReceivedRequest, response: ServerResponse) => {
+        const body = Buffer.from(`debug: ${text(request)}\n`).subarray(10, 20);
+        response.writeHead(206, { 'content-type': 'text/plain', 'content-range': `bytes 10-19/99`, 'content-length': String(body.length) });
+        response.end(body);
+      },
       // An upstream that ignores Accept-Encoding: identity.
       'GET /echo/gzip': (request: ReceivedRequest, response: ServerResponse) => {
         const body = gzipSync(JSON.stringify({ seen_authorization: text(request) }));
@@ -182,7 +218,7 @@ describe('gateway: credentials echoed in upstream bodies', () => {
     for (const upstream of Object.values(upstreams)) await upstream.close();
   });
 
-  async function call(connector: ConnectorId, name: string, onData?: (soFar: Buffer) => void): Promise<RawResponse> {
+  async function call(connector: ConnectorId, name: string, onData?: (soFar: Buffer) => void, extra: Record<string, string> = {}): Promise<RawResponse> {
     const key = `${connector} ${name}`;
     if (!credentials.has(key)) {
       const details = [{ type: 'connector', connector, actions: [`echo.${name}`] }];
@@ -191,7 +227,7 @@ describe('gateway: credentials echoed in upstream bodies', () => {
       credentials.set(key, response.body.access_token);
     }
     lastCredential[connector] = credentials.get(key)!;
-    const headers = { authorization: `Bearer ${lastCredential[connector]}`, 'accept-encoding': 'gzip, br' };
+    const headers = { authorization: `Bearer ${lastCredential[connector]}`, 'accept-encoding': 'gzip, br', ...extra };
     return rawGet(`${services.gatewayUrl}/connectors/${connector}/echo/${name}`, headers, onData);
   }
 
@@ -257,6 +293,52 @@ describe('gateway: credentials echoed in upstream bodies', () => {
       for (let index = 0; index < LARGE_PIECES; index += 1) expected += `${String(index % 10).repeat(LARGE_FILLER + index)}${shown}`;
       expect(response.body.toString('utf8')).toBe(`${expected}end`);
       expect(await upstreamEvent(connector)).toMatchObject({ status: 200, redacted: LARGE_PIECES });
+    });
+
+    it('masks the credential echoed URL-encoded (upper and lower hex, + for space) and base64 at every alignment', async () => {
+      const response = await call(connector, 'encoded');
+      expect(response.status).toBe(200);
+      expectNoSecret(connector, response);
+      const body = JSON.parse(response.body.toString('utf8'));
+      for (const secret of secretsOf(connector)) {
+        const component = encodeURIComponent(secret);
+        const form = new URLSearchParams({ s: secret }).toString().slice(2);
+        for (const encoded of [component, form, component.toLowerCase(), form.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase())]) {
+          expect(response.body.includes(Buffer.from(encoded))).toBe(false);
+        }
+      }
+      expect(body.next).toMatch(/^https:\/\/app\.example\/cb\?auth=[^&]*\*{10,}&x=1$/);
+      expect(body.form).toMatch(/^auth=[^&]*\*{10,}&x=1$/);
+      const raw = secretsOf(connector)[0];
+      for (const [encoding, texts] of [
+        ['base64', body.base64],
+        ['base64url', body.base64url],
+      ] as const) {
+        for (const text of texts as string[]) {
+          expect(text).toMatch(/\*{10,}/);
+          // What is left cannot be decoded back into the credential (at most a few bits at each end survive).
+          expect(Buffer.from(text.replace(/\*/g, 'A'), encoding).toString('latin1')).not.toContain(raw.slice(1, -1));
+        }
+      }
+      expect(await upstreamEvent(connector)).toMatchObject({ status: 200, redacted: expect.any(Number) });
+    });
+
+    it('does not forward Range or If-Range with an injected credential: the whole echo comes back, masked', async () => {
+      const response = await call(connector, 'range', undefined, { range: 'bytes=10-14', 'if-range': '"v1"' });
+      expect(last(connector).headers.range).toBeUndefined();
+      expect(last(connector).headers['if-range']).toBeUndefined();
+      expect(response.status).toBe(200);
+      expectNoSecret(connector, response);
+      expect(response.body.toString('utf8')).toBe(`debug: ${masked(connector, last(connector))}\n`);
+      expect(await upstreamEvent(connector)).toMatchObject({ status: 200, redacted: 1 });
+    });
+
+    it('refuses a part (206) the upstream sent although asked for the whole body', async () => {
+      const response = await call(connector, 'partial');
+      expect(response.status).toBe(502);
+      expectNoSecret(connector, response);
+      expect(JSON.parse(response.body.toString('utf8'))).toMatchObject({ error: 'bad_gateway' });
+      expect(await upstreamEvent(connector)).toMatchObject({ status: 502, upstream_status: 206, error: 'bad_gateway', reason: 'upstream_partial_content' });
     });
 
     it('refuses a compressed body the upstream sent although asked for identity', async () => {

@@ -548,13 +548,27 @@ export class ProxyService {
     const secrets = [...new Set([...this.credentials.secretsOf(sealed), ...injected.filter((secret) => secret.length >= 8)])];
     const headers = agentResponseHeaders(response.headers, secrets);
     const encoding = secrets.length > 0 && mayHaveBody(req.method, response.statusCode) ? encodedBody(response.headers) : undefined;
-    if (encoding !== undefined) {
-      // Asked for identity, the upstream compressed anyway: a body that cannot be searched for the
-      // credential is not passed on. The request was sent: its budget reservation is kept.
+    // Asked for identity, the upstream compressed anyway; or asked for no range (Range is not
+    // forwarded with a credential), it sent a part: a body that cannot be searched for whole
+    // occurrences of the credential is not passed on. The request was sent: its budget
+    // reservation is kept.
+    const unreadable =
+      encoding !== undefined
+        ? {
+            description: 'the upstream answered with a compressed body, which the gateway does not pass on (it asks for identity)',
+            reason: 'upstream_content_encoding',
+            detail: { content_encoding: encoding },
+          }
+        : secrets.length > 0 && response.statusCode === 206
+          ? {
+              description: 'the upstream answered with a part of its body (206), which the gateway does not pass on (it asks for the whole body)',
+              reason: 'upstream_partial_content',
+              detail: {},
+            }
+          : undefined;
+    if (unreadable) {
       await response.body.dump().catch(() => undefined);
-      const refusal = new BadGatewayError('the upstream answered with a compressed body, which the gateway does not pass on (it asks for identity)', {
-        reason: 'upstream_content_encoding',
-      });
+      const refusal = new BadGatewayError(unreadable.description, { reason: unreadable.reason });
       await this.audit
         .record(
           this.event(call, 'gateway.upstream', 'failure', {
@@ -562,7 +576,7 @@ export class ProxyService {
             upstream_status: response.statusCode,
             error: refusal.error,
             reason: refusal.reason,
-            content_encoding: encoding,
+            ...unreadable.detail,
             upstream_latency_ms: elapsedMs(upstreamStarted),
           }),
         )

@@ -1,6 +1,16 @@
 import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, upstreamRequestHeaders } from './forward-headers';
 
 describe('upstreamRequestHeaders', () => {
+  it('drops Range and If-Range (any spelling) when a credential is injected, and keeps them otherwise', () => {
+    const incoming = { range: 'bytes=10-20', 'if-range': '"etag"', if_range: '"etag"', 'request-range': 'bytes=1-2', accept: '*/*' };
+    expect(upstreamRequestHeaders(incoming, { name: 'authorization', value: 'Bearer s' }, 0)).toEqual({
+      accept: '*/*',
+      'accept-encoding': 'identity',
+      authorization: 'Bearer s',
+    });
+    expect(upstreamRequestHeaders(incoming, undefined, 0)).toMatchObject({ range: 'bytes=10-20', 'if-range': '"etag"' });
+  });
+
   it('drops the agent credentials, cookies, hop-by-hop and override headers and injects the upstream credential', () => {
     const headers = upstreamRequestHeaders(
       {

@@ -15,6 +15,14 @@ const DROPPED_REQUEST = new Set([
   'accept-encoding',
 ]);
 
+/**
+ * Request headers dropped when a credential is injected: a byte range could cut an echo of the
+ * credential so that no whole form of it is in the reply, and the redactor only recognises
+ * whole ones. Without them the upstream sends the whole representation (`200`), as RFC 9110
+ * section 14.2 lets any server do with a `Range` it does not honour.
+ */
+const DROPPED_WITH_CREDENTIAL = new Set(['range', 'if-range', 'request-range']);
+
 /** Response headers never passed back to the agent. */
 const DROPPED_RESPONSE = new Set([...HOP_BY_HOP_HEADERS, 'set-cookie', 'set-cookie2', 'www-authenticate']);
 
@@ -52,7 +60,8 @@ function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>
  * The headers sent upstream: the agent's, minus its credentials, cookies, hop-by-hop,
  * routing and client-IP headers (`Forwarded`, `X-Forwarded-*`, `X-Original-URL`...) (and any the `Connection` header names), plus the injected credential.
  * `Accept-Encoding` is always `identity`: the gateway reads every response body for echoes of
- * the credential, which it cannot do in a compressed one.
+ * the credential, which it cannot do in a compressed one; for the same reason `Range` and
+ * `If-Range` are dropped when a credential is injected (a slice of an echo is not recognised).
  * Names are compared with `_` read as `-` (see {@link dashedHeaderName}): `x_forwarded_for`
  * and `x_api_key` are dropped as `x-forwarded-for` and a credential named `x-api-key` are.
  */
@@ -67,7 +76,7 @@ export function upstreamRequestHeaders(
   for (const [name, value] of Object.entries(incoming)) {
     const dashed = dashedHeaderName(name);
     if (value === undefined || DROPPED_REQUEST.has(dashed) || isRoutingHeader(dashed) || listed.has(dashed)) continue;
-    if (dashed === credentialName) continue;
+    if (dashed === credentialName || (credential && DROPPED_WITH_CREDENTIAL.has(dashed))) continue;
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   if (bodyLength > 0) headers['content-length'] = String(bodyLength);

@@ -144,8 +144,81 @@ describe('SecretRedactor', () => {
 });
 
 describe('redactionSecrets', () => {
+  function redact(secrets: string[], body: string): { text: string; count: number } {
+    const redactor = new SecretRedactor(redactionSecrets(secrets));
+    const text = Buffer.concat([redactor.push(Buffer.from(body, 'utf8')), redactor.flush()]).toString('utf8');
+    return { text, count: redactor.count };
+  }
+
   it('adds the JSON-escaped forms of a secret where they differ', () => {
     const forms = redactionSecrets(['ab/c"d', 'plain_token', 'plain_token', '']).map((form) => form.toString('utf8'));
-    expect(forms).toEqual(['ab/c"d', 'ab/c\\"d', 'ab\\/c\\"d', 'plain_token']);
+    expect(forms.slice(0, 3)).toEqual(['ab/c"d', 'ab/c\\"d', 'ab\\/c\\"d']);
+    expect(forms).toContain('plain_token');
+    expect(forms.filter((form) => form === 'plain_token')).toHaveLength(1);
+  });
+
+  describe('URL-encoded echoes', () => {
+    const SECRET = 'hdr-key/9b2f+51e 0a7c=~!(x)';
+    it.each([
+      ['encodeURIComponent', encodeURIComponent(SECRET)],
+      ['lower-case hex', encodeURIComponent(SECRET).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase())],
+      ['form encoding (+ for space)', new URLSearchParams({ k: SECRET }).toString().slice(2)],
+      [
+        'form encoding, lower-case hex',
+        new URLSearchParams({ k: SECRET })
+          .toString()
+          .slice(2)
+          .replace(/%[0-9A-F]{2}/g, (e) => e.toLowerCase()),
+      ],
+      ['RFC 3986 strict', encodeURIComponent(SECRET).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)],
+      ['PHP urlencode', 'hdr-key%2F9b2f%2B51e+0a7c%3D%7E%21%28x%29'],
+      ['encodeURI', encodeURI(SECRET)],
+    ])('masks the secret as %s, same length, in a query string and in JSON', (_name, encoded) => {
+      for (const body of [`https://app.example/cb?token=${encoded}&next=1`, JSON.stringify({ url: `/x?t=${encoded}` })]) {
+        const result = redact([SECRET], body);
+        expect(result.count).toBeGreaterThanOrEqual(1);
+        expect(Buffer.byteLength(result.text)).toBe(Buffer.byteLength(body));
+        expect(result.text).not.toContain(encoded);
+        expect(result.text).not.toContain(encoded.replaceAll('/', '\\/'));
+        expect(decodeURIComponent(result.text.replace(/\+/g, ' ').replace(/%(?![0-9a-f]{2})/gi, ''))).not.toContain(SECRET.slice(2, -2));
+      }
+    });
+  });
+
+  describe('base64 echoes', () => {
+    const SECRET = 'sk_live_4f9a1c7e';
+    /** The characters of `text` (base64 of `prefix` + secret + `suffix`) made of the secret's bits alone. */
+    const inner = (prefix: number, text: string) => text.slice(Math.ceil((8 * prefix) / 6), Math.floor((8 * (prefix + SECRET.length)) / 6));
+
+    it.each([0, 1, 2, 3, 4, 5])('masks the secret after %i bytes, in base64 and base64url, whatever follows it', (prefix) => {
+      for (const suffix of ['', 'x', 'xy', '"}\n']) {
+        for (const encoding of ['base64', 'base64url'] as const) {
+          const before = 'Bearer debug header: '.slice(0, prefix);
+          const text = Buffer.from(`${before}${SECRET}${suffix}`, 'utf8').toString(encoding);
+          const body = `{"echo":"${text}"}`;
+          const result = redact([SECRET], body);
+          expect(result.count).toBeGreaterThanOrEqual(1);
+          expect(result.text.length).toBe(body.length);
+          const shown = result.text.slice('{"echo":"'.length, -2);
+          // Every character carrying only the secret's bits is masked: at most the two mixed characters at its ends are left.
+          expect(inner(prefix, shown)).toMatch(/^\*+$/);
+          expect(Buffer.from(shown.replace(/\*/g, 'A'), encoding).toString('latin1')).not.toContain(SECRET.slice(1, -1));
+        }
+      }
+    });
+
+    it('masks a Basic credential id:secret and its PHP-escaped form', () => {
+      const basic = Buffer.from(`writ-gateway:${SECRET}`).toString('base64');
+      const escaped = JSON.stringify(basic).slice(1, -1).replaceAll('/', '\\/');
+      const result = redact([SECRET], `{"authorization":"Basic ${escaped}"}`);
+      expect(result.count).toBeGreaterThanOrEqual(1);
+      expect(result.text).toMatch(/^\{"authorization":"Basic [A-Za-z0-9+/\\]+\*{10,}[A-Za-z0-9+/=]*"\}$/);
+    });
+
+    it('leaves base64 text without the secret as it is, and short secrets without base64 forms', () => {
+      const other = Buffer.from('Bearer sk_live_00000000').toString('base64');
+      expect(redact([SECRET], other)).toEqual({ text: other, count: 0 });
+      expect(redactionSecrets(['abc']).map(String)).not.toContain(Buffer.from('abc').toString('base64'));
+    });
   });
 });

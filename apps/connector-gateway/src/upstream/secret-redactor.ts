@@ -3,19 +3,72 @@ const MASK = 0x2a;
 
 const EMPTY = Buffer.alloc(0);
 
+/** Shortest run of base64 characters taken as an echo of a secret: shorter runs would mask unrelated text. */
+const MIN_BASE64_RUN = 8;
+
 /**
- * The byte strings to mask in upstream bodies for a set of secret values: each value, and its
- * JSON-escaped forms where they differ (a `"` or `\` escaped, `/` written `\/` as PHP's
- * `json_encode` does), so that an upstream echoing the secret inside JSON text is caught too.
+ * The URL-encoded forms of a secret: `encodeURIComponent`, RFC 3986 strict (also `!'()*`),
+ * form encoding (`URLSearchParams`, PHP `urlencode`: space as `+`, `~` escaped or not),
+ * `encodeURI` (leaves `/`, `+`, `=`...), each with upper- and lower-case hex (`%2F`, `%2f`).
+ */
+function percentForms(value: string): string[] {
+  let component: string;
+  try {
+    component = encodeURIComponent(value);
+  } catch {
+    // A lone surrogate has no UTF-8 form to escape: no upstream can echo it URL-encoded.
+    return [];
+  }
+  const strict = component.replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  const form = new URLSearchParams([['', value]]).toString().slice(1);
+  const php = strict.replace(/%20/g, '+').replace(/~/g, '%7E');
+  const upper = [component, strict, form, php, encodeURI(value)];
+  return [...upper, ...upper.map((text) => text.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()))];
+}
+
+/**
+ * The base64 and base64url text of a secret wherever it lies in a longer encoded text (an
+ * upstream echoing `Authorization` inside a base64 blob, a Basic credential `id:secret`). Base64
+ * writes 3 bytes as 4 characters of 6 bits, so the secret's first byte falls at one of three
+ * alignments in its group; the characters at each end of the secret's run mix its bits with
+ * those of its neighbours, which vary, so they cannot be searched for. For each alignment the
+ * pattern is the run of characters made of the secret's bits alone: those are the same in
+ * every text that holds the secret at that alignment, and masking them masks the secret but
+ * for at most 4 bits at each end (in the mixed characters), never enough to guess it. Runs
+ * shorter than {@link MIN_BASE64_RUN} are left out, as they could match unrelated text.
+ */
+function base64Forms(value: string): string[] {
+  const bytes = Buffer.from(value, 'utf8');
+  const forms: string[] = [];
+  for (const offset of [0, 1, 2]) {
+    // Zero bytes stand for the unknown neighbours; only characters wholly inside the secret's bits are kept.
+    const text = Buffer.concat([Buffer.alloc(offset), bytes]).toString('base64');
+    const start = Math.ceil((8 * offset) / 6);
+    const end = Math.floor((8 * (offset + bytes.length)) / 6);
+    if (end - start < MIN_BASE64_RUN) continue;
+    const run = text.slice(start, end);
+    forms.push(run, run.replace(/\+/g, '-').replace(/\//g, '_'));
+  }
+  return forms;
+}
+
+/**
+ * The byte strings to mask in upstream bodies for a set of secret values: each value, its
+ * URL-encoded forms (see {@link percentForms}) and its base64/base64url forms at each alignment
+ * (see {@link base64Forms}), and the JSON-escaped forms of all of those where they differ (a
+ * `"` or `\` escaped, `/` written `\/` as PHP's `json_encode` does), so that an upstream echoing
+ * the secret inside JSON text, a query string, a form or an encoded blob is caught too.
  */
 export function redactionSecrets(values: readonly string[]): Buffer[] {
   const forms = new Set<string>();
   for (const value of values) {
     if (value.length === 0) continue;
-    forms.add(value);
-    const escaped = JSON.stringify(value).slice(1, -1);
-    forms.add(escaped);
-    forms.add(escaped.replaceAll('/', '\\/'));
+    for (const form of [value, ...percentForms(value), ...base64Forms(value)]) {
+      forms.add(form);
+      const escaped = JSON.stringify(form).slice(1, -1);
+      forms.add(escaped);
+      forms.add(escaped.replaceAll('/', '\\/'));
+    }
   }
   return [...forms].map((form) => Buffer.from(form, 'utf8'));
 }
