@@ -13,7 +13,7 @@ const BEARER_SECRET = 'sk_live_echo_7c1e9a42d0b35f';
 const HEADER_SECRET = 'hdr-key/9b2f+51e0a7c=';
 const CLIENT_SECRET = 'oauth-client-secret-3a9d77';
 
-const OPERATIONS = ['small', 'split', 'split-length', 'large', 'gzip', 'sse', 'plain', 'encoded', 'range', 'partial'].map((name) => ({
+const OPERATIONS = ['small', 'split', 'split-length', 'large', 'gzip', 'sse', 'plain', 'encoded', 'range', 'partial', 'redirect'].map((name) => ({
   name: `echo.${name}`,
   method: 'GET',
   path: `/echo/${name}`,
@@ -157,6 +157,15 @@ describe('gateway: credentials echoed in upstream bodies', () => {
           'content-length': String(to - from + 1),
         });
         response.end(body.subarray(from, to + 1));
+      },
+      // A redirect carrying the credential URL-encoded in its Location, and base64 in another header.
+      'GET /echo/redirect': (request: ReceivedRequest, response: ServerResponse) => {
+        response.writeHead(302, {
+          location: `https://app.example/cb?auth=${encodeURIComponent(text(request))}`,
+          'x-debug': Buffer.from(`seen ${text(request)}`).toString('base64'),
+          'x-kept': 'yes',
+        });
+        response.end();
       },
       // Answers a part although asked for none.
       'GET /echo/partial': (request: ReceivedRequest, response: ServerResponse) => {
@@ -331,6 +340,14 @@ describe('gateway: credentials echoed in upstream bodies', () => {
       expectNoSecret(connector, response);
       expect(response.body.toString('utf8')).toBe(`debug: ${masked(connector, last(connector))}\n`);
       expect(await upstreamEvent(connector)).toMatchObject({ status: 200, redacted: 1 });
+    });
+
+    it('drops response headers that carry the credential URL-encoded or in base64', async () => {
+      const response = await call(connector, 'redirect');
+      expect(response.status).toBe(302);
+      expect(response.headers.location).toBeUndefined();
+      expect(response.headers['x-debug']).toBeUndefined();
+      expect(response.headers['x-kept']).toBe('yes');
     });
 
     it('refuses a part (206) the upstream sent although asked for the whole body', async () => {

@@ -546,7 +546,12 @@ export class ProxyService {
       throw failure;
     }
     const secrets = [...new Set([...this.credentials.secretsOf(sealed), ...injected.filter((secret) => secret.length >= 8)])];
-    const headers = agentResponseHeaders(response.headers, secrets);
+    // Every form the body redactor masks (URL-encoded in a Location, base64...) also drops a header.
+    const forms = secrets.length > 0 ? redactionSecrets(secrets) : [];
+    const headers = agentResponseHeaders(
+      response.headers,
+      forms.map((form) => form.toString('utf8')),
+    );
     const encoding = secrets.length > 0 && mayHaveBody(req.method, response.statusCode) ? encodedBody(response.headers) : undefined;
     // Asked for identity, the upstream compressed anyway; or asked for no range (Range is not
     // forwarded with a credential), it sent a part: a body that cannot be searched for whole
@@ -602,7 +607,7 @@ export class ProxyService {
     let streamError: string | undefined;
     // Every occurrence of a secret in the body is masked with as many bytes as it has (so
     // Content-Length holds), last, on the bytes exactly as the agent gets them.
-    const redactor = secrets.length > 0 ? new SecretRedactor(redactionSecrets(secrets)) : undefined;
+    const redactor = forms.length > 0 ? new SecretRedactor(forms) : undefined;
     try {
       // MCP: tool lists are cut to the granted tools (JSON read whole, SSE event by event).
       const body = checked.mcp ? await mcpResponseBody(response.body, headers, checked.mcp) : response.body;
