@@ -195,7 +195,10 @@ export class ConnectedAccounts {
 
   /**
    * The provider's redirect back to Writ: finds the attempt by `state` (once), checks the
-   * browser cookie, redeems the code with the PKCE verifier, and stores the user's tokens.
+   * browser cookie, redeems the code with the PKCE verifier, and stores the user's tokens. A
+   * provider that refuses the code is a `400`; one that cannot be reached, times out or answers
+   * `5xx`/`429` is a `503` (`upstream_unavailable`) that ends the attempt: the state is spent
+   * either way, and the user needs a new connect link.
    */
   async completeCallback(
     callbackUrl: URL,
@@ -240,12 +243,23 @@ export class ConnectedAccounts {
     } catch (error) {
       const failure = error instanceof UpstreamOAuthError ? error : new UpstreamOAuthError('invalid_response', 'the code could not be redeemed', false);
       await this.audit.record(
-        this.event('connection.connect_failed', 'failure', { type: 'anonymous' }, link.connector_id, user, {
+        this.event('connection.connect_failed', failure.refused ? 'failure' : 'error', { type: 'anonymous' }, link.connector_id, user, {
           error: failure.code,
           error_description: failure.message,
+          ...(failure.refused ? {} : { retry: 'new_link' }),
         }),
       );
-      throw new ConnectedAccountError('connect_failed', `the provider did not connect the account: ${failure.message}`, 400);
+      if (failure.refused) throw new ConnectedAccountError('connect_failed', `the provider did not connect the account: ${failure.message}`, 400);
+      // The provider's outage is not the user's fault (503), but the attempt is over: the code
+      // may have been redeemed before the answer was lost, and a code sent twice is a replay
+      // the provider should answer by revoking what it issued (RFC 6749 section 4.1.2). As
+      // Keycloak's and Auth0's brokers do, the user starts again, with a new connect link.
+      throw new ConnectedAccountError(
+        'upstream_unavailable',
+        'the provider could not be reached to finish connecting the account, and nothing was connected. ' +
+          'This connect link is used up: ask for a new connect link and try again in a little while',
+        503,
+      );
     }
     const sealed = this.seal(link.connector_id, credential, user, {
       access_token: tokens.accessToken,

@@ -10,6 +10,9 @@ import { TooManyRequestsError } from '@writ/oauth';
 import { connectionFailure, ConnectionRefusedError } from './connection-errors';
 import { CreateConnectLinkDto } from './create-connect-link.dto';
 
+/** `Retry-After` on the callback's page when the provider could not be reached (a person reads it, not a client). */
+const PROVIDER_RETRY_AFTER_SECONDS = 30;
+
 const PAGE = (title: string, text: string) =>
   `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body><h1>${title}</h1><p>${text}</p></body></html>`;
 
@@ -141,6 +144,8 @@ export class ConnectFlowController {
       response.status(429).type('html').send(PAGE('Not connected', 'Too many failed attempts from this address: try again later.'));
       return;
     }
+    // The provider (or the database) is unavailable: the user is told to come back, not that they erred.
+    if (failure.status === 503) response.setHeader('retry-after', String(PROVIDER_RETRY_AFTER_SECONDS));
     response
       .status(failure.status)
       .type('html')
