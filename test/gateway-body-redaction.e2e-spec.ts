@@ -137,6 +137,7 @@ describe('gateway: credentials echoed in upstream bodies', () => {
           form: lower(new URLSearchParams({ auth: value, x: '1' }).toString()),
           base64: ['', 'a', 'ab'].map((before) => Buffer.from(`${before}authorization: ${value}\n`).toString('base64')),
           base64url: ['', 'a', 'ab'].map((before) => Buffer.from(`${before}${value}`).toString('base64url')),
+          html: `<p>${value.replace(/[/=]/g, (c) => `&#x${c.charCodeAt(0).toString(16).toUpperCase()};`)}</p>`,
         });
         response.writeHead(200, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
         response.end(body);
@@ -318,6 +319,7 @@ describe('gateway: credentials echoed in upstream bodies', () => {
       }
       expect(body.next).toMatch(/^https:\/\/app\.example\/cb\?auth=[^&]*\*{10,}&x=1$/);
       expect(body.form).toMatch(/^auth=[^&]*\*{10,}&x=1$/);
+      expect(body.html).toMatch(/^<p>[^*]*\*{10,}<\/p>$/);
       const raw = secretsOf(connector)[0];
       for (const [encoding, texts] of [
         ['base64', body.base64],

@@ -185,6 +185,39 @@ describe('redactionSecrets', () => {
     });
   });
 
+  describe('echoes in other text encodings', () => {
+    const SECRET = 'tok/9b+2f=<x>&\'"é';
+    it.each([
+      ['HTML-escaped (escape-html)', SECRET.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;')],
+      ['HTML-escaped, OWASP style (/, = as entities)', 'tok&#x2F;9b+2f&#x3D;&lt;x&gt;&amp;&#39;&quot;é'],
+      [
+        'JSON as Go writes it (<>& as \\u00XX)',
+        JSON.stringify(SECRET)
+          .slice(1, -1)
+          .replace(/[<>&]/g, (c) => `\\u00${c.charCodeAt(0).toString(16)}`),
+      ],
+      ['JSON as Python writes it (non-ASCII as \\uXXXX)', '\\u00e9'],
+    ])('masks the secret %s', (_name, encoded) => {
+      const full = encoded.startsWith('\\u00e9') ? JSON.stringify(SECRET).slice(1, -1).replace('é', '\\u00e9') : encoded;
+      const body = `<p>Authorization: ${full}</p>`;
+      const result = redact([SECRET], body);
+      expect(result.count).toBeGreaterThanOrEqual(1);
+      expect(result.text).toBe(`<p>Authorization: ${'*'.repeat(Buffer.byteLength(full))}</p>`);
+    });
+
+    it('masks the secret in a UTF-16 body (LE and BE), same length', () => {
+      for (const encode of [(text: string) => Buffer.from(text, 'utf16le'), (text: string) => Buffer.from(text, 'utf16le').swap16()]) {
+        const body = encode(`{"echo":"${SECRET}"}`);
+        const redactor = new SecretRedactor(redactionSecrets([SECRET]));
+        const out = Buffer.concat([redactor.push(body.subarray(0, 21)), redactor.push(body.subarray(21)), redactor.flush()]);
+        expect(out.length).toBe(body.length);
+        expect(out.includes(encode(SECRET))).toBe(false);
+        // An ASCII run of one byte order also matches the other shifted by a byte: masked a byte wider, never less.
+        expect(redactor.count).toBeGreaterThanOrEqual(1);
+      }
+    });
+  });
+
   describe('base64 echoes', () => {
     const SECRET = 'sk_live_4f9a1c7e';
     /** The characters of `text` (base64 of `prefix` + secret + `suffix`) made of the secret's bits alone. */

@@ -52,25 +52,44 @@ function base64Forms(value: string): string[] {
   return forms;
 }
 
+const HTML_ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+/**
+ * Text forms of one string as JSON and HTML encoders write it: JSON-escaped (`\"`, `\\`),
+ * `<>&` as `\u00XX` (Go's `encoding/json`), non-ASCII as `\uXXXX` (Python's `json.dumps`),
+ * both, `/` as `\/` with non-ASCII escaped or not (PHP's `json_encode`); HTML-escaped (`&amp;`,
+ * `&quot;`, `&#39;`; also `/`, `=` and `` ` `` as OWASP-style encoders do, for an error page
+ * quoting a header).
+ */
+function textForms(form: string): string[] {
+  const escaped = JSON.stringify(form).slice(1, -1);
+  const unicode = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+  const go = escaped.replace(/[<>&\u2028\u2029]/g, unicode);
+  const python = escaped.replace(/[\u0080-\uffff]/g, unicode);
+  const ascii = go.replace(/[\u0080-\uffff]/g, unicode);
+  const html = form.replace(/[&<>"']/g, (c) => HTML_ENTITIES[c]);
+  const strictHtml = html.replace(/[/=`]/g, (c) => `&#x${c.charCodeAt(0).toString(16).toUpperCase()};`);
+  const php = (text: string) => text.replaceAll('/', '\\/');
+  return [form, escaped, php(escaped), go, python, php(python), ascii, php(ascii), html, strictHtml];
+}
+
 /**
  * The byte strings to mask in upstream bodies for a set of secret values: each value, its
  * URL-encoded forms (see {@link percentForms}) and its base64/base64url forms at each alignment
- * (see {@link base64Forms}), and the JSON-escaped forms of all of those where they differ (a
- * `"` or `\` escaped, `/` written `\/` as PHP's `json_encode` does), so that an upstream echoing
- * the secret inside JSON text, a query string, a form or an encoded blob is caught too.
+ * (see {@link base64Forms}), each as JSON and HTML text would hold it (see {@link textForms}),
+ * and the value in UTF-16 (LE and BE, a body in that charset), so that an upstream echoing the
+ * secret inside JSON, an HTML page, a query string, a form or an encoded blob is caught too.
  */
 export function redactionSecrets(values: readonly string[]): Buffer[] {
   const forms = new Set<string>();
+  const wide: Buffer[] = [];
   for (const value of values) {
     if (value.length === 0) continue;
-    for (const form of [value, ...percentForms(value), ...base64Forms(value)]) {
-      forms.add(form);
-      const escaped = JSON.stringify(form).slice(1, -1);
-      forms.add(escaped);
-      forms.add(escaped.replaceAll('/', '\\/'));
-    }
+    for (const form of [value, ...percentForms(value), ...base64Forms(value)]) for (const text of textForms(form)) forms.add(text);
+    const le = Buffer.from(value, 'utf16le');
+    wide.push(le, Buffer.from(le).swap16());
   }
-  return [...forms].map((form) => Buffer.from(form, 'utf8'));
+  return [...[...forms].map((form) => Buffer.from(form, 'utf8')), ...wide];
 }
 
 /**
