@@ -1,3 +1,4 @@
+import { gzipSync } from 'node:zlib';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { createTask, exchangeFields, World } from './support/grant-flow';
@@ -309,6 +310,33 @@ describe('parser differentials', () => {
       ['an XML element (Rails XML params)', '<item><project>evil</project></item>', 'application/xml'],
     ])('refuses the query-bound project sent again as %s', async (_name, body, type) => {
       await expectRefused(async () => raw(await items(), body, type ? { 'content-type': type } : {}), 403, 'field_in_two_places', 'constraint:project');
+    });
+
+    it('refuses the project in a multipart part named with an escape or in RFC 5987 form', async () => {
+      for (const disposition of ['name="pro\\ject"', 'name="%70roject"', "name*=UTF-8''%70roject"]) {
+        const body = `--b\r\ncontent-disposition: form-data; ${disposition}\r\n\r\nevil\r\n--b--\r\n`;
+        await expectRefused(
+          async () => raw(await items(), body, { 'content-type': 'multipart/form-data; boundary=b' }),
+          403,
+          'field_in_two_places',
+          'constraint:project',
+        );
+      }
+    });
+
+    it('refuses a compressed body beside a constrained query (its names cannot be read), and passes one without constraints', async () => {
+      const gzipped = gzipSync('project=evil&title=x');
+      const send = (token: string, path: string) =>
+        http(`${services.gatewayUrl}${path}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': 'gzip' },
+          body: new Uint8Array(gzipped),
+        });
+      const response = await expectRefused(async () => send(await items(), '/connectors/probe/v1/items?project=allowed'), 415, 'body_content_encoding');
+      expect(response.body.error_description).toMatch(/content-encoded/);
+      const refund = await credential({ actions: ['payouts.refund'] });
+      const received = await expectForwarded(() => send(refund, '/connectors/probe/v1/payouts/po_1/refund'), 404);
+      expect(received.headers['content-encoding']).toBe('gzip');
     });
 
     it('refuses _method in a form without a content type', async () => {

@@ -19,6 +19,13 @@ describe('bodyMemberNames', () => {
     expect(names('multipart/form-data; boundary=b', multipart)).toEqual(['amount', '_method']);
   });
 
+  it('reads a multipart name as escaped, percent-encoded or in RFC 5987 form', () => {
+    const part = (disposition: string) => `--b\r\nContent-Disposition: form-data; ${disposition}\r\n\r\nx\r\n--b--`;
+    expect(names('multipart/form-data; boundary=b', part('name="pro\\ject"'))).toContain('project');
+    expect(names('multipart/form-data; boundary=b', part('name="%70roject"'))).toContain('project');
+    expect(names('multipart/form-data; boundary=b', part("name*=UTF-8''%70roject"))).toContain('project');
+  });
+
   it('reads form names and JSON keys without a content type (Rack reads a POST without one as a form)', () => {
     expect(names(undefined, '_method=DELETE&a=1')).toEqual(['_method', 'a']);
     expect(names(undefined, '{"_method":"x"}')).toEqual(['{"_method":"x"}', '_method']);

@@ -30,13 +30,32 @@ export function bodyMemberNames(contentType: string | undefined, body: Buffer): 
   if (type === 'application/x-www-form-urlencoded') return [...new URLSearchParams(body.toString('utf8')).keys()];
   if (type.startsWith('multipart/')) {
     const names: string[] = [];
-    for (const match of body.toString('latin1').matchAll(/\bname\*?\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/gi)) names.push(match[1] ?? match[2]);
+    for (const match of body.toString('latin1').matchAll(/\bname(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/gi)) {
+      names.push(...partNames(match[2] ?? match[3], match[1] === '*'));
+    }
     return names;
   }
   const text = body.toString('utf8');
   if (type === '') return [...new URLSearchParams(text).keys(), ...jsonObjectKeys(text)];
   if (type.endsWith('/xml') || type.endsWith('+xml')) return [...text.matchAll(/<\s*([^\s/>!?]+)/g)].map((match) => match[1]);
   return jsonObjectKeys(text);
+}
+
+/**
+ * A multipart part's name as parsers may read it: as written, with quoted-pair backslashes
+ * removed, percent-decoded (as browsers escape `"` in names), and for `name*=` the RFC 5987
+ * value (`UTF-8''...` decoded).
+ */
+function partNames(raw: string, extended: boolean): string[] {
+  const unescaped = raw.replace(/\\(.)/g, '$1');
+  const names = [raw, unescaped];
+  const value = extended ? unescaped.replace(/^[^']*'[^']*'/, '') : unescaped;
+  try {
+    names.push(decodeURIComponent(value));
+  } catch {
+    names.push(value);
+  }
+  return [...new Set(names)];
 }
 
 function jsonObjectKeys(text: string): string[] {

@@ -1,5 +1,5 @@
 import type { ConnectorOperation } from '@writ/database';
-import { checkConstraints, needsBody } from './check-constraints';
+import { checkConstraints, hasConstraints, needsBody } from './check-constraints';
 
 const payout: ConnectorOperation = {
   name: 'payouts.create',
@@ -226,5 +226,15 @@ describe('checkConstraints', () => {
     expect(needsBody(payout, grant)).toBe(true);
     expect(needsBody(issues, { repo: 'x' })).toBe(false);
     expect(needsBody(payout, undefined)).toBe(false);
+  });
+});
+
+describe('hasConstraints', () => {
+  it('is true with a granted constraint or a catalogue bound, false with neither', () => {
+    expect(hasConstraints(issues, { repo: 'writ' })).toBe(true);
+    expect(hasConstraints(issues, {})).toBe(false);
+    expect(hasConstraints(issues, undefined)).toBe(false);
+    const bounded: ConnectorOperation = { ...payout, constraints: { amount: { in: 'body', field: 'amount', op: 'lte', max: 10 } } };
+    expect(hasConstraints(bounded, undefined)).toBe(true);
   });
 });

@@ -218,3 +218,12 @@ export function needsBody(operation: ConnectorOperation, granted: Record<string,
     Object.values(constraints).some((binding) => binding.in === 'body' && isBounded(binding))
   );
 }
+
+/**
+ * True when the call has anything to check: a granted constraint, or a catalogue bound. Its
+ * body must then be readable as sent, even when no constraint reads the body: an upstream
+ * merging body parameters with the query's or the path's must not find a checked name there.
+ */
+export function hasConstraints(operation: ConnectorOperation, granted: Record<string, unknown> | undefined): boolean {
+  return Object.keys(granted ?? {}).length > 0 || Object.values(operation.constraints ?? {}).some(isBounded);
+}

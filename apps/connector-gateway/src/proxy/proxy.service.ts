@@ -37,7 +37,7 @@ import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, upstreamRequ
 import { redactionSecrets, SecretRedactor } from '../upstream/secret-redactor';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
 import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
-import { checkConstraints, CheckedConstraint, needsBody } from './check-constraints';
+import { checkConstraints, CheckedConstraint, hasConstraints, needsBody } from './check-constraints';
 import { CredentialState, GrantStateRepository, SpendVerdict } from '@writ/grants';
 import { CredentialCache } from './credential-cache';
 import { SpendForecast } from './spend-forecast';
@@ -237,6 +237,14 @@ export class ProxyService {
       throw new InsufficientScopeError(`operation ${operation.name} is not granted by this credential`, { rule: 'action' });
     }
     const body = await (call.body ??= readBody(req, this.config.gatewayBodyLimit));
+    // A compressed body's parameter names cannot be read, and an upstream that decompresses
+    // requests (ASP.NET's RequestDecompression, a proxy in front) could merge them with the query's.
+    if (body.length > 0 && contentEncoded(req) && hasConstraints(operation, detail.constraints)) {
+      throw new UnsupportedMediaTypeError(
+        'a constraint applies: the body must not be content-encoded (no content-encoding, or identity)',
+        'body_content_encoding',
+      );
+    }
     const parsed = needsBody(operation, detail.constraints) ? parseJsonBody(req, body) : undefined;
     const bodyNames = parsed ? objectKeys(parsed.value) : bodyMemberNames(req.headers['content-type'], body);
     if (bodyNames.some((name) => normalParameterName(name) === METHOD_PARAMETER)) {
@@ -766,13 +774,18 @@ function prematureClose(): Error {
   return Object.assign(new Error('the agent closed the connection before the response was sent'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
 
+/** Whether the request body is sent with a `Content-Encoding` other than `identity`. */
+function contentEncoded(req: Request): boolean {
+  const encoding = req.headers['content-encoding'];
+  return encoding !== undefined && encoding.trim().toLowerCase() !== 'identity';
+}
+
 /** The body as JSON (its value and its text, to read numbers as written), or `undefined` when there is none. */
 function parseJsonBody(req: Request, body: Buffer): { value: unknown; text: string } | undefined {
   if (body.length === 0) return undefined;
   // The bytes are checked as they came and forwarded with their Content-Encoding: an encoded
   // body would be checked as one text and decoded by the upstream as another.
-  const encoding = req.headers['content-encoding'];
-  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+  if (contentEncoded(req)) {
     throw new UnsupportedMediaTypeError(
       'a body constraint applies: the body must not be content-encoded (no content-encoding, or identity)',
       'body_content_encoding',
