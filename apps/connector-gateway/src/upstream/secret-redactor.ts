@@ -81,15 +81,44 @@ function textForms(form: string): string[] {
  * secret inside JSON, an HTML page, a query string, a form or an encoded blob is caught too.
  */
 export function redactionSecrets(values: readonly string[]): Buffer[] {
-  const forms = new Set<string>();
-  const wide: Buffer[] = [];
+  const forms = new Set<Buffer>();
   for (const value of values) {
     if (value.length === 0) continue;
-    for (const form of [value, ...percentForms(value), ...base64Forms(value)]) for (const text of textForms(form)) forms.add(text);
-    const le = Buffer.from(value, 'utf16le');
-    wide.push(le, Buffer.from(le).swap16());
+    for (const form of formsOf(value)) forms.add(form);
   }
-  return [...[...forms].map((form) => Buffer.from(form, 'utf8')), ...wide];
+  return dedupe([...forms]);
+}
+
+/**
+ * The forms of each secret already computed (~50 µs each, on every call otherwise). Bounded,
+ * and dropped whole when full (rotated user tokens come and go); it holds nothing the
+ * credential caches beside it do not hold already.
+ */
+const FORMS = new Map<string, Buffer[]>();
+const FORMS_HELD = 1_024;
+
+function formsOf(value: string): Buffer[] {
+  const known = FORMS.get(value);
+  if (known) return known;
+  const texts = new Set<string>();
+  for (const form of [value, ...percentForms(value), ...base64Forms(value)]) for (const text of textForms(form)) texts.add(text);
+  const le = Buffer.from(value, 'utf16le');
+  const forms = [...[...texts].map((text) => Buffer.from(text, 'utf8')), le, Buffer.from(le).swap16()];
+  if (FORMS.size >= FORMS_HELD) FORMS.clear();
+  FORMS.set(value, forms);
+  return forms;
+}
+
+/** Byte strings without repeats (two secrets may share a form). */
+function dedupe(forms: Buffer[]): Buffer[] {
+  if (forms.length < 2) return forms;
+  const seen = new Set<string>();
+  return forms.filter((form) => {
+    const key = form.toString('latin1');
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 /**
