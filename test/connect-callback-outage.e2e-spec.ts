@@ -116,6 +116,40 @@ describe('connect callback: the provider down or refusing', () => {
     expect(provider.received.length).toBe(before + 1);
   });
 
+  it.each(['temporarily_unavailable', 'server_error'])(
+    'the provider sends the browser back with error=%s: a 503 page, no token request, start again',
+    async (error) => {
+      const subject = `user-redirect-${error}`;
+      const { callback, cookie } = await startConnecting(subject);
+      const url = new URL(callback);
+      url.searchParams.delete('code');
+      url.searchParams.set('error', error);
+      url.searchParams.set('error_description', PROVIDER_BODY);
+      const before = provider.received.length;
+      const page = await fetch(url, { headers: { cookie } });
+      const text = await page.text();
+      expect(page.status).toBe(503);
+      expect(page.headers.get('retry-after')).toBe('30');
+      expect(text).toMatch(/ask for a new connect link/);
+      expect(text).not.toContain(PROVIDER_BODY);
+      expect(provider.received.length).toBe(before);
+      expect(await failures(subject)).toEqual([
+        expect.objectContaining({ outcome: 'error', data: expect.objectContaining({ error: 'upstream_unavailable' }) }),
+      ]);
+    },
+  );
+
+  it('the provider sends the browser back with error=access_denied: a 400 page', async () => {
+    const { callback, cookie } = await startConnecting('user-denied');
+    const url = new URL(callback);
+    url.searchParams.delete('code');
+    url.searchParams.set('error', 'access_denied');
+    const page = await fetch(url, { headers: { cookie } });
+    expect(page.status).toBe(400);
+    expect(page.headers.get('retry-after')).toBeNull();
+    expect(await page.text()).toMatch(/refused the authorization: access_denied/);
+  });
+
   it('the provider refuses the code (invalid_grant): a 400 page, no Retry-After, nothing stored', async () => {
     behaviour = 'invalid_grant';
     const { callback, cookie } = await startConnecting('user-refused');

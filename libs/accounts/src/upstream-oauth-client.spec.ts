@@ -66,6 +66,13 @@ describe('UpstreamOAuthClient.refresh against a real token endpoint', () => {
     expect(error).toMatchObject({ refused: false, code: 'upstream_unavailable' });
   });
 
+  it.each(['temporarily_unavailable', 'server_error'])('reads a 400 %s as the endpoint unavailable (RFC 6749 outage codes)', async (code) => {
+    answer = json(400, `{"error":"${code}","error_description":"internal trace 9f"}`);
+    const error = await client.refresh(credential, 'rt', ['read']).catch((e: unknown) => e);
+    expect(error).toMatchObject({ refused: false, code: 'upstream_unavailable' });
+    expect((error as Error).message).not.toContain('internal trace');
+  });
+
   it('still reads a 400 invalid_grant as a refused grant', async () => {
     answer = json(400, '{"error":"invalid_grant"}');
     const error = await client.refresh(credential, 'rt', ['read']).catch((e: unknown) => e);

@@ -163,6 +163,13 @@ export class UpstreamOAuthClient {
   }
 }
 
+/**
+ * RFC 6749 error codes that say the provider itself is in trouble (section 4.1.2.1:
+ * `server_error`, `temporarily_unavailable`), whatever the status: never a refusal of the
+ * grant (which would mark a user's connection broken for good).
+ */
+const OUTAGE_CODES: ReadonlySet<string> = new Set(['server_error', 'temporarily_unavailable']);
+
 /** The upstream's error, described without anything it echoed back (which could hold a token). */
 function describe(error: unknown): UpstreamOAuthError {
   if (error instanceof UpstreamOAuthError) return error;
@@ -174,10 +181,14 @@ function describe(error: unknown): UpstreamOAuthError {
   }
   if (error instanceof oauth.ResponseBodyError) {
     const code = /^[\x21-\x7e]{1,64}$/.test(error.error) ? error.error : 'invalid_response';
+    if (OUTAGE_CODES.has(code)) return new UpstreamOAuthError('upstream_unavailable', `the upstream OAuth endpoint answered ${code}`, false);
     const description = typeof error.error_description === 'string' ? error.error_description.replace(/[^\x20-\x7e]/g, '').slice(0, 200) : '';
     return new UpstreamOAuthError(code, `the upstream answered ${code}${description ? `: ${description}` : ''}`, true);
   }
   if (error instanceof oauth.AuthorizationResponseError) {
+    if (OUTAGE_CODES.has(error.error)) {
+      return new UpstreamOAuthError('upstream_unavailable', `the provider could not authorize right now (${error.error})`, false);
+    }
     return new UpstreamOAuthError(error.error.slice(0, 64), `the provider refused the authorization: ${error.error}`, true);
   }
   const cause = (error as { cause?: { code?: string } }).cause;
