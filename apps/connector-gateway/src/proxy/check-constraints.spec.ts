@@ -137,6 +137,12 @@ describe('checkConstraints', () => {
       expect(checkConstraints(issues, grantIssues, request('repos=x&owner=evil', ['title', 'owner'])).failure).toBeUndefined();
     });
 
+    it('refuses a path-bound name that another parameter of the template spells differently ({Repo} and {repo})', () => {
+      const twice: ConnectorOperation = { ...issues, path: '/repos/{Repo}/x/{repo}', constraints: { repo: { in: 'path', field: 'repo', op: 'eq' } } };
+      const result = checkConstraints(twice, grantIssues, { pathParams: { Repo: 'evil', repo: 'writ' }, query: '', body: undefined });
+      expect(result.failure).toMatchObject({ rule: 'constraint:repo', reason: 'field_in_two_places' });
+    });
+
     it('refuses a query- or body-bound name that is also a parameter of the path template', () => {
       const shadowed: ConnectorOperation = {
         name: 'shadowed',

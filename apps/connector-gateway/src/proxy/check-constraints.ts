@@ -79,7 +79,8 @@ type Binding = NonNullable<ConnectorOperation['constraints']>[string];
 function otherLocation(binding: Binding, request: ConstrainedRequest): 'path' | 'query' | 'body' | undefined {
   const name = normalParameterName(binding.in === 'body' ? binding.field.split('.')[0] : binding.field);
   const same = (key: string) => normalParameterName(key) === name;
-  if (binding.in !== 'path' && Object.keys(request.pathParams).some(same)) return 'path';
+  // A path-bound name also under another parameter of the template read as the same (`{Repo}` and `{repo}`).
+  if (Object.keys(request.pathParams).some((key) => (binding.in !== 'path' || key !== binding.field) && same(key))) return 'path';
   if (binding.in !== 'query') {
     for (const key of new URLSearchParams(request.query).keys()) if (same(key)) return 'query';
   }
