@@ -99,3 +99,4 @@ export {
   type JsonInputOptions,
   type JsonInputProblem,
 } from './json/json-input';
+export { canonicalDecimal, numberTextIsExact } from './json/exact-decimal';

@@ -1,3 +1,5 @@
+import { canonicalDecimal } from '@writ/oauth';
+
 /**
  * Numbers as the gateway checks them and as the upstream reads them. `JSON.parse` turns
  * `30000.000000000000001` into `30000`: checked against `lte 30000` it passes, and an upstream
@@ -8,21 +10,6 @@
 const PLAIN_DECIMAL = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?$/;
 /** Anything that looks like a number in some parser (JSON numbers, exponents, leading zeros, a plus sign). */
 const NUMBER_LIKE = /^[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?$/;
-
-/** `digits` × 10^`exponent`, with no leading or trailing zero digits (zero is `0e0`). */
-function canonicalDecimal(text: string): string {
-  const match = /^(\d+)(?:\.(\d+))?(?:e([-+]?\d+))?$/i.exec(text);
-  if (!match) return text;
-  const fraction = match[2] ?? '';
-  let digits = (match[1] + fraction).replace(/^0+/, '');
-  let exponent = Number(match[3] ?? 0) - fraction.length;
-  if (digits === '') return '0e0';
-  while (digits.endsWith('0')) {
-    digits = digits.slice(0, -1);
-    exponent += 1;
-  }
-  return `${digits}e${exponent}`;
-}
 
 /**
  * Why the number text `raw` (a JSON number token, a path segment or a query value) does not

@@ -27,7 +27,7 @@ describe('parseJsonInput', () => {
     '"\ud83d\ude00"',
     '"\\ud83d\\ude00"',
     '{"a":{"b":{"c":[[],{}]}}}',
-    '[9007199254740993, 1e308, 5e-324]',
+    '[9007199254740992, 1e308, 5e-324, 600.0, 6e2, 0.1]',
   ])('parses %s exactly as JSON.parse does', (text) => {
     expect(parseJsonInput(text)).toEqual(JSON.parse(text));
   });
@@ -84,6 +84,17 @@ describe('parseJsonInput', () => {
   it('refuses numbers that overflow', () => {
     expect(problemOf('{"ttl_seconds":1e400}')).toMatchObject({ path: 'ttl_seconds', reason: 'number_out_of_range' });
     expect(problemOf('[-1e999]')).toMatchObject({ path: '[0]', reason: 'number_out_of_range' });
+  });
+
+  it.each([
+    ['{"amount_max":9007199254740993}', 'amount_max', '9007199254740992'],
+    ['{"a":[1,-9007199254740993]}', 'a[1]', '-9007199254740992'],
+    ['{"ttl_seconds":1e-400}', 'ttl_seconds', '0'],
+    ['{"x":{"y":0.30000000000000001}}', 'x.y', '0.3'],
+  ])('refuses %s: the number it reads as is another one', (text, path, readAs) => {
+    const problem = problemOf(text);
+    expect(problem).toMatchObject({ path, reason: 'inexact_number' });
+    expect(problem?.problem).toBe(`is a number that cannot be kept exactly (it would read as ${readAs})`);
   });
 
   it('limits nesting without recursing deeper than the limit', () => {

@@ -1,4 +1,5 @@
 import { safeToken } from '../util/safe-description';
+import { numberTextIsExact } from './exact-decimal';
 
 /**
  * How deep JSON may nest, by default, wherever Writ reads JSON from a caller (admin and Tasks
@@ -29,7 +30,8 @@ export class JsonInputError extends Error {
 }
 
 /** Stable reasons of a {@link JsonInputError}. */
-export type JsonInputProblem = 'syntax' | 'too_deep' | 'duplicate_key' | 'forbidden_key' | 'lone_surrogate' | 'nul_character' | 'number_out_of_range';
+export type JsonInputProblem =
+  'syntax' | 'too_deep' | 'duplicate_key' | 'forbidden_key' | 'lone_surrogate' | 'nul_character' | 'number_out_of_range' | 'inexact_number';
 
 /** Options of {@link parseJsonInput} and {@link findJsonInputProblem}. */
 export interface JsonInputOptions {
@@ -68,9 +70,10 @@ export function jsonPath(parent: string, key: string | number): string {
  * and other components would read differently or not at all: a key repeated in one object
  * (parsers disagree on which wins), the keys `__proto__`, `constructor` and `prototype`,
  * lone UTF-16 surrogates (escaped `\ud800`; not Unicode, and refused by PostgreSQL), numbers
- * that overflow to infinity (`1e400`), nesting deeper than `maxDepth`, and, with `forbidNul`,
- * U+0000. Everything else parses exactly as `JSON.parse` would. Recursion is bounded by
- * `maxDepth`, so hostile nesting cannot overflow the stack.
+ * that overflow to infinity (`1e400`) or that a double cannot hold exactly (`9007199254740993`
+ * reads as ...992, `1e-400` as 0), nesting deeper than `maxDepth`, and, with `forbidNul`, U+0000.
+ * Everything else parses exactly as `JSON.parse` would. Recursion is bounded by `maxDepth`, so
+ * hostile nesting cannot overflow the stack.
  */
 export function parseJsonInput(text: string, options: JsonInputOptions = {}): unknown {
   return new Parser(text, options).parseDocument();
@@ -182,6 +185,10 @@ class Parser {
     this.index += match[0].length;
     const value = Number(match[0]);
     if (!Number.isFinite(value)) throw new JsonInputError(path, 'is a number out of range', 'number_out_of_range');
+    // Read as a double, the number would be checked, stored and audited as another one.
+    if (!numberTextIsExact(match[0], value)) {
+      throw new JsonInputError(path, `is a number that cannot be kept exactly (it would read as ${String(value)})`, 'inexact_number');
+    }
     return value;
   }
 
