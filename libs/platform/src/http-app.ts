@@ -7,6 +7,7 @@ import type { Server } from 'node:http';
 import { DirectRoute, inOrder, Middleware, serveDirect, UNROUTABLE_TARGETS } from './direct-route';
 import { WritExceptionFilter } from './http-exception.filter';
 import { InFlightGate } from './in-flight-gate';
+import { refuseRepeatedHeaders } from './repeated-headers';
 import { requestLog } from './request-log';
 import { runWithRequestContext } from './request-context';
 import { tracingEnabled, tracingMiddleware } from './tracing';
@@ -91,6 +92,8 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
     res.setHeader('Cache-Control', 'no-store');
     next();
   });
+  // A repeated Authorization or Content-Type is read as its first copy by Node, maybe as its last elsewhere.
+  common.push(refuseRepeatedHeaders);
   const commonLayer = inOrder(common);
   app.use(commonLayer);
   options.configure?.(app);

@@ -18,3 +18,4 @@ export * from './in-flight-gate';
 export * from './metrics';
 export * from './request-context';
 export * from './tracing';
+export * from './repeated-headers';

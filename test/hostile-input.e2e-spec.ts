@@ -1,0 +1,283 @@
+import * as net from 'node:net';
+import { clientAuthFields } from '@writ/testing';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
+import { http, postForm, TestResponse, tokenRequest } from './support/oauth-client';
+import { setConnectorCredential } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+const SECRET = 'sk_live_hostile_input_5e1d';
+const PAYOUT = '{"destination":"acct_1","amount":42000,"currency":"usd"}';
+
+/** The status line and body of a request written byte for byte (fetch cannot repeat a header). */
+function rawRequest(url: string, head: string[], body = ''): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => {
+      const lines = [...head, `Host: ${hostname}:${port}`, `Content-Length: ${Buffer.byteLength(body)}`, 'Connection: close'];
+      socket.write(`${lines.join('\r\n')}\r\n\r\n${body}`);
+    });
+    let data = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (data += chunk));
+    socket.on('end', () => resolve({ status: Number(data.split(' ')[1]), body: data.slice(data.indexOf('\r\n\r\n') + 4) }));
+    socket.on('error', reject);
+  });
+}
+
+/**
+ * Hostile encodings and input shapes that earlier passes left open: a form body in another
+ * charset than UTF-8, single-valued headers sent twice (Node keeps the first, others the last),
+ * and numbers that a double cannot hold (checked, stored and audited as another number).
+ */
+describe('hostile input', () => {
+  let services: TestServices;
+  let world: World;
+  let upstream: MockUpstream;
+  let tasks: string;
+
+  beforeAll(async () => {
+    upstream = await startPaymentsUpstream(SECRET);
+    services = await startTestServices({ admin: createAdminApp, gateway: createGatewayApp });
+    world = await seedWorld(services.runtime.pool, upstream.url);
+    await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
+    tasks = await tasksToken(services, world.orchestrator);
+  });
+  afterAll(async () => {
+    await services.close();
+    await upstream.close();
+  });
+
+  const count = async (sql: string) => Number((await services.runtime.pool.query<{ n: string }>(sql)).rows[0].n);
+  const json = (method: string, url: string, body: string | Buffer, token: string) =>
+    http(url, { method, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body });
+  const taskBody = (allowed: unknown, extra = '') =>
+    `{"agent_id":"agent-1","purpose":"pay INV-42","ttl_seconds":600,"allowed":${typeof allowed === 'string' ? allowed : JSON.stringify(allowed)}${extra}}`;
+  const credential = async () => {
+    const task = await createTask(services, world.orchestrator);
+    const response = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
+    expect(response.status).toBe(200);
+    return response.body.access_token as string;
+  };
+
+  describe('an OAuth form body is UTF-8 (RFC 6749 Appendix B)', () => {
+    // Fails without the fix: the body was read as UTF-8 whatever its declared charset, and a token issued.
+    it.each(['utf-16', 'iso-8859-1', 'windows-1252'])('refuses a token request declared in charset %s, and issues nothing', async (charset) => {
+      const task = await createTask(services, world.orchestrator);
+      const before = await count('SELECT count(*) AS n FROM access_tokens');
+      const fields = { ...exchangeFields(task.task_token, PAYOUT_REQUEST), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) };
+      const response = await postForm(`${services.issuer}/oauth2/token`, fields, { 'content-type': `application/x-www-form-urlencoded; charset=${charset}` });
+      expect(response.status).toBe(400);
+      expect(response.body).toEqual({ error: 'invalid_request', error_description: `unsupported charset "${charset}": the form body must be UTF-8` });
+      expect(await count('SELECT count(*) AS n FROM access_tokens')).toBe(before);
+    });
+
+    it('refuses it at introspection and revocation too, and still reads charset=UTF-8', async () => {
+      const auth = await clientAuthFields(world.agent.id, world.agent.key, services.issuer);
+      for (const endpoint of ['introspect', 'revoke']) {
+        const refused = await postForm(
+          `${services.issuer}/oauth2/${endpoint}`,
+          { token: 'x', ...auth },
+          { 'content-type': 'application/x-www-form-urlencoded;charset=utf-16le' },
+        );
+        expect([endpoint, refused.status, refused.body.error]).toEqual([endpoint, 400, 'invalid_request']);
+      }
+      const fresh = await clientAuthFields(world.agent.id, world.agent.key, services.issuer);
+      const accepted = await postForm(
+        `${services.issuer}/oauth2/introspect`,
+        { token: 'x', ...fresh },
+        { 'content-type': 'application/x-www-form-urlencoded; charset=UTF-8' },
+      );
+      expect(accepted.status).toBe(200);
+      expect(accepted.body).toEqual({ active: false });
+    });
+  });
+
+  describe('a single-valued header sent twice is refused, not read as its first copy', () => {
+    // Each fails without the fix: Node kept the first copy and the request went through.
+    it('two Authorization headers at the Tasks API: 400 naming the header, no task stored', async () => {
+      const before = await count('SELECT count(*) AS n FROM tasks');
+      const response = await rawRequest(
+        services.issuer,
+        ['POST /v1/tasks HTTP/1.1', `Authorization: Bearer ${tasks}`, 'Authorization: Bearer forged', 'Content-Type: application/json'],
+        taskBody(PAYOUT_ALLOWED),
+      );
+      expect(response.status).toBe(400);
+      expect(JSON.parse(response.body)).toEqual({ error: 'invalid_request', error_description: 'the authorization header is sent more than once' });
+      expect(await count('SELECT count(*) AS n FROM tasks')).toBe(before);
+    });
+
+    it('two Content-Type headers at the gateway: 400, and nothing is forwarded', async () => {
+      const token = await credential();
+      const forwarded = upstream.received.length;
+      const response = await rawRequest(
+        services.gatewayUrl,
+        ['POST /connectors/payments/v1/payouts HTTP/1.1', `Authorization: Bearer ${token}`, 'Content-Type: application/json', 'Content-Type: text/plain'],
+        PAYOUT,
+      );
+      expect(response.status).toBe(400);
+      expect(JSON.parse(response.body)).toMatchObject({ error: 'invalid_request', error_description: 'the content-type header is sent more than once' });
+      expect(upstream.received.length).toBe(forwarded);
+    });
+
+    it('two Authorization headers at the gateway, and two DPoP headers at the token endpoint', async () => {
+      const token = await credential();
+      const forwarded = upstream.received.length;
+      const gateway = await rawRequest(
+        services.gatewayUrl,
+        ['POST /connectors/payments/v1/payouts HTTP/1.1', `Authorization: Bearer ${token}`, 'Authorization: Bearer other', 'Content-Type: application/json'],
+        PAYOUT,
+      );
+      expect(gateway.status).toBe(400);
+      expect(upstream.received.length).toBe(forwarded);
+      const form = new URLSearchParams({
+        grant_type: 'client_credentials',
+        scope: 'tasks',
+        ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, services.issuer)),
+      });
+      const dpop = await rawRequest(
+        services.issuer,
+        ['POST /oauth2/token HTTP/1.1', 'Content-Type: application/x-www-form-urlencoded', 'DPoP: a.b.c', 'DPoP: d.e.f'],
+        form.toString(),
+      );
+      expect(dpop.status).toBe(400);
+      expect(JSON.parse(dpop.body)).toEqual({ error: 'invalid_request', error_description: 'the dpop header is sent more than once' });
+    });
+
+    it('two Authorization headers at the admin API: 400', async () => {
+      const response = await rawRequest(services.adminUrl, [
+        'GET /v1/agents HTTP/1.1',
+        `Authorization: Bearer ${services.adminToken}`,
+        'Authorization: Bearer x',
+      ]);
+      expect(response.status).toBe(400);
+    });
+
+    it('still serves the same requests with each header once, and repeated list-valued headers', async () => {
+      const response = await rawRequest(
+        services.gatewayUrl,
+        [
+          'POST /connectors/payments/v1/payouts HTTP/1.1',
+          `Authorization: Bearer ${await credential()}`,
+          'Content-Type: application/json',
+          'Accept: application/json',
+          'Accept: */*',
+        ],
+        PAYOUT,
+      );
+      expect(response.status).toBe(201);
+    });
+  });
+
+  describe('a number is kept as it was sent, or refused', () => {
+    // Each fails without the fix: the number was rounded to a double, then checked, stored and audited.
+    it('refuses a task constraint past 2^53, naming the member, and stores nothing', async () => {
+      const before = await count('SELECT count(*) AS n FROM tasks');
+      const allowed = JSON.stringify(PAYOUT_ALLOWED).replace('50000', '9007199254740993');
+      const response = await json('POST', `${services.issuer}/v1/tasks`, taskBody(allowed), tasks);
+      expect(response.status).toBe(400);
+      expect(response.body.fields).toEqual([
+        { field: 'allowed[0].constraints.amount_max', message: 'is a number that cannot be kept exactly (it would read as 9007199254740992)' },
+      ]);
+      expect(await count('SELECT count(*) AS n FROM tasks')).toBe(before);
+    });
+
+    it('refuses an underflow and excess precision in metadata and ttl_seconds', async () => {
+      const metadata = await json('POST', `${services.issuer}/v1/tasks`, taskBody(PAYOUT_ALLOWED, ',"metadata":{"ratio":0.30000000000000001}'), tasks);
+      expect(metadata.status).toBe(400);
+      expect(metadata.body.fields).toEqual([{ field: 'metadata.ratio', message: 'is a number that cannot be kept exactly (it would read as 0.3)' }]);
+      const ttl = await json('POST', `${services.issuer}/v1/tasks`, taskBody(PAYOUT_ALLOWED).replace('"ttl_seconds":600', '"ttl_seconds":1e-400'), tasks);
+      expect(ttl.status).toBe(400);
+      expect(ttl.body.fields).toEqual([{ field: 'ttl_seconds', message: 'is a number that cannot be kept exactly (it would read as 0)' }]);
+    });
+
+    it('refuses it in authorization_details, naming the member, and issues nothing', async () => {
+      const task = await createTask(services, world.orchestrator);
+      const before = await count('SELECT count(*) AS n FROM access_tokens');
+      const details = JSON.stringify(PAYOUT_REQUEST).replace('42000', '42000.000000000000001');
+      const response = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, details));
+      expect(response.status).toBe(400);
+      expect(response.body).toEqual({
+        error: 'invalid_authorization_details',
+        error_description: 'authorization_details[0].constraints.amount_max is a number that cannot be kept exactly (it would read as 42000)',
+      });
+      expect(await count('SELECT count(*) AS n FROM access_tokens')).toBe(before);
+    });
+
+    it('refuses it in an admin body', async () => {
+      const response = await json('POST', `${services.adminUrl}/v1/policies/evaluate`, '{"input":{"amount":18446744073709551617}}', services.adminToken);
+      expect(response.status).toBe(400);
+      expect(response.body.fields).toEqual([
+        { field: 'input.amount', message: 'is a number that cannot be kept exactly (it would read as 18446744073709552000)' },
+      ]);
+    });
+
+    it('still accepts numbers a double holds exactly, in any notation JSON allows', async () => {
+      const allowed = JSON.stringify(PAYOUT_ALLOWED).replace('50000', '5.0e4');
+      const response = await json(
+        'POST',
+        `${services.issuer}/v1/tasks`,
+        taskBody(allowed, ',"metadata":{"ratio":0.3,"max":9007199254740991}').replace('600', '600.0'),
+        tasks,
+      );
+      expect(response.status).toBe(201);
+      const stored = await http(`${services.issuer}/v1/tasks/${response.body.task_id}`, { headers: { authorization: `Bearer ${tasks}` } });
+      expect(stored.body.allowed[0].constraints.amount_max).toBe(50000);
+    });
+  });
+
+  // Regression guards: these passed before this suite, on paths no other suite attacks.
+  describe('other hostile shapes (guards)', () => {
+    it('a body with an encoded lone surrogate (ED A0 80) is a 400 naming the body', async () => {
+      const [head, tail] = taskBody(PAYOUT_ALLOWED).split('INV-42');
+      const response = await json(
+        'POST',
+        `${services.issuer}/v1/tasks`,
+        Buffer.concat([Buffer.from(head), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from(tail)]),
+        tasks,
+      );
+      expect(response.status).toBe(400);
+      expect(response.body.fields).toEqual([{ field: 'body', message: 'is not valid UTF-8' }]);
+    });
+
+    it('authorization_details with a byte order mark or a trailing NUL is not JSON', async () => {
+      const task = await createTask(services, world.orchestrator);
+      for (const details of [`\ufeff${JSON.stringify(PAYOUT_REQUEST)}`, `${JSON.stringify(PAYOUT_REQUEST)}\u0000`]) {
+        const response = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, details));
+        expect(response.body).toEqual({ error: 'invalid_authorization_details', error_description: 'authorization_details is not valid JSON' });
+      }
+    });
+
+    it('a query parameter repeated at the admin API is named, not merged', async () => {
+      const response = await http(`${services.adminUrl}/v1/agents?limit=1&limit=2`, { headers: { authorization: `Bearer ${services.adminToken}` } });
+      expect(response.status).toBe(400);
+      expect([...new Set((response.body.fields as Array<{ field: string }>).map((entry) => entry.field))]).toEqual(['limit']);
+    });
+
+    it('introspection of a token holding NUL or a lone surrogate is inactive, never a 500', async () => {
+      for (const token of ['a\u0000b', '\ud800x', 'x'.repeat(30_000)]) {
+        const response = await postForm(`${services.issuer}/oauth2/introspect`, {
+          token,
+          ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)),
+        });
+        expect(response.status).toBe(200);
+        expect(response.body).toEqual({ active: false });
+      }
+    });
+
+    it('the connect callback answers 400 to repeated, array and NUL state, never a 500', async () => {
+      for (const query of ['state=a&state=b&code=c', 'state[]=a&code=c', 'state=%00&code=c', 'state=%ED%A0%80&code=c']) {
+        const response: TestResponse = await http(`${services.issuer}/connect/callback?${query}`);
+        expect([query, response.status]).toEqual([query, 400]);
+      }
+    });
+
+    it('the audit chain still verifies after all of it', async () => {
+      const response = await http(`${services.adminUrl}/v1/audit/verify`, { headers: { authorization: `Bearer ${services.adminToken}` } });
+      expect(response.status).toBe(200);
+      expect(response.body.valid).toBe(true);
+    });
+  });
+});
