@@ -55,6 +55,19 @@ describe('classifyMcpRequest', () => {
     expect(() => classifyMcpRequest('POST', message, TOOLS, ['transfer'])).toThrow(InvalidRequestError);
   });
 
+  it('renders a hostile method or tool name printable in the refusal (it reaches the agent, the challenge and the audit log)', () => {
+    const hostile = 'x\r\nSet-Cookie: a=b\u0000\u202e\ud800';
+    for (const message of [{ jsonrpc: '2.0', method: hostile }, call({ name: hostile })]) {
+      expect(() => classifyMcpRequest('POST', message, TOOLS, ['transfer'])).toThrow(InsufficientScopeError);
+      try {
+        classifyMcpRequest('POST', message, TOOLS, ['transfer']);
+      } catch (error) {
+        expect((error as InsufficientScopeError).description).toMatch(/ x\?\?Set-Cookie: a=b\?\?\?( |$)/);
+        expect((error as InsufficientScopeError).description).toMatch(/^[\x20-\x7e]+$/);
+      }
+    }
+  });
+
   it('refuses a body on GET or DELETE, and other HTTP methods', () => {
     expect(() => classifyMcpRequest('GET', {}, TOOLS, ['transfer'])).toThrow(InvalidRequestError);
     expect(() => classifyMcpRequest('PUT', call({ name: 'transfer' }), TOOLS, ['transfer'])).toThrow(InvalidRequestError);

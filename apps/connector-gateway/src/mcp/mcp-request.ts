@@ -1,5 +1,5 @@
 import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
-import { InsufficientScopeError, InvalidRequestError } from '@writ/oauth';
+import { InsufficientScopeError, InvalidRequestError, safeToken } from '@writ/oauth';
 
 /** What the gateway decided about one request to an `mcp` connector. */
 export interface McpCall {
@@ -86,7 +86,7 @@ export function classifyMcpRequest(
   if (typeof method !== 'string') throw new InvalidRequestError('the JSON-RPC method must be a string', { reason: 'mcp_not_jsonrpc' });
   if (FREE_METHODS.has(method) || method.startsWith('notifications/')) return { method, spends: false, granted };
   if (method !== 'tools/call') {
-    throw new InsufficientScopeError(`the MCP method ${method.slice(0, 64)} is not available through the gateway (only tools are granted)`, {
+    throw new InsufficientScopeError(`the MCP method ${safeToken(method)} is not available through the gateway (only tools are granted)`, {
       rule: 'mcp_method',
     });
   }
@@ -97,7 +97,7 @@ export function classifyMcpRequest(
     throw new InvalidRequestError('tools/call params.arguments must be an object', { reason: 'mcp_arguments' });
   }
   const tool = tools.find((entry) => entry.name === name);
-  if (!tool) throw new InsufficientScopeError(`the connector has no tool ${name.slice(0, 128)}`, { rule: 'operation' });
+  if (!tool) throw new InsufficientScopeError(`the connector has no tool ${safeToken(name, 128)}`, { rule: 'operation' });
   if (!actions.includes(tool.name)) throw new InsufficientScopeError(`tool ${tool.name} is not granted by this credential`, { rule: 'action' });
   return { method, tool: boundToBody(tool), spends: true, granted };
 }
