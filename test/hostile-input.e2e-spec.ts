@@ -228,6 +228,26 @@ describe('hostile input', () => {
     });
   });
 
+  describe('a client assertion jti is stored as it was checked', () => {
+    // Fails without the fix: the first was accepted and its jti stored as U+FFFD by PostgreSQL,
+    // so the second (another jti) was refused as its replay.
+    it('refuses a jti holding a lone surrogate (invalid_client), and stores none', async () => {
+      for (const jti of ['run-\ud800', 'run-\udbff']) {
+        const response = await postForm(`${services.issuer}/oauth2/token`, {
+          grant_type: 'client_credentials',
+          scope: 'tasks',
+          ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, services.issuer, { claims: { jti } })),
+        });
+        expect(response.status).toBe(401);
+        expect(response.body).toEqual({
+          error: 'invalid_client',
+          error_description: 'client assertion jti must be a non-empty string of at most 256 characters',
+        });
+      }
+      expect(await count("SELECT count(*) AS n FROM client_assertion_jtis WHERE jti LIKE 'run-%'")).toBe(0);
+    });
+  });
+
   // Regression guards: these passed before this suite, on paths no other suite attacks.
   describe('other hostile shapes (guards)', () => {
     it('a body with an encoded lone surrogate (ED A0 80) is a 400 naming the body', async () => {

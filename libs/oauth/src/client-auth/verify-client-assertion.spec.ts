@@ -260,6 +260,8 @@ describe('verifyClientAssertion: attacks', () => {
     ['longer than 256 characters', 'j'.repeat(257)],
     ['with a NUL character', 'abc\u0000def'],
     ['with a line break', 'abc\ndef'],
+    // Stored as U+FFFD by PostgreSQL: another jti than the one checked, and equal to every other one.
+    ['with a lone surrogate', 'abc\ud800def'],
   ])('refuses a jti %s', async (_label, jti) => {
     await expectReason(sign(es256, { jti }), 'assertion_jti');
   });

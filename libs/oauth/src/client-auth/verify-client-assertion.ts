@@ -23,6 +23,7 @@ import {
   MAX_ASSERTION_LENGTH,
   type ClientAssertionSigningAlg,
 } from './client-assertion.constants';
+import { hasLoneSurrogate } from '../json/json-input';
 import { rsaModulusBits } from '../util/rsa-modulus-bits';
 import { clientAuthenticationFailed, type ClientAuthFailureReason } from './client-auth-failure';
 import { verifyJwsSignature } from './verify-jws-signature';
@@ -263,7 +264,8 @@ export async function verifyClientAssertion(options: VerifyClientAssertionOption
   }
   if (typeof payload.iat === 'number' && payload.iat > nowSeconds + tolerance) throw fail('assertion_iat');
   const { jti } = payload;
-  if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_ASSERTION_JTI_LENGTH || /[\u0000-\u001f\u007f]/.test(jti)) throw fail('assertion_jti');
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_ASSERTION_JTI_LENGTH || /[\u0000-\u001f\u007f]/.test(jti) || hasLoneSurrogate(jti))
+    throw fail('assertion_jti');
 
   return {
     clientId,

@@ -67,6 +67,7 @@ describe('verifyDpopProof', () => {
     ['a private jwk', async () => proof({}, { jwk: { ...publicJwk, d: 'AAAA' } }), 'dpop_jwk_private'],
     ['a signature by another key', async () => proof({}, {}, otherKey), 'dpop_signature'],
     ['no jti', async () => proof({ jti: undefined }), 'dpop_jti'],
+    ['a jti with a lone surrogate', async () => proof({ jti: 'abc\udc00' }), 'dpop_jti'],
     ['another method', async () => proof({ htm: 'GET' }), 'dpop_htm'],
     ['another URL', async () => proof({ htu: 'https://gateway.example/connectors/other/v1/payouts' }), 'dpop_htu'],
     ['an old iat', async () => proof({ iat: NOW - 301 }), 'dpop_iat'],

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { calculateJwkThumbprint, decodeProtectedHeader, importJWK, jwtVerify } from 'jose';
 import { PRIVATE_JWK_MEMBERS } from '../client-auth/validate-client-jwks';
 import { InvalidDpopProofError } from '../errors/oauth-errors';
+import { hasLoneSurrogate } from '../json/json-input';
 
 /** Proof algorithms accepted (asymmetric only), as `dpop_signing_alg_values_supported`. */
 export const DPOP_SIGNING_ALGS = Object.freeze(['ES256', 'ES384', 'ES512', 'EdDSA', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'] as const);
@@ -83,7 +84,8 @@ export async function verifyDpopProof(proof: string | string[] | undefined, expe
     return fail('the DPoP proof signature is not valid', 'dpop_signature');
   }
   const { jti, htm, htu, iat, ath } = payload;
-  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256 || /[\u0000-\u001f\u007f]/.test(jti)) fail('the DPoP proof needs a jti', 'dpop_jti');
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256 || /[\u0000-\u001f\u007f]/.test(jti) || hasLoneSurrogate(jti))
+    fail('the DPoP proof needs a jti', 'dpop_jti');
   if (htm !== expect.method) fail('the DPoP proof is for another method', 'dpop_htm');
   if (typeof htu !== 'string' || normaliseUrl(htu) === undefined || normaliseUrl(htu) !== normaliseUrl(expect.url))
     fail('the DPoP proof is for another URL', 'dpop_htu');
