@@ -93,6 +93,18 @@ describe('hostile input', () => {
       expect(accepted.status).toBe(200);
       expect(accepted.body).toEqual({ active: false });
     });
+    // Fails without the fix: the first charset (utf-8) was taken and the task stored.
+    it('refuses a JSON body naming two charsets, even when the first says UTF-8', async () => {
+      const before = await count('SELECT count(*) AS n FROM tasks');
+      const response = await http(`${services.issuer}/v1/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset=utf-8; charset=utf-16', authorization: `Bearer ${tasks}` },
+        body: taskBody(PAYOUT_ALLOWED),
+      });
+      expect(response.status).toBe(415);
+      expect(response.body).toEqual({ error: 'invalid_request', error_description: 'unsupported charset "utf-8, utf-16": JSON bodies are UTF-8' });
+      expect(await count('SELECT count(*) AS n FROM tasks')).toBe(before);
+    });
   });
 
   describe('a single-valued header sent twice is refused, not read as its first copy', () => {

@@ -3,6 +3,7 @@ import express from 'express';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { DEFAULT_MAX_JSON_DEPTH, JsonInputError, parseJsonInput } from '@writ/oauth';
 import { ValidationFailedError } from './http-exception.filter';
+import { contentTypeCharset, declaresUtf8 } from './request-values';
 
 /** Options of {@link strictJsonBody}. */
 export interface StrictJsonBodyOptions {
@@ -56,9 +57,9 @@ function notJson(req: Request): UnsupportedMediaTypeException {
 }
 
 function parse(req: Request, next: NextFunction, options: StrictJsonBodyOptions): void {
-  const charset = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase();
-  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
-    next(new UnsupportedMediaTypeException(`unsupported charset "${charset.replace(/[^\x21-\x7e]/g, '?').slice(0, 32)}": JSON bodies are UTF-8`));
+  if (!declaresUtf8(req.headers['content-type'])) {
+    const charset = contentTypeCharset(req.headers['content-type']) ?? '';
+    next(new UnsupportedMediaTypeException(`unsupported charset "${charset.replace(/[^\x20-\x7e]/g, '?').slice(0, 32)}": JSON bodies are UTF-8`));
     return;
   }
   const bytes = req.body as Buffer;

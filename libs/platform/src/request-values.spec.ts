@@ -1,4 +1,4 @@
-import { isIsoInstant, isUuid, requestTextProblem } from './request-values';
+import { contentTypeCharset, declaresUtf8, isIsoInstant, isUuid, requestTextProblem } from './request-values';
 import { writValidationPipe } from './validation.pipe';
 import { ValidationFailedError } from './http-exception.filter';
 
@@ -44,5 +44,26 @@ describe('writValidationPipe', () => {
     expect(await refusal('x\u0000', 'param', 'id')).toEqual([{ field: 'id', message: 'must not contain control characters' }]);
     expect(await refusal({ agent_id: ['ok', '\udc00'] }, 'query')).toEqual([{ field: 'agent_id', message: 'must be valid Unicode text' }]);
     expect(await refusal('agent-1', 'param', 'id')).toBeUndefined();
+  });
+});
+
+describe('contentTypeCharset and declaresUtf8', () => {
+  it.each([
+    ['application/json', undefined, true],
+    ['application/json; charset=utf-8', 'utf-8', true],
+    ['application/json;Charset="UTF-8"', 'utf-8', true],
+    ['application/json; charset=utf8', 'utf8', true],
+    ['application/json; charset=utf-16', 'utf-16', false],
+    ['application/json; charset=', '', false],
+    ['application/json; charset=""', '', false],
+    ['application/json; charset=utf-8; charset=utf-16', 'utf-8, utf-16', false],
+    ['application/json; charset=utf-8; charset=utf-8', 'utf-8, utf-8', false],
+  ])('%s: charset %p, UTF-8 %p', (contentType, charset, utf8) => {
+    expect(contentTypeCharset(contentType)).toBe(charset);
+    expect(declaresUtf8(contentType)).toBe(utf8);
+  });
+
+  it('reads no header as UTF-8', () => {
+    expect(declaresUtf8(undefined)).toBe(true);
   });
 });

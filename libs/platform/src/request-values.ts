@@ -42,3 +42,20 @@ export function requestPath(req: { path: string; url?: string }): string {
     return (req.url ?? '').split('?')[0];
   }
 }
+
+/**
+ * The `charset` parameter of a `Content-Type` header, lower-cased and unquoted; `undefined`
+ * when there is none. A header naming several (`charset=utf-8; charset=utf-16`) gives them all,
+ * comma-separated, so that it never passes as one of them: parsers disagree on which one wins.
+ */
+export function contentTypeCharset(contentType: string | undefined): string | undefined {
+  if (!contentType) return undefined;
+  const found = [...contentType.matchAll(/;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/gi)].map((match) => (match[1] ?? match[2]).toLowerCase());
+  return found.length === 0 ? undefined : found.join(', ');
+}
+
+/** True when a body with this `Content-Type` is UTF-8: no charset parameter, or exactly one that says `utf-8`. */
+export function declaresUtf8(contentType: string | undefined): boolean {
+  const charset = contentTypeCharset(contentType);
+  return charset === undefined || charset === 'utf-8' || charset === 'utf8';
+}

@@ -1,6 +1,6 @@
 import type { Request } from 'express';
 import { InvalidRequestError } from '@writ/oauth';
-import { formCharset, formParams } from './form-request';
+import { formParams } from './form-request';
 
 const request = (contentType: string | undefined, body = 'grant_type=x', url = '/oauth2/token') =>
   ({ headers: contentType === undefined ? {} : { 'content-type': contentType }, body: Buffer.from(body), url }) as unknown as Request;
@@ -23,8 +23,9 @@ describe('formParams', () => {
     expect(() => formParams(request('application/x-www-form-urlencoded', 'a=b', '/oauth2/token?a=b'))).toThrow(/query string/);
   });
 
-  it('names the charset parameter as it was sent', () => {
-    expect(formCharset('application/x-www-form-urlencoded; Charset="ISO-8859-1"')).toBe('iso-8859-1');
-    expect(formCharset('application/x-www-form-urlencoded')).toBeUndefined();
+  it('refuses two charset parameters, even when one says UTF-8 (parsers disagree on which wins)', () => {
+    expect(() => formParams(request('application/x-www-form-urlencoded; charset=utf-8; charset=utf-16'))).toThrow(
+      'unsupported charset "utf-8, utf-16": the form body must be UTF-8',
+    );
   });
 });

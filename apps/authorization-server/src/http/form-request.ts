@@ -1,5 +1,6 @@
 import type { Request } from 'express';
 import { FormParams, InvalidRequestError, parseFormBody, quoteToken } from '@writ/oauth';
+import { contentTypeCharset, declaresUtf8 } from '@writ/platform';
 
 /**
  * The form parameters of an OAuth endpoint request: `application/x-www-form-urlencoded`
@@ -14,8 +15,8 @@ export function formParams(request: Request): FormParams {
   }
   // The body is always decoded as UTF-8: a body declared in another charset would be read as
   // other text than its sender meant (and than a proxy or a log decoder reads).
-  const charset = formCharset(contentType);
-  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+  if (!declaresUtf8(contentType)) {
+    const charset = contentTypeCharset(contentType) ?? '';
     throw new InvalidRequestError(`unsupported charset ${quoteToken(charset, 32)}: the form body must be UTF-8`, { reason: 'unsupported_charset' });
   }
   if (request.url.includes('?')) {
@@ -23,9 +24,4 @@ export function formParams(request: Request): FormParams {
   }
   const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
   return parseFormBody(body);
-}
-
-/** The `charset` parameter of a Content-Type, lower-cased, or `undefined` when it has none. */
-export function formCharset(contentType: string): string | undefined {
-  return /;\s*charset\s*=\s*"?([^";\s]*)"?/i.exec(contentType)?.[1]?.toLowerCase();
 }
