@@ -240,6 +240,26 @@ describe('hostile input', () => {
     });
   });
 
+  describe('a connector URL is stored as it is reached', () => {
+    // Fails without the fix: each was stored as written (201) while the gateway would reach another host or path.
+    it.each([
+      ['https://раypal.example/', 'must be ASCII (an internationalised host in its xn-- form: xn--ypal-43d9g.example)'],
+      ['https://api\uff0epayments.example/', 'must be ASCII (an internationalised host in its xn-- form: api.payments.example)'],
+      ['http://0x7f.1:9/', 'must name its host as it is reached (127.0.0.1:9)'],
+      ['https://api.example/v1/%2e%2e/admin/', 'must have its path in normal form (no dot segments, encoded dots or backslashes)'],
+    ])('refuses the base_url %s, naming where it would go, and stores nothing', async (baseUrl, message) => {
+      const response = await json(
+        'POST',
+        `${services.adminUrl}/v1/connectors`,
+        JSON.stringify({ id: 'lookalike', name: 'PayPal', base_url: baseUrl, operations: [{ name: 'a', method: 'GET', path: '/a', risk: 'read' }] }),
+        services.adminToken,
+      );
+      expect(response.status).toBe(400);
+      expect(response.body.fields).toEqual([{ field: 'base_url', message }]);
+      expect(await count("SELECT count(*) AS n FROM connectors WHERE id = 'lookalike'")).toBe(0);
+    });
+  });
+
   describe('a client assertion jti is stored as it was checked', () => {
     // Fails without the fix: the first was accepted and its jti stored as U+FFFD by PostgreSQL,
     // so the second (another jti) was refused as its replay.

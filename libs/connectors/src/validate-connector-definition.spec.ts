@@ -65,6 +65,26 @@ describe('validateConnectorDefinition', () => {
     expect(fieldsOf({ ...payments(), ...change })).toEqual([field]);
   });
 
+  // What an admin reads back must be where the gateway sends: the URL parser rewrites these.
+  it.each([
+    ['a homoglyph host (Cyrillic ра)', 'https://раypal.example/', 'must be ASCII (an internationalised host in its xn-- form: xn--ypal-43d9g.example)'],
+    ['a full-width dot', 'https://api\uff0epayments.example', 'must be ASCII (an internationalised host in its xn-- form: api.payments.example)'],
+    ['a hexadecimal IPv4 host', 'http://0x7f.1:8080/', 'must name its host as it is reached (127.0.0.1:8080)'],
+    ['an IPv6 host not in its short form', 'http://[0:0::1]/', 'must name its host as it is reached ([::1])'],
+    ['encoded dot segments', 'https://api.example/v1/%2e%2e/admin/', 'must have its path in normal form (no dot segments, encoded dots or backslashes)'],
+    ['a backslash', 'https://api.example\\admin', 'must have its path in normal form (no dot segments, encoded dots or backslashes)'],
+  ])('refuses a base_url with %s, saying where it would go', (_name, base_url, message) => {
+    const outcome = validateConnectorDefinition({ ...payments(), base_url });
+    expect(outcome).toMatchObject({ ok: false, errors: [{ field: 'base_url', message }] });
+  });
+
+  it.each(['https://API.Payments.example', 'https://api.payments.example:443/v1', 'http://127.0.0.1:9/', 'https://xn--ypal-43d9g.example/api'])(
+    'accepts the base_url %s (case and default ports aside, written as it is reached)',
+    (base_url) => {
+      expect(validateConnectorDefinition({ ...payments(), base_url })).toMatchObject({ ok: true });
+    },
+  );
+
   const withOperation = (index: number, change: Record<string, unknown>) => {
     const input = payments();
     input.operations[index] = { ...input.operations[index], ...change };

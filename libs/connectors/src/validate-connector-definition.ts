@@ -93,7 +93,27 @@ function urlProblem(value: unknown, options: { allowQuery: boolean }): string | 
   if (url.username || url.password || authority.includes('@')) return 'must not contain userinfo (credentials belong in credential)';
   if (value.includes('#')) return 'must not contain a fragment';
   if (!options.allowQuery && value.includes('?')) return 'must not contain a query';
+  return notAsReached(value, url);
+}
+
+/**
+ * Why `value` is not written as the URL parser reads it, or undefined. What an admin reads back
+ * must be where the gateway sends: the parser maps internationalised hosts to their `xn--` form
+ * (`раypal.example`, Cyrillic `ра`, is not `paypal.example`) and full-width dots to dots, reads
+ * `0x7f.1` as 127.0.0.1, and resolves `%2e%2e` segments and backslashes in the path.
+ */
+function notAsReached(value: string, url: URL): string | undefined {
+  if (/[^\x21-\x7e]/.test(value)) return `must be ASCII (an internationalised host in its xn-- form: ${safeUrlPart(url.hostname)})`;
+  const [, authority, path] = /^https?:\/\/([^/?#\\]*)([^?#]*)/i.exec(value) ?? [];
+  const defaultPort = url.protocol === 'https:' ? ':443' : ':80';
+  const host = (authority ?? '').toLowerCase();
+  if (host !== url.host && host !== `${url.host}${defaultPort}`) return `must name its host as it is reached (${safeUrlPart(url.host)})`;
+  if (path !== '' && path !== url.pathname) return 'must have its path in normal form (no dot segments, encoded dots or backslashes)';
   return undefined;
+}
+
+function safeUrlPart(value: string): string {
+  return value.replace(/[^\x21-\x7e]/g, '?').slice(0, 128);
 }
 
 function checkName(value: unknown, field: string, out: Collector): string | undefined {
