@@ -326,7 +326,17 @@ describe('hostile input', () => {
       }
     });
 
-    it('the audit chain still verifies after all of it', async () => {
+    it('the audit chain still verifies after all of it, refusals quoting lone surrogates and NUL included', async () => {
+      const before = await count('SELECT count(*) AS n FROM audit_events');
+      for (const clientId of ['\ud800', 'agent-1\u0000', '\udfffx']) {
+        const response = await postForm(`${services.issuer}/oauth2/token`, {
+          grant_type: 'client_credentials',
+          scope: 'tasks',
+          ...(await clientAuthFields(clientId, world.agent.key, services.issuer)),
+        });
+        expect(response.status).toBe(401);
+      }
+      expect(await count('SELECT count(*) AS n FROM audit_events')).toBeGreaterThan(before);
       const response = await http(`${services.adminUrl}/v1/audit/verify`, { headers: { authorization: `Bearer ${services.adminToken}` } });
       expect(response.status).toBe(200);
       expect(response.body.valid).toBe(true);
