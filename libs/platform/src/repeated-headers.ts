@@ -8,16 +8,7 @@ import { InvalidRequestError } from '@writ/oauth';
  * one instead, so a request that repeats one is ambiguous and refused (RFC 9110 section 5.3 allows
  * repeating only list-valued fields; RFC 9449 section 4.3 wants exactly one DPoP header).
  */
-export const SINGLETON_REQUEST_HEADERS: ReadonlySet<string> = new Set([
-  'authorization',
-  'content-type',
-  'content-length',
-  'content-encoding',
-  'host',
-  'dpop',
-  'mcp-session-id',
-  'x-request-id',
-]);
+export const SINGLETON_REQUEST_HEADERS: ReadonlySet<string> = new Set(['authorization', 'content-type', 'content-length', 'host', 'dpop', 'mcp-session-id']);
 
 /** The first header of {@link SINGLETON_REQUEST_HEADERS} that `rawHeaders` (name, value, name, value...) holds twice, lower-cased. */
 export function repeatedSingletonHeader(rawHeaders: readonly string[]): string | undefined {
