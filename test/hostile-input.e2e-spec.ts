@@ -260,6 +260,61 @@ describe('hostile input', () => {
     });
   });
 
+  describe('a dotted body field is not also sent under its dotted name', () => {
+    // Fails without the fix: the gateway checked meta.currency = usd and forwarded "meta.currency": "eur",
+    // which Laravel's $request->input('meta.currency') and lodash's _.get read first.
+    it('refuses the payout with 403 ambiguous, forwards nothing, and passes it without the alias', async () => {
+      const created = await json(
+        'POST',
+        `${services.adminUrl}/v1/connectors`,
+        JSON.stringify({
+          id: 'nested',
+          name: 'Nested payments',
+          base_url: upstream.url,
+          credential: { type: 'bearer', token: SECRET },
+          operations: [
+            {
+              name: 'payouts.create',
+              method: 'POST',
+              path: '/v1/payouts',
+              risk: 'write',
+              constraints: { currency: { in: 'body', field: 'meta.currency', op: 'eq' } },
+            },
+          ],
+        }),
+        services.adminToken,
+      );
+      expect(created.status).toBe(201);
+      const entry = { type: 'connector', connector: 'nested', actions: ['payouts.create'], constraints: { currency: 'usd' } };
+      const nestedCredential = async () => {
+        const task = await createTask(services, world.orchestrator, { allowed: [entry] });
+        const response = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [entry]));
+        expect(response.status).toBe(200);
+        return response.body.access_token as string;
+      };
+      const forwarded = upstream.received.length;
+      const refused = await json(
+        'POST',
+        `${services.gatewayUrl}/connectors/nested/v1/payouts`,
+        '{"destination":"acct_1","amount":1,"meta":{"currency":"usd"},"meta.currency":"eur"}',
+        await nestedCredential(),
+      );
+      expect(refused.status).toBe(403);
+      expect(refused.body).toMatchObject({ error: 'insufficient_scope', rule: 'constraint:currency' });
+      expect(refused.body.error_description).toBe(
+        'body field meta.currency is also sent as the member "meta.currency" (some upstreams read a dotted key as the path)',
+      );
+      expect(upstream.received.length).toBe(forwarded);
+      const passed = await json(
+        'POST',
+        `${services.gatewayUrl}/connectors/nested/v1/payouts`,
+        '{"destination":"acct_1","amount":1,"meta":{"currency":"usd"}}',
+        await nestedCredential(),
+      );
+      expect(passed.status).toBe(201);
+    });
+  });
+
   describe('a client assertion jti is stored as it was checked', () => {
     // Fails without the fix: the first was accepted and its jti stored as U+FFFD by PostgreSQL,
     // so the second (another jti) was refused as its replay.

@@ -88,6 +88,30 @@ describe('checkConstraints', () => {
     expect(run('per_page=10&state=open&page=2&sort=created&per_pages=9&q=a%20b').failure).toBeUndefined();
   });
 
+  describe('a dotted body field also sent under its dotted name (Laravel Arr::get, lodash _.get read the literal key first)', () => {
+    const run = (requestBody: unknown) => checkConstraints(payout, grant, { pathParams: {}, query: '', body: requestBody });
+    it.each([
+      ['at the top level', body({ 'meta.currency': 'eur' })],
+      ['in another case', body({ 'META.Currency': 'eur' })],
+      ['without the nested field', { destination: 'acct_1', amount: 42000, 'meta.currency': 'usd' }],
+    ])('refuses it %s, as ambiguous', (_name, requestBody) => {
+      const result = run(requestBody);
+      expect(result.failure).toMatchObject({ rule: 'constraint:currency', reason: 'ambiguous_parameter' });
+      expect(result.failure?.description).toMatch(/^body field meta\.currency is also sent as the member "(meta\.currency|META\.Currency)"/);
+    });
+
+    it('refuses it one level down, for a deeper field', () => {
+      const deep: ConnectorOperation = { ...payout, constraints: { currency: { in: 'body', field: 'a.b.c', op: 'eq' } } };
+      const result = checkConstraints(deep, { currency: 'usd' }, { pathParams: {}, query: '', body: { a: { b: { c: 'usd' }, 'b.c': 'eur' } } });
+      expect(result.failure).toMatchObject({ rule: 'constraint:currency', reason: 'ambiguous_parameter' });
+      expect(result.failure?.description).toContain('is also sent as the member "b.c" of a');
+    });
+
+    it('passes dotted keys that are not a constrained path', () => {
+      expect(run(body({ 'meta.other': 'x', 'x.currency': 'eur' })).failure).toBeUndefined();
+    });
+  });
+
   describe('a constrained name in the other location (Rails, Laravel, Flask merge query and body)', () => {
     const run = (query: string, requestBody: unknown = body()) => checkConstraints(payout, grant, { pathParams: {}, query, body: requestBody });
     it.each([

@@ -1,7 +1,7 @@
 import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
-import { matchConstraint } from '@writ/oauth';
+import { matchConstraint, quoteToken } from '@writ/oauth';
 import { inexactNumberProblem, looksNumeric, rawArrayElements, rawValueAt } from './exact-number';
-import { normalParameterName } from './parameter-names';
+import { foldCase, normalParameterName } from './parameter-names';
 
 /** The parts of a request that constraints read, as it will be forwarded. */
 export interface ConstrainedRequest {
@@ -46,6 +46,28 @@ function bodyField(body: unknown, field: string): unknown {
     current = (current as Record<string, unknown>)[key];
   }
   return current;
+}
+
+/**
+ * A member that holds a dotted body field under its dotted name, if any (as `"b.c" of a`): for
+ * `recipient.account`, a top-level `"recipient.account"` beside `{"recipient":{"account":…}}`
+ * (also in another case).
+ * Laravel's `$request->input('a.b')` (`Arr::get`) and lodash's `_.get(body, 'a.b')` read such a
+ * literal key before the nested path, so the upstream could act on the value the gateway did
+ * not check.
+ */
+function dottedAlias(body: unknown, field: string): string | undefined {
+  const parts = field.split('.');
+  let current: unknown = body;
+  for (let depth = 0; depth < parts.length - 1; depth += 1) {
+    if (current === null || typeof current !== 'object' || Array.isArray(current)) return undefined;
+    const aliases = new Set<string>();
+    for (let end = depth + 2; end <= parts.length; end += 1) aliases.add(foldCase(parts.slice(depth, end).join('.')));
+    const alias = Object.keys(current).find((key) => key.includes('.') && aliases.has(foldCase(key)));
+    if (alias !== undefined) return depth === 0 ? quoteToken(alias) : `${quoteToken(alias)} of ${parts.slice(0, depth).join('.')}`;
+    current = Object.hasOwn(current, parts[depth]) ? (current as Record<string, unknown>)[parts[depth]] : undefined;
+  }
+  return undefined;
 }
 
 /**
@@ -179,6 +201,17 @@ export function checkConstraints(operation: ConnectorOperation, granted: Record<
       text = raw === MISSING ? undefined : raw;
       actual = raw === MISSING ? MISSING : typedText(bounded, grantedValue, raw);
     } else {
+      const alias = binding.field.includes('.') ? dottedAlias(request.body, binding.field) : undefined;
+      if (alias !== undefined) {
+        return {
+          checked,
+          failure: {
+            rule: `constraint:${name}`,
+            description: `body field ${binding.field} is also sent as the member ${alias} (some upstreams read a dotted key as the path)`,
+            reason: 'ambiguous_parameter',
+          },
+        };
+      }
       actual = request.body === undefined ? MISSING : bodyField(request.body, binding.field);
     }
     if (actual === MISSING) {
