@@ -1,5 +1,5 @@
 import * as net from 'node:net';
-import { clientAuthFields } from '@writ/testing';
+import { clientAuthFields, createClientKey, jwksOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
@@ -312,6 +312,29 @@ describe('hostile input', () => {
         await nestedCredential(),
       );
       expect(passed.status).toBe(201);
+    });
+  });
+
+  describe('a name people read is not blank and has no control characters', () => {
+    // Fails without the fix: each was stored (201 or 200), listing as no name at all or with a terminal escape.
+    it('refuses blank or control-character names of agents, orchestrators and admin tokens, storing nothing', async () => {
+      const jwks = jwksOf(await createClientKey());
+      const before = await count('SELECT (SELECT count(*) FROM agents) + (SELECT count(*) FROM orchestrators) + (SELECT count(*) FROM admin_tokens) AS n');
+      for (const [path, body, message] of [
+        ['/v1/agents', { id: 'blank-agent', name: '   ', jwks }, 'name must not be blank'],
+        ['/v1/orchestrators', { id: 'escape-orch', name: 'orch\u001b[2J', jwks, allowed_agents: ['*'] }, 'name must not contain control characters'],
+        ['/v1/admin-tokens', { name: '\t', role: 'viewer' }, 'name must not be blank'],
+        ['/v1/admin-tokens', { name: 'ci\ndeployer', role: 'admin' }, 'name must not contain control characters'],
+      ] as const) {
+        const response = await json('POST', `${services.adminUrl}${path}`, JSON.stringify(body), services.adminToken);
+        expect([path, response.status, response.body.fields]).toEqual([path, 400, [{ field: 'name', message }]]);
+      }
+      const renamed = await json('PATCH', `${services.adminUrl}/v1/agents/agent-2`, '{"name":" "}', services.adminToken);
+      expect(renamed.status).toBe(400);
+      expect(renamed.body.fields).toEqual([{ field: 'name', message: 'name must not be blank' }]);
+      expect(await count('SELECT (SELECT count(*) FROM agents) + (SELECT count(*) FROM orchestrators) + (SELECT count(*) FROM admin_tokens) AS n')).toBe(
+        before,
+      );
     });
   });
 

@@ -19,3 +19,4 @@ export * from './metrics';
 export * from './request-context';
 export * from './tracing';
 export * from './repeated-headers';
+export * from './display-name.validator';

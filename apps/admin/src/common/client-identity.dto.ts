@@ -1,6 +1,7 @@
 import type { AgentEntity, RowOf } from '@writ/database';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsObject, IsOptional, IsString, Length, Matches, MaxLength } from 'class-validator';
+import { IsDisplayName } from '@writ/platform';
 import { CLIENT_ID_MESSAGE, CLIENT_ID_PATTERN, CLIENT_STATUSES, JWKS_EXAMPLE } from './client-identity';
 import { OptionalNotNull } from './optional';
 
@@ -15,6 +16,7 @@ export class CreateClientDto {
   @ApiProperty({ example: 'Invoice agent', maxLength: 200 })
   @IsString()
   @Length(1, 200)
+  @IsDisplayName()
   name!: string;
 
   @ApiPropertyOptional({ maxLength: 2000, nullable: true })
@@ -34,6 +36,7 @@ export class UpdateClientDto {
   @OptionalNotNull()
   @IsString()
   @Length(1, 200)
+  @IsDisplayName()
   name?: string;
 
   @ApiPropertyOptional({ maxLength: 2000, nullable: true, description: 'null clears it' })

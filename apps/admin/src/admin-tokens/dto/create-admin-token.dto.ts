@@ -1,5 +1,6 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { IsIn, IsString, Length } from 'class-validator';
+import { IsDisplayName } from '@writ/platform';
 import { ADMIN_ROLES, AdminRole } from '../../auth/admin-role';
 
 /** `POST /v1/admin-tokens`. */
@@ -7,6 +8,7 @@ export class CreateAdminTokenDto {
   @ApiProperty({ example: 'ci-deployer', maxLength: 100 })
   @IsString()
   @Length(1, 100)
+  @IsDisplayName()
   name!: string;
 
   @ApiProperty({ enum: ADMIN_ROLES })
