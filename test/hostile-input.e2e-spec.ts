@@ -260,6 +260,28 @@ describe('hostile input', () => {
     });
   });
 
+  describe('a catalogue does not hold two operations one case apart', () => {
+    // Fails without the fix: stored (201); a task, a grant or policy data naming one reads as the other to a person.
+    it('refuses payouts.create beside Payouts.Create, naming the field', async () => {
+      const response = await json(
+        'POST',
+        `${services.adminUrl}/v1/connectors`,
+        JSON.stringify({
+          id: 'cased',
+          name: 'Cased',
+          base_url: 'https://api.payments.example',
+          operations: [
+            { name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write' },
+            { name: 'Payouts.Create', method: 'POST', path: '/v2/payouts', risk: 'read' },
+          ],
+        }),
+        services.adminToken,
+      );
+      expect(response.status).toBe(400);
+      expect(response.body.fields).toEqual([{ field: 'operations[1].name', message: 'duplicates operations[0].name (ignoring case)' }]);
+    });
+  });
+
   describe('a dotted body field is not also sent under its dotted name', () => {
     // Fails without the fix: the gateway checked meta.currency = usd and forwarded "meta.currency": "eur",
     // which Laravel's $request->input('meta.currency') and lodash's _.get read first.

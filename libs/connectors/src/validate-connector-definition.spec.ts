@@ -152,6 +152,15 @@ describe('validateConnectorDefinition', () => {
     ]);
   });
 
+  it('refuses HTTP operation names that differ only in case (one action to a task, a grant or policy data)', () => {
+    const input = payments();
+    input.operations.push({ name: 'Payouts.Create', method: 'POST', path: '/v2/payouts', risk: 'read' });
+    expect(validateConnectorDefinition(input)).toMatchObject({
+      ok: false,
+      errors: [{ field: 'operations[2].name', message: 'duplicates operations[0].name (ignoring case)' }],
+    });
+  });
+
   it.each([
     ['an unknown type', { type: 'basic', token: 'x' }, ['credential.type']],
     ['a bearer without token', { type: 'bearer' }, ['credential.token']],

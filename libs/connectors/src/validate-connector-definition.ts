@@ -297,16 +297,19 @@ function checkOperations(value: unknown, out: Collector, kind: ConnectorKind = '
   }
   const before = out.count;
   const operations: ConnectorOperationDefinition[] = [];
-  const names = new Map<string, number>();
+  const names = new Map<string, { index: number; name: string }>();
   const routes = new Map<string, number>();
   value.forEach((raw, index) => {
     const prefix = `operations[${index}]`;
     const operation = checkOperation(raw, prefix, out, kind);
     const name = isPlainObject(raw) ? raw.name : undefined;
     if (typeof name === 'string') {
-      const first = names.get(name);
-      if (first !== undefined) out.add(`${prefix}.name`, `duplicates operations[${first}].name`);
-      else names.set(name, index);
+      // HTTP operation names are Writ's labels: `payouts.create` and `Payouts.Create` would read as
+      // one action in a task, a grant or policy data. MCP tool names are the server's, case and all.
+      const key = kind === 'http' ? name.toLowerCase() : name;
+      const first = names.get(key);
+      if (first !== undefined) out.add(`${prefix}.name`, `duplicates operations[${first.index}].name${first.name === name ? '' : ' (ignoring case)'}`);
+      else names.set(key, { index, name });
     }
     if (operation && kind === 'http') {
       const route = `${operation.method} ${routeShape(operation.path!)}`;
