@@ -2,6 +2,8 @@ import * as oauth from 'oauth4webapi';
 import { WritClient, type WritClientOptions } from './client.js';
 import { ApprovalTimeoutError, WritError, WritOAuthError } from './errors.js';
 import { gatewayUrlFor } from './gateway-path.js';
+import { hideSecrets, INSPECT, redactedView } from './redact.js';
+import { IDEMPOTENT_METHODS, retryDelayMs, sleep } from './retry.js';
 import type { AuthorizationDetail, ConnectorRequest } from './types.js';
 
 export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -87,21 +89,6 @@ function canonical(value: unknown): string {
     return `{${entries.map(([key, member]) => `${JSON.stringify(key)}:${canonical(member)}`).join(',')}}`;
   }
   return JSON.stringify(value);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    signal?.throwIfAborted();
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**
@@ -265,10 +252,14 @@ export class Agent {
     body: oauth.ProtectedResourceRequestBody | null,
     init: CredentialOptions,
   ): Promise<Response> {
-    for (let attempt = 0; ; attempt++) {
+    let refreshed = false;
+    let nonceSent = false;
+    let retries = 0;
+    for (;;) {
       const credential = await this.credential(taskToken, request, init);
       const dpop = credential.tokenType === 'DPoP' ? await this.#dpop : undefined;
       let response: Response;
+      let nonceAsked = false;
       try {
         response = await oauth.protectedResourceRequest(
           credential.accessToken,
@@ -282,10 +273,26 @@ export class Agent {
         // A `WWW-Authenticate` challenge is an answer like any other for the caller.
         if (!(error instanceof oauth.WWWAuthenticateChallengeError)) throw error;
         response = error.response;
+        nonceAsked = dpop !== undefined && oauth.isDPoPNonceError(error);
       }
-      if (response.status !== 401 || attempt > 0) return response;
+      if (nonceAsked && !nonceSent) {
+        // RFC 9449 §9: the gateway wants a nonce (kept by oauth4webapi from `DPoP-Nonce`); the credential is fine.
+        nonceSent = true;
+        await response.body?.cancel();
+        continue;
+      }
+      if (response.status === 401 && !refreshed) {
+        refreshed = true;
+        await response.body?.cancel();
+        this.forget(taskToken, request);
+        continue;
+      }
+      // Shed (429) or unavailable (503): only an idempotent call is sent again, a POST may have been forwarded.
+      const delay = IDEMPOTENT_METHODS.has(method) ? retryDelayMs(response, retries) : undefined;
+      if (delay === undefined) return response;
+      retries++;
       await response.body?.cancel();
-      this.forget(taskToken, request);
+      await sleep(delay, init.signal);
     }
   }
 
@@ -331,12 +338,15 @@ export class Agent {
         const response = await this.#client.token(GRANT_TYPE_TOKEN_EXCHANGE, parameters, dpop, options.signal);
         const bound = response.token_type.toLowerCase() === 'dpop';
         if (dpop && !bound) throw new WritError('unexpected_response', 'asked for a DPoP-bound credential, got a bearer one');
-        return {
-          accessToken: response.access_token,
-          tokenType: bound ? 'DPoP' : 'Bearer',
-          expiresAt: Date.now() + (response.expires_in ?? 60) * 1000,
-          authorizationDetails: (response.authorization_details as AuthorizationDetail[] | undefined) ?? [detail],
-        };
+        return hideSecrets<Credential>(
+          {
+            accessToken: response.access_token,
+            tokenType: bound ? 'DPoP' : 'Bearer',
+            expiresAt: Date.now() + (response.expires_in ?? 60) * 1000,
+            authorizationDetails: (response.authorization_details as AuthorizationDetail[] | undefined) ?? [detail],
+          },
+          ['accessToken'],
+        );
       } catch (error) {
         if (!(error instanceof WritOAuthError)) throw error;
         if (error.error === 'authorization_pending') {
@@ -365,6 +375,15 @@ export class TaskAgent {
     readonly agent: Agent,
     readonly taskToken: string,
   ) {}
+
+  /** The task token is a credential: `[redacted]` in JSON and `console.log`. */
+  toJSON(): Record<string, unknown> {
+    return redactedView(this, ['taskToken']);
+  }
+
+  [INSPECT](): Record<string, unknown> {
+    return this.toJSON();
+  }
 
   /** See {@link Agent.credential}. */
   credential(request: ConnectorRequest, options?: CredentialOptions): Promise<Credential> {

@@ -1,6 +1,7 @@
 import { importJWK, type CryptoKey, type JWK } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { oauthErrorFrom, WritError, WritOAuthError, WritResponseError, type OAuthErrorBody } from './errors.js';
+import { withRetries } from './retry.js';
 
 /** A client's private signing key: a WebCrypto key with its `kid`, or a private JWK (with `kid`). */
 export type ClientKeyInput = { privateKey: CryptoKey; kid?: string } | JWK;
@@ -20,7 +21,15 @@ export interface WritClientOptions {
    * `https:`, as oauth4webapi requires.
    */
   allowInsecureRequests?: boolean;
+  /**
+   * How long one request to the authorization server (discovery, token endpoint, Tasks API)
+   * may take before it is aborted, in milliseconds; default 30 000. Gateway calls are not
+   * cut short (an MCP event stream stays open): pass a `signal` for those.
+   */
+  timeoutMs?: number;
 }
+
+const DEFAULT_TIMEOUT_MS = 30_000;
 
 const ASYMMETRIC = /^(ES(256|384|512)|EdDSA|Ed25519|PS(256|384|512)|RS(256|384|512))$/;
 
@@ -70,6 +79,7 @@ export class WritClient {
   readonly client: oauth.Client;
   readonly fetch: typeof fetch;
   readonly allowInsecure: boolean;
+  readonly timeoutMs: number;
   #metadata?: Promise<oauth.AuthorizationServer>;
   #auth?: Promise<oauth.ClientAuth>;
   readonly #key: ClientKeyInput;
@@ -82,6 +92,8 @@ export class WritClient {
     this.fetch = options.fetch ?? ((...args: Parameters<typeof fetch>) => fetch(...args));
     this.allowInsecure = options.allowInsecureRequests === true;
     this.#key = options.key;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!(this.timeoutMs > 0)) throw new WritError('invalid_options', 'timeoutMs must be a positive number of milliseconds');
     if (!this.allowInsecure && new URL(this.issuer).protocol !== 'https:') {
       throw new WritError('invalid_options', 'the issuer must be https (set allowInsecureRequests for local development)');
     }
@@ -94,11 +106,17 @@ export class WritClient {
     return { ...extra, [oauth.customFetch]: customFetch, [oauth.allowInsecureRequests]: this.allowInsecure };
   }
 
+  /** `signal`, and the authorization server timeout: whichever aborts first. */
+  timeoutSignal(signal?: AbortSignal): AbortSignal {
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    return signal ? AbortSignal.any([signal, timeout]) : timeout;
+  }
+
   /** The authorization server's RFC 8414 metadata, fetched once (again after a failure). */
   metadata(): Promise<oauth.AuthorizationServer> {
     this.#metadata ??= (async () => {
       const issuer = new URL(this.issuer);
-      const response = await oauth.discoveryRequest(issuer, this.options({ algorithm: 'oauth2' as const }));
+      const response = await withRetries(() => oauth.discoveryRequest(issuer, this.options({ algorithm: 'oauth2' as const, signal: this.timeoutSignal() })));
       return oauth.processDiscoveryResponse(issuer, response);
     })().catch((error: unknown) => {
       this.#metadata = undefined;
@@ -116,15 +134,25 @@ export class WritClient {
   /**
    * A token endpoint request; returns the processed token response or throws a typed
    * {@link WritOAuthError} (with the whole error body, e.g. `approval_id`, `interval`).
+   * A 429/503 is retried after its `Retry-After` (bounded, see `retry.ts`); a DPoP nonce
+   * the server asks for (`use_dpop_nonce`, RFC 9449 §8) is sent in one more attempt.
    */
   async token(grantType: string, parameters: Record<string, string>, dpop?: oauth.DPoPHandle, signal?: AbortSignal): Promise<oauth.TokenEndpointResponse> {
     const as = await this.metadata();
     const auth = await this.clientAuth();
-    try {
-      const response = await oauth.genericTokenEndpointRequest(as, this.client, auth, grantType, parameters, this.options({ DPoP: dpop, signal }));
-      return await oauth.processGenericTokenEndpointResponse(as, this.client, response);
-    } catch (error) {
-      throw this.wrap(error);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const response = await withRetries(
+          () =>
+            oauth.genericTokenEndpointRequest(as, this.client, auth, grantType, parameters, this.options({ DPoP: dpop, signal: this.timeoutSignal(signal) })),
+          signal,
+        );
+        return await oauth.processGenericTokenEndpointResponse(as, this.client, response);
+      } catch (error) {
+        // oauth4webapi has kept the `DPoP-Nonce` the answer carried: the next proof uses it.
+        if (dpop && attempt === 0 && oauth.isDPoPNonceError(error)) continue;
+        throw this.wrap(error);
+      }
     }
   }
 

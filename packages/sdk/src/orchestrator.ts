@@ -1,5 +1,7 @@
 import { errorFromAnswer, readJson, WritClient, type WritClientOptions } from './client.js';
 import { WritError, WritOAuthError } from './errors.js';
+import { hideSecrets } from './redact.js';
+import { withRetries } from './retry.js';
 import type { AllowedEntry, AuthorizationDetail, TaskInfo } from './types.js';
 
 /** What an orchestrator declares: which agent, why, and what it may ask for. */
@@ -118,7 +120,9 @@ export class Orchestrator {
       ...(spec.metadata !== undefined ? { metadata: spec.metadata } : {}),
     };
     const created = await this.call<{ task_id: string; task_token: string; expires_at: string; status: string }>('POST', '/v1/tasks', body);
-    return { taskId: created.task_id, taskToken: created.task_token, expiresAt: created.expires_at, status: created.status };
+    return hideSecrets<CreatedTask>({ taskId: created.task_id, taskToken: created.task_token, expiresAt: created.expires_at, status: created.status }, [
+      'taskToken',
+    ]);
   }
 
   /** A Tasks API access token (client credentials, scope `tasks`), reused until shortly before it expires. */
@@ -140,15 +144,20 @@ export class Orchestrator {
     return entry.value;
   }
 
-  /** One Tasks API call; a refused access token (401) is replaced once. */
+  /** One Tasks API call; a refused access token (401) is replaced once; never follows a redirect (the token goes to the issuer only). */
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const token = await this.accessToken();
-      const response = await this.#client.fetch(`${this.#client.issuer}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-        body: body !== undefined ? JSON.stringify(body) : undefined,
-      });
+      // A 429/503 (shed before any work) is retried after its `Retry-After`, bounded.
+      const response = await withRetries(() =>
+        this.#client.fetch(`${this.#client.issuer}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+          body: body !== undefined ? JSON.stringify(body) : undefined,
+          redirect: 'manual',
+          signal: this.#client.timeoutSignal(),
+        }),
+      );
       if (response.status === 401 && attempt === 0) {
         await response.body?.cancel();
         this.#token = undefined;
