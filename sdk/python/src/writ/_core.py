@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import json
+import random
 import re
 import time
 import uuid
@@ -28,6 +30,70 @@ _ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c|25|00)", re.IGNORECASE)
 _FORBIDDEN_CHARACTER = re.compile(r"[\x00-\x20\x7f#\\]")
 _CURVE_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 
+MAX_RETRIES = 3  # 429/503 answers retried at most this many times
+MAX_RETRY_WAIT = 30.0  # seconds; a longer Retry-After is returned to the caller instead of slept on
+# RFC 9110 §9.2.2: only these gateway calls are sent again (a POST may have been forwarded).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+SKEW_THRESHOLD = 5.0  # seconds: a server Date further off than this moves our iat/exp to the server's clock
+_USE_DPOP_NONCE = re.compile(r'error\s*=\s*"?use_dpop_nonce"?', re.IGNORECASE)
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """``Retry-After`` in seconds (RFC 9110 §10.2.3: delay-seconds, or an HTTP-date read against the answer's own
+    ``Date`` so that a skewed local clock does not matter); ``None`` when absent or unreadable."""
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    if re.fullmatch(r"[0-9]+", value):
+        return float(value)
+    at = _http_date(value)
+    if at is None:
+        return None
+    server_now = _http_date(headers.get("date"))
+    return max(0.0, at - (server_now if server_now is not None else time.time()))
+
+
+def retry_delay(response: Any, attempt: int, rand: Any = random.random) -> float | None:
+    """Seconds to wait before sending ``response``'s request again, or ``None``: only 429 and 503 are retried, at most
+    ``MAX_RETRIES`` times, never sooner than ``Retry-After`` (plus up to 20 % jitter) and not at all when the server
+    asks for more than ``MAX_RETRY_WAIT``. 400, 401 and 403 are answers, never retried here."""
+    if response.status_code not in (429, 503) or attempt >= MAX_RETRIES:
+        return None
+    asked = retry_after(response.headers)
+    base = asked if asked is not None else 2.0 ** attempt
+    if base > MAX_RETRY_WAIT:
+        return None
+    return min(MAX_RETRY_WAIT, base + rand() * max(0.1, base * 0.2))
+
+
+def server_skew(response: Any) -> float:
+    """How far the server's clock (its ``Date``) is ahead of ours, in whole seconds; 0 when within the threshold."""
+    server_now = _http_date(response.headers.get("date"))
+    if server_now is None:
+        return 0.0
+    skew = server_now - time.time()
+    return float(round(skew)) if abs(skew) > SKEW_THRESHOLD else 0.0
+
+
+def is_nonce_error(response: Any) -> bool:
+    """RFC 9449 §8-9: the server wants a DPoP nonce (400 ``use_dpop_nonce`` at the token endpoint, a 401 challenge
+    at a resource server)."""
+    if response.status_code == 401:
+        return bool(_USE_DPOP_NONCE.search(response.headers.get("www-authenticate") or ""))
+    if response.status_code == 400:
+        body = json_or_none(response)
+        return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"
+    return False
+
 
 @dataclass(frozen=True)
 class ClientKey:
@@ -47,9 +113,10 @@ class ClientKey:
         return cls(import_key(dict(jwk)), jwk.get("kid"), alg)
 
 
-def client_assertion(key: ClientKey, client_id: str, issuer: str) -> str:
-    """A ``private_key_jwt`` assertion (RFC 7523): ``aud`` is the issuer, a fresh ``jti`` every time."""
-    now = int(time.time())
+def client_assertion(key: ClientKey, client_id: str, issuer: str, now: float | None = None) -> str:
+    """A ``private_key_jwt`` assertion (RFC 7523): ``aud`` is the issuer, a fresh ``jti`` every time; ``now`` is the
+    server's time when its clock is known to differ from ours."""
+    now = int(time.time() if now is None else now)
     header: dict[str, Any] = {"alg": key.alg, "typ": "JWT"}
     if key.kid:
         header["kid"] = key.kid
@@ -57,11 +124,11 @@ def client_assertion(key: ClientKey, client_id: str, issuer: str) -> str:
     return jwt.encode(header, claims, key.key, algorithms=[key.alg])
 
 
-def client_auth_fields(key: ClientKey, client_id: str, issuer: str) -> dict[str, str]:
+def client_auth_fields(key: ClientKey, client_id: str, issuer: str, now: float | None = None) -> dict[str, str]:
     return {
         "client_id": client_id,
         "client_assertion_type": CLIENT_ASSERTION_TYPE,
-        "client_assertion": client_assertion(key, client_id, issuer),
+        "client_assertion": client_assertion(key, client_id, issuer, now),
     }
 
 
@@ -70,22 +137,41 @@ def _b64u(data: bytes) -> str:
 
 
 class DPoPKey:
-    """A per-agent ES256 key; every proof (RFC 9449) is new: ``jti``, ``iat``, ``htm``, ``htu``, ``ath``."""
+    """A per-agent ES256 key; every proof (RFC 9449) is new: ``jti``, ``iat``, ``htm``, ``htu``, ``ath``, and the
+    server's latest ``DPoP-Nonce`` for that origin when it gave one."""
 
     def __init__(self) -> None:
         self._key = ECKey.generate_key("P-256", private=True)
         public = self._key.as_dict(private=False)
         self._public = {name: public[name] for name in ("kty", "crv", "x", "y")}
         self.thumbprint = self._key.thumbprint()
+        self._nonces: dict[str, str] = {}
 
-    def proof(self, method: str, url: str, access_token: str | None = None) -> str:
+    def __repr__(self) -> str:  # the private key never in logs or tracebacks
+        return f"DPoPKey(thumbprint={self.thumbprint!r})"
+
+    @staticmethod
+    def _origin(url: str) -> str:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def remember_nonce(self, url: str, response: Any) -> None:
+        """Keeps the ``DPoP-Nonce`` an answer from ``url``'s origin carried (RFC 9449 §8-9)."""
+        nonce = response.headers.get("dpop-nonce")
+        if nonce:
+            self._nonces[self._origin(url)] = nonce
+
+    def proof(self, method: str, url: str, access_token: str | None = None, now: float | None = None) -> str:
         parts = urlsplit(url)
         claims: dict[str, Any] = {
             "jti": str(uuid.uuid4()),
             "htm": method.upper(),
             "htu": f"{parts.scheme}://{parts.netloc}{parts.path}",
-            "iat": int(time.time()),
+            "iat": int(time.time() if now is None else now),
         }
+        nonce = self._nonces.get(self._origin(url))
+        if nonce:
+            claims["nonce"] = nonce
         if access_token is not None:
             claims["ath"] = _b64u(hashlib.sha256(access_token.encode("ascii")).digest())
         return jwt.encode({"alg": "ES256", "typ": "dpop+jwt", "jwk": self._public}, claims, self._key, algorithms=["ES256"])
@@ -299,9 +385,9 @@ def prepare_call(headers: Mapping[str, str] | None, json_body: Any, content: byt
     return out, content
 
 
-def auth_headers(credential: Credential, dpop: DPoPKey | None, method: str, url: str) -> dict[str, str]:
+def auth_headers(credential: Credential, dpop: DPoPKey | None, method: str, url: str, now: float | None = None) -> dict[str, str]:
     if credential.token_type == "DPoP":
         if dpop is None:
             raise WritError("a DPoP-bound credential without a DPoP key", "invalid_state")
-        return {"authorization": f"DPoP {credential.access_token}", "dpop": dpop.proof(method, url, credential.access_token)}
+        return {"authorization": f"DPoP {credential.access_token}", "dpop": dpop.proof(method, url, credential.access_token, now)}
     return {"authorization": f"Bearer {credential.access_token}"}

@@ -26,6 +26,7 @@ class _AsyncClient:
         self._http = http or httpx.AsyncClient(timeout=30.0, follow_redirects=False)
         self._owns_http = http is None
         self._metadata: dict[str, Any] | None = None
+        self._skew = 0.0  # the server's clock minus ours (its Date at discovery), when it is off by more than 5 s
 
     async def close(self) -> None:
         if self._owns_http:
@@ -33,20 +34,50 @@ class _AsyncClient:
 
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            response = await self._http.get(f"{self.issuer}/.well-known/oauth-authorization-server", follow_redirects=False)
+            url = f"{self.issuer}/.well-known/oauth-authorization-server"
+            response = await self.send(lambda: self._http.get(url, follow_redirects=False))
             metadata = _core.raise_for_answer(response)
+            self._skew = _core.server_skew(response)
             if metadata.get("issuer") != self.issuer:
                 raise _core.WritResponseError(response.status_code, "the discovered issuer differs from the configured one")
             self._metadata = metadata
         return self._metadata
 
+    def now(self) -> float:
+        """The time on the server's clock, for ``iat``/``exp`` of assertions and proofs."""
+        return time.time() + self._skew
+
+    async def send(self, request: Callable[[], Any]) -> httpx.Response:
+        """``request()``, sent again while the answer is a 429/503 worth retrying (``_core.retry_delay``)."""
+        attempt = 0
+        while True:
+            response = await request()
+            delay = _core.retry_delay(response, attempt)
+            if delay is None:
+                return response
+            attempt += 1
+            await asyncio.sleep(delay)
+
     async def token(self, params: dict[str, str], dpop: DPoPKey | None = None) -> dict[str, Any]:
+        """A token endpoint request (a fresh assertion and proof per attempt): 429/503 retried after ``Retry-After``,
+        one more attempt with the DPoP nonce the server asks for (``use_dpop_nonce``)."""
         endpoint = (await self.metadata())["token_endpoint"]
-        headers = {"accept": "application/json"}
-        if dpop is not None:
-            headers["dpop"] = dpop.proof("POST", endpoint)
-        form = {**params, **_core.client_auth_fields(self._key, self.client_id, self.issuer)}
-        return _core.raise_for_answer(await self._http.post(endpoint, data=form, headers=headers, follow_redirects=False))
+
+        def post() -> Any:
+            headers = {"accept": "application/json"}
+            if dpop is not None:
+                headers["dpop"] = dpop.proof("POST", endpoint, now=self.now())
+            form = {**params, **_core.client_auth_fields(self._key, self.client_id, self.issuer, self.now())}
+            return self._http.post(endpoint, data=form, headers=headers, follow_redirects=False)
+
+        for attempt in range(2):
+            response = await self.send(post)
+            if dpop is not None:
+                dpop.remember_nonce(endpoint, response)
+                if attempt == 0 and _core.is_nonce_error(response):
+                    continue
+            return _core.raise_for_answer(response)
+        raise AssertionError("unreachable")
 
 
 class AsyncOrchestrator:
@@ -79,7 +110,8 @@ class AsyncOrchestrator:
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         for attempt in range(2):
             headers = {"authorization": f"Bearer {await self._access_token()}", "accept": "application/json"}
-            response = await self._client._http.request(method, f"{self._client.issuer}{path}", headers=headers, json=body, follow_redirects=False)
+            url = f"{self._client.issuer}{path}"
+            response = await self._client.send(lambda: self._client._http.request(method, url, headers=headers, json=body, follow_redirects=False))
             if response.status_code == 401 and attempt == 0:
                 self._token = None
                 continue
@@ -214,15 +246,28 @@ class AsyncAgent:
         url = _core.gateway_url_for(self.gateway_url, connector, _core.with_query(path, query))
         verb = (method or ("POST" if json is not None or content is not None else "GET")).upper()
         base_headers, body = _core.prepare_call(headers, json, content)
-        for attempt in range(2):
+        refreshed = nonce_sent = False
+        retries = 0
+        while True:
             credential = await self.credential(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
-            request_headers = {**base_headers, **_core.auth_headers(credential, self._dpop, verb, url)}
+            request_headers = {**base_headers, **_core.auth_headers(credential, self._dpop, verb, url, self._client.now())}
             # Never follow a redirect: the credential and its proof go to this URL only.
             response = await self._client._http.request(verb, url, headers=request_headers, content=body, follow_redirects=False)
-            if response.status_code != 401 or attempt == 1:
+            if self._dpop is not None:
+                self._dpop.remember_nonce(url, response)
+            if credential.token_type == "DPoP" and not nonce_sent and response.status_code == 401 and _core.is_nonce_error(response):
+                nonce_sent = True  # RFC 9449 §9: the credential is fine, the proof needs the gateway's nonce
+                continue
+            if response.status_code == 401 and not refreshed:
+                refreshed = True
+                self.forget(task_token, connector, action, constraints)
+                continue
+            # Shed (429) or unavailable (503): only an idempotent call is sent again, a POST may have been forwarded.
+            delay = _core.retry_delay(response, retries) if verb in _core.IDEMPOTENT_METHODS else None
+            if delay is None:
                 return response
-            self.forget(task_token, connector, action, constraints)
-        raise AssertionError("unreachable")
+            retries += 1
+            await asyncio.sleep(delay)
 
 
 class AsyncTaskAgent:

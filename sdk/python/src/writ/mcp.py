@@ -54,14 +54,23 @@ class McpAuth(httpx.Auth):
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         await request.aread()
         action, constraints = self._request_of(request)
-        for attempt in range(2):
+        url = str(request.url.copy_with(query=None))
+        dpop = self._agent._dpop
+        refreshed = nonce_sent = False
+        while True:
             credential = await self._agent.credential(self._task_token, self._connector, action, constraints)
             for name in ("authorization", "dpop"):
                 request.headers.pop(name, None)
-            request.headers.update(_core.auth_headers(credential, self._agent._dpop, request.method, str(request.url.copy_with(query=None))))
+            request.headers.update(_core.auth_headers(credential, dpop, request.method, url, self._agent._client.now()))
             response = yield request
-            if response.status_code != 401 or attempt == 1:
+            if dpop is not None:
+                dpop.remember_nonce(url, response)
+            if credential.token_type == "DPoP" and not nonce_sent and response.status_code == 401 and _core.is_nonce_error(response):
+                nonce_sent = True  # RFC 9449 §9: the same credential, a proof with the gateway's nonce
+                continue
+            if response.status_code != 401 or refreshed:
                 return
+            refreshed = True
             self._agent.forget(self._task_token, self._connector, action, constraints)
 
     def sync_auth_flow(self, request: httpx.Request):  # noqa: ANN201 - MCP clients are async

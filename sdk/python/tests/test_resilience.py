@@ -1,0 +1,210 @@
+"""Unit tests without a server: 429/503 retries, DPoP nonces, clock skew, single flight, secrets in reprs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections import Counter
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+from joserfc.jwk import ECKey
+
+from writ import AccessDeniedError, Agent, AsyncAgent, InvalidClientError, Orchestrator, WritOAuthError
+from writ import _core
+
+ISSUER = "https://writ.example"
+GATEWAY = "https://gw.example"
+
+
+def private_jwk() -> dict[str, Any]:
+    return {**ECKey.generate_key("P-256", private=True).as_dict(private=True), "kid": "k1"}
+
+
+def claims(jwt: str) -> dict[str, Any]:
+    return json.loads(base64.urlsafe_b64decode(jwt.split(".")[1] + "=="))
+
+
+Answer = tuple[int, dict[str, Any] | None, dict[str, str]]
+
+
+def issued(token: str = "at-secret", token_type: str = "Bearer") -> Answer:
+    return (200, {"access_token": token, "token_type": token_type, "expires_in": 120}, {})
+
+
+class Scripted:
+    """Writ's token endpoint, Tasks API and gateway answering from a script, recording what they were sent."""
+
+    def __init__(self, answers: list[Answer], discovery_headers: dict[str, str] | None = None, delay: float = 0.0) -> None:
+        self.answers = answers
+        self.seen: list[httpx.Request] = []
+        self.discovery_headers = discovery_headers or {}
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"}, headers=self.discovery_headers)
+        if self.delay:
+            time.sleep(self.delay)  # holds the exchange open so that concurrent callers overlap it
+        with self.lock:
+            self.seen.append(request)
+            status, body, headers = self.answers.pop(0)
+        return httpx.Response(status, json=body, headers=headers) if body is not None else httpx.Response(status, headers=headers)
+
+    def tokens(self) -> list[httpx.Request]:
+        return [request for request in self.seen if request.url.path == "/oauth2/token"]
+
+
+@pytest.fixture
+def waits(monkeypatch) -> list[float]:
+    import writ.client as sync_client
+
+    recorded: list[float] = []
+    monkeypatch.setattr(sync_client.time, "sleep", recorded.append)  # records the waits instead of sleeping
+    return recorded
+
+
+def agent_for(server: Scripted, dpop: bool = False) -> Agent:
+    return Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=dpop, http=httpx.Client(transport=httpx.MockTransport(server)))
+
+
+def test_retry_delays_honour_retry_after_and_are_bounded():
+    answer = lambda status, **headers: httpx.Response(status, headers={name.replace("_", "-"): value for name, value in headers.items()})  # noqa: E731
+    assert _core.retry_delay(answer(503, retry_after="2"), 0, lambda: 0) == 2
+    assert 2 <= _core.retry_delay(answer(503, retry_after="2"), 0, lambda: 0.999) <= 2.4
+    assert _core.retry_delay(answer(429, retry_after="1"), 2, lambda: 0) == 1
+    for status in (400, 401, 403, 404, 500, 502):
+        assert _core.retry_delay(answer(status, retry_after="1"), 0) is None
+    assert _core.retry_delay(answer(503, retry_after="1"), 3) is None  # at most three retries
+    assert _core.retry_delay(answer(503, retry_after="3600"), 0) is None  # too long: the caller decides
+    # An HTTP-date is read against the server's Date, not our (an hour late) clock.
+    server_now = time.time() + 3600
+    dated = answer(503, date=formatdate(server_now, usegmt=True), retry_after=formatdate(server_now + 5, usegmt=True))
+    assert _core.retry_delay(dated, 0, lambda: 0) == pytest.approx(5, abs=1)
+
+
+def test_the_token_endpoint_is_retried_after_retry_after(waits):
+    server = Scripted([(503, {"error": "temporarily_unavailable"}, {"retry-after": "2"}), issued()])
+    credential = agent_for(server).credential("task-token", "payments", "payouts.get")
+    assert credential.access_token == "at-secret"
+    assert len(server.tokens()) == 2 and len(waits) == 1 and 2 <= waits[0] <= 2.4
+    forms = [parse_qs(request.content.decode()) for request in server.tokens()]
+    assert forms[0]["client_assertion"] != forms[1]["client_assertion"]  # a fresh assertion per attempt
+
+
+def test_retries_are_bounded(waits):
+    busy: Answer = (429, {"error": "too_many_requests"}, {"retry-after": "1"})
+    server = Scripted([busy, busy, busy, busy, issued()])
+    with pytest.raises(WritOAuthError) as refused:
+        agent_for(server).credential("task-token", "payments", "payouts.get")
+    assert refused.value.status == 429
+    assert len(server.tokens()) == 4 and len(waits) == 3
+
+
+@pytest.mark.parametrize(("status", "code", "kind"), [(400, "access_denied", AccessDeniedError), (401, "invalid_client", InvalidClientError), (403, "insufficient_scope", WritOAuthError)])
+def test_refusals_are_never_retried(waits, status, code, kind):
+    server = Scripted([(status, {"error": code}, {"retry-after": "1"}), issued()])
+    with pytest.raises(kind):
+        agent_for(server).credential("task-token", "payments", "payouts.get")
+    assert len(server.tokens()) == 1 and waits == []
+
+
+def test_the_token_endpoint_nonce_is_sent_once():
+    server = Scripted([(400, {"error": "use_dpop_nonce", "error_description": "a DPoP nonce is required"}, {"dpop-nonce": "n-1"}), issued("at", "DPoP")])
+    assert agent_for(server, dpop=True).credential("task-token", "payments", "payouts.get").token_type == "DPoP"
+    assert [claims(request.headers["dpop"]).get("nonce") for request in server.tokens()] == [None, "n-1"]
+
+
+def test_gateway_calls_retry_only_when_idempotent(waits):
+    unavailable: Answer = (503, {"error": "unavailable"}, {"retry-after": "1"})
+    server = Scripted([issued(), unavailable, (200, {"ok": True}, {}), unavailable])
+    agent = agent_for(server)
+    assert agent.fetch("t", "payments", "payouts.get", "/v1/payouts/po_1").status_code == 200
+    assert agent.fetch("t", "payments", "payouts.get", "/v1/payouts", json={"amount": 1}).status_code == 503
+    assert [request.method for request in server.seen] == ["POST", "GET", "GET", "POST"]
+    assert len(waits) == 1
+
+
+def test_the_gateway_nonce_challenge_keeps_the_credential():
+    server = Scripted([
+        issued("at", "DPoP"),
+        (401, None, {"www-authenticate": 'DPoP error="use_dpop_nonce", algs="ES256"', "dpop-nonce": "gw-n"}),
+        (200, {"ok": True}, {}),
+    ])
+    assert agent_for(server, dpop=True).fetch("t", "payments", "payouts.get", "/v1/payouts/po_1").status_code == 200
+    assert len(server.tokens()) == 1
+    gateway_calls = [request for request in server.seen if request.url.host == "gw.example"]
+    assert [claims(request.headers["dpop"]).get("nonce") for request in gateway_calls] == [None, "gw-n"]
+
+
+def test_assertions_and_proofs_follow_the_servers_clock():
+    ahead = time.time() + 3600  # our clock is an hour late
+    server = Scripted([issued("at", "DPoP")], discovery_headers={"date": formatdate(ahead, usegmt=True)})
+    agent_for(server, dpop=True).credential("task-token", "payments", "payouts.get")
+    request = server.tokens()[0]
+    assertion = claims(parse_qs(request.content.decode())["client_assertion"][0])
+    assert abs(assertion["iat"] - ahead) < 60 and abs(assertion["exp"] - ahead) < 120
+    assert abs(claims(request.headers["dpop"])["iat"] - ahead) < 60
+
+
+def test_threads_share_one_exchange_per_exact_request():
+    server = Scripted([issued("a"), issued("b"), issued("c")], delay=0.2)
+    agent = agent_for(server)
+    narrow = {"destination": "acct_1", "amount_max": 10}
+    barrier = threading.Barrier(6)
+    got: list[str] = []
+
+    def ask(constraints: dict[str, Any]) -> None:
+        barrier.wait()
+        got.append(agent.credential("t", "payments", "payouts.create", constraints).access_token)
+
+    threads = [threading.Thread(target=ask, args=(narrow,)) for _ in range(5)] + [threading.Thread(target=ask, args=({**narrow, "amount_max": 1000},))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(server.tokens()) == 2  # one for the five identical requests, one for the wider one
+    assert sorted(Counter(got).values()) == [1, 5]
+
+
+def test_async_token_endpoint_retry_and_nonce(monkeypatch):
+    import writ.aio as async_client
+
+    recorded: list[float] = []
+
+    async def no_sleep(delay: float) -> None:
+        recorded.append(delay)
+
+    monkeypatch.setattr(async_client.asyncio, "sleep", no_sleep)
+    server = Scripted([
+        (503, {"error": "temporarily_unavailable"}, {"retry-after": "1"}),
+        (400, {"error": "use_dpop_nonce"}, {"dpop-nonce": "n-2"}),
+        issued("at", "DPoP"),
+    ])
+
+    async def run() -> str:
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, http=httpx.AsyncClient(transport=httpx.MockTransport(server)))
+        return (await agent.credential("t", "payments", "payouts.get")).token_type
+
+    assert asyncio.run(run()) == "DPoP"
+    assert len(recorded) == 1 and [claims(request.headers["dpop"]).get("nonce") for request in server.tokens()] == [None, None, "n-2"]
+
+
+def test_the_tasks_api_is_retried_when_shed(waits):
+    server = Scripted([issued("tasks-at"), (503, {"error": "temporarily_unavailable"}, {"retry-after": "1"}), (200, {"task_id": "t1", "status": "completed"}, {})])
+    orchestrator = Orchestrator(ISSUER, "orch-1", private_jwk(), http=httpx.Client(transport=httpx.MockTransport(server)))
+    assert orchestrator.complete_task("t1") == {"task_id": "t1", "status": "completed"}
+    assert len(waits) == 1
+
+
+def test_the_dpop_private_key_stays_out_of_reprs():
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY)
+    private = agent._dpop._key.as_dict(private=True)["d"]
+    assert private not in repr(agent._dpop) and private not in repr(vars(agent))
