@@ -117,7 +117,9 @@ export class Agent {
     this.#gatewayUrl = `${gateway.origin}${gateway.pathname.replace(/\/+$/, '')}`;
     this.#approvalTimeoutMs = options.approvalTimeoutMs ?? DEFAULT_APPROVAL_TIMEOUT_MS;
     if (options.dpop !== false) {
-      this.#dpop = oauth.generateKeyPair('ES256').then((keyPair) => oauth.DPoP(this.#client.client, keyPair));
+      // Proofs carry the server's time (learnt at discovery) when the local clock is off.
+      const onServerClock = { [oauth.modifyAssertion]: (_header: unknown, payload: { iat?: number }) => void (payload.iat = this.#client.now()) };
+      this.#dpop = oauth.generateKeyPair('ES256').then((keyPair) => oauth.DPoP(this.#client.client, keyPair, onServerClock));
       this.#dpop.catch(() => undefined);
     }
   }

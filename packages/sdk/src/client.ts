@@ -30,6 +30,7 @@ export interface WritClientOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+const SKEW_THRESHOLD_SECONDS = 5;
 
 const ASYMMETRIC = /^(ES(256|384|512)|EdDSA|Ed25519|PS(256|384|512)|RS(256|384|512))$/;
 
@@ -117,12 +118,30 @@ export class WritClient {
     this.#metadata ??= (async () => {
       const issuer = new URL(this.issuer);
       const response = await withRetries(() => oauth.discoveryRequest(issuer, this.options({ algorithm: 'oauth2' as const, signal: this.timeoutSignal() })));
+      this.learnClock(response);
       return oauth.processDiscoveryResponse(issuer, response);
     })().catch((error: unknown) => {
       this.#metadata = undefined;
       throw error instanceof WritError ? error : new WritError('discovery_failed', `discovery of ${this.issuer} failed`, { cause: error });
     });
     return this.#metadata;
+  }
+
+  /**
+   * Reads the server's clock from an answer's `Date`: when ours is more than 5 s off, client
+   * assertions (oauth4webapi's `clockSkew`) and DPoP proofs ({@link now}) use the server's time,
+   * so that a skewed agent host is not refused for `iat`/`exp` out of the server's window.
+   */
+  learnClock(response: Response): void {
+    const serverNow = Date.parse(response.headers.get('date') ?? '');
+    if (Number.isNaN(serverNow)) return;
+    const skew = (serverNow - Date.now()) / 1000;
+    this.client[oauth.clockSkew] = Math.abs(skew) > SKEW_THRESHOLD_SECONDS ? Math.round(skew) : 0;
+  }
+
+  /** The time on the server's clock, in seconds since the epoch. */
+  now(): number {
+    return Math.floor(Date.now() / 1000) + (this.client[oauth.clockSkew] ?? 0);
   }
 
   /** `private_key_jwt`: oauth4webapi signs a new assertion (new `jti`) for every request. */

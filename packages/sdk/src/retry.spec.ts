@@ -15,13 +15,13 @@ interface Answer {
 }
 
 /** A Writ (token endpoint, Tasks API, gateway) answering from a script and recording what it was sent. */
-function scripted(answers: Answer[]) {
+function scripted(answers: Answer[], discoveryHeaders: Record<string, string> = {}) {
   const seen: Array<{ url: URL; method: string; headers: Headers; form: URLSearchParams; redirect?: string }> = [];
   const fetchImpl = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const request = input instanceof Request ? input : undefined;
     const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
     if (url.pathname === '/.well-known/oauth-authorization-server') {
-      return Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` });
+      return Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` }, { headers: discoveryHeaders });
     }
     const headers = new Headers(request?.headers ?? init?.headers);
     const body = typeof init?.body === 'string' ? init.body : init?.body instanceof URLSearchParams ? init.body.toString() : '';
@@ -216,5 +216,21 @@ describe('credential cache', () => {
     expect(server.seen).toHaveLength(2);
     expect(got.map((credential) => credential.accessToken)).toEqual(['a', 'a', 'b', 'a']);
     expect(await agent.credential('other-task', narrow)).toMatchObject({ accessToken: 'c' });
+  });
+});
+
+describe('clock skew', () => {
+  it("signs assertions and DPoP proofs on the server's clock when ours is off", async () => {
+    const serverNow = Math.floor(Date.now() / 1000) + 3600; // our clock is an hour late
+    const server = scripted([issued('at', 'DPoP'), { status: 200, body: { ok: true } }], { date: new Date(serverNow * 1000).toUTCString() });
+    const agent = await agentWith(server, true);
+    await agent.fetch('task-token', READ, '/v1/payouts/po_1');
+    const [exchange, call] = server.seen;
+    const payload = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString()) as { iat: number; exp?: number };
+    const assertion = payload(exchange.form.get('client_assertion')!);
+    expect(Math.abs(assertion.iat - serverNow)).toBeLessThan(60);
+    expect(Math.abs(assertion.exp! - serverNow)).toBeLessThan(120);
+    expect(Math.abs(payload(exchange.headers.get('dpop')!).iat - serverNow)).toBeLessThan(60);
+    expect(Math.abs(payload(call.headers.get('dpop')!).iat - serverNow)).toBeLessThan(60);
   });
 });
