@@ -188,9 +188,15 @@ export class WritClient {
       };
       return oauthErrorFrom(error.status, body, error);
     }
+    // oauth4webapi puts the whole answer in these errors' `cause` (`{body}`): for a malformed
+    // token response that is the access token itself, which console.log(error) would print.
+    // Only the message and code are kept.
     if (error instanceof oauth.OperationProcessingError) {
       const status = error.cause instanceof Response ? error.cause.status : 0;
-      return new WritResponseError(status, error.message, { cause: error });
+      return new WritResponseError(status, `${error.message} (${error.code})`);
+    }
+    if (error instanceof oauth.UnsupportedOperationError) {
+      return new WritResponseError(0, error.message);
     }
     return error;
   }

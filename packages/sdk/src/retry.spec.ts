@@ -1,7 +1,7 @@
 import { inspect } from 'node:util';
 import { exportJWK, generateKeyPair } from 'jose';
 import { Agent } from './agent.js';
-import { AccessDeniedError, InvalidClientError, WritOAuthError } from './errors.js';
+import { AccessDeniedError, InvalidClientError, WritOAuthError, WritResponseError } from './errors.js';
 import { Orchestrator } from './orchestrator.js';
 import { retryDelayMs } from './retry.js';
 
@@ -186,6 +186,20 @@ describe('secrets in logs', () => {
       expect(shown).not.toContain('secret-value');
       expect(shown).toContain('[redacted]');
     }
+  });
+});
+
+describe('malformed token responses', () => {
+  it.each([
+    { access_token: 'at-secret-value', token_type: 'N_A', expires_in: 60 },
+    { access_token: 'at-secret-value', token_type: 'Bearer', expires_in: 'soon' },
+    { access_token: 'at-secret-value', expires_in: 60 },
+  ])('never carry the token in the error (%j)', async (body) => {
+    const server = scripted([{ status: 200, body }]);
+    const agent = await agentWith(server);
+    const error = await agent.credential('task-token', READ).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(WritResponseError);
+    expect(inspect(error, { depth: 10 })).not.toContain('at-secret-value');
   });
 });
 
