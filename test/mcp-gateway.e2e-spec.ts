@@ -285,6 +285,45 @@ describe('MCP through the gateway', () => {
     expect(sse.requests.length).toBe(before);
   });
 
+  it('refuses messages a case-insensitive server would read otherwise, and credentials of another connector', async () => {
+    const { taskToken } = await task();
+    const agent = agentOf(false);
+    const { accessToken } = await agent.credential(taskToken, { connector: 'tools', action: 'lookup' });
+    const transfer = await agent.credential(taskToken, { connector: 'tools', action: 'transfer', constraints: { to: 'acct_1', amount_max: 100 } });
+    const post = (token: string, body: string, connector = 'tools') =>
+      fetch(`${services.gatewayUrl}/connectors/${connector}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body,
+      });
+    const before = sse.requests.length;
+    const jsonBefore = json.requests.length;
+    // To Go's encoding/json (the Go MCP SDK) this "response" is a tools/call of a tool the credential does not grant.
+    const response = await post(accessToken, '{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","Params":{"name":"wipe","arguments":{}}}');
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ error: 'invalid_request' });
+    // Arguments under a case-folded name: the checked ones would be absent, the upstream's out of bounds.
+    const folded = await post(
+      transfer.accessToken,
+      '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"transfer","Arguments":{"to":"acct_9","amount":100000}}}',
+    );
+    expect(await folded.json()).toMatchObject({ id: 2, error: { code: -32602, data: { error: 'invalid_request' } } });
+    const twice = await post(
+      transfer.accessToken,
+      '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"transfer","arguments":{"to":"acct_1","amount":5},"ARGUMENTS":{"to":"acct_9","amount":100000}}}',
+    );
+    // (Refused by the strict JSON reading itself, before the message has an id to answer.)
+    expect(twice.status).toBe(400);
+    const unsafeId = await post(accessToken, '{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}');
+    expect(unsafeId.status).toBe(400);
+    // The credential's audience is one connector: another mcp connector refuses it.
+    const elsewhere = await post(accessToken, '{"jsonrpc":"2.0","id":4,"method":"ping"}', 'tools-json');
+    expect(elsewhere.status).toBe(401);
+    expect(elsewhere.headers.get('www-authenticate')).toContain('resource_metadata=');
+    expect(sse.requests.length).toBe(before);
+    expect(json.requests.length).toBe(jsonBefore);
+  });
+
   it('honours a session id only for the task that opened it', async () => {
     const { taskToken: first } = await task();
     const { taskToken: second } = await task();

@@ -13,7 +13,8 @@ export function requestIdOf(message: unknown): JsonRpcId | undefined {
   if (message === null || typeof message !== 'object' || Array.isArray(message)) return undefined;
   const { id, method } = message as { id?: unknown; method?: unknown };
   if (typeof method !== 'string') return undefined;
-  return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)) ? id : undefined;
+  // An id beyond 2^53 is not the id the client sent once parsed: its refusal stays an HTTP error.
+  return typeof id === 'string' || (typeof id === 'number' && Number.isSafeInteger(id)) ? id : undefined;
 }
 
 /**

@@ -51,6 +51,18 @@ describe('classifyMcpRequest', () => {
     ['a tool name that is not a string', call({ name: ['transfer'] })],
     ['arguments that are not an object', call({ name: 'transfer', arguments: [5] })],
     ['nothing', undefined],
+    // Case-insensitive upstreams (Go's encoding/json, ASP.NET) read these as the member itself.
+    ['a "response" that is a tools/call to Go', { jsonrpc: '2.0', id: 1, result: {}, Method: 'tools/call', Params: { name: 'transfer' } }],
+    ['a case-folded method beside a free one', { jsonrpc: '2.0', id: 1, method: 'ping', METHOD: 'tools/call' }],
+    ['a member JSON-RPC does not define', { jsonrpc: '2.0', id: 1, method: 'ping', extra: 1 }],
+    ['a method with a result', { jsonrpc: '2.0', id: 1, method: 'tools/list', result: {} }],
+    ['a response with params', { jsonrpc: '2.0', id: 1, result: {}, params: { name: 'transfer' } }],
+    ['case-folded tool arguments', call({ name: 'transfer', Arguments: { amount: 1e9 } })],
+    ['a long-s arguments member', call({ name: 'transfer', argumentſ: { amount: 1e9 } })],
+    ['a case-folded name member beside name', call({ name: 'lookup', NAME: 'transfer' })],
+    ['an id beyond 2^53', { jsonrpc: '2.0', id: 2 ** 64, method: 'ping' }],
+    ['a fractional id', { jsonrpc: '2.0', id: 1.5, method: 'ping' }],
+    ['a null id', { jsonrpc: '2.0', id: null, method: 'ping' }],
   ])('refuses %s (400)', (_name, message) => {
     expect(() => classifyMcpRequest('POST', message, TOOLS, ['transfer'])).toThrow(InvalidRequestError);
   });

@@ -1,5 +1,6 @@
 import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
 import { InsufficientScopeError, InvalidRequestError, safeToken } from '@writ/oauth';
+import { foldCase } from '../proxy/parameter-names';
 
 /** What the gateway decided about one request to an `mcp` connector. */
 export interface McpCall {
@@ -15,6 +16,26 @@ export interface McpCall {
 
 /** Methods any holder of a credential for the connector may send (no use spent, still audited). */
 const FREE_METHODS = new Set(['initialize', 'ping', 'tools/list']);
+
+/** The members of a JSON-RPC 2.0 message (its section 4 and 5): nothing else is forwarded. */
+const MESSAGE_MEMBERS = new Set(['jsonrpc', 'id', 'method', 'params', 'result', 'error']);
+/** The members of `tools/call` params the gateway reads (`_meta` carries the progress token). */
+const TOOL_CALL_MEMBERS = new Set(['name', 'arguments', '_meta']);
+
+/**
+ * A member whose name is one of `known` only once case is folded (`Method`, `PARAMS`, `ſtop`):
+ * Go's `encoding/json` (the Go MCP SDK) and ASP.NET bind it as that member, so the upstream
+ * would act on a method, tool or arguments the gateway did not read.
+ */
+function caseFoldedMember(message: Record<string, unknown>, known: ReadonlySet<string>): string | undefined {
+  const names = [...known].map(foldCase);
+  return Object.keys(message).find((key) => !known.has(key) && names.includes(foldCase(key)));
+}
+
+/** A JSON-RPC id the gateway reads as the upstream does: a string or an integer a double holds exactly (MCP: never null). */
+function validId(id: unknown): boolean {
+  return typeof id === 'string' || (typeof id === 'number' && Number.isSafeInteger(id));
+}
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
@@ -45,7 +66,9 @@ function boundToBody(tool: ConnectorOperation): ConnectorOperation {
 /**
  * Classifies one request to an `mcp` connector (Streamable HTTP) and refuses what the grant
  * does not allow. `POST` carries exactly one JSON-RPC message (batches are refused: the
- * 2025-06-18 revision removed them, and one message is one audited decision): `tools/call`
+ * 2025-06-18 revision removed them, and one message is one audited decision) with only the
+ * members JSON-RPC defines, an id that is a string or a safe integer, and either a method or a
+ * result/error (a case-insensitive upstream must not find another reading in it): `tools/call`
  * needs its tool in the catalogue and in the credential's `actions`; `initialize`, `ping`,
  * `tools/list`, notifications and answers to the server's own requests are allowed to any
  * holder of a credential for the connector; every other method (resources, prompts,
@@ -76,12 +99,27 @@ export function classifyMcpRequest(
   if (!isPlainObject(message) || message.jsonrpc !== '2.0') {
     throw new InvalidRequestError('the body must be one JSON-RPC 2.0 message', { reason: 'mcp_not_jsonrpc' });
   }
+  // Only the members JSON-RPC defines: a `Method` or `PARAMS` beside them is read by
+  // case-insensitive upstreams as the member itself (a "response" that is a tools/call).
+  const unknown = Object.keys(message).find((key) => !MESSAGE_MEMBERS.has(key));
+  if (unknown !== undefined) {
+    throw new InvalidRequestError(`the JSON-RPC message has a member ${JSON.stringify(unknown.slice(0, 64))} that JSON-RPC 2.0 does not define`, {
+      reason: 'mcp_not_jsonrpc',
+    });
+  }
+  if (Object.hasOwn(message, 'id') && !validId(message.id)) {
+    throw new InvalidRequestError('the JSON-RPC id must be a string or an integer of at most 2^53 - 1', { reason: 'mcp_id' });
+  }
   const method = message.method;
+  const answers = Object.hasOwn(message, 'result') || Object.hasOwn(message, 'error');
   if (method === undefined) {
-    if (Object.hasOwn(message, 'id') && (Object.hasOwn(message, 'result') || Object.hasOwn(message, 'error'))) {
+    if (Object.hasOwn(message, 'id') && answers && !Object.hasOwn(message, 'params')) {
       return { method: 'response', spends: false, granted };
     }
     throw new InvalidRequestError('the body must be one JSON-RPC 2.0 message', { reason: 'mcp_not_jsonrpc' });
+  }
+  if (answers) {
+    throw new InvalidRequestError('a JSON-RPC message is a request or a response, not both (method with result or error)', { reason: 'mcp_not_jsonrpc' });
   }
   if (typeof method !== 'string') throw new InvalidRequestError('the JSON-RPC method must be a string', { reason: 'mcp_not_jsonrpc' });
   if (FREE_METHODS.has(method) || method.startsWith('notifications/')) return { method, spends: false, granted };
@@ -93,6 +131,12 @@ export function classifyMcpRequest(
   const params = message.params;
   const name = isPlainObject(params) ? params.name : undefined;
   if (typeof name !== 'string') throw new InvalidRequestError('tools/call needs params.name, a string', { reason: 'mcp_tool_name' });
+  const variant = isPlainObject(params) ? caseFoldedMember(params, TOOL_CALL_MEMBERS) : undefined;
+  if (variant !== undefined) {
+    throw new InvalidRequestError(`tools/call params has ${JSON.stringify(variant.slice(0, 64))}: only "name", "arguments" and "_meta" in that case`, {
+      reason: 'mcp_arguments',
+    });
+  }
   if (isPlainObject(params) && params.arguments !== undefined && !isPlainObject(params.arguments)) {
     throw new InvalidRequestError('tools/call params.arguments must be an object', { reason: 'mcp_arguments' });
   }
