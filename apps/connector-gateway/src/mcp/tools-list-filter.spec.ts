@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { filterToolsEvent, filterToolsJson, ToolsListSseFilter } from './tools-list-filter';
+import { filterToolsEvent, filterToolsJson, McpFilterError, ToolsListSseFilter } from './tools-list-filter';
 
 const GRANTED = new Set(['lookup']);
 const LIST = { jsonrpc: '2.0', id: 2, result: { tools: [{ name: 'lookup' }, { name: 'wipe' }, { title: 'no name' }], nextCursor: 'c' } };
@@ -14,7 +14,16 @@ describe('tool list filtering', () => {
     expect(JSON.parse(filterToolsJson(JSON.stringify([LIST]), GRANTED))[0].result.tools).toEqual([{ name: 'lookup' }]);
     const other = JSON.stringify({ jsonrpc: '2.0', id: 3, result: { content: [] } });
     expect(filterToolsJson(other, GRANTED)).toBe(other);
-    expect(filterToolsJson('not json', GRANTED)).toBe('not json');
+  });
+
+  it('reads a tool list as lenient clients do, or refuses it', () => {
+    // Response.json() drops a byte order mark, JSON.parse does not: the list must still be cut.
+    expect(JSON.parse(filterToolsJson(`\uFEFF${JSON.stringify(LIST)}`, GRANTED)).result.tools).toEqual([{ name: 'lookup' }]);
+    expect(() => filterToolsJson('not json', GRANTED)).toThrow(McpFilterError);
+    // A member name written with escapes is the same member once parsed.
+    const escaped = JSON.stringify(LIST).replace('"tools"', '"\\u0074ools"');
+    const event = filterToolsEvent(`event: message\ndata: ${escaped}`, GRANTED);
+    expect(JSON.parse(event.split('\n')[1].slice(6)).result.tools).toEqual([{ name: 'lookup' }]);
   });
 
   it('rewrites an SSE event, multi-line data included, and keeps its id and type', () => {

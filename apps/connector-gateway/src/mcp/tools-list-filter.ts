@@ -24,14 +24,16 @@ function filtered(message: unknown, granted: ReadonlySet<string>): unknown {
 
 /**
  * A JSON response body with `tools/list` results filtered to the granted tools. A body that is
- * not JSON is returned as it is: the client cannot read a tool list from it either.
+ * not JSON is refused ({@link McpFilterError}): clients are more lenient than `JSON.parse` (a
+ * byte order mark, which `Response.json()` drops, is enough), and one that reads a tool list
+ * the gateway could not would see every tool.
  */
 export function filterToolsJson(text: string, granted: ReadonlySet<string>): string {
   let message: unknown;
   try {
-    message = JSON.parse(text);
+    message = JSON.parse(text.replace(/^\uFEFF/, ''));
   } catch {
-    return text;
+    throw new McpFilterError('the upstream answered tools/list with a JSON type and a body that is not JSON');
   }
   const changed = filtered(message, granted);
   return changed === undefined ? text : JSON.stringify(changed);
@@ -39,7 +41,7 @@ export function filterToolsJson(text: string, granted: ReadonlySet<string>): str
 
 /** One SSE event (its lines, without the blank line that ends it) with a tool list in its data filtered. */
 export function filterToolsEvent(event: string, granted: ReadonlySet<string>): string {
-  if (!event.includes('tools')) return event;
+  // (No shortcut on the text: `"\u0074ools"` is `tools` once parsed.)
   const lines = event.split(/\r\n|\r|\n/);
   const data = lines.filter((line) => line.startsWith('data:')).map((line) => line.slice(line.startsWith('data: ') ? 6 : 5));
   if (data.length === 0) return event;
