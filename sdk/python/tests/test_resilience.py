@@ -208,3 +208,24 @@ def test_the_dpop_private_key_stays_out_of_reprs():
     agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY)
     private = agent._dpop._key.as_dict(private=True)["d"]
     assert private not in repr(agent._dpop) and private not in repr(vars(agent))
+
+
+def test_mcp_auth_sends_credentials_to_the_connector_url_only():
+    from writ import GatewayPathError
+    from writ.mcp import McpAuth, mcp_url
+
+    server = Scripted([issued("at-secret", "DPoP"), (200, {"jsonrpc": "2.0", "id": 1, "result": {}}, {})])
+
+    async def run() -> None:
+        transport = httpx.MockTransport(server)
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, http=httpx.AsyncClient(transport=transport))
+        auth = McpAuth(agent, "task-token", "tools", session="lookup")
+        async with httpx.AsyncClient(auth=auth, transport=transport) as http:
+            for elsewhere in ("https://evil.example/connectors/tools", f"{GATEWAY}/connectors/other", f"{GATEWAY}/connectors/tools/x"):
+                with pytest.raises(GatewayPathError):
+                    await http.post(elsewhere, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            assert server.seen == []  # no credential was even asked for
+            ok = await http.post(mcp_url(agent, "tools"), json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            assert ok.status_code == 200 and ok.request.headers["authorization"] == "DPoP at-secret"
+
+    asyncio.run(run())

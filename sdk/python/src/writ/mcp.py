@@ -20,6 +20,7 @@ import httpx
 
 from . import _core
 from .aio import AsyncAgent
+from .errors import GatewayPathError
 
 
 def mcp_url(agent: AsyncAgent, connector: str) -> str:
@@ -28,7 +29,8 @@ def mcp_url(agent: AsyncAgent, connector: str) -> str:
 
 
 class McpAuth(httpx.Auth):
-    """Adds the right Writ credential (and DPoP proof) to each request of an MCP client."""
+    """Adds the right Writ credential (and DPoP proof) to each request of an MCP client, sent to the connector's
+    MCP URL (``mcp_url``) and nowhere else: any other URL raises ``GatewayPathError`` before a credential exists."""
 
     def __init__(self, agent: AsyncAgent, task_token: str, connector: str, *, session: str,
                  session_constraints: Mapping[str, Any] | None = None,
@@ -36,6 +38,8 @@ class McpAuth(httpx.Auth):
         self._agent = agent
         self._task_token = task_token
         self._connector = connector
+        # The one URL its credentials may go to (the client may be used for other requests too).
+        self._url = mcp_url(agent, connector)
         self._session = (session, session_constraints)
         self._constraints = constraints
 
@@ -52,6 +56,8 @@ class McpAuth(httpx.Auth):
         return self._session
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if str(request.url.copy_with(query=None, fragment=None)) != self._url:
+            raise GatewayPathError(f"McpAuth sends credentials to {self._url} only, not to {request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}{request.url.path}")
         await request.aread()
         action, constraints = self._request_of(request)
         url = str(request.url.copy_with(query=None))
