@@ -229,3 +229,20 @@ def test_mcp_auth_sends_credentials_to_the_connector_url_only():
             assert ok.status_code == 200 and ok.request.headers["authorization"] == "DPoP at-secret"
 
     asyncio.run(run())
+
+
+def test_the_task_token_goes_to_an_https_token_endpoint_only():
+    from writ import WritResponseError
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": "http://writ.example/oauth2/token"})
+        return httpx.Response(200, json={"access_token": "at", "token_type": "Bearer", "expires_in": 60})
+
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(WritResponseError, match="https"):
+        agent.credential("secret-task-token", "payments", "payouts.get")
+    assert [request.url.path for request in seen] == ["/.well-known/oauth-authorization-server"]

@@ -219,6 +219,18 @@ def gateway_url_for(gateway_url: str, connector: str, path: str) -> str:
     return url
 
 
+def check_metadata(metadata: Any, issuer: str, allow_insecure: bool, status: int) -> dict[str, Any]:
+    """RFC 8414 §3.3: the discovered ``issuer`` is the configured one; the token endpoint (which gets the task token and
+    the client assertion) is an ``https`` URL unless insecure requests were allowed, as oauth4webapi requires."""
+    if not isinstance(metadata, dict) or metadata.get("issuer") != issuer:
+        raise WritResponseError(status, "the discovered issuer differs from the configured one")
+    endpoint = metadata.get("token_endpoint")
+    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+    if parts is None or not parts.netloc or parts.scheme not in (("https", "http") if allow_insecure else ("https",)):
+        raise WritResponseError(status, "the discovered token_endpoint is not an https URL")
+    return metadata
+
+
 def with_query(path: str, query: Mapping[str, Any] | None) -> str:
     if not query:
         return path

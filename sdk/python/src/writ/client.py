@@ -20,6 +20,7 @@ class _Client:
     def __init__(self, issuer: str, client_id: str, key: Mapping[str, Any], *, http: httpx.Client | None,
                  allow_insecure_requests: bool) -> None:
         self.issuer = _core.check_base_url(issuer, allow_insecure_requests, "issuer")
+        self._allow_insecure = allow_insecure_requests
         self.client_id = client_id
         self._key = ClientKey.from_jwk(key)
         self._http = http or httpx.Client(timeout=30.0, follow_redirects=False)
@@ -35,10 +36,8 @@ class _Client:
         if self._metadata is None:
             url = f"{self.issuer}/.well-known/oauth-authorization-server"
             response = self.send(lambda: self._http.get(url, follow_redirects=False))
-            metadata = _core.raise_for_answer(response)
+            metadata = _core.check_metadata(_core.raise_for_answer(response), self.issuer, self._allow_insecure, response.status_code)
             self._skew = _core.server_skew(response)
-            if metadata.get("issuer") != self.issuer:
-                raise _core.WritResponseError(response.status_code, "the discovered issuer differs from the configured one")
             self._metadata = metadata
         return self._metadata
 
