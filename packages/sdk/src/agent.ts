@@ -91,6 +91,39 @@ function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** A cached credential, or the one exchange under way for it (`pending`, shared by its waiters). */
+interface CacheEntry {
+  credential: Promise<Credential>;
+  refreshAt: number;
+  pending?: { controller: AbortController; waiters: number };
+}
+
+/** The entry's credential for one caller: its own abort rejects only its wait, and stops the exchange when it was the last one waiting. */
+function waitFor(entry: CacheEntry, signal: AbortSignal | undefined): Promise<Credential> {
+  const pending = entry.pending;
+  if (!pending) return entry.credential;
+  pending.waiters += 1;
+  if (!signal) return entry.credential; // a caller that cannot abort keeps the exchange going
+  return new Promise<Credential>((resolve, reject) => {
+    const onAbort = () => {
+      pending.waiters -= 1;
+      if (pending.waiters === 0) pending.controller.abort(signal.reason);
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    entry.credential.then(
+      (credential) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(credential);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
 /**
  * An agent: exchanges a task token for connector credentials (RFC 8693 with RFC 9396
  * `authorization_details`, a fresh `private_key_jwt` assertion each time), bound to its
@@ -102,7 +135,7 @@ export class Agent {
   readonly #gatewayUrl: string;
   readonly #approvalTimeoutMs: number;
   readonly #dpop?: Promise<oauth.DPoPHandle>;
-  readonly #cache = new Map<string, { credential: Promise<Credential>; refreshAt: number }>();
+  readonly #cache = new Map<string, CacheEntry>();
 
   constructor(options: AgentOptions) {
     this.#client = new WritClient(options);
@@ -145,22 +178,34 @@ export class Agent {
    */
   credential(taskToken: string, request: ConnectorRequest, options: CredentialOptions = {}): Promise<Credential> {
     const key = `${taskToken}\n${canonical(this.detailOf(request))}`;
-    const cached = this.#cache.get(key);
-    if (cached && Date.now() < cached.refreshAt) return cached.credential;
-    const entry = { credential: Promise.resolve(undefined as unknown as Credential), refreshAt: Number.POSITIVE_INFINITY };
-    entry.credential = this.exchange(taskToken, request, options).then(
-      (credential) => {
-        const lifetime = credential.expiresAt - Date.now();
-        entry.refreshAt = credential.expiresAt - Math.max(1000, Math.min(30_000, lifetime / 5));
-        return credential;
-      },
-      (error: unknown) => {
-        if (this.#cache.get(key) === entry) this.#cache.delete(key);
-        throw error;
-      },
-    );
-    this.remember(key, entry);
-    return entry.credential;
+    if (options.signal?.aborted) return Promise.reject(options.signal.reason as Error);
+    let entry = this.#cache.get(key);
+    if (!entry || Date.now() >= entry.refreshAt) {
+      // One exchange for every concurrent identical request; it has its own signal, aborted
+      // only when every caller waiting for it has aborted (one caller giving up does not fail the others).
+      const controller = new AbortController();
+      const fresh: CacheEntry = {
+        credential: Promise.resolve(undefined as unknown as Credential),
+        refreshAt: Number.POSITIVE_INFINITY,
+        pending: { controller, waiters: 0 },
+      };
+      fresh.credential = this.exchange(taskToken, request, { ...options, signal: controller.signal }).then(
+        (credential) => {
+          const lifetime = credential.expiresAt - Date.now();
+          fresh.refreshAt = credential.expiresAt - Math.max(1000, Math.min(30_000, lifetime / 5));
+          fresh.pending = undefined;
+          return credential;
+        },
+        (error: unknown) => {
+          if (this.#cache.get(key) === fresh) this.#cache.delete(key);
+          throw error;
+        },
+      );
+      fresh.credential.catch(() => undefined);
+      this.remember(key, fresh);
+      entry = fresh;
+    }
+    return waitFor(entry, options.signal);
   }
 
   /** Drops cached credentials: of one request, or every one of a task token. */
@@ -310,7 +355,7 @@ export class Agent {
     };
   }
 
-  private remember(key: string, entry: { credential: Promise<Credential>; refreshAt: number }): void {
+  private remember(key: string, entry: CacheEntry): void {
     const now = Date.now();
     if (this.#cache.size >= MAX_CACHED) {
       for (const [candidate, cached] of this.#cache) if (cached.refreshAt <= now) this.#cache.delete(candidate);

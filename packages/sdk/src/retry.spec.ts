@@ -248,3 +248,33 @@ describe('clock skew', () => {
     expect(Math.abs(payload(call.headers.get('dpop')!).iat - serverNow)).toBeLessThan(60);
   });
 });
+
+describe('a shared exchange and its callers’ signals', () => {
+  const pending: Answer = { status: 400, body: { error: 'authorization_pending', approval_id: 'ap-1', interval: 1 } };
+
+  it('one caller aborting does not fail the others waiting for the same credential', async () => {
+    const server = scripted([pending, issued('shared')]);
+    const agent = await agentWith(server);
+    const first = new AbortController();
+    const { value } = await settle(async () => {
+      const waits = [agent.credential('t', READ, { signal: first.signal }), agent.credential('t', READ)];
+      first.abort(new Error('the first caller gave up'));
+      return Promise.allSettled(waits);
+    });
+    expect(value?.[0]).toMatchObject({ status: 'rejected', reason: { message: 'the first caller gave up' } });
+    expect(value?.[1]).toMatchObject({ status: 'fulfilled', value: { accessToken: 'shared' } });
+  });
+
+  it('stops polling when the last caller waiting has aborted', async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+    const server = scripted([pending, pending, pending, issued()]);
+    const agent = await agentWith(server);
+    const only = new AbortController();
+    const waiting = agent.credential('t', READ, { signal: only.signal }).catch((error: unknown) => error);
+    while (server.seen.length === 0) await jest.advanceTimersByTimeAsync(10);
+    only.abort(new Error('gave up'));
+    expect(await waiting).toMatchObject({ message: 'gave up' });
+    await jest.advanceTimersByTimeAsync(10_000);
+    expect(server.seen).toHaveLength(1);
+  });
+});
