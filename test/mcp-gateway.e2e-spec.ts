@@ -324,6 +324,20 @@ describe('MCP through the gateway', () => {
     expect(json.requests.length).toBe(jsonBefore);
   });
 
+  it('masks the connector credential echoed in SSE events and JSON answers, as on HTTP', async () => {
+    for (const connector of ['tools', 'tools-json']) {
+      const { taskToken } = await task(connector);
+      const { accessToken } = await agentOf(false).credential(taskToken, { connector, action: 'lookup' });
+      const client = await fixedClient(connector, accessToken);
+      // The tool answers `found <q>`: an upstream that echoes its credential into a streamed event.
+      const result = await client.callTool({ name: 'lookup', arguments: { q: `${SECRET} and ${Buffer.from(SECRET).toString('base64')}` } });
+      const text = JSON.stringify(result);
+      expect(text).toContain('found ');
+      expect(text).not.toContain(SECRET);
+      expect(text).not.toContain(Buffer.from(SECRET).toString('base64'));
+    }
+  });
+
   it('honours a session id only for the task that opened it', async () => {
     const { taskToken: first } = await task();
     const { taskToken: second } = await task();
