@@ -424,6 +424,10 @@ describe('mcp connectors', () => {
     const twice = tools();
     twice.operations[1] = { ...twice.operations[0] };
     expect(fields(twice)).toEqual(['operations[1].name']);
+    // A server that looks tools up ignoring case would run `transfer` for a grant of `Transfer`.
+    const cased = tools();
+    cased.operations[1] = { name: 'Transfer', risk: 'read' };
+    expect(fields(cased)).toEqual(['operations[1].name']);
   });
 
   it('checks a change by the stored kind; the kind itself cannot change', () => {

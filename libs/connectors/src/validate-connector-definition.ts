@@ -304,9 +304,11 @@ function checkOperations(value: unknown, out: Collector, kind: ConnectorKind = '
     const operation = checkOperation(raw, prefix, out, kind);
     const name = isPlainObject(raw) ? raw.name : undefined;
     if (typeof name === 'string') {
-      // HTTP operation names are Writ's labels: `payouts.create` and `Payouts.Create` would read as
-      // one action in a task, a grant or policy data. MCP tool names are the server's, case and all.
-      const key = kind === 'http' ? name.toLowerCase() : name;
+      // Names are compared ignoring case. HTTP operation names are Writ's labels: `payouts.create`
+      // and `Payouts.Create` would read as one action in a task, a grant or policy data. MCP tool
+      // names go to the server, which may look them up ignoring case: `Lookup` granted must not
+      // reach a `lookup`.
+      const key = name.toLowerCase();
       const first = names.get(key);
       if (first !== undefined) out.add(`${prefix}.name`, `duplicates operations[${first.index}].name${first.name === name ? '' : ' (ignoring case)'}`);
       else names.set(key, { index, name });

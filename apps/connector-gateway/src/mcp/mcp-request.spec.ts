@@ -31,6 +31,8 @@ describe('classifyMcpRequest', () => {
   it.each([
     ['another tool', call({ name: 'lookup', arguments: {} }), 'action'],
     ['a tool outside the catalogue', call({ name: 'shell' }), 'operation'],
+    ['a granted tool in another case', call({ name: 'Transfer', arguments: { amount: 1 } }), 'operation'],
+    ['a granted tool with a look-alike letter', call({ name: 'trаnsfer', arguments: { amount: 1 } }), 'operation'],
     ['resources/read', { jsonrpc: '2.0', id: 1, method: 'resources/read', params: { uri: 'file:///etc/passwd' } }, 'mcp_method'],
     ['prompts/get', { jsonrpc: '2.0', id: 1, method: 'prompts/get' }, 'mcp_method'],
     ['sampling', { jsonrpc: '2.0', id: 1, method: 'sampling/createMessage' }, 'mcp_method'],
