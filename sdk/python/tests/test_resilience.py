@@ -246,3 +246,15 @@ def test_the_task_token_goes_to_an_https_token_endpoint_only():
     with pytest.raises(WritResponseError, match="https"):
         agent.credential("secret-task-token", "payments", "payouts.get")
     assert [request.url.path for request in seen] == ["/.well-known/oauth-authorization-server"]
+
+
+def test_a_task_id_is_one_path_segment(waits):
+    from writ import WritError
+
+    server = Scripted([issued("tasks-at"), (200, {"task_id": "x"}, {}), (200, {"task_id": "x"}, {})])
+    orchestrator = Orchestrator(ISSUER, "orch-1", private_jwk(), http=httpx.Client(transport=httpx.MockTransport(server)))
+    orchestrator.get_task("../../oauth2/revoke?token=x#y")
+    orchestrator.complete_task("a/b")
+    assert [request.url.raw_path for request in server.seen[1:]] == [b"/v1/tasks/..%2F..%2Foauth2%2Frevoke%3Ftoken%3Dx%23y", b"/v1/tasks/a%2Fb/complete"]
+    with pytest.raises(WritError):
+        orchestrator.fail_task("..")

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
@@ -229,6 +229,13 @@ def check_metadata(metadata: Any, issuer: str, allow_insecure: bool, status: int
     if parts is None or not parts.netloc or parts.scheme not in (("https", "http") if allow_insecure else ("https",)):
         raise WritResponseError(status, "the discovered token_endpoint is not an https URL")
     return metadata
+
+
+def path_segment(value: str) -> str:
+    """``value`` as one path segment (``/``, ``?``, ``#``, ``..`` encoded), as ``encodeURIComponent`` makes it."""
+    if not isinstance(value, str) or value in ("", ".", ".."):
+        raise WritError(f"invalid path segment {value!r}", "invalid_request")
+    return quote(value, safe="")
 
 
 def with_query(path: str, query: Mapping[str, Any] | None) -> str:

@@ -129,15 +129,15 @@ class AsyncOrchestrator:
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         """``GET /v1/tasks/{id}``: the task, its status and its grants."""
-        return await self._call("GET", f"/v1/tasks/{task_id}")
+        return await self._call("GET", f"/v1/tasks/{_core.path_segment(task_id)}")
 
     async def complete_task(self, task_id: str) -> dict[str, Any]:
         """Completes the task; its credentials are revoked before this returns."""
-        return await self._call("POST", f"/v1/tasks/{task_id}/complete")
+        return await self._call("POST", f"/v1/tasks/{_core.path_segment(task_id)}/complete")
 
     async def fail_task(self, task_id: str) -> dict[str, Any]:
         """Fails the task; its credentials are revoked before this returns."""
-        return await self._call("POST", f"/v1/tasks/{task_id}/fail")
+        return await self._call("POST", f"/v1/tasks/{_core.path_segment(task_id)}/fail")
 
     @contextlib.asynccontextmanager
     async def task(self, agent_id: str, purpose: str, allowed: list[Mapping[str, Any]], ttl_seconds: int, **options: Any) -> AsyncIterator[CreatedTask]:

@@ -128,15 +128,15 @@ class Orchestrator:
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         """``GET /v1/tasks/{id}``: the task, its status and its grants."""
-        return self._call("GET", f"/v1/tasks/{task_id}")
+        return self._call("GET", f"/v1/tasks/{_core.path_segment(task_id)}")
 
     def complete_task(self, task_id: str) -> dict[str, Any]:
         """Completes the task; its credentials are revoked before this returns."""
-        return self._call("POST", f"/v1/tasks/{task_id}/complete")
+        return self._call("POST", f"/v1/tasks/{_core.path_segment(task_id)}/complete")
 
     def fail_task(self, task_id: str) -> dict[str, Any]:
         """Fails the task; its credentials are revoked before this returns."""
-        return self._call("POST", f"/v1/tasks/{task_id}/fail")
+        return self._call("POST", f"/v1/tasks/{_core.path_segment(task_id)}/fail")
 
     @contextlib.contextmanager
     def task(self, agent_id: str, purpose: str, allowed: list[Mapping[str, Any]], ttl_seconds: int, **options: Any) -> Iterator[CreatedTask]:
