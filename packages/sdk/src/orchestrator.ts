@@ -41,6 +41,14 @@ export interface RunTaskOptions {
 
 const EARLY_REFRESH_MS = 30_000;
 
+/** `value` as one path segment: encoded, and never `.` or `..` (which the URL parser would resolve away). */
+function segment(value: string): string {
+  if (typeof value !== 'string' || value === '' || value === '.' || value === '..') {
+    throw new WritError('invalid_request', `invalid task id ${JSON.stringify(value)}`);
+  }
+  return encodeURIComponent(value);
+}
+
 /**
  * A trusted orchestrator: authenticates with `private_key_jwt` (client credentials, scope
  * `tasks`), declares tasks for its agents and ends them. {@link runTask} ends every task it
@@ -55,11 +63,11 @@ export class Orchestrator {
     /** `POST /v1/tasks`: declares a task; returns its id and task token. */
     create: (spec: TaskSpec): Promise<CreatedTask> => this.createTask(spec),
     /** `GET /v1/tasks/{id}`: the task, its status and its grants. */
-    get: (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('GET', `/v1/tasks/${encodeURIComponent(taskId)}`),
+    get: (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('GET', `/v1/tasks/${segment(taskId)}`),
     /** Completes the task; every credential of the task is revoked before this resolves. */
-    complete: (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/complete`),
+    complete: (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('POST', `/v1/tasks/${segment(taskId)}/complete`),
     /** Fails the task; every credential of the task is revoked before this resolves. */
-    fail: (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/fail`),
+    fail: (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('POST', `/v1/tasks/${segment(taskId)}/fail`),
   };
 
   constructor(options: WritClientOptions) {

@@ -219,6 +219,17 @@ describe('Orchestrator', () => {
   });
 });
 
+describe('Tasks API paths', () => {
+  it('sends a task id as one segment, and refuses dot segments', async () => {
+    const server = scripted([issued('tasks-at'), { status: 200, body: { task_id: 'x' } }]);
+    const orchestrator = new Orchestrator({ issuer: ISSUER, clientId: 'orch-1', key: await privateJwk(), fetch: server.fetch });
+    await orchestrator.tasks.get('../../oauth2/revoke?token=x');
+    expect(server.seen[1].url.pathname).toBe('/v1/tasks/..%2F..%2Foauth2%2Frevoke%3Ftoken%3Dx');
+    for (const id of ['..', '.', '']) await expect(orchestrator.tasks.complete(id)).rejects.toMatchObject({ code: 'invalid_request' });
+    expect(server.seen).toHaveLength(2);
+  });
+});
+
 describe('credential cache', () => {
   it('shares one exchange between concurrent identical requests, and never between different constraints', async () => {
     const server = scripted([issued('a'), issued('b'), issued('c')]);
