@@ -63,11 +63,11 @@ export class Orchestrator {
     /** `POST /v1/tasks`: declares a task; returns its id and task token. */
     create: (spec: TaskSpec): Promise<CreatedTask> => this.createTask(spec),
     /** `GET /v1/tasks/{id}`: the task, its status and its grants. */
-    get: (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('GET', `/v1/tasks/${segment(taskId)}`),
+    get: async (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('GET', `/v1/tasks/${segment(taskId)}`),
     /** Completes the task; every credential of the task is revoked before this resolves. */
-    complete: (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('POST', `/v1/tasks/${segment(taskId)}/complete`),
+    complete: async (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('POST', `/v1/tasks/${segment(taskId)}/complete`),
     /** Fails the task; every credential of the task is revoked before this resolves. */
-    fail: (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('POST', `/v1/tasks/${segment(taskId)}/fail`),
+    fail: async (taskId: string): Promise<TaskInfo> => this.call<TaskInfo>('POST', `/v1/tasks/${segment(taskId)}/fail`),
   };
 
   constructor(options: WritClientOptions) {
