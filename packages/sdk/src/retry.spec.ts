@@ -239,7 +239,10 @@ describe('credential cache', () => {
     const same = { connector: 'payments', action: 'payouts.create', constraints: { destination: 'acct_1', amount_max: 10 } };
     const got = await Promise.all([agent.credential('t', narrow), agent.credential('t', same), agent.credential('t', wide), agent.credential('t', narrow)]);
     expect(server.seen).toHaveLength(2);
-    expect(got.map((credential) => credential.accessToken)).toEqual(['a', 'a', 'b', 'a']);
+    // Which of the two exchanges the server answers first is not fixed: compare, do not name.
+    const [first, second, wider, again] = got.map((credential) => credential.accessToken);
+    expect([second, again]).toEqual([first, first]);
+    expect(wider).not.toBe(first);
     expect(await agent.credential('other-task', narrow)).toMatchObject({ accessToken: 'c' });
   });
 });
