@@ -110,7 +110,15 @@ export class WritClient {
   /** `signal`, and the authorization server timeout: whichever aborts first. */
   timeoutSignal(signal?: AbortSignal): AbortSignal {
     const timeout = AbortSignal.timeout(this.timeoutMs);
-    return signal ? AbortSignal.any([signal, timeout]) : timeout;
+    if (!signal) return timeout;
+    if (typeof AbortSignal.any === 'function') return AbortSignal.any([signal, timeout]);
+    // Runtimes without AbortSignal.any (Node.js before 20.3): the same, by hand.
+    const controller = new AbortController();
+    for (const source of [signal, timeout]) {
+      if (source.aborted) controller.abort(source.reason);
+      else source.addEventListener('abort', () => controller.abort(source.reason), { once: true });
+    }
+    return controller.signal;
   }
 
   /** The authorization server's RFC 8414 metadata, fetched once (again after a failure). */
