@@ -14,6 +14,9 @@ export function noteRefusedPolicyReload(): void {
 
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
+/** The `connector` label of a gateway call refused before its token was verified. */
+const UNVERIFIED = 'other';
+
 /** A label value from event data: a short string, or `none`. Bounded so labels cannot explode. */
 function label(value: unknown): string {
   return typeof value === 'string' && value !== '' ? value.slice(0, 64) : typeof value === 'number' ? String(value) : 'none';
@@ -213,7 +216,9 @@ export class WritMetrics {
           break;
         case 'gateway.call':
           this.gatewayCalls.inc({
-            connector: label(record.connector_id),
+            // The connector id of a refusal without a verified token is whatever the caller put
+            // in the path: one series per guess would grow /metrics without bound.
+            connector: record.agent_id !== null ? label(record.connector_id) : UNVERIFIED,
             operation: label(record.data.operation),
             status: record.outcome === 'success' ? 'forwarded' : label(record.data.status),
           });
