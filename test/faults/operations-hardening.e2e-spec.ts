@@ -1,8 +1,33 @@
+import { connect } from 'node:net';
 import { createAdminApp } from '../../apps/admin/src/admin.app';
 import { createGatewayApp } from '../../apps/connector-gateway/src/connector-gateway.app';
 import { startTestServices, TestServices } from '../support/test-services';
 
 jest.setTimeout(120_000);
+
+/**
+ * Sends `head`, then `drip` every 100 ms for ever, and resolves with what came back once the
+ * server closes the connection (a server without deadlines never does: the test times out).
+ */
+function dribble(url: string, head: string, drip: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), hostname);
+    let received = '';
+    let timer: NodeJS.Timeout | undefined;
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (received += chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearInterval(timer);
+      resolve(received);
+    });
+    socket.on('connect', () => {
+      socket.write(head);
+      timer = setInterval(() => socket.write(drip), 100);
+    });
+  });
+}
 
 describe('faults: operations hardening', () => {
   let services: TestServices;
@@ -11,6 +36,11 @@ describe('faults: operations hardening', () => {
     services = await startTestServices({
       gateway: createGatewayApp,
       admin: createAdminApp,
+      env: {
+        WRIT_HTTP_HEADERS_TIMEOUT_MS: '500',
+        WRIT_HTTP_REQUEST_TIMEOUT_MS: '1000',
+        WRIT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: '7000',
+      },
     });
   });
   afterAll(async () => {
@@ -32,5 +62,32 @@ describe('faults: operations hardening', () => {
     expect(text).not.toContain('guessed-connector');
     expect(text).toMatch(/writ_gateway_calls_total\{connector="other",operation="none",status="401"\} (\d+)/);
     expect(Number(/writ_gateway_calls_total\{connector="other",operation="none",status="401"\} (\d+)/.exec(text)![1])).toBeGreaterThanOrEqual(guesses.length);
+  });
+
+  // Node's defaults would hold these connections 60 s (headers) and 300 s (body), looked for
+  // every 30 s: the tests' own deadline (20 s) fails them there.
+  it('cuts a caller that dribbles its headers (slowloris) with 408', async () => {
+    // One header line now and then, never the blank line that ends them.
+    const received = await dribble(services.authUrl, 'GET /health/live HTTP/1.1\r\nHost: x\r\n', 'X-Slow: 1\r\n');
+    expect(received).toMatch(/^HTTP\/1\.1 408 /);
+  }, 20_000);
+
+  it('cuts a caller that dribbles its body with 408, on every service', async () => {
+    const received = await Promise.all(
+      [services.authUrl, services.gatewayUrl, services.adminUrl].map((url) =>
+        dribble(url, 'POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n', 'a'),
+      ),
+    );
+    // A service that answers before reading the body (a 404) still cuts the connection.
+    for (const text of received) expect(text).toContain('HTTP/1.1 408 Request Timeout');
+  }, 20_000);
+
+  it('ends a transaction left idle on a service connection (idle_in_transaction_session_timeout)', async () => {
+    const { rows } = await services.runtime.pool.query<{ idle_in_transaction_session_timeout: string }>('SHOW idle_in_transaction_session_timeout');
+    expect(rows[0].idle_in_transaction_session_timeout).toBe('7s');
+    const viaTypeorm: Array<{ idle_in_transaction_session_timeout: string }> = await services.runtime.dataSource.query(
+      'SHOW idle_in_transaction_session_timeout',
+    );
+    expect(viaTypeorm[0].idle_in_transaction_session_timeout).toBe('7s');
   });
 });

@@ -42,6 +42,7 @@ describe('loadConfig', () => {
       checkoutTimeoutMs: 3000,
       statementTimeoutMs: 10_000,
       lockTimeoutMs: 3000,
+      idleInTransactionTimeoutMs: 30_000,
       maxInFlight: 200,
       keyRefreshSeconds: 5,
       keyRotationDays: 90,
@@ -54,6 +55,7 @@ describe('loadConfig', () => {
       WRIT_DB_CHECKOUT_TIMEOUT_MS: '500',
       WRIT_DB_STATEMENT_TIMEOUT_MS: '2000',
       WRIT_DB_LOCK_TIMEOUT_MS: '700',
+      WRIT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: '4000',
       WRIT_MAX_IN_FLIGHT: '4',
       WRIT_KEY_REFRESH_SECONDS: '1',
       WRIT_KEY_ROTATION_DAYS: '0',
@@ -66,6 +68,7 @@ describe('loadConfig', () => {
       checkoutTimeoutMs: 500,
       statementTimeoutMs: 2000,
       lockTimeoutMs: 700,
+      idleInTransactionTimeoutMs: 4000,
       maxInFlight: 4,
       keyRefreshSeconds: 1,
       keyRotationDays: 0,
@@ -78,6 +81,20 @@ describe('loadConfig', () => {
       expect(() => loadConfig({ WRIT_WORKERS: bad })).toThrow(`WRIT_WORKERS must be "auto" or an integer from 1 to 256, got "${bad}"`);
     expect(() => loadConfig({ WRIT_MAX_IN_FLIGHT: '0' })).toThrow(/WRIT_MAX_IN_FLIGHT/);
     expect(() => loadConfig({ WRIT_DB_STATEMENT_TIMEOUT_MS: '10s' })).toThrow(/WRIT_DB_STATEMENT_TIMEOUT_MS/);
+  });
+
+  it('bounds how long a caller may take to send a request, and how long an idle connection stays', () => {
+    expect(loadConfig({}).http).toEqual({ headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000 });
+    expect(loadConfig({ WRIT_HTTP_HEADERS_TIMEOUT_MS: '2000', WRIT_HTTP_REQUEST_TIMEOUT_MS: '4000', WRIT_HTTP_KEEP_ALIVE_TIMEOUT_MS: '65000' }).http).toEqual({
+      headersTimeoutMs: 2000,
+      requestTimeoutMs: 4000,
+      keepAliveTimeoutMs: 65_000,
+    });
+    expect(() => loadConfig({ WRIT_HTTP_HEADERS_TIMEOUT_MS: '0' })).toThrow(/WRIT_HTTP_HEADERS_TIMEOUT_MS must be an integer from 100/);
+    expect(() => loadConfig({ WRIT_HTTP_HEADERS_TIMEOUT_MS: '20000', WRIT_HTTP_REQUEST_TIMEOUT_MS: '10000' })).toThrow(
+      /WRIT_HTTP_REQUEST_TIMEOUT_MS must not be below WRIT_HTTP_HEADERS_TIMEOUT_MS/,
+    );
+    expect(() => loadConfig({ WRIT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: '0' })).toThrow(/WRIT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS/);
   });
 
   it('runs ECDSA on the thread pool only when a core is left for it, unless told where', () => {

@@ -87,6 +87,8 @@ export interface WritConfig {
   readonly approvalWebhook: ApprovalWebhookConfig | undefined;
   /** Process life and bounded failure under overload or a hung database. */
   readonly operations: OperationsConfig;
+  /** Deadlines of every service's HTTP server (slow or idle callers). */
+  readonly http: HttpServerConfig;
   /** OpenTelemetry tracing (off unless the standard `OTEL_*` variables ask for it). */
   readonly tracing: TracingConfig;
 }
@@ -110,6 +112,25 @@ export interface TracingConfig {
    * `traceparent` and `tracestate` from upstream requests.
    */
   readonly forwardTraceparent: boolean;
+}
+
+/** See {@link WritConfig.http}. */
+export interface HttpServerConfig {
+  /**
+   * `WRIT_HTTP_HEADERS_TIMEOUT_MS` (default 10000): longest time a caller may take to send a
+   * request's headers; past it the connection is answered `408` and closed (slowloris).
+   */
+  readonly headersTimeoutMs: number;
+  /**
+   * `WRIT_HTTP_REQUEST_TIMEOUT_MS` (default 30000, at least the headers timeout): longest time a
+   * caller may take to send a whole request, body included (the response may take longer).
+   */
+  readonly requestTimeoutMs: number;
+  /**
+   * `WRIT_HTTP_KEEP_ALIVE_TIMEOUT_MS` (default 5000): how long an idle kept-alive connection
+   * stays open. Behind a load balancer, set it above the balancer's idle timeout.
+   */
+  readonly keepAliveTimeoutMs: number;
 }
 
 /** See {@link WritConfig.operations}. */
@@ -148,6 +169,13 @@ export interface OperationsConfig {
   readonly statementTimeoutMs: number;
   /** `WRIT_DB_LOCK_TIMEOUT_MS` (default 3000): PostgreSQL `lock_timeout` (503 past it). */
   readonly lockTimeoutMs: number;
+  /**
+   * `WRIT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` (default 30000): PostgreSQL
+   * `idle_in_transaction_session_timeout` of every service connection. A transaction left open
+   * (a bug, a process frozen between statements) holds its row locks (a task, the audit chain
+   * head) until PostgreSQL ends its session past this.
+   */
+  readonly idleInTransactionTimeoutMs: number;
   /**
    * `WRIT_MAX_IN_FLIGHT` (default 200): requests one service (port) works on at once; more are
    * shed at once with `503` and `Retry-After: 1` before any work, so that the admitted ones keep
@@ -308,6 +336,18 @@ export function databaseOnThisHost(databaseUrl: string | undefined): boolean {
 }
 
 /** `WRIT_ECDSA`: see {@link OperationsConfig.ecdsa}. */
+function httpServer(env: Env, problems: string[]): HttpServerConfig {
+  const headersTimeoutMs = integer(env, 'WRIT_HTTP_HEADERS_TIMEOUT_MS', 10_000, 100, 600_000, problems);
+  const requestTimeoutMs = integer(env, 'WRIT_HTTP_REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000, problems);
+  // Node refuses a headers timeout above the request timeout.
+  if (requestTimeoutMs < headersTimeoutMs) problems.push('WRIT_HTTP_REQUEST_TIMEOUT_MS must not be below WRIT_HTTP_HEADERS_TIMEOUT_MS');
+  return Object.freeze({
+    headersTimeoutMs,
+    requestTimeoutMs,
+    keepAliveTimeoutMs: integer(env, 'WRIT_HTTP_KEEP_ALIVE_TIMEOUT_MS', 5000, 100, 600_000, problems),
+  });
+}
+
 function ecdsaThread(env: Env, workers: number, databaseUrl: string | undefined, problems: string[]): EcdsaThread {
   const raw = env.WRIT_ECDSA || 'auto';
   if (raw === 'thread-pool' || raw === 'main-thread') return raw;
@@ -456,11 +496,13 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
       checkoutTimeoutMs: integer(env, 'WRIT_DB_CHECKOUT_TIMEOUT_MS', 3000, 100, 600_000, problems),
       statementTimeoutMs: integer(env, 'WRIT_DB_STATEMENT_TIMEOUT_MS', 10_000, 100, 3_600_000, problems),
       lockTimeoutMs: integer(env, 'WRIT_DB_LOCK_TIMEOUT_MS', 3000, 100, 3_600_000, problems),
+      idleInTransactionTimeoutMs: integer(env, 'WRIT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS', 30_000, 1000, 3_600_000, problems),
       maxInFlight: integer(env, 'WRIT_MAX_IN_FLIGHT', 200, 1, 1_000_000, problems),
       keyRefreshSeconds: integer(env, 'WRIT_KEY_REFRESH_SECONDS', 5, 1, 3600, problems),
       keyRotationDays: integer(env, 'WRIT_KEY_ROTATION_DAYS', 90, 0, 3650, problems),
       ecdsa: ecdsaThread(env, workers, databaseUrl, problems),
     }),
+    http: httpServer(env, problems),
     tracing: Object.freeze({
       enabled:
         Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) &&

@@ -1,9 +1,10 @@
 import { DynamicModule, INestApplication, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { NestExpressApplication } from '@nestjs/platform-express';
+import { ExpressAdapter, NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
-import type { Server } from 'node:http';
+import { createServer, RequestListener, Server } from 'node:http';
+import type { HttpServerConfig } from '@writ/config';
 import { DirectRoute, inOrder, Middleware, serveDirect, UNROUTABLE_TARGETS } from './direct-route';
 import { WritExceptionFilter } from './http-exception.filter';
 import { InFlightGate } from './in-flight-gate';
@@ -29,6 +30,29 @@ export function requestIdOf(header: string | string[] | undefined): string {
   return callerRequestIdOf(header) ?? randomUUID();
 }
 
+/**
+ * Express under Nest, on a Node server with Writ's deadlines: a caller that dribbles its
+ * headers or body (slowloris) is answered `408` and cut once `WRIT_HTTP_HEADERS_TIMEOUT_MS` or
+ * `WRIT_HTTP_REQUEST_TIMEOUT_MS` has passed, instead of holding a connection and an in-flight
+ * slot for Node's defaults (60 s, 300 s, checked only every 30 s). The response may take longer.
+ */
+class BoundedExpressAdapter extends ExpressAdapter {
+  constructor(private readonly bounds: HttpServerConfig) {
+    super();
+  }
+
+  override initHttpServer(): void {
+    const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = this.bounds;
+    const server = createServer(
+      // Expired connections are looked for every second (Node's default: every 30 s), sooner when a deadline is shorter.
+      { headersTimeout: headersTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, headersTimeoutMs) },
+      this.getInstance<RequestListener>(),
+    );
+    server.keepAliveTimeout = keepAliveTimeoutMs;
+    this.httpServer = server;
+  }
+}
+
 /** Options of {@link createHttpApp}. */
 export interface HttpAppOptions {
   /** Name in log lines, e.g. `authorization-server`. */
@@ -46,7 +70,7 @@ export interface HttpAppOptions {
  */
 export async function createHttpApp(module: Type<unknown> | DynamicModule, runtime: Runtime, options: HttpAppOptions): Promise<INestApplication> {
   const logger = runtime.logger.child({ service: options.name });
-  const app = await NestFactory.create<NestExpressApplication>(module, {
+  const app = await NestFactory.create<NestExpressApplication>(module, new BoundedExpressAdapter(runtime.config.http), {
     bodyParser: false,
     logger: false,
     abortOnError: false,
