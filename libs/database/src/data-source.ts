@@ -19,6 +19,11 @@ export interface DataSourceOptions {
   statementTimeoutMs?: number;
   /** PostgreSQL `lock_timeout` of every connection (none by default). */
   lockTimeoutMs?: number;
+  /**
+   * PostgreSQL `idle_in_transaction_session_timeout` of every connection (none by default): a
+   * transaction left open ends with its session instead of holding its locks.
+   */
+  idleInTransactionTimeoutMs?: number;
 }
 
 /** The node-postgres settings both pools are built from: size, deadlines and timeouts. */
@@ -29,6 +34,7 @@ function poolSettings(options: DataSourceOptions, defaultSize: number) {
     idleTimeoutMillis: 30_000,
     ...(options.statementTimeoutMs ? { statement_timeout: options.statementTimeoutMs, query_timeout: options.statementTimeoutMs + 1_000 } : {}),
     ...(options.lockTimeoutMs ? { lock_timeout: options.lockTimeoutMs } : {}),
+    ...(options.idleInTransactionTimeoutMs ? { idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs } : {}),
   };
 }
 

@@ -89,11 +89,12 @@ export interface ServiceDataSourceBounds {
   checkoutTimeoutMs?: number;
   statementTimeoutMs?: number;
   lockTimeoutMs?: number;
+  idleInTransactionTimeoutMs?: number;
 }
 
 function boundsOf(config: WritConfig): ServiceDataSourceBounds {
-  const { checkoutTimeoutMs, statementTimeoutMs, lockTimeoutMs } = config.operations;
-  return { checkoutTimeoutMs, statementTimeoutMs, lockTimeoutMs };
+  const { checkoutTimeoutMs, statementTimeoutMs, lockTimeoutMs, idleInTransactionTimeoutMs } = config.operations;
+  return { checkoutTimeoutMs, statementTimeoutMs, lockTimeoutMs, idleInTransactionTimeoutMs };
 }
 
 /**
