@@ -1,6 +1,8 @@
 import { connect } from 'node:net';
+import { Client } from 'pg';
 import { createAdminApp } from '../../apps/admin/src/admin.app';
 import { createGatewayApp } from '../../apps/connector-gateway/src/connector-gateway.app';
+import { eventually } from '../support/eventually';
 import { startTestServices, TestServices } from '../support/test-services';
 
 jest.setTimeout(120_000);
@@ -89,5 +91,84 @@ describe('faults: operations hardening', () => {
       'SHOW idle_in_transaction_session_timeout',
     );
     expect(viaTypeorm[0].idle_in_transaction_session_timeout).toBe('7s');
+  });
+
+  it('fails readiness when no signing key is loaded, and names the check', async () => {
+    const admin = new Client({ connectionString: services.db.url });
+    await admin.connect();
+    const { rows } = await admin.query<{ kid: string; status: string }>(`SELECT kid, status FROM signing_keys WHERE status <> 'retired'`);
+    try {
+      await admin.query(`UPDATE signing_keys SET status = 'retired' WHERE status <> 'retired'`);
+      await services.runtime.signingKeys.reload();
+      const ready = await eventually(
+        () => fetch(`${services.issuer}/health/ready`),
+        (res) => res.status === 503,
+      );
+      expect(ready.status).toBe(503);
+      expect(ready.headers.get('retry-after')).toBe('5');
+      expect(await ready.json()).toEqual(expect.objectContaining({ failing: ['signing_keys'] }));
+      expect((await fetch(`${services.issuer}/health/live`)).status).toBe(200);
+    } finally {
+      for (const row of rows) await admin.query('UPDATE signing_keys SET status = $2 WHERE kid = $1', [row.kid, row.status]);
+      await admin.end();
+      await services.runtime.signingKeys.reload();
+    }
+    expect(
+      (
+        await eventually(
+          () => fetch(`${services.issuer}/health/ready`),
+          (res) => res.status === 200,
+        )
+      ).status,
+    ).toBe(200);
+  });
+
+  it('names a failing database without telling an unauthenticated prober its host, login or name', async () => {
+    const maintenance = new URL(services.db.url);
+    maintenance.pathname = '/postgres';
+    const admin = new Client({ connectionString: maintenance.toString() });
+    await admin.connect();
+    try {
+      await admin.query(`ALTER DATABASE ${services.db.name} ALLOW_CONNECTIONS false`);
+      await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [services.db.name]);
+      const ready = await eventually(
+        () => fetch(`${services.adminUrl}/health/ready`),
+        (res) => res.status === 503,
+      );
+      expect(ready.status).toBe(503);
+      const text = await ready.text();
+      expect(JSON.parse(text)).toEqual(expect.objectContaining({ failing: ['database'] }));
+      const { hostname, port, username } = new URL(services.db.serviceUrl ?? services.db.url);
+      for (const internal of [services.db.name, hostname, `:${port}`, username]) expect(text).not.toContain(internal);
+      expect((await fetch(`${services.adminUrl}/health/live`)).status).toBe(200);
+    } finally {
+      await admin.query(`ALTER DATABASE ${services.db.name} ALLOW_CONNECTIONS true`);
+      await admin.end();
+    }
+    expect(
+      (
+        await eventually(
+          () => fetch(`${services.adminUrl}/health/ready`),
+          (res) => res.status === 200,
+          20_000,
+        )
+      ).status,
+    ).toBe(200);
+  });
+
+  it('answers a flood of readiness probes (never shed) with a bounded number of database queries', async () => {
+    const query = jest.spyOn(services.runtime.pool, 'query');
+    // Past the reuse of the last answer (a second), so that this flood checks at least once.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    try {
+      const answers = await Promise.all(Array.from({ length: 200 }, () => fetch(`${services.authUrl}/health/ready`)));
+      for (const answer of answers) expect(answer.status).toBe(200);
+      const probes = query.mock.calls.filter(([text]) => text === 'SELECT 1').length;
+      // One shared check per second at most, however many probes arrive.
+      expect(probes).toBeGreaterThanOrEqual(1);
+      expect(probes).toBeLessThan(50);
+    } finally {
+      query.mockRestore();
+    }
   });
 });

@@ -12,19 +12,56 @@ interface CheckResult {
 async function within<T>(ms: number, what: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([what, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))]);
+    return await Promise.race([what, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new ReadinessTimeout(ms)), ms)))]);
   } finally {
     clearTimeout(timer);
   }
 }
 
+class ReadinessTimeout extends Error {
+  constructor(ms: number) {
+    super(`no answer within ${ms} ms`);
+  }
+}
+
+/** Network errors of a database that cannot be reached. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EAI_AGAIN']);
+
+/**
+ * What an unauthenticated prober learns of a database failure: a fixed phrase. The driver's
+ * message (host, port, login, database name) goes to the log only.
+ */
+export function databaseFailureReason(error: unknown): string {
+  if (error instanceof ReadinessTimeout) return error.message;
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  const text = typeof message === 'string' ? message : '';
+  if (typeof code === 'string' && code.startsWith('28')) return 'the login was refused';
+  if (typeof code === 'string' && UNREACHABLE.has(code)) return 'unreachable';
+  if (/timeout exceeded when trying to connect/i.test(text)) return 'no connection available in time';
+  if (/connection terminated|terminating connection|Connection ended/i.test(text)) return 'the connection was lost';
+  if (code === '57P03') return 'starting up or shutting down';
+  return 'error';
+}
+
+/** How long one readiness answer is reused: probes (never shed) cost one query per period, whoever sends them. */
+const READINESS_REUSE_MS = 1000;
+
+interface Readiness {
+  failing: string[];
+  checks: Record<string, CheckResult>;
+}
+
 /**
  * `GET /health/live` (the process answers, and the embedded PostgreSQL it supervises has not
- * been given up on) and `GET /health/ready` (PostgreSQL answers within a second). A service
- * that cannot write its audit events is not ready; a failing readiness names its check.
+ * been given up on) and `GET /health/ready` (PostgreSQL answers within a second and a signing
+ * key is loaded). A service that cannot write its audit events is not ready; a failing
+ * readiness names its check with a fixed phrase (details are logged, not shown).
  */
 @Controller('health')
 export class HealthController {
+  private readiness: Promise<Readiness> | undefined;
+  private readinessAt = 0;
+
   constructor(@Inject(RUNTIME) private readonly runtime: Runtime) {}
 
   /** Liveness: 503 only when the process cannot recover by itself (restart it). */
@@ -38,24 +75,43 @@ export class HealthController {
     res.status(200).json({ status: 'ok' });
   }
 
-  /** Readiness: `503` with `Retry-After` and the failing check named, when the database does not answer. */
+  /** Readiness: `503` with `Retry-After` and the failing check named, when the database does not answer or no key signs. */
   @Get('ready')
   async ready(@Res() res: Response): Promise<void> {
-    const checks: Record<string, CheckResult> = {};
-    try {
-      await within(1000, this.runtime.pool.query('SELECT 1'));
-      checks.database = { status: 'up' };
-    } catch (error) {
-      checks.database = { status: 'down', reason: error instanceof Error ? error.message.split('\n')[0] : String(error) };
+    // One check at a time, its answer shared for a second: a flood of probes (the endpoint is
+    // unauthenticated and never shed) cannot take the pool's connections from requests.
+    const now = Date.now();
+    if (!this.readiness || now - this.readinessAt >= READINESS_REUSE_MS) {
+      this.readinessAt = now;
+      this.readiness = this.check();
     }
-    const failing = Object.entries(checks)
-      .filter(([, check]) => check.status === 'down')
-      .map(([name]) => name);
+    const { failing, checks } = await this.readiness;
     if (failing.length > 0) {
       res.setHeader('Retry-After', '5');
       res.status(503).json({ status: 'unavailable', failing, checks });
       return;
     }
     res.status(200).json({ status: 'ok', checks });
+  }
+
+  private async check(): Promise<Readiness> {
+    const checks: Record<string, CheckResult> = {};
+    try {
+      await within(1000, this.runtime.pool.query('SELECT 1'));
+      checks.database = { status: 'up' };
+    } catch (error) {
+      checks.database = { status: 'down', reason: databaseFailureReason(error) };
+      this.runtime.logger.warn({ err: error instanceof Error ? error.message.split('\n')[0] : String(error) }, 'not ready: the database does not answer');
+    }
+    try {
+      this.runtime.signingKeys.activeKid();
+      checks.signing_keys = { status: 'up' };
+    } catch {
+      checks.signing_keys = { status: 'down', reason: 'no active signing key is loaded' };
+    }
+    const failing = Object.entries(checks)
+      .filter(([, check]) => check.status === 'down')
+      .map(([name]) => name);
+    return { failing, checks };
   }
 }
