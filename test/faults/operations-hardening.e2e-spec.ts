@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { Client } from 'pg';
 import { createAdminApp } from '../../apps/admin/src/admin.app';
@@ -170,5 +171,29 @@ describe('faults: operations hardening', () => {
     } finally {
       query.mockRestore();
     }
+  });
+});
+
+describe('faults: what the logs keep of a request', () => {
+  let services: TestServices;
+  const lines: string[] = [];
+
+  beforeAll(async () => {
+    services = await startTestServices({ logSink: (line) => lines.push(line) });
+  });
+  afterAll(async () => {
+    await services?.close();
+  });
+
+  it('never logs a connect link (a one-time bearer capability), whatever its spelling', async () => {
+    const links = [randomBytes(32).toString('base64url'), randomBytes(32).toString('base64url')];
+    const answers = [await fetch(`${services.issuer}/connect/${links[0]}`), await fetch(`${services.issuer}/CONNECT/${links[1]}`)];
+    for (const answer of answers) expect(answer.status).toBe(400);
+    const logged = await eventually(
+      () => lines.filter((line) => line.includes('"request completed"') && /connect\//i.test(line)),
+      (found) => found.length >= 2,
+    );
+    expect(logged.length).toBeGreaterThanOrEqual(2);
+    for (const link of links) expect(lines.join('\n')).not.toContain(link);
   });
 });

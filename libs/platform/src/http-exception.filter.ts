@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import type { Logger } from 'pino';
 import { AuditUnavailableError, isConnectionError, isTransientError } from '@writ/audit';
 import { OAuthError, wwwAuthenticateFor } from '@writ/oauth';
-import { requestPath } from './request-values';
+import { loggablePath, requestPath } from './request-values';
 
 /** A field-level validation problem of the admin API. */
 export interface FieldError {
@@ -108,7 +108,10 @@ export class WritExceptionFilter implements ExceptionFilter {
       // One short line, no stack: during an outage every request lands here.
       const cause = exception instanceof AuditUnavailableError ? ((exception as { cause?: unknown }).cause ?? exception) : exception;
       this.logger.warn(
-        { err: { message: cause instanceof Error ? cause.message : String(cause), code: (cause as { code?: string }).code }, path: requestPath(request) },
+        {
+          err: { message: cause instanceof Error ? cause.message : String(cause), code: (cause as { code?: string }).code },
+          path: loggablePath(requestPath(request)),
+        },
         'database unavailable: refusing (fail closed)',
       );
       response.setHeader('Retry-After', '5');
@@ -119,7 +122,7 @@ export class WritExceptionFilter implements ExceptionFilter {
       // A value that reached PostgreSQL unchecked (a malformed uuid or time, NUL in text): the
       // request is at fault, never the server. Logged, because a check is missing upstream.
       this.logger.warn(
-        { code: (exception as { code: string }).code, path: requestPath(request), method: request.method },
+        { code: (exception as { code: string }).code, path: loggablePath(requestPath(request)), method: request.method },
         'a request value reached the database unchecked',
       );
       send(400, { error: 'invalid_request', error_description: 'a value in the request is not valid (malformed identifier, time, number or text)' });
@@ -156,7 +159,7 @@ export class WritExceptionFilter implements ExceptionFilter {
       send(clientStatus, { error: nestErrorCode(clientStatus), error_description: description });
       return;
     }
-    this.logger.error({ err: describe(exception), path: requestPath(request), method: request.method }, 'unhandled error');
+    this.logger.error({ err: describe(exception), path: loggablePath(requestPath(request)), method: request.method }, 'unhandled error');
     send(500, { error: 'server_error', error_description: 'an internal error occurred' });
   }
 }

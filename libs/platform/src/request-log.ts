@@ -1,10 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { loggablePath } from './request-values';
 
 /**
  * Request logging without per-request logger objects: each request gets its id (`idOf` the
  * caller's `X-Request-Id` header; sent back as `X-Request-Id`) and, when it ends,
- * one line (`req` id, method and path without the query, `res` status, `responseTime` in ms)
+ * one line (`req` id, method and path without the query nor a connect link, `res` status, `responseTime` in ms)
  * at `error` for a 5xx, `warn` for a 503 (the fail-closed answer to an outage) and `info`
  * otherwise. When the level would drop the line, nothing else is done: a service logging at
  * `warn` or `silent` pays one header and one listener per request, not pino-http's child
@@ -25,7 +26,7 @@ export function requestLog(logger: Logger, idOf: (header: string | string[] | un
       if (!logger.isLevelEnabled(level)) return;
       logger[level](
         {
-          req: { id, method: req.method, path: (req.url ?? '').split('?')[0] },
+          req: { id, method: req.method, path: loggablePath((req.url ?? '').split('?')[0]) },
           res: { status: res.statusCode },
           responseTime: Math.round(performance.now() - started),
         },

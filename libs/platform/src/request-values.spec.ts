@@ -1,4 +1,4 @@
-import { contentTypeCharset, declaresUtf8, isIsoInstant, isUuid, requestTextProblem } from './request-values';
+import { contentTypeCharset, declaresUtf8, isIsoInstant, isUuid, loggablePath, requestTextProblem } from './request-values';
 import { writValidationPipe } from './validation.pipe';
 import { ValidationFailedError } from './http-exception.filter';
 
@@ -65,5 +65,16 @@ describe('contentTypeCharset and declaresUtf8', () => {
 
   it('reads no header as UTF-8', () => {
     expect(declaresUtf8(undefined)).toBe(true);
+  });
+});
+
+describe('loggablePath', () => {
+  it('redacts a connect link in any case, keeps the callback and other paths, and bounds the length', () => {
+    expect(loggablePath('/connect/k3yl1nk_abc')).toBe('/connect/[redacted]');
+    expect(loggablePath('/CONNECT/k3yl1nk_abc/x')).toBe('/CONNECT/[redacted]/x');
+    expect(loggablePath('/connect/callback')).toBe('/connect/callback');
+    expect(loggablePath('/connect/callbackish')).toBe('/connect/[redacted]');
+    expect(loggablePath('/v1/tasks/abc')).toBe('/v1/tasks/abc');
+    expect(loggablePath(`/x/${'a'.repeat(5000)}`)).toHaveLength(1025);
   });
 });

@@ -59,3 +59,18 @@ export function declaresUtf8(contentType: string | undefined): boolean {
   const charset = contentTypeCharset(contentType);
   return charset === undefined || charset === 'utf-8' || charset === 'utf8';
 }
+
+/** `/connect/{link}`: a connect link is a one-time bearer capability (whoever opens it picks the account). */
+const CAPABILITY_PATH = /^(\/connect\/)(?!callback(?:\/|$))[^/]+/i;
+
+/** Longest path a log line or span keeps (Node's header limit bounds it already, to 16 KB). */
+const LOGGED_PATH_LENGTH = 1024;
+
+/**
+ * A request path fit for a log line or a span: a capability carried in the path (a connect
+ * link) is replaced by `[redacted]`, and the path is cut at {@link LOGGED_PATH_LENGTH}.
+ */
+export function loggablePath(path: string): string {
+  const redacted = path.replace(CAPABILITY_PATH, '$1[redacted]');
+  return redacted.length > LOGGED_PATH_LENGTH ? `${redacted.slice(0, LOGGED_PATH_LENGTH)}…` : redacted;
+}

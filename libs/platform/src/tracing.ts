@@ -2,7 +2,7 @@ import { context, propagation, Span, SpanKind, SpanStatusCode, trace } from '@op
 import type { NextFunction, Request, Response } from 'express';
 import type { Pool } from 'pg';
 import type { Logger } from 'pino';
-import { requestPath } from './request-values';
+import { loggablePath, requestPath } from './request-values';
 import type { WritConfig } from '@writ/config';
 import { observePolicyEvaluations } from '@writ/policy';
 
@@ -63,7 +63,7 @@ export function tracingMiddleware(service: string): (req: Request, res: Response
     const parent = propagation.extract(context.active(), req.headers);
     const span = tracer().startSpan(
       `${req.method} ${service}`,
-      { kind: SpanKind.SERVER, attributes: { 'http.request.method': req.method, 'url.path': requestPath(req), 'writ.service': service } },
+      { kind: SpanKind.SERVER, attributes: { 'http.request.method': req.method, 'url.path': loggablePath(requestPath(req)), 'writ.service': service } },
       parent,
     );
     res.once('finish', () => {
