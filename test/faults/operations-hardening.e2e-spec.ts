@@ -197,3 +197,30 @@ describe('faults: what the logs keep of a request', () => {
     for (const link of links) expect(lines.join('\n')).not.toContain(link);
   });
 });
+
+describe('faults: /metrics behind WRIT_METRICS_TOKEN', () => {
+  let services: TestServices;
+  const token = randomBytes(32).toString('base64url');
+
+  beforeAll(async () => {
+    services = await startTestServices({ gateway: createGatewayApp, env: { WRIT_METRICS_TOKEN: token } });
+  });
+  afterAll(async () => {
+    await services?.close();
+  });
+
+  it('answers the scrape only with the token, on every service; probes stay open', async () => {
+    for (const url of [services.authUrl, services.gatewayUrl]) {
+      for (const authorization of [undefined, 'Bearer wrong-token-wrong-token-wrong-token', `Basic ${token}`, `Bearer ${token}x`]) {
+        const refused = await fetch(`${url}/metrics`, { headers: authorization ? { authorization } : {} });
+        expect(refused.status).toBe(401);
+        expect(refused.headers.get('www-authenticate')).toMatch(/^Bearer /);
+        expect(await refused.text()).not.toContain('writ_');
+      }
+      const scraped = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+      expect(scraped.status).toBe(200);
+      expect(await scraped.text()).toContain('writ_http_requests_total');
+      expect((await fetch(`${url}/health/live`)).status).toBe(200);
+    }
+  });
+});

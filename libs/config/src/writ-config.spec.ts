@@ -84,7 +84,7 @@ describe('loadConfig', () => {
   });
 
   it('bounds how long a caller may take to send a request, and how long an idle connection stays', () => {
-    expect(loadConfig({}).http).toEqual({ headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000 });
+    expect(loadConfig({}).http).toEqual({ headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, metricsToken: undefined });
     expect(loadConfig({ WRIT_HTTP_HEADERS_TIMEOUT_MS: '2000', WRIT_HTTP_REQUEST_TIMEOUT_MS: '4000', WRIT_HTTP_KEEP_ALIVE_TIMEOUT_MS: '65000' }).http).toEqual({
       headersTimeoutMs: 2000,
       requestTimeoutMs: 4000,
@@ -95,6 +95,12 @@ describe('loadConfig', () => {
       /WRIT_HTTP_REQUEST_TIMEOUT_MS must not be below WRIT_HTTP_HEADERS_TIMEOUT_MS/,
     );
     expect(() => loadConfig({ WRIT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: '0' })).toThrow(/WRIT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS/);
+  });
+
+  it('protects /metrics with a bearer token only when one is given, long enough', () => {
+    expect(loadConfig({ WRIT_METRICS_TOKEN: 'm'.repeat(32) }).http.metricsToken).toBe('m'.repeat(32));
+    expect(() => loadConfig({ WRIT_METRICS_TOKEN: 'short' })).toThrow(/WRIT_METRICS_TOKEN must be at least 32 characters/);
+    expect(() => loadConfig({ WRIT_METRICS_TOKEN: `${'m'.repeat(32)} x` })).toThrow(/WRIT_METRICS_TOKEN/);
   });
 
   it('runs ECDSA on the thread pool only when a core is left for it, unless told where', () => {

@@ -131,6 +131,13 @@ export interface HttpServerConfig {
    * stays open. Behind a load balancer, set it above the balancer's idle timeout.
    */
   readonly keepAliveTimeoutMs: number;
+  /**
+   * `WRIT_METRICS_TOKEN` (unset: `/metrics` answers anyone who reaches the port): when set, at
+   * least 32 characters, `GET /metrics` requires `Authorization: Bearer <it>` (Prometheus:
+   * `authorization: {credentials: ...}`) and answers `401` otherwise. The scrape names
+   * connectors, operations and the policy version.
+   */
+  readonly metricsToken: string | undefined;
 }
 
 /** See {@link WritConfig.operations}. */
@@ -339,12 +346,17 @@ export function databaseOnThisHost(databaseUrl: string | undefined): boolean {
 function httpServer(env: Env, problems: string[]): HttpServerConfig {
   const headersTimeoutMs = integer(env, 'WRIT_HTTP_HEADERS_TIMEOUT_MS', 10_000, 100, 600_000, problems);
   const requestTimeoutMs = integer(env, 'WRIT_HTTP_REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000, problems);
+  const metricsToken = env.WRIT_METRICS_TOKEN || undefined;
+  if (metricsToken !== undefined && (metricsToken.length < 32 || /\s/.test(metricsToken))) {
+    problems.push('WRIT_METRICS_TOKEN must be at least 32 characters, without spaces');
+  }
   // Node refuses a headers timeout above the request timeout.
   if (requestTimeoutMs < headersTimeoutMs) problems.push('WRIT_HTTP_REQUEST_TIMEOUT_MS must not be below WRIT_HTTP_HEADERS_TIMEOUT_MS');
   return Object.freeze({
     headersTimeoutMs,
     requestTimeoutMs,
     keepAliveTimeoutMs: integer(env, 'WRIT_HTTP_KEEP_ALIVE_TIMEOUT_MS', 5000, 100, 600_000, problems),
+    metricsToken,
   });
 }
 

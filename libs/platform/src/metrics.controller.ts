@@ -1,16 +1,34 @@
-import { Controller, Get, Inject, Res } from '@nestjs/common';
-import type { Response } from 'express';
+import { Controller, Get, Inject, Req, Res } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { RUNTIME } from './runtime.module';
 import type { Runtime } from './runtime';
 
-/** `GET /metrics`: the process's Prometheus metrics (text exposition), on every service. */
+const digest = (value: string) => createHash('sha256').update(value, 'utf8').digest();
+
+/** True when `header` is `Bearer <token>` (compared in constant time). */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  const match = /^Bearer +(\S+) *$/i.exec(header ?? '');
+  return match !== null && timingSafeEqual(digest(match[1]), digest(token));
+}
+
+/**
+ * `GET /metrics`: the process's Prometheus metrics (text exposition), on every service; only
+ * for `Authorization: Bearer <WRIT_METRICS_TOKEN>` when that is set.
+ */
 @Controller('metrics')
 export class MetricsController {
   constructor(@Inject(RUNTIME) private readonly runtime: Runtime) {}
 
   /** The scrape. */
   @Get()
-  async scrape(@Res() res: Response): Promise<void> {
+  async scrape(@Req() req: Request, @Res() res: Response): Promise<void> {
+    const token = this.runtime.config.http.metricsToken;
+    if (token !== undefined && !bearerMatches(req.headers.authorization, token)) {
+      res.setHeader('WWW-Authenticate', 'Bearer realm="writ-metrics"');
+      res.status(401).json({ error: 'invalid_token', error_description: 'the metrics need the bearer token of WRIT_METRICS_TOKEN' });
+      return;
+    }
     const { contentType, body } = await this.runtime.metrics.render();
     res.setHeader('Content-Type', contentType);
     res.status(200).send(body);
