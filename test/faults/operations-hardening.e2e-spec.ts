@@ -157,6 +157,31 @@ describe('faults: operations hardening', () => {
     ).toBe(200);
   });
 
+  it('renders a flood of scrapes (never shed) one at a time, with one pool query at a time', async () => {
+    // The pool's own method, wrapped for this test only (an own property, deleted after).
+    const pool = services.runtime.pool as unknown as { query: (...args: unknown[]) => Promise<unknown> };
+    const original = pool.query.bind(pool);
+    let running = 0;
+    let most = 0;
+    let seen = 0;
+    pool.query = (...args: unknown[]): Promise<unknown> => {
+      if (typeof args[0] !== 'string' || !args[0].includes('FROM approvals')) return original(...args);
+      seen += 1;
+      running += 1;
+      most = Math.max(most, running);
+      return original(...args).finally(() => (running -= 1));
+    };
+    try {
+      const answers = await Promise.all(Array.from({ length: 100 }, () => fetch(`${services.adminUrl}/metrics`)));
+      for (const answer of answers) expect(answer.status).toBe(200);
+      for (const answer of answers) expect(await answer.text()).toContain('writ_approvals_pending');
+      expect(seen).toBeGreaterThanOrEqual(1);
+      expect(most).toBe(1);
+    } finally {
+      delete (pool as { query?: unknown }).query;
+    }
+  });
+
   it('answers a flood of readiness probes (never shed) with a bounded number of database queries', async () => {
     const query = jest.spyOn(services.runtime.pool, 'query');
     // Past the reuse of the last answer (a second), so that this flood checks at least once.

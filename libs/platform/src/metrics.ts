@@ -234,8 +234,15 @@ export class WritMetrics {
     }
   }
 
-  /** The text exposition. */
+  /**
+   * The text exposition. Scrapes that arrive while one is being rendered share it: `/metrics` is
+   * never shed, and each rendering queries the pool (pending approvals) and walks every series,
+   * so a flood of scrapes costs one rendering at a time, not one each.
+   */
   async render(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: cluster.isWorker ? await clusterMetrics() : await this.registry.metrics() };
+    this.rendering ??= (cluster.isWorker ? clusterMetrics() : this.registry.metrics()).finally(() => (this.rendering = undefined));
+    return { contentType: this.registry.contentType, body: await this.rendering };
   }
+
+  private rendering: Promise<string> | undefined;
 }
