@@ -73,6 +73,8 @@ describe('faults: operations hardening', () => {
     // One header line now and then, never the blank line that ends them.
     const received = await dribble(services.authUrl, 'GET /health/live HTTP/1.1\r\nHost: x\r\n', 'X-Slow: 1\r\n');
     expect(received).toMatch(/^HTTP\/1\.1 408 /);
+    // A connection that never sends a byte is cut the same way.
+    expect(await dribble(services.gatewayUrl, '', '')).toMatch(/^HTTP\/1\.1 408 /);
   }, 20_000);
 
   it('cuts a caller that dribbles its body with 408, on every service', async () => {
