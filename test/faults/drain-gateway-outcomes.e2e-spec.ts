@@ -13,8 +13,8 @@ const SECRET = 'sk_live_drain_51f0';
 const PAYOUT = { destination: 'acct_1', amount: 42000, currency: 'usd' };
 
 /**
- * SIGTERM's stop (stopServices) while gateway calls wait on their upstream: each admitted call
- * is answered, and each forwarded call's outcome (`gateway.upstream`, queued with recordLater
+ * SIGTERM's stop (stopServices) while gateway calls wait on their upstream: a new request is
+ * refused 503 meanwhile, each admitted call is answered, and each forwarded call's outcome (`gateway.upstream`, queued with recordLater
  * after the answer) is durably written before the pool closes.
  */
 describe('faults: draining the gateway keeps every call outcome', () => {
@@ -41,7 +41,7 @@ describe('faults: draining the gateway keeps every call outcome', () => {
     await upstream?.close();
   });
 
-  it('answers the calls in flight, then writes their outcomes before closing the pool', async () => {
+  it('refuses new requests 503, answers the calls in flight, then writes their outcomes before closing the pool', async () => {
     const tokens: string[] = [];
     for (let n = 0; n < 5; n += 1) {
       const task = await createTask(services, world.orchestrator);
@@ -58,8 +58,16 @@ describe('faults: draining the gateway keeps every call outcome', () => {
     );
     while (held.length < tokens.length) await new Promise((resolve) => setTimeout(resolve, 20));
     const stopped = stopServices(services.apps, services.runtime);
-    // The stop waits for the admitted calls: let the upstream answer them now.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // While the admitted calls drain, a request on a new connection (a load balancer that has
+    // not yet seen the instance go) is refused with a clean 503, not a refused or reset connection.
+    for (const url of [`${services.gatewayUrl}/connectors/payments/v1/payouts`, `${services.issuer}/oauth2/token`]) {
+      const late = await fetch(url, { method: 'POST', body: 'x', headers: { connection: 'close' } });
+      expect(late.status).toBe(503);
+      expect(late.headers.get('retry-after')).toBe('1');
+      expect(late.headers.get('connection')).toBe('close');
+      expect(await late.json()).toEqual(expect.objectContaining({ error: 'temporarily_unavailable' }));
+    }
+    // Let the upstream answer the admitted calls now.
     for (const release of held) release();
     const answers = await Promise.all(calls);
     for (const answer of answers) expect(answer.status).toBe(201);

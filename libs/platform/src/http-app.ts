@@ -128,16 +128,31 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
 }
 
 /**
- * Graceful stop of one app's HTTP side: stops accepting, refuses new requests on kept-alive
- * connections (`503`, `Connection: close`), waits up to `deadlineMs` for the admitted ones,
- * then cuts what is left. True when every admitted request finished.
+ * Graceful stop of apps' HTTP side, together: each refuses every new request (`503`,
+ * `Retry-After`, `Connection: close`) and waits up to `deadlineMs` for its admitted ones; once
+ * all have (so that no app of the process refuses connections while another still drains), each
+ * stops accepting and cuts what is left. True, per app, when every admitted request finished.
  */
+export async function drainHttpApps(apps: INestApplication[], deadlineMs: number): Promise<boolean[]> {
+  const servers = apps.map((app) => app.getHttpServer() as Server | undefined);
+  const drained = await Promise.all(
+    apps.map(
+      (app, index) =>
+        gates
+          .get(app)
+          ?.drain(servers[index], deadlineMs)
+          .catch(() => false) ?? Promise.resolve(true),
+    ),
+  );
+  apps.forEach((app, index) => {
+    const gate = gates.get(app);
+    if (gate) gate.close(servers[index]);
+    else servers[index]?.close();
+  });
+  return drained;
+}
+
+/** {@link drainHttpApps} of one app. */
 export async function drainHttpApp(app: INestApplication, deadlineMs: number): Promise<boolean> {
-  const gate = gates.get(app);
-  const server = app.getHttpServer() as Server | undefined;
-  if (!gate) {
-    server?.close();
-    return true;
-  }
-  return gate.drain(server, deadlineMs);
+  return (await drainHttpApps([app], deadlineMs))[0];
 }

@@ -67,12 +67,13 @@ export class InFlightGate {
   }
 
   /**
-   * Stops admitting, stops the server accepting connections, and waits up to `deadlineMs` for
-   * the admitted requests to finish; then closes every connection left. True when all finished.
+   * Stops admitting and waits up to `deadlineMs` for the admitted requests to finish; true when
+   * all finished. The server still accepts meanwhile: a request that arrives (a load balancer
+   * that has not yet seen the instance go) is answered `503` with `Retry-After` and
+   * `Connection: close`, not refused at the TCP level or reset. {@link close} ends it.
    */
   async drain(server: Server | undefined, deadlineMs: number): Promise<boolean> {
     this.draining = true;
-    server?.close();
     // Kept-alive connections with no request in progress are closed now; the busy ones after
     // their response (which carries `Connection: close`) or at the deadline.
     server?.closeIdleConnections?.();
@@ -82,7 +83,13 @@ export class InFlightGate {
       new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), deadlineMs))),
     ]);
     clearTimeout(timer);
-    server?.closeAllConnections?.();
     return finished;
+  }
+
+  /** After {@link drain}: stops the server accepting connections and closes every one left. */
+  close(server: Server | undefined): void {
+    this.draining = true;
+    server?.close();
+    server?.closeAllConnections?.();
   }
 }

@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import type { INestApplication } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { ConfigError, loadConfig, WritConfig } from '@writ/config';
-import { drainHttpApp } from './http-app';
+import { drainHttpApps } from './http-app';
 import { Runtime, StartupError } from './runtime';
 import { runPrimary, WORKER_READY } from './worker-cluster';
 
@@ -15,14 +15,15 @@ export interface StartedService {
 }
 
 /**
- * The graceful stop of a process's services, in order: every app stops accepting and drains
- * its admitted requests (up to `WRIT_SHUTDOWN_TIMEOUT_SECONDS`, all apps at once), then the
+ * The graceful stop of a process's services, in order: every app refuses new requests (`503`)
+ * and drains its admitted ones (up to `WRIT_SHUTDOWN_TIMEOUT_SECONDS`, all apps at once), then
+ * stops accepting connections, then the
  * apps close (background work stops), then the runtime: the audit writer's last batches and
  * checkpoint, the pools, and the embedded PostgreSQL last.
  */
 export async function stopServices(apps: INestApplication[], runtime: Runtime): Promise<void> {
   const deadlineMs = runtime.config.operations.shutdownTimeoutSeconds * 1000;
-  const drained = await Promise.all(apps.map((app) => drainHttpApp(app, deadlineMs).catch(() => false)));
+  const drained = await drainHttpApps(apps, deadlineMs);
   if (drained.includes(false)) runtime.logger.warn({ deadline_seconds: deadlineMs / 1000 }, 'requests still running at the shutdown deadline were cut');
   for (const app of [...apps].reverse()) await app.close().catch((error: unknown) => runtime.logger.warn({ err: String(error) }, 'error while closing an app'));
   await runtime.close();
