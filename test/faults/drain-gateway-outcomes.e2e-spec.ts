@@ -67,6 +67,11 @@ describe('faults: draining the gateway keeps every call outcome', () => {
       expect(late.headers.get('connection')).toBe('close');
       expect(await late.json()).toEqual(expect.objectContaining({ error: 'temporarily_unavailable' }));
     }
+    // Readiness fails (a balancer polling it stops sending here); liveness holds.
+    const ready = await fetch(`${services.gatewayUrl}/health/ready`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual(expect.objectContaining({ failing: ['draining'] }));
+    expect((await fetch(`${services.gatewayUrl}/health/live`)).status).toBe(200);
     // Let the upstream answer the admitted calls now.
     for (const release of held) release();
     const answers = await Promise.all(calls);

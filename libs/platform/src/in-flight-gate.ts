@@ -38,7 +38,17 @@ export class InFlightGate {
   /** The Express middleware; install it first. */
   middleware(): (req: Request, res: Response, next: NextFunction) => void {
     return (req, res, next) => {
-      if (ALWAYS_ADMITTED.test(requestPath(req))) return next();
+      const path = requestPath(req);
+      if (this.draining && path === '/health/ready') {
+        // Not ready while draining: a load balancer polling readiness stops sending requests here.
+        res.setHeader('Retry-After', '1');
+        res.setHeader('Cache-Control', 'no-store');
+        res
+          .status(503)
+          .json({ status: 'unavailable', failing: ['draining'], checks: { draining: { status: 'down', reason: 'the service is shutting down' } } });
+        return;
+      }
+      if (ALWAYS_ADMITTED.test(path)) return next();
       if (this.draining || this.active >= this.limit) {
         const reason = this.draining ? 'draining' : 'overload';
         this.events.onShed?.(reason);
