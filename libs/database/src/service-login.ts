@@ -1,3 +1,4 @@
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
 import { SERVICE_ROLE } from './migrations';
 
@@ -20,6 +21,20 @@ function quoteLiteral(value: string): string {
 }
 
 /**
+ * The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802, RFC 7677; the format of
+ * `pg_authid.rolpassword`). `PASSWORD '<verifier>'` sets the password without the statement
+ * carrying it: the server's log (`log_statement`, an error's `STATEMENT:` line, which Writ logs
+ * at `debug` for the embedded cluster) and `pg_stat_activity` never see it in clear.
+ */
+export function scramVerifier(password: string, salt: Buffer = randomBytes(16), iterations = 4096): string {
+  const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+/**
  * Makes `login` a login role that is a member of `writ_service` and nothing more: no
  * superuser, no CREATEDB/CREATEROLE/REPLICATION/BYPASSRLS, owner of nothing. Its password is
  * (re)set to the given one, so the file that keeps it stays the truth. Run as the owner or a
@@ -33,7 +48,7 @@ export async function ensureServiceLogin(pool: Pool, login: ServiceLogin): Promi
     const service = await client.query(`SELECT 1 FROM pg_roles WHERE rolname = $1`, [SERVICE_ROLE]);
     if (service.rowCount === 0) throw new Error(`the role ${SERVICE_ROLE} does not exist (migrations not run?)`);
     const found = await client.query(`SELECT 1 FROM pg_roles WHERE rolname = $1`, [login.user]);
-    const attributes = `LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD ${quoteLiteral(login.password)}`;
+    const attributes = `LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD ${quoteLiteral(scramVerifier(login.password))}`;
     await client.query(`${found.rowCount === 0 ? 'CREATE' : 'ALTER'} ROLE ${role} ${attributes}`);
     await client.query(`GRANT ${SERVICE_ROLE} TO ${role}`);
   } finally {
