@@ -4,9 +4,15 @@ import { Client } from 'pg';
 import { createAdminApp } from '../../apps/admin/src/admin.app';
 import { createGatewayApp } from '../../apps/connector-gateway/src/connector-gateway.app';
 import { eventually } from '../support/eventually';
+import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld } from '../support/grant-flow';
+import { MockUpstream, startPaymentsUpstream } from '../support/mock-upstreams';
+import { tokenRequest } from '../support/oauth-client';
+import { setConnectorCredential } from '../support/seed';
 import { startTestServices, TestServices } from '../support/test-services';
 
 jest.setTimeout(120_000);
+
+const UPSTREAM_SECRET = 'sk_live_ops_logs_9d2e';
 
 /**
  * Sends `head`, then `drip` every 100 ms for ever, and resolves with what came back once the
@@ -205,11 +211,41 @@ describe('faults: what the logs keep of a request', () => {
   let services: TestServices;
   const lines: string[] = [];
 
+  let upstream: MockUpstream;
+
   beforeAll(async () => {
-    services = await startTestServices({ logSink: (line) => lines.push(line) });
+    upstream = await startPaymentsUpstream(UPSTREAM_SECRET);
+    services = await startTestServices({ gateway: createGatewayApp, logSink: (line) => lines.push(line) });
   });
   afterAll(async () => {
     await services?.close();
+    await upstream?.close();
+  });
+
+  it('keeps every token, assertion and upstream credential out of the debug log, on success and refusal', async () => {
+    const world = await seedWorld(services.runtime.pool, upstream.url);
+    await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: UPSTREAM_SECRET });
+    const task = await createTask(services, world.orchestrator);
+    const exchanged = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
+    expect(exchanged.status).toBe(200);
+    const token = exchanged.body.access_token as string;
+    const pay = (authorization: string) =>
+      fetch(`${services.gatewayUrl}/connectors/payments/v1/payouts`, {
+        method: 'POST',
+        headers: { authorization, 'content-type': 'application/json' },
+        body: JSON.stringify({ destination: 'acct_1', amount: 42000, currency: 'usd' }),
+      });
+    expect((await pay(`Bearer ${token}`)).status).toBe(201);
+    // Refusals: a spent one-use token, a tampered one, a replayed subject token from the wrong client.
+    expect((await pay(`Bearer ${token}`)).status).toBe(401);
+    expect((await pay(`Bearer ${token.slice(0, -4)}AAAA`)).status).toBe(401);
+    expect((await tokenRequest(services.issuer, world.otherAgent, exchangeFields(task.task_token, PAYOUT_REQUEST))).status).toBe(400);
+    await services.runtime.audit.drain();
+    expect(lines.filter((line) => line.includes('"request completed"')).length).toBeGreaterThanOrEqual(6);
+    // Every JWT (client assertions, task and access tokens, DPoP proofs) starts with `eyJ`.
+    for (const secret of ['eyJ', UPSTREAM_SECRET, token.split('.')[2], task.task_token.split('.')[2]]) {
+      expect(lines.filter((line) => line.includes(secret))).toEqual([]);
+    }
   });
 
   it('never logs a connect link (a one-time bearer capability), whatever its spelling', async () => {
