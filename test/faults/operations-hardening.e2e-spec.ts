@@ -132,6 +132,33 @@ describe('faults: operations hardening', () => {
     ).toBe(200);
   });
 
+  it('fails readiness where the active stored policy does not load (exchanges would be 503), not on the gateway', async () => {
+    const admin = new Client({ connectionString: services.db.url });
+    await admin.connect();
+    try {
+      // Stored behind the admin API's back: it cannot load anywhere.
+      await admin.query(`INSERT INTO policies (version, bundle, source, loaded_by, active) VALUES ('broken-ops', '\\x00', 'test', 'test', true)`);
+      const ready = await eventually(
+        () => fetch(`${services.issuer}/health/ready`),
+        (res) => res.status === 503,
+      );
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toEqual(expect.objectContaining({ failing: ['policy'] }));
+      expect((await fetch(`${services.gatewayUrl}/health/ready`)).status).toBe(200);
+    } finally {
+      await admin.query(`UPDATE policies SET active = false WHERE version = 'broken-ops'`);
+      await admin.end();
+    }
+    expect(
+      (
+        await eventually(
+          () => fetch(`${services.issuer}/health/ready`),
+          (res) => res.status === 200,
+        )
+      ).status,
+    ).toBe(200);
+  });
+
   it('names a failing database without telling an unauthenticated prober its host, login or name', async () => {
     const maintenance = new URL(services.db.url);
     maintenance.pathname = '/postgres';

@@ -1,5 +1,7 @@
 import { Controller, Get, Inject, Res } from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
 import type { Response } from 'express';
+import { PolicySync } from './policy-distribution';
 import { RUNTIME } from './runtime.module';
 import type { Runtime } from './runtime';
 
@@ -53,8 +55,8 @@ interface Readiness {
 
 /**
  * `GET /health/live` (the process answers, and the embedded PostgreSQL it supervises has not
- * been given up on) and `GET /health/ready` (PostgreSQL answers within a second and a signing
- * key is loaded). A service that cannot write its audit events is not ready; a failing
+ * been given up on) and `GET /health/ready` (PostgreSQL answers within a second, a signing key
+ * is loaded and, where policies decide, the cluster's active policy is the one in force). A service that cannot write its audit events is not ready; a failing
  * readiness names its check with a fixed phrase (details are logged, not shown).
  */
 @Controller('health')
@@ -62,7 +64,19 @@ export class HealthController {
   private readiness: Promise<Readiness> | undefined;
   private readinessAt = 0;
 
-  constructor(@Inject(RUNTIME) private readonly runtime: Runtime) {}
+  constructor(
+    @Inject(RUNTIME) private readonly runtime: Runtime,
+    private readonly modules: ModuleRef,
+  ) {}
+
+  /** The app's policy sync, where it decides with policies (not the gateway). */
+  private policySync(): PolicySync | undefined {
+    try {
+      return this.modules.get(PolicySync, { strict: false });
+    } catch {
+      return undefined;
+    }
+  }
 
   /** Liveness: 503 only when the process cannot recover by itself (restart it). */
   @Get('live')
@@ -108,6 +122,10 @@ export class HealthController {
       checks.signing_keys = { status: 'up' };
     } catch {
       checks.signing_keys = { status: 'down', reason: 'no active signing key is loaded' };
+    }
+    const sync = this.policySync();
+    if (sync) {
+      checks.policy = sync.failing() === undefined ? { status: 'up' } : { status: 'down', reason: 'the active stored policy does not load here' };
     }
     const failing = Object.entries(checks)
       .filter(([, check]) => check.status === 'down')

@@ -132,6 +132,15 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
     this.timer.unref();
   }
 
+  /**
+   * The version of the cluster's active stored policy when it does not load here (this instance
+   * keeps its last good policy and answers token exchanges `503` meanwhile); `undefined` when the
+   * policy in force is the one to be. Readiness fails on it.
+   */
+  failing(): string | undefined {
+    return this.failedVersion !== undefined && this.policy.current().version !== this.failedVersion ? this.failedVersion : undefined;
+  }
+
   /** Stops polling. */
   onApplicationShutdown(): void {
     if (this.timer) clearInterval(this.timer);
@@ -158,6 +167,7 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
       const { rows } = await this.runtime.pool.query<{ version: string; loaded_by: string }>(`SELECT version, loaded_by FROM policies WHERE active`);
       const active = rows[0] as { version: string; loaded_by: string } | undefined;
       if (!active) {
+        this.failedVersion = undefined;
         if (this.policy.installedFromElsewhere) {
           await this.policy.reload();
           this.logger.info({ version: this.policy.current().version }, 'stored policy deactivated: back to the policy file');
