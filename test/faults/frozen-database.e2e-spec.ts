@@ -105,4 +105,27 @@ describe('faults: a frozen PostgreSQL', () => {
     expect(status).toBe(201);
     expect((await fetch(`${services.adminUrl}/health/ready`)).status).toBe(200);
   });
+
+  // Without deadlines of its own, the checkpoint connection waited for ever: every later
+  // checkpoint queued behind it, and the audit log went unsigned. Jest's deadline fails it then.
+  it('fails a checkpoint on a frozen server within its deadline instead of hanging, then signs again', async () => {
+    const checkpointer = services.runtime.checkpointer!;
+    // The checkpoint connection is open (and idle) when the server freezes.
+    await checkpointer.checkpoint();
+    freeze();
+    try {
+      await expect(checkpointer.checkpoint()).rejects.toThrow();
+    } finally {
+      thaw();
+    }
+    let signed = false;
+    for (let attempt = 0; attempt < 60 && !signed; attempt += 1) {
+      signed = await checkpointer.checkpoint().then(
+        () => true,
+        () => false,
+      );
+      if (!signed) await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(signed).toBe(true);
+  }, 60_000);
 });

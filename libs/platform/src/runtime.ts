@@ -84,6 +84,18 @@ async function step<T>(what: string, run: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The deadlines of a connection of its own (checkpoints, verification), as the request pool's. */
+function sessionDeadlines(config: WritConfig) {
+  const { statementTimeoutMs, lockTimeoutMs, idleInTransactionTimeoutMs } = config.operations;
+  return {
+    statement_timeout: statementTimeoutMs,
+    query_timeout: statementTimeoutMs + 1_000,
+    lock_timeout: lockTimeoutMs,
+    idle_in_transaction_session_timeout: idleInTransactionTimeoutMs,
+    keepAlive: true,
+  };
+}
+
 /** Deadlines of the services' connections (see `WRIT_DB_*_TIMEOUT_MS`). */
 export interface ServiceDataSourceBounds {
   checkoutTimeoutMs?: number;
@@ -229,6 +241,9 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         connectionTimeoutMillis: 5_000,
         idleTimeoutMillis: 30_000,
         application_name: 'writ-checkpoints',
+        // The request pool's deadlines: a checkpoint on a frozen or unreachable server fails and
+        // is retried at the next trigger, instead of hanging (and every later checkpoint with it).
+        ...sessionDeadlines(config),
       });
       checkpointPool.on('error', (error) => logger.warn({ err: error.message }, 'audit checkpoint connection lost'));
       checkpointer = new AuditCheckpointer(checkpointPool, checkpointKey(masterKey), {
@@ -279,7 +294,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     max: 1,
     connectionTimeoutMillis: config.operations.checkoutTimeoutMs,
     idleTimeoutMillis: 10_000,
-    statement_timeout: config.operations.statementTimeoutMs,
+    ...sessionDeadlines(config),
     application_name: 'writ-verify',
   });
   verifyPool.on('error', (error) => logger.warn({ err: error.message }, 'audit verification connection lost'));
