@@ -128,4 +128,28 @@ describe('faults: a frozen PostgreSQL', () => {
     }
     expect(signed).toBe(true);
   }, 60_000);
+
+  // A dropped or frozen connection reports no error by itself: without a check of its own, the
+  // listener looked listening for ever while no notification could arrive.
+  it('stops holding what it caches once the listening connection stops answering, and listens again after', async () => {
+    const channel = 'writ_client_changed';
+    expect(services.runtime.changes.listening(channel)).toBe(true);
+    freeze();
+    try {
+      let listening = true;
+      for (let attempt = 0; attempt < 100 && listening; attempt += 1) {
+        listening = services.runtime.changes.listening(channel);
+        if (listening) await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      expect(listening).toBe(false);
+    } finally {
+      thaw();
+    }
+    let again = false;
+    for (let attempt = 0; attempt < 150 && !again; attempt += 1) {
+      again = services.runtime.changes.listening(channel);
+      if (!again) await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(again).toBe(true);
+  }, 60_000);
 });

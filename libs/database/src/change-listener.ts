@@ -21,6 +21,13 @@ export interface ChangeListenerOptions {
   minBackoffMs?: number;
   /** Longest delay between two attempts. */
   maxBackoffMs?: number;
+  /**
+   * How often the connection is checked with a `SELECT 1` (default 5000 ms). A connection that a
+   * NAT, a firewall or a frozen host dropped without a word never reports an error by itself: it
+   * would look listening for ever while no notification arrives. A check that fails, or gets no
+   * answer within the same time, counts as a loss. The checks also keep idle NAT mappings alive.
+   */
+  heartbeatMs?: number;
 }
 
 /** A PostgreSQL channel name as Writ's triggers use them (LISTEN takes an identifier, not a parameter). */
@@ -46,6 +53,7 @@ export class ChangeListener {
   private connecting: Promise<void> | undefined;
   /** The LISTEN statements sent after the connection was opened, one after the other. */
   private pendingListens: Promise<void> = Promise.resolve();
+  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: ChangeListenerOptions) {
     this.backoffMs = options.minBackoffMs ?? 250;
@@ -84,6 +92,7 @@ export class ChangeListener {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retry);
+    clearInterval(this.heartbeat);
     await this.connecting?.catch(() => undefined);
     const client = this.client;
     this.drop();
@@ -120,12 +129,31 @@ export class ChangeListener {
       return;
     }
     this.client = client;
+    this.heartbeat ??= setInterval(() => this.beat(), this.options.heartbeatMs ?? 5000);
+    this.heartbeat.unref();
     for (const channel of listened) this.listened.add(channel);
     this.backoffMs = this.options.minBackoffMs ?? 250;
     // Changes committed while nobody listened were missed: everything is read again.
     this.resetAll();
     // Channels subscribed to while the connection was being opened.
     for (const channel of this.subscribers.keys()) if (!this.listened.has(channel)) this.listenLater(client, channel);
+  }
+
+  /** Checks the connection (see {@link ChangeListenerOptions.heartbeatMs}), after the statements queued before. */
+  private beat(): void {
+    const client = this.client;
+    if (!client) return;
+    const timeoutMs = this.options.heartbeatMs ?? 5000;
+    this.pendingListens = this.pendingListens.then(async () => {
+      if (this.client !== client) return;
+      try {
+        // `query_timeout` per query is honoured by pg, not declared by its types.
+        const check = { text: 'SELECT 1', query_timeout: timeoutMs };
+        await client.query(check);
+      } catch (error) {
+        this.lost(client, error instanceof Error ? error.message : String(error));
+      }
+    });
   }
 
   /** One query at a time on the connection (`pg` deprecates overlapping queries on a client). */
