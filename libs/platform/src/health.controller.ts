@@ -56,8 +56,10 @@ interface Readiness {
 /**
  * `GET /health/live` (the process answers, and the embedded PostgreSQL it supervises has not
  * been given up on) and `GET /health/ready` (PostgreSQL answers within a second, a signing key
- * is loaded and, where policies decide, the cluster's active policy is the one in force). A service that cannot write its audit events is not ready; a failing
- * readiness names its check with a fixed phrase (details are logged, not shown).
+ * is loaded and, where policies decide, the cluster's active policy is the one in force). A
+ * service that cannot write its audit events is not ready; a failing readiness names its check
+ * with a fixed phrase (details are logged, not shown). While draining, the in-flight gate
+ * answers readiness `503` (`draining`) itself.
  */
 @Controller('health')
 export class HealthController {
@@ -89,7 +91,7 @@ export class HealthController {
     res.status(200).json({ status: 'ok' });
   }
 
-  /** Readiness: `503` with `Retry-After` and the failing check named, when the database does not answer or no key signs. */
+  /** Readiness: `503` with `Retry-After` and the failing checks named. */
   @Get('ready')
   async ready(@Res() res: Response): Promise<void> {
     // One check at a time, its answer shared for a second: a flood of probes (the endpoint is
