@@ -71,6 +71,8 @@ describe('faults: draining the gateway keeps every call outcome', () => {
     const ready = await fetch(`${services.gatewayUrl}/health/ready`);
     expect(ready.status).toBe(503);
     expect(await ready.json()).toEqual(expect.objectContaining({ failing: ['draining'] }));
+    // Express routes these spellings to readiness too.
+    for (const path of ['/health/ready/', '/HEALTH/Ready']) expect((await fetch(`${services.gatewayUrl}${path}`)).status).toBe(503);
     expect((await fetch(`${services.gatewayUrl}/health/live`)).status).toBe(200);
     // Let the upstream answer the admitted calls now.
     for (const release of held) release();

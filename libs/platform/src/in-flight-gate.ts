@@ -39,7 +39,7 @@ export class InFlightGate {
   middleware(): (req: Request, res: Response, next: NextFunction) => void {
     return (req, res, next) => {
       const path = requestPath(req);
-      if (this.draining && path === '/health/ready') {
+      if (this.draining && /^\/health\/ready\/?$/i.test(path)) {
         // Not ready while draining: a load balancer polling readiness stops sending requests here.
         res.setHeader('Retry-After', '1');
         res.setHeader('Cache-Control', 'no-store');
