@@ -29,8 +29,17 @@ export class MetricsController {
       res.status(401).json({ error: 'invalid_token', error_description: 'the metrics need the bearer token of WRIT_METRICS_TOKEN' });
       return;
     }
-    const { contentType, body } = await this.runtime.metrics.render();
-    res.setHeader('Content-Type', contentType);
-    res.status(200).send(body);
+    let rendered: { contentType: string; body: string };
+    try {
+      rendered = await this.runtime.metrics.render();
+    } catch {
+      // With WRIT_WORKERS, a worker that does not answer the aggregation in time (restarting,
+      // blocked): the scrape is unavailable, not a server error.
+      res.setHeader('Retry-After', '5');
+      res.status(503).json({ error: 'temporarily_unavailable', error_description: 'the metrics could not be gathered; retry later' });
+      return;
+    }
+    res.setHeader('Content-Type', rendered.contentType);
+    res.status(200).send(rendered.body);
   }
 }
