@@ -314,3 +314,31 @@ describe('faults: /metrics behind WRIT_METRICS_TOKEN', () => {
     }
   });
 });
+
+describe('faults: every pooled connection busy', () => {
+  let services: TestServices;
+
+  beforeAll(async () => {
+    services = await startTestServices({ admin: createAdminApp, env: { WRIT_DB_POOL_SIZE: '2', WRIT_DB_CHECKOUT_TIMEOUT_MS: '500' } });
+  });
+  afterAll(async () => {
+    await services?.close();
+  });
+
+  it('answers 503 with Retry-After after the checkout deadline, then serves again once a connection is free', async () => {
+    const held = await Promise.all([services.runtime.pool.connect(), services.runtime.pool.connect()]);
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, () => fetch(`${services.adminUrl}/v1/agents`, { headers: { authorization: `Bearer ${services.adminToken}` } })),
+      );
+      for (const answer of answers) {
+        expect(answer.status).toBe(503);
+        expect(answer.headers.get('retry-after')).toMatch(/^[0-9]+$/);
+      }
+      expect(services.runtime.pool.waitingCount).toBe(0);
+    } finally {
+      for (const client of held) client.release();
+    }
+    expect((await fetch(`${services.adminUrl}/v1/agents`, { headers: { authorization: `Bearer ${services.adminToken}` } })).status).toBe(200);
+  });
+});
