@@ -93,6 +93,44 @@ describe('faults: operations hardening', () => {
     for (const text of received) expect(text).toContain('HTTP/1.1 408 Request Timeout');
   }, 20_000);
 
+  it('buffers at most two policy bundles at once (8 MB each, read before the token is checked)', async () => {
+    const { hostname, port } = new URL(services.adminUrl);
+    const head =
+      'PUT /v1/policies/active HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer not-an-admin-token\r\nContent-Type: application/wasm\r\nContent-Length: 8000000\r\n\r\n';
+    // Two uploads that never finish their body hold the two places...
+    const holders = [connect(Number(port), hostname), connect(Number(port), hostname)];
+    for (const socket of holders) {
+      socket.on('error', () => undefined);
+      socket.write(head);
+      socket.write(Buffer.alloc(1000));
+    }
+    try {
+      // ...and the next one is refused at once, before its body is read (asked again until the
+      // two holders are in: a probe admitted before them waits for its body and is cut with 408).
+      const probe = () =>
+        new Promise<string>((resolve) => {
+          const socket = connect(Number(port), hostname);
+          let received = '';
+          socket.setEncoding('utf8');
+          socket.on('data', (chunk: string) => {
+            received += chunk;
+            if (received.includes('\r\n\r\n')) {
+              socket.destroy();
+              resolve(received);
+            }
+          });
+          socket.on('error', () => resolve(received));
+          socket.on('close', () => resolve(received));
+          socket.write(head);
+        });
+      const answer = await eventually(probe, (text) => text.startsWith('HTTP/1.1 503 '));
+      expect(answer).toMatch(/^HTTP\/1\.1 503 /);
+      expect(answer.toLowerCase()).toContain('retry-after: 5');
+    } finally {
+      for (const socket of holders) socket.destroy();
+    }
+  });
+
   it('ends a transaction left idle on a service connection (idle_in_transaction_session_timeout)', async () => {
     const { rows } = await services.runtime.pool.query<{ idle_in_transaction_session_timeout: string }>('SHOW idle_in_transaction_session_timeout');
     expect(rows[0].idle_in_transaction_session_timeout).toBe('7s');

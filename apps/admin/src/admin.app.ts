@@ -11,6 +11,13 @@ import { MAX_POLICY_BUNDLE_BYTES } from './policies/policy-distribution.service'
 /** Largest JSON body the admin API reads (a connector catalogue fits well within it). */
 export const ADMIN_BODY_LIMIT = 1024 * 1024;
 
+/**
+ * Policy bundles read at once per process: each is buffered whole (up to
+ * `MAX_POLICY_BUNDLE_BYTES`, 8 MB) before the admin token is checked, so without a bound
+ * `WRIT_MAX_IN_FLIGHT` uploads by anyone would hold 1.6 GB. More wait: `503` with `Retry-After`.
+ */
+export const MAX_CONCURRENT_BUNDLE_UPLOADS = 2;
+
 /** The types a compiled policy bundle is uploaded as (`PUT /v1/policies/active`). */
 const BUNDLE_TYPES = ['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/wasm'];
 
@@ -21,8 +28,21 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
     configure: (instance) => {
       mountConsole(instance);
       // A compiled policy bundle is uploaded as it is (`curl --data-binary @bundle.tar.gz`).
+      let uploads = 0;
       instance.use(
         '/v1/policies/active',
+        (req: Request, res: Response, next: NextFunction) => {
+          if (!carriesBody(req)) return next();
+          if (uploads >= MAX_CONCURRENT_BUNDLE_UPLOADS) {
+            res.setHeader('Retry-After', '5');
+            res.setHeader('Cache-Control', 'no-store');
+            res.status(503).json({ error: 'temporarily_unavailable', error_description: 'policy bundles are being uploaded already; retry later' });
+            return;
+          }
+          uploads += 1;
+          res.once('close', () => (uploads -= 1));
+          next();
+        },
         express.raw({ type: BUNDLE_TYPES, limit: MAX_POLICY_BUNDLE_BYTES }),
         (req: Request, _res: Response, next: NextFunction) => {
           // Any other type would be refused by the JSON parser as "not JSON": name the bundle types instead.
