@@ -95,6 +95,35 @@ def is_nonce_error(response: Any) -> bool:
     return False
 
 
+class GatewayAttempts:
+    """What to do after each answer to one gateway call, shared by the sync and async agents: send it again once
+    with the gateway's DPoP nonce (the credential is fine), once with a fresh credential after a 401, and, for an
+    idempotent method only (a POST may have been forwarded), after a 429 or 503 as ``retry_delay`` allows."""
+
+    NONCE = "nonce"
+    REFRESH = "refresh"
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.nonce_sent = False
+        self.refreshed = False
+        self.retries = 0
+
+    def after(self, token_type: str, response: Any) -> str | float | None:
+        """``NONCE`` or ``REFRESH`` (forget the credential first), seconds to wait before sending again, or ``None``:
+        the response is the answer."""
+        if token_type == "DPoP" and not self.nonce_sent and response.status_code == 401 and is_nonce_error(response):
+            self.nonce_sent = True  # RFC 9449 §9: the credential is fine, the proof needs the gateway's nonce
+            return self.NONCE
+        if response.status_code == 401 and not self.refreshed:
+            self.refreshed = True
+            return self.REFRESH
+        delay = retry_delay(response, self.retries) if self.verb in IDEMPOTENT_METHODS else None
+        if delay is not None:
+            self.retries += 1
+        return delay
+
+
 @dataclass(frozen=True)
 class ClientKey:
     """A client's private signing key (imported from a private JWK) with its ``kid`` and algorithm."""

@@ -254,8 +254,7 @@ class Agent:
         url = _core.gateway_url_for(self.gateway_url, connector, _core.with_query(path, query))
         verb = (method or ("POST" if json is not None or content is not None else "GET")).upper()
         base_headers, body = _core.prepare_call(headers, json, content)
-        refreshed = nonce_sent = False
-        retries = 0
+        attempts = _core.GatewayAttempts(verb)
         while True:
             credential = self.credential(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
             request_headers = {**base_headers, **_core.auth_headers(credential, self._dpop, verb, url, self._client.now())}
@@ -263,19 +262,13 @@ class Agent:
             response = self._client._http.request(verb, url, headers=request_headers, content=body, follow_redirects=False)
             if self._dpop is not None:
                 self._dpop.remember_nonce(url, response)
-            if credential.token_type == "DPoP" and not nonce_sent and response.status_code == 401 and _core.is_nonce_error(response):
-                nonce_sent = True  # RFC 9449 §9: the credential is fine, the proof needs the gateway's nonce
-                continue
-            if response.status_code == 401 and not refreshed:
-                refreshed = True
-                self.forget(task_token, connector, action, constraints)
-                continue
-            # Shed (429) or unavailable (503): only an idempotent call is sent again, a POST may have been forwarded.
-            delay = _core.retry_delay(response, retries) if verb in _core.IDEMPOTENT_METHODS else None
-            if delay is None:
+            step = attempts.after(credential.token_type, response)
+            if step is None:
                 return response
-            retries += 1
-            time.sleep(delay)
+            if step == attempts.REFRESH:
+                self.forget(task_token, connector, action, constraints)
+            elif isinstance(step, (int, float)):
+                time.sleep(step)
 
 
 class TaskAgent:
