@@ -95,6 +95,16 @@ def is_nonce_error(response: Any) -> bool:
     return False
 
 
+def post_token_request(http: Any, endpoint: str, params: dict[str, str], dpop: Any, key: ClientKey, client_id: str, issuer: str, now: float) -> Any:
+    """Sends one token endpoint request with a fresh client assertion (and DPoP proof) on ``http`` (an httpx client,
+    sync or async: the caller awaits what the async one returns). Redirects are never followed."""
+    headers = {"accept": "application/json"}
+    if dpop is not None:
+        headers["dpop"] = dpop.proof("POST", endpoint, now=now)
+    form = {**params, **client_auth_fields(key, client_id, issuer, now)}
+    return http.post(endpoint, data=form, headers=headers, follow_redirects=False)
+
+
 class GatewayAttempts:
     """What to do after each answer to one gateway call, shared by the sync and async agents: send it again once
     with the gateway's DPoP nonce (the credential is fine), once with a fresh credential after a 401, and, for an

@@ -62,11 +62,7 @@ class _Client:
         endpoint = (self.metadata())["token_endpoint"]
 
         def post() -> Any:
-            headers = {"accept": "application/json"}
-            if dpop is not None:
-                headers["dpop"] = dpop.proof("POST", endpoint, now=self.now())
-            form = {**params, **_core.client_auth_fields(self._key, self.client_id, self.issuer, self.now())}
-            return self._http.post(endpoint, data=form, headers=headers, follow_redirects=False)
+            return _core.post_token_request(self._http, endpoint, params, dpop, self._key, self.client_id, self.issuer, self.now())
 
         for attempt in range(2):
             response = self.send(post)
