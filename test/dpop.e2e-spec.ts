@@ -1,5 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { decodeJwt } from 'jose';
 import { clientAuthFields } from '@writ/testing';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
@@ -7,34 +6,10 @@ import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, postForm, tokenRequest } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
+import { dpopKey, type DpopKey, proof } from './support/dpop';
 
 const SECRET = 'sk_live_dpop_9f2a';
 const PAYOUT = { destination: 'acct_1', amount: 42000, currency: 'usd' };
-
-interface DpopKey {
-  privateKey: CryptoKey;
-  jwk: JWK;
-  jkt: string;
-}
-
-async function dpopKey(): Promise<DpopKey> {
-  const { privateKey, publicKey } = await generateKeyPair('ES256');
-  const jwk = await exportJWK(publicKey);
-  return { privateKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
-}
-
-function proof(key: DpopKey, method: string, url: string, accessToken?: string, overrides: Record<string, unknown> = {}): Promise<string> {
-  return new SignJWT({
-    jti: randomUUID(),
-    htm: method,
-    htu: url,
-    iat: Math.floor(Date.now() / 1000),
-    ...(accessToken ? { ath: createHash('sha256').update(accessToken).digest('base64url') } : {}),
-    ...overrides,
-  })
-    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk })
-    .sign(key.privateKey);
-}
 
 describe('DPoP (RFC 9449): sender-constrained credentials', () => {
   let services: TestServices;

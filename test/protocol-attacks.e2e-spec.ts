@@ -1,5 +1,4 @@
-import { createHash, KeyObject, randomUUID, sign } from 'node:crypto';
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { KeyObject, randomUUID, sign } from 'node:crypto';
 import { clientAssertion, clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
@@ -8,35 +7,11 @@ import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
+import { dpopKey, proof } from './support/dpop';
 
 const SECRET = 'sk_live_protocol_attacks_71c';
 const PAYOUT = { destination: 'acct_1', amount: 42000, currency: 'usd' };
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
-
-interface DpopKey {
-  privateKey: CryptoKey;
-  jwk: JWK;
-  jkt: string;
-}
-
-async function dpopKey(): Promise<DpopKey> {
-  const { privateKey, publicKey } = await generateKeyPair('ES256');
-  const jwk = await exportJWK(publicKey);
-  return { privateKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
-}
-
-function proof(key: DpopKey, method: string, url: string, accessToken?: string, overrides: Record<string, unknown> = {}): Promise<string> {
-  return new SignJWT({
-    jti: randomUUID(),
-    htm: method,
-    htu: url,
-    iat: Math.floor(Date.now() / 1000),
-    ...(accessToken ? { ath: createHash('sha256').update(accessToken).digest('base64url') } : {}),
-    ...overrides,
-  })
-    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk })
-    .sign(key.privateKey);
-}
 
 describe('protocol conformance and insider boundaries under attack', () => {
   let services: TestServices;
