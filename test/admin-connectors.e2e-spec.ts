@@ -138,6 +138,17 @@ describe('admin API: connectors', () => {
     ],
     ['a body constraint on GET', { operations: constraint(1, 'amount', { in: 'body', field: 'amount', op: 'lte' }) }, 'operations[1].constraints.amount.in'],
     [
+      'a query constraint on a name that is also a path parameter (field_in_two_places at every call)',
+      { operations: constraint(1, 'payout_q', { in: 'query', field: 'Payout_Id', op: 'eq' }) },
+      'operations[1].constraints.payout_q.in',
+    ],
+    [
+      'a body constraint on a name that is also a path parameter',
+      { operations: constraint(2, 'payout_b', { in: 'body', field: 'payout_id', op: 'eq' }) },
+      'operations[2].constraints.payout_b.in',
+    ],
+    ['path parameters that differ only in case', { operations: operation({ path: '/v1/{Account}/{account}/payouts' }) }, 'operations[0].path'],
+    [
       'two operations on one method and path',
       { operations: [...PAYMENTS_OPERATIONS, { name: 'payouts.create2', method: 'POST', path: '/v1/payouts', risk: 'write' }] },
       'operations[3].path',
@@ -238,6 +249,12 @@ describe('admin API: connectors', () => {
       '/v1/connectors/stripe',
     );
     expect(fields).toEqual([{ field: 'operations[0].constraints.amount_max.op', message: 'must be one of eq, lte, gte, in' }]);
+    const inTwoPlaces = await refusal(
+      { operations: constraint(1, 'payout_q', { in: 'query', field: 'payout_id', op: 'eq' }) },
+      'PATCH',
+      '/v1/connectors/stripe',
+    );
+    expect(inTwoPlaces).toEqual([{ field: 'operations[1].constraints.payout_q.in', message: expect.stringContaining('also the path parameter {payout_id}') }]);
     expect((await api('GET', '/v1/connectors/stripe')).body.name).toBe('Stripe (EU)');
     const secretInError = await refusal(
       { credential: { type: 'oauth2_client_credentials', token_url: 'https://auth.example/token', client_id: 'x', client_secret: `${SECRETS.client}\u0000` } },

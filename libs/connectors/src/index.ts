@@ -5,3 +5,4 @@ export * from './validate-connector-definition';
 export * from './upstream-destination';
 export * from './upstream-headers';
 export * from './upstream-dispatcher';
+export * from './parameter-names';

@@ -161,6 +161,71 @@ describe('validateConnectorDefinition', () => {
     });
   });
 
+  describe('names the gateway would find in two places (field_in_two_places)', () => {
+    const operation = (path: string, constraints: Record<string, unknown>) => {
+      const input = payments();
+      input.operations = [{ name: 'op', method: 'POST', path, risk: 'write', constraints }];
+      return input;
+    };
+
+    it.each([
+      ['a query field named as a path parameter', '/repos/{repo}', { repo: { in: 'query', field: 'repo', op: 'eq' } }, 'operations[0].constraints.repo.in'],
+      ['a body field named as a path parameter', '/repos/{repo}', { r: { in: 'body', field: 'repo', op: 'eq' } }, 'operations[0].constraints.r.in'],
+      [
+        'a query field named as a path parameter in another case',
+        '/repos/{repo}',
+        { r: { in: 'query', field: 'Repo', op: 'eq' } },
+        'operations[0].constraints.r.in',
+      ],
+      [
+        'a query field a framework reads as a path parameter (. as _)',
+        '/x/{re_po}',
+        { r: { in: 'query', field: 're.po', op: 'eq' } },
+        'operations[0].constraints.r.in',
+      ],
+      [
+        'a dotted body field whose top-level member is a path parameter',
+        '/repos/{repo}',
+        { r: { in: 'body', field: 'REPO.name', op: 'eq' } },
+        'operations[0].constraints.r.in',
+      ],
+      ['path parameters that differ only in case', '/repos/{Repo}/{repo}', {}, 'operations[0].path'],
+      [
+        'path parameters that differ only in case, one of them bound',
+        '/a/{owner}/{OWNER}',
+        { o: { in: 'path', field: 'owner', op: 'eq' } },
+        'operations[0].path',
+      ],
+    ])('refuses %s', (_name, path, constraints, field) => {
+      expect(fieldsOf(operation(path, constraints))).toEqual([field]);
+    });
+
+    it('says which parameter the field meets, and refuses the same in a change', () => {
+      expect(validateConnectorDefinition(operation('/repos/{owner}/{repo}', { repo: { in: 'query', field: 'repo', op: 'eq' } }))).toEqual({
+        ok: false,
+        errors: [
+          {
+            field: 'operations[0].constraints.repo.in',
+            message:
+              'query field repo is also the path parameter {repo} (names compared as upstream frameworks read them, ignoring case): bind it in path, or constrain another field',
+          },
+        ],
+      });
+      expect(validateConnectorPatch({ operations: operation('/repos/{Repo}/{repo}', {}).operations })).toEqual({
+        ok: false,
+        errors: [{ field: 'operations[0].path', message: 'parameters {Repo} and {repo} differ only in case: upstream frameworks may read them as one' }],
+      });
+    });
+
+    it('accepts the same name bound in the path, and names that only look alike', () => {
+      expect(fieldsOf(operation('/repos/{repo}', { repo: { in: 'path', field: 'repo', op: 'eq' } }))).toEqual([]);
+      expect(fieldsOf(operation('/repos/{repo}', { r: { in: 'query', field: 'repos', op: 'eq' }, b: { in: 'body', field: 'owner.repo', op: 'eq' } }))).toEqual(
+        [],
+      );
+      expect(fieldsOf(operation('/repos/{repo_id}/{repoid}', {}))).toEqual([]);
+    });
+  });
+
   it.each([
     ['an unknown type', { type: 'basic', token: 'x' }, ['credential.type']],
     ['a bearer without token', { type: 'bearer' }, ['credential.token']],

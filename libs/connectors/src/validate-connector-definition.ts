@@ -29,6 +29,7 @@ import {
   type ConnectorKind,
   type ConnectorOperationDefinition,
 } from './connector-definition.schema';
+import { normalParameterName } from './parameter-names';
 import { compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
 import { CREDENTIAL_TYPES, type OAuth2AuthorizationCode, type UpstreamCredential } from './upstream-credential';
 import { isForbiddenCredentialHeader } from './upstream-headers';
@@ -167,14 +168,25 @@ function checkConstraint(
     out.add(`${field}.op`, `must be one of ${CONNECTOR_CONSTRAINT_OPERATORS.join(', ')}`);
   }
   const target = raw.field;
+  const noBody = method === 'GET' || method === 'HEAD' || method === 'DELETE';
   if (typeof target !== 'string' || target.length === 0 || target.length > MAX_FIELD_LENGTH || !CONSTRAINT_FIELD_PATTERN.test(target)) {
     out.add(`${field}.field`, 'must be a field name or a dotted path (letters, digits, _ and -, segments joined by .)');
   } else if (target.split('.').some((segment) => RESERVED_NAMES.has(segment))) {
     out.add(`${field}.field`, 'must not use __proto__, constructor or prototype');
   } else if (location === 'path' && template && !template.params.includes(target)) {
     out.add(`${field}.field`, `must be a parameter of the path template (${template.params.map((p) => `{${p}}`).join(', ') || 'it has none'})`);
+  } else if ((location === 'query' || (location === 'body' && !noBody)) && template) {
+    // The gateway refuses every call that sends a checked name in two of the path, the query and
+    // the body (`field_in_two_places`), and a path parameter is always sent: no call could pass.
+    const param = pathParamNamed(template, location === 'body' ? target.split('.')[0] : target);
+    if (param !== undefined) {
+      out.add(
+        `${field}.in`,
+        `${location} field ${target} is also the path parameter {${param}} (names compared as upstream frameworks read them, ignoring case): bind it in path, or constrain another field`,
+      );
+    }
   }
-  if (location === 'body' && (method === 'GET' || method === 'HEAD' || method === 'DELETE')) {
+  if (location === 'body' && noBody) {
     out.add(`${field}.in`, `a ${method} request has no body to constrain`);
   }
   const min = checkBound(raw.min, `${field}.min`, out);
@@ -188,6 +200,12 @@ function checkConstraint(
     ...(min !== undefined ? { min } : {}),
     ...(max !== undefined ? { max } : {}),
   };
+}
+
+/** The template parameter an upstream framework may read as `name` ({@link normalParameterName}), if any. */
+function pathParamNamed(template: PathTemplate, name: string): string | undefined {
+  const normal = normalParameterName(name);
+  return template.params.find((param) => normalParameterName(param) === normal);
 }
 
 /** A catalogue bound: a finite number no larger in magnitude than 2^53 - 1 (what the gateway compares exactly), not -0. */
@@ -268,6 +286,12 @@ function checkOperation(raw: unknown, prefix: string, out: Collector, kind: Conn
     } catch (error) {
       out.add(`${prefix}.path`, error instanceof PathTemplateError ? error.message : 'is not a valid path template');
     }
+    // `{Repo}` and `{repo}`: frameworks that merge path parameters ignoring case read one name with
+    // two values, and the gateway refuses every constrained call on it (`field_in_two_places`).
+    template?.params.forEach((param, index) => {
+      const first = template!.params.slice(0, index).find((other) => normalParameterName(other) === normalParameterName(param));
+      if (first !== undefined) out.add(`${prefix}.path`, `parameters {${first}} and {${param}} differ only in case: upstream frameworks may read them as one`);
+    });
   }
   if (!OPERATION_RISKS.includes(risk as never)) out.add(`${prefix}.risk`, `must be one of ${OPERATION_RISKS.join(', ')}`);
   const constraints = checkConstraintMap(raw.constraints, prefix, knownMethod, template, out, 'http');
@@ -473,7 +497,10 @@ function result<T>(out: Collector, value: () => T): ConnectorValidationResult<T>
  * a `base_url` that is not an absolute http(s) URL or carries userinfo, a query or a
  * fragment; an empty catalogue, duplicate operation names, two operations on the same
  * method and path, a path that is not a template, an unknown method, risk, location or
- * operator; a `path` constraint on a field that is not a template parameter, a `body`
+ * operator; a path template with two parameters that differ only in case (`{Repo}` and
+ * `{repo}`); a `path` constraint on a field that is not a template parameter, a `query` or
+ * `body` constraint on a name that is also a template parameter (compared as
+ * {@link normalParameterName} reads them, as the gateway does), a `body`
  * constraint on GET, HEAD or DELETE, a field that is not a name or dotted path; and a
  * malformed credential. An `mcp` connector's operations are tools `{name, risk,
  * constraints}` whose constraints read `arguments` only (no method, path, or other

@@ -1,6 +1,6 @@
 import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
 import { InsufficientScopeError, InvalidRequestError, safeToken } from '@writ/oauth';
-import { foldCase } from '../proxy/parameter-names';
+import { foldCase } from '@writ/connectors';
 
 /** What the gateway decided about one request to an `mcp` connector. */
 export interface McpCall {

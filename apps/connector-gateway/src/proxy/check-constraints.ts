@@ -1,7 +1,7 @@
 import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
 import { matchConstraint, quoteToken } from '@writ/oauth';
 import { inexactNumberProblem, looksNumeric, rawArrayElements, rawValueAt } from './exact-number';
-import { foldCase, normalParameterName } from './parameter-names';
+import { foldCase, normalParameterName } from '@writ/connectors';
 
 /** The parts of a request that constraints read, as it will be forwarded. */
 export interface ConstrainedRequest {

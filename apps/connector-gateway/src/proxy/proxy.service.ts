@@ -23,7 +23,7 @@ import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import type { BudgetReservation } from '@writ/grants';
 import { SpanKind } from '@opentelemetry/api';
 import { FailureThrottle, FailureVerdict, inSpan, LOGGER, sourceAddress, withTraceContext } from '@writ/platform';
-import { UpstreamNetworks } from '@writ/connectors';
+import { normalParameterName, UpstreamNetworks } from '@writ/connectors';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { classifyMcpRequest, McpCall, parseToolCatalogue } from '../mcp/mcp-request';
 import { JsonRpcId, mcpRefusal, requestIdOf } from '../mcp/mcp-refusal';
@@ -44,7 +44,6 @@ import { SpendForecast } from './spend-forecast';
 import { parseRequestTarget, RequestTarget } from './request-target';
 import { parseStrictJson, StrictJsonError } from './strict-json';
 import { bodyMemberNames, objectKeys } from './body-names';
-import { normalParameterName } from './parameter-names';
 
 /** The parameter Rails, Laravel and Symfony read as the method to route (a form's `_method=DELETE`), as {@link normalParameterName} gives it. */
 const METHOD_PARAMETER = '_method';

@@ -1,5 +1,5 @@
 import { findJsonInputProblem, quoteToken } from '@writ/oauth';
-import { foldCase } from './parameter-names';
+import { foldCase } from '@writ/connectors';
 
 /** Why a body was refused by {@link parseStrictJson}. */
 export class StrictJsonError extends Error {
