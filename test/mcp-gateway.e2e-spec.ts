@@ -410,9 +410,41 @@ describe('MCP through the gateway', () => {
       bearer_methods_supported: ['header'],
       dpop_signing_alg_values_supported: expect.arrayContaining(['ES256']),
       authorization_details_types_supported: ['connector'],
-      resource_documentation: `${services.issuer}/docs`,
     });
     expect((await fetch(`${services.gatewayUrl}/.well-known/oauth-protected-resource/connectors/nope`)).status).toBe(404);
+  });
+
+  it('publishes no documentation link that nothing serves', async () => {
+    const metadata = (await (await fetch(`${services.gatewayUrl}/.well-known/oauth-protected-resource/connectors/tools`)).json()) as Record<string, unknown>;
+    const discovery = (await (await fetch(`${services.issuer}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    for (const url of [metadata.resource_documentation, discovery.service_documentation].filter((value) => value !== undefined)) {
+      expect((await fetch(url as string)).status).toBe(200);
+    }
+  });
+
+  it('puts the metadata URL at the host root when WRIT_GATEWAY_URL has a path (RFC 9728 §3.1) and serves it there', async () => {
+    // A gateway published as http://127.0.0.1:<port>/gw: the reverse proxy strips /gw before the
+    // gateway, and routes the host's /.well-known/oauth-protected-resource/gw/... to it as is.
+    const prefixed = await startTestServices({ db: services.db, gateway: createGatewayApp, gatewayPath: '/gw', env: { WRIT_ISSUER: services.issuer } });
+    try {
+      const origin = new URL(prefixed.gatewayUrl).origin;
+      expect(prefixed.gatewayUrl).toBe(`${origin}/gw`);
+      const refused = await fetch(`${origin}/connectors/tools`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+      });
+      expect(refused.status).toBe(401);
+      const metadataUrl = `${origin}/.well-known/oauth-protected-resource/gw/connectors/tools`;
+      expect(refused.headers.get('www-authenticate')).toContain(`resource_metadata="${metadataUrl}"`);
+      const metadata = await fetch(metadataUrl);
+      expect(metadata.status).toBe(200);
+      expect(await metadata.json()).toMatchObject({ resource: `${origin}/gw/connectors/tools`, authorization_servers: [services.issuer] });
+      expect((await fetch(`${origin}/.well-known/oauth-protected-resource/other/connectors/tools`)).status).toBe(404);
+      expect((await fetch(`${origin}/.well-known/oauth-protected-resource/gw/connectors/nope`)).status).toBe(404);
+    } finally {
+      await prefixed.close();
+    }
   });
 
   it('validates mcp connectors at registration', async () => {

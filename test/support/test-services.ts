@@ -35,6 +35,8 @@ export interface TestServicesOptions {
   admin?: AppFactory;
   /** Extra `WRIT_*` variables. */
   env?: Record<string, string>;
+  /** A path for `WRIT_GATEWAY_URL` (`/gw`), as behind a reverse proxy that strips it before the gateway. */
+  gatewayPath?: string;
   /** Reuse a database (e.g. a second instance over the same cluster state). */
   db?: TestDatabase;
   /** Use this database URL as it is (e.g. a scratch cluster the test stops and restarts). */
@@ -65,7 +67,7 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
     WRIT_MASTER_KEY: Buffer.alloc(32, 11).toString('base64'),
     WRIT_DATA_DIR: dataDir,
     WRIT_ISSUER: `http://127.0.0.1:${authPort}`,
-    WRIT_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
+    WRIT_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}${options.gatewayPath ?? ''}`,
     WRIT_AUTH_PORT: String(authPort),
     WRIT_GATEWAY_PORT: String(gatewayPort),
     WRIT_ADMIN_PORT: String(adminPort),

@@ -33,7 +33,8 @@ export class DiscoveryController {
       revocation_endpoint_auth_signing_alg_values_supported: [...CLIENT_ASSERTION_SIGNING_ALGS],
       authorization_details_types_supported: ['connector'],
       dpop_signing_alg_values_supported: [...DPOP_SIGNING_ALGS],
-      service_documentation: `${issuer}/docs`,
+      // No service_documentation (optional, RFC 8414): the authorization server serves no
+      // documentation; the admin API's OpenAPI is on another service whose URL it does not know.
     };
   }
 }
