@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import type { Logger } from 'pino';
 import { AuditUnavailableError, isConnectionError, isTransientError } from '@writ/audit';
 import { OAuthError, wwwAuthenticateFor } from '@writ/oauth';
+import { LogRateLimiter } from './log-rate-limiter';
 import { loggablePath, requestPath } from './request-values';
 
 /** A field-level validation problem of the admin API. */
@@ -67,9 +68,24 @@ function nestErrorCode(status: number): string {
  * `503 temporarily_unavailable` when the database or the audit log is down, `400` for a value
  * PostgreSQL could not read (a missing check, logged), and never a stack trace. Unknown errors are logged (without request bodies) and answered `500 server_error`.
  */
+/** How often, at most, the filter logs one kind of "database unavailable" (with the count it left out). */
+export const UNAVAILABLE_LOG_INTERVAL_MS = 10_000;
+
+/** One limiter per logger, so that the filters of one app (Nest's and the direct routes') share it. */
+const unavailableLogLimiters = new WeakMap<Logger, LogRateLimiter>();
+
+function unavailableLogLimiter(logger: Logger): LogRateLimiter {
+  let limiter = unavailableLogLimiters.get(logger);
+  if (!limiter) unavailableLogLimiters.set(logger, (limiter = new LogRateLimiter(UNAVAILABLE_LOG_INTERVAL_MS)));
+  return limiter;
+}
+
 @Catch()
 export class WritExceptionFilter implements ExceptionFilter {
-  constructor(private readonly logger: Logger) {}
+  constructor(
+    private readonly logger: Logger,
+    private readonly unavailableLog: LogRateLimiter = unavailableLogLimiter(logger),
+  ) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const context = host.switchToHttp();
@@ -105,15 +121,23 @@ export class WritExceptionFilter implements ExceptionFilter {
       return;
     }
     if (exception instanceof AuditUnavailableError || isConnectionError(exception) || isTransientError(exception)) {
-      // One short line, no stack: during an outage every request lands here.
+      // One short line, no stack, and at most one per interval per error code: during an outage
+      // every request lands here, and a line each would flood the log.
       const cause = exception instanceof AuditUnavailableError ? ((exception as { cause?: unknown }).cause ?? exception) : exception;
-      this.logger.warn(
-        {
-          err: { message: cause instanceof Error ? cause.message : String(cause), code: (cause as { code?: string }).code },
-          path: loggablePath(requestPath(request)),
-        },
-        'database unavailable: refusing (fail closed)',
-      );
+      const code = (cause as { code?: unknown }).code;
+      const decision = this.unavailableLog.take(typeof code === 'string' ? code.slice(0, 40) : 'unknown');
+      if (decision.log) {
+        this.logger.warn(
+          {
+            err: { message: cause instanceof Error ? cause.message : String(cause), code: typeof code === 'string' ? code : undefined },
+            path: loggablePath(requestPath(request)),
+            suppressed: decision.suppressed,
+          },
+          decision.suppressed > 0
+            ? `database unavailable: refusing (fail closed); ${decision.suppressed} more refused since the last line`
+            : 'database unavailable: refusing (fail closed)',
+        );
+      }
       response.setHeader('Retry-After', '5');
       send(503, { error: 'temporarily_unavailable', error_description: 'the service cannot record this request right now; retry later' });
       return;

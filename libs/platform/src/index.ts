@@ -14,6 +14,7 @@ export * from './json-body';
 export * from './request-values';
 export * from './no-store.decorator';
 export * from './failure-throttle';
+export * from './log-rate-limiter';
 export * from './in-flight-gate';
 export * from './metrics';
 export * from './request-context';
