@@ -19,6 +19,8 @@ export interface IdentityProviderRow {
 
 /** Asymmetric algorithms only: `none` and HMAC (a shared secret Writ does not have) never verify a user. */
 const USER_TOKEN_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
+/** Seconds of clock skew allowed between Writ and an identity provider (`exp`, `nbf`, `iat`). */
+const CLOCK_TOLERANCE_SECONDS = 5;
 /** How long a provider row (and its key set) is reused before it is read again. */
 const PROVIDER_CACHE_MS = 5_000;
 
@@ -26,7 +28,7 @@ const PROVIDER_CACHE_MS = 5_000;
  * Verifies users' tokens from trusted identity providers (registered by issuer, JWKS URI and
  * audience): the signature by a key of the issuer's JWKS (fetched through the guarded
  * dispatcher, so the JWKS URI passes the same destination checks as any upstream), `iss`,
- * `aud`, `exp` and a `sub`. Also says whether an orchestrator may assert users of an issuer
+ * `aud`, `exp`, an `iat` (when present) not in the future, and a `sub`. Also says whether an orchestrator may assert users of an issuer
  * without a token.
  */
 export class UserTokenVerifier {
@@ -54,8 +56,13 @@ export class UserTokenVerifier {
         audience: provider.row.audience,
         algorithms: USER_TOKEN_ALGS,
         requiredClaims: ['exp', 'sub'],
-        clockTolerance: 5,
+        clockTolerance: CLOCK_TOLERANCE_SECONDS,
       });
+      // jose checks `iat` against the clock only with `maxTokenAge`: a token issued in the future
+      // (a provider's broken clock, or one minted ahead to outlive its revocation) is refused here.
+      if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + CLOCK_TOLERANCE_SECONDS) {
+        throw new UserTokenError('claim_iat', "the user token's iat is in the future");
+      }
       if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 255) {
         throw new UserTokenError('no_subject', 'the user token has no usable sub');
       }

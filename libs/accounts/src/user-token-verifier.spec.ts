@@ -1,0 +1,72 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import type { Pool } from 'pg';
+import { Agent } from 'undici';
+import { UserTokenVerifier } from './user-token-verifier';
+
+const ISSUER = 'https://idp.example.test';
+const AUDIENCE = 'writ-test';
+
+describe('UserTokenVerifier: the clock claims', () => {
+  let server: Server;
+  let key: CryptoKey;
+  let verifier: UserTokenVerifier;
+  const dispatcher = new Agent();
+
+  beforeAll(async () => {
+    const pair = await generateKeyPair('ES256');
+    key = pair.privateKey;
+    const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
+    server = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(jwks));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const row = {
+      issuer: ISSUER,
+      jwks_uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`,
+      audience: AUDIENCE,
+      asserting_orchestrators: [],
+    };
+    const pool = { query: () => Promise.resolve({ rows: [row] }) } as unknown as Pool;
+    verifier = new UserTokenVerifier(pool, dispatcher);
+  });
+
+  afterAll(async () => {
+    await dispatcher.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  const now = () => Math.floor(Date.now() / 1000);
+  const token = (iat: number | undefined) => {
+    const jwt = new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setSubject('alice')
+      .setExpirationTime(now() + 600);
+    if (iat !== undefined) jwt.setIssuedAt(iat);
+    return jwt.sign(key);
+  };
+
+  it('accepts a token issued now, within the clock tolerance ahead, or without iat', async () => {
+    await expect(verifier.verify(await token(now()))).resolves.toEqual({ issuer: ISSUER, subject: 'alice' });
+    await expect(verifier.verify(await token(now() + 3))).resolves.toEqual({ issuer: ISSUER, subject: 'alice' });
+    await expect(verifier.verify(await token(undefined))).resolves.toEqual({ issuer: ISSUER, subject: 'alice' });
+  });
+
+  it('refuses a token issued in the future (beyond the clock tolerance) as claim_iat', async () => {
+    await expect(verifier.verify(await token(now() + 300))).rejects.toMatchObject({ name: 'UserTokenError', code: 'claim_iat' });
+    await expect(verifier.verify(await token(now() + 60 * 60 * 24 * 365))).rejects.toMatchObject({ name: 'UserTokenError', code: 'claim_iat' });
+  });
+
+  it('still refuses an expired token', async () => {
+    const expired = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setSubject('alice')
+      .setIssuedAt(now() - 600)
+      .setExpirationTime(now() - 60)
+      .sign(key);
+    await expect(verifier.verify(expired)).rejects.toMatchObject({ code: 'expired' });
+  });
+});
