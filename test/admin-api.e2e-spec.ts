@@ -1,5 +1,6 @@
 import { createClientKey, jwksOf } from '@writ/testing';
 import { exportJWK, generateKeyPair } from 'jose';
+import { connect } from 'node:net';
 import { hashAdminToken } from '@writ/platform';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { http, sendJson, TestResponse } from './support/oauth-client';
@@ -38,6 +39,42 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect(response.headers.get('www-authenticate')).toBe('Bearer realm="writ"');
       expect(response.headers.get('cache-control')).toBe('no-store');
       expect(response.body).toEqual({ error: 'unauthorized', message });
+    });
+
+    /** Sends only the head of a request (its body is never sent) and resolves with the status answered and whether the connection closed. */
+    const headOnly = (method: string, path: string, headers: Record<string, string>): Promise<{ status: number; head: string }> => {
+      const { hostname, port } = new URL(services.adminUrl);
+      const head = [
+        `${method} ${path} HTTP/1.1`,
+        `Host: ${hostname}:${port}`,
+        ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
+        '',
+        '',
+      ].join('\r\n');
+      return new Promise((resolve, reject) => {
+        const socket = connect(Number(port), hostname, () => socket.write(head));
+        const chunks: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        socket.on('error', reject);
+        // The server closes the connection after its answer: the body it did not read is not waited for.
+        socket.on('close', () => {
+          const text = Buffer.concat(chunks).toString('latin1');
+          resolve({ status: Number(text.split(' ')[1]), head: text.slice(0, text.indexOf('\r\n\r\n')) });
+        });
+      });
+    };
+
+    it.each([
+      ['no Authorization header', {}],
+      ['another scheme', { authorization: 'Basic d3JpdDp3cml0' }],
+      ['an unknown token', { authorization: 'Bearer writ_admin_not_a_real_token' }],
+    ])('refuses a body-carrying request with %s with 401 before reading its body', async (_name, auth: Record<string, string>) => {
+      // 900 kB announced (within the JSON limit) and never sent: a parser reading first would wait for it.
+      const json = await headOnly('POST', '/v1/agents', { 'content-type': 'application/json', 'content-length': '900000', ...auth });
+      expect(json.status).toBe(401);
+      expect(json.head.toLowerCase()).toContain('www-authenticate: bearer realm="writ"');
+      const chunked = await headOnly('PUT', '/v1/policies/active', { 'content-type': 'application/gzip', 'transfer-encoding': 'chunked', ...auth });
+      expect(chunked.status).toBe(401);
     });
 
     it('refuses another scheme carrying a valid token', async () => {

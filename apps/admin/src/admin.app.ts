@@ -5,6 +5,8 @@ import type { NextFunction, Request, Response } from 'express';
 import { ActivePolicy } from '@writ/policy';
 import { carriesBody, createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
 import { AdminModule } from './admin.module';
+import { authenticateBeforeBody } from './auth/admin-auth.filter';
+import { AdminAuthenticator } from './auth/admin-authenticator';
 import { mountConsole } from './console/console-static';
 import { MAX_POLICY_BUNDLE_BYTES } from './policies/policy-distribution.service';
 
@@ -13,8 +15,8 @@ export const ADMIN_BODY_LIMIT = 1024 * 1024;
 
 /**
  * Policy bundles read at once per process: each is buffered whole (up to
- * `MAX_POLICY_BUNDLE_BYTES`, 8 MB) before the admin token is checked, so without a bound
- * `WRIT_MAX_IN_FLIGHT` uploads by anyone would hold 1.6 GB. More wait: `503` with `Retry-After`.
+ * `MAX_POLICY_BUNDLE_BYTES`, 8 MB) before the handler runs (the admin token is checked before,
+ * but a few admin uploads at once would still hold tens of MB). More wait: `503` with `Retry-After`.
  */
 export const MAX_CONCURRENT_BUNDLE_UPLOADS = 2;
 
@@ -26,6 +28,8 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
   const app = await createHttpApp(AdminModule.forRoot(runtime, policy), runtime, {
     name: 'admin',
     configure: (instance) => {
+      // No body is read before its request's admin token is known (every admin endpoint needs one).
+      instance.use(authenticateBeforeBody(instance.get(AdminAuthenticator)));
       mountConsole(instance);
       // A compiled policy bundle is uploaded as it is (`curl --data-binary @bundle.tar.gz`).
       let uploads = 0;

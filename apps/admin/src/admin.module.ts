@@ -19,6 +19,7 @@ import { AuditLogService } from './audit/audit-log.service';
 import { AuditController } from './audit/audit.controller';
 import { AdminAuthErrorFilter } from './auth/admin-auth.filter';
 import { AdminTokenGuard } from './auth/admin-token.guard';
+import { AdminAuthenticator } from './auth/admin-authenticator';
 import { ConnectorsController } from './connectors/connectors.controller';
 import { ConnectorsService } from './connectors/connectors.service';
 import { KeysController } from './keys/keys.controller';
@@ -67,6 +68,7 @@ export class AdminModule implements OnApplicationShutdown {
         { provide: APP_PIPE, useFactory: writValidationPipe },
         { provide: APP_INTERCEPTOR, useClass: UnreadBodyInterceptor },
         AdminTokenGuard,
+        AdminAuthenticator,
         FailureThrottle,
         AdminAuthErrorFilter,
         AgentsService,

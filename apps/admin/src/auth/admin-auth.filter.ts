@@ -1,9 +1,28 @@
 import { ArgumentsHost, Catch, ExceptionFilter } from '@nestjs/common';
-import type { Response } from 'express';
+import type { NextFunction, Request, Response } from 'express';
+import { carriesBody } from '@writ/platform';
 import { AdminForbiddenError, AdminThrottledError, AdminUnauthorizedError } from './admin-auth.errors';
+import type { AdminAuthenticator } from './admin-authenticator';
 
 /** The challenge of the admin API (RFC 6750 section 3). */
 export const ADMIN_CHALLENGE = 'Bearer realm="writ"';
+
+/** Answers a refusal of the admin token in the admin API's error shape. */
+export function answerAdminAuthError(exception: AdminUnauthorizedError | AdminForbiddenError | AdminThrottledError, response: Response): void {
+  response.setHeader('Cache-Control', 'no-store');
+  response.setHeader('Pragma', 'no-cache');
+  if (exception instanceof AdminThrottledError) {
+    response.setHeader('Retry-After', String(exception.retryAfterSeconds));
+    response.status(429).json({ error: 'too_many_requests', message: exception.message });
+    return;
+  }
+  if (exception instanceof AdminUnauthorizedError) {
+    response.setHeader('WWW-Authenticate', ADMIN_CHALLENGE);
+    response.status(401).json({ error: 'unauthorized', message: exception.message });
+    return;
+  }
+  response.status(403).json({ error: 'forbidden', message: exception.message });
+}
 
 /**
  * Answers the admin guard's refusals in the admin API's error shape; every other exception
@@ -12,19 +31,26 @@ export const ADMIN_CHALLENGE = 'Bearer realm="writ"';
 @Catch(AdminUnauthorizedError, AdminForbiddenError, AdminThrottledError)
 export class AdminAuthErrorFilter implements ExceptionFilter {
   catch(exception: AdminUnauthorizedError | AdminForbiddenError | AdminThrottledError, host: ArgumentsHost): void {
-    const response = host.switchToHttp().getResponse<Response>();
-    response.setHeader('Cache-Control', 'no-store');
-    response.setHeader('Pragma', 'no-cache');
-    if (exception instanceof AdminThrottledError) {
-      response.setHeader('Retry-After', String(exception.retryAfterSeconds));
-      response.status(429).json({ error: 'too_many_requests', message: exception.message });
-      return;
-    }
-    if (exception instanceof AdminUnauthorizedError) {
-      response.setHeader('WWW-Authenticate', ADMIN_CHALLENGE);
-      response.status(401).json({ error: 'unauthorized', message: exception.message });
-      return;
-    }
-    response.status(403).json({ error: 'forbidden', message: exception.message });
+    answerAdminAuthError(exception, host.switchToHttp().getResponse<Response>());
   }
+}
+
+/**
+ * Authenticates the admin token of a request that carries a body before anything reads it:
+ * without a known admin token the answer is `401` (or `429`) at once, and the connection is
+ * closed rather than drained, so an unauthenticated caller cannot make the process buffer and
+ * parse bodies. Every admin endpoint requires a token; the guard still checks the role.
+ */
+export function authenticateBeforeBody(authenticator: AdminAuthenticator) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    if (!carriesBody(req)) return next();
+    authenticator.authenticate(req).then(
+      () => next(),
+      (error: unknown) => {
+        if (!(error instanceof AdminUnauthorizedError || error instanceof AdminThrottledError)) return next(error);
+        res.setHeader('Connection', 'close');
+        answerAdminAuthError(error, res);
+      },
+    );
+  };
 }

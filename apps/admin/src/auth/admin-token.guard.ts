@@ -1,78 +1,32 @@
-import { CanActivate, ExecutionContext, Inject, Injectable } from '@nestjs/common';
+import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { Request } from 'express';
-import type { Pool } from 'pg';
-import { PG_POOL } from '@writ/database';
-import { AuditService } from '@writ/audit';
-import { FailureThrottle, hashAdminToken, sourceAddress } from '@writ/platform';
-import { AdminForbiddenError, AdminThrottledError, AdminUnauthorizedError } from './admin-auth.errors';
+import { AdminForbiddenError } from './admin-auth.errors';
+import { AdminAuthenticator, type AuthenticatedRequest } from './admin-authenticator';
 import { ADMIN_PRINCIPAL, AdminPrincipal } from './admin-principal';
-import { AdminRole, isAdminRole, roleSatisfies } from './admin-role';
+import { AdminRole, roleSatisfies } from './admin-role';
 import { REQUIRED_ROLE } from './require-role.decorator';
 
-/** Longest bearer value looked up; admin tokens are about 54 characters. */
-const MAX_TOKEN_LENGTH = 512;
-
 /**
- * Authenticates `Authorization: Bearer <admin token>` against `admin_tokens` (by SHA-256,
- * never revoked) and checks the endpoint's role. `last_used_at` is written at most once a
- * minute per token, so reads do not each cost a write.
+ * Authenticates the admin token ({@link AdminAuthenticator}; a request with a body was
+ * authenticated already, before its body was read) and checks the endpoint's role.
  */
 @Injectable()
 export class AdminTokenGuard implements CanActivate {
   constructor(
     private readonly reflector: Reflector,
-    @Inject(PG_POOL) private readonly pool: Pool,
-    private readonly throttle: FailureThrottle,
-    private readonly audit: AuditService,
+    private readonly authenticator: AdminAuthenticator,
   ) {}
 
   /** Attaches the principal, or refuses with 401 / 403 (429 for a source with too many failures). */
   async canActivate(context: ExecutionContext): Promise<boolean> {
-    const request = context.switchToHttp().getRequest<Request & { [ADMIN_PRINCIPAL]?: AdminPrincipal }>();
-    const source = sourceAddress(request);
-    const blocked = await this.throttle.refuseIfBlocked('admin', source);
-    if (blocked) throw new AdminThrottledError(blocked.retryAfterSeconds);
-    const token = bearerToken(request.headers.authorization);
-    if (!token) return this.refuse(request, source, 'missing', 'an admin token is required: Authorization: Bearer <token>');
-    const { rows } = await this.pool.query<{ id: string; name: string; role: string; stale: boolean }>(
-      `SELECT id, name, role, (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') AS stale
-         FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL`,
-      [hashAdminToken(token)],
-    );
-    const row = rows[0];
-    if (!row || !isAdminRole(row.role)) return this.refuse(request, source, 'unknown_or_revoked', 'the admin token is unknown or revoked');
-    if (row.stale) {
-      await this.pool.query(
-        `UPDATE admin_tokens SET last_used_at = now()
-          WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`,
-        [row.id],
-      );
-    }
+    const request = context.switchToHttp().getRequest<AuthenticatedRequest & { [ADMIN_PRINCIPAL]?: AdminPrincipal }>();
+    const principal = await this.authenticator.authenticate(request);
     const required = this.requiredRole(context, request.method);
-    if (!roleSatisfies(row.role, required)) {
-      throw new AdminForbiddenError(`this operation requires the ${required} role; this token has the ${row.role} role`);
+    if (!roleSatisfies(principal.role, required)) {
+      throw new AdminForbiddenError(`this operation requires the ${required} role; this token has the ${principal.role} role`);
     }
-    request[ADMIN_PRINCIPAL] = { id: row.id, name: row.name, role: row.role };
+    request[ADMIN_PRINCIPAL] = principal;
     return true;
-  }
-
-  /**
-   * A failed authentication: counted per source (across instances), audited as
-   * `admin.authentication_failed` up to the per-window cap, then `401`, or `429` past the limit.
-   */
-  private async refuse(request: Request, source: string, reason: string, message: string): Promise<never> {
-    const verdict = await this.throttle.failure('admin', source);
-    if (verdict.audit) {
-      await this.audit.record({
-        type: 'admin.authentication_failed',
-        outcome: 'failure',
-        actor: { type: 'anonymous', id: null },
-        data: { reason, method: request.method, path: request.path.slice(0, 256), source },
-      });
-    }
-    if (verdict.limited) throw new AdminThrottledError(verdict.retryAfterSeconds);
-    throw new AdminUnauthorizedError(message);
   }
 
   private requiredRole(context: ExecutionContext, method: string): AdminRole {
@@ -80,10 +34,4 @@ export class AdminTokenGuard implements CanActivate {
     if (declared) return declared;
     return method === 'GET' || method === 'HEAD' ? 'viewer' : 'admin';
   }
-}
-
-function bearerToken(header: string | undefined): string | undefined {
-  if (!header || header.length > MAX_TOKEN_LENGTH + 7) return undefined;
-  const match = /^Bearer +([\x21-\x7e]+) *$/i.exec(header);
-  return match?.[1];
 }

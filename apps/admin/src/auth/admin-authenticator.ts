@@ -1,0 +1,85 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Request } from 'express';
+import type { Pool } from 'pg';
+import { PG_POOL } from '@writ/database';
+import { AuditService } from '@writ/audit';
+import { FailureThrottle, hashAdminToken, sourceAddress } from '@writ/platform';
+import { AdminThrottledError, AdminUnauthorizedError } from './admin-auth.errors';
+import type { AdminPrincipal } from './admin-principal';
+import { isAdminRole } from './admin-role';
+
+/** Longest bearer value looked up; admin tokens are about 54 characters. */
+const MAX_TOKEN_LENGTH = 512;
+
+/** Request property where the token authenticated ahead of the body is left for the guard. */
+export const ADMIN_AUTHENTICATED = Symbol('writAdminAuthenticated');
+
+/** A request that may carry the admin token already authenticated (before its body was read). */
+export type AuthenticatedRequest = Request & { [ADMIN_AUTHENTICATED]?: AdminPrincipal };
+
+/**
+ * Authenticates `Authorization: Bearer <admin token>` against `admin_tokens` (by SHA-256,
+ * never revoked): the one check of both the guard and the middleware that runs it before any
+ * body is read. `last_used_at` is written at most once a minute per token, so reads do not each
+ * cost a write. Failures are counted per source (across instances) and audited.
+ */
+@Injectable()
+export class AdminAuthenticator {
+  constructor(
+    @Inject(PG_POOL) private readonly pool: Pool,
+    private readonly throttle: FailureThrottle,
+    private readonly audit: AuditService,
+  ) {}
+
+  /** The token's principal, or {@link AdminUnauthorizedError} (401) / {@link AdminThrottledError} (429). */
+  async authenticate(request: AuthenticatedRequest): Promise<AdminPrincipal> {
+    const already = request[ADMIN_AUTHENTICATED];
+    if (already) return already;
+    const source = sourceAddress(request);
+    const blocked = await this.throttle.refuseIfBlocked('admin', source);
+    if (blocked) throw new AdminThrottledError(blocked.retryAfterSeconds);
+    const token = bearerToken(request.headers.authorization);
+    if (!token) return this.refuse(request, source, 'missing', 'an admin token is required: Authorization: Bearer <token>');
+    const { rows } = await this.pool.query<{ id: string; name: string; role: string; stale: boolean }>(
+      `SELECT id, name, role, (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') AS stale
+         FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL`,
+      [hashAdminToken(token)],
+    );
+    const row = rows[0];
+    if (!row || !isAdminRole(row.role)) return this.refuse(request, source, 'unknown_or_revoked', 'the admin token is unknown or revoked');
+    if (row.stale) {
+      await this.pool.query(
+        `UPDATE admin_tokens SET last_used_at = now()
+          WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`,
+        [row.id],
+      );
+    }
+    const principal: AdminPrincipal = { id: row.id, name: row.name, role: row.role };
+    request[ADMIN_AUTHENTICATED] = principal;
+    return principal;
+  }
+
+  /**
+   * A failed authentication: counted per source (across instances), audited as
+   * `admin.authentication_failed` up to the per-window cap, then `401`, or `429` past the limit.
+   */
+  private async refuse(request: Request, source: string, reason: string, message: string): Promise<never> {
+    const verdict = await this.throttle.failure('admin', source);
+    if (verdict.audit) {
+      await this.audit.record({
+        type: 'admin.authentication_failed',
+        outcome: 'failure',
+        actor: { type: 'anonymous', id: null },
+        data: { reason, method: request.method, path: request.path.slice(0, 256), source },
+      });
+    }
+    if (verdict.limited) throw new AdminThrottledError(verdict.retryAfterSeconds);
+    throw new AdminUnauthorizedError(message);
+  }
+}
+
+function bearerToken(header: string | undefined): string | undefined {
+  if (!header || header.length > MAX_TOKEN_LENGTH + 7) return undefined;
+  const match = /^Bearer +([\x21-\x7e]+) *$/i.exec(header);
+  return match?.[1];
+}
