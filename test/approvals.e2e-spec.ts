@@ -1,7 +1,7 @@
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
 import { sendJson, tokenRequest } from './support/oauth-client';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const payout = (amountMax: number) => [
   { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
@@ -98,6 +98,28 @@ describe('human approval of risky grants', () => {
   });
 
   describe('against approval fatigue (a hijacked agent flooding the people who decide)', () => {
+    it('holds across two instances: one approval per request, ten pending per task, fired in parallel at both', async () => {
+      const second = await startSecondInstance(services);
+      try {
+        const engine = second.policy.current();
+        const data = JSON.parse(JSON.stringify(engine.data));
+        data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
+        second.policy.install(await engine.withData(data), 'test');
+        const task = await createTask(services, world.orchestrator);
+        const at = (index: number, amount: number) =>
+          tokenRequest(index % 2 === 0 ? services.issuer : second.issuer, world.agent, exchangeFields(task.task_token, payout(amount)));
+        const same = await Promise.all(Array.from({ length: 6 }, (_, index) => at(index, 33000)));
+        expect(new Set(same.map((answer) => answer.body.approval_id)).size).toBe(1);
+        const distinct = await Promise.all(Array.from({ length: 14 }, (_, index) => at(index, 40001 + index)));
+        const errors = distinct.map((answer) => answer.body.error as string);
+        expect(errors.filter((error) => error === 'authorization_pending')).toHaveLength(9);
+        expect(errors.filter((error) => error === 'access_denied')).toHaveLength(5);
+        expect((await admin('GET', `/v1/approvals?status=pending&task_id=${task.task_id}`)).body.items).toHaveLength(10);
+      } finally {
+        await second.close();
+      }
+    });
+
     it('asks the same approval once however often it is repeated, also in parallel', async () => {
       const task = await createTask(services, world.orchestrator);
       const answers = await Promise.all(Array.from({ length: 6 }, () => exchange(task.task_token, payout(31000))));
