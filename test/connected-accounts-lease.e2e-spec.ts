@@ -2,14 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, type CryptoKey, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, type CryptoKey } from 'jose';
 import type { Pool } from 'pg';
 import { accountSealContext } from '@writ/accounts';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { eventually } from './support/eventually';
-import { exchangeFields, tasksToken } from './support/grant-flow';
-import { http, sendJson, type TestClient, type TestResponse, tokenRequest } from './support/oauth-client';
+import { credentialForUser } from './support/grant-flow';
+import { http, sendJson, type TestClient, type TestResponse } from './support/oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
@@ -224,23 +224,8 @@ describe('connected accounts: the refresh lease', () => {
   }
 
   /** A gateway credential of a fresh task acting for `subject`. */
-  async function credentialFor(subject: string): Promise<string> {
-    const userToken = await new SignJWT({ sub: subject })
-      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
-      .setIssuer(IDP)
-      .setAudience('writ')
-      .setExpirationTime('5m')
-      .sign(userKey);
-    const task = await sendJson(
-      'POST',
-      `${first.issuer}/v1/tasks`,
-      { agent_id: 'agent-1', purpose: 'read the user profile', allowed: ALLOWED, ttl_seconds: 600, user_token: userToken },
-      await tasksToken(first, orchestrator),
-    );
-    expect(task.status).toBe(201);
-    const exchanged = await tokenRequest(first.issuer, agent, exchangeFields(task.body.task_token, ALLOWED));
-    expect(exchanged.status).toBe(200);
-    return exchanged.body.access_token as string;
+  function credentialFor(subject: string): Promise<string> {
+    return credentialForUser(first, orchestrator, agent, { issuer: IDP, subject, key: userKey }, ALLOWED);
   }
 
   const callMe = (credential: string, gateway = first.gatewayUrl): Promise<TestResponse> =>

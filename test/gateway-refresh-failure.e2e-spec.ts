@@ -2,12 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, type CryptoKey, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, type CryptoKey } from 'jose';
 import type { Pool } from 'pg';
 import { accountSealContext } from '@writ/accounts';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { exchangeFields, tasksToken } from './support/grant-flow';
-import { http, sendJson, type TestClient, tokenRequest } from './support/oauth-client';
+import { credentialForUser } from './support/grant-flow';
+import { http, type TestClient } from './support/oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -114,22 +114,8 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
   }
 
   async function callAs(subject: string) {
-    const userToken = await new SignJWT({ sub: subject })
-      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
-      .setIssuer(IDP)
-      .setAudience('writ')
-      .setExpirationTime('5m')
-      .sign(userKey);
-    const task = await sendJson(
-      'POST',
-      `${services.issuer}/v1/tasks`,
-      { agent_id: 'agent-1', purpose: 'read the user profile', allowed: ALLOWED, ttl_seconds: 600, user_token: userToken },
-      await tasksToken(services, orchestrator),
-    );
-    expect(task.status).toBe(201);
-    const exchanged = await tokenRequest(services.issuer, agent, exchangeFields(task.body.task_token, ALLOWED));
-    expect(exchanged.status).toBe(200);
-    return http(`${services.gatewayUrl}/connectors/codehost/api/me`, { headers: { authorization: `Bearer ${exchanged.body.access_token}` } });
+    const credential = await credentialForUser(services, orchestrator, agent, { issuer: IDP, subject, key: userKey }, ALLOWED);
+    return http(`${services.gatewayUrl}/connectors/codehost/api/me`, { headers: { authorization: `Bearer ${credential}` } });
   }
 
   const lastGatewayEvent = async () =>

@@ -1,3 +1,4 @@
+import { SignJWT, type CryptoKey } from 'jose';
 import type { Pool } from 'pg';
 import type { TestServices } from './test-services';
 import { sendJson, TestClient, tokenRequest } from './oauth-client';
@@ -74,4 +75,31 @@ export function exchangeFields(taskToken: string, details: unknown = PAYOUT_REQU
     authorization_details: typeof details === 'string' ? details : JSON.stringify(details),
     ...extra,
   };
+}
+
+/** A user as an identity provider signs them in: ES256 with `kid` `k1`, audience `writ`. */
+export interface SignedUser {
+  issuer: string;
+  subject: string;
+  key: CryptoKey;
+}
+
+/** A credential for `allowed`, exchanged by `agent` for a fresh task declared to act for `user` (with a signed user token). */
+export async function credentialForUser(
+  services: TestServices,
+  orchestrator: TestClient,
+  agent: TestClient,
+  user: SignedUser,
+  allowed: unknown[],
+): Promise<string> {
+  const userToken = await new SignJWT({ sub: user.subject })
+    .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+    .setIssuer(user.issuer)
+    .setAudience('writ')
+    .setExpirationTime('5m')
+    .sign(user.key);
+  const task = await createTask(services, orchestrator, { purpose: 'read the user profile', allowed, ttl_seconds: 600, user_token: userToken });
+  const exchanged = await tokenRequest(services.issuer, agent, exchangeFields(task.task_token, allowed));
+  if (exchanged.status !== 200) throw new Error(`token exchange failed: ${exchanged.text}`);
+  return exchanged.body.access_token as string;
 }
