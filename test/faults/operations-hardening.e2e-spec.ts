@@ -94,39 +94,47 @@ describe('faults: operations hardening', () => {
 
   it('buffers at most two policy bundles at once (8 MB each), also from a known admin token', async () => {
     const { hostname, port } = new URL(services.adminUrl);
-    const head = `PUT /v1/policies/active HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${services.adminToken}\r\nContent-Type: application/wasm\r\nContent-Length: 8000000\r\n\r\n`;
-    // Two uploads that never finish their body hold the two places...
-    const holders = [connect(Number(port), hostname), connect(Number(port), hostname)];
-    for (const socket of holders) {
+    const head = (length: number) =>
+      `PUT /v1/policies/active HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${services.adminToken}\r\nContent-Type: application/wasm\r\nContent-Length: ${length}\r\n\r\n`;
+    // Two uploads that never finish their body hold the two places (until this suite's 1 s
+    // request timeout cuts them)...
+    const hold = () => {
+      const socket = connect(Number(port), hostname);
       socket.on('error', () => undefined);
-      socket.write(head);
+      socket.write(head(8_000_000));
       socket.write(Buffer.alloc(1000));
-    }
-    try {
-      // ...and the next one is refused at once, before its body is read (asked again until the
-      // two holders are in: a probe admitted before them waits for its body and is cut with 408).
-      const probe = () =>
-        new Promise<string>((resolve) => {
-          const socket = connect(Number(port), hostname);
-          let received = '';
-          socket.setEncoding('utf8');
-          socket.on('data', (chunk: string) => {
-            received += chunk;
-            if (received.includes('\r\n\r\n')) {
-              socket.destroy();
-              resolve(received);
-            }
-          });
-          socket.on('error', () => resolve(received));
-          socket.on('close', () => resolve(received));
-          socket.write(head);
+      return socket;
+    };
+    // ...and a third is refused at once. The probe sends its whole (tiny, invalid) bundle, so that
+    // a probe admitted before the holders (their tokens are checked first, asynchronously) ends at
+    // once with its own answer and frees its place: the attempt is made again with new holders.
+    const probe = () =>
+      new Promise<string>((resolve) => {
+        const socket = connect(Number(port), hostname);
+        let received = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (chunk: string) => {
+          received += chunk;
+          if (received.includes('\r\n\r\n')) {
+            socket.destroy();
+            resolve(received);
+          }
         });
-      const answer = await eventually(probe, (text) => text.startsWith('HTTP/1.1 503 '));
-      expect(answer).toMatch(/^HTTP\/1\.1 503 /);
-      expect(answer.toLowerCase()).toContain('retry-after: 5');
-    } finally {
-      for (const socket of holders) socket.destroy();
-    }
+        socket.on('error', () => resolve(received));
+        socket.on('close', () => resolve(received));
+        socket.write(head(4) + 'wasm');
+      });
+    const attempt = async () => {
+      const holders = [hold(), hold()];
+      try {
+        return await probe();
+      } finally {
+        for (const socket of holders) socket.destroy();
+      }
+    };
+    const answer = await eventually(attempt, (text) => text.startsWith('HTTP/1.1 503 '));
+    expect(answer).toMatch(/^HTTP\/1\.1 503 /);
+    expect(answer.toLowerCase()).toContain('retry-after: 5');
   });
 
   it('ends a transaction left idle on a service connection (idle_in_transaction_session_timeout)', async () => {
