@@ -2,13 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, type CryptoKey } from 'jose';
+import type { CryptoKey } from 'jose';
 import type { Pool } from 'pg';
 import { accountSealContext } from '@writ/accounts';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { eventually } from './support/eventually';
-import { credentialForUser } from './support/grant-flow';
+import { credentialForUser, startIdentityProvider } from './support/grant-flow';
 import { http, sendJson, type TestClient, type TestResponse } from './support/oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
@@ -144,8 +144,7 @@ describe('connected accounts: the refresh lease', () => {
   let provider: MockProvider;
   let agent: TestClient;
   let orchestrator: TestClient;
-  let userKey: CryptoKey;
-  let jwks: Server;
+  let idp: { key: CryptoKey; close: () => Promise<void> };
   let tokenUrl: string;
 
   const secondGateway = () => `http://127.0.0.1:${second.apps[second.apps.length - 1].getHttpServer().address().port}`;
@@ -158,17 +157,7 @@ describe('connected accounts: the refresh lease', () => {
     pool = first.runtime.pool;
     agent = await seedAgent(pool, 'agent-1');
     orchestrator = await seedOrchestrator(pool, 'orch-1', ['agent-1']);
-    const keys = await generateKeyPair('ES256', { extractable: true });
-    userKey = keys.privateKey;
-    const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(keys.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
-    jwks = createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(keySet);
-    });
-    await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, 'writ', '{}')`, [
-      IDP,
-      `${await listen(jwks)}/jwks`,
-    ]);
+    idp = await startIdentityProvider(pool, IDP);
     tokenUrl = `${provider.url}/token`;
     await seedConnector(pool, 'codehost', OPERATIONS, provider.url);
     await setConnectorCredential(pool, first.runtime.masterKey, 'codehost', {
@@ -183,8 +172,7 @@ describe('connected accounts: the refresh lease', () => {
   });
   afterAll(async () => {
     await provider?.close();
-    jwks?.closeAllConnections();
-    jwks?.close();
+    await idp?.close();
     await second?.close();
     await first?.close();
   });
@@ -225,7 +213,7 @@ describe('connected accounts: the refresh lease', () => {
 
   /** A gateway credential of a fresh task acting for `subject`. */
   function credentialFor(subject: string): Promise<string> {
-    return credentialForUser(first, orchestrator, agent, { issuer: IDP, subject, key: userKey }, ALLOWED);
+    return credentialForUser(first, orchestrator, agent, { issuer: IDP, subject, key: idp.key }, ALLOWED);
   }
 
   const callMe = (credential: string, gateway = first.gatewayUrl): Promise<TestResponse> =>

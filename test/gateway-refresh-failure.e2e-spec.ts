@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, type CryptoKey } from 'jose';
+import type { CryptoKey } from 'jose';
 import type { Pool } from 'pg';
 import { accountSealContext } from '@writ/accounts';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { credentialForUser } from './support/grant-flow';
+import { credentialForUser, startIdentityProvider } from './support/grant-flow';
 import { http, type TestClient } from './support/oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
@@ -26,8 +26,7 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
   let pool: Pool;
   let agent: TestClient;
   let orchestrator: TestClient;
-  let userKey: CryptoKey;
-  let jwks: Server;
+  let idp: { key: CryptoKey; close: () => Promise<void> };
   let upstream: Server;
   let tokenEndpoint: Server;
   let tokenUrl: string;
@@ -49,15 +48,7 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
     pool = services.runtime.pool;
     agent = await seedAgent(pool, 'agent-1');
     orchestrator = await seedOrchestrator(pool, 'orch-1', ['agent-1']);
-    const keys = await generateKeyPair('ES256', { extractable: true });
-    userKey = keys.privateKey;
-    const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(keys.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
-    jwks = createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(keySet);
-    });
-    const jwksUrl = `${await listen(jwks)}/jwks`;
-    await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, 'writ', '{}')`, [IDP, jwksUrl]);
+    idp = await startIdentityProvider(pool, IDP);
     // The upstream API refuses every access token: the gateway refreshes once and resends.
     upstream = createServer((req, res) => {
       upstreamCalls += 1;
@@ -92,7 +83,8 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
     });
   });
   afterAll(async () => {
-    for (const server of [jwks, upstream, tokenEndpoint]) {
+    await idp?.close();
+    for (const server of [upstream, tokenEndpoint]) {
       server?.closeAllConnections();
       server?.close();
     }
@@ -114,7 +106,7 @@ describe('gateway: a failed credential refresh on the resend after an upstream 4
   }
 
   async function callAs(subject: string) {
-    const credential = await credentialForUser(services, orchestrator, agent, { issuer: IDP, subject, key: userKey }, ALLOWED);
+    const credential = await credentialForUser(services, orchestrator, agent, { issuer: IDP, subject, key: idp.key }, ALLOWED);
     return http(`${services.gatewayUrl}/connectors/codehost/api/me`, { headers: { authorization: `Bearer ${credential}` } });
   }
 

@@ -1,4 +1,6 @@
-import { SignJWT, type CryptoKey } from 'jose';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import type { Pool } from 'pg';
 import type { TestServices } from './test-services';
 import { sendJson, TestClient, tokenRequest } from './oauth-client';
@@ -102,4 +104,27 @@ export async function credentialForUser(
   const exchanged = await tokenRequest(services.issuer, agent, exchangeFields(task.task_token, allowed));
   if (exchanged.status !== 200) throw new Error(`token exchange failed: ${exchanged.text}`);
   return exchanged.body.access_token as string;
+}
+
+/**
+ * A trusted identity provider for `issuer` (audience `writ`): its ES256 key (`kid` `k1`) served as
+ * a JWKS on loopback and registered in `identity_providers`. Sign users with {@link credentialForUser}.
+ */
+export async function startIdentityProvider(pool: Pool, issuer: string): Promise<{ key: CryptoKey; close: () => Promise<void> }> {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+  const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(keySet);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const jwksUri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+  await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, 'writ', '{}')`, [issuer, jwksUri]);
+  return {
+    key: privateKey,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
