@@ -88,7 +88,14 @@ async function main(): Promise<void> {
   console.log(`results written to ${file} (Markdown table: bench/results/latest.md)`);
 }
 
-type Row = [string, PhaseResult | (Omit<PhaseResult, 'eventLoopUtilization' | 'commitsPerRequest' | 'cpuUsPerRequest'> & Partial<PhaseResult>)];
+type Row = [
+  string,
+  (
+    | PhaseResult
+    | (Omit<PhaseResult, 'eventLoopUtilization' | 'commitsPerRequest' | 'cpuUsPerRequest' | 'walBytesPerRequest' | 'walFullPageImagesPerRequest'> &
+        Partial<PhaseResult>)
+  ),
+];
 
 function markdown(date: string, rows: Row[], rounds: number, ecdsa: string | undefined): string {
   const cell = (value: number | undefined, digits: number) => (value === undefined ? '' : value.toFixed(digits));
@@ -97,11 +104,11 @@ function markdown(date: string, rows: Row[], rounds: number, ecdsa: string | und
       ` The exchange's and the gateway's rows beside their baselines are each the median of ${rounds} alternated rounds.` +
       (ecdsa ? ` ECDSA on the ${ecdsa.replace('-', ' ')} (\`WRIT_ECDSA\`).` : ''),
     '',
-    '| load | req/s | p50 ms | p99 ms | errors | commits/req | event loop | CPU µs/req |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| load | req/s | p50 ms | p99 ms | errors | commits/req | WAL bytes/req | event loop | CPU µs/req |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...rows.map(
       ([name, row]) =>
-        `| ${name} | ${cell(row.requestsPerSecond, 0)} | ${cell(row.p50Ms, 2)} | ${cell(row.p99Ms, 2)} | ${row.non2xx + row.errors} | ${cell(row.commitsPerRequest, 2)} | ${cell(row.eventLoopUtilization, 2)} | ${cell(row.cpuUsPerRequest, 0)} |`,
+        `| ${name} | ${cell(row.requestsPerSecond, 0)} | ${cell(row.p50Ms, 2)} | ${cell(row.p99Ms, 2)} | ${row.non2xx + row.errors} | ${cell(row.commitsPerRequest, 2)} | ${cell(row.walBytesPerRequest, 0)} | ${cell(row.eventLoopUtilization, 2)} | ${cell(row.cpuUsPerRequest, 0)} |`,
     ),
   ];
   return `${lines.join('\n')}\n`;
@@ -142,11 +149,11 @@ function report(results: Record<string, unknown>): Row[] {
   for (const peer of peers?.rows ?? [])
     rows.push([`${peer.system}: ${peer.operation}${peer.result.targetRate ? ` @ ${peer.result.targetRate}/s` : ', max'}`, peer.result]);
   const width = Math.max(40, ...rows.map(([name]) => name.length));
-  if (rows.length) console.log(`\n${'benchmark'.padEnd(width)}    req/s   p50 ms   p99 ms  non-2xx   commits/req   ELU   CPU µs/req`);
+  if (rows.length) console.log(`\n${'benchmark'.padEnd(width)}    req/s   p50 ms   p99 ms  non-2xx   commits/req  WAL B/req   ELU   CPU µs/req`);
   const fixed = (value: number | undefined, digits: number, width: number) => (value === undefined ? '-' : value.toFixed(digits)).padStart(width);
   for (const [name, row] of rows) {
     console.log(
-      `${name.padEnd(width)} ${fixed(row.requestsPerSecond, 0, 8)} ${fixed(row.p50Ms, 2, 8)} ${fixed(row.p99Ms, 2, 8)} ${String(row.non2xx + row.errors).padStart(8)} ${fixed(row.commitsPerRequest, 2, 13)} ${fixed(row.eventLoopUtilization, 2, 5)} ${fixed(row.cpuUsPerRequest, 0, 12)}`,
+      `${name.padEnd(width)} ${fixed(row.requestsPerSecond, 0, 8)} ${fixed(row.p50Ms, 2, 8)} ${fixed(row.p99Ms, 2, 8)} ${String(row.non2xx + row.errors).padStart(8)} ${fixed(row.commitsPerRequest, 2, 13)} ${fixed(row.walBytesPerRequest, 0, 9)} ${fixed(row.eventLoopUtilization, 2, 5)} ${fixed(row.cpuUsPerRequest, 0, 12)}`,
     );
   }
   if (exchange)

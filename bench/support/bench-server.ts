@@ -55,6 +55,12 @@ export interface BenchServerStats {
    * idle backends only up to 10 s late and also counts read-only transactions.
    */
   xactCommit: number;
+  /**
+   * WAL written by the whole cluster (`pg_stat_wal`, PostgreSQL 14+): bytes, and full-page images
+   * (a page's first change after a checkpoint writes the whole 8 KiB page).
+   */
+  walBytes: number;
+  walFullPageImages: number;
   /** CPU time of this process (user + system), microseconds. */
   cpuUs: number;
 }

@@ -2,11 +2,20 @@ import { performance } from 'node:perf_hooks';
 import type { Pool } from 'pg';
 import type { BenchServerStats } from './bench-server';
 
-/** This process's cumulative counters (event loop, CPU) and the cluster's next transaction id. */
+/** This process's cumulative counters (event loop, CPU), the cluster's next transaction id and its WAL counters. */
 export async function serverStats(pool: Pool): Promise<BenchServerStats> {
-  const { rows } = await pool.query<{ commits: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS commits`);
+  const { rows } = await pool.query<{ commits: string; wal_bytes: string; wal_fpi: string }>(
+    `SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS commits, wal_bytes::text, wal_fpi::text FROM pg_stat_wal`,
+  );
   const cpu = process.cpuUsage();
-  return { type: 'stats', elu: performance.eventLoopUtilization(), xactCommit: Number(rows[0].commits), cpuUs: cpu.user + cpu.system };
+  return {
+    type: 'stats',
+    elu: performance.eventLoopUtilization(),
+    xactCommit: Number(rows[0].commits),
+    walBytes: Number(rows[0].wal_bytes),
+    walFullPageImages: Number(rows[0].wal_fpi),
+    cpuUs: cpu.user + cpu.system,
+  };
 }
 
 /**

@@ -21,6 +21,10 @@ export interface ServerDelta {
   eventLoopUtilization: number;
   /** PostgreSQL write transactions (the whole cluster, each a WAL flush) per request. */
   commitsPerRequest: number;
+  /** WAL bytes the cluster wrote per request. */
+  walBytesPerRequest: number;
+  /** Full-page images in that WAL per request. */
+  walFullPageImagesPerRequest: number;
   /** CPU time of the server process per request, microseconds (user + system, all threads). */
   cpuUsPerRequest: number;
 }
@@ -33,6 +37,8 @@ export function statsDelta(before: BenchServerStats, after: BenchServerStats, re
   return {
     eventLoopUtilization: active + idle > 0 ? active / (active + idle) : 0,
     commitsPerRequest: per(after.xactCommit - before.xactCommit),
+    walBytesPerRequest: per(after.walBytes - before.walBytes),
+    walFullPageImagesPerRequest: per(after.walFullPageImages - before.walFullPageImages),
     cpuUsPerRequest: per(after.cpuUs - before.cpuUs),
   };
 }
