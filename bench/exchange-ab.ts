@@ -25,6 +25,8 @@ interface Slice {
   max: number;
   cpuUsAtMax: number;
   eluAtMax: number;
+  walBytesAtMax: number;
+  fullPagesAtMax: number;
   p50MsAtRate: number;
   p99MsAtRate: number;
   cpuUsAtRate: number;
@@ -64,6 +66,8 @@ async function main(): Promise<void> {
           max: Math.round(max.requestsPerSecond),
           cpuUsAtMax: Math.round(max.cpuUsPerRequest),
           eluAtMax: round3(max.eventLoopUtilization),
+          walBytesAtMax: Math.round(max.walBytesPerRequest),
+          fullPagesAtMax: round3(max.walFullPageImagesPerRequest),
           p50MsAtRate: paced ? round3(paced.p50Ms) : 0,
           p99MsAtRate: paced ? round3(paced.p99Ms) : 0,
           cpuUsAtRate: paced ? Math.round(paced.cpuUsPerRequest) : 0,
@@ -73,7 +77,7 @@ async function main(): Promise<void> {
         console.log(JSON.stringify(slice));
       }
     }
-    printSummary(trees, slices, ['max', 'cpuUsAtMax', 'eluAtMax', 'p50MsAtRate', 'p99MsAtRate', 'cpuUsAtRate', 'failed']);
+    printSummary(trees, slices, ['max', 'cpuUsAtMax', 'eluAtMax', 'walBytesAtMax', 'fullPagesAtMax', 'p50MsAtRate', 'p99MsAtRate', 'cpuUsAtRate', 'failed']);
   });
 }
 

@@ -180,6 +180,12 @@ function report(results: Record<string, unknown>): Row[] {
         `${String(row.writers).padStart(3)} writers                       ${row.events_per_second.toFixed(0).padStart(8)} ${row.baseline_single_insert_commits_per_second.toFixed(0).padStart(20)} ${row.ratio_to_baseline.toFixed(2).padStart(7)}`,
       );
     }
+    console.log(`\naudit at 50 writers after a checkpoint, by log size   events/s   WAL bytes/event   full pages/event`);
+    for (const row of audit.log_size) {
+      console.log(
+        `${String(row.events_before).padStart(9)} events before                       ${row.events_per_second.toFixed(0).padStart(8)} ${row.wal_bytes_per_event.toFixed(0).padStart(17)} ${row.full_page_images_per_event.toFixed(3).padStart(18)}`,
+      );
+    }
     console.log(`chain after the run: ${JSON.stringify(audit.chain)}`);
   }
   return rows;

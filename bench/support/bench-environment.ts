@@ -10,6 +10,8 @@ import { ActivePolicy } from '@writ/policy';
 export interface BenchEnvironment {
   config: WritConfig;
   runtime: Runtime;
+  /** The embedded cluster's superuser (e.g. for `CHECKPOINT`); undefined over an external database. */
+  superuserUrl?: string;
   policy: ActivePolicy;
   close(): Promise<void>;
 }
@@ -53,6 +55,7 @@ export async function startBenchEnvironment(ports: { auth: number; gateway: numb
     config,
     runtime,
     policy,
+    superuserUrl: database?.url,
     close: async () => {
       await runtime.close();
       if (database) await database.stop();
