@@ -235,6 +235,14 @@ describe('AuditService', () => {
     expect(second.items[0].seq).toBeLessThan(first.items[4].seq);
   });
 
+  it('gives events ids that grow with their sequence, so the id index is appended to', async () => {
+    const records = (await Promise.all(Array.from({ length: 40 }, (_, n) => audit.record(event(n))))).flat().sort((a, b) => a.seq - b.seq);
+    const ids = records.map((record) => record.id);
+    // UUIDv7 (RFC 9562): version 7, and in the order the events were chained.
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect([...ids].sort()).toEqual(ids);
+  });
+
   it('fails closed when the database is unreachable', async () => {
     const dead = new Pool({ connectionString: 'postgres://x:y@127.0.0.1:1/none', connectionTimeoutMillis: 500 });
     await expect(new AuditService(dead).record(event(1))).rejects.toBeInstanceOf(AuditUnavailableError);

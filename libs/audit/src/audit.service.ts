@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
+import { v7 as uuidv7 } from 'uuid';
 import {
   type AuditedTransaction,
   EXPECTATION_FAILED,
@@ -602,7 +602,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         const data = normaliseEventData(unit.requestId && input.data?.request_id === undefined ? { ...input.data, request_id: unit.requestId } : input.data);
         const record: AuditRecord = {
           seq,
-          id: randomUUID(),
+          // Time-ordered (UUIDv7): the `id` index is appended to, as `seq`'s is (see `newJti`).
+          id: uuidv7(),
           occurred_at: isoNow(),
           type: input.type,
           outcome: input.outcome,
