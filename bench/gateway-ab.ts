@@ -26,6 +26,7 @@ interface Slice {
   ratio: number;
   cpuUsAtMax: number;
   proxyCpuUsAtMax: number;
+  walBytesAtMax: number;
   cpuUsAtRate: number;
   commitsAtRate: number;
   addedP50Ms: number;
@@ -72,6 +73,7 @@ async function main(): Promise<void> {
           ratio: round3(gatewayMax.requestsPerSecond / proxyMax.requestsPerSecond),
           cpuUsAtMax: Math.round(gatewayMax.cpuUsPerRequest),
           proxyCpuUsAtMax: Math.round(proxyMax.cpuUsPerRequest),
+          walBytesAtMax: Math.round(gatewayMax.walBytesPerRequest),
           cpuUsAtRate: Math.round(gatewayAtRate.cpuUsPerRequest),
           commitsAtRate: round3(gatewayAtRate.commitsPerRequest),
           addedP50Ms: round3(gatewayAtRate.p50Ms - proxyAtRate.p50Ms),
@@ -88,6 +90,7 @@ async function main(): Promise<void> {
       'ratio',
       'cpuUsAtMax',
       'proxyCpuUsAtMax',
+      'walBytesAtMax',
       'cpuUsAtRate',
       'commitsAtRate',
       'addedP50Ms',
