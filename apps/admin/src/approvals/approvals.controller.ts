@@ -35,7 +35,8 @@ export class ApprovalsController {
   @HttpCode(200)
   @RequireRole('operator')
   @ApiOkResponse({ type: ApprovalDtoDoc })
-  @ApiConflictResponse({ type: AdminErrorDto })
+  @ApiNotFoundResponse({ type: AdminErrorDto })
+  @ApiConflictResponse({ type: AdminErrorDto, description: 'the approval is not pending (decided, used or expired)' })
   approve(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @Body() body: DecideApprovalDto): Promise<ApprovalDto> {
     return this.approvals.decide(admin, id, 'approved', body?.note);
   }
@@ -45,7 +46,8 @@ export class ApprovalsController {
   @HttpCode(200)
   @RequireRole('operator')
   @ApiOkResponse({ type: ApprovalDtoDoc })
-  @ApiConflictResponse({ type: AdminErrorDto })
+  @ApiNotFoundResponse({ type: AdminErrorDto })
+  @ApiConflictResponse({ type: AdminErrorDto, description: 'the approval is not pending (decided, used or expired)' })
   deny(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @Body() body: DecideApprovalDto): Promise<ApprovalDto> {
     return this.approvals.decide(admin, id, 'denied', body?.note);
   }

@@ -36,14 +36,14 @@ export class ApprovalsService {
   /** One approval. */
   async get(id: string): Promise<ApprovalDto> {
     const approval = await this.store.get(id);
-    if (!approval) throw new NotFoundError(`approval ${id}`);
+    if (!approval) throw new NotFoundError('approval');
     return approval;
   }
 
   /** Approves or denies a pending approval; `409` when it is no longer pending. */
   async decide(admin: AdminPrincipal, id: string, decision: 'approved' | 'denied', note: string | undefined): Promise<ApprovalDto> {
     const { approval, changed } = await this.store.decide(id, decision, adminActor(admin), note ?? null);
-    if (!approval) throw new NotFoundError(`approval ${id}`);
+    if (!approval) throw new NotFoundError('approval');
     if (!changed) throw new ConflictError(`approval ${id} is ${approval.status}, not pending`);
     return approval;
   }

@@ -38,7 +38,8 @@ export class AuditController {
   @ApiOkResponse({ type: AuditVerificationDto })
   @ApiQuery({ name: 'full', required: false, enum: ['true', 'false'], description: 'walk the whole chain (role admin, rate-limited)' })
   verify(@CurrentAdmin() admin: AdminPrincipal, @Query('full') full?: string): Promise<AuditVerification> {
-    if (full !== undefined && full !== 'true' && full !== 'false') throw new ValidationFailedError([{ field: 'full', message: 'must be true or false' }]);
+    if (full !== undefined && full !== 'true' && full !== 'false')
+      throw new ValidationFailedError([{ field: 'full', message: 'must be true or false' }], 'the query is invalid');
     return this.log.verify(admin, full === 'true');
   }
 

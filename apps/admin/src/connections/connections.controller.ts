@@ -1,5 +1,6 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
-import { ApiOkResponse } from '@nestjs/swagger';
+import { ApiCreatedResponse, ApiNotFoundResponse, ApiOkResponse } from '@nestjs/swagger';
+import { AdminErrorDto } from '../common/error.dto';
 import type { ConnectionView, ConnectLink } from '@writ/accounts';
 import { NoStore } from '@writ/platform';
 import { AdminApi } from '../auth/admin-api.decorator';
@@ -55,6 +56,8 @@ export class AdminConnectionsController {
   @Post('links')
   @RequireRole('operator')
   @NoStore()
+  @ApiCreatedResponse({ description: 'the one-time link: `{url, expires_at, connector_id, user}`' })
+  @ApiNotFoundResponse({ type: AdminErrorDto, description: 'no such connector' })
   createLink(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateAdminConnectLinkDto): Promise<ConnectLink> {
     return this.connections.createLink(admin, body);
   }
@@ -64,6 +67,7 @@ export class AdminConnectionsController {
   @HttpCode(200)
   @RequireRole('operator')
   @ApiOkResponse({ description: 'the removed connection and `upstream_revocation`' })
+  @ApiNotFoundResponse({ type: AdminErrorDto })
   disconnect(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string): Promise<ConnectionView & { upstream_revocation: string }> {
     return this.connections.disconnect(admin, id);
   }
