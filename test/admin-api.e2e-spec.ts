@@ -271,6 +271,37 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       ]);
     });
 
+    it('guards agent and orchestrator changes with If-Match: parallel edits of one version, one wins, one 412', async () => {
+      const conditional = (method: string, path: string, ifMatch: string, body?: unknown) =>
+        http(`${services.adminUrl}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${operator}`, 'if-match': ifMatch, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+          body: body !== undefined ? JSON.stringify(body) : undefined,
+        });
+      for (const [path, create] of [
+        ['/v1/agents', { id: 'etag-agent', name: 'etag', jwks: await publicJwks() }],
+        ['/v1/orchestrators', { id: 'etag-orch', name: 'etag', jwks: await publicJwks() }],
+      ] as const) {
+        const created = await api('POST', path, create);
+        const tag = created.headers.get('etag')!;
+        expect(tag).toMatch(/^"[A-Za-z0-9_-]{32}"$/);
+        const resource = `${path}/${create.id}`;
+        expect((await api('GET', resource, undefined, viewer)).headers.get('etag')).toBe(tag);
+        const [first, second] = await Promise.all([
+          conditional('PATCH', resource, tag, { jwks: await publicJwks() }),
+          conditional('PATCH', resource, tag, { status: 'suspended' }),
+        ]);
+        expect([resource, [first.status, second.status].sort()]).toEqual([resource, [200, 412]]);
+        const won = first.status === 200 ? first : second;
+        const now = await api('GET', resource);
+        expect(now.body).toEqual(won.body);
+        expect(now.headers.get('etag')).toBe(won.headers.get('etag'));
+        expect((await conditional('DELETE', resource, tag)).status).toBe(412);
+        expect((await api('GET', resource)).status).toBe(200);
+        expect((await conditional('DELETE', resource, now.headers.get('etag')!)).status).toBe(204);
+      }
+    });
+
     it('lists agents in cursor pages, filtered by status', async () => {
       for (const id of ['page-a', 'page-b', 'page-c']) await api('POST', '/v1/agents', { id, name: id, jwks: await publicJwks() });
       await api('PATCH', '/v1/agents/page-b', { status: 'suspended' });

@@ -1,7 +1,7 @@
 import { unsealCredential } from '@writ/connectors';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
-import { postForm, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
+import { http, postForm, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
 import { PAYMENTS_OPERATIONS } from './support/seed';
 import { clientAuthFields } from '@writ/testing';
 import { startTestServices, TestServices } from './support/test-services';
@@ -326,6 +326,59 @@ describe('admin API: connectors', () => {
       cursor = page.body.next_cursor;
     } while (cursor);
     expect(ids).toEqual(['bare', 'ledger', 'payments', 'stripe']);
+  });
+
+  it('guards changes with If-Match: of two admins editing one version at once, one wins and the other gets 412', async () => {
+    const conditional = (method: string, path: string, ifMatch: string, body?: unknown) =>
+      http(`${services.adminUrl}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${operator}`, 'if-match': ifMatch, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+      });
+    const created = await api('POST', '/v1/connectors', payments({ id: 'race', name: 'Race' }));
+    expect(created.status).toBe(201);
+    const read = await api('GET', '/v1/connectors/race');
+    const tag = read.headers.get('etag')!;
+    expect(tag).toMatch(/^"[A-Za-z0-9_-]{32}"$/);
+    expect(created.headers.get('etag')).toBe(tag);
+    const { rows: before } = await services.runtime.pool.query(
+      `SELECT count(*)::int AS n FROM audit_events WHERE type = 'admin.connector.updated' AND connector_id = 'race'`,
+    );
+
+    // Both read the same version and change different things: without the check the second silently undoes the first.
+    const [first, second] = await Promise.all([
+      conditional('PATCH', '/v1/connectors/race', tag, { name: 'Race A' }),
+      conditional('PATCH', '/v1/connectors/race', tag, { operations: PAYMENTS_OPERATIONS.slice(0, 1) }),
+    ]);
+    expect([first.status, second.status].sort()).toEqual([200, 412]);
+    const [won, lost] = first.status === 200 ? [first, second] : [second, first];
+    expect(lost.body).toEqual({ error: 'precondition_failed', message: expect.stringContaining('If-Match does not match') });
+    expect(won.headers.get('etag')).not.toBe(tag);
+    const after = await api('GET', '/v1/connectors/race');
+    expect(after.headers.get('etag')).toBe(won.headers.get('etag'));
+    expect(after.body).toEqual(won.body);
+    const { rows: events } = await services.runtime.pool.query(
+      `SELECT count(*)::int AS n FROM audit_events WHERE type = 'admin.connector.updated' AND connector_id = 'race'`,
+    );
+    expect(events[0].n).toBe(before[0].n + 1);
+
+    // A rotation is a new version too; a weak or stale tag never matches; a malformed one is a 400 naming the header.
+    const rotated = await conditional('PATCH', '/v1/connectors/race', after.headers.get('etag')!, { credential: { type: 'bearer', token: SECRETS.rotated } });
+    expect(rotated.status).toBe(200);
+    expect(rotated.headers.get('etag')).not.toBe(after.headers.get('etag'));
+    expect((await conditional('PATCH', '/v1/connectors/race', after.headers.get('etag')!, { name: 'stale' })).status).toBe(412);
+    expect((await conditional('PATCH', '/v1/connectors/race', `W/${rotated.headers.get('etag')}`, { name: 'weak' })).status).toBe(412);
+    const malformed = await conditional('PATCH', '/v1/connectors/race', 'not-a-tag', { name: 'x' });
+    expect(malformed.status).toBe(400);
+    expect(malformed.body.fields).toEqual([{ field: 'If-Match', message: expect.any(String) }]);
+    expect((await api('GET', '/v1/connectors/race')).body.name).not.toMatch(/stale|weak|^x$/);
+
+    // DELETE: a stale tag leaves the connector in place; the current one (in a list) or * removes it.
+    expect((await conditional('DELETE', '/v1/connectors/race', tag)).status).toBe(412);
+    expect((await api('GET', '/v1/connectors/race')).status).toBe(200);
+    expect((await conditional('DELETE', '/v1/connectors/race', `"other", ${rotated.headers.get('etag')}`)).status).toBe(204);
+    expect((await api('GET', '/v1/connectors/race')).status).toBe(404);
+    expect((await conditional('DELETE', '/v1/connectors/race', '*')).status).toBe(404);
   });
 
   it('never shows a secret in any admin response or any audit event', async () => {

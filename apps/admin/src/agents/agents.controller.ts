@@ -1,7 +1,8 @@
 import { Body, Controller, Param, Query } from '@nestjs/common';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
-import { CreateEndpoint, ListEndpoint, ReadEndpoint, RemoveEndpoint, UpdateEndpoint } from '../common/resource-endpoints.decorator';
+import { IfMatch, IfMatchHeader } from '../common/entity-tag';
+import { ConditionalChange, CreateEndpoint, ListEndpoint, ReadEndpoint, RemoveEndpoint, UpdateEndpoint } from '../common/resource-endpoints.decorator';
 import { ListClientsQueryDto } from '../common/list-clients-query.dto';
 import { AgentsService } from './agents.service';
 import { AgentDto, AgentListDto } from './dto/agent.dto';
@@ -34,13 +35,20 @@ export class AgentsController {
 
   /** Changes an agent; `status: suspended` revokes its live credentials. */
   @UpdateEndpoint(AgentDto)
-  update(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @Body() body: UpdateAgentDto): Promise<AgentDto> {
-    return this.agents.update(admin, id, body);
+  @ConditionalChange()
+  update(
+    @CurrentAdmin() admin: AdminPrincipal,
+    @Param('id') id: string,
+    @Body() body: UpdateAgentDto,
+    @IfMatchHeader() ifMatch: IfMatch | undefined,
+  ): Promise<AgentDto> {
+    return this.agents.update(admin, id, body, ifMatch);
   }
 
   /** Removes an agent, ending its active tasks and revoking its credentials. */
   @RemoveEndpoint()
-  remove(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string): Promise<void> {
-    return this.agents.remove(admin, id);
+  @ConditionalChange()
+  remove(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @IfMatchHeader() ifMatch: IfMatch | undefined): Promise<void> {
+    return this.agents.remove(admin, id, ifMatch);
   }
 }

@@ -7,6 +7,7 @@ import { AgentEntity, RowOf } from '@writ/database';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
 import { ClientRegistry } from '../common/client-registry';
+import type { IfMatch } from '../common/entity-tag';
 import type { Page } from '../common/cursor';
 import type { ListClientsQueryDto } from '../common/list-clients-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
@@ -60,11 +61,11 @@ export class AgentsService {
   }
 
   /** Changes an agent; suspending it revokes its live credentials in the same transaction. */
-  async update(principal: AdminPrincipal, id: string, body: UpdateAgentDto): Promise<AgentDto> {
+  async update(principal: AdminPrincipal, id: string, body: UpdateAgentDto, ifMatch?: IfMatch): Promise<AgentDto> {
     const jwks = body.jwks !== undefined ? publicJwksOrRefuse(body.jwks) : undefined;
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const before = await this.registry.lock(client, id);
+        const before = await this.registry.lock(client, id, ifMatch);
         const { changed, statusChange } = this.registry.changes(before, body, jwks);
         if (changed.length === 0 && !statusChange) return { agent: toAgentDto(before), changed, statusChange, jtis: [] as string[] };
         const after = await this.registry.update(client, before, body, jwks);
@@ -99,10 +100,10 @@ export class AgentsService {
    * Removes an agent: its active tasks end as `revoked` and its live credentials are revoked,
    * in the transaction that deletes it and records the events.
    */
-  async remove(principal: AdminPrincipal, id: string): Promise<void> {
+  async remove(principal: AdminPrincipal, id: string, ifMatch?: IfMatch): Promise<void> {
     await this.audit.recordWith(
       async (client) => {
-        await this.registry.lock(client, id);
+        await this.registry.lock(client, id, ifMatch);
         const tasks = await this.grants.revokeTasksOfAgent(client, id, 'agent deleted');
         const jtis = await this.revoker.revokeForAgent(client, id, 'agent deleted');
         await this.registry.delete(client, id);

@@ -10,6 +10,7 @@ import {
   ApiUnauthorizedResponse,
   ApiUnsupportedMediaTypeResponse,
 } from '@nestjs/swagger';
+import { PreconditionFailedFilter } from '../common/entity-tag';
 import { AdminErrorDto, ProtocolErrorDto, ValidationErrorDto } from '../common/error.dto';
 import { UnreadQueryInterceptor } from '../common/unread-query.interceptor';
 import { AdminAuthErrorFilter } from './admin-auth.filter';
@@ -39,6 +40,6 @@ export function AdminApi(tag: string): ClassDecorator {
     ApiServiceUnavailableResponse({ description: 'the database is unreachable (nothing changed); see `Retry-After`', type: ProtocolErrorDto }),
     UseGuards(AdminTokenGuard),
     UseInterceptors(UnreadQueryInterceptor),
-    UseFilters(AdminAuthErrorFilter),
+    UseFilters(AdminAuthErrorFilter, PreconditionFailedFilter),
   );
 }

@@ -5,6 +5,7 @@ import { NotFoundError } from '@writ/platform';
 import type { PublicJwks } from '@writ/oauth';
 import { claimClientId, generateClientId } from './client-identity';
 import type { ClientRow, CreateClientDto, UpdateClientDto } from './client-identity.dto';
+import { IfMatch, requireMatch } from './entity-tag';
 import { decodeCursor, encodeCursor, isKeyCursor, Page } from './cursor';
 import type { ListClientsQueryDto } from './list-clients-query.dto';
 import { DEFAULT_PAGE_SIZE } from './page-query.dto';
@@ -82,10 +83,14 @@ export class ClientRegistry<E extends { id: string; status: ClientRow['status'] 
     return this.kind.toDto(rowOf(entity) as R);
   }
 
-  /** The client's row, locked `FOR UPDATE` in the caller's transaction, or `404`. */
-  async lock(client: PoolClient, id: string): Promise<R> {
+  /**
+   * The client's row, locked `FOR UPDATE` in the caller's transaction, or `404`; with `If-Match`,
+   * `412` unless the locked row is the version it names.
+   */
+  async lock(client: PoolClient, id: string, ifMatch?: IfMatch): Promise<R> {
     const { rows } = await client.query<R>(`SELECT ${this.columns} FROM ${this.kind.table} WHERE id = $1 FOR UPDATE`, [id]);
     if (!rows[0]) throw new NotFoundError(this.kind.noun);
+    requireMatch(ifMatch, this.kind.toDto(rows[0]), this.kind.noun);
     return rows[0];
   }
 

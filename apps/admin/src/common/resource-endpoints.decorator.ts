@@ -1,15 +1,44 @@
-import { applyDecorators, Delete, Get, HttpCode, Patch, Post, Type } from '@nestjs/common';
-import { ApiBadRequestResponse, ApiConflictResponse, ApiCreatedResponse, ApiNoContentResponse, ApiNotFoundResponse, ApiOkResponse } from '@nestjs/swagger';
+import { applyDecorators, Delete, Get, HttpCode, Patch, Post, Type, UseInterceptors } from '@nestjs/common';
+import {
+  ApiBadRequestResponse,
+  ApiConflictResponse,
+  ApiCreatedResponse,
+  ApiHeader,
+  ApiNoContentResponse,
+  ApiNotFoundResponse,
+  ApiOkResponse,
+  ApiPreconditionFailedResponse,
+} from '@nestjs/swagger';
 import type { AdminRole } from '../auth/admin-role';
 import { RequireRole } from '../auth/require-role.decorator';
+import { EntityTagInterceptor } from './entity-tag';
 import { AdminErrorDto, ValidationErrorDto } from './error.dto';
+
+/** The `ETag` header of an answer that carries one resource. */
+const ETAG_HEADER = { ETag: { description: 'the entity tag of this version, for `If-Match` on a later PATCH or DELETE', schema: { type: 'string' } } };
+
+/**
+ * A change guarded by `If-Match` (lost-update protection): optional; when given, the change
+ * applies only if the resource is still the version read (else `412`, nothing changed).
+ */
+export function ConditionalChange(): MethodDecorator {
+  return applyDecorators(
+    ApiHeader({
+      name: 'If-Match',
+      required: false,
+      description: 'the ETag of the version the change is based on (or `*`); another version is a 412 and nothing changes',
+    }),
+    ApiPreconditionFailedResponse({ type: AdminErrorDto, description: 'the resource changed since the version named in If-Match' }),
+  );
+}
 
 /** `POST` of a resource (`role`, operator by default): `201` with it, `400` field errors, `409` taken id. */
 export function CreateEndpoint(type: Type<unknown>, conflict = 'the id is taken', role: AdminRole = 'operator'): MethodDecorator {
   return applyDecorators(
     Post(),
     RequireRole(role),
-    ApiCreatedResponse({ type }),
+    UseInterceptors(EntityTagInterceptor),
+    ApiCreatedResponse({ type, headers: ETAG_HEADER }),
     ApiBadRequestResponse({ type: ValidationErrorDto }),
     ApiConflictResponse({ type: AdminErrorDto, description: conflict }),
   );
@@ -22,7 +51,12 @@ export function ListEndpoint(type: Type<unknown>): MethodDecorator {
 
 /** `GET /:id` (viewer): `404` when unknown. */
 export function ReadEndpoint(type: Type<unknown>): MethodDecorator {
-  return applyDecorators(Get(':id'), ApiOkResponse({ type }), ApiNotFoundResponse({ type: AdminErrorDto }));
+  return applyDecorators(
+    Get(':id'),
+    UseInterceptors(EntityTagInterceptor),
+    ApiOkResponse({ type, headers: ETAG_HEADER }),
+    ApiNotFoundResponse({ type: AdminErrorDto }),
+  );
 }
 
 /** `PATCH /:id` (operator): `400` field errors, `404` when unknown. */
@@ -30,7 +64,8 @@ export function UpdateEndpoint(type: Type<unknown>): MethodDecorator {
   return applyDecorators(
     Patch(':id'),
     RequireRole('operator'),
-    ApiOkResponse({ type }),
+    UseInterceptors(EntityTagInterceptor),
+    ApiOkResponse({ type, headers: ETAG_HEADER }),
     ApiBadRequestResponse({ type: ValidationErrorDto }),
     ApiNotFoundResponse({ type: AdminErrorDto }),
   );

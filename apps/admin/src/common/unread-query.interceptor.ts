@@ -33,7 +33,7 @@ export class UnreadQueryInterceptor implements NestInterceptor {
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (context.getType() === 'http') {
       const request = context.switchToHttp().getRequest<Request>();
-      const given = Object.keys((request.query ?? {}) as Record<string, unknown>);
+      const given = Object.keys(request.query ?? {});
       if (given.length > 0) {
         const read = queryMembersRead(context.getClass(), context.getHandler().name);
         const unknown = read === 'all' ? [] : given.filter((name) => !read.has(name));

@@ -1,7 +1,8 @@
 import { Body, Controller, Param, Query } from '@nestjs/common';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
-import { CreateEndpoint, ListEndpoint, ReadEndpoint, RemoveEndpoint, UpdateEndpoint } from '../common/resource-endpoints.decorator';
+import { IfMatch, IfMatchHeader } from '../common/entity-tag';
+import { ConditionalChange, CreateEndpoint, ListEndpoint, ReadEndpoint, RemoveEndpoint, UpdateEndpoint } from '../common/resource-endpoints.decorator';
 import { PageQueryDto } from '../common/page-query.dto';
 import { ConnectorsService } from './connectors.service';
 import { ConnectorDto, ConnectorListDto, CreateConnectorDto, UpdateConnectorDto } from './dto/connector.dtos';
@@ -32,13 +33,20 @@ export class ConnectorsController {
 
   /** Changes a connector or rotates its credential. */
   @UpdateEndpoint(ConnectorDto)
-  update(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @Body() body: UpdateConnectorDto): Promise<ConnectorDto> {
-    return this.connectors.update(admin, id, body);
+  @ConditionalChange()
+  update(
+    @CurrentAdmin() admin: AdminPrincipal,
+    @Param('id') id: string,
+    @Body() body: UpdateConnectorDto,
+    @IfMatchHeader() ifMatch: IfMatch | undefined,
+  ): Promise<ConnectorDto> {
+    return this.connectors.update(admin, id, body, ifMatch);
   }
 
   /** Revokes every credential issued for the connector and every user's connected account to it (at the upstream too), then removes it. */
   @RemoveEndpoint()
-  remove(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string): Promise<void> {
-    return this.connectors.remove(admin, id);
+  @ConditionalChange()
+  remove(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @IfMatchHeader() ifMatch: IfMatch | undefined): Promise<void> {
+    return this.connectors.remove(admin, id, ifMatch);
   }
 }

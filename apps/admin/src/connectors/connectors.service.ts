@@ -22,6 +22,7 @@ import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, isKeyCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
+import { canonicalJson, IfMatch, requireMatch } from '../common/entity-tag';
 import { ConnectorDto, toConnectorDto } from './dto/connector.dtos';
 
 /** Every column but the sealed credential, which only the gateway opens. */
@@ -46,19 +47,6 @@ function refuse(errors: ConnectorFieldError[]): void {
   if (errors.length > 0) throw new ValidationFailedError(errors, 'the connector definition is invalid');
 }
 
-/** JSON with object keys sorted, to compare catalogue entries whatever order jsonb kept them in. */
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, member]) => member !== undefined);
-    return `{${entries
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([key, member]) => `${JSON.stringify(key)}:${canonical(member)}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
 /**
  * The operations whose gateway rules a catalogue change alters (method, path or constraints
  * changed, or removed): credentials issued for them were checked against other rules.
@@ -68,7 +56,7 @@ function alteredOperations(before: ConnectorOperationDefinition[], after: Connec
   return before
     .filter((old) => {
       const now = next.get(old.name);
-      return !now || now.method !== old.method || now.path !== old.path || canonical(now.constraints ?? {}) !== canonical(old.constraints ?? {});
+      return !now || now.method !== old.method || now.path !== old.path || canonicalJson(now.constraints ?? {}) !== canonicalJson(old.constraints ?? {});
     })
     .map((operation) => operation.name);
 }
@@ -169,8 +157,9 @@ export class ConnectorsService {
    * removes it. The credential is bound to its destination: a new `base_url` needs the
    * credential again in the same request. Credentials issued for operations whose method,
    * path or constraints change (or that are removed) are revoked in the same transaction.
+   * With `If-Match`, the change applies only to the version it names (`412` otherwise).
    */
-  async update(principal: AdminPrincipal, id: string, body: unknown): Promise<ConnectorDto> {
+  async update(principal: AdminPrincipal, id: string, body: unknown, ifMatch?: IfMatch): Promise<ConnectorDto> {
     // A connector's kind never changes, so it can be read before the transaction: it decides what an operation is.
     const kinds = await this.pool.query<{ kind: ConnectorKind }>('SELECT kind FROM connectors WHERE id = $1', [id]);
     if (!kinds.rows[0]) throw new NotFoundError('connector');
@@ -183,11 +172,12 @@ export class ConnectorsService {
         const current = await client.query<Row>(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
         const before = current.rows[0];
         if (!before) throw new NotFoundError('connector');
+        requireMatch(ifMatch, toConnectorDto(before), 'connector');
         const previous = before.credential_fingerprint;
         const changed: string[] = [];
         if (patch.name !== undefined && patch.name !== before.name) changed.push('name');
         if (patch.base_url !== undefined && patch.base_url !== before.base_url) changed.push('base_url');
-        if (patch.operations !== undefined && canonical(patch.operations) !== canonical(before.operations)) changed.push('operations');
+        if (patch.operations !== undefined && canonicalJson(patch.operations) !== canonicalJson(before.operations)) changed.push('operations');
         if (changed.includes('base_url') && before.credential_type && patch.credential === undefined) refuse([CREDENTIAL_REQUIRED]);
         const baseUrl = patch.base_url ?? before.base_url;
         const sealed = patch.credential ? sealCredential(this.master, id, baseUrl, patch.credential) : undefined;
@@ -253,14 +243,15 @@ export class ConnectorsService {
   /**
    * Revokes every credential issued for the connector and removes every user's connected
    * account to it, then removes it; once that committed, revokes those users' grants at the
-   * upstream (each result audited) before answering.
+   * upstream (each result audited) before answering. With `If-Match`, only the version it names.
    */
-  async remove(principal: AdminPrincipal, id: string): Promise<void> {
+  async remove(principal: AdminPrincipal, id: string, ifMatch?: IfMatch): Promise<void> {
     const actor = adminActor(principal);
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const current = await client.query('SELECT id FROM connectors WHERE id = $1 FOR UPDATE', [id]);
+        const current = await client.query<Row>(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
         if (!current.rows[0]) throw new NotFoundError('connector');
+        requireMatch(ifMatch, toConnectorDto(current.rows[0]), 'connector');
         const jtis = await this.revoker.revokeForConnector(client, id, 'connector deleted');
         const connections = await this.accounts.removeForConnector(client, id, actor, 'connector deleted');
         await client.query('DELETE FROM connectors WHERE id = $1', [id]);

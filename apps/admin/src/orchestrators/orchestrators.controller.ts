@@ -1,7 +1,8 @@
 import { Body, Controller, Param, Query } from '@nestjs/common';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
-import { CreateEndpoint, ListEndpoint, ReadEndpoint, RemoveEndpoint, UpdateEndpoint } from '../common/resource-endpoints.decorator';
+import { IfMatch, IfMatchHeader } from '../common/entity-tag';
+import { ConditionalChange, CreateEndpoint, ListEndpoint, ReadEndpoint, RemoveEndpoint, UpdateEndpoint } from '../common/resource-endpoints.decorator';
 import { ListClientsQueryDto } from '../common/list-clients-query.dto';
 import { CreateOrchestratorDto, OrchestratorDto, OrchestratorListDto, UpdateOrchestratorDto } from './dto/orchestrator.dtos';
 import { OrchestratorsService } from './orchestrators.service';
@@ -32,13 +33,20 @@ export class OrchestratorsController {
 
   /** Changes an orchestrator. */
   @UpdateEndpoint(OrchestratorDto)
-  update(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @Body() body: UpdateOrchestratorDto): Promise<OrchestratorDto> {
-    return this.orchestrators.update(admin, id, body);
+  @ConditionalChange()
+  update(
+    @CurrentAdmin() admin: AdminPrincipal,
+    @Param('id') id: string,
+    @Body() body: UpdateOrchestratorDto,
+    @IfMatchHeader() ifMatch: IfMatch | undefined,
+  ): Promise<OrchestratorDto> {
+    return this.orchestrators.update(admin, id, body, ifMatch);
   }
 
   /** Removes an orchestrator. */
   @RemoveEndpoint()
-  remove(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string): Promise<void> {
-    return this.orchestrators.remove(admin, id);
+  @ConditionalChange()
+  remove(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string, @IfMatchHeader() ifMatch: IfMatch | undefined): Promise<void> {
+    return this.orchestrators.remove(admin, id, ifMatch);
   }
 }

@@ -7,6 +7,7 @@ import { OrchestratorEntity, RowOf } from '@writ/database';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
 import { ClientRegistry } from '../common/client-registry';
+import type { IfMatch } from '../common/entity-tag';
 import type { Page } from '../common/cursor';
 import type { ListClientsQueryDto } from '../common/list-clients-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
@@ -63,11 +64,11 @@ export class OrchestratorsService {
   }
 
   /** Changes an orchestrator; suspending it revokes its Tasks API tokens. */
-  async update(principal: AdminPrincipal, id: string, body: UpdateOrchestratorDto): Promise<OrchestratorDto> {
+  async update(principal: AdminPrincipal, id: string, body: UpdateOrchestratorDto, ifMatch?: IfMatch): Promise<OrchestratorDto> {
     const jwks = body.jwks !== undefined ? publicJwksOrRefuse(body.jwks) : undefined;
     const { result } = await this.audit.recordWith(
       async (client) => {
-        const before = await this.registry.lock(client, id);
+        const before = await this.registry.lock(client, id, ifMatch);
         const extra = { allowed_agents: body.allowed_agents };
         const { changed, statusChange } = this.registry.changes(before, body, jwks, extra);
         if (changed.length === 0 && !statusChange) return { orchestrator: toOrchestratorDto(before), changed, statusChange, jtis: [] as string[] };
@@ -104,10 +105,10 @@ export class OrchestratorsService {
   }
 
   /** Removes an orchestrator and revokes its Tasks API tokens. */
-  async remove(principal: AdminPrincipal, id: string): Promise<void> {
+  async remove(principal: AdminPrincipal, id: string, ifMatch?: IfMatch): Promise<void> {
     await this.audit.recordWith(
       async (client) => {
-        await this.registry.lock(client, id);
+        await this.registry.lock(client, id, ifMatch);
         const jtis = await this.grants.revokeTasksTokensOf(client, id, 'orchestrator deleted');
         await this.registry.delete(client, id);
         return jtis;
