@@ -381,6 +381,38 @@ describe('admin API: connectors', () => {
     expect((await conditional('DELETE', '/v1/connectors/race', '*')).status).toBe(404);
   });
 
+  it('never quotes a credential sent as a number that cannot be kept exactly, nor a hashed value', async () => {
+    // A numeric API key or client secret pasted without quotes: the refusal names the member, never the (near-exact) number.
+    const token = '98765432109876543210';
+    const secret = '12345678901234567891234';
+    const post = (text: string, path = '/v1/connectors', method = 'POST') =>
+      http(`${services.adminUrl}${path}`, { method, headers: { authorization: `Bearer ${operator}`, 'content-type': 'application/json' }, body: text });
+    const definition = (credential: string) => JSON.stringify(payments({ id: 'numeric' })).replace(/"credential":\{[^}]*\}/, `"credential":${credential}`);
+    const refusals = [
+      await post(definition(`{"type":"bearer","token":${token}}`)),
+      await post(`{"credential":{"type":"bearer","token":${token}}}`, '/v1/connectors/stripe', 'PATCH'),
+      await post(definition(`{"type":"oauth2_client_credentials","token_url":"https://auth.example.com/t","client_id":"c","client_secret":${secret}}`)),
+      await post(`{"value":${secret}}`, '/v1/audit/hash'),
+    ];
+    for (const refused of refusals) {
+      expect(refused.status).toBe(400);
+      expect(refused.body.fields).toEqual([
+        {
+          field: expect.stringMatching(/^(credential\.(token|client_secret)|value)$/),
+          message: 'is a number that cannot be kept exactly (send a secret as a string)',
+        },
+      ]);
+      for (const digits of [token.slice(0, 12), secret.slice(0, 12), '1.23456789']) expect(refused.text).not.toContain(digits);
+    }
+    // Elsewhere the number it reads as is still shown: it says what went wrong.
+    const amount = await post(
+      `{"name":"x","operations":[{"name":"a.b","method":"GET","path":"/a","risk":"read","constraints":{"q":{"in":"query","field":"q","op":"lte","max":9007199254740993}}}]}`,
+      '/v1/connectors/stripe',
+      'PATCH',
+    );
+    expect(amount.body.fields).toEqual([{ field: 'operations[0].constraints.q.max', message: expect.stringContaining('it would read as 9007199254740992') }]);
+  });
+
   it('never shows a secret in any admin response or any audit event', async () => {
     // Read everything once more, as a viewer would.
     for (const path of ['/v1/connectors?limit=200', '/v1/connectors/stripe', '/v1/connectors/ledger', '/v1/audit?limit=1000', '/v1/audit/export']) {

@@ -14,6 +14,13 @@ import { MAX_POLICY_BUNDLE_BYTES } from './policies/policy-distribution.service'
 export const ADMIN_BODY_LIMIT = 1024 * 1024;
 
 /**
+ * Body members whose values are secrets, or values kept only hashed: a connector's credential
+ * (`credential.token`, `credential.client_secret`, …) and the value of `POST /v1/audit/hash`.
+ * A refusal there never quotes the value.
+ */
+const ADMIN_SECRET_PATHS = /^(credential(\.|\[|$)|value$)/;
+
+/**
  * Policy bundles read at once per process: each is buffered whole (up to
  * `MAX_POLICY_BUNDLE_BYTES`, 8 MB) before the handler runs (the admin token is checked before,
  * but a few admin uploads at once would still hold tens of MB). More wait: `503` with `Retry-After`.
@@ -55,7 +62,7 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
           else next();
         },
       );
-      instance.use(strictJsonBody({ limit: ADMIN_BODY_LIMIT }));
+      instance.use(strictJsonBody({ limit: ADMIN_BODY_LIMIT, secretPaths: ADMIN_SECRET_PATHS }));
     },
   });
   const document = SwaggerModule.createDocument(

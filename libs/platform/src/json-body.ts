@@ -11,6 +11,12 @@ export interface StrictJsonBodyOptions {
   limit: number;
   /** Deepest nesting accepted (400 deeper). Default {@link DEFAULT_MAX_JSON_DEPTH}. */
   maxDepth?: number;
+  /**
+   * Paths of members that hold secrets (`credential.token`): a problem there is reported without
+   * quoting the value (a number that cannot be kept exactly is not shown as the number it reads as).
+   * Default none.
+   */
+  secretPaths?: RegExp;
 }
 
 const JSON_TYPES = ['application/json', 'application/*+json'];
@@ -56,6 +62,12 @@ function notJson(req: Request): UnsupportedMediaTypeException {
   return new UnsupportedMediaTypeException(`content-type ${shown}: the body must be application/json`);
 }
 
+/** The problem as the answer states it: at a secret member, without the value it quotes. */
+function problemShown(error: JsonInputError, secretPaths: RegExp | undefined): string {
+  if (error.reason !== 'inexact_number' || !secretPaths?.test(error.path)) return error.problem;
+  return 'is a number that cannot be kept exactly (send a secret as a string)';
+}
+
 function parse(req: Request, next: NextFunction, options: StrictJsonBodyOptions): void {
   if (!declaresUtf8(req.headers['content-type'])) {
     const charset = contentTypeCharset(req.headers['content-type']) ?? '';
@@ -78,7 +90,7 @@ function parse(req: Request, next: NextFunction, options: StrictJsonBodyOptions)
     next();
   } catch (error) {
     if (error instanceof JsonInputError) {
-      next(new ValidationFailedError([{ field: error.path || 'body', message: error.problem }], 'the request body is invalid'));
+      next(new ValidationFailedError([{ field: error.path || 'body', message: problemShown(error, options.secretPaths) }], 'the request body is invalid'));
     } else if (error instanceof ValidationFailedError) {
       next(error);
     } else {
