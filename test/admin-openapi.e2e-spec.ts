@@ -175,6 +175,48 @@ describe('admin API: the OpenAPI document against the live app', () => {
     }
   });
 
+  it('gives each role exactly what docs/admin-api.md says, on every documented operation', async () => {
+    // The least role of each change (docs/admin-api.md, Authentication and roles); every GET is a viewer's, but listing admin tokens.
+    const least: Record<string, 'viewer' | 'operator' | 'admin'> = {
+      'POST /v1/audit/hash': 'viewer',
+      'GET /v1/admin-tokens': 'admin',
+      'POST /v1/admin-tokens': 'admin',
+      'DELETE /v1/admin-tokens/{id}': 'admin',
+      'POST /v1/keys/rotate': 'admin',
+      'POST /v1/identity-providers': 'admin',
+      'DELETE /v1/identity-providers/{id}': 'admin',
+      'PUT /v1/policies/active': 'admin',
+      'DELETE /v1/policies/active': 'admin',
+      'PUT /v1/policies/data': 'admin',
+    };
+    const roles = ['viewer', 'operator', 'admin'] as const;
+    const tokens: Record<string, string> = { admin: services.adminToken };
+    for (const role of ['viewer', 'operator'] as const) {
+      tokens[role] = (await sendJson('POST', `${services.adminUrl}/v1/admin-tokens`, { name: `matrix-${role}`, role }, services.adminToken)).body.token;
+    }
+    for (const { path, method, operation } of operations()) {
+      if (!path.startsWith('/v1/')) continue;
+      const type = operation.requestBody ? Object.keys(operation.requestBody.content)[0] : undefined;
+      const key = `${method.toUpperCase()} ${path}`;
+      const required = least[key] ?? (method === 'get' ? 'viewer' : 'operator');
+      for (const role of roles) {
+        if (role === 'admin') continue; // the admin may everything: its answers are walked above
+        // An id that exists nowhere and a body that is refused: whatever the role may do, nothing changes.
+        const response = await http(`${services.adminUrl}${path.replace('{id}', 'matrix-none')}`, {
+          method: method.toUpperCase(),
+          headers: { authorization: `Bearer ${tokens[role]}`, ...(type ? { 'content-type': type } : {}) },
+          body: type === 'application/json' ? '{"matrix_unknown_member":1}' : type ? 'not a bundle' : undefined,
+        });
+        const allowed = roles.indexOf(role) >= roles.indexOf(required);
+        expect([key, role, response.status === 403]).toEqual([key, role, !allowed]);
+        if (!allowed) expect(response.body).toEqual({ error: 'forbidden', message: `this operation requires the ${required} role; this token has the ${role} role` });
+      }
+    }
+    // The whole-chain verification is the admin's (rate-limited): a query member that raises the role.
+    const full = await http(`${services.adminUrl}/v1/audit/verify?full=true`, { headers: { authorization: `Bearer ${tokens.operator}` } });
+    expect(full.status).toBe(403);
+  });
+
   it('refuses a query member an endpoint does not read, naming it, rather than ignoring it', async () => {
     for (const path of [
       '/v1/keys?status=active',
