@@ -154,6 +154,30 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect(refused.headers.get('www-authenticate')).toBeNull();
     });
 
+    it('records each refusal of a role as admin.authorization_denied, naming the token, and changes nothing', async () => {
+      const self = (await api('GET', '/v1/admin-tokens/self', undefined, viewer)).body;
+      const { rows: before } = await services.runtime.pool.query(`SELECT max(seq)::int AS seq FROM audit_events`);
+      expect((await api('POST', '/v1/admin-tokens', { name: 'escalate-audited', role: 'admin' }, viewer)).status).toBe(403);
+      expect((await api('DELETE', '/v1/agents/nobody', undefined, viewer)).status).toBe(403);
+      expect((await api('GET', '/v1/audit/verify?full=true', undefined, viewer)).status).toBe(403);
+      const { rows } = await services.runtime.pool.query(
+        `SELECT type, outcome, actor_type, actor_id, data FROM audit_events WHERE seq > $1 AND type LIKE 'admin.%' ORDER BY seq`,
+        [before[0].seq],
+      );
+      const denied = (method: string, path: string, required: string) => ({
+        type: 'admin.authorization_denied',
+        outcome: 'denied',
+        actor_type: 'admin',
+        actor_id: self.id,
+        data: { method, path, role: 'viewer', required_role: required },
+      });
+      expect(rows).toEqual([
+        denied('POST', '/v1/admin-tokens', 'admin'),
+        denied('DELETE', '/v1/agents/nobody', 'operator'),
+        denied('GET', '/v1/audit/verify?full=true', 'admin'),
+      ]);
+    });
+
     it('keeps admin tokens to admins, listing included', async () => {
       for (const token of [viewer, operator]) {
         const create = await api('POST', '/v1/admin-tokens', { name: 'escalate', role: 'admin' }, token);

@@ -2,7 +2,8 @@ import { Injectable } from '@nestjs/common';
 import { AuditQuery, AuditRecord, AuditService, AuditVerification } from '@writ/audit';
 import { MasterKey } from '@writ/keys';
 import { ValidationFailedError } from '@writ/platform';
-import { AdminThrottledError, AdminForbiddenError } from '../auth/admin-auth.errors';
+import { AdminThrottledError } from '../auth/admin-auth.errors';
+import { AdminAuthenticator } from '../auth/admin-authenticator';
 import type { AdminPrincipal } from '../auth/admin-principal';
 import { roleSatisfies } from '../auth/admin-role';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
@@ -25,6 +26,7 @@ export class AuditLogService {
   constructor(
     private readonly audit: AuditService,
     private readonly master: MasterKey,
+    private readonly authenticator: AdminAuthenticator,
   ) {}
 
   /** A page of events, newest first. */
@@ -51,7 +53,9 @@ export class AuditLogService {
    */
   async verify(principal: AdminPrincipal, full = false): Promise<AuditVerification> {
     if (!full) return (this.verifying ??= this.audit.verify({ incremental: true }).finally(() => (this.verifying = undefined)));
-    if (!roleSatisfies(principal.role, 'admin')) throw new AdminForbiddenError('a full verification needs the role admin');
+    if (!roleSatisfies(principal.role, 'admin')) {
+      await this.authenticator.forbid(principal, 'admin', { method: 'GET', path: '/v1/audit/verify?full=true' }, 'a full verification needs the role admin');
+    }
     const wait = this.lastFullVerify + FULL_VERIFY_INTERVAL_MS - Date.now();
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000);

@@ -4,9 +4,9 @@ import type { Pool } from 'pg';
 import { PG_POOL } from '@writ/database';
 import { AuditService } from '@writ/audit';
 import { FailureThrottle, hashAdminToken, sourceAddress } from '@writ/platform';
-import { AdminThrottledError, AdminUnauthorizedError } from './admin-auth.errors';
+import { AdminForbiddenError, AdminThrottledError, AdminUnauthorizedError } from './admin-auth.errors';
 import type { AdminPrincipal } from './admin-principal';
-import { isAdminRole } from './admin-role';
+import { type AdminRole, isAdminRole } from './admin-role';
 
 /** Longest bearer value looked up; admin tokens are about 54 characters. */
 const MAX_TOKEN_LENGTH = 512;
@@ -57,6 +57,23 @@ export class AdminAuthenticator {
     const principal: AdminPrincipal = { id: row.id, name: row.name, role: row.role };
     request[ADMIN_AUTHENTICATED] = principal;
     return principal;
+  }
+
+  /**
+   * A known admin token used beyond its role: recorded as `admin.authorization_denied` (actor:
+   * the token; what it tried and which role that needs), then `403`. Each is its own event, as
+   * for every refusal of an authenticated caller (Vault's audit log records denied requests too):
+   * a viewer token trying to mint admin tokens is what an investigation looks for. Not counted
+   * towards the source's throttle, so one user's mistakes never lock others out of that address.
+   */
+  async forbid(principal: AdminPrincipal, required: AdminRole, attempted: { method: string; path: string }, message?: string): Promise<never> {
+    await this.audit.record({
+      type: 'admin.authorization_denied',
+      outcome: 'denied',
+      actor: { type: 'admin', id: principal.id },
+      data: { method: attempted.method, path: attempted.path.slice(0, 256), role: principal.role, required_role: required },
+    });
+    throw new AdminForbiddenError(message ?? `this operation requires the ${required} role; this token has the ${principal.role} role`);
   }
 
   /**

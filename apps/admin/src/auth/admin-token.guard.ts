@@ -1,6 +1,5 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { AdminForbiddenError } from './admin-auth.errors';
 import { AdminAuthenticator, type AuthenticatedRequest } from './admin-authenticator';
 import { ADMIN_PRINCIPAL, AdminPrincipal } from './admin-principal';
 import { AdminRole, roleSatisfies } from './admin-role';
@@ -8,7 +7,8 @@ import { REQUIRED_ROLE } from './require-role.decorator';
 
 /**
  * Authenticates the admin token ({@link AdminAuthenticator}; a request with a body was
- * authenticated already, before its body was read) and checks the endpoint's role.
+ * authenticated already, before its body was read) and checks the endpoint's role (a refusal
+ * is audited, {@link AdminAuthenticator.forbid}).
  */
 @Injectable()
 export class AdminTokenGuard implements CanActivate {
@@ -22,9 +22,7 @@ export class AdminTokenGuard implements CanActivate {
     const request = context.switchToHttp().getRequest<AuthenticatedRequest & { [ADMIN_PRINCIPAL]?: AdminPrincipal }>();
     const principal = await this.authenticator.authenticate(request);
     const required = this.requiredRole(context, request.method);
-    if (!roleSatisfies(principal.role, required)) {
-      throw new AdminForbiddenError(`this operation requires the ${required} role; this token has the ${principal.role} role`);
-    }
+    if (!roleSatisfies(principal.role, required)) await this.authenticator.forbid(principal, required, request);
     request[ADMIN_PRINCIPAL] = principal;
     return true;
   }
