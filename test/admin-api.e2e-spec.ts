@@ -517,5 +517,36 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
         { type: 'admin.admin_token.revoked', actor_id: second.body.id, data: { id: third.body.id } },
       ]);
     });
+
+    it('never loses both of two admins revoking each other at once, and a revoked token creates nothing', async () => {
+      for (let round = 0; round < 5; round += 1) {
+        const a = (await api('POST', '/v1/admin-tokens', { name: `mutual-a-${round}`, role: 'admin' })).body;
+        const b = (await api('POST', '/v1/admin-tokens', { name: `mutual-b-${round}`, role: 'admin' })).body;
+        const answers = await Promise.all([
+          api('DELETE', `/v1/admin-tokens/${b.id}`, undefined, a.token),
+          api('DELETE', `/v1/admin-tokens/${a.id}`, undefined, b.token),
+        ]);
+        const { rows } = await services.runtime.pool.query(`SELECT count(*)::int AS n FROM admin_tokens WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL`, [
+          [a.id, b.id],
+        ]);
+        // Exactly one revocation applies; the other request's own token was revoked first: 401, nothing changed.
+        expect([round, rows[0].n, answers.map((answer) => answer.status).sort()]).toEqual([round, 1, [204, 401]]);
+        const { rows: events } = await services.runtime.pool.query(
+          `SELECT count(*)::int AS n FROM audit_events WHERE type = 'admin.admin_token.revoked' AND data->>'id' = ANY($1::text[])`,
+          [[a.id, b.id]],
+        );
+        expect(events[0].n).toBe(1);
+      }
+      // A creation racing the revocation of its own token: either it committed first (and its token is listed), or it is a 401.
+      const doomed = (await api('POST', '/v1/admin-tokens', { name: 'doomed', role: 'admin' })).body;
+      const [created, revoked] = await Promise.all([
+        api('POST', '/v1/admin-tokens', { name: 'persistence', role: 'admin' }, doomed.token),
+        api('DELETE', `/v1/admin-tokens/${doomed.id}`),
+      ]);
+      expect(revoked.status).toBe(204);
+      expect([201, 401]).toContain(created.status);
+      const { rows } = await services.runtime.pool.query(`SELECT count(*)::int AS n FROM admin_tokens WHERE name = 'persistence'`);
+      expect(rows[0].n).toBe(created.status === 201 ? 1 : 0);
+    });
   });
 });

@@ -5,6 +5,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { AuditService } from '@writ/audit';
 import { AdminTokenEntity, rowOf, RowOf } from '@writ/database';
 import { ConflictError, hashAdminToken, isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
+import { AdminUnauthorizedError } from '../auth/admin-auth.errors';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
@@ -15,6 +16,9 @@ import type { CreateAdminTokenDto } from './dto/create-admin-token.dto';
 export const ADMIN_TOKEN_PREFIX = 'writ_admin_';
 
 const COLUMNS = 'id, name, role, created_by, created_at, last_used_at, revoked_at';
+
+/** The `401` of a request whose own admin token was revoked while it ran. */
+const REVOKED_MEANWHILE = 'the admin token is unknown or revoked';
 /** A row as {@link COLUMNS} selects it. */
 type Row = Omit<RowOf<AdminTokenEntity>, 'token_hash'>;
 
@@ -37,6 +41,10 @@ export class AdminTokensService {
     const id = randomUUID();
     const { result } = await this.audit.recordWith(
       async (client) => {
+        // The creator's token row, share-locked: a revocation of it waits for this creation, or
+        // this creation (authenticated before the revocation committed) sees it and creates nothing.
+        const creator = await client.query('SELECT 1 FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL FOR SHARE', [principal.id]);
+        if (!creator.rows[0]) throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
         const { rows } = await client.query<Row>(
           `INSERT INTO admin_tokens (id, name, role, token_hash, created_by) VALUES ($1, $2, $3, $4, $5) RETURNING ${COLUMNS}`,
           [id, body.name, body.role, hashAdminToken(token), principal.id],
@@ -81,9 +89,17 @@ export class AdminTokensService {
     if (id === principal.id) throw new ConflictError('an admin token cannot revoke itself: use another admin token');
     await this.audit.recordWith(
       async (client) => {
-        const current = await client.query<Pick<Row, 'revoked_at'>>('SELECT revoked_at FROM admin_tokens WHERE id = $1 FOR UPDATE', [id]);
-        if (!current.rows[0]) throw new NotFoundError('admin token');
-        if (current.rows[0].revoked_at) return false;
+        // Both rows, locked in id order: of two admins revoking each other at once, the second to
+        // lock finds its own token revoked and changes nothing, so the last admin is never lost.
+        const locked = await client.query<Pick<Row, 'id' | 'revoked_at'>>(
+          'SELECT id, revoked_at FROM admin_tokens WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
+          [[id, principal.id]],
+        );
+        const revoker = locked.rows.find((row) => row.id === principal.id);
+        if (!revoker || revoker.revoked_at) throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
+        const current = locked.rows.find((row) => row.id === id);
+        if (!current) throw new NotFoundError('admin token');
+        if (current.revoked_at) return false;
         await client.query('UPDATE admin_tokens SET revoked_at = now() WHERE id = $1', [id]);
         return true;
       },
