@@ -444,6 +444,45 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
     });
   });
 
+  describe('lists that were never paged', () => {
+    it('pages signing keys and identity providers with limit and cursor, as every list does', async () => {
+      await api('POST', '/v1/keys/rotate');
+      for (const name of ['a', 'b', 'c']) {
+        const issuer = `https://paging-${name}.example.com`;
+        expect((await api('POST', '/v1/identity-providers', { issuer, jwks_uri: `${issuer}/jwks`, audience: 'x' })).status).toBe(201);
+      }
+      for (const [path, key] of [
+        ['/v1/keys', 'kid'],
+        ['/v1/identity-providers', 'issuer'],
+      ] as const) {
+        const whole = await api('GET', path, undefined, viewer);
+        expect(whole.body.items.length).toBeGreaterThanOrEqual(3);
+        const seen: string[] = [];
+        let cursor: string | null = null;
+        do {
+          const page: TestResponse = await api('GET', `${path}?limit=1${cursor ? `&cursor=${cursor}` : ''}`, undefined, viewer);
+          expect([path, page.status, page.body.items.length]).toEqual([path, 200, 1]);
+          seen.push(page.body.items[0][key]);
+          cursor = page.body.next_cursor;
+        } while (cursor);
+        expect(seen).toEqual(whole.body.items.map((item: Record<string, string>) => item[key]));
+        expect(fieldsOf(await api('GET', `${path}?limit=0`))).toEqual(['limit']);
+        expect(fieldsOf(await api('GET', `${path}?cursor=${Buffer.from('{"k":1}').toString('base64url')}`))).toEqual(['cursor']);
+      }
+      expect(fieldsOf(await api('GET', `/v1/keys?cursor=${Buffer.from('{"k":"no-such-kid"}').toString('base64url')}`))).toEqual(['cursor']);
+      // An issuer of 2048 characters still makes a cursor the next page accepts.
+      const long = `https://${'l'.repeat(2020)}.example.com`;
+      expect((await api('POST', '/v1/identity-providers', { issuer: long, jwks_uri: 'https://long.example.com/jwks', audience: 'x' })).status).toBe(201);
+      const before = (await api('GET', '/v1/identity-providers')).body.items.map((item: { issuer: string }) => item.issuer);
+      const at = before.indexOf(long);
+      const first = await api('GET', `/v1/identity-providers?limit=${at + 1}`);
+      expect(first.body.next_cursor).toEqual(expect.any(String));
+      const rest = await api('GET', `/v1/identity-providers?cursor=${first.body.next_cursor}`);
+      expect(rest.status).toBe(200);
+      expect(rest.body.items.map((item: { issuer: string }) => item.issuer)).toEqual(before.slice(at + 1));
+    });
+  });
+
   describe('admin tokens', () => {
     it('shows a token once, stores only its hash, and lists without it', async () => {
       const created = await api('POST', '/v1/admin-tokens', { name: 'ci', role: 'operator' });

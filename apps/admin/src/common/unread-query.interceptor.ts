@@ -23,7 +23,7 @@ function queryMembersRead(controller: object, handler: string): 'all' | Set<stri
 
 /**
  * A query member that the endpoint does not read (`GET /v1/keys?status=active`,
- * `GET /v1/identity-providers?limit=1`, `DELETE /v1/agents/a?cascade=true`) is a `400` naming it,
+ * `GET /v1/policies?version=x`, `DELETE /v1/agents/a?cascade=true`) is a `400` naming it,
  * never ignored: a mistyped filter must not answer as if it had been applied. Endpoints that take
  * a query DTO are left to the validation pipe, which refuses unknown members the same way. Runs
  * after the guards (an unauthenticated call is a 401 first).

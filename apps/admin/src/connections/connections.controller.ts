@@ -7,7 +7,14 @@ import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
 import { CreateEndpoint, ListEndpoint, RemoveEndpoint } from '../common/resource-endpoints.decorator';
-import { ConnectionQueryDto, CreateAdminConnectLinkDto, CreateIdentityProviderDto, IdentityProviderDto, IdentityProviderListDto } from './connection.dtos';
+import {
+  ConnectionQueryDto,
+  CreateAdminConnectLinkDto,
+  CreateIdentityProviderDto,
+  IdentityProviderDto,
+  IdentityProviderListDto,
+  ListIdentityProvidersQueryDto,
+} from './connection.dtos';
 import { ConnectionsService } from './connections.service';
 
 /**
@@ -27,10 +34,10 @@ export class IdentityProvidersController {
     return this.connections.createProvider(admin, body);
   }
 
-  /** Lists the trusted identity providers. */
+  /** Lists the trusted identity providers, by issuer, in cursor pages. */
   @ListEndpoint(IdentityProviderListDto)
-  async list(): Promise<IdentityProviderListDto> {
-    return { items: await this.connections.listProviders(), next_cursor: null };
+  list(@Query() query: ListIdentityProvidersQueryDto): Promise<IdentityProviderListDto> {
+    return this.connections.listProviders(query);
   }
 
   /** Removes one (the issuer URL-encoded in the path). */

@@ -5,9 +5,24 @@ import { ConnectedAccountError, ConnectedAccounts, type ConnectionView, type Con
 import { WRIT_CONFIG, type WritConfig } from '@writ/config';
 import { destinationRefusal, UpstreamNetworks } from '@writ/connectors';
 import { PG_POOL } from '@writ/database';
-import { ConflictError, FieldError, NotFoundError, ValidationFailedError } from '@writ/platform';
+import { ConflictError, FieldError, NotFoundError, requestTextProblem, ValidationFailedError } from '@writ/platform';
 import { adminActor, type AdminPrincipal } from '../auth/admin-principal';
-import type { ConnectionQueryDto, CreateAdminConnectLinkDto, CreateIdentityProviderDto, IdentityProviderDto } from './connection.dtos';
+import { decodeCursor, encodeCursor, Page } from '../common/cursor';
+import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
+import type {
+  ConnectionQueryDto,
+  CreateAdminConnectLinkDto,
+  CreateIdentityProviderDto,
+  IdentityProviderDto,
+  ListIdentityProvidersQueryDto,
+} from './connection.dtos';
+
+/** Shape check of an identity provider list cursor `{k: issuer}` (issuers are up to 2048 characters). */
+function isIssuerCursor(value: unknown): value is { k: string } {
+  const key = typeof value === 'object' && value !== null ? (value as { k?: unknown }).k : undefined;
+  // Compared in SQL: no NUL or lone surrogate may reach the query.
+  return typeof key === 'string' && key.length <= 2048 && requestTextProblem(key) === undefined;
+}
 
 interface IdentityProviderRow {
   issuer: string;
@@ -80,11 +95,16 @@ export class ConnectionsService {
   }
 
   /** Every trusted identity provider. */
-  async listProviders(): Promise<IdentityProviderDto[]> {
+  async listProviders(query: ListIdentityProvidersQueryDto): Promise<Page<IdentityProviderDto>> {
+    const after = decodeCursor(query.cursor, isIssuerCursor, 4096);
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
     const { rows } = await this.pool.query<IdentityProviderRow>(
-      'SELECT issuer, jwks_uri, audience, asserting_orchestrators, created_at FROM identity_providers ORDER BY issuer LIMIT 500',
+      `SELECT issuer, jwks_uri, audience, asserting_orchestrators, created_at FROM identity_providers
+        WHERE $1::text IS NULL OR issuer > $1 ORDER BY issuer LIMIT $2`,
+      [after?.k ?? null, limit + 1],
     );
-    return rows.map(toProvider);
+    const items = rows.slice(0, limit).map(toProvider);
+    return { items, next_cursor: rows.length > limit ? encodeCursor({ k: items[items.length - 1].issuer }) : null };
   }
 
   /** Removes a trusted identity provider: its users' tokens are refused from then on (tasks already verified keep their user). */

@@ -1,8 +1,9 @@
-import { Controller, Get, Post } from '@nestjs/common';
+import { Controller, Get, Post, Query } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse } from '@nestjs/swagger';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
+import { PageQueryDto } from '../common/page-query.dto';
 import { RotatedKeyDto, SigningKeyListDto } from './dto/signing-key.dto';
 import { KeysService } from './keys.service';
 
@@ -12,11 +13,11 @@ import { KeysService } from './keys.service';
 export class KeysController {
   constructor(private readonly keys: KeysService) {}
 
-  /** Every signing key (never private material). */
+  /** The signing keys, newest first, in cursor pages (never private material). */
   @Get()
   @ApiOkResponse({ type: SigningKeyListDto })
-  list(): Promise<SigningKeyListDto> {
-    return this.keys.list();
+  list(@Query() query: PageQueryDto): Promise<SigningKeyListDto> {
+    return this.keys.list(query);
   }
 
   /** Rotates: a new active key; the old one keeps verifying. */

@@ -5,6 +5,9 @@ import { AuditService } from '@writ/audit';
 import { SigningKeyEntity } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { ValidationFailedError } from '@writ/platform';
+import { decodeCursor, encodeCursor, isKeyCursor } from '../common/cursor';
+import { DEFAULT_PAGE_SIZE, type PageQueryDto } from '../common/page-query.dto';
 import type { RotatedKeyDto, SigningKeyListDto } from './dto/signing-key.dto';
 
 /** Lists and rotates Writ's signing keys. */
@@ -16,21 +19,34 @@ export class KeysService {
     private readonly audit: AuditService,
   ) {}
 
-  /** Every key, newest first: public facts only (the sealed private part is never selected). */
-  async list(): Promise<SigningKeyListDto> {
+  /**
+   * The keys, newest first: public facts only (the sealed private part is never selected). A
+   * page starts after the key its cursor names; there are a few keys per rotation period, so
+   * they are read whole and paged here.
+   */
+  async list(query: PageQueryDto): Promise<SigningKeyListDto> {
+    const after = decodeCursor(query.cursor, isKeyCursor);
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
     const keys = await this.repository.find({
       select: { kid: true, alg: true, status: true, createdAt: true, retiredAt: true },
       order: { createdAt: 'DESC', kid: 'ASC' },
     });
+    let start = 0;
+    if (after) {
+      start = keys.findIndex((key) => key.kid === after.k) + 1;
+      // Keys are never deleted: a kid that is not there was not made by this list.
+      if (start === 0) throw new ValidationFailedError([{ field: 'cursor', message: 'is not a cursor of this list' }], 'the query is invalid');
+    }
+    const page = keys.slice(start, start + limit);
     return {
-      items: keys.map((key) => ({
+      items: page.map((key) => ({
         kid: key.kid,
         alg: key.alg,
         status: key.status,
         created_at: key.createdAt.toISOString(),
         retired_at: key.retiredAt ? key.retiredAt.toISOString() : null,
       })),
-      next_cursor: null,
+      next_cursor: start + limit < keys.length ? encodeCursor({ k: page[page.length - 1].kid }) : null,
     };
   }
 

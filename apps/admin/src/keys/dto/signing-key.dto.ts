@@ -13,10 +13,10 @@ export class SigningKeyDto {
   @ApiProperty({ format: 'date-time', nullable: true, type: String }) retired_at!: string | null;
 }
 
-/** Every signing key, newest first. */
+/** A page of signing keys, newest first. */
 export class SigningKeyListDto {
   @ApiProperty({ type: [SigningKeyDto] }) items!: SigningKeyDto[];
-  @ApiProperty({ nullable: true, type: String, description: 'always null: the list is never paged' }) next_cursor!: null;
+  @ApiProperty({ nullable: true, type: String, description: '`?cursor=` for the next page; null on the last one' }) next_cursor!: string | null;
 }
 
 /** The answer to a rotation. */
