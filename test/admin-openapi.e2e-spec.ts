@@ -63,7 +63,11 @@ describe('admin API: the OpenAPI document against the live app', () => {
     expect([...registered].sort()).toEqual([...documented].sort());
   });
 
-  it('answers every documented operation (no route miss) for an admin, with a documented status', async () => {
+  it('answers every documented operation (no route miss) for an admin, with a documented status and shape', async () => {
+    const schemas = (await http(`${services.adminUrl}/docs-json`)).body.components.schemas as Record<
+      string,
+      { properties?: Record<string, unknown>; required?: string[] }
+    >;
     // Real resources for the ids that are simple to make; the others answer their resource's 404.
     const jwks = jwksOf(await createClientKey());
     expect((await sendJson('POST', `${services.adminUrl}/v1/agents`, { id: 'walk-agent', name: 'walk', jwks }, services.adminToken)).status).toBe(201);
@@ -103,6 +107,16 @@ describe('admin API: the OpenAPI document against the live app', () => {
       if (response.status === 404)
         expect([method, path, response.body]).toEqual([method, path, { error: 'not_found', message: expect.stringMatching(/ not found$/) }]);
       expectDocumented(method, path, 'plain', operation, response);
+      // A success answers the documented schema: no member it does not list, none it requires missing.
+      const schemaRef = (operation.responses[String(response.status)] as { content?: Record<string, { schema?: { $ref?: string } }> } | undefined)?.content?.[
+        'application/json'
+      ]?.schema?.$ref;
+      if (response.status < 300 && schemaRef) {
+        const schema = schemas[schemaRef.split('/').pop()!];
+        const members = Object.keys(response.body as object);
+        expect([method, path, members.filter((member) => !(member in (schema.properties ?? {})))]).toEqual([method, path, []]);
+        expect([method, path, (schema.required ?? []).filter((member) => !members.includes(member))]).toEqual([method, path, []]);
+      }
     }
   });
 
