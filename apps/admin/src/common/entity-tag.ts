@@ -1,21 +1,12 @@
 import { ArgumentsHost, CallHandler, Catch, createParamDecorator, ExceptionFilter, ExecutionContext, Injectable, NestInterceptor } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { createHash } from 'node:crypto';
+import { canonicalize } from 'json-canonicalize';
 import { map, type Observable } from 'rxjs';
 import { ValidationFailedError } from '@writ/platform';
 
-/** JSON with object keys sorted: one text for one value, whatever order jsonb kept its members in. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, member]) => member !== undefined);
-    return `{${entries
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([key, member]) => `${JSON.stringify(key)}:${canonicalJson(member)}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
+/** RFC 8785 canonical JSON (json-canonicalize, as for the audit chain): one text for one value, whatever order jsonb kept its members in. */
+export const canonicalJson = (value: unknown): string => canonicalize(value);
 
 /**
  * The strong entity tag (RFC 9110 section 8.8.3) of a resource as the API shows it: a digest of
