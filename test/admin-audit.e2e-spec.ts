@@ -69,6 +69,34 @@ describe('admin API: audit log', () => {
     expect(future.body.items).toEqual([]);
   });
 
+  it('reads since and until as exact instants: an offset is required, finer than a millisecond rounds up', async () => {
+    const { rows } = await services.runtime.pool.query(`SELECT occurred_at FROM audit_events WHERE type = 'token.issued' AND task_id = $1`, [taskId]);
+    const at = (rows[0].occurred_at as Date).toISOString();
+    const count = async (query: string) => {
+      const response = await api('GET', `/v1/audit?type=token.issued&task_id=${taskId}&${query}`, undefined, viewer);
+      expect([query, response.status]).toEqual([query, 200]);
+      return response.body.items.length;
+    };
+    // A time without offset would be read in the server's local zone: refused, naming the field.
+    for (const field of ['since', 'until']) {
+      const local = await api('GET', `/v1/audit?${field}=${at.slice(0, -1)}`, undefined, viewer);
+      expect(local.status).toBe(400);
+      expect(local.body.fields).toEqual([{ field, message: expect.stringMatching(/time zone offset/) }]);
+      const exported = await http(`${services.adminUrl}/v1/audit/export?${field}=${at.slice(0, -1)}`, { headers: { authorization: `Bearer ${viewer}` } });
+      expect(exported.status).toBe(400);
+    }
+    // The event's millisecond is before `at` + 0.1 ms: in `until`, out of `since` (truncating
+    // the extra digits dropped it from the one and kept it in the other).
+    const later = at.replace('Z', '1Z');
+    expect(await count(`until=${encodeURIComponent(later)}`)).toBe(1);
+    expect(await count(`since=${encodeURIComponent(later)}`)).toBe(0);
+    // Microseconds and an explicit offset (as Python's isoformat writes them) name the same instant.
+    const micro = at.replace('Z', '000+00:00');
+    expect(await count(`since=${encodeURIComponent(micro)}`)).toBe(1);
+    expect(await count(`until=${encodeURIComponent(micro)}`)).toBe(0);
+    expect(await count(`since=${at.slice(0, 10)}`)).toBe(1);
+  });
+
   it('refuses invalid filters field by field', async () => {
     const response = await api('GET', '/v1/audit?since=yesterday&until=2025-13-45&limit=1001&outcome=maybe');
     expect(response.status).toBe(400);

@@ -20,6 +20,24 @@ function isSeqCursor(value: unknown): value is { s: number } {
   return typeof seq === 'number' && Number.isSafeInteger(seq) && seq > 0;
 }
 
+const TIME_ZONE = /(?:Z|[+-]\d{2}(?::?\d{2})?)$/i;
+
+/**
+ * A filter's instant, or why it is not one. A date and time must carry its offset (`Z` or
+ * `±hh:mm`): without one, JavaScript reads it in the server's local zone, so the same query
+ * would select other events on a server in another zone. A bare date is midnight UTC. Events
+ * are stored to the millisecond: finer digits round up, so that `since` and `until` keep
+ * exactly the events at or after, and before, the instant given (truncating them would drop
+ * from an export the events of the millisecond before `until`).
+ */
+export function parseInstant(text: string): Date | string {
+  if (text.includes('T') && !TIME_ZONE.test(text)) return 'must give its time zone offset (Z or ±hh:mm), e.g. 2025-01-31T12:00:00Z';
+  const date = new Date(text);
+  if (Number.isNaN(date.getTime())) return 'is not a valid time';
+  const fraction = /[.,](\d+)/.exec(text)?.[1] ?? '';
+  return /[1-9]/.test(fraction.slice(3)) ? new Date(date.getTime() + 1) : date;
+}
+
 /** Reads, exports and verifies the audit chain; hashes values the way events store them. */
 @Injectable()
 export class AuditLogService {
@@ -83,12 +101,15 @@ export class AuditLogService {
 
   /** The service's query from validated filters (`400` when `until` is not after `since`). */
   filters(query: AuditFilterQueryDto): AuditQuery {
-    const since = query.since ? new Date(query.since) : undefined;
-    const until = query.until ? new Date(query.until) : undefined;
-    const problems = [
-      ...(since && Number.isNaN(since.getTime()) ? [{ field: 'since', message: 'is not a valid time' }] : []),
-      ...(until && Number.isNaN(until.getTime()) ? [{ field: 'until', message: 'is not a valid time' }] : []),
-    ];
+    const problems: Array<{ field: string; message: string }> = [];
+    const instant = (field: 'since' | 'until', text: string | undefined): Date | undefined => {
+      if (text === undefined) return undefined;
+      const parsed = parseInstant(text);
+      if (typeof parsed === 'string') problems.push({ field, message: parsed });
+      return typeof parsed === 'string' ? undefined : parsed;
+    };
+    const since = instant('since', query.since);
+    const until = instant('until', query.until);
     if (problems.length === 0 && since && until && until.getTime() <= since.getTime()) {
       problems.push({ field: 'until', message: 'must be after since' });
     }
