@@ -8,6 +8,10 @@ import {
   AuditService,
   AuditVerification,
   checkpointKeyring,
+  ExportVerification,
+  parseCheckpointLines,
+  parsePruneMarkerLines,
+  verifyExport,
   CheckpointPublicKey,
   parsePublicKeys,
   readCheckpointFile,
@@ -22,19 +26,22 @@ export interface AuditVerifyOutcome {
   /** 0: valid; 1: not valid; 2: could not verify. */
   code: 0 | 1 | 2;
   result?:
-    (AuditVerification & { checkpoint_file?: string }) | (ArchiveVerification & { archive: string; key_source: 'public-key' | 'master-key' | 'archive' });
+    | (AuditVerification & { checkpoint_file?: string })
+    | (ArchiveVerification & { archive: string; key_source: 'public-key' | 'master-key' | 'archive' })
+    | (ExportVerification & { export: string; checkpoint_file: string | null });
   error?: string;
 }
 
 /** Thrown for a wrong command line or an unreadable input: exit 2. */
 class UsageError extends Error {}
 
-const USAGE = 'usage: npm run audit:verify -- [--checkpoints FILE] [--public-key FILE] | --archive DIR [--public-key FILE]';
+const USAGE =
+  'usage: npm run audit:verify -- [--checkpoints FILE] [--public-key FILE] | --archive DIR [--public-key FILE] | --export FILE --checkpoints FILE [--public-key FILE]';
 
-const FLAGS = { '--checkpoints': 'checkpoints', '--public-key': 'publicKey', '--archive': 'archive' } as const;
+const FLAGS = { '--checkpoints': 'checkpoints', '--public-key': 'publicKey', '--archive': 'archive', '--export': 'export' } as const;
 
-function parseArgs(args: string[], cwd: string): { checkpoints?: string; publicKey?: string; archive?: string } {
-  const parsed: { checkpoints?: string; publicKey?: string; archive?: string } = {};
+function parseArgs(args: string[], cwd: string): { checkpoints?: string; publicKey?: string; archive?: string; export?: string } {
+  const parsed: { checkpoints?: string; publicKey?: string; archive?: string; export?: string } = {};
   for (let i = 0; i < args.length; i += 1) {
     const value = args[i + 1];
     const flag = FLAGS[args[i] as keyof typeof FLAGS] as (typeof FLAGS)[keyof typeof FLAGS] | undefined;
@@ -79,6 +86,7 @@ export async function auditVerify(args: string[], config: WritConfig, cwd = proc
   try {
     const options = parseArgs(args, cwd);
     if (options.archive) return await archiveOutcome(options.archive, options.publicKey, config);
+    if (options.export) return await exportOutcome(options.export, options.checkpoints, options.publicKey, config);
     const keys = await verificationKeys(config, options.publicKey);
     const checkpointFile = options.checkpoints ?? config.auditCheckpointFile;
     if (options.checkpoints && !existsSync(options.checkpoints)) throw new UsageError(`no such checkpoint file: ${options.checkpoints}`);
@@ -116,4 +124,28 @@ async function archiveOutcome(dir: string, publicKeyFile: string | undefined, co
   }
   const result = await verifyArchive(dir, checkpointKeyring(keys));
   return { code: result.valid ? 0 : 1, result: { ...result, archive: dir, key_source: keySource } };
+}
+
+/**
+ * `--export FILE`: verifies offline, without the database, a download of `GET /v1/audit/export`
+ * against the checkpoints (and prune markers) of `--checkpoints FILE` (default: the configured
+ * checkpoint file), with the key of `--public-key FILE` or else the master key's.
+ */
+async function exportOutcome(
+  file: string,
+  checkpointsFile: string | undefined,
+  publicKeyFile: string | undefined,
+  config: WritConfig,
+): Promise<AuditVerifyOutcome> {
+  if (!existsSync(file)) throw new UsageError(`no such export file: ${file}`);
+  const keys = await verificationKeys(config, publicKeyFile);
+  const source = checkpointsFile ?? config.auditCheckpointFile;
+  if (checkpointsFile && !existsSync(checkpointsFile)) throw new UsageError(`no such checkpoint file: ${checkpointsFile}`);
+  const anchors = source && existsSync(source) ? await readFile(source, 'utf8') : undefined;
+  const result = verifyExport(
+    await readFile(file, 'utf8'),
+    checkpointKeyring(keys),
+    anchors === undefined ? {} : { checkpoints: parseCheckpointLines(anchors), markers: parsePruneMarkerLines(anchors) },
+  );
+  return { code: result.valid ? 0 : 1, result: { ...result, export: file, checkpoint_file: anchors === undefined ? null : source! } };
 }

@@ -11,7 +11,7 @@ async function main(): Promise<number> {
   // With --public-key the master key is not needed: the check is possible without any secret.
   const outcome = await auditVerify(
     args,
-    loadConfig(process.env, process.cwd(), { masterKeyOptional: args.includes('--public-key') || args.includes('--archive') }),
+    loadConfig(process.env, process.cwd(), { masterKeyOptional: args.includes('--public-key') || args.includes('--archive') || args.includes('--export') }),
   );
   if (outcome.result) process.stdout.write(JSON.stringify(outcome.result) + '\n');
   if (outcome.error) process.stderr.write(`writ: audit:verify cannot run: ${outcome.error}\n`);

@@ -4,7 +4,7 @@ import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Pool } from 'pg';
 import type { AuditRecord } from './audit-event';
-import { chainHash } from './audit-hash';
+import { verifiedChainHash } from './audit-hash';
 import {
   checkpointDigest,
   CheckpointKeyring,
@@ -336,7 +336,9 @@ export async function verifyArchive(dir: string, keyring: CheckpointKeyring): Pr
     if (record.seq !== expected) return invalid(`event ${expected} is missing`);
     if (record.prev_hash !== prevHash) return invalid('prev_hash does not match the previous event');
     const { hash, prev_hash: _prev, ...body } = record;
-    if (chainHash(prevHash, body) !== hash) return invalid('hash does not match the event content');
+    const recomputed = verifiedChainHash(prevHash, body);
+    if (recomputed === undefined) return invalid('the event content cannot be canonicalised (nested too deep): not written by Writ');
+    if (recomputed !== hash) return invalid('hash does not match the event content');
     const anchor = anchors.get(record.seq);
     if (anchor && anchor.hash !== hash) return invalid(`the hash at seq ${record.seq} is not the one its signed checkpoint holds`);
     if (anchor) verified += 1;

@@ -24,6 +24,21 @@ export function chainHash(prevHash: string, record: Omit<AuditRecord, 'hash' | '
   return createHash('sha256').update(prevHash, 'utf8').update(hashedBody(record), 'utf8').digest('hex');
 }
 
+/**
+ * {@link chainHash} for verification: undefined when the record cannot be canonicalised at all,
+ * e.g. `data` nested deeper than the call stack (the log's own writers never nest beyond a few
+ * dozen levels; a row like that was written behind its back). A verifier reports it as an
+ * invalid event instead of failing to verify.
+ */
+export function verifiedChainHash(prevHash: string, record: Omit<AuditRecord, 'hash' | 'prev_hash'>): string | undefined {
+  try {
+    return chainHash(prevHash, record);
+  } catch (error) {
+    if (error instanceof RangeError || error instanceof TypeError) return undefined;
+    throw error;
+  }
+}
+
 /** The members of the hashed body, in RFC 8785 order (UTF-16 code units). */
 const BODY_ORDER = ['actor_id', 'actor_type', 'agent_id', 'connector_id', 'data', 'id', 'occurred_at', 'outcome', 'seq', 'task_id', 'type'] as const;
 

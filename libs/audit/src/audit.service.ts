@@ -15,7 +15,7 @@ import {
   watchCheckedOut,
 } from '@writ/database';
 import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
-import { chainHash, chainHashOfCanonicalData } from './audit-hash';
+import { chainHashOfCanonicalData, verifiedChainHash } from './audit-hash';
 import { normaliseEventData } from './audit-canonical';
 import {
   CheckpointFileError,
@@ -800,7 +800,9 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
           );
         }
         const { hash, prev_hash: _prev, ...body } = record;
-        if (chainHash(prevHash, body) !== hash) return invalid(record.seq, 'hash does not match the event content');
+        const recomputed = verifiedChainHash(prevHash, body);
+        if (recomputed === undefined) return invalid(record.seq, 'the event content cannot be canonicalised (nested too deep): not written by Writ');
+        if (recomputed !== hash) return invalid(record.seq, 'hash does not match the event content');
         const anchored = anchors.get(record.seq);
         if (anchored !== undefined && anchored !== hash) {
           const from = anchorBefore(record.seq) + 1;

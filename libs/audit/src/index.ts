@@ -5,3 +5,4 @@ export * from './audit-checkpoint';
 export * from './audit-checkpointer';
 export * from './audit-prune';
 export * from './audit-archive';
+export * from './audit-export';
