@@ -188,4 +188,29 @@ describe('admin API: audit log', () => {
     const evidence = await api('GET', `/v1/tasks/${taskId}/evidence`);
     expect(evidence.body.chain).toMatchObject({ verified: false, reason: expect.stringMatching(/from event 2/) });
   });
+
+  it('never ends an export that failed midway as if it were complete', async () => {
+    // A row no writer of Writ could produce (data nested past what JavaScript serialises),
+    // placed by a superuser after the first page: the export fails at it. Ending the response
+    // cleanly there handed over a file that looked whole, every event after it silently left out.
+    for (let n = 0; n < 1_050; n += 1)
+      await services.runtime.audit.recordLater({ type: 'test.filler', outcome: 'info', actor: { type: 'system', id: 'spec' } });
+    await services.runtime.audit.drain();
+    const nested = (levels: number) => '{"d":'.repeat(levels) + '{}' + '}'.repeat(levels);
+    const client = new Client({ connectionString: services.db.url });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL session_replication_role = replica');
+      await client.query(`UPDATE audit_events SET data = $1::jsonb WHERE seq = (SELECT max(seq) - 5 FROM audit_events)`, [nested(8_000)]);
+      await client.query('COMMIT');
+    } finally {
+      await client.end();
+    }
+    const response = await fetch(`${services.adminUrl}/v1/audit/export`, { headers: { authorization: `Bearer ${viewer}` } });
+    expect(response.status).toBe(200);
+    await expect(response.text()).rejects.toThrow();
+    // The service is still up.
+    expect((await api('GET', '/v1/audit?limit=1', undefined, viewer)).status).toBe(200);
+  });
 });

@@ -166,6 +166,50 @@ describe('audit checkpoints against a database superuser', () => {
     expect((await withoutFile()).result).not.toHaveProperty('external_checkpoints');
   });
 
+  it('verifies an export offline against the checkpoint file and the public key alone, and detects a rewritten one', async () => {
+    const seqs = await storedCheckpoints();
+    const total = Number((await superuser.query('SELECT seq FROM audit_chain_head')).rows[0].seq);
+    const download = async () => {
+      const response = await fetch(`${services.adminUrl}/v1/audit/export`, { headers: { authorization: `Bearer ${services.adminToken}` } });
+      expect(response.status).toBe(200);
+      const file = join(services.config.dataDir, `export-${randomBytes(4).toString('hex')}.ndjson`);
+      await writeFile(file, await response.text());
+      return file;
+    };
+    const verifyOffline = (file: string) =>
+      cli(['--export', file, '--checkpoints', checkpointFile(), '--public-key', publicKeyFileFor(checkpointFile())], false);
+    const exported = await download();
+    expect(await verifyOffline(exported)).toEqual({
+      code: 0,
+      result: {
+        valid: true,
+        events: total,
+        from_seq: 1,
+        to_seq: total,
+        start: 'genesis',
+        checkpoints_verified: seqs.length,
+        signed_up_to_seq: seqs[seqs.length - 1],
+        unsigned_events: 3,
+        export: exported,
+        checkpoint_file: checkpointFile(),
+      },
+    });
+    // The operator who hands it over leaves an event out.
+    const lines = (await readFile(exported, 'utf8')).split('\n');
+    await writeFile(exported, [...lines.slice(0, 6), ...lines.slice(7)].join('\n'));
+    expect(await verifyOffline(exported)).toMatchObject({ code: 1, result: { valid: false, first_invalid_seq: 7, reason: 'event 7 is missing' } });
+    // The database administrator rewrites an event and every later hash: the export is consistent, the checkpoint is not.
+    await asSuperuser(async (client) => {
+      const records = await events(5);
+      records[0].data = { ...records[0].data, forged: true };
+      await recompute(client, records);
+    });
+    expect(await verifyOffline(await download())).toMatchObject({
+      code: 1,
+      result: { valid: false, first_invalid_seq: seqs[0], invalid_checkpoint_seq: seqs[0] },
+    });
+  });
+
   it('detects the tail deleted and the head moved back: by the stored checkpoints, and by the file once those are deleted too', async () => {
     const seqs = await storedCheckpoints();
     const last = seqs[seqs.length - 1];
