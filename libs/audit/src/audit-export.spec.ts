@@ -137,6 +137,36 @@ describe('verifyExport (offline verification of GET /v1/audit/export)', () => {
     expect(verifyExport(toLines(detached), keyring, { checkpoints })).toMatchObject({ valid: false, first_invalid_seq: 5, invalid_checkpoint_seq: 4 });
   });
 
+  it('reports a time no writer stores (sub-millisecond, infinite, past what JavaScript dates hold) as an invalid event, never a failure', async () => {
+    const [victim] = await audit.record({ type: 'test.victim', outcome: 'info', actor: { type: 'system' } });
+    const setTime = async (sql: string, values: unknown[]) => {
+      const superuser = await pool.connect();
+      try {
+        await superuser.query('BEGIN');
+        await superuser.query('SET LOCAL session_replication_role = replica');
+        await superuser.query(sql, values);
+        await superuser.query('COMMIT');
+      } finally {
+        superuser.release();
+      }
+    };
+    // 0.9 ms later: a JavaScript Date (and so the hash) cannot tell, the database's readers can.
+    await setTime(`UPDATE audit_events SET occurred_at = occurred_at + interval '900 microseconds' WHERE seq = $1`, [victim.seq]);
+    await expect(audit.verify()).resolves.toMatchObject({
+      valid: false,
+      first_invalid_seq: victim.seq,
+      reason: expect.stringMatching(/below the millisecond/),
+    });
+    for (const time of ['infinity', '-infinity', '294276-01-01T00:00:00Z']) {
+      await setTime('UPDATE audit_events SET occurred_at = $2 WHERE seq = $1', [victim.seq, time]);
+      await expect(audit.verify()).resolves.toMatchObject({ valid: false, first_invalid_seq: victim.seq, reason: 'hash does not match the event content' });
+      const listed = await audit.list({}, { limit: 1 });
+      expect(listed.items[0]).toMatchObject({ seq: victim.seq, occurred_at: expect.stringMatching(/^not a time/) });
+    }
+    await setTime('UPDATE audit_events SET occurred_at = $2 WHERE seq = $1', [victim.seq, victim.occurred_at]);
+    expect((await audit.verify()).valid).toBe(true);
+  });
+
   it('reports data a superuser nested too deep to canonicalise as an invalid event, never a failed verification', async () => {
     const nested = (levels: number) => '{"d":'.repeat(levels) + '{"leaf":1}' + '}'.repeat(levels);
     const [extra] = await audit.record({ type: 'test.victim', outcome: 'info', actor: { type: 'system' } });
@@ -159,7 +189,11 @@ describe('verifyExport (offline verification of GET /v1/audit/export)', () => {
     }
     await expect(audit.verify()).resolves.toMatchObject({ valid: false, first_invalid_seq: extra.seq, reason: expect.stringMatching(/nested too deep/) });
     // Offline too: the line as a server would write it (JSON.stringify itself overflows on it).
-    const deepLine = JSON.stringify({ ...extra, data: {} }).replace('"data":{}', `"data":${nested(8_000)}`);
-    expect(verifyExport(toLines(records) + deepLine + '\n', keyring, { checkpoints })).toMatchObject({ valid: false, first_invalid_seq: extra.seq });
+    const deepLine = JSON.stringify({ ...extra, seq: 13, prev_hash: records[11].hash, data: {} }).replace('"data":{}', `"data":${nested(8_000)}`);
+    expect(verifyExport(toLines(records) + deepLine + '\n', keyring, { checkpoints })).toMatchObject({
+      valid: false,
+      first_invalid_seq: 13,
+      reason: expect.stringMatching(/too deep/),
+    });
   });
 });

@@ -264,12 +264,21 @@ function isoNow(): string {
   return isoText;
 }
 
+/**
+ * An event's `occurred_at` as written (ISO 8601, UTC, milliseconds). A value no writer of Writ
+ * stores (`infinity`, a year JavaScript cannot represent) keeps a text of its own, whose hash
+ * does not match: verification names the event instead of failing, and reads still answer.
+ */
+function occurredAt(value: unknown): string {
+  return value instanceof Date && !Number.isNaN(value.getTime()) ? value.toISOString() : `not a time: ${String(value)}`;
+}
+
 /** An `audit_events` row (all its columns) as the record the API and verification use. */
 export function toRecord(row: Record<string, unknown>): AuditRecord {
   return {
     seq: Number(row.seq),
     id: row.id as string,
-    occurred_at: (row.occurred_at as Date).toISOString(),
+    occurred_at: occurredAt(row.occurred_at),
     type: row.type as string,
     outcome: row.outcome as AuditRecord['outcome'],
     actor_type: row.actor_type as AuditRecord['actor_type'],
@@ -777,10 +786,12 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     }
     const resumedFrom = resume?.seq;
     for (;;) {
-      const { rows } = await client.query<Record<string, unknown>>(`SELECT ${COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`, [
-        expectedSeq,
-        pageSize,
-      ]);
+      // `ms_exact`: events are written to the millisecond, which is all a JavaScript Date (and so
+      // the hash) holds; finer digits were set behind the writer's back.
+      const { rows } = await client.query<Record<string, unknown>>(
+        `SELECT ${COLUMNS}, occurred_at = date_trunc('milliseconds', occurred_at) AS ms_exact FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2`,
+        [expectedSeq, pageSize],
+      );
       for (const row of rows) {
         const record = toRecord(row);
         const invalid = (first_invalid_seq: number, reason: string): AuditVerification => ({
@@ -791,6 +802,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
           reason,
         });
         if (record.seq !== expectedSeq) return invalid(expectedSeq, `event ${expectedSeq} is missing`);
+        if (row.ms_exact === false) return invalid(record.seq, 'occurred_at holds digits below the millisecond, which no event is written with');
         if (record.prev_hash !== prevHash) {
           return invalid(
             record.seq,
