@@ -1,4 +1,4 @@
-import { generateKeyPairSync, sign } from 'node:crypto';
+import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -110,6 +110,34 @@ describe('audit retention: archive and prune under a signed marker', () => {
       code: 0,
       result: { valid: true, marker_verified: true },
     });
+  });
+
+  it('refuses an archive whose lines were rewritten in ways the hash does not see, even without its prune marker', async () => {
+    const first = await checkpointAfter(12);
+    await append(2);
+    const done = await archive(['--before', String(first + 1), '--out', out]);
+    expect(done).toMatchObject({ code: 0, result: { pruned: true, up_to_seq: first } });
+    const dir = done.result!.archive!;
+    const keyFile = publicKeyFileFor(services.config.auditCheckpointFile!);
+    // Whoever holds the archive drops the marker, then edits lines and fixes the manifest's digest.
+    await rm(join(dir, ARCHIVE_FILES.marker));
+    expect(await verifyCli(['--archive', dir, '--public-key', keyFile], false)).toMatchObject({ code: 0, result: { valid: true, marker_verified: false } });
+    const eventsFile = join(dir, ARCHIVE_FILES.events);
+    const original = (await readFile(eventsFile, 'utf8')).split('\n');
+    const rewrite = async (line: string) => {
+      const text = [...original.slice(0, 2), line, ...original.slice(3)].join('\n');
+      await writeFile(eventsFile, text);
+      const manifestFile = join(dir, ARCHIVE_FILES.manifest);
+      const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
+      await writeFile(manifestFile, JSON.stringify({ ...manifest, events_sha256: createHash('sha256').update(text, 'utf8').digest('hex') }));
+      return verifyCli(['--archive', dir, '--public-key', keyFile], false);
+    };
+    // A member given twice: JSON.parse keeps the last (what was hashed), other readers the first.
+    const twice = original[2].replace('"outcome":"info"', '"outcome":"success","outcome":"info"');
+    expect(twice).not.toBe(original[2]);
+    expect(await rewrite(twice)).toMatchObject({ code: 1, result: { valid: false, first_invalid_seq: 3 } });
+    // A member the hash does not cover.
+    expect(await rewrite(original[2].replace(/}$/, ',"approved_by":"cfo"}'))).toMatchObject({ code: 1, result: { valid: false, first_invalid_seq: 3 } });
   });
 
   it('an instance that wrote the pruned events does not take the prune for tampering', async () => {

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Pool } from 'pg';
-import type { AuditRecord } from './audit-event';
+import { parseRecordLine } from './audit-export';
 import { verifiedChainHash } from './audit-hash';
 import {
   checkpointDigest,
@@ -327,12 +327,10 @@ export async function verifyArchive(dir: string, keyring: CheckpointKeyring): Pr
   const lines = text.split('\n').filter((line) => line !== '');
   for (const line of lines) {
     const invalid = (reason: string) => fail(reason, { events: expected - manifest.from_seq, first_invalid_seq: expected, checkpoints_verified: verified });
-    let record: AuditRecord;
-    try {
-      record = JSON.parse(line) as AuditRecord;
-    } catch {
-      return invalid(`the line of event ${expected} is not JSON`);
-    }
+    // As written, byte for byte: a member the hash does not cover, or one given twice (which
+    // JSON readers resolve differently), is refused even when the marker is missing.
+    const record = parseRecordLine(line);
+    if (typeof record === 'string') return invalid(`the line of event ${expected} ${record}`);
     if (record.seq !== expected) return invalid(`event ${expected} is missing`);
     if (record.prev_hash !== prevHash) return invalid('prev_hash does not match the previous event');
     const { hash, prev_hash: _prev, ...body } = record;

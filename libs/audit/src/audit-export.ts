@@ -28,8 +28,11 @@ export interface ExportVerification {
   reason?: string;
 }
 
-/** The record of one export line, or why it is not one as the server writes it. */
-function parseLine(line: string): AuditRecord | string {
+/**
+ * The record of one line of an export or an archive's `events.jsonl`, or why it is not one as
+ * Writ writes it (`JSON.stringify` of the record, members in their order, nothing else).
+ */
+export function parseRecordLine(line: string): AuditRecord | string {
   let value: unknown;
   try {
     value = JSON.parse(line);
@@ -139,7 +142,7 @@ export function verifyExport(
   let verified = 0;
   let signedUpTo: number | null = null;
   for (const [index, line] of lines.entries()) {
-    const parsed = parseLine(line);
+    const parsed = parseRecordLine(line);
     const fail = (reason: string, seq?: number, extra: Partial<ExportVerification> = {}): ExportVerification => ({
       valid: false,
       events: index,
