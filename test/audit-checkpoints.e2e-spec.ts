@@ -262,6 +262,28 @@ describe('audit checkpoints against a database superuser', () => {
     expect(await cli(['--checkpoints', join(services.config.dataDir, 'empty.jsonl')])).toMatchObject({ code: 1, result: unlinked });
   });
 
+  it('reports a checkpoint whose time a superuser set to infinity as altered, never fails to verify, and keeps checkpointing', async () => {
+    const seqs = await storedCheckpoints();
+    await asSuperuser(async (client) => {
+      await client.query(`UPDATE audit_checkpoints SET signed_at = 'infinity' WHERE seq = $1`, [seqs[0]]);
+    });
+    const altered = { valid: false, invalid_checkpoint_seq: seqs[0], reason: expect.stringMatching(/not signed by a Writ checkpoint key/) };
+    const response = await api('/v1/audit/verify');
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject(altered);
+    expect(await cli([])).toMatchObject({ code: 1, result: altered });
+    expect(await offline()).toMatchObject({ code: 1, result: altered });
+    expect((await api('/v1/audit/checkpoints?limit=200')).status).toBe(200);
+    // The checkpointer reads the last checkpoint to link the next one: it still signs.
+    await asSuperuser(async (client) => {
+      await client.query(`UPDATE audit_checkpoints SET signed_at = '294276-01-01' WHERE seq = $1`, [seqs[seqs.length - 1]]);
+    });
+    await appendEvents(2);
+    await services.runtime.checkpointer!.trigger();
+    expect(await services.runtime.checkpointer!.trigger()).toBeUndefined();
+    expect((await storedCheckpoints()).length).toBe(seqs.length + 1);
+  });
+
   it('detects forged checkpoint rows: a rewrite covered by checkpoints signed with another key under the real kid', async () => {
     const kid = services.runtime.masterKey.checkpointSigningKey().kid;
     const forger = generateKeyPairSync('ed25519');

@@ -12,6 +12,7 @@ import {
   signCheckpoint,
   SignedCheckpoint,
 } from './audit-checkpoint';
+import { storedTime } from './audit-time';
 
 /** Key of the advisory lock under which one instance at a time signs a checkpoint. */
 const CHECKPOINT_LOCK = 7_311_044;
@@ -28,7 +29,7 @@ export interface CheckpointRow {
 
 /** A stored row as the signed checkpoint it records. */
 export function checkpointFromRow(row: CheckpointRow): SignedCheckpoint {
-  return { v: 1, seq: Number(row.seq), hash: row.hash, prev: row.prev, time: row.signed_at.toISOString(), kid: row.kid, sig: row.signature };
+  return { v: 1, seq: Number(row.seq), hash: row.hash, prev: row.prev, time: storedTime(row.signed_at), kid: row.kid, sig: row.signature };
 }
 
 /** The columns of `audit_checkpoints`, in {@link CheckpointRow} order. */

@@ -1,6 +1,7 @@
 import { createHash, verify as verifySignature } from 'node:crypto';
 import { canonicalize } from 'json-canonicalize';
 import type { CheckpointKeyring, CheckpointSigner } from './audit-checkpoint';
+import { storedTime } from './audit-time';
 
 /** What a prune marker signs: the prefix of the chain removed, and what was exported. */
 export interface PruneMarkerBody {
@@ -60,7 +61,7 @@ export function pruneMarkerFromRow(row: PruneRow): SignedPruneMarker {
     exported_sha256: row.exported_sha256,
     events: Number(row.events),
     prev: row.prev,
-    time: row.pruned_at.toISOString(),
+    time: storedTime(row.pruned_at),
     actor: row.actor,
     kid: row.kid,
     sig: row.signature,

@@ -17,6 +17,7 @@ import {
 import type { AuditEventInput, AuditQuery, AuditRecord, AuditVerification } from './audit-event';
 import { chainHashOfCanonicalData, verifiedChainHash } from './audit-hash';
 import { normaliseEventData } from './audit-canonical';
+import { storedTime } from './audit-time';
 import {
   CheckpointFileError,
   checkpointDigest,
@@ -264,21 +265,12 @@ function isoNow(): string {
   return isoText;
 }
 
-/**
- * An event's `occurred_at` as written (ISO 8601, UTC, milliseconds). A value no writer of Writ
- * stores (`infinity`, a year JavaScript cannot represent) keeps a text of its own, whose hash
- * does not match: verification names the event instead of failing, and reads still answer.
- */
-function occurredAt(value: unknown): string {
-  return value instanceof Date && !Number.isNaN(value.getTime()) ? value.toISOString() : `not a time: ${String(value)}`;
-}
-
 /** An `audit_events` row (all its columns) as the record the API and verification use. */
 export function toRecord(row: Record<string, unknown>): AuditRecord {
   return {
     seq: Number(row.seq),
     id: row.id as string,
-    occurred_at: occurredAt(row.occurred_at),
+    occurred_at: storedTime(row.occurred_at),
     type: row.type as string,
     outcome: row.outcome as AuditRecord['outcome'],
     actor_type: row.actor_type as AuditRecord['actor_type'],
