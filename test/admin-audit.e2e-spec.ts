@@ -155,6 +155,16 @@ describe('admin API: audit log', () => {
     expect((await http(`${services.adminUrl}/v1/audit/export`)).status).toBe(401);
   });
 
+  it('exports in ASCII: no reader splits a record at a Unicode line break, no bidi control reorders it on screen', async () => {
+    const text = `pay acct_1\u2028{"forged":1}\u0085 next\u2029 \u202eusd 000,01\u202c caf\u00e9 \ud83d\ude00 del\u007f`;
+    const [event] = await services.runtime.audit.record({ type: 'test.unicode', outcome: 'denied', actor: { type: 'agent', id: 'agent-1' }, data: { text } });
+    const exported = await exportLines('?type=test.unicode');
+    expect(exported.text).toMatch(/^[\x20-\x7e\n]+$/);
+    // Python's str.splitlines() breaks lines at all of these as well as at \n.
+    expect(exported.text.split(/\r\n|[\n\v\f\r\x1c-\x1e\x85\u2028\u2029]/)).toHaveLength(2);
+    expect(exported.records).toEqual([{ ...event, data: { text } }]);
+  });
+
   it('hashes a value as events store it, deterministically, for a viewer, without recording it', async () => {
     const before = Number((await services.runtime.pool.query('SELECT count(*) AS n FROM audit_events')).rows[0].n);
     const first = await api('POST', '/v1/audit/hash', { value: 'user-7@example.com' }, viewer);

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Pool } from 'pg';
-import { parseRecordLine } from './audit-export';
+import { auditRecordLine, parseRecordLine } from './audit-export';
 import { verifiedChainHash } from './audit-hash';
 import {
   checkpointDigest,
@@ -188,7 +188,7 @@ export async function archiveAndPrune(options: ArchiveOptions): Promise<ArchiveR
         [after, upTo],
       );
       if (rows.length === 0) break;
-      const text = rows.map((row) => JSON.stringify(toRecord(row)) + '\n').join('');
+      const text = rows.map((row) => auditRecordLine(toRecord(row)) + '\n').join('');
       digest.update(text, 'utf8');
       await handle.write(text);
       count += rows.length;

@@ -28,6 +28,20 @@ export interface ExportVerification {
   reason?: string;
 }
 
+/** Every character outside printable ASCII that JSON.stringify leaves as it is (it only appears inside strings). */
+const NOT_ASCII = /[\u007f-\uffff]/g;
+
+/**
+ * One record as a line of an export or an archive (without its newline): `JSON.stringify` of
+ * the record, every character past printable ASCII written as a `\uXXXX` escape. The same JSON
+ * value, but no reader splits it at U+2028, U+2029 or U+0085 (Python's `splitlines` does), no
+ * bidirectional control (U+202E…) reorders what a person reading the file sees, and no
+ * encoding or normalisation on the way changes its bytes.
+ */
+export function auditRecordLine(record: AuditRecord): string {
+  return JSON.stringify(record).replace(NOT_ASCII, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /**
  * The record of one line of an export or an archive's `events.jsonl`, or why it is not one as
  * Writ writes it (`JSON.stringify` of the record, members in their order, nothing else).
@@ -70,7 +84,8 @@ export function parseRecordLine(line: string): AuditRecord | string {
   } catch {
     return 'nests too deep to be an event of the log';
   }
-  if (written !== line) return 'is not the record as the server wrote it (extra, repeated or reformatted members)';
+  // Exports and archives written before lines were escaped to ASCII are JSON.stringify as is.
+  if (written !== line && auditRecordLine(canonical) !== line) return 'is not the record as the server wrote it (extra, repeated or reformatted members)';
   return canonical;
 }
 

@@ -3,7 +3,7 @@ import { ApiBadRequestResponse, ApiOkResponse, ApiProduces, ApiQuery } from '@ne
 import { ValidationFailedError } from '@writ/platform';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import type { Response } from 'express';
-import type { AuditRecord, AuditVerification } from '@writ/audit';
+import { auditRecordLine, type AuditRecord, type AuditVerification } from '@writ/audit';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { RequireRole } from '../auth/require-role.decorator';
 import type { Page } from '../common/cursor';
@@ -54,7 +54,7 @@ export class AuditController {
     return this.log.checkpoints(query);
   }
 
-  /** Every matching event, oldest first, one JSON record per line (`application/x-ndjson`). */
+  /** Every matching event, oldest first, one JSON record per line (`application/x-ndjson`), in ASCII (see `auditRecordLine`). */
   @Get('export')
   @ApiProduces('application/x-ndjson')
   @ApiOkResponse({ description: 'one audit record (as in GET /v1/audit) per line, oldest first' })
@@ -67,8 +67,8 @@ export class AuditController {
     response.setHeader('Content-Type', 'application/x-ndjson; charset=utf-8');
     response.setHeader('Cache-Control', 'no-store');
     if (!first.done) {
-      await write(response, JSON.stringify(first.value) + '\n');
-      for await (const record of records) await write(response, JSON.stringify(record) + '\n');
+      await write(response, auditRecordLine(first.value) + '\n');
+      for await (const record of records) await write(response, auditRecordLine(record) + '\n');
     }
     response.end();
   }
