@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Pool } from 'pg';
@@ -11,7 +11,7 @@ import {
   ExportVerification,
   parseCheckpointLines,
   parsePruneMarkerLines,
-  verifyExport,
+  verifyExportStream,
   CheckpointPublicKey,
   parsePublicKeys,
   readCheckpointFile,
@@ -142,8 +142,9 @@ async function exportOutcome(
   const source = checkpointsFile ?? config.auditCheckpointFile;
   if (checkpointsFile && !existsSync(checkpointsFile)) throw new UsageError(`no such checkpoint file: ${checkpointsFile}`);
   const anchors = source && existsSync(source) ? await readFile(source, 'utf8') : undefined;
-  const result = verifyExport(
-    await readFile(file, 'utf8'),
+  // A stream: an export of millions of events is larger than a string can be.
+  const result = await verifyExportStream(
+    createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20 }),
     checkpointKeyring(keys),
     anchors === undefined ? {} : { checkpoints: parseCheckpointLines(anchors), markers: parsePruneMarkerLines(anchors) },
   );

@@ -4,7 +4,7 @@ import { MasterKey } from '@writ/keys';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
 import { checkpointDigest, checkpointKeyring, signCheckpoint, SignedCheckpoint } from './audit-checkpoint';
 import type { AuditRecord } from './audit-event';
-import { verifyExport } from './audit-export';
+import { auditRecordLine, verifyExport, verifyExportStream } from './audit-export';
 import { chainHash } from './audit-hash';
 import { AuditService } from './audit.service';
 
@@ -80,6 +80,14 @@ describe('verifyExport (offline verification of GET /v1/audit/export)', () => {
       checkpoints_verified: 2,
       signed_up_to_seq: 9,
       unsigned_events: 3,
+    });
+    // Read as a stream, in chunks that cut lines (and escapes) anywhere: the same verdict.
+    const text = records.map((record) => auditRecordLine(record) + '\n').join('');
+    const chunks = Array.from({ length: Math.ceil(text.length / 7) }, (_, index) => text.slice(index * 7, index * 7 + 7));
+    await expect(verifyExportStream(chunks, keyring, { checkpoints })).resolves.toEqual(verifyExport(toLines(records), keyring, { checkpoints }));
+    await expect(verifyExportStream(chunks.slice(0, -1), keyring, { checkpoints })).resolves.toMatchObject({
+      valid: false,
+      reason: expect.stringMatching(/cut short/),
     });
     // A segment that starts right after a signed checkpoint is tied to it.
     expect(verifyExport(toLines(records.slice(4)), keyring, { checkpoints })).toMatchObject({ valid: true, start: 'checkpoint', from_seq: 5 });

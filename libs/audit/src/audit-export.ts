@@ -89,138 +89,168 @@ export function parseRecordLine(line: string): AuditRecord | string {
   return canonical;
 }
 
-/**
- * Verifies offline an export of `GET /v1/audit/export` (JSON lines, as downloaded, unfiltered):
- * each line exactly as the server writes it, `seq` consecutive (no event left out, repeated
- * or moved), each `prev_hash` the previous `hash`, each `hash` recomputed, and, against
- * checkpoints and prune markers signed by a key of `keyring` (kept outside the database: the
- * checkpoint file and the public key), the signed hash at every checkpointed `seq` inside the
- * export and where the export starts. Two signed checkpoints that disagree about one `seq` mean
- * the chain was rewritten or restarted. Events after the last signed checkpoint are reported
- * (`unsigned_events`): whoever can write the database could have rewritten them.
- */
-export function verifyExport(
-  text: string,
-  keyring: CheckpointKeyring,
-  anchors: { checkpoints?: readonly SignedCheckpoint[]; markers?: readonly SignedPruneMarker[] } = {},
-): ExportVerification {
-  const signed = new Map<number, { hash: string; source: 'checkpoint' | 'prune_marker' }>();
-  const empty = { events: 0, checkpoints_verified: 0, signed_up_to_seq: null, unsigned_events: 0 };
+type Anchor = { hash: string; source: 'checkpoint' | 'prune_marker' };
+/** The checkpoints and prune markers (from the checkpoint file) an export is checked against. */
+export interface ExportAnchors {
+  checkpoints?: readonly SignedCheckpoint[];
+  markers?: readonly SignedPruneMarker[];
+}
+
+const NOTHING = { events: 0, checkpoints_verified: 0, signed_up_to_seq: null, unsigned_events: 0 } as const;
+
+/** The signed hashes by `seq`, or the first checkpoint or marker that cannot be trusted. */
+function signedHashes(keyring: CheckpointKeyring, anchors: ExportAnchors): Map<number, Anchor> | ExportVerification {
+  const signed = new Map<number, Anchor>();
+  const refuse = (seq: number, reason: string): ExportVerification => ({ valid: false, ...NOTHING, invalid_checkpoint_seq: seq, reason });
   for (const checkpoint of anchors.checkpoints ?? []) {
-    if (!checkpointSignatureValid(checkpoint, keyring)) {
-      return {
-        valid: false,
-        ...empty,
-        invalid_checkpoint_seq: checkpoint.seq,
-        reason: `the checkpoint at seq ${checkpoint.seq} is not signed by a trusted key`,
-      };
-    }
+    if (!checkpointSignatureValid(checkpoint, keyring)) return refuse(checkpoint.seq, `the checkpoint at seq ${checkpoint.seq} is not signed by a trusted key`);
     const twin = signed.get(checkpoint.seq);
     if (twin && twin.hash !== checkpoint.hash) {
-      return {
-        valid: false,
-        ...empty,
-        invalid_checkpoint_seq: checkpoint.seq,
-        reason: `two signed checkpoints at seq ${checkpoint.seq} hold different hashes: the chain was rewritten or restarted`,
-      };
+      return refuse(checkpoint.seq, `two signed checkpoints at seq ${checkpoint.seq} hold different hashes: the chain was rewritten or restarted`);
     }
     signed.set(checkpoint.seq, { hash: checkpoint.hash, source: 'checkpoint' });
   }
   for (const marker of anchors.markers ?? []) {
-    if (!pruneMarkerSignatureValid(marker, keyring)) {
-      return {
-        valid: false,
-        ...empty,
-        invalid_checkpoint_seq: marker.up_to_seq,
-        reason: `the prune marker at seq ${marker.up_to_seq} is not signed by a trusted key`,
-      };
-    }
+    if (!pruneMarkerSignatureValid(marker, keyring))
+      return refuse(marker.up_to_seq, `the prune marker at seq ${marker.up_to_seq} is not signed by a trusted key`);
     const twin = signed.get(marker.up_to_seq);
-    if (twin && twin.hash !== marker.up_to_hash) {
-      return {
-        valid: false,
-        ...empty,
-        invalid_checkpoint_seq: marker.up_to_seq,
-        reason: `the prune marker at seq ${marker.up_to_seq} disagrees with a signed checkpoint`,
-      };
-    }
+    if (twin && twin.hash !== marker.up_to_hash)
+      return refuse(marker.up_to_seq, `the prune marker at seq ${marker.up_to_seq} disagrees with a signed checkpoint`);
     if (!twin) signed.set(marker.up_to_seq, { hash: marker.up_to_hash, source: 'prune_marker' });
   }
+  return signed;
+}
 
-  if (text === '') return { valid: false, ...empty, reason: 'the export holds no event' };
-  if (!text.endsWith('\n')) return { valid: false, ...empty, reason: 'the export does not end with a complete line (cut short?)' };
-  const lines = text.slice(0, -1).split('\n');
-  let from: number | undefined;
-  let start: ExportVerification['start'];
-  let expected = 0;
-  let prevHash = '';
-  let verified = 0;
-  let signedUpTo: number | null = null;
-  for (const [index, line] of lines.entries()) {
-    const parsed = parseRecordLine(line);
+/** The walk of an export, one line at a time (so that an export of any size is read as a stream). */
+class ExportWalk {
+  private lines = 0;
+  private from: number | undefined;
+  private start: ExportVerification['start'];
+  private expected = 0;
+  private prevHash = '';
+  private verified = 0;
+  private signedUpTo: number | null = null;
+
+  constructor(private readonly signed: Map<number, Anchor>) {}
+
+  /** Checks the next line (without its newline); returns the verdict when it is invalid. */
+  line(line: string): ExportVerification | undefined {
+    const index = this.lines;
+    this.lines += 1;
     const fail = (reason: string, seq?: number, extra: Partial<ExportVerification> = {}): ExportVerification => ({
       valid: false,
       events: index,
-      ...(from !== undefined ? { from_seq: from } : {}),
-      ...(start ? { start } : {}),
-      checkpoints_verified: verified,
-      signed_up_to_seq: signedUpTo,
+      ...(this.from !== undefined ? { from_seq: this.from } : {}),
+      ...(this.start ? { start: this.start } : {}),
+      checkpoints_verified: this.verified,
+      signed_up_to_seq: this.signedUpTo,
       unsigned_events: 0,
       ...(seq !== undefined ? { first_invalid_seq: seq } : {}),
       reason,
       ...extra,
     });
-    if (typeof parsed === 'string') return fail(`line ${index + 1} ${parsed}`, from === undefined ? undefined : expected);
-    const record = parsed;
-    if (from === undefined) {
-      from = record.seq;
-      expected = record.seq;
-      const before = signed.get(record.seq - 1);
+    const record = parseRecordLine(line);
+    if (typeof record === 'string') return fail(`line ${index + 1} ${record}`, this.from === undefined ? undefined : this.expected);
+    if (this.from === undefined) {
+      this.from = record.seq;
+      this.expected = record.seq;
+      const before = this.signed.get(record.seq - 1);
       if (record.seq === 1) {
         if (record.prev_hash !== GENESIS) return fail('event 1 does not start from the genesis hash', 1);
-        start = 'genesis';
+        this.start = 'genesis';
       } else if (before) {
         if (record.prev_hash !== before.hash) {
           return fail(`prev_hash of event ${record.seq} is not the hash signed at seq ${record.seq - 1}`, record.seq, {
             invalid_checkpoint_seq: record.seq - 1,
           });
         }
-        start = before.source;
+        this.start = before.source;
       } else {
-        start = 'unanchored';
+        this.start = 'unanchored';
       }
-      prevHash = record.prev_hash;
+      this.prevHash = record.prev_hash;
     }
-    if (record.seq < expected) return fail(`event ${record.seq} appears again or out of order after event ${expected - 1}`, record.seq);
-    if (record.seq > expected) return fail(`event ${expected} is missing`, expected);
-    if (record.prev_hash !== prevHash) return fail('prev_hash does not match the previous event', record.seq);
+    if (record.seq < this.expected) return fail(`event ${record.seq} appears again or out of order after event ${this.expected - 1}`, record.seq);
+    if (record.seq > this.expected) return fail(`event ${this.expected} is missing`, this.expected);
+    if (record.prev_hash !== this.prevHash) return fail('prev_hash does not match the previous event', record.seq);
     const { hash, prev_hash: _prev, ...body } = record;
-    const recomputed = verifiedChainHash(prevHash, body);
-    if (recomputed !== hash) return fail('hash does not match the event content', record.seq);
-    const anchor = signed.get(record.seq);
+    if (verifiedChainHash(this.prevHash, body) !== hash) return fail('hash does not match the event content', record.seq);
+    const anchor = this.signed.get(record.seq);
     if (anchor && anchor.hash !== hash) {
       return fail(`the hash at seq ${record.seq} is not the one signed for it: events up to ${record.seq} were rewritten`, record.seq, {
         invalid_checkpoint_seq: record.seq,
       });
     }
     if (anchor) {
-      verified += anchor.source === 'checkpoint' ? 1 : 0;
-      signedUpTo = record.seq;
+      this.verified += anchor.source === 'checkpoint' ? 1 : 0;
+      this.signedUpTo = record.seq;
     }
-    prevHash = hash;
-    expected += 1;
+    this.prevHash = hash;
+    this.expected += 1;
+    return undefined;
   }
-  const to = expected - 1;
-  return {
-    valid: true,
-    events: lines.length,
-    from_seq: from,
-    to_seq: to,
-    start,
-    checkpoints_verified: verified,
-    signed_up_to_seq: signedUpTo,
-    unsigned_events: signedUpTo === null ? lines.length : to - signedUpTo,
-  };
+
+  /** The verdict once every line was read; `rest` is what followed the last newline. */
+  end(rest: string): ExportVerification {
+    if (rest !== '') return { valid: false, ...NOTHING, events: this.lines, reason: 'the export does not end with a complete line (cut short?)' };
+    if (this.lines === 0) return { valid: false, ...NOTHING, reason: 'the export holds no event' };
+    const to = this.expected - 1;
+    return {
+      valid: true,
+      events: this.lines,
+      from_seq: this.from,
+      to_seq: to,
+      start: this.start,
+      checkpoints_verified: this.verified,
+      signed_up_to_seq: this.signedUpTo,
+      unsigned_events: this.signedUpTo === null ? this.lines : to - this.signedUpTo,
+    };
+  }
+}
+
+/**
+ * Verifies offline an export of `GET /v1/audit/export` (JSON lines, as downloaded, unfiltered),
+ * read as a stream of text chunks: each line exactly as the server writes it, `seq` consecutive
+ * (no event left out, repeated or moved), each `prev_hash` the previous `hash`, each `hash`
+ * recomputed, and, against checkpoints and prune markers signed by a key of `keyring` (kept
+ * outside the database: the checkpoint file and the public key), the signed hash at every
+ * checkpointed `seq` inside the export and where the export starts. Two signed checkpoints that
+ * disagree about one `seq` mean the chain was rewritten or restarted. Events after the last
+ * signed checkpoint are reported (`unsigned_events`): whoever can write the database could
+ * have rewritten them.
+ */
+export async function verifyExportStream(
+  chunks: AsyncIterable<string> | Iterable<string>,
+  keyring: CheckpointKeyring,
+  anchors: ExportAnchors = {},
+): Promise<ExportVerification> {
+  const signed = signedHashes(keyring, anchors);
+  if (!(signed instanceof Map)) return signed;
+  const walk = new ExportWalk(signed);
+  let rest = '';
+  for await (const chunk of chunks) {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop()!;
+    for (const line of lines) {
+      const invalid = walk.line(line);
+      if (invalid) return invalid;
+    }
+  }
+  return walk.end(rest);
+}
+
+/** {@link verifyExportStream} of an export held whole in memory. */
+export function verifyExport(text: string, keyring: CheckpointKeyring, anchors: ExportAnchors = {}): ExportVerification {
+  const signed = signedHashes(keyring, anchors);
+  if (!(signed instanceof Map)) return signed;
+  const walk = new ExportWalk(signed);
+  const lines = text.split('\n');
+  const rest = lines.pop()!;
+  for (const line of lines) {
+    const invalid = walk.line(line);
+    if (invalid) return invalid;
+  }
+  return walk.end(rest);
 }
 
 /** The prune markers of a checkpoint file (JSON lines; checkpoints and unreadable lines are left to {@link parseCheckpointLines}). */
