@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Pool } from 'pg';
@@ -286,13 +286,17 @@ export async function archiveAndPrune(options: ArchiveOptions): Promise<ArchiveR
  * segment starts) and the prune marker's signature and checkpoint.
  */
 export async function verifyArchive(dir: string, keyring: CheckpointKeyring): Promise<ArchiveVerification> {
+  const eventsFile = join(dir, ARCHIVE_FILES.events);
   let manifest: ArchiveManifest;
-  let text: string;
+  let sha256: string;
   let checkpoints: SignedCheckpoint[];
   try {
     manifest = JSON.parse(await readFile(join(dir, ARCHIVE_FILES.manifest), 'utf8')) as ArchiveManifest;
-    text = await readFile(join(dir, ARCHIVE_FILES.events), 'utf8');
     checkpoints = parseCheckpointLines(await readFile(join(dir, ARCHIVE_FILES.checkpoints), 'utf8'));
+    // Streamed, here and in the walk below: a month of events is larger than a string can be.
+    const digest = createHash('sha256');
+    for await (const chunk of createReadStream(eventsFile)) digest.update(chunk as Buffer);
+    sha256 = digest.digest('hex');
   } catch (error) {
     return { valid: false, events: 0, checkpoints_verified: 0, marker_verified: false, reason: `unreadable archive: ${(error as Error).message}` };
   }
@@ -306,7 +310,6 @@ export async function verifyArchive(dir: string, keyring: CheckpointKeyring): Pr
     reason,
     ...extra,
   });
-  const sha256 = createHash('sha256').update(text, 'utf8').digest('hex');
   if (sha256 !== manifest.events_sha256) return fail('events.jsonl does not have the SHA-256 of the manifest');
   const previous = manifest.previous_marker;
   if (previous) {
@@ -324,8 +327,8 @@ export async function verifyArchive(dir: string, keyring: CheckpointKeyring): Pr
   let prevHash = manifest.start_hash;
   let expected = manifest.from_seq;
   let verified = 0;
-  const lines = text.split('\n').filter((line) => line !== '');
-  for (const line of lines) {
+  let events = 0;
+  const step = (line: string): ArchiveVerification | undefined => {
     const invalid = (reason: string) => fail(reason, { events: expected - manifest.from_seq, first_invalid_seq: expected, checkpoints_verified: verified });
     // As written, byte for byte: a member the hash does not cover, or one given twice (which
     // JSON readers resolve differently), is refused even when the marker is missing.
@@ -342,8 +345,23 @@ export async function verifyArchive(dir: string, keyring: CheckpointKeyring): Pr
     if (anchor) verified += 1;
     prevHash = hash;
     expected += 1;
+    events += 1;
+    return undefined;
+  };
+  let rest = '';
+  try {
+    for await (const chunk of createReadStream(eventsFile, { encoding: 'utf8', highWaterMark: 1 << 20 })) {
+      const lines = (rest + (chunk as string)).split('\n');
+      rest = lines.pop()!;
+      for (const line of lines) {
+        const invalid = step(line);
+        if (invalid) return invalid;
+      }
+    }
+  } catch (error) {
+    return fail(`unreadable archive: ${(error as Error).message}`);
   }
-  const events = lines.length;
+  if (rest !== '') return fail('events.jsonl does not end with a complete line', { events, checkpoints_verified: verified });
   const end = anchors.get(manifest.up_to_seq);
   if (expected - 1 !== manifest.up_to_seq || !end || end.hash !== prevHash) {
     return fail(`the events do not end at the signed checkpoint at seq ${manifest.up_to_seq}`, { events, checkpoints_verified: verified });
