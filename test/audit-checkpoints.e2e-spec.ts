@@ -190,6 +190,7 @@ describe('audit checkpoints against a database superuser', () => {
         checkpoints_verified: seqs.length,
         signed_up_to_seq: seqs[seqs.length - 1],
         unsigned_events: 3,
+        latest_signed_seq: seqs[seqs.length - 1],
         export: exported,
         checkpoint_file: checkpointFile(),
       },

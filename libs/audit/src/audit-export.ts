@@ -23,6 +23,11 @@ export interface ExportVerification {
   signed_up_to_seq: number | null;
   /** Events after `signed_up_to_seq`: consistent, but nothing signed vouches for them yet. */
   unsigned_events: number;
+  /**
+   * The highest `seq` any given checkpoint or prune marker signs (null without any): an export
+   * whose `to_seq` is below it ends before what was already signed (older, or cut short).
+   */
+  latest_signed_seq?: number | null;
   first_invalid_seq?: number;
   invalid_checkpoint_seq?: number;
   reason?: string;
@@ -192,6 +197,8 @@ class ExportWalk {
 
   /** The verdict once every line was read; `rest` is what followed the last newline. */
   end(rest: string): ExportVerification {
+    let latest: number | null = null;
+    for (const seq of this.signed.keys()) latest = latest === null || seq > latest ? seq : latest;
     if (rest !== '') return { valid: false, ...NOTHING, events: this.lines, reason: 'the export does not end with a complete line (cut short?)' };
     if (this.lines === 0) return { valid: false, ...NOTHING, reason: 'the export holds no event' };
     const to = this.expected - 1;
@@ -204,6 +211,7 @@ class ExportWalk {
       checkpoints_verified: this.verified,
       signed_up_to_seq: this.signedUpTo,
       unsigned_events: this.signedUpTo === null ? this.lines : to - this.signedUpTo,
+      latest_signed_seq: latest,
     };
   }
 }
