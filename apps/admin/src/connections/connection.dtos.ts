@@ -1,6 +1,6 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, ArrayUnique, IsArray, IsInt, IsObject, IsOptional, IsString, Length, Max, MaxLength, Min } from 'class-validator';
-import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, QueryInteger } from '../common/page-query.dto';
+import { ApiProperty, ApiPropertyOptional, OmitType } from '@nestjs/swagger';
+import { ArrayMaxSize, ArrayUnique, IsArray, IsObject, IsOptional, IsString, Length, MaxLength } from 'class-validator';
+import { PageQueryDto } from '../common/page-query.dto';
 
 /** `POST /v1/identity-providers`: a trusted issuer of users' tokens. */
 export class CreateIdentityProviderDto {
@@ -45,15 +45,7 @@ export class IdentityProviderListDto {
 }
 
 /** `GET /v1/identity-providers`: a page by issuer (its cursor carries an issuer, up to 2048 characters). */
-export class ListIdentityProvidersQueryDto {
-  @ApiPropertyOptional({ minimum: 1, maximum: MAX_PAGE_SIZE, default: DEFAULT_PAGE_SIZE, description: 'items per page' })
-  @IsOptional()
-  @QueryInteger()
-  @IsInt()
-  @Min(1)
-  @Max(MAX_PAGE_SIZE)
-  limit?: number;
-
+export class ListIdentityProvidersQueryDto extends OmitType(PageQueryDto, ['cursor'] as const) {
   @ApiPropertyOptional({ description: 'the `next_cursor` of the previous page (opaque)' })
   @IsOptional()
   @IsString()
