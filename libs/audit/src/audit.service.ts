@@ -186,6 +186,9 @@ const APPEND: SessionStatement = {
     UPDATE audit_chain_head SET seq = $2::bigint, hash = $3::text WHERE id = 1 AND (SELECT count(*) FROM appended) = $4::int`,
 };
 
+/** An optional event column as stored: null, or the text well-formed. */
+const orNull = (value: string | null | undefined): string | null => (value == null ? null : wellFormed(value));
+
 /** The {@link APPEND} document of `records` (`dataTexts`: the canonical JSON of each one's data). */
 function appendDocument(records: readonly AuditRecord[], dataTexts: readonly string[]): string {
   // Each scalar as JSON, lone surrogates replaced as `pg` does for a text parameter (in the JSON
@@ -606,13 +609,14 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
           // Time-ordered (UUIDv7): the `id` index is appended to, as `seq`'s is (see `newJti`).
           id: uuidv7(),
           occurred_at: isoNow(),
-          type: input.type,
+          // Hashed as stored: a lone surrogate is written as U+FFFD (see appendDocument).
+          type: wellFormed(input.type),
           outcome: input.outcome,
           actor_type: input.actor.type,
-          actor_id: input.actor.id ?? null,
-          agent_id: input.agentId ?? null,
-          task_id: input.taskId ?? null,
-          connector_id: input.connectorId ?? null,
+          actor_id: orNull(input.actor.id),
+          agent_id: orNull(input.agentId),
+          task_id: orNull(input.taskId),
+          connector_id: orNull(input.connectorId),
           data: data.value,
           prev_hash: prevHash,
           hash: '',
