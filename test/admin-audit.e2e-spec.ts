@@ -220,7 +220,34 @@ describe('admin API: audit log', () => {
     const response = await fetch(`${services.adminUrl}/v1/audit/export`, { headers: { authorization: `Bearer ${viewer}` } });
     expect(response.status).toBe(200);
     await expect(response.text()).rejects.toThrow();
-    // The service is still up.
+    // The service is still up, and the list holding that row still answers, naming it.
     expect((await api('GET', '/v1/audit?limit=1', undefined, viewer)).status).toBe(200);
+    const page = await api('GET', '/v1/audit?limit=10&type=test.filler', undefined, viewer);
+    expect(page.status).toBe(200);
+    expect(page.body.items.filter((event: { data: { unreadable?: string } }) => event.data.unreadable?.includes('not written by Writ'))).toHaveLength(1);
+  });
+
+  it("answers a task's evidence when a superuser nested an event's data past what JSON serialises", async () => {
+    const nested = (levels: number) => '{"d":'.repeat(levels) + '{}' + '}'.repeat(levels);
+    const client = new Client({ connectionString: services.db.url });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL session_replication_role = replica');
+      const { rows } = await client.query(
+        `UPDATE audit_events SET data = $1::jsonb WHERE seq = (SELECT min(seq) FROM audit_events WHERE task_id = $2 AND type = 'token.issued') RETURNING seq`,
+        [nested(8_000), taskId],
+      );
+      expect(rows).toHaveLength(1);
+      await client.query('COMMIT');
+    } finally {
+      await client.end();
+    }
+    const evidence = await api('GET', `/v1/tasks/${taskId}/evidence`, undefined, viewer);
+    expect(evidence.status).toBe(200);
+    expect(evidence.body.chain.verified).toBe(false);
+    const issued = evidence.body.events.find((event: { type: string }) => event.type === 'token.issued');
+    expect(issued.data).toEqual({ unreadable: expect.stringContaining('not written by Writ') });
+    expect((await api('GET', `/v1/audit?task_id=${taskId}`, undefined, viewer)).status).toBe(200);
   });
 });

@@ -6,3 +6,4 @@ export * from './audit-checkpointer';
 export * from './audit-prune';
 export * from './audit-archive';
 export * from './audit-export';
+export * from './audit-readable';

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { AuditQuery, AuditRecord, AuditService, AuditVerification } from '@writ/audit';
+import { AuditQuery, AuditRecord, AuditService, AuditVerification, readableRecord } from '@writ/audit';
 import { MasterKey } from '@writ/keys';
 import { ValidationFailedError } from '@writ/platform';
 import { AdminThrottledError } from '../auth/admin-auth.errors';
@@ -52,7 +52,7 @@ export class AuditLogService {
     const after = decodeCursor(query.cursor, isSeqCursor);
     const limit = query.limit ?? DEFAULT_AUDIT_PAGE;
     const page = await this.audit.list(this.filters(query), { limit, after: after?.s });
-    return { items: page.items, next_cursor: page.nextCursor === null ? null : encodeCursor({ s: page.nextCursor }) };
+    return { items: page.items.map(readableRecord), next_cursor: page.nextCursor === null ? null : encodeCursor({ s: page.nextCursor }) };
   }
 
   /** Every matching event, oldest first (read in pages, never all in memory). */

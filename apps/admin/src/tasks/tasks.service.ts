@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
-import { AuditService, chainHash } from '@writ/audit';
+import { AuditService, readableRecord, verifiedChainHash } from '@writ/audit';
 import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
@@ -89,8 +89,10 @@ export class AdminTasksService {
    */
   async evidence(id: string): Promise<TaskEvidenceDto> {
     const task = await this.get(id);
-    const events = await this.audit.forTask(id);
-    const altered = events.find(({ hash, prev_hash: prevHash, ...body }) => chainHash(prevHash, body) !== hash);
+    const stored = await this.audit.forTask(id);
+    // Checked as stored; answered readable (data nested past what JSON serialises was placed by hand).
+    const altered = stored.find(({ hash, prev_hash: prevHash, ...body }) => verifiedChainHash(prevHash, body) !== hash);
+    const events = stored.map(readableRecord);
     const verification = await this.audit.verify();
     let reason: string | undefined;
     if (altered) reason = `event ${altered.seq} does not match its hash`;
