@@ -50,6 +50,9 @@ describe('faults: overload is shed, admitted requests finish', () => {
     expect(text).toMatch(/writ_shed_requests_total\{service="admin",reason="overload"\} [1-9]/);
     expect(text).toContain('writ_db_pool_connections{state="waiting"}');
     expect(text).toMatch(/writ_audit_batch_events_count [1-9]/);
+    // The checkpoints: the tail no signature covers yet, and no failed attempt.
+    expect(text).toMatch(/writ_audit_unsigned_events [0-9]+/);
+    expect(text).toContain('writ_audit_checkpoint_failures_total 0');
   });
 
   it('keeps a well-formed X-Request-Id and replaces any other', async () => {

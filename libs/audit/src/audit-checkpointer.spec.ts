@@ -289,4 +289,23 @@ describe('AuditCheckpointer', () => {
     const verification = await new AuditService(pool, { checkpointKeys: [signer.publicJwk], checkpointFile: file }).verify();
     expect(verification).toMatchObject({ valid: false, reason: 'line 1 of the checkpoint file is not JSON' });
   });
+
+  it('reports its unsigned events, failed attempts and last success, also where another instance signs', async () => {
+    const signing = new AuditCheckpointer(pool, signer, { every: 1000, intervalMs: 3_600_000 });
+    const other = new AuditCheckpointer(pool, signer, { every: 1000, intervalMs: 3_600_000 });
+    await Promise.all([signing.start(), other.start()]);
+    const audit = new AuditService(pool, { onAppended: (events) => other.noteAppended(events) });
+    await Promise.all([audit.record(event(1)), audit.record(event(2)), audit.record(event(3))]);
+    expect(other.status()).toEqual({ unsignedEvents: 3, failures: 0, lastSuccessMs: undefined });
+    expect(await signing.checkpoint()).toBeDefined();
+    // `other` did not sign; its next attempt learns how far the signed checkpoints reach.
+    await other.trigger();
+    expect(other.status()).toEqual({ unsignedEvents: 0, failures: 0, lastSuccessMs: expect.any(Number) });
+    const broken = new Pool({ connectionString: db.url.replace(/\/[^/]*$/, '/no_such_database'), max: 1 });
+    const failing = new AuditCheckpointer(broken, signer, { every: 1000, intervalMs: 3_600_000 });
+    await failing.trigger();
+    expect(failing.status()).toMatchObject({ failures: 1, lastSuccessMs: undefined });
+    await broken.end();
+    await Promise.all([signing.stop(), other.stop()]);
+  });
 });

@@ -72,6 +72,10 @@ export class AuditCheckpointer {
   private running: Promise<SignedCheckpoint | undefined> | undefined;
   private lastSeq = 0;
   private stopped = false;
+  /** The newest event this instance appended (see {@link status}). */
+  private newestSeq = 0;
+  private failures = 0;
+  private lastSuccessMs: number | undefined;
   /** Hashes of events this instance appended, until a checkpoint covers them (see {@link checkOwnEvents}). */
   private readonly own = new Map<number, string>();
 
@@ -80,6 +84,15 @@ export class AuditCheckpointer {
     private readonly signer: CheckpointSigner,
     private readonly options: AuditCheckpointerOptions,
   ) {}
+
+  /**
+   * For the metrics: how many of the events this instance appended no signed checkpoint covers
+   * yet (the tail a database administrator could rewrite unseen, see docs/audit.md), how many
+   * checkpoint attempts failed, and when one last succeeded (signed, or found nothing to sign).
+   */
+  status(): { unsignedEvents: number; failures: number; lastSuccessMs: number | undefined } {
+    return { unsignedEvents: Math.max(0, this.newestSeq - this.lastSeq), failures: this.failures, lastSuccessMs: this.lastSuccessMs };
+  }
 
   /** The public key that verifies this instance's checkpoints. */
   get publicKey(): CheckpointPublicKey {
@@ -111,6 +124,7 @@ export class AuditCheckpointer {
       }
     }
     const headSeq = events[events.length - 1].seq;
+    this.newestSeq = Math.max(this.newestSeq, headSeq);
     if (!this.stopped && headSeq - this.lastSeq >= this.options.every) void this.trigger();
   }
 
@@ -118,7 +132,12 @@ export class AuditCheckpointer {
   trigger(): Promise<SignedCheckpoint | undefined> {
     if (this.running) return this.running;
     this.running = this.checkpoint()
+      .then((checkpoint) => {
+        this.lastSuccessMs = Date.now();
+        return checkpoint;
+      })
       .catch((error: unknown) => {
+        this.failures += 1;
         this.options.onError?.(error);
         return undefined;
       })
@@ -162,6 +181,10 @@ export class AuditCheckpointer {
             checkpoint.sig,
           ]);
         }
+      } else if (!altered) {
+        // Another instance signs: learn how far, so that this one's unsigned count is right.
+        const last = await client.query<{ seq: string | null }>('SELECT max(seq) AS seq FROM audit_checkpoints');
+        this.lastSeq = Math.max(this.lastSeq, Number(last.rows[0]?.seq ?? 0));
       }
       await client.query('COMMIT');
     } catch (error) {

@@ -192,6 +192,40 @@ export class WritMetrics {
     this.policyVersion = version;
   }
 
+  /**
+   * The audit checkpoints of this process, read at every scrape: events not yet covered by a
+   * signed checkpoint, failed attempts, and the time of the last successful one.
+   */
+  trackCheckpoints(status: () => { unsignedEvents: number; failures: number; lastSuccessMs: number | undefined }): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'writ_audit_unsigned_events',
+      help: 'Events this process appended that no signed audit checkpoint covers yet',
+      registers,
+      collect() {
+        this.set(status().unsignedEvents);
+      },
+    });
+    new Counter({
+      name: 'writ_audit_checkpoint_failures_total',
+      help: 'Audit checkpoint attempts that failed (retried at the next trigger)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(status().failures);
+      },
+    });
+    new Gauge({
+      name: 'writ_audit_checkpoint_last_success_timestamp_seconds',
+      help: 'When an audit checkpoint attempt last succeeded (signed, or found nothing new to sign)',
+      registers,
+      collect() {
+        const at = status().lastSuccessMs;
+        if (at !== undefined) this.set(at / 1000);
+      },
+    });
+  }
+
   /** Stops observing process-wide sources (policy evaluations). */
   close(): void {
     this.stopObserving();

@@ -276,6 +276,8 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   await warnIfPoolExceedsServer(pool, logger);
   traceQueries(pool);
   const metrics = new WritMetrics(pool);
+  const signer = checkpointer;
+  if (signer) metrics.trackCheckpoints(() => signer.status());
   const changes = new ChangeListener({
     connection: { ...pool.options, application_name: 'writ-listen' },
     onLost: (error) =>
