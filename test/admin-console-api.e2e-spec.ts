@@ -106,3 +106,52 @@ describe('admin API for the console', () => {
     expect(doc.body.components.schemas.AdminTaskDto.properties).toHaveProperty('calls');
   });
 });
+
+/** A hostile page in the admin's browser, with the failure throttle at its real strength. */
+describe('admin API against another site in the admin browser', () => {
+  const LIMIT = 5;
+  let services: TestServices;
+
+  beforeAll(async () => {
+    services = await startTestServices({ admin: createAdminApp, env: { WRIT_THROTTLE_SOURCE_FAILURES: String(LIMIT) } });
+  });
+  afterAll(async () => services.close());
+
+  it("refuses another site's requests without counting them, so they cannot lock the admin out", async () => {
+    // What Chromium sends for `fetch(url, {mode: 'no-cors', method: 'POST', body})` and an
+    // <img src> from a page on another site (or another port of the same host: `same-site`).
+    const foreign = [
+      {
+        method: 'POST',
+        headers: { 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'no-cors', origin: 'https://evil.example', 'content-type': 'text/plain' },
+        body: 'x',
+      },
+      { method: 'GET', headers: { 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'no-cors', 'sec-fetch-dest': 'image' } },
+      {
+        method: 'POST',
+        headers: { 'sec-fetch-site': 'same-site', 'sec-fetch-mode': 'no-cors', origin: 'http://127.0.0.1:1', 'content-type': 'text/plain' },
+        body: 'x',
+      },
+    ];
+    const answers = await Promise.all(Array.from({ length: LIMIT * 4 }, (_, i) => http(`${services.adminUrl}/v1/agents`, foreign[i % foreign.length])));
+    for (const answer of answers) {
+      expect(answer.status).toBe(403);
+      expect(answer.body).toEqual({ error: 'forbidden', message: expect.stringContaining('another site') });
+      expect(answer.headers.get('cache-control')).toBe('no-store');
+    }
+    // The admin, from the same address, is still served.
+    const self = await sendJson('GET', `${services.adminUrl}/v1/admin-tokens/self`, undefined, services.adminToken);
+    expect(self.status).toBe(200);
+    // Even with its admin token, a cross-site request is refused (the console is same-origin).
+    const forged = await http(`${services.adminUrl}/v1/admin-tokens/self`, {
+      headers: { authorization: `Bearer ${services.adminToken}`, 'sec-fetch-site': 'cross-site' },
+    });
+    expect(forged.status).toBe(403);
+    // The console's own calls (same-origin) and tools without Fetch Metadata still authenticate as before.
+    const sameOrigin = await http(`${services.adminUrl}/v1/admin-tokens/self`, {
+      headers: { authorization: `Bearer ${services.adminToken}`, 'sec-fetch-site': 'same-origin' },
+    });
+    expect(sameOrigin.status).toBe(200);
+    expect((await http(`${services.adminUrl}/v1/agents`)).status).toBe(401);
+  });
+});

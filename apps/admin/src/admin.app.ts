@@ -7,6 +7,7 @@ import { carriesBody, createHttpApp, Runtime, strictJsonBody } from '@writ/platf
 import { AdminModule } from './admin.module';
 import { authenticateBeforeBody } from './auth/admin-auth.filter';
 import { AdminAuthenticator } from './auth/admin-authenticator';
+import { refuseCrossSiteRequests } from './auth/cross-site.filter';
 import { mountConsole } from './console/console-static';
 import { MAX_POLICY_BUNDLE_BYTES } from './policies/policy-distribution.service';
 
@@ -35,6 +36,9 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
   const app = await createHttpApp(AdminModule.forRoot(runtime, policy), runtime, {
     name: 'admin',
     configure: (instance) => {
+      // Another site's page in an admin's browser is refused before its requests count as failed
+      // authentications of the admin's own address (and lock the admin out).
+      instance.use('/v1', refuseCrossSiteRequests());
       // No body is read before its request's admin token is known (every admin endpoint needs one).
       instance.use(authenticateBeforeBody(instance.get(AdminAuthenticator)));
       mountConsole(instance);
