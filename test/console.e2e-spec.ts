@@ -180,6 +180,20 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(refused.body).toEqual({ error: 'access_denied', error_description: 'the approval was denied' });
   });
 
+  it('does not let a link aim the timeline at another endpoint of the API', async () => {
+    const evidence = () =>
+      page
+        .waitForRequest((request) => /^\/v1\/(?!audit$|tasks$|approvals$)/.test(new URL(request.url()).pathname))
+        .then((request) => new URL(request.url()).pathname);
+    // Same document, new hash: as when the operator follows a crafted link into an open console.
+    const [asked] = await Promise.all([evidence(), page.goto(`${services.adminUrl}/console/#/audit?task_id=..%2Faudit%2Fverify%3F`)]);
+    expect(asked).toBe('/v1/tasks/..%2Faudit%2Fverify%3F/evidence');
+    await page.goto(`${services.adminUrl}/console/#/audit?task_id=..`);
+    // `..` would be resolved by the browser (`/v1/evidence`): it is refused before any request.
+    await page.locator('[data-testid=timeline] .error:has-text("not a valid id")').waitFor({ timeout: 10_000 });
+    await page.click('nav a[href="#/tasks"]');
+  });
+
   it('shows credentials and calls, revokes the task, and its credential dies at the gateway', async () => {
     await page.click('nav a[href="#/tasks"]');
     const row = page.locator(`tr[data-task-id="${approvedTask.task_id}"]`);

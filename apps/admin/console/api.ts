@@ -91,6 +91,17 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   throw new ApiError(response.status, message, Array.isArray(error.fields) ? error.fields : [], json);
 }
 
+/**
+ * One path segment of an API URL, from a value the page did not choose itself (an id in the
+ * location hash, or in an API answer): percent-encoded, so that `/`, `?` and `#` stay inside it,
+ * and never `.` or `..`, which the browser would resolve, so that a link such as
+ * `#/audit?task_id=../audit/verify?` could aim the console's polling at another endpoint.
+ */
+export function segment(value: string): string {
+  if (value === '' || value === '.' || value === '..') throw new ApiError(0, `not a valid id: "${value}"`);
+  return encodeURIComponent(value);
+}
+
 /** Builds a query string from the defined, non-empty members. */
 export function query(params: Record<string, string | number | undefined | null>): string {
   const search = new URLSearchParams();

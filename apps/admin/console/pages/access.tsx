@@ -1,5 +1,5 @@
 import { useState } from 'preact/hooks';
-import { api, FieldError, Page } from '../api';
+import { api, FieldError, Page, segment } from '../api';
 import { describeError, ErrorLine, Field, Pill, usePoll, when } from '../ui';
 
 interface AdminToken {
@@ -124,7 +124,7 @@ export function AccessPage({ selfId }: { selfId: string }) {
                       <Pill value="revoked" />
                     ) : token.id === selfId ? null : confirm === token.id ? (
                       <>
-                        <button type="button" class="danger" onClick={() => run('DELETE', `/v1/admin-tokens/${token.id}`, tokens.refresh)}>
+                        <button type="button" class="danger" onClick={() => run('DELETE', `/v1/admin-tokens/${segment(token.id)}`, tokens.refresh)}>
                           Confirm revoke
                         </button>
                         <button type="button" onClick={() => setConfirm(undefined)}>

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, downloadJson, Page, query } from '../api';
+import { api, downloadJson, Page, query, segment } from '../api';
 import type { Route } from '../main';
 import { describeError, ErrorLine, Json, Pill, usePoll, when } from '../ui';
 import type { AuditEvent, Task } from './tasks';
@@ -76,7 +76,7 @@ function summary(event: AuditEvent): string {
 }
 
 function Timeline({ taskId }: { taskId: string }) {
-  const evidence = usePoll(() => api<Evidence>('GET', `/v1/tasks/${taskId}/evidence`), 5000, [taskId]);
+  const evidence = usePoll(() => api<Evidence>('GET', `/v1/tasks/${segment(taskId)}/evidence`), 5000, [taskId]);
   const data = evidence.data;
   return (
     <section class="card" data-testid="timeline">
@@ -255,7 +255,7 @@ export function AuditPage({ route }: { route: Route }) {
                   <td>{event.agent_id ?? ''}</td>
                   <td>
                     {event.task_id ? (
-                      <a class="mono" href={`#/audit?task_id=${event.task_id}`} onClick={(e) => e.stopPropagation()}>
+                      <a class="mono" href={`#/audit?task_id=${encodeURIComponent(event.task_id)}`} onClick={(e) => e.stopPropagation()}>
                         {event.task_id.slice(0, 8)}
                       </a>
                     ) : (

@@ -1,5 +1,5 @@
 import { useState } from 'preact/hooks';
-import { api, FieldError, Page, Role } from '../api';
+import { api, FieldError, Page, Role, segment } from '../api';
 import type { Route } from '../main';
 import { describeError, ErrorLine, Field, parseJsonField, Pill, usePoll, when } from '../ui';
 
@@ -84,7 +84,7 @@ function Editor({ kind, original, onDone, onCancel }: { kind: Kind; original?: R
       return;
     }
     try {
-      if (original) await api('PATCH', `/v1/${kind}/${encodeURIComponent(original.id)}`, body);
+      if (original) await api('PATCH', `/v1/${kind}/${segment(original.id)}`, body);
       else await api('POST', `/v1/${kind}`, body);
       onDone();
     } catch (caught) {
@@ -164,7 +164,7 @@ function RowActions({ kind, resource, onChanged, onEdit }: { kind: Kind; resourc
   const [error, setError] = useState<string | undefined>();
   const run = async (method: string, body?: unknown) => {
     try {
-      await api(method, `/v1/${kind}/${encodeURIComponent(resource.id)}`, body);
+      await api(method, `/v1/${kind}/${segment(resource.id)}`, body);
       setConfirm(false);
       onChanged();
     } catch (caught) {

@@ -1,5 +1,5 @@
 import { useRef, useState } from 'preact/hooks';
-import { api, Page, query, Role } from '../api';
+import { api, Page, query, Role, segment } from '../api';
 import { countdown, DetailsSummary, describeError, ErrorLine, Pill, useNow, usePoll, when } from '../ui';
 
 /** A task as the admin API lists it. */
@@ -38,7 +38,7 @@ function RevokeControl({ task, onDone }: { task: Task; onDone: () => void }) {
   const revoke = async (event: Event) => {
     event.preventDefault();
     try {
-      await api('POST', `/v1/tasks/${task.task_id}/revoke`, reason ? { reason } : {});
+      await api('POST', `/v1/tasks/${segment(task.task_id)}/revoke`, reason ? { reason } : {});
       setOpen(false);
       onDone();
     } catch (caught) {
@@ -98,7 +98,7 @@ export function EventFeed({ filter = {}, limit = 25 }: { filter?: Record<string,
             <span class="muted mono">#{event.seq}</span> <span class="muted">{when(event.occurred_at)}</span> <strong>{event.type}</strong>{' '}
             <Pill value={event.outcome} /> {event.agent_id ? <span class="muted">agent {event.agent_id}</span> : null}{' '}
             {event.task_id ? (
-              <a href={`#/audit?task_id=${event.task_id}`} class="mono">
+              <a href={`#/audit?task_id=${encodeURIComponent(event.task_id)}`} class="mono">
                 {event.task_id.slice(0, 8)}
               </a>
             ) : null}
@@ -161,7 +161,7 @@ export function TasksPage({ can }: { can: (role: Role) => boolean }) {
                   {task.calls}
                 </td>
                 <td class="actions">
-                  <a href={`#/audit?task_id=${task.task_id}`}>Timeline</a>
+                  <a href={`#/audit?task_id=${encodeURIComponent(task.task_id)}`}>Timeline</a>
                   {can('operator') ? <RevokeControl task={task} onDone={tasks.refresh} /> : null}
                 </td>
               </tr>
