@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, Page, Request } from 'playwright-core';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { describeWithBrowser, launchChromium } from './support/browser';
@@ -157,7 +157,9 @@ describeWithBrowser('admin console in Chromium', () => {
     await shot('approvals');
     await card.locator('input[name=note]').fill('invoice INV-42 checked');
     await card.locator('button:has-text("Approve")').click();
-    await card.waitFor({ state: 'detached' });
+    // The card stays where it was, its buttons replaced by the decision.
+    await card.locator('text=Approved by you.').waitFor();
+    expect(await card.locator('button').count()).toBe(0);
     const granted = await exchange(approvedTask.task_token, payout(42000), { approval_id: approvalId });
     expect(granted.status).toBe(200);
     liveCredential = granted.body.access_token;
@@ -171,13 +173,72 @@ describeWithBrowser('admin console in Chromium', () => {
     const pending = await exchange(task.task_token, payout(30000));
     const approvalId: string = pending.body.approval_id;
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    // A new request joins the cards shown only when asked for.
+    await page.locator('[data-testid=update-approvals]:has-text("1 new")').click();
     await card.waitFor();
+    expect(await page.locator('article.approval').count()).toBe(1);
     await card.locator('input[name=note]').fill('not ours');
     await card.locator('button:has-text("Deny")').click();
-    await card.waitFor({ state: 'detached' });
+    await card.locator('text=Denied by you.').waitFor();
     await page.waitForSelector(`tr[data-approval-id="${approvalId}"] >> text=denied`);
     const refused = await exchange(task.task_token, payout(30000), { approval_id: approvalId });
     expect(refused.body).toEqual({ error: 'access_denied', error_description: 'the approval was denied' });
+  });
+
+  const approvalStatus = async (id: string) => (await sendJson('GET', `${services.adminUrl}/v1/approvals/${id}`, undefined, services.adminToken)).body.status;
+  const openInbox = async () => {
+    await page.click('nav a[href="#/tasks"]');
+    await page.click('nav a[href="#/approvals"]');
+  };
+
+  it('never slides a request that an agent times to arrive under the pointer aimed at another', async () => {
+    // Purposes of one length: both cards have the same height.
+    const read = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-51 to Acme' });
+    const timed = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-66 to Mallory' });
+    const readId: string = (await exchange(read.task_token, payout(31000))).body.approval_id;
+    await openInbox();
+    const card = page.locator(`article[data-approval-id="${readId}"]`);
+    await card.locator('[data-testid=purpose]:has-text("INV-51")').waitFor();
+    const button = (await card.locator('button:has-text("Approve")').boundingBox())!;
+    // While the operator reads the first request, the hijacked agent sends another.
+    const timedId: string = (await exchange(timed.task_token, payout(31000))).body.approval_id;
+    await page.locator('h1:has-text("2 pending")').waitFor();
+    await page.mouse.click(button.x + button.width / 2, button.y + button.height / 2);
+    await page.locator('[data-testid=approvals-badge]:has-text("1")').waitFor();
+    expect(await approvalStatus(readId)).toBe('approved');
+    expect(await approvalStatus(timedId)).toBe('pending');
+    await sendJson('POST', `${services.adminUrl}/v1/approvals/${timedId}/deny`, {}, services.adminToken);
+  });
+
+  it('keeps a decided card in place, so that a quick second click decides nothing else', async () => {
+    const below = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-53 to Acme' });
+    const clicked = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-54 to Acme' });
+    const belowId: string = (await exchange(below.task_token, payout(32000))).body.approval_id;
+    const clickedId: string = (await exchange(clicked.task_token, payout(32000))).body.approval_id;
+    await openInbox();
+    const card = page.locator(`article[data-approval-id="${clickedId}"]`);
+    await page.locator(`article[data-approval-id="${belowId}"] [data-testid=purpose]:has-text("INV-53")`).waitFor();
+    await card.locator('[data-testid=purpose]:has-text("INV-54")').waitFor();
+    await page.locator('[data-testid=approvals-badge]:has-text("2")').waitFor();
+    await card.locator('button:has-text("Approve")').scrollIntoViewIfNeeded();
+    const button = (await card.locator('button:has-text("Approve")').boundingBox())!;
+    const at = [button.x + button.width / 2, button.y + button.height / 2] as const;
+    const decisions: Request[] = [];
+    const onRequest = (request: Request) => {
+      if (request.method() === 'POST' && request.url().includes('/v1/approvals/')) decisions.push(request);
+    };
+    page.on('request', onRequest);
+    await page.mouse.click(...at);
+    await page.locator('[data-testid=approvals-badge]:has-text("1")').waitFor();
+    // The second click of a slow double click, once the first has been answered.
+    await page.mouse.click(...at);
+    await page.evaluate('0');
+    page.off('request', onRequest);
+    await Promise.all(decisions.map((request) => request.response()));
+    expect(decisions.map((request) => request.url())).toEqual([`${services.adminUrl}/v1/approvals/${clickedId}/approve`]);
+    expect(await approvalStatus(clickedId)).toBe('approved');
+    expect(await approvalStatus(belowId)).toBe('pending');
+    await sendJson('POST', `${services.adminUrl}/v1/approvals/${belowId}/deny`, {}, services.adminToken);
   });
 
   it('does not let a link aim the timeline at another endpoint of the API', async () => {

@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, Page, Role } from '../api';
+import { api, Page, Role, segment } from '../api';
 import { countdown, describeError, ErrorLine, Json, Pill, useNow, usePoll, when } from '../ui';
 import type { Task } from './tasks';
 
@@ -29,7 +29,7 @@ const purposes = new Map<string, Promise<string>>();
 function purposeOf(taskId: string): Promise<string> {
   let purpose = purposes.get(taskId);
   if (!purpose) {
-    purpose = api<Task>('GET', `/v1/tasks/${taskId}`).then((task) => task.purpose);
+    purpose = api<Task>('GET', `/v1/tasks/${segment(taskId)}`).then((task) => task.purpose);
     purpose.catch(() => purposes.delete(taskId));
     purposes.set(taskId, purpose);
   }
@@ -44,7 +44,20 @@ function Purpose({ taskId }: { taskId: string }) {
   return <span data-testid="purpose">{text ?? '…'}</span>;
 }
 
-function PendingApproval({ approval, can, onDecided }: { approval: Approval; can: (role: Role) => boolean; onDecided: () => void }) {
+/** Where an approval shown in the inbox stands: still to decide, decided here, or gone meanwhile. */
+type CardState = 'pending' | 'approved' | 'denied' | 'gone';
+
+function PendingApproval({
+  approval,
+  state,
+  can,
+  onDecided,
+}: {
+  approval: Approval;
+  state: CardState;
+  can: (role: Role) => boolean;
+  onDecided: (id: string, decision: 'approved' | 'denied') => void;
+}) {
   const now = useNow();
   const [note, setNote] = useState('');
   const [error, setError] = useState<string | undefined>();
@@ -53,8 +66,8 @@ function PendingApproval({ approval, can, onDecided }: { approval: Approval; can
     setBusy(true);
     setError(undefined);
     try {
-      await api('POST', `/v1/approvals/${approval.id}/${decision}`, note ? { note } : {});
-      onDecided();
+      await api('POST', `/v1/approvals/${segment(approval.id)}/${decision}`, note ? { note } : {});
+      onDecided(approval.id, decision === 'approve' ? 'approved' : 'denied');
     } catch (caught) {
       setError(describeError(caught).message);
     } finally {
@@ -62,7 +75,7 @@ function PendingApproval({ approval, can, onDecided }: { approval: Approval; can
     }
   };
   return (
-    <article class="card approval" data-approval-id={approval.id} data-task-id={approval.task_id}>
+    <article class={`card approval${state === 'pending' ? '' : ' settled'}`} data-approval-id={approval.id} data-task-id={approval.task_id} data-state={state}>
       <header>
         <strong>{approval.agent_id}</strong> asks for <strong>{approval.connector_id}</strong>
         <span class="muted small">
@@ -74,7 +87,7 @@ function PendingApproval({ approval, can, onDecided }: { approval: Approval; can
         <dt>Task purpose</dt>
         <dd>
           <Purpose taskId={approval.task_id} />{' '}
-          <a class="small mono" href={`#/audit?task_id=${approval.task_id}`}>
+          <a class="small mono" href={`#/audit?task_id=${encodeURIComponent(approval.task_id)}`}>
             {approval.task_id.slice(0, 8)}
           </a>
         </dd>
@@ -91,7 +104,12 @@ function PendingApproval({ approval, can, onDecided }: { approval: Approval; can
           <Json value={approval.authorization_details} label="authorization_details" />
         </dd>
       </dl>
-      {can('operator') ? (
+      {state !== 'pending' ? (
+        // In place of the buttons, so that nothing moves under the pointer of a quick second click.
+        <p class="decide settled-note" role="status">
+          {state === 'gone' ? 'No longer pending: decided elsewhere, expired or its task ended.' : `${state === 'approved' ? 'Approved' : 'Denied'} by you.`}
+        </p>
+      ) : can('operator') ? (
         <div class="decide">
           <input
             name="note"
@@ -113,26 +131,67 @@ function PendingApproval({ approval, can, onDecided }: { approval: Approval; can
   );
 }
 
+/** Oldest first, so that a request arriving later never lands above those already shown. */
+function byAge(a: Approval, b: Approval): number {
+  return Date.parse(a.requested_at) - Date.parse(b.requested_at) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
 /** The approvals inbox: pending requests with their exact details, the task's purpose and the policy's reasons. */
 export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
   const pending = usePoll(() => api<Page<Approval>>('GET', '/v1/approvals?status=pending&limit=100'), 2000);
   const recent = usePoll(() => api<Page<Approval>>('GET', '/v1/approvals?limit=30'), 5000);
-  const refresh = () => {
+  // The cards shown stay where they are until the person asks for an update: a request that an
+  // agent times to arrive (or one that disappears) must never slide another request's buttons
+  // under a pointer that was aimed at the one being read.
+  const [shown, setShown] = useState<Approval[] | undefined>();
+  const [mine, setMine] = useState<ReadonlyMap<string, 'approved' | 'denied'>>(new Map());
+  const items = pending.data?.items ?? [];
+  const live = new Set(items.map((approval) => approval.id));
+  const shownIds = new Set((shown ?? []).map((approval) => approval.id));
+  const waiting = shown ? items.filter((approval) => !shownIds.has(approval.id)) : [];
+  const settled = (shown ?? []).filter((approval) => mine.has(approval.id) || !live.has(approval.id)).length;
+  const update = () => {
+    setShown([...items].sort(byAge));
+    setMine(new Map());
+  };
+  useEffect(() => {
+    // The first answer, or new requests while no card is shown (nothing to misclick), are shown at once.
+    if (pending.data && (!shown || (shown.length === 0 && waiting.length > 0))) update();
+  }, [pending.data]);
+  const decided = (id: string, decision: 'approved' | 'denied') => {
+    setMine(new Map(mine).set(id, decision));
     pending.refresh();
     recent.refresh();
     window.dispatchEvent(new Event(APPROVALS_CHANGED));
   };
-  const decided = (recent.data?.items ?? []).filter((approval) => approval.status !== 'pending');
+  const recentDecisions = (recent.data?.items ?? []).filter((approval) => approval.status !== 'pending');
   return (
     <div>
       <h1>
-        Approvals <span class="muted small">{pending.data?.items.length ?? 0} pending</span>
+        Approvals <span class="muted small">{live.size} pending</span>{' '}
+        {/* Always laid out (hidden when there is nothing to update): its appearing moves nothing. */}
+        <button
+          type="button"
+          class={`small${waiting.length > 0 || settled > 0 ? '' : ' invisible'}`}
+          disabled={waiting.length === 0 && settled === 0}
+          data-testid="update-approvals"
+          onClick={update}
+        >
+          Update the list (
+          {[waiting.length > 0 ? `${waiting.length} new` : '', settled > 0 ? `${settled} settled` : ''].filter(Boolean).join(', ') || 'no change'})
+        </button>
       </h1>
       <ErrorLine error={pending.error} />
-      {pending.data && pending.data.items.length === 0 ? <p class="muted card">Nothing waits for a decision.</p> : null}
+      {shown && shown.length === 0 ? <p class="muted card">Nothing waits for a decision.</p> : null}
       <div class="approvals" data-testid="pending-approvals">
-        {(pending.data?.items ?? []).map((approval) => (
-          <PendingApproval key={approval.id} approval={approval} can={can} onDecided={refresh} />
+        {(shown ?? []).map((approval) => (
+          <PendingApproval
+            key={approval.id}
+            approval={approval}
+            state={mine.get(approval.id) ?? (live.has(approval.id) ? 'pending' : 'gone')}
+            can={can}
+            onDecided={decided}
+          />
         ))}
       </div>
       <section class="card">
@@ -149,7 +208,7 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
             </tr>
           </thead>
           <tbody>
-            {decided.map((approval) => (
+            {recentDecisions.map((approval) => (
               <tr data-approval-id={approval.id}>
                 <td>{when(approval.requested_at)}</td>
                 <td>{approval.agent_id}</td>
