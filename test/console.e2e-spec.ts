@@ -294,6 +294,22 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(pack.events.map((event: { type: string }) => event.type)).toEqual(expect.arrayContaining(['token.issued', 'gateway.call', 'task.revoked']));
   });
 
+  it("loads a task's evidence once and on request, never on a timer (each answer walks the audit chain)", async () => {
+    // The timeline of the previous step is open.
+    const evidence: string[] = [];
+    const onRequest = (request: Request) => {
+      if (new URL(request.url()).pathname.endsWith('/evidence')) evidence.push(request.url());
+    };
+    page.on('request', onRequest);
+    // The top bar's approvals count is polled every 3 s: four of its polls span more than 9 s,
+    // in which a timeline polling its evidence every 5 s would have asked again.
+    for (let i = 0; i < 4; i += 1) await page.waitForRequest((request) => new URL(request.url()).pathname === '/v1/approvals');
+    expect(evidence).toEqual([]);
+    await Promise.all([page.waitForResponse((response) => response.url().endsWith('/evidence')), page.click('[data-testid=reload-evidence]')]);
+    page.off('request', onRequest);
+    expect(evidence).toEqual([`${services.adminUrl}/v1/tasks/${approvedTask.task_id}/evidence`]);
+  });
+
   it('registers a connector after fixing the field the API refused; the secret is never shown', async () => {
     await page.click('nav a[href="#/registry"]');
     await page.click('a[href="#/registry/connectors"]');

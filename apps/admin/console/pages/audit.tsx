@@ -76,7 +76,9 @@ function summary(event: AuditEvent): string {
 }
 
 function Timeline({ taskId }: { taskId: string }) {
-  const evidence = usePoll(() => api<Evidence>('GET', `/v1/tasks/${segment(taskId)}/evidence`), 5000, [taskId]);
+  // Loaded once per task, and again on request, never polled: the server verifies the audit
+  // chain for each answer, a walk whose cost grows with the whole log.
+  const evidence = usePoll(() => api<Evidence>('GET', `/v1/tasks/${segment(taskId)}/evidence`), 0, [taskId]);
   const data = evidence.data;
   return (
     <section class="card" data-testid="timeline">
@@ -94,6 +96,9 @@ function Timeline({ taskId }: { taskId: string }) {
           </p>
           <button type="button" class="primary" data-testid="download-evidence" onClick={() => downloadJson(`writ-evidence-${taskId}.json`, data)}>
             Download evidence pack
+          </button>{' '}
+          <button type="button" data-testid="reload-evidence" onClick={evidence.refresh}>
+            Reload and verify again
           </button>
           <ol class="timeline">
             {data.events.map((event) => (
