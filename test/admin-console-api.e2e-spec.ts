@@ -100,6 +100,42 @@ describe('admin API for the console', () => {
     expect((await http(`${services.adminUrl}/console/%2e%2e/%2e%2e/package.json`)).status).not.toBe(200);
   });
 
+  it('shares walks of the audit chain among a burst of evidence requests, not one walk each', async () => {
+    const task = await createTask(services, world.orchestrator);
+    const audit = services.runtime.audit;
+    const walk = audit.verify.bind(audit);
+    const read = audit.forTask.bind(audit);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let readDone = 0;
+    const verify = jest.spyOn(audit, 'verify').mockImplementation(async (options) => {
+      await gate;
+      return walk(options);
+    });
+    const forTask = jest.spyOn(audit, 'forTask').mockImplementation(async (id) => {
+      const events = await read(id);
+      readDone += 1;
+      return events;
+    });
+    try {
+      const burst = 6;
+      const answers = Array.from({ length: burst }, () => admin('GET', `/v1/tasks/${task.task_id}/evidence`, undefined, tokens.viewer));
+      // Every request has read its events (and so asked for its walk) while the first walk is held.
+      while (readDone < burst) await new Promise((resolve) => setTimeout(resolve, 5));
+      for (let i = 0; i < 3; i += 1) await new Promise((resolve) => setImmediate(resolve));
+      release();
+      for (const answer of await Promise.all(answers)) {
+        expect(answer.status).toBe(200);
+        expect(answer.body.chain).toMatchObject({ verified: true });
+      }
+      // The one under way, then one for all who came while it ran (its snapshot predates their reads).
+      expect(verify).toHaveBeenCalledTimes(2);
+    } finally {
+      verify.mockRestore();
+      forTask.mockRestore();
+    }
+  });
+
   it('documents the additions in the OpenAPI document', async () => {
     const doc = await http(`${services.adminUrl}/docs-json`);
     expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/v1/admin-tokens/self', '/v1/policies/history']));
@@ -120,7 +156,7 @@ describe('admin API against another site in the admin browser', () => {
   it("refuses another site's requests without counting them, so they cannot lock the admin out", async () => {
     // What Chromium sends for `fetch(url, {mode: 'no-cors', method: 'POST', body})` and an
     // <img src> from a page on another site (or another port of the same host: `same-site`).
-    const foreign = [
+    const foreign: RequestInit[] = [
       {
         method: 'POST',
         headers: { 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'no-cors', origin: 'https://evil.example', 'content-type': 'text/plain' },

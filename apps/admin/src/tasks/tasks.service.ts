@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
-import { AuditService, readableRecord, verifiedChainHash } from '@writ/audit';
+import { AuditService, AuditVerification, readableRecord, verifiedChainHash } from '@writ/audit';
 import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
@@ -82,6 +82,37 @@ export class AdminTasksService {
     return this.get(id);
   }
 
+  /** The full walk of the audit chain under way for evidence answers, if any. */
+  private walking: Promise<AuditVerification> | undefined;
+  /** The walk that starts when it ends, shared by every answer that asks meanwhile. */
+  private queued: Promise<AuditVerification> | undefined;
+
+  /**
+   * A full walk of the audit chain that starts after this call: at once when none is under way,
+   * else right after the one under way, shared by every caller that arrived meanwhile. Any viewer
+   * may ask for evidence, and each walk reads the whole log: with one walk per request, a burst
+   * of requests held as many connections and cores as it liked. A walk already under way is not
+   * joined, since its snapshot may predate the events the caller has just read.
+   */
+  private freshWalk(): Promise<AuditVerification> {
+    if (!this.walking) return this.startWalk();
+    this.queued ??= this.walking
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined;
+        return this.startWalk();
+      });
+    return this.queued;
+  }
+
+  private startWalk(): Promise<AuditVerification> {
+    const walk: Promise<AuditVerification> = this.audit.verify().finally(() => {
+      if (this.walking === walk) this.walking = undefined;
+    });
+    this.walking = walk;
+    return walk;
+  }
+
   /**
    * The task and every audit event about it in chain order. `chain.verified` holds when each
    * event's hash recomputes from its own content and `prev_hash`, and the whole chain
@@ -93,7 +124,7 @@ export class AdminTasksService {
     // Checked as stored; answered readable (data nested past what JSON serialises was placed by hand).
     const altered = stored.find(({ hash, prev_hash: prevHash, ...body }) => verifiedChainHash(prevHash, body) !== hash);
     const events = stored.map(readableRecord);
-    const verification = await this.audit.verify();
+    const verification = await this.freshWalk();
     let reason: string | undefined;
     if (altered) reason = `event ${altered.seq} does not match its hash`;
     else if (!verification.valid) reason = `the audit chain does not verify from event ${verification.first_invalid_seq}: ${verification.reason}`;
