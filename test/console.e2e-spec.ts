@@ -4,7 +4,7 @@ import type { Browser, Page, Request } from 'playwright-core';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { describeWithBrowser, launchChromium } from './support/browser';
-import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, PAYOUT_ALLOWED, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
@@ -239,6 +239,27 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(await approvalStatus(clickedId)).toBe('approved');
     expect(await approvalStatus(belowId)).toBe('pending');
     await sendJson('POST', `${services.adminUrl}/v1/approvals/${belowId}/deny`, {}, services.adminToken);
+  });
+
+  it('shows the exact details with the characters that would disguise them made visible', async () => {
+    // U+202E (right-to-left override) shows "acct_\u202E9876" as another account; a Unicode tag is invisible.
+    const disguised = 'acct_\u202E9876\u{E0041}';
+    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: disguised } }];
+    const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-\u202E77-VNI to Acme', allowed });
+    const details = [{ ...payout(42000)[0], constraints: { ...payout(42000)[0].constraints, destination: disguised } }];
+    const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
+    await openInbox();
+    const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    await card.locator('[data-testid=purpose]:has-text("INV-")').waitFor();
+    const text = (await card.textContent())!;
+    expect(text).toContain('"destination": "acct_\\u202e9876\\udb40\\udc41"');
+    expect(await card.locator('[data-testid=purpose]').textContent()).toBe('pay invoice INV-⟨U+202E⟩77-VNI to Acme');
+    expect(text).not.toMatch(/[\u202E]|\u{E0041}/u);
+    await sendJson('POST', `${services.adminUrl}/v1/approvals/${approvalId}/deny`, {}, services.adminToken);
+    await page.click('nav a[href="#/tasks"]');
+    const row = page.locator(`tr[data-task-id="${task.task_id}"]`);
+    expect(await row.locator('.purpose').textContent()).toBe('pay invoice INV-⟨U+202E⟩77-VNI to Acme');
+    expect(await row.locator('.details').textContent()).toContain('destination="acct_\\u202e9876\\udb40\\udc41"');
   });
 
   it('does not let a link aim the timeline at another endpoint of the API', async () => {

@@ -64,11 +64,31 @@ export function when(iso: string | null | undefined): string {
   return `${date.toLocaleDateString(undefined, { month: 'short', day: 'numeric' })} ${date.toLocaleTimeString(undefined, { hour12: false })}`;
 }
 
+/**
+ * Characters that change how the text around them is shown, or are not shown at all: bidi
+ * controls (U+202E turns `acct_\u202E9876` into what reads as another account), zero-width
+ * characters, line separators and Unicode tags (invisible "ASCII").
+ */
+const HIDDEN = /[\u00AD\u061C\u180E\u200B-\u200F\u2028-\u202E\u2060-\u2064\u2066-\u206F\uFEFF]|\uDB40[\uDC00-\uDC7F]/g;
+
+const codePoint = (char: string) => (char.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0');
+
+/** Text that an agent, an orchestrator or an upstream chose, with each hidden character made visible (`⟨U+202E⟩`). */
+export function reveal(text: string): string {
+  return text.replace(HIDDEN, (char) => `⟨U+${codePoint(char)}⟩`);
+}
+
+/** `JSON.stringify`, with each hidden character inside strings written as its JSON escape (`\u202e`): the same JSON, shown as it is. */
+export function revealedJson(value: unknown, indent?: number): string {
+  const text = JSON.stringify(value, null, indent) ?? String(value);
+  return text.replace(HIDDEN, (char) => Array.from({ length: char.length }, (_, i) => `\\u${char.charCodeAt(i).toString(16).padStart(4, '0')}`).join(''));
+}
+
 /** Pretty JSON in a block. */
 export function Json({ value, label }: { value: unknown; label?: string }) {
   return (
     <pre class="json" aria-label={label}>
-      {JSON.stringify(value, null, 2)}
+      {revealedJson(value, 2)}
     </pre>
   );
 }
@@ -138,18 +158,18 @@ export function DetailsSummary({ details }: { details: unknown }) {
     <ul class="details">
       {entries.map((entry) => (
         <li>
-          <strong>{entry.connector}</strong>: {(entry.actions ?? []).join(', ')}
+          <strong>{reveal(String(entry.connector ?? ''))}</strong>: {reveal((entry.actions ?? []).join(', '))}
           {entry.constraints && Object.keys(entry.constraints).length > 0 ? (
             <span class="constraints">
               {' '}
               (
               {Object.entries(entry.constraints)
-                .map(([name, value]) => `${name}=${JSON.stringify(value)}`)
+                .map(([name, value]) => `${reveal(name)}=${revealedJson(value)}`)
                 .join(', ')}
               )
             </span>
           ) : null}
-          {entry.limits ? <span class="constraints"> limits {JSON.stringify(entry.limits)}</span> : null}
+          {entry.limits ? <span class="constraints"> limits {revealedJson(entry.limits)}</span> : null}
         </li>
       ))}
     </ul>

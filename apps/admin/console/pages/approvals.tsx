@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, Page, Role, segment } from '../api';
-import { countdown, describeError, ErrorLine, Json, Pill, useNow, usePoll, when } from '../ui';
+import { countdown, describeError, ErrorLine, Json, Pill, reveal, useNow, usePoll, when } from '../ui';
 import type { Task } from './tasks';
 
 /** An approval as the admin API lists it. */
@@ -41,7 +41,7 @@ function Purpose({ taskId }: { taskId: string }) {
   useEffect(() => {
     void purposeOf(taskId).then(setText, () => setText('(task unreadable)'));
   }, [taskId]);
-  return <span data-testid="purpose">{text ?? '…'}</span>;
+  return <span data-testid="purpose">{text === undefined ? '…' : reveal(text)}</span>;
 }
 
 /** Where an approval shown in the inbox stands: still to decide, decided here, or gone meanwhile. */
@@ -77,7 +77,7 @@ function PendingApproval({
   return (
     <article class={`card approval${state === 'pending' ? '' : ' settled'}`} data-approval-id={approval.id} data-task-id={approval.task_id} data-state={state}>
       <header>
-        <strong>{approval.agent_id}</strong> asks for <strong>{approval.connector_id}</strong>
+        <strong>{reveal(approval.agent_id)}</strong> asks for <strong>{reveal(approval.connector_id)}</strong>
         <span class="muted small">
           {' '}
           requested {when(approval.requested_at)} · expires in {countdown(approval.expires_at, now)}
@@ -95,7 +95,7 @@ function PendingApproval({
         <dd>
           <ul class="reasons">
             {approval.reasons.map((reason) => (
-              <li>{reason}</li>
+              <li>{reveal(reason)}</li>
             ))}
           </ul>
         </dd>
@@ -217,7 +217,7 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
                   <Pill value={approval.status} />
                 </td>
                 <td>{when(approval.decided_at)}</td>
-                <td>{approval.note ?? ''}</td>
+                <td>{reveal(approval.note ?? '')}</td>
               </tr>
             ))}
           </tbody>

@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, downloadJson, Page, query, segment } from '../api';
 import type { Route } from '../main';
-import { describeError, ErrorLine, Json, Pill, usePoll, when } from '../ui';
+import { describeError, ErrorLine, Json, Pill, reveal, usePoll, when } from '../ui';
 import type { AuditEvent, Task } from './tasks';
 
 const FILTERS = ['agent_id', 'task_id', 'connector', 'type', 'outcome', 'since', 'until'] as const;
@@ -89,7 +89,7 @@ function Timeline({ taskId }: { taskId: string }) {
       {data ? (
         <>
           <p>
-            <strong>{data.task.agent_id}</strong>: {data.task.purpose} <Pill value={data.task.status} />{' '}
+            <strong>{reveal(data.task.agent_id)}</strong>: {reveal(data.task.purpose)} <Pill value={data.task.status} />{' '}
             <span class={data.chain.verified ? 'ok' : 'error'} data-testid="evidence-verified">
               {data.chain.verified ? `chain verified (events ${data.chain.first_seq}–${data.chain.last_seq})` : `chain NOT verified: ${data.chain.reason}`}
             </span>
@@ -105,7 +105,7 @@ function Timeline({ taskId }: { taskId: string }) {
               <li class={`stage-${stage(event.type).split(' ')[0]}`} data-type={event.type}>
                 <span class="stage">{stage(event.type)}</span>
                 <span class="muted">{when(event.occurred_at)}</span> <strong>{event.type}</strong> <Pill value={event.outcome} />
-                <div class="small">{summary(event)}</div>
+                <div class="small">{reveal(summary(event))}</div>
               </li>
             ))}
           </ol>

@@ -1,6 +1,6 @@
 import { useRef, useState } from 'preact/hooks';
 import { api, Page, query, Role, segment } from '../api';
-import { countdown, DetailsSummary, describeError, ErrorLine, Pill, useNow, usePoll, when } from '../ui';
+import { countdown, DetailsSummary, describeError, ErrorLine, Pill, reveal, useNow, usePoll, when } from '../ui';
 
 /** A task as the admin API lists it. */
 export interface Task {
@@ -143,7 +143,7 @@ export function TasksPage({ can }: { can: (role: Role) => boolean }) {
                   <div class="muted small">by {task.orchestrator_id}</div>
                 </td>
                 <td>
-                  <div class="purpose">{task.purpose}</div>
+                  <div class="purpose">{reveal(task.purpose)}</div>
                   <DetailsSummary details={task.allowed} />
                   {task.history.refusals > 0 ? (
                     <div class="warn small">
