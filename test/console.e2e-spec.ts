@@ -262,6 +262,26 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(await row.locator('.details').textContent()).toContain('destination="acct_\\u202e9876\\udb40\\udc41"');
   });
 
+  it('keeps every control on screen whatever the length of what agents and orchestrators send', async () => {
+    const long = `pay-${'x'.repeat(1990)}`;
+    const task = await createTask(services, world.orchestrator, { purpose: long });
+    const approvalId: string = (await exchange(task.task_token, payout(43000))).body.approval_id;
+    const width = page.viewportSize()!.width;
+    const onScreen = async (selector: string) => {
+      const box = (await page.locator(selector).first().boundingBox())!;
+      return box.x >= 0 && box.x + box.width <= width;
+    };
+    await page.click('nav a[href="#/tasks"]');
+    await page.locator(`tr[data-task-id="${task.task_id}"]`).waitFor();
+    expect(await onScreen(`tr[data-task-id="${task.task_id}"] button:has-text("Revoke")`)).toBe(true);
+    await openInbox();
+    await page.locator(`article[data-approval-id="${approvalId}"] [data-testid=purpose]:has-text("pay-xxx")`).waitFor();
+    expect(await onScreen(`article[data-approval-id="${approvalId}"] button:has-text("Approve")`)).toBe(true);
+    expect(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth')).toBe(true);
+    await sendJson('POST', `${services.adminUrl}/v1/approvals/${approvalId}/deny`, {}, services.adminToken);
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
+  });
+
   it('does not let a link aim the timeline at another endpoint of the API', async () => {
     const evidence = () =>
       page
