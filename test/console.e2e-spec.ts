@@ -210,6 +210,31 @@ describeWithBrowser('admin console in Chromium', () => {
     await sendJson('POST', `${services.adminUrl}/v1/approvals/${timedId}/deny`, {}, services.adminToken);
   });
 
+  it('keeps the cards still while the inbox cannot be read, and when it can again', async () => {
+    const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-57 to Acme' });
+    const approvalId: string = (await exchange(task.task_token, payout(33000))).body.approval_id;
+    await openInbox();
+    const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    await card.locator('[data-testid=purpose]:has-text("INV-57")').waitFor();
+    const before = await card.locator('button:has-text("Approve")').boundingBox();
+    // The inbox's own poll fails for a while (an outage), as an overloaded service answers.
+    const inbox = (url: URL) => url.pathname === '/v1/approvals' && url.searchParams.get('status') === 'pending' && url.searchParams.get('limit') === '100';
+    await page.route(inbox, (route) =>
+      route.fulfill({
+        status: 503,
+        contentType: 'application/json',
+        headers: { 'retry-after': '1' },
+        body: '{"error":"temporarily_unavailable","message":"try later"}',
+      }),
+    );
+    await page.locator('p.error:has-text("try later")').waitFor();
+    expect(await card.locator('button:has-text("Approve")').boundingBox()).toEqual(before);
+    await page.unroute(inbox);
+    await page.locator('p.error:has-text("try later")').waitFor({ state: 'detached' });
+    expect(await card.locator('button:has-text("Approve")').boundingBox()).toEqual(before);
+    await sendJson('POST', `${services.adminUrl}/v1/approvals/${approvalId}/deny`, {}, services.adminToken);
+  });
+
   it('keeps a decided card in place, so that a quick second click decides nothing else', async () => {
     const below = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-53 to Acme' });
     const clicked = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-54 to Acme' });

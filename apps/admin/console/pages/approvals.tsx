@@ -159,7 +159,7 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
     if (pending.data && (!shown || (shown.length === 0 && waiting.length > 0))) update();
   }, [pending.data]);
   const decided = (id: string, decision: 'approved' | 'denied') => {
-    setMine(new Map(mine).set(id, decision));
+    setMine((current) => new Map(current).set(id, decision));
     pending.refresh();
     recent.refresh();
     window.dispatchEvent(new Event(APPROVALS_CHANGED));
@@ -181,7 +181,6 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
           {[waiting.length > 0 ? `${waiting.length} new` : '', settled > 0 ? `${settled} settled` : ''].filter(Boolean).join(', ') || 'no change'})
         </button>
       </h1>
-      <ErrorLine error={pending.error} />
       {shown && shown.length === 0 ? <p class="muted card">Nothing waits for a decision.</p> : null}
       <div class="approvals" data-testid="pending-approvals">
         {(shown ?? []).map((approval) => (
@@ -194,6 +193,8 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
           />
         ))}
       </div>
+      {/* Below the cards: an error that comes and goes with the polls must not move them. */}
+      <ErrorLine error={pending.error} />
       <section class="card">
         <h2>Recent decisions</h2>
         <table>
