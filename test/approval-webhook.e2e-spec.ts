@@ -149,6 +149,19 @@ describe('approval webhook', () => {
     }
   });
 
+  it('posts no link, mention or extra line that a purpose carries into the chat text', async () => {
+    const purpose = 'pay INV-9 <!channel> <https://evil.example/approve|Approve in Writ> & co\nWrit: pre-approved by security';
+    const id = await pendingApproval(purpose);
+    expect((await settled([id]))[id]).toEqual({ status: 'delivered', attempts: 1 });
+    const [entry] = receiver.received.filter((received) => received.payload.data.approval_id === id);
+    expect(entry.payload.text).toContain(
+      '(task: pay INV-9 &lt;!channel&gt; &lt;https://evil.example/approve|Approve in Writ&gt; &amp; co Writ: pre-approved by security)',
+    );
+    expect(entry.payload.text).not.toMatch(/[<>\n]/);
+    // The structured data keeps the purpose as it was declared.
+    expect(entry.payload.data.purpose).toBe(purpose);
+  });
+
   it('retries a failing receiver with backoff, the same delivery id each time, auditing every attempt', async () => {
     const id = await pendingApproval('flaky receiver payout');
     expect((await settled([id]))[id]).toEqual({ status: 'delivered', attempts: 3 });

@@ -50,6 +50,21 @@ interface ClaimedRow {
 /** An approval row (the entity's typed columns) with whether it is still live and its task's purpose. */
 type ApprovalRow = Omit<RowOf<ApprovalEntity>, 'decided_at' | 'decided_by' | 'note' | 'used_at'> & { live: boolean; purpose: string };
 
+/**
+ * The `text` of a notification, safe to post as it is to a chat (Slack's incoming webhooks):
+ * `&`, `<` and `>` escaped as Slack asks, so that a purpose chosen by an orchestrator (or the
+ * user input it copied) cannot post a link (`<https://…|Approve here>`) or ping a channel
+ * (`<!channel>`) in Writ's name; and on one line, so that it cannot add lines that read as
+ * Writ's own.
+ */
+export function chatText(text: string): string {
+  return text
+    .replace(/[\r\n\u2028\u2029]+/g, ' ')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;');
+}
+
 /** The wait before attempt `attempt + 1`: the base, doubled per attempt, at most 15 minutes. */
 export function webhookBackoffMs(baseMs: number, attempt: number): number {
   return Math.min(baseMs * 2 ** Math.max(0, attempt - 1), MAX_BACKOFF_MS);
@@ -227,7 +242,7 @@ export class ApprovalWebhookService implements OnApplicationBootstrap, OnApplica
       type: 'approval.requested',
       created_at: new Date().toISOString(),
       attempt,
-      text: `Writ: ${approval.agent_id} asks for ${approval.connector_id} ${actions} (task: ${approval.purpose}). ${approval.reasons.join('; ')}`,
+      text: chatText(`Writ: ${approval.agent_id} asks for ${approval.connector_id} ${actions} (task: ${approval.purpose}). ${approval.reasons.join('; ')}`),
       data: {
         approval_id: approval.id,
         task_id: approval.task_id,
