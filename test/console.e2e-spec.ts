@@ -321,6 +321,29 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.click('nav a[href="#/tasks"]');
   });
 
+  it('keeps an open revocation with its task when a new task arrives above it', async () => {
+    await page.click('nav a[href="#/approvals"]');
+    await page.click('nav a[href="#/tasks"]');
+    const suspect = await createTask(services, world.orchestrator, { purpose: 'sync the suspect ledger' });
+    const row = page.locator(`tr[data-task-id="${suspect.task_id}"]`);
+    await row.waitFor();
+    await row.locator('button:has-text("Revoke")').click();
+    await row.locator('input[name=reason]').fill('suspect ledger sync');
+    // A task declared now is listed first, above the one being revoked.
+    const arrival = await createTask(services, world.orchestrator, { purpose: 'arrives while the operator types' });
+    await page.locator(`tr[data-task-id="${arrival.task_id}"]`).waitFor();
+    const [revocation] = await Promise.all([
+      page.waitForRequest((request) => request.method() === 'POST' && request.url().endsWith('/revoke')),
+      page.click('button:has-text("Confirm revoke")'),
+    ]);
+    await revocation.response();
+    expect(revocation.url()).toBe(`${services.adminUrl}/v1/tasks/${suspect.task_id}/revoke`);
+    const read = async (id: string) => (await sendJson('GET', `${services.adminUrl}/v1/tasks/${id}`, undefined, services.adminToken)).body;
+    expect(await read(suspect.task_id)).toMatchObject({ status: 'revoked', status_reason: 'suspect ledger sync' });
+    expect((await read(arrival.task_id)).status).toBe('active');
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${arrival.task_id}/revoke`, {}, services.adminToken);
+  });
+
   it('shows credentials and calls, revokes the task, and its credential dies at the gateway', async () => {
     await page.click('nav a[href="#/tasks"]');
     const row = page.locator(`tr[data-task-id="${approvedTask.task_id}"]`);
@@ -419,6 +442,29 @@ describeWithBrowser('admin console in Chromium', () => {
     expect((await sendJson('GET', `${services.adminUrl}/v1/agents/agent-2`, undefined, services.adminToken)).body.status).toBe('suspended');
     await agent.locator('button:has-text("Reactivate")').click();
     await agent.locator('.pill-active').waitFor();
+  });
+
+  it('keeps an open deletion with its connector when the list moves under it', async () => {
+    const connector = (id: string) => ({
+      id,
+      name: id,
+      base_url: `https://${id}.example`,
+      operations: [{ name: 'ping', method: 'GET', path: '/ping', risk: 'read', constraints: {} }],
+    });
+    expect((await sendJson('POST', `${services.adminUrl}/v1/connectors`, connector('retired'), services.adminToken)).status).toBe(201);
+    await page.click('nav a[href="#/tasks"]');
+    await page.click('nav a[href="#/registry"]');
+    await page.click('a[href="#/registry/connectors"]');
+    const row = page.locator('[data-testid=registry-table] tr[data-id="retired"]');
+    await row.locator('button:has-text("Delete")').click();
+    // Listed by id: a connector registered meanwhile (by another operator) lands above it.
+    expect((await sendJson('POST', `${services.adminUrl}/v1/connectors`, connector('billing'), services.adminToken)).status).toBe(201);
+    await page.locator('[data-testid=registry-table] tr[data-id="billing"]').waitFor();
+    const [deletion] = await Promise.all([page.waitForRequest((request) => request.method() === 'DELETE'), page.click('button:has-text("Confirm delete")')]);
+    await deletion.response();
+    expect(deletion.url()).toBe(`${services.adminUrl}/v1/connectors/retired`);
+    expect((await sendJson('GET', `${services.adminUrl}/v1/connectors/billing`, undefined, services.adminToken)).status).toBe(200);
+    await sendJson('DELETE', `${services.adminUrl}/v1/connectors/billing`, undefined, services.adminToken);
   });
 
   it('lets an admin create a viewer token, shown once, and rotate the signing key', async () => {

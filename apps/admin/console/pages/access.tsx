@@ -109,7 +109,7 @@ export function AccessPage({ selfId }: { selfId: string }) {
             </thead>
             <tbody>
               {(tokens.data?.items ?? []).map((token) => (
-                <tr data-id={token.id}>
+                <tr key={token.id} data-id={token.id}>
                   <td>
                     {token.name}
                     {token.id === selfId ? <span class="muted small"> (you)</span> : null}

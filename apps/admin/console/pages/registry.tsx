@@ -259,7 +259,7 @@ export function RegistryPage({ route, can }: { route: Route; can: (role: Role) =
           </thead>
           <tbody>
             {(list.data?.items ?? []).map((resource) => (
-              <tr data-id={resource.id}>
+              <tr key={`${kind}:${resource.id}`} data-id={resource.id}>
                 <td class="mono">{resource.id}</td>
                 <td>{resource.name}</td>
                 {kind === 'connectors' ? (

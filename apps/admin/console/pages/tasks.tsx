@@ -136,8 +136,10 @@ export function TasksPage({ can }: { can: (role: Role) => boolean }) {
             </tr>
           </thead>
           <tbody>
+            {/* Keyed: an open revocation (and its typed reason) stays with its task when the list
+                moves, not with a row position that another task may take. */}
             {active.map((task) => (
-              <tr data-task-id={task.task_id}>
+              <tr key={task.task_id} data-task-id={task.task_id}>
                 <td>
                   <strong>{task.agent_id}</strong>
                   <div class="muted small">by {task.orchestrator_id}</div>
