@@ -149,6 +149,29 @@ describe('failure throttling across instances', () => {
     expect(await count(`SELECT count(*) AS n FROM throttle_failures`)).toBe(0);
   });
 
+  it("counts another site's browser requests apart: a web page cannot lock out the agents at its address", async () => {
+    const intruder = await createClientKey();
+    const auth = bases(0);
+    // What a page opened in a browser behind the agents' address can send (a no-cors form POST):
+    // the browser adds Sec-Fetch-Site, the page cannot take it off.
+    const answers = await burst(30, async (instance, n) => {
+      const request = form({ grant_type: 'client_credentials', scope: 'tasks', ...(await clientAuthFields(`page-${n}`, intruder, first.issuer)) });
+      return from('127.0.1.9', `${auth[instance]}/oauth2/token`, { ...request, headers: { ...request.headers, 'sec-fetch-site': 'cross-site' } });
+    });
+    // Throttled all the same, under a counter of their own.
+    expect(statuses(answers)).toEqual({ 401: 20, 429: 10 });
+    expect(await count(`SELECT count(*) AS n FROM throttle_failures WHERE key = 'oauth|source|127.0.1.9#cross-site'`)).toBe(1);
+    // The orchestrator at that address is not refused.
+    for (const base of auth) {
+      const legit = await from(
+        '127.0.1.9',
+        `${base}/oauth2/token`,
+        form({ grant_type: 'client_credentials', scope: 'tasks', ...(await clientAuthFields(world.orchestrator.id, world.orchestrator.key, first.issuer)) }),
+      );
+      expect(legit.status).toBe(200);
+    }
+  });
+
   it('limits failures per claimed client id from many addresses, yet the client with its key still authenticates', async () => {
     const intruder = await createClientKey();
     const auth = bases(0);

@@ -44,12 +44,26 @@ const MAX_LOCAL_BLOCKS = 10_000;
 /** Most ended windows summarised in one transaction. */
 const SUMMARY_BATCH = 500;
 
+/** `Sec-Fetch-Site` values a browser sends with a request another site's page made. */
+const FOREIGN_SITES = new Set(['cross-site', 'same-site']);
+
 /**
  * The caller's address as the socket sees it (no proxy headers are trusted): IPv4 as is
  * (IPv4-mapped IPv6 unwrapped), IPv6 as its /64 prefix (one host usually holds a whole /64, so
- * counting single IPv6 addresses would let it rotate through 2^64 of them).
+ * counting single IPv6 addresses would let it rotate through 2^64 of them). A request a browser
+ * sent for another site's page (Fetch Metadata `Sec-Fetch-Site: cross-site` or `same-site`) is a
+ * source of its own, `<address>#cross-site`: such a page, opened by anyone behind the address of
+ * agents or orchestrators (a laptop, an office's NAT), would otherwise spend that address's
+ * failure budget and have their requests refused with `429` too. No Writ client is a web page.
+ * Sending the header by hand only picks the other counter, which has the same limits.
  */
-export function sourceAddress(request: Pick<Request, 'socket'>): string {
+export function sourceAddress(request: Pick<Request, 'socket' | 'headers'>): string {
+  const address = networkAddress(request);
+  const site = request.headers?.['sec-fetch-site'];
+  return typeof site === 'string' && FOREIGN_SITES.has(site.toLowerCase()) ? `${address}#cross-site` : address;
+}
+
+function networkAddress(request: Pick<Request, 'socket'>): string {
   const address = request.socket?.remoteAddress ?? 'unknown';
   if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) return address.slice(7);
   if (!isIPv6(address)) return address;
