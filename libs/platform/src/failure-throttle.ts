@@ -59,8 +59,13 @@ const FOREIGN_SITES = new Set(['cross-site', 'same-site']);
  */
 export function sourceAddress(request: Pick<Request, 'socket' | 'headers'>): string {
   const address = networkAddress(request);
+  return fromAnotherSite(request) ? `${address}#cross-site` : address;
+}
+
+/** Whether a browser sent `request` for another site's page (`Sec-Fetch-Site: cross-site` or `same-site`). */
+export function fromAnotherSite(request: Pick<Request, 'headers'>): boolean {
   const site = request.headers?.['sec-fetch-site'];
-  return typeof site === 'string' && FOREIGN_SITES.has(site.toLowerCase()) ? `${address}#cross-site` : address;
+  return typeof site === 'string' && FOREIGN_SITES.has(site.toLowerCase());
 }
 
 function networkAddress(request: Pick<Request, 'socket'>): string {

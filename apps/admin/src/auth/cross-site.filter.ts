@@ -1,7 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
-
-/** The `Sec-Fetch-Site` values of a request another site's page made the browser send. */
-const FOREIGN_SITES = new Set(['cross-site', 'same-site']);
+import { fromAnotherSite } from '@writ/platform';
 
 /**
  * Refuses, before its admin token is looked at, a request that a browser sent on behalf of
@@ -14,8 +12,7 @@ const FOREIGN_SITES = new Set(['cross-site', 'same-site']);
  */
 export function refuseCrossSiteRequests() {
   return (req: Request, res: Response, next: NextFunction): void => {
-    const site = req.headers['sec-fetch-site'];
-    if (typeof site !== 'string' || !FOREIGN_SITES.has(site.toLowerCase())) return next();
+    if (!fromAnotherSite(req)) return next();
     res.setHeader('Cache-Control', 'no-store');
     res.setHeader('Connection', 'close');
     res.status(403).json({ error: 'forbidden', message: 'the admin API refuses requests made by another site (Sec-Fetch-Site)' });
