@@ -493,6 +493,7 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
         role: 'operator',
         token: expect.stringMatching(/^writ_admin_[A-Za-z0-9_-]{43}$/),
         created_at: expect.any(String),
+        expires_at: null,
       });
       const stored = await services.runtime.pool.query('SELECT token_hash FROM admin_tokens WHERE id = $1', [created.body.id]);
       expect(stored.rows[0].token_hash).not.toBe(created.body.token);
@@ -509,6 +510,7 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
         created_at: created.body.created_at,
         last_used_at: null,
         revoked_at: null,
+        expires_at: null,
       });
       const events = await services.runtime.pool.query(`SELECT data::text AS data FROM audit_events WHERE type LIKE 'admin.admin_token.%'`);
       expect(events.rows.length).toBeGreaterThan(0);
@@ -516,6 +518,39 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
         expect(row.data).not.toContain(created.body.token);
         expect(row.data).not.toContain(stored.rows[0].token_hash);
       }
+    });
+
+    it('makes a token that expires: shown with its expiry, refused once past it, in every use', async () => {
+      const before = Date.now();
+      const created = await api('POST', '/v1/admin-tokens', { name: 'for-a-day', role: 'admin', expires_in: 86_400 });
+      expect(created.status).toBe(201);
+      const expiresAt = Date.parse(created.body.expires_at);
+      expect(expiresAt).toBeGreaterThanOrEqual(before + 86_400_000 - 5_000);
+      expect(expiresAt).toBeLessThanOrEqual(Date.now() + 86_400_000 + 5_000);
+      const token = created.body.token as string;
+      expect((await api('GET', '/v1/agents', undefined, token)).status).toBe(200);
+      const listed = (await api('GET', '/v1/admin-tokens?limit=200')).body.items.find((item: { id: string }) => item.id === created.body.id);
+      expect(listed.expires_at).toBe(created.body.expires_at);
+      const event = await services.runtime.pool.query(`SELECT data FROM audit_events WHERE type = 'admin.admin_token.created' AND data->>'id' = $1`, [
+        created.body.id,
+      ]);
+      expect(event.rows[0].data.expires_at).toBe(created.body.expires_at);
+      // The day has passed.
+      await services.runtime.pool.query(`UPDATE admin_tokens SET expires_at = now() - interval '1 second' WHERE id = $1`, [created.body.id]);
+      const refused = await api('GET', '/v1/agents', undefined, token);
+      expect(refused.status).toBe(401);
+      expect(refused.body.message).toBe('the admin token has expired');
+      expect((await api('POST', '/v1/admin-tokens', { name: 'heir', role: 'admin' }, token)).status).toBe(401);
+      expect((await api('DELETE', `/v1/admin-tokens/${created.body.id}`, undefined, token)).status).toBe(401);
+      const failed = await services.runtime.pool.query(
+        `SELECT data->>'reason' AS reason FROM audit_events WHERE type = 'admin.authentication_failed' ORDER BY seq DESC LIMIT 1`,
+      );
+      expect(failed.rows[0].reason).toBe('expired');
+      // Bounds and types: a minute to a year, whole seconds.
+      for (const expires_in of [59, 365 * 24 * 3600 + 1, 1.5, '3600', -60]) {
+        expect(fieldsOf(await api('POST', '/v1/admin-tokens', { name: 'bounded', role: 'viewer', expires_in }))).toEqual(['expires_in']);
+      }
+      expect((await api('POST', '/v1/admin-tokens', { name: 'a-minute', role: 'viewer', expires_in: 60 })).status).toBe(201);
     });
 
     it('pages the list with a cursor', async () => {
@@ -552,7 +587,7 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
         [third.body.id],
       );
       expect(events.rows).toEqual([
-        { type: 'admin.admin_token.created', actor_id: second.body.id, data: { id: third.body.id, name: 'third-admin', role: 'admin' } },
+        { type: 'admin.admin_token.created', actor_id: second.body.id, data: { id: third.body.id, name: 'third-admin', role: 'admin', expires_at: null } },
         { type: 'admin.admin_token.revoked', actor_id: second.body.id, data: { id: third.body.id } },
       ]);
     });

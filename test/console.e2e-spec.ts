@@ -472,10 +472,18 @@ describeWithBrowser('admin console in Chromium', () => {
     const form = page.locator('[data-testid=new-admin-token]');
     await form.locator('input[name=name]').fill('auditor');
     await form.locator('select[name=role]').selectOption('viewer');
+    // A day unless chosen otherwise; here 30 days.
+    expect(await form.locator('select[name=expires_in]').inputValue()).toBe('86400');
+    await form.locator('select[name=expires_in]').selectOption('2592000');
     await form.locator('button[type=submit]').click();
     viewerToken = await form.locator('[data-testid=created-token]').inputValue();
     expect(viewerToken).toMatch(/^writ_admin_/);
     await page.locator('[data-testid=admin-tokens] tr', { hasText: 'auditor' }).waitFor();
+    const listed = (await sendJson('GET', `${services.adminUrl}/v1/admin-tokens?limit=200`, undefined, services.adminToken)).body.items.find(
+      (token: { name: string }) => token.name === 'auditor',
+    );
+    expect(Date.parse(listed.expires_at) - Date.parse(listed.created_at)).toBe(30 * 24 * 3600 * 1000);
+    expect(await page.locator('[data-testid=admin-tokens] tr', { hasText: 'auditor' }).locator('td').nth(4).textContent()).not.toBe('never');
     const keys = page.locator('[data-testid=signing-keys] tbody tr');
     await keys.first().waitFor();
     const before = await keys.count();

@@ -10,6 +10,7 @@ interface AdminToken {
   created_at: string;
   last_used_at: string | null;
   revoked_at: string | null;
+  expires_at: string | null;
 }
 
 interface SigningKey {
@@ -23,13 +24,19 @@ interface SigningKey {
 function NewToken({ onCreated }: { onCreated: () => void }) {
   const [name, setName] = useState('');
   const [role, setRole] = useState('viewer');
+  // Seconds until it expires ('' = until revoked); a day by default, as a leaked token should not live on.
+  const [expiresIn, setExpiresIn] = useState('86400');
   const [errors, setErrors] = useState<FieldError[]>([]);
   const [message, setMessage] = useState<string | undefined>();
   const [created, setCreated] = useState<{ name: string; token: string } | undefined>();
   const create = async (event: Event) => {
     event.preventDefault();
     try {
-      const answer = await api<{ name: string; token: string }>('POST', '/v1/admin-tokens', { name, role });
+      const answer = await api<{ name: string; token: string }>('POST', '/v1/admin-tokens', {
+        name,
+        role,
+        ...(expiresIn ? { expires_in: Number(expiresIn) } : {}),
+      });
       setCreated({ name: answer.name, token: answer.token });
       setErrors([]);
       setMessage(undefined);
@@ -53,6 +60,15 @@ function NewToken({ onCreated }: { onCreated: () => void }) {
           <option value="viewer">viewer: reads</option>
           <option value="operator">operator: also changes the registry, revokes, decides approvals</option>
           <option value="admin">admin: also policies, keys and admin tokens</option>
+        </select>
+      </Field>
+      <Field label="Expires" name="expires_in" errors={errors}>
+        <select name="expires_in" value={expiresIn} onChange={(event) => setExpiresIn((event.target as HTMLSelectElement).value)}>
+          <option value="3600">in an hour</option>
+          <option value="86400">in a day</option>
+          <option value="2592000">in 30 days</option>
+          <option value="31536000">in a year</option>
+          <option value="">never (until revoked)</option>
         </select>
       </Field>
       <button type="submit" class="primary">
@@ -104,6 +120,7 @@ export function AccessPage({ selfId }: { selfId: string }) {
                 <th>Role</th>
                 <th>Created</th>
                 <th>Last used</th>
+                <th>Expires</th>
                 <th />
               </tr>
             </thead>
@@ -119,9 +136,12 @@ export function AccessPage({ selfId }: { selfId: string }) {
                   </td>
                   <td class="small">{when(token.created_at)}</td>
                   <td class="small">{when(token.last_used_at)}</td>
+                  <td class="small">{token.expires_at ? when(token.expires_at) : 'never'}</td>
                   <td class="actions">
                     {token.revoked_at ? (
                       <Pill value="revoked" />
+                    ) : token.expires_at && Date.parse(token.expires_at) <= Date.now() ? (
+                      <Pill value="expired" />
                     ) : token.id === selfId ? null : confirm === token.id ? (
                       <>
                         <button type="button" class="danger" onClick={() => run('DELETE', `/v1/admin-tokens/${segment(token.id)}`, tokens.refresh)}>

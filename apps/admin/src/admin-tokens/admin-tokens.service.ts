@@ -15,9 +15,11 @@ import type { CreateAdminTokenDto } from './dto/create-admin-token.dto';
 /** Prefix of admin tokens, so that secret scanners recognise them. */
 export const ADMIN_TOKEN_PREFIX = 'writ_admin_';
 
-const COLUMNS = 'id, name, role, created_by, created_at, last_used_at, revoked_at';
+const COLUMNS = 'id, name, role, created_by, created_at, last_used_at, revoked_at, expires_at';
 
-/** The `401` of a request whose own admin token was revoked while it ran. */
+/** SQL: the row's token has not expired (`expires_at` NULL: it never does). */
+const UNEXPIRED = '(expires_at IS NULL OR expires_at > now())';
+/** The `401` of a request whose own admin token was revoked (or expired) while it ran. */
 const REVOKED_MEANWHILE = 'the admin token is unknown or revoked';
 /** A row as {@link COLUMNS} selects it. */
 type Row = Omit<RowOf<AdminTokenEntity>, 'token_hash'>;
@@ -43,11 +45,12 @@ export class AdminTokensService {
       async (client) => {
         // The creator's token row, share-locked: a revocation of it waits for this creation, or
         // this creation (authenticated before the revocation committed) sees it and creates nothing.
-        const creator = await client.query('SELECT 1 FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL FOR SHARE', [principal.id]);
+        const creator = await client.query(`SELECT 1 FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL AND ${UNEXPIRED} FOR SHARE`, [principal.id]);
         if (!creator.rows[0]) throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
         const { rows } = await client.query<Row>(
-          `INSERT INTO admin_tokens (id, name, role, token_hash, created_by) VALUES ($1, $2, $3, $4, $5) RETURNING ${COLUMNS}`,
-          [id, body.name, body.role, hashAdminToken(token), principal.id],
+          `INSERT INTO admin_tokens (id, name, role, token_hash, created_by, expires_at)
+           VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::int)) RETURNING ${COLUMNS}`,
+          [id, body.name, body.role, hashAdminToken(token), principal.id, body.expires_in ?? null],
         );
         return toAdminTokenDto(rows[0]);
       },
@@ -56,11 +59,11 @@ export class AdminTokensService {
           type: 'admin.admin_token.created',
           outcome: 'success',
           actor: adminActor(principal),
-          data: { id: created.id, name: created.name, role: created.role },
+          data: { id: created.id, name: created.name, role: created.role, expires_at: created.expires_at },
         },
       ],
     );
-    return { id: result.id, name: result.name, role: result.role, token, created_at: result.created_at };
+    return { id: result.id, name: result.name, role: result.role, token, created_at: result.created_at, expires_at: result.expires_at };
   }
 
   /** A page of tokens, newest first (revoked ones included, with `revoked_at`). */
@@ -69,7 +72,7 @@ export class AdminTokensService {
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
     // Ordered by millisecond time so that a cursor carried as an ISO string compares exactly;
     // the hash is never selected.
-    const select = (['id', 'name', 'role', 'createdBy', 'createdAt', 'lastUsedAt', 'revokedAt'] as const).map((property) => `token.${property}`);
+    const select = (['id', 'name', 'role', 'createdBy', 'createdAt', 'lastUsedAt', 'revokedAt', 'expiresAt'] as const).map((property) => `token.${property}`);
     const found = this.repository
       .createQueryBuilder('token')
       .select(select)
@@ -91,12 +94,12 @@ export class AdminTokensService {
       async (client) => {
         // Both rows, locked in id order: of two admins revoking each other at once, the second to
         // lock finds its own token revoked and changes nothing, so the last admin is never lost.
-        const locked = await client.query<Pick<Row, 'id' | 'revoked_at'>>(
-          'SELECT id, revoked_at FROM admin_tokens WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
+        const locked = await client.query<Pick<Row, 'id' | 'revoked_at'> & { expired: boolean }>(
+          'SELECT id, revoked_at, (expires_at IS NOT NULL AND expires_at <= now()) AS expired FROM admin_tokens WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
           [[id, principal.id]],
         );
         const revoker = locked.rows.find((row) => row.id === principal.id);
-        if (!revoker || revoker.revoked_at) throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
+        if (!revoker || revoker.revoked_at || revoker.expired) throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
         const current = locked.rows.find((row) => row.id === id);
         if (!current) throw new NotFoundError('admin token');
         if (current.revoked_at) return false;

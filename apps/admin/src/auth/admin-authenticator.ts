@@ -40,13 +40,16 @@ export class AdminAuthenticator {
     if (blocked) throw new AdminThrottledError(blocked.retryAfterSeconds);
     const token = bearerToken(request.headers.authorization);
     if (!token) return this.refuse(request, source, 'missing', 'an admin token is required: Authorization: Bearer <token>');
-    const { rows } = await this.pool.query<{ id: string; name: string; role: string; stale: boolean }>(
-      `SELECT id, name, role, (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') AS stale
+    const { rows } = await this.pool.query<{ id: string; name: string; role: string; stale: boolean; expired: boolean }>(
+      `SELECT id, name, role, (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') AS stale,
+              (expires_at IS NOT NULL AND expires_at <= now()) AS expired
          FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL`,
       [hashAdminToken(token)],
     );
     const row = rows[0];
     if (!row || !isAdminRole(row.role)) return this.refuse(request, source, 'unknown_or_revoked', 'the admin token is unknown or revoked');
+    // Counted like any other failure: whoever holds an expired token may not keep trying it.
+    if (row.expired) return this.refuse(request, source, 'expired', 'the admin token has expired');
     if (row.stale) {
       await this.pool.query(
         `UPDATE admin_tokens SET last_used_at = now()

@@ -16,6 +16,7 @@ import { ConnectorVersions1764536000000 } from './1764536000000-connector-versio
 import { ChangeNotifications1764540000000 } from './1764540000000-change-notifications';
 import { BatchExpectations1764550000000 } from './1764550000000-batch-expectations';
 import { AccountRefreshLease1764560000000 } from './1764560000000-account-refresh-lease';
+import { AdminTokenExpiry1764570000000 } from './1764570000000-admin-token-expiry';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -42,4 +43,5 @@ export const MIGRATIONS = [
   ChangeNotifications1764540000000,
   BatchExpectations1764550000000,
   AccountRefreshLease1764560000000,
+  AdminTokenExpiry1764570000000,
 ];

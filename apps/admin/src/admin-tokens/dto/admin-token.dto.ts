@@ -11,6 +11,7 @@ export class AdminTokenDto {
   @ApiProperty({ format: 'date-time' }) created_at!: string;
   @ApiProperty({ format: 'date-time', nullable: true, type: String }) last_used_at!: string | null;
   @ApiProperty({ format: 'date-time', nullable: true, type: String }) revoked_at!: string | null;
+  @ApiProperty({ format: 'date-time', nullable: true, type: String, description: 'when it stops working; null: until revoked' }) expires_at!: string | null;
 }
 
 /** `GET /v1/admin-tokens/self`: the token a request is made with (never the token itself). */
@@ -27,6 +28,7 @@ export class CreatedAdminTokenDto {
   @ApiProperty({ enum: ADMIN_ROLES }) role!: AdminRole;
   @ApiProperty({ description: 'the bearer token; shown once, stored only as its SHA-256', example: 'writ_admin_…' }) token!: string;
   @ApiProperty({ format: 'date-time' }) created_at!: string;
+  @ApiProperty({ format: 'date-time', nullable: true, type: String, description: 'when it stops working; null: until revoked' }) expires_at!: string | null;
 }
 
 /** A page of admin tokens. */
@@ -46,5 +48,6 @@ export function toAdminTokenDto(row: Omit<RowOf<AdminTokenEntity>, 'token_hash'>
     created_at: row.created_at.toISOString(),
     last_used_at: iso(row.last_used_at),
     revoked_at: iso(row.revoked_at),
+    expires_at: iso(row.expires_at),
   };
 }
