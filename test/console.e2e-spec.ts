@@ -431,6 +431,19 @@ describeWithBrowser('admin console in Chromium', () => {
     await row.locator('text=Team chat (ops)').waitFor();
     const stored = await sendJson('GET', `${services.adminUrl}/v1/connectors/chat`, undefined, services.adminToken);
     expect(stored.body.credential).toMatchObject({ type: 'bearer', fingerprint: expect.stringMatching(/^hmac-sha256:/) });
+    // Another admin changes it while this editor is open: saving would overwrite that, so it is refused.
+    const read = page.waitForResponse((response) => response.url().endsWith('/v1/connectors/chat') && response.request().method() === 'GET');
+    await row.locator('button:has-text("Edit")').click();
+    await read;
+    const meanwhile = await sendJson('PATCH', `${services.adminUrl}/v1/connectors/chat`, { name: 'Chat (renamed elsewhere)' }, services.adminToken);
+    expect(meanwhile.status).toBe(200);
+    await editor.locator('input[name=name]').fill('Team chat (stale)');
+    const [patch] = await Promise.all([page.waitForRequest((request) => request.method() === 'PATCH'), editor.locator('button[type=submit]').click()]);
+    expect(patch.headers()['if-match']).toMatch(/^"[A-Za-z0-9_-]+"$/);
+    expect((await patch.response())!.status()).toBe(412);
+    await editor.locator('.error', { hasText: 'changed since' }).waitFor();
+    expect((await sendJson('GET', `${services.adminUrl}/v1/connectors/chat`, undefined, services.adminToken)).body.name).toBe('Chat (renamed elsewhere)');
+    await editor.locator('button:has-text("Cancel")').click();
     await row.locator('button:has-text("Delete")').click();
     await row.locator('button:has-text("Confirm delete")').click();
     await row.waitFor({ state: 'detached' });

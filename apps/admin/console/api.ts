@@ -57,12 +57,17 @@ export interface ApiOptions {
   raw?: { body: Blob | ArrayBuffer; type: string };
   /** Do not sign out on 401 (the sign-in check itself). */
   quiet401?: boolean;
+  /** Sent as `If-Match`: the change applies only to the version read (`412` otherwise). */
+  ifMatch?: string;
+  /** Told the answer's `ETag`, if any (the version to send back as `ifMatch`). */
+  onEntityTag?: (tag: string | undefined) => void;
 }
 
 /** Calls the admin API; resolves with the JSON answer (undefined for 204) or throws {@link ApiError}. */
 export async function api<T = unknown>(method: string, path: string, body?: unknown, options: ApiOptions = {}): Promise<T> {
   const headers: Record<string, string> = { accept: 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
+  if (options.ifMatch) headers['if-match'] = options.ifMatch;
   let payload: BodyInit | undefined;
   if (options.raw) {
     headers['content-type'] = options.raw.type;
@@ -84,7 +89,10 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   } catch {
     json = undefined;
   }
-  if (response.ok) return json as T;
+  if (response.ok) {
+    options.onEntityTag?.(response.headers.get('etag') ?? undefined);
+    return json as T;
+  }
   if (response.status === 401 && !options.quiet401) onUnauthorized();
   const error = (json ?? {}) as { message?: string; error_description?: string; error?: string; fields?: FieldError[] };
   const message = error.message ?? error.error_description ?? error.error ?? `HTTP ${response.status}`;

@@ -1,4 +1,4 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, FieldError, Page, Role, segment } from '../api';
 import type { Route } from '../main';
 import { describeError, ErrorLine, Field, parseJsonField, Pill, usePoll, when } from '../ui';
@@ -73,18 +73,39 @@ function Editor({ kind, original, onDone, onCancel }: { kind: Kind; original?: R
   const [draft, setDraft] = useState<Draft>(original ? draftOf(original) : EMPTY);
   const [errors, setErrors] = useState<FieldError[]>([]);
   const [message, setMessage] = useState<string | undefined>();
+  // The version being edited, read afresh with its ETag: the change is sent with If-Match, so
+  // that an edit made meanwhile by someone else is never overwritten (the API answers 412).
+  const [base, setBase] = useState<Resource | undefined>(original);
+  const [version, setVersion] = useState<string | undefined>();
+  useEffect(() => {
+    if (!original) return;
+    let open = true;
+    let tag: string | undefined;
+    api<Resource>('GET', `/v1/${kind}/${segment(original.id)}`, undefined, { onEntityTag: (answered) => (tag = answered) })
+      .then((fresh) => {
+        if (!open) return;
+        setBase(fresh);
+        setVersion(tag);
+        // Typed changes are kept; untouched fields show the version read.
+        setDraft((current) => (JSON.stringify(current) === JSON.stringify(draftOf(original)) ? draftOf(fresh) : current));
+      })
+      .catch((caught: unknown) => open && setMessage(describeError(caught).message));
+    return () => {
+      open = false;
+    };
+  }, [kind, original]);
   const set = (name: keyof Draft) => (event: Event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value });
   const save = async (event: Event) => {
     event.preventDefault();
     const local: FieldError[] = [];
-    const body = bodyOf(kind, draft, original, local);
+    const body = bodyOf(kind, draft, base, local);
     if (local.length) {
       setErrors(local);
       setMessage('fix the fields marked below');
       return;
     }
     try {
-      if (original) await api('PATCH', `/v1/${kind}/${segment(original.id)}`, body);
+      if (original) await api('PATCH', `/v1/${kind}/${segment(original.id)}`, body, { ifMatch: version });
       else await api('POST', `/v1/${kind}`, body);
       onDone();
     } catch (caught) {
