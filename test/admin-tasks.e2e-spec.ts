@@ -205,6 +205,29 @@ describe('admin API: suspension, tasks, evidence, policy dry runs', () => {
       expect(await count('SELECT refusals AS n FROM tasks WHERE id = $1', [task.task_id])).toBe(refusalsBefore);
     });
 
+    it('reports what the exchange refuses before the policy: foreign locations, another resource', async () => {
+      const task = await createTask(services, world.orchestrator);
+      const gateway = services.runtime.config.gatewayUrl;
+      const elsewhere = [{ ...PAYOUT_REQUEST[0], locations: ['https://attacker.example/connectors/payments'] }];
+      const foreign = await api('POST', '/v1/policies/evaluate', { task_id: task.task_id, authorization_details: elsewhere }, operator);
+      expect(foreign.status).toBe(200);
+      expect(foreign.body.violations[0]).toContain('locations[0] must be the URL of the connector');
+      const other = await api(
+        'POST',
+        '/v1/policies/evaluate',
+        { task_id: task.task_id, authorization_details: PAYOUT_REQUEST, resource: `${gateway}/connectors/chat` },
+        operator,
+      );
+      expect(other.body.violations).toEqual(['resource must be the URL of the requested connector']);
+      const own = await api(
+        'POST',
+        '/v1/policies/evaluate',
+        { task_id: task.task_id, authorization_details: PAYOUT_REQUEST, resource: `${gateway}/connectors/payments` },
+        operator,
+      );
+      expect(own.body.violations).toEqual([]);
+    });
+
     it('evaluates a raw input, and refuses mixed or incomplete requests by field', async () => {
       const raw = await api('POST', '/v1/policies/evaluate', { input: { request: { authorization_details: [] } } });
       expect(raw.status).toBe(200);

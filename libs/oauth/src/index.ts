@@ -80,7 +80,12 @@ export { jsonValuesEqual, matchConstraint, parseDecimalString } from './authoriz
 // Token exchange (RFC 8693)
 export { ACCESS_TOKEN_TYP, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT } from './token-exchange/token-exchange.constants';
 export { connectorResourceUrl, foreignLocations } from './token-exchange/connector-resource-url';
-export { parseTokenExchangeRequest, type ParseTokenExchangeOptions, type TokenExchangeRequest } from './token-exchange/parse-token-exchange-request';
+export {
+  exchangeTargetRefusal,
+  parseTokenExchangeRequest,
+  type ParseTokenExchangeOptions,
+  type TokenExchangeRequest,
+} from './token-exchange/parse-token-exchange-request';
 export { quoteToken, safeToken } from './util/safe-description';
 
 // DPoP (RFC 9449)

@@ -2,7 +2,8 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import type { ConnectorDetail } from '@writ/database';
 import { grantFloorViolations } from '@writ/grants';
-import { GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
+import { exchangeTargetRefusal, GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
+import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { FieldError, loadPolicyEngine, LOGGER, ValidationFailedError } from '@writ/platform';
 import { ActivePolicy, buildPolicyInput, Decision, evaluateFailClosed, PolicyEngine, PolicyInput, PolicyLoadError } from '@writ/policy';
 import type { ActivePolicyDto, EvaluatePolicyDto, PolicyEvaluationDto } from './dto/policy.dtos';
@@ -15,6 +16,7 @@ export class PoliciesService {
     private readonly policy: ActivePolicy,
     private readonly facts: PolicyFactsReader,
     @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(WRIT_CONFIG) private readonly config: WritConfig,
   ) {}
 
   /** What is in force. */
@@ -67,7 +69,11 @@ export class PoliciesService {
       policy_version: engine.version,
       decision: this.decide(engine, input),
       input: input as unknown as Record<string, unknown>,
-      violations: grantFloorViolations(details, subject.task.allowed as ConnectorDetail[], connectors),
+      violations: [
+        // What the exchange refuses before asking the policy (connectors, locations, resource).
+        ...[exchangeTargetRefusal(details, body.resource, this.config.gatewayUrl)].flatMap((refusal) => (refusal ? [refusal.description] : [])),
+        ...grantFloorViolations(details, subject.task.allowed as ConnectorDetail[], connectors),
+      ],
     };
   }
 

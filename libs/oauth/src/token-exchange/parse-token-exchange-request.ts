@@ -1,6 +1,7 @@
 import type { ConnectorAuthorizationDetail } from '../authorization-details/authorization-details.types';
 import { parseAuthorizationDetails } from '../authorization-details/parse-authorization-details';
 import { InvalidAuthorizationDetailsError, InvalidRequestError, InvalidScopeError, InvalidTargetError } from '../errors/oauth-errors';
+import type { OAuthError } from '../errors/oauth-error';
 import { type FormParams, optionalParam, requireParam } from '../params/parse-form-body';
 import { connectorResourceUrl, foreignLocations } from './connector-resource-url';
 import { TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT } from './token-exchange.constants';
@@ -45,6 +46,38 @@ function isAbsoluteUriWithoutFragment(value: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * What token exchange refuses about where parsed `authorization_details` (and `resource`) point,
+ * before any policy: entries naming more than one connector, RFC 9396 `locations` other than the
+ * connector's own URL, a `resource` other than it (the last two only with `gatewayUrl`). Shared
+ * with the policy dry run, which reports it instead of throwing.
+ */
+export function exchangeTargetRefusal(
+  details: readonly ConnectorAuthorizationDetail[],
+  resource: string | undefined,
+  gatewayUrl: string | undefined,
+): OAuthError | undefined {
+  const connector = details[0]?.connector;
+  if (details.some((entry) => entry.connector !== connector)) {
+    return new InvalidAuthorizationDetailsError('all authorization_details entries must name the same connector', {
+      reason: 'multiple_connectors',
+    });
+  }
+  if (gatewayUrl === undefined) return undefined;
+  for (const [index, detail] of details.entries()) {
+    const foreign = foreignLocations(gatewayUrl, detail);
+    if (foreign.length > 0) {
+      return new InvalidAuthorizationDetailsError(`authorization_details[${index}].locations[${foreign[0]}] must be the URL of the connector`, {
+        reason: 'location_mismatch',
+      });
+    }
+  }
+  if (resource !== undefined && resource !== connectorResourceUrl(gatewayUrl, connector)) {
+    return new InvalidTargetError('resource must be the URL of the requested connector', { reason: 'resource_mismatch' });
+  }
+  return undefined;
 }
 
 /**
@@ -95,29 +128,9 @@ export function parseTokenExchangeRequest(params: FormParams, options: ParseToke
   const authorizationDetails = parseAuthorizationDetails(requireParam(params, 'authorization_details'), {
     maxEntries: options.maxAuthorizationDetails,
   });
+  const refusal = exchangeTargetRefusal(authorizationDetails, resource, options.gatewayUrl);
+  if (refusal) throw refusal;
   const connector = authorizationDetails[0].connector;
-  if (authorizationDetails.some((entry) => entry.connector !== connector)) {
-    throw new InvalidAuthorizationDetailsError('all authorization_details entries must name the same connector', {
-      reason: 'multiple_connectors',
-    });
-  }
-  if (options.gatewayUrl !== undefined) {
-    for (const [index, detail] of authorizationDetails.entries()) {
-      const foreign = foreignLocations(options.gatewayUrl, detail);
-      if (foreign.length > 0) {
-        throw new InvalidAuthorizationDetailsError(`authorization_details[${index}].locations[${foreign[0]}] must be the URL of the connector`, {
-          reason: 'location_mismatch',
-        });
-      }
-    }
-  }
-  if (resource !== undefined && options.gatewayUrl !== undefined) {
-    if (resource !== connectorResourceUrl(options.gatewayUrl, connector)) {
-      throw new InvalidTargetError('resource must be the URL of the requested connector', {
-        reason: 'resource_mismatch',
-      });
-    }
-  }
 
   return {
     subjectToken,

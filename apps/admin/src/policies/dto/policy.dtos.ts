@@ -80,7 +80,7 @@ export class PolicyEvaluationDto {
   @ApiPropertyOptional({
     type: [String],
     description:
-      "task mode: what the server's own floor (one connector, one action, a catalogue operation, inside the task's allowed) would refuse whatever the policy says",
+      "task mode: what the exchange refuses whatever the policy says: its target (one connector, locations and resource naming the connector) and the server's own floor (one action, a catalogue operation, inside the task's allowed)",
   })
   violations?: string[];
 }
