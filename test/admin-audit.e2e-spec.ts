@@ -25,6 +25,26 @@ describe('admin API: audit log', () => {
     };
   };
 
+  /**
+   * What no writer of Writ produces: an event's data nested 8 000 levels deep (past what
+   * JavaScript serialises), written by a superuser with the append-only trigger off. `seqSql`
+   * selects the event; `$1` is the data. Returns the number of events changed.
+   */
+  const nestDataAsSuperuser = async (seqSql: string, values: unknown[] = []): Promise<number> => {
+    const client = new Client({ connectionString: services.db.url });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL session_replication_role = replica');
+      const nested = '{"d":'.repeat(8_000) + '{}' + '}'.repeat(8_000);
+      const { rowCount } = await client.query(`UPDATE audit_events SET data = $1::jsonb WHERE seq = ${seqSql}`, [nested, ...values]);
+      await client.query('COMMIT');
+      return rowCount ?? 0;
+    } finally {
+      await client.end();
+    }
+  };
+
   beforeAll(async () => {
     services = await startTestServices({ admin: createAdminApp });
     world = await seedWorld(services.runtime.pool);
@@ -206,17 +226,7 @@ describe('admin API: audit log', () => {
     for (let n = 0; n < 1_050; n += 1)
       await services.runtime.audit.recordLater({ type: 'test.filler', outcome: 'info', actor: { type: 'system', id: 'spec' } });
     await services.runtime.audit.drain();
-    const nested = (levels: number) => '{"d":'.repeat(levels) + '{}' + '}'.repeat(levels);
-    const client = new Client({ connectionString: services.db.url });
-    await client.connect();
-    try {
-      await client.query('BEGIN');
-      await client.query('SET LOCAL session_replication_role = replica');
-      await client.query(`UPDATE audit_events SET data = $1::jsonb WHERE seq = (SELECT max(seq) - 5 FROM audit_events)`, [nested(8_000)]);
-      await client.query('COMMIT');
-    } finally {
-      await client.end();
-    }
+    expect(await nestDataAsSuperuser('(SELECT max(seq) - 5 FROM audit_events)')).toBe(1);
     const response = await fetch(`${services.adminUrl}/v1/audit/export`, { headers: { authorization: `Bearer ${viewer}` } });
     expect(response.status).toBe(200);
     await expect(response.text()).rejects.toThrow();
@@ -228,21 +238,7 @@ describe('admin API: audit log', () => {
   });
 
   it("answers a task's evidence when a superuser nested an event's data past what JSON serialises", async () => {
-    const nested = (levels: number) => '{"d":'.repeat(levels) + '{}' + '}'.repeat(levels);
-    const client = new Client({ connectionString: services.db.url });
-    await client.connect();
-    try {
-      await client.query('BEGIN');
-      await client.query('SET LOCAL session_replication_role = replica');
-      const { rows } = await client.query(
-        `UPDATE audit_events SET data = $1::jsonb WHERE seq = (SELECT min(seq) FROM audit_events WHERE task_id = $2 AND type = 'token.issued') RETURNING seq`,
-        [nested(8_000), taskId],
-      );
-      expect(rows).toHaveLength(1);
-      await client.query('COMMIT');
-    } finally {
-      await client.end();
-    }
+    expect(await nestDataAsSuperuser(`(SELECT min(seq) FROM audit_events WHERE task_id = $2 AND type = 'token.issued')`, [taskId])).toBe(1);
     const evidence = await api('GET', `/v1/tasks/${taskId}/evidence`, undefined, viewer);
     expect(evidence.status).toBe(200);
     expect(evidence.body.chain.verified).toBe(false);

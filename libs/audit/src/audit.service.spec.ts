@@ -13,6 +13,17 @@ const event = (n: number): AuditEventInput => ({
   data: { n, nested: { b: 2, a: [1, 'x'] } },
 });
 
+/** An event carrying `value` in every text column: type (after `test.`), actor, agent, task and connector. */
+const inEveryColumn = (value: string, outcome: AuditEventInput['outcome'], data: Record<string, unknown>): AuditEventInput => ({
+  type: `test.${value}`,
+  outcome,
+  actor: { type: 'agent', id: value },
+  agentId: value,
+  taskId: value,
+  connectorId: value,
+  data,
+});
+
 describe('AuditService', () => {
   let db: TestDatabase;
   let pool: Pool;
@@ -48,15 +59,7 @@ describe('AuditService', () => {
 
   it('stores hostile text exactly as hashed, in every field, and refuses a NUL outside the data', async () => {
     const hostile = [`'); DROP TABLE audit_events; --`, `back\\slash \\' E'x'`, `$$ $tag$ \u2028 \ud83d\ude00`, `\\x00 \\u0000`].join(' | ');
-    const [record] = await audit.record({
-      type: `test.${hostile}`,
-      outcome: 'denied',
-      actor: { type: 'agent', id: hostile },
-      agentId: hostile,
-      taskId: hostile,
-      connectorId: hostile,
-      data: { [hostile]: hostile, nul: 'a\u0000b', list: [hostile, 1.5, null] },
-    });
+    const [record] = await audit.record(inEveryColumn(hostile, 'denied', { [hostile]: hostile, nul: 'a\u0000b', list: [hostile, 1.5, null] }));
     const { rows } = await pool.query('SELECT type, actor_id, agent_id, task_id, connector_id, data, hash FROM audit_events WHERE seq = $1', [record.seq]);
     expect(rows[0]).toEqual({
       type: `test.${hostile}`,
@@ -229,15 +232,7 @@ describe('AuditService', () => {
 
   it('hashes the event columns as they are stored, lone surrogates included, so the chain still verifies', async () => {
     const lone = 'x\ud800y';
-    const [record] = await audit.record({
-      type: `test.${lone}`,
-      outcome: 'info',
-      actor: { type: 'agent', id: lone },
-      agentId: lone,
-      taskId: lone,
-      connectorId: lone,
-      data: {},
-    });
+    const [record] = await audit.record(inEveryColumn(lone, 'info', {}));
     const { rows } = await pool.query('SELECT type, actor_id, agent_id, task_id, connector_id FROM audit_events WHERE seq = $1', [record.seq]);
     expect(rows[0]).toEqual({ type: 'test.x\ufffdy', actor_id: 'x\ufffdy', agent_id: 'x\ufffdy', task_id: 'x\ufffdy', connector_id: 'x\ufffdy' });
     expect(record.agent_id).toBe('x\ufffdy');
