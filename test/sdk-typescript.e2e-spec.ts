@@ -95,6 +95,37 @@ describe('@writ/sdk against a running Writ', () => {
   });
 
   describe('Orchestrator', () => {
+    it('declares a task once when its answer is lost and the SDK retries (one Idempotency-Key per declaration)', async () => {
+      const keys: string[] = [];
+      let lost = false;
+      // A proxy in front that lost the first answer after the server committed: it says 503.
+      const flaky = new Orchestrator({
+        issuer: services.issuer,
+        clientId: world.orchestrator.id,
+        key: { privateKey: world.orchestrator.key.privateKey, kid: world.orchestrator.key.publicJwk.kid },
+        allowInsecureRequests: true,
+        fetch: async (input, init) => {
+          const answer = await fetch(input, init);
+          const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+          if (!url.endsWith('/v1/tasks') || init?.method !== 'POST') return answer;
+          keys.push(new Headers(init.headers).get('idempotency-key') ?? '');
+          if (lost) return answer;
+          lost = true;
+          await answer.arrayBuffer();
+          return new Response(JSON.stringify({ error: 'temporarily_unavailable' }), { status: 503, headers: { 'retry-after': '1' } });
+        },
+      });
+      const task = await flaky.tasks.create(spec());
+      expect(keys).toHaveLength(2);
+      expect(keys[0]).toMatch(/^[0-9a-f-]{36}$/);
+      expect(keys[1]).toBe(keys[0]);
+      const { rows } = await services.runtime.pool.query(`SELECT id FROM tasks WHERE idempotency_key = $1`, [keys[0]]);
+      expect(rows).toEqual([{ id: task.taskId }]);
+      // A new declaration is a new key.
+      await flaky.tasks.create(spec());
+      expect(keys[2]).not.toBe(keys[0]);
+    });
+
     it('creates, reads and completes a task; completion revokes what the agent holds', async () => {
       const task = await orchestrator.tasks.create(spec());
       expect(task).toMatchObject({ taskId: expect.any(String), taskToken: expect.any(String), status: 'active' });

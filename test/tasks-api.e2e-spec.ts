@@ -1,5 +1,5 @@
 import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
-import { sendJson, tokenRequest } from './support/oauth-client';
+import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { seedOrchestrator } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -39,6 +39,59 @@ describe('Tasks API (orchestrators)', () => {
     expect(shown.body.grants[0]).toMatchObject({ connector: 'payments', action: 'payouts.create', state: 'active', max_uses: 1, uses: 0 });
     expect(JSON.stringify(shown.body)).not.toContain(exchanged.body.access_token);
     expect(JSON.stringify(shown.body)).not.toContain(created.body.task_token);
+  });
+
+  describe('Idempotency-Key', () => {
+    const keyed = (key: string, body: unknown = valid) =>
+      http(`${services.issuer}/v1/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'idempotency-key': key },
+        body: JSON.stringify(body),
+      });
+
+    it('declares one task for one key, however many copies arrive at once, and each copy works', async () => {
+      const key = `retry-${Date.now()}`;
+      const answers = await Promise.all(Array.from({ length: 6 }, () => keyed(key)));
+      for (const answer of answers) expect(answer.status).toBe(201);
+      const ids = new Set(answers.map((answer) => answer.body.task_id));
+      expect(ids.size).toBe(1);
+      const [taskId] = [...ids];
+      const { rows } = await services.runtime.pool.query(`SELECT id FROM tasks WHERE idempotency_key = $1`, [key]);
+      expect(rows).toEqual([{ id: taskId }]);
+      // One declaration, and every other answer's token on the record.
+      const events = await services.runtime.pool.query<{ type: string; n: number }>(
+        `SELECT type, count(*)::int AS n FROM audit_events WHERE task_id = $1 GROUP BY type ORDER BY type`,
+        [taskId],
+      );
+      expect(events.rows).toEqual([
+        { type: 'task.created', n: 1 },
+        { type: 'task.token_reissued', n: 5 },
+      ]);
+      // Any copy of the task token works (same task, same jti).
+      const last = answers[answers.length - 1].body.task_token;
+      expect((await tokenRequest(services.issuer, world.agent, exchangeFields(last, PAYOUT_REQUEST))).status).toBe(200);
+      // Sent again after the task ended: the same task, as it is now.
+      await sendJson('POST', `${services.issuer}/v1/tasks/${taskId}/complete`, undefined, token);
+      const later = await keyed(key);
+      expect(later.status).toBe(201);
+      expect(later.body).toMatchObject({ task_id: taskId, status: 'completed' });
+    });
+
+    it('refuses another declaration under a used key, and a malformed key, naming it', async () => {
+      const key = `once-${Date.now()}`;
+      expect((await keyed(key)).status).toBe(201);
+      const other = await keyed(key, { ...valid, purpose: 'pay invoice INV-43' });
+      expect(other.status).toBe(409);
+      expect(other.body.message).toMatch(/Idempotency-Key was used for another task declaration/);
+      for (const bad of ['', 'has space', 'x'.repeat(256), 'caf\u00e9']) {
+        const refused = await keyed(bad);
+        expect(refused.status).toBe(400);
+        expect(refused.body.fields).toEqual([{ field: 'Idempotency-Key', message: expect.any(String) }]);
+      }
+      // Without a key, every request declares a task of its own.
+      const [a, b] = await Promise.all([post(valid), post(valid)]);
+      expect(a.body.task_id).not.toBe(b.body.task_id);
+    });
   });
 
   it('refuses invalid declarations field by field, and unknown fields', async () => {

@@ -33,6 +33,8 @@ export interface DeclaredTask {
   createdAtSeconds: number;
   expiresAt: Date;
   budgets: BudgetRule[];
+  /** The request's `Idempotency-Key` and the digest of its body: declared once per orchestrator and key. */
+  idempotency?: { key: string; digest: string };
 }
 
 /**
@@ -219,10 +221,17 @@ export class GrantStore {
   }
 
   /** Records a declared task and its budget rows, in the caller's transaction (with its `task.created` event). */
-  async declareTask(tx: PoolClient, task: DeclaredTask): Promise<void> {
-    await tx.query(
-      `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, to_timestamp($9), $10)`,
+  /**
+   * Records a declared task and its budgets, in the caller's transaction. False (nothing recorded)
+   * when the orchestrator already declared a task under the same `Idempotency-Key`: the insert
+   * waits for a concurrent one with that key, then finds it.
+   */
+  async declareTask(tx: PoolClient, task: DeclaredTask): Promise<boolean> {
+    const { rowCount } = await tx.query(
+      `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti, created_at, expires_at,
+                          idempotency_key, request_digest)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, to_timestamp($9), $10, $11, $12)
+       ON CONFLICT (orchestrator_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`,
       [
         task.id,
         task.agentId,
@@ -234,9 +243,46 @@ export class GrantStore {
         task.taskTokenJti,
         task.createdAtSeconds,
         task.expiresAt,
+        task.idempotency?.key ?? null,
+        task.idempotency?.digest ?? null,
       ],
     );
+    if (rowCount !== 1) return false;
     await this.declareBudgets(tx, task.id, task.budgets);
+    return true;
+  }
+
+  /** The task an orchestrator declared under `key`, with what a replay of its declaration needs. */
+  async taskDeclaredWithKey(
+    client: Pool | PoolClient,
+    orchestratorId: string,
+    key: string,
+  ): Promise<{ id: string; agentId: string; digest: string; taskTokenJti: string; createdAtSeconds: number; expiresAt: Date; status: string } | undefined> {
+    const { rows } = await client.query<{
+      id: string;
+      agent_id: string;
+      request_digest: string;
+      task_token_jti: string;
+      created: string;
+      expires_at: Date;
+      status: string;
+    }>(
+      `SELECT id, agent_id, request_digest, task_token_jti, extract(epoch FROM created_at)::bigint::text AS created, expires_at, status
+         FROM tasks WHERE orchestrator_id = $1 AND idempotency_key = $2`,
+      [orchestratorId, key],
+    );
+    const row = rows[0];
+    return row
+      ? {
+          id: row.id,
+          agentId: row.agent_id,
+          digest: row.request_digest,
+          taskTokenJti: row.task_token_jti,
+          createdAtSeconds: Number(row.created),
+          expiresAt: row.expires_at,
+          status: row.status,
+        }
+      : undefined;
   }
 
   /**

@@ -127,7 +127,10 @@ export class Orchestrator {
       ...(spec.user !== undefined ? { user: spec.user } : {}),
       ...(spec.metadata !== undefined ? { metadata: spec.metadata } : {}),
     };
-    const created = await this.call<{ task_id: string; task_token: string; expires_at: string; status: string }>('POST', '/v1/tasks', body);
+    // One key for every attempt of this declaration: a retry after a lost answer gets the same task.
+    const created = await this.call<{ task_id: string; task_token: string; expires_at: string; status: string }>('POST', '/v1/tasks', body, {
+      'idempotency-key': globalThis.crypto.randomUUID(),
+    });
     return hideSecrets<CreatedTask>({ taskId: created.task_id, taskToken: created.task_token, expiresAt: created.expires_at, status: created.status }, [
       'taskToken',
     ]);
@@ -153,14 +156,19 @@ export class Orchestrator {
   }
 
   /** One Tasks API call; a refused access token (401) is replaced once; never follows a redirect (the token goes to the issuer only). */
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private async call<T>(method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const token = await this.accessToken();
       // A 429/503 (shed before any work) is retried after its `Retry-After`, bounded.
       const response = await withRetries(() =>
         this.#client.fetch(`${this.#client.issuer}${path}`, {
           method,
-          headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+          headers: {
+            authorization: `Bearer ${token}`,
+            accept: 'application/json',
+            ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+            ...extraHeaders,
+          },
           body: body !== undefined ? JSON.stringify(body) : undefined,
           redirect: 'manual',
           signal: this.#client.timeoutSignal(),

@@ -204,6 +204,34 @@ def test_the_tasks_api_is_retried_when_shed(waits):
     assert len(waits) == 1
 
 
+def test_a_task_declaration_keeps_its_idempotency_key_across_retries(waits):
+    created = {"task_id": "t1", "task_token": "tt", "expires_at": "2026-01-01T00:00:00Z", "status": "active"}
+    answers = [issued("tasks-at"), (503, {"error": "temporarily_unavailable"}, {"retry-after": "1"}), (201, created, {}), (201, created, {})]
+    server = Scripted(answers)
+    orchestrator = Orchestrator(ISSUER, "orch-1", private_jwk(), http=httpx.Client(transport=httpx.MockTransport(server)))
+    allowed = [{"connector": "payments", "actions": ["payouts.create"]}]
+    assert orchestrator.create_task("agent-1", "pay", allowed, 60).task_id == "t1"
+    orchestrator.create_task("agent-1", "pay", allowed, 60)
+    keys = [request.headers.get("idempotency-key") for request in server.seen if request.url.path == "/v1/tasks"]
+    # The retry of one declaration sends its key again; the next declaration has a key of its own.
+    assert len(keys) == 3 and keys[0] and keys[1] == keys[0] and keys[2] != keys[0]
+
+
+async def _declare_async(server: "Scripted") -> None:
+    from writ import AsyncOrchestrator
+
+    orchestrator = AsyncOrchestrator(ISSUER, "orch-1", private_jwk(), http=httpx.AsyncClient(transport=httpx.MockTransport(server)))
+    await orchestrator.create_task("agent-1", "pay", [{"connector": "payments", "actions": ["payouts.create"]}], 60)
+
+
+def test_an_async_task_declaration_sends_an_idempotency_key():
+    created = {"task_id": "t1", "task_token": "tt", "expires_at": "2026-01-01T00:00:00Z", "status": "active"}
+    server = Scripted([issued("tasks-at"), (201, created, {})])
+    asyncio.run(_declare_async(server))
+    keys = [request.headers.get("idempotency-key") for request in server.seen if request.url.path == "/v1/tasks"]
+    assert len(keys) == 1 and len(keys[0]) == 36
+
+
 def test_the_dpop_private_key_stays_out_of_reprs():
     agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY)
     private = agent._dpop._key.as_dict(private=True)["d"]

@@ -1,7 +1,7 @@
-import { Body, Controller, Get, HttpCode, Param, Post, Req, UseGuards, UseInterceptors } from '@nestjs/common';
+import { Body, Controller, Get, Headers, HttpCode, Param, Post, Req, UseGuards, UseInterceptors } from '@nestjs/common';
 import type { Request } from 'express';
 import type { TaskDto } from '@writ/grants';
-import { NoStore } from '@writ/platform';
+import { NoStore, ValidationFailedError } from '@writ/platform';
 import { CreateTaskDto } from './dto/create-task.dto';
 import type { CreatedTaskDto } from './dto/created-task.dto';
 import { ORCHESTRATOR, OrchestratorBearerGuard, OrchestratorPrincipal } from './orchestrator-bearer.guard';
@@ -9,6 +9,20 @@ import { TasksService } from './tasks.service';
 import { TokenRefusalInterceptor } from './token-refusal.interceptor';
 
 type AuthedRequest = Request & { [ORCHESTRATOR]: OrchestratorPrincipal };
+
+/**
+ * The `Idempotency-Key` header: 1 to 255 visible ASCII characters (a UUID, say), or absent. Anything
+ * else, a repeated header included (Node joins repeats with a comma and a space), is a `400`
+ * naming it, never ignored.
+ */
+function idempotencyKeyOf(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  if (/^[\x21-\x7e]{1,255}$/.test(header)) return header;
+  throw new ValidationFailedError(
+    [{ field: 'Idempotency-Key', message: 'must be 1 to 255 visible ASCII characters, sent once (e.g. a UUID)' }],
+    'the request headers are invalid',
+  );
+}
 
 /** The Tasks API (orchestrators, Bearer token with scope `tasks`). */
 @Controller('v1/tasks')
@@ -20,8 +34,8 @@ export class TasksController {
   /** Declares a task; the answer carries its task token (a credential): never cached. */
   @Post()
   @NoStore()
-  create(@Req() request: AuthedRequest, @Body() body: CreateTaskDto): Promise<CreatedTaskDto> {
-    return this.tasks.create(request[ORCHESTRATOR], body);
+  create(@Req() request: AuthedRequest, @Body() body: CreateTaskDto, @Headers('idempotency-key') idempotencyKey?: string): Promise<CreatedTaskDto> {
+    return this.tasks.create(request[ORCHESTRATOR], body, idempotencyKeyOf(idempotencyKey));
   }
 
   /** Reads a task, its status and its grants. */

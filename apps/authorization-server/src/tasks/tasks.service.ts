@@ -1,13 +1,14 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { canonicalize } from 'json-canonicalize';
 import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
-import { ConnectorDetail, ConnectorOperation, PG_POOL } from '@writ/database';
+import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import { connectorResourceUrl, foreignLocations, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
-import { FieldError, NotFoundError, ValidationFailedError } from '@writ/platform';
+import { ConflictError, FieldError, NotFoundError, ValidationFailedError } from '@writ/platform';
 import { budgetRules, DeclaredEntry, GrantStore, validateTaskLimits } from '@writ/grants';
 import { TASK_TOKEN_TYP } from '../exchange/task-token';
 import type { CreateTaskDto } from './dto/create-task.dto';
@@ -17,6 +18,11 @@ import type { OrchestratorPrincipal } from './orchestrator-bearer.guard';
 import { UserSubjects } from './user-subjects.service';
 
 const MAX_METADATA_BYTES = 4096;
+
+/** What identifies a declaration under its `Idempotency-Key`: the SHA-256 of its body's RFC 8785 form. */
+function requestDigest(body: CreateTaskDto): string {
+  return createHash('sha256').update(canonicalize(body)).digest('hex');
+}
 
 /** Checks a declared constraint value against its operator. */
 function constraintTypeError(op: string, value: unknown): string | undefined {
@@ -51,8 +57,17 @@ export class TasksService {
     this.reader = new TaskReader(pool);
   }
 
-  /** Declares a task and returns its task token (shown once). */
-  async create(orchestrator: OrchestratorPrincipal, body: CreateTaskDto): Promise<CreatedTaskDto> {
+  /**
+   * Declares a task and returns its task token (shown once). With an `Idempotency-Key`, a task is
+   * declared once per orchestrator and key: the same request again gets that task back (see
+   * {@link replay}), another request under the key a `409`.
+   */
+  async create(orchestrator: OrchestratorPrincipal, body: CreateTaskDto, idempotencyKey?: string): Promise<CreatedTaskDto> {
+    const idempotency = idempotencyKey === undefined ? undefined : { key: idempotencyKey, digest: requestDigest(body) };
+    if (idempotency) {
+      const declared = await this.grants.taskDeclaredWithKey(this.pool, orchestrator.id, idempotency.key);
+      if (declared) return this.replay(orchestrator, declared, idempotency.digest);
+    }
     const agent = await this.pool.query<{ status: string }>('SELECT status FROM agents WHERE id = $1', [body.agent_id]);
     const fields: FieldError[] = agentFieldErrors(orchestrator.allowedAgents, body.agent_id, agent.rows[0]?.status ?? null);
     if (body.metadata && Buffer.byteLength(JSON.stringify(body.metadata)) > MAX_METADATA_BYTES) {
@@ -80,7 +95,7 @@ export class TasksService {
         const standing = await this.grants.declarerStanding(client, orchestrator.id, orchestrator.jti, body.agent_id);
         const refused = declarerRefusal(standing, body.agent_id);
         if (refused) return refused;
-        await this.grants.declareTask(client, {
+        const declared = await this.grants.declareTask(client, {
           id,
           agentId: body.agent_id,
           orchestratorId: orchestrator.id,
@@ -92,7 +107,10 @@ export class TasksService {
           createdAtSeconds: now,
           expiresAt,
           budgets: budgetRules(allowed),
+          idempotency,
         });
+        // Declared meanwhile under the same key (a concurrent retry): that one stands.
+        if (!declared) return 'replay' as const;
         if (user) await this.grants.setVerifiedUser(client, id, user);
         return undefined;
       },
@@ -120,8 +138,51 @@ export class TasksService {
               },
             ],
     );
+    if (refusal === 'replay') {
+      const declared = await this.grants.taskDeclaredWithKey(this.pool, orchestrator.id, idempotency!.key);
+      if (!declared) throw new ConflictError('the task declared under this Idempotency-Key could not be read back; send the request again');
+      return this.replay(orchestrator, declared, idempotency!.digest);
+    }
     if (refusal) throw refusal;
     return { task_id: id, task_token: taskToken, expires_at: expiresAt.toISOString(), status: 'active' };
+  }
+
+  /**
+   * The answer to a declaration sent again under its `Idempotency-Key` (its answer was lost, say):
+   * the same task, with its task token signed again (same claims, `jti` included: the task accepts
+   * either copy) and recorded as `task.token_reissued`. A different request under the key is a
+   * `409`: keys name one declaration, never a new one.
+   */
+  private async replay(
+    orchestrator: OrchestratorPrincipal,
+    declared: NonNullable<Awaited<ReturnType<GrantStore['taskDeclaredWithKey']>>>,
+    digest: string,
+  ): Promise<CreatedTaskDto> {
+    if (declared.digest !== digest) {
+      throw new ConflictError('this Idempotency-Key was used for another task declaration: use a new key for a new task');
+    }
+    const exp = Math.floor(declared.expiresAt.getTime() / 1000);
+    const { token, kid } = await this.keys.sign(
+      {
+        sub: declared.agentId,
+        aud: this.config.issuer,
+        task_id: declared.id,
+        jti: declared.taskTokenJti,
+        iat: declared.createdAtSeconds,
+        exp,
+        client_id: orchestrator.id,
+      },
+      { typ: TASK_TOKEN_TYP },
+    );
+    await this.audit.record({
+      type: 'task.token_reissued',
+      outcome: 'success',
+      actor: { type: 'orchestrator', id: orchestrator.id },
+      agentId: declared.agentId,
+      taskId: declared.id,
+      data: { reason: 'idempotent_replay', status: declared.status, kid },
+    });
+    return { task_id: declared.id, task_token: token, expires_at: declared.expiresAt.toISOString(), status: declared.status as TaskStatus };
   }
 
   /** A task of this orchestrator, with its grants. */

@@ -28,4 +28,7 @@ export class TaskEntity {
   /** The verified user the task acts for (connected accounts): issuer and subject, or null. */
   @Column('text', { name: 'user_issuer', nullable: true }) userIssuer!: string | null;
   @Column('text', { name: 'user_subject', nullable: true }) userSubject!: string | null;
+  /** The declaring request's `Idempotency-Key` and a digest of its body, or null. */
+  @Column('text', { name: 'idempotency_key', nullable: true }) idempotencyKey!: string | null;
+  @Column('text', { name: 'request_digest', nullable: true }) requestDigest!: string | null;
 }

@@ -17,6 +17,7 @@ import { ChangeNotifications1764540000000 } from './1764540000000-change-notific
 import { BatchExpectations1764550000000 } from './1764550000000-batch-expectations';
 import { AccountRefreshLease1764560000000 } from './1764560000000-account-refresh-lease';
 import { AdminTokenExpiry1764570000000 } from './1764570000000-admin-token-expiry';
+import { TaskIdempotencyKeys1764580000000 } from './1764580000000-task-idempotency-keys';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -44,4 +45,5 @@ export const MIGRATIONS = [
   BatchExpectations1764550000000,
   AccountRefreshLease1764560000000,
   AdminTokenExpiry1764570000000,
+  TaskIdempotencyKeys1764580000000,
 ];

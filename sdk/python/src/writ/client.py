@@ -6,6 +6,7 @@ import contextlib
 import threading
 from concurrent.futures import Future
 import time
+import uuid
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import httpx
@@ -101,9 +102,9 @@ class Orchestrator:
             self._token = (body["access_token"], time.time() + lifetime - min(30.0, lifetime / 5))
             return self._token[0]
 
-    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    def _call(self, method: str, path: str, body: Any = None, extra_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         for attempt in range(2):
-            headers = {"authorization": f"Bearer {self._access_token()}", "accept": "application/json"}
+            headers = {"authorization": f"Bearer {self._access_token()}", "accept": "application/json", **(extra_headers or {})}
             url = f"{self._client.issuer}{path}"
             response = self._client.send(lambda: self._client._http.request(method, url, headers=headers, json=body, follow_redirects=False))
             if response.status_code == 401 and attempt == 0:
@@ -119,7 +120,8 @@ class Orchestrator:
         token from a registered identity provider) or ``user`` (``{"iss", "sub"}``, for an orchestrator
         trusted to assert users) makes the task act for that verified user."""
         body = _core.task_body(agent_id, purpose, allowed, ttl_seconds, on_behalf_of, metadata, user_token=user_token, user=user)
-        created = self._call("POST", "/v1/tasks", body)
+        # One key for every attempt of this declaration: a retry after a lost answer gets the same task.
+        created = self._call("POST", "/v1/tasks", body, {"idempotency-key": str(uuid.uuid4())})
         return CreatedTask(created["task_id"], created["task_token"], created["expires_at"], created["status"])
 
     def get_task(self, task_id: str) -> dict[str, Any]:
