@@ -191,13 +191,14 @@ const orNull = (value: string | null | undefined): string | null => (value == nu
 
 /** The {@link APPEND} document of `records` (`dataTexts`: the canonical JSON of each one's data). */
 function appendDocument(records: readonly AuditRecord[], dataTexts: readonly string[]): string {
-  // Each scalar as JSON, lone surrogates replaced as `pg` does for a text parameter (in the JSON
-  // text they would be escapes that jsonb refuses). PostgreSQL text cannot hold NUL: refused, as
-  // a parameter holding one would be (`data` is normalised without them).
+  // Each scalar as JSON. The records come from `chain`, which made their text well-formed (a lone
+  // surrogate would be an escape in the JSON text, which jsonb refuses) before hashing them.
+  // PostgreSQL text cannot hold NUL: refused, as a parameter holding one would be (`data` is
+  // normalised without them).
   const json = (value: string | null) => {
     if (value === null) return 'null';
     if (value.includes('\u0000')) throw new Error('an audit event field holds a NUL character (0x00)');
-    return JSON.stringify(wellFormed(value));
+    return JSON.stringify(value);
   };
   let document = '[';
   records.forEach((record, index) => {
