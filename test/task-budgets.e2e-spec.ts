@@ -25,6 +25,8 @@ const READ_ENTRY = { type: 'connector', connector: 'payments', actions: ['payout
 describe('task budgets across credentials and gateway instances', () => {
   let first: TestServices;
   let second: TestServices;
+  /** A gateway that may reach no loopback address (`WRIT_UPSTREAM_ALLOWED_NETWORKS` empty), over the same database. */
+  let strict: TestServices;
   let world: World;
   let upstream: MockUpstream;
 
@@ -32,6 +34,7 @@ describe('task budgets across credentials and gateway instances', () => {
     upstream = await startPaymentsUpstream(SECRET);
     first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
     second = await startSecondInstance(first, { gateway: createGatewayApp });
+    strict = await startSecondInstance(first, { gateway: createGatewayApp, env: { WRIT_UPSTREAM_ALLOWED_NETWORKS: '' } });
     world = await seedWorld(first.runtime.pool, upstream.url);
     await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
     // Nothing listens on port 9 of loopback: connections are refused.
@@ -39,12 +42,14 @@ describe('task budgets across credentials and gateway instances', () => {
     await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'deadpay', { type: 'bearer', token: SECRET });
   });
   afterAll(async () => {
+    await strict.close();
     await second.close();
     await first.close();
     await upstream.close();
   });
 
-  const secondGateway = () => `http://127.0.0.1:${second.apps[second.apps.length - 1].getHttpServer().address().port}`;
+  const gatewayOf = (services: TestServices) => `http://127.0.0.1:${services.apps[services.apps.length - 1].getHttpServer().address().port}`;
+  const secondGateway = () => gatewayOf(second);
   const credential = async (taskToken: string, details: unknown) => {
     const response = await tokenRequest(first.issuer, world.agent, exchangeFields(taskToken, details));
     expect(response.status).toBe(200);
@@ -149,6 +154,34 @@ describe('task budgets across credentials and gateway instances', () => {
     const released = await first.runtime.pool.query(`SELECT data FROM audit_events WHERE task_id = $1 AND type = 'gateway.budget_released'`, [task.task_id]);
     expect(released.rows).toHaveLength(2);
     expect(released.rows[0].data.budget).toEqual(expect.arrayContaining([expect.objectContaining({ rule: 'calls', amount: 1 })]));
+  });
+
+  it('gives the reservation back when the gateway refuses the resolved address at connect time: nothing was sent', async () => {
+    // A host name is checked on the address it resolves to when connecting (after the call was
+    // reserved and audited); the strict instance refuses loopback, so nothing leaves it.
+    await seedConnector(first.runtime.pool, 'namedpay', PAYMENTS_OPERATIONS, upstream.url.replace('127.0.0.1', 'localhost'));
+    await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'namedpay', { type: 'bearer', token: SECRET });
+    const task = await createTask(first, world.orchestrator, {
+      allowed: [{ ...payoutEntry(30000, { calls: 1, sum: { amount_max: 30000 } }), connector: 'namedpay' }],
+    });
+    const request = [{ ...payoutEntry(30000), connector: 'namedpay' }];
+    const before = payouts();
+    const refused = await pay(gatewayOf(strict), await credential(task.task_token, request), 30000, 'namedpay');
+    expect(refused.status).toBe(502);
+    expect(refused.body.error_description).toMatch(/nothing was sent/);
+    expect(payouts()).toBe(before);
+    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
+    expect(rows).toEqual([
+      { rule: 'calls', used: 0 },
+      { rule: 'sum:amount_max', used: 0 },
+    ]);
+    await strict.runtime.audit.drain();
+    const released = await first.runtime.pool.query(`SELECT data FROM audit_events WHERE task_id = $1 AND type = 'gateway.budget_released'`, [task.task_id]);
+    expect(released.rows).toHaveLength(1);
+    expect(released.rows[0].data.reason).toBe('upstream_address_refused');
+    // The whole budget is still there for a gateway that can reach the upstream.
+    expect((await pay(first.gatewayUrl, await credential(task.task_token, request), 30000, 'namedpay')).status).toBe(201);
+    expect(payouts()).toBe(before + 1);
   });
 
   it('shows the policy what is left: input.task.allowed[i].limits and input.task.budgets', async () => {

@@ -808,8 +808,21 @@ function parseJsonBody(req: Request, body: Buffer): { value: unknown; text: stri
   }
 }
 
-/** Connection failures: the request provably never reached the upstream (a timeout after sending does not qualify). */
-const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+/**
+ * Connection failures: the request provably never reached the upstream (a timeout after sending
+ * does not qualify). A host name refused on its resolved address (`WRIT_UPSTREAM_ALLOWED_NETWORKS`)
+ * is refused before any socket is opened.
+ */
+const NOT_SENT_CODES = new Set([
+  'ECONNREFUSED',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  UPSTREAM_ADDRESS_REFUSED,
+]);
 
 function neverSent(error: unknown): boolean {
   const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
