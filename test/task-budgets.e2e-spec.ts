@@ -184,6 +184,42 @@ describe('task budgets across credentials and gateway instances', () => {
     expect(payouts()).toBe(before + 1);
   });
 
+  it('sums decimal amounts exactly: 0.1 + 0.2 fills a limit of 0.3, and what is left reads 0.2, not 0.19999999999999998', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(1, { sum: { amount_max: 0.3 } })] });
+    const before = payouts();
+    expect((await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(1)]), 0.1)).status).toBe(201);
+    const tasksApi = await tasksToken(first, world.orchestrator);
+    const afterFirst = await sendJson('GET', `${first.issuer}/v1/tasks/${task.task_id}`, undefined, tasksApi);
+    expect(afterFirst.body.budgets).toEqual([{ entry: 0, sum: { amount_max: { limit: 0.3, used: 0.1, remaining: 0.2 } } }]);
+    const dryRun = await sendJson(
+      'POST',
+      `${first.adminUrl}/v1/policies/evaluate`,
+      { task_id: task.task_id, authorization_details: [payoutEntry(1)] },
+      first.adminToken,
+    );
+    expect(dryRun.body.input.task.budgets).toEqual(afterFirst.body.budgets);
+    // Exactly at the limit is allowed (0.1 + 0.2 = 0.3 in decimal, not 0.30000000000000004); past it is not.
+    expect((await pay(secondGateway(), await credential(task.task_token, [payoutEntry(1)]), 0.2)).status).toBe(201);
+    const past = await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(1)]), 0.01);
+    expect(past.status).toBe(403);
+    expect(past.body.rule).toBe('limit:sum:amount_max');
+    expect(payouts()).toBe(before + 2);
+    const full = await sendJson('GET', `${first.issuer}/v1/tasks/${task.task_id}`, undefined, tasksApi);
+    expect(full.body.budgets).toEqual([{ entry: 0, sum: { amount_max: { limit: 0.3, used: 0.3, remaining: 0 } } }]);
+  });
+
+  it('names the passed sum when only exact decimals show it (the doubles would round the total back to the limit)', async () => {
+    // 0.2711820000324189 + 0.23348909192552214 is 0.50467109195794104 exactly, but 0.504671091957941 in doubles.
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(1, { calls: 5, sum: { amount_max: 0.504671091957941 } })] });
+    expect((await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(1)]), 0.2711820000324189)).status).toBe(201);
+    const past = await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(1)]), 0.23348909192552214);
+    expect(past.status).toBe(403);
+    expect(past.body).toMatchObject({ error: 'insufficient_scope', rule: 'limit:sum:amount_max' });
+    expect(past.body.error_description).toBe(
+      "the task's budget allowed[0].limits.sum.amount_max (0.504671091957941) would be exceeded: 0.2711820000324189 used, this call needs 0.23348909192552214",
+    );
+  });
+
   it('shows the policy what is left: input.task.allowed[i].limits and input.task.budgets', async () => {
     const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000, { calls: 4, sum: { amount_max: 90000 } }), READ_ENTRY] });
     expect((await pay(first.gatewayUrl, await credential(task.task_token, [payoutEntry(20000)]), 20000)).status).toBe(201);

@@ -95,7 +95,12 @@ interface BudgetRow {
   rule: string;
   used: string;
   maximum: string;
+  /** `maximum - used`, at least 0, subtracted in SQL: exact decimals (0.3 - 0.1 is 0.2, not 0.19999999999999998). */
+  remaining: string;
 }
+
+/** A budget row as text, the subtraction done exactly in `numeric`. */
+const BUDGET_COLUMNS = `entry, rule, used::text AS used, maximum::text AS maximum, GREATEST(maximum - used, 0)::text AS remaining`;
 
 /**
  * The standing of a task's declarer ({@link DeclarerStanding}), read under share locks taken in
@@ -361,16 +366,13 @@ export class GrantStore {
 
   /** What is left of every budget of a task, by entry (empty for a task without limits). */
   async budgetsOf(taskId: string): Promise<EntryBudget[]> {
-    const { rows } = await this.pool.query<BudgetRow>(
-      `SELECT entry, rule, used::text AS used, maximum::text AS maximum FROM task_budgets WHERE task_id = $1 ORDER BY entry, rule`,
-      [taskId],
-    );
+    const { rows } = await this.pool.query<BudgetRow>(`SELECT ${BUDGET_COLUMNS} FROM task_budgets WHERE task_id = $1 ORDER BY entry, rule`, [taskId]);
     const byEntry = new Map<number, EntryBudget>();
     for (const row of rows) {
       const budget = byEntry.get(row.entry) ?? { entry: row.entry };
       const limit = Number(row.maximum);
       const used = Number(row.used);
-      const left: BudgetLeft = { limit, used, remaining: Math.max(0, limit - used) };
+      const left: BudgetLeft = { limit, used, remaining: Number(row.remaining) };
       if (row.rule === 'calls') budget.calls = left;
       else budget.sum = { ...budget.sum, [row.rule.slice(4)]: left };
       byEntry.set(row.entry, budget);
@@ -380,10 +382,13 @@ export class GrantStore {
 
   /** Names the rule a refused reservation failed on (read after the atomic decision, for the message only). */
   private async explainRefusal(tx: PoolClient, taskId: string, entries: number[], values: Record<string, number>): Promise<ReserveOutcome> {
-    const { rows } = await tx.query<BudgetRow>(
-      `SELECT entry, rule, used::text AS used, maximum::text AS maximum FROM task_budgets
-        WHERE task_id = $1 AND entry = ANY($2::smallint[]) ORDER BY entry, rule`,
-      [taskId, entries],
+    // Whether each rule is passed is decided in numeric, as the reservation did (0.2 + 0.1 fits 0.3 there, not in doubles).
+    const { rows } = await tx.query<BudgetRow & { over: boolean | null }>(
+      `SELECT ${BUDGET_COLUMNS},
+              used + CASE WHEN rule = 'calls' THEN 1::numeric
+                          WHEN jsonb_typeof($3::jsonb -> substr(rule, 5)) = 'number' THEN ($3::jsonb ->> substr(rule, 5))::numeric END > maximum AS over
+         FROM task_budgets WHERE task_id = $1 AND entry = ANY($2::smallint[]) ORDER BY entry, rule`,
+      [taskId, entries, JSON.stringify(values)],
     );
     for (const row of rows) {
       const name = row.rule.startsWith('sum:') ? row.rule.slice(4) : undefined;
@@ -392,7 +397,7 @@ export class GrantStore {
       if (amount === undefined)
         return { ok: false, rule: limitRuleName(row.rule), entry: row.entry, description: `the request has no numeric value for ${name}, summed by ${where}` };
       if (amount < 0) return { ok: false, rule: limitRuleName(row.rule), entry: row.entry, description: `a negative ${name} cannot be charged to ${where}` };
-      if (Number(row.used) + amount > Number(row.maximum)) {
+      if (row.over === true) {
         return {
           ok: false,
           rule: limitRuleName(row.rule),
