@@ -106,6 +106,42 @@ describe('task budgets across credentials and gateway instances', () => {
     expect(Number(denied.rows[0].count)).toBe(17);
   });
 
+  it('charges one budgeted one-use credential fired 6 times in parallel on both instances exactly once', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000, { calls: 5, sum: { amount_max: 90000 } })] });
+    const token = await credential(task.task_token, [payoutEntry(30000)]);
+    const before = payouts();
+    const results = await Promise.all(Array.from({ length: 6 }, (_, n) => pay(n % 2 ? secondGateway() : first.gatewayUrl, token, 30000)));
+    expect(results.map((result) => result.status).sort()).toEqual([201, 401, 401, 401, 401, 401]);
+    expect(payouts()).toBe(before + 1);
+    // The calls that found the use spent gave their reservation back in their own transaction.
+    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
+    expect(rows).toEqual([
+      { rule: 'calls', used: 1 },
+      { rule: 'sum:amount_max', used: 30000 },
+    ]);
+  });
+
+  it('charges nothing for an amount it cannot read exactly (beyond 2^53, exponent, as a string)', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(1e16, { calls: 5, sum: { amount_max: 1e15 } })] });
+    const before = payouts();
+    const send = async (amount: string) =>
+      http(`${first.gatewayUrl}/connectors/payments/v1/payouts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await credential(task.task_token, [payoutEntry(1e16)])}`, 'content-type': 'application/json' },
+        body: `{"destination":"acct_1","amount":${amount},"currency":"usd"}`,
+      });
+    for (const amount of ['9007199254740993', '1e308', '3e4', '-0']) expect((await send(amount)).status).toBe(400);
+    const text = await send('"30000"');
+    expect(text.status).toBe(403);
+    expect(text.body.rule).toBe('constraint:amount_max');
+    expect(payouts()).toBe(before);
+    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
+    expect(rows).toEqual([
+      { rule: 'calls', used: 0 },
+      { rule: 'sum:amount_max', used: 0 },
+    ]);
+  });
+
   it('refuses a negative amount that would refill a sum budget', async () => {
     const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000, { sum: { amount_max: 30000 } })] });
     const before = payouts();
