@@ -119,4 +119,28 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     expect(rows.every((row) => row.actor_type === 'admin')).toBe(true);
     expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);
   });
+
+  it('refuses, as a policy refusal, an allow whose max_uses no credential can record', async () => {
+    // A careless operator: read_max_uses is a positive integer, so the default policy passes it on.
+    const data = JSON.parse(JSON.stringify(primary.policy.current().data));
+    data.writ.config.read_max_uses = 3_000_000_000;
+    const changed = await admin('PUT', '/v1/policies/data', { data });
+    expect(changed.status).toBe(200);
+    await eventually(
+      () => second.policy.current().version,
+      (value) => value === changed.body.version,
+    );
+    const task = await createTask(second, world.orchestrator);
+    const read = await tokenRequest(
+      second.issuer,
+      world.agent,
+      exchangeFields(task.task_token, [{ type: 'connector', connector: 'payments', actions: ['payouts.get'] }]),
+    );
+    expect(read.status).toBe(400);
+    expect(read.body.error).toBe('invalid_authorization_details');
+    expect(read.body.error_description).toMatch(/malformed policy decision: max_uses must be a positive integer up to 2147483647/);
+    const { rows } = await primary.runtime.pool.query(`SELECT count(*)::int AS tokens FROM access_tokens WHERE task_id = $1`, [task.task_id]);
+    expect(rows[0].tokens).toBe(0);
+    expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);
+  });
 });

@@ -37,6 +37,28 @@ describe('normalizeDecision', () => {
     expect(normalizeDecision([{ result: { ...allow, max_uses: uses } }]).allow).toBe(false);
   });
 
+  it.each([2 ** 31, 3_000_000_000, 1e300])('denies max_uses %p, beyond what a credential can record', (uses) => {
+    const decision = normalizeDecision([{ result: { ...allow, max_uses: uses } }]);
+    expect(decision.allow).toBe(false);
+    expect(decision.reasons).toEqual([`malformed policy decision: max_uses must be a positive integer up to ${2 ** 31 - 1}, or null`]);
+  });
+
+  it('accepts max_uses up to the largest a credential can record', () => {
+    expect(normalizeDecision([{ result: { ...allow, max_uses: 2 ** 31 - 1 } }])).toMatchObject({ allow: true, max_uses: 2 ** 31 - 1 });
+  });
+
+  it('denies an allow carrying a field it does not know, such as a misspelt flag', () => {
+    const typo = normalizeDecision([{ result: { ...allow, requires_aproval: true } }]);
+    expect(typo).toMatchObject({ allow: false, requires_approval: false });
+    expect(typo.reasons).toEqual(['malformed policy decision: unknown field requires_aproval']);
+    const pending = normalizeDecision([{ result: { ...allow, requires_approval: true, max_usess: 1 } }]);
+    expect(pending).toMatchObject({ allow: false, requires_approval: false });
+  });
+
+  it('ignores unknown fields on a plain deny', () => {
+    expect(normalizeDecision([{ result: { allow: false, reasons: ['no'], note: 1 } }]).reasons).toEqual(['no']);
+  });
+
   it('keeps only string reasons of a deny, with a fallback', () => {
     expect(normalizeDecision([{ result: { allow: false, reasons: ['a', 1, null, 'b'] } }]).reasons).toEqual(['a', 'b']);
     expect(normalizeDecision([{ result: { allow: false } }]).reasons).toEqual(['the policy did not allow the request']);

@@ -37,8 +37,9 @@ export function denyDecision(reasons: string[], flags: Partial<Pick<Decision, 'q
  * malformed field gives a deny whose reasons say why. Never throws.
  *
  * - `allow: true` needs `max_ttl_seconds` a number >= 1 (floored), `max_uses` a positive
- *   integer or null, `reasons` absent or an array of strings, and the flags absent or
- *   booleans; with `quarantine: true` it is contradictory and denied.
+ *   integer up to {@link MAX_USES_LIMIT} or null, `reasons` absent or an array of strings,
+ *   the flags absent or booleans, and no other field (a misspelt `requires_approval` must
+ *   not pass as an allow); with `quarantine: true` it is contradictory and denied.
  * - `requires_approval: true` means "allowed once a human approves": the result has `allow`
  *   false (also when the policy said `allow: true` with it); it needs the same well-formed
  *   caps as an allow, or it degrades to a plain deny.
@@ -84,15 +85,26 @@ export function normalizeDecision(resultSet: unknown): Decision {
   };
 }
 
+/**
+ * The largest `max_uses` a credential can record (its column is a PostgreSQL `integer`): a
+ * larger one would fail the issuing statement, answered as if the agent's request were at fault.
+ */
+export const MAX_USES_LIMIT = 2_147_483_647;
+
+/** The fields a decision may hold; on an allow, any other (a misspelt flag) is a deny. */
+const DECISION_FIELDS = new Set(['allow', 'reasons', 'max_ttl_seconds', 'max_uses', 'requires_approval', 'quarantine', 'out_of_purpose']);
+
 /** What is wrong with a decision that would allow (or await approval). */
 function malformed(raw: Record<string, unknown>): string[] {
   const problems: string[] = [];
   const ttl = raw.max_ttl_seconds;
   if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl < 1) problems.push('max_ttl_seconds must be a number of at least 1');
   const uses = raw.max_uses;
-  if (uses !== null && !(typeof uses === 'number' && Number.isInteger(uses) && uses >= 1)) {
-    problems.push('max_uses must be a positive integer or null');
+  if (uses !== null && !(typeof uses === 'number' && Number.isInteger(uses) && uses >= 1 && uses <= MAX_USES_LIMIT)) {
+    problems.push(`max_uses must be a positive integer up to ${MAX_USES_LIMIT}, or null`);
   }
+  // `requires_aproval: true` next to `allow: true` must not issue a credential without approval.
+  for (const key of Object.keys(raw)) if (!DECISION_FIELDS.has(key)) problems.push(`unknown field ${key}`);
   if (raw.reasons !== undefined && !(Array.isArray(raw.reasons) && raw.reasons.every((r) => typeof r === 'string'))) {
     problems.push('reasons must be an array of strings');
   }
