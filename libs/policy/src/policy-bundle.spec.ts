@@ -187,6 +187,50 @@ describe('readPolicyBundle', () => {
     expect(() => readPolicyBundle(bytes)).toThrow(expect.objectContaining({ name: 'PolicyLoadError', code }));
   });
 
+  // tar x keeps the last of two entries with one path, a reader may look at the first: what a
+  // reviewer extracts must be what runs, so an ambiguous archive is refused.
+  it.each([
+    [
+      'two modules at one path',
+      [
+        ['/policy.wasm', readFileSync(join(__dirname, '..', 'test-fixtures', 'other-entrypoint.wasm'))],
+        ['/policy.wasm', echoWasm],
+      ],
+    ],
+    [
+      'two data documents at one path',
+      [
+        ['/policy.wasm', echoWasm],
+        ['/data.json', '{"writ":{"config":{"quarantine_after":3}}}'],
+        ['/data.json', '{"writ":{"config":{"quarantine_after":1000}}}'],
+      ],
+    ],
+    [
+      'one path spelt two ways',
+      [
+        ['/policy.wasm', echoWasm],
+        ['./data.json', '{"a":1}'],
+        ['/data.json', '{"b":1}'],
+      ],
+    ],
+    [
+      'a path that climbs out of its directory',
+      [
+        ['/policy.wasm', echoWasm],
+        ['/writ/../data.json', '{"a":1}'],
+      ],
+    ],
+    [
+      'a path with an empty segment',
+      [
+        ['/policy.wasm', echoWasm],
+        ['/writ//data.json', '{"a":1}'],
+      ],
+    ],
+  ] as Array<[string, Array<[string, Buffer | string]>]>)('refuses %s', (_name, files) => {
+    expect(() => readPolicyBundle(tarGz(files))).toThrow(expect.objectContaining({ name: 'PolicyLoadError', code: 'POLICY_FORMAT_INVALID' }));
+  });
+
   it('refuses a tar whose header checksum is wrong', () => {
     const good = tarGz([['/policy.wasm', echoWasm]]);
     const raw = gunzipSync(good);

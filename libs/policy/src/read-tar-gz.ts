@@ -7,7 +7,9 @@ const MAX_INFLATED_BYTES = 64 * 1024 * 1024;
  * The regular files of a gzip'd tar archive, keyed by their path with one leading `/`
  * (`/policy.wasm`, `/data.json`), as `opa build` names them. Handles ustar, PAX (`x`) and
  * GNU long names (`L`); ignores directories, links and global headers. Throws on a
- * truncated or corrupt archive.
+ * truncated or corrupt archive, and on an ambiguous one (two entries for one path, or a
+ * path with a `.`, `..` or empty segment): `tar x` keeps the last entry and resolves `..`,
+ * so what a reviewer extracts would not be what is read here.
  */
 export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
   const tar = gunzipSync(bytes, { maxOutputLength: MAX_INFLATED_BYTES });
@@ -42,12 +44,23 @@ export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
       const paxSize = pax.get('size');
       nextSize = paxSize === undefined ? undefined : Number(paxSize);
     } else if (type === '0' || type === '7') {
-      files.set(`/${name.replace(/^(\.?\/)+/, '')}`, Buffer.from(body));
+      const path = filePath(name);
+      if (files.has(path)) throw new Error(`two entries for ${path}`);
+      files.set(path, Buffer.from(body));
     }
   }
   if (!ended && offset !== tar.length) throw new Error('not a tar archive, or a truncated one');
   if (!ended && files.size === 0) throw new Error('an empty tar archive');
   return files;
+}
+
+/** The entry's path with one leading `/` (a leading `./` or `/` dropped); throws when not canonical. */
+function filePath(name: string): string {
+  const path = name.replace(/^(\.?\/)+/, '');
+  if (path.split('/').some((segment) => segment === '' || segment === '.' || segment === '..')) {
+    throw new Error(`the tar entry ${JSON.stringify(name)} has a ".", ".." or empty path segment`);
+  }
+  return `/${path}`;
 }
 
 function cString(bytes: Uint8Array): string {
