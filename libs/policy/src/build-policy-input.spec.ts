@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseAuthorizationDetails } from '@writ/oauth';
 import { buildPolicyInput, PolicyFacts } from './build-policy-input';
 
 const facts = (overrides: Partial<PolicyFacts> = {}, task: Partial<PolicyFacts['task']> = {}): PolicyFacts => ({
@@ -41,5 +44,44 @@ describe('buildPolicyInput: users and connections', () => {
     const input = buildPolicyInput(facts());
     expect(input.task.user).toBeNull();
     expect(input.connections).toEqual({});
+  });
+});
+
+describe('buildPolicyInput: the input documented in docs/policies.md', () => {
+  const docs = readFileSync(join(__dirname, '..', '..', '..', 'docs', 'policies.md'), 'utf8');
+  const table = docs.slice(docs.indexOf('## The input document'), docs.indexOf('A real input'));
+  /** The table row whose first cell names `field`. */
+  const row = (field: string) => table.split('\n').find((line) => line.startsWith(`| \`${field}\``)) ?? '';
+  const [entry] = parseAuthorizationDetails([
+    { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { amount_max: 5 }, locations: ['http://gw/connectors/payments'] },
+  ]);
+  const input = buildPolicyInput(
+    facts(
+      { request: { grantType: 'urn:ietf:params:oauth:grant-type:token-exchange', authorizationDetails: [entry], resource: null, dpopJkt: null } },
+      { allowed: [{ ...entry, limits: { calls: 3 } } as PolicyFacts['task']['allowed'][number]] },
+    ),
+  );
+
+  it('names every field the server builds', () => {
+    const paths: string[] = [];
+    for (const [section, value] of Object.entries(input)) {
+      if (section === 'connectors' || section === 'connections') {
+        paths.push(section); // keyed by connector id
+        continue;
+      }
+      for (const [key, inner] of Object.entries(value as Record<string, unknown>)) {
+        if (key === 'history') for (const counter of Object.keys(inner as object)) paths.push(`${section}.${key}.${counter}`);
+        else paths.push(`${section}.${key}`);
+      }
+    }
+    const documented = [...table.matchAll(/^\| (.+?) \|/gm)].flatMap((match) => [...match[1].matchAll(/`([^`]+)`/g)].map((name) => name[1]));
+    expect(paths.filter((path) => !documented.includes(path))).toEqual([]);
+  });
+
+  it('names every member of an authorization_details entry, as the agent may send it', () => {
+    for (const field of ['request.authorization_details', 'task.allowed']) {
+      expect(Object.keys(entry).filter((member) => !row(field).includes(member))).toEqual([]);
+    }
+    expect(row('task.allowed')).toContain('limits');
   });
 });

@@ -6,6 +6,8 @@ export interface PolicyConnectorDetail {
   connector: string;
   actions: string[];
   constraints?: Record<string, unknown>;
+  /** RFC 9396 `locations`, when the agent or the task gave any. */
+  locations?: string[];
 }
 
 /** A catalogue operation as the policy sees it. */

@@ -10,6 +10,8 @@ export interface ConnectorAuthorizationDetail {
   actions: string[];
   /** Constraint name → value, e.g. `{"destination": "acct_1", "amount_max": 50000}`. */
   constraints?: Record<string, unknown>;
+  /** RFC 9396 `locations`, when given: only ever the connector's URL on the gateway. */
+  locations?: string[];
   /** In `task.allowed` only: the entry's declared budgets (`calls`, `sum`). */
   limits?: { calls?: number; sum?: Record<string, number> };
 }
