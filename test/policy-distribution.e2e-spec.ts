@@ -5,8 +5,10 @@ import { createTask, exchangeFields, seedWorld, World } from './support/grant-fl
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { eventually } from './support/eventually';
 import { startTestServices, TestServices } from './support/test-services';
+import { tarGz } from './support/tar-gz';
 
 const BUNDLE = readFileSync(join(__dirname, '..', 'policies', 'dist', 'bundle.tar.gz'));
+const ECHO = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'echo.wasm'));
 const OTHER_ENTRYPOINT = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'other-entrypoint.wasm'));
 const payout = (amountMax: number) => [
   { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
@@ -43,6 +45,21 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     expect(wrong.body.fields[0].message).toMatch(/entrypoint/);
     expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
     expect(second.policy.current().version).toBe(fileVersion);
+  });
+
+  it('refuses with 400, never a 500, a bundle whose data is nested too deeply to read', async () => {
+    const depth = 20_000;
+    const deep = tarGz([
+      ['/policy.wasm', ECHO],
+      ['/data.json', `{"writ":${'['.repeat(depth)}${']'.repeat(depth)}}`],
+    ]);
+    const uploaded = await upload(deep);
+    expect(uploaded.status).toBe(400);
+    expect(uploaded.body.fields[0]).toMatchObject({ field: 'body', message: expect.stringMatching(/policy data/) });
+    const dryRun = await admin('POST', '/v1/policies/evaluate', { input: {}, candidate_bundle: deep.toString('base64') });
+    expect(dryRun.status).toBe(400);
+    expect(dryRun.body.fields[0].field).toBe('candidate_bundle');
+    expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
   });
 
   it('lets only an admin change the policy', async () => {

@@ -183,6 +183,14 @@ describe('readPolicyBundle', () => {
       ]),
       'POLICY_FORMAT_INVALID',
     ],
+    [
+      'data nested deeper than it can be hashed',
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['/data.json', `{"a":${'['.repeat(20_000)}${']'.repeat(20_000)}}`],
+      ]),
+      'POLICY_DATA_INVALID',
+    ],
   ])('refuses %s', (_name, bytes, code) => {
     expect(() => readPolicyBundle(bytes)).toThrow(expect.objectContaining({ name: 'PolicyLoadError', code }));
   });

@@ -62,8 +62,17 @@ export function readPolicyBundle(bytes: Uint8Array, options: { entrypoint?: stri
   if (!wasm) {
     throw new PolicyLoadError('POLICY_WASM_MISSING', 'the policy bundle holds no policy.wasm: build it with opa build -t wasm');
   }
-  const data = bundleData(files);
-  return { wasm, data, version: policyVersion(wasm, data), format: 'bundle' };
+  let data: Record<string, unknown>;
+  let version: string;
+  try {
+    data = bundleData(files);
+    version = policyVersion(wasm, data);
+  } catch (error) {
+    if (error instanceof PolicyLoadError) throw error;
+    // JSON.parse takes data nested deeper than the merge and the hashing can recurse.
+    throw new PolicyLoadError('POLICY_DATA_INVALID', `the policy data cannot be read (nested too deeply?): ${describe(error)}`, { cause: error });
+  }
+  return { wasm, data, version, format: 'bundle' };
 }
 
 /** Reads {@link readPolicyBundle} from a file. Throws {@link PolicyLoadError}. */
