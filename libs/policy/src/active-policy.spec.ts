@@ -105,6 +105,36 @@ describe('ActivePolicy', () => {
     }
   }, 15_000);
 
+  it('watching, leaves a policy installed from the database in force when the file changes', async () => {
+    const active = await ActivePolicy.load(file, { pollIntervalMs: 10 });
+    const stored = await PolicyEngine.load(echoWasm());
+    active.install(stored, 'admin:ops', 'database');
+    const reload = jest.spyOn(ActivePolicy.prototype, 'reload');
+    // Our own listener shares the watcher's stat polls and runs after the policy's listener.
+    let seen: () => void = () => undefined;
+    const observe = (current: Stats, previous: Stats) => {
+      if (current.mtimeMs !== previous.mtimeMs || current.size !== previous.size) seen();
+    };
+    const stop = active.watch();
+    watchFile(file, { interval: 10, persistent: false }, observe);
+    try {
+      let changed = false;
+      for (let round = 0; round < 40 && !changed; round += 1) {
+        const polled = new Promise<boolean>((resolve) => (seen = () => resolve(true)));
+        writeFileSync(`${file}.tmp`, round % 2 === 0 ? bareWasm() : echoWasm());
+        renameSync(`${file}.tmp`, file);
+        changed = await Promise.race([polled, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 250))]);
+      }
+      expect(changed).toBe(true);
+      expect(reload).not.toHaveBeenCalled();
+      expect(active.current()).toBe(stored);
+      expect(active.describe()).toMatchObject({ source: 'database', loaded_by: 'admin:ops' });
+    } finally {
+      unwatchFile(file, observe);
+      stop();
+    }
+  }, 15_000);
+
   it('loads a change made while a reload is in flight once that reload ends', async () => {
     const active = await ActivePolicy.load(file);
     const v2 = (await PolicyEngine.load(bareWasm())).version;

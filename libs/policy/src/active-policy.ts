@@ -105,7 +105,8 @@ export class ActivePolicy {
 
   /**
    * Reloads whenever the file's size or modification time changes (polling, so that an
-   * editor's or a deploy's replace-by-rename is seen too). Returns the function that stops.
+   * editor's or a deploy's replace-by-rename is seen too), except while a policy installed from
+   * elsewhere is in force. Returns the function that stops.
    */
   watch(): () => void {
     if (this.watching) return () => this.unwatch();
@@ -123,6 +124,9 @@ export class ActivePolicy {
 
   private readonly onChange = (current: Stats, previous: Stats): void => {
     if (current.mtimeMs === previous.mtimeMs && current.size === previous.size) return;
+    // A policy installed from elsewhere (the cluster's stored policy) wins over the file: the
+    // file is read again when that policy is deactivated (the caller's explicit reload).
+    if (this.installedFromElsewhere) return;
     const previousVersion = this.engine.version;
     this.reload().then(
       (engine) => this.options.onReload?.({ ok: true, path: this.path, version: engine.version, previousVersion }),
