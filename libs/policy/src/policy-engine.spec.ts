@@ -302,7 +302,11 @@ describe('PolicyEngine normalisation of what a policy returns (echo fixture)', (
     ['a zero TTL', { allow: true, max_ttl_seconds: 0, max_uses: 1 }, 'malformed policy decision: max_ttl_seconds must be a number of at least 1'],
     ['a TTL as a string', { allow: true, max_ttl_seconds: '60', max_uses: 1 }, 'malformed policy decision: max_ttl_seconds must be a number of at least 1'],
     ['no max_uses', { allow: true, max_ttl_seconds: 60 }, 'malformed policy decision: max_uses must be a positive integer up to 2147483647, or null'],
-    ['fractional uses', { allow: true, max_ttl_seconds: 60, max_uses: 1.5 }, 'malformed policy decision: max_uses must be a positive integer up to 2147483647, or null'],
+    [
+      'fractional uses',
+      { allow: true, max_ttl_seconds: 60, max_uses: 1.5 },
+      'malformed policy decision: max_uses must be a positive integer up to 2147483647, or null',
+    ],
     ['reasons as a string', { allow: true, max_ttl_seconds: 60, max_uses: 1, reasons: 'ok' }, 'malformed policy decision: reasons must be an array of strings'],
     ['quarantine as a string', { allow: true, max_ttl_seconds: 60, max_uses: 1, quarantine: 'no' }, 'malformed policy decision: quarantine must be a boolean'],
     [
