@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tarGz } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { eventually } from './support/eventually';
 import { startTestServices, TestServices } from './support/test-services';
-import { tarGz } from './support/tar-gz';
 
 const BUNDLE = readFileSync(join(__dirname, '..', 'policies', 'dist', 'bundle.tar.gz'));
 const ECHO = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'echo.wasm'));

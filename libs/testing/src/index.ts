@@ -4,3 +4,4 @@ export * from './scratch-postgres';
 export * from './payments-connector';
 export * from './free-port';
 export * from './lock-waiter';
+export * from './tar-gz';
