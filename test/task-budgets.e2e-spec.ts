@@ -63,6 +63,15 @@ describe('task budgets across credentials and gateway instances', () => {
     });
   const payouts = () => upstream.received.filter((request) => request.method === 'POST').length;
 
+  /** What the task's `calls` and `sum:amount_max` budgets have used. */
+  const expectCharged = async (taskId: string, calls: number, amount: number) => {
+    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [taskId]);
+    expect(rows).toEqual([
+      { rule: 'calls', used: calls },
+      { rule: 'sum:amount_max', used: amount },
+    ]);
+  };
+
   it('forwards exactly 3 payouts of 30,000 out of 20 concurrent calls under a sum limit of 90,000', async () => {
     const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000, { calls: 10, sum: { amount_max: 90000 } })] });
     const request = [payoutEntry(30000)];
@@ -77,11 +86,7 @@ describe('task budgets across credentials and gateway instances', () => {
       expect(result.body).toMatchObject({ error: 'insufficient_scope', rule: 'limit:sum:amount_max' });
     }
     expect(payouts()).toBe(before + 3);
-    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
-    expect(rows).toEqual([
-      { rule: 'calls', used: 3 },
-      { rule: 'sum:amount_max', used: 90000 },
-    ]);
+    await expectCharged(task.task_id, 3, 90000);
     // A refused call spent nothing: its one-use credential is still unused.
     const unused = await first.runtime.pool.query(`SELECT count(*) FROM access_tokens WHERE task_id = $1 AND uses = 0`, [task.task_id]);
     expect(Number(unused.rows[0].count)).toBe(17);
@@ -114,11 +119,7 @@ describe('task budgets across credentials and gateway instances', () => {
     expect(results.map((result) => result.status).sort()).toEqual([201, 401, 401, 401, 401, 401]);
     expect(payouts()).toBe(before + 1);
     // The calls that found the use spent gave their reservation back in their own transaction.
-    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
-    expect(rows).toEqual([
-      { rule: 'calls', used: 1 },
-      { rule: 'sum:amount_max', used: 30000 },
-    ]);
+    await expectCharged(task.task_id, 1, 30000);
   });
 
   it('charges nothing for an amount it cannot read exactly (beyond 2^53, exponent, as a string)', async () => {
@@ -135,11 +136,7 @@ describe('task budgets across credentials and gateway instances', () => {
     expect(text.status).toBe(403);
     expect(text.body.rule).toBe('constraint:amount_max');
     expect(payouts()).toBe(before);
-    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
-    expect(rows).toEqual([
-      { rule: 'calls', used: 0 },
-      { rule: 'sum:amount_max', used: 0 },
-    ]);
+    await expectCharged(task.task_id, 0, 0);
   });
 
   it('refuses a negative amount that would refill a sum budget', async () => {
@@ -181,11 +178,7 @@ describe('task budgets across credentials and gateway instances', () => {
       const failed = await pay(first.gatewayUrl, await credential(task.task_token, request), 30000, 'deadpay');
       expect(failed.status).toBe(502);
     }
-    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
-    expect(rows).toEqual([
-      { rule: 'calls', used: 0 },
-      { rule: 'sum:amount_max', used: 0 },
-    ]);
+    await expectCharged(task.task_id, 0, 0);
     await first.runtime.audit.drain();
     const released = await first.runtime.pool.query(`SELECT data FROM audit_events WHERE task_id = $1 AND type = 'gateway.budget_released'`, [task.task_id]);
     expect(released.rows).toHaveLength(2);
@@ -206,11 +199,7 @@ describe('task budgets across credentials and gateway instances', () => {
     expect(refused.status).toBe(502);
     expect(refused.body.error_description).toMatch(/nothing was sent/);
     expect(payouts()).toBe(before);
-    const { rows } = await first.runtime.pool.query(`SELECT rule, used::float8 AS used FROM task_budgets WHERE task_id = $1 ORDER BY rule`, [task.task_id]);
-    expect(rows).toEqual([
-      { rule: 'calls', used: 0 },
-      { rule: 'sum:amount_max', used: 0 },
-    ]);
+    await expectCharged(task.task_id, 0, 0);
     await strict.runtime.audit.drain();
     const released = await first.runtime.pool.query(`SELECT data FROM audit_events WHERE task_id = $1 AND type = 'gateway.budget_released'`, [task.task_id]);
     expect(released.rows).toHaveLength(1);
