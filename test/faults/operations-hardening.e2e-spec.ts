@@ -56,6 +56,15 @@ describe('faults: operations hardening', () => {
     await services?.close();
   });
 
+  /** The authorization server reports ready again (its checks recover once the fault is undone). */
+  const expectReadyAgain = async () => {
+    const ready = await eventually(
+      () => fetch(`${services.issuer}/health/ready`),
+      (res) => res.status === 200,
+    );
+    expect(ready.status).toBe(200);
+  };
+
   it('keeps connector ids guessed by unauthenticated callers out of the metrics labels', async () => {
     const guesses = Array.from({ length: 20 }, (_, n) => `guessed-connector-${n}`);
     const answers = await Promise.all(
@@ -166,14 +175,7 @@ describe('faults: operations hardening', () => {
       await admin.end();
       await services.runtime.signingKeys.reload();
     }
-    expect(
-      (
-        await eventually(
-          () => fetch(`${services.issuer}/health/ready`),
-          (res) => res.status === 200,
-        )
-      ).status,
-    ).toBe(200);
+    await expectReadyAgain();
   });
 
   it('fails readiness where the active stored policy does not load (exchanges would be 503), not on the gateway', async () => {
@@ -193,14 +195,7 @@ describe('faults: operations hardening', () => {
       await admin.query(`UPDATE policies SET active = false WHERE version = 'broken-ops'`);
       await admin.end();
     }
-    expect(
-      (
-        await eventually(
-          () => fetch(`${services.issuer}/health/ready`),
-          (res) => res.status === 200,
-        )
-      ).status,
-    ).toBe(200);
+    await expectReadyAgain();
   });
 
   it('names a failing database without telling an unauthenticated prober its host, login or name', async () => {
