@@ -5,7 +5,7 @@ import type { Pool } from 'pg';
 import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { PAYOUT_ALLOWED, tasksToken } from './support/grant-flow';
-import { postForm, sendJson, TestClient, TestResponse } from './support/oauth-client';
+import { http, postForm, sendJson, TestClient, TestResponse } from './support/oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
@@ -348,5 +348,24 @@ describe('task creation racing admin changes', () => {
     const tasks = await tasksOf(s.orchestrator.id);
     expect(tasks.map((task) => task.id).sort()).toEqual([...createdIds].sort());
     expect(events.map((created) => created.task_id).sort()).toEqual([...createdIds].sort());
+  });
+
+  it('declares one task for one Idempotency-Key when its copies arrive at both instances at once', async () => {
+    const s = await scene('keyed');
+    const key = `two-instances-${Date.now()}`;
+    const body = JSON.stringify({ agent_id: s.agent.id, purpose: 'pay invoice INV-42', allowed: PAYOUT_ALLOWED, ttl_seconds: 600 });
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, (_, n) =>
+        http(`${n % 2 === 0 ? services.issuer : second.authUrl}/v1/tasks`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}`, 'idempotency-key': key },
+          body,
+        }),
+      ),
+    );
+    for (const answer of answers) expect(answer.status).toBe(201);
+    expect(new Set(answers.map((answer) => answer.body.task_id)).size).toBe(1);
+    expect((await tasksOf(s.orchestrator.id)).map((task) => task.id)).toEqual([answers[0].body.task_id]);
+    expect(await createdEvents(s.orchestrator.id)).toHaveLength(1);
   });
 });
