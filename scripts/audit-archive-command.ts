@@ -51,11 +51,11 @@ function parseArgs(args: string[], cwd: string): ArchiveArgs {
 
 /** The master key: `WRIT_MASTER_KEY`, or the embedded data dir's development key. */
 async function masterKey(config: WritConfig): Promise<MasterKey> {
-  if (config.masterKey) return new MasterKey(config.masterKey);
+  if (config.masterKey) return new MasterKey(config.masterKey, config.masterKeyPrevious);
   const file = join(config.dataDir, 'master-key');
   if (!config.databaseUrl && existsSync(file)) {
     const raw = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
-    if (raw.length === 32) return new MasterKey(raw);
+    if (raw.length === 32) return new MasterKey(raw, config.masterKeyPrevious);
   }
   throw new UsageError('the prune marker is signed with the checkpoint key: set WRIT_MASTER_KEY');
 }
@@ -71,7 +71,8 @@ export async function auditArchive(args: string[], config: WritConfig, cwd = pro
   let pool: Pool | undefined;
   try {
     const options = parseArgs(args, cwd);
-    const signer = (await masterKey(config)).checkpointSigningKey();
+    const master = await masterKey(config);
+    const signer = master.checkpointSigningKey();
     let url = config.migrationDatabaseUrl;
     if (!url && config.databaseUrl) throw new UsageError('pruning needs the tables’ owner: set WRIT_MIGRATION_DATABASE_URL');
     if (!url) {
@@ -79,9 +80,9 @@ export async function auditArchive(args: string[], config: WritConfig, cwd = pro
       url = embedded.url;
     }
     // Keys of earlier master keys, published beside the checkpoint file, verify older checkpoints.
-    let extraKeys: CheckpointPublicKey[] = [];
+    let extraKeys: CheckpointPublicKey[] = master.checkpointPublicKeys().slice(1);
     const keyFile = config.auditCheckpointFile ? publicKeyFileFor(config.auditCheckpointFile) : undefined;
-    if (keyFile && existsSync(keyFile)) extraKeys = parsePublicKeys(await readFile(keyFile, 'utf8'));
+    if (keyFile && existsSync(keyFile)) extraKeys = [...extraKeys, ...parsePublicKeys(await readFile(keyFile, 'utf8'))];
     pool = new Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5_000, application_name: 'writ-audit-archive' });
     const result = await archiveAndPrune({
       pool,

@@ -29,6 +29,8 @@ export interface AuditVerifyOutcome {
     | (AuditVerification & { checkpoint_file?: string })
     | (ArchiveVerification & { archive: string; key_source: 'public-key' | 'master-key' | 'archive' })
     | (ExportVerification & { export: string; checkpoint_file: string | null });
+  /** `--print-public-keys`: the checkpoint public keys of the configured master keys, as a key file. */
+  publicKeys?: { keys: CheckpointPublicKey[] };
   error?: string;
 }
 
@@ -36,16 +38,30 @@ export interface AuditVerifyOutcome {
 class UsageError extends Error {}
 
 const USAGE =
-  'usage: npm run audit:verify -- [--checkpoints FILE] [--public-key FILE] | --archive DIR [--public-key FILE] | --export FILE --checkpoints FILE [--public-key FILE]';
+  'usage: npm run audit:verify -- [--checkpoints FILE] [--public-key FILE]... | --archive DIR [--public-key FILE]... | --export FILE --checkpoints FILE [--public-key FILE]... | --print-public-keys';
 
-const FLAGS = { '--checkpoints': 'checkpoints', '--public-key': 'publicKey', '--archive': 'archive', '--export': 'export' } as const;
+const FLAGS = { '--checkpoints': 'checkpoints', '--archive': 'archive', '--export': 'export' } as const;
 
-function parseArgs(args: string[], cwd: string): { checkpoints?: string; publicKey?: string; archive?: string; export?: string } {
-  const parsed: { checkpoints?: string; publicKey?: string; archive?: string; export?: string } = {};
+interface VerifyArgs {
+  checkpoints?: string;
+  /** Every `--public-key FILE` given (several after master key rotations); `undefined` for none. */
+  publicKey?: string[];
+  archive?: string;
+  export?: string;
+  printPublicKeys?: boolean;
+}
+
+function parseArgs(args: string[], cwd: string): VerifyArgs {
+  const parsed: VerifyArgs = {};
   for (let i = 0; i < args.length; i += 1) {
     const value = args[i + 1];
     const flag = FLAGS[args[i] as keyof typeof FLAGS] as (typeof FLAGS)[keyof typeof FLAGS] | undefined;
-    if (flag && value && !value.startsWith('--')) {
+    if (args[i] === '--print-public-keys') {
+      parsed.printPublicKeys = true;
+    } else if (args[i] === '--public-key' && value && !value.startsWith('--')) {
+      parsed.publicKey = [...(parsed.publicKey ?? []), resolve(cwd, value)];
+      i += 1;
+    } else if (flag && value && !value.startsWith('--')) {
       parsed[flag] = resolve(cwd, value);
       i += 1;
     } else {
@@ -56,19 +72,24 @@ function parseArgs(args: string[], cwd: string): { checkpoints?: string; publicK
 }
 
 /**
- * The verification keys: from `--public-key` (offline: no master key needed), else derived
- * from the master key (`WRIT_MASTER_KEY`, or the embedded data dir's `master-key` file).
+ * The verification keys: from every `--public-key` file (offline: no master key needed), else
+ * derived from the master keys (`WRIT_MASTER_KEY`, or the embedded data dir's `master-key`
+ * file, and those of `WRIT_MASTER_KEY_PREVIOUS`, which signed checkpoints before a rotation).
  */
-async function verificationKeys(config: WritConfig, publicKeyFile: string | undefined): Promise<CheckpointPublicKey[]> {
-  if (publicKeyFile) {
-    if (!existsSync(publicKeyFile)) throw new UsageError(`no such public key file: ${publicKeyFile}`);
-    return parsePublicKeys(await readFile(publicKeyFile, 'utf8'));
+async function verificationKeys(config: WritConfig, publicKeyFiles: string[] | undefined): Promise<CheckpointPublicKey[]> {
+  if (publicKeyFiles) {
+    const keys: CheckpointPublicKey[] = [];
+    for (const file of publicKeyFiles) {
+      if (!existsSync(file)) throw new UsageError(`no such public key file: ${file}`);
+      keys.push(...parsePublicKeys(await readFile(file, 'utf8')));
+    }
+    return keys;
   }
-  if (config.masterKey) return [new MasterKey(config.masterKey).checkpointSigningKey().publicJwk];
+  if (config.masterKey) return new MasterKey(config.masterKey, config.masterKeyPrevious).checkpointPublicKeys();
   const file = join(config.dataDir, 'master-key');
   if (!config.databaseUrl && existsSync(file)) {
     const raw = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
-    if (raw.length === 32) return [new MasterKey(raw).checkpointSigningKey().publicJwk];
+    if (raw.length === 32) return new MasterKey(raw, config.masterKeyPrevious).checkpointPublicKeys();
   }
   throw new UsageError('no key to verify checkpoints with: set WRIT_MASTER_KEY or pass --public-key FILE');
 }
@@ -85,6 +106,10 @@ export async function auditVerify(args: string[], config: WritConfig, cwd = proc
   let pool: Pool | undefined;
   try {
     const options = parseArgs(args, cwd);
+    if (options.printPublicKeys) {
+      // A key file for `--public-key`: to verify offline, or once a previous master key is dropped.
+      return { code: 0, publicKeys: { keys: await verificationKeys(config, undefined) } };
+    }
     if (options.archive) return await archiveOutcome(options.archive, options.publicKey, config);
     if (options.export) return await exportOutcome(options.export, options.checkpoints, options.publicKey, config);
     const keys = await verificationKeys(config, options.publicKey);
@@ -112,7 +137,7 @@ export async function auditVerify(args: string[], config: WritConfig, cwd = proc
  * `--public-key FILE`, else the master key's, else the archive's own `public-key.json` (which
  * proves only that the archive is intact, not who signed it: pass the published key file).
  */
-async function archiveOutcome(dir: string, publicKeyFile: string | undefined, config: WritConfig): Promise<AuditVerifyOutcome> {
+async function archiveOutcome(dir: string, publicKeyFile: string[] | undefined, config: WritConfig): Promise<AuditVerifyOutcome> {
   if (!existsSync(dir)) throw new UsageError(`no such archive directory: ${dir}`);
   let keySource: 'public-key' | 'master-key' | 'archive' = 'archive';
   let keys: CheckpointPublicKey[];
@@ -134,7 +159,7 @@ async function archiveOutcome(dir: string, publicKeyFile: string | undefined, co
 async function exportOutcome(
   file: string,
   checkpointsFile: string | undefined,
-  publicKeyFile: string | undefined,
+  publicKeyFile: string[] | undefined,
   config: WritConfig,
 ): Promise<AuditVerifyOutcome> {
   if (!existsSync(file)) throw new UsageError(`no such export file: ${file}`);

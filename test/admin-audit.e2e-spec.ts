@@ -189,7 +189,7 @@ describe('admin API: audit log', () => {
     const before = Number((await services.runtime.pool.query('SELECT count(*) AS n FROM audit_events')).rows[0].n);
     const first = await api('POST', '/v1/audit/hash', { value: 'user-7@example.com' }, viewer);
     expect(first.status).toBe(200);
-    expect(first.body).toEqual({ hash: services.runtime.masterKey.auditHmac('user-7@example.com'), algorithm: 'hmac-sha256' });
+    expect(first.body).toEqual({ hash: services.runtime.masterKey.auditHmac('user-7@example.com'), algorithm: 'hmac-sha256', previous_hashes: [] });
     expect(first.body.hash).toMatch(/^[0-9a-f]{64}$/);
     expect((await api('POST', '/v1/audit/hash', { value: 'user-7@example.com' }, viewer)).body).toEqual(first.body);
     expect((await api('POST', '/v1/audit/hash', { value: 'user-8@example.com' }, viewer)).body.hash).not.toBe(first.body.hash);

@@ -218,6 +218,26 @@ describe('loadConfig', () => {
     expect(config.issuer).toBe('https://auth.example');
   });
 
+  it('reads previous master keys, comma-separated, and refuses a bad one without printing it', () => {
+    const [a, c] = [Buffer.alloc(32, 1), Buffer.alloc(32, 3)];
+    const current = Buffer.alloc(32, 2).toString('base64');
+    expect(loadConfig({ WRIT_MASTER_KEY: current }).masterKeyPrevious).toEqual([]);
+    const config = loadConfig({ WRIT_MASTER_KEY: current, WRIT_MASTER_KEY_PREVIOUS: ` ${a.toString('base64')}, ${c.toString('base64')}` });
+    expect(config.masterKeyPrevious.map((key) => key.toString('hex'))).toEqual([a.toString('hex'), c.toString('hex')]);
+    const short = Buffer.from('a-leaked-but-short-key').toString('base64');
+    for (const bad of [short, `${a.toString('base64')},${short}`, `${a.toString('base64')},`]) {
+      let message = '';
+      try {
+        loadConfig({ WRIT_MASTER_KEY: current, WRIT_MASTER_KEY_PREVIOUS: bad });
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      expect(message).toMatch(/WRIT_MASTER_KEY_PREVIOUS must be comma-separated base64 encodings of exactly 32 bytes/);
+      expect(message).not.toContain(short);
+      expect(message).not.toContain(a.toString('base64'));
+    }
+  });
+
   it('names every invalid variable at once', () => {
     try {
       loadConfig({ WRIT_AUTH_PORT: 'x', WRIT_LOG_LEVEL: 'loud', WRIT_ISSUER: 'ftp://x' });

@@ -41,6 +41,13 @@ export interface WritConfig {
    * allowed only with the embedded database (a key is then generated into `dataDir`).
    */
   readonly masterKey: Buffer | undefined;
+  /**
+   * `WRIT_MASTER_KEY_PREVIOUS` (default: none): comma-separated base64 32-byte keys being
+   * rotated out. They only open values sealed under them (which each start then re-seals under
+   * `WRIT_MASTER_KEY`, recording `master_key.rewrapped`), match audit HMACs and verify audit
+   * checkpoints made under them; nothing new is sealed, hashed or signed with them.
+   */
+  readonly masterKeyPrevious: readonly Buffer[];
   /** `WRIT_POLICY`: a policy `.wasm` or `opa build` bundle; unset means the committed default. */
   readonly policyPath: string | undefined;
   /** `WRIT_LOG_LEVEL` (default `info`): pino level. */
@@ -329,6 +336,23 @@ function masterKey(env: Env, problems: string[]): Buffer | undefined {
   return key;
 }
 
+function previousMasterKeys(env: Env, problems: string[]): Buffer[] {
+  const raw = env.WRIT_MASTER_KEY_PREVIOUS;
+  if (!raw || !raw.trim()) return [];
+  const keys: Buffer[] = [];
+  for (const [index, item] of raw.split(',').entries()) {
+    const text = item.trim();
+    const key = Buffer.from(text, 'base64');
+    if (key.length !== 32 || key.toString('base64').replace(/=+$/, '') !== text.replace(/=+$/, '')) {
+      // Says which item, never what it holds.
+      problems.push(`WRIT_MASTER_KEY_PREVIOUS must be comma-separated base64 encodings of exactly 32 bytes (item ${index + 1} is not)`);
+      return [];
+    }
+    keys.push(key);
+  }
+  return keys;
+}
+
 /** True when PostgreSQL runs on this host: embedded, or reached over loopback or a Unix socket. */
 export function databaseOnThisHost(databaseUrl: string | undefined): boolean {
   if (!databaseUrl) return true;
@@ -484,6 +508,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     gatewayUrl: baseUrl(env, 'WRIT_GATEWAY_URL', 'http://localhost:4001', problems),
     adminToken,
     masterKey: key,
+    masterKeyPrevious: previousMasterKeys(env, problems),
     policyPath: env.WRIT_POLICY ? resolve(cwd, env.WRIT_POLICY) : undefined,
     logLevel,
     gatewayBodyLimit: integer(env, 'WRIT_GATEWAY_BODY_LIMIT', 1024 * 1024, 1024, 64 * 1024 * 1024, problems),

@@ -1,4 +1,4 @@
-import { createPublicKey, randomBytes, verify } from 'node:crypto';
+import { createCipheriv, createPublicKey, hkdfSync, randomBytes, verify } from 'node:crypto';
 import { MasterKey, UnsealError } from './master-key';
 
 describe('MasterKey', () => {
@@ -50,5 +50,95 @@ describe('MasterKey', () => {
     const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: signer.publicJwk.x }, format: 'jwk' });
     expect(verify(null, data, publicKey, signer.sign(data))).toBe(true);
     expect(verify(null, Buffer.from('other'), publicKey, signer.sign(data))).toBe(false);
+  });
+});
+
+/** A value as the code before key ids sealed it (version 1: no key id, the context alone as AAD). */
+function sealV1(raw: Buffer, plaintext: string, context: string): Buffer {
+  const sealKey = Buffer.from(hkdfSync('sha256', raw, Buffer.alloc(0), 'writ/seal/v1', 32));
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', sealKey, iv);
+  cipher.setAAD(Buffer.from(context, 'utf8'));
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  return Buffer.concat([Buffer.from([1]), iv, cipher.getAuthTag(), body]);
+}
+
+describe('MasterKey rotation', () => {
+  const rawA = randomBytes(32);
+  const rawB = randomBytes(32);
+  const rawC = randomBytes(32);
+  const a = new MasterKey(rawA);
+  const rotated = new MasterKey(rawB, [rawA]);
+
+  it('names the sealing key in the header, by an id that is not the key', () => {
+    const sealed = rotated.seal('secret', 'c');
+    expect(sealed[0]).toBe(2);
+    expect(sealed.subarray(0, 9)).toEqual(rotated.currentSealPrefix());
+    expect(sealed.subarray(0, 9)).toEqual(new MasterKey(rawB).currentSealPrefix());
+    expect(sealed.subarray(0, 9)).not.toEqual(a.currentSealPrefix());
+    expect(sealed.includes(rawB.subarray(0, 8))).toBe(false);
+  });
+
+  it('opens values sealed under a previous key by their key id, and seals under the current one only', () => {
+    const underA = a.seal('secret', 'c');
+    expect(rotated.unseal(underA, 'c').toString()).toBe('secret');
+    const underB = rotated.seal('secret', 'c');
+    expect(() => a.unseal(underB, 'c')).toThrow(UnsealError);
+    expect(new MasterKey(rawB).unseal(underB, 'c').toString()).toBe('secret');
+    // Previous keys in any order, with the current one repeated among them.
+    expect(new MasterKey(rawB, [rawC, rawB, rawA]).unseal(underA, 'c').toString()).toBe('secret');
+  });
+
+  it('opens version 1 values (no key id) under the current key, then the previous ones', () => {
+    const v1A = sealV1(rawA, 'old secret', 'c');
+    expect(a.unseal(v1A, 'c').toString()).toBe('old secret');
+    expect(rotated.unseal(v1A, 'c').toString()).toBe('old secret');
+    expect(new MasterKey(rawB, [rawC, rawA]).unseal(v1A, 'c').toString()).toBe('old secret');
+    expect(() => new MasterKey(rawB).unseal(v1A, 'c')).toThrow(UnsealError);
+    expect(() => rotated.unseal(v1A, 'other')).toThrow(UnsealError);
+    const v1B = sealV1(rawB, 'new secret', 'c');
+    expect(rotated.unseal(v1B, 'c').toString()).toBe('new secret');
+  });
+
+  it('refuses a value whose key id names no configured key', () => {
+    expect(() => new MasterKey(rawC).unseal(a.seal('secret', 'c'), 'c')).toThrow(UnsealError);
+  });
+
+  it('refuses a tampered header: another key id, version or truncation', () => {
+    const sealed = a.seal('secret', 'c');
+    // The id of another configured key: that key is tried and fails, the header is authenticated.
+    const retargeted = Buffer.concat([new MasterKey(rawB).currentSealPrefix(), sealed.subarray(9)]);
+    expect(() => rotated.unseal(retargeted, 'c')).toThrow(UnsealError);
+    const flipped = Buffer.from(sealed);
+    flipped[3] ^= 1;
+    expect(() => rotated.unseal(flipped, 'c')).toThrow(UnsealError);
+    // Stripped to version 1 (no id): the header was authenticated, so no key opens it.
+    const downgraded = Buffer.concat([Buffer.from([1]), sealed.subarray(9)]);
+    expect(() => rotated.unseal(downgraded, 'c')).toThrow(UnsealError);
+    const unknownVersion = Buffer.from(sealed);
+    unknownVersion[0] = 3;
+    expect(() => rotated.unseal(unknownVersion, 'c')).toThrow(UnsealError);
+    expect(() => rotated.unseal(sealed.subarray(0, 20), 'c')).toThrow(UnsealError);
+    expect(() => rotated.unseal(Buffer.alloc(0), 'c')).toThrow(UnsealError);
+  });
+
+  it('reseals values under the current key, leaving those already under it', () => {
+    const underA = a.seal('secret', 'c');
+    const resealed = rotated.reseal(underA, 'c')!;
+    expect(resealed.subarray(0, 9)).toEqual(rotated.currentSealPrefix());
+    expect(new MasterKey(rawB).unseal(resealed, 'c').toString()).toBe('secret');
+    expect(rotated.reseal(resealed, 'c')).toBeUndefined();
+    expect(rotated.reseal(sealV1(rawB, 'v1', 'c'), 'c')!.subarray(0, 9)).toEqual(rotated.currentSealPrefix());
+    expect(() => rotated.reseal(new MasterKey(rawC).seal('x', 'c'), 'c')).toThrow(UnsealError);
+  });
+
+  it('makes HMACs, fingerprints and checkpoint signatures with the current key; matches and verifies with all', () => {
+    expect(rotated.auditHmac('v')).toBe(new MasterKey(rawB).auditHmac('v'));
+    expect(rotated.auditHmacs('v')).toEqual([new MasterKey(rawB).auditHmac('v'), a.auditHmac('v')]);
+    expect(rotated.fingerprint('v')).toBe(new MasterKey(rawB).fingerprint('v'));
+    expect(rotated.checkpointSigningKey().kid).toBe(new MasterKey(rawB).checkpointSigningKey().kid);
+    expect(rotated.checkpointPublicKeys()).toEqual([new MasterKey(rawB).checkpointSigningKey().publicJwk, a.checkpointSigningKey().publicJwk]);
+    expect(rotated.previousCount).toBe(1);
+    expect(new MasterKey(rawB, [rawB]).previousCount).toBe(0);
   });
 });

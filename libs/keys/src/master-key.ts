@@ -2,9 +2,13 @@ import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, ti
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CheckpointSigningKey } from './checkpoint-signing-key';
+import { CheckpointSigningKey, type CheckpointVerificationJwk } from './checkpoint-signing-key';
 
-const SEAL_VERSION = 1;
+/** Sealed before rotation existed: `01 | iv | tag | body`, no key id (tried under every configured key). */
+const SEAL_V1 = 1;
+/** `02 | key id (8) | iv | tag | body`; the header is authenticated with the context. */
+const SEAL_V2 = 2;
+const KEY_ID_BYTES = 8;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
@@ -16,69 +20,162 @@ export class UnsealError extends Error {
   }
 }
 
-/**
- * Everything derived from `WRIT_MASTER_KEY`. Each use has its own HKDF-SHA256 subkey, so a
- * fingerprint or an audit HMAC never reveals anything about the sealing key.
- */
-export class MasterKey {
-  private readonly sealKey: Buffer;
-  private readonly auditKey: Buffer;
-  private readonly fingerprintKey: Buffer;
-  private readonly checkpointSeed: Buffer;
+/** The subkeys of one 32-byte master key, each HKDF-SHA256 with its own info. */
+class DerivedKeys {
+  /** Names the key in sealed values' headers; reveals nothing about it. */
+  readonly id: Buffer;
+  readonly sealKey: Buffer;
+  readonly auditKey: Buffer;
+  readonly fingerprintKey: Buffer;
+  readonly checkpointSeed: Buffer;
 
   constructor(key: Buffer) {
     if (key.length !== 32) throw new Error('the master key must be 32 bytes');
-    const derive = (info: string) => Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), info, 32));
+    const derive = (info: string, bytes = 32) => Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), info, bytes));
+    this.id = derive('writ/seal-key-id/v1', KEY_ID_BYTES);
     this.sealKey = derive('writ/seal/v1');
     this.auditKey = derive('writ/audit-hmac/v1');
     this.fingerprintKey = derive('writ/fingerprint/v1');
     this.checkpointSeed = derive('writ/audit-checkpoint/ed25519/v1');
   }
 
-  /**
-   * Seals `plaintext` with AES-256-GCM. `context` (e.g. `connector:payments`) is bound as
-   * associated data, so a sealed value copied to another row does not open.
-   */
-  seal(plaintext: Buffer | string, context: string): Buffer {
-    const iv = randomBytes(IV_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', this.sealKey, iv);
-    cipher.setAAD(Buffer.from(context, 'utf8'));
-    const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-    return Buffer.concat([Buffer.from([SEAL_VERSION]), iv, cipher.getAuthTag(), body]);
+  open(iv: Buffer, tag: Buffer, body: Buffer, aad: Buffer): Buffer {
+    const decipher = createDecipheriv('aes-256-gcm', this.sealKey, iv);
+    decipher.setAAD(aad);
+    decipher.setAuthTag(tag);
+    return Buffer.concat([decipher.update(body), decipher.final()]);
+  }
+}
+
+/**
+ * Everything derived from `WRIT_MASTER_KEY` (the current key) and `WRIT_MASTER_KEY_PREVIOUS`
+ * (keys being rotated out). Each use has its own HKDF-SHA256 subkey, so a fingerprint or an
+ * audit HMAC never reveals anything about the sealing key. Sealing, HMACs, fingerprints and
+ * checkpoint signatures use the current key only; previous keys only open, match and verify
+ * what was made under them before the rotation.
+ */
+export class MasterKey {
+  private readonly current: DerivedKeys;
+  private readonly previous: readonly DerivedKeys[];
+
+  constructor(key: Buffer, previous: readonly Buffer[] = []) {
+    this.current = new DerivedKeys(key);
+    const seen = new Set([this.current.id.toString('hex')]);
+    this.previous = previous
+      .map((raw) => new DerivedKeys(raw))
+      .filter((derived) => {
+        const id = derived.id.toString('hex');
+        return !seen.has(id) && seen.add(id);
+      });
   }
 
-  /** Opens what {@link seal} sealed under the same context; throws {@link UnsealError} otherwise. */
+  /** How many previous keys (other than the current one) are configured. */
+  get previousCount(): number {
+    return this.previous.length;
+  }
+
+  /**
+   * The first bytes of every value {@link seal} makes now (version and current key id): a
+   * stored value that does not start with them was sealed under a previous key or version.
+   */
+  currentSealPrefix(): Buffer {
+    return Buffer.concat([Buffer.from([SEAL_V2]), this.current.id]);
+  }
+
+  /**
+   * Seals `plaintext` with AES-256-GCM under the current key. `context` (e.g.
+   * `connector:payments`) and the header naming the key are bound as associated data, so a
+   * sealed value copied to another row, or given another key id, does not open.
+   */
+  seal(plaintext: Buffer | string, context: string): Buffer {
+    const header = this.currentSealPrefix();
+    const iv = randomBytes(IV_BYTES);
+    const cipher = createCipheriv('aes-256-gcm', this.current.sealKey, iv);
+    cipher.setAAD(Buffer.concat([header, Buffer.from(context, 'utf8')]));
+    const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+    return Buffer.concat([header, iv, cipher.getAuthTag(), body]);
+  }
+
+  /**
+   * Opens what {@link seal} sealed under the same context, with the configured key its header
+   * names (values sealed before key ids: the current key, then the previous ones); throws
+   * {@link UnsealError} otherwise.
+   */
   unseal(sealed: Buffer, context: string): Buffer {
-    if (sealed.length < 1 + IV_BYTES + TAG_BYTES || sealed[0] !== SEAL_VERSION) throw new UnsealError();
-    const iv = sealed.subarray(1, 1 + IV_BYTES);
-    const tag = sealed.subarray(1 + IV_BYTES, 1 + IV_BYTES + TAG_BYTES);
+    const aad = Buffer.from(context, 'utf8');
+    if (sealed[0] === SEAL_V1 && sealed.length >= 1 + IV_BYTES + TAG_BYTES) {
+      const iv = sealed.subarray(1, 1 + IV_BYTES);
+      const tag = sealed.subarray(1 + IV_BYTES, 1 + IV_BYTES + TAG_BYTES);
+      const body = sealed.subarray(1 + IV_BYTES + TAG_BYTES);
+      for (const keys of [this.current, ...this.previous]) {
+        try {
+          return keys.open(iv, tag, body, aad);
+        } catch {
+          // Not this key: try the next one.
+        }
+      }
+      throw new UnsealError();
+    }
+    const headerBytes = 1 + KEY_ID_BYTES;
+    if (sealed[0] !== SEAL_V2 || sealed.length < headerBytes + IV_BYTES + TAG_BYTES) throw new UnsealError();
+    const header = sealed.subarray(0, headerBytes);
+    const keys = [this.current, ...this.previous].find((candidate) => candidate.id.equals(header.subarray(1)));
+    if (!keys) throw new UnsealError();
     try {
-      const decipher = createDecipheriv('aes-256-gcm', this.sealKey, iv);
-      decipher.setAAD(Buffer.from(context, 'utf8'));
-      decipher.setAuthTag(tag);
-      return Buffer.concat([decipher.update(sealed.subarray(1 + IV_BYTES + TAG_BYTES)), decipher.final()]);
+      return keys.open(
+        sealed.subarray(headerBytes, headerBytes + IV_BYTES),
+        sealed.subarray(headerBytes + IV_BYTES, headerBytes + IV_BYTES + TAG_BYTES),
+        sealed.subarray(headerBytes + IV_BYTES + TAG_BYTES),
+        Buffer.concat([header, aad]),
+      );
     } catch {
       throw new UnsealError();
     }
   }
 
+  /**
+   * Opens `sealed` and seals it again under the current key; `undefined` when it already is
+   * (throws {@link UnsealError} when no configured key opens it).
+   */
+  reseal(sealed: Buffer, context: string): Buffer | undefined {
+    const prefix = this.currentSealPrefix();
+    if (sealed.length > prefix.length && sealed.subarray(0, prefix.length).equals(prefix)) return undefined;
+    return this.seal(this.unseal(sealed, context), context);
+  }
+
   /** HMAC-SHA256 (hex) of a value for the audit log: matchable by investigators, unreadable. */
   auditHmac(value: string): string {
-    return createHmac('sha256', this.auditKey).update(value, 'utf8').digest('hex');
+    return createHmac('sha256', this.current.auditKey).update(value, 'utf8').digest('hex');
+  }
+
+  /**
+   * {@link auditHmac} of a value under the current key, then under each previous key: events
+   * recorded before a rotation hold one of the later ones.
+   */
+  auditHmacs(value: string): string[] {
+    return [this.current, ...this.previous].map((keys) => createHmac('sha256', keys.auditKey).update(value, 'utf8').digest('hex'));
   }
 
   /** A short keyed fingerprint of a secret, shown instead of the secret (`sha256:` + 16 hex). */
   fingerprint(secret: string | Buffer): string {
-    return `hmac-sha256:${createHmac('sha256', this.fingerprintKey).update(secret).digest('hex').slice(0, 16)}`;
+    return `hmac-sha256:${createHmac('sha256', this.current.fingerprintKey).update(secret).digest('hex').slice(0, 16)}`;
   }
 
   /**
    * The Ed25519 key that signs audit checkpoints: its seed is an HKDF-SHA256 subkey of the
-   * master key (info `writ/audit-checkpoint/ed25519/v1`), so it is the same on every instance
-   * and after every restart, and exists only where the master key does.
+   * current master key (info `writ/audit-checkpoint/ed25519/v1`), so it is the same on every
+   * instance and after every restart, and exists only where the master key does.
    */
   checkpointSigningKey(): CheckpointSigningKey {
-    return new CheckpointSigningKey(this.checkpointSeed);
+    return new CheckpointSigningKey(this.current.checkpointSeed);
+  }
+
+  /**
+   * The public keys that verify checkpoints: the current key's, then those of the previous
+   * keys (checkpoints signed before the rotation).
+   */
+  checkpointPublicKeys(): CheckpointVerificationJwk[] {
+    return [this.current, ...this.previous].map((keys) => new CheckpointSigningKey(keys.checkpointSeed).publicJwk);
   }
 
   /** Constant-time comparison of two fingerprints or hashes. */
@@ -94,23 +191,25 @@ export type MasterKeySource = 'environment' | 'data-dir' | 'generated';
 
 /**
  * The master key from `WRIT_MASTER_KEY`, or (embedded database only) the one kept in
- * `dataDir/master-key`, generated with mode 0600 on first start.
+ * `dataDir/master-key`, generated with mode 0600 on first start; `previous` are the keys of
+ * `WRIT_MASTER_KEY_PREVIOUS`.
  */
 export async function resolveMasterKey(
   configured: Buffer | undefined,
   dataDir: string,
   embedded: boolean,
+  previous: readonly Buffer[] = [],
 ): Promise<{ key: MasterKey; source: MasterKeySource }> {
-  if (configured) return { key: new MasterKey(configured), source: 'environment' };
+  if (configured) return { key: new MasterKey(configured, previous), source: 'environment' };
   if (!embedded) throw new Error('WRIT_MASTER_KEY is required with an external database');
   const file = join(dataDir, 'master-key');
   if (existsSync(file)) {
     const raw = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
     if (raw.length !== 32) throw new Error(`${file} does not hold a base64 32-byte key`);
-    return { key: new MasterKey(raw), source: 'data-dir' };
+    return { key: new MasterKey(raw, previous), source: 'data-dir' };
   }
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const raw = randomBytes(32);
   await writeFile(file, raw.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
-  return { key: new MasterKey(raw), source: 'generated' };
+  return { key: new MasterKey(raw, previous), source: 'generated' };
 }

@@ -225,7 +225,9 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         );
       }
     }
-    const { key, source } = await step('cannot read the master key', () => resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl));
+    const { key, source } = await step('cannot read the master key', () =>
+      resolveMasterKey(config.masterKey, config.dataDir, !config.databaseUrl, config.masterKeyPrevious),
+    );
     masterKey = key;
     if (source !== 'environment') {
       logger.warn({ file: join(config.dataDir, 'master-key') }, 'WRIT_MASTER_KEY is not set: using a generated development key kept in the data directory');
@@ -301,7 +303,8 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   });
   verifyPool.on('error', (error) => logger.warn({ err: error.message }, 'audit verification connection lost'));
   const audit = new AuditService(pool, {
-    checkpointKeys: [checkpointKey(masterKey).publicJwk],
+    // Checkpoints signed before a master key rotation verify with the previous keys' public keys.
+    checkpointKeys: masterKey.checkpointPublicKeys(),
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (events) => checkpointer.noteAppended(events) : undefined,
     onNotice: (message) => logger.warn(message),

@@ -89,14 +89,19 @@ export class AuditLogService {
     const page = await this.audit.checkpoints({ limit: query.limit ?? DEFAULT_PAGE_SIZE, before: after?.s });
     return {
       public_key: this.master.checkpointSigningKey().publicJwk,
+      previous_public_keys: this.master.checkpointPublicKeys().slice(1),
       items: page.items,
       next_cursor: page.nextCursor === null ? null : encodeCursor({ s: page.nextCursor }),
     };
   }
 
-  /** The keyed hash (HMAC-SHA256 under a key derived from the master key) of a value. */
+  /**
+   * The keyed hash (HMAC-SHA256 under a key derived from the master key) of a value, and its
+   * hashes under the previous master keys (events recorded before a rotation).
+   */
   hash(value: string): AuditHashDto {
-    return { hash: this.master.auditHmac(value), algorithm: 'hmac-sha256' };
+    const [hash, ...previous] = this.master.auditHmacs(value);
+    return { hash, algorithm: 'hmac-sha256', previous_hashes: previous };
   }
 
   /** The service's query from validated filters (`400` when `until` is not after `since`). */

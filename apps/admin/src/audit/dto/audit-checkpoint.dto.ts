@@ -23,7 +23,13 @@ export class AuditCheckpointDto {
 
 /** `GET /v1/audit/checkpoints`: the verification key and the checkpoints, newest first. */
 export class AuditCheckpointPageDto {
-  @ApiProperty({ type: CheckpointPublicKeyDto }) public_key!: CheckpointPublicKeyDto;
+  @ApiProperty({ type: CheckpointPublicKeyDto, description: 'the key that signs new checkpoints (derived from WRIT_MASTER_KEY)' })
+  public_key!: CheckpointPublicKeyDto;
+  @ApiProperty({
+    type: [CheckpointPublicKeyDto],
+    description: 'keys of WRIT_MASTER_KEY_PREVIOUS, which verify checkpoints signed before a master key rotation (empty without)',
+  })
+  previous_public_keys!: CheckpointPublicKeyDto[];
   @ApiProperty({ type: [AuditCheckpointDto] }) items!: AuditCheckpointDto[];
   @ApiProperty({ nullable: true, type: String }) next_cursor!: string | null;
 }

@@ -58,4 +58,9 @@ export class AuditHashRequestDto {
 export class AuditHashDto {
   @ApiProperty({ example: '3f1c…', description: 'hex' }) hash!: string;
   @ApiProperty({ example: 'hmac-sha256' }) algorithm!: string;
+  @ApiProperty({
+    type: [String],
+    description: 'the same value hashed under each key of WRIT_MASTER_KEY_PREVIOUS: events recorded before a master key rotation hold one of these',
+  })
+  previous_hashes!: string[];
 }
