@@ -1,6 +1,6 @@
 import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
-import { connectedAccountsProvider } from '@writ/accounts';
+import { connectedAccountsProvider, MasterKeyRewrap } from '@writ/accounts';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { createUpstreamDispatcher, UPSTREAM_DISPATCHER } from '@writ/connectors';
 import { AdminConnectionsController, IdentityProvidersController } from './connections/connections.controller';
@@ -86,6 +86,7 @@ export class AdminModule implements OnApplicationShutdown {
         PolicyDistributionService,
         { provide: UPSTREAM_DISPATCHER, useFactory: (config: WritConfig) => createUpstreamDispatcher(config), inject: [WRIT_CONFIG] },
         connectedAccountsProvider(UPSTREAM_DISPATCHER),
+        MasterKeyRewrap,
         ConnectionsService,
       ],
     };

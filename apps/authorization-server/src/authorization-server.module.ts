@@ -1,6 +1,6 @@
 import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
-import { connectedAccountsProvider, userTokenVerifierProvider } from '@writ/accounts';
+import { connectedAccountsProvider, userTokenVerifierProvider, MasterKeyRewrap } from '@writ/accounts';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { createUpstreamDispatcher, UPSTREAM_DISPATCHER } from '@writ/connectors';
 import { ConnectFlowController, ConnectLinksController, MyConnectionsController } from './connections/connections.controller';
@@ -87,6 +87,7 @@ export class AuthorizationServerModule implements OnApplicationShutdown {
         // Identity providers' JWKS and connected-account upstreams go through the gateway's destination checks.
         { provide: UPSTREAM_DISPATCHER, useFactory: (config: WritConfig) => createUpstreamDispatcher(config), inject: [WRIT_CONFIG] },
         connectedAccountsProvider(UPSTREAM_DISPATCHER),
+        MasterKeyRewrap,
         userTokenVerifierProvider(UPSTREAM_DISPATCHER),
         UserSubjects,
         { provide: ApprovalStore, useFactory: (runtime: Runtime) => new ApprovalStore(runtime.pool, runtime.audit), inject: [RUNTIME] },

@@ -1,7 +1,7 @@
 import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { connectedAccountsProvider } from '@writ/accounts';
+import { connectedAccountsProvider, MasterKeyRewrap } from '@writ/accounts';
 import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
 import { ConnectorCache } from './catalogue/connector-cache';
@@ -37,6 +37,7 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         McpSessionRepository,
         UpstreamCredentials,
         connectedAccountsProvider(UPSTREAM_DISPATCHER),
+        MasterKeyRewrap,
         CredentialBinding,
         ProxyService,
         FailureThrottle,

@@ -3,3 +3,4 @@ export * from './connected-accounts';
 export * from './upstream-oauth-client';
 export * from './user-token-verifier';
 export * from './accounts.providers';
+export * from './master-key-rewrap';

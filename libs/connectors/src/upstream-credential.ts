@@ -1,4 +1,5 @@
-import { type MasterKey, UnsealError } from '@writ/keys';
+import type { Pool } from 'pg';
+import { type MasterKey, type RewrapCount, rewrapRows, sealedUnderOtherKey, UnsealError } from '@writ/keys';
 
 /** A static bearer token sent as `Authorization: Bearer <token>`. */
 export interface BearerCredential {
@@ -110,6 +111,43 @@ export function unsealCredential(master: MasterKey, connectorId: string, baseUrl
  */
 export function unsealLegacyCredential(master: MasterKey, connectorId: string, sealed: Buffer): UpstreamCredential {
   return JSON.parse(master.unseal(sealed, legacyCredentialSealContext(connectorId)).toString('utf8')) as UpstreamCredential;
+}
+
+/**
+ * Re-seals under the current master key every connector credential sealed under a previous
+ * one, in the binding it had (a legacy one stays legacy: the gateway binds it at start), and
+ * recomputes its keyed fingerprint; one conditional UPDATE per row, applied only while the row
+ * still holds the value read (a credential set meanwhile is left as set).
+ */
+export async function rewrapConnectorCredentials(db: Pick<Pool, 'query'>, master: MasterKey): Promise<RewrapCount> {
+  const { rows } = await db.query<{ id: string; base_url: string; credential_sealed: Buffer }>(
+    `SELECT id, base_url, credential_sealed FROM connectors
+      WHERE credential_sealed IS NOT NULL AND ${sealedUnderOtherKey('credential_sealed', '$1')} ORDER BY id`,
+    [master.currentSealPrefix()],
+  );
+  return rewrapRows(
+    rows,
+    (row) => row.id,
+    async (row) => {
+      const contexts = [() => credentialSealContext(row.id, row.base_url), () => legacyCredentialSealContext(row.id)];
+      for (const context of contexts) {
+        let plaintext: Buffer;
+        try {
+          plaintext = master.unseal(row.credential_sealed, context());
+        } catch {
+          continue;
+        }
+        const updated = await db.query('UPDATE connectors SET credential_sealed = $3, credential_fingerprint = $4 WHERE id = $1 AND credential_sealed = $2', [
+          row.id,
+          row.credential_sealed,
+          master.seal(plaintext, context()),
+          master.fingerprint(plaintext.toString('utf8')),
+        ]);
+        return updated.rowCount === 1;
+      }
+      throw new UnsealError();
+    },
+  );
 }
 
 /** Every secret string a credential holds (for log and response scrubbing in tests and redaction). */

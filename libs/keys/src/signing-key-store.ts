@@ -6,6 +6,7 @@ import type { Pool, PoolClient } from 'pg';
 import { type AuditedTransaction, watchCheckedOut } from '@writ/database';
 import { TemporarilyUnavailableError } from '@writ/oauth';
 import { MasterKey } from './master-key';
+import { type RewrapCount, rewrapRows, sealedUnderOtherKey } from './sealed-rewrap';
 import { VerifiedTokenCache } from './verified-token-cache';
 
 /** The signing algorithm of Writ's tokens. */
@@ -147,6 +148,31 @@ export class SigningKeyStore {
     /** Sign on libuv's thread pool (the default) or synchronously: `WRIT_ECDSA`, see `OperationsConfig.ecdsa`. */
     private readonly signOnThreadPool = true,
   ) {}
+
+  /**
+   * Re-seals under the current master key every private key sealed under a previous one (all
+   * statuses: a retired key's private half is no less secret), one conditional UPDATE per key
+   * that applies only while the row still holds the value read.
+   */
+  async rewrapPrivateKeys(): Promise<RewrapCount> {
+    const { rows } = await this.pool.query<{ kid: string; private_sealed: Buffer }>(
+      `SELECT kid, private_sealed FROM signing_keys WHERE ${sealedUnderOtherKey('private_sealed', '$1')} ORDER BY kid`,
+      [this.master.currentSealPrefix()],
+    );
+    return rewrapRows(
+      rows,
+      (row) => row.kid,
+      async (row) => {
+        const sealed = this.master.seal(this.master.unseal(row.private_sealed, `signing_key:${row.kid}`), `signing_key:${row.kid}`);
+        const updated = await this.pool.query('UPDATE signing_keys SET private_sealed = $3 WHERE kid = $1 AND private_sealed = $2', [
+          row.kid,
+          row.private_sealed,
+          sealed,
+        ]);
+        return updated.rowCount === 1;
+      },
+    );
+  }
 
   /** Loads the keys, creating the first one if the cluster has none. Throws if none can be read. */
   async init(): Promise<void> {

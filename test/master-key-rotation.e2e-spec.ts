@@ -1,0 +1,297 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConnectedAccounts, accountSealContext, rewrapUnderCurrentMasterKey } from '@writ/accounts';
+import { publicKeyFileFor } from '@writ/audit';
+import { loadConfig } from '@writ/config';
+import { credentialSealContext } from '@writ/connectors';
+import { MasterKey } from '@writ/keys';
+import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { auditVerify } from '../scripts/audit-verify-command';
+import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
+import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
+import { http, sendJson, tokenRequest } from './support/oauth-client';
+import { seedConnector, setConnectorCredential } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+const SECRET = 'sk_live_rotation_payments_5e0c';
+const KEY_A = Buffer.alloc(32, 21);
+const KEY_B = Buffer.alloc(32, 22);
+/** A key no instance is ever given: what it sealed opens nowhere. */
+const KEY_LOST = Buffer.alloc(32, 23);
+const IDP = 'https://idp.rotation.example';
+const TOKEN_URL = 'http://127.0.0.1:9/token';
+const LINK_CONTEXT = (id: string) => `writ/connect-link/v1\n${id}`;
+const accountContext = (subject: string) => accountSealContext('codehost', TOKEN_URL, { issuer: IDP, subject });
+
+/**
+ * Rotation of WRIT_MASTER_KEY over one database: start under A, rotate to B with A as previous
+ * (two instances at once), then B alone, then A alone. Every value sealed under A is re-sealed
+ * under B exactly once, nothing stops working on the way, and checkpoints signed under A still
+ * verify with A's public key.
+ */
+describe('master key rotation', () => {
+  const a = new MasterKey(KEY_A);
+  const b = new MasterKey(KEY_B);
+  let db: TestDatabase;
+  let dir: string;
+  let checkpointFile: string;
+  let payments: MockUpstream;
+  let world: World;
+  const open: TestServices[] = [];
+  const logs: string[] = [];
+
+  const env = (current: Buffer, previous: Buffer[] = []) => ({
+    WRIT_MASTER_KEY: current.toString('base64'),
+    ...(previous.length ? { WRIT_MASTER_KEY_PREVIOUS: previous.map((key) => key.toString('base64')).join(',') } : {}),
+    WRIT_AUDIT_CHECKPOINT_FILE: checkpointFile,
+    WRIT_AUDIT_CHECKPOINT_EVERY: '100000',
+    WRIT_AUDIT_CHECKPOINT_SECONDS: '3600',
+  });
+  const start = async (current: Buffer, previous: Buffer[] = []) => {
+    const services = await startTestServices({
+      db,
+      gateway: createGatewayApp,
+      admin: createAdminApp,
+      env: env(current, previous),
+      logSink: (line) => logs.push(line),
+    });
+    open.push(services);
+    return services;
+  };
+  const stop = async (services: TestServices) => {
+    open.splice(open.indexOf(services), 1);
+    await services.close();
+  };
+  /** A payout through the gateway: a token issued now (the signing key opens), the credential injected (it opens). */
+  const payout = async (services: TestServices) => {
+    const task = await createTask(services, world.orchestrator);
+    const exchanged = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
+    expect(exchanged.status).toBe(200);
+    const before = payments.received.length;
+    const response = await http(`${services.gatewayUrl}/connectors/payments/v1/payouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${exchanged.body.access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ destination: 'acct_1', amount: 42000, currency: 'usd' }),
+    });
+    expect(response.status).toBe(201);
+    expect(payments.received.slice(before).map((request) => request.headers.authorization)).toEqual([`Bearer ${SECRET}`]);
+  };
+  const checkpoint = async (services: TestServices) => {
+    await services.runtime.audit.drain();
+    await services.runtime.checkpointer!.trigger();
+    await services.runtime.checkpointer!.trigger();
+  };
+  const query = async <T extends Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> => {
+    const { Client } = await import('pg');
+    const client = new Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      return (await client.query<T>(sql, params)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  const rewrapEvents = () =>
+    query<{ actor_type: string; actor_id: string; data: Record<string, unknown> }>(
+      `SELECT actor_type, actor_id, data FROM audit_events WHERE type = 'master_key.rewrapped' ORDER BY seq`,
+    );
+  /** Every sealed value of the four tables, with the context it opens under. */
+  const sealedValues = async () => [
+    ...(await query<{ kid: string; private_sealed: Buffer }>('SELECT kid, private_sealed FROM signing_keys')).map((row) => ({
+      row: `signing_keys:${row.kid}`,
+      sealed: row.private_sealed,
+      context: `signing_key:${row.kid}`,
+    })),
+    ...(
+      await query<{ id: string; base_url: string; credential_sealed: Buffer }>(`SELECT id, base_url, credential_sealed FROM connectors WHERE id <> 'orphan'`)
+    ).map((row) => ({ row: `connectors:${row.id}`, sealed: row.credential_sealed, context: credentialSealContext(row.id, row.base_url) })),
+    ...(await query<{ id: string; verifier_sealed: Buffer }>('SELECT id, verifier_sealed FROM connect_links')).map((row) => ({
+      row: `connect_links:${row.id}`,
+      sealed: row.verifier_sealed,
+      context: LINK_CONTEXT(row.id),
+    })),
+    ...(await query<{ user_subject: string; tokens_sealed: Buffer }>('SELECT user_subject, tokens_sealed FROM connected_accounts')).map((row) => ({
+      row: `connected_accounts:${row.user_subject}`,
+      sealed: row.tokens_sealed,
+      context: accountContext(row.user_subject),
+    })),
+  ];
+  /** `npm run audit:verify` against the database, with these variables. */
+  const cli = (args: string[], vars: Record<string, string>) =>
+    auditVerify(
+      args,
+      loadConfig({ WRIT_DATABASE_URL: db.url, WRIT_DATA_DIR: dir, WRIT_AUDIT_CHECKPOINT_FILE: checkpointFile, ...vars }, process.cwd(), {
+        masterKeyOptional: true,
+      }),
+    );
+  const keyFile = async (name: string, key: Buffer) => {
+    const printed = await cli(['--print-public-keys'], { WRIT_MASTER_KEY: key.toString('base64') });
+    expect(printed.code).toBe(0);
+    const file = join(dir, name);
+    await writeFile(file, JSON.stringify(printed.publicKeys));
+    return file;
+  };
+  const checkpointKids = async () => (await query<{ kid: string }>('SELECT DISTINCT kid FROM audit_checkpoints')).map((row) => row.kid).sort();
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    dir = await mkdtemp(join(tmpdir(), 'writ-rotation-'));
+    checkpointFile = join(dir, 'audit-checkpoints.jsonl');
+    payments = await startPaymentsUpstream(SECRET);
+  });
+  afterAll(async () => {
+    for (const services of open.splice(0)) await services.close().catch(() => undefined);
+    await payments?.close();
+    await db?.drop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('under key A: seals everything, signs a checkpoint', async () => {
+    const services = await start(KEY_A);
+    const { pool } = services.runtime;
+    world = await seedWorld(pool, payments.url);
+    await setConnectorCredential(pool, a, 'payments', { type: 'bearer', token: SECRET });
+    await seedConnector(pool, 'codehost', undefined, 'http://127.0.0.1:9');
+    await setConnectorCredential(pool, a, 'codehost', {
+      type: 'oauth2_authorization_code',
+      authorization_url: 'http://127.0.0.1:9/auth',
+      token_url: TOKEN_URL,
+      client_id: 'writ-upstream',
+      client_secret: 'upstream-secret-rotation-1f3a',
+      scopes: ['repo:read'],
+    });
+    // A connector whose credential was sealed under a key nobody has any more.
+    await seedConnector(pool, 'orphan', undefined, 'http://127.0.0.1:9');
+    await setConnectorCredential(pool, new MasterKey(KEY_LOST), 'orphan', { type: 'bearer', token: 'sk_orphan_value_8c2d' });
+    await pool.query(
+      `INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at, opened_at, verifier_sealed)
+       VALUES ('link-1', 'codehost', $1, 'alice', 'test', now() + interval '10 minutes', now(), $2)`,
+      [IDP, a.seal('verifier-of-link-1', LINK_CONTEXT('link-1'))],
+    );
+    for (const subject of ['alice', 'bob']) {
+      await pool.query(
+        `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed)
+         VALUES ($1, 'codehost', $2, $3, 'active', '{repo:read}', $4)`,
+        [randomUUID(), IDP, subject, a.seal(JSON.stringify({ access_token: `at_${subject}`, refresh_token: `rt_${subject}` }), accountContext(subject))],
+      );
+    }
+    // Bob's tokens are being refreshed (a live lease): a re-wrap must not overwrite what the refresh stores.
+    await pool.query(
+      `UPDATE connected_accounts SET refresh_lease_holder = $1, refresh_lease_expires_at = now() + interval '1 hour' WHERE user_subject = 'bob'`,
+      [randomUUID()],
+    );
+    await payout(services);
+    await checkpoint(services);
+    expect(await checkpointKids()).toEqual([a.checkpointSigningKey().kid]);
+    for (const value of await sealedValues()) expect([value.row, a.unseal(value.sealed, value.context).length > 0]).toEqual([value.row, true]);
+    // Before any rotation, nothing is re-sealed.
+    expect(await rewrapEvents()).toEqual([]);
+    await stop(services);
+  }, 60_000);
+
+  it('under B with A previous, two instances at once: everything still works and is re-sealed once', async () => {
+    logs.length = 0;
+    const [first, second] = await Promise.all([start(KEY_B, [KEY_A]), start(KEY_B, [KEY_A])]);
+    await payout(first);
+    await payout(second);
+    expect(await rewrapEvents()).toEqual([
+      {
+        actor_type: 'system',
+        actor_id: 'master-key-rewrap',
+        data: {
+          previous_keys: 1,
+          tables: {
+            signing_keys: { rewrapped: 2, skipped: 0, unopened: 0 },
+            connectors: { rewrapped: 2, skipped: 0, unopened: 1 },
+            connect_links: { rewrapped: 1, skipped: 0, unopened: 0 },
+            connected_accounts: { rewrapped: 1, skipped: 1, unopened: 0 },
+          },
+        },
+      },
+    ]);
+    // Under B now, opened by B alone, except bob's (under its refresh lease).
+    for (const value of await sealedValues()) {
+      if (value.row === 'connected_accounts:bob') {
+        expect(() => b.unseal(value.sealed, value.context)).toThrow();
+        continue;
+      }
+      expect([value.row, b.unseal(value.sealed, value.context).length > 0]).toEqual([value.row, true]);
+      expect(() => a.unseal(value.sealed, value.context)).toThrow();
+    }
+    // The fingerprint is B's; the unopened row is left exactly as it was, and named in a warning (never its value).
+    const [stored] = await query<{ credential_fingerprint: string }>(`SELECT credential_fingerprint FROM connectors WHERE id = 'payments'`);
+    expect(stored.credential_fingerprint).toBe(b.fingerprint(JSON.stringify({ type: 'bearer', token: SECRET })));
+    const warning = logs.map((line) => JSON.parse(line)).find((line) => /open under no configured master key/.test(line.msg));
+    expect(warning).toMatchObject({ table: 'connectors', rows: ['orphan'] });
+    expect(logs.join('\n')).not.toContain(SECRET);
+    expect(logs.join('\n')).not.toContain('sk_orphan_value_8c2d');
+
+    // Two re-wraps racing over fresh values under A (a link opened by an instance still on A,
+    // bob's refresh lease expired): one does the work, one event.
+    await first.runtime.pool.query(`UPDATE connected_accounts SET refresh_lease_holder = NULL, refresh_lease_expires_at = NULL WHERE user_subject = 'bob'`);
+    await first.runtime.pool.query(
+      `INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at, opened_at, verifier_sealed)
+       VALUES ('link-2', 'codehost', $1, 'carol', 'test', now() + interval '10 minutes', now(), $2)`,
+      [IDP, a.seal('verifier-of-link-2', LINK_CONTEXT('link-2'))],
+    );
+    const reports = await Promise.all(
+      [first, second, first, second].map((services) => rewrapUnderCurrentMasterKey(services.runtime, services.apps[0].get(ConnectedAccounts))),
+    );
+    const done = reports.filter((report) => typeof report === 'object' && Object.values(report.tables).some((count) => count.rewrapped > 0));
+    expect(done).toHaveLength(1);
+    expect(await rewrapEvents()).toHaveLength(2);
+    expect((await rewrapEvents())[1].data.tables).toMatchObject({ connect_links: { rewrapped: 1 }, connected_accounts: { rewrapped: 1, skipped: 0 } });
+    for (const value of await sealedValues()) expect([value.row, b.unseal(value.sealed, value.context).length > 0]).toEqual([value.row, true]);
+
+    // Checkpoints: new ones are signed by B's key; the A-signed ones still verify everywhere.
+    await checkpoint(first);
+    expect(await checkpointKids()).toEqual([a.checkpointSigningKey().kid, b.checkpointSigningKey().kid].sort());
+    const verified = await sendJson('GET', `${first.adminUrl}/v1/audit/verify?full=true`, undefined, first.adminToken);
+    expect(verified.body).toMatchObject({ valid: true });
+    expect((await cli([], env(KEY_B, [KEY_A]))).code).toBe(0);
+    expect((await cli(['--public-key', publicKeyFileFor(checkpointFile)], {})).code).toBe(0);
+    const published = await sendJson('GET', `${first.adminUrl}/v1/audit/checkpoints?limit=1`, undefined, first.adminToken);
+    expect(published.body.public_key).toEqual(b.checkpointSigningKey().publicJwk);
+    expect(published.body.previous_public_keys).toEqual([a.checkpointSigningKey().publicJwk]);
+    // Investigators match values hashed before the rotation too: the payout of the first step stored acct_1 under A.
+    const hashed = await sendJson('POST', `${first.adminUrl}/v1/audit/hash`, { value: 'acct_1' }, first.adminToken);
+    expect(hashed.body).toEqual({ hash: b.auditHmac('acct_1'), algorithm: 'hmac-sha256', previous_hashes: [a.auditHmac('acct_1')] });
+    const matches = async (hash: string) =>
+      Number((await query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE data::text LIKE $1`, [`%${hash}%`]))[0].n);
+    expect(await matches(a.auditHmac('acct_1'))).toBeGreaterThan(0);
+    expect(await matches(b.auditHmac('acct_1'))).toBeGreaterThan(0);
+    await Promise.all([stop(first), stop(second)]);
+  }, 120_000);
+
+  it('under B alone: everything still works, nothing more to re-seal; A-signed checkpoints verify offline with their key', async () => {
+    const services = await start(KEY_B);
+    await payout(services);
+    expect(await rewrapEvents()).toHaveLength(2);
+    for (const value of await sealedValues()) expect([value.row, b.unseal(value.sealed, value.context).length > 0]).toEqual([value.row, true]);
+    const published = await sendJson('GET', `${services.adminUrl}/v1/audit/checkpoints?limit=1`, undefined, services.adminToken);
+    expect(published.body.previous_public_keys).toEqual([]);
+    await checkpoint(services);
+    await stop(services);
+    // With A dropped, checkpoints A signed are no longer trusted by the services or the CLI…
+    const withoutA = await cli([], env(KEY_B));
+    expect(withoutA.code).toBe(1);
+    // …but verify offline with A's public key (printed from A, or kept beside the checkpoint file).
+    const [fileA, fileB] = [await keyFile('a.json', KEY_A), await keyFile('b.json', KEY_B)];
+    expect((await cli(['--public-key', fileA, '--public-key', fileB], {})).code).toBe(0);
+    expect((await cli(['--public-key', fileB], {})).code).toBe(1);
+    expect((await cli(['--public-key', publicKeyFileFor(checkpointFile)], {})).code).toBe(0);
+  }, 60_000);
+
+  it('under A alone after the re-wrap: refuses to start, cleanly', async () => {
+    await expect(start(KEY_A)).rejects.toThrow(/cannot load the signing keys \(is WRIT_MASTER_KEY the one they were sealed with\?\)/);
+    // A tampered key id opens under no key.
+    const [row] = await query<{ kid: string; private_sealed: Buffer }>(`SELECT kid, private_sealed FROM signing_keys WHERE status = 'active'`);
+    const tampered = Buffer.concat([a.currentSealPrefix(), row.private_sealed.subarray(9)]);
+    expect(() => new MasterKey(KEY_B, [KEY_A]).unseal(tampered, `signing_key:${row.kid}`)).toThrow();
+    expect(() => new MasterKey(KEY_A, [KEY_B]).unseal(tampered, `signing_key:${row.kid}`)).toThrow();
+  }, 60_000);
+});
