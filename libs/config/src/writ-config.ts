@@ -54,7 +54,7 @@ export interface WritConfig {
   readonly logLevel: LogLevel;
   /** `WRIT_GATEWAY_BODY_LIMIT` (default 1048576): largest request body the gateway reads, in bytes (413 above). */
   readonly gatewayBodyLimit: number;
-  /** `WRIT_UPSTREAM_CONNECT_TIMEOUT_MS` (default 5000): gateway connect timeout to an upstream (502 past it). */
+  /** `WRIT_UPSTREAM_CONNECT_TIMEOUT_MS` (default 5000): gateway connect timeout to an upstream (504 past it, 502 if refused). */
   readonly upstreamConnectTimeoutMs: number;
   /** `WRIT_UPSTREAM_TIMEOUT_MS` (default 30000): gateway total time for an upstream call (504 past it). */
   readonly upstreamTimeoutMs: number;
