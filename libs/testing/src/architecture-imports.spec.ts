@@ -63,3 +63,28 @@ describe('docs/architecture.md: who may import whom', () => {
     expect(stray).toEqual([]);
   });
 });
+
+describe("docs/architecture.md: the domain library's operations", () => {
+  it('are defined in libs/grants under the names the table gives', () => {
+    const table = doc.split(/^## The domain library/m)[1].split(/^## /m)[0];
+    const code = sources(join(root, 'libs', 'grants', 'src'))
+      .map((file) => readFileSync(file, 'utf8'))
+      .join('\n');
+    const operations = table
+      .split('\n')
+      .filter((line) => line.startsWith('| `'))
+      .flatMap((line) =>
+        [
+          ...line
+            .slice(2)
+            .split(' | ')[0]
+            .matchAll(/`([A-Za-z]+)`/g),
+        ].map((m) => m[1]),
+      );
+    expect(operations.length).toBeGreaterThan(20);
+    // A method, a property holding one, or an exported function or constant.
+    const defined = (name: string) =>
+      new RegExp(`(^|\\s)(async |readonly |export (async )?function |export const |function )*${name}\\s*[(<=:]`, 'm').test(code);
+    expect(operations.filter((name) => !defined(name))).toEqual([]);
+  });
+});
