@@ -54,3 +54,31 @@ describe('links between the docs', () => {
     expect(broken).toEqual([]);
   });
 });
+
+describe('commands the docs name', () => {
+  const scripts = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const text = DOCS.map((doc) => readFileSync(join(root, doc), 'utf8')).join('\n');
+
+  it('are npm scripts of package.json', () => {
+    const named = new Set([...text.matchAll(/\bnpm run ([a-z][a-z0-9:-]*[a-z0-9])/g)].map((m) => m[1]));
+    // `npm run policies:build` / `policies:test`: the table's shorthand for the others of a family.
+    for (const [, family, more] of text.matchAll(/`npm run ([a-z]+):[a-z-]+`((?:(?: \/|,) `[a-z0-9:-]+`)+)/g)) {
+      for (const [, name] of more.matchAll(/`([a-z0-9:-]+)`/g)) named.add(name.includes(':') ? name : `${family}:${name}`);
+    }
+    expect([...named].filter((name) => !(name in scripts))).toEqual([]);
+  });
+
+  it('pass the audit tools only flags they read', () => {
+    for (const [script, source] of [
+      ['audit:verify', 'scripts/audit-verify-command.ts'],
+      ['audit:archive', 'scripts/audit-archive-command.ts'],
+    ]) {
+      const code = readFileSync(join(root, source), 'utf8');
+      const flags = [...text.matchAll(new RegExp(`npm run ${script} -- ((?:\\\\\\n|[^\\n\`|])*)`, 'g'))].flatMap((m) =>
+        [...m[1].matchAll(/--[a-z-]+/g)].map((f) => f[0]),
+      );
+      expect(flags.length).toBeGreaterThan(0);
+      expect([script, flags.filter((flag) => !code.includes(`'${flag}'`))]).toEqual([script, []]);
+    }
+  });
+});
