@@ -166,8 +166,9 @@ export interface OperationsConfig {
   readonly workers: number;
   /**
    * `WRIT_DB_POOL_SIZE` (default 20 per service process, 30 for `npm start`): connections of
-   * the pool each process's requests run on (TypeORM keeps 2 of its own, checkpoints and
-   * verification 1 each). Size the sum over every instance below PostgreSQL's `max_connections`.
+   * the pool each process's requests run on (TypeORM keeps up to 4 of its own; checkpoints,
+   * verification and the change listener 1 each: docs/operations.md, Sizing). Size the sum over
+   * every instance below PostgreSQL's `max_connections`.
    */
   readonly poolSize: number | undefined;
   /**
