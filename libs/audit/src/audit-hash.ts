@@ -1,10 +1,37 @@
 import { createHash } from 'node:crypto';
-import { canonicalize } from 'json-canonicalize';
 import type { AuditRecord } from './audit-event';
+
+/**
+ * RFC 8785 canonical JSON of a value as `JSON.stringify` sees it: members sorted by UTF-16 code
+ * units, strings and numbers as ECMAScript writes them, members holding undefined left out.
+ * json-canonicalize's output, except for an object with a member named `toJSON` that is not a
+ * function: that library then writes the object with `JSON.stringify`, in its members' order of
+ * the moment, and data read back from jsonb (shortest names first) lost the order it was hashed
+ * in; any caller could put such a member in an event's data (a task's metadata) and make the
+ * chain fail to verify from there. Only a callable `toJSON` is called, as `JSON.stringify` does.
+ */
+export function canonicalText(input: unknown): string | undefined {
+  let value = input;
+  if (value !== null && typeof value === 'object') {
+    const toJSON = (value as { toJSON?: unknown }).toJSON;
+    if (typeof toJSON === 'function') value = (toJSON as () => unknown).call(value);
+  }
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError(`a non-finite number (${value}) is not JSON`);
+    return JSON.stringify(value);
+  }
+  if (Array.isArray(value)) return `[${value.map((element) => canonicalText(element) ?? 'null').join(',')}]`;
+  const members: string[] = [];
+  for (const name of Object.keys(value).sort()) {
+    const text = canonicalText((value as Record<string, unknown>)[name]);
+    if (text !== undefined) members.push(`${JSON.stringify(name)}:${text}`);
+  }
+  return `{${members.join(',')}}`;
+}
 
 /** The fields of a record that its hash covers: all but the hashes themselves. */
 export function hashedBody(record: Omit<AuditRecord, 'hash' | 'prev_hash'>): string {
-  return canonicalize({
+  return canonicalText({
     seq: record.seq,
     id: record.id,
     occurred_at: record.occurred_at,
@@ -16,7 +43,7 @@ export function hashedBody(record: Omit<AuditRecord, 'hash' | 'prev_hash'>): str
     task_id: record.task_id,
     connector_id: record.connector_id,
     data: record.data,
-  });
+  }) as string;
 }
 
 /** `hash = SHA-256(prev_hash || canonical JSON of the event)` (RFC 8785), hex. */
@@ -50,7 +77,7 @@ const BODY_ORDER = ['actor_id', 'actor_type', 'agent_id', 'connector_id', 'data'
 export function chainHashOfCanonicalData(prevHash: string, record: Omit<AuditRecord, 'hash' | 'prev_hash'>, canonicalData: string): string {
   let body = '{';
   for (const name of BODY_ORDER) {
-    const value = name === 'data' ? canonicalData : record[name] === undefined ? undefined : canonicalize(record[name]);
+    const value = name === 'data' ? canonicalData : record[name] === undefined ? undefined : canonicalText(record[name]);
     if (value === undefined) continue;
     body += (body.length > 1 ? ',' : '') + JSON.stringify(name) + ':' + value;
   }

@@ -243,6 +243,22 @@ describe('AuditService', () => {
     expect(stored.hash).toBe(record.hash);
   });
 
+  it('hashes data holding a member named toJSON as stored, so a caller cannot make the chain fail to verify', async () => {
+    // jsonb keeps members shortest first: read back, this object's members come in another order
+    // than they were written in, and the canonical JSON must not depend on that order.
+    const [record] = await audit.record({
+      type: 'test.tojson',
+      outcome: 'info',
+      actor: { type: 'agent', id: 'spec' },
+      data: { metadata: { toJSON: 1, zz: true, a: 'x' }, list: [{ toJSON: 'y', b: 1, aaa: 2 }] },
+    });
+    const stored = (await audit.list({ type: 'test.tojson' }, { limit: 1 })).items[0];
+    expect(Object.keys(stored.data.metadata as object)).toEqual(['a', 'zz', 'toJSON']);
+    const { hash, prev_hash: prevHash, ...body } = stored;
+    expect(chainHash(prevHash, body)).toBe(hash);
+    expect(stored.hash).toBe(record.hash);
+  });
+
   it('filters and pages with a cursor', async () => {
     const first = await audit.list({ agentId: 'agent-1', type: 'test.event' }, { limit: 5 });
     expect(first.items).toHaveLength(5);
