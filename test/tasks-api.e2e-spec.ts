@@ -77,6 +77,21 @@ describe('Tasks API (orchestrators)', () => {
       expect(later.body).toMatchObject({ task_id: taskId, status: 'completed' });
     });
 
+    it('answers a replay after the deadline with the status the task has, expired, as reading it does', async () => {
+      const key = `late-${Date.now()}`;
+      const first = await keyed(key);
+      expect(first.status).toBe(201);
+      await services.runtime.pool.query(`UPDATE tasks SET expires_at = now() - interval '1 second' WHERE id = $1`, [first.body.task_id]);
+      const shown = await sendJson('GET', `${services.issuer}/v1/tasks/${first.body.task_id}`, undefined, token);
+      expect(shown.body.status).toBe('expired');
+      const later = await keyed(key);
+      expect(later.body).toMatchObject({ task_id: first.body.task_id, status: 'expired' });
+      const event = await services.runtime.pool.query(`SELECT data FROM audit_events WHERE task_id = $1 AND type = 'task.token_reissued'`, [
+        first.body.task_id,
+      ]);
+      expect(event.rows[0].data).toMatchObject({ status: 'expired' });
+    });
+
     it('refuses another declaration under a used key, and a malformed key, naming it', async () => {
       const key = `once-${Date.now()}`;
       expect((await keyed(key)).status).toBe(201);

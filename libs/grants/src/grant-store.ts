@@ -257,7 +257,10 @@ export class GrantStore {
     return true;
   }
 
-  /** The task an orchestrator declared under `key`, with what a replay of its declaration needs. */
+  /**
+   * The task an orchestrator declared under `key`, with what a replay of its declaration needs; its
+   * status as the Tasks API shows it (an active task past its deadline is `expired`).
+   */
   async taskDeclaredWithKey(
     client: Pool | PoolClient,
     orchestratorId: string,
@@ -272,7 +275,8 @@ export class GrantStore {
       expires_at: Date;
       status: string;
     }>(
-      `SELECT id, agent_id, request_digest, task_token_jti, extract(epoch FROM created_at)::bigint::text AS created, expires_at, status
+      `SELECT id, agent_id, request_digest, task_token_jti, extract(epoch FROM created_at)::bigint::text AS created, expires_at,
+              CASE WHEN status = 'active' AND expires_at <= now() THEN 'expired' ELSE status END AS status
          FROM tasks WHERE orchestrator_id = $1 AND idempotency_key = $2`,
       [orchestratorId, key],
     );
