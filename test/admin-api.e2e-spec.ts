@@ -553,6 +553,25 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect((await api('POST', '/v1/admin-tokens', { name: 'a-minute', role: 'viewer', expires_in: 60 })).status).toBe(201);
     });
 
+    it('never lets a token that expires make one that outlives it', async () => {
+      const parent = await api('POST', '/v1/admin-tokens', { name: 'temporary-admin', role: 'admin', expires_in: 3600 });
+      expect(parent.status).toBe(201);
+      const parentExpiry = Date.parse(parent.body.expires_at);
+      // Asked for no expiry, or a longer one: it ends with its creator.
+      for (const asked of [{}, { expires_in: 31_536_000 }]) {
+        const child = await api('POST', '/v1/admin-tokens', { name: 'heir', role: 'admin', ...asked }, parent.body.token);
+        expect(child.status).toBe(201);
+        expect(Date.parse(child.body.expires_at)).toBe(parentExpiry);
+        const stored = await services.runtime.pool.query(`SELECT expires_at FROM admin_tokens WHERE id = $1`, [child.body.id]);
+        expect(stored.rows[0].expires_at.getTime()).toBe(parentExpiry);
+      }
+      // A shorter one is kept.
+      const shorter = await api('POST', '/v1/admin-tokens', { name: 'brief', role: 'viewer', expires_in: 60 }, parent.body.token);
+      expect(Date.parse(shorter.body.expires_at)).toBeLessThan(parentExpiry);
+      // A token without an expiry still makes ones without.
+      expect((await api('POST', '/v1/admin-tokens', { name: 'lasting', role: 'viewer' })).body.expires_at).toBeNull();
+    });
+
     it('pages the list with a cursor', async () => {
       for (let n = 0; n < 3; n += 1) await api('POST', '/v1/admin-tokens', { name: `bulk-${n}`, role: 'viewer' });
       const ids: string[] = [];

@@ -45,12 +45,17 @@ export class AdminTokensService {
       async (client) => {
         // The creator's token row, share-locked: a revocation of it waits for this creation, or
         // this creation (authenticated before the revocation committed) sees it and creates nothing.
-        const creator = await client.query(`SELECT 1 FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL AND ${UNEXPIRED} FOR SHARE`, [principal.id]);
+        const creator = await client.query<{ expires_at: Date | null }>(
+          `SELECT expires_at FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL AND ${UNEXPIRED} FOR SHARE`,
+          [principal.id],
+        );
         if (!creator.rows[0]) throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
+        // Never past its creator's expiry (LEAST skips NULLs: no expiry only from a creator without
+        // one), as Vault's child tokens: else a token leaked for a day would make one for ever.
         const { rows } = await client.query<Row>(
           `INSERT INTO admin_tokens (id, name, role, token_hash, created_by, expires_at)
-           VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::int)) RETURNING ${COLUMNS}`,
-          [id, body.name, body.role, hashAdminToken(token), principal.id, body.expires_in ?? null],
+           VALUES ($1, $2, $3, $4, $5, LEAST(now() + make_interval(secs => $6::int), $7::timestamptz)) RETURNING ${COLUMNS}`,
+          [id, body.name, body.role, hashAdminToken(token), principal.id, body.expires_in ?? null, creator.rows[0].expires_at],
         );
         return toAdminTokenDto(rows[0]);
       },
