@@ -457,6 +457,51 @@ describeWithBrowser('admin console in Chromium', () => {
     await agent.locator('.pill-active').waitFor();
   });
 
+  it('never saves an edit over a change it has not read: not before its fresh read, nor reverting what that read brought', async () => {
+    await page.click('nav a[href="#/registry"]');
+    await page.click('a[href="#/registry/agents"]');
+    const row = page.locator('[data-testid=registry-table] tr[data-id="agent-2"]');
+    await row.waitFor();
+    const patches: Request[] = [];
+    const onRequest = (request: Request) => {
+      if (request.method() === 'PATCH') patches.push(request);
+    };
+    page.on('request', onRequest);
+    // The editor's fresh read of the agent is held until released.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await page.route(`${services.adminUrl}/v1/agents/agent-2`, async (route) => {
+      if (route.request().method() === 'GET') await held;
+      // A request the page gave up on meanwhile is already handled.
+      await route.continue().catch(() => undefined);
+    });
+    try {
+      await row.locator('button:has-text("Edit")').click();
+      const editor = page.locator('[data-testid=editor]');
+      // Another admin renames the agent after the list was read, before the editor's read answers.
+      expect((await sendJson('PATCH', `${services.adminUrl}/v1/agents/agent-2`, { name: 'Renamed elsewhere' }, services.adminToken)).status).toBe(200);
+      await editor.locator('input[name=description]').fill('typed before the read answered');
+      // Saved before the version is known: nothing is sent (it would carry no If-Match).
+      await editor.locator('button[type=submit]').click();
+      await page.waitForTimeout(300);
+      expect(patches).toEqual([]);
+      const read = page.waitForResponse((response) => response.url().endsWith('/v1/agents/agent-2') && response.request().method() === 'GET');
+      release();
+      await read;
+      // Saved once read: the description typed, and the name as the other admin left it.
+      const [patch] = await Promise.all([page.waitForRequest((request) => request.method() === 'PATCH'), editor.locator('button[type=submit]').click()]);
+      expect(patch.headers()['if-match']).toMatch(/^"[A-Za-z0-9_-]+"$/);
+      expect((await patch.response())!.status()).toBe(200);
+      await editor.waitFor({ state: 'detached' });
+      const stored = await sendJson('GET', `${services.adminUrl}/v1/agents/agent-2`, undefined, services.adminToken);
+      expect(stored.body).toMatchObject({ name: 'Renamed elsewhere', description: 'typed before the read answered' });
+    } finally {
+      release();
+      await page.unroute(`${services.adminUrl}/v1/agents/agent-2`);
+      page.off('request', onRequest);
+    }
+  });
+
   it('keeps an open deletion with its connector when the list moves under it', async () => {
     const connector = (id: string) => ({
       id,

@@ -86,8 +86,15 @@ function Editor({ kind, original, onDone, onCancel }: { kind: Kind; original?: R
         if (!open) return;
         setBase(fresh);
         setVersion(tag);
-        // Typed changes are kept; untouched fields show the version read.
-        setDraft((current) => (JSON.stringify(current) === JSON.stringify(draftOf(original)) ? draftOf(fresh) : current));
+        // Typed changes are kept; every field not typed in shows the version read (kept as the
+        // list showed it, it would be sent back as a change and undo another admin's edit).
+        const listed = draftOf(original);
+        const read = draftOf(fresh);
+        setDraft((current) => {
+          const merged = { ...current };
+          for (const name of Object.keys(read) as (keyof Draft)[]) if (current[name] === listed[name]) merged[name] = read[name];
+          return merged;
+        });
       })
       .catch((caught: unknown) => open && setMessage(describeError(caught).message));
     return () => {
@@ -97,6 +104,11 @@ function Editor({ kind, original, onDone, onCancel }: { kind: Kind; original?: R
   const set = (name: keyof Draft) => (event: Event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value });
   const save = async (event: Event) => {
     event.preventDefault();
+    // An edit is sent only with the version it applies to: before the read answers there is none.
+    if (original && version === undefined) {
+      setMessage('the current version is still being read (or could not be): save again once it is shown, or cancel');
+      return;
+    }
     const local: FieldError[] = [];
     const body = bodyOf(kind, draft, base, local);
     if (local.length) {
