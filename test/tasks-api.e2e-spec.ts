@@ -41,6 +41,12 @@ describe('Tasks API (orchestrators)', () => {
     expect(JSON.stringify(shown.body)).not.toContain(created.body.task_token);
   });
 
+  it('keeps the audit chain verifying when an orchestrator sends metadata with a member named toJSON', async () => {
+    const created = await post({ ...valid, metadata: { toJSON: 1, zz: true, a: 'x' } });
+    expect(created.status).toBe(201);
+    expect(await services.runtime.audit.verify()).toMatchObject({ valid: true });
+  });
+
   describe('Idempotency-Key', () => {
     const keyed = (key: string, body: unknown = valid) =>
       http(`${services.issuer}/v1/tasks`, {
