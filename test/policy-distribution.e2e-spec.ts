@@ -102,31 +102,6 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
   });
 
-  it('installs stored data holding a member named toJSON under the version it was activated as, and issues with it', async () => {
-    const data = JSON.parse(JSON.stringify(primary.policy.current().data));
-    // Members in another order than jsonb keeps them (shortest first).
-    data.writ.config.notes = { toJSON: 'kept as data', zz: 1, a: 2 };
-    const changed = await admin('PUT', '/v1/policies/data', { data });
-    expect(changed.status).toBe(200);
-    try {
-      expect(
-        await eventually(
-          () => second.policy.current().version,
-          (value) => value === changed.body.version,
-        ),
-      ).toBe(changed.body.version);
-      const task = await createTask(second, world.orchestrator);
-      const issued = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, payout(4200)));
-      expect(issued.status).toBe(200);
-    } finally {
-      expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);
-      await eventually(
-        () => second.policy.current().version,
-        (value) => value === fileVersion,
-      );
-    }
-  });
-
   it('dry-runs a real task against candidate data or a candidate bundle without activating or issuing anything', async () => {
     const task = await createTask(primary, world.orchestrator);
     const ask = { task_id: task.task_id, authorization_details: payout(42000) };
@@ -184,5 +159,30 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     const { rows } = await primary.runtime.pool.query(`SELECT count(*)::int AS tokens FROM access_tokens WHERE task_id = $1`, [task.task_id]);
     expect(rows[0].tokens).toBe(0);
     expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);
+  });
+
+  it('installs stored data holding a member named toJSON under the version it was activated as, and issues with it', async () => {
+    const data = JSON.parse(JSON.stringify(primary.policy.current().data));
+    // Members in another order than jsonb keeps them (shortest first).
+    data.writ.config.notes = { toJSON: 'kept as data', zz: 1, a: 2 };
+    const changed = await admin('PUT', '/v1/policies/data', { data });
+    expect(changed.status).toBe(200);
+    try {
+      expect(
+        await eventually(
+          () => second.policy.current().version,
+          (value) => value === changed.body.version,
+        ),
+      ).toBe(changed.body.version);
+      const task = await createTask(second, world.orchestrator);
+      const issued = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, payout(4200)));
+      expect(issued.status).toBe(200);
+    } finally {
+      expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);
+      await eventually(
+        () => second.policy.current().version,
+        (value) => value === fileVersion,
+      );
+    }
   });
 });
