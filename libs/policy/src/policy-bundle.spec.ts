@@ -194,7 +194,31 @@ describe('readPolicyBundle', () => {
         ['/writ//data.json', '{"a":1}'],
       ],
     ],
-  ] as Array<[string, Array<[string, Buffer | string]>]>)('refuses %s', (_name, files) => {
+    [
+      'a data document replaced by a hard link to another entry',
+      [
+        ['/policy.wasm', echoWasm],
+        ['/data.json', '{"writ":{"config":{"quarantine_after":3}}}'],
+        ['/other.json', '{"writ":{"config":{"quarantine_after":1000}}}'],
+        ['/data.json', '', { type: '1', link: 'other.json' }],
+      ],
+    ],
+    [
+      'a data document that is a symbolic link',
+      [
+        ['/policy.wasm', echoWasm],
+        ['/other.json', '{"writ":{"config":{"quarantine_after":1000}}}'],
+        ['/data.json', '', { type: '2', link: 'other.json' }],
+      ],
+    ],
+    [
+      'an entry of a kind tar extracts as a file (GNU sparse)',
+      [
+        ['/policy.wasm', echoWasm],
+        ['/data.json', '{"a":1}', { type: 'S' }],
+      ],
+    ],
+  ] as Array<[string, Array<[string, Buffer | string, { type?: string; link?: string }?]>]>)('refuses %s', (_name, files) => {
     expect(() => readPolicyBundle(tarGz(files))).toThrow(expect.objectContaining({ name: 'PolicyLoadError', code: 'POLICY_FORMAT_INVALID' }));
   });
 

@@ -6,10 +6,11 @@ const MAX_INFLATED_BYTES = 64 * 1024 * 1024;
 /**
  * The regular files of a gzip'd tar archive, keyed by their path with one leading `/`
  * (`/policy.wasm`, `/data.json`), as `opa build` names them. Handles ustar, PAX (`x`) and
- * GNU long names (`L`); ignores directories, links and global headers. Throws on a
- * truncated or corrupt archive, and on an ambiguous one (two entries for one path, or a
- * path with a `.`, `..` or empty segment): `tar x` keeps the last entry and resolves `..`,
- * so what a reviewer extracts would not be what is read here.
+ * GNU long names (`L`); ignores directories and global headers. Throws on a
+ * truncated or corrupt archive, and on an ambiguous one (two entries for one path, a path with
+ * a `.`, `..` or empty segment, or an entry neither a regular file nor a directory, such as a
+ * link): `tar x` keeps the last entry, resolves `..` and follows links, so what a reviewer
+ * extracts would not be what is read here.
  */
 export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
   const tar = gunzipSync(bytes, { maxOutputLength: MAX_INFLATED_BYTES });
@@ -47,6 +48,10 @@ export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
       const path = filePath(name);
       if (files.has(path)) throw new Error(`two entries for ${path}`);
       files.set(path, Buffer.from(body));
+    } else if (type !== '5' && type !== 'g') {
+      // A link, a device, a sparse or GNU multi-volume file...: `tar x` makes something of it at
+      // its path (a data.json that is another entry's content), which this reader would skip.
+      throw new Error(`the tar entry ${JSON.stringify(name)} is of type ${JSON.stringify(type)}, not a regular file or a directory`);
     }
   }
   if (!ended && offset !== tar.length) throw new Error('not a tar archive, or a truncated one');

@@ -1,9 +1,10 @@
 import { gzipSync } from 'node:zlib';
 
-/** A ustar header block for a regular file (type '0') or another type. */
-function tarHeader(name: string, size: number, type = '0'): Buffer {
+/** A ustar header block for a regular file (type '0') or another type (`link`: a link's target). */
+function tarHeader(name: string, size: number, type = '0', link = ''): Buffer {
   const header = Buffer.alloc(512);
   header.write(name.slice(0, 100), 0, 'utf8');
+  header.write(link.slice(0, 100), 157, 'utf8');
   header.write('0000644\0', 100);
   header.write('0000000\0', 108);
   header.write('0000000\0', 116);
@@ -23,8 +24,11 @@ function pad(body: Buffer): Buffer {
   return Buffer.concat([body, Buffer.alloc((512 - (body.length % 512)) % 512)]);
 }
 
-/** A gzip'd tar of these files, in order (a policy bundle, say); `pax` gives a file a PAX path record. */
-export function tarGz(files: Array<[string, Buffer | string, { pax?: boolean }?]>): Buffer {
+/**
+ * A gzip'd tar of these files, in order (a policy bundle, say); `pax` gives a file a PAX path
+ * record; `type` and `link` make another kind of entry (`'1'` a hard link, `'2'` a symbolic one).
+ */
+export function tarGz(files: Array<[string, Buffer | string, { pax?: boolean; type?: string; link?: string }?]>): Buffer {
   const blocks: Buffer[] = [];
   for (const [name, content, options] of files) {
     const body = Buffer.from(content);
@@ -35,7 +39,7 @@ export function tarGz(files: Array<[string, Buffer | string, { pax?: boolean }?]
       const pax = Buffer.from(record(length));
       blocks.push(tarHeader('PaxHeader', pax.length, 'x'), pad(pax), tarHeader('ignored-name', body.length), pad(body));
     } else {
-      blocks.push(tarHeader(name, body.length), pad(body));
+      blocks.push(tarHeader(name, body.length, options?.type, options?.link), pad(body));
     }
   }
   blocks.push(Buffer.alloc(1024));
