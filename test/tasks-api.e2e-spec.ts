@@ -98,6 +98,15 @@ describe('Tasks API (orchestrators)', () => {
       expect(event.rows[0].data).toMatchObject({ status: 'expired' });
     });
 
+    it('knows a copy whatever the order of its members, also in metadata holding a member named toJSON', async () => {
+      const key = `order-${Date.now()}`;
+      const first = await keyed(key, { ...valid, metadata: { toJSON: 1, zz: 1, a: 1 } });
+      expect(first.status).toBe(201);
+      const copy = await keyed(key, { metadata: { a: 1, zz: 1, toJSON: 1 }, ...valid });
+      expect(copy.status).toBe(201);
+      expect(copy.body.task_id).toBe(first.body.task_id);
+    });
+
     it('refuses another declaration under a used key, and a malformed key, naming it', async () => {
       const key = `once-${Date.now()}`;
       expect((await keyed(key)).status).toBe(201);

@@ -1,7 +1,7 @@
-import { canonicalize } from 'json-canonicalize';
+import { canonicalJsonText } from './audit-hash';
 import { normaliseEventData } from './audit-canonical';
 
-/** The two-pass normalisation the log used before `normaliseEventData`, kept as the reference. */
+/** The two-pass normalisation the log used before `normaliseEventData`, kept as the reference; canonicalised as the verifier does. */
 function reference(data: Record<string, unknown> | undefined): { value: unknown; canonical: string } {
   const lone = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
   const clean = (value: string) => value.replace(/\u0000/g, '').replace(lone, '\ufffd');
@@ -14,7 +14,7 @@ function reference(data: Record<string, unknown> | undefined): { value: unknown;
     return value;
   });
   const value = JSON.parse(text) as Record<string, unknown>;
-  return { value, canonical: canonicalize(value) };
+  return { value, canonical: canonicalJsonText(value) };
 }
 
 const hostile: Array<[string, () => Record<string, unknown> | undefined]> = [

@@ -37,7 +37,7 @@ function canonicalObject(names: string[], texts: Map<string, string>): string {
 /**
  * One walk of `value` as `JSON.stringify` serialises it, with the replacer the audit log always
  * used (strings made jsonb-safe, member names too), returning what `JSON.parse` of that text
- * gives and the canonical JSON (json-canonicalize, RFC 8785) of that parsed value; undefined
+ * gives and the canonical JSON (RFC 8785, as `canonicalText` writes it) of that parsed value; undefined
  * where `JSON.stringify` leaves the member out.
  */
 function walk(key: string, input: unknown, stack: Set<object>): [unknown, string] | undefined {

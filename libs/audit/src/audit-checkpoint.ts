@@ -1,5 +1,5 @@
 import { createHash, createPublicKey, KeyObject, verify as verifySignature } from 'node:crypto';
-import { canonicalize } from 'json-canonicalize';
+import { canonicalJsonText } from './audit-hash';
 import { isPruneMarker } from './audit-prune';
 
 /** Version of the checkpoint format (the `v` member). */
@@ -45,7 +45,7 @@ export interface CheckpointSigner {
 
 /** The bytes a checkpoint's signature covers: RFC 8785 canonical JSON of its body. */
 export function checkpointSigningInput(body: CheckpointBody): Buffer {
-  return Buffer.from(canonicalize({ v: body.v, seq: body.seq, hash: body.hash, prev: body.prev, time: body.time, kid: body.kid }), 'utf8');
+  return Buffer.from(canonicalJsonText({ v: body.v, seq: body.seq, hash: body.hash, prev: body.prev, time: body.time, kid: body.kid }), 'utf8');
 }
 
 /** Signs a checkpoint body. */

@@ -29,9 +29,16 @@ export function canonicalText(input: unknown): string | undefined {
   return `{${members.join(',')}}`;
 }
 
+/** {@link canonicalText} of a value that has a JSON form (anything but undefined, a function or a symbol). */
+export function canonicalJsonText(value: unknown): string {
+  const text = canonicalText(value);
+  if (text === undefined) throw new TypeError('the value has no JSON form');
+  return text;
+}
+
 /** The fields of a record that its hash covers: all but the hashes themselves. */
 export function hashedBody(record: Omit<AuditRecord, 'hash' | 'prev_hash'>): string {
-  return canonicalText({
+  return canonicalJsonText({
     seq: record.seq,
     id: record.id,
     occurred_at: record.occurred_at,
@@ -43,7 +50,7 @@ export function hashedBody(record: Omit<AuditRecord, 'hash' | 'prev_hash'>): str
     task_id: record.task_id,
     connector_id: record.connector_id,
     data: record.data,
-  }) as string;
+  });
 }
 
 /** `hash = SHA-256(prev_hash || canonical JSON of the event)` (RFC 8785), hex. */

@@ -1,5 +1,5 @@
 import { createHash, verify as verifySignature } from 'node:crypto';
-import { canonicalize } from 'json-canonicalize';
+import { canonicalJsonText } from './audit-hash';
 import type { CheckpointKeyring, CheckpointSigner } from './audit-checkpoint';
 import { storedTime } from './audit-time';
 
@@ -71,7 +71,7 @@ export function pruneMarkerFromRow(row: PruneRow): SignedPruneMarker {
 /** The bytes a marker's signature covers: RFC 8785 canonical JSON of its body. */
 export function pruneMarkerSigningInput(body: PruneMarkerBody): Buffer {
   const { v, kind, up_to_seq, up_to_hash, checkpoint, exported_sha256, events, prev, time, actor, kid } = body;
-  return Buffer.from(canonicalize({ v, kind, up_to_seq, up_to_hash, checkpoint, exported_sha256, events, prev, time, actor, kid }), 'utf8');
+  return Buffer.from(canonicalJsonText({ v, kind, up_to_seq, up_to_hash, checkpoint, exported_sha256, events, prev, time, actor, kid }), 'utf8');
 }
 
 /** Signs a prune marker with the checkpoint key. */

@@ -1,12 +1,12 @@
 import { ArgumentsHost, CallHandler, Catch, createParamDecorator, ExceptionFilter, ExecutionContext, Injectable, NestInterceptor } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { createHash } from 'node:crypto';
-import { canonicalize } from 'json-canonicalize';
 import { map, type Observable } from 'rxjs';
+import { canonicalJsonText } from '@writ/audit';
 import { ValidationFailedError } from '@writ/platform';
 
-/** RFC 8785 canonical JSON (json-canonicalize, as for the audit chain): one text for one value, whatever order jsonb kept its members in. */
-export const canonicalJson = (value: unknown): string => canonicalize(value);
+/** RFC 8785 canonical JSON (the audit chain's): one text for one value, whatever order jsonb kept its members in. */
+export const canonicalJson = canonicalJsonText;
 
 /**
  * The strong entity tag (RFC 9110 section 8.8.3) of a resource as the API shows it: a digest of

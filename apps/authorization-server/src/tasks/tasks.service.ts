@@ -1,8 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { createHash, randomUUID } from 'node:crypto';
-import { canonicalize } from 'json-canonicalize';
 import type { Pool } from 'pg';
-import { AuditEventInput, AuditService } from '@writ/audit';
+import { AuditEventInput, AuditService, canonicalJsonText } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';
@@ -21,7 +20,7 @@ const MAX_METADATA_BYTES = 4096;
 
 /** What identifies a declaration under its `Idempotency-Key`: the SHA-256 of its body's RFC 8785 form. */
 function requestDigest(body: CreateTaskDto): string {
-  return createHash('sha256').update(canonicalize(body)).digest('hex');
+  return createHash('sha256').update(canonicalJsonText(body)).digest('hex');
 }
 
 /** Checks a declared constraint value against its operator. */
