@@ -4,7 +4,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CheckpointSigningKey, type CheckpointVerificationJwk } from './checkpoint-signing-key';
 
-/** Sealed before rotation existed: `01 | iv | tag | body`, no key id (tried under every configured key). */
+/** `01 | iv | tag | body`, no key id (tried under every configured key): written outside rotations, as releases before key ids did. */
 const SEAL_V1 = 1;
 /** `02 | key id (8) | iv | tag | body`; the header is authenticated with the context. */
 const SEAL_V2 = 2;
@@ -75,8 +75,9 @@ export class MasterKey {
   }
 
   /**
-   * The first bytes of every value {@link seal} makes now (version and current key id): a
-   * stored value that does not start with them was sealed under a previous key or version.
+   * The first bytes of every value {@link seal} makes while a rotation is configured (version and
+   * current key id): a stored value that does not start with them was sealed under a previous key
+   * or version, and is what the re-seal after a rotation rewrites.
    */
   currentSealPrefix(): Buffer {
     return Buffer.concat([Buffer.from([SEAL_V2]), this.current.id]);
@@ -84,14 +85,18 @@ export class MasterKey {
 
   /**
    * Seals `plaintext` with AES-256-GCM under the current key. `context` (e.g.
-   * `connector:payments`) and the header naming the key are bound as associated data, so a
-   * sealed value copied to another row, or given another key id, does not open.
+   * `connector:payments`) is bound as associated data, so a sealed value copied to another row
+   * does not open. While a rotation is configured (`WRIT_MASTER_KEY_PREVIOUS`) the value names
+   * its key (version 2, the header bound as associated data too, so another key id does not
+   * open); otherwise it is written as releases before key ids wrote it (version 1), which every
+   * instance of a rolling upgrade can open: readers of version 2 come first, its writers with the
+   * first rotation, which every instance must be configured for anyway.
    */
   seal(plaintext: Buffer | string, context: string): Buffer {
-    const header = this.currentSealPrefix();
+    const header = this.previous.length > 0 ? this.currentSealPrefix() : Buffer.from([SEAL_V1]);
     const iv = randomBytes(IV_BYTES);
     const cipher = createCipheriv('aes-256-gcm', this.current.sealKey, iv);
-    cipher.setAAD(Buffer.concat([header, Buffer.from(context, 'utf8')]));
+    cipher.setAAD(header[0] === SEAL_V1 ? Buffer.from(context, 'utf8') : Buffer.concat([header, Buffer.from(context, 'utf8')]));
     const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
     return Buffer.concat([header, iv, cipher.getAuthTag(), body]);
   }
@@ -131,16 +136,6 @@ export class MasterKey {
     } catch {
       throw new UnsealError();
     }
-  }
-
-  /**
-   * Opens `sealed` and seals it again under the current key; `undefined` when it already is
-   * (throws {@link UnsealError} when no configured key opens it).
-   */
-  reseal(sealed: Buffer, context: string): Buffer | undefined {
-    const prefix = this.currentSealPrefix();
-    if (sealed.length > prefix.length && sealed.subarray(0, prefix.length).equals(prefix)) return undefined;
-    return this.seal(this.unseal(sealed, context), context);
   }
 
   /** HMAC-SHA256 (hex) of a value for the audit log: matchable by investigators, unreadable. */
