@@ -356,6 +356,51 @@ describe('connected accounts: the refresh lease', () => {
     expect(next.body.account).toBe('returning');
   });
 
+  it('PostgreSQL out of reach just after the provider rotated the refresh token: the tokens are stored once it is back', async () => {
+    const account = await connected('rotated', -60);
+    const [credential, next] = [await credentialFor('rotated'), await credentialFor('rotated')];
+    provider.mode = 'hold';
+    const held = provider.held;
+    const pending = callMe(credential);
+    await eventually(
+      () => provider.held,
+      (count) => count > held,
+    );
+    // Another session holds the account's row: storing the refresh passes lock_timeout, as with PostgreSQL out of reach.
+    const blocker = await pool.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT id FROM connected_accounts WHERE id = $1 FOR UPDATE', [account.id]);
+      provider.release();
+      const response = await pending;
+      expect(response.status).toBe(503);
+      expect(response.body.error).toBe('temporarily_unavailable');
+    } finally {
+      await blocker.query('ROLLBACK');
+      blocker.release();
+    }
+    // The provider consumed the old refresh token: the rotated one is stored once PostgreSQL is back.
+    const issued = provider.issued[provider.issued.length - 1];
+    expect(
+      (
+        await eventually(
+          () => stored('rotated'),
+          (row) => row?.tokens.access_token === issued.access_token,
+        )
+      )?.tokens,
+    ).toMatchObject(issued);
+    const requests = provider.refreshRequests;
+    const after = await callMe(next);
+    expect(after.status).toBe(200);
+    expect(after.body.account).toBe('rotated');
+    expect(provider.refreshRequests).toBe(requests);
+    expect((await stored('rotated'))?.refresh_lease_holder).toBeNull();
+    const events = await pool.query(`SELECT count(*)::int AS n FROM audit_events WHERE type = 'connection.refreshed' AND data->>'connection_id' = $1`, [
+      account.id,
+    ]);
+    expect(events.rows[0].n).toBe(1);
+  });
+
   it('(d) a lease left behind by a crashed holder is taken over', async () => {
     const account = await connected('orphan', -60);
     await pool.query(`UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() - interval '1 second' WHERE id = $1`, [

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import * as oauth from 'oauth4webapi';
 import type { Pool, PoolClient } from 'pg';
-import type { AuditEventInput, AuditService } from '@writ/audit';
+import { type AuditEventInput, type AuditService, AuditUnavailableError, isConnectionError } from '@writ/audit';
 import { type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
 import { type MasterKey, type RewrapCount, rewrapRows, sealedUnderOtherKey, UnsealError } from '@writ/keys';
 import { ConnectedAccountError } from './account-errors';
@@ -84,6 +84,14 @@ const REFRESH_WAIT_MS = 12_000;
 /** First and longest pause between two reads of a leased account while waiting (doubling). */
 const REFRESH_POLL_FIRST_MS = 25;
 const REFRESH_POLL_MAX_MS = 400;
+/** First and longest pause between two attempts to store a rotated refresh token PostgreSQL failed to take (doubling). */
+const STORE_RETRY_FIRST_MS = 100;
+const STORE_RETRY_MAX_MS = 2_000;
+/** PostgreSQL out of reach (or a lock or statement timeout): worth trying again. */
+function unavailable(error: unknown): boolean {
+  return error instanceof AuditUnavailableError || isConnectionError(error);
+}
+
 /** Who refreshes, disconnects a dead grant, or discards tokens, in audit events. */
 const REFRESHER = { type: 'system' as const, id: 'connected-accounts' };
 /** The cookie binding a connect attempt to the browser that opened the link. */
@@ -454,30 +462,75 @@ export class ConnectedAccounts {
     });
     // Stored, with its event, only while this attempt holds the lease on the same active account:
     // a disconnect, a reconnect or a takeover during the upstream call wins.
-    const { result: stored } = await this.audit.recordWith(
-      async (tx) =>
-        (
-          await tx.query(
-            `UPDATE connected_accounts SET tokens_sealed = $3, access_expires_at = $4, scopes = $5, refreshes = refreshes + 1, refreshed_at = now(), updated_at = now(),
-                    refresh_lease_holder = NULL, refresh_lease_expires_at = NULL
-              WHERE id = $1 AND refresh_lease_holder = $2 AND status = 'active' AND tokens_sealed = $6`,
-            [row.id, holder, sealed, fresh.expiresAt, fresh.scopes, row.tokens_sealed],
-          )
-        ).rowCount === 1,
-      (updated) =>
-        updated
-          ? [
-              this.event('connection.refreshed', 'success', REFRESHER, row.connector_id, user, {
-                connection_id: row.id,
-                rotated,
-                access_expires_at: fresh.expiresAt?.toISOString() ?? null,
-                ...(takenOver ? { lease_taken_over: true } : {}),
-              }),
-            ]
-          : [],
-    );
+    const store = async () =>
+      (
+        await this.audit.recordWith(
+          async (tx) =>
+            (
+              await tx.query(
+                `UPDATE connected_accounts SET tokens_sealed = $3, access_expires_at = $4, scopes = $5, refreshes = refreshes + 1, refreshed_at = now(), updated_at = now(),
+                        refresh_lease_holder = NULL, refresh_lease_expires_at = NULL
+                  WHERE id = $1 AND refresh_lease_holder = $2 AND status = 'active' AND tokens_sealed = $6`,
+                [row.id, holder, sealed, fresh.expiresAt, fresh.scopes, row.tokens_sealed],
+              )
+            ).rowCount === 1,
+          (updated) =>
+            updated
+              ? [
+                  this.event('connection.refreshed', 'success', REFRESHER, row.connector_id, user, {
+                    connection_id: row.id,
+                    rotated,
+                    access_expires_at: fresh.expiresAt?.toISOString() ?? null,
+                    ...(takenOver ? { lease_taken_over: true } : {}),
+                  }),
+                ]
+              : [],
+        )
+      ).result;
+    let stored: boolean;
+    try {
+      stored = await store();
+    } catch (error) {
+      // The provider has moved the grant on to the rotated refresh token: without it the
+      // connection breaks at its next refresh. Keep trying to store it while the lease lasts.
+      if (rotated && unavailable(error)) void this.keepStoring(row, holder, sealed, store, () => this.discard(row, credential, user, fresh));
+      throw error;
+    }
     if (stored) return fresh.accessToken;
     return this.discard(row, credential, user, fresh);
+  }
+
+  /**
+   * After PostgreSQL failed to store a refresh whose answer rotated the refresh token (the caller
+   * was answered 503): tries again, backing off, for as long as the lease lasts, while this
+   * attempt still holds the lease. A store whose commit did land (its answer lost) is seen
+   * holding the sealed tokens and not written twice; one that finds the connection changed
+   * meanwhile is discarded as during the upstream call. Waiters on the lease (any instance) see
+   * the tokens as soon as they are stored.
+   */
+  private async keepStoring(
+    row: LeasedAccountRow,
+    holder: string,
+    sealed: Buffer,
+    store: () => Promise<boolean>,
+    discard: () => Promise<never>,
+  ): Promise<void> {
+    const until = Date.now() + REFRESH_LEASE_SECONDS * 1000;
+    for (let pause = STORE_RETRY_FIRST_MS; Date.now() < until; pause = Math.min(pause * 2, STORE_RETRY_MAX_MS)) {
+      await new Promise((resolve) => setTimeout(resolve, pause).unref());
+      if ((this.pool as Pool & { ending?: boolean }).ending) return;
+      try {
+        const { rows } = await this.pool.query<{ stored: boolean; held: boolean }>(
+          `SELECT tokens_sealed = $2 AS stored, refresh_lease_holder IS NOT DISTINCT FROM $3 AS held FROM connected_accounts WHERE id = $1`,
+          [row.id, sealed, holder],
+        );
+        if (rows[0]?.stored || (rows[0] && !rows[0].held)) return;
+        if (!rows[0] || !(await store())) await discard().catch(() => undefined);
+        return;
+      } catch (error) {
+        if (!unavailable(error)) return;
+      }
+    }
   }
 
   /**
