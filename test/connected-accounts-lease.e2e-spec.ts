@@ -221,6 +221,18 @@ describe('connected accounts: the refresh lease', () => {
 
   const disconnectAsAdmin = (id: string) => sendJson('DELETE', `${first.adminUrl}/v1/connections/${id}`, undefined, first.adminToken);
 
+  /** Calls with `credential` and resolves, with the call still pending, once the provider holds its refresh open. */
+  async function heldAtProvider(credential: string, gateway = first.gatewayUrl): Promise<{ pending: Promise<TestResponse> }> {
+    provider.mode = 'hold';
+    const held = provider.held;
+    const pending = callMe(credential, gateway);
+    await eventually(
+      () => provider.held,
+      (count) => count > held,
+    );
+    return { pending };
+  }
+
   /** Sessions of this database holding a transaction open while idle, and any lock they hold on `connected_accounts`. */
   async function idleTransactionsOnAccounts(): Promise<Array<{ pid: number; query: string }>> {
     const { rows } = await pool.query<{ pid: number; query: string }>(
@@ -235,13 +247,8 @@ describe('connected accounts: the refresh lease', () => {
   it('(a) while a refresh waits at the provider no transaction is open for it, and an admin disconnect completes at once', async () => {
     const account = await connected('held', -60);
     const credential = await credentialFor('held');
-    provider.mode = 'hold';
     const held = provider.held;
-    const pending = callMe(credential);
-    await eventually(
-      () => provider.held,
-      (count) => count > held,
-    );
+    const { pending } = await heldAtProvider(credential);
     expect(provider.held).toBe(held + 1);
     expect(await idleTransactionsOnAccounts()).toEqual([]);
     // The lease is visible on the row, and nothing else about the account is locked.
@@ -284,14 +291,8 @@ describe('connected accounts: the refresh lease', () => {
   it('(c) a disconnect during the held refresh wins: the fetched tokens are not stored but revoked, and the calls are refused', async () => {
     const account = await connected('leaver', -60);
     const [credential, next] = [await credentialFor('leaver'), await credentialFor('leaver')];
-    provider.mode = 'hold';
-    const held = provider.held;
     const issued = provider.issued.length;
-    const pending = callMe(credential, secondGateway());
-    await eventually(
-      () => provider.held,
-      (count) => count > held,
-    );
+    const { pending } = await heldAtProvider(credential, secondGateway());
     expect((await disconnectAsAdmin(account.id)).status).toBe(200);
     provider.release();
     const response = await pending;
@@ -324,14 +325,8 @@ describe('connected accounts: the refresh lease', () => {
   it('a reconnect during the held refresh wins: the fetched tokens are not stored, the new connection is not revoked', async () => {
     const account = await connected('returning', -60);
     const credential = await credentialFor('returning');
-    provider.mode = 'hold';
-    const held = provider.held;
     const issued = provider.issued.length;
-    const pending = callMe(credential);
-    await eventually(
-      () => provider.held,
-      (count) => count > held,
-    );
+    const { pending } = await heldAtProvider(credential);
     // The user connects again meanwhile (what the callback's upsert does): new tokens, the lease cleared.
     const reconnect = { access_token: `at_returning_${randomUUID()}`, refresh_token: `rt_returning_${randomUUID()}` };
     provider.grant('returning', reconnect.access_token, reconnect.refresh_token);
@@ -359,13 +354,7 @@ describe('connected accounts: the refresh lease', () => {
   it('PostgreSQL out of reach just after the provider rotated the refresh token: the tokens are stored once it is back', async () => {
     const account = await connected('rotated', -60);
     const [credential, next] = [await credentialFor('rotated'), await credentialFor('rotated')];
-    provider.mode = 'hold';
-    const held = provider.held;
-    const pending = callMe(credential);
-    await eventually(
-      () => provider.held,
-      (count) => count > held,
-    );
+    const { pending } = await heldAtProvider(credential);
     // Another session holds the account's row: storing the refresh passes lock_timeout, as with PostgreSQL out of reach.
     const blocker = await pool.connect();
     try {
