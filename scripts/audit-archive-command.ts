@@ -79,8 +79,9 @@ export async function auditArchive(args: string[], config: WritConfig, cwd = pro
       embedded = await startEmbeddedPostgres({ dataDir: config.dataDir });
       url = embedded.url;
     }
-    // Keys of earlier master keys, published beside the checkpoint file, verify older checkpoints.
-    let extraKeys: CheckpointPublicKey[] = master.checkpointPublicKeys().slice(1);
+    // Keys of earlier master keys (previous, configured, or published beside the checkpoint
+    // file) verify older checkpoints.
+    let extraKeys: CheckpointPublicKey[] = master.checkpointPublicKeys(config.auditCheckpointPublicKeys).slice(1);
     const keyFile = config.auditCheckpointFile ? publicKeyFileFor(config.auditCheckpointFile) : undefined;
     if (keyFile && existsSync(keyFile)) extraKeys = [...extraKeys, ...parsePublicKeys(await readFile(keyFile, 'utf8'))];
     pool = new Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5_000, application_name: 'writ-audit-archive' });

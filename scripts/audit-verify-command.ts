@@ -29,7 +29,7 @@ export interface AuditVerifyOutcome {
     | (AuditVerification & { checkpoint_file?: string })
     | (ArchiveVerification & { archive: string; key_source: 'public-key' | 'master-key' | 'archive' })
     | (ExportVerification & { export: string; checkpoint_file: string | null });
-  /** `--print-public-keys`: the checkpoint public keys of the configured master keys, as a key file. */
+  /** `--print-public-keys`: the checkpoint public keys of the configured master keys (not those of WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS), as a key file. */
   publicKeys?: { keys: CheckpointPublicKey[] };
   error?: string;
 }
@@ -72,9 +72,11 @@ function parseArgs(args: string[], cwd: string): VerifyArgs {
 }
 
 /**
- * The verification keys: from every `--public-key` file (offline: no master key needed), else
- * derived from the master keys (`WRIT_MASTER_KEY`, or the embedded data dir's `master-key`
- * file, and those of `WRIT_MASTER_KEY_PREVIOUS`, which signed checkpoints before a rotation).
+ * The verification keys: from every `--public-key` file (offline: no master key needed, and
+ * only those keys), else derived from the master keys (`WRIT_MASTER_KEY`, or the embedded data
+ * dir's `master-key` file, and those of `WRIT_MASTER_KEY_PREVIOUS`, which signed checkpoints
+ * before a rotation) with the public keys of `WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS` (master keys
+ * dropped since), as the services trust them.
  */
 async function verificationKeys(config: WritConfig, publicKeyFiles: string[] | undefined): Promise<CheckpointPublicKey[]> {
   if (publicKeyFiles) {
@@ -85,11 +87,16 @@ async function verificationKeys(config: WritConfig, publicKeyFiles: string[] | u
     }
     return keys;
   }
-  if (config.masterKey) return new MasterKey(config.masterKey, config.masterKeyPrevious).checkpointPublicKeys();
+  return (await masterKey(config)).checkpointPublicKeys(config.auditCheckpointPublicKeys);
+}
+
+/** The master key: `WRIT_MASTER_KEY`, or the embedded data dir's development key, with the previous ones. */
+async function masterKey(config: WritConfig): Promise<MasterKey> {
+  if (config.masterKey) return new MasterKey(config.masterKey, config.masterKeyPrevious);
   const file = join(config.dataDir, 'master-key');
   if (!config.databaseUrl && existsSync(file)) {
     const raw = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
-    if (raw.length === 32) return new MasterKey(raw, config.masterKeyPrevious).checkpointPublicKeys();
+    if (raw.length === 32) return new MasterKey(raw, config.masterKeyPrevious);
   }
   throw new UsageError('no key to verify checkpoints with: set WRIT_MASTER_KEY or pass --public-key FILE');
 }
@@ -107,8 +114,9 @@ export async function auditVerify(args: string[], config: WritConfig, cwd = proc
   try {
     const options = parseArgs(args, cwd);
     if (options.printPublicKeys) {
-      // A key file for `--public-key`: to verify offline, or once a previous master key is dropped.
-      return { code: 0, publicKeys: { keys: await verificationKeys(config, undefined) } };
+      // A key file for `--public-key` or WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: to verify offline, or
+      // once a previous master key is dropped. The master keys' only: never a configured key.
+      return { code: 0, publicKeys: { keys: (await masterKey(config)).checkpointPublicKeys() } };
     }
     if (options.archive) return await archiveOutcome(options.archive, options.publicKey, config);
     if (options.export) return await exportOutcome(options.export, options.checkpoints, options.publicKey, config);

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConnectedAccounts, accountSealContext, rewrapUnderCurrentMasterKey } from '@writ/accounts';
-import { publicKeyFileFor } from '@writ/audit';
+import { checkpointDigest, checkpointFromRow, CheckpointRow, CheckpointSigner, publicKeyFileFor, signCheckpoint } from '@writ/audit';
 import { loadConfig } from '@writ/config';
 import { credentialSealContext } from '@writ/connectors';
 import { MasterKey } from '@writ/keys';
@@ -51,12 +51,12 @@ describe('master key rotation', () => {
     WRIT_AUDIT_CHECKPOINT_EVERY: '100000',
     WRIT_AUDIT_CHECKPOINT_SECONDS: '3600',
   });
-  const start = async (current: Buffer, previous: Buffer[] = []) => {
+  const start = async (current: Buffer, previous: Buffer[] = [], more: Record<string, string> = {}) => {
     const services = await startTestServices({
       db,
       gateway: createGatewayApp,
       admin: createAdminApp,
-      env: env(current, previous),
+      env: { ...env(current, previous), ...more },
       logSink: (line) => logs.push(line),
     });
     open.push(services);
@@ -275,15 +275,88 @@ describe('master key rotation', () => {
     const published = await sendJson('GET', `${services.adminUrl}/v1/audit/checkpoints?limit=1`, undefined, services.adminToken);
     expect(published.body.previous_public_keys).toEqual([]);
     await checkpoint(services);
-    await stop(services);
     // With A dropped, checkpoints A signed are no longer trusted by the services or the CLI…
+    const [firstA] = await query<{ seq: string }>('SELECT min(seq) AS seq FROM audit_checkpoints WHERE kid = $1', [a.checkpointSigningKey().kid]);
+    const untrusted = {
+      valid: false,
+      invalid_checkpoint_seq: Number(firstA.seq),
+      reason: expect.stringMatching(/in the database is not signed by a Writ checkpoint key/),
+    };
+    const verified = await sendJson('GET', `${services.adminUrl}/v1/audit/verify?full=true`, undefined, services.adminToken);
+    expect(verified.body).toMatchObject(untrusted);
+    await stop(services);
     const withoutA = await cli([], env(KEY_B));
-    expect(withoutA.code).toBe(1);
+    expect(withoutA).toMatchObject({ code: 1, result: untrusted });
     // …but verify offline with A's public key (printed from A, or kept beside the checkpoint file).
     const [fileA, fileB] = [await keyFile('a.json', KEY_A), await keyFile('b.json', KEY_B)];
     expect((await cli(['--public-key', fileA, '--public-key', fileB], {})).code).toBe(0);
     expect((await cli(['--public-key', fileB], {})).code).toBe(1);
     expect((await cli(['--public-key', publicKeyFileFor(checkpointFile)], {})).code).toBe(0);
+  }, 60_000);
+
+  it("with A's public key in WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: A-signed checkpoints verify again, forged ones still do not", async () => {
+    const [fileA, fileB] = [join(dir, 'a.json'), join(dir, 'b.json')];
+    const trusted = { WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: fileA };
+    const services = await start(KEY_B, [], trusted);
+    const verify = async (full = false) =>
+      (await sendJson('GET', `${services.adminUrl}/v1/audit/verify${full ? '?full=true' : ''}`, undefined, services.adminToken)).body;
+    const stored = async () => (await query<CheckpointRow & Record<string, unknown>>('SELECT * FROM audit_checkpoints ORDER BY seq')).map(checkpointFromRow);
+    const checkpoints = await stored();
+    expect(new Set(checkpoints.map((checkpoint) => checkpoint.kid))).toEqual(new Set([a.checkpointSigningKey().kid, b.checkpointSigningKey().kid]));
+    expect(await verify(true)).toMatchObject({ valid: true, checkpoints_verified: checkpoints.length });
+    expect(await cli([], { ...env(KEY_B), ...trusted })).toMatchObject({ code: 0, result: { valid: true, checkpoints_verified: checkpoints.length } });
+    // Listed keys come after the current one; printing the keys still gives the master key's only.
+    const published = await sendJson('GET', `${services.adminUrl}/v1/audit/checkpoints?limit=1`, undefined, services.adminToken);
+    expect(published.body.public_key).toEqual(b.checkpointSigningKey().publicJwk);
+    expect(published.body.previous_public_keys).toEqual([a.checkpointSigningKey().publicJwk]);
+    expect((await cli(['--print-public-keys'], { ...env(KEY_B), ...trusted })).publicKeys).toEqual({ keys: [b.checkpointSigningKey().publicJwk] });
+    // B's own key listed too changes nothing; offline verification takes the --public-key files only.
+    expect((await cli([], { ...env(KEY_B), WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: `${fileB},${fileA}` })).code).toBe(0);
+    expect((await cli(['--public-key', fileB], { ...env(KEY_B), ...trusted })).code).toBe(1);
+    // New checkpoints are still signed by B alone.
+    await payout(services);
+    await checkpoint(services);
+    const signed = await stored();
+    expect(signed.length).toBeGreaterThan(checkpoints.length);
+    expect(signed.slice(checkpoints.length).map((checkpoint) => checkpoint.kid)).toEqual(
+      signed.slice(checkpoints.length).map(() => b.checkpointSigningKey().kid),
+    );
+    expect(await verify()).toMatchObject({ valid: true });
+
+    // A database superuser appends a checkpoint over new events, signed with a key neither
+    // configured nor listed: under its own kid, and under A's (the listed key's) kid.
+    const lost = new MasterKey(KEY_LOST).checkpointSigningKey();
+    const forgers: CheckpointSigner[] = [
+      lost,
+      { kid: a.checkpointSigningKey().kid, publicJwk: a.checkpointSigningKey().publicJwk, sign: (data) => lost.sign(data) },
+    ];
+    for (const forger of forgers) {
+      await services.runtime.audit.record({ type: 'test.event', outcome: 'info', actor: { type: 'system', id: 'spec' }, data: { forger: forger.kid } });
+      await services.runtime.audit.drain();
+      const [head] = await query<{ seq: string; hash: string }>('SELECT seq, hash FROM audit_chain_head');
+      const last = (await stored()).pop()!;
+      const forged = signCheckpoint({ seq: Number(head.seq), hash: head.hash, prev: checkpointDigest(last), time: new Date().toISOString() }, forger);
+      await query('INSERT INTO audit_checkpoints (seq, hash, prev, signed_at, kid, signature) VALUES ($1, $2, $3, $4, $5, $6)', [
+        forged.seq,
+        forged.hash,
+        forged.prev,
+        forged.time,
+        forged.kid,
+        forged.sig,
+      ]);
+      const rejected = {
+        valid: false,
+        invalid_checkpoint_seq: forged.seq,
+        reason: expect.stringMatching(/in the database is not signed by a Writ checkpoint key/),
+      };
+      expect(await verify()).toMatchObject(rejected);
+      expect(await cli([], { ...env(KEY_B), ...trusted })).toMatchObject({ code: 1, result: rejected });
+      expect(await cli(['--public-key', fileA, '--public-key', fileB], {})).toMatchObject({ code: 1, result: rejected });
+      // Taken out again (triggers off, as the superuser could), so that the next forgery stands alone.
+      await query(`BEGIN; SET LOCAL session_replication_role = replica; DELETE FROM audit_checkpoints WHERE seq = ${forged.seq}; COMMIT`);
+      expect(await verify()).toMatchObject({ valid: true });
+    }
+    await stop(services);
   }, 60_000);
 
   it('under A alone after the re-wrap: refuses to start, cleanly', async () => {

@@ -1,4 +1,7 @@
-import { availableParallelism } from 'node:os';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ConfigError, databaseOnThisHost, loadConfig } from './writ-config';
 
 describe('loadConfig', () => {
@@ -236,6 +239,116 @@ describe('loadConfig', () => {
       expect(message).not.toContain(short);
       expect(message).not.toContain(a.toString('base64'));
     }
+  });
+
+  describe('WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS', () => {
+    let dir: string;
+    /** A fresh Ed25519 key pair as JWKs, the public one as audit:verify --print-public-keys prints it. */
+    const keyPair = () => {
+      const { privateKey } = generateKeyPairSync('ed25519');
+      const secret = privateKey.export({ format: 'jwk' }) as { kty: string; crv: string; x: string; d: string };
+      const kid = createHash('sha256')
+        .update(JSON.stringify({ crv: 'Ed25519', kty: 'OKP', x: secret.x }), 'utf8')
+        .digest('base64url');
+      return { public: { kty: 'OKP', crv: 'Ed25519', x: secret.x, kid, alg: 'EdDSA', use: 'sig' }, private: { ...secret, kid, alg: 'EdDSA', use: 'sig' } };
+    };
+    const file = (name: string, content: unknown) => {
+      const path = join(dir, name);
+      writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
+      return path;
+    };
+    const problem = (value: string) => {
+      try {
+        loadConfig({ WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: value }, dir);
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return 'accepted';
+    };
+
+    beforeAll(() => {
+      dir = mkdtempSync(join(tmpdir(), 'writ-config-keys-'));
+    });
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('is empty by default, and reads JWKS and single-JWK files, relative to the working directory, once per key', () => {
+      expect(loadConfig({}).auditCheckpointPublicKeys).toEqual([]);
+      const [a, b, c] = [keyPair(), keyPair(), keyPair()];
+      file('a.json', { keys: [a.public] });
+      file('bc.json', { keys: [b.public, c.public, a.public] });
+      // A JWK alone, without the optional members: normalised, its kid computed.
+      const bare = file('bare.json', { kty: 'OKP', crv: 'Ed25519', x: c.public.x });
+      const config = loadConfig({ WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: ` a.json, ${join(dir, 'bc.json')} ,${bare}` }, dir);
+      expect(config.auditCheckpointPublicKeys).toEqual([a.public, b.public, c.public]);
+    });
+
+    it('refuses to start on an unreadable file, naming the variable and the path', () => {
+      const missing = join(dir, 'missing.json');
+      expect(problem(missing)).toContain(`WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: ${missing} cannot be read (ENOENT)`);
+      mkdirSync(join(dir, 'a-directory'), { recursive: true });
+      expect(problem('a-directory')).toContain(`WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: ${join(dir, 'a-directory')} is not a file`);
+      const huge = file('huge.json', ' '.repeat(65 * 1024));
+      expect(problem(huge)).toContain(`WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: ${huge} is larger than`);
+      expect(problem(`${file('one.json', { keys: [keyPair().public] })},`)).toMatch(
+        /WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS must be comma-separated paths .*item 2 is empty/,
+      );
+    });
+
+    it('refuses anything but Ed25519 public JWKs whose kid is their thumbprint', () => {
+      const good = keyPair().public;
+      const { privateKey: rsa } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const { privateKey: p256 } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const cases: Array<[string, unknown, RegExp]> = [
+        ['not-json.json', 'not json {', /is not JSON/],
+        ['empty-set.json', { keys: [] }, /holds no key/],
+        ['keys-object.json', { keys: { a: good } }, /holds no key/],
+        ['null.json', 'null', /holds a key that is not a JWK object/],
+        ['string-key.json', { keys: ['abc'] }, /holds a key that is not a JWK object/],
+        [
+          'rsa.json',
+          { keys: [{ ...(rsa.export({ format: 'jwk' }) as object), d: undefined, p: undefined, q: undefined, dp: undefined, dq: undefined, qi: undefined }] },
+          /not an Ed25519 public key/,
+        ],
+        ['p256.json', { kty: 'EC', crv: 'P-256', x: (p256.export({ format: 'jwk' }) as { x: string }).x }, /not an Ed25519 public key/],
+        ['x25519.json', { ...good, crv: 'X25519' }, /not an Ed25519 public key/],
+        ['short-x.json', { ...good, x: good.x.slice(0, 40) }, /"x" is not the base64url of 32 bytes/],
+        ['padded-x.json', { ...good, x: `${good.x}=` }, /"x" is not the base64url of 32 bytes/],
+        ['no-x.json', { kty: 'OKP', crv: 'Ed25519' }, /"x" is not the base64url of 32 bytes/],
+        ['alg.json', { ...good, alg: 'ES256' }, /"alg" is not "EdDSA"/],
+        ['use.json', { ...good, use: 'enc' }, /"use" is not "sig"/],
+        // A kid that is not the key's own could shadow another trusted key's checkpoints.
+        ['kid.json', { ...good, kid: keyPair().public.kid }, /"kid" is not its RFC 7638 thumbprint/],
+        ['one-bad-of-two.json', { keys: [good, { ...good, crv: 'Ed448' }] }, /not an Ed25519 public key/],
+      ];
+      for (const [name, content, expected] of cases) {
+        const path = file(name, content);
+        const message = problem(path);
+        expect([name, message]).toEqual([name, expect.stringContaining(`WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: ${path} `)]);
+        expect([name, message]).toEqual([name, expect.stringMatching(expected)]);
+      }
+    });
+
+    it('refuses a private key given by mistake, without printing it', () => {
+      const pair = keyPair();
+      for (const [name, content] of [
+        ['private.json', pair.private],
+        ['private-set.json', { keys: [keyPair().public, pair.private] }],
+        ['symmetric.json', { kty: 'oct', k: pair.private.d }],
+      ] as const) {
+        const path = file(name, content);
+        const message = problem(path);
+        expect(message).toContain(`WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: ${path} holds a private key`);
+        expect(message).not.toContain(pair.private.d);
+      }
+    });
+
+    it('names every bad file at once', () => {
+      const [first, second] = [join(dir, 'nope-1.json'), join(dir, 'nope-2.json')];
+      const message = problem(`${first},${file('fine.json', keyPair().public)},${second}`);
+      expect(message).toContain(first);
+      expect(message).toContain(second);
+      expect(message).not.toContain('fine.json');
+    });
   });
 
   it('names every invalid variable at once', () => {

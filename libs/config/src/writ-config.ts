@@ -1,3 +1,5 @@
+import { createHash, createPublicKey } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
@@ -82,6 +84,20 @@ export interface WritConfig {
    * which no longer detects a superuser who deletes checkpoints (docs/audit.md).
    */
   readonly auditCheckpointFile: string | undefined;
+  /**
+   * `WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS` (default: none): comma-separated paths (relative to the
+   * working directory) of checkpoint public key files, as `npm run audit:verify --
+   * --print-public-keys` prints them (a JWKS `{"keys": [...]}` or one JWK; Ed25519, `kid` its
+   * RFC 7638 thumbprint, no private member). Read once at start: a file that cannot be read or
+   * holds anything else stops the service. The audit verification of the services
+   * (`GET /v1/audit/verify`) and of `npm run audit:verify` with the master key (and
+   * `audit:archive`) trusts them besides the keys of `WRIT_MASTER_KEY` and
+   * `WRIT_MASTER_KEY_PREVIOUS`: after a master key rotation, list the old key's public key here
+   * before dropping it from `WRIT_MASTER_KEY_PREVIOUS`, and the checkpoints it signed keep
+   * verifying. Nothing is ever signed with them. Whoever can write these files can make the
+   * services trust a key of theirs: protect them as the configuration itself.
+   */
+  readonly auditCheckpointPublicKeys: readonly TrustedCheckpointKey[];
   /** `WRIT_AUDIT_CHECKPOINT_EVERY` (default 1000): sign a checkpoint after this many audit events. */
   readonly auditCheckpointEvery: number;
   /** `WRIT_AUDIT_CHECKPOINT_SECONDS` (default 60): and at least this often while events are written. */
@@ -98,6 +114,18 @@ export interface WritConfig {
   readonly http: HttpServerConfig;
   /** OpenTelemetry tracing (off unless the standard `OTEL_*` variables ask for it). */
   readonly tracing: TracingConfig;
+}
+
+/** An Ed25519 public JWK that verifies audit checkpoints; see {@link WritConfig.auditCheckpointPublicKeys}. */
+export interface TrustedCheckpointKey {
+  readonly kty: 'OKP';
+  readonly crv: 'Ed25519';
+  /** base64url of the 32-byte public key. */
+  readonly x: string;
+  /** RFC 7638 thumbprint of the key. */
+  readonly kid: string;
+  readonly alg: 'EdDSA';
+  readonly use: 'sig';
 }
 
 /** See {@link WritConfig.tracing}. */
@@ -354,6 +382,90 @@ function previousMasterKeys(env: Env, problems: string[]): Buffer[] {
   return keys;
 }
 
+/** Largest public key file read (a JWKS of a few keys is well under 1 KiB each). */
+const PUBLIC_KEY_FILE_MAX_BYTES = 64 * 1024;
+
+/** JWK members of private or symmetric keys: never in a file of public keys. */
+const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+
+/** The key of one JWK of a public key file, or why it is not an Ed25519 public checkpoint key. */
+function trustedCheckpointKey(value: unknown): TrustedCheckpointKey | string {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'holds a key that is not a JWK object';
+  const jwk = value as Record<string, unknown>;
+  // Never echoed: a private key given by mistake must not reach a log line.
+  const secret = PRIVATE_JWK_MEMBERS.find((member) => member in jwk);
+  if (secret) return `holds a private key (a "${secret}" member): give the public key only (npm run audit:verify -- --print-public-keys)`;
+  if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519') return 'holds a key that is not an Ed25519 public key (kty "OKP", crv "Ed25519")';
+  const x = jwk.x;
+  if (typeof x !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(x) || Buffer.from(x, 'base64url').toString('base64url') !== x) {
+    return 'holds a key whose "x" is not the base64url of 32 bytes';
+  }
+  try {
+    createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x }, format: 'jwk' });
+  } catch {
+    return 'holds a key that is not a valid Ed25519 public key';
+  }
+  if (jwk.alg !== undefined && jwk.alg !== 'EdDSA') return 'holds a key whose "alg" is not "EdDSA"';
+  if (jwk.use !== undefined && jwk.use !== 'sig') return 'holds a key whose "use" is not "sig"';
+  // Checkpoints name their key by this thumbprint: another kid could shadow a trusted key.
+  const kid = createHash('sha256')
+    .update(JSON.stringify({ crv: 'Ed25519', kty: 'OKP', x }), 'utf8')
+    .digest('base64url');
+  if (jwk.kid !== undefined && jwk.kid !== kid) return 'holds a key whose "kid" is not its RFC 7638 thumbprint';
+  return Object.freeze({ kty: 'OKP', crv: 'Ed25519', x, kid, alg: 'EdDSA', use: 'sig' });
+}
+
+/** `WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS`: see {@link WritConfig.auditCheckpointPublicKeys}. */
+function auditCheckpointPublicKeys(env: Env, cwd: string, problems: string[]): readonly TrustedCheckpointKey[] {
+  const raw = env.WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS;
+  if (!raw || !raw.trim()) return Object.freeze([]);
+  const keys = new Map<string, TrustedCheckpointKey>();
+  for (const [index, item] of raw.split(',').entries()) {
+    if (!item.trim()) {
+      problems.push(`WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS must be comma-separated paths of public key files (item ${index + 1} is empty)`);
+      continue;
+    }
+    const file = resolve(cwd, item.trim());
+    const problem = (why: string) => problems.push(`WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS: ${file} ${why}`);
+    let text: string;
+    try {
+      const stat = statSync(file);
+      if (!stat.isFile()) {
+        problem('is not a file');
+        continue;
+      }
+      if (stat.size > PUBLIC_KEY_FILE_MAX_BYTES) {
+        problem(`is larger than ${PUBLIC_KEY_FILE_MAX_BYTES} bytes: not a public key file`);
+        continue;
+      }
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      problem(`cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+      continue;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      problem('is not JSON (expected a public key file as npm run audit:verify -- --print-public-keys prints it)');
+      continue;
+    }
+    const members = typeof value === 'object' && value !== null && 'keys' in value ? value.keys : [value];
+    if (!Array.isArray(members) || members.length === 0) {
+      problem('holds no key (expected {"keys": [...]} or one JWK)');
+      continue;
+    }
+    const parsed = members.map(trustedCheckpointKey);
+    const refused = parsed.find((key): key is string => typeof key === 'string');
+    if (refused) {
+      problem(refused);
+      continue;
+    }
+    for (const key of parsed as TrustedCheckpointKey[]) keys.set(key.kid, key);
+  }
+  return Object.freeze([...keys.values()]);
+}
+
 /** True when PostgreSQL runs on this host: embedded, or reached over loopback or a Unix socket. */
 export function databaseOnThisHost(databaseUrl: string | undefined): boolean {
   if (!databaseUrl) return true;
@@ -524,6 +636,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
       auditEvents: integer(env, 'WRIT_THROTTLE_AUDIT_EVENTS', 5, 1, 10_000, problems),
     }),
     auditCheckpointFile: checkpointFileRaw === 'off' ? undefined : resolve(cwd, checkpointFileRaw),
+    auditCheckpointPublicKeys: auditCheckpointPublicKeys(env, cwd, problems),
     auditCheckpointEvery: integer(env, 'WRIT_AUDIT_CHECKPOINT_EVERY', 1000, 1, 10_000_000, problems),
     auditCheckpointSeconds: integer(env, 'WRIT_AUDIT_CHECKPOINT_SECONDS', 60, 1, 86_400, problems),
     approvalWebhook: approvalWebhook(env, problems),

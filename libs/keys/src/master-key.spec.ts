@@ -153,4 +153,13 @@ describe('MasterKey rotation', () => {
     expect(rotated.previousCount).toBe(1);
     expect(new MasterKey(rawB, [rawB]).previousCount).toBe(0);
   });
+
+  it('trusts configured checkpoint public keys after its own, once each, and never signs with them', () => {
+    const [ownB, ownA, dropped] = [new MasterKey(rawB), a, new MasterKey(rawC)].map((key) => key.checkpointSigningKey().publicJwk);
+    // A configured key equal to one of its own (or listed twice) appears once, in its first place.
+    expect(rotated.checkpointPublicKeys([dropped, ownA, { ...dropped }])).toEqual([ownB, ownA, dropped]);
+    expect(rotated.checkpointPublicKeys([dropped])[2]).not.toBe(dropped);
+    expect(rotated.checkpointPublicKeys([])).toEqual([ownB, ownA]);
+    expect(rotated.checkpointSigningKey().publicJwk).toEqual(ownB);
+  });
 });

@@ -167,10 +167,19 @@ export class MasterKey {
 
   /**
    * The public keys that verify checkpoints: the current key's, then those of the previous
-   * keys (checkpoints signed before the rotation).
+   * keys (checkpoints signed before the rotation), then `configured` ones not already there
+   * (`WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS`: keys of master keys dropped since). Only the current
+   * key signs.
    */
-  checkpointPublicKeys(): CheckpointVerificationJwk[] {
-    return [this.current, ...this.previous].map((keys) => new CheckpointSigningKey(keys.checkpointSeed).publicJwk);
+  checkpointPublicKeys(configured: readonly Readonly<CheckpointVerificationJwk>[] = []): CheckpointVerificationJwk[] {
+    const keys = [this.current, ...this.previous].map((keys) => new CheckpointSigningKey(keys.checkpointSeed).publicJwk);
+    const known = new Set(keys.map((key) => key.kid));
+    for (const key of configured) {
+      if (known.has(key.kid)) continue;
+      known.add(key.kid);
+      keys.push({ kty: key.kty, crv: key.crv, x: key.x, kid: key.kid, alg: key.alg, use: key.use });
+    }
+    return keys;
   }
 
   /** Constant-time comparison of two fingerprints or hashes. */

@@ -1,5 +1,6 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { AuditQuery, AuditRecord, AuditService, AuditVerification, readableRecord } from '@writ/audit';
+import { WRIT_CONFIG, type WritConfig } from '@writ/config';
 import { MasterKey } from '@writ/keys';
 import { ValidationFailedError } from '@writ/platform';
 import { AdminThrottledError } from '../auth/admin-auth.errors';
@@ -45,6 +46,7 @@ export class AuditLogService {
     private readonly audit: AuditService,
     private readonly master: MasterKey,
     private readonly authenticator: AdminAuthenticator,
+    @Inject(WRIT_CONFIG) private readonly config: WritConfig,
   ) {}
 
   /** A page of events, newest first. */
@@ -89,7 +91,7 @@ export class AuditLogService {
     const page = await this.audit.checkpoints({ limit: query.limit ?? DEFAULT_PAGE_SIZE, before: after?.s });
     return {
       public_key: this.master.checkpointSigningKey().publicJwk,
-      previous_public_keys: this.master.checkpointPublicKeys().slice(1),
+      previous_public_keys: this.master.checkpointPublicKeys(this.config.auditCheckpointPublicKeys).slice(1),
       items: page.items,
       next_cursor: page.nextCursor === null ? null : encodeCursor({ s: page.nextCursor }),
     };

@@ -27,7 +27,8 @@ export class AuditCheckpointPageDto {
   public_key!: CheckpointPublicKeyDto;
   @ApiProperty({
     type: [CheckpointPublicKeyDto],
-    description: 'keys of WRIT_MASTER_KEY_PREVIOUS, which verify checkpoints signed before a master key rotation (empty without)',
+    description:
+      'keys of WRIT_MASTER_KEY_PREVIOUS, then of WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS, which verify checkpoints signed before a master key rotation (empty without)',
   })
   previous_public_keys!: CheckpointPublicKeyDto[];
   @ApiProperty({ type: [AuditCheckpointDto] }) items!: AuditCheckpointDto[];
