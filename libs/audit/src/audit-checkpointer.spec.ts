@@ -120,6 +120,16 @@ describe('AuditCheckpointer', () => {
     await checkpointer.stop();
   });
 
+  it('publishes its key beside the file when instances of one process start at once', async () => {
+    // Several runtimes in one process (the test suites, or services sharing a process) write the
+    // same key file at the same moment.
+    const file = join(dir, 'together.jsonl');
+    const instances = [1, 2, 3, 4].map(() => new AuditCheckpointer(pool, signer, { every: 1000, intervalMs: 3_600_000, file }));
+    await Promise.all(instances.map((instance) => instance.start()));
+    expect(parsePublicKeys(await readFile(publicKeyFileFor(file), 'utf8'))).toEqual([signer.publicJwk]);
+    await Promise.all(instances.map((instance) => instance.stop()));
+  });
+
   it('across two instances racing over one database: one row per seq, each linked to the one before, each in one file', async () => {
     const files = [join(dir, 'a.jsonl'), join(dir, 'b.jsonl')];
     const instances = files.map((file) => new AuditCheckpointer(pool, signer, { every: 5, intervalMs: 3_600_000, file }));

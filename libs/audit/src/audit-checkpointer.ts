@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
@@ -280,7 +281,8 @@ async function writePublicKeyFile(file: string, key: CheckpointPublicKey): Promi
   }
   if (keys.some((known) => known.kid === key.kid)) return;
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-  const temporary = `${file}.${process.pid}.tmp`;
+  // Unique per call: several runtimes of one process may publish at the same moment.
+  const temporary = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   await writeFile(temporary, JSON.stringify({ keys: [...keys, key] }, null, 2) + '\n', { mode: 0o644 });
   await rename(temporary, file);
 }
