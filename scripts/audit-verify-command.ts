@@ -79,15 +79,30 @@ function parseArgs(args: string[], cwd: string): VerifyArgs {
  * dropped since), as the services trust them.
  */
 async function verificationKeys(config: WritConfig, publicKeyFiles: string[] | undefined): Promise<CheckpointPublicKey[]> {
+  const { keys, retired } = await chainVerificationKeys(config, publicKeyFiles);
+  return [...keys, ...retired];
+}
+
+/**
+ * {@link verificationKeys} for the database's chain, as the services verify it: the keys of
+ * `WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS` apart, trusted only for what they signed before the
+ * master keys took over (see AuditServiceOptions.retiredCheckpointKeys).
+ */
+async function chainVerificationKeys(
+  config: WritConfig,
+  publicKeyFiles: string[] | undefined,
+): Promise<{ keys: CheckpointPublicKey[]; retired: CheckpointPublicKey[] }> {
   if (publicKeyFiles) {
     const keys: CheckpointPublicKey[] = [];
     for (const file of publicKeyFiles) {
       if (!existsSync(file)) throw new UsageError(`no such public key file: ${file}`);
       keys.push(...parsePublicKeys(await readFile(file, 'utf8')));
     }
-    return keys;
+    return { keys, retired: [] };
   }
-  return (await masterKey(config)).checkpointPublicKeys(config.auditCheckpointPublicKeys);
+  const keys = (await masterKey(config)).checkpointPublicKeys();
+  const kids = new Set(keys.map((key) => key.kid));
+  return { keys, retired: config.auditCheckpointPublicKeys.filter((key) => !kids.has(key.kid)).map((key) => ({ ...key })) };
 }
 
 /** The master key: `WRIT_MASTER_KEY`, or the embedded data dir's development key, with the previous ones. */
@@ -120,7 +135,7 @@ export async function auditVerify(args: string[], config: WritConfig, cwd = proc
     }
     if (options.archive) return await archiveOutcome(options.archive, options.publicKey, config);
     if (options.export) return await exportOutcome(options.export, options.checkpoints, options.publicKey, config);
-    const keys = await verificationKeys(config, options.publicKey);
+    const { keys, retired } = await chainVerificationKeys(config, options.publicKey);
     const checkpointFile = options.checkpoints ?? config.auditCheckpointFile;
     if (options.checkpoints && !existsSync(options.checkpoints)) throw new UsageError(`no such checkpoint file: ${options.checkpoints}`);
     const external = checkpointFile ? await readCheckpointFile(checkpointFile) : undefined;
@@ -130,7 +145,7 @@ export async function auditVerify(args: string[], config: WritConfig, cwd = proc
       url = embedded.url;
     }
     pool = new Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5_000 });
-    const result = await new AuditService(pool, { checkpointKeys: keys }).verify({ external });
+    const result = await new AuditService(pool, { checkpointKeys: keys, retiredCheckpointKeys: retired }).verify({ external });
     return { code: result.valid ? 0 : 1, result: external ? { ...result, checkpoint_file: checkpointFile } : result };
   } catch (error) {
     return { code: 2, error: error instanceof Error ? error.message.split('\n')[0] : String(error) };

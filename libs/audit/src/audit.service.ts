@@ -127,6 +127,15 @@ export interface AuditServiceOptions {
    * Without them, any checkpoint in the database fails verification: it cannot be trusted.
    */
   checkpointKeys?: readonly CheckpointPublicKey[];
+  /**
+   * Public keys of master keys dropped since (`WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS`). A leaked
+   * old key can still sign, so they are trusted only for what was signed before the rotation:
+   * checkpoints before the first one signed by a key of {@link checkpointKeys} (and the newest
+   * checkpoint must be signed by one of those, covering them), and prune markers that a later
+   * marker signed by one of those follows, or whose `audit.pruned` event such a checkpoint
+   * covers.
+   */
+  retiredCheckpointKeys?: readonly CheckpointPublicKey[];
   /** The checkpoint file outside the database that {@link AuditService.verify} also checks, if it exists. */
   checkpointFile?: string;
   /** Told the `seq` and `hash` of the events of each commit, in order (the checkpointer). */
@@ -301,6 +310,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   private laterTimer: NodeJS.Timeout | undefined;
   private readonly maxBatch: number;
   private readonly keyring: CheckpointKeyring;
+  /** Kids of {@link AuditServiceOptions.retiredCheckpointKeys} that are not also current keys. */
+  private readonly retiredKids: ReadonlySet<string>;
   /** Whether batches use statements prepared per connection (see {@link commit}). */
   private sessionStatements = true;
   /** The chain head as this service's last commit left it; undefined until one commits, and after a failure. */
@@ -315,7 +326,11 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     private readonly options: AuditServiceOptions = {},
   ) {
     this.maxBatch = options.maxBatch ?? 256;
-    this.keyring = checkpointKeyring(options.checkpointKeys ?? []);
+    const current = options.checkpointKeys ?? [];
+    const currentKids = new Set(current.map((key) => key.kid));
+    const retired = (options.retiredCheckpointKeys ?? []).filter((key) => !currentKids.has(key.kid));
+    this.keyring = checkpointKeyring([...current, ...retired]);
+    this.retiredKids = new Set(retired.map((key) => key.kid));
   }
 
   /** Appends events; resolves with their records once committed. */
@@ -885,11 +900,19 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   ): Promise<{ start?: { seq: number; hash: string } } | { invalid_checkpoint_seq: number; reason: string }> {
     const { rows } = await client.query<PruneRow>(`SELECT ${PRUNE_COLUMNS} FROM audit_prunes ORDER BY up_to_seq`);
     const bySeq = new Map(checkpoints.map((checkpoint) => [checkpoint.seq, checkpoint]));
+    const markers = rows.map(pruneMarkerFromRow);
+    const vouched = await this.markersVouchedFor(client, markers, checkpoints);
     let previous: ReturnType<typeof pruneMarkerFromRow> | undefined;
-    for (const marker of rows.map(pruneMarkerFromRow)) {
+    for (const [index, marker] of markers.entries()) {
       const at = marker.up_to_seq;
       if (!pruneMarkerSignatureValid(marker, this.keyring)) {
         return { invalid_checkpoint_seq: at, reason: `the prune marker at seq ${at} is not signed by a Writ checkpoint key (forged or altered)` };
+      }
+      if (!vouched[index]) {
+        return {
+          invalid_checkpoint_seq: at,
+          reason: `the prune marker at seq ${at} is signed by a retired key (WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS) but no later marker or checkpoint of a current master key vouches for it (forged with an old key?)`,
+        };
       }
       if (marker.prev !== (previous ? pruneMarkerDigest(previous) : null)) {
         return { invalid_checkpoint_seq: at, reason: `the prune marker at seq ${at} does not follow the prune marker before it (one was removed or inserted)` };
@@ -901,6 +924,41 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       previous = marker;
     }
     return previous ? { start: { seq: previous.up_to_seq, hash: previous.up_to_hash } } : {};
+  }
+
+  /**
+   * For each prune marker (in `up_to_seq` order), whether its key may sign it: a current key
+   * always; a retired key only for a marker made before the rotation, which a later vouched-for
+   * marker shows (its `prev` links to this one, checked in {@link checkPrunes}), or the
+   * `audit.pruned` event committed with it, at or before the newest checkpoint (signed by a
+   * current key, see {@link checkCheckpoints}), which the walk checks it against. A leaked old
+   * key cannot add either: what it could insert is a marker and an event in the unsigned tail.
+   */
+  private async markersVouchedFor(
+    client: PoolClient,
+    markers: ReadonlyArray<{ up_to_seq: number; up_to_hash: string; kid: string }>,
+    checkpoints: SignedCheckpoint[],
+  ): Promise<boolean[]> {
+    const vouched = new Array<boolean>(markers.length).fill(true);
+    const newest = checkpoints[checkpoints.length - 1];
+    let later = false;
+    for (let index = markers.length - 1; index >= 0; index -= 1) {
+      const marker = markers[index];
+      if (this.retiredKids.has(marker.kid) && !later) {
+        if (!newest || this.retiredKids.has(newest.kid)) vouched[index] = false;
+        else {
+          const { rows } = await client.query(
+            `SELECT 1 FROM audit_events
+              WHERE type = 'audit.pruned' AND seq > $1 AND seq <= $2 AND data->>'up_to_seq' = $3 AND data->>'up_to_hash' = $4
+              LIMIT 1`,
+            [marker.up_to_seq, newest.seq, String(marker.up_to_seq), marker.up_to_hash],
+          );
+          vouched[index] = rows.length > 0;
+        }
+      }
+      later = vouched[index];
+    }
+    return vouched;
   }
 
   /**
@@ -922,6 +980,13 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
           reason: `the checkpoint at seq ${checkpoint.seq} in the database is not signed by a Writ checkpoint key (forged or altered)`,
         };
       }
+      // A retired key signed only before the rotation: never after a current key's checkpoint.
+      if (previous && this.retiredKids.has(checkpoint.kid) && !this.retiredKids.has(previous.kid)) {
+        return {
+          invalid_checkpoint_seq: checkpoint.seq,
+          reason: `the checkpoint at seq ${checkpoint.seq} is signed by a retired key (WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS) after one signed by a current master key (forged with an old key?)`,
+        };
+      }
       if (checkpoint.prev !== (previous ? checkpointDigest(previous) : null)) {
         return {
           invalid_checkpoint_seq: checkpoint.seq,
@@ -930,6 +995,12 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       }
       anchors.set(checkpoint.seq, checkpoint.hash);
       previous = checkpoint;
+    }
+    if (previous && this.retiredKids.has(previous.kid)) {
+      return {
+        invalid_checkpoint_seq: previous.seq,
+        reason: `the newest checkpoint (seq ${previous.seq}) is signed by a retired key (WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS): it is trusted only once a checkpoint signed by a current master key follows it (signed at the next events)`,
+      };
     }
     const bySeq = new Map(stored.map((checkpoint) => [checkpoint.seq, checkpoint]));
     for (const checkpoint of external ?? []) {

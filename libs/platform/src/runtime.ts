@@ -304,8 +304,10 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   verifyPool.on('error', (error) => logger.warn({ err: error.message }, 'audit verification connection lost'));
   const audit = new AuditService(pool, {
     // Checkpoints signed before a master key rotation verify with the previous keys' public
-    // keys, and once a previous key is dropped, with its public key kept in the configuration.
-    checkpointKeys: masterKey.checkpointPublicKeys(config.auditCheckpointPublicKeys),
+    // keys, and once a previous key is dropped, with its public key kept in the configuration
+    // (trusted only for what it signed before the current keys took over).
+    checkpointKeys: masterKey.checkpointPublicKeys(),
+    retiredCheckpointKeys: config.auditCheckpointPublicKeys,
     checkpointFile: config.auditCheckpointFile,
     onAppended: checkpointer ? (events) => checkpointer.noteAppended(events) : undefined,
     onNotice: (message) => logger.warn(message),
