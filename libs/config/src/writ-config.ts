@@ -94,8 +94,10 @@ export interface WritConfig {
    * `audit:archive`) trusts them besides the keys of `WRIT_MASTER_KEY` and
    * `WRIT_MASTER_KEY_PREVIOUS`: after a master key rotation, list the old key's public key here
    * before dropping it from `WRIT_MASTER_KEY_PREVIOUS`, and the checkpoints it signed keep
-   * verifying. Nothing is ever signed with them. Whoever can write these files can make the
-   * services trust a key of theirs: protect them as the configuration itself.
+   * verifying. A dropped key may have leaked, so they are trusted only for what they signed
+   * before the current keys' checkpoints (AuditServiceOptions.retiredCheckpointKeys). Nothing
+   * is ever signed with them. Whoever can write these files can make the services trust a key
+   * of theirs: protect them as the configuration itself.
    */
   readonly auditCheckpointPublicKeys: readonly TrustedCheckpointKey[];
   /** `WRIT_AUDIT_CHECKPOINT_EVERY` (default 1000): sign a checkpoint after this many audit events. */
