@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tarGz } from '@writ/testing';
+import { spinningPolicyModule, tarGz } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
@@ -43,6 +43,27 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     const wrong = await upload(OTHER_ENTRYPOINT, 'application/wasm');
     expect(wrong.status).toBe(400);
     expect(wrong.body.fields[0].message).toMatch(/entrypoint/);
+    expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
+    expect(second.policy.current().version).toBe(fileVersion);
+  });
+
+  it('refuses, on a worker, a module that does not answer: in force and in a dry run, the instance answering meanwhile', async () => {
+    const spinning = spinningPolicyModule(ECHO);
+    const task = await createTask(primary, world.orchestrator);
+    const [activated, dryRun, listed] = await Promise.all([
+      upload(spinning, 'application/wasm'),
+      admin('POST', '/v1/policies/evaluate', { task_id: task.task_id, authorization_details: payout(42000), candidate_bundle: spinning.toString('base64') }),
+      // Asked while both probes spin: answered, so the event loop is free.
+      new Promise((resolve) => setTimeout(resolve, 500)).then(() => admin('GET', '/v1/policies')),
+    ]);
+    expect(listed.status).toBe(200);
+    for (const [refused, field] of [
+      [activated, 'body'],
+      [dryRun, 'candidate_bundle'],
+    ] as const) {
+      expect(refused.status).toBe(400);
+      expect(refused.body.fields).toEqual([{ field, message: expect.stringMatching(/did not answer a sample token exchange within \d+ ms/) }]);
+    }
     expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
     expect(second.policy.current().version).toBe(fileVersion);
   });

@@ -13,7 +13,9 @@ export type PolicyLoadErrorCode =
   /** The bundle's data is not a JSON object. */
   | 'POLICY_DATA_INVALID'
   /** The policy file could not be read. */
-  | 'POLICY_FILE_UNREADABLE';
+  | 'POLICY_FILE_UNREADABLE'
+  /** The policy did not load and answer a sample request in time, or exhausted its memory (see `probePolicy`). */
+  | 'POLICY_TOO_SLOW';
 
 /** A policy bundle or module was refused at load: the service must not start (or must keep its previous policy). */
 export class PolicyLoadError extends Error {

@@ -5,3 +5,4 @@ export * from './payments-connector';
 export * from './free-port';
 export * from './lock-waiter';
 export * from './tar-gz';
+export * from './spinning-policy';

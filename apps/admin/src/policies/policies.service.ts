@@ -5,7 +5,7 @@ import { grantFloorViolations } from '@writ/grants';
 import { exchangeTargetRefusal, GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { FieldError, loadPolicyEngine, LOGGER, ValidationFailedError } from '@writ/platform';
-import { ActivePolicy, buildPolicyInput, Decision, evaluateFailClosed, PolicyEngine, PolicyInput, PolicyLoadError } from '@writ/policy';
+import { ActivePolicy, buildPolicyInput, Decision, evaluateFailClosed, PolicyEngine, PolicyInput, PolicyLoadError, probePolicy } from '@writ/policy';
 import type { ActivePolicyDto, EvaluatePolicyDto, PolicyEvaluationDto } from './dto/policy.dtos';
 import { PolicyFactsReader } from './policy-facts.reader';
 
@@ -80,7 +80,12 @@ export class PoliciesService {
   /** The active policy, or the candidate bundle and/or data to try instead (nothing is activated). */
   private async engineFor(body: EvaluatePolicyDto): Promise<PolicyEngine> {
     try {
-      if (body.candidate_bundle !== undefined) return await loadPolicyEngine(Buffer.from(body.candidate_bundle, 'base64'), body.candidate_data ?? null);
+      if (body.candidate_bundle !== undefined) {
+        const bundle = Buffer.from(body.candidate_bundle, 'base64');
+        // The dry run evaluates the candidate here, on the event loop: first on a worker, in time.
+        await probePolicy(bundle, body.candidate_data ?? null);
+        return await loadPolicyEngine(bundle, body.candidate_data ?? null);
+      }
       if (body.candidate_data !== undefined) return await this.policy.current().withData(body.candidate_data);
     } catch (error) {
       if (error instanceof PolicyLoadError) {

@@ -8,7 +8,7 @@ import { AuditService } from '@writ/audit';
 import { PG_POOL, PolicyEntity, rowOf } from '@writ/database';
 import { TemporarilyUnavailableError } from '@writ/oauth';
 import { activateStoredPolicy, deactivateStoredPolicy, loadPolicyEngine, LOGGER, PolicySync, StoredPolicyInfo, ValidationFailedError } from '@writ/platform';
-import { ActivePolicy, PolicyEngine, PolicyLoadError } from '@writ/policy';
+import { ActivePolicy, PolicyEngine, PolicyLoadError, probePolicy } from '@writ/policy';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
@@ -77,7 +77,7 @@ export class PolicyDistributionService {
         'the policy upload is invalid',
       );
     }
-    const engine = await this.load(() => loadPolicyEngine(bundle, null), 'body');
+    const engine = await this.load(() => loadPolicyEngine(bundle, null), 'body', bundle, null);
     return this.activate(admin, engine, bundle, null, 'upload', 'admin.policy.activated');
   }
 
@@ -89,7 +89,7 @@ export class PolicyDistributionService {
   async activateData(admin: AdminPrincipal, data: Record<string, unknown>): Promise<StoredPolicyInfo> {
     const { rows } = await this.pool.query<{ version: string; bundle: Buffer }>(`SELECT version, bundle FROM policies WHERE active`);
     const bundle: Buffer = rows[0]?.bundle ?? (await this.policyFile());
-    const engine = await this.load(() => loadPolicyEngine(bundle, data), 'data');
+    const engine = await this.load(() => loadPolicyEngine(bundle, data), 'data', bundle, data);
     return this.activate(admin, engine, bundle, data, 'data update', 'admin.policy.data_updated', rows[0]?.version ?? null);
   }
 
@@ -119,8 +119,14 @@ export class PolicyDistributionService {
     return result !== null;
   }
 
-  private async load(load: () => Promise<PolicyEngine>, field: string): Promise<PolicyEngine> {
+  /**
+   * Loads a policy about to be put in force, once a worker has seen it load and answer a sample
+   * request in time ({@link probePolicy}): this instance, and every other one, runs it on its
+   * event loop.
+   */
+  private async load(load: () => Promise<PolicyEngine>, field: string, bundle: Uint8Array, data: Record<string, unknown> | null): Promise<PolicyEngine> {
     try {
+      await probePolicy(bundle, data);
       return await load();
     } catch (error) {
       if (error instanceof PolicyLoadError)

@@ -1,0 +1,82 @@
+import { Worker } from 'node:worker_threads';
+import { DEFAULT_ENTRYPOINT, readPolicyBundle } from './policy-bundle';
+import { PolicyLoadError } from './policy-errors';
+import { samplePolicyInput } from './sample-policy-input';
+
+/** How long a new policy may take to load and answer the sample request before it is refused. */
+export const POLICY_PROBE_TIMEOUT_MS = 5_000;
+
+/**
+ * What the probe's worker runs: the policy loaded (its start function included) with its data,
+ * asked the sample request. A load failure or a trap is reported as an answer: the caller's own
+ * load checks the module and says what is wrong with it, and a trap at run time is a deny.
+ */
+const PROBE_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { loadPolicy } = require(workerData.opaWasm);
+(async () => {
+  const policy = await loadPolicy(workerData.wasm, { initial: 5, maximum: 1024 });
+  policy.setData(workerData.data);
+  policy.evaluate(workerData.input, workerData.entrypoint);
+})().then(
+  () => parentPort.postMessage('answered'),
+  () => parentPort.postMessage('failed'),
+);
+`;
+
+/**
+ * Runs a policy about to be put in force (an `opa build` bundle or a `.wasm`, with its data
+ * override) on a worker thread, and refuses it ({@link PolicyLoadError} `POLICY_TOO_SLOW`) when
+ * it has not loaded and answered the sample request ({@link samplePolicyInput}) within
+ * `timeoutMs`, or exhausted the worker's heap. A policy evaluates in-process, on the event loop
+ * of every instance: one that loops (an uploaded module need not come from Rego) or whose
+ * comprehensions grow without bound would stop every instance it reaches, where a worker is
+ * simply terminated. OPA's WebAssembly offers no way to interrupt an evaluation, so this is a
+ * check at the door; input-dependent blow-ups are the policy author's to test (`opa test`).
+ */
+export async function probePolicy(
+  source: Uint8Array,
+  data: Record<string, unknown> | null,
+  timeoutMs = POLICY_PROBE_TIMEOUT_MS,
+  entrypoint = DEFAULT_ENTRYPOINT,
+): Promise<void> {
+  // Parsing the bundle runs none of its code; a malformed one is refused by the caller's load.
+  let bundle: ReturnType<typeof readPolicyBundle>;
+  try {
+    bundle = readPolicyBundle(source, { entrypoint });
+  } catch {
+    return;
+  }
+  const worker = new Worker(PROBE_SOURCE, {
+    eval: true,
+    workerData: {
+      opaWasm: require.resolve('@open-policy-agent/opa-wasm'),
+      wasm: bundle.wasm,
+      data: data ?? bundle.data,
+      input: samplePolicyInput(),
+      entrypoint,
+    },
+    resourceLimits: { maxOldGenerationSizeMb: 256 },
+    stdout: true,
+    stderr: true,
+  });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const outcome = await new Promise<'answered' | 'timeout' | 'memory' | 'failed'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+      worker.once('message', (message: 'answered' | 'failed') => resolve(message));
+      worker.once('error', (error: Error & { code?: string }) => resolve(error.code === 'ERR_WORKER_OUT_OF_MEMORY' ? 'memory' : 'failed'));
+      worker.once('exit', () => resolve('failed'));
+    });
+    if (outcome === 'timeout') {
+      throw new PolicyLoadError(
+        'POLICY_TOO_SLOW',
+        `the policy did not answer a sample token exchange within ${timeoutMs} ms (does it loop, or iterate over more than it should?)`,
+      );
+    }
+    if (outcome === 'memory') throw new PolicyLoadError('POLICY_TOO_SLOW', 'the policy exhausted the memory it may use on a sample token exchange');
+  } finally {
+    clearTimeout(timer);
+    await worker.terminate();
+  }
+}
