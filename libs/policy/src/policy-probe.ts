@@ -60,6 +60,9 @@ export async function probePolicy(
     stdout: true,
     stderr: true,
   });
+  // What the policy prints (Rego's print) is not the probe's to show: read and dropped, never left to fill.
+  worker.stdout.resume();
+  worker.stderr.resume();
   let timer: NodeJS.Timeout | undefined;
   try {
     const outcome = await new Promise<'answered' | 'timeout' | 'memory' | 'failed'>((resolve) => {
