@@ -1,4 +1,4 @@
-import { createClientKey, jwksOf } from '@writ/testing';
+import { createClientKey, insertOrchestratorRow, jwksOf } from '@writ/testing';
 import { exportJWK, generateKeyPair } from 'jose';
 import { connect } from 'node:net';
 import { hashAdminToken } from '@writ/platform';
@@ -265,7 +265,7 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
     });
 
     it('refuses a duplicate id with 409, also across agents and orchestrators', async () => {
-      await services.runtime.pool.query(`INSERT INTO orchestrators (id, name, jwks) VALUES ('orch-taken', 'o', '{"keys":[]}')`);
+      await insertOrchestratorRow(services.runtime.pool, services.runtime.rowIntegrity, { id: 'orch-taken', name: 'o', jwks: { keys: [] }, allowedAgents: [] });
       const jwks = await publicJwks();
       expect((await api('POST', '/v1/agents', { id: 'dup-agent', name: 'one', jwks })).status).toBe(201);
       const again = await api('POST', '/v1/agents', { id: 'dup-agent', name: 'two', jwks });

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { clientAuthFields } from '@writ/testing';
+import { clientAuthFields, retagRow } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
 import { postForm, sendJson, TestClient, TestResponse, tokenRequest } from './support/oauth-client';
@@ -64,6 +64,7 @@ describe('admin API: suspension, tasks, evidence, policy dry runs', () => {
     it('deleting an agent ends its active tasks as revoked and revokes its credentials', async () => {
       const doomed = await seedAgent(services.runtime.pool, 'agent-doomed');
       await services.runtime.pool.query(`UPDATE orchestrators SET allowed_agents = array_append(allowed_agents, 'agent-doomed') WHERE id = 'orch-1'`);
+      await retagRow(services.runtime.pool, services.runtime.rowIntegrity, 'orchestrators', 'orch-1');
       const { task, token } = await issue(doomed);
       expect((await api('DELETE', '/v1/agents/agent-doomed', undefined, viewer)).status).toBe(403);
       const deleted = await api('DELETE', '/v1/agents/agent-doomed', undefined, operator);
@@ -123,6 +124,7 @@ describe('admin API: suspension, tasks, evidence, policy dry runs', () => {
 
     it('lists tasks newest first with filters and cursor pages', async () => {
       await services.runtime.pool.query(`UPDATE orchestrators SET allowed_agents = array_append(allowed_agents, 'agent-2') WHERE id = 'orch-1'`);
+      await retagRow(services.runtime.pool, services.runtime.rowIntegrity, 'orchestrators', 'orch-1');
       for (let n = 0; n < 3; n += 1) await createTask(services, world.orchestrator, { agent_id: 'agent-2' });
       const ids: string[] = [];
       let cursor: string | null = null;

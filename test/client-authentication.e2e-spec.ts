@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createRemoteJWKSet, exportJWK, jwtVerify, SignJWT } from 'jose';
-import { clientAssertion, clientAuthFields, createClientKey } from '@writ/testing';
+import { clientAssertion, clientAuthFields, createClientKey, retagRow } from '@writ/testing';
 import { seedWorld, World } from './support/grant-flow';
 import { postForm } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
@@ -111,6 +111,7 @@ describe('private_key_jwt client authentication (RFC 7523, rfc7523bis) under att
     expect(basic.status).toBe(401);
     await expectInvalidClient(await clientAssertion('nobody', world.orchestrator.key, services.issuer));
     await services.runtime.pool.query(`UPDATE agents SET status = 'suspended' WHERE id = 'agent-2'`);
+    await retagRow(services.runtime.pool, services.runtime.rowIntegrity, 'agents', 'agent-2');
     const suspended = await postForm(`${services.issuer}/oauth2/token`, {
       grant_type: 'client_credentials',
       ...(await clientAuthFields('agent-2', world.otherAgent.key, services.issuer)),

@@ -1,4 +1,4 @@
-import { clientAuthFields, createClientKey, jwksOf, waitForLockWaiter } from '@writ/testing';
+import { clientAuthFields, createClientKey, jwksOf, retagRow, waitForLockWaiter } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { postForm, sendJson, TestClient } from './support/oauth-client';
@@ -160,6 +160,7 @@ describe('grant path under concurrency, across two authorization-server instance
       agent.id,
       world.orchestrator.id,
     ]);
+    await retagRow(first.runtime.pool, first.runtime.rowIntegrity, 'orchestrators', world.orchestrator.id);
     const task = await createTask(first, world.orchestrator, { agent_id: agent.id });
     // Warm: both instances authenticate the agent and hold its registration.
     for (const n of [0, 1]) expect((await exchangeAt(n, task.task_token, PAYOUT_REQUEST, {}, agent)).status).toBe(200);

@@ -204,6 +204,8 @@ describe('master key rotation', () => {
         actor_id: 'master-key-rewrap',
         data: {
           previous_keys: 1,
+          // The integrity tags of the registrations and the task written under A, made again under B.
+          retagged: { agents: 2, orchestrators: 1, tasks: 1 },
           tables: {
             signing_keys: { rewrapped: 2, skipped: 0, unopened: 0 },
             connectors: { rewrapped: 2, skipped: 0, unopened: 1 },
@@ -246,6 +248,12 @@ describe('master key rotation', () => {
     expect(await rewrapEvents()).toHaveLength(2);
     expect((await rewrapEvents())[1].data.tables).toMatchObject({ connect_links: { rewrapped: 1 }, connected_accounts: { rewrapped: 1, skipped: 0 } });
     for (const value of await sealedValues()) expect([value.row, b.unseal(value.sealed, value.context).length > 0]).toEqual([value.row, true]);
+    // Every row that grants authority is tagged under B: A can be dropped.
+    const tags = await query<{ tag: string }>(
+      `SELECT integrity_tag AS tag FROM tasks UNION ALL SELECT integrity_tag FROM agents UNION ALL SELECT integrity_tag FROM orchestrators`,
+    );
+    expect(tags.length).toBeGreaterThan(3);
+    expect(tags.filter(({ tag }) => !b.isCurrentRowMac(tag))).toEqual([]);
 
     // Checkpoints: new ones are signed by B's key; the A-signed ones still verify everywhere.
     await checkpoint(first);

@@ -1,3 +1,4 @@
+import { retagRow } from '@writ/testing';
 import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { seedOrchestrator } from './support/seed';
@@ -88,6 +89,7 @@ describe('Tasks API (orchestrators)', () => {
       const first = await keyed(key);
       expect(first.status).toBe(201);
       await services.runtime.pool.query(`UPDATE tasks SET expires_at = now() - interval '1 second' WHERE id = $1`, [first.body.task_id]);
+      await retagRow(services.runtime.pool, services.runtime.rowIntegrity, 'tasks', first.body.task_id);
       const shown = await sendJson('GET', `${services.issuer}/v1/tasks/${first.body.task_id}`, undefined, token);
       expect(shown.body.status).toBe('expired');
       const later = await keyed(key);
@@ -193,6 +195,7 @@ describe('Tasks API (orchestrators)', () => {
     const other = await seedOrchestrator(services.runtime.pool, 'orch-suspended');
     const otherToken = await tasksToken(services, other);
     await services.runtime.pool.query(`UPDATE orchestrators SET status = 'suspended' WHERE id = 'orch-suspended'`);
+    await retagRow(services.runtime.pool, services.runtime.rowIntegrity, 'orchestrators', 'orch-suspended');
     expect((await post(valid, otherToken)).status).toBe(401);
   });
 

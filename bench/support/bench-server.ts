@@ -1,6 +1,6 @@
 import { exportJWK } from 'jose';
 import { Pool } from 'pg';
-import { clientAssertion, createClientKey, jwksOf, PAYOUTS_CREATE } from '@writ/testing';
+import { clientAssertion, createClientKey, insertAgentRow, insertOrchestratorRow, jwksOf, PAYOUTS_CREATE } from '@writ/testing';
 import { sealCredential } from '@writ/connectors';
 import { BENCH_UPSTREAM_SECRET } from './bench-constants';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
@@ -76,8 +76,9 @@ async function main(): Promise<void> {
   const pool = env.runtime.pool;
   const agentKey = await createClientKey();
   const orchestratorKey = await createClientKey();
-  await pool.query(`INSERT INTO agents (id, name, jwks) VALUES ('bench-agent', 'bench', $1)`, [jwksOf(agentKey)]);
-  await pool.query(`INSERT INTO orchestrators (id, name, jwks, allowed_agents) VALUES ('bench-orch', 'bench', $1, '{*}')`, [jwksOf(orchestratorKey)]);
+  // Tagged as Writ writes them: an untagged registration is refused.
+  await insertAgentRow(pool, env.runtime.rowIntegrity, { id: 'bench-agent', name: 'bench', jwks: jwksOf(agentKey) });
+  await insertOrchestratorRow(pool, env.runtime.rowIntegrity, { id: 'bench-orch', name: 'bench', jwks: jwksOf(orchestratorKey), allowedAgents: ['*'] });
   const credential = sealCredential(env.runtime.masterKey, 'payments', upstreamUrl, { type: 'bearer', token: BENCH_UPSTREAM_SECRET });
   await pool.query(
     `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at)

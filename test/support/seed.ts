@@ -1,23 +1,26 @@
 import type { Pool } from 'pg';
 import { sealCredential, UpstreamCredential } from '@writ/connectors';
 import type { MasterKey } from '@writ/keys';
-import { createClientKey, jwksOf, PAYMENTS_OPERATIONS } from '@writ/testing';
+import { createClientKey, insertAgentRow, insertOrchestratorRow, jwksOf, PAYMENTS_OPERATIONS, rowIntegrityOf } from '@writ/testing';
 import type { TestClient } from './oauth-client';
 
 /** The payments connector of the contract's example (shared with the benchmarks). */
 export { PAYMENTS_OPERATIONS };
 
-/** Inserts an agent with a fresh key (fixture; the admin API has its own suites). */
+/**
+ * Inserts an agent with a fresh key (fixture; the admin API has its own suites), tagged under the
+ * master key of the runtime `pool` belongs to, as Writ writes it.
+ */
 export async function seedAgent(pool: Pool, id: string, status: 'active' | 'suspended' = 'active'): Promise<TestClient> {
   const key = await createClientKey();
-  await pool.query(`INSERT INTO agents (id, name, status, jwks) VALUES ($1, $1, $2, $3)`, [id, status, jwksOf(key)]);
+  await insertAgentRow(pool, rowIntegrityOf(pool), { id, status, jwks: jwksOf(key) });
   return { id, key };
 }
 
-/** Inserts an orchestrator with a fresh key, allowed to serve `agents`. */
+/** Inserts an orchestrator with a fresh key, allowed to serve `agents` (tagged, as {@link seedAgent}). */
 export async function seedOrchestrator(pool: Pool, id: string, agents: string[] = ['*']): Promise<TestClient> {
   const key = await createClientKey();
-  await pool.query(`INSERT INTO orchestrators (id, name, jwks, allowed_agents) VALUES ($1, $1, $2, $3)`, [id, jwksOf(key), agents]);
+  await insertOrchestratorRow(pool, rowIntegrityOf(pool), { id, jwks: jwksOf(key), allowedAgents: agents });
   return { id, key };
 }
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { loadConfig, WritConfig } from '@writ/config';
 import { createLogger, createRuntime, ensureBootstrapAdminToken, Runtime } from '@writ/platform';
 import { ActivePolicy } from '@writ/policy';
-import { createTestDatabase, freePorts, TestDatabase } from '@writ/testing';
+import { createTestDatabase, freePorts, rememberRowIntegrity, TestDatabase } from '@writ/testing';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
 
 /** A service app factory, as each app exports it. */
@@ -84,6 +84,8 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
   });
   const logger = options.logSink ? createLogger('debug', 'writ', { write: (line: string) => options.logSink!(line) }) : createLogger(config.logLevel);
   const runtime = await createRuntime({ config, poolSize: 10, logger });
+  // Fixtures given this pool tag their rows under this runtime's master key.
+  rememberRowIntegrity(runtime.pool, runtime.rowIntegrity);
   await ensureBootstrapAdminToken(runtime);
   const policy = await ActivePolicy.load(config.policyPath);
   const apps: INestApplication[] = [];

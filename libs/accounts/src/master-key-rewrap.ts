@@ -1,5 +1,6 @@
 import { Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
 import { rewrapConnectorCredentials } from '@writ/connectors';
+import { retagUnderCurrentMasterKey, type RowTagCounts } from '@writ/grants';
 import type { RewrapCount } from '@writ/keys';
 import { RUNTIME, type Runtime } from '@writ/platform';
 import { ConnectedAccounts } from './connected-accounts';
@@ -7,8 +8,12 @@ import { ConnectedAccounts } from './connected-accounts';
 /** Key of the advisory lock under which one instance at a time re-seals under a new master key. */
 const REWRAP_LOCK = 7_311_046;
 
-/** What one {@link rewrapUnderCurrentMasterKey} did, per table (`busy`: another instance holds the lock; `none`: no previous key configured). */
-export type MasterKeyRewrapReport = { tables: Record<string, RewrapCount> } | 'busy' | 'none';
+/**
+ * What one {@link rewrapUnderCurrentMasterKey} did, per table, and the row integrity tags made
+ * again under the current key (`busy`: another instance holds the lock; `none`: no previous key
+ * configured).
+ */
+export type MasterKeyRewrapReport = { tables: Record<string, RewrapCount>; retagged: RowTagCounts } | 'busy' | 'none';
 
 /**
  * After a master key rotation (`WRIT_MASTER_KEY_PREVIOUS` set), re-seals under the current key
@@ -16,11 +21,14 @@ export type MasterKeyRewrapReport = { tables: Record<string, RewrapCount> } | 'b
  * credentials (with their fingerprints), connect links and connected accounts. One instance at a
  * time (a session advisory lock, tried: an instance starting meanwhile leaves the work to the one
  * doing it); every row is one conditional UPDATE that applies only while the row still holds the
- * value read, so a concurrent change is never lost. Records one `master_key.rewrapped` event with
- * the counts per table when anything was re-sealed (values never).
+ * value read, so a concurrent change is never lost. Then tags again under the current key the
+ * tasks, agents and orchestrators whose integrity tag verifies under a previous one (so that the
+ * previous key can be dropped), each only while it still holds the tag read. Records one
+ * `master_key.rewrapped` event with the counts per table when anything was re-sealed or
+ * re-tagged (values never).
  */
 export async function rewrapUnderCurrentMasterKey(runtime: Runtime, accounts: ConnectedAccounts): Promise<MasterKeyRewrapReport> {
-  const { pool, masterKey, signingKeys, audit } = runtime;
+  const { pool, masterKey, signingKeys, audit, rowIntegrity } = runtime;
   if (masterKey.previousCount === 0) return 'none';
   const lock = await pool.connect();
   try {
@@ -32,7 +40,8 @@ export async function rewrapUnderCurrentMasterKey(runtime: Runtime, accounts: Co
         connectors: await rewrapConnectorCredentials(pool, masterKey),
         ...(await accounts.rewrapSealed()),
       };
-      const rewrapped = Object.values(tables).reduce((sum, count) => sum + count.rewrapped, 0);
+      const retagged = await retagUnderCurrentMasterKey(pool, rowIntegrity);
+      const rewrapped = Object.values(tables).reduce((sum, count) => sum + count.rewrapped, 0) + Object.values(retagged).reduce((sum, count) => sum + count, 0);
       if (rewrapped > 0) {
         await audit.record({
           type: 'master_key.rewrapped',
@@ -43,10 +52,11 @@ export async function rewrapUnderCurrentMasterKey(runtime: Runtime, accounts: Co
             tables: Object.fromEntries(
               Object.entries(tables).map(([table, count]) => [table, { rewrapped: count.rewrapped, skipped: count.skipped, unopened: count.unopened.length }]),
             ),
+            retagged,
           },
         });
       }
-      return { tables };
+      return { tables, retagged };
     } finally {
       await lock.query('SELECT pg_advisory_unlock($1)', [REWRAP_LOCK]);
     }
@@ -89,7 +99,10 @@ export class MasterKeyRewrap implements OnApplicationBootstrap {
     if (report === 'busy') logger.info('another instance is re-sealing values under the current master key');
     if (typeof report !== 'object') return;
     const counts = Object.fromEntries(Object.entries(report.tables).map(([table, count]) => [table, count.rewrapped]));
-    logger.info({ rewrapped: counts }, 'values sealed under a previous master key re-sealed under WRIT_MASTER_KEY');
+    logger.info(
+      { rewrapped: counts, retagged: report.retagged },
+      'values sealed and rows tagged under a previous master key re-sealed and re-tagged under WRIT_MASTER_KEY',
+    );
     for (const [table, count] of Object.entries(report.tables)) {
       if (count.unopened.length) {
         logger.warn(

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Pool, PoolClient } from 'pg';
 import { EXPECTATION_FAILED, prepareOnce } from '@writ/database';
-import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { createTestDatabase, insertTaskRow, TestDatabase, testRowIntegrity } from '@writ/testing';
 import { GrantStateRepository, RecheckParams, SpendParams, SpendResult } from './grant-state.repository';
 
 /** The batched spend of use-limited gateway calls, on real PostgreSQL, both ways it is sent. */
@@ -26,13 +26,7 @@ describe('GrantStateRepository: spending a batch of calls', () => {
   });
 
   async function insertTask(status: string): Promise<string> {
-    const id = randomUUID();
-    await pool.query(
-      `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, status, task_token_jti, expires_at)
-       VALUES ($1, 'agent-1', 'orch-1', 'pay', '[]', $2, $3, now() + interval '1 hour')`,
-      [id, status, `task-${id}`],
-    );
-    return id;
+    return insertTaskRow(pool, testRowIntegrity(), { agentId: 'agent-1', orchestratorId: 'orch-1', purpose: 'pay', status });
   }
 
   async function credential(maxUses: number | null, options: { uses?: number; taskId?: string; revoked?: boolean; expired?: boolean } = {}): Promise<string> {

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import { Pool, PoolClient } from 'pg';
-import { createTestDatabase, TestDatabase, waitForLockWaiter } from '@writ/testing';
+import { createTestDatabase, insertAgentRow, insertOrchestratorRow, insertTaskRow, TestDatabase, testRowIntegrity, waitForLockWaiter } from '@writ/testing';
 import { GrantStore, ReserveOutcome } from './grant-store';
 
 /**
@@ -12,28 +11,21 @@ describe('GrantStore', () => {
   let db: TestDatabase;
   let pool: Pool;
   let store: GrantStore;
+  const integrity = testRowIntegrity();
 
   beforeAll(async () => {
     db = await createTestDatabase();
     pool = new Pool({ connectionString: db.url, max: 24 });
-    store = new GrantStore(pool);
-    await pool.query(`INSERT INTO agents (id, name, status, jwks) VALUES ('agent-s', 'agent-s', 'active', '{"keys":[]}')`);
-    await pool.query(`INSERT INTO orchestrators (id, name, jwks, allowed_agents) VALUES ('orch-s', 'orch-s', '{"keys":[]}', '{*}')`);
+    store = new GrantStore(pool, integrity);
+    await insertAgentRow(pool, integrity, { id: 'agent-s', jwks: { keys: [] } });
+    await insertOrchestratorRow(pool, integrity, { id: 'orch-s', jwks: { keys: [] }, allowedAgents: ['*'] });
   });
   afterAll(async () => {
     await pool.end();
     await db.drop();
   });
 
-  const newTask = async () => {
-    const id = randomUUID();
-    await pool.query(
-      `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, metadata, status, task_token_jti, created_at, expires_at)
-       VALUES ($1, 'agent-s', 'orch-s', 'spec', '[]', '{}', 'active', $2, now(), now() + interval '1 hour')`,
-      [id, randomUUID()],
-    );
-    return id;
-  };
+  const newTask = () => insertTaskRow(pool, integrity, { agentId: 'agent-s', orchestratorId: 'orch-s' });
   /** Runs `work` in its own transaction on its own connection, committing after it. */
   const inTransaction = async <T>(work: (tx: PoolClient) => Promise<T>): Promise<T> => {
     const tx = await pool.connect();
@@ -115,8 +107,8 @@ describe('GrantStore', () => {
     /** An orchestrator `orch-<name>` serving `agent-<name>`, with a live Tasks API token `jti-<name>`. */
     const declarer = async (name: string) => {
       const ids = { orchestrator: `orch-${name}`, agent: `agent-${name}`, jti: `jti-${name}` };
-      await pool.query(`INSERT INTO agents (id, name, status, jwks) VALUES ($1, $1, 'active', '{"keys":[]}')`, [ids.agent]);
-      await pool.query(`INSERT INTO orchestrators (id, name, jwks, allowed_agents) VALUES ($1, $1, '{"keys":[]}', $2)`, [ids.orchestrator, [ids.agent]]);
+      await insertAgentRow(pool, integrity, { id: ids.agent, jwks: { keys: [] } });
+      await insertOrchestratorRow(pool, integrity, { id: ids.orchestrator, jwks: { keys: [] }, allowedAgents: [ids.agent] });
       await pool.query(
         `INSERT INTO access_tokens (jti, kind, client_id, subject, scope, issued_at, expires_at)
          VALUES ($1, 'tasks', $2, $2, 'tasks', now(), now() + interval '5 minutes')`,
@@ -139,8 +131,16 @@ describe('GrantStore', () => {
       };
     };
     type Change = (tx: PoolClient, ids: { orchestrator: string; agent: string; jti: string }) => Promise<unknown>;
+    /** An orchestrator's change as the admin API writes it: tagged again. */
+    const setOrchestrator = (tx: PoolClient, id: string, status: 'active' | 'suspended', allowedAgents: string[]) =>
+      tx.query(`UPDATE orchestrators SET status = $2, allowed_agents = $3, integrity_tag = $4 WHERE id = $1`, [
+        id,
+        status,
+        allowedAgents,
+        integrity.tagClient('orchestrators', { id, status, jwks: { keys: [] }, allowedAgents }),
+      ]);
     const suspendOrchestrator: Change = async (tx, ids) => {
-      await tx.query(`UPDATE orchestrators SET status = 'suspended' WHERE id = $1`, [ids.orchestrator]);
+      await setOrchestrator(tx, ids.orchestrator, 'suspended', [ids.agent]);
       await store.revokeTasksTokensOf(tx, ids.orchestrator, 'orchestrator suspended');
     };
     const changes: Array<[string, Change, Record<string, unknown>]> = [
@@ -153,13 +153,17 @@ describe('GrantStore', () => {
         },
         { orchestratorStatus: null, allowedAgents: [], token: 'revoked' },
       ],
-      [
-        'the agent leaves allowed_agents',
-        (tx, ids) => tx.query(`UPDATE orchestrators SET allowed_agents = '{}' WHERE id = $1`, [ids.orchestrator]),
-        { allowedAgents: [] },
-      ],
+      ['the agent leaves allowed_agents', (tx, ids) => setOrchestrator(tx, ids.orchestrator, 'active', []), { allowedAgents: [] }],
       ['the token is revoked', (tx, ids) => store.revokeCredential(tx, ids.jti, 'RFC 7009'), { token: 'revoked' }],
-      ['the agent is suspended', (tx, ids) => tx.query(`UPDATE agents SET status = 'suspended' WHERE id = $1`, [ids.agent]), { agentStatus: 'suspended' }],
+      [
+        'the agent is suspended',
+        (tx, ids) =>
+          tx.query(`UPDATE agents SET status = 'suspended', integrity_tag = $2 WHERE id = $1`, [
+            ids.agent,
+            integrity.tagClient('agents', { id: ids.agent, status: 'suspended', jwks: { keys: [] } }),
+          ]),
+        { agentStatus: 'suspended' },
+      ],
       ['the agent is deleted', (tx, ids) => tx.query(`DELETE FROM agents WHERE id = $1`, [ids.agent]), { agentStatus: null }],
     ];
 
@@ -174,6 +178,20 @@ describe('GrantStore', () => {
       expect(await inTransaction((tx) => store.declarerStanding(tx, ids.orchestrator, 'jti-nobody', ids.agent))).toMatchObject({ token: 'unknown' });
       await pool.query(`UPDATE access_tokens SET expires_at = now() - interval '1 second' WHERE jti = $1`, [ids.jti]);
       expect(await inTransaction((tx) => standing(tx, ids))).toMatchObject({ token: 'expired' });
+    });
+
+    it('stands a registration changed outside Writ (its tag does not verify) as if it were gone', async () => {
+      const widened = await declarer('forged');
+      // As a database administrator: the orchestrator may now declare for anyone, the agent's tag is gone.
+      await pool.query(`UPDATE orchestrators SET allowed_agents = '{*}' WHERE id = $1`, [widened.orchestrator]);
+      expect(await inTransaction((tx) => standing(tx, widened))).toEqual({ orchestratorStatus: null, allowedAgents: [], token: 'live', agentStatus: 'active' });
+      const untagged = await declarer('untagged');
+      await pool.query(`UPDATE agents SET integrity_tag = NULL WHERE id = $1`, [untagged.agent]);
+      expect(await inTransaction((tx) => standing(tx, untagged))).toMatchObject({ orchestratorStatus: 'active', agentStatus: null });
+      // A valid tag copied from another agent does not verify for this one.
+      const copied = await declarer('copied');
+      await pool.query(`UPDATE agents SET integrity_tag = (SELECT integrity_tag FROM agents WHERE id = $2) WHERE id = $1`, [copied.agent, 'agent-s']);
+      expect(await inTransaction((tx) => standing(tx, copied))).toMatchObject({ agentStatus: null });
     });
 
     it.each(changes)('makes a change (%s) wait for the declaring transaction to commit', async (name, change, after) => {

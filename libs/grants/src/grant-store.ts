@@ -1,6 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { TaskStatus } from '@writ/database';
 import { type BudgetRule, limitRuleName } from './task-limits';
+import type { RowIntegrity } from './row-integrity';
 
 /**
  * Reason code of a refused exchange whose refusal was recorded with its policy decision (and
@@ -33,6 +34,8 @@ export interface DeclaredTask {
   createdAtSeconds: number;
   expiresAt: Date;
   budgets: BudgetRule[];
+  /** The verified user the task acts for (issuer and `sub` of a trusted identity provider), set once with the task. */
+  user?: { issuer: string; subject: string };
   /** The request's `Idempotency-Key` and the digest of its body: declared once per orchestrator and key. */
   idempotency?: { key: string; digest: string };
 }
@@ -112,13 +115,17 @@ const BUDGET_COLUMNS = `entry, rule, used::text AS used, maximum::text AS maximu
  * statement, re-reading the locked rows, sees it.
  */
 const DECLARER_STANDING = `
-  WITH o AS MATERIALIZED (SELECT status, allowed_agents FROM orchestrators WHERE id = $1 FOR SHARE),
+  WITH o AS MATERIALIZED (SELECT status, jwks, allowed_agents, integrity_tag FROM orchestrators WHERE id = $1 FOR SHARE),
        t AS MATERIALIZED (SELECT revoked_at, expires_at FROM access_tokens WHERE jti = $2 AND kind = 'tasks' AND client_id = $1 FOR SHARE),
-       a AS MATERIALIZED (SELECT status FROM agents WHERE id = $3 FOR SHARE)
+       a AS MATERIALIZED (SELECT status, jwks, integrity_tag FROM agents WHERE id = $3 FOR SHARE)
   SELECT (SELECT status FROM o) AS orchestrator_status,
+         (SELECT jwks FROM o) AS orchestrator_jwks,
          (SELECT allowed_agents FROM o) AS allowed_agents,
+         (SELECT integrity_tag FROM o) AS orchestrator_tag,
          (SELECT CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired' ELSE 'live' END FROM t) AS token,
-         (SELECT status FROM a) AS agent_status`;
+         (SELECT status FROM a) AS agent_status,
+         (SELECT jwks FROM a) AS agent_jwks,
+         (SELECT integrity_tag FROM a) AS agent_tag`;
 
 const REVOKE_TASK_TOKENS = `UPDATE access_tokens SET revoked_at = now(), revoked_reason = $2
                              WHERE task_id = $1 AND revoked_at IS NULL RETURNING jti`;
@@ -156,19 +163,15 @@ const RELEASE = `
  * atomic statement or run under the row locks they take, so they hold across instances.
  */
 export class GrantStore {
-  constructor(private readonly pool: Pool) {}
+  /** `integrity` tags the tasks {@link declareTask} writes and verifies the rows {@link declarerStanding} reads (both refuse to run without it). */
+  constructor(
+    private readonly pool: Pool,
+    private readonly integrity?: RowIntegrity,
+  ) {}
 
-  /**
-   * Records the verified user a task acts for (issuer and `sub` of a trusted identity
-   * provider), in the transaction that creates the task; set once, never changed.
-   */
-  async setVerifiedUser(tx: PoolClient, taskId: string, user: { issuer: string; subject: string }): Promise<void> {
-    const { rowCount } = await tx.query('UPDATE tasks SET user_issuer = $2, user_subject = $3 WHERE id = $1 AND user_subject IS NULL', [
-      taskId,
-      user.issuer,
-      user.subject,
-    ]);
-    if (rowCount !== 1) throw new Error(`task ${taskId} already has a user`);
+  private requireIntegrity(): RowIntegrity {
+    if (!this.integrity) throw new Error('GrantStore: no RowIntegrity (the master key) to tag or verify rows with');
+    return this.integrity;
   }
 
   /**
@@ -210,32 +213,60 @@ export class GrantStore {
    * and the insert then commit together, and no concurrent change slips between them.
    */
   async declarerStanding(tx: PoolClient, orchestratorId: string, tokenJti: string, agentId: string): Promise<DeclarerStanding> {
+    const integrity = this.requireIntegrity();
     const { rows } = await tx.query<{
       orchestrator_status: DeclarerStanding['orchestratorStatus'];
+      orchestrator_jwks: unknown;
       allowed_agents: string[] | null;
+      orchestrator_tag: string | null;
       token: Exclude<DeclarerStanding['token'], 'unknown'> | null;
       agent_status: DeclarerStanding['agentStatus'];
+      agent_jwks: unknown;
+      agent_tag: string | null;
     }>(DECLARER_STANDING, [orchestratorId, tokenJti, agentId]);
     const row = rows[0];
+    // A registration Writ did not write (its tag does not verify) stands as if it were gone.
+    const orchestrator =
+      row.orchestrator_status !== null &&
+      integrity.verifyClient(
+        'orchestrators',
+        { id: orchestratorId, status: row.orchestrator_status, jwks: row.orchestrator_jwks, allowedAgents: row.allowed_agents ?? [] },
+        row.orchestrator_tag,
+      );
+    const agent = row.agent_status !== null && integrity.verifyClient('agents', { id: agentId, status: row.agent_status, jwks: row.agent_jwks }, row.agent_tag);
     return {
-      orchestratorStatus: row.orchestrator_status,
-      allowedAgents: row.allowed_agents ?? [],
+      orchestratorStatus: orchestrator ? row.orchestrator_status : null,
+      allowedAgents: orchestrator ? (row.allowed_agents ?? []) : [],
       token: row.token ?? 'unknown',
-      agentStatus: row.agent_status,
+      agentStatus: agent ? row.agent_status : null,
     };
   }
 
-  /** Records a declared task and its budget rows, in the caller's transaction (with its `task.created` event). */
   /**
-   * Records a declared task and its budgets, in the caller's transaction. False (nothing recorded)
-   * when the orchestrator already declared a task under the same `Idempotency-Key`: the insert
-   * waits for a concurrent one with that key, then finds it.
+   * Records a declared task, tagged ({@link RowIntegrity}), and its budgets, in the caller's
+   * transaction (with its `task.created` event). False (nothing recorded) when the orchestrator
+   * already declared a task under the same `Idempotency-Key`: the insert waits for a concurrent
+   * one with that key, then finds it.
    */
   async declareTask(tx: PoolClient, task: DeclaredTask): Promise<boolean> {
+    const tag = this.requireIntegrity().tagTask({
+      id: task.id,
+      agentId: task.agentId,
+      orchestratorId: task.orchestratorId,
+      purpose: task.purpose,
+      allowed: task.allowed,
+      onBehalfOf: task.onBehalfOf,
+      userIssuer: task.user?.issuer ?? null,
+      userSubject: task.user?.subject ?? null,
+      metadata: task.metadata,
+      taskTokenJti: task.taskTokenJti,
+      createdAt: new Date(task.createdAtSeconds * 1000),
+      expiresAt: task.expiresAt,
+    });
     const { rowCount } = await tx.query(
       `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti, created_at, expires_at,
-                          idempotency_key, request_digest)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, to_timestamp($9), $10, $11, $12)
+                          idempotency_key, request_digest, user_issuer, user_subject, integrity_tag)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, to_timestamp($9), $10, $11, $12, $13, $14, $15)
        ON CONFLICT (orchestrator_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`,
       [
         task.id,
@@ -250,6 +281,9 @@ export class GrantStore {
         task.expiresAt,
         task.idempotency?.key ?? null,
         task.idempotency?.digest ?? null,
+        task.user?.issuer ?? null,
+        task.user?.subject ?? null,
+        tag,
       ],
     );
     if (rowCount !== 1) return false;

@@ -7,3 +7,5 @@ export * from './approval-store';
 export * from './grant-state.repository';
 export * from './credential-ledger';
 export * from './grant-floor';
+export * from './row-integrity';
+export * from './row-integrity-backfill';

@@ -163,3 +163,41 @@ describe('MasterKey rotation', () => {
     expect(rotated.checkpointSigningKey().publicJwk).toEqual(ownB);
   });
 });
+
+describe('MasterKey row MACs', () => {
+  const rawA = Buffer.alloc(32, 1);
+  const rawB = Buffer.alloc(32, 2);
+  const a = new MasterKey(rawA);
+  const rotated = new MasterKey(rawB, [rawA]);
+
+  it('verifies a tag for its kind and text only, and under no other key', () => {
+    const tag = a.rowMac('tasks', '["t1"]');
+    expect(tag).toMatch(/^v1\.[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$/);
+    expect(a.verifyRowMac('tasks', '["t1"]', tag)).toBe(true);
+    expect(a.verifyRowMac('agents', '["t1"]', tag)).toBe(false);
+    expect(a.verifyRowMac('tasks', '["t2"]', tag)).toBe(false);
+    expect(new MasterKey(rawB).verifyRowMac('tasks', '["t1"]', tag)).toBe(false);
+    // Its own subkey: not the audit HMAC of the same input.
+    expect(tag.split('.')[2]).not.toBe(Buffer.from(a.auditHmac('tasks\n["t1"]'), 'hex').toString('base64url'));
+  });
+
+  it('refuses malformed, truncated or absent tags, and kinds that could hide a separator', () => {
+    const tag = a.rowMac('agents', 'x');
+    for (const bad of [null, undefined, '', 'v1', tag.slice(0, -1), `v2${tag.slice(2)}`, `${tag}.x`, tag.replace(/\.[^.]+$/, '.')]) {
+      expect(a.verifyRowMac('agents', 'x', bad)).toBe(false);
+    }
+    expect(() => a.rowMac('agents\nx', 'y')).toThrow();
+    expect(a.verifyRowMac('agents\nx', 'y', tag)).toBe(false);
+  });
+
+  it('makes tags under the current key; verifies those made under a previous one', () => {
+    const old = a.rowMac('orchestrators', 'o');
+    expect(rotated.verifyRowMac('orchestrators', 'o', old)).toBe(true);
+    expect(rotated.isCurrentRowMac(old)).toBe(false);
+    const fresh = rotated.rowMac('orchestrators', 'o');
+    expect(rotated.isCurrentRowMac(fresh)).toBe(true);
+    expect(fresh).toBe(new MasterKey(rawB).rowMac('orchestrators', 'o'));
+    // Once the previous key is dropped, its tags no longer verify.
+    expect(new MasterKey(rawB).verifyRowMac('orchestrators', 'o', old)).toBe(false);
+  });
+});

@@ -11,6 +11,10 @@ const SEAL_V2 = 2;
 const KEY_ID_BYTES = 8;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
+/** The version of row integrity tags ({@link MasterKey.rowMac}). */
+const ROW_MAC_VERSION = 'v1';
+/** What names the kind of a tagged row: no separator can hide in it. */
+const ROW_KIND = /^[a-z][a-z_]{0,63}$/;
 
 /** Thrown when sealed data cannot be opened: wrong master key, wrong context, or tampering. */
 export class UnsealError extends Error {
@@ -28,6 +32,7 @@ class DerivedKeys {
   readonly auditKey: Buffer;
   readonly fingerprintKey: Buffer;
   readonly checkpointSeed: Buffer;
+  readonly rowMacKey: Buffer;
 
   constructor(key: Buffer) {
     if (key.length !== 32) throw new Error('the master key must be 32 bytes');
@@ -37,6 +42,11 @@ class DerivedKeys {
     this.auditKey = derive('writ/audit-hmac/v1');
     this.fingerprintKey = derive('writ/fingerprint/v1');
     this.checkpointSeed = derive('writ/audit-checkpoint/ed25519/v1');
+    this.rowMacKey = derive('writ/row-mac/v1');
+  }
+
+  rowMac(kind: string, canonicalText: string): Buffer {
+    return createHmac('sha256', this.rowMacKey).update(kind, 'utf8').update('\n').update(canonicalText, 'utf8').digest();
   }
 
   open(iv: Buffer, tag: Buffer, body: Buffer, aad: Buffer): Buffer {
@@ -149,6 +159,38 @@ export class MasterKey {
    */
   auditHmacs(value: string): string[] {
     return [this.current, ...this.previous].map((keys) => createHmac('sha256', keys.auditKey).update(value, 'utf8').digest('hex'));
+  }
+
+  /**
+   * The integrity tag of a row that grants authority (a task, an agent, an orchestrator):
+   * `v1.<key id>.<HMAC-SHA256>` under the current key's row subkey (HKDF info `writ/row-mac/v1`),
+   * over `kind` (the table, so a tag never verifies for a row of another table) and the row's
+   * canonical text. Whoever lacks the master key (a database administrator) cannot make one.
+   */
+  rowMac(kind: string, canonicalText: string): string {
+    if (!ROW_KIND.test(kind)) throw new Error(`rowMac: kind must match ${ROW_KIND}`);
+    return `${ROW_MAC_VERSION}.${this.current.id.toString('hex')}.${this.current.rowMac(kind, canonicalText).toString('base64url')}`;
+  }
+
+  /**
+   * Whether `tag` is the {@link rowMac} of `kind` and `canonicalText` under the configured key
+   * its header names (the current one, or a previous one: rows tagged before a rotation verify
+   * until they are tagged again). Constant time in the MAC; false for anything malformed.
+   */
+  verifyRowMac(kind: string, canonicalText: string, tag: string | null | undefined): boolean {
+    if (typeof tag !== 'string' || !ROW_KIND.test(kind)) return false;
+    const parts = tag.split('.');
+    if (parts.length !== 3 || parts[0] !== ROW_MAC_VERSION) return false;
+    const keys = [this.current, ...this.previous].find((candidate) => candidate.id.toString('hex') === parts[1]);
+    if (!keys) return false;
+    const given = Buffer.from(parts[2], 'base64url');
+    const expected = keys.rowMac(kind, canonicalText);
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  }
+
+  /** Whether a row tag was made under the current key (one made under a previous key is re-tagged after a rotation). */
+  isCurrentRowMac(tag: string): boolean {
+    return tag.startsWith(`${ROW_MAC_VERSION}.${this.current.id.toString('hex')}.`);
   }
 
   /** A short keyed fingerprint of a secret, shown instead of the secret (`sha256:` + 16 hex). */

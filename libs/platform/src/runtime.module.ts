@@ -1,7 +1,7 @@
 import { DynamicModule, Global, Module } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { ConfigModule } from '@writ/config';
-import { CredentialRevoker, GrantStore } from '@writ/grants';
+import { CredentialRevoker, GrantStore, RowIntegrity } from '@writ/grants';
 import { DatabaseModule } from '@writ/database';
 import { MasterKey, SigningKeyStore } from '@writ/keys';
 import type { Runtime } from './runtime';
@@ -30,9 +30,10 @@ export class RuntimeModule {
         { provide: SigningKeyStore, useValue: runtime.signingKeys },
         { provide: MasterKey, useValue: runtime.masterKey },
         { provide: CredentialRevoker, useValue: runtime.revoker },
-        { provide: GrantStore, useValue: new GrantStore(runtime.pool) },
+        { provide: RowIntegrity, useValue: runtime.rowIntegrity },
+        { provide: GrantStore, useValue: new GrantStore(runtime.pool, runtime.rowIntegrity) },
       ],
-      exports: [ConfigModule, DatabaseModule, RUNTIME, LOGGER, AuditService, SigningKeyStore, MasterKey, CredentialRevoker, GrantStore],
+      exports: [ConfigModule, DatabaseModule, RUNTIME, LOGGER, AuditService, SigningKeyStore, MasterKey, CredentialRevoker, GrantStore, RowIntegrity],
     };
   }
 }

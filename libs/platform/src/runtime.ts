@@ -18,7 +18,7 @@ import {
   SIGNING_KEYS_CHANGED_CHANNEL,
   startEmbeddedPostgres,
 } from '@writ/database';
-import { CredentialRevoker } from '@writ/grants';
+import { backfillRowIntegrity, CredentialRevoker, RowIntegrity } from '@writ/grants';
 import { CheckpointSigningKey, MasterKey, resolveMasterKey, SigningKeyStore } from '@writ/keys';
 import { createLogger } from './logger';
 import { WritMetrics } from './metrics';
@@ -32,6 +32,11 @@ export interface Runtime {
   readonly dataSource: DataSource;
   readonly pool: Pool;
   readonly masterKey: MasterKey;
+  /**
+   * Tags and verifies the rows that grant authority (tasks, agents, orchestrators) under the
+   * master key; a row that does not verify is logged at error level (table and id).
+   */
+  readonly rowIntegrity: RowIntegrity;
   readonly signingKeys: SigningKeyStore;
   readonly audit: AuditService;
   /** Signs checkpoints of the audit chain head (absent when the runtime was asked for none). */
@@ -327,6 +332,21 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     onError: (error) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'signing keys not refreshed; retrying'),
     onChange: (change) => logger.info(change, 'signing keys rotated or retired'),
   });
+  const rowIntegrity = new RowIntegrity(masterKey, (table, id) =>
+    logger.error({ table, id }, 'a row that grants authority does not carry a valid integrity tag (changed outside Writ?): refused'),
+  );
+  // The upgrade to tagged rows, once (the first instance to start; others wait for it). Not
+  // fatal: untagged rows stay refused until a later start tags them.
+  try {
+    const tagged = await backfillRowIntegrity(pool, audit, rowIntegrity);
+    if (tagged !== 'done' && Object.values(tagged).some((count) => count > 0))
+      logger.warn({ tagged }, 'rows written before integrity tags were tagged (trust on first use at the upgrade)');
+  } catch (error) {
+    logger.error(
+      { err: error instanceof Error ? error.message : String(error) },
+      'rows written before integrity tags were not tagged: they are refused until a later start tags them',
+    );
+  }
   const source = dataSource;
   // The runtime owns the data source: Nest's TypeORM module destroys it when an app closes,
   // and with several apps over one runtime the first to close would cut the others' requests
@@ -348,6 +368,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     dataSource: source,
     pool,
     masterKey,
+    rowIntegrity,
     signingKeys: keys,
     audit,
     checkpointer,

@@ -6,3 +6,4 @@ export * from './free-port';
 export * from './lock-waiter';
 export * from './tar-gz';
 export * from './spinning-policy';
+export * from './tagged-rows';

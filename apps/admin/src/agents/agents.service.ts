@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import { AuditEventInput, AuditService } from '@writ/audit';
-import { CredentialRevoker, GrantStore } from '@writ/grants';
+import { CredentialRevoker, GrantStore, RowIntegrity } from '@writ/grants';
 import { AgentEntity, RowOf } from '@writ/database';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
@@ -28,8 +28,9 @@ export class AgentsService {
     private readonly audit: AuditService,
     private readonly revoker: CredentialRevoker,
     private readonly grants: GrantStore,
+    integrity: RowIntegrity,
   ) {
-    this.registry = new ClientRegistry(repository, { table: 'agents', noun: 'agent', idPrefix: 'agent', extraColumns: [], toDto: toAgentDto });
+    this.registry = new ClientRegistry(repository, { table: 'agents', noun: 'agent', idPrefix: 'agent', extraColumns: [], toDto: toAgentDto }, integrity);
   }
 
   /** Registers an agent (`409` when the id is taken by an agent or an orchestrator). */

@@ -1,6 +1,7 @@
 import type { PoolClient } from 'pg';
 import { FindOptionsOrder, FindOptionsWhere, MoreThan, Repository } from 'typeorm';
 import { rowOf, RowOf } from '@writ/database';
+import type { RowIntegrity } from '@writ/grants';
 import { NotFoundError } from '@writ/platform';
 import type { PublicJwks } from '@writ/oauth';
 import { claimClientId, generateClientId } from './client-identity';
@@ -38,12 +39,23 @@ export interface ClientChanges {
 export class ClientRegistry<E extends { id: string; status: ClientRow['status'] }, R extends ClientRow & RowOf<E>, D extends { id: string }> {
   private readonly columns: string;
 
-  /** Reads go through the entity's `repository`; writes run on the caller's audited transaction. */
+  /**
+   * Reads go through the entity's `repository`; writes run on the caller's audited transaction,
+   * each row written with its integrity tag (`integrity`: the registration's keys, status and,
+   * for orchestrators, allowed agents, under the master key).
+   */
   constructor(
     private readonly repository: Repository<E>,
     private readonly kind: ClientTable<R, D>,
+    private readonly integrity: RowIntegrity,
   ) {
     this.columns = ['id', 'name', 'description', 'status', 'jwks', ...kind.extraColumns, 'created_at', 'updated_at'].join(', ');
+  }
+
+  /** The integrity tag of the registration as it will be written. */
+  private tag(id: string, status: string, jwks: unknown, extras: unknown[]): string {
+    const allowedAgents = this.kind.table === 'orchestrators' ? (extras[this.kind.extraColumns.indexOf('allowed_agents' as never)] as string[]) : undefined;
+    return this.integrity.tagClient(this.kind.table, { id, status, jwks, ...(allowedAgents ? { allowedAgents } : {}) });
   }
 
   /** Claims the id across agents and orchestrators (`409` when taken) and inserts the client, active. */
@@ -51,11 +63,11 @@ export class ClientRegistry<E extends { id: string; status: ClientRow['status'] 
     const id = body.id ?? generateClientId(this.kind.idPrefix);
     await claimClientId(client, id);
     const extras = this.kind.extraColumns.map((column) => extra[column]);
-    const placeholders = extras.map((_, index) => `, $${index + 5}`).join('');
+    const placeholders = extras.map((_, index) => `, $${index + 6}`).join('');
     const { rows } = await client.query<R>(
-      `INSERT INTO ${this.kind.table} (id, name, description, status, jwks${this.kind.extraColumns.map((c) => `, ${c}`).join('')})
-       VALUES ($1, $2, $3, 'active', $4${placeholders}) RETURNING ${this.columns}`,
-      [id, body.name, body.description ?? null, JSON.stringify(jwks), ...extras],
+      `INSERT INTO ${this.kind.table} (id, name, description, status, jwks, integrity_tag${this.kind.extraColumns.map((c) => `, ${c}`).join('')})
+       VALUES ($1, $2, $3, 'active', $4, $5${placeholders}) RETURNING ${this.columns}`,
+      [id, body.name, body.description ?? null, JSON.stringify(jwks), this.tag(id, 'active', jwks, extras), ...extras],
     );
     return this.kind.toDto(rows[0]);
   }
@@ -87,8 +99,11 @@ export class ClientRegistry<E extends { id: string; status: ClientRow['status'] 
    * The client's row, locked `FOR UPDATE` in the caller's transaction, or `404`; with `If-Match`,
    * `412` unless the locked row is the version it names.
    */
-  async lock(client: PoolClient, id: string, ifMatch?: IfMatch): Promise<R> {
-    const { rows } = await client.query<R>(`SELECT ${this.columns} FROM ${this.kind.table} WHERE id = $1 FOR UPDATE`, [id]);
+  async lock(client: PoolClient, id: string, ifMatch?: IfMatch): Promise<R & { integrity_tag: string | null }> {
+    const { rows } = await client.query<R & { integrity_tag: string | null }>(
+      `SELECT ${this.columns}, integrity_tag FROM ${this.kind.table} WHERE id = $1 FOR UPDATE`,
+      [id],
+    );
     if (!rows[0]) throw new NotFoundError(this.kind.noun);
     requireMatch(ifMatch, this.kind.toDto(rows[0]), this.kind.noun);
     return rows[0];
@@ -107,23 +122,50 @@ export class ClientRegistry<E extends { id: string; status: ClientRow['status'] 
     return { changed, ...(statusChange ? { statusChange } : {}) };
   }
 
-  /** Writes the members given over the locked row and returns the new row. */
-  async update(client: PoolClient, before: R, body: UpdateClientDto, jwks: PublicJwks | undefined, extra: Partial<Record<keyof R, unknown>> = {}): Promise<R> {
+  /**
+   * Writes the members given over the locked row, tagged again, and returns the new row. A row
+   * whose tag does not verify (changed outside Writ) is never tagged with members kept from it:
+   * unless the update sets every tagged member (`jwks`, `status` and an orchestrator's
+   * `allowed_agents`), which repairs it, the row is written untagged and stays refused (a
+   * suspension or a rename still applies; nothing it holds is vouched for).
+   */
+  async update(
+    client: PoolClient,
+    before: R & { integrity_tag: string | null },
+    body: UpdateClientDto,
+    jwks: PublicJwks | undefined,
+    extra: Partial<Record<keyof R, unknown>> = {},
+  ): Promise<R> {
     const extras = this.kind.extraColumns.map((column) => extra[column] ?? before[column]);
-    const assignments = this.kind.extraColumns.map((column, index) => `, ${column} = $${index + 6}`).join('');
+    const repairs = jwks !== undefined && body.status !== undefined && this.kind.extraColumns.every((column) => extra[column] !== undefined);
+    const trusted = repairs || this.verified(before);
+    const status = body.status ?? before.status;
+    const written = jwks ?? before.jwks;
+    const assignments = this.kind.extraColumns.map((column, index) => `, ${column} = $${index + 7}`).join('');
     const { rows } = await client.query<R>(
-      `UPDATE ${this.kind.table} SET name = $2, description = $3, jwks = $4, status = $5${assignments}, updated_at = now()
+      `UPDATE ${this.kind.table} SET name = $2, description = $3, jwks = $4, status = $5, integrity_tag = $6${assignments}, updated_at = now()
         WHERE id = $1 RETURNING ${this.columns}`,
       [
         before.id,
         body.name ?? before.name,
         body.description !== undefined ? body.description : before.description,
-        JSON.stringify(jwks ?? before.jwks),
-        body.status ?? before.status,
+        JSON.stringify(written),
+        status,
+        trusted ? this.tag(before.id, status, written, extras) : null,
         ...extras,
       ],
     );
     return rows[0];
+  }
+
+  /** Whether the locked row carries a valid integrity tag (logged when not). */
+  private verified(row: R & { integrity_tag: string | null }): boolean {
+    const allowedAgents = this.kind.table === 'orchestrators' ? (row as unknown as { allowed_agents: string[] }).allowed_agents : undefined;
+    return this.integrity.verifyClient(
+      this.kind.table,
+      { id: row.id, status: row.status, jwks: row.jwks, ...(allowedAgents ? { allowedAgents } : {}) },
+      row.integrity_tag,
+    );
   }
 
   /** Deletes the (locked) client. */

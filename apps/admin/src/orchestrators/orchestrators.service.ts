@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
-import { GrantStore } from '@writ/grants';
+import { GrantStore, RowIntegrity } from '@writ/grants';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { OrchestratorEntity, RowOf } from '@writ/database';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
@@ -26,14 +26,19 @@ export class OrchestratorsService {
     @InjectRepository(OrchestratorEntity) repository: Repository<OrchestratorEntity>,
     private readonly audit: AuditService,
     private readonly grants: GrantStore,
+    integrity: RowIntegrity,
   ) {
-    this.registry = new ClientRegistry(repository, {
-      table: 'orchestrators',
-      noun: 'orchestrator',
-      idPrefix: 'orch',
-      extraColumns: ['allowed_agents'],
-      toDto: toOrchestratorDto,
-    });
+    this.registry = new ClientRegistry(
+      repository,
+      {
+        table: 'orchestrators',
+        noun: 'orchestrator',
+        idPrefix: 'orch',
+        extraColumns: ['allowed_agents'],
+        toDto: toOrchestratorDto,
+      },
+      integrity,
+    );
   }
 
   /** Registers an orchestrator (`409` when the id is taken by an agent or an orchestrator). */

@@ -1,6 +1,7 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { CLIENT_CHANGED_CHANNEL, ListenedCache, PG_POOL } from '@writ/database';
+import type { RowIntegrity } from '@writ/grants';
 import { requestTextProblem, RUNTIME, type Runtime } from '@writ/platform';
 import type { RegisteredClient } from './registered-client';
 
@@ -18,6 +19,7 @@ interface ClientRow {
   jwks: RegisteredClient['jwks'];
   allowed_agents: string[];
   version: string;
+  integrity_tag: string | null;
 }
 
 /**
@@ -32,11 +34,13 @@ interface ClientRow {
 @Injectable()
 export class ClientRegistry implements OnApplicationShutdown {
   private readonly cache: ListenedCache<RegisteredClient>;
+  private readonly integrity: RowIntegrity;
 
   constructor(
     @Inject(PG_POOL) private readonly pool: Pool,
     @Inject(RUNTIME) runtime: Runtime,
   ) {
+    this.integrity = runtime.rowIntegrity;
     this.cache = new ListenedCache(runtime.changes, CLIENT_CHANGED_CHANNEL, { maxEntries: MAX_CLIENTS, maxKeyLength: MAX_CLIENT_ID_LENGTH });
   }
 
@@ -53,6 +57,8 @@ export class ClientRegistry implements OnApplicationShutdown {
   /**
    * The agent or orchestrator with this id, whatever its status; `fresh` reads it from
    * PostgreSQL even when held (for the endpoints that act on the answer without a version check).
+   * A registration whose integrity tag does not verify (inserted or changed outside Writ) is
+   * unknown, and never held: its tag is verified once per read, before it is remembered.
    */
   async find(id: string, fresh = false): Promise<RegisteredClient | undefined> {
     // The id comes from an unverified assertion: what no client id can be never reaches SQL.
@@ -61,14 +67,17 @@ export class ClientRegistry implements OnApplicationShutdown {
     if (held) return held;
     const mark = this.cache.mark();
     const { rows } = await this.pool.query<ClientRow>(
-      `SELECT id, 'agent' AS kind, name, status, jwks, '{}'::text[] AS allowed_agents, version FROM agents WHERE id = $1
+      `SELECT id, 'agent' AS kind, name, status, jwks, '{}'::text[] AS allowed_agents, version, integrity_tag FROM agents WHERE id = $1
        UNION ALL
-       SELECT id, 'orchestrator' AS kind, name, status, jwks, allowed_agents, version FROM orchestrators WHERE id = $1
+       SELECT id, 'orchestrator' AS kind, name, status, jwks, allowed_agents, version, integrity_tag FROM orchestrators WHERE id = $1
        LIMIT 1`,
       [id],
     );
     const row = rows[0];
     if (!row) return undefined;
+    const table = row.kind === 'agent' ? 'agents' : 'orchestrators';
+    if (!this.integrity.verifyClient(table, { id: row.id, status: row.status, jwks: row.jwks, allowedAgents: row.allowed_agents }, row.integrity_tag))
+      return undefined;
     const client: RegisteredClient = {
       id: row.id,
       kind: row.kind,

@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Pool } from 'pg';
 import { ChangeListener } from '@writ/database';
 import type { Runtime } from '@writ/platform';
-import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { createTestDatabase, insertTaskRow, TestDatabase } from '@writ/testing';
+import { RowIntegrity } from '@writ/grants';
+import { MasterKey } from '@writ/keys';
 import { ExchangeContextRepository } from './exchange-context.repository';
 
 describe('ExchangeContextRepository: task reads', () => {
@@ -13,6 +15,8 @@ describe('ExchangeContextRepository: task reads', () => {
   let failNext = false;
   const first = randomUUID();
   const second = randomUUID();
+  const refused: string[] = [];
+  const integrity = new RowIntegrity(new MasterKey(Buffer.alloc(32, 3)), (table, id) => refused.push(`${table}:${id}`));
 
   beforeAll(async () => {
     db = await createTestDatabase();
@@ -21,14 +25,19 @@ describe('ExchangeContextRepository: task reads', () => {
       [first, 0],
       [second, 7],
     ] as const) {
-      await pool.query(
-        `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, metadata, status, task_token_jti, refusals, expires_at)
-         VALUES ($1, 'agent-1', 'orch-1', 'triage', $2, $3, 'active', $4, $5, now() + interval '1 hour')`,
-        [id, JSON.stringify([{ connector: 'github', actions: ['read'] }]), JSON.stringify({ ticket: id }), `jti-${id}`, refusals],
-      );
+      await insertTaskRow(pool, integrity, {
+        id,
+        agentId: 'agent-1',
+        orchestratorId: 'orch-1',
+        purpose: 'triage',
+        allowed: [{ connector: 'github', actions: ['read'] }],
+        metadata: { ticket: id },
+        taskTokenJti: `jti-${id}`,
+        refusals,
+      });
     }
     // Never started: nothing is cached, every read goes to the database.
-    const runtime = { changes: new ChangeListener({ connection: {} }) } as unknown as Runtime;
+    const runtime = { changes: new ChangeListener({ connection: {} }), rowIntegrity: integrity } as unknown as Runtime;
     // The pool as the repository sees it: every query counted, the next one failed on demand.
     const counted = {
       query: (config: string | { text: string }, ...rest: unknown[]) => {
@@ -91,5 +100,27 @@ describe('ExchangeContextRepository: task reads', () => {
   it('reads only ids that can name a task: only garbage costs no query', async () => {
     expect(await Promise.all([repository.task(''), repository.task('x'.repeat(10_000))])).toEqual([undefined, undefined]);
     expect(texts).toHaveLength(0);
+  });
+
+  it('refuses, as if it did not exist, a task whose tagged columns were changed outside Writ, or that has no tag', async () => {
+    const widened = await insertTaskRow(pool, integrity, {
+      agentId: 'agent-1',
+      orchestratorId: 'orch-1',
+      allowed: [{ connector: 'github', actions: ['read'] }],
+    });
+    const untagged = await insertTaskRow(pool, integrity, { agentId: 'agent-1', orchestratorId: 'orch-1' });
+    expect(await repository.task(widened)).toMatchObject({ id: widened });
+    await pool.query(`UPDATE tasks SET allowed = $2 WHERE id = $1`, [widened, JSON.stringify([{ connector: 'github', actions: ['read', 'write'] }])]);
+    await pool.query(`UPDATE tasks SET integrity_tag = NULL WHERE id = $1`, [untagged]);
+    refused.length = 0;
+    expect(await Promise.all([repository.task(widened), repository.task(untagged), repository.task(first)])).toEqual([
+      undefined,
+      undefined,
+      expect.objectContaining({ id: first }),
+    ]);
+    expect(refused.sort()).toEqual([`tasks:${untagged}`, `tasks:${widened}`].sort());
+    // Counters and status are not covered: they change legitimately (and only ever narrow).
+    await pool.query(`UPDATE tasks SET refusals = 3, status = 'completed', ended_at = now() WHERE id = $1`, [first]);
+    expect(await repository.task(first)).toMatchObject({ refusals: 3, status: 'completed' });
   });
 });

@@ -1,4 +1,4 @@
-import { grantsIssuedSql } from '@writ/grants';
+import { grantsIssuedSql, RowIntegrity } from '@writ/grants';
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import DataLoader from 'dataloader';
 import { RUNTIME, type Runtime } from '@writ/platform';
@@ -56,7 +56,7 @@ const MAX_TASKS_PER_READ = 128;
 /** A task id as `tasks.id` (uuid) takes it: anything else names no task. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-type TaskRow = Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_issued: number };
+type TaskRow = Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_issued: number; integrity_tag: string | null };
 
 /**
  * The reads of the token-exchange hot path, in plain SQL. Connector catalogues (the policy's
@@ -70,6 +70,7 @@ type TaskRow = Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_
 @Injectable()
 export class ExchangeContextRepository implements OnApplicationShutdown {
   private readonly catalogue: ListenedCache<CatalogueConnector>;
+  private readonly integrity: RowIntegrity;
   /** Task reads, batched per turn of the event loop and never cached (see {@link task}). */
   private readonly tasks = new DataLoader<string, ExchangeTask | undefined>((ids) => this.readTasks(ids), {
     cache: false,
@@ -82,6 +83,7 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
     @Inject(RUNTIME) runtime: Runtime,
   ) {
     this.catalogue = new ListenedCache(runtime.changes, CONNECTOR_CHANGED_CHANNEL, { maxEntries: MAX_CATALOGUES, maxKeyLength: MAX_CONNECTOR_ID_LENGTH });
+    this.integrity = runtime.rowIntegrity;
   }
 
   /** Stops listening (the runtime's connection serves other apps). */
@@ -90,7 +92,8 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
   }
 
   /**
-   * The task as it is now, or undefined. Never remembered (its status and counters are the
+   * The task as it is now, or undefined: also when its row's integrity tag does not verify (a row
+   * inserted or changed outside Writ is refused as if it did not exist). Never remembered (its status and counters are the
    * policy's input, and change with every grant): each call reads it. The reads of the
    * exchanges that reach this point in the same turn of the event loop go to PostgreSQL as one
    * query (DataLoader, no cache): one round trip for several exchanges instead of one each, a
@@ -106,11 +109,11 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
     const { rows } = await this.pool.query<TaskRow>({
       name: 'writ_exchange_tasks',
       text: `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, status, task_token_jti,
-                    ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests, created_at, expires_at
+                    ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests, created_at, expires_at, integrity_tag
                FROM tasks WHERE id = ANY($1::uuid[])`,
       values: [valid],
     });
-    const byId = new Map(rows.map((row) => [row.id.toLowerCase(), row]));
+    const byId = new Map(rows.filter((row) => this.verified(row)).map((row) => [row.id.toLowerCase(), row]));
     const handedOut = new Set<TaskRow>();
     // Each caller gets a task of its own, nothing shared with another caller of the same batch.
     return ids.map((id) => {
@@ -120,6 +123,27 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
       handedOut.add(row);
       return toExchangeTask(own);
     });
+  }
+
+  /** Whether a task row is one Writ wrote: its tag covers what decides what the task may get. */
+  private verified(row: TaskRow): boolean {
+    return this.integrity.verifyTask(
+      {
+        id: row.id,
+        agentId: row.agent_id,
+        orchestratorId: row.orchestrator_id,
+        purpose: row.purpose,
+        allowed: row.allowed,
+        onBehalfOf: row.on_behalf_of,
+        userIssuer: row.user_issuer,
+        userSubject: row.user_subject,
+        metadata: row.metadata,
+        taskTokenJti: row.task_token_jti,
+        createdAt: row.created_at,
+        expiresAt: row.expires_at,
+      },
+      row.integrity_tag,
+    );
   }
 
   /** Drops a connector's cached catalogue (it changed under an issuance). */

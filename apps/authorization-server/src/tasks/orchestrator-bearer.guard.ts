@@ -2,6 +2,7 @@ import { CanActivate, ExecutionContext, Inject, Injectable } from '@nestjs/commo
 import type { Request } from 'express';
 import type { Pool } from 'pg';
 import { PG_POOL } from '@writ/database';
+import { RowIntegrity } from '@writ/grants';
 import { SigningKeyStore } from '@writ/keys';
 import { InsufficientScopeError, InvalidTokenError, ACCESS_TOKEN_TYP, TooManyRequestsError } from '@writ/oauth';
 import { FailureThrottle, sourceAddress } from '@writ/platform';
@@ -28,6 +29,7 @@ export class OrchestratorBearerGuard implements CanActivate {
     private readonly issuer: AccessTokenIssuer,
     @Inject(PG_POOL) private readonly pool: Pool,
     private readonly throttle: FailureThrottle,
+    private readonly integrity: RowIntegrity,
   ) {}
 
   /**
@@ -75,12 +77,22 @@ export class OrchestratorBearerGuard implements CanActivate {
     if (!scopes.includes('tasks')) {
       throw new InsufficientScopeError('the access token lacks the "tasks" scope', { rule: 'scope', scope: 'tasks' });
     }
-    const { rows } = await this.pool.query<{ id: string; allowed_agents: string[] }>(
-      `SELECT o.id, o.allowed_agents FROM access_tokens t JOIN orchestrators o ON o.id = t.client_id
+    const { rows } = await this.pool.query<{ id: string; status: string; jwks: unknown; allowed_agents: string[]; integrity_tag: string | null }>(
+      `SELECT o.id, o.status, o.jwks, o.allowed_agents, o.integrity_tag FROM access_tokens t JOIN orchestrators o ON o.id = t.client_id
         WHERE t.jti = $1 AND t.kind = 'tasks' AND t.revoked_at IS NULL AND o.status = 'active'`,
       [claims.jti],
     );
-    if (!rows[0]) throw new InvalidTokenError('the access token has been revoked');
+    // An orchestrator row changed outside Writ (its integrity tag does not verify) stands as if it were gone.
+    if (
+      !rows[0] ||
+      !this.integrity.verifyClient(
+        'orchestrators',
+        { id: rows[0].id, status: rows[0].status, jwks: rows[0].jwks, allowedAgents: rows[0].allowed_agents },
+        rows[0].integrity_tag,
+      )
+    ) {
+      throw new InvalidTokenError('the access token has been revoked');
+    }
     request[ORCHESTRATOR] = { id: rows[0].id, allowedAgents: rows[0].allowed_agents, jti: claims.jti as string };
     return true;
   }

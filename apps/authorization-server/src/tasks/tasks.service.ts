@@ -106,11 +106,11 @@ export class TasksService {
           createdAtSeconds: now,
           expiresAt,
           budgets: budgetRules(allowed),
+          ...(user ? { user: { issuer: user.issuer, subject: user.subject } } : {}),
           idempotency,
         });
         // Declared meanwhile under the same key (a concurrent retry): that one stands.
         if (!declared) return 'replay' as const;
-        if (user) await this.grants.setVerifiedUser(client, id, user);
         return undefined;
       },
       // A refusal records nothing, as the guard's and the checks' refusals do not.

@@ -18,6 +18,7 @@ import { BatchExpectations1764550000000 } from './1764550000000-batch-expectatio
 import { AccountRefreshLease1764560000000 } from './1764560000000-account-refresh-lease';
 import { AdminTokenExpiry1764570000000 } from './1764570000000-admin-token-expiry';
 import { TaskIdempotencyKeys1764580000000 } from './1764580000000-task-idempotency-keys';
+import { RowIntegrity1764590000000 } from './1764590000000-row-integrity';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -46,4 +47,5 @@ export const MIGRATIONS = [
   AccountRefreshLease1764560000000,
   AdminTokenExpiry1764570000000,
   TaskIdempotencyKeys1764580000000,
+  RowIntegrity1764590000000,
 ];

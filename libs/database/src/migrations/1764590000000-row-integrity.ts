@@ -1,0 +1,37 @@
+import { MigrationInterface, QueryRunner } from 'typeorm';
+
+/**
+ * `integrity_tag` on `tasks`, `agents` and `orchestrators`: an HMAC under a subkey of the master
+ * key over the row's authority-bearing columns (see `libs/grants/src/row-integrity.ts`), written
+ * by Writ with the row and verified where the row grants (the token exchange's task read, client
+ * authentication, a task's declaration): a row inserted or changed by hand, without the master
+ * key, is refused. Rows written before this migration have no tag: the first instance to start
+ * with it tags them once (trust on first use at the upgrade) and records that in
+ * `row_integrity_backfill` (one row) and the audit log; from then on an untagged row is refused
+ * like a bad one. `writ_service` already has its grants on the three tables (table grants cover
+ * new columns); it reads and inserts the marker.
+ */
+export class RowIntegrity1764590000000 implements MigrationInterface {
+  name = 'RowIntegrity1764590000000';
+
+  async up(q: QueryRunner): Promise<void> {
+    for (const table of ['tasks', 'agents', 'orchestrators']) await q.query(`ALTER TABLE ${table} ADD COLUMN integrity_tag text`);
+    await q.query(`
+      CREATE TABLE row_integrity_backfill (
+        id smallint PRIMARY KEY CHECK (id = 1),
+        tagged_at timestamptz NOT NULL DEFAULT now()
+      )`);
+    await q.query(`
+      DO $$
+      BEGIN
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'writ_service') THEN
+          GRANT SELECT, INSERT ON row_integrity_backfill TO writ_service;
+        END IF;
+      END $$`);
+  }
+
+  async down(q: QueryRunner): Promise<void> {
+    await q.query('DROP TABLE row_integrity_backfill');
+    for (const table of ['tasks', 'agents', 'orchestrators']) await q.query(`ALTER TABLE ${table} DROP COLUMN integrity_tag`);
+  }
+}

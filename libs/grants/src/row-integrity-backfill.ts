@@ -1,0 +1,216 @@
+import type { Pool, PoolClient } from 'pg';
+import type { AuditEventInput } from '@writ/audit';
+import type { AuditedTransaction } from '@writ/database';
+import type { RowIntegrity, TaggedTable } from './row-integrity';
+
+/** Key of the session advisory lock under which one instance at a time tags rows (the upgrade's backfill, the re-tag after a rotation). */
+const ROW_TAG_LOCK = 7_311_047;
+
+/** Rows tagged per statement. */
+const BATCH = 500;
+
+/** Rows tagged (or re-tagged) per table. */
+export type RowTagCounts = Record<TaggedTable, number>;
+
+interface TaskTagRow {
+  id: string;
+  agent_id: string;
+  orchestrator_id: string;
+  purpose: string;
+  allowed: unknown;
+  on_behalf_of: string | null;
+  user_issuer: string | null;
+  user_subject: string | null;
+  metadata: unknown;
+  task_token_jti: string;
+  created_at: Date;
+  expires_at: Date;
+  integrity_tag: string | null;
+}
+
+interface ClientTagRow {
+  id: string;
+  status: string;
+  jwks: unknown;
+  allowed_agents?: string[];
+  integrity_tag: string | null;
+}
+
+const TASK_COLUMNS =
+  'id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, task_token_jti, created_at, expires_at';
+
+function taskFields(row: TaskTagRow) {
+  return {
+    id: row.id,
+    agentId: row.agent_id,
+    orchestratorId: row.orchestrator_id,
+    purpose: row.purpose,
+    allowed: row.allowed,
+    onBehalfOf: row.on_behalf_of,
+    userIssuer: row.user_issuer,
+    userSubject: row.user_subject,
+    metadata: row.metadata,
+    taskTokenJti: row.task_token_jti,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+  };
+}
+
+function clientFields(row: ClientTagRow) {
+  return { id: row.id, status: row.status, jwks: row.jwks, allowedAgents: row.allowed_agents ?? [] };
+}
+
+/** Runs `work` holding the row tag lock (a session advisory lock: a second instance waits for the first, then finds nothing left to do). */
+async function underRowTagLock<T>(pool: Pool, work: () => Promise<T>): Promise<T> {
+  const lock = await pool.connect();
+  try {
+    await lock.query('SELECT pg_advisory_lock($1)', [ROW_TAG_LOCK]);
+    try {
+      return await work();
+    } finally {
+      await lock.query('SELECT pg_advisory_unlock($1)', [ROW_TAG_LOCK]);
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+/** Writes `tags` (id → tag) onto rows of `table` still holding the tag they were read with (`expected`, null for none). */
+async function writeTags(tx: PoolClient, table: TaggedTable, tags: Array<{ id: string; tag: string; expected: string | null }>): Promise<number> {
+  let written = 0;
+  for (let start = 0; start < tags.length; start += BATCH) {
+    const batch = tags.slice(start, start + BATCH);
+    const idType = table === 'tasks' ? 'uuid' : 'text';
+    const { rowCount } = await tx.query(
+      `UPDATE ${table} t SET integrity_tag = n.tag
+         FROM unnest($1::${idType}[], $2::text[], $3::text[]) AS n(id, tag, expected)
+        WHERE t.id = n.id AND t.integrity_tag IS NOT DISTINCT FROM n.expected`,
+      [batch.map((row) => row.id), batch.map((row) => row.tag), batch.map((row) => row.expected)],
+    );
+    written += rowCount ?? 0;
+  }
+  return written;
+}
+
+/** Tags, in `tx`, every row of the three tables that has no tag (locked `FOR UPDATE` until the marker commits with them). */
+async function tagUntagged(tx: PoolClient, integrity: RowIntegrity): Promise<RowTagCounts> {
+  const where = 'integrity_tag IS NULL';
+  const keep = (tag: string | null) => tag === null;
+  const tasks = await tx.query<TaskTagRow>(`SELECT ${TASK_COLUMNS}, integrity_tag FROM tasks WHERE ${where} ORDER BY id FOR UPDATE`);
+  const agents = await tx.query<ClientTagRow>(`SELECT id, status, jwks, integrity_tag FROM agents WHERE ${where} ORDER BY id FOR UPDATE`);
+  const orchestrators = await tx.query<ClientTagRow>(
+    `SELECT id, status, jwks, allowed_agents, integrity_tag FROM orchestrators WHERE ${where} ORDER BY id FOR UPDATE`,
+  );
+  return {
+    tasks: await writeTags(
+      tx,
+      'tasks',
+      tasks.rows.filter((row) => keep(row.integrity_tag)).map((row) => ({ id: row.id, tag: integrity.tagTask(taskFields(row)), expected: row.integrity_tag })),
+    ),
+    agents: await writeTags(
+      tx,
+      'agents',
+      agents.rows
+        .filter((row) => keep(row.integrity_tag))
+        .map((row) => ({ id: row.id, tag: integrity.tagClient('agents', clientFields(row)), expected: row.integrity_tag })),
+    ),
+    orchestrators: await writeTags(
+      tx,
+      'orchestrators',
+      orchestrators.rows
+        .filter((row) => keep(row.integrity_tag))
+        .map((row) => ({ id: row.id, tag: integrity.tagClient('orchestrators', clientFields(row)), expected: row.integrity_tag })),
+    ),
+  };
+}
+
+/**
+ * The upgrade to tagged rows: the first instance to start with the `row_integrity` migration tags
+ * every task, agent and orchestrator that has no tag yet (trust on first use: whatever the rows
+ * hold at that moment is taken as written by Writ), records `row_integrity.backfilled` with the
+ * counts (none when there was nothing to tag: a new installation), and marks it done in `row_integrity_backfill`, all in one transaction, under a session
+ * advisory lock (a second instance starting at once waits, then finds it done). From then on it
+ * never runs again, and an untagged row is refused like a bad one. `'done'` when it ran before.
+ */
+export async function backfillRowIntegrity(
+  pool: Pool,
+  transaction: AuditedTransaction<AuditEventInput>,
+  integrity: RowIntegrity,
+): Promise<RowTagCounts | 'done'> {
+  return underRowTagLock(pool, () =>
+    transaction.run<RowTagCounts | 'done'>(
+      async (tx) => {
+        const marker = await tx.query('SELECT 1 FROM row_integrity_backfill WHERE id = 1');
+        if (marker.rowCount) return 'done';
+        const counts = await tagUntagged(tx, integrity);
+        await tx.query('INSERT INTO row_integrity_backfill (id) VALUES (1)');
+        return counts;
+      },
+      (counts) =>
+        // A new installation has nothing to tag: nothing to record.
+        counts === 'done' || Object.values(counts).every((count) => count === 0)
+          ? []
+          : [
+              {
+                type: 'row_integrity.backfilled',
+                outcome: 'success',
+                actor: { type: 'system', id: 'row-integrity' },
+                data: { tagged: counts },
+              },
+            ],
+    ),
+  );
+}
+
+/**
+ * After a master key rotation: tags again under the current key every row whose tag verifies
+ * under a previous one (rows whose tag verifies under no configured key are left as they are,
+ * refused). One instance at a time, each row only while it still holds the tag read.
+ */
+export async function retagUnderCurrentMasterKey(pool: Pool, integrity: RowIntegrity): Promise<RowTagCounts> {
+  return underRowTagLock(pool, async () => {
+    const tx = await pool.connect();
+    try {
+      await tx.query('BEGIN');
+      const counts = await tagRowsVerified(tx, integrity);
+      await tx.query('COMMIT');
+      return counts;
+    } catch (error) {
+      await tx.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      tx.release();
+    }
+  });
+}
+
+/** Re-tags, under the current key, the rows whose tag is not the current key's but verifies under a previous one. */
+async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise<RowTagCounts> {
+  const stale = (tag: string | null): tag is string => tag !== null && !integrity.isCurrent(tag);
+  const tasks = (await tx.query<TaskTagRow>(`SELECT ${TASK_COLUMNS}, integrity_tag FROM tasks WHERE integrity_tag IS NOT NULL ORDER BY id`)).rows.filter(
+    (row) => stale(row.integrity_tag) && integrity.verifyTask(taskFields(row), row.integrity_tag),
+  );
+  const agents = (await tx.query<ClientTagRow>(`SELECT id, status, jwks, integrity_tag FROM agents WHERE integrity_tag IS NOT NULL ORDER BY id`)).rows.filter(
+    (row) => stale(row.integrity_tag) && integrity.verifyClient('agents', clientFields(row), row.integrity_tag),
+  );
+  const orchestrators = (
+    await tx.query<ClientTagRow>(`SELECT id, status, jwks, allowed_agents, integrity_tag FROM orchestrators WHERE integrity_tag IS NOT NULL ORDER BY id`)
+  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyClient('orchestrators', clientFields(row), row.integrity_tag));
+  return {
+    tasks: await writeTags(
+      tx,
+      'tasks',
+      tasks.map((row) => ({ id: row.id, tag: integrity.tagTask(taskFields(row)), expected: row.integrity_tag })),
+    ),
+    agents: await writeTags(
+      tx,
+      'agents',
+      agents.map((row) => ({ id: row.id, tag: integrity.tagClient('agents', clientFields(row)), expected: row.integrity_tag })),
+    ),
+    orchestrators: await writeTags(
+      tx,
+      'orchestrators',
+      orchestrators.map((row) => ({ id: row.id, tag: integrity.tagClient('orchestrators', clientFields(row)), expected: row.integrity_tag })),
+    ),
+  };
+}

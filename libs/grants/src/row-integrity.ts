@@ -1,0 +1,154 @@
+import type { MasterKey } from '@writ/keys';
+
+/**
+ * Integrity tags of the rows that grant authority: a task (what its agent may be given), an agent
+ * or an orchestrator (the keys a client authenticates with, its status, whom it may declare
+ * tasks for). Each is `MasterKey.rowMac` over a canonical text of the row's authority-bearing
+ * columns, written by Writ with the row and verified where the row is used to grant: a row a
+ * database administrator inserted or changed by hand (no master key) does not verify, and is
+ * refused as if it did not exist. A tag proves that Writ wrote these contents for this row at
+ * some time, not that they are the latest: a row set back to an earlier state Writ wrote, tag
+ * included, verifies (see docs/security.md).
+ */
+
+/** The tables whose rows carry a tag (the `kind` bound into the MAC). */
+export type TaggedTable = 'tasks' | 'agents' | 'orchestrators';
+
+/** The columns of a task its tag covers: everything that decides what the task may get. */
+export interface TaskIntegrityFields {
+  id: string;
+  agentId: string;
+  orchestratorId: string;
+  purpose: string;
+  /** The declared `allowed` entries, with their `limits` (jsonb). */
+  allowed: unknown;
+  onBehalfOf: string | null;
+  userIssuer: string | null;
+  userSubject: string | null;
+  /** The policy sees it (jsonb). */
+  metadata: unknown;
+  taskTokenJti: string;
+  createdAt: Date;
+  expiresAt: Date;
+}
+
+/** The columns of an agent or orchestrator its tag covers (not its name or description: display only). */
+export interface ClientIntegrityFields {
+  id: string;
+  status: string;
+  /** The public keys its assertions verify with (jsonb). */
+  jwks: unknown;
+  /** Orchestrators only: the agents it may declare tasks for. */
+  allowedAgents?: readonly string[];
+}
+
+/**
+ * RFC 8785 canonical JSON of a value as `JSON.parse` (or `pg` reading jsonb) produces it: object
+ * members sorted by UTF-16 code units, so the same jsonb value always has the same text whatever
+ * order its members were written or stored in. Refuses what JSON cannot hold.
+ */
+export function canonicalJsonText(value: unknown): string {
+  if (value === null || typeof value === 'boolean' || typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new TypeError('canonicalJsonText: non-finite number');
+    return JSON.stringify(value);
+  }
+  if (Array.isArray(value)) return `[${value.map((item) => canonicalJsonText(item === undefined ? null : item)).join(',')}]`;
+  if (typeof value === 'object') {
+    const members: string[] = [];
+    for (const name of Object.keys(value).sort()) {
+      const member = (value as Record<string, unknown>)[name];
+      if (member !== undefined) members.push(`${JSON.stringify(name)}:${canonicalJsonText(member)}`);
+    }
+    return `{${members.join(',')}}`;
+  }
+  throw new TypeError(`canonicalJsonText: ${typeof value} is not a JSON value`);
+}
+
+/** Milliseconds since the epoch of a timestamp (`pg` reads `timestamptz` to the millisecond). */
+function epochMillis(at: Date): number {
+  const ms = at.getTime();
+  if (!Number.isFinite(ms)) throw new TypeError('row integrity: invalid timestamp');
+  return ms;
+}
+
+/**
+ * The canonical text of a task's tagged columns: a JSON array, one position per column in a
+ * fixed order (so no value can pass for another column's), jsonb values canonical, timestamps in
+ * epoch milliseconds, the id lower-case (as `uuid` prints it).
+ */
+export function taskIntegrityText(task: TaskIntegrityFields): string {
+  return canonicalJsonText([
+    task.id.toLowerCase(),
+    task.agentId,
+    task.orchestratorId,
+    task.purpose,
+    task.allowed,
+    task.onBehalfOf,
+    task.userIssuer,
+    task.userSubject,
+    task.metadata,
+    task.taskTokenJti,
+    epochMillis(task.createdAt),
+    epochMillis(task.expiresAt),
+  ]);
+}
+
+/** The canonical text of a client's tagged columns (an orchestrator's with its allowed agents, in their stored order). */
+export function clientIntegrityText(table: 'agents' | 'orchestrators', client: ClientIntegrityFields): string {
+  const fields: unknown[] = [client.id, client.status, client.jwks];
+  if (table === 'orchestrators') fields.push([...(client.allowedAgents ?? [])]);
+  return canonicalJsonText(fields);
+}
+
+/** Where a refused row is reported (the table and the id: never a column's value). */
+export type RowRefusalLog = (table: TaggedTable, id: string) => void;
+
+/**
+ * Computes and verifies the integrity tags of tasks, agents and orchestrators under the master
+ * key. A row whose tag does not verify (absent, altered, copied from another row, made under
+ * no configured key) is reported through `onRefused` (logged at error level by the runtime).
+ */
+export class RowIntegrity {
+  constructor(
+    private readonly masterKey: MasterKey,
+    private readonly onRefused: RowRefusalLog = () => undefined,
+  ) {}
+
+  /** The tag of a task row as it is written. */
+  tagTask(task: TaskIntegrityFields): string {
+    return this.masterKey.rowMac('tasks', taskIntegrityText(task));
+  }
+
+  /** The tag of an agent or orchestrator row as it is written. */
+  tagClient(table: 'agents' | 'orchestrators', client: ClientIntegrityFields): string {
+    return this.masterKey.rowMac(table, clientIntegrityText(table, client));
+  }
+
+  /** Whether a task row read back is one Writ wrote (reported when not). */
+  verifyTask(task: TaskIntegrityFields, tag: string | null | undefined): boolean {
+    return this.verified('tasks', task.id, () => taskIntegrityText(task), tag);
+  }
+
+  /** Whether an agent or orchestrator row read back is one Writ wrote (reported when not). */
+  verifyClient(table: 'agents' | 'orchestrators', client: ClientIntegrityFields, tag: string | null | undefined): boolean {
+    return this.verified(table, client.id, () => clientIntegrityText(table, client), tag);
+  }
+
+  /** Whether a tag was made under the current master key (else it is re-made after a rotation). */
+  isCurrent(tag: string): boolean {
+    return this.masterKey.isCurrentRowMac(tag);
+  }
+
+  private verified(table: TaggedTable, id: string, text: () => string, tag: string | null | undefined): boolean {
+    let ok = false;
+    try {
+      ok = this.masterKey.verifyRowMac(table, text(), tag);
+    } catch {
+      // A value JSON cannot hold was not written by Writ.
+      ok = false;
+    }
+    if (!ok) this.onRefused(table, id);
+    return ok;
+  }
+}

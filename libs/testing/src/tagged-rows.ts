@@ -1,0 +1,182 @@
+import { randomUUID } from 'node:crypto';
+import type { Pool, PoolClient } from 'pg';
+import { RowIntegrity } from '@writ/grants';
+import { MasterKey } from '@writ/keys';
+
+/**
+ * Fixtures that write the rows that grant authority (agents, orchestrators, tasks) directly, as
+ * Writ would: with their integrity tag (see `libs/grants/src/row-integrity.ts`). A row inserted
+ * without one is refused like a row a database administrator forged.
+ */
+
+type Queryable = Pick<Pool | PoolClient, 'query'>;
+
+/** The {@link RowIntegrity} of a runtime's pool (registered by the suites' service starter), so fixtures given a pool tag under its master key. */
+const byPool = new WeakMap<object, RowIntegrity>();
+
+/** Registers the row integrity to tag `pool`'s fixtures with. */
+export function rememberRowIntegrity(pool: object, integrity: RowIntegrity): void {
+  byPool.set(pool, integrity);
+}
+
+/** The row integrity registered for `pool` (throws: a fixture never writes an untagged row by accident). */
+export function rowIntegrityOf(pool: object): RowIntegrity {
+  const integrity = byPool.get(pool);
+  if (!integrity) throw new Error('no RowIntegrity registered for this pool (rememberRowIntegrity)');
+  return integrity;
+}
+
+/** A row integrity under a fresh random master key (specs with their own database). */
+export function testRowIntegrity(masterKey: MasterKey = new MasterKey(Buffer.alloc(32, 7))): RowIntegrity {
+  return new RowIntegrity(masterKey);
+}
+
+/** Inserts an agent with its tag. */
+export async function insertAgentRow(
+  db: Queryable,
+  integrity: RowIntegrity,
+  agent: { id: string; name?: string; status?: 'active' | 'suspended'; jwks: unknown },
+): Promise<void> {
+  const status = agent.status ?? 'active';
+  await db.query(`INSERT INTO agents (id, name, status, jwks, integrity_tag) VALUES ($1, $2, $3, $4, $5)`, [
+    agent.id,
+    agent.name ?? agent.id,
+    status,
+    JSON.stringify(agent.jwks),
+    integrity.tagClient('agents', { id: agent.id, status, jwks: agent.jwks }),
+  ]);
+}
+
+/** Inserts an orchestrator with its tag. */
+export async function insertOrchestratorRow(
+  db: Queryable,
+  integrity: RowIntegrity,
+  orchestrator: { id: string; name?: string; status?: 'active' | 'suspended'; jwks: unknown; allowedAgents: string[] },
+): Promise<void> {
+  const status = orchestrator.status ?? 'active';
+  await db.query(`INSERT INTO orchestrators (id, name, status, jwks, allowed_agents, integrity_tag) VALUES ($1, $2, $3, $4, $5, $6)`, [
+    orchestrator.id,
+    orchestrator.name ?? orchestrator.id,
+    status,
+    JSON.stringify(orchestrator.jwks),
+    orchestrator.allowedAgents,
+    integrity.tagClient('orchestrators', { id: orchestrator.id, status, jwks: orchestrator.jwks, allowedAgents: orchestrator.allowedAgents }),
+  ]);
+}
+
+/** A task row as a fixture writes it (defaults: active, one hour left, nothing allowed). */
+export interface TaskRowFixture {
+  id?: string;
+  agentId: string;
+  orchestratorId: string;
+  purpose?: string;
+  allowed?: unknown[];
+  onBehalfOf?: string | null;
+  metadata?: Record<string, unknown>;
+  status?: string;
+  taskTokenJti?: string;
+  refusals?: number;
+  createdAt?: Date;
+  expiresAt?: Date;
+}
+
+/** Inserts a task with its tag; returns its id. */
+export async function insertTaskRow(db: Queryable, integrity: RowIntegrity, task: TaskRowFixture): Promise<string> {
+  const id = task.id ?? randomUUID();
+  // Whole milliseconds, as `pg` reads them back.
+  const createdAt = new Date(Math.floor((task.createdAt ?? new Date()).getTime()));
+  const expiresAt = new Date(Math.floor((task.expiresAt ?? new Date(Date.now() + 3_600_000)).getTime()));
+  const fields = {
+    id,
+    agentId: task.agentId,
+    orchestratorId: task.orchestratorId,
+    purpose: task.purpose ?? 'spec',
+    allowed: task.allowed ?? [],
+    onBehalfOf: task.onBehalfOf ?? null,
+    userIssuer: null,
+    userSubject: null,
+    metadata: task.metadata ?? {},
+    taskTokenJti: task.taskTokenJti ?? randomUUID(),
+    createdAt,
+    expiresAt,
+  };
+  await db.query(
+    `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti, refusals, created_at, expires_at, integrity_tag)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+    [
+      id,
+      fields.agentId,
+      fields.orchestratorId,
+      fields.purpose,
+      JSON.stringify(fields.allowed),
+      fields.onBehalfOf,
+      JSON.stringify(fields.metadata),
+      task.status ?? 'active',
+      fields.taskTokenJti,
+      task.refusals ?? 0,
+      createdAt,
+      expiresAt,
+      integrity.tagTask(fields),
+    ],
+  );
+  return id;
+}
+
+/**
+ * Tags a row again as it now stands: a fixture's direct change of a tagged column (a suspension,
+ * an earlier deadline) made as if Writ had written it. Without it the row is refused as forged.
+ */
+export async function retagRow(db: Queryable, integrity: RowIntegrity, table: 'tasks' | 'agents' | 'orchestrators', id: string): Promise<void> {
+  if (table === 'tasks') {
+    const { rows } = (await db.query(
+      `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, task_token_jti, created_at, expires_at
+         FROM tasks WHERE id = $1`,
+      [id],
+    )) as {
+      rows: Array<{
+        id: string;
+        agent_id: string;
+        orchestrator_id: string;
+        purpose: string;
+        allowed: unknown;
+        on_behalf_of: string | null;
+        user_issuer: string | null;
+        user_subject: string | null;
+        metadata: unknown;
+        task_token_jti: string;
+        created_at: Date;
+        expires_at: Date;
+      }>;
+    };
+    const row = rows[0];
+    if (!row) throw new Error(`no task ${id}`);
+    const tag = integrity.tagTask({
+      id: row.id,
+      agentId: row.agent_id,
+      orchestratorId: row.orchestrator_id,
+      purpose: row.purpose,
+      allowed: row.allowed,
+      onBehalfOf: row.on_behalf_of,
+      userIssuer: row.user_issuer,
+      userSubject: row.user_subject,
+      metadata: row.metadata,
+      taskTokenJti: row.task_token_jti,
+      createdAt: row.created_at,
+      expiresAt: row.expires_at,
+    });
+    await db.query('UPDATE tasks SET integrity_tag = $2 WHERE id = $1', [id, tag]);
+    return;
+  }
+  const { rows } = (await db.query(`SELECT id, status, jwks${table === 'orchestrators' ? ', allowed_agents' : ''} FROM ${table} WHERE id = $1`, [id])) as {
+    rows: Array<{ id: string; status: string; jwks: unknown; allowed_agents?: string[] }>;
+  };
+  const row = rows[0];
+  if (!row) throw new Error(`no ${table} row ${id}`);
+  const tag = integrity.tagClient(table, {
+    id: row.id,
+    status: row.status,
+    jwks: row.jwks,
+    ...(row.allowed_agents ? { allowedAgents: row.allowed_agents } : {}),
+  });
+  await db.query(`UPDATE ${table} SET integrity_tag = $2 WHERE id = $1`, [id, tag]);
+}
