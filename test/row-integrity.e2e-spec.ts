@@ -1,0 +1,270 @@
+import { Pool } from 'pg';
+import { clientAssertion, createClientKey, jwksOf } from '@writ/testing';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { eventually } from './support/eventually';
+import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
+import { seedAgent } from './support/seed';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
+
+/**
+ * The rows that grant authority (tasks, agents, orchestrators) against a database administrator:
+ * full control of PostgreSQL (the cluster's superuser, `dba` here), no master key. What they
+ * write by hand into those rows is refused where the rows grant; what Writ writes keeps working.
+ */
+describe('row integrity tags against a database administrator', () => {
+  let services: TestServices;
+  let world: World;
+  let dba: Pool;
+  const logs: string[] = [];
+  /** A payout the attacker wants, outside what the task declared (acct_1, at most 500.00). */
+  const WIDE_REQUEST = [
+    {
+      type: 'connector',
+      connector: 'payments',
+      actions: ['payouts.create'],
+      constraints: { destination: 'acct_evil', amount_max: 9_000_000, currency: 'usd' },
+    },
+  ];
+  const WIDE_ALLOWED = [
+    {
+      type: 'connector',
+      connector: 'payments',
+      actions: ['payouts.create'],
+      constraints: { destination: 'acct_evil', amount_max: 9_000_000, currency: 'usd' },
+    },
+  ];
+
+  beforeAll(async () => {
+    services = await startTestServices({ admin: createAdminApp, logSink: (line) => logs.push(line) });
+    world = await seedWorld(services.runtime.pool);
+    dba = new Pool({ connectionString: services.db.url, max: 2 });
+  });
+  afterAll(async () => {
+    await dba.end();
+    await services.close();
+  });
+
+  const exchange = (taskToken: string, details: unknown = PAYOUT_REQUEST, agent: TestClient = world.agent) =>
+    tokenRequest(services.issuer, agent, exchangeFields(taskToken, details));
+  const admin = (method: string, path: string, body?: unknown) => sendJson(method, `${services.adminUrl}${path}`, body, services.adminToken);
+  /** The error log lines naming a refused row of `table`. */
+  const refusals = (table: string, id: string) =>
+    logs
+      .map((line) => JSON.parse(line) as { level: number; table?: string; id?: string; msg: string })
+      .filter((line) => line.level === 50 && line.table === table && line.id === id && /integrity tag/.test(line.msg));
+
+  it("refuses the exchange of a task whose allowed list was widened by hand (invalid_grant), logging the task's table and id", async () => {
+    const task = await createTask(services, world.orchestrator);
+    expect((await exchange(task.task_token)).status).toBe(200);
+    await dba.query('UPDATE tasks SET allowed = $2 WHERE id = $1', [task.task_id, JSON.stringify([...PAYOUT_ALLOWED, ...WIDE_ALLOWED])]);
+    for (const details of [WIDE_REQUEST, PAYOUT_REQUEST]) {
+      const refused = await exchange(task.task_token, details);
+      expect(refused.status).toBe(400);
+      expect(refused.body.error).toBe('invalid_grant');
+    }
+    expect(refusals('tasks', task.task_id).length).toBeGreaterThan(0);
+    // No secret in what was logged: the table and the id only.
+    expect(logs.join('\n')).not.toContain(task.task_token);
+  });
+
+  it('refuses a later deadline or other limits set by hand just the same', async () => {
+    const task = await createTask(services, world.orchestrator, { ttl_seconds: 60 });
+    await dba.query(`UPDATE tasks SET expires_at = expires_at + interval '30 days' WHERE id = $1`, [task.task_id]);
+    expect((await exchange(task.task_token)).body.error).toBe('invalid_grant');
+    const limited = await createTask(services, world.orchestrator, { allowed: [{ ...PAYOUT_ALLOWED[0], limits: { calls: 1 } }] });
+    await dba.query(`UPDATE tasks SET allowed = jsonb_set(allowed, '{0,limits,calls}', '1000') WHERE id = $1`, [limited.task_id]);
+    expect((await exchange(limited.task_token)).body.error).toBe('invalid_grant');
+  });
+
+  it('refuses a task row replaced by a copy of another (tag included) with its agent changed', async () => {
+    // The other agent's own, narrow task; the DBA swaps its row for a copy of agent-1's wide one.
+    const wide = await createTask(services, world.orchestrator, { allowed: [...PAYOUT_ALLOWED, ...WIDE_ALLOWED] });
+    const narrow = await createTask(services, world.orchestrator, { agent_id: 'agent-2', allowed: [PAYOUT_ALLOWED[1]] });
+    const { rows } = await dba.query<{ jti: string }>('SELECT task_token_jti AS jti FROM tasks WHERE id = $1', [narrow.task_id]);
+    const narrowJti = rows[0].jti;
+    await dba.query('DELETE FROM tasks WHERE id = $1', [narrow.task_id]);
+    await dba.query(
+      `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, task_token_jti, created_at, expires_at, integrity_tag)
+       SELECT $2, 'agent-2', orchestrator_id, purpose, allowed, on_behalf_of, metadata, status, $3, created_at, expires_at, integrity_tag
+         FROM tasks WHERE id = $1`,
+      [wide.task_id, narrow.task_id, narrowJti],
+    );
+    const refused = await exchange(narrow.task_token, WIDE_REQUEST, world.otherAgent);
+    expect(refused.body.error).toBe('invalid_grant');
+    // And the original, untouched, still works for its own agent.
+    expect((await exchange(wide.task_token, WIDE_REQUEST)).status).toBe(200);
+  });
+
+  it("refuses a task carrying another task's valid tag", async () => {
+    const first = await createTask(services, world.orchestrator);
+    const second = await createTask(services, world.orchestrator);
+    await dba.query('UPDATE tasks SET integrity_tag = (SELECT integrity_tag FROM tasks WHERE id = $2) WHERE id = $1', [second.task_id, first.task_id]);
+    expect((await exchange(second.task_token)).body.error).toBe('invalid_grant');
+    expect((await exchange(first.task_token)).status).toBe(200);
+  });
+
+  it("refuses the attacker's assertion after the DBA swaps an agent's public key for theirs, also when the honest registration was cached", async () => {
+    const victim = await seedAgent(services.runtime.pool, 'agent-victim');
+    const attacker = await createClientKey();
+    // Cached: the honest registration authenticated once.
+    expect((await tokenRequest(services.issuer, victim, { grant_type: 'client_credentials' })).status).not.toBe(401);
+    await dba.query('UPDATE agents SET jwks = $2 WHERE id = $1', ['agent-victim', JSON.stringify(jwksOf(attacker))]);
+    // The change is notified and the cached row dropped (the honest key, no longer in the row, is refused)…
+    const honest = () => tokenRequest(services.issuer, victim, { grant_type: 'client_credentials' });
+    expect((await eventually(honest, (response) => response.status === 401)).status).toBe(401);
+    // …and the row read again does not verify: the attacker's key is refused too.
+    const refused = await tokenRequest(services.issuer, { id: 'agent-victim', key: attacker }, { grant_type: 'client_credentials' });
+    expect(refused.status).toBe(401);
+    expect(refused.body.error).toBe('invalid_client');
+    expect(refusals('agents', 'agent-victim').length).toBeGreaterThan(0);
+    // The DBA's key added beside the honest one: both refused (the whole registration is untrusted).
+    await dba.query('UPDATE agents SET jwks = $2 WHERE id = $1', ['agent-victim', JSON.stringify(jwksOf(victim.key, attacker))]);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect((await honest()).body.error).toBe('invalid_client');
+    expect((await tokenRequest(services.issuer, { id: 'agent-victim', key: attacker }, { grant_type: 'client_credentials' })).body.error).toBe(
+      'invalid_client',
+    );
+  });
+
+  it('refuses an agent or orchestrator the DBA inserted with their own key, untagged or with a tag copied from another row', async () => {
+    const key = await createClientKey();
+    await dba.query(`INSERT INTO orchestrators (id, name, status, jwks, allowed_agents) VALUES ('orch-rogue', 'r', 'active', $1, '{*}')`, [
+      JSON.stringify(jwksOf(key)),
+    ]);
+    const rogue = await tokenRequest(services.issuer, { id: 'orch-rogue', key }, { grant_type: 'client_credentials', scope: 'tasks' });
+    expect(rogue.status).toBe(401);
+    expect(rogue.body.error).toBe('invalid_client');
+    await dba.query(`UPDATE orchestrators SET integrity_tag = (SELECT integrity_tag FROM orchestrators WHERE id = 'orch-1') WHERE id = 'orch-rogue'`);
+    expect((await tokenRequest(services.issuer, { id: 'orch-rogue', key }, { grant_type: 'client_credentials', scope: 'tasks' })).body.error).toBe(
+      'invalid_client',
+    );
+    await dba.query(
+      `INSERT INTO agents (id, name, status, jwks, integrity_tag) SELECT 'agent-rogue', 'r', 'active', $1, integrity_tag FROM agents WHERE id = 'agent-1'`,
+      [JSON.stringify(jwksOf(key))],
+    );
+    expect((await tokenRequest(services.issuer, { id: 'agent-rogue', key }, { grant_type: 'client_credentials' })).body.error).toBe('invalid_client');
+  });
+
+  it("refuses a declaration for an agent the DBA added to an orchestrator's allowed agents", async () => {
+    const outsider = await seedAgent(services.runtime.pool, 'agent-outsider');
+    const token = await tasksToken(services, world.orchestrator);
+    await dba.query(`UPDATE orchestrators SET allowed_agents = array_append(allowed_agents, $1) WHERE id = 'orch-1'`, [outsider.id]);
+    const declared = await sendJson(
+      'POST',
+      `${services.issuer}/v1/tasks`,
+      { agent_id: outsider.id, purpose: 'p', allowed: PAYOUT_ALLOWED, ttl_seconds: 60 },
+      token,
+    );
+    expect(declared.status).toBe(401);
+    expect(await dba.query('SELECT 1 FROM tasks WHERE agent_id = $1', [outsider.id])).toMatchObject({ rowCount: 0 });
+    // The admin repairs it: every tagged member set through the API.
+    const current = (await admin('GET', '/v1/orchestrators/orch-1')).body;
+    const repaired = await admin('PATCH', '/v1/orchestrators/orch-1', {
+      jwks: current.jwks,
+      status: 'active',
+      allowed_agents: ['agent-1', 'agent-2'],
+    });
+    expect(repaired.status).toBe(200);
+    expect((await createTask(services, world.orchestrator)).task_id).toBeDefined();
+  });
+
+  it('keeps a forged registration untrusted through an admin update that does not set every tagged member', async () => {
+    const victim = await seedAgent(services.runtime.pool, 'agent-renamed');
+    const attacker = await createClientKey();
+    await dba.query('UPDATE agents SET jwks = $2 WHERE id = $1', [victim.id, JSON.stringify(jwksOf(attacker))]);
+    expect((await admin('PATCH', `/v1/agents/${victim.id}`, { name: 'renamed' })).status).toBe(200);
+    expect((await tokenRequest(services.issuer, { id: victim.id, key: attacker }, { grant_type: 'client_credentials' })).body.error).toBe('invalid_client');
+    // Suspension still applies to it.
+    expect((await admin('PATCH', `/v1/agents/${victim.id}`, { status: 'suspended' })).body.status).toBe('suspended');
+  });
+
+  it('keeps the legitimate flows working: admin create, key rotation, suspension, allowed agents, Tasks API', async () => {
+    const first = await createClientKey();
+    const created = await admin('POST', '/v1/agents', { id: 'agent-admin', name: 'a', jwks: jwksOf(first) });
+    expect(created.status).toBe(201);
+    const orchestratorKey = await createClientKey();
+    expect((await admin('POST', '/v1/orchestrators', { id: 'orch-admin', name: 'o', jwks: jwksOf(orchestratorKey), allowed_agents: [] })).status).toBe(201);
+    const orchestrator = { id: 'orch-admin', key: orchestratorKey };
+    expect((await admin('PATCH', '/v1/orchestrators/orch-admin', { allowed_agents: ['agent-admin'] })).status).toBe(200);
+    const task = await createTask(services, orchestrator, { agent_id: 'agent-admin' });
+    expect((await exchange(task.task_token, PAYOUT_REQUEST, { id: 'agent-admin', key: first })).status).toBe(200);
+    // Key rotation through the admin API: the new key works, the old one no longer does.
+    const second = await createClientKey();
+    expect((await admin('PATCH', '/v1/agents/agent-admin', { jwks: jwksOf(second) })).status).toBe(200);
+    const rotated = await eventually(
+      () => exchange(task.task_token, PAYOUT_REQUEST, { id: 'agent-admin', key: second }),
+      (response) => response.status === 200,
+    );
+    expect(rotated.status).toBe(200);
+    expect((await exchange(task.task_token, PAYOUT_REQUEST, { id: 'agent-admin', key: first })).body.error).toBe('invalid_client');
+    // Suspension and reactivation.
+    expect((await admin('PATCH', '/v1/agents/agent-admin', { status: 'suspended' })).status).toBe(200);
+    expect((await admin('PATCH', '/v1/agents/agent-admin', { status: 'active' })).status).toBe(200);
+    const again = await createTask(services, orchestrator, { agent_id: 'agent-admin' });
+    expect((await exchange(again.task_token, PAYOUT_REQUEST, { id: 'agent-admin', key: second })).status).toBe(200);
+    // A task with a verified user (set with the task, covered by its tag) and one with limits.
+    const limited = await createTask(services, world.orchestrator, { allowed: [{ ...PAYOUT_ALLOWED[0], limits: { calls: 2 } }], on_behalf_of: 'alice' });
+    expect((await exchange(limited.task_token)).status).toBe(200);
+    // Counters and status change legitimately: the task stays usable until it ends.
+    expect((await exchange(limited.task_token, WIDE_REQUEST)).body.error).toBe('invalid_authorization_details');
+    expect((await exchange(limited.task_token)).status).toBe(200);
+  });
+});
+
+describe('row integrity: the upgrade from untagged rows', () => {
+  let first: TestServices;
+  let dba: Pool;
+
+  beforeAll(async () => {
+    first = await startTestServices();
+    dba = new Pool({ connectionString: first.db.url, max: 2 });
+  });
+  afterAll(async () => {
+    await dba.end();
+    await first.close();
+  });
+
+  it('tags the rows written before it once, with two instances starting at once; an untagged row after that stays refused', async () => {
+    const world = await seedWorld(first.runtime.pool);
+    const task = await createTask(first, world.orchestrator);
+    // As before the upgrade: no tags, no marker.
+    await dba.query('UPDATE tasks SET integrity_tag = NULL');
+    await dba.query('UPDATE agents SET integrity_tag = NULL');
+    await dba.query('UPDATE orchestrators SET integrity_tag = NULL');
+    await dba.query('DELETE FROM row_integrity_backfill');
+    const [second, third] = await Promise.all([startSecondInstance(first), startSecondInstance(first)]);
+    try {
+      const events = await dba.query<{ actor_id: string; data: unknown }>(`SELECT actor_id, data FROM audit_events WHERE type = 'row_integrity.backfilled'`);
+      expect(events.rows).toEqual([{ actor_id: 'row-integrity', data: { tagged: { tasks: 1, agents: 2, orchestrators: 1 } } }]);
+      const untagged = await dba.query(
+        `SELECT id::text FROM tasks WHERE integrity_tag IS NULL UNION ALL SELECT id FROM agents WHERE integrity_tag IS NULL
+         UNION ALL SELECT id FROM orchestrators WHERE integrity_tag IS NULL`,
+      );
+      expect(untagged.rows).toEqual([]);
+      // The legacy task and registrations work on the new instances.
+      for (const instance of [second, third]) {
+        const response = await tokenRequest(instance.issuer, world.agent, exchangeFields(task.task_token));
+        expect(response.status).toBe(200);
+      }
+      // After the upgrade: a row the DBA leaves untagged is refused, and a restart does not tag it.
+      const key = await createClientKey();
+      await dba.query(`INSERT INTO agents (id, name, status, jwks) VALUES ('agent-late', 'l', 'active', $1)`, [JSON.stringify(jwksOf(key))]);
+      const fourth = await startSecondInstance(first);
+      try {
+        const late = await postForm(`${fourth.issuer}/oauth2/token`, {
+          grant_type: 'client_credentials',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: await clientAssertion('agent-late', key, fourth.issuer),
+        });
+        expect(late.body.error).toBe('invalid_client');
+        expect((await dba.query(`SELECT integrity_tag FROM agents WHERE id = 'agent-late'`)).rows).toEqual([{ integrity_tag: null }]);
+        expect((await dba.query(`SELECT count(*)::int AS n FROM audit_events WHERE type = 'row_integrity.backfilled'`)).rows).toEqual([{ n: 1 }]);
+      } finally {
+        await fourth.close();
+      }
+    } finally {
+      await Promise.all([second.close(), third.close()]);
+    }
+  }, 120_000);
+});
