@@ -28,6 +28,8 @@ export class UnsealError extends Error {
 class DerivedKeys {
   /** Names the key in sealed values' headers; reveals nothing about it. */
   readonly id: Buffer;
+  /** {@link id} in hex, as row tags name it. */
+  readonly idHex: string;
   readonly sealKey: Buffer;
   readonly auditKey: Buffer;
   readonly fingerprintKey: Buffer;
@@ -38,6 +40,7 @@ class DerivedKeys {
     if (key.length !== 32) throw new Error('the master key must be 32 bytes');
     const derive = (info: string, bytes = 32) => Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), info, bytes));
     this.id = derive('writ/seal-key-id/v1', KEY_ID_BYTES);
+    this.idHex = this.id.toString('hex');
     this.sealKey = derive('writ/seal/v1');
     this.auditKey = derive('writ/audit-hmac/v1');
     this.fingerprintKey = derive('writ/fingerprint/v1');
@@ -45,6 +48,7 @@ class DerivedKeys {
     this.rowMacKey = derive('writ/row-mac/v1');
   }
 
+  /** HMAC-SHA256 under the row subkey of `kind`, a newline (never in a kind) and the row's canonical text. */
   rowMac(kind: string, canonicalText: string): Buffer {
     return createHmac('sha256', this.rowMacKey).update(kind, 'utf8').update('\n').update(canonicalText, 'utf8').digest();
   }
@@ -169,7 +173,7 @@ export class MasterKey {
    */
   rowMac(kind: string, canonicalText: string): string {
     if (!ROW_KIND.test(kind)) throw new Error(`rowMac: kind must match ${ROW_KIND}`);
-    return `${ROW_MAC_VERSION}.${this.current.id.toString('hex')}.${this.current.rowMac(kind, canonicalText).toString('base64url')}`;
+    return `${ROW_MAC_VERSION}.${this.current.idHex}.${this.current.rowMac(kind, canonicalText).toString('base64url')}`;
   }
 
   /**
@@ -181,7 +185,7 @@ export class MasterKey {
     if (typeof tag !== 'string' || !ROW_KIND.test(kind)) return false;
     const parts = tag.split('.');
     if (parts.length !== 3 || parts[0] !== ROW_MAC_VERSION) return false;
-    const keys = [this.current, ...this.previous].find((candidate) => candidate.id.toString('hex') === parts[1]);
+    const keys = this.current.idHex === parts[1] ? this.current : this.previous.find((candidate) => candidate.idHex === parts[1]);
     if (!keys) return false;
     const given = Buffer.from(parts[2], 'base64url');
     const expected = keys.rowMac(kind, canonicalText);
@@ -190,7 +194,7 @@ export class MasterKey {
 
   /** Whether a row tag was made under the current key (one made under a previous key is re-tagged after a rotation). */
   isCurrentRowMac(tag: string): boolean {
-    return tag.startsWith(`${ROW_MAC_VERSION}.${this.current.id.toString('hex')}.`);
+    return tag.startsWith(`${ROW_MAC_VERSION}.${this.current.idHex}.`);
   }
 
   /** A short keyed fingerprint of a secret, shown instead of the secret (`sha256:` + 16 hex). */
