@@ -1,4 +1,4 @@
-import { createClientKey, insertOrchestratorRow, jwksOf } from '@writ/testing';
+import { createClientKey, insertOrchestratorRow, jwksOf, retagRow } from '@writ/testing';
 import { exportJWK, generateKeyPair } from 'jose';
 import { connect } from 'node:net';
 import { hashAdminToken } from '@writ/platform';
@@ -537,6 +537,7 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect(event.rows[0].data.expires_at).toBe(created.body.expires_at);
       // The day has passed.
       await services.runtime.pool.query(`UPDATE admin_tokens SET expires_at = now() - interval '1 second' WHERE id = $1`, [created.body.id]);
+      await retagRow(services.runtime.pool, services.runtime.rowIntegrity, 'admin_tokens', created.body.id);
       const refused = await api('GET', '/v1/agents', undefined, token);
       expect(refused.status).toBe(401);
       expect(refused.body.message).toBe('the admin token has expired');

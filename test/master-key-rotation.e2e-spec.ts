@@ -204,8 +204,8 @@ describe('master key rotation', () => {
         actor_id: 'master-key-rewrap',
         data: {
           previous_keys: 1,
-          // The integrity tags of the registrations and the task written under A, made again under B.
-          retagged: { agents: 2, orchestrators: 1, tasks: 1 },
+          // The integrity tags of the registrations, the task and the bootstrap admin token written under A, made again under B.
+          retagged: { agents: 2, orchestrators: 1, tasks: 1, admin_tokens: 1 },
           tables: {
             signing_keys: { rewrapped: 2, skipped: 0, unopened: 0 },
             connectors: { rewrapped: 2, skipped: 0, unopened: 1 },
@@ -250,7 +250,8 @@ describe('master key rotation', () => {
     for (const value of await sealedValues()) expect([value.row, b.unseal(value.sealed, value.context).length > 0]).toEqual([value.row, true]);
     // Every row that grants authority is tagged under B: A can be dropped.
     const tags = await query<{ tag: string }>(
-      `SELECT integrity_tag AS tag FROM tasks UNION ALL SELECT integrity_tag FROM agents UNION ALL SELECT integrity_tag FROM orchestrators`,
+      `SELECT integrity_tag AS tag FROM tasks UNION ALL SELECT integrity_tag FROM agents UNION ALL SELECT integrity_tag FROM orchestrators
+       UNION ALL SELECT integrity_tag FROM admin_tokens`,
     );
     expect(tags.length).toBeGreaterThan(3);
     expect(tags.filter(({ tag }) => !b.isCurrentRowMac(tag))).toEqual([]);

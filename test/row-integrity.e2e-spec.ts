@@ -179,6 +179,34 @@ describe('row integrity tags against a database administrator', () => {
     expect((await admin('PATCH', `/v1/agents/${victim.id}`, { status: 'suspended' })).body.status).toBe('suspended');
   });
 
+  it("refuses an admin token the DBA inserted (their own token's hash), or whose role or expiry they raised", async () => {
+    const own = `writ_admin_${'x'.repeat(43)}`;
+    await dba.query(
+      `INSERT INTO admin_tokens (id, name, role, token_hash, created_by) VALUES (gen_random_uuid(), 'rogue', 'admin', encode(sha256($1::bytea), 'hex'), 'dba')`,
+      [Buffer.from(own)],
+    );
+    const rogue = await sendJson('POST', `${services.adminUrl}/v1/agents`, { id: 'agent-by-rogue', name: 'r', jwks: jwksOf(await createClientKey()) }, own);
+    expect(rogue.status).toBe(401);
+    const created = await admin('POST', '/v1/admin-tokens', { name: 'reader', role: 'viewer', expires_in: 60 });
+    expect(created.status).toBe(201);
+    expect((await sendJson('GET', `${services.adminUrl}/v1/agents`, undefined, created.body.token)).status).toBe(200);
+    await dba.query(`UPDATE admin_tokens SET role = 'admin' WHERE id = $1`, [created.body.id]);
+    expect(
+      (
+        await sendJson(
+          'POST',
+          `${services.adminUrl}/v1/agents`,
+          { id: 'agent-by-viewer', name: 'v', jwks: jwksOf(await createClientKey()) },
+          created.body.token,
+        )
+      ).status,
+    ).toBe(401);
+    await dba.query(`UPDATE admin_tokens SET role = 'viewer', expires_at = expires_at + interval '1 year' WHERE id = $1`, [created.body.id]);
+    expect((await sendJson('GET', `${services.adminUrl}/v1/agents`, undefined, created.body.token)).status).toBe(401);
+    expect(refusals('admin_tokens', created.body.id).length).toBeGreaterThan(0);
+    expect(await dba.query(`SELECT 1 FROM agents WHERE id IN ('agent-by-rogue', 'agent-by-viewer')`)).toMatchObject({ rowCount: 0 });
+  });
+
   it('keeps the legitimate flows working: admin create, key rotation, suspension, allowed agents, Tasks API', async () => {
     const first = await createClientKey();
     const created = await admin('POST', '/v1/agents', { id: 'agent-admin', name: 'a', jwks: jwksOf(first) });
@@ -232,14 +260,15 @@ describe('row integrity: the upgrade from untagged rows', () => {
     await dba.query('UPDATE tasks SET integrity_tag = NULL');
     await dba.query('UPDATE agents SET integrity_tag = NULL');
     await dba.query('UPDATE orchestrators SET integrity_tag = NULL');
+    await dba.query('UPDATE admin_tokens SET integrity_tag = NULL');
     await dba.query('DELETE FROM row_integrity_backfill');
     const [second, third] = await Promise.all([startSecondInstance(first), startSecondInstance(first)]);
     try {
       const events = await dba.query<{ actor_id: string; data: unknown }>(`SELECT actor_id, data FROM audit_events WHERE type = 'row_integrity.backfilled'`);
-      expect(events.rows).toEqual([{ actor_id: 'row-integrity', data: { tagged: { tasks: 1, agents: 2, orchestrators: 1 } } }]);
+      expect(events.rows).toEqual([{ actor_id: 'row-integrity', data: { tagged: { tasks: 1, agents: 2, orchestrators: 1, admin_tokens: 1 } } }]);
       const untagged = await dba.query(
         `SELECT id::text FROM tasks WHERE integrity_tag IS NULL UNION ALL SELECT id FROM agents WHERE integrity_tag IS NULL
-         UNION ALL SELECT id FROM orchestrators WHERE integrity_tag IS NULL`,
+         UNION ALL SELECT id FROM orchestrators WHERE integrity_tag IS NULL UNION ALL SELECT id::text FROM admin_tokens WHERE integrity_tag IS NULL`,
       );
       expect(untagged.rows).toEqual([]);
       // The legacy task and registrations work on the new instances.

@@ -36,6 +36,18 @@ interface ClientTagRow {
   integrity_tag: string | null;
 }
 
+interface AdminTokenTagRow {
+  id: string;
+  role: string;
+  token_hash: string;
+  expires_at: Date | null;
+  integrity_tag: string | null;
+}
+
+function adminTokenFields(row: AdminTokenTagRow) {
+  return { id: row.id, role: row.role, tokenHash: row.token_hash, expiresAt: row.expires_at };
+}
+
 const TASK_COLUMNS =
   'id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, task_token_jti, created_at, expires_at';
 
@@ -80,7 +92,7 @@ async function writeTags(tx: PoolClient, table: TaggedTable, tags: Array<{ id: s
   let written = 0;
   for (let start = 0; start < tags.length; start += BATCH) {
     const batch = tags.slice(start, start + BATCH);
-    const idType = table === 'tasks' ? 'uuid' : 'text';
+    const idType = table === 'tasks' || table === 'admin_tokens' ? 'uuid' : 'text';
     const { rowCount } = await tx.query(
       `UPDATE ${table} t SET integrity_tag = n.tag
          FROM unnest($1::${idType}[], $2::text[], $3::text[]) AS n(id, tag, expected)
@@ -92,7 +104,7 @@ async function writeTags(tx: PoolClient, table: TaggedTable, tags: Array<{ id: s
   return written;
 }
 
-/** Tags, in `tx`, every row of the three tables that has no tag (locked `FOR UPDATE` until the marker commits with them). */
+/** Tags, in `tx`, every row of the tagged tables that has no tag (locked `FOR UPDATE` until the marker commits with them). */
 async function tagUntagged(tx: PoolClient, integrity: RowIntegrity): Promise<RowTagCounts> {
   const where = 'integrity_tag IS NULL';
   const keep = (tag: string | null) => tag === null;
@@ -100,6 +112,9 @@ async function tagUntagged(tx: PoolClient, integrity: RowIntegrity): Promise<Row
   const agents = await tx.query<ClientTagRow>(`SELECT id, status, jwks, integrity_tag FROM agents WHERE ${where} ORDER BY id FOR UPDATE`);
   const orchestrators = await tx.query<ClientTagRow>(
     `SELECT id, status, jwks, allowed_agents, integrity_tag FROM orchestrators WHERE ${where} ORDER BY id FOR UPDATE`,
+  );
+  const adminTokens = await tx.query<AdminTokenTagRow>(
+    `SELECT id, role, token_hash, expires_at, integrity_tag FROM admin_tokens WHERE ${where} ORDER BY id FOR UPDATE`,
   );
   return {
     tasks: await writeTags(
@@ -121,12 +136,19 @@ async function tagUntagged(tx: PoolClient, integrity: RowIntegrity): Promise<Row
         .filter((row) => keep(row.integrity_tag))
         .map((row) => ({ id: row.id, tag: integrity.tagClient('orchestrators', clientFields(row)), expected: row.integrity_tag })),
     ),
+    admin_tokens: await writeTags(
+      tx,
+      'admin_tokens',
+      adminTokens.rows
+        .filter((row) => keep(row.integrity_tag))
+        .map((row) => ({ id: row.id, tag: integrity.tagAdminToken(adminTokenFields(row)), expected: row.integrity_tag })),
+    ),
   };
 }
 
 /**
  * The upgrade to tagged rows: the first instance to start with the `row_integrity` migration tags
- * every task, agent and orchestrator that has no tag yet (trust on first use: whatever the rows
+ * every task, agent, orchestrator and admin token that has no tag yet (trust on first use: whatever the rows
  * hold at that moment is taken as written by Writ), records `row_integrity.backfilled` with the
  * counts (none when there was nothing to tag: a new installation), and marks it done in `row_integrity_backfill`, all in one transaction, under a session
  * advisory lock (a second instance starting at once waits, then finds it done). From then on it
@@ -196,6 +218,9 @@ async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise
   const orchestrators = (
     await tx.query<ClientTagRow>(`SELECT id, status, jwks, allowed_agents, integrity_tag FROM orchestrators WHERE integrity_tag IS NOT NULL ORDER BY id`)
   ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyClient('orchestrators', clientFields(row), row.integrity_tag));
+  const adminTokens = (
+    await tx.query<AdminTokenTagRow>(`SELECT id, role, token_hash, expires_at, integrity_tag FROM admin_tokens WHERE integrity_tag IS NOT NULL ORDER BY id`)
+  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyAdminToken(adminTokenFields(row), row.integrity_tag));
   return {
     tasks: await writeTags(
       tx,
@@ -211,6 +236,11 @@ async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise
       tx,
       'orchestrators',
       orchestrators.map((row) => ({ id: row.id, tag: integrity.tagClient('orchestrators', clientFields(row)), expected: row.integrity_tag })),
+    ),
+    admin_tokens: await writeTags(
+      tx,
+      'admin_tokens',
+      adminTokens.map((row) => ({ id: row.id, tag: integrity.tagAdminToken(adminTokenFields(row)), expected: row.integrity_tag })),
     ),
   };
 }

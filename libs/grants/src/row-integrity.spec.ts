@@ -1,5 +1,5 @@
 import { MasterKey } from '@writ/keys';
-import { canonicalJsonText, clientIntegrityText, RowIntegrity, TaskIntegrityFields, taskIntegrityText } from './row-integrity';
+import { adminTokenIntegrityText, canonicalJsonText, clientIntegrityText, RowIntegrity, TaskIntegrityFields, taskIntegrityText } from './row-integrity';
 
 const task: TaskIntegrityFields = {
   id: '0B7C3B2E-3F1A-4C55-9A0E-1F2D3C4B5A69',
@@ -79,6 +79,15 @@ describe('canonical row text', () => {
       clientIntegrityText('orchestrators', { ...orchestrator, allowedAgents: ['a', 'b', 'c'] }),
     );
     expect(clientIntegrityText('orchestrators', { ...orchestrator, allowedAgents: ['*'] })).not.toBe(clientIntegrityText('orchestrators', orchestrator));
+  });
+
+  it("covers an admin token's id, role, hash and expiry (none distinct from any)", () => {
+    const token = { id: '0B7C3B2E-3F1A-4C55-9A0E-1F2D3C4B5A69', role: 'viewer', tokenHash: 'ab'.repeat(32), expiresAt: null };
+    const base = adminTokenIntegrityText(token);
+    expect(adminTokenIntegrityText({ ...token, id: token.id.toLowerCase() })).toBe(base);
+    for (const change of [{ role: 'admin' }, { tokenHash: 'cd'.repeat(32) }, { expiresAt: new Date(0) }, { id: '0b7c3b2e-3f1a-4c55-9a0e-1f2d3c4b5a6a' }]) {
+      expect(adminTokenIntegrityText({ ...token, ...change })).not.toBe(base);
+    }
   });
 
   it('refuses what JSON cannot hold', () => {

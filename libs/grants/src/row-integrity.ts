@@ -3,7 +3,7 @@ import type { MasterKey } from '@writ/keys';
 /**
  * Integrity tags of the rows that grant authority: a task (what its agent may be given), an agent
  * or an orchestrator (the keys a client authenticates with, its status, whom it may declare
- * tasks for). Each is `MasterKey.rowMac` over a canonical text of the row's authority-bearing
+ * tasks for), an admin token (its role). Each is `MasterKey.rowMac` over a canonical text of the row's authority-bearing
  * columns, written by Writ with the row and verified where the row is used to grant: a row a
  * database administrator inserted or changed by hand (no master key) does not verify, and is
  * refused as if it did not exist. A tag proves that Writ wrote these contents for this row at
@@ -12,7 +12,7 @@ import type { MasterKey } from '@writ/keys';
  */
 
 /** The tables whose rows carry a tag (the `kind` bound into the MAC). */
-export type TaggedTable = 'tasks' | 'agents' | 'orchestrators';
+export type TaggedTable = 'tasks' | 'agents' | 'orchestrators' | 'admin_tokens';
 
 /** The columns of a task its tag covers: everything that decides what the task may get. */
 export interface TaskIntegrityFields {
@@ -40,6 +40,15 @@ export interface ClientIntegrityFields {
   jwks: unknown;
   /** Orchestrators only: the agents it may declare tasks for. */
   allowedAgents?: readonly string[];
+}
+
+/** The columns of an admin token its tag covers (not its name, its use or its revocation, which only narrows). */
+export interface AdminTokenIntegrityFields {
+  id: string;
+  role: string;
+  /** The SHA-256 of the token, as stored. */
+  tokenHash: string;
+  expiresAt: Date | null;
 }
 
 /**
@@ -101,6 +110,11 @@ export function clientIntegrityText(table: 'agents' | 'orchestrators', client: C
   return canonicalJsonText(fields);
 }
 
+/** The canonical text of an admin token's tagged columns. */
+export function adminTokenIntegrityText(token: AdminTokenIntegrityFields): string {
+  return canonicalJsonText([token.id.toLowerCase(), token.role, token.tokenHash, token.expiresAt === null ? null : epochMillis(token.expiresAt)]);
+}
+
 /** Where a refused row is reported (the table and the id: never a column's value). */
 export type RowRefusalLog = (table: TaggedTable, id: string) => void;
 
@@ -123,6 +137,16 @@ export class RowIntegrity {
   /** The tag of an agent or orchestrator row as it is written. */
   tagClient(table: 'agents' | 'orchestrators', client: ClientIntegrityFields): string {
     return this.masterKey.rowMac(table, clientIntegrityText(table, client));
+  }
+
+  /** The tag of an admin token row as it is written. */
+  tagAdminToken(token: AdminTokenIntegrityFields): string {
+    return this.masterKey.rowMac('admin_tokens', adminTokenIntegrityText(token));
+  }
+
+  /** Whether an admin token row read back is one Writ wrote (reported when not). */
+  verifyAdminToken(token: AdminTokenIntegrityFields, tag: string | null | undefined): boolean {
+    return this.verified('admin_tokens', token.id, () => adminTokenIntegrityText(token), tag);
   }
 
   /** Whether a task row read back is one Writ wrote (reported when not). */

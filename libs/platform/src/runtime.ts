@@ -1,4 +1,4 @@
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes, randomUUID, createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -452,11 +452,14 @@ export async function ensureBootstrapAdminToken(runtime: Runtime): Promise<{ fil
       await writeFile(file, token + '\n', { mode: 0o600, flag: 'wx' });
     }
   }
+  const id = randomUUID();
+  const tokenHash = hashAdminToken(token);
+  // Tagged as every admin token (role and hash under the master key); an existing row is left as it is.
   const { rowCount } = await pool.query(
-    `INSERT INTO admin_tokens (id, name, role, token_hash, created_by, created_at)
-     VALUES (gen_random_uuid(), 'bootstrap', 'admin', $1, 'system', now())
+    `INSERT INTO admin_tokens (id, name, role, token_hash, created_by, created_at, integrity_tag)
+     VALUES ($1, 'bootstrap', 'admin', $2, 'system', now(), $3)
      ON CONFLICT (token_hash) DO NOTHING`,
-    [hashAdminToken(token)],
+    [id, tokenHash, runtime.rowIntegrity.tagAdminToken({ id, role: 'admin', tokenHash, expiresAt: null })],
   );
   return { file, created: (rowCount ?? 0) > 0 };
 }

@@ -126,7 +126,22 @@ export async function insertTaskRow(db: Queryable, integrity: RowIntegrity, task
  * Tags a row again as it now stands: a fixture's direct change of a tagged column (a suspension,
  * an earlier deadline) made as if Writ had written it. Without it the row is refused as forged.
  */
-export async function retagRow(db: Queryable, integrity: RowIntegrity, table: 'tasks' | 'agents' | 'orchestrators', id: string): Promise<void> {
+export async function retagRow(
+  db: Queryable,
+  integrity: RowIntegrity,
+  table: 'tasks' | 'agents' | 'orchestrators' | 'admin_tokens',
+  id: string,
+): Promise<void> {
+  if (table === 'admin_tokens') {
+    const { rows } = (await db.query('SELECT id, role, token_hash, expires_at FROM admin_tokens WHERE id = $1', [id])) as {
+      rows: Array<{ id: string; role: string; token_hash: string; expires_at: Date | null }>;
+    };
+    const row = rows[0];
+    if (!row) throw new Error(`no admin token ${id}`);
+    const tag = integrity.tagAdminToken({ id: row.id, role: row.role, tokenHash: row.token_hash, expiresAt: row.expires_at });
+    await db.query('UPDATE admin_tokens SET integrity_tag = $2 WHERE id = $1', [id, tag]);
+    return;
+  }
   if (table === 'tasks') {
     const { rows } = (await db.query(
       `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, task_token_jti, created_at, expires_at

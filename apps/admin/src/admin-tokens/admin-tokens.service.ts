@@ -3,6 +3,7 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { AuditService } from '@writ/audit';
+import { RowIntegrity } from '@writ/grants';
 import { AdminTokenEntity, rowOf, RowOf } from '@writ/database';
 import { ConflictError, hashAdminToken, isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminUnauthorizedError } from '../auth/admin-auth.errors';
@@ -35,6 +36,7 @@ export class AdminTokensService {
   constructor(
     @InjectRepository(AdminTokenEntity) private readonly repository: Repository<AdminTokenEntity>,
     private readonly audit: AuditService,
+    private readonly integrity: RowIntegrity,
   ) {}
 
   /** Creates a token: 32 random bytes, base64url, after the `writ_admin_` prefix. */
@@ -52,11 +54,15 @@ export class AdminTokensService {
         if (!creator.rows[0]) throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
         // Never past its creator's expiry (LEAST skips NULLs: no expiry only from a creator without
         // one), as Vault's child tokens: else a token leaked for a day would make one for ever.
+        const tokenHash = hashAdminToken(token);
         const { rows } = await client.query<Row>(
           `INSERT INTO admin_tokens (id, name, role, token_hash, created_by, expires_at)
            VALUES ($1, $2, $3, $4, $5, LEAST(now() + make_interval(secs => $6::int), $7::timestamptz)) RETURNING ${COLUMNS}`,
-          [id, body.name, body.role, hashAdminToken(token), principal.id, body.expires_in ?? null, creator.rows[0].expires_at],
+          [id, body.name, body.role, tokenHash, principal.id, body.expires_in ?? null, creator.rows[0].expires_at],
         );
+        // Tagged over the expiry PostgreSQL computed (read back to the millisecond, as verified).
+        const tag = this.integrity.tagAdminToken({ id, role: body.role, tokenHash, expiresAt: rows[0].expires_at });
+        await client.query('UPDATE admin_tokens SET integrity_tag = $2 WHERE id = $1', [id, tag]);
         return toAdminTokenDto(rows[0]);
       },
       (created) => [

@@ -3,6 +3,7 @@ import type { Request } from 'express';
 import type { Pool } from 'pg';
 import { PG_POOL } from '@writ/database';
 import { AuditService } from '@writ/audit';
+import { RowIntegrity } from '@writ/grants';
 import { FailureThrottle, hashAdminToken, sourceAddress } from '@writ/platform';
 import { AdminForbiddenError, AdminThrottledError, AdminUnauthorizedError } from './admin-auth.errors';
 import type { AdminPrincipal } from './admin-principal';
@@ -29,6 +30,7 @@ export class AdminAuthenticator {
     @Inject(PG_POOL) private readonly pool: Pool,
     private readonly throttle: FailureThrottle,
     private readonly audit: AuditService,
+    private readonly integrity: RowIntegrity,
   ) {}
 
   /** The token's principal, or {@link AdminUnauthorizedError} (401) / {@link AdminThrottledError} (429). */
@@ -40,14 +42,31 @@ export class AdminAuthenticator {
     if (blocked) throw new AdminThrottledError(blocked.retryAfterSeconds);
     const token = bearerToken(request.headers.authorization);
     if (!token) return this.refuse(request, source, 'missing', 'an admin token is required: Authorization: Bearer <token>');
-    const { rows } = await this.pool.query<{ id: string; name: string; role: string; stale: boolean; expired: boolean }>(
+    const tokenHash = hashAdminToken(token);
+    const { rows } = await this.pool.query<{
+      id: string;
+      name: string;
+      role: string;
+      stale: boolean;
+      expired: boolean;
+      expires_at: Date | null;
+      integrity_tag: string | null;
+    }>(
       `SELECT id, name, role, (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') AS stale,
-              (expires_at IS NOT NULL AND expires_at <= now()) AS expired
+              (expires_at IS NOT NULL AND expires_at <= now()) AS expired, expires_at, integrity_tag
          FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL`,
-      [hashAdminToken(token)],
+      [tokenHash],
     );
     const row = rows[0];
-    if (!row || !isAdminRole(row.role)) return this.refuse(request, source, 'unknown_or_revoked', 'the admin token is unknown or revoked');
+    // A token row Writ did not write (inserted or given another role or expiry by hand: its
+    // integrity tag does not verify) is unknown.
+    if (
+      !row ||
+      !isAdminRole(row.role) ||
+      !this.integrity.verifyAdminToken({ id: row.id, role: row.role, tokenHash, expiresAt: row.expires_at }, row.integrity_tag)
+    ) {
+      return this.refuse(request, source, 'unknown_or_revoked', 'the admin token is unknown or revoked');
+    }
     // Counted like any other failure: whoever holds an expired token may not keep trying it.
     if (row.expired) return this.refuse(request, source, 'expired', 'the admin token has expired');
     if (row.stale) {

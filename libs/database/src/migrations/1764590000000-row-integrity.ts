@@ -1,7 +1,9 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
+const TAGGED = ['tasks', 'agents', 'orchestrators', 'admin_tokens'];
+
 /**
- * `integrity_tag` on `tasks`, `agents` and `orchestrators`: an HMAC under a subkey of the master
+ * `integrity_tag` on `tasks`, `agents`, `orchestrators` and `admin_tokens`: an HMAC under a subkey of the master
  * key over the row's authority-bearing columns (see `libs/grants/src/row-integrity.ts`), written
  * by Writ with the row and verified where the row grants (the token exchange's task read, client
  * authentication, a task's declaration): a row inserted or changed by hand, without the master
@@ -10,12 +12,14 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * `row_integrity_backfill` (one row) and the audit log; from then on an untagged row is refused
  * like a bad one. `writ_service` already has its grants on the three tables (table grants cover
  * new columns); it reads and inserts the marker.
+ * Admin tokens are tagged over their id, role, hash and expiry: a token row inserted by hand (the
+ * hash of a token of the DBA's own) or given a higher role authenticates nothing.
  */
 export class RowIntegrity1764590000000 implements MigrationInterface {
   name = 'RowIntegrity1764590000000';
 
   async up(q: QueryRunner): Promise<void> {
-    for (const table of ['tasks', 'agents', 'orchestrators']) await q.query(`ALTER TABLE ${table} ADD COLUMN integrity_tag text`);
+    for (const table of TAGGED) await q.query(`ALTER TABLE ${table} ADD COLUMN integrity_tag text`);
     await q.query(`
       CREATE TABLE row_integrity_backfill (
         id smallint PRIMARY KEY CHECK (id = 1),
@@ -32,6 +36,6 @@ export class RowIntegrity1764590000000 implements MigrationInterface {
 
   async down(q: QueryRunner): Promise<void> {
     await q.query('DROP TABLE row_integrity_backfill');
-    for (const table of ['tasks', 'agents', 'orchestrators']) await q.query(`ALTER TABLE ${table} DROP COLUMN integrity_tag`);
+    for (const table of TAGGED) await q.query(`ALTER TABLE ${table} DROP COLUMN integrity_tag`);
   }
 }
