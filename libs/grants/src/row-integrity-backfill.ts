@@ -190,8 +190,12 @@ export async function backfillRowIntegrity(
  * refused). One instance at a time, each row only while it still holds the tag read.
  */
 export async function retagUnderCurrentMasterKey(pool: Pool, integrity: RowIntegrity): Promise<RowTagCounts> {
-  return underRowTagLock(pool, async () => {
-    const tx = await pool.connect();
+  // One connection holds the lock and runs the transaction: the re-wrap that calls this already holds one of its own.
+  const tx = await pool.connect();
+  // A connection whose lock could not be released is closed, never handed back holding it.
+  let clean = false;
+  try {
+    await tx.query('SELECT pg_advisory_lock($1)', [ROW_TAG_LOCK]);
     try {
       await tx.query('BEGIN');
       const counts = await tagRowsVerified(tx, integrity);
@@ -201,9 +205,14 @@ export async function retagUnderCurrentMasterKey(pool: Pool, integrity: RowInteg
       await tx.query('ROLLBACK').catch(() => undefined);
       throw error;
     } finally {
-      tx.release();
+      clean = await tx.query('SELECT pg_advisory_unlock($1)', [ROW_TAG_LOCK]).then(
+        () => true,
+        () => false,
+      );
     }
-  });
+  } finally {
+    tx.release(!clean);
+  }
 }
 
 /** Re-tags, under the current key, the rows whose tag is not the current key's but verifies under a previous one. */
