@@ -1,5 +1,6 @@
 import { MasterKey } from '@writ/keys';
-import { adminTokenIntegrityText, canonicalJsonText, clientIntegrityText, RowIntegrity, TaskIntegrityFields, taskIntegrityText } from './row-integrity';
+import { canonicalJsonText } from '@writ/audit';
+import { adminTokenIntegrityText, clientIntegrityText, RowIntegrity, TaskIntegrityFields, taskIntegrityText } from './row-integrity';
 
 const task: TaskIntegrityFields = {
   id: '0B7C3B2E-3F1A-4C55-9A0E-1F2D3C4B5A69',

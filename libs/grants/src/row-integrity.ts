@@ -1,3 +1,5 @@
+// The audit chain's RFC 8785 writer: one definition of canonical JSON (jsonb members in any order, one text).
+import { canonicalJsonText } from '@writ/audit';
 import type { MasterKey } from '@writ/keys';
 
 /**
@@ -49,29 +51,6 @@ export interface AdminTokenIntegrityFields {
   /** The SHA-256 of the token, as stored. */
   tokenHash: string;
   expiresAt: Date | null;
-}
-
-/**
- * RFC 8785 canonical JSON of a value as `JSON.parse` (or `pg` reading jsonb) produces it: object
- * members sorted by UTF-16 code units, so the same jsonb value always has the same text whatever
- * order its members were written or stored in. Refuses what JSON cannot hold.
- */
-export function canonicalJsonText(value: unknown): string {
-  if (value === null || typeof value === 'boolean' || typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw new TypeError('canonicalJsonText: non-finite number');
-    return JSON.stringify(value);
-  }
-  if (Array.isArray(value)) return `[${value.map((item) => canonicalJsonText(item === undefined ? null : item)).join(',')}]`;
-  if (typeof value === 'object') {
-    const members: string[] = [];
-    for (const name of Object.keys(value).sort()) {
-      const member = (value as Record<string, unknown>)[name];
-      if (member !== undefined) members.push(`${JSON.stringify(name)}:${canonicalJsonText(member)}`);
-    }
-    return `{${members.join(',')}}`;
-  }
-  throw new TypeError(`canonicalJsonText: ${typeof value} is not a JSON value`);
 }
 
 /** Milliseconds since the epoch of a timestamp (`pg` reads `timestamptz` to the millisecond). */
