@@ -32,8 +32,6 @@ interface LoadedKey {
 
 interface KeyRow {
   kid: string;
-  alg: string;
-  public_jwk: PublicSigningKey;
   private_sealed: Buffer;
   status: 'next' | 'active' | 'retiring';
   created_at: Date;
@@ -353,7 +351,7 @@ export class SigningKeyStore {
     if (this.reloading) return this.reloading;
     this.reloading = (async () => {
       const { rows } = await this.pool.query<KeyRow>(
-        `SELECT kid, alg, public_jwk, private_sealed, status, created_at FROM signing_keys
+        `SELECT kid, private_sealed, status, created_at FROM signing_keys
           WHERE status IN ('next', 'active', 'retiring') ORDER BY created_at`,
       );
       const next = new Map<string, LoadedKey>();
@@ -364,12 +362,15 @@ export class SigningKeyStore {
           continue;
         }
         const privateJwk = JSON.parse(this.master.unseal(row.private_sealed, `signing_key:${row.kid}`).toString('utf8')) as JWK;
+        // The public half is the sealed private key's own (sealed bound to its kid), never the
+        // row's `public_jwk`: nothing seals that column, and a DBA's key in it would be trusted.
+        const publicJwk = publicHalf(privateJwk, row.kid);
         next.set(row.kid, {
           kid: row.kid,
           status: row.status,
-          publicJwk: row.public_jwk,
-          publicKey: (await importJWK(row.public_jwk, row.alg)) as CryptoKey,
-          privateKey: (await importJWK(privateJwk, row.alg)) as CryptoKey,
+          publicJwk,
+          publicKey: (await importJWK(publicJwk, SIGNING_ALG)) as CryptoKey,
+          privateKey: (await importJWK(privateJwk, SIGNING_ALG)) as CryptoKey,
           privateKeyObject: createPrivateKey({ key: privateJwk as JsonWebKey, format: 'jwk' }),
           createdAt: row.created_at,
         });
@@ -493,6 +494,11 @@ export class SigningKeyStore {
     ]);
     return kid;
   }
+}
+
+/** The published form of an EC private JWK's public half (`kty`, `crv`, `x`, `y`), named `kid`. */
+function publicHalf(privateJwk: JWK, kid: string): PublicSigningKey {
+  return { kty: privateJwk.kty, crv: privateJwk.crv, x: privateJwk.x, y: privateJwk.y, kid, alg: SIGNING_ALG, use: 'sig' };
 }
 
 function verificationMessage(code: string): string {
