@@ -17,7 +17,7 @@ export type MasterKeyRewrapReport = { tables: Record<string, RewrapCount> } | 'b
  * time (a session advisory lock, tried: an instance starting meanwhile leaves the work to the one
  * doing it); every row is one conditional UPDATE that applies only while the row still holds the
  * value read, so a concurrent change is never lost. Records one `master_key.rewrapped` event with
- * the counts per table when anything was re-sealed (values never).
+ * the counts per table when anything was re-sealed or left for a later start (values never).
  */
 export async function rewrapUnderCurrentMasterKey(runtime: Runtime, accounts: ConnectedAccounts): Promise<MasterKeyRewrapReport> {
   const { pool, masterKey, signingKeys, audit } = runtime;
@@ -32,8 +32,10 @@ export async function rewrapUnderCurrentMasterKey(runtime: Runtime, accounts: Co
         connectors: await rewrapConnectorCredentials(pool, masterKey),
         ...(await accounts.rewrapSealed()),
       };
-      const rewrapped = Object.values(tables).reduce((sum, count) => sum + count.rewrapped, 0);
-      if (rewrapped > 0) {
+      // Also when only rows left for later were found (changed meanwhile, or under a refresh):
+      // "a restart records no new event" is how the operator knows none is left under a previous key.
+      const touched = Object.values(tables).reduce((sum, count) => sum + count.rewrapped + count.skipped, 0);
+      if (touched > 0) {
         await audit.record({
           type: 'master_key.rewrapped',
           outcome: 'success',
