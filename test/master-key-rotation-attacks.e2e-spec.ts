@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { accountSealContext } from '@writ/accounts';
+import { accountSealContext, masterKeyRewrapDone } from '@writ/accounts';
 import { MasterKey } from '@writ/keys';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { Client } from 'pg';
 import { createAdminApp } from '../apps/admin/src/admin.app';
+import { eventually } from './support/eventually';
 import { http } from './support/oauth-client';
 import { seedConnector, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
@@ -34,18 +36,30 @@ describe('master key rotation under attack', () => {
       logSink: (line) => logs.push(line),
     });
     open.push(services);
+    // The re-seal runs in the background: the steps below look at what it did.
+    await masterKeyRewrapDone(services.runtime);
     return services;
   };
   const stop = async (services: TestServices) => {
     open.splice(open.indexOf(services), 1);
     await services.close();
   };
-  const rewrapEvents = async (services: TestServices) =>
+  /** Reads the database as its administrator, whatever instance runs. */
+  const query = async <T extends Record<string, unknown>>(sql: string): Promise<T[]> => {
+    const client = new Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      return (await client.query<T>(sql)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  const rewrapEvents = async () =>
     (
-      await services.runtime.pool.query<{ data: { tables: Record<string, { rewrapped: number; skipped: number; unopened: number }> } }>(
+      await query<{ data: { tables: Record<string, { rewrapped: number; skipped: number; unopened: number }> } }>(
         `SELECT data FROM audit_events WHERE type = 'master_key.rewrapped' ORDER BY seq`,
       )
-    ).rows.map((row) => row.data.tables);
+    ).map((row) => row.data.tables);
 
   const databases: TestDatabase[] = [];
 
@@ -110,11 +124,11 @@ describe('master key rotation under attack', () => {
     await stop(first);
 
     const second = await start(KEY_B, [KEY_A]);
-    expect((await rewrapEvents(second)).map((tables) => tables.connected_accounts)).toEqual([{ rewrapped: 0, skipped: 1, unopened: 0 }]);
+    expect((await rewrapEvents()).map((tables) => tables.connected_accounts)).toEqual([{ rewrapped: 0, skipped: 1, unopened: 0 }]);
     await stop(second);
     // Step 3 of the procedure: restart, and a new event means something is left under A.
     const third = await start(KEY_B, [KEY_A]);
-    expect((await rewrapEvents(third)).map((tables) => tables.connected_accounts)).toEqual([
+    expect((await rewrapEvents()).map((tables) => tables.connected_accounts)).toEqual([
       { rewrapped: 0, skipped: 1, unopened: 0 },
       { rewrapped: 0, skipped: 1, unopened: 0 },
     ]);
@@ -124,7 +138,79 @@ describe('master key rotation under attack', () => {
     await third.runtime.pool.query(`UPDATE connected_accounts SET refresh_lease_holder = NULL, refresh_lease_expires_at = NULL`);
     await stop(third);
     const fourth = await start(KEY_B, [KEY_A]);
-    expect((await rewrapEvents(fourth)).map((tables) => tables.connected_accounts)[2]).toEqual({ rewrapped: 1, skipped: 0, unopened: 0 });
+    expect((await rewrapEvents()).map((tables) => tables.connected_accounts)[2]).toEqual({ rewrapped: 1, skipped: 0, unopened: 0 });
     await stop(fourth);
   }, 60_000);
+
+  it('a large table: the services serve while it is re-sealed in batches with progress logged, and a shutdown stops it between rows', async () => {
+    const a = new MasterKey(KEY_A);
+    const b = new MasterKey(KEY_B);
+    const first = await start(KEY_A);
+    await seedConnector(first.runtime.pool, 'codehost', undefined, 'http://127.0.0.1:9');
+    // More links than a batch holds (500), each sealed under A.
+    const ids = Array.from({ length: 1201 }, (_, index) => `link-${String(index).padStart(4, '0')}`);
+    await first.runtime.pool.query(
+      `INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at, opened_at, verifier_sealed)
+       SELECT id, 'codehost', $3, 'carol', 'test', now() + interval '10 minutes', now(), sealed FROM unnest($1::text[], $2::bytea[]) AS t(id, sealed)`,
+      [ids, ids.map((id) => a.seal(`verifier-of-${id}`, `writ/connect-link/v1\n${id}`)), IDP],
+    );
+    await stop(first);
+    const underB = async () =>
+      (await query<{ id: string; verifier_sealed: Buffer }>('SELECT id, verifier_sealed FROM connect_links')).filter((row) => {
+        try {
+          return b.unseal(row.verifier_sealed, `writ/connect-link/v1\n${row.id}`).length > 0;
+        } catch {
+          return false;
+        }
+      }).length;
+
+    // Someone holds the first row of the second batch (a long transaction): the re-seal waits on it.
+    const holder = new Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM connect_links WHERE id = 'link-0500' FOR UPDATE`);
+      logs.length = 0;
+      const starting = startTestServices({
+        db,
+        admin: createAdminApp,
+        // Its row lock waits longer than the start may take.
+        env: { WRIT_MASTER_KEY: KEY_B.toString('base64'), WRIT_MASTER_KEY_PREVIOUS: KEY_A.toString('base64'), WRIT_DB_LOCK_TIMEOUT_MS: '60000' },
+        logSink: (line) => logs.push(line),
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const started = await Promise.race([starting, new Promise<'blocked'>((resolve) => (timer = setTimeout(() => resolve('blocked'), 10_000)))]);
+      clearTimeout(timer);
+      if (started === 'blocked') {
+        await holder.query('ROLLBACK');
+        await starting.then((services) => services.close());
+      }
+      expect(started).not.toBe('blocked');
+      const second = started as TestServices;
+      open.push(second);
+      expect((await http(`${second.authUrl}/oauth2/jwks`)).status).toBe(200);
+      const progress = () =>
+        logs.map((line) => JSON.parse(line) as { msg: string; table?: string; rewrapped?: number }).filter((line) => /^re-sealing values/.test(line.msg));
+      expect(
+        (await eventually(progress, (lines) => lines.some((line) => line.table === 'connect_links'))).filter((line) => line.table === 'connect_links'),
+      ).toEqual([expect.objectContaining({ rewrapped: 500 })]);
+      // The shutdown stops it before the next row (after the one it waits for, if it got there), and waits for that.
+      const closing = stop(second);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await holder.query('ROLLBACK');
+      await closing;
+      const done = await underB();
+      expect([500, 501]).toContain(done);
+      const [stopped] = await rewrapEvents();
+      expect(stopped.connect_links).toMatchObject({ rewrapped: done, skipped: 0 });
+    } finally {
+      await holder.end();
+    }
+    // The next start goes on from there; the logs never hold a verifier.
+    const third = await start(KEY_B, [KEY_A]);
+    expect(await underB()).toBe(1201);
+    expect((await rewrapEvents())[1].connect_links).toEqual({ rewrapped: 1201 - (await rewrapEvents())[0].connect_links.rewrapped, skipped: 0, unopened: 0 });
+    expect(logs.join('\n')).not.toContain('verifier-of-');
+    await stop(third);
+  }, 90_000);
 });

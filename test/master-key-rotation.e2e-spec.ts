@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConnectedAccounts, accountSealContext, rewrapUnderCurrentMasterKey } from '@writ/accounts';
+import { ConnectedAccounts, accountSealContext, masterKeyRewrapDone, rewrapUnderCurrentMasterKey } from '@writ/accounts';
 import { publicKeyFileFor } from '@writ/audit';
 import { loadConfig } from '@writ/config';
 import { credentialSealContext } from '@writ/connectors';
@@ -60,6 +60,8 @@ describe('master key rotation', () => {
       logSink: (line) => logs.push(line),
     });
     open.push(services);
+    // The re-seal runs in the background: the steps below look at what it did.
+    await masterKeyRewrapDone(services.runtime);
     return services;
   };
   const stop = async (services: TestServices) => {

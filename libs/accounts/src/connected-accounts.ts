@@ -3,7 +3,7 @@ import * as oauth from 'oauth4webapi';
 import type { Pool, PoolClient } from 'pg';
 import type { AuditEventInput, AuditService } from '@writ/audit';
 import { type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
-import { type MasterKey, type RewrapCount, rewrapRows, sealedUnderOtherKey, UnsealError } from '@writ/keys';
+import { afterRow, type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, sealedUnderOtherKey, UNCONTROLLED, UnsealError } from '@writ/keys';
 import { ConnectedAccountError } from './account-errors';
 import { UpstreamOAuthClient, UpstreamOAuthError, type UpstreamTokenSet } from './upstream-oauth-client';
 import type { VerifiedUser } from './user-token-verifier';
@@ -688,20 +688,21 @@ export class ConnectedAccounts {
   }
 
   /**
-   * Re-seals under the current master key the PKCE verifiers of open connect links and the
-   * users' tokens sealed under a previous one; one conditional UPDATE per row, applied only
-   * while the row still holds the value read, and never under a live refresh lease (the
-   * refresh stores its rotation by comparing the sealed value it read: the row is left for the
-   * next start).
+   * Re-seals under the current master key the PKCE verifiers of open connect links sealed under
+   * a previous one, in batches; one conditional UPDATE per row, applied only while the row still
+   * holds the value read.
    */
-  async rewrapSealed(): Promise<{ connect_links: RewrapCount; connected_accounts: RewrapCount }> {
+  async rewrapConnectLinks(control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
     const prefix = this.master.currentSealPrefix();
-    const links = await this.pool.query<{ id: string; verifier_sealed: Buffer }>(
-      `SELECT id, verifier_sealed FROM connect_links WHERE verifier_sealed IS NOT NULL AND ${sealedUnderOtherKey('verifier_sealed', '$1')} ORDER BY id`,
-      [prefix],
-    );
-    const connect_links = await rewrapRows(
-      links.rows,
+    return rewrapInBatches(
+      async (after, limit) =>
+        (
+          await this.pool.query<{ id: string; verifier_sealed: Buffer }>(
+            `SELECT id, verifier_sealed FROM connect_links
+              WHERE verifier_sealed IS NOT NULL AND ${sealedUnderOtherKey('verifier_sealed', '$1')} ${afterRow('id', after, '$3')} ORDER BY id LIMIT $2`,
+            after === undefined ? [prefix, limit] : [prefix, limit, after],
+          )
+        ).rows,
       (row) => row.id,
       async (row) => {
         const context = `writ/connect-link/v1\n${row.id}`;
@@ -713,14 +714,26 @@ export class ConnectedAccounts {
         ]);
         return updated.rowCount === 1;
       },
+      control,
     );
-    const accounts = await this.pool.query<{ id: string; connector_id: string; user_issuer: string; user_subject: string; tokens_sealed: Buffer }>(
-      `SELECT id, connector_id, user_issuer, user_subject, tokens_sealed FROM connected_accounts
-        WHERE ${sealedUnderOtherKey('tokens_sealed', '$1')} ORDER BY id`,
-      [prefix],
-    );
-    const connected_accounts = await rewrapRows(
-      accounts.rows,
+  }
+
+  /**
+   * Re-seals under the current master key the users' tokens sealed under a previous one, as
+   * {@link rewrapConnectLinks} does, and never under a live refresh lease (the refresh stores its
+   * rotation by comparing the sealed value it read: the row is left for the next start).
+   */
+  async rewrapConnectedAccounts(control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
+    const prefix = this.master.currentSealPrefix();
+    return rewrapInBatches(
+      async (after, limit) =>
+        (
+          await this.pool.query<{ id: string; connector_id: string; user_issuer: string; user_subject: string; tokens_sealed: Buffer }>(
+            `SELECT id, connector_id, user_issuer, user_subject, tokens_sealed FROM connected_accounts
+              WHERE ${sealedUnderOtherKey('tokens_sealed', '$1')} ${afterRow('id', after, '$3')} ORDER BY id LIMIT $2`,
+            after === undefined ? [prefix, limit] : [prefix, limit, after],
+          )
+        ).rows,
       (row) => row.id,
       async (row) => {
         let credential: OAuth2AuthorizationCode;
@@ -740,8 +753,8 @@ export class ConnectedAccounts {
         );
         return updated.rowCount === 1;
       },
+      control,
     );
-    return { connect_links, connected_accounts };
   }
 
   /**

@@ -6,7 +6,7 @@ import type { Pool, PoolClient } from 'pg';
 import { type AuditedTransaction, watchCheckedOut } from '@writ/database';
 import { TemporarilyUnavailableError } from '@writ/oauth';
 import { MasterKey } from './master-key';
-import { type RewrapCount, rewrapRows, sealedUnderOtherKey } from './sealed-rewrap';
+import { afterRow, type RewrapControl, type RewrapCount, rewrapInBatches, sealedUnderOtherKey, UNCONTROLLED } from './sealed-rewrap';
 import { VerifiedTokenCache } from './verified-token-cache';
 
 /** The signing algorithm of Writ's tokens. */
@@ -152,13 +152,17 @@ export class SigningKeyStore {
    * statuses: a retired key's private half is no less secret), one conditional UPDATE per key
    * that applies only while the row still holds the value read.
    */
-  async rewrapPrivateKeys(): Promise<RewrapCount> {
-    const { rows } = await this.pool.query<{ kid: string; private_sealed: Buffer }>(
-      `SELECT kid, private_sealed FROM signing_keys WHERE ${sealedUnderOtherKey('private_sealed', '$1')} ORDER BY kid`,
-      [this.master.currentSealPrefix()],
-    );
-    return rewrapRows(
-      rows,
+  async rewrapPrivateKeys(control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
+    const prefix = this.master.currentSealPrefix();
+    return rewrapInBatches(
+      async (after, limit) =>
+        (
+          await this.pool.query<{ kid: string; private_sealed: Buffer }>(
+            `SELECT kid, private_sealed FROM signing_keys WHERE ${sealedUnderOtherKey('private_sealed', '$1')} ${afterRow('kid', after, '$3')}
+              ORDER BY kid LIMIT $2`,
+            after === undefined ? [prefix, limit] : [prefix, limit, after],
+          )
+        ).rows,
       (row) => row.kid,
       async (row) => {
         const sealed = this.master.seal(this.master.unseal(row.private_sealed, `signing_key:${row.kid}`), `signing_key:${row.kid}`);
@@ -169,6 +173,7 @@ export class SigningKeyStore {
         ]);
         return updated.rowCount === 1;
       },
+      control,
     );
   }
 
