@@ -213,4 +213,48 @@ describe('master key rotation under attack', () => {
     expect(logs.join('\n')).not.toContain('verifier-of-');
     await stop(third);
   }, 90_000);
+
+  it('a row held by a long transaction past the lock timeout: left for the next start, the rows after it re-sealed', async () => {
+    const a = new MasterKey(KEY_A);
+    const b = new MasterKey(KEY_B);
+    const first = await start(KEY_A);
+    await seedConnector(first.runtime.pool, 'codehost', undefined, 'http://127.0.0.1:9');
+    const ids = ['link-a', 'link-b', 'link-c'];
+    await first.runtime.pool.query(
+      `INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at, opened_at, verifier_sealed)
+       SELECT id, 'codehost', $3, 'dave', 'test', now() + interval '10 minutes', now(), sealed FROM unnest($1::text[], $2::bytea[]) AS t(id, sealed)`,
+      [ids, ids.map((id) => a.seal(`verifier-of-${id}`, `writ/connect-link/v1\n${id}`)), IDP],
+    );
+    await stop(first);
+    const holder = new Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM connect_links WHERE id = 'link-b' FOR UPDATE`);
+      const second = await startTestServices({
+        db,
+        env: { WRIT_MASTER_KEY: KEY_B.toString('base64'), WRIT_MASTER_KEY_PREVIOUS: KEY_A.toString('base64'), WRIT_DB_LOCK_TIMEOUT_MS: '300' },
+      });
+      open.push(second);
+      await masterKeyRewrapDone(second.runtime);
+      await holder.query('ROLLBACK');
+      expect((await rewrapEvents()).map((tables) => tables.connect_links)).toEqual([{ rewrapped: 2, skipped: 1, unopened: 0 }]);
+      const rows = await query<{ id: string; verifier_sealed: Buffer }>('SELECT id, verifier_sealed FROM connect_links ORDER BY id');
+      const opensUnderB = rows.map((row) => {
+        try {
+          return [row.id, b.unseal(row.verifier_sealed, `writ/connect-link/v1\n${row.id}`).length > 0];
+        } catch {
+          return [row.id, false];
+        }
+      });
+      expect(opensUnderB).toEqual([
+        ['link-a', true],
+        ['link-b', false],
+        ['link-c', true],
+      ]);
+      await stop(second);
+    } finally {
+      await holder.end();
+    }
+  }, 60_000);
 });

@@ -19,6 +19,9 @@ export function sealedUnderOtherKey(column: string, param: string): string {
   return `substring(${column} FROM 1 FOR ${1 + 8}) IS DISTINCT FROM ${param}::bytea`;
 }
 
+/** PostgreSQL's SQLSTATE for `lock_timeout` expired. */
+const LOCK_NOT_AVAILABLE = '55P03';
+
 /** Rows read (and re-sealed) at a time: memory stays bounded whatever the table's size. */
 export const REWRAP_BATCH_ROWS = 500;
 
@@ -53,8 +56,8 @@ export function afterRow(column: string, after: string | undefined, param: strin
  * Re-seals a table in batches of {@link REWRAP_BATCH_ROWS} (`read`: the rows after `after`, in
  * the order of `id`, at most `limit`), one row at a time: `step` opens the row's value and writes
  * it back sealed under the current key in one conditional statement (`true`: written; `false`:
- * the row changed meanwhile); an {@link UnsealError} counts the row as unopened (logged by the
- * caller, never fatal). Rows left behind are never read again in the same run, so it ends.
+ * the row changed meanwhile, or was locked past `lock_timeout`); an {@link UnsealError} counts
+ * the row as unopened (logged by the caller, never fatal). Rows left behind are never read again in the same run, so it ends.
  */
 export async function rewrapInBatches<Row>(
   read: (after: string | undefined, limit: number) => Promise<readonly Row[]>,
@@ -72,8 +75,11 @@ export async function rewrapInBatches<Row>(
         if (await step(row)) count.rewrapped += 1;
         else count.skipped += 1;
       } catch (error) {
-        if (!(error instanceof UnsealError)) throw error;
-        count.unopened.push(id(row));
+        // A row held by another transaction past the lock timeout is left for the next start,
+        // as a row changed meanwhile: it does not stop the rows after it.
+        if ((error as { code?: unknown }).code === LOCK_NOT_AVAILABLE) count.skipped += 1;
+        else if (error instanceof UnsealError) count.unopened.push(id(row));
+        else throw error;
       }
     }
     control.progress(count);
