@@ -257,4 +257,36 @@ describe('master key rotation under attack', () => {
       await holder.end();
     }
   }, 60_000);
+
+  it('the rolling variant: its first restart (A current, B previous) changes nothing and records no re-seal', async () => {
+    const a = new MasterKey(KEY_A);
+    const first = await start(KEY_A);
+    await seedConnector(first.runtime.pool, 'payments', undefined, 'http://127.0.0.1:9');
+    await setConnectorCredential(first.runtime.pool, a, 'payments', { type: 'bearer', token: 'sk_rolling_value_4b1e' });
+    await stop(first);
+    const sealed = async () =>
+      query<{ value: Buffer }>(
+        `SELECT private_sealed AS value FROM signing_keys UNION ALL SELECT credential_sealed FROM connectors WHERE credential_sealed IS NOT NULL ORDER BY 1`,
+      );
+    const before = await sealed();
+    expect(before).toHaveLength(3);
+
+    // Every instance learns B first: nothing was sealed under B, so there is nothing to re-seal.
+    const [one, two] = await Promise.all([start(KEY_A, [KEY_B]), start(KEY_A, [KEY_B])]);
+    await Promise.all([stop(one), stop(two)]);
+    expect(await rewrapEvents()).toEqual([]);
+    expect(await sealed()).toEqual(before);
+
+    // Then B current, A previous: everything is re-sealed, once.
+    const three = await start(KEY_B, [KEY_A]);
+    expect(await rewrapEvents()).toEqual([
+      {
+        signing_keys: { rewrapped: 2, skipped: 0, unopened: 0 },
+        connectors: { rewrapped: 1, skipped: 0, unopened: 0 },
+        connect_links: { rewrapped: 0, skipped: 0, unopened: 0 },
+        connected_accounts: { rewrapped: 0, skipped: 0, unopened: 0 },
+      },
+    ]);
+    await stop(three);
+  }, 60_000);
 });

@@ -706,13 +706,14 @@ export class ConnectedAccounts {
       (row) => row.id,
       async (row) => {
         const context = `writ/connect-link/v1\n${row.id}`;
-        const sealed = this.master.seal(this.master.unseal(row.verifier_sealed, context), context);
+        const resealed = this.master.resealUnderCurrent(row.verifier_sealed, context);
+        if (!resealed) return 'current';
         const updated = await this.pool.query('UPDATE connect_links SET verifier_sealed = $3 WHERE id = $1 AND verifier_sealed = $2', [
           row.id,
           row.verifier_sealed,
-          sealed,
+          resealed.sealed,
         ]);
-        return updated.rowCount === 1;
+        return updated.rowCount === 1 ? 'rewrapped' : 'skipped';
       },
       control,
     );
@@ -745,13 +746,14 @@ export class ConnectedAccounts {
           throw error;
         }
         const context = accountSealContext(row.connector_id, credential.token_url, { issuer: row.user_issuer, subject: row.user_subject });
-        const sealed = this.master.seal(this.master.unseal(row.tokens_sealed, context), context);
+        const resealed = this.master.resealUnderCurrent(row.tokens_sealed, context);
+        if (!resealed) return 'current';
         const updated = await this.pool.query(
           `UPDATE connected_accounts SET tokens_sealed = $3
             WHERE id = $1 AND tokens_sealed = $2 AND (refresh_lease_holder IS NULL OR refresh_lease_expires_at <= now())`,
-          [row.id, row.tokens_sealed, sealed],
+          [row.id, row.tokens_sealed, resealed.sealed],
         );
-        return updated.rowCount === 1;
+        return updated.rowCount === 1 ? 'rewrapped' : 'skipped';
       },
       control,
     );

@@ -134,19 +134,20 @@ export async function rewrapConnectorCredentials(db: Pick<Pool, 'query'>, master
     async (row) => {
       const contexts = [() => credentialSealContext(row.id, row.base_url), () => legacyCredentialSealContext(row.id)];
       for (const context of contexts) {
-        let plaintext: Buffer;
+        let resealed: { sealed: Buffer; plaintext: Buffer } | undefined;
         try {
-          plaintext = master.unseal(row.credential_sealed, context());
+          resealed = master.resealUnderCurrent(row.credential_sealed, context());
         } catch {
           continue;
         }
+        if (!resealed) return 'current';
         const updated = await db.query('UPDATE connectors SET credential_sealed = $3, credential_fingerprint = $4 WHERE id = $1 AND credential_sealed = $2', [
           row.id,
           row.credential_sealed,
-          master.seal(plaintext, context()),
-          master.fingerprint(plaintext.toString('utf8')),
+          resealed.sealed,
+          master.fingerprint(resealed.plaintext.toString('utf8')),
         ]);
-        return updated.rowCount === 1;
+        return updated.rowCount === 1 ? 'rewrapped' : 'skipped';
       }
       throw new UnsealError();
     },

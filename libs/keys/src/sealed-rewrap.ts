@@ -33,6 +33,12 @@ export class RewrapStopped extends Error {
   }
 }
 
+/**
+ * What re-sealing one row did: `rewrapped`, `skipped` (the row changed meanwhile: left as it
+ * is), or `current` (the current key already opens it: nothing to do, counted nowhere).
+ */
+export type RewrapStep = 'rewrapped' | 'skipped' | 'current';
+
 /** How a running re-seal is told to stop, and tells its progress. */
 export interface RewrapControl {
   /** True once the re-seal should stop (checked before each row). */
@@ -55,14 +61,14 @@ export function afterRow(column: string, after: string | undefined, param: strin
 /**
  * Re-seals a table in batches of {@link REWRAP_BATCH_ROWS} (`read`: the rows after `after`, in
  * the order of `id`, at most `limit`), one row at a time: `step` opens the row's value and writes
- * it back sealed under the current key in one conditional statement (`true`: written; `false`:
- * the row changed meanwhile, or was locked past `lock_timeout`); an {@link UnsealError} counts
+ * it back sealed under the current key in one conditional statement (see {@link RewrapStep}; a
+ * row locked past `lock_timeout` is skipped too); an {@link UnsealError} counts
  * the row as unopened (logged by the caller, never fatal). Rows left behind are never read again in the same run, so it ends.
  */
 export async function rewrapInBatches<Row>(
   read: (after: string | undefined, limit: number) => Promise<readonly Row[]>,
   id: (row: Row) => string,
-  step: (row: Row) => Promise<boolean>,
+  step: (row: Row) => Promise<RewrapStep>,
   control: RewrapControl,
 ): Promise<RewrapCount> {
   const count: RewrapCount = { rewrapped: 0, skipped: 0, unopened: [] };
@@ -72,8 +78,9 @@ export async function rewrapInBatches<Row>(
     for (const row of rows) {
       if (control.stopped()) throw new RewrapStopped(count);
       try {
-        if (await step(row)) count.rewrapped += 1;
-        else count.skipped += 1;
+        const done = await step(row);
+        if (done === 'rewrapped') count.rewrapped += 1;
+        else if (done === 'skipped') count.skipped += 1;
       } catch (error) {
         // A row held by another transaction past the lock timeout is left for the next start,
         // as a row changed meanwhile: it does not stop the rows after it.

@@ -165,13 +165,14 @@ export class SigningKeyStore {
         ).rows,
       (row) => row.kid,
       async (row) => {
-        const sealed = this.master.seal(this.master.unseal(row.private_sealed, `signing_key:${row.kid}`), `signing_key:${row.kid}`);
+        const resealed = this.master.resealUnderCurrent(row.private_sealed, `signing_key:${row.kid}`);
+        if (!resealed) return 'current';
         const updated = await this.pool.query('UPDATE signing_keys SET private_sealed = $3 WHERE kid = $1 AND private_sealed = $2', [
           row.kid,
           row.private_sealed,
-          sealed,
+          resealed.sealed,
         ]);
-        return updated.rowCount === 1;
+        return updated.rowCount === 1 ? 'rewrapped' : 'skipped';
       },
       control,
     );
