@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { accountSealContext, masterKeyRewrapDone } from '@writ/accounts';
+import { accountSealContext, ConnectedAccounts, masterKeyRewrapDone } from '@writ/accounts';
+import { rewrapConnectorCredentials, unsealCredential } from '@writ/connectors';
 import { MasterKey } from '@writ/keys';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
-import { Client } from 'pg';
+import { Client, type Pool } from 'pg';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { eventually } from './support/eventually';
 import { http } from './support/oauth-client';
@@ -288,5 +289,94 @@ describe('master key rotation under attack', () => {
       },
     ]);
     await stop(three);
+  }, 60_000);
+
+  it('an admin setting a credential, or a refresh storing tokens, between the re-seal reading a row and writing it: theirs is kept', async () => {
+    const a = new MasterKey(KEY_A);
+    const rotated = new MasterKey(KEY_B, [KEY_A]);
+    const services = await start(KEY_A);
+    const { pool } = services.runtime;
+    await seedConnector(pool, 'codehost', undefined, 'http://127.0.0.1:9');
+    const credential = {
+      type: 'oauth2_authorization_code' as const,
+      authorization_url: 'http://127.0.0.1:9/auth',
+      token_url: TOKEN_URL,
+      client_id: 'writ-upstream',
+      client_secret: 'upstream-secret-race-0a9c',
+      scopes: ['repo:read'],
+    };
+    await setConnectorCredential(pool, a, 'codehost', credential);
+    const contextOf = (subject: string) => accountSealContext('codehost', TOKEN_URL, { issuer: IDP, subject });
+    for (const subject of ['erin', 'frank']) {
+      await pool.query(
+        `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed)
+         VALUES ($1, 'codehost', $2, $3, 'active', '{repo:read}', $4)`,
+        [randomUUID(), IDP, subject, a.seal(JSON.stringify({ access_token: `at_${subject}`, refresh_token: `rt_${subject}` }), contextOf(subject))],
+      );
+    }
+    /** The pool, with `meanwhile` run once right after the re-seal's first read. */
+    const between = (meanwhile: () => Promise<void>): Pool => {
+      let armed = true;
+      return new Proxy(pool, {
+        get: (target, property) =>
+          property === 'query'
+            ? async (...args: Parameters<Pool['query']>) => {
+                const result = await (target.query as (...query: unknown[]) => Promise<unknown>)(...args);
+                if (armed && /^\s*SELECT/.test(String(args[0]))) {
+                  armed = false;
+                  await meanwhile();
+                }
+                return result;
+              }
+            : Reflect.get(target, property),
+      });
+    };
+
+    // The admin sets a new credential (on an instance already under B) while the re-seal holds the old one.
+    const replacement = { ...credential, client_secret: 'upstream-secret-race-new-5e7b' };
+    const connectors = await rewrapConnectorCredentials(
+      between(() => setConnectorCredential(pool, rotated, 'codehost', replacement)),
+      rotated,
+    );
+    expect(connectors).toEqual({ rewrapped: 0, skipped: 1, unopened: [] });
+    const [row] = (await pool.query<{ credential_sealed: Buffer }>(`SELECT credential_sealed FROM connectors WHERE id = 'codehost'`)).rows;
+    expect(unsealCredential(new MasterKey(KEY_B), 'codehost', 'http://127.0.0.1:9', row.credential_sealed)).toEqual(replacement);
+
+    // Erin's refresh stores new tokens meanwhile; Frank's takes its lease meanwhile and stores after the re-seal's write.
+    const holder = randomUUID();
+    const refreshed = (subject: string) =>
+      rotated.seal(JSON.stringify({ access_token: `at2_${subject}`, refresh_token: `rt2_${subject}` }), contextOf(subject));
+    const accounts = Object.assign(
+      Object.create(Object.getPrototypeOf(services.apps[0].get(ConnectedAccounts)) as object),
+      services.apps[0].get(ConnectedAccounts),
+      {
+        master: rotated,
+        pool: between(async () => {
+          await pool.query(`UPDATE connected_accounts SET tokens_sealed = $1 WHERE user_subject = 'erin'`, [refreshed('erin')]);
+          await pool.query(
+            `UPDATE connected_accounts SET refresh_lease_holder = $1, refresh_lease_expires_at = now() + interval '30 seconds' WHERE user_subject = 'frank'`,
+            [holder],
+          );
+        }),
+      },
+    ) as ConnectedAccounts;
+    expect(await accounts.rewrapConnectedAccounts()).toEqual({ rewrapped: 0, skipped: 2, unopened: [] });
+    // Frank's refresh stores what it refreshed, comparing the sealed value it read (the one under A).
+    const [frankBefore] = (await pool.query<{ tokens_sealed: Buffer }>(`SELECT tokens_sealed FROM connected_accounts WHERE user_subject = 'frank'`)).rows;
+    const stored = await pool.query(
+      `UPDATE connected_accounts SET tokens_sealed = $3, refresh_lease_holder = NULL, refresh_lease_expires_at = NULL
+        WHERE user_subject = 'frank' AND refresh_lease_holder = $1 AND tokens_sealed = $2`,
+      [holder, frankBefore.tokens_sealed, refreshed('frank')],
+    );
+    expect(stored.rowCount).toBe(1);
+    expect(a.unseal(frankBefore.tokens_sealed, contextOf('frank')).toString()).toContain('rt_frank');
+    const tokens = (
+      await pool.query<{ user_subject: string; tokens_sealed: Buffer }>(`SELECT user_subject, tokens_sealed FROM connected_accounts ORDER BY user_subject`)
+    ).rows;
+    expect(tokens.map((account) => JSON.parse(rotated.unseal(account.tokens_sealed, contextOf(account.user_subject)).toString()).refresh_token)).toEqual([
+      'rt2_erin',
+      'rt2_frank',
+    ]);
+    await stop(services);
   }, 60_000);
 });
