@@ -3,11 +3,12 @@ import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { accountSealContext, ConnectedAccounts, masterKeyRewrapDone } from '@writ/accounts';
 import { rewrapConnectorCredentials, unsealCredential } from '@writ/connectors';
 import { MasterKey } from '@writ/keys';
+import { TemporarilyUnavailableError } from '@writ/oauth';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
 import { Client, type Pool } from 'pg';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { eventually } from './support/eventually';
-import { http } from './support/oauth-client';
+import { http, sendJson } from './support/oauth-client';
 import { seedConnector, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -26,13 +27,14 @@ describe('master key rotation under attack', () => {
   const open: TestServices[] = [];
   const logs: string[] = [];
 
-  const start = async (current: Buffer, previous: Buffer[] = []) => {
+  const start = async (current: Buffer, previous: Buffer[] = [], extra: Record<string, string> = {}) => {
     const services = await startTestServices({
       db,
       admin: createAdminApp,
       env: {
         WRIT_MASTER_KEY: current.toString('base64'),
         ...(previous.length ? { WRIT_MASTER_KEY_PREVIOUS: previous.map((key) => key.toString('base64')).join(',') } : {}),
+        ...extra,
       },
       logSink: (line) => logs.push(line),
     });
@@ -378,5 +380,35 @@ describe('master key rotation under attack', () => {
       'rt2_frank',
     ]);
     await stop(services);
+  }, 60_000);
+
+  it('an instance left on the old key alone, after a signing key rotation elsewhere: refuses what it cannot verify as unavailable, says why, leaks nothing', async () => {
+    const old = await start(KEY_A);
+    // Behind one load balancer: the same issuer.
+    const rotated = await start(KEY_B, [KEY_A], { WRIT_ISSUER: old.issuer });
+    // Twice: the first promotes the `next` key the old instance made (and holds); the second, one made under B.
+    await sendJson('POST', `${rotated.adminUrl}/v1/keys/rotate`, undefined, rotated.adminToken);
+    const rotation = await sendJson('POST', `${rotated.adminUrl}/v1/keys/rotate`, undefined, rotated.adminToken);
+    expect(rotation.status).toBe(201);
+    const now = Math.floor(Date.now() / 1000);
+    const signed = await rotated.runtime.signingKeys.sign({ sub: 'writ', jti: randomUUID(), iat: now, exp: now + 300 }, { typ: 'at+jwt' });
+    expect(signed.kid).toBe(rotation.body.kid);
+    // The new key was sealed under B: the old instance cannot load it, and says so rather than calling the token invalid.
+    await new Promise((resolve) => setTimeout(resolve, 5_100));
+    const refused = await old.runtime.signingKeys.verify(signed.token, { typ: 'at+jwt' }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(TemporarilyUnavailableError);
+    // Over HTTP: a valid tasks token of the new key is 503 with Retry-After there, not 401.
+    const tasksToken = await rotated.runtime.signingKeys.sign(
+      { sub: 'orchestrator', jti: randomUUID(), iat: now, exp: now + 300, aud: `${old.issuer}/v1/tasks`, scope: 'tasks' },
+      { typ: 'at+jwt' },
+    );
+    const listed = await http(`${old.authUrl}/v1/tasks/${randomUUID()}`, { headers: { authorization: `Bearer ${tasksToken.token}` } });
+    expect([listed.status, listed.headers.get('retry-after') !== null, listed.body.error]).toEqual([503, true, 'temporarily_unavailable']);
+    // The log says why (no value of any key); the instance still verifies what its own keys signed.
+    expect(logs.some((line) => /sealed value could not be opened/.test(line))).toBe(true);
+    for (const key of [KEY_A, KEY_B]) expect(logs.join('\n')).not.toContain(key.toString('base64'));
+    const own = await old.runtime.signingKeys.sign({ sub: 'writ', jti: randomUUID(), iat: now, exp: now + 300 }, { typ: 'at+jwt' });
+    await expect(old.runtime.signingKeys.verify(own.token, { typ: 'at+jwt' })).resolves.toBeDefined();
+    await Promise.all([stop(old), stop(rotated)]);
   }, 60_000);
 });

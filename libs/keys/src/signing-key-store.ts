@@ -133,7 +133,10 @@ export interface KeyMaintenanceOptions {
 export class SigningKeyStore {
   private keys = new Map<string, LoadedKey>();
   private active: LoadedKey | undefined;
+  /** When the last read of the keys started (an unknown kid reads them again at most this often). */
   private lastReload = 0;
+  /** The last read of the keys failed (a key sealed under a master key this instance lacks, the database out of reach). */
+  private reloadFailing = false;
   private reloading: Promise<void> | undefined;
   private readonly verified = new VerifiedTokenCache();
   /** Where scheduled rotations and retirements commit with their events (see {@link recordChangesWith}). */
@@ -355,6 +358,7 @@ export class SigningKeyStore {
   /** Re-reads the keys from PostgreSQL (other instances may have rotated). */
   async reload(): Promise<void> {
     if (this.reloading) return this.reloading;
+    this.lastReload = Date.now();
     this.reloading = (async () => {
       const { rows } = await this.pool.query<KeyRow>(
         `SELECT kid, private_sealed, status, created_at FROM signing_keys
@@ -383,10 +387,19 @@ export class SigningKeyStore {
       }
       this.keys = next;
       this.active = [...next.values()].find((key) => key.status === 'active');
-      this.lastReload = Date.now();
-    })().finally(() => {
-      this.reloading = undefined;
-    });
+    })()
+      .then(
+        () => {
+          this.reloadFailing = false;
+        },
+        (error: unknown) => {
+          this.reloadFailing = true;
+          throw error;
+        },
+      )
+      .finally(() => {
+        this.reloading = undefined;
+      });
     return this.reloading;
   }
 
@@ -429,7 +442,9 @@ export class SigningKeyStore {
   /**
    * Verifies a token this issuer signed: signature, `alg`, `typ`, `iss`, `exp`, and `aud`. A
    * token that verified before under the same options is not verified again: its `exp`,
-   * `nbf` and signing key are re-checked (see {@link VerifiedTokenCache}).
+   * `nbf` and signing key are re-checked (see {@link VerifiedTokenCache}). Throws
+   * {@link TokenVerificationError} for a token that is not valid, and `TemporarilyUnavailableError`
+   * when it names a key this instance cannot read right now (callers answer 503, not 401).
    */
   async verify(token: string, options: VerifyOptions): Promise<JWTVerifyResult> {
     const tolerance = options.clockTolerance ?? 0;
@@ -453,7 +468,7 @@ export class SigningKeyStore {
       this.verified.set(cacheKey, result);
       return this.verified.get(cacheKey, Math.floor(Date.now() / 1000), tolerance, () => true) ?? result;
     } catch (error) {
-      if (error instanceof TokenVerificationError) throw error;
+      if (error instanceof TokenVerificationError || error instanceof TemporarilyUnavailableError) throw error;
       const code = (error as { code?: string }).code ?? 'ERR_JWT_INVALID';
       throw new TokenVerificationError(code, verificationMessage(code));
     }
@@ -463,9 +478,11 @@ export class SigningKeyStore {
     if (!kid) throw new TokenVerificationError('ERR_JWKS_NO_MATCHING_KEY', 'token has no kid');
     let key = this.keys.get(kid);
     if (!key && Date.now() - this.lastReload > RELOAD_THROTTLE_MS) {
-      await this.reload();
+      await this.reload().catch(() => undefined);
       key = this.keys.get(kid);
     }
+    // Keys that cannot be read say nothing of the token: unavailable (503), never invalid.
+    if (!key && this.reloadFailing) throw new TemporarilyUnavailableError('the signing keys cannot be read right now; retry later');
     if (!key) throw new TokenVerificationError('ERR_JWKS_NO_MATCHING_KEY', 'token was not signed by a key of this issuer');
     return key.publicKey;
   }
