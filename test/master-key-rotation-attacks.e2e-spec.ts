@@ -411,4 +411,14 @@ describe('master key rotation under attack', () => {
     await expect(old.runtime.signingKeys.verify(own.token, { typ: 'at+jwt' })).resolves.toBeDefined();
     await Promise.all([stop(old), stop(rotated)]);
   }, 60_000);
+
+  it('the current key given as previous too: said in a warning, nothing re-sealed, no key in the log', async () => {
+    logs.length = 0;
+    const services = await start(KEY_A, [KEY_A]);
+    const warnings = logs.map((line) => JSON.parse(line) as { level: number; msg: string }).filter((line) => /WRIT_MASTER_KEY_PREVIOUS repeats/.test(line.msg));
+    expect(warnings).toHaveLength(1);
+    expect(await rewrapEvents()).toEqual([]);
+    expect(logs.join('\n')).not.toContain(KEY_A.toString('base64'));
+    await stop(services);
+  }, 60_000);
 });

@@ -115,7 +115,14 @@ export class MasterKeyRewrap implements OnApplicationBootstrap, OnModuleDestroy 
   onApplicationBootstrap(): void {
     if (runs.has(this.runtime)) return;
     let stopping = false;
-    const { logger } = this.runtime;
+    const { logger, config, masterKey } = this.runtime;
+    if (config.masterKeyPrevious.length > masterKey.previousCount) {
+      // Said once per start, never which key: the operator meant another one (the old key), or repeated one.
+      logger.warn(
+        { given: config.masterKeyPrevious.length, distinct_previous: masterKey.previousCount },
+        'WRIT_MASTER_KEY_PREVIOUS repeats WRIT_MASTER_KEY or one of its own keys: a repeated key is ignored (no re-seal comes from it)',
+      );
+    }
     const control = (table: string): RewrapControl => ({
       stopped: () => stopping,
       progress: (count) =>
