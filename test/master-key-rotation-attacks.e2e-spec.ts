@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { accountSealContext, ConnectedAccounts, masterKeyRewrapDone } from '@writ/accounts';
-import { rewrapConnectorCredentials, unsealCredential } from '@writ/connectors';
+import { legacyCredentialSealContext, rewrapConnectorCredentials, unsealCredential } from '@writ/connectors';
 import { MasterKey } from '@writ/keys';
 import { TemporarilyUnavailableError } from '@writ/oauth';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
 import { Client, type Pool } from 'pg';
 import { createAdminApp } from '../apps/admin/src/admin.app';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { CredentialBinding } from '../apps/connector-gateway/src/upstream/credential-binding.service';
 import { eventually } from './support/eventually';
 import { http, sendJson } from './support/oauth-client';
 import { seedConnector, setConnectorCredential } from './support/seed';
@@ -420,5 +422,50 @@ describe('master key rotation under attack', () => {
     expect(await rewrapEvents()).toEqual([]);
     expect(logs.join('\n')).not.toContain(KEY_A.toString('base64'));
     await stop(services);
+  }, 60_000);
+
+  it('a credential sealed before binding, re-sealed by the rotation while the gateway binds it: the gateway still binds it', async () => {
+    const a = new MasterKey(KEY_A);
+    const first = await start(KEY_A);
+    const { pool } = first.runtime;
+    await seedConnector(pool, 'legacy', undefined, 'http://127.0.0.1:9');
+    const legacy = { type: 'bearer', token: 'sk_legacy_rotation_31f0' };
+    await pool.query(`UPDATE connectors SET credential_type = 'bearer', credential_sealed = $1 WHERE id = 'legacy'`, [
+      a.seal(JSON.stringify(legacy), legacyCredentialSealContext('legacy')),
+    ]);
+    await stop(first);
+    // A gateway under B (A previous) binds it; the rotation's re-seal lands between the binding's read and its write.
+    const gateway = await startTestServices({
+      db,
+      gateway: createGatewayApp,
+      env: { WRIT_MASTER_KEY: KEY_B.toString('base64'), WRIT_MASTER_KEY_PREVIOUS: KEY_A.toString('base64') },
+    });
+    open.push(gateway);
+    await masterKeyRewrapDone(gateway.runtime);
+    const rotated = gateway.runtime.masterKey;
+    await gateway.runtime.pool.query(`UPDATE connectors SET credential_sealed = $1 WHERE id = 'legacy'`, [
+      a.seal(JSON.stringify(legacy), legacyCredentialSealContext('legacy')),
+    ]);
+    const binding = gateway.apps[1].get(CredentialBinding);
+    let armed = true;
+    const racing = Object.assign(Object.create(Object.getPrototypeOf(binding) as object), binding, {
+      pool: new Proxy(gateway.runtime.pool, {
+        get: (target, property) =>
+          property === 'query'
+            ? async (...args: Parameters<Pool['query']>) => {
+                const result = await (target.query as (...query: unknown[]) => Promise<unknown>)(...args);
+                if (armed) {
+                  armed = false;
+                  expect(await rewrapConnectorCredentials(target, rotated)).toMatchObject({ rewrapped: 1 });
+                }
+                return result;
+              }
+            : Reflect.get(target, property),
+      }),
+    }) as CredentialBinding;
+    expect((await racing.bindLegacyCredentials()).rebound).toEqual(['legacy']);
+    const [row] = (await gateway.runtime.pool.query<{ credential_sealed: Buffer }>(`SELECT credential_sealed FROM connectors WHERE id = 'legacy'`)).rows;
+    expect(unsealCredential(rotated, 'legacy', 'http://127.0.0.1:9', row.credential_sealed)).toEqual(legacy);
+    await stop(gateway);
   }, 60_000);
 });
