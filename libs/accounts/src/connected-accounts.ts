@@ -3,7 +3,7 @@ import * as oauth from 'oauth4webapi';
 import type { Pool, PoolClient } from 'pg';
 import { type AuditEventInput, type AuditService, AuditUnavailableError, isConnectionError } from '@writ/audit';
 import { type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
-import { type MasterKey, type RewrapCount, rewrapRows, sealedUnderOtherKey, UnsealError } from '@writ/keys';
+import { afterRow, type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, sealedUnderOtherKey, UNCONTROLLED, UnsealError } from '@writ/keys';
 import { ConnectedAccountError } from './account-errors';
 import { UpstreamOAuthClient, UpstreamOAuthError, type UpstreamTokenSet } from './upstream-oauth-client';
 import type { VerifiedUser } from './user-token-verifier';
@@ -741,39 +741,53 @@ export class ConnectedAccounts {
   }
 
   /**
-   * Re-seals under the current master key the PKCE verifiers of open connect links and the
-   * users' tokens sealed under a previous one; one conditional UPDATE per row, applied only
-   * while the row still holds the value read, and never under a live refresh lease (the
-   * refresh stores its rotation by comparing the sealed value it read: the row is left for the
-   * next start).
+   * Re-seals under the current master key the PKCE verifiers of open connect links sealed under
+   * a previous one, in batches; one conditional UPDATE per row, applied only while the row still
+   * holds the value read.
    */
-  async rewrapSealed(): Promise<{ connect_links: RewrapCount; connected_accounts: RewrapCount }> {
+  async rewrapConnectLinks(control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
     const prefix = this.master.currentSealPrefix();
-    const links = await this.pool.query<{ id: string; verifier_sealed: Buffer }>(
-      `SELECT id, verifier_sealed FROM connect_links WHERE verifier_sealed IS NOT NULL AND ${sealedUnderOtherKey('verifier_sealed', '$1')} ORDER BY id`,
-      [prefix],
-    );
-    const connect_links = await rewrapRows(
-      links.rows,
+    return rewrapInBatches(
+      async (after, limit) =>
+        (
+          await this.pool.query<{ id: string; verifier_sealed: Buffer }>(
+            `SELECT id, verifier_sealed FROM connect_links
+              WHERE verifier_sealed IS NOT NULL AND ${sealedUnderOtherKey('verifier_sealed', '$1')} ${afterRow('id', after, '$3')} ORDER BY id LIMIT $2`,
+            after === undefined ? [prefix, limit] : [prefix, limit, after],
+          )
+        ).rows,
       (row) => row.id,
       async (row) => {
         const context = `writ/connect-link/v1\n${row.id}`;
-        const sealed = this.master.seal(this.master.unseal(row.verifier_sealed, context), context);
+        const resealed = this.master.resealUnderCurrent(row.verifier_sealed, context);
+        if (!resealed) return 'current';
         const updated = await this.pool.query('UPDATE connect_links SET verifier_sealed = $3 WHERE id = $1 AND verifier_sealed = $2', [
           row.id,
           row.verifier_sealed,
-          sealed,
+          resealed.sealed,
         ]);
-        return updated.rowCount === 1;
+        return updated.rowCount === 1 ? 'rewrapped' : 'skipped';
       },
+      control,
     );
-    const accounts = await this.pool.query<{ id: string; connector_id: string; user_issuer: string; user_subject: string; tokens_sealed: Buffer }>(
-      `SELECT id, connector_id, user_issuer, user_subject, tokens_sealed FROM connected_accounts
-        WHERE ${sealedUnderOtherKey('tokens_sealed', '$1')} ORDER BY id`,
-      [prefix],
-    );
-    const connected_accounts = await rewrapRows(
-      accounts.rows,
+  }
+
+  /**
+   * Re-seals under the current master key the users' tokens sealed under a previous one, as
+   * {@link rewrapConnectLinks} does, and never under a live refresh lease (the refresh stores its
+   * rotation by comparing the sealed value it read: the row is left for the next start).
+   */
+  async rewrapConnectedAccounts(control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
+    const prefix = this.master.currentSealPrefix();
+    return rewrapInBatches(
+      async (after, limit) =>
+        (
+          await this.pool.query<{ id: string; connector_id: string; user_issuer: string; user_subject: string; tokens_sealed: Buffer }>(
+            `SELECT id, connector_id, user_issuer, user_subject, tokens_sealed FROM connected_accounts
+              WHERE ${sealedUnderOtherKey('tokens_sealed', '$1')} ${afterRow('id', after, '$3')} ORDER BY id LIMIT $2`,
+            after === undefined ? [prefix, limit] : [prefix, limit, after],
+          )
+        ).rows,
       (row) => row.id,
       async (row) => {
         let credential: OAuth2AuthorizationCode;
@@ -785,16 +799,17 @@ export class ConnectedAccounts {
           throw error;
         }
         const context = accountSealContext(row.connector_id, credential.token_url, { issuer: row.user_issuer, subject: row.user_subject });
-        const sealed = this.master.seal(this.master.unseal(row.tokens_sealed, context), context);
+        const resealed = this.master.resealUnderCurrent(row.tokens_sealed, context);
+        if (!resealed) return 'current';
         const updated = await this.pool.query(
           `UPDATE connected_accounts SET tokens_sealed = $3
             WHERE id = $1 AND tokens_sealed = $2 AND (refresh_lease_holder IS NULL OR refresh_lease_expires_at <= now())`,
-          [row.id, row.tokens_sealed, sealed],
+          [row.id, row.tokens_sealed, resealed.sealed],
         );
-        return updated.rowCount === 1;
+        return updated.rowCount === 1 ? 'rewrapped' : 'skipped';
       },
+      control,
     );
-    return { connect_links, connected_accounts };
   }
 
   /**

@@ -1,7 +1,7 @@
-import { Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import { rewrapConnectorCredentials } from '@writ/connectors';
 import { retagUnderCurrentMasterKey, type RowTagCounts } from '@writ/grants';
-import type { RewrapCount } from '@writ/keys';
+import { type RewrapControl, type RewrapCount, RewrapStopped, UNCONTROLLED } from '@writ/keys';
 import { RUNTIME, type Runtime } from '@writ/platform';
 import { ConnectedAccounts } from './connected-accounts';
 
@@ -11,9 +11,9 @@ const REWRAP_LOCK = 7_311_046;
 /**
  * What one {@link rewrapUnderCurrentMasterKey} did, per table, and the row integrity tags made
  * again under the current key (`busy`: another instance holds the lock; `none`: no previous key
- * configured).
+ * configured; `stopped`: by the shutdown, part done).
  */
-export type MasterKeyRewrapReport = { tables: Record<string, RewrapCount>; retagged: RowTagCounts } | 'busy' | 'none';
+export type MasterKeyRewrapReport = { tables: Record<string, RewrapCount>; retagged: RowTagCounts } | 'busy' | 'none' | 'stopped';
 
 /**
  * After a master key rotation (`WRIT_MASTER_KEY_PREVIOUS` set), re-seals under the current key
@@ -22,27 +22,51 @@ export type MasterKeyRewrapReport = { tables: Record<string, RewrapCount>; retag
  * time (a session advisory lock, tried: an instance starting meanwhile leaves the work to the one
  * doing it); every row is one conditional UPDATE that applies only while the row still holds the
  * value read, so a concurrent change is never lost. Then tags again under the current key the
- * tasks, agents and orchestrators whose integrity tag verifies under a previous one (so that the
- * previous key can be dropped), each only while it still holds the tag read. Records one
- * `master_key.rewrapped` event with the counts per table when anything was re-sealed or
- * re-tagged (values never).
+ * tasks, agents, orchestrators and admin tokens whose integrity tag verifies under a previous one
+ * (so that the previous key can be dropped), each only while it still holds the tag read. Records
+ * one `master_key.rewrapped` event with the counts per table when anything was re-sealed,
+ * re-tagged or left for a later start (values never).
  */
-export async function rewrapUnderCurrentMasterKey(runtime: Runtime, accounts: ConnectedAccounts): Promise<MasterKeyRewrapReport> {
+export async function rewrapUnderCurrentMasterKey(
+  runtime: Runtime,
+  accounts: ConnectedAccounts,
+  control: (table: string) => RewrapControl = () => UNCONTROLLED,
+): Promise<MasterKeyRewrapReport> {
   const { pool, masterKey, signingKeys, audit, rowIntegrity } = runtime;
   if (masterKey.previousCount === 0) return 'none';
   const lock = await pool.connect();
+  // A connection whose unlock failed may still hold the lock: it is closed, not pooled.
+  let unlockFailed: Error | undefined;
   try {
     const { rows } = await lock.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [REWRAP_LOCK]);
     if (!rows[0].locked) return 'busy';
     try {
-      const tables: Record<string, RewrapCount> = {
-        signing_keys: await signingKeys.rewrapPrivateKeys(),
-        connectors: await rewrapConnectorCredentials(pool, masterKey),
-        ...(await accounts.rewrapSealed()),
-      };
-      const retagged = await retagUnderCurrentMasterKey(pool, rowIntegrity);
-      const rewrapped = Object.values(tables).reduce((sum, count) => sum + count.rewrapped, 0) + Object.values(retagged).reduce((sum, count) => sum + count, 0);
-      if (rewrapped > 0) {
+      const tables: Record<string, RewrapCount> = {};
+      const steps: [string, (control: RewrapControl) => Promise<RewrapCount>][] = [
+        ['signing_keys', (each) => signingKeys.rewrapPrivateKeys(each)],
+        ['connectors', (each) => rewrapConnectorCredentials(pool, masterKey, each)],
+        ['connect_links', (each) => accounts.rewrapConnectLinks(each)],
+        ['connected_accounts', (each) => accounts.rewrapConnectedAccounts(each)],
+      ];
+      let stopped = false;
+      for (const [table, rewrap] of steps) {
+        try {
+          tables[table] = await rewrap(control(table));
+        } catch (error) {
+          if (!(error instanceof RewrapStopped)) throw error;
+          tables[table] = error.count;
+          stopped = true;
+          break;
+        }
+      }
+      const retagged: RowTagCounts = stopped
+        ? { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0 }
+        : await retagUnderCurrentMasterKey(pool, rowIntegrity);
+      // Also when only rows left for later were found (changed meanwhile, or under a refresh):
+      // "a restart records no new event" is how the operator knows none is left under a previous key.
+      const touched =
+        Object.values(tables).reduce((sum, count) => sum + count.rewrapped + count.skipped, 0) + Object.values(retagged).reduce((sum, count) => sum + count, 0);
+      if (touched > 0 || stopped) {
         await audit.record({
           type: 'master_key.rewrapped',
           outcome: 'success',
@@ -53,50 +77,98 @@ export async function rewrapUnderCurrentMasterKey(runtime: Runtime, accounts: Co
               Object.entries(tables).map(([table, count]) => [table, { rewrapped: count.rewrapped, skipped: count.skipped, unopened: count.unopened.length }]),
             ),
             retagged,
+            ...(stopped ? { stopped: true } : {}),
           },
         });
       }
-      return { tables, retagged };
+      return stopped ? 'stopped' : { tables, retagged };
     } finally {
-      await lock.query('SELECT pg_advisory_unlock($1)', [REWRAP_LOCK]);
+      await lock.query('SELECT pg_advisory_unlock($1)', [REWRAP_LOCK]).catch((error: unknown) => {
+        unlockFailed = error instanceof Error ? error : new Error(String(error));
+      });
     }
   } finally {
-    lock.release();
+    lock.release(unlockFailed);
   }
 }
 
-/** One re-wrap per runtime, however many apps (the launcher runs three) start over it. */
-const runs = new WeakMap<Runtime, Promise<MasterKeyRewrapReport>>();
+/** The re-wrap of a runtime (one, however many apps, the launcher runs three, start over it) and how to stop it. */
+interface RewrapRun {
+  done: Promise<MasterKeyRewrapReport | undefined>;
+  stop: () => void;
+}
+const runs = new WeakMap<Runtime, RewrapRun>();
 
 /**
- * Runs {@link rewrapUnderCurrentMasterKey} once the app starts (every service, so whichever
- * starts first after a rotation does it) and logs what it did. Not fatal: values sealed under a
- * previous key still open while it is configured, and the next start retries.
+ * The re-wrap started over `runtime` by {@link MasterKeyRewrap}, once it ended (`undefined`: it
+ * failed, and said why in the log; none started: `none`).
+ */
+export function masterKeyRewrapDone(runtime: Runtime): Promise<MasterKeyRewrapReport | undefined> {
+  return runs.get(runtime)?.done ?? Promise.resolve('none');
+}
+
+/**
+ * Runs {@link rewrapUnderCurrentMasterKey} in the background once the app starts (every
+ * service, so whichever starts first after a rotation does it): the service serves meanwhile
+ * (values sealed under a previous key open while it is configured), however many rows there
+ * are; progress is logged after each batch. Not fatal: the next start retries. A shutdown stops
+ * it between two rows and waits for that (what was done stays done, the next start goes on).
  */
 @Injectable()
-export class MasterKeyRewrap implements OnApplicationBootstrap {
+export class MasterKeyRewrap implements OnApplicationBootstrap, OnModuleDestroy {
   constructor(
     @Inject(RUNTIME) private readonly runtime: Runtime,
     private readonly accounts: ConnectedAccounts,
   ) {}
 
   /** See {@link MasterKeyRewrap}. */
-  async onApplicationBootstrap(): Promise<void> {
-    let run = runs.get(this.runtime);
-    if (run) return void (await run.catch(() => undefined));
-    runs.set(this.runtime, (run = rewrapUnderCurrentMasterKey(this.runtime, this.accounts)));
-    const { logger } = this.runtime;
-    let report: MasterKeyRewrapReport;
-    try {
-      report = await run;
-    } catch (error) {
-      logger.error(
-        { err: error instanceof Error ? error.message : String(error) },
-        'values sealed under a previous master key were not all re-sealed (they still open while WRIT_MASTER_KEY_PREVIOUS has their key); the next start retries',
+  onApplicationBootstrap(): void {
+    if (runs.has(this.runtime)) return;
+    let stopping = false;
+    const { logger, config, masterKey } = this.runtime;
+    if (config.masterKeyPrevious.length > masterKey.previousCount) {
+      // Said once per start, never which key: the operator meant another one (the old key), or repeated one.
+      logger.warn(
+        { given: config.masterKeyPrevious.length, distinct_previous: masterKey.previousCount },
+        'WRIT_MASTER_KEY_PREVIOUS repeats WRIT_MASTER_KEY or one of its own keys: a repeated key is ignored (no re-seal comes from it)',
       );
-      return;
     }
+    const control = (table: string): RewrapControl => ({
+      stopped: () => stopping,
+      progress: (count) =>
+        logger.info(
+          { table, rewrapped: count.rewrapped, skipped: count.skipped, unopened: count.unopened.length },
+          're-sealing values sealed under a previous master key under WRIT_MASTER_KEY',
+        ),
+    });
+    const done = rewrapUnderCurrentMasterKey(this.runtime, this.accounts, control).then(
+      (report) => {
+        this.report(report);
+        return report;
+      },
+      (error: unknown) => {
+        logger.error(
+          { err: error instanceof Error ? error.message : String(error) },
+          'values sealed under a previous master key were not all re-sealed (they still open while WRIT_MASTER_KEY_PREVIOUS has their key); the next start retries',
+        );
+        return undefined;
+      },
+    );
+    runs.set(this.runtime, { done, stop: () => (stopping = true) });
+  }
+
+  /** Stops the re-wrap between two rows and waits for it: the pool and the audit writer close after the apps. */
+  async onModuleDestroy(): Promise<void> {
+    const run = runs.get(this.runtime);
+    if (!run) return;
+    run.stop();
+    await run.done;
+  }
+
+  private report(report: MasterKeyRewrapReport): void {
+    const { logger } = this.runtime;
     if (report === 'busy') logger.info('another instance is re-sealing values under the current master key');
+    if (report === 'stopped') logger.info('the re-seal of values under the current master key was stopped by the shutdown; the next start goes on');
     if (typeof report !== 'object') return;
     const counts = Object.fromEntries(Object.entries(report.tables).map(([table, count]) => [table, count.rewrapped]));
     logger.info(

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { type MasterKey, type RewrapCount, rewrapRows, sealedUnderOtherKey, UnsealError } from '@writ/keys';
+import { afterRow, type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, sealedUnderOtherKey, UNCONTROLLED, UnsealError } from '@writ/keys';
 
 /** A static bearer token sent as `Authorization: Bearer <token>`. */
 export interface BearerCredential {
@@ -119,34 +119,39 @@ export function unsealLegacyCredential(master: MasterKey, connectorId: string, s
  * recomputes its keyed fingerprint; one conditional UPDATE per row, applied only while the row
  * still holds the value read (a credential set meanwhile is left as set).
  */
-export async function rewrapConnectorCredentials(db: Pick<Pool, 'query'>, master: MasterKey): Promise<RewrapCount> {
-  const { rows } = await db.query<{ id: string; base_url: string; credential_sealed: Buffer }>(
-    `SELECT id, base_url, credential_sealed FROM connectors
-      WHERE credential_sealed IS NOT NULL AND ${sealedUnderOtherKey('credential_sealed', '$1')} ORDER BY id`,
-    [master.currentSealPrefix()],
-  );
-  return rewrapRows(
-    rows,
+export async function rewrapConnectorCredentials(db: Pick<Pool, 'query'>, master: MasterKey, control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
+  const prefix = master.currentSealPrefix();
+  return rewrapInBatches(
+    async (after, limit) =>
+      (
+        await db.query<{ id: string; base_url: string; credential_sealed: Buffer }>(
+          `SELECT id, base_url, credential_sealed FROM connectors
+            WHERE credential_sealed IS NOT NULL AND ${sealedUnderOtherKey('credential_sealed', '$1')} ${afterRow('id', after, '$3')} ORDER BY id LIMIT $2`,
+          after === undefined ? [prefix, limit] : [prefix, limit, after],
+        )
+      ).rows,
     (row) => row.id,
     async (row) => {
       const contexts = [() => credentialSealContext(row.id, row.base_url), () => legacyCredentialSealContext(row.id)];
       for (const context of contexts) {
-        let plaintext: Buffer;
+        let resealed: { sealed: Buffer; plaintext: Buffer } | undefined;
         try {
-          plaintext = master.unseal(row.credential_sealed, context());
+          resealed = master.resealUnderCurrent(row.credential_sealed, context());
         } catch {
           continue;
         }
+        if (!resealed) return 'current';
         const updated = await db.query('UPDATE connectors SET credential_sealed = $3, credential_fingerprint = $4 WHERE id = $1 AND credential_sealed = $2', [
           row.id,
           row.credential_sealed,
-          master.seal(plaintext, context()),
-          master.fingerprint(plaintext.toString('utf8')),
+          resealed.sealed,
+          master.fingerprint(resealed.plaintext.toString('utf8')),
         ]);
-        return updated.rowCount === 1;
+        return updated.rowCount === 1 ? 'rewrapped' : 'skipped';
       }
       throw new UnsealError();
     },
+    control,
   );
 }
 

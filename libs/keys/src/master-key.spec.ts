@@ -113,6 +113,21 @@ describe('MasterKey rotation', () => {
     expect(rotated.unseal(v1B, 'c').toString()).toBe('new secret');
   });
 
+  it('re-seals under the current key what a previous key opens, and leaves what the current key opens', () => {
+    const v1A = sealV1(rawA, 'old secret', 'c');
+    const resealed = rotated.resealUnderCurrent(v1A, 'c');
+    expect(resealed?.plaintext.toString()).toBe('old secret');
+    expect(resealed?.sealed.subarray(0, 9)).toEqual(rotated.currentSealPrefix());
+    expect(new MasterKey(rawB).unseal(resealed!.sealed, 'c').toString()).toBe('old secret');
+    expect(rotated.resealUnderCurrent(aRotating.seal('secret', 'c'), 'c')?.plaintext.toString()).toBe('secret');
+    // Sealed under the current key (in either version): nothing to do.
+    expect(rotated.resealUnderCurrent(sealV1(rawB, 'new secret', 'c'), 'c')).toBeUndefined();
+    expect(rotated.resealUnderCurrent(rotated.seal('new secret', 'c'), 'c')).toBeUndefined();
+    expect(new MasterKey(rawA, [rawB]).resealUnderCurrent(v1A, 'c')).toBeUndefined();
+    expect(() => rotated.resealUnderCurrent(v1A, 'other')).toThrow(UnsealError);
+    expect(() => rotated.resealUnderCurrent(new MasterKey(rawC).seal('x', 'c'), 'c')).toThrow(UnsealError);
+  });
+
   it('refuses a value whose key id names no configured key', () => {
     expect(() => new MasterKey(rawC).unseal(aRotating.seal('secret', 'c'), 'c')).toThrow(UnsealError);
   });

@@ -121,6 +121,22 @@ export class MasterKey {
    * {@link UnsealError} otherwise.
    */
   unseal(sealed: Buffer, context: string): Buffer {
+    return this.open(sealed, context).plaintext;
+  }
+
+  /**
+   * For the re-seal after a rotation: `sealed` opened and sealed again under the current key
+   * (with its plaintext), or `undefined` when the current key already opens it (a value sealed
+   * without a key id under the current key: rewriting it would change nothing but its format,
+   * and claim a re-seal that was none). Throws {@link UnsealError} as {@link unseal} does.
+   */
+  resealUnderCurrent(sealed: Buffer, context: string): { sealed: Buffer; plaintext: Buffer } | undefined {
+    const opened = this.open(sealed, context);
+    if (opened.keys === this.current) return undefined;
+    return { sealed: this.seal(opened.plaintext, context), plaintext: opened.plaintext };
+  }
+
+  private open(sealed: Buffer, context: string): { plaintext: Buffer; keys: DerivedKeys } {
     const aad = Buffer.from(context, 'utf8');
     if (sealed[0] === SEAL_V1 && sealed.length >= 1 + IV_BYTES + TAG_BYTES) {
       const iv = sealed.subarray(1, 1 + IV_BYTES);
@@ -128,7 +144,7 @@ export class MasterKey {
       const body = sealed.subarray(1 + IV_BYTES + TAG_BYTES);
       for (const keys of [this.current, ...this.previous]) {
         try {
-          return keys.open(iv, tag, body, aad);
+          return { plaintext: keys.open(iv, tag, body, aad), keys };
         } catch {
           // Not this key: try the next one.
         }
@@ -141,12 +157,13 @@ export class MasterKey {
     const keys = [this.current, ...this.previous].find((candidate) => candidate.id.equals(header.subarray(1)));
     if (!keys) throw new UnsealError();
     try {
-      return keys.open(
+      const plaintext = keys.open(
         sealed.subarray(headerBytes, headerBytes + IV_BYTES),
         sealed.subarray(headerBytes + IV_BYTES, headerBytes + IV_BYTES + TAG_BYTES),
         sealed.subarray(headerBytes + IV_BYTES + TAG_BYTES),
         Buffer.concat([header, aad]),
       );
+      return { plaintext, keys };
     } catch {
       throw new UnsealError();
     }

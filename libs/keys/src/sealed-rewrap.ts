@@ -19,21 +19,78 @@ export function sealedUnderOtherKey(column: string, param: string): string {
   return `substring(${column} FROM 1 FOR ${1 + 8}) IS DISTINCT FROM ${param}::bytea`;
 }
 
-/**
- * Re-seals rows one at a time: `step` opens the row's value and writes it back sealed under the
- * current key in one conditional statement (`true`: written; `false`: the row changed meanwhile);
- * an {@link UnsealError} counts the row as unopened (logged by the caller, never fatal).
- */
-export async function rewrapRows<Row>(rows: readonly Row[], id: (row: Row) => string, step: (row: Row) => Promise<boolean>): Promise<RewrapCount> {
-  const count: RewrapCount = { rewrapped: 0, skipped: 0, unopened: [] };
-  for (const row of rows) {
-    try {
-      if (await step(row)) count.rewrapped += 1;
-      else count.skipped += 1;
-    } catch (error) {
-      if (!(error instanceof UnsealError)) throw error;
-      count.unopened.push(id(row));
-    }
+/** PostgreSQL's SQLSTATE for `lock_timeout` expired. */
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/** Rows read (and re-sealed) at a time: memory stays bounded whatever the table's size. */
+export const REWRAP_BATCH_ROWS = 500;
+
+/** Thrown by {@link rewrapInBatches} when asked to stop (the service is shutting down): what was done stays done. */
+export class RewrapStopped extends Error {
+  constructor(readonly count: RewrapCount) {
+    super('the re-seal under the current master key was stopped by the shutdown');
+    this.name = 'RewrapStopped';
   }
-  return count;
+}
+
+/**
+ * What re-sealing one row did: `rewrapped`, `skipped` (the row changed meanwhile: left as it
+ * is), or `current` (the current key already opens it: nothing to do, counted nowhere).
+ */
+export type RewrapStep = 'rewrapped' | 'skipped' | 'current';
+
+/** How a running re-seal is told to stop, and tells its progress. */
+export interface RewrapControl {
+  /** True once the re-seal should stop (checked before each row). */
+  stopped(): boolean;
+  /** Called after each batch with the counts so far. */
+  progress(count: RewrapCount): void;
+}
+
+/** A control that never stops and reports nothing (tools, tests). */
+export const UNCONTROLLED: RewrapControl = { stopped: () => false, progress: () => undefined };
+
+/**
+ * The SQL condition (parameter `param`) that pages after the last row of the previous batch;
+ * empty for the first batch.
+ */
+export function afterRow(column: string, after: string | undefined, param: string): string {
+  return after === undefined ? '' : `AND ${column} > ${param}`;
+}
+
+/**
+ * Re-seals a table in batches of {@link REWRAP_BATCH_ROWS} (`read`: the rows after `after`, in
+ * the order of `id`, at most `limit`), one row at a time: `step` opens the row's value and writes
+ * it back sealed under the current key in one conditional statement (see {@link RewrapStep}; a
+ * row locked past `lock_timeout` is skipped too); an {@link UnsealError} counts
+ * the row as unopened (logged by the caller, never fatal). Rows left behind are never read again in the same run, so it ends.
+ */
+export async function rewrapInBatches<Row>(
+  read: (after: string | undefined, limit: number) => Promise<readonly Row[]>,
+  id: (row: Row) => string,
+  step: (row: Row) => Promise<RewrapStep>,
+  control: RewrapControl,
+): Promise<RewrapCount> {
+  const count: RewrapCount = { rewrapped: 0, skipped: 0, unopened: [] };
+  let after: string | undefined;
+  for (;;) {
+    const rows = await read(after, REWRAP_BATCH_ROWS);
+    for (const row of rows) {
+      if (control.stopped()) throw new RewrapStopped(count);
+      try {
+        const done = await step(row);
+        if (done === 'rewrapped') count.rewrapped += 1;
+        else if (done === 'skipped') count.skipped += 1;
+      } catch (error) {
+        // A row held by another transaction past the lock timeout is left for the next start,
+        // as a row changed meanwhile: it does not stop the rows after it.
+        if ((error as { code?: unknown }).code === LOCK_NOT_AVAILABLE) count.skipped += 1;
+        else if (error instanceof UnsealError) count.unopened.push(id(row));
+        else throw error;
+      }
+    }
+    control.progress(count);
+    if (rows.length < REWRAP_BATCH_ROWS) return count;
+    after = id(rows[rows.length - 1]);
+  }
 }

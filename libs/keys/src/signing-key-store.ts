@@ -6,7 +6,7 @@ import type { Pool, PoolClient } from 'pg';
 import { type AuditedTransaction, watchCheckedOut } from '@writ/database';
 import { TemporarilyUnavailableError } from '@writ/oauth';
 import { MasterKey } from './master-key';
-import { type RewrapCount, rewrapRows, sealedUnderOtherKey } from './sealed-rewrap';
+import { afterRow, type RewrapControl, type RewrapCount, rewrapInBatches, sealedUnderOtherKey, UNCONTROLLED } from './sealed-rewrap';
 import { VerifiedTokenCache } from './verified-token-cache';
 
 /** The signing algorithm of Writ's tokens. */
@@ -32,8 +32,6 @@ interface LoadedKey {
 
 interface KeyRow {
   kid: string;
-  alg: string;
-  public_jwk: PublicSigningKey;
   private_sealed: Buffer;
   status: 'next' | 'active' | 'retiring';
   created_at: Date;
@@ -135,7 +133,10 @@ export interface KeyMaintenanceOptions {
 export class SigningKeyStore {
   private keys = new Map<string, LoadedKey>();
   private active: LoadedKey | undefined;
+  /** When the last read of the keys started (an unknown kid reads them again at most this often). */
   private lastReload = 0;
+  /** The last read of the keys failed (a key sealed under a master key this instance lacks, the database out of reach). */
+  private reloadFailing = false;
   private reloading: Promise<void> | undefined;
   private readonly verified = new VerifiedTokenCache();
   /** Where scheduled rotations and retirements commit with their events (see {@link recordChangesWith}). */
@@ -154,23 +155,29 @@ export class SigningKeyStore {
    * statuses: a retired key's private half is no less secret), one conditional UPDATE per key
    * that applies only while the row still holds the value read.
    */
-  async rewrapPrivateKeys(): Promise<RewrapCount> {
-    const { rows } = await this.pool.query<{ kid: string; private_sealed: Buffer }>(
-      `SELECT kid, private_sealed FROM signing_keys WHERE ${sealedUnderOtherKey('private_sealed', '$1')} ORDER BY kid`,
-      [this.master.currentSealPrefix()],
-    );
-    return rewrapRows(
-      rows,
+  async rewrapPrivateKeys(control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
+    const prefix = this.master.currentSealPrefix();
+    return rewrapInBatches(
+      async (after, limit) =>
+        (
+          await this.pool.query<{ kid: string; private_sealed: Buffer }>(
+            `SELECT kid, private_sealed FROM signing_keys WHERE ${sealedUnderOtherKey('private_sealed', '$1')} ${afterRow('kid', after, '$3')}
+              ORDER BY kid LIMIT $2`,
+            after === undefined ? [prefix, limit] : [prefix, limit, after],
+          )
+        ).rows,
       (row) => row.kid,
       async (row) => {
-        const sealed = this.master.seal(this.master.unseal(row.private_sealed, `signing_key:${row.kid}`), `signing_key:${row.kid}`);
+        const resealed = this.master.resealUnderCurrent(row.private_sealed, `signing_key:${row.kid}`);
+        if (!resealed) return 'current';
         const updated = await this.pool.query('UPDATE signing_keys SET private_sealed = $3 WHERE kid = $1 AND private_sealed = $2', [
           row.kid,
           row.private_sealed,
-          sealed,
+          resealed.sealed,
         ]);
-        return updated.rowCount === 1;
+        return updated.rowCount === 1 ? 'rewrapped' : 'skipped';
       },
+      control,
     );
   }
 
@@ -351,9 +358,10 @@ export class SigningKeyStore {
   /** Re-reads the keys from PostgreSQL (other instances may have rotated). */
   async reload(): Promise<void> {
     if (this.reloading) return this.reloading;
+    this.lastReload = Date.now();
     this.reloading = (async () => {
       const { rows } = await this.pool.query<KeyRow>(
-        `SELECT kid, alg, public_jwk, private_sealed, status, created_at FROM signing_keys
+        `SELECT kid, private_sealed, status, created_at FROM signing_keys
           WHERE status IN ('next', 'active', 'retiring') ORDER BY created_at`,
       );
       const next = new Map<string, LoadedKey>();
@@ -364,22 +372,34 @@ export class SigningKeyStore {
           continue;
         }
         const privateJwk = JSON.parse(this.master.unseal(row.private_sealed, `signing_key:${row.kid}`).toString('utf8')) as JWK;
+        // The public half is the sealed private key's own (sealed bound to its kid), never the
+        // row's `public_jwk`: nothing seals that column, and a DBA's key in it would be trusted.
+        const publicJwk = publicHalf(privateJwk, row.kid);
         next.set(row.kid, {
           kid: row.kid,
           status: row.status,
-          publicJwk: row.public_jwk,
-          publicKey: (await importJWK(row.public_jwk, row.alg)) as CryptoKey,
-          privateKey: (await importJWK(privateJwk, row.alg)) as CryptoKey,
+          publicJwk,
+          publicKey: (await importJWK(publicJwk, SIGNING_ALG)) as CryptoKey,
+          privateKey: (await importJWK(privateJwk, SIGNING_ALG)) as CryptoKey,
           privateKeyObject: createPrivateKey({ key: privateJwk as JsonWebKey, format: 'jwk' }),
           createdAt: row.created_at,
         });
       }
       this.keys = next;
       this.active = [...next.values()].find((key) => key.status === 'active');
-      this.lastReload = Date.now();
-    })().finally(() => {
-      this.reloading = undefined;
-    });
+    })()
+      .then(
+        () => {
+          this.reloadFailing = false;
+        },
+        (error: unknown) => {
+          this.reloadFailing = true;
+          throw error;
+        },
+      )
+      .finally(() => {
+        this.reloading = undefined;
+      });
     return this.reloading;
   }
 
@@ -422,7 +442,9 @@ export class SigningKeyStore {
   /**
    * Verifies a token this issuer signed: signature, `alg`, `typ`, `iss`, `exp`, and `aud`. A
    * token that verified before under the same options is not verified again: its `exp`,
-   * `nbf` and signing key are re-checked (see {@link VerifiedTokenCache}).
+   * `nbf` and signing key are re-checked (see {@link VerifiedTokenCache}). Throws
+   * {@link TokenVerificationError} for a token that is not valid, and `TemporarilyUnavailableError`
+   * when it names a key this instance cannot read right now (callers answer 503, not 401).
    */
   async verify(token: string, options: VerifyOptions): Promise<JWTVerifyResult> {
     const tolerance = options.clockTolerance ?? 0;
@@ -446,7 +468,7 @@ export class SigningKeyStore {
       this.verified.set(cacheKey, result);
       return this.verified.get(cacheKey, Math.floor(Date.now() / 1000), tolerance, () => true) ?? result;
     } catch (error) {
-      if (error instanceof TokenVerificationError) throw error;
+      if (error instanceof TokenVerificationError || error instanceof TemporarilyUnavailableError) throw error;
       const code = (error as { code?: string }).code ?? 'ERR_JWT_INVALID';
       throw new TokenVerificationError(code, verificationMessage(code));
     }
@@ -456,9 +478,11 @@ export class SigningKeyStore {
     if (!kid) throw new TokenVerificationError('ERR_JWKS_NO_MATCHING_KEY', 'token has no kid');
     let key = this.keys.get(kid);
     if (!key && Date.now() - this.lastReload > RELOAD_THROTTLE_MS) {
-      await this.reload();
+      await this.reload().catch(() => undefined);
       key = this.keys.get(kid);
     }
+    // Keys that cannot be read say nothing of the token: unavailable (503), never invalid.
+    if (!key && this.reloadFailing) throw new TemporarilyUnavailableError('the signing keys cannot be read right now; retry later');
     if (!key) throw new TokenVerificationError('ERR_JWKS_NO_MATCHING_KEY', 'token was not signed by a key of this issuer');
     return key.publicKey;
   }
@@ -493,6 +517,11 @@ export class SigningKeyStore {
     ]);
     return kid;
   }
+}
+
+/** The published form of an EC private JWK's public half (`kty`, `crv`, `x`, `y`), named `kid`. */
+function publicHalf(privateJwk: JWK, kid: string): PublicSigningKey {
+  return { kty: privateJwk.kty, crv: privateJwk.crv, x: privateJwk.x, y: privateJwk.y, kid, alg: SIGNING_ALG, use: 'sig' };
 }
 
 function verificationMessage(code: string): string {

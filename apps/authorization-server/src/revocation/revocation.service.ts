@@ -5,7 +5,7 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { CredentialRevoker, GrantStore } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
-import { FormParams, InvalidRequestError } from '@writ/oauth';
+import { FormParams, InvalidRequestError, TemporarilyUnavailableError } from '@writ/oauth';
 import type { RegisteredClient } from '../client-auth/registered-client';
 import { OAuthFailureGate } from '../client-auth/oauth-failure-gate.service';
 import { TASK_TOKEN_TYP } from '../exchange/task-token';
@@ -71,7 +71,9 @@ export class RevocationService {
     let claims: { task_id?: unknown; jti?: unknown; sub?: unknown };
     try {
       claims = (await this.keys.verify(token, { typ: TASK_TOKEN_TYP, audience: this.config.issuer, currentDate: new Date(0) })).payload;
-    } catch {
+    } catch (error) {
+      // A key this instance cannot read: unknown whether it is a task token, so nothing is said revoked.
+      if (error instanceof TemporarilyUnavailableError) throw error;
       return false;
     }
     if (typeof claims.task_id !== 'string' || typeof claims.jti !== 'string') return true;

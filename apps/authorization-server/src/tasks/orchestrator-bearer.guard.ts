@@ -4,7 +4,7 @@ import type { Pool } from 'pg';
 import { PG_POOL } from '@writ/database';
 import { RowIntegrity } from '@writ/grants';
 import { SigningKeyStore } from '@writ/keys';
-import { InsufficientScopeError, InvalidTokenError, ACCESS_TOKEN_TYP, TooManyRequestsError } from '@writ/oauth';
+import { InsufficientScopeError, InvalidTokenError, ACCESS_TOKEN_TYP, TemporarilyUnavailableError, TooManyRequestsError } from '@writ/oauth';
 import { FailureThrottle, sourceAddress } from '@writ/platform';
 import { AccessTokenIssuer } from '../token/access-token-issuer.service';
 
@@ -70,7 +70,8 @@ export class OrchestratorBearerGuard implements CanActivate {
     let claims: Record<string, unknown>;
     try {
       claims = (await this.keys.verify(match[1], { typ: ACCESS_TOKEN_TYP, audience: this.issuer.tasksAudience() })).payload;
-    } catch {
+    } catch (error) {
+      if (error instanceof TemporarilyUnavailableError) throw error;
       throw new InvalidTokenError('the access token is invalid or expired');
     }
     const scopes = typeof claims.scope === 'string' ? claims.scope.split(' ') : [];

@@ -359,6 +359,7 @@ export class ProxyService {
       });
       claims = verified.payload;
     } catch (error) {
+      if (error instanceof TemporarilyUnavailableError) throw error;
       const code = (error as { code?: string }).code;
       throw new InvalidTokenError(code === 'ERR_JWT_EXPIRED' ? 'the access token has expired' : 'the access token is not valid for this connector', {
         reason: code ?? 'token_invalid',

@@ -8,6 +8,9 @@ import { PG_POOL } from '@writ/database';
 import { MasterKey } from '@writ/keys';
 import { LOGGER } from '@writ/platform';
 
+/** How many times one row is read again when it changed between the read and the write. */
+const BIND_ATTEMPTS = 3;
+
 interface SealedRow {
   id: string;
   base_url: string;
@@ -68,42 +71,57 @@ export class CredentialBinding implements OnApplicationBootstrap {
   async bindLegacyCredentials(): Promise<BindingReport> {
     const { rows } = await this.pool.query<SealedRow>('SELECT id, base_url, credential_sealed FROM connectors WHERE credential_sealed IS NOT NULL ORDER BY id');
     const report: BindingReport = { rebound: [], unbound: [] };
-    for (const row of rows) {
-      if (this.opensBound(row)) continue;
-      let plaintext;
-      try {
-        plaintext = unsealLegacyCredential(this.master, row.id, row.credential_sealed);
-      } catch {
-        report.unbound.push(row.id);
-        continue;
+    for (const first of rows) {
+      // A row changed between the read and the write (a master key rotation's re-seal, which keeps
+      // a legacy value legacy, or a credential set) is read again: it may still need binding.
+      let row: SealedRow | undefined = first;
+      for (let attempt = 0; row && attempt < BIND_ATTEMPTS; attempt += 1) {
+        const outcome = await this.bind(row);
+        if (outcome === 'rebound') report.rebound.push(row.id);
+        if (outcome === 'unbound') report.unbound.push(row.id);
+        if (outcome !== 'changed') break;
+        row = (
+          await this.pool.query<SealedRow>('SELECT id, base_url, credential_sealed FROM connectors WHERE id = $1 AND credential_sealed IS NOT NULL', [row.id])
+        ).rows[0];
       }
-      const sealed = sealCredential(this.master, row.id, row.base_url, plaintext);
-      const { result } = await this.audit.recordWith(
-        async (client) => {
-          const updated = await client.query('UPDATE connectors SET credential_sealed = $3 WHERE id = $1 AND credential_sealed = $2 AND base_url = $4', [
-            row.id,
-            row.credential_sealed,
-            sealed.sealed,
-            row.base_url,
-          ]);
-          return (updated.rowCount ?? 0) > 0;
-        },
-        (done) =>
-          done
-            ? [
-                {
-                  type: 'connector.credential_rebound',
-                  outcome: 'success' as const,
-                  actor: { type: 'system' as const, id: 'gateway' },
-                  connectorId: row.id,
-                  data: { origin: destinationOrigin(row.base_url), fingerprint: sealed.fingerprint },
-                },
-              ]
-            : [],
-      );
-      if (result) report.rebound.push(row.id);
     }
     return report;
+  }
+
+  /** Binds one row's legacy credential, if it has one, by a conditional UPDATE (`changed`: the row changed meanwhile). */
+  private async bind(row: SealedRow): Promise<'bound' | 'rebound' | 'unbound' | 'changed'> {
+    if (this.opensBound(row)) return 'bound';
+    let plaintext;
+    try {
+      plaintext = unsealLegacyCredential(this.master, row.id, row.credential_sealed);
+    } catch {
+      return 'unbound';
+    }
+    const sealed = sealCredential(this.master, row.id, row.base_url, plaintext);
+    const { result } = await this.audit.recordWith(
+      async (client) => {
+        const updated = await client.query('UPDATE connectors SET credential_sealed = $3 WHERE id = $1 AND credential_sealed = $2 AND base_url = $4', [
+          row.id,
+          row.credential_sealed,
+          sealed.sealed,
+          row.base_url,
+        ]);
+        return (updated.rowCount ?? 0) > 0;
+      },
+      (done) =>
+        done
+          ? [
+              {
+                type: 'connector.credential_rebound',
+                outcome: 'success' as const,
+                actor: { type: 'system' as const, id: 'gateway' },
+                connectorId: row.id,
+                data: { origin: destinationOrigin(row.base_url), fingerprint: sealed.fingerprint },
+              },
+            ]
+          : [],
+    );
+    return result ? 'rebound' : 'changed';
   }
 
   private opensBound(row: SealedRow): boolean {

@@ -15,6 +15,7 @@ import {
   optionalParam,
   parseTokenExchangeRequest,
   safeToken,
+  TemporarilyUnavailableError,
 } from '@writ/oauth';
 import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, evaluateFailClosed, PolicyEngine, PolicyInput } from '@writ/policy';
 import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore, TooManyPendingApprovalsError } from '@writ/grants';
@@ -274,6 +275,7 @@ export class TokenExchangeGrant implements GrantHandler {
       const verified = await this.keys.verify(subjectToken, { typ: TASK_TOKEN_TYP, audience: this.config.issuer });
       claims = verified.payload as unknown as TaskTokenClaims;
     } catch (error) {
+      if (error instanceof TemporarilyUnavailableError) throw error;
       if (error instanceof TokenVerificationError && error.code === 'ERR_JWT_EXPIRED') {
         throw new InvalidGrantError('subject_token has expired: the task is over');
       }
