@@ -210,6 +210,13 @@ describe('loadConfig', () => {
     );
   });
 
+  it('refuses a newer database schema unless WRIT_ALLOW_NEWER_SCHEMA=true, and nothing but true or false', () => {
+    expect(loadConfig({}).allowNewerSchema).toBe(false);
+    expect(loadConfig({ WRIT_ALLOW_NEWER_SCHEMA: 'false' }).allowNewerSchema).toBe(false);
+    expect(loadConfig({ WRIT_ALLOW_NEWER_SCHEMA: 'true' }).allowNewerSchema).toBe(true);
+    expect(() => loadConfig({ WRIT_ALLOW_NEWER_SCHEMA: 'yes' })).toThrow(/WRIT_ALLOW_NEWER_SCHEMA must be true or false, got "yes"/);
+  });
+
   it('refuses a master key that is not 32 bytes', () => {
     expect(() => loadConfig({ WRIT_MASTER_KEY: Buffer.alloc(16).toString('base64') })).toThrow(/exactly 32 bytes/);
   });

@@ -22,6 +22,15 @@ export interface WritConfig {
    * `writ_service`); unset: the migrations run as `WRIT_DATABASE_URL`.
    */
   readonly migrationDatabaseUrl: string | undefined;
+  /**
+   * `WRIT_ALLOW_NEWER_SCHEMA` (default `false`): start even when the database holds applied
+   * migrations this build does not know (a newer release migrated it), with a warning naming
+   * them. Unset, such a start is refused (docs/operations.md#upgrading): an older build would run
+   * against a schema it was not written for. Only for an older instance kept running during a
+   * rolling upgrade whose new migrations are known to be backward compatible (the release notes
+   * say so); never to run a rolled-back release on a migrated database.
+   */
+  readonly allowNewerSchema: boolean;
   /** `WRIT_DATA_DIR` (default `./.writ`): embedded database, generated dev keys, admin token file. */
   readonly dataDir: string;
   /** `WRIT_HOST` (default `127.0.0.1`): listen address of every service. */
@@ -614,6 +623,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
   const config: WritConfig = {
     databaseUrl,
     migrationDatabaseUrl,
+    allowNewerSchema: boolean(env, 'WRIT_ALLOW_NEWER_SCHEMA', false, problems),
     dataDir,
     host: env.WRIT_HOST || '127.0.0.1',
     authPort: port(env, 'WRIT_AUTH_PORT', 4000, problems),

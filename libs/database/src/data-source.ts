@@ -1,5 +1,5 @@
 import { Pool } from 'pg';
-import { DataSource, MigrationExecutor } from 'typeorm';
+import { DataSource, MigrationExecutor, QueryRunner } from 'typeorm';
 import { ENTITIES } from './entities';
 import { MIGRATIONS } from './migrations';
 
@@ -75,18 +75,68 @@ export function createPool(url: string, options: DataSourceOptions = {}): Pool {
 /** Key of the advisory lock that serialises migrations between instances starting together. */
 const MIGRATION_LOCK = 7_311_042;
 
-/** Runs pending migrations, one instance at a time. */
-export async function migrate(dataSource: DataSource): Promise<string[]> {
+/**
+ * Thrown by {@link migrate} when the database holds applied migrations this build does not know:
+ * a newer release migrated it (a rollback to an older release, or an older instance starting
+ * during a rolling upgrade). `unknown` lists their names, newest first.
+ */
+export class NewerSchemaError extends Error {
+  constructor(readonly unknown: readonly string[]) {
+    super(`the database holds ${unknown.length} migration(s) this build does not know, the newest ${unknown[0]}`);
+    this.name = 'NewerSchemaError';
+  }
+}
+
+/** Options of {@link migrate}. */
+export interface MigrateOptions {
+  /**
+   * Go on when the database holds migrations this build does not know (they are returned in
+   * {@link MigrationOutcome.unknown}) instead of throwing {@link NewerSchemaError}.
+   */
+  allowNewerSchema?: boolean;
+}
+
+/** What {@link migrate} did and found. */
+export interface MigrationOutcome {
+  /** Migrations this call applied, in order. */
+  applied: string[];
+  /** Applied migrations this build does not know (only with `allowNewerSchema`), newest first. */
+  unknown: string[];
+}
+
+/**
+ * Runs pending migrations, one instance at a time. First, under the same lock (so that what a
+ * newer instance is migrating right now is seen once it is done), it reads the migrations table
+ * once: an applied migration this build does not know means a newer release migrated the
+ * database, and nothing is run ({@link NewerSchemaError}) unless `allowNewerSchema`. A known
+ * migration missing below the newest applied one is run like any pending one (TypeORM's order).
+ */
+export async function migrate(dataSource: DataSource, options: MigrateOptions = {}): Promise<MigrationOutcome> {
   const runner = dataSource.createQueryRunner();
   await runner.connect();
   try {
     await runner.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     const executor = new MigrationExecutor(dataSource, runner);
     executor.transaction = 'each';
+    const known = new Set((await executor.getAllMigrations()).map((migration) => migration.name));
+    const unknown = (await appliedMigrations(runner, dataSource)).filter((migration) => !known.has(migration.name)).map((migration) => migration.name);
+    if (unknown.length > 0 && !options.allowNewerSchema) throw new NewerSchemaError(unknown);
     const applied = await executor.executePendingMigrations();
-    return applied.map((migration) => migration.name);
+    return { applied: applied.map((migration) => migration.name), unknown };
   } finally {
     await runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     await runner.release();
+  }
+}
+
+/** The rows of the migrations table, newest first; none before the first migration created it. */
+async function appliedMigrations(runner: QueryRunner, dataSource: DataSource): Promise<{ name: string }[]> {
+  const table = dataSource.driver.escape(dataSource.options.migrationsTableName ?? 'migrations');
+  try {
+    return (await runner.query(`SELECT "name" FROM ${table} ORDER BY "timestamp" DESC, "id" DESC`)) as { name: string }[];
+  } catch (error) {
+    // 42P01 undefined_table: a new database (TypeORM creates the table next).
+    if ((error as { driverError?: { code?: string } }).driverError?.code === '42P01' || (error as { code?: string }).code === '42P01') return [];
+    throw error;
   }
 }

@@ -14,6 +14,8 @@ import {
   EmbeddedDatabase,
   ensureServiceLogin,
   migrate,
+  MigrationOutcome,
+  NewerSchemaError,
   ServiceLogin,
   SIGNING_KEYS_CHANGED_CHANNEL,
   startEmbeddedPostgres,
@@ -114,12 +116,52 @@ function boundsOf(config: WritConfig): ServiceDataSourceBounds {
   return { checkoutTimeoutMs, statementTimeoutMs, lockTimeoutMs, idleInTransactionTimeoutMs };
 }
 
+/** What a start does about a database migrated by a newer release (`WRIT_ALLOW_NEWER_SCHEMA`). */
+export interface SchemaCheck {
+  allowNewerSchema: boolean;
+}
+
+/**
+ * The one line of a start refused on a database migrated by a newer release: which migration,
+ * and what to do about it.
+ */
+export function newerSchemaMessage(unknown: readonly string[]): string {
+  const others = unknown.length > 1 ? ` and ${unknown.length - 1} more` : '';
+  return (
+    `the database was migrated by a newer Writ release: it holds migration ${unknown[0]}${others}, which this build does not know. ` +
+    'Upgrade this instance to that release, or roll back by restoring the backup taken before the upgrade (docs/operations.md#upgrading). ' +
+    'WRIT_ALLOW_NEWER_SCHEMA=true starts it anyway: only for an older instance during a rolling upgrade whose new migrations are backward compatible'
+  );
+}
+
+/**
+ * Runs {@link migrate} at start: a database migrated by a newer release is a {@link StartupError}
+ * naming its newest migration, or with `allowNewerSchema` a warning naming them all.
+ */
+async function migrateAtStart(dataSource: DataSource, check: SchemaCheck, logger?: Logger): Promise<MigrationOutcome> {
+  let outcome: MigrationOutcome;
+  try {
+    outcome = await migrate(dataSource, { allowNewerSchema: check.allowNewerSchema });
+  } catch (error) {
+    if (error instanceof NewerSchemaError) throw new StartupError(newerSchemaMessage(error.unknown));
+    throw error;
+  }
+  if (outcome.unknown.length > 0) {
+    logger?.warn(
+      { unknown_migrations: outcome.unknown },
+      'WRIT_ALLOW_NEWER_SCHEMA=true: starting on a database migrated by a newer Writ release, whose migrations this build does not know',
+    );
+  }
+  if (outcome.applied.length) logger?.info({ migrations: outcome.applied }, 'database migrated');
+  return outcome;
+}
+
 /**
  * Migrates as the owner (`ownerUrl`, the embedded cluster's superuser), makes `login` a member
  * of writ_service and nothing more, then opens the services' data source and pool as that
  * login (no superuser, owner of nothing), as with an external database: the services cannot
- * disable the audit triggers nor change audit rows. The caller ends the pool and destroys the
- * data source.
+ * disable the audit triggers nor change audit rows. A database migrated by a newer release is
+ * refused as at every start (`check`). The caller ends the pool and destroys the data source.
  */
 export async function connectAsServiceLogin(
   ownerUrl: string,
@@ -127,13 +169,15 @@ export async function connectAsServiceLogin(
   serviceUrl: string,
   poolSize?: number,
   bounds: ServiceDataSourceBounds = {},
+  check: SchemaCheck = { allowNewerSchema: false },
+  logger?: Logger,
 ): Promise<{ dataSource: DataSource; pool: Pool; applied: string[] }> {
   const owner = createDataSource(ownerUrl, { poolSize: 1, applicationName: 'writ-migrate' });
   const ownerPool = createPool(ownerUrl, { poolSize: 1, applicationName: 'writ-migrate' });
   let applied: string[];
   try {
     await step('cannot reach the database', () => owner.initialize());
-    applied = await step('database migration failed', () => migrate(owner));
+    ({ applied } = await step('database migration failed', () => migrateAtStart(owner, check, logger)));
     await step('cannot set up the service login', () => ensureServiceLogin(ownerPool, login));
   } finally {
     await ownerPool.end().catch(() => undefined);
@@ -172,9 +216,9 @@ async function openServiceConnections(
 export const TYPEORM_POOL_SIZE = 4;
 
 /**
- * Connects to PostgreSQL (embedded unless `WRIT_DATABASE_URL`), migrates, resolves the master
- * key and loads the signing keys. Any failure is a {@link StartupError}: no database, no keys,
- * no service.
+ * Connects to PostgreSQL (embedded unless `WRIT_DATABASE_URL`), migrates (refusing a database a
+ * newer release migrated, unless `WRIT_ALLOW_NEWER_SCHEMA`), resolves the master key and loads
+ * the signing keys. Any failure is a {@link StartupError}: no database, no keys, no service.
  */
 export async function createRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
   const config = options.config ?? (await step('configuration', async () => loadConfig()));
@@ -200,26 +244,23 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   let checkpointPool: Pool | undefined;
   try {
     if (embedded) {
-      const connected = await connectAsServiceLogin(url, embedded.serviceLogin, embedded.serviceUrl, poolSize, boundsOf(config));
+      const connected = await connectAsServiceLogin(url, embedded.serviceLogin, embedded.serviceUrl, poolSize, boundsOf(config), config, logger);
       dataSource = connected.dataSource;
       pool = connected.pool;
-      if (connected.applied.length) logger.info({ migrations: connected.applied }, 'database migrated');
     } else {
       if (config.migrationDatabaseUrl) {
         // The owner migrates; the services then connect as WRIT_DATABASE_URL's login.
         const owner = createDataSource(config.migrationDatabaseUrl, { poolSize: 1, applicationName: 'writ-migrate' });
         try {
           await step('cannot reach the database as the migration owner', () => owner.initialize());
-          const applied = await step('database migration failed', () => migrate(owner));
-          if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+          await step('database migration failed', () => migrateAtStart(owner, config, logger));
         } finally {
           if (owner.isInitialized) await owner.destroy().catch(() => undefined);
         }
       }
       ({ dataSource, pool } = await openServiceConnections(url, poolSize, boundsOf(config)));
       if (!config.migrationDatabaseUrl) {
-        const applied = await step('database migration failed', () => migrate(dataSource!));
-        if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+        await step('database migration failed', () => migrateAtStart(dataSource!, config, logger));
       }
       // The migration creates writ_service only where the migrating role may create roles, and
       // its notice is not shown by the driver: say it here, once per start.

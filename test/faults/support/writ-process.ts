@@ -76,10 +76,10 @@ export async function startWrit(options: StartWritOptions = {}): Promise<WritPro
   );
   const urls = { authUrl: `http://127.0.0.1:${authPort}`, gatewayUrl: `http://127.0.0.1:${gatewayPort}`, adminUrl: `http://127.0.0.1:${adminPort}` };
   const deadline = Date.now() + (options.readyTimeoutMs ?? 90_000);
-  let ended = false;
-  void exited.then(() => (ended = true));
+  let ended: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  void exited.then((result) => (ended = result));
   for (;;) {
-    if (ended) throw new Error(`writ exited before it was ready:\n${output.slice(-3000)}`);
+    if (ended) throw new Error(`writ exited (code ${ended.code}) before it was ready:\n${output.slice(-3000)}`);
     const ready = await Promise.all(
       Object.values(urls).map((url) =>
         fetch(`${url}/health/ready`).then(
