@@ -73,7 +73,7 @@ export function createPool(url: string, options: DataSourceOptions = {}): Pool {
 }
 
 /** Key of the advisory lock that serialises migrations between instances starting together. */
-const MIGRATION_LOCK = 7_311_042;
+export const MIGRATION_LOCK = 7_311_042;
 
 /**
  * Thrown by {@link migrate} when the database holds applied migrations this build does not know:

@@ -248,20 +248,18 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       dataSource = connected.dataSource;
       pool = connected.pool;
     } else {
-      if (config.migrationDatabaseUrl) {
-        // The owner migrates; the services then connect as WRIT_DATABASE_URL's login.
-        const owner = createDataSource(config.migrationDatabaseUrl, { poolSize: 1, applicationName: 'writ-migrate' });
-        try {
-          await step('cannot reach the database as the migration owner', () => owner.initialize());
-          await step('database migration failed', () => migrateAtStart(owner, config, logger));
-        } finally {
-          if (owner.isInitialized) await owner.destroy().catch(() => undefined);
-        }
+      // The owner (WRIT_MIGRATION_DATABASE_URL, else WRIT_DATABASE_URL's login) migrates on a
+      // connection of its own, without the services' deadlines: waiting for the migration lock
+      // while another instance migrates, and a long migration, are no request (lock_timeout and
+      // statement_timeout would fail the start). The services then connect as WRIT_DATABASE_URL's login.
+      const owner = createDataSource(config.migrationDatabaseUrl ?? url, { poolSize: 1, applicationName: 'writ-migrate' });
+      try {
+        await step(config.migrationDatabaseUrl ? 'cannot reach the database as the migration owner' : 'cannot reach the database', () => owner.initialize());
+        await step('database migration failed', () => migrateAtStart(owner, config, logger));
+      } finally {
+        if (owner.isInitialized) await owner.destroy().catch(() => undefined);
       }
       ({ dataSource, pool } = await openServiceConnections(url, poolSize, boundsOf(config)));
-      if (!config.migrationDatabaseUrl) {
-        await step('database migration failed', () => migrateAtStart(dataSource!, config, logger));
-      }
       // The migration creates writ_service only where the migrating role may create roles, and
       // its notice is not shown by the driver: say it here, once per start.
       const role: unknown = await dataSource.query(`SELECT 1 FROM pg_roles WHERE rolname = 'writ_service'`).catch(() => [{}]);

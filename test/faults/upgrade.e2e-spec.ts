@@ -1,4 +1,5 @@
 import { Client } from 'pg';
+import { MIGRATION_LOCK } from '@writ/database';
 import { connectAsServiceLogin, StartupError } from '@writ/platform';
 import { createTestDatabase, SERVICE_LOGIN_ENV, TEST_SERVICE_USER, TestDatabase } from '@writ/testing';
 import { buildOnce, startWrit, WritProcess } from './support/writ-process';
@@ -112,6 +113,45 @@ describe('faults: a database migrated by a newer release', () => {
     } finally {
       writ.child.kill('SIGTERM');
       expect((await writ.exited).code).toBe(0);
+    }
+  });
+});
+
+/**
+ * Instances started together wait for the one that migrates, however long its migrations take:
+ * the migration lock is not subject to the services' request deadlines (`WRIT_DB_LOCK_TIMEOUT_MS`,
+ * `WRIT_DB_STATEMENT_TIMEOUT_MS`).
+ */
+describe('faults: instances starting while another migrates', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    buildOnce();
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('wait for the migration lock past the request lock timeout, then start', async () => {
+    // Another instance migrating: it holds the lock for longer than this one's lock_timeout.
+    const migrating = new Client({ connectionString: db.url });
+    await migrating.connect();
+    await migrating.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    const released = new Promise<void>((resolve) => setTimeout(resolve, 3_000)).then(() => migrating.end());
+    try {
+      const writ = await startWrit({
+        env: {
+          WRIT_DATABASE_URL: db.serviceUrl ?? db.url,
+          WRIT_MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
+          WRIT_DB_LOCK_TIMEOUT_MS: '200',
+          WRIT_DB_STATEMENT_TIMEOUT_MS: '500',
+        },
+      });
+      writ.child.kill('SIGTERM');
+      expect((await writ.exited).code).toBe(0);
+    } finally {
+      await released;
     }
   });
 });
