@@ -1,7 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { AuditEventInput } from '@writ/audit';
 import type { AuditedTransaction } from '@writ/database';
-import type { RowIntegrity, TaggedTable } from './row-integrity';
+import { type RowIntegrity, TASK_INTEGRITY_COLUMNS, type TaggedTable, taskIntegrityFieldsOf, type TaskIntegrityRow } from './row-integrity';
 
 /** Key of the session advisory lock under which one instance at a time tags rows (the upgrade's backfill, the re-tag after a rotation). */
 const ROW_TAG_LOCK = 7_311_047;
@@ -11,22 +11,6 @@ const BATCH = 500;
 
 /** Rows tagged (or re-tagged) per table. */
 export type RowTagCounts = Record<TaggedTable, number>;
-
-interface TaskTagRow {
-  id: string;
-  agent_id: string;
-  orchestrator_id: string;
-  purpose: string;
-  allowed: unknown;
-  on_behalf_of: string | null;
-  user_issuer: string | null;
-  user_subject: string | null;
-  metadata: unknown;
-  task_token_jti: string;
-  created_at: Date;
-  expires_at: Date;
-  integrity_tag: string | null;
-}
 
 interface ClientTagRow {
   id: string;
@@ -46,26 +30,6 @@ interface AdminTokenTagRow {
 
 function adminTokenFields(row: AdminTokenTagRow) {
   return { id: row.id, role: row.role, tokenHash: row.token_hash, expiresAt: row.expires_at };
-}
-
-const TASK_COLUMNS =
-  'id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, task_token_jti, created_at, expires_at';
-
-function taskFields(row: TaskTagRow) {
-  return {
-    id: row.id,
-    agentId: row.agent_id,
-    orchestratorId: row.orchestrator_id,
-    purpose: row.purpose,
-    allowed: row.allowed,
-    onBehalfOf: row.on_behalf_of,
-    userIssuer: row.user_issuer,
-    userSubject: row.user_subject,
-    metadata: row.metadata,
-    taskTokenJti: row.task_token_jti,
-    createdAt: row.created_at,
-    expiresAt: row.expires_at,
-  };
 }
 
 function clientFields(row: ClientTagRow) {
@@ -108,7 +72,7 @@ async function writeTags(tx: PoolClient, table: TaggedTable, tags: Array<{ id: s
 async function tagUntagged(tx: PoolClient, integrity: RowIntegrity): Promise<RowTagCounts> {
   const where = 'integrity_tag IS NULL';
   const keep = (tag: string | null) => tag === null;
-  const tasks = await tx.query<TaskTagRow>(`SELECT ${TASK_COLUMNS}, integrity_tag FROM tasks WHERE ${where} ORDER BY id FOR UPDATE`);
+  const tasks = await tx.query<TaskIntegrityRow>(`SELECT ${TASK_INTEGRITY_COLUMNS}, integrity_tag FROM tasks WHERE ${where} ORDER BY id FOR UPDATE`);
   const agents = await tx.query<ClientTagRow>(`SELECT id, status, jwks, integrity_tag FROM agents WHERE ${where} ORDER BY id FOR UPDATE`);
   const orchestrators = await tx.query<ClientTagRow>(
     `SELECT id, status, jwks, allowed_agents, integrity_tag FROM orchestrators WHERE ${where} ORDER BY id FOR UPDATE`,
@@ -120,7 +84,9 @@ async function tagUntagged(tx: PoolClient, integrity: RowIntegrity): Promise<Row
     tasks: await writeTags(
       tx,
       'tasks',
-      tasks.rows.filter((row) => keep(row.integrity_tag)).map((row) => ({ id: row.id, tag: integrity.tagTask(taskFields(row)), expected: row.integrity_tag })),
+      tasks.rows
+        .filter((row) => keep(row.integrity_tag))
+        .map((row) => ({ id: row.id, tag: integrity.tagTask(taskIntegrityFieldsOf(row)), expected: row.integrity_tag })),
     ),
     agents: await writeTags(
       tx,
@@ -218,9 +184,9 @@ export async function retagUnderCurrentMasterKey(pool: Pool, integrity: RowInteg
 /** Re-tags, under the current key, the rows whose tag is not the current key's but verifies under a previous one. */
 async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise<RowTagCounts> {
   const stale = (tag: string | null): tag is string => tag !== null && !integrity.isCurrent(tag);
-  const tasks = (await tx.query<TaskTagRow>(`SELECT ${TASK_COLUMNS}, integrity_tag FROM tasks WHERE integrity_tag IS NOT NULL ORDER BY id`)).rows.filter(
-    (row) => stale(row.integrity_tag) && integrity.verifyTask(taskFields(row), row.integrity_tag),
-  );
+  const tasks = (
+    await tx.query<TaskIntegrityRow>(`SELECT ${TASK_INTEGRITY_COLUMNS}, integrity_tag FROM tasks WHERE integrity_tag IS NOT NULL ORDER BY id`)
+  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyTask(taskIntegrityFieldsOf(row), row.integrity_tag));
   const agents = (await tx.query<ClientTagRow>(`SELECT id, status, jwks, integrity_tag FROM agents WHERE integrity_tag IS NOT NULL ORDER BY id`)).rows.filter(
     (row) => stale(row.integrity_tag) && integrity.verifyClient('agents', clientFields(row), row.integrity_tag),
   );
@@ -234,7 +200,7 @@ async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise
     tasks: await writeTags(
       tx,
       'tasks',
-      tasks.map((row) => ({ id: row.id, tag: integrity.tagTask(taskFields(row)), expected: row.integrity_tag })),
+      tasks.map((row) => ({ id: row.id, tag: integrity.tagTask(taskIntegrityFieldsOf(row)), expected: row.integrity_tag })),
     ),
     agents: await writeTags(
       tx,

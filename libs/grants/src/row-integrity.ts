@@ -34,6 +34,45 @@ export interface TaskIntegrityFields {
   expiresAt: Date;
 }
 
+/** A `tasks` row with the columns its tag covers, as `pg` reads them, and its tag. */
+export interface TaskIntegrityRow {
+  id: string;
+  agent_id: string;
+  orchestrator_id: string;
+  purpose: string;
+  allowed: unknown;
+  on_behalf_of: string | null;
+  user_issuer: string | null;
+  user_subject: string | null;
+  metadata: unknown;
+  task_token_jti: string;
+  created_at: Date;
+  expires_at: Date;
+  integrity_tag: string | null;
+}
+
+/** The columns of {@link TaskIntegrityRow} but its tag, for a `SELECT`. */
+export const TASK_INTEGRITY_COLUMNS =
+  'id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, task_token_jti, created_at, expires_at';
+
+/** The tagged fields of a task row as read. */
+export function taskIntegrityFieldsOf(row: Omit<TaskIntegrityRow, 'integrity_tag'>): TaskIntegrityFields {
+  return {
+    id: row.id,
+    agentId: row.agent_id,
+    orchestratorId: row.orchestrator_id,
+    purpose: row.purpose,
+    allowed: row.allowed,
+    onBehalfOf: row.on_behalf_of,
+    userIssuer: row.user_issuer,
+    userSubject: row.user_subject,
+    metadata: row.metadata,
+    taskTokenJti: row.task_token_jti,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+  };
+}
+
 /** The columns of an agent or orchestrator its tag covers (not its name or description: display only). */
 export interface ClientIntegrityFields {
   id: string;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
-import { RowIntegrity } from '@writ/grants';
+import { RowIntegrity, TASK_INTEGRITY_COLUMNS, taskIntegrityFieldsOf, type TaskIntegrityRow } from '@writ/grants';
 import { MasterKey } from '@writ/keys';
 
 /**
@@ -143,42 +143,12 @@ export async function retagRow(
     return;
   }
   if (table === 'tasks') {
-    const { rows } = (await db.query(
-      `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, task_token_jti, created_at, expires_at
-         FROM tasks WHERE id = $1`,
-      [id],
-    )) as {
-      rows: Array<{
-        id: string;
-        agent_id: string;
-        orchestrator_id: string;
-        purpose: string;
-        allowed: unknown;
-        on_behalf_of: string | null;
-        user_issuer: string | null;
-        user_subject: string | null;
-        metadata: unknown;
-        task_token_jti: string;
-        created_at: Date;
-        expires_at: Date;
-      }>;
+    const { rows } = (await db.query(`SELECT ${TASK_INTEGRITY_COLUMNS} FROM tasks WHERE id = $1`, [id])) as {
+      rows: Array<Omit<TaskIntegrityRow, 'integrity_tag'>>;
     };
     const row = rows[0];
     if (!row) throw new Error(`no task ${id}`);
-    const tag = integrity.tagTask({
-      id: row.id,
-      agentId: row.agent_id,
-      orchestratorId: row.orchestrator_id,
-      purpose: row.purpose,
-      allowed: row.allowed,
-      onBehalfOf: row.on_behalf_of,
-      userIssuer: row.user_issuer,
-      userSubject: row.user_subject,
-      metadata: row.metadata,
-      taskTokenJti: row.task_token_jti,
-      createdAt: row.created_at,
-      expiresAt: row.expires_at,
-    });
+    const tag = integrity.tagTask(taskIntegrityFieldsOf(row));
     await db.query('UPDATE tasks SET integrity_tag = $2 WHERE id = $1', [id, tag]);
     return;
   }

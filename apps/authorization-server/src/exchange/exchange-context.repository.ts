@@ -1,4 +1,4 @@
-import { grantsIssuedSql, RowIntegrity } from '@writ/grants';
+import { grantsIssuedSql, RowIntegrity, taskIntegrityFieldsOf } from '@writ/grants';
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import DataLoader from 'dataloader';
 import { RUNTIME, type Runtime } from '@writ/platform';
@@ -127,23 +127,7 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
 
   /** Whether a task row is one Writ wrote: its tag covers what decides what the task may get. */
   private verified(row: TaskRow): boolean {
-    return this.integrity.verifyTask(
-      {
-        id: row.id,
-        agentId: row.agent_id,
-        orchestratorId: row.orchestrator_id,
-        purpose: row.purpose,
-        allowed: row.allowed,
-        onBehalfOf: row.on_behalf_of,
-        userIssuer: row.user_issuer,
-        userSubject: row.user_subject,
-        metadata: row.metadata,
-        taskTokenJti: row.task_token_jti,
-        createdAt: row.created_at,
-        expiresAt: row.expires_at,
-      },
-      row.integrity_tag,
-    );
+    return this.integrity.verifyTask(taskIntegrityFieldsOf(row), row.integrity_tag);
   }
 
   /** Drops a connector's cached catalogue (it changed under an issuance). */
