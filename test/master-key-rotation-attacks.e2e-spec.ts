@@ -12,6 +12,7 @@ import { CredentialBinding } from '../apps/connector-gateway/src/upstream/creden
 import { eventually } from './support/eventually';
 import { http, sendJson } from './support/oauth-client';
 import { seedConnector, setConnectorCredential } from './support/seed';
+import { masterKeyInstances } from './support/master-key-instances';
 import { startTestServices, TestServices } from './support/test-services';
 
 const KEY_A = Buffer.alloc(32, 31);
@@ -26,29 +27,10 @@ const TOKEN_URL = 'http://127.0.0.1:9/token';
  */
 describe('master key rotation under attack', () => {
   let db: TestDatabase;
-  const open: TestServices[] = [];
   const logs: string[] = [];
+  const instances = masterKeyInstances({ db: () => db, logs });
+  const { open, start, stop } = instances;
 
-  const start = async (current: Buffer, previous: Buffer[] = [], extra: Record<string, string> = {}) => {
-    const services = await startTestServices({
-      db,
-      admin: createAdminApp,
-      env: {
-        WRIT_MASTER_KEY: current.toString('base64'),
-        ...(previous.length ? { WRIT_MASTER_KEY_PREVIOUS: previous.map((key) => key.toString('base64')).join(',') } : {}),
-        ...extra,
-      },
-      logSink: (line) => logs.push(line),
-    });
-    open.push(services);
-    // The re-seal runs in the background: the steps below look at what it did.
-    await masterKeyRewrapDone(services.runtime);
-    return services;
-  };
-  const stop = async (services: TestServices) => {
-    open.splice(open.indexOf(services), 1);
-    await services.close();
-  };
   /** Reads the database as its administrator, whatever instance runs. */
   const query = async <T extends Record<string, unknown>>(sql: string): Promise<T[]> => {
     const client = new Client({ connectionString: db.url });
@@ -74,7 +56,7 @@ describe('master key rotation under attack', () => {
     databases.push(db);
   });
   afterAll(async () => {
-    for (const services of open.splice(0)) await services.close().catch(() => undefined);
+    await instances.closeAll();
     for (const database of databases) await database.drop().catch(() => undefined);
   });
 

@@ -2,20 +2,19 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConnectedAccounts, accountSealContext, masterKeyRewrapDone, rewrapUnderCurrentMasterKey } from '@writ/accounts';
+import { ConnectedAccounts, accountSealContext, rewrapUnderCurrentMasterKey } from '@writ/accounts';
 import { checkpointDigest, checkpointFromRow, CheckpointRow, CheckpointSigner, publicKeyFileFor, signCheckpoint } from '@writ/audit';
 import { loadConfig } from '@writ/config';
 import { credentialSealContext } from '@writ/connectors';
 import { MasterKey } from '@writ/keys';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
-import { createAdminApp } from '../apps/admin/src/admin.app';
-import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { auditVerify } from '../scripts/audit-verify-command';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { seedConnector, setConnectorCredential } from './support/seed';
-import { startTestServices, TestServices } from './support/test-services';
+import { masterKeyEnv, masterKeyInstances } from './support/master-key-instances';
+import type { TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_rotation_payments_5e0c';
 const KEY_A = Buffer.alloc(32, 21);
@@ -41,33 +40,11 @@ describe('master key rotation', () => {
   let checkpointFile: string;
   let payments: MockUpstream;
   let world: World;
-  const open: TestServices[] = [];
   const logs: string[] = [];
-
-  const env = (current: Buffer, previous: Buffer[] = []) => ({
-    WRIT_MASTER_KEY: current.toString('base64'),
-    ...(previous.length ? { WRIT_MASTER_KEY_PREVIOUS: previous.map((key) => key.toString('base64')).join(',') } : {}),
-    WRIT_AUDIT_CHECKPOINT_FILE: checkpointFile,
-    WRIT_AUDIT_CHECKPOINT_EVERY: '100000',
-    WRIT_AUDIT_CHECKPOINT_SECONDS: '3600',
-  });
-  const start = async (current: Buffer, previous: Buffer[] = [], more: Record<string, string> = {}) => {
-    const services = await startTestServices({
-      db,
-      gateway: createGatewayApp,
-      admin: createAdminApp,
-      env: { ...env(current, previous), ...more },
-      logSink: (line) => logs.push(line),
-    });
-    open.push(services);
-    // The re-seal runs in the background: the steps below look at what it did.
-    await masterKeyRewrapDone(services.runtime);
-    return services;
-  };
-  const stop = async (services: TestServices) => {
-    open.splice(open.indexOf(services), 1);
-    await services.close();
-  };
+  const checkpointEnv = () => ({ WRIT_AUDIT_CHECKPOINT_FILE: checkpointFile, WRIT_AUDIT_CHECKPOINT_EVERY: '100000', WRIT_AUDIT_CHECKPOINT_SECONDS: '3600' });
+  const env = (current: Buffer, previous: Buffer[] = []) => ({ ...masterKeyEnv(current, previous), ...checkpointEnv() });
+  const instances = masterKeyInstances({ db: () => db, logs, env: checkpointEnv });
+  const { start, stop } = instances;
   /** A payout through the gateway: a token issued now (the signing key opens), the credential injected (it opens). */
   const payout = async (services: TestServices) => {
     const task = await createTask(services, world.orchestrator);
@@ -149,7 +126,7 @@ describe('master key rotation', () => {
     payments = await startPaymentsUpstream(SECRET);
   });
   afterAll(async () => {
-    for (const services of open.splice(0)) await services.close().catch(() => undefined);
+    await instances.closeAll();
     await payments?.close();
     await db?.drop();
     await rm(dir, { recursive: true, force: true });
