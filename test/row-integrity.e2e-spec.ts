@@ -70,9 +70,12 @@ describe('row integrity tags against a database administrator', () => {
 
   it('refuses a later deadline or other limits set by hand just the same', async () => {
     const task = await createTask(services, world.orchestrator, { ttl_seconds: 60 });
+    // Exchanged first: the instance has verified (and remembers) the row as it was.
+    expect((await exchange(task.task_token)).status).toBe(200);
     await dba.query(`UPDATE tasks SET expires_at = expires_at + interval '30 days' WHERE id = $1`, [task.task_id]);
     expect((await exchange(task.task_token)).body.error).toBe('invalid_grant');
     const limited = await createTask(services, world.orchestrator, { allowed: [{ ...PAYOUT_ALLOWED[0], limits: { calls: 1 } }] });
+    expect((await exchange(limited.task_token)).status).toBe(200);
     await dba.query(`UPDATE tasks SET allowed = jsonb_set(allowed, '{0,limits,calls}', '1000') WHERE id = $1`, [limited.task_id]);
     expect((await exchange(limited.task_token)).body.error).toBe('invalid_grant');
   });

@@ -58,6 +58,12 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 type TaskRow = Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_issued: number; integrity_tag: string | null };
 
+/** A task row as read: its jsonb columns as PostgreSQL writes them out, parsed here (see {@link ExchangeContextRepository.verified}). */
+type TaskRowRead = Omit<TaskRow, 'allowed' | 'metadata'> & { allowed_text: string; metadata_text: string };
+
+/** Most task rows whose verified integrity tag is remembered (see {@link ExchangeContextRepository.verified}). */
+const MAX_VERIFIED_TASKS = 10_000;
+
 /**
  * The reads of the token-exchange hot path, in plain SQL. Connector catalogues (the policy's
  * input) are held in memory and dropped as soon as a change to the connector is notified on
@@ -71,6 +77,8 @@ type TaskRow = Omit<RowOf<TaskEntity>, 'status_reason' | 'ended_at'> & { grants_
 export class ExchangeContextRepository implements OnApplicationShutdown {
   private readonly catalogue: ListenedCache<CatalogueConnector>;
   private readonly integrity: RowIntegrity;
+  /** Per task id, the row as it was when its tag last verified (see {@link verified}). */
+  private readonly verifiedTasks = new Map<string, string>();
   /** Task reads, batched per turn of the event loop and never cached (see {@link task}). */
   private readonly tasks = new DataLoader<string, ExchangeTask | undefined>((ids) => this.readTasks(ids), {
     cache: false,
@@ -106,14 +114,20 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
   private async readTasks(ids: readonly string[]): Promise<Array<ExchangeTask | undefined>> {
     const valid = [...new Set(ids.filter((id) => UUID.test(id)))];
     if (valid.length === 0) return ids.map(() => undefined);
-    const { rows } = await this.pool.query<TaskRow>({
+    const { rows } = await this.pool.query<TaskRowRead>({
       name: 'writ_exchange_tasks',
-      text: `SELECT id, agent_id, orchestrator_id, purpose, allowed, on_behalf_of, user_issuer, user_subject, metadata, status, task_token_jti,
-                    ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests, created_at, expires_at, integrity_tag
+      text: `SELECT id, agent_id, orchestrator_id, purpose, allowed::text AS allowed_text, on_behalf_of, user_issuer, user_subject, metadata::text AS metadata_text,
+                    status, task_token_jti, ${grantsIssuedSql('tasks')} AS grants_issued, refusals, out_of_purpose_requests, created_at, expires_at, integrity_tag
                FROM tasks WHERE id = ANY($1::uuid[])`,
       values: [valid],
     });
-    const byId = new Map(rows.filter((row) => this.verified(row)).map((row) => [row.id.toLowerCase(), row]));
+    const byId = new Map<string, TaskRow>();
+    for (const read of rows) {
+      const { allowed_text, metadata_text, ...rest } = read;
+      // As pg parses jsonb: JSON.parse of PostgreSQL's text.
+      const row: TaskRow = { ...rest, allowed: JSON.parse(allowed_text) as TaskRow['allowed'], metadata: JSON.parse(metadata_text) as TaskRow['metadata'] };
+      if (this.verified(row, read)) byId.set(row.id.toLowerCase(), row);
+    }
     const handedOut = new Set<TaskRow>();
     // Each caller gets a task of its own, nothing shared with another caller of the same batch.
     return ids.map((id) => {
@@ -125,9 +139,33 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
     });
   }
 
-  /** Whether a task row is one Writ wrote: its tag covers what decides what the task may get. */
-  private verified(row: TaskRow): boolean {
-    return this.integrity.verifyTask(taskIntegrityFieldsOf(row), row.integrity_tag);
+  /**
+   * Whether a task row is one Writ wrote: its tag covers what decides what the task may get. A
+   * row read again exactly as it was when its tag last verified (every tagged column, its jsonb as
+   * PostgreSQL's text, and the tag: compared whole) is not verified again: the canonical text and
+   * the HMAC are the same work with the same answer, and a task is read at every exchange.
+   */
+  private verified(row: TaskRow, read: TaskRowRead): boolean {
+    const seen = JSON.stringify([
+      read.id,
+      read.agent_id,
+      read.orchestrator_id,
+      read.purpose,
+      read.allowed_text,
+      read.on_behalf_of,
+      read.user_issuer,
+      read.user_subject,
+      read.metadata_text,
+      read.task_token_jti,
+      read.created_at.getTime(),
+      read.expires_at.getTime(),
+      read.integrity_tag,
+    ]);
+    if (this.verifiedTasks.get(row.id) === seen) return true;
+    if (!this.integrity.verifyTask(taskIntegrityFieldsOf(row), row.integrity_tag)) return false;
+    if (this.verifiedTasks.size >= MAX_VERIFIED_TASKS) this.verifiedTasks.clear();
+    this.verifiedTasks.set(row.id, seen);
+    return true;
   }
 
   /** Drops a connector's cached catalogue (it changed under an issuance). */
