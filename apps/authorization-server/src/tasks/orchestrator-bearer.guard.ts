@@ -78,10 +78,14 @@ export class OrchestratorBearerGuard implements CanActivate {
     if (!scopes.includes('tasks')) {
       throw new InsufficientScopeError('the access token lacks the "tasks" scope', { rule: 'scope', scope: 'tasks' });
     }
+    // The orchestrator is the one the token was signed for (its `client_id` claim): the
+    // credential's row (not tagged) must name the same one, so that a row moved to another
+    // orchestrator in SQL does not lend that orchestrator's standing to this token.
+    if (typeof claims.jti !== 'string' || typeof claims.client_id !== 'string') throw new InvalidTokenError('the access token is invalid or expired');
     const { rows } = await this.pool.query<{ id: string; status: string; jwks: unknown; allowed_agents: string[]; integrity_tag: string | null }>(
       `SELECT o.id, o.status, o.jwks, o.allowed_agents, o.integrity_tag FROM access_tokens t JOIN orchestrators o ON o.id = t.client_id
-        WHERE t.jti = $1 AND t.kind = 'tasks' AND t.revoked_at IS NULL AND o.status = 'active'`,
-      [claims.jti],
+        WHERE t.jti = $1 AND t.kind = 'tasks' AND t.client_id = $2 AND t.revoked_at IS NULL AND o.status = 'active'`,
+      [claims.jti, claims.client_id],
     );
     // An orchestrator row changed outside Writ (its integrity tag does not verify) stands as if it were gone.
     if (
@@ -94,7 +98,7 @@ export class OrchestratorBearerGuard implements CanActivate {
     ) {
       throw new InvalidTokenError('the access token has been revoked');
     }
-    request[ORCHESTRATOR] = { id: rows[0].id, allowedAgents: rows[0].allowed_agents, jti: claims.jti as string };
+    request[ORCHESTRATOR] = { id: rows[0].id, allowedAgents: rows[0].allowed_agents, jti: claims.jti };
     return true;
   }
 }
