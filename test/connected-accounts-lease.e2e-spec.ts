@@ -244,6 +244,27 @@ describe('connected accounts: the refresh lease', () => {
     return rows;
   }
 
+  it("never calls with another user's account after the DBA moves a task or a credential to that user (row integrity)", async () => {
+    await connected('victim', 3600);
+    await connected('attacker', 3600);
+    const taskOf = (credential: string) => (JSON.parse(Buffer.from(credential.split('.')[1], 'base64url').toString()) as { task_id: string }).task_id;
+    // The task's user set to the victim by hand: its tag no longer verifies, the task stands as gone.
+    const moved = await credentialFor('attacker');
+    await pool.query(`UPDATE tasks SET user_subject = 'victim' WHERE id = $1`, [taskOf(moved)]);
+    const refused = await callMe(moved);
+    expect(refused.status).toBe(401);
+    expect(refused.text).not.toContain('victim');
+    // The credential's row pointed at the victim's own (honest) task: not the task it was signed for.
+    const victims = await credentialFor('victim');
+    const attackers = await credentialFor('attacker');
+    await pool.query(`UPDATE access_tokens SET task_id = $2 WHERE task_id = $1`, [taskOf(attackers), taskOf(victims)]);
+    const repointed = await callMe(attackers);
+    expect(repointed.status).toBe(401);
+    expect(repointed.text).not.toContain('victim');
+    // The victim's own credential still works.
+    expect((await callMe(victims)).body).toEqual({ account: 'victim' });
+  });
+
   it('(a) while a refresh waits at the provider no transaction is open for it, and an admin disconnect completes at once', async () => {
     const account = await connected('held', -60);
     const credential = await credentialFor('held');

@@ -361,7 +361,7 @@ describe('connector gateway', () => {
       const client = await pool.connect();
       try {
         const jtis = [jtiOf(live.token), jtiOf(revoked.token), jtiOf(ended.token), 'no-such-jti', jtiOf(live.token)];
-        const verdicts = await new GrantStateRepository(pool).recheckAt(
+        const verdicts = await new GrantStateRepository(pool, services.runtime.rowIntegrity).recheckAt(
           client,
           jtis.map((jti) => ({ jti, connectorVersion: null })),
         );
@@ -384,7 +384,7 @@ describe('connector gateway', () => {
         { jti: `x'); UPDATE access_tokens SET revoked_at = NULL; --`, connectorVersion: null },
         { jti: `back\\slash ' E'`, connectorVersion: current },
       ];
-      const grants = new GrantStateRepository(pool);
+      const grants = new GrantStateRepository(pool, services.runtime.rowIntegrity);
       const client = await pool.connect();
       try {
         const expected = ['live', 'stale', 'live', 'dead', 'dead'];

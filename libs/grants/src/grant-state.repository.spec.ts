@@ -15,7 +15,7 @@ describe('GrantStateRepository: spending a batch of calls', () => {
   beforeAll(async () => {
     db = await createTestDatabase();
     pool = new Pool({ connectionString: db.url, max: 2 });
-    grants = new GrantStateRepository(pool);
+    grants = new GrantStateRepository(pool, testRowIntegrity());
     await pool.query(`INSERT INTO connectors (id, name, base_url, operations) VALUES ('payments', 'Payments', 'https://payments.test', '[]')`);
     task = await insertTask('active');
     endedTask = await insertTask('completed');

@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Pool, PoolClient } from 'pg';
 import { executeStatement, PG_POOL, SessionStatement, sqlArrayLiteral } from '@writ/database';
 import { BudgetReservation, GrantStore, ReserveOutcome } from './grant-store';
+import { RowIntegrity, taskIntegrityFieldsOf, type TaskIntegrityRow } from './row-integrity';
 
 /** A connector as the gateway checks and forwards a call to it. */
 export interface GatewayConnector {
@@ -74,7 +75,10 @@ const LOAD = `
          c.id AS c_id, c.kind AS c_kind, c.base_url, c.operations::text AS operations_text,
          c.credential_type, c.credential_sealed, c.credential_fingerprint, c.version::text AS c_version,
          (extract(epoch FROM t.expires_at) * 1000)::float8 AS expires_at_ms,
-         (extract(epoch FROM k.expires_at) * 1000)::float8 AS task_expires_at_ms
+         (extract(epoch FROM k.expires_at) * 1000)::float8 AS task_expires_at_ms,
+         k.id AS k_id, k.agent_id AS k_agent_id, k.orchestrator_id AS k_orchestrator_id, k.purpose AS k_purpose, k.allowed AS k_allowed,
+         k.on_behalf_of AS k_on_behalf_of, k.metadata AS k_metadata, k.task_token_jti AS k_task_token_jti, k.created_at AS k_created_at,
+         k.expires_at AS k_expires_at, k.integrity_tag AS k_integrity_tag
     FROM access_tokens t
     LEFT JOIN tasks k ON k.id = t.task_id
     LEFT JOIN connectors c ON c.id = t.connector_id
@@ -228,6 +232,18 @@ interface LoadRow {
   c_version: string | null;
   expires_at_ms: number;
   task_expires_at_ms: number | null;
+  /** The task's tagged columns (null without a task row), verified before its user is trusted. */
+  k_id: string | null;
+  k_agent_id: string;
+  k_orchestrator_id: string;
+  k_purpose: string;
+  k_allowed: unknown;
+  k_on_behalf_of: string | null;
+  k_metadata: unknown;
+  k_task_token_jti: string;
+  k_created_at: Date;
+  k_expires_at: Date;
+  k_integrity_tag: string | null;
 }
 
 /** Reads credential state from PostgreSQL on every call (no cache: revocation is immediate). */
@@ -235,15 +251,30 @@ interface LoadRow {
 export class GrantStateRepository {
   private readonly store: GrantStore;
 
-  constructor(@Inject(PG_POOL) private readonly pool: Pool) {
+  constructor(
+    @Inject(PG_POOL) private readonly pool: Pool,
+    private readonly integrity: RowIntegrity,
+  ) {
     this.store = new GrantStore(pool);
   }
 
-  /** The credential, its task and its connector, or `undefined` for an unknown `jti`. */
+  /**
+   * The credential, its task and its connector, or `undefined` for an unknown `jti`. A task row
+   * whose integrity tag does not verify (its user, above all, set by hand: the gateway would
+   * call with that user's connected account) stands as if it were gone: the call is refused as
+   * one of an ended task.
+   */
   async load(jti: string): Promise<CredentialState | undefined> {
     const { rows } = await this.pool.query<LoadRow>({ name: 'writ_gateway_load', text: LOAD, values: [jti] });
     const row = rows[0];
     if (!row) return undefined;
+    if (row.k_id !== null && !this.taskVerifies(row)) {
+      row.task_status = null;
+      row.task_expired = true;
+      row.user_issuer = null;
+      row.user_subject = null;
+      row.task_expires_at_ms = null;
+    }
     return {
       jti: row.jti,
       taskId: row.task_id,
@@ -270,6 +301,25 @@ export class GrantStateRepository {
       expiresAtMs: row.expires_at_ms,
       taskExpiresAtMs: row.task_expires_at_ms,
     };
+  }
+
+  /** Whether the task row of a credential is one Writ wrote (reported when not). */
+  private taskVerifies(row: LoadRow): boolean {
+    const task: Omit<TaskIntegrityRow, 'integrity_tag'> = {
+      id: row.k_id!,
+      agent_id: row.k_agent_id,
+      orchestrator_id: row.k_orchestrator_id,
+      purpose: row.k_purpose,
+      allowed: row.k_allowed,
+      on_behalf_of: row.k_on_behalf_of,
+      user_issuer: row.user_issuer,
+      user_subject: row.user_subject,
+      metadata: row.k_metadata,
+      task_token_jti: row.k_task_token_jti,
+      created_at: row.k_created_at,
+      expires_at: row.k_expires_at,
+    };
+    return this.integrity.verifyTask(taskIntegrityFieldsOf(task), row.k_integrity_tag);
   }
 
   /**

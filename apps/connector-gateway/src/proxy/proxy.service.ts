@@ -379,6 +379,9 @@ export class ProxyService {
     const state = await this.states.state(call.jti, fresh);
     call.remembered = state?.remembered === true;
     if (!state) throw new InvalidTokenError('the access token is not known to this authority', { reason: 'unknown_jti' });
+    // The credential's row (not tagged) names the task the token was signed for: a row moved to
+    // another task (another user's) in SQL does not lend it that task's standing.
+    if (state.taskId !== call.taskId) throw new InvalidTokenError('the access token is not known to this authority', { reason: 'unknown_jti' });
     if (state.revoked) throw new InvalidTokenError('the access token has been revoked', { reason: 'revoked' });
     if (state.expired) throw new InvalidTokenError('the access token has expired', { reason: 'expired' });
     if (state.taskStatus !== 'active' || state.taskExpired) {
