@@ -3,7 +3,7 @@ import { clientAssertion, createClientKey, jwksOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { eventually } from './support/eventually';
 import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
-import { postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
+import { http, postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
 import { seedAgent, seedOrchestrator } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
@@ -97,6 +97,43 @@ describe('row integrity tags against a database administrator', () => {
     expect(refused.body.error).toBe('invalid_grant');
     // And the original, untouched, still works for its own agent.
     expect((await exchange(wide.task_token, WIDE_REQUEST)).status).toBe(200);
+  });
+
+  it('verifies the tasks Writ wrote whatever their JSON holds (numbers, keys, text PostgreSQL normalises), or refuses them at declaration', async () => {
+    const token = await tasksToken(services, world.orchestrator);
+    const declare = (metadataText: string, purpose = '"p"') =>
+      http(`${services.issuer}/v1/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: `{"agent_id":"agent-1","purpose":${purpose},"allowed":${JSON.stringify(PAYOUT_ALLOWED)},"ttl_seconds":60,"metadata":${metadataText}}`,
+      });
+    const cases: Array<[string, string?]> = [
+      ['{"a":1e21,"b":0.30000000000000004,"c":1.0,"d":-0,"e":5e-324,"f":1E+2,"g":-1.5e-7}'],
+      ['{"z":1,"\\uffff":2,"\\ud83d\\ude00":3,"é":4,"e\\u0301":5,"":6,"aa":7,"b":8}'],
+      ['{"n":[[],{},null,true,false,"\\u001f\\u007f\\u2028"],"deep":{"x":{"y":{"z":[1,[2,[3]]]}}}}'],
+      ['{"a":12345678901234567890}'],
+      ['{"a":1e400}'],
+      ['{"a":"\\ud800"}'],
+      ['{"__proto__":{"x":1}}'],
+      ['{"constructor":{"prototype":1},"toJSON":"x"}'],
+      ['{"a":1,"a":2}'],
+      ['{}', '"\\ud800"'],
+      ['{}', '"a\\u0000b"'],
+      ['{}', '"\\ufeffpurpose \\u00e9 e\\u0301 \\ud83d\\ude00"'],
+    ];
+    const statuses: number[] = [];
+    for (const [metadata, purpose] of cases) {
+      const declared = await declare(metadata, purpose);
+      statuses.push(declared.status);
+      if (declared.status === 201) {
+        const exchanged = await exchange(declared.body.task_token);
+        expect({ metadata, purpose, status: exchanged.status, error: exchanged.body.error }).toEqual({ metadata, purpose, status: 200, error: undefined });
+      } else {
+        expect({ metadata, purpose, status: declared.status }).toEqual({ metadata, purpose, status: 400 });
+      }
+    }
+    // The well-formed ones were declared (and exchanged above), not refused.
+    expect([statuses[0], statuses[1], statuses[2], statuses[statuses.length - 1]]).toEqual([201, 201, 201, 201]);
   });
 
   it("refuses a task carrying another task's valid tag", async () => {
