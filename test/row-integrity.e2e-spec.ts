@@ -264,6 +264,29 @@ describe('row integrity tags against a database administrator', () => {
     expect(await dba.query(`SELECT 1 FROM agents WHERE id IN ('agent-by-rogue', 'agent-by-viewer')`)).toMatchObject({ rowCount: 0 });
   });
 
+  it('never lets a token create one outliving it after the DBA lifts its expiry while it is being used', async () => {
+    const made = await admin('POST', '/v1/admin-tokens', { name: 'day-pass', role: 'admin', expires_in: 3600 });
+    expect(made.status).toBe(201);
+    // The DBA lifts the expiry in a transaction held open while the request authenticates (it
+    // reads the committed row, which verifies) and commits once the request waits on the row.
+    const held = await dba.connect();
+    try {
+      await held.query('BEGIN');
+      await held.query('UPDATE admin_tokens SET expires_at = NULL WHERE id = $1', [made.body.id]);
+      const pending = sendJson('POST', `${services.adminUrl}/v1/admin-tokens`, { name: 'forever', role: 'admin' }, made.body.token);
+      await eventually(
+        async () => (await dba.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%admin_tokens%'`)).rowCount,
+        (count) => count !== null && count > 0,
+      );
+      await held.query('COMMIT');
+      const created = await pending;
+      expect(created.status).toBe(401);
+      expect(await dba.query(`SELECT 1 FROM admin_tokens WHERE name = 'forever'`)).toMatchObject({ rowCount: 0 });
+    } finally {
+      held.release();
+    }
+  });
+
   it('keeps the legitimate flows working: admin create, key rotation, suspension, allowed agents, Tasks API', async () => {
     const first = await createClientKey();
     const created = await admin('POST', '/v1/agents', { id: 'agent-admin', name: 'a', jwks: jwksOf(first) });

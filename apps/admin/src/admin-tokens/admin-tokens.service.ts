@@ -47,18 +47,26 @@ export class AdminTokensService {
       async (client) => {
         // The creator's token row, share-locked: a revocation of it waits for this creation, or
         // this creation (authenticated before the revocation committed) sees it and creates nothing.
-        const creator = await client.query<{ expires_at: Date | null }>(
-          `SELECT expires_at FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL AND ${UNEXPIRED} FOR SHARE`,
+        // Its expiry bounds the new token's: read again here, so verified again (a DBA could
+        // lift it after the request authenticated, and Writ would tag a child outliving it).
+        const creator = await client.query<{ role: string; token_hash: string; expires_at: Date | null; integrity_tag: string | null }>(
+          `SELECT role, token_hash, expires_at, integrity_tag FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL AND ${UNEXPIRED} FOR SHARE`,
           [principal.id],
         );
-        if (!creator.rows[0]) throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
+        const held = creator.rows[0];
+        if (
+          !held ||
+          !this.integrity.verifyAdminToken({ id: principal.id, role: held.role, tokenHash: held.token_hash, expiresAt: held.expires_at }, held.integrity_tag)
+        ) {
+          throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
+        }
         // Never past its creator's expiry (LEAST skips NULLs: no expiry only from a creator without
         // one), as Vault's child tokens: else a token leaked for a day would make one for ever.
         const tokenHash = hashAdminToken(token);
         const { rows } = await client.query<Row>(
           `INSERT INTO admin_tokens (id, name, role, token_hash, created_by, expires_at)
            VALUES ($1, $2, $3, $4, $5, LEAST(now() + make_interval(secs => $6::int), $7::timestamptz)) RETURNING ${COLUMNS}`,
-          [id, body.name, body.role, tokenHash, principal.id, body.expires_in ?? null, creator.rows[0].expires_at],
+          [id, body.name, body.role, tokenHash, principal.id, body.expires_in ?? null, held.expires_at],
         );
         // Tagged over the expiry PostgreSQL computed (read back to the millisecond, as verified).
         const tag = this.integrity.tagAdminToken({ id, role: body.role, tokenHash, expiresAt: rows[0].expires_at });
