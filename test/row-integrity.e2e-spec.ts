@@ -211,19 +211,19 @@ describe('row integrity tags against a database administrator', () => {
 
   it('refuses a Tasks API token whose access_tokens row the DBA moved to another orchestrator', async () => {
     // The victim orchestrator's registration is honest (tagged); the DBA holds orch-1's token only.
-    await seedOrchestrator(services.runtime.pool, 'orch-victim', ['agent-victim']);
-    await seedAgent(services.runtime.pool, 'agent-victim');
+    await seedOrchestrator(services.runtime.pool, 'orch-victim', ['agent-of-orch-victim']);
+    await seedAgent(services.runtime.pool, 'agent-of-orch-victim');
     const token = await tasksToken(services, world.orchestrator);
     const jti = (JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as { jti: string }).jti;
     await dba.query(`UPDATE access_tokens SET client_id = 'orch-victim' WHERE jti = $1`, [jti]);
     const declared = await sendJson(
       'POST',
       `${services.issuer}/v1/tasks`,
-      { agent_id: 'agent-victim', purpose: 'p', allowed: PAYOUT_ALLOWED, ttl_seconds: 60 },
+      { agent_id: 'agent-of-orch-victim', purpose: 'p', allowed: PAYOUT_ALLOWED, ttl_seconds: 60 },
       token,
     );
     expect(declared.status).toBe(401);
-    expect(await dba.query(`SELECT 1 FROM tasks WHERE agent_id = 'agent-victim'`)).toMatchObject({ rowCount: 0 });
+    expect(await dba.query(`SELECT 1 FROM tasks WHERE agent_id = 'agent-of-orch-victim'`)).toMatchObject({ rowCount: 0 });
   });
 
   it('keeps a forged registration untrusted through an admin update that does not set every tagged member', async () => {
