@@ -136,6 +136,17 @@ describe('row integrity tags against a database administrator', () => {
     expect([statuses[0], statuses[1], statuses[2], statuses[statuses.length - 1]]).toEqual([201, 201, 201, 201]);
   });
 
+  it("refuses a task whose deadline the DBA set to 'infinity', and only that one of the exchanges read with it", async () => {
+    const forged = await createTask(services, world.orchestrator);
+    const honest = await createTask(services, world.orchestrator);
+    expect((await exchange(forged.task_token)).status).toBe(200);
+    await dba.query(`UPDATE tasks SET expires_at = 'infinity' WHERE id = $1`, [forged.task_id]);
+    // Sent together: their task rows are read in one query.
+    const [refused, served] = await Promise.all([exchange(forged.task_token), exchange(honest.task_token)]);
+    expect([refused.status, refused.body.error]).toEqual([400, 'invalid_grant']);
+    expect(served.status).toBe(200);
+  });
+
   it("refuses a task carrying another task's valid tag", async () => {
     const first = await createTask(services, world.orchestrator);
     const second = await createTask(services, world.orchestrator);

@@ -157,8 +157,8 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
       read.user_subject,
       read.metadata_text,
       read.task_token_jti,
-      read.created_at.getTime(),
-      read.expires_at.getTime(),
+      instantOf(read.created_at),
+      instantOf(read.expires_at),
       read.integrity_tag,
     ]);
     if (this.verifiedTasks.get(row.id) === seen) return true;
@@ -204,6 +204,14 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
     for (const row of rows) result[row.connector_id] = { status: row.status, scopes: row.scopes };
     return result;
   }
+}
+
+/**
+ * A timestamp as the memo compares it: `pg` reads `infinity` (which a DBA can set) as the number
+ * Infinity, not a Date; that row is refused by its tag, without failing the batch read with it.
+ */
+function instantOf(at: Date): number | string {
+  return at instanceof Date ? at.getTime() : String(at);
 }
 
 function toExchangeTask(row: TaskRow): ExchangeTask {
