@@ -147,6 +147,25 @@ describe('row integrity tags against a database administrator', () => {
     expect(served.status).toBe(200);
   });
 
+  it('signs no task token again for a declaration whose task row the DBA changed (an Idempotency-Key replay)', async () => {
+    const token = await tasksToken(services, world.orchestrator);
+    const body = JSON.stringify({ agent_id: 'agent-1', purpose: 'p', allowed: PAYOUT_ALLOWED, ttl_seconds: 60 });
+    const declare = () =>
+      http(`${services.issuer}/v1/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'idempotency-key': 'replayed-after-dba' },
+        body,
+      });
+    const first = await declare();
+    expect(first.status).toBe(201);
+    expect((await declare()).body.task_id).toBe(first.body.task_id);
+    // A later deadline set by hand: a replay would sign it into a task token.
+    await dba.query(`UPDATE tasks SET expires_at = expires_at + interval '30 days' WHERE id = $1`, [first.body.task_id]);
+    const replayed = await declare();
+    expect(replayed.status).toBe(409);
+    expect(replayed.body.task_token).toBeUndefined();
+  });
+
   it("refuses a task carrying another task's valid tag", async () => {
     const first = await createTask(services, world.orchestrator);
     const second = await createTask(services, world.orchestrator);

@@ -1,7 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { TaskStatus } from '@writ/database';
 import { type BudgetRule, limitRuleName } from './task-limits';
-import type { RowIntegrity } from './row-integrity';
+import { type RowIntegrity, TASK_INTEGRITY_COLUMNS, taskIntegrityFieldsOf, type TaskIntegrityRow } from './row-integrity';
 
 /**
  * Reason code of a refused exchange whose refusal was recorded with its policy decision (and
@@ -293,39 +293,33 @@ export class GrantStore {
 
   /**
    * The task an orchestrator declared under `key`, with what a replay of its declaration needs; its
-   * status as the Tasks API shows it (an active task past its deadline is `expired`).
+   * status as the Tasks API shows it (an active task past its deadline is `expired`). A row whose
+   * integrity tag does not verify is not answered (its task token would be signed again from it):
+   * undefined, as if nothing were declared under the key.
    */
   async taskDeclaredWithKey(
     client: Pool | PoolClient,
     orchestratorId: string,
     key: string,
   ): Promise<{ id: string; agentId: string; digest: string; taskTokenJti: string; createdAtSeconds: number; expiresAt: Date; status: string } | undefined> {
-    const { rows } = await client.query<{
-      id: string;
-      agent_id: string;
-      request_digest: string;
-      task_token_jti: string;
-      created: string;
-      expires_at: Date;
-      status: string;
-    }>(
-      `SELECT id, agent_id, request_digest, task_token_jti, extract(epoch FROM created_at)::bigint::text AS created, expires_at,
-              CASE WHEN status = 'active' AND expires_at <= now() THEN 'expired' ELSE status END AS status
+    const integrity = this.requireIntegrity();
+    const { rows } = await client.query<TaskIntegrityRow & { request_digest: string; created: string; shown_status: string }>(
+      `SELECT ${TASK_INTEGRITY_COLUMNS}, integrity_tag, request_digest, extract(epoch FROM created_at)::bigint::text AS created,
+              CASE WHEN status = 'active' AND expires_at <= now() THEN 'expired' ELSE status END AS shown_status
          FROM tasks WHERE orchestrator_id = $1 AND idempotency_key = $2`,
       [orchestratorId, key],
     );
     const row = rows[0];
-    return row
-      ? {
-          id: row.id,
-          agentId: row.agent_id,
-          digest: row.request_digest,
-          taskTokenJti: row.task_token_jti,
-          createdAtSeconds: Number(row.created),
-          expiresAt: row.expires_at,
-          status: row.status,
-        }
-      : undefined;
+    if (!row || !integrity.verifyTask(taskIntegrityFieldsOf(row), row.integrity_tag)) return undefined;
+    return {
+      id: row.id,
+      agentId: row.agent_id,
+      digest: row.request_digest,
+      taskTokenJti: row.task_token_jti,
+      createdAtSeconds: Number(row.created),
+      expiresAt: row.expires_at,
+      status: row.shown_status,
+    };
   }
 
   /**
