@@ -188,7 +188,7 @@ describe('master key rotation', () => {
         data: {
           previous_keys: 1,
           // The integrity tags of the registrations, the task and the bootstrap admin token written under A, made again under B.
-          retagged: { agents: 2, orchestrators: 1, tasks: 1, admin_tokens: 1 },
+          retagged: { agents: 2, orchestrators: 1, tasks: 1, admin_tokens: 1, connectors: 3 },
           tables: {
             signing_keys: { rewrapped: 2, skipped: 0, unopened: 0 },
             connectors: { rewrapped: 2, skipped: 0, unopened: 1 },

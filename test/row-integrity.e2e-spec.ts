@@ -1,10 +1,13 @@
 import { Pool } from 'pg';
 import { clientAssertion, createClientKey, jwksOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
+import { ConnectorCache } from '../apps/connector-gateway/src/catalogue/connector-cache';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { eventually } from './support/eventually';
 import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
-import { http, postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
-import { seedAgent, seedOrchestrator } from './support/seed';
+import { http, postForm, sendJson, TestClient, TestResponse, tokenRequest } from './support/oauth-client';
+import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
+import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 /**
@@ -350,6 +353,155 @@ describe('row integrity tags against a database administrator', () => {
   });
 });
 
+describe('row integrity of connector catalogues against a database administrator', () => {
+  const SECRET = 'sk_live_catalogue_6d2f0a';
+  const READ = [{ type: 'connector', connector: 'payments', actions: ['payouts.get'] }];
+  let services: TestServices;
+  let world: World;
+  let upstream: MockUpstream;
+  let dba: Pool;
+  const logs: string[] = [];
+
+  beforeAll(async () => {
+    upstream = await startPaymentsUpstream(SECRET);
+    services = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp, logSink: (line) => logs.push(line) });
+    world = await seedWorld(services.runtime.pool, upstream.url);
+    await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
+    dba = new Pool({ connectionString: services.db.url, max: 2 });
+  });
+  afterAll(async () => {
+    await dba.end();
+    await services.close();
+    await upstream.close();
+  });
+
+  const admin = (method: string, path: string, body?: unknown) => sendJson(method, `${services.adminUrl}${path}`, body, services.adminToken);
+  const cache = (): ConnectorCache => {
+    for (const app of services.apps) {
+      try {
+        return app.get(ConnectorCache);
+      } catch {
+        // Not the gateway.
+      }
+    }
+    throw new Error('no gateway app');
+  };
+  const readCredential = async (): Promise<{ token: string; taskToken: string }> => {
+    const task = await createTask(services, world.orchestrator);
+    const response = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, READ));
+    expect(response.status).toBe(200);
+    return { token: response.body.access_token as string, taskToken: task.task_token };
+  };
+  const call = (method: string, path: string, token: string) =>
+    http(`${services.gatewayUrl}/connectors/payments${path}`, { method, headers: { authorization: `Bearer ${token}` } });
+  /** Whether the gateway forwarded a read of an unknown payout (the upstream's own 404). */
+  const forwarded = (response: TestResponse): boolean => response.status === 404 && (response.body as { error?: string }).error === 'no such payout';
+  const operations = async (): Promise<Array<Record<string, unknown>>> =>
+    (await dba.query<{ operations: Array<Record<string, unknown>> }>(`SELECT operations FROM connectors WHERE id = 'payments'`)).rows[0].operations;
+  /** The catalogue with the read action `payouts.get` pointed at the write endpoint `POST /v1/payouts/{payout_id}/refund`. */
+  const widened = (catalogue: Array<Record<string, unknown>>) =>
+    catalogue.map((operation) =>
+      operation.name === 'payouts.get' ? { ...operation, method: 'POST', path: '/v1/payouts/{payout_id}/refund', constraints: {} } : operation,
+    );
+  const refusals = (id: string) =>
+    logs
+      .map((line) => JSON.parse(line) as { level: number; table?: string; id?: string; msg: string })
+      .filter((line) => line.level === 50 && line.table === 'connectors' && line.id === id && /integrity tag/.test(line.msg));
+
+  it('refuses a call after the DBA points a read action at a write endpoint (cached, then dropped and read again), forwarding nothing', async () => {
+    const { token } = await readCredential();
+    // A first call fills the gateway's memory with the connector.
+    expect(forwarded(await call('GET', '/v1/payouts/po_1', token))).toBe(true);
+    expect(cache().get('payments')).toBeDefined();
+    const original = await operations();
+    const seen = upstream.received.length;
+    await dba.query(`UPDATE connectors SET operations = $1 WHERE id = 'payments'`, [JSON.stringify(widened(original))]);
+    try {
+      // The change trigger notifies writ_connector_changed: the gateway drops its copy, and reads the row again on the next call.
+      await eventually(
+        () => cache().get('payments'),
+        (held) => held === undefined,
+      );
+      const write = await call('POST', '/v1/payouts/po_1/refund', token);
+      expect(write.status).toBe(401);
+      expect(upstream.received.length).toBe(seen);
+      const read = await call('GET', '/v1/payouts/po_1', token);
+      expect(read.status).toBe(401);
+      expect(upstream.received.length).toBe(seen);
+      // Not held: the forged row is read (and refused) on every call.
+      expect(cache().get('payments')).toBeUndefined();
+      expect(refusals('payments').length).toBeGreaterThan(0);
+      expect(logs.join('\n')).not.toContain(SECRET);
+    } finally {
+      await dba.query(`UPDATE connectors SET operations = $1 WHERE id = 'payments'`, [JSON.stringify(original)]);
+    }
+    // Set back to what Writ wrote, the row verifies again.
+    const again = await readCredential();
+    expect(forwarded(await eventually(() => call('GET', '/v1/payouts/po_1', again.token), forwarded))).toBe(true);
+  });
+
+  it('refuses a connector whose kind, base URL or credential type the DBA changed', async () => {
+    const { token } = await readCredential();
+    expect(forwarded(await call('GET', '/v1/payouts/po_2', token))).toBe(true);
+    const seen = upstream.received.length;
+    for (const change of [`kind = 'mcp'`, `credential_type = 'basic'`]) {
+      await dba.query(`UPDATE connectors SET ${change} WHERE id = 'payments'`);
+      try {
+        await eventually(
+          () => cache().get('payments'),
+          (held) => held === undefined,
+        );
+        expect((await call('GET', '/v1/payouts/po_2', token)).status).toBe(401);
+        expect(upstream.received.length).toBe(seen);
+      } finally {
+        await dba.query(`UPDATE connectors SET kind = 'http', credential_type = 'bearer' WHERE id = 'payments'`);
+      }
+    }
+  });
+
+  it('refuses, at the token exchange, a connector whose catalogue the DBA widened, and an admin rename does not launder it', async () => {
+    const task = await createTask(services, world.orchestrator);
+    const original = await operations();
+    await dba.query(`UPDATE connectors SET operations = $1 WHERE id = 'payments'`, [JSON.stringify(widened(original))]);
+    try {
+      const refused = await eventually(
+        () => tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, READ)),
+        (response) => response.status !== 200,
+      );
+      expect(refused.status).toBe(400);
+      // An admin change of another member keeps the forged catalogue refused (the row is not tagged again).
+      expect((await admin('PATCH', '/v1/connectors/payments', { name: 'Payments renamed' })).status).toBe(200);
+      expect((await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, READ))).status).toBe(400);
+    } finally {
+      await dba.query(`UPDATE connectors SET operations = $1 WHERE id = 'payments'`, [JSON.stringify(original)]);
+    }
+    const restored = await eventually(
+      () => tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, READ)),
+      (response) => response.status === 200,
+    );
+    expect(restored.status).toBe(200);
+  });
+
+  it('keeps working after a legitimate admin update of the catalogue', async () => {
+    const original = await operations();
+    const added = [...original, { name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }];
+    const updated = await admin('PATCH', '/v1/connectors/payments', { operations: added });
+    expect(updated.status).toBe(200);
+    const { token } = await readCredential();
+    expect(forwarded(await eventually(() => call('GET', '/v1/payouts/po_3', token), forwarded))).toBe(true);
+    const created = await admin('POST', '/v1/connectors', {
+      id: 'made-by-admin',
+      name: 'Made by admin',
+      base_url: upstream.url,
+      operations: [{ name: 'thing.get', method: 'GET', path: '/v1/thing', risk: 'read' }],
+      credential: { type: 'bearer', token: SECRET },
+    });
+    expect(created.status).toBe(201);
+    const tagged = await dba.query<{ integrity_tag: string | null }>(`SELECT integrity_tag FROM connectors WHERE id = 'made-by-admin'`);
+    expect(tagged.rows[0].integrity_tag).toEqual(expect.any(String));
+  });
+});
+
 describe('row integrity: the upgrade from untagged rows', () => {
   let first: TestServices;
   let dba: Pool;
@@ -371,14 +523,16 @@ describe('row integrity: the upgrade from untagged rows', () => {
     await dba.query('UPDATE agents SET integrity_tag = NULL');
     await dba.query('UPDATE orchestrators SET integrity_tag = NULL');
     await dba.query('UPDATE admin_tokens SET integrity_tag = NULL');
+    await dba.query('UPDATE connectors SET integrity_tag = NULL');
     await dba.query('DELETE FROM row_integrity_backfill');
     const [second, third] = await Promise.all([startSecondInstance(first), startSecondInstance(first)]);
     try {
       const events = await dba.query<{ actor_id: string; data: unknown }>(`SELECT actor_id, data FROM audit_events WHERE type = 'row_integrity.backfilled'`);
-      expect(events.rows).toEqual([{ actor_id: 'row-integrity', data: { tagged: { tasks: 1, agents: 2, orchestrators: 1, admin_tokens: 1 } } }]);
+      expect(events.rows).toEqual([{ actor_id: 'row-integrity', data: { tagged: { tasks: 1, agents: 2, orchestrators: 1, admin_tokens: 1, connectors: 1 } } }]);
       const untagged = await dba.query(
         `SELECT id::text FROM tasks WHERE integrity_tag IS NULL UNION ALL SELECT id FROM agents WHERE integrity_tag IS NULL
-         UNION ALL SELECT id FROM orchestrators WHERE integrity_tag IS NULL UNION ALL SELECT id::text FROM admin_tokens WHERE integrity_tag IS NULL`,
+         UNION ALL SELECT id FROM orchestrators WHERE integrity_tag IS NULL UNION ALL SELECT id::text FROM admin_tokens WHERE integrity_tag IS NULL
+         UNION ALL SELECT id FROM connectors WHERE integrity_tag IS NULL`,
       );
       expect(untagged.rows).toEqual([]);
       // The legacy task and registrations work on the new instances.
@@ -404,6 +558,35 @@ describe('row integrity: the upgrade from untagged rows', () => {
       }
     } finally {
       await Promise.all([second.close(), third.close()]);
+    }
+  }, 120_000);
+
+  it('tags, once, the connectors of an installation upgraded before connector tags (marker without connectors_tagged)', async () => {
+    await seedConnector(first.runtime.pool, 'legacy-connector');
+    // As after the first upgrade but before connector tags: the marker is there, connectors untagged.
+    await dba.query('UPDATE connectors SET integrity_tag = NULL');
+    await dba.query('UPDATE row_integrity_backfill SET connectors_tagged = false');
+    const connectors = (await dba.query<{ n: number }>('SELECT count(*)::int AS n FROM connectors')).rows[0].n;
+    await dba.query(`UPDATE agents SET integrity_tag = NULL WHERE id = 'agent-2'`);
+    const before = (await dba.query(`SELECT count(*)::int AS n FROM audit_events WHERE type = 'row_integrity.backfilled'`)).rows[0].n as number;
+    const second = await startSecondInstance(first);
+    try {
+      const events = await dba.query<{ data: unknown }>(`SELECT data FROM audit_events WHERE type = 'row_integrity.backfilled' ORDER BY seq DESC LIMIT 1`);
+      expect(events.rows[0].data).toEqual({ tagged: { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors } });
+      expect((await dba.query(`SELECT count(*)::int AS n FROM audit_events WHERE type = 'row_integrity.backfilled'`)).rows).toEqual([{ n: before + 1 }]);
+      expect((await dba.query(`SELECT id FROM connectors WHERE integrity_tag IS NULL`)).rows).toEqual([]);
+      // Only the connectors: an agent left untagged stays untagged.
+      expect((await dba.query(`SELECT integrity_tag FROM agents WHERE id = 'agent-2'`)).rows).toEqual([{ integrity_tag: null }]);
+    } finally {
+      await second.close();
+    }
+    // Once: a connector left untagged after that stays untagged through a restart.
+    await dba.query(`UPDATE connectors SET integrity_tag = NULL WHERE id = 'legacy-connector'`);
+    const third = await startSecondInstance(first);
+    try {
+      expect((await dba.query(`SELECT integrity_tag FROM connectors WHERE id = 'legacy-connector'`)).rows).toEqual([{ integrity_tag: null }]);
+    } finally {
+      await third.close();
     }
   }, 120_000);
 });

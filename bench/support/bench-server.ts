@@ -1,6 +1,6 @@
 import { exportJWK } from 'jose';
 import { Pool } from 'pg';
-import { clientAssertion, createClientKey, insertAgentRow, insertOrchestratorRow, jwksOf, PAYOUTS_CREATE } from '@writ/testing';
+import { clientAssertion, createClientKey, insertAgentRow, insertOrchestratorRow, jwksOf, PAYOUTS_CREATE, tagConnectorRow } from '@writ/testing';
 import { sealCredential } from '@writ/connectors';
 import { BENCH_UPSTREAM_SECRET } from './bench-constants';
 import { createAuthorizationServerApp } from '../../apps/authorization-server/src/authorization-server.app';
@@ -91,6 +91,7 @@ async function main(): Promise<void> {
       credential.fingerprint,
     ],
   );
+  await tagConnectorRow(pool, env.runtime.rowIntegrity, 'payments');
   const app = await createAuthorizationServerApp(env.runtime, env.policy);
   await app.listen(port, '127.0.0.1');
   const gateway = await createGatewayApp(env.runtime, env.policy);

@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import { sealCredential, UpstreamCredential } from '@writ/connectors';
 import type { MasterKey } from '@writ/keys';
-import { createClientKey, insertAgentRow, insertOrchestratorRow, jwksOf, PAYMENTS_OPERATIONS, rowIntegrityOf } from '@writ/testing';
+import { createClientKey, insertAgentRow, insertOrchestratorRow, jwksOf, PAYMENTS_OPERATIONS, rowIntegrityOf, tagConnectorRow } from '@writ/testing';
 import type { TestClient } from './oauth-client';
 
 /** The payments connector of the contract's example (shared with the benchmarks). */
@@ -24,9 +24,10 @@ export async function seedOrchestrator(pool: Pool, id: string, agents: string[] 
   return { id, key };
 }
 
-/** Inserts a connector with a catalogue (no credential). */
+/** Inserts a connector with a catalogue (no credential), tagged as Writ writes it. */
 export async function seedConnector(pool: Pool, id: string, operations: unknown[] = PAYMENTS_OPERATIONS, baseUrl = 'http://127.0.0.1:9'): Promise<void> {
   await pool.query(`INSERT INTO connectors (id, name, base_url, operations) VALUES ($1, $1, $2, $3)`, [id, baseUrl, JSON.stringify(operations)]);
+  await tagConnectorRow(pool, rowIntegrityOf(pool), id);
 }
 
 /** Seals an upstream credential into a connector row, bound to its current `base_url`, as the admin API does. */
@@ -38,4 +39,5 @@ export async function setConnectorCredential(pool: Pool, master: MasterKey, id: 
     `UPDATE connectors SET credential_type = $2, credential_sealed = $3, credential_fingerprint = $4, credential_set_at = now(), updated_at = now() WHERE id = $1`,
     [id, type, sealed, fingerprint],
   );
+  await tagConnectorRow(pool, rowIntegrityOf(pool), id);
 }

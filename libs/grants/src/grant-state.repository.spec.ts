@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Pool, PoolClient } from 'pg';
 import { EXPECTATION_FAILED, prepareOnce } from '@writ/database';
-import { createTestDatabase, insertTaskRow, TestDatabase, testRowIntegrity } from '@writ/testing';
+import { createTestDatabase, insertTaskRow, tagConnectorRow, TestDatabase, testRowIntegrity } from '@writ/testing';
 import { GrantStateRepository, RecheckParams, SpendParams, SpendResult } from './grant-state.repository';
 
 /** The batched spend of use-limited gateway calls, on real PostgreSQL, both ways it is sent. */
@@ -17,6 +17,7 @@ describe('GrantStateRepository: spending a batch of calls', () => {
     pool = new Pool({ connectionString: db.url, max: 2 });
     grants = new GrantStateRepository(pool, testRowIntegrity());
     await pool.query(`INSERT INTO connectors (id, name, base_url, operations) VALUES ('payments', 'Payments', 'https://payments.test', '[]')`);
+    await tagConnectorRow(pool, testRowIntegrity(), 'payments');
     task = await insertTask('active');
     endedTask = await insertTask('completed');
   });

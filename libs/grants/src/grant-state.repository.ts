@@ -73,7 +73,7 @@ const LOAD = `
          t.expires_at <= now() AS expired, t.uses, t.max_uses,
          k.status AS task_status, k.expires_at <= now() AS task_expired, k.user_issuer, k.user_subject,
          c.id AS c_id, c.kind AS c_kind, c.base_url, c.operations::text AS operations_text,
-         c.credential_type, c.credential_sealed, c.credential_fingerprint, c.version::text AS c_version,
+         c.credential_type, c.credential_sealed, c.credential_fingerprint, c.version::text AS c_version, c.integrity_tag AS c_integrity_tag,
          (extract(epoch FROM t.expires_at) * 1000)::float8 AS expires_at_ms,
          (extract(epoch FROM k.expires_at) * 1000)::float8 AS task_expires_at_ms,
          k.id AS k_id, k.agent_id AS k_agent_id, k.orchestrator_id AS k_orchestrator_id, k.purpose AS k_purpose, k.allowed AS k_allowed,
@@ -230,6 +230,8 @@ interface LoadRow {
   credential_sealed: Buffer | null;
   credential_fingerprint: string | null;
   c_version: string | null;
+  /** The connector's tag (its id, kind, base URL, catalogue and credential type), verified before the connector is used. */
+  c_integrity_tag: string | null;
   expires_at_ms: number;
   task_expires_at_ms: number | null;
   /** The task's tagged columns (null without a task row), verified before its user is trusted. */
@@ -262,7 +264,7 @@ export class GrantStateRepository {
    * The credential, its task and its connector, or `undefined` for an unknown `jti`. A task row
    * whose integrity tag does not verify (its user, above all, set by hand: the gateway would
    * call with that user's connected account) stands as if it were gone: the call is refused as
-   * one of an ended task.
+   * one of an ended task. A connector row whose tag does not verify is `null`, as a removed one.
    */
   async load(jti: string): Promise<CredentialState | undefined> {
     const { rows } = await this.pool.query<LoadRow>({ name: 'writ_gateway_load', text: LOAD, values: [jti] });
@@ -275,6 +277,18 @@ export class GrantStateRepository {
       row.user_subject = null;
       row.task_expires_at_ms = null;
     }
+    // A connector whose catalogue (or kind, base URL, credential type) was changed outside Writ
+    // stands as if it were gone: the call is refused as one of a removed connector.
+    const connectorVerifies =
+      row.c_id !== null &&
+      this.integrity.verifyConnectorRow({
+        id: row.c_id,
+        kind: row.c_kind ?? '',
+        base_url: row.base_url,
+        operations_text: row.operations_text,
+        credential_type: row.credential_type,
+        integrity_tag: row.c_integrity_tag,
+      });
     return {
       jti: row.jti,
       taskId: row.task_id,
@@ -286,18 +300,19 @@ export class GrantStateRepository {
       taskStatus: row.task_status,
       taskExpired: row.task_expired ?? true,
       taskUser: row.user_subject && row.user_issuer ? { issuer: row.user_issuer, subject: row.user_subject } : null,
-      connector: row.c_id
-        ? {
-            id: row.c_id,
-            kind: row.c_kind ?? 'http',
-            baseUrl: row.base_url,
-            operationsText: row.operations_text,
-            credentialType: row.credential_type,
-            credentialSealed: row.credential_sealed,
-            credentialFingerprint: row.credential_fingerprint,
-            version: row.c_version ?? '0',
-          }
-        : null,
+      connector:
+        row.c_id !== null && connectorVerifies
+          ? {
+              id: row.c_id,
+              kind: row.c_kind ?? 'http',
+              baseUrl: row.base_url,
+              operationsText: row.operations_text,
+              credentialType: row.credential_type,
+              credentialSealed: row.credential_sealed,
+              credentialFingerprint: row.credential_fingerprint,
+              version: row.c_version ?? '0',
+            }
+          : null,
       expiresAtMs: row.expires_at_ms,
       taskExpiresAtMs: row.task_expires_at_ms,
     };

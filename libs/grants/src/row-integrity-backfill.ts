@@ -1,7 +1,16 @@
 import type { Pool, PoolClient } from 'pg';
 import type { AuditEventInput } from '@writ/audit';
 import type { AuditedTransaction } from '@writ/database';
-import { type RowIntegrity, TASK_INTEGRITY_COLUMNS, type TaggedTable, taskIntegrityFieldsOf, type TaskIntegrityRow } from './row-integrity';
+import {
+  CONNECTOR_INTEGRITY_COLUMNS,
+  connectorIntegrityFieldsOf,
+  type ConnectorIntegrityRow,
+  type RowIntegrity,
+  TASK_INTEGRITY_COLUMNS,
+  type TaggedTable,
+  taskIntegrityFieldsOf,
+  type TaskIntegrityRow,
+} from './row-integrity';
 
 /** Key of the session advisory lock under which one instance at a time tags rows (the upgrade's backfill, the re-tag after a rotation). */
 const ROW_TAG_LOCK = 7_311_047;
@@ -68,6 +77,35 @@ async function writeTags(tx: PoolClient, table: TaggedTable, tags: Array<{ id: s
   return written;
 }
 
+/** No row tagged. */
+function noTags(): RowTagCounts {
+  return { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors: 0 };
+}
+
+/** The tag of a connector row as read, or null when its catalogue is not JSON (left untagged: refused). */
+function connectorTag(integrity: RowIntegrity, row: ConnectorIntegrityRow): string | null {
+  try {
+    return integrity.tagConnector(connectorIntegrityFieldsOf(row));
+  } catch {
+    return null;
+  }
+}
+
+/** Tags, in `tx`, every connector that has no tag (locked `FOR UPDATE` until the marker commits with them). */
+async function tagUntaggedConnectors(tx: PoolClient, integrity: RowIntegrity): Promise<number> {
+  const connectors = await tx.query<ConnectorIntegrityRow>(
+    `SELECT ${CONNECTOR_INTEGRITY_COLUMNS} FROM connectors WHERE integrity_tag IS NULL ORDER BY id FOR UPDATE`,
+  );
+  return writeTags(
+    tx,
+    'connectors',
+    connectors.rows.flatMap((row) => {
+      const tag = connectorTag(integrity, row);
+      return tag === null ? [] : [{ id: row.id, tag, expected: row.integrity_tag }];
+    }),
+  );
+}
+
 /** Tags, in `tx`, every row of the tagged tables that has no tag (locked `FOR UPDATE` until the marker commits with them). */
 async function tagUntagged(tx: PoolClient, integrity: RowIntegrity): Promise<RowTagCounts> {
   const where = 'integrity_tag IS NULL';
@@ -109,16 +147,19 @@ async function tagUntagged(tx: PoolClient, integrity: RowIntegrity): Promise<Row
         .filter((row) => keep(row.integrity_tag))
         .map((row) => ({ id: row.id, tag: integrity.tagAdminToken(adminTokenFields(row)), expected: row.integrity_tag })),
     ),
+    connectors: await tagUntaggedConnectors(tx, integrity),
   };
 }
 
 /**
  * The upgrade to tagged rows: the first instance to start with the `row_integrity` migration tags
- * every task, agent, orchestrator and admin token that has no tag yet (trust on first use: whatever the rows
+ * every task, agent, orchestrator, admin token and connector that has no tag yet (trust on first use: whatever the rows
  * hold at that moment is taken as written by Writ), records `row_integrity.backfilled` with the
  * counts (none when there was nothing to tag: a new installation), and marks it done in `row_integrity_backfill`, all in one transaction, under a session
  * advisory lock (a second instance starting at once waits, then finds it done). From then on it
  * never runs again, and an untagged row is refused like a bad one. `'done'` when it ran before.
+ * An installation whose marker predates connector tags (`connectors_tagged` false) has its
+ * connectors, and only them, tagged once the same way (the event counts only connectors).
  */
 export async function backfillRowIntegrity(
   pool: Pool,
@@ -128,10 +169,16 @@ export async function backfillRowIntegrity(
   return underRowTagLock(pool, () =>
     transaction.run<RowTagCounts | 'done'>(
       async (tx) => {
-        const marker = await tx.query('SELECT 1 FROM row_integrity_backfill WHERE id = 1');
-        if (marker.rowCount) return 'done';
+        const marker = await tx.query<{ connectors_tagged: boolean }>('SELECT connectors_tagged FROM row_integrity_backfill WHERE id = 1');
+        if (marker.rows[0]?.connectors_tagged) return 'done';
+        if (marker.rows[0]) {
+          // Upgraded from tags without connectors: only the connectors are tagged now, once.
+          const counts = { ...noTags(), connectors: await tagUntaggedConnectors(tx, integrity) };
+          await tx.query('UPDATE row_integrity_backfill SET connectors_tagged = true WHERE id = 1');
+          return counts;
+        }
         const counts = await tagUntagged(tx, integrity);
-        await tx.query('INSERT INTO row_integrity_backfill (id) VALUES (1)');
+        await tx.query('INSERT INTO row_integrity_backfill (id, connectors_tagged) VALUES (1, true)');
         return counts;
       },
       (counts) =>
@@ -196,6 +243,9 @@ async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise
   const adminTokens = (
     await tx.query<AdminTokenTagRow>(`SELECT id, role, token_hash, expires_at, integrity_tag FROM admin_tokens WHERE integrity_tag IS NOT NULL ORDER BY id`)
   ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyAdminToken(adminTokenFields(row), row.integrity_tag));
+  const connectors = (
+    await tx.query<ConnectorIntegrityRow>(`SELECT ${CONNECTOR_INTEGRITY_COLUMNS} FROM connectors WHERE integrity_tag IS NOT NULL ORDER BY id`)
+  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyConnectorRow(row));
   return {
     tasks: await writeTags(
       tx,
@@ -216,6 +266,11 @@ async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise
       tx,
       'admin_tokens',
       adminTokens.map((row) => ({ id: row.id, tag: integrity.tagAdminToken(adminTokenFields(row)), expected: row.integrity_tag })),
+    ),
+    connectors: await writeTags(
+      tx,
+      'connectors',
+      connectors.map((row) => ({ id: row.id, tag: integrity.tagConnector(connectorIntegrityFieldsOf(row)), expected: row.integrity_tag })),
     ),
   };
 }

@@ -5,7 +5,8 @@ import type { MasterKey } from '@writ/keys';
 /**
  * Integrity tags of the rows that grant authority: a task (what its agent may be given), an agent
  * or an orchestrator (the keys a client authenticates with, its status, whom it may declare
- * tasks for), an admin token (its role). Each is `MasterKey.rowMac` over a canonical text of the row's authority-bearing
+ * tasks for), an admin token (its role), a connector (its catalogue: which upstream call a
+ * granted action matches, and with which credential type). Each is `MasterKey.rowMac` over a canonical text of the row's authority-bearing
  * columns, written by Writ with the row and verified where the row is used to grant: a row a
  * database administrator inserted or changed by hand (no master key) does not verify, and is
  * refused as if it did not exist. A tag proves that Writ wrote these contents for this row at
@@ -14,7 +15,7 @@ import type { MasterKey } from '@writ/keys';
  */
 
 /** The tables whose rows carry a tag (the `kind` bound into the MAC). */
-export type TaggedTable = 'tasks' | 'agents' | 'orchestrators' | 'admin_tokens';
+export type TaggedTable = 'tasks' | 'agents' | 'orchestrators' | 'admin_tokens' | 'connectors';
 
 /** The columns of a task its tag covers: everything that decides what the task may get. */
 export interface TaskIntegrityFields {
@@ -92,6 +93,39 @@ export interface AdminTokenIntegrityFields {
   expiresAt: Date | null;
 }
 
+/**
+ * The columns of a connector its tag covers: what decides which upstream call a granted action
+ * matches and with which credential (not its name, nor the sealed credential, its fingerprint,
+ * `version` or timestamps: the sealed credential is bound to the id and `base_url` by its own
+ * AES-GCM associated data, and changes through the master key's re-seal and the gateway's binding).
+ */
+export interface ConnectorIntegrityFields {
+  id: string;
+  kind: string;
+  baseUrl: string;
+  /** The catalogue (jsonb): each operation's method, path, risk and constraints. */
+  operations: unknown;
+  credentialType: string | null;
+}
+
+/** A `connectors` row with the columns its tag covers, as `pg` reads them (`operations` as jsonb text), and its tag. */
+export interface ConnectorIntegrityRow {
+  id: string;
+  kind: string;
+  base_url: string;
+  operations_text: string;
+  credential_type: string | null;
+  integrity_tag: string | null;
+}
+
+/** The columns of {@link ConnectorIntegrityRow}, its tag included, for a `SELECT` from `connectors`. */
+export const CONNECTOR_INTEGRITY_COLUMNS = 'id, kind, base_url, operations::text AS operations_text, credential_type, integrity_tag';
+
+/** The tagged fields of a connector row read with {@link CONNECTOR_INTEGRITY_COLUMNS} (throws on a catalogue that is not JSON). */
+export function connectorIntegrityFieldsOf(row: Omit<ConnectorIntegrityRow, 'integrity_tag'>): ConnectorIntegrityFields {
+  return { id: row.id, kind: row.kind, baseUrl: row.base_url, operations: JSON.parse(row.operations_text) as unknown, credentialType: row.credential_type };
+}
+
 /** Milliseconds since the epoch of a timestamp (`pg` reads `timestamptz` to the millisecond). */
 function epochMillis(at: Date): number {
   const ms = at.getTime();
@@ -133,11 +167,16 @@ export function adminTokenIntegrityText(token: AdminTokenIntegrityFields): strin
   return canonicalJsonText([token.id.toLowerCase(), token.role, token.tokenHash, token.expiresAt === null ? null : epochMillis(token.expiresAt)]);
 }
 
+/** The canonical text of a connector's tagged columns. */
+export function connectorIntegrityText(connector: ConnectorIntegrityFields): string {
+  return canonicalJsonText([connector.id, connector.kind, connector.baseUrl, connector.operations, connector.credentialType]);
+}
+
 /** Where a refused row is reported (the table and the id: never a column's value). */
 export type RowRefusalLog = (table: TaggedTable, id: string) => void;
 
 /**
- * Computes and verifies the integrity tags of tasks, agents and orchestrators under the master
+ * Computes and verifies the integrity tags of tasks, agents, orchestrators, admin tokens and connectors under the master
  * key. A row whose tag does not verify (absent, altered, copied from another row, made under
  * no configured key) is reported through `onRefused` (logged at error level by the runtime).
  */
@@ -160,6 +199,24 @@ export class RowIntegrity {
   /** The tag of an admin token row as it is written. */
   tagAdminToken(token: AdminTokenIntegrityFields): string {
     return this.masterKey.rowMac('admin_tokens', adminTokenIntegrityText(token));
+  }
+
+  /** The tag of a connector row as it is written. */
+  tagConnector(connector: ConnectorIntegrityFields): string {
+    return this.masterKey.rowMac('connectors', connectorIntegrityText(connector));
+  }
+
+  /** Whether a connector row read back is one Writ wrote (reported when not). */
+  verifyConnector(connector: ConnectorIntegrityFields, tag: string | null | undefined): boolean {
+    return this.verified('connectors', connector.id, () => connectorIntegrityText(connector), tag);
+  }
+
+  /**
+   * Whether a connector row read with {@link CONNECTOR_INTEGRITY_COLUMNS}-like columns is one Writ
+   * wrote: its catalogue is parsed here, so that text that is not JSON is refused like a bad tag.
+   */
+  verifyConnectorRow(row: ConnectorIntegrityRow): boolean {
+    return this.verified('connectors', row.id, () => connectorIntegrityText(connectorIntegrityFieldsOf(row)), row.integrity_tag);
   }
 
   /** Whether an admin token row read back is one Writ wrote (reported when not). */

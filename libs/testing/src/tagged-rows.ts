@@ -1,6 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
-import { RowIntegrity, TASK_INTEGRITY_COLUMNS, taskIntegrityFieldsOf, type TaskIntegrityRow } from '@writ/grants';
+import {
+  CONNECTOR_INTEGRITY_COLUMNS,
+  connectorIntegrityFieldsOf,
+  type ConnectorIntegrityRow,
+  RowIntegrity,
+  TASK_INTEGRITY_COLUMNS,
+  taskIntegrityFieldsOf,
+  type TaskIntegrityRow,
+} from '@writ/grants';
 import { MasterKey } from '@writ/keys';
 
 /**
@@ -164,4 +172,11 @@ export async function retagRow(
     ...(row.allowed_agents ? { allowedAgents: row.allowed_agents } : {}),
   });
   await db.query(`UPDATE ${table} SET integrity_tag = $2 WHERE id = $1`, [id, tag]);
+}
+
+/** Tags a connector row as it now stands, as Writ does where it writes one (fixtures that insert or change connectors directly). */
+export async function tagConnectorRow(db: Queryable, integrity: RowIntegrity, id: string): Promise<void> {
+  const { rows } = await db.query<ConnectorIntegrityRow>(`SELECT ${CONNECTOR_INTEGRITY_COLUMNS} FROM connectors WHERE id = $1`, [id]);
+  if (!rows[0]) throw new Error(`no connector ${id}`);
+  await db.query('UPDATE connectors SET integrity_tag = $2 WHERE id = $1', [id, integrity.tagConnector(connectorIntegrityFieldsOf(rows[0]))]);
 }

@@ -14,7 +14,7 @@ import {
   validateConnectorDefinition,
   validateConnectorPatch,
 } from '@writ/connectors';
-import { CredentialRevoker } from '@writ/grants';
+import { CredentialRevoker, RowIntegrity } from '@writ/grants';
 import { ConnectorEntity, PG_POOL, RowOf } from '@writ/database';
 import { MasterKey } from '@writ/keys';
 import { ConflictError, NotFoundError, ValidationFailedError } from '@writ/platform';
@@ -81,6 +81,7 @@ export class ConnectorsService {
     private readonly revoker: CredentialRevoker,
     private readonly master: MasterKey,
     private readonly accounts: ConnectedAccounts,
+    private readonly integrity: RowIntegrity,
     @Inject(WRIT_CONFIG) config: WritConfig,
   ) {
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
@@ -97,8 +98,8 @@ export class ConnectorsService {
     const { result } = await this.audit.recordWith(
       async (client) => {
         const { rows } = await client.query<Row>(
-          `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at, kind)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $8)
+          `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at, kind, integrity_tag)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $8, $9)
            ON CONFLICT (id) DO NOTHING RETURNING ${COLUMNS}`,
           [
             definition.id,
@@ -109,6 +110,14 @@ export class ConnectorsService {
             sealed?.sealed ?? null,
             sealed?.fingerprint ?? null,
             definition.kind,
+            this.integrity.tagConnector({
+              id: definition.id,
+              kind: definition.kind,
+              baseUrl: definition.base_url,
+              // As it is stored and read back (JSON: no undefined members).
+              operations: JSON.parse(JSON.stringify(definition.operations)) as unknown,
+              credentialType: sealed?.type ?? null,
+            }),
           ],
         );
         if (!rows[0]) throw new ConflictError(`a connector with the id ${definition.id} already exists`);
@@ -169,7 +178,10 @@ export class ConnectorsService {
       async (client) => {
         // FOR UPDATE: an issuance in flight holds this row key-share-locked (see connectorCredentials),
         // so the revocation below sees its credential, or the issuance sees the changed operation.
-        const current = await client.query<Row>(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
+        const current = await client.query<Row & { operations_text: string; integrity_tag: string | null }>(
+          `SELECT ${COLUMNS}, operations::text AS operations_text, integrity_tag FROM connectors WHERE id = $1 FOR UPDATE`,
+          [id],
+        );
         const before = current.rows[0];
         if (!before) throw new NotFoundError('connector');
         requireMatch(ifMatch, toConnectorDto(before), 'connector');
@@ -185,8 +197,16 @@ export class ConnectorsService {
         const altered = patch.operations ? alteredOperations(before.operations as ConnectorOperationDefinition[], patch.operations) : [];
         if (changed.length === 0 && !sealed && !removed) return { connector: toConnectorDto(before), changed, previous, sealed, removed, jtis: [] as string[] };
         const jtis = await this.revoker.revokeForOperations(client, id, altered, 'connector operation changed');
+        const operations = patch.operations ?? before.operations;
+        const credentialType = removed ? null : (sealed?.type ?? before.credential_type);
+        // Tagged again only if the row read verifies: an admin change never launders a catalogue
+        // changed outside Writ (the tag read is kept, and verifies again only once the row is
+        // set back to what Writ wrote).
+        const tag = this.integrity.verifyConnectorRow(before)
+          ? this.integrity.tagConnector({ id, kind: before.kind, baseUrl, operations: JSON.parse(JSON.stringify(operations)) as unknown, credentialType })
+          : before.integrity_tag;
         const { rows } = await client.query<Row>(
-          `UPDATE connectors SET name = $2, base_url = $3, operations = $4, updated_at = now(),
+          `UPDATE connectors SET name = $2, base_url = $3, operations = $4, updated_at = now(), integrity_tag = $9,
                   credential_type = CASE WHEN $8 THEN NULL ELSE COALESCE($5, credential_type) END,
                   credential_sealed = CASE WHEN $8 THEN NULL ELSE COALESCE($6, credential_sealed) END,
                   credential_fingerprint = CASE WHEN $8 THEN NULL ELSE COALESCE($7, credential_fingerprint) END,
@@ -196,11 +216,12 @@ export class ConnectorsService {
             id,
             patch.name ?? before.name,
             baseUrl,
-            JSON.stringify(patch.operations ?? before.operations),
+            JSON.stringify(operations),
             sealed?.type ?? null,
             sealed?.sealed ?? null,
             sealed?.fingerprint ?? null,
             removed,
+            tag,
           ],
         );
         return { connector: toConnectorDto(rows[0]), changed, previous, sealed, removed, jtis };

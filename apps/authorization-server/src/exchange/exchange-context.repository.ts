@@ -174,16 +174,24 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
     else this.catalogue.forget(connectorId);
   }
 
-  /** The registered connectors among `ids`. */
+  /** The registered connectors among `ids` (those whose integrity tag verifies). */
   async connectors(ids: string[]): Promise<CatalogueConnector[]> {
     const cached = ids.map((id) => this.catalogue.get(id)).filter((connector) => connector !== undefined);
     if (cached.length === ids.length) return cached;
     const mark = this.catalogue.mark();
-    const { rows } = await this.pool.query<Pick<RowOf<ConnectorEntity>, 'id' | 'name' | 'operations' | 'credential_type'>>(
-      `SELECT id, name, operations, credential_type FROM connectors WHERE id = ANY($1::text[])`,
+    const { rows } = await this.pool.query<
+      Pick<RowOf<ConnectorEntity>, 'id' | 'name' | 'operations' | 'credential_type' | 'kind' | 'base_url'> & {
+        operations_text: string;
+        integrity_tag: string | null;
+      }
+    >(
+      `SELECT id, name, kind, base_url, operations, operations::text AS operations_text, credential_type, integrity_tag FROM connectors WHERE id = ANY($1::text[])`,
       [ids],
     );
-    const found: CatalogueConnector[] = rows.map((row) => ({ id: row.id, name: row.name, operations: row.operations, credentialType: row.credential_type }));
+    // A connector whose catalogue was changed outside Writ (its tag does not verify) is unknown.
+    const found: CatalogueConnector[] = rows
+      .filter((row) => this.integrity.verifyConnectorRow(row))
+      .map((row) => ({ id: row.id, name: row.name, operations: row.operations, credentialType: row.credential_type }));
     for (const connector of found) this.catalogue.remember(connector.id, connector, mark);
     return found;
   }

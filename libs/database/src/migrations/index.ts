@@ -19,6 +19,7 @@ import { AccountRefreshLease1764560000000 } from './1764560000000-account-refres
 import { AdminTokenExpiry1764570000000 } from './1764570000000-admin-token-expiry';
 import { TaskIdempotencyKeys1764580000000 } from './1764580000000-task-idempotency-keys';
 import { RowIntegrity1764590000000 } from './1764590000000-row-integrity';
+import { ConnectorIntegrity1764600000000 } from './1764600000000-connector-integrity';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -48,4 +49,5 @@ export const MIGRATIONS = [
   AdminTokenExpiry1764570000000,
   TaskIdempotencyKeys1764580000000,
   RowIntegrity1764590000000,
+  ConnectorIntegrity1764600000000,
 ];
