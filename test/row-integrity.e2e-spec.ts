@@ -444,7 +444,7 @@ describe('row integrity of connector catalogues against a database administrator
     const { token } = await readCredential();
     expect(forwarded(await call('GET', '/v1/payouts/po_2', token))).toBe(true);
     const seen = upstream.received.length;
-    for (const change of [`kind = 'mcp'`, `credential_type = 'basic'`]) {
+    for (const change of [`kind = 'mcp'`, `credential_type = 'basic'`, `base_url = 'http://127.0.0.1:9'`]) {
       await dba.query(`UPDATE connectors SET ${change} WHERE id = 'payments'`);
       try {
         await eventually(
@@ -454,7 +454,7 @@ describe('row integrity of connector catalogues against a database administrator
         expect((await call('GET', '/v1/payouts/po_2', token)).status).toBe(401);
         expect(upstream.received.length).toBe(seen);
       } finally {
-        await dba.query(`UPDATE connectors SET kind = 'http', credential_type = 'bearer' WHERE id = 'payments'`);
+        await dba.query(`UPDATE connectors SET kind = 'http', credential_type = 'bearer', base_url = $1 WHERE id = 'payments'`, [upstream.url]);
       }
     }
   });
