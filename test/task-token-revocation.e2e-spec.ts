@@ -1,4 +1,4 @@
-import { clientAuthFields } from '@writ/testing';
+import { clientAuthFields, tagConnectorRow } from '@writ/testing';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
@@ -45,6 +45,7 @@ describe('RFC 7009 revocation of task tokens', () => {
     const { rows } = await services.runtime.pool.query(`SELECT operations FROM connectors WHERE id = 'payments'`);
     const operations = [...rows[0].operations, { name: 'balance.get', method: 'GET', path: '/v1/balance', risk: 'read', constraints: {} }];
     await services.runtime.pool.query(`UPDATE connectors SET operations = $1 WHERE id = 'payments'`, [JSON.stringify(operations)]);
+    await tagConnectorRow(services.runtime.pool, services.runtime.rowIntegrity, 'payments');
   });
   const BALANCE = [{ type: 'connector', connector: 'payments', actions: ['balance.get'] }];
   const balanceTask = () => createTask(services, world.orchestrator, { allowed: [...READ, ...BALANCE] });

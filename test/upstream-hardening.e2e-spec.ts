@@ -1,5 +1,6 @@
 import { Client } from 'pg';
 import { legacyCredentialSealContext } from '@writ/connectors';
+import { tagConnectorRow } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { CredentialBinding } from '../apps/connector-gateway/src/upstream/credential-binding.service';
@@ -147,6 +148,12 @@ describe('upstream hardening', () => {
       await superuser.connect();
       try {
         await superuser.query(`UPDATE connectors SET base_url = $1 WHERE id = 'edited'`, [`http://localhost:${portOf(attacker)}`]);
+        // The row's integrity tag no longer verifies: the connector stands as removed.
+        const untagged = await gateway('GET', '/connectors/edited/v1/balance', token);
+        expect(untagged.status).toBe(401);
+        expect(attacker.received).toHaveLength(0);
+        // Even with a valid tag (as if the superuser had one), the sealed credential is bound to the old base_url.
+        await tagConnectorRow(services.runtime.pool, services.runtime.rowIntegrity, 'edited');
         const response = await gateway('GET', '/connectors/edited/v1/balance', token);
         expect(response.status).toBe(502);
         expect(response.body.error).toBe('bad_gateway');
@@ -162,7 +169,7 @@ describe('upstream hardening', () => {
         expect((await gateway('GET', '/connectors/donor/v1/balance', donorToken)).status).toBe(502);
         expect(attacker.received).toHaveLength(0);
         const refusals = await services.runtime.pool.query(
-          `SELECT data FROM audit_events WHERE connector_id = 'edited' AND type = 'gateway.call' AND outcome = 'failure'`,
+          `SELECT data FROM audit_events WHERE connector_id = 'edited' AND type = 'gateway.call' AND outcome = 'failure' ORDER BY seq`,
         );
         expect(refusals.rows.map((row) => [row.data.status, row.data.reason])).toEqual([[502, 'upstream_credential_unbound']]);
       } finally {
@@ -178,6 +185,8 @@ describe('upstream hardening', () => {
         `UPDATE connectors SET credential_type = 'bearer', credential_sealed = $2, credential_fingerprint = $3, credential_set_at = now() WHERE id = $1`,
         ['legacy', masterKey.seal(plaintext, legacyCredentialSealContext('legacy')), masterKey.fingerprint(plaintext)],
       );
+      // As the upgrade's backfill tagged it (the legacy row predates connector tags).
+      await tagConnectorRow(pool, services.runtime.rowIntegrity, 'legacy');
       const token = await balanceCredential('legacy');
       // Until bound, the gateway does not send it.
       expect((await gateway('GET', '/connectors/legacy/v1/balance', token)).status).toBe(502);
