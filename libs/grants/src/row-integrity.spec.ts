@@ -1,6 +1,13 @@
 import { MasterKey } from '@writ/keys';
 import { canonicalJsonText } from '@writ/audit';
-import { adminTokenIntegrityText, clientIntegrityText, RowIntegrity, TaskIntegrityFields, taskIntegrityText } from './row-integrity';
+import {
+  adminTokenIntegrityText,
+  clientIntegrityText,
+  type ConnectorIntegrityRow,
+  RowIntegrity,
+  TaskIntegrityFields,
+  taskIntegrityText,
+} from './row-integrity';
 
 const task: TaskIntegrityFields = {
   id: '0B7C3B2E-3F1A-4C55-9A0E-1F2D3C4B5A69',
@@ -117,5 +124,49 @@ describe('RowIntegrity', () => {
     expect(integrity.verifyClient('orchestrators', { ...agent, allowedAgents: [] }, agentTag)).toBe(false);
     expect(integrity.verifyClient('agents', { ...agent, id: 'agent-2' }, agentTag)).toBe(false);
     expect(refused).toEqual([`tasks:${task.id}`, `tasks:${task.id}`, `tasks:${task.id}`, `tasks:${task.id}`, 'orchestrators:agent-1', 'agents:agent-2']);
+  });
+});
+
+describe('RowIntegrity of connectors', () => {
+  const refused: string[] = [];
+  const integrity = new RowIntegrity(new MasterKey(Buffer.alloc(32, 9)), (table, id) => refused.push(`${table}:${id}`));
+  const operations = [
+    { name: 'payouts.get', method: 'GET', path: '/v1/payouts/{id}', risk: 'read', constraints: { id: { in: 'path', field: 'id', op: 'eq' } } },
+    { name: 'payouts.create', method: 'POST', path: '/v1/payouts', risk: 'write', constraints: {} },
+  ];
+  const row = (changes: Partial<ConnectorIntegrityRow> = {}): ConnectorIntegrityRow => ({
+    id: 'payments',
+    kind: 'http',
+    base_url: 'https://payments.test',
+    operations_text: JSON.stringify(operations),
+    credential_type: 'bearer',
+    integrity_tag: integrity.tagConnector({ id: 'payments', kind: 'http', baseUrl: 'https://payments.test', operations, credentialType: 'bearer' }),
+    ...changes,
+  });
+
+  it('verifies the catalogue it tagged, whatever the order of its jsonb members', () => {
+    const reordered = operations.map((operation) => Object.fromEntries(Object.entries(operation).reverse()));
+    expect(integrity.verifyConnectorRow(row())).toBe(true);
+    expect(integrity.verifyConnectorRow(row({ operations_text: JSON.stringify(reordered) }))).toBe(true);
+    expect(refused).toEqual([]);
+  });
+
+  it("refuses a read action pointed at a write endpoint, another kind, base URL or credential type, a catalogue that is not JSON, or another table's tag", () => {
+    const widened = operations.map((operation) => (operation.name === 'payouts.get' ? { ...operation, method: 'POST', path: '/v1/payouts' } : operation));
+    const agentTag = integrity.tagClient('agents', { id: 'payments', status: 'active', jwks: {} });
+    for (const changes of [
+      { operations_text: JSON.stringify(widened) },
+      { operations_text: JSON.stringify(operations.map((operation) => ({ ...operation, constraints: {} }))) },
+      { kind: 'mcp' },
+      { base_url: 'https://elsewhere.test' },
+      { credential_type: 'basic' },
+      { credential_type: null },
+      { operations_text: '{not json' },
+      { integrity_tag: null },
+      { integrity_tag: agentTag },
+    ]) {
+      expect(integrity.verifyConnectorRow(row(changes))).toBe(false);
+    }
+    expect(refused).toEqual(Array.from({ length: 9 }, () => 'connectors:payments'));
   });
 });
