@@ -3,7 +3,7 @@ import * as oauth from 'oauth4webapi';
 import type { Pool, PoolClient } from 'pg';
 import { type AuditEventInput, type AuditService, AuditUnavailableError, isConnectionError } from '@writ/audit';
 import { type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
-import { afterRow, type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, sealedUnderOtherKey, UNCONTROLLED, UnsealError } from '@writ/keys';
+import { type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, UNCONTROLLED, UnsealError } from '@writ/keys';
 import { ConnectedAccountError } from './account-errors';
 import { UpstreamOAuthClient, UpstreamOAuthError, type UpstreamTokenSet } from './upstream-oauth-client';
 import type { VerifiedUser } from './user-token-verifier';
@@ -746,17 +746,10 @@ export class ConnectedAccounts {
    * holds the value read.
    */
   async rewrapConnectLinks(control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
-    const prefix = this.master.currentSealPrefix();
-    return rewrapInBatches(
-      async (after, limit) =>
-        (
-          await this.pool.query<{ id: string; verifier_sealed: Buffer }>(
-            `SELECT id, verifier_sealed FROM connect_links
-              WHERE verifier_sealed IS NOT NULL AND ${sealedUnderOtherKey('verifier_sealed', '$1')} ${afterRow('id', after, '$3')} ORDER BY id LIMIT $2`,
-            after === undefined ? [prefix, limit] : [prefix, limit, after],
-          )
-        ).rows,
-      (row) => row.id,
+    return rewrapInBatches<{ id: string; verifier_sealed: Buffer }>(
+      this.pool,
+      this.master.currentSealPrefix(),
+      { table: 'connect_links', key: 'id', column: 'verifier_sealed', where: 'verifier_sealed IS NOT NULL' },
       async (row) => {
         const context = `writ/connect-link/v1\n${row.id}`;
         const resealed = this.master.resealUnderCurrent(row.verifier_sealed, context);
@@ -778,17 +771,10 @@ export class ConnectedAccounts {
    * rotation by comparing the sealed value it read: the row is left for the next start).
    */
   async rewrapConnectedAccounts(control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
-    const prefix = this.master.currentSealPrefix();
-    return rewrapInBatches(
-      async (after, limit) =>
-        (
-          await this.pool.query<{ id: string; connector_id: string; user_issuer: string; user_subject: string; tokens_sealed: Buffer }>(
-            `SELECT id, connector_id, user_issuer, user_subject, tokens_sealed FROM connected_accounts
-              WHERE ${sealedUnderOtherKey('tokens_sealed', '$1')} ${afterRow('id', after, '$3')} ORDER BY id LIMIT $2`,
-            after === undefined ? [prefix, limit] : [prefix, limit, after],
-          )
-        ).rows,
-      (row) => row.id,
+    return rewrapInBatches<{ id: string; connector_id: string; user_issuer: string; user_subject: string; tokens_sealed: Buffer }>(
+      this.pool,
+      this.master.currentSealPrefix(),
+      { table: 'connected_accounts', key: 'id', column: 'tokens_sealed', columns: ['connector_id', 'user_issuer', 'user_subject'] },
       async (row) => {
         let credential: OAuth2AuthorizationCode;
         try {

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { afterRow, type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, sealedUnderOtherKey, UNCONTROLLED, UnsealError } from '@writ/keys';
+import { type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, UNCONTROLLED, UnsealError } from '@writ/keys';
 
 /** A static bearer token sent as `Authorization: Bearer <token>`. */
 export interface BearerCredential {
@@ -120,17 +120,10 @@ export function unsealLegacyCredential(master: MasterKey, connectorId: string, s
  * still holds the value read (a credential set meanwhile is left as set).
  */
 export async function rewrapConnectorCredentials(db: Pick<Pool, 'query'>, master: MasterKey, control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
-  const prefix = master.currentSealPrefix();
-  return rewrapInBatches(
-    async (after, limit) =>
-      (
-        await db.query<{ id: string; base_url: string; credential_sealed: Buffer }>(
-          `SELECT id, base_url, credential_sealed FROM connectors
-            WHERE credential_sealed IS NOT NULL AND ${sealedUnderOtherKey('credential_sealed', '$1')} ${afterRow('id', after, '$3')} ORDER BY id LIMIT $2`,
-          after === undefined ? [prefix, limit] : [prefix, limit, after],
-        )
-      ).rows,
-    (row) => row.id,
+  return rewrapInBatches<{ id: string; base_url: string; credential_sealed: Buffer }>(
+    db,
+    master.currentSealPrefix(),
+    { table: 'connectors', key: 'id', column: 'credential_sealed', columns: ['base_url'], where: 'credential_sealed IS NOT NULL' },
     async (row) => {
       const contexts = [() => credentialSealContext(row.id, row.base_url), () => legacyCredentialSealContext(row.id)];
       for (const context of contexts) {

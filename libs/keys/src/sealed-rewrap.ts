@@ -1,3 +1,4 @@
+import type { Pool } from 'pg';
 import { UnsealError } from './master-key';
 
 /** What re-sealing one table's sealed values under the current master key did. */
@@ -8,15 +9,6 @@ export interface RewrapCount {
   skipped: number;
   /** Rows (ids, never values) whose value opens under no configured key: left as they are. */
   unopened: string[];
-}
-
-/**
- * The SQL condition (parameter `param`: the current key's `MasterKey.currentSealPrefix()`) of a sealed
- * column whose value was not sealed under the current master key: a previous key, or the
- * version before key ids.
- */
-export function sealedUnderOtherKey(column: string, param: string): string {
-  return `substring(${column} FROM 1 FOR ${1 + 8}) IS DISTINCT FROM ${param}::bytea`;
 }
 
 /** PostgreSQL's SQLSTATE for `lock_timeout` expired. */
@@ -51,30 +43,57 @@ export interface RewrapControl {
 export const UNCONTROLLED: RewrapControl = { stopped: () => false, progress: () => undefined };
 
 /**
- * The SQL condition (parameter `param`) that pages after the last row of the previous batch;
- * empty for the first batch.
+ * Where a table's sealed values are (names written in the code, never taken from input): the
+ * table, its key (batches page in its order), the sealed column, the other columns a step
+ * needs, and a further condition on the rows.
  */
-export function afterRow(column: string, after: string | undefined, param: string): string {
-  return after === undefined ? '' : `AND ${column} > ${param}`;
+export interface SealedColumn {
+  table: string;
+  key: string;
+  column: string;
+  columns?: readonly string[];
+  where?: string;
 }
 
 /**
- * Re-seals a table in batches of {@link REWRAP_BATCH_ROWS} (`read`: the rows after `after`, in
- * the order of `id`, at most `limit`), one row at a time: `step` opens the row's value and writes
- * it back sealed under the current key in one conditional statement (see {@link RewrapStep}; a
- * row locked past `lock_timeout` is skipped too); an {@link UnsealError} counts
- * the row as unopened (logged by the caller, never fatal). Rows left behind are never read again in the same run, so it ends.
+ * The rows of `source` after `after` (by key), at most `limit`, whose value does not start with
+ * `prefix` (the current key's `MasterKey.currentSealPrefix()`): sealed under a previous key, or
+ * in the version before key ids.
  */
-export async function rewrapInBatches<Row>(
-  read: (after: string | undefined, limit: number) => Promise<readonly Row[]>,
-  id: (row: Row) => string,
+async function sealedRowsAfter<Row>(db: Pick<Pool, 'query'>, prefix: Buffer, source: SealedColumn, after: string | undefined, limit: number): Promise<Row[]> {
+  const columns = [source.key, ...(source.columns ?? []), source.column].join(', ');
+  const conditions = [
+    ...(source.where ? [source.where] : []),
+    `substring(${source.column} FROM 1 FOR ${prefix.length}) IS DISTINCT FROM $1::bytea`,
+    ...(after === undefined ? [] : [`${source.key} > $3`]),
+  ];
+  const { rows } = await db.query(
+    `SELECT ${columns} FROM ${source.table} WHERE ${conditions.join(' AND ')} ORDER BY ${source.key} LIMIT $2`,
+    after === undefined ? [prefix, limit] : [prefix, limit, after],
+  );
+  return rows as Row[];
+}
+
+/**
+ * Re-seals the values of `source` not sealed under the current key (`prefix`) in batches of
+ * {@link REWRAP_BATCH_ROWS}, in key order, one row at a time: `step` opens the row's value and
+ * writes it back sealed under the current key in one conditional statement (see
+ * {@link RewrapStep}; a row locked past `lock_timeout` is skipped too); an {@link UnsealError}
+ * counts the row as unopened (logged by the caller, never fatal). Rows left behind are never
+ * read again in the same run, so it ends.
+ */
+export async function rewrapInBatches<Row extends Record<string, unknown>>(
+  db: Pick<Pool, 'query'>,
+  prefix: Buffer,
+  source: SealedColumn,
   step: (row: Row) => Promise<RewrapStep>,
   control: RewrapControl,
 ): Promise<RewrapCount> {
+  const id = (row: Row) => String(row[source.key]);
   const count: RewrapCount = { rewrapped: 0, skipped: 0, unopened: [] };
   let after: string | undefined;
   for (;;) {
-    const rows = await read(after, REWRAP_BATCH_ROWS);
+    const rows = await sealedRowsAfter<Row>(db, prefix, source, after, REWRAP_BATCH_ROWS);
     for (const row of rows) {
       if (control.stopped()) throw new RewrapStopped(count);
       try {

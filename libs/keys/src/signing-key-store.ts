@@ -6,7 +6,7 @@ import type { Pool, PoolClient } from 'pg';
 import { type AuditedTransaction, watchCheckedOut } from '@writ/database';
 import { TemporarilyUnavailableError } from '@writ/oauth';
 import { MasterKey } from './master-key';
-import { afterRow, type RewrapControl, type RewrapCount, rewrapInBatches, sealedUnderOtherKey, UNCONTROLLED } from './sealed-rewrap';
+import { type RewrapControl, type RewrapCount, rewrapInBatches, UNCONTROLLED } from './sealed-rewrap';
 import { VerifiedTokenCache } from './verified-token-cache';
 
 /** The signing algorithm of Writ's tokens. */
@@ -156,17 +156,10 @@ export class SigningKeyStore {
    * that applies only while the row still holds the value read.
    */
   async rewrapPrivateKeys(control: RewrapControl = UNCONTROLLED): Promise<RewrapCount> {
-    const prefix = this.master.currentSealPrefix();
-    return rewrapInBatches(
-      async (after, limit) =>
-        (
-          await this.pool.query<{ kid: string; private_sealed: Buffer }>(
-            `SELECT kid, private_sealed FROM signing_keys WHERE ${sealedUnderOtherKey('private_sealed', '$1')} ${afterRow('kid', after, '$3')}
-              ORDER BY kid LIMIT $2`,
-            after === undefined ? [prefix, limit] : [prefix, limit, after],
-          )
-        ).rows,
-      (row) => row.kid,
+    return rewrapInBatches<{ kid: string; private_sealed: Buffer }>(
+      this.pool,
+      this.master.currentSealPrefix(),
+      { table: 'signing_keys', key: 'kid', column: 'private_sealed' },
       async (row) => {
         const resealed = this.master.resealUnderCurrent(row.private_sealed, `signing_key:${row.kid}`);
         if (!resealed) return 'current';
