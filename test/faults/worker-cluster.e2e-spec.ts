@@ -64,6 +64,9 @@ describe('WRIT_WORKERS: the services in node:cluster workers (embedded PostgreSQ
       const after = requestsCounted((await getOnNewConnection(`${writ.authUrl}/metrics`)).body, 'authorization-server');
       // The first scrape itself is counted too.
       expect(after - before).toBeGreaterThanOrEqual(41);
+      // A gauge every worker reports alike (the policy in force) is reported once, not summed.
+      const scraped = (await getOnNewConnection(`${writ.authUrl}/metrics`)).body;
+      expect(scraped).toMatch(/^writ_policy_info\{version="[^"]+"\} 1$/m);
 
       // A worker killed outright is replaced; the service keeps answering meanwhile.
       process.kill(workers[0], 'SIGKILL');

@@ -127,6 +127,8 @@ export class WritMetrics {
     const versionOf = () => this.policyVersion?.();
     new Gauge({
       name: 'writ_policy_info',
+      // The same on every worker (WRIT_WORKERS): the primary reports it once, not summed.
+      aggregator: 'max',
       help: 'The policy version in force (value 1)',
       labelNames: ['version'],
       registers,
@@ -152,6 +154,8 @@ export class WritMetrics {
       });
       new Gauge({
         name: 'writ_approvals_pending',
+        // The same on every worker (WRIT_WORKERS): the primary reports it once, not summed.
+        aggregator: 'max',
         help: 'Approvals waiting for a human (not expired)',
         registers,
         async collect() {
@@ -217,6 +221,8 @@ export class WritMetrics {
     });
     new Gauge({
       name: 'writ_audit_checkpoint_last_success_timestamp_seconds',
+      // Across workers (WRIT_WORKERS): the latest, not a sum of times.
+      aggregator: 'max',
       help: 'When an audit checkpoint attempt last succeeded (signed, or found nothing new to sign)',
       registers,
       collect() {
