@@ -198,6 +198,26 @@ describe('master key rotation', () => {
         },
       },
     ]);
+    // Operators see the rotation in the metrics: one previous key configured, and what the
+    // re-seal of the instance that ran it did per table (the other instance's, if it ran
+    // after, found only the rows left behind).
+    const gauges = await Promise.all(
+      [first, second].map(async (services) => {
+        const { body } = await services.runtime.metrics.render();
+        return body;
+      }),
+    );
+    for (const text of gauges) expect(text).toMatch(/^writ_master_key_previous_keys 1$/m);
+    const rows = (table: string, outcome: string) =>
+      Math.max(
+        ...gauges.map((text) =>
+          Number(new RegExp(`^writ_master_key_rewrap_rows\\{table="${table}",outcome="${outcome}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0),
+        ),
+      );
+    expect([rows('signing_keys', 'rewrapped'), rows('connectors', 'rewrapped'), rows('connectors', 'unopened'), rows('connect_links', 'rewrapped')]).toEqual([
+      2, 2, 1, 1,
+    ]);
+    expect([rows('connected_accounts', 'rewrapped'), rows('connected_accounts', 'skipped')]).toEqual([1, 1]);
     // The other instance, had it taken the lock once the first was done, found bob's account only, still under its lease.
     for (const other of later) {
       expect(other.data.tables).toEqual({

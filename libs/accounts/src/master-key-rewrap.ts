@@ -125,7 +125,7 @@ export class MasterKeyRewrap implements OnApplicationBootstrap, OnModuleDestroy 
   onApplicationBootstrap(): void {
     if (runs.has(this.runtime)) return;
     let stopping = false;
-    const { logger, config, masterKey } = this.runtime;
+    const { logger, config, masterKey, metrics } = this.runtime;
     if (config.masterKeyPrevious.length > masterKey.previousCount) {
       // Said once per start, never which key: the operator meant another one (the old key), or repeated one.
       logger.warn(
@@ -135,11 +135,13 @@ export class MasterKeyRewrap implements OnApplicationBootstrap, OnModuleDestroy 
     }
     const control = (table: string): RewrapControl => ({
       stopped: () => stopping,
-      progress: (count) =>
+      progress: (count) => {
+        metrics.masterKeyRewrapProgress(table, { rewrapped: count.rewrapped, skipped: count.skipped, unopened: count.unopened.length });
         logger.info(
           { table, rewrapped: count.rewrapped, skipped: count.skipped, unopened: count.unopened.length },
           're-sealing values sealed under a previous master key under WRIT_MASTER_KEY',
-        ),
+        );
+      },
     });
     const done = rewrapUnderCurrentMasterKey(this.runtime, this.accounts, control).then(
       (report) => {

@@ -15,12 +15,13 @@ function section(title: string): string {
   return operations.split(new RegExp(`^## ${title}$`, 'm'))[1].split(/^## /m)[0];
 }
 
-/** Every metric a runtime registers (with a pool, a policy and checkpoints), but prom-client's defaults. */
+/** Every metric a runtime registers (with a pool, a policy, checkpoints and a master key), but prom-client's defaults. */
 function registered(): Map<string, { type: string; labels: string[] }> {
   const pool = { totalCount: 0, idleCount: 0, waitingCount: 0, query: () => Promise.resolve({ rows: [] }) } as unknown as Pool;
   const metrics = new WritMetrics(pool, { defaultMetrics: false });
   metrics.trackPolicyVersion(() => 'v');
   metrics.trackCheckpoints(() => ({ unsignedEvents: 0, failures: 0, lastSuccessMs: undefined }));
+  metrics.trackMasterKey(() => 0);
   const found = new Map<string, { type: string; labels: string[] }>();
   for (const metric of metrics.registry.getMetricsAsArray()) {
     const type = metric instanceof Counter ? 'counter' : metric instanceof Gauge ? 'gauge' : metric instanceof Histogram ? 'histogram' : 'other';

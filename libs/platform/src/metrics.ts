@@ -40,6 +40,7 @@ export class WritMetrics {
   private readonly auditBatch: Histogram<string>;
   private readonly auditOneMessages: Counter<string>;
   private readonly policyEvaluation: Histogram<string>;
+  private readonly masterKeyRewrap: Gauge<'table' | 'outcome'>;
   private policyVersion: (() => string) | undefined;
   private readonly stopObserving: () => void;
 
@@ -105,6 +106,14 @@ export class WritMetrics {
       name: 'writ_audit_one_message_batches_total',
       help: 'Audit batches sent as one message: committed, or written again in two round trips (expectation_failed: another writer moved the chain head, or a credential was not recorded)',
       labelNames: ['outcome'],
+      registers,
+    });
+    this.masterKeyRewrap = new Gauge({
+      name: 'writ_master_key_rewrap_rows',
+      // One worker runs the re-seal (WRIT_WORKERS): the primary reports its figures (max), not a sum.
+      aggregator: 'max',
+      help: 'Rows the re-seal under the current master key run by this process handled so far, per table and outcome (rewrapped, skipped, unopened)',
+      labelNames: ['table', 'outcome'],
       registers,
     });
     this.policyEvaluation = new Histogram({
@@ -230,6 +239,30 @@ export class WritMetrics {
         if (at !== undefined) this.set(at / 1000);
       },
     });
+  }
+
+  /**
+   * The master key rotation as this process sees it: how many previous keys are configured
+   * (read at every scrape), and what the re-seal this process runs has done so far, per table
+   * ({@link masterKeyRewrapProgress}). An operator drops `WRIT_MASTER_KEY_PREVIOUS` once a
+   * re-seal ends with nothing skipped or unopened (docs/operations.md).
+   */
+  trackMasterKey(previousKeys: () => number): void {
+    new Gauge({
+      name: 'writ_master_key_previous_keys',
+      // The same on every worker (WRIT_WORKERS): the primary reports it once, not summed.
+      aggregator: 'max',
+      help: 'Previous master keys configured (WRIT_MASTER_KEY_PREVIOUS): values sealed under them still open',
+      registers: [this.registry],
+      collect() {
+        this.set(previousKeys());
+      },
+    });
+  }
+
+  /** The re-seal of `table` by this process has, so far, re-sealed, skipped and left unopened these many rows. */
+  masterKeyRewrapProgress(table: string, count: { rewrapped: number; skipped: number; unopened: number }): void {
+    for (const outcome of ['rewrapped', 'skipped', 'unopened'] as const) this.masterKeyRewrap.set({ table, outcome }, count[outcome]);
   }
 
   /** Stops observing process-wide sources (policy evaluations). */

@@ -324,6 +324,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const metrics = new WritMetrics(pool);
   const signer = checkpointer;
   if (signer) metrics.trackCheckpoints(() => signer.status());
+  metrics.trackMasterKey(() => masterKey.previousCount);
   const changes = new ChangeListener({
     connection: { ...pool.options, application_name: 'writ-listen' },
     onLost: (error) =>
