@@ -50,6 +50,11 @@ export interface AccessTokenSpec {
   onBehalfOfUser?: string;
   audience: string;
   lifetimeSeconds: number;
+  /**
+   * The latest the token may expire (its task's expiry). The lifetime was decided before the
+   * token is signed; whatever the request waited for in between must not move `exp` past it.
+   */
+  notAfter?: Date;
   scope?: string;
   taskId?: string;
   connectorId?: string;
@@ -108,7 +113,10 @@ export class AccessTokenIssuer {
     if (spec.kind === 'connector' && !spec.operation) throw new Error('a connector credential needs the operation it was decided on');
     const jti = newJti();
     const issuedAt = Math.floor(Date.now() / 1000);
-    const expiresAtSeconds = issuedAt + spec.lifetimeSeconds;
+    const notAfterSeconds = spec.notAfter ? Math.floor(spec.notAfter.getTime() / 1000) : Infinity;
+    const expiresAtSeconds = Math.min(issuedAt + spec.lifetimeSeconds, notAfterSeconds);
+    const expiresIn = expiresAtSeconds - issuedAt;
+    if (expiresIn < 1) throw new InvalidGrantError('the task expires too soon to issue a credential');
     const claims: Record<string, unknown> = {
       sub: spec.onBehalfOfUser ?? spec.subject,
       ...(spec.onBehalfOfUser ? { act: { sub: spec.subject } } : {}),
@@ -176,7 +184,7 @@ export class AccessTokenIssuer {
     const stale = outcome === 'client_changed' || outcome === 'policy_changed';
     spec.assertionJti?.settle(outcome === 'replayed' ? 'replayed' : stale ? 'failed' : 'spent');
     if (outcome !== 'recorded' && outcome !== 'replayed') throw notRecorded(outcome, spec.connectorId ?? null);
-    return { token, jti, expiresIn: spec.lifetimeSeconds, expiresAt };
+    return { token, jti, expiresIn, expiresAt };
   }
 
   private issuedEvent(spec: AccessTokenSpec, jti: string, expiresAt: Date, kid: string): AuditEventInput {

@@ -139,6 +139,7 @@ export class TokenExchangeGrant implements GrantHandler {
       onBehalfOfUser: task.user?.subject,
       audience,
       lifetimeSeconds: lifetime,
+      notAfter: task.expiresAt,
       taskId: task.id,
       connectorId: connector.id,
       action: operation.name,
