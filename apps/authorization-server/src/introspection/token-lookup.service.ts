@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 import { AccessTokenEntity, ConnectorDetail, PG_POOL, RowOf, TaskEntity } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import type { RegisteredClient } from '../client-auth/registered-client';
-import { ACCESS_TOKEN_TYP } from '@writ/oauth';
+import { ACCESS_TOKEN_TYP, TemporarilyUnavailableError } from '@writ/oauth';
 
 /** An access token row joined with its task's status and orchestrator. */
 export interface KnownToken {
@@ -55,13 +55,18 @@ export class TokenLookup {
     @Inject(PG_POOL) private readonly pool: Pool,
   ) {}
 
-  /** The token if it verifies (expired tokens included) and the client may see it. */
+  /**
+   * The token if it verifies (expired tokens included) and the client may see it. Throws
+   * `TemporarilyUnavailableError` when the signing keys cannot be read right now.
+   */
   async find(token: string, client: RegisteredClient): Promise<KnownToken | undefined> {
     let claims: Record<string, unknown>;
     try {
       // Signature and type only: expired tokens are still found (introspected inactive, or revoked idempotently).
       claims = (await this.keys.verify(token, { typ: ACCESS_TOKEN_TYP, currentDate: new Date(0) })).payload;
-    } catch {
+    } catch (error) {
+      // A key this instance cannot read says nothing of the token: unavailable (503), never "not found".
+      if (error instanceof TemporarilyUnavailableError) throw error;
       return undefined;
     }
     if (typeof claims.jti !== 'string') return undefined;
