@@ -3,6 +3,14 @@ import { watchCheckedOut } from '@writ/database';
 import type { JtiStore } from '@writ/oauth';
 
 /**
+ * How long past its `expires_at` a used jti is still kept. An instance accepts an assertion (or
+ * a DPoP proof) by its own clock, the purge deletes by the database's: without a margin, an
+ * instance whose clock runs behind the database's would accept a purged jti again. The same 60 s
+ * that DPoP proofs' jtis already keep past their acceptance.
+ */
+export const JTI_PURGE_MARGIN_SECONDS = 60;
+
+/**
  * Client assertion `jti`s in PostgreSQL: the primary key `(client_id, jti)` makes a replay fail
  * on every instance and across restarts. Expired rows are purged by {@link purgeExpired}.
  *
@@ -38,9 +46,11 @@ export class PgJtiStore implements JtiStore {
     }
   }
 
-  /** Removes jtis whose assertions can no longer be accepted anyway. */
+  /** Removes jtis whose assertions can no longer be accepted anyway, by any instance's clock (see {@link JTI_PURGE_MARGIN_SECONDS}). */
   async purgeExpired(): Promise<number> {
-    const { rowCount } = await this.pool.query('DELETE FROM client_assertion_jtis WHERE expires_at < now()');
+    const { rowCount } = await this.pool.query('DELETE FROM client_assertion_jtis WHERE expires_at < now() - make_interval(secs => $1)', [
+      JTI_PURGE_MARGIN_SECONDS,
+    ]);
     return rowCount ?? 0;
   }
 }
