@@ -21,3 +21,4 @@ export * from './request-context';
 export * from './tracing';
 export * from './repeated-headers';
 export * from './display-name.validator';
+export * from './list-cursor';

@@ -1,18 +1,9 @@
 import { ApiPropertyOptional } from '@nestjs/swagger';
-import { Transform } from 'class-transformer';
 import { IsInt, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
+import { MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE, QueryInteger } from '@writ/platform';
 
-/** Default page size of the admin lists (the audit list has its own). */
-export const DEFAULT_PAGE_SIZE = 50;
-/** Largest page of the admin lists (the audit list has its own). */
-export const MAX_PAGE_SIZE = 200;
-
-/**
- * A query integer: only plain decimal digits become a number (`Number()` would also read
- * `0x10`, `1e3`, ` 5` or `1e400`); anything else stays a string and fails `@IsInt` with a 400.
- */
-export const QueryInteger = (): PropertyDecorator =>
-  Transform(({ value }: { value: unknown }) => (typeof value === 'string' && /^[0-9]{1,9}$/.test(value) ? Number(value) : value));
+// Shared with the authorization server's lists (the user's own connections).
+export { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, QueryInteger } from '@writ/platform';
 
 /** `?limit=&cursor=` of a list. */
 export class PageQueryDto {
