@@ -29,6 +29,37 @@ export interface ConnectLink {
   user: { iss: string; sub: string };
 }
 
+/**
+ * A position in the list of connections: the last row's `connected_at` (ISO 8601 UTC, to the
+ * microsecond) and `id`. It carries no filter: the filters of every page come from the caller.
+ */
+export interface ConnectionPosition {
+  connectedAt: string;
+  id: string;
+}
+
+const POSITION_INSTANT = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.\d{1,6})?Z$/;
+const POSITION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Shape check of a decoded connection list cursor `{c: connected_at, i: id}`: a real UTC instant
+ * from 1970 on (compared as text by PostgreSQL, so an impossible date such as February 30 that
+ * `Date.parse` rolls over is refused here, not by the database) and a UUID.
+ */
+export function isConnectionCursor(value: unknown): value is { c: string; i: string } {
+  if (typeof value !== 'object' || value === null) return false;
+  const { c, i } = value as { c?: unknown; i?: unknown };
+  if (typeof c !== 'string' || typeof i !== 'string' || !POSITION_ID.test(i)) return false;
+  const match = POSITION_INSTANT.exec(c);
+  const at = Date.parse(c);
+  return match !== null && at >= 0 && new Date(at).toISOString().slice(0, 19) === match[1];
+}
+
+/** The cursor fields of a position (see {@link isConnectionCursor}). */
+export function connectionCursorOf(position: ConnectionPosition): { c: string; i: string } {
+  return { c: position.connectedAt, i: position.id };
+}
+
 /** Who does something to a connection, for the audit trail. */
 export type ConnectionActor = AuditEventInput['actor'];
 
@@ -594,15 +625,34 @@ export class ConnectedAccounts {
     throw new ConnectedAccountError('upstream_unavailable', 'the connection changed during its refresh: try again', 503);
   }
 
-  /** Connections, newest first, optionally of one user or one connector. */
-  async list(filter: { user?: VerifiedUser; connectorId?: string } = {}): Promise<ConnectionView[]> {
-    const { rows } = await this.pool.query<AccountRow>(
-      `SELECT ${ACCOUNT_COLUMNS} FROM connected_accounts
+  /**
+   * A page of connections, newest first (`connected_at` descending, then `id`), filtered by user
+   * and/or connector, after the position `page.after` (the `next` of the previous page). Keyset
+   * paging: a connection made or renewed while a caller pages sorts before the pages already
+   * read, so it never shifts the older ones (none is read twice or skipped). The position is
+   * `connected_at` to the microsecond, as PostgreSQL keeps it: a millisecond one would skip the
+   * rows connected later within the same millisecond.
+   */
+  async list(
+    filter: { user?: VerifiedUser; connectorId?: string },
+    page: { limit: number; after?: ConnectionPosition },
+  ): Promise<{ items: ConnectionView[]; next: ConnectionPosition | null }> {
+    const { rows } = await this.pool.query<AccountRow & { position_at: string }>(
+      `SELECT ${ACCOUNT_COLUMNS}, to_char(connected_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position_at FROM connected_accounts
         WHERE ($1::text IS NULL OR user_issuer = $1) AND ($2::text IS NULL OR user_subject = $2) AND ($3::text IS NULL OR connector_id = $3)
-        ORDER BY connected_at DESC, id LIMIT 500`,
-      [filter.user?.issuer ?? null, filter.user?.subject ?? null, filter.connectorId ?? null],
+          AND ($4::timestamptz IS NULL OR connected_at < $4::timestamptz OR (connected_at = $4::timestamptz AND id > $5::uuid))
+        ORDER BY connected_at DESC, id LIMIT $6`,
+      [
+        filter.user?.issuer ?? null,
+        filter.user?.subject ?? null,
+        filter.connectorId ?? null,
+        page.after?.connectedAt ?? null,
+        page.after?.id ?? null,
+        page.limit + 1,
+      ],
     );
-    return rows.map(view);
+    const last = rows.length > page.limit ? rows[page.limit - 1] : undefined;
+    return { items: rows.slice(0, page.limit).map(view), next: last ? { connectedAt: last.position_at, id: last.id } : null };
   }
 
   /**

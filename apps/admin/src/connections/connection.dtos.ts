@@ -53,11 +53,36 @@ export class ListIdentityProvidersQueryDto extends OmitType(PageQueryDto, ['curs
   cursor?: string;
 }
 
-/** `GET /v1/connections` filters. */
-export class ConnectionQueryDto {
+/** `GET /v1/connections`: filters and page. */
+export class ConnectionQueryDto extends PageQueryDto {
   @ApiPropertyOptional() @IsOptional() @IsString() @MaxLength(64) connector_id?: string;
   @ApiPropertyOptional({ description: "with user_sub: one user's connections" }) @IsOptional() @IsString() @MaxLength(2048) user_iss?: string;
   @ApiPropertyOptional() @IsOptional() @IsString() @MaxLength(255) user_sub?: string;
+}
+
+/** The user a connection belongs to. */
+export class ConnectionUserDto {
+  @ApiProperty({ description: 'the issuer of the user (a registered identity provider)' }) iss!: string;
+  @ApiProperty() sub!: string;
+}
+
+/** A user's connected account as the admin API shows it (never a token). */
+export class ConnectionDto {
+  @ApiProperty({ format: 'uuid' }) id!: string;
+  @ApiProperty() connector_id!: string;
+  @ApiProperty({ type: ConnectionUserDto }) user!: ConnectionUserDto;
+  @ApiProperty({ enum: ['active', 'broken'] }) status!: 'active' | 'broken';
+  @ApiProperty({ type: [String] }) scopes!: string[];
+  @ApiProperty({ nullable: true, type: String, description: 'why the upstream refused a refresh (status broken)' }) broken_error!: string | null;
+  @ApiProperty({ format: 'date-time', nullable: true, type: String }) access_expires_at!: string | null;
+  @ApiProperty({ format: 'date-time' }) connected_at!: string;
+  @ApiProperty({ format: 'date-time', nullable: true, type: String }) refreshed_at!: string | null;
+}
+
+/** A page of connections, newest first (`connected_at`, then `id`). */
+export class ConnectionListDto {
+  @ApiProperty({ type: [ConnectionDto] }) items!: ConnectionDto[];
+  @ApiProperty({ nullable: true, type: String, description: 'pass as ?cursor= for the next page; null on the last' }) next_cursor!: string | null;
 }
 
 /** `POST /v1/connections/links`: a connect link for a user (the admin vouches for the user). */

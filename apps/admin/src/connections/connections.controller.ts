@@ -1,4 +1,4 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
+import { Body, Controller, Delete, HttpCode, Param, Post, Query } from '@nestjs/common';
 import { ApiCreatedResponse, ApiNotFoundResponse, ApiOkResponse } from '@nestjs/swagger';
 import { AdminErrorDto } from '../common/error.dto';
 import type { ConnectionView, ConnectLink } from '@writ/accounts';
@@ -8,6 +8,7 @@ import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
 import { CreateEndpoint, ListEndpoint, RemoveEndpoint } from '../common/resource-endpoints.decorator';
 import {
+  ConnectionListDto,
   ConnectionQueryDto,
   CreateAdminConnectLinkDto,
   CreateIdentityProviderDto,
@@ -53,10 +54,10 @@ export class IdentityProvidersController {
 export class AdminConnectionsController {
   constructor(private readonly connections: ConnectionsService) {}
 
-  /** Lists connections, by connector and/or user. */
-  @Get()
-  async list(@Query() query: ConnectionQueryDto): Promise<{ items: ConnectionView[]; next_cursor: null }> {
-    return { items: await this.connections.list(query), next_cursor: null };
+  /** Lists connections, newest first, by connector and/or user, in cursor pages. */
+  @ListEndpoint(ConnectionListDto)
+  list(@Query() query: ConnectionQueryDto): Promise<ConnectionListDto> {
+    return this.connections.list(query);
   }
 
   /** Issues a one-time connect link (10 minutes) for a user of a registered identity provider. */

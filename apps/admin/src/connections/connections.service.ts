@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
-import { ConnectedAccountError, ConnectedAccounts, type ConnectionView, type ConnectLink } from '@writ/accounts';
+import { ConnectedAccountError, ConnectedAccounts, connectionCursorOf, type ConnectionView, type ConnectLink, isConnectionCursor } from '@writ/accounts';
 import { WRIT_CONFIG, type WritConfig } from '@writ/config';
 import { destinationRefusal, UpstreamNetworks } from '@writ/connectors';
 import { PG_POOL } from '@writ/database';
@@ -116,13 +116,21 @@ export class ConnectionsService {
     if (result === 0) throw new NotFoundError('identity provider');
   }
 
-  /** Connections (never tokens), filtered. */
-  async list(query: ConnectionQueryDto): Promise<ConnectionView[]> {
+  /**
+   * A page of connections (never tokens), newest first, filtered. The filters come from the query
+   * on every page; the cursor is only a position within them.
+   */
+  async list(query: ConnectionQueryDto): Promise<Page<ConnectionView>> {
     if ((query.user_iss === undefined) !== (query.user_sub === undefined)) {
       throw new ValidationFailedError([{ field: query.user_iss === undefined ? 'user_iss' : 'user_sub', message: 'user_iss and user_sub go together' }]);
     }
+    const after = decodeCursor(query.cursor, isConnectionCursor);
     const user = query.user_iss !== undefined ? { issuer: query.user_iss, subject: query.user_sub! } : undefined;
-    return this.accounts.list({ user, connectorId: query.connector_id });
+    const page = await this.accounts.list(
+      { user, connectorId: query.connector_id },
+      { limit: query.limit ?? DEFAULT_PAGE_SIZE, after: after ? { connectedAt: after.c, id: after.i } : undefined },
+    );
+    return { items: page.items, next_cursor: page.next ? encodeCursor(connectionCursorOf(page.next)) : null };
   }
 
   /** Issues a connect link for a user the admin names. */

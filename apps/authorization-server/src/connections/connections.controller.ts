@@ -1,14 +1,23 @@
-import { BadRequestException, Body, Controller, Delete, Get, HttpCode, Param, Post, Req, Res, UseGuards } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Delete, Get, HttpCode, Param, Post, Query, Req, Res, UseGuards } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { CONNECT_COOKIE, ConnectedAccounts, type ConnectionView, type ConnectLink, UserTokenVerifier } from '@writ/accounts';
+import {
+  CONNECT_COOKIE,
+  ConnectedAccounts,
+  connectionCursorOf,
+  type ConnectionView,
+  type ConnectLink,
+  isConnectionCursor,
+  UserTokenVerifier,
+} from '@writ/accounts';
 import { WRIT_CONFIG, type WritConfig } from '@writ/config';
-import { FailureThrottle, NoStore, sourceAddress } from '@writ/platform';
+import { decodeCursor, DEFAULT_PAGE_SIZE, encodeCursor, FailureThrottle, NoStore, sourceAddress } from '@writ/platform';
 import { Inject } from '@nestjs/common';
 import { ORCHESTRATOR, OrchestratorBearerGuard, type OrchestratorPrincipal } from '../tasks/orchestrator-bearer.guard';
 import { UserSubjects } from '../tasks/user-subjects.service';
 import { TooManyRequestsError } from '@writ/oauth';
 import { connectionFailure, ConnectionRefusedError } from './connection-errors';
 import { CreateConnectLinkDto } from './create-connect-link.dto';
+import { ListMyConnectionsQueryDto } from './list-my-connections.dto';
 
 /** `Retry-After` on the callback's page when the provider could not be reached (a person reads it, not a client). */
 const PROVIDER_RETRY_AFTER_SECONDS = 30;
@@ -162,12 +171,20 @@ export class MyConnectionsController {
     private readonly throttle: FailureThrottle,
   ) {}
 
-  /** Lists the caller's connections. */
+  /**
+   * Lists the caller's connections, newest first, in cursor pages (`?limit=&cursor=`, as the admin
+   * API's lists). The user comes from the token on every page, never from the cursor.
+   */
   @Get()
   @NoStore()
-  async list(@Req() request: Request): Promise<{ items: ConnectionView[]; next_cursor: null }> {
+  async list(@Req() request: Request, @Query() query: ListMyConnectionsQueryDto): Promise<{ items: ConnectionView[]; next_cursor: string | null }> {
     const user = await this.user(request);
-    return { items: await this.accounts.list({ user }), next_cursor: null };
+    const after = decodeCursor(query.cursor, isConnectionCursor);
+    const page = await this.accounts.list(
+      { user },
+      { limit: query.limit ?? DEFAULT_PAGE_SIZE, after: after ? { connectedAt: after.c, id: after.i } : undefined },
+    );
+    return { items: page.items, next_cursor: page.next ? encodeCursor(connectionCursorOf(page.next)) : null };
   }
 
   /** Disconnects one of the caller's connections and revokes it at the upstream. */
