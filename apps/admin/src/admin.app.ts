@@ -9,6 +9,7 @@ import { authenticateBeforeBody } from './auth/admin-auth.filter';
 import { AdminAuthenticator } from './auth/admin-authenticator';
 import { refuseCrossSiteRequests } from './auth/cross-site.filter';
 import { mountConsole } from './console/console-static';
+import { mountDocs } from './docs/docs-page';
 import { MAX_POLICY_BUNDLE_BYTES } from './policies/policy-distribution.service';
 
 /** Largest JSON body the admin API reads (a connector catalogue fits well within it). */
@@ -31,7 +32,7 @@ export const MAX_CONCURRENT_BUNDLE_UPLOADS = 2;
 /** The types a compiled policy bundle is uploaded as (`PUT /v1/policies/active`). */
 const BUNDLE_TYPES = ['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/wasm'];
 
-/** Builds the admin API app (not yet listening), with its OpenAPI document at `/docs` and `/docs-json`. */
+/** Builds the admin API app (not yet listening), with its OpenAPI page at `/docs` and document at `/docs-json`. */
 export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Promise<INestApplication> {
   const app = await createHttpApp(AdminModule.forRoot(runtime, policy), runtime, {
     name: 'admin',
@@ -42,6 +43,7 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
       // No body is read before its request's admin token is known (every admin endpoint needs one).
       instance.use(authenticateBeforeBody(instance.get(AdminAuthenticator)));
       mountConsole(instance);
+      mountDocs(instance);
       // A compiled policy bundle is uploaded as it is (`curl --data-binary @bundle.tar.gz`).
       let uploads = 0;
       instance.use(
@@ -78,6 +80,7 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
       .addBearerAuth({ type: 'http', scheme: 'bearer', description: 'an admin token (role viewer, operator or admin)' })
       .build(),
   );
-  SwaggerModule.setup('docs', app, document, { jsonDocumentUrl: 'docs-json' });
+  // The page is served by mountDocs (strict CSP, no inline code); SwaggerModule serves the document.
+  SwaggerModule.setup('docs', app, document, { jsonDocumentUrl: 'docs-json', ui: false });
   return app;
 }
