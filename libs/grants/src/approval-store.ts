@@ -210,14 +210,16 @@ export class ApprovalStore {
       values.push(filter.taskId);
       where.push(`a.task_id = $${values.length}::uuid`);
     }
+    // Ordered and compared by millisecond time: the position is carried as a JavaScript Date, and a
+    // microsecond order would skip the approvals requested later within the millisecond of a page's last one.
     if (page.before) {
       values.push(page.before.at, page.before.id);
-      where.push(`(a.requested_at, a.id) < ($${values.length - 1}, $${values.length}::uuid)`);
+      where.push(`(date_trunc('milliseconds', a.requested_at), a.id) < ($${values.length - 1}::timestamptz, $${values.length}::uuid)`);
     }
     values.push(page.limit + 1);
     const { rows } = await this.pool.query<ApprovalReadRow>(
       `SELECT a.*, ${TASK_OPEN} AS task_open FROM approvals a ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
-        ORDER BY a.requested_at DESC, a.id DESC LIMIT $${values.length}`,
+        ORDER BY date_trunc('milliseconds', a.requested_at) DESC, a.id DESC LIMIT $${values.length}`,
       values,
     );
     const items = rows.slice(0, page.limit).map((row) => toDto(row, row.task_open));

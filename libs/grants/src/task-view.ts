@@ -130,7 +130,7 @@ export class TaskReader {
     return budgets.length > 0 ? { ...task, budgets } : task;
   }
 
-  /** A page of tasks, newest first, filtered. */
+  /** A page of tasks, newest first (by the millisecond, then id descending), filtered. */
   async list(
     filter: { agentId?: string; orchestratorId?: string; status?: string },
     page: { limit: number; before?: { createdAt: Date; id: string } },
@@ -144,14 +144,17 @@ export class TaskReader {
     if (filter.agentId) add('agent_id = ?', filter.agentId);
     if (filter.orchestratorId) add('orchestrator_id = ?', filter.orchestratorId);
     if (filter.status) add('status = ?', filter.status);
+    // Ordered and compared by millisecond time: the position is carried as a JavaScript Date (an
+    // ISO string in the admin API's cursor), and a microsecond order would skip the tasks created
+    // later within the millisecond of a page's last one.
     if (page.before) {
       values.push(page.before.createdAt, page.before.id);
-      where.push(`(created_at, id) < ($${values.length - 1}, $${values.length})`);
+      where.push(`(date_trunc('milliseconds', created_at), id) < ($${values.length - 1}::timestamptz, $${values.length}::uuid)`);
     }
     values.push(page.limit + 1);
     const { rows } = await this.pool.query<TaskRow>(
       `SELECT ${TASK_COLUMNS} FROM tasks ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
-        ORDER BY created_at DESC, id DESC LIMIT $${values.length}`,
+        ORDER BY date_trunc('milliseconds', created_at) DESC, id DESC LIMIT $${values.length}`,
       values,
     );
     const items = rows.slice(0, page.limit);

@@ -47,13 +47,16 @@ export class PolicyDistributionService {
   async history(query: PageQueryDto): Promise<Page<StoredPolicyVersion>> {
     const before = decodeCursor(query.cursor, isHistoryCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+    // Ordered by millisecond time so that a cursor carried as an ISO string compares exactly (a
+    // microsecond order would skip the versions stored later within a page's last millisecond).
     const found = this.repository
       .createQueryBuilder('policy')
       .select(['policy.version', 'policy.source', 'policy.loadedBy', 'policy.loadedAt', 'policy.active'])
-      .orderBy('policy.loaded_at', 'DESC')
+      .orderBy(`date_trunc('milliseconds', policy.loaded_at)`, 'DESC')
       .addOrderBy('policy.version', 'DESC')
       .limit(limit + 1);
-    if (before) found.where('(policy.loaded_at, policy.version) < (:at, :v)', { at: new Date(before.at), v: before.v });
+    if (before)
+      found.where(`(date_trunc('milliseconds', policy.loaded_at), policy.version) < (:at::timestamptz, :v)`, { at: new Date(before.at), v: before.v });
     const rows = (await found.getMany()).map((policy) => rowOf(policy));
     const items = rows.slice(0, limit);
     const last = items[items.length - 1];
