@@ -1,19 +1,38 @@
 import { randomUUID } from 'node:crypto';
-import type { Pool } from 'pg';
+import type { Pool, QueryResult } from 'pg';
 import { createAdminApp } from '../apps/admin/src/admin.app';
+import { TaskReader } from '../libs/grants/src/task-view';
 import { createTask, seedWorld, World } from './support/grant-flow';
 import { http, type TestResponse } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
 
 /** Instants within one millisecond, newest first (PostgreSQL keeps microseconds; a JavaScript Date does not). */
 const WITHIN_ONE_MS = ['2026-05-01T00:00:00.123900Z', '2026-05-01T00:00:00.123500Z', '2026-05-01T00:00:00.123100Z'];
+const cursorOf = (value: unknown): string => Buffer.from(JSON.stringify(value), 'utf8').toString('base64url');
+const decoded = (cursor: string): Record<string, string> => JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+/** Instants a position must refuse before PostgreSQL sees them (impossible, unrepresentable or not UTC). */
+const BAD_INSTANTS = [
+  '2026-02-30T00:00:00Z',
+  '2026-04-31T00:00:00.000000Z',
+  '2026-01-01T24:00:00Z',
+  '2026-01-01T23:59:60Z',
+  '0000-01-01T00:00:00Z',
+  '1969-12-31T23:59:59Z',
+  '2026-01-01T00:00:00.1234567Z',
+  '2026-01-01T00:00:00+01:00',
+  '2026-01-01 00:00:00',
+  'infinity',
+  12345,
+];
 
 /**
  * Admin lists ordered by a timestamp page with a cursor that must not lose rows stamped within
- * the millisecond of a page's last row: the cursor is carried as a millisecond ISO string, so the
- * order and the comparison are on the millisecond too (as the admin token list does). Before,
- * a task, approval or policy version stamped later within that millisecond than the next
- * page's start was skipped: with `?limit=1`, only the first of these rows was ever listed.
+ * the millisecond of a page's last row. The order is the column's own, to the microsecond (time
+ * descending, then id or version descending), and the cursor carries the last row's exact
+ * instant, so the keyset comparison stays on the raw column and its index serves the pages.
+ * Before, the cursor carried a millisecond ISO string: a task, approval or policy version stamped
+ * later within that millisecond than the next page's start was skipped (with `?limit=1`, only the
+ * first of these rows was ever listed). A cursor of that older form is still read.
  */
 describe('admin lists: rows within one millisecond across a page boundary', () => {
   let services: TestServices;
@@ -49,8 +68,14 @@ describe('admin lists: rows within one millisecond across a page boundary', () =
       ids.push(task.task_id);
     }
     const walked = await walk('/v1/tasks?agent_id=agent-2&limit=1', 'task_id');
-    expect([...walked].sort()).toEqual([...ids].sort());
-    expect(new Set(walked).size).toBe(walked.length);
+    expect(walked).toEqual(ids);
+    // The cursor carries the microseconds of the page's last row.
+    const first = await admin('/v1/tasks?agent_id=agent-2&limit=1');
+    expect(decoded(first.body.next_cursor)).toEqual({ c: WITHIN_ONE_MS[0], i: ids[0] });
+    // A cursor of the older form (milliseconds) is read as before: every row before its instant.
+    const older = await admin(`/v1/tasks?agent_id=agent-2&cursor=${cursorOf({ c: '2026-05-01T00:00:00.124Z', i: ids[0] })}`);
+    expect(older.status).toBe(200);
+    expect(older.body.items.map((item: { task_id: string }) => item.task_id)).toEqual(ids);
   });
 
   it('approvals', async () => {
@@ -66,8 +91,12 @@ describe('admin lists: rows within one millisecond across a page boundary', () =
       ids.push(id);
     }
     const walked = await walk(`/v1/approvals?task_id=${task.task_id}&limit=1`, 'id');
-    expect([...walked].sort()).toEqual([...ids].sort());
-    expect(new Set(walked).size).toBe(walked.length);
+    expect(walked).toEqual(ids);
+    const first = await admin(`/v1/approvals?task_id=${task.task_id}&limit=1`);
+    expect(decoded(first.body.next_cursor)).toEqual({ at: WITHIN_ONE_MS[0], id: ids[0] });
+    const older = await admin(`/v1/approvals?task_id=${task.task_id}&cursor=${cursorOf({ at: '2026-05-01T00:00:00.124Z', id: ids[0] })}`);
+    expect(older.status).toBe(200);
+    expect(older.body.items.map((item: { id: string }) => item.id)).toEqual(ids);
   });
 
   it('policy versions', async () => {
@@ -81,7 +110,92 @@ describe('admin lists: rows within one millisecond across a page boundary', () =
       versions.push(version);
     }
     const walked = (await walk('/v1/policies/history?limit=1', 'version')).filter((version) => version.startsWith('precision-'));
-    expect([...walked].sort()).toEqual(versions);
-    expect(new Set(walked).size).toBe(walked.length);
+    expect(walked).toEqual(versions);
+    const older = await admin(`/v1/policies/history?cursor=${cursorOf({ at: '2026-05-01T00:00:00.124Z', v: '' })}`);
+    expect(older.status).toBe(200);
+    expect(older.body.items.map((item: { version: string }) => item.version).filter((version: string) => version.startsWith('precision-'))).toEqual(versions);
+  });
+
+  it('refuses a cursor whose instant or key is not a real position, with a 400 naming cursor', async () => {
+    const id = randomUUID();
+    const lists: [string, (at: unknown) => Record<string, unknown>][] = [
+      ['/v1/tasks?agent_id=agent-2', (at) => ({ c: at, i: id })],
+      ['/v1/tasks', (at) => ({ c: at, i: id })],
+      ['/v1/approvals', (at) => ({ at, id })],
+      ['/v1/policies/history', (at) => ({ at, v: 'precision-0' })],
+    ];
+    for (const [path, position] of lists) {
+      for (const at of BAD_INSTANTS) {
+        const page = await admin(`${path}${path.includes('?') ? '&' : '?'}cursor=${cursorOf(position(at))}`);
+        expect({ path, at, status: page.status, fields: page.body.fields?.map((entry: { field: string }) => entry.field) }).toEqual({
+          path,
+          at,
+          status: 400,
+          fields: ['cursor'],
+        });
+      }
+    }
+    // A policy version that PostgreSQL cannot compare (NUL) is refused too, not a 500.
+    const nul = await admin(`/v1/policies/history?cursor=${cursorOf({ at: WITHIN_ONE_MS[0], v: 'a\u0000b' })}`);
+    expect(nul.status).toBe(400);
+    expect(nul.body.fields.map((entry: { field: string }) => entry.field)).toEqual(['cursor']);
+  });
+
+  it("pages an agent's tasks through the tasks_agent index, with no sort of the agent's tasks", async () => {
+    // 20 agents of 1,000 tasks each, stamped a microsecond apart, two of an agent's tasks on each
+    // instant (ties broken by id). The planner is told to avoid sequential and bitmap scans, so
+    // that its choice does not hang on statistics: what is checked is that the order and the
+    // cursor's comparison let the index serve the page at all (a date_trunc order cannot).
+    await pool.query(
+      `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, status, task_token_jti, created_at, expires_at)
+       SELECT gen_random_uuid(), 'explain-' || (n % 20), 'orch-1', 'explain', '[]', 'active', 'explain-' || n,
+              timestamptz '2026-01-01T00:00:00Z' + (n / 40) * interval '1 microsecond', now() + interval '1 hour'
+         FROM generate_series(0, 19999) AS n`,
+    );
+    await pool.query('ANALYZE tasks');
+    const client = await pool.connect();
+    try {
+      await client.query('SET enable_seqscan = off');
+      await client.query('SET enable_bitmapscan = off');
+      // The statement TaskReader runs for the second page of an agent's tasks, explained as sent.
+      let sent: { text: string; values: unknown[] } | undefined;
+      const recorder = {
+        query: (text: string, values: unknown[]): Promise<QueryResult> => {
+          sent = { text, values };
+          return client.query(text, values);
+        },
+      } as unknown as Pool;
+      const page = await new TaskReader(recorder).list(
+        { agentId: 'explain-7' },
+        { limit: 50, before: { createdAt: '2026-01-01T00:00:00.000400Z', id: randomUUID() } },
+      );
+      expect(page.items.length).toBe(50);
+      const explained = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(`EXPLAIN (FORMAT JSON) ${sent!.text}`, sent!.values);
+      const nodes = planNodes(explained.rows[0]['QUERY PLAN'][0].Plan);
+      // The index gives the agent's tasks in created_at order and bounds the scan by the cursor.
+      const scan = nodes.find((node) => node['Index Name'] === 'tasks_agent');
+      expect(scan).toEqual(expect.objectContaining({ 'Node Type': 'Index Scan', 'Scan Direction': 'Backward' }));
+      expect(scan?.['Index Cond']).toMatch(/created_at <=/);
+      // No full sort: at most an incremental sort of the rows that tie on created_at, by id.
+      expect(nodes.map((node) => node['Node Type'])).not.toContain('Sort');
+      for (const node of nodes.filter((one) => one['Node Type'] === 'Incremental Sort')) expect(node['Presorted Key']).toEqual(['tasks.created_at']);
+    } finally {
+      await client.query('RESET ALL');
+      client.release();
+    }
   });
 });
+
+interface PlanNode {
+  'Node Type': string;
+  'Index Name'?: string;
+  'Index Cond'?: string;
+  'Scan Direction'?: string;
+  'Presorted Key'?: string[];
+  Plans?: PlanNode[];
+}
+
+/** Every node of an `EXPLAIN (FORMAT JSON)` plan. */
+function planNodes(node: PlanNode): PlanNode[] {
+  return [node, ...(node.Plans ?? []).flatMap(planNodes)];
+}

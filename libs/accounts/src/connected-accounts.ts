@@ -4,6 +4,8 @@ import type { Pool, PoolClient } from 'pg';
 import { type AuditEventInput, type AuditService, AuditUnavailableError, isConnectionError } from '@writ/audit';
 import { type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
 import { type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, UNCONTROLLED, UnsealError } from '@writ/keys';
+import { positionInstantSql } from '@writ/database';
+import { isPositionInstant } from '@writ/platform';
 import { ConnectedAccountError } from './account-errors';
 import { UpstreamOAuthClient, UpstreamOAuthError, type UpstreamTokenSet } from './upstream-oauth-client';
 import type { VerifiedUser } from './user-token-verifier';
@@ -38,21 +40,17 @@ export interface ConnectionPosition {
   id: string;
 }
 
-const POSITION_INSTANT = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.\d{1,6})?Z$/;
 const POSITION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Shape check of a decoded connection list cursor `{c: connected_at, i: id}`: a real UTC instant
- * from 1970 on (compared as text by PostgreSQL, so an impossible date such as February 30 that
- * `Date.parse` rolls over is refused here, not by the database) and a UUID.
+ * from 1970 on (see {@link isPositionInstant}: compared as text by PostgreSQL, so an impossible
+ * date is refused here, not by the database) and a UUID.
  */
 export function isConnectionCursor(value: unknown): value is { c: string; i: string } {
   if (typeof value !== 'object' || value === null) return false;
   const { c, i } = value as { c?: unknown; i?: unknown };
-  if (typeof c !== 'string' || typeof i !== 'string' || !POSITION_ID.test(i)) return false;
-  const match = POSITION_INSTANT.exec(c);
-  const at = Date.parse(c);
-  return match !== null && at >= 0 && new Date(at).toISOString().slice(0, 19) === match[1];
+  return typeof i === 'string' && POSITION_ID.test(i) && isPositionInstant(c);
 }
 
 /** The cursor fields of a position (see {@link isConnectionCursor}). */
@@ -638,7 +636,7 @@ export class ConnectedAccounts {
     page: { limit: number; after?: ConnectionPosition },
   ): Promise<{ items: ConnectionView[]; next: ConnectionPosition | null }> {
     const { rows } = await this.pool.query<AccountRow & { position_at: string }>(
-      `SELECT ${ACCOUNT_COLUMNS}, to_char(connected_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position_at FROM connected_accounts
+      `SELECT ${ACCOUNT_COLUMNS}, ${positionInstantSql('connected_at')} AS position_at FROM connected_accounts
         WHERE ($1::text IS NULL OR user_issuer = $1) AND ($2::text IS NULL OR user_subject = $2) AND ($3::text IS NULL OR connector_id = $3)
           AND ($4::timestamptz IS NULL OR connected_at < $4::timestamptz OR (connected_at = $4::timestamptz AND id > $5::uuid))
         ORDER BY connected_at DESC, id LIMIT $6`,

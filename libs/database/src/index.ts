@@ -8,3 +8,4 @@ export * from './service-login';
 export * from './audited-transaction';
 export * from './sql-literal';
 export * from './change-listener';
+export * from './position-instant';

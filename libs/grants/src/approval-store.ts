@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import type { AuditActorType, AuditEventInput } from '@writ/audit';
-import type { ApprovalEntity, AuditedTransaction, RowOf } from '@writ/database';
+import { type ApprovalEntity, type AuditedTransaction, positionInstantSql, type RowOf } from '@writ/database';
 
 /** A canonical UUID: anything else (e.g. 36 dashes) never reaches the `uuid` column. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -193,11 +193,16 @@ export class ApprovalStore {
     return rows[0] ? toDto(rows[0], rows[0].task_open) : undefined;
   }
 
-  /** Approvals newest first, optionally by status, after a cursor (`requested_at|id`). */
+  /**
+   * Approvals newest first (`requested_at` descending, then `id` descending), optionally by status
+   * and task, before the position `page.before` (the `next` of the previous page). The position's
+   * instant is the exact text of `requested_at` (see {@link positionInstantSql}): a millisecond one
+   * would skip the approvals requested later within the millisecond of a page's last one.
+   */
   async list(
     filter: { status?: string; taskId?: string },
-    page: { limit: number; before?: { at: Date; id: string } },
-  ): Promise<{ items: ApprovalDto[]; next: { at: Date; id: string } | null }> {
+    page: { limit: number; before?: { at: string; id: string } },
+  ): Promise<{ items: ApprovalDto[]; next: { at: string; id: string } | null }> {
     const where: string[] = [];
     const values: unknown[] = [];
     if (filter.status === 'expired') where.push(`a.status IN ('pending', 'approved') AND (a.expires_at <= now() OR NOT ${TASK_OPEN})`);
@@ -210,21 +215,19 @@ export class ApprovalStore {
       values.push(filter.taskId);
       where.push(`a.task_id = $${values.length}::uuid`);
     }
-    // Ordered and compared by millisecond time: the position is carried as a JavaScript Date, and a
-    // microsecond order would skip the approvals requested later within the millisecond of a page's last one.
     if (page.before) {
       values.push(page.before.at, page.before.id);
-      where.push(`(date_trunc('milliseconds', a.requested_at), a.id) < ($${values.length - 1}::timestamptz, $${values.length}::uuid)`);
+      where.push(`(a.requested_at, a.id) < ($${values.length - 1}::timestamptz, $${values.length}::uuid)`);
     }
     values.push(page.limit + 1);
-    const { rows } = await this.pool.query<ApprovalReadRow>(
-      `SELECT a.*, ${TASK_OPEN} AS task_open FROM approvals a ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
-        ORDER BY date_trunc('milliseconds', a.requested_at) DESC, a.id DESC LIMIT $${values.length}`,
+    const { rows } = await this.pool.query<ApprovalReadRow & { position_at: string }>(
+      `SELECT a.*, ${TASK_OPEN} AS task_open, ${positionInstantSql('a.requested_at')} AS position_at FROM approvals a ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+        ORDER BY a.requested_at DESC, a.id DESC LIMIT $${values.length}`,
       values,
     );
     const items = rows.slice(0, page.limit).map((row) => toDto(row, row.task_open));
     const last = rows.length > page.limit ? rows[page.limit - 1] : undefined;
-    return { items, next: last ? { at: last.requested_at, id: last.id } : null };
+    return { items, next: last ? { at: last.position_at, id: last.id } : null };
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import type { AccessTokenEntity, ConnectorDetail, RowOf, TaskEntity, TaskStatus } from '@writ/database';
+import { type AccessTokenEntity, type ConnectorDetail, positionInstantSql, type RowOf, type TaskEntity, type TaskStatus } from '@writ/database';
 import { EntryBudget, GrantStore } from './grant-store';
 
 /** The state of one credential of a task. */
@@ -130,11 +130,18 @@ export class TaskReader {
     return budgets.length > 0 ? { ...task, budgets } : task;
   }
 
-  /** A page of tasks, newest first (by the millisecond, then id descending), filtered. */
+  /**
+   * A page of tasks, newest first (`created_at` descending, then `id` descending), filtered, before
+   * the position `page.before` (the `next` of the previous page). The position's instant is the
+   * exact text of `created_at` (see {@link positionInstantSql}): a millisecond one would skip the
+   * tasks created later within the millisecond of a page's last one. The comparison stays on the
+   * raw column, so the `(agent_id, created_at)` and `(orchestrator_id, created_at)` indexes serve
+   * a filtered page in order (a position from before, to the millisecond, still works as it did).
+   */
   async list(
     filter: { agentId?: string; orchestratorId?: string; status?: string },
-    page: { limit: number; before?: { createdAt: Date; id: string } },
-  ): Promise<{ items: TaskDto[]; next: { createdAt: Date; id: string } | null }> {
+    page: { limit: number; before?: { createdAt: string; id: string } },
+  ): Promise<{ items: TaskDto[]; next: { createdAt: string; id: string } | null }> {
     const where: string[] = [];
     const values: unknown[] = [];
     const add = (sql: string, value: unknown) => {
@@ -144,24 +151,21 @@ export class TaskReader {
     if (filter.agentId) add('agent_id = ?', filter.agentId);
     if (filter.orchestratorId) add('orchestrator_id = ?', filter.orchestratorId);
     if (filter.status) add('status = ?', filter.status);
-    // Ordered and compared by millisecond time: the position is carried as a JavaScript Date (an
-    // ISO string in the admin API's cursor), and a microsecond order would skip the tasks created
-    // later within the millisecond of a page's last one.
     if (page.before) {
       values.push(page.before.createdAt, page.before.id);
-      where.push(`(date_trunc('milliseconds', created_at), id) < ($${values.length - 1}::timestamptz, $${values.length}::uuid)`);
+      where.push(`(created_at, id) < ($${values.length - 1}::timestamptz, $${values.length}::uuid)`);
     }
     values.push(page.limit + 1);
-    const { rows } = await this.pool.query<TaskRow>(
-      `SELECT ${TASK_COLUMNS} FROM tasks ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
-        ORDER BY date_trunc('milliseconds', created_at) DESC, id DESC LIMIT $${values.length}`,
+    const { rows } = await this.pool.query<TaskRow & { position_at: string }>(
+      `SELECT ${TASK_COLUMNS}, ${positionInstantSql('created_at')} AS position_at FROM tasks ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+        ORDER BY created_at DESC, id DESC LIMIT $${values.length}`,
       values,
     );
     const items = rows.slice(0, page.limit);
     const last = items[items.length - 1];
     return {
       items: items.map((row) => toTaskDto(row)),
-      next: rows.length > page.limit && last ? { createdAt: last.created_at, id: last.id } : null,
+      next: rows.length > page.limit && last ? { createdAt: last.position_at, id: last.id } : null,
     };
   }
 }

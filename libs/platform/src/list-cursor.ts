@@ -13,6 +13,22 @@ export const MAX_PAGE_SIZE = 200;
 export const QueryInteger = (): PropertyDecorator =>
   Transform(({ value }: { value: unknown }) => (typeof value === 'string' && /^[0-9]{1,9}$/.test(value) ? Number(value) : value));
 
+const POSITION_INSTANT = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.\d{1,6})?Z$/;
+
+/**
+ * True for the instant of a list position: ISO 8601 UTC with up to six fraction digits (what
+ * `positionInstantSql` of `@writ/database` selects, or `Date.toISOString()` of older cursors), a real date from
+ * 1970 on. It reaches PostgreSQL as text, so an impossible date that `Date.parse` rolls over
+ * (February 30, 24:00) or that PostgreSQL refuses (year 0) is refused here as a `400`, not by
+ * the database as a `500`.
+ */
+export function isPositionInstant(value: unknown): value is string {
+  if (typeof value !== 'string') return false;
+  const match = POSITION_INSTANT.exec(value);
+  const at = Date.parse(value);
+  return match !== null && at >= 0 && new Date(at).toISOString().slice(0, 19) === match[1];
+}
+
 /**
  * Encodes a list position as an opaque cursor (base64url of JSON). A cursor carries a position
  * only, never a filter: the filters of every page come from the request (its query, its

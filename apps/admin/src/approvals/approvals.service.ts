@@ -3,15 +3,20 @@ import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
 import { ApprovalDto, ApprovalStore } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
-import { ConflictError, isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
+import { ConflictError, isPositionInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
 import type { ListApprovalsQueryDto } from './dto/approval.dtos';
 
+/**
+ * Shape check of an approval list cursor `{at: requested_at, id}`: `at` is the exact instant of
+ * the position, to the microsecond (a cursor from before, to the millisecond, is still read),
+ * checked as a real date before it reaches PostgreSQL.
+ */
 function isApprovalCursor(value: unknown): value is { at: string; id: string } {
   const cursor = value as { at?: unknown; id?: unknown } | null;
-  return typeof cursor === 'object' && cursor !== null && isIsoInstant(cursor.at) && isUuid(cursor.id);
+  return typeof cursor === 'object' && cursor !== null && isPositionInstant(cursor.at) && isUuid(cursor.id);
 }
 
 /** Human approvals of risky grants: list, read, approve, deny. */
@@ -28,9 +33,9 @@ export class ApprovalsService {
     const cursor = decodeCursor(query.cursor, isApprovalCursor);
     const page = await this.store.list(
       { status: query.status, taskId: query.task_id },
-      { limit: query.limit ?? DEFAULT_PAGE_SIZE, before: cursor ? { at: new Date(cursor.at), id: cursor.id } : undefined },
+      { limit: query.limit ?? DEFAULT_PAGE_SIZE, before: cursor ? { at: cursor.at, id: cursor.id } : undefined },
     );
-    return { items: page.items, next_cursor: page.next ? encodeCursor({ at: page.next.at.toISOString(), id: page.next.id }) : null };
+    return { items: page.items, next_cursor: page.next ? encodeCursor({ at: page.next.at, id: page.next.id }) : null };
   }
 
   /** One approval. */

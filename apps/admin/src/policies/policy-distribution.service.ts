@@ -5,9 +5,19 @@ import { readFile } from 'node:fs/promises';
 import type { Pool } from 'pg';
 import type { Logger } from 'pino';
 import { AuditService } from '@writ/audit';
-import { PG_POOL, PolicyEntity, rowOf } from '@writ/database';
+import { PG_POOL, PolicyEntity, positionInstantSql, rowOf } from '@writ/database';
 import { TemporarilyUnavailableError } from '@writ/oauth';
-import { activateStoredPolicy, deactivateStoredPolicy, loadPolicyEngine, LOGGER, PolicySync, StoredPolicyInfo, ValidationFailedError } from '@writ/platform';
+import {
+  activateStoredPolicy,
+  deactivateStoredPolicy,
+  isPositionInstant,
+  loadPolicyEngine,
+  LOGGER,
+  PolicySync,
+  requestTextProblem,
+  StoredPolicyInfo,
+  ValidationFailedError,
+} from '@writ/platform';
 import { ActivePolicy, PolicyEngine, PolicyLoadError, probePolicy } from '@writ/policy';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
@@ -18,9 +28,16 @@ export interface StoredPolicyVersion extends StoredPolicyInfo {
   active: boolean;
 }
 
+/**
+ * Shape check of a history cursor `{at: loaded_at, v: version}`: `at` is the exact instant of the
+ * position, to the microsecond (a cursor from before, to the millisecond, is still read), checked
+ * as a real date, and `v` text PostgreSQL can compare (no NUL), before either reaches it.
+ */
 function isHistoryCursor(value: unknown): value is { at: string; v: string } {
   const cursor = value as { at?: unknown; v?: unknown } | null;
-  return typeof cursor === 'object' && cursor !== null && typeof cursor.at === 'string' && !Number.isNaN(Date.parse(cursor.at)) && typeof cursor.v === 'string';
+  return (
+    typeof cursor === 'object' && cursor !== null && isPositionInstant(cursor.at) && typeof cursor.v === 'string' && requestTextProblem(cursor.v) === undefined
+  );
 }
 
 /** The largest compiled bundle accepted by `PUT /v1/policies/active`. */
@@ -47,19 +64,22 @@ export class PolicyDistributionService {
   async history(query: PageQueryDto): Promise<Page<StoredPolicyVersion>> {
     const before = decodeCursor(query.cursor, isHistoryCursor);
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    // Ordered by millisecond time so that a cursor carried as an ISO string compares exactly (a
-    // microsecond order would skip the versions stored later within a page's last millisecond).
+    // The position is the exact text of loaded_at (a millisecond one would skip the versions
+    // stored later within the millisecond of a page's last one), compared on the raw column.
     const found = this.repository
       .createQueryBuilder('policy')
       .select(['policy.version', 'policy.source', 'policy.loadedBy', 'policy.loadedAt', 'policy.active'])
-      .orderBy(`date_trunc('milliseconds', policy.loaded_at)`, 'DESC')
+      .addSelect(positionInstantSql('policy.loaded_at'), 'position_at')
+      .orderBy('policy.loaded_at', 'DESC')
       .addOrderBy('policy.version', 'DESC')
       .limit(limit + 1);
-    if (before)
-      found.where(`(date_trunc('milliseconds', policy.loaded_at), policy.version) < (:at::timestamptz, :v)`, { at: new Date(before.at), v: before.v });
-    const rows = (await found.getMany()).map((policy) => rowOf(policy));
+    if (before) found.where('(policy.loaded_at, policy.version) < (:at::timestamptz, :v)', { at: before.at, v: before.v });
+    const { entities, raw } = await found.getRawAndEntities<{ policy_version: string; position_at: string }>();
+    const positions = new Map(raw.map((row) => [row.policy_version, row.position_at]));
+    const rows = entities.map((policy) => rowOf(policy));
     const items = rows.slice(0, limit);
     const last = items[items.length - 1];
+    const lastAt = last ? positions.get(last.version) : undefined;
     return {
       items: items.map((row) => ({
         version: row.version,
@@ -68,7 +88,7 @@ export class PolicyDistributionService {
         loaded_at: row.loaded_at.toISOString(),
         active: row.active,
       })),
-      next_cursor: rows.length > limit && last ? encodeCursor({ at: last.loaded_at.toISOString(), v: last.version }) : null,
+      next_cursor: rows.length > limit && last && lastAt ? encodeCursor({ at: lastAt, v: last.version }) : null,
     };
   }
 

@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 import { AuditService, AuditVerification, readableRecord, verifiedChainHash } from '@writ/audit';
 import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
-import { isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
+import { isPositionInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
@@ -15,9 +15,14 @@ export interface AdminTaskView extends TaskDto {
   calls: number;
 }
 
+/**
+ * Shape check of a task list cursor `{c: created_at, i: id}`: `c` is the exact instant of the
+ * position, to the microsecond (a cursor from before, to the millisecond, is still read), checked
+ * as a real date before it reaches PostgreSQL.
+ */
 function isTaskCursor(value: unknown): value is { c: string; i: string } {
   const cursor = value as { c?: unknown; i?: unknown } | null;
-  return isIsoInstant(cursor?.c) && isUuid(cursor?.i);
+  return isPositionInstant(cursor?.c) && isUuid(cursor?.i);
 }
 
 /** The admin view of tasks: every orchestrator's, with revocation and evidence. */
@@ -39,11 +44,11 @@ export class AdminTasksService {
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
     const page = await this.reader.list(
       { agentId: query.agent_id, orchestratorId: query.orchestrator_id, status: query.status },
-      { limit, before: before ? { createdAt: new Date(before.c), id: before.i } : undefined },
+      { limit, before: before ? { createdAt: before.c, id: before.i } : undefined },
     );
     return {
       items: await this.withCalls(page.items),
-      next_cursor: page.next ? encodeCursor({ c: page.next.createdAt.toISOString(), i: page.next.id }) : null,
+      next_cursor: page.next ? encodeCursor({ c: page.next.createdAt, i: page.next.id }) : null,
     };
   }
 
