@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Pool, QueryResult } from 'pg';
+import { Client, type Pool, type QueryResult } from 'pg';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { TaskReader } from '../libs/grants/src/task-view';
 import { createTask, seedWorld, World } from './support/grant-flow';
@@ -143,16 +143,24 @@ describe('admin lists: rows within one millisecond across a page boundary', () =
 
   it("pages an agent's tasks through the tasks_agent index, with no sort of the agent's tasks", async () => {
     // 20 agents of 1,000 tasks each, stamped a microsecond apart, two of an agent's tasks on each
-    // instant (ties broken by id). The planner is told to avoid sequential and bitmap scans, so
-    // that its choice does not hang on statistics: what is checked is that the order and the
-    // cursor's comparison let the index serve the page at all (a date_trunc order cannot).
+    // instant (ties broken by id). With fresh statistics the planner picks this plan by itself; it
+    // is also told to avoid sequential and bitmap scans so that the check does not hang on cost
+    // estimates: what is checked is that the order and the cursor's comparison let the index
+    // serve the page at all (an order by date_trunc cannot: every page sorts all the agent's tasks).
     await pool.query(
       `INSERT INTO tasks (id, agent_id, orchestrator_id, purpose, allowed, status, task_token_jti, created_at, expires_at)
        SELECT gen_random_uuid(), 'explain-' || (n % 20), 'orch-1', 'explain', '[]', 'active', 'explain-' || n,
               timestamptz '2026-01-01T00:00:00Z' + (n / 40) * interval '1 microsecond', now() + interval '1 hour'
          FROM generate_series(0, 19999) AS n`,
     );
-    await pool.query('ANALYZE tasks');
+    // Fresh statistics: ANALYZE needs the table's owner (the service login would skip it with a warning).
+    const owner = new Client({ connectionString: services.db.url });
+    await owner.connect();
+    try {
+      await owner.query('ANALYZE tasks');
+    } finally {
+      await owner.end();
+    }
     const client = await pool.connect();
     try {
       await client.query('SET enable_seqscan = off');
