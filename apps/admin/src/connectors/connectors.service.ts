@@ -10,6 +10,8 @@ import {
   ConnectorValidationResult,
   destinationErrors,
   sealCredential,
+  unsealCredential,
+  type UpstreamCredential,
   UpstreamNetworks,
   validateConnectorDefinition,
   validateConnectorPatch,
@@ -60,6 +62,21 @@ function alteredOperations(before: ConnectorOperationDefinition[], after: Connec
     })
     .map((operation) => operation.name);
 }
+
+/**
+ * Where users' connected-account tokens go with this connector and credential: the gateway
+ * sends access tokens to `base_url`, refreshes at `token_url` and revokes at `revocation_url`
+ * (origins, as the tokens' seal is bound to the origin of `token_url`). `null` when the
+ * credential does not use connected accounts.
+ */
+function accountDestinations(baseUrl: string, credential: UpstreamCredential | null): string | null {
+  if (!credential || credential.type !== 'oauth2_authorization_code') return null;
+  const origin = (url: string | undefined) => (url === undefined ? null : new URL(url).origin);
+  return JSON.stringify([origin(baseUrl), origin(credential.token_url), origin(credential.revocation_url)]);
+}
+
+/** Reason recorded on each connection removed because its connector's destinations changed. */
+const DESTINATION_CHANGED = 'connector destination changed';
 
 /** The `400` of a destination change that keeps a credential bound to the old one. */
 const CREDENTIAL_REQUIRED: ConnectorFieldError = {
@@ -178,8 +195,8 @@ export class ConnectorsService {
       async (client) => {
         // FOR UPDATE: an issuance in flight holds this row key-share-locked (see connectorCredentials),
         // so the revocation below sees its credential, or the issuance sees the changed operation.
-        const current = await client.query<Row & { operations_text: string; integrity_tag: string | null }>(
-          `SELECT ${COLUMNS}, operations::text AS operations_text, integrity_tag FROM connectors WHERE id = $1 FOR UPDATE`,
+        const current = await client.query<Row & { operations_text: string; integrity_tag: string | null; credential_sealed: Buffer | null }>(
+          `SELECT ${COLUMNS}, operations::text AS operations_text, integrity_tag, credential_sealed FROM connectors WHERE id = $1 FOR UPDATE`,
           [id],
         );
         const before = current.rows[0];
@@ -195,7 +212,23 @@ export class ConnectorsService {
         const sealed = patch.credential ? sealCredential(this.master, id, baseUrl, patch.credential) : undefined;
         const removed = patch.credential === null && before.credential_type !== null;
         const altered = patch.operations ? alteredOperations(before.operations as ConnectorOperationDefinition[], patch.operations) : [];
-        if (changed.length === 0 && !sealed && !removed) return { connector: toConnectorDto(before), changed, previous, sealed, removed, jtis: [] as string[] };
+        if (changed.length === 0 && !sealed && !removed) {
+          return { connector: toConnectorDto(before), changed, previous, sealed, removed, jtis: [] as string[], connections: undefined };
+        }
+        // Users' connected accounts were granted for the connector's destinations: a change of one
+        // (a new base_url, token or revocation endpoint, another credential type, none) removes them,
+        // revoked at the upstream with the credential they were granted under, as a deletion does.
+        // Otherwise whoever makes the change, with an app credential of their own, would have the
+        // gateway send users' access tokens, or a disconnect their refresh tokens, to the new host.
+        let connections: Awaited<ReturnType<ConnectedAccounts['removeForConnector']>> | undefined;
+        if (changed.includes('base_url') || patch.credential !== undefined) {
+          const kept =
+            before.credential_type === null || before.credential_sealed === null ? null : this.openedCredential(id, before.base_url, before.credential_sealed);
+          const next = removed ? null : (patch.credential ?? (kept === 'unopened' ? null : kept));
+          if (kept === 'unopened' || accountDestinations(before.base_url, kept) !== accountDestinations(baseUrl, next)) {
+            connections = await this.accounts.removeForConnector(client, id, adminActor(principal), DESTINATION_CHANGED);
+          }
+        }
         const jtis = await this.revoker.revokeForOperations(client, id, altered, 'connector operation changed');
         const operations = patch.operations ?? before.operations;
         const credentialType = removed ? null : (sealed?.type ?? before.credential_type);
@@ -224,9 +257,9 @@ export class ConnectorsService {
             tag,
           ],
         );
-        return { connector: toConnectorDto(rows[0]), changed, previous, sealed, removed, jtis };
+        return { connector: toConnectorDto(rows[0]), changed, previous, sealed, removed, jtis, connections };
       },
-      ({ connector, changed, previous, sealed, removed, jtis }) => {
+      ({ connector, changed, previous, sealed, removed, jtis, connections }) => {
         const actor = adminActor(principal);
         const events: AuditEventInput[] = [];
         if (changed.length > 0) {
@@ -255,10 +288,21 @@ export class ConnectorsService {
           events.push({ type: 'admin.connector.credential_removed', outcome: 'success', actor, connectorId: id, data: { previous_fingerprint: previous } });
         }
         events.push(...tokensRevokedEvents(principal, jtis, 'connector operation changed', { connectorId: id }));
+        events.push(...(connections?.events ?? []));
         return events;
       },
     );
+    await result.connections?.revokeUpstream();
     return result.connector;
+  }
+
+  /** The connector's stored credential, opened for its stored `base_url` (never sent anywhere from here). */
+  private openedCredential(id: string, baseUrl: string, sealed: Buffer): UpstreamCredential | 'unopened' {
+    try {
+      return unsealCredential(this.master, id, baseUrl, sealed);
+    } catch {
+      return 'unopened';
+    }
   }
 
   /**
