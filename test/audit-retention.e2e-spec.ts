@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { ARCHIVE_FILES, parseCheckpointLines, PruneMarkerBody, pruneMarkerSigningInput, publicKeyFileFor, SignedPruneMarker } from '@writ/audit';
+import { ARCHIVE_FILES, chainHash, parseCheckpointLines, PruneMarkerBody, pruneMarkerSigningInput, publicKeyFileFor, SignedPruneMarker } from '@writ/audit';
 import { loadConfig } from '@writ/config';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { auditArchive } from '../scripts/audit-archive-command';
@@ -181,6 +181,37 @@ describe('audit retention: archive and prune under a signed marker', () => {
     // The marker itself deleted: the chain would have to start at seq 1 again.
     await asSuperuser('DELETE FROM audit_prunes', []);
     expect(await verifyCli()).toMatchObject({ code: 1, result: { valid: false, first_invalid_seq: 1 } });
+  });
+
+  it('after a legitimate prune, reports an event inserted below the marker, even by the services’ login with a hash that recomputes', async () => {
+    const first = await checkpointAfter(10);
+    await append(3);
+    expect(await archive(['--before', String(first + 1), '--out', out])).toMatchObject({ code: 0, result: { pruned: true, up_to_seq: first } });
+    expect(await verifyApi()).toMatchObject({ valid: true, pruned_up_to_seq: first });
+    // A pruned event put back (or one made up) where only the archive may hold events: lists and
+    // exports would show it, and a walk that starts after the marker would never read it.
+    const body = {
+      seq: first - 1,
+      id: '01890000-0000-7000-8000-000000000001',
+      occurred_at: '2026-01-01T00:00:00.000Z',
+      type: 'admin.agent.created',
+      outcome: 'success' as const,
+      actor_type: 'admin' as const,
+      actor_id: 'someone-else',
+      agent_id: 'agent-x',
+      task_id: null,
+      connector_id: null,
+      data: { name: 'planted' },
+    };
+    const prevHash = '0'.repeat(64);
+    await services.runtime.pool.query(
+      `INSERT INTO audit_events (seq, id, occurred_at, type, outcome, actor_type, actor_id, agent_id, task_id, connector_id, data, prev_hash, hash)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+      [...Object.values(body), prevHash, chainHash(prevHash, body)],
+    );
+    const reason = `event ${first - 1} lies before the start of the chain (after the signed prune marker at seq ${first}): not written by Writ`;
+    expect(await verifyCli()).toMatchObject({ code: 1, result: { valid: false, first_invalid_seq: first - 1, reason } });
+    expect(await verifyApi(false)).toMatchObject({ valid: false, first_invalid_seq: first - 1, reason });
   });
 
   it('refuses a plain DELETE by the owner without a marker, and a marker of another transaction', async () => {

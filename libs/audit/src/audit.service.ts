@@ -774,6 +774,23 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     const start = pruned.start;
     const prunedSummary = start ? { pruned_up_to_seq: start.seq } : {};
     if (resume && start && resume.seq <= start.seq) resume = undefined;
+    // Nothing before the start: no writer appends there and a prune deletes every row up to its
+    // marker. A row there (seq 0 or below, or below the marker) was inserted behind Writ's back,
+    // with a hash that may recompute: the walk would never read it, yet lists, exports and a
+    // task's evidence show it.
+    const outside = await client.query<{ seq: string }>('SELECT seq FROM audit_events WHERE seq < $1 ORDER BY seq LIMIT 1', [start ? start.seq + 1 : 1]);
+    if (outside.rows[0]) {
+      const seq = Number(outside.rows[0].seq);
+      const from = start ? `after the signed prune marker at seq ${start.seq}` : 'at seq 1';
+      return {
+        valid: false,
+        events: 0,
+        ...summary(0),
+        ...prunedSummary,
+        first_invalid_seq: seq,
+        reason: `event ${seq} lies before the start of the chain (${from}): not written by Writ`,
+      };
+    }
 
     let expectedSeq = start ? start.seq + 1 : 1;
     let prevHash = start ? start.hash : '0'.repeat(64);
