@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { Client } from 'pg';
+import { waitForLockWaiter } from '@writ/testing';
 import { accountSealContext } from '@writ/accounts';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
@@ -113,6 +115,32 @@ describe('admin API: connector changes and users connected accounts', () => {
     expect(call.status).toBe(403);
     expect(call.body.error_description).toMatch(/has not connected an account/);
     expect((await admin('GET', '/v1/connections?connector_id=codehost-moved')).body.items).toEqual([]);
+  });
+
+  it('revokes a disconnected account with the credential it was granted under, even when a new revocation_url commits with the disconnect', async () => {
+    const user = await connectorWithUser('codehost-race');
+    // Both changes committed in one audit batch (group commit): the disconnect first, the new
+    // revocation_url right after it, before the disconnect revokes at the upstream.
+    const holder = new Client({ connectionString: services.db.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE');
+      const first = admin('PATCH', '/v1/agents/agent-2', { name: 'first in line' });
+      await waitForLockWaiter(services.runtime.pool, 'the first audit batch never waited for the chain head');
+      const disconnected = admin('DELETE', `/v1/connections/${user.connection}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const rotated = admin('PATCH', '/v1/connectors/codehost-race', { credential: credential({ revocation_url: `${attacker.url}/revoke` }) });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await holder.query('COMMIT');
+      expect((await first).status).toBe(200);
+      expect((await rotated).status).toBe(200);
+      expect((await disconnected).status).toBe(200);
+    } finally {
+      await holder.end();
+    }
+    expect(seenByAttacker()).not.toContain(user.refresh);
+    expect(provider.received.some((request) => request.url === '/revoke' && request.body.toString('utf8').includes(user.refresh))).toBe(true);
   });
 
   it('removes connections with the credential, so that a later credential with other destinations never opens them', async () => {

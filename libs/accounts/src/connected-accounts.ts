@@ -660,31 +660,47 @@ export class ConnectedAccounts {
    */
   async disconnect(id: string, actor: ConnectionActor, owner?: VerifiedUser): Promise<ConnectionView & { upstream_revocation: string }> {
     if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ConnectedAccountError('not_found', 'no such connection', 404);
-    const { result } = await this.audit.recordWith(
+    const { result: removed } = await this.audit.recordWith(
       async (tx) => {
         const { rows } = await tx.query<AccountRow>(
           `DELETE FROM connected_accounts WHERE id = $1 AND ($2::text IS NULL OR (user_issuer = $2 AND user_subject = $3)) RETURNING ${ACCOUNT_COLUMNS}`,
           [id, owner?.issuer ?? null, owner?.subject ?? null],
         );
-        return rows[0];
+        const row = rows[0];
+        if (!row) return undefined;
+        // The credential the tokens were granted under, read in the removal's transaction: read
+        // after its commit, it could be one set meanwhile (its change no longer finds this
+        // connection to remove), and the tokens would be revoked at, i.e. sent to, its revocation_url.
+        // One that cannot be used is reported as the revocation's result; a database error fails the removal.
+        const credential = await this.credentialOf(row.connector_id, tx).then(
+          (value) => ({ value }),
+          (error: unknown) => {
+            if (error instanceof ConnectedAccountError || error instanceof UnsealError) return { error };
+            throw error;
+          },
+        );
+        return { row, credential };
       },
-      (row) =>
-        row
+      (outcome) =>
+        outcome
           ? [
               this.event(
                 'connection.disconnected',
                 'success',
                 actor,
-                row.connector_id,
-                { issuer: row.user_issuer, subject: row.user_subject },
-                { connection_id: row.id },
+                outcome.row.connector_id,
+                { issuer: outcome.row.user_issuer, subject: outcome.row.user_subject },
+                { connection_id: outcome.row.id },
               ),
             ]
           : [],
     );
-    if (!result) throw new ConnectedAccountError('not_found', 'no such connection', 404);
-    const [revocation] = await this.revokeUpstream([result], actor, () => this.credentialOf(result.connector_id));
-    return { ...view(result), upstream_revocation: revocation };
+    if (!removed) throw new ConnectedAccountError('not_found', 'no such connection', 404);
+    const { row, credential } = removed;
+    const [revocation] = await this.revokeUpstream([row], actor, () =>
+      'value' in credential ? Promise.resolve(credential.value) : Promise.reject(credential.error),
+    );
+    return { ...view(row), upstream_revocation: revocation };
   }
 
   /**
