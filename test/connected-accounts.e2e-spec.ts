@@ -8,6 +8,7 @@ import { createGatewayApp } from '../apps/connector-gateway/src/connector-gatewa
 import { exchangeFields, tasksToken } from './support/grant-flow';
 import { http, postForm, sendJson, TestClient, tokenRequest } from './support/oauth-client';
 import { eventually } from './support/eventually';
+import { startMockUpstream } from './support/mock-upstreams';
 import { CookieJar, loginAndConsent, startOidcProvider, TestOidcProvider } from './support/oidc-provider';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
@@ -682,6 +683,67 @@ describe('connected accounts', () => {
     expect(rows.map((row) => row.type)).toEqual(['connection.link_issued', 'connection.link_opened', 'connection.connect_failed']);
     expect(rows[2].data).toMatchObject({ reason: 'connector deleted', upstream_revocation: 'revoked', user: { sub: 'carol' } });
     expect((await provider.stats()).revocations).toBe(revocations + 1);
+  });
+
+  it('a connector moved to another base_url while the callback redeems the code: nothing stored, the grant revoked where it was made', async () => {
+    await seedUserConnector('codehost-moving');
+    const attacker = await startMockUpstream(() => true, {});
+    try {
+      const link = await sendJson(
+        'POST',
+        `${first.issuer}/v1/connections/links`,
+        { connector_id: 'codehost-moving', user_token: idTokens.carol },
+        await tasksToken(first, orchestrator),
+      );
+      expect(link.status).toBe(201);
+      const jar = new CookieJar();
+      const callback = await loginAndConsent(link.body.url, 'carol', `${first.issuer}/connect/callback`, jar);
+      const { heldTokenRequests, revocations } = await provider.stats();
+      await provider.holdToken();
+      try {
+        const pending = fetch(callback, { headers: { cookie: jar.header() } });
+        await eventually(
+          () => provider.stats(),
+          (stats) => stats.heldTokenRequests > heldTokenRequests,
+        );
+        // An operator moves the connector to a host of theirs (with an app credential: the same provider's endpoints).
+        const moved = await sendJson(
+          'PATCH',
+          `${first.adminUrl}/v1/connectors/codehost-moving`,
+          {
+            base_url: attacker.url,
+            credential: {
+              type: 'oauth2_authorization_code',
+              authorization_url: `${provider.issuer}/auth`,
+              token_url: `${provider.issuer}/token`,
+              revocation_url: `${provider.issuer}/token/revocation`,
+              client_id: 'writ-upstream',
+              client_secret: 'not-the-real-secret',
+              scopes: ['repo:read'],
+            },
+          },
+          first.adminToken,
+        );
+        expect(moved.status).toBe(200);
+        await provider.releaseToken();
+        const page = await pending;
+        expect(page.status).toBe(400);
+        expect(await page.text()).not.toMatch(/connected to/);
+      } finally {
+        await provider.releaseToken();
+      }
+      // Nothing the new base_url could be sent: no connection stored for the tokens redeemed under the old destination.
+      expect((await pool.query(`SELECT 1 FROM connected_accounts WHERE connector_id = 'codehost-moving'`)).rowCount).toBe(0);
+      const { rows } = await pool.query<{ type: string; data: any }>(
+        `SELECT type, data FROM audit_events WHERE connector_id = 'codehost-moving' AND type = 'connection.connect_failed' ORDER BY seq`,
+      );
+      expect(rows.map((row) => row.data)).toEqual([
+        expect.objectContaining({ reason: 'connector credential changed', upstream_revocation: 'revoked', user: expect.objectContaining({ sub: 'carol' }) }),
+      ]);
+      expect((await provider.stats()).revocations).toBe(revocations + 1);
+    } finally {
+      await attacker.close();
+    }
   });
 
   it('a connector removed between the check and the insert of a connect link: 404, no link', async () => {

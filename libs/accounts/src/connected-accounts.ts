@@ -272,7 +272,7 @@ export class ConnectedAccounts {
       );
       throw new ConnectedAccountError('browser_mismatch', 'this connect attempt was started in another browser: open the connect link again', 400);
     }
-    const credential = await this.credentialOf(link.connector_id);
+    const { credential, sealed: credentialSealed } = await this.sealedCredentialOf(link.connector_id);
     const verifier = this.master.unseal(link.verifier_sealed, `writ/connect-link/v1\n${link.id}`).toString('utf8');
     let tokens: UpstreamTokenSet;
     try {
@@ -302,19 +302,22 @@ export class ConnectedAccounts {
       access_token: tokens.accessToken,
       ...(tokens.refreshToken ? { refresh_token: tokens.refreshToken } : {}),
     });
-    // Stored only while the connector exists (key-share locked, so a removal in flight is waited
-    // for and seen): the connector may have been removed while the code was being redeemed.
+    // Stored only while the connector exists with the credential the code was redeemed with
+    // (key-share locked, so a removal or change in flight is waited for and seen): the connector
+    // may have been removed while the code was being redeemed, or given other destinations (which
+    // removes the connections made under the previous ones: these tokens would be sent there).
     const { result: stored } = await this.audit.recordWith(
       async (tx) =>
         (
           await tx.query(
             `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at)
-             SELECT $1::uuid, id, $3::text, $4::text, 'active', $5::text[], $6::bytea, $7::timestamptz FROM connectors WHERE id = $2 FOR KEY SHARE
+             SELECT $1::uuid, id, $3::text, $4::text, 'active', $5::text[], $6::bytea, $7::timestamptz FROM connectors
+              WHERE id = $2 AND credential_sealed = $8::bytea FOR KEY SHARE
              ON CONFLICT (connector_id, user_issuer, user_subject) DO UPDATE
                SET status = 'active', scopes = EXCLUDED.scopes, tokens_sealed = EXCLUDED.tokens_sealed, access_expires_at = EXCLUDED.access_expires_at,
                    broken_error = NULL, connected_at = now(), refreshed_at = NULL, updated_at = now(),
                    refresh_lease_holder = NULL, refresh_lease_expires_at = NULL`,
-            [randomUUID(), link.connector_id, user.issuer, user.subject, tokens.scopes, sealed, tokens.expiresAt],
+            [randomUUID(), link.connector_id, user.issuer, user.subject, tokens.scopes, sealed, tokens.expiresAt, credentialSealed],
           )
         ).rowCount === 1,
       (inserted) =>
@@ -336,12 +339,20 @@ export class ConnectedAccounts {
       } catch (error) {
         revocation = error instanceof UpstreamOAuthError ? error.message : 'the upstream revocation failed';
       }
+      const exists = ((await this.pool.query('SELECT 1 FROM connectors WHERE id = $1', [link.connector_id])).rowCount ?? 0) > 0;
       await this.audit.record(
         this.event('connection.connect_failed', 'failure', { type: 'anonymous' }, link.connector_id, user, {
-          reason: 'connector deleted',
+          reason: exists ? 'connector credential changed' : 'connector deleted',
           upstream_revocation: revocation,
         }),
       );
+      if (exists) {
+        throw new ConnectedAccountError(
+          'connector_changed',
+          `the credential of connector ${link.connector_id} changed while the account was being connected, and nothing was connected: ask for a new connect link`,
+          400,
+        );
+      }
       throw new ConnectedAccountError('not_found', `no connector ${link.connector_id}`, 404);
     }
     return { connectorId: link.connector_id, user };
@@ -867,6 +878,11 @@ export class ConnectedAccounts {
    * read in `db` (a transaction, to see the row it is about to delete; the pool otherwise).
    */
   async credentialOf(connectorId: string, db: Pool | PoolClient = this.pool): Promise<OAuth2AuthorizationCode> {
+    return (await this.sealedCredentialOf(connectorId, db)).credential;
+  }
+
+  /** {@link credentialOf}, with the sealed value it was opened from (to store only while it is still the connector's). */
+  private async sealedCredentialOf(connectorId: string, db: Pool | PoolClient = this.pool): Promise<{ credential: OAuth2AuthorizationCode; sealed: Buffer }> {
     const { rows } = await db.query<ConnectorCredentialRow>('SELECT id, base_url, credential_type, credential_sealed FROM connectors WHERE id = $1', [
       connectorId,
     ]);
@@ -882,7 +898,7 @@ export class ConnectedAccounts {
     const credential = unsealCredential(this.master, row.id, row.base_url, row.credential_sealed);
     if (credential.type !== 'oauth2_authorization_code')
       throw new ConnectedAccountError('not_authorization_code', `connector ${connectorId} does not use connected accounts`, 400);
-    return credential;
+    return { credential, sealed: row.credential_sealed };
   }
 
   private event(
