@@ -9,6 +9,7 @@ import { startTestServices, TestServices } from './support/test-services';
 
 const BUNDLE = readFileSync(join(__dirname, '..', 'policies', 'dist', 'bundle.tar.gz'));
 const ECHO = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'echo.wasm'));
+const CUBIC = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'cubic.wasm'));
 const OTHER_ENTRYPOINT = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'other-entrypoint.wasm'));
 const payout = (amountMax: number) => [
   { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
@@ -57,15 +58,35 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
       new Promise((resolve) => setTimeout(resolve, 500)).then(() => admin('GET', '/v1/policies')),
     ]);
     expect(listed.status).toBe(200);
-    for (const [refused, field] of [
-      [activated, 'body'],
-      [dryRun, 'candidate_bundle'],
+    for (const [refused, field, asked] of [
+      [activated, 'body', 'a sample token exchange'],
+      [dryRun, 'candidate_bundle', "the dry run's input"],
     ] as const) {
       expect(refused.status).toBe(400);
-      expect(refused.body.fields).toEqual([{ field, message: expect.stringMatching(/did not answer a sample token exchange within \d+ ms/) }]);
+      expect(refused.body.fields).toEqual([{ field, message: expect.stringMatching(new RegExp(`did not answer ${asked} within \\d+ ms`)) }]);
     }
     expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
     expect(second.policy.current().version).toBe(fileVersion);
+  });
+
+  it('refuses, on a worker, a dry run whose candidate does not answer the input an operator gives it, the instance answering meanwhile', async () => {
+    // The candidate answers the probe's sample request at once, and this input in about 13 s of
+    // the event loop (n cubed steps; OPA's WebAssembly cannot be interrupted): run here, every
+    // request of the instance would wait, and a larger array would stop it for good.
+    const operator = (await admin('POST', '/v1/admin-tokens', { name: 'dry-runner', role: 'operator' })).body.token;
+    const started = Date.now();
+    const [dryRun, listed] = await Promise.all([
+      admin('POST', '/v1/policies/evaluate', { input: { spin: Array(560).fill('v') }, candidate_bundle: CUBIC.toString('base64') }, operator),
+      new Promise((resolve) => setTimeout(resolve, 500)).then(() => admin('GET', '/v1/policies')),
+    ]);
+    expect(listed.status).toBe(200);
+    expect(dryRun.status).toBe(400);
+    expect(dryRun.body.fields).toEqual([{ field: 'candidate_bundle', message: expect.stringMatching(/did not answer .* within \d+ ms/) }]);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // The same candidate on a small input answers as usual.
+    const small = await admin('POST', '/v1/policies/evaluate', { input: { spin: ['v'] }, candidate_bundle: CUBIC.toString('base64') }, operator);
+    expect(small.status).toBe(200);
+    expect(small.body.decision).toMatchObject({ allow: false, reasons: ['cubic fixture'] });
   });
 
   it('refuses with 400, never a 500, a bundle whose data is nested too deeply to read', async () => {

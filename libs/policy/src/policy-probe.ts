@@ -33,12 +33,15 @@ const { loadPolicy } = require(workerData.opaWasm);
  * comprehensions grow without bound would stop every instance it reaches, where a worker is
  * simply terminated. OPA's WebAssembly offers no way to interrupt an evaluation, so this is a
  * check at the door; input-dependent blow-ups are the policy author's to test (`opa test`).
+ * `request`: the input to answer instead of the sample (a dry run's, which the caller is about
+ * to evaluate on its event loop), and how to name it in the refusal.
  */
 export async function probePolicy(
   source: Uint8Array,
   data: Record<string, unknown> | null,
   timeoutMs = POLICY_PROBE_TIMEOUT_MS,
   entrypoint = DEFAULT_ENTRYPOINT,
+  request?: { input: unknown; description: string },
 ): Promise<void> {
   // Parsing the bundle runs none of its code; a malformed one is refused by the caller's load.
   let bundle: ReturnType<typeof readPolicyBundle>;
@@ -53,7 +56,7 @@ export async function probePolicy(
       opaWasm: require.resolve('@open-policy-agent/opa-wasm'),
       wasm: bundle.wasm,
       data: data ?? bundle.data,
-      input: samplePolicyInput(),
+      input: request ? request.input : samplePolicyInput(),
       entrypoint,
     },
     resourceLimits: { maxOldGenerationSizeMb: 256 },
@@ -63,6 +66,7 @@ export async function probePolicy(
   // What the policy prints (Rego's print) is not the probe's to show: read and dropped, never left to fill.
   worker.stdout.resume();
   worker.stderr.resume();
+  const what = request?.description ?? 'a sample token exchange';
   let timer: NodeJS.Timeout | undefined;
   try {
     const outcome = await new Promise<'answered' | 'timeout' | 'memory' | 'failed'>((resolve) => {
@@ -74,10 +78,10 @@ export async function probePolicy(
     if (outcome === 'timeout') {
       throw new PolicyLoadError(
         'POLICY_TOO_SLOW',
-        `the policy did not answer a sample token exchange within ${timeoutMs} ms (does it loop, or iterate over more than it should?)`,
+        `the policy did not answer ${what} within ${timeoutMs} ms (does it loop, or iterate over more than it should?)`,
       );
     }
-    if (outcome === 'memory') throw new PolicyLoadError('POLICY_TOO_SLOW', 'the policy exhausted the memory it may use on a sample token exchange');
+    if (outcome === 'memory') throw new PolicyLoadError('POLICY_TOO_SLOW', `the policy exhausted the memory it may use on ${what}`);
   } finally {
     clearTimeout(timer);
     await worker.terminate();

@@ -31,7 +31,6 @@ export class PoliciesService {
    * server's own floor would refuse).
    */
   async evaluate(body: EvaluatePolicyDto): Promise<PolicyEvaluationDto> {
-    const engine = await this.engineFor(body);
     if (body.input !== undefined) {
       const extra = (['task_id', 'authorization_details', 'resource'] as const).filter((member) => body[member] !== undefined);
       if (extra.length > 0) {
@@ -40,6 +39,7 @@ export class PoliciesService {
           'the dry run request is invalid',
         );
       }
+      const engine = await this.engineFor(body, body.input);
       return { policy_version: engine.version, decision: this.decide(engine, body.input as unknown as PolicyInput) };
     }
     const fields: FieldError[] = [];
@@ -65,6 +65,7 @@ export class PoliciesService {
       connectors,
       now: new Date(),
     });
+    const engine = await this.engineFor(body, input);
     return {
       policy_version: engine.version,
       decision: this.decide(engine, input),
@@ -77,13 +78,17 @@ export class PoliciesService {
     };
   }
 
-  /** The active policy, or the candidate bundle and/or data to try instead (nothing is activated). */
-  private async engineFor(body: EvaluatePolicyDto): Promise<PolicyEngine> {
+  /**
+   * The active policy, or the candidate bundle and/or data to try instead (nothing is activated).
+   * A candidate bundle must first answer, on a worker and in time, the very `input` the dry run
+   * then evaluates here on the event loop: an operator gives both, and a module that answers the
+   * sample request but loops on theirs would stop the instance.
+   */
+  private async engineFor(body: EvaluatePolicyDto, input: unknown): Promise<PolicyEngine> {
     try {
       if (body.candidate_bundle !== undefined) {
         const bundle = Buffer.from(body.candidate_bundle, 'base64');
-        // The dry run evaluates the candidate here, on the event loop: first on a worker, in time.
-        await probePolicy(bundle, body.candidate_data ?? null);
+        await probePolicy(bundle, body.candidate_data ?? null, undefined, undefined, { input, description: "the dry run's input" });
         return await loadPolicyEngine(bundle, body.candidate_data ?? null);
       }
       if (body.candidate_data !== undefined) return await this.policy.current().withData(body.candidate_data);
