@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { samplePolicyInput } from '@writ/policy';
 import { spinningPolicyModule, tarGz } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
@@ -87,6 +88,31 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     const small = await admin('POST', '/v1/policies/evaluate', { input: { spin: ['v'] }, candidate_bundle: CUBIC.toString('base64') }, operator);
     expect(small.status).toBe(200);
     expect(small.body.decision).toMatchObject({ allow: false, reasons: ['cubic fixture'] });
+  });
+
+  it('refuses, on a worker, a raw dry-run input the policy in force cannot answer in time, the instance answering meanwhile', async () => {
+    // The shipped policy checks an `in` constraint value by value (quadratic): the token endpoint
+    // bounds such arrays at 100 values, a raw dry-run input did not, and 30 000 of them took
+    // about 14 s of the event loop; under 1 MiB, 60 000 took a minute.
+    const operator = (await admin('POST', '/v1/admin-tokens', { name: 'raw-dry-runner', role: 'operator' })).body.token;
+    const input = samplePolicyInput() as unknown as Record<string, any>;
+    const values = Array.from({ length: 30_000 }, (_, i) => `v${i}`);
+    input.connectors.payments.operations['payouts.create'].constraints.destination.op = 'in';
+    input.request.authorization_details[0].constraints.destination = values;
+    input.task.allowed[0].constraints.destination = [...values].reverse();
+    const started = Date.now();
+    const [dryRun, listed] = await Promise.all([
+      admin('POST', '/v1/policies/evaluate', { input }, operator),
+      new Promise((resolve) => setTimeout(resolve, 500)).then(() => admin('GET', '/v1/policies')),
+    ]);
+    expect(listed.status).toBe(200);
+    expect(dryRun.status).toBe(400);
+    expect(dryRun.body.fields).toEqual([{ field: 'input', message: expect.stringMatching(/did not answer the dry run's input within \d+ ms/) }]);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // A reasonable input still answers.
+    const sample = await admin('POST', '/v1/policies/evaluate', { input: samplePolicyInput() }, operator);
+    expect(sample.status).toBe(200);
+    expect(sample.body.decision.allow).toBe(true);
   });
 
   it('refuses with 400, never a 500, a bundle whose data is nested too deeply to read', async () => {

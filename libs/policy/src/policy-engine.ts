@@ -119,6 +119,11 @@ export class PolicyEngine {
     return structuredClone(this.bundle.data);
   }
 
+  /** The compiled module (to run the same policy elsewhere, e.g. on a worker: see {@link probePolicy}). */
+  get wasm(): Uint8Array {
+    return this.bundle.wasm;
+  }
+
   /** Whether the policy came as a bare `.wasm` or as an `opa build` bundle. */
   get format(): PolicyBundle['format'] {
     return this.bundle.format;

@@ -80,26 +80,35 @@ export class PoliciesService {
 
   /**
    * The active policy, or the candidate bundle and/or data to try instead (nothing is activated).
-   * A candidate bundle must first answer, on a worker and in time, the very `input` the dry run
-   * then evaluates here on the event loop: an operator gives both, and a module that answers the
-   * sample request but loops on theirs would stop the instance.
+   * The policy must first answer, on a worker and in time, the very `input` the dry run then
+   * evaluates here on the event loop (OPA's WebAssembly cannot be interrupted): an operator gives
+   * the input, and maybe the policy, and one that answers the sample request but spins on theirs
+   * (a candidate module, or the policy in force on an input larger than the token endpoint lets
+   * through) would stop the instance.
    */
   private async engineFor(body: EvaluatePolicyDto, input: unknown): Promise<PolicyEngine> {
+    const request = { input, description: "the dry run's input" };
+    const candidate = body.candidate_bundle !== undefined ? 'candidate_bundle' : body.candidate_data !== undefined ? 'candidate_data' : undefined;
     try {
       if (body.candidate_bundle !== undefined) {
         const bundle = Buffer.from(body.candidate_bundle, 'base64');
-        await probePolicy(bundle, body.candidate_data ?? null, undefined, undefined, { input, description: "the dry run's input" });
+        await probePolicy(bundle, body.candidate_data ?? null, undefined, undefined, request);
         return await loadPolicyEngine(bundle, body.candidate_data ?? null);
       }
-      if (body.candidate_data !== undefined) return await this.policy.current().withData(body.candidate_data);
+      const engine = body.candidate_data !== undefined ? await this.policy.current().withData(body.candidate_data) : this.policy.current();
+      await probePolicy(engine.wasm, engine.data, undefined, engine.entrypoint, request);
+      return engine;
     } catch (error) {
       if (error instanceof PolicyLoadError) {
-        const field = body.candidate_bundle !== undefined ? 'candidate_bundle' : 'candidate_data';
-        throw new ValidationFailedError([{ field, message: error.message }], 'the candidate policy does not load');
+        // The policy in force refusing in time: what the operator gave is the input.
+        const field = candidate ?? (body.input !== undefined ? 'input' : 'authorization_details');
+        throw new ValidationFailedError(
+          [{ field, message: error.message }],
+          candidate ? 'the candidate policy does not load' : 'the dry run request is invalid',
+        );
       }
       throw error;
     }
-    return this.policy.current();
   }
 
   /** A policy that traps answers its fail-closed deny, as token exchange does. */
