@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
@@ -448,6 +449,95 @@ describe('parser differentials', () => {
       expect(await lastRefusal()).toMatchObject({ status: 403, rule: 'constraint:repos' });
       expect(upstream.received.length).toBe(before);
       await expectForwarded(() => gateway('POST', '/connectors/probe/v1/tags', token, '{"repos":["allowed"]}'), 200);
+    });
+  });
+
+  describe('headers that say how the checked body is read', () => {
+    /** Over node:http, which sends a Connection header as given (fetch refuses one naming other headers). */
+    function rawHttp(method: string, path: string, headers: Record<string, string>, body = ''): Promise<TestResponse> {
+      const url = new URL(services.gatewayUrl);
+      return new Promise((resolve, reject) => {
+        const req = httpRequest(
+          { host: url.hostname, port: url.port, method, path, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } },
+          (res) => {
+            let text = '';
+            res.on('data', (chunk) => (text += chunk));
+            res.on('end', () => {
+              let parsed: unknown = text;
+              try {
+                parsed = JSON.parse(text);
+              } catch {
+                // not JSON
+              }
+              resolve({ status: res.statusCode ?? 0, headers: new Headers(), body: parsed, text } as TestResponse);
+            });
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    }
+    // Read as a form (Rack and Rails read a POST without a type as one): amount=99999999, destination=acct_evil.
+    const SMUGGLING = '{"destination":"acct_1","amount":100,"currency":"usd","memo":"&amount=99999999&destination=acct_evil&"}';
+
+    it.each(['Content-Type', 'keep-alive, content-type', 'content_type', 'Content-Encoding'])(
+      'refuses a Connection header naming %s (the upstream would get the checked JSON without its type)',
+      async (listed) => {
+        const token = await payout();
+        await expectRefused(
+          () =>
+            rawHttp(
+              'POST',
+              '/connectors/probe/v1/payouts',
+              { authorization: `Bearer ${token}`, 'content-type': 'application/json', connection: listed },
+              SMUGGLING,
+            ),
+          400,
+          'connection_header',
+        );
+        const items = await credential({ actions: ['items.create'], constraints: { project: 'allowed' } });
+        await expectRefused(
+          () =>
+            rawHttp(
+              'POST',
+              '/connectors/probe/v1/items?project=allowed',
+              { authorization: `Bearer ${items}`, 'content-type': 'application/json', connection: listed },
+              '{"title":"&project=evil&"}',
+            ),
+          400,
+          'connection_header',
+        );
+      },
+    );
+
+    it('still drops the other headers a Connection header names, and forwards the body with its type', async () => {
+      const token = await payout();
+      const received = await expectForwarded(
+        () =>
+          rawHttp(
+            'POST',
+            '/connectors/probe/v1/payouts',
+            { authorization: `Bearer ${token}`, 'content-type': 'application/json', connection: 'keep-alive, x-hop', 'x-hop': '1' },
+            PAYOUT,
+          ),
+        201,
+      );
+      expect(received.headers['content-type']).toBe('application/json');
+      expect(received.headers['x-hop']).toBeUndefined();
+    });
+
+    it.each([
+      ['content_type', 'application/x-www-form-urlencoded'],
+      ['Content_Encoding', 'gzip'],
+      ['mcp_session_id', 'another-task-session'],
+    ])('refuses %s beside the dashed header the gateway read (Puma and Unicorn read _ as -)', async (name, value) => {
+      const token = await payout();
+      await expectRefused(
+        () =>
+          rawHttp('POST', '/connectors/probe/v1/payouts', { authorization: `Bearer ${token}`, [name]: value, 'content-type': 'application/json' }, SMUGGLING),
+        400,
+        'header_spelling',
+      );
     });
   });
 

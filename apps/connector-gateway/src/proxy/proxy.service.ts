@@ -33,7 +33,7 @@ import { resourceMetadataUrl } from '../mcp/resource-metadata';
 import { McpSessionRepository } from '../mcp/mcp-session.repository';
 import { TaskToolsRepository } from '../mcp/task-tools.repository';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
-import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, upstreamRequestHeaders } from '../upstream/forward-headers';
+import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, uncheckedHeaderProblem, upstreamRequestHeaders } from '../upstream/forward-headers';
 import { redactionSecrets, SecretRedactor } from '../upstream/secret-redactor';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
 import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
@@ -209,6 +209,8 @@ export class ProxyService {
     for (const name of Object.keys(req.headers)) {
       if (isMethodOverrideHeader(name)) throw new InvalidRequestError(`the ${name} header is not accepted`, { reason: 'method_override' });
     }
+    const headerProblem = uncheckedHeaderProblem(req.headers);
+    if (headerProblem) throw new InvalidRequestError(headerProblem.description, { reason: headerProblem.reason });
     const queryNames = [...new URLSearchParams(target.query).keys()];
     if (queryNames.includes('access_token')) {
       throw new InvalidRequestError('access tokens are accepted in the Authorization header only', { reason: 'token_in_query' });

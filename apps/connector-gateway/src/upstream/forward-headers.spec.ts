@@ -1,4 +1,4 @@
-import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, upstreamRequestHeaders } from './forward-headers';
+import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, uncheckedHeaderProblem, upstreamRequestHeaders } from './forward-headers';
 
 describe('upstreamRequestHeaders', () => {
   it('drops Range and If-Range (any spelling) when a credential is injected, and keeps them otherwise', () => {
@@ -130,5 +130,24 @@ describe('encodedBody', () => {
     expect(encodedBody({ 'content-encoding': 'gzip' })).toBe('gzip');
     expect(encodedBody({ 'content-encoding': 'identity, br' })).toBe('identity, br');
     expect(encodedBody({ 'content-encoding': ['identity', 'zstd'] })).toBe('identity,zstd');
+  });
+});
+
+describe('uncheckedHeaderProblem', () => {
+  it.each(['content-type', 'keep-alive, Content-Type', 'content_type', 'content-encoding', 'Mcp-Session-Id'])(
+    'refuses a Connection header naming %p (the upstream would not get what was checked)',
+    (connection) => {
+      expect(uncheckedHeaderProblem({ connection, 'content-type': 'application/json' })).toMatchObject({ reason: 'connection_header' });
+    },
+  );
+
+  it.each(['content_type', 'content_encoding', 'mcp_session_id'])('refuses %p (Puma and Unicorn read it as its dashed form)', (name) => {
+    expect(uncheckedHeaderProblem({ [name]: 'x', 'content-type': 'application/json' })).toMatchObject({ reason: 'header_spelling' });
+  });
+
+  it('passes ordinary headers, Connection options and other underscored names', () => {
+    expect(uncheckedHeaderProblem({ connection: 'keep-alive, x-hop', 'x-hop': '1', 'content-type': 'application/json', x_trace: '1' })).toBeUndefined();
+    expect(uncheckedHeaderProblem({ connection: 'close' })).toBeUndefined();
+    expect(uncheckedHeaderProblem({})).toBeUndefined();
   });
 });

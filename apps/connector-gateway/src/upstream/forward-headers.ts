@@ -42,6 +42,34 @@ export function isMethodOverrideHeader(name: string): boolean {
   return (METHOD_OVERRIDE_HEADERS as readonly string[]).includes(dashedHeaderName(name.toLowerCase()));
 }
 
+/**
+ * Request headers the gateway reads to check a call and forwards as it read them: how the body
+ * is typed and encoded, and the MCP session it belongs to. The upstream must get exactly these.
+ */
+const CHECKED_REQUEST_HEADERS: ReadonlySet<string> = new Set(['content-type', 'content-encoding', 'mcp-session-id']);
+
+/**
+ * Why the headers of a request cannot reach the upstream as the gateway checked them, if they
+ * cannot: a `Connection` header naming one of {@link CHECKED_REQUEST_HEADERS} (a proxy drops
+ * what `Connection` names, so a JSON body checked as JSON would arrive without its type, and
+ * Rack and Rails read a `POST` without one as a form: `{"memo":"&amount=9"}` is `amount=9` to
+ * them), or one of them spelled with `_` (`Content_Type`: Puma and Unicorn read it as
+ * `CONTENT_TYPE` too, Rack and CGI servers read `mcp_session_id` as `Mcp-Session-Id`).
+ */
+export function uncheckedHeaderProblem(incoming: IncomingHttpHeaders): { description: string; reason: string } | undefined {
+  for (const name of connectionListed(incoming)) {
+    if (CHECKED_REQUEST_HEADERS.has(name)) {
+      return { description: `the Connection header must not name ${name}: the upstream gets it as the gateway checked it`, reason: 'connection_header' };
+    }
+  }
+  for (const name of Object.keys(incoming)) {
+    if (name.includes('_') && CHECKED_REQUEST_HEADERS.has(dashedHeaderName(name))) {
+      return { description: `the ${name} header is not accepted (some upstreams read it as ${dashedHeaderName(name)})`, reason: 'header_spelling' };
+    }
+  }
+  return undefined;
+}
+
 const NONE_LISTED: ReadonlySet<string> = new Set();
 
 function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>): ReadonlySet<string> {
