@@ -539,6 +539,26 @@ describe('parser differentials', () => {
         'header_spelling',
       );
     });
+
+    it.each([
+      ['a list of types whose first is a form (PHP, Rack, Rails)', 'application/x-www-form-urlencoded, application/json', 'project=evil&title=x'],
+      ['a form type and a word', 'application/x-www-form-urlencoded application/json', 'project=evil'],
+      ['a form type whose parameter mentions /json (Laravel isJson)', 'application/x-www-form-urlencoded; x=/json', '{"project":"evil"}'],
+      ['a multipart type whose boundary mentions /json (Laravel isJson)', 'multipart/form-data; boundary="/json"', '{"project":"evil"}'],
+    ])('refuses the query-bound project sent again in %s', async (_name, type, body) => {
+      const token = await credential({ actions: ['items.create'], constraints: { project: 'allowed' } });
+      await expectRefused(
+        () =>
+          http(`${services.gatewayUrl}/connectors/probe/v1/items?project=allowed`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}`, 'content-type': type },
+            body: new TextEncoder().encode(body),
+          }),
+        403,
+        'field_in_two_places',
+        'constraint:project',
+      );
+    });
   });
 
   describe('special address ranges', () => {

@@ -45,3 +45,22 @@ describe('bodyMemberNames', () => {
     expect(names(undefined, '')).toEqual([]);
   });
 });
+
+describe('bodyMemberNames: content types that lenient parsers read otherwise', () => {
+  it('reads the body as each type of a list, or of a type followed by words (PHP, Rack and Rails read the first)', () => {
+    expect(names('application/x-www-form-urlencoded, application/json', 'project=evil&a=1')).toEqual(['project', 'a']);
+    expect(names('application/x-www-form-urlencoded application/json', 'project=evil')).toEqual(['project']);
+    expect(names('application/json, application/x-www-form-urlencoded', '{"a":1}')).toEqual(['a', '{"a":1}']);
+  });
+
+  it('reads the keys of a JSON object whatever the type says (Laravel reads a type mentioning /json as JSON)', () => {
+    expect(names('application/x-www-form-urlencoded; x=/json', '{"project":"evil"}')).toEqual(['{"project":"evil"}', 'project']);
+    expect(names('multipart/form-data; boundary="/json"', '{"project":"evil"}')).toEqual(['project']);
+    expect(names('application/xml; x=+json', '{"project":"evil"}')).toEqual(['project']);
+  });
+
+  it('keeps reading an ordinary form or JSON body by its type alone', () => {
+    expect(names('application/x-www-form-urlencoded; charset=utf-8', 'a=1&b=2')).toEqual(['a', 'b']);
+    expect(names('application/json; charset=utf-8', '{"a":"&b=1"}')).toEqual(['a']);
+  });
+});

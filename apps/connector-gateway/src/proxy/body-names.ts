@@ -13,21 +13,37 @@
  * - XML (a type ending in `/xml` or `+xml`): every element name (Rails' XML params parser);
  * - anything else (`text/plain`, `application/octet-stream`...): the keys of the body if it is
  *   a JSON object (Flask's `get_json(force=True)`, Express's `json({type: '*\/*'})` parse
- *   any type).
+ *   any type), which are names under every type (Laravel reads a body as JSON when its type
+ *   mentions `/json` anywhere);
+ * - a list of types (`a, b`, or words after the type): the names under each of them (PHP, Rack
+ *   and Rails read the first).
  */
 export function bodyMemberNames(contentType: string | undefined, body: Buffer): string[] {
   if (body.length === 0) return [];
-  const type = (contentType ?? '').split(';')[0].trim().toLowerCase();
+  const text = body.toString('utf8');
+  // A list of types (`a, b`) or a type and words (`a b`) is read by its first type by PHP, Rack
+  // and Rails, by another by stricter parsers: read the body as each. Laravel's `isJson()` reads
+  // any body whose type mentions `/json` or `+json` (`...form-urlencoded; x=/json` too) as JSON:
+  // the keys of a JSON object are names whatever the type says.
+  const types = (contentType ?? '').split(/[,\s]+/).map((part) => part.split(';')[0].trim().toLowerCase());
+  const names = new Set<string>();
+  for (const type of types.some((type) => type.includes('/')) ? types.filter((type) => type.includes('/')) : ['']) {
+    for (const name of namesAs(type, text, body)) names.add(name);
+  }
+  for (const name of jsonObjectKeys(text)) names.add(name);
+  return [...names];
+}
+
+/** The body's member names read as `type` (a media type without parameters, lower case; `''` for none). */
+function namesAs(type: string, text: string, body: Buffer): string[] {
   if (type.includes('json')) {
-    const text = body.toString('utf8');
     try {
-      const value: unknown = JSON.parse(text);
-      return objectKeys(value);
+      return objectKeys(JSON.parse(text));
     } catch {
       return everyString(text);
     }
   }
-  if (type === 'application/x-www-form-urlencoded') return [...new URLSearchParams(body.toString('utf8')).keys()];
+  if (type === 'application/x-www-form-urlencoded') return [...new URLSearchParams(text).keys()];
   if (type.startsWith('multipart/')) {
     const names: string[] = [];
     for (const match of body.toString('latin1').matchAll(/\bname(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/gi)) {
@@ -35,10 +51,9 @@ export function bodyMemberNames(contentType: string | undefined, body: Buffer): 
     }
     return names;
   }
-  const text = body.toString('utf8');
-  if (type === '') return [...new URLSearchParams(text).keys(), ...jsonObjectKeys(text)];
+  if (type === '') return [...new URLSearchParams(text).keys()];
   if (type.endsWith('/xml') || type.endsWith('+xml')) return [...text.matchAll(/<\s*([^\s/>!?]+)/g)].map((match) => match[1]);
-  return jsonObjectKeys(text);
+  return [];
 }
 
 /**
