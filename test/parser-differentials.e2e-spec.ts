@@ -561,6 +561,25 @@ describe('parser differentials', () => {
     });
   });
 
+  describe('parameter names as PHP registers them', () => {
+    it('refuses a repetition of the constrained query parameter behind a NUL (PHP reads repo%00x as repo)', async () => {
+      const token = await lister();
+      await expectRefused(() => gateway('GET', '/connectors/probe/v1/items?repo=allowed&repo%00=evil', token), 403, 'ambiguous_parameter', 'constraint:repo');
+      await expectRefused(() => gateway('GET', '/connectors/probe/v1/items?repo=allowed&repo%00x=evil', token), 403, 'ambiguous_parameter', 'constraint:repo');
+    });
+
+    it('refuses a path-bound payout_id sent again as payout[id (PHP reads an unclosed [ as _)', async () => {
+      const token = await credential({ actions: ['payouts.get'], constraints: { payout: 'po_1' } });
+      await expectRefused(() => gateway('GET', '/connectors/probe/v1/payouts/po_1?payout%5Bid=po_2', token), 403, 'field_in_two_places', 'constraint:payout');
+      await expectForwarded(() => gateway('GET', '/connectors/probe/v1/payouts/po_1?payout=x', token), 200);
+    });
+
+    it('refuses _method behind a NUL in the query', async () => {
+      const token = await payout();
+      await expectRefused(() => gateway('POST', '/connectors/probe/v1/payouts?_method%00=DELETE', token, PAYOUT), 400, 'method_override');
+    });
+  });
+
   describe('special address ranges', () => {
     it.each(['http://192.0.0.192/', 'http://192.0.0.8/', 'http://168.63.129.16/', 'http://[::ffff:0:a9fe:a9fe]/', 'http://[::ffff:0:7f00:1]/'])(
       'refuses a base_url at %s',

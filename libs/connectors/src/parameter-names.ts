@@ -22,3 +22,34 @@ export function normalParameterName(name: string): string {
   const base = bracket >= 0 ? trimmed.slice(0, bracket) : trimmed;
   return foldCase(base.replace(/[. ]/g, '_'));
 }
+
+/**
+ * The names PHP may register `name` as (`php_register_variable_ex`): up to its first NUL, leading
+ * spaces trimmed, `.` and spaces as `_`; from the first `[`, a `[...]` suffix removed, or, with no
+ * `]` after it, that `[` as `_` (PHP 8 also turns every later `.`, space or `[` into `_`, PHP 7
+ * does not); case folded.
+ */
+function phpParameterNames(name: string): string[] {
+  const nul = name.indexOf('\u0000');
+  const trimmed = (nul >= 0 ? name.slice(0, nul) : name).replace(/^[ ]+/, '');
+  const bracket = trimmed.indexOf('[');
+  if (bracket < 0) return [foldCase(trimmed.replace(/[. ]/g, '_'))];
+  const head = trimmed.slice(0, bracket).replace(/[. ]/g, '_');
+  if (trimmed.indexOf(']', bracket) >= 0) return [foldCase(head)];
+  const rest = trimmed.slice(bracket + 1);
+  return [foldCase(`${head}_${rest.replace(/[. []/g, '_')}`), foldCase(`${head}_${rest}`)];
+}
+
+/**
+ * Every name an upstream framework may read `name` as: {@link normalParameterName}'s, and PHP's
+ * where they differ (after a NUL, an unclosed `[`).
+ */
+export function parameterNameForms(name: string): string[] {
+  return [...new Set([normalParameterName(name), ...phpParameterNames(name)])];
+}
+
+/** True when some framework may read `a` and `b` as one parameter (their {@link parameterNameForms} meet). */
+export function sameParameterName(a: string, b: string): boolean {
+  const forms = parameterNameForms(b);
+  return parameterNameForms(a).some((form) => forms.includes(form));
+}

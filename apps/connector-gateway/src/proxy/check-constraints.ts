@@ -1,7 +1,7 @@
 import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
 import { matchConstraint, quoteToken } from '@writ/oauth';
 import { inexactNumberProblem, looksNumeric, rawArrayElements, rawValueAt } from './exact-number';
-import { foldCase, normalParameterName } from '@writ/connectors';
+import { foldCase, sameParameterName } from '@writ/connectors';
 
 /** The parts of a request that constraints read, as it will be forwarded. */
 export interface ConstrainedRequest {
@@ -72,15 +72,14 @@ function dottedAlias(body: unknown, field: string): string | undefined {
 
 /**
  * The one value of query parameter `field`. Repeated, or present also under a name a lenient
- * framework reads as the same (`FIELD`, ` field`, `field[]`, see {@link normalParameterName}):
+ * framework reads as the same (`FIELD`, ` field`, `field[]`, PHP's `field%00x`, see {@link sameParameterName}):
  * ambiguous, as the upstream may read another value than the one checked.
  */
 function queryField(query: string, field: string): string | typeof MISSING | typeof AMBIGUOUS {
-  const normal = normalParameterName(field);
   const values: string[] = [];
   for (const [name, value] of new URLSearchParams(query)) {
     if (name === field) values.push(value);
-    else if (normalParameterName(name) === normal) return AMBIGUOUS;
+    else if (sameParameterName(name, field)) return AMBIGUOUS;
   }
   if (values.length === 0) return MISSING;
   if (values.length > 1) return AMBIGUOUS;
@@ -91,7 +90,7 @@ type Binding = NonNullable<ConnectorOperation['constraints']>[string];
 
 /**
  * Where else than its binding a constrained name is sent, if anywhere (names compared as
- * {@link normalParameterName} reads them): a body field's top-level name, a query parameter's
+ * {@link sameParameterName} reads them): a body field's top-level name, a query parameter's
  * name or a path parameter's name found in another of the path, the query and the top-level
  * body members. Rails, Laravel, Flask and Rack merge the query and the body into one set of
  * parameters, one overriding the other; Rails, Sinatra and Spring's data binding merge the
@@ -99,8 +98,8 @@ type Binding = NonNullable<ConnectorOperation['constraints']>[string];
  * could act on the value the gateway did not check.
  */
 function otherLocation(binding: Binding, request: ConstrainedRequest): 'path' | 'query' | 'body' | undefined {
-  const name = normalParameterName(binding.in === 'body' ? binding.field.split('.')[0] : binding.field);
-  const same = (key: string) => normalParameterName(key) === name;
+  const name = binding.in === 'body' ? binding.field.split('.')[0] : binding.field;
+  const same = (key: string) => sameParameterName(key, name);
   // A path-bound name also under another parameter of the template read as the same (`{Repo}` and `{repo}`).
   if (Object.keys(request.pathParams).some((key) => (binding.in !== 'path' || key !== binding.field) && same(key))) return 'path';
   if (binding.in !== 'query') {

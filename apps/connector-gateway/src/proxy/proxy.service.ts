@@ -23,7 +23,7 @@ import { checkDpopProof, PgJtiStore } from '@writ/credentials';
 import type { BudgetReservation } from '@writ/grants';
 import { SpanKind } from '@opentelemetry/api';
 import { FailureThrottle, FailureVerdict, inSpan, LOGGER, sourceAddress, withTraceContext } from '@writ/platform';
-import { normalParameterName, UpstreamNetworks } from '@writ/connectors';
+import { parameterNameForms, UpstreamNetworks } from '@writ/connectors';
 import { CatalogueCache } from '../catalogue/catalogue-cache';
 import { classifyMcpRequest, McpCall, parseToolCatalogue } from '../mcp/mcp-request';
 import { JsonRpcId, mcpRefusal, requestIdOf } from '../mcp/mcp-refusal';
@@ -45,7 +45,7 @@ import { parseRequestTarget, RequestTarget } from './request-target';
 import { parseStrictJson, StrictJsonError } from './strict-json';
 import { bodyMemberNames, objectKeys } from './body-names';
 
-/** The parameter Rails, Laravel and Symfony read as the method to route (a form's `_method=DELETE`), as {@link normalParameterName} gives it. */
+/** The parameter Rails, Laravel and Symfony read as the method to route (a form's `_method=DELETE`), as {@link parameterNameForms} give it. */
 const METHOD_PARAMETER = '_method';
 
 const JSON_TYPE = /^application\/(?:[a-z0-9.+-]+\+)?json\s*(?:;\s*charset\s*=\s*"?utf-8"?\s*)?$/i;
@@ -216,7 +216,7 @@ export class ProxyService {
       throw new InvalidRequestError('access tokens are accepted in the Authorization header only', { reason: 'token_in_query' });
     }
     // Rails, Laravel and Symfony route `?_method=DELETE` (any case, `_method[]`) as a DELETE.
-    if (queryNames.some((name) => normalParameterName(name) === METHOD_PARAMETER)) {
+    if (queryNames.some((name) => parameterNameForms(name).includes(METHOD_PARAMETER))) {
       throw new InvalidRequestError('the _method query parameter is not accepted', { reason: 'method_override' });
     }
     call.remembered = false;
@@ -248,7 +248,7 @@ export class ProxyService {
     }
     const parsed = needsBody(operation, detail.constraints) ? parseJsonBody(req, body) : undefined;
     const bodyNames = parsed ? objectKeys(parsed.value) : bodyMemberNames(req.headers['content-type'], body);
-    if (bodyNames.some((name) => normalParameterName(name) === METHOD_PARAMETER)) {
+    if (bodyNames.some((name) => parameterNameForms(name).includes(METHOD_PARAMETER))) {
       throw new InvalidRequestError('the _method body member is not accepted', { reason: 'method_override' });
     }
     const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed?.value, bodyText: parsed?.text, bodyNames });
