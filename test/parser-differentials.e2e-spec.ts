@@ -428,6 +428,23 @@ describe('parser differentials', () => {
       const received = await expectForwarded(() => gateway('GET', '/connectors/probe/v1/items?repo=allowed&page=2&sort=name&repos=x&q=a%20b', token), 200);
       expect(received.url).toBe('/v1/items?repo=allowed&page=2&sort=name&repos=x&q=a%20b');
     });
+
+    it('refuses a checked parameter behind 1000 others (Express, PHP and Tomcat drop those past their limit), and passes it as the 1000th', async () => {
+      const token = await lister();
+      await expectRefused(
+        () => gateway('GET', `/connectors/probe/v1/items?${'x&'.repeat(1000)}repo=allowed`, token),
+        403,
+        'too_many_parameters',
+        'constraint:repo',
+      );
+      await expectRefused(
+        () => gateway('GET', `/connectors/probe/v1/items?${'&'.repeat(1000)}repo=allowed`, token),
+        403,
+        'too_many_parameters',
+        'constraint:repo',
+      );
+      await expectForwarded(() => gateway('GET', `/connectors/probe/v1/items?${'x&'.repeat(999)}repo=allowed`, token), 200);
+    });
   });
 
   describe('path parameters on dot segments (Tomcat, Jetty)', () => {

@@ -1,5 +1,5 @@
 import type { ConnectorOperation } from '@writ/database';
-import { checkConstraints, hasConstraints, needsBody } from './check-constraints';
+import { checkConstraints, hasConstraints, MAX_QUERY_PARAMETERS, needsBody } from './check-constraints';
 
 const payout: ConnectorOperation = {
   name: 'payouts.create',
@@ -86,6 +86,21 @@ describe('checkConstraints', () => {
     const run = (query: string) => checkConstraints(issues, grantIssues, { pathParams: { owner: 'acme', repo: 'writ' }, query, body: undefined });
     expect(run('per_page=1&Per_Page=2&state=open').failure?.reason).toBe('ambiguous_parameter');
     expect(run('per_page=10&state=open&page=2&sort=created&per_pages=9&q=a%20b').failure).toBeUndefined();
+  });
+
+  it('refuses a query of more than MAX_QUERY_PARAMETERS parts when a query parameter is checked (upstreams drop those past their limit)', () => {
+    const grantIssues = { repo: 'writ', per_page: 50, state: ['open', 'closed'] };
+    const run = (query: string) => checkConstraints(issues, grantIssues, { pathParams: { owner: 'acme', repo: 'writ' }, query, body: undefined });
+    const filler = (parts: number) => 'x&'.repeat(parts);
+    expect(run(`${filler(MAX_QUERY_PARAMETERS - 1)}per_page=1&state=open`).failure).toMatchObject({
+      rule: 'constraint:per_page',
+      reason: 'too_many_parameters',
+    });
+    expect(run(`${filler(MAX_QUERY_PARAMETERS - 2)}per_page=1&state=open`).failure).toBeUndefined();
+    // Without a checked query parameter, the query is not counted.
+    expect(
+      checkConstraints(issues, { repo: 'writ' }, { pathParams: { owner: 'acme', repo: 'writ' }, query: filler(5000), body: undefined }).failure,
+    ).toBeUndefined();
   });
 
   describe('a dotted body field also sent under its dotted name (Laravel Arr::get, lodash _.get read the literal key first)', () => {

@@ -86,6 +86,14 @@ function queryField(query: string, field: string): string | typeof MISSING | typ
   return values[0];
 }
 
+/**
+ * The most `&`-separated parts a query with a checked parameter may have. Express (`qs` and
+ * `node:querystring`), PHP (`max_input_vars`) and Tomcat (`maxParameterCount`) read at most
+ * 1000 parameters by default and silently drop the rest: a checked `repo=allowed` sent after
+ * 1000 others would not reach them, and a route may read a missing filter as "all".
+ */
+export const MAX_QUERY_PARAMETERS = 1000;
+
 type Binding = NonNullable<ConnectorOperation['constraints']>[string];
 
 /**
@@ -186,6 +194,17 @@ export function checkConstraints(operation: ConnectorOperation, granted: Record<
       text = Object.hasOwn(request.pathParams, binding.field) ? request.pathParams[binding.field] : undefined;
       actual = text === undefined ? MISSING : typedText(bounded, grantedValue, text);
     } else if (binding.in === 'query') {
+      // Counted as split on `&`, empty parts included, as qs counts them towards its limit.
+      if (request.query.split('&').length > MAX_QUERY_PARAMETERS) {
+        return {
+          checked,
+          failure: {
+            rule: `constraint:${name}`,
+            description: `the query has more than ${MAX_QUERY_PARAMETERS} parameters (some upstreams drop those past their limit, query parameter ${binding.field} among them)`,
+            reason: 'too_many_parameters',
+          },
+        };
+      }
       const raw = queryField(request.query, binding.field);
       if (raw === AMBIGUOUS) {
         return {
