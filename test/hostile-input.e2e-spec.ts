@@ -183,6 +183,65 @@ describe('hostile input', () => {
     });
   });
 
+  describe('request framing the gateway and an upstream could read apart (smuggling)', () => {
+    /** Writes `raw` (a whole request, framing included) on one connection and reads every response on it. */
+    const framed = (raw: string): Promise<string> => {
+      const { hostname, port } = new URL(services.gatewayUrl);
+      return new Promise((resolve, reject) => {
+        const socket = net.connect(Number(port), hostname, () => socket.write(raw));
+        let data = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (chunk: string) => (data += chunk));
+        socket.on('end', () => resolve(data));
+        socket.on('close', () => resolve(data));
+        socket.on('error', reject);
+        setTimeout(() => socket.destroy(), 3000);
+      });
+    };
+    const head = (token: string, lines: string[]) =>
+      [
+        'POST /connectors/payments/v1/payouts HTTP/1.1',
+        `Host: ${new URL(services.gatewayUrl).host}`,
+        `Authorization: Bearer ${token}`,
+        'Content-Type: application/json',
+        ...lines,
+      ].join('\r\n') + '\r\n\r\n';
+    // A second request hidden in the first one's body: it must never reach the upstream unchecked.
+    const hidden = 'GET /v1/balance HTTP/1.1\r\nHost: x\r\n\r\n';
+    const chunked = (body: string) => `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n0\r\n\r\n`;
+
+    it.each([
+      ['Content-Length and Transfer-Encoding', ['Content-Length: 4', 'Transfer-Encoding: chunked'], chunked(PAYOUT) + hidden],
+      ['two different Content-Lengths', [`Content-Length: ${PAYOUT.length}`, `Content-Length: ${PAYOUT.length + hidden.length}`], PAYOUT + hidden],
+      ['a Content-Length list', [`Content-Length: ${PAYOUT.length}, ${PAYOUT.length}`], PAYOUT],
+      ['Transfer-Encoding chunked then identity', ['Transfer-Encoding: chunked, identity'], chunked(PAYOUT) + hidden],
+      ['an obs-folded Transfer-Encoding', ['Transfer-Encoding:', ' chunked'], chunked(PAYOUT) + hidden],
+      ['a Transfer-Encoding with a space before the colon', ['Transfer-Encoding : chunked'], chunked(PAYOUT) + hidden],
+      ['a chunk size with a bare LF', ['Transfer-Encoding: chunked'], `${PAYOUT.length.toString(16)}\n${PAYOUT}\r\n0\r\n\r\n${hidden}`],
+    ])('refuses %s with 400, forwarding nothing', async (_name, lines, body) => {
+      const token = await credential();
+      const forwarded = upstream.received.length;
+      const response = await framed(head(token, lines) + body);
+      expect(response).toMatch(/^HTTP\/1\.1 400 /);
+      expect(response.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+      expect(upstream.received.length).toBe(forwarded);
+    });
+
+    it('forwards a chunked body with chunk extensions once, as its decoded bytes with their length', async () => {
+      const token = await credential();
+      const forwarded = upstream.received.length;
+      const [first, second] = [PAYOUT.slice(0, 10), PAYOUT.slice(10)];
+      const body = `${first.length.toString(16)};ext="a"\r\n${first}\r\n${second.length.toString(16)};x\r\n${second}\r\n0\r\n\r\n`;
+      const response = await framed(head(token, ['Transfer-Encoding: chunked', 'Connection: close']) + body);
+      expect(response).toMatch(/^HTTP\/1\.1 201 /);
+      expect(upstream.received.length).toBe(forwarded + 1);
+      const received = upstream.received[upstream.received.length - 1];
+      expect(received.body.toString('utf8')).toBe(PAYOUT);
+      expect(received.headers['content-length']).toBe(String(PAYOUT.length));
+      expect(received.headers['transfer-encoding']).toBeUndefined();
+    });
+  });
+
   describe('a number is kept as it was sent, or refused', () => {
     // Each fails without the fix: the number was rounded to a double, then checked, stored and audited.
     it('refuses a task constraint past 2^53, naming the member, and stores nothing', async () => {
