@@ -297,11 +297,11 @@ describe('parser differentials', () => {
 
   describe('body members read by lenient parsers where no body constraint applies', () => {
     const items = () => credential({ actions: ['items.create'], constraints: { project: 'allowed' } });
-    const raw = (token: string, body: string, headers: Record<string, string> = {}) =>
+    const raw = (token: string, body: string, headers: Record<string, string> = {}, bytes?: Buffer) =>
       http(`${services.gatewayUrl}/connectors/probe/v1/items?project=allowed`, {
         method: 'POST',
         headers: { authorization: `Bearer ${token}`, ...headers },
-        body: new TextEncoder().encode(body),
+        body: bytes ? new Uint8Array(bytes) : new TextEncoder().encode(body),
       });
 
     it.each([
@@ -338,6 +338,25 @@ describe('parser differentials', () => {
       const refund = await credential({ actions: ['payouts.refund'] });
       const received = await expectForwarded(() => send(refund, '/connectors/probe/v1/payouts/po_1/refund'), 404);
       expect(received.headers['content-encoding']).toBe('gzip');
+    });
+
+    it.each([
+      [
+        'a form in UTF-16 (ASP.NET Core reads a form in its charset, and binds form values before the query)',
+        'application/x-www-form-urlencoded; charset=utf-16',
+        'utf16le',
+      ],
+      ['a form in UTF-16BE named by a second charset', 'application/x-www-form-urlencoded; charset=utf-8; charset=utf-16be', 'utf16be'],
+    ] as const)('refuses the query-bound project sent again in %s: its names cannot be read', async (_name, type, encoding) => {
+      const text = 'project=evil&title=x';
+      const bytes = encoding === 'utf16le' ? Buffer.from(text, 'utf16le') : Buffer.from(text, 'utf16le').swap16();
+      await expectRefused(async () => raw(await items(), '', { 'content-type': type }, bytes), 415, 'body_charset');
+    });
+
+    it('passes a form in UTF-8 or US-ASCII by its charset', async () => {
+      for (const type of ['application/x-www-form-urlencoded; charset=UTF-8', 'application/x-www-form-urlencoded; charset="us-ascii"']) {
+        await expectForwarded(async () => raw(await items(), 'title=x', { 'content-type': type }), 201);
+      }
     });
 
     it('refuses _method in a form without a content type', async () => {

@@ -13,7 +13,7 @@ export class PayloadTooLargeError extends OAuthError {
 export class UnsupportedMediaTypeError extends OAuthError {
   readonly error = 'invalid_request' as const;
   readonly status = 415;
-  constructor(description: string, reason: 'body_content_type' | 'body_content_encoding') {
+  constructor(description: string, reason: 'body_content_type' | 'body_content_encoding' | 'body_charset') {
     super(description, { reason });
   }
 }

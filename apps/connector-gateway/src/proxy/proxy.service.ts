@@ -247,6 +247,11 @@ export class ProxyService {
       );
     }
     const parsed = needsBody(operation, detail.constraints) ? parseJsonBody(req, body) : undefined;
+    // Names are read from the body's bytes as UTF-8; ASP.NET Core reads a form in the charset it
+    // names (and binds form values before the query's), so `project=evil` in UTF-16 would pass unseen.
+    if (!parsed && body.length > 0 && hasConstraints(operation, detail.constraints) && foreignCharset(req.headers['content-type'])) {
+      throw new UnsupportedMediaTypeError('a constraint applies: the body must be in UTF-8 (no charset, charset=utf-8 or us-ascii)', 'body_charset');
+    }
     const bodyNames = parsed ? objectKeys(parsed.value) : bodyMemberNames(req.headers['content-type'], body);
     if (bodyNames.some((name) => parameterNameForms(name).includes(METHOD_PARAMETER))) {
       throw new InvalidRequestError('the _method body member is not accepted', { reason: 'method_override' });
@@ -783,6 +788,14 @@ function prematureClose(): Error {
 function contentEncoded(req: Request): boolean {
   const encoding = req.headers['content-encoding'];
   return encoding !== undefined && encoding.trim().toLowerCase() !== 'identity';
+}
+
+/** Whether a content type names a charset other than UTF-8 (or its subset US-ASCII), in any of its `charset` parameters. */
+function foreignCharset(contentType: string | undefined): boolean {
+  for (const match of (contentType ?? '').matchAll(/(?:^|[;,\s])charset\s*=\s*"?([^";,\s]*)/gi)) {
+    if (!/^(?:utf-?8|us-ascii)$/i.test(match[1])) return true;
+  }
+  return false;
 }
 
 /** The body as JSON (its value and its text, to read numbers as written), or `undefined` when there is none. */
