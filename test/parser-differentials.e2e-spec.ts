@@ -309,6 +309,8 @@ describe('parser differentials', () => {
       ['JSON without a content type', '{"project":"evil"}', undefined],
       ['JSON as text/plain (Flask get_json(force=True), Express json({type: "*/*"}))', '{"Project":"evil"}', 'text/plain'],
       ['an XML element (Rails XML params)', '<item><project>evil</project></item>', 'application/xml'],
+      ['a form name with a %u escape (classic ASP.NET decodes %uXXXX)', '%u0070roject=evil&title=x', 'application/x-www-form-urlencoded'],
+      ['a form name with a %u escape, without a content type', '%u0050ROJECT=evil', undefined],
     ])('refuses the query-bound project sent again as %s', async (_name, body, type) => {
       await expectRefused(async () => raw(await items(), body, type ? { 'content-type': type } : {}), 403, 'field_in_two_places', 'constraint:project');
     });

@@ -64,3 +64,17 @@ describe('bodyMemberNames: content types that lenient parsers read otherwise', (
     expect(names('application/json; charset=utf-8', '{"a":"&b=1"}')).toEqual(['a']);
   });
 });
+
+describe('bodyMemberNames: %u escapes in form names (classic ASP.NET)', () => {
+  it('reads a form name with %uXXXX escapes also decoded', () => {
+    expect(names('application/x-www-form-urlencoded', '%u0070roject=evil&a=1')).toEqual(['%u0070roject', 'a', 'project']);
+    expect(names(undefined, 'pro%u006Aect=evil')).toContain('project');
+    expect(names('application/x-www-form-urlencoded', '%u0070ro%6Aect=1')).toContain('project');
+    expect(names('application/x-www-form-urlencoded', 'a=%u0070')).toEqual(['a']);
+  });
+
+  it('reads a %u escape of a lone surrogate without throwing', () => {
+    expect(() => names('application/x-www-form-urlencoded', '%uD800x=1')).not.toThrow();
+    expect(names('application/x-www-form-urlencoded', 'a%u0020b=1')).toContain('a b');
+  });
+});

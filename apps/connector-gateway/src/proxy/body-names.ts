@@ -43,7 +43,7 @@ function namesAs(type: string, text: string, body: Buffer): string[] {
       return everyString(text);
     }
   }
-  if (type === 'application/x-www-form-urlencoded') return [...new URLSearchParams(text).keys()];
+  if (type === 'application/x-www-form-urlencoded') return formNames(text);
   if (type.startsWith('multipart/')) {
     const names: string[] = [];
     for (const match of body.toString('latin1').matchAll(/\bname(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/gi)) {
@@ -51,9 +51,33 @@ function namesAs(type: string, text: string, body: Buffer): string[] {
     }
     return names;
   }
-  if (type === '') return [...new URLSearchParams(text).keys()];
+  if (type === '') return formNames(text);
   if (type.endsWith('/xml') || type.endsWith('+xml')) return [...text.matchAll(/<\s*([^\s/>!?]+)/g)].map((match) => match[1]);
   return [];
+}
+
+/**
+ * A form's parameter names as `URLSearchParams` reads them, and also with `%uXXXX` escapes
+ * decoded where a name has them (classic ASP.NET's `HttpUtility.UrlDecode` does, and its model
+ * binding reads form values before the query's: `%u0070roject` is `project` to it).
+ */
+function formNames(text: string): string[] {
+  const names = [...new URLSearchParams(text).keys()];
+  for (const part of text.split('&')) {
+    const raw = part.split('=')[0];
+    if (!/%u[0-9a-f]{4}/i.test(raw)) continue;
+    const unescaped = raw.replace(/\+/g, ' ').replace(/%u([0-9a-f]{4})/gi, (_match, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    // The rest of the name's escapes decoded as URLSearchParams does; a lone surrogate is left as it is.
+    const reescaped = unescaped.replace(/[^%]+/g, (run) => {
+      try {
+        return encodeURIComponent(run);
+      } catch {
+        return run;
+      }
+    });
+    names.push(...new URLSearchParams(`${reescaped}=`).keys());
+  }
+  return names;
 }
 
 /**
