@@ -60,6 +60,24 @@ describe('connector gateway across instances', () => {
     expect(upstream.received.length).toBe(before + 1);
   });
 
+  it('forwards a one-use credential fired 20 times at once on both instances exactly once, with one allowed audit event', async () => {
+    const task = await createTask(first, world.orchestrator);
+    const secondUrl = `http://127.0.0.1:${secondGateway()}`;
+    const token = await payoutCredential(task.task_token);
+    const jti = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')).jti as string;
+    const before = upstream.received.length;
+    const results = await Promise.all(Array.from({ length: 20 }, (_unused, n) => pay(n % 2 ? secondUrl : first.gatewayUrl, token)));
+    const statuses = results.map((result) => result.status);
+    expect(statuses.filter((status) => status === 201)).toHaveLength(1);
+    expect(statuses.filter((status) => status === 401)).toHaveLength(19);
+    expect(upstream.received.length).toBe(before + 1);
+    const { rows } = await first.runtime.pool.query<{ outcome: string; n: string }>(
+      `SELECT outcome, count(*) AS n FROM audit_events WHERE type = 'gateway.call' AND data->>'jti' = $1 GROUP BY outcome`,
+      [jti],
+    );
+    expect(Object.fromEntries(rows.map((row) => [row.outcome, Number(row.n)]))).toEqual({ success: 1, denied: 19 });
+  });
+
   it('refuses on the other instance a credential whose task was just completed', async () => {
     const task = await createTask(first, world.orchestrator);
     const read = await tokenRequest(
