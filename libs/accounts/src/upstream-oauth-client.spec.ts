@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { createServer, type Server, type ServerResponse } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import type { OAuth2AuthorizationCode } from '@writ/connectors';
 import { Agent } from 'undici';
@@ -77,5 +78,28 @@ describe('UpstreamOAuthClient.refresh against a real token endpoint', () => {
     answer = json(400, '{"error":"invalid_grant"}');
     const error = await client.refresh(credential, 'rt', ['read']).catch((e: unknown) => e);
     expect(error).toMatchObject({ refused: true, code: 'invalid_grant' });
+  });
+
+  it('refuses a gzip bomb from the token endpoint without inflating it into memory', async () => {
+    // 64 MiB of JSON whitespace, compressed to a few dozen KiB; the answer's headers say gzip.
+    const inflated = 64 * 1024 * 1024;
+    const bomb = gzipSync(Buffer.concat([Buffer.from('{"access_token":"at","token_type":"Bearer","pad":"'), Buffer.alloc(inflated, 0x20), Buffer.from('"}')]));
+    answer = (response) => {
+      response.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': String(bomb.length) });
+      response.end(bomb);
+    };
+    const error = await client.refresh(credential, 'rt', ['read']).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UpstreamOAuthError);
+    expect(error).toMatchObject({ code: 'invalid_response' });
+    expect((error as Error).message).toMatch(/more than 65536 bytes/);
+  });
+
+  it('reads a huge 503 from the token endpoint as the endpoint unavailable, without reading it all', async () => {
+    answer = (response) => {
+      response.writeHead(503, { 'content-type': 'text/html' });
+      response.end(Buffer.alloc(2 * 1024 * 1024, 0x61));
+    };
+    const error = await client.refresh(credential, 'rt', ['read']).catch((e: unknown) => e);
+    expect(error).toMatchObject({ refused: false, code: 'upstream_unavailable' });
   });
 });

@@ -1,8 +1,9 @@
 import { importJWK } from 'jose';
 import * as oauth from 'oauth4webapi';
-import { type Dispatcher, fetch as undiciFetch } from 'undici';
+import { type Dispatcher, fetch as undiciFetch, type Response as UndiciResponse } from 'undici';
 import type { OAuth2AuthorizationCode } from '@writ/connectors';
 import { privateKeyJwtAlg, UPSTREAM_ADDRESS_REFUSED } from '@writ/connectors';
+import { readBounded } from './read-bounded';
 
 /** Tokens an upstream token endpoint returned. */
 export interface UpstreamTokenSet {
@@ -37,6 +38,11 @@ const TIMEOUT_MS = 10_000;
  * PostgreSQL refuses (answered as the caller's bad input), or keep a token for ever.
  */
 const MAX_EXPIRES_IN_SECONDS = 24 * 3600;
+/**
+ * Largest answer read from an upstream OAuth endpoint, counted after decompression (as for
+ * client credentials): a bigger one, or a gzip bomb, is refused before it fills the memory.
+ */
+export const MAX_UPSTREAM_OAUTH_RESPONSE_BYTES = 64 * 1024;
 
 /**
  * Writ's side of an upstream authorization-code grant, with `oauth4webapi`: the authorization
@@ -156,11 +162,38 @@ export class UpstreamOAuthClient {
   }
 
   private options(): { [oauth.customFetch]: typeof fetch; [oauth.allowInsecureRequests]: true; signal: AbortSignal } {
-    const guarded = ((url: string, init: RequestInit) =>
-      undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' })) as unknown as typeof fetch;
+    const guarded = (async (url: string, init: RequestInit) =>
+      bounded(await undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' }))) as unknown as typeof fetch;
     // http token endpoints are allowed as they are for client credentials; where they may be is WRIT_UPSTREAM_ALLOWED_NETWORKS's call.
     return { [oauth.customFetch]: guarded, [oauth.allowInsecureRequests]: true, signal: AbortSignal.timeout(TIMEOUT_MS) };
   }
+}
+
+/**
+ * The upstream's answer read whole, up to {@link MAX_UPSTREAM_OAUTH_RESPONSE_BYTES} after
+ * decompression (fetch inflates `Content-Encoding` as it is read, so reading stops as soon as
+ * the limit is passed), then handed to oauth4webapi as a fresh response. A bigger answer is an
+ * unacceptable one; from an endpoint answering `5xx` or `429`, its outage.
+ */
+async function bounded(response: UndiciResponse): Promise<Response> {
+  const read = await readBounded(response.body as AsyncIterable<Uint8Array> | null, MAX_UPSTREAM_OAUTH_RESPONSE_BYTES);
+  if (!read) {
+    if (response.status >= 500 || response.status === 429) {
+      throw new UpstreamOAuthError('upstream_unavailable', `the upstream OAuth endpoint answered ${response.status}`, false);
+    }
+    throw new UpstreamOAuthError(
+      'invalid_response',
+      `the upstream's answer is not acceptable: it is more than ${MAX_UPSTREAM_OAUTH_RESPONSE_BYTES} bytes`,
+      true,
+    );
+  }
+  // A status without a body (204, 304) cannot be given one, even an empty one.
+  const body = [101, 204, 205, 304].includes(response.status) ? null : read;
+  // The body is inflated already: its encoding and length headers describe the bytes on the wire.
+  const headers = new Headers(response.headers);
+  headers.delete('content-encoding');
+  headers.delete('content-length');
+  return new Response(body, { status: response.status, statusText: response.statusText, headers });
 }
 
 /**

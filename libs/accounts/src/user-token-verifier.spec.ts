@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import type { Pool } from 'pg';
@@ -68,5 +69,51 @@ describe('UserTokenVerifier: the clock claims', () => {
       .setExpirationTime(now() - 60)
       .sign(key);
     await expect(verifier.verify(expired)).rejects.toMatchObject({ code: 'expired' });
+  });
+});
+
+describe('UserTokenVerifier: the JWKS answer', () => {
+  let server: Server;
+  let key: CryptoKey;
+  let verifier: UserTokenVerifier;
+  const dispatcher = new Agent();
+
+  beforeAll(async () => {
+    const pair = await generateKeyPair('ES256');
+    key = pair.privateKey;
+    // A genuine key set padded with 64 MiB of JSON whitespace, gzipped to a few dozen KiB.
+    const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
+    const bomb = gzipSync(Buffer.concat([Buffer.from(keySet.slice(0, -1)), Buffer.alloc(64 * 1024 * 1024, 0x20), Buffer.from('}')]));
+    server = createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': String(bomb.length) }).end(bomb),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const row = {
+      issuer: ISSUER,
+      jwks_uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`,
+      audience: AUDIENCE,
+      asserting_orchestrators: [],
+    };
+    const pool = { query: () => Promise.resolve({ rows: [row] }) } as unknown as Pool;
+    verifier = new UserTokenVerifier(pool, dispatcher);
+  });
+
+  afterAll(async () => {
+    await dispatcher.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('does not inflate a gzip bomb from the JWKS endpoint: the keys could not be had (the provider is unavailable)', async () => {
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setSubject('alice')
+      .setExpirationTime(Math.floor(Date.now() / 1000) + 600)
+      .sign(key);
+    await expect(verifier.verify(token)).rejects.toMatchObject({
+      name: 'IdentityProviderUnavailableError',
+      message: expect.stringMatching(/more than 1048576 bytes/),
+    });
   });
 });

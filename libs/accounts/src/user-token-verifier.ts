@@ -2,6 +2,7 @@ import { createRemoteJWKSet, customFetch, decodeJwt, errors as joseErrors, jwtVe
 import type { Pool } from 'pg';
 import { type Dispatcher, fetch as undiciFetch } from 'undici';
 import { IdentityProviderUnavailableError, UserTokenError } from './account-errors';
+import { readBounded } from './read-bounded';
 
 /** A user whose identity Writ verified: the issuer of their token and its `sub`. */
 export interface VerifiedUser {
@@ -23,6 +24,12 @@ const USER_TOKEN_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', '
 const CLOCK_TOLERANCE_SECONDS = 5;
 /** How long a provider row (and its key set) is reused before it is read again. */
 const PROVIDER_CACHE_MS = 5_000;
+/**
+ * Largest JWK Set read from an identity provider, counted after decompression: far above any
+ * real key set (a few KiB, tens with certificate chains), far below what would fill the memory
+ * (a gzip bomb inflates as it is read, so reading stops as soon as the limit is passed).
+ */
+const MAX_KEY_SET_BYTES = 1024 * 1024;
 
 /**
  * Verifies users' tokens from trusted identity providers (registered by issuer, JWKS URI and
@@ -115,7 +122,7 @@ export class UserTokenVerifier {
 /**
  * Fetches an identity provider's JWK Set for jose through the guarded dispatcher. Whatever keeps
  * the keys from Writ (a refused or failed connection, the timeout, an answer other than `200`,
- * a body that is not a JWK Set) is an {@link IdentityProviderUnavailableError}: thrown from
+ * one over {@link MAX_KEY_SET_BYTES}, a body that is not a JWK Set) is an {@link IdentityProviderUnavailableError}: thrown from
  * here, jose passes it on as it is, so the verifier never mistakes the provider's outage for a
  * token that does not verify.
  */
@@ -135,7 +142,9 @@ async function fetchKeySet(dispatcher: Dispatcher, url: string, options: { heade
       await response.body?.cancel().catch(() => undefined);
       throw unavailable(`its JWKS endpoint answered ${response.status}`);
     }
-    text = await response.text();
+    const read = await readBounded(response.body as AsyncIterable<Uint8Array> | null, MAX_KEY_SET_BYTES);
+    if (!read) throw unavailable(`its JWKS endpoint answered more than ${MAX_KEY_SET_BYTES} bytes`);
+    text = read.toString('utf8');
   } catch (error) {
     throw error instanceof IdentityProviderUnavailableError ? error : unavailable('the connection failed', error);
   }
