@@ -80,6 +80,13 @@ describe('UpstreamOAuthClient.refresh against a real token endpoint', () => {
     expect(error).toMatchObject({ refused: true, code: 'invalid_grant' });
   });
 
+  it('keeps the scopes the user granted when a refresh answer has no scope (RFC 6749 section 5.1: unchanged)', async () => {
+    // The connector asks for more than the user granted at the provider's consent; a policy reads the granted scopes.
+    answer = json(200, '{"access_token":"at","token_type":"Bearer","refresh_token":"rt2","expires_in":3600}');
+    const tokens = await client.refresh({ ...credential, scopes: ['read', 'write'] }, 'rt', ['read']);
+    expect(tokens.scopes).toEqual(['read']);
+  });
+
   it('refuses a gzip bomb from the token endpoint without inflating it into memory', async () => {
     // 64 MiB of JSON whitespace, compressed to a few dozen KiB; the answer's headers say gzip.
     const inflated = 64 * 1024 * 1024;

@@ -93,10 +93,14 @@ export class UpstreamOAuthClient {
   /** Redeems a refresh token; the result's `refreshToken` is the rotated one when the upstream rotated it. */
   async refresh(credential: OAuth2AuthorizationCode, refreshToken: string, grantedScopes: string[]): Promise<UpstreamTokenSet> {
     const as = this.server(credential);
-    const set = await this.run(credential, async () => {
-      const response = await oauth.refreshTokenGrantRequest(as, this.client(credential), await this.auth(credential), refreshToken, this.options());
-      return oauth.processRefreshTokenResponse(as, this.client(credential), response);
-    });
+    const set = await this.run(
+      credential,
+      async () => {
+        const response = await oauth.refreshTokenGrantRequest(as, this.client(credential), await this.auth(credential), refreshToken, this.options());
+        return oauth.processRefreshTokenResponse(as, this.client(credential), response);
+      },
+      grantedScopes,
+    );
     return set.scopes.length > 0 ? set : { ...set, scopes: grantedScopes };
   }
 
@@ -114,8 +118,18 @@ export class UpstreamOAuthClient {
     });
   }
 
-  private async run<T>(credential: OAuth2AuthorizationCode, step: () => Promise<T>): Promise<T extends oauth.TokenEndpointResponse ? UpstreamTokenSet : T>;
-  private async run(credential: OAuth2AuthorizationCode, step: () => Promise<unknown>): Promise<unknown> {
+  /**
+   * Runs one upstream step and maps its token response. `requestedScopes` are the scopes the
+   * request stands for, believed when the answer has no `scope` (RFC 6749 section 5.1: then the
+   * same as requested): what the connector asks for on a code exchange, but on a refresh (which
+   * asks for no scope, i.e. the original grant's, section 6) what the user granted at connect.
+   */
+  private async run<T>(
+    credential: OAuth2AuthorizationCode,
+    step: () => Promise<T>,
+    requestedScopes?: string[],
+  ): Promise<T extends oauth.TokenEndpointResponse ? UpstreamTokenSet : T>;
+  private async run(credential: OAuth2AuthorizationCode, step: () => Promise<unknown>, requestedScopes = credential.scopes): Promise<unknown> {
     let result: unknown;
     try {
       result = await step();
@@ -131,7 +145,7 @@ export class UpstreamOAuthClient {
         accessToken: tokens.access_token,
         ...(typeof tokens.refresh_token === 'string' ? { refreshToken: tokens.refresh_token } : {}),
         expiresAt: typeof tokens.expires_in === 'number' ? new Date(Date.now() + Math.min(tokens.expires_in, MAX_EXPIRES_IN_SECONDS) * 1000) : null,
-        scopes: typeof tokens.scope === 'string' ? tokens.scope.split(' ').filter(Boolean) : credential.scopes,
+        scopes: typeof tokens.scope === 'string' ? tokens.scope.split(' ').filter(Boolean) : requestedScopes,
       } satisfies UpstreamTokenSet;
     }
     return result;
