@@ -58,12 +58,12 @@ describe('connect callback: the provider down or refusing', () => {
 
   /**
    * A user's browser: opens a fresh connect link (issued by the library, as the links endpoint
-   * does), is sent to the provider, and comes back to the callback with a code and the state.
+   * does) and continues on its page, is sent to the provider, and comes back to the callback with a code and the state.
    */
   async function startConnecting(subject: string): Promise<{ callback: string; cookie: string }> {
     const accounts = services.apps[0].get(ConnectedAccounts, { strict: false });
     const link = await accounts.createLink('codehost', { issuer: 'https://idp.example', subject }, { type: 'system', id: 'test' });
-    const opened = await fetch(link.url, { redirect: 'manual' });
+    const opened = await fetch(link.url, { method: 'POST', redirect: 'manual', headers: { origin: new URL(services.issuer).origin } });
     expect(opened.status).toBe(303);
     const authorize = new URL(opened.headers.get('location')!);
     expect(authorize.origin + authorize.pathname).toBe(`${provider.url}/authorize`);

@@ -399,6 +399,49 @@ describe('connected accounts', () => {
     expect(await account('carol')).toBeUndefined();
   });
 
+  it("another site cannot run its own connect link in a victim's browser (login CSRF): the victim's account is not connected to it", async () => {
+    // dave connected his own account: his browser keeps a session and a grant at the provider,
+    // which then answers a new authorization request for the same app at once, with no page.
+    idTokens.dave = await idTokenOf('dave');
+    idTokens.mallory = await idTokenOf('mallory');
+    const dave = new CookieJar();
+    const own = await loginAndConsent(await connectLink(idTokens.dave), 'dave', `${first.issuer}/connect/callback`, dave);
+    expect((await fetch(own, { headers: { cookie: dave.header() } })).status).toBe(200);
+    // mallory gets a link for herself, and her page sends dave's browser to it (a top-level navigation).
+    const link = await connectLink(idTokens.mallory);
+    let url = link;
+    let answer: Response | undefined;
+    for (let hop = 0; hop < 10 && !url.startsWith(`${first.issuer}/connect/callback`); hop += 1) {
+      answer = await fetch(url, { redirect: 'manual', headers: { cookie: dave.header(), 'sec-fetch-site': hop === 0 ? 'cross-site' : 'none' } });
+      dave.store(answer);
+      if (answer.status < 300 || answer.status >= 400) break;
+      url = new URL(answer.headers.get('location')!, url).href;
+    }
+    if (url.startsWith(`${first.issuer}/connect/callback`)) await (await fetch(url, { headers: { cookie: dave.header() } })).text();
+    // Nothing was connected for her (before, dave's account was, with no page shown to him)...
+    expect(await account('mallory')).toBeUndefined();
+    // ...Writ asks on its own page, naming the user the link is for, and nothing has started.
+    expect(answer!.status).toBe(200);
+    expect(answer!.headers.get('content-security-policy')).toMatch(/frame-ancestors 'none'/);
+    const page = await answer!.text();
+    expect(page).toContain('<b>mallory</b>');
+    expect(page).toMatch(/<form method="post">/);
+    // Her page cannot press the button for him either: a cross-site form is refused, the link stays unopened.
+    const forged = await fetch(link, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: dave.header(), origin: 'https://mallory.example', 'content-type': 'application/x-www-form-urlencoded' },
+      body: '',
+    });
+    expect(forged.status).toBe(403);
+    expect(forged.headers.get('location')).toBeNull();
+    expect(await account('mallory')).toBeUndefined();
+    const { rows } = await pool.query(`SELECT 1 FROM connect_links WHERE user_subject = 'mallory' AND opened_at IS NULL`);
+    expect(rows).toHaveLength(1);
+    // The later tests count the connections of alice and bob only.
+    await pool.query(`DELETE FROM connected_accounts WHERE user_subject = 'dave'`);
+  });
+
   it('admin API: identity providers pass the destination checks; connections listed without tokens, links for named users', async () => {
     const metadata = await sendJson(
       'POST',

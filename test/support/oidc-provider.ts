@@ -80,7 +80,8 @@ export class CookieJar {
 }
 
 /**
- * A user's browser going through the provider: follows redirects from `startUrl`, signs in as
+ * A user's browser going through the provider: follows redirects from `startUrl` (continuing on
+ * Writ's connect link page, as the person does), signs in as
  * `account` on the login page and consents, until the provider redirects to a URL starting
  * with `stopAt` (returned, not fetched).
  */
@@ -88,14 +89,20 @@ export async function loginAndConsent(startUrl: string, account: string, stopAt:
   let url = startUrl;
   let method = 'GET';
   let body: string | undefined;
+  let origin: string | undefined;
   for (let hop = 0; hop < 20; hop += 1) {
     if (url.startsWith(stopAt)) return url;
     const response = await fetch(url, {
       method,
       redirect: 'manual',
-      headers: { cookie: jar.header(), ...(body ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
+      headers: {
+        cookie: jar.header(),
+        ...(body !== undefined ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
+        ...(origin ? { origin } : {}),
+      },
       body,
     });
+    origin = undefined;
     jar.store(response);
     if (response.status >= 300 && response.status < 400) {
       url = new URL(response.headers.get('location')!, url).href;
@@ -105,6 +112,13 @@ export async function loginAndConsent(startUrl: string, account: string, stopAt:
     }
     const page = await response.text();
     if (response.status !== 200) throw new Error(`unexpected ${response.status} at ${url}: ${page.slice(0, 300)}`);
+    if (/<form method="post"><button type="submit">Continue to /.test(page)) {
+      // Writ's connect link page: the person continues, from the page itself (its origin).
+      method = 'POST';
+      body = '';
+      origin = new URL(url).origin;
+      continue;
+    }
     const action = /<form[^>]*action="([^"]+)"/.exec(page)?.[1];
     if (!action) throw new Error(`no form at ${url}: ${page.slice(0, 300)}`);
     const target = new URL(action.replace(/&amp;/g, '&'), url).href;

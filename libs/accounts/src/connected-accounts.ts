@@ -200,6 +200,32 @@ export class ConnectedAccounts {
   }
 
   /**
+   * What an unopened connect link is for (its connector and user), to ask the person holding it
+   * before the flow starts; changes nothing. An unknown, used or expired link is refused as by
+   * {@link openLink}.
+   */
+  async describeLink(
+    token: string,
+    auditRefusal: () => Promise<boolean> = async () => true,
+  ): Promise<{ connectorId: string; user: { iss: string; sub: string } }> {
+    const { rows } = await this.pool.query<{ connector_id: string; user_issuer: string; user_subject: string }>(
+      `SELECT connector_id, user_issuer, user_subject FROM connect_links WHERE id = $1 AND opened_at IS NULL AND expires_at > now()`,
+      [sha256(token)],
+    );
+    const link = rows[0];
+    if (!link) return this.refuseLink(auditRefusal);
+    return { connectorId: link.connector_id, user: { iss: link.user_issuer, sub: link.user_subject } };
+  }
+
+  /** An unknown, used or expired link: audited (while the caller's count allows it) and refused. */
+  private async refuseLink(auditRefusal: () => Promise<boolean>): Promise<never> {
+    // Anyone can guess at links: the caller counts refusals per source and says whether this one is still audited on its own.
+    if (await auditRefusal())
+      await this.audit.record(this.event('connection.link_refused', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired link' }));
+    throw new ConnectedAccountError('link_invalid', 'this connect link is unknown, already used or expired: ask for a new one', 400);
+  }
+
+  /**
    * Opens a connect link (once): returns the provider's authorization URL to redirect to and
    * the browser-binding value to set as a cookie. An unknown, used or expired link is refused.
    */
@@ -215,14 +241,7 @@ export class ConnectedAccounts {
       [id, sha256(state), sha256(browser), this.master.seal(verifier, `writ/connect-link/v1\n${id}`)],
     );
     const link = rows[0];
-    if (!link) {
-      // Anyone can guess at links: the caller counts refusals per source and says whether this one is still audited on its own.
-      if (await auditRefusal())
-        await this.audit.record(
-          this.event('connection.link_refused', 'denied', { type: 'anonymous' }, null, null, { reason: 'unknown, used or expired link' }),
-        );
-      throw new ConnectedAccountError('link_invalid', 'this connect link is unknown, already used or expired: ask for a new one', 400);
-    }
+    if (!link) return this.refuseLink(auditRefusal);
     const user = { issuer: link.user_issuer, subject: link.user_subject };
     const credential = await this.credentialOf(link.connector_id);
     const redirect = await this.client.authorizationUrl(credential, { redirectUri: this.callbackUrl, state, codeVerifier: verifier });

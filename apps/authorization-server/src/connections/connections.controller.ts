@@ -22,8 +22,8 @@ import { ListMyConnectionsQueryDto } from './list-my-connections.dto';
 /** `Retry-After` on the callback's page when the provider could not be reached (a person reads it, not a client). */
 const PROVIDER_RETRY_AFTER_SECONDS = 30;
 
-const PAGE = (title: string, text: string) =>
-  `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body><h1>${title}</h1><p>${text}</p></body></html>`;
+const PAGE = (title: string, text: string, form = '') =>
+  `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body><h1>${title}</h1><p>${text}</p>${form}</body></html>`;
 
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -128,13 +128,58 @@ export class ConnectFlowController {
     }
   }
 
-  /** Opens a connect link (once) and redirects to the provider. */
+  /**
+   * Shows what a connect link is for and asks before anything starts: opening the link is a
+   * `POST` from this page. A `GET` changes nothing, so a link opened by someone else's page (a
+   * cross-site navigation, login CSRF: the attacker's own link run in the victim's browser,
+   * which the provider may answer at once for a user signed in there) connects nothing, and a
+   * link preview does not spend the link.
+   */
   @Get(':link')
   @NoStore()
-  async open(@Req() request: Request, @Param('link') link: string, @Res() response: Response): Promise<void> {
-    response.setHeader('content-security-policy', "default-src 'none'");
+  async confirm(@Req() request: Request, @Param('link') link: string, @Res() response: Response): Promise<void> {
+    pageHeaders(response);
     if (await this.blocked(request, response)) return;
     const counter = this.counter(request);
+    try {
+      const { connectorId, user } = await this.accounts.describeLink(link, counter.audit);
+      const connector = escapeHtml(connectorId);
+      response
+        .status(200)
+        .type('html')
+        .send(
+          PAGE(
+            `Connect your ${connector} account`,
+            `Writ will connect the account you sign in with at ${connector} for the user <b>${escapeHtml(user.sub)}</b> of ${escapeHtml(user.iss)}. ` +
+              'Agents acting for that user will use it. Continue only if you asked for this link for yourself.',
+            `<form method="post"><button type="submit">Continue to ${connector}</button></form>`,
+          ),
+        );
+    } catch (error) {
+      const failure = connectionFailure(error);
+      if (!(failure instanceof ConnectionRefusedError)) throw failure;
+      this.refuse(response, failure, counter.limited());
+    }
+  }
+
+  /**
+   * Opens a connect link (once) and redirects to the provider: only from the link's own page
+   * (the browser's `Origin` is the issuer's; without one, `Sec-Fetch-Site: same-origin`). A
+   * cross-site form is refused and the link stays unopened.
+   */
+  @Post(':link')
+  @NoStore()
+  async open(@Req() request: Request, @Param('link') link: string, @Res() response: Response): Promise<void> {
+    pageHeaders(response);
+    if (await this.blocked(request, response)) return;
+    const counter = this.counter(request);
+    if (!fromIssuerPage(request, this.config.issuer)) {
+      response
+        .status(403)
+        .type('html')
+        .send(PAGE('Not connected', 'This connect link was not opened from its own page: open the link itself, and continue there.'));
+      return;
+    }
     try {
       const { redirect, browser } = await this.accounts.openLink(link, counter.audit);
       const secure = this.config.issuer.startsWith('https:') ? '; Secure' : '';
@@ -226,6 +271,24 @@ export class MyConnectionsController {
       throw connectionFailure(error);
     }
   }
+}
+
+/**
+ * Headers of the connect link's pages: nothing loads, nothing frames them (a hidden frame would
+ * let another site have the button pressed), and no `Referer` leaves for the provider. Not
+ * `no-referrer`: with it a browser sends `Origin: null` on the page's own form.
+ */
+function pageHeaders(response: Response): void {
+  response.setHeader('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
+  response.setHeader('x-frame-options', 'DENY');
+  response.setHeader('referrer-policy', 'same-origin');
+}
+
+/** A request sent by a page of the issuer's own origin (a browser says so by `Origin`, else `Sec-Fetch-Site`). */
+function fromIssuerPage(request: Request, issuer: string): boolean {
+  const origin = request.headers.origin;
+  if (origin !== undefined) return origin === new URL(issuer).origin;
+  return request.headers['sec-fetch-site'] === 'same-origin';
 }
 
 function cookie(request: Request, name: string): string | undefined {
