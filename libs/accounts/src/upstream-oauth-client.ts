@@ -73,8 +73,21 @@ export class UpstreamOAuthClient {
   ): Promise<UpstreamTokenSet> {
     const as = this.server(credential);
     const callback = new URL(input.callbackUrl.href);
-    // Without a configured issuer the `iss` parameter cannot be checked against anything.
-    if (!credential.issuer) callback.searchParams.delete('iss');
+    if (!credential.issuer) {
+      // Without a configured issuer `iss` cannot be checked exactly; but one that names another
+      // provider than the one the user was sent to is a mix-up (RFC 9700 section 4.4): the code
+      // is another provider's, and must not go to this connector's token endpoint with the PKCE
+      // verifier. An issuer is on its authorization endpoint's origin (else: set `issuer`).
+      const iss = callback.searchParams.getAll('iss');
+      if (iss.length > 0 && (iss.length > 1 || originOf(iss[0]) !== new URL(credential.authorization_url).origin)) {
+        throw new UpstreamOAuthError(
+          'invalid_response',
+          "the authorization response names another issuer (iss) than the connector's provider: set the connector's issuer if it is its own",
+          true,
+        );
+      }
+      callback.searchParams.delete('iss');
+    }
     return this.run(credential, async () => {
       const params = oauth.validateAuthResponse(as, this.client(credential), callback, input.state);
       const response = await oauth.authorizationCodeGrantRequest(
@@ -180,6 +193,15 @@ export class UpstreamOAuthClient {
       bounded(await undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' }))) as unknown as typeof fetch;
     // http token endpoints are allowed as they are for client credentials; where they may be is WRIT_UPSTREAM_ALLOWED_NETWORKS's call.
     return { [oauth.customFetch]: guarded, [oauth.allowInsecureRequests]: true, signal: AbortSignal.timeout(TIMEOUT_MS) };
+  }
+}
+
+/** The origin of an issuer identifier, or `null` when it is not a URL. */
+function originOf(issuer: string): string | null {
+  try {
+    return new URL(issuer).origin;
+  } catch {
+    return null;
   }
 }
 

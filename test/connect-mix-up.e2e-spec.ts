@@ -1,0 +1,81 @@
+import { ConnectedAccounts } from '@writ/accounts';
+import { MockUpstream, startMockUpstream } from './support/mock-upstreams';
+import { seedConnector, setConnectorCredential } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
+
+const OPERATIONS = [{ name: 'me.get', method: 'GET', path: '/api/me', risk: 'read', constraints: {} }];
+
+/**
+ * Mix-up (RFC 9700 section 4.4): a connector's provider (malicious, or compromised) sends the
+ * browser of a user connecting to it on to another provider, whose code comes back to Writ's one
+ * callback with the first connector's `state`; Writ would redeem it at the first provider's token
+ * endpoint, handing it the other provider's code and the PKCE verifier. A connector with
+ * `issuer` checks `iss` exactly (RFC 9207, test/connected-accounts.e2e-spec.ts). One without
+ * must still not ignore an `iss` that names another provider than the one it sent the user to.
+ */
+describe('connect callback: a mix-up between providers', () => {
+  let services: TestServices;
+  let provider: MockUpstream;
+
+  beforeAll(async () => {
+    provider = await startMockUpstream(() => true, {
+      'POST /token': (_request, response) => {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(JSON.stringify({ access_token: 'at-1', token_type: 'Bearer', expires_in: 3600 }));
+      },
+    });
+    services = await startTestServices();
+    const { pool, masterKey } = services.runtime;
+    await seedConnector(pool, 'codehost', OPERATIONS, provider.url);
+    // No `issuer`: the provider's RFC 9207 support is not known to Writ.
+    await setConnectorCredential(pool, masterKey, 'codehost', {
+      type: 'oauth2_authorization_code',
+      authorization_url: `${provider.url}/authorize`,
+      token_url: `${provider.url}/token`,
+      client_id: 'writ-upstream',
+      client_secret: 'provider-client-secret-2b7e',
+      scopes: ['repo:read'],
+    });
+  });
+
+  afterAll(async () => {
+    await services?.close();
+    await provider?.close();
+  });
+
+  async function startConnecting(subject: string): Promise<{ callback: URL; cookie: string }> {
+    const accounts = services.apps[0].get(ConnectedAccounts, { strict: false });
+    const link = await accounts.createLink('codehost', { issuer: 'https://idp.example', subject }, { type: 'system', id: 'test' });
+    const opened = await fetch(link.url, { method: 'POST', redirect: 'manual', headers: { origin: new URL(services.issuer).origin } });
+    expect(opened.status).toBe(303);
+    const state = new URL(opened.headers.get('location')!).searchParams.get('state')!;
+    const callback = new URL(`${services.issuer}/connect/callback`);
+    callback.searchParams.set('code', `code-${subject}`);
+    callback.searchParams.set('state', state);
+    return { callback, cookie: opened.headers.getSetCookie()[0].split(';')[0] };
+  }
+
+  const tokenRequests = () => provider.received.filter((request) => request.url === '/token').length;
+  const stored = async (subject: string) => (await services.runtime.pool.query(`SELECT 1 FROM connected_accounts WHERE user_subject = $1`, [subject])).rowCount;
+
+  it('an iss of another provider than the one the user was sent to: a 400 page, the code never sent to the token endpoint', async () => {
+    const { callback, cookie } = await startConnecting('mixed-up');
+    callback.searchParams.set('iss', 'https://git.honest.example');
+    const before = tokenRequests();
+    const page = await fetch(callback, { headers: { cookie } });
+    expect(page.status).toBe(400);
+    expect(await page.text()).toMatch(/did not connect the account/);
+    expect(tokenRequests()).toBe(before);
+    expect(await stored('mixed-up')).toBe(0);
+  });
+
+  it("an iss on the origin of the connector's own authorization endpoint, or none, still connects", async () => {
+    const same = await startConnecting('same-origin-iss');
+    same.callback.searchParams.set('iss', provider.url);
+    expect((await fetch(same.callback, { headers: { cookie: same.cookie } })).status).toBe(200);
+    expect(await stored('same-origin-iss')).toBe(1);
+    const none = await startConnecting('no-iss');
+    expect((await fetch(none.callback, { headers: { cookie: none.cookie } })).status).toBe(200);
+    expect(await stored('no-iss')).toBe(1);
+  });
+});
