@@ -6,14 +6,14 @@ import { startTestServices, TestServices } from './support/test-services';
 const OPERATIONS = [{ name: 'me.get', method: 'GET', path: '/api/me', risk: 'read', constraints: {} }];
 
 /**
- * Mix-up (RFC 9700 section 4.4): a connector's provider (malicious, or compromised) sends the
+ * Attacks on Writ as an OAuth client of a connector's provider (RFC 9700). Mix-up (section 4.4): a connector's provider (malicious, or compromised) sends the
  * browser of a user connecting to it on to another provider, whose code comes back to Writ's one
  * callback with the first connector's `state`; Writ would redeem it at the first provider's token
  * endpoint, handing it the other provider's code and the PKCE verifier. A connector with
  * `issuer` checks `iss` exactly (RFC 9207, test/connected-accounts.e2e-spec.ts). One without
  * must still not ignore an `iss` that names another provider than the one it sent the user to.
  */
-describe('connect callback: a mix-up between providers', () => {
+describe('connect flow attacks', () => {
   let services: TestServices;
   let provider: MockUpstream;
 
@@ -77,5 +77,22 @@ describe('connect callback: a mix-up between providers', () => {
     const none = await startConnecting('no-iss');
     expect((await fetch(none.callback, { headers: { cookie: none.cookie } })).status).toBe(200);
     expect(await stored('no-iss')).toBe(1);
+  });
+
+  it('a link opened twice at once (two tabs, or a race with a stolen copy): one redirect, one attempt', async () => {
+    const accounts = services.apps[0].get(ConnectedAccounts, { strict: false });
+    const link = await accounts.createLink('codehost', { issuer: 'https://idp.example', subject: 'twice' }, { type: 'system', id: 'test' });
+    const origin = new URL(services.issuer).origin;
+    const answers = await Promise.all(Array.from({ length: 6 }, () => fetch(link.url, { method: 'POST', redirect: 'manual', headers: { origin } })));
+    expect(answers.map((answer) => answer.status).sort()).toEqual([303, 400, 400, 400, 400, 400]);
+  });
+
+  it('one callback delivered twice at once: the code is redeemed once, one connection', async () => {
+    const { callback, cookie } = await startConnecting('callback-twice');
+    const before = tokenRequests();
+    const pages = await Promise.all(Array.from({ length: 6 }, () => fetch(callback, { headers: { cookie } })));
+    expect(pages.map((page) => page.status).sort()).toEqual([200, 400, 400, 400, 400, 400]);
+    expect(tokenRequests()).toBe(before + 1);
+    expect(await stored('callback-twice')).toBe(1);
   });
 });
