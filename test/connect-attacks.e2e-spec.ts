@@ -69,6 +69,16 @@ describe('connect flow attacks', () => {
     expect(await stored('mixed-up')).toBe(0);
   });
 
+  it("the callback's page (its URL holds the code) loads nothing, is never framed, sends no Referer elsewhere and is not stored", async () => {
+    const { callback, cookie } = await startConnecting('page-headers');
+    const page = await fetch(callback, { headers: { cookie } });
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
+    expect(page.headers.get('x-frame-options')).toBe('DENY');
+    expect(page.headers.get('referrer-policy')).toBe('same-origin');
+    expect(page.headers.get('cache-control')).toMatch(/no-store/);
+  });
+
   it("an iss on the origin of the connector's own authorization endpoint, or none, still connects", async () => {
     const same = await startConnecting('same-origin-iss');
     same.callback.searchParams.set('iss', provider.url);

@@ -114,7 +114,8 @@ export class ConnectFlowController {
     const url = callbackUrlOf(request.originalUrl, this.config.issuer);
     const browser = cookie(request, CONNECT_COOKIE);
     response.setHeader('set-cookie', `${CONNECT_COOKIE}=; Path=/connect; HttpOnly; SameSite=Lax; Max-Age=0`);
-    response.setHeader('content-security-policy', "default-src 'none'");
+    // The page's URL holds the code: it goes nowhere in a Referer (RFC 9700 section 4.2.4), and the page is never framed.
+    pageHeaders(response);
     try {
       const { connectorId } = await this.accounts.completeCallback(url, browser, counter.audit);
       response
@@ -274,7 +275,7 @@ export class MyConnectionsController {
 }
 
 /**
- * Headers of the connect link's pages: nothing loads, nothing frames them (a hidden frame would
+ * Headers of the connect link's and the callback's pages: nothing loads, nothing frames them (a hidden frame would
  * let another site have the button pressed), and no `Referer` leaves for the provider. Not
  * `no-referrer`: with it a browser sends `Origin: null` on the page's own form.
  */
