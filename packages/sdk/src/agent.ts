@@ -223,8 +223,9 @@ export class Agent {
    * Any other target (an absolute URL, `//host`, `..`) is refused before a credential is
    * obtained or sent ({@link GatewayPathError}). The gateway's answer is returned as is,
    * refusals included (403 `insufficient_scope` with the failed rule). When the gateway
-   * refuses the credential itself (401: spent, revoked, expired), nothing was forwarded:
-   * the cached credential is dropped and the call is made once more with a new one.
+   * refuses the credential itself (401 with its `invalid_token` challenge: spent, revoked,
+   * expired), nothing was forwarded: the cached credential is dropped and the call is made
+   * once more with a new one. Any other 401 is the upstream's answer, returned as it is.
    */
   async fetch(taskToken: string, request: ConnectorRequest, path: string, init: GatewayRequestInit = {}): Promise<Response> {
     const url = gatewayUrlFor(this.#gatewayUrl, request.connector, path);
@@ -307,6 +308,9 @@ export class Agent {
       const dpop = credential.tokenType === 'DPoP' ? await this.#dpop : undefined;
       let response: Response;
       let nonceAsked = false;
+      // The gateway's own refusal of the credential (spent, revoked, expired): nothing was forwarded. An upstream's
+      // 401 comes through without a challenge (the gateway drops its WWW-Authenticate): that request reached it.
+      let credentialRefused = false;
       try {
         response = await oauth.protectedResourceRequest(
           credential.accessToken,
@@ -321,6 +325,7 @@ export class Agent {
         if (!(error instanceof oauth.WWWAuthenticateChallengeError)) throw error;
         response = error.response;
         nonceAsked = dpop !== undefined && oauth.isDPoPNonceError(error);
+        credentialRefused = error.status === 401 && error.cause.some((challenge) => challenge.parameters.error === 'invalid_token');
       }
       if (nonceAsked && !nonceSent) {
         // RFC 9449 §9: the gateway wants a nonce (kept by oauth4webapi from `DPoP-Nonce`); the credential is fine.
@@ -328,7 +333,7 @@ export class Agent {
         await response.body?.cancel();
         continue;
       }
-      if (response.status === 401 && !refreshed) {
+      if (credentialRefused && !refreshed) {
         refreshed = true;
         await response.body?.cancel();
         this.forget(taskToken, request);

@@ -162,6 +162,29 @@ describe('gateway call retries', () => {
   });
 });
 
+describe('gateway 401s', () => {
+  const refusedToken: Answer = { status: 401, body: { error: 'invalid_token' }, headers: { 'www-authenticate': 'Bearer realm="writ", error="invalid_token"' } };
+  // The gateway passes an upstream's 401 on without its WWW-Authenticate: the upstream got that request.
+  const upstream401: Answer = { status: 401, body: { error: 'bad upstream credential' } };
+  const WRITE = { connector: 'payments', action: 'payouts.create' };
+
+  it("returns an upstream's 401 as the answer: a write is never sent twice", async () => {
+    const server = scripted([issued('at-1'), upstream401, issued('at-2')]);
+    const agent = await agentWith(server);
+    const response = await agent.fetch('task-token', WRITE, '/v1/payouts', { json: { amount: 1 } });
+    expect(response.status).toBe(401);
+    expect(server.seen.map((request) => request.url.origin)).toEqual([ISSUER, GATEWAY]);
+  });
+
+  it("sends the call once more with a new credential after the gateway's own invalid_token", async () => {
+    const server = scripted([issued('at-1'), refusedToken, issued('at-2'), { status: 201, body: { id: 'po_1' } }]);
+    const agent = await agentWith(server);
+    const response = await agent.fetch('task-token', WRITE, '/v1/payouts', { json: { amount: 1 } });
+    expect(response.status).toBe(201);
+    expect(server.seen.map((request) => request.headers.get('authorization'))).toEqual([null, 'Bearer at-1', null, 'Bearer at-2']);
+  });
+});
+
 describe('secrets in logs', () => {
   it('keeps access and task tokens out of JSON and console.log', async () => {
     const server = scripted([

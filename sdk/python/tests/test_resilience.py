@@ -286,3 +286,56 @@ def test_a_task_id_is_one_path_segment(waits):
     assert [request.url.raw_path for request in server.seen[1:]] == [b"/v1/tasks/..%2F..%2Foauth2%2Frevoke%3Ftoken%3Dx%23y", b"/v1/tasks/a%2Fb/complete"]
     with pytest.raises(WritError):
         orchestrator.fail_task("..")
+
+
+REFUSED_TOKEN: Answer = (401, {"error": "invalid_token"}, {"www-authenticate": 'Bearer realm="writ", error="invalid_token", error_description="spent"'})
+UPSTREAM_401: Answer = (401, {"error": "bad upstream credential"}, {})  # the gateway drops the upstream's WWW-Authenticate
+
+
+def test_an_upstream_401_is_an_answer_and_a_write_is_not_sent_twice():
+    # Only the gateway's own refusal of the credential (its challenge names invalid_token) means nothing was
+    # forwarded; an upstream's 401 comes through without a challenge, after the upstream got the request.
+    server = Scripted([issued("at-1"), UPSTREAM_401, issued("at-2"), REFUSED_TOKEN, issued("at-3"), (201, {"id": "po_1"}, {})])
+    agent = agent_for(server)
+    assert agent.fetch("t", "payments", "payouts.create", "/v1/payouts", json={"amount": 1}).status_code == 401
+    assert [request.url.host for request in server.seen] == ["writ.example", "gw.example"]
+    agent.forget("t")
+    # The gateway's refusal: a new credential, and the call once more.
+    assert agent.fetch("t", "payments", "payouts.create", "/v1/payouts", json={"amount": 1}).status_code == 201
+    assert [request.headers.get("authorization") for request in server.seen[-3:]] == ["Bearer at-2", None, "Bearer at-3"]
+
+
+def test_async_an_upstream_401_is_an_answer_and_a_write_is_not_sent_twice():
+    server = Scripted([issued("at-1"), UPSTREAM_401, issued("at-2")])
+
+    async def run() -> int:
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.AsyncClient(transport=httpx.MockTransport(server)))
+        return (await agent.fetch("t", "payments", "payouts.create", "/v1/payouts", json={"amount": 1})).status_code
+
+    assert asyncio.run(run()) == 401
+    assert [request.url.host for request in server.seen] == ["writ.example", "gw.example"]
+
+
+def test_mcp_auth_resends_only_after_the_gateways_own_refusal():
+    from writ.mcp import McpAuth, mcp_url
+
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "transfer", "arguments": {"to": "acct_1"}}}
+    server = Scripted([issued("at-1"), UPSTREAM_401, REFUSED_TOKEN, issued("at-2"), (200, {"jsonrpc": "2.0", "id": 1, "result": {}}, {})])
+    sent: list[str | None] = []  # as each request arrived (McpAuth sends one request object again, updated)
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization"))
+        return server(request)
+
+    async def run() -> list[int]:
+        transport = httpx.MockTransport(gateway)
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.AsyncClient(transport=transport))
+        auth = McpAuth(agent, "task-token", "tools", session="lookup")
+        async with httpx.AsyncClient(auth=auth, transport=transport) as http:
+            first = await http.post(mcp_url(agent, "tools"), json=call)
+            second = await http.post(mcp_url(agent, "tools"), json=call)
+            return [first.status_code, second.status_code]
+
+    assert asyncio.run(run()) == [401, 200]
+    # The upstream's 401 is returned; the gateway's refusal of the same credential gets a new one.
+    assert [value for value in sent if value] == ["Bearer at-1", "Bearer at-1", "Bearer at-2"]

@@ -36,6 +36,7 @@ MAX_RETRY_WAIT = 30.0  # seconds; a longer Retry-After is returned to the caller
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 SKEW_THRESHOLD = 5.0  # seconds: a server Date further off than this moves our iat/exp to the server's clock
 _USE_DPOP_NONCE = re.compile(r'error\s*=\s*"?use_dpop_nonce"?', re.IGNORECASE)
+_INVALID_TOKEN = re.compile(r'error\s*=\s*"?invalid_token"?', re.IGNORECASE)
 
 
 def _http_date(value: str | None) -> float | None:
@@ -95,6 +96,13 @@ def is_nonce_error(response: Any) -> bool:
     return False
 
 
+def is_refused_credential(response: Any) -> bool:
+    """The gateway refused the credential itself (a 401 whose challenge names ``invalid_token``: spent, revoked,
+    expired), so nothing was forwarded. An upstream's own 401 is passed on without its ``WWW-Authenticate`` (the
+    gateway drops it): the upstream got that request, which must not be sent again."""
+    return response.status_code == 401 and bool(_INVALID_TOKEN.search(response.headers.get("www-authenticate") or ""))
+
+
 def post_token_request(http: Any, endpoint: str, params: dict[str, str], dpop: Any, key: ClientKey, client_id: str, issuer: str, now: float) -> Any:
     """Sends one token endpoint request with a fresh client assertion (and DPoP proof) on ``http`` (an httpx client,
     sync or async: the caller awaits what the async one returns). Redirects are never followed."""
@@ -108,7 +116,8 @@ def post_token_request(http: Any, endpoint: str, params: dict[str, str], dpop: A
 class GatewayAttempts:
     """What to do after each answer to one gateway call, shared by the sync and async agents: send it again once
     with the gateway's DPoP nonce (the credential is fine), once with a fresh credential after a 401, and, for an
-    idempotent method only (a POST may have been forwarded), after a 429 or 503 as ``retry_delay`` allows."""
+    idempotent method only (a POST may have been forwarded), after a 429 or 503 as ``retry_delay`` allows. A 401
+    without the gateway's ``invalid_token`` challenge is the upstream's answer, returned as it is."""
 
     NONCE = "nonce"
     REFRESH = "refresh"
@@ -125,7 +134,7 @@ class GatewayAttempts:
         if token_type == "DPoP" and not self.nonce_sent and response.status_code == 401 and is_nonce_error(response):
             self.nonce_sent = True  # RFC 9449 §9: the credential is fine, the proof needs the gateway's nonce
             return self.NONCE
-        if response.status_code == 401 and not self.refreshed:
+        if is_refused_credential(response) and not self.refreshed:
             self.refreshed = True
             return self.REFRESH
         delay = retry_delay(response, self.retries) if self.verb in IDEMPOTENT_METHODS else None

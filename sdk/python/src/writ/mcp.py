@@ -2,8 +2,9 @@
 
 Each ``tools/call`` goes out with a credential for exactly that tool (and the constraints ``constraints`` derives
 from its arguments); session traffic (``initialize``, ``tools/list``, notifications, the event stream, session end)
-with the credential of ``session``, of which the gateway spends no use. A credential the gateway refuses (401:
-spent, revoked; nothing was forwarded) is dropped and the request sent once more with a new one::
+with the credential of ``session``, of which the gateway spends no use. A credential the gateway refuses (401 with
+its ``invalid_token`` challenge: spent, revoked; nothing was forwarded) is dropped and the request sent once more with
+a new one; any other 401 is the upstream's answer and is returned::
 
     auth = McpAuth(agent, task.task_token, "tools", session="lookup",
                    constraints=lambda tool, args: {"to": args["to"], "amount_max": args["amount"]} if tool == "transfer" else None)
@@ -74,8 +75,8 @@ class McpAuth(httpx.Auth):
             if credential.token_type == "DPoP" and not nonce_sent and response.status_code == 401 and _core.is_nonce_error(response):
                 nonce_sent = True  # RFC 9449 §9: the same credential, a proof with the gateway's nonce
                 continue
-            if response.status_code != 401 or refreshed:
-                return
+            if not _core.is_refused_credential(response) or refreshed:
+                return  # an upstream's 401 (no gateway challenge) is an answer: that request reached it
             refreshed = True
             self._agent.forget(self._task_token, self._connector, action, constraints)
 
