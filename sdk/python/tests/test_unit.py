@@ -114,3 +114,21 @@ def test_keys_and_urls_are_checked():
         Agent("http://writ.example", "agent-1", private_jwk(), GATEWAY)
     with pytest.raises(Exception, match="plain base URL"):
         Agent(ISSUER, "agent-1", private_jwk(), "https://gw.example/?x=1")
+
+
+def test_a_cached_credential_is_renewed_shortly_before_it_expires(monkeypatch):
+    # As in TypeScript: refreshed a fifth of its lifetime early (at most 30 s, at least 1 s), decided when issued,
+    # not moved later as the credential ages (which kept a 120 s credential in use until 1 s before its exp).
+    clock = [1_000_000.0]
+    monkeypatch.setattr(_core.time, "time", lambda: clock[0])
+    issued = lambda token, lifetime: (200, {"access_token": token, "token_type": "Bearer", "expires_in": lifetime})  # noqa: E731
+    http, _ = scripted([issued("at-1", 120), issued("at-2", 120), issued("at-3", 0), issued("at-4", 60)])
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=http)
+    assert agent.credential("t", "payments", "payouts.get").access_token == "at-1"
+    clock[0] += 95  # 25 s left: outside the margin (a fifth of 120 s: 24 s)
+    assert agent.credential("t", "payments", "payouts.get").access_token == "at-1"
+    clock[0] += 2  # 23 s left: within 24 s of its expiry
+    assert agent.credential("t", "payments", "payouts.get").access_token == "at-2"
+    # A credential the server says expires now is never cached as if it had a minute.
+    assert agent.credential("t", "payments", "payouts.create").access_token == "at-3"
+    assert agent.credential("t", "payments", "payouts.create").access_token == "at-4"

@@ -309,10 +309,16 @@ class Credential:
     token_type: str = "Bearer"  # "DPoP" or "Bearer"
     expires_at: float = 0.0  # epoch seconds
     authorization_details: list[dict[str, Any]] = field(default_factory=list)
+    # When a cached copy stops being reused: a fifth of its lifetime early (at least 1 s, at most 30 s), decided
+    # once, when it is obtained (computed again at each look-up, the margin shrank with the remaining lifetime).
+    _refresh_at: float = field(init=False, repr=False, compare=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        lifetime = self.expires_at - time.time()
+        self._refresh_at = self.expires_at - max(1.0, min(30.0, lifetime / 5))
 
     def refresh_at(self) -> float:
-        lifetime = self.expires_at - time.time()
-        return self.expires_at - max(1.0, min(30.0, lifetime / 5))
+        return self._refresh_at
 
 
 @dataclass
@@ -432,7 +438,8 @@ def credential_from(body: Mapping[str, Any], detail: Mapping[str, Any], bound: b
     return Credential(
         access_token=str(body["access_token"]),
         token_type="DPoP" if token_type == "dpop" else "Bearer",
-        expires_at=time.time() + float(body.get("expires_in") or 60),
+        # 60 s only when the server names no lifetime: an ``expires_in`` of 0 is a credential that expires now.
+        expires_at=time.time() + float(60 if body.get("expires_in") is None else body["expires_in"]),
         authorization_details=list(body.get("authorization_details") or [dict(detail)]),
     )
 
