@@ -75,3 +75,34 @@ async def test_mcp_client_with_one_credential_is_held_to_it(writ):
         assert "401" in repr(ended.value) or "401" in str(getattr(ended.value, "exceptions", ""))
         seen = mcp_received(writ)[before:]
         assert [entry["tool"] for entry in seen if entry["rpc"] == "tools/call"] == ["transfer"]
+
+
+async def test_mcp_transport_fails_only_the_call_writ_refuses(writ):
+    from writ import PolicyRefusalError
+    from writ.mcp import McpTransport
+
+    async with AsyncOrchestrator(writ["issuer"], writ["orchestrator"]["id"], writ["orchestrator"]["jwk"], allow_insecure_requests=True) as orchestrator, \
+            AsyncAgent(writ["issuer"], writ["agent"]["id"], writ["agent"]["jwk"], writ["gateway_url"], allow_insecure_requests=True) as agent:
+        task = await orchestrator.create_task(writ["agent"]["id"], "pay acct_1 at most 100", ALLOWED, 600)
+        # Constraints derived from the arguments (docs/agents.md): Writ's policy refuses a wider call before the gateway.
+        auth = McpAuth(agent, task.task_token, "tools", session="lookup",
+                       constraints=lambda tool, args: {"to": args["to"], "amount_max": args["amount"]} if tool == "transfer" else None)
+        before = len(mcp_received(writ))
+        async with httpx.AsyncClient(transport=McpTransport(auth)) as http, streamable_http_client(mcp_url(agent, "tools"), http_client=http) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                for tool, arguments in (("transfer", {"to": "acct_1", "amount": 500}), ("wipe", {})):
+                    with pytest.raises(McpError) as refused:
+                        await session.call_tool(tool, arguments)
+                    assert refused.value.error.code == -32003
+                    assert refused.value.error.data["error"] == "invalid_authorization_details"
+                # The session goes on.
+                assert (await session.call_tool("transfer", {"to": "acct_1", "amount": 42})).content[0].text == "sent 42 to acct_1"
+        assert [entry["tool"] for entry in mcp_received(writ)[before:] if entry["rpc"] == "tools/call"] == ["transfer"]
+        # As the client's auth alone, the same refusal is raised inside the MCP client, which ends the session.
+        with pytest.raises(BaseException) as ended:
+            async with httpx.AsyncClient(auth=auth) as http, streamable_http_client(mcp_url(agent, "tools"), http_client=http) as (read, write, _):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    await session.call_tool("transfer", {"to": "acct_1", "amount": 500})
+        assert isinstance(ended.value, PolicyRefusalError) or ended.group_contains(PolicyRefusalError)

@@ -339,3 +339,31 @@ def test_mcp_auth_resends_only_after_the_gateways_own_refusal():
     assert asyncio.run(run()) == [401, 200]
     # The upstream's 401 is returned; the gateway's refusal of the same credential gets a new one.
     assert [value for value in sent if value] == ["Bearer at-1", "Bearer at-1", "Bearer at-2"]
+
+
+def test_mcp_transport_answers_a_refused_tool_call_with_a_json_rpc_error():
+    from writ import PolicyRefusalError
+    from writ.mcp import McpAuth, McpTransport, mcp_url
+
+    refusal: Answer = (400, {"error": "invalid_authorization_details", "error_description": "denied by policy: amount_max 500 is wider"}, {})
+    server = Scripted([refusal, refusal, issued("at-1"), (200, {"jsonrpc": "2.0", "id": 8, "result": {}}, {})])
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "transfer", "arguments": {"amount": 500}}}
+
+    async def run() -> None:
+        inner = httpx.MockTransport(server)
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.AsyncClient(transport=inner))
+        auth = McpAuth(agent, "task-token", "tools", session="lookup", constraints=lambda tool, args: {"amount_max": args["amount"]} if tool == "transfer" else None)
+        async with httpx.AsyncClient(transport=McpTransport(auth, inner)) as http:
+            refused = await http.post(mcp_url(agent, "tools"), json=call)
+            assert refused.status_code == 200
+            error = refused.json()
+            assert error["id"] == 7 and error["error"]["code"] == -32003
+            assert error["error"]["data"]["error"] == "invalid_authorization_details" and "wider" in error["error"]["message"]
+            # A notification has no id to answer: its refusal is raised.
+            with pytest.raises(PolicyRefusalError):
+                await http.post(mcp_url(agent, "tools"), json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            ok = await http.post(mcp_url(agent, "tools"), json={**call, "id": 8, "params": {"name": "lookup", "arguments": {}}})
+            assert ok.json()["result"] == {} and ok.request.headers["authorization"] == "Bearer at-1"
+
+    asyncio.run(run())
+    assert [request.url.host for request in server.seen] == ["writ.example", "writ.example", "writ.example", "gw.example"]  # nothing sent for a refusal

@@ -8,8 +8,13 @@ a new one; any other 401 is the upstream's answer and is returned::
 
     auth = McpAuth(agent, task.task_token, "tools", session="lookup",
                    constraints=lambda tool, args: {"to": args["to"], "amount_max": args["amount"]} if tool == "transfer" else None)
-    async with httpx.AsyncClient(auth=auth) as http, streamable_http_client(mcp_url(agent, "tools"), http_client=http) as (r, w, _):
+    async with httpx.AsyncClient(transport=McpTransport(auth)) as http, \
+            streamable_http_client(mcp_url(agent, "tools"), http_client=http) as (r, w, _):
         ...
+
+``McpTransport`` answers a request whose credential Writ refuses (a ``tools/call`` wider than the task) with a
+JSON-RPC error, so that the call fails and the session goes on; as the client's ``auth`` alone, ``McpAuth`` raises
+the refusal (``PolicyRefusalError``) inside the MCP client, which ends the session.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import httpx
 
 from . import _core
 from .aio import AsyncAgent
-from .errors import GatewayPathError
+from .errors import GatewayPathError, WritError, WritOAuthError
+
+# The JSON-RPC error code of the gateway's refusals of one MCP request (the implementation-defined server range).
+MCP_REFUSED = -32003
 
 
 def mcp_url(agent: AsyncAgent, connector: str) -> str:
@@ -82,3 +90,58 @@ class McpAuth(httpx.Auth):
 
     def sync_auth_flow(self, request: httpx.Request):  # noqa: ANN201 - MCP clients are async
         raise RuntimeError("McpAuth works with httpx.AsyncClient (MCP clients are async)")
+
+
+def _refusal_answer(request: httpx.Request, error: WritError) -> httpx.Response | None:
+    """The JSON-RPC error answering a request whose credential Writ refused, as the gateway answers a call outside a
+    grant; ``None`` when the request is not one a JSON-RPC error can answer (a notification, the event stream)."""
+    try:
+        message = json.loads(request.content) if request.content else None
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+        return None
+    request_id = message.get("id")
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+        return None
+    body = error.body if isinstance(error, WritOAuthError) else {"error": error.code, "error_description": str(error)}
+    answer = {"jsonrpc": "2.0", "id": request_id, "error": {"code": MCP_REFUSED, "message": f"Writ refused this request: {error}", "data": body}}
+    return httpx.Response(200, json=answer, request=request)
+
+
+class McpTransport(httpx.AsyncBaseTransport):
+    """An ``httpx`` transport for an MCP client: ``McpAuth``'s credentials on every request, and a request whose
+    credential Writ refuses (the policy's refusal of a ``tools/call`` whose constraints came from its arguments, a
+    task that is over) answered with a JSON-RPC error (code ``-32003``, ``data`` the server's error body) instead of
+    an exception: the MCP client runs each request in a task group that a raised error ends, whole session and all.
+    Nothing is sent for a refused request. ``transport`` is the one underneath (default ``httpx.AsyncHTTPTransport()``)::
+
+        async with httpx.AsyncClient(transport=McpTransport(auth)) as http, streamable_http_client(url, http_client=http) as (r, w, _):
+            ...
+    """
+
+    def __init__(self, auth: McpAuth, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._auth = auth
+        self._transport = transport or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        flow = self._auth.async_auth_flow(request)
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                response = await self._transport.handle_async_request(outgoing)
+                try:
+                    outgoing = await flow.asend(response)
+                except StopAsyncIteration:
+                    return response
+                await response.aclose()
+        except WritError as error:
+            if isinstance(error, GatewayPathError):
+                raise
+            answer = _refusal_answer(request, error)
+            if answer is None:
+                raise
+            return answer
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
