@@ -35,10 +35,30 @@ export function reasonsOf(description: string | undefined): string[] {
     .filter((reason) => reason.length > 0 && reason !== 'no reason given');
 }
 
+/** One offending field of a refused body (the Tasks API's `fields`), e.g. `{field: 'ttl_seconds', message: '…'}`. */
+export interface FieldError {
+  field: string;
+  message?: string;
+}
+
+/** The offending fields an error body names: the Tasks API's `fields: [{field, message}]`, or one `field`. */
+export function fieldsOf(body: OAuthErrorBody): FieldError[] {
+  if (Array.isArray(body.fields)) {
+    return body.fields.filter((entry): entry is FieldError => !!entry && typeof entry === 'object' && typeof (entry as FieldError).field === 'string');
+  }
+  return typeof body.field === 'string' ? [{ field: body.field }] : [];
+}
+
+function fieldText({ field, message }: FieldError): string {
+  if (typeof message !== 'string' || message === '') return field;
+  return message.startsWith(field) ? message : `${field}: ${message}`;
+}
+
 /**
  * An OAuth error answered by Writ's token endpoint (or the Tasks API): `error` is the RFC
  * error code (`invalid_grant`, `invalid_authorization_details`, `access_denied`…),
- * `reasons` the policy's reasons when the policy refused.
+ * `reasons` the policy's reasons when the policy refused, `fields` the offending fields of a
+ * refused body (also named in the message).
  */
 export class WritOAuthError extends WritError {
   /** The RFC error code, e.g. `invalid_authorization_details`. */
@@ -48,11 +68,16 @@ export class WritOAuthError extends WritError {
   readonly status: number;
   /** The policy's reasons (from `error_description`), empty when none were given. */
   readonly reasons: string[];
+  /** The offending fields of a refused body, empty when none are named. */
+  readonly fields: FieldError[];
   /** The whole error body as received. */
   readonly body: OAuthErrorBody;
 
   constructor(status: number, body: OAuthErrorBody, options?: { cause?: unknown }) {
-    super(body.error, body.error_description ? `${body.error}: ${body.error_description}` : body.error, options);
+    const fields = fieldsOf(body);
+    const message = body.error_description ? `${body.error}: ${body.error_description}` : body.error;
+    super(body.error, fields.length > 0 ? `${message} (${fields.map(fieldText).join('; ')})` : message, options);
+    this.fields = fields;
     this.error = body.error;
     this.description = body.error_description;
     this.status = status;

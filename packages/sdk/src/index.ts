@@ -27,7 +27,7 @@ export {
   WritOAuthError,
   WritResponseError,
 } from './errors.js';
-export type { OAuthErrorBody } from './errors.js';
+export type { FieldError, OAuthErrorBody } from './errors.js';
 export { gatewayUrlFor } from './gateway-path.js';
 export { runOperation, ToolRefusalError } from './operation.js';
 export type { OperationCall, OperationResult, OperationSpec } from './operation.js';

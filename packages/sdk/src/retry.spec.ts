@@ -242,6 +242,18 @@ describe('Orchestrator', () => {
   });
 });
 
+describe('Tasks API refusals', () => {
+  it('name the offending fields of a refused task (`fields: [{field, message}]`)', async () => {
+    const fields = [{ field: 'ttl_seconds', message: 'ttl_seconds must not be less than 1' }];
+    const server = scripted([issued('tasks-at'), { status: 400, body: { error: 'invalid_request', message: 'the request body is invalid', fields } }]);
+    const orchestrator = new Orchestrator({ issuer: ISSUER, clientId: 'orch-1', key: await privateJwk(), fetch: server.fetch });
+    const refused = await orchestrator.tasks.create({ agentId: 'agent-1', purpose: 'pay', allowed: [], ttlSeconds: -5 }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(WritOAuthError);
+    expect((refused as WritOAuthError).fields).toEqual(fields);
+    expect((refused as WritOAuthError).message).toContain('ttl_seconds must not be less than 1');
+  });
+});
+
 describe('Tasks API paths', () => {
   it('sends a task id as one segment, and refuses dot segments', async () => {
     const server = scripted([issued('tasks-at'), { status: 200, body: { task_id: 'x' } }]);

@@ -132,3 +132,16 @@ def test_a_cached_credential_is_renewed_shortly_before_it_expires(monkeypatch):
     # A credential the server says expires now is never cached as if it had a minute.
     assert agent.credential("t", "payments", "payouts.create").access_token == "at-3"
     assert agent.credential("t", "payments", "payouts.create").access_token == "at-4"
+
+
+def test_a_refused_task_names_the_offending_fields():
+    # The Tasks API answers a refused body with `400 {error, message, fields: [{field, message}]}`.
+    body = {"error": "invalid_request", "message": "the request body is invalid",
+            "fields": [{"field": "ttl_seconds", "message": "ttl_seconds must not be less than 1"}]}
+    http, _ = scripted([(200, {"access_token": "tasks-at", "token_type": "Bearer", "expires_in": 300}), (400, body)])
+    from writ import Orchestrator, WritOAuthError
+
+    with pytest.raises(WritOAuthError) as refused:
+        Orchestrator(ISSUER, "orch-1", private_jwk(), http=http).create_task("agent-1", "pay", [], -5)
+    assert refused.value.fields == [{"field": "ttl_seconds", "message": "ttl_seconds must not be less than 1"}]
+    assert "ttl_seconds must not be less than 1" in str(refused.value)

@@ -30,8 +30,24 @@ class WritError(Exception):
             self.code = code
 
 
+def fields_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The offending fields of a refused body (the Tasks API's ``fields: [{field, message}]``, or one ``field``)."""
+    fields = body.get("fields")
+    if isinstance(fields, list):
+        return [entry for entry in fields if isinstance(entry, dict) and isinstance(entry.get("field"), str)]
+    return [{"field": body["field"]}] if isinstance(body.get("field"), str) else []
+
+
+def _field_text(entry: dict[str, Any]) -> str:
+    text = entry.get("message")
+    if not isinstance(text, str) or not text:
+        return entry["field"]
+    return text if text.startswith(entry["field"]) else f"{entry['field']}: {text}"
+
+
 class WritOAuthError(WritError):
-    """An OAuth error answered by Writ: ``error`` is the RFC code, ``reasons`` the policy's reasons."""
+    """An OAuth error answered by Writ: ``error`` is the RFC code, ``reasons`` the policy's reasons, ``fields`` the
+    offending fields of a refused body (``[{"field", "message"}]``), also named in the message."""
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         self.error: str = str(body.get("error"))
@@ -39,7 +55,11 @@ class WritOAuthError(WritError):
         self.status = status
         self.body = body
         self.reasons = reasons_of(self.description)
-        super().__init__(f"{self.error}: {self.description}" if self.description else self.error, self.error)
+        self.fields = fields_of(body)
+        message = f"{self.error}: {self.description}" if self.description else self.error
+        if self.fields:
+            message += " (" + "; ".join(_field_text(entry) for entry in self.fields) + ")"
+        super().__init__(message, self.error)
 
 
 class PolicyRefusalError(WritOAuthError):
