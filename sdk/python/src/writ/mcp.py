@@ -8,7 +8,7 @@ a new one; any other 401 is the upstream's answer and is returned::
 
     auth = McpAuth(agent, task.task_token, "tools", session="lookup",
                    constraints=lambda tool, args: {"to": args["to"], "amount_max": args["amount"]} if tool == "transfer" else None)
-    async with httpx.AsyncClient(transport=McpTransport(auth)) as http, \
+    async with httpx.AsyncClient(transport=McpTransport(auth), timeout=httpx.Timeout(30, read=300)) as http, \
             streamable_http_client(mcp_url(agent, "tools"), http_client=http) as (r, w, _):
         ...
 
