@@ -145,3 +145,20 @@ def test_a_refused_task_names_the_offending_fields():
         Orchestrator(ISSUER, "orch-1", private_jwk(), http=http).create_task("agent-1", "pay", [], -5)
     assert refused.value.fields == [{"field": "ttl_seconds", "message": "ttl_seconds must not be less than 1"}]
     assert "ttl_seconds must not be less than 1" in str(refused.value)
+
+
+@pytest.mark.parametrize("body", [
+    {"access_token": "at-secret-value", "token_type": "N_A", "expires_in": 60},
+    {"access_token": "at-secret-value", "token_type": "Bearer", "expires_in": "soon"},
+    {"access_token": "at-secret-value", "expires_in": 60},
+    {"token_type": "Bearer", "expires_in": 60},
+    ["at-secret-value"],
+])
+def test_a_malformed_token_response_is_refused_without_the_token(body):
+    from writ import WritResponseError
+
+    # As in TypeScript (oauth4webapi): an unknown token type is not taken for Bearer, and the error is typed.
+    http, _ = scripted([(200, body)])
+    with pytest.raises(WritResponseError) as refused:
+        Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=http).credential("t", "payments", "payouts.get")
+    assert "at-secret-value" not in str(refused.value) and "at-secret-value" not in repr(refused.value)

@@ -431,15 +431,31 @@ def exchange_params(task_token: str, detail: Mapping[str, Any], gateway_url: str
     return params
 
 
-def credential_from(body: Mapping[str, Any], detail: Mapping[str, Any], bound: bool) -> Credential:
-    token_type = str(body.get("token_type", "")).lower()
+def token_response(body: Any) -> tuple[str, str, float]:
+    """``access_token``, ``token_type`` (lower case: ``bearer`` or ``dpop``) and ``expires_in`` (60 s only when the
+    server names none: 0 is a token that expires now) of a token response, or a ``WritResponseError`` that never
+    carries the token (RFC 6749 §5.1, as oauth4webapi checks it)."""
+    if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
+        raise WritResponseError(200, "the token response has no access_token")
+    token_type = body.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() not in ("bearer", "dpop"):
+        raise WritResponseError(200, "the token response has no supported token_type (Bearer or DPoP)")
+    expires_in = body.get("expires_in", 60)
+    if expires_in is None:
+        expires_in = 60
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or expires_in < 0:
+        raise WritResponseError(200, "the token response's expires_in is not a number of seconds")
+    return body["access_token"], token_type.lower(), float(expires_in)
+
+
+def credential_from(body: Any, detail: Mapping[str, Any], bound: bool) -> Credential:
+    access_token, token_type, expires_in = token_response(body)
     if bound and token_type != "dpop":
         raise WritError("asked for a DPoP-bound credential, got a bearer one", "unexpected_response")
     return Credential(
-        access_token=str(body["access_token"]),
+        access_token=access_token,
         token_type="DPoP" if token_type == "dpop" else "Bearer",
-        # 60 s only when the server names no lifetime: an ``expires_in`` of 0 is a credential that expires now.
-        expires_at=time.time() + float(60 if body.get("expires_in") is None else body["expires_in"]),
+        expires_at=time.time() + expires_in,
         authorization_details=list(body.get("authorization_details") or [dict(detail)]),
     )
 

@@ -97,9 +97,8 @@ class Orchestrator:
         with self._lock:
             if self._token and time.time() < self._token[1]:
                 return self._token[0]
-            body = self._client.token({"grant_type": "client_credentials", "scope": "tasks"})
-            lifetime = float(body.get("expires_in") or 60)
-            self._token = (body["access_token"], time.time() + lifetime - min(30.0, lifetime / 5))
+            access_token, _, lifetime = _core.token_response(self._client.token({"grant_type": "client_credentials", "scope": "tasks"}))
+            self._token = (access_token, time.time() + lifetime - min(30.0, lifetime / 5))
             return self._token[0]
 
     def _call(self, method: str, path: str, body: Any = None, extra_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
