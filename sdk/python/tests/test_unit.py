@@ -162,3 +162,15 @@ def test_a_malformed_token_response_is_refused_without_the_token(body):
     with pytest.raises(WritResponseError) as refused:
         Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=http).credential("t", "payments", "payouts.get")
     assert "at-secret-value" not in str(refused.value) and "at-secret-value" not in repr(refused.value)
+
+
+def test_the_credential_cache_is_bounded(monkeypatch):
+    # As in TypeScript: at most MAX_CACHED credentials are kept (expired ones go first, then the oldest), so that an
+    # agent asking for ever new constraint values does not keep every token it was ever given.
+    monkeypatch.setattr(_core, "MAX_CACHED", 3, raising=False)
+    http, _ = scripted([(200, {"access_token": f"at-{n}", "token_type": "Bearer", "expires_in": 120}) for n in range(5)])
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=http)
+    for amount in range(5):
+        agent.credential("t", "payments", "payouts.create", {"amount_max": amount})
+    assert len(agent._cache) == 3
+    assert [credential.access_token for credential in agent._cache.values()] == ["at-2", "at-3", "at-4"]

@@ -225,6 +225,22 @@ class DPoPKey:
         return jwt.encode({"alg": "ES256", "typ": "dpop+jwt", "jwk": self._public}, claims, self._key, algorithms=["ES256"])
 
 
+MAX_CACHED = 1000  # credentials one agent keeps (as the TypeScript SDK): expired ones are dropped first, then the oldest
+
+
+def remember(cache: dict[str, Credential], key: str, credential: Credential) -> None:
+    """Caches ``credential`` under ``key``, keeping at most ``MAX_CACHED``: an agent asking for ever new constraint
+    values does not keep every token it was given."""
+    cache.pop(key, None)
+    if len(cache) >= MAX_CACHED:
+        now = time.time()
+        for stale in [name for name, cached in cache.items() if cached.refresh_at() <= now]:
+            del cache[stale]
+        while len(cache) >= MAX_CACHED:
+            del cache[next(iter(cache))]
+    cache[key] = credential
+
+
 def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 

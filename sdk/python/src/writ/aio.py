@@ -205,7 +205,8 @@ class AsyncAgent:
             self._inflight[key] = inflight
             inflight.add_done_callback(lambda _: self._inflight.pop(key, None))
         credential = await asyncio.shield(inflight)
-        self._cache[key] = credential
+        if self._cache.get(key) is not credential:
+            _core.remember(self._cache, key, credential)
         return credential
 
     def forget(self, task_token: str, connector: str | None = None, action: str | None = None,

@@ -213,7 +213,7 @@ class Agent:
             inflight.set_exception(error)
             raise
         with self._lock:
-            self._cache[key] = credential
+            _core.remember(self._cache, key, credential)
             self._inflight.pop(key, None)
         inflight.set_result(credential)
         return credential
