@@ -31,4 +31,4 @@ export type { FieldError, OAuthErrorBody } from './errors.js';
 export { gatewayUrlFor } from './gateway-path.js';
 export { runOperation, ToolRefusalError } from './operation.js';
 export type { OperationCall, OperationResult, OperationSpec } from './operation.js';
-export type { AllowedEntry, AuthorizationDetail, ConnectorRequest, TaskInfo } from './types.js';
+export type { AllowedEntry, AuthorizationDetail, BudgetLeft, ConnectorRequest, EntryBudget, GrantInfo, TaskInfo } from './types.js';

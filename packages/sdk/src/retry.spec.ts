@@ -242,6 +242,38 @@ describe('Orchestrator', () => {
   });
 });
 
+describe('Tasks API types', () => {
+  it('type a task as the Tasks API shows it: limits, grants, budgets', async () => {
+    const task = {
+      task_id: 't1',
+      allowed: [{ type: 'connector', connector: 'payments', actions: ['payouts.get'], limits: { calls: 3 } }],
+      grants: [
+        {
+          jti: 'j1',
+          connector: 'payments',
+          action: 'payouts.get',
+          authorization_details: [],
+          // Typed members (`tsc --noEmit` checks these): no casts from `unknown`.
+          expires_at: '',
+          max_uses: null,
+          uses: 1,
+          state: 'spent',
+          revoked_reason: null,
+        },
+      ],
+      budgets: [{ entry: 0, calls: { limit: 3, used: 1, remaining: 2 } }],
+    };
+    const server = scripted([issued('tasks-at'), { status: 200, body: task }]);
+    const orchestrator = new Orchestrator({ issuer: ISSUER, clientId: 'orch-1', key: await privateJwk(), fetch: server.fetch });
+    const info = await orchestrator.tasks.get('t1');
+    // Typed members (\`tsc --noEmit\` checks these): no casts from `unknown`.
+    const calls: number | undefined = info.allowed[0].limits?.calls;
+    const uses: number | undefined = info.grants?.[0].uses;
+    const remaining: number | undefined = info.budgets?.[0].calls?.remaining;
+    expect([calls, uses, remaining]).toEqual([3, 1, 2]);
+  });
+});
+
 describe('Tasks API refusals', () => {
   it('name the offending fields of a refused task (`fields: [{field, message}]`)', async () => {
     const fields = [{ field: 'ttl_seconds', message: 'ttl_seconds must not be less than 1' }];

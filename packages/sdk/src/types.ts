@@ -24,13 +24,44 @@ export interface ConnectorRequest {
   constraints?: Record<string, unknown>;
 }
 
+/** A declared limit of a task and what is left of it. */
+export interface BudgetLeft {
+  limit: number;
+  used: number;
+  remaining: number;
+}
+
+/** The budgets of one limited `allowed` entry (its index in `allowed`). */
+export interface EntryBudget {
+  entry: number;
+  calls?: BudgetLeft;
+  sum?: Record<string, BudgetLeft>;
+}
+
+/** One credential issued for a task, as the Tasks API shows it (never the token). */
+export interface GrantInfo {
+  jti: string;
+  connector: string;
+  action: string;
+  authorization_details: AuthorizationDetail[];
+  issued_at: string;
+  expires_at: string;
+  /** Uses the policy allowed (`null`: unlimited until it expires). */
+  max_uses: number | null;
+  uses: number;
+  state: 'active' | 'expired' | 'revoked' | 'spent' | (string & Record<never, never>);
+  revoked_reason: string | null;
+  [member: string]: unknown;
+}
+
 /** A task as the Tasks API shows it. */
 export interface TaskInfo {
   task_id: string;
   agent_id: string;
   orchestrator_id: string;
   purpose: string;
-  allowed: AuthorizationDetail[];
+  /** The declared purpose, each entry with its `limits` when it has any. */
+  allowed: Array<AuthorizationDetail & { limits?: AllowedEntry['limits'] }>;
   on_behalf_of: string | null;
   /** The verified user the task acts for, or null. */
   user?: { iss: string; sub: string } | null;
@@ -41,6 +72,8 @@ export interface TaskInfo {
   expires_at: string;
   ended_at: string | null;
   history?: { grants_issued: number; refusals: number; out_of_purpose_requests: number };
-  grants?: Array<Record<string, unknown>>;
+  grants?: GrantInfo[];
+  /** What is left of each limited `allowed` entry's budgets. */
+  budgets?: EntryBudget[];
   [member: string]: unknown;
 }
