@@ -253,7 +253,7 @@ describe('Tasks API types', () => {
           connector: 'payments',
           action: 'payouts.get',
           authorization_details: [],
-          // Typed members (`tsc --noEmit` checks these): no casts from `unknown`.
+          issued_at: '',
           expires_at: '',
           max_uses: null,
           uses: 1,
@@ -266,7 +266,7 @@ describe('Tasks API types', () => {
     const server = scripted([issued('tasks-at'), { status: 200, body: task }]);
     const orchestrator = new Orchestrator({ issuer: ISSUER, clientId: 'orch-1', key: await privateJwk(), fetch: server.fetch });
     const info = await orchestrator.tasks.get('t1');
-    // Typed members (\`tsc --noEmit\` checks these): no casts from `unknown`.
+    // Typed members (`tsc --noEmit` checks these): no casts from `unknown`.
     const calls: number | undefined = info.allowed[0].limits?.calls;
     const uses: number | undefined = info.grants?.[0].uses;
     const remaining: number | undefined = info.budgets?.[0].calls?.remaining;
