@@ -174,3 +174,10 @@ def test_the_credential_cache_is_bounded(monkeypatch):
         agent.credential("t", "payments", "payouts.create", {"amount_max": amount})
     assert len(agent._cache) == 3
     assert [credential.access_token for credential in agent._cache.values()] == ["at-2", "at-3", "at-4"]
+
+
+def test_the_package_ships_its_type_hints():
+    # PEP 561: without the py.typed marker, type checkers ignore the SDK's annotations in an application.
+    from importlib.resources import files
+
+    assert files("writ").joinpath("py.typed").is_file()
