@@ -367,3 +367,29 @@ def test_mcp_transport_answers_a_refused_tool_call_with_a_json_rpc_error():
 
     asyncio.run(run())
     assert [request.url.host for request in server.seen] == ["writ.example", "writ.example", "writ.example", "gw.example"]  # nothing sent for a refusal
+
+
+def test_async_a_shared_exchange_stops_when_every_caller_is_cancelled():
+    # As in TypeScript: one caller's cancellation ends only its own wait; when every caller waiting for an exchange
+    # (here: for a human approval) is cancelled, the exchange stops polling instead of going on in the background.
+    pending: Answer = (400, {"error": "authorization_pending", "approval_id": "ap-1", "interval": 0.2}, {})
+    server = Scripted([pending] * 20 + [issued("at-1")])
+
+    async def run() -> tuple[int, str]:
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.AsyncClient(transport=httpx.MockTransport(server)))
+        first = asyncio.ensure_future(agent.credential("t", "payments", "payouts.create"))
+        second = asyncio.ensure_future(agent.credential("t", "payments", "payouts.create"))
+        await asyncio.sleep(0.3)
+        first.cancel()
+        await asyncio.sleep(0.3)
+        assert not second.done()  # the exchange goes on for the caller still waiting
+        second.cancel()
+        for cancelled in (first, second):
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+        polls = len(server.tokens())
+        await asyncio.sleep(0.6)
+        return len(server.tokens()) - polls, repr(agent._inflight)
+
+    polled_after, inflight = asyncio.run(run())
+    assert polled_after == 0 and inflight == "{}"

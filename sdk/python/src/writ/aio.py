@@ -171,6 +171,7 @@ class AsyncAgent:
         self._approval_timeout = approval_timeout
         self._cache: dict[str, Credential] = {}
         self._inflight: dict[str, asyncio.Future[Credential]] = {}
+        self._waiting: dict[asyncio.Future[Credential], int] = {}  # callers waiting for each exchange under way
 
     @property
     def dpop_thumbprint(self) -> str | None:
@@ -198,13 +199,32 @@ class AsyncAgent:
         cached = self._cache.get(key)
         if cached and time.time() < cached.refresh_at():
             return cached
-        # Concurrent identical requests share one exchange (and one approval).
+        # Concurrent identical requests share one exchange (and one approval). A caller's cancellation ends only its
+        # own wait; the exchange is cancelled when no caller is left waiting for it (as an abort does in TypeScript).
         inflight = self._inflight.get(key)
         if inflight is None:
             inflight = asyncio.ensure_future(self._exchange(task_token, detail, approval_timeout, on_pending))
             self._inflight[key] = inflight
-            inflight.add_done_callback(lambda _: self._inflight.pop(key, None))
-        credential = await asyncio.shield(inflight)
+            exchange = inflight
+
+            def settled(_: object) -> None:
+                if self._inflight.get(key) is exchange:
+                    del self._inflight[key]
+                self._waiting.pop(exchange, None)
+
+            inflight.add_done_callback(settled)
+        self._waiting[inflight] = self._waiting.get(inflight, 0) + 1
+        try:
+            credential = await asyncio.shield(inflight)
+        except asyncio.CancelledError:
+            if not inflight.done() and inflight in self._waiting:
+                self._waiting[inflight] -= 1
+                if self._waiting[inflight] == 0:
+                    inflight.cancel()
+            raise
+        else:
+            if inflight in self._waiting:
+                self._waiting[inflight] -= 1
         if self._cache.get(key) is not credential:
             _core.remember(self._cache, key, credential)
         return credential
