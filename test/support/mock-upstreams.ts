@@ -6,6 +6,8 @@ export interface ReceivedRequest {
   method: string;
   url: string;
   headers: IncomingMessage['headers'];
+  /** The headers as sent, name and value alternating (repeats and cases kept). */
+  rawHeaders: string[];
   body: Buffer;
 }
 
@@ -33,7 +35,13 @@ export async function startMockUpstream(authorized: (headers: IncomingMessage['h
       'end',
       () =>
         void (async () => {
-          const entry: ReceivedRequest = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks) };
+          const entry: ReceivedRequest = {
+            method: request.method ?? '',
+            url: request.url ?? '',
+            headers: request.headers,
+            rawHeaders: request.rawHeaders,
+            body: Buffer.concat(chunks),
+          };
           received.push(entry);
           if (!authorized(request.headers)) return json(response, 401, { error: 'bad credential' });
           const path = entry.url.split('?')[0];

@@ -14,8 +14,11 @@ import { CREDENTIAL_TYPES, type UpstreamCredential } from './upstream-credential
 export const CONNECTOR_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 /** How risky an operation is: the policy caps credential lifetimes by it. */
 export const OPERATION_RISKS = ['read', 'write'] as const;
-/** Where a constraint reads its value in a request (`arguments`: an MCP tool call's `params.arguments`). */
-export const CONSTRAINT_LOCATIONS = ['path', 'query', 'body', 'arguments'] as const;
+/**
+ * Where a constraint reads its value in a request (`header`: a request header of an `http`
+ * operation, named case-insensitively; `arguments`: an MCP tool call's `params.arguments`).
+ */
+export const CONSTRAINT_LOCATIONS = ['path', 'query', 'body', 'header', 'arguments'] as const;
 /** What a connector fronts: an HTTP API (operations are method + path) or a Streamable HTTP MCP server (operations are tools). */
 export const CONNECTOR_KINDS = ['http', 'mcp'] as const;
 /** A connector's kind. */
@@ -174,7 +177,9 @@ function constraintSchema(locations: Array<ConnectorConstraintDefinition['in']>)
     {
       in: { type: 'string', enum: locations },
       field: string(CONSTRAINT_FIELD_PATTERN, CONNECTOR_LIMITS.field, {
-        description: 'a name or a dotted path (body, arguments); never __proto__, constructor or prototype',
+        description:
+          'a name or a dotted path (body, arguments), or a header name (header: matched ignoring case; it must then be sent exactly once, ' +
+          'and is forwarded with exactly the checked value; not a header the gateway controls); never __proto__, constructor or prototype',
         example: 'amount',
       }),
       op: { type: 'string', enum: [...CONNECTOR_CONSTRAINT_OPERATORS] },
@@ -185,8 +190,8 @@ function constraintSchema(locations: Array<ConnectorConstraintDefinition['in']>)
   );
 }
 
-/** A constraint of an `http` connector's operation: it reads the path, the query or the body. */
-export const HTTP_CONSTRAINT_SCHEMA = constraintSchema(['path', 'query', 'body']);
+/** A constraint of an `http` connector's operation: it reads the path, the query, the body or a header. */
+export const HTTP_CONSTRAINT_SCHEMA = constraintSchema(['path', 'query', 'body', 'header']);
 /** A constraint of an `mcp` connector's tool: it reads the tool call's arguments. */
 export const TOOL_CONSTRAINT_SCHEMA = constraintSchema(['arguments']);
 

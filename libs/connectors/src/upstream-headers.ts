@@ -66,3 +66,25 @@ export function isForbiddenCredentialHeader(name: string): boolean {
   const lower = name.toLowerCase();
   return FORBIDDEN_CREDENTIAL_HEADERS.has(lower) || isRoutingHeader(lower);
 }
+
+/**
+ * Request headers an operation's `header` constraint may not bind: those a `header` credential
+ * may not be named (see {@link FORBIDDEN_CREDENTIAL_HEADERS}), and those the gateway sets,
+ * replaces or drops on the way upstream (`Accept-Encoding`, `Range` and its kin, the trace
+ * context, the MCP session): the upstream would not get the checked value.
+ */
+const UNCONSTRAINABLE_HEADERS: ReadonlySet<string> = new Set([
+  'accept-encoding',
+  'range',
+  'if-range',
+  'request-range',
+  'traceparent',
+  'tracestate',
+  'mcp-session-id',
+]);
+
+/** True when a `header` constraint may not bind this header name (any case, `_` read as `-`). */
+export function isUnconstrainableHeader(name: string): boolean {
+  const lower = name.toLowerCase().replace(/_/g, '-');
+  return isForbiddenCredentialHeader(lower) || UNCONSTRAINABLE_HEADERS.has(lower);
+}

@@ -114,7 +114,21 @@ describe('validateConnectorDefinition', () => {
 
   it.each([
     ['an unknown operator', 0, 'amount', { in: 'body', field: 'amount', op: 'regex' }, 'operations[0].constraints.amount.op'],
-    ['an unknown location', 0, 'amount', { in: 'header', field: 'amount', op: 'eq' }, 'operations[0].constraints.amount.in'],
+    ['an unknown location', 0, 'amount', { in: 'cookie', field: 'amount', op: 'eq' }, 'operations[0].constraints.amount.in'],
+    [
+      'a header constraint on a name that is not a token',
+      0,
+      'account',
+      { in: 'header', field: 'Stripe:Account', op: 'eq' },
+      'operations[0].constraints.account.field',
+    ],
+    ['a header constraint on Authorization', 0, 'auth', { in: 'header', field: 'authorization', op: 'eq' }, 'operations[0].constraints.auth.field'],
+    ['a header constraint on Host', 0, 'host', { in: 'header', field: 'Host', op: 'eq' }, 'operations[0].constraints.host.field'],
+    ['a header constraint on X-Forwarded-For', 0, 'ip', { in: 'header', field: 'X_Forwarded_For', op: 'eq' }, 'operations[0].constraints.ip.field'],
+    ['a header constraint on Content-Type', 0, 'type', { in: 'header', field: 'Content-Type', op: 'eq' }, 'operations[0].constraints.type.field'],
+    ['a header constraint on Accept-Encoding', 0, 'enc', { in: 'header', field: 'accept-encoding', op: 'eq' }, 'operations[0].constraints.enc.field'],
+    ['a header constraint on Connection', 0, 'conn', { in: 'header', field: 'Connection', op: 'eq' }, 'operations[0].constraints.conn.field'],
+    ['a header constraint on traceparent', 0, 'trace', { in: 'header', field: 'traceparent', op: 'eq' }, 'operations[0].constraints.trace.field'],
     ['a field with spaces', 0, 'amount', { in: 'body', field: 'the amount', op: 'eq' }, 'operations[0].constraints.amount.field'],
     ['a field with an empty segment', 0, 'amount', { in: 'body', field: 'a..b', op: 'eq' }, 'operations[0].constraints.amount.field'],
     ['a __proto__ field segment', 0, 'amount', { in: 'body', field: 'a.__proto__', op: 'eq' }, 'operations[0].constraints.amount.field'],
@@ -420,6 +434,17 @@ describe('catalogue bounds and credential removal', () => {
     return input;
   };
 
+  it('accepts a header constraint on an http operation, GET included, and keeps it as given', () => {
+    const input = payments();
+    (input.operations[0] as { constraints: Record<string, unknown> }).constraints.account = { in: 'header', field: 'Stripe-Account', op: 'eq' };
+    (input.operations[1] as { constraints: Record<string, unknown> }).constraints.orgs = { in: 'header', field: 'openai-organization', op: 'in' };
+    const outcome = validateConnectorDefinition(input);
+    expect(outcome.ok && outcome.value.operations.map((operation) => operation.constraints)).toEqual([
+      expect.objectContaining({ account: { in: 'header', field: 'Stripe-Account', op: 'eq' } }),
+      expect.objectContaining({ orgs: { in: 'header', field: 'openai-organization', op: 'in' } }),
+    ]);
+  });
+
   it('accepts min and max on a constraint and keeps them', () => {
     const outcome = validateConnectorDefinition(bounded({ min: 0, max: 1000000 }));
     expect(outcome.ok && outcome.value.operations[0].constraints.amount_max).toEqual({ in: 'body', field: 'amount', op: 'lte', min: 0, max: 1000000 });
@@ -479,6 +504,14 @@ describe('mcp connectors', () => {
     const definition = tools();
     definition.operations[0] = { ...definition.operations[0], method: 'POST', path: '/x', constraints: { a: { in: 'body', field: 'a', op: 'eq' } } } as never;
     expect(fields(definition)).toEqual(['operations[0].constraints.a.in', 'operations[0].method', 'operations[0].path']);
+  });
+
+  it('refuses a header constraint on a tool, naming the field', () => {
+    const definition = tools();
+    definition.operations[1] = { name: 'lookup', risk: 'read', constraints: { account: { in: 'header', field: 'Stripe-Account', op: 'eq' } } } as never;
+    const outcome = validateConnectorDefinition(definition);
+    expect(outcome).toEqual({ ok: false, errors: [{ field: 'operations[1].constraints.account.in', message: expect.stringContaining('arguments') }] });
+    expect(fields({ operations: definition.operations }, 'mcp')).toEqual(['operations[1].constraints.account.in']);
   });
 
   it('refuses arguments on an http connector, an unknown kind, and duplicate tool names', () => {

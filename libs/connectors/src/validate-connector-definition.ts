@@ -32,7 +32,7 @@ import {
 import { normalParameterName } from './parameter-names';
 import { compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
 import { CREDENTIAL_TYPES, type OAuth2AuthorizationCode, type UpstreamCredential } from './upstream-credential';
-import { isForbiddenCredentialHeader } from './upstream-headers';
+import { isForbiddenCredentialHeader, isUnconstrainableHeader } from './upstream-headers';
 
 /** Names that mean something to JavaScript objects: never a constraint name or field segment. */
 const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
@@ -161,7 +161,7 @@ function checkConstraint(
     // A tool call has no path, query or body of its own to constrain: only its arguments.
     if (location !== 'arguments') out.add(`${field}.in`, "must be arguments (a field of the tool call's params.arguments)");
   } else if (location === 'arguments' || !CONSTRAINT_LOCATIONS.includes(location as never)) {
-    out.add(`${field}.in`, 'must be one of path, query, body (arguments is for mcp connectors)');
+    out.add(`${field}.in`, 'must be one of path, query, body, header (arguments is for mcp connectors)');
   }
   const op = raw.op;
   if (!CONNECTOR_CONSTRAINT_OPERATORS.includes(op as never)) {
@@ -173,6 +173,13 @@ function checkConstraint(
     out.add(`${field}.field`, 'must be a field name or a dotted path (letters, digits, _ and -, segments joined by .)');
   } else if (target.split('.').some((segment) => RESERVED_NAMES.has(segment))) {
     out.add(`${field}.field`, 'must not use __proto__, constructor or prototype');
+  } else if (location === 'header' && (target.length > CONNECTOR_LIMITS.headerName || !HEADER_NAME_PATTERN.test(target))) {
+    out.add(`${field}.field`, 'must be an HTTP header name');
+  } else if (location === 'header' && isUnconstrainableHeader(target)) {
+    out.add(
+      `${field}.field`,
+      'is a header the gateway controls, sets or drops (credentials, framing, routing, hop-by-hop, method override, encoding, range, trace context)',
+    );
   } else if (location === 'path' && template && !template.params.includes(target)) {
     out.add(`${field}.field`, `must be a parameter of the path template (${template.params.map((p) => `{${p}}`).join(', ') || 'it has none'})`);
   } else if ((location === 'query' || (location === 'body' && !noBody)) && template) {

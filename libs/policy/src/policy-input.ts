@@ -18,7 +18,7 @@ export interface ConnectorAuthorizationDetail {
 
 /** How a catalogue operation binds a constraint name to a request field. */
 export interface PolicyOperationConstraint {
-  in: 'path' | 'query' | 'body' | (string & {});
+  in: 'path' | 'query' | 'body' | 'header' | (string & {});
   field: string;
   op: 'eq' | 'lte' | 'gte' | 'in' | (string & {});
 }

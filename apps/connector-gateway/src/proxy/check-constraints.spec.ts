@@ -283,3 +283,58 @@ describe('hasConstraints', () => {
     expect(hasConstraints(bounded, undefined)).toBe(true);
   });
 });
+
+describe('header constraints', () => {
+  const connect: ConnectorOperation = {
+    name: 'payouts.create',
+    method: 'POST',
+    path: '/v1/payouts',
+    risk: 'write',
+    constraints: {
+      account: { in: 'header', field: 'Stripe-Account', op: 'eq' },
+      orgs: { in: 'header', field: 'OpenAI-Organization', op: 'in' },
+    },
+  };
+  const check = (granted: Record<string, unknown> | undefined, rawHeaders: string[]) =>
+    checkConstraints(connect, granted, { pathParams: {}, query: '', body: undefined, rawHeaders });
+
+  it('passes the granted value sent once, in any case, and gives it back to be forwarded as checked', () => {
+    const result = check({ account: 'acct_1' }, ['stripe-account', 'acct_1', 'Authorization', 'Bearer x']);
+    expect(result.failure).toBeUndefined();
+    expect(result.checked).toEqual([{ name: 'account', in: 'header', op: 'eq', granted: 'acct_1', actual: 'acct_1', ok: true }]);
+    expect(result.headers).toEqual({ 'Stripe-Account': 'acct_1' });
+    expect(check({ orgs: ['org_a', 'org_b'] }, ['OPENAI-ORGANIZATION', 'org_b']).headers).toEqual({ 'OpenAI-Organization': 'org_b' });
+  });
+
+  it.each([
+    ['another account', ['Stripe-Account', 'acct_other'], undefined],
+    ['no header at all', [], undefined],
+    ['the header twice', ['Stripe-Account', 'acct_1', 'Stripe-Account', 'acct_other'], 'ambiguous_header'],
+    ['the header twice in two cases', ['Stripe-Account', 'acct_1', 'stripe-account', 'acct_other'], 'ambiguous_header'],
+    ['the header also spelled with _', ['Stripe-Account', 'acct_1', 'Stripe_Account', 'acct_other'], 'ambiguous_header'],
+    ['a comma-joined list', ['Stripe-Account', 'acct_1, acct_other'], 'ambiguous_header'],
+    ['a Connection header naming it', ['Stripe-Account', 'acct_1', 'Connection', 'keep-alive, Stripe-Account'], 'ambiguous_header'],
+    ['a Connection header naming its _ spelling', ['Stripe-Account', 'acct_1', 'connection', 'stripe_account'], 'ambiguous_header'],
+  ])('refuses %s, naming the constraint', (_label, rawHeaders, reason) => {
+    const result = check({ account: 'acct_1' }, rawHeaders);
+    expect(result.failure).toEqual({ rule: 'constraint:account', description: expect.stringContaining('Stripe-Account'), ...(reason ? { reason } : {}) });
+    expect(result.headers).toBeUndefined();
+  });
+
+  it('refuses a value outside an `in` set', () => {
+    expect(check({ orgs: ['org_a'] }, ['OpenAI-Organization', 'org_evil']).failure?.rule).toBe('constraint:orgs');
+  });
+
+  it('refuses a header the operation binds but the grant does not give a value: the call runs under the credential itself', () => {
+    expect(check({}, ['Stripe-Account', 'acct_other']).failure).toMatchObject({ rule: 'constraint:account', reason: 'header_not_granted' });
+    expect(check(undefined, ['stripe_account', 'acct_other']).failure).toMatchObject({ rule: 'constraint:account', reason: 'header_not_granted' });
+    expect(check({}, ['Accept', 'application/json']).failure).toBeUndefined();
+  });
+
+  it('never reads a header from the path, the query or the body, and refuses an unknown location', () => {
+    const result = checkConstraints(connect, { account: 'acct_1' }, { pathParams: {}, query: 'Stripe-Account=acct_1', body: { 'Stripe-Account': 'acct_1' } });
+    expect(result.failure?.rule).toBe('constraint:account');
+    const odd = { ...connect, constraints: { account: { in: 'cookie' as never, field: 'a', op: 'eq' as const } } };
+    expect(checkConstraints(odd, { account: 'acct_1' }, { pathParams: {}, query: '', body: { a: 'acct_1' } }).failure?.rule).toBe('constraint:account');
+  });
+});

@@ -15,6 +15,8 @@ export interface ConstrainedRequest {
   bodyText?: string;
   /** The names of the body's top-level members as a framework would read them into its parameters (see `bodyMemberNames`). */
   bodyNames?: readonly string[];
+  /** The request's headers as received, name and value alternating (Node's `rawHeaders`): what `header` constraints read. */
+  rawHeaders?: readonly string[];
 }
 
 /** One constraint as checked (values go to the audit event). */
@@ -34,6 +36,11 @@ export interface ConstraintCheck {
   failure?: { rule: string; description: string; reason?: string };
   /** A constrained value the gateway cannot compare exactly as the upstream will read it (`400` naming the field). */
   invalid?: { field: string; description: string };
+  /**
+   * The value of each header a `header` constraint checked, by its catalogue name: the upstream
+   * gets exactly these, and no other spelling of those headers.
+   */
+  headers?: Record<string, string>;
 }
 
 const MISSING = Symbol('missing');
@@ -86,6 +93,34 @@ function queryField(query: string, field: string): string | typeof MISSING | typ
   return values[0];
 }
 
+/** A header name as compared: lower case, `_` read as `-` (Rack and CGI servers read `Stripe_Account` as `Stripe-Account`). */
+function headerKey(name: string): string {
+  return name.toLowerCase().replace(/_/g, '-');
+}
+
+/**
+ * The one value of header `field` in `raw` (name and value alternating), compared as
+ * {@link headerKey} reads names. Sent twice, in two cases or spellings, or with a comma (a
+ * list in one line, which RFC 9110 section 5.3 makes the same as repeating it): ambiguous, as
+ * the upstream may read another value than the one checked. Named by a `Connection` header: a
+ * proxy drops it, so the upstream would act under its default authority instead.
+ */
+function headerField(raw: readonly string[], field: string): string | typeof MISSING | { ambiguous: string } {
+  const key = headerKey(field);
+  const values: string[] = [];
+  for (let index = 0; index + 1 < raw.length; index += 2) {
+    const name = headerKey(raw[index]);
+    if (name === key) values.push(raw[index + 1]);
+    else if (name === 'connection' && raw[index + 1].split(',').some((listed) => headerKey(listed.trim()) === key)) {
+      return { ambiguous: `the Connection header names header ${field}, which a proxy would drop` };
+    }
+  }
+  if (values.length === 0) return MISSING;
+  if (values.length > 1) return { ambiguous: `header ${field} is sent more than once (also in another case, or with _ for -)` };
+  if (values[0].includes(',')) return { ambiguous: `header ${field} carries a list (a comma)` };
+  return values[0];
+}
+
 /**
  * The most `&`-separated parts a query with a checked parameter may have. Express (`qs` and
  * `node:querystring`), PHP (`max_input_vars`) and Tomcat (`maxParameterCount`) read at most
@@ -106,6 +141,8 @@ type Binding = NonNullable<ConnectorOperation['constraints']>[string];
  * could act on the value the gateway did not check.
  */
 function otherLocation(binding: Binding, request: ConstrainedRequest): 'path' | 'query' | 'body' | undefined {
+  // A header is not a parameter: frameworks do not merge headers with the path, query or body.
+  if (binding.in === 'header') return undefined;
   const name = binding.in === 'body' ? binding.field.split('.')[0] : binding.field;
   const same = (key: string) => sameParameterName(key, name);
   // A path-bound name also under another parameter of the template read as the same (`{Repo}` and `{repo}`).
@@ -168,7 +205,12 @@ function withinBounds(binding: Binding, actual: unknown): boolean {
 export function checkConstraints(operation: ConnectorOperation, granted: Record<string, unknown> | undefined, request: ConstrainedRequest): ConstraintCheck {
   const checked: CheckedConstraint[] = [];
   const grantedNames = Object.keys(granted ?? {});
-  const boundedNames = Object.keys(operation.constraints ?? {}).filter((name) => !grantedNames.includes(name) && isBounded(operation.constraints[name]));
+  // A header binding the grant does not give a value is checked too: the header must then be
+  // absent, and the call runs under the upstream credential's own authority (see {@link headerField}).
+  const boundedNames = Object.keys(operation.constraints ?? {}).filter(
+    (name) => !grantedNames.includes(name) && (isBounded(operation.constraints[name]) || operation.constraints[name].in === 'header'),
+  );
+  const headers: Record<string, string> = {};
   for (const name of [...grantedNames, ...boundedNames]) {
     const inGrant = grantedNames.includes(name);
     const grantedValue = inGrant ? granted![name] : undefined;
@@ -218,7 +260,25 @@ export function checkConstraints(operation: ConnectorOperation, granted: Record<
       }
       text = raw === MISSING ? undefined : raw;
       actual = raw === MISSING ? MISSING : typedText(bounded, grantedValue, raw);
-    } else {
+    } else if (binding.in === 'header') {
+      const raw = headerField(request.rawHeaders ?? [], binding.field);
+      if (typeof raw === 'object') {
+        return { checked, failure: { rule: `constraint:${name}`, description: raw.ambiguous, reason: 'ambiguous_header' } };
+      }
+      if (raw !== MISSING && !inGrant && !bounded) {
+        return {
+          checked,
+          failure: {
+            rule: `constraint:${name}`,
+            description: `header ${binding.field} is bound by constraint ${name}, which this credential does not grant: it must not be sent`,
+            reason: 'header_not_granted',
+          },
+        };
+      }
+      text = raw === MISSING ? undefined : raw;
+      actual = raw === MISSING ? MISSING : typedText(bounded, grantedValue, raw);
+      if (raw !== MISSING) headers[binding.field] = raw;
+    } else if (binding.in === 'body') {
       const alias = binding.field.includes('.') ? dottedAlias(request.body, binding.field) : undefined;
       if (alias !== undefined) {
         return {
@@ -231,6 +291,9 @@ export function checkConstraints(operation: ConnectorOperation, granted: Record<
         };
       }
       actual = request.body === undefined ? MISSING : bodyField(request.body, binding.field);
+    } else {
+      // A location this engine does not read (a row written outside the admin API): never trusted.
+      return { checked, failure: { rule: `constraint:${name}`, description: `constraint ${name} reads a location the gateway does not check` } };
     }
     if (actual === MISSING) {
       if (!inGrant) continue;
@@ -259,7 +322,7 @@ export function checkConstraints(operation: ConnectorOperation, granted: Record<
       };
     }
   }
-  return { checked };
+  return Object.keys(headers).length > 0 ? { checked, headers } : { checked };
 }
 
 /** True when the operation reads any of the granted constraints, or a bounded one, from the body. */

@@ -94,6 +94,8 @@ interface CheckedCall {
   values: Record<string, unknown>;
   /** `mcp` connectors: what the message is; only `tools/call` spends a use. */
   mcp?: McpCall;
+  /** Each header a `header` constraint checked, with its value: forwarded exactly so. */
+  headers?: Record<string, string>;
 }
 
 function elapsedMs(started: bigint): number {
@@ -256,7 +258,14 @@ export class ProxyService {
     if (bodyNames.some((name) => parameterNameForms(name).includes(METHOD_PARAMETER))) {
       throw new InvalidRequestError('the _method body member is not accepted', { reason: 'method_override' });
     }
-    const result = checkConstraints(operation, detail.constraints, { pathParams, query: target.query, body: parsed?.value, bodyText: parsed?.text, bodyNames });
+    const result = checkConstraints(operation, detail.constraints, {
+      pathParams,
+      query: target.query,
+      body: parsed?.value,
+      bodyText: parsed?.text,
+      bodyNames,
+      rawHeaders: req.rawHeaders,
+    });
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
     if (result.failure) throw new InsufficientScopeError(result.failure.description, { rule: result.failure.rule, reason: result.failure.reason });
@@ -321,7 +330,7 @@ export class ProxyService {
     state: CredentialState,
     operation: ConnectorOperation | undefined,
     body: Buffer,
-    result: { checked: CheckedConstraint[] },
+    result: { checked: CheckedConstraint[]; headers?: Record<string, string> },
   ): Promise<CheckedCall> {
     const connector = state.connector!;
     const refused = this.destinationRefusal(connector.baseUrl);
@@ -339,7 +348,7 @@ export class ProxyService {
     };
     const credential = await this.credentials.headerFor(sealed);
     const values = Object.fromEntries(result.checked.map((entry) => [entry.name, entry.actual]));
-    return { target, state, operation, body, sealed, credential, values };
+    return { target, state, operation, body, sealed, credential, values, ...(result.headers ? { headers: result.headers } : {}) };
   }
 
   /** The token: signature, `typ`, `exp`, `aud` = this connector; then its live state in PostgreSQL. */
@@ -527,7 +536,7 @@ export class ProxyService {
           undiciRequest(url, {
             method: req.method,
             dispatcher: this.dispatcher,
-            headers: withTraceContext(upstreamRequestHeaders(req.headers, credential, body.length), this.config.tracing.forwardTraceparent),
+            headers: withTraceContext(upstreamRequestHeaders(req.headers, credential, body.length, checked.headers), this.config.tracing.forwardTraceparent),
             body: body.length > 0 ? body : undefined,
             signal: deadline,
           }),

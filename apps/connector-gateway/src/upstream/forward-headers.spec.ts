@@ -94,6 +94,18 @@ describe('upstreamRequestHeaders: underscores (Rack and CGI read _ as -)', () =>
   });
 });
 
+describe('upstreamRequestHeaders: headers a constraint checked', () => {
+  it('sends each once, with the checked value under the catalogue name, whatever spellings came in', () => {
+    const incoming = { 'stripe-account': 'acct_1, acct_other', stripe_account: 'acct_other', accept: '*/*' };
+    expect(upstreamRequestHeaders(incoming, { name: 'authorization', value: 'Bearer s' }, 0, { 'Stripe-Account': 'acct_1' })).toEqual({
+      accept: '*/*',
+      'Stripe-Account': 'acct_1',
+      'accept-encoding': 'identity',
+      authorization: 'Bearer s',
+    });
+  });
+});
+
 describe('isMethodOverrideHeader', () => {
   it.each(['x-http-method-override', 'x_http_method_override', 'X_HTTP_METHOD', 'x-method_override'])('knows %s', (name) => {
     expect(isMethodOverrideHeader(name)).toBe(true);

@@ -87,6 +87,8 @@ function connectionListed(headers: IncomingHttpHeaders | Record<string, unknown>
 /**
  * The headers sent upstream: the agent's, minus its credentials, cookies, hop-by-hop,
  * routing and client-IP headers (`Forwarded`, `X-Forwarded-*`, `X-Original-URL`...) (and any the `Connection` header names), plus the injected credential.
+ * Each header a `header` constraint `checked` is sent once with the checked value, under the
+ * catalogue's name, whatever other spellings the agent sent (the check refuses those).
  * `Accept-Encoding` is always `identity`: the gateway reads every response body for echoes of
  * the credential, which it cannot do in a compressed one; for the same reason `Range` and
  * `If-Range` are dropped when a credential is injected (a slice of an echo is not recognised).
@@ -97,16 +99,20 @@ export function upstreamRequestHeaders(
   incoming: IncomingHttpHeaders,
   credential: { name: string; value: string } | undefined,
   bodyLength: number,
+  checked: Readonly<Record<string, string>> = {},
 ): Record<string, string> {
   const listed = connectionListed(incoming);
   const headers: Record<string, string> = {};
   const credentialName = credential ? dashedHeaderName(credential.name) : undefined;
+  const pinned = new Set(Object.keys(checked).map((name) => dashedHeaderName(name.toLowerCase())));
   for (const [name, value] of Object.entries(incoming)) {
     const dashed = dashedHeaderName(name);
     if (value === undefined || DROPPED_REQUEST.has(dashed) || isRoutingHeader(dashed) || listed.has(dashed)) continue;
-    if (dashed === credentialName || (credential && DROPPED_WITH_CREDENTIAL.has(dashed))) continue;
+    if (dashed === credentialName || (credential && DROPPED_WITH_CREDENTIAL.has(dashed)) || pinned.has(dashed)) continue;
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
+  // Headers a constraint checked go up once, with the value checked, under the catalogue's name.
+  for (const [name, value] of Object.entries(checked)) headers[name] = value;
   if (bodyLength > 0) headers['content-length'] = String(bodyLength);
   headers['accept-encoding'] = 'identity';
   if (credential) headers[credential.name] = credential.value;

@@ -2,7 +2,7 @@ import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } fro
 import type { ConstraintOperator } from '@writ/oauth';
 
 /** Where a constraint reads its value in a request. */
-export type ConstraintLocation = 'path' | 'query' | 'body' | 'arguments';
+export type ConstraintLocation = 'path' | 'query' | 'body' | 'header' | 'arguments';
 
 /** Binds a constraint name to one request field and an operator. */
 export interface ConstraintBinding {
