@@ -3,7 +3,7 @@ import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { createTask, exchangeFields, World } from './support/grant-flow';
 import { MockUpstream, ReceivedRequest, startMockUpstream } from './support/mock-upstreams';
-import { sendJson, TestResponse, tokenRequest } from './support/oauth-client';
+import { http, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
 import { seedAgent, seedOrchestrator } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -31,6 +31,16 @@ describe('headers that switch authority', () => {
         destination: { in: 'body', field: 'destination', op: 'eq' },
         account: { in: 'header', field: 'Stripe-Account', op: 'eq' },
       },
+      // Its header constraint's header is allowed without being listed.
+      request_headers: ['Idempotency-Key'],
+    },
+    {
+      name: 'charges.create',
+      method: 'POST',
+      path: '/v1/charges',
+      risk: 'write',
+      constraints: {},
+      request_headers: ['Idempotency-Key', 'stripe-version'],
     },
     {
       name: 'balance.get',
@@ -43,6 +53,7 @@ describe('headers that switch authority', () => {
   const allowed = [
     { type: 'connector', connector: 'connect', actions: ['payouts.create'], constraints: { destination: 'acct_1', account: 'acct_1' } },
     { type: 'connector', connector: 'connect', actions: ['balance.get'], constraints: { accounts: ['acct_1', 'acct_2'] } },
+    { type: 'connector', connector: 'connect', actions: ['charges.create'] },
   ];
   async function exchange(details: Record<string, unknown>, taskAllowed: unknown[] = allowed): Promise<TestResponse> {
     const task = await createTask(services, world.orchestrator, { allowed: taskAllowed });
@@ -121,6 +132,10 @@ describe('headers that switch authority', () => {
   beforeAll(async () => {
     upstream = await startMockUpstream(() => true, {
       'POST /v1/payouts': (_request, response) => {
+        response.writeHead(201, { 'content-type': 'application/json' });
+        response.end('{}');
+      },
+      'POST /v1/charges': (_request, response) => {
         response.writeHead(201, { 'content-type': 'application/json' });
         response.end('{}');
       },
@@ -228,6 +243,167 @@ describe('headers that switch authority', () => {
       );
       expect(response.status).toBe(400);
       expect(JSON.stringify(response.body)).toContain('operations[0].constraints.account.in');
+    });
+  });
+
+  describe('request_headers: an allowlist per operation', () => {
+    const charge = () => credential({ actions: ['charges.create'] });
+    const postCharge = (token: string, headers: string[]) =>
+      send('POST', '/connectors/connect/v1/charges', ['authorization', `Bearer ${token}`, 'content-type', 'application/json', ...headers], '{"amount":1}');
+
+    it('forwards the listed headers (any case) and the safe set, and drops what the gateway always drops', async () => {
+      const token = await charge();
+      const before = upstream.received.length;
+      const response = await postCharge(token, [
+        'IDEMPOTENCY-KEY',
+        'key-1',
+        'Stripe-Version',
+        '2024-06-20',
+        'Accept',
+        'application/json',
+        'User-Agent',
+        'agent/1.0',
+        'If-None-Match',
+        '"v1"',
+        'X-Forwarded-For',
+        '203.0.113.9',
+        'Connection',
+        'close',
+      ]);
+      expect(response.status).toBe(201);
+      expect(upstream.received.length).toBe(before + 1);
+      const received = upstream.received[before].headers;
+      expect(received).toMatchObject({
+        'idempotency-key': 'key-1',
+        'stripe-version': '2024-06-20',
+        accept: 'application/json',
+        'user-agent': 'agent/1.0',
+        'if-none-match': '"v1"',
+        authorization: `Bearer ${SECRET}`,
+      });
+      expect(received['x-forwarded-for']).toBeUndefined();
+    });
+
+    it.each([
+      ['Stripe-Account', ['Stripe-Account', 'acct_other']],
+      ['stripe_account', ['stripe_account', 'acct_other']],
+      ['OpenAI-Organization', ['Accept', '*/*', 'OpenAI-Organization', 'org_other']],
+      ['X-Tenant-ID', ['X-Tenant-ID', 'tenant_other']],
+      ['Stripe-Account', ['Stripe-Account', 'acct_other', 'Connection', 'Stripe-Account']],
+      ['Range', ['Range', 'bytes=0-10']],
+    ])('refuses an unlisted %s with 400 naming it, never silently dropping it', async (name, headers) => {
+      const token = await charge();
+      const before = upstream.received.length;
+      const response = await postCharge(token, headers);
+      await expectRefused(before, response, 400, undefined, 'header_not_allowed');
+      expect(response.body.field).toBe(`header.${name}`);
+      expect(response.body.error_description).toContain(name);
+    });
+
+    it('lets the header of a header constraint through an allowlist, and still checks it', async () => {
+      // Write credentials are one-use: one for the call that passes, one for the refusals.
+      let before = upstream.received.length;
+      expect((await postPayout(await payout(), ['Stripe-Account', 'acct_1', 'Idempotency-Key', 'k'])).status).toBe(201);
+      expect(upstreamValues(upstream.received[before], 'stripe-account')).toEqual(['acct_1']);
+      const token = await payout();
+      before = upstream.received.length;
+      await expectRefused(before, await postPayout(token, ['Stripe-Account', 'acct_other']), 403, 'constraint:account');
+      before = upstream.received.length;
+      const unlisted = await postPayout(token, ['Stripe-Account', 'acct_1', 'X-Tenant-ID', 't']);
+      await expectRefused(before, unlisted, 400, undefined, 'header_not_allowed');
+    });
+
+    it('without request_headers, forwards other headers as before (compatibility)', async () => {
+      const token = await credential({ actions: ['balance.get'] }, [{ type: 'connector', connector: 'connect', actions: ['balance.get'] }]);
+      const before = upstream.received.length;
+      expect((await getBalance(token, ['X-Custom', 'yes'])).status).toBe(200);
+      expect(upstream.received[before].headers['x-custom']).toBe('yes');
+    });
+
+    it('is in the admin OpenAPI document: request_headers on http operations, header among constraint locations', async () => {
+      const schemas = (await http(`${services.adminUrl}/docs-json`)).body.components.schemas as Record<string, { properties?: Record<string, unknown> }>;
+      type Operation = { properties: Record<string, { enum?: string[]; additionalProperties?: { properties: { in: { enum: string[] } } } }> };
+      const operations = schemas.CreateConnectorDto.properties!.operations as { items: { oneOf: Operation[] } };
+      const [httpOperation, tool] = operations.items.oneOf;
+      expect(httpOperation.properties.request_headers).toMatchObject({ type: 'array', maxItems: 64 });
+      expect(httpOperation.properties.constraints.additionalProperties!.properties.in.enum).toEqual(['path', 'query', 'body', 'header']);
+      expect(tool.properties.request_headers).toBeUndefined();
+      expect(tool.properties.constraints.additionalProperties!.properties.in.enum).toEqual(['arguments']);
+    });
+
+    it('refuses request_headers on an MCP tool and names the bad entries of a list', async () => {
+      const tool = await sendJson(
+        'POST',
+        `${services.adminUrl}/v1/connectors`,
+        {
+          id: 'tools2',
+          kind: 'mcp',
+          name: 'Tools',
+          base_url: 'https://mcp.example/mcp',
+          operations: [{ name: 'lookup', risk: 'read', request_headers: ['X-A'] }],
+        },
+        services.adminToken,
+      );
+      expect(tool.status).toBe(400);
+      expect(tool.body.fields).toEqual([{ field: 'operations[0].request_headers', message: 'unknown field' }]);
+      const bad = await sendJson(
+        'POST',
+        `${services.adminUrl}/v1/connectors`,
+        {
+          id: 'bad-list',
+          name: 'Bad',
+          base_url: upstream.url,
+          operations: [{ name: 'a', method: 'GET', path: '/a', risk: 'read', request_headers: ['X-Ok', 'Authorization', 'X Bad', 'x_ok'] }],
+        },
+        services.adminToken,
+      );
+      expect(bad.status).toBe(400);
+      expect((bad.body.fields as Array<{ field: string }>).map((entry) => entry.field)).toEqual([
+        'operations[0].request_headers[1]',
+        'operations[0].request_headers[2]',
+        'operations[0].request_headers[3]',
+      ]);
+    });
+
+    it('revokes the credentials of an operation whose request_headers change, but not for a change of case', async () => {
+      const catalogue = (listed: string[]) => [{ name: 'charges.create', method: 'POST', path: '/v1/charges', risk: 'write', request_headers: listed }];
+      const created = await sendJson(
+        'POST',
+        `${services.adminUrl}/v1/connectors`,
+        { id: 'widening', name: 'Widening', base_url: upstream.url, credential: { type: 'bearer', token: SECRET }, operations: catalogue(['Idempotency-Key']) },
+        services.adminToken,
+      );
+      expect(created.status).toBe(201);
+      const entry = [{ type: 'connector', connector: 'widening', actions: ['charges.create'] }];
+      const issue = async () => {
+        const task = await createTask(services, world.orchestrator, { allowed: entry });
+        const response = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, entry));
+        expect(response.status).toBe(200);
+        return response.body.access_token as string;
+      };
+      const call = (token: string) =>
+        send('POST', '/connectors/widening/v1/charges', ['authorization', `Bearer ${token}`, 'content-type', 'application/json'], '{}');
+      const patch = (listed: string[]) =>
+        sendJson('PATCH', `${services.adminUrl}/v1/connectors/widening`, { operations: catalogue(listed) }, services.adminToken);
+
+      const kept = await issue();
+      expect((await patch(['IDEMPOTENCY-KEY'])).status).toBe(200);
+      expect((await call(kept)).status).toBe(201);
+
+      const widened = await issue();
+      expect((await patch(['IDEMPOTENCY-KEY', 'Stripe-Account'])).status).toBe(200);
+      const refused = await call(widened);
+      expect({ status: refused.status, error: refused.body.error }).toEqual({ status: 401, error: 'invalid_token' });
+
+      const unlisted = await issue();
+      const patched = await sendJson(
+        'PATCH',
+        `${services.adminUrl}/v1/connectors/widening`,
+        { operations: [{ name: 'charges.create', method: 'POST', path: '/v1/charges', risk: 'write' }] },
+        services.adminToken,
+      );
+      expect(patched.status).toBe(200);
+      expect((await call(unlisted)).status).toBe(401);
     });
   });
 });

@@ -440,6 +440,41 @@ describe('row integrity of connector catalogues against a database administrator
     expect(forwarded(await eventually(() => call('GET', '/v1/payouts/po_1', again.token), forwarded))).toBe(true);
   });
 
+  it('refuses a connector whose request_headers the DBA widened in SQL, forwarding nothing', async () => {
+    const original = await operations();
+    const listed = (extra: string[]) =>
+      original.map((operation) => (operation.name === 'payouts.get' ? { ...operation, request_headers: ['Accept', ...extra] } : operation));
+    // Written by Writ (tagged): payouts.get takes only the safe set and Accept.
+    expect((await admin('PATCH', '/v1/connectors/payments', { operations: listed([]) })).status).toBe(200);
+    const tagged = await operations();
+    try {
+      const { token } = await readCredential();
+      const tenant = (bearer: string) =>
+        http(`${services.gatewayUrl}/connectors/payments/v1/payouts/po_1`, { headers: { authorization: `Bearer ${bearer}`, 'x-tenant-id': 'other' } });
+      const unlisted = await eventually(
+        () => tenant(token),
+        (response) => response.status === 400,
+      );
+      expect(unlisted.body).toMatchObject({ error: 'invalid_request', field: 'header.x-tenant-id' });
+      const seen = upstream.received.length;
+      await dba.query(`UPDATE connectors SET operations = $1 WHERE id = 'payments'`, [JSON.stringify(listed(['X-Tenant-ID']))]);
+      try {
+        const refused = await eventually(
+          () => tenant(token),
+          (response) => response.status === 401,
+        );
+        expect(refused.status).toBe(401);
+        expect(upstream.received.length).toBe(seen);
+        expect(refusals('payments').length).toBeGreaterThan(0);
+      } finally {
+        await dba.query(`UPDATE connectors SET operations = $1 WHERE id = 'payments'`, [JSON.stringify(tagged)]);
+      }
+    } finally {
+      // Back to the catalogue the other tests expect, through the API (tagged again).
+      expect((await admin('PATCH', '/v1/connectors/payments', { operations: original })).status).toBe(200);
+    }
+  });
+
   it('refuses a connector whose kind, base URL or credential type the DBA changed', async () => {
     const { token } = await readCredential();
     expect(forwarded(await call('GET', '/v1/payouts/po_2', token))).toBe(true);

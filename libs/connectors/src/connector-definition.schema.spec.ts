@@ -151,7 +151,7 @@ describe('connector definition schema', () => {
       expect(Object.keys(schema.properties).sort()).toEqual(expect.arrayContaining(Object.keys(credentials[type]).sort()));
       expect(schema.properties.type.enum).toEqual([type]);
     }
-    expect(Object.keys(HTTP_OPERATION_SCHEMA.properties)).toEqual(['name', 'method', 'path', 'risk', 'constraints']);
+    expect(Object.keys(HTTP_OPERATION_SCHEMA.properties)).toEqual(['name', 'method', 'path', 'risk', 'constraints', 'request_headers']);
     expect(Object.keys(TOOL_OPERATION_SCHEMA.properties)).toEqual(['name', 'risk', 'constraints']);
   });
 });

@@ -56,6 +56,8 @@ export const CONNECTOR_LIMITS = {
   field: 256,
   secret: 8192,
   headerName: 256,
+  /** Names an operation's `request_headers` may list. */
+  requestHeaders: 64,
   clientId: 1024,
   scope: 2048,
   scopes: 64,
@@ -91,6 +93,12 @@ export interface ConnectorOperationDefinition {
   path?: string;
   risk: (typeof OPERATION_RISKS)[number];
   constraints: Record<string, ConnectorConstraintDefinition>;
+  /**
+   * `http` only: the request headers the agent may send beside the gateway's safe set and the
+   * headers its `header` constraints bind; any other is refused. Absent: every header the
+   * gateway does not drop is forwarded (the behaviour before allowlists).
+   */
+  request_headers?: string[];
 }
 
 /** A whole connector definition (`POST /v1/connectors`). */
@@ -212,6 +220,18 @@ export const HTTP_OPERATION_SCHEMA = object(
     path: { type: 'string', minLength: 1, example: '/repos/{owner}/{repo}/issues', description: 'literal segments and whole {param} segments' },
     risk: { type: 'string', enum: [...OPERATION_RISKS] },
     constraints: constraintMap(HTTP_CONSTRAINT_SCHEMA, { amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 1000000 } }),
+    request_headers: {
+      type: 'array',
+      maxItems: CONNECTOR_LIMITS.requestHeaders,
+      items: string(HEADER_NAME_PATTERN, CONNECTOR_LIMITS.headerName),
+      example: ['Stripe-Version', 'Idempotency-Key'],
+      description:
+        'the request headers the agent may send (names, any case), beside the safe set every call may carry (Accept, Accept-Language, ' +
+        'Content-Type, Content-Length, User-Agent, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, traceparent, tracestate) ' +
+        'and the headers of its header constraints: any other is refused (400 naming it). Absent: every header the gateway does not drop ' +
+        'is forwarded. Declare it (or header constraints) for an API whose headers can switch authority (Stripe-Account...). ' +
+        'Not a header the gateway drops or sets (Authorization, Host, Cookie, DPoP, Expect, Accept-Encoding, hop-by-hop, method-override, routing).',
+    },
   } satisfies Record<keyof ConnectorOperationDefinition, ConnectorJsonSchema>,
   ['name', 'method', 'path', 'risk'],
   { description: 'an operation of an http connector' },
@@ -223,7 +243,7 @@ export const TOOL_OPERATION_SCHEMA = object(
     name: string(TOOL_NAME_PATTERN, 128, { example: 'create_issue' }),
     risk: { type: 'string', enum: [...OPERATION_RISKS] },
     constraints: constraintMap(TOOL_CONSTRAINT_SCHEMA, { repo: { in: 'arguments', field: 'repo', op: 'eq' } }),
-  } satisfies Record<Exclude<keyof ConnectorOperationDefinition, 'method' | 'path'>, ConnectorJsonSchema>,
+  } satisfies Record<Exclude<keyof ConnectorOperationDefinition, 'method' | 'path' | 'request_headers'>, ConnectorJsonSchema>,
   ['name', 'risk'],
   { description: 'a tool of an mcp connector' },
 );
@@ -327,7 +347,7 @@ export const CREATE_CONNECTOR_SCHEMA = object(
       'absolute http(s), no userinfo, query or fragment; its host (every address it resolves to) must be public or inside ' +
         'WRIT_UPSTREAM_ALLOWED_NETWORKS, and never link-local or a metadata address',
     ),
-    operations: operations('an http connector takes operations {name, method, path, risk, constraints}; an mcp connector takes tools'),
+    operations: operations('an http connector takes operations {name, method, path, risk, constraints, request_headers}; an mcp connector takes tools'),
     credential: UPSTREAM_CREDENTIAL_SCHEMA,
   } satisfies Record<keyof ConnectorDefinition, ConnectorJsonSchema>,
   ['id', 'name', 'base_url', 'operations'],
@@ -342,7 +362,7 @@ export const UPDATE_CONNECTOR_SCHEMA = object(
     name: name(),
     base_url: baseUrl('a new destination: the credential must be given again in the same request (or set to null)'),
     operations: operations(
-      'replaces the whole catalogue; credentials issued for an operation whose method, path or constraints change, or that is removed, are revoked',
+      'replaces the whole catalogue; credentials issued for an operation whose method, path, constraints or request_headers change, or that is removed, are revoked',
     ),
     credential: { ...UPSTREAM_CREDENTIAL_SCHEMA, nullable: true, description: `${UPSTREAM_CREDENTIAL_SCHEMA.description} null removes it.` },
   } satisfies Record<keyof ConnectorDefinitionPatch, ConnectorJsonSchema>,

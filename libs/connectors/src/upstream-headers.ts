@@ -88,3 +88,47 @@ export function isUnconstrainableHeader(name: string): boolean {
   const lower = name.toLowerCase().replace(/_/g, '-');
   return isForbiddenCredentialHeader(lower) || UNCONSTRAINABLE_HEADERS.has(lower);
 }
+
+/**
+ * Request headers the gateway never forwards as the agent sent them, for any connector: the
+ * agent's credentials, `Host` and framing it sets itself, `Cookie`, `Expect`, hop-by-hop
+ * headers, method overrides, routing and client-IP headers (any `x-forwarded-*` too, see
+ * {@link isRoutingHeader}), and `Accept-Encoding` (always `identity`). Lower case.
+ */
+export const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP_HEADERS,
+  ...METHOD_OVERRIDE_HEADERS,
+  ...ROUTING_HEADERS,
+  'host',
+  'authorization',
+  'cookie',
+  'dpop',
+  'content-length',
+  'expect',
+  'accept-encoding',
+]);
+
+/**
+ * The request headers every call may carry when its operation declares `request_headers`:
+ * content negotiation, the body's type and length, the client's name, conditional requests
+ * and the W3C trace context. None of them selects an account, a tenant or an upstream route.
+ */
+export const SAFE_REQUEST_HEADERS: ReadonlySet<string> = new Set([
+  'accept',
+  'accept-language',
+  'content-type',
+  'content-length',
+  'user-agent',
+  'if-match',
+  'if-none-match',
+  'if-modified-since',
+  'if-unmodified-since',
+  'traceparent',
+  'tracestate',
+]);
+
+/** True when an operation's `request_headers` may not list this name: the gateway drops or sets it whatever the list says. */
+export function isUnlistableRequestHeader(name: string): boolean {
+  const lower = name.toLowerCase().replace(/_/g, '-');
+  return !SAFE_REQUEST_HEADERS.has(lower) && (DROPPED_REQUEST_HEADERS.has(lower) || isRoutingHeader(lower));
+}

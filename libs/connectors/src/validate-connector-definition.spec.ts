@@ -445,6 +445,38 @@ describe('catalogue bounds and credential removal', () => {
     ]);
   });
 
+  it('accepts request_headers on an http operation and keeps them as given; absent stays absent', () => {
+    const input = payments();
+    input.operations[0].request_headers = ['Stripe-Version', 'Idempotency-Key', 'accept'];
+    const outcome = validateConnectorDefinition(input);
+    expect(outcome.ok && outcome.value.operations.map((operation) => operation.request_headers)).toEqual([
+      ['Stripe-Version', 'Idempotency-Key', 'accept'],
+      undefined,
+    ]);
+    input.operations[0].request_headers = [];
+    const empty = validateConnectorDefinition(input);
+    expect(empty.ok && empty.value.operations[0].request_headers).toEqual([]);
+  });
+
+  it.each([
+    ['not an array', 'Stripe-Version', 'operations[0].request_headers'],
+    ['too many', Array.from({ length: 65 }, (_, index) => `X-H${index}`), 'operations[0].request_headers'],
+    ['a name that is not a token', ['X Version'], 'operations[0].request_headers[0]'],
+    ['a name too long', ['X'.repeat(257)], 'operations[0].request_headers[0]'],
+    ['not a string', [7], 'operations[0].request_headers[0]'],
+    ['Authorization', ['Authorization'], 'operations[0].request_headers[0]'],
+    ['Host', ['host'], 'operations[0].request_headers[0]'],
+    ['Cookie', ['Cookie'], 'operations[0].request_headers[0]'],
+    ['a hop-by-hop header', ['Connection'], 'operations[0].request_headers[0]'],
+    ['a routing header, spelled with _', ['x_forwarded_host'], 'operations[0].request_headers[0]'],
+    ['a method override', ['X-HTTP-Method-Override'], 'operations[0].request_headers[0]'],
+    ['a name twice in two cases', ['Stripe-Version', 'stripe_version'], 'operations[0].request_headers[1]'],
+  ])('refuses request_headers with %s, naming the entry', (_label, list, field) => {
+    const input = payments();
+    input.operations[0].request_headers = list;
+    expect(fieldsOf(input)).toEqual([field]);
+  });
+
   it('accepts min and max on a constraint and keeps them', () => {
     const outcome = validateConnectorDefinition(bounded({ min: 0, max: 1000000 }));
     expect(outcome.ok && outcome.value.operations[0].constraints.amount_max).toEqual({ in: 'body', field: 'amount', op: 'lte', min: 0, max: 1000000 });

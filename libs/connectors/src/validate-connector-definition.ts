@@ -32,7 +32,7 @@ import {
 import { normalParameterName } from './parameter-names';
 import { compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
 import { CREDENTIAL_TYPES, type OAuth2AuthorizationCode, type UpstreamCredential } from './upstream-credential';
-import { isForbiddenCredentialHeader, isUnconstrainableHeader } from './upstream-headers';
+import { isForbiddenCredentialHeader, isUnconstrainableHeader, isUnlistableRequestHeader } from './upstream-headers';
 
 /** Names that mean something to JavaScript objects: never a constraint name or field segment. */
 const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
@@ -302,6 +302,7 @@ function checkOperation(raw: unknown, prefix: string, out: Collector, kind: Conn
   }
   if (!OPERATION_RISKS.includes(risk as never)) out.add(`${prefix}.risk`, `must be one of ${OPERATION_RISKS.join(', ')}`);
   const constraints = checkConstraintMap(raw.constraints, prefix, knownMethod, template, out, 'http');
+  const requestHeaders = raw.request_headers === undefined ? undefined : checkRequestHeaders(raw.request_headers, `${prefix}.request_headers`, out);
   if (out.count > before || !constraints) return undefined;
   return {
     name: name as string,
@@ -309,7 +310,41 @@ function checkOperation(raw: unknown, prefix: string, out: Collector, kind: Conn
     path: path as string,
     risk: risk as ConnectorOperationDefinition['risk'],
     constraints,
+    ...(requestHeaders ? { request_headers: requestHeaders } : {}),
   };
+}
+
+/**
+ * An operation's `request_headers`: at most {@link CONNECTOR_LIMITS.requestHeaders} HTTP header
+ * names, none twice (ignoring case, `_` read as `-`), none the gateway drops or sets.
+ */
+function checkRequestHeaders(value: unknown, field: string, out: Collector): string[] | undefined {
+  if (!Array.isArray(value)) {
+    out.add(field, 'must be an array of header names');
+    return undefined;
+  }
+  if (value.length > CONNECTOR_LIMITS.requestHeaders) {
+    out.add(field, `must list at most ${CONNECTOR_LIMITS.requestHeaders} headers`);
+    return undefined;
+  }
+  const before = out.count;
+  const seen = new Map<string, number>();
+  value.forEach((name: unknown, index) => {
+    const at = `${field}[${index}]`;
+    if (typeof name !== 'string' || name.length === 0 || name.length > CONNECTOR_LIMITS.headerName || !HEADER_NAME_PATTERN.test(name)) {
+      out.add(at, `must be an HTTP header name (at most ${CONNECTOR_LIMITS.headerName} characters)`);
+      return;
+    }
+    if (isUnlistableRequestHeader(name)) {
+      out.add(at, 'is a header the gateway drops or sets itself (credentials, Host, Cookie, Expect, Accept-Encoding, hop-by-hop, method override, routing)');
+      return;
+    }
+    const key = name.toLowerCase().replace(/_/g, '-');
+    const first = seen.get(key);
+    if (first !== undefined) out.add(at, `duplicates ${field}[${first}] (ignoring case, _ read as -)`);
+    else seen.set(key, index);
+  });
+  return out.count > before ? undefined : (value as string[]);
 }
 
 /** The shape a template matches, whatever its parameters are called: `/a/{x}` and `/a/{y}` are one route. */

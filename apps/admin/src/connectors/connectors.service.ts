@@ -49,16 +49,30 @@ function refuse(errors: ConnectorFieldError[]): void {
   if (errors.length > 0) throw new ValidationFailedError(errors, 'the connector definition is invalid');
 }
 
+/** An operation's `request_headers` as the gateway reads them (a set of names, any case, `_` as `-`), or null when it declares none. */
+function requestHeaderSet(operation: ConnectorOperationDefinition): string | null {
+  if (operation.request_headers === undefined) return null;
+  return JSON.stringify([...new Set(operation.request_headers.map((name) => name.toLowerCase().replace(/_/g, '-')))].sort());
+}
+
 /**
- * The operations whose gateway rules a catalogue change alters (method, path or constraints
- * changed, or removed): credentials issued for them were checked against other rules.
+ * The operations whose gateway rules a catalogue change alters (method, path, constraints or
+ * request headers allowed changed, or removed): credentials issued for them were checked
+ * against other rules. A header added to `request_headers` widens what a call may carry;
+ * dropping the list does too (every header is forwarded again).
  */
 function alteredOperations(before: ConnectorOperationDefinition[], after: ConnectorOperationDefinition[]): string[] {
   const next = new Map(after.map((operation) => [operation.name, operation]));
   return before
     .filter((old) => {
       const now = next.get(old.name);
-      return !now || now.method !== old.method || now.path !== old.path || canonicalJson(now.constraints ?? {}) !== canonicalJson(old.constraints ?? {});
+      return (
+        !now ||
+        now.method !== old.method ||
+        now.path !== old.path ||
+        canonicalJson(now.constraints ?? {}) !== canonicalJson(old.constraints ?? {}) ||
+        requestHeaderSet(now) !== requestHeaderSet(old)
+      );
     })
     .map((operation) => operation.name);
 }

@@ -33,7 +33,15 @@ import { resourceMetadataUrl } from '../mcp/resource-metadata';
 import { McpSessionRepository } from '../mcp/mcp-session.repository';
 import { TaskToolsRepository } from '../mcp/task-tools.repository';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
-import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, uncheckedHeaderProblem, upstreamRequestHeaders } from '../upstream/forward-headers';
+import {
+  agentResponseHeaders,
+  allowedRequestHeaders,
+  encodedBody,
+  isMethodOverrideHeader,
+  uncheckedHeaderProblem,
+  unlistedRequestHeader,
+  upstreamRequestHeaders,
+} from '../upstream/forward-headers';
 import { redactionSecrets, SecretRedactor } from '../upstream/secret-redactor';
 import { CredentialHeader, SealedCredential, UpstreamCredentials } from '../upstream/upstream-credentials.service';
 import { literalDestinationRefusal, UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from '../upstream/upstream-dispatcher';
@@ -238,6 +246,15 @@ export class ProxyService {
     call.operation = operation.name;
     if (!detail.actions.includes(operation.name)) {
       throw new InsufficientScopeError(`operation ${operation.name} is not granted by this credential`, { rule: 'action' });
+    }
+    const allowed = allowedRequestHeaders(operation);
+    const unlisted = allowed && unlistedRequestHeader(req.rawHeaders, allowed);
+    if (unlisted) {
+      throw new InvalidFieldError(
+        `header.${unlisted.slice(0, 256)}`,
+        `the ${unlisted.slice(0, 256)} header is not accepted by operation ${operation.name} (not in its request_headers)`,
+        'header_not_allowed',
+      );
     }
     const body = await (call.body ??= readBody(req, this.config.gatewayBodyLimit));
     // A compressed body's parameter names cannot be read, and an upstream that decompresses
@@ -536,7 +553,16 @@ export class ProxyService {
           undiciRequest(url, {
             method: req.method,
             dispatcher: this.dispatcher,
-            headers: withTraceContext(upstreamRequestHeaders(req.headers, credential, body.length, checked.headers), this.config.tracing.forwardTraceparent),
+            headers: withTraceContext(
+              upstreamRequestHeaders(
+                req.headers,
+                credential,
+                body.length,
+                checked.headers,
+                checked.operation && !checked.mcp ? allowedRequestHeaders(checked.operation) : undefined,
+              ),
+              this.config.tracing.forwardTraceparent,
+            ),
             body: body.length > 0 ? body : undefined,
             signal: deadline,
           }),

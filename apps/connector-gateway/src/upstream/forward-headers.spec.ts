@@ -1,4 +1,13 @@
-import { agentResponseHeaders, encodedBody, isMethodOverrideHeader, uncheckedHeaderProblem, upstreamRequestHeaders } from './forward-headers';
+import type { ConnectorOperation } from '@writ/database';
+import {
+  agentResponseHeaders,
+  allowedRequestHeaders,
+  encodedBody,
+  isMethodOverrideHeader,
+  uncheckedHeaderProblem,
+  unlistedRequestHeader,
+  upstreamRequestHeaders,
+} from './forward-headers';
 
 describe('upstreamRequestHeaders', () => {
   it('drops Range and If-Range (any spelling) when a credential is injected, and keeps them otherwise', () => {
@@ -102,6 +111,46 @@ describe('upstreamRequestHeaders: headers a constraint checked', () => {
       'Stripe-Account': 'acct_1',
       'accept-encoding': 'identity',
       authorization: 'Bearer s',
+    });
+  });
+});
+
+describe('request_headers', () => {
+  const operation = (request_headers?: unknown): ConnectorOperation => ({
+    name: 'charges.create',
+    method: 'POST',
+    path: '/v1/charges',
+    risk: 'write',
+    constraints: { account: { in: 'header', field: 'Stripe-Account', op: 'eq' } },
+    ...(request_headers !== undefined ? { request_headers: request_headers as string[] } : {}),
+  });
+
+  it('allows nothing beyond the defaults when no list is declared (undefined: forward as before)', () => {
+    expect(allowedRequestHeaders(operation())).toBeUndefined();
+  });
+
+  it('allows the listed names (any case, _ as -), the safe set and the header constraints', () => {
+    const allowed = allowedRequestHeaders(operation(['Idempotency_Key']))!;
+    expect(unlistedRequestHeader(['IDEMPOTENCY-KEY', 'k', 'Accept', '*/*', 'stripe-account', 'acct_1', 'traceparent', 'x'], allowed)).toBeUndefined();
+    // Dropped for every call: never refused, never forwarded.
+    expect(
+      unlistedRequestHeader(['Host', 'h', 'Authorization', 'Bearer t', 'Connection', 'keep-alive', 'X-Forwarded-For', '1.2.3.4', 'DPoP', 'p'], allowed),
+    ).toBeUndefined();
+    expect(unlistedRequestHeader(['Accept', '*/*', 'X-Tenant-ID', 't'], allowed)).toBe('X-Tenant-ID');
+    expect(unlistedRequestHeader(['OpenAI_Project', 'p'], allowed)).toBe('OpenAI_Project');
+  });
+
+  it('lets only the safe set and header constraints through a list that is not an array (a row edited by hand)', () => {
+    const allowed = allowedRequestHeaders(operation('Stripe-Version'))!;
+    expect(unlistedRequestHeader(['Stripe-Version', '1'], allowed)).toBe('Stripe-Version');
+  });
+
+  it('forwards only allowed headers', () => {
+    const allowed = allowedRequestHeaders(operation(['Idempotency-Key']))!;
+    expect(upstreamRequestHeaders({ 'idempotency-key': 'k', 'x-tenant-id': 't', accept: '*/*' }, undefined, 0, {}, allowed)).toEqual({
+      'idempotency-key': 'k',
+      accept: '*/*',
+      'accept-encoding': 'identity',
     });
   });
 });

@@ -1,19 +1,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { HOP_BY_HOP_HEADERS, isRoutingHeader, METHOD_OVERRIDE_HEADERS, ROUTING_HEADERS } from '@writ/connectors';
+import type { ConnectorOperation } from '@writ/database';
+import { DROPPED_REQUEST_HEADERS, HOP_BY_HOP_HEADERS, isRoutingHeader, METHOD_OVERRIDE_HEADERS, SAFE_REQUEST_HEADERS } from '@writ/connectors';
 
 /** Request headers that never reach the upstream: the agent's credentials, framing, routing and overrides. */
-const DROPPED_REQUEST = new Set([
-  ...HOP_BY_HOP_HEADERS,
-  ...METHOD_OVERRIDE_HEADERS,
-  ...ROUTING_HEADERS,
-  'host',
-  'authorization',
-  'cookie',
-  'dpop',
-  'content-length',
-  'expect',
-  'accept-encoding',
-]);
+const DROPPED_REQUEST = DROPPED_REQUEST_HEADERS;
 
 /**
  * Request headers dropped when a credential is injected: a byte range could cut an echo of the
@@ -100,6 +90,7 @@ export function upstreamRequestHeaders(
   credential: { name: string; value: string } | undefined,
   bodyLength: number,
   checked: Readonly<Record<string, string>> = {},
+  allowed?: ReadonlySet<string>,
 ): Record<string, string> {
   const listed = connectionListed(incoming);
   const headers: Record<string, string> = {};
@@ -109,6 +100,7 @@ export function upstreamRequestHeaders(
     const dashed = dashedHeaderName(name);
     if (value === undefined || DROPPED_REQUEST.has(dashed) || isRoutingHeader(dashed) || listed.has(dashed)) continue;
     if (dashed === credentialName || (credential && DROPPED_WITH_CREDENTIAL.has(dashed)) || pinned.has(dashed)) continue;
+    if (allowed && !allowed.has(dashed)) continue;
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   // Headers a constraint checked go up once, with the value checked, under the catalogue's name.
@@ -117,6 +109,38 @@ export function upstreamRequestHeaders(
   headers['accept-encoding'] = 'identity';
   if (credential) headers[credential.name] = credential.value;
   return headers;
+}
+
+/**
+ * The request headers (lower case, `_` read as `-`) an operation that declares
+ * `request_headers` lets through: those it lists, the safe set every call may carry
+ * ({@link SAFE_REQUEST_HEADERS}) and those its `header` constraints bind. `undefined` when it
+ * declares none: every header the gateway does not drop is forwarded, as before allowlists.
+ * A list that is not an array (a row written outside the admin API) lets through the safe set only.
+ */
+export function allowedRequestHeaders(operation: ConnectorOperation): ReadonlySet<string> | undefined {
+  const listed: unknown = operation.request_headers;
+  if (listed === undefined) return undefined;
+  const allowed = new Set(SAFE_REQUEST_HEADERS);
+  for (const name of Array.isArray(listed) ? listed : []) if (typeof name === 'string') allowed.add(dashedHeaderName(name.toLowerCase()));
+  for (const binding of Object.values(operation.constraints ?? {})) {
+    if (binding.in === 'header') allowed.add(dashedHeaderName(binding.field.toLowerCase()));
+  }
+  return allowed;
+}
+
+/**
+ * The first header of the request (as sent: `raw` alternates names and values) that is
+ * neither dropped by the gateway for every call nor in `allowed`, if any: refused rather than
+ * silently left out, so that an agent never believes the upstream acted on it.
+ */
+export function unlistedRequestHeader(raw: readonly string[], allowed: ReadonlySet<string>): string | undefined {
+  for (let index = 0; index < raw.length; index += 2) {
+    const dashed = dashedHeaderName(raw[index].toLowerCase());
+    if (DROPPED_REQUEST.has(dashed) || isRoutingHeader(dashed) || allowed.has(dashed)) continue;
+    return raw[index];
+  }
+  return undefined;
 }
 
 /**

@@ -21,6 +21,8 @@ export interface ConnectorOperation {
   path: string;
   risk: 'read' | 'write';
   constraints: Record<string, ConstraintBinding>;
+  /** When present, the only request headers (beside the gateway's safe set and the header constraints') the agent may send. */
+  request_headers?: string[];
 }
 
 /** An upstream API, its catalogue and its sealed upstream credential. */
