@@ -199,8 +199,10 @@ function withinBounds(binding: Binding, actual: unknown): boolean {
  * the path, the query and the body, a type mismatch, a
  * value outside the grant or outside the catalogue's bounds fails, naming the rule. A number
  * whose text does not denote exactly the value compared (precision beyond a double, beyond
- * 2^53, exponent notation, `-0`) is `invalid`. Nothing is coerced beyond reading path and
- * query text as the granted type (plain decimals only).
+ * 2^53, exponent notation, `-0`) is `invalid`. Nothing is coerced beyond reading path,
+ * query and header text as the granted type (plain decimals only). A `header` binding reads
+ * `rawHeaders` (see {@link headerField}); one the grant gives no value requires the header
+ * absent. The headers checked come back in `headers`, to be forwarded exactly so.
  */
 export function checkConstraints(operation: ConnectorOperation, granted: Record<string, unknown> | undefined, request: ConstrainedRequest): ConstraintCheck {
   const checked: CheckedConstraint[] = [];
