@@ -1,10 +1,9 @@
 import { connect } from 'node:net';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { createTask, exchangeFields, World } from './support/grant-flow';
+import { createTask, exchangeFields, registerConnector, seedClients, World } from './support/grant-flow';
 import { MockUpstream, ReceivedRequest, startMockUpstream } from './support/mock-upstreams';
 import { http, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
-import { seedAgent, seedOrchestrator } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_platform_secret_4a1d';
@@ -145,19 +144,8 @@ describe('headers that switch authority', () => {
       },
     });
     services = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
-    const { pool } = services.runtime;
-    world = {
-      agent: await seedAgent(pool, 'agent-1'),
-      otherAgent: await seedAgent(pool, 'agent-2'),
-      orchestrator: await seedOrchestrator(pool, 'orch-1', ['agent-1', 'agent-2']),
-    };
-    const registered = await sendJson(
-      'POST',
-      `${services.adminUrl}/v1/connectors`,
-      { id: 'connect', name: 'Connect', base_url: upstream.url, credential: { type: 'bearer', token: SECRET }, operations },
-      services.adminToken,
-    );
-    if (registered.status !== 201) throw new Error(registered.text);
+    world = await seedClients(services.runtime.pool);
+    await registerConnector(services, { id: 'connect', name: 'Connect', base_url: upstream.url, credential: { type: 'bearer', token: SECRET }, operations });
   });
 
   afterAll(async () => {

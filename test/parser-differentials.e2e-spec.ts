@@ -2,10 +2,10 @@ import { request as httpRequest } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { createTask, exchangeFields, World } from './support/grant-flow';
+import { createTask, exchangeFields, registerConnector, seedClients, World } from './support/grant-flow';
 import { MockUpstream, startMockUpstream } from './support/mock-upstreams';
 import { http, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
-import { PAYMENTS_OPERATIONS, seedAgent, seedOrchestrator } from './support/seed';
+import { PAYMENTS_OPERATIONS } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_differential_secret_5e7c';
@@ -113,19 +113,8 @@ describe('parser differentials', () => {
       // Several refusals come before the token is read (anonymous): audit each of them.
       env: { WRIT_THROTTLE_AUDIT_EVENTS: '1000', WRIT_THROTTLE_SOURCE_FAILURES: '1000' },
     });
-    const { pool } = services.runtime;
-    world = {
-      agent: await seedAgent(pool, 'agent-1'),
-      otherAgent: await seedAgent(pool, 'agent-2'),
-      orchestrator: await seedOrchestrator(pool, 'orch-1', ['agent-1', 'agent-2']),
-    };
-    const registered = await sendJson(
-      'POST',
-      `${services.adminUrl}/v1/connectors`,
-      { id: 'probe', name: 'probe', base_url: upstream.url, credential: { type: 'bearer', token: SECRET }, operations },
-      services.adminToken,
-    );
-    if (registered.status !== 201) throw new Error(registered.text);
+    world = await seedClients(services.runtime.pool);
+    await registerConnector(services, { id: 'probe', name: 'probe', base_url: upstream.url, credential: { type: 'bearer', token: SECRET }, operations });
   });
 
   afterAll(async () => {

@@ -4,10 +4,10 @@ import { tagConnectorRow } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { CredentialBinding } from '../apps/connector-gateway/src/upstream/credential-binding.service';
-import { createTask, exchangeFields, World } from './support/grant-flow';
+import { createTask, exchangeFields, seedClients, World } from './support/grant-flow';
 import { ChatUpstream, MockUpstream, startChatUpstream, startCodeHostUpstream, startMockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
-import { PAYMENTS_OPERATIONS, seedAgent, seedOrchestrator } from './support/seed';
+import { PAYMENTS_OPERATIONS } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
 const PAYMENTS_SECRET = 'sk_live_bound_to_payments_6d1e';
@@ -90,12 +90,7 @@ describe('upstream hardening', () => {
       db: services.db,
       env: { WRIT_ISSUER: services.issuer, WRIT_GATEWAY_URL: services.gatewayUrl, WRIT_UPSTREAM_ALLOWED_NETWORKS: '' },
     });
-    const { pool } = services.runtime;
-    world = {
-      agent: await seedAgent(pool, 'agent-1'),
-      otherAgent: await seedAgent(pool, 'agent-2'),
-      orchestrator: await seedOrchestrator(pool, 'orch-1', ['agent-1', 'agent-2']),
-    };
+    world = await seedClients(services.runtime.pool);
   });
 
   afterAll(async () => {

@@ -29,13 +29,25 @@ export interface World {
   otherAgent: TestClient;
 }
 
-/** Seeds an orchestrator, two agents and the payments connector. */
-export async function seedWorld(pool: Pool, baseUrl?: string): Promise<World> {
+/** Seeds two agents and an orchestrator serving both (no connector). */
+export async function seedClients(pool: Pool): Promise<World> {
   const agent = await seedAgent(pool, 'agent-1');
   const otherAgent = await seedAgent(pool, 'agent-2');
   const orchestrator = await seedOrchestrator(pool, 'orch-1', ['agent-1', 'agent-2']);
-  await seedConnector(pool, 'payments', undefined, baseUrl);
   return { orchestrator, agent, otherAgent };
+}
+
+/** Seeds an orchestrator, two agents and the payments connector. */
+export async function seedWorld(pool: Pool, baseUrl?: string): Promise<World> {
+  const world = await seedClients(pool);
+  await seedConnector(pool, 'payments', undefined, baseUrl);
+  return world;
+}
+
+/** Registers a connector through the admin API, as an operator would; throws unless it is created. */
+export async function registerConnector(services: TestServices, definition: Record<string, unknown>): Promise<void> {
+  const registered = await sendJson('POST', `${services.adminUrl}/v1/connectors`, definition, services.adminToken);
+  if (registered.status !== 201) throw new Error(registered.text);
 }
 
 /** client_credentials for the orchestrator; returns the Tasks API token. */
