@@ -687,38 +687,46 @@ describe('connected accounts', () => {
     }
   });
 
-  it('a connector removed while the callback redeems the code: 404, nothing stored, the grant revoked at the provider', async () => {
-    await seedUserConnector('codehost-vanishing');
+  /** Carol's connect callback for `connectorId`, answered once `change` ran while its code exchange waited at the provider. */
+  async function callbackWhile(connectorId: string, change: () => Promise<void>): Promise<Response> {
     const link = await sendJson(
       'POST',
       `${first.issuer}/v1/connections/links`,
-      { connector_id: 'codehost-vanishing', user_token: idTokens.carol },
+      { connector_id: connectorId, user_token: idTokens.carol },
       await tasksToken(first, orchestrator),
     );
     expect(link.status).toBe(201);
     const jar = new CookieJar();
     const callback = await loginAndConsent(link.body.url, 'carol', `${first.issuer}/connect/callback`, jar);
-    const { heldTokenRequests, revocations } = await provider.stats();
+    const { heldTokenRequests } = await provider.stats();
     await provider.holdToken();
     try {
       const pending = fetch(callback, { headers: { cookie: jar.header() } });
-      // The code exchange waits at the provider while an admin removes the connector.
       await eventually(
         () => provider.stats(),
         (stats) => stats.heldTokenRequests > heldTokenRequests,
       );
+      await change();
+      await provider.releaseToken();
+      return await pending;
+    } finally {
+      await provider.releaseToken();
+    }
+  }
+
+  it('a connector removed while the callback redeems the code: 404, nothing stored, the grant revoked at the provider', async () => {
+    await seedUserConnector('codehost-vanishing');
+    const { revocations } = await provider.stats();
+    // The code exchange waits at the provider while an admin removes the connector.
+    const page = await callbackWhile('codehost-vanishing', async () => {
       const removed = await http(`${first.adminUrl}/v1/connectors/codehost-vanishing`, {
         method: 'DELETE',
         headers: { authorization: `Bearer ${first.adminToken}` },
       });
       expect(removed.status).toBe(204);
-      await provider.releaseToken();
-      const page = await pending;
-      expect(page.status).toBe(404);
-      expect(await page.text()).not.toMatch(/connected to/);
-    } finally {
-      await provider.releaseToken();
-    }
+    });
+    expect(page.status).toBe(404);
+    expect(await page.text()).not.toMatch(/connected to/);
     expect((await pool.query(`SELECT 1 FROM connected_accounts WHERE connector_id = 'codehost-vanishing'`)).rowCount).toBe(0);
     const { rows } = await pool.query<{ type: string; data: any }>(
       `SELECT type, data FROM audit_events WHERE connector_id = 'codehost-vanishing' AND type LIKE 'connection.%' ORDER BY seq`,
@@ -732,23 +740,8 @@ describe('connected accounts', () => {
     await seedUserConnector('codehost-moving');
     const attacker = await startMockUpstream(() => true, {});
     try {
-      const link = await sendJson(
-        'POST',
-        `${first.issuer}/v1/connections/links`,
-        { connector_id: 'codehost-moving', user_token: idTokens.carol },
-        await tasksToken(first, orchestrator),
-      );
-      expect(link.status).toBe(201);
-      const jar = new CookieJar();
-      const callback = await loginAndConsent(link.body.url, 'carol', `${first.issuer}/connect/callback`, jar);
-      const { heldTokenRequests, revocations } = await provider.stats();
-      await provider.holdToken();
-      try {
-        const pending = fetch(callback, { headers: { cookie: jar.header() } });
-        await eventually(
-          () => provider.stats(),
-          (stats) => stats.heldTokenRequests > heldTokenRequests,
-        );
+      const { revocations } = await provider.stats();
+      const page = await callbackWhile('codehost-moving', async () => {
         // An operator moves the connector to a host of theirs (with an app credential: the same provider's endpoints).
         const moved = await sendJson(
           'PATCH',
@@ -768,13 +761,9 @@ describe('connected accounts', () => {
           first.adminToken,
         );
         expect(moved.status).toBe(200);
-        await provider.releaseToken();
-        const page = await pending;
-        expect(page.status).toBe(400);
-        expect(await page.text()).not.toMatch(/connected to/);
-      } finally {
-        await provider.releaseToken();
-      }
+      });
+      expect(page.status).toBe(400);
+      expect(await page.text()).not.toMatch(/connected to/);
       // Nothing the new base_url could be sent: no connection stored for the tokens redeemed under the old destination.
       expect((await pool.query(`SELECT 1 FROM connected_accounts WHERE connector_id = 'codehost-moving'`)).rowCount).toBe(0);
       const { rows } = await pool.query<{ type: string; data: any }>(
