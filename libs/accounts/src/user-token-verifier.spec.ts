@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
@@ -9,32 +9,40 @@ import { UserTokenVerifier } from './user-token-verifier';
 const ISSUER = 'https://idp.example.test';
 const AUDIENCE = 'writ-test';
 
+/** A verifier of {@link ISSUER}'s tokens whose key set is served by `serve`, given the key set's JSON text. */
+async function verifierServing(serve: (keySet: string) => { headers: Record<string, string>; body: Buffer | string }) {
+  const pair = await generateKeyPair('ES256');
+  const { headers, body } = serve(JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] }));
+  const server = createServer((_req, res) => res.writeHead(200, headers).end(body));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const row = {
+    issuer: ISSUER,
+    jwks_uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`,
+    audience: AUDIENCE,
+    asserting_orchestrators: [],
+  };
+  const pool = { query: () => Promise.resolve({ rows: [row] }) } as unknown as Pool;
+  const dispatcher = new Agent();
+  return {
+    key: pair.privateKey,
+    verifier: new UserTokenVerifier(pool, dispatcher),
+    close: async () => {
+      await dispatcher.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 describe('UserTokenVerifier: the clock claims', () => {
-  let server: Server;
   let key: CryptoKey;
   let verifier: UserTokenVerifier;
-  const dispatcher = new Agent();
+  let close: () => Promise<void>;
 
   beforeAll(async () => {
-    const pair = await generateKeyPair('ES256');
-    key = pair.privateKey;
-    const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
-    server = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(jwks));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const row = {
-      issuer: ISSUER,
-      jwks_uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`,
-      audience: AUDIENCE,
-      asserting_orchestrators: [],
-    };
-    const pool = { query: () => Promise.resolve({ rows: [row] }) } as unknown as Pool;
-    verifier = new UserTokenVerifier(pool, dispatcher);
+    ({ key, verifier, close } = await verifierServing((keySet) => ({ headers: { 'content-type': 'application/json' }, body: keySet })));
   });
 
-  afterAll(async () => {
-    await dispatcher.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
+  afterAll(() => close());
 
   const now = () => Math.floor(Date.now() / 1000);
   const token = (iat: number | undefined) => {
@@ -73,35 +81,19 @@ describe('UserTokenVerifier: the clock claims', () => {
 });
 
 describe('UserTokenVerifier: the JWKS answer', () => {
-  let server: Server;
   let key: CryptoKey;
   let verifier: UserTokenVerifier;
-  const dispatcher = new Agent();
+  let close: () => Promise<void>;
 
   beforeAll(async () => {
-    const pair = await generateKeyPair('ES256');
-    key = pair.privateKey;
-    // A genuine key set padded with 64 MiB of JSON whitespace, gzipped to a few dozen KiB.
-    const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
-    const bomb = gzipSync(Buffer.concat([Buffer.from(keySet.slice(0, -1)), Buffer.alloc(64 * 1024 * 1024, 0x20), Buffer.from('}')]));
-    server = createServer((_req, res) =>
-      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': String(bomb.length) }).end(bomb),
-    );
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const row = {
-      issuer: ISSUER,
-      jwks_uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`,
-      audience: AUDIENCE,
-      asserting_orchestrators: [],
-    };
-    const pool = { query: () => Promise.resolve({ rows: [row] }) } as unknown as Pool;
-    verifier = new UserTokenVerifier(pool, dispatcher);
+    ({ key, verifier, close } = await verifierServing((keySet) => {
+      // A genuine key set padded with 64 MiB of JSON whitespace, gzipped to a few dozen KiB.
+      const bomb = gzipSync(Buffer.concat([Buffer.from(keySet.slice(0, -1)), Buffer.alloc(64 * 1024 * 1024, 0x20), Buffer.from('}')]));
+      return { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': String(bomb.length) }, body: bomb };
+    }));
   });
 
-  afterAll(async () => {
-    await dispatcher.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
+  afterAll(() => close());
 
   it('does not inflate a gzip bomb from the JWKS endpoint: the keys could not be had (the provider is unavailable)', async () => {
     const token = await new SignJWT({})
