@@ -1,4 +1,5 @@
 import { ConnectedAccounts } from '@writ/accounts';
+import { startConnecting as connectFlow } from './support/connect-flow';
 import { MockUpstream, startMockUpstream } from './support/mock-upstreams';
 import { seedConnector, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
@@ -44,15 +45,7 @@ describe('connect flow attacks', () => {
   });
 
   async function startConnecting(subject: string): Promise<{ callback: URL; cookie: string }> {
-    const accounts = services.apps[0].get(ConnectedAccounts, { strict: false });
-    const link = await accounts.createLink('codehost', { issuer: 'https://idp.example', subject }, { type: 'system', id: 'test' });
-    const opened = await fetch(link.url, { method: 'POST', redirect: 'manual', headers: { origin: new URL(services.issuer).origin } });
-    expect(opened.status).toBe(303);
-    const state = new URL(opened.headers.get('location')!).searchParams.get('state')!;
-    const callback = new URL(`${services.issuer}/connect/callback`);
-    callback.searchParams.set('code', `code-${subject}`);
-    callback.searchParams.set('state', state);
-    return { callback, cookie: opened.headers.getSetCookie()[0].split(';')[0] };
+    return connectFlow(services, subject);
   }
 
   const tokenRequests = () => provider.received.filter((request) => request.url === '/token').length;

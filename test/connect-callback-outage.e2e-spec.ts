@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { ConnectedAccounts } from '@writ/accounts';
+import { startConnecting as connectFlow } from './support/connect-flow';
 import { MockUpstream, ReceivedRequest, startMockUpstream } from './support/mock-upstreams';
 import { seedConnector, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
@@ -61,15 +61,9 @@ describe('connect callback: the provider down or refusing', () => {
    * does) and continues on its page, is sent to the provider, and comes back to the callback with a code and the state.
    */
   async function startConnecting(subject: string): Promise<{ callback: string; cookie: string }> {
-    const accounts = services.apps[0].get(ConnectedAccounts, { strict: false });
-    const link = await accounts.createLink('codehost', { issuer: 'https://idp.example', subject }, { type: 'system', id: 'test' });
-    const opened = await fetch(link.url, { method: 'POST', redirect: 'manual', headers: { origin: new URL(services.issuer).origin } });
-    expect(opened.status).toBe(303);
-    const authorize = new URL(opened.headers.get('location')!);
+    const { authorize, callback, cookie } = await connectFlow(services, subject);
     expect(authorize.origin + authorize.pathname).toBe(`${provider.url}/authorize`);
-    const cookie = opened.headers.getSetCookie()[0].split(';')[0];
-    const callback = `${services.issuer}/connect/callback?code=code-${subject}&state=${authorize.searchParams.get('state')}`;
-    return { callback, cookie };
+    return { callback: callback.toString(), cookie };
   }
 
   async function failures(subject: string): Promise<Array<{ outcome: string; data: Record<string, unknown> }>> {
