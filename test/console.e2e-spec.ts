@@ -287,6 +287,31 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(await row.locator('.details').textContent()).toContain('destination="acct_\\u202e9876\\udb40\\udc41"');
   });
 
+  it('shows every character the browser draws as nothing, not only bidi controls and tags', async () => {
+    // Each is drawn with no width by Chromium: a combining grapheme joiner, variation selectors
+    // (also from the supplement), a Mongolian selector, an unassigned default-ignorable, a Khmer
+    // inherent vowel. `acct_1` with any of them reads as `acct_1` to the person approving.
+    const invisible = ['\u034F', '\uFE0F', '\u{E0100}', '\u180B', '\u2065', '\u17B4'];
+    const disguised = `acct_${invisible.join('')}1`;
+    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: disguised } }];
+    const task = await createTask(services, world.orchestrator, { purpose: `pay invoice INV-${invisible.join('')}88 to Acme`, allowed });
+    const details = [{ ...payout(42000)[0], constraints: { ...payout(42000)[0].constraints, destination: disguised } }];
+    const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
+    await openInbox();
+    const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    await card.locator('[data-testid=purpose]:has-text("INV-")').waitFor();
+    const text = (await card.textContent())!;
+    expect(text).toContain('"destination": "acct_\\u034f\\ufe0f\\udb40\\udd00\\u180b\\u2065\\u17b41"');
+    expect(await card.locator('[data-testid=purpose]').textContent()).toBe('pay invoice INV-⟨U+034F⟩⟨U+FE0F⟩⟨U+E0100⟩⟨U+180B⟩⟨U+2065⟩⟨U+17B4⟩88 to Acme');
+    for (const char of invisible) expect(text).not.toContain(char);
+    await sendJson('POST', `${services.adminUrl}/v1/approvals/${approvalId}/deny`, {}, services.adminToken);
+    await page.click('nav a[href="#/tasks"]');
+    const row = page.locator(`tr[data-task-id="${task.task_id}"]`);
+    await row.waitFor();
+    expect(await row.locator('.details').textContent()).toContain('destination="acct_\\u034f\\ufe0f\\udb40\\udd00\\u180b\\u2065\\u17b41"');
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
+  });
+
   it('keeps every control on screen whatever the length of what agents and orchestrators send', async () => {
     const long = `pay-${'x'.repeat(1990)}`;
     const task = await createTask(services, world.orchestrator, { purpose: long });

@@ -66,10 +66,14 @@ export function when(iso: string | null | undefined): string {
 
 /**
  * Characters that change how the text around them is shown, or are not shown at all: bidi
- * controls (U+202E turns `acct_\u202E9876` into what reads as another account), zero-width
- * characters, line separators and Unicode tags (invisible "ASCII").
+ * controls (U+202E turns `acct_\u202E9876` into what reads as another account), line separators,
+ * and every default-ignorable code point, which browsers draw as nothing: zero-width characters,
+ * Unicode tags (invisible "ASCII"), variation selectors (U+FE00-U+FE0F, U+E0100-U+E01EF), the
+ * combining grapheme joiner (U+034F), Hangul fillers, Mongolian selectors and the unassigned
+ * ones (U+2065). A list of a few of them left the others to disguise a value: `acct_1` + U+034F
+ * reads as `acct_1`.
  */
-const HIDDEN = /[\u00AD\u061C\u180E\u200B-\u200F\u2028-\u202E\u2060-\u2064\u2066-\u206F\uFEFF]|\uDB40[\uDC00-\uDC7F]/g;
+const HIDDEN = /[\p{Default_Ignorable_Code_Point}\u061C\u180E\u2028\u2029\u202A-\u202E\u2066-\u2069]/gu;
 
 const codePoint = (char: string) => (char.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0');
 
