@@ -312,6 +312,29 @@ describeWithBrowser('admin console in Chromium', () => {
     await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
   });
 
+  it('names each look-alike letter in the details of an approval, which the JSON alone cannot show', async () => {
+    // Cyrillic а (U+0430) and с (U+0441): "асct_1" is drawn as "acct_1", another account upstream.
+    const lookalike = '\u0430\u0441ct_1';
+    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: lookalike } }];
+    const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-91 to Acme', allowed });
+    const details = [{ ...payout(42000)[0], constraints: { ...payout(42000)[0].constraints, destination: lookalike } }];
+    const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
+    const plain = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-92 to Acme' });
+    const plainId: string = (await exchange(plain.task_token, payout(42000))).body.approval_id;
+    await openInbox();
+    const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    await card.locator('[data-testid=purpose]:has-text("INV-91")').waitFor();
+    const warning = card.locator('[data-testid=non-ascii]');
+    expect(await warning.textContent()).toContain('[0].constraints.destination');
+    expect(await warning.textContent()).toContain('U+0430');
+    expect(await warning.textContent()).toContain('U+0441');
+    // Only where there is something to name: ASCII details carry no notice.
+    await page.locator(`article[data-approval-id="${plainId}"] [data-testid=purpose]:has-text("INV-92")`).waitFor();
+    expect(await page.locator(`article[data-approval-id="${plainId}"] [data-testid=non-ascii]`).count()).toBe(0);
+    for (const id of [approvalId, plainId]) await sendJson('POST', `${services.adminUrl}/v1/approvals/${id}/deny`, {}, services.adminToken);
+    for (const id of [task.task_id, plain.task_id]) await sendJson('POST', `${services.adminUrl}/v1/tasks/${id}/revoke`, {}, services.adminToken);
+  });
+
   it('keeps every control on screen whatever the length of what agents and orchestrators send', async () => {
     const long = `pay-${'x'.repeat(1990)}`;
     const task = await createTask(services, world.orchestrator, { purpose: long });

@@ -88,6 +88,35 @@ export function revealedJson(value: unknown, indent?: number): string {
   return text.replace(HIDDEN, (char) => Array.from({ length: char.length }, (_, i) => `\\u${char.charCodeAt(i).toString(16).padStart(4, '0')}`).join(''));
 }
 
+/** A string of a JSON value with characters outside ASCII: where it is, and which characters. */
+export interface NonAscii {
+  path: string;
+  text: string;
+  chars: string[];
+}
+
+/**
+ * Every string (member names included) of `value` that holds characters outside ASCII, with
+ * where it is (`[0].constraints.destination`) and each such character as `а U+0430`. A Cyrillic
+ * `а` or a Greek `ο` looks like its Latin twin: `асct_1` reads as `acct_1` to the person
+ * approving, though the upstream reads another account (or mailbox, or domain).
+ */
+export function nonAsciiStrings(value: unknown, path = ''): NonAscii[] {
+  const found: NonAscii[] = [];
+  const check = (text: string, where: string) => {
+    const chars = [...new Set(Array.from(text).filter((char) => char > '\u007f'))];
+    if (chars.length) found.push({ path: where || '(value)', text, chars: chars.map((char) => `${reveal(char)} U+${codePoint(char)}`) });
+  };
+  if (typeof value === 'string') check(value, path);
+  else if (Array.isArray(value)) value.forEach((item, index) => found.push(...nonAsciiStrings(item, `${path}[${index}]`)));
+  else if (value !== null && typeof value === 'object')
+    for (const [name, member] of Object.entries(value)) {
+      check(name, `${path}.${name} (name)`);
+      found.push(...nonAsciiStrings(member, `${path}.${name}`));
+    }
+  return found;
+}
+
 /** Pretty JSON in a block. */
 export function Json({ value, label }: { value: unknown; label?: string }) {
   return (

@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, Page, Role, segment } from '../api';
-import { countdown, describeError, ErrorLine, Json, Pill, reveal, useNow, usePoll, when } from '../ui';
+import { countdown, describeError, ErrorLine, Json, nonAsciiStrings, Pill, reveal, revealedJson, useNow, usePoll, when } from '../ui';
 import type { Task } from './tasks';
 
 /** An approval as the admin API lists it. */
@@ -42,6 +42,24 @@ function Purpose({ taskId }: { taskId: string }) {
     void purposeOf(taskId).then(setText, () => setText('(task unreadable)'));
   }, [taskId]);
   return <span data-testid="purpose">{text === undefined ? '…' : reveal(text)}</span>;
+}
+
+/**
+ * Names the values of the details that hold characters outside ASCII, character by character:
+ * a look-alike letter (Cyrillic `а` for Latin `a`) cannot be seen in the JSON, only named.
+ */
+function NonAsciiWarning({ value }: { value: unknown }) {
+  const found = nonAsciiStrings(value);
+  if (!found.length) return null;
+  return (
+    <ul class="warn small" data-testid="non-ascii">
+      {found.map((item) => (
+        <li>
+          <span class="mono">{item.path}</span> {revealedJson(item.text)} has characters outside ASCII, which can look like others: {item.chars.join(', ')}
+        </li>
+      ))}
+    </ul>
+  );
 }
 
 /** Where an approval shown in the inbox stands: still to decide, decided here, or gone meanwhile. */
@@ -102,6 +120,7 @@ function PendingApproval({
         <dt>Exactly what the credential would grant</dt>
         <dd>
           <Json value={approval.authorization_details} label="authorization_details" />
+          <NonAsciiWarning value={approval.authorization_details} />
         </dd>
       </dl>
       {state !== 'pending' ? (
