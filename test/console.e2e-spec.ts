@@ -665,4 +665,30 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(cspViolations).toEqual([]);
     expect(await page.evaluate<string[]>('window.__csp || []')).toEqual([]);
   });
+
+  it('shows bidi controls in the names operators and admins give, as in what agents send', async () => {
+    // Names refuse C0 controls only: U+202E makes "Invoice agent" + RLO + "lacol" read as "Invoice agent local" reversed.
+    const name = 'Invoice agent \u202Elacol\u034F';
+    const { jwks } = (await sendJson('GET', `${services.adminUrl}/v1/agents/agent-1`, undefined, services.adminToken)).body;
+    const agent = await sendJson('POST', `${services.adminUrl}/v1/agents`, { id: 'agent-disguised', name, jwks }, services.adminToken);
+    expect(agent.status).toBe(201);
+    const token = await sendJson(
+      'POST',
+      `${services.adminUrl}/v1/admin-tokens`,
+      { name: `ops \u202Enimda`, role: 'viewer', expires_in: 3600 },
+      services.adminToken,
+    );
+    expect(token.status).toBe(201);
+    await page.click('nav a[href="#/registry"]');
+    await page.click('a[href="#/registry/agents"]');
+    const row = page.locator('[data-testid=registry-table] tr[data-id="agent-disguised"]');
+    await row.waitFor();
+    expect(await row.locator('td').nth(1).textContent()).toBe('Invoice agent ⟨U+202E⟩lacol⟨U+034F⟩');
+    await page.click('nav a[href="#/access"]');
+    const listed = page.locator(`[data-testid=admin-tokens] tr[data-id="${token.body.id}"]`);
+    await listed.waitFor();
+    expect(await listed.locator('td').first().textContent()).toBe('ops ⟨U+202E⟩nimda');
+    await sendJson('DELETE', `${services.adminUrl}/v1/admin-tokens/${token.body.id}`, undefined, services.adminToken);
+    await sendJson('DELETE', `${services.adminUrl}/v1/agents/agent-disguised`, undefined, services.adminToken);
+  });
 });

@@ -8,7 +8,7 @@ import { AuditPage } from './pages/audit';
 import { PoliciesPage } from './pages/policies';
 import { RegistryPage } from './pages/registry';
 import { TasksPage } from './pages/tasks';
-import { ErrorLine, usePoll } from './ui';
+import { ErrorLine, reveal, usePoll } from './ui';
 
 /** Who is signed in (from `GET /v1/admin-tokens/self`). */
 export interface Session {
@@ -170,7 +170,7 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
           ))}
         </nav>
         <span class="who" data-testid="who">
-          {session.name} <span class={`pill pill-role`}>{session.role}</span>
+          {reveal(session.name)} <span class={`pill pill-role`}>{session.role}</span>
         </span>
         <button type="button" onClick={onSignOut}>
           Sign out

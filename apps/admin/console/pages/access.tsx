@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { api, FieldError, Page, segment } from '../api';
-import { describeError, ErrorLine, Field, Pill, usePoll, when } from '../ui';
+import { describeError, ErrorLine, Field, Pill, reveal, usePoll, when } from '../ui';
 
 interface AdminToken {
   id: string;
@@ -77,7 +77,7 @@ function NewToken({ onCreated }: { onCreated: () => void }) {
       {created ? (
         <div class="once" role="status">
           <p>
-            <strong>{created.name}</strong>: copy this token now, it is shown only once.
+            <strong>{reveal(created.name)}</strong>: copy this token now, it is shown only once.
           </p>
           <input readOnly class="mono" data-testid="created-token" value={created.token} onFocus={(event) => (event.target as HTMLInputElement).select()} />
           <button type="button" onClick={() => setCreated(undefined)}>
@@ -128,7 +128,7 @@ export function AccessPage({ selfId }: { selfId: string }) {
               {(tokens.data?.items ?? []).map((token) => (
                 <tr key={token.id} data-id={token.id}>
                   <td>
-                    {token.name}
+                    {reveal(token.name)}
                     {token.id === selfId ? <span class="muted small"> (you)</span> : null}
                   </td>
                   <td>

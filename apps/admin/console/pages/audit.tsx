@@ -83,7 +83,7 @@ function Timeline({ taskId }: { taskId: string }) {
   return (
     <section class="card" data-testid="timeline">
       <h2>
-        Task timeline <span class="mono small">{taskId}</span>
+        Task timeline <span class="mono small">{reveal(taskId)}</span>
       </h2>
       <ErrorLine error={evidence.error} />
       {data ? (

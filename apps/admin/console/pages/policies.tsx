@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { api, FieldError, Page, Role } from '../api';
-import { describeError, ErrorLine, Field, parseJsonField, Pill, usePoll, when } from '../ui';
+import { describeError, ErrorLine, Field, parseJsonField, Pill, reveal, usePoll, when } from '../ui';
 import type { Task } from './tasks';
 
 interface ActivePolicy {
@@ -130,7 +130,7 @@ function DryRun() {
         />
         <datalist id="recent-tasks">
           {(tasks.data?.items ?? []).map((task) => (
-            <option value={task.task_id}>{`${task.agent_id}: ${task.purpose}`}</option>
+            <option value={task.task_id}>{reveal(`${task.agent_id}: ${task.purpose}`)}</option>
           ))}
         </datalist>
       </Field>
@@ -179,7 +179,7 @@ function DryRun() {
           <h3>Reasons</h3>
           <ul data-testid="reasons">
             {result.decision.reasons.map((reason) => (
-              <li>{reason}</li>
+              <li>{reveal(reason)}</li>
             ))}
           </ul>
           {result.violations && result.violations.length ? (
@@ -187,7 +187,7 @@ function DryRun() {
               <h3>Refused by the server whatever the policy says</h3>
               <ul class="error">
                 {result.violations.map((violation) => (
-                  <li>{violation}</li>
+                  <li>{reveal(violation)}</li>
                 ))}
               </ul>
             </>
@@ -221,7 +221,7 @@ export function PoliciesPage({ can }: { can: (role: Role) => boolean }) {
               <dd class="small">{active.data.source}</dd>
               <dt>Loaded</dt>
               <dd>
-                {when(active.data.loaded_at)} by {active.data.loaded_by}
+                {when(active.data.loaded_at)} by {reveal(active.data.loaded_by)}
               </dd>
               <dt>Entrypoint</dt>
               <dd class="mono">
@@ -239,7 +239,7 @@ export function PoliciesPage({ can }: { can: (role: Role) => boolean }) {
                 <tr>
                   <td class="mono">{version.version.slice(0, 16)}…</td>
                   <td>{version.source}</td>
-                  <td>{version.loaded_by}</td>
+                  <td>{reveal(version.loaded_by)}</td>
                   <td>{when(version.loaded_at)}</td>
                   <td>{version.active ? <Pill value="active" /> : null}</td>
                 </tr>

@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, FieldError, Page, Role, segment } from '../api';
 import type { Route } from '../main';
-import { describeError, ErrorLine, Field, parseJsonField, Pill, usePoll, when } from '../ui';
+import { describeError, ErrorLine, Field, parseJsonField, Pill, reveal, usePoll, when } from '../ui';
 
 type Kind = 'agents' | 'orchestrators' | 'connectors';
 
@@ -294,7 +294,7 @@ export function RegistryPage({ route, can }: { route: Route; can: (role: Role) =
             {(list.data?.items ?? []).map((resource) => (
               <tr key={`${kind}:${resource.id}`} data-id={resource.id}>
                 <td class="mono">{resource.id}</td>
-                <td>{resource.name}</td>
+                <td>{reveal(resource.name)}</td>
                 {kind === 'connectors' ? (
                   <>
                     <td class="mono small">{resource.base_url}</td>
@@ -306,7 +306,7 @@ export function RegistryPage({ route, can }: { route: Route; can: (role: Role) =
                     <td>
                       <Pill value={resource.status ?? ''} />
                     </td>
-                    <td class="mono small">{(resource.jwks?.keys ?? []).map((key) => key.kid ?? '?').join(', ')}</td>
+                    <td class="mono small">{reveal((resource.jwks?.keys ?? []).map((key) => key.kid ?? '?').join(', '))}</td>
                     {kind === 'orchestrators' ? <td class="small">{(resource.allowed_agents ?? []).join(', ')}</td> : null}
                   </>
                 )}
