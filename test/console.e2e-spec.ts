@@ -355,6 +355,24 @@ describeWithBrowser('admin console in Chromium', () => {
     await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
   });
 
+  it('shows the whole of what an approval grants, however long a value, with no part scrolled out of sight', async () => {
+    // "acct_1", a run of blanks, then the account that really gets paid: in a box that scrolls,
+    // the end of the value (and the members below it) sat outside what the operator saw.
+    const padded = `acct_1${' '.repeat(1000)}acct_666`;
+    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: padded } }];
+    const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-93 to Acme', allowed });
+    const details = [{ ...payout(42000)[0], constraints: { ...payout(42000)[0].constraints, destination: padded } }];
+    const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
+    await openInbox();
+    const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    await card.locator('[data-testid=purpose]:has-text("INV-93")').waitFor();
+    const json = card.locator('pre.json');
+    expect(await json.evaluate((pre) => [pre.scrollWidth <= pre.clientWidth, pre.scrollHeight <= pre.clientHeight])).toEqual([true, true]);
+    expect(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth')).toBe(true);
+    await sendJson('POST', `${services.adminUrl}/v1/approvals/${approvalId}/deny`, {}, services.adminToken);
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
+  });
+
   it('does not let a link aim the timeline at another endpoint of the API', async () => {
     const evidence = () =>
       page
