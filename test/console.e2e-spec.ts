@@ -355,6 +355,31 @@ describeWithBrowser('admin console in Chromium', () => {
     await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
   });
 
+  it("names the user whose account an approval's credential would act for", async () => {
+    // Two requests alike in agent, details and purpose, for two users: two different grants.
+    await services.runtime.pool.query(
+      `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators)
+       VALUES ('https://sso.console.example', 'https://sso.console.example/jwks', 'writ', '{orch-1}')`,
+    );
+    const forCeo = await createTask(services, world.orchestrator, {
+      purpose: 'pay invoice INV-94 to Acme',
+      user: { iss: 'https://sso.console.example', sub: 'ceo@corp.example' },
+    });
+    const forNobody = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-94 to Acme' });
+    const ceoId: string = (await exchange(forCeo.task_token, payout(42000))).body.approval_id;
+    const nobodyId: string = (await exchange(forNobody.task_token, payout(42000))).body.approval_id;
+    await openInbox();
+    const ceoCard = page.locator(`article[data-approval-id="${ceoId}"]`);
+    await ceoCard.locator('[data-testid=purpose]:has-text("INV-94")').waitFor();
+    await ceoCard.locator('[data-testid=acts-for]:has-text("ceo@corp.example")').waitFor();
+    expect(await ceoCard.locator('[data-testid=acts-for]').textContent()).toBe('ceo@corp.example (issuer https://sso.console.example)');
+    const nobodyCard = page.locator(`article[data-approval-id="${nobodyId}"]`);
+    await nobodyCard.locator('[data-testid=purpose]:has-text("INV-94")').waitFor();
+    expect(await nobodyCard.locator('[data-testid=acts-for]').textContent()).toBe("no user: the connector's own credential");
+    for (const id of [ceoId, nobodyId]) await sendJson('POST', `${services.adminUrl}/v1/approvals/${id}/deny`, {}, services.adminToken);
+    for (const id of [forCeo.task_id, forNobody.task_id]) await sendJson('POST', `${services.adminUrl}/v1/tasks/${id}/revoke`, {}, services.adminToken);
+  });
+
   it('shows the whole of what an approval grants, however long a value, with no part scrolled out of sight', async () => {
     // "acct_1", a run of blanks, then the account that really gets paid: in a box that scrolls,
     // the end of the value (and the members below it) sat outside what the operator saw.

@@ -23,25 +23,54 @@ interface Approval {
 /** Fired after a decision, so that the badge in the top bar counts again at once. */
 export const APPROVALS_CHANGED = 'writ:approvals-changed';
 
-const purposes = new Map<string, Promise<string>>();
-
-/** The task's declared purpose (cached: a task's purpose never changes). */
-function purposeOf(taskId: string): Promise<string> {
-  let purpose = purposes.get(taskId);
-  if (!purpose) {
-    purpose = api<Task>('GET', `/v1/tasks/${segment(taskId)}`).then((task) => task.purpose);
-    purpose.catch(() => purposes.delete(taskId));
-    purposes.set(taskId, purpose);
-  }
-  return purpose;
+/** What the inbox shows of an approval's task: its declared purpose and the verified user it acts for. */
+interface TaskFacts {
+  purpose: string;
+  user: { iss: string; sub: string } | null;
 }
 
-function Purpose({ taskId }: { taskId: string }) {
-  const [text, setText] = useState<string | undefined>();
+const facts = new Map<string, Promise<TaskFacts>>();
+
+/** The task's purpose and user (cached: both are fixed when the task is declared). */
+function factsOf(taskId: string): Promise<TaskFacts> {
+  let read = facts.get(taskId);
+  if (!read) {
+    read = api<Task>('GET', `/v1/tasks/${segment(taskId)}`).then((task) => ({ purpose: task.purpose, user: task.user ?? null }));
+    read.catch(() => facts.delete(taskId));
+    facts.set(taskId, read);
+  }
+  return read;
+}
+
+function useTaskFacts(taskId: string): TaskFacts | 'unreadable' | undefined {
+  const [read, setRead] = useState<TaskFacts | 'unreadable' | undefined>();
   useEffect(() => {
-    void purposeOf(taskId).then(setText, () => setText('(task unreadable)'));
+    void factsOf(taskId).then(setRead, () => setRead('unreadable'));
   }, [taskId]);
-  return <span data-testid="purpose">{text === undefined ? '…' : reveal(text)}</span>;
+  return read;
+}
+
+function Purpose({ task }: { task: TaskFacts | 'unreadable' | undefined }) {
+  return <span data-testid="purpose">{task === undefined ? '…' : task === 'unreadable' ? '(task unreadable)' : reveal(task.purpose)}</span>;
+}
+
+/**
+ * Whose upstream account the credential would use: the task's verified user (a connected
+ * account of theirs is what the gateway injects), or none. Two requests with the same details
+ * and purpose for two users are two different grants.
+ */
+function ActsFor({ task }: { task: TaskFacts | 'unreadable' | undefined }) {
+  return (
+    <span data-testid="acts-for">
+      {task === undefined
+        ? '…'
+        : task === 'unreadable'
+          ? '(task unreadable)'
+          : task.user
+            ? `${reveal(task.user.sub)} (issuer ${reveal(task.user.iss)})`
+            : "no user: the connector's own credential"}
+    </span>
+  );
 }
 
 /**
@@ -77,6 +106,7 @@ function PendingApproval({
   onDecided: (id: string, decision: 'approved' | 'denied') => void;
 }) {
   const now = useNow();
+  const task = useTaskFacts(approval.task_id);
   const [note, setNote] = useState('');
   const [error, setError] = useState<string | undefined>();
   const [busy, setBusy] = useState(false);
@@ -104,10 +134,15 @@ function PendingApproval({
       <dl>
         <dt>Task purpose</dt>
         <dd>
-          <Purpose taskId={approval.task_id} />{' '}
+          <Purpose task={task} />{' '}
           <a class="small mono" href={`#/audit?task_id=${encodeURIComponent(approval.task_id)}`}>
             {approval.task_id.slice(0, 8)}
           </a>
+        </dd>
+        <dt>Acts for the user</dt>
+        <dd>
+          <ActsFor task={task} />
+          {task && task !== 'unreadable' && task.user ? <NonAsciiWarning value={task.user} /> : null}
         </dd>
         <dt>Why the policy asks</dt>
         <dd>

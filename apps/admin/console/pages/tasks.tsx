@@ -9,6 +9,8 @@ export interface Task {
   orchestrator_id: string;
   purpose: string;
   allowed: unknown[];
+  /** The verified user the task acts for (their connected accounts), if any. */
+  user?: { iss: string; sub: string } | null;
   status: string;
   status_reason: string | null;
   created_at: string;
