@@ -412,6 +412,14 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.click('nav a[href="#/tasks"]');
   });
 
+  it('survives a link whose time filter is no date, and shows the refusal of the API', async () => {
+    await page.goto(`${services.adminUrl}/console/#/audit?since=not-a-date`);
+    await page.locator('.error', { hasText: 'invalid' }).waitFor({ timeout: 10_000 });
+    // Still signed in, the menu still there.
+    expect(await page.locator('[data-testid=who]').count()).toBe(1);
+    await page.click('nav a[href="#/tasks"]');
+  });
+
   it('keeps an open revocation with its task when a new task arrives above it', async () => {
     await page.click('nav a[href="#/approvals"]');
     await page.click('nav a[href="#/tasks"]');

@@ -145,7 +145,16 @@ function VerifyChain() {
   );
 }
 
-const toIso = (local: string | undefined) => (local ? new Date(local).toISOString() : undefined);
+/**
+ * A time filter as the API reads it. A value that is no date (`#/audit?since=x` in a link) is sent
+ * as it is, for the API to refuse naming the field: `toISOString()` would throw while rendering,
+ * and the whole console would go blank (a reload then signs the operator out).
+ */
+const toIso = (local: string | undefined) => {
+  if (!local) return undefined;
+  const date = new Date(local);
+  return Number.isNaN(date.getTime()) ? local : date.toISOString();
+};
 
 /** Audit explorer: filters, pages, a task's timeline and evidence, chain verification. */
 export function AuditPage({ route }: { route: Route }) {
