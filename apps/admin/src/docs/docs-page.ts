@@ -1,37 +1,21 @@
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { Router, type Request, type Response } from 'express';
 import { dirname, join } from 'node:path';
+import { CONSOLE_CSP, CONSOLE_HEADERS } from '../console/console-static';
 
 /** Where the OpenAPI page is served (its document is at `/docs-json` and `/docs-yaml`). */
 export const DOCS_PATH = '/docs';
 
 /**
- * The OpenAPI page's Content-Security-Policy: Swagger UI's own scripts and styles from this
- * origin only (the page has no inline script or style: its initialiser and its CSS are files),
- * the document fetched from this origin (and "Try it out" calls sent only here), images from
- * here or `data:` (Swagger UI's icons), never framed, no forms posted anywhere.
+ * The OpenAPI page's Content-Security-Policy and headers: the console's, word for word. The page
+ * has no inline script or style (its initialiser and its CSS are files); Swagger UI's scripts and
+ * styles come from this origin, the document is fetched from here (and "Try it out" calls are sent
+ * only here), images from here or `data:` (its icons); never framed, no forms posted anywhere.
  */
-export const DOCS_CSP = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "connect-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+export const DOCS_CSP = CONSOLE_CSP;
 
-/** Headers of every response of the page and its files (the console's set, with the page's own CSP). */
-export const DOCS_HEADERS: Readonly<Record<string, string>> = {
-  'Content-Security-Policy': DOCS_CSP,
-  'X-Frame-Options': 'DENY',
-  'Referrer-Policy': 'no-referrer',
-  'Cross-Origin-Opener-Policy': 'same-origin',
-  'Cross-Origin-Resource-Policy': 'same-origin',
-  'Permissions-Policy': 'camera=(), microphone=(), geolocation=(), payment=(), usb=()',
-  'Cache-Control': 'no-cache',
-};
+/** Headers of every response of the page and its files. */
+export const DOCS_HEADERS = CONSOLE_HEADERS;
 
 /** The files of Swagger UI's distribution the page loads (nothing else of it is served: no OAuth redirect page, no source maps). */
 const SWAGGER_UI_FILES = ['swagger-ui-bundle.js', 'swagger-ui.css', 'favicon-32x32.png', 'favicon-16x16.png'];
