@@ -2,7 +2,7 @@ import { createServer, IncomingMessage, Server } from 'node:http';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { verifyWebhookSignature } from '../apps/admin/src/approvals/approval-webhook-signature';
 import { ApprovalWebhookPayload, ApprovalWebhookService } from '../apps/admin/src/approvals/approval-webhook.service';
-import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { tokenRequest } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -58,10 +58,7 @@ describe('approval webhook', () => {
     first = await startTestServices({ admin: createAdminApp, env });
     second = await startTestServices({ admin: createAdminApp, env, db: first.db });
     world = await seedWorld(first.runtime.pool);
-    const engine = first.policy.current();
-    const data = JSON.parse(JSON.stringify(engine.data));
-    data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
-    first.policy.install(await engine.withData(data), 'test');
+    await requireApprovalAbove(first, 10000);
   });
   afterAll(async () => {
     await second.close();

@@ -1,5 +1,5 @@
 import { createAdminApp } from '../apps/admin/src/admin.app';
-import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { sendJson, tokenRequest } from './support/oauth-client';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
@@ -15,10 +15,7 @@ describe('human approval of risky grants', () => {
     services = await startTestServices({ admin: createAdminApp });
     world = await seedWorld(services.runtime.pool);
     // Policy data (no recompilation): payouts above 100.00 USD need a human.
-    const engine = services.policy.current();
-    const data = JSON.parse(JSON.stringify(engine.data));
-    data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
-    services.policy.install(await engine.withData(data), 'test');
+    await requireApprovalAbove(services, 10000);
   });
   afterAll(() => services.close());
 
@@ -101,10 +98,7 @@ describe('human approval of risky grants', () => {
     it('holds across two instances: one approval per request, ten pending per task, fired in parallel at both', async () => {
       const second = await startSecondInstance(services);
       try {
-        const engine = second.policy.current();
-        const data = JSON.parse(JSON.stringify(engine.data));
-        data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
-        second.policy.install(await engine.withData(data), 'test');
+        await requireApprovalAbove(second, 10000);
         const task = await createTask(services, world.orchestrator);
         const at = (index: number, amount: number) =>
           tokenRequest(index % 2 === 0 ? services.issuer : second.issuer, world.agent, exchangeFields(task.task_token, payout(amount)));

@@ -4,7 +4,7 @@ import type { Browser, Page, Request } from 'playwright-core';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { describeWithBrowser, launchChromium } from './support/browser';
-import { createTask, exchangeFields, PAYOUT_ALLOWED, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, PAYOUT_ALLOWED, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
@@ -39,10 +39,7 @@ describeWithBrowser('admin console in Chromium', () => {
     world = await seedWorld(services.runtime.pool, payments.url);
     await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
     // Policy data: payouts above 100.00 USD need a human.
-    const engine = services.policy.current();
-    const data = JSON.parse(JSON.stringify(engine.data));
-    data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
-    services.policy.install(await engine.withData(data), 'test');
+    await requireApprovalAbove(services, 10000);
     browser = await launchChromium();
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, acceptDownloads: true });
     page = await context.newPage();

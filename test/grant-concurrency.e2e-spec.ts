@@ -1,6 +1,6 @@
 import { clientAuthFields, createClientKey, jwksOf, retagRow, waitForLockWaiter } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
-import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { createTask, exchangeFields, PAYOUT_REQUEST, requireApprovalAbove, seedWorld, tasksToken, World } from './support/grant-flow';
 import { postForm, sendJson, TestClient } from './support/oauth-client';
 import { seedAgent } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
@@ -207,10 +207,7 @@ describe('grant path under concurrency, across two authorization-server instance
   describe('approvals', () => {
     beforeAll(async () => {
       for (const services of [first, second]) {
-        const engine = services.policy.current();
-        const data = JSON.parse(JSON.stringify(engine.data));
-        data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
-        services.policy.install(await engine.withData(data), 'test');
+        await requireApprovalAbove(services, 10000);
       }
     });
     const admin = (path: string, body: unknown = {}) => sendJson('POST', `${first.adminUrl}${path}`, body, first.adminToken);

@@ -2,7 +2,7 @@ import { KeyObject, randomUUID, sign } from 'node:crypto';
 import { clientAssertion, clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, requireApprovalAbove, seedWorld, tasksToken, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
@@ -244,10 +244,7 @@ describe('protocol conformance and insider boundaries under attack', () => {
 
   describe('approvals', () => {
     beforeAll(async () => {
-      const engine = services.policy.current();
-      const data = JSON.parse(JSON.stringify(engine.data));
-      data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
-      services.policy.install(await engine.withData(data), 'test');
+      await requireApprovalAbove(services, 10000);
     });
 
     it('lets exactly one of two parallel approvals win', async () => {

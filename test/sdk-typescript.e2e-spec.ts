@@ -15,7 +15,7 @@ import {
 import { ToolRefusalError, writTool } from '@writ/sdk/ai';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { seedWorld, World } from './support/grant-flow';
+import { requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { sendJson } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
@@ -75,10 +75,7 @@ describe('@writ/sdk against a running Writ', () => {
     world = await seedWorld(services.runtime.pool, upstream.url);
     await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
     // Policy data (as an operator would set it): payouts above 1 000.00 USD need a human.
-    const engine = services.policy.current();
-    const data = JSON.parse(JSON.stringify(engine.data));
-    data.writ.config.approval = { payments: { constraint: 'amount_max', above: 100000, actions: ['payouts.create'] } };
-    services.policy.install(await engine.withData(data), 'test');
+    await requireApprovalAbove(services, 100000);
     orchestrator = new Orchestrator({
       issuer: services.issuer,
       clientId: world.orchestrator.id,

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
-import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -23,10 +23,7 @@ describe('credential lifetime against the task deadline', () => {
     services = await startTestServices({ admin: createAdminApp });
     world = await seedWorld(services.runtime.pool);
     // Payouts above 100.00 USD need a human (policy data, as test/approvals.e2e-spec.ts).
-    const engine = services.policy.current();
-    const data = JSON.parse(JSON.stringify(engine.data));
-    data.writ.config.approval = { payments: { constraint: 'amount_max', above: 10000, actions: ['payouts.create'] } };
-    services.policy.install(await engine.withData(data), 'test');
+    await requireApprovalAbove(services, 10000);
   });
   afterAll(() => services.close());
 

@@ -2,6 +2,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import type { Pool } from 'pg';
+import type { ActivePolicy } from '@writ/policy';
 import type { TestServices } from './test-services';
 import { sendJson, TestClient, tokenRequest } from './oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator } from './seed';
@@ -139,4 +140,15 @@ export async function startIdentityProvider(pool: Pool, issuer: string): Promise
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * Policy data (no recompilation), installed on `services`' policy: `payouts.create` requests whose
+ * `amount_max` is above `above` (minor units) need a human's approval.
+ */
+export async function requireApprovalAbove(services: { policy: ActivePolicy }, above: number): Promise<void> {
+  const engine = services.policy.current();
+  const data = JSON.parse(JSON.stringify(engine.data)) as { writ: { config: Record<string, unknown> } };
+  data.writ.config.approval = { payments: { constraint: 'amount_max', above, actions: ['payouts.create'] } };
+  services.policy.install(await engine.withData(data), 'test');
 }
