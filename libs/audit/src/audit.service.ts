@@ -32,7 +32,14 @@ import { PRUNE_COLUMNS, pruneMarkerDigest, pruneMarkerFromRow, PruneRow, pruneMa
 
 /** Thrown when events could not be committed: the caller must not go on (fail closed). */
 export class AuditUnavailableError extends Error {
-  constructor(cause?: unknown) {
+  /**
+   * @param outcomeUnknown the connection was lost with the transaction's end in flight: it may
+   * have committed (only its answer lost), so its work must not be run again.
+   */
+  constructor(
+    cause?: unknown,
+    readonly outcomeUnknown = false,
+  ) {
     super('the audit log could not be written');
     this.name = 'AuditUnavailableError';
     if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
@@ -224,12 +231,25 @@ function appendArguments(document: string, chained: ChainedBatch): string[] {
 }
 
 /**
+ * Whether a connection whose statement failed still answers (a `ROLLBACK`, which also ends the
+ * failed transaction). One that does not was lost, maybe after its last message committed.
+ */
+function answers(client: PoolClient): Promise<boolean> {
+  return client.query('ROLLBACK').then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
  * What a batch's failed statement is to its caller: prepared statements found missing are
  * forgotten on the connection; a lost connection (`broken`: not to be reused) is an
- * {@link AuditUnavailableError}.
+ * {@link AuditUnavailableError}; `lost`: the connection no longer answers, so the batch may have
+ * committed before it broke (`outcomeUnknown`).
  */
-function batchFailure(client: PoolClient, error: unknown): { error: unknown; broken: boolean } {
+function batchFailure(client: PoolClient, error: unknown, lost = false): { error: unknown; broken: boolean } {
   if (isMissingStatement(error)) forgetPrepared(client);
+  if (lost) return { error: new AuditUnavailableError(error, true), broken: true };
   return isConnectionError(error) ? { error: new AuditUnavailableError(error), broken: true } : { error, broken: false };
 }
 
@@ -426,8 +446,11 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       try {
         await this.commit(batch);
       } catch (error) {
-        if (batch.length === 1) {
-          batch[0].reject(error);
+        // The connection was lost, possibly after the batch committed (its answer lost): no
+        // unit is at fault, and running the work again could repeat what did commit (a use
+        // spent twice, a client assertion then found spent: a 401). Each unit is refused (503).
+        if (batch.length === 1 || (error instanceof AuditUnavailableError && error.outcomeUnknown)) {
+          for (const unit of batch) unit.reject(error);
           continue;
         }
         // One unit may have failed the batch: give each its own transaction.
@@ -498,11 +521,9 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       this.settle(batch, results, chained, started);
     } catch (error) {
       this.head = undefined;
-      await client.query('ROLLBACK').catch(() => {
-        failed = true;
-      });
-      const failure = batchFailure(client, error);
-      failed ||= failure.broken;
+      // A connection that no longer answers may have committed the batch before it broke.
+      const failure = batchFailure(client, error, !(await answers(client)));
+      failed = failure.broken;
       throw failure.error;
     } finally {
       release(failed);
@@ -573,13 +594,14 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         ].join('; '),
       );
     } catch (error) {
-      // Nothing of the message was committed: it was one transaction.
+      // Nothing of the message was committed (it was one transaction), unless the connection
+      // broke once it had: then it no longer answers.
       this.head = undefined;
       if ((error as { code?: string }).code === EXPECTATION_FAILED) {
         this.noteOneMessage(false);
         return false;
       }
-      const failure = batchFailure(client, error);
+      const failure = batchFailure(client, error, !(await answers(client)));
       failed ||= failure.broken;
       throw failure.error;
     } finally {
