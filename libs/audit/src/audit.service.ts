@@ -1117,7 +1117,8 @@ function buildWhere(query: AuditQuery): { where: string[]; values: unknown[] } {
  * be reached, it is frozen or overloaded (no connection within the checkout deadline, a
  * statement past `statement_timeout` or `lock_timeout`, a query the client gave up on), too
  * many connections, shutting down, a session it ended (`idle_in_transaction_session_timeout`,
- * `idle_session_timeout`), or the pool already closed. Each of them is answered `503` with
+ * `idle_session_timeout`), a write refused because the database is read-only (a standby after a
+ * failover), or the pool already closed. Each of them is answered `503` with
  * `Retry-After`, never `500`. See also {@link isTransientError}.
  */
 export function isConnectionError(error: unknown): boolean {
@@ -1128,8 +1129,9 @@ export function isConnectionError(error: unknown): boolean {
     // 08: connection exception; 53: insufficient resources (too many connections, out of
     // memory or disk); 57P0x: admin/crash shutdown, cannot connect now, idle session timeout
     // (57P05); 57014: statement timeout (or cancel); 55P03: lock timeout; 25P03: idle in
-    // transaction session timeout (the session is ended).
-    /^(08[0-9A-Z]{3}|53[0-9A-Z]{3}|57P0[1-5]|57014|55P03|25P03)$/.test(code) ||
+    // transaction session timeout (the session is ended); 25006: a write refused by a database
+    // that is read-only (a standby after a failover, default_transaction_read_only).
+    /^(08[0-9A-Z]{3}|53[0-9A-Z]{3}|57P0[1-5]|57014|55P03|25P03|25006)$/.test(code) ||
     /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|not queryable|Cannot use a pool after calling end|Client was closed/i.test(
       message,
     )

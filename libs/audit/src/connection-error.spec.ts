@@ -16,6 +16,7 @@ describe('isConnectionError', () => {
     ['cannot connect now', pgError('57P03', 'the database system is starting up')],
     ['idle_in_transaction_session_timeout', pgError('25P03', 'terminating connection due to idle-in-transaction timeout')],
     ['idle_session_timeout', pgError('57P05', 'terminating connection due to idle-session timeout')],
+    ['a read-only database (standby, default_transaction_read_only)', pgError('25006', 'cannot execute INSERT in a read-only transaction')],
     ['connection failure', pgError('08006')],
     ['refused', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })],
   ])('recognises %s as unavailability', (_what, error) => {
