@@ -2,6 +2,7 @@ import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { clientAuthFields } from '@writ/testing';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { postForm, sendJson, tokenRequest } from './support/oauth-client';
+import { seedConnector } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
 describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () => {
@@ -105,6 +106,48 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     expect(tokens.rows.every((row) => row.revoked_at !== null)).toBe(true);
     const after = await exchange(task.task_token);
     expect(after.body.error).toBe('invalid_grant');
+  });
+
+  // The orchestrator may declare up to 20 entries and an operation up to 32 constraints; the
+  // agent may send 100 values per constraint. The policy renders one reason per declaring entry
+  // and constraint: rendered in full it exhausted the WebAssembly memory, and the trap's deny
+  // was not counted out of purpose, so such requests could be repeated without quarantine.
+  it('counts a widened request against many declared entries out of purpose, up to quarantine', async () => {
+    const names = Array.from({ length: 16 }, (_, index) => `f${index}`);
+    await seedConnector(services.runtime.pool, 'ledger', [
+      {
+        name: 'entries.list',
+        method: 'GET',
+        path: '/entries',
+        risk: 'read',
+        constraints: Object.fromEntries(names.map((name) => [name, { in: 'query', field: name, op: 'in' }])),
+      },
+    ]);
+    const allowed = Array.from({ length: 20 }, (_, entry) => ({
+      type: 'connector',
+      connector: 'ledger',
+      actions: ['entries.list'],
+      constraints: Object.fromEntries(names.map((name) => [name, [entry, entry + 1]])),
+    }));
+    const task = await createTask(services, world.orchestrator, { allowed });
+    const widened = [
+      {
+        type: 'connector',
+        connector: 'ledger',
+        actions: ['entries.list'],
+        constraints: Object.fromEntries(names.map((name) => [name, Array.from({ length: 100 }, (_, value) => value)])),
+      },
+    ];
+    for (let attempt = 1; attempt <= 3; attempt += 1) {
+      const response = await exchange(task.task_token, widened);
+      expect(response.status).toBe(400);
+      expect(response.body.error).toBe('invalid_authorization_details');
+      expect(response.body.error_description).not.toMatch(/could not evaluate/);
+      expect(response.body.error_description).toMatch(/constraint f\d+ \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\. \(100 values\)\] is wider/);
+    }
+    const { rows } = await services.runtime.pool.query('SELECT status, status_reason, out_of_purpose_requests FROM tasks WHERE id = $1', [task.task_id]);
+    expect(rows[0]).toMatchObject({ status: 'revoked', out_of_purpose_requests: 3 });
+    expect(rows[0].status_reason).toMatch(/quarantine/);
   });
 
   it("refuses another agent's task, a forged task token and a token of another type", async () => {

@@ -148,46 +148,68 @@ _some_entry_declares_action if {
 	_declares_action(input.task.allowed[i])
 }
 
-# Indexes of entries that cover the request: the action declared, every declared
-# constraint present in the request and no wider.
-_covering contains i if {
+# Whether some entry covers the request: the action declared, every declared constraint
+# present in the request and no wider. A positive check on the values alone: it never
+# depends on a refusal's reason being rendered, and it builds no text (in WebAssembly every
+# string a rule builds stays allocated until the evaluation ends).
+_covered if {
 	_well_formed
 	some i in _candidates
-	entry := input.task.allowed[i]
-	_declares_action(entry)
-	count(_constraint_problems(entry)) == 0
+	_declares_action(input.task.allowed[i])
+	_entry_covers(i)
 }
 
-_covered if count(_covering) > 0
+_entry_covers(i) if {
+	constraints := object.get(input.task.allowed[i], "constraints", {})
+	is_object(constraints)
+	every name, _ in constraints {
+		[i, name] in _within_declared
+	}
+}
+
+# [i, name] for each constraint `name` of candidate entry i that the request holds within:
+# the operation defines it with an operator the policy knows, the request gives it, and its
+# value is no wider than the declared one. A rule, so each comparison runs once per request
+# (an `in` compares up to 100 x 100 values).
+_within_declared contains [i, name] if {
+	_well_formed
+	some i in _candidates
+	some name, declared in object.get(input.task.allowed[i], "constraints", {})
+	_operation.constraints[name]
+	_has_key(_req_constraints, name)
+	_within(_operation.constraints[name].op, _req_constraints[name], declared)
+}
 
 # Covered when problems caused by the catalogue (an operator the policy does not know)
 # are set aside: such a refusal is a configuration error, not an out-of-purpose request.
 _purpose_covered if {
 	_well_formed
 	some i in _candidates
-	entry := input.task.allowed[i]
-	_declares_action(entry)
-	count(_purpose_problems(entry)) == 0
+	_declares_action(input.task.allowed[i])
+	constraints := object.get(input.task.allowed[i], "constraints", {})
+	is_object(constraints)
+	every name, _ in constraints {
+		_within_purpose(i, name)
+	}
 }
 
-_purpose_problems(entry) := {msg |
-	some msg in _constraint_problems(entry)
-	not _config_problem(msg)
+_within_purpose(i, name) if [i, name] in _within_declared
+
+_within_purpose(_, name) if {
+	_operation.constraints[name]
+	_has_key(_req_constraints, name)
+	_unsupported_operator_message(name)
 }
 
-_config_problem(msg) if {
-	some name, _ in object.get(_operation, "constraints", {})
-	msg == _unsupported_operator_message(name)
-}
-
-_constraint_problems(entry) := {"the task's allowed entry for this connector has malformed constraints"} if {
-	not is_object(object.get(entry, "constraints", {}))
+# The problems of candidate entry i, for the reasons of a refusal.
+_constraint_problems(i) := {"the task's allowed entry for this connector has malformed constraints"} if {
+	not is_object(object.get(input.task.allowed[i], "constraints", {}))
 } else := {msg |
-	some name, declared in object.get(entry, "constraints", {})
-	msg := _constraint_problem(name, declared)
+	some name, declared in object.get(input.task.allowed[i], "constraints", {})
+	msg := _constraint_problem(i, name, declared)
 }
 
-_constraint_problem(name, declared) := msg if {
+_constraint_problem(i, name, declared) := msg if {
 	not _operation.constraints[name]
 	msg := concat("", [
 		"constraint ", name, " declared by the task cannot be enforced on ", _action,
@@ -199,9 +221,9 @@ _constraint_problem(name, declared) := msg if {
 } else := msg if {
 	msg := _unsupported_operator_message(name)
 } else := msg if {
+	not [i, name] in _within_declared
 	op := _operation.constraints[name].op
 	requested := _req_constraints[name]
-	not _within(op, requested, declared)
 	msg := _widening_message(name, op, requested, declared)
 }
 
@@ -370,9 +392,8 @@ _refusals contains msg if {
 	_operation_known
 	not _covered
 	some i in _candidates
-	entry := input.task.allowed[i]
-	_declares_action(entry)
-	some msg in _constraint_problems(entry)
+	_declares_action(input.task.allowed[i])
+	some msg in _constraint_problems(i)
 }
 
 _refusals contains msg if {
@@ -649,12 +670,22 @@ _positive_int(x) if {
 	x == floor(x)
 }
 
-# A value for a reason: strings as they are, arrays as [a, b], others as JSON.
+# A value for a reason: strings as they are, arrays as [a, b], others as JSON. An array
+# shows its first _shown_values values: in WebAssembly each json.marshal keeps about 1 KiB
+# until the evaluation ends, and a refusal renders one reason per declaring entry and
+# constraint, so 100-value arrays in every one exhausted the module's memory (a trap: a
+# deny that is not counted out of purpose).
+_shown_values := 10
+
 _show(x) := x if {
 	is_string(x)
-} else := concat("", ["[", concat(", ", [_scalar(v) | some v in x]), "]"]) if {
+} else := concat("", ["[", concat(", ", [_scalar(v) | some v in array.slice(x, 0, _shown_values)]), _more_values(x), "]"]) if {
 	is_array(x)
 } else := json.marshal(x)
+
+_more_values(x) := "" if {
+	count(x) <= _shown_values
+} else := concat("", [", ... (", json.marshal(count(x)), " values)"])
 
 _scalar(x) := x if {
 	is_string(x)

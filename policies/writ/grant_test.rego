@@ -386,6 +386,14 @@ _out_of_purpose_cases := {
 		"input": _list({"currencies": ["usd", "gbp"]}),
 		"want": {"reason": "constraint currencies [usd, gbp] is wider than the declared [usd, eur] (in)"},
 	},
+	"in: a superset of 12 values, the first 10 shown": {
+		"input": _list({"currencies": ["usd", "eur", "gbp", "chf", "jpy", "cad", "aud", "nzd", "sek", "nok", "dkk", "pln"]}),
+		"want": {"reason": "constraint currencies [usd, eur, gbp, chf, jpy, cad, aud, nzd, sek, nok, ... (12 values)] is wider than the declared [usd, eur] (in)"},
+	},
+	"in: numbers for strings": {
+		"input": _list({"currencies": [1, 2.5]}),
+		"want": {"reason": "constraint currencies [1, 2.5] is wider than the declared [usd, eur] (in)"},
+	},
 	"in: a scalar": {
 		"input": _list({"currencies": "usd"}),
 		"want": {"reason": "constraint currencies usd is wider than the declared [usd, eur] (in)"},

@@ -126,6 +126,37 @@ describe('PolicyEngine with the committed default bundle', () => {
     expect(decision.reasons).toContain('quarantine: this is out-of-purpose request 3 for the task (threshold 3)');
   });
 
+  // What the token endpoint and the Tasks API accept at most: 20 entries declaring one
+  // operation's 32 constraints (its catalogue's limit), 100 values in each array. Rendering
+  // every reason in full exhausted the module's 64 MiB: a trap, whose deny is not counted
+  // out of purpose (no quarantine however often it is repeated).
+  it.each([
+    ['in', (entry: number) => Array.from({ length: 100 }, (_, value) => value + entry)],
+    ['eq', (entry: number) => Array.from({ length: 100 }, (_, value) => value * entry)],
+  ])('refuses a widened %s request against the largest declaration without exhausting its memory', (op, declared) => {
+    const names = Array.from({ length: 32 }, (_, index) => `c${index}`);
+    const input = exampleInput();
+    input.connectors.payments.operations['payouts.create'].constraints = Object.fromEntries(names.map((name) => [name, { in: 'query', field: name, op }]));
+    input.task.allowed = Array.from({ length: 20 }, (_, entry) => ({
+      type: 'connector' as const,
+      connector: 'payments',
+      actions: ['payouts.create'],
+      constraints: Object.fromEntries(names.map((name) => [name, declared(entry)])),
+    }));
+    input.task.history.out_of_purpose_requests = 2;
+    input.request.authorization_details = [
+      {
+        type: 'connector',
+        connector: 'payments',
+        actions: ['payouts.create'],
+        constraints: Object.fromEntries(names.map((name) => [name, Array.from({ length: 100 }, (_, value) => 1000 - value)])),
+      },
+    ];
+    const decision = engine.evaluate(input);
+    expect(decision).toMatchObject({ allow: false, out_of_purpose: true, quarantine: true });
+    expect(decision.reasons).toContain('quarantine: this is out-of-purpose request 3 for the task (threshold 3)');
+  });
+
   it('requires approval above a threshold set in data, leaving the default policy untouched', async () => {
     const data = engine.data as { writ: { config: Record<string, unknown> } };
     const withApproval = await engine.withData({
