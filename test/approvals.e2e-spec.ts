@@ -163,4 +163,26 @@ describe('human approval of risky grants', () => {
       ]);
     });
   });
+
+  // Policy data is the operator's: a rule written `"actions": "payouts.create"` (not a list)
+  // applied to no action, so every payout was issued without the approval it asked for.
+  it.each([
+    ['actions that is not a list', { payments: { constraint: 'amount_max', above: 10000, actions: 'payouts.create' } }],
+    ['a rule that is a string', { payments: 'amount_max above 10000' }],
+    ['rules without their connector', [{ constraint: 'amount_max', above: 10000 }]],
+  ])('holds every payout for approval under a malformed approval rule: %s', async (_name, approval) => {
+    const engine = services.policy.current();
+    const data = JSON.parse(JSON.stringify(engine.data)) as { writ: { config: Record<string, unknown> } };
+    data.writ.config.approval = approval;
+    services.policy.install(await engine.withData(data), 'test');
+    try {
+      const task = await createTask(services, world.orchestrator);
+      const held = await exchange(task.task_token, payout(42000));
+      expect(held.status).toBe(400);
+      expect(held.body).toMatchObject({ error: 'authorization_pending' });
+      expect(held.body.error_description).toContain('an approval rule for connector payments is malformed');
+    } finally {
+      services.policy.install(engine, 'test');
+    }
+  });
 });

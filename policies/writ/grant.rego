@@ -470,9 +470,13 @@ _quarantine_reasons contains msg if {
 # list of rules {"constraint": NAME, "above": NUMBER, "actions": [..] (optional)}.
 # ---------------------------------------------------------------------------------------
 
+# Anything but a list (an object, or a malformed value) is one rule; null is no rule. A
+# malformed rule must reach _approval_reasons, where it requires approval: a rule that
+# silently applied to nothing would turn an approval the operator asked for into an allow.
 _approval_rules contains rule if {
 	rule := _config.approval[_connector_id]
-	is_object(rule)
+	rule != null
+	not is_array(rule)
 }
 
 _approval_rules contains rule if {
@@ -481,12 +485,28 @@ _approval_rules contains rule if {
 	some rule in rules
 }
 
+# data.writ.config.approval itself malformed (not an object, e.g. a list of rules without
+# their connector): one malformed rule for every connector.
+_approval_rules contains rules if {
+	rules := _config.approval
+	rules != null
+	not is_object(rules)
+}
+
 _approval_applies(rule) if not _has_key(rule, "actions")
 
 _approval_applies(rule) if {
 	is_array(rule.actions)
 	_action in rule.actions
 }
+
+# `actions` present but not a list: malformed, so it applies (and requires approval).
+_approval_applies(rule) if {
+	_has_key(rule, "actions")
+	not _actions_list(rule)
+}
+
+_actions_list(rule) if is_array(rule.actions)
 
 _approval_reasons contains msg if {
 	some rule in _approval_rules
@@ -523,6 +543,12 @@ _approval_reasons contains msg if {
 _well_formed_approval_rule(rule) if {
 	is_string(rule.constraint)
 	is_number(rule.above)
+	not _malformed_actions(rule)
+}
+
+_malformed_actions(rule) if {
+	_has_key(rule, "actions")
+	not _actions_list(rule)
 }
 
 _at_most(value, limit) if {

@@ -668,6 +668,31 @@ _approval_cases := {
 		"config": {"approval": {"payments": {"constraint": "amount_max", "above": "lots"}}},
 		"want": {"allow": false, "requires_approval": true, "reason": "approval required: an approval rule for connector payments is malformed"},
 	},
+	"rule whose actions is not a list requires approval": {
+		"input": _patch(_big_task),
+		"config": {"approval": {"payments": {"constraint": "amount_max", "above": 10, "actions": "payouts.create"}}},
+		"want": {"allow": false, "requires_approval": true, "reason": "approval required: an approval rule for connector payments is malformed"},
+	},
+	"rule whose actions is null requires approval": {
+		"input": _patch(_big_task),
+		"config": {"approval": {"payments": {"constraint": "amount_max", "above": 10, "actions": null}}},
+		"want": {"allow": false, "requires_approval": true, "reason": "approval required: an approval rule for connector payments is malformed"},
+	},
+	"rule that is neither an object nor a list requires approval": {
+		"input": _patch(_big_task),
+		"config": {"approval": {"payments": "amount_max above 10"}},
+		"want": {"allow": false, "requires_approval": true, "reason": "approval required: an approval rule for connector payments is malformed"},
+	},
+	"approval that is a list, not an object by connector, requires approval": {
+		"input": _patch(_big_task),
+		"config": {"approval": [{"constraint": "amount_max", "above": 100000}]},
+		"want": {"allow": false, "requires_approval": true, "reason": "approval required: an approval rule for connector payments is malformed"},
+	},
+	"a null rule is no rule": {
+		"input": _patch(_big_task),
+		"config": {"approval": {"payments": null}},
+		"want": {"allow": true, "requires_approval": false},
+	},
 	"no approval for a request refused anyway": {
 		"input": _patch(object.union(_big_task, {"agent": {"status": "suspended"}, "request": {"authorization_details": [object.union(_create_detail, {"constraints": {"amount_max": 150000}})]}})),
 		"config": _approval,
