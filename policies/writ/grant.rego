@@ -500,13 +500,18 @@ _approval_applies(rule) if {
 	_action in rule.actions
 }
 
-# `actions` present but not a list: malformed, so it applies (and requires approval).
+# `actions` present but not a list of strings: malformed, so it applies (and requires approval).
 _approval_applies(rule) if {
 	_has_key(rule, "actions")
 	not _actions_list(rule)
 }
 
-_actions_list(rule) if is_array(rule.actions)
+_actions_list(rule) if {
+	is_array(rule.actions)
+	every action in rule.actions {
+		is_string(action)
+	}
+}
 
 _approval_reasons contains msg if {
 	some rule in _approval_rules

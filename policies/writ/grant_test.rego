@@ -673,6 +673,11 @@ _approval_cases := {
 		"config": {"approval": {"payments": {"constraint": "amount_max", "above": 10, "actions": "payouts.create"}}},
 		"want": {"allow": false, "requires_approval": true, "reason": "approval required: an approval rule for connector payments is malformed"},
 	},
+	"rule whose actions are not strings requires approval": {
+		"input": _patch(_big_task),
+		"config": {"approval": {"payments": {"constraint": "amount_max", "above": 10, "actions": [["payouts.create"]]}}},
+		"want": {"allow": false, "requires_approval": true, "reason": "approval required: an approval rule for connector payments is malformed"},
+	},
 	"rule whose actions is null requires approval": {
 		"input": _patch(_big_task),
 		"config": {"approval": {"payments": {"constraint": "amount_max", "above": 10, "actions": null}}},
