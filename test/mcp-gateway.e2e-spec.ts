@@ -447,6 +447,87 @@ describe('MCP through the gateway', () => {
     }
   });
 
+  it('holds every message to the request_headers its tools declare: no tenant or account header reaches the server', async () => {
+    // An MCP server may act on a header as an HTTP API does (a tenant, an account or a toolset it
+    // forwards to its own upstream, read from the request in the tool handler).
+    const created = await admin('POST', '/v1/connectors', {
+      id: 'tools-headers',
+      kind: 'mcp',
+      name: 'MCP tools-headers',
+      base_url: sse.url,
+      operations: TOOLS.map((tool) =>
+        tool.name === 'transfer'
+          ? { ...tool, request_headers: ['Idempotency-Key'] }
+          : tool.name === 'lookup'
+            ? { ...tool, request_headers: ['Idempotency-Key', 'X-Trace-Note'] }
+            : tool,
+      ),
+      credential: { type: 'bearer', token: SECRET },
+    });
+    expect(created.status).toBe(201);
+    const listing = await admin('POST', '/v1/connectors', {
+      id: 'bad-headers',
+      kind: 'mcp',
+      name: 'Bad',
+      base_url: sse.url,
+      operations: [{ name: 'lookup', risk: 'read', request_headers: ['Authorization'] }],
+    });
+    expect(listing.status).toBe(400);
+    expect((listing.body.fields as Array<{ field: string }>).map((error) => error.field)).toEqual(['operations[0].request_headers[0]']);
+
+    const { taskToken } = await task('tools-headers');
+    const agent = agentOf(false);
+    const transfer = await agent.credential(taskToken, { connector: 'tools-headers', action: 'transfer', constraints: { to: 'acct_1', amount_max: 100 } });
+    const lookup = await agent.credential(taskToken, { connector: 'tools-headers', action: 'lookup' });
+    const base = (token: string) => ({ authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' });
+    const post = (headers: Record<string, string>, body: unknown) =>
+      fetch(`${services.gatewayUrl}/connectors/tools-headers`, { method: 'POST', headers, body: JSON.stringify(body) });
+    const initialize = {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+    };
+    const before = sse.requests.length;
+
+    // A session opened with a tenant header (the server may keep it for the calls that follow), also spelled with `_`.
+    for (const header of ['X-Tenant-ID', 'x_tenant_id']) {
+      const refused = await post({ ...base(lookup.accessToken), [header]: 'tenant_other' }, initialize);
+      expect(await refused.json()).toMatchObject({
+        id: 1,
+        error: { code: -32602, data: { error: 'invalid_request', field: `header.${header}` } },
+      });
+    }
+    // A header one tool lists is not for the session every credential of the task shares.
+    const partly = await post({ ...base(lookup.accessToken), 'x-trace-note': 'n' }, initialize);
+    expect(await partly.json()).toMatchObject({ id: 1, error: { data: { field: 'header.x-trace-note' } } });
+    // A tool call with one, and the event stream with one.
+    const call = await post(
+      { ...base(transfer.accessToken), 'x-tenant-id': 'tenant_other' },
+      { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'transfer', arguments: { to: 'acct_1', amount: 5 } } },
+    );
+    expect(await call.json()).toMatchObject({ id: 2, error: { code: -32602, data: { field: 'header.x-tenant-id' } } });
+    const stream = await fetch(`${services.gatewayUrl}/connectors/tools-headers`, {
+      headers: { authorization: `Bearer ${lookup.accessToken}`, accept: 'text/event-stream', 'openai-organization': 'org_other' },
+    });
+    expect(stream.status).toBe(400);
+    expect(await stream.json()).toMatchObject({ error: 'invalid_request', field: 'header.openai-organization' });
+    expect(sse.requests.length).toBe(before);
+
+    // The SDK client, with the transport's own headers and a listed one, works as before; the header reaches the server.
+    const transport = new StreamableHTTPClientTransport(new URL(`${services.gatewayUrl}/connectors/tools-headers`), {
+      requestInit: { headers: { authorization: `Bearer ${transfer.accessToken}`, 'idempotency-key': 'k1' } },
+    });
+    const client = new Client({ name: 'listed-headers', version: '1.0.0' });
+    await client.connect(transport);
+    clients.push(client);
+    expect((await client.listTools()).tools.map((tool) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
+    expect((await client.callTool({ name: 'transfer', arguments: { to: 'acct_1', amount: 5 } })).content).toEqual([{ type: 'text', text: 'sent 5 to acct_1' }]);
+    const seen = sse.requests.slice(before).filter((request) => request.message?.method === 'tools/call');
+    expect(seen.map((request) => request.headers['idempotency-key'])).toEqual(['k1']);
+    expect(sse.requests.slice(before).every((request) => request.headers['x-tenant-id'] === undefined)).toBe(true);
+  });
+
   it('validates mcp connectors at registration', async () => {
     const bad = await admin('POST', '/v1/connectors', {
       id: 'bad-mcp',

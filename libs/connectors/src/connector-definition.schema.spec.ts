@@ -152,6 +152,6 @@ describe('connector definition schema', () => {
       expect(schema.properties.type.enum).toEqual([type]);
     }
     expect(Object.keys(HTTP_OPERATION_SCHEMA.properties)).toEqual(['name', 'method', 'path', 'risk', 'constraints', 'request_headers']);
-    expect(Object.keys(TOOL_OPERATION_SCHEMA.properties)).toEqual(['name', 'risk', 'constraints']);
+    expect(Object.keys(TOOL_OPERATION_SCHEMA.properties)).toEqual(['name', 'risk', 'constraints', 'request_headers']);
   });
 });

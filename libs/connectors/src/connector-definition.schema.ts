@@ -94,9 +94,10 @@ export interface ConnectorOperationDefinition {
   risk: (typeof OPERATION_RISKS)[number];
   constraints: Record<string, ConnectorConstraintDefinition>;
   /**
-   * `http` only: the request headers the agent may send beside the gateway's safe set and the
-   * headers its `header` constraints bind; any other is refused. Absent: every header the
-   * gateway does not drop is forwarded (the behaviour before allowlists).
+   * The request headers the agent may send beside the gateway's safe set and the headers its
+   * `header` constraints bind (`http`), or beside the transport's own (`mcp` tools); any other
+   * is refused. Absent: every header the gateway does not drop is forwarded (the behaviour
+   * before allowlists).
    */
   request_headers?: string[];
 }
@@ -212,6 +213,20 @@ const constraintMap = (binding: ConnectorJsonSchema, example: unknown): Connecto
   example,
 });
 
+/** An operation's (or a tool's) `request_headers`: the headers the agent may send beside the safe set. */
+const REQUEST_HEADERS_SCHEMA: ConnectorJsonSchema = {
+  type: 'array',
+  maxItems: CONNECTOR_LIMITS.requestHeaders,
+  items: string(HEADER_NAME_PATTERN, CONNECTOR_LIMITS.headerName),
+  example: ['Stripe-Version', 'Idempotency-Key'],
+  description:
+    'the request headers the agent may send (names, any case), beside the safe set every call may carry (Accept, Accept-Language, ' +
+    'Content-Type, Content-Length, User-Agent, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, traceparent, tracestate) ' +
+    'and the headers of its header constraints: any other is refused (400 naming it). Absent: every header the gateway does not drop ' +
+    'is forwarded. Declare it (or header constraints) for an API whose headers can switch authority (Stripe-Account...). ' +
+    'Not a header the gateway drops or sets (Authorization, Host, Cookie, DPoP, Expect, Accept-Encoding, hop-by-hop, method-override, routing).',
+};
+
 /** One operation of an `http` connector: a method and a path template. */
 export const HTTP_OPERATION_SCHEMA = object(
   {
@@ -220,18 +235,7 @@ export const HTTP_OPERATION_SCHEMA = object(
     path: { type: 'string', minLength: 1, example: '/repos/{owner}/{repo}/issues', description: 'literal segments and whole {param} segments' },
     risk: { type: 'string', enum: [...OPERATION_RISKS] },
     constraints: constraintMap(HTTP_CONSTRAINT_SCHEMA, { amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 1000000 } }),
-    request_headers: {
-      type: 'array',
-      maxItems: CONNECTOR_LIMITS.requestHeaders,
-      items: string(HEADER_NAME_PATTERN, CONNECTOR_LIMITS.headerName),
-      example: ['Stripe-Version', 'Idempotency-Key'],
-      description:
-        'the request headers the agent may send (names, any case), beside the safe set every call may carry (Accept, Accept-Language, ' +
-        'Content-Type, Content-Length, User-Agent, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, traceparent, tracestate) ' +
-        'and the headers of its header constraints: any other is refused (400 naming it). Absent: every header the gateway does not drop ' +
-        'is forwarded. Declare it (or header constraints) for an API whose headers can switch authority (Stripe-Account...). ' +
-        'Not a header the gateway drops or sets (Authorization, Host, Cookie, DPoP, Expect, Accept-Encoding, hop-by-hop, method-override, routing).',
-    },
+    request_headers: REQUEST_HEADERS_SCHEMA,
   } satisfies Record<keyof ConnectorOperationDefinition, ConnectorJsonSchema>,
   ['name', 'method', 'path', 'risk'],
   { description: 'an operation of an http connector' },
@@ -243,7 +247,8 @@ export const TOOL_OPERATION_SCHEMA = object(
     name: string(TOOL_NAME_PATTERN, 128, { example: 'create_issue' }),
     risk: { type: 'string', enum: [...OPERATION_RISKS] },
     constraints: constraintMap(TOOL_CONSTRAINT_SCHEMA, { repo: { in: 'arguments', field: 'repo', op: 'eq' } }),
-  } satisfies Record<Exclude<keyof ConnectorOperationDefinition, 'method' | 'path' | 'request_headers'>, ConnectorJsonSchema>,
+    request_headers: REQUEST_HEADERS_SCHEMA,
+  } satisfies Record<Exclude<keyof ConnectorOperationDefinition, 'method' | 'path'>, ConnectorJsonSchema>,
   ['name', 'risk'],
   { description: 'a tool of an mcp connector' },
 );
@@ -347,7 +352,9 @@ export const CREATE_CONNECTOR_SCHEMA = object(
       'absolute http(s), no userinfo, query or fragment; its host (every address it resolves to) must be public or inside ' +
         'WRIT_UPSTREAM_ALLOWED_NETWORKS, and never link-local or a metadata address',
     ),
-    operations: operations('an http connector takes operations {name, method, path, risk, constraints, request_headers}; an mcp connector takes tools'),
+    operations: operations(
+      'an http connector takes operations {name, method, path, risk, constraints, request_headers}; an mcp connector takes tools {name, risk, constraints, request_headers}',
+    ),
     credential: UPSTREAM_CREDENTIAL_SCHEMA,
   } satisfies Record<keyof ConnectorDefinition, ConnectorJsonSchema>,
   ['id', 'name', 'base_url', 'operations'],

@@ -538,6 +538,16 @@ describe('mcp connectors', () => {
     expect(fields(definition)).toEqual(['operations[0].constraints.a.in', 'operations[0].method', 'operations[0].path']);
   });
 
+  it('accepts request_headers on a tool (an MCP server may act on headers) and refuses those the gateway drops or sets', () => {
+    const definition = tools();
+    definition.operations[1] = { name: 'lookup', risk: 'read', request_headers: ['Idempotency-Key'] } as never;
+    const outcome = validateConnectorDefinition(definition);
+    expect(outcome.ok && outcome.value.operations.map((operation) => operation.request_headers)).toEqual([undefined, ['Idempotency-Key']]);
+    definition.operations[1] = { name: 'lookup', risk: 'read', request_headers: ['Authorization', 'x_forwarded_host'] } as never;
+    expect(fields(definition)).toEqual(['operations[1].request_headers[0]', 'operations[1].request_headers[1]']);
+    expect(fields({ operations: [{ name: 'lookup', risk: 'read', request_headers: 'X-Tenant-ID' }] }, 'mcp')).toEqual(['operations[0].request_headers']);
+  });
+
   it('refuses a header constraint on a tool, naming the field', () => {
     const definition = tools();
     definition.operations[1] = { name: 'lookup', risk: 'read', constraints: { account: { in: 'header', field: 'Stripe-Account', op: 'eq' } } } as never;

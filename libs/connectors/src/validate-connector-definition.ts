@@ -237,8 +237,16 @@ function checkTool(raw: Record<string, unknown>, prefix: string, out: Collector)
   }
   if (!OPERATION_RISKS.includes(risk as never)) out.add(`${prefix}.risk`, `must be one of ${OPERATION_RISKS.join(', ')}`);
   const constraints = checkConstraintMap(raw.constraints, prefix, undefined, undefined, out, 'mcp');
+  // An MCP server may act on request headers as an HTTP API does (a tenant or account it
+  // forwards to its own upstream): a tool's allowlist is checked as an operation's.
+  const requestHeaders = raw.request_headers === undefined ? undefined : checkRequestHeaders(raw.request_headers, `${prefix}.request_headers`, out);
   if (out.count > before || !constraints) return undefined;
-  return { name: name as string, risk: risk as ConnectorOperationDefinition['risk'], constraints };
+  return {
+    name: name as string,
+    risk: risk as ConnectorOperationDefinition['risk'],
+    constraints,
+    ...(requestHeaders ? { request_headers: requestHeaders } : {}),
+  };
 }
 
 function checkConstraintMap(

@@ -1,6 +1,6 @@
 import type { ConnectorOperation } from '@writ/database';
 import { InsufficientScopeError, InvalidRequestError } from '@writ/oauth';
-import { classifyMcpRequest } from './mcp-request';
+import { classifyMcpRequest, mcpRequestHeaders } from './mcp-request';
 
 const TOOLS = [
   { name: 'transfer', risk: 'write', constraints: { amount_max: { in: 'arguments', field: 'amount', op: 'lte' } } },
@@ -85,5 +85,34 @@ describe('classifyMcpRequest', () => {
   it('refuses a body on GET or DELETE, and other HTTP methods', () => {
     expect(() => classifyMcpRequest('GET', {}, TOOLS, ['transfer'])).toThrow(InvalidRequestError);
     expect(() => classifyMcpRequest('PUT', call({ name: 'transfer' }), TOOLS, ['transfer'])).toThrow(InvalidRequestError);
+  });
+});
+
+describe('mcpRequestHeaders', () => {
+  const listed = [
+    { name: 'transfer', risk: 'write', constraints: {}, request_headers: ['Idempotency-Key'] },
+    { name: 'lookup', risk: 'read', constraints: {}, request_headers: ['idempotency_key', 'X-Trace-Note'] },
+    { name: 'wipe', risk: 'write', constraints: {} },
+  ] as unknown as ConnectorOperation[];
+
+  it('forwards every header when no tool declares a list, as before allowlists', () => {
+    expect(mcpRequestHeaders(TOOLS)).toBeUndefined();
+    expect(classifyMcpRequest('POST', { jsonrpc: '2.0', id: 1, method: 'initialize' }, TOOLS, ['lookup']).headers).toBeUndefined();
+    expect(classifyMcpRequest('POST', call({ name: 'wipe' }), listed, ['wipe']).headers).toBeUndefined();
+  });
+
+  it("holds a tool call to its tool's list and other messages to what every listing tool allows", () => {
+    const transfer = classifyMcpRequest('POST', call({ name: 'transfer', arguments: {} }), listed, ['transfer']).headers!;
+    expect(transfer.has('idempotency-key')).toBe(true);
+    expect(transfer.has('x-trace-note')).toBe(false);
+    expect(classifyMcpRequest('POST', call({ name: 'lookup', arguments: {} }), listed, ['lookup']).headers!.has('x-trace-note')).toBe(true);
+    for (const message of [{ jsonrpc: '2.0', id: 1, method: 'initialize' }, { jsonrpc: '2.0', id: 1, result: {} }, undefined]) {
+      const session = classifyMcpRequest(message ? 'POST' : 'GET', message, listed, ['lookup']).headers!;
+      // (A session is shared by every credential of its task: a header only lookup lists is not for it.)
+      expect(session.has('idempotency-key')).toBe(true);
+      expect(session.has('x-trace-note')).toBe(false);
+      expect(session.has('x-tenant-id')).toBe(false);
+      for (const name of ['mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'accept', 'content-type']) expect(session.has(name)).toBe(true);
+    }
   });
 });

@@ -1,6 +1,7 @@
 import type { ConnectorOperation, ConstraintBinding } from '@writ/database';
 import { InsufficientScopeError, InvalidRequestError, safeToken } from '@writ/oauth';
 import { foldCase } from '@writ/connectors';
+import { allowedRequestHeaders } from '../upstream/forward-headers';
 
 /** What the gateway decided about one request to an `mcp` connector. */
 export interface McpCall {
@@ -12,6 +13,8 @@ export interface McpCall {
   spends: boolean;
   /** The tools the session may see (those its task allows on the connector): tool lists are filtered to them. */
   granted: ReadonlySet<string>;
+  /** The request headers the message may carry (see {@link mcpRequestHeaders}); `undefined`: every header the gateway does not drop. */
+  headers?: ReadonlySet<string>;
 }
 
 /** Methods any holder of a credential for the connector may send (no use spent, still audited). */
@@ -35,6 +38,32 @@ function caseFoldedMember(message: Record<string, unknown>, known: ReadonlySet<s
 /** A JSON-RPC id the gateway reads as the upstream does: a string or an integer a double holds exactly (MCP: never null). */
 function validId(id: unknown): boolean {
   return typeof id === 'string' || (typeof id === 'number' && Number.isSafeInteger(id));
+}
+
+/**
+ * Headers any message may carry beside the safe set: the Streamable HTTP transport's own (the
+ * session is checked by the gateway), and the fetch metadata a `fetch`-based client (the
+ * official SDKs' transport) adds to every request. None selects an account, tenant or route.
+ */
+const MCP_TRANSPORT_HEADERS = ['mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'sec-fetch-mode', 'sec-fetch-site', 'sec-fetch-dest'];
+
+/**
+ * The request headers a message may carry when tools declare `request_headers`: a tool call,
+ * those of its tool; any other message (initialize, tools/list, notifications, the event
+ * stream...), only those every tool that declares a list allows. A session is shared by every
+ * credential of its task, and a server may keep what the headers of its `initialize` said (a
+ * tenant, a toolset) for the tool calls that follow. The transport's own headers are always
+ * allowed. `undefined` when none of `tools` declares a list: every header the gateway does not
+ * drop is forwarded, as for an HTTP operation without one.
+ */
+export function mcpRequestHeaders(tools: readonly ConnectorOperation[]): ReadonlySet<string> | undefined {
+  let allowed: Set<string> | undefined;
+  for (const tool of tools) {
+    const listed = allowedRequestHeaders(tool);
+    if (listed) allowed = new Set(allowed ? [...allowed].filter((name) => listed.has(name)) : listed);
+  }
+  if (allowed) for (const name of MCP_TRANSPORT_HEADERS) allowed.add(name);
+  return allowed;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -73,7 +102,8 @@ function boundToBody(tool: ConnectorOperation): ConnectorOperation {
  * `tools/list`, notifications and answers to the server's own requests are allowed to any
  * holder of a credential for the connector; every other method (resources, prompts,
  * completion, logging...) is refused. `GET` (the server's event stream) and `DELETE` (end of
- * session) carry no message and are allowed likewise. Tool lists are cut to `visible` (the
+ * session) carry no message and are allowed likewise. Each carries the headers
+ * {@link mcpRequestHeaders} allows it. Tool lists are cut to `visible` (the
  * tools of the catalogue the task allows: a credential grants one tool, but the session's
  * client is shown every tool it may get a credential for).
  */
@@ -88,7 +118,7 @@ export function classifyMcpRequest(
   const granted = new Set(visible.filter((action) => known.has(action)));
   if (httpMethod === 'GET' || httpMethod === 'DELETE') {
     if (message !== undefined) throw new InvalidRequestError(`an MCP ${httpMethod} request carries no body`, { reason: 'mcp_body_not_allowed' });
-    return { method: httpMethod, spends: false, granted };
+    return { method: httpMethod, spends: false, granted, headers: mcpRequestHeaders(tools) };
   }
   if (httpMethod !== 'POST') {
     throw new InvalidRequestError('an MCP connector accepts POST, GET and DELETE only (Streamable HTTP)', { reason: 'mcp_http_method' });
@@ -114,7 +144,7 @@ export function classifyMcpRequest(
   const answers = Object.hasOwn(message, 'result') || Object.hasOwn(message, 'error');
   if (method === undefined) {
     if (Object.hasOwn(message, 'id') && answers && !Object.hasOwn(message, 'params')) {
-      return { method: 'response', spends: false, granted };
+      return { method: 'response', spends: false, granted, headers: mcpRequestHeaders(tools) };
     }
     throw new InvalidRequestError('the body must be one JSON-RPC 2.0 message', { reason: 'mcp_not_jsonrpc' });
   }
@@ -122,7 +152,7 @@ export function classifyMcpRequest(
     throw new InvalidRequestError('a JSON-RPC message is a request or a response, not both (method with result or error)', { reason: 'mcp_not_jsonrpc' });
   }
   if (typeof method !== 'string') throw new InvalidRequestError('the JSON-RPC method must be a string', { reason: 'mcp_not_jsonrpc' });
-  if (FREE_METHODS.has(method) || method.startsWith('notifications/')) return { method, spends: false, granted };
+  if (FREE_METHODS.has(method) || method.startsWith('notifications/')) return { method, spends: false, granted, headers: mcpRequestHeaders(tools) };
   if (method !== 'tools/call') {
     throw new InsufficientScopeError(`the MCP method ${safeToken(method)} is not available through the gateway (only tools are granted)`, {
       rule: 'mcp_method',
@@ -143,5 +173,5 @@ export function classifyMcpRequest(
   const tool = tools.find((entry) => entry.name === name);
   if (!tool) throw new InsufficientScopeError(`the connector has no tool ${safeToken(name, 128)}`, { rule: 'operation' });
   if (!actions.includes(tool.name)) throw new InsufficientScopeError(`tool ${tool.name} is not granted by this credential`, { rule: 'action' });
-  return { method, tool: boundToBody(tool), spends: true, granted };
+  return { method, tool: boundToBody(tool), spends: true, granted, headers: mcpRequestHeaders([tool]) };
 }

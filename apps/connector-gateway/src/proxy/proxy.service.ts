@@ -315,9 +315,17 @@ export class ProxyService {
         : detail.actions;
     const mcp = classifyMcpRequest(req.method, parsed?.value, parseToolCatalogue(state.connector!.operationsText), detail.actions, visible);
     call.mcpMethod = mcp.method;
+    if (mcp.tool) call.operation = mcp.tool.name;
+    const unlisted = mcp.headers && unlistedRequestHeader(req.rawHeaders, mcp.headers);
+    if (unlisted) {
+      throw new InvalidFieldError(
+        `header.${unlisted.slice(0, 256)}`,
+        `the ${unlisted.slice(0, 256)} header is not accepted by ${mcp.tool ? `tool ${mcp.tool.name}` : `an MCP ${mcp.method} message`} (not in request_headers)`,
+        'header_not_allowed',
+      );
+    }
     await this.checkMcpSession(req, target.connectorId, state);
     if (!mcp.tool) return { ...(await this.checked(target, state, undefined, body, { checked: [] })), mcp };
-    call.operation = mcp.tool.name;
     const result = checkConstraints(mcp.tool, detail.constraints, { pathParams: {}, query: '', body: parsed!.value, bodyText: parsed!.text });
     call.constraints = result.checked.map((entry) => ({ ...entry, granted: this.auditValue(entry.granted), actual: this.auditValue(entry.actual) }));
     if (result.invalid) throw new InvalidFieldError(result.invalid.field, result.invalid.description, 'inexact_number');
@@ -559,7 +567,7 @@ export class ProxyService {
                 credential,
                 body.length,
                 checked.headers,
-                checked.operation && !checked.mcp ? allowedRequestHeaders(checked.operation) : undefined,
+                checked.mcp ? checked.mcp.headers : checked.operation ? allowedRequestHeaders(checked.operation) : undefined,
               ),
               this.config.tracing.forwardTraceparent,
             ),
