@@ -528,6 +528,42 @@ describe('MCP through the gateway', () => {
     expect(sse.requests.slice(before).every((request) => request.headers['x-tenant-id'] === undefined)).toBe(true);
   });
 
+  it('keeps roots from the agent: the server keeps the directories it was given', async () => {
+    // Servers take the client's roots as their boundary (the official filesystem server replaces
+    // the directories it was started with): the agent must not widen them with its own answer.
+    const { taskToken } = await task();
+    const { accessToken } = await agentOf(false).credential(taskToken, { connector: 'tools', action: 'lookup' });
+    const before = sse.requests.length;
+    const transport = new StreamableHTTPClientTransport(new URL(`${services.gatewayUrl}/connectors/tools`), {
+      requestInit: { headers: { authorization: `Bearer ${accessToken}` } },
+    });
+    const rooted = new Client({ name: 'rooted-agent', version: '1.0.0' }, { capabilities: { roots: { listChanged: true } } });
+    await expect(rooted.connect(transport)).rejects.toMatchObject({ code: -32003, data: { error: 'insufficient_scope', rule: 'mcp_roots' } });
+    await rooted.close().catch(() => undefined);
+    const headers = { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+    const folded = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 2,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: { Roots: {} }, clientInfo: { name: 'raw', version: '1' } },
+      }),
+    });
+    expect(await folded.json()).toMatchObject({ id: 2, error: { data: { rule: 'mcp_roots' } } });
+    const changed = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/roots/list_changed' }),
+    });
+    expect(changed.status).toBe(403);
+    expect(await changed.json()).toMatchObject({ rule: 'mcp_roots' });
+    expect(sse.requests.length).toBe(before);
+    // Without roots, the same client connects.
+    expect((await (await fixedClient('tools', accessToken)).listTools()).tools.length).toBe(3);
+  });
+
   it('validates mcp connectors at registration', async () => {
     const bad = await admin('POST', '/v1/connectors', {
       id: 'bad-mcp',

@@ -116,3 +116,28 @@ describe('mcpRequestHeaders', () => {
     }
   });
 });
+
+describe('roots', () => {
+  const initialize = (params: unknown) => ({ jsonrpc: '2.0', id: 1, method: 'initialize', params });
+
+  it('refuses an initialize that declares roots, in any case, and the roots change notification', () => {
+    for (const params of [
+      { protocolVersion: '2025-06-18', capabilities: { roots: { listChanged: true } } },
+      { capabilities: { roots: {} } },
+      { capabilities: { Roots: {} } },
+      { Capabilities: { ROOTS: null } },
+    ]) {
+      expect(() => classifyMcpRequest('POST', initialize(params), TOOLS, ['lookup'])).toThrow(
+        expect.objectContaining({ constructor: InsufficientScopeError, rule: 'mcp_roots' }),
+      );
+    }
+    expect(() => classifyMcpRequest('POST', { jsonrpc: '2.0', method: 'notifications/roots/list_changed' }, TOOLS, ['lookup'])).toThrow(
+      expect.objectContaining({ rule: 'mcp_roots' }),
+    );
+  });
+
+  it('lets an initialize with other capabilities through', () => {
+    const params = { protocolVersion: '2025-06-18', capabilities: { sampling: {}, elicitation: {} }, clientInfo: { name: 'roots-less', version: '1' } };
+    expect(classifyMcpRequest('POST', initialize(params), TOOLS, ['lookup']).method).toBe('initialize');
+  });
+});

@@ -66,6 +66,25 @@ export function mcpRequestHeaders(tools: readonly ConnectorOperation[]): Readonl
   return allowed;
 }
 
+/** The values of `object`'s members named `name` once case is folded (Go's `encoding/json` binds `Roots` as `roots`). */
+function membersNamed(object: unknown, name: string): unknown[] {
+  if (!isPlainObject(object)) return [];
+  return Object.keys(object)
+    .filter((key) => foldCase(key) === name)
+    .map((key) => object[key]);
+}
+
+/**
+ * Whether an `initialize` declares the client's `roots` capability. Roots are the directories
+ * the client lets the server operate in, and servers take them as their boundary: the official
+ * filesystem server replaces the directories it was started with by the client's roots. The
+ * agent is the client here: it must not choose the boundary the connector's server was given.
+ * A server that conforms never asks for roots of a client that does not declare them.
+ */
+function declaresRoots(params: unknown): boolean {
+  return membersNamed(params, 'capabilities').some((capabilities) => membersNamed(capabilities, 'roots').length > 0);
+}
+
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
@@ -100,7 +119,8 @@ function boundToBody(tool: ConnectorOperation): ConnectorOperation {
  * result/error (a case-insensitive upstream must not find another reading in it): `tools/call`
  * needs its tool in the catalogue and in the credential's `actions`; `initialize`, `ping`,
  * `tools/list`, notifications and answers to the server's own requests are allowed to any
- * holder of a credential for the connector; every other method (resources, prompts,
+ * holder of a credential for the connector, except roots (an `initialize` declaring them,
+ * `notifications/roots/list_changed`: see {@link declaresRoots}); every other method (resources, prompts,
  * completion, logging...) is refused. `GET` (the server's event stream) and `DELETE` (end of
  * session) carry no message and are allowed likewise. Each carries the headers
  * {@link mcpRequestHeaders} allows it. Tool lists are cut to `visible` (the
@@ -152,6 +172,14 @@ export function classifyMcpRequest(
     throw new InvalidRequestError('a JSON-RPC message is a request or a response, not both (method with result or error)', { reason: 'mcp_not_jsonrpc' });
   }
   if (typeof method !== 'string') throw new InvalidRequestError('the JSON-RPC method must be a string', { reason: 'mcp_not_jsonrpc' });
+  if (method === 'initialize' && declaresRoots(message.params)) {
+    throw new InsufficientScopeError('the client may not declare roots through the gateway: they would set the directories the server operates in', {
+      rule: 'mcp_roots',
+    });
+  }
+  if (method === 'notifications/roots/list_changed') {
+    throw new InsufficientScopeError('roots are not available through the gateway (the server keeps the directories it was given)', { rule: 'mcp_roots' });
+  }
   if (FREE_METHODS.has(method) || method.startsWith('notifications/')) return { method, spends: false, granted, headers: mcpRequestHeaders(tools) };
   if (method !== 'tools/call') {
     throw new InsufficientScopeError(`the MCP method ${safeToken(method)} is not available through the gateway (only tools are granted)`, {
