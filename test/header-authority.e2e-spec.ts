@@ -308,18 +308,18 @@ describe('headers that switch authority', () => {
       expect(upstream.received[before].headers['x-custom']).toBe('yes');
     });
 
-    it('is in the admin OpenAPI document: request_headers on http operations, header among constraint locations', async () => {
+    it('is in the admin OpenAPI document: request_headers on http operations and mcp tools, header among constraint locations', async () => {
       const schemas = (await http(`${services.adminUrl}/docs-json`)).body.components.schemas as Record<string, { properties?: Record<string, unknown> }>;
       type Operation = { properties: Record<string, { enum?: string[]; additionalProperties?: { properties: { in: { enum: string[] } } } }> };
       const operations = schemas.CreateConnectorDto.properties!.operations as { items: { oneOf: Operation[] } };
       const [httpOperation, tool] = operations.items.oneOf;
       expect(httpOperation.properties.request_headers).toMatchObject({ type: 'array', maxItems: 64 });
       expect(httpOperation.properties.constraints.additionalProperties!.properties.in.enum).toEqual(['path', 'query', 'body', 'header']);
-      expect(tool.properties.request_headers).toBeUndefined();
+      expect(tool.properties.request_headers).toMatchObject({ type: 'array', maxItems: 64 });
       expect(tool.properties.constraints.additionalProperties!.properties.in.enum).toEqual(['arguments']);
     });
 
-    it('refuses request_headers on an MCP tool and names the bad entries of a list', async () => {
+    it('checks request_headers on an MCP tool as on an operation, and names the bad entries of a list', async () => {
       const tool = await sendJson(
         'POST',
         `${services.adminUrl}/v1/connectors`,
@@ -328,12 +328,12 @@ describe('headers that switch authority', () => {
           kind: 'mcp',
           name: 'Tools',
           base_url: 'https://mcp.example/mcp',
-          operations: [{ name: 'lookup', risk: 'read', request_headers: ['X-A'] }],
+          operations: [{ name: 'lookup', risk: 'read', request_headers: ['X-A', 'Authorization'] }],
         },
         services.adminToken,
       );
       expect(tool.status).toBe(400);
-      expect(tool.body.fields).toEqual([{ field: 'operations[0].request_headers', message: 'unknown field' }]);
+      expect((tool.body.fields as Array<{ field: string }>).map((error) => error.field)).toEqual(['operations[0].request_headers[1]']);
       const bad = await sendJson(
         'POST',
         `${services.adminUrl}/v1/connectors`,
