@@ -288,6 +288,19 @@ describe('headers that switch authority', () => {
       expect(response.body.error_description).toContain(name);
     });
 
+    it('takes a call from a fetch client (the SDK agent): the fetch metadata it adds selects nothing', async () => {
+      // Node's fetch, as browsers, adds Sec-Fetch-Mode to every request; the SDK's Agent calls through it.
+      const token = await charge();
+      const before = upstream.received.length;
+      const response = await fetch(`${services.gatewayUrl}/connectors/connect/v1/charges`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': 'key-2' },
+        body: '{"amount":1}',
+      });
+      expect(response.status).toBe(201);
+      expect(upstream.received[before].headers['sec-fetch-mode']).toBe('cors');
+    });
+
     it('lets the header of a header constraint through an allowlist, and still checks it', async () => {
       // Write credentials are one-use: one for the call that passes, one for the refusals.
       let before = upstream.received.length;

@@ -221,7 +221,8 @@ const REQUEST_HEADERS_SCHEMA: ConnectorJsonSchema = {
   example: ['Stripe-Version', 'Idempotency-Key'],
   description:
     'the request headers the agent may send (names, any case), beside the safe set every call may carry (Accept, Accept-Language, ' +
-    'Content-Type, Content-Length, User-Agent, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, traceparent, tracestate) ' +
+    'Content-Type, Content-Length, User-Agent, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, traceparent, tracestate, ' +
+    'Sec-Fetch-*) ' +
     'and the headers of its header constraints: any other is refused (400 naming it). Absent: every header the gateway does not drop ' +
     'is forwarded. Declare it (or header constraints) for an API whose headers can switch authority (Stripe-Account...). ' +
     'Not a header the gateway drops or sets (Authorization, Host, Cookie, DPoP, Expect, Accept-Encoding, hop-by-hop, method-override, routing).',

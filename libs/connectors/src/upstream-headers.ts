@@ -110,8 +110,8 @@ export const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
 
 /**
  * The request headers every call may carry when its operation declares `request_headers`:
- * content negotiation, the body's type and length, the client's name, conditional requests
- * and the W3C trace context. None of them selects an account, a tenant or an upstream route.
+ * content negotiation, the body's type and length, the client's name, conditional requests,
+ * the W3C trace context and the fetch metadata (`Sec-Fetch-*`) a `fetch` client adds. None of them selects an account, a tenant or an upstream route.
  */
 export const SAFE_REQUEST_HEADERS: ReadonlySet<string> = new Set([
   'accept',
@@ -125,6 +125,11 @@ export const SAFE_REQUEST_HEADERS: ReadonlySet<string> = new Set([
   'if-unmodified-since',
   'traceparent',
   'tracestate',
+  // Fetch metadata: set by the client's fetch itself (Node's adds Sec-Fetch-Mode to every request).
+  'sec-fetch-mode',
+  'sec-fetch-site',
+  'sec-fetch-dest',
+  'sec-fetch-user',
 ]);
 
 /** True when an operation's `request_headers` may not list this name: the gateway drops or sets it whatever the list says. */

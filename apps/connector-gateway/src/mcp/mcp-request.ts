@@ -40,12 +40,8 @@ function validId(id: unknown): boolean {
   return typeof id === 'string' || (typeof id === 'number' && Number.isSafeInteger(id));
 }
 
-/**
- * Headers any message may carry beside the safe set: the Streamable HTTP transport's own (the
- * session is checked by the gateway), and the fetch metadata a `fetch`-based client (the
- * official SDKs' transport) adds to every request. None selects an account, tenant or route.
- */
-const MCP_TRANSPORT_HEADERS = ['mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'sec-fetch-mode', 'sec-fetch-site', 'sec-fetch-dest'];
+/** The Streamable HTTP transport's own headers: any message may carry them beside the safe set (the session is checked by the gateway). */
+const MCP_TRANSPORT_HEADERS = ['mcp-session-id', 'mcp-protocol-version', 'last-event-id'];
 
 /**
  * The request headers a message may carry when tools declare `request_headers`: a tool call,
