@@ -559,6 +559,14 @@ describe('MCP through the gateway', () => {
     });
     expect(changed.status).toBe(403);
     expect(await changed.json()).toMatchObject({ rule: 'mcp_roots' });
+    // An answer to a roots/list the server sent anyway (the SDK server checks the capability only in strict mode).
+    const answer = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 0, result: { roots: [{ uri: 'file:///', name: 'everything' }] } }),
+    });
+    expect(answer.status).toBe(403);
+    expect(await answer.json()).toMatchObject({ rule: 'mcp_roots' });
     expect(sse.requests.length).toBe(before);
     // Without roots, the same client connects.
     expect((await (await fixedClient('tools', accessToken)).listTools()).tools.length).toBe(3);

@@ -136,6 +136,20 @@ describe('roots', () => {
     );
   });
 
+  it('refuses an answer carrying roots (a server may ask without the capability), not other answers', () => {
+    for (const result of [{ roots: [{ uri: 'file:///' }] }, { Roots: [] }]) {
+      expect(() => classifyMcpRequest('POST', { jsonrpc: '2.0', id: 3, result }, TOOLS, ['lookup'])).toThrow(expect.objectContaining({ rule: 'mcp_roots' }));
+    }
+    for (const result of [
+      {},
+      { action: 'accept', content: { roots: 'a field of the form' } },
+      { role: 'assistant', content: { type: 'text', text: 'roots' } },
+    ]) {
+      expect(classifyMcpRequest('POST', { jsonrpc: '2.0', id: 3, result }, TOOLS, ['lookup']).method).toBe('response');
+    }
+    expect(classifyMcpRequest('POST', { jsonrpc: '2.0', id: 3, error: { code: -1, message: 'no roots' } }, TOOLS, ['lookup']).method).toBe('response');
+  });
+
   it('lets an initialize with other capabilities through', () => {
     const params = { protocolVersion: '2025-06-18', capabilities: { sampling: {}, elicitation: {} }, clientInfo: { name: 'roots-less', version: '1' } };
     expect(classifyMcpRequest('POST', initialize(params), TOOLS, ['lookup']).method).toBe('initialize');

@@ -116,7 +116,7 @@ function boundToBody(tool: ConnectorOperation): ConnectorOperation {
  * needs its tool in the catalogue and in the credential's `actions`; `initialize`, `ping`,
  * `tools/list`, notifications and answers to the server's own requests are allowed to any
  * holder of a credential for the connector, except roots (an `initialize` declaring them,
- * `notifications/roots/list_changed`: see {@link declaresRoots}); every other method (resources, prompts,
+ * `notifications/roots/list_changed`, an answer carrying them: see {@link declaresRoots}); every other method (resources, prompts,
  * completion, logging...) is refused. `GET` (the server's event stream) and `DELETE` (end of
  * session) carry no message and are allowed likewise. Each carries the headers
  * {@link mcpRequestHeaders} allows it. Tool lists are cut to `visible` (the
@@ -160,6 +160,12 @@ export function classifyMcpRequest(
   const answers = Object.hasOwn(message, 'result') || Object.hasOwn(message, 'error');
   if (method === undefined) {
     if (Object.hasOwn(message, 'id') && answers && !Object.hasOwn(message, 'params')) {
+      // A server that asks anyway (the SDK server checks the capability only in its strict mode) gets no roots either.
+      if (membersNamed(message.result, 'roots').length > 0) {
+        throw new InsufficientScopeError('the client may not answer with roots through the gateway: they would set the directories the server operates in', {
+          rule: 'mcp_roots',
+        });
+      }
       return { method: 'response', spends: false, granted, headers: mcpRequestHeaders(tools) };
     }
     throw new InvalidRequestError('the body must be one JSON-RPC 2.0 message', { reason: 'mcp_not_jsonrpc' });
