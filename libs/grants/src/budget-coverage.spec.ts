@@ -46,4 +46,15 @@ describe('limitedEntriesCovering', () => {
       ),
     ).toEqual([]);
   });
+
+  it('charges a limited entry whatever the locations (only ever the connector itself): naming one does not escape to an unlimited entry that names it', () => {
+    const located = 'https://gateway.example/connectors/payments';
+    const withLocation = (entry: DeclaredEntry): DeclaredEntry => ({ ...entry, locations: [located] });
+    const tasks: DeclaredEntry[] = [payout(1000, { sum: { amount_max: 3000 } }), withLocation(payout(1000))];
+    const asked = { type: 'connector' as const, connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 1000 } };
+    expect(limitedEntriesCovering(asked, tasks, operators)).toEqual([0]);
+    expect(limitedEntriesCovering({ ...asked, locations: [located] }, tasks, operators)).toEqual([0]);
+    // A limited entry that names the location covers a detail that names none, as before.
+    expect(limitedEntriesCovering(asked, [withLocation(payout(1000, { calls: 1 }))], operators)).toEqual([0]);
+  });
 });
