@@ -2,6 +2,53 @@ import type { Pool } from 'pg';
 import { type AccessTokenEntity, type ConnectorDetail, positionInstantSql, type RowOf, type TaskEntity, type TaskStatus } from '@writ/database';
 import { EntryBudget, GrantStore } from './grant-store';
 
+/**
+ * Most grants one read of a task shows. An agent adds a credential per exchange (thousands a
+ * second): a read that listed them all would let a hijacked agent fill the memory of the
+ * authorization server or the admin API, and hold up the end of its own task, by minting.
+ */
+export const TASK_GRANTS_PAGE_SIZE = 100;
+
+/** A position in a task's grants (oldest first): the exact instant of a grant's `issued_at` and its `jti`. */
+export interface GrantPosition {
+  issuedAt: string;
+  jti: string;
+}
+
+/** The exact text of an `issued_at` as `positionInstantSql` selects it: microseconds, UTC. */
+const GRANT_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+/** A credential's `jti` (a UUID; other ids of at most 128 URL-safe characters are accepted, and compared as text). */
+const GRANT_JTI = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** The `grants_cursor` of the page after `position` (base64url of JSON, opaque to callers). */
+export function encodeGrantsCursor(position: GrantPosition): string {
+  return Buffer.from(JSON.stringify({ t: position.issuedAt, j: position.jti }), 'utf8').toString('base64url');
+}
+
+/**
+ * The position a `grants_cursor` query parameter names: `{}` when absent (the first page),
+ * undefined when it is not a cursor of a task's grants (not one string, not base64url JSON, an
+ * impossible instant): the caller answers `400` naming `grants_cursor`. A cursor is a position
+ * only: the task is always the one the path names.
+ */
+export function decodeGrantsCursor(raw: unknown): { after?: GrantPosition } | undefined {
+  if (raw === undefined) return {};
+  if (typeof raw !== 'string' || raw.length > 512 || !/^[A-Za-z0-9_-]+$/.test(raw)) return undefined;
+  let value: { t?: unknown; j?: unknown } | null;
+  try {
+    value = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as { t?: unknown; j?: unknown } | null;
+  } catch {
+    return undefined;
+  }
+  const t = value?.t;
+  const j = value?.j;
+  // A real date from 1970 on (what PostgreSQL reads as written: no February 30, no year 0).
+  const at = typeof t === 'string' && GRANT_INSTANT.test(t) ? Date.parse(t) : NaN;
+  if (!(at >= 0) || new Date(at).toISOString().slice(0, 19) !== (t as string).slice(0, 19)) return undefined;
+  if (typeof j !== 'string' || !GRANT_JTI.test(j)) return undefined;
+  return { after: { issuedAt: t as string, jti: j } };
+}
+
 /** The state of one credential of a task. */
 export type GrantState = 'active' | 'expired' | 'revoked' | 'spent';
 
@@ -38,7 +85,10 @@ export interface TaskDto {
   history: { grants_issued: number; refusals: number; out_of_purpose_requests: number };
   /** Single-task reads of a task that declares `limits`: what is left of each budget, by `allowed` entry. */
   budgets?: EntryBudget[];
+  /** Single-task reads: at most {@link TASK_GRANTS_PAGE_SIZE} grants, oldest first (lists: none). */
   grants: TaskGrantDto[];
+  /** Single-task reads: the `grants_cursor` of the next page of grants, null after the last. */
+  grants_next_cursor?: string | null;
 }
 
 /**
@@ -84,6 +134,8 @@ export function toTaskDto(row: TaskRow, grants: TaskGrantDto[] = []): TaskDto {
   };
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** Reads tasks and their grants for the Tasks API and the admin API. */
 export class TaskReader {
   private readonly store: GrantStore;
@@ -92,23 +144,41 @@ export class TaskReader {
     this.store = new GrantStore(pool);
   }
 
-  /** One task with its grants, or undefined. `orchestratorId` restricts to that orchestrator's tasks. */
-  async get(id: string, orchestratorId?: string): Promise<TaskDto | undefined> {
-    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return undefined;
+  /** Whether the task exists (and, with `orchestratorId`, is that orchestrator's), without reading its grants. */
+  async exists(id: string, orchestratorId?: string): Promise<boolean> {
+    if (!UUID.test(id)) return false;
+    const { rows } = await this.pool.query<{ orchestrator_id: string }>(`SELECT orchestrator_id FROM tasks WHERE id = $1`, [id]);
+    return rows[0] !== undefined && (orchestratorId === undefined || rows[0].orchestrator_id === orchestratorId);
+  }
+
+  /**
+   * One task with a page of its grants (oldest first, after `after`, at most
+   * {@link TASK_GRANTS_PAGE_SIZE}), or undefined. `orchestratorId` restricts to that orchestrator's tasks.
+   */
+  async get(id: string, orchestratorId?: string, after?: GrantPosition): Promise<TaskDto | undefined> {
+    if (!UUID.test(id)) return undefined;
     const { rows } = await this.pool.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = $1`, [id]);
     const row = rows[0];
     if (!row || (orchestratorId !== undefined && row.orchestrator_id !== orchestratorId)) return undefined;
-    const grants = await this.pool.query<GrantRow>(
-      `SELECT jti, connector_id, action, authorization_details, issued_at, expires_at, max_uses, uses, revoked_at, revoked_reason
-         FROM access_tokens WHERE task_id = $1 AND kind = 'connector' ORDER BY issued_at`,
-      [id],
+    // The position's instant is the exact text of `issued_at` (a millisecond one would skip the
+    // grants of its millisecond); credentials of one audit batch share `issued_at`: `jti` orders them.
+    const grants = await this.pool.query<GrantRow & { position_at: string }>(
+      `SELECT jti, connector_id, action, authorization_details, issued_at, expires_at, max_uses, uses, revoked_at, revoked_reason,
+              ${positionInstantSql('issued_at')} AS position_at
+         FROM access_tokens WHERE task_id = $1 AND kind = 'connector'
+          ${after ? 'AND (issued_at, jti) > ($3::timestamptz, $4::text)' : ''}
+        ORDER BY issued_at, jti LIMIT $2`,
+      after ? [id, TASK_GRANTS_PAGE_SIZE + 1, after.issuedAt, after.jti] : [id, TASK_GRANTS_PAGE_SIZE + 1],
     );
+    const page = grants.rows.slice(0, TASK_GRANTS_PAGE_SIZE);
+    const last = page[page.length - 1];
+    const next = grants.rows.length > TASK_GRANTS_PAGE_SIZE && last ? encodeGrantsCursor({ issuedAt: last.position_at, jti: last.jti }) : null;
     const now = Date.now();
     const limited = (row.allowed as Array<{ limits?: unknown }>).some((entry) => entry.limits !== undefined);
     const budgets = limited ? await this.store.budgetsOf(id) : [];
     const task = toTaskDto(
       row,
-      grants.rows.map((grant) => ({
+      page.map((grant) => ({
         jti: grant.jti,
         connector: grant.connector_id ?? '',
         action: grant.action ?? '',
@@ -127,7 +197,8 @@ export class TaskReader {
         revoked_reason: grant.revoked_reason,
       })),
     );
-    return budgets.length > 0 ? { ...task, budgets } : task;
+    const paged = { ...task, grants_next_cursor: next };
+    return budgets.length > 0 ? { ...paged, budgets } : paged;
   }
 
   /**

@@ -5,7 +5,7 @@ import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
 import { AdminErrorDto } from '../common/error.dto';
 import { TaskEvidenceDto } from './dto/task-evidence.dto';
-import { AdminTaskDto, ListTasksQueryDto, RevokeTaskDto, TaskListDto } from './dto/task.dtos';
+import { AdminTaskDto, ListTasksQueryDto, RevokeTaskDto, TaskListDto, TaskReadQueryDto } from './dto/task.dtos';
 import { AdminTasksService, AdminTaskView } from './tasks.service';
 
 /** `/v1/tasks` (admin view): every task, revocation, evidence. */
@@ -21,12 +21,12 @@ export class AdminTasksController {
     return this.tasks.list(query);
   }
 
-  /** Reads a task with its grants. */
+  /** Reads a task with a page of its grants. */
   @Get(':id')
   @ApiOkResponse({ type: AdminTaskDto })
   @ApiNotFoundResponse({ type: AdminErrorDto })
-  get(@Param('id') id: string): Promise<AdminTaskView> {
-    return this.tasks.get(id);
+  get(@Param('id') id: string, @Query() query: TaskReadQueryDto): Promise<AdminTaskView> {
+    return this.tasks.get(id, query.grants_cursor);
   }
 
   /** The task's audit events in chain order, with their hashes. */

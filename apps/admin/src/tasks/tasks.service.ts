@@ -1,9 +1,9 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditService, AuditVerification, readableRecord, verifiedChainHash } from '@writ/audit';
-import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
+import { CredentialRevoker, decodeGrantsCursor, TaskDto, TaskReader } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
-import { isPositionInstant, isUuid, NotFoundError } from '@writ/platform';
+import { isPositionInstant, isUuid, NotFoundError, ValidationFailedError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
@@ -52,9 +52,11 @@ export class AdminTasksService {
     };
   }
 
-  /** One task with its grants, or `404`. */
-  async get(id: string): Promise<AdminTaskView> {
-    const task = await this.reader.get(id);
+  /** One task with a page of its grants (`grantsCursor`: the `grants_cursor` query parameter), or `404`. */
+  async get(id: string, grantsCursor?: string): Promise<AdminTaskView> {
+    const page = decodeGrantsCursor(grantsCursor);
+    if (!page) throw new ValidationFailedError([{ field: 'grants_cursor', message: "is not a cursor of a task's grants" }], 'the query is invalid');
+    const task = await this.reader.get(id, undefined, page.after);
     if (!task) throw new NotFoundError('task');
     return (await this.withCalls([task]))[0];
   }
@@ -81,7 +83,8 @@ export class AdminTasksService {
    * together with the admin as their actor: that `task.revoked` is the admin change's event.
    */
   async revoke(principal: AdminPrincipal, id: string, reason: string | undefined): Promise<AdminTaskView> {
-    await this.get(id);
+    // Checked without reading its grants (a task's agent decides how many there are).
+    if (!(await this.reader.exists(id))) throw new NotFoundError('task');
     const why = reason ?? 'revoked by an administrator';
     await this.revoker.endTask(id, 'revoked', why, adminActor(principal));
     return this.get(id);

@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Headers, HttpCode, Param, Post, Req, UseGuards, UseInterceptors } from '@nestjs/common';
+import { Body, Controller, Get, Headers, HttpCode, Param, Post, Query, Req, UseGuards, UseInterceptors } from '@nestjs/common';
 import type { Request } from 'express';
 import type { TaskDto } from '@writ/grants';
 import { NoStore, ValidationFailedError } from '@writ/platform';
@@ -38,10 +38,10 @@ export class TasksController {
     return this.tasks.create(request[ORCHESTRATOR], body, idempotencyKeyOf(idempotencyKey));
   }
 
-  /** Reads a task, its status and its grants. */
+  /** Reads a task, its status and a page of its grants (`grants_cursor`: the next page). */
   @Get(':id')
-  get(@Req() request: AuthedRequest, @Param('id') id: string): Promise<TaskDto> {
-    return this.tasks.get(request[ORCHESTRATOR], id);
+  get(@Req() request: AuthedRequest, @Param('id') id: string, @Query('grants_cursor') grantsCursor?: unknown): Promise<TaskDto> {
+    return this.tasks.get(request[ORCHESTRATOR], id, grantsCursor);
   }
 
   /** Completes a task; its credentials are revoked before this returns. */

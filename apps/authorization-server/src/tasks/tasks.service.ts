@@ -3,7 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { AuditEventInput, AuditService, canonicalJsonText } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { CredentialRevoker, TaskDto, TaskReader } from '@writ/grants';
+import { CredentialRevoker, decodeGrantsCursor, TaskDto, TaskReader } from '@writ/grants';
 import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';
 import { newJti, SigningKeyStore } from '@writ/keys';
 import { connectorResourceUrl, foreignLocations, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
@@ -184,16 +184,22 @@ export class TasksService {
     return { task_id: declared.id, task_token: token, expires_at: declared.expiresAt.toISOString(), status: declared.status as TaskStatus };
   }
 
-  /** A task of this orchestrator, with its grants. */
-  async get(orchestrator: OrchestratorPrincipal, id: string): Promise<TaskDto> {
-    const task = await this.reader.get(id, orchestrator.id);
+  /** A task of this orchestrator, with a page of its grants (`grantsCursor`: the `grants_cursor` query parameter). */
+  async get(orchestrator: OrchestratorPrincipal, id: string, grantsCursor?: unknown): Promise<TaskDto> {
+    const page = decodeGrantsCursor(grantsCursor);
+    if (!page) throw new ValidationFailedError([{ field: 'grants_cursor', message: "is not a cursor of a task's grants" }], 'the query is invalid');
+    const task = await this.reader.get(id, orchestrator.id, page.after);
     if (!task) throw new NotFoundError('task');
     return task;
   }
 
-  /** Ends a task (`completed` or `failed`), revoking every credential before answering. */
+  /**
+   * Ends a task (`completed` or `failed`), revoking every credential before answering. Whose task
+   * it is is checked without reading its grants: however many its agent minted, the end is not
+   * held up (nor made to fail) by loading them.
+   */
   async end(orchestrator: OrchestratorPrincipal, id: string, status: 'completed' | 'failed'): Promise<TaskDto> {
-    await this.get(orchestrator, id);
+    if (!(await this.reader.exists(id, orchestrator.id))) throw new NotFoundError('task');
     await this.revoker.endTask(id, status, `${status} by orchestrator`, { type: 'orchestrator', id: orchestrator.id });
     return this.get(orchestrator, id);
   }

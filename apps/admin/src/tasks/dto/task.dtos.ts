@@ -15,6 +15,15 @@ export class ListTasksQueryDto extends PageQueryDto {
   status?: (typeof TASK_STATUSES)[number];
 }
 
+/** `GET /v1/tasks/{id}`: which page of the task's grants. */
+export class TaskReadQueryDto {
+  @ApiPropertyOptional({ description: 'the grants_next_cursor of the previous read: the task with the next page of its grants' })
+  @IsOptional()
+  @IsString()
+  @MaxLength(512)
+  grants_cursor?: string;
+}
+
 /** `POST /v1/tasks/{id}/revoke`. */
 export class RevokeTaskDto {
   @ApiPropertyOptional({ maxLength: 500, example: 'agent behaving out of purpose' })
@@ -62,7 +71,9 @@ export class AdminTaskDto {
   @ApiProperty({ format: 'date-time', nullable: true, type: String }) ended_at!: string | null;
   @ApiProperty({ type: TaskHistoryDoc }) history!: TaskHistoryDoc;
   @ApiProperty({ description: 'calls the gateway forwarded with the credentials of this task (its gateway.call events with outcome success)' }) calls!: number;
-  @ApiProperty({ type: [TaskGrantDtoDoc], description: 'empty in lists; filled by GET /v1/tasks/{id}' }) grants!: TaskGrantDtoDoc[];
+  @ApiProperty({ type: [TaskGrantDtoDoc], description: 'empty in lists; GET /v1/tasks/{id}: at most 100, oldest first' }) grants!: TaskGrantDtoDoc[];
+  @ApiPropertyOptional({ nullable: true, type: String, description: 'GET /v1/tasks/{id}: the grants_cursor of the next page of grants, null after the last' })
+  grants_next_cursor?: string | null;
 }
 
 /** A page of tasks, newest first. */
