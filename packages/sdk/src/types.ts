@@ -72,7 +72,10 @@ export interface TaskInfo {
   expires_at: string;
   ended_at: string | null;
   history?: { grants_issued: number; refusals: number; out_of_purpose_requests: number };
+  /** At most 100 grants, oldest first (`history.grants_issued` counts them all). */
   grants?: GrantInfo[];
+  /** Send back as `?grants_cursor=` for the next 100 grants; null after the last page. */
+  grants_next_cursor?: string | null;
   /** What is left of each limited `allowed` entry's budgets. */
   budgets?: EntryBudget[];
   [member: string]: unknown;
