@@ -87,12 +87,27 @@ describe('loadConfig', () => {
   });
 
   it('bounds how long a caller may take to send a request, and how long an idle connection stays', () => {
-    expect(loadConfig({}).http).toEqual({ headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, metricsToken: undefined });
-    expect(loadConfig({ WRIT_HTTP_HEADERS_TIMEOUT_MS: '2000', WRIT_HTTP_REQUEST_TIMEOUT_MS: '4000', WRIT_HTTP_KEEP_ALIVE_TIMEOUT_MS: '65000' }).http).toEqual({
+    expect(loadConfig({}).http).toEqual({
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      keepAliveTimeoutMs: 5000,
+      sendTimeoutMs: 30_000,
+      metricsToken: undefined,
+    });
+    expect(
+      loadConfig({
+        WRIT_HTTP_HEADERS_TIMEOUT_MS: '2000',
+        WRIT_HTTP_REQUEST_TIMEOUT_MS: '4000',
+        WRIT_HTTP_KEEP_ALIVE_TIMEOUT_MS: '65000',
+        WRIT_HTTP_SEND_TIMEOUT_MS: '120000',
+      }).http,
+    ).toEqual({
       headersTimeoutMs: 2000,
       requestTimeoutMs: 4000,
       keepAliveTimeoutMs: 65_000,
+      sendTimeoutMs: 120_000,
     });
+    expect(() => loadConfig({ WRIT_HTTP_SEND_TIMEOUT_MS: '50' })).toThrow(/WRIT_HTTP_SEND_TIMEOUT_MS must be an integer from 100/);
     expect(() => loadConfig({ WRIT_HTTP_HEADERS_TIMEOUT_MS: '0' })).toThrow(/WRIT_HTTP_HEADERS_TIMEOUT_MS must be an integer from 100/);
     expect(() => loadConfig({ WRIT_HTTP_HEADERS_TIMEOUT_MS: '20000', WRIT_HTTP_REQUEST_TIMEOUT_MS: '10000' })).toThrow(
       /WRIT_HTTP_REQUEST_TIMEOUT_MS must not be below WRIT_HTTP_HEADERS_TIMEOUT_MS/,

@@ -178,6 +178,14 @@ export interface HttpServerConfig {
    */
   readonly keepAliveTimeoutMs: number;
   /**
+   * `WRIT_HTTP_SEND_TIMEOUT_MS` (default 30000): longest time an answer may wait for the caller
+   * to read it without any of it being sent; past it the connection is closed. A caller that
+   * stops reading (or pipelines requests it never reads) would otherwise keep its connection
+   * and its answers in memory for ever. Time the service spends working on an answer does not
+   * count.
+   */
+  readonly sendTimeoutMs: number;
+  /**
    * `WRIT_METRICS_TOKEN` (unset: `/metrics` answers anyone who reaches the port): when set, at
    * least 32 characters, `GET /metrics` requires `Authorization: Bearer <it>` (Prometheus:
    * `authorization: {credentials: ...}`) and answers `401` otherwise. The scrape names
@@ -504,6 +512,7 @@ function httpServer(env: Env, problems: string[]): HttpServerConfig {
     headersTimeoutMs,
     requestTimeoutMs,
     keepAliveTimeoutMs: integer(env, 'WRIT_HTTP_KEEP_ALIVE_TIMEOUT_MS', 5000, 100, 600_000, problems),
+    sendTimeoutMs: integer(env, 'WRIT_HTTP_SEND_TIMEOUT_MS', 30_000, 100, 3_600_000, problems),
     metricsToken,
   });
 }

@@ -3,7 +3,7 @@ import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter, NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
-import { createServer, RequestListener, Server } from 'node:http';
+import { createServer, RequestListener, Server, ServerResponse } from 'node:http';
 import type { HttpServerConfig } from '@writ/config';
 import { DirectRoute, inOrder, Middleware, serveDirect, UNROUTABLE_TARGETS } from './direct-route';
 import { WritExceptionFilter } from './http-exception.filter';
@@ -31,10 +31,27 @@ export function requestIdOf(header: string | string[] | undefined): string {
 }
 
 /**
+ * What a connection's inactivity (nothing read or sent for `WRIT_HTTP_SEND_TIMEOUT_MS`) means
+ * while `res` is its current answer: the service still working on it, nothing waiting to be
+ * sent (a slow upstream, a long query, a body not yet received: other deadlines bound those),
+ * keeps the connection; an answer ended or stuck in the server's buffers because the caller
+ * does not read it closes the connection, and with it the answers pipelined behind it.
+ */
+function onInactive(res: ServerResponse, timeoutMs: number): void {
+  const socket = res.socket;
+  if (!socket) return;
+  if (!res.writableEnded && socket.writableLength === 0) socket.setTimeout(timeoutMs);
+  else socket.destroy();
+}
+
+/**
  * Express under Nest, on a Node server with Writ's deadlines: a caller that dribbles its
  * headers or body (slowloris) is answered `408` and cut once `WRIT_HTTP_HEADERS_TIMEOUT_MS` or
  * `WRIT_HTTP_REQUEST_TIMEOUT_MS` has passed, instead of holding a connection and an in-flight
- * slot for Node's defaults (60 s, 300 s, checked only every 30 s). The response may take longer.
+ * slot for Node's defaults (60 s, 300 s, checked only every 30 s). The response may take longer;
+ * but a connection whose answer has waited `WRIT_HTTP_SEND_TIMEOUT_MS` for the caller to read
+ * any of it is closed (Node waits for ever: a caller that never reads kept its connection and
+ * its pipelined answers in memory).
  */
 class BoundedExpressAdapter extends ExpressAdapter {
   constructor(private readonly bounds: HttpServerConfig) {
@@ -42,13 +59,17 @@ class BoundedExpressAdapter extends ExpressAdapter {
   }
 
   override initHttpServer(): void {
-    const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = this.bounds;
+    const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, sendTimeoutMs } = this.bounds;
     const server = createServer(
       // Expired connections are looked for every second (Node's default: every 30 s), sooner when a deadline is shorter.
       { headersTimeout: headersTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, headersTimeoutMs) },
       this.getInstance<RequestListener>(),
     );
     server.keepAliveTimeout = keepAliveTimeoutMs;
+    // Inactivity of a connection (Node re-arms it at each request; an idle kept-alive one has
+    // the keep-alive timeout instead): with a listener on the answer (see `createHttpApp`),
+    // Node leaves the decision to it (`onInactive`).
+    server.timeout = sendTimeoutMs;
     this.httpServer = server;
   }
 }
@@ -95,7 +116,14 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
     },
   });
   gates.set(app, gate);
-  const common: Middleware[] = [gate.middleware()];
+  const { sendTimeoutMs } = runtime.config.http;
+  const common: Middleware[] = [
+    (_req: Request, res: Response, next: NextFunction) => {
+      res.on('timeout', () => onInactive(res, sendTimeoutMs));
+      next();
+    },
+    gate.middleware(),
+  ];
   if (tracingEnabled()) common.push(tracingMiddleware(options.name));
   // The caller's request id follows the request into its audit events.
   common.push((req: Request, _res: Response, next: NextFunction) => {

@@ -16,12 +16,21 @@ export interface InFlightGateEvents {
  *
  * Past `limit` in-flight requests a new one is answered at once `503` with `Retry-After: 1`,
  * before any parsing, database or policy work: a caller at twice the capacity gets a fast
- * refusal instead of everyone getting a slow answer (or a reset connection). While draining,
+ * refusal instead of everyone getting a slow answer (or a reset connection). A request is in
+ * flight until its answer is ended (`res.end`), not until the caller has read it: an answer
+ * waiting in the server for a caller that does not read (its receive window closed, or
+ * answers to requests it pipelined queued behind it) is no work, and must not hold a slot,
+ * or one connection pipelining requests it never reads would shed everyone else for as long
+ * as it stays open (such connections are cut by `WRIT_HTTP_SEND_TIMEOUT_MS`). While draining,
  * every new request (on a connection kept alive) is refused the same way with
- * `Connection: close`, and {@link drain} resolves when the admitted ones have finished.
+ * `Connection: close`, and {@link drain} resolves when the admitted ones have finished and
+ * their answers have been sent (or their connections closed).
  */
 export class InFlightGate {
+  /** Admitted requests whose answer is not ended yet: what the limit counts. */
   private active = 0;
+  /** Admitted requests whose response has not closed yet (sent, or its connection gone): what a drain waits for. */
+  private open = 0;
   private draining = false;
   private idle: Array<() => void> = [];
 
@@ -30,7 +39,7 @@ export class InFlightGate {
     private readonly events: InFlightGateEvents = {},
   ) {}
 
-  /** Requests being worked on now. */
+  /** Requests being worked on now (admitted, their answer not yet ended). */
   get inFlight(): number {
     return this.active;
   }
@@ -62,13 +71,28 @@ export class InFlightGate {
         return;
       }
       this.active += 1;
+      this.open += 1;
+      let working = true;
       let done = false;
+      const release = () => {
+        if (!working) return;
+        working = false;
+        this.active -= 1;
+      };
       const finish = () => {
+        release();
         if (done) return;
         done = true;
-        this.active -= 1;
-        if (this.active === 0 && this.idle.length > 0) for (const resolve of this.idle.splice(0)) resolve();
+        this.open -= 1;
+        if (this.open === 0 && this.idle.length > 0) for (const resolve of this.idle.splice(0)) resolve();
       };
+      // The work is over once the answer is ended: what is left is the caller's to read.
+      const end = res.end.bind(res) as (...params: unknown[]) => Response;
+      res.end = function (...args: unknown[]) {
+        const result = end(...args);
+        release();
+        return result;
+      } as Response['end'];
       // `close` fires once the response is sent or the caller went away, whichever comes first.
       res.once('close', finish);
       if (this.draining) res.setHeader('Connection', 'close');
@@ -89,7 +113,7 @@ export class InFlightGate {
     server?.closeIdleConnections?.();
     let timer: NodeJS.Timeout | undefined;
     const finished = await Promise.race([
-      this.active === 0 ? Promise.resolve(true) : new Promise<boolean>((resolve) => this.idle.push(() => resolve(true))),
+      this.open === 0 ? Promise.resolve(true) : new Promise<boolean>((resolve) => this.idle.push(() => resolve(true))),
       new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), deadlineMs))),
     ]);
     clearTimeout(timer);
