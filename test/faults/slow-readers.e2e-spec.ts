@@ -31,7 +31,8 @@ async function pipelineWithoutReading(url: string, request: string, count: numbe
       // The server stopped reading (it pauses a connection whose answers are not taken).
       const drained = await Promise.race([
         new Promise<boolean>((resolve) => socket.once('drain', () => resolve(true))),
-        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1000)),
+        // Unref'd: a timer left running past the suite would keep jest waiting.
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1000).unref()),
       ]);
       if (!drained) break;
     }
@@ -131,7 +132,7 @@ describe('faults: connections whose answers stay unread are cut', () => {
     socket.write(body);
     const answered = await Promise.race([
       new Promise<boolean>((resolve) => socket.on('data', () => received.includes('\r\n\r\n') && resolve(true))),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000)),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000).unref()),
     ]);
     socket.destroy();
     expect(answered).toBe(true);
