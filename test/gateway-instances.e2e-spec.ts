@@ -1,9 +1,8 @@
-import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
-import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
+import { createTask, exchangeFields, PAYOUT_REQUEST, tasksToken, World } from './support/grant-flow';
+import { MockUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
-import { setConnectorCredential } from './support/seed';
-import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
+import { TestServices } from './support/test-services';
+import { startTwoGateways, TwoGateways } from './support/two-gateways';
 
 const SECRET = 'sk_live_instances_6c1e';
 const PAYOUT = { destination: 'acct_1', amount: 42000, currency: 'usd' };
@@ -19,18 +18,13 @@ describe('connector gateway across instances', () => {
   let world: World;
   let upstream: MockUpstream;
 
+  let deployment: TwoGateways;
+
   beforeAll(async () => {
-    upstream = await startPaymentsUpstream(SECRET);
-    first = await startTestServices({ gateway: createGatewayApp });
-    second = await startSecondInstance(first, { gateway: createGatewayApp });
-    world = await seedWorld(first.runtime.pool, upstream.url);
-    await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
+    deployment = await startTwoGateways(SECRET);
+    ({ first, second, world, upstream } = deployment);
   });
-  afterAll(async () => {
-    await second.close();
-    await first.close();
-    await upstream.close();
-  });
+  afterAll(() => deployment.close());
 
   // The second instance's gateway listens on its own port; both accept the shared audience.
   const secondGateway = () => second.apps[second.apps.length - 1].getHttpServer().address().port as number;

@@ -1,11 +1,11 @@
 import { SignJWT } from 'jose';
 import { clientAuthFields } from '@writ/testing';
-import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { createTask, exchangeFields, seedWorld, startIdentityProvider, tasksToken, World } from './support/grant-flow';
-import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
+import { createTask, exchangeFields, startIdentityProvider, tasksToken, World } from './support/grant-flow';
+import { MockUpstream } from './support/mock-upstreams';
 import { http, postForm, sendJson, tokenRequest } from './support/oauth-client';
-import { seedAgent, seedOrchestrator, setConnectorCredential } from './support/seed';
-import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
+import { seedAgent, seedOrchestrator } from './support/seed';
+import { TestServices } from './support/test-services';
+import { startTwoGateways, TwoGateways } from './support/two-gateways';
 
 const SECRET = 'sk_live_hostile_orch_77';
 const payoutEntry = (amountMax: number, extra: Record<string, unknown> = {}) => ({
@@ -27,19 +27,14 @@ describe('Tasks API against a hostile orchestrator and a racing agent', () => {
   let upstream: MockUpstream;
   let token: string;
 
+  let deployment: TwoGateways;
+
   beforeAll(async () => {
-    upstream = await startPaymentsUpstream(SECRET);
-    first = await startTestServices({ gateway: createGatewayApp });
-    second = await startSecondInstance(first, { gateway: createGatewayApp });
-    world = await seedWorld(first.runtime.pool, upstream.url);
-    await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
+    deployment = await startTwoGateways(SECRET);
+    ({ first, second, world, upstream } = deployment);
     token = await tasksToken(first, world.orchestrator);
   });
-  afterAll(async () => {
-    await second.close();
-    await first.close();
-    await upstream.close();
-  });
+  afterAll(() => deployment.close());
 
   const declare = (body: Record<string, unknown>, bearer = token, services = first) =>
     sendJson(
