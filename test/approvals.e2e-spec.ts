@@ -1,11 +1,7 @@
 import { createAdminApp } from '../apps/admin/src/admin.app';
-import { createTask, exchangeFields, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, payoutUpTo, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { sendJson, tokenRequest } from './support/oauth-client';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
-
-const payout = (amountMax: number) => [
-  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
-];
 
 describe('human approval of risky grants', () => {
   let services: TestServices;
@@ -25,12 +21,12 @@ describe('human approval of risky grants', () => {
 
   it('issues a payout under the threshold without asking anyone', async () => {
     const task = await createTask(services, world.orchestrator);
-    expect((await exchange(task.task_token, payout(5000))).status).toBe(200);
+    expect((await exchange(task.task_token, payoutUpTo(5000))).status).toBe(200);
   });
 
   it('holds a payout above the threshold until an operator approves it, then issues exactly it, once', async () => {
     const task = await createTask(services, world.orchestrator);
-    const pending = await exchange(task.task_token, payout(42000));
+    const pending = await exchange(task.task_token, payoutUpTo(42000));
     expect(pending.status).toBe(400);
     expect(pending.headers.get('cache-control')).toBe('no-store');
     expect(pending.body).toMatchObject({ error: 'authorization_pending', interval: 5 });
@@ -38,28 +34,28 @@ describe('human approval of risky grants', () => {
     const approvalId: string = pending.body.approval_id;
     expect(approvalId).toMatch(/^[0-9a-f-]{36}$/);
 
-    const polled = await exchange(task.task_token, payout(42000), { approval_id: approvalId });
+    const polled = await exchange(task.task_token, payoutUpTo(42000), { approval_id: approvalId });
     expect(polled.body).toMatchObject({ error: 'authorization_pending', approval_id: approvalId });
 
     const queue = await admin('GET', `/v1/approvals?status=pending&task_id=${task.task_id}`);
     expect(queue.status).toBe(200);
     expect(queue.body.items).toHaveLength(1);
-    expect(queue.body.items[0]).toMatchObject({ id: approvalId, status: 'pending', agent_id: 'agent-1', authorization_details: payout(42000) });
+    expect(queue.body.items[0]).toMatchObject({ id: approvalId, status: 'pending', agent_id: 'agent-1', authorization_details: payoutUpTo(42000) });
 
     const approved = await admin('POST', `/v1/approvals/${approvalId}/approve`, { note: 'invoice checked' });
     expect(approved.status).toBe(200);
     expect(approved.body).toMatchObject({ status: 'approved', note: 'invoice checked' });
     expect((await admin('POST', `/v1/approvals/${approvalId}/deny`, {})).status).toBe(409);
 
-    const widened = await exchange(task.task_token, payout(50000), { approval_id: approvalId });
+    const widened = await exchange(task.task_token, payoutUpTo(50000), { approval_id: approvalId });
     expect(widened.status).toBe(400);
     expect(widened.body.error).toBe('invalid_authorization_details');
 
-    const granted = await exchange(task.task_token, payout(42000), { approval_id: approvalId });
+    const granted = await exchange(task.task_token, payoutUpTo(42000), { approval_id: approvalId });
     expect(granted.status).toBe(200);
-    expect(granted.body.authorization_details).toEqual(payout(42000));
+    expect(granted.body.authorization_details).toEqual(payoutUpTo(42000));
 
-    const again = await exchange(task.task_token, payout(42000), { approval_id: approvalId });
+    const again = await exchange(task.task_token, payoutUpTo(42000), { approval_id: approvalId });
     expect(again.status).toBe(400);
     expect(again.body).toEqual({ error: 'access_denied', error_description: 'the approval was already used' });
 
@@ -76,20 +72,20 @@ describe('human approval of risky grants', () => {
 
   it("answers access_denied once an operator denies, and refuses another task's approval", async () => {
     const task = await createTask(services, world.orchestrator);
-    const pending = await exchange(task.task_token, payout(30000));
+    const pending = await exchange(task.task_token, payoutUpTo(30000));
     const approvalId: string = pending.body.approval_id;
     const other = await createTask(services, world.orchestrator);
-    const foreign = await exchange(other.task_token, payout(30000), { approval_id: approvalId });
+    const foreign = await exchange(other.task_token, payoutUpTo(30000), { approval_id: approvalId });
     expect(foreign.body.error).toBe('invalid_grant');
     expect((await admin('POST', `/v1/approvals/${approvalId}/deny`, { note: 'not ours' })).body.status).toBe('denied');
-    const denied = await exchange(task.task_token, payout(30000), { approval_id: approvalId });
+    const denied = await exchange(task.task_token, payoutUpTo(30000), { approval_id: approvalId });
     expect(denied.body).toEqual({ error: 'access_denied', error_description: 'the approval was denied' });
     expect((await admin('GET', `/v1/approvals/${approvalId}`)).body).toMatchObject({ status: 'denied', note: 'not ours' });
   });
 
   it('does not let an approval cover a request outside the task', async () => {
     const task = await createTask(services, world.orchestrator);
-    const outside = await exchange(task.task_token, payout(60000));
+    const outside = await exchange(task.task_token, payoutUpTo(60000));
     expect(outside.status).toBe(400);
     expect(outside.body.error).toBe('invalid_authorization_details');
   });
@@ -101,7 +97,7 @@ describe('human approval of risky grants', () => {
         await requireApprovalAbove(second, 10000);
         const task = await createTask(services, world.orchestrator);
         const at = (index: number, amount: number) =>
-          tokenRequest(index % 2 === 0 ? services.issuer : second.issuer, world.agent, exchangeFields(task.task_token, payout(amount)));
+          tokenRequest(index % 2 === 0 ? services.issuer : second.issuer, world.agent, exchangeFields(task.task_token, payoutUpTo(amount)));
         const same = await Promise.all(Array.from({ length: 6 }, (_, index) => at(index, 33000)));
         expect(new Set(same.map((answer) => answer.body.approval_id)).size).toBe(1);
         const distinct = await Promise.all(Array.from({ length: 14 }, (_, index) => at(index, 40001 + index)));
@@ -116,7 +112,7 @@ describe('human approval of risky grants', () => {
 
     it('asks the same approval once however often it is repeated, also in parallel', async () => {
       const task = await createTask(services, world.orchestrator);
-      const answers = await Promise.all(Array.from({ length: 6 }, () => exchange(task.task_token, payout(31000))));
+      const answers = await Promise.all(Array.from({ length: 6 }, () => exchange(task.task_token, payoutUpTo(31000))));
       for (const answer of answers) expect(answer.body).toMatchObject({ error: 'authorization_pending' });
       const ids = new Set(answers.map((answer) => answer.body.approval_id));
       expect(ids.size).toBe(1);
@@ -132,7 +128,7 @@ describe('human approval of risky grants', () => {
 
     it('refuses requests past ten pending on one task, also fired in parallel, and records each refusal', async () => {
       const task = await createTask(services, world.orchestrator);
-      const answers = await Promise.all(Array.from({ length: 14 }, (_, index) => exchange(task.task_token, payout(20001 + index))));
+      const answers = await Promise.all(Array.from({ length: 14 }, (_, index) => exchange(task.task_token, payoutUpTo(20001 + index))));
       const pending = answers.filter((answer) => answer.body.error === 'authorization_pending');
       const refused = answers.filter((answer) => answer.body.error === 'access_denied');
       expect(pending).toHaveLength(10);
@@ -145,10 +141,10 @@ describe('human approval of risky grants', () => {
 
       // A decision frees a place; another task is not affected.
       expect((await admin('POST', `/v1/approvals/${pending[0].body.approval_id}/deny`, {})).status).toBe(200);
-      expect((await exchange(task.task_token, payout(29999))).body.error).toBe('authorization_pending');
-      expect((await exchange(task.task_token, payout(29998))).body.error).toBe('access_denied');
+      expect((await exchange(task.task_token, payoutUpTo(29999))).body.error).toBe('authorization_pending');
+      expect((await exchange(task.task_token, payoutUpTo(29998))).body.error).toBe('access_denied');
       const other = await createTask(services, world.orchestrator);
-      expect((await exchange(other.task_token, payout(20001))).body.error).toBe('authorization_pending');
+      expect((await exchange(other.task_token, payoutUpTo(20001))).body.error).toBe('authorization_pending');
 
       await services.runtime.audit.drain();
       const { rows } = await services.runtime.pool.query<{ type: string; outcome: string; n: string }>(
@@ -177,7 +173,7 @@ describe('human approval of risky grants', () => {
     services.policy.install(await engine.withData(data), 'test');
     try {
       const task = await createTask(services, world.orchestrator);
-      const held = await exchange(task.task_token, payout(42000));
+      const held = await exchange(task.task_token, payoutUpTo(42000));
       expect(held.status).toBe(400);
       expect(held.body).toMatchObject({ error: 'authorization_pending' });
       expect(held.body.error_description).toContain('an approval rule for connector payments is malformed');

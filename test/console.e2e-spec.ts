@@ -4,7 +4,7 @@ import type { Browser, Page, Request } from 'playwright-core';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { describeWithBrowser, launchChromium } from './support/browser';
-import { createTask, exchangeFields, PAYOUT_ALLOWED, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, PAYOUT_ALLOWED, payoutUpTo, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
@@ -17,10 +17,6 @@ const PAYMENTS_SECRET = 'sk_live_console_9c1e77ab42';
 const CHAT_SECRET = 'xoxb-example-not-a-real-token-5521';
 /** `npm run console:screenshots` sets this to docs/console: each page is captured as a PNG. */
 const SCREENSHOTS = process.env.WRIT_CONSOLE_SCREENSHOTS;
-
-const payout = (amountMax: number) => [
-  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
-];
 
 describeWithBrowser('admin console in Chromium', () => {
   jest.setTimeout(120_000);
@@ -139,7 +135,7 @@ describeWithBrowser('admin console in Chromium', () => {
   });
 
   it("approves a pending request in the inbox, and the agent's exchange then succeeds", async () => {
-    const pending = await exchange(approvedTask.task_token, payout(42000));
+    const pending = await exchange(approvedTask.task_token, payoutUpTo(42000));
     expect(pending.body.error).toBe('authorization_pending');
     const approvalId: string = pending.body.approval_id;
     await page.waitForSelector('[data-testid=approvals-badge]');
@@ -157,7 +153,7 @@ describeWithBrowser('admin console in Chromium', () => {
     // The card stays where it was, its buttons replaced by the decision.
     await card.locator('text=Approved by you.').waitFor();
     expect(await card.locator('button').count()).toBe(0);
-    const granted = await exchange(approvedTask.task_token, payout(42000), { approval_id: approvalId });
+    const granted = await exchange(approvedTask.task_token, payoutUpTo(42000), { approval_id: approvalId });
     expect(granted.status).toBe(200);
     liveCredential = granted.body.access_token;
     expect((await callGateway(liveCredential)).status).toBe(201);
@@ -167,7 +163,7 @@ describeWithBrowser('admin console in Chromium', () => {
 
   it('denies another request, and the agent is refused', async () => {
     const task = await createTask(services, world.orchestrator, { purpose: 'refund duplicate payment' });
-    const pending = await exchange(task.task_token, payout(30000));
+    const pending = await exchange(task.task_token, payoutUpTo(30000));
     const approvalId: string = pending.body.approval_id;
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
     // A new request joins the cards shown only when asked for.
@@ -178,7 +174,7 @@ describeWithBrowser('admin console in Chromium', () => {
     await card.locator('button:has-text("Deny")').click();
     await card.locator('text=Denied by you.').waitFor();
     await page.waitForSelector(`tr[data-approval-id="${approvalId}"] >> text=denied`);
-    const refused = await exchange(task.task_token, payout(30000), { approval_id: approvalId });
+    const refused = await exchange(task.task_token, payoutUpTo(30000), { approval_id: approvalId });
     expect(refused.body).toEqual({ error: 'access_denied', error_description: 'the approval was denied' });
   });
 
@@ -192,13 +188,13 @@ describeWithBrowser('admin console in Chromium', () => {
     // Purposes of one length: both cards have the same height.
     const read = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-51 to Acme' });
     const timed = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-66 to Mallory' });
-    const readId: string = (await exchange(read.task_token, payout(31000))).body.approval_id;
+    const readId: string = (await exchange(read.task_token, payoutUpTo(31000))).body.approval_id;
     await openInbox();
     const card = page.locator(`article[data-approval-id="${readId}"]`);
     await card.locator('[data-testid=purpose]:has-text("INV-51")').waitFor();
     const button = (await card.locator('button:has-text("Approve")').boundingBox())!;
     // While the operator reads the first request, the hijacked agent sends another.
-    const timedId: string = (await exchange(timed.task_token, payout(31000))).body.approval_id;
+    const timedId: string = (await exchange(timed.task_token, payoutUpTo(31000))).body.approval_id;
     await page.locator('h1:has-text("2 pending")').waitFor();
     await page.mouse.click(button.x + button.width / 2, button.y + button.height / 2);
     await page.locator('[data-testid=approvals-badge]:has-text("1")').waitFor();
@@ -209,7 +205,7 @@ describeWithBrowser('admin console in Chromium', () => {
 
   it('keeps the cards still while the inbox cannot be read, and when it can again', async () => {
     const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-57 to Acme' });
-    const approvalId: string = (await exchange(task.task_token, payout(33000))).body.approval_id;
+    const approvalId: string = (await exchange(task.task_token, payoutUpTo(33000))).body.approval_id;
     await openInbox();
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
     await card.locator('[data-testid=purpose]:has-text("INV-57")').waitFor();
@@ -235,8 +231,8 @@ describeWithBrowser('admin console in Chromium', () => {
   it('keeps a decided card in place, so that a quick second click decides nothing else', async () => {
     const below = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-53 to Acme' });
     const clicked = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-54 to Acme' });
-    const belowId: string = (await exchange(below.task_token, payout(32000))).body.approval_id;
-    const clickedId: string = (await exchange(clicked.task_token, payout(32000))).body.approval_id;
+    const belowId: string = (await exchange(below.task_token, payoutUpTo(32000))).body.approval_id;
+    const clickedId: string = (await exchange(clicked.task_token, payoutUpTo(32000))).body.approval_id;
     await openInbox();
     const card = page.locator(`article[data-approval-id="${clickedId}"]`);
     await page.locator(`article[data-approval-id="${belowId}"] [data-testid=purpose]:has-text("INV-53")`).waitFor();
@@ -268,7 +264,7 @@ describeWithBrowser('admin console in Chromium', () => {
     const disguised = 'acct_\u202E9876\u{E0041}';
     const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: disguised } }];
     const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-\u202E77-VNI to Acme', allowed });
-    const details = [{ ...payout(42000)[0], constraints: { ...payout(42000)[0].constraints, destination: disguised } }];
+    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination: disguised } }];
     const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
     await openInbox();
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
@@ -292,7 +288,7 @@ describeWithBrowser('admin console in Chromium', () => {
     const disguised = `acct_${invisible.join('')}1`;
     const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: disguised } }];
     const task = await createTask(services, world.orchestrator, { purpose: `pay invoice INV-${invisible.join('')}88 to Acme`, allowed });
-    const details = [{ ...payout(42000)[0], constraints: { ...payout(42000)[0].constraints, destination: disguised } }];
+    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination: disguised } }];
     const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
     await openInbox();
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
@@ -314,10 +310,10 @@ describeWithBrowser('admin console in Chromium', () => {
     const lookalike = '\u0430\u0441ct_1';
     const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: lookalike } }];
     const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-91 to Acme', allowed });
-    const details = [{ ...payout(42000)[0], constraints: { ...payout(42000)[0].constraints, destination: lookalike } }];
+    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination: lookalike } }];
     const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
     const plain = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-92 to Acme' });
-    const plainId: string = (await exchange(plain.task_token, payout(42000))).body.approval_id;
+    const plainId: string = (await exchange(plain.task_token, payoutUpTo(42000))).body.approval_id;
     await openInbox();
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
     await card.locator('[data-testid=purpose]:has-text("INV-91")').waitFor();
@@ -335,7 +331,7 @@ describeWithBrowser('admin console in Chromium', () => {
   it('keeps every control on screen whatever the length of what agents and orchestrators send', async () => {
     const long = `pay-${'x'.repeat(1990)}`;
     const task = await createTask(services, world.orchestrator, { purpose: long });
-    const approvalId: string = (await exchange(task.task_token, payout(43000))).body.approval_id;
+    const approvalId: string = (await exchange(task.task_token, payoutUpTo(43000))).body.approval_id;
     const width = page.viewportSize()!.width;
     const onScreen = async (selector: string) => {
       const box = (await page.locator(selector).first().boundingBox())!;
@@ -363,8 +359,8 @@ describeWithBrowser('admin console in Chromium', () => {
       user: { iss: 'https://sso.console.example', sub: 'ceo@corp.example' },
     });
     const forNobody = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-94 to Acme' });
-    const ceoId: string = (await exchange(forCeo.task_token, payout(42000))).body.approval_id;
-    const nobodyId: string = (await exchange(forNobody.task_token, payout(42000))).body.approval_id;
+    const ceoId: string = (await exchange(forCeo.task_token, payoutUpTo(42000))).body.approval_id;
+    const nobodyId: string = (await exchange(forNobody.task_token, payoutUpTo(42000))).body.approval_id;
     await openInbox();
     const ceoCard = page.locator(`article[data-approval-id="${ceoId}"]`);
     await ceoCard.locator('[data-testid=purpose]:has-text("INV-94")').waitFor();
@@ -383,7 +379,7 @@ describeWithBrowser('admin console in Chromium', () => {
     const padded = `acct_1${' '.repeat(1000)}acct_666`;
     const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: padded } }];
     const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-93 to Acme', allowed });
-    const details = [{ ...payout(42000)[0], constraints: { ...payout(42000)[0].constraints, destination: padded } }];
+    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination: padded } }];
     const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
     await openInbox();
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
@@ -650,7 +646,7 @@ describeWithBrowser('admin console in Chromium', () => {
 
   it('shows a viewer no write control, and the API still refuses the viewer', async () => {
     const task = await createTask(services, world.orchestrator, { purpose: 'read balances' });
-    await exchange(task.task_token, payout(20000));
+    await exchange(task.task_token, payoutUpTo(20000));
     await page.click('button:has-text("Sign out")');
     await signIn(viewerToken);
     expect(await page.textContent('[data-testid=who]')).toContain('viewer');
@@ -690,10 +686,10 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.click('nav a[href="#/policies"]');
     const form = page.locator('[data-testid=dry-run]');
     await form.locator('input[name=task_id]').fill(task.task_id);
-    await form.locator('textarea[name=authorization_details]').fill(JSON.stringify(payout(5000)));
+    await form.locator('textarea[name=authorization_details]').fill(JSON.stringify(payoutUpTo(5000)));
     await form.locator('button[type=submit]').click();
     await form.locator('[data-testid=decision]:has-text("ALLOW")').waitFor();
-    await form.locator('textarea[name=authorization_details]').fill(JSON.stringify(payout(42000)));
+    await form.locator('textarea[name=authorization_details]').fill(JSON.stringify(payoutUpTo(42000)));
     await form.locator('button[type=submit]').click();
     await form.locator('text=requires approval').waitFor();
     expect(await form.locator('[data-testid=reasons]').textContent()).toContain('above the approval threshold');

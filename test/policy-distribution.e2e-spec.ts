@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { samplePolicyInput } from '@writ/policy';
 import { spinningPolicyModule, tarGz } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
-import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, payoutUpTo, seedWorld, World } from './support/grant-flow';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { eventually } from './support/eventually';
 import { startTestServices, TestServices } from './support/test-services';
@@ -12,9 +12,6 @@ const BUNDLE = readFileSync(join(__dirname, '..', 'policies', 'dist', 'bundle.ta
 const ECHO = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'echo.wasm'));
 const CUBIC = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'cubic.wasm'));
 const OTHER_ENTRYPOINT = readFileSync(join(__dirname, '..', 'libs', 'policy', 'test-fixtures', 'other-entrypoint.wasm'));
-const payout = (amountMax: number) => [
-  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
-];
 
 describe('policy distribution through PostgreSQL, with last-known-good', () => {
   let primary: TestServices;
@@ -54,7 +51,11 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     const task = await createTask(primary, world.orchestrator);
     const [activated, dryRun, listed] = await Promise.all([
       upload(spinning, 'application/wasm'),
-      admin('POST', '/v1/policies/evaluate', { task_id: task.task_id, authorization_details: payout(42000), candidate_bundle: spinning.toString('base64') }),
+      admin('POST', '/v1/policies/evaluate', {
+        task_id: task.task_id,
+        authorization_details: payoutUpTo(42000),
+        candidate_bundle: spinning.toString('base64'),
+      }),
       // Asked while both probes spin: answered, so the event loop is free.
       new Promise((resolve) => setTimeout(resolve, 500)).then(() => admin('GET', '/v1/policies')),
     ]);
@@ -152,7 +153,7 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     expect(version).toBe(changed.body.version);
 
     const task = await createTask(second, world.orchestrator);
-    const pending = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, payout(42000)));
+    const pending = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, payoutUpTo(42000)));
     expect(pending.body.error).toBe('authorization_pending');
     const { rows } = await primary.runtime.pool.query(
       `SELECT data->>'policy_version' AS version FROM audit_events WHERE task_id = $1 AND type = 'grant.decision'`,
@@ -172,7 +173,7 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
 
   it('dry-runs a real task against candidate data or a candidate bundle without activating or issuing anything', async () => {
     const task = await createTask(primary, world.orchestrator);
-    const ask = { task_id: task.task_id, authorization_details: payout(42000) };
+    const ask = { task_id: task.task_id, authorization_details: payoutUpTo(42000) };
     const active = await admin('POST', '/v1/policies/evaluate', ask);
     expect(active.status).toBe(200);
     expect(active.body).toMatchObject({ policy_version: fileVersion, decision: { allow: true, requires_approval: false } });
@@ -243,7 +244,7 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
         ),
       ).toBe(changed.body.version);
       const task = await createTask(second, world.orchestrator);
-      const issued = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, payout(4200)));
+      const issued = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, payoutUpTo(4200)));
       expect(issued.status).toBe(200);
     } finally {
       expect((await admin('DELETE', '/v1/policies/active')).status).toBe(204);

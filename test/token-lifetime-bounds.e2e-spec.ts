@@ -2,13 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
-import { createTask, exchangeFields, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, payoutUpTo, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
-
-const payout = (amountMax: number) => [
-  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
-];
 
 /**
  * The contract: a credential's `exp` never passes its task's expiry. The lifetime is decided
@@ -30,7 +26,7 @@ describe('credential lifetime against the task deadline', () => {
   it('an exchange held up for seconds after its decision still ends its credential no later than the task', async () => {
     const task = await createTask(services, world.orchestrator, { ttl_seconds: 15 });
     const taskEnd = Date.parse(task.expires_at) / 1000;
-    const pending = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, payout(42000)));
+    const pending = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, payoutUpTo(42000)));
     expect(pending.body.error).toBe('authorization_pending');
     const approvalId: string = pending.body.approval_id;
     const approved = await sendJson('POST', `${services.adminUrl}/v1/approvals/${approvalId}/approve`, {}, services.adminToken);
@@ -47,7 +43,7 @@ describe('credential lifetime against the task deadline', () => {
         jti,
       ]);
       const answer = postForm(`${services.issuer}/oauth2/token`, {
-        ...exchangeFields(task.task_token, payout(42000), { approval_id: approvalId }),
+        ...exchangeFields(task.task_token, payoutUpTo(42000), { approval_id: approvalId }),
         ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer, { claims: { jti } })),
       });
       await new Promise((resolve) => setTimeout(resolve, 2_500));

@@ -23,6 +23,11 @@ export const PAYOUT_REQUEST = [
   { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } },
 ];
 
+/** A payout request for `acct_1` in USD up to `amountMax` (minor units): what approval rules and limits are tried on. */
+export const payoutUpTo = (amountMax: number) => [
+  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
+];
+
 /** The actors of a typical story: an orchestrator, an agent and the payments connector. */
 export interface World {
   orchestrator: TestClient;
