@@ -1,10 +1,7 @@
 import { ConnectedAccounts } from '@writ/accounts';
-import { startConnecting as connectFlow } from './support/connect-flow';
+import { startConnecting as connectFlow, seedCodehost } from './support/connect-flow';
 import { MockUpstream, startMockUpstream } from './support/mock-upstreams';
-import { seedConnector, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
-
-const OPERATIONS = [{ name: 'me.get', method: 'GET', path: '/api/me', risk: 'read', constraints: {} }];
 
 /**
  * Attacks on Writ as an OAuth client of a connector's provider (RFC 9700). Mix-up (section 4.4): a connector's provider (malicious, or compromised) sends the
@@ -26,17 +23,8 @@ describe('connect flow attacks', () => {
       },
     });
     services = await startTestServices();
-    const { pool, masterKey } = services.runtime;
-    await seedConnector(pool, 'codehost', OPERATIONS, provider.url);
     // No `issuer`: the provider's RFC 9207 support is not known to Writ.
-    await setConnectorCredential(pool, masterKey, 'codehost', {
-      type: 'oauth2_authorization_code',
-      authorization_url: `${provider.url}/authorize`,
-      token_url: `${provider.url}/token`,
-      client_id: 'writ-upstream',
-      client_secret: 'provider-client-secret-2b7e',
-      scopes: ['repo:read'],
-    });
+    await seedCodehost(services, provider.url, 'provider-client-secret-2b7e');
   });
 
   afterAll(async () => {

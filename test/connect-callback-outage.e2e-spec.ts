@@ -1,10 +1,8 @@
 import type { ServerResponse } from 'node:http';
-import { startConnecting as connectFlow } from './support/connect-flow';
+import { startConnecting as connectFlow, seedCodehost } from './support/connect-flow';
 import { MockUpstream, ReceivedRequest, startMockUpstream } from './support/mock-upstreams';
-import { seedConnector, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
-const OPERATIONS = [{ name: 'me.get', method: 'GET', path: '/api/me', risk: 'read', constraints: {} }];
 const CLIENT_SECRET = 'provider-client-secret-8d2e41';
 /** What the failing provider puts in its error bodies: never shown to the user. */
 const PROVIDER_BODY = 'provider-internal-trace-7f3a';
@@ -39,16 +37,7 @@ describe('connect callback: the provider down or refusing', () => {
   beforeAll(async () => {
     provider = await startMockUpstream(() => true, { 'POST /token': tokenRoute });
     services = await startTestServices();
-    const { pool, masterKey } = services.runtime;
-    await seedConnector(pool, 'codehost', OPERATIONS, provider.url);
-    await setConnectorCredential(pool, masterKey, 'codehost', {
-      type: 'oauth2_authorization_code',
-      authorization_url: `${provider.url}/authorize`,
-      token_url: `${provider.url}/token`,
-      client_id: 'writ-upstream',
-      client_secret: CLIENT_SECRET,
-      scopes: ['repo:read'],
-    });
+    await seedCodehost(services, provider.url, CLIENT_SECRET);
   });
 
   afterAll(async () => {

@@ -1,4 +1,5 @@
 import { ConnectedAccounts } from '@writ/accounts';
+import { seedConnector, setConnectorCredential } from './seed';
 import type { TestServices } from './test-services';
 
 /**
@@ -22,4 +23,21 @@ export async function startConnecting(
   callback.searchParams.set('code', `code-${subject}`);
   callback.searchParams.set('state', authorize.searchParams.get('state')!);
   return { authorize, callback, cookie: opened.headers.getSetCookie()[0].split(';')[0] };
+}
+
+/**
+ * Registers the `codehost` connector (one read operation) in front of `providerUrl`, with an
+ * authorization-code credential for that provider (its `/authorize` and `/token`, no `issuer`).
+ */
+export async function seedCodehost(services: TestServices, providerUrl: string, clientSecret: string): Promise<void> {
+  const { pool, masterKey } = services.runtime;
+  await seedConnector(pool, 'codehost', [{ name: 'me.get', method: 'GET', path: '/api/me', risk: 'read', constraints: {} }], providerUrl);
+  await setConnectorCredential(pool, masterKey, 'codehost', {
+    type: 'oauth2_authorization_code',
+    authorization_url: `${providerUrl}/authorize`,
+    token_url: `${providerUrl}/token`,
+    client_id: 'writ-upstream',
+    client_secret: clientSecret,
+    scopes: ['repo:read'],
+  });
 }
