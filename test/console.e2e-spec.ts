@@ -57,6 +57,14 @@ describeWithBrowser('admin console in Chromium', () => {
 
   const exchange = (taskToken: string, details: unknown, extra: Record<string, string> = {}) =>
     tokenRequest(services.issuer, world.agent, exchangeFields(taskToken, details, extra));
+  /** A task allowed to pay `destination` for `purpose`, and the approval its agent's 420.00 USD payout there asks for. */
+  const approvalPaying = async (destination: string, purpose: string) => {
+    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination } }];
+    const task = await createTask(services, world.orchestrator, { purpose, allowed });
+    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination } }];
+    const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
+    return { task, approvalId };
+  };
   const callGateway = (token: string) =>
     http(`${services.gatewayUrl}/connectors/payments/v1/payouts`, {
       method: 'POST',
@@ -262,10 +270,7 @@ describeWithBrowser('admin console in Chromium', () => {
   it('shows the exact details with the characters that would disguise them made visible', async () => {
     // U+202E (right-to-left override) shows "acct_\u202E9876" as another account; a Unicode tag is invisible.
     const disguised = 'acct_\u202E9876\u{E0041}';
-    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: disguised } }];
-    const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-\u202E77-VNI to Acme', allowed });
-    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination: disguised } }];
-    const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
+    const { task, approvalId } = await approvalPaying(disguised, 'pay invoice INV-\u202E77-VNI to Acme');
     await openInbox();
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
     await card.locator('[data-testid=purpose]:has-text("INV-")').waitFor();
@@ -286,10 +291,7 @@ describeWithBrowser('admin console in Chromium', () => {
     // inherent vowel. `acct_1` with any of them reads as `acct_1` to the person approving.
     const invisible = ['\u034F', '\uFE0F', '\u{E0100}', '\u180B', '\u2065', '\u17B4'];
     const disguised = `acct_${invisible.join('')}1`;
-    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: disguised } }];
-    const task = await createTask(services, world.orchestrator, { purpose: `pay invoice INV-${invisible.join('')}88 to Acme`, allowed });
-    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination: disguised } }];
-    const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
+    const { task, approvalId } = await approvalPaying(disguised, `pay invoice INV-${invisible.join('')}88 to Acme`);
     await openInbox();
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
     await card.locator('[data-testid=purpose]:has-text("INV-")').waitFor();
@@ -308,10 +310,7 @@ describeWithBrowser('admin console in Chromium', () => {
   it('names each look-alike letter in the details of an approval, which the JSON alone cannot show', async () => {
     // Cyrillic а (U+0430) and с (U+0441): "асct_1" is drawn as "acct_1", another account upstream.
     const lookalike = '\u0430\u0441ct_1';
-    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: lookalike } }];
-    const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-91 to Acme', allowed });
-    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination: lookalike } }];
-    const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
+    const { task, approvalId } = await approvalPaying(lookalike, 'pay invoice INV-91 to Acme');
     const plain = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-92 to Acme' });
     const plainId: string = (await exchange(plain.task_token, payoutUpTo(42000))).body.approval_id;
     await openInbox();
@@ -377,10 +376,7 @@ describeWithBrowser('admin console in Chromium', () => {
     // "acct_1", a run of blanks, then the account that really gets paid: in a box that scrolls,
     // the end of the value (and the members below it) sat outside what the operator saw.
     const padded = `acct_1${' '.repeat(1000)}acct_666`;
-    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination: padded } }];
-    const task = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-93 to Acme', allowed });
-    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination: padded } }];
-    const approvalId: string = (await exchange(task.task_token, details)).body.approval_id;
+    const { task, approvalId } = await approvalPaying(padded, 'pay invoice INV-93 to Acme');
     await openInbox();
     const card = page.locator(`article[data-approval-id="${approvalId}"]`);
     await card.locator('[data-testid=purpose]:has-text("INV-93")').waitFor();
