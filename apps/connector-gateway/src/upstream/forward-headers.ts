@@ -121,13 +121,20 @@ export function upstreamRequestHeaders(
 export function allowedRequestHeaders(operation: ConnectorOperation): ReadonlySet<string> | undefined {
   const listed: unknown = operation.request_headers;
   if (listed === undefined) return undefined;
-  const allowed = new Set(SAFE_REQUEST_HEADERS);
+  // Built once per catalogue entry (cached connectors hand out the same objects), not at each check of each call.
+  let allowed = allowedByOperation.get(operation);
+  if (allowed) return allowed;
+  allowed = new Set(SAFE_REQUEST_HEADERS);
   for (const name of Array.isArray(listed) ? listed : []) if (typeof name === 'string') allowed.add(dashedHeaderName(name.toLowerCase()));
   for (const binding of Object.values(operation.constraints ?? {})) {
     if (binding.in === 'header') allowed.add(dashedHeaderName(binding.field.toLowerCase()));
   }
+  allowedByOperation.set(operation, allowed);
   return allowed;
 }
+
+/** {@link allowedRequestHeaders} per operation object (weak: dropped with the catalogue that holds it). */
+const allowedByOperation = new WeakMap<ConnectorOperation, Set<string>>();
 
 /**
  * The first header of the request (as sent: `raw` alternates names and values) that is
