@@ -3,6 +3,7 @@ import type { Pool, PoolClient } from 'pg';
 import { executeStatement, PG_POOL, SessionStatement, sqlArrayLiteral } from '@writ/database';
 import { BudgetReservation, GrantStore, ReserveOutcome } from './grant-store';
 import { RowIntegrity, taskIntegrityFieldsOf, type TaskIntegrityRow } from './row-integrity';
+import { type BudgetRule, budgetRules, type DeclaredEntry } from './task-limits';
 
 /** A connector as the gateway checks and forwards a call to it. */
 export interface GatewayConnector {
@@ -25,11 +26,21 @@ export interface GatewayConnector {
 export interface CredentialState {
   jti: string;
   taskId: string | null;
-  /** Indexes of the task's limited `allowed` entries this credential's calls are charged to; null: none. */
+  /**
+   * Indexes of the task's limited `allowed` entries this credential's calls are charged to; null:
+   * none. As read from the row (not tagged): the gateway takes the token's signed
+   * `budget_entries` claim instead when it has one (see `boundBySignedClaims`).
+   */
   budgetEntries: number[] | null;
+  /**
+   * The budget rules the task declared (its `limits`, from the verified task row: empty when it
+   * declares none or does not verify). A reservation bounds each budget row's maximum by these.
+   */
+  declaredBudgets: BudgetRule[];
   revoked: boolean;
   expired: boolean;
   uses: number;
+  /** As read from the row (not tagged): the gateway bounds it by the token's signed `max_uses` claim. */
   maxUses: number | null;
   taskStatus: string | null;
   taskExpired: boolean;
@@ -64,7 +75,10 @@ export interface RecheckParams {
 export interface SpendParams extends RecheckParams {
   /** The uses its credential should count once this call is spent; absent: its batch takes two round trips. */
   expectedUses?: number;
-  /** The credential's use limit (for the expected result). */
+  /**
+   * The credential's use limit as checked (bounded by its token's signed claim): the statement
+   * spends no use past it whatever the row's `max_uses` says. Absent or null: the row's alone.
+   */
   maxUses?: number | null;
 }
 
@@ -104,7 +118,8 @@ const RECHECK = `
 // The spends of a batch's use-limited calls, in one statement, in the order of the calls.
 // Each credential is looked up once, by primary key, and locked; calls of the same credential
 // are taken in order (`n`): a call whose connector is at the version it was checked against
-// spends a use while any is left (`live`, with the uses counted after it), one whose connector
+// spends a use while any is left (`live`, with the uses counted after it; the limit is the
+// row's bounded by the one the call was checked with, `$3`, which the token signs), one whose connector
 // moved on is `stale` while uses are left (checked again), anything else is `dead`; the uses
 // spent are then added per credential. Two calls of one batch can carry the same one-use
 // credential: one is `live`, the other `dead`, as if each had its own statement. It runs only
@@ -113,7 +128,7 @@ const RECHECK = `
 // constraints as RECHECK (it runs under the chain-head lock). `spent`, a data-modifying WITH,
 // runs to completion whether or not the final SELECT reads it.
 const SPEND_WRITTEN = `
-  WITH q AS (SELECT * FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(jti, version, n)),
+  WITH q AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[]) WITH ORDINALITY AS q(jti, version, signed_max, n)),
        c AS (SELECT t.jti, t.uses, t.max_uses, t.connector_id
                FROM (SELECT DISTINCT jti FROM q) d
               CROSS JOIN LATERAL (
@@ -121,7 +136,8 @@ const SPEND_WRITTEN = `
                      WHERE t.jti = d.jti AND t.revoked_at IS NULL AND t.expires_at > now()
                      OFFSET 0 FOR UPDATE) t
               WHERE (SELECT k.status = 'active' AND k.expires_at > now() FROM tasks k WHERE k.id = t.task_id)),
-       calls AS (SELECT q.n, q.jti, c.uses, c.max_uses, c.jti IS NOT NULL AS good,
+       -- The row's max_uses (not tagged) bounded by the one the call was checked with (signed).
+       calls AS (SELECT q.n, q.jti, c.uses, LEAST(c.max_uses, q.signed_max) AS max_uses, c.jti IS NOT NULL AS good,
                         (q.version IS NULL OR (SELECT cn.version FROM connectors cn WHERE cn.id = c.connector_id) = q.version) AS current
                    FROM q LEFT JOIN c ON c.jti = q.jti),
        ranked AS (SELECT calls.*, COALESCE(count(*) FILTER (WHERE good AND current)
@@ -155,14 +171,14 @@ const RECHECK_ALL_LIVE: SessionStatement = {
 
 /**
  * {@link SPEND_BATCH} for a batch sent as one message with its events (`BatchableWork.inline.expect`):
- * fails (`writ_expect`) unless every call (`$4` of them) is live and leaves its credential at
- * the uses expected (`$3`, in call order). The verdicts are read as the plain statement reads them.
+ * fails (`writ_expect`) unless every call (`$5` of them) is live and leaves its credential at
+ * the uses expected (`$4`, in call order). The verdicts are read as the plain statement reads them.
  */
 const SPEND_AS_EXPECTED: SessionStatement = {
   name: 'writ_gateway_spend_batch_x',
   text: `${SPEND_WRITTEN}, outcomes AS (${SPEND_VERDICTS})
-  SELECT writ_expect((SELECT count(*) FROM outcomes o JOIN unnest($3::int[]) WITH ORDINALITY AS e(uses, n) ON e.n = o.n
-                       WHERE o.verdict = 'live' AND o.uses = e.uses), $4::bigint, 'the calls spent as expected')`,
+  SELECT writ_expect((SELECT count(*) FROM outcomes o JOIN unnest($4::int[]) WITH ORDINALITY AS e(uses, n) ON e.n = o.n
+                       WHERE o.verdict = 'live' AND o.uses = e.uses), $5::bigint, 'the calls spent as expected')`,
 };
 
 /** {@link SPEND_BATCH}, prepared once per connection for the audit batch's locking message. */
@@ -193,6 +209,16 @@ function spendResultsOf(rows: SpendRow[], checks: RecheckParams[]): SpendResult[
 /** The `$1` (jtis) and `$2` (connector versions) of a batch's checks, as array literals for `EXECUTE`. */
 function checkLiterals(checks: RecheckParams[]): [string, string] {
   return [sqlArrayLiteral(checks.map((check) => check.jti)), sqlArrayLiteral(checks.map((check) => check.connectorVersion))];
+}
+
+/** {@link checkLiterals} and the `$3` (use limits as checked) of a batch's spends. */
+function spendLiterals(checks: SpendParams[]): [string, string, string] {
+  return [...checkLiterals(checks), sqlArrayLiteral(checks.map((check) => signedMaxOf(check)))];
+}
+
+/** A spend's use limit as checked, for `$3` (null: the row's alone). */
+function signedMaxOf(check: SpendParams): number | null {
+  return typeof check.maxUses === 'number' && Number.isInteger(check.maxUses) ? check.maxUses : null;
 }
 
 /** One row of {@link RECHECK}: the 1-based position of a live credential among the checks, and whether its connector is current. */
@@ -270,7 +296,8 @@ export class GrantStateRepository {
     const { rows } = await this.pool.query<LoadRow>({ name: 'writ_gateway_load', text: LOAD, values: [jti] });
     const row = rows[0];
     if (!row) return undefined;
-    if (row.k_id !== null && !this.taskVerifies(row)) {
+    const taskVerifies = row.k_id !== null && this.taskVerifies(row);
+    if (row.k_id !== null && !taskVerifies) {
       row.task_status = null;
       row.task_expired = true;
       row.user_issuer = null;
@@ -293,6 +320,7 @@ export class GrantStateRepository {
       jti: row.jti,
       taskId: row.task_id,
       budgetEntries: row.budget_entries,
+      declaredBudgets: taskVerifies && Array.isArray(row.k_allowed) ? budgetRules(row.k_allowed as DeclaredEntry[]) : [],
       revoked: row.revoked,
       expired: row.expired,
       uses: row.uses,
@@ -377,11 +405,11 @@ export class GrantStateRepository {
    * Spends one use of each use-limited credential of a batch's calls (inside the audit
    * transaction), in the order of the calls, all in one statement; see {@link SPEND_BATCH}.
    */
-  readonly spendAt = async (client: PoolClient, checks: RecheckParams[]): Promise<SpendResult[]> => {
+  readonly spendAt = async (client: PoolClient, checks: SpendParams[]): Promise<SpendResult[]> => {
     const { rows } = await client.query<SpendRow>({
       name: 'writ_gateway_spend_batch',
       text: SPEND_BATCH,
-      values: [checks.map((check) => check.jti), checks.map((check) => check.connectorVersion)],
+      values: [checks.map((check) => check.jti), checks.map((check) => check.connectorVersion), checks.map(signedMaxOf)],
     });
     return spendResultsOf(rows, checks);
   };
@@ -389,21 +417,24 @@ export class GrantStateRepository {
   /** {@link spendAt} as an `EXECUTE` with its values as literals, sent in the message that locks the chain head. */
   readonly spendInline = {
     statements: [SPEND_BATCH_STATEMENT],
-    sql: (checks: RecheckParams[]): string => executeStatement(SPEND_BATCH_STATEMENT, checkLiterals(checks)),
-    parse: (rows: Array<Record<string, unknown>>, checks: RecheckParams[]): SpendResult[] => spendResultsOf(rows as unknown as SpendRow[], checks),
+    sql: (checks: SpendParams[]): string => executeStatement(SPEND_BATCH_STATEMENT, spendLiterals(checks)),
+    parse: (rows: Array<Record<string, unknown>>, checks: SpendParams[]): SpendResult[] => spendResultsOf(rows as unknown as SpendRow[], checks),
     expect: {
       statements: [SPEND_AS_EXPECTED],
       sql: (checks: SpendParams[]): string | undefined =>
         checks.some((check) => check.expectedUses === undefined)
           ? undefined
-          : executeStatement(SPEND_AS_EXPECTED, [...checkLiterals(checks), sqlArrayLiteral(checks.map((check) => check.expectedUses!)), String(checks.length)]),
+          : executeStatement(SPEND_AS_EXPECTED, [...spendLiterals(checks), sqlArrayLiteral(checks.map((check) => check.expectedUses!)), String(checks.length)]),
       expected: (check: SpendParams): SpendResult => ({ verdict: 'live', uses: check.expectedUses!, maxUses: check.maxUses ?? null }),
     },
   };
 
-  /** Reserves one call on the task budgets the credential is charged to (inside the audit transaction), all or nothing. */
-  reserve(client: PoolClient, taskId: string, entries: number[], values: Record<string, unknown>): Promise<ReserveOutcome> {
-    return this.store.reserveBudget(client, taskId, entries, values);
+  /**
+   * Reserves one call on the task budgets the credential is charged to (inside the audit
+   * transaction), all or nothing, each bounded by its `declared` limit (the verified task's).
+   */
+  reserve(client: PoolClient, taskId: string, entries: number[], values: Record<string, unknown>, declared: readonly BudgetRule[]): Promise<ReserveOutcome> {
+    return this.store.reserveBudget(client, taskId, entries, values, declared);
   }
 
   /** Gives a reservation back (inside the transaction that audits why). */

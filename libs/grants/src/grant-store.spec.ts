@@ -62,14 +62,13 @@ describe('GrantStore', () => {
 
   it('reserves exactly within the limit from 20 concurrent transactions, all or nothing', async () => {
     const taskId = await newTask();
-    await inTransaction((tx) =>
-      store.declareBudgets(tx, taskId, [
-        { entry: 0, rule: 'calls', maximum: 10 },
-        { entry: 0, rule: 'sum:amount_max', maximum: 90000 },
-      ]),
-    );
+    const declared = [
+      { entry: 0, rule: 'calls', maximum: 10 },
+      { entry: 0, rule: 'sum:amount_max', maximum: 90000 },
+    ];
+    await inTransaction((tx) => store.declareBudgets(tx, taskId, declared));
     const outcomes: ReserveOutcome[] = await Promise.all(
-      Array.from({ length: 20 }, () => inTransaction((tx) => store.reserveBudget(tx, taskId, [0], { amount_max: 30000 }))),
+      Array.from({ length: 20 }, () => inTransaction((tx) => store.reserveBudget(tx, taskId, [0], { amount_max: 30000 }, declared))),
     );
     expect(outcomes.filter((outcome) => outcome.ok)).toHaveLength(3);
     for (const outcome of outcomes.filter((outcome) => !outcome.ok)) expect(outcome).toMatchObject({ rule: 'limit:sum:amount_max', entry: 0 });
@@ -79,16 +78,18 @@ describe('GrantStore', () => {
 
   it('refuses a missing or negative summed value, and releases a reservation', async () => {
     const taskId = await newTask();
-    await inTransaction((tx) =>
-      store.declareBudgets(tx, taskId, [
-        { entry: 1, rule: 'calls', maximum: 5 },
-        { entry: 1, rule: 'sum:amount_max', maximum: 100 },
-      ]),
-    );
-    expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], {}))).toMatchObject({ ok: false, rule: 'limit:sum:amount_max' });
-    expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], { amount_max: -1 }))).toMatchObject({ ok: false, rule: 'limit:sum:amount_max' });
-    expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], { amount_max: '50' }))).toMatchObject({ ok: false });
-    const held = await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], { amount_max: 60.5 }));
+    const declared = [
+      { entry: 1, rule: 'calls', maximum: 5 },
+      { entry: 1, rule: 'sum:amount_max', maximum: 100 },
+    ];
+    await inTransaction((tx) => store.declareBudgets(tx, taskId, declared));
+    expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], {}, declared))).toMatchObject({ ok: false, rule: 'limit:sum:amount_max' });
+    expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], { amount_max: -1 }, declared))).toMatchObject({
+      ok: false,
+      rule: 'limit:sum:amount_max',
+    });
+    expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], { amount_max: '50' }, declared))).toMatchObject({ ok: false });
+    const held = await inTransaction((tx) => store.reserveBudget(tx, taskId, [1], { amount_max: 60.5 }, declared));
     expect(held).toMatchObject({ ok: true });
     expect(await used(taskId)).toEqual({ calls: 1, 'sum:amount_max': 60.5 });
     if (held.ok) await inTransaction((tx) => store.releaseBudget(tx, held.reservation));
@@ -100,7 +101,40 @@ describe('GrantStore', () => {
 
   it('refuses a reservation on entries without budget rows (fail closed)', async () => {
     const taskId = await newTask();
-    expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [0], {}))).toMatchObject({ ok: false, rule: 'limit:calls' });
+    expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [0], {}, []))).toMatchObject({ ok: false, rule: 'limit:calls' });
+  });
+
+  it('bounds a budget row raised by hand by the declared limit, in the reserving statement', async () => {
+    const taskId = await newTask();
+    const declared = [
+      { entry: 0, rule: 'calls', maximum: 2 },
+      { entry: 0, rule: 'sum:amount_max', maximum: 100 },
+    ];
+    await inTransaction((tx) => store.declareBudgets(tx, taskId, declared));
+    // A database administrator raises both maxima (the rows are not tagged).
+    await pool.query(`UPDATE task_budgets SET maximum = 1000000 WHERE task_id = $1`, [taskId]);
+    const outcomes = await Promise.all(
+      Array.from({ length: 10 }, () => inTransaction((tx) => store.reserveBudget(tx, taskId, [0], { amount_max: 40 }, declared))),
+    );
+    expect(outcomes.filter((outcome) => outcome.ok)).toHaveLength(2);
+    expect(outcomes.find((outcome) => !outcome.ok)).toMatchObject({ ok: false, rule: 'limit:calls', description: expect.stringContaining('(2)') });
+    expect(await used(taskId)).toEqual({ calls: 2, 'sum:amount_max': 80 });
+    // What the policy sees at the exchange is bounded the same way.
+    expect(await store.budgetsOf(taskId, declared)).toEqual([
+      { entry: 0, calls: { limit: 2, used: 2, remaining: 0 }, sum: { amount_max: { limit: 100, used: 80, remaining: 20 } } },
+    ]);
+  });
+
+  it('refuses a reservation when a declared budget row was deleted by hand', async () => {
+    const taskId = await newTask();
+    const declared = [
+      { entry: 0, rule: 'calls', maximum: 1 },
+      { entry: 0, rule: 'sum:amount_max', maximum: 100 },
+    ];
+    await inTransaction((tx) => store.declareBudgets(tx, taskId, declared));
+    await pool.query(`DELETE FROM task_budgets WHERE task_id = $1 AND rule = 'calls'`, [taskId]);
+    expect(await inTransaction((tx) => store.reserveBudget(tx, taskId, [0], { amount_max: 1 }, declared))).toMatchObject({ ok: false });
+    expect(await used(taskId)).toEqual({ 'sum:amount_max': 0 });
   });
 
   describe('declarer standing', () => {

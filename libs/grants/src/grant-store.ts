@@ -102,8 +102,15 @@ interface BudgetRow {
   remaining: string;
 }
 
-/** A budget row as text, the subtraction done exactly in `numeric`. */
-const BUDGET_COLUMNS = `entry, rule, used::text AS used, maximum::text AS maximum, GREATEST(maximum - used, 0)::text AS remaining`;
+/**
+ * A budget row (`b`) as text, its maximum bounded by the declared limit joined as `d` (see
+ * {@link DECLARED_JOIN}), the subtraction done exactly in `numeric`.
+ */
+const BOUNDED_BUDGET_COLUMNS = `b.entry, b.rule, b.used::text AS used, LEAST(b.maximum, d.maximum)::text AS maximum,
+  GREATEST(LEAST(b.maximum, d.maximum) - b.used, 0)::text AS remaining`;
+
+/** The declared limits (`$2`-`$4`: entry, rule, maximum) joined to the budget rows `b`; none given: the rows' own maxima. */
+const DECLARED_JOIN = `LEFT JOIN unnest($2::smallint[], $3::text[], $4::numeric[]) AS d(entry, rule, maximum) ON d.entry = b.entry AND d.rule = b.rule`;
 
 /**
  * The standing of a task's declarer ({@link DeclarerStanding}), read under share locks taken in
@@ -136,21 +143,34 @@ const REVOKE_TASK_TOKENS = `UPDATE access_tokens SET revoked_at = now(), revoked
  * `calls`, the request's value of the named constraint for `sum:<name>`), and adds them only
  * if every rule stays within its maximum. Under READ COMMITTED the locked rows are the latest
  * committed versions, so the check holds against every other instance.
+ *
+ * The budget rows are not tagged; the limits the task declared (`$4`-`$6`: entry, rule and
+ * maximum of each, read from the verified task row) are. Each row's maximum is bounded by its
+ * declared limit, and every declared rule of the charged entries must have its row: a
+ * `maximum` raised by hand, or a `calls` row deleted, buys nothing.
  */
 const RESERVE = `
-  WITH locked AS (
-    SELECT entry, rule, used, maximum,
-           CASE WHEN rule = 'calls' THEN 1::numeric
-                WHEN jsonb_typeof($3::jsonb -> substr(rule, 5)) = 'number' THEN ($3::jsonb ->> substr(rule, 5))::numeric
+  WITH declared AS (SELECT * FROM unnest($4::smallint[], $5::text[], $6::numeric[]) AS d(entry, rule, maximum)),
+  locked AS (
+    SELECT b.entry, b.rule, b.used, LEAST(b.maximum, d.maximum) AS maximum, d.rule IS NOT NULL AS declared,
+           CASE WHEN b.rule = 'calls' THEN 1::numeric
+                WHEN jsonb_typeof($3::jsonb -> substr(b.rule, 5)) = 'number' THEN ($3::jsonb ->> substr(b.rule, 5))::numeric
            END AS amount
-      FROM task_budgets WHERE task_id = $1 AND entry = ANY($2::smallint[])
-     ORDER BY entry, rule FOR UPDATE),
+      FROM task_budgets b LEFT JOIN declared d ON d.entry = b.entry AND d.rule = b.rule
+     WHERE b.task_id = $1 AND b.entry = ANY($2::smallint[])
+     ORDER BY b.entry, b.rule FOR UPDATE OF b),
   verdict AS (
-    SELECT count(*) > 0 AND bool_and(amount IS NOT NULL AND amount >= 0 AND used + amount <= maximum) AS ok FROM locked)
+    SELECT count(*) > 0 AND count(*) FILTER (WHERE declared) = (SELECT count(*) FROM declared)
+           AND bool_and(amount IS NOT NULL AND amount >= 0 AND used + amount <= maximum) AS ok FROM locked)
   UPDATE task_budgets b SET used = b.used + l.amount
     FROM locked l, verdict v
    WHERE v.ok AND b.task_id = $1 AND b.entry = l.entry AND b.rule = l.rule
-  RETURNING b.entry, b.rule, l.amount::text AS amount, (b.maximum - b.used)::text AS remaining`;
+  RETURNING b.entry, b.rule, l.amount::text AS amount, GREATEST(l.maximum - b.used, 0)::text AS remaining`;
+
+/** The `$4`-`$6` (entry, rule, maximum) arrays of declared budget rules. */
+function declaredArrays(declared: readonly BudgetRule[]): [number[], string[], string[]] {
+  return [declared.map((rule) => rule.entry), declared.map((rule) => rule.rule), declared.map((rule) => String(rule.maximum))];
+}
 
 const RELEASE = `
   UPDATE task_budgets b SET used = GREATEST(b.used - r.amount, 0)
@@ -369,13 +389,20 @@ export class GrantStore {
    * `sum:<name>` by `values[name]` (the request's value of that constraint). Refused, changing
    * nothing, when any rule would pass its maximum or a summed value is missing or negative.
    */
-  async reserveBudget(tx: PoolClient, taskId: string, entries: number[], values: Record<string, unknown>): Promise<ReserveOutcome> {
+  async reserveBudget(
+    tx: PoolClient,
+    taskId: string,
+    entries: number[],
+    values: Record<string, unknown>,
+    declared: readonly BudgetRule[],
+  ): Promise<ReserveOutcome> {
     const numeric: Record<string, number> = {};
     for (const [name, value] of Object.entries(values)) if (typeof value === 'number' && Number.isFinite(value)) numeric[name] = value;
+    const charged = declared.filter((rule) => entries.includes(rule.entry));
     const { rows } = await tx.query<{ entry: number; rule: string; amount: string; remaining: string }>({
       name: 'writ_reserve_budget',
       text: RESERVE,
-      values: [taskId, entries, JSON.stringify(numeric)],
+      values: [taskId, entries, JSON.stringify(numeric), ...declaredArrays(charged)],
     });
     if (rows.length > 0) {
       return {
@@ -386,7 +413,7 @@ export class GrantStore {
         },
       };
     }
-    return this.explainRefusal(tx, taskId, entries, numeric);
+    return this.explainRefusal(tx, taskId, entries, numeric, charged);
   }
 
   /** Gives back a reservation (the call never reached the upstream), in the caller's transaction. */
@@ -396,9 +423,16 @@ export class GrantStore {
     await tx.query(RELEASE, [taskId, rules.map((rule) => rule.entry), rules.map((rule) => rule.rule), rules.map((rule) => String(rule.amount))]);
   }
 
-  /** What is left of every budget of a task, by entry (empty for a task without limits). */
-  async budgetsOf(taskId: string): Promise<EntryBudget[]> {
-    const { rows } = await this.pool.query<BudgetRow>(`SELECT ${BUDGET_COLUMNS} FROM task_budgets WHERE task_id = $1 ORDER BY entry, rule`, [taskId]);
+  /**
+   * What is left of every budget of a task, by entry (empty for a task without limits). With
+   * `declared` (the limits of the verified task row), each maximum is bounded by its declared
+   * limit, as the gateway's reservation bounds it.
+   */
+  async budgetsOf(taskId: string, declared: readonly BudgetRule[] = []): Promise<EntryBudget[]> {
+    const { rows } = await this.pool.query<BudgetRow>(
+      `SELECT ${BOUNDED_BUDGET_COLUMNS} FROM task_budgets b ${DECLARED_JOIN} WHERE b.task_id = $1 ORDER BY b.entry, b.rule`,
+      [taskId, ...declaredArrays(declared)],
+    );
     const byEntry = new Map<number, EntryBudget>();
     for (const row of rows) {
       const budget = byEntry.get(row.entry) ?? { entry: row.entry };
@@ -413,14 +447,21 @@ export class GrantStore {
   }
 
   /** Names the rule a refused reservation failed on (read after the atomic decision, for the message only). */
-  private async explainRefusal(tx: PoolClient, taskId: string, entries: number[], values: Record<string, number>): Promise<ReserveOutcome> {
+  private async explainRefusal(
+    tx: PoolClient,
+    taskId: string,
+    entries: number[],
+    values: Record<string, number>,
+    declared: readonly BudgetRule[],
+  ): Promise<ReserveOutcome> {
     // Whether each rule is passed is decided in numeric, as the reservation did (0.2 + 0.1 fits 0.3 there, not in doubles).
     const { rows } = await tx.query<BudgetRow & { over: boolean | null }>(
-      `SELECT ${BUDGET_COLUMNS},
-              used + CASE WHEN rule = 'calls' THEN 1::numeric
-                          WHEN jsonb_typeof($3::jsonb -> substr(rule, 5)) = 'number' THEN ($3::jsonb ->> substr(rule, 5))::numeric END > maximum AS over
-         FROM task_budgets WHERE task_id = $1 AND entry = ANY($2::smallint[]) ORDER BY entry, rule`,
-      [taskId, entries, JSON.stringify(values)],
+      `SELECT ${BOUNDED_BUDGET_COLUMNS},
+              b.used + CASE WHEN b.rule = 'calls' THEN 1::numeric
+                            WHEN jsonb_typeof($5::jsonb -> substr(b.rule, 5)) = 'number' THEN ($5::jsonb ->> substr(b.rule, 5))::numeric END
+                > LEAST(b.maximum, d.maximum) AS over
+         FROM task_budgets b ${DECLARED_JOIN} WHERE b.task_id = $1 AND b.entry = ANY($6::smallint[]) ORDER BY b.entry, b.rule`,
+      [taskId, ...declaredArrays(declared), JSON.stringify(values), entries],
     );
     for (const row of rows) {
       const name = row.rule.startsWith('sum:') ? row.rule.slice(4) : undefined;

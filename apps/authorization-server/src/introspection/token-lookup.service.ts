@@ -78,6 +78,11 @@ export class TokenLookup {
     );
     const row = rows[0];
     if (!row) return undefined;
+    // The row is not tagged: it must name the client and task the token was signed for, and
+    // its use limit and expiry count only as far as the token signs them.
+    if (row.client_id !== claims.client_id || (row.task_id ?? undefined) !== claims.task_id) return undefined;
+    const signedMaxUses = typeof claims.max_uses === 'number' ? claims.max_uses : null;
+    const signedExpiry = typeof claims.exp === 'number' ? new Date(claims.exp * 1000) : row.expires_at;
     const known: KnownToken = {
       jti: row.jti,
       kind: row.kind,
@@ -87,12 +92,12 @@ export class TokenLookup {
       taskStatus: row.task_status,
       taskOrchestratorId: row.orchestrator_id,
       connectorId: row.connector_id,
-      scope: row.scope,
-      authorizationDetails: row.authorization_details,
-      maxUses: row.max_uses,
+      scope: typeof claims.scope === 'string' ? claims.scope : null,
+      authorizationDetails: Array.isArray(claims.authorization_details) ? (claims.authorization_details as ConnectorDetail[]) : null,
+      maxUses: signedMaxUses === null ? row.max_uses : row.max_uses === null ? signedMaxUses : Math.min(row.max_uses, signedMaxUses),
       uses: row.uses,
       issuedAt: row.issued_at,
-      expiresAt: row.expires_at,
+      expiresAt: signedExpiry.getTime() < row.expires_at.getTime() ? signedExpiry : row.expires_at,
       revokedAt: row.revoked_at,
       claims,
     };

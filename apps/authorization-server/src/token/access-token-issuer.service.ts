@@ -130,6 +130,11 @@ export class AccessTokenIssuer {
     if (spec.authorizationDetails) claims.authorization_details = spec.authorizationDetails;
     if (spec.taskId) claims.task_id = spec.taskId;
     if (spec.cnfJkt) claims.cnf = { jkt: spec.cnfJkt };
+    // Signed, so that the gateway bounds the row's (untagged) use limit and budget charge by
+    // them: a database administrator raising `max_uses` or clearing `budget_entries` buys
+    // nothing. Absent when there is no limit or budget (the row can then only narrow).
+    if (spec.kind === 'connector' && spec.maxUses !== undefined && spec.maxUses !== null) claims.max_uses = spec.maxUses;
+    if (spec.kind === 'connector' && spec.budgetEntries?.length) claims.budget_entries = spec.budgetEntries;
     // The kid recorded is the one in the token's header: the active key may change (a reload
     // after a rotation on any instance) before the audit batch builds the event.
     const { token, kid } = await this.keys.sign(claims, { typ: ACCESS_TOKEN_TYP });

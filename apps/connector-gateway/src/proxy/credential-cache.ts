@@ -7,6 +7,8 @@ interface CredentialFacts {
   jti: string;
   taskId: string | null;
   budgetEntries: number[] | null;
+  /** The task's declared limits (its tagged `allowed`, which never changes). */
+  declaredBudgets: CredentialState['declaredBudgets'];
   maxUses: number | null;
   taskUser: CredentialState['taskUser'];
   connectorId: string;
@@ -49,6 +51,7 @@ export class CredentialCache {
           jti: facts.jti,
           taskId: facts.taskId,
           budgetEntries: facts.budgetEntries,
+          declaredBudgets: facts.declaredBudgets,
           revoked: false,
           expired: facts.expiresAtMs <= now,
           uses: 0,
@@ -86,6 +89,7 @@ export class CredentialCache {
       jti: state.jti,
       taskId: state.taskId,
       budgetEntries: state.budgetEntries,
+      declaredBudgets: state.declaredBudgets,
       maxUses: state.maxUses,
       taskUser: state.taskUser,
       connectorId,

@@ -52,6 +52,7 @@ import { SpendForecast } from './spend-forecast';
 import { parseRequestTarget, RequestTarget } from './request-target';
 import { parseStrictJson, StrictJsonError } from './strict-json';
 import { bodyMemberNames, objectKeys } from './body-names';
+import { boundBySignedLimits, signedLimitsOf } from './signed-limits';
 
 /** The parameter Rails, Laravel and Symfony read as the method to route (a form's `_method=DELETE`), as {@link parameterNameForms} give it. */
 const METHOD_PARAMETER = '_method';
@@ -417,9 +418,13 @@ export class ProxyService {
     if (!detail || detail.connector !== target.connectorId || !Array.isArray(detail.actions)) {
       throw new InvalidTokenError('the access token does not carry a grant for this connector', { reason: 'no_grant' });
     }
-    const state = await this.states.state(call.jti, fresh);
-    call.remembered = state?.remembered === true;
-    if (!state) throw new InvalidTokenError('the access token is not known to this authority', { reason: 'unknown_jti' });
+    const signed = signedLimitsOf(claims);
+    if (!signed) throw new InvalidTokenError('the access token is not valid for this connector', { reason: 'token_invalid' });
+    const read = await this.states.state(call.jti, fresh);
+    call.remembered = read?.remembered === true;
+    if (!read) throw new InvalidTokenError('the access token is not known to this authority', { reason: 'unknown_jti' });
+    // The row's use limit and budget charge (not tagged) count only as far as the token signs them.
+    const state = boundBySignedLimits(read, signed);
     // The credential's row (not tagged) names the task the token was signed for: a row moved to
     // another task (another user's) in SQL does not lend it that task's standing.
     if (state.taskId !== call.taskId) throw new InvalidTokenError('the access token is not known to this authority', { reason: 'unknown_jti' });
@@ -518,11 +523,11 @@ export class ProxyService {
    */
   private async spendWithBudget(checked: CheckedCall, call: CallContext, allowed: AuditEventInput, refused: AuditEventInput): Promise<SpendOutcome> {
     const { jti, maxUses, taskId, remembered } = checked.state;
-    const check = { jti, connectorVersion: checked.state.connector!.version };
+    const check = { jti, connectorVersion: checked.state.connector!.version, maxUses };
     const { result } = await this.audit.recordWith(
       async (client) => {
         if (remembered && (await this.grants.recheckAt(client, [check]))[0] !== 'live') return { again: true };
-        const reserved = await this.grants.reserve(client, taskId!, checked.state.budgetEntries!, checked.values);
+        const reserved = await this.grants.reserve(client, taskId!, checked.state.budgetEntries!, checked.values, checked.state.declaredBudgets);
         if (!reserved.ok) return { refusal: reserved };
         const live = maxUses === null ? { verdict: (await this.grants.recheckAt(client, [check]))[0] } : (await this.grants.spendAt(client, [check]))[0];
         if (live.verdict !== 'live') {

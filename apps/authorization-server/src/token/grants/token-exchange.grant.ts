@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { CredentialRevoker, staleDecision, taskEndEvents } from '@writ/grants';
-import { DeclaredEntry, GrantStore, grantFloorViolations, limitedEntriesCovering, operatorsOf, POLICY_DENIED } from '@writ/grants';
+import { budgetRules, DeclaredEntry, GrantStore, grantFloorViolations, limitedEntriesCovering, operatorsOf, POLICY_DENIED } from '@writ/grants';
 import type { ConnectorDetail } from '@writ/database';
 import { SigningKeyStore, TokenVerificationError } from '@writ/keys';
 import {
@@ -77,7 +77,8 @@ export class TokenExchangeGrant implements GrantHandler {
     const details = request.authorizationDetails;
     const connectors = await this.context.connectors([...new Set(details.map((detail) => detail.connector))]);
     const limited = (task.allowed as DeclaredEntry[]).some((entry) => entry.limits !== undefined);
-    const budgets = limited ? await this.grants.budgetsOf(task.id) : [];
+    // The budget rows are not tagged: what is left is bounded by the limits of the verified task row.
+    const budgets = limited ? await this.grants.budgetsOf(task.id, budgetRules(task.allowed)) : [];
     const now = new Date();
     const engine = this.policy.current();
     // Read with the engine: where the policy that decides this request came from.
