@@ -150,6 +150,31 @@ describe('credential and budget rows edited by a database administrator', () => 
     ]);
   });
 
+  it('refuses a credential past its signed exp though its row expiry was extended by hand', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(500)] });
+    const claims = decodeJwt(await credential(task.task_token, [payoutEntry(500)]));
+    await sql(`UPDATE access_tokens SET expires_at = now() + interval '30 days' WHERE jti = $1`, [claims.jti]);
+    // The same credential as it is once its exp has passed (signed by Writ: the row names it).
+    const now = Math.floor(Date.now() / 1000);
+    const { token: expired } = await first.runtime.signingKeys.sign({ ...claims, iat: now - 600, exp: now - 300 }, { typ: 'at+jwt' });
+    const response = await pay(first.gatewayUrl, expired, 100);
+    expect(response.status).toBe(401);
+    expect(response.body.error_description).toBe('the access token has expired');
+  });
+
+  it('keeps the row values for a credential issued before the claims existed (no max_uses, no budget_entries)', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(500, { calls: 5 })] });
+    const { max_uses: _uses, budget_entries: _entries, ...claims } = decodeJwt(await credential(task.task_token, [payoutEntry(500)]));
+    const { token: old } = await first.runtime.signingKeys.sign(claims, { typ: 'at+jwt' });
+    const before = payouts();
+    const results = await Promise.all(Array.from({ length: 4 }, (_, n) => pay(gatewayFor(n), old, 100)));
+    // Its row's one use and its row's budget entry, as before the change (the refused calls' reservations given back).
+    expect(results.map((result) => result.status).sort()).toEqual([201, 401, 401, 401]);
+    expect(payouts()).toBe(before + 1);
+    const { rows } = await sql(`SELECT used::float8 AS used FROM task_budgets WHERE task_id = $1`, [task.task_id]);
+    expect(rows).toEqual([{ used: 1 }]);
+  });
+
   it('refuses every call when a declared budget row is deleted by hand (its limit does not go with it)', async () => {
     const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(500, { calls: 1, sum: { amount_max: 1000 } })] });
     const tokens = await Promise.all(Array.from({ length: 3 }, () => credential(task.task_token, [payoutEntry(500)])));
