@@ -1,6 +1,7 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Agent, Orchestrator } from '@writ/sdk';
+import { Client as PgClient } from 'pg';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { seedWorld, World } from './support/grant-flow';
@@ -179,6 +180,26 @@ describe('MCP through the gateway', () => {
         .slice(6),
     );
     expect(data.result.tools.map((tool: { name: string }) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
+  });
+
+  it('lists the tools the verified task declares, not a task row a DBA widened since', async () => {
+    const { taskToken, taskId } = await task();
+    const { accessToken } = await agentOf(false).credential(taskToken, { connector: 'tools', action: 'lookup' });
+    const client = await fixedClient('tools', accessToken);
+    expect((await client.listTools()).tools.map((tool) => tool.name).sort()).toEqual(['lookup', 'slow', 'transfer']);
+    // The credential is now in the gateway's memory; the DBA (no master key) adds `wipe` to the task.
+    const dba = new PgClient({ connectionString: services.db.url });
+    await dba.connect();
+    try {
+      await dba.query(`UPDATE tasks SET allowed = allowed || '[{"connector":"tools","actions":["wipe"]}]'::jsonb WHERE id = $1`, [taskId]);
+    } finally {
+      await dba.end();
+    }
+    const listed = await client.listTools().then(
+      (answer) => answer.tools.map((tool) => tool.name),
+      () => [] as string[],
+    );
+    expect(listed).not.toContain('wipe');
   });
 
   it('streams each SSE event as the server sends it, not when the answer ends', async () => {

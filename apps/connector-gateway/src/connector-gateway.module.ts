@@ -7,7 +7,6 @@ import { CatalogueCache } from './catalogue/catalogue-cache';
 import { ConnectorCache } from './catalogue/connector-cache';
 import { ProtectedResourceController } from './mcp/protected-resource.controller';
 import { McpSessionRepository } from './mcp/mcp-session.repository';
-import { TaskToolsRepository } from './mcp/task-tools.repository';
 import { GrantStateRepository } from '@writ/grants';
 import { ProxyController } from './proxy/proxy.controller';
 import { CredentialCache } from './proxy/credential-cache';
@@ -33,7 +32,6 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         ConnectorCache,
         GrantStateRepository,
         CredentialCache,
-        TaskToolsRepository,
         McpSessionRepository,
         UpstreamCredentials,
         connectedAccountsProvider(UPSTREAM_DISPATCHER),

@@ -3,7 +3,7 @@ import type { Pool, PoolClient } from 'pg';
 import { executeStatement, PG_POOL, SessionStatement, sqlArrayLiteral } from '@writ/database';
 import { BudgetReservation, GrantStore, ReserveOutcome } from './grant-store';
 import { RowIntegrity, taskIntegrityFieldsOf, type TaskIntegrityRow } from './row-integrity';
-import { type BudgetRule, budgetRules, type DeclaredEntry } from './task-limits';
+import { type BudgetRule, budgetRules, type DeclaredEntry, declaredActions } from './task-limits';
 
 /** A connector as the gateway checks and forwards a call to it. */
 export interface GatewayConnector {
@@ -37,6 +37,11 @@ export interface CredentialState {
    * declares none or does not verify). A reservation bounds each budget row's maximum by these.
    */
   declaredBudgets: BudgetRule[];
+  /**
+   * The actions the task declared on this credential's connector (from the verified task row:
+   * empty when it does not verify): what `tools/list` shows an MCP client of the task.
+   */
+  declaredActions: string[];
   revoked: boolean;
   expired: boolean;
   uses: number;
@@ -321,6 +326,7 @@ export class GrantStateRepository {
       taskId: row.task_id,
       budgetEntries: row.budget_entries,
       declaredBudgets: taskVerifies && Array.isArray(row.k_allowed) ? budgetRules(row.k_allowed as DeclaredEntry[]) : [],
+      declaredActions: taskVerifies && row.c_id !== null && Array.isArray(row.k_allowed) ? declaredActions(row.k_allowed as DeclaredEntry[], row.c_id) : [],
       revoked: row.revoked,
       expired: row.expired,
       uses: row.uses,

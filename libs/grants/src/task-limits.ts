@@ -112,6 +112,19 @@ export function budgetRules(allowed: DeclaredEntry[]): BudgetRule[] {
   return rules;
 }
 
+/**
+ * The actions a task's declaration allows on one connector (each once, in declaration order):
+ * what an MCP client of the task may see in `tools/list`.
+ */
+export function declaredActions(allowed: DeclaredEntry[], connectorId: string): string[] {
+  const actions = new Set<string>();
+  for (const entry of allowed) {
+    if (entry?.connector !== connectorId || !Array.isArray(entry.actions)) continue;
+    for (const action of entry.actions) if (typeof action === 'string') actions.add(action);
+  }
+  return [...actions];
+}
+
 /** The gateway's refusal rule for a budget rule: `limit:calls` or `limit:sum:<constraint>`. */
 export function limitRuleName(rule: string): string {
   return `limit:${rule}`;

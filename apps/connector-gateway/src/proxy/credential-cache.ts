@@ -9,6 +9,8 @@ interface CredentialFacts {
   budgetEntries: number[] | null;
   /** The task's declared limits (its tagged `allowed`, which never changes). */
   declaredBudgets: CredentialState['declaredBudgets'];
+  /** The task's declared actions on the connector (its tagged `allowed`, which never changes). */
+  declaredActions: CredentialState['declaredActions'];
   maxUses: number | null;
   taskUser: CredentialState['taskUser'];
   connectorId: string;
@@ -52,6 +54,7 @@ export class CredentialCache {
           taskId: facts.taskId,
           budgetEntries: facts.budgetEntries,
           declaredBudgets: facts.declaredBudgets,
+          declaredActions: facts.declaredActions,
           revoked: false,
           expired: facts.expiresAtMs <= now,
           uses: 0,
@@ -90,6 +93,7 @@ export class CredentialCache {
       taskId: state.taskId,
       budgetEntries: state.budgetEntries,
       declaredBudgets: state.declaredBudgets,
+      declaredActions: state.declaredActions,
       maxUses: state.maxUses,
       taskUser: state.taskUser,
       connectorId,

@@ -31,7 +31,6 @@ import { mcpResponseBody } from '../mcp/mcp-response';
 import { McpFilterError } from '../mcp/tools-list-filter';
 import { resourceMetadataUrl } from '../mcp/resource-metadata';
 import { McpSessionRepository } from '../mcp/mcp-session.repository';
-import { TaskToolsRepository } from '../mcp/task-tools.repository';
 import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../gateway-errors';
 import {
   agentResponseHeaders,
@@ -137,7 +136,6 @@ export class ProxyService {
     @Inject(LOGGER) private readonly logger: Logger,
     @Inject(PG_POOL) pool: Pool,
     private readonly throttle: FailureThrottle,
-    private readonly taskTools: TaskToolsRepository,
     private readonly mcpSessions: McpSessionRepository,
   ) {
     this.jtis = new PgJtiStore(pool);
@@ -307,11 +305,12 @@ export class ProxyService {
       throw new InvalidRequestError(`an MCP ${req.method} request carries no body`, { reason: 'mcp_body_not_allowed' });
     call.mcpMethod = req.method === 'POST' ? 'message' : req.method;
     call.mcpRequestId = requestIdOf(parsed?.value);
-    // What the session may see: the tools its task allows here (tool lists on POST answers and on the event stream).
+    // What the session may see: the tools its task allows here (tool lists on POST answers and on
+    // the event stream), as the verified task row declares them.
     const visible =
       req.method === 'GET' || (parsed?.value as { method?: unknown } | undefined)?.method === 'tools/list'
         ? state.taskId
-          ? await this.taskTools.actions(state.taskId, target.connectorId)
+          ? state.declaredActions
           : detail.actions
         : detail.actions;
     const mcp = classifyMcpRequest(req.method, parsed?.value, parseToolCatalogue(state.connector!.operationsText), detail.actions, visible);

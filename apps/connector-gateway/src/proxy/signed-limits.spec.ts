@@ -6,6 +6,7 @@ const state = (maxUses: number | null, budgetEntries: number[] | null): Credenti
   taskId: 't',
   budgetEntries,
   declaredBudgets: [],
+  declaredActions: [],
   revoked: false,
   expired: false,
   uses: 0,
