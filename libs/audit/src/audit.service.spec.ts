@@ -24,6 +24,46 @@ const inEveryColumn = (value: string, outcome: AuditEventInput['outcome'], data:
   data,
 });
 
+/**
+ * Work that leaves a row per unit in `spec_order`, whose `ran` serial says when it ran: the
+ * order the chain must list the units' events in. Kind `inline-*` runs in the message that
+ * locks the chain head; `expect-*` in a batch sent as one message; others with `run`.
+ */
+const ordered = (kind: string, label: string): BatchableWork<string, boolean> => {
+  const insert = (labels: string[], literal: (value: string) => string) =>
+    `INSERT INTO spec_order (label) SELECT unnest(ARRAY[${labels.map(literal).join(', ')}]::text[])`;
+  return {
+    kind,
+    params: label,
+    run: async (client, labels) => {
+      await client.query('INSERT INTO spec_order (label) SELECT unnest($1::text[])', [labels]);
+      return labels.map(() => true);
+    },
+    inline: {
+      sql: (labels, literal) => (kind.startsWith('inline-') ? `${insert(labels, literal)} RETURNING label` : undefined),
+      parse: (_rows, labels) => labels.map(() => true),
+      ...(kind.startsWith('expect-')
+        ? {
+            expect: {
+              statements: [],
+              sql: (labels: string[], literal: (value: string) => string) =>
+                `WITH i AS (${insert(labels, literal)} RETURNING 1) SELECT writ_expect(count(*), ${labels.length}::bigint, 'the rows inserted') FROM i`,
+              expected: () => true,
+            },
+          }
+        : {}),
+    },
+  };
+};
+const orderEvent = (label: string): AuditEventInput => ({ type: 'test.order', outcome: 'success', actor: { type: 'system', id: 'spec' }, data: { label } });
+
+/** The labels of `spec_order` as the work ran, and of the `test.order` events as chained. */
+async function ranAndChained(pool: Pool): Promise<{ ran: string[]; chained: string[] }> {
+  const ran = await pool.query<{ label: string }>('SELECT label FROM spec_order ORDER BY ran');
+  const chained = await pool.query<{ label: string }>(`SELECT data->>'label' AS label FROM audit_events WHERE type = 'test.order' ORDER BY seq`);
+  return { ran: ran.rows.map((row) => row.label), chained: chained.rows.map((row) => row.label) };
+}
+
 describe('AuditService', () => {
   let db: TestDatabase;
   let pool: Pool;
@@ -154,6 +194,40 @@ describe('AuditService', () => {
     expect(outcomes[0].records).toHaveLength(1);
     expect(runs.length).toBeLessThan(10);
     expect(runs.flat().sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect((await audit.verify()).valid).toBe(true);
+  });
+
+  it('chains the events of a batch in the order its units did their work, not the order they were queued in', async () => {
+    await pool.query('CREATE TABLE IF NOT EXISTS spec_order (ran bigserial PRIMARY KEY, label text NOT NULL)');
+    await pool.query('TRUNCATE spec_order');
+    await audit.record(event(0));
+    // Queued in one tick, so written in one batch: work queued first runs after the batched
+    // work (inlined kinds in the message that locks the head, then the others), and an event
+    // without work records what happened before the batch.
+    const units = await Promise.all([
+      audit.recordWith(
+        async (client) => (await client.query(`INSERT INTO spec_order (label) VALUES ('work-1')`)).rowCount,
+        () => [orderEvent('work-1'), orderEvent('work-1')],
+      ),
+      audit.recordWithBatched(ordered('plain-b', 'plain-b-2'), () => [orderEvent('plain-b-2')]),
+      audit.record({ ...orderEvent('record-3'), type: 'test.order.recorded' }).then((records) => ({ records })),
+      audit.recordWithBatched(ordered('inline-a', 'inline-a-4'), () => [orderEvent('inline-a-4')]),
+      audit.recordWith(
+        async (client) => (await client.query(`INSERT INTO spec_order (label) VALUES ('work-5')`)).rowCount,
+        () => [orderEvent('work-5')],
+      ),
+      audit.recordWithBatched(ordered('inline-a', 'inline-a-6'), () => [orderEvent('inline-a-6')]),
+    ]);
+    const seqs = units.map((unit) => unit.records.map((record) => record.seq));
+    const all = seqs.flat().sort((a, b) => a - b);
+    expect(all).toEqual(Array.from({ length: 7 }, (_, index) => all[0] + index));
+    const { ran, chained } = await ranAndChained(pool);
+    expect(ran).toEqual(['inline-a-4', 'inline-a-6', 'plain-b-2', 'work-1', 'work-5']);
+    expect([...new Set(chained)]).toEqual(ran);
+    // The event without work is chained first; each unit's records are its own, in order.
+    expect(seqs[2][0]).toBeLessThan(Math.min(...seqs.filter((_, index) => index !== 2).flat()));
+    expect(units[0].records.map((record) => record.data.label)).toEqual(['work-1', 'work-1']);
+    expect(seqs[0][1]).toBe(seqs[0][0] + 1);
     expect((await audit.verify()).valid).toBe(true);
   });
 
@@ -402,6 +476,23 @@ describe('AuditService, batches sent as one message', () => {
     } finally {
       await holder.end();
     }
+    expect((await service.verify()).valid).toBe(true);
+  });
+
+  it('chains a one-message batch in the order its kinds ran, not the order its units were queued in', async () => {
+    const { service, oneMessage } = watched();
+    await pool.query('CREATE TABLE IF NOT EXISTS spec_order (ran bigserial PRIMARY KEY, label text NOT NULL)');
+    await pool.query('TRUNCATE spec_order');
+    await service.record(event(13)); // learns the head
+    await Promise.all([
+      service.recordWithBatched(ordered('expect-a', 'a-1'), () => [orderEvent('a-1')]),
+      service.recordWithBatched(ordered('expect-b', 'b-2'), () => [orderEvent('b-2')]),
+      service.recordWithBatched(ordered('expect-a', 'a-3'), () => [orderEvent('a-3')]),
+    ]);
+    expect(oneMessage).toEqual([true]);
+    const { ran, chained } = await ranAndChained(pool);
+    expect(ran).toEqual(['a-1', 'a-3', 'b-2']);
+    expect(chained).toEqual(ran);
     expect((await service.verify()).valid).toBe(true);
   });
 

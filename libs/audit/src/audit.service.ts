@@ -265,6 +265,26 @@ function batchedKinds(batch: Unit[]): Map<string, number[]> {
   return kinds;
 }
 
+/**
+ * The order a batch's units did their work in, which is the order their events are chained in:
+ * the chain must read as things happened. Units without work first (their events record what
+ * happened before they were queued, so before this batch's work), in queue order; then the
+ * batched work of each kind, the kinds `first` (run in the message that locks the chain head)
+ * before the others, kind after kind in `kinds` order, and each kind's units in queue order;
+ * then the other units' work, in queue order. A task end queued before a gateway call that
+ * spends in the same batch runs after that spend: the spend's `gateway.call` is chained before
+ * the end's `task.completed` and `token.revoked`, never after them.
+ */
+function executionOrder(batch: Unit[], kinds: Map<string, number[]>, first: ReadonlySet<string> = new Set()): number[] {
+  const order = batch.flatMap((unit, index) => (unit.work || unit.batched ? [] : [index]));
+  for (const [kind, indexes] of kinds) if (first.has(kind)) order.push(...indexes);
+  for (const [kind, indexes] of kinds) if (!first.has(kind)) order.push(...indexes);
+  batch.forEach((unit, index) => {
+    if (unit.work && !unit.batched) order.push(index);
+  });
+  return order;
+}
+
 /** The batched work of a batch that can go in the message that locks the chain head, as SQL. */
 function inlineWork(batch: Unit[], kinds: Map<string, number[]>, sessionStatements: boolean): Array<{ kind: string; sql: string }> {
   const inlined: Array<{ kind: string; sql: string }> = [];
@@ -502,7 +522,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       for (const [index, unit] of batch.entries()) {
         if (!unit.batched && unit.work) results[index] = await unit.work(client);
       }
-      const chained = this.chain(batch, results, { seq: Number(head.seq), hash: head.hash });
+      const order = executionOrder(batch, kinds, new Set(inlined.map((work) => work.kind)));
+      const chained = this.chain(batch, results, { seq: Number(head.seq), hash: head.hash }, order);
       const { all, dataTexts } = chained;
       if (all.length > 0) {
         const document = appendDocument(all, dataTexts);
@@ -558,7 +579,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     const results: unknown[] = new Array(batch.length);
     const works: string[] = [];
     const statements: SessionStatement[] = [APPEND];
-    for (const indexes of batchedKinds(batch).values()) {
+    const kinds = batchedKinds(batch);
+    for (const indexes of kinds.values()) {
       const expect = batch[indexes[0]].batched!.inline!.expect!;
       const params = indexes.map((index) => batch[index].batched!.params);
       let sql: string | undefined;
@@ -572,7 +594,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       statements.push(...expect.statements);
       indexes.forEach((unitIndex, position) => (results[unitIndex] = expect.expected(params[position])));
     }
-    const chained = this.chain(batch, results, head);
+    // Every kind runs in the message, one statement after the other, in `kinds` order.
+    const chained = this.chain(batch, results, head, executionOrder(batch, kinds));
     if (chained.all.length === 0) return false;
     let document: string;
     try {
@@ -628,15 +651,20 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     }
   }
 
-  /** Builds and hashes a batch's events, given each unit's result, on `head`. */
-  private chain(batch: Unit[], results: unknown[], head: ChainHead): ChainedBatch {
+  /**
+   * Builds and hashes a batch's events, given each unit's result, on `head`: unit after unit in
+   * `order` (the order their work ran in, see {@link executionOrder}), so that seqs follow it.
+   */
+  private chain(batch: Unit[], results: unknown[], head: ChainHead, order: readonly number[]): ChainedBatch {
+    if (order.length !== batch.length) throw new Error(`an audit batch of ${batch.length} units was ordered as ${order.length}`);
     let seq = head.seq;
     let prevHash = head.hash;
-    const recordsPerUnit: AuditRecord[][] = [];
+    const recordsPerUnit: AuditRecord[][] = new Array<AuditRecord[]>(batch.length);
     const all: AuditRecord[] = [];
     // The canonical JSON of each event's data, also the jsonb text it is written as.
     const dataTexts: string[] = [];
-    for (const [index, unit] of batch.entries()) {
+    for (const index of order) {
+      const unit = batch[index];
       const inputs = typeof unit.events === 'function' ? unit.events(results[index]) : unit.events;
       const records: AuditRecord[] = [];
       for (const input of inputs) {
@@ -665,7 +693,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
         records.push(record);
         prevHash = record.hash;
       }
-      recordsPerUnit.push(records);
+      recordsPerUnit[index] = records;
       all.push(...records);
     }
     return { recordsPerUnit, all, dataTexts, head: { seq, hash: prevHash } };
