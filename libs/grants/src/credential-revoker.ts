@@ -17,28 +17,62 @@ export interface EndedTask {
   revokedTokens: number;
 }
 
-/** The audit events of a task end: `task.<status>`, and `token.revoked` listing its revoked credentials. */
-export function taskEndEvents(
-  taskId: string,
-  status: Exclude<TaskStatus, 'active'>,
+/**
+ * Most credentials one `token.revoked` event lists. A revocation of more (a task, an agent or a
+ * connector with thousands of credentials) is recorded as consecutive `token.revoked` events of
+ * at most this many `jtis` each, committed together: every revoked jti is in the log, and no
+ * single event (hashed, written and read back under the chain-head lock) grows with them.
+ */
+export const REVOKED_JTIS_PER_EVENT = 500;
+
+/**
+ * The `token.revoked` events of one revocation of `jtis` (none: no event). Each lists at most
+ * {@link REVOKED_JTIS_PER_EVENT} of them and says how many the revocation revoked (`count`);
+ * when there are more, the events carry `part` (1-based) and `parts`, in jti order as revoked.
+ */
+export function tokenRevokedEvents(
+  event: Pick<AuditEventInput, 'actor' | 'agentId' | 'taskId' | 'connectorId'>,
+  jtis: readonly string[],
   reason: string,
-  actor: RevocationActor,
-  ended: EndedTaskRow,
 ): AuditEventInput[] {
+  const parts = Math.ceil(jtis.length / REVOKED_JTIS_PER_EVENT);
+  return Array.from({ length: parts }, (_, index) => ({
+    ...event,
+    type: 'token.revoked',
+    outcome: 'success' as const,
+    data: {
+      reason,
+      jtis: jtis.slice(index * REVOKED_JTIS_PER_EVENT, (index + 1) * REVOKED_JTIS_PER_EVENT),
+      count: jtis.length,
+      ...(parts > 1 ? { part: index + 1, parts } : {}),
+    },
+  }));
+}
+
+/** Who ends a task found past its deadline when another end was asked for: the deadline, not the caller. */
+const DEADLINE_ACTOR: RevocationActor = { type: 'system', id: 'task-deadline' };
+
+/**
+ * The audit events of a task end: `task.<status>`, and `token.revoked` listing its revoked
+ * credentials ({@link tokenRevokedEvents}). `requested` is the end that was asked for: when the
+ * task was found past its deadline instead (`ended.status` is `expired`), the events are the
+ * expiry sweep's (actor `system`, reason `deadline passed`), and `task.expired` also names the
+ * end that was asked for and who asked (`requested_status`, `requested_by`).
+ */
+export function taskEndEvents(taskId: string, requested: Exclude<TaskStatus, 'active'>, actor: RevocationActor, ended: EndedTaskRow): AuditEventInput[] {
+  const { status, reason } = ended;
+  const overtaken = status !== requested;
+  const by = overtaken ? DEADLINE_ACTOR : actor;
   return [
-    { type: `task.${status}`, outcome: 'success', actor, agentId: ended.agentId, taskId, data: { status, reason } },
-    ...(ended.jtis.length
-      ? [
-          {
-            type: 'token.revoked',
-            outcome: 'success' as const,
-            actor,
-            agentId: ended.agentId,
-            taskId,
-            data: { reason: `task ${status}`, jtis: ended.jtis, count: ended.jtis.length },
-          },
-        ]
-      : []),
+    {
+      type: `task.${status}`,
+      outcome: 'success',
+      actor: by,
+      agentId: ended.agentId,
+      taskId,
+      data: { status, reason, ...(overtaken ? { requested_status: requested, requested_by: { type: actor.type, id: actor.id } } : {}) },
+    },
+    ...tokenRevokedEvents({ actor: by, agentId: ended.agentId, taskId }, ended.jtis, `task ${status}`),
   ];
 }
 
@@ -59,7 +93,9 @@ export class CredentialRevoker {
 
   /**
    * Moves an active task to a final status and revokes every credential issued for it.
-   * A task that is no longer active is left as it is (`changed: false`).
+   * A task that is no longer active is left as it is (`changed: false`). A task past its
+   * deadline becomes `expired` whatever `status` is asked for (see {@link GrantStore.endTask}):
+   * `status` in the answer is the one it ended with.
    */
   async endTask(taskId: string, status: Exclude<TaskStatus, 'active'>, reason: string, actor: RevocationActor): Promise<EndedTask> {
     const result = await this.transaction.run(
@@ -67,13 +103,13 @@ export class CredentialRevoker {
         const ended = await this.grants.endTask(client, taskId, status, reason);
         if (!ended) {
           const current = await client.query<{ status: TaskStatus }>('SELECT status FROM tasks WHERE id = $1', [taskId]);
-          return { changed: false, status: current.rows[0]?.status ?? null, agentId: null, jtis: [] as string[] };
+          return { status: current.rows[0]?.status ?? null, ended: undefined };
         }
-        return { changed: true, status, agentId: ended.agentId, jtis: ended.jtis };
+        return { status: ended.status, ended };
       },
-      (outcome) => (outcome.changed ? taskEndEvents(taskId, status, reason, actor, { agentId: outcome.agentId!, jtis: outcome.jtis }) : []),
+      (outcome) => (outcome.ended ? taskEndEvents(taskId, status, actor, outcome.ended) : []),
     );
-    return { changed: result.changed, status: result.status, revokedTokens: result.jtis.length };
+    return { changed: result.ended !== undefined, status: result.status, revokedTokens: result.ended?.jtis.length ?? 0 };
   }
 
   /** Revokes every live credential of an agent (suspension or deletion), in one transaction with its event. */

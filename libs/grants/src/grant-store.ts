@@ -55,9 +55,16 @@ export interface DeclarerStanding {
   agentStatus: 'active' | 'suspended' | null;
 }
 
+/** The status and reason a task ended past its deadline gets, whatever end was asked for (as the expiry sweep writes them). */
+export const DEADLINE_PASSED = { status: 'expired', reason: 'deadline passed' } as const;
+
 /** What ending a task changed. */
 export interface EndedTaskRow {
   agentId: string;
+  /** The status the task ended with: the one asked for, or `expired` when its deadline had passed. */
+  status: Exclude<TaskStatus, 'active'>;
+  /** Its `status_reason`: the one given, or {@link DEADLINE_PASSED}'s. */
+  reason: string;
   /** Every credential of the task revoked by this end. */
   jtis: string[];
 }
@@ -213,17 +220,23 @@ export class GrantStore {
    * Moves an active task to a final status and revokes every credential issued for it, in the
    * caller's transaction. `undefined` when the task was not active (nothing changed). An
    * issuance in flight holds the task row share-locked: this waits for it, and the revocation
-   * that follows sees its credential.
+   * that follows sees its credential. A task whose deadline has passed (`expires_at <= now()`,
+   * the database clock, in the same statement that ends it) ended then, whatever end is asked
+   * for now: it becomes `expired`, as the expiry sweep would have made it, never `completed`
+   * after the fact (the sweep runs every few seconds; the deadline is the end).
    */
   async endTask(tx: PoolClient, taskId: string, status: Exclude<TaskStatus, 'active'>, reason: string): Promise<EndedTaskRow | undefined> {
-    const ended = await tx.query<{ agent_id: string }>(
-      `UPDATE tasks SET status = $2, status_reason = $3, ended_at = now()
-        WHERE id = $1 AND status = 'active' RETURNING agent_id`,
+    const ended = await tx.query<{ agent_id: string; status: Exclude<TaskStatus, 'active'>; status_reason: string }>(
+      `UPDATE tasks SET status = CASE WHEN expires_at <= now() THEN '${DEADLINE_PASSED.status}' ELSE $2 END,
+                        status_reason = CASE WHEN expires_at <= now() THEN '${DEADLINE_PASSED.reason}' ELSE $3 END,
+                        ended_at = now()
+        WHERE id = $1 AND status = 'active' RETURNING agent_id, status, status_reason`,
       [taskId, status, reason],
     );
     if (ended.rowCount === 0) return undefined;
-    const revoked = await tx.query<{ jti: string }>(REVOKE_TASK_TOKENS, [taskId, `task ${status}`]);
-    return { agentId: ended.rows[0].agent_id, jtis: revoked.rows.map((row) => row.jti) };
+    const row = ended.rows[0];
+    const revoked = await tx.query<{ jti: string }>(REVOKE_TASK_TOKENS, [taskId, `task ${row.status}`]);
+    return { agentId: row.agent_id, status: row.status, reason: row.status_reason, jtis: revoked.rows.map((r) => r.jti) };
   }
 
   /**

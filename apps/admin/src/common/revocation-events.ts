@@ -1,9 +1,10 @@
 import type { AuditEventInput } from '@writ/audit';
+import { tokenRevokedEvents } from '@writ/grants';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 
 /**
- * The `token.revoked` event of credentials an admin change revoked (none: no event), to be
- * recorded in the transaction that revoked them.
+ * The `token.revoked` events of credentials an admin change revoked (none: no event; many: split
+ * as {@link tokenRevokedEvents} says), to be recorded in the transaction that revoked them.
  */
 export function tokensRevokedEvents(
   principal: AdminPrincipal,
@@ -11,6 +12,5 @@ export function tokensRevokedEvents(
   reason: string,
   scope: { agentId?: string | null; connectorId?: string | null },
 ): AuditEventInput[] {
-  if (jtis.length === 0) return [];
-  return [{ type: 'token.revoked', outcome: 'success', actor: adminActor(principal), ...scope, data: { reason, jtis, count: jtis.length } }];
+  return tokenRevokedEvents({ actor: adminActor(principal), ...scope }, jtis, reason);
 }

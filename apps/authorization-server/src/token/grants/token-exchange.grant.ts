@@ -343,7 +343,7 @@ export class TokenExchangeGrant implements GrantHandler {
       async (tx) => {
         await this.stillCurrent(tx, client, engine.version, policyStored);
         const counted = await this.grants.recordRefusal(tx, task.id, decision.out_of_purpose === true);
-        if (!counted) return { decision, ended: undefined, reason: '' };
+        if (!counted) return { decision, ended: undefined };
         const priorRefusals = counted.refusals - 1;
         const priorOutOfPurpose = counted.outOfPurposeRequests - (decision.out_of_purpose ? 1 : 0);
         const history = input.task.history;
@@ -359,7 +359,7 @@ export class TokenExchangeGrant implements GrantHandler {
         const ended = quarantine ? await this.grants.endTask(tx, task.id, 'revoked', reason) : undefined;
         // The reasons of the answer that decided, so a quarantine says so to the agent.
         const final = quarantine ? { ...decision, quarantine: true, reasons: fresh.reasons } : { ...decision, quarantine: false };
-        return { decision: final, ended, reason, counted };
+        return { decision: final, ended, counted };
       },
       (outcome) => [
         {
@@ -375,7 +375,7 @@ export class TokenExchangeGrant implements GrantHandler {
             ...(outcome.counted ? { history: { refusals: outcome.counted.refusals, out_of_purpose_requests: outcome.counted.outOfPurposeRequests } } : {}),
           },
         },
-        ...(outcome.ended ? taskEndEvents(task.id, 'revoked', outcome.reason, quarantineActor, outcome.ended) : []),
+        ...(outcome.ended ? taskEndEvents(task.id, 'revoked', quarantineActor, outcome.ended) : []),
       ],
     );
     return result.decision;
