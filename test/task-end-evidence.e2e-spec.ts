@@ -8,7 +8,7 @@ import { createGatewayApp } from '../apps/connector-gateway/src/connector-gatewa
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
-import { setConnectorCredential } from './support/seed';
+import { seedAgent, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_task_end_evidence_7c1d';
@@ -221,6 +221,34 @@ describe('the evidence of a task end', () => {
       // Revoked with their task: the gateway refuses them.
       for (const token of tokens) expect((await pay(token)).status).toBe(401);
       expect(await services.runtime.audit.verify()).toMatchObject({ valid: true });
+    });
+
+    it('expires, not revokes, the tasks past their deadline of an agent being deleted', async () => {
+      await seedAgent(services.runtime.pool, 'agent-late');
+      const orchestrator = await seedOrchestrator(services.runtime.pool, 'orch-late', ['agent-late']);
+      const late = await createTask(services, orchestrator, { agent_id: 'agent-late', ttl_seconds: 1 });
+      const live = await createTask(services, orchestrator, { agent_id: 'agent-late', ttl_seconds: 600 });
+      await new Promise((resolve) => setTimeout(resolve, Date.parse(late.expires_at) - Date.now() + 100));
+      const deleted = await sendJson('DELETE', `${services.adminUrl}/v1/agents/agent-late`, undefined, services.adminToken);
+      expect(deleted.status).toBe(204);
+      const { rows } = await services.runtime.pool.query(`SELECT id, status, status_reason FROM tasks WHERE agent_id = 'agent-late'`);
+      expect(Object.fromEntries(rows.map((row) => [row.id, [row.status, row.status_reason]]))).toEqual({
+        [late.task_id]: ['expired', 'deadline passed'],
+        [live.task_id]: ['revoked', 'agent deleted'],
+      });
+      const events = await services.runtime.pool.query<ChainRow>(
+        `SELECT seq, type, outcome, actor_type, actor_id, task_id, data FROM audit_events
+          WHERE agent_id = 'agent-late' AND type IN ('admin.agent.deleted', 'task.revoked', 'task.expired') ORDER BY seq`,
+      );
+      const byType = Object.fromEntries(events.rows.map((row) => [row.type, row]));
+      expect(byType['admin.agent.deleted'].data).toEqual({ tasks_revoked: [live.task_id], tasks_expired: [late.task_id], tokens_revoked: 0 });
+      expect(byType['task.revoked']).toMatchObject({ task_id: live.task_id, actor_type: 'admin', data: { status: 'revoked', reason: 'agent deleted' } });
+      expect(byType['task.expired']).toMatchObject({
+        task_id: late.task_id,
+        actor_type: 'system',
+        actor_id: 'task-deadline',
+        data: { status: 'expired', reason: 'deadline passed', requested_status: 'revoked', requested_by: { type: 'admin' } },
+      });
     });
 
     it('completes a task ended before its deadline', async () => {

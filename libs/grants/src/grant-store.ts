@@ -357,15 +357,19 @@ export class GrantStore {
 
   /**
    * Ends every active task of an agent as `revoked` (the agent is being deleted), in the
-   * caller's transaction; returns their ids. Their credentials are revoked with the agent's.
+   * caller's transaction; returns each one's id, status and reason. A task past its deadline
+   * becomes `expired` instead, as in {@link endTask}. Their credentials are revoked with the
+   * agent's.
    */
-  async revokeTasksOfAgent(tx: PoolClient, agentId: string, reason: string): Promise<string[]> {
-    const { rows } = await tx.query<{ id: string }>(
-      `UPDATE tasks SET status = 'revoked', status_reason = $2, ended_at = now()
-        WHERE agent_id = $1 AND status = 'active' RETURNING id`,
+  async revokeTasksOfAgent(tx: PoolClient, agentId: string, reason: string): Promise<Array<Omit<EndedTaskRow, 'jtis'> & { id: string }>> {
+    const { rows } = await tx.query<{ id: string; status: 'revoked' | 'expired'; status_reason: string }>(
+      `UPDATE tasks SET status = CASE WHEN expires_at <= now() THEN '${DEADLINE_PASSED.status}' ELSE 'revoked' END,
+                        status_reason = CASE WHEN expires_at <= now() THEN '${DEADLINE_PASSED.reason}' ELSE $2 END,
+                        ended_at = now()
+        WHERE agent_id = $1 AND status = 'active' RETURNING id, status, status_reason`,
       [agentId, reason],
     );
-    return rows.map((row) => row.id);
+    return rows.map((row) => ({ id: row.id, agentId, status: row.status, reason: row.status_reason }));
   }
 
   /** Revokes one credential (RFC 7009), in the caller's transaction; false when it was already revoked. */

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import { AuditEventInput, AuditService } from '@writ/audit';
-import { CredentialRevoker, GrantStore, RowIntegrity } from '@writ/grants';
+import { CredentialRevoker, GrantStore, RowIntegrity, taskEndEvents } from '@writ/grants';
 import { AgentEntity, RowOf } from '@writ/database';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
@@ -112,16 +112,21 @@ export class AgentsService {
       },
       ({ tasks, jtis }) => {
         const actor = adminActor(principal);
+        // A task past its deadline ended then: `task.expired`, as the sweep would have written it.
+        const expired = tasks.filter((task) => task.status === 'expired').map((task) => task.id);
         return [
-          { type: 'admin.agent.deleted', outcome: 'success', actor, agentId: id, data: { tasks_revoked: tasks, tokens_revoked: jtis.length } },
-          ...tasks.map((taskId): AuditEventInput => ({
-            type: 'task.revoked',
+          {
+            type: 'admin.agent.deleted',
             outcome: 'success',
             actor,
             agentId: id,
-            taskId,
-            data: { status: 'revoked', reason: 'agent deleted' },
-          })),
+            data: {
+              tasks_revoked: tasks.filter((task) => task.status === 'revoked').map((task) => task.id),
+              ...(expired.length > 0 ? { tasks_expired: expired } : {}),
+              tokens_revoked: jtis.length,
+            },
+          },
+          ...tasks.flatMap((task) => taskEndEvents(task.id, 'revoked', actor, { ...task, jtis: [] })),
           ...tokensRevokedEvents(principal, jtis, 'agent deleted', { agentId: id }),
         ];
       },
