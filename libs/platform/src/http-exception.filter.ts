@@ -39,6 +39,21 @@ export class ConflictError extends Error {
   }
 }
 
+/**
+ * Thrown when a request is well formed but cannot be processed as sent: `422 {error, message,
+ * fields}` (an `Idempotency-Key` already used for another request, as the IETF draft
+ * `draft-ietf-httpapi-idempotency-key-header` answers it).
+ */
+export class UnprocessableRequestError extends Error {
+  constructor(
+    readonly fields: FieldError[],
+    message: string,
+  ) {
+    super(message);
+    this.name = 'UnprocessableRequestError';
+  }
+}
+
 function nestErrorCode(status: number): string {
   switch (status) {
     case 400:
@@ -110,6 +125,10 @@ export class WritExceptionFilter implements ExceptionFilter {
     }
     if (exception instanceof ValidationFailedError) {
       send(400, { error: 'invalid_request', message: exception.message, fields: exception.fields });
+      return;
+    }
+    if (exception instanceof UnprocessableRequestError) {
+      send(422, { error: 'invalid_request', message: exception.message, fields: exception.fields });
       return;
     }
     if (exception instanceof NotFoundError) {
