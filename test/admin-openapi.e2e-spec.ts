@@ -232,6 +232,46 @@ describe('admin API: the OpenAPI document against the live app', () => {
     expect(full.status).toBe(403);
   });
 
+  it('documents Idempotency-Key, its 400 and its 422 on every create, and the answers keep to it', async () => {
+    const creates = [
+      'POST /v1/agents',
+      'POST /v1/orchestrators',
+      'POST /v1/connectors',
+      'POST /v1/identity-providers',
+      'POST /v1/admin-tokens',
+      'POST /v1/connections/links',
+    ];
+    const keyed = operations().filter(({ operation }) => (operation.parameters ?? []).some((p) => p.in === 'header' && p.name === 'Idempotency-Key'));
+    expect(keyed.map(({ path, method }) => `${method.toUpperCase()} ${path}`).sort()).toEqual([...creates].sort());
+    for (const { path, method, operation } of keyed) {
+      expect([method, path, Object.keys(operation.responses).filter((status) => ['201', '400', '422'].includes(status))]).toEqual([
+        method,
+        path,
+        ['201', '400', '422'],
+      ]);
+      const refused = await http(`${services.adminUrl}${path}`, {
+        method: 'POST',
+        headers: { ...auth(), 'content-type': 'application/json', 'idempotency-key': 'not a key' },
+        body: '{}',
+      });
+      expectDocumented(method, path, 'malformed key', operation, refused);
+      expect([path, refused.status, refused.body.fields]).toEqual([path, 400, [expect.objectContaining({ field: 'Idempotency-Key' })]]);
+    }
+    // A key reused for another request is a documented 422 naming the header.
+    const agents = paths['/v1/agents'].post;
+    const jwks = jwksOf(await createClientKey());
+    const keyedPost = (body: unknown) =>
+      http(`${services.adminUrl}/v1/agents`, {
+        method: 'POST',
+        headers: { ...auth(), 'content-type': 'application/json', 'idempotency-key': 'openapi-walk' },
+        body: JSON.stringify(body),
+      });
+    expectDocumented('post', '/v1/agents', 'first', agents, await keyedPost({ name: 'openapi-key', jwks }));
+    const reused = await keyedPost({ name: 'openapi-key-2', jwks });
+    expectDocumented('post', '/v1/agents', 'reused key', agents, reused);
+    expect([reused.status, reused.body.fields]).toEqual([422, [expect.objectContaining({ field: 'Idempotency-Key' })]]);
+  });
+
   it('refuses a query member an endpoint does not read, naming it, rather than ignoring it', async () => {
     for (const path of [
       '/v1/keys?status=active',

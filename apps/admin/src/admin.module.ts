@@ -17,6 +17,7 @@ import { ApprovalsController } from './approvals/approvals.controller';
 import { ApprovalsService } from './approvals/approvals.service';
 import { AuditLogService } from './audit/audit-log.service';
 import { AuditController } from './audit/audit.controller';
+import { AdminIdempotency } from './common/idempotency';
 import { AdminAuthErrorFilter } from './auth/admin-auth.filter';
 import { AdminTokenGuard } from './auth/admin-token.guard';
 import { AdminAuthenticator } from './auth/admin-authenticator';
@@ -69,6 +70,7 @@ export class AdminModule implements OnApplicationShutdown {
         { provide: APP_INTERCEPTOR, useClass: UnreadBodyInterceptor },
         AdminTokenGuard,
         AdminAuthenticator,
+        AdminIdempotency,
         FailureThrottle,
         AdminAuthErrorFilter,
         AgentsService,

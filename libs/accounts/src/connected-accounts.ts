@@ -178,25 +178,36 @@ export class ConnectedAccounts {
   private readonly refreshing = new Map<string, Promise<string>>();
 
   /** Issues a one-time connect link for `user` on `connectorId`. */
-  async createLink(connectorId: string, user: VerifiedUser, actor: ConnectionActor): Promise<ConnectLink> {
+  async createLink(
+    connectorId: string,
+    user: VerifiedUser,
+    actor: ConnectionActor,
+    within?: (tx: PoolClient, link: Omit<ConnectLink, 'url'>) => Promise<void>,
+  ): Promise<ConnectLink> {
     await this.credentialOf(connectorId);
     const token = randomBytes(32).toString('base64url');
     const expiresAt = new Date(Date.now() + CONNECT_LINK_TTL_SECONDS * 1000);
     // Only while the connector exists (key-share locked, so a removal in flight is waited for
     // and seen): one removed since the read above is the same 404 as for a fresh request.
+    const shown = { expires_at: expiresAt.toISOString(), connector_id: connectorId, user: { iss: user.issuer, sub: user.subject } };
     const { result: issued } = await this.audit.recordWith(
-      async (tx) =>
-        (
-          await tx.query(
-            `INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at)
-             SELECT $1::text, id, $3::text, $4::text, $5::text, $6::timestamptz FROM connectors WHERE id = $2 FOR KEY SHARE`,
-            [sha256(token), connectorId, user.issuer, user.subject, `${actor.type}:${actor.id ?? ''}`, expiresAt],
-          )
-        ).rowCount === 1,
+      async (tx) => {
+        const inserted =
+          (
+            await tx.query(
+              `INSERT INTO connect_links (id, connector_id, user_issuer, user_subject, created_by, expires_at)
+               SELECT $1::text, id, $3::text, $4::text, $5::text, $6::timestamptz FROM connectors WHERE id = $2 FOR KEY SHARE`,
+              [sha256(token), connectorId, user.issuer, user.subject, `${actor.type}:${actor.id ?? ''}`, expiresAt],
+            )
+          ).rowCount === 1;
+        // The caller's own step in the link's transaction (an Idempotency-Key taken with it), given the link without its secret.
+        if (inserted && within) await within(tx, shown);
+        return inserted;
+      },
       (inserted) => (inserted ? [this.event('connection.link_issued', 'success', actor, connectorId, user, { expires_at: expiresAt.toISOString() })] : []),
     );
     if (!issued) throw new ConnectedAccountError('not_found', `no connector ${connectorId}`, 404);
-    return { url: `${this.linkBase}${token}`, expires_at: expiresAt.toISOString(), connector_id: connectorId, user: { iss: user.issuer, sub: user.subject } };
+    return { url: `${this.linkBase}${token}`, ...shown };
   }
 
   /**

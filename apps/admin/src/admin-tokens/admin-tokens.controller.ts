@@ -5,6 +5,7 @@ import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
 import { AdminErrorDto, ValidationErrorDto } from '../common/error.dto';
+import { IdempotencyKey, IdempotentCreate, type IdempotentRequest } from '../common/idempotency';
 import { PageQueryDto } from '../common/page-query.dto';
 import { AdminTokensService } from './admin-tokens.service';
 import { AdminSelfDto, AdminTokenListDto, CreatedAdminTokenDto } from './dto/admin-token.dto';
@@ -22,8 +23,13 @@ export class AdminTokensController {
   @NoStore()
   @ApiCreatedResponse({ type: CreatedAdminTokenDto })
   @ApiBadRequestResponse({ type: ValidationErrorDto })
-  create(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateAdminTokenDto): Promise<CreatedAdminTokenDto> {
-    return this.tokens.create(admin, body);
+  @IdempotentCreate('token')
+  create(
+    @CurrentAdmin() admin: AdminPrincipal,
+    @Body() body: CreateAdminTokenDto,
+    @IdempotencyKey('POST /v1/admin-tokens') idempotency: IdempotentRequest | undefined,
+  ): Promise<CreatedAdminTokenDto | Omit<CreatedAdminTokenDto, 'token'>> {
+    return this.tokens.create(admin, body, idempotency);
   }
 
   /** Lists tokens (never the token, never its hash). */

@@ -9,6 +9,7 @@ import { ConflictError, hashAdminToken, isIsoInstant, isUuid, NotFoundError } fr
 import { AdminUnauthorizedError } from '../auth/admin-auth.errors';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
+import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
 import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
 import { AdminTokenDto, CreatedAdminTokenDto, toAdminTokenDto } from './dto/admin-token.dto';
 import type { CreateAdminTokenDto } from './dto/create-admin-token.dto';
@@ -30,6 +31,11 @@ function isTimeCursor(value: unknown): value is { t: string; i: string } {
   return isIsoInstant(cursor?.t) && isUuid(cursor?.i);
 }
 
+/** The answer to a token's creation without the token: what a replay under its `Idempotency-Key` gives. */
+function createdWithoutToken(created: AdminTokenDto): Omit<CreatedAdminTokenDto, 'token'> {
+  return { id: created.id, name: created.name, role: created.role, created_at: created.created_at, expires_at: created.expires_at };
+}
+
 /** Creates, lists and revokes admin tokens; a token is shown once and stored as its SHA-256. */
 @Injectable()
 export class AdminTokensService {
@@ -37,42 +43,60 @@ export class AdminTokensService {
     @InjectRepository(AdminTokenEntity) private readonly repository: Repository<AdminTokenEntity>,
     private readonly audit: AuditService,
     private readonly integrity: RowIntegrity,
+    private readonly idempotency: AdminIdempotency,
   ) {}
 
-  /** Creates a token: 32 random bytes, base64url, after the `writ_admin_` prefix. */
-  async create(principal: AdminPrincipal, body: CreateAdminTokenDto): Promise<CreatedAdminTokenDto> {
+  /**
+   * Creates a token: 32 random bytes, base64url, after the `writ_admin_` prefix. Once per
+   * `Idempotency-Key` (see {@link AdminIdempotency}); a replay answers the token's id, name, role
+   * and times without `token`: the token is shown once and kept only as its hash (never sealed
+   * for a replay), so a caller that lost the first answer revokes that id and creates another.
+   */
+  create(
+    principal: AdminPrincipal,
+    body: CreateAdminTokenDto,
+    request?: IdempotentRequest,
+  ): Promise<CreatedAdminTokenDto | Omit<CreatedAdminTokenDto, 'token'>> {
+    return this.idempotency.run(request, (claim) => this.mint(principal, body, claim));
+  }
+
+  private async mint(principal: AdminPrincipal, body: CreateAdminTokenDto, claim: IdempotencyClaim | undefined): Promise<CreatedAdminTokenDto> {
     const token = `${ADMIN_TOKEN_PREFIX}${randomBytes(32).toString('base64url')}`;
     const id = randomUUID();
     const { result } = await this.audit.recordWith(
-      async (client) => {
-        // The creator's token row, share-locked: a revocation of it waits for this creation, or
-        // this creation (authenticated before the revocation committed) sees it and creates nothing.
-        // Its expiry bounds the new token's: read again here, so verified again (a DBA could
-        // lift it after the request authenticated, and Writ would tag a child outliving it).
-        const creator = await client.query<{ role: string; token_hash: string; expires_at: Date | null; integrity_tag: string | null }>(
-          `SELECT role, token_hash, expires_at, integrity_tag FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL AND ${UNEXPIRED} FOR SHARE`,
-          [principal.id],
-        );
-        const held = creator.rows[0];
-        if (
-          !held ||
-          !this.integrity.verifyAdminToken({ id: principal.id, role: held.role, tokenHash: held.token_hash, expiresAt: held.expires_at }, held.integrity_tag)
-        ) {
-          throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
-        }
-        // Never past its creator's expiry (LEAST skips NULLs: no expiry only from a creator without
-        // one), as Vault's child tokens: else a token leaked for a day would make one for ever.
-        const tokenHash = hashAdminToken(token);
-        const { rows } = await client.query<Row>(
-          `INSERT INTO admin_tokens (id, name, role, token_hash, created_by, expires_at)
+      idempotent(
+        claim,
+        async (client) => {
+          // The creator's token row, share-locked: a revocation of it waits for this creation, or
+          // this creation (authenticated before the revocation committed) sees it and creates nothing.
+          // Its expiry bounds the new token's: read again here, so verified again (a DBA could
+          // lift it after the request authenticated, and Writ would tag a child outliving it).
+          const creator = await client.query<{ role: string; token_hash: string; expires_at: Date | null; integrity_tag: string | null }>(
+            `SELECT role, token_hash, expires_at, integrity_tag FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL AND ${UNEXPIRED} FOR SHARE`,
+            [principal.id],
+          );
+          const held = creator.rows[0];
+          if (
+            !held ||
+            !this.integrity.verifyAdminToken({ id: principal.id, role: held.role, tokenHash: held.token_hash, expiresAt: held.expires_at }, held.integrity_tag)
+          ) {
+            throw new AdminUnauthorizedError(REVOKED_MEANWHILE);
+          }
+          // Never past its creator's expiry (LEAST skips NULLs: no expiry only from a creator without
+          // one), as Vault's child tokens: else a token leaked for a day would make one for ever.
+          const tokenHash = hashAdminToken(token);
+          const { rows } = await client.query<Row>(
+            `INSERT INTO admin_tokens (id, name, role, token_hash, created_by, expires_at)
            VALUES ($1, $2, $3, $4, $5, LEAST(now() + make_interval(secs => $6::int), $7::timestamptz)) RETURNING ${COLUMNS}`,
-          [id, body.name, body.role, tokenHash, principal.id, body.expires_in ?? null, held.expires_at],
-        );
-        // Tagged over the expiry PostgreSQL computed (read back to the millisecond, as verified).
-        const tag = this.integrity.tagAdminToken({ id, role: body.role, tokenHash, expiresAt: rows[0].expires_at });
-        await client.query('UPDATE admin_tokens SET integrity_tag = $2 WHERE id = $1', [id, tag]);
-        return toAdminTokenDto(rows[0]);
-      },
+            [id, body.name, body.role, tokenHash, principal.id, body.expires_in ?? null, held.expires_at],
+          );
+          // Tagged over the expiry PostgreSQL computed (read back to the millisecond, as verified).
+          const tag = this.integrity.tagAdminToken({ id, role: body.role, tokenHash, expiresAt: rows[0].expires_at });
+          await client.query('UPDATE admin_tokens SET integrity_tag = $2 WHERE id = $1', [id, tag]);
+          return toAdminTokenDto(rows[0]);
+        },
+        createdWithoutToken,
+      ),
       (created) => [
         {
           type: 'admin.admin_token.created',
@@ -82,7 +106,8 @@ export class AdminTokensService {
         },
       ],
     );
-    return { id: result.id, name: result.name, role: result.role, token, created_at: result.created_at, expires_at: result.expires_at };
+    const { id: createdId, name, role, created_at: createdAt, expires_at: expiresAt } = createdWithoutToken(result);
+    return { id: createdId, name, role, token, created_at: createdAt, expires_at: expiresAt };
   }
 
   /** A page of tokens, newest first (revoked ones included, with `revoked_at`). */

@@ -2,6 +2,7 @@ import { Body, Controller, Param, Query } from '@nestjs/common';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { IfMatch, IfMatchHeader } from '../common/entity-tag';
+import { IdempotencyKey, type IdempotentRequest } from '../common/idempotency';
 import { ConditionalChange, CreateEndpoint, ListEndpoint, ReadEndpoint, RemoveEndpoint, UpdateEndpoint } from '../common/resource-endpoints.decorator';
 import { ListClientsQueryDto } from '../common/list-clients-query.dto';
 import { AgentsService } from './agents.service';
@@ -17,8 +18,12 @@ export class AgentsController {
 
   /** Registers an agent. */
   @CreateEndpoint(AgentDto, 'the id is taken by an agent or an orchestrator')
-  create(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateAgentDto): Promise<AgentDto> {
-    return this.agents.create(admin, body);
+  create(
+    @CurrentAdmin() admin: AdminPrincipal,
+    @Body() body: CreateAgentDto,
+    @IdempotencyKey('POST /v1/agents') idempotency: IdempotentRequest | undefined,
+  ): Promise<AgentDto> {
+    return this.agents.create(admin, body, idempotency);
   }
 
   /** Lists agents by id. */

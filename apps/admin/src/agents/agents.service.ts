@@ -8,6 +8,7 @@ import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
 import { ClientRegistry } from '../common/client-registry';
 import type { IfMatch } from '../common/entity-tag';
+import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
 import type { Page } from '../common/cursor';
 import type { ListClientsQueryDto } from '../common/list-clients-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
@@ -29,15 +30,23 @@ export class AgentsService {
     private readonly revoker: CredentialRevoker,
     private readonly grants: GrantStore,
     integrity: RowIntegrity,
+    private readonly idempotency: AdminIdempotency,
   ) {
     this.registry = new ClientRegistry(repository, { table: 'agents', noun: 'agent', idPrefix: 'agent', extraColumns: [], toDto: toAgentDto }, integrity);
   }
 
-  /** Registers an agent (`409` when the id is taken by an agent or an orchestrator). */
-  async create(principal: AdminPrincipal, body: CreateAgentDto): Promise<AgentDto> {
+  /**
+   * Registers an agent (`409` when the id is taken by an agent or an orchestrator); once per
+   * `Idempotency-Key` (see {@link AdminIdempotency}).
+   */
+  create(principal: AdminPrincipal, body: CreateAgentDto, request?: IdempotentRequest): Promise<AgentDto> {
+    return this.idempotency.run(request, (claim) => this.register(principal, body, claim));
+  }
+
+  private async register(principal: AdminPrincipal, body: CreateAgentDto, claim: IdempotencyClaim | undefined): Promise<AgentDto> {
     const jwks = publicJwksOrRefuse(body.jwks);
     const { result } = await this.audit.recordWith(
-      (client) => this.registry.insert(client, body, jwks),
+      idempotent(claim, (client) => this.registry.insert(client, body, jwks)),
       (agent) => [
         {
           type: 'admin.agent.created',

@@ -12,6 +12,7 @@ import {
 import type { AdminRole } from '../auth/admin-role';
 import { RequireRole } from '../auth/require-role.decorator';
 import { EntityTagInterceptor } from './entity-tag';
+import { IdempotentCreate } from './idempotency';
 import { AdminErrorDto, ValidationErrorDto } from './error.dto';
 
 /** The `ETag` header of an answer that carries one resource. */
@@ -32,7 +33,10 @@ export function ConditionalChange(): MethodDecorator {
   );
 }
 
-/** `POST` of a resource (`role`, operator by default): `201` with it, `400` field errors, `409` taken id. */
+/**
+ * `POST` of a resource (`role`, operator by default): `201` with it, `400` field errors, `409` taken
+ * id; safe to retry with an `Idempotency-Key` (`422` for the key reused for another request).
+ */
 export function CreateEndpoint(type: Type<unknown>, conflict = 'the id is taken', role: AdminRole = 'operator'): MethodDecorator {
   return applyDecorators(
     Post(),
@@ -41,6 +45,7 @@ export function CreateEndpoint(type: Type<unknown>, conflict = 'the id is taken'
     ApiCreatedResponse({ type, headers: ETAG_HEADER }),
     ApiBadRequestResponse({ type: ValidationErrorDto }),
     ApiConflictResponse({ type: AdminErrorDto, description: conflict }),
+    IdempotentCreate(),
   );
 }
 

@@ -6,6 +6,7 @@ import { NoStore } from '@writ/platform';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { RequireRole } from '../auth/require-role.decorator';
+import { IdempotencyKey, IdempotentCreate, type IdempotentRequest } from '../common/idempotency';
 import { CreateEndpoint, ListEndpoint, RemoveEndpoint } from '../common/resource-endpoints.decorator';
 import {
   ConnectionListDto,
@@ -31,8 +32,12 @@ export class IdentityProvidersController {
 
   /** Registers a trusted identity provider. */
   @CreateEndpoint(IdentityProviderDto, 'the issuer is already registered', 'admin')
-  create(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateIdentityProviderDto): Promise<IdentityProviderDto> {
-    return this.connections.createProvider(admin, body);
+  create(
+    @CurrentAdmin() admin: AdminPrincipal,
+    @Body() body: CreateIdentityProviderDto,
+    @IdempotencyKey('POST /v1/identity-providers') idempotency: IdempotentRequest | undefined,
+  ): Promise<IdentityProviderDto> {
+    return this.connections.createProvider(admin, body, idempotency);
   }
 
   /** Lists the trusted identity providers, by issuer, in cursor pages. */
@@ -64,10 +69,17 @@ export class AdminConnectionsController {
   @Post('links')
   @RequireRole('operator')
   @NoStore()
-  @ApiCreatedResponse({ description: 'the one-time link: `{url, expires_at, connector_id, user}`' })
+  @ApiCreatedResponse({
+    description: 'the one-time link: `{url, expires_at, connector_id, user}` (a replay under its Idempotency-Key: the same without `url`)',
+  })
   @ApiNotFoundResponse({ type: AdminErrorDto, description: 'no such connector' })
-  createLink(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateAdminConnectLinkDto): Promise<ConnectLink> {
-    return this.connections.createLink(admin, body);
+  @IdempotentCreate('url')
+  createLink(
+    @CurrentAdmin() admin: AdminPrincipal,
+    @Body() body: CreateAdminConnectLinkDto,
+    @IdempotencyKey('POST /v1/connections/links') idempotency: IdempotentRequest | undefined,
+  ): Promise<ConnectLink | Omit<ConnectLink, 'url'>> {
+    return this.connections.createLink(admin, body, idempotency);
   }
 
   /** Disconnects: removes the connection and revokes it at the upstream; answers the revocation result. */

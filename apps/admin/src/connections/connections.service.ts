@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { AuditService } from '@writ/audit';
 import { ConnectedAccountError, ConnectedAccounts, connectionCursorOf, type ConnectionView, type ConnectLink, isConnectionCursor } from '@writ/accounts';
 import { WRIT_CONFIG, type WritConfig } from '@writ/config';
@@ -8,6 +8,7 @@ import { PG_POOL } from '@writ/database';
 import { ConflictError, FieldError, NotFoundError, requestTextProblem, ValidationFailedError } from '@writ/platform';
 import { adminActor, type AdminPrincipal } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
+import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
 import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
 import type {
   ConnectionQueryDto,
@@ -53,12 +54,20 @@ export class ConnectionsService {
     private readonly audit: AuditService,
     private readonly accounts: ConnectedAccounts,
     @Inject(WRIT_CONFIG) config: WritConfig,
+    private readonly idempotency: AdminIdempotency,
   ) {
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
   }
 
-  /** Registers a trusted identity provider; its JWKS URI must pass the destination checks. */
-  async createProvider(admin: AdminPrincipal, body: CreateIdentityProviderDto): Promise<IdentityProviderDto> {
+  /**
+   * Registers a trusted identity provider; its JWKS URI must pass the destination checks. Once per
+   * `Idempotency-Key` (see {@link AdminIdempotency}).
+   */
+  createProvider(admin: AdminPrincipal, body: CreateIdentityProviderDto, request?: IdempotentRequest): Promise<IdentityProviderDto> {
+    return this.idempotency.run(request, (claim) => this.registerProvider(admin, body, claim));
+  }
+
+  private async registerProvider(admin: AdminPrincipal, body: CreateIdentityProviderDto, claim: IdempotencyClaim | undefined): Promise<IdentityProviderDto> {
     const fields: FieldError[] = [];
     const issuerProblem = urlProblem(body.issuer);
     if (issuerProblem) fields.push({ field: 'issuer', message: issuerProblem });
@@ -70,28 +79,31 @@ export class ConnectionsService {
     }
     if (fields.length > 0) throw new ValidationFailedError(fields, 'the identity provider is invalid');
     const { result } = await this.audit.recordWith(
-      async (tx) =>
-        (
-          await tx.query<IdentityProviderRow>(
-            `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (issuer) DO NOTHING RETURNING issuer, jwks_uri, audience, asserting_orchestrators, created_at`,
-            [body.issuer, body.jwks_uri, body.audience, body.asserting_orchestrators ?? []],
-          )
-        ).rows[0],
-      (row) =>
-        row
-          ? [
-              {
-                type: 'admin.identity_provider.created',
-                outcome: 'success' as const,
-                actor: adminActor(admin),
-                data: { issuer: row.issuer, jwks_uri: row.jwks_uri, audience: row.audience, asserting_orchestrators: row.asserting_orchestrators },
-              },
-            ]
-          : [],
+      idempotent(claim, async (tx) => {
+        const { rows } = await tx.query<IdentityProviderRow>(
+          `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (issuer) DO NOTHING RETURNING issuer, jwks_uri, audience, asserting_orchestrators, created_at`,
+          [body.issuer, body.jwks_uri, body.audience, body.asserting_orchestrators ?? []],
+        );
+        // Thrown in the transaction: an Idempotency-Key taken for this request is given back.
+        if (!rows[0]) throw new ConflictError('an identity provider with this issuer is already registered');
+        return toProvider(rows[0]);
+      }),
+      (provider) => [
+        {
+          type: 'admin.identity_provider.created',
+          outcome: 'success' as const,
+          actor: adminActor(admin),
+          data: {
+            issuer: provider.issuer,
+            jwks_uri: provider.jwks_uri,
+            audience: provider.audience,
+            asserting_orchestrators: provider.asserting_orchestrators,
+          },
+        },
+      ],
     );
-    if (!result) throw new ConflictError('an identity provider with this issuer is already registered');
-    return toProvider(result);
+    return result;
   }
 
   /** Every trusted identity provider. */
@@ -133,8 +145,16 @@ export class ConnectionsService {
     return { items: page.items, next_cursor: page.next ? encodeCursor(connectionCursorOf(page.next)) : null };
   }
 
-  /** Issues a connect link for a user the admin names. */
-  async createLink(admin: AdminPrincipal, body: CreateAdminConnectLinkDto): Promise<ConnectLink> {
+  /**
+   * Issues a connect link for a user the admin names; once per `Idempotency-Key` (see
+   * {@link AdminIdempotency}). A replay answers the link without its `url`: the URL carries the
+   * link's secret, shown once and kept only hashed.
+   */
+  createLink(admin: AdminPrincipal, body: CreateAdminConnectLinkDto, request?: IdempotentRequest): Promise<ConnectLink | Omit<ConnectLink, 'url'>> {
+    return this.idempotency.run(request, (claim) => this.issueLink(admin, body, claim));
+  }
+
+  private async issueLink(admin: AdminPrincipal, body: CreateAdminConnectLinkDto, claim: IdempotencyClaim | undefined): Promise<ConnectLink> {
     const { iss, sub, ...rest } = body.user;
     const fields: FieldError[] = Object.keys(rest).map((key) => ({ field: `user.${key}`, message: 'unknown field' }));
     if (typeof iss !== 'string' || iss.length === 0 || iss.length > 2048)
@@ -145,7 +165,15 @@ export class ConnectionsService {
       if (known.rowCount === 0) fields.push({ field: 'user.iss', message: 'is not a registered identity provider' });
     }
     if (fields.length > 0) throw new ValidationFailedError(fields, 'the user is invalid');
-    return this.mapped(() => this.accounts.createLink(body.connector_id, { issuer: iss as string, subject: sub as string }, adminActor(admin)));
+    // The key is taken after the link's row, in its transaction: a link's id is random, so a
+    // concurrent twin conflicts only on the key, and rolls its link back.
+    const within = claim
+      ? async (tx: PoolClient, issued: Omit<ConnectLink, 'url'>) => {
+          await claim.take(tx);
+          await claim.keep(tx, issued);
+        }
+      : undefined;
+    return this.mapped(() => this.accounts.createLink(body.connector_id, { issuer: iss as string, subject: sub as string }, adminActor(admin), within));
   }
 
   /** Removes a connection and revokes it at the upstream. */

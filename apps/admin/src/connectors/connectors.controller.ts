@@ -2,6 +2,7 @@ import { Body, Controller, Param, Query } from '@nestjs/common';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { IfMatch, IfMatchHeader } from '../common/entity-tag';
+import { IdempotencyKey, type IdempotentRequest } from '../common/idempotency';
 import { ConditionalChange, CreateEndpoint, ListEndpoint, ReadEndpoint, RemoveEndpoint, UpdateEndpoint } from '../common/resource-endpoints.decorator';
 import { PageQueryDto } from '../common/page-query.dto';
 import { ConnectorsService } from './connectors.service';
@@ -15,8 +16,12 @@ export class ConnectorsController {
 
   /** Registers a connector. */
   @CreateEndpoint(ConnectorDto)
-  create(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateConnectorDto): Promise<ConnectorDto> {
-    return this.connectors.create(admin, body);
+  create(
+    @CurrentAdmin() admin: AdminPrincipal,
+    @Body() body: CreateConnectorDto,
+    @IdempotencyKey('POST /v1/connectors') idempotency: IdempotentRequest | undefined,
+  ): Promise<ConnectorDto> {
+    return this.connectors.create(admin, body, idempotency);
   }
 
   /** Lists connectors by id. */

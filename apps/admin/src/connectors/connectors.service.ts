@@ -25,6 +25,7 @@ import { decodeCursor, encodeCursor, isKeyCursor, Page } from '../common/cursor'
 import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
 import { canonicalJson, IfMatch, requireMatch } from '../common/entity-tag';
+import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
 import { ConnectorDto, toConnectorDto } from './dto/connector.dtos';
 
 /** Every column but the sealed credential, which only the gateway opens. */
@@ -114,6 +115,7 @@ export class ConnectorsService {
     private readonly accounts: ConnectedAccounts,
     private readonly integrity: RowIntegrity,
     @Inject(WRIT_CONFIG) config: WritConfig,
+    private readonly idempotency: AdminIdempotency,
   ) {
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
   }
@@ -121,13 +123,17 @@ export class ConnectorsService {
   /** Where `base_url` and `token_url` may point (`WRIT_UPSTREAM_ALLOWED_NETWORKS`). */
   private readonly networks: UpstreamNetworks;
 
-  /** Registers a connector (`409` for a taken id). */
-  async create(principal: AdminPrincipal, body: unknown): Promise<ConnectorDto> {
+  /** Registers a connector (`409` for a taken id); once per `Idempotency-Key` (see {@link AdminIdempotency}). */
+  create(principal: AdminPrincipal, body: unknown, request?: IdempotentRequest): Promise<ConnectorDto> {
+    return this.idempotency.run(request, (claim) => this.register(principal, body, claim));
+  }
+
+  private async register(principal: AdminPrincipal, body: unknown, claim: IdempotencyClaim | undefined): Promise<ConnectorDto> {
     const definition = valid(validateConnectorDefinition(asSubmitted(body)));
     refuse(await destinationErrors(definition, this.networks));
     const sealed = definition.credential ? sealCredential(this.master, definition.id, definition.base_url, definition.credential) : undefined;
     const { result } = await this.audit.recordWith(
-      async (client) => {
+      idempotent(claim, async (client) => {
         const { rows } = await client.query<Row>(
           `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at, kind, integrity_tag)
            VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $8, $9)
@@ -153,7 +159,7 @@ export class ConnectorsService {
         );
         if (!rows[0]) throw new ConflictError(`a connector with the id ${definition.id} already exists`);
         return toConnectorDto(rows[0]);
-      },
+      }),
       (connector) => [
         {
           type: 'admin.connector.created',

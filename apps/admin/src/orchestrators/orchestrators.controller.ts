@@ -2,6 +2,7 @@ import { Body, Controller, Param, Query } from '@nestjs/common';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
 import { IfMatch, IfMatchHeader } from '../common/entity-tag';
+import { IdempotencyKey, type IdempotentRequest } from '../common/idempotency';
 import { ConditionalChange, CreateEndpoint, ListEndpoint, ReadEndpoint, RemoveEndpoint, UpdateEndpoint } from '../common/resource-endpoints.decorator';
 import { ListClientsQueryDto } from '../common/list-clients-query.dto';
 import { CreateOrchestratorDto, OrchestratorDto, OrchestratorListDto, UpdateOrchestratorDto } from './dto/orchestrator.dtos';
@@ -15,8 +16,12 @@ export class OrchestratorsController {
 
   /** Registers an orchestrator. */
   @CreateEndpoint(OrchestratorDto)
-  create(@CurrentAdmin() admin: AdminPrincipal, @Body() body: CreateOrchestratorDto): Promise<OrchestratorDto> {
-    return this.orchestrators.create(admin, body);
+  create(
+    @CurrentAdmin() admin: AdminPrincipal,
+    @Body() body: CreateOrchestratorDto,
+    @IdempotencyKey('POST /v1/orchestrators') idempotency: IdempotentRequest | undefined,
+  ): Promise<OrchestratorDto> {
+    return this.orchestrators.create(admin, body, idempotency);
   }
 
   /** Lists orchestrators by id. */

@@ -8,6 +8,7 @@ import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
 import { ClientRegistry } from '../common/client-registry';
 import type { IfMatch } from '../common/entity-tag';
+import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
 import type { Page } from '../common/cursor';
 import type { ListClientsQueryDto } from '../common/list-clients-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
@@ -27,6 +28,7 @@ export class OrchestratorsService {
     private readonly audit: AuditService,
     private readonly grants: GrantStore,
     integrity: RowIntegrity,
+    private readonly idempotency: AdminIdempotency,
   ) {
     this.registry = new ClientRegistry(
       repository,
@@ -41,11 +43,18 @@ export class OrchestratorsService {
     );
   }
 
-  /** Registers an orchestrator (`409` when the id is taken by an agent or an orchestrator). */
-  async create(principal: AdminPrincipal, body: CreateOrchestratorDto): Promise<OrchestratorDto> {
+  /**
+   * Registers an orchestrator (`409` when the id is taken by an agent or an orchestrator); once
+   * per `Idempotency-Key` (see {@link AdminIdempotency}).
+   */
+  create(principal: AdminPrincipal, body: CreateOrchestratorDto, request?: IdempotentRequest): Promise<OrchestratorDto> {
+    return this.idempotency.run(request, (claim) => this.register(principal, body, claim));
+  }
+
+  private async register(principal: AdminPrincipal, body: CreateOrchestratorDto, claim: IdempotencyClaim | undefined): Promise<OrchestratorDto> {
     const jwks = publicJwksOrRefuse(body.jwks);
     const { result } = await this.audit.recordWith(
-      (client) => this.registry.insert(client, body, jwks, { allowed_agents: body.allowed_agents ?? [] }),
+      idempotent(claim, (client) => this.registry.insert(client, body, jwks, { allowed_agents: body.allowed_agents ?? [] })),
       (orchestrator) => [
         {
           type: 'admin.orchestrator.created',

@@ -20,6 +20,7 @@ import { AdminTokenExpiry1764570000000 } from './1764570000000-admin-token-expir
 import { TaskIdempotencyKeys1764580000000 } from './1764580000000-task-idempotency-keys';
 import { RowIntegrity1764590000000 } from './1764590000000-row-integrity';
 import { ConnectorIntegrity1764600000000 } from './1764600000000-connector-integrity';
+import { AdminIdempotencyKeys1764610000000 } from './1764610000000-admin-idempotency-keys';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -50,4 +51,5 @@ export const MIGRATIONS = [
   TaskIdempotencyKeys1764580000000,
   RowIntegrity1764590000000,
   ConnectorIntegrity1764600000000,
+  AdminIdempotencyKeys1764610000000,
 ];

@@ -26,7 +26,13 @@ export class CreatedAdminTokenDto {
   @ApiProperty({ format: 'uuid' }) id!: string;
   @ApiProperty() name!: string;
   @ApiProperty({ enum: ADMIN_ROLES }) role!: AdminRole;
-  @ApiProperty({ description: 'the bearer token; shown once, stored only as its SHA-256', example: 'writ_admin_…' }) token!: string;
+  @ApiProperty({
+    required: false,
+    description:
+      'the bearer token; shown once, stored only as its SHA-256. Absent from a replay under an Idempotency-Key (`Idempotent-Replayed: true`): revoke that id and create another if the first answer was lost',
+    example: 'writ_admin_…',
+  })
+  token!: string;
   @ApiProperty({ format: 'date-time' }) created_at!: string;
   @ApiProperty({ format: 'date-time', nullable: true, type: String, description: 'when it stops working; null: until revoked' }) expires_at!: string | null;
 }
