@@ -21,6 +21,7 @@ import { TaskIdempotencyKeys1764580000000 } from './1764580000000-task-idempoten
 import { RowIntegrity1764590000000 } from './1764590000000-row-integrity';
 import { ConnectorIntegrity1764600000000 } from './1764600000000-connector-integrity';
 import { AdminIdempotencyKeys1764610000000 } from './1764610000000-admin-idempotency-keys';
+import { ListOrderIndexes1764620000000 } from './1764620000000-list-order-indexes';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -52,4 +53,5 @@ export const MIGRATIONS = [
   RowIntegrity1764590000000,
   ConnectorIntegrity1764600000000,
   AdminIdempotencyKeys1764610000000,
+  ListOrderIndexes1764620000000,
 ];
