@@ -116,6 +116,15 @@ describe('admin API: creates under an Idempotency-Key', () => {
     expect(await count(`SELECT count(*)::int AS n FROM admin_idempotency_keys WHERE idempotency_key = 'expiring-key'`)).toBe(1);
   });
 
+  it('removes expired keys of any token on a keyed create, so a token that stops creating leaves none behind', async () => {
+    const operator = await newAdminToken('operator');
+    expect((await post('/v1/agents', { name: 'left-behind', jwks }, 'left-behind-key', operator)).status).toBe(201);
+    await services.runtime.pool.query(`UPDATE admin_idempotency_keys SET expires_at = now() - interval '1 second' WHERE idempotency_key = 'left-behind-key'`);
+    expect((await post('/v1/agents', { name: 'sweeper', jwks }, 'sweeper-key')).status).toBe(201);
+    expect(await count(`SELECT count(*)::int AS n FROM admin_idempotency_keys WHERE idempotency_key = 'left-behind-key'`)).toBe(0);
+    expect(await count(`SELECT count(*)::int AS n FROM admin_idempotency_keys WHERE expires_at <= now()`)).toBe(0);
+  });
+
   it('refuses a malformed or repeated Idempotency-Key (400 naming it), creating nothing', async () => {
     for (const key of ['has space', 'x'.repeat(256), 'é', '']) {
       const refused = await post('/v1/agents', { name: 'badkey', jwks }, key);

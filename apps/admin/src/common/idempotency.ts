@@ -15,6 +15,9 @@ import { ValidationErrorDto } from './error.dto';
  */
 export const IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 60 * 60;
 
+/** Expired keys removed, at most, by each keyed create (besides its own key's). */
+const EXPIRED_SWEEP = 100;
+
 /** The header of an answer given again from a key's first request (its body is that first answer's). */
 export const IDEMPOTENT_REPLAYED_HEADER = 'Idempotent-Replayed';
 
@@ -117,11 +120,18 @@ export class IdempotencyClaim {
    * Takes the key for this request before anything is created. A twin sent at the same time (on
    * any instance) waits here on the key's unique index until the first commits, then finds the
    * key taken: {@link IdempotencyKeyTakenError}, its transaction rolls back, and it answers the
-   * first's answer. The caller's expired keys are removed first (so an expired key is free again).
+   * first's answer. This key, if expired, is removed first (so it is free again), and with it up
+   * to {@link EXPIRED_SWEEP} other expired keys (of any token: a token that stops creating, or is
+   * revoked, leaves none behind for good); rows another create is removing are skipped.
    */
   async take(tx: PoolClient): Promise<void> {
     const { callerId, key, endpoint } = this.request;
-    await tx.query('DELETE FROM admin_idempotency_keys WHERE admin_token_id = $1 AND expires_at <= now()', [callerId]);
+    await tx.query(
+      `DELETE FROM admin_idempotency_keys
+        WHERE (admin_token_id = $1 AND idempotency_key = $2 AND expires_at <= now())
+           OR ctid = ANY (ARRAY(SELECT ctid FROM admin_idempotency_keys WHERE expires_at <= now() LIMIT $3 FOR UPDATE SKIP LOCKED))`,
+      [callerId, key, EXPIRED_SWEEP],
+    );
     const { rowCount } = await tx.query(
       `INSERT INTO admin_idempotency_keys (admin_token_id, idempotency_key, endpoint, request_digest, expires_at)
        VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) ON CONFLICT (admin_token_id, idempotency_key) DO NOTHING`,

@@ -8,8 +8,9 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * and `request_digest` (an HMAC under a subkey of the master key over the token, key, endpoint
  * and RFC 8785 body: a body may carry an upstream credential) tell a retry from another request
  * (`422`); `answer` is the first answer without the secrets it showed once (an admin token, a
- * connect link's URL). Rows stop counting at `expires_at` (24 hours) and are removed by the
- * token's next create. A deleted token's rows go with it (`ON DELETE CASCADE`).
+ * connect link's URL). Rows stop counting at `expires_at` (24 hours); each keyed create removes
+ * up to 100 expired rows (`admin_idempotency_keys_expiry`). A deleted token's rows go with it
+ * (`ON DELETE CASCADE`).
  */
 export class AdminIdempotencyKeys1764610000000 implements MigrationInterface {
   name = 'AdminIdempotencyKeys1764610000000';
@@ -26,6 +27,7 @@ export class AdminIdempotencyKeys1764610000000 implements MigrationInterface {
         expires_at timestamptz NOT NULL,
         PRIMARY KEY (admin_token_id, idempotency_key)
       )`);
+    await q.query('CREATE INDEX admin_idempotency_keys_expiry ON admin_idempotency_keys (expires_at)');
     await q.query(`
       DO $$
       BEGIN
