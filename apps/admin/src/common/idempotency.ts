@@ -126,11 +126,13 @@ export class IdempotencyClaim {
    */
   async take(tx: PoolClient): Promise<void> {
     const { callerId, key, endpoint } = this.request;
+    // Two statements: only the first may wait (on a twin's hold of this key), and it runs before
+    // this transaction holds any row of the sweep, which never waits: no lock cycle between creates.
+    await tx.query('DELETE FROM admin_idempotency_keys WHERE admin_token_id = $1 AND idempotency_key = $2 AND expires_at <= now()', [callerId, key]);
     await tx.query(
       `DELETE FROM admin_idempotency_keys
-        WHERE (admin_token_id = $1 AND idempotency_key = $2 AND expires_at <= now())
-           OR ctid = ANY (ARRAY(SELECT ctid FROM admin_idempotency_keys WHERE expires_at <= now() LIMIT $3 FOR UPDATE SKIP LOCKED))`,
-      [callerId, key, EXPIRED_SWEEP],
+        WHERE ctid = ANY (ARRAY(SELECT ctid FROM admin_idempotency_keys WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED))`,
+      [EXPIRED_SWEEP],
     );
     const { rowCount } = await tx.query(
       `INSERT INTO admin_idempotency_keys (admin_token_id, idempotency_key, endpoint, request_digest, expires_at)
