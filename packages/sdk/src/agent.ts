@@ -1,9 +1,11 @@
 import * as oauth from 'oauth4webapi';
 import { WritClient, type WritClientOptions } from './client.js';
-import { ApprovalTimeoutError, WritError, WritOAuthError } from './errors.js';
+import { ApprovalTimeoutError, GatewayPathError, WritError, WritOAuthError, WritTimeoutError } from './errors.js';
 import { gatewayUrlFor } from './gateway-path.js';
 import { hideSecrets, INSPECT, redactedView } from './redact.js';
+import { lifetimeMs, refreshAtFor } from './lifetime.js';
 import { IDEMPOTENT_METHODS, retryDelayMs, sleep } from './retry.js';
+import { anySignal, checkTimeout } from './signals.js';
 import type { AuthorizationDetail, ConnectorRequest } from './types.js';
 
 export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -62,6 +64,8 @@ export interface GatewayRequestInit extends CredentialOptions {
   body?: GatewayBody | null;
   /** A JSON body (sets `content-type: application/json`). */
   json?: unknown;
+  /** How long each attempt waits for the gateway's answer (status and headers), in ms; default the agent's `timeoutMs`. */
+  timeoutMs?: number;
 }
 
 /** Options of {@link Agent.mcpFetch}. */
@@ -75,6 +79,8 @@ export interface McpFetchOptions {
   session: { action: string; constraints?: Record<string, unknown> };
   /** The constraints to ask for a tool call, from its arguments (exactly this call, no wider). */
   constraints?: (tool: string, args: Record<string, unknown>) => Record<string, unknown> | undefined;
+  /** How long each request waits for the gateway's answer (status and headers), in ms; default the agent's `timeoutMs`. */
+  timeoutMs?: number;
 }
 
 const DEFAULT_APPROVAL_TIMEOUT_MS = 5 * 60_000;
@@ -191,9 +197,10 @@ export class Agent {
       };
       fresh.credential = this.exchange(taskToken, request, { ...options, signal: controller.signal }).then(
         (credential) => {
-          const lifetime = credential.expiresAt - Date.now();
-          fresh.refreshAt = credential.expiresAt - Math.max(1000, Math.min(30_000, lifetime / 5));
+          fresh.refreshAt = refreshAtFor(Date.now(), credential.expiresAt - Date.now());
           fresh.pending = undefined;
+          // Too short-lived to reuse (`expires_in: 0`): the callers that waited for it get it, the next one exchanges.
+          if (fresh.refreshAt === Number.NEGATIVE_INFINITY && this.#cache.get(key) === fresh) this.#cache.delete(key);
           return credential;
         },
         (error: unknown) => {
@@ -257,17 +264,47 @@ export class Agent {
    * transport's `fetch`, with the URL from {@link Agent.mcpUrl}.
    */
   mcpFetch(taskToken: string, options: McpFetchOptions): typeof fetch {
-    const url = new URL(this.mcpUrl(options.connector));
-    return async (_input, init = {}) => {
-      const method = (init.method ?? 'GET').toUpperCase();
-      const headers = new Headers(init.headers);
+    const endpoint = new URL(this.mcpUrl(options.connector));
+    const timeoutMs = options.timeoutMs === undefined ? undefined : checkTimeout(options.timeoutMs, 'timeoutMs');
+    return async (input, init = {}) => {
+      const source = input instanceof Request ? input : undefined;
+      // The transport's URL is honoured (its query too), but only on the connector's MCP endpoint: checked before any credential exists.
+      const url = this.mcpTarget(endpoint, input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      const method = (init.method ?? source?.method ?? 'GET').toUpperCase();
+      const headers = new Headers(init.headers ?? source?.headers);
       headers.delete('authorization');
       headers.delete('dpop');
-      if (init.body != null && typeof init.body !== 'string') throw new WritError('invalid_request', 'MCP messages are sent as JSON text');
-      const body = init.body ?? null;
+      let body = init.body ?? null;
+      if (body === null && source?.body) body = await source.text();
+      if (body != null && typeof body !== 'string') throw new WritError('invalid_request', 'MCP messages are sent as JSON text');
       const request = this.mcpRequestOf(options, body);
-      return this.send(taskToken, request, url, method, headers, body, { signal: init.signal ?? undefined });
+      const signal = init.signal ?? source?.signal ?? undefined;
+      return this.send(taskToken, request, url, method, headers, body, { signal, timeoutMs });
     };
+  }
+
+  /**
+   * The URL an MCP transport asked for, when it is the connector's MCP endpoint ({@link mcpUrl},
+   * any query kept) on the gateway's origin (same scheme, host and port); anything else is a
+   * {@link GatewayPathError} naming it, and nothing is sent. The URL parser has already
+   * resolved `.` and `..`; an encoded one does not match.
+   */
+  private mcpTarget(endpoint: URL, raw: string): URL {
+    let target: URL;
+    try {
+      target = new URL(raw);
+    } catch {
+      throw new GatewayPathError(`mcpFetch got an invalid URL ${JSON.stringify(raw.slice(0, 200))}`);
+    }
+    const shown = `${target.protocol}//${target.host}${target.pathname}`;
+    if (target.origin !== endpoint.origin) {
+      throw new GatewayPathError(`mcpFetch sends credentials to the gateway (${endpoint.origin}) only, not to ${shown}`);
+    }
+    if (target.username || target.password) throw new GatewayPathError(`mcpFetch refuses a URL with credentials in it (${shown})`);
+    if (target.pathname !== endpoint.pathname) {
+      throw new GatewayPathError(`mcpFetch sends credentials to the MCP endpoint ${endpoint.href} only, not to ${shown}`);
+    }
+    return new URL(`${endpoint.href}${target.search}`);
   }
 
   /** The gateway URL of an `mcp` connector (the MCP endpoint the client connects to). */
@@ -298,19 +335,29 @@ export class Agent {
     method: string,
     headers: Headers,
     body: oauth.ProtectedResourceRequestBody | null,
-    init: CredentialOptions,
+    init: CredentialOptions & { timeoutMs?: number },
   ): Promise<Response> {
+    const timeoutMs = checkTimeout(init.timeoutMs ?? this.#client.timeoutMs, 'timeoutMs');
     let refreshed = false;
     let nonceSent = false;
     let retries = 0;
+    // One credential for every attempt of this call (a nonce, a 429/503 retry): only the gateway's refusal of it
+    // gets a new one, once. A credential too short-lived to cache (`expires_in: 0`) is then still one exchange per call.
+    let credential = await this.credential(taskToken, request, init);
     for (;;) {
-      const credential = await this.credential(taskToken, request, init);
       const dpop = credential.tokenType === 'DPoP' ? await this.#dpop : undefined;
       let response: Response;
       let nonceAsked = false;
       // The gateway's own refusal of the credential (spent, revoked, expired): nothing was forwarded. An upstream's
       // 401 comes through without a challenge (the gateway drops its WWW-Authenticate): that request reached it.
       let credentialRefused = false;
+      // Until the answer's headers arrive: a hung gateway or upstream fails the call instead of hanging the agent.
+      const deadline = new AbortController();
+      const timer = setTimeout(
+        () => deadline.abort(new WritTimeoutError(`no answer from the gateway to ${method} ${url.origin}${url.pathname} within ${timeoutMs} ms`, timeoutMs)),
+        timeoutMs,
+      );
+      const signal = init.signal ? anySignal([init.signal, deadline.signal]) : deadline.signal;
       try {
         response = await oauth.protectedResourceRequest(
           credential.accessToken,
@@ -318,14 +365,17 @@ export class Agent {
           url,
           new Headers(headers),
           body,
-          this.#client.options({ DPoP: dpop, signal: init.signal }),
+          this.#client.options({ DPoP: dpop, signal }),
         );
       } catch (error) {
+        if (deadline.signal.aborted && !init.signal?.aborted) throw deadline.signal.reason;
         // A `WWW-Authenticate` challenge is an answer like any other for the caller.
         if (!(error instanceof oauth.WWWAuthenticateChallengeError)) throw error;
         response = error.response;
         nonceAsked = dpop !== undefined && oauth.isDPoPNonceError(error);
         credentialRefused = error.status === 401 && error.cause.some((challenge) => challenge.parameters.error === 'invalid_token');
+      } finally {
+        clearTimeout(timer);
       }
       if (nonceAsked && !nonceSent) {
         // RFC 9449 §9: the gateway wants a nonce (kept by oauth4webapi from `DPoP-Nonce`); the credential is fine.
@@ -337,6 +387,7 @@ export class Agent {
         refreshed = true;
         await response.body?.cancel();
         this.forget(taskToken, request);
+        credential = await this.credential(taskToken, request, init);
         continue;
       }
       // Shed (429) or unavailable (503): only an idempotent call is sent again, a POST may have been forwarded.
@@ -394,7 +445,7 @@ export class Agent {
           {
             accessToken: response.access_token,
             tokenType: bound ? 'DPoP' : 'Bearer',
-            expiresAt: Date.now() + (response.expires_in ?? 60) * 1000,
+            expiresAt: Date.now() + lifetimeMs(response.expires_in),
             authorizationDetails: (response.authorization_details as AuthorizationDetail[] | undefined) ?? [detail],
           },
           ['accessToken'],

@@ -2,6 +2,7 @@ import { importJWK, type CryptoKey, type JWK } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { oauthErrorFrom, WritError, WritOAuthError, WritResponseError, type OAuthErrorBody } from './errors.js';
 import { withRetries } from './retry.js';
+import { anySignal, checkTimeout } from './signals.js';
 
 /** A client's private signing key: a WebCrypto key with its `kid`, or a private JWK (with `kid`). */
 export type ClientKeyInput = { privateKey: CryptoKey; kid?: string } | JWK;
@@ -22,9 +23,12 @@ export interface WritClientOptions {
    */
   allowInsecureRequests?: boolean;
   /**
-   * How long one request to the authorization server (discovery, token endpoint, Tasks API)
-   * may take before it is aborted, in milliseconds; default 30 000. Gateway calls are not
-   * cut short (an MCP event stream stays open): pass a `signal` for those.
+   * In milliseconds, default 30 000: how long one request to the authorization server
+   * (discovery, token endpoint, Tasks API) may take before it is aborted, and how long a
+   * gateway call ({@link Agent.fetch}, {@link Agent.mcpFetch}) waits for its answer's status
+   * and headers (per attempt) before it fails with a `WritTimeoutError`. A gateway answer's
+   * body is not cut short once it has begun (an MCP event stream stays open): a caller's
+   * `signal` ends it. Gateway calls take their own `timeoutMs` too.
    */
   timeoutMs?: number;
 }
@@ -93,8 +97,7 @@ export class WritClient {
     this.fetch = options.fetch ?? ((...args: Parameters<typeof fetch>) => fetch(...args));
     this.allowInsecure = options.allowInsecureRequests === true;
     this.#key = options.key;
-    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (!(this.timeoutMs > 0)) throw new WritError('invalid_options', 'timeoutMs must be a positive number of milliseconds');
+    this.timeoutMs = checkTimeout(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs');
     if (!this.allowInsecure && new URL(this.issuer).protocol !== 'https:') {
       throw new WritError('invalid_options', 'the issuer must be https (set allowInsecureRequests for local development)');
     }
@@ -110,15 +113,7 @@ export class WritClient {
   /** `signal`, and the authorization server timeout: whichever aborts first. */
   timeoutSignal(signal?: AbortSignal): AbortSignal {
     const timeout = AbortSignal.timeout(this.timeoutMs);
-    if (!signal) return timeout;
-    if (typeof AbortSignal.any === 'function') return AbortSignal.any([signal, timeout]);
-    // Runtimes without AbortSignal.any (Node.js before 20.3): the same, by hand.
-    const controller = new AbortController();
-    for (const source of [signal, timeout]) {
-      if (source.aborted) controller.abort(source.reason);
-      else source.addEventListener('abort', () => controller.abort(source.reason), { once: true });
-    }
-    return controller.signal;
+    return signal ? anySignal([signal, timeout]) : timeout;
   }
 
   /** The authorization server's RFC 8414 metadata, fetched once (again after a failure). */

@@ -134,6 +134,20 @@ export class GatewayPathError extends WritError {
   }
 }
 
+/**
+ * No answer in time: a gateway call whose answer (its status and headers) did not arrive within
+ * its `timeoutMs`. The request may have reached the upstream: a non-idempotent call is not sent again.
+ */
+export class WritTimeoutError extends WritError {
+  /** The limit that was reached, in milliseconds. */
+  readonly timeoutMs: number;
+
+  constructor(message: string, timeoutMs: number) {
+    super('timeout', message);
+    this.timeoutMs = timeoutMs;
+  }
+}
+
 /** A non-OAuth answer where an OAuth one was expected (a proxy page, a 5xx, a malformed body). */
 export class WritResponseError extends WritError {
   readonly status: number;

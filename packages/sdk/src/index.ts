@@ -26,6 +26,7 @@ export {
   WritError,
   WritOAuthError,
   WritResponseError,
+  WritTimeoutError,
 } from './errors.js';
 export type { FieldError, OAuthErrorBody } from './errors.js';
 export { gatewayUrlFor } from './gateway-path.js';

@@ -1,5 +1,6 @@
 import { errorFromAnswer, readJson, WritClient, type WritClientOptions } from './client.js';
 import { WritError, WritOAuthError } from './errors.js';
+import { lifetimeMs, refreshAtFor } from './lifetime.js';
 import { hideSecrets } from './redact.js';
 import { withRetries } from './retry.js';
 import type { AllowedEntry, AuthorizationDetail, TaskInfo } from './types.js';
@@ -38,8 +39,6 @@ export interface RunTaskOptions {
   /** Aborting fails the task at once (revoking its credentials) and rejects `runTask`. */
   signal?: AbortSignal;
 }
-
-const EARLY_REFRESH_MS = 30_000;
 
 /** `value` as one path segment: encoded, and never `.` or `..` (which the URL parser would resolve away). */
 function segment(value: string): string {
@@ -142,8 +141,8 @@ export class Orchestrator {
     const entry = { value: Promise.resolve(''), refreshAt: Number.POSITIVE_INFINITY };
     entry.value = this.#client.token('client_credentials', { scope: 'tasks' }).then(
       (response) => {
-        const lifetime = (response.expires_in ?? 60) * 1000;
-        entry.refreshAt = Date.now() + lifetime - Math.min(EARLY_REFRESH_MS, lifetime / 5);
+        // An `expires_in` of 0 is used for the call that asked for it and not reused; absurd ones are clamped.
+        entry.refreshAt = refreshAtFor(Date.now(), lifetimeMs(response.expires_in));
         return response.access_token;
       },
       (error: unknown) => {
