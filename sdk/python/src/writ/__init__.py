@@ -21,6 +21,7 @@ from .errors import (
     WritError,
     WritOAuthError,
     WritResponseError,
+    WritTimeoutError,
 )
 from .operation import OperationCall, OperationSpec, arun_operation, run_operation
 
@@ -28,5 +29,5 @@ __all__ = [
     "AccessDeniedError", "Agent", "ApprovalTimeoutError", "AsyncAgent", "AsyncOrchestrator", "AsyncTaskAgent",
     "CreatedTask", "Credential", "GatewayPathError", "InvalidClientError", "InvalidGrantError", "OperationCall",
     "OperationSpec", "Orchestrator", "PendingApproval", "PolicyRefusalError", "TaskAgent", "ToolRefusalError",
-    "WritError", "WritOAuthError", "WritResponseError", "arun_operation", "gateway_url_for", "run_operation",
+    "WritError", "WritOAuthError", "WritResponseError", "WritTimeoutError", "arun_operation", "gateway_url_for", "run_operation",
 ]

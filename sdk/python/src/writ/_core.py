@@ -6,6 +6,7 @@ import base64
 import email.utils
 import hashlib
 import json
+import math
 import random
 import re
 import time
@@ -17,7 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
-from .errors import GatewayPathError, WritError, WritResponseError, oauth_error
+from .errors import GatewayPathError, WritError, WritResponseError, WritTimeoutError, oauth_error
 
 GRANT_TYPE_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
@@ -34,6 +35,12 @@ MAX_RETRIES = 3  # 429/503 answers retried at most this many times
 MAX_RETRY_WAIT = 30.0  # seconds; a longer Retry-After is returned to the caller instead of slept on
 # RFC 9110 §9.2.2: only these gateway calls are sent again (a POST may have been forwarded).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+DEFAULT_TIMEOUT = 30.0  # seconds: connect, each read and write of one request (as the TypeScript SDK's timeoutMs)
+DEFAULT_LIFETIME = 60.0  # seconds, when a token answer names no expires_in (RFC 6749 §5.1 makes it optional)
+# The longest lifetime believed from a token answer: Writ's credentials live minutes; a larger expires_in (a bug, a
+# proxy, 1e300) would otherwise keep a token cached for ever.
+MAX_LIFETIME = 86_400.0
+MIN_CACHED_LIFETIME = 1.0  # seconds: a shorter-lived token is used for the call that asked for it, never cached
 SKEW_THRESHOLD = 5.0  # seconds: a server Date further off than this moves our iat/exp to the server's clock
 _USE_DPOP_NONCE = re.compile(r'error\s*=\s*"?use_dpop_nonce"?', re.IGNORECASE)
 _INVALID_TOKEN = re.compile(r'error\s*=\s*"?invalid_token"?', re.IGNORECASE)
@@ -228,10 +235,21 @@ class DPoPKey:
 MAX_CACHED = 1000  # credentials one agent keeps (as the TypeScript SDK): expired ones are dropped first, then the oldest
 
 
+def refresh_at_for(obtained_at: float, lifetime: float) -> float:
+    """When a token obtained at ``obtained_at`` (epoch seconds) for ``lifetime`` seconds stops being reused: a fifth of
+    its lifetime early, at least 1 s and at most 30 s. A token shorter-lived than 1 s (``expires_in: 0``) is never
+    reused (``-inf``): each call gets its own, once."""
+    if lifetime < MIN_CACHED_LIFETIME:
+        return -math.inf
+    return obtained_at + lifetime - max(1.0, min(30.0, lifetime / 5))
+
+
 def remember(cache: dict[str, Credential], key: str, credential: Credential) -> None:
     """Caches ``credential`` under ``key``, keeping at most ``MAX_CACHED``: an agent asking for ever new constraint
-    values does not keep every token it was given."""
+    values does not keep every token it was given. A credential too short-lived to reuse is not kept at all."""
     cache.pop(key, None)
+    if credential.refresh_at() == -math.inf:
+        return
     if len(cache) >= MAX_CACHED:
         now = time.time()
         for stale in [name for name, cached in cache.items() if cached.refresh_at() <= now]:
@@ -308,6 +326,20 @@ def with_query(path: str, query: Mapping[str, Any] | None) -> str:
     return f"{path}{'&' if '?' in path else '?'}{urlencode({name: str(value) for name, value in query.items()})}"
 
 
+def gateway_timeout(method: str, url: str, timeout: float | None) -> WritTimeoutError:
+    """The error of a gateway call without an answer in time; names the call (never its query or a credential)."""
+    parts = urlsplit(url)
+    within = f" within {timeout:g} s" if isinstance(timeout, (int, float)) else ""
+    return WritTimeoutError(f"no answer from the gateway to {method} {parts.scheme}://{parts.netloc}{parts.path}{within}", timeout)
+
+
+def check_timeout(timeout: float) -> float:
+    """``timeout`` when it is a positive, finite number of seconds; an ``invalid_options`` error otherwise."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise WritError("timeout must be a positive number of seconds", "invalid_options")
+    return float(timeout)
+
+
 def check_base_url(url: str, allow_insecure: bool, what: str) -> str:
     parts = urlsplit(url)
     if parts.query or parts.fragment or parts.username or parts.password or not parts.netloc:
@@ -330,8 +362,7 @@ class Credential:
     _refresh_at: float = field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self) -> None:
-        lifetime = self.expires_at - time.time()
-        self._refresh_at = self.expires_at - max(1.0, min(30.0, lifetime / 5))
+        self._refresh_at = refresh_at_for(time.time(), self.expires_at - time.time())
 
     def refresh_at(self) -> float:
         return self._refresh_at
@@ -449,19 +480,20 @@ def exchange_params(task_token: str, detail: Mapping[str, Any], gateway_url: str
 
 def token_response(body: Any) -> tuple[str, str, float]:
     """``access_token``, ``token_type`` (lower case: ``bearer`` or ``dpop``) and ``expires_in`` (60 s only when the
-    server names none: 0 is a token that expires now) of a token response, or a ``WritResponseError`` that never
-    carries the token (RFC 6749 §5.1, as oauth4webapi checks it)."""
+    server names none: 0 is a token that expires now, used once and never cached; at most ``MAX_LIFETIME``) of a
+    token response, or a ``WritResponseError`` that never carries the token (RFC 6749 §5.1, as oauth4webapi checks
+    it: negative, non-finite and non-numeric lifetimes are refused)."""
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
         raise WritResponseError(200, "the token response has no access_token")
     token_type = body.get("token_type")
     if not isinstance(token_type, str) or token_type.lower() not in ("bearer", "dpop"):
         raise WritResponseError(200, "the token response has no supported token_type (Bearer or DPoP)")
-    expires_in = body.get("expires_in", 60)
+    expires_in = body.get("expires_in", DEFAULT_LIFETIME)
     if expires_in is None:
-        expires_in = 60
-    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or expires_in < 0:
+        expires_in = DEFAULT_LIFETIME
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not math.isfinite(expires_in) or expires_in < 0:
         raise WritResponseError(200, "the token response's expires_in is not a number of seconds")
-    return body["access_token"], token_type.lower(), float(expires_in)
+    return body["access_token"], token_type.lower(), min(float(expires_in), MAX_LIFETIME)
 
 
 def credential_from(body: Any, detail: Mapping[str, Any], bound: bool) -> Credential:

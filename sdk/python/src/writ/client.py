@@ -19,12 +19,14 @@ T = TypeVar("T")
 
 class _Client:
     def __init__(self, issuer: str, client_id: str, key: Mapping[str, Any], *, http: httpx.Client | None,
-                 allow_insecure_requests: bool) -> None:
+                 allow_insecure_requests: bool, timeout: float = _core.DEFAULT_TIMEOUT) -> None:
         self.issuer = _core.check_base_url(issuer, allow_insecure_requests, "issuer")
         self._allow_insecure = allow_insecure_requests
         self.client_id = client_id
         self._key = ClientKey.from_jwk(key)
-        self._http = http or httpx.Client(timeout=30.0, follow_redirects=False)
+        # ``timeout`` (seconds, default 30) bounds connecting and each read and write of every request, the gateway's
+        # included: a hung server fails the call instead of hanging the agent. A given ``http`` keeps its own.
+        self._http = http or httpx.Client(timeout=_core.check_timeout(timeout), follow_redirects=False)
         self._owns_http = http is None
         self._metadata: dict[str, Any] | None = None
         self._skew = 0.0  # the server's clock minus ours (its Date at discovery), when it is off by more than 5 s
@@ -79,8 +81,8 @@ class Orchestrator:
     """A trusted orchestrator: declares tasks for its agents and always ends them (``run_task``, ``task``)."""
 
     def __init__(self, issuer: str, client_id: str, key: Mapping[str, Any], *, http: httpx.Client | None = None,
-                 allow_insecure_requests: bool = False) -> None:
-        self._client = _Client(issuer, client_id, key, http=http, allow_insecure_requests=allow_insecure_requests)
+                 allow_insecure_requests: bool = False, timeout: float = _core.DEFAULT_TIMEOUT) -> None:
+        self._client = _Client(issuer, client_id, key, http=http, allow_insecure_requests=allow_insecure_requests, timeout=timeout)
         self._token: tuple[str, float] | None = None
         self._lock = threading.Lock()
 
@@ -98,7 +100,8 @@ class Orchestrator:
             if self._token and time.time() < self._token[1]:
                 return self._token[0]
             access_token, _, lifetime = _core.token_response(self._client.token({"grant_type": "client_credentials", "scope": "tasks"}))
-            self._token = (access_token, time.time() + lifetime - min(30.0, lifetime / 5))
+            # An expires_in of 0 is used for the call that asked for it and not reused (the clamp is token_response's).
+            self._token = (access_token, _core.refresh_at_for(time.time(), lifetime))
             return self._token[0]
 
     def _call(self, method: str, path: str, body: Any = None, extra_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -162,8 +165,8 @@ class Agent:
 
     def __init__(self, issuer: str, client_id: str, key: Mapping[str, Any], gateway_url: str, *, dpop: bool = True,
                  approval_timeout: float = _core.DEFAULT_APPROVAL_TIMEOUT, http: httpx.Client | None = None,
-                 allow_insecure_requests: bool = False) -> None:
-        self._client = _Client(issuer, client_id, key, http=http, allow_insecure_requests=allow_insecure_requests)
+                 allow_insecure_requests: bool = False, timeout: float = _core.DEFAULT_TIMEOUT) -> None:
+        self._client = _Client(issuer, client_id, key, http=http, allow_insecure_requests=allow_insecure_requests, timeout=timeout)
         self.gateway_url = _core.check_base_url(gateway_url, allow_insecure_requests, "gateway_url")
         self._dpop = DPoPKey() if dpop else None
         self._approval_timeout = approval_timeout
@@ -244,19 +247,29 @@ class Agent:
     def fetch(self, task_token: str, connector: str, action: str, path: str, *, constraints: Mapping[str, Any] | None = None,
               method: str | None = None, headers: Mapping[str, str] | None = None, json: Any = None,
               content: bytes | str | None = None, query: Mapping[str, Any] | None = None,
-              approval_timeout: float | None = None, on_pending: Callable[[PendingApproval], None] | None = None) -> httpx.Response:
+              approval_timeout: float | None = None, on_pending: Callable[[PendingApproval], None] | None = None,
+              timeout: float | None = None) -> httpx.Response:
         """Calls ``path`` (relative to the connector) through the gateway with a credential for this request and a
         fresh DPoP proof. Other targets raise ``GatewayPathError`` before anything is sent. A credential the gateway
-        refuses (401: spent, revoked; nothing was forwarded) is dropped and the call made once more."""
+        refuses (401: spent, revoked; nothing was forwarded) is dropped and the call made once more. ``timeout``
+        (seconds; default the agent's) bounds connecting and each read of the answer: ``WritTimeoutError`` after it."""
         url = _core.gateway_url_for(self.gateway_url, connector, _core.with_query(path, query))
         verb = (method or ("POST" if json is not None or content is not None else "GET")).upper()
         base_headers, body = _core.prepare_call(headers, json, content)
         attempts = _core.GatewayAttempts(verb)
+        request_timeout: Any = httpx.USE_CLIENT_DEFAULT if timeout is None else _core.check_timeout(timeout)
+        # One credential for every attempt of this call (a nonce, a 429/503 retry): only the gateway's refusal of it gets
+        # a new one, once. A credential too short-lived to cache (expires_in: 0) is then one exchange per call.
+        credential = self.credential(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
         while True:
-            credential = self.credential(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
             request_headers = {**base_headers, **_core.auth_headers(credential, self._dpop, verb, url, self._client.now())}
-            # Never follow a redirect: the credential and its proof go to this URL only.
-            response = self._client._http.request(verb, url, headers=request_headers, content=body, follow_redirects=False)
+            try:
+                # Never follow a redirect: the credential and its proof go to this URL only.
+                response = self._client._http.request(verb, url, headers=request_headers, content=body, follow_redirects=False,
+                                                        timeout=request_timeout)
+            except httpx.TimeoutException as error:
+                seconds = timeout if timeout is not None else self._client._http.timeout.read
+                raise _core.gateway_timeout(verb, url, seconds) from error
             if self._dpop is not None:
                 self._dpop.remember_nonce(url, response)
             step = attempts.after(credential.token_type, response)
@@ -264,6 +277,7 @@ class Agent:
                 return response
             if step == attempts.REFRESH:
                 self.forget(task_token, connector, action, constraints)
+                credential = self.credential(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
             elif isinstance(step, (int, float)):
                 time.sleep(step)
 

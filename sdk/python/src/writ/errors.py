@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
+
 _POLICY_PREFIX = re.compile(r"^(denied by policy|a human must approve this request):\s*")
 
 
@@ -106,6 +108,18 @@ class GatewayPathError(WritError):
     """A gateway call refused before anything was sent: the target would leave the connector."""
 
     code = "invalid_gateway_path"
+
+
+class WritTimeoutError(WritError, httpx.TimeoutException):
+    """A gateway call without an answer in time (``timeout`` seconds to connect, or between two reads of the answer,
+    as httpx counts it). The request may have reached the upstream: a non-idempotent call is not sent again. Also an
+    ``httpx.TimeoutException``, which the SDK raised before."""
+
+    code = "timeout"
+
+    def __init__(self, message: str, timeout: float | None) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 class WritResponseError(WritError):

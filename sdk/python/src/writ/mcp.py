@@ -72,8 +72,9 @@ class McpAuth(httpx.Auth):
         url = str(request.url.copy_with(query=None))
         dpop = self._agent._dpop
         refreshed = nonce_sent = False
+        # One credential for every attempt of this request (the gateway's nonce): only its refusal gets a new one, once.
+        credential = await self._agent.credential(self._task_token, self._connector, action, constraints)
         while True:
-            credential = await self._agent.credential(self._task_token, self._connector, action, constraints)
             for name in ("authorization", "dpop"):
                 request.headers.pop(name, None)
             request.headers.update(_core.auth_headers(credential, dpop, request.method, url, self._agent._client.now()))
@@ -87,6 +88,7 @@ class McpAuth(httpx.Auth):
                 return  # an upstream's 401 (no gateway challenge) is an answer: that request reached it
             refreshed = True
             self._agent.forget(self._task_token, self._connector, action, constraints)
+            credential = await self._agent.credential(self._task_token, self._connector, action, constraints)
 
     def sync_auth_flow(self, request: httpx.Request):  # noqa: ANN201 - MCP clients are async
         raise RuntimeError("McpAuth works with httpx.AsyncClient (MCP clients are async)")
