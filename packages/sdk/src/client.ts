@@ -1,6 +1,6 @@
 import { importJWK, type CryptoKey, type JWK } from 'jose';
 import * as oauth from 'oauth4webapi';
-import { oauthErrorFrom, WritError, WritOAuthError, WritResponseError, type OAuthErrorBody } from './errors.js';
+import { oauthErrorFrom, WritError, WritOAuthError, WritResponseError, WritTimeoutError, type OAuthErrorBody } from './errors.js';
 import { withRetries } from './retry.js';
 import { anySignal, checkTimeout } from './signals.js';
 
@@ -116,6 +116,17 @@ export class WritClient {
     return signal ? anySignal([signal, timeout]) : timeout;
   }
 
+  /**
+   * `error` as a {@link WritTimeoutError} when it is the authorization server timeout firing
+   * (`AbortSignal.timeout`'s `TimeoutError`) and not the caller's own `signal`; else as it is.
+   */
+  timedOut(error: unknown, what: string, signal?: AbortSignal): unknown {
+    // By name: a DOMException from another realm (a test runner's, a worker's) is not `instanceof Error`.
+    const name = typeof error === 'object' && error !== null ? (error as { name?: unknown }).name : undefined;
+    if (error instanceof WritError || name !== 'TimeoutError' || signal?.aborted) return error;
+    return new WritTimeoutError(`no answer from the authorization server (${what}) within ${this.timeoutMs} ms`, this.timeoutMs);
+  }
+
   /** The authorization server's RFC 8414 metadata, fetched once (again after a failure). */
   metadata(): Promise<oauth.AuthorizationServer> {
     this.#metadata ??= (async () => {
@@ -123,8 +134,9 @@ export class WritClient {
       const response = await withRetries(() => oauth.discoveryRequest(issuer, this.options({ algorithm: 'oauth2' as const, signal: this.timeoutSignal() })));
       this.learnClock(response);
       return oauth.processDiscoveryResponse(issuer, response);
-    })().catch((error: unknown) => {
+    })().catch((caught: unknown) => {
       this.#metadata = undefined;
+      const error = this.timedOut(caught, 'discovery');
       throw error instanceof WritError ? error : new WritError('discovery_failed', `discovery of ${this.issuer} failed`, { cause: error });
     });
     return this.#metadata;
@@ -173,7 +185,7 @@ export class WritClient {
       } catch (error) {
         // oauth4webapi has kept the `DPoP-Nonce` the answer carried: the next proof uses it.
         if (dpop && attempt === 0 && oauth.isDPoPNonceError(error)) continue;
-        throw this.wrap(error);
+        throw this.wrap(this.timedOut(error, 'token endpoint', signal));
       }
     }
   }

@@ -135,8 +135,9 @@ export class GatewayPathError extends WritError {
 }
 
 /**
- * No answer in time: a gateway call whose answer (its status and headers) did not arrive within
- * its `timeoutMs`. The request may have reached the upstream: a non-idempotent call is not sent again.
+ * No answer in time: a request to the authorization server that took longer than `timeoutMs`,
+ * or a gateway call whose answer (its status and headers) did not arrive within its `timeoutMs`.
+ * The request may have reached the server or the upstream: a non-idempotent call is not sent again.
  */
 export class WritTimeoutError extends WritError {
   /** The limit that was reached, in milliseconds. */

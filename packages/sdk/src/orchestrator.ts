@@ -159,20 +159,25 @@ export class Orchestrator {
     for (let attempt = 0; ; attempt++) {
       const token = await this.accessToken();
       // A 429/503 (shed before any work) is retried after its `Retry-After`, bounded.
-      const response = await withRetries(() =>
-        this.#client.fetch(`${this.#client.issuer}${path}`, {
-          method,
-          headers: {
-            authorization: `Bearer ${token}`,
-            accept: 'application/json',
-            ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-            ...extraHeaders,
-          },
-          body: body !== undefined ? JSON.stringify(body) : undefined,
-          redirect: 'manual',
-          signal: this.#client.timeoutSignal(),
-        }),
-      );
+      let response: Response;
+      try {
+        response = await withRetries(() =>
+          this.#client.fetch(`${this.#client.issuer}${path}`, {
+            method,
+            headers: {
+              authorization: `Bearer ${token}`,
+              accept: 'application/json',
+              ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+              ...extraHeaders,
+            },
+            body: body !== undefined ? JSON.stringify(body) : undefined,
+            redirect: 'manual',
+            signal: this.#client.timeoutSignal(),
+          }),
+        );
+      } catch (error) {
+        throw this.#client.timedOut(error, `${method} ${path.split('?')[0]}`);
+      }
       if (response.status === 401 && attempt === 0) {
         await response.body?.cancel();
         this.#token = undefined;

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { exportJWK, generateKeyPair } from 'jose';
 import { Agent } from './agent.js';
+import { Orchestrator } from './orchestrator.js';
 import { GatewayPathError, WritTimeoutError } from './errors.js';
 import { MAX_LIFETIME_SECONDS } from './lifetime.js';
 
@@ -266,5 +267,42 @@ describe('token lifetimes (expires_in)', () => {
     const error = await agent.credential('task-token', READ).catch((caught: unknown) => caught);
     expect(error).toMatchObject({ code: 'unexpected_response' });
     expect(String((error as Error).message)).not.toContain('at-secret-value');
+  });
+});
+
+describe('authorization server timeouts', () => {
+  /** A Writ whose discovery answers (or not) and whose token endpoint and Tasks API never answer: each request ends only when its signal aborts. */
+  const hanging =
+    (discovery = true) =>
+    (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      if (discovery && url.pathname === '/.well-known/oauth-authorization-server') {
+        return Promise.resolve(Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` }));
+      }
+      return new Promise((_, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal?.reason as Error), { once: true }));
+    };
+  const key = async () => {
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+    return { ...(await exportJWK(privateKey)), kid: 'k1' };
+  };
+
+  it('is a WritTimeoutError at discovery, the token endpoint and the Tasks API, as at the gateway', async () => {
+    const options = async (discovery: boolean) => ({ issuer: ISSUER, clientId: 'c1', key: await key(), fetch: hanging(discovery), timeoutMs: 100 });
+    const agent = new Agent({ ...(await options(true)), gatewayUrl: GATEWAY, dpop: false });
+    await expect(agent.credential('task-token', READ)).rejects.toMatchObject({ name: 'WritTimeoutError', code: 'timeout', timeoutMs: 100 });
+    const undiscovered = new Agent({ ...(await options(false)), gatewayUrl: GATEWAY, dpop: false });
+    const error = await undiscovered.credential('task-token', READ).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(WritTimeoutError);
+    expect((error as Error).message).toContain('discovery');
+    const orchestrator = new Orchestrator(await options(true));
+    await expect(orchestrator.tasks.get('t1')).rejects.toBeInstanceOf(WritTimeoutError);
+  });
+
+  it("leaves the caller's own abort as it is", async () => {
+    const agent = new Agent({ issuer: ISSUER, clientId: 'c1', key: await key(), fetch: hanging(), gatewayUrl: GATEWAY, dpop: false });
+    const reason = new DOMException('the caller gave up', 'TimeoutError');
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(reason), 50);
+    await expect(agent.credential('task-token', READ, { signal: controller.signal })).rejects.toBe(reason);
   });
 });
