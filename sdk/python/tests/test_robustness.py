@@ -203,3 +203,25 @@ def test_the_timeout_is_configurable_per_client_and_checked():
     server = Scripted([issued("at-1", 120)])
     with pytest.raises(WritError, match="timeout"):
         agent_for(server).fetch("t", *READ, "/v1/payouts/po_1", timeout=0)
+
+
+@pytest.mark.parametrize("path", ["/.well-known/oauth-authorization-server", "/oauth2/token", "/v1/tasks/t1"])
+def test_an_authorization_server_without_an_answer_is_a_timeout_error(path):
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == path:
+            raise httpx.ReadTimeout("timed out", request=request)
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+        return httpx.Response(200, json={"access_token": "tasks-at", "token_type": "Bearer", "expires_in": 60})
+
+    orchestrator = Orchestrator(ISSUER, "orch-1", private_jwk(), http=httpx.Client(transport=httpx.MockTransport(server), timeout=4))
+    with pytest.raises(WritTimeoutError, match=f"no answer from the authorization server to .*{path}.* within 4 s"):
+        orchestrator.get_task("t1")
+
+    async def run() -> None:
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.AsyncClient(transport=httpx.MockTransport(server)))
+        await agent.credential("t", *READ)
+
+    if path != "/v1/tasks/t1":
+        with pytest.raises(WritTimeoutError):
+            asyncio.run(run())

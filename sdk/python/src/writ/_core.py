@@ -333,6 +333,18 @@ def gateway_timeout(method: str, url: str, timeout: float | None) -> WritTimeout
     return WritTimeoutError(f"no answer from the gateway to {method} {parts.scheme}://{parts.netloc}{parts.path}{within}", timeout)
 
 
+def server_timeout(what: str, error: Any, timeout: float | None) -> WritTimeoutError:
+    """The error of a request to ``what`` without an answer in time, naming the request httpx timed out (its method,
+    origin and path: never its query, body or a credential)."""
+    try:
+        request = error.request
+    except RuntimeError:  # httpx raises when the exception carries no request
+        request = None
+    target = f" to {request.method} {request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}{request.url.path}" if request is not None else ""
+    within = f" within {timeout:g} s" if isinstance(timeout, (int, float)) else ""
+    return WritTimeoutError(f"no answer from {what}{target}{within}", timeout)
+
+
 def check_timeout(timeout: float) -> float:
     """``timeout`` when it is a positive, finite number of seconds; an ``invalid_options`` error otherwise."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:

@@ -14,6 +14,7 @@ import httpx
 
 from . import _core
 from ._core import ClientKey, CreatedTask, Credential, DPoPKey, PendingApproval, PollState
+from .errors import WritTimeoutError
 
 T = TypeVar("T")
 
@@ -50,10 +51,16 @@ class _AsyncClient:
         return time.time() + self._skew
 
     async def send(self, request: Callable[[], Any]) -> httpx.Response:
-        """``request()``, sent again while the answer is a 429/503 worth retrying (``_core.retry_delay``)."""
+        """``request()`` (to the authorization server), sent again while the answer is a 429/503 worth retrying
+        (``_core.retry_delay``); no answer within the timeout is ``WritTimeoutError``, as at the gateway."""
         attempt = 0
         while True:
-            response = await request()
+            try:
+                response = await request()
+            except httpx.TimeoutException as error:
+                if isinstance(error, WritTimeoutError):
+                    raise
+                raise _core.server_timeout("the authorization server", error, self._http.timeout.read) from error
             delay = _core.retry_delay(response, attempt)
             if delay is None:
                 return response

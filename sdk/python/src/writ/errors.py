@@ -111,8 +111,8 @@ class GatewayPathError(WritError):
 
 
 class WritTimeoutError(WritError, httpx.TimeoutException):
-    """A gateway call without an answer in time (``timeout`` seconds to connect, or between two reads of the answer,
-    as httpx counts it). The request may have reached the upstream: a non-idempotent call is not sent again. Also an
+    """A request to the authorization server or a gateway call without an answer in time (``timeout`` seconds to
+    connect, or between two reads of the answer, as httpx counts it). The request may have reached the upstream: a non-idempotent call is not sent again. Also an
     ``httpx.TimeoutException``, which the SDK raised before."""
 
     code = "timeout"
