@@ -1,3 +1,4 @@
+import { Client } from 'pg';
 import { Agent, request } from 'undici';
 import { FailureThrottle } from '@writ/platform';
 import { clientAuthFields, createClientKey } from '@writ/testing';
@@ -91,8 +92,11 @@ describe('failure throttling across instances', () => {
     expect(Number(answer.headers['retry-after'])).toBeLessThanOrEqual(3600);
     expect(answer.headers['cache-control']).toBe('no-store');
   };
-  /** Pretends every current window has ended and lets one instance summarise them. */
+  /** Every throttle of both instances (one per app). */
+  const throttles = () => [...first.apps, ...second.apps].map((app) => app.get(FailureThrottle));
+  /** Pretends every current window has ended and lets one instance summarise them (after every instance flushed its counts, as each does within a second). */
   const endWindows = async () => {
+    for (const throttle of throttles()) await throttle.flush();
     await first.runtime.pool.query(`UPDATE throttle_failures SET window_start = window_start - interval '2 hours'`);
     await first.apps[0].get(FailureThrottle).summariseEndedWindows();
   };
@@ -287,6 +291,59 @@ describe('failure throttling across instances', () => {
          FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p`,
     );
     expect(rows.every((row) => row.granted)).toBe(true);
+  });
+
+  it('refuses a blocked source from memory: a burst of 200 costs a bounded number of row writes, and the summary stays exact', async () => {
+    const admin = bases(2);
+    const source = '127.0.8.1';
+    const key = `admin|source|${source}`;
+    // Blocked through the first instance only: the second has never seen this source.
+    for (let n = 0; n < 21; n += 1) await from(source, `${admin[0]}/v1/agents`, { headers: { authorization: `Bearer guess_${n}` } });
+    expect((await from(source, `${admin[0]}/v1/agents`)).status).toBe(429);
+    // Every row written to the counters from now on (inserts and updates, by any instance).
+    const superuser = new Client({ connectionString: first.db.url });
+    await superuser.connect();
+    try {
+      await superuser.query(`CREATE TABLE throttle_writes (key text NOT NULL)`);
+      await superuser.query(`CREATE FUNCTION throttle_write() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+        BEGIN INSERT INTO throttle_writes VALUES (NEW.key); RETURN NEW; END $$`);
+      await superuser.query(`CREATE TRIGGER throttle_write AFTER INSERT OR UPDATE ON throttle_failures FOR EACH ROW EXECUTE FUNCTION throttle_write()`);
+      const answers = await burst(200, (instance, n) =>
+        from(source, `${admin[instance]}/v1/agents`, { headers: { authorization: `Bearer guess_again_${n}` } }),
+      );
+      expect(statuses(answers)).toEqual({ 429: 200 });
+      for (const throttle of throttles()) await throttle.flush();
+      // One upsert for the second instance to learn the block, then batched counts (one row per
+      // flush and instance): a few writes, not one per request.
+      const writes = Number((await superuser.query(`SELECT count(*) AS n FROM throttle_writes WHERE key = $1`, [key])).rows[0].n);
+      expect(writes).toBeGreaterThanOrEqual(1);
+      expect(writes).toBeLessThanOrEqual(8);
+    } finally {
+      await superuser.query(`DROP TRIGGER IF EXISTS throttle_write ON throttle_failures`);
+      await superuser.query(`DROP FUNCTION IF EXISTS throttle_write()`);
+      await superuser.query(`DROP TABLE IF EXISTS throttle_writes`);
+      await superuser.end();
+    }
+    // Every refusal counted all the same: 21 failures, 1 + 200 refusals.
+    expect(await count(`SELECT coalesce(sum(count), 0) AS n FROM throttle_failures WHERE key = $1`, [key])).toBe(222);
+    await endWindows();
+    const summary = await first.runtime.pool.query<{ data: Record<string, unknown> }>(
+      `SELECT data FROM audit_events WHERE type = 'throttle.summary' AND data->>'source' = $1`,
+      [source],
+    );
+    expect(summary.rows.map((row) => row.data)).toEqual([expect.objectContaining({ scope: 'admin', failures: 222, not_recorded_individually: 217 })]);
+  });
+
+  it('flushes the refusals counted in memory on shutdown', async () => {
+    const admin = bases(2);
+    const source = '127.0.8.2';
+    const key = `admin|source|${source}`;
+    for (let n = 0; n < 21; n += 1) await from(source, `${admin[1]}/v1/agents`, { headers: { authorization: `Bearer guess_${n}` } });
+    const throttle = second.apps[2].get(FailureThrottle);
+    await throttle.flush();
+    await Promise.all(Array.from({ length: 10 }, () => throttle.refuseIfBlocked('admin', source)));
+    await throttle.onModuleDestroy();
+    expect(await count(`SELECT coalesce(sum(count), 0) AS n FROM throttle_failures WHERE key = $1`, [key])).toBe(31);
   });
 
   it('keeps the audit log bounded under a burst of anonymous failures: a few events and one summary per source', async () => {

@@ -29,6 +29,24 @@ interface CounterRow {
   key: string;
   count: number;
   remaining: number;
+  window_start: Date;
+}
+
+/** A source this instance knows to be past its limit, until its window ends. */
+interface Block {
+  /** `Date.now()` at which the window ends. */
+  until: number;
+  /** The window (as PostgreSQL started it) its refusals are counted in. */
+  windowStart: Date;
+  windowSeconds: number;
+}
+
+/** Refusals of blocked sources answered from memory, not yet added to their window's row. */
+interface PendingCount {
+  key: string;
+  windowStart: Date;
+  windowSeconds: number;
+  count: number;
 }
 
 interface EndedWindowRow {
@@ -43,6 +61,15 @@ interface EndedWindowRow {
 const MAX_LOCAL_BLOCKS = 10_000;
 /** Most ended windows summarised in one transaction. */
 const SUMMARY_BATCH = 500;
+/** How often refusals counted in memory are added to their rows (one statement for all of them). */
+const FLUSH_EVERY_MS = 1000;
+/**
+ * How long after its end a window is left unsummarised, so that every instance has flushed the
+ * refusals it counted in memory for it (every {@link FLUSH_EVERY_MS}) and its summary is exact.
+ */
+export const SUMMARY_GRACE_SECONDS = 10;
+/** Most (source, window) refusal counts held in memory; past it they are flushed at once. */
+const MAX_PENDING = 10_000;
 
 /** `Sec-Fetch-Site` values a browser sends with a request another site's page made. */
 const FOREIGN_SITES = new Set(['cross-site', 'same-site']);
@@ -92,19 +119,37 @@ function printable(value: string): string {
  * for the current fixed window, in one atomic upsert. A source past
  * `WRIT_THROTTLE_SOURCE_FAILURES`, or a client id past `WRIT_THROTTLE_CLIENT_FAILURES`, gets
  * `429` for the rest of the window. Successful requests never reach this class, so they pay
- * nothing; a source this instance already saw over its limit is refused before any other work
- * (one counter update, no signature checks).
+ * nothing.
+ *
+ * A blocked source costs no database work per request: once an upsert tells an instance that a
+ * source is past its limit (another instance learns it from its own first upsert for that source),
+ * the instance refuses it from memory until the window ends, and counts those refusals in memory,
+ * adding them to the window's row in one statement every {@link FLUSH_EVERY_MS} and on shutdown.
+ * Concurrent failures of one source on one instance wait for the upsert already under way, so a
+ * burst from a source this instance has not yet seen blocked costs one upsert, not one per request.
+ * Otherwise a blocked address's flood would queue one row update each on the database that every
+ * other caller needs.
  *
  * Anonymous failures are audited one event each only up to `WRIT_THROTTLE_AUDIT_EVENTS` per
- * source and window; the rest are counted, and once the window has ended one
+ * source and window; the rest are counted, and once the window has ended (and
+ * {@link SUMMARY_GRACE_SECONDS} more, for every instance's counts to be flushed) one
  * `throttle.summary` event per counter records its total, so an anonymous caller cannot grow
- * the audit log without bound.
+ * the audit log without bound. Refusals answered from memory are never audited one by one and
+ * are all in the summary's `not_recorded_individually`. The totals are exact except for an
+ * instance that dies (or cannot reach the database for longer than the grace) with counts not
+ * yet flushed: at most {@link FLUSH_EVERY_MS} of its refusals are lost, or, flushed late, are
+ * summarised in a second `throttle.summary` of the same window.
  */
 @Injectable()
 export class FailureThrottle implements OnModuleDestroy {
-  private readonly blocked = new Map<string, number>();
+  private readonly blocked = new Map<string, Block>();
+  /** Upserts under way, per source key (a burst from one source waits for the one under way). */
+  private readonly counting = new Map<string, Promise<unknown>>();
+  private readonly pending = new Map<string, PendingCount>();
   private readonly timer: NodeJS.Timeout;
+  private readonly flushTimer: NodeJS.Timeout;
   private summarising: Promise<void> | undefined;
+  private flushing: Promise<void> | undefined;
 
   constructor(
     @Inject(PG_POOL) private readonly pool: Pool,
@@ -115,54 +160,92 @@ export class FailureThrottle implements OnModuleDestroy {
     const every = Math.min(this.config.throttle.windowSeconds, 30) * 1000;
     this.timer = setInterval(() => void this.summariseInBackground(), every);
     this.timer.unref();
+    this.flushTimer = setInterval(() => void this.flush().catch(() => undefined), FLUSH_EVERY_MS);
+    this.flushTimer.unref();
   }
 
   /**
-   * For a source this instance already saw past its limit in the current window: counts this
-   * request as one more failure and returns the (limited) verdict, so the caller answers `429`
-   * without doing the work. `undefined` (and no database work) otherwise.
+   * For a source this instance knows to be past its limit in the current window: counts this
+   * request as one more failure (in memory) and returns the (limited) verdict, so the caller
+   * answers `429` without doing the work. `undefined` otherwise. Never touches the database.
    */
-  async refuseIfBlocked(scope: ThrottleScope, source: string): Promise<FailureVerdict | undefined> {
-    const until = this.blocked.get(this.sourceKey(scope, source));
-    if (until === undefined) return undefined;
-    if (until <= Date.now()) {
-      this.blocked.delete(this.sourceKey(scope, source));
-      return undefined;
-    }
-    const verdict = await this.failure(scope, source);
-    if (verdict.limited) return verdict;
-    // PostgreSQL's window has moved on: this instance's memory was stale.
-    this.blocked.delete(this.sourceKey(scope, source));
-    return undefined;
+  refuseIfBlocked(scope: ThrottleScope, source: string): Promise<FailureVerdict | undefined> {
+    return Promise.resolve(this.refuseFromMemory(this.sourceKey(scope, source)));
   }
 
   /** Counts one failure of `source` (and of the claimed `clientId`, if any) and says what to do with it. */
   async failure(scope: ThrottleScope, source: string, clientId?: string): Promise<FailureVerdict> {
     const { windowSeconds, sourceFailures, clientFailures, auditEvents } = this.config.throttle;
     const sourceKey = this.sourceKey(scope, source);
+    // One upsert per source at a time on this instance: the others of a burst wait for it, and
+    // are refused from memory once it has found the source blocked.
+    for (;;) {
+      const known = this.refuseFromMemory(sourceKey);
+      if (known) return known;
+      const under = this.counting.get(sourceKey);
+      if (!under) break;
+      await under.catch(() => undefined);
+    }
     const keys = clientId ? [sourceKey, `${scope}|client|${printable(clientId)}`] : [sourceKey];
     // One atomic statement per failure, correct across instances: the window is PostgreSQL's clock.
-    const { rows } = await this.pool.query<CounterRow>(
+    const counted = this.pool.query<CounterRow>(
       `WITH w AS (SELECT to_timestamp(floor(extract(epoch FROM now()) / $2) * $2) AS start)
        INSERT INTO throttle_failures AS t (key, window_start, window_seconds, count, suppressed)
        SELECT k, w.start, $2, 1, 0 FROM unnest($1::text[]) AS k, w
        ON CONFLICT (key, window_start) DO UPDATE
           SET count = t.count + 1,
               suppressed = t.suppressed + CASE WHEN t.count + 1 > $3 THEN 1 ELSE 0 END
-       RETURNING key, count, extract(epoch FROM (t.window_start + make_interval(secs => $2) - now()))::float8 AS remaining`,
+       RETURNING key, count, t.window_start,
+                 extract(epoch FROM (t.window_start + make_interval(secs => $2) - now()))::float8 AS remaining`,
       [keys, windowSeconds, auditEvents],
     );
+    this.counting.set(sourceKey, counted);
+    let rows: CounterRow[];
+    try {
+      rows = (await counted).rows;
+    } finally {
+      if (this.counting.get(sourceKey) === counted) this.counting.delete(sourceKey);
+    }
     const byKey = new Map(rows.map((row) => [row.key, row]));
     const sourceRow = byKey.get(sourceKey)!;
     const clientRow = keys[1] ? byKey.get(keys[1]) : undefined;
     const retryAfterSeconds = Math.max(1, Math.ceil(Number(sourceRow.remaining)));
     const sourceLimited = sourceRow.count > sourceFailures;
-    if (sourceLimited) this.block(sourceKey, retryAfterSeconds);
+    if (sourceLimited) this.block(sourceKey, { until: Date.now() + Number(sourceRow.remaining) * 1000, windowStart: sourceRow.window_start, windowSeconds });
     return {
       limited: sourceLimited || (clientRow !== undefined && clientRow.count > clientFailures),
       retryAfterSeconds,
       audit: sourceRow.count <= auditEvents,
     };
+  }
+
+  /**
+   * Adds the refusals counted in memory to their windows' rows, in one statement (the rows may
+   * have been summarised already if this is late: the counts then start a row of their own,
+   * summarised in turn). Runs every {@link FLUSH_EVERY_MS}, before each summary and on
+   * shutdown; exposed for tests. On failure the counts are kept for the next attempt.
+   */
+  async flush(): Promise<void> {
+    while (this.flushing) await this.flushing.catch(() => undefined);
+    if (this.pending.size === 0) return;
+    const batch = [...this.pending.values()];
+    this.pending.clear();
+    this.flushing = this.pool
+      .query(
+        `INSERT INTO throttle_failures AS t (key, window_start, window_seconds, count, suppressed)
+         SELECT k, s, w, c, c FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[]) AS u(k, s, w, c)
+         ON CONFLICT (key, window_start) DO UPDATE
+            SET count = t.count + excluded.count, suppressed = t.suppressed + excluded.suppressed`,
+        [batch.map((p) => p.key), batch.map((p) => p.windowStart), batch.map((p) => p.windowSeconds), batch.map((p) => p.count)],
+      )
+      .then(() => undefined)
+      .catch((error: unknown) => {
+        for (const entry of batch) this.addPending(entry.key, entry, entry.count);
+        this.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not record throttled refusals; will retry');
+        throw error;
+      })
+      .finally(() => (this.flushing = undefined));
+    await this.flushing;
   }
 
   /**
@@ -172,8 +255,11 @@ export class FailureThrottle implements OnModuleDestroy {
    * `min(window, 30 s)`; exposed for tests and shutdown.
    */
   async summariseEndedWindows(): Promise<number> {
+    await this.flush();
     // Cheap look first: the audit transaction (which locks the chain head) only when there is work.
-    const ended = await this.pool.query(`SELECT 1 FROM throttle_failures WHERE window_start + make_interval(secs => window_seconds) <= now() LIMIT 1`);
+    const ended = await this.pool.query(
+      `SELECT 1 FROM throttle_failures WHERE window_start + make_interval(secs => window_seconds + ${SUMMARY_GRACE_SECONDS}) <= now() LIMIT 1`,
+    );
     if (ended.rowCount === 0) return 0;
     let total = 0;
     for (;;) {
@@ -184,7 +270,7 @@ export class FailureThrottle implements OnModuleDestroy {
               `DELETE FROM throttle_failures
                 WHERE (key, window_start) IN (
                   SELECT key, window_start FROM throttle_failures
-                   WHERE window_start + make_interval(secs => window_seconds) <= now()
+                   WHERE window_start + make_interval(secs => window_seconds + ${SUMMARY_GRACE_SECONDS}) <= now()
                    LIMIT ${SUMMARY_BATCH} FOR UPDATE SKIP LOCKED)
                 RETURNING key, window_start, window_seconds, count, suppressed`,
             )
@@ -196,10 +282,12 @@ export class FailureThrottle implements OnModuleDestroy {
     }
   }
 
-  /** Stops the background summaries (waiting for one under way). */
+  /** Stops the background summaries (waiting for one under way) and flushes the refusals counted in memory. */
   async onModuleDestroy(): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.flushTimer);
     await this.summarising;
+    await this.flush().catch(() => undefined);
   }
 
   private summariseInBackground(): void {
@@ -238,8 +326,32 @@ export class FailureThrottle implements OnModuleDestroy {
     return `${scope}|source|${printable(source)}`;
   }
 
-  private block(key: string, seconds: number): void {
+  private block(key: string, block: Block): void {
     if (this.blocked.size >= MAX_LOCAL_BLOCKS) this.blocked.clear();
-    this.blocked.set(key, Date.now() + seconds * 1000);
+    this.blocked.set(key, block);
+  }
+
+  /** The verdict for a source known blocked (its refusal counted in memory), or `undefined`. */
+  private refuseFromMemory(key: string): FailureVerdict | undefined {
+    const block = this.blocked.get(key);
+    if (!block) return undefined;
+    const left = block.until - Date.now();
+    if (left <= 0) {
+      this.blocked.delete(key);
+      return undefined;
+    }
+    this.addPending(key, block, 1);
+    return { limited: true, retryAfterSeconds: Math.max(1, Math.ceil(left / 1000)), audit: false };
+  }
+
+  private addPending(key: string, window: Pick<Block, 'windowStart' | 'windowSeconds'>, count: number): void {
+    const id = `${key}\u0000${window.windowStart.getTime()}`;
+    const entry = this.pending.get(id);
+    if (entry) {
+      entry.count += count;
+      return;
+    }
+    this.pending.set(id, { key, windowStart: window.windowStart, windowSeconds: window.windowSeconds, count });
+    if (this.pending.size >= MAX_PENDING) void this.flush().catch(() => undefined);
   }
 }

@@ -65,7 +65,7 @@ export class OAuthFailureGate {
     }
   }
 
-  /** Refuses, before any other work, a source this instance already saw past its limit. */
+  /** Refuses, before any other work (and without database work), a source this instance knows is past its limit. */
   async before(source: string): Promise<void> {
     const verdict = await this.throttle.refuseIfBlocked('oauth', source);
     if (verdict) throw tooMany(verdict);
