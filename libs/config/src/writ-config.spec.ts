@@ -2,7 +2,7 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, databaseOnThisHost, loadConfig } from './writ-config';
+import { ConfigError, databaseOnThisHost, loadConfig, parseHostName } from './writ-config';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
@@ -415,5 +415,50 @@ describe('loadConfig', () => {
     } catch (error) {
       expect((error as Error).message).not.toContain('c2hvcnQ');
     }
+  });
+
+  describe('WRIT_ALLOWED_HOSTS', () => {
+    it('defaults, bound to loopback, to loopback names and the issuer and gateway hosts', () => {
+      const config = loadConfig({ WRIT_ISSUER: 'https://Writ.Example.com', WRIT_GATEWAY_URL: 'https://gw.example.com:8443/base' });
+      expect(config.allowedHosts).toEqual({ names: ['writ.example.com', 'gw.example.com'], namesWithPort: [], loopbackNames: true });
+      expect(config.anyHostByDefault).toBe(false);
+      expect(loadConfig({ WRIT_HOST: '::1' }).allowedHosts?.loopbackNames).toBe(true);
+      expect(loadConfig({ WRIT_HOST: 'localhost' }).allowedHosts?.loopbackNames).toBe(true);
+    });
+
+    it('accepts any Host when unset on another listen address (with a warning), or when set to *', () => {
+      const open = loadConfig({ WRIT_HOST: '0.0.0.0' });
+      expect(open.allowedHosts).toBeUndefined();
+      expect(open.anyHostByDefault).toBe(true);
+      const star = loadConfig({ WRIT_HOST: '0.0.0.0', WRIT_ALLOWED_HOSTS: '*' });
+      expect(star.allowedHosts).toBeUndefined();
+      expect(star.anyHostByDefault).toBe(false);
+      expect(loadConfig({ WRIT_ALLOWED_HOSTS: '*' }).allowedHosts).toBeUndefined();
+    });
+
+    it('reads a list of names, normalised, with the issuer and gateway hosts and nothing else', () => {
+      const config = loadConfig({ WRIT_HOST: '0.0.0.0', WRIT_ALLOWED_HOSTS: ' Admin.Example.COM. , admin.internal:4002,[0:0::1],::2, 127.1:80 ' });
+      expect(config.allowedHosts).toEqual({
+        names: ['localhost', 'admin.example.com', '[::1]', '[::2]'],
+        namesWithPort: ['admin.internal:4002', '127.0.0.1:80'],
+        loopbackNames: false,
+      });
+      expect(config.anyHostByDefault).toBe(false);
+    });
+
+    it.each(['', 'user@host', 'host/path', 'host:0', 'host:65536', 'host:x', '[not-ipv6]', 'a b', '*.example.com', 'http://host'])(
+      'refuses the entry "%s"',
+      (entry) => {
+        expect(() => loadConfig({ WRIT_ALLOWED_HOSTS: `ok.example,${entry}` })).toThrow(/WRIT_ALLOWED_HOSTS must be comma-separated host or host:port names/);
+      },
+    );
+
+    it('reads a Host as the URL standard reads a host', () => {
+      expect(parseHostName('LOCALHOST.:4002')).toEqual({ name: 'localhost', port: 4002 });
+      expect(parseHostName('[0:0:0:0:0:0:0:1]')).toEqual({ name: '[::1]', port: undefined });
+      expect(parseHostName('127.1')).toEqual({ name: '127.0.0.1', port: undefined });
+      expect(parseHostName('xn--bcher-kva.example')).toEqual({ name: 'xn--bcher-kva.example', port: undefined });
+      for (const bad of ['', ':80', '.', 'host..', 'a@b', '[::1', '::1', 'host:', 'host:80:80', 'h%6fst']) expect(parseHostName(bad)).toBeUndefined();
+    });
   });
 });

@@ -41,6 +41,22 @@ export interface WritConfig {
   readonly gatewayPort: number;
   /** `WRIT_ADMIN_PORT` (default 4002): admin API port. */
   readonly adminPort: number;
+  /**
+   * `WRIT_ALLOWED_HOSTS`: comma-separated `host` or `host:port` names (`writ.example.com`,
+   * `admin.internal:4002`, `[::1]`; case and a trailing dot do not matter) that requests to every
+   * service must carry in `Host`, besides the hosts of `WRIT_ISSUER` and `WRIT_GATEWAY_URL`
+   * (always accepted). A name without a port is accepted on any port; with one, only on it.
+   * Another `Host` is answered `421 Misdirected Request` before any other work (authentication,
+   * failure counting), so that a page rebinding its own DNS name to a Writ service in a user's
+   * browser cannot reach it. `GET /health/live` and `/health/ready` are exempt (probes call
+   * by address). Unset: with `WRIT_HOST` a loopback address (the default), the loopback default
+   * (`localhost`, `*.localhost`, any IP address, the issuer's and gateway's hosts: a rebinding
+   * page always sends its own DNS name); otherwise any `Host` (a warning at start). `*`: any
+   * `Host`.
+   */
+  readonly allowedHosts: AllowedHostsConfig | undefined;
+  /** True when {@link allowedHosts} accepts any `Host` because it is unset and `WRIT_HOST` is not loopback (not `*`). */
+  readonly anyHostByDefault: boolean;
   /** `WRIT_ISSUER` (default `http://localhost:4000`): issuer identifier, base of the server's URLs. */
   readonly issuer: string;
   /** `WRIT_GATEWAY_URL` (default `http://localhost:4001`): base of connector resource URLs (token `aud`). */
@@ -125,6 +141,16 @@ export interface WritConfig {
   readonly http: HttpServerConfig;
   /** OpenTelemetry tracing (off unless the standard `OTEL_*` variables ask for it). */
   readonly tracing: TracingConfig;
+}
+
+/** See {@link WritConfig.allowedHosts}. */
+export interface AllowedHostsConfig {
+  /** Names accepted on any port: lower case, without a trailing dot, IPv6 in brackets. */
+  readonly names: readonly string[];
+  /** `name:port` accepted only on that port. */
+  readonly namesWithPort: readonly string[];
+  /** Also `localhost`, `*.localhost` and any IP literal (the loopback default, `WRIT_ALLOWED_HOSTS` unset). */
+  readonly loopbackNames: boolean;
 }
 
 /** An Ed25519 public JWK that verifies audit checkpoints; see {@link WritConfig.auditCheckpointPublicKeys}. */
@@ -525,6 +551,62 @@ function ecdsaThread(env: Env, workers: number, databaseUrl: string | undefined,
   return spare >= 1 ? 'thread-pool' : 'main-thread';
 }
 
+/** A `Host` value (or a `WRIT_ALLOWED_HOSTS` entry) read as its name and port. */
+export interface HostName {
+  /** Lower case, IDNA ASCII, IPv4 as four decimals, IPv6 compressed in brackets, without a trailing dot. */
+  readonly name: string;
+  readonly port: number | undefined;
+}
+
+const HOST_SHAPE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?$/;
+
+/**
+ * Reads `host` or `host:port` (the `Host` header's shape, RFC 9110 section 7.2) as the URL
+ * standard reads a host, so that `LOCALHOST.`, `[0:0::1]` and `127.1` name what they address;
+ * `undefined` for anything else (userinfo, paths, spaces, an empty name, port 0).
+ */
+export function parseHostName(value: string): HostName | undefined {
+  const match = HOST_SHAPE.exec(value);
+  if (!match) return undefined;
+  if (match[1].startsWith('[') && isIP(match[1].slice(1, -1)) !== 6) return undefined;
+  const port = match[2] === undefined ? undefined : Number(match[2]);
+  if (port !== undefined && (port < 1 || port > 65_535)) return undefined;
+  let name: string;
+  try {
+    name = new URL(`http://${match[1]}/`).hostname;
+  } catch {
+    return undefined;
+  }
+  if (name.endsWith('.')) name = name.slice(0, -1);
+  return name && !name.endsWith('.') ? { name, port } : undefined;
+}
+
+/** True for a loopback listen address (`127.0.0.0/8`, `::1`, `localhost`). */
+function loopbackListen(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+/** `WRIT_ALLOWED_HOSTS`: see {@link WritConfig.allowedHosts}. */
+function allowedHosts(env: Env, listen: string, ownUrls: string[], problems: string[]): AllowedHostsConfig | undefined {
+  const raw = env.WRIT_ALLOWED_HOSTS?.trim();
+  if (raw === '*') return undefined;
+  const own = ownUrls.flatMap((url) => {
+    const parsed = URL.canParse(url) ? parseHostName(new URL(url).hostname) : undefined;
+    return parsed ? [parsed.name] : [];
+  });
+  if (!raw) return loopbackListen(listen) ? Object.freeze({ names: Object.freeze(own), namesWithPort: Object.freeze([]), loopbackNames: true }) : undefined;
+  const names = new Set(own);
+  const namesWithPort = new Set<string>();
+  for (const entry of raw.split(',').map((part) => part.trim())) {
+    // A bare IPv6 address is one host (it cannot carry a port without brackets).
+    const parsed = parseHostName(isIP(entry) === 6 ? `[${entry}]` : entry);
+    if (!parsed) problems.push(`WRIT_ALLOWED_HOSTS must be comma-separated host or host:port names (e.g. writ.example.com,[::1]:4002), or *, got "${entry}"`);
+    else if (parsed.port === undefined) names.add(parsed.name);
+    else namesWithPort.add(`${parsed.name}:${parsed.port}`);
+  }
+  return Object.freeze({ names: Object.freeze([...names]), namesWithPort: Object.freeze([...namesWithPort]), loopbackNames: false });
+}
+
 /** What the embedded quick start may reach when `WRIT_UPSTREAM_ALLOWED_NETWORKS` is unset. */
 export const EMBEDDED_UPSTREAM_NETWORKS: readonly string[] = ['127.0.0.0/8', '::1/128'];
 
@@ -626,6 +708,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     problems.push('WRIT_ADMIN_TOKEN must be at least 32 characters');
   }
   const upstream = allowedNetworks(env, !databaseUrl, problems);
+  const host = env.WRIT_HOST || '127.0.0.1';
+  const issuer = baseUrl(env, 'WRIT_ISSUER', 'http://localhost:4000', problems);
+  const gatewayUrl = baseUrl(env, 'WRIT_GATEWAY_URL', 'http://localhost:4001', problems);
   const workers = workerCount(env, problems);
   const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(cwd, dataDirRaw);
   const checkpointFileRaw = env.WRIT_AUDIT_CHECKPOINT_FILE || join(dataDir, 'audit-checkpoints.jsonl');
@@ -634,12 +719,14 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     migrationDatabaseUrl,
     allowNewerSchema: boolean(env, 'WRIT_ALLOW_NEWER_SCHEMA', false, problems),
     dataDir,
-    host: env.WRIT_HOST || '127.0.0.1',
+    host,
     authPort: port(env, 'WRIT_AUTH_PORT', 4000, problems),
     gatewayPort: port(env, 'WRIT_GATEWAY_PORT', 4001, problems),
     adminPort: port(env, 'WRIT_ADMIN_PORT', 4002, problems),
-    issuer: baseUrl(env, 'WRIT_ISSUER', 'http://localhost:4000', problems),
-    gatewayUrl: baseUrl(env, 'WRIT_GATEWAY_URL', 'http://localhost:4001', problems),
+    allowedHosts: allowedHosts(env, host, [issuer, gatewayUrl], problems),
+    anyHostByDefault: !env.WRIT_ALLOWED_HOSTS?.trim() && !loopbackListen(host),
+    issuer,
+    gatewayUrl,
     adminToken,
     masterKey: key,
     masterKeyPrevious: previousMasterKeys(env, problems),

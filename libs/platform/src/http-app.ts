@@ -5,6 +5,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import { createServer, RequestListener, Server, ServerResponse } from 'node:http';
 import type { HttpServerConfig } from '@writ/config';
+import { refuseOtherHosts } from './allowed-hosts';
 import { DirectRoute, inOrder, Middleware, serveDirect, UNROUTABLE_TARGETS } from './direct-route';
 import { WritExceptionFilter } from './http-exception.filter';
 import { InFlightGate } from './in-flight-gate';
@@ -146,6 +147,15 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   });
   // A repeated Authorization or Content-Type is read as its first copy by Node, maybe as its last elsewhere.
   common.push(refuseRepeatedHeaders);
+  // Before any route, authentication or failure counting: a DNS-rebinding page's requests never count.
+  const hostCheck = refuseOtherHosts(runtime.config.allowedHosts);
+  if (hostCheck) common.push(hostCheck);
+  else if (runtime.config.anyHostByDefault) {
+    logger.warn(
+      { host: runtime.config.host },
+      'WRIT_ALLOWED_HOSTS is not set and WRIT_HOST is not loopback: any Host is answered (set it to this service names, or * to silence this)',
+    );
+  }
   const commonLayer = inOrder(common);
   app.use(commonLayer);
   options.configure?.(app);

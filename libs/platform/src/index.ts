@@ -1,3 +1,4 @@
+export * from './allowed-hosts';
 export * from './http-app';
 export * from './direct-route';
 export * from './http-exception.filter';
