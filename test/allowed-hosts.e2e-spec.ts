@@ -24,11 +24,11 @@ function call(base: string, path: string, host: string, headers: Record<string, 
   });
 }
 
-/** An HTTP/1.0 request without any `Host` header (Node's client always sends one). */
-function callWithoutHost(base: string, path: string): Promise<string> {
+/** A request written as it is (Node's client always sends a `Host`, and only paths). */
+function rawCall(base: string, request: string): Promise<string> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
-    const socket = connect(Number(url.port), url.hostname, () => socket.write(`GET ${path} HTTP/1.0\r\n\r\n`));
+    const socket = connect(Number(url.port), url.hostname, () => socket.write(request));
     let text = '';
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => (text += chunk));
@@ -126,12 +126,20 @@ describe('allowed Host names', () => {
     });
 
     it('refuses a missing or malformed Host with 400 naming it', async () => {
-      const answer = await callWithoutHost(services.adminUrl, '/v1/agents');
+      const answer = await rawCall(services.adminUrl, 'GET /v1/agents HTTP/1.0\r\n\r\n');
       expect(answer).toMatch(/^HTTP\/1\.1 400 /);
       expect(answer).toContain('the Host header is missing');
       for (const host of ['user@admin.example.com', 'admin.example.com:0', 'admin.example.com:99999', '[admin]']) {
         const bad = await call(services.adminUrl, '/v1/agents', host);
         expect({ host, status: bad.status }).toEqual({ host, status: 400 });
+      }
+    });
+
+    it('refuses another Host with a target that is no URL in JSON, not a 500', async () => {
+      for (const base of [services.adminUrl, services.authUrl, services.gatewayUrl]) {
+        const answer = await rawCall(base, 'GET http://[x/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+        expect(answer).toMatch(/^HTTP\/1\.1 421 /);
+        expect(answer).toContain('"error":"misdirected_request"');
       }
     });
 

@@ -146,7 +146,11 @@ describe('HTTP edge fails clean', () => {
       ['the authorization server', () => services.authUrl],
       ['the admin API', () => services.adminUrl],
     ])('%s answers a target no URL parser reads with a JSON 400, not an HTML 404', async (_name, base) => {
-      const response = await rawRequest(base(), `GET http://[x/connect/callback?state=a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      // The service's own Host: another one (`x`) is refused first, 421 (WRIT_ALLOWED_HOSTS).
+      const response = await rawRequest(
+        base(),
+        `GET http://[x/connect/callback?state=a HTTP/1.1\r\nHost: ${new URL(base()).host}\r\nConnection: close\r\n\r\n`,
+      );
       expect(response.status).toBe(400);
       expect(response.headers['content-type']).toMatch(/^application\/json/);
       expect(JSON.parse(response.body)).toEqual({ error: 'invalid_request', error_description: expect.stringContaining('request target') });

@@ -29,7 +29,9 @@ export function refuseOtherHosts(allowed: AllowedHostsConfig | undefined): ((req
     const header = req.headers.host;
     const host = typeof header === 'string' ? parseHostName(header) : undefined;
     if (host && hostAllowed(allowed, host)) return next();
-    if (ANY_HOST_PATHS.has(req.path) && (req.method === 'GET' || req.method === 'HEAD')) return next();
+    // The raw target (Express's `req.path` throws on a target that is no URL).
+    const path = (req.url ?? '').split('?')[0];
+    if (ANY_HOST_PATHS.has(path) && (req.method === 'GET' || req.method === 'HEAD')) return next();
     // The value is not echoed: it is the caller's, and names nothing Writ needs to repeat.
     if (!host) {
       res.status(400).json({ error: 'invalid_request', error_description: 'the Host header is missing or is not a host[:port]' });
