@@ -476,8 +476,9 @@ describe('connector gateway', () => {
       const url = new URL(services.gatewayUrl);
       const text = await new Promise<string>((resolve, reject) => {
         const socket = connect(Number(url.port), url.hostname, () => {
+          // The gateway's own Host (`evil.example` there is refused first, 421: WRIT_ALLOWED_HOSTS).
           socket.write(
-            `GET http://evil.example/connectors/payments/v1/balance HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+            `GET http://evil.example/connectors/payments/v1/balance HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
           );
         });
         let data = '';
