@@ -1,5 +1,9 @@
 import type { Socket } from 'node:net';
-import { sourceAddress } from './failure-throttle';
+import type { Pool } from 'pg';
+import type { Logger } from 'pino';
+import type { AuditService } from '@writ/audit';
+import type { WritConfig } from '@writ/config';
+import { FailureThrottle, sourceAddress } from './failure-throttle';
 
 const from = (remoteAddress: string | undefined, headers: Record<string, string> = {}) => sourceAddress({ socket: { remoteAddress } as Socket, headers });
 
@@ -28,5 +32,71 @@ describe('sourceAddress', () => {
 
   it('names an unknown peer', () => {
     expect(from(undefined)).toBe('unknown');
+  });
+});
+
+describe('FailureThrottle counts of blocked sources', () => {
+  const config = { throttle: { windowSeconds: 60, sourceFailures: 2, clientFailures: 10, auditEvents: 1 } } as unknown as WritConfig;
+  const logger = { warn: jest.fn() } as unknown as Logger;
+  const windowStart = new Date('2026-01-01T00:00:00Z');
+
+  /** A pool whose counter upsert answers `count` for the source, and that records every statement. */
+  function fakePool(count: number) {
+    const statements: { text: string; values: unknown[] }[] = [];
+    let failFlush = false;
+    const pool = {
+      query: jest.fn(async (text: string, values: unknown[]) => {
+        statements.push({ text, values });
+        if (text.includes('unnest($1::text[], $2::timestamptz[]')) {
+          if (failFlush) throw new Error('connection lost');
+          return { rows: [], rowCount: 1 };
+        }
+        return { rows: [{ key: (values[0] as string[])[0], count, remaining: 30, window_start: windowStart }], rowCount: 1 };
+      }),
+    };
+    return { pool: pool as unknown as Pool, statements, setFailFlush: (fail: boolean) => (failFlush = fail) };
+  }
+
+  it('answers a blocked source from memory and writes its refusals in one statement, kept when the write fails', async () => {
+    const { pool, statements, setFailFlush } = fakePool(3);
+    const throttle = new FailureThrottle(pool, {} as AuditService, config, logger);
+    try {
+      expect(await throttle.failure('admin', '203.0.113.7')).toMatchObject({ limited: true });
+      expect(statements).toHaveLength(1);
+      for (let n = 0; n < 50; n += 1) expect(await throttle.refuseIfBlocked('admin', '203.0.113.7')).toMatchObject({ limited: true, audit: false });
+      // Failures of requests that got past the memory check before the block was known: memory too.
+      expect(await throttle.failure('admin', '203.0.113.7', 'some-client')).toMatchObject({ limited: true, audit: false });
+      expect(await throttle.refuseIfBlocked('admin', '198.51.100.1')).toBeUndefined();
+      expect(statements).toHaveLength(1);
+
+      setFailFlush(true);
+      await expect(throttle.flush()).rejects.toThrow('connection lost');
+      setFailFlush(false);
+      await throttle.refuseIfBlocked('admin', '203.0.113.7');
+      await throttle.flush();
+      const flushes = statements.slice(1);
+      expect(flushes).toHaveLength(2);
+      // The failed batch's 51 and the one since: 52, in one row, as not audited one by one.
+      expect(flushes[1].values).toEqual([['admin|source|203.0.113.7'], [windowStart], [60], [52]]);
+      await throttle.flush();
+      expect(statements).toHaveLength(3);
+    } finally {
+      await throttle.onModuleDestroy();
+    }
+  });
+
+  it('lets a burst from one source wait for the upsert under way instead of each writing', async () => {
+    const { pool, statements } = fakePool(3);
+    const throttle = new FailureThrottle(pool, {} as AuditService, config, logger);
+    try {
+      const verdicts = await Promise.all(Array.from({ length: 100 }, () => throttle.failure('gateway', '203.0.113.8')));
+      expect(verdicts.every((verdict) => verdict.limited)).toBe(true);
+      expect(statements).toHaveLength(1);
+      await throttle.onModuleDestroy();
+      expect(statements).toHaveLength(2);
+      expect(statements[1].values[3]).toEqual([99]);
+    } finally {
+      await throttle.onModuleDestroy();
+    }
   });
 });
