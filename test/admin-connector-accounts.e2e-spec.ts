@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
-import { waitForLockWaiter } from '@writ/testing';
+import { insertIdentityProviderRow, waitForLockWaiter } from '@writ/testing';
 import { accountSealContext } from '@writ/accounts';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
@@ -71,10 +71,11 @@ describe('admin API: connector changes and users connected accounts', () => {
       'POST /revoke': (_request, response) => void response.writeHead(200).end(),
       'GET /api/me': (_request, response) => void response.writeHead(200, { 'content-type': 'application/json' }).end('{"login":"attacker"}'),
     });
-    await services.runtime.pool.query(
-      `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, 'writ', '{orch-1}')`,
-      [ISSUER, `${ISSUER}/jwks`],
-    );
+    await insertIdentityProviderRow(services.runtime.pool, services.runtime.rowIntegrity, {
+      issuer: ISSUER,
+      jwksUri: `${ISSUER}/jwks`,
+      assertingOrchestrators: ['orch-1'],
+    });
     const created = await sendJson('POST', `${services.adminUrl}/v1/admin-tokens`, { name: 'ops', role: 'operator' }, services.adminToken);
     operator = created.body.token;
   });

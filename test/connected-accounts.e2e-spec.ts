@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { decodeJwt, exportJWK, SignJWT, generateKeyPair } from 'jose';
 import type { Pool } from 'pg';
 import { accountSealContext, ConnectedAccounts } from '@writ/accounts';
-import { clientAuthFields } from '@writ/testing';
+import { clientAuthFields, insertIdentityProviderRow, rowIntegrityOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { exchangeFields, tasksToken } from './support/grant-flow';
@@ -360,9 +360,11 @@ describe('connected accounts', () => {
     expect(rows[0].n).toBe(0);
 
     // Trusted explicitly for an issuer, the orchestrator may assert its users (and only its).
-    await pool.query(
-      `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ('https://sso.corp.example', 'https://sso.corp.example/jwks', 'writ', '{orch-2}')`,
-    );
+    await insertIdentityProviderRow(pool, rowIntegrityOf(pool), {
+      issuer: 'https://sso.corp.example',
+      jwksUri: 'https://sso.corp.example/jwks',
+      assertingOrchestrators: ['orch-2'],
+    });
     const trusted = await taskFor({ purpose: 'p', ttl_seconds: 60, user: { iss: 'https://sso.corp.example', sub: 'dave' } }, untrusted);
     expect(trusted.status).toBe(201);
     const stored = await pool.query(`SELECT user_issuer, user_subject FROM tasks WHERE id = $1`, [trusted.body.task_id]);

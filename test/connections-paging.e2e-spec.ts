@@ -8,6 +8,7 @@ import { createAdminApp } from '../apps/admin/src/admin.app';
 import { http, type TestResponse } from './support/oauth-client';
 import { seedConnector } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
+import { insertIdentityProviderRow, rowIntegrityOf } from '@writ/testing';
 
 const IDP = 'https://idp-paging.example';
 const OTHER_IDP = 'https://idp-other.example';
@@ -82,8 +83,7 @@ describe('connection lists: keyset pages', () => {
     jwksServer.listen(0, '127.0.0.1');
     await once(jwksServer, 'listening');
     const jwksUri = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks`;
-    for (const issuer of [IDP, OTHER_IDP])
-      await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, 'writ', '{}')`, [issuer, jwksUri]);
+    for (const issuer of [IDP, OTHER_IDP]) await insertIdentityProviderRow(pool, rowIntegrityOf(pool), { issuer, jwksUri });
     for (const id of ['pg-a', 'pg-b', 'pg-c', 'pg-d', 'pg-e', 'pg-f', 'pg-g']) await seedConnector(pool, id);
     // 520 connections on pg-a (more than the old silent cap of 500), many on one instant (ties
     // broken by id), and seven of alice's, on every connector.

@@ -9,6 +9,7 @@ import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
+import { insertIdentityProviderRow } from '@writ/testing';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { buildConsole } = require('../scripts/build-console.js') as { buildConsole: () => void };
@@ -349,10 +350,11 @@ describeWithBrowser('admin console in Chromium', () => {
 
   it("names the user whose account an approval's credential would act for", async () => {
     // Two requests alike in agent, details and purpose, for two users: two different grants.
-    await services.runtime.pool.query(
-      `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators)
-       VALUES ('https://sso.console.example', 'https://sso.console.example/jwks', 'writ', '{orch-1}')`,
-    );
+    await insertIdentityProviderRow(services.runtime.pool, services.runtime.rowIntegrity, {
+      issuer: 'https://sso.console.example',
+      jwksUri: 'https://sso.console.example/jwks',
+      assertingOrchestrators: ['orch-1'],
+    });
     const forCeo = await createTask(services, world.orchestrator, {
       purpose: 'pay invoice INV-94 to Acme',
       user: { iss: 'https://sso.console.example', sub: 'ceo@corp.example' },

@@ -6,6 +6,7 @@ import type { Pool } from 'pg';
 import { PAYOUT_ALLOWED, seedWorld, tasksToken, type World } from './support/grant-flow';
 import { http, sendJson, type TestResponse } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
+import { insertIdentityProviderRow, rowIntegrityOf } from '@writ/testing';
 
 /**
  * An identity provider whose keys cannot be fetched (JWKS endpoint refusing connections,
@@ -73,7 +74,7 @@ describe('identity provider outage', () => {
       ['https://idp-good.example', `${jwksBase}/good`],
     ];
     for (const [issuer, jwksUri] of providers) {
-      await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, 'writ', '{}')`, [issuer, jwksUri]);
+      await insertIdentityProviderRow(pool, rowIntegrityOf(pool), { issuer, jwksUri });
     }
   });
   afterAll(async () => {

@@ -563,7 +563,12 @@ describe('row integrity: the upgrade from untagged rows', () => {
     const [second, third] = await Promise.all([startSecondInstance(first), startSecondInstance(first)]);
     try {
       const events = await dba.query<{ actor_id: string; data: unknown }>(`SELECT actor_id, data FROM audit_events WHERE type = 'row_integrity.backfilled'`);
-      expect(events.rows).toEqual([{ actor_id: 'row-integrity', data: { tagged: { tasks: 1, agents: 2, orchestrators: 1, admin_tokens: 1, connectors: 1 } } }]);
+      expect(events.rows).toEqual([
+        {
+          actor_id: 'row-integrity',
+          data: { tagged: { tasks: 1, agents: 2, orchestrators: 1, admin_tokens: 1, connectors: 1, identity_providers: 0, policies: 0, approvals: 0 } },
+        },
+      ]);
       const untagged = await dba.query(
         `SELECT id::text FROM tasks WHERE integrity_tag IS NULL UNION ALL SELECT id FROM agents WHERE integrity_tag IS NULL
          UNION ALL SELECT id FROM orchestrators WHERE integrity_tag IS NULL UNION ALL SELECT id::text FROM admin_tokens WHERE integrity_tag IS NULL
@@ -607,7 +612,9 @@ describe('row integrity: the upgrade from untagged rows', () => {
     const second = await startSecondInstance(first);
     try {
       const events = await dba.query<{ data: unknown }>(`SELECT data FROM audit_events WHERE type = 'row_integrity.backfilled' ORDER BY seq DESC LIMIT 1`);
-      expect(events.rows[0].data).toEqual({ tagged: { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors } });
+      expect(events.rows[0].data).toEqual({
+        tagged: { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors, identity_providers: 0, policies: 0, approvals: 0 },
+      });
       expect((await dba.query(`SELECT count(*)::int AS n FROM audit_events WHERE type = 'row_integrity.backfilled'`)).rows).toEqual([{ n: before + 1 }]);
       expect((await dba.query(`SELECT id FROM connectors WHERE integrity_tag IS NULL`)).rows).toEqual([]);
       // Only the connectors: an agent left untagged stays untagged.

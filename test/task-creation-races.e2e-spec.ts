@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { Pool } from 'pg';
-import { clientAuthFields } from '@writ/testing';
+import { clientAuthFields, insertIdentityProviderRow, rowIntegrityOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { PAYOUT_ALLOWED, tasksToken } from './support/grant-flow';
 import { http, postForm, sendJson, TestClient, TestResponse } from './support/oauth-client';
@@ -132,11 +132,11 @@ describe('task creation racing admin changes', () => {
     const agent = await seedAgent(pool, `${name}-agent`);
     await seedAgent(pool, `${name}-other`);
     const orchestrator = await seedOrchestrator(pool, `${name}-orch`, [agent.id, `${name}-other`]);
-    await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, $3, '{}')`, [
-      `${providers.url}/${name}`,
-      `${providers.url}/${name}/jwks`,
-      AUDIENCE,
-    ]);
+    await insertIdentityProviderRow(pool, rowIntegrityOf(pool), {
+      issuer: `${providers.url}/${name}`,
+      jwksUri: `${providers.url}/${name}/jwks`,
+      audience: AUDIENCE,
+    });
     return { name, orchestrator, agent, token: await tasksToken(services, orchestrator), userToken: await providers.userToken(name, `${name}-user`) };
   }
 

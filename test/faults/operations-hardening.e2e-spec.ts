@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { Client } from 'pg';
+import { tagActivePolicyRow } from '@writ/testing';
 import { createAdminApp } from '../../apps/admin/src/admin.app';
 import { createGatewayApp } from '../../apps/connector-gateway/src/connector-gateway.app';
 import { eventually } from '../support/eventually';
@@ -184,6 +185,8 @@ describe('faults: operations hardening', () => {
     try {
       // Stored behind the admin API's back: it cannot load anywhere.
       await admin.query(`INSERT INTO policies (version, bundle, source, loaded_by, active) VALUES ('broken-ops', '\\x00', 'test', 'test', true)`);
+      // Tagged as if Writ had activated it: what fails is the load, not the integrity tag.
+      await tagActivePolicyRow(admin, services.runtime.rowIntegrity);
       const ready = await eventually(
         () => fetch(`${services.issuer}/health/ready`),
         (res) => res.status === 503,

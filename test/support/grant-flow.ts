@@ -6,6 +6,7 @@ import type { ActivePolicy } from '@writ/policy';
 import type { TestServices } from './test-services';
 import { sendJson, TestClient, tokenRequest } from './oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator } from './seed';
+import { insertIdentityProviderRow, rowIntegrityOf } from '@writ/testing';
 
 /** The declared purpose of the contract's example: pay acct_1 at most 500.00 USD. */
 export const PAYOUT_ALLOWED = [
@@ -137,7 +138,7 @@ export async function startIdentityProvider(pool: Pool, issuer: string): Promise
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const jwksUri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
-  await pool.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, 'writ', '{}')`, [issuer, jwksUri]);
+  await insertIdentityProviderRow(pool, rowIntegrityOf(pool), { issuer, jwksUri });
   return {
     key: privateKey,
     close: async () => {

@@ -90,7 +90,7 @@ export class AuthorizationServerModule implements OnApplicationShutdown {
         MasterKeyRewrap,
         userTokenVerifierProvider(UPSTREAM_DISPATCHER),
         UserSubjects,
-        { provide: ApprovalStore, useFactory: (runtime: Runtime) => new ApprovalStore(runtime.pool, runtime.audit), inject: [RUNTIME] },
+        { provide: ApprovalStore, useFactory: (runtime: Runtime) => new ApprovalStore(runtime.pool, runtime.audit, runtime.rowIntegrity), inject: [RUNTIME] },
       ],
     };
   }

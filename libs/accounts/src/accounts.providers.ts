@@ -31,7 +31,7 @@ export function connectedAccountsProvider(dispatcher: symbol): FactoryProvider<C
 export function userTokenVerifierProvider(dispatcher: symbol): FactoryProvider<UserTokenVerifier> {
   return {
     provide: UserTokenVerifier,
-    useFactory: (runtime: Runtime, upstream: Dispatcher) => new UserTokenVerifier(runtime.pool, upstream),
+    useFactory: (runtime: Runtime, upstream: Dispatcher) => new UserTokenVerifier(runtime.pool, upstream, runtime.rowIntegrity),
     inject: [RUNTIME, dispatcher],
   };
 }

@@ -60,7 +60,7 @@ export async function rewrapUnderCurrentMasterKey(
         }
       }
       const retagged: RowTagCounts = stopped
-        ? { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors: 0 }
+        ? { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors: 0, identity_providers: 0, policies: 0, approvals: 0 }
         : await retagUnderCurrentMasterKey(pool, rowIntegrity);
       // Also when only rows left for later were found (changed meanwhile, or under a refresh):
       // "a restart records no new event" is how the operator knows none is left under a previous key.

@@ -4,13 +4,20 @@ import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import type { Pool } from 'pg';
 import { Agent } from 'undici';
+import { identityProviderIntegrityFieldsOf, RowIntegrity } from '@writ/grants';
+import { MasterKey } from '@writ/keys';
 import { UserTokenVerifier } from './user-token-verifier';
+
+const integrity = new RowIntegrity(new MasterKey(Buffer.alloc(32, 7)));
 
 const ISSUER = 'https://idp.example.test';
 const AUDIENCE = 'writ-test';
 
 /** A verifier of {@link ISSUER}'s tokens whose key set is served by `serve`, given the key set's JSON text. */
-async function verifierServing(serve: (keySet: string) => { headers: Record<string, string>; body: Buffer | string }) {
+async function verifierServing(
+  serve: (keySet: string) => { headers: Record<string, string>; body: Buffer | string },
+  forge?: (row: { issuer: string; jwks_uri: string; audience: string; asserting_orchestrators: string[]; integrity_tag: string }) => void,
+) {
   const pair = await generateKeyPair('ES256');
   const { headers, body } = serve(JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] }));
   const server = createServer((_req, res) => res.writeHead(200, headers).end(body));
@@ -19,13 +26,16 @@ async function verifierServing(serve: (keySet: string) => { headers: Record<stri
     issuer: ISSUER,
     jwks_uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`,
     audience: AUDIENCE,
-    asserting_orchestrators: [],
+    asserting_orchestrators: [] as string[],
+    integrity_tag: '',
   };
+  row.integrity_tag = integrity.tagIdentityProvider(identityProviderIntegrityFieldsOf(row));
+  forge?.(row);
   const pool = { query: () => Promise.resolve({ rows: [row] }) } as unknown as Pool;
   const dispatcher = new Agent();
   return {
     key: pair.privateKey,
-    verifier: new UserTokenVerifier(pool, dispatcher),
+    verifier: new UserTokenVerifier(pool, dispatcher, integrity),
     close: async () => {
       await dispatcher.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -107,5 +117,57 @@ describe('UserTokenVerifier: the JWKS answer', () => {
       name: 'IdentityProviderUnavailableError',
       message: expect.stringMatching(/more than 1048576 bytes/),
     });
+  });
+});
+
+describe('UserTokenVerifier: a provider row changed without the master key', () => {
+  const sign = (key: CryptoKey) =>
+    new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setSubject('alice')
+      .setExpirationTime('5m')
+      .sign(key);
+  const served = (keySet: string) => ({ headers: { 'content-type': 'application/json' }, body: keySet });
+
+  it.each([
+    ['untagged', (row: { integrity_tag: string }) => (row.integrity_tag = null as unknown as string)],
+    ['its audience edited', (row: { audience: string }) => (row.audience = `${AUDIENCE}-x`)],
+    ['its asserting orchestrators edited', (row: { asserting_orchestrators: string[] }) => row.asserting_orchestrators.push('orch-dba')],
+    [
+      'its tag copied from another provider',
+      (row: { integrity_tag: string }) => {
+        row.integrity_tag = integrity.tagIdentityProvider({
+          issuer: 'https://other.example',
+          jwksUri: 'https://other.example/jwks',
+          audience: AUDIENCE,
+          assertingOrchestrators: [],
+        });
+      },
+    ],
+    [
+      'its tag copied from another table',
+      (row: { integrity_tag: string; issuer: string }) => {
+        row.integrity_tag = integrity.tagClient('agents', { id: row.issuer, status: 'active', jwks: { keys: [] } });
+      },
+    ],
+  ])('refuses its users when %s (an untrusted issuer)', async (_what, forge) => {
+    const { key, verifier, close } = await verifierServing(served, forge);
+    try {
+      await expect(verifier.verify(await sign(key))).rejects.toMatchObject({ code: 'untrusted_issuer' });
+      await expect(verifier.mayAssert('orch-dba', ISSUER)).resolves.toBe(false);
+    } finally {
+      await close();
+    }
+  });
+
+  it('accepts its users when the row is as Writ wrote it', async () => {
+    const { key, verifier, close } = await verifierServing(served);
+    try {
+      await expect(verifier.verify(await sign(key))).resolves.toEqual({ issuer: ISSUER, subject: 'alice' });
+    } finally {
+      await close();
+    }
   });
 });

@@ -1,5 +1,6 @@
 import { createRemoteJWKSet, customFetch, decodeJwt, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { Pool } from 'pg';
+import { IDENTITY_PROVIDER_INTEGRITY_COLUMNS, identityProviderIntegrityFieldsOf, type IdentityProviderIntegrityRow, type RowIntegrity } from '@writ/grants';
 import { type Dispatcher, fetch as undiciFetch } from 'undici';
 import { IdentityProviderUnavailableError, UserTokenError } from './account-errors';
 import { readBounded } from './read-bounded';
@@ -36,7 +37,8 @@ const MAX_KEY_SET_BYTES = 1024 * 1024;
  * audience): the signature by a key of the issuer's JWKS (fetched through the guarded
  * dispatcher, so the JWKS URI passes the same destination checks as any upstream), `iss`,
  * `aud`, `exp`, an `iat` (when present) not in the future, and a `sub`. Also says whether an orchestrator may assert users of an issuer
- * without a token.
+ * without a token. A provider row whose integrity tag does not verify (inserted or changed by a
+ * database administrator, without the master key) stands as absent: its issuer is untrusted.
  */
 export class UserTokenVerifier {
   private readonly providers = new Map<string, { row: IdentityProviderRow | undefined; keys?: JWTVerifyGetKey; until: number }>();
@@ -44,6 +46,7 @@ export class UserTokenVerifier {
   constructor(
     private readonly pool: Pool,
     private readonly dispatcher: Dispatcher,
+    private readonly integrity: RowIntegrity,
   ) {}
 
   /** The verified user of `token`, or a {@link UserTokenError} naming why not. */
@@ -99,11 +102,16 @@ export class UserTokenVerifier {
   private async provider(issuer: string) {
     const cached = this.providers.get(issuer);
     if (cached && cached.until > Date.now()) return cached;
-    const { rows } = await this.pool.query<IdentityProviderRow>(
-      'SELECT issuer, jwks_uri, audience, asserting_orchestrators FROM identity_providers WHERE issuer = $1',
+    const { rows } = await this.pool.query<IdentityProviderIntegrityRow>(
+      `SELECT ${IDENTITY_PROVIDER_INTEGRITY_COLUMNS} FROM identity_providers WHERE issuer = $1`,
       [issuer],
     );
-    const row = rows[0];
+    // Verified once per cache fill; a row that does not verify is cached as absent (and reported).
+    const read = rows[0];
+    const row: IdentityProviderRow | undefined =
+      read && this.integrity.verifyIdentityProvider(identityProviderIntegrityFieldsOf(read), read.integrity_tag)
+        ? { issuer: read.issuer, jwks_uri: read.jwks_uri, audience: read.audience, asserting_orchestrators: read.asserting_orchestrators }
+        : undefined;
     const keys = row
       ? cached?.row?.jwks_uri === row.jwks_uri && cached.keys
         ? cached.keys

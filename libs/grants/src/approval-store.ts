@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import type { AuditActorType, AuditEventInput } from '@writ/audit';
 import { type ApprovalEntity, type AuditedTransaction, positionInstantSql, type RowOf } from '@writ/database';
+import { APPROVAL_INTEGRITY_COLUMNS, approvalIntegrityFieldsOf, type ApprovalIntegrityRow, type RowIntegrity } from './row-integrity';
 
 /** A canonical UUID: anything else (e.g. 36 dashes) never reaches the `uuid` column. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -98,12 +99,16 @@ function toDto(row: ApprovalRow, taskOpen = true): ApprovalDto {
 
 /**
  * Human approvals of risky grants. Each change commits with its audit event
- * (`approval.requested`, `approval.approved`, `approval.denied`, `approval.used`).
+ * (`approval.requested`, `approval.approved`, `approval.denied`, `approval.used`). A decision is
+ * tagged as Writ writes it (see `row-integrity`) and verified where the approval is consumed: an
+ * approval a database administrator set to `approved` (or whose details or deadline they changed)
+ * buys nothing.
  */
 export class ApprovalStore {
   constructor(
     private readonly pool: Pool,
     private readonly transaction: AuditedTransaction<AuditEventInput>,
+    private readonly integrity: RowIntegrity,
   ) {}
 
   /**
@@ -252,7 +257,12 @@ export class ApprovalStore {
            RETURNING a.*`,
           [id, decision, actor.id, note],
         );
-        if (rows[0]) return { approval: toDto(rows[0]), changed: true };
+        if (rows[0]) {
+          // The decision as stored (decided_at to the millisecond, as read), tagged in the same transaction.
+          const tag = this.integrity.tagApproval(approvalIntegrityFieldsOf(rows[0]));
+          await client.query('UPDATE approvals SET integrity_tag = $2 WHERE id = $1', [id, tag]);
+          return { approval: toDto(rows[0]), changed: true };
+        }
         const current = await client.query<ApprovalReadRow>(`SELECT a.*, ${TASK_OPEN} AS task_open FROM approvals a WHERE a.id = $1`, [id]);
         const row = current.rows[0];
         return { approval: row ? toDto(row, row.task_open) : undefined, changed: false };
@@ -275,12 +285,21 @@ export class ApprovalStore {
     return result;
   }
 
-  /** Marks an approved approval used, inside the issuing transaction; false if it cannot be used (any more). */
+  /**
+   * Marks an approved approval used, inside the issuing transaction; false if it cannot be used
+   * (any more), or if its decision is not one Writ wrote (its integrity tag does not verify as
+   * `approved`: reported, and the caller's refusal rolls the change back).
+   */
   async consume(client: PoolClient, id: string): Promise<boolean> {
-    const { rowCount } = await client.query(
-      `UPDATE approvals a SET status = 'used', used_at = now() WHERE a.id = $1 AND a.status = 'approved' AND a.expires_at > now() AND ${TASK_OPEN}`,
+    const { rows } = await client.query<ApprovalIntegrityRow>(
+      `UPDATE approvals a SET status = 'used', used_at = now() WHERE a.id = $1 AND a.status = 'approved' AND a.expires_at > now() AND ${TASK_OPEN}
+       RETURNING ${APPROVAL_INTEGRITY_COLUMNS.split(', ')
+         .map((column) => `a.${column}`)
+         .join(', ')}`,
       [id],
     );
-    return rowCount === 1;
+    const row = rows[0];
+    if (!row) return false;
+    return this.integrity.verifyApproval({ ...approvalIntegrityFieldsOf(row), status: 'approved' }, row.integrity_tag);
   }
 }

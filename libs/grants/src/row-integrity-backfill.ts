@@ -2,9 +2,18 @@ import type { Pool, PoolClient } from 'pg';
 import type { AuditEventInput } from '@writ/audit';
 import type { AuditedTransaction } from '@writ/database';
 import {
+  APPROVAL_INTEGRITY_COLUMNS,
+  approvalIntegrityFieldsOf,
+  type ApprovalIntegrityRow,
   CONNECTOR_INTEGRITY_COLUMNS,
   connectorIntegrityFieldsOf,
   type ConnectorIntegrityRow,
+  IDENTITY_PROVIDER_INTEGRITY_COLUMNS,
+  identityProviderIntegrityFieldsOf,
+  type IdentityProviderIntegrityRow,
+  POLICY_INTEGRITY_COLUMNS,
+  policyIntegrityFieldsOf,
+  type PolicyIntegrityRow,
   type RowIntegrity,
   TASK_INTEGRITY_COLUMNS,
   type TaggedTable,
@@ -60,16 +69,20 @@ async function underRowTagLock<T>(pool: Pool, work: () => Promise<T>): Promise<T
   }
 }
 
+/** The primary key of the tagged tables whose key is not `id`. */
+const ROW_KEY: Partial<Record<TaggedTable, string>> = { identity_providers: 'issuer', policies: 'version' };
+
 /** Writes `tags` (id → tag) onto rows of `table` still holding the tag they were read with (`expected`, null for none). */
 async function writeTags(tx: PoolClient, table: TaggedTable, tags: Array<{ id: string; tag: string; expected: string | null }>): Promise<number> {
   let written = 0;
   for (let start = 0; start < tags.length; start += BATCH) {
     const batch = tags.slice(start, start + BATCH);
-    const idType = table === 'tasks' || table === 'admin_tokens' ? 'uuid' : 'text';
+    const idType = table === 'tasks' || table === 'admin_tokens' || table === 'approvals' ? 'uuid' : 'text';
+    const key = ROW_KEY[table] ?? 'id';
     const { rowCount } = await tx.query(
       `UPDATE ${table} t SET integrity_tag = n.tag
          FROM unnest($1::${idType}[], $2::text[], $3::text[]) AS n(id, tag, expected)
-        WHERE t.id = n.id AND t.integrity_tag IS NOT DISTINCT FROM n.expected`,
+        WHERE t.${key} = n.id AND t.integrity_tag IS NOT DISTINCT FROM n.expected`,
       [batch.map((row) => row.id), batch.map((row) => row.tag), batch.map((row) => row.expected)],
     );
     written += rowCount ?? 0;
@@ -79,7 +92,7 @@ async function writeTags(tx: PoolClient, table: TaggedTable, tags: Array<{ id: s
 
 /** No row tagged. */
 function noTags(): RowTagCounts {
-  return { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors: 0 };
+  return { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors: 0, identity_providers: 0, policies: 0, approvals: 0 };
 }
 
 /** The tag of a connector row as read, or null when its catalogue is not JSON (left untagged: refused). */
@@ -104,6 +117,44 @@ async function tagUntaggedConnectors(tx: PoolClient, integrity: RowIntegrity): P
       return tag === null ? [] : [{ id: row.id, tag, expected: row.integrity_tag }];
     }),
   );
+}
+
+/** Approvals whose decision is tagged (a used one buys nothing more; a pending one is decided by nobody yet). */
+const DECIDED = `status IN ('approved', 'denied')`;
+
+/**
+ * Tags, in `tx`, every identity provider, the active policy and every decided approval that have
+ * no tag (locked `FOR UPDATE` until the marker commits with them). An inactive policy keeps none:
+ * only the active one is ever loaded, and Writ tags a policy when it activates it.
+ */
+async function tagUntaggedProvidersPoliciesApprovals(
+  tx: PoolClient,
+  integrity: RowIntegrity,
+): Promise<Pick<RowTagCounts, 'identity_providers' | 'policies' | 'approvals'>> {
+  const providers = await tx.query<IdentityProviderIntegrityRow>(
+    `SELECT ${IDENTITY_PROVIDER_INTEGRITY_COLUMNS} FROM identity_providers WHERE integrity_tag IS NULL ORDER BY issuer FOR UPDATE`,
+  );
+  const policies = await tx.query<PolicyIntegrityRow>(`SELECT ${POLICY_INTEGRITY_COLUMNS} FROM policies WHERE active AND integrity_tag IS NULL FOR UPDATE`);
+  const approvals = await tx.query<ApprovalIntegrityRow>(
+    `SELECT ${APPROVAL_INTEGRITY_COLUMNS} FROM approvals WHERE ${DECIDED} AND integrity_tag IS NULL ORDER BY id FOR UPDATE`,
+  );
+  return {
+    identity_providers: await writeTags(
+      tx,
+      'identity_providers',
+      providers.rows.map((row) => ({ id: row.issuer, tag: integrity.tagIdentityProvider(identityProviderIntegrityFieldsOf(row)), expected: null })),
+    ),
+    policies: await writeTags(
+      tx,
+      'policies',
+      policies.rows.map((row) => ({ id: row.version, tag: integrity.tagPolicy(policyIntegrityFieldsOf(row)), expected: null })),
+    ),
+    approvals: await writeTags(
+      tx,
+      'approvals',
+      approvals.rows.map((row) => ({ id: row.id, tag: integrity.tagApproval(approvalIntegrityFieldsOf(row)), expected: null })),
+    ),
+  };
 }
 
 /** Tags, in `tx`, every row of the tagged tables that has no tag (locked `FOR UPDATE` until the marker commits with them). */
@@ -148,18 +199,20 @@ async function tagUntagged(tx: PoolClient, integrity: RowIntegrity): Promise<Row
         .map((row) => ({ id: row.id, tag: integrity.tagAdminToken(adminTokenFields(row)), expected: row.integrity_tag })),
     ),
     connectors: await tagUntaggedConnectors(tx, integrity),
+    ...(await tagUntaggedProvidersPoliciesApprovals(tx, integrity)),
   };
 }
 
 /**
  * The upgrade to tagged rows: the first instance to start with the `row_integrity` migration tags
- * every task, agent, orchestrator, admin token and connector that has no tag yet (trust on first use: whatever the rows
+ * every task, agent, orchestrator, admin token, connector, identity provider, active policy and decided approval that has no tag yet (trust on first use: whatever the rows
  * hold at that moment is taken as written by Writ), records `row_integrity.backfilled` with the
  * counts (none when there was nothing to tag: a new installation), and marks it done in `row_integrity_backfill`, all in one transaction, under a session
  * advisory lock (a second instance starting at once waits, then finds it done). From then on it
  * never runs again, and an untagged row is refused like a bad one. `'done'` when it ran before.
- * An installation whose marker predates connector tags (`connectors_tagged` false) has its
- * connectors, and only them, tagged once the same way (the event counts only connectors).
+ * An installation whose marker predates connector tags (`connectors_tagged` false), or the tags of
+ * identity providers, the active policy and decided approvals (`providers_policies_approvals_tagged`
+ * false), has the tables added since, and only them, tagged once the same way (the event counts only them).
  */
 export async function backfillRowIntegrity(
   pool: Pool,
@@ -169,16 +222,23 @@ export async function backfillRowIntegrity(
   return underRowTagLock(pool, () =>
     transaction.run<RowTagCounts | 'done'>(
       async (tx) => {
-        const marker = await tx.query<{ connectors_tagged: boolean }>('SELECT connectors_tagged FROM row_integrity_backfill WHERE id = 1');
-        if (marker.rows[0]?.connectors_tagged) return 'done';
-        if (marker.rows[0]) {
-          // Upgraded from tags without connectors: only the connectors are tagged now, once.
-          const counts = { ...noTags(), connectors: await tagUntaggedConnectors(tx, integrity) };
-          await tx.query('UPDATE row_integrity_backfill SET connectors_tagged = true WHERE id = 1');
+        const marker = await tx.query<{ connectors_tagged: boolean; providers_policies_approvals_tagged: boolean }>(
+          'SELECT connectors_tagged, providers_policies_approvals_tagged FROM row_integrity_backfill WHERE id = 1',
+        );
+        const done = marker.rows[0];
+        if (done?.connectors_tagged && done.providers_policies_approvals_tagged) return 'done';
+        if (done) {
+          // Upgraded from an earlier set of tagged tables: only the tables added since are tagged now, once.
+          const counts = {
+            ...noTags(),
+            ...(done.connectors_tagged ? {} : { connectors: await tagUntaggedConnectors(tx, integrity) }),
+            ...(done.providers_policies_approvals_tagged ? {} : await tagUntaggedProvidersPoliciesApprovals(tx, integrity)),
+          };
+          await tx.query('UPDATE row_integrity_backfill SET connectors_tagged = true, providers_policies_approvals_tagged = true WHERE id = 1');
           return counts;
         }
         const counts = await tagUntagged(tx, integrity);
-        await tx.query('INSERT INTO row_integrity_backfill (id, connectors_tagged) VALUES (1, true)');
+        await tx.query('INSERT INTO row_integrity_backfill (id, connectors_tagged, providers_policies_approvals_tagged) VALUES (1, true, true)');
         return counts;
       },
       (counts) =>
@@ -246,6 +306,17 @@ async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise
   const connectors = (
     await tx.query<ConnectorIntegrityRow>(`SELECT ${CONNECTOR_INTEGRITY_COLUMNS} FROM connectors WHERE integrity_tag IS NOT NULL ORDER BY id`)
   ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyConnectorRow(row));
+  const providers = (
+    await tx.query<IdentityProviderIntegrityRow>(
+      `SELECT ${IDENTITY_PROVIDER_INTEGRITY_COLUMNS} FROM identity_providers WHERE integrity_tag IS NOT NULL ORDER BY issuer`,
+    )
+  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyIdentityProvider(identityProviderIntegrityFieldsOf(row), row.integrity_tag));
+  const policies = (
+    await tx.query<PolicyIntegrityRow>(`SELECT ${POLICY_INTEGRITY_COLUMNS} FROM policies WHERE active AND integrity_tag IS NOT NULL`)
+  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyPolicy(policyIntegrityFieldsOf(row), row.integrity_tag));
+  const approvals = (
+    await tx.query<ApprovalIntegrityRow>(`SELECT ${APPROVAL_INTEGRITY_COLUMNS} FROM approvals WHERE ${DECIDED} AND integrity_tag IS NOT NULL ORDER BY id`)
+  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyApproval(approvalIntegrityFieldsOf(row), row.integrity_tag));
   return {
     tasks: await writeTags(
       tx,
@@ -271,6 +342,21 @@ async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise
       tx,
       'connectors',
       connectors.map((row) => ({ id: row.id, tag: integrity.tagConnector(connectorIntegrityFieldsOf(row)), expected: row.integrity_tag })),
+    ),
+    identity_providers: await writeTags(
+      tx,
+      'identity_providers',
+      providers.map((row) => ({ id: row.issuer, tag: integrity.tagIdentityProvider(identityProviderIntegrityFieldsOf(row)), expected: row.integrity_tag })),
+    ),
+    policies: await writeTags(
+      tx,
+      'policies',
+      policies.map((row) => ({ id: row.version, tag: integrity.tagPolicy(policyIntegrityFieldsOf(row)), expected: row.integrity_tag })),
+    ),
+    approvals: await writeTags(
+      tx,
+      'approvals',
+      approvals.map((row) => ({ id: row.id, tag: integrity.tagApproval(approvalIntegrityFieldsOf(row)), expected: row.integrity_tag })),
     ),
   };
 }

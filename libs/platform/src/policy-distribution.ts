@@ -2,6 +2,7 @@ import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } fro
 import type { PoolClient } from 'pg';
 import type { Logger } from 'pino';
 import { POLICY_CHANGED_CHANNEL } from '@writ/database';
+import { POLICY_INTEGRITY_COLUMNS, policyIntegrityFieldsOf, type PolicyIntegrityRow, type RowIntegrity } from '@writ/grants';
 import { ActivePolicy, PolicyEngine } from '@writ/policy';
 import { ConflictError } from './http-exception.filter';
 import { LOGGER, RUNTIME } from './runtime.module';
@@ -64,9 +65,15 @@ export interface StoredPolicyActivation {
  * `basedOn`, for a change built on the policy that was active (new data over its module): the
  * version active when it was read (null: none). Throws {@link ConflictError}, changing nothing,
  * when another change has been committed since, so that it is never undone by this one.
+ *
+ * The activated row is tagged (see `row-integrity`: its version, bundle, data and `loaded_at`) and
+ * the one it replaces loses its tag: instances install only a tagged active row, so a policy a
+ * database administrator inserted or made active by hand is never loaded. A version stored before
+ * has its bundle and data written again with what was loaded here, never kept as stored.
  */
 export async function activateStoredPolicy(
   client: PoolClient,
+  integrity: RowIntegrity,
   engine: PolicyEngine,
   bundle: Uint8Array,
   data: Record<string, unknown> | null,
@@ -80,14 +87,19 @@ export async function activateStoredPolicy(
       `the active policy changed while this update was prepared (it was built on ${basedOn ?? 'the policy file'}, ${previousVersion ?? 'the policy file'} is active now): nothing changed, send it again`,
     );
   }
-  await client.query(`UPDATE policies SET active = false WHERE active`);
-  const { rows } = await client.query<{ version: string; source: string; loaded_by: string; loaded_at: Date }>(
+  await client.query(`UPDATE policies SET active = false, integrity_tag = NULL WHERE active`);
+  const stored = Buffer.from(bundle);
+  const { rows } = await client.query<{ version: string; data: Record<string, unknown> | null; source: string; loaded_by: string; loaded_at: Date }>(
     `INSERT INTO policies (version, bundle, data, source, loaded_by, loaded_at, active)
      VALUES ($1, $2, $3, $4, $5, now(), true)
-     ON CONFLICT (version) DO UPDATE SET active = true, source = EXCLUDED.source, loaded_by = EXCLUDED.loaded_by, loaded_at = now()
-     RETURNING version, source, loaded_by, loaded_at`,
-    [engine.version, Buffer.from(bundle), data === null ? null : JSON.stringify(data), source, loadedBy],
+     ON CONFLICT (version) DO UPDATE SET active = true, bundle = EXCLUDED.bundle, data = EXCLUDED.data, source = EXCLUDED.source,
+       loaded_by = EXCLUDED.loaded_by, loaded_at = now()
+     RETURNING version, data, source, loaded_by, loaded_at`,
+    [engine.version, stored, data === null ? null : JSON.stringify(data), source, loadedBy],
   );
+  // Tagged over the data as stored (jsonb, read back) and the bundle as written.
+  const tag = integrity.tagPolicy({ version: rows[0].version, bundle: stored, data: rows[0].data, loadedAt: rows[0].loaded_at });
+  await client.query('UPDATE policies SET integrity_tag = $2 WHERE version = $1', [rows[0].version, tag]);
   return {
     info: { version: rows[0].version, source: rows[0].source, loaded_by: rows[0].loaded_by, loaded_at: rows[0].loaded_at.toISOString() },
     previousVersion,
@@ -101,20 +113,25 @@ export async function activateStoredPolicy(
 export async function deactivateStoredPolicy(client: PoolClient): Promise<string | null> {
   const previousVersion = await lockActiveStoredPolicy(client);
   if (previousVersion === null) return null;
-  await client.query(`UPDATE policies SET active = false WHERE active`);
+  await client.query(`UPDATE policies SET active = false, integrity_tag = NULL WHERE active`);
   return previousVersion;
 }
 
 /**
  * Keeps this instance's policy equal to the cluster's: when a policy is active in
  * PostgreSQL it wins over the local file; when none is, the file is in force. A stored
- * policy that fails to load here is logged and the last known good one stays.
+ * policy that fails to load here, or whose integrity tag does not verify (activated or changed by
+ * hand, without the master key), is logged and the last known good one stays: the credential
+ * ledger then issues nothing (the policy that decided is not the active one), so token
+ * exchanges answer `503` with `Retry-After` until a policy Writ activated is in force.
  */
 @Injectable()
 export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private failedVersion: string | undefined;
+  /** The tag of {@link failedVersion}'s row when it was refused: the same version activated again by Writ is tried again. */
+  private failedTag: string | null | undefined;
   private unsubscribe: (() => void) | undefined;
 
   constructor(
@@ -164,8 +181,10 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
 
   private async syncOnce(): Promise<void> {
     try {
-      const { rows } = await this.runtime.pool.query<{ version: string; loaded_by: string }>(`SELECT version, loaded_by FROM policies WHERE active`);
-      const active = rows[0] as { version: string; loaded_by: string } | undefined;
+      const { rows } = await this.runtime.pool.query<{ version: string; loaded_by: string; integrity_tag: string | null }>(
+        `SELECT version, loaded_by, integrity_tag FROM policies WHERE active`,
+      );
+      const active = rows[0] as { version: string; loaded_by: string; integrity_tag: string | null } | undefined;
       if (!active) {
         this.failedVersion = undefined;
         if (this.policy.installedFromElsewhere) {
@@ -174,20 +193,30 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
         }
         return;
       }
-      if (this.policy.current().version === active.version || this.failedVersion === active.version) return;
-      const row = await this.runtime.pool.query<{ bundle: Buffer; data: Record<string, unknown> | null }>(
-        `SELECT bundle, data FROM policies WHERE version = $1`,
-        [active.version],
-      );
-      if (!row.rows[0]) return;
+      if (this.policy.current().version === active.version) return;
+      if (this.failedVersion === active.version && this.failedTag === active.integrity_tag) return;
+      const row = await this.runtime.pool.query<PolicyIntegrityRow>(`SELECT ${POLICY_INTEGRITY_COLUMNS} FROM policies WHERE version = $1 AND active`, [
+        active.version,
+      ]);
+      const stored = row.rows[0];
+      if (!stored) return;
+      // Verified once per version installed (not per request): the row is what Writ activated.
+      if (!this.runtime.rowIntegrity.verifyPolicy(policyIntegrityFieldsOf(stored), stored.integrity_tag)) {
+        [this.failedVersion, this.failedTag] = [active.version, stored.integrity_tag];
+        this.logger.error(
+          { table: 'policies', id: active.version, kept: this.policy.current().version },
+          'stored policy refused (its integrity tag does not verify): keeping the last good policy',
+        );
+        return;
+      }
       try {
-        const engine = await loadPolicyEngine(row.rows[0].bundle, row.rows[0].data);
+        const engine = await loadPolicyEngine(stored.bundle, stored.data);
         const previous = this.policy.current().version;
         this.policy.install(engine, active.loaded_by, 'database');
         this.failedVersion = undefined;
         this.logger.info({ version: engine.version, previous }, 'policy installed from the database');
       } catch (error) {
-        this.failedVersion = active.version;
+        [this.failedVersion, this.failedTag] = [active.version, stored.integrity_tag];
         this.logger.error(
           { version: active.version, error: error instanceof Error ? error.message : String(error), kept: this.policy.current().version },
           'stored policy refused: keeping the last good policy',

@@ -4,6 +4,9 @@ import {
   CONNECTOR_INTEGRITY_COLUMNS,
   connectorIntegrityFieldsOf,
   type ConnectorIntegrityRow,
+  POLICY_INTEGRITY_COLUMNS,
+  policyIntegrityFieldsOf,
+  type PolicyIntegrityRow,
   RowIntegrity,
   TASK_INTEGRITY_COLUMNS,
   taskIntegrityFieldsOf,
@@ -179,4 +182,32 @@ export async function tagConnectorRow(db: Queryable, integrity: RowIntegrity, id
   const { rows } = await db.query<ConnectorIntegrityRow>(`SELECT ${CONNECTOR_INTEGRITY_COLUMNS} FROM connectors WHERE id = $1`, [id]);
   if (!rows[0]) throw new Error(`no connector ${id}`);
   await db.query('UPDATE connectors SET integrity_tag = $2 WHERE id = $1', [id, integrity.tagConnector(connectorIntegrityFieldsOf(rows[0]))]);
+}
+
+/** Inserts a trusted identity provider with its tag, as the admin API registers one. */
+export async function insertIdentityProviderRow(
+  db: Queryable,
+  integrity: RowIntegrity,
+  provider: { issuer: string; jwksUri: string; audience?: string; assertingOrchestrators?: string[] },
+): Promise<void> {
+  const fields = {
+    issuer: provider.issuer,
+    jwksUri: provider.jwksUri,
+    audience: provider.audience ?? 'writ',
+    assertingOrchestrators: provider.assertingOrchestrators ?? [],
+  };
+  await db.query(`INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators, integrity_tag) VALUES ($1, $2, $3, $4, $5)`, [
+    fields.issuer,
+    fields.jwksUri,
+    fields.audience,
+    fields.assertingOrchestrators,
+    integrity.tagIdentityProvider(fields),
+  ]);
+}
+
+/** Tags the active stored policy as it now stands, as Writ does when it activates one (fixtures that store a policy directly). */
+export async function tagActivePolicyRow(db: Queryable, integrity: RowIntegrity): Promise<void> {
+  const { rows } = await db.query<PolicyIntegrityRow>(`SELECT ${POLICY_INTEGRITY_COLUMNS} FROM policies WHERE active`);
+  if (!rows[0]) throw new Error('no active policy');
+  await db.query('UPDATE policies SET integrity_tag = $2 WHERE version = $1', [rows[0].version, integrity.tagPolicy(policyIntegrityFieldsOf(rows[0]))]);
 }

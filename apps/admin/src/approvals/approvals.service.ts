@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { AuditService } from '@writ/audit';
-import { ApprovalDto, ApprovalStore } from '@writ/grants';
+import { ApprovalDto, ApprovalStore, RowIntegrity } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { ConflictError, isPositionInstant, isUuid, NotFoundError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
@@ -24,8 +24,8 @@ function isApprovalCursor(value: unknown): value is { at: string; id: string } {
 export class ApprovalsService {
   private readonly store: ApprovalStore;
 
-  constructor(@Inject(PG_POOL) pool: Pool, audit: AuditService) {
-    this.store = new ApprovalStore(pool, audit);
+  constructor(@Inject(PG_POOL) pool: Pool, audit: AuditService, integrity: RowIntegrity) {
+    this.store = new ApprovalStore(pool, audit, integrity);
   }
 
   /** Approvals, newest first. */

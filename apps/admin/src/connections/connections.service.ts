@@ -5,6 +5,7 @@ import { ConnectedAccountError, ConnectedAccounts, connectionCursorOf, type Conn
 import { WRIT_CONFIG, type WritConfig } from '@writ/config';
 import { destinationRefusal, UpstreamNetworks } from '@writ/connectors';
 import { PG_POOL } from '@writ/database';
+import { RowIntegrity } from '@writ/grants';
 import { ConflictError, FieldError, NotFoundError, requestTextProblem, ValidationFailedError } from '@writ/platform';
 import { adminActor, type AdminPrincipal } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
@@ -55,6 +56,7 @@ export class ConnectionsService {
     private readonly accounts: ConnectedAccounts,
     @Inject(WRIT_CONFIG) config: WritConfig,
     private readonly idempotency: AdminIdempotency,
+    private readonly integrity: RowIntegrity,
   ) {
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
   }
@@ -81,9 +83,21 @@ export class ConnectionsService {
     const { result } = await this.audit.recordWith(
       idempotent(claim, async (tx) => {
         const { rows } = await tx.query<IdentityProviderRow>(
-          `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $2, $3, $4)
+          `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators, integrity_tag) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (issuer) DO NOTHING RETURNING issuer, jwks_uri, audience, asserting_orchestrators, created_at`,
-          [body.issuer, body.jwks_uri, body.audience, body.asserting_orchestrators ?? []],
+          [
+            body.issuer,
+            body.jwks_uri,
+            body.audience,
+            body.asserting_orchestrators ?? [],
+            // Tagged as written: the verifier of user tokens trusts only a provider Writ registered.
+            this.integrity.tagIdentityProvider({
+              issuer: body.issuer,
+              jwksUri: body.jwks_uri,
+              audience: body.audience,
+              assertingOrchestrators: body.asserting_orchestrators ?? [],
+            }),
+          ],
         );
         // Thrown in the transaction: an Idempotency-Key taken for this request is given back.
         if (!rows[0]) throw new ConflictError('an identity provider with this issuer is already registered');

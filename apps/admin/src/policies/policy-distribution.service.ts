@@ -6,9 +6,11 @@ import type { Pool } from 'pg';
 import type { Logger } from 'pino';
 import { AuditService } from '@writ/audit';
 import { PG_POOL, PolicyEntity, positionInstantSql, rowOf } from '@writ/database';
+import { POLICY_INTEGRITY_COLUMNS, policyIntegrityFieldsOf, type PolicyIntegrityRow, RowIntegrity } from '@writ/grants';
 import { TemporarilyUnavailableError } from '@writ/oauth';
 import {
   activateStoredPolicy,
+  ConflictError,
   deactivateStoredPolicy,
   isPositionInstant,
   loadPolicyEngine,
@@ -58,6 +60,7 @@ export class PolicyDistributionService {
     private readonly policy: ActivePolicy,
     private readonly sync: PolicySync,
     @Inject(LOGGER) private readonly logger: Logger,
+    private readonly integrity: RowIntegrity,
   ) {}
 
   /** Stored versions, newest first (never the bundle bytes), through the repository. */
@@ -107,10 +110,17 @@ export class PolicyDistributionService {
   /**
    * Activates new policy data (`data` in Rego, replaced whole) over the bundle in force. `409`,
    * changing nothing, when another admin changed the active policy while it was being loaded:
-   * activating it anyway would put back the bundle they replaced.
+   * activating it anyway would put back the bundle they replaced. `409` too when the active row
+   * is not one Writ activated (its integrity tag does not verify): new data over it would tag, and
+   * so launder, a bundle a database administrator put there.
    */
   async activateData(admin: AdminPrincipal, data: Record<string, unknown>): Promise<StoredPolicyInfo> {
-    const { rows } = await this.pool.query<{ version: string; bundle: Buffer }>(`SELECT version, bundle FROM policies WHERE active`);
+    const { rows } = await this.pool.query<PolicyIntegrityRow>(`SELECT ${POLICY_INTEGRITY_COLUMNS} FROM policies WHERE active`);
+    if (rows[0] && !this.integrity.verifyPolicy(policyIntegrityFieldsOf(rows[0]), rows[0].integrity_tag)) {
+      throw new ConflictError(
+        'the active stored policy was not activated by Writ (its integrity tag does not verify): upload a bundle or deactivate it, then update the data',
+      );
+    }
     const bundle: Buffer = rows[0]?.bundle ?? (await this.policyFile());
     const engine = await this.load(() => loadPolicyEngine(bundle, data), 'data', bundle, data);
     return this.activate(admin, engine, bundle, data, 'data update', 'admin.policy.data_updated', rows[0]?.version ?? null);
@@ -169,7 +179,7 @@ export class PolicyDistributionService {
   ): Promise<StoredPolicyInfo> {
     const runningHere = this.policy.current().version; // the file's, when no stored policy was active
     const { result } = await this.audit.recordWith(
-      (client) => activateStoredPolicy(client, engine, bundle, data, source, `admin:${admin.name}`, basedOn),
+      (client) => activateStoredPolicy(client, this.integrity, engine, bundle, data, source, `admin:${admin.name}`, basedOn),
       ({ info, previousVersion }) => [
         {
           type: eventType,

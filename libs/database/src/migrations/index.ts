@@ -22,6 +22,7 @@ import { RowIntegrity1764590000000 } from './1764590000000-row-integrity';
 import { ConnectorIntegrity1764600000000 } from './1764600000000-connector-integrity';
 import { AdminIdempotencyKeys1764610000000 } from './1764610000000-admin-idempotency-keys';
 import { ListOrderIndexes1764620000000 } from './1764620000000-list-order-indexes';
+import { AuthorityIntegrity1764630000000 } from './1764630000000-authority-integrity';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -54,4 +55,5 @@ export const MIGRATIONS = [
   ConnectorIntegrity1764600000000,
   AdminIdempotencyKeys1764610000000,
   ListOrderIndexes1764620000000,
+  AuthorityIntegrity1764630000000,
 ];
