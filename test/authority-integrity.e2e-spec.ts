@@ -169,6 +169,14 @@ describe('integrity tags of trusted identity providers and approvals against a d
       expect((await exchange(genuine.taskToken, payoutUpTo(42000), { approval_id: genuine.approvalId })).status).toBe(200);
     });
 
+    it('refuses an approval the DBA set back from used to approved, to buy its credential twice', async () => {
+      const { taskToken, approvalId } = await pendingApproval();
+      expect((await admin('POST', `/v1/approvals/${approvalId}/approve`, {})).status).toBe(200);
+      expect((await exchange(taskToken, payoutUpTo(42000), { approval_id: approvalId })).status).toBe(200);
+      await dba.query(`UPDATE approvals SET status = 'approved', used_at = NULL WHERE id = $1`, [approvalId]);
+      await expectNoCredential(taskToken, approvalId);
+    });
+
     it('refuses an approved approval whose deadline the DBA extended', async () => {
       const { taskToken, approvalId } = await pendingApproval();
       expect((await admin('POST', `/v1/approvals/${approvalId}/approve`, {})).status).toBe(200);

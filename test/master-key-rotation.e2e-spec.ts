@@ -1,13 +1,27 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConnectedAccounts, accountSealContext, rewrapUnderCurrentMasterKey } from '@writ/accounts';
 import { checkpointDigest, checkpointFromRow, CheckpointRow, CheckpointSigner, publicKeyFileFor, signCheckpoint } from '@writ/audit';
 import { loadConfig } from '@writ/config';
 import { credentialSealContext } from '@writ/connectors';
+import {
+  APPROVAL_INTEGRITY_COLUMNS,
+  approvalIntegrityFieldsOf,
+  type ApprovalIntegrityRow,
+  ApprovalStore,
+  IDENTITY_PROVIDER_INTEGRITY_COLUMNS,
+  identityProviderIntegrityFieldsOf,
+  type IdentityProviderIntegrityRow,
+  POLICY_INTEGRITY_COLUMNS,
+  policyIntegrityFieldsOf,
+  type PolicyIntegrityRow,
+  RowIntegrity,
+} from '@writ/grants';
 import { MasterKey } from '@writ/keys';
-import { createTestDatabase, TestDatabase } from '@writ/testing';
+import { activateStoredPolicy, loadPolicyEngine } from '@writ/platform';
+import { createTestDatabase, insertIdentityProviderRow, TestDatabase } from '@writ/testing';
 import { auditVerify } from '../scripts/audit-verify-command';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
@@ -117,6 +131,22 @@ describe('master key rotation', () => {
     await writeFile(file, JSON.stringify(printed.publicKeys));
     return file;
   };
+  /** Whether the identity provider, the active policy and the approved approval verify under `key` alone. */
+  const authorityRowsVerify = async (key: MasterKey) => {
+    const integrity = new RowIntegrity(key);
+    const [provider] = await query<IdentityProviderIntegrityRow & Record<string, unknown>>(
+      `SELECT ${IDENTITY_PROVIDER_INTEGRITY_COLUMNS} FROM identity_providers`,
+    );
+    const [policy] = await query<PolicyIntegrityRow & Record<string, unknown>>(`SELECT ${POLICY_INTEGRITY_COLUMNS} FROM policies WHERE active`);
+    const [approval] = await query<ApprovalIntegrityRow & Record<string, unknown>>(
+      `SELECT ${APPROVAL_INTEGRITY_COLUMNS} FROM approvals WHERE status = 'approved'`,
+    );
+    return [
+      integrity.verifyIdentityProvider(identityProviderIntegrityFieldsOf(provider), provider.integrity_tag),
+      integrity.verifyPolicy(policyIntegrityFieldsOf(policy), policy.integrity_tag),
+      integrity.verifyApproval(approvalIntegrityFieldsOf(approval), approval.integrity_tag),
+    ];
+  };
   const checkpointKids = async () => (await query<{ kid: string }>('SELECT DISTINCT kid FROM audit_checkpoints')).map((row) => row.kid).sort();
 
   beforeAll(async () => {
@@ -167,6 +197,32 @@ describe('master key rotation', () => {
       [randomUUID()],
     );
     await payout(services);
+    // Rows tagged under A that grant authority: a trusted identity provider, the active stored
+    // policy (the policy file's own bundle, so that every instance runs the same version) and an approved approval.
+    const { rowIntegrity, audit } = services.runtime;
+    await insertIdentityProviderRow(pool, rowIntegrity, { issuer: IDP, jwksUri: `${IDP}/jwks` });
+    const bundle = await readFile(services.policy.path);
+    const engine = await loadPolicyEngine(bundle, null);
+    await audit.recordWith(
+      (client) => activateStoredPolicy(client, rowIntegrity, engine, bundle, null, 'upload', 'admin:rotation'),
+      () => [],
+    );
+    const approvals = new ApprovalStore(pool, audit, rowIntegrity);
+    const [task] = await query<{ id: string }>('SELECT id FROM tasks LIMIT 1');
+    const requested = await approvals.request(
+      {
+        taskId: task.id,
+        agentId: 'agent-1',
+        connectorId: 'payments',
+        authorizationDetails: PAYOUT_REQUEST,
+        reasons: ['rotation'],
+        policyVersion: engine.version,
+        expiresAt: new Date(Date.now() + 600_000),
+      },
+      { type: 'agent', id: 'agent-1' },
+    );
+    expect((await approvals.decide(requested.id, 'approved', { type: 'admin', id: 'root' }, null)).changed).toBe(true);
+    expect(await authorityRowsVerify(a)).toEqual([true, true, true]);
     await checkpoint(services);
     expect(await checkpointKids()).toEqual([a.checkpointSigningKey().kid]);
     for (const value of await sealedValues()) expect([value.row, a.unseal(value.sealed, value.context).length > 0]).toEqual([value.row, true]);
@@ -188,7 +244,7 @@ describe('master key rotation', () => {
         data: {
           previous_keys: 1,
           // The integrity tags of the registrations, the task and the bootstrap admin token written under A, made again under B.
-          retagged: { agents: 2, orchestrators: 1, tasks: 1, admin_tokens: 1, connectors: 3 },
+          retagged: { agents: 2, orchestrators: 1, tasks: 1, admin_tokens: 1, connectors: 3, identity_providers: 1, policies: 1, approvals: 1 },
           tables: {
             signing_keys: { rewrapped: 2, skipped: 0, unopened: 0 },
             connectors: { rewrapped: 2, skipped: 0, unopened: 1 },
@@ -292,6 +348,9 @@ describe('master key rotation', () => {
     const services = await start(KEY_B);
     await payout(services);
     expect(await rewraps()).toHaveLength(2);
+    // The identity provider, the active policy and the approval were tagged again under B: they verify under B alone.
+    expect(await authorityRowsVerify(b)).toEqual([true, true, true]);
+    expect(await authorityRowsVerify(a)).toEqual([false, false, false]);
     for (const value of await sealedValues()) expect([value.row, b.unseal(value.sealed, value.context).length > 0]).toEqual([value.row, true]);
     const published = await sendJson('GET', `${services.adminUrl}/v1/audit/checkpoints?limit=1`, undefined, services.adminToken);
     expect(published.body.previous_public_keys).toEqual([]);

@@ -1,4 +1,17 @@
+import { readFile } from 'node:fs/promises';
 import { Pool } from 'pg';
+import {
+  APPROVAL_INTEGRITY_COLUMNS,
+  approvalIntegrityFieldsOf,
+  type ApprovalIntegrityRow,
+  IDENTITY_PROVIDER_INTEGRITY_COLUMNS,
+  identityProviderIntegrityFieldsOf,
+  type IdentityProviderIntegrityRow,
+  POLICY_INTEGRITY_COLUMNS,
+  policyIntegrityFieldsOf,
+  type PolicyIntegrityRow,
+} from '@writ/grants';
+import { loadPolicyEngine } from '@writ/platform';
 import { clientAssertion, createClientKey, jwksOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { ConnectorCache } from '../apps/connector-gateway/src/catalogue/connector-cache';
@@ -627,6 +640,64 @@ describe('row integrity: the upgrade from untagged rows', () => {
     const third = await startSecondInstance(first);
     try {
       expect((await dba.query(`SELECT integrity_tag FROM connectors WHERE id = 'legacy-connector'`)).rows).toEqual([{ integrity_tag: null }]);
+    } finally {
+      await third.close();
+    }
+  }, 120_000);
+
+  it('tags, once, the identity providers, the active policy and the decided approvals of an installation upgraded before their tags', async () => {
+    const [task] = (await dba.query<{ id: string }>('SELECT id FROM tasks LIMIT 1')).rows;
+    // As after the earlier upgrades but before these tags: the marker is there, these rows untagged.
+    await dba.query(
+      `INSERT INTO identity_providers (issuer, jwks_uri, audience) VALUES ('https://idp-legacy.example', 'https://idp-legacy.example/jwks', 'writ')`,
+    );
+    const bundle = await readFile(first.policy.path);
+    const engine = await loadPolicyEngine(bundle, null);
+    await dba.query(`INSERT INTO policies (version, bundle, source, loaded_by, active) VALUES ($1, $2, 'upload', 'admin:legacy', true)`, [
+      engine.version,
+      bundle,
+    ]);
+    for (const status of ['pending', 'approved', 'denied', 'used']) {
+      await dba.query(
+        `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, expires_at, decided_at, decided_by)
+         VALUES (gen_random_uuid(), $1, 'agent-1', 'payments', '[]', '[]', $2, $3, now() + interval '10 minutes', CASE WHEN $3 = 'pending' THEN NULL ELSE now() END, 'admin:legacy')`,
+        [task.id, engine.version, status],
+      );
+    }
+    await dba.query('UPDATE identity_providers SET integrity_tag = NULL');
+    await dba.query('UPDATE approvals SET integrity_tag = NULL');
+    await dba.query('UPDATE row_integrity_backfill SET providers_policies_approvals_tagged = false');
+    await dba.query(`UPDATE agents SET integrity_tag = NULL WHERE id = 'agent-2'`);
+    const second = await startSecondInstance(first);
+    try {
+      const events = await dba.query<{ data: unknown }>(`SELECT data FROM audit_events WHERE type = 'row_integrity.backfilled' ORDER BY seq DESC LIMIT 1`);
+      expect(events.rows[0].data).toEqual({
+        tagged: { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors: 0, identity_providers: 1, policies: 1, approvals: 2 },
+      });
+      const integrity = second.runtime.rowIntegrity;
+      const providers = await dba.query<IdentityProviderIntegrityRow>(`SELECT ${IDENTITY_PROVIDER_INTEGRITY_COLUMNS} FROM identity_providers`);
+      expect(providers.rows.map((row) => integrity.verifyIdentityProvider(identityProviderIntegrityFieldsOf(row), row.integrity_tag))).toEqual([true]);
+      const policies = await dba.query<PolicyIntegrityRow>(`SELECT ${POLICY_INTEGRITY_COLUMNS} FROM policies WHERE active`);
+      expect(policies.rows.map((row) => integrity.verifyPolicy(policyIntegrityFieldsOf(row), row.integrity_tag))).toEqual([true]);
+      const approvals = await dba.query<ApprovalIntegrityRow>(`SELECT ${APPROVAL_INTEGRITY_COLUMNS} FROM approvals ORDER BY status`);
+      expect(
+        approvals.rows.map((row) => [row.status, row.integrity_tag !== null && integrity.verifyApproval(approvalIntegrityFieldsOf(row), row.integrity_tag)]),
+      ).toEqual([
+        ['approved', true],
+        ['denied', true],
+        ['pending', false],
+        ['used', false],
+      ]);
+      // Only these tables: an agent left untagged stays untagged.
+      expect((await dba.query(`SELECT integrity_tag FROM agents WHERE id = 'agent-2'`)).rows).toEqual([{ integrity_tag: null }]);
+    } finally {
+      await second.close();
+    }
+    // Once: a provider left untagged after that stays untagged through a restart.
+    await dba.query(`UPDATE identity_providers SET integrity_tag = NULL`);
+    const third = await startSecondInstance(first);
+    try {
+      expect((await dba.query(`SELECT integrity_tag FROM identity_providers`)).rows).toEqual([{ integrity_tag: null }]);
     } finally {
       await third.close();
     }

@@ -288,13 +288,17 @@ export class ApprovalStore {
   /**
    * Marks an approved approval used, inside the issuing transaction; false if it cannot be used
    * (any more), or if its decision is not one Writ wrote (its integrity tag does not verify as
-   * `approved`: reported, and the caller's refusal rolls the change back).
+   * `approved`: reported, and the caller's refusal rolls the change back). A used approval loses
+   * its tag: set back to `approved` by hand, it verifies no more (unless the DBA kept the tag).
    */
   async consume(client: PoolClient, id: string): Promise<boolean> {
+    // The row locked and read as decided (its tag before it is cleared), then marked used: one statement.
     const { rows } = await client.query<ApprovalIntegrityRow>(
-      `UPDATE approvals a SET status = 'used', used_at = now() WHERE a.id = $1 AND a.status = 'approved' AND a.expires_at > now() AND ${TASK_OPEN}
+      `UPDATE approvals a SET status = 'used', used_at = now(), integrity_tag = NULL
+         FROM (SELECT id, integrity_tag FROM approvals WHERE id = $1 FOR UPDATE) AS decided
+        WHERE a.id = decided.id AND a.status = 'approved' AND a.expires_at > now() AND ${TASK_OPEN}
        RETURNING ${APPROVAL_INTEGRITY_COLUMNS.split(', ')
-         .map((column) => `a.${column}`)
+         .map((column) => (column === 'integrity_tag' ? 'decided.integrity_tag' : `a.${column}`))
          .join(', ')}`,
       [id],
     );
