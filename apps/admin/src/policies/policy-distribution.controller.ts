@@ -72,7 +72,11 @@ export class PolicyDistributionController {
   @RequireRole('admin')
   @ApiOkResponse({ type: StoredPolicyDto })
   @ApiBadRequestResponse({ type: ValidationErrorDto })
-  @ApiConflictResponse({ type: AdminErrorDto, description: 'another admin changed the active policy meanwhile; nothing changed, send it again' })
+  @ApiConflictResponse({
+    type: AdminErrorDto,
+    description:
+      'another admin changed the active policy meanwhile (send it again), or the active stored policy was not activated by Writ (its integrity tag does not verify); nothing changed',
+  })
   data(@CurrentAdmin() admin: AdminPrincipal, @Body() body: PolicyDataDto): Promise<StoredPolicyInfo> {
     return this.distribution.activateData(admin, body.data);
   }
