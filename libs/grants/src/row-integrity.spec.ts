@@ -170,3 +170,60 @@ describe('RowIntegrity of connectors', () => {
     expect(refused).toEqual(Array.from({ length: 9 }, () => 'connectors:payments'));
   });
 });
+
+describe('RowIntegrity of identity providers, policies and approvals', () => {
+  const refused: Array<[string, string]> = [];
+  const integrity = new RowIntegrity(new MasterKey(Buffer.alloc(32, 9)), (table, id) => refused.push([table, id]));
+  const provider = { issuer: 'https://idp.example', jwksUri: 'https://idp.example/jwks', audience: 'writ', assertingOrchestrators: ['orch-1'] };
+  const policy = { version: 'v-1', bundle: Buffer.from('wasm bytes'), data: { writ: { config: { b: 1, a: 2 } } }, loadedAt: new Date(1_700_000_000_123) };
+  const approval = {
+    id: '7E1D3B2E-3F1A-4C55-9A0E-1F2D3C4B5A69',
+    taskId: '0b7c3b2e-3f1a-4c55-9a0e-1f2d3c4b5a69',
+    agentId: 'agent-1',
+    connectorId: 'payments',
+    authorizationDetails: [{ type: 'connector', connector: 'payments', actions: ['payouts.create'] }],
+    policyVersion: 'v-1',
+    status: 'approved',
+    expiresAt: new Date(1_700_000_600_000),
+    decidedAt: new Date(1_700_000_100_456),
+    decidedBy: 'admin:root',
+  };
+
+  it('verifies what it tagged (a policy whatever the order of its data members)', () => {
+    expect(integrity.verifyIdentityProvider(provider, integrity.tagIdentityProvider(provider))).toBe(true);
+    expect(integrity.verifyPolicy({ ...policy, data: { writ: { config: { a: 2, b: 1 } } } }, integrity.tagPolicy(policy))).toBe(true);
+    expect(integrity.verifyApproval({ ...approval, id: approval.id.toLowerCase() }, integrity.tagApproval(approval))).toBe(true);
+    expect(refused).toEqual([]);
+  });
+
+  it('refuses, and reports by table and id, a changed column, a copied tag or none', () => {
+    const providerTag = integrity.tagIdentityProvider(provider);
+    const policyTag = integrity.tagPolicy(policy);
+    const approvalTag = integrity.tagApproval(approval);
+    expect(integrity.verifyIdentityProvider({ ...provider, jwksUri: 'https://evil.example/jwks' }, providerTag)).toBe(false);
+    expect(integrity.verifyIdentityProvider({ ...provider, assertingOrchestrators: ['orch-1', 'orch-2'] }, providerTag)).toBe(false);
+    expect(integrity.verifyIdentityProvider({ ...provider, issuer: 'https://other.example' }, providerTag)).toBe(false);
+    expect(integrity.verifyPolicy({ ...policy, bundle: Buffer.from('wasm bytez') }, policyTag)).toBe(false);
+    expect(integrity.verifyPolicy({ ...policy, data: null }, policyTag)).toBe(false);
+    expect(integrity.verifyPolicy({ ...policy, loadedAt: new Date(1_700_000_000_124) }, policyTag)).toBe(false);
+    expect(integrity.verifyApproval({ ...approval, status: 'denied' }, approvalTag)).toBe(false);
+    expect(integrity.verifyApproval({ ...approval, expiresAt: new Date(1_800_000_000_000) }, approvalTag)).toBe(false);
+    expect(integrity.verifyApproval({ ...approval, id: '8e1d3b2e-3f1a-4c55-9a0e-1f2d3c4b5a69' }, approvalTag)).toBe(false);
+    // Another table's tag over the same text, and no tag at all.
+    expect(integrity.verifyApproval(approval, integrity.tagIdentityProvider(provider))).toBe(false);
+    expect(integrity.verifyPolicy(policy, null)).toBe(false);
+    expect(refused).toEqual([
+      ['identity_providers', provider.issuer],
+      ['identity_providers', provider.issuer],
+      ['identity_providers', 'https://other.example'],
+      ['policies', 'v-1'],
+      ['policies', 'v-1'],
+      ['policies', 'v-1'],
+      ['approvals', approval.id],
+      ['approvals', approval.id],
+      ['approvals', '8e1d3b2e-3f1a-4c55-9a0e-1f2d3c4b5a69'],
+      ['approvals', approval.id],
+      ['policies', 'v-1'],
+    ]);
+  });
+});
