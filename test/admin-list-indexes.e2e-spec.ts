@@ -102,7 +102,7 @@ describe('admin lists: pages are index scans in the list order, never sorts', ()
 
   it('approvals: unfiltered, by task and by status, first page and later pages', async () => {
     const { rows } = await pool.query<{ task_id: string }>(`SELECT task_id FROM approvals LIMIT 1`);
-    const store = (db: Pool) => new ApprovalStore(db, undefined as never);
+    const store = (db: Pool) => new ApprovalStore(db, undefined as never, undefined as never);
     for (const before of [undefined, { at: cursor.createdAt, id: cursor.id }]) {
       const page = before ? 'later page' : 'first page';
       expectIndexOrder(`unfiltered, ${page}`, await planOf((db) => store(db).list({}, { limit: 50, before })), 'approvals_requested');
