@@ -489,6 +489,59 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(evidence).toEqual([`${services.adminUrl}/v1/tasks/${approvedTask.task_id}/evidence`]);
   });
 
+  /** `count` credentials of `taskId`, written straight to the table (minting them one exchange at a time would take seconds), one second apart, oldest first. */
+  const seedGrants = (taskId: string, count: number, prefix: string) =>
+    services.runtime.pool.query(
+      `INSERT INTO access_tokens (jti, kind, client_id, subject, task_id, connector_id, action, risk, authorization_details, max_uses, issued_at, expires_at)
+       SELECT $2 || lpad(g::text, 4, '0'), 'connector', 'agent-1', 'agent-1', $1, 'payments', 'payouts.create', 'write', $3::jsonb, 1,
+              now() - interval '1 hour' + g * interval '1 second', now() + interval '10 minutes'
+         FROM generate_series(1, $4::int) g`,
+      [taskId, prefix, JSON.stringify(payoutUpTo(4200)), count],
+    );
+  const openTimeline = async (taskId: string) => {
+    await page.click('nav a[href="#/audit"]');
+    await page.fill('input[name=task_id]', taskId);
+    await page.click('form.filters button[type=submit]');
+    await page.waitForURL(`**/console/#/audit?task_id=${taskId}`);
+  };
+
+  it('shows every credential of a task, following grants_next_cursor past the first 100, and keeps them on a refused page', async () => {
+    const task = await createTask(services, world.orchestrator, { purpose: 'reconcile 230 payouts' });
+    await seedGrants(task.task_id, 230, 'console-grant-');
+    await openTimeline(task.task_id);
+    const grants = page.locator('[data-testid=timeline] [data-testid=grants-table] tbody tr');
+    await page.waitForSelector('[data-testid=grants-count]:has-text("100 of 230 shown")');
+    expect(await grants.count()).toBe(100);
+    // The next page is refused once (the API is unavailable): said so, the rows kept, the button there to try again.
+    let refusals = 0;
+    await page.route('**/v1/tasks/*?grants_cursor=*', (route) => {
+      refusals += 1;
+      return route.fulfill({
+        status: 503,
+        headers: { 'retry-after': '7', 'content-type': 'application/json' },
+        body: '{"message":"the database is unavailable"}',
+      });
+    });
+    await page.click('[data-testid=more-grants]');
+    await page.waitForSelector('[data-testid=timeline] .more [role=alert]:has-text("the database is unavailable")');
+    expect(refusals).toBe(1);
+    expect(await grants.count()).toBe(100);
+    await page.unroute('**/v1/tasks/*?grants_cursor=*');
+    await page.click('[data-testid=more-grants]');
+    await page.waitForSelector('[data-testid=grants-count]:has-text("200 of 230 shown")');
+    expect(await page.locator('[data-testid=timeline] .more [role=alert]').count()).toBe(0);
+    await page.click('[data-testid=more-grants]');
+    await page.waitForSelector('[data-testid=grants-count]:has-text("230 of 230 shown")');
+    expect(await page.locator('[data-testid=more-grants]').count()).toBe(0);
+    const jtis = await grants.evaluateAll((rows) => rows.map((row) => row.getAttribute('data-jti')));
+    expect(jtis).toEqual(Array.from({ length: 230 }, (_, i) => `console-grant-${String(i + 1).padStart(4, '0')}`));
+    expect(await grants.first().textContent()).toContain('payouts.create');
+    // Reloading the evidence is a fresh read: the list starts again from its first page.
+    await page.click('[data-testid=reload-evidence]');
+    await page.waitForSelector('[data-testid=grants-count]:has-text("100 of 230 shown")');
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
+  });
+
   it('registers a connector after fixing the field the API refused; the secret is never shown', async () => {
     await page.click('nav a[href="#/registry"]');
     await page.click('a[href="#/registry/connectors"]');

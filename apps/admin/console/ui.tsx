@@ -177,6 +177,35 @@ export function describeError(caught: unknown): { message: string; fields: Field
   return { message: caught instanceof Error ? caught.message : String(caught), fields: [] };
 }
 
+/**
+ * The button that loads the next page of a cursor list. One page at a time: the button is
+ * disabled while a page loads (a second click would append the same page twice), and a refused
+ * or failed read is shown beside it, the rows already shown kept, the button there to try again.
+ */
+export function MoreButton({ label, onMore, testId }: { label: string; onMore: () => Promise<void>; testId?: string }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | undefined>();
+  const click = async () => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      await onMore();
+    } catch (caught) {
+      setError(describeError(caught).message);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <div class="more">
+      <button type="button" onClick={click} disabled={busy} data-testid={testId}>
+        {busy ? 'Loading…' : label}
+      </button>
+      <ErrorLine error={error} />
+    </div>
+  );
+}
+
 /** A status pill. */
 export function Pill({ value }: { value: string }) {
   return <span class={`pill pill-${value}`}>{value}</span>;

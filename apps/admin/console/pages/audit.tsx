@@ -1,8 +1,8 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, downloadJson, Page, query, segment } from '../api';
 import type { Route } from '../main';
-import { describeError, ErrorLine, Json, Pill, reveal, usePoll, when } from '../ui';
-import type { AuditEvent, Task } from './tasks';
+import { DetailsSummary, describeError, ErrorLine, Json, MoreButton, Pill, reveal, usePoll, when } from '../ui';
+import type { AuditEvent, Task, TaskGrant } from './tasks';
 
 const FILTERS = ['agent_id', 'task_id', 'connector', 'type', 'outcome', 'since', 'until'] as const;
 type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
@@ -75,11 +75,75 @@ function summary(event: AuditEvent): string {
   }
 }
 
+/**
+ * A task's credentials: the page its read brought, then the following ones on request through
+ * `grants_next_cursor` (a task read shows at most 100; its agent decides how many there are).
+ */
+function TaskGrants({ task }: { task: Task }) {
+  const [more, setMore] = useState<TaskGrant[]>([]);
+  const [cursor, setCursor] = useState<string | null>(task.grants_next_cursor ?? null);
+  const next = async () => {
+    if (!cursor) return;
+    const page = await api<Task>('GET', `/v1/tasks/${segment(task.task_id)}${query({ grants_cursor: cursor })}`);
+    setMore((loaded) => [...loaded, ...(page.grants ?? [])]);
+    setCursor(page.grants_next_cursor ?? null);
+  };
+  const grants = [...(task.grants ?? []), ...more];
+  return (
+    <div class="grants">
+      <h3>
+        Credentials{' '}
+        <span class="muted small" data-testid="grants-count">
+          {grants.length} of {task.history.grants_issued} shown
+        </span>
+      </h3>
+      <table data-testid="grants-table">
+        <thead>
+          <tr>
+            <th>Credential</th>
+            <th>Grants</th>
+            <th>Issued</th>
+            <th>Expires</th>
+            <th>Uses</th>
+            <th>State</th>
+          </tr>
+        </thead>
+        <tbody>
+          {grants.map((grant) => (
+            <tr key={grant.jti} data-jti={grant.jti}>
+              <td class="mono" title={grant.jti}>
+                {reveal(grant.jti)}
+              </td>
+              <td>
+                <DetailsSummary details={grant.authorization_details} />
+              </td>
+              <td>{when(grant.issued_at)}</td>
+              <td>{when(grant.expires_at)}</td>
+              <td class="num">
+                {grant.uses}
+                {grant.max_uses === null ? '' : ` / ${grant.max_uses}`}
+              </td>
+              <td>
+                <Pill value={grant.state} />
+                {grant.revoked_reason ? <div class="small">{reveal(grant.revoked_reason)}</div> : null}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {cursor ? <MoreButton label="Show more credentials" onMore={next} testId="more-grants" /> : null}
+    </div>
+  );
+}
+
 function Timeline({ taskId }: { taskId: string }) {
   // Loaded once per task, and again on request, never polled: the server verifies the audit
   // chain for each answer, a walk whose cost grows with the whole log.
   const evidence = usePoll(() => api<Evidence>('GET', `/v1/tasks/${segment(taskId)}/evidence`), 0, [taskId]);
   const data = evidence.data;
+  // Each answer is a fresh read of the task: its credentials start again from their first page.
+  const reads = useRef<{ data: Evidence | undefined; count: number }>({ data: undefined, count: 0 });
+  if (reads.current.data !== data) reads.current = { data, count: reads.current.count + 1 };
   return (
     <section class="card" data-testid="timeline">
       <h2>
@@ -100,6 +164,7 @@ function Timeline({ taskId }: { taskId: string }) {
           <button type="button" data-testid="reload-evidence" onClick={evidence.refresh}>
             Reload and verify again
           </button>
+          <TaskGrants key={reads.current.count} task={data.task} />
           <ol class="timeline">
             {data.events.map((event) => (
               <li class={`stage-${stage(event.type).split(' ')[0]}`} data-type={event.type}>
@@ -289,11 +354,7 @@ export function AuditPage({ route }: { route: Route }) {
             ))}
           </tbody>
         </table>
-        {cursor ? (
-          <button type="button" onClick={more}>
-            Older events
-          </button>
-        ) : null}
+        {cursor ? <MoreButton label="Older events" onMore={more} testId="more-events" /> : null}
       </section>
     </div>
   );

@@ -17,6 +17,24 @@ export interface Task {
   expires_at: string;
   history: { grants_issued: number; refusals: number; out_of_purpose_requests: number };
   calls: number;
+  /** A read's page of the task's credentials, oldest first (empty in lists). */
+  grants?: TaskGrant[];
+  /** The `grants_cursor` of the next page of credentials, null after the last. */
+  grants_next_cursor?: string | null;
+}
+
+/** One credential of a task (never the token itself). */
+export interface TaskGrant {
+  jti: string;
+  connector: string;
+  action: string;
+  authorization_details: unknown[];
+  issued_at: string;
+  expires_at: string;
+  max_uses: number | null;
+  uses: number;
+  state: string;
+  revoked_reason: string | null;
 }
 
 /** An audit event as the admin API lists it. */
