@@ -668,6 +668,46 @@ describeWithBrowser('admin console in Chromium', () => {
     await sendJson('DELETE', `${services.adminUrl}/v1/connectors/billing`, undefined, services.adminToken);
   });
 
+  it('asks for a token again over the page when the session ends, and keeps what was typed to save it then', async () => {
+    const created = await sendJson('POST', `${services.adminUrl}/v1/admin-tokens`, { name: 'ops-on-call', role: 'operator' }, services.adminToken);
+    expect(created.status).toBe(201);
+    await signIn(created.body.token);
+    await page.click('nav a[href="#/registry"]');
+    await page.click('a[href="#/registry/connectors"]');
+    await page.click('button:has-text("New connector")');
+    const editor = page.locator('[data-testid=editor]');
+    const operations = JSON.stringify([{ name: 'entries.list', method: 'GET', path: '/v1/entries', risk: 'read', constraints: {} }]);
+    await editor.locator('input[name=id]').fill('ledger');
+    await editor.locator('input[name=name]').fill('Ledger typed at length');
+    await editor.locator('input[name=base_url]').fill('https://ledger.example');
+    await editor.locator('textarea[name=operations]').fill(operations);
+    // The token is revoked (or expires) while the form is being filled in.
+    expect((await sendJson('DELETE', `${services.adminUrl}/v1/admin-tokens/${created.body.id}`, undefined, services.adminToken)).status).toBeLessThan(300);
+    await editor.locator('button[type=submit]').click();
+    await page.waitForSelector('[role=dialog] [data-testid=session-ended]');
+    // The form is still there under the dialog, as typed, and out of reach until signed in again.
+    expect(await editor.locator('input[name=name]').inputValue()).toBe('Ledger typed at length');
+    expect(await page.locator('.shell').getAttribute('inert')).not.toBeNull();
+    // A wrong token keeps the dialog, and the page.
+    await page.fill('[role=dialog] input[name=token]', 'writ_admin_not-a-real-token');
+    await page.click('[role=dialog] button[type=submit]');
+    await page.waitForSelector('[role=dialog] >> text=unknown or revoked');
+    await page.fill('[role=dialog] input[name=token]', services.adminToken);
+    await page.click('[role=dialog] button[type=submit]');
+    await page.locator('[role=dialog]').waitFor({ state: 'detached' });
+    expect(await page.textContent('[data-testid=who]')).toContain('admin');
+    expect(await editor.locator('input[name=base_url]').inputValue()).toBe('https://ledger.example');
+    expect(await editor.locator('textarea[name=operations]').inputValue()).toBe(operations);
+    await editor.locator('button[type=submit]').click();
+    await editor.waitFor({ state: 'detached' });
+    const stored = await sendJson('GET', `${services.adminUrl}/v1/connectors/ledger`, undefined, services.adminToken);
+    expect(stored.body).toMatchObject({ name: 'Ledger typed at length', base_url: 'https://ledger.example' });
+    // The session stays signed in: no poll answered for the old token signs the new one out.
+    await page.waitForTimeout(3500);
+    expect(await page.locator('[role=dialog]').count()).toBe(0);
+    await sendJson('DELETE', `${services.adminUrl}/v1/connectors/ledger`, undefined, services.adminToken);
+  });
+
   it('lets an admin create a viewer token, shown once, and rotate the signing key', async () => {
     await page.click('nav a[href="#/access"]');
     const form = page.locator('[data-testid=new-admin-token]');

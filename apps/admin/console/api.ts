@@ -40,7 +40,7 @@ export function setToken(value: string | null): void {
   token = value;
 }
 
-/** Called when the API answers 401 (token revoked meanwhile): the console signs out. */
+/** Called when the API answers 401 (token expired or revoked meanwhile): the console asks for a token again, keeping the page. */
 export function setUnauthorizedHandler(handler: () => void): void {
   onUnauthorized = handler;
 }
@@ -65,8 +65,11 @@ export interface ApiOptions {
 
 /** Calls the admin API; resolves with the JSON answer (undefined for 204) or throws {@link ApiError}. */
 export async function api<T = unknown>(method: string, path: string, body?: unknown, options: ApiOptions = {}): Promise<T> {
+  // The token this call is sent with: its 401 ends that session, not one signed in meanwhile (a
+  // poll sent before signing in again answers after it, and must not sign the new token out).
+  const sent = token;
   const headers: Record<string, string> = { accept: 'application/json' };
-  if (token) headers.authorization = `Bearer ${token}`;
+  if (sent) headers.authorization = `Bearer ${sent}`;
   if (options.ifMatch) headers['if-match'] = options.ifMatch;
   let payload: BodyInit | undefined;
   if (options.raw) {
@@ -93,7 +96,7 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
     options.onEntityTag?.(response.headers.get('etag') ?? undefined);
     return json as T;
   }
-  if (response.status === 401 && !options.quiet401) onUnauthorized();
+  if (response.status === 401 && !options.quiet401 && token === sent) onUnauthorized();
   const error = (json ?? {}) as { message?: string; error_description?: string; error?: string; fields?: FieldError[] };
   const message = error.message ?? error.error_description ?? error.error ?? `HTTP ${response.status}`;
   throw new ApiError(response.status, message, Array.isArray(error.fields) ? error.fields : [], json);

@@ -40,7 +40,11 @@ function useRoute(): Route {
   return route;
 }
 
-function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
+/**
+ * The sign-in form: a page of its own, or (`ended`) a dialog over the console whose session has
+ * just ended, so that the page under it and everything typed in it stay as they were.
+ */
+function SignIn({ onSignedIn, ended, onSignOut }: { onSignedIn: (session: Session) => void; ended?: boolean; onSignOut?: () => void }) {
   const [value, setValue] = useState('');
   const [error, setError] = useState<string | undefined>();
   const [busy, setBusy] = useState(false);
@@ -66,29 +70,45 @@ function SignIn({ onSignedIn }: { onSignedIn: (session: Session) => void }) {
       setBusy(false);
     }
   };
-  return (
-    <main class="signin">
-      <form onSubmit={submit} class="card">
-        <h1>Writ console</h1>
-        <p class="muted">Sign in with an admin token. It is kept in this page's memory only: reloading or closing the tab signs you out.</p>
-        <label>
-          <span class="label">Admin token</span>
-          <input
-            name="token"
-            type="password"
-            autocomplete="off"
-            spellcheck={false}
-            required
-            value={value}
-            onInput={(event) => setValue((event.target as HTMLInputElement).value)}
-          />
-        </label>
-        <ErrorLine error={error} />
-        <button type="submit" class="primary" disabled={busy}>
-          Sign in
+  const form = (
+    <form onSubmit={submit} class="card">
+      <h1 id="signin-title">{ended ? 'Session ended' : 'Writ console'}</h1>
+      {ended ? (
+        <p role="alert" data-testid="session-ended">
+          The admin API refused this console's token (401): it expired or was revoked. Sign in again to carry on where you were: what you typed is kept, and
+          nothing was saved by the refused request.
+        </p>
+      ) : null}
+      <p class="muted">Sign in with an admin token. It is kept in this page's memory only: reloading or closing the tab signs you out.</p>
+      <label>
+        <span class="label">Admin token</span>
+        <input
+          name="token"
+          type="password"
+          autocomplete="off"
+          spellcheck={false}
+          required
+          value={value}
+          onInput={(event) => setValue((event.target as HTMLInputElement).value)}
+        />
+      </label>
+      <ErrorLine error={error} />
+      <button type="submit" class="primary" disabled={busy}>
+        Sign in
+      </button>
+      {onSignOut ? (
+        <button type="button" onClick={onSignOut}>
+          Sign out and discard
         </button>
-      </form>
-    </main>
+      ) : null}
+    </form>
+  );
+  return ended ? (
+    <div class="signin reauth" role="dialog" aria-modal="true" aria-labelledby="signin-title">
+      {form}
+    </div>
+  ) : (
+    <main class="signin">{form}</main>
   );
 }
 
@@ -101,7 +121,7 @@ const NAV: { page: string; label: string; role: Role }[] = [
   { page: 'access', label: 'Access', role: 'admin' },
 ];
 
-function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
+function Shell({ session, onSignOut, inert }: { session: Session; onSignOut: () => void; inert: boolean }) {
   const route = useRoute();
   const pending = usePoll(() => api<Page<{ id: string }>>('GET', '/v1/approvals?status=pending&limit=200'), 3000);
   const count = pending.data?.items.length ?? 0;
@@ -153,7 +173,7 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
       page = <TasksPage can={can} />;
   }
   return (
-    <div class="shell">
+    <div class="shell" inert={inert} aria-hidden={inert ? 'true' : undefined}>
       <header class="top">
         <span class="brand">Writ</span>
         <nav>
@@ -194,17 +214,32 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
 
 function App() {
   const [session, setSession] = useState<Session | null>(null);
+  // A 401 (the token expired or was revoked meanwhile) forgets the token at once but keeps the
+  // page: it asks for a token over it, so that a form half filled, a reason typed for a
+  // revocation or a note for an approval is still there to send once signed in again.
+  const [ended, setEnded] = useState(false);
   useEffect(() => {
     setUnauthorizedHandler(() => {
       setToken(null);
-      setSession(null);
+      setEnded(true);
     });
   }, []);
   const signOut = () => {
     setToken(null);
     setSession(null);
+    setEnded(false);
   };
-  return session ? <Shell session={session} onSignOut={signOut} /> : <SignIn onSignedIn={setSession} />;
+  const signedIn = (next: Session) => {
+    setSession(next);
+    setEnded(false);
+  };
+  if (!session) return <SignIn onSignedIn={signedIn} />;
+  return (
+    <>
+      <Shell session={session} onSignOut={signOut} inert={ended} />
+      {ended ? <SignIn onSignedIn={signedIn} ended onSignOut={signOut} /> : null}
+    </>
+  );
 }
 
 render(<App />, document.getElementById('app')!);
