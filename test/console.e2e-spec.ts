@@ -708,6 +708,31 @@ describeWithBrowser('admin console in Chromium', () => {
     await sendJson('DELETE', `${services.adminUrl}/v1/connectors/ledger`, undefined, services.adminToken);
   });
 
+  it('says when to try again on a 503, never "no task" for a list it could not read, and keeps a typed reason', async () => {
+    const unavailable = { status: 503, headers: { 'retry-after': '7', 'content-type': 'application/json' }, body: '{"message":"the database is unavailable"}' };
+    const task = await createTask(services, world.orchestrator, { purpose: 'settle the March ledger' });
+    await page.click('nav a[href="#/audit"]');
+    await page.route('**/v1/tasks?status=active*', (route) => route.fulfill(unavailable));
+    await page.click('nav a[href="#/tasks"]');
+    await page.waitForSelector('[data-testid=tasks-table] >> xpath=.. >> [role=alert]:has-text("the database is unavailable (HTTP 503: try again in 7 s)")');
+    expect(await page.locator('text=No active task.').count()).toBe(0);
+    await page.unroute('**/v1/tasks?status=active*');
+    const row = page.locator(`tr[data-task-id="${task.task_id}"]`);
+    await row.waitFor();
+    // A revocation refused for a while: the reason typed stays, with when to try again.
+    await page.route('**/v1/tasks/*/revoke', (route) => route.fulfill(unavailable));
+    await row.locator('button:has-text("Revoke")').click();
+    await row.locator('input[name=reason]').fill('ledger agent looping on refunds');
+    await row.locator('button:has-text("Confirm revoke")').click();
+    await row.locator('[role=alert]:has-text("try again in 7 s")').waitFor();
+    expect(await row.locator('input[name=reason]').inputValue()).toBe('ledger agent looping on refunds');
+    await page.unroute('**/v1/tasks/*/revoke');
+    await row.locator('button:has-text("Confirm revoke")').click();
+    await row.waitFor({ state: 'detached' });
+    const revoked = await sendJson('GET', `${services.adminUrl}/v1/tasks/${task.task_id}`, undefined, services.adminToken);
+    expect(revoked.body).toMatchObject({ status: 'revoked', status_reason: 'ledger agent looping on refunds' });
+  });
+
   it('lets an admin create a viewer token, shown once, and rotate the signing key', async () => {
     await page.click('nav a[href="#/access"]');
     const form = page.locator('[data-testid=new-admin-token]');

@@ -99,7 +99,20 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   if (response.status === 401 && !options.quiet401 && token === sent) onUnauthorized();
   const error = (json ?? {}) as { message?: string; error_description?: string; error?: string; fields?: FieldError[] };
   const message = error.message ?? error.error_description ?? error.error ?? `HTTP ${response.status}`;
-  throw new ApiError(response.status, message, Array.isArray(error.fields) ? error.fields : [], json);
+  throw new ApiError(response.status, `${message}${retryHint(response)}`, Array.isArray(error.fields) ? error.fields : [], json);
+}
+
+/**
+ * When to try again, from a 503 or 429's `Retry-After` (seconds or an HTTP date): the API says
+ * how long it needs, and an admin told only "unavailable" retries at once, or gives up.
+ */
+function retryHint(response: Response): string {
+  if (response.status !== 503 && response.status !== 429) return '';
+  const value = response.headers.get('retry-after')?.trim();
+  if (!value) return '';
+  const seconds = /^\d+$/.test(value) ? Number(value) : Math.ceil((Date.parse(value) - Date.now()) / 1000);
+  if (!Number.isFinite(seconds)) return '';
+  return seconds > 0 ? ` (HTTP ${response.status}: try again in ${seconds} s)` : ` (HTTP ${response.status}: try again now)`;
 }
 
 /**

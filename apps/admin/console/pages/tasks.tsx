@@ -141,7 +141,8 @@ export function TasksPage({ can }: { can: (role: Role) => boolean }) {
           Live tasks <span class="muted small">{active.length} active</span>
         </h1>
         <ErrorLine error={tasks.error} />
-        {active.length === 0 ? <p class="muted">No active task.</p> : null}
+        {/* Only from an answer: a failed first read is not "no task" (an operator would look no further). */}
+        {tasks.data && active.length === 0 ? <p class="muted">No active task.</p> : null}
         <table class="tasks" data-testid="tasks-table">
           <thead>
             <tr>
