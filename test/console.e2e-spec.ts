@@ -7,7 +7,7 @@ import { describeWithBrowser, launchChromium } from './support/browser';
 import { createTask, exchangeFields, PAYOUT_ALLOWED, payoutUpTo, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
-import { setConnectorCredential } from './support/seed';
+import { seedConnector, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 import { insertIdentityProviderRow } from '@writ/testing';
 
@@ -850,5 +850,50 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(await listed.locator('td').first().textContent()).toBe('ops ⟨U+202E⟩nimda');
     await sendJson('DELETE', `${services.adminUrl}/v1/admin-tokens/${token.body.id}`, undefined, services.adminToken);
     await sendJson('DELETE', `${services.adminUrl}/v1/agents/agent-disguised`, undefined, services.adminToken);
+  });
+
+  it('reaches every active task past the first page, to revoke the one that needs it', async () => {
+    await signIn(services.adminToken);
+    // Older than the hundred after it: listed newest first, it is on the second page.
+    const runaway = await createTask(services, world.orchestrator, { purpose: 'runaway refund loop' });
+    const others: string[] = [];
+    for (let done = 0; done < 105; done += 15)
+      others.push(
+        ...(await Promise.all(Array.from({ length: 15 }, (_, i) => createTask(services, world.orchestrator, { purpose: `batch payout ${done + i}` })))).map(
+          (task) => task.task_id,
+        ),
+      );
+    await page.click('nav a[href="#/tasks"]');
+    await page.waitForSelector('[data-testid=active-count]:has-text("100+ active")');
+    const row = page.locator(`tr[data-task-id="${runaway.task_id}"]`);
+    expect(await row.count()).toBe(0);
+    await page.click('[data-testid=more-tasks]');
+    await row.waitFor();
+    await page.locator('[data-testid=more-tasks]').waitFor({ state: 'detached' });
+    // The second page stays live: a task ended elsewhere leaves it at the next poll.
+    const endedElsewhere = others[0];
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${endedElsewhere}/revoke`, {}, services.adminToken);
+    await page.locator(`tr[data-task-id="${endedElsewhere}"]`).waitFor({ state: 'detached' });
+    await row.locator('button:has-text("Revoke")').click();
+    await row.locator('input[name=reason]').fill('refund loop');
+    await row.locator('button:has-text("Confirm revoke")').click();
+    await row.waitFor({ state: 'detached' });
+    expect((await sendJson('GET', `${services.adminUrl}/v1/tasks/${runaway.task_id}`, undefined, services.adminToken)).body.status).toBe('revoked');
+    for (let done = 0; done < others.length; done += 15)
+      await Promise.all(others.slice(done, done + 15).map((id) => sendJson('POST', `${services.adminUrl}/v1/tasks/${id}/revoke`, {}, services.adminToken)));
+  });
+
+  it('pages the registry past its first 200 entries', async () => {
+    // Ids sorting before "payments": it moves to the second page.
+    for (let i = 0; i < 205; i += 1) await seedConnector(services.runtime.pool, `bulk-${String(i).padStart(3, '0')}`);
+    await page.click('nav a[href="#/registry"]');
+    await page.click('a[href="#/registry/connectors"]');
+    const rows = page.locator('[data-testid=registry-table] tbody tr');
+    await page.locator('[data-testid=registry-table] tr[data-id="bulk-199"]').waitFor();
+    expect(await page.locator('[data-testid=registry-table] tr[data-id="payments"]').count()).toBe(0);
+    await page.click('[data-testid=more-registry]');
+    await page.locator('[data-testid=registry-table] tr[data-id="payments"]').waitFor();
+    expect(await rows.count()).toBeGreaterThan(205);
+    await services.runtime.pool.query(`DELETE FROM connectors WHERE id LIKE 'bulk-%'`);
   });
 });

@@ -1,6 +1,6 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { ApiError, FieldError } from './api';
+import { api, ApiError, FieldError, Page } from './api';
 
 /** Re-runs `load` every `intervalMs` while mounted (and when `deps` change); keeps the last good value. */
 export function usePoll<T>(
@@ -35,6 +35,59 @@ export function usePoll<T>(
     };
   }, [...deps, tick]);
   return { data, error, refresh: () => setTick((value) => value + 1) };
+}
+
+/**
+ * A polled cursor list (`{items, next_cursor}`), kept live as far as it was paged: each poll reads
+ * the first page and follows `next_cursor` for as many more pages as `more()` asked for, so that
+ * the rows past the first page change with the list instead of going stale. `path(cursor)` is the
+ * URL of a page. A list read again for other `deps` (another kind, other filters) starts again
+ * from its first page. A failed poll keeps the rows of the last good one (see {@link usePoll}).
+ */
+export function usePagedPoll<T>(
+  path: (cursor: string | undefined) => string,
+  intervalMs: number,
+  deps: unknown[] = [],
+): { items: T[]; loaded: boolean; hasMore: boolean; more: () => void; error: string | undefined; refresh: () => void } {
+  const key = JSON.stringify(deps);
+  const [wanted, setWanted] = useState({ key, pages: 1 });
+  const pages = wanted.key === key ? wanted.pages : 1;
+  const poll = usePoll(
+    async () => {
+      const items: T[] = [];
+      let cursor: string | undefined;
+      let next: string | null = null;
+      for (let read = 0; read < pages; read += 1) {
+        const page = await api<Page<T>>('GET', path(cursor));
+        items.push(...page.items);
+        next = page.next_cursor;
+        if (!next) break;
+        cursor = next;
+      }
+      return { items, hasMore: next !== null };
+    },
+    intervalMs,
+    [...deps, pages],
+  );
+  return {
+    items: poll.data?.items ?? [],
+    loaded: poll.data !== undefined,
+    hasMore: poll.data?.hasMore ?? false,
+    more: () => setWanted({ key, pages: pages + 1 }),
+    error: poll.error,
+    refresh: poll.refresh,
+  };
+}
+
+/** The button that asks a {@link usePagedPoll} list for its next page (its errors show with the list's). */
+export function ShowMore({ list, label, testId }: { list: { items: unknown[]; hasMore: boolean; more: () => void }; label: string; testId?: string }) {
+  return list.hasMore ? (
+    <div class="more">
+      <button type="button" onClick={list.more} data-testid={testId}>
+        {label} <span class="muted small">({list.items.length} shown)</span>
+      </button>
+    </div>
+  ) : null;
 }
 
 /** Re-renders every second (countdowns). */

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
-import { api, FieldError, Page, segment } from '../api';
-import { describeError, ErrorLine, Field, Pill, reveal, usePoll, when } from '../ui';
+import { api, FieldError, query, segment } from '../api';
+import { describeError, ErrorLine, Field, Pill, reveal, ShowMore, usePagedPoll, when } from '../ui';
 
 interface AdminToken {
   id: string;
@@ -91,8 +91,8 @@ function NewToken({ onCreated }: { onCreated: () => void }) {
 
 /** Admin only: admin tokens (create, revoke) and signing keys (rotate). */
 export function AccessPage({ selfId }: { selfId: string }) {
-  const tokens = usePoll(() => api<Page<AdminToken>>('GET', '/v1/admin-tokens?limit=200'), 10_000);
-  const keys = usePoll(() => api<Page<SigningKey>>('GET', '/v1/keys?limit=50'), 10_000);
+  const tokens = usePagedPoll<AdminToken>((cursor) => `/v1/admin-tokens${query({ limit: 200, cursor })}`, 10_000);
+  const keys = usePagedPoll<SigningKey>((cursor) => `/v1/keys${query({ limit: 50, cursor })}`, 10_000);
   const [error, setError] = useState<string | undefined>();
   const [confirm, setConfirm] = useState<string | undefined>();
   const run = async (method: string, path: string, after: () => void) => {
@@ -125,7 +125,7 @@ export function AccessPage({ selfId }: { selfId: string }) {
               </tr>
             </thead>
             <tbody>
-              {(tokens.data?.items ?? []).map((token) => (
+              {tokens.items.map((token) => (
                 <tr key={token.id} data-id={token.id}>
                   <td>
                     {reveal(token.name)}
@@ -161,6 +161,7 @@ export function AccessPage({ selfId }: { selfId: string }) {
               ))}
             </tbody>
           </table>
+          <ShowMore list={tokens} label="Show more tokens" testId="more-tokens" />
         </section>
         <NewToken onCreated={tokens.refresh} />
       </div>
@@ -179,7 +180,7 @@ export function AccessPage({ selfId }: { selfId: string }) {
             </tr>
           </thead>
           <tbody>
-            {(keys.data?.items ?? []).map((key) => (
+            {keys.items.map((key) => (
               <tr>
                 <td class="mono small">{key.kid}</td>
                 <td>{key.alg}</td>
@@ -192,6 +193,7 @@ export function AccessPage({ selfId }: { selfId: string }) {
             ))}
           </tbody>
         </table>
+        <ShowMore list={keys} label="Show more keys" testId="more-keys" />
         <button type="button" onClick={() => run('POST', '/v1/keys/rotate', keys.refresh)}>
           Rotate the signing key
         </button>

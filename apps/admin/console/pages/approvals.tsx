@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, Page, Role, segment } from '../api';
-import { countdown, describeError, ErrorLine, Json, nonAsciiStrings, Pill, reveal, revealedJson, useNow, usePoll, when } from '../ui';
+import { api, Page, query, Role, segment } from '../api';
+import { countdown, describeError, ErrorLine, Json, nonAsciiStrings, Pill, reveal, revealedJson, ShowMore, useNow, usePagedPoll, usePoll, when } from '../ui';
 import type { Task } from './tasks';
 
 /** An approval as the admin API lists it. */
@@ -193,7 +193,7 @@ function byAge(a: Approval, b: Approval): number {
 /** The approvals inbox: pending requests with their exact details, the task's purpose and the policy's reasons. */
 export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
   const pending = usePoll(() => api<Page<Approval>>('GET', '/v1/approvals?status=pending&limit=100'), 2000);
-  const recent = usePoll(() => api<Page<Approval>>('GET', '/v1/approvals?limit=30'), 5000);
+  const recent = usePagedPoll<Approval>((cursor) => `/v1/approvals${query({ limit: 30, cursor })}`, 5000);
   // The cards shown stay where they are until the person asks for an update: a request that an
   // agent times to arrive (or one that disappears) must never slide another request's buttons
   // under a pointer that was aimed at the one being read.
@@ -218,7 +218,7 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
     recent.refresh();
     window.dispatchEvent(new Event(APPROVALS_CHANGED));
   };
-  const recentDecisions = (recent.data?.items ?? []).filter((approval) => approval.status !== 'pending');
+  const recentDecisions = recent.items.filter((approval) => approval.status !== 'pending');
   return (
     <div>
       <h1>
@@ -277,6 +277,8 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
             ))}
           </tbody>
         </table>
+        <ErrorLine error={recent.error} />
+        <ShowMore list={recent} label="Older decisions" testId="more-decisions" />
       </section>
     </div>
   );

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
-import { api, FieldError, Page, Role } from '../api';
-import { describeError, ErrorLine, Field, parseJsonField, Pill, reveal, usePoll, when } from '../ui';
+import { api, FieldError, Page, query, Role } from '../api';
+import { describeError, ErrorLine, Field, parseJsonField, Pill, reveal, ShowMore, usePagedPoll, usePoll, when } from '../ui';
 import type { Task } from './tasks';
 
 interface ActivePolicy {
@@ -201,7 +201,7 @@ function DryRun() {
 /** The policy in force, its stored history, uploads (admin) and dry runs (operator). */
 export function PoliciesPage({ can }: { can: (role: Role) => boolean }) {
   const active = usePoll(() => api<ActivePolicy>('GET', '/v1/policies'), 10_000);
-  const history = usePoll(() => api<Page<StoredVersion>>('GET', '/v1/policies/history?limit=50'), 10_000);
+  const history = usePagedPoll<StoredVersion>((cursor) => `/v1/policies/history${query({ limit: 50, cursor })}`, 10_000);
   const refresh = () => {
     active.refresh();
     history.refresh();
@@ -230,12 +230,13 @@ export function PoliciesPage({ can }: { can: (role: Role) => boolean }) {
             </dl>
           ) : null}
           <h3>History</h3>
-          {history.data && history.data.items.length === 0 ? (
+          <ErrorLine error={history.error} />
+          {history.loaded && history.items.length === 0 ? (
             <p class="muted small">No version was uploaded through the API: the policy file is in force.</p>
           ) : null}
           <table class="small" data-testid="policy-history">
             <tbody>
-              {(history.data?.items ?? []).map((version) => (
+              {history.items.map((version) => (
                 <tr>
                   <td class="mono">{version.version.slice(0, 16)}…</td>
                   <td>{version.source}</td>
@@ -246,6 +247,7 @@ export function PoliciesPage({ can }: { can: (role: Role) => boolean }) {
               ))}
             </tbody>
           </table>
+          <ShowMore list={history} label="Older versions" testId="more-history" />
         </section>
         <div>
           {can('operator') ? <DryRun /> : <p class="card muted">Dry runs need the operator role.</p>}

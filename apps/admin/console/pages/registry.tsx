@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, FieldError, Page, Role, segment } from '../api';
+import { api, FieldError, Page, query, Role, segment } from '../api';
 import type { Route } from '../main';
-import { describeError, ErrorLine, Field, parseJsonField, Pill, reveal, usePoll, when } from '../ui';
+import { describeError, ErrorLine, Field, parseJsonField, Pill, reveal, ShowMore, usePagedPoll, when } from '../ui';
 
 type Kind = 'agents' | 'orchestrators' | 'connectors';
 
@@ -241,7 +241,7 @@ function RowActions({ kind, resource, onChanged, onEdit }: { kind: Kind; resourc
 /** Agents, orchestrators and connectors: list, create, edit, suspend, delete. */
 export function RegistryPage({ route, can }: { route: Route; can: (role: Role) => boolean }) {
   const kind: Kind = route.sub === 'orchestrators' || route.sub === 'connectors' ? route.sub : 'agents';
-  const list = usePoll(() => api<Page<Resource>>('GET', `/v1/${kind}?limit=200`), 10_000, [kind]);
+  const list = usePagedPoll<Resource>((cursor) => `/v1/${kind}${query({ limit: 200, cursor })}`, 10_000, [kind]);
   const [editing, setEditing] = useState<{ kind: Kind; resource?: Resource } | undefined>();
   const write = can('operator');
   const done = () => {
@@ -291,7 +291,7 @@ export function RegistryPage({ route, can }: { route: Route; can: (role: Role) =
             </tr>
           </thead>
           <tbody>
-            {(list.data?.items ?? []).map((resource) => (
+            {list.items.map((resource) => (
               <tr key={`${kind}:${resource.id}`} data-id={resource.id}>
                 <td class="mono">{resource.id}</td>
                 <td>{reveal(resource.name)}</td>
@@ -316,6 +316,7 @@ export function RegistryPage({ route, can }: { route: Route; can: (role: Role) =
             ))}
           </tbody>
         </table>
+        <ShowMore list={list} label={`Show more ${kind}`} testId="more-registry" />
       </section>
     </div>
   );

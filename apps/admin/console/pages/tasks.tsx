@@ -1,6 +1,6 @@
 import { useRef, useState } from 'preact/hooks';
 import { api, Page, query, Role, segment } from '../api';
-import { countdown, DetailsSummary, describeError, ErrorLine, Pill, reveal, useNow, usePoll, when } from '../ui';
+import { countdown, DetailsSummary, describeError, ErrorLine, Pill, reveal, ShowMore, useNow, usePagedPoll, usePoll, when } from '../ui';
 
 /** A task as the admin API lists it. */
 export interface Task {
@@ -132,17 +132,22 @@ export function EventFeed({ filter = {}, limit = 25 }: { filter?: Record<string,
 /** Active tasks, live: agent, purpose, declared `allowed`, deadline, credentials, calls; revoke. */
 export function TasksPage({ can }: { can: (role: Role) => boolean }) {
   const now = useNow();
-  const tasks = usePoll(() => api<Page<Task>>('GET', '/v1/tasks?status=active&limit=100'), 2000);
-  const active = (tasks.data?.items ?? []).filter((task) => task.status === 'active');
+  // Every active task can be reached, page after page: one past the first hundred may be the one to revoke.
+  const tasks = usePagedPoll<Task>((cursor) => `/v1/tasks${query({ status: 'active', limit: 100, cursor })}`, 2000);
+  const active = tasks.items.filter((task) => task.status === 'active');
   return (
     <div class="grid-main">
       <section class="card">
         <h1>
-          Live tasks <span class="muted small">{active.length} active</span>
+          Live tasks{' '}
+          <span class="muted small" data-testid="active-count">
+            {active.length}
+            {tasks.hasMore ? '+' : ''} active
+          </span>
         </h1>
         <ErrorLine error={tasks.error} />
         {/* Only from an answer: a failed first read is not "no task" (an operator would look no further). */}
-        {tasks.data && active.length === 0 ? <p class="muted">No active task.</p> : null}
+        {tasks.loaded && active.length === 0 ? <p class="muted">No active task.</p> : null}
         <table class="tasks" data-testid="tasks-table">
           <thead>
             <tr>
@@ -191,6 +196,7 @@ export function TasksPage({ can }: { can: (role: Role) => boolean }) {
             ))}
           </tbody>
         </table>
+        <ShowMore list={tasks} label="Show more tasks" testId="more-tasks" />
       </section>
       <EventFeed />
     </div>
