@@ -896,4 +896,32 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(await rows.count()).toBeGreaterThan(205);
     await services.runtime.pool.query(`DELETE FROM connectors WHERE id LIKE 'bulk-%'`);
   });
+
+  it('reaches a pending request that a flood of newer ones pushed off the first page of the inbox', async () => {
+    const { task, approvalId } = await approvalPaying('acct_1', 'pay invoice INV-77 to Acme');
+    // An agent floods the inbox with newer requests (written straight to the table: a hundred exchanges take seconds).
+    const { rows } = await services.runtime.pool.query<{ id: string }>(
+      `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, requested_at, expires_at)
+       SELECT gen_random_uuid(), task_id, agent_id, connector_id, authorization_details, reasons, policy_version, 'pending',
+              now() + g * interval '1 millisecond', expires_at
+         FROM approvals, generate_series(1, 105) g WHERE id = $1
+       RETURNING id`,
+      [approvalId],
+    );
+    await page.click('nav a[href="#/tasks"]');
+    await page.click('nav a[href="#/approvals"]');
+    await page.waitForSelector('[data-testid=pending-count]:has-text("100+ pending")');
+    const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    expect(await card.count()).toBe(0);
+    await page.click('[data-testid=more-pending]');
+    // What the next page brings waits for the person to ask, as any new request does: no card moves on its own.
+    await page.locator('[data-testid=update-approvals]:has-text("new")').click();
+    await card.locator('[data-testid=purpose]:has-text("INV-77")').waitFor();
+    await card.locator('input[name=note]').fill('checked against INV-77');
+    await card.locator('button:has-text("Deny")').click();
+    await card.locator('text=Denied by you.').waitFor();
+    expect(await approvalStatus(approvalId)).toBe('denied');
+    await services.runtime.pool.query(`UPDATE approvals SET status = 'denied', decided_at = now() WHERE id = ANY($1::uuid[])`, [rows.map((row) => row.id)]);
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
+  });
 });

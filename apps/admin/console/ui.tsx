@@ -48,7 +48,16 @@ export function usePagedPoll<T>(
   path: (cursor: string | undefined) => string,
   intervalMs: number,
   deps: unknown[] = [],
-): { items: T[]; loaded: boolean; hasMore: boolean; more: () => void; error: string | undefined; refresh: () => void } {
+): {
+  items: T[];
+  /** The last good answer (a new object at each poll that answered). */
+  data: { items: T[]; hasMore: boolean } | undefined;
+  loaded: boolean;
+  hasMore: boolean;
+  more: () => void;
+  error: string | undefined;
+  refresh: () => void;
+} {
   const key = JSON.stringify(deps);
   const [wanted, setWanted] = useState({ key, pages: 1 });
   const pages = wanted.key === key ? wanted.pages : 1;
@@ -71,6 +80,7 @@ export function usePagedPoll<T>(
   );
   return {
     items: poll.data?.items ?? [],
+    data: poll.data,
     loaded: poll.data !== undefined,
     hasMore: poll.data?.hasMore ?? false,
     more: () => setWanted({ key, pages: pages + 1 }),

@@ -192,14 +192,17 @@ function byAge(a: Approval, b: Approval): number {
 
 /** The approvals inbox: pending requests with their exact details, the task's purpose and the policy's reasons. */
 export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
-  const pending = usePoll(() => api<Page<Approval>>('GET', '/v1/approvals?status=pending&limit=100'), 2000);
+  // Listed newest first a page at a time: an agent's flood of fresh requests would push an older
+  // one off the first page for good. Show more reads further; what it brings joins the cards only
+  // through "Update the list", like any request that arrives, so that no card moves on its own.
+  const pending = usePagedPoll<Approval>((cursor) => `/v1/approvals${query({ status: 'pending', limit: 100, cursor })}`, 2000);
   const recent = usePagedPoll<Approval>((cursor) => `/v1/approvals${query({ limit: 30, cursor })}`, 5000);
   // The cards shown stay where they are until the person asks for an update: a request that an
   // agent times to arrive (or one that disappears) must never slide another request's buttons
   // under a pointer that was aimed at the one being read.
   const [shown, setShown] = useState<Approval[] | undefined>();
   const [mine, setMine] = useState<ReadonlyMap<string, 'approved' | 'denied'>>(new Map());
-  const items = pending.data?.items ?? [];
+  const items = pending.items;
   const live = new Set(items.map((approval) => approval.id));
   const shownIds = new Set((shown ?? []).map((approval) => approval.id));
   const waiting = shown ? items.filter((approval) => !shownIds.has(approval.id)) : [];
@@ -222,7 +225,11 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
   return (
     <div>
       <h1>
-        Approvals <span class="muted small">{live.size} pending</span>{' '}
+        Approvals{' '}
+        <span class="muted small" data-testid="pending-count">
+          {live.size}
+          {pending.hasMore ? '+' : ''} pending
+        </span>{' '}
         {/* Always laid out (hidden when there is nothing to update): its appearing moves nothing. */}
         <button
           type="button"
@@ -249,6 +256,7 @@ export function ApprovalsPage({ can }: { can: (role: Role) => boolean }) {
       </div>
       {/* Below the cards: an error that comes and goes with the polls must not move them. */}
       <ErrorLine error={pending.error} />
+      <ShowMore list={pending} label="Show older pending requests" testId="more-pending" />
       <section class="card">
         <h2>Recent decisions</h2>
         <table>
