@@ -924,4 +924,46 @@ describeWithBrowser('admin console in Chromium', () => {
     await services.runtime.pool.query(`UPDATE approvals SET status = 'denied', decided_at = now() WHERE id = ANY($1::uuid[])`, [rows.map((row) => row.id)]);
     await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
   });
+
+  it("lists users' connected accounts and identity providers page by page, filtered, with hidden characters shown", async () => {
+    const issuer = 'https://sso.paging.example';
+    await services.runtime.pool.query(
+      `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators) VALUES ($1, $1 || '/jwks', 'writ', '{orch-1}')`,
+      [issuer],
+    );
+    // 205 users connected an hour ago, newest first: user-0205 down to user-0001; and one disguised, newest of all.
+    await services.runtime.pool.query(
+      `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, connected_at)
+       SELECT gen_random_uuid(), 'payments', $1, 'user-' || lpad(n::text, 4, '0'), 'active', '{read}', '\\x00', now() - interval '1 hour' + n * interval '1 second'
+         FROM generate_series(1, 205) AS n`,
+      [issuer],
+    );
+    await services.runtime.pool.query(
+      `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, connected_at, broken_error)
+       VALUES (gen_random_uuid(), 'payments', $1, $2, 'broken', '{read}', '\\x00', now(), $3)`,
+      [issuer, 'ceo\u202E@corp', '<b>invalid_grant</b>'],
+    );
+    await page.click('nav a[href="#/connections"]');
+    const rows = page.locator('[data-testid=connections-table] tbody tr');
+    await page.locator('[data-testid=connections-table] >> text=user-0107').waitFor();
+    expect(await rows.count()).toBe(100);
+    expect(await rows.first().locator('[data-testid=user-sub]').textContent()).toBe('ceo⟨U+202E⟩@corp');
+    expect(await rows.first().textContent()).toContain('<b>invalid_grant</b>');
+    expect(await page.locator('[data-testid=connections-table] b').count()).toBe(0);
+    await page.click('[data-testid=more-connections]');
+    await page.locator('[data-testid=connections-table] >> text=user-0007').waitFor();
+    await page.click('[data-testid=more-connections]');
+    await page.locator('[data-testid=connections-table] >> text=user-0001').waitFor();
+    expect(await rows.count()).toBe(206);
+    expect(await page.locator('[data-testid=more-connections]').count()).toBe(0);
+    await page.locator(`[data-testid=identity-providers] td:text-is("${issuer}")`).waitFor();
+    // A filter is the API's: one user's connections.
+    await page.fill('input[name=user_iss]', issuer);
+    await page.fill('input[name=user_sub]', 'user-0042');
+    await page.click('form.filters button[type=submit]');
+    await page.waitForURL('**/console/#/connections?**user_sub=user-0042');
+    await page.waitForFunction("document.querySelectorAll('[data-testid=connections-table] tbody tr').length === 1");
+    expect(await rows.first().locator('[data-testid=user-sub]').textContent()).toBe('user-0042');
+    await services.runtime.pool.query(`DELETE FROM connected_accounts WHERE user_issuer = $1`, [issuer]);
+  });
 });

@@ -5,6 +5,7 @@ import { api, ApiError, Page, Role, roleAtLeast, setToken, setUnauthorizedHandle
 import { AccessPage } from './pages/access';
 import { APPROVALS_CHANGED, ApprovalsPage } from './pages/approvals';
 import { AuditPage } from './pages/audit';
+import { ConnectionsPage } from './pages/connections';
 import { PoliciesPage } from './pages/policies';
 import { RegistryPage } from './pages/registry';
 import { TasksPage } from './pages/tasks';
@@ -117,6 +118,7 @@ const NAV: { page: string; label: string; role: Role }[] = [
   { page: 'approvals', label: 'Approvals', role: 'viewer' },
   { page: 'audit', label: 'Audit', role: 'viewer' },
   { page: 'registry', label: 'Registry', role: 'viewer' },
+  { page: 'connections', label: 'Connections', role: 'viewer' },
   { page: 'policies', label: 'Policies', role: 'viewer' },
   { page: 'access', label: 'Access', role: 'admin' },
 ];
@@ -162,6 +164,9 @@ function Shell({ session, onSignOut, inert }: { session: Session; onSignOut: () 
       break;
     case 'registry':
       page = <RegistryPage route={route} can={can} />;
+      break;
+    case 'connections':
+      page = <ConnectionsPage route={route} />;
       break;
     case 'policies':
       page = <PoliciesPage can={can} />;
