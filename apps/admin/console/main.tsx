@@ -1,5 +1,5 @@
 import './console.css';
-import { render } from 'preact';
+import { Component, ComponentChildren, render } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, Page, Role, roleAtLeast, setToken, setUnauthorizedHandler } from './api';
 import { AccessPage } from './pages/access';
@@ -113,6 +113,31 @@ function SignIn({ onSignedIn, ended, onSignOut }: { onSignedIn: (session: Sessio
   );
 }
 
+/**
+ * A page that throws while rendering (an answer of a shape it does not expect) shows why, in place
+ * of the page: without this, Preact unmounts the whole console, a blank tab with no way on but a
+ * reload, which signs the admin out and drops what they typed elsewhere. The top bar stays, and
+ * another page (a new `key`) starts afresh.
+ */
+class PageBoundary extends Component<{ children: ComponentChildren }, { failed?: string }> {
+  state: { failed?: string } = {};
+  componentDidCatch(error: unknown) {
+    this.setState({ failed: error instanceof Error ? error.message : String(error) });
+  }
+  render() {
+    if (this.state.failed === undefined) return this.props.children;
+    return (
+      <section class="card" data-testid="page-failed">
+        <h1>This page could not be shown</h1>
+        <ErrorLine error={`It failed while showing an answer of the admin API: ${this.state.failed}`} />
+        <button type="button" onClick={() => this.setState({ failed: undefined })}>
+          Try again
+        </button>
+      </section>
+    );
+  }
+}
+
 const NAV: { page: string; label: string; role: Role }[] = [
   { page: 'tasks', label: 'Live tasks', role: 'viewer' },
   { page: 'approvals', label: 'Approvals', role: 'viewer' },
@@ -212,7 +237,9 @@ function Shell({ session, onSignOut, inert }: { session: Session; onSignOut: () 
           </button>
         </div>
       ) : null}
-      <main class="content">{page}</main>
+      <main class="content">
+        <PageBoundary key={route.page}>{page}</PageBoundary>
+      </main>
     </div>
   );
 }
