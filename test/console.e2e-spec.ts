@@ -989,7 +989,8 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.fill('input[name=user_sub]', 'user-0042');
     await page.click('form.filters button[type=submit]');
     await page.waitForURL('**/console/#/connections?**user_sub=user-0042');
-    await page.waitForFunction("document.querySelectorAll('[data-testid=connections-table] tbody tr').length === 1");
+    await page.locator('[data-testid=connections-table] tbody tr', { hasText: 'user-0205' }).waitFor({ state: 'detached' });
+    expect(await rows.count()).toBe(1);
     expect(await rows.first().locator('[data-testid=user-sub]').textContent()).toBe('user-0042');
     await services.runtime.pool.query(`DELETE FROM connected_accounts WHERE user_issuer = $1`, [issuer]);
   });
