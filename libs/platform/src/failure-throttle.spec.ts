@@ -99,4 +99,30 @@ describe('FailureThrottle counts of blocked sources', () => {
       await throttle.onModuleDestroy();
     }
   });
+
+  it('fails a burst waiting on an upsert that failed, instead of each trying again in turn', async () => {
+    // The database answers each statement after 50 ms with an error (a pool out of connections).
+    let upserts = 0;
+    const pool = {
+      query: jest.fn(async () => {
+        upserts += 1;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        throw new Error('timeout exceeded when trying to connect');
+      }),
+    } as unknown as Pool;
+    const throttle = new FailureThrottle(pool, {} as AuditService, config, logger);
+    try {
+      const started = Date.now();
+      const outcomes = await Promise.allSettled(Array.from({ length: 20 }, () => throttle.failure('oauth', '203.0.113.9')));
+      expect(outcomes.every((outcome) => outcome.status === 'rejected')).toBe(true);
+      // One statement for the burst, answered together: not 20 statements, the last 20 × 50 ms later.
+      expect(upserts).toBe(1);
+      expect(Date.now() - started).toBeLessThan(500);
+      // The next failure, after the burst, tries the database again.
+      await expect(throttle.failure('oauth', '203.0.113.9')).rejects.toThrow('timeout exceeded');
+      expect(upserts).toBe(2);
+    } finally {
+      await throttle.onModuleDestroy();
+    }
+  });
 });

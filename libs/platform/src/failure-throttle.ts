@@ -178,13 +178,15 @@ export class FailureThrottle implements OnModuleDestroy {
     const { windowSeconds, sourceFailures, clientFailures, auditEvents } = this.config.throttle;
     const sourceKey = this.sourceKey(scope, source);
     // One upsert per source at a time on this instance: the others of a burst wait for it, and
-    // are refused from memory once it has found the source blocked.
+    // are refused from memory once it has found the source blocked. When it fails, they fail
+    // with it (503): each trying again in turn would hold the k-th request k times the
+    // database's timeout, and queue the burst's upserts long after its callers gave up.
     for (;;) {
       const known = this.refuseFromMemory(sourceKey);
       if (known) return known;
       const under = this.counting.get(sourceKey);
       if (!under) break;
-      await under.catch(() => undefined);
+      await under;
     }
     const keys = clientId ? [sourceKey, `${scope}|client|${printable(clientId)}`] : [sourceKey];
     // One atomic statement per failure, correct across instances: the window is PostgreSQL's clock.
