@@ -426,6 +426,20 @@ describe('loadConfig', () => {
       expect(loadConfig({ WRIT_HOST: 'localhost' }).allowedHosts?.loopbackNames).toBe(true);
     });
 
+    it('takes every spelling of a loopback listen address as loopback, not as "any Host"', () => {
+      for (const host of ['0:0:0:0:0:0:0:1', '::0:1', '::ffff:127.0.0.1', 'LOCALHOST', 'localhost.', '127.1', '127.255.255.254']) {
+        const config = loadConfig({ WRIT_HOST: host });
+        expect({ host, loopbackNames: config.allowedHosts?.loopbackNames, anyHostByDefault: config.anyHostByDefault }).toEqual({
+          host,
+          loopbackNames: true,
+          anyHostByDefault: false,
+        });
+      }
+      for (const host of ['0.0.0.0', '::', '::ffff:10.0.0.1', '10.0.0.1', '128.0.0.1', 'localhost.example.com']) {
+        expect({ host, anyHostByDefault: loadConfig({ WRIT_HOST: host }).anyHostByDefault }).toEqual({ host, anyHostByDefault: true });
+      }
+    });
+
     it('accepts any Host when unset on another listen address (with a warning), or when set to *', () => {
       const open = loadConfig({ WRIT_HOST: '0.0.0.0' });
       expect(open.allowedHosts).toBeUndefined();

@@ -581,9 +581,15 @@ export function parseHostName(value: string): HostName | undefined {
   return name && !name.endsWith('.') ? { name, port } : undefined;
 }
 
-/** True for a loopback listen address (`127.0.0.0/8`, `::1`, `localhost`). */
+/**
+ * True for a loopback listen address (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`, `localhost`),
+ * however it is spelled (`0:0:0:0:0:0:0:1`, `LOCALHOST`, `127.1`): another spelling of loopback
+ * must not turn the loopback Host default into "any Host".
+ */
 function loopbackListen(host: string): boolean {
-  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+  const name = parseHostName(isIP(host) === 6 ? `[${host}]` : host)?.name;
+  if (name === undefined) return false;
+  return name === 'localhost' || name === '[::1]' || /^\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\]$/.test(name) || (isIP(name) === 4 && name.startsWith('127.'));
 }
 
 /** `WRIT_ALLOWED_HOSTS`: see {@link WritConfig.allowedHosts}. */
