@@ -177,6 +177,31 @@ describe('admin API: creates under an Idempotency-Key', () => {
     }
   });
 
+  it('answers nothing to a revoked token, and replays a removed resource as it was without making it again', async () => {
+    const operator = await newAdminToken('operator');
+    const body = { name: 'removed-later', jwks };
+    const first = await post('/v1/agents', body, 'removed-key', operator);
+    expect(first.status).toBe(201);
+    const removed = await http(`${services.adminUrl}/v1/agents/${first.body.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${operator}` } });
+    expect(removed.status).toBe(204);
+    // A replay is the first answer as it was (documented): it does not create the agent again.
+    const replayed = await post('/v1/agents', body, 'removed-key', operator);
+    expect([replayed.status, replayed.headers.get('idempotent-replayed'), replayed.body.id]).toEqual([201, 'true', first.body.id]);
+    expect(await agentsNamed('removed-later')).toBe(0);
+    // Revoked, the token that sent the key gets no replay: authentication comes first.
+    const operatorId = (await services.runtime.pool.query(`SELECT admin_token_id AS id FROM admin_idempotency_keys WHERE idempotency_key = 'removed-key'`))
+      .rows[0].id;
+    const revoked = await http(`${services.adminUrl}/v1/admin-tokens/${operatorId}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${services.adminToken}` },
+    });
+    expect(revoked.status).toBe(204);
+    const refused = await post('/v1/agents', body, 'removed-key', operator);
+    expect(refused.status).toBe(401);
+    expect(JSON.stringify(refused.body)).not.toContain(first.body.id);
+    expect(refused.headers.get('idempotent-replayed')).toBeNull();
+  });
+
   it('replays an identity provider and a connect link (the link without its URL, which carries its secret)', async () => {
     const issuer = 'https://idem-login.example.com';
     const provider = { issuer, jwks_uri: `${issuer}/jwks`, audience: 'orchestrator-app' };
