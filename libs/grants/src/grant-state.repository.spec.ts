@@ -115,6 +115,19 @@ describe('GrantStateRepository: spending a batch of calls', () => {
       expect(await usesOf(unlimited)).toBe(7);
     });
 
+    it('counts uses set below zero by hand as none spent: a one-use credential stays one-use', async () => {
+      // A database administrator (no signing key) lowers the untagged counter instead of raising max_uses.
+      const jti = await credential(1, { uses: -1_000_000 });
+      const version = await connectorVersion();
+      const results = await spend(
+        Array.from({ length: 3 }, () => ({ jti, connectorVersion: version })),
+        way,
+      );
+      expect(results).toEqual([{ verdict: 'live', uses: 1, maxUses: 1 }, { verdict: 'dead' }, { verdict: 'dead' }]);
+      expect(await usesOf(jti)).toBe(1);
+      expect(await spend([{ jti, connectorVersion: version }], way)).toEqual([{ verdict: 'dead' }]);
+    });
+
     it('spends nothing for a call whose connector moved on (stale, checked again) while uses are left', async () => {
       const jti = await credential(2);
       const version = await connectorVersion();

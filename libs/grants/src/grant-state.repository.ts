@@ -89,7 +89,7 @@ export interface SpendParams extends RecheckParams {
 
 const LOAD = `
   SELECT t.jti, t.task_id, t.budget_entries, t.revoked_at IS NOT NULL AS revoked,
-         t.expires_at <= now() AS expired, t.uses, t.max_uses,
+         t.expires_at <= now() AS expired, GREATEST(t.uses, 0) AS uses, t.max_uses,
          k.status AS task_status, k.expires_at <= now() AS task_expired, k.user_issuer, k.user_subject,
          c.id AS c_id, c.kind AS c_kind, c.base_url, c.operations::text AS operations_text,
          c.credential_type, c.credential_sealed, c.credential_fingerprint, c.version::text AS c_version, c.integrity_tag AS c_integrity_tag,
@@ -132,9 +132,12 @@ const RECHECK = `
 // makes it spend nothing, on every instance. Same plan
 // constraints as RECHECK (it runs under the chain-head lock). `spent`, a data-modifying WITH,
 // runs to completion whether or not the final SELECT reads it.
+// A row's `uses` below zero (not tagged, no constraint: a database administrator's edit) counts as
+// zero: else one edit (`uses = -1000000`) would make a signed one-use credential a million-use
+// one, which the signed `max_uses` is there to prevent.
 const SPEND_WRITTEN = `
   WITH q AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[]) WITH ORDINALITY AS q(jti, version, signed_max, n)),
-       c AS (SELECT t.jti, t.uses, t.max_uses, t.connector_id
+       c AS (SELECT t.jti, GREATEST(t.uses, 0) AS uses, t.max_uses, t.connector_id
                FROM (SELECT DISTINCT jti FROM q) d
               CROSS JOIN LATERAL (
                     SELECT t.jti, t.uses, t.max_uses, t.connector_id, t.task_id FROM access_tokens t
@@ -152,7 +155,7 @@ const SPEND_WRITTEN = `
                            CASE WHEN NOT good OR (max_uses IS NOT NULL AND uses + prior >= max_uses) THEN 'dead'
                                 WHEN current THEN 'live' ELSE 'stale' END AS verdict
                       FROM ranked),
-       spent AS (UPDATE access_tokens t SET uses = t.uses + s.k
+       spent AS (UPDATE access_tokens t SET uses = GREATEST(t.uses, 0) + s.k
                    FROM (SELECT jti, count(*)::int AS k FROM verdicts WHERE verdict = 'live' GROUP BY jti) s
                   WHERE t.jti = s.jti
                   RETURNING t.jti)`;
