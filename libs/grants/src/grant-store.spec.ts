@@ -125,6 +125,27 @@ describe('GrantStore', () => {
     ]);
   });
 
+  it('counts a budget used below zero by hand (its CHECK dropped) as unused: the declared limit holds', async () => {
+    const taskId = await newTask();
+    const declared = [
+      { entry: 0, rule: 'calls', maximum: 2 },
+      { entry: 0, rule: 'sum:amount_max', maximum: 100 },
+    ];
+    await inTransaction((tx) => store.declareBudgets(tx, taskId, declared));
+    // A database superuser lowers the untagged counters instead of raising the bounded maxima.
+    await pool.query('ALTER TABLE task_budgets DROP CONSTRAINT IF EXISTS task_budgets_used_check');
+    await pool.query(`UPDATE task_budgets SET used = -1000000 WHERE task_id = $1`, [taskId]);
+    expect(await store.budgetsOf(taskId, declared)).toEqual([
+      { entry: 0, calls: { limit: 2, used: 0, remaining: 2 }, sum: { amount_max: { limit: 100, used: 0, remaining: 100 } } },
+    ]);
+    const outcomes = await Promise.all(
+      Array.from({ length: 10 }, () => inTransaction((tx) => store.reserveBudget(tx, taskId, [0], { amount_max: 40 }, declared))),
+    );
+    expect(outcomes.filter((outcome) => outcome.ok)).toHaveLength(2);
+    expect(outcomes.find((outcome) => !outcome.ok)).toMatchObject({ ok: false, rule: 'limit:calls' });
+    expect(await used(taskId)).toEqual({ calls: 2, 'sum:amount_max': 80 });
+  });
+
   it('refuses a reservation when a declared budget row was deleted by hand', async () => {
     const taskId = await newTask();
     const declared = [

@@ -113,8 +113,8 @@ interface BudgetRow {
  * A budget row (`b`) as text, its maximum bounded by the declared limit joined as `d` (see
  * {@link DECLARED_JOIN}), the subtraction done exactly in `numeric`.
  */
-const BOUNDED_BUDGET_COLUMNS = `b.entry, b.rule, b.used::text AS used, LEAST(b.maximum, d.maximum)::text AS maximum,
-  GREATEST(LEAST(b.maximum, d.maximum) - b.used, 0)::text AS remaining`;
+const BOUNDED_BUDGET_COLUMNS = `b.entry, b.rule, GREATEST(b.used, 0)::text AS used, LEAST(b.maximum, d.maximum)::text AS maximum,
+  GREATEST(LEAST(b.maximum, d.maximum) - GREATEST(b.used, 0), 0)::text AS remaining`;
 
 /** The declared limits (`$2`-`$4`: entry, rule, maximum) joined to the budget rows `b`; none given: the rows' own maxima. */
 const DECLARED_JOIN = `LEFT JOIN unnest($2::smallint[], $3::text[], $4::numeric[]) AS d(entry, rule, maximum) ON d.entry = b.entry AND d.rule = b.rule`;
@@ -154,12 +154,13 @@ const REVOKE_TASK_TOKENS = `UPDATE access_tokens SET revoked_at = now(), revoked
  * The budget rows are not tagged; the limits the task declared (`$4`-`$6`: entry, rule and
  * maximum of each, read from the verified task row) are. Each row's maximum is bounded by its
  * declared limit, and every declared rule of the charged entries must have its row: a
- * `maximum` raised by hand, or a `calls` row deleted, buys nothing.
+ * `maximum` raised by hand, or a `calls` row deleted, buys nothing; nor does a `used` below zero
+ * (its CHECK dropped by hand), which counts as zero.
  */
 const RESERVE = `
   WITH declared AS (SELECT * FROM unnest($4::smallint[], $5::text[], $6::numeric[]) AS d(entry, rule, maximum)),
   locked AS (
-    SELECT b.entry, b.rule, b.used, LEAST(b.maximum, d.maximum) AS maximum, d.rule IS NOT NULL AS declared,
+    SELECT b.entry, b.rule, GREATEST(b.used, 0) AS used, LEAST(b.maximum, d.maximum) AS maximum, d.rule IS NOT NULL AS declared,
            CASE WHEN b.rule = 'calls' THEN 1::numeric
                 WHEN jsonb_typeof($3::jsonb -> substr(b.rule, 5)) = 'number' THEN ($3::jsonb ->> substr(b.rule, 5))::numeric
            END AS amount
@@ -169,7 +170,7 @@ const RESERVE = `
   verdict AS (
     SELECT count(*) > 0 AND count(*) FILTER (WHERE declared) = (SELECT count(*) FROM declared)
            AND bool_and(amount IS NOT NULL AND amount >= 0 AND used + amount <= maximum) AS ok FROM locked)
-  UPDATE task_budgets b SET used = b.used + l.amount
+  UPDATE task_budgets b SET used = l.used + l.amount
     FROM locked l, verdict v
    WHERE v.ok AND b.task_id = $1 AND b.entry = l.entry AND b.rule = l.rule
   RETURNING b.entry, b.rule, l.amount::text AS amount, GREATEST(l.maximum - b.used, 0)::text AS remaining`;
@@ -474,7 +475,7 @@ export class GrantStore {
     // Whether each rule is passed is decided in numeric, as the reservation did (0.2 + 0.1 fits 0.3 there, not in doubles).
     const { rows } = await tx.query<BudgetRow & { over: boolean | null }>(
       `SELECT ${BOUNDED_BUDGET_COLUMNS},
-              b.used + CASE WHEN b.rule = 'calls' THEN 1::numeric
+              GREATEST(b.used, 0) + CASE WHEN b.rule = 'calls' THEN 1::numeric
                             WHEN jsonb_typeof($5::jsonb -> substr(b.rule, 5)) = 'number' THEN ($5::jsonb ->> substr(b.rule, 5))::numeric END
                 > LEAST(b.maximum, d.maximum) AS over
          FROM task_budgets b ${DECLARED_JOIN} WHERE b.task_id = $1 AND b.entry = ANY($6::smallint[]) ORDER BY b.entry, b.rule`,
