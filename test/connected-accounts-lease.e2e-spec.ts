@@ -26,6 +26,10 @@ interface MockProvider {
   url: string;
   /** `hold`: refreshes are decided when they arrive and answered on {@link release}. */
   mode: 'answer' | 'hold' | 'unavailable';
+  /** The raw JSON of `expires_in` in refresh answers (`undefined`: none given). */
+  expiresIn: string | undefined;
+  /** The API refuses every access token (401), as a misbehaving or hostile upstream may. */
+  refusesEveryToken: boolean;
   refreshRequests: number;
   held: number;
   /** Tokens revoked at the revocation endpoint, in order. */
@@ -60,6 +64,8 @@ async function startProvider(): Promise<MockProvider> {
   const provider: MockProvider = {
     url: '',
     mode: 'answer',
+    expiresIn: '3600',
+    refusesEveryToken: false,
     refreshRequests: 0,
     held: 0,
     revoked: [],
@@ -85,7 +91,7 @@ async function startProvider(): Promise<MockProvider> {
       if (path === '/api/me') {
         const subject = accessTokens.get((req.headers.authorization ?? '').replace(/^Bearer /, ''));
         req.resume();
-        if (!subject) {
+        if (!subject || provider.refusesEveryToken) {
           res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"' });
           res.end();
           return;
@@ -118,7 +124,12 @@ async function startProvider(): Promise<MockProvider> {
         refreshTokens.set(issued.refresh_token, subject);
         accessTokens.set(issued.access_token, subject);
         provider.issued.push(issued);
-        answer = () => json(res, 200, { ...issued, token_type: 'Bearer', expires_in: 3600, scope: 'repo:read' });
+        const body = JSON.stringify({ ...issued, token_type: 'Bearer', scope: 'repo:read' });
+        const expiresIn = provider.expiresIn;
+        answer = () => {
+          res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+          res.end(expiresIn === undefined ? body : `${body.slice(0, -1)},"expires_in":${expiresIn}}`);
+        };
       }
       if (provider.mode === 'hold') {
         provider.held += 1;
@@ -179,6 +190,8 @@ describe('connected accounts: the refresh lease', () => {
 
   afterEach(() => {
     provider.mode = 'answer';
+    provider.expiresIn = '3600';
+    provider.refusesEveryToken = false;
     provider.release();
   });
 
@@ -201,8 +214,8 @@ describe('connected accounts: the refresh lease', () => {
   }
 
   async function stored(subject: string) {
-    const { rows } = await pool.query<{ status: string; tokens_sealed: Buffer; refresh_lease_holder: string | null }>(
-      `SELECT status, tokens_sealed, refresh_lease_holder FROM connected_accounts WHERE connector_id = 'codehost' AND user_subject = $1`,
+    const { rows } = await pool.query<{ status: string; tokens_sealed: Buffer; refresh_lease_holder: string | null; access_expires_at: Date | null }>(
+      `SELECT status, tokens_sealed, refresh_lease_holder, access_expires_at FROM connected_accounts WHERE connector_id = 'codehost' AND user_subject = $1`,
       [subject],
     );
     const row = rows[0];
@@ -506,5 +519,98 @@ describe('connected accounts: the refresh lease', () => {
     expect(response.body.error).toBe('connection_required');
     expect(response.body.error_description).toMatch(/broken \(the upstream answered invalid_grant/);
     expect(await stored('revoked')).toMatchObject({ status: 'broken', refresh_lease_holder: null });
+  });
+
+  /** `count` calls with `credential`, alternating between the two gateway instances, all started at once. */
+  const inParallel = (credential: string, count: number) =>
+    Promise.all(Array.from({ length: count }, (_, index) => callMe(credential, index % 2 === 0 ? first.gatewayUrl : secondGateway())));
+
+  /** `count` calls with `credential`, one after the other, alternating between the two instances. */
+  async function inSequence(credential: string, count: number): Promise<TestResponse[]> {
+    const responses: TestResponse[] = [];
+    for (let index = 0; index < count; index += 1) responses.push(await callMe(credential, index % 2 === 0 ? first.gatewayUrl : secondGateway()));
+    return responses;
+  }
+
+  describe('upstream token lifetimes: a provider cannot turn every call into a refresh', () => {
+    it.each(['0', '1', '29', '"0"'])(
+      'expires_in %s: 8 parallel and 8 sequential calls on two instances make one refresh, and all succeed',
+      async (expiresIn) => {
+        const subject = `short-${Buffer.from(expiresIn).toString('hex')}`;
+        await connected(subject, -60);
+        provider.expiresIn = expiresIn;
+        const credential = await credentialFor(subject);
+        const before = provider.refreshRequests;
+        const parallel = await inParallel(credential, 8);
+        const sequential = await inSequence(credential, 8);
+        expect([...parallel, ...sequential].map((response) => response.status)).toEqual(new Array(16).fill(200));
+        expect(provider.refreshRequests).toBe(before + 1);
+        // Believed a minute (MIN_UPSTREAM_TOKEN_SECONDS): used for 30 s at least before the next refresh.
+        const after = await stored(subject);
+        expect(after?.access_expires_at?.getTime()).toBeGreaterThan(Date.now() + 25_000);
+      },
+    );
+
+    it('expires_in over a day: believed a day, a valid date', async () => {
+      await connected('long-lived', -60);
+      provider.expiresIn = '1e300';
+      const responses = await inSequence(await credentialFor('long-lived'), 3);
+      expect(responses.map((response) => response.status)).toEqual([200, 200, 200]);
+      const expiry = (await stored('long-lived'))?.access_expires_at?.getTime() ?? 0;
+      expect(expiry).toBeGreaterThan(Date.now() + 23 * 3600_000);
+      expect(expiry).toBeLessThanOrEqual(Date.now() + 24 * 3600_000);
+    });
+
+    it('no expires_in: no expiry known, no refresh until the upstream refuses the token', async () => {
+      await connected('unknown-lifetime', -60);
+      provider.expiresIn = undefined;
+      const credential = await credentialFor('unknown-lifetime');
+      const before = provider.refreshRequests;
+      const responses = [...(await inParallel(credential, 4)), ...(await inSequence(credential, 4))];
+      expect(responses.map((response) => response.status)).toEqual(new Array(8).fill(200));
+      expect(provider.refreshRequests).toBe(before + 1);
+      expect((await stored('unknown-lifetime'))?.access_expires_at).toBeNull();
+    });
+
+    it.each(['-5', '"soon"'])('expires_in %s: the answer is refused, the account marked broken, and never refreshed again', async (expiresIn) => {
+      const subject = `malformed-${expiresIn.replace(/\W/g, '')}`;
+      await connected(subject, -60);
+      provider.expiresIn = expiresIn;
+      const credential = await credentialFor(subject);
+      const before = provider.refreshRequests;
+      const responses = [...(await inParallel(credential, 4)), ...(await inSequence(credential, 4))];
+      for (const response of responses) {
+        expect(response.status).toBe(403);
+        expect(response.body.error).toBe('connection_required');
+      }
+      expect(provider.refreshRequests).toBe(before + 1);
+      expect(await stored(subject)).toMatchObject({ status: 'broken', refresh_lease_holder: null });
+    });
+
+    it('an upstream refusing every token: one refresh per 30 s per account, the other calls 503 with Retry-After, on every instance', async () => {
+      const account = await connected('refused-always', 3600);
+      provider.refusesEveryToken = true;
+      const credential = await credentialFor('refused-always');
+      const before = provider.refreshRequests;
+      // The first 401 is worth one refresh (the account was never refreshed); its resend is refused too.
+      expect((await callMe(credential)).status).toBe(401);
+      expect(provider.refreshRequests).toBe(before + 1);
+      const responses = [...(await inParallel(credential, 6)), ...(await inSequence(credential, 6))];
+      for (const response of responses) {
+        expect(response.status).toBe(503);
+        expect(response.body.error).toBe('temporarily_unavailable');
+        expect(response.body.error_description).toMatch(/refreshed less than 30 s ago/);
+        const retryAfter = Number(response.headers.get('retry-after'));
+        expect(retryAfter).toBeGreaterThan(0);
+        expect(retryAfter).toBeLessThanOrEqual(30);
+      }
+      expect(provider.refreshRequests).toBe(before + 1);
+      // Once the interval is over, a refusal is worth one refresh again, for parallel calls on both instances too.
+      await pool.query(`UPDATE connected_accounts SET refreshed_at = now() - interval '31 seconds' WHERE id = $1`, [account.id]);
+      const later = await inParallel(credential, 6);
+      // They share the one refresh (the lease), and each resends with its token, which is refused too.
+      expect(later.map((response) => response.status)).toEqual(new Array(6).fill(401));
+      expect(provider.refreshRequests).toBe(before + 2);
+    });
   });
 });

@@ -6,6 +6,8 @@ export class ConnectedAccountError extends Error {
     message: string,
     /** HTTP status the transport should answer with. */
     readonly status: 400 | 401 | 403 | 404 | 503 = 403,
+    /** For a `503` that cannot succeed sooner: the seconds to wait (`Retry-After`). */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
     this.name = 'ConnectedAccountError';

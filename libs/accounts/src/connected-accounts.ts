@@ -2,7 +2,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import * as oauth from 'oauth4webapi';
 import type { Pool, PoolClient } from 'pg';
 import { type AuditEventInput, type AuditService, AuditUnavailableError, isConnectionError } from '@writ/audit';
-import { type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
+import { MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS, type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
 import { type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, UNCONTROLLED, UnsealError } from '@writ/keys';
 import { positionInstantSql } from '@writ/database';
 import { isPositionInstant } from '@writ/platform';
@@ -82,6 +82,8 @@ interface LeasedAccountRow extends AccountRow {
   lease_live: boolean;
   /** The access token has not expired yet (it may be inside the refresh margin). */
   access_valid: boolean;
+  /** Seconds until the last refresh is {@link MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} old (0 when it is, or there was none). */
+  refresh_wait: number;
 }
 
 interface SealedTokens {
@@ -98,7 +100,10 @@ interface ConnectorCredentialRow {
 
 /** How long a connect link stays usable. */
 export const CONNECT_LINK_TTL_SECONDS = 600;
-/** An access token this close to its expiry is refreshed before use. */
+/**
+ * An access token this close to its expiry is refreshed before use. Every lifetime believed is
+ * at least twice this (MIN_UPSTREAM_TOKEN_SECONDS): a refreshed token is used for 30 s at least.
+ */
 const EXPIRY_MARGIN_MS = 30_000;
 /**
  * How long a refresh holds its account's lease: well past the upstream call's own timeout
@@ -132,7 +137,8 @@ const UPSTREAM_REVOCATIONS_AT_ONCE = 8;
 const ACCOUNT_COLUMNS = `id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at, broken_error, connected_at, refreshed_at`;
 /** The refresh lease and token validity of an account, by PostgreSQL's clock (one clock for every instance). */
 const LEASE_COLUMNS = `refresh_lease_holder AS lease_holder, COALESCE(refresh_lease_expires_at > now(), false) AS lease_live,
-  (access_expires_at IS NULL OR access_expires_at > now()) AS access_valid`;
+  (access_expires_at IS NULL OR access_expires_at > now()) AS access_valid,
+  GREATEST(0, COALESCE(ceil(extract(epoch FROM refreshed_at + make_interval(secs => ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS}) - now())), 0))::int AS refresh_wait`;
 
 function sha256(value: string): string {
   return createHash('sha256').update(value).digest('base64url');
@@ -449,6 +455,12 @@ export class ConnectedAccounts {
       const tokens = this.open(row, credential, user);
       if (tokens.access_token !== rejected && !this.expiring(row)) return tokens.access_token;
       const usableMeanwhile = tokens.access_token !== rejected && row.access_valid;
+      // Asked for only because the upstream refused the token (it is not expiring): at most one
+      // such refresh per MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS, by PostgreSQL's clock (the claim
+      // checks it again, atomically). An upstream refusing every token would otherwise make each
+      // call a refresh, and a refresh-token rotation written.
+      const forced = tokens.access_token === rejected && !this.expiring(row);
+      if (forced && !row.lease_live && row.refresh_wait > 0) throw this.refreshTooSoon(row);
       if (row.lease_live) {
         // Another caller (maybe on another instance) is refreshing: never a second refresh.
         if (usableMeanwhile) return tokens.access_token;
@@ -458,7 +470,7 @@ export class ConnectedAccounts {
         if (usableMeanwhile) return tokens.access_token;
         throw new ConnectedAccountError('upstream_unavailable', 'the upstream token endpoint is unavailable: the refresh in progress failed', 503);
       } else {
-        const claimed = await this.claimLease(row, holder);
+        const claimed = await this.claimLease(row, holder, forced);
         if (claimed) return this.refreshHeld(claimed, holder, credential, user, row.lease_holder !== null);
         // The row changed between the read and the claim (a refresh stored, a lease taken): read it again.
         if (Date.now() < deadline) continue;
@@ -484,14 +496,25 @@ export class ConnectedAccounts {
    * Claims the refresh lease of the account read as `row`, in one statement: only if the lease
    * is free or expired and the tokens are still the ones read (no refresh stored since).
    */
-  private async claimLease(row: LeasedAccountRow, holder: string): Promise<LeasedAccountRow | undefined> {
+  private async claimLease(row: LeasedAccountRow, holder: string, forced: boolean): Promise<LeasedAccountRow | undefined> {
     const { rows } = await this.pool.query<LeasedAccountRow>(
       `UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() + make_interval(secs => $3)
         WHERE id = $1 AND status = 'active' AND tokens_sealed = $4 AND (refresh_lease_holder IS NULL OR refresh_lease_expires_at <= now())
+          AND (NOT $5::boolean OR refreshed_at IS NULL OR refreshed_at <= now() - make_interval(secs => $6))
         RETURNING ${ACCOUNT_COLUMNS}, ${LEASE_COLUMNS}`,
-      [row.id, holder, REFRESH_LEASE_SECONDS, row.tokens_sealed],
+      [row.id, holder, REFRESH_LEASE_SECONDS, row.tokens_sealed, forced, MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS],
     );
     return rows[0];
+  }
+
+  /** The upstream refused a token refreshed moments ago: not refreshed again before the interval is over. */
+  private refreshTooSoon(row: LeasedAccountRow): ConnectedAccountError {
+    return new ConnectedAccountError(
+      'upstream_token_refused',
+      `the upstream refused the user's access token on ${row.connector_id}, refreshed less than ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} s ago: it is not refreshed again before then`,
+      503,
+      Math.max(1, row.refresh_wait),
+    );
   }
 
   /** Releases the lease if `holder` still has it (the tokens unchanged): the next caller may try again. */

@@ -52,6 +52,31 @@ describe('UpstreamOAuthClient.refresh against a real token endpoint', () => {
     expect(tokens.expiresAt!.getTime()).toBeLessThanOrEqual(Date.now() + 24 * 3600_000);
   });
 
+  it.each(['0', '1', '29', '"0"'])('believes a lifetime under a minute (expires_in %s) to be a minute', async (expiresIn) => {
+    answer = json(200, `{"access_token":"at","token_type":"Bearer","refresh_token":"rt2","expires_in":${expiresIn}}`);
+    const before = Date.now();
+    const tokens = await client.refresh(credential, 'rt', ['read']);
+    // Past the 30 s refresh margin: the token is used for a while before the next refresh.
+    expect(tokens.expiresAt!.getTime()).toBeGreaterThanOrEqual(before + 60_000);
+    expect(tokens.expiresAt!.getTime()).toBeLessThanOrEqual(Date.now() + 60_000);
+  });
+
+  it('keeps an expires_in above the floor as the provider said it', async () => {
+    answer = json(200, '{"access_token":"at","token_type":"Bearer","refresh_token":"rt2","expires_in":600}');
+    const tokens = await client.refresh(credential, 'rt', ['read']);
+    expect(Math.round((tokens.expiresAt!.getTime() - Date.now()) / 1000)).toBe(600);
+  });
+
+  it('knows no expiry when the provider gives no expires_in', async () => {
+    answer = json(200, '{"access_token":"at","token_type":"Bearer","refresh_token":"rt2"}');
+    expect((await client.refresh(credential, 'rt', ['read'])).expiresAt).toBeNull();
+  });
+
+  it.each(['-5', '"soon"', 'true', '{}'])('refuses a negative or non-numeric expires_in (%s) as an unacceptable answer', async (expiresIn) => {
+    answer = json(200, `{"access_token":"at","token_type":"Bearer","refresh_token":"rt2","expires_in":${expiresIn}}`);
+    await expect(client.refresh(credential, 'rt', ['read'])).rejects.toMatchObject({ code: 'invalid_response', refused: true });
+  });
+
   it.each([
     ['a 503 page', 503, '<h1>maintenance</h1>', 'text/html'],
     ['a 503 OAuth error', 503, '{"error":"temporarily_unavailable"}', 'application/json'],

@@ -2,7 +2,7 @@ import { importJWK } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { type Dispatcher, fetch as undiciFetch, type Response as UndiciResponse } from 'undici';
 import type { OAuth2AuthorizationCode } from '@writ/connectors';
-import { privateKeyJwtAlg, UPSTREAM_ADDRESS_REFUSED } from '@writ/connectors';
+import { believedTokenLifetime, privateKeyJwtAlg, UPSTREAM_ADDRESS_REFUSED } from '@writ/connectors';
 import { readBounded } from './read-bounded';
 
 /** Tokens an upstream token endpoint returned. */
@@ -33,11 +33,6 @@ export class UpstreamOAuthError extends Error {
 }
 
 const TIMEOUT_MS = 10_000;
-/**
- * Cap on the `expires_in` believed (a day): a huge value would make an invalid date, which
- * PostgreSQL refuses (answered as the caller's bad input), or keep a token for ever.
- */
-const MAX_EXPIRES_IN_SECONDS = 24 * 3600;
 /**
  * Largest answer read from an upstream OAuth endpoint, counted after decompression (as for
  * client credentials): a bigger one, or a gzip bomb, is refused before it fills the memory.
@@ -157,7 +152,10 @@ export class UpstreamOAuthClient {
       return {
         accessToken: tokens.access_token,
         ...(typeof tokens.refresh_token === 'string' ? { refreshToken: tokens.refresh_token } : {}),
-        expiresAt: typeof tokens.expires_in === 'number' ? new Date(Date.now() + Math.min(tokens.expires_in, MAX_EXPIRES_IN_SECONDS) * 1000) : null,
+        // Bounded both ways (believedTokenLifetime): under a minute would make every call a
+        // refresh; over a day an invalid date, or a token kept for ever. oauth4webapi has already
+        // refused a negative or non-numeric `expires_in` (a numeric string is read as its number).
+        expiresAt: typeof tokens.expires_in === 'number' ? new Date(Date.now() + believedTokenLifetime(tokens.expires_in) * 1000) : null,
         scopes: typeof tokens.scope === 'string' ? tokens.scope.split(' ').filter(Boolean) : requestedScopes,
       } satisfies UpstreamTokenSet;
     }

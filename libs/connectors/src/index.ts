@@ -6,3 +6,4 @@ export * from './upstream-destination';
 export * from './upstream-headers';
 export * from './upstream-dispatcher';
 export * from './parameter-names';
+export * from './upstream-token-lifetime';

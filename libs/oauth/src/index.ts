@@ -25,6 +25,7 @@ export {
   InvalidScopeError,
   InvalidTargetError,
   InvalidTokenError,
+  RetryLaterError,
   ServerError,
   TemporarilyUnavailableError,
   TooManyRequestsError,

@@ -4,7 +4,7 @@ import { Dispatcher, request } from 'undici';
 import { MasterKey, UnsealError } from '@writ/keys';
 import { credentialSecrets, OAuth2ClientCredentials, unsealCredential, UpstreamCredential } from '@writ/connectors';
 import { ConnectedAccountError, ConnectedAccounts } from '@writ/accounts';
-import { TemporarilyUnavailableError } from '@writ/oauth';
+import { RetryLaterError, TemporarilyUnavailableError } from '@writ/oauth';
 import { BadGatewayError, ConnectionRequiredError, GatewayTimeoutError } from '../gateway-errors';
 import { UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from './upstream-dispatcher';
 
@@ -114,7 +114,11 @@ export class UpstreamCredentials {
       return await this.accounts.accessToken(sealed.connectorId, credential, sealed.user, rejected?.value.replace(/^Bearer /, ''));
     } catch (error) {
       if (!(error instanceof ConnectedAccountError)) throw error;
-      if (error.status === 503) throw new TemporarilyUnavailableError(`${error.message}: nothing was sent`, { reason: error.code });
+      if (error.status === 503) {
+        throw error.retryAfterSeconds !== undefined
+          ? new RetryLaterError(error.retryAfterSeconds, `${error.message}: nothing was sent`, { reason: error.code })
+          : new TemporarilyUnavailableError(`${error.message}: nothing was sent`, { reason: error.code });
+      }
       throw new ConnectionRequiredError(`${error.message}: nothing was sent`, error.code);
     }
   }

@@ -146,6 +146,21 @@ export class ServerError extends basicError('server_error', 500, 'the server enc
 export class TemporarilyUnavailableError extends basicError('temporarily_unavailable', 503, 'the service is temporarily unavailable') {}
 
 /**
+ * `temporarily_unavailable` (503) with its own `Retry-After`: the request cannot succeed before
+ * then (e.g. the upstream refused a token obtained moments ago, which is not fetched again
+ * before {@link retryAfterSeconds}).
+ */
+export class RetryLaterError extends TemporarilyUnavailableError {
+  constructor(
+    readonly retryAfterSeconds: number,
+    description?: string,
+    options?: BasicErrorOptions,
+  ) {
+    super(description, options);
+  }
+}
+
+/**
  * `429` with `Retry-After`, in the RFC 6749 §5.2 shape (`temporarily_unavailable`: the server
  * will not handle requests from this caller for a while): too many failed authentications from
  * one address or for one client id.
