@@ -587,26 +587,26 @@ describe('connected accounts: the refresh lease', () => {
       expect(await stored(subject)).toMatchObject({ status: 'broken', refresh_lease_holder: null });
     });
 
-    it('an upstream refusing every token: one refresh per 30 s per account, the other calls 503 with Retry-After, on every instance', async () => {
+    it('an upstream refusing every token: one forced refresh per 30 s per account, the other calls 503 with Retry-After, on every instance', async () => {
       const account = await connected('refused-always', 3600);
       provider.refusesEveryToken = true;
       const credential = await credentialFor('refused-always');
       const before = provider.refreshRequests;
-      // The first 401 is worth one refresh (the account was never refreshed); its resend is refused too.
+      // The first 401 is worth one refresh (none was forced before); its resend is refused too.
       expect((await callMe(credential)).status).toBe(401);
       expect(provider.refreshRequests).toBe(before + 1);
       const responses = [...(await inParallel(credential, 6)), ...(await inSequence(credential, 6))];
       for (const response of responses) {
         expect(response.status).toBe(503);
         expect(response.body.error).toBe('temporarily_unavailable');
-        expect(response.body.error_description).toMatch(/refreshed less than 30 s ago/);
+        expect(response.body.error_description).toMatch(/again after a refresh less than 30 s ago/);
         const retryAfter = Number(response.headers.get('retry-after'));
         expect(retryAfter).toBeGreaterThan(0);
         expect(retryAfter).toBeLessThanOrEqual(30);
       }
       expect(provider.refreshRequests).toBe(before + 1);
       // Once the interval is over, a refusal is worth one refresh again, for parallel calls on both instances too.
-      await pool.query(`UPDATE connected_accounts SET refreshed_at = now() - interval '31 seconds' WHERE id = $1`, [account.id]);
+      await pool.query(`UPDATE connected_accounts SET forced_refreshed_at = now() - interval '31 seconds' WHERE id = $1`, [account.id]);
       const later = await inParallel(credential, 6);
       // They share the one refresh (the lease), and each resends with its token, which is refused too.
       expect(later.map((response) => response.status)).toEqual(new Array(6).fill(401));

@@ -82,7 +82,10 @@ interface LeasedAccountRow extends AccountRow {
   lease_live: boolean;
   /** The access token has not expired yet (it may be inside the refresh margin). */
   access_valid: boolean;
-  /** Seconds until the last refresh is {@link MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} old (0 when it is, or there was none). */
+  /**
+   * Seconds until the last refresh forced by an upstream `401` is {@link MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS}
+   * old (0 when it is, or there was none): the next forced refresh waits until then.
+   */
   refresh_wait: number;
 }
 
@@ -138,7 +141,7 @@ const ACCOUNT_COLUMNS = `id, connector_id, user_issuer, user_subject, status, sc
 /** The refresh lease and token validity of an account, by PostgreSQL's clock (one clock for every instance). */
 const LEASE_COLUMNS = `refresh_lease_holder AS lease_holder, COALESCE(refresh_lease_expires_at > now(), false) AS lease_live,
   (access_expires_at IS NULL OR access_expires_at > now()) AS access_valid,
-  GREATEST(0, COALESCE(ceil(extract(epoch FROM refreshed_at + make_interval(secs => ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS}) - now())), 0))::int AS refresh_wait`;
+  GREATEST(0, COALESCE(ceil(extract(epoch FROM forced_refreshed_at + make_interval(secs => ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS}) - now())), 0))::int AS refresh_wait`;
 
 function sha256(value: string): string {
   return createHash('sha256').update(value).digest('base64url');
@@ -352,7 +355,7 @@ export class ConnectedAccounts {
              ON CONFLICT (connector_id, user_issuer, user_subject) DO UPDATE
                SET status = 'active', scopes = EXCLUDED.scopes, tokens_sealed = EXCLUDED.tokens_sealed, access_expires_at = EXCLUDED.access_expires_at,
                    broken_error = NULL, connected_at = now(), refreshed_at = NULL, updated_at = now(),
-                   refresh_lease_holder = NULL, refresh_lease_expires_at = NULL`,
+                   refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, forced_refreshed_at = NULL`,
             [randomUUID(), link.connector_id, user.issuer, user.subject, tokens.scopes, sealed, tokens.expiresAt, credentialSealed],
           )
         ).rowCount === 1,
@@ -458,7 +461,8 @@ export class ConnectedAccounts {
       // Asked for only because the upstream refused the token (it is not expiring): at most one
       // such refresh per MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS, by PostgreSQL's clock (the claim
       // checks it again, atomically). An upstream refusing every token would otherwise make each
-      // call a refresh, and a refresh-token rotation written.
+      // call a refresh, and a refresh-token rotation written. A refusal after a refresh on expiry
+      // (the provider revoked that token meanwhile) is still worth one at once.
       const forced = tokens.access_token === rejected && !this.expiring(row);
       if (forced && !row.lease_live && row.refresh_wait > 0) throw this.refreshTooSoon(row);
       if (row.lease_live) {
@@ -471,7 +475,7 @@ export class ConnectedAccounts {
         throw new ConnectedAccountError('upstream_unavailable', 'the upstream token endpoint is unavailable: the refresh in progress failed', 503);
       } else {
         const claimed = await this.claimLease(row, holder, forced);
-        if (claimed) return this.refreshHeld(claimed, holder, credential, user, row.lease_holder !== null);
+        if (claimed) return this.refreshHeld(claimed, holder, credential, user, row.lease_holder !== null, forced);
         // The row changed between the read and the claim (a refresh stored, a lease taken): read it again.
         if (Date.now() < deadline) continue;
       }
@@ -500,7 +504,7 @@ export class ConnectedAccounts {
     const { rows } = await this.pool.query<LeasedAccountRow>(
       `UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() + make_interval(secs => $3)
         WHERE id = $1 AND status = 'active' AND tokens_sealed = $4 AND (refresh_lease_holder IS NULL OR refresh_lease_expires_at <= now())
-          AND (NOT $5::boolean OR refreshed_at IS NULL OR refreshed_at <= now() - make_interval(secs => $6))
+          AND (NOT $5::boolean OR forced_refreshed_at IS NULL OR forced_refreshed_at <= now() - make_interval(secs => $6))
         RETURNING ${ACCOUNT_COLUMNS}, ${LEASE_COLUMNS}`,
       [row.id, holder, REFRESH_LEASE_SECONDS, row.tokens_sealed, forced, MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS],
     );
@@ -511,7 +515,7 @@ export class ConnectedAccounts {
   private refreshTooSoon(row: LeasedAccountRow): ConnectedAccountError {
     return new ConnectedAccountError(
       'upstream_token_refused',
-      `the upstream refused the user's access token on ${row.connector_id}, refreshed less than ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} s ago: it is not refreshed again before then`,
+      `the upstream refused the user's access token on ${row.connector_id} again after a refresh less than ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} s ago: it is not refreshed again before then`,
       503,
       Math.max(1, row.refresh_wait),
     );
@@ -532,6 +536,8 @@ export class ConnectedAccounts {
     credential: OAuth2AuthorizationCode,
     user: VerifiedUser,
     takenOver: boolean,
+    /** Asked for because the upstream refused the token before its expiry (recorded, to space the next such refresh). */
+    forced: boolean,
   ): Promise<string> {
     const tokens = this.open(row, credential, user);
     if (!tokens.refresh_token) return this.markBroken(row, holder, user, 'expired and no refresh token was issued');
@@ -562,9 +568,9 @@ export class ConnectedAccounts {
             (
               await tx.query(
                 `UPDATE connected_accounts SET tokens_sealed = $3, access_expires_at = $4, scopes = $5, refreshes = refreshes + 1, refreshed_at = now(), updated_at = now(),
-                        refresh_lease_holder = NULL, refresh_lease_expires_at = NULL
+                        refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, forced_refreshed_at = CASE WHEN $7::boolean THEN now() ELSE forced_refreshed_at END
                   WHERE id = $1 AND refresh_lease_holder = $2 AND status = 'active' AND tokens_sealed = $6`,
-                [row.id, holder, sealed, fresh.expiresAt, fresh.scopes, row.tokens_sealed],
+                [row.id, holder, sealed, fresh.expiresAt, fresh.scopes, row.tokens_sealed, forced],
               )
             ).rowCount === 1,
           (updated) =>

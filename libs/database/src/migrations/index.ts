@@ -23,6 +23,7 @@ import { ConnectorIntegrity1764600000000 } from './1764600000000-connector-integ
 import { AdminIdempotencyKeys1764610000000 } from './1764610000000-admin-idempotency-keys';
 import { ListOrderIndexes1764620000000 } from './1764620000000-list-order-indexes';
 import { AuthorityIntegrity1764630000000 } from './1764630000000-authority-integrity';
+import { AccountForcedRefresh1764640000000 } from './1764640000000-account-forced-refresh';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -56,4 +57,5 @@ export const MIGRATIONS = [
   AdminIdempotencyKeys1764610000000,
   ListOrderIndexes1764620000000,
   AuthorityIntegrity1764630000000,
+  AccountForcedRefresh1764640000000,
 ];
