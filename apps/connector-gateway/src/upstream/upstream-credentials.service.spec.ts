@@ -198,7 +198,7 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
   });
 
-  it.each(['1e400', '1e300', '"3600"', '-5'])('never reuses a token past a day, whatever expires_in says (%s)', async (expiresIn) => {
+  it.each(['1e300', '"3600"', '86401'])('never reuses a token past a day, whatever expires_in says (%s)', async (expiresIn) => {
     endpoint.answer = (n, response) => {
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end(`{"access_token":"upstream_at_${n}","token_type":"Bearer","expires_in":${expiresIn}}`);
@@ -209,5 +209,65 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     jest.spyOn(Date, 'now').mockReturnValue(Date.now() + 24 * 3600_000 + 1000);
     expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
     expect(endpoint.requests).toBe(2);
+  });
+
+  it.each(['0', '1', '29', '"0"'])(
+    'believes a lifetime under a minute (expires_in %s) to be a minute: 50 calls, one fetch; refetched once it is past',
+    async (expiresIn) => {
+      endpoint.answer = (n, response) => {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(`{"access_token":"upstream_at_${n}","token_type":"Bearer","expires_in":${expiresIn}}`);
+      };
+      const start = Date.now();
+      expect(failures(await concurrently(25))).toEqual([]);
+      for (let call = 0; call < 25; call += 1) expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_1');
+      // Reused for the minute believed, less the refresh margin (10 %)...
+      jest.spyOn(Date, 'now').mockReturnValue(start + 50_000);
+      expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_1');
+      expect(endpoint.requests).toBe(1);
+      // ...but not the five minutes of an absent expires_in: the provider said it expires (almost) at once.
+      jest.spyOn(Date, 'now').mockReturnValue(start + 60_000);
+      expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+      expect(endpoint.requests).toBe(2);
+    },
+  );
+
+  it('reuses a token for five minutes when the token endpoint gives no expires_in', async () => {
+    endpoint.answer = (n, response) => endpoint.json(response, 200, { access_token: `upstream_at_${n}`, token_type: 'Bearer' });
+    const start = Date.now();
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_1');
+    jest.spyOn(Date, 'now').mockReturnValue(start + 240_000);
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_1');
+    jest.spyOn(Date, 'now').mockReturnValue(start + 300_000);
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+  });
+
+  it.each(['-5', '"soon"', 'true', 'null', '1e400'])(
+    'refuses an expires_in that is not a number of seconds (%s) with 502, as for connected accounts, and keeps no token',
+    async (expiresIn) => {
+      endpoint.answer = (n, response) => {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(`{"access_token":"upstream_at_${n}","token_type":"Bearer","expires_in":${expiresIn}}`);
+      };
+      const [outcome] = await concurrently(1);
+      expect(outcome).toEqual({ error: expect.objectContaining({ status: 502, reason: 'upstream_token_invalid_expires_in' }) });
+      expect(JSON.stringify(outcome)).not.toContain('upstream_at_1');
+      endpoint.answer = (n, response) => endpoint.issue(n, response);
+      expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+    },
+  );
+
+  it('refetches a token believed a minute as soon as the upstream refuses it (401), once for concurrent callers', async () => {
+    endpoint.answer = (n, response) => endpoint.json(response, 200, { access_token: `upstream_at_${n}`, token_type: 'Bearer', expires_in: 0 });
+    const stale = await credentials.headerFor(sealed);
+    const refreshed = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        await Promise.resolve();
+        credentials.invalidate(sealed, stale);
+        return credentials.headerFor(sealed, stale);
+      }),
+    );
+    expect(endpoint.requests).toBe(2);
+    expect(new Set(refreshed.map((header) => header.value))).toEqual(new Set(['Bearer upstream_at_2']));
   });
 });

@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { Dispatcher, request } from 'undici';
 import { MasterKey, UnsealError } from '@writ/keys';
-import { credentialSecrets, OAuth2ClientCredentials, unsealCredential, UpstreamCredential } from '@writ/connectors';
+import { believedTokenLifetime, credentialSecrets, OAuth2ClientCredentials, unsealCredential, UpstreamCredential } from '@writ/connectors';
 import { ConnectedAccountError, ConnectedAccounts } from '@writ/accounts';
 import { RetryLaterError, TemporarilyUnavailableError } from '@writ/oauth';
 import { BadGatewayError, ConnectionRequiredError, GatewayTimeoutError } from '../gateway-errors';
@@ -38,13 +38,8 @@ interface TokenFlight {
   token?: CachedToken;
 }
 
-/** Cap on how long a fetched upstream token is reused when the token endpoint gives no `expires_in`. */
+/** How long a fetched upstream token is reused when the token endpoint gives no `expires_in`. */
 const DEFAULT_UPSTREAM_TOKEN_SECONDS = 300;
-/**
- * Cap on how long a fetched upstream token is reused whatever `expires_in` says (a huge or
- * non-finite value would otherwise keep it forever); a token refused earlier is dropped on its 401.
- */
-const MAX_UPSTREAM_TOKEN_SECONDS = 24 * 3600;
 /** Largest token response read from an upstream token endpoint. */
 const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024;
 
@@ -252,14 +247,29 @@ export class UpstreamCredentials {
     if (status !== 200 || typeof body.access_token !== 'string' || body.access_token === '') {
       throw new BadGatewayError('the upstream credential could not be obtained', { reason: `upstream_token_status_${status}` });
     }
-    const lifetime =
-      typeof body.expires_in === 'number' && Number.isFinite(body.expires_in) && body.expires_in > 0
-        ? Math.min(body.expires_in, MAX_UPSTREAM_TOKEN_SECONDS)
-        : DEFAULT_UPSTREAM_TOKEN_SECONDS;
+    const lifetime = lifetimeOf(body.expires_in);
     // Refresh a little before expiry: 10% of the lifetime, at most 60 s early.
     const margin = Math.min(60, lifetime * 0.1);
     return { value: body.access_token, refreshAt: Date.now() + (lifetime - margin) * 1000 };
   }
+}
+
+/**
+ * How long a fetched token is reused, from the answer's `expires_in`, as for a user's connected
+ * account (oauth4webapi's reading, then believedTokenLifetime): absent, the default; a number
+ * (or a numeric string) at least 0, bounded to [MIN_UPSTREAM_TOKEN_SECONDS, a day], so that
+ * `expires_in: 0` is neither every call a token request nor the default's five minutes; anything
+ * else (negative, not a number) is an unacceptable answer, refused with `502`.
+ */
+function lifetimeOf(expiresIn: unknown): number {
+  if (expiresIn === undefined) return DEFAULT_UPSTREAM_TOKEN_SECONDS;
+  const seconds = typeof expiresIn === 'number' ? expiresIn : typeof expiresIn === 'string' && /^\d+(\.\d+)?$/.test(expiresIn) ? Number(expiresIn) : NaN;
+  if (!Number.isFinite(seconds) || seconds < 0) {
+    throw new BadGatewayError('the upstream token endpoint answered an expires_in that is not a number of seconds', {
+      reason: 'upstream_token_invalid_expires_in',
+    });
+  }
+  return believedTokenLifetime(seconds);
 }
 
 async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
