@@ -223,4 +223,48 @@ describe('admin API: creates under an Idempotency-Key', () => {
     const stored = await services.runtime.pool.query(`SELECT answer::text AS text FROM admin_idempotency_keys WHERE idempotency_key = 'link-key'`);
     expect(stored.rows[0].text).not.toContain(String(url).split('/').pop());
   });
+
+  describe('POST /v1/keys/rotate', () => {
+    const rotations = () => count(`SELECT count(*)::int AS n FROM audit_events WHERE type = 'admin.key.rotated'`);
+    const activeKid = async (): Promise<string> => (await services.runtime.pool.query(`SELECT kid FROM signing_keys WHERE status = 'active'`)).rows[0].kid;
+    const rotate = (key?: string, base = services.adminUrl) => post('/v1/keys/rotate', undefined, key, services.adminToken, base);
+
+    it('rotates once for a retried rotation sent many times at once to two instances, all answered its kid', async () => {
+      const before = await rotations();
+      const previous = await activeKid();
+      const answers = await Promise.all(Array.from({ length: 12 }, (_, index) => rotate('rotate-key-1', index % 2 ? second.adminUrl : services.adminUrl)));
+      expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 201));
+      expect(new Set(answers.map((answer) => answer.body.kid)).size).toBe(1);
+      expect(answers.filter((answer) => answer.headers.get('idempotent-replayed') === null)).toHaveLength(1);
+      expect(await rotations()).toBe(before + 1);
+      const kid = answers[0].body.kid as string;
+      expect(kid).not.toBe(previous);
+      expect(await activeKid()).toBe(kid);
+      // The key rotated from keeps verifying (retiring), as after any rotation; nothing was retired twice.
+      const { rows } = await services.runtime.pool.query<{ status: string }>(`SELECT status FROM signing_keys WHERE kid = $1`, [previous]);
+      expect(rows[0].status).toBe('retiring');
+
+      // A later retry (a lost answer) is the same answer, and rotates nothing.
+      const later = await rotate('rotate-key-1', second.adminUrl);
+      expect([later.status, later.body, later.headers.get('idempotent-replayed')]).toEqual([201, { kid }, 'true']);
+      expect(await rotations()).toBe(before + 1);
+      expect(await activeKid()).toBe(kid);
+    });
+
+    it('rotates again under a new key or without one (as before), and refuses a key of another request (422)', async () => {
+      const before = await rotations();
+      expect((await rotate('rotate-key-2')).status).toBe(201);
+      expect((await rotate()).status).toBe(201);
+      expect((await rotate()).status).toBe(201);
+      expect(await rotations()).toBe(before + 3);
+      const created = await post('/v1/agents', { name: 'key-for-agents', jwks }, 'rotate-key-3');
+      expect(created.status).toBe(201);
+      const misused = await rotate('rotate-key-3');
+      expect(misused.status).toBe(422);
+      expect(misused.body.fields).toEqual([{ field: 'Idempotency-Key', message: expect.any(String) }]);
+      expect(await rotations()).toBe(before + 3);
+      expect((await rotate('bad key with spaces')).status).toBe(400);
+      expect(await rotations()).toBe(before + 3);
+    });
+  });
 });

@@ -232,7 +232,7 @@ describe('admin API: the OpenAPI document against the live app', () => {
     expect(full.status).toBe(403);
   });
 
-  it('documents Idempotency-Key, its 400 and its 422 on every create, and the answers keep to it', async () => {
+  it('documents Idempotency-Key, its 400 and its 422 on every create and on key rotation, and the answers keep to it', async () => {
     const creates = [
       'POST /v1/agents',
       'POST /v1/orchestrators',
@@ -240,6 +240,7 @@ describe('admin API: the OpenAPI document against the live app', () => {
       'POST /v1/identity-providers',
       'POST /v1/admin-tokens',
       'POST /v1/connections/links',
+      'POST /v1/keys/rotate',
     ];
     const keyed = operations().filter(({ operation }) => (operation.parameters ?? []).some((p) => p.in === 'header' && p.name === 'Idempotency-Key'));
     expect(keyed.map(({ path, method }) => `${method.toUpperCase()} ${path}`).sort()).toEqual([...creates].sort());

@@ -80,15 +80,21 @@ export const IdempotencyKey = createParamDecorator((endpoint: string, context: E
   };
 });
 
-/** Documents a create that takes an `Idempotency-Key` (see docs/admin-api.md, "Retries"). */
-export function IdempotentCreate(withheld?: string): MethodDecorator {
+/**
+ * Documents a create that takes an `Idempotency-Key` (see docs/admin-api.md, "Retries"); `action`
+ * names another kind of `POST` made safe to retry the same way (a key rotation).
+ */
+export function IdempotentCreate(
+  withheld?: string,
+  action: { noun: string; nothing: string } = { noun: 'create', nothing: 'creates nothing' },
+): MethodDecorator {
   return applyDecorators(
     ApiHeader({
       name: 'Idempotency-Key',
       required: false,
       description:
-        'a unique value per create (a UUID), kept 24 hours per admin token: the same request again gets the first answer (201, ' +
-        `\`${IDEMPOTENT_REPLAYED_HEADER}: true\`) and creates nothing` +
+        `a unique value per ${action.noun} (a UUID), kept 24 hours per admin token: the same request again gets the first answer (201, ` +
+        `\`${IDEMPOTENT_REPLAYED_HEADER}: true\`) and ${action.nothing}` +
         (withheld ? `; a replay leaves out \`${withheld}\`, shown only in the first answer` : ''),
     }),
     ApiUnprocessableEntityResponse({

@@ -7,6 +7,7 @@ import { SigningKeyStore } from '@writ/keys';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { ValidationFailedError } from '@writ/platform';
 import { decodeCursor, encodeCursor, isKeyCursor } from '../common/cursor';
+import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
 import { DEFAULT_PAGE_SIZE, type PageQueryDto } from '../common/page-query.dto';
 import type { RotatedKeyDto, SigningKeyListDto } from './dto/signing-key.dto';
 
@@ -17,6 +18,7 @@ export class KeysService {
     @InjectRepository(SigningKeyEntity) private readonly repository: Repository<SigningKeyEntity>,
     private readonly keys: SigningKeyStore,
     private readonly audit: AuditService,
+    private readonly idempotency: AdminIdempotency,
   ) {}
 
   /**
@@ -56,10 +58,24 @@ export class KeysService {
    * transaction, under the key lock; `previous_kid` is the key that transaction retired (read
    * from the database, not this instance's copy of the active key, which another instance's
    * rotation may have made stale): concurrent rotations each name the key they retired.
+   *
+   * With an `Idempotency-Key` (see {@link AdminIdempotency}), a retry of the same request within
+   * 24 hours rotates nothing and answers the first rotation's `kid`: a rotation retried after a
+   * lost answer would otherwise retire the key it just made active (and a second key's tokens
+   * would be cut short 24 hours later). The key is taken in the rotation's transaction, before
+   * the key lock: twins sent at once on any instances make one rotation.
    */
-  async rotate(principal: AdminPrincipal): Promise<RotatedKeyDto> {
+  rotate(principal: AdminPrincipal, request?: IdempotentRequest): Promise<RotatedKeyDto> {
+    return this.idempotency.run(request, (claim) => this.rotateOnce(principal, claim));
+  }
+
+  private async rotateOnce(principal: AdminPrincipal, claim: IdempotencyClaim | undefined): Promise<RotatedKeyDto> {
     const { result } = await this.audit.recordWith(
-      (tx) => this.keys.rotateIn(tx),
+      idempotent(
+        claim,
+        (tx) => this.keys.rotateIn(tx),
+        ({ kid }): RotatedKeyDto => ({ kid }),
+      ),
       ({ kid, previousKid }) => [{ type: 'admin.key.rotated', outcome: 'success', actor: adminActor(principal), data: { kid, previous_kid: previousKid } }],
     );
     await this.keys.reload();
