@@ -61,9 +61,9 @@ export class KeysService {
    *
    * With an `Idempotency-Key` (see {@link AdminIdempotency}), a retry of the same request within
    * 24 hours rotates nothing and answers the first rotation's `kid`: a rotation retried after a
-   * lost answer would otherwise retire the key it just made active (and a second key's tokens
-   * would be cut short 24 hours later). The key is taken in the rotation's transaction, before
-   * the key lock: twins sent at once on any instances make one rotation.
+   * lost answer would otherwise make active the `next` key published a moment before, which
+   * verifiers caching the JWKS have not fetched yet. The key is taken in the rotation's
+   * transaction, before the key lock: twins sent at once on any instances make one rotation.
    */
   rotate(principal: AdminPrincipal, request?: IdempotentRequest): Promise<RotatedKeyDto> {
     return this.idempotency.run(request, (claim) => this.rotateOnce(principal, claim));
