@@ -599,7 +599,7 @@ describe('connected accounts: the refresh lease', () => {
       for (const response of responses) {
         expect(response.status).toBe(503);
         expect(response.body.error).toBe('temporarily_unavailable');
-        expect(response.body.error_description).toMatch(/again after a refresh less than 30 s ago/);
+        expect(response.body.error_description).toMatch(/again, less than 30 s after a refresh it forced/);
         const retryAfter = Number(response.headers.get('retry-after'));
         expect(retryAfter).toBeGreaterThan(0);
         expect(retryAfter).toBeLessThanOrEqual(30);
@@ -611,6 +611,24 @@ describe('connected accounts: the refresh lease', () => {
       // They share the one refresh (the lease), and each resends with its token, which is refused too.
       expect(later.map((response) => response.status)).toEqual(new Array(6).fill(401));
       expect(provider.refreshRequests).toBe(before + 2);
+    });
+
+    it('a forced refresh that fails at the provider counts too: the next refused calls do not ask it again', async () => {
+      await connected('refused-and-down', 3600);
+      provider.refusesEveryToken = true;
+      provider.mode = 'unavailable';
+      const credential = await credentialFor('refused-and-down');
+      const before = provider.refreshRequests;
+      const first = await callMe(credential);
+      expect(first.status).toBe(503);
+      expect(provider.refreshRequests).toBe(before + 1);
+      const responses = [...(await inParallel(credential, 4)), ...(await inSequence(credential, 4))];
+      for (const response of responses) {
+        expect(response.status).toBe(503);
+        expect(response.body.error_description).toMatch(/less than 30 s after a refresh it forced/);
+      }
+      expect(provider.refreshRequests).toBe(before + 1);
+      expect(await stored('refused-and-down')).toMatchObject({ status: 'active', refresh_lease_holder: null });
     });
   });
 });

@@ -475,7 +475,7 @@ export class ConnectedAccounts {
         throw new ConnectedAccountError('upstream_unavailable', 'the upstream token endpoint is unavailable: the refresh in progress failed', 503);
       } else {
         const claimed = await this.claimLease(row, holder, forced);
-        if (claimed) return this.refreshHeld(claimed, holder, credential, user, row.lease_holder !== null, forced);
+        if (claimed) return this.refreshHeld(claimed, holder, credential, user, row.lease_holder !== null);
         // The row changed between the read and the claim (a refresh stored, a lease taken): read it again.
         if (Date.now() < deadline) continue;
       }
@@ -498,11 +498,15 @@ export class ConnectedAccounts {
 
   /**
    * Claims the refresh lease of the account read as `row`, in one statement: only if the lease
-   * is free or expired and the tokens are still the ones read (no refresh stored since).
+   * is free or expired and the tokens are still the ones read (no refresh stored since); when
+   * `forced` (by an upstream `401`), only if the last forced claim is
+   * {@link MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} old, and recording this one whatever its
+   * outcome (a provider failing such refreshes is not asked again on every call either).
    */
   private async claimLease(row: LeasedAccountRow, holder: string, forced: boolean): Promise<LeasedAccountRow | undefined> {
     const { rows } = await this.pool.query<LeasedAccountRow>(
-      `UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() + make_interval(secs => $3)
+      `UPDATE connected_accounts SET refresh_lease_holder = $2, refresh_lease_expires_at = now() + make_interval(secs => $3),
+              forced_refreshed_at = CASE WHEN $5::boolean THEN now() ELSE forced_refreshed_at END
         WHERE id = $1 AND status = 'active' AND tokens_sealed = $4 AND (refresh_lease_holder IS NULL OR refresh_lease_expires_at <= now())
           AND (NOT $5::boolean OR forced_refreshed_at IS NULL OR forced_refreshed_at <= now() - make_interval(secs => $6))
         RETURNING ${ACCOUNT_COLUMNS}, ${LEASE_COLUMNS}`,
@@ -511,11 +515,11 @@ export class ConnectedAccounts {
     return rows[0];
   }
 
-  /** The upstream refused a token refreshed moments ago: not refreshed again before the interval is over. */
+  /** The upstream refused the token again within the interval of the last forced refresh: not refreshed before it is over. */
   private refreshTooSoon(row: LeasedAccountRow): ConnectedAccountError {
     return new ConnectedAccountError(
       'upstream_token_refused',
-      `the upstream refused the user's access token on ${row.connector_id} again after a refresh less than ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} s ago: it is not refreshed again before then`,
+      `the upstream refused the user's access token on ${row.connector_id} again, less than ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} s after a refresh it forced: it is not refreshed again before then`,
       503,
       Math.max(1, row.refresh_wait),
     );
@@ -536,8 +540,6 @@ export class ConnectedAccounts {
     credential: OAuth2AuthorizationCode,
     user: VerifiedUser,
     takenOver: boolean,
-    /** Asked for because the upstream refused the token before its expiry (recorded, to space the next such refresh). */
-    forced: boolean,
   ): Promise<string> {
     const tokens = this.open(row, credential, user);
     if (!tokens.refresh_token) return this.markBroken(row, holder, user, 'expired and no refresh token was issued');
@@ -568,9 +570,9 @@ export class ConnectedAccounts {
             (
               await tx.query(
                 `UPDATE connected_accounts SET tokens_sealed = $3, access_expires_at = $4, scopes = $5, refreshes = refreshes + 1, refreshed_at = now(), updated_at = now(),
-                        refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, forced_refreshed_at = CASE WHEN $7::boolean THEN now() ELSE forced_refreshed_at END
+                        refresh_lease_holder = NULL, refresh_lease_expires_at = NULL
                   WHERE id = $1 AND refresh_lease_holder = $2 AND status = 'active' AND tokens_sealed = $6`,
-                [row.id, holder, sealed, fresh.expiresAt, fresh.scopes, row.tokens_sealed, forced],
+                [row.id, holder, sealed, fresh.expiresAt, fresh.scopes, row.tokens_sealed],
               )
             ).rowCount === 1,
           (updated) =>

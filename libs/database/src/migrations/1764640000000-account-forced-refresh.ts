@@ -1,9 +1,10 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * `connected_accounts.forced_refreshed_at`: when the account was last refreshed because the
- * upstream refused its access token (a `401`) before its expiry. Such a refresh is claimed (in
- * the lease's conditional UPDATE) only when the last one is at least
+ * `connected_accounts.forced_refreshed_at`: when a refresh of the account was last claimed
+ * because the upstream refused its access token (a `401`) before its expiry, whatever that
+ * refresh's outcome. Such a refresh is claimed (in the lease's conditional UPDATE) only when the
+ * last one is at least
  * `MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS` old, so an upstream refusing every token cannot make
  * each call a refresh and a refresh-token rotation written. A reconnect clears it.
  */
