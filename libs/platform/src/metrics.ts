@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 import type { Pool } from 'pg';
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AuditRecord } from '@writ/audit';
+import type { TaggedTable } from '@writ/grants';
 import { observePolicyEvaluations } from '@writ/policy';
 import { clusterMetrics } from './worker-cluster';
 
@@ -16,6 +17,18 @@ const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
 /** The `connector` label of a gateway call refused before its token was verified. */
 const UNVERIFIED = 'other';
+
+/** Every table whose rows carry an integrity tag: the `table` label's whole set, each shown from 0. */
+const TAGGED_TABLES: readonly TaggedTable[] = ['tasks', 'agents', 'orchestrators', 'admin_tokens', 'connectors', 'identity_providers', 'policies', 'approvals'];
+
+/** Which services' failures the throttle counts (`FailureThrottle`'s scopes): the `scope` label's whole set. */
+const THROTTLE_SCOPES = ['oauth', 'admin', 'gateway'] as const;
+
+/** A throttle scope, as {@link THROTTLE_SCOPES} lists them. */
+export type ThrottleMetricScope = (typeof THROTTLE_SCOPES)[number];
+
+/** Why a request was refused for its `Host` (`allowed-hosts`): `421`, or `400` for a missing or malformed one. */
+export type HostRefusal = 'not_allowed' | 'malformed';
 
 /** A label value from event data: a short string, or `none`. Bounded so labels cannot explode. */
 function label(value: unknown): string {
@@ -41,6 +54,13 @@ export class WritMetrics {
   private readonly auditOneMessages: Counter<string>;
   private readonly policyEvaluation: Histogram<string>;
   private readonly masterKeyRewrap: Gauge<'table' | 'outcome'>;
+  private readonly integrityFailures: Counter<'table'>;
+  private readonly hostRefusals: Counter<'service' | 'reason'>;
+  private readonly throttleMemoryRefusals: Counter<'scope'>;
+  private readonly throttleFlushFailures: Counter<string>;
+  private readonly idempotency: Counter<'outcome'>;
+  /** Each live failure throttle's blocked sources held in memory, per scope (summed at a scrape). */
+  private readonly throttles = new Set<() => ReadonlyMap<string, number>>();
   private policyVersion: (() => string) | undefined;
   private readonly stopObserving: () => void;
 
@@ -116,6 +136,53 @@ export class WritMetrics {
       labelNames: ['table', 'outcome'],
       registers,
     });
+    this.integrityFailures = new Counter({
+      name: 'writ_integrity_failures_total',
+      help: 'Rows refused because their integrity tag does not verify (changed outside Writ), by table: any is a tampering alert',
+      labelNames: ['table'],
+      registers,
+    });
+    for (const table of TAGGED_TABLES) this.integrityFailures.inc({ table }, 0);
+    this.hostRefusals = new Counter({
+      name: 'writ_host_refusals_total',
+      help: 'Requests refused for their Host header (WRIT_ALLOWED_HOSTS), by service and reason (not_allowed: 421, malformed: 400)',
+      labelNames: ['service', 'reason'],
+      registers,
+    });
+    this.throttleMemoryRefusals = new Counter({
+      name: 'writ_throttle_memory_refusals_total',
+      help: 'Failed-authentication refusals (429) answered from memory for a source known blocked, by throttle scope',
+      labelNames: ['scope'],
+      registers,
+    });
+    for (const scope of THROTTLE_SCOPES) this.throttleMemoryRefusals.inc({ scope }, 0);
+    this.throttleFlushFailures = new Counter({
+      name: 'writ_throttle_flush_failures_total',
+      help: 'Failed writes of the refusals counted in memory to their throttle windows (kept and retried)',
+      registers,
+    });
+    const throttles = this.throttles;
+    new Gauge({
+      name: 'writ_throttle_blocked_sources',
+      // Each worker (WRIT_WORKERS) holds its own: the primary sums them, as instances add up.
+      help: 'Sources this process holds in memory as past their failure limit (refused without database work), by throttle scope',
+      labelNames: ['scope'],
+      registers,
+      collect() {
+        for (const scope of THROTTLE_SCOPES) {
+          let held = 0;
+          for (const blocked of throttles) held += blocked().get(scope) ?? 0;
+          this.set({ scope }, held);
+        }
+      },
+    });
+    this.idempotency = new Counter({
+      name: 'writ_admin_idempotency_total',
+      help: 'Admin API creates sent with a known Idempotency-Key: replayed (the first answer again) or conflict (422: another request)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of ['replayed', 'conflict']) this.idempotency.inc({ outcome }, 0);
     this.policyEvaluation = new Histogram({
       name: 'writ_policy_evaluation_seconds',
       help: 'Policy (WASM) evaluation latency',
@@ -193,6 +260,45 @@ export class WritMetrics {
   /** A request refused by the in-flight gate. */
   shed(service: string, reason: 'overload' | 'draining'): void {
     this.shedRequests.inc({ service, reason });
+  }
+
+  /** A row of `table` was refused: its integrity tag does not verify (`RowIntegrity`). */
+  integrityFailed(table: TaggedTable): void {
+    this.integrityFailures.inc({ table });
+  }
+
+  /** Shows `service`'s Host refusals from 0 (it checks `Host`). */
+  checksHosts(service: string): void {
+    for (const reason of ['not_allowed', 'malformed'] as const) this.hostRefusals.inc({ service, reason }, 0);
+  }
+
+  /** `service` refused a request for its `Host` (the value itself is never a label: it is the caller's). */
+  hostRefused(service: string, reason: HostRefusal): void {
+    this.hostRefusals.inc({ service, reason });
+  }
+
+  /** The failure throttle refused a blocked source from memory. */
+  throttleRefusedFromMemory(scope: ThrottleMetricScope): void {
+    this.throttleMemoryRefusals.inc({ scope });
+  }
+
+  /** The failure throttle could not write its in-memory counts (they are kept for the next flush). */
+  throttleFlushFailed(): void {
+    this.throttleFlushFailures.inc();
+  }
+
+  /**
+   * A failure throttle's blocked sources held in memory, per scope, read at every scrape; the
+   * returned function stops reading them (the throttle's app closed).
+   */
+  trackThrottle(blocked: () => ReadonlyMap<string, number>): () => void {
+    this.throttles.add(blocked);
+    return () => this.throttles.delete(blocked);
+  }
+
+  /** An admin create with an `Idempotency-Key` already used: answered again, or refused `422` (another request). */
+  idempotentCreate(outcome: 'replayed' | 'conflict'): void {
+    this.idempotency.inc({ outcome });
   }
 
   /** A policy evaluation took `seconds`. */

@@ -372,9 +372,10 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     onError: (error) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'signing keys not refreshed; retrying'),
     onChange: (change) => logger.info(change, 'signing keys rotated or retired'),
   });
-  const rowIntegrity = new RowIntegrity(masterKey, (table, id) =>
-    logger.error({ table, id }, 'a row that grants authority does not carry a valid integrity tag (changed outside Writ?): refused'),
-  );
+  const rowIntegrity = new RowIntegrity(masterKey, (table, id) => {
+    metrics.integrityFailed(table);
+    logger.error({ table, id }, 'a row that grants authority does not carry a valid integrity tag (changed outside Writ?): refused');
+  });
   // The upgrade to tagged rows, once (the first instance to start; others wait for it). Not
   // fatal: untagged rows stay refused until a later start tags them.
   try {
