@@ -1,6 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { isIP } from 'node:net';
 import { AllowedHostsConfig, HostName, parseHostName } from '@writ/config';
+import type { HostRefusal } from './metrics';
 
 /** Paths answered whatever `Host` says: probes call by address, and these say nothing of use to a page. */
 const ANY_HOST_PATHS: ReadonlySet<string> = new Set(['/health/live', '/health/ready']);
@@ -22,8 +23,12 @@ export function hostAllowed(allowed: AllowedHostsConfig, host: HostName): boolea
  * that rebinds its own DNS name to a Writ service in a user's browser is same-origin with it
  * (no `Sec-Fetch-Site: cross-site`); without this its tokenless requests would be answered, and
  * counted as failed authentications of the user's own address. `undefined`: any `Host`.
+ * `onRefused` counts each refusal by its reason (never by the value: it is the caller's).
  */
-export function refuseOtherHosts(allowed: AllowedHostsConfig | undefined): ((req: Request, res: Response, next: NextFunction) => void) | undefined {
+export function refuseOtherHosts(
+  allowed: AllowedHostsConfig | undefined,
+  onRefused: (reason: HostRefusal) => void = () => undefined,
+): ((req: Request, res: Response, next: NextFunction) => void) | undefined {
   if (!allowed) return undefined;
   return (req, res, next) => {
     const header = req.headers.host;
@@ -34,8 +39,10 @@ export function refuseOtherHosts(allowed: AllowedHostsConfig | undefined): ((req
     if (ANY_HOST_PATHS.has(path) && (req.method === 'GET' || req.method === 'HEAD')) return next();
     // The value is not echoed: it is the caller's, and names nothing Writ needs to repeat.
     if (!host) {
+      onRefused('malformed');
       res.status(400).json({ error: 'invalid_request', error_description: 'the Host header is missing or is not a host[:port]' });
     } else {
+      onRefused('not_allowed');
       res.status(421).json({ error: 'misdirected_request', error_description: 'the Host header names no host this service answers for (WRIT_ALLOWED_HOSTS)' });
     }
   };

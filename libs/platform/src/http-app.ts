@@ -148,9 +148,11 @@ export async function createHttpApp(module: Type<unknown> | DynamicModule, runti
   // A repeated Authorization or Content-Type is read as its first copy by Node, maybe as its last elsewhere.
   common.push(refuseRepeatedHeaders);
   // Before any route, authentication or failure counting: a DNS-rebinding page's requests never count.
-  const hostCheck = refuseOtherHosts(runtime.config.allowedHosts);
-  if (hostCheck) common.push(hostCheck);
-  else if (runtime.config.anyHostByDefault) {
+  const hostCheck = refuseOtherHosts(runtime.config.allowedHosts, (reason) => runtime.metrics?.hostRefused(options.name, reason));
+  if (hostCheck) {
+    runtime.metrics?.checksHosts(options.name);
+    common.push(hostCheck);
+  } else if (runtime.config.anyHostByDefault) {
     logger.warn(
       { host: runtime.config.host },
       'WRIT_ALLOWED_HOSTS is not set and WRIT_HOST is not loopback: any Host is answered (set it to this service names, or * to silence this)',
