@@ -1,4 +1,4 @@
-import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, OnModuleDestroy, Optional } from '@nestjs/common';
 import type { Request } from 'express';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
@@ -6,7 +6,8 @@ import type { Pool } from 'pg';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { PG_POOL } from '@writ/database';
-import { LOGGER } from './runtime.module';
+import type { WritMetrics } from './metrics';
+import { LOGGER, RUNTIME } from './runtime.module';
 
 /** Which service's failures are counted (each has its own counters). */
 export type ThrottleScope = 'oauth' | 'admin' | 'gateway';
@@ -150,13 +151,18 @@ export class FailureThrottle implements OnModuleDestroy {
   private readonly flushTimer: NodeJS.Timeout;
   private summarising: Promise<void> | undefined;
   private flushing: Promise<void> | undefined;
+  private readonly metrics: WritMetrics | undefined;
+  private readonly untrack: (() => void) | undefined;
 
   constructor(
     @Inject(PG_POOL) private readonly pool: Pool,
     private readonly audit: AuditService,
     @Inject(WRIT_CONFIG) private readonly config: WritConfig,
     @Inject(LOGGER) private readonly logger: Logger,
+    @Optional() @Inject(RUNTIME) runtime?: { metrics?: WritMetrics },
   ) {
+    this.metrics = runtime?.metrics;
+    this.untrack = this.metrics?.trackThrottle(() => this.blockedPerScope());
     const every = Math.min(this.config.throttle.windowSeconds, 30) * 1000;
     this.timer = setInterval(() => void this.summariseInBackground(), every);
     this.timer.unref();
@@ -242,6 +248,7 @@ export class FailureThrottle implements OnModuleDestroy {
       )
       .then(() => undefined)
       .catch((error: unknown) => {
+        this.metrics?.throttleFlushFailed();
         for (const entry of batch) this.addPending(entry.key, entry, entry.count);
         this.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not record throttled refusals; will retry');
         throw error;
@@ -290,6 +297,19 @@ export class FailureThrottle implements OnModuleDestroy {
     clearInterval(this.flushTimer);
     await this.summarising;
     await this.flush().catch(() => undefined);
+    this.untrack?.();
+  }
+
+  /** The sources held as blocked whose window has not ended, per scope (for `writ_throttle_blocked_sources`). */
+  private blockedPerScope(): ReadonlyMap<string, number> {
+    const now = Date.now();
+    const held = new Map<string, number>();
+    for (const [key, block] of this.blocked) {
+      if (block.until <= now) continue;
+      const scope = key.slice(0, key.indexOf('|'));
+      held.set(scope, (held.get(scope) ?? 0) + 1);
+    }
+    return held;
   }
 
   private summariseInBackground(): void {
@@ -343,6 +363,7 @@ export class FailureThrottle implements OnModuleDestroy {
       return undefined;
     }
     this.addPending(key, block, 1);
+    this.metrics?.throttleRefusedFromMemory(key.slice(0, key.indexOf('|')) as ThrottleScope);
     return { limited: true, retryAfterSeconds: Math.max(1, Math.ceil(left / 1000)), audit: false };
   }
 
