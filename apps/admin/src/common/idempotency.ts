@@ -5,7 +5,7 @@ import type { Pool, PoolClient } from 'pg';
 import { canonicalJsonText } from '@writ/audit';
 import { PG_POOL } from '@writ/database';
 import { MasterKey } from '@writ/keys';
-import { ConflictError, UnprocessableRequestError, ValidationFailedError } from '@writ/platform';
+import { ConflictError, RUNTIME, type Runtime, UnprocessableRequestError, ValidationFailedError } from '@writ/platform';
 import { ADMIN_PRINCIPAL, type AdminPrincipal } from '../auth/admin-principal';
 import { ValidationErrorDto } from './error.dto';
 
@@ -191,6 +191,7 @@ export class AdminIdempotency {
   constructor(
     @Inject(PG_POOL) private readonly pool: Pool,
     private readonly master: MasterKey,
+    @Inject(RUNTIME) private readonly runtime: Runtime,
   ) {}
 
   /**
@@ -226,12 +227,14 @@ export class AdminIdempotency {
   private replay<T>(request: IdempotentRequest, kept: { endpoint: string; request_digest: string; answer: unknown }): T {
     // Verified under the key that made it (a previous master key's included, after a rotation).
     if (kept.endpoint !== request.endpoint || !this.master.verifyRowMac(DIGEST_KIND, requestText(request), kept.request_digest)) {
+      this.runtime.metrics?.idempotentCreate('conflict');
       throw new UnprocessableRequestError(
         [{ field: 'Idempotency-Key', message: 'was used for another request (another endpoint or body) in the last 24 hours: use a new key' }],
         'this Idempotency-Key was used for another request',
       );
     }
     request.markReplayed();
+    this.runtime.metrics?.idempotentCreate('replayed');
     return kept.answer as T;
   }
 }
