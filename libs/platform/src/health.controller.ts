@@ -1,7 +1,7 @@
 import { Controller, Get, Inject, Res } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import type { Response } from 'express';
-import { PolicySync } from './policy-distribution';
+import { PolicySync, type StoredPolicyRefusal } from './policy-distribution';
 import { RUNTIME } from './runtime.module';
 import type { Runtime } from './runtime';
 
@@ -44,6 +44,12 @@ export function databaseFailureReason(error: unknown): string {
   if (code === '57P03') return 'starting up or shutting down';
   return 'error';
 }
+
+/** The readiness reason of each refusal of the active stored policy (fixed phrases: the log names the version). */
+const POLICY_REFUSALS: Record<StoredPolicyRefusal, string> = {
+  load: 'the active stored policy does not load here',
+  integrity: 'the active stored policy was refused: its integrity tag does not verify (changed outside Writ?)',
+};
 
 /** How long one readiness answer is reused: probes (never shed) cost one query per period, whoever sends them. */
 const READINESS_REUSE_MS = 1000;
@@ -127,7 +133,8 @@ export class HealthController {
     }
     const sync = this.policySync();
     if (sync) {
-      checks.policy = sync.failing() === undefined ? { status: 'up' } : { status: 'down', reason: 'the active stored policy does not load here' };
+      const refused = sync.failingBecause();
+      checks.policy = refused === undefined ? { status: 'up' } : { status: 'down', reason: POLICY_REFUSALS[refused] };
     }
     const failing = Object.entries(checks)
       .filter(([, check]) => check.status === 'down')

@@ -118,6 +118,12 @@ export async function deactivateStoredPolicy(client: PoolClient): Promise<string
 }
 
 /**
+ * Why an instance refused the cluster's active stored policy: its integrity tag does not verify
+ * (activated or changed outside Writ), or it does not load (bundle, data or entrypoint).
+ */
+export type StoredPolicyRefusal = 'integrity' | 'load';
+
+/**
  * Keeps this instance's policy equal to the cluster's: when a policy is active in
  * PostgreSQL it wins over the local file; when none is, the file is in force. A stored
  * policy that fails to load here, or whose integrity tag does not verify (activated or changed by
@@ -132,6 +138,8 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
   private failedVersion: string | undefined;
   /** The tag of {@link failedVersion}'s row when it was refused: the same version activated again by Writ is tried again. */
   private failedTag: string | null | undefined;
+  /** Why {@link failedVersion} was refused. */
+  private failedBecause: StoredPolicyRefusal = 'load';
   private unsubscribe: (() => void) | undefined;
 
   constructor(
@@ -156,6 +164,11 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
    */
   failing(): string | undefined {
     return this.failedVersion !== undefined && this.policy.current().version !== this.failedVersion ? this.failedVersion : undefined;
+  }
+
+  /** Why the policy {@link failing} names was refused (`undefined` when none is). */
+  failingBecause(): StoredPolicyRefusal | undefined {
+    return this.failing() === undefined ? undefined : this.failedBecause;
   }
 
   /** Stops polling. */
@@ -202,7 +215,7 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
       if (!stored) return;
       // Verified once per version installed (not per request): the row is what Writ activated.
       if (!this.runtime.rowIntegrity.verifyPolicy(policyIntegrityFieldsOf(stored), stored.integrity_tag)) {
-        [this.failedVersion, this.failedTag] = [active.version, stored.integrity_tag];
+        [this.failedVersion, this.failedTag, this.failedBecause] = [active.version, stored.integrity_tag, 'integrity'];
         this.logger.error(
           { table: 'policies', id: active.version, kept: this.policy.current().version },
           'stored policy refused (its integrity tag does not verify): keeping the last good policy',
@@ -216,7 +229,7 @@ export class PolicySync implements OnApplicationBootstrap, OnApplicationShutdown
         this.failedVersion = undefined;
         this.logger.info({ version: engine.version, previous }, 'policy installed from the database');
       } catch (error) {
-        [this.failedVersion, this.failedTag] = [active.version, stored.integrity_tag];
+        [this.failedVersion, this.failedTag, this.failedBecause] = [active.version, stored.integrity_tag, 'load'];
         this.logger.error(
           { version: active.version, error: error instanceof Error ? error.message : String(error), kept: this.policy.current().version },
           'stored policy refused: keeping the last good policy',
