@@ -6,9 +6,9 @@ import { alive, buildOnce, childrenOf, startWrit, WritProcess } from './support/
 jest.setTimeout(240_000);
 
 /** A GET on a connection of its own (`agent: false`), so that the primary hands it to a worker in turn. */
-function getOnNewConnection(url: string): Promise<{ status: number; body: string }> {
+function getOnNewConnection(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false }, (res) => {
+    const req = request(url, { agent: false, headers }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
@@ -67,6 +67,14 @@ describe('WRIT_WORKERS: the services in node:cluster workers (embedded PostgreSQ
       // A gauge every worker reports alike (the policy in force) is reported once, not summed.
       const scraped = (await getOnNewConnection(`${writ.authUrl}/metrics`)).body;
       expect(scraped).toMatch(/^writ_policy_info\{version="[^"]+"\} 1$/m);
+      // A counter each worker keeps for itself (Host refusals) is summed: 20 refusals on 20
+      // connections, whichever workers answered them.
+      const refusals = (text: string) =>
+        Number(/^writ_host_refusals_total\{service="authorization-server",reason="not_allowed"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
+      expect(refusals(scraped)).toBe(0);
+      const misdirected = await Promise.all(Array.from({ length: 20 }, () => getOnNewConnection(`${writ.authUrl}/jwks`, { host: 'rebound.attacker.example' })));
+      expect(misdirected.map((answer) => answer.status)).toEqual(Array(20).fill(421));
+      expect(refusals((await getOnNewConnection(`${writ.authUrl}/metrics`)).body)).toBe(20);
 
       // A worker killed outright is replaced; the service keeps answering meanwhile.
       process.kill(workers[0], 'SIGKILL');
