@@ -94,9 +94,9 @@ describe('faults: operations hardening', () => {
   }, 20_000);
 
   it('cuts a caller that dribbles its body with 408, on every service', async () => {
-    const form = 'POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n';
+    const form = 'POST /oauth2/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n';
     // The admin API reads a body only once its token is known (an unknown one is a 401 at once).
-    const admin = `POST /v1/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${services.adminToken}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n`;
+    const admin = `POST /v1/agents HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${services.adminToken}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n`;
     const received = await Promise.all([dribble(services.authUrl, form, 'a'), dribble(services.gatewayUrl, form, 'a'), dribble(services.adminUrl, admin, ' ')]);
     // A service that answers before reading the body (a 404) still cuts the connection.
     for (const text of received) expect(text).toContain('HTTP/1.1 408 Request Timeout');
@@ -105,7 +105,7 @@ describe('faults: operations hardening', () => {
   it('buffers at most two policy bundles at once (8 MB each), also from a known admin token', async () => {
     const { hostname, port } = new URL(services.adminUrl);
     const head = (length: number) =>
-      `PUT /v1/policies/active HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${services.adminToken}\r\nContent-Type: application/wasm\r\nContent-Length: ${length}\r\n\r\n`;
+      `PUT /v1/policies/active HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${services.adminToken}\r\nContent-Type: application/wasm\r\nContent-Length: ${length}\r\n\r\n`;
     // Two uploads that never finish their body hold the two places (until this suite's 1 s
     // request timeout cuts them)...
     const hold = () => {
