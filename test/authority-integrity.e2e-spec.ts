@@ -8,6 +8,7 @@ import { createAdminApp } from '../apps/admin/src/admin.app';
 import { eventually } from './support/eventually';
 import { createTask, exchangeFields, payoutUpTo, requireApprovalAbove, seedWorld, tasksToken, World } from './support/grant-flow';
 import { sendJson, tokenRequest } from './support/oauth-client';
+import { integrityFailures, loggedIntegrityRefusals, scrape } from './support/metrics';
 import { startTestServices, TestServices } from './support/test-services';
 
 /** The error log lines naming a refused row of `table` (table and id only). */
@@ -194,6 +195,12 @@ describe('integrity tags of trusted identity providers and approvals against a d
       await expectNoCredential(task.task_token, rows[0].id);
     });
   });
+
+  it('counts every refusal it logged in writ_integrity_failures_total, by table', async () => {
+    const counted = integrityFailures(await scrape(services.adminUrl));
+    expect(counted).toEqual(loggedIntegrityRefusals(logs));
+    expect(Object.keys(counted).sort()).toEqual(['approvals', 'identity_providers']);
+  });
 });
 
 describe('integrity tags of the active stored policy against a database administrator', () => {
@@ -321,5 +328,11 @@ describe('integrity tags of the active stored policy against a database administ
     );
     expect((await payout()).body.error).toBe('authorization_pending');
     expect((await dba.query<{ data: unknown }>(`SELECT data FROM policies WHERE version = $1`, [strict])).rows[0].data).toEqual(data);
+  });
+
+  it('counts every refusal it logged in writ_integrity_failures_total, by table', async () => {
+    const counted = integrityFailures(await scrape(services.adminUrl));
+    expect(counted).toEqual(loggedIntegrityRefusals(logs));
+    expect(Object.keys(counted)).toEqual(['policies']);
   });
 });

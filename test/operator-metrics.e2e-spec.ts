@@ -6,21 +6,9 @@ import { createClientKey, jwksOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { eventually } from './support/eventually';
+import { sample } from './support/metrics';
 import { http, sendJson } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
-
-/** One series' value in a Prometheus text exposition (`undefined`: no such series). */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
-    if (Object.keys(found).length === Object.keys(labels).length && Object.entries(labels).every(([key, value]) => found[key] === value)) {
-      return Number(match[3]);
-    }
-  }
-  return undefined;
-}
 
 /** A request with exactly this `Host` header (as a DNS-rebinding page's browser sends it). */
 function withHost(base: string, path: string, host: string): Promise<number> {

@@ -21,6 +21,7 @@ import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, 
 import { http, postForm, sendJson, TestClient, TestResponse, tokenRequest } from './support/oauth-client';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
+import { integrityFailures, loggedIntegrityRefusals, scrape } from './support/metrics';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 /**
@@ -364,6 +365,12 @@ describe('row integrity tags against a database administrator', () => {
     expect((await exchange(limited.task_token, WIDE_REQUEST)).body.error).toBe('invalid_authorization_details');
     expect((await exchange(limited.task_token)).status).toBe(200);
   });
+
+  it('counts every refusal it logged in writ_integrity_failures_total, by table', async () => {
+    const counted = integrityFailures(await scrape(services.adminUrl));
+    expect(counted).toEqual(loggedIntegrityRefusals(logs));
+    expect(Object.keys(counted).sort()).toEqual(['admin_tokens', 'agents', 'orchestrators', 'tasks']);
+  });
 });
 
 describe('row integrity of connector catalogues against a database administrator', () => {
@@ -547,6 +554,12 @@ describe('row integrity of connector catalogues against a database administrator
     expect(created.status).toBe(201);
     const tagged = await dba.query<{ integrity_tag: string | null }>(`SELECT integrity_tag FROM connectors WHERE id = 'made-by-admin'`);
     expect(tagged.rows[0].integrity_tag).toEqual(expect.any(String));
+  });
+
+  it('counts every refusal it logged in writ_integrity_failures_total, by table', async () => {
+    const counted = integrityFailures(await scrape(services.adminUrl));
+    expect(counted).toEqual(loggedIntegrityRefusals(logs));
+    expect(Object.keys(counted).sort()).toEqual(['connectors']);
   });
 });
 
