@@ -207,7 +207,8 @@ describe('hostile input', () => {
         ...lines,
       ].join('\r\n') + '\r\n\r\n';
     // A second request hidden in the first one's body: it must never reach the upstream unchecked.
-    const hidden = 'GET /v1/balance HTTP/1.1\r\nHost: x\r\n\r\n';
+    // Sent with a Host the gateway answers for (an IP literal), so that a smuggled request would be served.
+    const hidden = 'GET /v1/balance HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
     const chunked = (body: string) => `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n0\r\n\r\n`;
 
     it.each([

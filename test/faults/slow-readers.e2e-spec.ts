@@ -65,7 +65,7 @@ describe('faults: answers a caller never reads hold no in-flight slot', () => {
 
   it('serves everyone else while one connection pipelines thousands of requests it never reads', async () => {
     // Cheap, unauthenticated, admitted requests (not probes, which are never counted).
-    const discovery = `GET /.well-known/oauth-authorization-server HTTP/1.1\r\nHost: x\r\nX-Request-Id: ${'r'.repeat(128)}\r\n\r\n`;
+    const discovery = `GET /.well-known/oauth-authorization-server HTTP/1.1\r\nHost: ${new URL(services.authUrl).host}\r\nX-Request-Id: ${'r'.repeat(128)}\r\n\r\n`;
     const attackers = await Promise.all([0, 1].map(() => pipelineWithoutReading(services.authUrl, discovery, 20_000)));
     try {
       // Until the attacker's answers have filled the buffers between it and the service.
@@ -104,7 +104,11 @@ describe('faults: connections whose answers stay unread are cut', () => {
       const server = services.apps[index].getHttpServer() as Server;
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
       const connections = () => new Promise<number>((resolve, reject) => server.getConnections((error, count) => (error ? reject(error) : resolve(count))));
-      const socket = await pipelineWithoutReading(url, `GET ${path} HTTP/1.1\r\nHost: x\r\nX-Request-Id: ${'r'.repeat(128)}\r\n\r\n`, 10_000);
+      const socket = await pipelineWithoutReading(
+        url,
+        `GET ${path} HTTP/1.1\r\nHost: ${new URL(url).host}\r\nX-Request-Id: ${'r'.repeat(128)}\r\n\r\n`,
+        10_000,
+      );
       try {
         expect(await connections()).toBe(1);
         // Once the service has answered what it read (a few seconds for thousands of requests) and the deadline has passed.
@@ -127,7 +131,9 @@ describe('faults: connections whose answers stay unread are cut', () => {
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
     // Headers now, the body later (within the request timeout): the server waits for it.
     const body = 'grant_type=client_credentials';
-    socket.write(`POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n`);
+    socket.write(
+      `POST /oauth2/token HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n`,
+    );
     await new Promise((resolve) => setTimeout(resolve, SEND_TIMEOUT_MS + 1500));
     socket.write(body);
     const answered = await Promise.race([
