@@ -94,7 +94,27 @@ export interface MigrateOptions {
    * {@link MigrationOutcome.unknown}) instead of throwing {@link NewerSchemaError}.
    */
   allowNewerSchema?: boolean;
+  /**
+   * PostgreSQL `lock_timeout` of the migration statements (default {@link MIGRATION_LOCK_TIMEOUT_MS};
+   * 0: none). A schema change waiting for its lock behind a long transaction queues every writer
+   * of its table behind it; past this it gives up instead, and is tried again.
+   */
+  lockTimeoutMs?: number;
+  /** Runs in all before giving up, when a statement keeps timing out on its lock or is chosen by a deadlock (default {@link MIGRATION_ATTEMPTS}). */
+  attempts?: number;
+  /** Wait before the second run; doubled before each next one, up to 30 s (default 1000 ms). */
+  retryDelayMs?: number;
+  /** How often a start waiting for another instance's migrations asks for the migration lock again (default 250 ms). */
+  lockPollMs?: number;
+  /** Called before each new run: what failed, the run that failed (1 for the first), and the wait before the next. */
+  onRetry?: (error: Error, attempt: number, delayMs: number) => void;
 }
+
+/** Default `lock_timeout` of the migrations: below the services' own (`WRIT_DB_LOCK_TIMEOUT_MS`, 3 s), so that a writer queued behind a waiting schema change is let through before it fails. */
+export const MIGRATION_LOCK_TIMEOUT_MS = 1_000;
+
+/** Default number of runs of the pending migrations when their locks keep timing out. */
+export const MIGRATION_ATTEMPTS = 10;
 
 /** What {@link migrate} did and found. */
 export interface MigrationOutcome {
@@ -104,27 +124,86 @@ export interface MigrationOutcome {
   unknown: string[];
 }
 
+/** SQLSTATE of a statement that gave up on a lock (`lock_timeout`, `NOWAIT`), or of a deadlock victim: both worth another run. */
+const RETRYABLE = new Set(['55P03', '40P01']);
+
+function sqlState(error: unknown): string | undefined {
+  const e = error as { code?: unknown; driverError?: { code?: unknown } };
+  const code = e?.driverError?.code ?? e?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /**
  * Runs pending migrations, one instance at a time. First, under the same lock (so that what a
  * newer instance is migrating right now is seen once it is done), it reads the migrations table
  * once: an applied migration this build does not know means a newer release migrated the
  * database, and nothing is run ({@link NewerSchemaError}) unless `allowNewerSchema`. A known
  * migration missing below the newest applied one is run like any pending one (TypeORM's order).
+ *
+ * The migration lock is a session advisory lock asked for with `pg_try_advisory_lock` every
+ * `lockPollMs`, never waited for inside a statement: a session waiting in a statement holds a
+ * snapshot, which a concurrent index build (`CREATE INDEX CONCURRENTLY`) of the instance holding
+ * the lock waits for, and PostgreSQL would then end one of the two as a deadlock.
+ *
+ * Every statement runs under `lock_timeout` (`lockTimeoutMs`, except the concurrent index
+ * changes: they queue no writer). A run that fails on it, or as a deadlock's victim, is rolled
+ * back (its migration's transaction; a migration without one is re-runnable), the migration lock
+ * is let go (an instance waiting for it may be what the deadlock was with), and after a pause the
+ * pending migrations run again, up to `attempts` runs.
  */
 export async function migrate(dataSource: DataSource, options: MigrateOptions = {}): Promise<MigrationOutcome> {
+  const attempts = Math.max(1, options.attempts ?? MIGRATION_ATTEMPTS);
+  const applied: string[] = [];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const outcome = await migrateOnce(dataSource, options, applied);
+      return { applied, unknown: outcome.unknown };
+    } catch (error) {
+      const code = sqlState(error);
+      if (attempt >= attempts || !code || !RETRYABLE.has(code)) throw error;
+      const delayMs = Math.min((options.retryDelayMs ?? 1_000) * 2 ** (attempt - 1), 30_000);
+      options.onRetry?.(error as Error, attempt, delayMs);
+      await sleep(delayMs);
+    }
+  }
+}
+
+/** One run of {@link migrate}: takes the lock, checks, runs what is pending (adding each one applied to `applied`), lets the lock go. */
+async function migrateOnce(dataSource: DataSource, options: MigrateOptions, applied: string[]): Promise<{ unknown: string[] }> {
   const runner = dataSource.createQueryRunner();
   await runner.connect();
+  let locked = false;
   try {
-    await runner.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    while (!(locked = ((await runner.query('SELECT pg_try_advisory_lock($1) AS locked', [MIGRATION_LOCK])) as { locked: boolean }[])[0].locked)) {
+      await sleep(options.lockPollMs ?? 250);
+    }
+    await runner.query(`SELECT set_config('lock_timeout', $1, false)`, [`${options.lockTimeoutMs ?? MIGRATION_LOCK_TIMEOUT_MS}ms`]);
     const executor = new MigrationExecutor(dataSource, runner);
     executor.transaction = 'each';
     const known = new Set((await executor.getAllMigrations()).map((migration) => migration.name));
-    const unknown = (await appliedMigrations(runner, dataSource)).filter((migration) => !known.has(migration.name)).map((migration) => migration.name);
+    const before = await appliedMigrations(runner, dataSource);
+    const unknown = before.filter((migration) => !known.has(migration.name)).map((migration) => migration.name);
     if (unknown.length > 0 && !options.allowNewerSchema) throw new NewerSchemaError(unknown);
-    const applied = await executor.executePendingMigrations();
-    return { applied: applied.map((migration) => migration.name), unknown };
+    try {
+      applied.push(...(await executor.executePendingMigrations()).map((migration) => migration.name));
+    } catch (error) {
+      // The ones this run applied before the failure stay applied: report them with the next run's.
+      const earlier = new Set(before.map((migration) => migration.name));
+      const now = await appliedMigrations(runner, dataSource).catch(() => []);
+      applied.push(
+        ...now
+          .reverse()
+          .filter((migration) => !earlier.has(migration.name))
+          .map((migration) => migration.name),
+      );
+      throw error;
+    }
+    return { unknown };
   } finally {
-    await runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
+    await runner.query('RESET lock_timeout').catch(() => undefined);
+    if (locked) await runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     await runner.release();
   }
 }
