@@ -1,4 +1,32 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
+import { createIndexConcurrently, dropIndexConcurrently, IndexSpec, replaceIndexConcurrently } from './online-index';
+
+/** The indexes this migration adds. */
+const ADDED: IndexSpec[] = [
+  { name: 'tasks_created', table: 'tasks', columns: ['created_at', 'id'] },
+  { name: 'tasks_status', table: 'tasks', columns: ['status', 'created_at', 'id'] },
+  { name: 'approvals_requested', table: 'approvals', columns: ['requested_at', 'id'] },
+];
+
+/** The indexes this migration rebuilds under the same name, as they are after it and as they were before. */
+const REBUILT: { after: IndexSpec; before: IndexSpec }[] = [
+  {
+    after: { name: 'tasks_agent', table: 'tasks', columns: ['agent_id', 'created_at', 'id'] },
+    before: { name: 'tasks_agent', table: 'tasks', columns: ['agent_id', 'created_at'] },
+  },
+  {
+    after: { name: 'tasks_orchestrator', table: 'tasks', columns: ['orchestrator_id', 'created_at', 'id'] },
+    before: { name: 'tasks_orchestrator', table: 'tasks', columns: ['orchestrator_id', 'created_at'] },
+  },
+  {
+    after: { name: 'approvals_task', table: 'approvals', columns: ['task_id', 'requested_at', 'id'] },
+    before: { name: 'approvals_task', table: 'approvals', columns: ['task_id'] },
+  },
+  {
+    after: { name: 'approvals_pending', table: 'approvals', columns: ['requested_at', 'id'], where: `status = 'pending'` },
+    before: { name: 'approvals_pending', table: 'approvals', columns: ['requested_at'], where: `status = 'pending'` },
+  },
+];
 
 /**
  * Indexes in the order of the admin API's task and approval lists, so that a page is an index
@@ -18,35 +46,22 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * - `approvals_task (task_id, requested_at, id)`: the task filter, replacing `(task_id)`.
  * - `approvals_pending`: `(requested_at, id) WHERE status = 'pending'`, replacing
  *   `(requested_at)`, for the `pending` filter.
+ *
+ * `tasks` and `approvals` take writes all the time and may hold millions of rows: every index is
+ * built (and every replaced one dropped) concurrently, outside a transaction, so no declaration,
+ * end or approval waits for a build (see `online-index`). Re-runnable from any point.
  */
 export class ListOrderIndexes1764620000000 implements MigrationInterface {
   name = 'ListOrderIndexes1764620000000';
+  transaction = false;
 
   async up(q: QueryRunner): Promise<void> {
-    await q.query('CREATE INDEX tasks_created ON tasks (created_at, id)');
-    await q.query('DROP INDEX tasks_agent');
-    await q.query('CREATE INDEX tasks_agent ON tasks (agent_id, created_at, id)');
-    await q.query('DROP INDEX tasks_orchestrator');
-    await q.query('CREATE INDEX tasks_orchestrator ON tasks (orchestrator_id, created_at, id)');
-    await q.query('CREATE INDEX tasks_status ON tasks (status, created_at, id)');
-    await q.query('CREATE INDEX approvals_requested ON approvals (requested_at, id)');
-    await q.query('DROP INDEX approvals_task');
-    await q.query('CREATE INDEX approvals_task ON approvals (task_id, requested_at, id)');
-    await q.query('DROP INDEX approvals_pending');
-    await q.query(`CREATE INDEX approvals_pending ON approvals (requested_at, id) WHERE status = 'pending'`);
+    for (const spec of ADDED) await createIndexConcurrently(q, spec);
+    for (const { after } of REBUILT) await replaceIndexConcurrently(q, after);
   }
 
   async down(q: QueryRunner): Promise<void> {
-    await q.query('DROP INDEX approvals_pending');
-    await q.query(`CREATE INDEX approvals_pending ON approvals (requested_at) WHERE status = 'pending'`);
-    await q.query('DROP INDEX approvals_task');
-    await q.query('CREATE INDEX approvals_task ON approvals (task_id)');
-    await q.query('DROP INDEX approvals_requested');
-    await q.query('DROP INDEX tasks_status');
-    await q.query('DROP INDEX tasks_orchestrator');
-    await q.query('CREATE INDEX tasks_orchestrator ON tasks (orchestrator_id, created_at)');
-    await q.query('DROP INDEX tasks_agent');
-    await q.query('CREATE INDEX tasks_agent ON tasks (agent_id, created_at)');
-    await q.query('DROP INDEX tasks_created');
+    for (const { before } of REBUILT) await replaceIndexConcurrently(q, before);
+    for (const spec of ADDED) await dropIndexConcurrently(q, spec.name);
   }
 }
