@@ -232,6 +232,14 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ WRIT_ALLOW_NEWER_SCHEMA: 'yes' })).toThrow(/WRIT_ALLOW_NEWER_SCHEMA must be true or false, got "yes"/);
   });
 
+  it("bounds the migrations' lock waits: WRIT_MIGRATION_LOCK_TIMEOUT_MS (0 for none) and WRIT_MIGRATION_ATTEMPTS", () => {
+    expect([loadConfig({}).migrationLockTimeoutMs, loadConfig({}).migrationAttempts]).toEqual([1000, 10]);
+    const set = loadConfig({ WRIT_MIGRATION_LOCK_TIMEOUT_MS: '0', WRIT_MIGRATION_ATTEMPTS: '1' });
+    expect([set.migrationLockTimeoutMs, set.migrationAttempts]).toEqual([0, 1]);
+    expect(() => loadConfig({ WRIT_MIGRATION_LOCK_TIMEOUT_MS: '-1' })).toThrow(/WRIT_MIGRATION_LOCK_TIMEOUT_MS/);
+    expect(() => loadConfig({ WRIT_MIGRATION_ATTEMPTS: '0' })).toThrow(/WRIT_MIGRATION_ATTEMPTS/);
+  });
+
   it('refuses a master key that is not 32 bytes', () => {
     expect(() => loadConfig({ WRIT_MASTER_KEY: Buffer.alloc(16).toString('base64') })).toThrow(/exactly 32 bytes/);
   });

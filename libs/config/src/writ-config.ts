@@ -31,6 +31,21 @@ export interface WritConfig {
    * say so); never to run a rolled-back release on a migrated database.
    */
   readonly allowNewerSchema: boolean;
+  /**
+   * `WRIT_MIGRATION_LOCK_TIMEOUT_MS` (default 1000; 0: none): PostgreSQL `lock_timeout` of the
+   * migrations at start. A schema change waiting for its lock behind a long transaction queues
+   * every writer of its table behind it; past this it gives up, its migration is rolled back and
+   * the pending migrations run again later (`migrationAttempts`). Keep it below
+   * `WRIT_DB_LOCK_TIMEOUT_MS`, so that requests queued behind it are let through before they fail.
+   * Concurrent index builds are not bound by it: they queue no writer.
+   */
+  readonly migrationLockTimeoutMs: number;
+  /**
+   * `WRIT_MIGRATION_ATTEMPTS` (default 10): runs of the pending migrations at start when one keeps
+   * giving up on `WRIT_MIGRATION_LOCK_TIMEOUT_MS` (or is chosen by a deadlock), 1 s apart, doubling
+   * to 30 s; then the start fails (`database migration failed`).
+   */
+  readonly migrationAttempts: number;
   /** `WRIT_DATA_DIR` (default `./.writ`): embedded database, generated dev keys, admin token file. */
   readonly dataDir: string;
   /** `WRIT_HOST` (default `127.0.0.1`): listen address of every service. */
@@ -724,6 +739,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     databaseUrl,
     migrationDatabaseUrl,
     allowNewerSchema: boolean(env, 'WRIT_ALLOW_NEWER_SCHEMA', false, problems),
+    migrationLockTimeoutMs: integer(env, 'WRIT_MIGRATION_LOCK_TIMEOUT_MS', 1000, 0, 3_600_000, problems),
+    migrationAttempts: integer(env, 'WRIT_MIGRATION_ATTEMPTS', 10, 1, 1000, problems),
     dataDir,
     host,
     authPort: port(env, 'WRIT_AUTH_PORT', 4000, problems),

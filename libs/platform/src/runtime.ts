@@ -119,6 +119,10 @@ function boundsOf(config: WritConfig): ServiceDataSourceBounds {
 /** What a start does about a database migrated by a newer release (`WRIT_ALLOW_NEWER_SCHEMA`). */
 export interface SchemaCheck {
   allowNewerSchema: boolean;
+  /** `lock_timeout` of the migrations (`WRIT_MIGRATION_LOCK_TIMEOUT_MS`; default `migrate`'s). */
+  migrationLockTimeoutMs?: number;
+  /** Runs of the pending migrations before a start fails on lock timeouts (`WRIT_MIGRATION_ATTEMPTS`; default `migrate`'s). */
+  migrationAttempts?: number;
 }
 
 /**
@@ -141,7 +145,16 @@ export function newerSchemaMessage(unknown: readonly string[]): string {
 async function migrateAtStart(dataSource: DataSource, check: SchemaCheck, logger?: Logger): Promise<MigrationOutcome> {
   let outcome: MigrationOutcome;
   try {
-    outcome = await migrate(dataSource, { allowNewerSchema: check.allowNewerSchema });
+    outcome = await migrate(dataSource, {
+      allowNewerSchema: check.allowNewerSchema,
+      lockTimeoutMs: check.migrationLockTimeoutMs,
+      attempts: check.migrationAttempts,
+      onRetry: (error, attempt, delayMs) =>
+        logger?.warn(
+          { err: error.message, attempt, retry_in_ms: delayMs },
+          'database migration gave up waiting for a lock (a long transaction holds it) or was a deadlock victim: rolled back, trying again',
+        ),
+    });
   } catch (error) {
     if (error instanceof NewerSchemaError) throw new StartupError(newerSchemaMessage(error.unknown));
     throw error;
