@@ -13,6 +13,7 @@ import { createDataSource, migrate, MigrateOptions, MigrationOutcome } from '../
 
 const LIST_ORDER = 'ListOrderIndexes1764620000000';
 const TASK_KEYS = 'TaskIdempotencyKeys1764580000000';
+const ROW_INTEGRITY = 'RowIntegrity1764590000000';
 
 /** The list-order indexes as the migration leaves them: name → key columns (and predicate). */
 const LIST_ORDER_INDEXES: Record<string, string> = {
@@ -46,6 +47,13 @@ async function beforeTaskKeys(db: Client): Promise<void> {
   await db.query(`DROP INDEX tasks_idempotency`);
   await db.query(`ALTER TABLE tasks DROP COLUMN idempotency_key, DROP COLUMN request_digest`);
   await db.query(`DELETE FROM writ_migrations WHERE name = $1`, [TASK_KEYS]);
+}
+
+/** The schema as it was before the row integrity tags, the migration not recorded. */
+async function beforeRowIntegrity(db: Client): Promise<void> {
+  await db.query(`DROP TABLE row_integrity_backfill`);
+  for (const table of ['tasks', 'agents', 'orchestrators', 'admin_tokens']) await db.query(`ALTER TABLE ${table} DROP COLUMN integrity_tag`);
+  await db.query(`DELETE FROM writ_migrations WHERE name = $1`, [ROW_INTEGRITY]);
 }
 
 /** Some tasks and approvals, so that a build has rows to read. */
@@ -245,6 +253,26 @@ describe('migrations on hot tables: writes go on while they run', () => {
       definition: 'tasks USING btree (orchestrator_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)',
       valid: true,
     });
+  });
+
+  it('adds the integrity columns one table at a time: a long transaction on agents does not stop tasks being written', async () => {
+    await beforeRowIntegrity(admin);
+    // An old instance's transaction that wrote to agents and has not committed.
+    const blocker = await client('long-transaction');
+    await blocker.query('BEGIN');
+    await blocker.query('LOCK TABLE agents IN ROW EXCLUSIVE MODE');
+    const options: MigrateOptions = { lockTimeoutMs: 300, attempts: 1_000, retryDelayMs: 20 };
+    const migrating = migrate(await dataSource('writ-migrate-a'), options);
+    migrating.catch(() => undefined);
+    await waitingIn(monitor, 'writ-migrate-a', /ALTER TABLE agents/);
+
+    const writer = await client('old-instance');
+    const during = await watched(monitor, writer, () => writeOnce(writer, 1));
+    await blocker.query('COMMIT');
+    expect(during.blocked).toEqual([]);
+    expect(await migrating).toEqual({ applied: [ROW_INTEGRITY], unknown: [] });
+    const { rows } = await admin.query(`SELECT table_name FROM information_schema.columns WHERE column_name = 'integrity_tag' ORDER BY table_name`);
+    expect(rows.map((row: { table_name: string }) => row.table_name)).toEqual(['admin_tokens', 'agents', 'connectors', 'orchestrators', 'tasks']);
   });
 
   it('a build cancelled half-way (an INVALID index left behind) is cleaned up and completed by the next start', async () => {

@@ -14,14 +14,20 @@ const TAGGED = ['tasks', 'agents', 'orchestrators', 'admin_tokens'];
  * new columns); it reads and inserts the marker.
  * Admin tokens are tagged over their id, role, hash and expiry: a token row inserted by hand (the
  * hash of a token of the DBA's own) or given a higher role authenticates nothing.
+ *
+ * Outside a transaction, each statement committed on its own and re-runnable: in one transaction,
+ * the ACCESS EXCLUSIVE lock of the first `ALTER TABLE` (on `tasks`) was held while the next ones
+ * waited for theirs (behind any long transaction on `agents`, say), and no task could be read or
+ * written meanwhile. Each lock is now held for its catalog change alone.
  */
 export class RowIntegrity1764590000000 implements MigrationInterface {
   name = 'RowIntegrity1764590000000';
+  transaction = false;
 
   async up(q: QueryRunner): Promise<void> {
-    for (const table of TAGGED) await q.query(`ALTER TABLE ${table} ADD COLUMN integrity_tag text`);
+    for (const table of TAGGED) await q.query(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS integrity_tag text`);
     await q.query(`
-      CREATE TABLE row_integrity_backfill (
+      CREATE TABLE IF NOT EXISTS row_integrity_backfill (
         id smallint PRIMARY KEY CHECK (id = 1),
         tagged_at timestamptz NOT NULL DEFAULT now()
       )`);
@@ -35,7 +41,7 @@ export class RowIntegrity1764590000000 implements MigrationInterface {
   }
 
   async down(q: QueryRunner): Promise<void> {
-    await q.query('DROP TABLE row_integrity_backfill');
-    for (const table of TAGGED) await q.query(`ALTER TABLE ${table} DROP COLUMN integrity_tag`);
+    await q.query('DROP TABLE IF EXISTS row_integrity_backfill');
+    for (const table of TAGGED) await q.query(`ALTER TABLE ${table} DROP COLUMN IF EXISTS integrity_tag`);
   }
 }
