@@ -1,7 +1,7 @@
 import { Client } from 'pg';
 import type { DataSource } from 'typeorm';
 import { createTestDatabase, TestDatabase } from '@writ/testing';
-import { createDataSource, migrate, MigrateOptions, MigrationOutcome } from '../libs/database/src/data-source';
+import { createDataSource, migrate, MigrateOptions, MIGRATION_LOCK, MigrationOutcome } from '../libs/database/src/data-source';
 
 /**
  * Migrations on `tasks` and `approvals` (millions of rows, writes all the time) during a rolling
@@ -333,6 +333,35 @@ describe('migrations on hot tables: writes go on while they run', () => {
       { applied: [], unknown: [] },
     ]);
     expect(retries).toEqual([]);
+    await expectListOrderIndexes(admin);
+  });
+
+  it('an instance of the previous release starting during the build: a deadlock ends its start or one run of the build, never the upgrade', async () => {
+    await beforeListOrder(admin);
+    const blocker = await longTransaction();
+    const retries: string[] = [];
+    const options: MigrateOptions = {
+      attempts: 5,
+      retryDelayMs: 20,
+      onRetry: (error) => retries.push((error as { driverError?: { code?: string } }).driverError?.code ?? String(error)),
+    };
+    const migrating = migrate(await dataSource('writ-migrate-a'), options);
+    migrating.catch(() => undefined);
+    await waitingIn(monitor, 'writ-migrate-a', /CREATE INDEX/);
+    // The previous release's start: a blocking pg_advisory_lock, a statement holding a snapshot the build then waits for.
+    const old = await client('writ-migrate-old');
+    const oldStart = old.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]).then(() => old.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]));
+    await waitingIn(monitor, 'writ-migrate-old', /pg_advisory_lock/);
+    await blocker.query('COMMIT');
+    // PostgreSQL breaks the cycle by ending one of the two: the old instance's start (its
+    // supervisor starts it again), or the build, which is then run again.
+    const oldOutcome = await oldStart.then(
+      () => 'started',
+      (error: { code?: string }) => error.code,
+    );
+    expect(await migrating).toEqual({ applied: [LIST_ORDER], unknown: [] });
+    expect(['started', '40P01']).toContain(oldOutcome);
+    expect(retries.filter((code) => code !== '40P01')).toEqual([]);
     await expectListOrderIndexes(admin);
   });
 });
