@@ -118,6 +118,8 @@ async function watched(monitor: Client, writer: Client, write: () => Promise<voi
   let done = false;
   const blocked = new Set<number>();
   const running = write().finally(() => (done = true));
+  // Left waiting when it was blocked (the caller ends what blocks it): its outcome is not the point then.
+  running.catch(() => undefined);
   while (!done) {
     const { rows } = await monitor.query<{ blockers: number[] }>('SELECT pg_blocking_pids($1) AS blockers', [pid]);
     for (const blocker of rows[0].blockers) blocked.add(blocker);

@@ -155,3 +155,58 @@ describe('faults: instances starting while another migrates', () => {
     }
   });
 });
+
+/**
+ * A migration whose table a long transaction holds gives up on WRIT_MIGRATION_LOCK_TIMEOUT_MS
+ * (instead of queueing every writer of the table behind it), says so, runs again, and after
+ * WRIT_MIGRATION_ATTEMPTS runs fails the start.
+ */
+describe('faults: a migration behind a long transaction', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    // Before TaskIdempotencyKeys: its ALTER TABLE tasks is pending.
+    await sql(db.url, `DROP INDEX tasks_idempotency`);
+    await sql(db.url, `ALTER TABLE tasks DROP COLUMN idempotency_key, DROP COLUMN request_digest`);
+    await sql(db.url, `DELETE FROM writ_migrations WHERE name = 'TaskIdempotencyKeys1764580000000'`);
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('gives up on its lock_timeout, warns, runs again, and fails the start after the last run', async () => {
+    const password = process.env[SERVICE_LOGIN_ENV];
+    if (!password || !db.serviceUrl) throw new Error('the global setup made no service login');
+    const blocker = new Client({ connectionString: db.url });
+    await blocker.connect();
+    await blocker.query('BEGIN');
+    await blocker.query('LOCK TABLE tasks IN ROW EXCLUSIVE MODE');
+    const warnings: string[] = [];
+    const logger = { warn: (_: unknown, message: string) => warnings.push(message), info: () => undefined } as unknown as Parameters<
+      typeof connectAsServiceLogin
+    >[6];
+    try {
+      const refused = await connectAsServiceLogin(
+        db.url,
+        { user: TEST_SERVICE_USER, password },
+        db.serviceUrl,
+        2,
+        {},
+        { allowNewerSchema: false, migrationLockTimeoutMs: 100, migrationAttempts: 2 },
+        logger,
+      ).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(StartupError);
+      expect((refused as Error).message).toBe('database migration failed: canceling statement due to lock timeout');
+      expect(warnings).toEqual([expect.stringMatching(/^database migration gave up waiting for a lock/)]);
+    } finally {
+      await blocker.query('ROLLBACK');
+      await blocker.end();
+    }
+    // Once the long transaction is gone, the next start migrates.
+    const { dataSource, pool, applied } = await connectAsServiceLogin(db.url, { user: TEST_SERVICE_USER, password }, db.serviceUrl, 2);
+    await pool.end();
+    await dataSource.destroy();
+    expect(applied).toEqual(['TaskIdempotencyKeys1764580000000']);
+  });
+});
