@@ -14,6 +14,7 @@ import { createDataSource, migrate, MigrateOptions, MIGRATION_LOCK, MigrationOut
 const LIST_ORDER = 'ListOrderIndexes1764620000000';
 const TASK_KEYS = 'TaskIdempotencyKeys1764580000000';
 const ROW_INTEGRITY = 'RowIntegrity1764590000000';
+const CONNECTOR_INTEGRITY = 'ConnectorIntegrity1764600000000';
 
 /** The list-order indexes as the migration leaves them: name → key columns (and predicate). */
 const LIST_ORDER_INDEXES: Record<string, string> = {
@@ -275,6 +276,27 @@ describe('migrations on hot tables: writes go on while they run', () => {
     expect(await migrating).toEqual({ applied: [ROW_INTEGRITY], unknown: [] });
     const { rows } = await admin.query(`SELECT table_name FROM information_schema.columns WHERE column_name = 'integrity_tag' ORDER BY table_name`);
     expect(rows.map((row: { table_name: string }) => row.table_name)).toEqual(['admin_tokens', 'agents', 'connectors', 'orchestrators', 'tasks']);
+  });
+
+  it('tags connectors one committed statement at a time: a long transaction on the backfill marker does not stop connectors being read', async () => {
+    await admin.query(`ALTER TABLE row_integrity_backfill DROP COLUMN connectors_tagged`);
+    await admin.query(`ALTER TABLE connectors DROP COLUMN integrity_tag`);
+    await admin.query(`DELETE FROM writ_migrations WHERE name = $1`, [CONNECTOR_INTEGRITY]);
+    // The previous release's first-start tagging: one transaction that read the marker and has not committed.
+    const blocker = await client('long-transaction');
+    await blocker.query('BEGIN');
+    await blocker.query('SELECT * FROM row_integrity_backfill');
+    const migrating = migrate(await dataSource('writ-migrate-a'), { lockTimeoutMs: 300, attempts: 1_000, retryDelayMs: 20 });
+    migrating.catch(() => undefined);
+    await waitingIn(monitor, 'writ-migrate-a', /ALTER TABLE row_integrity_backfill/);
+
+    const reader = await client('old-instance');
+    const during = await watched(monitor, reader, async () => {
+      await reader.query('SELECT count(*) FROM connectors');
+    });
+    await blocker.query('COMMIT');
+    expect(during.blocked).toEqual([]);
+    expect(await migrating).toEqual({ applied: [CONNECTOR_INTEGRITY], unknown: [] });
   });
 
   it('a build cancelled half-way (an INVALID index left behind) is cleaned up and completed by the next start', async () => {

@@ -15,13 +15,18 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * marker: `connectors_tagged` (false on that row) tells the next start to tag the connectors,
  * and only them, once. `writ_service` already has its grants on `connectors` (table grants cover
  * new columns); it is given `UPDATE` on the marker to set `connectors_tagged`.
+ *
+ * Outside a transaction, each statement committed on its own and re-runnable: in one transaction,
+ * the ACCESS EXCLUSIVE lock on `connectors` (read by every token exchange and gateway call that
+ * misses its cache) was held while the marker's `ALTER TABLE` waited for its own lock.
  */
 export class ConnectorIntegrity1764600000000 implements MigrationInterface {
   name = 'ConnectorIntegrity1764600000000';
+  transaction = false;
 
   async up(q: QueryRunner): Promise<void> {
-    await q.query('ALTER TABLE connectors ADD COLUMN integrity_tag text');
-    await q.query('ALTER TABLE row_integrity_backfill ADD COLUMN connectors_tagged boolean NOT NULL DEFAULT false');
+    await q.query('ALTER TABLE connectors ADD COLUMN IF NOT EXISTS integrity_tag text');
+    await q.query('ALTER TABLE row_integrity_backfill ADD COLUMN IF NOT EXISTS connectors_tagged boolean NOT NULL DEFAULT false');
     await q.query(`
       DO $$
       BEGIN
@@ -32,7 +37,7 @@ export class ConnectorIntegrity1764600000000 implements MigrationInterface {
   }
 
   async down(q: QueryRunner): Promise<void> {
-    await q.query('ALTER TABLE row_integrity_backfill DROP COLUMN connectors_tagged');
-    await q.query('ALTER TABLE connectors DROP COLUMN integrity_tag');
+    await q.query('ALTER TABLE row_integrity_backfill DROP COLUMN IF EXISTS connectors_tagged');
+    await q.query('ALTER TABLE connectors DROP COLUMN IF EXISTS integrity_tag');
   }
 }
