@@ -99,6 +99,17 @@ describe('migrations: no write-blocking lock on a hot table', () => {
     expect(REVIEWED[name] ? [] : hazards).toEqual([]);
   });
 
+  it('alters at most one existing table per transaction (each ACCESS EXCLUSIVE lock is held to the commit, while the next waits)', async () => {
+    for (const migration of checked.filter((m) => m.transaction !== false)) {
+      const statements = await statementsOf(migration);
+      const created = new Set(statements.flatMap((sql) => /^\s*CREATE TABLE (?:IF NOT EXISTS )?(?:public\.)?(\w+)/i.exec(sql)?.[1] ?? []));
+      const altered = new Set(
+        statements.flatMap((sql) => /^\s*ALTER TABLE (?:IF EXISTS )?(?:ONLY )?(?:public\.)?(\w+)/i.exec(sql)?.[1] ?? []).filter((table) => !created.has(table)),
+      );
+      expect([migration.name, altered.size <= 1 || REVIEWED[migration.name!] !== undefined]).toEqual([migration.name, true]);
+    }
+  });
+
   it('runs a migration that builds or drops an index concurrently outside a transaction (transaction = false)', async () => {
     for (const migration of checked) {
       if ((await statementsOf(migration)).some((sql) => /CONCURRENTLY/i.test(sql)))
