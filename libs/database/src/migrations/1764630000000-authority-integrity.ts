@@ -19,17 +19,22 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * `approved` or `denied`. `providers_policies_approvals_tagged` on its marker (false on an
  * existing row) tells the next start to do it once. `writ_service` already has its grants on
  * the three tables (table grants cover new columns) and `UPDATE` on the marker.
+ *
+ * Outside a transaction, one committed statement each (docs/migrations.md): each `ALTER` holds
+ * its table's ACCESS EXCLUSIVE lock only for itself, not until the last table's is granted. A
+ * run interrupted half-way is run again whole (`IF NOT EXISTS`).
  */
 export class AuthorityIntegrity1764630000000 implements MigrationInterface {
   name = 'AuthorityIntegrity1764630000000';
+  transaction = false;
 
   async up(q: QueryRunner): Promise<void> {
-    for (const table of ['identity_providers', 'policies', 'approvals']) await q.query(`ALTER TABLE ${table} ADD COLUMN integrity_tag text`);
-    await q.query('ALTER TABLE row_integrity_backfill ADD COLUMN providers_policies_approvals_tagged boolean NOT NULL DEFAULT false');
+    for (const table of ['identity_providers', 'policies', 'approvals']) await q.query(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS integrity_tag text`);
+    await q.query('ALTER TABLE row_integrity_backfill ADD COLUMN IF NOT EXISTS providers_policies_approvals_tagged boolean NOT NULL DEFAULT false');
   }
 
   async down(q: QueryRunner): Promise<void> {
-    await q.query('ALTER TABLE row_integrity_backfill DROP COLUMN providers_policies_approvals_tagged');
-    for (const table of ['identity_providers', 'policies', 'approvals']) await q.query(`ALTER TABLE ${table} DROP COLUMN integrity_tag`);
+    await q.query('ALTER TABLE row_integrity_backfill DROP COLUMN IF EXISTS providers_policies_approvals_tagged');
+    for (const table of ['identity_providers', 'policies', 'approvals']) await q.query(`ALTER TABLE ${table} DROP COLUMN IF EXISTS integrity_tag`);
   }
 }
