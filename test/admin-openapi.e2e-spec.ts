@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { createClientKey, jwksOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { http, sendJson, TestResponse } from './support/oauth-client';
@@ -186,6 +187,35 @@ describe('admin API: the OpenAPI document against the live app', () => {
       for (const query of queries) expectDocumented(method, path, `?${query.slice(0, 40)}`, operation, await send(method, `${fixed}?${query}`));
       if (method !== 'get')
         for (const [label, type, body] of bodies) expectDocumented(method, path, label, operation, await send(method, fixed, { type, body }));
+    }
+  });
+
+  it('answers a Host it does not serve (WRIT_ALLOWED_HOSTS) with a documented status at every operation', async () => {
+    // What a DNS-rebinding page's browser sends: the attacker's own name in `Host`. The refusal
+    // comes from the platform, before any route, so only the document can say that every
+    // operation may answer it.
+    const withHost = (method: string, path: string, host: string) =>
+      new Promise<TestResponse>((resolve, reject) => {
+        const url = new URL(path, services.adminUrl);
+        const req = httpRequest(
+          { host: url.hostname, port: url.port, path: url.pathname, method: method.toUpperCase(), headers: { ...auth(), host }, agent: false },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => (text += chunk));
+            res.on('end', () => resolve({ status: res.statusCode!, headers: new Headers(), body: JSON.parse(text), text }));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    for (const { path, method, operation } of operations()) {
+      const fixed = path.replace('{id}', 'no-such-id');
+      const response = await withHost(method, fixed, 'rebound.attacker.example');
+      expectDocumented(method, path, 'foreign Host', operation, response);
+      // Probes call by address: the health checks answer whatever `Host` says (docs/operations.md).
+      if (path === '/health/live' || path === '/health/ready') expect([path, response.status]).toEqual([path, 200]);
+      else expect([method, path, response.status, response.body.error]).toEqual([method, path, 421, 'misdirected_request']);
     }
   });
 

@@ -1,9 +1,9 @@
 import { type INestApplication, UnsupportedMediaTypeException } from '@nestjs/common';
-import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { DocumentBuilder, type OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
 import express from 'express';
 import type { NextFunction, Request, Response } from 'express';
 import { ActivePolicy } from '@writ/policy';
-import { carriesBody, createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
+import { ANY_HOST_PATHS, carriesBody, createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
 import { AdminModule } from './admin.module';
 import { authenticateBeforeBody } from './auth/admin-auth.filter';
 import { AdminAuthenticator } from './auth/admin-authenticator';
@@ -80,7 +80,27 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
       .addBearerAuth({ type: 'http', scheme: 'bearer', description: 'an admin token (role viewer, operator or admin)' })
       .build(),
   );
+  documentHostRefusal(document);
   // The page is served by mountDocs (strict CSP, no inline code); SwaggerModule serves the document.
   SwaggerModule.setup('docs', app, document, { jsonDocumentUrl: 'docs-json', ui: false });
   return app;
+}
+
+/**
+ * Documents the `421` that every other operation may answer: the `Host` check
+ * (`WRIT_ALLOWED_HOSTS`, libs/platform) runs before any route, so no controller declares it;
+ * the health checks it lets through (`ANY_HOST_PATHS`) never answer it.
+ */
+function documentHostRefusal(document: OpenAPIObject): void {
+  for (const [path, operations] of Object.entries(document.paths)) {
+    if (ANY_HOST_PATHS.has(path)) continue;
+    for (const method of ['get', 'put', 'post', 'delete', 'patch', 'head', 'options'] as const) {
+      const operation = operations[method];
+      if (!operation) continue;
+      operation.responses['421'] = {
+        description: 'the `Host` header names no host this service answers for (`WRIT_ALLOWED_HOSTS`); answered before authentication',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/ProtocolErrorDto' } } },
+      };
+    }
+  }
 }

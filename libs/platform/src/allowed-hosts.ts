@@ -4,7 +4,7 @@ import { AllowedHostsConfig, HostName, parseHostName } from '@writ/config';
 import type { HostRefusal } from './metrics';
 
 /** Paths answered whatever `Host` says: probes call by address, and these say nothing of use to a page. */
-const ANY_HOST_PATHS: ReadonlySet<string> = new Set(['/health/live', '/health/ready']);
+export const ANY_HOST_PATHS: ReadonlySet<string> = new Set(['/health/live', '/health/ready']);
 
 /** Whether `host` is one of the names `allowed` accepts (see WritConfig.allowedHosts). */
 export function hostAllowed(allowed: AllowedHostsConfig, host: HostName): boolean {

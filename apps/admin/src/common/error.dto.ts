@@ -26,9 +26,9 @@ export class ValidationErrorDto {
   fields!: FieldErrorDto[];
 }
 
-/** An error answered before a handler runs (body too large, wrong content type) or when the database is down. */
+/** An error answered before a handler runs (another `Host`, body too large, wrong content type) or when the database is down. */
 export class ProtocolErrorDto {
-  @ApiProperty({ example: 'temporarily_unavailable', description: 'invalid_request, temporarily_unavailable' })
+  @ApiProperty({ example: 'temporarily_unavailable', description: 'invalid_request, misdirected_request, temporarily_unavailable' })
   error!: string;
   @ApiProperty({ example: 'the service cannot record this request right now; retry later' })
   error_description!: string;
