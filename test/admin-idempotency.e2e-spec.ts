@@ -5,6 +5,7 @@ import { createAdminApp } from '../apps/admin/src/admin.app';
 import { seedCodehost } from './support/connect-flow';
 import { http, TestResponse } from './support/oauth-client';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
+import { undocumentedEventMembers } from './support/audit-docs';
 
 /**
  * `Idempotency-Key` on the admin API's creates: a retried `POST` (a timeout, a proxy's retry)
@@ -266,5 +267,10 @@ describe('admin API: creates under an Idempotency-Key', () => {
       expect((await rotate('bad key with spaces')).status).toBe(400);
       expect(await rotations()).toBe(before + 3);
     });
+  });
+
+  // Last: what every test above recorded. docs/audit.md is the reference the log is queried by.
+  it('records no event member docs/audit.md does not name for its type', async () => {
+    expect(await undocumentedEventMembers(services.runtime.pool)).toEqual([]);
   });
 });

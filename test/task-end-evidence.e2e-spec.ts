@@ -10,6 +10,7 @@ import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { seedAgent, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
+import { undocumentedEventMembers } from './support/audit-docs';
 
 const SECRET = 'sk_live_task_end_evidence_7c1d';
 
@@ -314,5 +315,10 @@ describe('the evidence of a task end', () => {
       expect(found[0].n).toBe(1);
       expect(await services.runtime.audit.verify()).toMatchObject({ valid: true });
     });
+  });
+
+  // Last: what every test above recorded. docs/audit.md is the reference the log is queried by.
+  it('records no event member docs/audit.md does not name for its type', async () => {
+    expect(await undocumentedEventMembers(services.runtime.pool)).toEqual([]);
   });
 });

@@ -3,6 +3,7 @@ import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, 
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { seedOrchestrator } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
+import { undocumentedEventMembers } from './support/audit-docs';
 
 describe('Tasks API (orchestrators)', () => {
   let services: TestServices;
@@ -224,5 +225,10 @@ describe('Tasks API (orchestrators)', () => {
     expect(rows[0].status).toBe('expired');
     const events = await services.runtime.pool.query(`SELECT type FROM audit_events WHERE task_id = $1 ORDER BY seq`, [swept.task_id]);
     expect(events.rows.map((row) => row.type)).toEqual(['task.created', 'task.expired']);
+  });
+
+  // Last: what every test above recorded. docs/audit.md is the reference the log is queried by.
+  it('records no event member docs/audit.md does not name for its type', async () => {
+    expect(await undocumentedEventMembers(services.runtime.pool)).toEqual([]);
   });
 });
