@@ -137,5 +137,26 @@ describe('faults: SIGTERM under load', () => {
         expect((await again.exited).code).toBe(0);
       }
     });
+
+    it('stops on Ctrl-C (SIGINT to the whole process group, PostgreSQL included) without an error', async () => {
+      const writ = await startWrit({ command: 'npm-start', readyTimeoutMs: 180_000, processGroup: true });
+      const created = await fetch(`${writ.adminUrl}/v1/agents`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${writ.adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ id: 'before-ctrl-c', name: 'before-ctrl-c', jwks: jwksOf(await createClientKey()) }),
+      });
+      expect(created.status).toBe(201);
+      // What a terminal does on Ctrl-C: every process of the foreground group gets SIGINT, the
+      // embedded PostgreSQL too, which then refuses the last audit checkpoint's connection.
+      process.kill(-writ.child.pid!, 'SIGINT');
+      expect(await exitOf(writ)).toEqual({ code: 0, signal: null });
+      const lines = writ
+        .output()
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as { level: number; msg: string });
+      expect(lines.filter((line) => line.level >= 50).map((line) => line.msg)).toEqual([]);
+      expect(lines.map((line) => line.msg)).toContain('writ stopped');
+    });
   });
 });

@@ -255,6 +255,8 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   let signingKeys: SigningKeyStore | undefined;
   let checkpointer: AuditCheckpointer | undefined;
   let checkpointPool: Pool | undefined;
+  /** Set when the final checkpoint starts: the process is stopping. */
+  let stopping = false;
   try {
     if (embedded) {
       const connected = await connectAsServiceLogin(url, embedded.serviceLogin, embedded.serviceUrl, poolSize, boundsOf(config), config, logger);
@@ -309,8 +311,17 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         every: config.auditCheckpointEvery,
         intervalMs: config.auditCheckpointSeconds * 1000,
         file: config.auditCheckpointFile,
-        onError: (error) =>
-          logger.error({ err: error instanceof Error ? error.message : String(error) }, 'audit checkpoint not written; retrying at the next trigger'),
+        onError: (error) => {
+          const err = error instanceof Error ? error.message : String(error);
+          // Stopping, on a server that is itself shutting down (Ctrl-C in a terminal signals the
+          // embedded PostgreSQL with this process): nothing is wrong, and nothing is lost but the
+          // timing of the last checkpoint, which the next start writes at its first trigger.
+          if (stopping && serverShuttingDown(error)) {
+            logger.warn({ err }, 'last audit checkpoint not written: PostgreSQL was stopping too; the next start writes it');
+          } else {
+            logger.error({ err }, 'audit checkpoint not written; retrying at the next trigger');
+          }
+        },
         onAltered: ({ seq, recorded }) =>
           logger.error(
             { seq, recorded_in: recorded ? config.auditCheckpointFile : undefined },
@@ -411,6 +422,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   let lastCheckpoint: Promise<void> | undefined;
   const finalCheckpoint = () =>
     (lastCheckpoint ??= (async () => {
+      stopping = true;
       await audit.drain().catch(() => undefined);
       await checkpointer?.stop().catch(() => undefined);
       await checkpointPool?.end().catch(() => undefined);
@@ -516,4 +528,13 @@ export async function ensureBootstrapAdminToken(runtime: Runtime): Promise<{ fil
     [id, tokenHash, runtime.rowIntegrity.tagAdminToken({ id, role: 'admin', tokenHash, expiresAt: null })],
   );
   return { file, created: (rowCount ?? 0) > 0 };
+}
+
+/**
+ * Whether a query failed because PostgreSQL is shutting down: `57P03` (cannot connect now, "the
+ * database system is shutting down") or `57P01` (admin shutdown, a connection it terminated).
+ */
+export function serverShuttingDown(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === '57P03' || code === '57P01';
 }

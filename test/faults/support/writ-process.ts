@@ -42,6 +42,8 @@ export interface StartWritOptions {
   dataDir?: string;
   /** How long to wait for readiness (an embedded PostgreSQL's first initdb is slow). */
   readyTimeoutMs?: number;
+  /** In a process group of its own, as a terminal runs it (signal `-child.pid` for Ctrl-C). */
+  processGroup?: boolean;
 }
 
 /** Starts Writ (all three services) and waits until every service is ready. */
@@ -66,7 +68,7 @@ export async function startWrit(options: StartWritOptions = {}): Promise<WritPro
   };
   const child =
     options.command === 'npm-start'
-      ? spawn('npm', ['start', '--silent'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
+      ? spawn('npm', ['start', '--silent'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'], detached: options.processGroup })
       : spawn(process.execPath, [join(root, 'dist', 'apps', 'launcher', 'src', 'main.js')], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
