@@ -1,20 +1,9 @@
-import { Client, type Pool, type PoolClient, type QueryResult } from 'pg';
+import { Client, type Pool, type PoolClient } from 'pg';
 import { ApprovalStore } from '../libs/grants/src/approval-store';
 import { TaskReader } from '../libs/grants/src/task-view';
 import { seedWorld } from './support/grant-flow';
+import { explainAsSent, type PlanNode } from './support/query-plan';
 import { startTestServices, TestServices } from './support/test-services';
-
-interface PlanNode {
-  'Node Type': string;
-  'Index Name'?: string;
-  'Scan Direction'?: string;
-  Plans?: PlanNode[];
-}
-
-/** Every node of an `EXPLAIN (FORMAT JSON)` plan. */
-function planNodes(node: PlanNode): PlanNode[] {
-  return [node, ...(node.Plans ?? []).flatMap(planNodes)];
-}
 
 /**
  * The admin API's task and approval lists page through an index in their order: each page is an
@@ -29,16 +18,7 @@ describe('admin lists: pages are index scans in the list order, never sorts', ()
 
   /** The plan of the statement `list` sends, explained as sent. */
   async function planOf(list: (recorder: Pool) => Promise<unknown>): Promise<PlanNode[]> {
-    let sent: { text: string; values: unknown[] } | undefined;
-    const recorder = {
-      query: (text: string, values: unknown[]): Promise<QueryResult> => {
-        sent = { text, values };
-        return client.query(text, values);
-      },
-    } as unknown as Pool;
-    await list(recorder);
-    const explained = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(`EXPLAIN (FORMAT JSON) ${sent!.text}`, sent!.values);
-    return planNodes(explained.rows[0]['QUERY PLAN'][0].Plan);
+    return (await explainAsSent(client, list)).nodes;
   }
 
   function expectIndexOrder(label: string, nodes: PlanNode[], index: string): void {

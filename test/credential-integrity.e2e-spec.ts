@@ -2,20 +2,14 @@ import { Pool } from 'pg';
 import { clientAuthFields } from '@writ/testing';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { decodeJwt } from 'jose';
-import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { createTask, exchangeFields, seedWorld, World, payoutEntry as sharedPayoutEntry } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, postForm, tokenRequest } from './support/oauth-client';
 import { setConnectorCredential } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_cred_integrity_7c1e';
-const payoutEntry = (amountMax: number, limits?: unknown) => ({
-  type: 'connector',
-  connector: 'payments',
-  actions: ['payouts.create'],
-  constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' },
-  ...(limits !== undefined ? { limits } : {}),
-});
+const payoutEntry = (amountMax: number, limits?: unknown) => sharedPayoutEntry(amountMax, limits !== undefined ? { limits } : {});
 
 /**
  * A database administrator (no master key, no signing key) edits what the gateway reads about a

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { Client, type Pool, type QueryResult } from 'pg';
+import { Client, type Pool } from 'pg';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { TaskReader } from '../libs/grants/src/task-view';
 import { createTask, seedWorld, World } from './support/grant-flow';
 import { http, type TestResponse } from './support/oauth-client';
+import { explainAsSent } from './support/query-plan';
 import { startTestServices, TestServices } from './support/test-services';
 
 /** Instants within one millisecond, newest first (PostgreSQL keeps microseconds; a JavaScript Date does not). */
@@ -166,20 +167,10 @@ describe('admin lists: rows within one millisecond across a page boundary', () =
       await client.query('SET enable_seqscan = off');
       await client.query('SET enable_bitmapscan = off');
       // The statement TaskReader runs for the second page of an agent's tasks, explained as sent.
-      let sent: { text: string; values: unknown[] } | undefined;
-      const recorder = {
-        query: (text: string, values: unknown[]): Promise<QueryResult> => {
-          sent = { text, values };
-          return client.query(text, values);
-        },
-      } as unknown as Pool;
-      const page = await new TaskReader(recorder).list(
-        { agentId: 'explain-7' },
-        { limit: 50, before: { createdAt: '2026-01-01T00:00:00.000400Z', id: randomUUID() } },
+      const { result: page, nodes } = await explainAsSent(client, (recorder) =>
+        new TaskReader(recorder).list({ agentId: 'explain-7' }, { limit: 50, before: { createdAt: '2026-01-01T00:00:00.000400Z', id: randomUUID() } }),
       );
       expect(page.items.length).toBe(50);
-      const explained = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(`EXPLAIN (FORMAT JSON) ${sent!.text}`, sent!.values);
-      const nodes = planNodes(explained.rows[0]['QUERY PLAN'][0].Plan);
       // An index in the list's order serves the page, bounded by the cursor: the agent's own
       // (agent_id, created_at, id), or, when the agent has many of the tasks, (created_at, id)
       // filtered by agent (the planner's choice by the statistics).
@@ -194,16 +185,3 @@ describe('admin lists: rows within one millisecond across a page boundary', () =
     }
   });
 });
-
-interface PlanNode {
-  'Node Type': string;
-  'Index Name'?: string;
-  'Index Cond'?: string;
-  'Scan Direction'?: string;
-  Plans?: PlanNode[];
-}
-
-/** Every node of an `EXPLAIN (FORMAT JSON)` plan. */
-function planNodes(node: PlanNode): PlanNode[] {
-  return [node, ...(node.Plans ?? []).flatMap(planNodes)];
-}

@@ -1,19 +1,13 @@
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { createTask, exchangeFields, seedWorld, tasksToken, World } from './support/grant-flow';
+import { createTask, exchangeFields, seedWorld, tasksToken, World, payoutEntry as sharedPayoutEntry } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { PAYMENTS_OPERATIONS, seedConnector, setConnectorCredential } from './support/seed';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 const SECRET = 'sk_live_budgets_51f0';
-const payoutEntry = (amountMax: number, limits?: unknown) => ({
-  type: 'connector',
-  connector: 'payments',
-  actions: ['payouts.create'],
-  constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' },
-  ...(limits !== undefined ? { limits } : {}),
-});
+const payoutEntry = (amountMax: number, limits?: unknown) => sharedPayoutEntry(amountMax, limits !== undefined ? { limits } : {});
 const READ_ENTRY = { type: 'connector', connector: 'payments', actions: ['payouts.get'] };
 
 /**

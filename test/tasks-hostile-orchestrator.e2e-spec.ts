@@ -1,6 +1,6 @@
 import { SignJWT } from 'jose';
 import { clientAuthFields } from '@writ/testing';
-import { createTask, exchangeFields, startIdentityProvider, tasksToken, World } from './support/grant-flow';
+import { createTask, exchangeFields, startIdentityProvider, tasksToken, World, payoutEntry } from './support/grant-flow';
 import { MockUpstream } from './support/mock-upstreams';
 import { http, postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { seedAgent, seedOrchestrator } from './support/seed';
@@ -8,13 +8,6 @@ import { TestServices } from './support/test-services';
 import { startTwoGateways, TwoGateways } from './support/two-gateways';
 
 const SECRET = 'sk_live_hostile_orch_77';
-const payoutEntry = (amountMax: number, extra: Record<string, unknown> = {}) => ({
-  type: 'connector',
-  connector: 'payments',
-  actions: ['payouts.create'],
-  constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' },
-  ...extra,
-});
 
 /**
  * A careless or compromised orchestrator, and an agent racing it, against the Tasks API and the

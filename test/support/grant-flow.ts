@@ -24,10 +24,20 @@ export const PAYOUT_REQUEST = [
   { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: 42000, currency: 'usd' } },
 ];
 
+/**
+ * An `allowed` or `authorization_details` entry for payouts to `acct_1` in USD up to `amountMax`
+ * (minor units), with `extra` members (e.g. a task's `limits`).
+ */
+export const payoutEntry = (amountMax: number, extra: Record<string, unknown> = {}) => ({
+  type: 'connector',
+  connector: 'payments',
+  actions: ['payouts.create'],
+  constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' },
+  ...extra,
+});
+
 /** A payout request for `acct_1` in USD up to `amountMax` (minor units): what approval rules and limits are tried on. */
-export const payoutUpTo = (amountMax: number) => [
-  { type: 'connector', connector: 'payments', actions: ['payouts.create'], constraints: { destination: 'acct_1', amount_max: amountMax, currency: 'usd' } },
-];
+export const payoutUpTo = (amountMax: number) => [payoutEntry(amountMax)];
 
 /** The actors of a typical story: an orchestrator, an agent and the payments connector. */
 export interface World {
