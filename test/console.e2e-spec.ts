@@ -994,4 +994,61 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(await rows.first().locator('[data-testid=user-sub]').textContent()).toBe('user-0042');
     await services.runtime.pool.query(`DELETE FROM connected_accounts WHERE user_issuer = $1`, [issuer]);
   });
+
+  it('browses ended tasks by status, agent and orchestrator, page by page, and opens one for its timeline and evidence', async () => {
+    await signIn(services.adminToken);
+    // The oldest of the revoked tasks: with 50 a page it is on the second.
+    const ended = await createTask(services, world.orchestrator, { purpose: 'close the ledger for Q3 \u202E3Q' });
+    expect((await sendJson('POST', `${services.adminUrl}/v1/tasks/${ended.task_id}/revoke`, { reason: 'ledger closed' }, services.adminToken)).status).toBe(
+      200,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const newer: string[] = [];
+    for (let done = 0; done < 50; done += 10)
+      newer.push(
+        ...(await Promise.all(Array.from({ length: 10 }, (_, i) => createTask(services, world.orchestrator, { purpose: `ended batch ${done + i}` })))).map(
+          (task) => task.task_id,
+        ),
+      );
+    await Promise.all(newer.map((id) => sendJson('POST', `${services.adminUrl}/v1/tasks/${id}/revoke`, {}, services.adminToken)));
+    const live = await createTask(services, world.orchestrator, { purpose: 'still running' });
+    // The live list shows only active tasks: the ended one is out of its reach.
+    await page.locator(`[data-testid=tasks-table] tr[data-task-id="${live.task_id}"]`).waitFor();
+    expect(await page.locator(`tr[data-task-id="${ended.task_id}"]`).count()).toBe(0);
+    await page.click('nav a[href="#/task-search"]');
+    const filters = page.locator('[data-testid=task-filters]');
+    await filters.locator('select[name=status]').selectOption('revoked');
+    await filters.locator('input[name=agent_id]').fill(world.agent.id);
+    await filters.locator('input[name=orchestrator_id]').fill(world.orchestrator.id);
+    await filters.locator('button[type=submit]').click();
+    await page.waitForURL(`**/console/#/task-search?status=revoked&agent_id=${world.agent.id}&orchestrator_id=${world.orchestrator.id}`);
+    const table = page.locator('[data-testid=task-search-table]');
+    await table.locator(`tr[data-task-id="${newer[49]}"]`).waitFor();
+    expect(await table.locator(`tr[data-task-id="${live.task_id}"]`).count()).toBe(0);
+    const row = table.locator(`tr[data-task-id="${ended.task_id}"]`);
+    expect(await row.count()).toBe(0);
+    await page.click('[data-testid=more-task-search]');
+    await row.waitFor();
+    expect(await row.locator('[data-testid=status]').textContent()).toBe('revokedledger closed');
+    expect(await row.locator('.purpose').textContent()).toBe('close the ledger for Q3 ⟨U+202E⟩3Q');
+    // Another orchestrator's tasks: none, said as such only from an answer.
+    await filters.locator('input[name=orchestrator_id]').fill('orch-nobody');
+    await filters.locator('button[type=submit]').click();
+    await page.waitForSelector('text=No task matches.');
+    // A status from a link that is no status: the API's refusal is shown, not an unfiltered list.
+    await page.goto(`${services.adminUrl}/console/#/task-search?status=bogus`);
+    await page.locator('[data-testid=task-search-table] >> xpath=.. >> [role=alert]:has-text("the query is invalid")').waitFor();
+    expect(await page.locator('[data-testid=task-search-table] tbody tr').count()).toBe(0);
+    // The ended task's timeline and evidence.
+    await page.goto(`${services.adminUrl}/console/#/task-search?status=revoked&agent_id=${world.agent.id}`);
+    await page.locator('[data-testid=task-search-table] tbody tr').first().waitFor();
+    await page.click('[data-testid=more-task-search]');
+    await shot('task-search');
+    await row.locator('[data-testid=open-timeline]').click();
+    await page.waitForURL(`**/console/#/audit?task_id=${ended.task_id}`);
+    await page.locator('[data-testid=timeline] li[data-type="task.revoked"]').waitFor();
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=download-evidence]')]);
+    expect(download.suggestedFilename()).toBe(`writ-evidence-${ended.task_id}.json`);
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${live.task_id}/revoke`, {}, services.adminToken);
+  });
 });

@@ -8,6 +8,7 @@ import { AuditPage } from './pages/audit';
 import { ConnectionsPage } from './pages/connections';
 import { PoliciesPage } from './pages/policies';
 import { RegistryPage } from './pages/registry';
+import { TaskSearchPage } from './pages/task-search';
 import { TasksPage } from './pages/tasks';
 import { ErrorLine, reveal, usePoll } from './ui';
 
@@ -140,6 +141,7 @@ class PageBoundary extends Component<{ children: ComponentChildren }, { failed?:
 
 const NAV: { page: string; label: string; role: Role }[] = [
   { page: 'tasks', label: 'Live tasks', role: 'viewer' },
+  { page: 'task-search', label: 'Task search', role: 'viewer' },
   { page: 'approvals', label: 'Approvals', role: 'viewer' },
   { page: 'audit', label: 'Audit', role: 'viewer' },
   { page: 'registry', label: 'Registry', role: 'viewer' },
@@ -189,6 +191,9 @@ function Shell({ session, onSignOut, inert }: { session: Session; onSignOut: () 
       break;
     case 'registry':
       page = <RegistryPage route={route} can={can} />;
+      break;
+    case 'task-search':
+      page = <TaskSearchPage route={route} />;
       break;
     case 'connections':
       page = <ConnectionsPage route={route} />;

@@ -145,6 +145,9 @@ export function TasksPage({ can }: { can: (role: Role) => boolean }) {
             {tasks.hasMore ? '+' : ''} active
           </span>
         </h1>
+        <p class="muted small">
+          Ended tasks (completed, failed, expired, revoked): <a href="#/task-search">Task search</a>.
+        </p>
         <ErrorLine error={tasks.error} />
         {/* Only from an answer: a failed first read is not "no task" (an operator would look no further). */}
         {tasks.loaded && active.length === 0 ? <p class="muted">No active task.</p> : null}
