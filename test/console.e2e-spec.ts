@@ -1051,4 +1051,277 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(download.suggestedFilename()).toBe(`writ-evidence-${ended.task_id}.json`);
     await sendJson('POST', `${services.adminUrl}/v1/tasks/${live.task_id}/revoke`, {}, services.adminToken);
   });
+
+  const LINK_ISSUER = 'https://sso.console-links.example';
+  let linkConnector: string | undefined;
+  /** A connector whose users connect accounts, and a trusted identity provider for them (once). */
+  const connectedAccountsWorld = async () => {
+    if (linkConnector) return linkConnector;
+    linkConnector = 'calendar';
+    const created = await sendJson(
+      'POST',
+      `${services.adminUrl}/v1/connectors`,
+      {
+        id: linkConnector,
+        name: 'Calendar',
+        base_url: payments.url,
+        credential: {
+          type: 'oauth2_authorization_code',
+          authorization_url: `${payments.url}/authorize`,
+          token_url: `${payments.url}/token`,
+          revocation_url: `${payments.url}/revoke`,
+          client_id: 'writ-app',
+          client_secret: 'calendar-app-secret',
+          scopes: ['read'],
+        },
+        operations: [{ name: 'events.list', method: 'GET', path: '/v1/events', risk: 'read', constraints: {} }],
+      },
+      services.adminToken,
+    );
+    expect(created.status).toBe(201);
+    await insertIdentityProviderRow(services.runtime.pool, services.runtime.rowIntegrity, { issuer: LINK_ISSUER, jwksUri: `${LINK_ISSUER}/jwks` });
+    return linkConnector;
+  };
+  const linksFor = async (subject: string) =>
+    (
+      await services.runtime.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM connect_links WHERE user_issuer = $1 AND user_subject = $2`, [
+        LINK_ISSUER,
+        subject,
+      ])
+    ).rows[0].n;
+
+  it("disconnects a user's account only after a confirmation naming the user, disguising characters revealed", async () => {
+    const connector = await connectedAccountsWorld();
+    await signIn(services.adminToken);
+    const disguised = 'ceo\u202E@corp\u200B';
+    const { rows } = await services.runtime.pool.query<{ id: string }>(
+      `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed)
+       VALUES (gen_random_uuid(), $1, $2, $3, 'active', '{read}', '\\x00') RETURNING id`,
+      [connector, LINK_ISSUER, disguised],
+    );
+    const id = rows[0].id;
+    await page.click('nav a[href="#/connections"]');
+    const row = page.locator(`[data-testid=connections-table] tr[data-id="${id}"]`);
+    await row.waitFor();
+    // A double click on Disconnect opens the confirmation; its second click does not confirm.
+    await row.locator('button:has-text("Disconnect")').dblclick();
+    const confirm = row.locator('[data-testid=confirm-disconnect]');
+    await confirm.waitFor();
+    const text = (await confirm.locator('[data-testid=confirm-text]').textContent()) ?? '';
+    expect(text).toContain('ceo⟨U+202E⟩@corp⟨U+200B⟩');
+    expect(text).toContain(LINK_ISSUER);
+    expect(text).toContain(connector);
+    expect(text).not.toMatch(/[\u202E\u200B]/);
+    await page.waitForTimeout(300);
+    expect((await services.runtime.pool.query('SELECT 1 FROM connected_accounts WHERE id = $1', [id])).rowCount).toBe(1);
+    // Cancel changes nothing.
+    await confirm.locator('button:has-text("Cancel")').click();
+    await confirm.waitFor({ state: 'detached' });
+    expect((await services.runtime.pool.query('SELECT 1 FROM connected_accounts WHERE id = $1', [id])).rowCount).toBe(1);
+    await row.locator('button:has-text("Disconnect")').click();
+    // The session ends as it is confirmed: the dialog asks for a token over the page, and the confirmation is still there after.
+    await page.route('**/v1/connections/*', (route) =>
+      route.request().method() === 'DELETE'
+        ? route.fulfill({
+            status: 401,
+            headers: { 'content-type': 'application/json' },
+            body: '{"error":"unauthorized","message":"the admin token has expired"}',
+          })
+        : route.fallback(),
+    );
+    await confirm.locator('button:has-text("Confirm disconnect")').click();
+    await page.waitForSelector('[role=dialog] [data-testid=session-ended]');
+    await page.unroute('**/v1/connections/*');
+    await page.fill('[role=dialog] input[name=token]', services.adminToken);
+    await page.click('[role=dialog] button[type=submit]');
+    await page.locator('[role=dialog]').waitFor({ state: 'detached' });
+    expect((await services.runtime.pool.query('SELECT 1 FROM connected_accounts WHERE id = $1', [id])).rowCount).toBe(1);
+    await shot('connections-confirm');
+    await confirm.locator('button:has-text("Confirm disconnect")').click();
+    await row.waitFor({ state: 'detached' });
+    expect(await page.textContent('[data-testid=connections-notice]')).toContain('Disconnected ceo⟨U+202E⟩@corp⟨U+200B⟩');
+    expect((await services.runtime.pool.query('SELECT 1 FROM connected_accounts WHERE id = $1', [id])).rowCount).toBe(0);
+  });
+
+  it('creates one connect link on a double click or a retry, shows its URL once, and keeps it nowhere once dismissed', async () => {
+    const connector = await connectedAccountsWorld();
+    await signIn(services.adminToken);
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: services.adminUrl });
+    const consoleLines: string[] = [];
+    const onConsole = (message: { text: () => string }) => consoleLines.push(message.text());
+    page.on('console', onConsole);
+    const sent: Request[] = [];
+    const onRequest = (request: Request) => {
+      if (request.method() === 'POST' && new URL(request.url()).pathname === '/v1/connections/links') sent.push(request);
+    };
+    page.on('request', onRequest);
+    await page.click('nav a[href="#/connections"]');
+    const form = page.locator('[data-testid=connect-link-form]');
+    await form.locator('input[name=connector_id]').fill(connector);
+    await form.locator('input[name=link_user_iss]').fill(LINK_ISSUER);
+    await form.locator('input[name=link_user_sub]').fill('alice\u202Eecila');
+    // A double click on create opens one confirmation and sends nothing.
+    await form.locator('button:has-text("Create connect link")').dblclick();
+    const confirm = form.locator('[data-testid=confirm-link]');
+    await confirm.waitFor();
+    const text = (await confirm.locator('[data-testid=confirm-text]').textContent()) ?? '';
+    expect(text).toContain('alice⟨U+202E⟩ecila');
+    expect(text).toContain(LINK_ISSUER);
+    expect(text).toContain(connector);
+    expect(sent).toHaveLength(0);
+    // A double click on Confirm: one link.
+    await confirm.locator('button:has-text("Confirm")').dblclick();
+    const url = await form.locator('[data-testid=connect-link-url]').inputValue();
+    expect(url.startsWith(`${services.issuer}/connect/`)).toBe(true);
+    expect(await linksFor('alice\u202Eecila')).toBe(1);
+    expect(sent.length).toBeGreaterThan(0);
+    expect(new Set(sent.map((request) => request.headers()['idempotency-key']))).toEqual(new Set([expect.stringMatching(/^[0-9a-f]{32}$/)]));
+    await form.locator('button:has-text("Copy")').click();
+    expect(await page.evaluate<string>('navigator.clipboard.readText()')).toBe(url);
+    await page.evaluate<void>('navigator.clipboard.writeText("")');
+    await form.locator('button:has-text("Done")').click();
+    await form.locator('[data-testid=created-link]').waitFor({ state: 'detached' });
+    const secret = url.slice(url.lastIndexOf('/') + 1);
+    const everywhere = await page.evaluate<string>(
+      `JSON.stringify({ html: document.documentElement.outerHTML, values: [...document.querySelectorAll('input, textarea, select')].map((e) => e.value),
+        href: location.href, title: document.title, local: { ...localStorage }, session: { ...sessionStorage } })`,
+    );
+    expect(everywhere).not.toContain(secret);
+    expect(consoleLines.join('\n')).not.toContain(secret);
+
+    // A create refused by an outage keeps its confirmation, says when to try again, and the retry sends the same key.
+    const before = sent.length;
+    await form.locator('input[name=link_user_sub]').fill('bob');
+    await form.locator('button:has-text("Create connect link")').click();
+    await page.route('**/v1/connections/links', (route) =>
+      route.fulfill({ status: 503, headers: { 'retry-after': '7', 'content-type': 'application/json' }, body: '{"message":"the database is unavailable"}' }),
+    );
+    await confirm.locator('button:has-text("Confirm")').click();
+    await confirm.locator('[role=alert]:has-text("try again in 7 s")').waitFor();
+    await page.unroute('**/v1/connections/links');
+    // The first answer lost on its way back: the link was made, the page saw a failure.
+    await page.route('**/v1/connections/links', async (route) => {
+      await route.fetch();
+      await route.abort('failed');
+    });
+    await confirm.locator('button:has-text("Confirm")').click();
+    await confirm.locator('[role=alert]:has-text("cannot be reached")').waitFor();
+    await page.unroute('**/v1/connections/links');
+    expect(await linksFor('bob')).toBe(1);
+    // The retry creates nothing more, and says the URL cannot be shown again.
+    await confirm.locator('button:has-text("Confirm")').click();
+    await form.locator('[data-testid=link-url-lost]').waitFor();
+    expect(await linksFor('bob')).toBe(1);
+    const keys = sent.slice(before).map((request) => request.headers()['idempotency-key']);
+    expect(keys).toHaveLength(3);
+    expect(new Set(keys).size).toBe(1);
+    expect(keys[0]).not.toBe(sent[0].headers()['idempotency-key']);
+    page.off('console', onConsole);
+    page.off('request', onRequest);
+  });
+
+  it('registers an identity provider once on a double click, and removes it, each after a confirmation naming it', async () => {
+    await signIn(services.adminToken);
+    await page.click('nav a[href="#/connections"]');
+    const issuer = 'https://sso.console-register.example';
+    const form = page.locator('[data-testid=provider-form]');
+    // A field the API refuses is shown beside its field.
+    await form.locator('input[name=issuer]').fill(issuer);
+    await form.locator('input[name=jwks_uri]').fill('http://169.254.169.254/jwks');
+    await form.locator('input[name=audience]').fill('writ-\u2066console');
+    await form.locator('input[name=asserting_orchestrators]').fill('orch-1');
+    await form.locator('button:has-text("Register provider")').click();
+    const confirm = form.locator('[data-testid=confirm-provider]');
+    const text = (await confirm.locator('[data-testid=confirm-text]').textContent()) ?? '';
+    expect(text).toContain(issuer);
+    expect(text).toContain('http://169.254.169.254/jwks');
+    expect(text).toContain('writ-⟨U+2066⟩console');
+    expect(text).toContain('Orchestrators orch-1 may also name any user');
+    await confirm.locator('button:has-text("Confirm")').click();
+    await form.locator('[data-field=jwks_uri] [data-field-error=jwks_uri]').waitFor();
+    await confirm.locator('button:has-text("Cancel")').click();
+    await form.locator('input[name=jwks_uri]').fill('http://127.0.0.1:9/jwks');
+    await form.locator('input[name=audience]').fill('writ-console');
+    await form.locator('button:has-text("Register provider")').click();
+    const keys: string[] = [];
+    const onRequest = (request: Request) => {
+      if (request.method() === 'POST' && new URL(request.url()).pathname === '/v1/identity-providers') keys.push(request.headers()['idempotency-key']);
+    };
+    page.on('request', onRequest);
+    // The first answer is lost on its way back: the provider is registered, the page saw a failure.
+    await page.route('**/v1/identity-providers', async (route) => {
+      await route.fetch();
+      await route.abort('failed');
+    });
+    await confirm.locator('button:has-text("Confirm")').click();
+    await confirm.locator('[role=alert]:has-text("cannot be reached")').waitFor();
+    await page.unroute('**/v1/identity-providers');
+    expect((await services.runtime.pool.query('SELECT count(*)::int AS n FROM identity_providers WHERE issuer = $1', [issuer])).rows[0].n).toBe(1);
+    // Sent again (with its key), and twice in one task, before any re-render: still one provider, and no 409 "already registered".
+    await page.evaluate<void>(
+      `(() => { const button = [...document.querySelectorAll('[data-testid=confirm-provider] button')].find((b) => b.textContent.startsWith('Confirm')); button.click(); button.click(); })()`,
+    );
+    await page.locator('[data-testid=connections-notice]:has-text("Registered the identity provider")').waitFor();
+    await confirm.waitFor({ state: 'detached' });
+    expect(await form.locator('[role=alert]').count()).toBe(0);
+    expect((await services.runtime.pool.query('SELECT count(*)::int AS n FROM identity_providers WHERE issuer = $1', [issuer])).rows[0].n).toBe(1);
+    expect(keys.length).toBeGreaterThan(1);
+    expect(keys[0]).toMatch(/^[0-9a-f]{32}$/);
+    expect(new Set(keys).size).toBe(1);
+    page.off('request', onRequest);
+    const row = page.locator('[data-testid=identity-providers] tr', { hasText: issuer });
+    await row.waitFor();
+    await shot('connections');
+    await row.locator('button:has-text("Remove")').click();
+    const removal = row.locator('[data-testid=confirm-remove-provider]');
+    expect(await removal.locator('[data-testid=confirm-text]').textContent()).toContain(`Stop trusting ${issuer}`);
+    await removal.locator('button:has-text("Confirm remove")').click();
+    await row.waitFor({ state: 'detached' });
+    expect((await services.runtime.pool.query('SELECT 1 FROM identity_providers WHERE issuer = $1', [issuer])).rowCount).toBe(0);
+  });
+
+  it('shows a viewer no action on connections, an operator no identity provider change, and the API refuses them alike', async () => {
+    const connector = await connectedAccountsWorld();
+    await services.runtime.pool.query(
+      `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed)
+       VALUES (gen_random_uuid(), $1, $2, 'carol', 'active', '{read}', '\\x00')`,
+      [connector, LINK_ISSUER],
+    );
+    const viewer = await sendJson(
+      'POST',
+      `${services.adminUrl}/v1/admin-tokens`,
+      { name: 'connections-viewer', role: 'viewer', expires_in: 3600 },
+      services.adminToken,
+    );
+    const operator = await sendJson(
+      'POST',
+      `${services.adminUrl}/v1/admin-tokens`,
+      { name: 'connections-operator', role: 'operator', expires_in: 3600 },
+      services.adminToken,
+    );
+    const actions = 'button:has-text("Disconnect"), button:has-text("Remove"), [data-testid=connect-link-form], [data-testid=provider-form]';
+    await signIn(viewer.body.token);
+    await page.click('nav a[href="#/connections"]');
+    await page.locator('[data-testid=connections-table] tr', { hasText: 'carol' }).waitFor();
+    await page.locator(`[data-testid=identity-providers] td:text-is("${LINK_ISSUER}")`).waitFor();
+    expect(await page.locator(actions).count()).toBe(0);
+    expect(await page.locator('[data-testid=connections-table] thead th').count()).toBe(7);
+    const refused = await sendJson(
+      'POST',
+      `${services.adminUrl}/v1/connections/links`,
+      { connector_id: connector, user: { iss: LINK_ISSUER, sub: 'carol' } },
+      viewer.body.token,
+    );
+    expect(refused.status).toBe(403);
+    await signIn(operator.body.token);
+    await page.click('nav a[href="#/connections"]');
+    await page.locator('[data-testid=connections-table] tr', { hasText: 'carol' }).locator('button:has-text("Disconnect")').waitFor();
+    await page.locator('[data-testid=connect-link-form]').waitFor();
+    await page.locator(`[data-testid=identity-providers] td:text-is("${LINK_ISSUER}")`).waitFor();
+    expect(await page.locator('[data-testid=provider-form], [data-testid=identity-providers] button:has-text("Remove")').count()).toBe(0);
+    const denied = await sendJson('DELETE', `${services.adminUrl}/v1/identity-providers/${encodeURIComponent(LINK_ISSUER)}`, undefined, operator.body.token);
+    expect(denied.status).toBe(403);
+    await services.runtime.pool.query(`DELETE FROM connected_accounts WHERE user_subject = 'carol'`);
+    await signIn(services.adminToken);
+  });
 });

@@ -61,6 +61,23 @@ export interface ApiOptions {
   ifMatch?: string;
   /** Told the answer's `ETag`, if any (the version to send back as `ifMatch`). */
   onEntityTag?: (tag: string | undefined) => void;
+  /**
+   * Sent as `Idempotency-Key` on a create: the same key for every attempt of one intended create
+   * (a double click, a retry after an outage or a lost answer), so that the API creates it once
+   * and answers the others with the first answer (`Idempotent-Replayed: true`).
+   */
+  idempotencyKey?: string;
+  /** Told whether the answer is a replay of an earlier attempt's (`Idempotent-Replayed: true`). */
+  onReplayed?: (replayed: boolean) => void;
+}
+
+/**
+ * A fresh `Idempotency-Key`: 128 random bits in hex. From `getRandomValues`, which every browser
+ * offers, where `crypto.randomUUID` exists only in a secure context (a console reached over plain
+ * HTTP on another host than localhost would have none).
+ */
+export function newIdempotencyKey(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('');
 }
 
 /** Calls the admin API; resolves with the JSON answer (undefined for 204) or throws {@link ApiError}. */
@@ -71,6 +88,7 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   const headers: Record<string, string> = { accept: 'application/json' };
   if (sent) headers.authorization = `Bearer ${sent}`;
   if (options.ifMatch) headers['if-match'] = options.ifMatch;
+  if (options.idempotencyKey) headers['idempotency-key'] = options.idempotencyKey;
   let payload: BodyInit | undefined;
   if (options.raw) {
     headers['content-type'] = options.raw.type;
@@ -94,6 +112,7 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   }
   if (response.ok) {
     options.onEntityTag?.(response.headers.get('etag') ?? undefined);
+    options.onReplayed?.(response.headers.get('idempotent-replayed') === 'true');
     return json as T;
   }
   if (response.status === 401 && !options.quiet401 && token === sent) onUnauthorized();

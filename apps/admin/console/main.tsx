@@ -196,7 +196,7 @@ function Shell({ session, onSignOut, inert }: { session: Session; onSignOut: () 
       page = <TaskSearchPage route={route} />;
       break;
     case 'connections':
-      page = <ConnectionsPage route={route} />;
+      page = <ConnectionsPage route={route} can={can} />;
       break;
     case 'policies':
       page = <PoliciesPage can={can} />;

@@ -100,6 +100,28 @@ export function ShowMore({ list, label, testId }: { list: { items: unknown[]; ha
   ) : null;
 }
 
+/**
+ * One call at a time: `run(step)` does nothing while a step it started is still running. A ref,
+ * not state: the second click of a double click can arrive before a re-render disables the
+ * button, and it must not send the request again.
+ */
+export function useSingleFlight(): { busy: boolean; run: (step: () => Promise<void>) => Promise<void> } {
+  const running = useRef(false);
+  const [busy, setBusy] = useState(false);
+  const run = async (step: () => Promise<void>) => {
+    if (running.current) return;
+    running.current = true;
+    setBusy(true);
+    try {
+      await step();
+    } finally {
+      running.current = false;
+      setBusy(false);
+    }
+  };
+  return { busy, run };
+}
+
 /** Re-renders every second (countdowns). */
 export function useNow(): number {
   const [now, setNow] = useState(Date.now());
