@@ -1016,15 +1016,19 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.locator(`[data-testid=tasks-table] tr[data-task-id="${live.task_id}"]`).waitFor();
     expect(await page.locator(`tr[data-task-id="${ended.task_id}"]`).count()).toBe(0);
     await page.click('nav a[href="#/task-search"]');
+    const table = page.locator('[data-testid=task-search-table]');
+    // Unfiltered: every status, the live task (the newest) first.
+    await table.locator(`tr[data-task-id="${live.task_id}"]`).waitFor();
     const filters = page.locator('[data-testid=task-filters]');
     await filters.locator('select[name=status]').selectOption('revoked');
     await filters.locator('input[name=agent_id]').fill(world.agent.id);
     await filters.locator('input[name=orchestrator_id]').fill(world.orchestrator.id);
     await filters.locator('button[type=submit]').click();
     await page.waitForURL(`**/console/#/task-search?status=revoked&agent_id=${world.agent.id}&orchestrator_id=${world.orchestrator.id}`);
-    const table = page.locator('[data-testid=task-search-table]');
+    await table.locator(`tr[data-task-id="${live.task_id}"]`).waitFor({ state: 'detached' });
     await table.locator(`tr[data-task-id="${newer[49]}"]`).waitFor();
-    expect(await table.locator(`tr[data-task-id="${live.task_id}"]`).count()).toBe(0);
+    // The first rows only: the whole page is 50 tasks long.
+    if (SCREENSHOTS) await page.screenshot({ path: join(SCREENSHOTS, 'task-search.png') });
     const row = table.locator(`tr[data-task-id="${ended.task_id}"]`);
     expect(await row.count()).toBe(0);
     await page.click('[data-testid=more-task-search]');
@@ -1043,7 +1047,9 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.goto(`${services.adminUrl}/console/#/task-search?status=revoked&agent_id=${world.agent.id}`);
     await page.locator('[data-testid=task-search-table] tbody tr').first().waitFor();
     await page.click('[data-testid=more-task-search]');
-    await shot('task-search');
+    // The form shows the filters of the link followed, not those typed before it.
+    expect(await filters.locator('input[name=orchestrator_id]').inputValue()).toBe('');
+    expect(await filters.locator('select[name=status]').inputValue()).toBe('revoked');
     await row.locator('[data-testid=open-timeline]').click();
     await page.waitForURL(`**/console/#/audit?task_id=${ended.task_id}`);
     await page.locator('[data-testid=timeline] li[data-type="task.revoked"]').waitFor();
@@ -1112,6 +1118,7 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(text).toContain(LINK_ISSUER);
     expect(text).toContain(connector);
     expect(text).not.toMatch(/[\u202E\u200B]/);
+    await shot('connections-confirm');
     await page.waitForTimeout(300);
     expect((await services.runtime.pool.query('SELECT 1 FROM connected_accounts WHERE id = $1', [id])).rowCount).toBe(1);
     // Cancel changes nothing.
@@ -1136,7 +1143,6 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.click('[role=dialog] button[type=submit]');
     await page.locator('[role=dialog]').waitFor({ state: 'detached' });
     expect((await services.runtime.pool.query('SELECT 1 FROM connected_accounts WHERE id = $1', [id])).rowCount).toBe(1);
-    await shot('connections-confirm');
     await confirm.locator('button:has-text("Confirm disconnect")').click();
     await row.waitFor({ state: 'detached' });
     expect(await page.textContent('[data-testid=connections-notice]')).toContain('Disconnected ceo⟨U+202E⟩@corp⟨U+200B⟩');

@@ -1,5 +1,5 @@
 import type { ComponentChildren } from 'preact';
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, FieldError, newIdempotencyKey, query, Role, segment } from '../api';
 import type { Route } from '../main';
 import { describeError, ErrorLine, Field, Pill, reveal, ShowMore, usePagedPoll, useSingleFlight, when } from '../ui';
@@ -386,6 +386,9 @@ export function ConnectionsPage({ route, can }: { route: Route; can: (role: Role
     if (value) applied[name] = value;
   }
   const [draft, setDraft] = useState<Filters>(applied);
+  // The form shows the filters in force: a link followed, or Back, changes them without remounting the page.
+  const appliedKey = JSON.stringify(applied);
+  useEffect(() => setDraft(applied), [appliedKey]);
   const [notice, setNotice] = useState<string | undefined>();
   const connections = usePagedPoll<Connection>((cursor) => `/v1/connections${query({ ...applied, limit: 100, cursor })}`, 10_000, [JSON.stringify(applied)]);
   const providers = usePagedPoll<IdentityProvider>((cursor) => `/v1/identity-providers${query({ limit: 100, cursor })}`, 30_000);

@@ -1,4 +1,4 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { query } from '../api';
 import type { Route } from '../main';
 import { DetailsSummary, ErrorLine, Pill, reveal, ShowMore, usePagedPoll, when } from '../ui';
@@ -24,6 +24,9 @@ export function TaskSearchPage({ route }: { route: Route }) {
     if (value) applied[name] = value;
   }
   const [draft, setDraft] = useState<Filters>(applied);
+  // The form shows the filters in force: a link followed, or Back, changes them without remounting the page.
+  const appliedKey = JSON.stringify(applied);
+  useEffect(() => setDraft(applied), [appliedKey]);
   // Polled slowly: a search is read, not watched; an active task that ends changes its status here too.
   const tasks = usePagedPoll<Task>((cursor) => `/v1/tasks${query({ ...applied, limit: 50, cursor })}`, 15_000, [JSON.stringify(applied)]);
   const apply = (event: Event) => {
