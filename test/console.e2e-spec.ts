@@ -1330,4 +1330,33 @@ describeWithBrowser('admin console in Chromium', () => {
     await services.runtime.pool.query(`DELETE FROM connected_accounts WHERE user_subject = 'carol'`);
     await signIn(services.adminToken);
   });
+
+  it('creates one admin token on a double click or a retry after a lost answer, never a second one nobody saw', async () => {
+    await signIn(services.adminToken);
+    await page.click('nav a[href="#/access"]');
+    const form = page.locator('[data-testid=new-admin-token]');
+    const count = async (name: string) =>
+      (await services.runtime.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM admin_tokens WHERE name = $1', [name])).rows[0].n;
+    await form.locator('input[name=name]').fill('double-clicked');
+    await form.locator('button[type=submit]').dblclick();
+    expect(await form.locator('[data-testid=created-token]').inputValue()).toMatch(/^writ_admin_/);
+    await page.waitForTimeout(500);
+    expect(await count('double-clicked')).toBe(1);
+    await form.locator('button:has-text("Done")').click();
+    await form.locator('input[name=name]').fill('answer-lost');
+    await page.route('**/v1/admin-tokens', async (route) => {
+      await route.fetch();
+      await route.abort('failed');
+    });
+    await form.locator('button[type=submit]').click();
+    await form.locator('[role=alert]:has-text("cannot be reached")').waitFor();
+    await page.unroute('**/v1/admin-tokens');
+    expect(await count('answer-lost')).toBe(1);
+    await form.locator('button[type=submit]').click();
+    await form.locator('[role=alert]:has-text("cannot be shown again")').waitFor();
+    expect(await count('answer-lost')).toBe(1);
+    expect(await form.locator('[data-testid=created-token]').count()).toBe(0);
+    const { rows } = await services.runtime.pool.query<{ id: string }>(`SELECT id FROM admin_tokens WHERE name IN ('double-clicked', 'answer-lost')`);
+    for (const { id } of rows) await sendJson('DELETE', `${services.adminUrl}/v1/admin-tokens/${id}`, undefined, services.adminToken);
+  });
 });

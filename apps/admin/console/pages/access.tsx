@@ -1,6 +1,6 @@
-import { useState } from 'preact/hooks';
-import { api, FieldError, query, segment } from '../api';
-import { describeError, ErrorLine, Field, Pill, reveal, ShowMore, usePagedPoll, when } from '../ui';
+import { useRef, useState } from 'preact/hooks';
+import { api, FieldError, newIdempotencyKey, query, segment } from '../api';
+import { describeError, ErrorLine, Field, Pill, reveal, ShowMore, usePagedPoll, useSingleFlight, when } from '../ui';
 
 interface AdminToken {
   id: string;
@@ -29,41 +29,64 @@ function NewToken({ onCreated }: { onCreated: () => void }) {
   const [errors, setErrors] = useState<FieldError[]>([]);
   const [message, setMessage] = useState<string | undefined>();
   const [created, setCreated] = useState<{ name: string; token: string } | undefined>();
-  const create = async (event: Event) => {
+  // One Idempotency-Key per intended token: kept while the form is unchanged (a double click, a
+  // retry after a 503 or a lost answer make one token, not a second one whose secret nobody saw),
+  // a new one once a token is made or a field changes.
+  const key = useRef<string | undefined>(undefined);
+  const flight = useSingleFlight();
+  const edited =
+    <T,>(set: (value: T) => void) =>
+    (value: T) => {
+      key.current = undefined;
+      set(value);
+    };
+  const create = (event: Event) => {
     event.preventDefault();
-    try {
-      const answer = await api<{ name: string; token: string }>('POST', '/v1/admin-tokens', {
-        name,
-        role,
-        ...(expiresIn ? { expires_in: Number(expiresIn) } : {}),
-      });
-      setCreated({ name: answer.name, token: answer.token });
-      setErrors([]);
-      setMessage(undefined);
-      setName('');
-      onCreated();
-    } catch (caught) {
-      const described = describeError(caught);
-      setErrors(described.fields);
-      setMessage(described.message);
-    }
+    return flight.run(async () => {
+      key.current ??= newIdempotencyKey();
+      try {
+        const answer = await api<{ id: string; name: string; token?: string }>(
+          'POST',
+          '/v1/admin-tokens',
+          { name, role, ...(expiresIn ? { expires_in: Number(expiresIn) } : {}) },
+          { idempotencyKey: key.current },
+        );
+        key.current = undefined;
+        setErrors([]);
+        setName('');
+        onCreated();
+        if (typeof answer.token === 'string') {
+          setCreated({ name: answer.name, token: answer.token });
+          setMessage(undefined);
+        } else {
+          // A replay: an earlier attempt made the token and its answer, the only one with the secret, was lost.
+          setMessage(
+            `An earlier attempt created "${reveal(answer.name)}" (id ${answer.id}), but its answer did not reach this page and the token cannot be shown again: revoke it below and create another.`,
+          );
+        }
+      } catch (caught) {
+        const described = describeError(caught);
+        setErrors(described.fields);
+        setMessage(described.message);
+      }
+    });
   };
   return (
     <form class="card" onSubmit={create} data-testid="new-admin-token" novalidate>
       <h2>New admin token</h2>
       <ErrorLine error={message} />
       <Field label="Name" name="name" errors={errors} hint="who or what uses it, e.g. alice or ci-deployer">
-        <input name="name" value={name} onInput={(event) => setName((event.target as HTMLInputElement).value)} />
+        <input name="name" value={name} onInput={(event) => edited(setName)((event.target as HTMLInputElement).value)} />
       </Field>
       <Field label="Role" name="role" errors={errors}>
-        <select name="role" value={role} onChange={(event) => setRole((event.target as HTMLSelectElement).value)}>
+        <select name="role" value={role} onChange={(event) => edited(setRole)((event.target as HTMLSelectElement).value)}>
           <option value="viewer">viewer: reads</option>
           <option value="operator">operator: also changes the registry, revokes, decides approvals</option>
           <option value="admin">admin: also policies, keys and admin tokens</option>
         </select>
       </Field>
       <Field label="Expires" name="expires_in" errors={errors}>
-        <select name="expires_in" value={expiresIn} onChange={(event) => setExpiresIn((event.target as HTMLSelectElement).value)}>
+        <select name="expires_in" value={expiresIn} onChange={(event) => edited(setExpiresIn)((event.target as HTMLSelectElement).value)}>
           <option value="3600">in an hour</option>
           <option value="86400">in a day</option>
           <option value="2592000">in 30 days</option>
@@ -71,7 +94,7 @@ function NewToken({ onCreated }: { onCreated: () => void }) {
           <option value="">never (until revoked)</option>
         </select>
       </Field>
-      <button type="submit" class="primary">
+      <button type="submit" class="primary" disabled={flight.busy}>
         Create
       </button>
       {created ? (
