@@ -1359,4 +1359,21 @@ describeWithBrowser('admin console in Chromium', () => {
     const { rows } = await services.runtime.pool.query<{ id: string }>(`SELECT id FROM admin_tokens WHERE name IN ('double-clicked', 'answer-lost')`);
     for (const { id } of rows) await sendJson('DELETE', `${services.adminUrl}/v1/admin-tokens/${id}`, undefined, services.adminToken);
   });
+
+  it('registers one agent on a double click on Create, though each request would generate its own id', async () => {
+    await signIn(services.adminToken);
+    const { jwks } = (await sendJson('GET', `${services.adminUrl}/v1/agents/agent-1`, undefined, services.adminToken)).body;
+    await page.click('nav a[href="#/registry"]');
+    await page.click('a[href="#/registry/agents"]');
+    await page.click('button:has-text("New agent")');
+    const editor = page.locator('[data-testid=editor]');
+    await editor.locator('input[name=name]').fill('Clicked twice');
+    await editor.locator('textarea[name=jwks]').fill(JSON.stringify(jwks));
+    await editor.locator('button[type=submit]').dblclick();
+    await editor.waitFor({ state: 'detached' });
+    await page.waitForTimeout(500);
+    const { rows } = await services.runtime.pool.query<{ id: string }>(`SELECT id FROM agents WHERE name = 'Clicked twice'`);
+    expect(rows).toHaveLength(1);
+    await sendJson('DELETE', `${services.adminUrl}/v1/agents/${rows[0].id}`, undefined, services.adminToken);
+  });
 });

@@ -1,7 +1,7 @@
-import { useEffect, useState } from 'preact/hooks';
-import { api, FieldError, Page, query, Role, segment } from '../api';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api, FieldError, newIdempotencyKey, Page, query, Role, segment } from '../api';
 import type { Route } from '../main';
-import { describeError, ErrorLine, Field, parseJsonField, Pill, reveal, ShowMore, usePagedPoll, when } from '../ui';
+import { describeError, ErrorLine, Field, parseJsonField, Pill, reveal, ShowMore, usePagedPoll, useSingleFlight, when } from '../ui';
 
 type Kind = 'agents' | 'orchestrators' | 'connectors';
 
@@ -101,9 +101,19 @@ function Editor({ kind, original, onDone, onCancel }: { kind: Kind; original?: R
       open = false;
     };
   }, [kind, original]);
-  const set = (name: keyof Draft) => (event: Event) => setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value });
-  const save = async (event: Event) => {
+  // A create's Idempotency-Key: kept while the form is unchanged, so that a double click or a retry
+  // after a failure registers one agent (an id left empty is generated anew by each request).
+  const key = useRef<string | undefined>(undefined);
+  const flight = useSingleFlight();
+  const set = (name: keyof Draft) => (event: Event) => {
+    key.current = undefined;
+    setDraft({ ...draft, [name]: (event.target as HTMLInputElement).value });
+  };
+  const save = (event: Event) => {
     event.preventDefault();
+    return flight.run(() => send());
+  };
+  const send = async () => {
     // An edit is sent only with the version it applies to: before the read answers there is none.
     if (original && version === undefined) {
       setMessage('the current version is still being read (or could not be): save again once it is shown, or cancel');
@@ -118,7 +128,7 @@ function Editor({ kind, original, onDone, onCancel }: { kind: Kind; original?: R
     }
     try {
       if (original) await api('PATCH', `/v1/${kind}/${segment(original.id)}`, body, { ifMatch: version });
-      else await api('POST', `/v1/${kind}`, body);
+      else await api('POST', `/v1/${kind}`, body, { idempotencyKey: (key.current ??= newIdempotencyKey()) });
       onDone();
     } catch (caught) {
       const { message: text, fields } = describeError(caught);
@@ -181,7 +191,7 @@ function Editor({ kind, original, onDone, onCancel }: { kind: Kind; original?: R
         </>
       )}
       <div class="buttons">
-        <button type="submit" class="primary">
+        <button type="submit" class="primary" disabled={flight.busy}>
           {original ? 'Save' : 'Create'}
         </button>
         <button type="button" onClick={onCancel}>
