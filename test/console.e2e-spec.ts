@@ -995,6 +995,12 @@ describeWithBrowser('admin console in Chromium', () => {
     await services.runtime.pool.query(`DELETE FROM connected_accounts WHERE user_issuer = $1`, [issuer]);
   });
 
+  /** No CSP violation on this document (the init script's record) nor in Chromium's console since the suite began. */
+  const expectNoCspViolation = async () => {
+    expect(await page.evaluate<string[]>('window.__csp || []')).toEqual([]);
+    expect(cspViolations).toEqual([]);
+  };
+
   it('browses ended tasks by status, agent and orchestrator, page by page, and opens one for its timeline and evidence', async () => {
     await signIn(services.adminToken);
     // The oldest of the revoked tasks: with 50 a page it is on the second.
@@ -1055,6 +1061,7 @@ describeWithBrowser('admin console in Chromium', () => {
     await page.locator('[data-testid=timeline] li[data-type="task.revoked"]').waitFor();
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=download-evidence]')]);
     expect(download.suggestedFilename()).toBe(`writ-evidence-${ended.task_id}.json`);
+    await expectNoCspViolation();
     await sendJson('POST', `${services.adminUrl}/v1/tasks/${live.task_id}/revoke`, {}, services.adminToken);
   });
 
@@ -1147,6 +1154,7 @@ describeWithBrowser('admin console in Chromium', () => {
     await row.waitFor({ state: 'detached' });
     expect(await page.textContent('[data-testid=connections-notice]')).toContain('Disconnected ceo⟨U+202E⟩@corp⟨U+200B⟩');
     expect((await services.runtime.pool.query('SELECT 1 FROM connected_accounts WHERE id = $1', [id])).rowCount).toBe(0);
+    await expectNoCspViolation();
   });
 
   it('creates one connect link on a double click or a retry, shows its URL once, and keeps it nowhere once dismissed', async () => {
@@ -1224,6 +1232,7 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(keys[0]).not.toBe(sent[0].headers()['idempotency-key']);
     page.off('console', onConsole);
     page.off('request', onRequest);
+    await expectNoCspViolation();
   });
 
   it('registers an identity provider once on a double click, and removes it, each after a confirmation naming it', async () => {
@@ -1284,6 +1293,7 @@ describeWithBrowser('admin console in Chromium', () => {
     await removal.locator('button:has-text("Confirm remove")').click();
     await row.waitFor({ state: 'detached' });
     expect((await services.runtime.pool.query('SELECT 1 FROM identity_providers WHERE issuer = $1', [issuer])).rowCount).toBe(0);
+    await expectNoCspViolation();
   });
 
   it('shows a viewer no action on connections, an operator no identity provider change, and the API refuses them alike', async () => {
