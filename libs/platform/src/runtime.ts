@@ -400,8 +400,9 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     metrics.integrityFailed(table);
     logger.error({ table, id }, 'a row that grants authority does not carry a valid integrity tag (changed outside Writ?): refused');
   });
-  // The upgrade to tagged rows, once (the first instance to start; others wait for it). Not
-  // fatal: untagged rows stay refused until a later start tags them.
+  // The upgrade to tagged rows, once (the first instance to start; others wait for it), in
+  // batches. Not fatal: the batches committed stay tagged, the rows still untagged are refused
+  // until a later start resumes it.
   try {
     const tagged = await backfillRowIntegrity(pool, audit, rowIntegrity);
     if (tagged !== 'done' && Object.values(tagged).some((count) => count > 0))
@@ -409,7 +410,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   } catch (error) {
     logger.error(
       { err: error instanceof Error ? error.message : String(error) },
-      'rows written before integrity tags were not tagged: they are refused until a later start tags them',
+      'rows written before integrity tags were not all tagged: those still untagged are refused until a later start resumes the tagging',
     );
   }
   const source = dataSource;

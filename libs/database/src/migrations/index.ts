@@ -24,6 +24,7 @@ import { AdminIdempotencyKeys1764610000000 } from './1764610000000-admin-idempot
 import { ListOrderIndexes1764620000000 } from './1764620000000-list-order-indexes';
 import { AuthorityIntegrity1764630000000 } from './1764630000000-authority-integrity';
 import { AccountForcedRefresh1764640000000 } from './1764640000000-account-forced-refresh';
+import { RowIntegrityBackfillProgress1764652000000 } from './1764652000000-row-integrity-backfill-progress';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -58,4 +59,5 @@ export const MIGRATIONS = [
   ListOrderIndexes1764620000000,
   AuthorityIntegrity1764630000000,
   AccountForcedRefresh1764640000000,
+  RowIntegrityBackfillProgress1764652000000,
 ];
