@@ -301,7 +301,11 @@ export async function backfillRowIntegrity(
   const releaseLock = watchCheckedOut(lock);
   let lockBroken = false;
   try {
-    await waitForRowTagLock(lock);
+    await waitForRowTagLock(lock).catch((error: unknown) => {
+      // A wait that failed otherwise than by its timeouts leaves the session in doubt: closed, not handed back.
+      lockBroken = true;
+      throw error;
+    });
     try {
       const marker = await markerOf(pool);
       if (marker?.connectors_tagged && marker.providers_policies_approvals_tagged) return 'done';
