@@ -85,8 +85,8 @@ describe('row integrity: the upgrade tags a large installation in batches', () =
   /** The backends waiting for a lock, and who they wait for. */
   const waiting = async () =>
     (
-      await dba.query<{ pid: number; blockers: number[]; query: string }>(
-        `SELECT pid, pg_blocking_pids(pid) AS blockers, query FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0`,
+      await dba.query<{ pid: number; blockers: number[]; query: string; since: string }>(
+        `SELECT pid, pg_blocking_pids(pid) AS blockers, query, query_start::text AS since FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0`,
       )
     ).rows;
   const tagLockHolder = async () =>
@@ -223,6 +223,92 @@ describe('row integrity: the upgrade tags a large installation in batches', () =
       expect(await untagged()).toBe(1);
     } finally {
       await later.close();
+    }
+  }, 180_000);
+
+  it('runs a batch again when it waited past lock_timeout for a row a request holds, instead of giving up the tagging', async () => {
+    expected = await beforeTheUpgrade();
+    const eventsBefore = (await events()).length;
+    const holder = await holdLastTask();
+    let starting: Promise<TestServices> | undefined;
+    let failed = false;
+    try {
+      starting = startSecondInstance(first, { env: { WRIT_DB_LOCK_TIMEOUT_MS: '500' } });
+      // The batch waiting for the DBA's task, seen in two statements: the first ran out of lock_timeout, the second is its retry.
+      const seen = new Set<string>();
+      await eventually(
+        async () => {
+          for (const row of await waiting()) if (row.blockers.includes(holder.pid)) seen.add(row.since);
+          return seen.size;
+        },
+        (size) => size >= 2,
+        60_000,
+      );
+      expect(seen.size).toBeGreaterThanOrEqual(2);
+    } catch (error) {
+      failed = true;
+      throw error;
+    } finally {
+      await holder.release();
+      if (failed) await starting?.then((instance) => instance.close()).catch(() => undefined);
+    }
+    const started = await starting;
+    try {
+      const recorded = await events();
+      expect(recorded).toHaveLength(eventsBefore + 1);
+      expect(recorded[recorded.length - 1].data).toEqual({ tagged: expected });
+      expect(await untagged()).toBe(0);
+    } finally {
+      await started.close();
+    }
+  }, 180_000);
+
+  it('makes a second instance wait for the tagging past its own lock_timeout, not start without it', async () => {
+    expected = await beforeTheUpgrade();
+    const eventsBefore = (await events()).length;
+    const holder = await holdLastTask();
+    let tagging: Promise<TestServices> | undefined;
+    let waiting_: Promise<TestServices> | undefined;
+    let failed = false;
+    let waiterStarted = false;
+    try {
+      tagging = startSecondInstance(first, PATIENT);
+      const [tagger] = (
+        await eventually(
+          async () => ({ rows: await waiting(), holders: await tagLockHolder() }),
+          ({ rows, holders }) => rows.some((row) => row.blockers.includes(holder.pid)) && holders.length === 1,
+          60_000,
+        )
+      ).holders;
+      waiting_ = startSecondInstance(first, { env: { WRIT_DB_LOCK_TIMEOUT_MS: '500' } });
+      void waiting_.then(() => (waiterStarted = true)).catch(() => undefined);
+      // Its wait for the lock, seen in two statements: the first ran out of its lock_timeout, the second asks again.
+      const seen = new Set<string>();
+      await eventually(
+        async () => {
+          for (const row of await waiting()) if (row.blockers.includes(tagger) && /pg_advisory_lock/.test(row.query)) seen.add(`${row.pid} ${row.since}`);
+          return seen.size;
+        },
+        (size) => size >= 2,
+        60_000,
+      );
+      expect(seen.size).toBeGreaterThanOrEqual(2);
+      expect(waiterStarted).toBe(false);
+    } catch (error) {
+      failed = true;
+      throw error;
+    } finally {
+      await holder.release();
+      if (failed) for (const start of [tagging, waiting_]) await start?.then((instance) => instance.close()).catch(() => undefined);
+    }
+    const instances = await Promise.all([tagging, waiting_]);
+    try {
+      const recorded = await events();
+      expect(recorded).toHaveLength(eventsBefore + 1);
+      expect(recorded[recorded.length - 1].data).toEqual({ tagged: expected });
+      expect(await untagged()).toBe(0);
+    } finally {
+      await Promise.all(instances.map((instance) => instance.close()));
     }
   }, 180_000);
 });
