@@ -25,6 +25,7 @@ import { ListOrderIndexes1764620000000 } from './1764620000000-list-order-indexe
 import { AuthorityIntegrity1764630000000 } from './1764630000000-authority-integrity';
 import { AccountForcedRefresh1764640000000 } from './1764640000000-account-forced-refresh';
 import { RowIntegrityBackfillProgress1764652000000 } from './1764652000000-row-integrity-backfill-progress';
+import { AccountRefreshBackoff1764660000000 } from './1764660000000-account-refresh-backoff';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -60,4 +61,5 @@ export const MIGRATIONS = [
   AuthorityIntegrity1764630000000,
   AccountForcedRefresh1764640000000,
   RowIntegrityBackfillProgress1764652000000,
+  AccountRefreshBackoff1764660000000,
 ];
