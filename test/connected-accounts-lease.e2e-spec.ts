@@ -4,10 +4,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { CryptoKey } from 'jose';
 import type { Pool } from 'pg';
-import { accountSealContext } from '@writ/accounts';
+import { accountSealContext, ConnectedAccounts } from '@writ/accounts';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { eventually } from './support/eventually';
+import { sample, scrape } from './support/metrics';
 import { credentialForUser, startIdentityProvider } from './support/grant-flow';
 import { http, sendJson, type TestClient, type TestResponse } from './support/oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
@@ -499,11 +500,21 @@ describe('connected accounts: the refresh lease', () => {
     );
     expect(rows[0]).toMatchObject({ outcome: 'error', data: { status: 'active' } });
 
-    // The provider back: the next call refreshes (no lease left in its way).
+    // The provider back within the backoff (5 s at first): the next call waits for it, the
+    // provider is not asked (the price of not asking a struggling provider on every call).
     provider.mode = 'answer';
+    const requests = provider.refreshRequests;
+    const waiting = await callMe(await credentialFor('outage'));
+    expect(waiting.status).toBe(503);
+    expect(waiting.body.error_description).toMatch(/was unavailable at the last refresh .*: it is not asked again for \d+ s/);
+    expect(Number(waiting.headers.get('retry-after'))).toBeLessThanOrEqual(5);
+    expect(provider.refreshRequests).toBe(requests);
+    // The backoff over (moved back by PostgreSQL's clock, as waiting would): the next call refreshes.
+    await pool.query(`UPDATE connected_accounts SET refresh_retry_at = now() WHERE user_subject = 'outage'`);
     const recovered = await callMe(await credentialFor('outage'));
     expect(recovered.status).toBe(200);
     expect(recovered.body.account).toBe('outage');
+    expect(provider.refreshRequests).toBe(requests + 1);
   });
 
   it('a refused refresh token (invalid_grant) marks the account for reconnection, its lease released', async () => {
@@ -629,6 +640,163 @@ describe('connected accounts: the refresh lease', () => {
       }
       expect(provider.refreshRequests).toBe(before + 1);
       expect(await stored('refused-and-down')).toMatchObject({ status: 'active', refresh_lease_holder: null });
+    });
+  });
+  describe('backoff after transient refresh failures: an outage is not one provider request and one audit event per call', () => {
+    const failedEvents = async (id: string) =>
+      (
+        await pool.query<{ data: Record<string, unknown> }>(
+          `SELECT data FROM audit_events WHERE type = 'connection.refresh_failed' AND data->>'connection_id' = $1 ORDER BY seq`,
+          [id],
+        )
+      ).rows.map((row) => row.data);
+    const backoffOf = async (id: string) =>
+      (
+        await pool.query<{ refresh_failures: number; retry_wait: number | null }>(
+          `SELECT refresh_failures, ceil(extract(epoch FROM refresh_retry_at - now()))::int AS retry_wait FROM connected_accounts WHERE id = $1`,
+          [id],
+        )
+      ).rows[0];
+    /** `writ_account_refresh_deferred_total{connector="codehost"}`, summed over both instances. */
+    const deferred = async () =>
+      (sample(await scrape(first.gatewayUrl), 'writ_account_refresh_deferred_total', { connector: 'codehost' }) ?? 0) +
+      (sample(await scrape(secondGateway()), 'writ_account_refresh_deferred_total', { connector: 'codehost' }) ?? 0);
+    const retryAfter = (response: TestResponse) => Number(response.headers.get('retry-after'));
+    /** Waits (real time) until the account's backoff is over by PostgreSQL's clock. */
+    async function waitOut(id: string): Promise<void> {
+      const wait = (await backoffOf(id)).retry_wait ?? 0;
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, wait) * 1000 + 100));
+    }
+
+    it('N parallel calls on two instances during an outage: one attempt and one event per interval, growing; recovery after the interval', async () => {
+      const account = await connected('backoff', -60);
+      const credential = await credentialFor('backoff');
+      provider.mode = 'unavailable';
+      const before = provider.refreshRequests;
+      const deferredBefore = await deferred();
+
+      // Interval 1: 8 parallel calls, then 6 more in sequence, on both instances: one attempt.
+      const parallel = await inParallel(credential, 8);
+      const sequential = await inSequence(credential, 6);
+      for (const response of [...parallel, ...sequential]) {
+        expect(response.status).toBe(503);
+        expect(response.body.error).toBe('temporarily_unavailable');
+        expect(retryAfter(response)).toBeGreaterThanOrEqual(1);
+        expect(retryAfter(response)).toBeLessThanOrEqual(5);
+      }
+      for (const response of sequential) expect(response.body.error_description).toMatch(/it is not asked again for \d+ s/);
+      expect(provider.refreshRequests).toBe(before + 1);
+      expect(await failedEvents(account.id)).toEqual([expect.objectContaining({ status: 'active', consecutive_failures: 1 })]);
+      const [firstEvent] = await failedEvents(account.id);
+      expect(firstEvent.retry_after_seconds).toBeGreaterThanOrEqual(4);
+      expect(firstEvent.retry_after_seconds).toBeLessThanOrEqual(5);
+      // Refused calls are counted, not audited (the 8 parallel calls may have shared the attempt in a process).
+      expect((await deferred()) - deferredBefore).toBeGreaterThanOrEqual(6);
+      expect(await stored('backoff')).toMatchObject({ status: 'active', refresh_lease_holder: null });
+
+      // Interval 2, after waiting the first out (PostgreSQL's clock): one more attempt, a longer backoff.
+      await waitOut(account.id);
+      const second = await inParallel(credential, 8);
+      for (const response of second) expect(response.status).toBe(503);
+      expect(provider.refreshRequests).toBe(before + 2);
+      const events = await failedEvents(account.id);
+      expect(events).toHaveLength(2);
+      expect(events[1]).toMatchObject({ consecutive_failures: 2 });
+      expect(events[1].retry_after_seconds).toBeGreaterThanOrEqual(8);
+      expect(events[1].retry_after_seconds).toBeLessThanOrEqual(10);
+      expect(Math.max(...second.map(retryAfter))).toBeGreaterThan(5);
+
+      // The provider back within the backoff: still refused, without asking it.
+      provider.mode = 'answer';
+      const early = await inParallel(credential, 4);
+      for (const response of early) expect(response.status).toBe(503);
+      expect(provider.refreshRequests).toBe(before + 2);
+
+      // After the interval: one refresh for parallel calls on both instances, all served, the backoff reset.
+      await waitOut(account.id);
+      const recovered = await inParallel(credential, 8);
+      expect(recovered.map((response) => response.status)).toEqual(new Array(8).fill(200));
+      expect(provider.refreshRequests).toBe(before + 3);
+      expect(await backoffOf(account.id)).toEqual({ refresh_failures: 0, retry_wait: null });
+      expect(await failedEvents(account.id)).toHaveLength(2);
+
+      // A later outage starts again from the first interval.
+      await pool.query(`UPDATE connected_accounts SET access_expires_at = now() - interval '1 minute' WHERE id = $1`, [account.id]);
+      provider.mode = 'unavailable';
+      const again = await callMe(credential, secondGateway());
+      expect(again.status).toBe(503);
+      expect(retryAfter(again)).toBeLessThanOrEqual(5);
+      expect((await failedEvents(account.id))[2]).toMatchObject({ consecutive_failures: 1 });
+    }, 60_000);
+
+    it('the backoff grows to 5 min at most', async () => {
+      const account = await connected('backoff-long', -60);
+      const credential = await credentialFor('backoff-long');
+      provider.mode = 'unavailable';
+      // Ten failures in a row before this one: 5 s doubled ten times is far past the cap.
+      await pool.query(`UPDATE connected_accounts SET refresh_failures = 10 WHERE id = $1`, [account.id]);
+      const before = provider.refreshRequests;
+      const response = await callMe(credential);
+      expect(response.status).toBe(503);
+      expect(provider.refreshRequests).toBe(before + 1);
+      const { refresh_failures: failures, retry_wait: wait } = await backoffOf(account.id);
+      expect(failures).toBe(11);
+      expect(wait).toBeGreaterThan(0.75 * 300 - 2);
+      expect(wait).toBeLessThanOrEqual(300);
+      const later = await inParallel(credential, 4);
+      for (const refused of later) {
+        expect(refused.status).toBe(503);
+        expect(retryAfter(refused)).toBeLessThanOrEqual(300);
+        expect(retryAfter(refused)).toBeGreaterThan(200);
+      }
+      expect(provider.refreshRequests).toBe(before + 1);
+    });
+
+    it("decided in the lease's claim: a failure recorded by another instance between this one's read and its claim is not followed by a second attempt", async () => {
+      const account = await connected('backoff-stale', -60);
+      const credential = await credentialFor('backoff-stale');
+      // The second gateway's ConnectedAccounts: between its read of the account (no backoff then)
+      // and its claim, another instance's attempt fails (its release and backoff, as the holder writes them).
+      const accounts: { claimLease: (...args: unknown[]) => Promise<unknown> } = Object(
+        second.apps[second.apps.length - 1].get<ConnectedAccounts>(ConnectedAccounts, { strict: false }),
+      );
+      const claim = accounts.claimLease;
+      let interleaved = false;
+      accounts.claimLease = async function (this: unknown, ...args: unknown[]) {
+        if (!interleaved) {
+          interleaved = true;
+          await pool.query(`UPDATE connected_accounts SET refresh_failures = 1, refresh_retry_at = now() + interval '5 seconds' WHERE id = $1`, [account.id]);
+        }
+        return claim.apply(this, args);
+      };
+      try {
+        const before = provider.refreshRequests;
+        const response = await callMe(credential, secondGateway());
+        expect(interleaved).toBe(true);
+        expect(response.status).toBe(503);
+        expect(response.body.error_description).toMatch(/it is not asked again for \d+ s/);
+        expect(Number(response.headers.get('retry-after'))).toBeLessThanOrEqual(5);
+        expect(provider.refreshRequests).toBe(before);
+      } finally {
+        accounts.claimLease = claim;
+      }
+    });
+
+    it('a permanent failure (invalid_grant) during an outage history still breaks the connection at the next attempt', async () => {
+      const account = await connected('backoff-revoked', -60);
+      provider.mode = 'unavailable';
+      expect((await callMe(await credentialFor('backoff-revoked'))).status).toBe(503);
+      await http(`${provider.url}/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token: account.refreshToken }).toString(),
+      });
+      provider.mode = 'answer';
+      await pool.query(`UPDATE connected_accounts SET refresh_retry_at = now() WHERE id = $1`, [account.id]);
+      const response = await callMe(await credentialFor('backoff-revoked'));
+      expect(response.status).toBe(403);
+      expect(response.body.error).toBe('connection_required');
+      expect(await stored('backoff-revoked')).toMatchObject({ status: 'broken', refresh_lease_holder: null });
     });
   });
 });

@@ -22,6 +22,7 @@ export function connectedAccountsProvider(dispatcher: symbol): FactoryProvider<C
         new UpstreamOAuthClient(upstream),
         connectCallbackUrl(runtime.config.issuer),
         `${runtime.config.issuer}/connect/`,
+        (connectorId) => runtime.metrics?.accountRefreshDeferred(connectorId),
       ),
     inject: [RUNTIME, dispatcher],
   };

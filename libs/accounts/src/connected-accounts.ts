@@ -87,6 +87,13 @@ interface LeasedAccountRow extends AccountRow {
    * old (0 when it is, or there was none): the next forced refresh waits until then.
    */
   refresh_wait: number;
+  /** Refresh attempts in a row that failed transiently (the provider unavailable); 0 after a success or a reconnect. */
+  refresh_failures: number;
+  /**
+   * Seconds until the backoff after the last transient failure is over (0 when it is, or there
+   * was none): no refresh of the account is claimed before then.
+   */
+  retry_wait: number;
 }
 
 interface SealedTokens {
@@ -124,6 +131,15 @@ const REFRESH_POLL_MAX_MS = 400;
 /** First and longest pause between two attempts to store a rotated refresh token PostgreSQL failed to take (doubling). */
 const STORE_RETRY_FIRST_MS = 100;
 const STORE_RETRY_MAX_MS = 2_000;
+/**
+ * Backoff of an account's refresh after a transient failure (the provider unreachable, timing
+ * out, or answering `5xx`/`429`): the first interval, doubling with each failure in a row, up
+ * to the longest; each shortened by a random part of up to {@link REFRESH_BACKOFF_JITTER} of it,
+ * so that the accounts of one provider that failed together are not all retried together.
+ */
+export const REFRESH_BACKOFF_FIRST_SECONDS = 5;
+export const REFRESH_BACKOFF_MAX_SECONDS = 300;
+const REFRESH_BACKOFF_JITTER = 0.25;
 /** PostgreSQL out of reach (or a lock or statement timeout): worth trying again. */
 function unavailable(error: unknown): boolean {
   return error instanceof AuditUnavailableError || isConnectionError(error);
@@ -141,7 +157,8 @@ const ACCOUNT_COLUMNS = `id, connector_id, user_issuer, user_subject, status, sc
 /** The refresh lease and token validity of an account, by PostgreSQL's clock (one clock for every instance). */
 const LEASE_COLUMNS = `refresh_lease_holder AS lease_holder, COALESCE(refresh_lease_expires_at > now(), false) AS lease_live,
   (access_expires_at IS NULL OR access_expires_at > now()) AS access_valid,
-  GREATEST(0, COALESCE(ceil(extract(epoch FROM forced_refreshed_at + make_interval(secs => ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS}) - now())), 0))::int AS refresh_wait`;
+  GREATEST(0, COALESCE(ceil(extract(epoch FROM forced_refreshed_at + make_interval(secs => ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS}) - now())), 0))::int AS refresh_wait,
+  refresh_failures, GREATEST(0, COALESCE(ceil(extract(epoch FROM refresh_retry_at - now())), 0))::int AS retry_wait`;
 
 function sha256(value: string): string {
   return createHash('sha256').update(value).digest('base64url');
@@ -181,6 +198,8 @@ export class ConnectedAccounts {
     private readonly callbackUrl: string,
     /** Base of connect link URLs (`<issuer>/connect/`). */
     private readonly linkBase: string,
+    /** Told of each call refused because its account's refresh is backing off (a metric: no audit event per call). */
+    private readonly onRefreshDeferred: (connectorId: string) => void = () => undefined,
   ) {}
 
   /** The refresh running in this process per account: concurrent callers share it. */
@@ -355,7 +374,8 @@ export class ConnectedAccounts {
              ON CONFLICT (connector_id, user_issuer, user_subject) DO UPDATE
                SET status = 'active', scopes = EXCLUDED.scopes, tokens_sealed = EXCLUDED.tokens_sealed, access_expires_at = EXCLUDED.access_expires_at,
                    broken_error = NULL, connected_at = now(), refreshed_at = NULL, updated_at = now(),
-                   refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, forced_refreshed_at = NULL`,
+                   refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, forced_refreshed_at = NULL,
+                   refresh_failures = 0, refresh_retry_at = NULL`,
             [randomUUID(), link.connector_id, user.issuer, user.subject, tokens.scopes, sealed, tokens.expiresAt, credentialSealed],
           )
         ).rowCount === 1,
@@ -469,6 +489,12 @@ export class ConnectedAccounts {
         // Another caller (maybe on another instance) is refreshing: never a second refresh.
         if (usableMeanwhile) return tokens.access_token;
         waitedOn = row.lease_holder;
+      } else if (row.retry_wait > 0) {
+        // The last attempt (maybe the one waited for) failed transiently: the provider is not
+        // asked again before its backoff is over (the claim checks it again, atomically).
+        if (usableMeanwhile) return tokens.access_token;
+        this.onRefreshDeferred(row.connector_id);
+        throw this.refreshBackingOff(row);
       } else if (waitedOn !== null && row.lease_holder === null) {
         // The refresh waited for ended without new tokens, and not in a broken connection: the provider was unavailable.
         if (usableMeanwhile) return tokens.access_token;
@@ -501,7 +527,8 @@ export class ConnectedAccounts {
    * is free or expired and the tokens are still the ones read (no refresh stored since); when
    * `forced` (by an upstream `401`), only if the last forced claim is
    * {@link MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} old, and recording this one whatever its
-   * outcome (a provider failing such refreshes is not asked again on every call either).
+   * outcome (a provider failing such refreshes is not asked again on every call either); and
+   * never before the backoff after a transient failure is over (`refresh_retry_at`).
    */
   private async claimLease(row: LeasedAccountRow, holder: string, forced: boolean): Promise<LeasedAccountRow | undefined> {
     const { rows } = await this.pool.query<LeasedAccountRow>(
@@ -509,6 +536,7 @@ export class ConnectedAccounts {
               forced_refreshed_at = CASE WHEN $5::boolean THEN now() ELSE forced_refreshed_at END
         WHERE id = $1 AND status = 'active' AND tokens_sealed = $4 AND (refresh_lease_holder IS NULL OR refresh_lease_expires_at <= now())
           AND (NOT $5::boolean OR forced_refreshed_at IS NULL OR forced_refreshed_at <= now() - make_interval(secs => $6))
+          AND (refresh_retry_at IS NULL OR refresh_retry_at <= now())
         RETURNING ${ACCOUNT_COLUMNS}, ${LEASE_COLUMNS}`,
       [row.id, holder, REFRESH_LEASE_SECONDS, row.tokens_sealed, forced, MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS],
     );
@@ -521,16 +549,38 @@ export class ConnectedAccounts {
       'upstream_token_refused',
       `the upstream refused the user's access token on ${row.connector_id} again, less than ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} s after a refresh it forced: it is not refreshed again before then`,
       503,
-      Math.max(1, row.refresh_wait),
+      Math.max(1, row.refresh_wait, row.retry_wait),
     );
   }
 
-  /** Releases the lease if `holder` still has it (the tokens unchanged): the next caller may try again. */
-  private async releaseLease(id: string, holder: string): Promise<void> {
-    await this.pool.query(
-      `UPDATE connected_accounts SET refresh_lease_holder = NULL, refresh_lease_expires_at = NULL WHERE id = $1 AND refresh_lease_holder = $2`,
-      [id, holder],
+  /** The last refresh failed transiently, less than its backoff ago: the provider is not asked again before it is over. */
+  private refreshBackingOff(row: LeasedAccountRow): ConnectedAccountError {
+    return new ConnectedAccountError(
+      'refresh_backoff',
+      `the upstream token endpoint of ${row.connector_id} was unavailable at the last ${row.refresh_failures > 1 ? `${row.refresh_failures} refreshes` : 'refresh'} of the user's connection: ` +
+        `it is not asked again for ${row.retry_wait} s`,
+      503,
+      Math.max(1, row.retry_wait),
     );
+  }
+
+  /**
+   * Releases the lease of an attempt that failed transiently, if `holder` still has it, and
+   * starts (or lengthens) the account's backoff in the same statement, by PostgreSQL's clock:
+   * {@link REFRESH_BACKOFF_FIRST_SECONDS} doubling per failure in a row up to
+   * {@link REFRESH_BACKOFF_MAX_SECONDS}, less up to {@link REFRESH_BACKOFF_JITTER} of it at
+   * random. Resolves with the failures in a row and the seconds of backoff, or undefined when
+   * the lease was no longer this attempt's (nothing written).
+   */
+  private async releaseAfterFailure(id: string, holder: string): Promise<{ failures: number; retryAfter: number } | undefined> {
+    const { rows } = await this.pool.query<{ failures: number; retry_after: number }>(
+      `UPDATE connected_accounts SET refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, refresh_failures = refresh_failures + 1,
+              refresh_retry_at = now() + make_interval(secs => LEAST($4::float8, $3::float8 * power(2, LEAST(refresh_failures, 20))) * (1 - $5::float8 * random()))
+        WHERE id = $1 AND refresh_lease_holder = $2
+        RETURNING refresh_failures AS failures, GREATEST(1, ceil(extract(epoch FROM refresh_retry_at - now())))::int AS retry_after`,
+      [id, holder, REFRESH_BACKOFF_FIRST_SECONDS, REFRESH_BACKOFF_MAX_SECONDS, REFRESH_BACKOFF_JITTER],
+    );
+    return rows[0] ? { failures: rows[0].failures, retryAfter: rows[0].retry_after } : undefined;
   }
 
   /** The refresh itself, by the lease's holder; no transaction is open during the upstream call. */
@@ -549,12 +599,20 @@ export class ConnectedAccounts {
     } catch (error) {
       if (error instanceof UpstreamOAuthError && error.refused) return this.markBroken(row, holder, user, error.message);
       const reason = error instanceof UpstreamOAuthError ? error.message : 'the upstream token endpoint could not be reached';
-      // Unreleased (the database out of reach too), the lease expires by itself.
-      await this.releaseLease(row.id, holder).catch(() => undefined);
+      // The lease released and the backoff started together: no other caller claims a refresh
+      // before the backoff is over. Unreleased (the database out of reach too), the lease
+      // expires by itself (REFRESH_LEASE_SECONDS, a backoff of its own).
+      const backoff = await this.releaseAfterFailure(row.id, holder).catch(() => undefined);
+      // One event per attempt: the calls refused during the backoff are counted, not audited.
       await this.audit.record(
-        this.event('connection.refresh_failed', 'error', REFRESHER, row.connector_id, user, { connection_id: row.id, error: reason, status: row.status }),
+        this.event('connection.refresh_failed', 'error', REFRESHER, row.connector_id, user, {
+          connection_id: row.id,
+          error: reason,
+          status: row.status,
+          ...(backoff ? { consecutive_failures: backoff.failures, retry_after_seconds: backoff.retryAfter } : {}),
+        }),
       );
-      throw new ConnectedAccountError('upstream_unavailable', `the upstream token endpoint is unavailable: ${reason}`, 503);
+      throw new ConnectedAccountError('upstream_unavailable', `the upstream token endpoint is unavailable: ${reason}`, 503, backoff?.retryAfter);
     }
     const rotated = fresh.refreshToken !== undefined && fresh.refreshToken !== tokens.refresh_token;
     const sealed = this.seal(row.connector_id, credential, user, {
@@ -570,7 +628,7 @@ export class ConnectedAccounts {
             (
               await tx.query(
                 `UPDATE connected_accounts SET tokens_sealed = $3, access_expires_at = $4, scopes = $5, refreshes = refreshes + 1, refreshed_at = now(), updated_at = now(),
-                        refresh_lease_holder = NULL, refresh_lease_expires_at = NULL
+                        refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, refresh_failures = 0, refresh_retry_at = NULL
                   WHERE id = $1 AND refresh_lease_holder = $2 AND status = 'active' AND tokens_sealed = $6`,
                 [row.id, holder, sealed, fresh.expiresAt, fresh.scopes, row.tokens_sealed],
               )

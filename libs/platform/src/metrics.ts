@@ -59,6 +59,7 @@ export class WritMetrics {
   private readonly throttleMemoryRefusals: Counter<'scope'>;
   private readonly throttleFlushFailures: Counter<string>;
   private readonly idempotency: Counter<'outcome'>;
+  private readonly refreshDeferred: Counter<'connector'>;
   /** Each live failure throttle's blocked sources held in memory, per scope (summed at a scrape). */
   private readonly throttles = new Set<() => ReadonlyMap<string, number>>();
   private policyVersion: (() => string) | undefined;
@@ -183,6 +184,12 @@ export class WritMetrics {
       registers,
     });
     for (const outcome of ['replayed', 'conflict']) this.idempotency.inc({ outcome }, 0);
+    this.refreshDeferred = new Counter({
+      name: 'writ_account_refresh_deferred_total',
+      help: "Calls answered 503 without asking the provider because their connected account's refresh is backing off after a transient failure, by connector",
+      labelNames: ['connector'],
+      registers,
+    });
     this.policyEvaluation = new Histogram({
       name: 'writ_policy_evaluation_seconds',
       help: 'Policy (WASM) evaluation latency',
@@ -299,6 +306,15 @@ export class WritMetrics {
   /** An admin create with an `Idempotency-Key` already used: answered again, or refused `422` (another request). */
   idempotentCreate(outcome: 'replayed' | 'conflict'): void {
     this.idempotency.inc({ outcome });
+  }
+
+  /**
+   * A call was refused (503) without asking the provider: its connected account's refresh is
+   * backing off after a transient failure. Counted, not audited (one `connection.refresh_failed`
+   * per attempt). `connectorId` is a connector of the catalogue (the account's), never the caller's text.
+   */
+  accountRefreshDeferred(connectorId: string): void {
+    this.refreshDeferred.inc({ connector: label(connectorId) });
   }
 
   /** A policy evaluation took `seconds`. */
