@@ -619,8 +619,14 @@ describe('connected accounts: the refresh lease', () => {
       // Once the interval is over, a refusal is worth one refresh again, for parallel calls on both instances too.
       await pool.query(`UPDATE connected_accounts SET forced_refreshed_at = now() - interval '31 seconds' WHERE id = $1`, [account.id]);
       const later = await inParallel(credential, 6);
-      // They share the one refresh (the lease), and each resends with its token, which is refused too.
-      expect(later.map((response) => response.status)).toEqual(new Array(6).fill(401));
+      // They share the one refresh (the lease), and each resends with its token, which is refused
+      // too (401). A call slow enough to send that new token on its first send has it refused
+      // within 30 s of the forced refresh: no second one, a 503 (a race of the calls, not a fault).
+      for (const response of later) {
+        expect([401, 503]).toContain(response.status);
+        if (response.status === 503) expect(response.body.error_description).toMatch(/less than 30 s after a refresh it forced/);
+      }
+      expect(later.some((response) => response.status === 401)).toBe(true);
       expect(provider.refreshRequests).toBe(before + 2);
     });
 
