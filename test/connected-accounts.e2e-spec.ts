@@ -309,6 +309,32 @@ describe('connected accounts', () => {
     expect(rows[0].data).toMatchObject({ status: 'broken', user: { sub: 'bob' } });
   });
 
+  it('connecting again clears the refresh backoff left by a provider outage: the next call refreshes at once', async () => {
+    idTokens.dave = await idTokenOf('dave');
+    await connect('dave');
+    const { id } = await account('dave');
+    // Six transient failures in a row: the next refresh waits up to 5 min.
+    await pool.query(
+      `UPDATE connected_accounts SET refresh_failures = 6, refresh_retry_at = now() + interval '5 minutes', access_expires_at = now() - interval '1 minute' WHERE id = $1`,
+      [id],
+    );
+    const { refreshes } = await provider.stats();
+    const waiting = await callMe(await credentialForUser('dave'));
+    expect(waiting.status).toBe(503);
+    expect(waiting.body.error_description).toMatch(/was unavailable at the last 6 refreshes .*: it is not asked again for \d+ s/);
+    expect(Number(waiting.headers.get('retry-after'))).toBeGreaterThan(250);
+    expect((await provider.stats()).refreshes).toBe(refreshes);
+
+    await connect('dave');
+    const { rows } = await pool.query(`SELECT refresh_failures, refresh_retry_at FROM connected_accounts WHERE id = $1`, [id]);
+    expect(rows[0]).toEqual({ refresh_failures: 0, refresh_retry_at: null });
+    await expire('dave');
+    const response = await callMe(await credentialForUser('dave'));
+    expect(response.status).toBe(200);
+    expect(response.body.account).toBe('dave');
+    expect((await provider.stats()).refreshes).toBe(refreshes + 1);
+  });
+
   it('refuses a task without a verified user, or a user without a connection, before anything is sent', async () => {
     const calls = (await provider.stats()).apiCalls.length;
     const anonymous = await taskFor({ on_behalf_of: 'alice' });
