@@ -137,8 +137,8 @@ const STORE_RETRY_MAX_MS = 2_000;
  * to the longest; each shortened by a random part of up to {@link REFRESH_BACKOFF_JITTER} of it,
  * so that the accounts of one provider that failed together are not all retried together.
  */
-export const REFRESH_BACKOFF_FIRST_SECONDS = 5;
-export const REFRESH_BACKOFF_MAX_SECONDS = 300;
+const REFRESH_BACKOFF_FIRST_SECONDS = 5;
+const REFRESH_BACKOFF_MAX_SECONDS = 300;
 const REFRESH_BACKOFF_JITTER = 0.25;
 /** PostgreSQL out of reach (or a lock or statement timeout): worth trying again. */
 function unavailable(error: unknown): boolean {
