@@ -27,6 +27,8 @@ interface Slice {
   cpuUsAtMax: number;
   proxyCpuUsAtMax: number;
   walBytesAtMax: number;
+  /** Full-page images per call at the maximum: WAL that depends on checkpoint timing, not on the code. */
+  fullPagesAtMax: number;
   cpuUsAtRate: number;
   commitsAtRate: number;
   addedP50Ms: number;
@@ -74,6 +76,7 @@ async function main(): Promise<void> {
           cpuUsAtMax: Math.round(gatewayMax.cpuUsPerRequest),
           proxyCpuUsAtMax: Math.round(proxyMax.cpuUsPerRequest),
           walBytesAtMax: Math.round(gatewayMax.walBytesPerRequest),
+          fullPagesAtMax: round3(gatewayMax.walFullPageImagesPerRequest),
           cpuUsAtRate: Math.round(gatewayAtRate.cpuUsPerRequest),
           commitsAtRate: round3(gatewayAtRate.commitsPerRequest),
           addedP50Ms: round3(gatewayAtRate.p50Ms - proxyAtRate.p50Ms),
@@ -91,6 +94,7 @@ async function main(): Promise<void> {
       'cpuUsAtMax',
       'proxyCpuUsAtMax',
       'walBytesAtMax',
+      'fullPagesAtMax',
       'cpuUsAtRate',
       'commitsAtRate',
       'addedP50Ms',
