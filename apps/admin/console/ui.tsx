@@ -1,4 +1,4 @@
-import type { ComponentChildren } from 'preact';
+import type { ComponentChildren, JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, FieldError, Page } from './api';
 
@@ -331,4 +331,48 @@ export function parseJsonField(text: string, name: string, errors: FieldError[])
     errors.push({ field: name, message: `is not valid JSON (${caught instanceof Error ? caught.message : 'parse error'})` });
     return undefined;
   }
+}
+
+/**
+ * A list page's filters kept in its link (`#/<page>?name=value`): `applied` as the route gives
+ * them, `draft` as the form shows them (set back to `applied` when a link followed or Back
+ * changes them without remounting the page), `apply` to put the trimmed draft in the link, and
+ * `field` for a text input bound to the draft.
+ */
+export function useRouteFilters<N extends string>(
+  params: URLSearchParams,
+  names: readonly N[],
+  page: string,
+): {
+  applied: Partial<Record<N, string>>;
+  appliedKey: string;
+  draft: Partial<Record<N, string>>;
+  setDraft: (draft: Partial<Record<N, string>>) => void;
+  apply: (event: Event) => void;
+  field: (name: N, label: string) => JSX.Element;
+} {
+  const applied: Partial<Record<N, string>> = {};
+  for (const name of names) {
+    const value = params.get(name);
+    if (value) applied[name] = value;
+  }
+  const appliedKey = JSON.stringify(applied);
+  const [draft, setDraft] = useState<Partial<Record<N, string>>>(applied);
+  useEffect(() => setDraft(applied), [appliedKey]);
+  const apply = (event: Event) => {
+    event.preventDefault();
+    const search = new URLSearchParams();
+    for (const name of names) {
+      const value = draft[name]?.trim();
+      if (value) search.set(name, value);
+    }
+    window.location.hash = `#/${page}?${search.toString()}`;
+  };
+  const field = (name: N, label: string) => (
+    <label>
+      <span class="label">{label}</span>
+      <input name={name} type="text" value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: event.currentTarget.value })} />
+    </label>
+  );
+  return { applied, appliedKey, draft, setDraft, apply, field };
 }

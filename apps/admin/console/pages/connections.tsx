@@ -2,7 +2,7 @@ import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, FieldError, newIdempotencyKey, query, Role, segment } from '../api';
 import type { Route } from '../main';
-import { describeError, ErrorLine, Field, Pill, reveal, ShowMore, usePagedPoll, useSingleFlight, when } from '../ui';
+import { describeError, ErrorLine, Field, Pill, reveal, ShowMore, usePagedPoll, useRouteFilters, useSingleFlight, when } from '../ui';
 
 /** A user's connected account as the admin API lists it (never its tokens). */
 interface Connection {
@@ -35,7 +35,6 @@ interface ConnectLink {
 }
 
 const FILTERS = ['connector_id', 'user_iss', 'user_sub'] as const;
-type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
 
 /**
  * A create the person has confirmed, frozen: the body the confirmation named, and the
@@ -81,39 +80,60 @@ function Confirm({
   );
 }
 
-/** Disconnect (operator): removes the connection and revokes its grant at the upstream, after a confirmation naming it. */
-function DisconnectControl({ connection, onDone }: { connection: Connection; onDone: (notice: string) => void }) {
+/**
+ * A button whose action runs only after a confirmation (`children` say what changes). The button
+ * stays where it is (disabled while the confirmation is open) and the confirmation opens below
+ * it: a double click on the button cannot land its second click on Confirm. `run` answers the
+ * notice to show once done.
+ */
+function ConfirmedAction(props: {
+  button: string;
+  confirm: string;
+  testId: string;
+  run: () => Promise<string>;
+  onDone: (notice: string) => void;
+  children: ComponentChildren;
+}) {
   const [open, setOpen] = useState(false);
   const [error, setError] = useState<string | undefined>();
   const flight = useSingleFlight();
-  const disconnect = () =>
+  const confirmed = () =>
     flight.run(async () => {
       setError(undefined);
       try {
-        const removed = await api<{ upstream_revocation: string }>('DELETE', `/v1/connections/${segment(connection.id)}`);
+        const notice = await props.run();
         setOpen(false);
-        onDone(
-          `Disconnected ${reveal(connection.user.sub)} (${reveal(connection.user.iss)}) from ${reveal(connection.connector_id)}; upstream revocation: ${reveal(String(removed?.upstream_revocation ?? 'unknown'))}.`,
-        );
+        props.onDone(notice);
       } catch (caught) {
         setError(describeError(caught).message);
       }
     });
-  // The button stays where it is (disabled while the confirmation is open) and the confirmation
-  // opens below it: a double click on Disconnect cannot land its second click on Confirm.
   return (
     <>
       <button type="button" class="danger" disabled={open} onClick={() => setOpen(true)}>
-        Disconnect
+        {props.button}
       </button>
       {open ? (
-        <Confirm label="Confirm disconnect" busy={flight.busy} error={error} onConfirm={disconnect} onCancel={() => setOpen(false)} testId="confirm-disconnect">
-          Disconnect user <strong>{reveal(connection.user.sub)}</strong> of <span class="mono">{reveal(connection.user.iss)}</span> from{' '}
-          <strong>{reveal(connection.connector_id)}</strong>: the connection is removed at once (calls made for this user with it stop) and its grant is revoked
-          at the upstream. The user must connect again to use it.
+        <Confirm label={props.confirm} busy={flight.busy} error={error} onConfirm={confirmed} onCancel={() => setOpen(false)} testId={props.testId}>
+          {props.children}
         </Confirm>
       ) : null}
     </>
+  );
+}
+
+/** Disconnect (operator): removes the connection and revokes its grant at the upstream, after a confirmation naming it. */
+function DisconnectControl({ connection, onDone }: { connection: Connection; onDone: (notice: string) => void }) {
+  const disconnect = async () => {
+    const removed = await api<{ upstream_revocation: string }>('DELETE', `/v1/connections/${segment(connection.id)}`);
+    return `Disconnected ${reveal(connection.user.sub)} (${reveal(connection.user.iss)}) from ${reveal(connection.connector_id)}; upstream revocation: ${reveal(String(removed?.upstream_revocation ?? 'unknown'))}.`;
+  };
+  return (
+    <ConfirmedAction button="Disconnect" confirm="Confirm disconnect" testId="confirm-disconnect" run={disconnect} onDone={onDone}>
+      Disconnect user <strong>{reveal(connection.user.sub)}</strong> of <span class="mono">{reveal(connection.user.iss)}</span> from{' '}
+      <strong>{reveal(connection.connector_id)}</strong>: the connection is removed at once (calls made for this user with it stop) and its grant is revoked at
+      the upstream. The user must connect again to use it.
+    </ConfirmedAction>
   );
 }
 
@@ -342,32 +362,15 @@ function ProviderForm({ onChanged }: { onChanged: (notice: string) => void }) {
 
 /** Remove (admin): stops trusting an identity provider, after a confirmation naming it. */
 function RemoveProviderControl({ provider, onDone }: { provider: IdentityProvider; onDone: (notice: string) => void }) {
-  const [open, setOpen] = useState(false);
-  const [error, setError] = useState<string | undefined>();
-  const flight = useSingleFlight();
-  const remove = () =>
-    flight.run(async () => {
-      setError(undefined);
-      try {
-        await api('DELETE', `/v1/identity-providers/${segment(provider.issuer)}`);
-        setOpen(false);
-        onDone(`Removed the identity provider ${reveal(provider.issuer)}.`);
-      } catch (caught) {
-        setError(describeError(caught).message);
-      }
-    });
+  const remove = async () => {
+    await api('DELETE', `/v1/identity-providers/${segment(provider.issuer)}`);
+    return `Removed the identity provider ${reveal(provider.issuer)}.`;
+  };
   return (
-    <>
-      <button type="button" class="danger" disabled={open} onClick={() => setOpen(true)}>
-        Remove
-      </button>
-      {open ? (
-        <Confirm label="Confirm remove" busy={flight.busy} error={error} onConfirm={remove} onCancel={() => setOpen(false)} testId="confirm-remove-provider">
-          Stop trusting <span class="mono">{reveal(provider.issuer)}</span>: its users' tokens are refused from then on, for new tasks and connect links, and no
-          orchestrator may name its users. Existing connections and tasks already declared for its users are kept.
-        </Confirm>
-      ) : null}
-    </>
+    <ConfirmedAction button="Remove" confirm="Confirm remove" testId="confirm-remove-provider" run={remove} onDone={onDone}>
+      Stop trusting <span class="mono">{reveal(provider.issuer)}</span>: its users' tokens are refused from then on, for new tasks and connect links, and no
+      orchestrator may name its users. Existing connections and tasks already declared for its users are kept.
+    </ConfirmedAction>
   );
 }
 
@@ -380,15 +383,7 @@ function RemoveProviderControl({ provider, onDone }: { provider: IdentityProvide
  * providers (the API's roles: the controls of a role below are not shown).
  */
 export function ConnectionsPage({ route, can }: { route: Route; can: (role: Role) => boolean }) {
-  const applied: Filters = {};
-  for (const name of FILTERS) {
-    const value = route.params.get(name);
-    if (value) applied[name] = value;
-  }
-  const [draft, setDraft] = useState<Filters>(applied);
-  // The form shows the filters in force: a link followed, or Back, changes them without remounting the page.
-  const appliedKey = JSON.stringify(applied);
-  useEffect(() => setDraft(applied), [appliedKey]);
+  const { applied, apply, field } = useRouteFilters(route.params, FILTERS, 'connections');
   const [notice, setNotice] = useState<string | undefined>();
   const connections = usePagedPoll<Connection>((cursor) => `/v1/connections${query({ ...applied, limit: 100, cursor })}`, 10_000, [JSON.stringify(applied)]);
   const providers = usePagedPoll<IdentityProvider>((cursor) => `/v1/identity-providers${query({ limit: 100, cursor })}`, 30_000);
@@ -400,18 +395,6 @@ export function ConnectionsPage({ route, can }: { route: Route; can: (role: Role
     setNotice(text);
     providers.refresh();
   };
-  const apply = (event: Event) => {
-    event.preventDefault();
-    const search = new URLSearchParams();
-    for (const name of FILTERS) if (draft[name]) search.set(name, draft[name]);
-    window.location.hash = `#/connections?${search.toString()}`;
-  };
-  const input = (name: (typeof FILTERS)[number], label: string) => (
-    <label>
-      <span class="label">{label}</span>
-      <input name={name} type="text" value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: event.currentTarget.value })} />
-    </label>
-  );
   return (
     <div>
       <h1>Connections</h1>
@@ -421,9 +404,9 @@ export function ConnectionsPage({ route, can }: { route: Route; can: (role: Role
         </p>
       ) : null}
       <form class="card filters" onSubmit={apply}>
-        {input('connector_id', 'Connector')}
-        {input('user_iss', 'User issuer')}
-        {input('user_sub', 'User subject')}
+        {field('connector_id', 'Connector')}
+        {field('user_iss', 'User issuer')}
+        {field('user_sub', 'User subject')}
         <button type="submit" class="primary">
           Filter
         </button>

@@ -1,14 +1,13 @@
 import { useEffect, useState } from 'preact/hooks';
 import { query } from '../api';
 import type { Route } from '../main';
-import { DetailsSummary, ErrorLine, Pill, reveal, ShowMore, usePagedPoll, when } from '../ui';
+import { DetailsSummary, ErrorLine, Pill, reveal, ShowMore, usePagedPoll, useRouteFilters, when } from '../ui';
 import type { Task } from './tasks';
 
 /** The task statuses the admin API filters by (`GET /v1/tasks?status=`). */
 const STATUSES = ['active', 'completed', 'failed', 'expired', 'revoked'] as const;
 
 const FILTERS = ['status', 'agent_id', 'orchestrator_id'] as const;
-type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
 
 /**
  * Every task, ended ones included (`GET /v1/tasks`: by status, agent and orchestrator, newest
@@ -18,32 +17,9 @@ type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
  * link) with a `400`, shown here, rather than answering unfiltered.
  */
 export function TaskSearchPage({ route }: { route: Route }) {
-  const applied: Filters = {};
-  for (const name of FILTERS) {
-    const value = route.params.get(name);
-    if (value) applied[name] = value;
-  }
-  const [draft, setDraft] = useState<Filters>(applied);
-  // The form shows the filters in force: a link followed, or Back, changes them without remounting the page.
-  const appliedKey = JSON.stringify(applied);
-  useEffect(() => setDraft(applied), [appliedKey]);
+  const { applied, draft, setDraft, apply, field } = useRouteFilters(route.params, FILTERS, 'task-search');
   // Polled slowly: a search is read, not watched; an active task that ends changes its status here too.
   const tasks = usePagedPoll<Task>((cursor) => `/v1/tasks${query({ ...applied, limit: 50, cursor })}`, 15_000, [JSON.stringify(applied)]);
-  const apply = (event: Event) => {
-    event.preventDefault();
-    const search = new URLSearchParams();
-    for (const name of FILTERS) {
-      const value = draft[name]?.trim();
-      if (value) search.set(name, value);
-    }
-    window.location.hash = `#/task-search?${search.toString()}`;
-  };
-  const text = (name: 'agent_id' | 'orchestrator_id', label: string) => (
-    <label>
-      <span class="label">{label}</span>
-      <input name={name} type="text" value={draft[name] ?? ''} onInput={(event) => setDraft({ ...draft, [name]: event.currentTarget.value })} />
-    </label>
-  );
   return (
     <div>
       <h1>Task search</h1>
@@ -59,8 +35,8 @@ export function TaskSearchPage({ route }: { route: Route }) {
             {draft.status && !(STATUSES as readonly string[]).includes(draft.status) ? <option value={draft.status}>{reveal(draft.status)}</option> : null}
           </select>
         </label>
-        {text('agent_id', 'Agent')}
-        {text('orchestrator_id', 'Orchestrator')}
+        {field('agent_id', 'Agent')}
+        {field('orchestrator_id', 'Orchestrator')}
         <button type="submit" class="primary">
           Search
         </button>
