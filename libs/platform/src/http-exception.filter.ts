@@ -12,14 +12,20 @@ export interface FieldError {
   message: string;
 }
 
-/** Thrown by admin endpoints for a refused body: `400 {error, message, fields}`. */
+/**
+ * Most entries of a `fields` list: a body with thousands of bad members answers with the first
+ * 50 (in the order found), so the answer stays small whatever the body.
+ */
+export const MAX_FIELD_ERRORS = 50;
+
+/** Thrown by admin endpoints for a refused body: `400 {error, message, fields}` (at most {@link MAX_FIELD_ERRORS} fields). */
 export class ValidationFailedError extends Error {
-  constructor(
-    readonly fields: FieldError[],
-    message = 'the request body is invalid',
-  ) {
+  readonly fields: FieldError[];
+
+  constructor(fields: FieldError[], message = 'the request body is invalid') {
     super(message);
     this.name = 'ValidationFailedError';
+    this.fields = fields.slice(0, MAX_FIELD_ERRORS);
   }
 }
 

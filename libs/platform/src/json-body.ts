@@ -2,7 +2,7 @@ import { UnsupportedMediaTypeException } from '@nestjs/common';
 import express from 'express';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { DEFAULT_MAX_JSON_DEPTH, JsonInputError, parseJsonInput } from '@writ/oauth';
-import { ValidationFailedError } from './http-exception.filter';
+import { MAX_FIELD_ERRORS, ValidationFailedError } from './http-exception.filter';
 import { contentTypeCharset, declaresUtf8 } from './request-values';
 
 /** Options of {@link strictJsonBody}. */
@@ -27,7 +27,9 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
  * UTF-8 and a JSON object or array, and it is read with {@link parseJsonInput}, so duplicate
  * keys, the keys `__proto__`, `constructor` and `prototype`, lone surrogates, NUL characters,
  * numbers out of range and nesting deeper than `maxDepth` are a `400` naming the member, before
- * any framework code (class-transformer drops some of these keys silently) sees the body.
+ * any framework code (class-transformer drops some of these keys silently) sees the body. Every
+ * such problem is listed (in document order, at most {@link MAX_FIELD_ERRORS}); a body that is
+ * not JSON at all is one problem naming `body`.
  */
 export function strictJsonBody(options: StrictJsonBodyOptions): RequestHandler {
   const raw = express.raw({ type: JSON_TYPES, limit: options.limit });
@@ -86,11 +88,13 @@ function parse(req: Request, next: NextFunction, options: StrictJsonBodyOptions)
     if (first !== '{' && first !== '[') {
       throw new ValidationFailedError([{ field: 'body', message: 'must be a JSON object or array' }], 'the request body is invalid');
     }
-    req.body = parseJsonInput(text, { maxDepth: options.maxDepth ?? DEFAULT_MAX_JSON_DEPTH, forbidNul: true });
+    req.body = parseJsonInput(text, { maxDepth: options.maxDepth ?? DEFAULT_MAX_JSON_DEPTH, forbidNul: true, maxProblems: MAX_FIELD_ERRORS });
     next();
   } catch (error) {
     if (error instanceof JsonInputError) {
-      next(new ValidationFailedError([{ field: error.path || 'body', message: problemShown(error, options.secretPaths) }], 'the request body is invalid'));
+      // Every member problem, in document order; a syntax error (no path) names the body alone.
+      const fields = error.problems.map((problem) => ({ field: problem.path || 'body', message: problemShown(problem, options.secretPaths) }));
+      next(new ValidationFailedError(fields, 'the request body is invalid'));
     } else if (error instanceof ValidationFailedError) {
       next(error);
     } else {

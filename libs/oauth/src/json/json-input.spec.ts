@@ -132,3 +132,35 @@ describe('replaceLoneSurrogates', () => {
     expect(replaceLoneSurrogates('plain')).toBe('plain');
   });
 });
+
+describe('parseJsonInput with maxProblems', () => {
+  const problemsOf = (text: string, maxProblems: number, maxDepth?: number) =>
+    problemOf(text, { maxProblems, forbidNul: true, maxDepth }).problems.map((p) => [p.path, p.reason]);
+
+  it('reads on past member problems and reports them all, in document order', () => {
+    expect(problemsOf('{"purpose":"a\\ud800","a":1,"a":2,"__proto__":{"x":1e400},"n":"\\u0000","limit":9007199254740993}', 50)).toEqual([
+      ['purpose', 'lone_surrogate'],
+      ['a', 'duplicate_key'],
+      ['__proto__', 'forbidden_key'],
+      ['__proto__.x', 'number_out_of_range'],
+      ['n', 'nul_character'],
+      ['limit', 'inexact_number'],
+    ]);
+  });
+
+  it('stops at maxProblems', () => {
+    expect(problemsOf(`[${Array(10).fill('1e400').join(',')}]`, 3)).toHaveLength(3);
+  });
+
+  it('reports a syntax error alone, and deep nesting after the problems before it', () => {
+    expect(problemsOf('{"a":"\\ud800",', 50)).toEqual([['', 'syntax']]);
+    expect(problemsOf('{"a":"\\ud800","b":[[[[1]]]]}', 50, 3)).toEqual([
+      ['a', 'lone_surrogate'],
+      ['b[0][0]', 'too_deep'],
+    ]);
+  });
+
+  it('reports one problem by default, as before', () => {
+    expect(problemOf('{"a":1e400,"b":1e400}').problems.map((p) => p.path)).toEqual(['a']);
+  });
+});

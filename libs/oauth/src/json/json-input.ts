@@ -17,8 +17,14 @@ export const DEFAULT_MAX_JSON_DEPTH = 32;
  */
 export const FORBIDDEN_JSON_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
-/** Why {@link parseJsonInput} refused a text; `path` names the member (e.g. `allowed[0].constraints.__proto__`). */
+/**
+ * Why {@link parseJsonInput} refused a text; `path` names the member (e.g.
+ * `allowed[0].constraints.__proto__`). `problems` lists every problem found, this one first, in
+ * document order: just this one unless `maxProblems` asked for more.
+ */
 export class JsonInputError extends Error {
+  problems: readonly JsonInputError[];
+
   constructor(
     readonly path: string,
     readonly problem: string,
@@ -26,6 +32,7 @@ export class JsonInputError extends Error {
   ) {
     super(path ? `${path} ${problem}` : problem);
     this.name = 'JsonInputError';
+    this.problems = [this];
   }
 }
 
@@ -41,6 +48,15 @@ export interface JsonInputOptions {
   readonly forbidNul?: boolean;
   /** Prefix of every reported path, e.g. `authorization_details`. Default none. */
   readonly root?: string;
+  /**
+   * Most problems {@link parseJsonInput} reports at once (in {@link JsonInputError.problems}):
+   * with more than 1 it reads on past a member problem (a duplicate or forbidden key, a lone
+   * surrogate, NUL, a number out of range or inexact) to find the others, in document order, and
+   * stops at this many. A syntax error is always alone (the text is not JSON: what came before
+   * it is moot); nesting deeper than `maxDepth` ends the reading, after the problems before it.
+   * Default 1.
+   */
+  readonly maxProblems?: number;
 }
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -72,7 +88,8 @@ export function jsonPath(parent: string, key: string | number): string {
  * lone UTF-16 surrogates (escaped `\ud800`; not Unicode, and refused by PostgreSQL), numbers
  * that overflow to infinity (`1e400`) or that a double cannot hold exactly (`9007199254740993`
  * reads as ...992, `1e-400` as 0), nesting deeper than `maxDepth`, and, with `forbidNul`, U+0000.
- * Everything else parses exactly as `JSON.parse` would. Recursion is bounded by `maxDepth`, so
+ * With `maxProblems`, up to that many member problems are reported at once (see
+ * {@link JsonInputOptions.maxProblems}). Everything else parses exactly as `JSON.parse` would. Recursion is bounded by `maxDepth`, so
  * hostile nesting cannot overflow the stack.
  */
 export function parseJsonInput(text: string, options: JsonInputOptions = {}): unknown {
@@ -121,6 +138,8 @@ class Parser {
   private readonly maxDepth: number;
   private readonly forbidNul: boolean;
   private readonly root: string;
+  private readonly maxProblems: number;
+  private readonly problems: JsonInputError[] = [];
 
   constructor(
     private readonly text: string,
@@ -129,6 +148,7 @@ class Parser {
     this.maxDepth = options.maxDepth ?? DEFAULT_MAX_JSON_DEPTH;
     this.forbidNul = options.forbidNul ?? false;
     this.root = options.root ?? '';
+    this.maxProblems = Math.max(1, options.maxProblems ?? 1);
   }
 
   parseDocument(): unknown {
@@ -136,7 +156,21 @@ class Parser {
     const value = this.parseValue(this.root, 0);
     this.skipWhitespace();
     if (this.index !== this.text.length) throw this.syntax();
+    if (this.problems.length > 0) throw this.refusal();
     return value;
+  }
+
+  /** Notes a member problem; stops the reading once `maxProblems` are noted. */
+  private report(problem: JsonInputError): void {
+    this.problems.push(problem);
+    if (this.problems.length >= this.maxProblems) throw this.refusal();
+  }
+
+  /** The first problem, carrying all of them. */
+  private refusal(): JsonInputError {
+    const [first] = this.problems;
+    first.problems = [...this.problems];
+    return first;
   }
 
   private syntax(): JsonInputError {
@@ -184,16 +218,21 @@ class Parser {
     if (!match || match[0] === '' || match[0] === '-') throw this.syntax();
     this.index += match[0].length;
     const value = Number(match[0]);
-    if (!Number.isFinite(value)) throw new JsonInputError(path, 'is a number out of range', 'number_out_of_range');
-    // Read as a double, the number would be checked, stored and audited as another one.
-    if (!numberTextIsExact(match[0], value)) {
-      throw new JsonInputError(path, `is a number that cannot be kept exactly (it would read as ${String(value)})`, 'inexact_number');
+    if (!Number.isFinite(value)) {
+      this.report(new JsonInputError(path, 'is a number out of range', 'number_out_of_range'));
+    } else if (!numberTextIsExact(match[0], value)) {
+      // Read as a double, the number would be checked, stored and audited as another one.
+      this.report(new JsonInputError(path, `is a number that cannot be kept exactly (it would read as ${String(value)})`, 'inexact_number'));
     }
     return value;
   }
 
   private enter(path: string, depth: number): void {
-    if (depth > this.maxDepth) throw new JsonInputError(path, `nests deeper than ${this.maxDepth} levels`, 'too_deep');
+    if (depth > this.maxDepth) {
+      // Reading on would mean recursing deeper: the problems so far and this one end the reading.
+      this.problems.push(new JsonInputError(path, `nests deeper than ${this.maxDepth} levels`, 'too_deep'));
+      throw this.refusal();
+    }
     this.index += 1;
     this.skipWhitespace();
   }
@@ -231,15 +270,22 @@ class Parser {
       const key = this.parseString();
       const keyPath = jsonPath(path, key);
       this.checked(key, keyPath, 'name ');
-      if (FORBIDDEN_JSON_KEYS.has(key)) throw new JsonInputError(keyPath, 'is a forbidden member name', 'forbidden_key');
-      if (Object.prototype.hasOwnProperty.call(object, key)) {
-        throw new JsonInputError(keyPath, 'appears more than once in one object', 'duplicate_key');
+      // A refused member is read (its own problems count too) but never assigned: `__proto__`
+      // would set the prototype, and a repeated key keeps its first value.
+      let keep = true;
+      if (FORBIDDEN_JSON_KEYS.has(key)) {
+        keep = false;
+        this.report(new JsonInputError(keyPath, 'is a forbidden member name', 'forbidden_key'));
+      } else if (Object.prototype.hasOwnProperty.call(object, key)) {
+        keep = false;
+        this.report(new JsonInputError(keyPath, 'appears more than once in one object', 'duplicate_key'));
       }
       this.skipWhitespace();
       if (this.text[this.index] !== ':') throw this.syntax();
       this.index += 1;
       this.skipWhitespace();
-      object[key] = this.parseValue(keyPath, depth);
+      const member = this.parseValue(keyPath, depth);
+      if (keep) object[key] = member;
       this.skipWhitespace();
       const next = this.text[this.index];
       this.index += 1;
@@ -254,9 +300,10 @@ class Parser {
 
   private checked(value: string, path: string, what: string): string {
     if (hasLoneSurrogate(value)) {
-      throw new JsonInputError(path, `${what}contains a lone UTF-16 surrogate (not valid Unicode)`, 'lone_surrogate');
+      this.report(new JsonInputError(path, `${what}contains a lone UTF-16 surrogate (not valid Unicode)`, 'lone_surrogate'));
+    } else if (this.forbidNul && value.includes('\u0000')) {
+      this.report(new JsonInputError(path, `${what}contains a NUL character`, 'nul_character'));
     }
-    if (this.forbidNul && value.includes('\u0000')) throw new JsonInputError(path, `${what}contains a NUL character`, 'nul_character');
     return value;
   }
 
