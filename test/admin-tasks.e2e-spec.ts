@@ -244,7 +244,7 @@ describe('admin API: suspension, tasks, evidence, policy dry runs', () => {
         task_id: '00000000-0000-4000-8000-000000000000',
         authorization_details: [{ type: 'bank' }],
       });
-      expect(malformed.body.fields.map((entry: { field: string }) => entry.field)).toEqual(['authorization_details', 'task_id']);
+      expect(malformed.body.fields.map((entry: { field: string }) => entry.field)).toEqual(['authorization_details[0].type', 'task_id']);
     });
 
     it('keeps dry runs to operators', async () => {

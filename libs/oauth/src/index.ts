@@ -74,7 +74,13 @@ export {
   type ConstraintOperatorLookup,
   type ConstraintValue,
 } from './authorization-details/authorization-details.types';
-export { parseAuthorizationDetails, type ParseAuthorizationDetailsOptions } from './authorization-details/parse-authorization-details';
+export {
+  type AuthorizationDetailsProblem,
+  checkAuthorizationDetails,
+  type CheckAuthorizationDetailsOptions,
+  parseAuthorizationDetails,
+  type ParseAuthorizationDetailsOptions,
+} from './authorization-details/parse-authorization-details';
 export { checkWithinAllowed, isConstraintWithin, isValidConstraintValue, type WithinAllowedResult } from './authorization-details/check-within-allowed';
 export { jsonValuesEqual, matchConstraint, parseDecimalString } from './authorization-details/match-constraint';
 

@@ -2,9 +2,9 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import type { ConnectorDetail } from '@writ/database';
 import { grantFloorViolations } from '@writ/grants';
-import { exchangeTargetRefusal, GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
+import { checkAuthorizationDetails, exchangeTargetRefusal, GRANT_TYPE_TOKEN_EXCHANGE } from '@writ/oauth';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { FieldError, loadPolicyEngine, LOGGER, ValidationFailedError } from '@writ/platform';
+import { FieldError, loadPolicyEngine, LOGGER, MAX_FIELD_ERRORS, ValidationFailedError } from '@writ/platform';
 import { ActivePolicy, buildPolicyInput, Decision, evaluateFailClosed, PolicyEngine, PolicyInput, PolicyLoadError, probePolicy } from '@writ/policy';
 import type { ActivePolicyDto, EvaluatePolicyDto, PolicyEvaluationDto } from './dto/policy.dtos';
 import { PolicyFactsReader } from './policy-facts.reader';
@@ -47,11 +47,10 @@ export class PoliciesService {
     let details: ConnectorDetail[] = [];
     if (body.authorization_details === undefined) fields.push({ field: 'authorization_details', message: 'is required (or give input)' });
     else {
-      try {
-        details = parseAuthorizationDetails(body.authorization_details);
-      } catch (error) {
-        fields.push({ field: 'authorization_details', message: error instanceof OAuthError ? error.description : 'is not valid' });
-      }
+      // Every problem, each naming its member (`authorization_details[1].actions`).
+      const checked = checkAuthorizationDetails(body.authorization_details, { maxProblems: MAX_FIELD_ERRORS });
+      if (checked.details === undefined) fields.push(...checked.problems.map((problem) => ({ field: problem.path, message: problem.description })));
+      else details = checked.details;
     }
     const subject = body.task_id !== undefined ? await this.facts.subject(body.task_id) : undefined;
     if (body.task_id !== undefined && !subject) fields.push({ field: 'task_id', message: 'no such task' });

@@ -6,8 +6,8 @@ import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { CredentialRevoker, decodeGrantsCursor, TaskDto, TaskReader } from '@writ/grants';
 import { ConnectorDetail, ConnectorOperation, PG_POOL, TaskStatus } from '@writ/database';
 import { newJti, SigningKeyStore } from '@writ/keys';
-import { connectorResourceUrl, foreignLocations, OAuthError, parseAuthorizationDetails } from '@writ/oauth';
-import { ConflictError, FieldError, NotFoundError, ValidationFailedError } from '@writ/platform';
+import { checkAuthorizationDetails, connectorResourceUrl, foreignLocations } from '@writ/oauth';
+import { ConflictError, FieldError, MAX_FIELD_ERRORS, NotFoundError, ValidationFailedError } from '@writ/platform';
 import { budgetRules, DeclaredEntry, GrantStore, validateTaskLimits } from '@writ/grants';
 import { TASK_TOKEN_TYP } from '../exchange/task-token';
 import type { CreateTaskDto } from './dto/create-task.dto';
@@ -219,15 +219,14 @@ export class TasksService {
       declaredLimits.set(index, limits);
       return rest;
     });
-    let details: ConnectorDetail[];
-    try {
-      details = parseAuthorizationDetails(entries, { maxEntries: 20 });
-    } catch (error) {
-      const message = (error instanceof OAuthError ? error.description : 'invalid authorization_details').replaceAll('authorization_details', 'allowed');
-      const path = /^allowed\[\d+\](?:\.(?:"[^"]{1,64}"|[A-Za-z0-9_-]+)|\[\d+\])*/.exec(message)?.[0];
-      fields.push({ field: path ? path.replaceAll('"', '') : 'allowed', message });
+    // Every problem of every entry, each naming its member (`allowed[1].actions[0]`).
+    const checked = checkAuthorizationDetails(entries, { maxEntries: 20, maxProblems: MAX_FIELD_ERRORS });
+    if (checked.details === undefined) {
+      const renamed = (text: string) => text.replace(/^authorization_details/, 'allowed').replaceAll('authorization_details', 'allowed');
+      for (const problem of checked.problems) fields.push({ field: renamed(problem.path), message: renamed(problem.description) });
       return [];
     }
+    const details: ConnectorDetail[] = checked.details;
     const ids = [...new Set(details.map((detail) => detail.connector))];
     const { rows } = await this.pool.query<{ id: string; operations: ConnectorOperation[] }>(
       `SELECT id, operations FROM connectors WHERE id = ANY($1::text[])`,

@@ -1,5 +1,5 @@
 import { InvalidAuthorizationDetailsError } from '../errors/oauth-errors';
-import { parseAuthorizationDetails } from './parse-authorization-details';
+import { checkAuthorizationDetails, parseAuthorizationDetails } from './parse-authorization-details';
 
 const payout = {
   type: 'connector',
@@ -196,5 +196,41 @@ describe('parseAuthorizationDetails: refused', () => {
   it('refuses class instances and other non-plain objects', () => {
     expect(descriptionOf([new Date()])).toBe('authorization_details[0] must be a JSON object');
     expect(descriptionOf([{ ...payout, constraints: new Map() }])).toMatch(/constraints must be a JSON object/);
+  });
+});
+
+describe('checkAuthorizationDetails', () => {
+  const pathsOf = (raw: unknown, maxProblems = 50) => checkAuthorizationDetails(raw, { maxProblems }).problems.map((problem) => problem.path);
+
+  it('reports every member of every entry, in order, with the first problem as parseAuthorizationDetails describes it', () => {
+    const raw = [
+      { ...payout, actions: [], constraints: { ok: 1, 'bad name': 1, big: 'x'.repeat(2000) } },
+      { type: 'other' },
+      { ...payout, connector: '!', locations: [1, 'https://x', ''], extra: 1 },
+    ];
+    expect(pathsOf(raw)).toEqual([
+      'authorization_details[0].actions',
+      'authorization_details[0].constraints.bad name',
+      'authorization_details[0].constraints.big',
+      'authorization_details[1].type',
+      'authorization_details[2].extra',
+      'authorization_details[2].connector',
+      'authorization_details[2].locations[0]',
+      'authorization_details[2].locations[2]',
+    ]);
+    expect(checkAuthorizationDetails(raw, { maxProblems: 50 }).problems[0].description).toBe(descriptionOf(raw));
+  });
+
+  it('reports every JSON problem of the string form, and stops at maxProblems', () => {
+    expect(pathsOf('[{"type":"connector","type":"connector","constraints":{"a":1e400,"b":"\\ud800"}}]')).toEqual([
+      'authorization_details[0].type',
+      'authorization_details[0].constraints.a',
+      'authorization_details[0].constraints.b',
+    ]);
+    expect(pathsOf([{ ...payout, actions: Array(20).fill('') }], 5)).toHaveLength(5);
+  });
+
+  it('returns the entries when there is no problem', () => {
+    expect(checkAuthorizationDetails([payout])).toEqual({ details: parseAuthorizationDetails([payout]), problems: [] });
   });
 });

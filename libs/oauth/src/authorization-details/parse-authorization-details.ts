@@ -1,6 +1,6 @@
 import { InvalidAuthorizationDetailsError } from '../errors/oauth-errors';
 import { findJsonInputProblem, JsonInputError, parseJsonInput } from '../json/json-input';
-import { quoteToken } from '../util/safe-description';
+import { quoteToken, safeToken } from '../util/safe-description';
 import { CONNECTOR_DETAIL_TYPE, CONNECTOR_ID_PATTERN, type ConnectorAuthorizationDetail, type ConstraintValue } from './authorization-details.types';
 
 /** Options of {@link parseAuthorizationDetails}. */
@@ -39,77 +39,165 @@ function isJsonNumber(value: unknown): value is number {
   return typeof value === 'number' && Number.isFinite(value);
 }
 
-function parseConstraintValue(value: unknown, path: string): ConstraintValue {
+/** One problem of an `authorization_details` value: the member's path and the full description. */
+export interface AuthorizationDetailsProblem {
+  /** The member at fault, e.g. `authorization_details[1].constraints.amount_max` (printable, bounded). */
+  readonly path: string;
+  /** What is wrong, starting with the path, e.g. `authorization_details[1].actions must be a non-empty array`. */
+  readonly description: string;
+}
+
+/** Collects problems up to a bound; once full, further ones are dropped (the first ones are kept). */
+class Problems {
+  readonly list: AuthorizationDetailsProblem[] = [];
+  constructor(private readonly max: number) {}
+  add(path: string, description: string): undefined {
+    if (this.list.length < this.max) this.list.push({ path, description });
+    return undefined;
+  }
+  /** Adds `path` + ` ` + `problem`. */
+  at(path: string, problem: string): undefined {
+    return this.add(path, `${path} ${problem}`);
+  }
+}
+
+function parseConstraintValue(value: unknown, path: string, problems: Problems): ConstraintValue | undefined {
   if (typeof value === 'string') {
-    if (value.length > MAX_STRING_LENGTH) throw invalid(`${path} is longer than ${MAX_STRING_LENGTH} characters`);
+    if (value.length > MAX_STRING_LENGTH) return problems.at(path, `is longer than ${MAX_STRING_LENGTH} characters`);
     return value;
   }
   if (typeof value === 'boolean' || isJsonNumber(value)) return value;
   if (Array.isArray(value)) {
-    if (value.length > MAX_ARRAY_VALUES) throw invalid(`${path} has more than ${MAX_ARRAY_VALUES} values`);
-    return value.map((element, index) => {
-      if (isJsonNumber(element)) return element;
-      if (typeof element === 'string' && element.length <= MAX_STRING_LENGTH) return element;
-      throw invalid(`${path}[${index}] must be a string or a number`);
-    });
+    if (value.length > MAX_ARRAY_VALUES) return problems.at(path, `has more than ${MAX_ARRAY_VALUES} values`);
+    const index = value.findIndex((element) => !isJsonNumber(element) && !(typeof element === 'string' && element.length <= MAX_STRING_LENGTH));
+    if (index >= 0) return problems.at(`${path}[${index}]`, 'must be a string or a number');
+    return value as Array<string | number>;
   }
-  throw invalid(`${path} must be a string, a number, a boolean or an array of strings and numbers`);
+  return problems.at(path, 'must be a string, a number, a boolean or an array of strings and numbers');
 }
 
-function parseEntry(raw: unknown, path: string): ConnectorAuthorizationDetail {
-  if (!isPlainObject(raw)) throw invalid(`${path} must be a JSON object`);
+/** The entry normalised, or `undefined` with its problems added (each member checked on its own). */
+function parseEntry(raw: unknown, path: string, problems: Problems): ConnectorAuthorizationDetail | undefined {
+  const before = problems.list.length;
+  if (!isPlainObject(raw)) return problems.at(path, 'must be a JSON object');
   const { type } = raw;
-  if (typeof type !== 'string') throw invalid(`${path}.type is required`);
-  if (type !== CONNECTOR_DETAIL_TYPE) throw invalid(`unknown authorization_details type ${quoteToken(type)}`);
+  // The type says what the other members mean: without the right one, nothing else is checked.
+  if (typeof type !== 'string') return problems.at(`${path}.type`, 'is required');
+  if (type !== CONNECTOR_DETAIL_TYPE) return problems.add(`${path}.type`, `unknown authorization_details type ${quoteToken(type)}`);
   for (const member of Object.keys(raw)) {
-    if (!MEMBERS.has(member)) throw invalid(`${path}.${quoteToken(member)} is not supported`);
+    if (!MEMBERS.has(member)) problems.add(`${path}.${safeToken(member)}`, `${path}.${quoteToken(member)} is not supported`);
   }
 
   const { connector, actions, constraints, locations } = raw;
   if (typeof connector !== 'string' || !CONNECTOR_ID_PATTERN.test(connector)) {
-    throw invalid(`${path}.connector must be a connector identifier (${CONNECTOR_ID_PATTERN.source})`);
+    problems.at(`${path}.connector`, `must be a connector identifier (${CONNECTOR_ID_PATTERN.source})`);
   }
 
-  if (!Array.isArray(actions) || actions.length === 0) throw invalid(`${path}.actions must be a non-empty array`);
-  if (actions.length > MAX_ACTIONS) throw invalid(`${path}.actions has more than ${MAX_ACTIONS} entries`);
-  const seen = new Set<string>();
-  const normalisedActions = actions.map((action: unknown, index) => {
-    if (typeof action !== 'string' || !ACTION_PATTERN.test(action)) {
-      throw invalid(`${path}.actions[${index}] must be a non-empty operation name`);
+  const normalisedActions: string[] = [];
+  if (!Array.isArray(actions) || actions.length === 0) problems.at(`${path}.actions`, 'must be a non-empty array');
+  else if (actions.length > MAX_ACTIONS) problems.at(`${path}.actions`, `has more than ${MAX_ACTIONS} entries`);
+  else {
+    actions.forEach((action: unknown, index) => {
+      if (typeof action !== 'string' || !ACTION_PATTERN.test(action)) {
+        problems.at(`${path}.actions[${index}]`, 'must be a non-empty operation name');
+      } else if (normalisedActions.includes(action)) {
+        problems.at(`${path}.actions[${index}]`, `repeats ${quoteToken(action)}`);
+      } else normalisedActions.push(action);
+    });
+  }
+
+  let normalisedConstraints: Array<[string, ConstraintValue]> = [];
+  if (constraints !== undefined) {
+    if (!isPlainObject(constraints)) problems.at(`${path}.constraints`, 'must be a JSON object');
+    else {
+      const entries = Object.entries(constraints);
+      if (entries.length > MAX_CONSTRAINTS) problems.at(`${path}.constraints`, `has more than ${MAX_CONSTRAINTS} entries`);
+      else {
+        normalisedConstraints = entries.flatMap(([name, value]): Array<[string, ConstraintValue]> => {
+          if (!CONSTRAINT_NAME_PATTERN.test(name) || RESERVED_NAMES.has(name)) {
+            problems.add(`${path}.constraints.${safeToken(name)}`, `${path}.constraints has an invalid name ${quoteToken(name)}`);
+            return [];
+          }
+          const parsed = parseConstraintValue(value, `${path}.constraints.${name}`, problems);
+          return parsed === undefined ? [] : [[name, parsed]];
+        });
+      }
     }
-    if (seen.has(action)) throw invalid(`${path}.actions[${index}] repeats ${quoteToken(action)}`);
-    seen.add(action);
-    return action;
-  });
+  }
+
+  let normalisedLocations: string[] = [];
+  if (locations !== undefined) {
+    if (!Array.isArray(locations)) problems.at(`${path}.locations`, 'must be an array of strings');
+    else if (locations.length > MAX_LOCATIONS) problems.at(`${path}.locations`, `has more than ${MAX_LOCATIONS} entries`);
+    else {
+      locations.forEach((location: unknown, index) => {
+        if (typeof location !== 'string' || location === '' || location.length > MAX_LOCATION_LENGTH) {
+          problems.at(`${path}.locations[${index}]`, 'must be a non-empty string');
+        }
+      });
+      normalisedLocations = locations as string[];
+    }
+  }
+  if (problems.list.length > before || typeof connector !== 'string') return undefined;
 
   const detail: ConnectorAuthorizationDetail = { type: CONNECTOR_DETAIL_TYPE, connector, actions: normalisedActions };
-
-  if (constraints !== undefined) {
-    if (!isPlainObject(constraints)) throw invalid(`${path}.constraints must be a JSON object`);
-    const entries = Object.entries(constraints);
-    if (entries.length > MAX_CONSTRAINTS) throw invalid(`${path}.constraints has more than ${MAX_CONSTRAINTS} entries`);
-    const normalised: Array<[string, ConstraintValue]> = entries.map(([name, value]) => {
-      if (!CONSTRAINT_NAME_PATTERN.test(name) || RESERVED_NAMES.has(name)) {
-        throw invalid(`${path}.constraints has an invalid name ${quoteToken(name)}`);
-      }
-      return [name, parseConstraintValue(value, `${path}.constraints.${name}`)];
-    });
-    // fromEntries defines own data properties: a "__proto__" key could never reach the prototype.
-    if (normalised.length > 0) detail.constraints = Object.fromEntries(normalised);
-  }
-
-  if (locations !== undefined) {
-    if (!Array.isArray(locations)) throw invalid(`${path}.locations must be an array of strings`);
-    if (locations.length > MAX_LOCATIONS) throw invalid(`${path}.locations has more than ${MAX_LOCATIONS} entries`);
-    const normalised = locations.map((location: unknown, index) => {
-      if (typeof location !== 'string' || location === '' || location.length > MAX_LOCATION_LENGTH) {
-        throw invalid(`${path}.locations[${index}] must be a non-empty string`);
-      }
-      return location;
-    });
-    if (normalised.length > 0) detail.locations = normalised;
-  }
+  // fromEntries defines own data properties: a "__proto__" key could never reach the prototype.
+  if (normalisedConstraints.length > 0) detail.constraints = Object.fromEntries(normalisedConstraints);
+  if (normalisedLocations.length > 0) detail.locations = [...normalisedLocations];
   return detail;
+}
+
+/** Options of {@link checkAuthorizationDetails}. */
+export interface CheckAuthorizationDetailsOptions extends ParseAuthorizationDetailsOptions {
+  /** Most problems reported. Default 1 (the first problem only). */
+  readonly maxProblems?: number;
+}
+
+/**
+ * Checks RFC 9396 `authorization_details` as {@link parseAuthorizationDetails} does, but
+ * reports up to `maxProblems` problems (in document order: every member of every entry is
+ * checked on its own; an entry without the `connector` type is one problem) instead of the
+ * first. Returns the normalised entries, or the problems. A value that is not JSON, not an
+ * array, empty or too long is one problem: nothing else can be checked.
+ */
+export function checkAuthorizationDetails(
+  raw: unknown,
+  options: CheckAuthorizationDetailsOptions = {},
+): { details: ConnectorAuthorizationDetail[]; problems: [] } | { details: undefined; problems: AuthorizationDetailsProblem[] } {
+  const maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
+  const maxLength = options.maxLength ?? DEFAULT_MAX_LENGTH;
+  const problems = new Problems(Math.max(1, options.maxProblems ?? 1));
+  const refused = () => ({ details: undefined, problems: problems.list });
+  const root = 'authorization_details';
+  let value = raw;
+  const strict = { root, forbidNul: true, maxProblems: Math.max(1, options.maxProblems ?? 1) } as const;
+  if (typeof raw === 'string') {
+    if (raw.length > maxLength) {
+      problems.at(root, `is longer than ${maxLength} characters`);
+      return refused();
+    }
+    try {
+      value = parseJsonInput(raw, strict);
+    } catch (error) {
+      if (!(error instanceof JsonInputError) || error.reason === 'syntax') problems.at(root, 'is not valid JSON');
+      else for (const problem of error.problems) problems.add(problem.path || root, problem.message);
+      return refused();
+    }
+  } else {
+    // Already parsed by someone else: the same refusals, so no member was lost on the way.
+    const problem = findJsonInputProblem(raw, strict);
+    if (problem) {
+      problems.add(problem.path || root, problem.message);
+      return refused();
+    }
+  }
+  if (!Array.isArray(value)) problems.at(root, 'must be a JSON array');
+  else if (value.length === 0) problems.at(root, 'must not be empty');
+  else if (value.length > maxEntries) problems.at(root, `has more than ${maxEntries} entries`);
+  if (problems.list.length > 0) return refused();
+  const details = (value as unknown[]).map((entry, index) => parseEntry(entry, `${root}[${index}]`, problems));
+  if (problems.list.length > 0) return refused();
+  return { details: details as ConnectorAuthorizationDetail[], problems: [] };
 }
 
 /**
@@ -124,25 +212,7 @@ function parseEntry(raw: unknown, path: string): ConnectorAuthorizationDetail {
  * surrogates, NUL characters and deep nesting are refused with the member's path.
  */
 export function parseAuthorizationDetails(raw: unknown, options: ParseAuthorizationDetailsOptions = {}): ConnectorAuthorizationDetail[] {
-  const maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
-  const maxLength = options.maxLength ?? DEFAULT_MAX_LENGTH;
-  let value = raw;
-  const strict = { root: 'authorization_details', forbidNul: true } as const;
-  if (typeof raw === 'string') {
-    if (raw.length > maxLength) throw invalid(`authorization_details is longer than ${maxLength} characters`);
-    try {
-      value = parseJsonInput(raw, strict);
-    } catch (error) {
-      if (error instanceof JsonInputError && error.reason !== 'syntax') throw invalid(error.message);
-      throw invalid('authorization_details is not valid JSON');
-    }
-  } else {
-    // Already parsed by someone else: the same refusals, so no member was lost on the way.
-    const problem = findJsonInputProblem(raw, strict);
-    if (problem) throw invalid(problem.message);
-  }
-  if (!Array.isArray(value)) throw invalid('authorization_details must be a JSON array');
-  if (value.length === 0) throw invalid('authorization_details must not be empty');
-  if (value.length > maxEntries) throw invalid(`authorization_details has more than ${maxEntries} entries`);
-  return value.map((entry: unknown, index) => parseEntry(entry, `authorization_details[${index}]`));
+  const checked = checkAuthorizationDetails(raw, options);
+  if (checked.details === undefined) throw invalid(checked.problems[0].description);
+  return checked.details;
 }

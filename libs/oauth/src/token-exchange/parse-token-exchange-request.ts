@@ -1,5 +1,5 @@
 import type { ConnectorAuthorizationDetail } from '../authorization-details/authorization-details.types';
-import { parseAuthorizationDetails } from '../authorization-details/parse-authorization-details';
+import { checkAuthorizationDetails } from '../authorization-details/parse-authorization-details';
 import { InvalidAuthorizationDetailsError, InvalidRequestError, InvalidScopeError, InvalidTargetError } from '../errors/oauth-errors';
 import type { OAuthError } from '../errors/oauth-error';
 import { type FormParams, optionalParam, requireParam } from '../params/parse-form-body';
@@ -35,6 +35,8 @@ export interface ParseTokenExchangeOptions {
 }
 
 const MAX_SUBJECT_TOKEN_LENGTH = 16_384;
+/** Most problems of `authorization_details` one `error_description` lists (it stays short). */
+const MAX_DESCRIBED_PROBLEMS = 10;
 
 function isAbsoluteUriWithoutFragment(value: string): boolean {
   // RFC 8707 §2: absolute URI, no fragment. The WHATWG parser forgives surrounding
@@ -125,9 +127,18 @@ export function parseTokenExchangeRequest(params: FormParams, options: ParseToke
     throw new InvalidTargetError('audience must equal resource', { reason: 'audience_mismatch' });
   }
 
-  const authorizationDetails = parseAuthorizationDetails(requireParam(params, 'authorization_details'), {
+  // One error per response (RFC 6749 section 5.2), but its description lists every problem of
+  // authorization_details found (at most MAX_DESCRIBED_PROBLEMS), not only the first.
+  const checked = checkAuthorizationDetails(requireParam(params, 'authorization_details'), {
     maxEntries: options.maxAuthorizationDetails,
+    maxProblems: MAX_DESCRIBED_PROBLEMS,
   });
+  if (checked.details === undefined) {
+    throw new InvalidAuthorizationDetailsError(checked.problems.map((problem) => problem.description).join('; '), {
+      reason: 'authorization_details_syntax',
+    });
+  }
+  const authorizationDetails = checked.details;
   const refusal = exchangeTargetRefusal(authorizationDetails, resource, options.gatewayUrl);
   if (refusal) throw refusal;
   const connector = authorizationDetails[0].connector;
