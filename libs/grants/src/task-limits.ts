@@ -1,4 +1,5 @@
 import type { ConnectorDetail, ConnectorOperation } from '@writ/database';
+import { jsonPath, safeToken } from '@writ/oauth';
 
 /**
  * The `limits` of one `allowed` entry of a task: `calls` caps the forwarded gateway calls of
@@ -50,7 +51,8 @@ export function validateTaskLimits(
   const problems: LimitsProblem[] = [];
   if (!isPlainObject(raw)) return { problems: [{ field: path, message: 'must be an object with calls and/or sum' }] };
   for (const key of Object.keys(raw)) {
-    if (!LIMIT_KEYS.has(key)) problems.push({ field: `${path}.${key}`, message: 'is not a known limit (calls, sum)' });
+    // The key is the caller's text: shown printable and short (jsonPath), never as sent.
+    if (!LIMIT_KEYS.has(key)) problems.push({ field: jsonPath(path, key), message: 'is not a known limit (calls, sum)' });
   }
   if (raw.calls === undefined && raw.sum === undefined) problems.push({ field: path, message: 'must declare calls or sum' });
   const limits: TaskLimits = {};
@@ -69,13 +71,13 @@ export function validateTaskLimits(
     } else {
       const sums: Record<string, number> = {};
       for (const [name, value] of Object.entries(sum)) {
-        const field = `${path}.sum.${name}`;
+        const field = jsonPath(`${path}.sum`, name);
         if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_SUM_LIMIT) {
           problems.push({ field, message: 'must be a positive number' });
           continue;
         }
         if (!entry.constraints || !Object.hasOwn(entry.constraints, name)) {
-          problems.push({ field, message: `must name a constraint this entry declares (declare constraints.${name})` });
+          problems.push({ field, message: `must name a constraint this entry declares (declare constraints.${safeToken(name)})` });
           continue;
         }
         const notLte = entry.actions.filter((_, index) => {
