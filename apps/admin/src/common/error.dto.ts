@@ -1,4 +1,5 @@
 import { ApiProperty } from '@nestjs/swagger';
+import { MAX_FIELD_ERRORS } from '@writ/platform';
 
 /** An error of the admin API (401, 403, 404, 409). */
 export class AdminErrorDto {
@@ -16,13 +17,17 @@ export class FieldErrorDto {
   message!: string;
 }
 
-/** `400`: the body or query is invalid; every offending field is listed. */
+/** `400`: the body or query is invalid; every offending field is listed (at most 50). */
 export class ValidationErrorDto {
   @ApiProperty({ example: 'invalid_request' })
   error!: string;
   @ApiProperty({ example: 'the request body is invalid' })
   message!: string;
-  @ApiProperty({ type: [FieldErrorDto] })
+  @ApiProperty({
+    type: [FieldErrorDto],
+    maxItems: MAX_FIELD_ERRORS,
+    description: 'every problem found, in the order of the request, at most 50; a body that is not JSON is one entry, `body`',
+  })
   fields!: FieldErrorDto[];
 }
 
