@@ -7,3 +7,4 @@ export * from './upstream-headers';
 export * from './upstream-dispatcher';
 export * from './parameter-names';
 export * from './upstream-token-lifetime';
+export * from './retry-after';
