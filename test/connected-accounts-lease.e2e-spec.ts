@@ -31,6 +31,9 @@ interface MockProvider {
   expiresIn: string | undefined;
   /** The API refuses every access token (401), as a misbehaving or hostile upstream may. */
   refusesEveryToken: boolean;
+  /** `unavailable`'s status (503 or 429) and `Retry-After` value (`undefined`: none sent). */
+  unavailableStatus: number;
+  retryAfter: string | undefined;
   refreshRequests: number;
   held: number;
   /** Tokens revoked at the revocation endpoint, in order. */
@@ -67,6 +70,8 @@ async function startProvider(): Promise<MockProvider> {
     mode: 'answer',
     expiresIn: '3600',
     refusesEveryToken: false,
+    unavailableStatus: 503,
+    retryAfter: undefined,
     refreshRequests: 0,
     held: 0,
     revoked: [],
@@ -112,7 +117,10 @@ async function startProvider(): Promise<MockProvider> {
       }
       if (path !== '/token' || fields.get('grant_type') !== 'refresh_token') return json(res, 400, { error: 'unsupported_grant_type' });
       provider.refreshRequests += 1;
-      if (provider.mode === 'unavailable') return json(res, 503, { error: 'temporarily_unavailable' });
+      if (provider.mode === 'unavailable') {
+        if (provider.retryAfter !== undefined) res.setHeader('retry-after', provider.retryAfter);
+        return json(res, provider.unavailableStatus, { error: 'temporarily_unavailable' });
+      }
       // Decided on arrival (the refresh token consumed then), answered now or on release.
       const presented = fields.get('refresh_token') ?? '';
       const subject = refreshTokens.get(presented);
@@ -193,6 +201,8 @@ describe('connected accounts: the refresh lease', () => {
     provider.mode = 'answer';
     provider.expiresIn = '3600';
     provider.refusesEveryToken = false;
+    provider.unavailableStatus = 503;
+    provider.retryAfter = undefined;
     provider.release();
   });
 
@@ -787,6 +797,57 @@ describe('connected accounts: the refresh lease', () => {
         accounts.claimLease = claim;
       }
     });
+
+    it.each([
+      ['503, delay-seconds', 503, () => '120', 120],
+      ['429, delay-seconds', 429, () => '90', 90],
+      ['503, an HTTP-date', 503, () => new Date(Date.now() + 600_000).toUTCString(), 600],
+      ['429, past the cap', 429, () => '86400', 3600],
+    ])(
+      "the provider's Retry-After (%s) is heeded when later than the backoff, by every instance, for parallel calls",
+      async (_name, status, value, seconds) => {
+        const subject = `retry-after-${status}-${seconds}`;
+        const account = await connected(subject, -60);
+        const credential = await credentialFor(subject);
+        provider.mode = 'unavailable';
+        provider.unavailableStatus = status;
+        provider.retryAfter = value();
+        const before = provider.refreshRequests;
+        const responses = await inParallel(credential, 8);
+        for (const response of responses) expect(response.status).toBe(503);
+        expect(provider.refreshRequests).toBe(before + 1);
+        const { retry_wait: wait } = await backoffOf(account.id);
+        expect(wait).toBeGreaterThan(seconds - 5);
+        expect(wait).toBeLessThanOrEqual(seconds);
+        const [event] = await failedEvents(account.id);
+        expect(event).toMatchObject({ consecutive_failures: 1, upstream_retry_after_seconds: expect.any(Number) });
+        expect(event.retry_after_seconds).toBeGreaterThan(seconds - 5);
+        // The provider back (or not), the calls keep off it until then, on both instances.
+        provider.mode = 'answer';
+        const later = await inParallel(credential, 6);
+        for (const response of later) {
+          expect(response.status).toBe(503);
+          expect(retryAfter(response)).toBeGreaterThan(seconds - 5);
+          expect(retryAfter(response)).toBeLessThanOrEqual(seconds);
+        }
+        expect(provider.refreshRequests).toBe(before + 1);
+      },
+    );
+
+    it.each(['soon', '-5', '1.5', '120, 120', 'Thu, 01 Dec 2100 00:00:00 GMT', 'Wed, 31 Nov 2100 00:00:00 GMT'])(
+      'a Retry-After that is not one (%j) is ignored: the backoff alone applies',
+      async (value) => {
+        const subject = `retry-after-garbage-${randomUUID()}`;
+        const account = await connected(subject, -60);
+        provider.mode = 'unavailable';
+        provider.retryAfter = value;
+        expect((await callMe(await credentialFor(subject))).status).toBe(503);
+        const { retry_wait: wait } = await backoffOf(account.id);
+        expect(wait).toBeLessThanOrEqual(5);
+        const [event] = await failedEvents(account.id);
+        expect(event).not.toHaveProperty('upstream_retry_after_seconds');
+      },
+    );
 
     it('a permanent failure (invalid_grant) during an outage history still breaks the connection at the next attempt', async () => {
       const account = await connected('backoff-revoked', -60);

@@ -2,7 +2,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import * as oauth from 'oauth4webapi';
 import type { Pool, PoolClient } from 'pg';
 import { type AuditEventInput, type AuditService, AuditUnavailableError, isConnectionError } from '@writ/audit';
-import { MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS, type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
+import { MAX_UPSTREAM_RETRY_AFTER_SECONDS, MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS, type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
 import { type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, UNCONTROLLED, UnsealError } from '@writ/keys';
 import { positionInstantSql } from '@writ/database';
 import { isPositionInstant } from '@writ/platform';
@@ -569,16 +569,20 @@ export class ConnectedAccounts {
    * starts (or lengthens) the account's backoff in the same statement, by PostgreSQL's clock:
    * {@link REFRESH_BACKOFF_FIRST_SECONDS} doubling per failure in a row up to
    * {@link REFRESH_BACKOFF_MAX_SECONDS}, less up to {@link REFRESH_BACKOFF_JITTER} of it at
-   * random. Resolves with the failures in a row and the seconds of backoff, or undefined when
-   * the lease was no longer this attempt's (nothing written).
+   * random; or, when the provider answered `Retry-After` (`upstreamWait`, already capped at
+   * {@link MAX_UPSTREAM_RETRY_AFTER_SECONDS}), the later of the two. Resolves with the failures
+   * in a row and the seconds of backoff, or undefined when the lease was no longer this
+   * attempt's (nothing written).
    */
-  private async releaseAfterFailure(id: string, holder: string): Promise<{ failures: number; retryAfter: number } | undefined> {
+  private async releaseAfterFailure(id: string, holder: string, upstreamWait?: number): Promise<{ failures: number; retryAfter: number } | undefined> {
     const { rows } = await this.pool.query<{ failures: number; retry_after: number }>(
       `UPDATE connected_accounts SET refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, refresh_failures = refresh_failures + 1,
-              refresh_retry_at = now() + make_interval(secs => LEAST($4::float8, $3::float8 * power(2, LEAST(refresh_failures, 20))) * (1 - $5::float8 * random()))
+              refresh_retry_at = now() + make_interval(secs => GREATEST(
+                LEAST($4::float8, $3::float8 * power(2, LEAST(refresh_failures, 20))) * (1 - $5::float8 * random()),
+                LEAST(COALESCE($6::float8, 0), $7::float8)))
         WHERE id = $1 AND refresh_lease_holder = $2
         RETURNING refresh_failures AS failures, GREATEST(1, ceil(extract(epoch FROM refresh_retry_at - now())))::int AS retry_after`,
-      [id, holder, REFRESH_BACKOFF_FIRST_SECONDS, REFRESH_BACKOFF_MAX_SECONDS, REFRESH_BACKOFF_JITTER],
+      [id, holder, REFRESH_BACKOFF_FIRST_SECONDS, REFRESH_BACKOFF_MAX_SECONDS, REFRESH_BACKOFF_JITTER, upstreamWait ?? null, MAX_UPSTREAM_RETRY_AFTER_SECONDS],
     );
     return rows[0] ? { failures: rows[0].failures, retryAfter: rows[0].retry_after } : undefined;
   }
@@ -602,7 +606,9 @@ export class ConnectedAccounts {
       // The lease released and the backoff started together: no other caller claims a refresh
       // before the backoff is over. Unreleased (the database out of reach too), the lease
       // expires by itself (REFRESH_LEASE_SECONDS, a backoff of its own).
-      const backoff = await this.releaseAfterFailure(row.id, holder).catch(() => undefined);
+      // A provider's Retry-After (429/503) is heeded as well: the later of the two waits.
+      const upstreamWait = error instanceof UpstreamOAuthError ? error.retryAfterSeconds : undefined;
+      const backoff = await this.releaseAfterFailure(row.id, holder, upstreamWait).catch(() => undefined);
       // One event per attempt: the calls refused during the backoff are counted, not audited.
       await this.audit.record(
         this.event('connection.refresh_failed', 'error', REFRESHER, row.connector_id, user, {
@@ -610,6 +616,7 @@ export class ConnectedAccounts {
           error: reason,
           status: row.status,
           ...(backoff ? { consecutive_failures: backoff.failures, retry_after_seconds: backoff.retryAfter } : {}),
+          ...(upstreamWait !== undefined ? { upstream_retry_after_seconds: upstreamWait } : {}),
         }),
       );
       throw new ConnectedAccountError('upstream_unavailable', `the upstream token endpoint is unavailable: ${reason}`, 503, backoff?.retryAfter);

@@ -2,7 +2,7 @@ import { importJWK } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { type Dispatcher, fetch as undiciFetch, type Response as UndiciResponse } from 'undici';
 import type { OAuth2AuthorizationCode } from '@writ/connectors';
-import { believedTokenLifetime, privateKeyJwtAlg, UPSTREAM_ADDRESS_REFUSED } from '@writ/connectors';
+import { believedTokenLifetime, privateKeyJwtAlg, UPSTREAM_ADDRESS_REFUSED, upstreamRetryAfter } from '@writ/connectors';
 import { readBounded } from './read-bounded';
 
 /** Tokens an upstream token endpoint returned. */
@@ -26,6 +26,8 @@ export class UpstreamOAuthError extends Error {
     message: string,
     /** True when the upstream itself refused (the grant is unusable), false for transport trouble. */
     readonly refused: boolean,
+    /** The seconds the upstream asked to wait (`Retry-After` on a `429` or `503`, capped): never asked again sooner. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
     this.name = 'UpstreamOAuthError';
@@ -213,7 +215,12 @@ async function bounded(response: UndiciResponse): Promise<Response> {
   const read = await readBounded(response.body as AsyncIterable<Uint8Array> | null, MAX_UPSTREAM_OAUTH_RESPONSE_BYTES);
   if (!read) {
     if (response.status >= 500 || response.status === 429) {
-      throw new UpstreamOAuthError('upstream_unavailable', `the upstream OAuth endpoint answered ${response.status}`, false);
+      throw new UpstreamOAuthError(
+        'upstream_unavailable',
+        `the upstream OAuth endpoint answered ${response.status}`,
+        false,
+        upstreamRetryAfter(response.status, response.headers.get('retry-after')),
+      );
     }
     throw new UpstreamOAuthError(
       'invalid_response',
@@ -244,7 +251,7 @@ function describe(error: unknown): UpstreamOAuthError {
   // so it is never a refusal (which would mark the user's connection broken for good).
   const status = answerStatus(error);
   if (status !== undefined && (status >= 500 || status === 429)) {
-    return new UpstreamOAuthError('upstream_unavailable', `the upstream OAuth endpoint answered ${status}`, false);
+    return new UpstreamOAuthError('upstream_unavailable', `the upstream OAuth endpoint answered ${status}`, false, retryAfterOf(error, status));
   }
   if (error instanceof oauth.ResponseBodyError) {
     const code = /^[\x21-\x7e]{1,64}$/.test(error.error) ? error.error : 'invalid_response';
@@ -269,6 +276,18 @@ function describe(error: unknown): UpstreamOAuthError {
     return new UpstreamOAuthError('invalid_response', `the upstream's answer is not acceptable: ${error.message.slice(0, 200)}`, true);
   }
   return new UpstreamOAuthError('upstream_unreachable', 'the upstream OAuth endpoint could not be reached', false);
+}
+
+/** The `Retry-After` heeded of an answer oauth4webapi refused (see {@link upstreamRetryAfter}). */
+function retryAfterOf(error: unknown, status: number): number | undefined {
+  const response =
+    error instanceof oauth.ResponseBodyError
+      ? error.response
+      : error instanceof oauth.OperationProcessingError
+        ? (error.cause as Response | undefined)
+        : undefined;
+  const headers = (response as { headers?: unknown } | undefined)?.headers;
+  return headers instanceof Headers ? upstreamRetryAfter(status, headers.get('retry-after')) : undefined;
 }
 
 /** The HTTP status of an answer oauth4webapi refused (an error body, or an unexpected status), if it was one. */
