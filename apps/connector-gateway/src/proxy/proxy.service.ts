@@ -585,16 +585,20 @@ export class ProxyService {
     // Header values injected upstream (a user's own access token included): never echoed back to the agent.
     const injected = checked.credential ? [checked.credential.value.replace(/^Bearer /, '')] : [];
     try {
-      response = await send(checked.credential);
+      let sentWith: CredentialHeader | undefined = checked.credential;
+      response = await send(sentWith);
       if (response.statusCode === 401 && this.credentials.isRefreshable(sealed)) {
-        // The upstream refused its token before acting on the request: refresh once and resend.
+        // The upstream refused its token before acting on the request: refresh once (only the
+        // refused token, within the limits of the credential's type) and resend.
         await response.body.dump();
-        this.credentials.invalidate(sealed, checked.credential);
         // A refresh that fails is answered as on the first send (503, 403...), not as the upstream's 502.
         const fresh = await this.credentials.headerFor(sealed, checked.credential).catch((error: unknown) => Promise.reject(refreshFailure(error)));
         injected.push(fresh.value.replace(/^Bearer /, ''));
+        sentWith = fresh;
         response = await send(fresh);
       }
+      // Taken by the upstream: a later 401 for it is a revocation, refetched at once.
+      if (response.statusCode < 400) this.credentials.accepted(sealed, sentWith);
     } catch (error) {
       const failure = deadline.aborted ? new GatewayTimeoutError(undefined, { reason: 'upstream_timeout' }) : upstreamFailure(error);
       const failed = this.event(call, 'gateway.upstream', 'failure', { status: failure.status, error: failure.error, reason: failure.reason });

@@ -130,23 +130,21 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
   it('drops a token on a 401 only when it is the one the upstream rejected', async () => {
     const stale = await credentials.headerFor(sealed);
     expect(stale.value).toBe('Bearer upstream_at_1');
-    // 20 calls sent the same token and all got a 401: each invalidates it and asks again, as the proxy does.
+    // 20 calls sent the same token and all got a 401: each asks again with the refused one, as the proxy does.
     const refreshed = await Promise.all(
       Array.from({ length: 20 }, async () => {
         await Promise.resolve();
-        credentials.invalidate(sealed, stale);
         return credentials.headerFor(sealed, stale);
       }),
     );
     expect(endpoint.requests).toBe(2);
     expect(new Set(refreshed.map((header) => header.value))).toEqual(new Set(['Bearer upstream_at_2']));
     // A late 401 for the old token does not drop the newer one.
-    credentials.invalidate(sealed, stale);
-    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+    expect((await credentials.headerFor(sealed, stale)).value).toBe('Bearer upstream_at_2');
     expect(endpoint.requests).toBe(2);
-    // A 401 for the current token does.
-    credentials.invalidate(sealed, refreshed[0]);
-    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_3');
+    // A 401 for the current token does, once the upstream had accepted it (a revocation).
+    credentials.accepted(sealed, refreshed[0]);
+    expect((await credentials.headerFor(sealed, refreshed[0])).value).toBe('Bearer upstream_at_3');
     expect(endpoint.requests).toBe(3);
   });
 
@@ -154,10 +152,8 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     const stale = await credentials.headerFor(sealed);
     const held: ServerResponse[] = [];
     endpoint.answer = (n, response) => (n === 2 ? held.push(response) : endpoint.issue(n, response));
-    credentials.invalidate(sealed, stale);
     const fresh = credentials.headerFor(sealed, stale);
     await endpoint.received(2);
-    credentials.invalidate(sealed, stale);
     const other = credentials.headerFor(sealed, stale);
     endpoint.issue(2, held[0]);
     expect((await fresh).value).toBe('Bearer upstream_at_2');
@@ -263,11 +259,115 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     const refreshed = await Promise.all(
       Array.from({ length: 20 }, async () => {
         await Promise.resolve();
-        credentials.invalidate(sealed, stale);
         return credentials.headerFor(sealed, stale);
       }),
     );
     expect(endpoint.requests).toBe(2);
     expect(new Set(refreshed.map((header) => header.value))).toEqual(new Set(['Bearer upstream_at_2']));
+  });
+
+  /** `count` calls started together, each refused with `rejected` by the upstream and asking again. */
+  const refusedConcurrently = (count: number, rejected: CredentialHeader): Promise<Outcome[]> =>
+    Promise.all(
+      Array.from({ length: count }, () =>
+        credentials.headerFor(sealed, rejected).then(
+          (header): Outcome => ({ header }),
+          (error: Error & { status?: number; reason?: string }): Outcome => ({ error }),
+        ),
+      ),
+    );
+
+  it('an upstream refusing every token: one refetch per 30 s for 50 callers, the others 503 with Retry-After, nothing fetched', async () => {
+    const start = Date.now();
+    const first = await credentials.headerFor(sealed);
+    // The first refusal is worth a refetch, shared by every caller it reached.
+    const second = await refusedConcurrently(50, first);
+    expect(new Set(headers(second))).toEqual(new Set(['Bearer upstream_at_2']));
+    expect(endpoint.requests).toBe(2);
+    // The new token, never accepted, is refused too: no token is fetched for 30 s.
+    jest.spyOn(Date, 'now').mockReturnValue(start + 10_000);
+    const refused = await refusedConcurrently(50, { name: 'authorization', value: 'Bearer upstream_at_2' });
+    expect(headers(refused)).toEqual([]);
+    for (const error of failures(refused)) {
+      expect(error).toMatchObject({ status: 503, reason: 'upstream_token_refused' });
+      expect((error as unknown as { retryAfterSeconds: number }).retryAfterSeconds).toBeGreaterThanOrEqual(19);
+      expect((error as unknown as { retryAfterSeconds: number }).retryAfterSeconds).toBeLessThanOrEqual(21);
+    }
+    expect(endpoint.requests).toBe(2);
+    // Calls that are not refused meanwhile keep using the cached token.
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+    // 30 s after the last refetch: one more, shared.
+    jest.spyOn(Date, 'now').mockReturnValue(start + 31_000);
+    const later = await refusedConcurrently(50, { name: 'authorization', value: 'Bearer upstream_at_2' });
+    expect(new Set(headers(later))).toEqual(new Set(['Bearer upstream_at_3']));
+    expect(endpoint.requests).toBe(3);
+  });
+
+  it('a token the upstream accepted is refetched at once when refused (a revocation), however recent the last refetch', async () => {
+    const first = await credentials.headerFor(sealed);
+    credentials.accepted(sealed, first);
+    const second = headers(await refusedConcurrently(20, first));
+    expect(new Set(second)).toEqual(new Set(['Bearer upstream_at_2']));
+    credentials.accepted(sealed, { name: 'authorization', value: second[0] });
+    const third = headers(await refusedConcurrently(20, { name: 'authorization', value: second[0] }));
+    expect(new Set(third)).toEqual(new Set(['Bearer upstream_at_3']));
+    expect(endpoint.requests).toBe(3);
+    // Accepting an older token (a late answer) does not vouch for the current one.
+    credentials.accepted(sealed, first);
+    const refused = await refusedConcurrently(5, { name: 'authorization', value: third[0] });
+    expect(failures(refused).map((error) => error.reason)).toEqual(new Array(5).fill('upstream_token_refused'));
+    expect(endpoint.requests).toBe(3);
+  });
+
+  it.each([
+    [503, '120', 120],
+    [429, 'HTTP-date', 600],
+    [503, '86400', 3600],
+  ])("heeds the token endpoint's %d with Retry-After %s: one request for 100 callers, then none before it is over", async (status, value, seconds) => {
+    const start = Date.now();
+    const retryAfter = value === 'HTTP-date' ? new Date(start + 600_000).toUTCString() : value;
+    endpoint.answer = (n, response) => {
+      if (n > 1) return endpoint.issue(n, response);
+      response.writeHead(status, { 'content-type': 'application/json', 'retry-after': retryAfter });
+      response.end('{"error":"temporarily_unavailable"}');
+    };
+    const outcomes = await concurrently(100);
+    expect(endpoint.requests).toBe(1);
+    expect(headers(outcomes)).toEqual([]);
+    for (const error of failures(outcomes)) {
+      expect(error).toMatchObject({ status: 503, reason: 'upstream_token_retry_after' });
+      expect((error as unknown as { retryAfterSeconds: number }).retryAfterSeconds).toBeGreaterThan(seconds - 3);
+      expect((error as unknown as { retryAfterSeconds: number }).retryAfterSeconds).toBeLessThanOrEqual(seconds);
+    }
+    jest.spyOn(Date, 'now').mockReturnValue(start + (seconds - 5) * 1000);
+    expect(failures(await concurrently(20)).map((error) => error.reason)).toEqual(new Array(20).fill('upstream_token_retry_after'));
+    expect(endpoint.requests).toBe(1);
+    jest.spyOn(Date, 'now').mockReturnValue(start + (seconds + 1) * 1000);
+    expect(new Set(headers(await concurrently(20)))).toEqual(new Set(['Bearer upstream_at_2']));
+    expect(endpoint.requests).toBe(2);
+  });
+
+  it.each(['soon', '-1', '1.5', '0', 'Wed, 31 Nov 2100 00:00:00 GMT'])(
+    'ignores a Retry-After that is no wait (%j): 502, and the next call asks again',
+    async (value) => {
+      endpoint.answer = (n, response) => {
+        if (n > 1) return endpoint.issue(n, response);
+        response.writeHead(503, { 'content-type': 'application/json', 'retry-after': value });
+        response.end('{"error":"temporarily_unavailable"}');
+      };
+      const [outcome] = await concurrently(1);
+      expect(outcome).toEqual({ error: expect.objectContaining({ status: 502, reason: 'upstream_token_status_503' }) });
+      expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+    },
+  );
+
+  it('a Retry-After on another status (500) is not heeded', async () => {
+    endpoint.answer = (n, response) => {
+      if (n > 1) return endpoint.issue(n, response);
+      response.writeHead(500, { 'content-type': 'application/json', 'retry-after': '120' });
+      response.end('{}');
+    };
+    expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ status: 502, reason: 'upstream_token_status_500' })]);
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
   });
 });

@@ -2,7 +2,15 @@ import { Inject, Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { Dispatcher, request } from 'undici';
 import { MasterKey, UnsealError } from '@writ/keys';
-import { believedTokenLifetime, credentialSecrets, OAuth2ClientCredentials, unsealCredential, UpstreamCredential } from '@writ/connectors';
+import {
+  believedTokenLifetime,
+  credentialSecrets,
+  MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS,
+  OAuth2ClientCredentials,
+  unsealCredential,
+  UpstreamCredential,
+  upstreamRetryAfter,
+} from '@writ/connectors';
 import { ConnectedAccountError, ConnectedAccounts } from '@writ/accounts';
 import { RetryLaterError, TemporarilyUnavailableError } from '@writ/oauth';
 import { BadGatewayError, ConnectionRequiredError, GatewayTimeoutError } from '../gateway-errors';
@@ -29,12 +37,14 @@ export interface CredentialHeader {
 interface CachedToken {
   value: string;
   refreshAt: number;
+  /** The upstream answered a call made with it (not with a `401`): see {@link UpstreamCredentials.accepted}. */
+  accepted?: boolean;
 }
 
 /** One upstream token fetch, shared by every call that needs a token while it runs, and its token once it has one. */
 interface TokenFlight {
   promise: Promise<CachedToken>;
-  /** Set when the fetch succeeds: what `invalidate` compares the rejected token with. */
+  /** Set when the fetch succeeds: what a refetch after a `401` compares the rejected token with. */
   token?: CachedToken;
 }
 
@@ -59,6 +69,18 @@ export class UpstreamCredentials {
    * calls share one fetch; a failed fetch removes itself, so a failure is never kept.
    */
   private readonly tokens = new Map<string, TokenFlight>();
+  /**
+   * Per connector and token endpoint: the instant (ms) before which its token endpoint is not
+   * asked, from its `Retry-After` on a `429` or `503` (capped at an hour). Meanwhile a call that
+   * needs a token is a `503` with the seconds left; a cached token still valid is still used.
+   */
+  private readonly fetchNotBefore = new Map<string, number>();
+  /**
+   * Per connector: when this instance last refetched a token because the upstream refused the
+   * cached one with `401`. A refetch for a token the upstream never accepted waits
+   * {@link MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} after the last one.
+   */
+  private readonly lastForcedFetch = new Map<string, number>();
 
   constructor(
     private readonly master: MasterKey,
@@ -72,6 +94,8 @@ export class UpstreamCredentials {
    * changed outside the admin API), fails closed with `502`: nothing is sent.
    */
   async headerFor(sealed: SealedCredential, rejected?: CredentialHeader): Promise<CredentialHeader> {
+    // `rejected`: the header the upstream just refused with `401`; its token is dropped and
+    // another obtained (within the limits of refetchAfterRefusal), unless a newer one is there.
     const credential = this.open(sealed);
     if (!credential) {
       throw new BadGatewayError(`connector ${sealed.connectorId} has no upstream credential: nothing was sent`, { reason: 'no_upstream_credential' });
@@ -82,7 +106,7 @@ export class UpstreamCredentials {
       case 'header':
         return { name: credential.name.toLowerCase(), value: credential.value };
       case 'oauth2_client_credentials':
-        return { name: 'authorization', value: `Bearer ${(await this.upstreamToken(sealed, credential)).value}` };
+        return { name: 'authorization', value: `Bearer ${(await this.upstreamToken(sealed, credential, rejected)).value}` };
       case 'oauth2_authorization_code':
         return { name: 'authorization', value: `Bearer ${await this.userToken(sealed, credential, rejected)}` };
     }
@@ -124,14 +148,14 @@ export class UpstreamCredentials {
   }
 
   /**
-   * Forgets the cached upstream token after the upstream refused it, but only if it is the
-   * token that was refused (`rejected`, the header sent): another call may already have
-   * replaced it, or be fetching its replacement, and that newer token is kept.
+   * The upstream answered a call sent with `header` other than with a `401` (it took the token):
+   * a later `401` for that token (revoked, rotated at the provider) is refetched at once, where
+   * a token refused from its first use waits (see {@link refetchAfterRefusal}).
    */
-  invalidate(sealed: SealedCredential, rejected: CredentialHeader | undefined): void {
-    const key = this.cacheKey(sealed);
-    const flight = this.tokens.get(key);
-    if (flight?.token && rejected && rejected.value === `Bearer ${flight.token.value}`) this.tokens.delete(key);
+  accepted(sealed: SealedCredential, header: CredentialHeader | undefined): void {
+    if (sealed.type !== 'oauth2_client_credentials' || !header) return;
+    const token = this.tokens.get(this.cacheKey(sealed))?.token;
+    if (token && !token.accepted && header.value === `Bearer ${token.value}`) token.accepted = true;
   }
 
   /** Every secret value currently held for a connector (to scrub them from response headers). */
@@ -175,10 +199,17 @@ export class UpstreamCredentials {
    * replaces the entry (only if it is still the same one) and the others join the replacement.
    * So a call waits on at most two fetches, and a failure reaches only the calls that waited on it.
    */
-  private async upstreamToken(sealed: SealedCredential, credential: OAuth2ClientCredentials): Promise<CachedToken> {
+  private async upstreamToken(sealed: SealedCredential, credential: OAuth2ClientCredentials, rejected?: CredentialHeader): Promise<CachedToken> {
     const key = this.cacheKey(sealed);
-    const found = this.tokens.get(key);
-    if (!found) return this.startFetch(key, credential);
+    let found = this.tokens.get(key);
+    // Only the refused token is dropped (checked and dropped in one step of the event loop):
+    // another call may already have replaced it, or be fetching its replacement, which is joined.
+    if (found?.token && rejected && rejected.value === `Bearer ${found.token.value}`) {
+      this.refetchAfterRefusal(sealed.connectorId, found.token);
+      this.tokens.delete(key);
+      found = undefined;
+    }
+    if (!found) return this.startFetch(key, sealed.connectorId, credential);
     try {
       const token = await found.promise;
       if (token.refreshAt > Date.now()) return token;
@@ -186,15 +217,53 @@ export class UpstreamCredentials {
       // The fetch this call waited on failed (and removed itself): retry once, shared, below.
     }
     const current = this.tokens.get(key);
-    if (!current || current === found) return this.startFetch(key, credential);
+    if (!current || current === found) return this.startFetch(key, sealed.connectorId, credential);
     // Another call already replaced the entry after this one found it: its fetch is newer than
     // this call, so its token is used as it comes, and its failure is this call's answer.
     return current.promise;
   }
 
-  /** Starts a fetch and makes it the entry of `key`; a failed fetch removes itself (if still the entry). */
-  private startFetch(key: string, credential: OAuth2ClientCredentials): Promise<CachedToken> {
-    const promise = this.fetchToken(credential);
+  /**
+   * May the token `refused` (by an upstream `401`) be replaced by a fetch now? Yes when the
+   * upstream accepted it before (revoked or rotated at the provider since: worth one fetch at
+   * once), or when this instance has not refetched a refused token of the connector for
+   * {@link MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS}; else `503` with `Retry-After` (the seconds
+   * left), nothing sent: an upstream refusing every token would otherwise make every call a
+   * token request. Either way this refetch is the connector's latest.
+   */
+  private refetchAfterRefusal(connectorId: string, refused: CachedToken): void {
+    const now = Date.now();
+    const last = this.lastForcedFetch.get(connectorId);
+    const wait = last === undefined ? 0 : last + MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS * 1000 - now;
+    if (!refused.accepted && wait > 0) {
+      throw new RetryLaterError(
+        Math.ceil(wait / 1000),
+        `the upstream of connector ${connectorId} refused a token it never accepted, less than ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS} s after the last token fetched for a refusal: no token is fetched again before then, and nothing was sent again`,
+        { reason: 'upstream_token_refused' },
+      );
+    }
+    this.lastForcedFetch.set(connectorId, now);
+  }
+
+  /**
+   * Starts a fetch and makes it the entry of `key`; a failed fetch removes itself (if still the
+   * entry). Refused (`503` with `Retry-After`, nothing sent) while the token endpoint's own
+   * `Retry-After` lasts.
+   */
+  private startFetch(key: string, connectorId: string, credential: OAuth2ClientCredentials): Promise<CachedToken> {
+    const endpoint = `${connectorId}\u0000${credential.token_url}`;
+    const notBefore = this.fetchNotBefore.get(endpoint);
+    if (notBefore !== undefined) {
+      const wait = notBefore - Date.now();
+      if (wait > 0) throw this.tokenEndpointBusy(connectorId, Math.ceil(wait / 1000));
+      this.fetchNotBefore.delete(endpoint);
+    }
+    const promise = this.fetchToken(credential).catch((error: unknown) => {
+      if (!(error instanceof UpstreamRetryAfter)) throw error;
+      // Set before any caller waiting on this fetch resumes: their retry is refused, not sent.
+      this.fetchNotBefore.set(endpoint, Date.now() + error.seconds * 1000);
+      throw this.tokenEndpointBusy(connectorId, error.seconds);
+    });
     const flight: TokenFlight = { promise };
     this.tokens.set(key, flight);
     promise.then(
@@ -208,6 +277,14 @@ export class UpstreamCredentials {
     return promise;
   }
 
+  private tokenEndpointBusy(connectorId: string, seconds: number): RetryLaterError {
+    return new RetryLaterError(
+      seconds,
+      `the upstream token endpoint of connector ${connectorId} asked not to be called for ${seconds} s (Retry-After): nothing was sent`,
+      { reason: 'upstream_token_retry_after' },
+    );
+  }
+
   /** RFC 6749 §4.4 with HTTP Basic client authentication (§2.3.1: form-encoded id and secret). */
   private async fetchToken(credential: OAuth2ClientCredentials): Promise<CachedToken> {
     const basic = Buffer.from(`${encodeURIComponent(credential.client_id)}:${encodeURIComponent(credential.client_secret)}`).toString('base64');
@@ -215,6 +292,7 @@ export class UpstreamCredentials {
     if (credential.scope) form.set('scope', credential.scope);
     let status: number;
     let text: string;
+    let retryAfter: string | string[] | undefined;
     try {
       const response = await request(credential.token_url, {
         method: 'POST',
@@ -224,6 +302,7 @@ export class UpstreamCredentials {
         signal: AbortSignal.timeout(10_000),
       });
       status = response.statusCode;
+      retryAfter = response.headers['retry-after'];
       text = await readLimited(response.body, MAX_TOKEN_RESPONSE_BYTES);
     } catch (error) {
       if ((error as { code?: string }).code === UPSTREAM_ADDRESS_REFUSED) {
@@ -244,6 +323,8 @@ export class UpstreamCredentials {
     } catch {
       /* refused below */
     }
+    const wait = upstreamRetryAfter(status, retryAfter);
+    if (wait !== undefined && wait > 0) throw new UpstreamRetryAfter(wait);
     if (status !== 200 || typeof body.access_token !== 'string' || body.access_token === '') {
       throw new BadGatewayError('the upstream credential could not be obtained', { reason: `upstream_token_status_${status}` });
     }
@@ -270,6 +351,13 @@ function lifetimeOf(expiresIn: unknown): number {
     });
   }
   return believedTokenLifetime(seconds);
+}
+
+/** A token endpoint's `429`/`503` with a `Retry-After` heeded (seconds, capped). */
+class UpstreamRetryAfter extends Error {
+  constructor(readonly seconds: number) {
+    super('the upstream token endpoint asked to retry later');
+  }
 }
 
 async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
