@@ -44,6 +44,46 @@ describe('UpstreamOAuthClient.refresh against a real token endpoint', () => {
     response.end(body);
   };
 
+  const withRetryAfter = (status: number, retryAfter: string, body: string) => (response: ServerResponse) => {
+    response.writeHead(status, { 'content-type': 'application/json', 'retry-after': retryAfter });
+    response.end(body);
+  };
+  const refusal = (): Promise<UpstreamOAuthError> =>
+    client.refresh(credential, 'rt', ['read']).then(
+      () => Promise.reject(new Error('refreshed')),
+      (error: UpstreamOAuthError) => error,
+    );
+
+  it.each([
+    [503, '120', '{"error":"temporarily_unavailable"}', 120],
+    [429, '45', '{"error":"slow_down"}', 45],
+    [503, '99999', 'not json', 3600],
+    [429, '30', 'x'.repeat(70 * 1024), 30],
+  ])("carries a %d answer's Retry-After %s as the seconds to wait, capped at an hour", async (status, value, body, seconds) => {
+    answer = withRetryAfter(status, value, body);
+    const error = await refusal();
+    expect(error).toMatchObject({ code: 'upstream_unavailable', refused: false, retryAfterSeconds: seconds });
+  });
+
+  it('carries an HTTP-date Retry-After as the seconds until it', async () => {
+    answer = withRetryAfter(503, new Date(Date.now() + 300_000).toUTCString(), '{"error":"temporarily_unavailable"}');
+    const { retryAfterSeconds } = await refusal();
+    expect(retryAfterSeconds).toBeGreaterThan(295);
+    expect(retryAfterSeconds).toBeLessThanOrEqual(300);
+  });
+
+  it.each([
+    [503, 'later'],
+    [503, '-1'],
+    [500, '120'],
+    [502, '120'],
+  ])("ignores a %d answer's Retry-After %s", async (status, value) => {
+    answer = withRetryAfter(status, value, '{"error":"server_error"}');
+    const error = await refusal();
+    expect(error).toMatchObject({ code: 'upstream_unavailable', refused: false });
+    expect(error.retryAfterSeconds).toBeUndefined();
+  });
+
   it.each(['1e300', '1e20'])('keeps a huge expires_in (%s) to a valid time at most a day away', async (expiresIn) => {
     answer = json(200, `{"access_token":"at","token_type":"Bearer","refresh_token":"rt2","expires_in":${expiresIn}}`);
     const tokens = await client.refresh(credential, 'rt', ['read']);
