@@ -1,6 +1,6 @@
 import { Inject, Injectable, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import { rewrapConnectorCredentials } from '@writ/connectors';
-import { retagUnderCurrentMasterKey, type RowTagCounts } from '@writ/grants';
+import { retagUnderCurrentMasterKey, type RowTagCounts, takeRetagCounts, type TaggedTable } from '@writ/grants';
 import { type RewrapControl, type RewrapCount, RewrapStopped, UNCONTROLLED } from '@writ/keys';
 import { RUNTIME, type Runtime } from '@writ/platform';
 import { ConnectedAccounts } from './connected-accounts';
@@ -22,15 +22,19 @@ export type MasterKeyRewrapReport = { tables: Record<string, RewrapCount>; retag
  * time (a session advisory lock, tried: an instance starting meanwhile leaves the work to the one
  * doing it); every row is one conditional UPDATE that applies only while the row still holds the
  * value read, so a concurrent change is never lost. Then tags again under the current key the
- * tasks, agents, orchestrators and admin tokens whose integrity tag verifies under a previous one
- * (so that the previous key can be dropped), each only while it still holds the tag read. Records
- * one `master_key.rewrapped` event with the counts per table when anything was re-sealed,
- * re-tagged or left for a later start (values never).
+ * rows whose integrity tag verifies under a previous one (so that the previous key can be
+ * dropped), in committed batches, each row only while it still holds the tag read
+ * (`retagUnderCurrentMasterKey`; `retagProgress` hears its counts). Records one
+ * `master_key.rewrapped` event with the counts per table when anything was re-sealed, re-tagged
+ * or left for a later start (values never); its re-tag counts are taken, in the event's own
+ * transaction, from `master_key_retag_progress`: the rows re-tagged since the last event, a run
+ * that died half-way included, each counted once.
  */
 export async function rewrapUnderCurrentMasterKey(
   runtime: Runtime,
   accounts: ConnectedAccounts,
   control: (table: string) => RewrapControl = () => UNCONTROLLED,
+  retagProgress: (table: TaggedTable, retagged: number) => void = () => undefined,
 ): Promise<MasterKeyRewrapReport> {
   const { pool, masterKey, signingKeys, audit, rowIntegrity } = runtime;
   if (masterKey.previousCount === 0) return 'none';
@@ -59,28 +63,37 @@ export async function rewrapUnderCurrentMasterKey(
           break;
         }
       }
-      const retagged: RowTagCounts = stopped
-        ? { tasks: 0, agents: 0, orchestrators: 0, admin_tokens: 0, connectors: 0, identity_providers: 0, policies: 0, approvals: 0 }
-        : await retagUnderCurrentMasterKey(pool, rowIntegrity);
-      // Also when only rows left for later were found (changed meanwhile, or under a refresh):
-      // "a restart records no new event" is how the operator knows none is left under a previous key.
-      const touched =
-        Object.values(tables).reduce((sum, count) => sum + count.rewrapped + count.skipped, 0) + Object.values(retagged).reduce((sum, count) => sum + count, 0);
-      if (touched > 0 || stopped) {
-        await audit.record({
-          type: 'master_key.rewrapped',
-          outcome: 'success',
-          actor: { type: 'system', id: 'master-key-rewrap' },
-          data: {
-            previous_keys: masterKey.previousCount,
-            tables: Object.fromEntries(
-              Object.entries(tables).map(([table, count]) => [table, { rewrapped: count.rewrapped, skipped: count.skipped, unopened: count.unopened.length }]),
-            ),
-            retagged,
-            ...(stopped ? { stopped: true } : {}),
-          },
-        });
+      if (!stopped) {
+        const retagControl = control('row_integrity');
+        const retag = await retagUnderCurrentMasterKey(pool, rowIntegrity, { stopped: () => retagControl.stopped(), progress: retagProgress });
+        stopped = retag === 'stopped';
       }
+      const { result: retagged } = await audit.recordWith<RowTagCounts>(takeRetagCounts, (retagged) => {
+        // Also when only rows left for later were found (changed meanwhile, or under a refresh):
+        // "a restart records no new event" is how the operator knows none is left under a previous key.
+        const touched =
+          Object.values(tables).reduce((sum, count) => sum + count.rewrapped + count.skipped, 0) +
+          Object.values(retagged).reduce((sum, count) => sum + count, 0);
+        if (touched === 0 && !stopped) return [];
+        return [
+          {
+            type: 'master_key.rewrapped',
+            outcome: 'success',
+            actor: { type: 'system', id: 'master-key-rewrap' },
+            data: {
+              previous_keys: masterKey.previousCount,
+              tables: Object.fromEntries(
+                Object.entries(tables).map(([table, count]) => [
+                  table,
+                  { rewrapped: count.rewrapped, skipped: count.skipped, unopened: count.unopened.length },
+                ]),
+              ),
+              retagged,
+              ...(stopped ? { stopped: true } : {}),
+            },
+          },
+        ];
+      });
       return stopped ? 'stopped' : { tables, retagged };
     } finally {
       await lock.query('SELECT pg_advisory_unlock($1)', [REWRAP_LOCK]).catch((error: unknown) => {
@@ -143,7 +156,11 @@ export class MasterKeyRewrap implements OnApplicationBootstrap, OnModuleDestroy 
         );
       },
     });
-    const done = rewrapUnderCurrentMasterKey(this.runtime, this.accounts, control).then(
+    const retagProgress = (table: TaggedTable, retagged: number) => {
+      metrics.masterKeyRetagProgress(table, retagged);
+      logger.info({ table, retagged }, 're-tagging rows tagged under a previous master key under WRIT_MASTER_KEY');
+    };
+    const done = rewrapUnderCurrentMasterKey(this.runtime, this.accounts, control, retagProgress).then(
       (report) => {
         this.report(report);
         return report;

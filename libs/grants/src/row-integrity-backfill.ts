@@ -297,6 +297,10 @@ export async function backfillRowIntegrity(
   transaction: AuditedTransaction<AuditEventInput>,
   integrity: RowIntegrity,
 ): Promise<RowTagCounts | 'done'> {
+  // Done is for good (the marker is never unset): a start after it does not wait for the row tag
+  // lock, which the re-tag after a master key rotation may hold for as long as it runs.
+  const done = await markerOf(pool);
+  if (done?.connectors_tagged && done.providers_policies_approvals_tagged) return 'done';
   const lock = await pool.connect();
   const releaseLock = watchCheckedOut(lock);
   let lockBroken = false;
@@ -373,106 +377,143 @@ export async function backfillRowIntegrity(
   }
 }
 
+/** How the re-tag after a rotation checks the tag of a row of one table (read with its `integrity_tag`) under the configured keys. */
+const VERIFY: Record<TaggedTable, (integrity: RowIntegrity, row: Record<string, unknown>, tag: string) => boolean> = {
+  tasks: (i, row, tag) => i.verifyTask(taskIntegrityFieldsOf(row as unknown as TaskIntegrityRow), tag),
+  agents: (i, row, tag) => i.verifyClient('agents', clientFields(row as unknown as ClientTagRow), tag),
+  orchestrators: (i, row, tag) => i.verifyClient('orchestrators', clientFields(row as unknown as ClientTagRow), tag),
+  admin_tokens: (i, row, tag) => i.verifyAdminToken(adminTokenFields(row as unknown as AdminTokenTagRow), tag),
+  connectors: (i, row) => i.verifyConnectorRow(row as unknown as ConnectorIntegrityRow),
+  identity_providers: (i, row, tag) => i.verifyIdentityProvider(identityProviderIntegrityFieldsOf(row as unknown as IdentityProviderIntegrityRow), tag),
+  policies: (i, row, tag) => i.verifyPolicy(policyIntegrityFieldsOf(row as unknown as PolicyIntegrityRow), tag),
+  approvals: (i, row, tag) => i.verifyApproval(approvalIntegrityFieldsOf(row as unknown as ApprovalIntegrityRow), tag),
+};
+
+/** Every tagged table, in the order the re-tag walks them. */
+const TAGGED_TABLES: UntaggedTable[] = [...UNTAGGED.base, ...UNTAGGED.connectors, ...UNTAGGED.authority];
+
+/** What the re-tag after a rotation reports as it goes, and asks whether to stop (a shutdown). */
+export interface RetagControl {
+  /** Checked before each batch: true ends the re-tag there (what was committed stays, counted). */
+  stopped(): boolean;
+  /** After each batch that re-tagged rows: the rows of `table` re-tagged since the last `master_key.rewrapped` event, over every run. */
+  progress(table: TaggedTable, retagged: number): void;
+}
+
+/** No stop, no report. */
+const UNCONTROLLED_RETAG: RetagControl = { stopped: () => false, progress: () => undefined };
+
 /**
- * After a master key rotation: tags again under the current key every row whose tag verifies
- * under a previous one (rows whose tag verifies under no configured key are left as they are,
- * refused). One instance at a time, each row only while it still holds the tag read.
+ * Re-tags, in one short transaction on `work`, the next batch of tagged rows of `spec.table` after
+ * `after` in key order: they are locked (`FOR UPDATE`) only until the batch commits; a row whose
+ * tag is a previous key's and verifies under it is tagged under the current key, only while it
+ * still holds the tag read (a row already under the current key is left: a resumed run skips
+ * it; a row whose tag verifies under no configured key is left as it is, refused and reported
+ * by `RowIntegrity`), and counted in `master_key_retag_progress` in the same commit. Returns the
+ * last key read (null when none is left), the rows re-tagged and the count over every run.
  */
-export async function retagUnderCurrentMasterKey(pool: Pool, integrity: RowIntegrity): Promise<RowTagCounts> {
-  // One connection holds the lock and runs the transaction: the re-wrap that calls this already holds one of its own.
-  const tx = await pool.connect();
-  // A connection whose lock could not be released is closed, never handed back holding it.
-  let clean = false;
+async function retagBatch(
+  work: PoolClient,
+  spec: UntaggedTable,
+  integrity: RowIntegrity,
+  after: string | null,
+): Promise<{ last: string | null; retagged: number; total: number | null }> {
+  await work.query('BEGIN');
   try {
-    await tx.query('SELECT pg_advisory_lock($1)', [ROW_TAG_LOCK]);
-    try {
-      await tx.query('BEGIN');
-      const counts = await tagRowsVerified(tx, integrity);
-      await tx.query('COMMIT');
-      return counts;
-    } catch (error) {
-      await tx.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      clean = await tx.query('SELECT pg_advisory_unlock($1)', [ROW_TAG_LOCK]).then(
-        () => true,
-        () => false,
+    const columns = /\bintegrity_tag\b/.test(spec.columns) ? spec.columns : `${spec.columns}, integrity_tag`;
+    const conditions = ['integrity_tag IS NOT NULL', ...(spec.only ? [spec.only] : []), ...(after === null ? [] : [`${spec.key} > $2::${spec.keyType}`])];
+    const { rows } = await work.query<Record<string, unknown>>(
+      `SELECT ${columns} FROM ${spec.table} WHERE ${conditions.join(' AND ')} ORDER BY ${spec.key} LIMIT $1 FOR UPDATE`,
+      after === null ? [BACKFILL_BATCH] : [BACKFILL_BATCH, after],
+    );
+    const tags = rows.flatMap((row) => {
+      const expected = row.integrity_tag as string;
+      if (integrity.isCurrent(expected) || !VERIFY[spec.table](integrity, row, expected)) return [];
+      const tag = spec.tag(integrity, row);
+      return tag === null ? [] : [{ id: String(row[spec.key]), tag, expected }];
+    });
+    const retagged = await writeTags(work, spec.table, tags);
+    let total: number | null = null;
+    if (retagged > 0) {
+      const progress = await work.query<{ retagged: string }>(
+        `INSERT INTO master_key_retag_progress (tagged_table, retagged) VALUES ($1, $2)
+           ON CONFLICT (tagged_table) DO UPDATE SET retagged = master_key_retag_progress.retagged + EXCLUDED.retagged
+         RETURNING retagged`,
+        [spec.table, retagged],
       );
+      total = Number(progress.rows[0].retagged);
     }
-  } finally {
-    tx.release(!clean);
+    await work.query('COMMIT');
+    return { last: rows.length === 0 ? null : String(rows[rows.length - 1][spec.key]), retagged, total };
+  } catch (error) {
+    await work.query('ROLLBACK').catch(() => undefined);
+    throw error;
   }
 }
 
-/** Re-tags, under the current key, the rows whose tag is not the current key's but verifies under a previous one. */
-async function tagRowsVerified(tx: PoolClient, integrity: RowIntegrity): Promise<RowTagCounts> {
-  const stale = (tag: string | null): tag is string => tag !== null && !integrity.isCurrent(tag);
-  const tasks = (
-    await tx.query<TaskIntegrityRow>(`SELECT ${TASK_INTEGRITY_COLUMNS}, integrity_tag FROM tasks WHERE integrity_tag IS NOT NULL ORDER BY id`)
-  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyTask(taskIntegrityFieldsOf(row), row.integrity_tag));
-  const agents = (await tx.query<ClientTagRow>(`SELECT id, status, jwks, integrity_tag FROM agents WHERE integrity_tag IS NOT NULL ORDER BY id`)).rows.filter(
-    (row) => stale(row.integrity_tag) && integrity.verifyClient('agents', clientFields(row), row.integrity_tag),
-  );
-  const orchestrators = (
-    await tx.query<ClientTagRow>(`SELECT id, status, jwks, allowed_agents, integrity_tag FROM orchestrators WHERE integrity_tag IS NOT NULL ORDER BY id`)
-  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyClient('orchestrators', clientFields(row), row.integrity_tag));
-  const adminTokens = (
-    await tx.query<AdminTokenTagRow>(`SELECT id, role, token_hash, expires_at, integrity_tag FROM admin_tokens WHERE integrity_tag IS NOT NULL ORDER BY id`)
-  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyAdminToken(adminTokenFields(row), row.integrity_tag));
-  const connectors = (
-    await tx.query<ConnectorIntegrityRow>(`SELECT ${CONNECTOR_INTEGRITY_COLUMNS} FROM connectors WHERE integrity_tag IS NOT NULL ORDER BY id`)
-  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyConnectorRow(row));
-  const providers = (
-    await tx.query<IdentityProviderIntegrityRow>(
-      `SELECT ${IDENTITY_PROVIDER_INTEGRITY_COLUMNS} FROM identity_providers WHERE integrity_tag IS NOT NULL ORDER BY issuer`,
-    )
-  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyIdentityProvider(identityProviderIntegrityFieldsOf(row), row.integrity_tag));
-  const policies = (
-    await tx.query<PolicyIntegrityRow>(`SELECT ${POLICY_INTEGRITY_COLUMNS} FROM policies WHERE active AND integrity_tag IS NOT NULL`)
-  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyPolicy(policyIntegrityFieldsOf(row), row.integrity_tag));
-  const approvals = (
-    await tx.query<ApprovalIntegrityRow>(`SELECT ${APPROVAL_INTEGRITY_COLUMNS} FROM approvals WHERE ${DECIDED} AND integrity_tag IS NOT NULL ORDER BY id`)
-  ).rows.filter((row) => stale(row.integrity_tag) && integrity.verifyApproval(approvalIntegrityFieldsOf(row), row.integrity_tag));
-  return {
-    tasks: await writeTags(
-      tx,
-      'tasks',
-      tasks.map((row) => ({ id: row.id, tag: integrity.tagTask(taskIntegrityFieldsOf(row)), expected: row.integrity_tag })),
-    ),
-    agents: await writeTags(
-      tx,
-      'agents',
-      agents.map((row) => ({ id: row.id, tag: integrity.tagClient('agents', clientFields(row)), expected: row.integrity_tag })),
-    ),
-    orchestrators: await writeTags(
-      tx,
-      'orchestrators',
-      orchestrators.map((row) => ({ id: row.id, tag: integrity.tagClient('orchestrators', clientFields(row)), expected: row.integrity_tag })),
-    ),
-    admin_tokens: await writeTags(
-      tx,
-      'admin_tokens',
-      adminTokens.map((row) => ({ id: row.id, tag: integrity.tagAdminToken(adminTokenFields(row)), expected: row.integrity_tag })),
-    ),
-    connectors: await writeTags(
-      tx,
-      'connectors',
-      connectors.map((row) => ({ id: row.id, tag: integrity.tagConnector(connectorIntegrityFieldsOf(row)), expected: row.integrity_tag })),
-    ),
-    identity_providers: await writeTags(
-      tx,
-      'identity_providers',
-      providers.map((row) => ({ id: row.issuer, tag: integrity.tagIdentityProvider(identityProviderIntegrityFieldsOf(row)), expected: row.integrity_tag })),
-    ),
-    policies: await writeTags(
-      tx,
-      'policies',
-      policies.map((row) => ({ id: row.version, tag: integrity.tagPolicy(policyIntegrityFieldsOf(row)), expected: row.integrity_tag })),
-    ),
-    approvals: await writeTags(
-      tx,
-      'approvals',
-      approvals.map((row) => ({ id: row.id, tag: integrity.tagApproval(approvalIntegrityFieldsOf(row)), expected: row.integrity_tag })),
-    ),
-  };
+/**
+ * After a master key rotation: tags again under the current key every row whose tag verifies
+ * under a previous one (rows whose tag verifies under no configured key are left as they are,
+ * refused). Each table is walked in key order in batches of {@link BACKFILL_BATCH} rows, each its
+ * own short transaction (a row is locked only while its batch runs, so ending a task or issuing
+ * a credential waits at most for one batch; memory holds one batch), each adding its count to
+ * `master_key_retag_progress` with its tags. A run that stops half-way (a crash, a lost
+ * connection, a shutdown: `control.stopped()`) leaves the batches it committed; the next run
+ * skips the rows already under the current key. One instance at a time (the row tag lock, on
+ * the connection that runs the batches, waited for as the upgrade's tagging does); each row is
+ * written only while it still holds the tag read. The counts over every run are taken with
+ * {@link takeRetagCounts} when they are reported. `'stopped'` when stopped before the end.
+ */
+export async function retagUnderCurrentMasterKey(pool: Pool, integrity: RowIntegrity, control: RetagControl = UNCONTROLLED_RETAG): Promise<'done' | 'stopped'> {
+  // One connection holds the lock and runs the batches: the re-wrap that calls this already holds one of its own.
+  const work = await pool.connect();
+  const release = watchCheckedOut(work);
+  // A connection whose lock could not be released (or whose wait failed) is closed, never handed back holding it.
+  let broken = false;
+  try {
+    await waitForRowTagLock(work).catch((error: unknown) => {
+      broken = true;
+      throw error;
+    });
+    try {
+      for (const spec of TAGGED_TABLES) {
+        let after: string | null = null;
+        for (;;) {
+          if (control.stopped()) return 'stopped';
+          let batch: { last: string | null; retagged: number; total: number | null } | undefined;
+          for (let attempt = 1; batch === undefined; attempt++) {
+            try {
+              batch = await retagBatch(work, spec, integrity, after);
+            } catch (error) {
+              if (!isLockConflict(error) || attempt >= BATCH_ATTEMPTS) throw error;
+              await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+            }
+          }
+          if (batch.total !== null) control.progress(spec.table, batch.total);
+          if (batch.last === null) break;
+          after = batch.last;
+        }
+      }
+      return 'done';
+    } finally {
+      broken = await work.query('SELECT pg_advisory_unlock($1)', [ROW_TAG_LOCK]).then(
+        () => broken,
+        () => true,
+      );
+    }
+  } finally {
+    release(broken);
+  }
+}
+
+/**
+ * Takes, on `tx` (the transaction that records the `master_key.rewrapped` event), the rows
+ * re-tagged since the last event, per table, over every run of {@link retagUnderCurrentMasterKey}:
+ * each row is counted in one event.
+ */
+export async function takeRetagCounts(tx: PoolClient): Promise<RowTagCounts> {
+  const { rows } = await tx.query<{ tagged_table: TaggedTable; retagged: string }>('DELETE FROM master_key_retag_progress RETURNING tagged_table, retagged');
+  const counts = noTags();
+  for (const row of rows) counts[row.tagged_table] = Number(row.retagged);
+  return counts;
 }

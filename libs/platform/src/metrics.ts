@@ -133,7 +133,7 @@ export class WritMetrics {
       name: 'writ_master_key_rewrap_rows',
       // One worker runs the re-seal (WRIT_WORKERS): the primary reports its figures (max), not a sum.
       aggregator: 'max',
-      help: 'Rows the re-seal under the current master key run by this process handled so far, per table and outcome (rewrapped, skipped, unopened)',
+      help: 'Rows the re-seal under the current master key run by this process handled so far, per table and outcome (rewrapped, skipped, unopened; retagged: integrity tags made again, counted over every run since the last master_key.rewrapped event)',
       labelNames: ['table', 'outcome'],
       registers,
     });
@@ -385,6 +385,15 @@ export class WritMetrics {
   /** The re-seal of `table` by this process has, so far, re-sealed, skipped and left unopened these many rows. */
   masterKeyRewrapProgress(table: string, count: { rewrapped: number; skipped: number; unopened: number }): void {
     for (const outcome of ['rewrapped', 'skipped', 'unopened'] as const) this.masterKeyRewrap.set({ table, outcome }, count[outcome]);
+  }
+
+  /**
+   * The re-tag after a rotation run by this process has made again under the current key these
+   * many integrity tags of `table` (outcome `retagged`), counted over every run since the last
+   * `master_key.rewrapped` event (a run that died half-way included).
+   */
+  masterKeyRetagProgress(table: string, retagged: number): void {
+    this.masterKeyRewrap.set({ table, outcome: 'retagged' }, retagged);
   }
 
   /** Stops observing process-wide sources (policy evaluations). */

@@ -26,6 +26,7 @@ import { AuthorityIntegrity1764630000000 } from './1764630000000-authority-integ
 import { AccountForcedRefresh1764640000000 } from './1764640000000-account-forced-refresh';
 import { RowIntegrityBackfillProgress1764652000000 } from './1764652000000-row-integrity-backfill-progress';
 import { AccountRefreshBackoff1764660000000 } from './1764660000000-account-refresh-backoff';
+import { MasterKeyRetagProgress1764670000000 } from './1764670000000-master-key-retag-progress';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -62,4 +63,5 @@ export const MIGRATIONS = [
   AccountForcedRefresh1764640000000,
   RowIntegrityBackfillProgress1764652000000,
   AccountRefreshBackoff1764660000000,
+  MasterKeyRetagProgress1764670000000,
 ];
