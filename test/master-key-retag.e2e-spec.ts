@@ -247,4 +247,38 @@ describe('master key rotation: the re-tag of a large installation in batches', (
     expect(await events()).toHaveLength(eventsBefore + 1);
     await stop(later);
   }, 240_000);
+
+  it('stops between two batches at a shutdown: the event says stopped with what was committed, the next start re-tags the rest', async () => {
+    const expected = await underA();
+    const eventsBefore = (await events()).length;
+    const holder = await holdLastTask();
+    const stopping = await start({ ...masterKeyEnv(KEY_B, [KEY_A]), ...PATIENT });
+    let closed: Promise<void>;
+    try {
+      await retagWaitsFor(holder.pid);
+      // The shutdown waits for the batch under way (held by the DBA), then stops before the next one.
+      closed = stop(stopping);
+    } finally {
+      await holder.release();
+    }
+    await closed;
+    const recorded = await events();
+    expect(recorded).toHaveLength(eventsBefore + 1);
+    const first = recorded[recorded.length - 1].data;
+    expect(first.stopped).toBe(true);
+    expect(first.retagged.tasks).toBe(await retaggedTasks());
+    expect(first.retagged.tasks).toBeGreaterThan(0);
+    expect((await dba.query('SELECT * FROM master_key_retag_progress')).rows).toEqual([]);
+    const resumed = await start(masterKeyEnv(KEY_B, [KEY_A]));
+    await masterKeyRewrapDone(resumed.runtime);
+    const all = await events();
+    expect(all).toHaveLength(eventsBefore + 2);
+    const second = all[all.length - 1].data;
+    expect(second.stopped).toBeUndefined();
+    // Each row in one event: the two add up to every row under A.
+    const sum = Object.fromEntries(TABLES.map(({ table }) => [table, first.retagged[table] + second.retagged[table]]));
+    expect(sum).toEqual(expected);
+    await allUnderB();
+    await stop(resumed);
+  }, 240_000);
 });
