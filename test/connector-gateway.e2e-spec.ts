@@ -1,5 +1,5 @@
 import { request as httpRequest, ServerResponse } from 'node:http';
-import { connect } from 'node:net';
+import { AddressInfo, connect } from 'node:net';
 import { SignJWT } from 'jose';
 import { GrantStateRepository } from '@writ/grants';
 import { createClientKey } from '@writ/testing';
@@ -8,7 +8,7 @@ import { createTask, exchangeFields, World } from './support/grant-flow';
 import { ChatUpstream, MockUpstream, startChatUpstream, startCodeHostUpstream, startMockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, sendJson, TestResponse, tokenRequest } from './support/oauth-client';
 import { PAYMENTS_OPERATIONS, seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 import { undocumentedEventMembers } from './support/audit-docs';
 
 const PAYMENTS_SECRET = 'sk_live_payments_4f9a1c7e2b8d';
@@ -533,9 +533,31 @@ describe('connector gateway', () => {
   });
 
   describe('streaming the upstream response', () => {
+    // WRIT_UPSTREAM_TIMEOUT_MS bounds the whole exchange, body included, and the suite's 700 ms
+    // (for the 504 test) is less than a 4 MiB relay can take on a loaded machine (over 600 ms
+    // measured): these tests stream through a second gateway over the same database, with a
+    // deadline they do not race. The deadline's own cut is tested on the suite's gateway.
+    let streaming: TestServices;
+    let streamingUrl: string;
+    beforeAll(async () => {
+      streaming = await startSecondInstance(services, { gateway: createGatewayApp, env: { WRIT_UPSTREAM_TIMEOUT_MS: '20000' } });
+      const gatewayApp = streaming.apps[streaming.apps.length - 1];
+      streamingUrl = `http://127.0.0.1:${(gatewayApp.getHttpServer().address() as AddressInfo).port}`;
+    });
+    afterAll(async () => {
+      await streaming.close();
+    });
+    /** The one `gateway.upstream` event of a task, once both gateways have written theirs. */
+    async function upstreamEvent(taskId: string): Promise<{ outcome: string; data: Record<string, unknown> }> {
+      await Promise.all([services.runtime.audit.drain(), streaming.runtime.audit.drain()]);
+      const { rows } = await services.runtime.pool.query(`SELECT outcome, data FROM audit_events WHERE task_id = $1 AND type = 'gateway.upstream'`, [taskId]);
+      expect(rows).toHaveLength(1);
+      return rows[0];
+    }
+
     it('relays a large body intact, with backpressure, and audits its size', async () => {
       const { token, taskId } = await credential({ type: 'connector', connector: 'exports', actions: ['export.get'] });
-      const response = await fetch(`${services.gatewayUrl}/connectors/exports/v1/export`, { headers: { authorization: `Bearer ${token}` } });
+      const response = await fetch(`${streamingUrl}/connectors/exports/v1/export`, { headers: { authorization: `Bearer ${token}` } });
       expect(response.status).toBe(200);
       // Read slowly at first, so that the gateway's writes to the agent fill up and wait.
       const reader = response.body!.getReader();
@@ -549,39 +571,48 @@ describe('connector gateway', () => {
       const body = Buffer.concat(chunks);
       expect(body.length).toBe(EXPORT_CHUNKS * EXPORT_CHUNK);
       for (let index = 0; index < EXPORT_CHUNKS; index += 1) expect(body[index * EXPORT_CHUNK + EXPORT_CHUNK - 1]).toBe(index);
-      await services.runtime.audit.drain();
-      const { rows } = await services.runtime.pool.query(`SELECT outcome, data FROM audit_events WHERE task_id = $1 AND type = 'gateway.upstream'`, [taskId]);
-      expect(rows).toHaveLength(1);
-      expect(rows[0].outcome).toBe('success');
-      expect(rows[0].data).toMatchObject({ status: 200, bytes: EXPORT_CHUNKS * EXPORT_CHUNK });
+      const event = await upstreamEvent(taskId);
+      expect(event.outcome).toBe('success');
+      expect(event.data).toMatchObject({ status: 200, bytes: EXPORT_CHUNKS * EXPORT_CHUNK });
     });
 
     it('stops reading the upstream when the agent goes away mid-stream, and audits the cut', async () => {
       const { token, taskId } = await credential({ type: 'connector', connector: 'exports', actions: ['export.slow'] });
       const ends = exportEnds.length;
       await new Promise<void>((resolve, reject) => {
-        const request = httpRequest(
-          `${services.gatewayUrl}/connectors/exports/v1/export/slow`,
-          { headers: { authorization: `Bearer ${token}` } },
-          (response) => {
-            expect(response.statusCode).toBe(200);
-            response.once('data', () => {
-              request.destroy();
-              resolve();
-            });
-          },
-        );
+        const request = httpRequest(`${streamingUrl}/connectors/exports/v1/export/slow`, { headers: { authorization: `Bearer ${token}` } }, (response) => {
+          expect(response.statusCode).toBe(200);
+          response.once('data', () => {
+            request.destroy();
+            resolve();
+          });
+        });
         request.on('error', (error) => (request.destroyed ? undefined : reject(error)));
         request.end();
       });
       // The gateway closes its upstream request long before the upstream's 3 s of chunks.
       for (let waited = 0; exportEnds.length === ends && waited < 2_000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
       expect(exportEnds.slice(ends)).toEqual(['closed']);
-      await services.runtime.audit.drain();
-      const { rows } = await services.runtime.pool.query(`SELECT outcome, data FROM audit_events WHERE task_id = $1 AND type = 'gateway.upstream'`, [taskId]);
-      expect(rows).toHaveLength(1);
-      expect(rows[0].outcome).toBe('failure');
-      expect(rows[0].data).toMatchObject({ status: 200, error: 'ERR_STREAM_PREMATURE_CLOSE' });
+      const event = await upstreamEvent(taskId);
+      expect(event.outcome).toBe('failure');
+      expect(event.data).toMatchObject({ status: 200, error: 'ERR_STREAM_PREMATURE_CLOSE' });
+    });
+
+    it('cuts a body still streaming when the upstream deadline passes, and audits upstream_timeout', async () => {
+      // The suite's gateway (700 ms) against 64 chunks 50 ms apart: the deadline always falls mid-body.
+      const { token, taskId } = await credential({ type: 'connector', connector: 'exports', actions: ['export.slow'] });
+      const ends = exportEnds.length;
+      const response = await fetch(`${services.gatewayUrl}/connectors/exports/v1/export/slow`, { headers: { authorization: `Bearer ${token}` } });
+      expect(response.status).toBe(200);
+      // Headers sent, the gateway can only close the connection: the agent sees a short body.
+      await expect(response.arrayBuffer()).rejects.toThrow('terminated');
+      for (let waited = 0; exportEnds.length === ends && waited < 2_000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(exportEnds.slice(ends)).toEqual(['closed']);
+      const event = await upstreamEvent(taskId);
+      expect(event.outcome).toBe('failure');
+      // Not the deadline's TimeoutError code (23): a string the operator can read.
+      expect(event.data).toMatchObject({ status: 200, error: 'upstream_timeout' });
+      expect(event.data.bytes).toBeLessThan(EXPORT_CHUNKS * EXPORT_CHUNK);
     });
   });
 

@@ -684,7 +684,7 @@ export class ProxyService {
       for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
       await relay(body, res, redactor);
     } catch (error) {
-      streamError = (error as { code?: string }).code ?? (error instanceof McpFilterError ? 'mcp_message_too_large' : 'stream_error');
+      streamError = streamErrorCode(error, deadline);
       if (error instanceof McpFilterError && !res.headersSent) {
         res.status(502).json(new BadGatewayError(error.message, { reason: streamError }).toJSON());
       } else {
@@ -829,6 +829,19 @@ function relay(body: Readable, res: Response, redactor?: SecretRedactor): Promis
 /** Whether a response to `method` with `status` carries a body (RFC 9110 sections 9.3.2, 15.3.5, 15.4.5). */
 function mayHaveBody(method: string, status: number): boolean {
   return method !== 'HEAD' && status !== 204 && status !== 304 && status >= 200;
+}
+
+/**
+ * What `gateway.upstream` records as `error` when the answer broke off while it was relayed:
+ * `upstream_timeout` when `WRIT_UPSTREAM_TIMEOUT_MS` ran out mid-body (undici ends the body with
+ * the deadline's own reason, a `TimeoutError` whose legacy numeric `code` is 23, which says
+ * nothing), else the stream's code (`ERR_STREAM_PREMATURE_CLOSE`, `ECONNRESET`...).
+ */
+function streamErrorCode(error: unknown, deadline: AbortSignal): string {
+  if (deadline.aborted && error === deadline.reason) return 'upstream_timeout';
+  if (error instanceof McpFilterError) return 'mcp_message_too_large';
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : 'stream_error';
 }
 
 function prematureClose(): Error {
