@@ -452,10 +452,7 @@ describeWithBrowser('admin console in Chromium', () => {
   });
 
   it("finds the task's timeline, verifies the chain and downloads the evidence pack", async () => {
-    await page.click('nav a[href="#/audit"]');
-    await page.fill('input[name=task_id]', approvedTask.task_id);
-    await page.click('form.filters button[type=submit]');
-    await page.waitForURL(`**/console/#/audit?task_id=${approvedTask.task_id}`);
+    await openTimeline(approvedTask.task_id);
     const timeline = page.locator('[data-testid=timeline]');
     await timeline.locator('li[data-type="task.revoked"]').waitFor();
     for (const type of ['task.created', 'grant.decision', 'approval.approved', 'token.issued', 'gateway.call', 'token.revoked']) {
@@ -489,6 +486,26 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(evidence).toEqual([`${services.adminUrl}/v1/tasks/${approvedTask.task_id}/evidence`]);
   });
 
+  /**
+   * Opens a task's timeline from the Audit page's filter form, as an admin would. Clicking the
+   * nav link from `#/audit?task_id=…` changes the route without remounting the page, and its
+   * form then takes the new route's (empty) filters: at machine speed that can land after the
+   * typing, and the form is sent empty. Typed and sent again until the route names the task.
+   */
+  async function openTimeline(taskId: string): Promise<void> {
+    await page.click('nav a[href="#/audit"]');
+    for (let attempt = 1; ; attempt += 1) {
+      await page.fill('input[name=task_id]', taskId);
+      await page.click('form.filters button[type=submit]');
+      try {
+        await page.waitForURL(`**/console/#/audit?task_id=${taskId}`, { timeout: 5_000 });
+        return;
+      } catch (error) {
+        if (attempt === 3) throw error;
+      }
+    }
+  }
+
   /** `count` credentials of `taskId`, written straight to the table (minting them one exchange at a time would take seconds), one second apart, oldest first. */
   const seedGrants = (taskId: string, count: number, prefix: string) =>
     services.runtime.pool.query(
@@ -498,12 +515,6 @@ describeWithBrowser('admin console in Chromium', () => {
          FROM generate_series(1, $4::int) g`,
       [taskId, prefix, JSON.stringify(payoutUpTo(4200)), count],
     );
-  const openTimeline = async (taskId: string) => {
-    await page.click('nav a[href="#/audit"]');
-    await page.fill('input[name=task_id]', taskId);
-    await page.click('form.filters button[type=submit]');
-    await page.waitForURL(`**/console/#/audit?task_id=${taskId}`);
-  };
 
   it('shows every credential of a task, following grants_next_cursor past the first 100, and keeps them on a refused page', async () => {
     const task = await createTask(services, world.orchestrator, { purpose: 'reconcile 230 payouts' });

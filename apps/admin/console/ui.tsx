@@ -358,7 +358,14 @@ export function useRouteFilters<N extends string>(
   }
   const appliedKey = JSON.stringify(applied);
   const [draft, setDraft] = useState<Partial<Record<N, string>>>(applied);
-  useEffect(() => setDraft(applied), [appliedKey]);
+  // Only on a change: on mount the draft already holds these values, and resetting it then would
+  // wipe what a quick user (or a browser test) typed before the effect ran.
+  const shown = useRef(appliedKey);
+  useEffect(() => {
+    if (shown.current === appliedKey) return;
+    shown.current = appliedKey;
+    setDraft(applied);
+  }, [appliedKey]);
   const apply = (event: Event) => {
     event.preventDefault();
     const search = new URLSearchParams();
