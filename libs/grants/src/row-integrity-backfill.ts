@@ -187,25 +187,63 @@ function isLockConflict(error: unknown): boolean {
 }
 
 /**
- * Tags, in one short transaction on `work`, the next batch of untagged rows of `spec.table` after
- * `after` in key order: they are locked (`FOR UPDATE`, waiting for a request that holds one, never
- * skipping it: a skipped row would stay untagged, refused for good) only until the batch commits,
- * written only while still untagged, and counted in `row_integrity_backfill_progress` in the same
- * commit. Returns the last key read (null when none is left) and the rows tagged.
+ * Walks the rows of `spec.table` that match `condition`, in key order, in batches of
+ * {@link BACKFILL_BATCH}: each batch is one short transaction on `work` whose rows are locked
+ * (`FOR UPDATE`, waiting for a request that holds one, never skipping it: a skipped row would be
+ * left out for good) only until `write` has written them and the batch commits; a batch that hits
+ * `lock_timeout` or loses a deadlock is rolled back and run again (up to {@link BATCH_ATTEMPTS}).
+ * `write` may answer what to do once its batch has committed (a report of what it wrote).
+ * `proceed` is asked before each batch (false: stop there, what was committed stays). Only an
+ * empty batch ends the table (a batch whose rows were written meanwhile by Writ comes back
+ * shorter). False when stopped.
  */
-async function tagBatch(
+async function walkInBatches(
   work: PoolClient,
   spec: UntaggedTable,
-  integrity: RowIntegrity,
-  after: string | null,
-): Promise<{ last: string | null; tagged: number }> {
-  await work.query('BEGIN');
-  try {
-    const conditions = ['integrity_tag IS NULL', ...(spec.only ? [spec.only] : []), ...(after === null ? [] : [`${spec.key} > $2::${spec.keyType}`])];
-    const { rows } = await work.query<Record<string, unknown>>(
-      `SELECT ${spec.columns} FROM ${spec.table} WHERE ${conditions.join(' AND ')} ORDER BY ${spec.key} LIMIT $1 FOR UPDATE`,
-      after === null ? [BACKFILL_BATCH] : [BACKFILL_BATCH, after],
-    );
+  columns: string,
+  condition: string,
+  proceed: () => Promise<boolean>,
+  write: (rows: Array<Record<string, unknown>>) => Promise<(() => void) | void>,
+): Promise<boolean> {
+  const conditions = [condition, ...(spec.only ? [spec.only] : [])];
+  let after: string | null = null;
+  for (;;) {
+    if (!(await proceed())) return false;
+    let last: string | null | undefined;
+    for (let attempt = 1; last === undefined; attempt++) {
+      await work.query('BEGIN');
+      try {
+        const where = after === null ? conditions : [...conditions, `${spec.key} > $2::${spec.keyType}`];
+        const { rows } = await work.query<Record<string, unknown>>(
+          `SELECT ${columns} FROM ${spec.table} WHERE ${where.join(' AND ')} ORDER BY ${spec.key} LIMIT $1 FOR UPDATE`,
+          after === null ? [BACKFILL_BATCH] : [BACKFILL_BATCH, after],
+        );
+        const committed = await write(rows);
+        await work.query('COMMIT');
+        committed?.();
+        last = rows.length === 0 ? null : String(rows[rows.length - 1][spec.key]);
+      } catch (error) {
+        await work.query('ROLLBACK').catch(() => undefined);
+        if (!isLockConflict(error) || attempt >= BATCH_ATTEMPTS) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      }
+    }
+    if (last === null) return true;
+    after = last;
+  }
+}
+
+/**
+ * Tags every untagged row of `spec.table` ({@link walkInBatches}), each written only while still
+ * untagged and counted in `row_integrity_backfill_progress` in its batch's commit; `held` throws
+ * once the row tag lock is lost.
+ */
+async function tagTableInBatches(work: PoolClient, spec: UntaggedTable, integrity: RowIntegrity, held: () => Promise<void>): Promise<void> {
+  const proceed = async () => {
+    await held();
+    return true;
+  };
+  await walkInBatches(work, spec, spec.columns, 'integrity_tag IS NULL', proceed, async (rows) => {
     const tags = rows.flatMap((row) => {
       const tag = spec.tag(integrity, row);
       return tag === null ? [] : [{ id: String(row[spec.key]), tag, expected: null }];
@@ -218,32 +256,7 @@ async function tagBatch(
         [spec.table, tagged],
       );
     }
-    await work.query('COMMIT');
-    return { last: rows.length === 0 ? null : String(rows[rows.length - 1][spec.key]), tagged };
-  } catch (error) {
-    await work.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  }
-}
-
-/** Tags every untagged row of `spec.table`, batch after batch; `held` throws once the row tag lock is lost. */
-async function tagTableInBatches(work: PoolClient, spec: UntaggedTable, integrity: RowIntegrity, held: () => Promise<void>): Promise<void> {
-  let after: string | null = null;
-  for (;;) {
-    await held();
-    let batch: { last: string | null; tagged: number } | undefined;
-    for (let attempt = 1; batch === undefined; attempt++) {
-      try {
-        batch = await tagBatch(work, spec, integrity, after);
-      } catch (error) {
-        if (!isLockConflict(error) || attempt >= BATCH_ATTEMPTS) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
-      }
-    }
-    // Only an empty batch ends the table: a batch whose rows were tagged meanwhile by Writ comes back shorter.
-    if (batch.last === null) return;
-    after = batch.last;
-  }
+  });
 }
 
 /**
@@ -404,51 +417,39 @@ export interface RetagControl {
 const UNCONTROLLED_RETAG: RetagControl = { stopped: () => false, progress: () => undefined };
 
 /**
- * Re-tags, in one short transaction on `work`, the next batch of tagged rows of `spec.table` after
- * `after` in key order: they are locked (`FOR UPDATE`) only until the batch commits; a row whose
- * tag is a previous key's and verifies under it is tagged under the current key, only while it
- * still holds the tag read (a row already under the current key is left: a resumed run skips
- * it; a row whose tag verifies under no configured key is left as it is, refused and reported
- * by `RowIntegrity`), and counted in `master_key_retag_progress` in the same commit. Returns the
- * last key read (null when none is left), the rows re-tagged and the count over every run.
+ * Re-tags every tagged row of `spec.table` ({@link walkInBatches}) whose tag is a previous key's
+ * and verifies under it, under the current key, each only while it still holds the tag read (a
+ * row already under the current key is left: a resumed run skips it; a row whose tag verifies
+ * under no configured key is left as it is, refused and reported by `RowIntegrity`), counted in
+ * `master_key_retag_progress` in its batch's commit and reported to `control` with the count over
+ * every run. False when `control` stopped it.
  */
-async function retagBatch(
-  work: PoolClient,
-  spec: UntaggedTable,
-  integrity: RowIntegrity,
-  after: string | null,
-): Promise<{ last: string | null; retagged: number; total: number | null }> {
-  await work.query('BEGIN');
-  try {
-    const columns = /\bintegrity_tag\b/.test(spec.columns) ? spec.columns : `${spec.columns}, integrity_tag`;
-    const conditions = ['integrity_tag IS NOT NULL', ...(spec.only ? [spec.only] : []), ...(after === null ? [] : [`${spec.key} > $2::${spec.keyType}`])];
-    const { rows } = await work.query<Record<string, unknown>>(
-      `SELECT ${columns} FROM ${spec.table} WHERE ${conditions.join(' AND ')} ORDER BY ${spec.key} LIMIT $1 FOR UPDATE`,
-      after === null ? [BACKFILL_BATCH] : [BACKFILL_BATCH, after],
-    );
-    const tags = rows.flatMap((row) => {
-      const expected = row.integrity_tag as string;
-      if (integrity.isCurrent(expected) || !VERIFY[spec.table](integrity, row, expected)) return [];
-      const tag = spec.tag(integrity, row);
-      return tag === null ? [] : [{ id: String(row[spec.key]), tag, expected }];
-    });
-    const retagged = await writeTags(work, spec.table, tags);
-    let total: number | null = null;
-    if (retagged > 0) {
+function retagTableInBatches(work: PoolClient, spec: UntaggedTable, integrity: RowIntegrity, control: RetagControl): Promise<boolean> {
+  const columns = /\bintegrity_tag\b/.test(spec.columns) ? spec.columns : `${spec.columns}, integrity_tag`;
+  return walkInBatches(
+    work,
+    spec,
+    columns,
+    'integrity_tag IS NOT NULL',
+    async () => !control.stopped(),
+    async (rows) => {
+      const tags = rows.flatMap((row) => {
+        const expected = row.integrity_tag as string;
+        if (integrity.isCurrent(expected) || !VERIFY[spec.table](integrity, row, expected)) return [];
+        const tag = spec.tag(integrity, row);
+        return tag === null ? [] : [{ id: String(row[spec.key]), tag, expected }];
+      });
+      const retagged = await writeTags(work, spec.table, tags);
+      if (retagged === 0) return;
       const progress = await work.query<{ retagged: string }>(
         `INSERT INTO master_key_retag_progress (tagged_table, retagged) VALUES ($1, $2)
-           ON CONFLICT (tagged_table) DO UPDATE SET retagged = master_key_retag_progress.retagged + EXCLUDED.retagged
-         RETURNING retagged`,
+         ON CONFLICT (tagged_table) DO UPDATE SET retagged = master_key_retag_progress.retagged + EXCLUDED.retagged
+       RETURNING retagged`,
         [spec.table, retagged],
       );
-      total = Number(progress.rows[0].retagged);
-    }
-    await work.query('COMMIT');
-    return { last: rows.length === 0 ? null : String(rows[rows.length - 1][spec.key]), retagged, total };
-  } catch (error) {
-    await work.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  }
+      control.progress(spec.table, Number(progress.rows[0].retagged));
+    },
+  );
 }
 
 /**
@@ -477,22 +478,7 @@ export async function retagUnderCurrentMasterKey(pool: Pool, integrity: RowInteg
     });
     try {
       for (const spec of TAGGED_TABLES) {
-        let after: string | null = null;
-        for (;;) {
-          if (control.stopped()) return 'stopped';
-          let batch: { last: string | null; retagged: number; total: number | null } | undefined;
-          for (let attempt = 1; batch === undefined; attempt++) {
-            try {
-              batch = await retagBatch(work, spec, integrity, after);
-            } catch (error) {
-              if (!isLockConflict(error) || attempt >= BATCH_ATTEMPTS) throw error;
-              await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
-            }
-          }
-          if (batch.total !== null) control.progress(spec.table, batch.total);
-          if (batch.last === null) break;
-          after = batch.last;
-        }
+        if (!(await retagTableInBatches(work, spec, integrity, control))) return 'stopped';
       }
       return 'done';
     } finally {
