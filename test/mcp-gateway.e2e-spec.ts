@@ -1,3 +1,5 @@
+import { createServer, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Agent, Orchestrator } from '@writ/sdk';
@@ -7,7 +9,7 @@ import { createGatewayApp } from '../apps/connector-gateway/src/connector-gatewa
 import { seedWorld, World } from './support/grant-flow';
 import { McpUpstream, startMcpUpstream } from './support/mcp-upstream';
 import { sendJson } from './support/oauth-client';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 import { undocumentedEventMembers } from './support/audit-docs';
 
 const SECRET = 'mcp_upstream_secret_7f3a';
@@ -616,8 +618,168 @@ describe('MCP through the gateway', () => {
     expect(kind.status).toBe(400);
   });
 
+  describe('an upstream deadline passing mid-answer', () => {
+    // A second gateway over the same database, with a deadline short enough to wait out.
+    let short: TestServices;
+    let shortUrl: string;
+    let stalling: StallingUpstream;
+    beforeAll(async () => {
+      stalling = await startStallingUpstream();
+      for (const mode of ['json', 'sse', 'quiet', 'reset'] as const) {
+        const created = await admin('POST', '/v1/connectors', {
+          id: `stall-${mode}`,
+          kind: 'mcp',
+          name: `MCP stall-${mode}`,
+          base_url: `${stalling.url}/${mode}`,
+          operations: TOOLS,
+          credential: { type: 'bearer', token: SECRET },
+        });
+        expect(created.status).toBe(201);
+      }
+      short = await startSecondInstance(services, { gateway: createGatewayApp, env: { WRIT_UPSTREAM_TIMEOUT_MS: '700' } });
+      shortUrl = `http://127.0.0.1:${(short.apps[short.apps.length - 1].getHttpServer().address() as AddressInfo).port}`;
+    });
+    afterAll(async () => {
+      await short.close();
+      await stalling.close();
+    });
+
+    /** A raw `tools/list` through the short-deadline gateway, with a lookup credential of a fresh task. */
+    const listTools = async (connector: string) => {
+      const { taskToken, taskId } = await task(connector);
+      const { accessToken } = await agentOf(false).credential(taskToken, { connector, action: 'lookup' });
+      const response = await fetch(`${shortUrl}/connectors/${connector}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: '{"jsonrpc":"2.0","id":7,"method":"tools/list"}',
+      });
+      return { response, taskId };
+    };
+    /** The gateway events of a task once both gateways have written theirs (the call's, then the upstream's). */
+    const gatewayEvents = async (taskId: string) => {
+      await Promise.all([services.runtime.audit.drain(), short.runtime.audit.drain()]);
+      const { rows } = await services.runtime.pool.query<{ type: string; outcome: string; data: Record<string, unknown> }>(
+        `SELECT type, outcome, data FROM audit_events WHERE task_id = $1 AND type LIKE 'gateway.%' ORDER BY seq`,
+        [taskId],
+      );
+      return rows;
+    };
+
+    it('answers 504 when the deadline passes while a JSON tool list is read whole, and audits it once as upstream_timeout', async () => {
+      const started = Date.now();
+      const { response, taskId } = await listTools('stall-json');
+      // Nothing of the answer had reached the agent (the list is cut before it is sent): the gateway can still say why.
+      expect(response.status).toBe(504);
+      expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(response.headers.get('cache-control')).toBe('no-store');
+      expect(await response.json()).toEqual({ error: 'gateway_timeout', error_description: 'the upstream API did not answer in time' });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(600);
+      const events = await gatewayEvents(taskId);
+      expect(events.map((event) => [event.type, event.outcome])).toEqual([
+        ['gateway.call', 'success'],
+        ['gateway.upstream', 'failure'],
+      ]);
+      expect(events[1].data).toMatchObject({ mcp_method: 'tools/list', status: 504, upstream_status: 200, error: 'upstream_timeout' });
+      expect(events[1].data.bytes).toBeGreaterThan(0);
+    });
+
+    it('answers 502 when the upstream resets its connection while a JSON tool list is read whole', async () => {
+      const { response, taskId } = await listTools('stall-reset');
+      expect(response.status).toBe(502);
+      expect(await response.json()).toEqual({ error: 'bad_gateway', error_description: 'the upstream API broke off its answer' });
+      const events = await gatewayEvents(taskId);
+      expect(events.map((event) => event.type)).toEqual(['gateway.call', 'gateway.upstream']);
+      expect(events[1].outcome).toBe('failure');
+      expect(events[1].data).toMatchObject({ status: 502, upstream_status: 200, error: expect.any(String) });
+      expect(events[1].data.error).not.toBe('upstream_timeout');
+    });
+
+    it('still just ends an SSE answer whose headers and first event reached the agent', async () => {
+      const { response, taskId } = await listTools('stall-sse');
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      const reader = response.body!.getReader();
+      const decoder = new TextDecoder();
+      let received = '';
+      // The first event (its tool list cut to the task) arrives, then the stream is cut at the deadline.
+      const ended = await (async () => {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return 'done';
+          received += decoder.decode(value, { stream: true });
+        }
+      })().catch((error: unknown) => String((error as Error).message ?? error));
+      expect(ended).toBe('terminated');
+      expect(received).toContain('"lookup"');
+      expect(received).not.toContain('"wipe"');
+      const events = await gatewayEvents(taskId);
+      expect(events.map((event) => event.type)).toEqual(['gateway.call', 'gateway.upstream']);
+      expect(events[1].data).toMatchObject({ status: 200, error: 'upstream_timeout' });
+      expect(events[1].data.upstream_status).toBeUndefined();
+    });
+
+    it('answers 504 for an SSE answer that sent its headers and nothing else: nothing had reached the agent', async () => {
+      const { response, taskId } = await listTools('stall-quiet');
+      expect(response.status).toBe(504);
+      expect(await response.json()).toMatchObject({ error: 'gateway_timeout' });
+      // None of the upstream's staged headers goes with the gateway's error.
+      expect(response.headers.get('x-upstream-marker')).toBeNull();
+      const events = await gatewayEvents(taskId);
+      expect(events.map((event) => event.type)).toEqual(['gateway.call', 'gateway.upstream']);
+      expect(events[1].data).toMatchObject({ status: 504, upstream_status: 200, error: 'upstream_timeout', bytes: 0 });
+    });
+  });
+
   // Last: what every test above recorded. docs/audit.md is the reference the log is queried by.
   it('records no event member docs/audit.md does not name for its type', async () => {
     expect(await undocumentedEventMembers(services.runtime.pool)).toEqual([]);
   });
 });
+
+/** A raw MCP server that starts its answers and never finishes them. */
+interface StallingUpstream {
+  /** Its base: the endpoints are `/json`, `/sse`, `/quiet` and `/reset`. */
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Answers every POST with the start of a tool list for the request's id, then, by endpoint:
+ * `/json` stalls in the middle of a JSON answer; `/sse` sends one whole event and stalls;
+ * `/quiet` sends its SSE headers only and stalls; `/reset` sends half a JSON answer and resets
+ * the connection.
+ */
+async function startStallingUpstream(): Promise<StallingUpstream> {
+  const open = new Set<ServerResponse>();
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const { id = null } = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as { id?: unknown };
+      const tools = ['lookup', 'wipe'].map((name) => ({ name, inputSchema: { type: 'object' } }));
+      const list = JSON.stringify({ jsonrpc: '2.0', id, result: { tools } });
+      open.add(res);
+      res.on('close', () => open.delete(res));
+      if (req.url === '/sse' || req.url === '/quiet') {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'x-upstream-marker': 'staged' });
+        if (req.url === '/sse') res.write(`event: message\ndata: ${list}\n\n`);
+        // (Node sends staged headers with the first body bytes: send them now.)
+        else res.flushHeaders();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(list.length) });
+      res.write(list.slice(0, 30));
+      if (req.url === '/reset') setTimeout(() => res.socket?.resetAndDestroy(), 50);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: async () => {
+      for (const res of open) res.destroy();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

@@ -674,6 +674,9 @@ export class ProxyService {
     let bytes = 0;
     response.body.on('data', (chunk: Buffer) => (bytes += chunk.length));
     let streamError: string | undefined;
+    // What the agent gets instead when the answer broke off before a byte of it (headers
+    // included) was sent: the gateway can still say why (504 past the deadline, else 502).
+    let answered: OAuthError | undefined;
     // Every occurrence of a secret in the body is masked with as many bytes as it has (so
     // Content-Length holds), last, on the bytes exactly as the agent gets them.
     const redactor = forms.length > 0 ? new SecretRedactor(forms) : undefined;
@@ -685,8 +688,10 @@ export class ProxyService {
       await relay(body, res, redactor);
     } catch (error) {
       streamError = streamErrorCode(error, deadline);
-      if (error instanceof McpFilterError && !res.headersSent) {
-        res.status(502).json(new BadGatewayError(error.message, { reason: streamError }).toJSON());
+      answered = res.headersSent || res.destroyed ? undefined : brokenAnswerFailure(error, streamError);
+      if (answered) {
+        // The upstream's headers were only staged: none of them goes with the gateway's error.
+        for (const name of Object.keys(headers)) res.removeHeader(name);
       } else {
         res.destroy();
       }
@@ -699,7 +704,7 @@ export class ProxyService {
     this.audit
       .recordLater(
         this.event(call, 'gateway.upstream', streamError ? 'failure' : 'success', {
-          status: response.statusCode,
+          ...(answered ? { status: answered.status, upstream_status: response.statusCode } : { status: response.statusCode }),
           bytes,
           upstream_latency_ms: elapsedMs(upstreamStarted),
           ...(streamError ? { error: streamError } : {}),
@@ -707,6 +712,8 @@ export class ProxyService {
         }),
       )
       .catch((error: unknown) => this.logger.error({ err: String(error) }, 'could not record an upstream response'));
+    // Answered by the exception filter, as an upstream failure before the headers is.
+    if (answered) throw answered;
   }
 
   /**
@@ -835,13 +842,30 @@ function mayHaveBody(method: string, status: number): boolean {
  * What `gateway.upstream` records as `error` when the answer broke off while it was relayed:
  * `upstream_timeout` when `WRIT_UPSTREAM_TIMEOUT_MS` ran out mid-body (undici ends the body with
  * the deadline's own reason, a `TimeoutError` whose legacy numeric `code` is 23, which says
- * nothing), else the stream's code (`ERR_STREAM_PREMATURE_CLOSE`, `ECONNRESET`...).
+ * nothing; or, when the upstream had stopped sending, with the dispatcher's body timeout, which
+ * is the same setting counted from the last chunk, and the two timers race), else the stream's
+ * code (`ERR_STREAM_PREMATURE_CLOSE`, `ECONNRESET`...).
  */
 function streamErrorCode(error: unknown, deadline: AbortSignal): string {
   if (deadline.aborted && error === deadline.reason) return 'upstream_timeout';
   if (error instanceof McpFilterError) return 'mcp_message_too_large';
   const code = (error as { code?: unknown } | undefined)?.code;
+  if (code === 'UND_ERR_BODY_TIMEOUT') return 'upstream_timeout';
   return typeof code === 'string' ? code : 'stream_error';
+}
+
+/**
+ * The error that answers an upstream answer broken off before anything of it reached the agent
+ * (a JSON answer read whole, e.g. an MCP tool list; a body whose first byte never came):
+ * `504 gateway_timeout` when `WRIT_UPSTREAM_TIMEOUT_MS` passed, `502 bad_gateway` when the
+ * upstream closed or reset its stream or sent a tool list too large to filter; `undefined` when
+ * the agent itself went away (nobody to answer).
+ */
+function brokenAnswerFailure(error: unknown, code: string): OAuthError | undefined {
+  if (code === 'ERR_STREAM_PREMATURE_CLOSE') return undefined;
+  if (code === 'upstream_timeout') return new GatewayTimeoutError(undefined, { reason: code });
+  if (error instanceof McpFilterError) return new BadGatewayError(error.message, { reason: code });
+  return new BadGatewayError('the upstream API broke off its answer', { reason: code });
 }
 
 function prematureClose(): Error {
