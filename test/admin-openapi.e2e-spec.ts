@@ -2,7 +2,7 @@ import { request as httpRequest } from 'node:http';
 import { createClientKey, jwksOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { http, sendJson, TestResponse } from './support/oauth-client';
-import { startTestServices, TestServices } from './support/test-services';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
 type Operation = {
   parameters?: Array<{ in: string; name: string; schema?: { type?: string; enum?: string[] } }>;
@@ -219,6 +219,79 @@ describe('admin API: the OpenAPI document against the live app', () => {
     }
   });
 
+  it('documents every answer of GET /metrics, and each one happens', async () => {
+    const scrape = paths['/metrics'].get;
+    expect(Object.keys(scrape.responses).sort()).toEqual(['200', '400', '401', '413', '415', '421', '429', '503']);
+    expect(Object.keys((scrape.responses['200'] as { content: Record<string, unknown> }).content)).toEqual(['text/plain']);
+    // Open (no WRIT_METRICS_TOKEN): the Prometheus text, whatever the caller.
+    const open = await http(`${services.adminUrl}/metrics`);
+    expectDocumented('get', '/metrics', 'open', scrape, open);
+    expect(open.status).toBe(200);
+    expect(open.headers.get('content-type')).toMatch(/^text\/plain/);
+    expect(open.text).toContain('writ_http_requests_total');
+    // A worker that does not hand over its series in time (WRIT_WORKERS): what the aggregation throws then.
+    const render = jest.spyOn(services.runtime.metrics, 'render').mockRejectedValueOnce(new Error('cluster metrics timed out'));
+    try {
+      const unavailable = await http(`${services.adminUrl}/metrics`);
+      expectDocumented('get', '/metrics', 'worker silent', scrape, unavailable);
+      expect([unavailable.status, unavailable.headers.get('retry-after'), unavailable.body.error]).toEqual([503, '5', 'temporarily_unavailable']);
+      expect(render).toHaveBeenCalled();
+    } finally {
+      render.mockRestore();
+    }
+    // With WRIT_METRICS_TOKEN: a missing, foreign or wrong token (an admin token included) is one 401.
+    const token = 'metrics-token-'.padEnd(40, 'm');
+    const guarded = await startSecondInstance(services, { admin: createAdminApp, env: { WRIT_METRICS_TOKEN: token } });
+    try {
+      for (const authorization of [undefined, `Bearer ${token}x`, `Basic ${token}`, `Bearer ${guarded.adminToken}`]) {
+        const refused = await http(`${guarded.adminUrl}/metrics`, { headers: authorization ? { authorization } : {} });
+        expectDocumented('get', '/metrics', `token ${authorization?.slice(0, 6)}`, scrape, refused);
+        expect([refused.status, refused.headers.get('www-authenticate'), refused.body.error]).toEqual([401, 'Bearer realm="writ-metrics"', 'invalid_token']);
+        expect(refused.text).not.toContain('writ_');
+      }
+      const scraped = await http(`${guarded.adminUrl}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+      expectDocumented('get', '/metrics', 'token', scrape, scraped);
+      expect(scraped.text).toContain('writ_http_requests_total');
+    } finally {
+      await guarded.close();
+    }
+    // A body (fetch sends none with a GET): refused before the scrape, an admin token first.
+    const withBody = (headers: Record<string, string>, body: string) => getWithBody(`${services.adminUrl}/metrics`, headers, body);
+    const admin = { authorization: `Bearer ${services.adminToken}` };
+    const answers: Array<[string, TestResponse, number, string]> = [
+      ['body, no admin token', await withBody({ 'content-type': 'application/json' }, '{}'), 401, 'unauthorized'],
+      ['a member', await withBody({ ...admin, 'content-type': 'application/json' }, '{"a":1}'), 400, 'invalid_request'],
+      ['not JSON', await withBody({ ...admin, 'content-type': 'application/json' }, '{"a":'), 400, 'invalid_request'],
+      ['text', await withBody({ ...admin, 'content-type': 'text/plain' }, 'x'), 415, 'invalid_request'],
+      ['over 1 MiB', await withBody({ ...admin, 'content-type': 'application/json' }, `"${'x'.repeat(1024 * 1024)}"`), 413, 'invalid_request'],
+    ];
+    for (const [label, response, status, error] of answers) {
+      expectDocumented('get', '/metrics', label, scrape, response);
+      expect([label, response.status, response.body.error]).toEqual([label, status, error]);
+    }
+  });
+
+  it('answers GET /metrics with a body and no admin token 429 once the address has failed too often, as documented', async () => {
+    // Its own database: the address's failed authentications are counted across instances.
+    const throttled = await startTestServices({ admin: createAdminApp, env: { WRIT_THROTTLE_SOURCE_FAILURES: '2', WRIT_THROTTLE_CLIENT_FAILURES: '2' } });
+    try {
+      const scrape = (await http(`${throttled.adminUrl}/docs-json`)).body.paths['/metrics'].get as Operation;
+      const statuses: number[] = [];
+      for (let attempt = 0; attempt < 5; attempt += 1) {
+        const response = await getWithBody(`${throttled.adminUrl}/metrics`, { 'content-type': 'application/json' }, '{}');
+        expectDocumented('get', '/metrics', `attempt ${attempt}`, scrape, response);
+        statuses.push(response.status);
+        if (response.status === 429) expect(response.headers.get('retry-after')).toMatch(/^[0-9]+$/);
+      }
+      expect(statuses.slice(0, 2)).toEqual([401, 401]);
+      expect(statuses.at(-1)).toBe(429);
+      // Without a body, the scrape is the metrics token's (unset here), not the admin's: still served.
+      expect((await http(`${throttled.adminUrl}/metrics`)).status).toBe(200);
+    } finally {
+      await throttled.close();
+    }
+  });
+
   it('gives each role exactly what docs/admin-api.md says, on every documented operation', async () => {
     // The least role of each change (docs/admin-api.md, Authentication and roles); every GET is a viewer's, but listing admin tokens.
     const least: Record<string, 'viewer' | 'operator' | 'admin'> = {
@@ -327,3 +400,37 @@ describe('admin API: the OpenAPI document against the live app', () => {
     expect((await http(`${services.adminUrl}/v1/keys?status=active`)).status).toBe(401);
   });
 });
+
+/** A `GET` with a body (which `fetch` refuses to send), its answer read whole, as JSON when it is JSON. */
+function getWithBody(target: string, headers: Record<string, string>, body: string): Promise<TestResponse> {
+  return new Promise<TestResponse>((resolve, reject) => {
+    const url = new URL(target);
+    const req = httpRequest(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: 'GET',
+        headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+        agent: false,
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => {
+          let parsed: unknown = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            // not JSON: kept as text
+          }
+          resolve({ status: res.statusCode!, headers: new Headers(res.headers as Record<string, string>), body: parsed, text });
+        });
+      },
+    );
+    // The server may answer and close before the whole body is written: the answer is what counts.
+    req.on('error', (error) => (req.writableFinished ? undefined : reject(error)));
+    req.end(body);
+  });
+}

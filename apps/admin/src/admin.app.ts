@@ -80,10 +80,62 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
       .addBearerAuth({ type: 'http', scheme: 'bearer', description: 'an admin token (role viewer, operator or admin)' })
       .build(),
   );
+  documentMetrics(document);
   documentHostRefusal(document);
   // The page is served by mountDocs (strict CSP, no inline code); SwaggerModule serves the document.
   SwaggerModule.setup('docs', app, document, { jsonDocumentUrl: 'docs-json', ui: false });
   return app;
+}
+
+/**
+ * Documents `GET /metrics` as it is answered: `MetricsController` (libs/platform, which declares
+ * no OpenAPI) gives the Prometheus text; `401` with a `Bearer` challenge when
+ * `WRIT_METRICS_TOKEN` is set and the request does not carry it (a missing and a wrong token
+ * alike, never `403`); `503` with `Retry-After` when, with `WRIT_WORKERS`, a worker's series
+ * could not be gathered. A request with a body (a scrape has none) is refused before it, as
+ * every admin request with a body is (`authenticateBeforeBody`, then the JSON body parser):
+ * `401`/`429` without a valid admin token, then `400`, `413` or `415`. The in-flight gate
+ * never sheds it; the `421` is added with every other operation's.
+ */
+function documentMetrics(document: OpenAPIObject): void {
+  const scrape = document.paths['/metrics']?.get;
+  if (!scrape) throw new Error('the admin app serves no GET /metrics to document');
+  const json = (schema: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${schema}` } } });
+  const withBody = 'a request with a body (a scrape sends none), refused before the scrape as on every admin endpoint';
+  scrape.summary = 'Prometheus metrics of this process (of every worker, with WRIT_WORKERS)';
+  scrape.description =
+    'Open to anyone who reaches the port unless `WRIT_METRICS_TOKEN` is set; then only with `Authorization: Bearer <WRIT_METRICS_TOKEN>` ' +
+    '(an admin token is not one). A request that carries a body is refused before the scrape, as the admin API refuses one: ' +
+    'an admin token first, then the body. See docs/operations.md, Metrics.';
+  scrape.responses = {
+    '200': {
+      description: 'the metrics, in the Prometheus text exposition format',
+      content: { 'text/plain': { schema: { type: 'string', example: 'writ_http_requests_total{service="admin",method="GET",status="200"} 3' } } },
+    },
+    '400': { description: `${withBody}: \`fields\` names \`body\` (this endpoint takes no body, or it is not JSON)`, content: json('ValidationErrorDto') },
+    '401': {
+      description:
+        '`WRIT_METRICS_TOKEN` is set and the request does not carry it as `Authorization: Bearer` (missing, another scheme, a wrong token): ' +
+        '`{"error":"invalid_token","error_description"}` with `WWW-Authenticate`; or ' +
+        `${withBody}, without a valid admin token: \`{"error":"unauthorized","message"}\``,
+      headers: { 'WWW-Authenticate': { description: '`Bearer realm="writ-metrics"` (the metrics token)', schema: { type: 'string' } } },
+      content: {
+        'application/json': { schema: { oneOf: [{ $ref: '#/components/schemas/ProtocolErrorDto' }, { $ref: '#/components/schemas/AdminErrorDto' }] } },
+      },
+    },
+    '413': { description: `${withBody}: over 1 MiB`, content: json('ProtocolErrorDto') },
+    '415': { description: `${withBody}: not \`application/json\``, content: json('ProtocolErrorDto') },
+    '429': {
+      description: `${withBody}, without a valid admin token, from an address with too many failed authentications; see \`Retry-After\``,
+      headers: { 'Retry-After': { description: 'seconds to wait', schema: { type: 'integer' } } },
+      content: json('AdminErrorDto'),
+    },
+    '503': {
+      description: 'with `WRIT_WORKERS`, a worker did not hand over its series in time (restarting, blocked); `error` is `temporarily_unavailable`',
+      headers: { 'Retry-After': { description: 'seconds to wait (5)', schema: { type: 'integer' } } },
+      content: json('ProtocolErrorDto'),
+    },
+  };
 }
 
 /**
