@@ -769,7 +769,7 @@ async function startStallingUpstream(): Promise<StallingUpstream> {
       }
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(list.length) });
       res.write(list.slice(0, 30));
-      if (req.url === '/reset') setTimeout(() => res.socket?.resetAndDestroy(), 50);
+      if (req.url === '/reset') setTimeout(() => res.socket?.resetAndDestroy(), 200);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
