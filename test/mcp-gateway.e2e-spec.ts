@@ -724,6 +724,8 @@ describe('MCP through the gateway', () => {
       expect(await response.json()).toMatchObject({ error: 'gateway_timeout' });
       // None of the upstream's staged headers goes with the gateway's error.
       expect(response.headers.get('x-upstream-marker')).toBeNull();
+      expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(response.headers.get('cache-control')).toBe('no-store');
       const events = await gatewayEvents(taskId);
       expect(events.map((event) => event.type)).toEqual(['gateway.call', 'gateway.upstream']);
       expect(events[1].data).toMatchObject({ status: 504, upstream_status: 200, error: 'upstream_timeout', bytes: 0 });
@@ -761,7 +763,7 @@ async function startStallingUpstream(): Promise<StallingUpstream> {
       open.add(res);
       res.on('close', () => open.delete(res));
       if (req.url === '/sse' || req.url === '/quiet') {
-        res.writeHead(200, { 'content-type': 'text/event-stream', 'x-upstream-marker': 'staged' });
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'x-upstream-marker': 'staged', 'x-content-type-options': 'none' });
         if (req.url === '/sse') res.write(`event: message\ndata: ${list}\n\n`);
         // (Node sends staged headers with the first body bytes: send them now.)
         else res.flushHeaders();

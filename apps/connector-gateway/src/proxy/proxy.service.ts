@@ -690,8 +690,10 @@ export class ProxyService {
       streamError = streamErrorCode(error, deadline);
       answered = res.headersSent || res.destroyed ? undefined : brokenAnswerFailure(error, streamError);
       if (answered) {
-        // The upstream's headers were only staged: none of them goes with the gateway's error.
+        // The upstream's headers were only staged: none of them goes with the gateway's error, and
+        // the platform's own that one of them replaced comes back (Cache-Control the filter sets).
         for (const name of Object.keys(headers)) res.removeHeader(name);
+        res.setHeader('X-Content-Type-Options', 'nosniff');
       } else {
         res.destroy();
       }
