@@ -8,3 +8,4 @@ export * from './upstream-dispatcher';
 export * from './parameter-names';
 export * from './upstream-token-lifetime';
 export * from './retry-after';
+export * from './upstream-backoff';
