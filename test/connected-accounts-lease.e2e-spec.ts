@@ -35,6 +35,8 @@ interface MockProvider {
   unavailableStatus: number;
   retryAfter: string | undefined;
   refreshRequests: number;
+  /** The access tokens the API (`/api/me`) was called with, in order. */
+  apiTokens: string[];
   held: number;
   /** Tokens revoked at the revocation endpoint, in order. */
   revoked: string[];
@@ -73,6 +75,7 @@ async function startProvider(): Promise<MockProvider> {
     unavailableStatus: 503,
     retryAfter: undefined,
     refreshRequests: 0,
+    apiTokens: [],
     held: 0,
     revoked: [],
     issued: [],
@@ -95,7 +98,9 @@ async function startProvider(): Promise<MockProvider> {
     void (async () => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
       if (path === '/api/me') {
-        const subject = accessTokens.get((req.headers.authorization ?? '').replace(/^Bearer /, ''));
+        const presented = (req.headers.authorization ?? '').replace(/^Bearer /, '');
+        provider.apiTokens.push(presented);
+        const subject = accessTokens.get(presented);
         req.resume();
         if (!subject || provider.refusesEveryToken) {
           res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"' });
@@ -656,6 +661,119 @@ describe('connected accounts: the refresh lease', () => {
       }
       expect(provider.refreshRequests).toBe(before + 1);
       expect(await stored('refused-and-down')).toMatchObject({ status: 'active', refresh_lease_holder: null });
+    });
+  });
+  describe('a token due for its refresh but not expired, when the refresh fails: the call goes with it', () => {
+    const taskOf = (credential: string) => (JSON.parse(Buffer.from(credential.split('.')[1], 'base64url').toString()) as { task_id: string }).task_id;
+    const callEvents = async (credential: string) =>
+      (
+        await pool.query<{ outcome: string; data: Record<string, unknown> }>(
+          `SELECT outcome, data FROM audit_events WHERE type = 'gateway.call' AND task_id = $1 ORDER BY seq`,
+          [taskOf(credential)],
+        )
+      ).rows;
+    const failedEvents = async (id: string) =>
+      (
+        await pool.query<{ outcome: string; data: Record<string, unknown> }>(
+          `SELECT outcome, data FROM audit_events WHERE type = 'connection.refresh_failed' AND data->>'connection_id' = $1 ORDER BY seq`,
+          [id],
+        )
+      ).rows;
+    /** `writ_account_token_unrefreshed_total{connector="codehost",reason}`, summed over both instances. */
+    const unrefreshed = async (reason: 'failed' | 'deferred') =>
+      (sample(await scrape(first.gatewayUrl), 'writ_account_token_unrefreshed_total', { connector: 'codehost', reason }) ?? 0) +
+      (sample(await scrape(secondGateway()), 'writ_account_token_unrefreshed_total', { connector: 'codehost', reason }) ?? 0);
+
+    it('provider 500, the token 10 s from expiry: the call is forwarded with it, the failure audited and counted; so is the next, deferred', async () => {
+      const account = await connected('near-expiry', 10);
+      const credential = await credentialFor('near-expiry');
+      provider.mode = 'unavailable';
+      provider.unavailableStatus = 500;
+      const before = provider.refreshRequests;
+      const [failedBefore, deferredBefore] = [await unrefreshed('failed'), await unrefreshed('deferred')];
+      const apiCalls = provider.apiTokens.length;
+
+      const response = await callMe(credential);
+      expect(response.status).toBe(200);
+      expect(response.body).toEqual({ account: 'near-expiry' });
+      expect(provider.refreshRequests).toBe(before + 1);
+      expect(provider.apiTokens.slice(apiCalls)).toEqual([account.accessToken]);
+      // The attempt's event, as for any transient failure, says the current token was used.
+      const events = await failedEvents(account.id);
+      expect(events).toEqual([{ outcome: 'error', data: expect.objectContaining({ status: 'active', consecutive_failures: 1, current_token_used: true }) }]);
+      expect(JSON.stringify(events)).not.toContain(account.accessToken);
+      expect(await stored('near-expiry')).toMatchObject({ status: 'active', refresh_lease_holder: null });
+      expect((await stored('near-expiry'))?.tokens.access_token).toBe(account.accessToken);
+      expect((await unrefreshed('failed')) - failedBefore).toBe(1);
+
+      // The next call, during the backoff: not asked of the provider, forwarded with the token too.
+      const next = await callMe(credential, secondGateway());
+      expect(next.status).toBe(200);
+      expect(provider.refreshRequests).toBe(before + 1);
+      expect(provider.apiTokens.slice(apiCalls)).toEqual([account.accessToken, account.accessToken]);
+      expect((await unrefreshed('deferred')) - deferredBefore).toBe(1);
+      expect(await failedEvents(account.id)).toHaveLength(1);
+
+      // Each call's own event says its token was due and not refreshed, and why.
+      expect((await callEvents(credential)).map((event) => [event.outcome, event.data.upstream_token_unrefreshed])).toEqual([
+        ['success', 'failed'],
+        ['success', 'deferred'],
+      ]);
+    });
+
+    it('provider 500, the token expired: 503 with Retry-After, nothing forwarded, as before', async () => {
+      const account = await connected('expired-down', -5);
+      provider.mode = 'unavailable';
+      provider.unavailableStatus = 500;
+      const apiCalls = provider.apiTokens.length;
+      const response = await callMe(await credentialFor('expired-down'));
+      expect(response.status).toBe(503);
+      expect(response.body.error).toBe('temporarily_unavailable');
+      expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(Number(response.headers.get('retry-after'))).toBeLessThanOrEqual(5);
+      expect(provider.apiTokens.length).toBe(apiCalls);
+      const [event] = await failedEvents(account.id);
+      expect(event.data).not.toHaveProperty('current_token_used');
+    });
+
+    it('provider 500, the token 1 s from expiry (inside the 2 s safety margin): 503, nothing forwarded', async () => {
+      await connected('about-to-expire', 1);
+      provider.mode = 'unavailable';
+      provider.unavailableStatus = 500;
+      const apiCalls = provider.apiTokens.length;
+      const response = await callMe(await credentialFor('about-to-expire'));
+      expect(response.status).toBe(503);
+      expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(provider.apiTokens.length).toBe(apiCalls);
+    });
+
+    it('8 calls at once on two instances, the token near expiry and the provider down: all forwarded with it, one refresh request', async () => {
+      const account = await connected('near-expiry-crowd', 15);
+      const credential = await credentialFor('near-expiry-crowd');
+      provider.mode = 'unavailable';
+      provider.unavailableStatus = 500;
+      const before = provider.refreshRequests;
+      const apiCalls = provider.apiTokens.length;
+      const responses = await inParallel(credential, 8);
+      expect(responses.map((response) => response.status)).toEqual(new Array(8).fill(200));
+      expect(provider.apiTokens.slice(apiCalls)).toEqual(new Array(8).fill(account.accessToken));
+      // The lease and the backoff: one attempt between every caller, on both instances.
+      expect(provider.refreshRequests).toBe(before + 1);
+      expect(await failedEvents(account.id)).toHaveLength(1);
+      expect(await stored('near-expiry-crowd')).toMatchObject({ status: 'active', refresh_lease_holder: null });
+    });
+
+    it('the provider refusing the refresh (invalid_grant) breaks the connection even with a token not yet expired: 403', async () => {
+      const account = await connected('near-expiry-revoked', 10);
+      await http(`${provider.url}/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token: account.refreshToken }).toString(),
+      });
+      const response = await callMe(await credentialFor('near-expiry-revoked'));
+      expect(response.status).toBe(403);
+      expect(response.body.error).toBe('connection_required');
+      expect(await stored('near-expiry-revoked')).toMatchObject({ status: 'broken' });
     });
   });
   describe('backoff after transient refresh failures: an outage is not one provider request and one audit event per call', () => {

@@ -23,6 +23,7 @@ export function connectedAccountsProvider(dispatcher: symbol): FactoryProvider<C
         connectCallbackUrl(runtime.config.issuer),
         `${runtime.config.issuer}/connect/`,
         (connectorId) => runtime.metrics?.accountRefreshDeferred(connectorId),
+        (connectorId, reason) => runtime.metrics?.accountTokenUnrefreshed(connectorId, reason),
       ),
     inject: [RUNTIME, dispatcher],
   };

@@ -2,7 +2,14 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import * as oauth from 'oauth4webapi';
 import type { Pool, PoolClient } from 'pg';
 import { type AuditEventInput, type AuditService, AuditUnavailableError, isConnectionError } from '@writ/audit';
-import { MAX_UPSTREAM_RETRY_AFTER_SECONDS, MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS, type OAuth2AuthorizationCode, unsealCredential } from '@writ/connectors';
+import {
+  MAX_UPSTREAM_RETRY_AFTER_SECONDS,
+  MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS,
+  type OAuth2AuthorizationCode,
+  unsealCredential,
+  UPSTREAM_BACKOFF_STEPS,
+  upstreamBackoffSchedule,
+} from '@writ/connectors';
 import { type MasterKey, type RewrapControl, type RewrapCount, rewrapInBatches, UNCONTROLLED, UnsealError } from '@writ/keys';
 import { positionInstantSql } from '@writ/database';
 import { isPositionInstant } from '@writ/platform';
@@ -58,6 +65,18 @@ export function connectionCursorOf(position: ConnectionPosition): { c: string; i
   return { c: position.connectedAt, i: position.id };
 }
 
+/**
+ * The access token a gateway call is sent with. `unrefreshed` is set when the token was due for
+ * its refresh (inside the 30 s margin) and is used as it is, having more than a couple of
+ * seconds left, because its refresh cannot be had right now: `failed`, the refresh this call
+ * waited on failed transiently (the provider unreachable, timing out, `5xx`, `429`);
+ * `deferred`, the refresh is backing off after such a failure.
+ */
+export interface AccountAccessToken {
+  token: string;
+  unrefreshed?: 'failed' | 'deferred';
+}
+
 /** Who does something to a connection, for the audit trail. */
 export type ConnectionActor = AuditEventInput['actor'];
 
@@ -80,7 +99,10 @@ interface LeasedAccountRow extends AccountRow {
   lease_holder: string | null;
   /** A refresh holds the lease now. */
   lease_live: boolean;
-  /** The access token has not expired yet (it may be inside the refresh margin). */
+  /**
+   * The access token has more than {@link STILL_USABLE_SECONDS} left (it may be inside the
+   * refresh margin): usable for a call whose refresh cannot be had right now.
+   */
   access_valid: boolean;
   /**
    * Seconds until the last refresh forced by an upstream `401` is {@link MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS}
@@ -132,14 +154,12 @@ const REFRESH_POLL_MAX_MS = 400;
 const STORE_RETRY_FIRST_MS = 100;
 const STORE_RETRY_MAX_MS = 2_000;
 /**
- * Backoff of an account's refresh after a transient failure (the provider unreachable, timing
- * out, or answering `5xx`/`429`): the first interval, doubling with each failure in a row, up
- * to the longest; each shortened by a random part of up to {@link REFRESH_BACKOFF_JITTER} of it,
- * so that the accounts of one provider that failed together are not all retried together.
+ * An access token inside the refresh margin whose refresh cannot be had right now (another
+ * caller holds the lease, the provider failed transiently, or the refresh is backing off) is
+ * still used for the call while it has more than this left: one about to expire would die on
+ * its way to the upstream.
  */
-const REFRESH_BACKOFF_FIRST_SECONDS = 5;
-const REFRESH_BACKOFF_MAX_SECONDS = 300;
-const REFRESH_BACKOFF_JITTER = 0.25;
+const STILL_USABLE_SECONDS = 2;
 /** PostgreSQL out of reach (or a lock or statement timeout): worth trying again. */
 function unavailable(error: unknown): boolean {
   return error instanceof AuditUnavailableError || isConnectionError(error);
@@ -156,7 +176,7 @@ const UPSTREAM_REVOCATIONS_AT_ONCE = 8;
 const ACCOUNT_COLUMNS = `id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at, broken_error, connected_at, refreshed_at`;
 /** The refresh lease and token validity of an account, by PostgreSQL's clock (one clock for every instance). */
 const LEASE_COLUMNS = `refresh_lease_holder AS lease_holder, COALESCE(refresh_lease_expires_at > now(), false) AS lease_live,
-  (access_expires_at IS NULL OR access_expires_at > now()) AS access_valid,
+  (access_expires_at IS NULL OR access_expires_at > now() + make_interval(secs => ${STILL_USABLE_SECONDS})) AS access_valid,
   GREATEST(0, COALESCE(ceil(extract(epoch FROM forced_refreshed_at + make_interval(secs => ${MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS}) - now())), 0))::int AS refresh_wait,
   refresh_failures, GREATEST(0, COALESCE(ceil(extract(epoch FROM refresh_retry_at - now())), 0))::int AS retry_wait`;
 
@@ -200,10 +220,12 @@ export class ConnectedAccounts {
     private readonly linkBase: string,
     /** Told of each call refused because its account's refresh is backing off (a metric: no audit event per call). */
     private readonly onRefreshDeferred: (connectorId: string) => void = () => undefined,
+    /** Told of each call sent with its account's current token, unrefreshed (see {@link AccountAccessToken}): a metric. */
+    private readonly onUnrefreshedToken: (connectorId: string, why: 'failed' | 'deferred') => void = () => undefined,
   ) {}
 
   /** The refresh running in this process per account: concurrent callers share it. */
-  private readonly refreshing = new Map<string, Promise<string>>();
+  private readonly refreshing = new Map<string, Promise<AccountAccessToken>>();
 
   /** Issues a one-time connect link for `user` on `connectorId`. */
   async createLink(
@@ -428,13 +450,18 @@ export class ConnectedAccounts {
    * with `rejected`, when the upstream just refused that token. Refresh is single-flight: in
    * this process one refresh per account at a time, which concurrent callers share; across
    * instances a lease on the account row (see {@link refreshLeased}), never a row lock held
-   * across the upstream call.
+   * across the upstream call. A token due for its refresh but not expired (more than
+   * {@link STILL_USABLE_SECONDS} left) and not `rejected` is used as it is when the refresh
+   * fails transiently or is backing off: only an expired (or refused, or revoked) token fails
+   * the call.
    */
-  async accessToken(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<string> {
+  async accessToken(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<AccountAccessToken> {
     const row = this.usable(await this.readAccount(connectorId, user), connectorId);
     const tokens = this.open(row, credential, user);
-    if (tokens.access_token !== rejected && !this.expiring(row)) return tokens.access_token;
-    return this.refreshShared(connectorId, credential, user, rejected);
+    if (tokens.access_token !== rejected && !this.expiring(row)) return { token: tokens.access_token };
+    const used = await this.refreshShared(connectorId, credential, user, rejected);
+    if (used.unrefreshed) this.onUnrefreshedToken(connectorId, used.unrefreshed);
+    return used;
   }
 
   /**
@@ -442,13 +469,13 @@ export class ConnectedAccounts {
    * whose rejected token is what the joined refresh brought (it was refused meanwhile) starts
    * the next one, or joins it if another call already did.
    */
-  private async refreshShared(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<string> {
+  private async refreshShared(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<AccountAccessToken> {
     const key = `${connectorId}\u0000${credential.token_url}\u0000${user.issuer}\u0000${user.subject}`;
     const running = this.refreshing.get(key);
     if (running) {
       // Its failure is this call's answer: the call started the same refresh a moment later.
-      const token = await running;
-      if (token !== rejected) return token;
+      const used = await running;
+      if (used.token !== rejected) return used;
       const next = this.refreshing.get(key);
       if (next && next !== running) return next;
     }
@@ -466,9 +493,12 @@ export class ConnectedAccounts {
    * if this attempt still holds the lease on the same, still active account. A caller that
    * finds a live lease uses the current access token while it is valid, or waits (polling with
    * backoff, {@link REFRESH_WAIT_MS} at most) for the holder's tokens; the holder's failure to
-   * reach the provider is the waiters' 503 too, never a second refresh on their part.
+   * reach the provider is the waiters' 503 too, never a second refresh on their part. Whatever
+   * stops the refresh for now (a live lease, the backoff, the provider's transient failure), a
+   * current token that is not `rejected` and has more than {@link STILL_USABLE_SECONDS} left
+   * is used for the call.
    */
-  private async refreshLeased(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<string> {
+  private async refreshLeased(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<AccountAccessToken> {
     const holder = randomUUID();
     const deadline = Date.now() + REFRESH_WAIT_MS;
     let pause = REFRESH_POLL_FIRST_MS;
@@ -476,7 +506,7 @@ export class ConnectedAccounts {
     for (;;) {
       const row = this.usable(await this.readAccount(connectorId, user), connectorId);
       const tokens = this.open(row, credential, user);
-      if (tokens.access_token !== rejected && !this.expiring(row)) return tokens.access_token;
+      if (tokens.access_token !== rejected && !this.expiring(row)) return { token: tokens.access_token };
       const usableMeanwhile = tokens.access_token !== rejected && row.access_valid;
       // Asked for only because the upstream refused the token (it is not expiring): at most one
       // such refresh per MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS, by PostgreSQL's clock (the claim
@@ -487,21 +517,21 @@ export class ConnectedAccounts {
       if (forced && !row.lease_live && row.refresh_wait > 0) throw this.refreshTooSoon(row);
       if (row.lease_live) {
         // Another caller (maybe on another instance) is refreshing: never a second refresh.
-        if (usableMeanwhile) return tokens.access_token;
+        if (usableMeanwhile) return { token: tokens.access_token };
         waitedOn = row.lease_holder;
       } else if (row.retry_wait > 0) {
         // The last attempt (maybe the one waited for) failed transiently: the provider is not
         // asked again before its backoff is over (the claim checks it again, atomically).
-        if (usableMeanwhile) return tokens.access_token;
+        if (usableMeanwhile) return { token: tokens.access_token, unrefreshed: 'deferred' };
         this.onRefreshDeferred(row.connector_id);
         throw this.refreshBackingOff(row);
       } else if (waitedOn !== null && row.lease_holder === null) {
         // The refresh waited for ended without new tokens, and not in a broken connection: the provider was unavailable.
-        if (usableMeanwhile) return tokens.access_token;
+        if (usableMeanwhile) return { token: tokens.access_token, unrefreshed: 'failed' };
         throw new ConnectedAccountError('upstream_unavailable', 'the upstream token endpoint is unavailable: the refresh in progress failed', 503);
       } else {
         const claimed = await this.claimLease(row, holder, forced);
-        if (claimed) return this.refreshHeld(claimed, holder, credential, user, row.lease_holder !== null);
+        if (claimed) return this.refreshHeld(claimed, holder, credential, user, row.lease_holder !== null, rejected);
         // The row changed between the read and the claim (a refresh stored, a lease taken): read it again.
         if (Date.now() < deadline) continue;
       }
@@ -567,34 +597,56 @@ export class ConnectedAccounts {
   /**
    * Releases the lease of an attempt that failed transiently, if `holder` still has it, and
    * starts (or lengthens) the account's backoff in the same statement, by PostgreSQL's clock:
-   * {@link REFRESH_BACKOFF_FIRST_SECONDS} doubling per failure in a row up to
-   * {@link REFRESH_BACKOFF_MAX_SECONDS}, less up to {@link REFRESH_BACKOFF_JITTER} of it at
-   * random; or, when the provider answered `Retry-After` (`upstreamWait`, already capped at
-   * {@link MAX_UPSTREAM_RETRY_AFTER_SECONDS}), the later of the two. Resolves with the failures
-   * in a row and the seconds of backoff, or undefined when the lease was no longer this
-   * attempt's (nothing written).
+   * {@link upstreamBackoffSeconds} (libs/connectors) for the failures in a row counted in that
+   * statement (the schedule's entry for it, one jitter draw); or, when the provider answered
+   * `Retry-After` (`upstreamWait`, already capped at {@link MAX_UPSTREAM_RETRY_AFTER_SECONDS}),
+   * the later of the two. Resolves with the failures in a row, the seconds of backoff, and
+   * whether the connection still holds the tokens `sealed` (active) with an access token that
+   * has more than {@link STILL_USABLE_SECONDS} left; or undefined when the lease was no longer
+   * this attempt's (nothing written).
    */
-  private async releaseAfterFailure(id: string, holder: string, upstreamWait?: number): Promise<{ failures: number; retryAfter: number } | undefined> {
-    const { rows } = await this.pool.query<{ failures: number; retry_after: number }>(
+  private async releaseAfterFailure(
+    id: string,
+    holder: string,
+    sealed: Buffer,
+    upstreamWait?: number,
+  ): Promise<{ failures: number; retryAfter: number; usable: boolean } | undefined> {
+    const { rows } = await this.pool.query<{ failures: number; retry_after: number; usable: boolean }>(
       `UPDATE connected_accounts SET refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, refresh_failures = refresh_failures + 1,
               refresh_retry_at = now() + make_interval(secs => GREATEST(
-                LEAST($4::float8, $3::float8 * power(2, LEAST(refresh_failures, 20))) * (1 - $5::float8 * random()),
-                LEAST(COALESCE($6::float8, 0), $7::float8)))
+                ($3::float8[])[LEAST(refresh_failures, $4::int - 1) + 1],
+                LEAST(COALESCE($5::float8, 0), $6::float8)))
         WHERE id = $1 AND refresh_lease_holder = $2
-        RETURNING refresh_failures AS failures, GREATEST(1, ceil(extract(epoch FROM refresh_retry_at - now())))::int AS retry_after`,
-      [id, holder, REFRESH_BACKOFF_FIRST_SECONDS, REFRESH_BACKOFF_MAX_SECONDS, REFRESH_BACKOFF_JITTER, upstreamWait ?? null, MAX_UPSTREAM_RETRY_AFTER_SECONDS],
+        RETURNING refresh_failures AS failures, GREATEST(1, ceil(extract(epoch FROM refresh_retry_at - now())))::int AS retry_after,
+                  (status = 'active' AND tokens_sealed = $7
+                   AND (access_expires_at IS NULL OR access_expires_at > now() + make_interval(secs => $8))) AS usable`,
+      [
+        id,
+        holder,
+        upstreamBackoffSchedule(Math.random()),
+        UPSTREAM_BACKOFF_STEPS,
+        upstreamWait ?? null,
+        MAX_UPSTREAM_RETRY_AFTER_SECONDS,
+        sealed,
+        STILL_USABLE_SECONDS,
+      ],
     );
-    return rows[0] ? { failures: rows[0].failures, retryAfter: rows[0].retry_after } : undefined;
+    return rows[0] ? { failures: rows[0].failures, retryAfter: rows[0].retry_after, usable: rows[0].usable } : undefined;
   }
 
-  /** The refresh itself, by the lease's holder; no transaction is open during the upstream call. */
+  /**
+   * The refresh itself, by the lease's holder; no transaction is open during the upstream call.
+   * When the provider fails transiently and the current access token (not `rejected`) is still
+   * usable, checked in the statement that releases the lease, the call goes with it.
+   */
   private async refreshHeld(
     row: LeasedAccountRow,
     holder: string,
     credential: OAuth2AuthorizationCode,
     user: VerifiedUser,
     takenOver: boolean,
-  ): Promise<string> {
+    rejected: string | undefined,
+  ): Promise<AccountAccessToken> {
     const tokens = this.open(row, credential, user);
     if (!tokens.refresh_token) return this.markBroken(row, holder, user, 'expired and no refresh token was issued');
     let fresh: UpstreamTokenSet;
@@ -608,7 +660,12 @@ export class ConnectedAccounts {
       // expires by itself (REFRESH_LEASE_SECONDS, a backoff of its own).
       // A provider's Retry-After (429/503) is heeded as well: the later of the two waits.
       const upstreamWait = error instanceof UpstreamOAuthError ? error.retryAfterSeconds : undefined;
-      const backoff = await this.releaseAfterFailure(row.id, holder, upstreamWait).catch(() => undefined);
+      const backoff = await this.releaseAfterFailure(row.id, holder, row.tokens_sealed, upstreamWait).catch(() => undefined);
+      // The token this refresh was for has not expired (by PostgreSQL's clock, on the same active
+      // connection, in the statement that released the lease) and the upstream did not refuse
+      // it: the call, and those sharing this attempt, go with it. Unreleased (PostgreSQL out of
+      // reach too), nothing is known of the connection now: 503.
+      const current = backoff?.usable === true && tokens.access_token !== rejected;
       // One event per attempt: the calls refused during the backoff are counted, not audited.
       await this.audit.record(
         this.event('connection.refresh_failed', 'error', REFRESHER, row.connector_id, user, {
@@ -617,8 +674,10 @@ export class ConnectedAccounts {
           status: row.status,
           ...(backoff ? { consecutive_failures: backoff.failures, retry_after_seconds: backoff.retryAfter } : {}),
           ...(upstreamWait !== undefined ? { upstream_retry_after_seconds: upstreamWait } : {}),
+          ...(current ? { current_token_used: true } : {}),
         }),
       );
+      if (current) return { token: tokens.access_token, unrefreshed: 'failed' };
       throw new ConnectedAccountError('upstream_unavailable', `the upstream token endpoint is unavailable: ${reason}`, 503, backoff?.retryAfter);
     }
     const rotated = fresh.refreshToken !== undefined && fresh.refreshToken !== tokens.refresh_token;
@@ -662,7 +721,7 @@ export class ConnectedAccounts {
       if (rotated && unavailable(error)) void this.keepStoring(row, holder, sealed, store, () => this.discard(row, credential, user, fresh));
       throw error;
     }
-    if (stored) return fresh.accessToken;
+    if (stored) return { token: fresh.accessToken };
     return this.discard(row, credential, user, fresh);
   }
 

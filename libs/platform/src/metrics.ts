@@ -60,6 +60,7 @@ export class WritMetrics {
   private readonly throttleFlushFailures: Counter<string>;
   private readonly idempotency: Counter<'outcome'>;
   private readonly refreshDeferred: Counter<'connector'>;
+  private readonly unrefreshedToken: Counter<'connector' | 'reason'>;
   /** Each live failure throttle's blocked sources held in memory, per scope (summed at a scrape). */
   private readonly throttles = new Set<() => ReadonlyMap<string, number>>();
   private policyVersion: (() => string) | undefined;
@@ -190,6 +191,14 @@ export class WritMetrics {
       labelNames: ['connector'],
       registers,
     });
+    this.unrefreshedToken = new Counter({
+      name: 'writ_account_token_unrefreshed_total',
+      help:
+        "Calls sent with their connected account's access token due for its refresh but not expired, because the refresh failed transiently " +
+        '(reason failed) or is backing off (reason deferred), by connector',
+      labelNames: ['connector', 'reason'],
+      registers,
+    });
     this.policyEvaluation = new Histogram({
       name: 'writ_policy_evaluation_seconds',
       help: 'Policy (WASM) evaluation latency',
@@ -315,6 +324,15 @@ export class WritMetrics {
    */
   accountRefreshDeferred(connectorId: string): void {
     this.refreshDeferred.inc({ connector: label(connectorId) });
+  }
+
+  /**
+   * A call was sent with its connected account's access token due for its refresh, not expired,
+   * because the refresh failed transiently (`failed`: its `connection.refresh_failed` event says
+   * `current_token_used`) or is backing off (`deferred`). `connectorId` is a connector of the catalogue.
+   */
+  accountTokenUnrefreshed(connectorId: string, reason: 'failed' | 'deferred'): void {
+    this.unrefreshedToken.inc({ connector: label(connectorId), reason });
   }
 
   /** A policy evaluation took `seconds`. */

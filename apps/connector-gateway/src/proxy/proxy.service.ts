@@ -483,7 +483,11 @@ export class ProxyService {
   private async spend(checked: CheckedCall, call: CallContext): Promise<SpendOutcome> {
     const { jti, maxUses, budgetEntries, remembered } = checked.state;
     const connectorVersion = checked.state.connector!.version;
-    const allowed = this.event(call, 'gateway.call', 'success', { max_uses: maxUses });
+    const allowed = this.event(call, 'gateway.call', 'success', {
+      max_uses: maxUses,
+      // A user's token due for its refresh, sent as it is (still valid) because the refresh failed or is backing off.
+      ...(checked.credential?.unrefreshed ? { upstream_token_unrefreshed: checked.credential.unrefreshed } : {}),
+    });
     const refused = this.event(call, 'gateway.call', 'denied', { status: 401, error: 'invalid_token', reason: 'revoked_or_spent_concurrently' });
     const eventsFor = (verdict: SpendVerdict, success: AuditEventInput): AuditEventInput[] =>
       verdict === 'live' ? [success] : checkAgain(verdict, remembered) ? [] : [refused];

@@ -11,7 +11,7 @@ import {
   UpstreamCredential,
   upstreamRetryAfter,
 } from '@writ/connectors';
-import { ConnectedAccountError, ConnectedAccounts } from '@writ/accounts';
+import { type AccountAccessToken, ConnectedAccountError, ConnectedAccounts } from '@writ/accounts';
 import { RetryLaterError, TemporarilyUnavailableError } from '@writ/oauth';
 import { BadGatewayError, ConnectionRequiredError, GatewayTimeoutError } from '../gateway-errors';
 import { UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from './upstream-dispatcher';
@@ -32,6 +32,12 @@ export interface SealedCredential {
 export interface CredentialHeader {
   name: string;
   value: string;
+  /**
+   * A connected account's token due for its refresh, used as it is because the refresh failed
+   * transiently (`failed`) or is backing off (`deferred`): still valid, recorded on the call's
+   * event (see {@link AccountAccessToken}).
+   */
+  unrefreshed?: AccountAccessToken['unrefreshed'];
 }
 
 interface CachedToken {
@@ -107,8 +113,10 @@ export class UpstreamCredentials {
         return { name: credential.name.toLowerCase(), value: credential.value };
       case 'oauth2_client_credentials':
         return { name: 'authorization', value: `Bearer ${(await this.upstreamToken(sealed, credential, rejected)).value}` };
-      case 'oauth2_authorization_code':
-        return { name: 'authorization', value: `Bearer ${await this.userToken(sealed, credential, rejected)}` };
+      case 'oauth2_authorization_code': {
+        const used = await this.userToken(sealed, credential, rejected);
+        return { name: 'authorization', value: `Bearer ${used.token}`, ...(used.unrefreshed ? { unrefreshed: used.unrefreshed } : {}) };
+      }
     }
   }
 
@@ -116,13 +124,14 @@ export class UpstreamCredentials {
    * The access token of the task's verified user on this connector (never another user's),
    * refreshed when expired or just rejected by the upstream (`rejected`). A task without a
    * verified user, a user without a connection, or a broken connection is refused (403) before
-   * anything is sent.
+   * anything is sent. A token due for its refresh whose refresh fails transiently is still used
+   * while it has not expired (see {@link ConnectedAccounts.accessToken}).
    */
   private async userToken(
     sealed: SealedCredential,
     credential: Extract<UpstreamCredential, { type: 'oauth2_authorization_code' }>,
     rejected?: CredentialHeader,
-  ): Promise<string> {
+  ): Promise<AccountAccessToken> {
     if (!sealed.user) {
       throw new ConnectionRequiredError(
         `connector ${sealed.connectorId} acts as the task's user, and this task has no verified user (declare it with user_token or user): nothing was sent`,
