@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { sample, scrape } from './support/metrics';
 import { createTask, exchangeFields, type World } from './support/grant-flow';
 import { http, type TestResponse, tokenRequest } from './support/oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
@@ -18,8 +19,8 @@ const OPERATIONS = [{ name: 'items.list', method: 'GET', path: '/api/items', ris
  */
 class Provider {
   tokenRequests = 0;
-  /** The token endpoint's answer: tokens, or an outage with this status and `Retry-After`. */
-  outage: { status: number; retryAfter: string } | undefined;
+  /** The token endpoint's answer: tokens, or an outage with this status and `Retry-After` (none when `undefined`). */
+  outage: { status: number; retryAfter: string | undefined } | undefined;
   refusesEveryToken = false;
   private valid = new Set<string>();
   private readonly server: Server;
@@ -32,7 +33,10 @@ class Provider {
         if (request.url === '/oauth/token') {
           this.tokenRequests += 1;
           if (this.outage) {
-            response.writeHead(this.outage.status, { 'content-type': 'application/json', 'retry-after': this.outage.retryAfter });
+            response.writeHead(this.outage.status, {
+              'content-type': 'application/json',
+              ...(this.outage.retryAfter !== undefined ? { 'retry-after': this.outage.retryAfter } : {}),
+            });
             return void response.end('{"error":"temporarily_unavailable"}');
           }
           const token = `cc_at_${randomBytes(8).toString('hex')}`;
@@ -76,7 +80,8 @@ function json(response: ServerResponse, status: number, body: unknown): void {
  * is heeded (no fetch before it, per connector, whatever the callers), and an upstream refusing
  * every token does not make every agent call a token request (one refetch per 30 s per
  * connector for tokens it never accepted; a token it accepted and then refused, a revocation,
- * is refetched at once).
+ * is refetched at once). A token endpoint failing without `Retry-After` (`5xx`, unreachable) is
+ * backed off as a connected account's refresh is: 5 s, doubling, per connector and instance.
  */
 describe('gateway: client-credentials token requests an upstream asked for, and no more', () => {
   let services: TestServices;
@@ -91,7 +96,7 @@ describe('gateway: client-credentials token requests an upstream asked for, and 
       otherAgent: await seedAgent(pool, 'agent-2'),
       orchestrator: await seedOrchestrator(pool, 'orch-1', ['agent-1', 'agent-2']),
     };
-    for (const id of ['refusing', 'revoking', 'busy-503', 'busy-429', 'garbage']) {
+    for (const id of ['refusing', 'revoking', 'busy-503', 'busy-429', 'garbage', 'down-500', 'down-crowd']) {
       const provider = await new Provider().start();
       providers.set(id, provider);
       await seedConnector(pool, id, OPERATIONS, provider.url);
@@ -185,15 +190,81 @@ describe('gateway: client-credentials token requests an upstream asked for, and 
     },
   );
 
-  it('a Retry-After that is not one is ignored: 502, and the next call asks again', async () => {
+  it('a Retry-After that is not one is ignored: the backoff alone applies (503, at most 5 s), then the next call asks again', async () => {
     const provider = providers.get('garbage')!;
     provider.outage = { status: 503, retryAfter: 'in a minute' };
     const credential = await credentialFor('garbage');
     const response = await call('garbage', credential);
-    expect(response.status).toBe(502);
-    expect(response.headers.get('retry-after')).toBeNull();
+    expect(response.status).toBe(503);
+    expect(retryAfter(response)).toBeGreaterThanOrEqual(1);
+    expect(retryAfter(response)).toBeLessThanOrEqual(5);
     provider.outage = undefined;
+    await new Promise((resolve) => setTimeout(resolve, retryAfter(response) * 1000 + 100));
     expect((await call('garbage', credential)).status).toBe(200);
     expect(provider.tokenRequests).toBe(2);
   });
+
+  /** `writ_upstream_token_deferred_total{connector, reason="backoff"}` on the gateway. */
+  const deferred = async (connector: string) =>
+    sample(await scrape(services.gatewayUrl), 'writ_upstream_token_deferred_total', { connector, reason: 'backoff' }) ?? 0;
+
+  it('a token endpoint answering 500 without Retry-After: 10 calls in sequence ask it once, all 503 with Retry-After; again after the backoff', async () => {
+    const provider = providers.get('down-500')!;
+    provider.outage = { status: 500, retryAfter: undefined };
+    const credential = await credentialFor('down-500');
+    const responses = await inSequence('down-500', credential, 10);
+    expect(provider.tokenRequests).toBe(1);
+    for (const response of responses) {
+      expect(response.status).toBe(503);
+      expect(response.body).toMatchObject({ error: 'temporarily_unavailable' });
+      expect(retryAfter(response)).toBeGreaterThanOrEqual(1);
+      expect(retryAfter(response)).toBeLessThanOrEqual(5);
+      expect(response.text).not.toContain(CLIENT_SECRET);
+    }
+    expect(responses[0].body.error_description).toMatch(
+      /token endpoint of connector down-500 is unavailable \(it answered 500\): it is not asked again for \d s/,
+    );
+    expect(responses[9].body.error_description).toMatch(
+      /was unavailable at the last token request \(upstream_token_status_500\): it is not asked again for \d s/,
+    );
+    expect(await deferred('down-500')).toBe(9);
+    // The calls' events say why, with nothing sent.
+    const { rows } = await services.runtime.pool.query<{ data: { status: number; reason: string } }>(
+      `SELECT data FROM audit_events WHERE type = 'gateway.call' AND connector_id = 'down-500' ORDER BY seq`,
+    );
+    expect(rows.map((row) => [row.data.status, row.data.reason])).toEqual([
+      [503, 'upstream_token_status_500'],
+      ...new Array(9).fill([503, 'upstream_token_backoff']),
+    ]);
+
+    // The backoff over (at most 5 s after the first failure), the next call asks once more: down still, a longer backoff.
+    await new Promise((resolve) => setTimeout(resolve, retryAfter(responses[9]) * 1000 + 100));
+    const again = await call('down-500', credential);
+    expect(again.status).toBe(503);
+    expect(provider.tokenRequests).toBe(2);
+    expect(retryAfter(again)).toBeGreaterThan(5);
+    expect(retryAfter(again)).toBeLessThanOrEqual(10);
+    expect((await call('down-500', credential)).status).toBe(503);
+    expect(provider.tokenRequests).toBe(2);
+  }, 20_000);
+
+  it('a token endpoint down: 8 calls at once ask it once, all 503 with Retry-After; back after the backoff, one request serves every call', async () => {
+    const provider = providers.get('down-crowd')!;
+    provider.outage = { status: 502, retryAfter: undefined };
+    const credential = await credentialFor('down-crowd');
+    const responses = await inParallel('down-crowd', credential, 8);
+    expect(provider.tokenRequests).toBe(1);
+    for (const response of responses) {
+      expect(response.status).toBe(503);
+      expect(retryAfter(response)).toBeGreaterThanOrEqual(1);
+      expect(retryAfter(response)).toBeLessThanOrEqual(5);
+    }
+    provider.outage = undefined;
+    expect((await call('down-crowd', credential)).status).toBe(503);
+    expect(provider.tokenRequests).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(...responses.map(retryAfter)) * 1000 + 100));
+    const recovered = await inParallel('down-crowd', credential, 8);
+    expect(recovered.map((response) => response.status)).toEqual(new Array(8).fill(200));
+    expect(provider.tokenRequests).toBe(2);
+  }, 20_000);
 });

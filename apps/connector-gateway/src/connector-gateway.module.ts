@@ -1,8 +1,8 @@
 import { DynamicModule, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
-import { connectedAccountsProvider, MasterKeyRewrap } from '@writ/accounts';
-import { FailureThrottle, HealthModule, Runtime, RuntimeModule } from '@writ/platform';
+import { ConnectedAccounts, connectedAccountsProvider, MasterKeyRewrap } from '@writ/accounts';
+import { FailureThrottle, HealthModule, RUNTIME, Runtime, RuntimeModule } from '@writ/platform';
 import { CatalogueCache } from './catalogue/catalogue-cache';
 import { ConnectorCache } from './catalogue/connector-cache';
 import { ProtectedResourceController } from './mcp/protected-resource.controller';
@@ -33,7 +33,14 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         GrantStateRepository,
         CredentialCache,
         McpSessionRepository,
-        UpstreamCredentials,
+        {
+          provide: UpstreamCredentials,
+          useFactory: (runtime: Runtime, dispatcher: Dispatcher, accounts: ConnectedAccounts) =>
+            new UpstreamCredentials(runtime.masterKey, dispatcher, accounts, (connectorId, reason) =>
+              runtime.metrics?.upstreamTokenDeferred(connectorId, reason),
+            ),
+          inject: [RUNTIME, UPSTREAM_DISPATCHER, ConnectedAccounts],
+        },
         connectedAccountsProvider(UPSTREAM_DISPATCHER),
         MasterKeyRewrap,
         CredentialBinding,

@@ -61,6 +61,7 @@ export class WritMetrics {
   private readonly idempotency: Counter<'outcome'>;
   private readonly refreshDeferred: Counter<'connector'>;
   private readonly unrefreshedToken: Counter<'connector' | 'reason'>;
+  private readonly tokenFetchDeferred: Counter<'connector' | 'reason'>;
   /** Each live failure throttle's blocked sources held in memory, per scope (summed at a scrape). */
   private readonly throttles = new Set<() => ReadonlyMap<string, number>>();
   private policyVersion: (() => string) | undefined;
@@ -199,6 +200,14 @@ export class WritMetrics {
       labelNames: ['connector', 'reason'],
       registers,
     });
+    this.tokenFetchDeferred = new Counter({
+      name: 'writ_upstream_token_deferred_total',
+      help:
+        "Calls answered 503 without asking a client-credentials connector's token endpoint, backing off after a transient failure " +
+        '(reason backoff) or heeding its Retry-After (reason retry_after), by connector (per instance)',
+      labelNames: ['connector', 'reason'],
+      registers,
+    });
     this.policyEvaluation = new Histogram({
       name: 'writ_policy_evaluation_seconds',
       help: 'Policy (WASM) evaluation latency',
@@ -333,6 +342,15 @@ export class WritMetrics {
    */
   accountTokenUnrefreshed(connectorId: string, reason: 'failed' | 'deferred'): void {
     this.unrefreshedToken.inc({ connector: label(connectorId), reason });
+  }
+
+  /**
+   * A call was answered 503 without asking its client-credentials connector's token endpoint:
+   * this instance backs off after its transient failure (`backoff`), or heeds its `Retry-After`
+   * (`retry_after`). `connectorId` is a connector of the catalogue, never the caller's text.
+   */
+  upstreamTokenDeferred(connectorId: string, reason: 'backoff' | 'retry_after'): void {
+    this.tokenFetchDeferred.inc({ connector: label(connectorId), reason });
   }
 
   /** A policy evaluation took `seconds`. */

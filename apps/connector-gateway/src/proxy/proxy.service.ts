@@ -179,6 +179,7 @@ export class ProxyService {
         checked = await this.check(req, call, fresh);
       } catch (error) {
         if (call.remembered && error instanceof OAuthError) continue;
+        this.credentials.refused(error);
         if (error instanceof OAuthError) {
           if (call.connectorId) error.withResourceMetadata(resourceMetadataUrl(this.config.gatewayUrl, call.connectorId));
           await this.refused(call, error, source);
@@ -596,7 +597,10 @@ export class ProxyService {
         // refused token, within the limits of the credential's type) and resend.
         await response.body.dump();
         // A refresh that fails is answered as on the first send (503, 403...), not as the upstream's 502.
-        const fresh = await this.credentials.headerFor(sealed, checked.credential).catch((error: unknown) => Promise.reject(refreshFailure(error)));
+        const fresh = await this.credentials.headerFor(sealed, checked.credential).catch((error: unknown) => {
+          this.credentials.refused(error);
+          return Promise.reject(refreshFailure(error));
+        });
         injected.push(fresh.value.replace(/^Bearer /, ''));
         sentWith = fresh;
         response = await send(fresh);

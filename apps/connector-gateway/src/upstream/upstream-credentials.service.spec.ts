@@ -55,7 +55,7 @@ class TokenEndpoint {
   }
 }
 
-type Outcome = { header: CredentialHeader } | { error: { status?: number; reason?: string; message: string } };
+type Outcome = { header: CredentialHeader } | { error: { status?: number; reason?: string; message: string; retryAfterSeconds?: number } };
 
 describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
   const master = new MasterKey(randomBytes(32));
@@ -63,13 +63,16 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
   let dispatcher: Agent;
   let credentials: UpstreamCredentials;
   let sealed: SealedCredential;
+  /** Calls refused without asking the token endpoint, as the metric counts them. */
+  let deferred: string[];
 
   beforeEach(async () => {
+    deferred = [];
     endpoint = new TokenEndpoint();
     const tokenUrl = await endpoint.start();
     dispatcher = createUpstreamDispatcher(loadConfig({ WRIT_UPSTREAM_ALLOWED_NETWORKS: '127.0.0.0/8' }));
     // Only oauth2_authorization_code connectors use connected accounts: none here.
-    credentials = new UpstreamCredentials(master, dispatcher, {} as ConnectedAccounts);
+    credentials = new UpstreamCredentials(master, dispatcher, {} as ConnectedAccounts, (connectorId, why) => deferred.push(`${connectorId}:${why}`));
     const baseUrl = 'https://chat.example';
     const credential = { type: 'oauth2_client_credentials' as const, token_url: tokenUrl, client_id: 'writ', client_secret: CLIENT_SECRET };
     const { sealed: bytes, fingerprint, type } = sealCredential(master, 'chat', baseUrl, credential);
@@ -82,34 +85,51 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     await endpoint.close();
   });
 
-  /** `count` calls started in the same tick, as concurrent gateway calls reach the service. */
+  /** `count` calls started in the same tick, as concurrent gateway calls reach the service, each refusal reported as the proxy reports it. */
   const concurrently = (count: number): Promise<Outcome[]> =>
     Promise.all(
       Array.from({ length: count }, () =>
         credentials.headerFor(sealed).then(
           (header): Outcome => ({ header }),
-          (error: Error & { status?: number; reason?: string }): Outcome => ({ error }),
+          (error: Error & { status?: number; reason?: string }): Outcome => {
+            // As the proxy does with the answer a call gets.
+            credentials.refused(error);
+            return { error };
+          },
         ),
       ),
     );
   const headers = (outcomes: Outcome[]) => outcomes.flatMap((outcome) => ('header' in outcome ? [outcome.header.value] : []));
   const failures = (outcomes: Outcome[]) => outcomes.flatMap((outcome) => ('error' in outcome ? [outcome.error] : []));
 
-  it('shares one fetch, and one retry, between 100 callers when the token endpoint fails once', async () => {
+  it('shares one failed fetch between 100 callers: all 503 with the backoff, the endpoint not asked again before it is over', async () => {
+    const start = Date.now();
+    jest.spyOn(Math, 'random').mockReturnValue(0);
     endpoint.answer = (n, response) => (n === 1 ? endpoint.json(response, 503, { error: 'temporarily_unavailable' }) : endpoint.issue(n, response));
     const outcomes = await concurrently(100);
-    // One failed fetch and one retry shared by every caller that waited on it; not one per caller.
-    expect(endpoint.requests).toBe(2);
-    expect(new Set(headers(outcomes))).toEqual(new Set(['Bearer upstream_at_2']));
+    // One failed fetch for every caller that waited on it: no retry, which the backoff refuses.
+    expect(endpoint.requests).toBe(1);
+    expect(headers(outcomes)).toEqual([]);
+    const reasons = new Set(failures(outcomes).map((error) => error.reason));
+    expect(failures(outcomes)[0]).toMatchObject({ status: 503, reason: 'upstream_token_status_503', retryAfterSeconds: 5 });
     for (const error of failures(outcomes)) {
-      expect(error).toMatchObject({ status: 502, reason: 'upstream_token_status_503' });
+      expect(error).toMatchObject({ status: 503, retryAfterSeconds: 5 });
       expect(error.message).not.toContain(CLIENT_SECRET);
     }
-    expect(headers(outcomes).length + failures(outcomes).length).toBe(100);
-    expect(headers(outcomes).length).toBeGreaterThanOrEqual(99);
+    expect([...reasons].sort()).toEqual(['upstream_token_backoff', 'upstream_token_status_503']);
+    // The endpoint back within the backoff: still not asked.
+    jest.spyOn(Date, 'now').mockReturnValue(start + 4_000);
+    expect(failures(await concurrently(10)).map((error) => error.reason)).toEqual(new Array(10).fill('upstream_token_backoff'));
+    expect(endpoint.requests).toBe(1);
+    // After it: one fetch for every caller.
+    jest.spyOn(Date, 'now').mockReturnValue(start + 5_500);
+    expect(new Set(headers(await concurrently(100)))).toEqual(new Set(['Bearer upstream_at_2']));
+    expect(endpoint.requests).toBe(2);
   });
 
-  it('gives every caller the shared failure when a hung token endpoint then fails, and does not cache the failure', async () => {
+  it('gives every caller the shared failure when a hung token endpoint then fails, then asks again once the backoff is over', async () => {
+    const start = Date.now();
+    jest.spyOn(Math, 'random').mockReturnValue(0);
     const held: ServerResponse[] = [];
     endpoint.answer = (n, response) => (n === 1 ? held.push(response) : endpoint.json(response, 503, { error: 'temporarily_unavailable' }));
     const early = concurrently(50);
@@ -118,13 +138,78 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     const late = concurrently(50);
     endpoint.json(held[0], 503, { error: 'temporarily_unavailable' });
     const outcomes = [...(await early), ...(await late)];
-    expect(endpoint.requests).toBe(2);
+    expect(endpoint.requests).toBe(1);
     expect(headers(outcomes)).toEqual([]);
-    for (const error of failures(outcomes)) expect(error).toMatchObject({ status: 502, reason: 'upstream_token_status_503' });
-    // The identity provider is back: the next call fetches again (a failure is not kept).
+    for (const error of failures(outcomes)) expect(error).toMatchObject({ status: 503, retryAfterSeconds: 5 });
+    // The identity provider is back, the backoff over: the next call fetches again (a failure is not kept).
     endpoint.answer = (n, response) => endpoint.issue(n, response);
-    expect(await credentials.headerFor(sealed)).toEqual({ name: 'authorization', value: 'Bearer upstream_at_3' });
-    expect(endpoint.requests).toBe(3);
+    jest.spyOn(Date, 'now').mockReturnValue(start + 5_500);
+    expect(await credentials.headerFor(sealed)).toEqual({ name: 'authorization', value: 'Bearer upstream_at_2' });
+    expect(endpoint.requests).toBe(2);
+  });
+
+  it('backs off 5 s doubling per failure in a row up to 5 min, per connector; a success starts again from 5 s', async () => {
+    let now = Date.now();
+    jest.spyOn(Date, 'now').mockImplementation(() => now);
+    jest.spyOn(Math, 'random').mockReturnValue(0);
+    let down = true;
+    endpoint.answer = (n, response) => (down ? endpoint.json(response, 500, {}) : endpoint.issue(n, response));
+    const waits: number[] = [];
+    for (let failure = 1; failure <= 9; failure += 1) {
+      const [outcome] = await concurrently(1);
+      expect(outcome).toEqual({ error: expect.objectContaining({ status: 503, reason: 'upstream_token_status_500' }) });
+      const wait = (outcome as { error: { retryAfterSeconds: number } }).error.retryAfterSeconds;
+      waits.push(wait);
+      expect(endpoint.requests).toBe(failure);
+      // Ten calls a second before the wait is over: refused, not asked, counted.
+      now += (wait - 1) * 1000;
+      const refused = failures(await concurrently(10));
+      expect(refused).toHaveLength(10);
+      for (const error of refused) expect(error).toMatchObject({ status: 503, reason: 'upstream_token_backoff', retryAfterSeconds: 1 });
+      expect(refused[0].message).toMatch(
+        /unavailable at the last (\d+ token requests|token request) \(upstream_token_status_500\): it is not asked again for 1 s/,
+      );
+      expect(endpoint.requests).toBe(failure);
+      now += 1000;
+    }
+    expect(waits).toEqual([5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    expect(deferred).toEqual(new Array(90).fill('chat:backoff'));
+    // Back: one fetch; the next outage starts again from the first interval.
+    down = false;
+    expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_10');
+    now += 3600_000;
+    down = true;
+    expect(failures(await concurrently(1))[0]).toMatchObject({ status: 503, retryAfterSeconds: 5 });
+  });
+
+  it('jitters the backoff by up to a quarter', async () => {
+    jest.spyOn(Math, 'random').mockReturnValue(0.99);
+    endpoint.answer = (_n, response) => endpoint.json(response, 502, {});
+    const [outcome] = await concurrently(1);
+    // 5 s less 24.75 %: 3.76 s, announced as 4.
+    expect(outcome).toEqual({ error: expect.objectContaining({ status: 503, reason: 'upstream_token_status_502', retryAfterSeconds: 4 }) });
+  });
+
+  it.each([
+    ['unreachable', 'upstream_token_unreachable'],
+    ['429 without Retry-After', 'upstream_token_status_429'],
+  ])('backs off a token endpoint %s too', async (kind, reason) => {
+    jest.spyOn(Math, 'random').mockReturnValue(0);
+    endpoint.answer = (_n, response) => {
+      if (kind === 'unreachable') response.socket?.destroy();
+      else endpoint.json(response, 429, { error: 'slow_down' });
+    };
+    expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ status: 503, reason, retryAfterSeconds: 5 })]);
+    expect(failures(await concurrently(5)).map((error) => error.reason)).toEqual(new Array(5).fill('upstream_token_backoff'));
+    expect(endpoint.requests).toBe(1);
+  });
+
+  it('does not back off a refusal (400 invalid_client): a configuration error, 502, asked again on the next call', async () => {
+    endpoint.answer = (_n, response) => endpoint.json(response, 400, { error: 'invalid_client' });
+    expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ status: 502, reason: 'upstream_token_status_400' })]);
+    expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ status: 502, reason: 'upstream_token_status_400' })]);
+    expect(endpoint.requests).toBe(2);
+    expect(deferred).toEqual([]);
   });
 
   it('drops a token on a 401 only when it is the one the upstream rejected', async () => {
@@ -171,14 +256,18 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     expect(new Set(headers(outcomes))).toEqual(new Set(['Bearer upstream_at_2']));
   });
 
-  it('shares one failed refresh of an expired token between 50 callers, and fetches again on the next call', async () => {
+  it('shares one failed refresh of an expired token between 50 callers, and fetches again once the backoff is over', async () => {
     await credentials.headerFor(sealed);
-    jest.spyOn(Date, 'now').mockReturnValue(Date.now() + 3600_000);
+    const later = Date.now() + 3600_000;
+    jest.spyOn(Date, 'now').mockReturnValue(later);
+    jest.spyOn(Math, 'random').mockReturnValue(0);
     endpoint.answer = (n, response) => (n === 2 ? endpoint.json(response, 500, {}) : endpoint.issue(n, response));
     const outcomes = await concurrently(50);
     expect(endpoint.requests).toBe(2);
     expect(headers(outcomes)).toEqual([]);
-    for (const error of failures(outcomes)) expect(error).toMatchObject({ status: 502, reason: 'upstream_token_status_500' });
+    for (const error of failures(outcomes)) expect(error).toMatchObject({ status: 503, retryAfterSeconds: 5 });
+    expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ reason: 'upstream_token_backoff' })]);
+    jest.spyOn(Date, 'now').mockReturnValue(later + 5_000);
     expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_3');
     expect(endpoint.requests).toBe(3);
   });
@@ -272,7 +361,11 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
       Array.from({ length: count }, () =>
         credentials.headerFor(sealed, rejected).then(
           (header): Outcome => ({ header }),
-          (error: Error & { status?: number; reason?: string }): Outcome => ({ error }),
+          (error: Error & { status?: number; reason?: string }): Outcome => {
+            // As the proxy does with the answer a call gets.
+            credentials.refused(error);
+            return { error };
+          },
         ),
       ),
     );
@@ -347,27 +440,46 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     expect(endpoint.requests).toBe(2);
   });
 
-  it.each(['soon', '-1', '1.5', '0', 'Wed, 31 Nov 2100 00:00:00 GMT'])(
-    'ignores a Retry-After that is no wait (%j): 502, and the next call asks again',
+  it.each(['soon', '-1', '1.5', '0', '2', 'Wed, 31 Nov 2100 00:00:00 GMT'])(
+    'ignores a Retry-After that is no wait, or shorter than the backoff (%j): 503, the backoff alone applies',
     async (value) => {
+      const start = Date.now();
+      jest.spyOn(Math, 'random').mockReturnValue(0);
       endpoint.answer = (n, response) => {
         if (n > 1) return endpoint.issue(n, response);
         response.writeHead(503, { 'content-type': 'application/json', 'retry-after': value });
         response.end('{"error":"temporarily_unavailable"}');
       };
       const [outcome] = await concurrently(1);
-      expect(outcome).toEqual({ error: expect.objectContaining({ status: 502, reason: 'upstream_token_status_503' }) });
+      expect(outcome).toEqual({ error: expect.objectContaining({ status: 503, reason: 'upstream_token_status_503', retryAfterSeconds: 5 }) });
+      expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ status: 503, reason: 'upstream_token_backoff' })]);
+      expect(deferred).toEqual(['chat:backoff']);
+      jest.spyOn(Date, 'now').mockReturnValue(start + 5_500);
       expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
     },
   );
 
-  it('a Retry-After on another status (500) is not heeded', async () => {
+  it('a Retry-After on another status (500) is not heeded: the backoff alone applies', async () => {
+    const start = Date.now();
+    jest.spyOn(Math, 'random').mockReturnValue(0);
     endpoint.answer = (n, response) => {
       if (n > 1) return endpoint.issue(n, response);
       response.writeHead(500, { 'content-type': 'application/json', 'retry-after': '120' });
       response.end('{}');
     };
-    expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ status: 502, reason: 'upstream_token_status_500' })]);
+    expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ status: 503, reason: 'upstream_token_status_500', retryAfterSeconds: 5 })]);
+    jest.spyOn(Date, 'now').mockReturnValue(start + 5_500);
     expect((await credentials.headerFor(sealed)).value).toBe('Bearer upstream_at_2');
+  });
+
+  it("counts the calls refused while the token endpoint's own Retry-After lasts, apart from the backoff", async () => {
+    endpoint.answer = (_n, response) => {
+      response.writeHead(429, { 'content-type': 'application/json', 'retry-after': '60' });
+      response.end('{"error":"slow_down"}');
+    };
+    expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ status: 503, reason: 'upstream_token_retry_after', retryAfterSeconds: 60 })]);
+    expect(failures(await concurrently(3)).map((error) => error.reason)).toEqual(new Array(3).fill('upstream_token_retry_after'));
+    expect(deferred).toEqual(new Array(3).fill('chat:retry_after'));
+    expect(endpoint.requests).toBe(1);
   });
 });

@@ -9,11 +9,12 @@ import {
   OAuth2ClientCredentials,
   unsealCredential,
   UpstreamCredential,
+  upstreamBackoffSeconds,
   upstreamRetryAfter,
 } from '@writ/connectors';
 import { type AccountAccessToken, ConnectedAccountError, ConnectedAccounts } from '@writ/accounts';
 import { RetryLaterError, TemporarilyUnavailableError } from '@writ/oauth';
-import { BadGatewayError, ConnectionRequiredError, GatewayTimeoutError } from '../gateway-errors';
+import { BadGatewayError, ConnectionRequiredError } from '../gateway-errors';
 import { UPSTREAM_ADDRESS_REFUSED, UPSTREAM_DISPATCHER } from './upstream-dispatcher';
 
 /** The sealed credential columns of a connector row. */
@@ -39,6 +40,9 @@ export interface CredentialHeader {
    */
   unrefreshed?: AccountAccessToken['unrefreshed'];
 }
+
+/** Told of each call answered `503` without asking a client-credentials token endpoint that is backing off (a metric). */
+export type TokenFetchDeferred = (connectorId: string, why: 'backoff' | 'retry_after') => void;
 
 interface CachedToken {
   value: string;
@@ -76,11 +80,15 @@ export class UpstreamCredentials {
    */
   private readonly tokens = new Map<string, TokenFlight>();
   /**
-   * Per connector and token endpoint: the instant (ms) before which its token endpoint is not
-   * asked, from its `Retry-After` on a `429` or `503` (capped at an hour). Meanwhile a call that
-   * needs a token is a `503` with the seconds left; a cached token still valid is still used.
+   * Per connector and token endpoint, after a transient failure of its token endpoint
+   * (unreachable, timing out, `5xx`, `429`): the failures in a row, and the instant (ms) before
+   * which it is not asked: the backoff ({@link upstreamBackoffSeconds}, as for connected
+   * accounts), or its `Retry-After` on a `429` or `503` (capped at an hour) when later (`why`
+   * says which). Meanwhile a call that needs a token is a `503` with the seconds left; a cached
+   * token still valid is still used. A success clears it. Per instance, as the rest of this
+   * cache: N instances ask a down endpoint at most N times per interval.
    */
-  private readonly fetchNotBefore = new Map<string, number>();
+  private readonly fetchNotBefore = new Map<string, { failures: number; until: number; why: 'backoff' | 'retry_after'; reason: string }>();
   /**
    * Per connector: when this instance last refetched a token because the upstream refused the
    * cached one with `401`. A refetch for a token the upstream never accepted waits
@@ -92,6 +100,7 @@ export class UpstreamCredentials {
     private readonly master: MasterKey,
     @Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher,
     private readonly accounts: ConnectedAccounts,
+    private readonly onFetchDeferred: TokenFetchDeferred = () => undefined,
   ) {}
 
   /**
@@ -256,23 +265,44 @@ export class UpstreamCredentials {
 
   /**
    * Starts a fetch and makes it the entry of `key`; a failed fetch removes itself (if still the
-   * entry). Refused (`503` with `Retry-After`, nothing sent) while the token endpoint's own
-   * `Retry-After` lasts.
+   * entry). Refused (`503` with `Retry-After`, nothing sent) while the token endpoint backs off
+   * after a transient failure, or while its own `Retry-After` lasts. A transient failure is a
+   * `503` with the wait it set; a success clears the backoff.
    */
   private startFetch(key: string, connectorId: string, credential: OAuth2ClientCredentials): Promise<CachedToken> {
     const endpoint = `${connectorId}\u0000${credential.token_url}`;
-    const notBefore = this.fetchNotBefore.get(endpoint);
-    if (notBefore !== undefined) {
-      const wait = notBefore - Date.now();
-      if (wait > 0) throw this.tokenEndpointBusy(connectorId, Math.ceil(wait / 1000));
-      this.fetchNotBefore.delete(endpoint);
+    const backoff = this.fetchNotBefore.get(endpoint);
+    if (backoff !== undefined) {
+      const wait = backoff.until - Date.now();
+      if (wait > 0) {
+        throw backoff.why === 'retry_after'
+          ? this.tokenEndpointBusy(connectorId, Math.ceil(wait / 1000), 'retry_after')
+          : this.tokenEndpointBackingOff(connectorId, Math.ceil(wait / 1000), backoff);
+      }
     }
-    const promise = this.fetchToken(credential).catch((error: unknown) => {
-      if (!(error instanceof UpstreamRetryAfter)) throw error;
-      // Set before any caller waiting on this fetch resumes: their retry is refused, not sent.
-      this.fetchNotBefore.set(endpoint, Date.now() + error.seconds * 1000);
-      throw this.tokenEndpointBusy(connectorId, error.seconds);
-    });
+    const promise = this.fetchToken(credential).then(
+      (token) => {
+        // Only this endpoint's failures in a row count: a success starts the next outage from the first interval.
+        this.fetchNotBefore.delete(endpoint);
+        return token;
+      },
+      (error: unknown) => {
+        if (!(error instanceof TokenEndpointUnavailable)) throw error;
+        // Set before any caller waiting on this fetch resumes: their retry is refused, not sent.
+        const failures = (this.fetchNotBefore.get(endpoint)?.failures ?? 0) + 1;
+        const backoffSeconds = upstreamBackoffSeconds(failures, Math.random());
+        const why = error.retryAfterSeconds !== undefined && error.retryAfterSeconds > backoffSeconds ? 'retry_after' : 'backoff';
+        const seconds = why === 'retry_after' ? error.retryAfterSeconds! : backoffSeconds;
+        this.fetchNotBefore.set(endpoint, { failures, until: Date.now() + seconds * 1000, why, reason: error.reason });
+        const retryAfter = Math.max(1, Math.ceil(seconds));
+        if (why === 'retry_after') throw this.tokenEndpointBusy(connectorId, retryAfter);
+        throw new RetryLaterError(
+          retryAfter,
+          `the upstream token endpoint of connector ${connectorId} is unavailable (${error.message}): it is not asked again for ${retryAfter} s, and nothing was sent`,
+          { reason: error.reason },
+        );
+      },
+    );
     const flight: TokenFlight = { promise };
     this.tokens.set(key, flight);
     promise.then(
@@ -286,11 +316,31 @@ export class UpstreamCredentials {
     return promise;
   }
 
-  private tokenEndpointBusy(connectorId: string, seconds: number): RetryLaterError {
-    return new RetryLaterError(
+  /**
+   * A call was answered with `error` in the end (after any re-check of the call): counted when
+   * its token endpoint was not asked because it backs off or its `Retry-After` lasts (once per
+   * call, however many times the call was checked).
+   */
+  refused(error: unknown): void {
+    if (error instanceof TokenFetchDeferredError) this.onFetchDeferred(error.connectorId, error.why);
+  }
+
+  /** `deferred`: this call did not ask the endpoint (its earlier answer is heeded). */
+  private tokenEndpointBusy(connectorId: string, seconds: number, deferred?: 'retry_after'): RetryLaterError {
+    const description = `the upstream token endpoint of connector ${connectorId} asked not to be called for ${seconds} s (Retry-After): nothing was sent`;
+    return deferred
+      ? new TokenFetchDeferredError(connectorId, deferred, seconds, description, 'upstream_token_retry_after')
+      : new RetryLaterError(seconds, description, { reason: 'upstream_token_retry_after' });
+  }
+
+  private tokenEndpointBackingOff(connectorId: string, seconds: number, backoff: { failures: number; reason: string }): RetryLaterError {
+    return new TokenFetchDeferredError(
+      connectorId,
+      'backoff',
       seconds,
-      `the upstream token endpoint of connector ${connectorId} asked not to be called for ${seconds} s (Retry-After): nothing was sent`,
-      { reason: 'upstream_token_retry_after' },
+      `the upstream token endpoint of connector ${connectorId} was unavailable at the last ${backoff.failures > 1 ? `${backoff.failures} token requests` : 'token request'} ` +
+        `(${backoff.reason}): it is not asked again for ${seconds} s, and nothing was sent`,
+      'upstream_token_backoff',
     );
   }
 
@@ -320,9 +370,9 @@ export class UpstreamCredentials {
         });
       }
       if ((error as { name?: string }).name === 'TimeoutError') {
-        throw new GatewayTimeoutError('the upstream token endpoint did not answer in time', { reason: 'upstream_token_timeout' });
+        throw new TokenEndpointUnavailable('upstream_token_timeout', 'it did not answer in time');
       }
-      throw new BadGatewayError('the upstream credential could not be obtained', { reason: 'upstream_token_unreachable' });
+      throw new TokenEndpointUnavailable('upstream_token_unreachable', 'it could not be reached');
     }
     let body: { access_token?: unknown; expires_in?: unknown; token_type?: unknown } = {};
     try {
@@ -332,8 +382,10 @@ export class UpstreamCredentials {
     } catch {
       /* refused below */
     }
-    const wait = upstreamRetryAfter(status, retryAfter);
-    if (wait !== undefined && wait > 0) throw new UpstreamRetryAfter(wait);
+    // The endpoint's own trouble, whatever its body says: backed off, or its Retry-After heeded when longer.
+    if (status >= 500 || status === 429) {
+      throw new TokenEndpointUnavailable(`upstream_token_status_${status}`, `it answered ${status}`, upstreamRetryAfter(status, retryAfter));
+    }
     if (status !== 200 || typeof body.access_token !== 'string' || body.access_token === '') {
       throw new BadGatewayError('the upstream credential could not be obtained', { reason: `upstream_token_status_${status}` });
     }
@@ -362,10 +414,30 @@ function lifetimeOf(expiresIn: unknown): number {
   return believedTokenLifetime(seconds);
 }
 
-/** A token endpoint's `429`/`503` with a `Retry-After` heeded (seconds, capped). */
-class UpstreamRetryAfter extends Error {
-  constructor(readonly seconds: number) {
-    super('the upstream token endpoint asked to retry later');
+/** A call refused without asking a client-credentials token endpoint (see {@link UpstreamCredentials.refused}). */
+class TokenFetchDeferredError extends RetryLaterError {
+  constructor(
+    readonly connectorId: string,
+    readonly why: 'backoff' | 'retry_after',
+    seconds: number,
+    description: string,
+    reason: string,
+  ) {
+    super(seconds, description, { reason });
+  }
+}
+
+/**
+ * A transient failure of a token endpoint (unreachable, timing out, `5xx`, `429`), with the
+ * `Retry-After` it sent on a `429` or `503` (seconds, capped), if any: backed off.
+ */
+class TokenEndpointUnavailable extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
   }
 }
 
