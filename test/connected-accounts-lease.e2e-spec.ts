@@ -7,6 +7,7 @@ import type { Pool } from 'pg';
 import { accountSealContext, ConnectedAccounts } from '@writ/accounts';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { undocumentedEventMembers } from './support/audit-docs';
 import { eventually } from './support/eventually';
 import { sample, scrape } from './support/metrics';
 import { credentialForUser, startIdentityProvider } from './support/grant-flow';
@@ -719,6 +720,8 @@ describe('connected accounts: the refresh lease', () => {
         ['success', 'failed'],
         ['success', 'deferred'],
       ]);
+      // docs/audit.md names the members these events carry.
+      expect((await undocumentedEventMembers(pool)).filter((entry) => /^(gateway\.call|connection\.refresh_failed)\b/.test(entry))).toEqual([]);
     });
 
     it('provider 500, the token expired: 503 with Retry-After, nothing forwarded, as before', async () => {
