@@ -204,6 +204,15 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     expect(endpoint.requests).toBe(1);
   });
 
+  it('shares one retry between 100 callers after a refused fetch (not backed off), as before', async () => {
+    endpoint.answer = (n, response) => (n === 1 ? endpoint.json(response, 400, { error: 'invalid_client' }) : endpoint.issue(n, response));
+    const outcomes = await concurrently(100);
+    expect(endpoint.requests).toBe(2);
+    expect(new Set(headers(outcomes))).toEqual(new Set(['Bearer upstream_at_2']));
+    for (const error of failures(outcomes)) expect(error).toMatchObject({ status: 502, reason: 'upstream_token_status_400' });
+    expect(deferred).toEqual([]);
+  });
+
   it('does not back off a refusal (400 invalid_client): a configuration error, 502, asked again on the next call', async () => {
     endpoint.answer = (_n, response) => endpoint.json(response, 400, { error: 'invalid_client' });
     expect(failures(await concurrently(1))).toEqual([expect.objectContaining({ status: 502, reason: 'upstream_token_status_400' })]);

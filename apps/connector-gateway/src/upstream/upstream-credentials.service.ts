@@ -68,7 +68,8 @@ const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024;
  * credentials are unsealed (and kept in memory per fingerprint, so a rotation is picked up
  * on the next call). For `oauth2_client_credentials` the gateway fetches the upstream
  * token itself, caches it until shortly before it expires, shares one fetch between
- * concurrent calls, and never hands it to anyone but the upstream.
+ * concurrent calls, backs off a token endpoint that fails transiently, and never hands the
+ * token to anyone but the upstream.
  */
 @Injectable()
 export class UpstreamCredentials {
