@@ -119,6 +119,32 @@ describe('private_key_jwt client authentication (RFC 7523, rfc7523bis) under att
     expect(suspended.body.error).toBe('invalid_client');
   });
 
+  it('answers client authentication by an Authorization header with 401 and a challenge of its scheme (RFC 6749 section 5.2)', async () => {
+    const cases: Array<[string, string]> = [
+      [`Basic ${Buffer.from('orch-1:x').toString('base64')}`, 'Basic realm="writ"'],
+      ['basic b3JjaC0xOng=', 'Basic realm="writ"'],
+      ['Bearer abc', 'Bearer realm="writ"'],
+      ['Digest username="orch-1"', 'Basic realm="writ"'],
+    ];
+    for (const endpoint of ['token', 'introspect', 'revoke']) {
+      for (const [authorization, challenge] of cases) {
+        const response = await postForm(
+          `${services.issuer}/oauth2/${endpoint}`,
+          { grant_type: 'client_credentials', token: 'x', ...(await clientAuthFields('orch-1', world.orchestrator.key, services.issuer)) },
+          { authorization },
+        );
+        expect(response.status).toBe(401);
+        expect(response.body).toEqual({ error: 'invalid_client', error_description: 'only private_key_jwt client authentication is supported' });
+        expect(response.headers.get('cache-control')).toBe('no-store');
+        expect(response.headers.get('www-authenticate')?.startsWith(challenge)).toBe(true);
+      }
+    }
+    // Without an Authorization header, an invalid_client carries no challenge (the client used none).
+    const unauthenticated = await postForm(`${services.issuer}/oauth2/token`, { grant_type: 'client_credentials' });
+    expect(unauthenticated.status).toBe(401);
+    expect(unauthenticated.headers.get('www-authenticate')).toBeNull();
+  });
+
   it('refuses a replay on another instance and after a restart (jti kept in PostgreSQL)', async () => {
     const assertion = await clientAssertion('orch-1', world.orchestrator.key, services.issuer);
     expect((await token(assertion)).status).toBe(200);

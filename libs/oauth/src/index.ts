@@ -56,7 +56,7 @@ export {
   isClientAssertionSigningAlg,
   type ClientAssertionSigningAlg,
 } from './client-auth/client-assertion.constants';
-export { clientAuthenticationFailed, type ClientAuthFailureReason } from './client-auth/client-auth-failure';
+export { authorizationHeaderRefused, clientAuthenticationFailed, type ClientAuthFailureReason } from './client-auth/client-auth-failure';
 export { readClientAssertion, type ClaimedClientAssertion } from './client-auth/read-client-assertion';
 export { verifyClientAssertion, type VerifiedClientAssertion, type VerifyClientAssertionOptions } from './client-auth/verify-client-assertion';
 export type { JtiStore } from './client-auth/jti-store.interface';

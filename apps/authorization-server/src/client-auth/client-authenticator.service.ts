@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { PG_POOL } from '@writ/database';
-import { authenticateClientAssertion, clientAuthenticationFailed, FormParams, type JtiStore } from '@writ/oauth';
+import { authenticateClientAssertion, authorizationHeaderRefused, clientAuthenticationFailed, FormParams, type JtiStore } from '@writ/oauth';
 import { ClientRegistry } from './client-registry.service';
 import { PgJtiStore } from '@writ/credentials';
 import type { RegisteredClient } from './registered-client';
@@ -66,7 +66,7 @@ export class ClientAuthenticator {
   }
 
   private async authenticateWith(params: FormParams, authorizationHeader: string | undefined, jtiStore: JtiStore, fresh = false): Promise<RegisteredClient> {
-    if (authorizationHeader) throw clientAuthenticationFailed('client_auth_unsupported');
+    if (authorizationHeader) throw authorizationHeaderRefused(authorizationHeader);
     let client: RegisteredClient | undefined;
     await authenticateClientAssertion({
       params,

@@ -58,6 +58,18 @@ const DESCRIPTIONS: Readonly<Record<ClientAuthFailureReason, string>> = {
   client_jwks_invalid: 'client authentication failed',
 };
 
+/**
+ * The `invalid_client` for a request that tried to authenticate with an `Authorization` header
+ * (Writ takes `private_key_jwt` only): RFC 6749 §5.2 requires a 401 with a `WWW-Authenticate`
+ * challenge matching the scheme the client used (`Bearer` and `DPoP` as such, any other as `Basic`,
+ * the scheme RFC 6749 §2.3.1 defines for clients).
+ */
+export function authorizationHeaderRefused(header: string): InvalidClientError {
+  const scheme = /^\s*([^\s]+)/.exec(header)?.[1].toLowerCase();
+  const challenge = scheme === 'bearer' ? 'Bearer' : scheme === 'dpop' ? 'DPoP' : 'Basic';
+  return new InvalidClientError(DESCRIPTIONS.client_auth_unsupported, { reason: 'client_auth_unsupported', wwwAuthenticate: { scheme: challenge } });
+}
+
 /** An `invalid_client` error for `reason`, with its fixed, secret-free description. */
 export function clientAuthenticationFailed(reason: ClientAuthFailureReason, cause?: unknown): InvalidClientError {
   return new InvalidClientError(DESCRIPTIONS[reason], { reason, cause });

@@ -20,7 +20,7 @@ const OTHER_METHOD_PARAMS = ['client_secret'] as const;
  * the assertion WITHOUT verifying it: the caller then loads that client's JWKS and calls
  * `verifyClientAssertion`. Any problem, or any other authentication method, is an
  * `invalid_client` with a generic description. (An `Authorization: Basic` header is the
- * HTTP layer's to refuse with `clientAuthenticationFailed('client_auth_unsupported')`.)
+ * HTTP layer's to refuse with `authorizationHeaderRefused(header)`.)
  */
 export function readClientAssertion(params: FormParams): ClaimedClientAssertion {
   for (const name of OTHER_METHOD_PARAMS) {

@@ -1,5 +1,8 @@
-/** The scheme of a `WWW-Authenticate` challenge: RFC 6750 (`Bearer`) or RFC 9449 (`DPoP`). */
-export type WwwAuthenticateScheme = 'Bearer' | 'DPoP';
+/**
+ * The scheme of a `WWW-Authenticate` challenge: RFC 6750 (`Bearer`) or RFC 9449 (`DPoP`) at a
+ * resource server; `Basic` (RFC 7617) only for a client that authenticated with it (RFC 6749 §5.2).
+ */
+export type WwwAuthenticateScheme = 'Bearer' | 'DPoP' | 'Basic';
 
 /**
  * What a resource-server error needs to render its `WWW-Authenticate` challenge; the

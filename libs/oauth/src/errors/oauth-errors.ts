@@ -44,7 +44,12 @@ export class InvalidRequestError extends basicError('invalid_request', 400, 'the
  * RFC 6749 §5.2 `invalid_client` (401): client authentication failed. `reason` says why,
  * for audit (see `ClientAuthFailureReason`); the description stays generic.
  */
-export class InvalidClientError extends basicError('invalid_client', 401, 'client authentication failed') {}
+export class InvalidClientError extends basicError('invalid_client', 401, 'client authentication failed') {
+  /** `wwwAuthenticate`: the challenge for a client that authenticated with an `Authorization` header (RFC 6749 §5.2). */
+  constructor(description?: string, options?: BasicErrorOptions & Pick<OAuthErrorOptions, 'wwwAuthenticate'>) {
+    super(description, options);
+  }
+}
 
 /** RFC 6749 §5.2 `invalid_grant` (400): the grant or subject token is invalid, expired or revoked. */
 export class InvalidGrantError extends basicError('invalid_grant', 400, 'the grant is invalid') {}

@@ -67,8 +67,12 @@ describe('buildWwwAuthenticate', () => {
   });
 
   it('refuses unknown schemes and empty lists', () => {
-    expect(() => buildWwwAuthenticate({ scheme: 'Basic' as 'Bearer' })).toThrow(TypeError);
+    expect(() => buildWwwAuthenticate({ scheme: 'Digest' as 'Bearer' })).toThrow(TypeError);
     expect(() => buildWwwAuthenticate([])).toThrow(TypeError);
+  });
+
+  it('renders a Basic challenge (a client that authenticated with it) with its realm only', () => {
+    expect(buildWwwAuthenticate({ scheme: 'Basic', error: 'invalid_client', errorDescription: 'no' })).toBe('Basic realm="writ"');
   });
 });
 

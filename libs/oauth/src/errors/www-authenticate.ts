@@ -31,6 +31,8 @@ function quote(value: string): string {
 
 function renderChallenge(challenge: WwwAuthenticateChallenge): string {
   const params: string[] = [`realm=${quote(challenge.realm ?? DEFAULT_REALM)}`];
+  // RFC 7617 gives Basic a realm (and a charset) only: the error attributes are RFC 6750's.
+  if (challenge.scheme === 'Basic') return `Basic ${params.join(', ')}`;
   if (challenge.error !== undefined) {
     // Error codes are ours, but stay defensive: an odd code is rendered harmlessly.
     params.push(`error=${quote(challenge.error)}`);
@@ -57,7 +59,7 @@ export function buildWwwAuthenticate(challenges: WwwAuthenticateChallenge | read
   const list: readonly WwwAuthenticateChallenge[] = Array.isArray(challenges) ? challenges : [challenges as WwwAuthenticateChallenge];
   if (list.length === 0) throw new TypeError('at least one challenge is required');
   for (const challenge of list) {
-    if (challenge.scheme !== 'Bearer' && challenge.scheme !== 'DPoP') {
+    if (challenge.scheme !== 'Bearer' && challenge.scheme !== 'DPoP' && challenge.scheme !== 'Basic') {
       throw new TypeError('unsupported WWW-Authenticate scheme');
     }
   }
