@@ -212,6 +212,19 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     const repeated = await postForm(`${services.issuer}/oauth2/token`, form.toString());
     expect(repeated.status).toBe(400);
     expect(repeated.body).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/authorization_details/) });
+    // Sent twice with one copy empty: a reader taking the last copy (Rails, PHP) sees no details,
+    // one taking the first sees these; RFC 6749 section 3.1 forbids the repetition either way.
+    for (const [first, second] of [
+      ['', JSON.stringify(PAYOUT_REQUEST)],
+      [JSON.stringify(PAYOUT_REQUEST), ''],
+    ]) {
+      const fields = { ...exchangeFields(task.task_token), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) };
+      const body = new URLSearchParams({ ...fields, authorization_details: first });
+      body.append('authorization_details', second);
+      const emptyCopy = await postForm(`${services.issuer}/oauth2/token`, body.toString());
+      expect(emptyCopy.status).toBe(400);
+      expect(emptyCopy.body).toEqual({ error: 'invalid_request', error_description: 'parameter authorization_details is included more than once' });
+    }
 
     const query = await postForm(
       `${services.issuer}/oauth2/token?grant_type=client_credentials`,

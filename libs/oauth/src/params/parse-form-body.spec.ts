@@ -69,8 +69,10 @@ describe('parseFormBody', () => {
     expect(errorOf(() => parseFormBody('scope=a&%73cope=b')).description).toBe('parameter scope is included more than once');
   });
 
-  it('does not count an empty occurrence as a repetition', () => {
-    expect(parseFormBody('scope=&scope=tasks').get('scope')).toBe('tasks');
+  it('counts an empty occurrence as a repetition (a reader keeping the last copy would see nothing)', () => {
+    for (const body of ['scope=&scope=tasks', 'scope=tasks&scope=', 'scope&scope=tasks', 'scope=&scope=']) {
+      expect(errorOf(() => parseFormBody(body)).description).toBe('parameter scope is included more than once');
+    }
   });
 
   it('never echoes values in the duplicate description', () => {

@@ -42,7 +42,8 @@ function decodeComponent(raw: string): string {
 /**
  * Parses an `application/x-www-form-urlencoded` body (RFC 6749 Appendix B).
  * Parameters sent without a value are treated as omitted (RFC 6749 §3.1); a parameter
- * included more than once is an `invalid_request` (RFC 6749 §3.1), as is malformed
+ * included more than once, even with one copy empty, is an `invalid_request` (RFC 6749 §3.1),
+ * as is malformed
  * percent-encoding or UTF-8, a pair without a name, or more than `maxParameters` pairs.
  */
 export function parseFormBody(body: string | Uint8Array, options: ParseFormBodyOptions = {}): FormParams {
@@ -59,6 +60,9 @@ export function parseFormBody(body: string | Uint8Array, options: ParseFormBodyO
   }
   const params = new Map<string, string>();
   if (text === '') return params;
+  // Every name sent, empty values included: a name sent twice is a repetition even when one copy
+  // is empty (a reader keeping the last copy would see another value than the first).
+  const seen = new Set<string>();
 
   let pairs = 0;
   for (const pair of text.split('&')) {
@@ -71,13 +75,13 @@ export function parseFormBody(body: string | Uint8Array, options: ParseFormBodyO
     const name = decodeComponent(separator === -1 ? pair : pair.slice(0, separator));
     const value = separator === -1 ? '' : decodeComponent(pair.slice(separator + 1));
     if (name === '') throw malformed();
-    if (value === '') continue;
-    if (params.has(name)) {
+    if (seen.has(name)) {
       throw new InvalidRequestError(`parameter ${safeToken(name)} is included more than once`, {
         reason: 'duplicate_parameter',
       });
     }
-    params.set(name, value);
+    seen.add(name);
+    if (value !== '') params.set(name, value);
   }
   return params;
 }
