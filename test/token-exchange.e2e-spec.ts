@@ -1,8 +1,8 @@
-import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import { clientAuthFields } from '@writ/testing';
 import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { postForm, sendJson, tokenRequest } from './support/oauth-client';
-import { seedConnector } from './support/seed';
+import { seedConnector, seedOrchestrator } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
 describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () => {
@@ -290,6 +290,34 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
     expect((await postForm(`${services.issuer}/oauth2/introspect`, { token: issued, ...(await auth()) })).body).toEqual({ active: false });
     // Revoking garbage is still 200 (RFC 7009).
     expect((await postForm(`${services.issuer}/oauth2/revoke`, { token: 'garbage', ...(await auth()) })).status).toBe(200);
+  });
+
+  it('introspects a live task token as active for its agent and its orchestrator only, and as inactive once the task ends (RFC 7662)', async () => {
+    const task = await createTask(services, world.orchestrator);
+    const other = await seedOrchestrator(services.runtime.pool, 'orch-introspect', ['agent-1', 'agent-2']);
+    const introspect = async (client: { id: string; key: typeof world.agent.key }) =>
+      postForm(`${services.issuer}/oauth2/introspect`, { token: task.task_token, ...(await clientAuthFields(client.id, client.key, services.issuer)) });
+    const claims = decodeJwt(task.task_token);
+    for (const client of [world.agent, world.orchestrator]) {
+      const seen = await introspect(client);
+      expect(seen.headers.get('cache-control')).toBe('no-store');
+      expect(seen.body).toEqual({
+        active: true,
+        iss: services.issuer,
+        sub: world.agent.id,
+        aud: services.issuer,
+        client_id: world.orchestrator.id,
+        iat: claims.iat,
+        exp: claims.exp,
+        jti: claims.jti,
+        task_id: task.task_id,
+      });
+    }
+    // Another agent, another orchestrator: nothing to see.
+    for (const client of [world.otherAgent, other]) expect((await introspect(client)).body).toEqual({ active: false });
+    const completed = await sendJson('POST', `${services.issuer}/v1/tasks/${task.task_id}/complete`, {}, await tasksToken(services, world.orchestrator));
+    expect(completed.status).toBe(200);
+    for (const client of [world.agent, world.orchestrator]) expect((await introspect(client)).body).toEqual({ active: false });
   });
 
   it('issues many concurrent credentials of one task, each recorded once with its events', async () => {

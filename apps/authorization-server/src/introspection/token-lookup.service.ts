@@ -1,9 +1,13 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { decodeProtectedHeader } from 'jose';
 import type { Pool } from 'pg';
+import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { AccessTokenEntity, ConnectorDetail, PG_POOL, RowOf, TaskEntity } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import type { RegisteredClient } from '../client-auth/registered-client';
 import { ACCESS_TOKEN_TYP, TemporarilyUnavailableError } from '@writ/oauth';
+import { ExchangeContextRepository, ExchangeTask } from '../exchange/exchange-context.repository';
+import { TASK_TOKEN_TYP, TaskTokenClaims } from '../exchange/task-token';
 
 /** An access token row joined with its task's status and orchestrator. */
 export interface KnownToken {
@@ -23,6 +27,12 @@ export interface KnownToken {
   expiresAt: Date;
   revokedAt: Date | null;
   claims: Record<string, unknown>;
+}
+
+/** A task token a client presents, with its task (its row's integrity tag verified). */
+export interface KnownTaskToken {
+  claims: TaskTokenClaims;
+  task: ExchangeTask;
 }
 
 /** The row {@link TokenLookup.find} reads. */
@@ -53,7 +63,39 @@ export class TokenLookup {
   constructor(
     private readonly keys: SigningKeyStore,
     @Inject(PG_POOL) private readonly pool: Pool,
+    @Inject(WRIT_CONFIG) private readonly config: WritConfig,
+    private readonly tasks: ExchangeContextRepository,
   ) {}
+
+  /** Whether `token` says it is a task token (its header, not verified): where to look it up. */
+  static looksLikeTaskToken(token: string): boolean {
+    try {
+      return decodeProtectedHeader(token).typ === TASK_TOKEN_TYP;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * The task token if it verifies (expired ones included), its task's row verifies and names it,
+   * and the client may see it (the task's agent, or its orchestrator). Throws
+   * `TemporarilyUnavailableError` when the signing keys cannot be read right now.
+   */
+  async findTaskToken(token: string, client: RegisteredClient): Promise<KnownTaskToken | undefined> {
+    let claims: TaskTokenClaims;
+    try {
+      const verified = await this.keys.verify(token, { typ: TASK_TOKEN_TYP, audience: this.config.issuer, currentDate: new Date(0) });
+      claims = verified.payload as unknown as TaskTokenClaims;
+    } catch (error) {
+      if (error instanceof TemporarilyUnavailableError) throw error;
+      return undefined;
+    }
+    if (typeof claims.task_id !== 'string' || typeof claims.jti !== 'string') return undefined;
+    const task = await this.tasks.task(claims.task_id);
+    if (!task || task.taskTokenJti !== claims.jti) return undefined;
+    const entitled = client.kind === 'agent' ? task.agentId === client.id && claims.sub === client.id : task.orchestratorId === client.id;
+    return entitled ? { claims, task } : undefined;
+  }
 
   /**
    * The token if it verifies (expired tokens included) and the client may see it. Throws
