@@ -1,4 +1,4 @@
-import { request as httpRequest, ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, ServerResponse } from 'node:http';
 import { AddressInfo, connect } from 'node:net';
 import { SignJWT } from 'jose';
 import { GrantStateRepository } from '@writ/grants';
@@ -528,6 +528,42 @@ describe('connector gateway', () => {
       } finally {
         await services.runtime.pool.query(`UPDATE connectors SET base_url = $1 WHERE id = 'payments'`, [payments.url]);
         await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
+      }
+    });
+
+    it('answers 504 and audits upstream_timeout when the headers timeout ends a silent upstream before the deadline', async () => {
+      // An upstream that accepts the request and never answers. The dispatcher's headers timeout
+      // is WRIT_UPSTREAM_TIMEOUT_MS too and races the gateway's own deadline (undici's timers for
+      // more than 1 s tick every half second and may fire up to a tick early): the deadline is
+      // pushed back here so that the headers timeout always comes first.
+      const held: ServerResponse[] = [];
+      const silent = createServer((_request, response) => held.push(response));
+      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+      const silentUrl = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      const timeout = AbortSignal.timeout.bind(AbortSignal);
+      const deadline = jest.spyOn(AbortSignal, 'timeout').mockImplementation((ms: number) => timeout(ms === 700 ? 20_000 : ms));
+      const { pool, masterKey } = services.runtime;
+      await pool.query(`UPDATE connectors SET base_url = $1 WHERE id = 'payments'`, [silentUrl]);
+      await setConnectorCredential(pool, masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
+      try {
+        const { token, taskId } = await credential({ type: 'connector', connector: 'payments', actions: ['balance.get'] });
+        const started = Date.now();
+        const response = await gateway('GET', '/connectors/payments/v1/balance', token);
+        expect([response.status, response.body.error]).toEqual([504, 'gateway_timeout']);
+        // The request reached the upstream, and the headers timeout (not the pushed-back deadline) ended it.
+        expect(held).toHaveLength(1);
+        expect(deadline).toHaveBeenCalledWith(700);
+        expect(Date.now() - started).toBeLessThan(10_000);
+        const { rows } = await pool.query(`SELECT outcome, data FROM audit_events WHERE task_id = $1 AND type = 'gateway.upstream'`, [taskId]);
+        expect(rows).toHaveLength(1);
+        expect(rows[0].outcome).toBe('failure');
+        expect(rows[0].data).toMatchObject({ status: 504, error: 'gateway_timeout', reason: 'upstream_timeout' });
+      } finally {
+        deadline.mockRestore();
+        await pool.query(`UPDATE connectors SET base_url = $1 WHERE id = 'payments'`, [payments.url]);
+        await setConnectorCredential(pool, masterKey, 'payments', { type: 'bearer', token: PAYMENTS_SECRET });
+        silent.closeAllConnections();
+        await new Promise((resolve) => silent.close(resolve));
       }
     });
   });

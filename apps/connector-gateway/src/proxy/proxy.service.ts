@@ -608,7 +608,7 @@ export class ProxyService {
       // Taken by the upstream: a later 401 for it is a revocation, refetched at once.
       if (response.statusCode < 400) this.credentials.accepted(sealed, sentWith);
     } catch (error) {
-      const failure = deadline.aborted ? new GatewayTimeoutError(undefined, { reason: 'upstream_timeout' }) : upstreamFailure(error);
+      const failure = sendFailure(error, deadline);
       const failed = this.event(call, 'gateway.upstream', 'failure', { status: failure.status, error: failure.error, reason: failure.reason });
       // The request never left (no connection): the call's budget reservation is given back.
       const release = reservation && neverSent(error) ? reservation : undefined;
@@ -962,6 +962,21 @@ function tooManyFailures(verdict: FailureVerdict): TooManyRequestsError {
   return new TooManyRequestsError(verdict.retryAfterSeconds, 'too many refused calls from this address', { reason: 'throttled' });
 }
 
+/**
+ * What answers (and `gateway.upstream` records) a send that failed before the upstream's headers:
+ * `504` with reason `upstream_timeout` once `WRIT_UPSTREAM_TIMEOUT_MS` has passed, whichever
+ * timer saw it first: the deadline's own, or the dispatcher's headers (or body) timeout, the same
+ * setting on undici's coarse timers (past 1 s they tick every half second and may fire up to a
+ * tick early, so they often win the race); else {@link upstreamFailure}.
+ */
+function sendFailure(error: unknown, deadline: AbortSignal): OAuthError {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (deadline.aborted || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return new GatewayTimeoutError(undefined, { reason: 'upstream_timeout' });
+  }
+  return upstreamFailure(error);
+}
+
 function upstreamFailure(error: unknown): OAuthError {
   // The gateway's own refusals (a failed credential refresh on the resend after a 401) keep their status and reason.
   if (error instanceof OAuthError) return error;
@@ -971,13 +986,7 @@ function upstreamFailure(error: unknown): OAuthError {
     });
   }
   const code = (error as { code?: string; name?: string }).code ?? (error as { name?: string }).name ?? 'unknown';
-  if (
-    code === 'UND_ERR_CONNECT_TIMEOUT' ||
-    code === 'UND_ERR_HEADERS_TIMEOUT' ||
-    code === 'UND_ERR_BODY_TIMEOUT' ||
-    code === 'TimeoutError' ||
-    code === 'AbortError'
-  ) {
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'TimeoutError' || code === 'AbortError') {
     return new GatewayTimeoutError(undefined, { reason: code });
   }
   return new BadGatewayError(undefined, { reason: code });
