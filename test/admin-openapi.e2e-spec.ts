@@ -1,6 +1,8 @@
 import { request as httpRequest } from 'node:http';
 import { createClientKey, jwksOf } from '@writ/testing';
+import { drainHttpApp } from '@writ/platform';
 import { createAdminApp } from '../apps/admin/src/admin.app';
+import { AgentsService } from '../apps/admin/src/agents/agents.service';
 import { http, sendJson, TestResponse } from './support/oauth-client';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 
@@ -23,6 +25,7 @@ const META = /^\/(docs|console)(\/|-json|-yaml|$)/;
 describe('admin API: the OpenAPI document against the live app', () => {
   let services: TestServices;
   let paths: Paths;
+  let schemas: Record<string, { properties?: Record<string, unknown>; required?: string[] }>;
   const auth = () => ({ authorization: `Bearer ${services.adminToken}` });
   /** Express's answer for a path no route matches (not a resource's 404). */
   const isRouteMiss = (response: TestResponse) => response.status === 404 && /^Cannot /.test(String(response.body?.error_description));
@@ -47,9 +50,51 @@ describe('admin API: the OpenAPI document against the live app', () => {
       ]);
   };
 
+  /**
+   * What an open GET endpoint (a probe, the scrape) answers besides its own, each documented and
+   * happening: a repeated single-valued header is a 400; a body (fetch sends none with a GET) is
+   * refused before the handler, an admin token first (401), then the body (400, 413, 415), and an
+   * empty JSON object is read and ignored.
+   */
+  const expectOpenEndpointRefusals = async (path: string, operation: Operation) => {
+    const target = `${services.adminUrl}${path}`;
+    const admin = { authorization: `Bearer ${services.adminToken}` };
+    const json = { ...admin, 'content-type': 'application/json' };
+    const answers: Array<[string, TestResponse, number, string]> = [
+      ['repeated Authorization', await rawGet(target, { authorization: [admin.authorization, admin.authorization] }), 400, 'invalid_request'],
+      ['body, no admin token', await rawGet(target, { 'content-type': 'application/json' }, '{}'), 401, 'unauthorized'],
+      ['a member', await rawGet(target, json, '{"a":1}'), 400, 'invalid_request'],
+      ['not JSON', await rawGet(target, json, '{"a":'), 400, 'invalid_request'],
+      ['text', await rawGet(target, { ...admin, 'content-type': 'text/plain' }, 'x'), 415, 'invalid_request'],
+      ['over 1 MiB', await rawGet(target, json, `"${'x'.repeat(1024 * 1024)}"`), 413, 'invalid_request'],
+    ];
+    for (const [label, response, status, error] of answers) {
+      expectDocumented('get', path, label, operation, response);
+      expect([path, label, response.status, response.body.error]).toEqual([path, label, status, error]);
+      // In one of the shapes documented for that status: every member it requires, none it does not list.
+      const schema = (operation.responses[String(status)] as { content: Record<string, { schema: { $ref?: string; oneOf?: Array<{ $ref: string }> } }> })
+        .content['application/json'].schema;
+      const shapes = (schema.oneOf ?? [schema]).map(({ $ref }) => schemas[String($ref).split('/').pop()!]);
+      const members = Object.keys(response.body as object);
+      const fits = shapes.some(
+        (shape) => (shape.required ?? []).every((member) => members.includes(member)) && members.every((member) => member in (shape.properties ?? {})),
+      );
+      expect([path, label, members, fits]).toEqual([path, label, members, true]);
+    }
+    expect((await rawGet(target, { ...admin, 'content-type': 'application/json' }, '{"a":1}')).body.fields).toEqual([
+      { field: 'body', message: 'this endpoint takes no body' },
+    ]);
+    expect((await rawGet(target, { 'content-type': 'application/json' }, '{}')).headers.get('www-authenticate')).toBe('Bearer realm="writ"');
+    const empty = await rawGet(target, json, '{}');
+    expectDocumented('get', path, 'empty body', operation, empty);
+    expect([path, empty.status]).toEqual([path, 200]);
+  };
+
   beforeAll(async () => {
     services = await startTestServices({ admin: createAdminApp });
-    paths = (await http(`${services.adminUrl}/docs-json`)).body.paths;
+    const document = (await http(`${services.adminUrl}/docs-json`)).body;
+    paths = document.paths;
+    schemas = document.components.schemas;
   });
   afterAll(() => services.close());
 
@@ -255,38 +300,121 @@ describe('admin API: the OpenAPI document against the live app', () => {
     } finally {
       await guarded.close();
     }
-    // A body (fetch sends none with a GET): refused before the scrape, an admin token first.
-    const withBody = (headers: Record<string, string>, body: string) => getWithBody(`${services.adminUrl}/metrics`, headers, body);
-    const admin = { authorization: `Bearer ${services.adminToken}` };
-    const answers: Array<[string, TestResponse, number, string]> = [
-      ['body, no admin token', await withBody({ 'content-type': 'application/json' }, '{}'), 401, 'unauthorized'],
-      ['a member', await withBody({ ...admin, 'content-type': 'application/json' }, '{"a":1}'), 400, 'invalid_request'],
-      ['not JSON', await withBody({ ...admin, 'content-type': 'application/json' }, '{"a":'), 400, 'invalid_request'],
-      ['text', await withBody({ ...admin, 'content-type': 'text/plain' }, 'x'), 415, 'invalid_request'],
-      ['over 1 MiB', await withBody({ ...admin, 'content-type': 'application/json' }, `"${'x'.repeat(1024 * 1024)}"`), 413, 'invalid_request'],
-    ];
-    for (const [label, response, status, error] of answers) {
-      expectDocumented('get', '/metrics', label, scrape, response);
-      expect([label, response.status, response.body.error]).toEqual([label, status, error]);
+    await expectOpenEndpointRefusals('/metrics', scrape);
+  });
+
+  it('documents every answer of GET /health/live and /health/ready, and each one happens', async () => {
+    const live = paths['/health/live'].get;
+    const ready = paths['/health/ready'].get;
+    for (const probe of [live, ready]) expect(Object.keys(probe.responses).sort()).toEqual(['200', '400', '401', '413', '415', '421', '429', '503']);
+    expect(Object.keys(live.responses['503'] as object)).not.toContain('headers');
+    expect(Object.keys((ready.responses['503'] as { headers: object }).headers)).toEqual(['Retry-After']);
+    const up = await http(`${services.adminUrl}/health/live`);
+    expectDocumented('get', '/health/live', 'up', live, up);
+    expect([up.status, up.body]).toEqual([200, { status: 'ok' }]);
+    const readied = await http(`${services.adminUrl}/health/ready`);
+    expectDocumented('get', '/health/ready', 'ready', ready, readied);
+    expect([readied.status, readied.body.status, readied.body.checks.database]).toEqual([200, 'ok', { status: 'up' }]);
+    // Liveness fails when the process cannot recover by itself (an embedded PostgreSQL given up on): no Retry-After, restart it.
+    const fatal = jest.spyOn(services.runtime, 'fatal').mockReturnValue('the embedded PostgreSQL exited and could not be restarted (5 attempts)');
+    try {
+      const down = await http(`${services.adminUrl}/health/live`);
+      expectDocumented('get', '/health/live', 'fatal', live, down);
+      expect([down.status, down.headers.get('retry-after'), down.body]).toEqual([
+        503,
+        null,
+        { status: 'down', reason: 'the embedded PostgreSQL exited and could not be restarted (5 attempts)' },
+      ]);
+    } finally {
+      fatal.mockRestore();
+    }
+    // Readiness names its failing check (its answer is reused for a second: wait that out first).
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const keys = jest.spyOn(services.runtime.signingKeys, 'activeKid').mockImplementation(() => {
+      throw new Error('no active signing key');
+    });
+    try {
+      const unready = await http(`${services.adminUrl}/health/ready`);
+      expectDocumented('get', '/health/ready', 'no key', ready, unready);
+      expect([unready.status, unready.headers.get('retry-after'), unready.body.status, unready.body.failing]).toEqual([
+        503,
+        '5',
+        'unavailable',
+        ['signing_keys'],
+      ]);
+      expect(unready.body.checks.signing_keys).toEqual({ status: 'down', reason: 'no active signing key is loaded' });
+    } finally {
+      keys.mockRestore();
+      // Its answer is reused for a second: let it pass before the next probe.
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+    }
+    // While draining (another instance, one request held in flight so that the drain lasts).
+    const stopping = await startSecondInstance(services, { admin: createAdminApp });
+    try {
+      const app = stopping.apps[stopping.apps.length - 1];
+      let release: () => void = () => undefined;
+      let entered: () => void = () => undefined;
+      const inFlight = new Promise<void>((resolve) => (entered = resolve));
+      jest.spyOn(app.get(AgentsService), 'list').mockImplementationOnce(() => {
+        entered();
+        return new Promise((resolve) => (release = () => resolve({ items: [], next_cursor: null })));
+      });
+      const held = http(`${stopping.adminUrl}/v1/agents`, { headers: { authorization: `Bearer ${stopping.adminToken}` } });
+      await inFlight;
+      const drained = drainHttpApp(app, 10_000);
+      const draining = await rawGet(`${stopping.adminUrl}/health/ready`, { connection: 'close' });
+      expectDocumented('get', '/health/ready', 'draining', ready, draining);
+      expect([draining.status, draining.headers.get('retry-after'), draining.body.failing]).toEqual([503, '1', ['draining']]);
+      const stillLive = await rawGet(`${stopping.adminUrl}/health/live`, { connection: 'close' });
+      expect(stillLive.status).toBe(200);
+      release();
+      expect((await held).status).toBe(200);
+      expect(await drained).toBe(true);
+    } finally {
+      await stopping.close();
+    }
+    // A foreign Host: answered on the exact path; a path Express routes here all the same, spelled otherwise, is checked.
+    for (const [path, probe] of [
+      ['/health/live', live],
+      ['/health/ready', ready],
+    ] as const) {
+      const exact = await rawGet(`${services.adminUrl}${path}`, { host: 'rebound.attacker.example' });
+      expectDocumented('get', path, 'foreign Host', probe, exact);
+      expect([path, exact.status]).toEqual([path, 200]);
+      for (const spelling of [`${path}/`, path.toUpperCase()]) {
+        // The same probe (not a route miss) with a Host this service answers for.
+        const routed = await http(`${services.adminUrl}${spelling}`);
+        expect([spelling, routed.status, routed.body.status]).toEqual([spelling, 200, 'ok']);
+        const misdirected = await rawGet(`${services.adminUrl}${spelling}`, { host: 'rebound.attacker.example' });
+        expectDocumented('get', path, `foreign Host, ${spelling}`, probe, misdirected);
+        expect([spelling, misdirected.status, misdirected.body.error]).toEqual([spelling, 421, 'misdirected_request']);
+        const malformed = await rawGet(`${services.adminUrl}${spelling}`, { host: 'user@admin.example.com' });
+        expectDocumented('get', path, `malformed Host, ${spelling}`, probe, malformed);
+        expect([spelling, malformed.status, malformed.body.error]).toEqual([spelling, 400, 'invalid_request']);
+      }
+      await expectOpenEndpointRefusals(path, probe);
     }
   });
 
-  it('answers GET /metrics with a body and no admin token 429 once the address has failed too often, as documented', async () => {
+  it('answers the open endpoints with a body and no admin token 429 once the address has failed too often, as documented', async () => {
     // Its own database: the address's failed authentications are counted across instances.
     const throttled = await startTestServices({ admin: createAdminApp, env: { WRIT_THROTTLE_SOURCE_FAILURES: '2', WRIT_THROTTLE_CLIENT_FAILURES: '2' } });
     try {
-      const scrape = (await http(`${throttled.adminUrl}/docs-json`)).body.paths['/metrics'].get as Operation;
+      const document = (await http(`${throttled.adminUrl}/docs-json`)).body.paths as Paths;
       const statuses: number[] = [];
-      for (let attempt = 0; attempt < 5; attempt += 1) {
-        const response = await getWithBody(`${throttled.adminUrl}/metrics`, { 'content-type': 'application/json' }, '{}');
-        expectDocumented('get', '/metrics', `attempt ${attempt}`, scrape, response);
-        statuses.push(response.status);
-        if (response.status === 429) expect(response.headers.get('retry-after')).toMatch(/^[0-9]+$/);
+      for (const path of ['/metrics', '/health/live', '/health/ready']) {
+        for (let attempt = 0; attempt < 3; attempt += 1) {
+          const response = await rawGet(`${throttled.adminUrl}${path}`, { 'content-type': 'application/json' }, '{}');
+          expectDocumented('get', path, `attempt ${attempt}`, document[path].get, response);
+          statuses.push(response.status);
+          if (response.status === 429) expect(response.headers.get('retry-after')).toMatch(/^[0-9]+$/);
+        }
+        expect([path, statuses.at(-1)]).toEqual([path, 429]);
       }
       expect(statuses.slice(0, 2)).toEqual([401, 401]);
-      expect(statuses.at(-1)).toBe(429);
-      // Without a body, the scrape is the metrics token's (unset here), not the admin's: still served.
-      expect((await http(`${throttled.adminUrl}/metrics`)).status).toBe(200);
+      // Without a body, the scrape is the metrics token's (unset here) and the probes are open: still served.
+      for (const path of ['/metrics', '/health/live', '/health/ready'])
+        expect([path, (await http(`${throttled.adminUrl}${path}`)).status]).toEqual([path, 200]);
     } finally {
       await throttled.close();
     }
@@ -401,17 +529,20 @@ describe('admin API: the OpenAPI document against the live app', () => {
   });
 });
 
-/** A `GET` with a body (which `fetch` refuses to send), its answer read whole, as JSON when it is JSON. */
-function getWithBody(target: string, headers: Record<string, string>, body: string): Promise<TestResponse> {
+/**
+ * A `GET` sent as given, which `fetch` refuses to: with a body, a repeated header (an array
+ * value) or another `Host`. Its answer is read whole, as JSON when it is JSON.
+ */
+function rawGet(target: string, headers: Record<string, string | string[]>, body?: string): Promise<TestResponse> {
   return new Promise<TestResponse>((resolve, reject) => {
     const url = new URL(target);
     const req = httpRequest(
       {
         host: url.hostname,
         port: url.port,
-        path: url.pathname,
+        path: `${url.pathname}${url.search}`,
         method: 'GET',
-        headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+        headers: { ...headers, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) },
         agent: false,
       },
       (res) => {
