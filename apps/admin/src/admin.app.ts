@@ -195,7 +195,7 @@ const CHECKS_SCHEMA = {
 /**
  * Documents `GET /health/live` and `GET /health/ready` as `HealthController` (libs/platform,
  * which declares no OpenAPI) and the in-flight gate answer them: liveness `200`, or `503`
- * (no `Retry-After`: only a restart helps) when the process cannot recover by itself;
+ * (with `Retry-After: 30`: only a restart helps) when the process cannot recover by itself;
  * readiness `200` with its checks, or `503` with `Retry-After` naming the failing checks (`5`),
  * or `draining` (`1`) while the service shuts down. Neither is ever shed. Besides, the refusals of
  * every open endpoint ({@link openEndpointRefusals}); the `421` is added by
@@ -218,6 +218,7 @@ function documentHealth(document: OpenAPIObject): void {
     ...openEndpointRefusals('probe', otherSpelling),
     '503': {
       description: 'the process cannot recover by itself (restart it): `{"status":"down","reason"}`, e.g. the embedded PostgreSQL could not be restarted',
+      headers: { 'Retry-After': { description: 'seconds (30): about the time a restart takes; waiting alone does not help', schema: { type: 'integer' } } },
       content: {
         'application/json': {
           schema: {

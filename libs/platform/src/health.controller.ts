@@ -5,6 +5,9 @@ import { PolicySync, type StoredPolicyRefusal } from './policy-distribution';
 import { RUNTIME } from './runtime.module';
 import type { Runtime } from './runtime';
 
+/** A failing liveness's `Retry-After` (seconds): waiting alone does not help, a restart does, and takes about this long. */
+const LIVENESS_RETRY_AFTER_SECONDS = '30';
+
 /** One readiness check's result. */
 interface CheckResult {
   status: 'up' | 'down';
@@ -86,11 +89,15 @@ export class HealthController {
     }
   }
 
-  /** Liveness: 503 only when the process cannot recover by itself (restart it). */
+  /**
+   * Liveness: 503 only when the process cannot recover by itself (restart it). With
+   * `Retry-After` as every 503 of Writ: about the time a supervisor takes to restart a process.
+   */
   @Get('live')
   live(@Res() res: Response): void {
     const fatal = this.runtime.fatal?.();
     if (fatal) {
+      res.setHeader('Retry-After', LIVENESS_RETRY_AFTER_SECONDS);
       res.status(503).json({ status: 'down', reason: fatal });
       return;
     }
