@@ -36,8 +36,12 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
         {
           provide: UpstreamCredentials,
           useFactory: (runtime: Runtime, dispatcher: Dispatcher, accounts: ConnectedAccounts) =>
-            new UpstreamCredentials(runtime.masterKey, dispatcher, accounts, (connectorId, reason) =>
-              runtime.metrics?.upstreamTokenDeferred(connectorId, reason),
+            new UpstreamCredentials(
+              runtime.masterKey,
+              dispatcher,
+              accounts,
+              (connectorId, reason) => runtime.metrics?.upstreamTokenDeferred(connectorId, reason),
+              (connectorId) => runtime.metrics?.accountRefreshDeferred(connectorId),
             ),
           inject: [RUNTIME, UPSTREAM_DISPATCHER, ConnectedAccounts],
         },

@@ -218,8 +218,6 @@ export class ConnectedAccounts {
     private readonly callbackUrl: string,
     /** Base of connect link URLs (`<issuer>/connect/`). */
     private readonly linkBase: string,
-    /** Told of each call refused because its account's refresh is backing off (a metric: no audit event per call). */
-    private readonly onRefreshDeferred: (connectorId: string) => void = () => undefined,
     /** Told of each call sent with its account's current token, unrefreshed (see {@link AccountAccessToken}): a metric. */
     private readonly onUnrefreshedToken: (connectorId: string, why: 'failed' | 'deferred') => void = () => undefined,
   ) {}
@@ -523,7 +521,7 @@ export class ConnectedAccounts {
         // The last attempt (maybe the one waited for) failed transiently: the provider is not
         // asked again before its backoff is over (the claim checks it again, atomically).
         if (usableMeanwhile) return { token: tokens.access_token, unrefreshed: 'deferred' };
-        this.onRefreshDeferred(row.connector_id);
+        // Counted by the gateway where the call's refusal is final (a call may be checked twice).
         throw this.refreshBackingOff(row);
       } else if (waitedOn !== null && row.lease_holder === null) {
         // The refresh waited for ended without new tokens, and not in a broken connection: the provider was unavailable.
@@ -583,7 +581,11 @@ export class ConnectedAccounts {
     );
   }
 
-  /** The last refresh failed transiently, less than its backoff ago: the provider is not asked again before it is over. */
+  /**
+   * The last refresh failed transiently, less than its backoff ago: the provider is not asked
+   * again before it is over. Code `refresh_backoff` is only this refusal, made without asking
+   * the provider (what `writ_account_refresh_deferred_total` counts, once per call, in the gateway).
+   */
   private refreshBackingOff(row: LeasedAccountRow): ConnectedAccountError {
     return new ConnectedAccountError(
       'refresh_backoff',

@@ -329,7 +329,8 @@ export class WritMetrics {
   /**
    * A call was refused (503) without asking the provider: its connected account's refresh is
    * backing off after a transient failure. Counted, not audited (one `connection.refresh_failed`
-   * per attempt). `connectorId` is a connector of the catalogue (the account's), never the caller's text.
+   * per attempt), once per call where its refusal is final (the gateway may check a call twice).
+   * `connectorId` is a connector of the catalogue (the account's), never the caller's text.
    */
   accountRefreshDeferred(connectorId: string): void {
     this.refreshDeferred.inc({ connector: label(connectorId) });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { Agent } from 'undici';
-import { ConnectedAccounts } from '@writ/accounts';
+import { ConnectedAccountError, ConnectedAccounts } from '@writ/accounts';
 import { loadConfig } from '@writ/config';
 import { createUpstreamDispatcher, sealCredential } from '@writ/connectors';
 import { MasterKey } from '@writ/keys';
@@ -490,5 +490,59 @@ describe('UpstreamCredentials: oauth2_client_credentials single flight', () => {
     expect(failures(await concurrently(3)).map((error) => error.reason)).toEqual(new Array(3).fill('upstream_token_retry_after'));
     expect(deferred).toEqual(new Array(3).fill('chat:retry_after'));
     expect(endpoint.requests).toBe(1);
+  });
+});
+
+describe('UpstreamCredentials: oauth2_authorization_code refusals', () => {
+  const master = new MasterKey(randomBytes(32));
+  const baseUrl = 'https://code.example';
+  const credential = {
+    type: 'oauth2_authorization_code' as const,
+    authorization_url: 'https://code.example/oauth/authorize',
+    token_url: 'https://code.example/oauth/token',
+    client_id: 'writ',
+    client_secret: CLIENT_SECRET,
+    scopes: ['repo'],
+  };
+  const { sealed: bytes, fingerprint, type } = sealCredential(master, 'codehost', baseUrl, credential);
+  const sealed: SealedCredential = {
+    connectorId: 'codehost',
+    baseUrl,
+    type,
+    sealed: bytes,
+    fingerprint,
+    user: { issuer: 'https://idp.example', subject: 'u1' },
+  };
+
+  it('counts a call refused for its refresh backoff where its refusal is final (refused), once however often it was checked', async () => {
+    const counted: string[] = [];
+    const accounts = {
+      accessToken: () =>
+        Promise.reject(new ConnectedAccountError('refresh_backoff', 'the upstream token endpoint of codehost was unavailable at the last refresh', 503, 4)),
+    } as unknown as ConnectedAccounts;
+    const credentials = new UpstreamCredentials(master, {} as Agent, accounts, undefined, (connectorId) => counted.push(connectorId));
+    // Checked twice (on remembered, then on fresh state), as the proxy may: nothing counted yet.
+    const errors = await Promise.all([
+      credentials.headerFor(sealed).catch((error: unknown) => error),
+      credentials.headerFor(sealed).catch((error: unknown) => error),
+    ]);
+    for (const error of errors) expect(error).toMatchObject({ status: 503, retryAfterSeconds: 4, reason: 'refresh_backoff' });
+    expect(counted).toEqual([]);
+    credentials.refused(errors[1]);
+    expect(counted).toEqual(['codehost']);
+  });
+
+  it('does not count other refusals of a connected account (an outage of the provider, a broken connection)', async () => {
+    const counted: string[] = [];
+    const outcomes = [
+      new ConnectedAccountError('upstream_unavailable', 'the upstream token endpoint is unavailable', 503, 5),
+      new ConnectedAccountError('connection_broken', 'broken'),
+    ];
+    for (const refusal of outcomes) {
+      const accounts = { accessToken: () => Promise.reject(refusal) } as unknown as ConnectedAccounts;
+      const credentials = new UpstreamCredentials(master, {} as Agent, accounts, undefined, (connectorId) => counted.push(connectorId));
+      credentials.refused(await credentials.headerFor(sealed).catch((error: unknown) => error));
+    }
+    expect(counted).toEqual([]);
   });
 });

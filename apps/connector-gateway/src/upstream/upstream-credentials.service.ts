@@ -44,6 +44,9 @@ export interface CredentialHeader {
 /** Told of each call answered `503` without asking a client-credentials token endpoint that is backing off (a metric). */
 export type TokenFetchDeferred = (connectorId: string, why: 'backoff' | 'retry_after') => void;
 
+/** Told of each call answered `503` without asking the provider because its connected account's refresh is backing off (a metric). */
+export type AccountRefreshDeferred = (connectorId: string) => void;
+
 interface CachedToken {
   value: string;
   refreshAt: number;
@@ -102,6 +105,7 @@ export class UpstreamCredentials {
     @Inject(UPSTREAM_DISPATCHER) private readonly dispatcher: Dispatcher,
     private readonly accounts: ConnectedAccounts,
     private readonly onFetchDeferred: TokenFetchDeferred = () => undefined,
+    private readonly onRefreshDeferred: AccountRefreshDeferred = () => undefined,
   ) {}
 
   /**
@@ -153,6 +157,10 @@ export class UpstreamCredentials {
     } catch (error) {
       if (!(error instanceof ConnectedAccountError)) throw error;
       if (error.status === 503) {
+        // The refresh backs off (the provider not asked): counted where the call's refusal is final, see refused().
+        if (error.code === 'refresh_backoff' && error.retryAfterSeconds !== undefined) {
+          throw new AccountRefreshDeferredError(sealed.connectorId, error.retryAfterSeconds, `${error.message}: nothing was sent`, error.code);
+        }
         throw error.retryAfterSeconds !== undefined
           ? new RetryLaterError(error.retryAfterSeconds, `${error.message}: nothing was sent`, { reason: error.code })
           : new TemporarilyUnavailableError(`${error.message}: nothing was sent`, { reason: error.code });
@@ -319,11 +327,13 @@ export class UpstreamCredentials {
 
   /**
    * A call was answered with `error` in the end (after any re-check of the call): counted when
-   * its token endpoint was not asked because it backs off or its `Retry-After` lasts (once per
-   * call, however many times the call was checked).
+   * its token endpoint was not asked because it backs off or its `Retry-After` lasts, or because
+   * its connected account's refresh backs off (once per call, however many times the call was
+   * checked).
    */
   refused(error: unknown): void {
     if (error instanceof TokenFetchDeferredError) this.onFetchDeferred(error.connectorId, error.why);
+    else if (error instanceof AccountRefreshDeferredError) this.onRefreshDeferred(error.connectorId);
   }
 
   /** `deferred`: this call did not ask the endpoint (its earlier answer is heeded). */
@@ -420,6 +430,18 @@ class TokenFetchDeferredError extends RetryLaterError {
   constructor(
     readonly connectorId: string,
     readonly why: 'backoff' | 'retry_after',
+    seconds: number,
+    description: string,
+    reason: string,
+  ) {
+    super(seconds, description, { reason });
+  }
+}
+
+/** A call refused without asking the provider, its connected account's refresh backing off (see {@link UpstreamCredentials.refused}). */
+class AccountRefreshDeferredError extends RetryLaterError {
+  constructor(
+    readonly connectorId: string,
     seconds: number,
     description: string,
     reason: string,
