@@ -212,21 +212,30 @@ describe('connected accounts: the refresh lease', () => {
     provider.release();
   });
 
-  /** A connected account for `subject` whose access token expires in `expiresIn` seconds (negative: expired). */
-  async function connected(subject: string, expiresIn: number): Promise<{ id: string; accessToken: string; refreshToken: string }> {
+  /**
+   * A connected account for `subject` whose access token expires in `expiresIn` seconds
+   * (negative: expired); `refreshToken: false`, as a provider that issued none (its refresh
+   * token then exists at the provider only, never stored).
+   */
+  async function connected(
+    subject: string,
+    expiresIn: number,
+    options: { refreshToken?: boolean } = {},
+  ): Promise<{ id: string; accessToken: string; refreshToken: string }> {
     const accessToken = `at_${subject}_${randomUUID()}`;
     const refreshToken = `rt_${subject}_${randomUUID()}`;
     provider.grant(subject, accessToken, refreshToken);
     const id = randomUUID();
+    const tokens = options.refreshToken === false ? { access_token: accessToken } : { access_token: accessToken, refresh_token: refreshToken };
     await pool.query(
       `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at)
        VALUES ($1, 'codehost', $2, $3, 'active', '{repo:read}', $4, now() + make_interval(secs => $5))`,
-      [id, IDP, subject, sealFor(subject, { access_token: accessToken, refresh_token: refreshToken }), expiresIn],
+      [id, IDP, subject, sealFor(subject, tokens), expiresIn],
     );
     return { id, accessToken, refreshToken };
   }
 
-  function sealFor(subject: string, tokens: { access_token: string; refresh_token: string }): Buffer {
+  function sealFor(subject: string, tokens: { access_token: string; refresh_token?: string }): Buffer {
     return first.runtime.masterKey.seal(JSON.stringify(tokens), accountSealContext('codehost', tokenUrl, { issuer: IDP, subject }));
   }
 
@@ -777,6 +786,116 @@ describe('connected accounts: the refresh lease', () => {
       expect(response.status).toBe(403);
       expect(response.body.error).toBe('connection_required');
       expect(await stored('near-expiry-revoked')).toMatchObject({ status: 'broken' });
+    });
+  });
+  describe('a token without a refresh token: used until it expires, then the user connects again', () => {
+    const failedEvents = async (id: string) =>
+      (
+        await pool.query<{ outcome: string; data: Record<string, unknown> }>(
+          `SELECT outcome, data FROM audit_events WHERE type = 'connection.refresh_failed' AND data->>'connection_id' = $1 ORDER BY seq`,
+          [id],
+        )
+      ).rows;
+    const brokenError = async (id: string) =>
+      (await pool.query<{ broken_error: string | null }>(`SELECT broken_error FROM connected_accounts WHERE id = $1`, [id])).rows[0]?.broken_error;
+
+    it('the token 10 s from expiry (inside the refresh margin): 8 parallel calls on two instances, then 4 more, forwarded with it; still active', async () => {
+      const account = await connected('no-rt-near-expiry', 10, { refreshToken: false });
+      const credential = await credentialFor('no-rt-near-expiry');
+      const before = provider.refreshRequests;
+      const apiCalls = provider.apiTokens.length;
+      const responses = [...(await inParallel(credential, 8)), ...(await inSequence(credential, 4))];
+      expect(responses.map((response) => response.status)).toEqual(new Array(12).fill(200));
+      for (const response of responses) expect(response.body).toEqual({ account: 'no-rt-near-expiry' });
+      expect(provider.apiTokens.slice(apiCalls)).toEqual(new Array(12).fill(account.accessToken));
+      // Nothing to refresh with: the provider is never asked, and nothing is marked or audited as failed.
+      expect(provider.refreshRequests).toBe(before);
+      expect(await stored('no-rt-near-expiry')).toMatchObject({ status: 'active', refresh_lease_holder: null });
+      expect(await failedEvents(account.id)).toEqual([]);
+    });
+
+    it.each([
+      ['expired', -5],
+      ['1 s from expiry (inside the 2 s safety margin)', 1],
+    ])('the token %s: 8 parallel calls on two instances refused 403, the connection broken once, one event, nothing sent', async (_name, expiresIn) => {
+      const subject = `no-rt-expired-${expiresIn}`;
+      const account = await connected(subject, expiresIn, { refreshToken: false });
+      const credential = await credentialFor(subject);
+      const before = provider.refreshRequests;
+      const apiCalls = provider.apiTokens.length;
+      const responses = [...(await inParallel(credential, 8)), ...(await inSequence(credential, 2))];
+      for (const response of responses) {
+        expect(response.status).toBe(403);
+        expect(response.body.error).toBe('connection_required');
+        expect(response.body.error_description).toMatch(/is broken \(expired and no refresh token was issued\): the user must connect again/);
+      }
+      expect(provider.apiTokens.length).toBe(apiCalls);
+      expect(provider.refreshRequests).toBe(before);
+      expect(await stored(subject)).toMatchObject({ status: 'broken', refresh_lease_holder: null });
+      expect(await brokenError(account.id)).toBe('expired and no refresh token was issued');
+      // Exactly one event for the change, whichever call on whichever instance made it.
+      expect(await failedEvents(account.id)).toEqual([
+        { outcome: 'failure', data: expect.objectContaining({ status: 'broken', error: 'expired and no refresh token was issued' }) },
+      ]);
+      expect(JSON.stringify(await failedEvents(account.id))).not.toContain(account.accessToken);
+    });
+
+    it('the upstream refusing the token (401) before its expiry: the connection broken once, 403, nothing refreshed', async () => {
+      const account = await connected('no-rt-refused', 3600, { refreshToken: false });
+      const credential = await credentialFor('no-rt-refused');
+      provider.refusesEveryToken = true;
+      const before = provider.refreshRequests;
+      const apiCalls = provider.apiTokens.length;
+      const responses = await inParallel(credential, 8);
+      for (const response of responses) {
+        expect(response.status).toBe(403);
+        expect(response.body.error).toBe('connection_required');
+      }
+      // Each call sent the token once at most (none after the connection broke), and none again.
+      expect(provider.apiTokens.slice(apiCalls).every((token) => token === account.accessToken)).toBe(true);
+      expect(provider.apiTokens.length - apiCalls).toBeLessThanOrEqual(8);
+      expect(provider.refreshRequests).toBe(before);
+      expect(await stored('no-rt-refused')).toMatchObject({ status: 'broken', refresh_lease_holder: null });
+      expect(await failedEvents(account.id)).toEqual([
+        {
+          outcome: 'failure',
+          data: expect.objectContaining({ status: 'broken', error: 'the upstream refused the access token and no refresh token was issued' }),
+        },
+      ]);
+    });
+
+    it('a reconnect with a fresh token between the read and the marking is not broken', async () => {
+      const account = await connected('no-rt-reconnected', -5, { refreshToken: false });
+      const credential = await credentialFor('no-rt-reconnected');
+      // Connected again (new tokens, a new expiry) after the gateway read the expired token: its marking finds other tokens.
+      // The second gateway's ConnectedAccounts.
+      const accounts: { markUnrefreshable: (...args: unknown[]) => Promise<unknown> } = Object(
+        second.apps[second.apps.length - 1].get<ConnectedAccounts>(ConnectedAccounts, { strict: false }),
+      );
+      const mark = accounts.markUnrefreshable;
+      const fresh = `at_no-rt-reconnected_${randomUUID()}`;
+      provider.grant('no-rt-reconnected', fresh, `rt_unused_${randomUUID()}`);
+      let interleaved = false;
+      accounts.markUnrefreshable = async function (this: unknown, ...args: unknown[]) {
+        if (!interleaved) {
+          interleaved = true;
+          await pool.query(`UPDATE connected_accounts SET tokens_sealed = $2, access_expires_at = now() + interval '1 hour' WHERE id = $1`, [
+            account.id,
+            sealFor('no-rt-reconnected', { access_token: fresh }),
+          ]);
+        }
+        return mark.apply(this, args);
+      };
+      try {
+        const response = await callMe(credential, secondGateway());
+        expect(interleaved).toBe(true);
+        expect(response.status).toBe(200);
+        expect(provider.apiTokens[provider.apiTokens.length - 1]).toBe(fresh);
+        expect(await stored('no-rt-reconnected')).toMatchObject({ status: 'active' });
+        expect(await failedEvents(account.id)).toEqual([]);
+      } finally {
+        accounts.markUnrefreshable = mark;
+      }
     });
   });
   describe('backoff after transient refresh failures: an outage is not one provider request and one audit event per call', () => {

@@ -205,7 +205,8 @@ export function accountSealContext(connectorId: string, tokenUrl: string, user: 
  * upstream tokens sealed per (connector, user), refresh single-flight across instances (a lease
  * on the account row, no transaction open across the upstream call, rotation stored only while
  * the lease is held), `broken` when
- * the upstream refuses a refresh, and upstream revocation on disconnect. Every step is an
+ * the upstream refuses a refresh (or a token without a refresh token expires or is refused),
+ * and upstream revocation on disconnect. Every step is an
  * audit event without tokens.
  */
 export class ConnectedAccounts {
@@ -450,8 +451,9 @@ export class ConnectedAccounts {
    * instances a lease on the account row (see {@link refreshLeased}), never a row lock held
    * across the upstream call. A token due for its refresh but not expired (more than
    * {@link STILL_USABLE_SECONDS} left) and not `rejected` is used as it is when the refresh
-   * fails transiently or is backing off: only an expired (or refused, or revoked) token fails
-   * the call.
+   * fails transiently or is backing off, or when there is no refresh token to refresh it with:
+   * only an expired (or refused, or revoked) token fails the call, and without a refresh token
+   * it breaks the connection.
    */
   async accessToken(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<AccountAccessToken> {
     const row = this.usable(await this.readAccount(connectorId, user), connectorId);
@@ -494,7 +496,8 @@ export class ConnectedAccounts {
    * reach the provider is the waiters' 503 too, never a second refresh on their part. Whatever
    * stops the refresh for now (a live lease, the backoff, the provider's transient failure), a
    * current token that is not `rejected` and has more than {@link STILL_USABLE_SECONDS} left
-   * is used for the call.
+   * is used for the call. So is such a token of a connection without a refresh token, whose
+   * expiry (or refusal) breaks the connection instead (see {@link markUnrefreshable}).
    */
   private async refreshLeased(connectorId: string, credential: OAuth2AuthorizationCode, user: VerifiedUser, rejected?: string): Promise<AccountAccessToken> {
     const holder = randomUUID();
@@ -506,6 +509,17 @@ export class ConnectedAccounts {
       const tokens = this.open(row, credential, user);
       if (tokens.access_token !== rejected && !this.expiring(row)) return { token: tokens.access_token };
       const usableMeanwhile = tokens.access_token !== rejected && row.access_valid;
+      if (!tokens.refresh_token) {
+        // Nothing to refresh with (the provider issued no refresh token): the token is used until
+        // it expires (more than STILL_USABLE_SECONDS left) or the upstream refuses it; then the
+        // user must connect again. Decided, and marked, in one statement by PostgreSQL's clock.
+        if (usableMeanwhile) return { token: tokens.access_token };
+        await this.markUnrefreshable(row, user, tokens.access_token === rejected);
+        // Not marked: the connection changed since it was read (broken by another caller, or
+        // connected again): read again, and answer as it is now.
+        if (Date.now() < deadline) continue;
+        throw new ConnectedAccountError('upstream_unavailable', 'the connection changed while it was being read: try again', 503);
+      }
       // Asked for only because the upstream refused the token (it is not expiring): at most one
       // such refresh per MIN_UPSTREAM_REFRESH_INTERVAL_SECONDS, by PostgreSQL's clock (the claim
       // checks it again, atomically). An upstream refusing every token would otherwise make each
@@ -650,6 +664,8 @@ export class ConnectedAccounts {
     rejected: string | undefined,
   ): Promise<AccountAccessToken> {
     const tokens = this.open(row, credential, user);
+    // Not reached (the lease is claimed only for tokens read with a refresh token, see
+    // refreshLeased); without one there is nothing to refresh with: fail closed.
     if (!tokens.refresh_token) return this.markBroken(row, holder, user, 'expired and no refresh token was issued');
     let fresh: UpstreamTokenSet;
     try {
@@ -790,6 +806,36 @@ export class ConnectedAccounts {
     if (!current) throw this.noConnection(row.connector_id);
     this.usable(current, row.connector_id);
     throw new ConnectedAccountError('upstream_unavailable', 'the connection changed during its refresh: try again', 503);
+  }
+
+  /**
+   * A connection without a refresh token whose access token has expired (
+   * {@link STILL_USABLE_SECONDS} or less left) or was `refused` by the upstream (`401`): marked
+   * broken, with its event, in one statement that checks the expiry by PostgreSQL's clock on
+   * the same, still active connection holding the tokens read; then the call is refused. Of
+   * parallel calls on every instance exactly one marks it (the others find it broken). Resolves
+   * (nothing written) when the connection changed since it was read.
+   */
+  private async markUnrefreshable(row: LeasedAccountRow, user: VerifiedUser, refused: boolean): Promise<void> {
+    const error = refused ? 'the upstream refused the access token and no refresh token was issued' : 'expired and no refresh token was issued';
+    const { result: marked } = await this.audit.recordWith(
+      async (tx) =>
+        (
+          await tx.query(
+            `UPDATE connected_accounts SET status = 'broken', broken_error = $3, refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, updated_at = now()
+              WHERE id = $1 AND status = 'active' AND tokens_sealed = $2
+                AND ($4::boolean OR (access_expires_at IS NOT NULL AND access_expires_at <= now() + make_interval(secs => $5)))`,
+            [row.id, row.tokens_sealed, error, refused, STILL_USABLE_SECONDS],
+          )
+        ).rowCount === 1,
+      (updated) =>
+        updated
+          ? [this.event('connection.refresh_failed', 'failure', REFRESHER, row.connector_id, user, { connection_id: row.id, error, status: 'broken' })]
+          : [],
+    );
+    if (marked) {
+      throw new ConnectedAccountError('connection_broken', `the user's connection to ${row.connector_id} is broken (${error}): the user must connect again`);
+    }
   }
 
   /**
