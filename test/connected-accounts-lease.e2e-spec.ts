@@ -733,6 +733,31 @@ describe('connected accounts: the refresh lease', () => {
       expect((await undocumentedEventMembers(pool)).filter((entry) => /^(gateway\.call|connection\.refresh_failed)\b/.test(entry))).toEqual([]);
     });
 
+    it('a call checked with the token, then refused (its credential revoked, seen where it is spent): not counted as sent', async () => {
+      await connected('unrefreshed-revoked', 10);
+      const credential = await credentialFor('unrefreshed-revoked');
+      provider.mode = 'unavailable';
+      provider.unavailableStatus = 500;
+      const failedBefore = await unrefreshed('failed');
+      // Sent with the token (its refresh failed): counted once, and the gateway now remembers the credential.
+      expect((await callMe(credential)).status).toBe(200);
+      expect((await unrefreshed('failed')) - failedBefore).toBe(1);
+      const deferredBefore = await unrefreshed('deferred');
+      const apiCalls = provider.apiTokens.length;
+      // Revoked in PostgreSQL: the remembered state passes the check (the token chosen, deferred),
+      // the spending statement finds it revoked, and the call, checked again, is refused unsent.
+      const jti = (JSON.parse(Buffer.from(credential.split('.')[1], 'base64url').toString()) as { jti: string }).jti;
+      await pool.query('UPDATE access_tokens SET revoked_at = now() WHERE jti = $1', [jti]);
+      const refused = await callMe(credential);
+      expect(refused.status).toBe(401);
+      expect(provider.apiTokens.length).toBe(apiCalls);
+      expect((await unrefreshed('deferred')) - deferredBefore).toBe(0);
+      expect((await callEvents(credential)).map((event) => [event.outcome, event.data.upstream_token_unrefreshed])).toEqual([
+        ['success', 'failed'],
+        ['denied', undefined],
+      ]);
+    });
+
     it('provider 500, the token expired: 503 with Retry-After, nothing forwarded, as before', async () => {
       const account = await connected('expired-down', -5);
       provider.mode = 'unavailable';
@@ -766,9 +791,15 @@ describe('connected accounts: the refresh lease', () => {
       provider.unavailableStatus = 500;
       const before = provider.refreshRequests;
       const apiCalls = provider.apiTokens.length;
+      const countedBefore = (await unrefreshed('failed')) + (await unrefreshed('deferred'));
       const responses = await inParallel(credential, 8);
       expect(responses.map((response) => response.status)).toEqual(new Array(8).fill(200));
       expect(provider.apiTokens.slice(apiCalls)).toEqual(new Array(8).fill(account.accessToken));
+      // Each call sent unrefreshed counted once, as its event says (a call that met the live lease
+      // of another is sent with the token too, not due to a failure: neither flagged nor counted).
+      const flagged = (await callEvents(credential)).filter((event) => event.data.upstream_token_unrefreshed !== undefined);
+      expect(flagged.length).toBeGreaterThanOrEqual(1);
+      expect((await unrefreshed('failed')) + (await unrefreshed('deferred')) - countedBefore).toBe(flagged.length);
       // The lease and the backoff: one attempt between every caller, on both instances.
       expect(provider.refreshRequests).toBe(before + 1);
       expect(await failedEvents(account.id)).toHaveLength(1);

@@ -42,6 +42,7 @@ export class ConnectorGatewayModule implements OnApplicationShutdown {
               accounts,
               (connectorId, reason) => runtime.metrics?.upstreamTokenDeferred(connectorId, reason),
               (connectorId) => runtime.metrics?.accountRefreshDeferred(connectorId),
+              (connectorId, reason) => runtime.metrics?.accountTokenUnrefreshed(connectorId, reason),
             ),
           inject: [RUNTIME, UPSTREAM_DISPATCHER, ConnectedAccounts],
         },

@@ -22,7 +22,6 @@ export function connectedAccountsProvider(dispatcher: symbol): FactoryProvider<C
         new UpstreamOAuthClient(upstream),
         connectCallbackUrl(runtime.config.issuer),
         `${runtime.config.issuer}/connect/`,
-        (connectorId, reason) => runtime.metrics?.accountTokenUnrefreshed(connectorId, reason),
       ),
     inject: [RUNTIME, dispatcher],
   };

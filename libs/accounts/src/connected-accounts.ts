@@ -219,8 +219,6 @@ export class ConnectedAccounts {
     private readonly callbackUrl: string,
     /** Base of connect link URLs (`<issuer>/connect/`). */
     private readonly linkBase: string,
-    /** Told of each call sent with its account's current token, unrefreshed (see {@link AccountAccessToken}): a metric. */
-    private readonly onUnrefreshedToken: (connectorId: string, why: 'failed' | 'deferred') => void = () => undefined,
   ) {}
 
   /** The refresh running in this process per account: concurrent callers share it. */
@@ -459,9 +457,8 @@ export class ConnectedAccounts {
     const row = this.usable(await this.readAccount(connectorId, user), connectorId);
     const tokens = this.open(row, credential, user);
     if (tokens.access_token !== rejected && !this.expiring(row)) return { token: tokens.access_token };
-    const used = await this.refreshShared(connectorId, credential, user, rejected);
-    if (used.unrefreshed) this.onUnrefreshedToken(connectorId, used.unrefreshed);
-    return used;
+    // An unrefreshed token is counted by the gateway once the call is sent with it (a call may be checked twice, or refused after).
+    return this.refreshShared(connectorId, credential, user, rejected);
   }
 
   /**

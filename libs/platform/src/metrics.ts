@@ -339,7 +339,8 @@ export class WritMetrics {
   /**
    * A call was sent with its connected account's access token due for its refresh, not expired,
    * because the refresh failed transiently (`failed`: its `connection.refresh_failed` event says
-   * `current_token_used`) or is backing off (`deferred`). `connectorId` is a connector of the catalogue.
+   * `current_token_used`) or is backing off (`deferred`); once per call, as it is forwarded.
+   * `connectorId` is a connector of the catalogue.
    */
   accountTokenUnrefreshed(connectorId: string, reason: 'failed' | 'deferred'): void {
     this.unrefreshedToken.inc({ connector: label(connectorId), reason });

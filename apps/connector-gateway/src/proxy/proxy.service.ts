@@ -199,6 +199,7 @@ export class ProxyService {
         if (attempt >= FRESH_ATTEMPTS) throw new TemporarilyUnavailableError('the connector is being changed: try again', { reason: 'connector_changing' });
         continue;
       }
+      this.credentials.forwarding(checked.sealed, checked.credential);
       await this.forward(req, res, checked, call, outcome.reservation);
       return;
     }

@@ -47,6 +47,9 @@ export type TokenFetchDeferred = (connectorId: string, why: 'backoff' | 'retry_a
 /** Told of each call answered `503` without asking the provider because its connected account's refresh is backing off (a metric). */
 export type AccountRefreshDeferred = (connectorId: string) => void;
 
+/** Told of each call sent with its connected account's token unrefreshed (see {@link AccountAccessToken}): a metric. */
+export type AccountTokenUnrefreshed = (connectorId: string, why: NonNullable<AccountAccessToken['unrefreshed']>) => void;
+
 interface CachedToken {
   value: string;
   refreshAt: number;
@@ -106,6 +109,7 @@ export class UpstreamCredentials {
     private readonly accounts: ConnectedAccounts,
     private readonly onFetchDeferred: TokenFetchDeferred = () => undefined,
     private readonly onRefreshDeferred: AccountRefreshDeferred = () => undefined,
+    private readonly onUnrefreshedToken: AccountTokenUnrefreshed = () => undefined,
   ) {}
 
   /**
@@ -323,6 +327,16 @@ export class UpstreamCredentials {
       },
     );
     return promise;
+  }
+
+  /**
+   * A call is forwarded with `header` (its checks passed and its event committed, after any
+   * re-check of the call): counted when it carries a connected account's token unrefreshed
+   * (once per call, however many times the call was checked, and never for a call refused after
+   * its credential was chosen).
+   */
+  forwarding(sealed: SealedCredential, header: CredentialHeader | undefined): void {
+    if (header?.unrefreshed) this.onUnrefreshedToken(sealed.connectorId, header.unrefreshed);
   }
 
   /**
