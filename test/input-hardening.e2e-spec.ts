@@ -97,6 +97,41 @@ describe('input hardening', () => {
       expect(fieldsOf(root)).toEqual(['__proto__']);
     });
 
+    // class-transformer, which turns admin and Tasks API bodies into DTOs, skips any member whose
+    // name an object already answers with a function (`toString`, `valueOf`, `hasOwnProperty`…),
+    // at any depth: a connector's constraint named `valueOf` was stored as no constraint at all.
+    it('refuses members named after Object.prototype (valueOf, toString…) in admin and Tasks API bodies, storing nothing', async () => {
+      const operations = JSON.stringify(PAYMENTS_OPERATIONS).replace('"constraints":{', '"constraints":{"valueOf":{"in":"body","field":"amount","op":"lte"},');
+      const created = await admin('POST', '/v1/connectors', `{"id":"pay3","name":"Pay 3","base_url":"https://pay.example","operations":${operations}}`);
+      expect(created.status).toBe(400);
+      expect(created.body.fields).toEqual([
+        { field: expect.stringMatching(/^operations\[\d+\]\.constraints\.valueOf$/), message: 'is a forbidden member name' },
+      ]);
+      expect(await count('SELECT count(*) AS n FROM connectors WHERE id = $1', ['pay3'])).toBe(0);
+      const tokens = await count('SELECT count(*) AS n FROM admin_tokens');
+      const token = await admin('POST', '/v1/admin-tokens', '{"name":"ci","role":"viewer","toString":1,"hasOwnProperty":"x"}');
+      expect(token.status).toBe(400);
+      expect(token.body.fields).toEqual([
+        { field: 'toString', message: 'is a forbidden member name' },
+        { field: 'hasOwnProperty', message: 'is a forbidden member name' },
+      ]);
+      expect(await count('SELECT count(*) AS n FROM admin_tokens')).toBe(tokens);
+      const task = await raw('POST', `${services.issuer}/v1/tasks`, taskBody(JSON.stringify(PAYOUT_ALLOWED), ',"metadata":{"a":{"isPrototypeOf":1}}'), tasks);
+      expect(task.status).toBe(400);
+      expect(task.body.fields).toEqual([{ field: 'metadata.a.isPrototypeOf', message: 'is a forbidden member name' }]);
+    });
+
+    it.each(['__proto__', 'constructor', 'toString', 'valueOf'])('refuses a query member named %s as unknown, never ignored', async (name) => {
+      for (const path of ['/v1/keys', '/v1/agents', '/v1/tasks', '/v1/audit', '/v1/admin-tokens']) {
+        const response = await admin('GET', `${path}?${name}=1`);
+        expect({ path, status: response.status, body: response.body }).toEqual({
+          path,
+          status: 400,
+          body: { error: 'invalid_request', message: 'the query is invalid', fields: [{ field: name, message: 'unknown field' }] },
+        });
+      }
+    });
+
     it('refuses __proto__ and duplicate keys in authorization_details at the token endpoint, naming the member', async () => {
       const task = await createTask(services, world.orchestrator);
       const hidden = '[{"type":"connector","connector":"payments","actions":["payouts.create"],"constraints":{"__proto__":{"amount_max":1}}}]';

@@ -102,6 +102,7 @@ export { DPOP_PROOF_TYP, DPOP_SIGNING_ALGS, verifyDpopProof, type DpopProofExpec
 export {
   DEFAULT_MAX_JSON_DEPTH,
   FORBIDDEN_JSON_KEYS,
+  OBJECT_PROTOTYPE_JSON_KEYS,
   findJsonInputProblem,
   hasLoneSurrogate,
   JsonInputError,

@@ -1,7 +1,7 @@
 import { UnsupportedMediaTypeException } from '@nestjs/common';
 import express from 'express';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { DEFAULT_MAX_JSON_DEPTH, JsonInputError, parseJsonInput } from '@writ/oauth';
+import { DEFAULT_MAX_JSON_DEPTH, JsonInputError, OBJECT_PROTOTYPE_JSON_KEYS, parseJsonInput } from '@writ/oauth';
 import { MAX_FIELD_ERRORS, ValidationFailedError } from './http-exception.filter';
 import { contentTypeCharset, declaresUtf8 } from './request-values';
 
@@ -25,7 +25,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 /**
  * The JSON body parser of the admin and Tasks APIs, instead of `express.json`: the body must be
  * UTF-8 and a JSON object or array, and it is read with {@link parseJsonInput}, so duplicate
- * keys, the keys `__proto__`, `constructor` and `prototype`, lone surrogates, NUL characters,
+ * keys, the keys `__proto__`, `constructor`, `prototype` and every other name `Object.prototype`
+ * holds (`toString`, `valueOf`…: {@link OBJECT_PROTOTYPE_JSON_KEYS}), lone surrogates, NUL characters,
  * numbers out of range and nesting deeper than `maxDepth` are a `400` naming the member, before
  * any framework code (class-transformer drops some of these keys silently) sees the body. Every
  * such problem is listed (in document order, at most {@link MAX_FIELD_ERRORS}); a body that is
@@ -88,7 +89,12 @@ function parse(req: Request, next: NextFunction, options: StrictJsonBodyOptions)
     if (first !== '{' && first !== '[') {
       throw new ValidationFailedError([{ field: 'body', message: 'must be a JSON object or array' }], 'the request body is invalid');
     }
-    req.body = parseJsonInput(text, { maxDepth: options.maxDepth ?? DEFAULT_MAX_JSON_DEPTH, forbidNul: true, maxProblems: MAX_FIELD_ERRORS });
+    req.body = parseJsonInput(text, {
+      maxDepth: options.maxDepth ?? DEFAULT_MAX_JSON_DEPTH,
+      forbidNul: true,
+      maxProblems: MAX_FIELD_ERRORS,
+      forbiddenKeys: OBJECT_PROTOTYPE_JSON_KEYS,
+    });
     next();
   } catch (error) {
     if (error instanceof JsonInputError) {

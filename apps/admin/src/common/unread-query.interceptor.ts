@@ -3,6 +3,7 @@ import { ROUTE_ARGS_METADATA } from '@nestjs/common/constants';
 import { RouteParamtypes } from '@nestjs/common/enums/route-paramtypes.enum';
 import type { Request } from 'express';
 import type { Observable } from 'rxjs';
+import { OBJECT_PROTOTYPE_JSON_KEYS } from '@writ/oauth';
 import { ValidationFailedError } from '@writ/platform';
 
 /**
@@ -25,8 +26,10 @@ function queryMembersRead(controller: object, handler: string): 'all' | Set<stri
  * A query member that the endpoint does not read (`GET /v1/keys?status=active`,
  * `GET /v1/policies?version=x`, `DELETE /v1/agents/a?cascade=true`) is a `400` naming it,
  * never ignored: a mistyped filter must not answer as if it had been applied. Endpoints that take
- * a query DTO are left to the validation pipe, which refuses unknown members the same way. Runs
- * after the guards (an unauthenticated call is a 401 first).
+ * a query DTO are left to the validation pipe, which refuses unknown members the same way, but
+ * for the names `Object.prototype` holds (`__proto__`, `constructor`, `toString`…), which
+ * class-transformer drops before the pipe could see them: refused here. Runs after the guards
+ * (an unauthenticated call is a 401 first).
  */
 @Injectable()
 export class UnreadQueryInterceptor implements NestInterceptor {
@@ -36,7 +39,7 @@ export class UnreadQueryInterceptor implements NestInterceptor {
       const given = Object.keys(request.query ?? {});
       if (given.length > 0) {
         const read = queryMembersRead(context.getClass(), context.getHandler().name);
-        const unknown = read === 'all' ? [] : given.filter((name) => !read.has(name));
+        const unknown = given.filter((name) => (read === 'all' ? OBJECT_PROTOTYPE_JSON_KEYS.has(name) : !read.has(name)));
         if (unknown.length > 0) {
           throw new ValidationFailedError(
             // Names as sent can hold anything: printable ASCII only, and short, in the answer.

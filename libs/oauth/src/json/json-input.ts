@@ -18,6 +18,27 @@ export const DEFAULT_MAX_JSON_DEPTH = 32;
 export const FORBIDDEN_JSON_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
 /**
+ * {@link FORBIDDEN_JSON_KEYS} and every other name `Object.prototype` holds (`toString`,
+ * `valueOf`, `hasOwnProperty`…). class-transformer, which turns the admin and Tasks API bodies
+ * into DTOs, skips a member whose name a fresh object already answers with a function, at any
+ * depth: a connector constraint named `valueOf` was stored as no constraint at all. Where a body
+ * goes through it, these names are refused like `__proto__`.
+ */
+export const OBJECT_PROTOTYPE_JSON_KEYS: ReadonlySet<string> = new Set([
+  ...FORBIDDEN_JSON_KEYS,
+  'toString',
+  'toLocaleString',
+  'valueOf',
+  'hasOwnProperty',
+  'isPrototypeOf',
+  'propertyIsEnumerable',
+  '__defineGetter__',
+  '__defineSetter__',
+  '__lookupGetter__',
+  '__lookupSetter__',
+]);
+
+/**
  * Why {@link parseJsonInput} refused a text; `path` names the member (e.g.
  * `allowed[0].constraints.__proto__`). `problems` lists every problem found, this one first, in
  * document order: just this one unless `maxProblems` asked for more.
@@ -48,6 +69,8 @@ export interface JsonInputOptions {
   readonly forbidNul?: boolean;
   /** Prefix of every reported path, e.g. `authorization_details`. Default none. */
   readonly root?: string;
+  /** Member names refused at any depth (`is a forbidden member name`). Default {@link FORBIDDEN_JSON_KEYS}. */
+  readonly forbiddenKeys?: ReadonlySet<string>;
   /**
    * Most problems {@link parseJsonInput} reports at once (in {@link JsonInputError.problems}):
    * with more than 1 it reads on past a member problem (a duplicate or forbidden key, a lone
@@ -122,7 +145,7 @@ export function findJsonInputProblem(value: unknown, options: JsonInputOptions =
     }
     for (const key of Object.keys(node)) {
       const keyPath = jsonPath(path, key);
-      if (FORBIDDEN_JSON_KEYS.has(key)) return new JsonInputError(keyPath, 'is a forbidden member name', 'forbidden_key');
+      if ((options.forbiddenKeys ?? FORBIDDEN_JSON_KEYS).has(key)) return new JsonInputError(keyPath, 'is a forbidden member name', 'forbidden_key');
       const badKey = checkString(key, keyPath, 'name ');
       if (badKey) return badKey;
       const found = walk((node as Record<string, unknown>)[key], keyPath, depth + 1);
@@ -139,6 +162,7 @@ class Parser {
   private readonly forbidNul: boolean;
   private readonly root: string;
   private readonly maxProblems: number;
+  private readonly forbiddenKeys: ReadonlySet<string>;
   private readonly problems: JsonInputError[] = [];
 
   constructor(
@@ -149,6 +173,7 @@ class Parser {
     this.forbidNul = options.forbidNul ?? false;
     this.root = options.root ?? '';
     this.maxProblems = Math.max(1, options.maxProblems ?? 1);
+    this.forbiddenKeys = options.forbiddenKeys ?? FORBIDDEN_JSON_KEYS;
   }
 
   parseDocument(): unknown {
@@ -273,7 +298,7 @@ class Parser {
       // A refused member is read (its own problems count too) but never assigned: `__proto__`
       // would set the prototype, and a repeated key keeps its first value.
       let keep = true;
-      if (FORBIDDEN_JSON_KEYS.has(key)) {
+      if (this.forbiddenKeys.has(key)) {
         keep = false;
         this.report(new JsonInputError(keyPath, 'is a forbidden member name', 'forbidden_key'));
       } else if (Object.prototype.hasOwnProperty.call(object, key)) {
