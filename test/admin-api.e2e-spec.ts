@@ -97,6 +97,54 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect(refused.body).toEqual({ error: 'unauthorized', message: 'the admin token is unknown or revoked' });
     });
 
+    /**
+     * Sends a request's head and the first bytes of its body, runs `meanwhile`, then the rest of the
+     * body (as a slow client does: its token was authenticated before the body was read), and
+     * resolves with the status and body answered.
+     */
+    const slowBody = async (method: string, path: string, token: string, body: string, meanwhile: () => Promise<void>) => {
+      const { hostname, port } = new URL(services.adminUrl);
+      const socket = connect(Number(port), hostname);
+      await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+      const chunks: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+      const answered = new Promise<string>((resolve) => socket.on('end', () => resolve(Buffer.concat(chunks).toString('utf8'))));
+      const head = `${method} ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`;
+      socket.write(head + body.slice(0, 5));
+      // The head is authenticated before the body is read: wait for that, then act.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await meanwhile();
+      socket.write(body.slice(5));
+      const text = await answered;
+      return { status: Number(text.split(' ')[1]), body: JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as Record<string, unknown> };
+    };
+
+    it('refuses a change whose token was revoked while its body was still arriving, and makes none', async () => {
+      const cases: Array<[string, string, Record<string, unknown>, string]> = [
+        [
+          'POST',
+          '/v1/orchestrators',
+          { id: 'late-orch', name: 'late', jwks: await publicJwks(), allowed_agents: ['*'] },
+          'SELECT count(*)::int AS n FROM orchestrators WHERE id = $1',
+        ],
+        [
+          'POST',
+          '/v1/identity-providers',
+          { issuer: 'https://late.example', jwks_uri: 'https://late.example/jwks', audience: 'late', asserting_orchestrators: [] },
+          'SELECT count(*)::int AS n FROM identity_providers WHERE issuer = $1',
+        ],
+      ];
+      for (const [method, path, payload, count] of cases) {
+        const stolen = (await api('POST', '/v1/admin-tokens', { name: 'stolen', role: 'admin' })).body;
+        const answer = await slowBody(method, path, stolen.token, JSON.stringify(payload), async () => {
+          expect((await api('DELETE', `/v1/admin-tokens/${stolen.id}`)).status).toBe(204);
+        });
+        expect([path, answer]).toEqual([path, { status: 401, body: { error: 'unauthorized', message: 'the admin token is unknown or revoked' } }]);
+        const key = (payload.id ?? payload.issuer) as string;
+        expect([path, (await services.runtime.pool.query<{ n: number }>(count, [key])).rows[0].n]).toEqual([path, 0]);
+      }
+    });
+
     it('leaves health and the OpenAPI document open, and documents every endpoint', async () => {
       expect((await http(`${services.adminUrl}/health/live`)).body).toEqual({ status: 'ok' });
       const docs = await http(`${services.adminUrl}/docs-json`);

@@ -12,12 +12,6 @@ import { type AdminRole, isAdminRole } from './admin-role';
 /** Longest bearer value looked up; admin tokens are about 54 characters. */
 const MAX_TOKEN_LENGTH = 512;
 
-/** Request property where the token authenticated ahead of the body is left for the guard. */
-export const ADMIN_AUTHENTICATED = Symbol('writAdminAuthenticated');
-
-/** A request that may carry the admin token already authenticated (before its body was read). */
-export type AuthenticatedRequest = Request & { [ADMIN_AUTHENTICATED]?: AdminPrincipal };
-
 /**
  * Authenticates `Authorization: Bearer <admin token>` against `admin_tokens` (by SHA-256,
  * never revoked): the one check of both the guard and the middleware that runs it before any
@@ -33,10 +27,13 @@ export class AdminAuthenticator {
     private readonly integrity: RowIntegrity,
   ) {}
 
-  /** The token's principal, or {@link AdminUnauthorizedError} (401) / {@link AdminThrottledError} (429). */
-  async authenticate(request: AuthenticatedRequest): Promise<AdminPrincipal> {
-    const already = request[ADMIN_AUTHENTICATED];
-    if (already) return already;
+  /**
+   * The token's principal, or {@link AdminUnauthorizedError} (401) / {@link AdminThrottledError} (429).
+   * Looked up afresh on every call: the guard calls it again for a request whose token was checked
+   * before its body was read, since a slow client decides how long that body takes, and a token
+   * revoked (or expired) meanwhile must not make the change once the body is in.
+   */
+  async authenticate(request: Request): Promise<AdminPrincipal> {
     const source = sourceAddress(request);
     const blocked = await this.throttle.refuseIfBlocked('admin', source);
     if (blocked) throw new AdminThrottledError(blocked.retryAfterSeconds);
@@ -76,9 +73,7 @@ export class AdminAuthenticator {
         [row.id],
       );
     }
-    const principal: AdminPrincipal = { id: row.id, name: row.name, role: row.role };
-    request[ADMIN_AUTHENTICATED] = principal;
-    return principal;
+    return { id: row.id, name: row.name, role: row.role };
   }
 
   /**

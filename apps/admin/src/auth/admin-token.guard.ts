@@ -1,14 +1,16 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { AdminAuthenticator, type AuthenticatedRequest } from './admin-authenticator';
+import type { Request } from 'express';
+import { AdminAuthenticator } from './admin-authenticator';
 import { ADMIN_PRINCIPAL, AdminPrincipal } from './admin-principal';
 import { AdminRole, roleSatisfies } from './admin-role';
 import { REQUIRED_ROLE } from './require-role.decorator';
 
 /**
  * Authenticates the admin token ({@link AdminAuthenticator}; a request with a body was
- * authenticated already, before its body was read) and checks the endpoint's role (a refusal
- * is audited, {@link AdminAuthenticator.forbid}).
+ * authenticated before its body was read too, and is again here, once the body is in: a token
+ * revoked or expired while a slow body arrived changes nothing) and checks the endpoint's role
+ * (a refusal is audited, {@link AdminAuthenticator.forbid}).
  */
 @Injectable()
 export class AdminTokenGuard implements CanActivate {
@@ -19,7 +21,7 @@ export class AdminTokenGuard implements CanActivate {
 
   /** Attaches the principal, or refuses with 401 / 403 (429 for a source with too many failures). */
   async canActivate(context: ExecutionContext): Promise<boolean> {
-    const request = context.switchToHttp().getRequest<AuthenticatedRequest & { [ADMIN_PRINCIPAL]?: AdminPrincipal }>();
+    const request = context.switchToHttp().getRequest<Request & { [ADMIN_PRINCIPAL]?: AdminPrincipal }>();
     const principal = await this.authenticator.authenticate(request);
     const required = this.requiredRole(context, request.method);
     if (!roleSatisfies(principal.role, required)) await this.authenticator.forbid(principal, required, request);
