@@ -259,4 +259,18 @@ describe('connection lists: keyset pages', () => {
     expect((await admin('?offset=5')).status).toBe(400);
     expect((await mine('alice', '?offset=5')).status).toBe(400);
   });
+
+  it('refuses a user filter given by half as a query problem, naming the missing member', async () => {
+    for (const [query, field] of [
+      [`?user_iss=${encodeURIComponent(IDP)}`, 'user_sub'],
+      ['?user_sub=alice', 'user_iss'],
+    ]) {
+      const response = await admin(query);
+      expect([query, response.status, response.body]).toEqual([
+        query,
+        400,
+        { error: 'invalid_request', message: 'the query is invalid', fields: [{ field, message: 'user_iss and user_sub go together' }] },
+      ]);
+    }
+  });
 });

@@ -148,7 +148,10 @@ export class ConnectionsService {
    */
   async list(query: ConnectionQueryDto): Promise<Page<ConnectionView>> {
     if ((query.user_iss === undefined) !== (query.user_sub === undefined)) {
-      throw new ValidationFailedError([{ field: query.user_iss === undefined ? 'user_iss' : 'user_sub', message: 'user_iss and user_sub go together' }]);
+      throw new ValidationFailedError(
+        [{ field: query.user_iss === undefined ? 'user_iss' : 'user_sub', message: 'user_iss and user_sub go together' }],
+        'the query is invalid',
+      );
     }
     const after = decodeCursor(query.cursor, isConnectionCursor);
     const user = query.user_iss !== undefined ? { issuer: query.user_iss, subject: query.user_sub! } : undefined;
