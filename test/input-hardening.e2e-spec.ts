@@ -262,6 +262,9 @@ describe('input hardening', () => {
     it.each([
       ['/v1/admin-tokens', { t: 'x 1', i: '00000000-0000-0000-0000-000000000000' }],
       ['/v1/admin-tokens', { t: '2025-01-01T00:00:00.000Z', i: '-'.repeat(36) }],
+      // Dates Date.parse reads (rolled over, or year 0) that PostgreSQL refuses: never sent to it.
+      ['/v1/admin-tokens', { t: '2025-02-30T00:00:00.000Z', i: '00000000-0000-0000-0000-000000000000' }],
+      ['/v1/admin-tokens', { t: '0000-01-01T00:00:00.000Z', i: '00000000-0000-0000-0000-000000000000' }],
       ['/v1/approvals', { at: 'x 1', id: '00000000-0000-0000-0000-000000000000' }],
       ['/v1/approvals', { at: '2025-01-01T00:00:00.000Z', id: '-'.repeat(36) }],
       ['/v1/tasks', { c: 'x 1', i: '00000000-0000-0000-0000-000000000000' }],

@@ -17,6 +17,10 @@ describe('request values', () => {
     expect(isIsoInstant('2025-01-31T12:00:00Z')).toBe(true);
     expect(isIsoInstant('2025-13-31T12:00:00Z')).toBe(false);
     expect(isIsoInstant('2025-01-31 12:00:00')).toBe(false);
+    expect(isIsoInstant('2025-02-30T00:00:00Z')).toBe(false);
+    expect(isIsoInstant('2025-01-31T24:00:00Z')).toBe(false);
+    expect(isIsoInstant('0000-01-01T00:00:00Z')).toBe(false);
+    expect(isIsoInstant('0001-01-01T00:00:00.123456Z')).toBe(true);
   });
 
   it('names control characters and lone surrogates', () => {

@@ -16,7 +16,11 @@ export function isUuid(value: unknown): value is string {
  * `Date.parse` alone accepts almost anything (`"x 1"`), which then fails a `::timestamptz` cast.
  */
 export function isIsoInstant(value: unknown): value is string {
-  return typeof value === 'string' && ISO_INSTANT.test(value) && !Number.isNaN(Date.parse(value));
+  if (typeof value !== 'string' || !ISO_INSTANT.test(value)) return false;
+  const at = Date.parse(value);
+  // Date.parse rolls an impossible date over (February 30 reads as March 2, 24:00 as the next
+  // day) and reads year 0, which PostgreSQL refuses: the date must be the one written, from year 1.
+  return !Number.isNaN(at) && !value.startsWith('0000') && new Date(at).toISOString().slice(0, 19) === value.slice(0, 19);
 }
 
 /**
