@@ -145,6 +145,68 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       }
     });
 
+    it('commits no change after the revocation of its token returned (a change waiting on a lock)', async () => {
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      const agent = (await api('POST', '/v1/agents', { name: 'locked', jwks: await publicJwks() })).body.id as string;
+      const stolen = (await api('POST', '/v1/admin-tokens', { name: 'stolen', role: 'operator' })).body;
+      // Another transaction holds the agent's row: the change, authenticated, waits for it.
+      const holder = await services.runtime.pool.connect();
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM agents WHERE id = $1 FOR UPDATE', [agent]);
+      const change = api('PATCH', `/v1/agents/${agent}`, { status: 'suspended' }, stolen.token);
+      await sleep(300);
+      const revocation = api('DELETE', `/v1/admin-tokens/${stolen.id}`);
+      await sleep(300);
+      await holder.query('ROLLBACK');
+      holder.release();
+      const [changed, revoked] = await Promise.all([change, revocation]);
+      expect(revoked.status).toBe(204);
+      const { rows } = await services.runtime.pool.query<{ seq: string; type: string }>(
+        `SELECT seq, type FROM audit_events WHERE (type = 'admin.agent.suspended' AND agent_id = $1) OR (type = 'admin.admin_token.revoked' AND data->>'id' = $2)`,
+        [agent, stolen.id],
+      );
+      const seqOf = (type: string) => Number(rows.find((row) => row.type === type)?.seq);
+      if (changed.status === 200) {
+        // Made before the revocation committed: its event comes first in the chain.
+        expect(seqOf('admin.agent.suspended')).toBeLessThan(seqOf('admin.admin_token.revoked'));
+      } else {
+        expect(changed.status).toBe(401);
+        expect((await api('GET', `/v1/agents/${agent}`)).body.status).toBe('active');
+      }
+      // Other tests count suspended agents.
+      expect((await api('DELETE', `/v1/agents/${agent}`)).status).toBe(204);
+    });
+
+    // Before its transaction, a change may wait on what its caller controls (a host name's
+    // resolution, a candidate policy's trial run) or on a busy table: here, a lock on the table.
+    it.each([
+      ['connectors', 'PATCH', '/v1/connectors/payments-late', { name: 'Renamed late' }],
+      ['policies', 'PUT', '/v1/policies/data', { data: { writ: { config: { quarantine_after: 1 } } } }],
+    ])('refuses a change to %s whose token was revoked while it waited, and makes none', async (table, method, path, body) => {
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      const connector = {
+        id: 'payments-late',
+        name: 'Late',
+        base_url: 'https://api.payments.example',
+        operations: [{ name: 'a.read', method: 'GET', path: '/a', risk: 'read' }],
+      };
+      if (table === 'connectors') expect([201, 409]).toContain((await api('POST', '/v1/connectors', connector)).status);
+      const events = async () => Number((await services.runtime.pool.query<{ n: string }>('SELECT count(*) AS n FROM audit_events')).rows[0].n);
+      const stolen = (await api('POST', '/v1/admin-tokens', { name: 'stolen', role: 'admin' })).body;
+      const holder = await services.runtime.pool.connect();
+      await holder.query('BEGIN');
+      await holder.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
+      const change = api(method, path, body, stolen.token);
+      await sleep(300);
+      expect((await api('DELETE', `/v1/admin-tokens/${stolen.id}`)).status).toBe(204);
+      const before = await events();
+      await holder.query('ROLLBACK');
+      holder.release();
+      expect((await change).body).toEqual({ error: 'unauthorized', message: 'the admin token is unknown or revoked' });
+      // Nothing changed: no event (the change's transaction rolled back).
+      expect(await events()).toBe(before);
+    });
+
     it('leaves health and the OpenAPI document open, and documents every endpoint', async () => {
       expect((await http(`${services.adminUrl}/health/live`)).body).toEqual({ status: 'ok' });
       const docs = await http(`${services.adminUrl}/docs-json`);

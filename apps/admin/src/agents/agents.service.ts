@@ -5,6 +5,7 @@ import { AuditEventInput, AuditService } from '@writ/audit';
 import { CredentialRevoker, GrantStore, RowIntegrity, taskEndEvents } from '@writ/grants';
 import { AgentEntity, RowOf } from '@writ/database';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { adminChange } from '../auth/admin-change';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
 import { ClientRegistry } from '../common/client-registry';
 import type { IfMatch } from '../common/entity-tag';
@@ -46,7 +47,10 @@ export class AgentsService {
   private async register(principal: AdminPrincipal, body: CreateAgentDto, claim: IdempotencyClaim | undefined): Promise<AgentDto> {
     const jwks = publicJwksOrRefuse(body.jwks);
     const { result } = await this.audit.recordWith(
-      idempotent(claim, (client) => this.registry.insert(client, body, jwks)),
+      idempotent(
+        claim,
+        adminChange(principal, (client) => this.registry.insert(client, body, jwks)),
+      ),
       (agent) => [
         {
           type: 'admin.agent.created',
@@ -74,14 +78,14 @@ export class AgentsService {
   async update(principal: AdminPrincipal, id: string, body: UpdateAgentDto, ifMatch?: IfMatch): Promise<AgentDto> {
     const jwks = body.jwks !== undefined ? publicJwksOrRefuse(body.jwks) : undefined;
     const { result } = await this.audit.recordWith(
-      async (client) => {
+      adminChange(principal, async (client) => {
         const before = await this.registry.lock(client, id, ifMatch);
         const { changed, statusChange } = this.registry.changes(before, body, jwks);
         if (changed.length === 0 && !statusChange) return { agent: toAgentDto(before), changed, statusChange, jtis: [] as string[] };
         const after = await this.registry.update(client, before, body, jwks);
         const jtis = statusChange === 'suspended' ? await this.revoker.revokeForAgent(client, id, 'agent suspended') : [];
         return { agent: toAgentDto(after), changed, statusChange, jtis };
-      },
+      }),
       ({ agent, changed, statusChange, jtis }) => {
         const actor = adminActor(principal);
         const events: AuditEventInput[] = [];
@@ -112,13 +116,13 @@ export class AgentsService {
    */
   async remove(principal: AdminPrincipal, id: string, ifMatch?: IfMatch): Promise<void> {
     await this.audit.recordWith(
-      async (client) => {
+      adminChange(principal, async (client) => {
         await this.registry.lock(client, id, ifMatch);
         const tasks = await this.grants.revokeTasksOfAgent(client, id, 'agent deleted');
         const jtis = await this.revoker.revokeForAgent(client, id, 'agent deleted');
         await this.registry.delete(client, id);
         return { tasks, jtis };
-      },
+      }),
       ({ tasks, jtis }) => {
         const actor = adminActor(principal);
         // A task past its deadline ended then: `task.expired`, as the sweep would have written it.

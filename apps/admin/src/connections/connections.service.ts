@@ -8,6 +8,7 @@ import { PG_POOL } from '@writ/database';
 import { RowIntegrity } from '@writ/grants';
 import { ConflictError, FieldError, NotFoundError, requestTextProblem, ValidationFailedError } from '@writ/platform';
 import { adminActor, type AdminPrincipal } from '../auth/admin-principal';
+import { adminChange } from '../auth/admin-change';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
 import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
@@ -81,28 +82,31 @@ export class ConnectionsService {
     }
     if (fields.length > 0) throw new ValidationFailedError(fields, 'the identity provider is invalid');
     const { result } = await this.audit.recordWith(
-      idempotent(claim, async (tx) => {
-        const { rows } = await tx.query<IdentityProviderRow>(
-          `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators, integrity_tag) VALUES ($1, $2, $3, $4, $5)
+      idempotent(
+        claim,
+        adminChange(admin, async (tx) => {
+          const { rows } = await tx.query<IdentityProviderRow>(
+            `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators, integrity_tag) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (issuer) DO NOTHING RETURNING issuer, jwks_uri, audience, asserting_orchestrators, created_at`,
-          [
-            body.issuer,
-            body.jwks_uri,
-            body.audience,
-            body.asserting_orchestrators ?? [],
-            // Tagged as written: the verifier of user tokens trusts only a provider Writ registered.
-            this.integrity.tagIdentityProvider({
-              issuer: body.issuer,
-              jwksUri: body.jwks_uri,
-              audience: body.audience,
-              assertingOrchestrators: body.asserting_orchestrators ?? [],
-            }),
-          ],
-        );
-        // Thrown in the transaction: an Idempotency-Key taken for this request is given back.
-        if (!rows[0]) throw new ConflictError('an identity provider with this issuer is already registered');
-        return toProvider(rows[0]);
-      }),
+            [
+              body.issuer,
+              body.jwks_uri,
+              body.audience,
+              body.asserting_orchestrators ?? [],
+              // Tagged as written: the verifier of user tokens trusts only a provider Writ registered.
+              this.integrity.tagIdentityProvider({
+                issuer: body.issuer,
+                jwksUri: body.jwks_uri,
+                audience: body.audience,
+                assertingOrchestrators: body.asserting_orchestrators ?? [],
+              }),
+            ],
+          );
+          // Thrown in the transaction: an Idempotency-Key taken for this request is given back.
+          if (!rows[0]) throw new ConflictError('an identity provider with this issuer is already registered');
+          return toProvider(rows[0]);
+        }),
+      ),
       (provider) => [
         {
           type: 'admin.identity_provider.created',
@@ -136,7 +140,7 @@ export class ConnectionsService {
   /** Removes a trusted identity provider: its users' tokens are refused from then on (tasks already verified keep their user). */
   async removeProvider(admin: AdminPrincipal, issuer: string): Promise<void> {
     const { result } = await this.audit.recordWith(
-      async (tx) => (await tx.query('DELETE FROM identity_providers WHERE issuer = $1', [issuer])).rowCount ?? 0,
+      adminChange(admin, async (tx) => (await tx.query('DELETE FROM identity_providers WHERE issuer = $1', [issuer])).rowCount ?? 0),
       (count) => (count > 0 ? [{ type: 'admin.identity_provider.removed', outcome: 'success' as const, actor: adminActor(admin), data: { issuer } }] : []),
     );
     if (result === 0) throw new NotFoundError('identity provider');

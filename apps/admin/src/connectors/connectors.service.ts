@@ -21,6 +21,7 @@ import { ConnectorEntity, PG_POOL, RowOf } from '@writ/database';
 import { MasterKey } from '@writ/keys';
 import { ConflictError, NotFoundError, ValidationFailedError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { adminChange } from '../auth/admin-change';
 import { decodeCursor, encodeCursor, isKeyCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
 import { tokensRevokedEvents } from '../common/revocation-events';
@@ -133,33 +134,36 @@ export class ConnectorsService {
     refuse(await destinationErrors(definition, this.networks));
     const sealed = definition.credential ? sealCredential(this.master, definition.id, definition.base_url, definition.credential) : undefined;
     const { result } = await this.audit.recordWith(
-      idempotent(claim, async (client) => {
-        const { rows } = await client.query<Row>(
-          `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at, kind, integrity_tag)
+      idempotent(
+        claim,
+        adminChange(principal, async (client) => {
+          const { rows } = await client.query<Row>(
+            `INSERT INTO connectors (id, name, base_url, operations, credential_type, credential_sealed, credential_fingerprint, credential_set_at, kind, integrity_tag)
            VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $8, $9)
            ON CONFLICT (id) DO NOTHING RETURNING ${COLUMNS}`,
-          [
-            definition.id,
-            definition.name,
-            definition.base_url,
-            JSON.stringify(definition.operations),
-            sealed?.type ?? null,
-            sealed?.sealed ?? null,
-            sealed?.fingerprint ?? null,
-            definition.kind,
-            this.integrity.tagConnector({
-              id: definition.id,
-              kind: definition.kind,
-              baseUrl: definition.base_url,
-              // As it is stored and read back (JSON: no undefined members).
-              operations: JSON.parse(JSON.stringify(definition.operations)) as unknown,
-              credentialType: sealed?.type ?? null,
-            }),
-          ],
-        );
-        if (!rows[0]) throw new ConflictError(`a connector with the id ${definition.id} already exists`);
-        return toConnectorDto(rows[0]);
-      }),
+            [
+              definition.id,
+              definition.name,
+              definition.base_url,
+              JSON.stringify(definition.operations),
+              sealed?.type ?? null,
+              sealed?.sealed ?? null,
+              sealed?.fingerprint ?? null,
+              definition.kind,
+              this.integrity.tagConnector({
+                id: definition.id,
+                kind: definition.kind,
+                baseUrl: definition.base_url,
+                // As it is stored and read back (JSON: no undefined members).
+                operations: JSON.parse(JSON.stringify(definition.operations)) as unknown,
+                credentialType: sealed?.type ?? null,
+              }),
+            ],
+          );
+          if (!rows[0]) throw new ConflictError(`a connector with the id ${definition.id} already exists`);
+          return toConnectorDto(rows[0]);
+        }),
+      ),
       (connector) => [
         {
           type: 'admin.connector.created',
@@ -212,7 +216,7 @@ export class ConnectorsService {
     const patch = valid(validateConnectorPatch(asSubmitted(body), kinds.rows[0].kind));
     refuse(await destinationErrors(patch, this.networks));
     const { result } = await this.audit.recordWith(
-      async (client) => {
+      adminChange(principal, async (client) => {
         // FOR UPDATE: an issuance in flight holds this row key-share-locked (see connectorCredentials),
         // so the revocation below sees its credential, or the issuance sees the changed operation.
         const current = await client.query<Row & { operations_text: string; integrity_tag: string | null; credential_sealed: Buffer | null }>(
@@ -278,7 +282,7 @@ export class ConnectorsService {
           ],
         );
         return { connector: toConnectorDto(rows[0]), changed, previous, sealed, removed, jtis, connections };
-      },
+      }),
       ({ connector, changed, previous, sealed, removed, jtis, connections }) => {
         const actor = adminActor(principal);
         const events: AuditEventInput[] = [];
@@ -333,7 +337,7 @@ export class ConnectorsService {
   async remove(principal: AdminPrincipal, id: string, ifMatch?: IfMatch): Promise<void> {
     const actor = adminActor(principal);
     const { result } = await this.audit.recordWith(
-      async (client) => {
+      adminChange(principal, async (client) => {
         const current = await client.query<Row>(`SELECT ${COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE`, [id]);
         if (!current.rows[0]) throw new NotFoundError('connector');
         requireMatch(ifMatch, toConnectorDto(current.rows[0]), 'connector');
@@ -341,7 +345,7 @@ export class ConnectorsService {
         const connections = await this.accounts.removeForConnector(client, id, actor, 'connector deleted');
         await client.query('DELETE FROM connectors WHERE id = $1', [id]);
         return { jtis, connections };
-      },
+      }),
       ({ jtis, connections }) => [
         {
           type: 'admin.connector.deleted',

@@ -5,6 +5,7 @@ import { AuditService } from '@writ/audit';
 import { SigningKeyEntity } from '@writ/database';
 import { SigningKeyStore } from '@writ/keys';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { adminChange } from '../auth/admin-change';
 import { ValidationFailedError } from '@writ/platform';
 import { decodeCursor, encodeCursor, isKeyCursor } from '../common/cursor';
 import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
@@ -73,7 +74,7 @@ export class KeysService {
     const { result } = await this.audit.recordWith(
       idempotent(
         claim,
-        (tx) => this.keys.rotateIn(tx),
+        adminChange(principal, (tx) => this.keys.rotateIn(tx)),
         ({ kid }): RotatedKeyDto => ({ kid }),
       ),
       ({ kid, previousKid }) => [{ type: 'admin.key.rotated', outcome: 'success', actor: adminActor(principal), data: { kid, previous_kid: previousKid } }],

@@ -5,6 +5,7 @@ import { GrantStore, RowIntegrity } from '@writ/grants';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { OrchestratorEntity, RowOf } from '@writ/database';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { adminChange } from '../auth/admin-change';
 import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
 import { ClientRegistry } from '../common/client-registry';
 import type { IfMatch } from '../common/entity-tag';
@@ -54,7 +55,10 @@ export class OrchestratorsService {
   private async register(principal: AdminPrincipal, body: CreateOrchestratorDto, claim: IdempotencyClaim | undefined): Promise<OrchestratorDto> {
     const jwks = publicJwksOrRefuse(body.jwks);
     const { result } = await this.audit.recordWith(
-      idempotent(claim, (client) => this.registry.insert(client, body, jwks, { allowed_agents: body.allowed_agents ?? [] })),
+      idempotent(
+        claim,
+        adminChange(principal, (client) => this.registry.insert(client, body, jwks, { allowed_agents: body.allowed_agents ?? [] })),
+      ),
       (orchestrator) => [
         {
           type: 'admin.orchestrator.created',
@@ -81,7 +85,7 @@ export class OrchestratorsService {
   async update(principal: AdminPrincipal, id: string, body: UpdateOrchestratorDto, ifMatch?: IfMatch): Promise<OrchestratorDto> {
     const jwks = body.jwks !== undefined ? publicJwksOrRefuse(body.jwks) : undefined;
     const { result } = await this.audit.recordWith(
-      async (client) => {
+      adminChange(principal, async (client) => {
         const before = await this.registry.lock(client, id, ifMatch);
         const extra = { allowed_agents: body.allowed_agents };
         const { changed, statusChange } = this.registry.changes(before, body, jwks, extra);
@@ -89,7 +93,7 @@ export class OrchestratorsService {
         const after = await this.registry.update(client, before, body, jwks, extra);
         const jtis = statusChange === 'suspended' ? await this.grants.revokeTasksTokensOf(client, id, 'orchestrator suspended') : [];
         return { orchestrator: toOrchestratorDto(after), changed, statusChange, jtis };
-      },
+      }),
       ({ orchestrator, changed, statusChange, jtis }) => {
         const actor = adminActor(principal);
         const events: AuditEventInput[] = [];
@@ -121,12 +125,12 @@ export class OrchestratorsService {
   /** Removes an orchestrator and revokes its Tasks API tokens. */
   async remove(principal: AdminPrincipal, id: string, ifMatch?: IfMatch): Promise<void> {
     await this.audit.recordWith(
-      async (client) => {
+      adminChange(principal, async (client) => {
         await this.registry.lock(client, id, ifMatch);
         const jtis = await this.grants.revokeTasksTokensOf(client, id, 'orchestrator deleted');
         await this.registry.delete(client, id);
         return jtis;
-      },
+      }),
       (jtis) => [
         { type: 'admin.orchestrator.deleted', outcome: 'success', actor: adminActor(principal), data: { id, tokens_revoked: jtis.length } },
         ...tokensRevokedEvents(principal, jtis, 'orchestrator deleted', {}),

@@ -22,6 +22,7 @@ import {
 } from '@writ/platform';
 import { ActivePolicy, PolicyEngine, PolicyLoadError, probePolicy } from '@writ/policy';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
+import { adminChange } from '../auth/admin-change';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
 
@@ -142,7 +143,7 @@ export class PolicyDistributionService {
   /** Deactivates the stored policy: every instance returns to its `WRIT_POLICY` file. */
   async deactivate(admin: AdminPrincipal): Promise<boolean> {
     const { result } = await this.audit.recordWith(
-      (client) => deactivateStoredPolicy(client),
+      adminChange(admin, (client) => deactivateStoredPolicy(client)),
       (previous) =>
         previous === null
           ? []
@@ -179,7 +180,7 @@ export class PolicyDistributionService {
   ): Promise<StoredPolicyInfo> {
     const runningHere = this.policy.current().version; // the file's, when no stored policy was active
     const { result } = await this.audit.recordWith(
-      (client) => activateStoredPolicy(client, this.integrity, engine, bundle, data, source, `admin:${admin.name}`, basedOn),
+      adminChange(admin, (client) => activateStoredPolicy(client, this.integrity, engine, bundle, data, source, `admin:${admin.name}`, basedOn)),
       ({ info, previousVersion }) => [
         {
           type: eventType,
