@@ -78,6 +78,45 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect(chunked.status).toBe(401);
     });
 
+    it('refuses a policy bundle of a token below admin before reading it: a viewer cannot hold the upload slots', async () => {
+      const { hostname, port } = new URL(services.adminUrl);
+      // Two slow 8 MB uploads by a viewer (as many as a process reads at once), their bodies barely begun.
+      const uploads = [0, 1].map(
+        () =>
+          new Promise<string>((resolve, reject) => {
+            const socket = connect(Number(port), hostname, () =>
+              socket.write(
+                `PUT /v1/policies/active HTTP/1.1\r\nHost: ${hostname}:${port}\r\nAuthorization: Bearer ${viewer}\r\n` +
+                  `Content-Type: application/gzip\r\nContent-Length: 8000000\r\n\r\n${'x'.repeat(1000)}`,
+              ),
+            );
+            const chunks: Buffer[] = [];
+            socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+            socket.on('error', reject);
+            socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+            // Never sent whole: if nothing answers, the socket is cut and the test sees no answer.
+            setTimeout(() => socket.destroy(), 3000);
+          }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // The admin's upload is read (and refused for what it holds), not turned away as a third upload.
+      const admin = await http(`${services.adminUrl}/v1/policies/active`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${services.adminToken}`, 'content-type': 'application/gzip' },
+        body: 'not a bundle',
+      });
+      expect(admin.status).toBe(400);
+      for (const answer of await Promise.all(uploads)) {
+        expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 403 Forbidden');
+        expect(answer).toContain('this operation requires the admin role; this token has the viewer role');
+      }
+      const denied = await services.runtime.pool.query(
+        `SELECT data FROM audit_events WHERE type = 'admin.authorization_denied' AND data->>'path' = '/v1/policies/active' AND data->>'role' = 'viewer'`,
+      );
+      expect(denied.rows).toHaveLength(2);
+      expect(denied.rows[0].data).toMatchObject({ method: 'PUT', required_role: 'admin' });
+    });
+
     it('refuses another scheme carrying a valid token', async () => {
       const response = await http(`${services.adminUrl}/v1/agents`, { headers: { authorization: `Basic ${services.adminToken}` } });
       expect(response.status).toBe(401);

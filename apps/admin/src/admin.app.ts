@@ -5,7 +5,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { ActivePolicy } from '@writ/policy';
 import { ANY_HOST_PATHS, carriesBody, createHttpApp, Runtime, strictJsonBody } from '@writ/platform';
 import { AdminModule } from './admin.module';
-import { ADMIN_CHALLENGE, authenticateBeforeBody } from './auth/admin-auth.filter';
+import { ADMIN_CHALLENGE, authenticateBeforeBody, requireRoleBeforeBody } from './auth/admin-auth.filter';
 import { AdminAuthenticator } from './auth/admin-authenticator';
 import { refuseCrossSiteRequests } from './auth/cross-site.filter';
 import { mountConsole } from './console/console-static';
@@ -41,13 +41,16 @@ export async function createAdminApp(runtime: Runtime, policy: ActivePolicy): Pr
       // authentications of the admin's own address (and lock the admin out).
       instance.use('/v1', refuseCrossSiteRequests());
       // No body is read before its request's admin token is known (every admin endpoint needs one).
-      instance.use(authenticateBeforeBody(instance.get(AdminAuthenticator)));
+      const authenticator = instance.get(AdminAuthenticator);
+      instance.use(authenticateBeforeBody(authenticator));
       mountConsole(instance);
       mountDocs(instance);
       // A compiled policy bundle is uploaded as it is (`curl --data-binary @bundle.tar.gz`).
       let uploads = 0;
       instance.use(
         '/v1/policies/active',
+        // Only an admin may send a bundle: a lesser token never takes an upload slot.
+        requireRoleBeforeBody(authenticator, 'admin'),
         (req: Request, res: Response, next: NextFunction) => {
           if (!carriesBody(req)) return next();
           if (uploads >= MAX_CONCURRENT_BUNDLE_UPLOADS) {

@@ -3,6 +3,8 @@ import type { NextFunction, Request, Response } from 'express';
 import { carriesBody } from '@writ/platform';
 import { AdminForbiddenError, AdminThrottledError, AdminUnauthorizedError } from './admin-auth.errors';
 import type { AdminAuthenticator } from './admin-authenticator';
+import type { AdminPrincipal } from './admin-principal';
+import { type AdminRole, roleSatisfies } from './admin-role';
 
 /** The challenge of the admin API (RFC 6750 section 3). */
 export const ADMIN_CHALLENGE = 'Bearer realm="writ"';
@@ -35,6 +37,10 @@ export class AdminAuthErrorFilter implements ExceptionFilter {
   }
 }
 
+/** Where {@link authenticateBeforeBody} leaves the principal, for {@link requireRoleBeforeBody} (the guard looks the token up again). */
+const AUTHENTICATED_BEFORE_BODY = Symbol('writAdminAuthenticatedBeforeBody');
+type BodyAuthenticated = { [AUTHENTICATED_BEFORE_BODY]?: AdminPrincipal };
+
 /**
  * Authenticates the admin token of a request that carries a body before anything reads it:
  * without a known admin token the answer is `401` (or `429`) at once, and the connection is
@@ -42,15 +48,37 @@ export class AdminAuthErrorFilter implements ExceptionFilter {
  * parse bodies. Every admin endpoint requires a token; the guard still checks the role.
  */
 export function authenticateBeforeBody(authenticator: AdminAuthenticator) {
-  return (req: Request, res: Response, next: NextFunction): void => {
+  return (req: Request & BodyAuthenticated, res: Response, next: NextFunction): void => {
     if (!carriesBody(req)) return next();
     authenticator.authenticate(req).then(
-      () => next(),
+      (principal) => {
+        req[AUTHENTICATED_BEFORE_BODY] = principal;
+        next();
+      },
       (error: unknown) => {
         if (!(error instanceof AdminUnauthorizedError || error instanceof AdminThrottledError)) return next(error);
         res.setHeader('Connection', 'close');
         answerAdminAuthError(error, res);
       },
     );
+  };
+}
+
+/**
+ * For an endpoint whose body is costly to take (a policy bundle: up to 8 MB, and only a few read
+ * at once per process), refuses a token below `role` before the body is read: `403`, audited as the
+ * guard's refusals are, connection closed. Otherwise a viewer's slow uploads would hold the upload
+ * slots, and an admin's policy change would be turned away with `503`. Runs after
+ * {@link authenticateBeforeBody}.
+ */
+export function requireRoleBeforeBody(authenticator: AdminAuthenticator, role: AdminRole) {
+  return (req: Request & BodyAuthenticated, res: Response, next: NextFunction): void => {
+    const principal = req[AUTHENTICATED_BEFORE_BODY];
+    if (!carriesBody(req) || !principal || roleSatisfies(principal.role, role)) return next();
+    authenticator.forbid(principal, role, { method: req.method, path: req.baseUrl + (req.path === '/' ? '' : req.path) }).catch((error: unknown) => {
+      if (!(error instanceof AdminForbiddenError)) return next(error);
+      res.setHeader('Connection', 'close');
+      answerAdminAuthError(error, res);
+    });
   };
 }
