@@ -29,6 +29,9 @@ describe('parser differentials', () => {
     { name: 'list', method: 'GET', path: '/v1/items', risk: 'read', constraints: { repo: { in: 'query', field: 'repo', op: 'eq' } } },
     { name: 'items.create', method: 'POST', path: '/v1/items', risk: 'write', constraints: { project: { in: 'query', field: 'project', op: 'eq' } } },
     { name: 'tag', method: 'POST', path: '/v1/tags', risk: 'write', constraints: { repos: { in: 'body', field: 'repos', op: 'in' } } },
+    { name: 'items.get', method: 'GET', path: '/v1/items/{item_id}', risk: 'read', constraints: {} },
+    { name: 'items.export', method: 'GET', path: '/v1/items/export', risk: 'read', constraints: {} },
+    { name: 'payouts.refund_all', method: 'POST', path: '/v1/payouts/all/refund', risk: 'write', constraints: {} },
     {
       name: 'payouts.update',
       method: 'POST',
@@ -44,6 +47,7 @@ describe('parser differentials', () => {
     { type: 'connector', connector: 'probe', actions: ['items.create'], constraints: { project: 'allowed' } },
     { type: 'connector', connector: 'probe', actions: ['tag'], constraints: { repos: ['allowed'] } },
     { type: 'connector', connector: 'probe', actions: ['payouts.get', 'payouts.update'], constraints: { payout: 'po_1' } },
+    { type: 'connector', connector: 'probe', actions: ['items.get'] },
   ];
   async function credential(details: Record<string, unknown>): Promise<string> {
     const task = await createTask(services, world.orchestrator, { allowed });
@@ -106,6 +110,7 @@ describe('parser differentials', () => {
       'POST /v1/tags': json(200, '{}'),
       'GET /v1/payouts/[a-z0-9_]+': json(200, '{}'),
       'POST /v1/payouts/[a-z0-9_]+': json(200, '{}'),
+      'GET /v1/items/[A-Za-z0-9_.;=]+': json(200, '{}'),
     });
     services = await startTestServices({
       gateway: createGatewayApp,
@@ -463,6 +468,35 @@ describe('parser differentials', () => {
       await expectRefused(() => gateway('POST', '/connectors/probe/v1/payouts/..;/refund', token), 400, 'target_not_normal');
       await expectRefused(() => gateway('POST', '/connectors/probe/v1/payouts/..;jsessionid=1/refund', token), 400, 'target_not_normal');
       await expectForwarded(() => gateway('POST', '/connectors/probe/v1/payouts/po_1/refund', token), 404);
+    });
+  });
+
+  describe('a path parameter a lenient router reads as a literal of another operation (Spring, Tomcat, ASP.NET, Rails)', () => {
+    it.each([
+      ['a ;parameter (Tomcat and Spring strip it)', '/v1/items/export;x=1'],
+      ['another case (ASP.NET routes ignore case)', '/v1/items/EXPORT'],
+      ['an escaped letter in another case', '/v1/items/%45xport'],
+      ['a format suffix (Rails, Spring suffix patterns)', '/v1/items/export.json'],
+      ['a trailing dot', '/v1/items/export.'],
+    ])('refuses the granted items.get reaching items.export through %s', async (_name, path) => {
+      const token = await credential({ actions: ['items.get'] });
+      const response = await expectRefused(() => gateway('GET', `/connectors/probe${path}`, token), 403, 'ambiguous_path', 'operation');
+      expect(response.body.error_description).toMatch(/items\.export/);
+    });
+
+    it('refuses payouts.refund reaching payouts.refund_all through a middle segment', async () => {
+      const token = await credential({ actions: ['payouts.refund'] });
+      for (const path of ['/v1/payouts/all;x/refund', '/v1/payouts/ALL/refund', '/v1/payouts/All;jsessionid=1/refund']) {
+        await expectRefused(() => gateway('POST', `/connectors/probe${path}`, token), 403, 'ambiguous_path', 'operation');
+      }
+    });
+
+    it('passes ids that no router reads as the literal', async () => {
+      const token = await credential({ actions: ['items.get'] });
+      for (const path of ['/v1/items/item_1', '/v1/items/exports', '/v1/items/item.json', '/v1/items/report;v=2']) {
+        const received = await expectForwarded(() => gateway('GET', `/connectors/probe${path}`, token), 200);
+        expect(received.url).toBe(path);
+      }
     });
   });
 

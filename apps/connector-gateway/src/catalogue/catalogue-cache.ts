@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { compilePathTemplate, matchPathTemplate, PathTemplate } from '@writ/connectors';
+import { compilePathTemplate, foldCase, matchPathTemplate, PathTemplate } from '@writ/connectors';
 import type { ConnectorOperation } from '@writ/database';
 
 interface CompiledOperation {
@@ -12,9 +12,35 @@ interface CompiledCatalogue {
   operations: CompiledOperation[];
 }
 
-/** The outcome of matching a request against a catalogue. */
+/**
+ * The outcome of matching a request against a catalogue. `lenient`: the request matches one
+ * operation exactly, and the others named as a lenient router reads its segments.
+ */
 export type OperationMatch =
-  { kind: 'matched'; operation: ConnectorOperation; pathParams: Record<string, string> } | { kind: 'none' } | { kind: 'ambiguous'; names: string[] };
+  | { kind: 'matched'; operation: ConnectorOperation; pathParams: Record<string, string> }
+  | { kind: 'none' }
+  | { kind: 'ambiguous'; names: string[]; lenient?: true };
+
+/**
+ * The readings of a request segment a router may compare with a literal: case folded (ASP.NET
+ * routes ignore case), without `;parameters` (Tomcat and Spring strip them before mapping), and
+ * for the last segment also without a `.format` suffix (Rails' `(.:format)`, Spring's suffix
+ * patterns; a trailing dot too).
+ */
+function lenientReadings(segment: string, last: boolean): string[] {
+  const base = foldCase(segment.split(';')[0]);
+  const dot = base.lastIndexOf('.');
+  return last && dot > 0 ? [base, base.slice(0, dot)] : [base];
+}
+
+/** Whether a template matches the segments as a lenient router reads them (see {@link lenientReadings}). */
+function matchesLeniently(template: PathTemplate, segments: readonly string[]): boolean {
+  if (segments.length !== template.segments.length) return false;
+  return template.segments.every((expected, index) => {
+    if (!('literal' in expected)) return segments[index] !== '';
+    return lenientReadings(segments[index], index === segments.length - 1).includes(foldCase(expected.literal));
+  });
+}
 
 /**
  * Compiled operation catalogues, keyed by connector and recompiled whenever the stored
@@ -35,6 +61,12 @@ export class CatalogueCache {
     }
     if (found.length === 0) return { kind: 'none' };
     if (found.length > 1) return { kind: 'ambiguous', names: found.map((entry) => entry.operation.name) };
+    // `{id}` takes `export;x`, `EXPORT` and `export.json` where the upstream's router may find
+    // the literal `/export` of another operation: the checked operation would not be the one run.
+    const lenient = catalogue.operations.filter(
+      ({ operation, template }) => operation !== found[0].operation && operation.method === method && matchesLeniently(template, segments),
+    );
+    if (lenient.length > 0) return { kind: 'ambiguous', names: [found[0].operation.name, ...lenient.map(({ operation }) => operation.name)], lenient: true };
     return { kind: 'matched', ...found[0] };
   }
 

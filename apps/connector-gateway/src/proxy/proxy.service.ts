@@ -241,7 +241,12 @@ export class ProxyService {
       });
     }
     if (match.kind === 'ambiguous') {
-      throw new InsufficientScopeError(`the request matches several operations (${match.names.join(', ')})`, { rule: 'operation' });
+      throw new InsufficientScopeError(
+        match.lenient
+          ? `the path could be routed upstream to another operation than ${match.names[0]} (${match.names.slice(1).join(', ')}): a ";" parameter, case or ".suffix" in a segment`
+          : `the request matches several operations (${match.names.join(', ')})`,
+        { rule: 'operation', ...(match.lenient ? { reason: 'ambiguous_path' } : {}) },
+      );
     }
     const { operation, pathParams } = match;
     call.operation = operation.name;
