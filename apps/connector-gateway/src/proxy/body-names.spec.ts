@@ -38,6 +38,12 @@ describe('bodyMemberNames', () => {
     expect(names('application/atom+xml', '<feed/>')).toEqual(['feed']);
   });
 
+  it('reads every string of a body only a lenient parser reads as a JSON object (a byte order mark, NaN)', () => {
+    expect(names('text/plain', '\ufeff{"project":"evil"}')).toEqual(['project', 'evil']);
+    expect(names('application/octet-stream', ' {"project":"evil","n":NaN}')).toEqual(['project', 'evil', 'n']);
+    expect(names('text/plain', 'not {"project":"evil"}')).toEqual([]);
+  });
+
   it('reads nothing from other text, or an empty body', () => {
     expect(names('text/plain', '_method=DELETE')).toEqual([]);
     expect(names('text/plain', '["a"]')).toEqual([]);

@@ -12,7 +12,7 @@
  *   form), and the keys of a JSON object;
  * - XML (a type ending in `/xml` or `+xml`): every element name (Rails' XML params parser);
  * - anything else (`text/plain`, `application/octet-stream`...): the keys of the body if it is
- *   a JSON object (Flask's `get_json(force=True)`, Express's `json({type: '*\/*'})` parse
+ *   a JSON object, every string in it if it only starts as one (Flask's `get_json(force=True)`, Express's `json({type: '*\/*'})` parse
  *   any type), which are names under every type (Laravel reads a body as JSON when its type
  *   mentions `/json` anywhere);
  * - a list of types (`a, b`, or words after the type): the names under each of them (PHP, Rack
@@ -97,11 +97,17 @@ function partNames(raw: string, extended: boolean): string[] {
   return [...new Set(names)];
 }
 
+/**
+ * The keys of a body that is a JSON object to some parser: `JSON.parse`'s reading, and for a
+ * text that only a lenient parser reads as an object (a byte order mark, which Express's
+ * `json()` and Python's `json.loads` drop; `NaN` or `Infinity`, which Python reads) every
+ * string in it.
+ */
 function jsonObjectKeys(text: string): string[] {
   try {
     return objectKeys(JSON.parse(text));
   } catch {
-    return [];
+    return /^\ufeff?\s*\{/.test(text) ? everyString(text) : [];
   }
 }
 
