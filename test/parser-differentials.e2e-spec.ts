@@ -422,6 +422,26 @@ describe('parser differentials', () => {
       expect(received.headers.x_real_ip).toBeUndefined();
       expect(received.headers.x_trace).toBe('kept');
     });
+
+    it('drops Client-IP (Rails remote_ip reads it), X-Forwarded and Forwarded-For (read by common PHP code), in either spelling', async () => {
+      const token = await credential({ actions: ['whoami'] });
+      const received = await expectForwarded(
+        () =>
+          gateway('GET', '/connectors/probe/v1/whoami', token, undefined, {
+            'client-ip': '10.0.0.1',
+            'x-forwarded': 'for=10.0.0.2',
+            'forwarded-for': '10.0.0.3',
+            client_ip: '10.0.0.4',
+            'x-trace': 'kept',
+          }),
+        200,
+      );
+      expect(received.headers).not.toHaveProperty('client-ip');
+      expect(received.headers).not.toHaveProperty('x-forwarded');
+      expect(received.headers).not.toHaveProperty('forwarded-for');
+      expect(received.headers).not.toHaveProperty('client_ip');
+      expect(received.headers['x-trace']).toBe('kept');
+    });
   });
 
   describe('query parameters as lenient parsers read them', () => {

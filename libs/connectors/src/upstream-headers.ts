@@ -34,6 +34,10 @@ export const ROUTING_HEADERS: readonly string[] = [
   'x-cluster-client-ip',
   'cf-connecting-ip',
   'fastly-client-ip',
+  // Rails' `remote_ip` reads `Client-IP` beside `X-Forwarded-For`; common PHP code reads these two as well.
+  'client-ip',
+  'x-forwarded',
+  'forwarded-for',
 ];
 
 /** True for a (lower-case) routing header: one of {@link ROUTING_HEADERS} or any `x-forwarded-*`. */
