@@ -308,6 +308,8 @@ describe('parser differentials', () => {
       ['an XML element (Rails XML params)', '<item><project>evil</project></item>', 'application/xml'],
       ['a form name with a %u escape (classic ASP.NET decodes %uXXXX)', '%u0070roject=evil&title=x', 'application/x-www-form-urlencoded'],
       ['a form name with a %u escape, without a content type', '%u0050ROJECT=evil', undefined],
+      ['a form name behind ; (Go before 1.17 and Python before 3.9.2 also split forms on it)', 'title=x;project=evil', 'application/x-www-form-urlencoded'],
+      ['a form name behind ;, without a content type', 'title=x;project=evil', undefined],
     ])('refuses the query-bound project sent again as %s', async (_name, body, type) => {
       await expectRefused(async () => raw(await items(), body, type ? { 'content-type': type } : {}), 403, 'field_in_two_places', 'constraint:project');
     });

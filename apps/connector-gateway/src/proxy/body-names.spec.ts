@@ -38,6 +38,11 @@ describe('bodyMemberNames', () => {
     expect(names('application/atom+xml', '<feed/>')).toEqual(['feed']);
   });
 
+  it('reads form names behind ; too (older Go and Python split forms on it)', () => {
+    expect(names('application/x-www-form-urlencoded', 'title=x;project=evil')).toEqual(['title', 'project']);
+    expect(names(undefined, 'a=1;%u0070roject=2')).toContain('project');
+  });
+
   it('reads every string of a body only a lenient parser reads as a JSON object (a byte order mark, NaN)', () => {
     expect(names('text/plain', '\ufeff{"project":"evil"}')).toEqual(['project', 'evil']);
     expect(names('application/octet-stream', ' {"project":"evil","n":NaN}')).toEqual(['project', 'evil', 'n']);

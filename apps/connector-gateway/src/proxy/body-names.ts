@@ -57,13 +57,16 @@ function namesAs(type: string, text: string, body: Buffer): string[] {
 }
 
 /**
- * A form's parameter names as `URLSearchParams` reads them, and also with `%uXXXX` escapes
- * decoded where a name has them (classic ASP.NET's `HttpUtility.UrlDecode` does, and its model
- * binding reads form values before the query's: `%u0070roject` is `project` to it).
+ * A form's parameter names as `URLSearchParams` reads them, also split on `;` (Go before 1.17
+ * and Python before 3.9.2 read `a=1;project=evil` as two parameters, as they read a query),
+ * and also with `%uXXXX` escapes decoded where a name has them (classic ASP.NET's
+ * `HttpUtility.UrlDecode` does, and its model binding reads form values before the query's:
+ * `%u0070roject` is `project` to it).
  */
 function formNames(text: string): string[] {
   const names = [...new URLSearchParams(text).keys()];
-  for (const part of text.split('&')) {
+  if (text.includes(';')) names.push(...new URLSearchParams(text.replace(/;/g, '&')).keys());
+  for (const part of text.split(/[&;]/)) {
     const raw = part.split('=')[0];
     if (!/%u[0-9a-f]{4}/i.test(raw)) continue;
     const unescaped = raw.replace(/\+/g, ' ').replace(/%u([0-9a-f]{4})/gi, (_match, hex: string) => String.fromCharCode(parseInt(hex, 16)));
