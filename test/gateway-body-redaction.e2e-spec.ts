@@ -13,13 +13,15 @@ const BEARER_SECRET = 'sk_live_echo_7c1e9a42d0b35f';
 const HEADER_SECRET = 'hdr-key/9b2f+51e0a7c=';
 const CLIENT_SECRET = 'oauth-client-secret-3a9d77';
 
-const OPERATIONS = ['small', 'split', 'split-length', 'large', 'gzip', 'sse', 'plain', 'encoded', 'range', 'partial', 'redirect'].map((name) => ({
-  name: `echo.${name}`,
-  method: 'GET',
-  path: `/echo/${name}`,
-  risk: 'read',
-  constraints: {},
-}));
+const OPERATIONS = ['small', 'split', 'split-length', 'large', 'gzip', 'sse', 'plain', 'encoded', 'range', 'partial', 'redirect', 'transfer-gzip'].map(
+  (name) => ({
+    name: `echo.${name}`,
+    method: 'GET',
+    path: `/echo/${name}`,
+    risk: 'read',
+    constraints: {},
+  }),
+);
 const ACTIONS = OPERATIONS.map((operation) => operation.name);
 const CONNECTORS = ['echo-bearer', 'echo-header', 'echo-oauth'] as const;
 type ConnectorId = (typeof CONNECTORS)[number];
@@ -173,6 +175,11 @@ describe('gateway: credentials echoed in upstream bodies', () => {
         const body = Buffer.from(`debug: ${text(request)}\n`).subarray(10, 20);
         response.writeHead(206, { 'content-type': 'text/plain', 'content-range': `bytes 10-19/99`, 'content-length': String(body.length) });
         response.end(body);
+      },
+      // Compressed as a transfer coding (the gateway offers none in TE: RFC 9112 forbids it), framed chunked.
+      'GET /echo/transfer-gzip': (request: ReceivedRequest, response: ServerResponse) => {
+        response.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'gzip, chunked' });
+        response.end(gzipSync(JSON.stringify({ seen_authorization: text(request) })));
       },
       // An upstream that ignores Accept-Encoding: identity.
       'GET /echo/gzip': (request: ReceivedRequest, response: ServerResponse) => {
@@ -372,6 +379,20 @@ describe('gateway: credentials echoed in upstream bodies', () => {
         error: 'bad_gateway',
         reason: 'upstream_content_encoding',
         content_encoding: 'gzip',
+      });
+    });
+
+    it('refuses a body compressed as a transfer coding (which undici passes on compressed, and the agent can inflate)', async () => {
+      const response = await call(connector, 'transfer-gzip');
+      expect(response.status).toBe(502);
+      expectNoSecret(connector, response);
+      expect(JSON.parse(response.body.toString('utf8'))).toMatchObject({ error: 'bad_gateway' });
+      expect(await upstreamEvent(connector)).toMatchObject({
+        status: 502,
+        upstream_status: 200,
+        error: 'bad_gateway',
+        reason: 'upstream_content_encoding',
+        transfer_encoding: 'gzip, chunked',
       });
     });
   });

@@ -635,17 +635,20 @@ export class ProxyService {
       response.headers,
       forms.map((form) => form.toString('utf8')),
     );
-    const encoding = secrets.length > 0 && mayHaveBody(req.method, response.statusCode) ? encodedBody(response.headers) : undefined;
-    // Asked for identity, the upstream compressed anyway; or asked for no range (Range is not
+    const searched = secrets.length > 0 && mayHaveBody(req.method, response.statusCode);
+    const encoding = searched ? encodedBody(response.headers) : undefined;
+    const transferCoding = searched ? compressedTransfer(response.headers) : undefined;
+    // Asked for identity, the upstream compressed anyway (as a content or, offered none in TE, a
+    // transfer coding, which undici passes on as it came); or asked for no range (Range is not
     // forwarded with a credential), it sent a part: a body that cannot be searched for whole
     // occurrences of the credential is not passed on. The request was sent: its budget
     // reservation is kept.
     const unreadable =
-      encoding !== undefined
+      encoding !== undefined || transferCoding !== undefined
         ? {
             description: 'the upstream answered with a compressed body, which the gateway does not pass on (it asks for identity)',
             reason: 'upstream_content_encoding',
-            detail: { content_encoding: encoding },
+            detail: encoding !== undefined ? { content_encoding: encoding } : { transfer_encoding: transferCoding },
           }
         : secrets.length > 0 && response.statusCode === 206
           ? {
@@ -886,6 +889,19 @@ function brokenAnswerFailure(error: unknown, code: string): OAuthError | undefin
 
 function prematureClose(): Error {
   return Object.assign(new Error('the agent closed the connection before the response was sent'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+}
+
+/**
+ * A response's `Transfer-Encoding` when it names a coding other than `chunked` (`gzip, chunked`):
+ * undici takes the chunked framing off and hands on the compressed bytes, which could not be
+ * searched for secrets (and the agent, getting them without the header, could still inflate them).
+ */
+function compressedTransfer(headers: Record<string, string | string[] | undefined>): string | undefined {
+  const value = headers['transfer-encoding'];
+  if (value === undefined) return undefined;
+  const text = Array.isArray(value) ? value.join(',') : value;
+  const codings = text.split(',').map((coding) => coding.trim().toLowerCase());
+  return codings.every((coding) => coding === '' || coding === 'chunked' || coding === 'identity') ? undefined : text.slice(0, 64);
 }
 
 /** Whether the request body is sent with a `Content-Encoding` other than `identity`. */
