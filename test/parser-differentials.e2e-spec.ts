@@ -314,6 +314,14 @@ describe('parser differentials', () => {
       await expectRefused(async () => raw(await items(), body, type ? { 'content-type': type } : {}), 403, 'field_in_two_places', 'constraint:project');
     });
 
+    it.each([
+      ['UTF-16LE as application/json', 'application/json', Buffer.from('{"project":"evil"}', 'utf16le')],
+      ['UTF-16BE with a byte order mark as text/plain', 'text/plain', Buffer.from('\ufeff{"project":"evil"}', 'utf16le').swap16()],
+      ['UTF-32LE without a content type', undefined, Buffer.concat([...'{"project":"evil"}'].map((char) => Buffer.from([char.charCodeAt(0), 0, 0, 0])))],
+    ])('refuses the query-bound project sent again as JSON in %s (Python json.loads detects UTF-16 and UTF-32)', async (_name, type, bytes) => {
+      await expectRefused(async () => raw(await items(), '', type ? { 'content-type': type } : {}, bytes), 403, 'field_in_two_places', 'constraint:project');
+    });
+
     it('refuses the project in a multipart part named with an escape or in RFC 5987 form', async () => {
       for (const disposition of ['name="pro\\ject"', 'name="%70roject"', "name*=UTF-8''%70roject"]) {
         const body = `--b\r\ncontent-disposition: form-data; ${disposition}\r\n\r\nevil\r\n--b--\r\n`;

@@ -38,6 +38,15 @@ describe('bodyMemberNames', () => {
     expect(names('application/atom+xml', '<feed/>')).toEqual(['feed']);
   });
 
+  it('reads the keys of a JSON object in UTF-16 or UTF-32 as Python json.loads detects them, and nothing extra from UTF-8 or binary', () => {
+    const wide = (bytes: Buffer, type?: string) => bodyMemberNames(type, bytes);
+    expect(wide(Buffer.from('{"project":"x"}', 'utf16le'), 'application/json')).toContain('project');
+    expect(wide(Buffer.from('{"project":"x"}', 'utf16le').swap16(), 'text/plain')).toContain('project');
+    expect(wide(Buffer.from('\ufeff{"project":"x"}', 'utf16le'), 'text/plain')).toContain('project');
+    expect(wide(Buffer.concat([...'{"project":"x"}'].map((char) => Buffer.from([0, 0, 0, char.charCodeAt(0)]))))).toContain('project');
+    expect(wide(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 0, 0, 0x0d]), 'image/png')).toEqual([]);
+  });
+
   it('reads form names behind ; too (older Go and Python split forms on it)', () => {
     expect(names('application/x-www-form-urlencoded', 'title=x;project=evil')).toEqual(['title', 'project']);
     expect(names(undefined, 'a=1;%u0070roject=2')).toContain('project');

@@ -16,7 +16,9 @@
  *   any type), which are names under every type (Laravel reads a body as JSON when its type
  *   mentions `/json` anywhere);
  * - a list of types (`a, b`, or words after the type): the names under each of them (PHP, Rack
- *   and Rails read the first).
+ *   and Rails read the first);
+ * - a body in UTF-16 or UTF-32 as Python's `json.loads` finds it (see {@link wideText}): the
+ *   keys of the JSON object it holds, whatever the type.
  */
 export function bodyMemberNames(contentType: string | undefined, body: Buffer): string[] {
   if (body.length === 0) return [];
@@ -31,7 +33,36 @@ export function bodyMemberNames(contentType: string | undefined, body: Buffer): 
     for (const name of namesAs(type, text, body)) names.add(name);
   }
   for (const name of jsonObjectKeys(text)) names.add(name);
+  const wide = wideText(body);
+  if (wide !== undefined) for (const name of jsonObjectKeys(wide)) names.add(name);
   return [...names];
+}
+
+/**
+ * The body as Python's `json.loads` reads bytes when it finds them in UTF-16 or UTF-32 (by a
+ * byte order mark, or by where the first bytes are zero: its `detect_encoding`), whatever the
+ * content type says (Flask's `get_json` hands it the bytes); `undefined` for anything it reads
+ * as UTF-8.
+ */
+function wideText(body: Buffer): string | undefined {
+  const [a, b, c, d] = body;
+  if (a === 0xff && b === 0xfe && c === 0 && d === 0) return utf32(body.subarray(4), true);
+  if (a === 0 && b === 0 && c === 0xfe && d === 0xff) return utf32(body.subarray(4), false);
+  if (a === 0xff && b === 0xfe) return new TextDecoder('utf-16le').decode(body.subarray(2));
+  if (a === 0xfe && b === 0xff) return new TextDecoder('utf-16be').decode(body.subarray(2));
+  if (body.length < 4) return undefined;
+  if (a === 0) return b !== 0 ? new TextDecoder('utf-16be').decode(body) : utf32(body, false);
+  if (b === 0) return c !== 0 || d !== 0 ? new TextDecoder('utf-16le').decode(body) : utf32(body, true);
+  return undefined;
+}
+
+function utf32(bytes: Buffer, littleEndian: boolean): string {
+  let text = '';
+  for (let index = 0; index + 4 <= bytes.length; index += 4) {
+    const point = littleEndian ? bytes.readUInt32LE(index) : bytes.readUInt32BE(index);
+    text += point <= 0x10ffff ? String.fromCodePoint(point) : '\ufffd';
+  }
+  return text;
 }
 
 /** The body's member names read as `type` (a media type without parameters, lower case; `''` for none). */
