@@ -35,6 +35,7 @@ import { BadGatewayError, GatewayTimeoutError, InvalidFieldError, PayloadTooLarg
 import {
   agentResponseHeaders,
   allowedRequestHeaders,
+  compressedTransfer,
   encodedBody,
   isMethodOverrideHeader,
   uncheckedHeaderProblem,
@@ -889,19 +890,6 @@ function brokenAnswerFailure(error: unknown, code: string): OAuthError | undefin
 
 function prematureClose(): Error {
   return Object.assign(new Error('the agent closed the connection before the response was sent'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-}
-
-/**
- * A response's `Transfer-Encoding` when it names a coding other than `chunked` (`gzip, chunked`):
- * undici takes the chunked framing off and hands on the compressed bytes, which could not be
- * searched for secrets (and the agent, getting them without the header, could still inflate them).
- */
-function compressedTransfer(headers: Record<string, string | string[] | undefined>): string | undefined {
-  const value = headers['transfer-encoding'];
-  if (value === undefined) return undefined;
-  const text = Array.isArray(value) ? value.join(',') : value;
-  const codings = text.split(',').map((coding) => coding.trim().toLowerCase());
-  return codings.every((coding) => coding === '' || coding === 'chunked' || coding === 'identity') ? undefined : text.slice(0, 64);
 }
 
 /** Whether the request body is sent with a `Content-Encoding` other than `identity`. */

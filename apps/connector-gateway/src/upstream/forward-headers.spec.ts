@@ -2,6 +2,7 @@ import type { ConnectorOperation } from '@writ/database';
 import {
   agentResponseHeaders,
   allowedRequestHeaders,
+  compressedTransfer,
   encodedBody,
   isMethodOverrideHeader,
   uncheckedHeaderProblem,
@@ -191,6 +192,16 @@ describe('encodedBody', () => {
     expect(encodedBody({ 'content-encoding': 'gzip' })).toBe('gzip');
     expect(encodedBody({ 'content-encoding': 'identity, br' })).toBe('identity, br');
     expect(encodedBody({ 'content-encoding': ['identity', 'zstd'] })).toBe('identity,zstd');
+  });
+});
+
+describe('compressedTransfer', () => {
+  it('names a transfer coding other than chunked, which undici passes on compressed', () => {
+    expect(compressedTransfer({})).toBeUndefined();
+    expect(compressedTransfer({ 'transfer-encoding': 'chunked' })).toBeUndefined();
+    expect(compressedTransfer({ 'transfer-encoding': ' Chunked ' })).toBeUndefined();
+    expect(compressedTransfer({ 'transfer-encoding': 'gzip, chunked' })).toBe('gzip, chunked');
+    expect(compressedTransfer({ 'transfer-encoding': ['deflate', 'chunked'] })).toBe('deflate,chunked');
   });
 });
 

@@ -172,9 +172,22 @@ export function agentResponseHeaders(upstream: Record<string, string | string[] 
  * that compressed although asked not to): its bytes could not be searched for secrets.
  */
 export function encodedBody(headers: Record<string, string | string[] | undefined>): string | undefined {
-  const value = headers['content-encoding'];
+  return codedOtherwise(headers['content-encoding'], ['identity']);
+}
+
+/**
+ * A response's `Transfer-Encoding` when it names a coding other than `chunked` (`gzip, chunked`):
+ * undici takes the chunked framing off and hands on the compressed bytes, which could not be
+ * searched for secrets (and the agent, getting them without the header, could still inflate them).
+ */
+export function compressedTransfer(headers: Record<string, string | string[] | undefined>): string | undefined {
+  return codedOtherwise(headers['transfer-encoding'], ['identity', 'chunked']);
+}
+
+/** A coding header's value (its first 64 characters) when it names a coding other than `plain`. */
+function codedOtherwise(value: string | string[] | undefined, plain: readonly string[]): string | undefined {
   if (value === undefined) return undefined;
   const text = Array.isArray(value) ? value.join(',') : value;
   const codings = text.split(',').map((coding) => coding.trim().toLowerCase());
-  return codings.every((coding) => coding === '' || coding === 'identity') ? undefined : text.slice(0, 64);
+  return codings.every((coding) => coding === '' || plain.includes(coding)) ? undefined : text.slice(0, 64);
 }
