@@ -269,6 +269,73 @@ describe('task creation racing admin changes', () => {
     await expectNothingCreated(s, answer);
   });
 
+  /** The answer a fresh request gets for a user its identity provider no longer vouches for: `400` naming `field`. */
+  function expectUserRefused(answer: TestResponse, field: 'user_token' | 'user', message: RegExp): void {
+    expect(answer.status).toBe(400);
+    expect(answer.body.fields).toEqual([expect.objectContaining({ field, message: expect.stringMatching(message) })]);
+    expect(answer.text).not.toMatch(/eyJ/);
+  }
+
+  const providerPath = (issuer: string) => `/v1/identity-providers/${encodeURIComponent(issuer)}`;
+
+  it("refuses a create held past the removal of its user's identity provider", async () => {
+    const s = await scene('remove-idp');
+    const answer = await heldCreate(s, () => admin('DELETE', providerPath(`${providers.url}/remove-idp`)));
+    expectUserRefused(answer, 'user_token', /not from a trusted identity provider/);
+    await expectNothingCreated(s, answer);
+  });
+
+  /** A scene whose orchestrator may also assert users of its provider without a token, the provider's keys not held. */
+  async function assertingScene(name: string) {
+    const s = await scene(name);
+    const issuer = `${providers.url}/${name}`;
+    await pool.query('DELETE FROM identity_providers WHERE issuer = $1', [issuer]);
+    await insertIdentityProviderRow(pool, rowIntegrityOf(pool), {
+      issuer,
+      jwksUri: `${issuer}/jwks`,
+      audience: AUDIENCE,
+      assertingOrchestrators: [s.orchestrator.id],
+    });
+    providers.hold(name).open();
+    const asserted = (instance: string) =>
+      sendJson(
+        'POST',
+        `${instance}/v1/tasks`,
+        { agent_id: s.agent.id, purpose: 'pay invoice INV-42', allowed: PAYOUT_ALLOWED, ttl_seconds: 600, user: { iss: issuer, sub: `${name}-user` } },
+        s.token,
+      );
+    const instances = [services.issuer, second.authUrl];
+    // Each instance reads the provider and its keys, and trusts both proofs.
+    for (const instance of instances) {
+      expect((await create(s, true, instance)).status).toBe(201);
+      expect((await asserted(instance)).status).toBe(201);
+    }
+    return { s, issuer, asserted, instances };
+  }
+
+  it('refuses the users of a removed identity provider at once, on the instances that just trusted it', async () => {
+    const { s, issuer, asserted, instances } = await assertingScene('removed-idp');
+    expect((await admin('DELETE', providerPath(issuer))).status).toBe(204);
+    // Its users' tokens are refused for new tasks from then on, and so are assertions of its users.
+    for (const instance of instances) {
+      expectUserRefused(await create(s, true, instance), 'user_token', /not from a trusted identity provider/);
+      expectUserRefused(await asserted(instance), 'user', /not trusted to assert users/);
+    }
+    expect(await tasksOf(s.orchestrator.id)).toHaveLength(4);
+  });
+
+  it('refuses the users of an identity provider registered again for another audience, at once', async () => {
+    const { s, issuer, asserted, instances } = await assertingScene('reregistered-idp');
+    expect((await admin('DELETE', providerPath(issuer))).status).toBe(204);
+    // The same issuer and keys, for another audience and trusting no orchestrator to assert its users.
+    expect((await admin('POST', '/v1/identity-providers', { issuer, jwks_uri: `${issuer}/jwks`, audience: 'another-app' })).status).toBe(201);
+    for (const instance of instances) {
+      expectUserRefused(await create(s, true, instance), 'user_token', /registered again|aud/);
+      expectUserRefused(await asserted(instance), 'user', /not trusted to assert users/);
+    }
+    expect(await tasksOf(s.orchestrator.id)).toHaveLength(4);
+  });
+
   /**
    * Many creates and one admin change, fired together, on two authorization server instances
    * over one database. Six creates wait for their user's identity provider, which answers once

@@ -51,6 +51,11 @@ export class UserTokenVerifier {
 
   /** The verified user of `token`, or a {@link UserTokenError} naming why not. */
   async verify(token: string): Promise<VerifiedUser> {
+    return (await this.verifyWithProvider(token)).user;
+  }
+
+  /** As {@link verify}, with the provider registration the token was verified against (to check again at commit: {@link providerAt}). */
+  async verifyWithProvider(token: string): Promise<{ user: VerifiedUser; provider: IdentityProviderRow }> {
     let issuer: unknown;
     try {
       issuer = decodeJwt(token).iss;
@@ -76,7 +81,7 @@ export class UserTokenVerifier {
       if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 255) {
         throw new UserTokenError('no_subject', 'the user token has no usable sub');
       }
-      return { issuer: provider.row.issuer, subject: payload.sub };
+      return { user: { issuer: provider.row.issuer, subject: payload.sub }, provider: provider.row };
     } catch (error) {
       if (error instanceof UserTokenError) throw error;
       if (error instanceof joseErrors.JWTExpired) throw new UserTokenError('expired', 'the user token has expired');
@@ -95,8 +100,36 @@ export class UserTokenVerifier {
 
   /** True when `orchestratorId` is registered as trusted to assert users of `issuer`. */
   async mayAssert(orchestratorId: string, issuer: string): Promise<boolean> {
-    const provider = await this.provider(issuer);
-    return provider?.row?.asserting_orchestrators.includes(orchestratorId) ?? false;
+    return (await this.trustedProvider(issuer))?.asserting_orchestrators.includes(orchestratorId) ?? false;
+  }
+
+  /** The registration of `issuer` (read again after a few seconds), `undefined` when none stands. */
+  async trustedProvider(issuer: string): Promise<IdentityProviderRow | undefined> {
+    return (await this.provider(issuer)).row;
+  }
+
+  /**
+   * The registration of `issuer` as it stands in the caller's transaction, share-locked until it
+   * ends: a removal committed before is seen, one asked for after waits for the caller's commit.
+   * `undefined` when none stands (removed, or its tag does not verify). The registrations read
+   * for verification are kept a few seconds; a caller that commits on one checks it again here,
+   * and when it stands no longer (or differs), what is kept of that issuer is dropped.
+   */
+  async providerAt(tx: Pick<Pool, 'query'>, issuer: string): Promise<IdentityProviderRow | undefined> {
+    const { rows } = await tx.query<IdentityProviderIntegrityRow>(
+      `SELECT ${IDENTITY_PROVIDER_INTEGRITY_COLUMNS} FROM identity_providers WHERE issuer = $1 FOR SHARE`,
+      [issuer],
+    );
+    const row = this.verifiedRow(rows[0]);
+    const kept = this.providers.get(issuer)?.row;
+    if (!row || !kept || !sameProvider(row, kept)) this.providers.delete(issuer);
+    return row;
+  }
+
+  private verifiedRow(read: IdentityProviderIntegrityRow | undefined): IdentityProviderRow | undefined {
+    return read && this.integrity.verifyIdentityProvider(identityProviderIntegrityFieldsOf(read), read.integrity_tag)
+      ? { issuer: read.issuer, jwks_uri: read.jwks_uri, audience: read.audience, asserting_orchestrators: read.asserting_orchestrators }
+      : undefined;
   }
 
   private async provider(issuer: string) {
@@ -107,11 +140,7 @@ export class UserTokenVerifier {
       [issuer],
     );
     // Verified once per cache fill; a row that does not verify is cached as absent (and reported).
-    const read = rows[0];
-    const row: IdentityProviderRow | undefined =
-      read && this.integrity.verifyIdentityProvider(identityProviderIntegrityFieldsOf(read), read.integrity_tag)
-        ? { issuer: read.issuer, jwks_uri: read.jwks_uri, audience: read.audience, asserting_orchestrators: read.asserting_orchestrators }
-        : undefined;
+    const row = this.verifiedRow(rows[0]);
     const keys = row
       ? cached?.row?.jwks_uri === row.jwks_uri && cached.keys
         ? cached.keys
@@ -125,6 +154,17 @@ export class UserTokenVerifier {
     this.providers.set(issuer, entry);
     return entry;
   }
+}
+
+/** Whether two registrations of an issuer trust the same users the same way (keys, audience, asserting orchestrators). */
+function sameProvider(a: IdentityProviderRow, b: IdentityProviderRow): boolean {
+  return (
+    a.issuer === b.issuer &&
+    a.jwks_uri === b.jwks_uri &&
+    a.audience === b.audience &&
+    a.asserting_orchestrators.length === b.asserting_orchestrators.length &&
+    a.asserting_orchestrators.every((id, index) => id === b.asserting_orchestrators[index])
+  );
 }
 
 /**

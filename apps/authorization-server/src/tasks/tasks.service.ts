@@ -74,7 +74,8 @@ export class TasksService {
     }
     const allowed = await this.validateAllowed(body.allowed, fields);
     if (fields.length > 0) throw new ValidationFailedError(fields, 'the task declaration is invalid');
-    const user = await this.subjects.verify(orchestrator.id, body);
+    const proven = await this.subjects.prove(orchestrator.id, body);
+    const user = proven?.user;
 
     const id = randomUUID();
     const jti = newJti();
@@ -88,11 +89,12 @@ export class TasksService {
     const expiresAt = new Date(exp * 1000);
     // What the guard and the checks above decided on is checked again, under share locks, in the
     // transaction that records the task: an admin change committed meanwhile (the user's token
-    // may have taken seconds to verify) refuses the task as a fresh request would be refused.
+    // may have taken seconds to verify, and a provider's registration is read again only every
+    // few seconds) refuses the task as a fresh request would be refused.
     const { result: refusal } = await this.audit.recordWith(
       async (client) => {
         const standing = await this.grants.declarerStanding(client, orchestrator.id, orchestrator.jti, body.agent_id);
-        const refused = declarerRefusal(standing, body.agent_id);
+        const refused = declarerRefusal(standing, body.agent_id) ?? (proven ? await this.subjects.refusalAt(client, orchestrator.id, proven) : undefined);
         if (refused) return refused;
         const declared = await this.grants.declareTask(client, {
           id,
@@ -130,7 +132,7 @@ export class TasksService {
                   ttl_seconds: body.ttl_seconds,
                   expires_at: expiresAt.toISOString(),
                   on_behalf_of: body.on_behalf_of ?? null,
-                  ...(user ? { user: { iss: user.issuer, sub: user.subject, proof: body.user_token !== undefined ? 'user_token' : 'asserted' } } : {}),
+                  ...(proven ? { user: { iss: proven.user.issuer, sub: proven.user.subject, proof: proven.proof } } : {}),
                   metadata: body.metadata ?? {},
                   kid,
                 },
