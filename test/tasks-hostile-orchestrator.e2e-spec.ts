@@ -281,6 +281,19 @@ describe('Tasks API against a hostile orchestrator and a racing agent', () => {
     }
   });
 
+  it('names user and user_token sent as null, at task creation and for connect links, and creates nothing', async () => {
+    const before = await taskCount();
+    for (const member of ['user', 'user_token'] as const) {
+      const refused = await declare({ [member]: null });
+      expect(refused.status).toBe(400);
+      expect(new Set(fieldsOf(refused.body))).toEqual(new Set([member]));
+      const link = await sendJson('POST', `${first.issuer}/v1/connections/links`, { connector_id: 'payments', [member]: null }, token);
+      expect(link.status).toBe(400);
+      expect(new Set(fieldsOf(link.body))).toEqual(new Set([member]));
+    }
+    expect(await taskCount()).toBe(before);
+  });
+
   it('shows no other task through the grants view, and no token in it', async () => {
     const mine = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000)] });
     const sibling = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000)] });

@@ -1,4 +1,7 @@
-import { ArrayMaxSize, ArrayMinSize, IsArray, IsInt, IsObject, IsOptional, IsString, Length, Max, Min } from 'class-validator';
+import { ArrayMaxSize, ArrayMinSize, IsArray, IsInt, IsObject, IsOptional, IsString, Length, Max, Min, ValidateIf } from 'class-validator';
+
+/** Like `@IsOptional()`, for an absent member only: a `null` proof of a user is refused, naming the member. */
+export const OptionalNotNull = (): PropertyDecorator => ValidateIf((_object, value) => value !== undefined);
 
 /** Longest task a orchestrator may declare: one day. */
 export const MAX_TASK_TTL_SECONDS = 86_400;
@@ -16,9 +19,9 @@ export class CreateTaskDto {
   /** A label of the user the agent acts for, as the orchestrator says it (not verified: see `user_token`). */
   @IsOptional() @IsString() @Length(1, 256) on_behalf_of?: string;
   /** Proof of the user the task acts for: their token from a trusted identity provider. */
-  @IsOptional() @IsString() @Length(1, 8192) user_token?: string;
+  @OptionalNotNull() @IsString() @Length(1, 8192) user_token?: string;
   /** `{iss, sub}`: the user, asserted by an orchestrator trusted to assert users of that issuer. */
-  @IsOptional() @IsObject() user?: Record<string, unknown>;
+  @OptionalNotNull() @IsObject() user?: Record<string, unknown>;
   /** Free-form labels for the orchestrator (at most 4 KiB of JSON). */
   @IsOptional() @IsObject() metadata?: Record<string, unknown>;
 }
