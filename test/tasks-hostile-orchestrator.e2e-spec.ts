@@ -243,7 +243,7 @@ describe('Tasks API against a hostile orchestrator and a racing agent', () => {
     expect((await sendJson('GET', `${first.issuer}/v1/tasks/${mine.body.task_id}`, undefined, token)).body.status).toBe('active');
   });
 
-  it('refuses user tokens that are expired, for another audience, from an untrusted issuer, or signed by another key', async () => {
+  it('refuses user tokens that are expired, not yet valid, for another audience, from an untrusted issuer, or signed by another key or alg', async () => {
     const issuer = 'https://login.hostile.example';
     const provider = await startIdentityProvider(first.runtime.pool, issuer);
     const stranger = await startIdentityProvider(first.runtime.pool, 'https://stranger.example');
@@ -263,6 +263,27 @@ describe('Tasks API against a hostile orchestrator and a racing agent', () => {
         await sign({ iss: 'https://unregistered.example' }),
         // Signed by the other provider's key, claiming this issuer.
         await sign({}, stranger.key),
+        // HS256 with the provider's public key as the shared secret (algorithm confusion).
+        await new SignJWT({ sub: 'user-1' })
+          .setProtectedHeader({ alg: 'HS256', kid: 'k1' })
+          .setIssuer(issuer)
+          .setAudience('writ')
+          .setExpirationTime('5m')
+          .sign(new TextEncoder().encode(JSON.stringify(provider.publicJwk))),
+        // Not valid yet, and a key id the provider's key set does not have.
+        await new SignJWT({ sub: 'user-1' })
+          .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+          .setIssuer(issuer)
+          .setAudience('writ')
+          .setNotBefore('1h')
+          .setExpirationTime('2h')
+          .sign(provider.key),
+        await new SignJWT({ sub: 'user-1' })
+          .setProtectedHeader({ alg: 'ES256', kid: 'k2' })
+          .setIssuer(issuer)
+          .setAudience('writ')
+          .setExpirationTime('5m')
+          .sign(provider.key),
       ];
       for (const userToken of bad) {
         const refused = await declare({ user_token: userToken });
@@ -275,6 +296,15 @@ describe('Tasks API against a hostile orchestrator and a racing agent', () => {
       expect(fieldsOf(asserted.body)).toContain('user');
       expect(await taskCount()).toBe(before);
       expect((await declare({ user_token: await sign({}) })).status).toBe(201);
+      // Not spent: one token proves its user for a second task, and each task lives its own ttl, past the token's exp.
+      const shortLived = await sign({ exp: Math.floor(Date.now() / 1000) + 30 });
+      for (let n = 0; n < 2; n += 1) {
+        const created = await declare({ user_token: shortLived, ttl_seconds: 86400 });
+        expect(created.status).toBe(201);
+        expect(Date.parse(created.body.expires_at)).toBeGreaterThan(Date.now() + 86000 * 1000);
+        const shown = await sendJson('GET', `${first.issuer}/v1/tasks/${created.body.task_id}`, undefined, token);
+        expect(shown.body.user).toEqual({ iss: issuer, sub: 'user-1' });
+      }
     } finally {
       await provider.close();
       await stranger.close();

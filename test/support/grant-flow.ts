@@ -139,9 +139,13 @@ export async function credentialForUser(
  * A trusted identity provider for `issuer` (audience `writ`): its ES256 key (`kid` `k1`) served as
  * a JWKS on loopback and registered in `identity_providers`. Sign users with {@link credentialForUser}.
  */
-export async function startIdentityProvider(pool: Pool, issuer: string): Promise<{ key: CryptoKey; close: () => Promise<void> }> {
+export async function startIdentityProvider(
+  pool: Pool,
+  issuer: string,
+): Promise<{ key: CryptoKey; publicJwk: Record<string, unknown>; close: () => Promise<void> }> {
   const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
-  const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
+  const publicJwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' };
+  const keySet = JSON.stringify({ keys: [publicJwk] });
   const server = createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(keySet);
@@ -151,6 +155,7 @@ export async function startIdentityProvider(pool: Pool, issuer: string): Promise
   await insertIdentityProviderRow(pool, rowIntegrityOf(pool), { issuer, jwksUri });
   return {
     key: privateKey,
+    publicJwk,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
