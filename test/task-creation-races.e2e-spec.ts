@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { Pool } from 'pg';
-import { clientAuthFields, insertIdentityProviderRow, rowIntegrityOf } from '@writ/testing';
+import { clientAuthFields, createClientKey, insertIdentityProviderRow, jwksOf, rowIntegrityOf } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { PAYOUT_ALLOWED, tasksToken } from './support/grant-flow';
 import { http, postForm, sendJson, TestClient, TestResponse } from './support/oauth-client';
@@ -267,6 +267,30 @@ describe('task creation racing admin changes', () => {
     const answer = await heldCreate(s, () => admin('DELETE', `/v1/agents/${s.agent.id}`));
     expectAgentRefused(answer, /no such agent/);
     await expectNothingCreated(s, answer);
+  });
+
+  it("never hands a deleted orchestrator's tasks to one registered again under its id", async () => {
+    const s = await scene('reused-id');
+    const body = JSON.stringify({ agent_id: s.agent.id, purpose: 'pay invoice INV-42', allowed: PAYOUT_ALLOWED, ttl_seconds: 600 });
+    const declared = await http(`${services.issuer}/v1/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}`, 'idempotency-key': 'invoice-42' },
+      body,
+    });
+    expect(declared.status).toBe(201);
+    expect((await admin('DELETE', `/v1/orchestrators/${s.orchestrator.id}`)).status).toBe(204);
+    // Its task runs on; a new registration under the id would read it, end it and, replaying the
+    // key, get its task token: the id stays the old registration's.
+    const key = await createClientKey();
+    const again = await admin('POST', '/v1/orchestrators', { id: s.orchestrator.id, name: 'Reused', jwks: jwksOf(key), allowed_agents: [s.agent.id] });
+    expect(again.status).toBe(409);
+    expect(again.body.message).toMatch(/declared tasks/);
+    expect((await admin('GET', `/v1/orchestrators/${s.orchestrator.id}`)).status).toBe(404);
+    expect(await tasksOf(s.orchestrator.id)).toEqual([{ id: declared.body.task_id, status: 'active' }]);
+    // An id that declared nothing is free again once deleted.
+    const idle = await seedOrchestrator(pool, 'reused-idle', [s.agent.id]);
+    expect((await admin('DELETE', `/v1/orchestrators/${idle.id}`)).status).toBe(204);
+    expect((await admin('POST', '/v1/orchestrators', { id: idle.id, name: 'Idle', jwks: jwksOf(key), allowed_agents: [] })).status).toBe(201);
   });
 
   /** The answer a fresh request gets for a user its identity provider no longer vouches for: `400` naming `field`. */

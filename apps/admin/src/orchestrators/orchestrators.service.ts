@@ -4,9 +4,10 @@ import { Repository } from 'typeorm';
 import { GrantStore, RowIntegrity } from '@writ/grants';
 import { AuditEventInput, AuditService } from '@writ/audit';
 import { OrchestratorEntity, RowOf } from '@writ/database';
+import { ConflictError } from '@writ/platform';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { adminChange } from '../auth/admin-change';
-import { kidsOf, publicJwksOrRefuse } from '../common/client-identity';
+import { claimClientId, kidsOf, publicJwksOrRefuse } from '../common/client-identity';
 import { ClientRegistry } from '../common/client-registry';
 import type { IfMatch } from '../common/entity-tag';
 import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
@@ -45,8 +46,9 @@ export class OrchestratorsService {
   }
 
   /**
-   * Registers an orchestrator (`409` when the id is taken by an agent or an orchestrator); once
-   * per `Idempotency-Key` (see {@link AdminIdempotency}).
+   * Registers an orchestrator (`409` when the id is taken by an agent or an orchestrator, or
+   * declared tasks under an earlier registration); once per `Idempotency-Key` (see
+   * {@link AdminIdempotency}).
    */
   create(principal: AdminPrincipal, body: CreateOrchestratorDto, request?: IdempotentRequest): Promise<OrchestratorDto> {
     return this.idempotency.run(request, (claim) => this.register(principal, body, claim));
@@ -57,7 +59,19 @@ export class OrchestratorsService {
     const { result } = await this.audit.recordWith(
       idempotent(
         claim,
-        adminChange(principal, (client) => this.registry.insert(client, body, jwks, { allowed_agents: body.allowed_agents ?? [] })),
+        adminChange(principal, async (client) => {
+          // A deleted orchestrator's tasks run on, and the Tasks API knows their orchestrator by id:
+          // registered again, the id would read and end them, and get their task tokens by replaying
+          // their Idempotency-Keys. Once the id is claimed no orchestrator has it, so none can declare
+          // a task under it before this commits.
+          if (body.id !== undefined) {
+            await claimClientId(client, body.id);
+            if ((await client.query('SELECT 1 FROM tasks WHERE orchestrator_id = $1 LIMIT 1', [body.id])).rowCount) {
+              throw new ConflictError(`the id ${body.id} declared tasks under an earlier registration: register the orchestrator under another id`);
+            }
+          }
+          return this.registry.insert(client, body, jwks, { allowed_agents: body.allowed_agents ?? [] });
+        }),
       ),
       (orchestrator) => [
         {
