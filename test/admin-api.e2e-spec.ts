@@ -353,6 +353,17 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       expect((await api('GET', '/v1/identity-providers', undefined, operator)).body.items).toEqual([expect.objectContaining({ issuer })]);
       expect((await api('DELETE', path)).status).toBe(204);
     });
+
+    it("refuses Writ's own issuer as an identity provider, however it is spelled, naming the field", async () => {
+      const own = new URL(services.issuer);
+      const spellings = [services.issuer, `${services.issuer}/`, `${own.protocol}//${own.host.toUpperCase()}${own.pathname.replace(/\/$/, '')}`];
+      for (const issuer of spellings) {
+        const refused = await api('POST', '/v1/identity-providers', { issuer, jwks_uri: 'https://login.example.com/jwks', audience: 'writ' });
+        expect([refused.status, refused.body.fields]).toEqual([400, [{ field: 'issuer', message: expect.stringContaining("Writ's own issuer") }]]);
+      }
+      const { rows } = await services.runtime.pool.query('SELECT count(*)::int AS n FROM identity_providers');
+      expect(rows[0].n).toBe(0);
+    });
   });
 
   describe('agents', () => {

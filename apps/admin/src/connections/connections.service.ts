@@ -46,10 +46,24 @@ function urlProblem(value: string): string | undefined {
   }
 }
 
+/**
+ * An issuer URL in the form two spellings of one issuer share (WHATWG-normalised: scheme and host
+ * case, default port, dot segments; no trailing slash), or the text itself when it is no URL.
+ */
+function sameIssuerForm(value: string): string {
+  try {
+    return new URL(value).href.replace(/\/+$/, '');
+  } catch {
+    return value;
+  }
+}
+
 /** Trusted identity providers and users' connected accounts, for admins. */
 @Injectable()
 export class ConnectionsService {
   private readonly networks: UpstreamNetworks;
+  /** Writ's own issuer, as {@link sameIssuerForm} writes it. */
+  private readonly ownIssuer: string;
 
   constructor(
     @Inject(PG_POOL) private readonly pool: Pool,
@@ -60,6 +74,7 @@ export class ConnectionsService {
     private readonly integrity: RowIntegrity,
   ) {
     this.networks = new UpstreamNetworks(config.upstreamAllowedNetworks);
+    this.ownIssuer = sameIssuerForm(config.issuer);
   }
 
   /**
@@ -72,7 +87,11 @@ export class ConnectionsService {
 
   private async registerProvider(admin: AdminPrincipal, body: CreateIdentityProviderDto, claim: IdempotencyClaim | undefined): Promise<IdentityProviderDto> {
     const fields: FieldError[] = [];
-    const issuerProblem = urlProblem(body.issuer);
+    const issuerProblem =
+      urlProblem(body.issuer) ??
+      // Writ's own tokens (task tokens, credentials) are not a user's identity: trusted as a
+      // provider, Writ's issuer would let a token it issued for one purpose name a user.
+      (sameIssuerForm(body.issuer) === this.ownIssuer ? "is Writ's own issuer: the tokens Writ issues are not user identity tokens" : undefined);
     if (issuerProblem) fields.push({ field: 'issuer', message: issuerProblem });
     const jwksProblem = urlProblem(body.jwks_uri);
     if (jwksProblem) fields.push({ field: 'jwks_uri', message: jwksProblem });
