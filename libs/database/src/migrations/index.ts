@@ -27,6 +27,7 @@ import { AccountForcedRefresh1764640000000 } from './1764640000000-account-force
 import { RowIntegrityBackfillProgress1764652000000 } from './1764652000000-row-integrity-backfill-progress';
 import { AccountRefreshBackoff1764660000000 } from './1764660000000-account-refresh-backoff';
 import { MasterKeyRetagProgress1764670000000 } from './1764670000000-master-key-retag-progress';
+import { AdminTokenCreatorIndex1764685000000 } from './1764685000000-admin-token-creator-index';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -64,4 +65,5 @@ export const MIGRATIONS = [
   RowIntegrityBackfillProgress1764652000000,
   AccountRefreshBackoff1764660000000,
   MasterKeyRetagProgress1764670000000,
+  AdminTokenCreatorIndex1764685000000,
 ];
