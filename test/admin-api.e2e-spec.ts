@@ -769,7 +769,7 @@ describe('admin API: authentication, roles, agents, orchestrators, keys, admin t
       );
       expect(events.rows).toEqual([
         { type: 'admin.admin_token.created', actor_id: second.body.id, data: { id: third.body.id, name: 'third-admin', role: 'admin', expires_at: null } },
-        { type: 'admin.admin_token.revoked', actor_id: second.body.id, data: { id: third.body.id } },
+        { type: 'admin.admin_token.revoked', actor_id: second.body.id, data: { id: third.body.id, descendants: [], descendant_count: 0 } },
       ]);
     });
 

@@ -1,5 +1,13 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
-import { ApiBadRequestResponse, ApiConflictResponse, ApiCreatedResponse, ApiNoContentResponse, ApiNotFoundResponse, ApiOkResponse } from '@nestjs/swagger';
+import {
+  ApiBadRequestResponse,
+  ApiConflictResponse,
+  ApiCreatedResponse,
+  ApiNoContentResponse,
+  ApiNotFoundResponse,
+  ApiOkResponse,
+  ApiOperation,
+} from '@nestjs/swagger';
 import { NoStore } from '@writ/platform';
 import { AdminApi } from '../auth/admin-api.decorator';
 import { AdminPrincipal, CurrentAdmin } from '../auth/admin-principal';
@@ -50,12 +58,24 @@ export class AdminTokensController {
     return { id: admin.id, name: admin.name, role: admin.role };
   }
 
-  /** Revokes a token. */
+  /** Revokes a token and every token descended from it (the tokens it created, theirs...). */
   @Delete(':id')
   @HttpCode(204)
-  @ApiNoContentResponse()
+  @ApiOperation({
+    summary: 'Revoke an admin token and its descendants',
+    description:
+      'Revokes the token and, in the same transaction, every token descended from it through `created_by` (the tokens it created, the tokens those created...) ' +
+      'that is not revoked yet, as Vault revokes a token with its children: each stops working when this answers. ' +
+      'A creation made with one of them either committed before (and is revoked with the tree) or is refused with `401`. ' +
+      'Recorded as `admin.admin_token.revoked` with `descendants` (their ids) and `descendant_count`. ' +
+      'Revoking a revoked token again revokes the descendants still live and changes nothing else.',
+  })
+  @ApiNoContentResponse({ description: 'the token and its descendants are revoked' })
   @ApiNotFoundResponse({ type: AdminErrorDto })
-  @ApiConflictResponse({ type: AdminErrorDto, description: 'the token making the request cannot revoke itself' })
+  @ApiConflictResponse({
+    type: AdminErrorDto,
+    description: 'the token making the request cannot revoke itself, nor a token it descends from (that would revoke it too): use a token outside the tree',
+  })
   revoke(@CurrentAdmin() admin: AdminPrincipal, @Param('id') id: string): Promise<void> {
     return this.tokens.revoke(admin, id);
   }
