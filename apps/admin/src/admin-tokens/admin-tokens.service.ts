@@ -2,8 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { PoolClient } from 'pg';
-import { AuditEventInput, AuditService } from '@writ/audit';
+import { AuditService } from '@writ/audit';
 import { RowIntegrity } from '@writ/grants';
 import { AdminTokenEntity, rowOf, RowOf } from '@writ/database';
 import { ConflictError, hashAdminToken, isIsoInstant, isUuid, NotFoundError } from '@writ/platform';
@@ -12,6 +11,7 @@ import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { AdminIdempotency, idempotent, type IdempotencyClaim, type IdempotentRequest } from '../common/idempotency';
 import { DEFAULT_PAGE_SIZE, PageQueryDto } from '../common/page-query.dto';
+import { isInTree, type Revocation, revokedEvents, revokeTree } from './admin-token-tree';
 import { AdminTokenDto, CreatedAdminTokenDto, toAdminTokenDto } from './dto/admin-token.dto';
 import type { CreateAdminTokenDto } from './dto/create-admin-token.dto';
 
@@ -22,6 +22,9 @@ const COLUMNS = 'id, name, role, created_by, created_at, last_used_at, revoked_a
 
 /** SQL: the row's token has not expired (`expires_at` NULL: it never does). */
 const UNEXPIRED = '(expires_at IS NULL OR expires_at > now())';
+/** The `409` of a revocation whose tree holds the token making the request. */
+const REVOKER_INSIDE =
+  'revoking this admin token would also revoke the token making the request, which it created (directly or not): use an admin token outside its tree';
 /** The `401` of a request whose own admin token was revoked (or expired) while it ran. */
 const REVOKED_MEANWHILE = 'the admin token is unknown or revoked';
 /** A row as {@link COLUMNS} selects it. */
@@ -157,8 +160,7 @@ export class AdminTokensService {
         if (!current) throw new NotFoundError('admin token');
         // Checked before anything is written: a token's ancestors never change (`created_by` is set
         // once, at its creation), so whether the revoker is in the tree cannot change meanwhile.
-        const inside = await client.query<{ inside: boolean }>(REVOKER_INSIDE_SQL, [principal.id, id]);
-        if (inside.rows[0].inside) throw new ConflictError(REVOKER_INSIDE);
+        if (await isInTree(client, principal.id, id)) throw new ConflictError(REVOKER_INSIDE);
         const revoked = await revokeTree(client, id);
         const root = revoked.some((row) => row.id === id);
         const descendants = revoked.filter((row) => row.id !== id).map((row) => row.id);
@@ -168,93 +170,4 @@ export class AdminTokensService {
       (revocation) => (revocation ? revokedEvents(principal, id, revocation) : []),
     );
   }
-}
-
-/** What one revocation revoked: the token itself (false: it was revoked before) and its descendants. */
-interface Revocation {
-  root: boolean;
-  descendants: string[];
-}
-
-/**
- * Most descendants one `admin.admin_token.revoked` event lists, as `token.revoked` lists at most
- * this many jtis: a larger tree is recorded as consecutive events of the same transaction, each
- * with a part of the list, so no single event grows with the tree.
- */
-export const REVOKED_ADMIN_TOKENS_PER_EVENT = 500;
-
-/**
- * SQL: whether token `$1` (the revoker) is token `$2` or descends from it, walking up
- * `created_by` (a creator id that is not a UUID, `system`, ends the walk; so does one whose row is
- * gone). `UNION` stops at a row seen before: a loop written into `created_by` by hand ends too.
- */
-const REVOKER_INSIDE_SQL = `
-  WITH RECURSIVE lineage (id, created_by) AS (
-    SELECT id, created_by FROM admin_tokens WHERE id = $1
-    UNION
-    SELECT parent.id, parent.created_by FROM admin_tokens parent JOIN lineage
-        ON parent.id = CASE WHEN lineage.created_by ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN lineage.created_by::uuid END
-  )
-  SELECT EXISTS (SELECT 1 FROM lineage WHERE id = $2) AS inside`;
-
-const REVOKER_INSIDE =
-  'revoking this admin token would also revoke the token making the request, which it created (directly or not): use an admin token outside its tree';
-
-/**
- * SQL: revokes token `$1` and every token descended from it through `created_by` that is not
- * revoked yet, walking down through revoked and expired tokens too (a child outlives neither).
- * A creator whose row is gone simply has no row to walk from; `UNION` ends a loop written by hand.
- */
-const REVOKE_TREE_SQL = `
-  WITH RECURSIVE tree (id) AS (
-    SELECT $1::uuid
-    UNION
-    SELECT child.id FROM admin_tokens child JOIN tree ON child.created_by = tree.id::text
-  )
-  UPDATE admin_tokens token SET revoked_at = now() FROM tree
-   WHERE token.id = tree.id AND token.revoked_at IS NULL
-  RETURNING token.id, token.created_at`;
-
-/**
- * Revokes the tree of `id` (see {@link REVOKE_TREE_SQL}), again until a walk revokes nothing: its
- * statement reads the tokens committed when it began, so a child committed by a creation that held
- * its creator's row (`FOR SHARE`) until then is found by the next walk; a creation that asks for
- * its creator's row once this transaction has revoked it waits for the commit, then finds it
- * revoked and creates nothing (`401`). (Audited transactions also run one at a time, under the
- * audit chain head's lock, so the second walk normally finds nothing: the loop does not depend on
- * it.) The tokens revoked, in creation order.
- */
-async function revokeTree(client: PoolClient, id: string): Promise<Array<{ id: string; created_at: Date }>> {
-  const revoked: Array<{ id: string; created_at: Date }> = [];
-  for (;;) {
-    const { rows } = await client.query<{ id: string; created_at: Date }>(REVOKE_TREE_SQL, [id]);
-    if (rows.length === 0) break;
-    revoked.push(...rows);
-  }
-  return revoked.sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-}
-
-/**
- * The `admin.admin_token.revoked` events of one revocation: `id` the token revoked, `descendants`
- * the ids of the tokens revoked with it (creation order; never a token or its hash) and
- * `descendant_count`; split into consecutive events of at most
- * {@link REVOKED_ADMIN_TOKENS_PER_EVENT} descendants, with `part` (1-based) and `parts`, when there
- * are more. `already_revoked: true` when the token itself was revoked before (only descendants left
- * live by an earlier release were revoked now).
- */
-export function revokedEvents(principal: AdminPrincipal, id: string, revocation: Revocation): AuditEventInput[] {
-  const { descendants } = revocation;
-  const parts = Math.max(1, Math.ceil(descendants.length / REVOKED_ADMIN_TOKENS_PER_EVENT));
-  return Array.from({ length: parts }, (_, index) => ({
-    type: 'admin.admin_token.revoked',
-    outcome: 'success' as const,
-    actor: adminActor(principal),
-    data: {
-      id,
-      descendants: descendants.slice(index * REVOKED_ADMIN_TOKENS_PER_EVENT, (index + 1) * REVOKED_ADMIN_TOKENS_PER_EVENT),
-      descendant_count: descendants.length,
-      ...(revocation.root ? {} : { already_revoked: true }),
-      ...(parts > 1 ? { part: index + 1, parts } : {}),
-    },
-  }));
 }
