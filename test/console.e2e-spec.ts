@@ -1352,6 +1352,35 @@ describeWithBrowser('admin console in Chromium', () => {
     await signIn(services.adminToken);
   });
 
+  it('says before a revocation is confirmed that the tokens the revoked one created go with it, and they do', async () => {
+    const create = (name: string, by: string) => sendJson('POST', `${services.adminUrl}/v1/admin-tokens`, { name, role: 'admin', expires_in: 3600 }, by);
+    const parent = await create('tree-parent', services.adminToken);
+    const child = await create('tree-child', parent.body.token);
+    const grandchild = await create('tree-grandchild', child.body.token);
+    expect([parent.status, child.status, grandchild.status]).toEqual([201, 201, 201]);
+    await signIn(services.adminToken);
+    await page.click('nav a[href="#/access"]');
+    const rowOf = (id: string) => page.locator(`[data-testid=admin-tokens] tr[data-id="${id}"]`);
+    await rowOf(grandchild.body.id).waitFor();
+    await rowOf(child.body.id).locator('button:has-text("Revoke")').click();
+    expect(await rowOf(child.body.id).locator('[data-testid=revokes-descendants]').textContent()).toBe(
+      'Also revokes 1 token it created, directly or through others. ',
+    );
+    await rowOf(child.body.id).locator('button:has-text("Keep")').click();
+    await rowOf(parent.body.id).locator('button:has-text("Revoke")').click();
+    expect(await rowOf(parent.body.id).locator('[data-testid=revokes-descendants]').textContent()).toBe(
+      'Also revokes 2 tokens it created, directly or through others. ',
+    );
+    await rowOf(parent.body.id).locator('button:has-text("Confirm revoke")').click();
+    for (const token of [parent, child, grandchild]) await rowOf(token.body.id).locator(':text-is("revoked")').waitFor();
+    // A token with nothing below it says nothing more.
+    const lone = await create('tree-lone', services.adminToken);
+    await rowOf(lone.body.id).locator('button:has-text("Revoke")').click();
+    expect(await rowOf(lone.body.id).locator('[data-testid=revokes-descendants]').count()).toBe(0);
+    await rowOf(lone.body.id).locator('button:has-text("Confirm revoke")').click();
+    await rowOf(lone.body.id).locator(':text-is("revoked")').waitFor();
+  });
+
   it('creates one admin token on a double click or a retry after a lost answer, never a second one nobody saw', async () => {
     await signIn(services.adminToken);
     await page.click('nav a[href="#/access"]');

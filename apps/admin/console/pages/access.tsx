@@ -112,6 +112,32 @@ function NewToken({ onCreated }: { onCreated: () => void }) {
   );
 }
 
+/**
+ * Before a revocation is confirmed: how many live tokens listed here go with it (the API revokes
+ * every token a token created, and theirs). Counted on the tokens this page has loaded.
+ */
+function DescendantsWarning({ tokens, root }: { tokens: AdminToken[]; root: string }) {
+  const children = new Map<string, AdminToken[]>();
+  for (const token of tokens) if (token.created_by) children.set(token.created_by, [...(children.get(token.created_by) ?? []), token]);
+  const seen = new Set([root]);
+  const walk = [root];
+  let live = 0;
+  while (walk.length > 0) {
+    for (const child of children.get(walk.pop()!) ?? []) {
+      if (seen.has(child.id)) continue;
+      seen.add(child.id);
+      walk.push(child.id);
+      if (!child.revoked_at && !(child.expires_at && Date.parse(child.expires_at) <= Date.now())) live += 1;
+    }
+  }
+  if (live === 0) return null;
+  return (
+    <span class="muted small" data-testid="revokes-descendants">
+      Also revokes {live === 1 ? '1 token' : `${live} tokens`} it created, directly or through others.{' '}
+    </span>
+  );
+}
+
 /** Admin only: admin tokens (create, revoke) and signing keys (rotate). */
 export function AccessPage({ selfId }: { selfId: string }) {
   const tokens = usePagedPoll<AdminToken>((cursor) => `/v1/admin-tokens${query({ limit: 200, cursor })}`, 10_000);
@@ -167,6 +193,7 @@ export function AccessPage({ selfId }: { selfId: string }) {
                       <Pill value="expired" />
                     ) : token.id === selfId ? null : confirm === token.id ? (
                       <>
+                        <DescendantsWarning tokens={tokens.items} root={token.id} />
                         <button type="button" class="danger" onClick={() => run('DELETE', `/v1/admin-tokens/${segment(token.id)}`, tokens.refresh)}>
                           Confirm revoke
                         </button>
