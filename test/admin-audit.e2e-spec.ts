@@ -117,6 +117,21 @@ describe('admin API: audit log', () => {
     expect(await count(`since=${at.slice(0, 10)}`)).toBe(1);
   });
 
+  it('refuses an ordinal date, which JavaScript misreads as a month in the local zone, naming the field', async () => {
+    // ISO 8601 allows `YYYY-DDD` (2025-012 is 12 January) and the validator accepts it, but
+    // Date reads it as 1 December 2025 in the server's zone: an export "since 12 January"
+    // silently left out eleven months.
+    for (const field of ['since', 'until']) {
+      for (const path of ['/v1/audit', '/v1/audit/export']) {
+        const response = await http(`${services.adminUrl}${path}?${field}=2025-012`, { headers: { authorization: `Bearer ${viewer}` } });
+        expect([path, response.status]).toEqual([path, 400]);
+        expect(response.body.fields).toEqual([{ field, message: expect.stringMatching(/calendar date/) }]);
+      }
+    }
+    // Year, year-month and a calendar date stay midnight UTC, whatever the server's zone.
+    for (const value of ['2025', '2025-01', '2025-01-12']) expect((await api('GET', `/v1/audit?since=${value}`, undefined, viewer)).status).toBe(200);
+  });
+
   it('refuses invalid filters field by field', async () => {
     const response = await api('GET', '/v1/audit?since=yesterday&until=2025-13-45&limit=1001&outcome=maybe');
     expect(response.status).toBe(400);

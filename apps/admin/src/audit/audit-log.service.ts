@@ -22,16 +22,21 @@ function isSeqCursor(value: unknown): value is { s: number } {
 }
 
 const TIME_ZONE = /(?:Z|[+-]\d{2}(?::?\d{2})?)$/i;
+/** The date forms JavaScript reads as ISO 8601 (in UTC): `YYYY`, `YYYY-MM`, `YYYY-MM-DD`, then maybe a time. */
+const CALENDAR_DATE = /^\d{4}(?:-\d{2}(?:-\d{2})?)?(?:T|$)/i;
 
 /**
  * A filter's instant, or why it is not one. A date and time must carry its offset (`Z` or
  * `±hh:mm`): without one, JavaScript reads it in the server's local zone, so the same query
- * would select other events on a server in another zone. A bare date is midnight UTC. Events
+ * would select other events on a server in another zone. A bare date is midnight UTC. An
+ * ordinal date (`2025-012`, 12 January), which the ISO 8601 check accepts, is refused:
+ * JavaScript misreads it as a month in the local zone (1 December). Events
  * are stored to the millisecond: finer digits round up, so that `since` and `until` keep
  * exactly the events at or after, and before, the instant given (truncating them would drop
  * from an export the events of the millisecond before `until`).
  */
 export function parseInstant(text: string): Date | string {
+  if (!CALENDAR_DATE.test(text)) return 'must be a calendar date (YYYY-MM-DD), maybe with a time, e.g. 2025-01-31T12:00:00Z';
   if (text.includes('T') && !TIME_ZONE.test(text)) return 'must give its time zone offset (Z or ±hh:mm), e.g. 2025-01-31T12:00:00Z';
   const date = new Date(text);
   if (Number.isNaN(date.getTime())) return 'is not a valid time';
