@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { tarGz } from '@writ/testing';
+import { tarGz, type TarEntryOptions } from '@writ/testing';
 import { defaultPolicyPath } from './default-policy';
 import { policyVersion, readPolicyBundle } from './policy-bundle';
 import { readTarGz } from './read-tar-gz';
@@ -220,6 +220,28 @@ describe('readPolicyBundle', () => {
     ],
   ] as Array<[string, Array<[string, Buffer | string, { type?: string; link?: string }?]>]>)('refuses %s', (_name, files) => {
     expect(() => readPolicyBundle(tarGz(files))).toThrow(expect.objectContaining({ name: 'PolicyLoadError', code: 'POLICY_FORMAT_INVALID' }));
+  });
+
+  // What runs must be what `tar x` (GNU tar, libarchive, and Go's archive/tar, which opa uses)
+  // extracts: they read the ustar prefix field only under the POSIX magic (an old GNU header keeps
+  // times there), and a PAX path wins over a GNU long name whatever their order.
+  it.each([
+    ['an old GNU header with bytes in the prefix field', [['data.json', '{"config":{"quarantine_after":1000}}', { magic: 'gnu', prefix: 'writ' }]]],
+    ['a v7 header with bytes in the prefix field', [['data.json', '{"config":{"quarantine_after":1000}}', { magic: 'v7', prefix: 'writ' }]]],
+    ['a PAX path followed by a GNU long name', [['data.json', '{"config":{"quarantine_after":1000}}', { pax: true, longName: 'writ/data.json' }]]],
+  ] as Array<[string, Array<[string, string, TarEntryOptions]>]>)('reads each entry at the path tar x extracts it to: %s', (_name, files) => {
+    const bundle = readPolicyBundle(tarGz([['/policy.wasm', echoWasm], ...files]));
+    expect(bundle.data).toEqual({ config: { quarantine_after: 1000 } });
+  });
+
+  it('reads the prefix field of a POSIX ustar header', () => {
+    const bundle = readPolicyBundle(
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['data.json', '{"config":{}}', { prefix: 'writ' }],
+      ]),
+    );
+    expect(bundle.data).toEqual({ writ: { config: {} } });
   });
 
   it('refuses a tar whose header checksum is wrong', () => {

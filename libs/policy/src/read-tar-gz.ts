@@ -10,13 +10,17 @@ const MAX_INFLATED_BYTES = 64 * 1024 * 1024;
  * truncated or corrupt archive, and on an ambiguous one (two entries for one path, a path with
  * a `.`, `..` or empty segment, or an entry neither a regular file nor a directory, such as a
  * link): `tar x` keeps the last entry, resolves `..` and follows links, so what a reviewer
- * extracts would not be what is read here.
+ * extracts would not be what is read here. Each entry is read at the path `tar x` gives it: the
+ * ustar prefix field only under the POSIX magic, a PAX path before a GNU long name.
  */
 export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
   const tar = gunzipSync(bytes, { maxOutputLength: MAX_INFLATED_BYTES });
   const files = new Map<string, Buffer>();
   let offset = 0;
-  let nextName: string | undefined;
+  // What the next entry's extended headers say: a PAX path wins over a GNU long name, in either
+  // order, as in GNU tar and Go's archive/tar (which opa uses).
+  let nextLongName: string | undefined;
+  let nextPaxPath: string | undefined;
   let nextSize: number | undefined;
   let ended = false;
   while (offset + 512 <= tar.length) {
@@ -27,23 +31,26 @@ export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
     }
     if (!validChecksum(header)) throw new Error(`corrupt tar header at byte ${offset}`);
     const text = (start: number, length: number) => cString(header.subarray(start, start + length));
-    const size = nextSize ?? parseOctal(header.subarray(124, 136));
     const type = text(156, 1) || '0';
-    const prefix = text(345, 155);
-    const name = nextName ?? (prefix ? `${prefix}/${text(0, 100)}` : text(0, 100));
-    nextName = undefined;
-    nextSize = undefined;
+    const extended = type === 'L' || type === 'x';
+    // A PAX size is the size of the entry it describes, not of another extended header.
+    const size = (extended ? undefined : nextSize) ?? parseOctal(header.subarray(124, 136));
+    // The prefix field exists under the POSIX magic only: an old GNU header keeps times there, and
+    // tar x ignores those bytes in any header but a POSIX one.
+    const prefix = POSIX_MAGIC.equals(header.subarray(257, 263)) ? text(345, 155) : '';
+    const name = nextPaxPath ?? nextLongName ?? (prefix ? `${prefix}/${text(0, 100)}` : text(0, 100));
+    if (!extended) [nextLongName, nextPaxPath, nextSize] = [undefined, undefined, undefined];
     const start = offset + 512;
     if (start + size > tar.length) throw new Error(`truncated tar entry ${name}`);
     const body = tar.subarray(start, start + size);
     offset = start + Math.ceil(size / 512) * 512;
     if (type === 'L') {
-      nextName = cString(body);
+      nextLongName = cString(body);
     } else if (type === 'x') {
       const pax = parsePax(body);
-      nextName = pax.get('path');
+      nextPaxPath = pax.get('path') ?? nextPaxPath;
       const paxSize = pax.get('size');
-      nextSize = paxSize === undefined ? undefined : Number(paxSize);
+      if (paxSize !== undefined) nextSize = Number(paxSize);
     } else if (type === '0' || type === '7') {
       const path = filePath(name);
       if (files.has(path)) throw new Error(`two entries for ${path}`);
@@ -67,6 +74,9 @@ function filePath(name: string): string {
   }
   return `/${path}`;
 }
+
+/** `magic` of a POSIX ustar header (then `version` "00"); old GNU headers have "ustar  \0". */
+const POSIX_MAGIC = Buffer.from('ustar\0', 'latin1');
 
 function cString(bytes: Uint8Array): string {
   const end = bytes.indexOf(0);

@@ -1,9 +1,19 @@
 import { gzipSync } from 'node:zlib';
 
+/** How an entry's header is written: its magic, and bytes in the ustar `prefix` field (345..500). */
+interface HeaderFormat {
+  /** `ustar`: POSIX (`ustar\0` `00`, the default); `gnu`: old GNU (`ustar  \0`); `v7`: no magic. */
+  magic?: 'ustar' | 'gnu' | 'v7';
+  prefix?: string;
+}
+
+const MAGIC = { ustar: 'ustar\u000000', gnu: 'ustar  \u0000', v7: '' };
+
 /** A ustar header block for a regular file (type '0') or another type (`link`: a link's target). */
-function tarHeader(name: string, size: number, type = '0', link = ''): Buffer {
+function tarHeader(name: string, size: number, type = '0', link = '', format: HeaderFormat = {}): Buffer {
   const header = Buffer.alloc(512);
   header.write(name.slice(0, 100), 0, 'utf8');
+  if (format.prefix) header.write(format.prefix.slice(0, 155), 345, 'utf8');
   header.write(link.slice(0, 100), 157, 'utf8');
   header.write('0000644\0', 100);
   header.write('0000000\0', 108);
@@ -11,8 +21,7 @@ function tarHeader(name: string, size: number, type = '0', link = ''): Buffer {
   header.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
   header.write('00000000000\0', 136);
   header.write(type, 156);
-  header.write('ustar\0', 257);
-  header.write('00', 263);
+  header.write(MAGIC[format.magic ?? 'ustar'], 257, 'latin1');
   header.fill(0x20, 148, 156);
   let sum = 0;
   for (const byte of header) sum += byte;
@@ -24,11 +33,22 @@ function pad(body: Buffer): Buffer {
   return Buffer.concat([body, Buffer.alloc((512 - (body.length % 512)) % 512)]);
 }
 
+/** What {@link tarGz} makes of one file beside its name and content. */
+export interface TarEntryOptions extends HeaderFormat {
+  /** Give the path in a PAX `path` record (the header's own name is then `ignored-name`). */
+  pax?: boolean;
+  /** With `pax`: a GNU long name (`L`) entry after the PAX one, naming the file otherwise. */
+  longName?: string;
+  type?: string;
+  link?: string;
+}
+
 /**
  * A gzip'd tar of these files, in order (a policy bundle, say); `pax` gives a file a PAX path
- * record; `type` and `link` make another kind of entry (`'1'` a hard link, `'2'` a symbolic one).
+ * record; `type` and `link` make another kind of entry (`'1'` a hard link, `'2'` a symbolic one);
+ * `magic` and `prefix` write the header as another tar format would.
  */
-export function tarGz(files: Array<[string, Buffer | string, { pax?: boolean; type?: string; link?: string }?]>): Buffer {
+export function tarGz(files: Array<[string, Buffer | string, TarEntryOptions?]>): Buffer {
   const blocks: Buffer[] = [];
   for (const [name, content, options] of files) {
     const body = Buffer.from(content);
@@ -37,9 +57,14 @@ export function tarGz(files: Array<[string, Buffer | string, { pax?: boolean; ty
       let length = record(0).length;
       while (Buffer.byteLength(record(length)) !== length) length = Buffer.byteLength(record(length));
       const pax = Buffer.from(record(length));
-      blocks.push(tarHeader('PaxHeader', pax.length, 'x'), pad(pax), tarHeader('ignored-name', body.length), pad(body));
+      blocks.push(tarHeader('PaxHeader', pax.length, 'x'), pad(pax));
+      if (options.longName !== undefined) {
+        const longName = Buffer.from(`${options.longName}\0`);
+        blocks.push(tarHeader('././@LongLink', longName.length, 'L', '', { magic: 'gnu' }), pad(longName));
+      }
+      blocks.push(tarHeader('ignored-name', body.length), pad(body));
     } else {
-      blocks.push(tarHeader(name, body.length, options?.type, options?.link), pad(body));
+      blocks.push(tarHeader(name, body.length, options?.type, options?.link, options), pad(body));
     }
   }
   blocks.push(Buffer.alloc(1024));
