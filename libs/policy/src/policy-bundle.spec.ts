@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { tarGz, type TarEntryOptions } from '@writ/testing';
+import { paxRecord, tarGz, type TarEntryOptions } from '@writ/testing';
 import { defaultPolicyPath } from './default-policy';
 import { policyVersion, readPolicyBundle } from './policy-bundle';
 import { readTarGz } from './read-tar-gz';
@@ -232,6 +232,40 @@ describe('readPolicyBundle', () => {
   ] as Array<[string, Array<[string, string, TarEntryOptions]>]>)('reads each entry at the path tar x extracts it to: %s', (_name, files) => {
     const bundle = readPolicyBundle(tarGz([['/policy.wasm', echoWasm], ...files]));
     expect(bundle.data).toEqual({ config: { quarantine_after: 1000 } });
+  });
+
+  it.each([
+    [
+      'a PAX sparse file, which tar x extracts at GNU.sparse.name',
+      [
+        ['/data.json', '{"writ":{"config":{"quarantine_after":1000}}}'],
+        ['PaxHeader', paxRecord('GNU.sparse.major', '1') + paxRecord('GNU.sparse.minor', '0') + paxRecord('GNU.sparse.name', 'data.json'), { type: 'x' }],
+        ['ignored', '{"writ":{"config":{"quarantine_after":3}}}'],
+      ],
+    ],
+    [
+      'a PAX global header naming the entries after it',
+      [
+        ['PaxGlobal', paxRecord('path', 'data.json'), { type: 'g' }],
+        ['other.json', '{"writ":{"config":{"quarantine_after":3}}}'],
+      ],
+    ],
+  ] as Array<[string, Array<[string, string, TarEntryOptions?]>]>)('refuses %s', (_name, files) => {
+    expect(() => readPolicyBundle(tarGz([['/policy.wasm', echoWasm], ...files]))).toThrow(
+      expect.objectContaining({ name: 'PolicyLoadError', code: 'POLICY_FORMAT_INVALID' }),
+    );
+  });
+
+  it('skips a PAX global header that names no entry, keeping the PAX path of the entry after it', () => {
+    const bundle = readPolicyBundle(
+      tarGz([
+        ['/policy.wasm', echoWasm],
+        ['PaxHeader', paxRecord('path', 'writ/data.json'), { type: 'x' }],
+        ['PaxGlobal', paxRecord('comment', 'built by hand'), { type: 'g' }],
+        ['ignored', '{"config":{}}'],
+      ]),
+    );
+    expect(bundle.data).toEqual({ writ: { config: {} } });
   });
 
   it('reads the prefix field of a POSIX ustar header', () => {

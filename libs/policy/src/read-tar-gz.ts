@@ -32,7 +32,7 @@ export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
     if (!validChecksum(header)) throw new Error(`corrupt tar header at byte ${offset}`);
     const text = (start: number, length: number) => cString(header.subarray(start, start + length));
     const type = text(156, 1) || '0';
-    const extended = type === 'L' || type === 'x';
+    const extended = type === 'L' || type === 'x' || type === 'g';
     // A PAX size is the size of the entry it describes, not of another extended header.
     const size = (extended ? undefined : nextSize) ?? parseOctal(header.subarray(124, 136));
     // The prefix field exists under the POSIX magic only: an old GNU header keeps times there, and
@@ -46,8 +46,13 @@ export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
     offset = start + Math.ceil(size / 512) * 512;
     if (type === 'L') {
       nextLongName = cString(body);
-    } else if (type === 'x') {
+    } else if (type === 'x' || type === 'g') {
       const pax = parsePax(body);
+      // tar x extracts a PAX sparse file at GNU.sparse.name, its content rebuilt from a map, and
+      // applies a global header's path to the entries after it: neither is read here, so refused.
+      const renaming = [...pax.keys()].find((key) => key.startsWith('GNU.sparse.') || (type === 'g' && GLOBAL_REFUSED.has(key)));
+      if (renaming !== undefined) throw new Error(`the tar entry ${JSON.stringify(name)} has a PAX record ${renaming}, which tar x extracts differently`);
+      if (type === 'g') continue;
       nextPaxPath = pax.get('path') ?? nextPaxPath;
       const paxSize = pax.get('size');
       if (paxSize !== undefined) nextSize = Number(paxSize);
@@ -55,7 +60,7 @@ export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
       const path = filePath(name);
       if (files.has(path)) throw new Error(`two entries for ${path}`);
       files.set(path, Buffer.from(body));
-    } else if (type !== '5' && type !== 'g') {
+    } else if (type !== '5') {
       // A link, a device, a sparse or GNU multi-volume file...: `tar x` makes something of it at
       // its path (a data.json that is another entry's content), which this reader would skip.
       throw new Error(`the tar entry ${JSON.stringify(name)} is of type ${JSON.stringify(type)}, not a regular file or a directory`);
@@ -74,6 +79,9 @@ function filePath(name: string): string {
   }
   return `/${path}`;
 }
+
+/** PAX records a global header may not carry: they would name or size the entries after it. */
+const GLOBAL_REFUSED = new Set(['path', 'size', 'linkpath']);
 
 /** `magic` of a POSIX ustar header (then `version` "00"); old GNU headers have "ustar  \0". */
 const POSIX_MAGIC = Buffer.from('ustar\0', 'latin1');

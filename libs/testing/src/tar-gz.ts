@@ -33,6 +33,14 @@ function pad(body: Buffer): Buffer {
   return Buffer.concat([body, Buffer.alloc((512 - (body.length % 512)) % 512)]);
 }
 
+/** One PAX extended header record, `<length> <key>=<value>\n` (the length in bytes, itself included). */
+export function paxRecord(key: string, value: string): string {
+  const record = (length: number) => `${length} ${key}=${value}\n`;
+  let length = record(0).length;
+  while (Buffer.byteLength(record(length)) !== length) length = Buffer.byteLength(record(length));
+  return record(length);
+}
+
 /** What {@link tarGz} makes of one file beside its name and content. */
 export interface TarEntryOptions extends HeaderFormat {
   /** Give the path in a PAX `path` record (the header's own name is then `ignored-name`). */
@@ -53,10 +61,7 @@ export function tarGz(files: Array<[string, Buffer | string, TarEntryOptions?]>)
   for (const [name, content, options] of files) {
     const body = Buffer.from(content);
     if (options?.pax) {
-      const record = (length: number) => `${length} path=${name}\n`;
-      let length = record(0).length;
-      while (Buffer.byteLength(record(length)) !== length) length = Buffer.byteLength(record(length));
-      const pax = Buffer.from(record(length));
+      const pax = Buffer.from(paxRecord('path', name));
       blocks.push(tarHeader('PaxHeader', pax.length, 'x'), pad(pax));
       if (options.longName !== undefined) {
         const longName = Buffer.from(`${options.longName}\0`);
