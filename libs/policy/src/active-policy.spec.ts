@@ -6,6 +6,7 @@ import { defaultPolicyPath } from './default-policy';
 import { PolicyEngine } from './policy-engine';
 import { PolicyLoadError } from './policy-errors';
 import { readTarGz } from './read-tar-gz';
+import { spinningPolicyModule } from '@writ/testing';
 
 describe('ActivePolicy', () => {
   let dir: string;
@@ -68,6 +69,21 @@ describe('ActivePolicy', () => {
     await expect(active.reload()).rejects.toMatchObject({ code: 'POLICY_FORMAT_INVALID' });
     expect(active.current()).toBe(second);
   });
+
+  it('refuses, on a worker, a changed file whose policy does not answer, keeping the previous policy and the event loop free', async () => {
+    const active = await ActivePolicy.load(file);
+    const before = active.current().version;
+    writeFileSync(file, spinningPolicyModule(echoWasm()));
+    let ticks = 0;
+    const ticking = setInterval(() => (ticks += 1), 100);
+    try {
+      await expect(active.reload()).rejects.toMatchObject({ name: 'PolicyLoadError', code: 'POLICY_TOO_SLOW' });
+    } finally {
+      clearInterval(ticking);
+    }
+    expect(ticks).toBeGreaterThan(10);
+    expect(active.current().version).toBe(before);
+  }, 15_000);
 
   it('watches the file and reports each reload', async () => {
     const events: PolicyReloadEvent[] = [];

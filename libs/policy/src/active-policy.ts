@@ -3,6 +3,7 @@ import { defaultPolicyPath } from './default-policy';
 import { readPolicyFile } from './policy-bundle';
 import { PolicyEngine, type PolicyEngineOptions } from './policy-engine';
 import { PolicyLoadError } from './policy-errors';
+import { POLICY_PROBE_TIMEOUT_MS, probePolicy } from './policy-probe';
 
 /** What a reload did: the new version, or why the previous policy stays. */
 export type PolicyReloadEvent =
@@ -75,8 +76,10 @@ export class ActivePolicy {
   }
 
   /**
-   * Reads and loads the file again and makes it current. On failure the previous policy
-   * stays current and the {@link PolicyLoadError} is thrown. A call made while a reload is in
+   * Reads and loads the file again and makes it current, once a worker has seen it load and answer
+   * the sample request in time ({@link probePolicy}). On failure the previous policy
+   * stays current and the {@link PolicyLoadError} is thrown (`POLICY_TOO_SLOW` for a policy that
+   * does not answer). A call made while a reload is in
    * flight (which may have read the file before the change this call is for) runs one more
    * reload after it, shared by every call made meanwhile: the engine returned was read after
    * the call, so a change is never lost behind a slow load.
@@ -93,7 +96,11 @@ export class ActivePolicy {
     }
     this.reloading = (async () => {
       try {
-        const engine = await PolicyEngine.load(await readPolicyFile(this.path, this.options), this.options);
+        const bundle = await readPolicyFile(this.path, this.options);
+        // The new file runs on this event loop, which OPA's WebAssembly cannot interrupt: first on a
+        // worker, as an upload is (a policy that spins on the sample request would stop the instance).
+        await probePolicy(bundle.wasm, bundle.data, POLICY_PROBE_TIMEOUT_MS, this.options.entrypoint);
+        const engine = await PolicyEngine.load(bundle, this.options);
         this.install(engine, 'file change');
         return engine;
       } finally {
