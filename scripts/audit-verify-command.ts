@@ -51,22 +51,36 @@ interface VerifyArgs {
   printPublicKeys?: boolean;
 }
 
+/**
+ * The command line. A flag given twice (but `--public-key`), or two things to verify at once, is a
+ * usage error: the last `--checkpoints` silently won, and `--archive` silently ignored `--export`
+ * and `--checkpoints`, so an auditor could be told "valid" about files that were never read.
+ */
 function parseArgs(args: string[], cwd: string): VerifyArgs {
   const parsed: VerifyArgs = {};
   for (let i = 0; i < args.length; i += 1) {
     const value = args[i + 1];
     const flag = FLAGS[args[i] as keyof typeof FLAGS] as (typeof FLAGS)[keyof typeof FLAGS] | undefined;
-    if (args[i] === '--print-public-keys') {
+    if (args[i] === '--print-public-keys' && !parsed.printPublicKeys) {
       parsed.printPublicKeys = true;
     } else if (args[i] === '--public-key' && value && !value.startsWith('--')) {
       parsed.publicKey = [...(parsed.publicKey ?? []), resolve(cwd, value)];
       i += 1;
+    } else if (flag && parsed[flag] !== undefined) {
+      throw new UsageError(`${args[i]} is given twice; ${USAGE}`);
     } else if (flag && value && !value.startsWith('--')) {
       parsed[flag] = resolve(cwd, value);
       i += 1;
     } else {
       throw new UsageError(`unexpected argument ${JSON.stringify(args[i])}; ${USAGE}`);
     }
+  }
+  const modes = [parsed.printPublicKeys && '--print-public-keys', parsed.archive && '--archive', parsed.export && '--export'].filter(Boolean);
+  if (modes.length > 1) throw new UsageError(`${modes.join(' and ')} cannot be combined; ${USAGE}`);
+  if (parsed.checkpoints && (parsed.archive || parsed.printPublicKeys)) {
+    throw new UsageError(
+      `--checkpoints does not apply to ${parsed.archive ? '--archive (its checkpoints are in the archive)' : '--print-public-keys'}; ${USAGE}`,
+    );
   }
   return parsed;
 }

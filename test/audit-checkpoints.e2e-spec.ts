@@ -260,6 +260,16 @@ describe('audit checkpoints against a database superuser', () => {
       error: expect.stringMatching(/no such checkpoint file/),
     });
     await writeFile(join(services.config.dataDir, 'empty.jsonl'), '');
+    // A flag given twice, or two things to verify: refused, never one of them silently dropped.
+    const empty = join(services.config.dataDir, 'empty.jsonl');
+    for (const [args, refusal] of [
+      [['--checkpoints', checkpointFile(), '--checkpoints', empty], /--checkpoints is given twice/],
+      [['--archive', services.config.dataDir, '--export', empty], /--archive and --export cannot be combined/],
+      [['--archive', services.config.dataDir, '--checkpoints', checkpointFile()], /--checkpoints does not apply to --archive/],
+      [['--export', empty, '--checkpoints', checkpointFile(), '--export', empty], /--export is given twice/],
+    ] as Array<[string[], RegExp]>) {
+      expect(await cli(args)).toEqual({ code: 2, error: expect.stringMatching(refusal) });
+    }
     expect(await cli(['--checkpoints', join(services.config.dataDir, 'empty.jsonl')])).toMatchObject({ code: 1, result: unlinked });
   });
 
