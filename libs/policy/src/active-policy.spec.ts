@@ -151,6 +151,25 @@ describe('ActivePolicy', () => {
     }
   }, 15_000);
 
+  it('keeps a policy installed from the database while a file change was loading in force', async () => {
+    const active = await ActivePolicy.load(file);
+    const stored = await PolicyEngine.load(echoWasm());
+    const held = holdLoads();
+    writeFileSync(file, bareWasm());
+    const reloading = active.reload(); // the watcher saw the change while the file was in force
+    while (held.started() === 0) await held.nextStart();
+    active.install(stored, 'admin:ops', 'database'); // the cluster's activation, meanwhile
+    held.release();
+    expect(await reloading).toBe(stored);
+    expect(active.current()).toBe(stored);
+    expect(active.describe()).toMatchObject({ source: 'database', loaded_by: 'admin:ops' });
+    // Deactivated: the file is read again and wins.
+    const file2 = await active.reload();
+    expect(active.current()).toBe(file2);
+    expect(file2.version).not.toBe(stored.version);
+    expect(active.installedFromElsewhere).toBe(false);
+  });
+
   it('loads a change made while a reload is in flight once that reload ends', async () => {
     const active = await ActivePolicy.load(file);
     const v2 = (await PolicyEngine.load(bareWasm())).version;

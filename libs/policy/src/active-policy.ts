@@ -32,6 +32,8 @@ export class ActivePolicy {
   private loadedAt = new Date();
   private loadedBy = 'startup';
   private installedSource: string | undefined;
+  /** How many engines {@link install} made current: a reload tells whether one was installed meanwhile. */
+  private installs = 0;
 
   private constructor(
     /** The absolute path of the policy file. */
@@ -65,6 +67,7 @@ export class ActivePolicy {
    */
   install(engine: PolicyEngine, loadedBy: string, source?: string): void {
     this.engine = engine;
+    this.installs += 1;
     this.loadedAt = new Date();
     this.loadedBy = loadedBy;
     this.installedSource = source;
@@ -79,7 +82,8 @@ export class ActivePolicy {
    * Reads and loads the file again and makes it current, once a worker has seen it load and answer
    * the sample request in time ({@link probePolicy}). On failure the previous policy
    * stays current and the {@link PolicyLoadError} is thrown (`POLICY_TOO_SLOW` for a policy that
-   * does not answer). A call made while a reload is in
+   * does not answer). A policy installed from elsewhere while the file was loading stays current
+   * (and is returned). A call made while a reload is in
    * flight (which may have read the file before the change this call is for) runs one more
    * reload after it, shared by every call made meanwhile: the engine returned was read after
    * the call, so a change is never lost behind a slow load.
@@ -95,12 +99,16 @@ export class ActivePolicy {
       return this.reloadingAgain;
     }
     this.reloading = (async () => {
+      const installs = this.installs;
       try {
         const bundle = await readPolicyFile(this.path, this.options);
         // The new file runs on this event loop, which OPA's WebAssembly cannot interrupt: first on a
         // worker, as an upload is (a policy that spins on the sample request would stop the instance).
         await probePolicy(bundle.wasm, bundle.data, POLICY_PROBE_TIMEOUT_MS, this.options.entrypoint);
         const engine = await PolicyEngine.load(bundle, this.options);
+        // The cluster's stored policy, installed while the file was loading, wins over it (as
+        // when the file changes while it is in force): the file is read again on its deactivation.
+        if (this.installs !== installs && this.installedFromElsewhere) return this.engine;
         this.install(engine, 'file change');
         return engine;
       } finally {
