@@ -131,6 +131,37 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
   });
 
+  it('refuses at once, the instance answering meanwhile, a bundle whose data is too large to ever load', async () => {
+    // 60 MB of small objects gzip to a few hundred KB, within an operator's dry-run body: hashed
+    // and parsed on the event loop before the policy's 64 MiB of memory refused it, twice (probe
+    // and load), it stopped the process (every service, under npm start) for tens of seconds.
+    const operator = (await admin('POST', '/v1/admin-tokens', { name: 'big-data', role: 'operator' })).body.token;
+    const data = `{"writ":{"items":[${'{"k":1,"v":"ab"},'.repeat(3_500_000)}{}]}}`;
+    const bundle = tarGz([
+      ['/policy.wasm', ECHO],
+      ['/data.json', data],
+    ]);
+    expect(bundle.length).toBeLessThan(700_000);
+    const started = Date.now();
+    const [dryRun, listed] = await Promise.all([
+      admin('POST', '/v1/policies/evaluate', { input: {}, candidate_bundle: bundle.toString('base64') }, operator),
+      new Promise((resolve) => setTimeout(resolve, 200)).then(async () => {
+        const asked = Date.now();
+        const response = await admin('GET', '/v1/policies');
+        return { status: response.status, ms: Date.now() - asked };
+      }),
+    ]);
+    expect(dryRun.status).toBe(400);
+    expect(dryRun.body.fields).toEqual([{ field: 'candidate_bundle', message: expect.stringMatching(/data .*larger than 8 MiB/) }]);
+    expect(listed.status).toBe(200);
+    expect(listed.ms).toBeLessThan(1_500);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const uploaded = await upload(bundle);
+    expect(uploaded.status).toBe(400);
+    expect(uploaded.body.fields[0]).toMatchObject({ field: 'body', message: expect.stringMatching(/larger than 8 MiB/) });
+    expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
+  });
+
   it('lets only an admin change the policy', async () => {
     const operator = await admin('POST', '/v1/admin-tokens', { name: 'ops', role: 'operator' });
     expect(operator.status).toBe(201);

@@ -105,7 +105,21 @@ function wasmModulePath(files: Map<string, Buffer>, entrypoint: string): string 
   return '/policy.wasm';
 }
 
+/**
+ * The largest data a bundle may hold (its `data.json` files together). A policy runs in 64 MiB of
+ * WebAssembly memory, where parsed data takes several times its JSON size (5 MB of small objects
+ * no longer loads), but reading and hashing data costs the event loop about a second per 5 MB:
+ * 60 MB that gzip to a few hundred KB held every service of the process for tens of seconds
+ * before the policy's memory refused them.
+ */
+export const MAX_POLICY_DATA_BYTES = 8 * 1024 * 1024;
+
 function bundleData(files: Map<string, Buffer>): Record<string, unknown> {
+  let size = 0;
+  for (const [path, content] of files) if (path.endsWith('/data.json')) size += content.length;
+  if (size > MAX_POLICY_DATA_BYTES) {
+    throw new PolicyLoadError('POLICY_DATA_INVALID', `the policy data (${size} bytes of data.json) is larger than 8 MiB, more than a policy's memory can hold`);
+  }
   const data: Record<string, unknown> = {};
   // Shallow paths first, so that a nested data.json merges into its parent's document.
   const paths = [...files.keys()].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
