@@ -57,6 +57,11 @@ describe('ActivePolicy', () => {
     await expect(load).rejects.toMatchObject({ code: 'POLICY_FILE_UNREADABLE', message: expect.stringContaining('absent.wasm') });
   });
 
+  it('refuses to start on a file whose policy does not answer the sample request', async () => {
+    writeFileSync(file, spinningPolicyModule(echoWasm()));
+    await expect(ActivePolicy.load(file)).rejects.toMatchObject({ name: 'PolicyLoadError', code: 'POLICY_TOO_SLOW' });
+  }, 15_000);
+
   it('reloads a changed file, and keeps the previous policy when the new one is invalid', async () => {
     const active = await ActivePolicy.load(file);
     const first = active.current();

@@ -44,10 +44,13 @@ export class ActivePolicy {
     this.engine = engine;
   }
 
-  /** Loads the policy at `path` (default: the committed bundle). Throws {@link PolicyLoadError}. */
+  /**
+   * Loads the policy at `path` (default: the committed bundle), once a worker has seen it answer
+   * the sample request in time, as a reload does. Throws {@link PolicyLoadError}.
+   */
   static async load(path: string | undefined, options: ActivePolicyOptions = {}): Promise<ActivePolicy> {
     const file = path ?? defaultPolicyPath();
-    const engine = await PolicyEngine.load(await readPolicyFile(file, options), options);
+    const engine = await loadProbed(file, options);
     return new ActivePolicy(file, engine, options);
   }
 
@@ -101,11 +104,7 @@ export class ActivePolicy {
     this.reloading = (async () => {
       const installs = this.installs;
       try {
-        const bundle = await readPolicyFile(this.path, this.options);
-        // The new file runs on this event loop, which OPA's WebAssembly cannot interrupt: first on a
-        // worker, as an upload is (a policy that spins on the sample request would stop the instance).
-        await probePolicy(bundle.wasm, bundle.data, POLICY_PROBE_TIMEOUT_MS, this.options.entrypoint);
-        const engine = await PolicyEngine.load(bundle, this.options);
+        const engine = await loadProbed(this.path, this.options);
         // The cluster's stored policy, installed while the file was loading, wins over it (as
         // when the file changes while it is in force): the file is read again on its deactivation.
         if (this.installs !== installs && this.installedFromElsewhere) return this.engine;
@@ -151,4 +150,15 @@ export class ActivePolicy {
       },
     );
   };
+}
+
+/**
+ * Reads and loads a policy file that is to run on this event loop, which OPA's WebAssembly cannot
+ * interrupt: first on a worker, as an upload is ({@link probePolicy}), so that a policy that spins
+ * on the sample request is refused (`POLICY_TOO_SLOW`) instead of stopping the instance.
+ */
+async function loadProbed(path: string, options: ActivePolicyOptions): Promise<PolicyEngine> {
+  const bundle = await readPolicyFile(path, options);
+  await probePolicy(bundle.wasm, bundle.data, POLICY_PROBE_TIMEOUT_MS, options.entrypoint);
+  return PolicyEngine.load(bundle, options);
 }
