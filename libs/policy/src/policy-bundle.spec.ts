@@ -256,6 +256,18 @@ describe('readPolicyBundle', () => {
     );
   });
 
+  it('refuses a directory entry with content, which tar x reads as further entries', () => {
+    const hidden = gunzipSync(tarGz([['data.json', '{"writ":{"config":{"quarantine_after":3}}}']])).subarray(0, 1024);
+    const directory = gunzipSync(tarGz([['writ/', hidden, { type: '5' }]])).subarray(0, 512 + hidden.length);
+    const archive = Buffer.concat([
+      gunzipSync(tarGz([['/policy.wasm', echoWasm]])).subarray(0, 512 + Math.ceil(echoWasm.length / 512) * 512),
+      gunzipSync(tarGz([['/data.json', '{"writ":{"config":{"quarantine_after":1000}}}']])).subarray(0, 1024),
+      directory,
+      Buffer.alloc(1024),
+    ]);
+    expect(() => readPolicyBundle(gzipSync(archive))).toThrow(expect.objectContaining({ name: 'PolicyLoadError', code: 'POLICY_FORMAT_INVALID' }));
+  });
+
   it('skips a PAX global header that names no entry, keeping the PAX path of the entry after it', () => {
     const bundle = readPolicyBundle(
       tarGz([

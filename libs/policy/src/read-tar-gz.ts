@@ -60,7 +60,11 @@ export function readTarGz(bytes: Uint8Array): Map<string, Buffer> {
       const path = filePath(name);
       if (files.has(path)) throw new Error(`two entries for ${path}`);
       files.set(path, Buffer.from(body));
-    } else if (type !== '5') {
+    } else if (type === '5') {
+      // tar x reads a directory as a header alone, the next header right after it: entries hidden in
+      // its "content" are extracted there and skipped here.
+      if (size !== 0) throw new Error(`the tar directory entry ${JSON.stringify(name)} has a size (${size} bytes), which tar x reads as entries`);
+    } else {
       // A link, a device, a sparse or GNU multi-volume file...: `tar x` makes something of it at
       // its path (a data.json that is another entry's content), which this reader would skip.
       throw new Error(`the tar entry ${JSON.stringify(name)} is of type ${JSON.stringify(type)}, not a regular file or a directory`);
