@@ -15,7 +15,7 @@ import {
   signCheckpoint,
 } from './audit-checkpoint';
 import { archiveAndPrune } from './audit-archive';
-import { AuditCheckpointer, publicKeyFileFor } from './audit-checkpointer';
+import { AuditCheckpointer, CHECKPOINT_COLUMNS, publicKeyFileFor } from './audit-checkpointer';
 import { chainHash } from './audit-hash';
 import { AuditService } from './audit.service';
 
@@ -318,4 +318,66 @@ describe('AuditCheckpointer', () => {
     await broken.end();
     await Promise.all([signing.stop(), other.stop()]);
   });
+});
+
+describe('AuditService.verify over many checkpoints', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    pool = new Pool({ connectionString: db.url, max: 4 });
+  });
+  afterAll(async () => {
+    await pool.end();
+    await db.drop();
+  });
+
+  it('checks again only the signatures of checkpoints it has not verified, and still notices an old one altered', async () => {
+    // A year of checkpoints is hundreds of thousands (one a minute at least): an Ed25519
+    // verification each, twice with the file, held the event loop for seconds on every
+    // GET /v1/audit/verify a viewer sent, "incremental" or not.
+    const count = 1500;
+    const records = await new AuditService(pool).record(Array.from({ length: count }, (_, n) => event(n)));
+    const checkpoints: ReturnType<typeof signCheckpoint>[] = [];
+    for (const record of records) {
+      const prev = checkpoints.length > 0 ? checkpointDigest(checkpoints[checkpoints.length - 1]) : null;
+      checkpoints.push(signCheckpoint({ seq: record.seq, hash: record.hash, prev, time: new Date().toISOString() }, signer));
+    }
+    await pool.query(
+      `INSERT INTO audit_checkpoints (${CHECKPOINT_COLUMNS})
+       SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])`,
+      (['seq', 'hash', 'prev', 'time', 'kid', 'sig'] as const).map((member) => checkpoints.map((checkpoint) => checkpoint[member])),
+    );
+    const verifier = new AuditService(pool, { checkpointKeys: [signer.publicJwk] });
+    const external = checkpoints.slice(-count / 2);
+    expect(await verifier.verify({ incremental: true, external })).toMatchObject({ valid: true, checkpoints_verified: count });
+
+    const crypto = jest.requireActual<typeof import('node:crypto')>('node:crypto');
+    const verifications = jest.spyOn(crypto, 'verify');
+    try {
+      await new AuditService(pool).record(event(count));
+      expect(await verifier.verify({ incremental: true, external })).toMatchObject({ valid: true, checkpoints_verified: count });
+      expect(verifications.mock.calls.length).toBeLessThan(10);
+    } finally {
+      verifications.mockRestore();
+    }
+
+    // A superuser moves an old checkpoint's time: noticed, though its signature is not checked again.
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL session_replication_role = replica');
+      await client.query(`UPDATE audit_checkpoints SET signed_at = signed_at + interval '1 second' WHERE seq = $1`, [checkpoints[10].seq]);
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    expect(await verifier.verify({ incremental: true })).toMatchObject({ valid: false, invalid_checkpoint_seq: checkpoints[11].seq });
+    expect(await new AuditService(pool, { checkpointKeys: [signer.publicJwk] }).verify()).toMatchObject({
+      valid: false,
+      invalid_checkpoint_seq: checkpoints[10].seq,
+      reason: expect.stringMatching(/not signed by a Writ checkpoint key/),
+    });
+  }, 60_000);
 });

@@ -801,6 +801,12 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   /** The last signed checkpoint a valid walk of this service went through (where an incremental walk resumes). */
   private lastVerifiedCheckpoint: { seq: number; hash: string } | undefined;
 
+  /**
+   * The newest stored checkpoint whose signature, and those of every one before it, this service
+   * verified (its digest covers its body and signature): see {@link checkCheckpoints}.
+   */
+  private signaturesVerified: { seq: number; digest: string } | undefined;
+
   private async verifySnapshot(
     client: PoolClient,
     pageSize: number,
@@ -1039,9 +1045,17 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
   ): { anchors: Map<number, string>; missing: SignedCheckpoint[] } | { invalid_checkpoint_seq: number; reason: string } {
     const anchors = new Map<number, string>();
     const missing: SignedCheckpoint[] = [];
+    // Signatures are checked again only past the newest checkpoint an earlier check verified, if it
+    // is stored unchanged: each checkpoint's `prev` is the digest of the one before (checked for
+    // every one below), so an unchanged digest there means unchanged checkpoints up to it. One
+    // Ed25519 verification per checkpoint, twice with the file, held the event loop for seconds on
+    // every verification once a log had a year of them.
+    const known = this.signaturesVerified;
+    const digests = stored.map((checkpoint) => checkpointDigest(checkpoint));
+    const knownIndex = known ? stored.findIndex((checkpoint, index) => checkpoint.seq === known.seq && digests[index] === known.digest) : -1;
     let previous: SignedCheckpoint | undefined;
-    for (const checkpoint of stored) {
-      if (!checkpointSignatureValid(checkpoint, this.keyring)) {
+    for (const [index, checkpoint] of stored.entries()) {
+      if (index > knownIndex && !checkpointSignatureValid(checkpoint, this.keyring)) {
         return {
           invalid_checkpoint_seq: checkpoint.seq,
           reason: `the checkpoint at seq ${checkpoint.seq} in the database is not signed by a Writ checkpoint key (forged or altered)`,
@@ -1054,7 +1068,7 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
           reason: `the checkpoint at seq ${checkpoint.seq} is signed by a retired key (WRIT_AUDIT_CHECKPOINT_PUBLIC_KEYS) after one signed by a current master key (forged with an old key?)`,
         };
       }
-      if (checkpoint.prev !== (previous ? checkpointDigest(previous) : null)) {
+      if (checkpoint.prev !== (index > 0 ? digests[index - 1] : null)) {
         return {
           invalid_checkpoint_seq: checkpoint.seq,
           reason: `the checkpoint at seq ${checkpoint.seq} does not follow the checkpoint before it in the database (one was removed or inserted)`,
@@ -1063,6 +1077,8 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
       anchors.set(checkpoint.seq, checkpoint.hash);
       previous = checkpoint;
     }
+    if (previous) this.signaturesVerified = { seq: previous.seq, digest: digests[digests.length - 1] };
+    const digestBySeq = new Map(stored.map((checkpoint, index) => [checkpoint.seq, digests[index]]));
     if (previous && this.retiredKids.has(previous.kid)) {
       return {
         invalid_checkpoint_seq: previous.seq,
@@ -1071,7 +1087,9 @@ export class AuditService implements AuditedTransaction<AuditEventInput> {
     }
     const bySeq = new Map(stored.map((checkpoint) => [checkpoint.seq, checkpoint]));
     for (const checkpoint of external ?? []) {
-      if (!checkpointSignatureValid(checkpoint, this.keyring)) {
+      // The same bytes as a stored checkpoint verified above: the same signature, valid.
+      const stored = digestBySeq.get(checkpoint.seq) === checkpointDigest(checkpoint);
+      if (!stored && !checkpointSignatureValid(checkpoint, this.keyring)) {
         return {
           invalid_checkpoint_seq: checkpoint.seq,
           reason: `the checkpoint at seq ${checkpoint.seq} in the checkpoint file is not signed by a trusted key`,
