@@ -131,6 +131,22 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     expect((await admin('GET', '/v1/policies')).body.version).toBe(fileVersion);
   });
 
+  it('tries two dry-run candidates at once and answers 503 to more, instead of a worker each', async () => {
+    // Every dry run is probed on a worker thread (an isolate, up to 256 MB of heap and 64 MiB of
+    // WebAssembly memory): WRIT_MAX_IN_FLIGHT dry runs at once were as many workers.
+    const operator = (await admin('POST', '/v1/admin-tokens', { name: 'many-dry-runs', role: 'operator' })).body.token;
+    const spinning = spinningPolicyModule(ECHO).toString('base64');
+    const answers = await Promise.all(
+      Array.from({ length: 5 }, () => admin('POST', '/v1/policies/evaluate', { input: {}, candidate_bundle: spinning }, operator)),
+    );
+    const statuses = answers.map((answer) => answer.status).sort();
+    expect(statuses).toEqual([400, 400, 503, 503, 503]);
+    for (const busy of answers.filter((answer) => answer.status === 503)) {
+      expect(busy.headers.get('retry-after')).toBe('5');
+      expect(busy.body).toMatchObject({ error: 'temporarily_unavailable' });
+    }
+  });
+
   it('refuses at once, the instance answering meanwhile, a bundle whose data is too large to ever load', async () => {
     // 60 MB of small objects gzip to a few hundred KB, within an operator's dry-run body: hashed
     // and parsed on the event loop before the policy's 64 MiB of memory refused it, twice (probe

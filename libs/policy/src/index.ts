@@ -6,6 +6,6 @@ export { DEFAULT_POLICY_RELATIVE_PATH, defaultPolicyPath, repositoryRoot } from 
 export { DEFAULT_ENTRYPOINT, policyVersion, readPolicyBundle, readPolicyFile, type PolicyBundle } from './policy-bundle';
 export { evaluateFailClosed, observePolicyEvaluations, PolicyEngine, type PolicyEngineOptions } from './policy-engine';
 export { PolicyEvaluationError, PolicyLoadError, type PolicyLoadErrorCode } from './policy-errors';
-export { POLICY_PROBE_TIMEOUT_MS, probePolicy } from './policy-probe';
+export { MAX_CONCURRENT_POLICY_PROBES, POLICY_PROBE_TIMEOUT_MS, PolicyProbeBusyError, probePolicy } from './policy-probe';
 export { samplePolicyInput } from './sample-policy-input';
 export type { ConnectorAuthorizationDetail, PolicyConnector, PolicyInput, PolicyOperation, PolicyOperationConstraint } from './policy-input';

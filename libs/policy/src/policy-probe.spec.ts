@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { spinningPolicyModule } from '@writ/testing';
 import { defaultPolicyPath } from './default-policy';
 import { PolicyLoadError } from './policy-errors';
-import { probePolicy } from './policy-probe';
+import { MAX_CONCURRENT_POLICY_PROBES, PolicyProbeBusyError, probePolicy } from './policy-probe';
+import { samplePolicyInput } from './sample-policy-input';
 
 const fixture = (name: string) => readFileSync(join(__dirname, '..', 'test-fixtures', name));
 
@@ -29,5 +30,18 @@ describe('probePolicy', () => {
     }
     // The event loop kept turning while the policy spun on the worker.
     expect(ticks).toBeGreaterThanOrEqual(10);
+  });
+
+  it('runs two probes at once: a dry run beyond them is refused, a policy to put in force waits its turn', async () => {
+    const spinning = spinningPolicyModule(fixture('echo.wasm'));
+    const started = Date.now();
+    const held = Array.from({ length: MAX_CONCURRENT_POLICY_PROBES }, () => probePolicy(spinning, null, 1_000).catch((error: unknown) => error));
+    const dryRun = { input: samplePolicyInput(), description: "the dry run's input" };
+    await expect(probePolicy(readFileSync(defaultPolicyPath()), null, undefined, undefined, dryRun)).rejects.toBeInstanceOf(PolicyProbeBusyError);
+    await expect(probePolicy(readFileSync(defaultPolicyPath()), null)).resolves.toBeUndefined();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    for (const refused of await Promise.all(held)) expect(refused).toMatchObject({ code: 'POLICY_TOO_SLOW' });
+    // Free again: a dry run is probed.
+    await expect(probePolicy(readFileSync(defaultPolicyPath()), null, undefined, undefined, dryRun)).resolves.toBeUndefined();
   });
 });

@@ -7,6 +7,35 @@ import { samplePolicyInput } from './sample-policy-input';
 export const POLICY_PROBE_TIMEOUT_MS = 5_000;
 
 /**
+ * Probes run at once in a process. Each is a worker thread: an isolate of its own (about 12 MB
+ * idle), the module compiled, and up to 256 MB of heap and 64 MiB of WebAssembly memory for a
+ * policy that allocates; a dry run probes too, and `WRIT_MAX_IN_FLIGHT` (200) of them at once
+ * were as many workers, enough to exhaust the process's memory.
+ */
+export const MAX_CONCURRENT_POLICY_PROBES = 2;
+
+/** Thrown by {@link probePolicy} for a dry run while {@link MAX_CONCURRENT_POLICY_PROBES} probes run: retry later. */
+export class PolicyProbeBusyError extends Error {
+  override readonly name = 'PolicyProbeBusyError';
+}
+
+let probesRunning = 0;
+const probesWaiting: Array<() => void> = [];
+
+/** A probe's slot: waits for one, or (`wait` false) throws {@link PolicyProbeBusyError} when none is free. */
+async function probeSlot(wait: boolean): Promise<() => void> {
+  while (probesRunning >= MAX_CONCURRENT_POLICY_PROBES) {
+    if (!wait) throw new PolicyProbeBusyError(`${MAX_CONCURRENT_POLICY_PROBES} policies are being tried already; retry later`);
+    await new Promise<void>((resolve) => probesWaiting.push(resolve));
+  }
+  probesRunning += 1;
+  return () => {
+    probesRunning -= 1;
+    probesWaiting.shift()?.();
+  };
+}
+
+/**
  * What the probe's worker runs: the policy loaded (its start function included) with its data,
  * asked the sample request. A load failure or a trap is reported as an answer: the caller's own
  * load checks the module and says what is wrong with it, and a trap at run time is a deny.
@@ -34,7 +63,9 @@ const { loadPolicy } = require(workerData.opaWasm);
  * simply terminated. OPA's WebAssembly offers no way to interrupt an evaluation, so this is a
  * check at the door; input-dependent blow-ups are the policy author's to test (`opa test`).
  * `request`: the input to answer instead of the sample (a dry run's, which the caller is about
- * to evaluate on its event loop), and how to name it in the refusal.
+ * to evaluate on its event loop), and how to name it in the refusal. At most
+ * {@link MAX_CONCURRENT_POLICY_PROBES} probes run at once: a policy about to be put in force waits
+ * for its turn, a dry run (`request` given) is refused with {@link PolicyProbeBusyError}.
  */
 export async function probePolicy(
   source: Uint8Array,
@@ -50,6 +81,21 @@ export async function probePolicy(
   } catch {
     return;
   }
+  const release = await probeSlot(request === undefined);
+  try {
+    await runProbe(bundle, data, timeoutMs, entrypoint, request);
+  } finally {
+    release();
+  }
+}
+
+async function runProbe(
+  bundle: ReturnType<typeof readPolicyBundle>,
+  data: Record<string, unknown> | null,
+  timeoutMs: number,
+  entrypoint: string,
+  request: { input: unknown; description: string } | undefined,
+): Promise<void> {
   const worker = new Worker(PROBE_SOURCE, {
     eval: true,
     workerData: {

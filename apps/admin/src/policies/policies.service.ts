@@ -2,10 +2,20 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import type { ConnectorDetail } from '@writ/database';
 import { grantFloorViolations } from '@writ/grants';
-import { checkAuthorizationDetails, exchangeTargetRefusal, GRANT_TYPE_TOKEN_EXCHANGE } from '@writ/oauth';
+import { checkAuthorizationDetails, exchangeTargetRefusal, GRANT_TYPE_TOKEN_EXCHANGE, TemporarilyUnavailableError } from '@writ/oauth';
 import { WRIT_CONFIG, WritConfig } from '@writ/config';
 import { FieldError, loadPolicyEngine, LOGGER, MAX_FIELD_ERRORS, ValidationFailedError } from '@writ/platform';
-import { ActivePolicy, buildPolicyInput, Decision, evaluateFailClosed, PolicyEngine, PolicyInput, PolicyLoadError, probePolicy } from '@writ/policy';
+import {
+  ActivePolicy,
+  buildPolicyInput,
+  Decision,
+  evaluateFailClosed,
+  PolicyEngine,
+  PolicyInput,
+  PolicyLoadError,
+  PolicyProbeBusyError,
+  probePolicy,
+} from '@writ/policy';
 import type { ActivePolicyDto, EvaluatePolicyDto, PolicyEvaluationDto } from './dto/policy.dtos';
 import { PolicyFactsReader } from './policy-facts.reader';
 
@@ -98,6 +108,7 @@ export class PoliciesService {
       await probePolicy(engine.wasm, engine.data, undefined, engine.entrypoint, request);
       return engine;
     } catch (error) {
+      if (error instanceof PolicyProbeBusyError) throw new TemporarilyUnavailableError(error.message);
       if (error instanceof PolicyLoadError) {
         // The policy in force refusing in time: what the operator gave is the input.
         const field = candidate ?? (body.input !== undefined ? 'input' : 'authorization_details');
