@@ -91,6 +91,32 @@ describe('policy distribution through PostgreSQL, with last-known-good', () => {
     expect(small.body.decision).toMatchObject({ allow: false, reasons: ['cubic fixture'] });
   });
 
+  it("answers a dry run with the worker's decision, never evaluating its input again on the event loop", async () => {
+    // An input that takes seconds, but less than the probe's 5 s: evaluated again here, it held
+    // the event loop as long after the worker had answered it.
+    const operator = (await admin('POST', '/v1/admin-tokens', { name: 'slow-dry-runner', role: 'operator' })).body.token;
+    // The services run in this process: the longest the event loop went without turning.
+    let stalled = 0;
+    let last = Date.now();
+    const ticking = setInterval(() => {
+      stalled = Math.max(stalled, Date.now() - last);
+      last = Date.now();
+    }, 5);
+    const started = Date.now();
+    const dryRun = await admin(
+      'POST',
+      '/v1/policies/evaluate',
+      { input: { spin: Array(250).fill('v') }, candidate_bundle: CUBIC.toString('base64') },
+      operator,
+    );
+    const took = Date.now() - started;
+    clearInterval(ticking);
+    expect(dryRun.status).toBe(200);
+    expect(dryRun.body.decision).toMatchObject({ allow: false, reasons: ['cubic fixture'] });
+    expect(took).toBeGreaterThan(1_000);
+    expect(stalled).toBeLessThan(500);
+  });
+
   it('refuses, on a worker, a raw dry-run input the policy in force cannot answer in time, the instance answering meanwhile', async () => {
     // The shipped policy checks an `in` constraint value by value (quadratic): the token endpoint
     // bounds such arrays at 100 values, a raw dry-run input did not, and 30 000 of them took

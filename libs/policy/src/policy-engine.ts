@@ -3,6 +3,7 @@ import { denyDecision, normalizeDecision, type Decision } from './decision';
 import { DEFAULT_ENTRYPOINT, policyVersion, readPolicyBundle, type PolicyBundle } from './policy-bundle';
 import { PolicyEvaluationError, PolicyLoadError } from './policy-errors';
 import type { PolicyInput } from './policy-input';
+import type { PolicyProbeAnswer } from './policy-probe';
 
 /** How to load a policy. */
 export interface PolicyEngineOptions {
@@ -215,6 +216,17 @@ export function evaluateFailClosed(engine: PolicyEngine, input: PolicyInput, onT
       for (const observe of evaluationObservers) observe(seconds);
     }
   }
+}
+
+/**
+ * The decision of a worker's answer ({@link probePolicy} with a request): the result set
+ * normalised, or, when the policy trapped there, the fail-closed deny {@link evaluateFailClosed}
+ * answers (`onTrap` gets the worker's message, for the log).
+ */
+export function decisionOfProbe(answer: PolicyProbeAnswer, onTrap: (message: string) => void): Decision {
+  if ('resultSet' in answer) return normalizeDecision(answer.resultSet);
+  onTrap(answer.failed);
+  return denyDecision([EVALUATION_FAILED_REASON]);
 }
 
 const evaluationObservers: Array<(seconds: number) => void> = [];

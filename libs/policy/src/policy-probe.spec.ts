@@ -41,7 +41,11 @@ describe('probePolicy', () => {
     await expect(probePolicy(readFileSync(defaultPolicyPath()), null)).resolves.toBeUndefined();
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
     for (const refused of await Promise.all(held)) expect(refused).toMatchObject({ code: 'POLICY_TOO_SLOW' });
-    // Free again: a dry run is probed.
-    await expect(probePolicy(readFileSync(defaultPolicyPath()), null, undefined, undefined, dryRun)).resolves.toBeUndefined();
+    // Free again: a dry run is probed, and given the worker's answer to its input (a trap: why).
+    await expect(probePolicy(readFileSync(defaultPolicyPath()), null, undefined, undefined, dryRun)).resolves.toEqual({
+      resultSet: [{ result: expect.objectContaining({ allow: true }) }],
+    });
+    const conflicting = { input: { a: true, b: true }, description: "the dry run's input" };
+    await expect(probePolicy(fixture('conflict.wasm'), null, undefined, undefined, conflicting)).resolves.toEqual({ failed: expect.any(String) });
   });
 });

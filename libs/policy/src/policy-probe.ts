@@ -46,12 +46,18 @@ const { loadPolicy } = require(workerData.opaWasm);
 (async () => {
   const policy = await loadPolicy(workerData.wasm, { initial: 5, maximum: 1024 });
   policy.setData(workerData.data);
-  policy.evaluate(workerData.input, workerData.entrypoint);
+  return policy.evaluate(workerData.input, workerData.entrypoint);
 })().then(
-  () => parentPort.postMessage('answered'),
-  () => parentPort.postMessage('failed'),
+  (resultSet) => parentPort.postMessage({ outcome: 'answered', resultSet: workerData.answer ? resultSet : undefined }),
+  (error) => parentPort.postMessage({ outcome: 'failed', error: workerData.answer ? String((error && error.message) || error) : undefined }),
 );
 `;
+
+/**
+ * What the worker answered a dry run's input: the raw result set (for {@link normalizeDecision}),
+ * or why it failed (a trap, or a load failure the caller's own load reports first).
+ */
+export type PolicyProbeAnswer = { resultSet: unknown } | { failed: string };
 
 /**
  * Runs a policy about to be put in force (an `opa build` bundle or a `.wasm`, with its data
@@ -66,6 +72,8 @@ const { loadPolicy } = require(workerData.opaWasm);
  * to evaluate on its event loop), and how to name it in the refusal. At most
  * {@link MAX_CONCURRENT_POLICY_PROBES} probes run at once: a policy about to be put in force waits
  * for its turn, a dry run (`request` given) is refused with {@link PolicyProbeBusyError}.
+ * With `request`, returns the worker's answer to it: the dry run uses it rather than evaluate the
+ * input again on its event loop (an input that took 4.9 s passed and then held the loop as long).
  */
 export async function probePolicy(
   source: Uint8Array,
@@ -73,17 +81,17 @@ export async function probePolicy(
   timeoutMs = POLICY_PROBE_TIMEOUT_MS,
   entrypoint = DEFAULT_ENTRYPOINT,
   request?: { input: unknown; description: string },
-): Promise<void> {
+): Promise<PolicyProbeAnswer | undefined> {
   // Parsing the bundle runs none of its code; a malformed one is refused by the caller's load.
   let bundle: ReturnType<typeof readPolicyBundle>;
   try {
     bundle = readPolicyBundle(source, { entrypoint });
   } catch {
-    return;
+    return undefined;
   }
   const release = await probeSlot(request === undefined);
   try {
-    await runProbe(bundle, data, timeoutMs, entrypoint, request);
+    return await runProbe(bundle, data, timeoutMs, entrypoint, request);
   } finally {
     release();
   }
@@ -95,7 +103,7 @@ async function runProbe(
   timeoutMs: number,
   entrypoint: string,
   request: { input: unknown; description: string } | undefined,
-): Promise<void> {
+): Promise<PolicyProbeAnswer | undefined> {
   const worker = new Worker(PROBE_SOURCE, {
     eval: true,
     workerData: {
@@ -104,6 +112,7 @@ async function runProbe(
       data: data ?? bundle.data,
       input: request ? request.input : samplePolicyInput(),
       entrypoint,
+      answer: request !== undefined,
     },
     resourceLimits: { maxOldGenerationSizeMb: 256 },
     stdout: true,
@@ -115,12 +124,16 @@ async function runProbe(
   const what = request?.description ?? 'a sample token exchange';
   let timer: NodeJS.Timeout | undefined;
   try {
-    const outcome = await new Promise<'answered' | 'timeout' | 'memory' | 'failed'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), timeoutMs);
-      worker.once('message', (message: 'answered' | 'failed') => resolve(message));
-      worker.once('error', (error: Error & { code?: string }) => resolve(error.code === 'ERR_WORKER_OUT_OF_MEMORY' ? 'memory' : 'failed'));
-      worker.once('exit', () => resolve('failed'));
+    type Outcome = { outcome: 'answered'; resultSet?: unknown } | { outcome: 'timeout' | 'memory' | 'failed'; error?: string };
+    const answer = await new Promise<Outcome>((resolve) => {
+      timer = setTimeout(() => resolve({ outcome: 'timeout' }), timeoutMs);
+      worker.once('message', (message: Outcome) => resolve(message));
+      worker.once('error', (error: Error & { code?: string }) =>
+        resolve({ outcome: error.code === 'ERR_WORKER_OUT_OF_MEMORY' ? 'memory' : 'failed', error: error.message }),
+      );
+      worker.once('exit', () => resolve({ outcome: 'failed', error: 'the worker exited' }));
     });
+    const outcome = answer.outcome;
     if (outcome === 'timeout') {
       throw new PolicyLoadError(
         'POLICY_TOO_SLOW',
@@ -128,6 +141,8 @@ async function runProbe(
       );
     }
     if (outcome === 'memory') throw new PolicyLoadError('POLICY_TOO_SLOW', `the policy exhausted the memory it may use on ${what}`);
+    if (!request) return undefined;
+    return answer.outcome === 'answered' ? { resultSet: answer.resultSet } : { failed: answer.error ?? 'the policy failed' };
   } finally {
     clearTimeout(timer);
     await worker.terminate();

@@ -9,10 +9,12 @@ import {
   ActivePolicy,
   buildPolicyInput,
   Decision,
+  decisionOfProbe,
   evaluateFailClosed,
   PolicyEngine,
   PolicyInput,
   PolicyLoadError,
+  PolicyProbeAnswer,
   PolicyProbeBusyError,
   probePolicy,
 } from '@writ/policy';
@@ -49,8 +51,8 @@ export class PoliciesService {
           'the dry run request is invalid',
         );
       }
-      const engine = await this.engineFor(body, body.input);
-      return { policy_version: engine.version, decision: this.decide(engine, body.input as unknown as PolicyInput) };
+      const { engine, answer } = await this.engineFor(body, body.input);
+      return { policy_version: engine.version, decision: this.decide(engine, body.input as unknown as PolicyInput, answer) };
     }
     const fields: FieldError[] = [];
     if (body.task_id === undefined) fields.push({ field: 'task_id', message: 'is required (or give input)' });
@@ -74,10 +76,10 @@ export class PoliciesService {
       connectors,
       now: new Date(),
     });
-    const engine = await this.engineFor(body, input);
+    const { engine, answer } = await this.engineFor(body, input);
     return {
       policy_version: engine.version,
-      decision: this.decide(engine, input),
+      decision: this.decide(engine, input, answer),
       input: input as unknown as Record<string, unknown>,
       violations: [
         // What the exchange refuses before asking the policy (connectors, locations, resource).
@@ -95,18 +97,17 @@ export class PoliciesService {
    * (a candidate module, or the policy in force on an input larger than the token endpoint lets
    * through) would stop the instance.
    */
-  private async engineFor(body: EvaluatePolicyDto, input: unknown): Promise<PolicyEngine> {
+  private async engineFor(body: EvaluatePolicyDto, input: unknown): Promise<{ engine: PolicyEngine; answer: PolicyProbeAnswer | undefined }> {
     const request = { input, description: "the dry run's input" };
     const candidate = body.candidate_bundle !== undefined ? 'candidate_bundle' : body.candidate_data !== undefined ? 'candidate_data' : undefined;
     try {
       if (body.candidate_bundle !== undefined) {
         const bundle = Buffer.from(body.candidate_bundle, 'base64');
-        await probePolicy(bundle, body.candidate_data ?? null, undefined, undefined, request);
-        return await loadPolicyEngine(bundle, body.candidate_data ?? null);
+        const answer = await probePolicy(bundle, body.candidate_data ?? null, undefined, undefined, request);
+        return { engine: await loadPolicyEngine(bundle, body.candidate_data ?? null), answer };
       }
       const engine = body.candidate_data !== undefined ? await this.policy.current().withData(body.candidate_data) : this.policy.current();
-      await probePolicy(engine.wasm, engine.data, undefined, engine.entrypoint, request);
-      return engine;
+      return { engine, answer: await probePolicy(engine.wasm, engine.data, undefined, engine.entrypoint, request) };
     } catch (error) {
       if (error instanceof PolicyProbeBusyError) throw new TemporarilyUnavailableError(error.message);
       if (error instanceof PolicyLoadError) {
@@ -121,10 +122,14 @@ export class PoliciesService {
     }
   }
 
-  /** A policy that traps answers its fail-closed deny, as token exchange does. */
-  private decide(engine: PolicyEngine, input: PolicyInput): Decision {
-    return evaluateFailClosed(engine, input, (error) =>
-      this.logger.warn({ err: error.message, policy: engine.version }, 'policy dry run trapped: answering the fail-closed deny'),
-    );
+  /**
+   * The worker's answer to the input, the one the probe computed: evaluating it again here would
+   * hold the event loop as long (up to the probe's 5 s, on an input an operator chose). A policy
+   * that traps answers its fail-closed deny, as token exchange does.
+   */
+  private decide(engine: PolicyEngine, input: PolicyInput, answer: PolicyProbeAnswer | undefined): Decision {
+    const trapped = (message: string) => this.logger.warn({ err: message, policy: engine.version }, 'policy dry run trapped: answering the fail-closed deny');
+    if (answer) return decisionOfProbe(answer, trapped);
+    return evaluateFailClosed(engine, input, (error) => trapped(error.message));
   }
 }
