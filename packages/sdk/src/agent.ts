@@ -100,6 +100,8 @@ function canonical(value: unknown): string {
 /** A cached credential, or the one exchange under way for it (`pending`, shared by its waiters). */
 interface CacheEntry {
   credential: Promise<Credential>;
+  /** The credential once obtained: what a refusal by the gateway is compared with. */
+  value?: Credential;
   refreshAt: number;
   pending?: { controller: AbortController; waiters: number };
 }
@@ -199,6 +201,7 @@ export class Agent {
         (credential) => {
           fresh.refreshAt = refreshAtFor(Date.now(), credential.expiresAt - Date.now());
           fresh.pending = undefined;
+          fresh.value = credential;
           // Too short-lived to reuse (`expires_in: 0`): the callers that waited for it get it, the next one exchanges.
           if (fresh.refreshAt === Number.NEGATIVE_INFINITY && this.#cache.get(key) === fresh) this.#cache.delete(key);
           return credential;
@@ -365,7 +368,7 @@ export class Agent {
           url,
           new Headers(headers),
           body,
-          this.#client.options({ DPoP: dpop, signal }),
+          this.#client.options({ DPoP: dpop, signal }, false),
         );
       } catch (error) {
         if (deadline.signal.aborted && !init.signal?.aborted) throw deadline.signal.reason;
@@ -386,7 +389,7 @@ export class Agent {
       if (credentialRefused && !refreshed) {
         refreshed = true;
         await response.body?.cancel();
-        this.forget(taskToken, request);
+        this.forgetRefused(taskToken, request, credential);
         credential = await this.credential(taskToken, request, init);
         continue;
       }
@@ -397,6 +400,16 @@ export class Agent {
       await response.body?.cancel();
       await sleep(delay, init.signal);
     }
+  }
+
+  /**
+   * Drops the cached credential of `request` if it is still `refused`: a newer one, or the exchange
+   * under way for it, is kept, so that concurrent calls the gateway refused the same credential to
+   * share one replacement instead of exchanging once each.
+   */
+  private forgetRefused(taskToken: string, request: ConnectorRequest, refused: Credential): void {
+    const key = `${taskToken}\n${canonical(this.detailOf(request))}`;
+    if (this.#cache.get(key)?.value === refused) this.#cache.delete(key);
   }
 
   private detailOf(request: ConnectorRequest): AuthorizationDetail {

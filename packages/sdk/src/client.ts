@@ -33,6 +33,8 @@ export interface WritClientOptions {
   timeoutMs?: number;
 }
 
+/** The largest answer read from the authorization server (discovery, token endpoint, Tasks API): 1 MiB. */
+export const MAX_ANSWER_BYTES = 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 30_000;
 const SKEW_THRESHOLD_SECONDS = 5;
 
@@ -51,6 +53,26 @@ async function importClientKey(input: ClientKeyInput): Promise<oauth.PrivateKey>
   const key = await importJWK(jwk, alg);
   if (key instanceof Uint8Array) throw new WritError('invalid_key', 'the client key must be asymmetric');
   return { key: key, kid: jwk.kid };
+}
+
+/**
+ * `response` with a body that fails with a {@link WritResponseError} past {@link MAX_ANSWER_BYTES}:
+ * a broken or hostile authorization server streaming without end cannot fill the agent's memory.
+ */
+export function boundedAnswer(response: Response): Response {
+  if (!response.body) return response;
+  let read = 0;
+  const limit = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      read += chunk.byteLength;
+      if (read > MAX_ANSWER_BYTES) {
+        controller.error(new WritResponseError(response.status, `the authorization server's answer is larger than ${MAX_ANSWER_BYTES} bytes`));
+      } else {
+        controller.enqueue(chunk);
+      }
+    },
+  });
+  return new Response(response.body.pipeThrough(limit), { status: response.status, statusText: response.statusText, headers: response.headers });
 }
 
 /** The body of a JSON answer, or undefined. */
@@ -83,6 +105,8 @@ export class WritClient {
   readonly issuer: string;
   readonly client: oauth.Client;
   readonly fetch: typeof fetch;
+  /** {@link fetch} for the authorization server: its answers are cut off past {@link MAX_ANSWER_BYTES}. */
+  readonly serverFetch: typeof fetch;
   readonly allowInsecure: boolean;
   readonly timeoutMs: number;
   #metadata?: Promise<oauth.AuthorizationServer>;
@@ -95,6 +119,7 @@ export class WritClient {
     this.issuer = options.issuer.replace(/\/+$/, '');
     this.client = { client_id: options.clientId };
     this.fetch = options.fetch ?? ((...args: Parameters<typeof fetch>) => fetch(...args));
+    this.serverFetch = async (...args: Parameters<typeof fetch>) => boundedAnswer(await this.fetch(...args));
     this.allowInsecure = options.allowInsecureRequests === true;
     this.#key = options.key;
     this.timeoutMs = checkTimeout(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs');
@@ -103,10 +128,13 @@ export class WritClient {
     }
   }
 
-  /** oauth4webapi options: our fetch, and http allowed only when asked for. */
-  options<T extends object>(extra: T = {} as T): T & { [oauth.customFetch]: never; [oauth.allowInsecureRequests]: boolean } {
+  /**
+   * oauth4webapi options: our fetch (for the authorization server, `bounded`: answers cut off past
+   * {@link MAX_ANSWER_BYTES}; a gateway answer is the caller's, as it is), and http allowed only when asked for.
+   */
+  options<T extends object>(extra: T = {} as T, bounded = true): T & { [oauth.customFetch]: never; [oauth.allowInsecureRequests]: boolean } {
     // oauth4webapi types customFetch per call (its body types); any `fetch` accepts them all.
-    const customFetch = this.fetch as unknown as never;
+    const customFetch = (bounded ? this.serverFetch : this.fetch) as unknown as never;
     return { ...extra, [oauth.customFetch]: customFetch, [oauth.allowInsecureRequests]: this.allowInsecure };
   }
 
@@ -136,7 +164,8 @@ export class WritClient {
       return oauth.processDiscoveryResponse(issuer, response);
     })().catch((caught: unknown) => {
       this.#metadata = undefined;
-      const error = this.timedOut(caught, 'discovery');
+      const cutOff = caught instanceof oauth.OperationProcessingError && caught.cause instanceof WritResponseError ? caught.cause : caught;
+      const error = this.timedOut(cutOff, 'discovery');
       throw error instanceof WritError ? error : new WritError('discovery_failed', `discovery of ${this.issuer} failed`, { cause: error });
     });
     return this.#metadata;
@@ -207,6 +236,7 @@ export class WritClient {
     // token response that is the access token itself, which console.log(error) would print.
     // Only the message and code are kept.
     if (error instanceof oauth.OperationProcessingError) {
+      if (error.cause instanceof WritResponseError) return error.cause; // an answer cut off (boundedAnswer)
       const status = error.cause instanceof Response ? error.cause.status : 0;
       return new WritResponseError(status, `${error.message} (${error.code})`);
     }

@@ -136,8 +136,8 @@ export class Orchestrator {
   }
 
   /** A Tasks API access token (client credentials, scope `tasks`), reused until shortly before it expires. */
-  private accessToken(): Promise<string> {
-    if (this.#token && Date.now() < this.#token.refreshAt) return this.#token.value;
+  private accessToken(): { value: Promise<string>; refreshAt: number } {
+    if (this.#token && Date.now() < this.#token.refreshAt) return this.#token;
     const entry = { value: Promise.resolve(''), refreshAt: Number.POSITIVE_INFINITY };
     entry.value = this.#client.token('client_credentials', { scope: 'tasks' }).then(
       (response) => {
@@ -151,18 +151,19 @@ export class Orchestrator {
       },
     );
     this.#token = entry;
-    return entry.value;
+    return entry;
   }
 
   /** One Tasks API call; a refused access token (401) is replaced once; never follows a redirect (the token goes to the issuer only). */
   private async call<T>(method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}): Promise<T> {
     for (let attempt = 0; ; attempt++) {
-      const token = await this.accessToken();
+      const entry = this.accessToken();
+      const token = await entry.value;
       // A 429/503 (shed before any work) is retried after its `Retry-After`, bounded.
       let response: Response;
       try {
         response = await withRetries(() =>
-          this.#client.fetch(`${this.#client.issuer}${path}`, {
+          this.#client.serverFetch(`${this.#client.issuer}${path}`, {
             method,
             headers: {
               authorization: `Bearer ${token}`,
@@ -180,7 +181,8 @@ export class Orchestrator {
       }
       if (response.status === 401 && attempt === 0) {
         await response.body?.cancel();
-        this.#token = undefined;
+        // Only the refused token: concurrent calls refused it too share the one that replaces it.
+        if (this.#token === entry) this.#token = undefined;
         continue;
       }
       const json = await readJson(response);

@@ -1,0 +1,135 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair } from 'jose';
+import { Agent } from './agent.js';
+import { WritResponseError } from './errors.js';
+import { Orchestrator } from './orchestrator.js';
+import { MAX_ANSWER_BYTES } from './client.js';
+
+/**
+ * A broken or hostile authorization server, and many callers at once: an answer without end must
+ * not fill the agent's memory, and a credential the gateway refuses to N concurrent calls is
+ * replaced by one exchange, not N.
+ */
+const ISSUER = 'https://writ.example';
+const GATEWAY = 'https://gw.example';
+const READ = { connector: 'payments', action: 'payouts.get' };
+
+async function privateJwk() {
+  const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+  return { ...(await exportJWK(privateKey)), kid: 'k1' };
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Writ whose token endpoint issues `<prefix>-1`, `<prefix>-2`… (slowly, so that concurrent callers
+ * overlap an exchange) and whose gateway and Tasks API refuse the first token with the gateway's
+ * own `invalid_token` challenge and accept every later one.
+ */
+function refusingFirstToken(prefix: string) {
+  let issued = 0;
+  const exchanges: string[] = [];
+  const fetchImpl = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+    if (url.pathname === '/.well-known/oauth-authorization-server') {
+      return Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` });
+    }
+    if (url.pathname === '/oauth2/token') {
+      const token = `${prefix}-${++issued}`;
+      exchanges.push(token);
+      await pause(50);
+      return Response.json({ access_token: token, token_type: 'Bearer', expires_in: 120 });
+    }
+    const authorization = new Headers(init?.headers).get('authorization') ?? '';
+    await pause(10);
+    if (authorization.endsWith(`${prefix}-1`)) {
+      return new Response(null, { status: 401, headers: { 'www-authenticate': 'Bearer error="invalid_token", error_description="spent"' } });
+    }
+    return Response.json({ ok: true });
+  };
+  return { fetch: fetchImpl, exchanges };
+}
+
+describe('a credential the gateway refuses to concurrent calls', () => {
+  it('is replaced by one exchange, shared by every call it was refused to', async () => {
+    const server = refusingFirstToken('at');
+    const agent = new Agent({ issuer: ISSUER, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: server.fetch, dpop: false });
+    await agent.credential('task-token', READ);
+    const answers = await Promise.all([1, 2, 3, 4].map(() => agent.fetch('task-token', READ, '/v1/payouts/po_1')));
+    expect(answers.map((answer) => answer.status)).toEqual([200, 200, 200, 200]);
+    expect(server.exchanges).toEqual(['at-1', 'at-2']);
+  });
+
+  it("is the orchestrator's Tasks API token too: one client credentials request replaces it", async () => {
+    const fresh = refusingFirstToken('fresh');
+    const concurrent = new Orchestrator({ issuer: ISSUER, clientId: 'orch-1', key: await privateJwk(), fetch: fresh.fetch });
+    const tasks = await Promise.all([1, 2, 3, 4].map((n) => concurrent.tasks.get(`t${n}`)));
+    expect(tasks).toHaveLength(4);
+    expect(fresh.exchanges).toEqual(['fresh-1', 'fresh-2']);
+  });
+});
+
+describe('an answer from the authorization server without end', () => {
+  let server: Server;
+  let issuer: string;
+
+  beforeAll(async () => {
+    // Discovery is fine; the token endpoint and the Tasks API stream a JSON string for ever.
+    server = createServer((request, response) => {
+      if (request.url === '/.well-known/oauth-authorization-server') {
+        response.setHeader('content-type', 'application/json');
+        response.end(JSON.stringify({ issuer, token_endpoint: `${issuer}/oauth2/token` }));
+        return;
+      }
+      let form = '';
+      request.on('data', (data: Buffer) => (form += data.toString()));
+      request.on('end', () => {
+        if (form.includes('grant_type=client_credentials')) {
+          response.setHeader('content-type', 'application/json');
+          response.end(JSON.stringify({ access_token: 'tasks-1', token_type: 'Bearer', expires_in: 120 }));
+          return;
+        }
+        response.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        response.write('{"access_token":"');
+        const chunk = 'x'.repeat(64 * 1024);
+        const more = () => {
+          while (!response.destroyed && response.write(chunk)) continue;
+          if (!response.destroyed) response.once('drain', more);
+        };
+        more();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it('is cut off after MAX_ANSWER_BYTES at the token endpoint, with a WritResponseError', async () => {
+    const agent = new Agent({
+      issuer,
+      gatewayUrl: GATEWAY,
+      clientId: 'agent-1',
+      key: await privateJwk(),
+      dpop: false,
+      allowInsecureRequests: true,
+      timeoutMs: 20_000,
+    });
+    const started = Date.now();
+    const error = await agent.credential('task-token', READ).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(WritResponseError);
+    expect((error as Error).message).toContain(`${MAX_ANSWER_BYTES} bytes`);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  }, 30_000);
+
+  it('is cut off after MAX_ANSWER_BYTES at the Tasks API, with a WritResponseError', async () => {
+    const orchestrator = new Orchestrator({ issuer, clientId: 'orch-1', key: await privateJwk(), allowInsecureRequests: true, timeoutMs: 20_000 });
+    const error = await orchestrator.tasks.get('t1').catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(WritResponseError);
+    expect((error as Error).message).toContain(`${MAX_ANSWER_BYTES} bytes`);
+  }, 30_000);
+});
