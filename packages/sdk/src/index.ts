@@ -15,6 +15,7 @@ export type { AgentOptions, Credential, CredentialOptions, GatewayBody, GatewayR
 export { Orchestrator } from './orchestrator.js';
 export type { CreatedTask, RunTaskOptions, TaskSpec } from './orchestrator.js';
 export type { ClientKeyInput, WritClientOptions } from './client.js';
+export { MAX_ANSWER_BYTES } from './client.js';
 export {
   AccessDeniedError,
   ApprovalTimeoutError,

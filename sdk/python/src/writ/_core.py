@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
+import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
@@ -41,6 +42,9 @@ DEFAULT_LIFETIME = 60.0  # seconds, when a token answer names no expires_in (RFC
 # proxy, 1e300) would otherwise keep a token cached for ever.
 MAX_LIFETIME = 86_400.0
 MIN_CACHED_LIFETIME = 1.0  # seconds: a shorter-lived token is used for the call that asked for it, never cached
+# The largest answer read from the authorization server (discovery, token endpoint, Tasks API), as the TypeScript
+# SDK's MAX_ANSWER_BYTES: a broken or hostile server streaming without end cannot fill the agent's memory.
+MAX_ANSWER_BYTES = 1024 * 1024
 SKEW_THRESHOLD = 5.0  # seconds: a server Date further off than this moves our iat/exp to the server's clock
 _USE_DPOP_NONCE = re.compile(r'error\s*=\s*"?use_dpop_nonce"?', re.IGNORECASE)
 _INVALID_TOKEN = re.compile(r'error\s*=\s*"?invalid_token"?', re.IGNORECASE)
@@ -111,13 +115,51 @@ def is_refused_credential(response: Any) -> bool:
 
 
 def post_token_request(http: Any, endpoint: str, params: dict[str, str], dpop: Any, key: ClientKey, client_id: str, issuer: str, now: float) -> Any:
-    """Sends one token endpoint request with a fresh client assertion (and DPoP proof) on ``http`` (an httpx client,
-    sync or async: the caller awaits what the async one returns). Redirects are never followed."""
+    """Builds one token endpoint request with a fresh client assertion (and DPoP proof) on ``http`` (an httpx client,
+    sync or async), for the client's ``send`` (which never follows a redirect)."""
     headers = {"accept": "application/json"}
     if dpop is not None:
         headers["dpop"] = dpop.proof("POST", endpoint, now=now)
     form = {**params, **client_auth_fields(key, client_id, issuer, now)}
-    return http.post(endpoint, data=form, headers=headers, follow_redirects=False)
+    return http.build_request("POST", endpoint, data=form, headers=headers)
+
+
+def metadata_url(issuer: str) -> str:
+    """Where an issuer's metadata is (RFC 8414 §3.1): the well-known segment between the host and the issuer's path,
+    ``https://host/.well-known/oauth-authorization-server/tenant`` for ``https://host/tenant`` (as oauth4webapi, hence
+    the TypeScript SDK, asks for it); for an issuer without a path, ``/.well-known/oauth-authorization-server``."""
+    parts = urlsplit(issuer)
+    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-authorization-server{parts.path.rstrip('/')}"
+
+
+class BoundedAnswer:
+    """The body of an authorization server answer, collected as it streams in: past ``MAX_ANSWER_BYTES`` it is a
+    ``WritResponseError``; past ``timeout`` seconds since ``started`` (checked as each chunk arrives: an answer that
+    drips a byte at a time stays within every read timeout) a ``WritTimeoutError``, as the TypeScript SDK's
+    ``timeoutMs`` bounds the whole request."""
+
+    def __init__(self, response: Any, timeout: float | None, started: float) -> None:
+        self.response = response
+        self.timeout = timeout
+        self.deadline = None if timeout is None else started + timeout
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > MAX_ANSWER_BYTES:
+            raise WritResponseError(self.response.status_code, f"the authorization server's answer is larger than {MAX_ANSWER_BYTES} bytes")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            request = self.response.request
+            target = f"{request.method} {request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}{request.url.path}"
+            raise WritTimeoutError(f"no whole answer from the authorization server to {target} within {self.timeout:g} s", self.timeout)
+        self.chunks.append(chunk)
+
+    def answer(self) -> httpx.Response:
+        """The answer with its whole (decoded) body."""
+        dropped = ("content-encoding", "content-length", "transfer-encoding")
+        headers = [(name, value) for name, value in self.response.headers.multi_items() if name.lower() not in dropped]
+        return httpx.Response(self.response.status_code, headers=headers, content=b"".join(self.chunks), request=self.response.request)
 
 
 class GatewayAttempts:

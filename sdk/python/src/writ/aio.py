@@ -31,6 +31,7 @@ class _AsyncClient:
         self._http = http or httpx.AsyncClient(timeout=_core.check_timeout(timeout), follow_redirects=False)
         self._owns_http = http is None
         self._metadata: dict[str, Any] | None = None
+        self._discovery = asyncio.Lock()  # concurrent first callers share one discovery
         self._skew = 0.0  # the server's clock minus ours (its Date at discovery), when it is off by more than 5 s
 
     async def close(self) -> None:
@@ -39,28 +40,39 @@ class _AsyncClient:
 
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            url = f"{self.issuer}/.well-known/oauth-authorization-server"
-            response = await self.send(lambda: self._http.get(url, follow_redirects=False))
-            metadata = _core.check_metadata(_core.raise_for_answer(response), self.issuer, self._allow_insecure, response.status_code)
-            self._skew = _core.server_skew(response)
-            self._metadata = metadata
+            async with self._discovery:
+                if self._metadata is None:
+                    url = _core.metadata_url(self.issuer)
+                    response = await self.send(lambda: self._http.build_request("GET", url))
+                    metadata = _core.check_metadata(_core.raise_for_answer(response), self.issuer, self._allow_insecure, response.status_code)
+                    self._skew = _core.server_skew(response)
+                    self._metadata = metadata
         return self._metadata
 
     def now(self) -> float:
         """The time on the server's clock, for ``iat``/``exp`` of assertions and proofs."""
         return time.time() + self._skew
 
-    async def send(self, request: Callable[[], Any]) -> httpx.Response:
-        """``request()`` (to the authorization server), sent again while the answer is a 429/503 worth retrying
-        (``_core.retry_delay``); no answer within the timeout is ``WritTimeoutError``, as at the gateway."""
+    async def send(self, build: Callable[[], httpx.Request]) -> httpx.Response:
+        """The request ``build()`` makes (to the authorization server; never redirected), sent again while the answer is
+        a 429/503 worth retrying (``_core.retry_delay``); no answer within the timeout is ``WritTimeoutError``, as at the
+        gateway. The answer is read whole within the timeout and at most ``_core.MAX_ANSWER_BYTES``."""
         attempt = 0
         while True:
             try:
-                response = await request()
+                started = time.monotonic()
+                answer = await self._http.send(build(), stream=True, follow_redirects=False)
+                try:
+                    body = _core.BoundedAnswer(answer, self._http.timeout.read, started)
+                    async for chunk in answer.aiter_bytes():
+                        body.add(chunk)
+                finally:
+                    await answer.aclose()
             except httpx.TimeoutException as error:
                 if isinstance(error, WritTimeoutError):
                     raise
                 raise _core.server_timeout("the authorization server", error, self._http.timeout.read) from error
+            response = body.answer()
             delay = _core.retry_delay(response, attempt)
             if delay is None:
                 return response
@@ -114,11 +126,13 @@ class AsyncOrchestrator:
 
     async def _call(self, method: str, path: str, body: Any = None, extra_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         for attempt in range(2):
-            headers = {"authorization": f"Bearer {await self._access_token()}", "accept": "application/json", **(extra_headers or {})}
+            access_token = await self._access_token()
+            headers = {"authorization": f"Bearer {access_token}", "accept": "application/json", **(extra_headers or {})}
             url = f"{self._client.issuer}{path}"
-            response = await self._client.send(lambda: self._client._http.request(method, url, headers=headers, json=body, follow_redirects=False))
+            response = await self._client.send(lambda: self._client._http.build_request(method, url, headers=headers, json=body))
             if response.status_code == 401 and attempt == 0:
-                self._token = None
+                if self._token and self._token[0] == access_token:  # only the refused token: concurrent calls share its replacement
+                    self._token = None
                 continue
             return _core.raise_for_answer(response)
         raise AssertionError("unreachable")
@@ -248,6 +262,14 @@ class AsyncAgent:
             for cached in [k for k in self._cache if k.startswith(f"{task_token}\n")]:
                 del self._cache[cached]
 
+    def _forget_refused(self, task_token: str, connector: str, action: str, constraints: Mapping[str, Any] | None,
+                        refused: Credential) -> None:
+        """Drops the cached credential of this request if it is still ``refused``: a newer one is kept, so that concurrent
+        calls the gateway refused the same credential to share one replacement instead of exchanging once each."""
+        key = f"{task_token}\n{_core.canonical(_core.detail_of(connector, action, constraints))}"
+        if self._cache.get(key) is refused:
+            del self._cache[key]
+
     async def _exchange(self, task_token: str, detail: dict[str, Any], timeout: float | None,
                   on_pending: Callable[[PendingApproval], Any] | None) -> Credential:
         poll = PollState(self._approval_timeout if timeout is None else timeout)
@@ -295,7 +317,7 @@ class AsyncAgent:
             if step is None:
                 return response
             if step == attempts.REFRESH:
-                self.forget(task_token, connector, action, constraints)
+                self._forget_refused(task_token, connector, action, constraints, credential)
                 credential = await self.credential(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
             elif isinstance(step, (int, float)):
                 await asyncio.sleep(step)

@@ -1,0 +1,269 @@
+"""A broken or hostile authorization server, and many callers at once: an answer without end (or one that drips)
+must not fill the agent's memory or hold it past its timeout; a credential the gateway refuses to N concurrent calls
+is replaced by one exchange, not N; discovery follows RFC 8414 §3.1 for an issuer with a path."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from writ import Agent, AsyncAgent, Orchestrator, WritResponseError, WritTimeoutError
+from writ import _core
+
+from test_resilience import GATEWAY, ISSUER, private_jwk
+
+READ = ("payments", "payouts.get")
+
+
+class RefusingFirstToken:
+    """Writ whose token endpoint issues ``<prefix>-1``, ``<prefix>-2``… (slowly, so that concurrent callers overlap an
+    exchange) and whose gateway and Tasks API refuse the first one with the gateway's ``invalid_token`` challenge."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.exchanges: list[str] = []
+        self.refusals = 0
+        self.lock = threading.Lock()
+
+    def answer(self, request: httpx.Request) -> tuple[httpx.Response, float]:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"}), 0.0
+        if request.url.path == "/oauth2/token":
+            with self.lock:
+                token = f"{self.prefix}-{len(self.exchanges) + 1}"
+                self.exchanges.append(token)
+            return httpx.Response(200, json={"access_token": token, "token_type": "Bearer", "expires_in": 120}), 0.1
+        if request.headers["authorization"].endswith(f"{self.prefix}-1"):
+            # Staggered: some refusals arrive while the replacement is under way, some after it was obtained.
+            with self.lock:
+                self.refusals += 1
+                delay = 0.08 * self.refusals
+            return httpx.Response(401, headers={"www-authenticate": 'Bearer error="invalid_token"'}), delay
+        return httpx.Response(200, json={"ok": True}), 0.05
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        response, delay = self.answer(request)
+        time.sleep(delay)
+        return response
+
+    async def handle_async(self, request: httpx.Request) -> httpx.Response:
+        response, delay = self.answer(request)
+        await asyncio.sleep(delay)
+        return response
+
+
+def in_threads(count: int, work: Any) -> list[Any]:
+    results: list[Any] = [None] * count
+
+    def run(index: int) -> None:
+        results[index] = work(index)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_threads_refused_the_same_credential_share_one_replacement():
+    server = RefusingFirstToken("at")
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(server)))
+    agent.credential("t", *READ)
+    statuses = in_threads(4, lambda _: agent.fetch("t", *READ, "/v1/payouts/po_1").status_code)
+    assert statuses == [200] * 4
+    assert server.exchanges == ["at-1", "at-2"]
+
+
+def test_async_calls_refused_the_same_credential_share_one_replacement():
+    server = RefusingFirstToken("at")
+
+    async def run() -> list[int]:
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False,
+                           http=httpx.AsyncClient(transport=httpx.MockTransport(server.handle_async)))
+        await agent.credential("t", *READ)
+        answers = await asyncio.gather(*(agent.fetch("t", *READ, "/v1/payouts/po_1") for _ in range(4)))
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(run()) == [200] * 4
+    assert server.exchanges == ["at-1", "at-2"]
+
+
+def test_an_orchestrator_token_refused_to_concurrent_calls_is_replaced_once():
+    server = RefusingFirstToken("tasks")
+    orchestrator = Orchestrator(ISSUER, "orch-1", private_jwk(), http=httpx.Client(transport=httpx.MockTransport(server)))
+    in_threads(4, lambda index: orchestrator.get_task(f"t{index}"))
+    assert server.exchanges == ["tasks-1", "tasks-2"]
+
+
+@pytest.fixture
+def hostile() -> Iterator[dict[str, Any]]:
+    """A real HTTP server: discovery is fine; the token endpoint streams a JSON string for ever (``endless``) or drips
+    a byte every 0.1 s for 6 s before it ends a valid answer (``drip``)."""
+    state: dict[str, Any] = {"mode": "endless"}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = ('{"issuer": "%s", "token_endpoint": "%s/oauth2/token"}' % (state["url"], state["url"])).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("connection", "close")
+            self.end_headers()
+            try:
+                self.wfile.write(b'{"token_type": "Bearer", "access_token": "')
+                if state["mode"] == "endless":
+                    chunk = b"x" * 65536
+                    while True:
+                        self.wfile.write(chunk)
+                else:
+                    for _ in range(60):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                    self.wfile.write(b'"}')
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_answer_without_end_is_cut_off(hostile):
+    agent = Agent(hostile["url"], "agent-1", private_jwk(), GATEWAY, dpop=False, allow_insecure_requests=True, timeout=20)
+    started = time.monotonic()
+    with pytest.raises(WritResponseError, match=f"{_core.MAX_ANSWER_BYTES} bytes"):
+        agent.credential("t", *READ)
+    assert time.monotonic() - started < 10
+
+
+def test_async_an_answer_without_end_is_cut_off(hostile):
+    async def run() -> None:
+        agent = AsyncAgent(hostile["url"], "agent-1", private_jwk(), GATEWAY, dpop=False, allow_insecure_requests=True, timeout=20)
+        with pytest.raises(WritResponseError, match=f"{_core.MAX_ANSWER_BYTES} bytes"):
+            await agent.credential("t", *READ)
+
+    asyncio.run(run())
+
+
+def test_an_answer_that_drips_fails_after_the_timeout(hostile):
+    # Each byte comes well within the read timeout: only a deadline on the whole answer ends it.
+    hostile["mode"] = "drip"
+    agent = Agent(hostile["url"], "agent-1", private_jwk(), GATEWAY, dpop=False, allow_insecure_requests=True, timeout=1)
+    started = time.monotonic()
+    with pytest.raises(WritTimeoutError):
+        agent.credential("t", *READ)
+    assert time.monotonic() - started < 4
+
+
+def test_async_an_answer_that_drips_fails_after_the_timeout(hostile):
+    hostile["mode"] = "drip"
+
+    async def run() -> None:
+        agent = AsyncAgent(hostile["url"], "agent-1", private_jwk(), GATEWAY, dpop=False, allow_insecure_requests=True, timeout=1)
+        with pytest.raises(WritTimeoutError):
+            await agent.credential("t", *READ)
+
+    started = time.monotonic()
+    asyncio.run(run())
+    assert time.monotonic() - started < 4
+
+
+def test_an_issuer_with_a_path_is_discovered_at_the_rfc_8414_location():
+    issuer = "https://writ.example/tenant-a"
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/.well-known/oauth-authorization-server/tenant-a":
+            return httpx.Response(200, json={"issuer": issuer, "token_endpoint": f"{issuer}/oauth2/token"})
+        if request.url.path == "/tenant-a/oauth2/token":
+            return httpx.Response(200, json={"access_token": "at", "token_type": "Bearer", "expires_in": 60})
+        return httpx.Response(404)
+
+    agent = Agent(issuer, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    assert agent.credential("t", *READ).access_token == "at"
+    assert seen[0] == "/.well-known/oauth-authorization-server/tenant-a"
+
+    async def run() -> str:
+        async_agent = AsyncAgent(issuer, "agent-1", private_jwk(), GATEWAY, dpop=False,
+                                 http=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+        return (await async_agent.credential("t", *READ)).access_token
+
+    assert asyncio.run(run()) == "at"
+
+
+def test_concurrent_async_callers_share_one_discovery():
+    discoveries: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            discoveries.append(request.url.path)
+            await asyncio.sleep(0.05)
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+        return httpx.Response(200, json={"access_token": "at", "token_type": "Bearer", "expires_in": 60})
+
+    async def run() -> None:
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+        await asyncio.gather(*(agent.credential("t", "payments", f"action.{n}") for n in range(4)))
+
+    asyncio.run(run())
+    assert len(discoveries) == 1
+
+
+def test_concurrent_threads_share_one_discovery():
+    discoveries: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            discoveries.append(request.url.path)
+            time.sleep(0.05)
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+        return httpx.Response(200, json={"access_token": "at", "token_type": "Bearer", "expires_in": 60})
+
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    in_threads(4, lambda index: agent.credential("t", "payments", f"action.{index}"))
+    assert len(discoveries) == 1
+
+
+def test_mcp_requests_refused_the_same_credential_share_one_replacement():
+    from writ.mcp import McpAuth, mcp_url
+
+    server = RefusingFirstToken("at")
+
+    async def run() -> list[int]:
+        transport = httpx.MockTransport(server.handle_async)
+        agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.AsyncClient(transport=transport))
+        await agent.credential("t", "tools", "lookup")
+        async with httpx.AsyncClient(auth=McpAuth(agent, "t", "tools", session="lookup"), transport=transport) as http:
+            answers = await asyncio.gather(*(http.post(mcp_url(agent, "tools"), json={"jsonrpc": "2.0", "id": n, "method": "ping"}) for n in range(4)))
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(run()) == [200] * 4
+    assert server.exchanges == ["at-1", "at-2"]
