@@ -155,18 +155,36 @@ export class WritClient {
     return new WritTimeoutError(`no answer from the authorization server (${what}) within ${this.timeoutMs} ms`, this.timeoutMs);
   }
 
-  /** The authorization server's RFC 8414 metadata, fetched once (again after a failure). */
+  /**
+   * The authorization server's RFC 8414 metadata, fetched once (again after a failure): from the
+   * §3.1 location (`/.well-known/oauth-authorization-server` between the host and the issuer's
+   * path), its `issuer` the configured one (§3.3) and its token endpoint `https` (unless insecure
+   * requests are allowed). Any failure but a timeout is a `discovery_failed` {@link WritError}
+   * naming why, as in the Python SDK.
+   */
   metadata(): Promise<oauth.AuthorizationServer> {
     this.#metadata ??= (async () => {
       const issuer = new URL(this.issuer);
       const response = await withRetries(() => oauth.discoveryRequest(issuer, this.options({ algorithm: 'oauth2' as const, signal: this.timeoutSignal() })));
       this.learnClock(response);
-      return oauth.processDiscoveryResponse(issuer, response);
+      const metadata = await oauth.processDiscoveryResponse(issuer, response);
+      const protocol = typeof metadata.token_endpoint === 'string' && URL.canParse(metadata.token_endpoint) ? new URL(metadata.token_endpoint).protocol : '';
+      if (!(protocol === 'https:' || (this.allowInsecure && protocol === 'http:'))) {
+        throw new WritError('discovery_failed', `discovery of ${this.issuer} failed: the token_endpoint is not an https URL`);
+      }
+      return metadata;
     })().catch((caught: unknown) => {
       this.#metadata = undefined;
       const cutOff = caught instanceof oauth.OperationProcessingError && caught.cause instanceof WritResponseError ? caught.cause : caught;
       const error = this.timedOut(cutOff, 'discovery');
-      throw error instanceof WritError ? error : new WritError('discovery_failed', `discovery of ${this.issuer} failed`, { cause: error });
+      if (error instanceof WritError) throw error;
+      const reason =
+        error instanceof oauth.OperationProcessingError && error.cause instanceof Response
+          ? `unexpected answer ${error.cause.status}`
+          : error instanceof Error
+            ? error.message
+            : 'no answer';
+      throw new WritError('discovery_failed', `discovery of ${this.issuer} failed: ${reason}`, { cause: error });
     });
     return this.#metadata;
   }

@@ -133,3 +133,39 @@ describe('an answer from the authorization server without end', () => {
     expect((error as Error).message).toContain(`${MAX_ANSWER_BYTES} bytes`);
   }, 30_000);
 });
+
+describe('discovery', () => {
+  /** A Writ whose discovery answers `answer` (then nothing else is scripted). */
+  const discovering = (answer: () => Response) => {
+    const seen: string[] = [];
+    const fetchImpl = (input: string | URL | Request): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      seen.push(url.pathname);
+      return Promise.resolve(answer());
+    };
+    return { fetch: fetchImpl, seen };
+  };
+
+  it.each([
+    ['another issuer (RFC 8414 §3.3)', () => Response.json({ issuer: 'https://attacker.example', token_endpoint: 'https://attacker.example/token' }), 'issuer'],
+    ['a token endpoint that is not https', () => Response.json({ issuer: ISSUER, token_endpoint: 'http://writ.example/oauth2/token' }), 'https'],
+    ['a 404', () => new Response('not here', { status: 404 }), '404'],
+    ['a 503 asking for an hour', () => Response.json({ error: 'temporarily_unavailable' }, { status: 503, headers: { 'retry-after': '3600' } }), '503'],
+    ['a redirect', () => new Response(null, { status: 302, headers: { location: 'https://attacker.example/.well-known/oauth-authorization-server' } }), '302'],
+  ])('refuses %s with discovery_failed, naming why, before the task token is sent', async (_case, answer, why) => {
+    const server = discovering(answer);
+    const agent = new Agent({ issuer: ISSUER, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: server.fetch, dpop: false });
+    const error = await agent.credential('task-token', READ).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: 'discovery_failed' });
+    expect((error as Error).message).toContain(why);
+    expect(server.seen).toEqual(['/.well-known/oauth-authorization-server']);
+  });
+
+  it('asks for the metadata of an issuer with a path at the RFC 8414 §3.1 location, as the Python SDK does', async () => {
+    const issuer = 'https://writ.example/tenant-a';
+    const server = discovering(() => Response.json({ issuer, token_endpoint: `${issuer}/oauth2/token` }));
+    const agent = new Agent({ issuer, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: server.fetch, dpop: false });
+    await agent.credential('task-token', READ).catch(() => undefined);
+    expect(server.seen[0]).toBe('/.well-known/oauth-authorization-server/tenant-a');
+  });
+});

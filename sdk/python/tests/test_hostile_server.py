@@ -267,3 +267,46 @@ def test_mcp_requests_refused_the_same_credential_share_one_replacement():
 
     assert asyncio.run(run()) == [200] * 4
     assert server.exchanges == ["at-1", "at-2"]
+
+
+@pytest.mark.parametrize("answer, why", [
+    (lambda: httpx.Response(200, json={"issuer": "https://attacker.example", "token_endpoint": "https://attacker.example/token"}), "issuer"),
+    (lambda: httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": "http://writ.example/oauth2/token"}), "https"),
+    (lambda: httpx.Response(404, text="not here"), "404"),
+    (lambda: httpx.Response(302, headers={"location": "https://attacker.example/.well-known/oauth-authorization-server"}), "302"),
+    (lambda: httpx.Response(503, json={"error": "temporarily_unavailable"}, headers={"retry-after": "3600"}), "503"),
+], ids=["another issuer", "http token endpoint", "404", "redirect", "unavailable"])
+def test_a_failed_discovery_is_discovery_failed_naming_why_as_in_typescript(answer, why):
+    from writ import WritError
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return answer()
+
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(WritError) as raised:
+        agent.credential("secret-task-token", *READ)
+    assert raised.value.code == "discovery_failed" and why in str(raised.value)
+    assert "secret-task-token" not in str(raised.value)
+    assert seen == ["/.well-known/oauth-authorization-server"]  # the task token was never sent
+
+    async def run() -> WritError:
+        async_agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False,
+                                 http=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+        with pytest.raises(WritError) as raised_async:
+            await async_agent.credential("secret-task-token", *READ)
+        return raised_async.value
+
+    assert asyncio.run(run()).code == "discovery_failed"
+
+
+def test_an_unreachable_server_is_discovery_failed_as_in_typescript():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(_core.WritError) as raised:
+        agent.credential("t", *READ)
+    assert raised.value.code == "discovery_failed" and isinstance(raised.value.__cause__, httpx.ConnectError)

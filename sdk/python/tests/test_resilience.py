@@ -260,7 +260,7 @@ def test_mcp_auth_sends_credentials_to_the_connector_url_only():
 
 
 def test_the_task_token_goes_to_an_https_token_endpoint_only():
-    from writ import WritResponseError
+    from writ import WritError
 
     seen: list[httpx.Request] = []
 
@@ -271,8 +271,9 @@ def test_the_task_token_goes_to_an_https_token_endpoint_only():
         return httpx.Response(200, json={"access_token": "at", "token_type": "Bearer", "expires_in": 60})
 
     agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
-    with pytest.raises(WritResponseError, match="https"):
+    with pytest.raises(WritError, match="https") as raised:  # discovery_failed, as in TypeScript
         agent.credential("secret-task-token", "payments", "payouts.get")
+    assert raised.value.code == "discovery_failed"
     assert [request.url.path for request in seen] == ["/.well-known/oauth-authorization-server"]
 
 

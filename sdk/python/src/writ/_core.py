@@ -355,6 +355,23 @@ def check_metadata(metadata: Any, issuer: str, allow_insecure: bool, status: int
     return metadata
 
 
+def discovered(response: Any, issuer: str, allow_insecure: bool) -> dict[str, Any]:
+    """The metadata of a discovery answer (``check_metadata``), or a ``discovery_failed`` ``WritError`` naming why:
+    an answer other than 200 (a redirect included: never followed), another issuer, a token endpoint that is not
+    ``https``; the same code as the TypeScript SDK's for the same answers."""
+    try:
+        if response.status_code != 200:
+            raise WritResponseError(response.status_code, f"unexpected answer {response.status_code}")
+        return check_metadata(json_or_none(response), issuer, allow_insecure, response.status_code)
+    except WritResponseError as error:
+        raise discovery_failed(issuer, error) from error
+
+
+def discovery_failed(issuer: str, error: Exception) -> WritError:
+    """The error of a discovery that failed for ``error`` (an answer refused, the server unreachable)."""
+    return WritError(f"discovery of {issuer} failed: {error}", "discovery_failed")
+
+
 def path_segment(value: str) -> str:
     """``value`` as one path segment (``/``, ``?``, ``#``, ``..`` encoded), as ``encodeURIComponent`` makes it."""
     if not isinstance(value, str) or value in ("", ".", ".."):

@@ -43,8 +43,13 @@ class _AsyncClient:
             async with self._discovery:
                 if self._metadata is None:
                     url = _core.metadata_url(self.issuer)
-                    response = await self.send(lambda: self._http.build_request("GET", url))
-                    metadata = _core.check_metadata(_core.raise_for_answer(response), self.issuer, self._allow_insecure, response.status_code)
+                    try:
+                        response = await self.send(lambda: self._http.build_request("GET", url))
+                    except httpx.TransportError as error:
+                        if isinstance(error, httpx.TimeoutException):
+                            raise  # a WritTimeoutError, as in TypeScript
+                        raise _core.discovery_failed(self.issuer, error) from error
+                    metadata = _core.discovered(response, self.issuer, self._allow_insecure)
                     self._skew = _core.server_skew(response)
                     self._metadata = metadata
         return self._metadata
