@@ -70,6 +70,23 @@ describe('a credential the gateway refuses to concurrent calls', () => {
   });
 });
 
+describe("the orchestrator's Tasks API token", () => {
+  it('is asked for once by concurrent calls, which share its failure (as in the Python SDK)', async () => {
+    let tokens = 0;
+    const fetchImpl = async (input: string | URL | Request): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      if (url.pathname === '/.well-known/oauth-authorization-server') return Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` });
+      tokens += 1;
+      await pause(50);
+      return Response.json({ error: 'invalid_client', error_description: 'unknown key' }, { status: 401 });
+    };
+    const orchestrator = new Orchestrator({ issuer: ISSUER, clientId: 'orch-1', key: await privateJwk(), fetch: fetchImpl });
+    const outcomes = await Promise.allSettled([1, 2, 3, 4].map((n) => orchestrator.tasks.get(`t${n}`)));
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
+    expect(tokens).toBe(1);
+  });
+});
+
 describe('an answer from the authorization server without end', () => {
   let server: Server;
   let issuer: string;

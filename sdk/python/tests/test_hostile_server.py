@@ -310,3 +310,53 @@ def test_an_unreachable_server_is_discovery_failed_as_in_typescript():
     with pytest.raises(_core.WritError) as raised:
         agent.credential("t", *READ)
     assert raised.value.code == "discovery_failed" and isinstance(raised.value.__cause__, httpx.ConnectError)
+
+
+class RefusingClient:
+    """A token endpoint that refuses the client (``invalid_client``), slowly; counts the requests."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+        self.tokens += 1
+        return httpx.Response(401, json={"error": "invalid_client", "error_description": "unknown key"})
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        time.sleep(0.1 if request.url.path == "/oauth2/token" else 0)
+        return self.answer(request)
+
+    async def handle_async(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.1 if request.url.path == "/oauth2/token" else 0)
+        return self.answer(request)
+
+
+def test_threads_share_one_failed_orchestrator_token_request():
+    from writ import InvalidClientError
+
+    server = RefusingClient()
+    orchestrator = Orchestrator(ISSUER, "orch-1", private_jwk(), http=httpx.Client(transport=httpx.MockTransport(server)))
+
+    def get(index: int) -> Any:
+        try:
+            return orchestrator.get_task(f"t{index}")
+        except InvalidClientError as error:
+            return error
+
+    assert all(isinstance(outcome, InvalidClientError) for outcome in in_threads(4, get))
+    assert server.tokens == 1  # as in TypeScript: the callers waiting for it share its failure
+
+
+def test_async_callers_share_one_failed_orchestrator_token_request():
+    from writ import AsyncOrchestrator, InvalidClientError
+
+    server = RefusingClient()
+
+    async def run() -> list[Any]:
+        orchestrator = AsyncOrchestrator(ISSUER, "orch-1", private_jwk(), http=httpx.AsyncClient(transport=httpx.MockTransport(server.handle_async)))
+        return await asyncio.gather(*(orchestrator.get_task(f"t{n}") for n in range(4)), return_exceptions=True)
+
+    assert all(isinstance(outcome, InvalidClientError) for outcome in asyncio.run(run()))
+    assert server.tokens == 1

@@ -109,7 +109,7 @@ class AsyncOrchestrator:
                  allow_insecure_requests: bool = False, timeout: float = _core.DEFAULT_TIMEOUT) -> None:
         self._client = _AsyncClient(issuer, client_id, key, http=http, allow_insecure_requests=allow_insecure_requests, timeout=timeout)
         self._token: tuple[str, float] | None = None
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[str] | None = None  # the token request under way, shared by concurrent callers
 
     async def close(self) -> None:
         await self._client.close()
@@ -121,13 +121,26 @@ class AsyncOrchestrator:
         await self.close()
 
     async def _access_token(self) -> str:
-        async with self._lock:
-            if self._token and time.time() < self._token[1]:
-                return self._token[0]
-            access_token, _, lifetime = _core.token_response(await self._client.token({"grant_type": "client_credentials", "scope": "tasks"}))
-            # An expires_in of 0 is used for the call that asked for it and not reused (the clamp is token_response's).
-            self._token = (access_token, _core.refresh_at_for(time.time(), lifetime))
+        """The Tasks API token, cached until shortly before it expires. Concurrent callers share one request for it,
+        and its failure, as in TypeScript; a caller's cancellation ends only its own wait."""
+        if self._token and time.time() < self._token[1]:
             return self._token[0]
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._fetch_token())
+            self._inflight.add_done_callback(self._settled)
+        return await asyncio.shield(self._inflight)
+
+    async def _fetch_token(self) -> str:
+        access_token, _, lifetime = _core.token_response(await self._client.token({"grant_type": "client_credentials", "scope": "tasks"}))
+        # An expires_in of 0 is used for the calls that asked for it and not reused (the clamp is token_response's).
+        self._token = (access_token, _core.refresh_at_for(time.time(), lifetime))
+        return access_token
+
+    def _settled(self, done: asyncio.Future[str]) -> None:
+        if self._inflight is done:
+            self._inflight = None
+        if not done.cancelled():
+            done.exception()  # retrieved: a failure no caller waited for is not logged as never retrieved
 
     async def _call(self, method: str, path: str, body: Any = None, extra_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         for attempt in range(2):

@@ -108,6 +108,7 @@ class Orchestrator:
                  allow_insecure_requests: bool = False, timeout: float = _core.DEFAULT_TIMEOUT) -> None:
         self._client = _Client(issuer, client_id, key, http=http, allow_insecure_requests=allow_insecure_requests, timeout=timeout)
         self._token: tuple[str, float] | None = None
+        self._inflight: Future[str] | None = None  # the token request under way, shared by concurrent callers
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -120,13 +121,30 @@ class Orchestrator:
         self.close()
 
     def _access_token(self) -> str:
+        """The Tasks API token, cached until shortly before it expires. Concurrent callers (threads) share one request
+        for it, and its failure, as in TypeScript: a refused or unreachable server is asked once, not once per thread."""
         with self._lock:
             if self._token and time.time() < self._token[1]:
                 return self._token[0]
+            inflight = self._inflight
+            owner = inflight is None
+            if inflight is None:
+                inflight = self._inflight = Future()
+        if not owner:
+            return inflight.result()
+        try:
             access_token, _, lifetime = _core.token_response(self._client.token({"grant_type": "client_credentials", "scope": "tasks"}))
-            # An expires_in of 0 is used for the call that asked for it and not reused (the clamp is token_response's).
+        except BaseException as error:
+            with self._lock:
+                self._inflight = None
+            inflight.set_exception(error)
+            raise
+        with self._lock:
+            # An expires_in of 0 is used for the calls that asked for it and not reused (the clamp is token_response's).
             self._token = (access_token, _core.refresh_at_for(time.time(), lifetime))
-            return self._token[0]
+            self._inflight = None
+        inflight.set_result(access_token)
+        return access_token
 
     def _call(self, method: str, path: str, body: Any = None, extra_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         for attempt in range(2):
