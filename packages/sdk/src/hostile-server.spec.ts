@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { inspect } from 'node:util';
 import { exportJWK, generateKeyPair } from 'jose';
 import { Agent } from './agent.js';
 import { WritResponseError } from './errors.js';
@@ -184,5 +185,27 @@ describe('discovery', () => {
     const agent = new Agent({ issuer, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: server.fetch, dpop: false });
     await agent.credential('task-token', READ).catch(() => undefined);
     expect(server.seen[0]).toBe('/.well-known/oauth-authorization-server/tenant-a');
+  });
+});
+
+describe('a token endpoint that downgrades a DPoP-bound request', () => {
+  it.each([
+    ['a bearer token', { access_token: 'at-secret-value', token_type: 'Bearer', expires_in: 120 }],
+    ['no token_type', { access_token: 'at-secret-value', expires_in: 120 }],
+  ])('is refused when it answers %s, and the token is never sent to the gateway nor shown', async (_case, answer) => {
+    const seen: string[] = [];
+    const fetchImpl = (input: string | URL | Request): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      seen.push(url.href);
+      if (url.pathname === '/.well-known/oauth-authorization-server')
+        return Promise.resolve(Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` }));
+      return Promise.resolve(Response.json(answer, { headers: { 'cache-control': 'no-store' } }));
+    };
+    const agent = new Agent({ issuer: ISSUER, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: fetchImpl });
+    const error = await agent.fetch('task-token', READ, '/v1/payouts/po_1').catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: 'unexpected_response' });
+    expect(JSON.stringify(error)).not.toContain('at-secret-value');
+    expect(inspect(error, { depth: 10 })).not.toContain('at-secret-value'); // what console.log(error) prints, causes included
+    expect(seen.filter((href) => href.startsWith(GATEWAY))).toEqual([]);
   });
 });

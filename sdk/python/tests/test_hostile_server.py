@@ -360,3 +360,27 @@ def test_async_callers_share_one_failed_orchestrator_token_request():
 
     assert all(isinstance(outcome, InvalidClientError) for outcome in asyncio.run(run()))
     assert server.tokens == 1
+
+
+@pytest.mark.parametrize("answer", [
+    {"access_token": "at-secret-value", "token_type": "Bearer", "expires_in": 120},
+    {"access_token": "at-secret-value", "expires_in": 120},
+], ids=["a bearer token", "no token_type"])
+def test_a_downgraded_dpop_request_is_refused_and_the_token_never_sent_nor_shown(answer):
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+        return httpx.Response(200, json=answer)
+
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(_core.WritError) as raised:
+        agent.fetch("t", *READ, "/v1/payouts/po_1")
+    assert raised.value.code == "unexpected_response"
+    error: BaseException | None = raised.value
+    while error is not None:  # the whole chain, as a traceback or an error reporter shows it
+        assert "at-secret-value" not in f"{error!r} {error}"
+        error = error.__cause__ or error.__context__
+    assert [url for url in seen if url.startswith(GATEWAY)] == []
