@@ -100,8 +100,6 @@ function canonical(value: unknown): string {
 /** A cached credential, or the one exchange under way for it (`pending`, shared by its waiters). */
 interface CacheEntry {
   credential: Promise<Credential>;
-  /** The credential once obtained: what a refusal by the gateway is compared with. */
-  value?: Credential;
   refreshAt: number;
   pending?: { controller: AbortController; waiters: number };
 }
@@ -201,7 +199,6 @@ export class Agent {
         (credential) => {
           fresh.refreshAt = refreshAtFor(Date.now(), credential.expiresAt - Date.now());
           fresh.pending = undefined;
-          fresh.value = credential;
           // Too short-lived to reuse (`expires_in: 0`): the callers that waited for it get it, the next one exchanges.
           if (fresh.refreshAt === Number.NEGATIVE_INFINITY && this.#cache.get(key) === fresh) this.#cache.delete(key);
           return credential;
@@ -389,7 +386,9 @@ export class Agent {
       if (credentialRefused && !refreshed) {
         refreshed = true;
         await response.body?.cancel();
-        this.forgetRefused(taskToken, request, credential);
+        // Its own replacement, never one another refused call is waiting for: a write credential is one-use by
+        // default, and concurrent identical writes that shared one (spent by the first) must each get their own.
+        this.forget(taskToken, request);
         credential = await this.credential(taskToken, request, init);
         continue;
       }
@@ -400,16 +399,6 @@ export class Agent {
       await response.body?.cancel();
       await sleep(delay, init.signal);
     }
-  }
-
-  /**
-   * Drops the cached credential of `request` if it is still `refused`: a newer one, or the exchange
-   * under way for it, is kept, so that concurrent calls the gateway refused the same credential to
-   * share one replacement instead of exchanging once each.
-   */
-  private forgetRefused(taskToken: string, request: ConnectorRequest, refused: Credential): void {
-    const key = `${taskToken}\n${canonical(this.detailOf(request))}`;
-    if (this.#cache.get(key)?.value === refused) this.#cache.delete(key);
   }
 
   private detailOf(request: ConnectorRequest): AuthorizationDetail {

@@ -53,13 +53,32 @@ function refusingFirstToken(prefix: string) {
 }
 
 describe('a credential the gateway refuses to concurrent calls', () => {
-  it('is replaced by one exchange, shared by every call it was refused to', async () => {
-    const server = refusingFirstToken('at');
-    const agent = new Agent({ issuer: ISSUER, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: server.fetch, dpop: false });
-    await agent.credential('task-token', READ);
-    const answers = await Promise.all([1, 2, 3, 4].map(() => agent.fetch('task-token', READ, '/v1/payouts/po_1')));
+  it('is replaced for each of them: concurrent identical one-use writes all go through', async () => {
+    // Writes are one-use by default: the credential the four calls shared serves one of them only.
+    let issued = 0;
+    const used = new Set<string>();
+    const fetchImpl = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      if (url.pathname === '/.well-known/oauth-authorization-server') return Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` });
+      if (url.pathname === '/oauth2/token') {
+        await pause(30);
+        return Response.json({ access_token: `at-${++issued}`, token_type: 'Bearer', expires_in: 120 });
+      }
+      const token = new Headers(init?.headers).get('authorization') ?? '';
+      await pause(10);
+      if (used.has(token)) {
+        return new Response(null, {
+          status: 401,
+          headers: { 'www-authenticate': 'Bearer error="invalid_token", error_description="the use budget of this credential is spent"' },
+        });
+      }
+      used.add(token);
+      return Response.json({ ok: true });
+    };
+    const agent = new Agent({ issuer: ISSUER, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: fetchImpl, dpop: false });
+    const write = { connector: 'payments', action: 'payouts.create', constraints: { destination: 'acct_1' } };
+    const answers = await Promise.all([1, 2, 3, 4].map(() => agent.fetch('task-token', write, '/v1/payouts', { json: { destination: 'acct_1' } })));
     expect(answers.map((answer) => answer.status)).toEqual([200, 200, 200, 200]);
-    expect(server.exchanges).toEqual(['at-1', 'at-2']);
   });
 
   it("is the orchestrator's Tasks API token too: one client credentials request replaces it", async () => {

@@ -1,6 +1,7 @@
 """A broken or hostile authorization server, and many callers at once: an answer without end (or one that drips)
-must not fill the agent's memory or hold it past its timeout; a credential the gateway refuses to N concurrent calls
-is replaced by one exchange, not N; discovery follows RFC 8414 §3.1 for an issuer with a path."""
+must not fill the agent's memory or hold it past its timeout; concurrent identical one-use writes each get the
+replacement they need while the orchestrator's token is replaced once; discovery follows RFC 8414 §3.1 for an issuer
+with a path and fails the same way as in TypeScript."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ READ = ("payments", "payouts.get")
 
 class RefusingFirstToken:
     """Writ whose token endpoint issues ``<prefix>-1``, ``<prefix>-2``… (slowly, so that concurrent callers overlap an
-    exchange) and whose gateway and Tasks API refuse the first one with the gateway's ``invalid_token`` challenge."""
+    exchange) and whose Tasks API refuses the first one (401)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -52,11 +53,6 @@ class RefusingFirstToken:
         time.sleep(delay)
         return response
 
-    async def handle_async(self, request: httpx.Request) -> httpx.Response:
-        response, delay = self.answer(request)
-        await asyncio.sleep(delay)
-        return response
-
 
 def in_threads(count: int, work: Any) -> list[Any]:
     results: list[Any] = [None] * count
@@ -72,27 +68,61 @@ def in_threads(count: int, work: Any) -> list[Any]:
     return results
 
 
-def test_threads_refused_the_same_credential_share_one_replacement():
-    server = RefusingFirstToken("at")
+class OneUse:
+    """Writ whose token endpoint issues ``at-1``, ``at-2``… (slowly) and whose gateway accepts each credential once, as
+    it does a write's (one-use by default): a second use is refused with its ``invalid_token`` challenge."""
+
+    def __init__(self) -> None:
+        self.exchanges = 0
+        self.used: set[str] = set()
+        self.lock = threading.Lock()
+
+    def answer(self, request: httpx.Request) -> tuple[httpx.Response, float]:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"}), 0.0
+        with self.lock:
+            if request.url.path == "/oauth2/token":
+                self.exchanges += 1
+                return httpx.Response(200, json={"access_token": f"at-{self.exchanges}", "token_type": "Bearer", "expires_in": 120}), 0.1
+            token = request.headers["authorization"]
+            if token in self.used:
+                return httpx.Response(401, headers={"www-authenticate": 'Bearer error="invalid_token", error_description="spent"'}), 0.02
+            self.used.add(token)
+        return httpx.Response(200, json={"ok": True}), 0.02
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        response, delay = self.answer(request)
+        time.sleep(delay)
+        return response
+
+    async def handle_async(self, request: httpx.Request) -> httpx.Response:
+        response, delay = self.answer(request)
+        await asyncio.sleep(delay)
+        return response
+
+
+WRITE = ("payments", "payouts.create")
+WRITE_CONSTRAINTS = {"destination": "acct_1"}
+
+
+def test_concurrent_identical_one_use_writes_each_get_their_own_replacement():
+    server = OneUse()
     agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(server)))
-    agent.credential("t", *READ)
-    statuses = in_threads(4, lambda _: agent.fetch("t", *READ, "/v1/payouts/po_1").status_code)
-    assert statuses == [200] * 4
-    assert server.exchanges == ["at-1", "at-2"]
+    statuses = in_threads(4, lambda _: agent.fetch("t", *WRITE, "/v1/payouts", constraints=WRITE_CONSTRAINTS, json={"destination": "acct_1"}).status_code)
+    assert statuses == [200] * 4  # as in TypeScript: a refused call never shares its replacement with another
 
 
-def test_async_calls_refused_the_same_credential_share_one_replacement():
-    server = RefusingFirstToken("at")
+def test_async_concurrent_identical_one_use_writes_each_get_their_own_replacement():
+    server = OneUse()
 
     async def run() -> list[int]:
         agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False,
                            http=httpx.AsyncClient(transport=httpx.MockTransport(server.handle_async)))
-        await agent.credential("t", *READ)
-        answers = await asyncio.gather(*(agent.fetch("t", *READ, "/v1/payouts/po_1") for _ in range(4)))
+        answers = await asyncio.gather(*(agent.fetch("t", *WRITE, "/v1/payouts", constraints=WRITE_CONSTRAINTS, json={"destination": "acct_1"})
+                                         for _ in range(4)))
         return [answer.status_code for answer in answers]
 
     assert asyncio.run(run()) == [200] * 4
-    assert server.exchanges == ["at-1", "at-2"]
 
 
 def test_an_orchestrator_token_refused_to_concurrent_calls_is_replaced_once():
@@ -252,21 +282,21 @@ def test_concurrent_threads_share_one_discovery():
     assert len(discoveries) == 1
 
 
-def test_mcp_requests_refused_the_same_credential_share_one_replacement():
+def test_concurrent_identical_mcp_tool_calls_each_get_their_own_replacement():
     from writ.mcp import McpAuth, mcp_url
 
-    server = RefusingFirstToken("at")
+    server = OneUse()
+    call = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "transfer", "arguments": {"to": "acct_1"}}}
 
     async def run() -> list[int]:
         transport = httpx.MockTransport(server.handle_async)
         agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.AsyncClient(transport=transport))
-        await agent.credential("t", "tools", "lookup")
-        async with httpx.AsyncClient(auth=McpAuth(agent, "t", "tools", session="lookup"), transport=transport) as http:
-            answers = await asyncio.gather(*(http.post(mcp_url(agent, "tools"), json={"jsonrpc": "2.0", "id": n, "method": "ping"}) for n in range(4)))
+        auth = McpAuth(agent, "t", "tools", session="lookup", constraints=lambda tool, args: {"to": args["to"]})
+        async with httpx.AsyncClient(auth=auth, transport=transport) as http:
+            answers = await asyncio.gather(*(http.post(mcp_url(agent, "tools"), json={**call, "id": n}) for n in range(4)))
         return [answer.status_code for answer in answers]
 
     assert asyncio.run(run()) == [200] * 4
-    assert server.exchanges == ["at-1", "at-2"]
 
 
 @pytest.mark.parametrize("answer, why", [

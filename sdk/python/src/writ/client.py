@@ -276,14 +276,19 @@ class Agent:
                 for cached in [k for k in self._cache if k.startswith(f"{task_token}\n")]:
                     del self._cache[cached]
 
-    def _forget_refused(self, task_token: str, connector: str, action: str, constraints: Mapping[str, Any] | None,
-                        refused: Credential) -> None:
-        """Drops the cached credential of this request if it is still ``refused``: a newer one is kept, so that concurrent
-        calls the gateway refused the same credential to share one replacement instead of exchanging once each."""
-        key = f"{task_token}\n{_core.canonical(_core.detail_of(connector, action, constraints))}"
+    def _replace(self, task_token: str, connector: str, action: str, constraints: Mapping[str, Any] | None, *,
+                 approval_timeout: float | None = None, on_pending: Callable[[PendingApproval], None] | None = None) -> Credential:
+        """A new credential for a call the gateway refused the last one to: its own exchange, never one another call is
+        waiting for (a write credential is one-use by default: concurrent identical writes that shared one, spent by the
+        first, must each get their own, as in TypeScript). It replaces the cached one."""
+        detail = _core.detail_of(connector, action, constraints)
+        key = f"{task_token}\n{_core.canonical(detail)}"
         with self._lock:
-            if self._cache.get(key) is refused:
-                del self._cache[key]
+            self._cache.pop(key, None)
+        credential = self._exchange(task_token, detail, approval_timeout, on_pending)
+        with self._lock:
+            _core.remember(self._cache, key, credential)
+        return credential
 
     def _exchange(self, task_token: str, detail: dict[str, Any], timeout: float | None,
                   on_pending: Callable[[PendingApproval], None] | None) -> Credential:
@@ -330,8 +335,7 @@ class Agent:
             if step is None:
                 return response
             if step == attempts.REFRESH:
-                self._forget_refused(task_token, connector, action, constraints, credential)
-                credential = self.credential(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
+                credential = self._replace(task_token, connector, action, constraints, approval_timeout=approval_timeout, on_pending=on_pending)
             elif isinstance(step, (int, float)):
                 time.sleep(step)
 

@@ -87,8 +87,7 @@ class McpAuth(httpx.Auth):
             if not _core.is_refused_credential(response) or refreshed:
                 return  # an upstream's 401 (no gateway challenge) is an answer: that request reached it
             refreshed = True
-            self._agent._forget_refused(self._task_token, self._connector, action, constraints, credential)
-            credential = await self._agent.credential(self._task_token, self._connector, action, constraints)
+            credential = await self._agent._replace(self._task_token, self._connector, action, constraints)
 
     def sync_auth_flow(self, request: httpx.Request):  # noqa: ANN201 - MCP clients are async
         raise RuntimeError("McpAuth works with httpx.AsyncClient (MCP clients are async)")
