@@ -229,6 +229,14 @@ describe('@writ/sdk against a running Writ', () => {
       expect(await outside.json()).toMatchObject({ error: 'insufficient_scope', rule: 'constraint:destination' });
     });
 
+    it('sends concurrent identical payouts once each: every call the one-use credential was refused to gets its own', async () => {
+      const task = await orchestrator.tasks.create(spec());
+      const agent = agentOf().forTask(task.taskToken);
+      const body = { destination: 'acct_1', amount: 42000, currency: 'usd' };
+      const paid = await Promise.all([1, 2, 3].map(() => agent.fetch(payout(42000), '/v1/payouts', { json: body })));
+      expect(paid.map((answer) => answer.status)).toEqual([201, 201, 201]);
+    });
+
     it('never sends a credential to a target outside the connector', async () => {
       const task = await orchestrator.tasks.create(spec());
       const agent = agentOf().forTask(task.taskToken);

@@ -108,6 +108,24 @@ def test_dpop_bound_gateway_calls(writ, orchestrator, allowed):
         assert stolen.status_code == 401
 
 
+def test_concurrent_identical_payouts_each_go_through(writ, orchestrator, allowed):
+    # Write credentials are one-use: the one the threads share pays once, and each refused call needs its own.
+    task = new_task(writ, orchestrator, allowed)
+    with make_agent(writ) as agent:
+        run = agent.for_task(task.task_token)
+        statuses: list[int] = []
+
+        def pay() -> None:
+            statuses.append(run.fetch("payments", "payouts.create", "/v1/payouts", constraints=payout(42000)["constraints"], json=BODY).status_code)
+
+        threads = [threading.Thread(target=pay) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses == [201, 201, 201]
+
+
 @pytest.mark.parametrize("path", [
     "https://evil.example/v1/payouts/po_1",
     "//evil.example/v1/payouts",
