@@ -228,3 +228,21 @@ describe('a token endpoint that downgrades a DPoP-bound request', () => {
     expect(seen.filter((href) => href.startsWith(GATEWAY))).toEqual([]);
   });
 });
+
+describe('a credential close to its expiry', () => {
+  it('is refreshed once for concurrent callers, not once each', async () => {
+    let issued = 0;
+    const fetchImpl = async (input: string | URL | Request): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      if (url.pathname === '/.well-known/oauth-authorization-server') return Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` });
+      await pause(30);
+      return Response.json({ access_token: `at-${++issued}`, token_type: 'Bearer', expires_in: 1.5 });
+    };
+    const agent = new Agent({ issuer: ISSUER, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: fetchImpl, dpop: false });
+    expect((await agent.credential('task-token', READ)).accessToken).toBe('at-1');
+    await pause(600); // past its refresh point (1 s before it expires), still valid
+    const renewed = await Promise.all([1, 2, 3, 4].map(() => agent.credential('task-token', READ)));
+    expect(renewed.map((credential) => credential.accessToken)).toEqual(['at-2', 'at-2', 'at-2', 'at-2']);
+    expect(issued).toBe(2);
+  });
+});

@@ -414,3 +414,38 @@ def test_a_downgraded_dpop_request_is_refused_and_the_token_never_sent_nor_shown
         assert "at-secret-value" not in f"{error!r} {error}"
         error = error.__cause__ or error.__context__
     assert [url for url in seen if url.startswith(GATEWAY)] == []
+
+
+def test_a_credential_close_to_its_expiry_is_refreshed_once_for_concurrent_callers():
+    issued: list[str] = []
+    lock = threading.Lock()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+        with lock:
+            issued.append(f"at-{len(issued) + 1}")
+            token = issued[-1]
+        return httpx.Response(200, json={"access_token": token, "token_type": "Bearer", "expires_in": 1.5})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.05)
+        return answer(request)
+
+    async def handle_async(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return answer(request)
+
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    assert agent.credential("t", *READ).access_token == "at-1"
+    time.sleep(0.6)  # past its refresh point (1 s before it expires), still valid
+    assert in_threads(4, lambda _: agent.credential("t", *READ).access_token) == ["at-2"] * 4
+
+    async def run() -> list[str]:
+        async_agent = AsyncAgent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.AsyncClient(transport=httpx.MockTransport(handle_async)))
+        await async_agent.credential("t", *READ)
+        await asyncio.sleep(0.6)
+        return [credential.access_token for credential in await asyncio.gather(*(async_agent.credential("t", *READ) for _ in range(4)))]
+
+    assert asyncio.run(run()) == ["at-4"] * 4
+    assert len(issued) == 4
