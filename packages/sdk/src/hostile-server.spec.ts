@@ -246,3 +246,19 @@ describe('a credential close to its expiry', () => {
     expect(issued).toBe(2);
   });
 });
+
+describe('a Tasks API answer that is not JSON', () => {
+  it('is a WritResponseError (unexpected_response), as in the Python SDK, not an OAuth error', async () => {
+    const fetchImpl = (input: string | URL | Request): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      if (url.pathname === '/.well-known/oauth-authorization-server')
+        return Promise.resolve(Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` }));
+      if (url.pathname === '/oauth2/token') return Promise.resolve(Response.json({ access_token: 'tasks-1', token_type: 'Bearer', expires_in: 120 }));
+      return Promise.resolve(new Response('<html>a proxy page</html>', { status: 200, headers: { 'content-type': 'text/html' } }));
+    };
+    const orchestrator = new Orchestrator({ issuer: ISSUER, clientId: 'orch-1', key: await privateJwk(), fetch: fetchImpl });
+    const error = await orchestrator.tasks.get('t1').catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(WritResponseError);
+    expect(error).toMatchObject({ code: 'unexpected_response', status: 200 });
+  });
+});

@@ -1,5 +1,5 @@
 import { errorFromAnswer, readJson, WritClient, type WritClientOptions } from './client.js';
-import { WritError, WritOAuthError } from './errors.js';
+import { WritError, WritResponseError } from './errors.js';
 import { lifetimeMs, refreshAtFor } from './lifetime.js';
 import { hideSecrets } from './redact.js';
 import { withRetries } from './retry.js';
@@ -187,8 +187,8 @@ export class Orchestrator {
       }
       const json = await readJson(response);
       if (!response.ok) throw errorFromAnswer(response.status, json);
-      if (json === undefined)
-        throw new WritOAuthError(response.status, { error: 'invalid_response', error_description: 'the Tasks API answered without a JSON body' });
+      // Not an OAuth error: a proxy page or a broken server (the same class and code as in the Python SDK).
+      if (json === undefined) throw new WritResponseError(response.status, 'the Tasks API answered without a JSON body');
       return json as T;
     }
   }

@@ -449,3 +449,17 @@ def test_a_credential_close_to_its_expiry_is_refreshed_once_for_concurrent_calle
 
     assert asyncio.run(run()) == ["at-4"] * 4
     assert len(issued) == 4
+
+
+def test_a_tasks_api_answer_that_is_not_json_is_unexpected_response_as_in_typescript():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "tasks-1", "token_type": "Bearer", "expires_in": 120})
+        return httpx.Response(200, text="<html>a proxy page</html>", headers={"content-type": "text/html"})
+
+    orchestrator = Orchestrator(ISSUER, "orch-1", private_jwk(), http=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(WritResponseError) as raised:
+        orchestrator.get_task("t1")
+    assert raised.value.code == "unexpected_response" and raised.value.status == 200
