@@ -262,3 +262,22 @@ describe('a Tasks API answer that is not JSON', () => {
     expect(error).toMatchObject({ code: 'unexpected_response', status: 200 });
   });
 });
+
+describe('an expires_in given as a numeric string', () => {
+  it.each([
+    ['"60"', 60],
+    ['"90.5"', 90.5],
+  ])('is read as a number of seconds, as in the Python SDK (%s)', async (expiresIn, seconds) => {
+    const fetchImpl = (input: string | URL | Request): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      if (url.pathname === '/.well-known/oauth-authorization-server')
+        return Promise.resolve(Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` }));
+      const text = `{"access_token":"at-1","token_type":"Bearer","expires_in":${expiresIn}}`;
+      return Promise.resolve(new Response(text, { headers: { 'content-type': 'application/json' } }));
+    };
+    const agent = new Agent({ issuer: ISSUER, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: fetchImpl, dpop: false });
+    const lifetime = ((await agent.credential('task-token', READ)).expiresAt - Date.now()) / 1000;
+    expect(lifetime).toBeGreaterThan(seconds - 2);
+    expect(lifetime).toBeLessThanOrEqual(seconds);
+  });
+});

@@ -463,3 +463,18 @@ def test_a_tasks_api_answer_that_is_not_json_is_unexpected_response_as_in_typesc
     with pytest.raises(WritResponseError) as raised:
         orchestrator.get_task("t1")
     assert raised.value.code == "unexpected_response" and raised.value.status == 200
+
+
+@pytest.mark.parametrize("expires_in, seconds", [('"60"', 60), ('"90.5"', 90.5), ('" 45 "', 45)])
+def test_an_expires_in_given_as_a_numeric_string_is_read_as_in_typescript(expires_in, seconds):
+    # oauth4webapi (hence the TypeScript SDK) reads a string expires_in with parseFloat; "soon" stays refused.
+    text = '{"access_token": "at-1", "token_type": "Bearer", "expires_in": %s}' % expires_in
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+        return httpx.Response(200, content=text, headers={"content-type": "application/json"})
+
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    credential = agent.credential("t", *READ)
+    assert seconds - 2 < credential.expires_at - time.time() <= seconds

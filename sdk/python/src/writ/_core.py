@@ -47,6 +47,7 @@ MIN_CACHED_LIFETIME = 1.0  # seconds: a shorter-lived token is used for the call
 MAX_ANSWER_BYTES = 1024 * 1024
 SKEW_THRESHOLD = 5.0  # seconds: a server Date further off than this moves our iat/exp to the server's clock
 _USE_DPOP_NONCE = re.compile(r'error\s*=\s*"?use_dpop_nonce"?', re.IGNORECASE)
+_LEADING_NUMBER = re.compile(r"\s*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _INVALID_TOKEN = re.compile(r'error\s*=\s*"?invalid_token"?', re.IGNORECASE)
 
 
@@ -553,7 +554,7 @@ def token_response(body: Any) -> tuple[str, str, float]:
     """``access_token``, ``token_type`` (lower case: ``bearer`` or ``dpop``) and ``expires_in`` (60 s only when the
     server names none: 0 is a token that expires now, used once and never cached; at most ``MAX_LIFETIME``) of a
     token response, or a ``WritResponseError`` that never carries the token (RFC 6749 §5.1, as oauth4webapi checks
-    it: negative, non-finite and non-numeric lifetimes are refused)."""
+    it: a numeric string is read as a number; negative, non-finite and non-numeric lifetimes are refused)."""
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
         raise WritResponseError(200, "the token response has no access_token")
     token_type = body.get("token_type")
@@ -562,6 +563,9 @@ def token_response(body: Any) -> tuple[str, str, float]:
     expires_in = body.get("expires_in", DEFAULT_LIFETIME)
     if expires_in is None:
         expires_in = DEFAULT_LIFETIME
+    if isinstance(expires_in, str):  # as oauth4webapi reads it (parseFloat: the number the string starts with)
+        number = _LEADING_NUMBER.match(expires_in)
+        expires_in = float(number.group(1)) if number else None
     if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not math.isfinite(expires_in) or expires_in < 0:
         raise WritResponseError(200, "the token response's expires_in is not a number of seconds")
     return body["access_token"], token_type.lower(), min(float(expires_in), MAX_LIFETIME)
