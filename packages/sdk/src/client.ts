@@ -222,23 +222,25 @@ export class WritClient {
     const as = await this.metadata();
     const auth = await this.clientAuth();
     for (let attempt = 0; ; attempt++) {
+      let status = 0; // of the answer, once there is one: a malformed 200 is a WritResponseError with status 200
       try {
         const response = await withRetries(
           () =>
             oauth.genericTokenEndpointRequest(as, this.client, auth, grantType, parameters, this.options({ DPoP: dpop, signal: this.timeoutSignal(signal) })),
           signal,
         );
+        status = response.status;
         return await oauth.processGenericTokenEndpointResponse(as, this.client, response);
       } catch (error) {
         // oauth4webapi has kept the `DPoP-Nonce` the answer carried: the next proof uses it.
         if (dpop && attempt === 0 && oauth.isDPoPNonceError(error)) continue;
-        throw this.wrap(this.timedOut(error, 'token endpoint', signal));
+        throw this.wrap(this.timedOut(error, 'token endpoint', signal), status);
       }
     }
   }
 
-  /** Maps oauth4webapi's errors to this SDK's. */
-  wrap(error: unknown): unknown {
+  /** Maps oauth4webapi's errors to this SDK's; `status` is the answer's, when oauth4webapi's error does not carry it. */
+  wrap(error: unknown, status = 0): unknown {
     if (error instanceof oauth.ResponseBodyError) {
       return oauthErrorFrom(error.status, error.cause as OAuthErrorBody, error);
     }
@@ -255,11 +257,10 @@ export class WritClient {
     // Only the message and code are kept.
     if (error instanceof oauth.OperationProcessingError) {
       if (error.cause instanceof WritResponseError) return error.cause; // an answer cut off (boundedAnswer)
-      const status = error.cause instanceof Response ? error.cause.status : 0;
-      return new WritResponseError(status, `${error.message} (${error.code})`);
+      return new WritResponseError(error.cause instanceof Response ? error.cause.status : status, `${error.message} (${error.code})`);
     }
     if (error instanceof oauth.UnsupportedOperationError) {
-      return new WritResponseError(0, error.message);
+      return new WritResponseError(status, error.message);
     }
     return error;
   }

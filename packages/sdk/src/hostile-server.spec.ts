@@ -281,3 +281,22 @@ describe('an expires_in given as a numeric string', () => {
     expect(lifetime).toBeLessThanOrEqual(seconds);
   });
 });
+
+describe('a malformed token answer', () => {
+  it.each([
+    ['no access_token', '{"token_type":"Bearer"}'],
+    ['an unsupported token_type', '{"access_token":"at-1","token_type":"mac"}'],
+    ['not an object', '[]'],
+  ])('with %s is a WritResponseError carrying the answer status, as in the Python SDK', async (_case, text) => {
+    const fetchImpl = (input: string | URL | Request): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      if (url.pathname === '/.well-known/oauth-authorization-server')
+        return Promise.resolve(Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` }));
+      return Promise.resolve(new Response(text, { headers: { 'content-type': 'application/json' } }));
+    };
+    const agent = new Agent({ issuer: ISSUER, gatewayUrl: GATEWAY, clientId: 'agent-1', key: await privateJwk(), fetch: fetchImpl, dpop: false });
+    const error = await agent.credential('task-token', READ).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(WritResponseError);
+    expect(error).toMatchObject({ code: 'unexpected_response', status: 200 });
+  });
+});

@@ -478,3 +478,17 @@ def test_an_expires_in_given_as_a_numeric_string_is_read_as_in_typescript(expire
     agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
     credential = agent.credential("t", *READ)
     assert seconds - 2 < credential.expires_at - time.time() <= seconds
+
+
+@pytest.mark.parametrize("text", ['{"token_type": "Bearer"}', '{"access_token": "at-1", "token_type": "mac"}', "[]"],
+                         ids=["no access_token", "an unsupported token_type", "not an object"])
+def test_a_malformed_token_answer_is_unexpected_response_with_its_status_as_in_typescript(text):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+        return httpx.Response(200, content=text, headers={"content-type": "application/json"})
+
+    agent = Agent(ISSUER, "agent-1", private_jwk(), GATEWAY, dpop=False, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(WritResponseError) as raised:
+        agent.credential("t", *READ)
+    assert raised.value.code == "unexpected_response" and raised.value.status == 200
