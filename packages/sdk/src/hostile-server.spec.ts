@@ -300,3 +300,17 @@ describe('a malformed token answer', () => {
     expect(error).toMatchObject({ code: 'unexpected_response', status: 200 });
   });
 });
+
+describe('a client key without an asymmetric alg', () => {
+  it.each(['none', 'HS256', 'ES999'])('(%s) is refused with invalid_key before any assertion is sent, as in the Python SDK', async (alg) => {
+    const seen: string[] = [];
+    const fetchImpl = (input: string | URL | Request): Promise<Response> => {
+      const url = new URL(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
+      seen.push(url.pathname);
+      return Promise.resolve(Response.json({ issuer: ISSUER, token_endpoint: `${ISSUER}/oauth2/token` }));
+    };
+    const agent = new Agent({ issuer: ISSUER, gatewayUrl: GATEWAY, clientId: 'agent-1', key: { ...(await privateJwk()), alg }, fetch: fetchImpl, dpop: false });
+    await expect(agent.credential('task-token', READ)).rejects.toMatchObject({ code: 'invalid_key' });
+    expect(seen).not.toContain('/oauth2/token');
+  });
+});

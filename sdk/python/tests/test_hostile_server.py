@@ -492,3 +492,18 @@ def test_a_malformed_token_answer_is_unexpected_response_with_its_status_as_in_t
     with pytest.raises(WritResponseError) as raised:
         agent.credential("t", *READ)
     assert raised.value.code == "unexpected_response" and raised.value.status == 200
+
+
+@pytest.mark.parametrize("alg", ["none", "HS256", "ES999"])
+def test_a_client_key_without_an_asymmetric_alg_is_refused_before_anything_is_signed(alg):
+    # As in TypeScript: an "alg": "none" key would otherwise sign unsigned client assertions and send them.
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/oauth2/token"})
+
+    with pytest.raises(_core.WritError) as raised:
+        Agent(ISSUER, "agent-1", {**private_jwk(), "alg": alg}, GATEWAY, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    assert raised.value.code == "invalid_key"
+    assert sent == []

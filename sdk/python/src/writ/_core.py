@@ -30,6 +30,7 @@ DEFAULT_POLL_INTERVAL = 5  # RFC 8628 §3.5, when the server names none
 _CONNECTOR_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c|25|00)", re.IGNORECASE)
 _FORBIDDEN_CHARACTER = re.compile(r"[\x00-\x20\x7f#\\]")
+_ASYMMETRIC = re.compile(r"ES(256|384|512)|EdDSA|Ed25519|PS(256|384|512)|RS(256|384|512)")
 _CURVE_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 
 MAX_RETRIES = 3  # 429/503 answers retried at most this many times
@@ -206,8 +207,9 @@ class ClientKey:
         if jwk.get("kty") not in ("EC", "RSA", "OKP") or "d" not in jwk:
             raise WritError("the client key must be an asymmetric private JWK (with \"d\")", "invalid_key")
         alg = jwk.get("alg") or (_CURVE_ALG.get(jwk.get("crv", "")) if jwk["kty"] == "EC" else "EdDSA" if jwk["kty"] == "OKP" else "PS256")
-        if not alg:
-            raise WritError("unsupported client key", "invalid_key")
+        # An asymmetric signature only, as in TypeScript: "none" would send unsigned assertions, HMAC is no key pair.
+        if not isinstance(alg, str) or not _ASYMMETRIC.fullmatch(alg):
+            raise WritError(f"unsupported client key algorithm {alg or jwk['kty']}", "invalid_key")
         return cls(import_key(dict(jwk)), jwk.get("kid"), alg)
 
 
