@@ -7,7 +7,7 @@
 - ``writ.tools.langchain`` and ``writ.tools.openai_agents``: framework tools wrapping a connector operation.
 """
 
-from ._core import CreatedTask, Credential, PendingApproval, gateway_url_for
+from ._core import MAX_ANSWER_BYTES, CreatedTask, Credential, PendingApproval, gateway_url_for
 from .aio import AsyncAgent, AsyncOrchestrator, AsyncTaskAgent
 from .client import Agent, Orchestrator, TaskAgent
 from .errors import (
@@ -26,7 +26,7 @@ from .errors import (
 from .operation import OperationCall, OperationSpec, arun_operation, run_operation
 
 __all__ = [
-    "AccessDeniedError", "Agent", "ApprovalTimeoutError", "AsyncAgent", "AsyncOrchestrator", "AsyncTaskAgent",
+    "MAX_ANSWER_BYTES", "AccessDeniedError", "Agent", "ApprovalTimeoutError", "AsyncAgent", "AsyncOrchestrator", "AsyncTaskAgent",
     "CreatedTask", "Credential", "GatewayPathError", "InvalidClientError", "InvalidGrantError", "OperationCall",
     "OperationSpec", "Orchestrator", "PendingApproval", "PolicyRefusalError", "TaskAgent", "ToolRefusalError",
     "WritError", "WritOAuthError", "WritResponseError", "WritTimeoutError", "arun_operation", "gateway_url_for", "run_operation",
