@@ -6,6 +6,7 @@ export * from './logger';
 export * from './runtime';
 export * from './runtime.module';
 export * from './unread-body.interceptor';
+export * from './unread-query.interceptor';
 export * from './validation.pipe';
 export * from './health.module';
 export * from './run-main';

@@ -10,9 +10,9 @@ import {
   ApiUnauthorizedResponse,
   ApiUnsupportedMediaTypeResponse,
 } from '@nestjs/swagger';
+import { UnreadQueryInterceptor } from '@writ/platform';
 import { PreconditionFailedFilter } from '../common/entity-tag';
 import { AdminErrorDto, ProtocolErrorDto, ValidationErrorDto } from '../common/error.dto';
-import { UnreadQueryInterceptor } from '../common/unread-query.interceptor';
 import { AdminAuthErrorFilter } from './admin-auth.filter';
 import { AdminTokenGuard } from './admin-token.guard';
 

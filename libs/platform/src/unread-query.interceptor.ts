@@ -4,7 +4,7 @@ import { RouteParamtypes } from '@nestjs/common/enums/route-paramtypes.enum';
 import type { Request } from 'express';
 import type { Observable } from 'rxjs';
 import { OBJECT_PROTOTYPE_JSON_KEYS } from '@writ/oauth';
-import { ValidationFailedError } from '@writ/platform';
+import { ValidationFailedError } from './http-exception.filter';
 
 /**
  * The query members a handler reads: `'all'` when it takes the whole query (a DTO, which the
@@ -24,8 +24,12 @@ function queryMembersRead(controller: object, handler: string): 'all' | Set<stri
 
 /**
  * A query member that the endpoint does not read (`GET /v1/keys?status=active`,
- * `GET /v1/policies?version=x`, `DELETE /v1/agents/a?cascade=true`) is a `400` naming it,
- * never ignored: a mistyped filter must not answer as if it had been applied. Endpoints that take
+ * `GET /v1/policies?version=x`, `DELETE /v1/agents/a?cascade=true`, the Tasks API's
+ * `GET /v1/tasks/{id}?grant_cursor=…`) is a `400` naming it, never ignored: a mistyped filter or
+ * cursor must not answer as if it had been applied. Used by every admin API controller, and by the
+ * authorization server's JSON APIs (the Tasks API, connect links, `/v1/me/connections`); not by
+ * its OAuth endpoints, which refuse a query themselves with an RFC 6749 error, nor by the
+ * browser pages of the connect flow, whose callback reads what the provider appends. Endpoints that take
  * a query DTO are left to the validation pipe, which refuses unknown members the same way, but
  * for the names `Object.prototype` holds (`__proto__`, `constructor`, `toString`…), which
  * class-transformer drops before the pipe could see them: refused here. Runs after the guards
