@@ -190,6 +190,25 @@ describe('connection lists: keyset pages', () => {
     expect(none.body).toEqual({ items: [], next_cursor: null });
   });
 
+  it("refuses a query member the user's own routes do not read, naming it, rather than ignoring it", async () => {
+    const refusal = (name: string) => ({ error: 'invalid_request', message: 'the query is invalid', fields: [{ field: name, message: 'unknown field' }] });
+    // Object.prototype names used to be dropped unread, answering the whole first page.
+    for (const name of ['__proto__', 'constructor', 'toString', 'valueOf', 'curser']) {
+      const refused = await mine('alice', `?${name}=1`);
+      expect({ name, status: refused.status, body: refused.body }).toEqual({ name, status: 400, body: refusal(name) });
+    }
+    expect((await mine('alice', '?limit=2')).status).toBe(200);
+    // A disconnection with a query is refused, and the connection stays.
+    const id = await connection('pg-c', 'query-user');
+    const removal = await http(`${services.issuer}/v1/me/connections/${id}?revoke_upstream=false`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${await userToken('query-user')}` },
+    });
+    expect([removal.status, removal.body]).toEqual([400, refusal('revoke_upstream')]);
+    const { rows } = await pool.query(`SELECT status FROM connected_accounts WHERE id = $1`, [id]);
+    expect(rows).toEqual([{ status: 'active' }]);
+  });
+
   it('keeps a forged cursor inside the filter of the request (admin API)', async () => {
     const outsider = (await expectedIds(`connector_id = 'pg-a'`))[0];
     // A position past every row, carrying "filters" of its own: only the request's filters apply.

@@ -1,3 +1,5 @@
+import { positionInstantSql } from '@writ/database';
+import { encodeGrantsCursor } from '@writ/grants';
 import { retagRow } from '@writ/testing';
 import { createTask, exchangeFields, PAYOUT_ALLOWED, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
@@ -170,6 +172,61 @@ describe('Tasks API (orchestrators)', () => {
     });
     expect(notJson.status).toBe(400);
     expect(((await notJson.json()) as { error: string }).error).toBe('invalid_request');
+  });
+
+  describe('a query member a route does not read', () => {
+    const refusal = (name: string) => ({ error: 'invalid_request', message: 'the query is invalid', fields: [{ field: name, message: 'unknown field' }] });
+    const get = (id: string, query: string, bearer = token) => sendJson('GET', `${services.issuer}/v1/tasks/${id}${query}`, undefined, bearer);
+
+    it('refuses a misspelled grants_cursor, naming it, rather than answering the first page', async () => {
+      const task = await createTask(services, world.orchestrator);
+      for (let n = 0; n < 2; n++) expect((await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST))).status).toBe(200);
+      const { rows } = await services.runtime.pool.query<{ jti: string; at: string }>(
+        `SELECT jti, ${positionInstantSql('issued_at')} AS at FROM access_tokens WHERE task_id = $1 ORDER BY issued_at, jti`,
+        [task.task_id],
+      );
+      expect(rows).toHaveLength(2);
+      const cursor = encodeGrantsCursor({ issuedAt: rows[0].at, jti: rows[0].jti });
+      // The member the route reads still works: the page after the first grant.
+      const known = await get(task.task_id, `?grants_cursor=${cursor}`);
+      expect(known.status).toBe(200);
+      expect(known.body.grants.map((grant: { jti: string }) => grant.jti)).toEqual([rows[1].jti]);
+      // Misspelled, it used to answer the first page (both grants) as if no cursor had been sent.
+      for (const name of ['grant_cursor', 'grants-cursor', 'cursor', 'Grants_cursor']) {
+        const refused = await get(task.task_id, `?${name}=${cursor}`);
+        expect({ name, status: refused.status, body: refused.body }).toEqual({ name, status: 400, body: refusal(name) });
+      }
+      // Beside a known member, the unknown one is still refused.
+      const extra = await get(task.task_id, `?grants_cursor=${cursor}&limit=5`);
+      expect([extra.status, extra.body]).toEqual([400, refusal('limit')]);
+      // An unauthenticated call is a 401 first.
+      expect((await get(task.task_id, `?grant_cursor=${cursor}`, '')).status).toBe(401);
+    });
+
+    it.each(['__proto__', 'constructor', 'toString', 'valueOf', 'hasOwnProperty'])('refuses a query member named %s, never ignored', async (name) => {
+      const task = await createTask(services, world.orchestrator);
+      const refused = await get(task.task_id, `?${name}=1`);
+      expect([refused.status, refused.body]).toEqual([400, refusal(name)]);
+    });
+
+    it('refuses a query on the routes that read none, changing nothing', async () => {
+      const task = await createTask(services, world.orchestrator);
+      for (const end of ['complete', 'fail']) {
+        const refused = await sendJson('POST', `${services.issuer}/v1/tasks/${task.task_id}/${end}?reason=done`, undefined, token);
+        expect([end, refused.status, refused.body]).toEqual([end, 400, refusal('reason')]);
+      }
+      expect((await get(task.task_id, '')).body.status).toBe('active');
+      const count = async () => (await services.runtime.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks`)).rows[0].n;
+      const before = await count();
+      const declared = await sendJson('POST', `${services.issuer}/v1/tasks?dry_run=true`, valid, token);
+      expect([declared.status, declared.body]).toEqual([400, refusal('dry_run')]);
+      const prototype = await sendJson('POST', `${services.issuer}/v1/tasks?__proto__=1`, valid, token);
+      expect([prototype.status, prototype.body]).toEqual([400, refusal('__proto__')]);
+      expect(await count()).toBe(before);
+      // Connect links, on the same token: the query is refused before the body is read.
+      const link = await sendJson('POST', `${services.issuer}/v1/connections/links?toString=1`, {}, token);
+      expect([link.status, link.body]).toEqual([400, refusal('toString')]);
+    });
   });
 
   it('keeps orchestrators to their agents and their own tasks', async () => {

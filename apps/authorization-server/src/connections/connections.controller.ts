@@ -1,4 +1,4 @@
-import { BadRequestException, Body, Controller, Delete, Get, HttpCode, Param, Post, Query, Req, Res, UseGuards } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Delete, Get, HttpCode, Param, Post, Query, Req, Res, UseGuards, UseInterceptors } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import {
   CONNECT_COOKIE,
@@ -10,7 +10,7 @@ import {
   UserTokenVerifier,
 } from '@writ/accounts';
 import { WRIT_CONFIG, type WritConfig } from '@writ/config';
-import { decodeCursor, DEFAULT_PAGE_SIZE, encodeCursor, FailureThrottle, NoStore, sourceAddress } from '@writ/platform';
+import { decodeCursor, DEFAULT_PAGE_SIZE, encodeCursor, FailureThrottle, NoStore, sourceAddress, UnreadQueryInterceptor } from '@writ/platform';
 import { Inject } from '@nestjs/common';
 import { ORCHESTRATOR, OrchestratorBearerGuard, type OrchestratorPrincipal } from '../tasks/orchestrator-bearer.guard';
 import { UserSubjects } from '../tasks/user-subjects.service';
@@ -45,9 +45,10 @@ export function callbackUrlOf(target: string, issuer: string): URL {
   }
 }
 
-/** Connect links for orchestrators (Tasks API token): `POST /v1/connections/links`. */
+/** Connect links for orchestrators (Tasks API token): `POST /v1/connections/links`; a query member is a `400` naming it. */
 @Controller('v1/connections')
 @UseGuards(OrchestratorBearerGuard)
+@UseInterceptors(UnreadQueryInterceptor)
 export class ConnectLinksController {
   constructor(
     private readonly accounts: ConnectedAccounts,
@@ -208,8 +209,12 @@ export class ConnectFlowController {
   }
 }
 
-/** The user's own connections, authenticated with their identity provider's token (Bearer). */
+/**
+ * The user's own connections, authenticated with their identity provider's token (Bearer). A
+ * query member a route does not read (`?cursr=`, `?__proto__=`) is a `400` naming it.
+ */
 @Controller('v1/me/connections')
+@UseInterceptors(UnreadQueryInterceptor)
 export class MyConnectionsController {
   constructor(
     private readonly accounts: ConnectedAccounts,

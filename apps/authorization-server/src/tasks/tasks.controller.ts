@@ -1,7 +1,7 @@
 import { Body, Controller, Get, Headers, HttpCode, Param, Post, Query, Req, UseGuards, UseInterceptors } from '@nestjs/common';
 import type { Request } from 'express';
 import type { TaskDto } from '@writ/grants';
-import { NoStore, ValidationFailedError } from '@writ/platform';
+import { NoStore, UnreadQueryInterceptor, ValidationFailedError } from '@writ/platform';
 import { CreateTaskDto } from './dto/create-task.dto';
 import type { CreatedTaskDto } from './dto/created-task.dto';
 import { ORCHESTRATOR, OrchestratorBearerGuard, OrchestratorPrincipal } from './orchestrator-bearer.guard';
@@ -24,10 +24,14 @@ function idempotencyKeyOf(header: string | undefined): string | undefined {
   );
 }
 
-/** The Tasks API (orchestrators, Bearer token with scope `tasks`). */
+/**
+ * The Tasks API (orchestrators, Bearer token with scope `tasks`). A query member a route does not
+ * read (`?grant_cursor=` for `grants_cursor`, `__proto__`, `toString`) is a `400` naming it, as in
+ * the admin API: a mistyped cursor must not answer the first page as if none had been sent.
+ */
 @Controller('v1/tasks')
 @UseGuards(OrchestratorBearerGuard)
-@UseInterceptors(TokenRefusalInterceptor)
+@UseInterceptors(TokenRefusalInterceptor, UnreadQueryInterceptor)
 export class TasksController {
   constructor(private readonly tasks: TasksService) {}
 
