@@ -272,7 +272,10 @@ function describe(error: unknown): UpstreamOAuthError {
   if ((error as { name?: string }).name === 'TimeoutError') {
     return new UpstreamOAuthError('upstream_timeout', 'the upstream OAuth endpoint did not answer in time', false);
   }
-  if (error instanceof oauth.OperationProcessingError) {
+  // oauth4webapi refuses some answers as unsupported rather than malformed (a `token_type` other
+  // than Bearer or DPoP, an implicit or hybrid response with tokens in the callback): the
+  // provider answered, with something unacceptable; never its outage (a 503 asking to retry).
+  if (error instanceof oauth.OperationProcessingError || error instanceof oauth.UnsupportedOperationError) {
     return new UpstreamOAuthError('invalid_response', `the upstream's answer is not acceptable: ${error.message.slice(0, 200)}`, true);
   }
   return new UpstreamOAuthError('upstream_unreachable', 'the upstream OAuth endpoint could not be reached', false);
