@@ -170,6 +170,22 @@ describe('connect flow: token response and callback probes', () => {
     expect(after).toEqual(before);
   });
 
+  it('an error code outside the RFC 6749 character set is neither shown nor audited as the provider sent it', async () => {
+    const { callback, cookie } = await startConnecting(services, 'odd-error-user');
+    callback.searchParams.delete('code');
+    callback.searchParams.set('error', 'access_denied\u202e\r\nforged: call +1 555 0100 "now"');
+    const page = await fetch(callback, { headers: { cookie } });
+    const text = await page.text();
+    expect(page.status).toBe(400);
+    expect(text).not.toContain('forged');
+    expect(text).toMatch(/did not connect the account/);
+    const { rows } = await services.runtime.pool.query<{ data: Record<string, unknown> }>(
+      `SELECT data FROM audit_events WHERE type = 'connection.connect_failed' AND data->'user'->>'sub' = 'odd-error-user'`,
+    );
+    expect(rows).toEqual([{ data: expect.objectContaining({ error: 'invalid_response' }) }]);
+    expect(JSON.stringify(rows)).not.toContain('forged');
+  });
+
   it('two links for one user completed at once: one active connection with a consistent token pair', async () => {
     answer = async (_request, response) => {
       const body = tokens();

@@ -244,6 +244,9 @@ async function bounded(response: UndiciResponse): Promise<Response> {
  */
 const OUTAGE_CODES: ReadonlySet<string> = new Set(['server_error', 'temporarily_unavailable']);
 
+/** An RFC 6749 `error` value (section 4.1.2.1, `1*NQSCHAR`), at most 64 characters. */
+const AUTHORIZATION_ERROR_CODE = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
+
 /** The upstream's error, described without anything it echoed back (which could hold a token). */
 function describe(error: unknown): UpstreamOAuthError {
   if (error instanceof UpstreamOAuthError) return error;
@@ -263,7 +266,12 @@ function describe(error: unknown): UpstreamOAuthError {
     if (OUTAGE_CODES.has(error.error)) {
       return new UpstreamOAuthError('upstream_unavailable', `the provider could not authorize right now (${error.error})`, false);
     }
-    return new UpstreamOAuthError(error.error.slice(0, 64), `the provider refused the authorization: ${error.error}`, true);
+    // The error comes in the browser's URL, as the provider wrote it: only an RFC 6749 error code
+    // (section 4.1.2.1: printable ASCII without `"` and `\`) is repeated on the page and audited.
+    if (!AUTHORIZATION_ERROR_CODE.test(error.error)) {
+      return new UpstreamOAuthError('invalid_response', 'the provider refused the authorization with an error code that is not valid', true);
+    }
+    return new UpstreamOAuthError(error.error, `the provider refused the authorization: ${error.error}`, true);
   }
   const cause = (error as { cause?: { code?: string } }).cause;
   if ((error as { code?: string }).code === UPSTREAM_ADDRESS_REFUSED || cause?.code === UPSTREAM_ADDRESS_REFUSED) {
