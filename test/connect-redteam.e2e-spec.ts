@@ -186,6 +186,17 @@ describe('connect flow: token response and callback probes', () => {
     expect(JSON.stringify(rows)).not.toContain('forged');
   });
 
+  it('an attempt whose link expired before the callback: refused, no token request', async () => {
+    answer = (_request, response) => json(response, 200, tokens());
+    const { callback, cookie } = await startConnecting(services, 'late-user');
+    await services.runtime.pool.query(`UPDATE connect_links SET expires_at = now() - interval '1 second' WHERE user_subject = 'late-user'`);
+    const before = provider.received.length;
+    const page = await fetch(callback, { headers: { cookie } });
+    expect(page.status).toBe(400);
+    expect(provider.received.length).toBe(before);
+    expect(await row('late-user')).toBeUndefined();
+  });
+
   it('two links for one user completed at once: one active connection with a consistent token pair', async () => {
     answer = async (_request, response) => {
       const body = tokens();
@@ -199,5 +210,27 @@ describe('connect flow: token response and callback probes', () => {
     expect(rows).toEqual([{ status: 'active' }]);
     const stored = await row('racing-user');
     expect(stored?.tokens.refresh_token).toBe(stored?.tokens.access_token.replace('at-', 'rt-'));
+  });
+});
+
+describe('connect callback: throttled', () => {
+  let services: TestServices;
+
+  beforeAll(async () => {
+    services = await startTestServices({
+      env: { WRIT_THROTTLE_WINDOW_SECONDS: '3600', WRIT_THROTTLE_SOURCE_FAILURES: '1', WRIT_THROTTLE_CLIENT_FAILURES: '1', WRIT_THROTTLE_AUDIT_EVENTS: '1' },
+    });
+  });
+  afterAll(async () => {
+    await services?.close();
+  });
+
+  it("the callback's 429 page (its URL holds a code) has the page headers too: no Referer elsewhere, never framed", async () => {
+    for (let attempt = 0; attempt < 3; attempt += 1) await fetch(`${services.issuer}/connect/callback?state=guess-${attempt}&code=x`);
+    const page = await fetch(`${services.issuer}/connect/callback?state=victim-state&code=victim-code`);
+    expect(page.status).toBe(429);
+    expect(page.headers.get('referrer-policy')).toBe('same-origin');
+    expect(page.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
+    expect(page.headers.get('x-frame-options')).toBe('DENY');
   });
 });

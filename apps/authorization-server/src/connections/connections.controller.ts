@@ -110,13 +110,14 @@ export class ConnectFlowController {
   @Get('callback')
   @NoStore()
   async callback(@Req() request: Request, @Res() response: Response): Promise<void> {
+    // The page's URL holds the code: it goes nowhere in a Referer (RFC 9700 section 4.2.4), and
+    // the page is never framed; whatever it says, a refusal or too many attempts included.
+    pageHeaders(response);
     if (await this.blocked(request, response)) return;
     const counter = this.counter(request);
     const url = callbackUrlOf(request.originalUrl, this.config.issuer);
     const browser = cookie(request, CONNECT_COOKIE);
     response.setHeader('set-cookie', `${CONNECT_COOKIE}=; Path=/connect; HttpOnly; SameSite=Lax; Max-Age=0`);
-    // The page's URL holds the code: it goes nowhere in a Referer (RFC 9700 section 4.2.4), and the page is never framed.
-    pageHeaders(response);
     try {
       const { connectorId } = await this.accounts.completeCallback(url, browser, counter.audit);
       response
