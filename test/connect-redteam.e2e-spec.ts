@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { accountSealContext } from '@writ/accounts';
+import { accountSealContext, ConnectedAccounts } from '@writ/accounts';
 import { startConnecting, seedCodehost } from './support/connect-flow';
 import { MockUpstream, ReceivedRequest, startMockUpstream } from './support/mock-upstreams';
 import { seedConnector, setConnectorCredential } from './support/seed';
@@ -232,5 +232,75 @@ describe('connect callback: throttled', () => {
     expect(page.headers.get('referrer-policy')).toBe('same-origin');
     expect(page.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
     expect(page.headers.get('x-frame-options')).toBe('DENY');
+  });
+});
+
+/**
+ * Login CSRF past the link's page: mallory opens her own link in her own browser, then sends
+ * dave's browser to the provider's authorization URL it answered, where dave is signed in and
+ * has authorised Writ; the provider sends him back to the callback with his code and her
+ * `state`. Only the flow's cookie stops his account being connected to her user, so it must
+ * not be one she can set in his browser (cookie tossing from a sibling subdomain, or any http
+ * answer on the host): on an https issuer it is a `__Host-` cookie.
+ */
+describe('connect flow on an https issuer: the browser binding cannot be tossed', () => {
+  let services: TestServices;
+  let provider: MockUpstream;
+
+  beforeAll(async () => {
+    provider = await startMockUpstream(() => true, {
+      'POST /token': (_request, response) => {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(JSON.stringify({ access_token: 'at-dave', refresh_token: 'rt-dave', token_type: 'Bearer', expires_in: 3600 }));
+      },
+    });
+    services = await startTestServices({ env: { WRIT_ISSUER: 'https://writ.test' } });
+    await seedCodehost(services, provider.url, 'provider-client-secret-77d1');
+  });
+  afterAll(async () => {
+    await services?.close();
+    await provider?.close();
+  });
+
+  /** mallory's own browser opens her link: the state the provider will send back, and her cookie (name=value). */
+  async function malloryOpens(): Promise<{ state: string; setCookie: string }> {
+    const accounts = services.apps[0].get(ConnectedAccounts, { strict: false });
+    const link = await accounts.createLink('codehost', { issuer: IDP, subject: 'mallory' }, { type: 'system', id: 'test' });
+    const opened = await fetch(link.url.replace(services.issuer, services.authUrl), {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { origin: services.issuer },
+    });
+    expect(opened.status).toBe(303);
+    return { state: new URL(opened.headers.get('location')!).searchParams.get('state')!, setCookie: opened.headers.getSetCookie()[0] };
+  }
+
+  const callback = (state: string) => `${services.authUrl}/connect/callback?code=code-dave&state=${encodeURIComponent(state)}`;
+  const connected = async () => (await services.runtime.pool.query(`SELECT 1 FROM connected_accounts WHERE user_subject = 'mallory'`)).rowCount;
+
+  it('the cookie is __Host- prefixed: Secure, Path=/, no Domain', async () => {
+    const { setCookie } = await malloryOpens();
+    expect(setCookie).toMatch(/^__Host-writ_connect=[A-Za-z0-9_-]{43}; /);
+    expect(setCookie).toMatch(/; Path=\/;/);
+    expect(setCookie).toMatch(/; Secure/);
+    expect(setCookie).toMatch(/; HttpOnly/);
+    expect(setCookie).not.toMatch(/domain=/i);
+  });
+
+  it("her value under the unprefixed name, tossed into dave's browser, does not complete her attempt there", async () => {
+    const { state, setCookie } = await malloryOpens();
+    const value = setCookie.split(';')[0].split('=').slice(1).join('=');
+    const page = await fetch(callback(state), { headers: { cookie: `writ_connect=${value}` } });
+    expect(page.status).toBe(400);
+    expect(await page.text()).toMatch(/another browser/);
+    expect(await connected()).toBe(0);
+  });
+
+  it('her own browser, with the __Host- cookie, completes it', async () => {
+    const { state, setCookie } = await malloryOpens();
+    const page = await fetch(callback(state), { headers: { cookie: setCookie.split(';')[0] } });
+    expect(page.status).toBe(200);
+    expect(page.headers.getSetCookie()[0]).toMatch(/^__Host-writ_connect=; Path=\/; HttpOnly; SameSite=Lax; Max-Age=0; Secure$/);
+    expect(await connected()).toBe(1);
   });
 });

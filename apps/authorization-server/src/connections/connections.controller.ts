@@ -116,8 +116,9 @@ export class ConnectFlowController {
     if (await this.blocked(request, response)) return;
     const counter = this.counter(request);
     const url = callbackUrlOf(request.originalUrl, this.config.issuer);
-    const browser = cookie(request, CONNECT_COOKIE);
-    response.setHeader('set-cookie', `${CONNECT_COOKIE}=; Path=/connect; HttpOnly; SameSite=Lax; Max-Age=0`);
+    const flow = flowCookie(this.config.issuer);
+    const browser = cookie(request, flow.name);
+    response.setHeader('set-cookie', `${flow.name}=; ${flow.attributes(0)}`);
     try {
       const { connectorId } = await this.accounts.completeCallback(url, browser, counter.audit);
       response
@@ -185,8 +186,8 @@ export class ConnectFlowController {
     }
     try {
       const { redirect, browser } = await this.accounts.openLink(link, counter.audit);
-      const secure = this.config.issuer.startsWith('https:') ? '; Secure' : '';
-      response.setHeader('set-cookie', `${CONNECT_COOKIE}=${browser}; Path=/connect; HttpOnly; SameSite=Lax; Max-Age=600${secure}`);
+      const flow = flowCookie(this.config.issuer);
+      response.setHeader('set-cookie', `${flow.name}=${browser}; ${flow.attributes(600)}`);
       response.redirect(303, redirect);
     } catch (error) {
       const failure = connectionFailure(error);
@@ -289,6 +290,21 @@ function pageHeaders(response: Response): void {
   response.setHeader('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
   response.setHeader('x-frame-options', 'DENY');
   response.setHeader('referrer-policy', 'same-origin');
+}
+
+/**
+ * The cookie binding a connect attempt to its browser. On an https issuer a `__Host-` cookie
+ * (`Secure`, `Path=/`, no `Domain`): neither a sibling subdomain nor a plain-http answer on the
+ * host can set it in a victim's browser (cookie tossing), which would let an attacker's own
+ * attempt, opened in the attacker's browser, be completed in the victim's with the victim's
+ * upstream account (login CSRF, RFC 9700 section 4.7). An http issuer (development) keeps a
+ * plain cookie on `/connect`.
+ */
+function flowCookie(issuer: string): { name: string; attributes: (maxAge: number) => string } {
+  if (issuer.startsWith('https:')) {
+    return { name: `__Host-${CONNECT_COOKIE}`, attributes: (maxAge) => `Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}; Secure` };
+  }
+  return { name: CONNECT_COOKIE, attributes: (maxAge) => `Path=/connect; HttpOnly; SameSite=Lax; Max-Age=${maxAge}` };
 }
 
 /** A request sent by a page of the issuer's own origin (a browser says so by `Origin`, else `Sec-Fetch-Site`). */
