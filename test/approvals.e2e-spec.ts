@@ -1,6 +1,9 @@
+import { decodeJwt } from 'jose';
+import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createTask, exchangeFields, payoutUpTo, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
-import { sendJson, tokenRequest } from './support/oauth-client';
+import { dpopKey, proof } from './support/dpop';
+import { postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
 import { undocumentedEventMembers } from './support/audit-docs';
 
@@ -89,6 +92,47 @@ describe('human approval of risky grants', () => {
     const outside = await exchange(task.task_token, payoutUpTo(60000));
     expect(outside.status).toBe(400);
     expect(outside.body.error).toBe('invalid_authorization_details');
+  });
+
+  it('binds an approval to the DPoP key it was asked with: another key, or none, buys nothing with it', async () => {
+    // The operator approved a credential bound to the agent's key: whoever holds the agent's
+    // client key and task token but not its DPoP key (or a bearer downgrade) gets nothing.
+    const [key, other] = [await dpopKey(), await dpopKey()];
+    const tokenUrl = `${services.issuer}/oauth2/token`;
+    const exchangeWith = async (taskToken: string, signer: typeof key | undefined, extra: Record<string, string> = {}) =>
+      postForm(
+        tokenUrl,
+        { ...exchangeFields(taskToken, payoutUpTo(42000), extra), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) },
+        signer ? { dpop: await proof(signer, 'POST', tokenUrl) } : {},
+      );
+    const task = await createTask(services, world.orchestrator);
+    const pending = await exchangeWith(task.task_token, key);
+    expect(pending.body).toMatchObject({ error: 'authorization_pending' });
+    const approvalId: string = pending.body.approval_id;
+    // The same request under another key is another request: it is asked on its own.
+    const otherPending = await exchangeWith(task.task_token, other);
+    expect(otherPending.body).toMatchObject({ error: 'authorization_pending' });
+    expect(otherPending.body.approval_id).not.toBe(approvalId);
+    expect((await admin('POST', `/v1/approvals/${approvalId}/approve`, {})).status).toBe(200);
+
+    for (const signer of [other, undefined]) {
+      const refused = await exchangeWith(task.task_token, signer, { approval_id: approvalId });
+      expect(refused.status).toBe(400);
+      expect(refused.body).toEqual({ error: 'invalid_grant', error_description: 'the approval was asked for with another DPoP key (or none)' });
+    }
+    const granted = await exchangeWith(task.task_token, key, { approval_id: approvalId });
+    expect(granted.status).toBe(200);
+    expect(granted.body.token_type).toBe('DPoP');
+    expect(decodeJwt(granted.body.access_token).cnf).toEqual({ jkt: key.jkt });
+
+    // Asked without a key, an approval buys no key-bound credential either (nor one for a stolen key).
+    const bearerTask = await createTask(services, world.orchestrator);
+    const bearerId: string = (await exchangeWith(bearerTask.task_token, undefined)).body.approval_id;
+    expect((await admin('POST', `/v1/approvals/${bearerId}/approve`, {})).status).toBe(200);
+    expect((await exchangeWith(bearerTask.task_token, other, { approval_id: bearerId })).body.error).toBe('invalid_grant');
+    const bearer = await exchangeWith(bearerTask.task_token, undefined, { approval_id: bearerId });
+    expect(bearer.status).toBe(200);
+    expect(bearer.body.token_type).toBe('Bearer');
   });
 
   describe('against approval fatigue (a hijacked agent flooding the people who decide)', () => {

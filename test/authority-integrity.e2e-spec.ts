@@ -3,11 +3,12 @@ import type { AddressInfo } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { Pool } from 'pg';
-import { insertIdentityProviderRow } from '@writ/testing';
+import { clientAuthFields, insertIdentityProviderRow } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { eventually } from './support/eventually';
 import { createTask, exchangeFields, payoutUpTo, requireApprovalAbove, seedWorld, tasksToken, World } from './support/grant-flow';
-import { sendJson, tokenRequest } from './support/oauth-client';
+import { dpopKey, proof } from './support/dpop';
+import { postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { integrityFailures, loggedIntegrityRefusals, scrape } from './support/metrics';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -183,6 +184,22 @@ describe('integrity tags of trusted identity providers and approvals against a d
       expect((await admin('POST', `/v1/approvals/${approvalId}/approve`, {})).status).toBe(200);
       await dba.query(`UPDATE approvals SET expires_at = expires_at + interval '1 day' WHERE id = $1`, [approvalId]);
       await expectNoCredential(taskToken, approvalId);
+    });
+
+    it('refuses an approved approval the DBA unbound from the DPoP key it was asked with, to take it as a bearer credential', async () => {
+      const key = await dpopKey();
+      const tokenUrl = `${services.issuer}/oauth2/token`;
+      const task = await createTask(services, world.orchestrator);
+      const pending = await postForm(
+        tokenUrl,
+        { ...exchangeFields(task.task_token, payoutUpTo(42000)), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) },
+        { dpop: await proof(key, 'POST', tokenUrl) },
+      );
+      expect(pending.body.error).toBe('authorization_pending');
+      const approvalId: string = pending.body.approval_id;
+      expect((await admin('POST', `/v1/approvals/${approvalId}/approve`, {})).status).toBe(200);
+      await dba.query(`UPDATE approvals SET dpop_jkt = NULL WHERE id = $1`, [approvalId]);
+      await expectNoCredential(task.task_token, approvalId);
     });
 
     it('refuses an approval the DBA inserted as approved', async () => {

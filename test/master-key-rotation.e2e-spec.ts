@@ -218,6 +218,8 @@ describe('master key rotation', () => {
         reasons: ['rotation'],
         policyVersion: engine.version,
         expiresAt: new Date(Date.now() + 600_000),
+        // Asked with a key: the re-made tag covers it.
+        dpopJkt: 'jkt-of-agent-1',
       },
       { type: 'agent', id: 'agent-1' },
     );

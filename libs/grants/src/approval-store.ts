@@ -26,6 +26,8 @@ export interface ApprovalDto {
   decided_by: string | null;
   note: string | null;
   used_at: string | null;
+  /** The thumbprint of the DPoP key the agent asked with (null: none): the credential is bound to it, or to no key. */
+  dpop_jkt: string | null;
 }
 
 /** What a new approval holds. */
@@ -37,6 +39,8 @@ export interface ApprovalRequest {
   reasons: string[];
   policyVersion: string;
   expiresAt: Date;
+  /** The DPoP key thumbprint the agent asked with (null: none): the only key the approval will buy a credential for. */
+  dpopJkt: string | null;
   /** Runs first in the recording transaction; throwing records nothing (e.g. a stale decision). */
   check?: (client: PoolClient) => Promise<void>;
 }
@@ -94,6 +98,7 @@ function toDto(row: ApprovalRow, taskOpen = true): ApprovalDto {
     decided_by: row.decided_by,
     note: row.note,
     used_at: row.used_at ? row.used_at.toISOString() : null,
+    dpop_jkt: row.dpop_jkt ?? null,
   };
 }
 
@@ -113,8 +118,8 @@ export class ApprovalStore {
 
   /**
    * Records a pending approval holding the exact details asked for (with `events` that led to it,
-   * in one transaction); returns it. The same request (same task, agent, details and policy
-   * version) already pending is returned instead of a second one, so that repeating it neither
+   * in one transaction); returns it. The same request (same task, agent, details, DPoP key and
+   * policy version) already pending is returned instead of a second one, so that repeating it neither
    * queues nor announces it twice. A task holding {@link MAX_PENDING_APPROVALS_PER_TASK} pending
    * approvals gets no more: `events` and the refusal are recorded, then
    * {@link TooManyPendingApprovalsError} is thrown. Neither check can be raced by requests in
@@ -127,16 +132,16 @@ export class ApprovalStore {
       async (client) => {
         await request.check?.(client);
         const pending = await client.query<ApprovalRow & { same: boolean }>(
-          `SELECT a.*, (a.agent_id = $2 AND a.authorization_details = $3::jsonb AND a.policy_version = $4) AS same
+          `SELECT a.*, (a.agent_id = $2 AND a.authorization_details = $3::jsonb AND a.policy_version = $4 AND a.dpop_jkt IS NOT DISTINCT FROM $5) AS same
              FROM approvals a WHERE a.task_id = $1 AND a.status = 'pending' AND a.expires_at > now() ORDER BY a.requested_at`,
-          [request.taskId, request.agentId, details, request.policyVersion],
+          [request.taskId, request.agentId, details, request.policyVersion, request.dpopJkt],
         );
         const same = pending.rows.find((row) => row.same);
         if (same) return { kind: 'repeated', approval: toDto(same) };
         if (pending.rows.length >= MAX_PENDING_APPROVALS_PER_TASK) return { kind: 'refused', pending: pending.rows.length };
         const { rows } = await client.query<ApprovalRow>(
-          `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
+          `INSERT INTO approvals (id, task_id, agent_id, connector_id, authorization_details, reasons, policy_version, status, expires_at, dpop_jkt)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) RETURNING *`,
           [
             randomUUID(),
             request.taskId,
@@ -146,6 +151,7 @@ export class ApprovalStore {
             JSON.stringify(request.reasons),
             request.policyVersion,
             request.expiresAt,
+            request.dpopJkt,
           ],
         );
         return { kind: 'new', approval: toDto(rows[0]) };

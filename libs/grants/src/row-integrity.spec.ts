@@ -187,6 +187,7 @@ describe('RowIntegrity of identity providers, policies and approvals', () => {
     expiresAt: new Date(1_700_000_600_000),
     decidedAt: new Date(1_700_000_100_456),
     decidedBy: 'admin:root',
+    dpopJkt: null,
   };
 
   it('verifies what it tagged (a policy whatever the order of its data members)', () => {
@@ -225,5 +226,16 @@ describe('RowIntegrity of identity providers, policies and approvals', () => {
       ['approvals', approval.id],
       ['policies', 'v-1'],
     ]);
+  });
+
+  it('covers the DPoP key an approval was asked with: added, removed or changed, it verifies no more', () => {
+    refused.length = 0;
+    const keyed = { ...approval, dpopJkt: 'jkt-of-the-agent' };
+    const keyedTag = integrity.tagApproval(keyed);
+    expect(integrity.verifyApproval(keyed, keyedTag)).toBe(true);
+    expect(integrity.verifyApproval({ ...keyed, dpopJkt: 'jkt-of-a-thief' }, keyedTag)).toBe(false);
+    expect(integrity.verifyApproval({ ...keyed, dpopJkt: null }, keyedTag)).toBe(false);
+    expect(integrity.verifyApproval(keyed, integrity.tagApproval(approval))).toBe(false);
+    expect(refused).toHaveLength(3);
   });
 });

@@ -191,8 +191,9 @@ export function policyIntegrityFieldsOf(row: Omit<PolicyIntegrityRow, 'integrity
 
 /**
  * The columns of a decided approval its tag covers, written with the decision: what was asked
- * (task, agent, connector, details, policy version, deadline) and what was decided (status,
- * when, by whom). Not the note (display only) nor `used_at`: a used approval buys nothing more.
+ * (task, agent, connector, details, policy version, deadline, the DPoP key asked with) and what
+ * was decided (status, when, by whom). Not the note (display only) nor `used_at`: a used
+ * approval buys nothing more.
  */
 export interface ApprovalIntegrityFields {
   id: string;
@@ -206,6 +207,8 @@ export interface ApprovalIntegrityFields {
   expiresAt: Date;
   decidedAt: Date | null;
   decidedBy: string | null;
+  /** The DPoP key thumbprint asked with; null (none) leaves the text as it was before the column. */
+  dpopJkt: string | null;
 }
 
 /** An `approvals` row with the columns its tag covers, as `pg` reads them, and its tag. */
@@ -220,12 +223,13 @@ export interface ApprovalIntegrityRow {
   expires_at: Date;
   decided_at: Date | null;
   decided_by: string | null;
+  dpop_jkt: string | null;
   integrity_tag: string | null;
 }
 
 /** The columns of {@link ApprovalIntegrityRow}, its tag included, for a `SELECT` from `approvals`. */
 export const APPROVAL_INTEGRITY_COLUMNS =
-  'id, task_id, agent_id, connector_id, authorization_details, policy_version, status, expires_at, decided_at, decided_by, integrity_tag';
+  'id, task_id, agent_id, connector_id, authorization_details, policy_version, status, expires_at, decided_at, decided_by, dpop_jkt, integrity_tag';
 
 /** The tagged fields of an approval row (`status` as it stands: a consumed one is verified as `approved`). */
 export function approvalIntegrityFieldsOf(row: Omit<ApprovalIntegrityRow, 'integrity_tag'>): ApprovalIntegrityFields {
@@ -240,6 +244,7 @@ export function approvalIntegrityFieldsOf(row: Omit<ApprovalIntegrityRow, 'integ
     expiresAt: row.expires_at,
     decidedAt: row.decided_at,
     decidedBy: row.decided_by,
+    dpopJkt: row.dpop_jkt ?? null,
   };
 }
 
@@ -312,6 +317,8 @@ export function approvalIntegrityText(approval: ApprovalIntegrityFields): string
     epochMillis(approval.expiresAt),
     approval.decidedAt === null ? null : epochMillis(approval.decidedAt),
     approval.decidedBy,
+    // Appended only when there is a key: tags of approvals asked without one verify as written.
+    ...(approval.dpopJkt === null ? [] : [approval.dpopJkt]),
   ]);
 }
 

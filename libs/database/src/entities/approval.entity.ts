@@ -18,4 +18,6 @@ export class ApprovalEntity {
   @Column('text', { name: 'decided_by', nullable: true }) decidedBy!: string | null;
   @Column('text', { nullable: true }) note!: string | null;
   @Column('timestamptz', { name: 'used_at', nullable: true }) usedAt!: Date | null;
+  /** The DPoP key thumbprint the agent asked with (null: none): the only key the approval buys a credential for. */
+  @Column('text', { name: 'dpop_jkt', nullable: true }) dpopJkt!: string | null;
 }

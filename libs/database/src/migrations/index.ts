@@ -28,6 +28,7 @@ import { RowIntegrityBackfillProgress1764652000000 } from './1764652000000-row-i
 import { AccountRefreshBackoff1764660000000 } from './1764660000000-account-refresh-backoff';
 import { MasterKeyRetagProgress1764670000000 } from './1764670000000-master-key-retag-progress';
 import { AdminTokenCreatorIndex1764685000000 } from './1764685000000-admin-token-creator-index';
+import { ApprovalDpopKey1764690000000 } from './1764690000000-approval-dpop-key';
 
 export { AUDIT_GENESIS_HASH } from './1764340000000-initial-schema';
 export { SERVICE_ROLE } from './1764350000000-service-role';
@@ -66,4 +67,5 @@ export const MIGRATIONS = [
   AccountRefreshBackoff1764660000000,
   MasterKeyRetagProgress1764670000000,
   AdminTokenCreatorIndex1764685000000,
+  ApprovalDpopKey1764690000000,
 ];

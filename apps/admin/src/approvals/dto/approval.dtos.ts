@@ -36,6 +36,12 @@ export class ApprovalDtoDoc {
   @ApiProperty({ nullable: true, type: String }) decided_by!: string | null;
   @ApiProperty({ nullable: true, type: String }) note!: string | null;
   @ApiProperty({ nullable: true, type: String }) used_at!: string | null;
+  @ApiProperty({
+    nullable: true,
+    type: String,
+    description: 'thumbprint of the DPoP key the agent asked with: the approved credential is bound to it (null: asked without a key, a bearer credential)',
+  })
+  dpop_jkt!: string | null;
 }
 
 /** A page of approvals. */

@@ -114,8 +114,8 @@ export class TokenExchangeGrant implements GrantHandler {
     if (decision.requires_approval) {
       // Spent before anything is recorded: a replayed assertion requests nothing, uses nothing.
       await assertionJti?.consume();
-      if (!approvalId) await this.requestApproval(task, client, details, decision, engine.version, policyStored, decisionData);
-      approval = await this.approvedFor(approvalId!, task, client, details);
+      if (!approvalId) await this.requestApproval(task, client, details, dpop?.jkt ?? null, decision, engine.version, policyStored, decisionData);
+      approval = await this.approvedFor(approvalId!, task, client, details, dpop?.jkt ?? null);
     }
     if (!decision.allow && !approval) {
       // Spent before the refusal is counted: a replayed assertion never moves the task's counters.
@@ -201,6 +201,7 @@ export class TokenExchangeGrant implements GrantHandler {
     task: ExchangeTask,
     client: RegisteredClient,
     details: ConnectorDetail[],
+    dpopJkt: string | null,
     decision: Decision,
     policyVersion: string,
     policyStored: boolean,
@@ -217,6 +218,7 @@ export class TokenExchangeGrant implements GrantHandler {
           reasons: decision.reasons,
           policyVersion,
           expiresAt,
+          dpopJkt,
           check: (tx) => this.stillCurrent(tx, client, policyVersion, policyStored),
         },
         { type: 'agent', id: client.id },
@@ -242,12 +244,24 @@ export class TokenExchangeGrant implements GrantHandler {
     });
   }
 
-  /** The approval named by the agent, approved for exactly these details of this task. */
-  private async approvedFor(approvalId: string, task: ExchangeTask, client: RegisteredClient, details: ConnectorDetail[]): Promise<ApprovalDto> {
+  /**
+   * The approval named by the agent, approved for exactly these details of this task, asked with
+   * this DPoP key (or, like this request, with none): the operator approved a credential bound to
+   * that key, not one that whoever holds the agent's client key and task token binds to their own
+   * key or takes as a bearer token.
+   */
+  private async approvedFor(
+    approvalId: string,
+    task: ExchangeTask,
+    client: RegisteredClient,
+    details: ConnectorDetail[],
+    dpopJkt: string | null,
+  ): Promise<ApprovalDto> {
     const approval = await this.approvals.get(approvalId);
     if (!approval || approval.task_id !== task.id || approval.agent_id !== client.id) {
       throw new InvalidGrantError('approval_id does not name an approval of this task');
     }
+    if (approval.dpop_jkt !== dpopJkt) throw new InvalidGrantError('the approval was asked for with another DPoP key (or none)');
     if (canonicalJson(approval.authorization_details) !== canonicalJson(details)) {
       throw new InvalidAuthorizationDetailsError('authorization_details differ from the approved ones');
     }
