@@ -6,10 +6,11 @@ import { createGatewayApp } from '../apps/connector-gateway/src/connector-gatewa
 import { describeWithBrowser, launchChromium } from './support/browser';
 import { createTask, exchangeFields, PAYOUT_ALLOWED, payoutUpTo, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
-import { http, sendJson, tokenRequest } from './support/oauth-client';
+import { dpopKey, proof } from './support/dpop';
+import { http, postForm, sendJson, tokenRequest } from './support/oauth-client';
 import { seedConnector, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
-import { insertIdentityProviderRow } from '@writ/testing';
+import { clientAuthFields, insertIdentityProviderRow } from '@writ/testing';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { buildConsole } = require('../scripts/build-console.js') as { buildConsole: () => void };
@@ -372,6 +373,31 @@ describeWithBrowser('admin console in Chromium', () => {
     expect(await nobodyCard.locator('[data-testid=acts-for]').textContent()).toBe("no user: the connector's own credential");
     for (const id of [ceoId, nobodyId]) await sendJson('POST', `${services.adminUrl}/v1/approvals/${id}/deny`, {}, services.adminToken);
     for (const id of [forCeo.task_id, forNobody.task_id]) await sendJson('POST', `${services.adminUrl}/v1/tasks/${id}/revoke`, {}, services.adminToken);
+  });
+
+  it('tells two requests alike in agent, details and purpose apart by the DPoP key their credential would be bound to', async () => {
+    // An approval buys its credential only for the key it was asked with: the operator sees which.
+    const key = await dpopKey();
+    const tokenUrl = `${services.issuer}/oauth2/token`;
+    const keyed = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-95 to Acme' });
+    const bearer = await createTask(services, world.orchestrator, { purpose: 'pay invoice INV-95 to Acme' });
+    const keyedId: string = (
+      await postForm(
+        tokenUrl,
+        { ...exchangeFields(keyed.task_token, payoutUpTo(42000)), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) },
+        { dpop: await proof(key, 'POST', tokenUrl) },
+      )
+    ).body.approval_id;
+    const bearerId: string = (await exchange(bearer.task_token, payoutUpTo(42000))).body.approval_id;
+    await openInbox();
+    const keyedCard = page.locator(`article[data-approval-id="${keyedId}"]`);
+    await keyedCard.locator('[data-testid=purpose]:has-text("INV-95")').waitFor();
+    expect(await keyedCard.locator('[data-testid=bound-to]').textContent()).toBe(`the agent's DPoP key ${key.jkt}`);
+    const bearerCard = page.locator(`article[data-approval-id="${bearerId}"]`);
+    await bearerCard.locator('[data-testid=purpose]:has-text("INV-95")').waitFor();
+    expect(await bearerCard.locator('[data-testid=bound-to]').textContent()).toBe('no key: a bearer credential, usable by whoever holds it');
+    for (const id of [keyedId, bearerId]) await sendJson('POST', `${services.adminUrl}/v1/approvals/${id}/deny`, {}, services.adminToken);
+    for (const id of [keyed.task_id, bearer.task_id]) await sendJson('POST', `${services.adminUrl}/v1/tasks/${id}/revoke`, {}, services.adminToken);
   });
 
   it('shows the whole of what an approval grants, however long a value, with no part scrolled out of sight', async () => {

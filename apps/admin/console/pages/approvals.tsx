@@ -18,6 +18,8 @@ interface Approval {
   decided_at: string | null;
   decided_by: string | null;
   note: string | null;
+  /** Thumbprint of the DPoP key the agent asked with: the credential is bound to it (null: a bearer credential). */
+  dpop_jkt: string | null;
 }
 
 /** Fired after a decision, so that the badge in the top bar counts again at once. */
@@ -143,6 +145,16 @@ function PendingApproval({
         <dd>
           <ActsFor task={task} />
           {task && task !== 'unreadable' && task.user ? <NonAsciiWarning value={task.user} /> : null}
+        </dd>
+        <dt>Bound to</dt>
+        <dd data-testid="bound-to">
+          {approval.dpop_jkt ? (
+            <>
+              the agent's DPoP key <span class="mono">{approval.dpop_jkt}</span>
+            </>
+          ) : (
+            <span class="warn">no key: a bearer credential, usable by whoever holds it</span>
+          )}
         </dd>
         <dt>Why the policy asks</dt>
         <dd>
