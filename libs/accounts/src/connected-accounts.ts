@@ -815,14 +815,29 @@ export class ConnectedAccounts {
    */
   private async markUnrefreshable(row: LeasedAccountRow, user: VerifiedUser, refused: boolean): Promise<void> {
     const error = refused ? 'the upstream refused the access token and no refresh token was issued' : 'expired and no refresh token was issued';
+    await this.breakIf(
+      row,
+      user,
+      error,
+      `status = 'active' AND tokens_sealed = $3
+         AND ($4::boolean OR (access_expires_at IS NOT NULL AND access_expires_at <= now() + make_interval(secs => $5)))`,
+      [row.tokens_sealed, refused, STILL_USABLE_SECONDS],
+    );
+  }
+
+  /**
+   * Marks the connection broken, with its `connection.refresh_failed` event, if it still meets
+   * `condition` (SQL over its row, whose parameters start at `$3`), and then refuses the call;
+   * resolves (nothing written) when it no longer does.
+   */
+  private async breakIf(row: LeasedAccountRow, user: VerifiedUser, error: string, condition: string, values: unknown[]): Promise<void> {
     const { result: marked } = await this.audit.recordWith(
       async (tx) =>
         (
           await tx.query(
-            `UPDATE connected_accounts SET status = 'broken', broken_error = $3, refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, updated_at = now()
-              WHERE id = $1 AND status = 'active' AND tokens_sealed = $2
-                AND ($4::boolean OR (access_expires_at IS NOT NULL AND access_expires_at <= now() + make_interval(secs => $5)))`,
-            [row.id, row.tokens_sealed, error, refused, STILL_USABLE_SECONDS],
+            `UPDATE connected_accounts SET status = 'broken', broken_error = $2, refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, updated_at = now()
+              WHERE id = $1 AND ${condition}`,
+            [row.id, error, ...values],
           )
         ).rowCount === 1,
       (updated) =>
@@ -841,23 +856,7 @@ export class ConnectedAccounts {
    * got there first, and this refusal says nothing about the account as it is now).
    */
   private async markBroken(row: LeasedAccountRow, holder: string, user: VerifiedUser, error: string): Promise<never> {
-    const { result: marked } = await this.audit.recordWith(
-      async (tx) =>
-        (
-          await tx.query(
-            `UPDATE connected_accounts SET status = 'broken', broken_error = $3, refresh_lease_holder = NULL, refresh_lease_expires_at = NULL, updated_at = now()
-              WHERE id = $1 AND refresh_lease_holder = $2 AND status = 'active'`,
-            [row.id, holder, error],
-          )
-        ).rowCount === 1,
-      (updated) =>
-        updated
-          ? [this.event('connection.refresh_failed', 'failure', REFRESHER, row.connector_id, user, { connection_id: row.id, error, status: 'broken' })]
-          : [],
-    );
-    if (marked) {
-      throw new ConnectedAccountError('connection_broken', `the user's connection to ${row.connector_id} is broken (${error}): the user must connect again`);
-    }
+    await this.breakIf(row, user, error, `refresh_lease_holder = $3 AND status = 'active'`, [holder]);
     const current = await this.readAccount(row.connector_id, user);
     if (!current) throw this.noConnection(row.connector_id);
     this.usable(current, row.connector_id);
