@@ -334,6 +334,47 @@ describe('authorization server memory across instances', () => {
     expect(rows).toEqual([{ policy_version: fileVersion }]);
   });
 
+  it("issues on the other instance with an operation's risk raised on the first, even before it is told", async () => {
+    // `payouts.create` as a read: no use limit, the longer lifetime.
+    const asRead = PAYMENTS_OPERATIONS.map((operation) => (operation.name === 'payouts.create' ? { ...operation, risk: 'read' as const } : operation));
+    await seedConnector(first.runtime.pool, 'ledger-risk', asRead);
+    const allowed = PAYOUT_ALLOWED.map((entry) => ({ ...entry, connector: 'ledger-risk' }));
+    const request = PAYOUT_REQUEST.map((detail) => ({ ...detail, connector: 'ledger-risk' }));
+    const warm = await createTask(second, world.orchestrator, { allowed });
+    expect((await tokenRequest(second.issuer, world.agent, exchangeFields(warm.task_token, request))).status).toBe(200);
+    const held = () =>
+      (second.apps[0].get<ExchangeContextRepository>(ExchangeContextRepository) as unknown as { catalogue: ListenedCache<CatalogueConnector> }).catalogue;
+    const stale = held().get('ledger-risk');
+    expect(stale?.operations.find((operation) => operation.name === 'payouts.create')?.risk).toBe('read');
+
+    const task = await createTask(second, world.orchestrator, { allowed });
+    // The operation becomes a write through the first instance's admin API (its method, path and
+    // constraints unchanged: no credential is revoked by it).
+    expect((await admin('PATCH', '/v1/connectors/ledger-risk', { operations: PAYMENTS_OPERATIONS })).status).toBe(200);
+    expect(
+      await eventually(
+        () => held().get('ledger-risk'),
+        (copy) => copy === undefined,
+      ),
+    ).toBeUndefined();
+    // As if the notification had not arrived yet: the second still holds the catalogue with the read.
+    held().remember('ledger-risk', stale!, held().mark());
+
+    const response = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, request));
+    expect(response.status).toBe(200);
+    // What a fresh instance issues: a write's credential (one use, the shorter lifetime).
+    const { rows } = await first.runtime.pool.query<{ risk: string; max_uses: number | null; ttl: number }>(
+      `SELECT risk, max_uses, extract(epoch FROM expires_at - issued_at)::int AS ttl FROM access_tokens WHERE task_id = $1`,
+      [task.task_id],
+    );
+    expect(rows).toEqual([{ risk: 'write', max_uses: 1, ttl: 120 }]);
+    expect(
+      held()
+        .get('ledger-risk')
+        ?.operations.find((operation) => operation.name === 'payouts.create')?.risk,
+    ).toBe('write');
+  });
+
   it("decides on the other instance against a connector's catalogue changed on the first, even before it is told", async () => {
     await seedConnector(first.runtime.pool, 'ledger-held', PAYMENTS_OPERATIONS);
     const allowed = PAYOUT_ALLOWED.map((entry) => ({ ...entry, connector: 'ledger-held' }));

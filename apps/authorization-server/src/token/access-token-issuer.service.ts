@@ -64,7 +64,7 @@ export interface AccessTokenSpec {
    * The catalogue operation the issuance was decided on (required for `connector` credentials):
    * the credential is recorded only if the operation is still that one.
    */
-  operation?: Pick<ConnectorOperation, 'method' | 'path' | 'constraints'>;
+  operation?: Pick<ConnectorOperation, 'method' | 'path' | 'constraints' | 'risk'>;
   authorizationDetails?: ConnectorDetail[];
   maxUses?: number | null;
   policyVersion?: string;
