@@ -58,19 +58,20 @@ export type CredentialRow = [
 export type IssueOutcome = 'recorded' | 'ended' | 'catalogue_changed' | 'replayed' | 'client_changed' | 'policy_changed';
 
 /**
- * The part of an operation a credential is decided on: method, path and constraints (whose
- * change revokes its credentials, see the catalogue PATCH) and risk (the policy's TTL and use
- * caps). An issuance records its credential only if this is still what the catalogue says when
- * the credential's row is written: a decision made on a catalogue copy not yet dropped (its
- * change being notified) is made again, also when only the risk changed.
+ * What a connector credential is decided on: the operation's method, path and constraints (whose
+ * change revokes its credentials, see the catalogue PATCH), and the connector's `version` as read
+ * with the catalogue the policy saw (every operation's risk, the connector's name and credential
+ * type: policy input too). An issuance records its credential only if both are still what the
+ * connector row says when the credential's row is written: a decision made on a catalogue copy
+ * not yet dropped (its change being notified) is made again, whatever part of the row changed.
  */
-export function decidedOperation(operation: Pick<ConnectorOperation, 'method' | 'path' | 'constraints' | 'risk'>): string {
+export function decidedOperation(operation: Pick<ConnectorOperation, 'method' | 'path' | 'constraints'>, connectorVersion: string): string {
   // null, not undefined: an MCP tool has no method or path, and jsonb_build_object gives null for them.
   return JSON.stringify({
     method: operation.method ?? null,
     path: operation.path ?? null,
     constraints: operation.constraints ?? {},
-    risk: operation.risk ?? null,
+    connector_version: connectorVersion,
   });
 }
 
@@ -129,7 +130,8 @@ const CONNECTOR_TOKENS_WRITTEN = `
                           WHERE op->>'name' = i.action
                             -- MCP tools have no method or path: null on both sides (see decidedOperation()).
                             AND jsonb_build_object('method', op->'method', 'path', op->'path',
-                                                   'constraints', COALESCE(op->'constraints', '{}'::jsonb), 'risk', op->'risk') = i.decided_operation
+                                                   'constraints', COALESCE(op->'constraints', '{}'::jsonb),
+                                                   'connector_version', c.version::text) = i.decided_operation
                        ) AS current_operation
                   FROM fresh i
                   JOIN agents a ON a.id = i.subject AND a.status = 'active'

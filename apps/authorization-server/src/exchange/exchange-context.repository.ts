@@ -42,6 +42,8 @@ export interface CatalogueConnector {
   operations: ConnectorOperation[];
   /** The connector's upstream credential type (`oauth2_authorization_code`: per-user connected accounts). */
   credentialType: string | null;
+  /** The connector row's `version` this was read at (not policy input: the issuing statement compares it). */
+  version: string;
 }
 
 /** Most connector catalogues held (a registry is small; the bound only keeps memory finite). */
@@ -183,15 +185,16 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
       Pick<RowOf<ConnectorEntity>, 'id' | 'name' | 'operations' | 'credential_type' | 'kind' | 'base_url'> & {
         operations_text: string;
         integrity_tag: string | null;
+        version: string;
       }
     >(
-      `SELECT id, name, kind, base_url, operations, operations::text AS operations_text, credential_type, integrity_tag FROM connectors WHERE id = ANY($1::text[])`,
+      `SELECT id, name, kind, base_url, operations, operations::text AS operations_text, credential_type, integrity_tag, version::text AS version FROM connectors WHERE id = ANY($1::text[])`,
       [ids],
     );
     // A connector whose catalogue was changed outside Writ (its tag does not verify) is unknown.
     const found: CatalogueConnector[] = rows
       .filter((row) => this.integrity.verifyConnectorRow(row))
-      .map((row) => ({ id: row.id, name: row.name, operations: row.operations, credentialType: row.credential_type }));
+      .map((row) => ({ id: row.id, name: row.name, operations: row.operations, credentialType: row.credential_type, version: row.version }));
     for (const connector of found) this.catalogue.remember(connector.id, connector, mark);
     return found;
   }

@@ -61,10 +61,12 @@ export interface AccessTokenSpec {
   action?: string;
   risk?: string;
   /**
-   * The catalogue operation the issuance was decided on (required for `connector` credentials):
-   * the credential is recorded only if the operation is still that one.
+   * The catalogue operation the issuance was decided on, and the connector's version read with it
+   * (both required for `connector` credentials): the credential is recorded only if the
+   * operation is still that one and the connector row still at that version.
    */
-  operation?: Pick<ConnectorOperation, 'method' | 'path' | 'constraints' | 'risk'>;
+  operation?: Pick<ConnectorOperation, 'method' | 'path' | 'constraints'>;
+  connectorVersion?: string;
   authorizationDetails?: ConnectorDetail[];
   maxUses?: number | null;
   policyVersion?: string;
@@ -110,7 +112,8 @@ export class AccessTokenIssuer {
   /** Signs, records and returns the token. */
   async issue(spec: AccessTokenSpec): Promise<IssuedAccessToken> {
     // A programming error, not a refusal: without it the insert could never match the catalogue.
-    if (spec.kind === 'connector' && !spec.operation) throw new Error('a connector credential needs the operation it was decided on');
+    if (spec.kind === 'connector' && (!spec.operation || !spec.connectorVersion))
+      throw new Error('a connector credential needs the operation and connector version it was decided on');
     const jti = newJti();
     const issuedAt = Math.floor(Date.now() / 1000);
     const notAfterSeconds = spec.notAfter ? Math.floor(spec.notAfter.getTime() / 1000) : Infinity;
@@ -160,7 +163,7 @@ export class AccessTokenIssuer {
       expiresAtSeconds,
       spec.cnfJkt ?? null,
       spec.budgetEntries?.length ? `{${spec.budgetEntries.join(',')}}` : null,
-      spec.operation ? decidedOperation(spec.operation) : null,
+      spec.operation && spec.connectorVersion ? decidedOperation(spec.operation, spec.connectorVersion) : null,
       spec.clientVersion,
       spec.policyStored ?? false,
       claimed?.jti ?? null,

@@ -146,6 +146,7 @@ export class TokenExchangeGrant implements GrantHandler {
       action: operation.name,
       risk: operation.risk,
       operation,
+      connectorVersion: connector.version,
       authorizationDetails: [detail],
       maxUses: decision.max_uses,
       policyVersion: engine.version,
