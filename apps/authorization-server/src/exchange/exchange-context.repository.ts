@@ -71,9 +71,10 @@ const MAX_VERIFIED_TASKS = 10_000;
  * input) are held in memory and dropped as soon as a change to the connector is notified on
  * {@link CONNECTOR_CHANGED_CHANNEL}; nothing is held while that channel is not listened to
  * (see `ListenedCache`). A notification arrives shortly after the change commits, not before:
- * the statement that records a credential requires the operation to be still the one it was
- * decided on (`catalogue_changed` otherwise: the catalogue is dropped with {@link forget} and
- * the request decided again on a fresh read).
+ * the statement that records a credential requires the connector row to be still at the
+ * `version` its catalogue was read at, and the operation the one it was decided on
+ * (`catalogue_changed` otherwise: the catalogue is dropped with {@link forget} and the request
+ * decided again on a fresh read).
  */
 @Injectable()
 export class ExchangeContextRepository implements OnApplicationShutdown {
