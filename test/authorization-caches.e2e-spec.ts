@@ -375,6 +375,39 @@ describe('authorization server memory across instances', () => {
     ).toBe('write');
   });
 
+  it('counts no refusal on the other instance for an operation added to the catalogue on the first, even before it is told', async () => {
+    const withoutRefund = PAYMENTS_OPERATIONS.filter((operation) => operation.name !== 'payouts.refund');
+    await seedConnector(first.runtime.pool, 'ledger-added', withoutRefund);
+    const allowed = PAYOUT_ALLOWED.map((entry) => ({ ...entry, connector: 'ledger-added' }));
+    const request = PAYOUT_REQUEST.map((detail) => ({ ...detail, connector: 'ledger-added' }));
+    const warm = await createTask(second, world.orchestrator, { allowed });
+    expect((await tokenRequest(second.issuer, world.agent, exchangeFields(warm.task_token, request))).status).toBe(200);
+    const held = () =>
+      (second.apps[0].get<ExchangeContextRepository>(ExchangeContextRepository) as unknown as { catalogue: ListenedCache<CatalogueConnector> }).catalogue;
+    const stale = held().get('ledger-added');
+    expect(stale?.operations.map((operation) => operation.name)).not.toContain('payouts.refund');
+
+    // The operation is added through the first instance's admin API, and a task declares it.
+    expect((await admin('PATCH', '/v1/connectors/ledger-added', { operations: PAYMENTS_OPERATIONS })).status).toBe(200);
+    expect(
+      await eventually(
+        () => held().get('ledger-added'),
+        (copy) => copy === undefined,
+      ),
+    ).toBeUndefined();
+    const refund = [{ type: 'connector', connector: 'ledger-added', actions: ['payouts.refund'] }];
+    const task = await createTask(second, world.orchestrator, { allowed: refund });
+    // As if the notification had not arrived yet: the second still holds the catalogue without it.
+    held().remember('ledger-added', stale!, held().mark());
+
+    const response = await tokenRequest(second.issuer, world.agent, exchangeFields(task.task_token, refund));
+    // The answer a fresh instance gives, and no refusal counted against the task.
+    expect(response.body.error_description).toBeUndefined();
+    expect(response.status).toBe(200);
+    const { rows } = await first.runtime.pool.query(`SELECT refusals, out_of_purpose_requests, status FROM tasks WHERE id = $1`, [task.task_id]);
+    expect(rows).toEqual([{ refusals: 0, out_of_purpose_requests: 0, status: 'active' }]);
+  });
+
   it("decides on the other instance against a connector's catalogue changed on the first, even before it is told", async () => {
     await seedConnector(first.runtime.pool, 'ledger-held', PAYMENTS_OPERATIONS);
     const allowed = PAYOUT_ALLOWED.map((entry) => ({ ...entry, connector: 'ledger-held' }));

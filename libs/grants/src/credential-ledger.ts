@@ -282,31 +282,45 @@ export const tasksTokens = credentialBatch(
   'client_changed',
 );
 
-/** The client registration and policy versions a token exchange was authenticated and decided with. */
+/** The client registration, policy and connector versions a token exchange was authenticated and decided with. */
 export interface DecisionBasis {
   agentId: string;
   clientVersion: string;
   policyVersion: string;
   /** Whether that policy was the stored one (see {@link CredentialRow}'s `policyStored`). */
   policyStored: boolean;
+  /** The connectors whose catalogues the policy saw, at the `version` each was read at. */
+  connectors: ReadonlyArray<{ id: string; version: string }>;
 }
 
 /**
  * In the caller's transaction, before a refusal or an approval request is recorded: `client`
  * when the agent's registration changed since the request was authenticated (otherwise it is
  * share-locked until commit: a change waits), `policy` when another stored policy is active
- * than the one that decided; `undefined` when both are current. The same checks as the
- * issuing statement's, for what a request records without a credential.
+ * than the one that decided, `catalogue` when a connector the policy saw is no longer at the
+ * version it was read at (changed or deleted); `undefined` when all are current. The same
+ * checks as the issuing statement's, for what a request records without a credential.
  */
-export async function staleDecision(client: PoolClient, basis: DecisionBasis): Promise<'client' | 'policy' | undefined> {
-  const { rows } = await client.query<{ client_current: boolean; policy_current: boolean }>({
+export async function staleDecision(client: PoolClient, basis: DecisionBasis): Promise<'client' | 'policy' | 'catalogue' | undefined> {
+  const { rows } = await client.query<{ client_current: boolean; policy_current: boolean; catalogue_current: boolean }>({
     name: 'writ_decision_current',
     text: `WITH a AS (SELECT version FROM agents WHERE id = $1 FOR SHARE),
                 i AS (SELECT $3::text AS policy_version, $4::bool AS policy_stored)
            SELECT coalesce((SELECT version = $2::bigint FROM a), false) AS client_current,
-                  (SELECT ${POLICY_IN_FORCE} FROM i) AS policy_current`,
-    values: [basis.agentId, basis.clientVersion, basis.policyVersion, basis.policyStored],
+                  (SELECT ${POLICY_IN_FORCE} FROM i) AS policy_current,
+                  NOT EXISTS (SELECT 1 FROM unnest($5::text[], $6::bigint[]) AS h(id, version)
+                                LEFT JOIN connectors c ON c.id = h.id
+                               WHERE c.version IS DISTINCT FROM h.version) AS catalogue_current`,
+    values: [
+      basis.agentId,
+      basis.clientVersion,
+      basis.policyVersion,
+      basis.policyStored,
+      basis.connectors.map((connector) => connector.id),
+      basis.connectors.map((connector) => connector.version),
+    ],
   });
   if (!rows[0].client_current) return 'client';
-  return rows[0].policy_current ? undefined : 'policy';
+  if (!rows[0].policy_current) return 'policy';
+  return rows[0].catalogue_current ? undefined : 'catalogue';
 }

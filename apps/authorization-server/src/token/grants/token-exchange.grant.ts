@@ -114,13 +114,13 @@ export class TokenExchangeGrant implements GrantHandler {
     if (decision.requires_approval) {
       // Spent before anything is recorded: a replayed assertion requests nothing, uses nothing.
       await assertionJti?.consume();
-      if (!approvalId) await this.requestApproval(task, client, details, dpop?.jkt ?? null, decision, engine.version, policyStored, decisionData);
+      if (!approvalId) await this.requestApproval(task, client, details, dpop?.jkt ?? null, decision, engine.version, policyStored, decisionData, connectors);
       approval = await this.approvedFor(approvalId!, task, client, details, dpop?.jkt ?? null);
     }
     if (!decision.allow && !approval) {
       // Spent before the refusal is counted: a replayed assertion never moves the task's counters.
       await assertionJti?.consume();
-      const refused = await this.refuse(task, client, decision, decisionData, engine, policyStored, input);
+      const refused = await this.refuse(task, client, decision, decisionData, engine, policyStored, input, connectors);
       const reasons = refused.reasons.map((reason) => safeToken(reason, 300)).join('; ');
       throw new InvalidAuthorizationDetailsError(`denied by policy: ${reasons || 'no reason given'}`, { reason: POLICY_DENIED });
     }
@@ -207,6 +207,7 @@ export class TokenExchangeGrant implements GrantHandler {
     policyVersion: string,
     policyStored: boolean,
     decisionData: Record<string, unknown>,
+    connectors: CatalogueConnector[],
   ): Promise<never> {
     const expiresAt = new Date(Math.min(task.expiresAt.getTime(), Date.now() + APPROVAL_MAX_SECONDS * 1000));
     const approval = await this.approvals
@@ -220,7 +221,7 @@ export class TokenExchangeGrant implements GrantHandler {
           policyVersion,
           expiresAt,
           dpopJkt,
-          check: (tx) => this.stillCurrent(tx, client, policyVersion, policyStored),
+          check: (tx) => this.stillCurrent(tx, client, policyVersion, policyStored, connectors),
         },
         { type: 'agent', id: client.id },
         [
@@ -326,11 +327,19 @@ export class TokenExchangeGrant implements GrantHandler {
 
   /**
    * Throws {@link StaleDecisionError} (the transaction records nothing) when the registration the
-   * request was authenticated against, or the policy that decided it, is no longer current: a
-   * refusal or an approval request is recorded only as a fresh instance would record it.
+   * request was authenticated against, or the policy that decided it, is no longer current, and
+   * {@link CatalogueChangedError} when a catalogue the policy saw is not (decided again on fresh
+   * catalogues): a refusal or an approval request is recorded only as a fresh instance would record it.
    */
-  private async stillCurrent(tx: PoolClient, client: RegisteredClient, policyVersion: string, policyStored: boolean): Promise<void> {
-    const stale = await staleDecision(tx, { agentId: client.id, clientVersion: client.version, policyVersion, policyStored });
+  private async stillCurrent(
+    tx: PoolClient,
+    client: RegisteredClient,
+    policyVersion: string,
+    policyStored: boolean,
+    connectors: CatalogueConnector[],
+  ): Promise<void> {
+    const stale = await staleDecision(tx, { agentId: client.id, clientVersion: client.version, policyVersion, policyStored, connectors });
+    if (stale === 'catalogue') throw new CatalogueChangedError(null);
     if (stale) throw new StaleDecisionError(stale);
   }
 
@@ -350,13 +359,14 @@ export class TokenExchangeGrant implements GrantHandler {
     engine: PolicyEngine,
     policyStored: boolean,
     input: PolicyInput,
+    connectors: CatalogueConnector[],
   ): Promise<Decision> {
     const connectorId = (data.request as { authorization_details: ConnectorDetail[] }).authorization_details[0]?.connector ?? null;
     const actor = { type: 'agent' as const, id: client.id };
     const quarantineActor = { type: 'system' as const, id: 'policy' };
     const { result } = await this.audit.recordWith(
       async (tx) => {
-        await this.stillCurrent(tx, client, engine.version, policyStored);
+        await this.stillCurrent(tx, client, engine.version, policyStored, connectors);
         const counted = await this.grants.recordRefusal(tx, task.id, decision.out_of_purpose === true);
         if (!counted) return { decision, ended: undefined };
         const priorRefusals = counted.refusals - 1;
