@@ -115,7 +115,7 @@ export class ChangeListener {
     try {
       await client.connect();
       for (const channel of [...this.subscribers.keys()]) {
-        await client.query(`LISTEN ${channel}`);
+        await client.query(this.timed(`LISTEN ${channel}`));
         listened.push(channel);
       }
     } catch (error) {
@@ -143,17 +143,24 @@ export class ChangeListener {
   private beat(): void {
     const client = this.client;
     if (!client) return;
-    const timeoutMs = this.options.heartbeatMs ?? 5000;
     this.pendingListens = this.pendingListens.then(async () => {
       if (this.client !== client) return;
       try {
-        // `query_timeout` per query is honoured by pg, not declared by its types.
-        const check = { text: 'SELECT 1', query_timeout: timeoutMs };
-        await client.query(check);
+        await client.query(this.timed('SELECT 1'));
       } catch (error) {
         this.lost(client, error instanceof Error ? error.message : String(error));
       }
     });
+  }
+
+  /**
+   * A statement on the listening connection, answered within the heartbeat's time or counted as a
+   * loss: a statement that waits for ever (the connection frozen on the way) would hold back
+   * every heartbeat queued after it, and the connection would look listening for ever.
+   */
+  private timed(text: string): { text: string } {
+    // `query_timeout` per query is honoured by pg, not declared by its types.
+    return { text, query_timeout: this.options.heartbeatMs ?? 5000 } as { text: string };
   }
 
   /** One query at a time on the connection (`pg` deprecates overlapping queries on a client). */
@@ -164,7 +171,7 @@ export class ChangeListener {
   private async listenOn(client: Client, channel: string): Promise<void> {
     if (this.client !== client) return;
     try {
-      await client.query(`LISTEN ${channel}`);
+      await client.query(this.timed(`LISTEN ${channel}`));
       if (this.client === client) {
         this.listened.add(channel);
         this.reset(channel);
