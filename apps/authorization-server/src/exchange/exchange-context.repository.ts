@@ -67,6 +67,13 @@ type TaskRowRead = Omit<TaskRow, 'allowed' | 'metadata'> & { allowed_text: strin
 const MAX_VERIFIED_TASKS = 10_000;
 
 /**
+ * Most characters of task rows remembered in all (see {@link ExchangeContextRepository.verified}):
+ * a row is what its orchestrator declared, up to the Tasks API's 64 KiB body, so the count of
+ * rows alone would let one orchestrator hold ~10 000 × 64 KiB of every instance's memory.
+ */
+const MAX_VERIFIED_TASK_CHARS = 16 * 1024 * 1024;
+
+/**
  * The reads of the token-exchange hot path, in plain SQL. Connector catalogues (the policy's
  * input) are held in memory and dropped as soon as a change to the connector is notified on
  * {@link CONNECTOR_CHANGED_CHANNEL}; nothing is held while that channel is not listened to
@@ -82,6 +89,8 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
   private readonly integrity: RowIntegrity;
   /** Per task id, the row as it was when its tag last verified (see {@link verified}). */
   private readonly verifiedTasks = new Map<string, string>();
+  /** The characters {@link verifiedTasks} holds (its rows' lengths). */
+  private verifiedChars = 0;
   /** Task reads, batched per turn of the event loop and never cached (see {@link task}). */
   private readonly tasks = new DataLoader<string, ExchangeTask | undefined>((ids) => this.readTasks(ids), {
     cache: false,
@@ -164,10 +173,20 @@ export class ExchangeContextRepository implements OnApplicationShutdown {
       instantOf(read.expires_at),
       read.integrity_tag,
     ]);
-    if (this.verifiedTasks.get(row.id) === seen) return true;
+    const held = this.verifiedTasks.get(row.id);
+    if (held === seen) return true;
     if (!this.integrity.verifyTask(taskIntegrityFieldsOf(row), row.integrity_tag)) return false;
-    if (this.verifiedTasks.size >= MAX_VERIFIED_TASKS) this.verifiedTasks.clear();
+    if (held !== undefined) {
+      this.verifiedTasks.delete(row.id);
+      this.verifiedChars -= held.length;
+    }
+    // Bounded in rows and in characters: past either, everything goes (it is only a memo).
+    if (this.verifiedTasks.size >= MAX_VERIFIED_TASKS || this.verifiedChars + seen.length > MAX_VERIFIED_TASK_CHARS) {
+      this.verifiedTasks.clear();
+      this.verifiedChars = 0;
+    }
     this.verifiedTasks.set(row.id, seen);
+    this.verifiedChars += seen.length;
     return true;
   }
 
