@@ -30,13 +30,13 @@ async function startCollector(): Promise<{ url: string; bodies: string[]; server
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies, server };
 }
 
-async function payThroughGateway(services: TestServices, world: World): Promise<number> {
+async function payThroughGateway(services: TestServices, world: World, traceparent = TRACEPARENT): Promise<number> {
   const task = await createTask(services, world.orchestrator);
   const exchanged = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, PAYOUT_REQUEST));
   expect(exchanged.status).toBe(200);
   const response = await http(`${services.gatewayUrl}/connectors/payments/v1/payouts`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${exchanged.body.access_token}`, 'content-type': 'application/json', traceparent: TRACEPARENT },
+    headers: { authorization: `Bearer ${exchanged.body.access_token}`, 'content-type': 'application/json', traceparent },
     body: JSON.stringify({ destination: 'acct_1', amount: 42000, currency: 'usd' }),
   });
   return response.status;
@@ -64,6 +64,34 @@ describe('tracing: spans over OTLP, traceparent upstream', () => {
       expect(sent).not.toBe(TRACEPARENT);
     } finally {
       await services.close();
+      collector.server.close();
+    }
+  });
+
+  it("ignores the caller's sampled flag: an agent can neither switch tracing off for its calls nor force it on", async () => {
+    const collector = await startCollector();
+    /** The traceparent the upstream got for a call sent with `traceparent`, tracing on with `env`. */
+    const upstreamTraceparent = async (env: Record<string, string>, traceparent: string) => {
+      const services = await startTestServices({ gateway: createGatewayApp, env: { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, ...env } });
+      try {
+        const world = await seedWorld(services.runtime.pool, payments.url);
+        await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
+        expect(await payThroughGateway(services, world, traceparent)).toBe(201);
+        return payments.received[payments.received.length - 1].headers.traceparent as string;
+      } finally {
+        await services.close();
+      }
+    };
+    try {
+      // Sampled flag set, the operator's ratio 0: the call is not traced for the agent's asking.
+      const forced = await upstreamTraceparent({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' }, TRACEPARENT);
+      // Sampled flag clear, every request traced (the default): the call is traced all the same.
+      const hidden = await upstreamTraceparent({}, `00-${TRACE_ID}-00f067aa0ba902b7-00`);
+      expect([forced, hidden]).toEqual([
+        expect.stringMatching(new RegExp(`^00-${TRACE_ID}-[0-9a-f]{16}-00$`)),
+        expect.stringMatching(new RegExp(`^00-${TRACE_ID}-[0-9a-f]{16}-01$`)),
+      ]);
+    } finally {
       collector.server.close();
     }
   });

@@ -158,17 +158,31 @@ describe('loadConfig', () => {
   });
 
   it('turns tracing on only with an OTLP endpoint, and reads the traceparent forwarding switch', () => {
-    expect(loadConfig({}).tracing).toEqual({ enabled: false, endpoint: undefined, serviceName: undefined, forwardTraceparent: true });
+    expect(loadConfig({}).tracing).toEqual({ enabled: false, endpoint: undefined, serviceName: undefined, forwardTraceparent: true, sampleRatio: 1 });
     expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/', OTEL_SERVICE_NAME: 'writ-eu' }).tracing).toEqual({
       enabled: true,
       endpoint: 'http://collector:4318/v1/traces',
       serviceName: 'writ-eu',
       forwardTraceparent: true,
+      sampleRatio: 1,
     });
     expect(loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces', OTEL_SDK_DISABLED: 'true' }).tracing.enabled).toBe(false);
     expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_TRACES_EXPORTER: 'none' }).tracing.enabled).toBe(false);
     expect(loadConfig({ WRIT_TRACE_FORWARD: 'false' }).tracing.forwardTraceparent).toBe(false);
     expect(() => loadConfig({ WRIT_TRACE_FORWARD: 'no' })).toThrow(/WRIT_TRACE_FORWARD must be true or false/);
+  });
+
+  it('reads the trace sampling ratio from the standard OTEL_TRACES_SAMPLER variables, parentbased_ forms alike', () => {
+    const ratio = (env: Record<string, string>) => loadConfig(env).tracing.sampleRatio;
+    expect(ratio({ OTEL_TRACES_SAMPLER: 'always_off' })).toBe(0);
+    expect(ratio({ OTEL_TRACES_SAMPLER: 'parentbased_always_off' })).toBe(0);
+    expect(ratio({ OTEL_TRACES_SAMPLER: 'parentbased_always_on' })).toBe(1);
+    expect(ratio({ OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.25' })).toBe(0.25);
+    expect(ratio({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '.5' })).toBe(0.5);
+    expect(ratio({ OTEL_TRACES_SAMPLER: 'traceidratio' })).toBe(1);
+    expect(() => loadConfig({ OTEL_TRACES_SAMPLER: 'jaeger_remote' })).toThrow(/OTEL_TRACES_SAMPLER must be/);
+    for (const bad of ['2', '-0.1', 'half', '1e-1'])
+      expect(() => loadConfig({ OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: bad })).toThrow(/OTEL_TRACES_SAMPLER_ARG must be a number/);
   });
 
   it('refuses gateway limits that are not integers in range', () => {

@@ -199,6 +199,14 @@ export interface TracingConfig {
    * `traceparent` and `tracestate` from upstream requests.
    */
   readonly forwardTraceparent: boolean;
+  /**
+   * Share of traces recorded, 0 to 1 (default 1: every request), from the standard
+   * `OTEL_TRACES_SAMPLER` (`always_on`, `always_off`, `traceidratio` or their `parentbased_`
+   * forms, read alike) and `OTEL_TRACES_SAMPLER_ARG` (the ratio, default 1). Decided from the
+   * trace id at each service: the sampled flag of a caller's `traceparent` is never obeyed (a
+   * caller could switch tracing off for its own requests, or force every one of them traced).
+   */
+  readonly sampleRatio: number;
 }
 
 /** See {@link WritConfig.http}. */
@@ -391,6 +399,25 @@ function workerCount(env: Env, problems: string[]): number {
     return integer(env, 'WRIT_WORKERS', 1, 1, 256, problems);
   problems.push(`WRIT_WORKERS must be "auto" or an integer from 1 to 256, got "${raw}"`);
   return 1;
+}
+
+/** `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`: see {@link TracingConfig.sampleRatio}. */
+function sampleRatio(env: Env, problems: string[]): number {
+  const sampler = (env.OTEL_TRACES_SAMPLER || 'parentbased_always_on').replace(/^parentbased_/, '');
+  if (sampler === 'always_on') return 1;
+  if (sampler === 'always_off') return 0;
+  const raw = env.OTEL_TRACES_SAMPLER_ARG;
+  if (sampler !== 'traceidratio') {
+    problems.push(`OTEL_TRACES_SAMPLER must be always_on, always_off or traceidratio (or a parentbased_ form), got "${env.OTEL_TRACES_SAMPLER}"`);
+    return 1;
+  }
+  if (raw === undefined || raw === '') return 1;
+  const ratio = Number(raw);
+  if (!/^(0|1|0?\.[0-9]+|1\.0*)$/.test(raw) || ratio > 1) {
+    problems.push(`OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, got "${raw}"`);
+    return 1;
+  }
+  return ratio;
 }
 
 function boolean(env: Env, name: string, fallback: boolean, problems: string[]): boolean {
@@ -795,6 +822,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
         (env.OTEL_EXPORTER_OTLP_ENDPOINT ? `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined),
       serviceName: env.OTEL_SERVICE_NAME || undefined,
       forwardTraceparent: boolean(env, 'WRIT_TRACE_FORWARD', true, problems),
+      sampleRatio: sampleRatio(env, problems),
     }),
   };
   if (problems.length > 0) throw new ConfigError(problems);

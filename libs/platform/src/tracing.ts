@@ -1,4 +1,5 @@
-import { context, propagation, Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { Attributes, Context, context, Link, propagation, Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import type { Sampler, SamplingResult } from '@opentelemetry/sdk-trace-node';
 import type { NextFunction, Request, Response } from 'express';
 import type { Pool } from 'pg';
 import type { Logger } from 'pino';
@@ -25,12 +26,14 @@ const tracer = () => trace.getTracer('writ');
 /** Starts the SDK when configured; returns its shutdown (flushes pending spans), or undefined when off. */
 export async function startTracing(config: WritConfig, service: string, logger: Logger): Promise<(() => Promise<void>) | undefined> {
   if (!config.tracing.enabled || enabled) return undefined;
-  const { NodeTracerProvider, BatchSpanProcessor } = await import('@opentelemetry/sdk-trace-node');
+  const { NodeTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } = await import('@opentelemetry/sdk-trace-node');
   const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
   const { resourceFromAttributes } = await import('@opentelemetry/resources');
   const serviceName = config.tracing.serviceName ?? (service === 'writ' ? 'writ' : `writ-${service}`);
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ 'service.name': serviceName }),
+    // Spans within a request follow its server span; the server span is sampled from its trace id alone.
+    sampler: new CallerFlagIgnored(new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.tracing.sampleRatio) })),
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: config.tracing.endpoint }))],
   });
   // Global tracer provider, W3C trace-context propagator and AsyncLocalStorage context.
@@ -46,6 +49,25 @@ export async function startTracing(config: WritConfig, service: string, logger: 
     context.disable();
     enabled = false;
   };
+}
+
+/**
+ * Samples a span whose parent is a caller's (`traceparent` of a request) as a new trace's root:
+ * the trace is continued (same trace id), but the caller's sampled flag decides nothing. Obeyed,
+ * an agent could switch tracing off for its own calls (`-00`), or force every one of them traced
+ * past the operator's ratio (`-01`). One span context read per server span.
+ */
+class CallerFlagIgnored implements Sampler {
+  constructor(private readonly sampler: Sampler) {}
+
+  shouldSample(parent: Context, traceId: string, name: string, kind: SpanKind, attributes: Attributes, links: Link[]): SamplingResult {
+    const remote = trace.getSpanContext(parent)?.isRemote === true;
+    return this.sampler.shouldSample(remote ? trace.deleteSpan(parent) : parent, traceId, name, kind, attributes, links);
+  }
+
+  toString(): string {
+    return `CallerFlagIgnored{${this.sampler.toString()}}`;
+  }
 }
 
 /** A span that already happened (ended now, `seconds` long), child of the active span. */
