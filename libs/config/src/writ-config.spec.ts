@@ -173,16 +173,21 @@ describe('loadConfig', () => {
   });
 
   it('reads the trace sampling ratio from the standard OTEL_TRACES_SAMPLER variables, parentbased_ forms alike', () => {
-    const ratio = (env: Record<string, string>) => loadConfig(env).tracing.sampleRatio;
+    const on = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' };
+    const ratio = (env: Record<string, string>) => loadConfig({ ...on, ...env }).tracing.sampleRatio;
     expect(ratio({ OTEL_TRACES_SAMPLER: 'always_off' })).toBe(0);
     expect(ratio({ OTEL_TRACES_SAMPLER: 'parentbased_always_off' })).toBe(0);
     expect(ratio({ OTEL_TRACES_SAMPLER: 'parentbased_always_on' })).toBe(1);
     expect(ratio({ OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.25' })).toBe(0.25);
     expect(ratio({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '.5' })).toBe(0.5);
     expect(ratio({ OTEL_TRACES_SAMPLER: 'traceidratio' })).toBe(1);
-    expect(() => loadConfig({ OTEL_TRACES_SAMPLER: 'jaeger_remote' })).toThrow(/OTEL_TRACES_SAMPLER must be/);
+    expect(() => loadConfig({ ...on, OTEL_TRACES_SAMPLER: 'jaeger_remote' })).toThrow(/OTEL_TRACES_SAMPLER must be/);
     for (const bad of ['2', '-0.1', 'half', '1e-1'])
-      expect(() => loadConfig({ OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: bad })).toThrow(/OTEL_TRACES_SAMPLER_ARG must be a number/);
+      expect(() => loadConfig({ ...on, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: bad })).toThrow(
+        /OTEL_TRACES_SAMPLER_ARG must be a number/,
+      );
+    // Tracing off: a sampler set in the environment for other software is not Writ's to refuse.
+    expect(loadConfig({ OTEL_TRACES_SAMPLER: 'jaeger_remote', OTEL_TRACES_SAMPLER_ARG: 'half' }).tracing).toMatchObject({ enabled: false, sampleRatio: 1 });
   });
 
   it('refuses gateway limits that are not integers in range', () => {

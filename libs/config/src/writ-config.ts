@@ -762,6 +762,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
   const workers = workerCount(env, problems);
   const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(cwd, dataDirRaw);
   const checkpointFileRaw = env.WRIT_AUDIT_CHECKPOINT_FILE || join(dataDir, 'audit-checkpoints.jsonl');
+  const tracingOn =
+    Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) &&
+    env.OTEL_SDK_DISABLED !== 'true' &&
+    env.OTEL_TRACES_EXPORTER !== 'none';
   const config: WritConfig = {
     databaseUrl,
     migrationDatabaseUrl,
@@ -813,16 +817,14 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
     }),
     http: httpServer(env, problems),
     tracing: Object.freeze({
-      enabled:
-        Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) &&
-        env.OTEL_SDK_DISABLED !== 'true' &&
-        env.OTEL_TRACES_EXPORTER !== 'none',
+      enabled: tracingOn,
       endpoint:
         env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ||
         (env.OTEL_EXPORTER_OTLP_ENDPOINT ? `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined),
       serviceName: env.OTEL_SERVICE_NAME || undefined,
       forwardTraceparent: boolean(env, 'WRIT_TRACE_FORWARD', true, problems),
-      sampleRatio: sampleRatio(env, problems),
+      // Read only when tracing is on: a sampler set for other software in the environment does not stop Writ.
+      sampleRatio: tracingOn ? sampleRatio(env, problems) : 1,
     }),
   };
   if (problems.length > 0) throw new ConfigError(problems);
