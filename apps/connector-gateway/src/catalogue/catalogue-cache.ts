@@ -5,6 +5,8 @@ import type { ConnectorOperation } from '@writ/database';
 interface CompiledOperation {
   operation: ConnectorOperation;
   template: PathTemplate;
+  /** Per segment of the template: its literal case folded, or undefined for a parameter (see {@link lenientReadings}). */
+  folded: Array<string | undefined>;
 }
 
 interface CompiledCatalogue {
@@ -33,15 +35,6 @@ function lenientReadings(segment: string, last: boolean): string[] {
   return last && dot > 0 ? [base, base.slice(0, dot)] : [base];
 }
 
-/** Whether a template matches the segments as a lenient router reads them (see {@link lenientReadings}). */
-function matchesLeniently(template: PathTemplate, segments: readonly string[]): boolean {
-  if (segments.length !== template.segments.length) return false;
-  return template.segments.every((expected, index) => {
-    if (!('literal' in expected)) return segments[index] !== '';
-    return lenientReadings(segments[index], index === segments.length - 1).includes(foldCase(expected.literal));
-  });
-}
-
 /**
  * Compiled operation catalogues, keyed by connector and recompiled whenever the stored
  * catalogue text changes (it is read with every call, so an admin change applies at once).
@@ -63,10 +56,17 @@ export class CatalogueCache {
     if (found.length > 1) return { kind: 'ambiguous', names: found.map((entry) => entry.operation.name) };
     // `{id}` takes `export;x`, `EXPORT` and `export.json` where the upstream's router may find
     // the literal `/export` of another operation: the checked operation would not be the one run.
-    const lenient = catalogue.operations.filter(
-      ({ operation, template }) => operation !== found[0].operation && operation.method === method && matchesLeniently(template, segments),
+    const others = catalogue.operations.filter(
+      ({ operation, folded }) => operation !== found[0].operation && operation.method === method && folded.length === segments.length,
     );
-    if (lenient.length > 0) return { kind: 'ambiguous', names: [found[0].operation.name, ...lenient.map(({ operation }) => operation.name)], lenient: true };
+    if (others.length > 0) {
+      // Each segment read once for every operation compared (literals were folded at compile time).
+      const readings = segments.map((segment, index) => lenientReadings(segment, index === segments.length - 1));
+      const lenient = others.filter(({ folded }) =>
+        folded.every((literal, index) => (literal === undefined ? segments[index] !== '' : readings[index].includes(literal))),
+      );
+      if (lenient.length > 0) return { kind: 'ambiguous', names: [found[0].operation.name, ...lenient.map(({ operation }) => operation.name)], lenient: true };
+    }
     return { kind: 'matched', ...found[0] };
   }
 
@@ -76,7 +76,9 @@ export class CatalogueCache {
     const operations: CompiledOperation[] = [];
     for (const operation of JSON.parse(text) as ConnectorOperation[]) {
       try {
-        operations.push({ operation: { ...operation, method: operation.method.toUpperCase() }, template: compilePathTemplate(operation.path) });
+        const template = compilePathTemplate(operation.path);
+        const folded = template.segments.map((segment) => ('literal' in segment ? foldCase(segment.literal) : undefined));
+        operations.push({ operation: { ...operation, method: operation.method.toUpperCase() }, template, folded });
       } catch {
         // An operation whose path cannot be compiled matches nothing (the admin API refuses them).
       }
