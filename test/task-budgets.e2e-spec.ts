@@ -1,3 +1,6 @@
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { createTask, exchangeFields, seedWorld, tasksToken, World, payoutEntry as sharedPayoutEntry } from './support/grant-flow';
@@ -201,6 +204,60 @@ describe('task budgets across credentials and gateway instances', () => {
     // The whole budget is still there for a gateway that can reach the upstream.
     expect((await pay(first.gatewayUrl, await credential(task.task_token, request), 30000, 'namedpay')).status).toBe(201);
     expect(payouts()).toBe(before + 1);
+  });
+
+  it('keeps the reservation when the resend after an upstream 401 cannot connect: the first send reached the upstream', async () => {
+    // A client-credentials connector: the upstream takes the payout, answers 401 and goes away
+    // (Connection: close, listener closed), so the gateway's refreshed resend is refused at
+    // connect. The request did reach the upstream: its reservation is not given back.
+    let received = 0;
+    const tokens = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ access_token: `at_${Date.now()}_${Math.random()}`, token_type: 'Bearer', expires_in: 3600 }));
+    });
+    const vanishing = createServer((req, res) => {
+      received += 1;
+      req.resume();
+      vanishing.close();
+      res.writeHead(401, { connection: 'close', 'www-authenticate': 'Bearer error="invalid_token"' });
+      res.end();
+    });
+    const listen = async (server: ReturnType<typeof createServer>) => {
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    };
+    const tokenUrl = `${await listen(tokens)}/oauth/token`;
+    try {
+      await seedConnector(first.runtime.pool, 'flakypay', PAYMENTS_OPERATIONS, await listen(vanishing));
+      await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'flakypay', {
+        type: 'oauth2_client_credentials',
+        token_url: tokenUrl,
+        client_id: 'writ',
+        client_secret: 'cs_flakypay_0123456789',
+      });
+      const task = await createTask(first, world.orchestrator, {
+        allowed: [{ ...payoutEntry(30000, { calls: 1, sum: { amount_max: 30000 } }), connector: 'flakypay' }],
+      });
+      const request = [{ ...payoutEntry(30000), connector: 'flakypay' }];
+      const failed = await pay(first.gatewayUrl, await credential(task.task_token, request), 30000, 'flakypay');
+      expect(failed.status).toBe(502);
+      expect(received).toBe(1);
+      await expectCharged(task.task_id, 1, 30000);
+      await first.runtime.audit.drain();
+      const released = await first.runtime.pool.query(`SELECT count(*) FROM audit_events WHERE task_id = $1 AND type = 'gateway.budget_released'`, [
+        task.task_id,
+      ]);
+      expect(Number(released.rows[0].count)).toBe(0);
+      // The budget is spent: another payout is refused before anything is sent.
+      const again = await pay(first.gatewayUrl, await credential(task.task_token, request), 1, 'flakypay');
+      expect(again.status).toBe(403);
+      expect(again.body.rule).toBe('limit:calls');
+    } finally {
+      tokens.close();
+      vanishing.close();
+    }
   });
 
   it('sums decimal amounts exactly: 0.1 + 0.2 fills a limit of 0.3, and what is left reads 0.2, not 0.19999999999999998', async () => {

@@ -596,9 +596,13 @@ export class ProxyService {
     let response: Dispatcher.ResponseData;
     // Header values injected upstream (a user's own access token included): never echoed back to the agent.
     const injected = checked.credential ? [checked.credential.value.replace(/^Bearer /, '')] : [];
+    // Once the upstream has answered one send of this call, the request has reached it: a resend
+    // that then cannot connect does not give the reservation back.
+    let reached = false;
     try {
       let sentWith: CredentialHeader | undefined = checked.credential;
       response = await send(sentWith);
+      reached = true;
       if (response.statusCode === 401 && this.credentials.isRefreshable(sealed)) {
         // The upstream refused its token before acting on the request: refresh once (only the
         // refused token, within the limits of the credential's type) and resend.
@@ -617,8 +621,9 @@ export class ProxyService {
     } catch (error) {
       const failure = sendFailure(error, deadline);
       const failed = this.event(call, 'gateway.upstream', 'failure', { status: failure.status, error: failure.error, reason: failure.reason });
-      // The request never left (no connection): the call's budget reservation is given back.
-      const release = reservation && neverSent(error) ? reservation : undefined;
+      // The request never left (no connection, and no earlier send of it answered): the call's
+      // budget reservation is given back.
+      const release = reservation && !reached && neverSent(error) ? reservation : undefined;
       await (
         release
           ? this.audit.recordWith(
