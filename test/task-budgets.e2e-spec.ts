@@ -260,6 +260,126 @@ describe('task budgets across credentials and gateway instances', () => {
     }
   });
 
+  it('keeps the reservation of a call that left: upstream timeout, reset after the request, agent gone mid-call', async () => {
+    // An upstream that takes each payout and then hangs, resets the connection, or answers late.
+    let mode: 'hang' | 'reset' | 'late' = 'hang';
+    let received = 0;
+    const taker = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        received += 1;
+        if (mode === 'reset') req.socket.destroy();
+        else if (mode === 'late') setTimeout(() => res.writeHead(201, { 'content-type': 'application/json' }).end('{}'), 600).unref();
+      });
+    });
+    taker.listen(0, '127.0.0.1');
+    await once(taker, 'listening');
+    await seedConnector(first.runtime.pool, 'takerpay', PAYMENTS_OPERATIONS, `http://127.0.0.1:${(taker.address() as AddressInfo).port}`);
+    await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'takerpay', { type: 'bearer', token: SECRET });
+    const impatient = await startSecondInstance(first, { gateway: createGatewayApp, env: { WRIT_UPSTREAM_TIMEOUT_MS: '300' } });
+    try {
+      const entry = { ...payoutEntry(30000, { calls: 5, sum: { amount_max: 30000 } }), connector: 'takerpay' };
+      const request = [{ ...payoutEntry(30000), connector: 'takerpay' }];
+      const expectKept = async (taskId: string) => {
+        await expectCharged(taskId, 1, 30000);
+        await first.runtime.audit.drain();
+        await impatient.runtime.audit.drain();
+        const released = await first.runtime.pool.query(`SELECT count(*) FROM audit_events WHERE task_id = $1 AND type = 'gateway.budget_released'`, [taskId]);
+        expect(Number(released.rows[0].count)).toBe(0);
+      };
+      for (const [kind, status] of [
+        ['hang', 504],
+        ['reset', 502],
+      ] as const) {
+        mode = kind;
+        const task = await createTask(first, world.orchestrator, { allowed: [entry] });
+        const before = received;
+        expect((await pay(gatewayOf(impatient), await credential(task.task_token, request), 30000, 'takerpay')).status).toBe(status);
+        expect(received).toBe(before + 1);
+        await expectKept(task.task_id);
+      }
+      // The agent hangs up while the upstream is still working on its payout.
+      mode = 'late';
+      const task = await createTask(first, world.orchestrator, { allowed: [entry] });
+      const token = await credential(task.task_token, request);
+      const before = received;
+      const gone = new AbortController();
+      const call = http(`${first.gatewayUrl}/connectors/takerpay/v1/payouts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ destination: 'acct_1', amount: 30000, currency: 'usd' }),
+        signal: gone.signal,
+      });
+      for (let wait = 0; wait < 100 && received === before; wait += 1) await new Promise((resolve) => setTimeout(resolve, 10));
+      gone.abort();
+      await expect(call).rejects.toThrow();
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      expect(received).toBe(before + 1);
+      await expectKept(task.task_id);
+    } finally {
+      await impatient.close();
+      taker.closeAllConnections();
+      taker.close();
+    }
+  });
+
+  it('charges the amount of the whole body as forwarded: chunked, and past the body limit nothing at all', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(30000, { calls: 5, sum: { amount_max: 30000 } })] });
+    const before = payouts();
+    // Chunked, the amount split across chunks: read and charged whole.
+    const chunked = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"destination":"acct_1","amo'));
+        controller.enqueue(new TextEncoder().encode('unt":20000,"currency":"usd"}'));
+        controller.close();
+      },
+    });
+    const sent = await http(`${first.gatewayUrl}/connectors/payments/v1/payouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await credential(task.task_token, [payoutEntry(30000)])}`, 'content-type': 'application/json' },
+      body: chunked,
+      duplex: 'half',
+    });
+    expect(sent.status).toBe(201);
+    await expectCharged(task.task_id, 1, 20000);
+    // Past WRIT_GATEWAY_BODY_LIMIT, chunked (no Content-Length): refused whole, a small amount in
+    // the prefix read so far charges nothing, and nothing is sent.
+    const oversized = `{"destination":"acct_1","amount":1,"currency":"usd","memo":"${'x'.repeat(1_100_000)}"}`;
+    const big = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode(oversized.slice(0, 64)));
+        controller.enqueue(new TextEncoder().encode(oversized.slice(64)));
+        controller.close();
+      },
+    });
+    const refused = await http(`${first.gatewayUrl}/connectors/payments/v1/payouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await credential(task.task_token, [payoutEntry(30000)])}`, 'content-type': 'application/json' },
+      body: big,
+      duplex: 'half',
+    }).catch(() => ({ status: 413 }));
+    expect(refused.status).toBe(413);
+    expect(payouts()).toBe(before + 1);
+    await expectCharged(task.task_id, 1, 20000);
+  });
+
+  it('never forwards more than a sum allows when calls of mixed amounts race on both instances', async () => {
+    const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(1000, { calls: 30, sum: { amount_max: 1000 } })] });
+    const amounts = Array.from({ length: 40 }, (_, n) => [7, 13, 101, 250, 333, 0.5, 999][n % 7]);
+    const tokens = await Promise.all(amounts.map(() => credential(task.task_token, [payoutEntry(1000)])));
+    const before = upstream.received.length;
+    const results = await Promise.all(amounts.map((amount, n) => pay(n % 2 ? secondGateway() : first.gatewayUrl, tokens[n], amount)));
+    const forwarded = upstream.received.slice(before).map((request) => (JSON.parse(request.body.toString('utf8')) as { amount: number }).amount);
+    expect(forwarded).toHaveLength(results.filter((result) => result.status === 201).length);
+    const total = forwarded.reduce((sum, amount) => sum + amount, 0);
+    expect(total).toBeLessThanOrEqual(1000);
+    const { rows } = await first.runtime.pool.query(`SELECT used::float8 AS used FROM task_budgets WHERE task_id = $1 AND rule = 'sum:amount_max'`, [
+      task.task_id,
+    ]);
+    expect(rows[0].used).toBeCloseTo(total, 9);
+    for (const result of results.filter((result) => result.status !== 201)) expect(result.body.rule).toBe('limit:sum:amount_max');
+  });
+
   it('sums decimal amounts exactly: 0.1 + 0.2 fills a limit of 0.3, and what is left reads 0.2, not 0.19999999999999998', async () => {
     const task = await createTask(first, world.orchestrator, { allowed: [payoutEntry(1, { sum: { amount_max: 0.3 } })] });
     const before = payouts();
