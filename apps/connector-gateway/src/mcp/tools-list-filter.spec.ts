@@ -44,3 +44,55 @@ describe('tool list filtering', () => {
     expect(JSON.parse(events[1].split('\n')[1].slice(6)).result.tools).toEqual([{ name: 'lookup' }]);
   });
 });
+
+async function through(chunks: readonly (string | Buffer)[]): Promise<string> {
+  let out = '';
+  for await (const chunk of Readable.from(chunks.map((chunk) => Buffer.from(chunk))).pipe(new ToolsListSseFilter(GRANTED))) out += String(chunk);
+  return out;
+}
+
+describe('tool list filtering: events as an SSE client splits them', () => {
+  it('ends an event at a blank line whatever its line endings (LF then CR is one)', async () => {
+    // An EventSource (WHATWG) reads `\n\r` as a line end and an empty line: two events. Read as
+    // one, the pair is not JSON and the tool list went through uncut.
+    const other = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: {} });
+    for (const [end, blank] of [
+      ['\n', '\r'],
+      ['\r\n', '\n'],
+      ['\r', '\r'],
+      ['\n', '\r\n'],
+    ]) {
+      const out = await through([`event: message${end}data: ${JSON.stringify(LIST)}${end}${blank}event: message${end}data: ${other}${end}${blank}`]);
+      expect({ end, blank, out }).toEqual({ end, blank, out: expect.not.stringContaining('wipe') });
+      expect(out).toContain('notifications/progress');
+    }
+  });
+
+  it('splits events across chunks as they come, a CR LF cut between two chunks included', async () => {
+    const out = await through(['data: ', JSON.stringify(LIST), '\r', '\n', '\r', '\ndata: {"jsonrpc":"2.0","method":"x"}\r\n\r\n']);
+    expect(out).not.toContain('wipe');
+    expect(out).toMatch(/^data: \S+\n\r\ndata: \{"jsonrpc":"2.0","method":"x"\}\r\n\r\n$/);
+  });
+
+  it('reads a "data" line without a colon as an empty data line, as clients do', async () => {
+    const out = await through([`data: {"jsonrpc":"2.0","id":2,\ndata\ndata: "result":${JSON.stringify(LIST.result)}}\n\n`]);
+    expect(out).not.toContain('wipe');
+  });
+
+  it('passes events it does not rewrite byte for byte', async () => {
+    const text = ': keep-alive\r\n\r\nid: 1\revent: message\rdata: {"jsonrpc":"2.0","method":"notifications/progress"}\r\r\n\n';
+    expect(await through([text.slice(0, 9), text.slice(9)])).toBe(text);
+  });
+
+  it('reads a large event arriving in small chunks in linear time (the event loop is shared by every call)', async () => {
+    const payload = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: 'x'.repeat(12 * 1024 * 1024) }] } });
+    const event = Buffer.from(`event: message\ndata: ${payload}\n\n`);
+    const chunks: Buffer[] = [];
+    for (let offset = 0; offset < event.length; offset += 8 * 1024) chunks.push(event.subarray(offset, offset + 8 * 1024));
+    const started = Date.now();
+    const out = await through(chunks);
+    expect(out.length).toBe(event.length);
+    // Rescanning the held event for its end on every chunk took about a minute here.
+    expect(Date.now() - started).toBeLessThan(5_000);
+  }, 120_000);
+});
