@@ -302,6 +302,14 @@ describe('MCP through the gateway', () => {
     expect(await unknown.json()).toMatchObject({ jsonrpc: '2.0', id: 1, error: { code: -32003, data: { error: 'insufficient_scope', rule: 'operation' } } });
     const resources = await post({ jsonrpc: '2.0', id: 2, method: 'resources/read', params: { uri: 'file:///etc/passwd' } });
     expect(await resources.json()).toMatchObject({ id: 2, error: { code: -32003, data: { rule: 'mcp_method' } } });
+    // A free notification's method goes into the append-only audit log as sent: not one of 100 kB.
+    const long = await post({ jsonrpc: '2.0', method: `notifications/${'x'.repeat(100_000)}` });
+    expect(long.status).toBe(403);
+    expect(await long.json()).toMatchObject({ rule: 'mcp_method' });
+    const { rows } = await services.runtime.pool.query<{ n: string }>(
+      `SELECT count(*) AS n FROM audit_events WHERE connector_id = 'tools' AND length(data->>'mcp_method') > 128`,
+    );
+    expect(rows[0].n).toBe('0');
     const batch = await post([{ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'lookup', arguments: { q: 'x' } } }]);
     expect(batch.status).toBe(400);
     const path = await fetch(`${services.gatewayUrl}/connectors/tools/other`, { method: 'POST', headers: { authorization: `Bearer ${accessToken}` } });

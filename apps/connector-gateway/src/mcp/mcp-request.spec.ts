@@ -82,6 +82,29 @@ describe('classifyMcpRequest', () => {
     }
   });
 
+  it('lets through only notifications whose method the audit log can hold as sent (they spend nothing)', () => {
+    const notify = (method: string) => () => classifyMcpRequest('POST', { jsonrpc: '2.0', method }, TOOLS, ['transfer']);
+    const longest = `notifications/${'x'.repeat(114)}`;
+    expect(notify(longest)()).toMatchObject({ method: longest, spends: false });
+    expect(notify('notifications/resources/list_changed')()).toMatchObject({ spends: false });
+    for (const method of [
+      `notifications/${'x'.repeat(1_000_000)}`,
+      `${longest}x`,
+      'notifications/',
+      'notifications/a b',
+      'notifications/\u00e9',
+      'notifications/x\r\n',
+    ]) {
+      expect(notify(method)).toThrow(InsufficientScopeError);
+      try {
+        notify(method)();
+      } catch (error) {
+        expect((error as InsufficientScopeError).rule).toBe('mcp_method');
+        expect((error as InsufficientScopeError).description.length).toBeLessThan(300);
+      }
+    }
+  });
+
   it('refuses a body on GET or DELETE, and other HTTP methods', () => {
     expect(() => classifyMcpRequest('GET', {}, TOOLS, ['transfer'])).toThrow(InvalidRequestError);
     expect(() => classifyMcpRequest('PUT', call({ name: 'transfer' }), TOOLS, ['transfer'])).toThrow(InvalidRequestError);

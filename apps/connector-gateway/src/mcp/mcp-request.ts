@@ -20,6 +20,15 @@ export interface McpCall {
 /** Methods any holder of a credential for the connector may send (no use spent, still audited). */
 const FREE_METHODS = new Set(['initialize', 'ping', 'tools/list']);
 
+/**
+ * A notification any holder of a credential may send: `notifications/` and a name of printable
+ * ASCII, 128 characters in all. Its method is recorded as it is in two audit events (the
+ * `gateway.call` and the `gateway.upstream`), and a notification spends nothing: a method of any
+ * length (up to the body limit) would let an agent write megabytes into the append-only log per
+ * free request. Every notification MCP defines is a short ASCII name.
+ */
+const NOTIFICATION_METHOD = /^notifications\/[\x21-\x7e]{1,114}$/;
+
 /** The members of a JSON-RPC 2.0 message (its section 4 and 5): nothing else is forwarded. */
 const MESSAGE_MEMBERS = new Set(['jsonrpc', 'id', 'method', 'params', 'result', 'error']);
 /** The members of `tools/call` params the gateway reads (`_meta` carries the progress token). */
@@ -182,7 +191,7 @@ export function classifyMcpRequest(
   if (method === 'notifications/roots/list_changed') {
     throw new InsufficientScopeError('roots are not available through the gateway (the server keeps the directories it was given)', { rule: 'mcp_roots' });
   }
-  if (FREE_METHODS.has(method) || method.startsWith('notifications/')) return { method, spends: false, granted, headers: mcpRequestHeaders(tools) };
+  if (FREE_METHODS.has(method) || NOTIFICATION_METHOD.test(method)) return { method, spends: false, granted, headers: mcpRequestHeaders(tools) };
   if (method !== 'tools/call') {
     throw new InsufficientScopeError(`the MCP method ${safeToken(method)} is not available through the gateway (only tools are granted)`, {
       rule: 'mcp_method',
