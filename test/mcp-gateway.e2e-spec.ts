@@ -286,6 +286,33 @@ describe('MCP through the gateway', () => {
     expect(sse.toolCalls.length).toBe(ran + 1);
   });
 
+  it('records a bounded part of a long array of arguments in the audit log (each string would become a 76-character HMAC)', async () => {
+    const { taskToken } = await task();
+    const transfer = await agentOf(false).credential(taskToken, { connector: 'tools', action: 'transfer', constraints: { to: 'acct_1', amount_max: 100 } });
+    // 20,000 one-letter strings (100 kB of body) under a constrained argument: refused, and audited.
+    const refused = await fetch(`${services.gatewayUrl}/connectors/tools`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${transfer.accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'tools/call',
+        params: { name: 'transfer', arguments: { to: Array(20_000).fill('a'), amount: 5 } },
+      }),
+    });
+    expect(await refused.json()).toMatchObject({ id: 1, error: { data: { rule: 'constraint:to' } } });
+    const { rows } = await services.runtime.pool.query<{ size: number; data: { constraints: Array<{ name: string; actual: unknown[] }> } }>(
+      `SELECT pg_column_size(data) AS size, data FROM audit_events WHERE type = 'gateway.call' AND data->>'jti' = $1`,
+      [JSON.parse(Buffer.from(transfer.accessToken.split('.')[1], 'base64url').toString()).jti],
+    );
+    expect(rows).toHaveLength(1);
+    const actual = rows[0].data.constraints.find((entry) => entry.name === 'to')!.actual;
+    expect(actual).toHaveLength(33);
+    expect(actual[0]).toMatch(/^hmac-sha256:/);
+    expect(actual[32]).toBe('[19968 more]');
+    expect(rows[0].size).toBeLessThan(16_384);
+  });
+
   it('refuses a tool the connector does not list, other MCP methods and JSON-RPC batches', async () => {
     const { taskToken } = await task();
     const { accessToken } = await agentOf(false).credential(taskToken, { connector: 'tools', action: 'lookup' });

@@ -789,14 +789,26 @@ export class ProxyService {
     };
   }
 
-  /** Strings (account references, repository names...) enter the audit log as keyed HMACs; numbers stay readable. */
+  /**
+   * Strings (account references, repository names...) enter the audit log as keyed HMACs; numbers
+   * stay readable. An array keeps its first {@link AUDIT_ARRAY_ELEMENTS} elements and says how
+   * many more there were: the agent chooses its length, and each one-letter string would become
+   * a 76-character HMAC (a 1 MiB body, some 20 MB in each of two events, for a refused call).
+   * Constraint values are scalars or flat arrays of them, so a nested array is `[array]`.
+   */
   private auditValue(value: unknown): unknown {
     if (typeof value === 'string') return `hmac-sha256:${this.master.auditHmac(value)}`;
-    if (Array.isArray(value)) return value.map((element) => this.auditValue(element));
+    if (Array.isArray(value)) {
+      const shown = value.slice(0, AUDIT_ARRAY_ELEMENTS).map((element) => (Array.isArray(element) ? '[array]' : this.auditValue(element)));
+      return value.length > AUDIT_ARRAY_ELEMENTS ? [...shown, `[${value.length - AUDIT_ARRAY_ELEMENTS} more]`] : shown;
+    }
     if (value !== null && typeof value === 'object') return '[object]';
     return value;
   }
 }
+
+/** The elements of an array constraint value an audit event records (see `auditValue`). */
+const AUDIT_ARRAY_ELEMENTS = 32;
 
 const NO_BODY = Buffer.alloc(0);
 
