@@ -85,8 +85,12 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   // The token this call is sent with: its 401 ends that session, not one signed in meanwhile (a
   // poll sent before signing in again answers after it, and must not sign the new token out).
   const sent = token;
-  const headers: Record<string, string> = { accept: 'application/json' };
-  if (sent) headers.authorization = `Bearer ${sent}`;
+  // Signed out, or the session ended (a 401): nothing is sent. The page under the "Session ended"
+  // dialog keeps polling, and each tokenless request would count as a failed authentication of
+  // the admin's address: about 85 a minute, past the throttle's 20, so that the admin (and every
+  // admin behind the same address) would get 429 on signing in again.
+  if (!sent) throw new ApiError(401, 'signed out: sign in to carry on');
+  const headers: Record<string, string> = { accept: 'application/json', authorization: `Bearer ${sent}` };
   if (options.ifMatch) headers['if-match'] = options.ifMatch;
   if (options.idempotencyKey) headers['idempotency-key'] = options.idempotencyKey;
   let payload: BodyInit | undefined;
