@@ -2,9 +2,9 @@ import type { Browser, Page } from 'playwright-core';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { describeWithBrowser, launchChromium } from './support/browser';
-import { requireApprovalAbove, seedWorld } from './support/grant-flow';
+import { createTask, exchangeFields, PAYOUT_ALLOWED, payoutUpTo, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
-import { sendJson } from './support/oauth-client';
+import { sendJson, tokenRequest } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -12,11 +12,12 @@ const { buildConsole } = require('../scripts/build-console.js') as { buildConsol
 
 /**
  * The console attacked from outside the main story (test/console.e2e-spec.ts): what a page whose
- * session ended sends.
+ * session ended sends, and characters that Chromium draws as nothing.
  */
 describeWithBrowser('admin console hardening in Chromium', () => {
   jest.setTimeout(120_000);
   let services: TestServices;
+  let world: World;
   let payments: MockUpstream;
   let browser: Browser;
   let page: Page;
@@ -25,7 +26,7 @@ describeWithBrowser('admin console hardening in Chromium', () => {
     buildConsole();
     payments = await startPaymentsUpstream('sk_live_console_hardening_51ac');
     services = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
-    await seedWorld(services.runtime.pool, payments.url);
+    world = await seedWorld(services.runtime.pool, payments.url);
     await requireApprovalAbove(services, 10000);
     browser = await launchChromium();
     page = await (await browser.newContext({ viewport: { width: 1440, height: 900 } })).newPage();
@@ -73,5 +74,47 @@ describeWithBrowser('admin console hardening in Chromium', () => {
     await page.waitForTimeout(2_500);
     expect(tokenless).toEqual([]);
     expect(await page.locator('[data-testid=tasks-table] >> xpath=.. >> [role=alert]').count()).toBe(0);
+  });
+
+  it('shows the interlinear annotation characters and the object replacement character, which Chromium draws as nothing', async () => {
+    // U+FFF9 to U+FFFB are format characters but not default-ignorable; U+FFFC is a symbol. Each
+    // is drawn with no width: `acct_1` with them reads as `acct_1`.
+    const invisible = ['\uFFF9', '\uFFFA', '\uFFFB', '\uFFFC'];
+    // Measured in the page (a string: this file is compiled without the DOM's types).
+    const widths = await page.evaluate<number[]>(
+      `(() => {
+        const probe = document.body.appendChild(document.createElement('span'));
+        probe.textContent = 'aa';
+        const plain = probe.getBoundingClientRect().width;
+        const measured = ${JSON.stringify(invisible)}.map((char) => {
+          probe.textContent = 'a' + char + 'a';
+          return probe.getBoundingClientRect().width - plain;
+        });
+        probe.remove();
+        return measured;
+      })()`,
+    );
+    for (const width of widths) expect(Math.abs(width)).toBeLessThan(0.5);
+    await signIn(services.adminToken);
+    const destination = `acct_${invisible.join('')}1`;
+    const allowed = [{ ...PAYOUT_ALLOWED[0], constraints: { ...PAYOUT_ALLOWED[0].constraints, destination } }];
+    const task = await createTask(services, world.orchestrator, { purpose: `pay invoice INV-${invisible.join('')}77 to Acme`, allowed });
+    const details = [{ ...payoutUpTo(42000)[0], constraints: { ...payoutUpTo(42000)[0].constraints, destination } }];
+    const approvalId: string = (await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, details))).body.approval_id;
+    expect(approvalId).toEqual(expect.any(String));
+    await page.click('nav a[href="#/tasks"]');
+    const row = page.locator(`tr[data-task-id="${task.task_id}"]`);
+    await row.waitFor();
+    expect(await row.locator('.purpose').textContent()).toBe('pay invoice INV-⟨U+FFF9⟩⟨U+FFFA⟩⟨U+FFFB⟩⟨U+FFFC⟩77 to Acme');
+    expect(await row.locator('.details').textContent()).toContain('destination="acct_\\ufff9\\ufffa\\ufffb\\ufffc1"');
+    await page.click('nav a[href="#/approvals"]');
+    const card = page.locator(`article[data-approval-id="${approvalId}"]`);
+    await card.locator('[data-testid=purpose]:has-text("INV-")').waitFor();
+    expect(await card.locator('[data-testid=purpose]').textContent()).toBe('pay invoice INV-⟨U+FFF9⟩⟨U+FFFA⟩⟨U+FFFB⟩⟨U+FFFC⟩77 to Acme');
+    expect(await card.locator('pre.json').textContent()).toContain('"destination": "acct_\\ufff9\\ufffa\\ufffb\\ufffc1"');
+    const text = (await card.textContent())!;
+    for (const char of invisible) expect(text).not.toContain(char);
+    await sendJson('POST', `${services.adminUrl}/v1/approvals/${approvalId}/deny`, {}, services.adminToken);
+    await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
   });
 });

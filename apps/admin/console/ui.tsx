@@ -156,9 +156,11 @@ export function when(iso: string | null | undefined): string {
  * Unicode tags (invisible "ASCII"), variation selectors (U+FE00-U+FE0F, U+E0100-U+E01EF), the
  * combining grapheme joiner (U+034F), Hangul fillers, Mongolian selectors and the unassigned
  * ones (U+2065). A list of a few of them left the others to disguise a value: `acct_1` + U+034F
- * reads as `acct_1`.
+ * reads as `acct_1`. Also the interlinear annotation characters (U+FFF9-U+FFFB, format characters
+ * that are not default-ignorable) and the object replacement character (U+FFFC): Chromium draws
+ * each of them with no width either (a scan of every code point finds no other).
  */
-const HIDDEN = /[\p{Default_Ignorable_Code_Point}\u061C\u180E\u2028\u2029\u202A-\u202E\u2066-\u2069]/gu;
+const HIDDEN = /[\p{Default_Ignorable_Code_Point}\u061C\u180E\u2028\u2029\u202A-\u202E\u2066-\u2069\uFFF9-\uFFFC]/gu;
 
 const codePoint = (char: string) => (char.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0');
 
