@@ -1,7 +1,9 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Browser, Page } from 'playwright-core';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { describeWithBrowser, launchChromium } from './support/browser';
+import { describeWithBrowser, findChromium, launchChromium } from './support/browser';
 import { createTask, exchangeFields, PAYOUT_ALLOWED, payoutUpTo, requireApprovalAbove, seedWorld, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { sendJson, tokenRequest } from './support/oauth-client';
@@ -12,7 +14,8 @@ const { buildConsole } = require('../scripts/build-console.js') as { buildConsol
 
 /**
  * The console attacked from outside the main story (test/console.e2e-spec.ts): what a page whose
- * session ended sends, and characters that Chromium draws as nothing.
+ * session ended sends, characters that Chromium draws as nothing, and a console left for another
+ * page and brought back from the back/forward cache.
  */
 describeWithBrowser('admin console hardening in Chromium', () => {
   jest.setTimeout(120_000);
@@ -116,5 +119,43 @@ describeWithBrowser('admin console hardening in Chromium', () => {
     for (const char of invisible) expect(text).not.toContain(char);
     await sendJson('POST', `${services.adminUrl}/v1/approvals/${approvalId}/deny`, {}, services.adminToken);
     await sendJson('POST', `${services.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, services.adminToken);
+  });
+
+  it('signs out when the page is left, so that Back cannot bring the console back signed in from the back/forward cache', async () => {
+    // Playwright turns the back/forward cache off; a browser as admins run it has it on.
+    const { chromium } = await import('playwright-core');
+    const cached = await chromium.launch({
+      executablePath: findChromium(),
+      headless: true,
+      ignoreDefaultArgs: ['--disable-back-forward-cache'],
+      args: ['--no-sandbox', '--disable-dev-shm-usage'],
+    });
+    const elsewhere = createServer((_request, response) => response.end('<!doctype html><title>elsewhere</title><p>elsewhere</p>'));
+    await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
+    try {
+      const tab = await (await cached.newContext()).newPage();
+      await tab.goto(`${services.adminUrl}/console/`);
+      await tab.fill('input[name=token]', services.adminToken);
+      await tab.click('button[type=submit]');
+      await tab.waitForSelector('[data-testid=tasks-table]');
+      await tab.evaluate('window.__kept = true');
+      // The admin goes on to another site in the same tab, then someone presses Back.
+      await tab.goto(`http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}/`);
+      const sentWithToken: string[] = [];
+      tab.on('request', (request) => {
+        if (request.headers().authorization) sentWithToken.push(request.url());
+      });
+      await tab.goBack({ waitUntil: 'commit' });
+      await tab.waitForSelector('input[name=token]');
+      // The page came back from the cache (its memory with it), not from a fresh load.
+      expect(await tab.evaluate('window.__kept')).toBe(true);
+      expect(await tab.locator('[data-testid=who]').count()).toBe(0);
+      expect(await tab.locator('[data-testid=tasks-table]').count()).toBe(0);
+      await tab.waitForTimeout(3_000);
+      expect(sentWithToken).toEqual([]);
+    } finally {
+      await cached.close();
+      elsewhere.close();
+    }
   });
 });

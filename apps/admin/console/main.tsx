@@ -266,6 +266,14 @@ function App() {
     setSession(null);
     setEnded(false);
   };
+  // Leaving the page signs out, as closing the tab does. The browser keeps a page left by a
+  // navigation in its back/forward cache, whole, memory included: Back would otherwise bring the
+  // console back signed in, polling with the token, to whoever uses the browser next.
+  useEffect(() => {
+    const leave = () => signOut();
+    window.addEventListener('pagehide', leave);
+    return () => window.removeEventListener('pagehide', leave);
+  }, []);
   const signedIn = (next: Session) => {
     setSession(next);
     setEnded(false);
