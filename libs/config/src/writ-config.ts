@@ -301,7 +301,8 @@ export interface OperationsConfig {
   readonly keyRefreshSeconds: number;
   /**
    * `WRIT_KEY_ROTATION_DAYS` (default 90; 0: only by `POST /v1/keys/rotate`): the signing key
-   * is rotated when it is older than this. The previous key stays published (`retiring`) and
+   * is rotated when it has been active (signing) for longer than this, counted from when it
+   * became active, not from when it was published as `next`. The previous key stays published (`retiring`) and
    * is retired once no token it signed can still be valid (24 h after the rotation).
    */
   readonly keyRotationDays: number;

@@ -245,13 +245,25 @@ export class SigningKeyStore {
   }
 
   /**
-   * Rotates when the active key is older than `days` (checked under the key lock, so that
-   * instances doing this together rotate once). Returns the new kid, if it rotated.
+   * Rotates when the active key has been signing for more than `days` (checked under the key
+   * lock, so that instances doing this together rotate once). Returns the new kid, if it rotated.
+   *
+   * A key's service starts when it becomes active, not when it was made: a key promoted from
+   * `next` was made a whole period earlier, at the previous rotation. Its age since it was made
+   * would call it due again right after it became active, and the second rotation would make
+   * active the `next` key published a moment before, which verifiers caching the JWKS do not
+   * know yet. It became active at the last rotation, when that rotation set the key it replaced
+   * `retiring` (`retiring_since`); the first key, made active, became active when it was made.
    */
   async rotateIfOlderThan(days: number): Promise<string | undefined> {
     const work = async (tx: Pick<PoolClient, 'query'>): Promise<KeyRotation | undefined> => {
       await tx.query('SELECT pg_advisory_xact_lock($1)', [KEY_LOCK]);
-      const { rowCount } = await tx.query(`SELECT 1 FROM signing_keys WHERE status = 'active' AND created_at < now() - make_interval(days => $1)`, [days]);
+      const { rowCount } = await tx.query(
+        `SELECT 1 FROM signing_keys a
+          WHERE a.status = 'active'
+            AND greatest(a.created_at, (SELECT max(r.retiring_since) FROM signing_keys r)) < now() - make_interval(days => $1)`,
+        [days],
+      );
       return rowCount ? this.promoteNext(tx) : undefined;
     };
     const rotation = await this.commitChange(work, (done) =>
