@@ -3,6 +3,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Client } from 'pg';
 import { exportJWK } from 'jose';
+import { STALE_KEYS_SIGNING_LIMIT_MS } from '@writ/keys';
+import { TemporarilyUnavailableError } from '@writ/oauth';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { createTask, exchangeFields, seedWorld, tasksToken, World } from './support/grant-flow';
@@ -74,6 +76,36 @@ describe("Writ's signing keys and the tokens they sign under attack", () => {
       await superuser.query(`UPDATE signing_keys SET created_at = created_at - interval '91 days', retiring_since = retiring_since - interval '91 days'`);
       expect(await services.runtime.signingKeys.rotateIfOlderThan(90)).toBe(published);
       expect(await services.runtime.signingKeys.rotateIfOlderThan(90)).toBeUndefined();
+    });
+  });
+
+  describe('an instance that cannot read the keys', () => {
+    it('keeps signing through a short outage of its key reads, then refuses (503) until it reads them again', async () => {
+      const keys = services.runtime.signingKeys;
+      const pool = services.runtime.pool;
+      const query = pool.query.bind(pool) as (...args: unknown[]) => unknown;
+      // Its reads of the keys fail from now on (a key sealed under a master key it lacks, say).
+      const failing = (text: unknown, ...rest: unknown[]): unknown =>
+        typeof text === 'string' && text.includes('FROM signing_keys')
+          ? Promise.reject(new Error('the sealed value could not be opened'))
+          : query(text, ...rest);
+      const claims = () => ({ sub: 'writ', jti: randomUUID(), iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 60 });
+      Object.assign(pool, { query: failing });
+      const realNow = Date.now.bind(Date);
+      try {
+        await expect(keys.reload()).rejects.toThrow();
+        await expect(keys.sign(claims(), { typ: 'at+jwt' })).resolves.toMatchObject({ kid: keys.activeKid() });
+        // Two minutes on: the key it last read as active may have been rotated out (and will be
+        // retired a token lifetime after that, whatever it signs now).
+        jest.spyOn(Date, 'now').mockImplementation(() => realNow() + STALE_KEYS_SIGNING_LIMIT_MS + 1_000);
+        await expect(keys.sign(claims(), { typ: 'at+jwt' })).rejects.toBeInstanceOf(TemporarilyUnavailableError);
+      } finally {
+        jest.restoreAllMocks();
+        Object.assign(pool, { query });
+      }
+      // (The refusal started a read, with the reads still failing: the next one succeeds.)
+      await keys.reload().catch(() => keys.reload());
+      await expect(keys.sign(claims(), { typ: 'at+jwt' })).resolves.toMatchObject({ kid: keys.activeKid() });
     });
   });
 

@@ -95,6 +95,16 @@ const RELOAD_THROTTLE_MS = 5_000;
 export const LONGEST_TOKEN_LIFETIME_SECONDS = 86_400 + 300;
 
 /**
+ * How long an instance whose reads of the keys fail keeps signing with the key it last read as
+ * active. That key may have been rotated out just after that read; it is retired
+ * {@link LONGEST_TOKEN_LIFETIME_SECONDS} after the rotation, whose 5-minute margin must cover
+ * what such an instance still signs with it (a token of the longest lifetime signed later than
+ * that would be refused everywhere before its `exp`) and the clocks' skew. Past this, it signs
+ * nothing (`503`) until it reads the keys again.
+ */
+export const STALE_KEYS_SIGNING_LIMIT_MS = 120_000;
+
+/**
  * The audit event of a key change the store makes on its own (scheduled rotation, retirement):
  * `key.rotated` or `key.retired`, actor `system`, committed with the change.
  */
@@ -137,6 +147,8 @@ export class SigningKeyStore {
   private lastReload = 0;
   /** The last read of the keys failed (a key sealed under a master key this instance lacks, the database out of reach). */
   private reloadFailing = false;
+  /** When the last read of the keys that succeeded started (what it read was current then). */
+  private loadedAt = 0;
   private reloading: Promise<void> | undefined;
   private readonly verified = new VerifiedTokenCache();
   /** Where scheduled rotations and retirements commit with their events (see {@link recordChangesWith}). */
@@ -363,7 +375,7 @@ export class SigningKeyStore {
   /** Re-reads the keys from PostgreSQL (other instances may have rotated). */
   async reload(): Promise<void> {
     if (this.reloading) return this.reloading;
-    this.lastReload = Date.now();
+    const started = (this.lastReload = Date.now());
     this.reloading = (async () => {
       const { rows } = await this.pool.query<KeyRow>(
         `SELECT kid, private_sealed, status, created_at FROM signing_keys
@@ -396,6 +408,7 @@ export class SigningKeyStore {
       .then(
         () => {
           this.reloadFailing = false;
+          this.loadedAt = started;
         },
         (error: unknown) => {
           this.reloadFailing = true;
@@ -429,10 +442,20 @@ export class SigningKeyStore {
    * callback form) or, where no core is free for the pool, synchronously (`WRIT_ECDSA`). What
    * is assembled is what `SignJWT` would produce: base64url of the JSON header and claims, and
    * the raw `r || s` ES256 signature (RFC 7518 §3.4). Tokens are verified by jose.
+   *
+   * Throws `TemporarilyUnavailableError` (`503`) when no key is loaded, or when the keys could
+   * not be read for longer than {@link STALE_KEYS_SIGNING_LIMIT_MS}.
    */
   async sign(claims: JWTPayload, header: { typ: string } & Partial<JWTHeaderParameters>): Promise<SignedToken> {
     const key = this.active;
     if (!key) throw noActiveKey();
+    if (this.reloadFailing && Date.now() - this.loadedAt > STALE_KEYS_SIGNING_LIMIT_MS) {
+      // The key last read as active may have been rotated out since, and will be retired on
+      // schedule whatever this instance signs with it: refuse rather than sign tokens that the
+      // other instances would stop accepting before they expire. Read again, at most this often.
+      if (Date.now() - this.lastReload > RELOAD_THROTTLE_MS) this.reloadSoon();
+      throw new TemporarilyUnavailableError('the signing keys could not be read for too long; retry later');
+    }
     const encodedHeader = Buffer.from(JSON.stringify({ ...header, alg: SIGNING_ALG, kid: key.kid })).toString('base64url');
     const encodedClaims = Buffer.from(JSON.stringify({ ...claims, iss: this.issuer })).toString('base64url');
     const signingInput = `${encodedHeader}.${encodedClaims}`;
