@@ -79,6 +79,51 @@ describe("Writ's signing keys and the tokens they sign under attack", () => {
     });
   });
 
+  describe('reading the keys again', () => {
+    it('answers a reload with a read made after it was asked for, not the read already in flight', async () => {
+      const keys = services.runtime.signingKeys;
+      const pool = services.runtime.pool;
+      const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
+      // The next read of the keys is answered by PostgreSQL at once, but reaches the store only later.
+      let read!: () => void;
+      const readDone = new Promise<void>((resolve) => (read = resolve));
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let held = false;
+      const slow = async (text: unknown, ...rest: unknown[]): Promise<unknown> => {
+        const result = await query(text, ...rest);
+        if (!held && typeof text === 'string' && text.includes('FROM signing_keys')) {
+          held = true;
+          read();
+          await released;
+        }
+        return result;
+      };
+      Object.assign(pool, { query: slow });
+      try {
+        const inFlight = keys.reload();
+        await readDone;
+        // A rotation commits (as the admin API's does, in its own transaction) after that read.
+        const client = await pool.connect();
+        let kid: string;
+        try {
+          await client.query('BEGIN');
+          ({ kid } = await keys.rotateIn(client));
+          await client.query('COMMIT');
+        } finally {
+          client.release();
+        }
+        const reloaded = keys.reload();
+        release();
+        await Promise.all([inFlight, reloaded]);
+        expect(keys.activeKid()).toBe(kid);
+      } finally {
+        release();
+        Object.assign(pool, { query });
+      }
+    });
+  });
+
   describe('an instance that cannot read the keys', () => {
     it('keeps signing through a short outage of its key reads, then refuses (503) until it reads them again', async () => {
       const keys = services.runtime.signingKeys;

@@ -150,6 +150,8 @@ export class SigningKeyStore {
   /** When the last read of the keys that succeeded started (what it read was current then). */
   private loadedAt = 0;
   private reloading: Promise<void> | undefined;
+  /** The read that follows the one in flight, for the callers of {@link reload} that came during it. */
+  private rereading: Promise<void> | undefined;
   private readonly verified = new VerifiedTokenCache();
   /** Where scheduled rotations and retirements commit with their events (see {@link recordChangesWith}). */
   private audited: AuditedTransaction<KeyEvent> | undefined;
@@ -365,16 +367,27 @@ export class SigningKeyStore {
    * may have started before the change committed. Never throws; the periodic refresh retries.
    */
   reloadSoon(): void {
-    const read = (): void => {
-      this.reload().catch(() => undefined);
-    };
-    if (this.reloading) this.reloading.then(read, read);
-    else read();
+    this.reload().catch(() => undefined);
   }
 
-  /** Re-reads the keys from PostgreSQL (other instances may have rotated). */
-  async reload(): Promise<void> {
-    if (this.reloading) return this.reloading;
+  /**
+   * Re-reads the keys from PostgreSQL (other instances may have rotated). What it resolves with
+   * was read after the call: a read already in flight may have started before what the caller
+   * wants to see (its own rotation, committed a moment ago, or the key of a token it was shown),
+   * so the call waits for it and reads again, one read for all the callers that waited.
+   */
+  reload(): Promise<void> {
+    if (!this.reloading) return this.read();
+    const after = (): Promise<void> => {
+      this.rereading = undefined;
+      // A read started since the one in flight ended started after this call, too.
+      return this.reloading ?? this.read();
+    };
+    return (this.rereading ??= this.reloading.then(after, after));
+  }
+
+  /** One read of the keys (see {@link reload}). */
+  private read(): Promise<void> {
     const started = (this.lastReload = Date.now());
     this.reloading = (async () => {
       const { rows } = await this.pool.query<KeyRow>(
