@@ -10,6 +10,7 @@ import { createGatewayApp } from '../apps/connector-gateway/src/connector-gatewa
 import { createTask, exchangeFields, seedWorld, tasksToken, World } from './support/grant-flow';
 import { http, sendJson, tokenRequest } from './support/oauth-client';
 import { startTestServices, TestServices } from './support/test-services';
+import { startScratchPostgres, type ScratchPostgres } from '@writ/testing';
 
 const b64 = (value: unknown): string => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
 const partsOf = (token: string): { header: Record<string, unknown>; claims: Record<string, unknown> } => {
@@ -303,4 +304,57 @@ describe("Writ's signing keys and the tokens they sign under attack", () => {
         expect(Object.keys(key).sort()).toEqual(['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y']);
     });
   });
+});
+
+describe('a key rotation while PostgreSQL is down', () => {
+  let cluster: ScratchPostgres;
+  let services: TestServices;
+
+  beforeAll(async () => {
+    cluster = await startScratchPostgres();
+    services = await startTestServices({
+      databaseUrl: cluster.url,
+      admin: createAdminApp,
+      env: { WRIT_KEY_ROTATION_DAYS: '0', WRIT_DB_CHECKOUT_TIMEOUT_MS: '1000', WRIT_DB_STATEMENT_TIMEOUT_MS: '1500' },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await services?.close();
+    await cluster?.destroy();
+  });
+
+  const rotate = () =>
+    fetch(`${services.adminUrl}/v1/keys/rotate`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${services.adminToken}` },
+      signal: AbortSignal.timeout(30_000),
+    });
+  const active = async () => (await services.runtime.pool.query<{ kid: string }>(`SELECT kid FROM signing_keys WHERE status = 'active'`)).rows[0].kid;
+
+  it('answers 503 with Retry-After, rotates nothing, and rotates once PostgreSQL is back', async () => {
+    const before = await active();
+    await cluster.stop();
+    try {
+      const refused = await rotate();
+      expect([refused.status, refused.headers.get('retry-after') !== null]).toEqual([503, true]);
+      expect(((await refused.json()) as { error: string }).error).toBe('temporarily_unavailable');
+      await expect(services.runtime.signingKeys.rotateIfOlderThan(0)).rejects.toThrow();
+      // What it had read still serves: the key it signs with is the one it last read as active.
+      expect(services.runtime.signingKeys.activeKid()).toBe(before);
+    } finally {
+      await cluster.start();
+    }
+    let status = 0;
+    for (let attempt = 0; attempt < 40 && status !== 201; attempt += 1) {
+      const response = await rotate();
+      status = response.status;
+      if (status !== 201) await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(status).toBe(201);
+    const after = await active();
+    expect(after).not.toBe(before);
+    // One rotation: the key that was active before the outage is the only one retiring.
+    const { rows } = await services.runtime.pool.query<{ kid: string }>(`SELECT kid FROM signing_keys WHERE status = 'retiring'`);
+    expect(rows.map((row) => row.kid)).toEqual([before]);
+  }, 120_000);
 });
