@@ -297,6 +297,9 @@ export interface OperationsConfig {
    * `WRIT_KEY_REFRESH_SECONDS` (default 5): how often a service re-reads the signing keys besides
    * when a change is notified (`writ_signing_keys_changed`): the fallback for a notification lost
    * with the listening connection, so a rotation is in force everywhere within this at worst.
+   * A service whose last successful read is over 2 minutes old signs nothing once a read fails,
+   * until one succeeds (`STALE_KEYS_SIGNING_LIMIT_MS`): above 120, one failed read stops
+   * issuance for a few seconds (signing asks for a read every 5 s meanwhile).
    */
   readonly keyRefreshSeconds: number;
   /**
