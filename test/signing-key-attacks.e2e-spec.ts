@@ -137,16 +137,23 @@ describe("Writ's signing keys and the tokens they sign under attack", () => {
           : query(text, ...rest);
       const claims = () => ({ sub: 'writ', jti: randomUUID(), iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 60 });
       Object.assign(pool, { query: failing });
-      const realNow = Date.now.bind(Date);
       try {
         await expect(keys.reload()).rejects.toThrow();
         await expect(keys.sign(claims(), { typ: 'at+jwt' })).resolves.toMatchObject({ kid: keys.activeKid() });
         // Two minutes on: the key it last read as active may have been rotated out (and will be
         // retired a token lifetime after that, whatever it signs now).
-        jest.spyOn(Date, 'now').mockImplementation(() => realNow() + STALE_KEYS_SIGNING_LIMIT_MS + 1_000);
+        // (Its last good read moved back, rather than the clock forward: the readiness answer is
+        // reused for a second by the clock, and must not outlive the test.)
+        (keys as unknown as { loadedAt: number }).loadedAt -= STALE_KEYS_SIGNING_LIMIT_MS + 1_000;
         await expect(keys.sign(claims(), { typ: 'at+jwt' })).rejects.toBeInstanceOf(TemporarilyUnavailableError);
+        // Readiness says so, naming the check: a load balancer sends token requests elsewhere.
+        const ready = await http(`${services.issuer}/health/ready`);
+        expect([ready.status, ready.body.failing, ready.body.checks.signing_keys]).toEqual([
+          503,
+          ['signing_keys'],
+          { status: 'down', reason: 'the signing keys could not be read for 2 minutes' },
+        ]);
       } finally {
-        jest.restoreAllMocks();
         Object.assign(pool, { query });
       }
       // (The refusal started a read, with the reads still failing: the next one succeeds.)

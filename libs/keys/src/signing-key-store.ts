@@ -439,6 +439,14 @@ export class SigningKeyStore {
     return { keys: [...this.keys.values()].map((key) => ({ ...key.publicJwk })) };
   }
 
+  /**
+   * True while this instance's reads of the keys fail and the last one that succeeded is older
+   * than {@link STALE_KEYS_SIGNING_LIMIT_MS}: it signs nothing then (see {@link sign}).
+   */
+  stale(): boolean {
+    return this.reloadFailing && Date.now() - this.loadedAt > STALE_KEYS_SIGNING_LIMIT_MS;
+  }
+
   /** The kid of the active key. */
   activeKid(): string {
     if (!this.active) throw noActiveKey();
@@ -462,7 +470,7 @@ export class SigningKeyStore {
   async sign(claims: JWTPayload, header: { typ: string } & Partial<JWTHeaderParameters>): Promise<SignedToken> {
     const key = this.active;
     if (!key) throw noActiveKey();
-    if (this.reloadFailing && Date.now() - this.loadedAt > STALE_KEYS_SIGNING_LIMIT_MS) {
+    if (this.stale()) {
       // The key last read as active may have been rotated out since, and will be retired on
       // schedule whatever this instance signs with it: refuse rather than sign tokens that the
       // other instances would stop accepting before they expire. Read again, at most this often.

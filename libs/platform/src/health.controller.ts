@@ -134,7 +134,10 @@ export class HealthController {
     }
     try {
       this.runtime.signingKeys.activeKid();
-      checks.signing_keys = { status: 'up' };
+      // Keys not read for too long are not signed with (a token request would be a 503).
+      checks.signing_keys = this.runtime.signingKeys.stale()
+        ? { status: 'down', reason: 'the signing keys could not be read for 2 minutes' }
+        : { status: 'up' };
     } catch {
       checks.signing_keys = { status: 'down', reason: 'no active signing key is loaded' };
     }
