@@ -29,6 +29,8 @@ describe("Writ's signing keys and the tokens they sign under attack", () => {
   let superuser: Client;
   /** Requests made to the attacker's key server (a verifier must never fetch `jku` or `x5u`). */
   const fetched: string[] = [];
+  /** Every log line of the services, at level debug. */
+  const logs: string[] = [];
   let attackerServer: Server;
   let attackerUrl: string;
   const attacker = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -42,7 +44,12 @@ describe("Writ's signing keys and the tokens they sign under attack", () => {
     await new Promise<void>((resolve) => attackerServer.listen(0, '127.0.0.1', resolve));
     attackerUrl = `http://127.0.0.1:${(attackerServer.address() as AddressInfo).port}`;
     // No scheduled rotation behind the tests' back: they call the scheduler themselves.
-    services = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp, env: { WRIT_KEY_ROTATION_DAYS: '0' } });
+    services = await startTestServices({
+      gateway: createGatewayApp,
+      admin: createAdminApp,
+      env: { WRIT_KEY_ROTATION_DAYS: '0' },
+      logSink: (line) => logs.push(line),
+    });
     world = await seedWorld(services.runtime.pool);
     superuser = new Client({ connectionString: services.db.url });
     await superuser.connect();
@@ -301,7 +308,7 @@ describe("Writ's signing keys and the tokens they sign under attack", () => {
   });
 
   describe('the private keys', () => {
-    it('never shows a private member in the JWKS, the key list or an audit event', async () => {
+    it('never shows a private member in the JWKS, the key list, an audit event or a log line', async () => {
       expect((await sendJson('POST', `${services.adminUrl}/v1/keys/rotate`, undefined, services.adminToken)).status).toBe(201);
       const jwks = await http(`${services.issuer}/oauth2/jwks`);
       const listed = await sendJson('GET', `${services.adminUrl}/v1/keys`, undefined, services.adminToken);
@@ -309,6 +316,19 @@ describe("Writ's signing keys and the tokens they sign under attack", () => {
       for (const body of [jwks.text, listed.text, JSON.stringify(events.rows)]) expect(body).not.toMatch(/"d"\s*:|"p"\s*:|"q"\s*:|private/);
       for (const key of jwks.body.keys as Array<Record<string, unknown>>)
         expect(Object.keys(key).sort()).toEqual(['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y']);
+      // Every private key the store holds, opened here with the master key: none of its private
+      // scalars (after every test of this suite: rotations, failed reads, refusals) in any answer or log line.
+      const sealed = await superuser.query<{ kid: string; private_sealed: Buffer }>(`SELECT kid, private_sealed FROM signing_keys`);
+      const scalars = sealed.rows.map(
+        (row) => (JSON.parse(services.runtime.masterKey.unseal(row.private_sealed, `signing_key:${row.kid}`).toString('utf8')) as { d: string }).d,
+      );
+      expect(scalars.length).toBeGreaterThan(2);
+      expect(logs.length).toBeGreaterThan(0);
+      const everything = [jwks.text, listed.text, JSON.stringify(events.rows), ...logs].join('\n');
+      for (const d of scalars) {
+        expect(everything).not.toContain(d);
+        expect(everything).not.toContain(Buffer.from(d, 'base64url').toString('hex'));
+      }
     });
   });
 });
