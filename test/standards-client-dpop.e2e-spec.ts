@@ -74,4 +74,34 @@ describe('a strict OAuth client (oauth4webapi) with DPoP', () => {
     expect(bare.status).toBe(401);
     expect(bare.headers.get('www-authenticate')).toMatch(/^DPoP /);
   });
+
+  it('takes proofs signed with an Ed25519 key, which oauth4webapi labels with the fully-specified alg Ed25519', async () => {
+    expect(as.dpop_signing_alg_values_supported).toContain('Ed25519');
+    const task = await createTask(services, world.orchestrator);
+    const dpop = oauth.DPoP(agent, await generateKeyPair('Ed25519', { extractable: true }));
+    const auth = oauth.PrivateKeyJwt({ key: world.agent.key.privateKey, kid: world.agent.key.publicJwk.kid });
+    const response = await oauth.genericTokenEndpointRequest(
+      as,
+      agent,
+      auth,
+      'urn:ietf:params:oauth:grant-type:token-exchange',
+      {
+        subject_token: task.task_token,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+        authorization_details: JSON.stringify(PAYOUT_REQUEST),
+      },
+      { ...insecure, DPoP: dpop },
+    );
+    const tokens = await oauth.processGenericTokenEndpointResponse(as, agent, response);
+    expect(tokens.token_type).toBe('dpop');
+    const paid = await oauth.protectedResourceRequest(
+      tokens.access_token,
+      'POST',
+      new URL(`${services.gatewayUrl}/connectors/payments/v1/payouts`),
+      new Headers({ 'content-type': 'application/json' }),
+      JSON.stringify({ destination: 'acct_1', amount: 42000, currency: 'usd' }),
+      { ...insecure, DPoP: dpop },
+    );
+    expect(paid.status).toBe(201);
+  });
 });

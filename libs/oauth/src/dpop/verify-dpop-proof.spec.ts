@@ -76,6 +76,22 @@ describe('verifyDpopProof', () => {
     expect(await reason(await make())).toBe(expected);
   });
 
+  it('accepts an Ed25519 key under the fully-specified alg Ed25519 (RFC 9864), as oauth4webapi signs, and under EdDSA', async () => {
+    const pair = await generateKeyPair('Ed25519', { extractable: true });
+    const jwk = await exportJWK(pair.publicKey);
+    for (const alg of ['Ed25519', 'EdDSA']) {
+      const signed = await new SignJWT({ jti: `proof-${alg}`, htm: 'POST', htu: URL, iat: NOW })
+        .setProtectedHeader({ alg, typ: 'dpop+jwt', jwk })
+        .sign(pair.privateKey);
+      const verified = await verifyDpopProof(signed, { method: 'POST', url: URL, now: NOW });
+      expect(verified.jkt).toBe(await calculateJwkThumbprint(jwk));
+    }
+    // The fully-specified name binds the curve: an EC key under it is refused.
+    const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const ecUnderEd25519 = `${encode({ alg: 'Ed25519', typ: 'dpop+jwt', jwk: publicJwk })}.${encode({ jti: 'x', htm: 'POST', htu: URL, iat: NOW })}.${'A'.repeat(86)}`;
+    expect(await reason(ecUnderEd25519)).toBe('dpop_signature');
+  });
+
   it('requires ath when an access token is presented', async () => {
     expect(await reason(await proof(), { accessToken: 'the-token' })).toBe('dpop_ath');
   });

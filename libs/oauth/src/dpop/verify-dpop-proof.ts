@@ -4,8 +4,12 @@ import { PRIVATE_JWK_MEMBERS } from '../client-auth/validate-client-jwks';
 import { InvalidDpopProofError } from '../errors/oauth-errors';
 import { hasLoneSurrogate } from '../json/json-input';
 
-/** Proof algorithms accepted (asymmetric only), as `dpop_signing_alg_values_supported`. */
-export const DPOP_SIGNING_ALGS = Object.freeze(['ES256', 'ES384', 'ES512', 'EdDSA', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'] as const);
+/**
+ * Proof algorithms accepted (asymmetric only), as `dpop_signing_alg_values_supported`. `Ed25519`
+ * is the fully-specified name of EdDSA over Ed25519 (RFC 9864), which oauth4webapi and other
+ * current clients put in the proofs they sign with an Ed25519 key.
+ */
+export const DPOP_SIGNING_ALGS = Object.freeze(['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'] as const);
 
 /** The `typ` of a DPoP proof (RFC 9449 §4.2). */
 export const DPOP_PROOF_TYP = 'dpop+jwt';
