@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { InvalidDpopProofError } from '../errors/oauth-errors';
 import { verifyDpopProof } from './verify-dpop-proof';
@@ -90,6 +90,37 @@ describe('verifyDpopProof', () => {
     const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
     const ecUnderEd25519 = `${encode({ alg: 'Ed25519', typ: 'dpop+jwt', jwk: publicJwk })}.${encode({ jti: 'x', htm: 'POST', htu: URL, iat: NOW })}.${'A'.repeat(86)}`;
     expect(await reason(ecUnderEd25519)).toBe('dpop_signature');
+  });
+
+  describe('RSA proof keys (the caller picks the key, and with it the cost of verifying)', () => {
+    const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    /** A PS256-labelled proof under `jwk` whose signature is junk: only the key's shape is tried. */
+    const rsaProof = (jwk: Record<string, unknown>, bits: number) =>
+      `${encode({ alg: 'PS256', typ: 'dpop+jwt', jwk })}.${encode({ jti: 'x', htm: 'POST', htu: URL, iat: NOW })}.${Buffer.alloc(bits / 8, 1).toString('base64url')}`;
+    const odd = (bytes: number) => {
+      const value = randomBytes(bytes);
+      value[0] |= 0x80;
+      value[value.length - 1] |= 1;
+      return value.toString('base64url');
+    };
+
+    it('accepts a 2048-bit key with exponent 65537', async () => {
+      const { privateKey: rsa, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const jwk = publicKey.export({ format: 'jwk' });
+      const input = `${encode({ alg: 'RS256', typ: 'dpop+jwt', jwk })}.${encode({ jti: 'rsa', htm: 'POST', htu: URL, iat: NOW })}`;
+      expect(await reason(`${input}.${sign('sha256', Buffer.from(input), rsa).toString('base64url')}`)).toBe('accepted');
+    });
+
+    it.each([
+      ['a 3072-bit modulus with a 3064-bit exponent', 3072, 383],
+      ['a 16384-bit modulus with a 64-bit exponent', 16384, 8],
+      ['a 16392-bit modulus', 16392, 3],
+      ['a 1024-bit modulus', 1024, 3],
+      ['exponent 1', 2048, 0],
+    ])('refuses %s before verifying anything', async (_name, bits, exponentBytes) => {
+      const jwk = { kty: 'RSA', n: odd(bits / 8), e: exponentBytes === 0 ? 'AQ' : odd(exponentBytes) };
+      expect(await reason(rsaProof(jwk, bits))).toBe('dpop_jwk');
+    });
   });
 
   it('requires ath when an access token is presented', async () => {
