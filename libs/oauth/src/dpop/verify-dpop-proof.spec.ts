@@ -10,18 +10,27 @@ describe('verifyDpopProof', () => {
   let privateKey: CryptoKey;
   let publicJwk: JWK;
   let otherKey: CryptoKey;
+  let p384Jwk: JWK;
 
   beforeAll(async () => {
     const pair = await generateKeyPair('ES256', { extractable: true });
     privateKey = pair.privateKey;
     publicJwk = await exportJWK(pair.publicKey);
     otherKey = (await generateKeyPair('ES256')).privateKey;
+    p384Jwk = await exportJWK((await generateKeyPair('ES384', { extractable: true })).publicKey);
   });
 
   const proof = (claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}, key?: CryptoKey) =>
     new SignJWT({ jti: 'proof-1', htm: 'POST', htu: URL, iat: NOW, ...claims })
       .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk, ...header })
       .sign(key ?? privateKey);
+  /** A proof with `extra` header members that jose would not sign: signed here with WebCrypto. */
+  const signedAsIs = async (extra: Record<string, unknown>) => {
+    const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const input = `${encode({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk, ...extra })}.${encode({ jti: 'raw', htm: 'POST', htu: URL, iat: NOW })}`;
+    const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, privateKey, Buffer.from(input));
+    return `${input}.${Buffer.from(signature).toString('base64url')}`;
+  };
   const reason = async (value: string | string[] | undefined, extra: Partial<Parameters<typeof verifyDpopProof>[1]> = {}) => {
     try {
       await verifyDpopProof(value, { method: 'POST', url: URL, now: NOW, ...extra });
@@ -89,7 +98,7 @@ describe('verifyDpopProof', () => {
     // The fully-specified name binds the curve: an EC key under it is refused.
     const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
     const ecUnderEd25519 = `${encode({ alg: 'Ed25519', typ: 'dpop+jwt', jwk: publicJwk })}.${encode({ jti: 'x', htm: 'POST', htu: URL, iat: NOW })}.${'A'.repeat(86)}`;
-    expect(await reason(ecUnderEd25519)).toBe('dpop_signature');
+    expect(await reason(ecUnderEd25519)).toBe('dpop_jwk');
   });
 
   describe('RSA proof keys (the caller picks the key, and with it the cost of verifying)', () => {
@@ -121,6 +130,23 @@ describe('verifyDpopProof', () => {
       const jwk = { kty: 'RSA', n: odd(bits / 8), e: exponentBytes === 0 ? 'AQ' : odd(exponentBytes) };
       expect(await reason(rsaProof(jwk, bits))).toBe('dpop_jwk');
     });
+  });
+
+  it.each([
+    ['an exp in the past', async () => proof({ exp: NOW - 1 }), 'dpop_exp'],
+    ['an exp that is not a number', async () => proof({ exp: String(NOW + 60) }), 'dpop_exp'],
+    ['an nbf in the future', async () => proof({ nbf: NOW + 30 }), 'dpop_nbf'],
+    ['an iat that is a numeric string', async () => proof({ iat: String(NOW) }), 'dpop_iat'],
+    ['an unknown critical extension', async () => signedAsIs({ crit: ['urn:x'], 'urn:x': 1 }), 'dpop_malformed'],
+    ['an unencoded payload (b64: false)', async () => signedAsIs({ crit: ['b64'], b64: false }), 'dpop_malformed'],
+    ['a P-384 key under ES256', async () => proof({}, { jwk: p384Jwk }), 'dpop_jwk'],
+    ['a JWK of an unknown curve', async () => proof({}, { jwk: { ...publicJwk, crv: 'P-257' } }), 'dpop_jwk'],
+  ])('names the member at fault in a signed proof with %s', async (_name, make, expected) => {
+    expect(await reason(await make())).toBe(expected);
+  });
+
+  it('still accepts an exp in the future, and a proof without one', async () => {
+    expect(await reason(await proof({ exp: NOW + 60 }))).toBe('accepted');
   });
 
   it('requires ath when an access token is presented', async () => {

@@ -107,11 +107,25 @@ export async function verifyDpopProof(proof: string | string[] | undefined, expe
     }
   }
   const now = expect.now ?? Math.floor(Date.now() / 1000);
+  let key: Awaited<ReturnType<typeof importJWK>>;
+  try {
+    key = await importJWK(jwk, header.alg);
+  } catch {
+    return fail(`the DPoP proof key is not a valid public key for ${header.alg}`, 'dpop_jwk');
+  }
   let payload: Record<string, unknown>;
   try {
-    const key = await importJWK(jwk, header.alg);
     ({ payload } = await jwtVerify(proof, key, { typ: DPOP_PROOF_TYP, algorithms: [header.alg!], currentDate: new Date(now * 1000) }));
-  } catch {
+  } catch (error) {
+    // jose checks the claims only once the signature holds: say which one is wrong.
+    const { code, claim } = error as { code?: string; claim?: string };
+    if (code === 'ERR_JWT_EXPIRED') return fail('the DPoP proof has expired (exp)', 'dpop_exp');
+    if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' && (claim === 'exp' || claim === 'nbf' || claim === 'iat')) {
+      return fail(claim === 'nbf' ? 'the DPoP proof is not valid yet (nbf)' : `the DPoP proof ${claim} must be a number`, `dpop_${claim}`);
+    }
+    if (code === 'ERR_JOSE_NOT_SUPPORTED' || code === 'ERR_JWS_INVALID' || code === 'ERR_JWT_INVALID') {
+      return fail('the DPoP proof is not a JWT of a JSON object without critical extensions (crit)', 'dpop_malformed');
+    }
     return fail('the DPoP proof signature is not valid', 'dpop_signature');
   }
   const { jti, htm, htu, iat, ath } = payload;
