@@ -79,6 +79,10 @@ describe('verifyDpopProof', () => {
     ['a jti with a lone surrogate', async () => proof({ jti: 'abc\udc00' }), 'dpop_jti'],
     ['another method', async () => proof({ htm: 'GET' }), 'dpop_htm'],
     ['another URL', async () => proof({ htu: 'https://gateway.example/connectors/other/v1/payouts' }), 'dpop_htu'],
+    ['an htu with userinfo', async () => proof({ htu: URL.replace('https://', 'https://agent:pw@') }), 'dpop_htu'],
+    ['an htu on another scheme', async () => proof({ htu: URL.replace('https://', 'http://') }), 'dpop_htu'],
+    ['an htu with a trailing slash', async () => proof({ htu: `${URL}/` }), 'dpop_htu'],
+    ['an htu with a percent-encoded unreserved character', async () => proof({ htu: URL.replace('payouts', 'pay%6Fouts') }), 'dpop_htu'],
     ['an old iat', async () => proof({ iat: NOW - 301 }), 'dpop_iat'],
     ['a future iat', async () => proof({ iat: NOW + 61 }), 'dpop_iat'],
   ])('refuses %s', async (_name, make, expected) => {
@@ -143,6 +147,14 @@ describe('verifyDpopProof', () => {
     ['a JWK of an unknown curve', async () => proof({}, { jwk: { ...publicJwk, crv: 'P-257' } }), 'dpop_jwk'],
   ])('names the member at fault in a signed proof with %s', async (_name, make, expected) => {
     expect(await reason(await make())).toBe(expected);
+  });
+
+  it.each([
+    ['scheme and host in upper case', URL.replace('https://gateway.example', 'HTTPS://GATEWAY.EXAMPLE')],
+    ['the default port', URL.replace('gateway.example', 'gateway.example:443')],
+    ['a query and a fragment', `${URL}?a=1#f`],
+  ])('matches an htu that differs by %s (RFC 9449 section 4.3, RFC 3986 section 6.2)', async (_name, htu) => {
+    expect(await reason(await proof({ htu }))).toBe('accepted');
   });
 
   it('still accepts an exp in the future, and a proof without one', async () => {

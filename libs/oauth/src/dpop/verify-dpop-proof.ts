@@ -54,10 +54,15 @@ export interface VerifiedDpopProof {
   expiresAt: Date;
 }
 
-/** `htu` comparison: scheme and host case-insensitive, no query or fragment, default ports dropped. */
+/**
+ * `htu` comparison: scheme and host case-insensitive, no query or fragment, default ports dropped.
+ * A URL with userinfo is no `http(s)` target URI (RFC 9110 section 4.2.4 asks recipients to treat
+ * it as an error) and matches nothing, as in node-oidc-provider.
+ */
 function normaliseUrl(value: string): string | undefined {
   try {
     const url = new URL(value);
+    if (url.username !== '' || url.password !== '') return undefined;
     return `${url.protocol}//${url.host}${url.pathname}`;
   } catch {
     return undefined;
