@@ -157,6 +157,54 @@ describe('verifyDpopProof', () => {
     expect(await reason(await proof({ htu }))).toBe('accepted');
   });
 
+  describe('hostile spellings (regressions: each holds today)', () => {
+    const encode = (value: string) => Buffer.from(value).toString('base64url');
+    /** A proof whose header and payload are these exact JSON texts, signed with the test key. */
+    const signedText = async (headerText: string, payloadText: string) => {
+      const input = `${encode(headerText)}.${encode(payloadText)}`;
+      const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, privateKey, Buffer.from(input));
+      return `${input}.${Buffer.from(signature).toString('base64url')}`;
+    };
+    const header = (jwkText = JSON.stringify(publicJwk)) => `{"alg":"ES256","typ":"dpop+jwt","jwk":${jwkText}}`;
+    const payload = (extra = '') => `{"jti":"hostile","htm":"POST","htu":"${URL}","iat":${NOW}${extra}}`;
+    const ath = createHash('sha256').update('the-token').digest('base64url');
+
+    it('keeps the thumbprint of the key alone, whatever other members the jwk carries', async () => {
+      const decorated = { ...publicJwk, kid: 'k1', x5c: ['AAAA'], alg: 'ES256', use: 'sig', key_ops: ['verify'] };
+      const verified = await verifyDpopProof(await proof({}, { jwk: decorated }), { method: 'POST', url: URL, now: NOW });
+      expect(verified.jkt).toBe(await calculateJwkThumbprint(publicJwk));
+    });
+
+    it.each([
+      ['an iat past what a double holds (1e400)', () => signedText(header(), payload().replace(`"iat":${NOW}`, '"iat":1e400'))],
+      ['a negative iat', () => signedText(header(), payload().replace(`"iat":${NOW}`, '"iat":-1'))],
+      [
+        'a private key hidden under __proto__ of the jwk',
+        () => signedText(header(JSON.stringify(publicJwk).replace('{', '{"__proto__":{"x":"AAAA"},')), payload()),
+      ],
+      ['deeply nested arrays in the header', () => signedText(header().replace('{', `{"x":${'['.repeat(2000)}${']'.repeat(2000)},`), payload())],
+    ])('answers %s on its merits, without throwing anything but a refusal', async (_name, make) => {
+      expect(['accepted', 'dpop_iat']).toContain(await reason(await make()));
+    });
+
+    it('reads ath only as an own member of the payload, in base64url without padding', async () => {
+      const asResource = { accessToken: 'the-token', resourceServer: true };
+      expect(await reason(await signedText(header(), payload(`,"__proto__":{"ath":"${ath}"}`)), asResource)).toBe('dpop_ath');
+      const padded = createHash('sha256').update('the-token').digest('base64');
+      expect(await reason(await signedText(header(), payload(`,"ath":"${padded}"`)), asResource)).toBe('dpop_ath');
+      expect(await reason(await signedText(header(), payload(`,"ath":"${ath}"`)), asResource)).toBe('accepted');
+    });
+
+    it('keeps a jti at least until the last instant any proof with its iat is accepted, plus the skew allowed', async () => {
+      for (const iat of [NOW - 300, NOW, NOW + 60]) {
+        const verified = await verifyDpopProof(await proof({ jti: `kept-${iat}`, iat }), { method: 'POST', url: URL, now: NOW });
+        expect(verified.expiresAt.getTime() / 1000).toBe(iat + 360);
+        // One second past its acceptance window the proof is too old anyway: a purged jti is never accepted again.
+        expect(await reason(await proof({ jti: `kept-${iat}`, iat }), { now: iat + 301 })).toBe('dpop_iat');
+      }
+    });
+  });
+
   it('still accepts an exp in the future, and a proof without one', async () => {
     expect(await reason(await proof({ exp: NOW + 60 }))).toBe('accepted');
   });
