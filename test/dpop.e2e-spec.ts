@@ -1,3 +1,4 @@
+import * as net from 'node:net';
 import { decodeJwt } from 'jose';
 import { clientAuthFields } from '@writ/testing';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
@@ -119,6 +120,39 @@ describe('DPoP (RFC 9449): sender-constrained credentials', () => {
     );
     expect(tasks.status).toBe(400);
     expect(tasks.body.error).toBe('invalid_request');
+  });
+
+  it('refuses two DPoP headers at the gateway, even when each holds a valid proof, and spends neither', async () => {
+    const task = await createTask(services, world.orchestrator);
+    const token = (await exchange(task.task_token, await proof(key, 'POST', tokenUrl()))).body.access_token as string;
+    const [firstProof, secondProof] = [await proof(key, 'POST', payoutsUrl(), token), await proof(key, 'POST', payoutsUrl(), token)];
+    const { hostname, port } = new URL(services.gatewayUrl);
+    const body = JSON.stringify(PAYOUT);
+    const before = upstream.received.length;
+    const status = await new Promise<number>((resolve, reject) => {
+      const socket = net.connect(Number(port), hostname, () => {
+        const head = [
+          'POST /connectors/payments/v1/payouts HTTP/1.1',
+          `Host: ${hostname}:${port}`,
+          `Authorization: DPoP ${token}`,
+          `DPoP: ${firstProof}`,
+          `DPoP: ${secondProof}`,
+          'Content-Type: application/json',
+          `Content-Length: ${Buffer.byteLength(body)}`,
+          'Connection: close',
+        ];
+        socket.write(`${head.join('\r\n')}\r\n\r\n${body}`);
+      });
+      let data = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => (data += chunk));
+      socket.on('end', () => resolve(Number(data.split(' ')[1])));
+      socket.on('error', reject);
+    });
+    expect(status).toBe(400);
+    expect(upstream.received.length).toBe(before);
+    // Refused before any proof was looked at: the agent's own retry with one of them goes through.
+    expect((await pay({ authorization: `DPoP ${token}`, dpop: firstProof })).status).toBe(201);
   });
 
   it('refuses a malformed proof at the token endpoint with invalid_dpop_proof', async () => {
