@@ -1,9 +1,11 @@
 import { clientAuthFields } from '@writ/testing';
-import { createTask, exchangeFields, World } from './support/grant-flow';
-import { MockUpstream } from './support/mock-upstreams';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { createTask, exchangeFields, seedWorld, World } from './support/grant-flow';
+import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, postForm } from './support/oauth-client';
 import { dpopKey, type DpopKey, proof } from './support/dpop';
-import { TestServices } from './support/test-services';
+import { setConnectorCredential } from './support/seed';
+import { startTestServices, TestServices } from './support/test-services';
 import { startTwoGateways, TwoGateways } from './support/two-gateways';
 
 const SECRET = 'sk_live_dpop_instances_52b7';
@@ -79,5 +81,48 @@ describe('DPoP proofs across instances', () => {
     expect(internal.status).toBe(401);
     expect(internal.body.error).toBe('invalid_dpop_proof');
     expect((await read(secondGateway(), token, await proof(key, 'GET', `${first.gatewayUrl}${readPath}`, token))).status).toBe(404);
+  });
+});
+
+/**
+ * A gateway published under a path (`WRIT_GATEWAY_URL=https://host/gw`) behind a reverse proxy
+ * that strips `/gw`: the gateway sees `/connectors/…`, and `htu` is the public URL, with `/gw`.
+ */
+describe('DPoP behind a reverse proxy that publishes the gateway under a path', () => {
+  let services: TestServices;
+  let world: World;
+  let upstream: MockUpstream;
+
+  beforeAll(async () => {
+    upstream = await startPaymentsUpstream(SECRET);
+    services = await startTestServices({ gateway: createGatewayApp, gatewayPath: '/gw' });
+    world = await seedWorld(services.runtime.pool, upstream.url);
+    await setConnectorCredential(services.runtime.pool, services.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
+  });
+  afterAll(async () => {
+    await services.close();
+    await upstream.close();
+  });
+
+  it('checks htu against the public URL, path included, not the path the gateway sees', async () => {
+    const key = await dpopKey();
+    const tokenUrl = `${services.issuer}/oauth2/token`;
+    const task = await createTask(services, world.orchestrator);
+    const issued = await postForm(
+      tokenUrl,
+      { ...exchangeFields(task.task_token, READ_REQUEST), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) },
+      { dpop: await proof(key, 'POST', tokenUrl) },
+    );
+    expect(issued.status).toBe(200);
+    const token = issued.body.access_token as string;
+    expect(services.gatewayUrl).toMatch(/\/gw$/);
+    const path = '/connectors/payments/v1/payouts/po_missing';
+    // What the proxy hands the gateway: the path without /gw.
+    const internal = services.gatewayUrl.replace(/\/gw$/, '');
+    const read = async (htu: string) => http(`${internal}${path}`, { headers: { authorization: `DPoP ${token}`, dpop: await proof(key, 'GET', htu, token) } });
+    const unprefixed = await read(`${internal}${path}`);
+    expect(unprefixed.status).toBe(401);
+    expect(unprefixed.body.error).toBe('invalid_dpop_proof');
+    expect((await read(`${services.gatewayUrl}${path}`)).status).toBe(404);
   });
 });
