@@ -1,4 +1,6 @@
 import * as oauth from 'oauth4webapi';
+import { createClientKey, jwksOf } from '@writ/testing';
+import { createAdminApp } from '../apps/admin/src/admin.app';
 import { sendJson } from './support/oauth-client';
 import { PAYOUT_REQUEST, seedWorld, World } from './support/grant-flow';
 import { startTestServices, TestServices } from './support/test-services';
@@ -14,7 +16,7 @@ describe('a strict OAuth client (oauth4webapi) drives Writ end to end', () => {
   const insecure = { [oauth.allowInsecureRequests]: true };
 
   beforeAll(async () => {
-    services = await startTestServices();
+    services = await startTestServices({ admin: createAdminApp });
     world = await seedWorld(services.runtime.pool);
     const issuer = new URL(services.issuer);
     as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { algorithm: 'oauth2', ...insecure }));
@@ -149,5 +151,25 @@ describe('a strict OAuth client (oauth4webapi) drives Writ end to end', () => {
     const refused = await sendJson('POST', `${services.issuer}/v1/tasks`, { agent_id: 'agent-1' }, cc.access_token);
     expect(refused.status).toBe(401);
     expect(refused.headers.get('www-authenticate')).toMatch(/^Bearer .*error="invalid_token"/);
+  });
+  it('authenticates an orchestrator whose key is Ed25519: oauth4webapi signs its assertions with the alg Ed25519', async () => {
+    expect(as.token_endpoint_auth_signing_alg_values_supported).toContain('Ed25519');
+    const key = await createClientKey('Ed25519');
+    const registered = await sendJson(
+      'POST',
+      `${services.adminUrl}/v1/orchestrators`,
+      { id: 'orch-ed', name: 'ed25519 orchestrator', jwks: jwksOf(key), allowed_agents: ['agent-1'] },
+      services.adminToken,
+    );
+    expect(registered.status).toBe(201);
+    const client: oauth.Client = { client_id: 'orch-ed' };
+    const auth = oauth.PrivateKeyJwt({ key: key.privateKey, kid: key.publicJwk.kid });
+    const cc = await oauth.processClientCredentialsResponse(
+      as,
+      client,
+      await oauth.clientCredentialsGrantRequest(as, client, auth, { scope: 'tasks' }, insecure),
+    );
+    const introspected = await oauth.processIntrospectionResponse(as, client, await oauth.introspectionRequest(as, client, auth, cc.access_token, insecure));
+    expect(introspected).toMatchObject({ active: true, client_id: 'orch-ed', scope: 'tasks' });
   });
 });

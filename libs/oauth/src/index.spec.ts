@@ -41,7 +41,7 @@ describe('@writ/oauth public surface', () => {
   });
 
   it('exports the discovery values', () => {
-    expect(oauth.CLIENT_ASSERTION_SIGNING_ALGS).toEqual(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA']);
+    expect(oauth.CLIENT_ASSERTION_SIGNING_ALGS).toEqual(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519']);
     expect(oauth.CONNECTOR_DETAIL_TYPE).toBe('connector');
     expect(oauth.GRANT_TYPE_TOKEN_EXCHANGE).toBe('urn:ietf:params:oauth:grant-type:token-exchange');
   });

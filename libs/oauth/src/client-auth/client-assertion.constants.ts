@@ -4,9 +4,23 @@ export const CLIENT_ASSERTION_TYPE_JWT_BEARER = 'urn:ietf:params:oauth:client-as
 /**
  * The only client assertion signing algorithms accepted: asymmetric ones. `none` and
  * HMAC are refused (there are no client secrets). Also the discovery value of
- * `token_endpoint_auth_signing_alg_values_supported`.
+ * `token_endpoint_auth_signing_alg_values_supported`. `Ed25519` is the fully-specified name of
+ * EdDSA over Ed25519 (RFC 9864), which oauth4webapi and other current clients put in what they
+ * sign with an Ed25519 key (DPoP proofs accept it too).
  */
-export const CLIENT_ASSERTION_SIGNING_ALGS = Object.freeze(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA'] as const);
+export const CLIENT_ASSERTION_SIGNING_ALGS = Object.freeze([
+  'ES256',
+  'ES384',
+  'ES512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'RS256',
+  'RS384',
+  'RS512',
+  'EdDSA',
+  'Ed25519',
+] as const);
 
 /** One of {@link CLIENT_ASSERTION_SIGNING_ALGS}. */
 export type ClientAssertionSigningAlg = (typeof CLIENT_ASSERTION_SIGNING_ALGS)[number];

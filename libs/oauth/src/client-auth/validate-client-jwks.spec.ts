@@ -56,6 +56,16 @@ describe('validateClientJwks: accepted sets', () => {
     ]);
   });
 
+  it('accepts an Ed25519 key labelled with either name of its algorithm (EdDSA, or Ed25519: RFC 9864)', () => {
+    const result = validateClientJwks({
+      keys: [
+        { ...ed25519.publicJwk, kid: 'a', alg: 'EdDSA' },
+        { ...ed25519.publicJwk, kid: 'b', alg: 'Ed25519' },
+      ],
+    });
+    expect(result.keys.map((key) => key.alg)).toEqual(['EdDSA', 'Ed25519']);
+  });
+
   it('drops x5c, x5u and unknown members instead of storing them', () => {
     const [key] = validateClientJwks({
       keys: [{ ...ec256.publicJwk, kid: 'ec', x5c: ['MIIB'], x5u: 'https://attacker.example', ext: true, foo: 1 }],
@@ -158,6 +168,8 @@ describe('validateClientJwks: refused sets', () => {
     expect(fieldsOf({ keys: [{ ...ec256.publicJwk, kid: 'k', alg: 'HS256' }] })).toEqual(['jwks.keys[0].alg']);
     expect(fieldsOf({ keys: [{ ...rsa2048.publicJwk, kid: 'k', alg: 'ES256' }] })).toEqual(['jwks.keys[0].alg']);
     expect(fieldsOf({ keys: [{ ...ed25519.publicJwk, kid: 'k', alg: 'ES256' }] })).toEqual(['jwks.keys[0].alg']);
+    expect(fieldsOf({ keys: [{ ...ec256.publicJwk, kid: 'k', alg: 'Ed25519' }] })).toEqual(['jwks.keys[0].alg']);
+    expect(fieldsOf({ keys: [{ ...rsa2048.publicJwk, kid: 'k', alg: 'Ed25519' }] })).toEqual(['jwks.keys[0].alg']);
     expect(fieldsOf({ keys: [{ ...rsa2048.publicJwk, kid: 'k', alg: 'none' }] })).toEqual(['jwks.keys[0].alg']);
   });
 

@@ -107,7 +107,7 @@ function validateKey(raw: unknown, path: string, errors: JwksFieldError[]): Publ
     case 'OKP': {
       if (crv !== 'Ed25519') fail('.crv', 'must be Ed25519');
       else if (base64urlBytes(raw.x) !== 32) fail('.x', 'must be the base64url 32-byte public key');
-      if (isClientAssertionSigningAlg(alg) && alg !== 'EdDSA') fail('.alg', 'does not match kty OKP');
+      if (isClientAssertionSigningAlg(alg) && alg !== 'EdDSA' && alg !== 'Ed25519') fail('.alg', 'does not match kty OKP');
       break;
     }
     case 'oct':

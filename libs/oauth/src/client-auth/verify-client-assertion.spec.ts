@@ -116,6 +116,18 @@ describe('verifyClientAssertion: accepted assertions', () => {
     expect(result.kid).toBe(key().kid);
   });
 
+  it('accepts the fully-specified alg Ed25519 (RFC 9864) from an Ed25519 key, as oauth4webapi signs', async () => {
+    const result = await verify(await sign({ ...eddsa, alg: 'Ed25519' }));
+    expect(result).toMatchObject({ alg: 'Ed25519', kid: 'key-ed' });
+  });
+
+  it('refuses Ed25519 from a key registered for EdDSA only, or from a key of another type', async () => {
+    const labelled = { ...eddsa.publicJwk, alg: 'EdDSA' };
+    await expectReason(sign({ ...eddsa, alg: 'Ed25519' }), 'assertion_key', { jwks: { keys: [labelled] } });
+    // An EC key under the Ed25519 name: no registered key fits, and no signature is checked.
+    await expectReason(`${b64({ alg: 'Ed25519', kid: 'key-es' })}.${b64(claims())}.AAAA`, 'assertion_key');
+  });
+
   it('finds the key without a kid header and reports its kid', async () => {
     const result = await verify(await sign(es256, {}, { kid: undefined }));
     expect(result.kid).toBe('key-es');
@@ -172,7 +184,7 @@ describe('verifyClientAssertion: attacks', () => {
     }
   });
 
-  it.each(['ES256K', 'Ed25519', 'RSA-OAEP', 'ML-DSA-44', 'es256'])('refuses non-allowlisted alg %s', async (alg) => {
+  it.each(['ES256K', 'Ed448', 'RSA-OAEP', 'ML-DSA-44', 'es256'])('refuses non-allowlisted alg %s', async (alg) => {
     await expectReason(`${b64({ alg, kid: 'key-es' })}.${b64(claims())}.AAAA`, 'assertion_alg');
   });
 

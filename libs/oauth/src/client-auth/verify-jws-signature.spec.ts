@@ -49,6 +49,20 @@ describe.each([
     await expect(verifyJwsSignature('PS256', psKey, INPUT, pss)).resolves.toBe(true);
   });
 
+  it('takes Ed25519 (RFC 9864) only from an Ed25519 key, where EdDSA also takes Ed448', async () => {
+    const importOkp = (publicKey: PublicKey, name: string) =>
+      webcrypto.subtle.importKey('jwk', publicKey.export({ format: 'jwk' }), { name }, true, ['verify']);
+    const ed25519 = generateKeyPairSync('ed25519');
+    const ed448 = generateKeyPairSync('ed448');
+    const ed25519Key = await importOkp(ed25519.publicKey, 'Ed25519');
+    const ed448Key = await importOkp(ed448.publicKey, 'Ed448');
+    const by25519 = cryptoSign(null, Buffer.from(INPUT), ed25519.privateKey);
+    const by448 = cryptoSign(null, Buffer.from(INPUT), ed448.privateKey);
+    await expect(verifyJwsSignature('Ed25519', ed25519Key, INPUT, by25519)).resolves.toBe(true);
+    await expect(verifyJwsSignature('EdDSA', ed448Key, INPUT, by448)).resolves.toBe(true);
+    await expect(verifyJwsSignature('Ed25519', ed448Key, INPUT, by448)).resolves.toBe(false);
+  });
+
   it('refuses a private key', async () => {
     const key = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as unknown as { privateKey: CryptoKey };
     await expect(verifyJwsSignature('ES256', key.privateKey, INPUT, es256Signature)).resolves.toBe(false);

@@ -6,7 +6,10 @@ import type { ClientAssertionSigningAlg } from './client-assertion.constants';
  * How each accepted client-assertion `alg` is checked with `node:crypto`: digest, padding and
  * the EC curve / signature length the algorithm requires (RFC 7518 §3).
  */
-const ALGORITHMS: Record<ClientAssertionSigningAlg, { hash: string | null; padding?: number; saltLength?: number; curve?: string; length?: number }> = {
+const ALGORITHMS: Record<
+  ClientAssertionSigningAlg,
+  { hash: string | null; padding?: number; saltLength?: number; curve?: string; length?: number; keyType?: string }
+> = {
   ES256: { hash: 'sha256', curve: 'prime256v1', length: 64 },
   ES384: { hash: 'sha384', curve: 'secp384r1', length: 96 },
   ES512: { hash: 'sha512', curve: 'secp521r1', length: 132 },
@@ -17,6 +20,8 @@ const ALGORITHMS: Record<ClientAssertionSigningAlg, { hash: string | null; paddi
   PS384: { hash: 'sha384', padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 },
   PS512: { hash: 'sha512', padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 64 },
   EdDSA: { hash: null },
+  // RFC 9864: the fully-specified name allows only Ed25519 keys (EdDSA also names Ed448).
+  Ed25519: { hash: null, keyType: 'ed25519' },
 };
 
 const KEY_TYPES: Record<string, ReadonlySet<string>> = {
@@ -63,6 +68,7 @@ export async function verifyJwsSignature(
   const spec = ALGORITHMS[alg];
   const keyObject = keyObjectOf(key);
   if (keyObject.type !== 'public' || !KEY_TYPES[alg.slice(0, 2)].has(keyObject.asymmetricKeyType ?? '')) return false;
+  if (spec.keyType !== undefined && keyObject.asymmetricKeyType !== spec.keyType) return false;
   if (spec.curve !== undefined && (keyObject.asymmetricKeyDetails?.namedCurve !== spec.curve || signature.length !== spec.length)) return false;
   if (keyObject.asymmetricKeyType === 'rsa' || keyObject.asymmetricKeyType === 'rsa-pss') {
     // RFC 7518 §3.3/§3.5 (and jose): 2048 bits at least.
