@@ -435,13 +435,8 @@ export class ProxyService {
     // The credential's row (not tagged) names the task the token was signed for: a row moved to
     // another task (another user's) in SQL does not lend it that task's standing.
     if (state.taskId !== call.taskId) throw new InvalidTokenError('the access token is not known to this authority', { reason: 'unknown_jti' });
-    if (state.revoked) throw new InvalidTokenError('the access token has been revoked', { reason: 'revoked' });
-    if (state.expired) throw new InvalidTokenError('the access token has expired', { reason: 'expired' });
-    if (state.taskStatus !== 'active' || state.taskExpired) {
-      throw new InvalidTokenError(`the task of this credential is ${state.taskStatus === 'active' ? 'expired' : (state.taskStatus ?? 'gone')}`, {
-        reason: 'task_ended',
-      });
-    }
+    const ended = endedRefusal(state);
+    if (ended) throw ended;
     if (!state.connector || state.connector.id !== target.connectorId) {
       throw new InvalidTokenError('the connector of this credential no longer exists', { reason: 'connector_gone' });
     }
@@ -613,6 +608,9 @@ export class ProxyService {
           return Promise.reject(refreshFailure(error));
         });
         injected.push(fresh.value.replace(/^Bearer /, ''));
+        // The refresh may have taken seconds (a provider, another caller's lease): a revocation
+        // answered meanwhile must not see the call sent again after its answer.
+        await this.stillLive(checked.state.jti);
         sentWith = fresh;
         response = await send(fresh);
       }
@@ -739,6 +737,26 @@ export class ProxyService {
       .catch((error: unknown) => this.logger.error({ err: String(error) }, 'could not record an upstream response'));
     // Answered by the exception filter, as an upstream failure before the headers is.
     if (answered) throw answered;
+  }
+
+  /**
+   * Reads the credential again (not from memory) before a call is sent a second time: refused
+   * as {@link authenticate} refuses it when it was revoked, or its task ended, since it was spent.
+   * PostgreSQL out of reach: `503` (nothing is sent).
+   */
+  private async stillLive(jti: string): Promise<void> {
+    let state: CredentialState | undefined;
+    try {
+      state = await this.states.state(jti, true);
+    } catch (error) {
+      if (!isConnectionError(error)) throw error;
+      throw new TemporarilyUnavailableError('the credential could not be checked again before the call was resent; retry later', {
+        reason: 'database_unavailable',
+        cause: error,
+      });
+    }
+    const refusal = state ? endedRefusal(state) : new InvalidTokenError('the access token is not known to this authority', { reason: 'unknown_jti' });
+    if (refusal) throw refusal;
   }
 
   /**
@@ -971,6 +989,18 @@ const NOT_SENT_CODES = new Set([
 function neverSent(error: unknown): boolean {
   const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
   return code !== undefined && NOT_SENT_CODES.has(code);
+}
+
+/** The refusal of a credential that was revoked, has expired, or whose task ended; undefined while it is live. */
+function endedRefusal(state: CredentialState): InvalidTokenError | undefined {
+  if (state.revoked) return new InvalidTokenError('the access token has been revoked', { reason: 'revoked' });
+  if (state.expired) return new InvalidTokenError('the access token has expired', { reason: 'expired' });
+  if (state.taskStatus !== 'active' || state.taskExpired) {
+    return new InvalidTokenError(`the task of this credential is ${state.taskStatus === 'active' ? 'expired' : (state.taskStatus ?? 'gone')}`, {
+      reason: 'task_ended',
+    });
+  }
+  return undefined;
 }
 
 /** A verdict that sends the call through again instead of refusing it: a changed connector, or a remembered state no longer good. */
