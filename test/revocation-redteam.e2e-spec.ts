@@ -1,0 +1,306 @@
+import { Client } from 'pg';
+import { clientAuthFields } from '@writ/testing';
+import { createAdminApp } from '../apps/admin/src/admin.app';
+import { SweeperService } from '../apps/authorization-server/src/background/sweeper.service';
+import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
+import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
+import { http, postForm, sendJson, TestClient, TestResponse } from './support/oauth-client';
+import { seedAgent, seedOrchestrator, setConnectorCredential } from './support/seed';
+import { startSecondInstance, startTestServices, TestServices } from './support/test-services';
+
+const SECRET = 'sk_live_revocation_redteam_4f2a';
+const PAYOUT = { destination: 'acct_1', amount: 42000, currency: 'usd' };
+
+const jtiOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')).jti as string;
+
+/**
+ * Ending a task and RFC 7009 revocation, attacked: ends raced by exchanges and gateway calls on two
+ * instances of one deployment, ends raced by ends, and the revocation endpoint's edges (unknown,
+ * foreign, expired and malformed tokens, hints, repeated parameters, a database that does not answer).
+ */
+describe('revocation and task ends, red team', () => {
+  let first: TestServices;
+  let second: TestServices;
+  let world: World;
+  let upstream: MockUpstream;
+  let otherAgent: TestClient;
+  let otherOrchestrator: TestClient;
+
+  beforeAll(async () => {
+    upstream = await startPaymentsUpstream(SECRET);
+    first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp, env: { WRIT_DB_LOCK_TIMEOUT_MS: '500' } });
+    second = await startSecondInstance(first, { gateway: createGatewayApp, env: { WRIT_DB_LOCK_TIMEOUT_MS: '500' } });
+    // Ends here are asked for: the sweep would race them.
+    for (const services of [first, second]) services.apps[0].get(SweeperService).onApplicationShutdown();
+    world = await seedWorld(first.runtime.pool, upstream.url);
+    await setConnectorCredential(first.runtime.pool, first.runtime.masterKey, 'payments', { type: 'bearer', token: SECRET });
+    otherAgent = await seedAgent(first.runtime.pool, 'agent-other');
+    otherOrchestrator = await seedOrchestrator(first.runtime.pool, 'orch-other', ['*']);
+  });
+  afterAll(async () => {
+    await second.close();
+    await first.close();
+    await upstream.close();
+  });
+
+  const instances = () => [first, second];
+  const gatewayOf = (n: number) =>
+    n % 2 ? `http://127.0.0.1:${second.apps[second.apps.length - 1].getHttpServer().address().port as number}` : first.gatewayUrl;
+  const exchangeAt = async (n: number, taskToken: string) =>
+    postForm(`${instances()[n % 2].authUrl}/oauth2/token`, {
+      ...exchangeFields(taskToken, PAYOUT_REQUEST),
+      ...(await clientAuthFields(world.agent.id, world.agent.key, first.issuer)),
+    });
+  const payAt = (n: number, token: string) =>
+    http(`${gatewayOf(n)}/connectors/payments/v1/payouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(PAYOUT),
+    });
+  const revokeAt = async (n: number, client: TestClient, fields: Record<string, string> | string) => {
+    const auth = new URLSearchParams(await clientAuthFields(client.id, client.key, first.issuer)).toString();
+    const body = typeof fields === 'string' ? `${fields}&${auth}` : `${new URLSearchParams(fields).toString()}&${auth}`;
+    return postForm(`${instances()[n % 2].authUrl}/oauth2/revoke`, body);
+  };
+  const introspectAt = async (n: number, client: TestClient, token: string) =>
+    postForm(`${instances()[n % 2].authUrl}/oauth2/introspect`, { token, ...(await clientAuthFields(client.id, client.key, first.issuer)) });
+  const drain = async () => {
+    for (const services of instances()) await services.runtime.audit.drain();
+  };
+  const chain = async (taskId: string) =>
+    (
+      await first.runtime.pool.query<{ seq: string; type: string; outcome: string; data: Record<string, unknown> }>(
+        `SELECT seq, type, outcome, data FROM audit_events WHERE task_id = $1 ORDER BY seq`,
+        [taskId],
+      )
+    ).rows;
+  const credential = async (taskToken: string) => {
+    const response = await exchangeAt(0, taskToken);
+    if (response.status !== 200) throw new Error(`token exchange failed: ${response.text}`);
+    return response.body.access_token as string;
+  };
+  const revokedAt = async (jti: string) =>
+    (await first.runtime.pool.query<{ revoked_at: Date | null }>('SELECT revoked_at FROM access_tokens WHERE jti = $1', [jti])).rows[0]?.revoked_at;
+
+  describe('an end raced by exchanges and gateway calls on two instances', () => {
+    it.each(['complete', 'fail', 'admin-revoke', 'rfc7009'] as const)(
+      'issues and forwards nothing after the end (%s), on either instance, and the chain says so',
+      async (how) => {
+        const task = await createTask(first, world.orchestrator);
+        const bearer = await tasksToken(first, world.orchestrator);
+        const held = await Promise.all(Array.from({ length: 4 }, () => credential(task.task_token)));
+        const endCall = (): Promise<TestResponse> => {
+          switch (how) {
+            case 'complete':
+            case 'fail':
+              return sendJson('POST', `${second.authUrl}/v1/tasks/${task.task_id}/${how}`, undefined, bearer);
+            case 'admin-revoke':
+              return sendJson('POST', `${first.adminUrl}/v1/tasks/${task.task_id}/revoke`, { reason: 'red team' }, first.adminToken);
+            case 'rfc7009':
+              return revokeAt(1, world.agent, { token: task.task_token });
+          }
+        };
+        const racing = Promise.all([
+          ...Array.from({ length: 16 }, (_, n) => exchangeAt(n, task.task_token)),
+          ...Array.from({ length: 16 }, (_, n) => payAt(n, held[n % held.length])),
+        ]);
+        const ended = await endCall();
+        expect(ended.status).toBe(200);
+        const raced = await racing;
+        for (const response of raced) expect([200, 201, 400, 401]).toContain(response.status);
+
+        // After the end returned: nothing on either instance.
+        const after = await Promise.all([
+          ...[0, 1].map((n) => exchangeAt(n, task.task_token)),
+          ...[0, 1].flatMap((n) => held.map((token) => payAt(n, token))),
+          ...[0, 1].flatMap((n) => raced.filter((response) => response.body?.access_token).map((response) => payAt(n, response.body.access_token as string))),
+        ]);
+        for (const response of after.slice(0, 2)) expect([response.status, response.body.error]).toEqual([400, 'invalid_grant']);
+        for (const response of after.slice(2)) expect(response.status).toBe(401);
+        // Introspection on both instances: every credential and the task token inactive.
+        const issued = [...held, ...raced.filter((response) => response.body?.access_token).map((response) => response.body.access_token as string)];
+        for (const n of [0, 1]) {
+          for (const token of [...issued, task.task_token]) expect((await introspectAt(n, world.agent, token)).body).toEqual({ active: false });
+        }
+        const live = await first.runtime.pool.query('SELECT count(*)::int AS n FROM access_tokens WHERE task_id = $1 AND revoked_at IS NULL', [task.task_id]);
+        expect(live.rows[0].n).toBe(0);
+
+        // The chain: one end; no issuance and no allowed call after it.
+        await drain();
+        const events = await chain(task.task_id);
+        const ends = events.filter((event) => /^task\.(completed|failed|revoked|expired)$/.test(event.type));
+        expect(ends).toHaveLength(1);
+        const endSeq = Number(ends[0].seq);
+        const late = events.filter(
+          (event) => Number(event.seq) > endSeq && (event.type === 'token.issued' || (event.type === 'gateway.call' && event.outcome === 'success')),
+        );
+        expect(late).toEqual([]);
+        // Every credential a client received has its issuance event, before the end.
+        const issuedJtis = new Set(events.filter((event) => event.type === 'token.issued').map((event) => event.data.jti));
+        for (const token of issued) expect(issuedJtis.has(jtiOf(token))).toBe(true);
+        // Every credential of the task is listed revoked by the end (or was revoked before).
+        const revokedJtis = new Set(events.filter((event) => event.type === 'token.revoked').flatMap((event) => event.data.jtis as string[]));
+        for (const token of issued) expect(revokedJtis.has(jtiOf(token))).toBe(true);
+        expect(await first.runtime.audit.verify()).toMatchObject({ valid: true });
+      },
+      60_000,
+    );
+  });
+
+  describe('an end raced by ends', () => {
+    it('ends once when the same end is asked for 10 times at once on both instances; every answer is 200 with the task ended', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const bearer = await tasksToken(first, world.orchestrator);
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, (_, n) => sendJson('POST', `${instances()[n % 2].authUrl}/v1/tasks/${task.task_id}/complete`, undefined, bearer)),
+      );
+      for (const answer of answers) expect([answer.status, answer.body.status]).toEqual([200, 'completed']);
+      await drain();
+      const ends = (await chain(task.task_id)).filter((event) => event.type === 'task.completed');
+      expect(ends).toHaveLength(1);
+    });
+
+    it('ends once when RFC 7009 revocations of the task token race on both instances', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const answers = await Promise.all(Array.from({ length: 8 }, (_, n) => revokeAt(n, n % 4 ? world.agent : world.orchestrator, { token: task.task_token })));
+      for (const answer of answers) expect([answer.status, answer.text]).toEqual([200, '']);
+      await drain();
+      expect((await chain(task.task_id)).filter((event) => event.type === 'task.revoked')).toHaveLength(1);
+    });
+  });
+
+  describe('RFC 7009 edges', () => {
+    it('answers 200 with an empty body for an unknown or unverifiable token, and changes nothing', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const token = await credential(task.task_token);
+      const [header, payload] = token.split('.');
+      const variants = [
+        'not-a-token',
+        `${header}.${payload}.AAAA`,
+        `${header}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), jti: 'x' })).toString('base64url')}.${token.split('.')[2]}`,
+        'a'.repeat(6000),
+        '__proto__',
+        'constructor',
+      ];
+      for (const variant of variants) {
+        const answer = await revokeAt(0, world.agent, { token: variant });
+        expect([answer.status, answer.text, answer.headers.get('cache-control')]).toEqual([200, '', 'no-store']);
+      }
+      expect(await revokedAt(jtiOf(token))).toBeNull();
+      expect((await introspectAt(1, world.agent, token)).body.active).toBe(true);
+    });
+
+    it('answers a lone surrogate, a huge body, or a __proto__ parameter as the form rules say, never 500', async () => {
+      const lone = await revokeAt(0, world.agent, 'token=%ED%A0%80abc');
+      expect([200, 400]).toContain(lone.status);
+      const proto = await revokeAt(0, world.agent, '__proto__=x&token=abc');
+      expect([200, 400]).toContain(proto.status);
+      const protoToken = await revokeAt(0, world.agent, 'token[__proto__]=abc');
+      expect([400]).toContain(protoToken.status);
+      const huge = await revokeAt(0, world.agent, { token: 'a'.repeat(2_000_000) });
+      expect([400, 413]).toContain(huge.status);
+      for (const answer of [lone, proto, protoToken, huge]) expect(answer.status).toBeLessThan(500);
+    });
+
+    it('refuses a repeated token or token_type_hint (400 invalid_request) and revokes nothing', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const token = await credential(task.task_token);
+      const twice = await revokeAt(0, world.agent, `token=${token}&token=${token}`);
+      expect([twice.status, twice.body.error]).toEqual([400, 'invalid_request']);
+      const hints = await revokeAt(0, world.agent, `token=${token}&token_type_hint=access_token&token_type_hint=refresh_token`);
+      expect([hints.status, hints.body.error]).toEqual([400, 'invalid_request']);
+      expect(await revokedAt(jtiOf(token))).toBeNull();
+    });
+
+    it('revokes whatever the hint says (wrong or unknown hints are ignored, RFC 7009 section 2.1)', async () => {
+      for (const hint of ['refresh_token', 'access_token', 'urn:x:unknown', '']) {
+        const task = await createTask(first, world.orchestrator);
+        const token = await credential(task.task_token);
+        const answer = await revokeAt(0, world.agent, { token, token_type_hint: hint });
+        expect([answer.status, answer.text]).toEqual([200, '']);
+        expect(await revokedAt(jtiOf(token))).not.toBeNull();
+        expect((await payAt(1, token)).status).toBe(401);
+      }
+      // A task token with an access_token hint still ends its task.
+      const task = await createTask(first, world.orchestrator);
+      expect((await revokeAt(1, world.agent, { token: task.task_token, token_type_hint: 'access_token' })).status).toBe(200);
+      expect((await first.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [task.task_id])).rows[0].status).toBe('revoked');
+    });
+
+    it("leaves another client's token alone and answers exactly as for an unknown token", async () => {
+      const task = await createTask(first, world.orchestrator);
+      const token = await credential(task.task_token);
+      const foreign = await revokeAt(0, otherAgent, { token });
+      const foreignOrchestrator = await revokeAt(1, otherOrchestrator, { token });
+      const foreignTaskToken = await revokeAt(1, otherAgent, { token: task.task_token });
+      const unknown = await revokeAt(0, otherAgent, { token: 'not-a-token' });
+      for (const answer of [foreign, foreignOrchestrator, foreignTaskToken, unknown]) {
+        expect([answer.status, answer.text, answer.headers.get('content-type'), answer.headers.get('cache-control')]).toEqual([
+          unknown.status,
+          unknown.text,
+          unknown.headers.get('content-type'),
+          unknown.headers.get('cache-control'),
+        ]);
+      }
+      expect(await revokedAt(jtiOf(token))).toBeNull();
+      expect((await first.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [task.task_id])).rows[0].status).toBe('active');
+      await drain();
+      expect((await chain(task.task_id)).map((event) => event.type)).not.toContain('token.revoked');
+      expect((await payAt(1, token)).status).toBe(201);
+    });
+
+    it('revokes a connector credential without ending its task; the task token then still buys one', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const token = await credential(task.task_token);
+      expect((await revokeAt(1, world.orchestrator, { token })).status).toBe(200);
+      expect((await payAt(0, token)).status).toBe(401);
+      expect((await introspectAt(0, world.orchestrator, token)).body).toEqual({ active: false });
+      expect((await first.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [task.task_id])).rows[0].status).toBe('active');
+      expect((await exchangeAt(1, task.task_token)).status).toBe(200);
+      // Revoking it again changes nothing and records nothing more.
+      expect((await revokeAt(0, world.agent, { token })).status).toBe(200);
+      await drain();
+      expect((await chain(task.task_id)).filter((event) => event.type === 'token.revoked')).toHaveLength(1);
+    });
+
+    it('answers 200 for an already expired credential, and records nothing', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const token = await credential(task.task_token);
+      await first.runtime.pool.query(`UPDATE access_tokens SET expires_at = now() - interval '1 second' WHERE jti = $1`, [jtiOf(token)]);
+      expect((await revokeAt(0, world.agent, { token })).status).toBe(200);
+      await drain();
+      expect((await chain(task.task_id)).filter((event) => event.type === 'token.revoked').length).toBeLessThanOrEqual(1);
+    });
+  });
+
+  describe('a database that does not answer', () => {
+    it('answers a revocation that cannot commit 503 with Retry-After, and nothing is revoked', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const token = await credential(task.task_token);
+      // The chain head is held: every audited write waits for it and times out.
+      const holder = new Client({ connectionString: first.db.url });
+      await holder.connect();
+      let answers: TestResponse[];
+      try {
+        await holder.query('BEGIN');
+        await holder.query('SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE');
+        answers = await Promise.all([
+          revokeAt(0, world.agent, { token }),
+          revokeAt(1, world.agent, { token: task.task_token }),
+          sendJson('POST', `${first.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, first.adminToken),
+        ]);
+      } finally {
+        await holder.query('ROLLBACK');
+        await holder.end();
+      }
+      for (const answer of answers) {
+        expect(answer.status).toBe(503);
+        expect(answer.headers.get('retry-after')).not.toBeNull();
+      }
+      expect(await revokedAt(jtiOf(token))).toBeNull();
+      expect((await first.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [task.task_id])).rows[0].status).toBe('active');
+      expect((await payAt(1, token)).status).toBe(201);
+    });
+  });
+});
