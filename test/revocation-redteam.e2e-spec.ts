@@ -3,7 +3,7 @@ import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { SweeperService } from '../apps/authorization-server/src/background/sweeper.service';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
-import { createTask, exchangeFields, PAYOUT_REQUEST, seedWorld, tasksToken, World } from './support/grant-flow';
+import { createTask, exchangeFields, PAYOUT_REQUEST, requireApprovalAbove, seedWorld, tasksToken, World } from './support/grant-flow';
 import { MockUpstream, startPaymentsUpstream } from './support/mock-upstreams';
 import { http, postForm, sendJson, TestClient, TestResponse } from './support/oauth-client';
 import { seedAgent, seedOrchestrator, setConnectorCredential } from './support/seed';
@@ -170,6 +170,42 @@ describe('revocation and task ends, red team', () => {
     });
   });
 
+  describe('RFC 7009 of one credential or of a Tasks API token', () => {
+    it('allows no call after an RFC 7009 revocation of one credential that raced calls on both gateways', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const token = await credential(task.task_token);
+      const racing = Promise.all(Array.from({ length: 16 }, (_, n) => payAt(n, token)));
+      const revoked = await revokeAt(1, world.agent, { token });
+      expect([revoked.status, revoked.text]).toEqual([200, '']);
+      for (const response of await racing) expect([201, 401]).toContain(response.status);
+      for (const n of [0, 1]) {
+        expect((await payAt(n, token)).status).toBe(401);
+        expect((await introspectAt(n, world.agent, token)).body).toEqual({ active: false });
+      }
+      await drain();
+      const events = await chain(task.task_id);
+      const revokedSeq = Number(events.find((event) => event.type === 'token.revoked')!.seq);
+      const late = events.filter((event) => event.type === 'gateway.call' && event.outcome === 'success' && Number(event.seq) > revokedSeq);
+      expect(late).toEqual([]);
+      // The task goes on: its task token still buys a credential.
+      expect((await exchangeAt(0, task.task_token)).status).toBe(200);
+    });
+
+    it("revokes an orchestrator's own Tasks API token (a 401 on both instances), and no one else's", async () => {
+      const bearer = await tasksToken(first, world.orchestrator);
+      const foreign = await revokeAt(0, otherOrchestrator, { token: bearer });
+      const byAgent = await revokeAt(1, world.agent, { token: bearer });
+      for (const answer of [foreign, byAgent]) expect([answer.status, answer.text]).toEqual([200, '']);
+      const task = await sendJson('POST', `${second.authUrl}/v1/tasks`, { agent_id: 'agent-1', purpose: 'p', allowed: [], ttl_seconds: 60 }, bearer);
+      expect(task.status).not.toBe(401);
+      expect((await revokeAt(1, world.orchestrator, { token: bearer })).status).toBe(200);
+      for (const services of instances()) {
+        const answer = await sendJson('GET', `${services.authUrl}/v1/tasks/00000000-0000-4000-8000-000000000000`, undefined, bearer);
+        expect(answer.status).toBe(401);
+      }
+    });
+  });
+
   describe('RFC 7009 edges', () => {
     it('answers 200 with an empty body for an unknown or unverifiable token, and changes nothing', async () => {
       const task = await createTask(first, world.orchestrator);
@@ -301,6 +337,45 @@ describe('revocation and task ends, red team', () => {
       expect(await revokedAt(jtiOf(token))).toBeNull();
       expect((await first.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [task.task_id])).rows[0].status).toBe('active');
       expect((await payAt(1, token)).status).toBe(201);
+    });
+  });
+
+  // Last: the approval threshold stays for the rest of the suite.
+  describe('an end while an approval is pending', () => {
+    beforeAll(async () => {
+      for (const services of instances()) await requireApprovalAbove(services, 10000);
+    });
+
+    it.each(['approve-after', 'approve-racing'] as const)('never mints a credential on the approval once the task ended (%s)', async (mode) => {
+      const task = await createTask(first, world.orchestrator);
+      const pending = await exchangeAt(0, task.task_token);
+      expect(pending.body.error).toBe('authorization_pending');
+      const id: string = pending.body.approval_id;
+      const approve = () => sendJson('POST', `${first.adminUrl}/v1/approvals/${id}/approve`, {}, first.adminToken);
+      const bearer = await tasksToken(first, world.orchestrator);
+      const end = () => sendJson('POST', `${second.authUrl}/v1/tasks/${task.task_id}/complete`, undefined, bearer);
+      if (mode === 'approve-after') {
+        expect((await end()).status).toBe(200);
+        const approved = await approve();
+        expect(approved.status).toBeLessThan(500);
+        if (approved.status === 200) expect(approved.body.status).toBe('expired');
+      } else {
+        const [ended] = await Promise.all([end(), approve()]);
+        expect(ended.status).toBe(200);
+      }
+      const uses = await Promise.all(
+        Array.from({ length: 4 }, async (_, n) =>
+          postForm(`${instances()[n % 2].authUrl}/oauth2/token`, {
+            ...exchangeFields(task.task_token, PAYOUT_REQUEST, { approval_id: id }),
+            ...(await clientAuthFields(world.agent.id, world.agent.key, first.issuer)),
+          }),
+        ),
+      );
+      for (const use of uses) expect([use.status, use.body.error]).toEqual([400, 'invalid_grant']);
+      const minted = await first.runtime.pool.query('SELECT count(*)::int AS n FROM access_tokens WHERE task_id = $1', [task.task_id]);
+      expect(minted.rows[0].n).toBe(0);
+      const approval = await sendJson('GET', `${first.adminUrl}/v1/approvals/${id}`, undefined, first.adminToken);
+      expect(approval.body.status).toBe('expired');
     });
   });
 });
