@@ -207,6 +207,20 @@ describe('revocation and task ends, red team', () => {
   });
 
   describe('RFC 7009 edges', () => {
+    it('refuses an admin revocation reason that is not well-formed text (a lone surrogate), naming it, and the chain stays valid', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const answer = await http(`${first.adminUrl}/v1/tasks/${task.task_id}/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${first.adminToken}` },
+        body: '{"reason":"stop \\ud800 now"}',
+      });
+      expect(answer.status).toBe(400);
+      expect(JSON.stringify(answer.body)).toMatch(/reason/);
+      expect((await first.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [task.task_id])).rows[0].status).toBe('active');
+      await drain();
+      expect(await first.runtime.audit.verify()).toMatchObject({ valid: true });
+    });
+
     it('answers 200 with an empty body for an unknown or unverifiable token, and changes nothing', async () => {
       const task = await createTask(first, world.orchestrator);
       const token = await credential(task.task_token);
@@ -314,6 +328,7 @@ describe('revocation and task ends, red team', () => {
     it('answers a revocation that cannot commit 503 with Retry-After, and nothing is revoked', async () => {
       const task = await createTask(first, world.orchestrator);
       const token = await credential(task.task_token);
+      const bearer = await tasksToken(first, world.orchestrator);
       // The chain head is held: every audited write waits for it and times out.
       const holder = new Client({ connectionString: first.db.url });
       await holder.connect();
@@ -325,6 +340,8 @@ describe('revocation and task ends, red team', () => {
           revokeAt(0, world.agent, { token }),
           revokeAt(1, world.agent, { token: task.task_token }),
           sendJson('POST', `${first.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, first.adminToken),
+          sendJson('POST', `${second.authUrl}/v1/tasks/${task.task_id}/complete`, undefined, bearer),
+          sendJson('POST', `${first.authUrl}/v1/tasks/${task.task_id}/fail`, undefined, bearer),
         ]);
       } finally {
         await holder.query('ROLLBACK');
