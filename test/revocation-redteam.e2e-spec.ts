@@ -170,6 +170,40 @@ describe('revocation and task ends, red team', () => {
     });
   });
 
+  describe('an end raced by the deadline', () => {
+    it('ends a task past its deadline once, as expired, when sweeps on both instances race ends and exchanges', async () => {
+      const task = await createTask(first, world.orchestrator);
+      const token = await credential(task.task_token);
+      const bearer = await tasksToken(first, world.orchestrator);
+      // The deadline passes (the database clock decides), and no sweep has run yet.
+      await first.runtime.pool.query(`UPDATE tasks SET expires_at = now() - interval '1 millisecond' WHERE id = $1`, [task.task_id]);
+      const [sweptFirst, sweptSecond, ...answers] = await Promise.all([
+        first.runtime.revoker.expireDueTasks(),
+        second.runtime.revoker.expireDueTasks(),
+        sendJson('POST', `${first.authUrl}/v1/tasks/${task.task_id}/complete`, undefined, bearer),
+        sendJson('POST', `${second.authUrl}/v1/tasks/${task.task_id}/fail`, undefined, bearer),
+        sendJson('POST', `${first.adminUrl}/v1/tasks/${task.task_id}/revoke`, {}, first.adminToken),
+        revokeAt(1, world.agent, { token: task.task_token }),
+        exchangeAt(0, task.task_token),
+        exchangeAt(1, task.task_token),
+        payAt(0, token),
+        payAt(1, token),
+      ]);
+      expect(sweptFirst + sweptSecond).toBeLessThanOrEqual(1);
+      for (const answer of answers.slice(0, 3)) expect([answer.status, answer.body.status]).toEqual([200, 'expired']);
+      expect(answers[3].status).toBe(200);
+      for (const answer of answers.slice(4, 6)) expect([answer.status, answer.body.error]).toEqual([400, 'invalid_grant']);
+      for (const answer of answers.slice(6)) expect(answer.status).toBe(401);
+      await drain();
+      const events = await chain(task.task_id);
+      const ends = events.filter((event) => /^task\.(completed|failed|revoked|expired)$/.test(event.type));
+      expect(ends.map((event) => event.type)).toEqual(['task.expired']);
+      expect(events.filter((event) => event.type === 'token.issued')).toHaveLength(1);
+      expect(events.filter((event) => event.type === 'gateway.call' && event.outcome === 'success')).toEqual([]);
+      expect((await first.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [task.task_id])).rows[0].status).toBe('expired');
+    });
+  });
+
   describe('RFC 7009 of one credential or of a Tasks API token', () => {
     it('allows no call after an RFC 7009 revocation of one credential that raced calls on both gateways', async () => {
       const task = await createTask(first, world.orchestrator);
