@@ -170,6 +170,24 @@ describe('revocation and task ends, red team', () => {
     });
   });
 
+  describe('an end asked for by someone else', () => {
+    it("answers another orchestrator's complete or fail 404 on both instances, and nothing ends", async () => {
+      const task = await createTask(first, world.orchestrator);
+      const token = await credential(task.task_token);
+      const stranger = await tasksToken(first, otherOrchestrator);
+      const answers = await Promise.all(
+        [first, second].flatMap((services) =>
+          ['complete', 'fail'].map((how) => sendJson('POST', `${services.authUrl}/v1/tasks/${task.task_id}/${how}`, undefined, stranger)),
+        ),
+      );
+      for (const answer of answers) expect(answer.status).toBe(404);
+      // The task token does not stand in for a Tasks API token.
+      expect((await sendJson('POST', `${second.authUrl}/v1/tasks/${task.task_id}/complete`, undefined, task.task_token)).status).toBe(401);
+      expect((await first.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [task.task_id])).rows[0].status).toBe('active');
+      expect((await payAt(1, token)).status).toBe(201);
+    });
+  });
+
   describe('an end raced by the deadline', () => {
     it('ends a task past its deadline once, as expired, when sweeps on both instances race ends and exchanges', async () => {
       const task = await createTask(first, world.orchestrator);
