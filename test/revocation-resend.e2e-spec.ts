@@ -5,10 +5,11 @@ import type { AddressInfo } from 'node:net';
 import type { CryptoKey } from 'jose';
 import type { Pool } from 'pg';
 import { accountSealContext } from '@writ/accounts';
+import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { credentialForUser, startIdentityProvider, tasksToken } from './support/grant-flow';
-import { http, sendJson, type TestClient } from './support/oauth-client';
+import { http, postForm, sendJson, type TestClient } from './support/oauth-client';
 import { seedAgent, seedConnector, seedOrchestrator, setConnectorCredential } from './support/seed';
 import { startTestServices, TestServices } from './support/test-services';
 
@@ -107,7 +108,7 @@ describe('gateway: the resend after an upstream 401, when the task ends during t
     res.end(JSON.stringify({ access_token: `refreshed_${randomUUID()}`, token_type: 'Bearer', expires_in: 3600, refresh_token: `rt_${randomUUID()}` }));
   };
 
-  it.each(['complete', 'admin-revoke'] as const)('sends nothing again once the task has ended (%s)', async (how) => {
+  it.each(['complete', 'admin-revoke', 'rfc7009'] as const)('sends nothing again once the task has ended or the credential is revoked (%s)', async (how) => {
     const subject = `user-${how}`;
     await connected(subject);
     const credential = await credentialForUser(services, orchestrator, agent, { issuer: IDP, subject, key: idp.key }, ALLOWED);
@@ -121,7 +122,9 @@ describe('gateway: the resend after an upstream 401, when the task ends during t
     const ended =
       how === 'complete'
         ? await sendJson('POST', `${services.issuer}/v1/tasks/${taskId}/complete`, undefined, await tasksToken(services, orchestrator))
-        : await sendJson('POST', `${services.adminUrl}/v1/tasks/${taskId}/revoke`, { reason: 'stop' }, services.adminToken);
+        : how === 'admin-revoke'
+          ? await sendJson('POST', `${services.adminUrl}/v1/tasks/${taskId}/revoke`, { reason: 'stop' }, services.adminToken)
+          : await postForm(`${services.issuer}/oauth2/revoke`, { token: credential, ...(await clientAuthFields(agent.id, agent.key, services.issuer)) });
     expect(ended.status).toBe(200);
     // The end has answered: the provider now answers the refresh.
     answerRefresh(held.shift()!);
@@ -136,6 +139,32 @@ describe('gateway: the resend after an upstream 401, when the task ends during t
     );
     expect(rows.map((row) => `${row.type}:${row.outcome}`)).toEqual(['gateway.call:success', 'gateway.upstream:failure']);
     expect(rows[1].data).toMatchObject({ status: 401, error: 'invalid_token', reason: 'revoked' });
+  });
+
+  it('sends nothing again, and answers 503 with Retry-After, when the credential cannot be read again', async () => {
+    const subject = 'user-outage';
+    await connected(subject);
+    const credential = await credentialForUser(services, orchestrator, agent, { issuer: IDP, subject, key: idp.key }, ALLOWED);
+    const before = received.length;
+    const arrived = new Promise<void>((resolve) => (refreshArrived = resolve));
+    const call = http(`${services.gatewayUrl}/connectors/codehost/api/me`, { headers: { authorization: `Bearer ${credential}` } });
+    await arrived;
+    // From now on the credential's state cannot be read (the rest of the database answers).
+    const query = pool.query.bind(pool) as (...args: unknown[]) => unknown;
+    const textOf = (statement: unknown) => (typeof statement === 'string' ? statement : ((statement as { text?: string } | undefined)?.text ?? ''));
+    Object.assign(pool, {
+      query: (statement: unknown, ...rest: unknown[]): unknown =>
+        textOf(statement).includes('task_expires_at_ms') ? Promise.reject(new Error('Connection terminated unexpectedly')) : query(statement, ...rest),
+    });
+    try {
+      answerRefresh(held.shift()!);
+      const answer = await call;
+      expect([answer.status, answer.body.error]).toEqual([503, 'temporarily_unavailable']);
+      expect(answer.headers.get('retry-after')).not.toBeNull();
+      expect(received.length).toBe(before + 1);
+    } finally {
+      Object.assign(pool, { query });
+    }
   });
 
   it('still sends again when the task is live (the refreshed token is used)', async () => {
