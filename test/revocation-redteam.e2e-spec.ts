@@ -170,6 +170,80 @@ describe('revocation and task ends, red team', () => {
     });
   });
 
+  describe('revocation by client and by connector, raced on two instances', () => {
+    it.each(['suspend-agent', 'delete-connector'] as const)(
+      'issues and allows nothing after the admin change answers (%s)',
+      async (how) => {
+        const agent = await seedAgent(first.runtime.pool, `agent-${how}`);
+        const connectorId = `payments-${how}`;
+        const { rows } = await first.runtime.pool.query(`SELECT operations FROM connectors WHERE id = 'payments'`);
+        const registered = await sendJson(
+          'POST',
+          `${first.adminUrl}/v1/connectors`,
+          { id: connectorId, name: connectorId, base_url: upstream.url, credential: { type: 'bearer', token: SECRET }, operations: rows[0].operations },
+          first.adminToken,
+        );
+        expect(registered.status).toBe(201);
+        const details = PAYOUT_REQUEST.map((entry) => ({ ...entry, connector: connectorId }));
+        const task = await createTask(first, otherOrchestrator, { agent_id: agent.id, allowed: details });
+        const exchange = async (n: number) =>
+          postForm(`${instances()[n % 2].authUrl}/oauth2/token`, {
+            ...exchangeFields(task.task_token, details),
+            ...(await clientAuthFields(agent.id, agent.key, first.issuer)),
+          });
+        const pay = (n: number, token: string) =>
+          http(`${gatewayOf(n)}/connectors/${connectorId}/v1/payouts`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: JSON.stringify(PAYOUT),
+          });
+        const held = await Promise.all(
+          [0, 1, 2, 3].map(async (n) => {
+            const response = await exchange(n);
+            expect(response.status).toBe(200);
+            return response.body.access_token as string;
+          }),
+        );
+        const racing = Promise.all([
+          ...Array.from({ length: 12 }, (_, n) => exchange(n)),
+          ...Array.from({ length: 12 }, (_, n) => pay(n, held[n % held.length])),
+        ]);
+        const changed =
+          how === 'suspend-agent'
+            ? await sendJson('PATCH', `${first.adminUrl}/v1/agents/${agent.id}`, { status: 'suspended' }, first.adminToken)
+            : await sendJson('DELETE', `${first.adminUrl}/v1/connectors/${connectorId}`, undefined, first.adminToken);
+        expect(changed.status).toBeLessThan(300);
+        const raced = await racing;
+        const issued = [...held, ...raced.filter((response) => response.body?.access_token).map((response) => response.body.access_token as string)];
+        const after = await Promise.all([...[0, 1].map((n) => exchange(n)), ...[0, 1].flatMap((n) => issued.map((token) => pay(n, token)))]);
+        for (const response of after.slice(0, 2)) expect(response.status).toBeGreaterThanOrEqual(400);
+        for (const response of after.slice(2)) expect(response.status).toBe(401);
+        for (const token of issued) expect((await introspectAt(1, otherOrchestrator, token)).body).toEqual({ active: false });
+        const live = await first.runtime.pool.query(
+          'SELECT count(*)::int AS n FROM access_tokens WHERE task_id = $1 AND revoked_at IS NULL AND expires_at > now()',
+          [task.task_id],
+        );
+        expect(live.rows[0].n).toBe(0);
+        // In chain order: no issuance and no allowed call after the change.
+        await drain();
+        const { rows: events } = await first.runtime.pool.query<{ seq: string; type: string; outcome: string; task_id: string | null }>(
+          `SELECT seq, type, outcome, task_id FROM audit_events WHERE seq > (SELECT min(seq) FROM audit_events WHERE task_id = $1) ORDER BY seq`,
+          [task.task_id],
+        );
+        const marker = how === 'suspend-agent' ? 'admin.agent.suspended' : 'admin.connector.deleted';
+        const changeSeq = Number(events.find((event) => event.type === marker)!.seq);
+        const late = events.filter(
+          (event) =>
+            event.task_id === task.task_id &&
+            Number(event.seq) > changeSeq &&
+            (event.type === 'token.issued' || (event.type === 'gateway.call' && event.outcome === 'success')),
+        );
+        expect(late).toEqual([]);
+      },
+      60_000,
+    );
+  });
+
   describe('an end asked for by someone else', () => {
     it("answers another orchestrator's complete or fail 404 on both instances, and nothing ends", async () => {
       const task = await createTask(first, world.orchestrator);
