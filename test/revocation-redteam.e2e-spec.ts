@@ -136,6 +136,11 @@ describe('revocation and task ends, red team', () => {
           (event) => Number(event.seq) > endSeq && (event.type === 'token.issued' || (event.type === 'gateway.call' && event.outcome === 'success')),
         );
         expect(late).toEqual([]);
+        // The agent's exchanges after the end are in the task's evidence: refused, naming why.
+        const refusedAfter = events.filter((event) => Number(event.seq) > endSeq && event.type === 'token.refused');
+        expect(refusedAfter.length).toBeGreaterThanOrEqual(2);
+        for (const event of refusedAfter) expect(event.data).toMatchObject({ error: 'invalid_grant' });
+        expect(refusedAfter.map((event) => event.data.reason)).toContain('task_ended');
         // Every credential a client received has its issuance event, before the end.
         const issuedJtis = new Set(events.filter((event) => event.type === 'token.issued').map((event) => event.data.jti));
         for (const token of issued) expect(issuedJtis.has(jtiOf(token))).toBe(true);
@@ -411,6 +416,12 @@ describe('revocation and task ends, red team', () => {
       const foreign = await revokeAt(0, otherAgent, { token });
       const foreignOrchestrator = await revokeAt(1, otherOrchestrator, { token });
       const foreignTaskToken = await revokeAt(1, otherAgent, { token: task.task_token });
+      // Another agent presenting the task token to the token endpoint: refused, and the task's evidence shows it.
+      const stolen = await postForm(`${second.authUrl}/oauth2/token`, {
+        ...exchangeFields(task.task_token, PAYOUT_REQUEST),
+        ...(await clientAuthFields(otherAgent.id, otherAgent.key, first.issuer)),
+      });
+      expect([stolen.status, stolen.body.error]).toEqual([400, 'invalid_grant']);
       const unknown = await revokeAt(0, otherAgent, { token: 'not-a-token' });
       for (const answer of [foreign, foreignOrchestrator, foreignTaskToken, unknown]) {
         expect([answer.status, answer.text, answer.headers.get('content-type'), answer.headers.get('cache-control')]).toEqual([
@@ -423,7 +434,9 @@ describe('revocation and task ends, red team', () => {
       expect(await revokedAt(jtiOf(token))).toBeNull();
       expect((await first.runtime.pool.query('SELECT status FROM tasks WHERE id = $1', [task.task_id])).rows[0].status).toBe('active');
       await drain();
-      expect((await chain(task.task_id)).map((event) => event.type)).not.toContain('token.revoked');
+      const evidence = await chain(task.task_id);
+      expect(evidence.map((event) => event.type)).not.toContain('token.revoked');
+      expect(evidence.filter((event) => event.type === 'token.refused').map((event) => event.data.reason)).toEqual(['task_of_another_agent']);
       expect((await payAt(1, token)).status).toBe(201);
     });
 

@@ -125,6 +125,7 @@ describe('a strict OAuth client (oauth4webapi) drives Writ end to end', () => {
       'grant.decision:denied',
       'task.completed:success',
       'token.revoked:success',
+      'token.refused:denied',
     ]);
     expect(await services.runtime.audit.verify()).toMatchObject({ valid: true });
   });

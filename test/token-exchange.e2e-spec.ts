@@ -270,7 +270,10 @@ describe('token exchange (RFC 8693 + RFC 9396) against the compiled policy', () 
       'token.issued:success',
       'task.completed:success',
       'token.revoked:success',
+      // The exchange asked for after the end, refused, in the task's log.
+      'token.refused:denied',
     ]);
+    expect(rows[5].data).toMatchObject({ error: 'invalid_grant', reason: 'task_ended' });
     expect(rows[1].data.policy_version).toMatch(/^[0-9a-f]{64}$/);
     const all = await services.runtime.pool.query('SELECT data::text AS data FROM audit_events');
     const everything = all.rows.map((row) => row.data).join('\n');

@@ -7,6 +7,7 @@ import { ACCESS_TOKEN_TYP, clientAuthenticationFailed, InvalidGrantError } from 
 import type { PoolClient } from 'pg';
 import { connectorCredentials, CredentialRow, decidedOperation, IssueOutcome, tasksTokens } from '@writ/grants';
 import type { ClientAssertionJti } from '../client-auth/client-assertion-jti';
+import { TaskGrantRefusal } from './task-grant-refusal';
 
 /** The catalogue changed between the decision and the issuance: decide again on the new one. */
 export class CatalogueChangedError extends InvalidGrantError {
@@ -28,11 +29,13 @@ export class StaleDecisionError extends Error {
 }
 
 /** The refusal of a credential that was not recorded. */
-function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: string | null): Error {
+function notRecorded(outcome: Exclude<IssueOutcome, 'recorded'>, connectorId: string | null, taskId: string | null): Error {
   if (outcome === 'client_changed') return new StaleDecisionError('client');
   if (outcome === 'policy_changed') return new StaleDecisionError('policy');
   if (outcome === 'replayed') return clientAuthenticationFailed('assertion_replay');
-  return outcome === 'catalogue_changed' ? new CatalogueChangedError(connectorId) : new InvalidGrantError('the task or the agent is no longer active');
+  if (outcome === 'catalogue_changed') return new CatalogueChangedError(connectorId);
+  const description = 'the task or the agent is no longer active';
+  return taskId ? new TaskGrantRefusal(taskId, description, { reason: 'task_or_agent_ended' }) : new InvalidGrantError(description);
 }
 
 /** What to put in a new access token and its row. */
@@ -179,7 +182,7 @@ export class AccessTokenIssuer {
           // back what beforeInsert did too, e.g. an approval is not spent on a credential that
           // was never issued.
           const [written] = await batch.run(client, [row]);
-          if (written !== 'recorded') throw notRecorded(written, spec.connectorId ?? null);
+          if (written !== 'recorded') throw notRecorded(written, spec.connectorId ?? null, spec.taskId ?? null);
           return written;
         }, events)
       : await this.audit
@@ -191,7 +194,7 @@ export class AccessTokenIssuer {
     // Authenticated or decided on what is no longer current: the jti was not spent.
     const stale = outcome === 'client_changed' || outcome === 'policy_changed';
     spec.assertionJti?.settle(outcome === 'replayed' ? 'replayed' : stale ? 'failed' : 'spent');
-    if (outcome !== 'recorded' && outcome !== 'replayed') throw notRecorded(outcome, spec.connectorId ?? null);
+    if (outcome !== 'recorded' && outcome !== 'replayed') throw notRecorded(outcome, spec.connectorId ?? null, spec.taskId ?? null);
     return { token, jti, expiresIn, expiresAt };
   }
 

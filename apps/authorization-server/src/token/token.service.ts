@@ -12,6 +12,7 @@ import { StaleDecisionError } from './access-token-issuer.service';
 import { PolicySync } from '@writ/platform';
 import { POLICY_DENIED } from '@writ/grants';
 import type { TokenResponseDto } from './token-response.dto';
+import { TaskGrantRefusal } from './task-grant-refusal';
 
 /** How many times a request is decided when what it was decided with keeps changing. */
 const MAX_DECISIONS = 3;
@@ -124,6 +125,7 @@ export class TokenService {
       outcome: error.error === 'invalid_client' ? 'failure' : 'denied',
       actor: client ? { type: client.kind, id: client.id } : { type: 'anonymous', id: null },
       agentId: client?.kind === 'agent' ? client.id : null,
+      taskId: error instanceof TaskGrantRefusal ? error.taskId : null,
       data: {
         grant_type: grantType ?? null,
         error: error.error,

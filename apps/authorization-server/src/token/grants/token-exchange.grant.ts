@@ -28,6 +28,7 @@ import { TASK_TOKEN_TYP, TaskTokenClaims } from '../../exchange/task-token';
 import { AccessTokenIssuer, CatalogueChangedError, StaleDecisionError } from '../access-token-issuer.service';
 import type { GrantContext, GrantHandler } from '../grant-handler';
 import type { TokenResponseDto } from '../token-response.dto';
+import { TaskGrantRefusal } from '../task-grant-refusal';
 
 /**
  * Token exchange (RFC 8693 with RFC 9396 `authorization_details`): an agent trades its task
@@ -304,13 +305,13 @@ export class TokenExchangeGrant implements GrantHandler {
       throw new InvalidGrantError('subject_token is not a valid task token of this issuer');
     }
     if (task.agentId !== client.id || claims.sub !== client.id) {
-      throw new InvalidGrantError('subject_token was not issued to this client');
+      throw new TaskGrantRefusal(task.id, 'subject_token was not issued to this client', { reason: 'task_of_another_agent' });
     }
     if (task.status === 'active' && task.expiresAt.getTime() <= Date.now()) {
       await this.revoker.endTask(task.id, 'expired', 'deadline passed', { type: 'system', id: 'token-endpoint' });
       task.status = 'expired';
     }
-    if (task.status !== 'active') throw new InvalidGrantError(`the task is ${task.status}`);
+    if (task.status !== 'active') throw new TaskGrantRefusal(task.id, `the task is ${task.status}`, { reason: 'task_ended' });
     return task;
   }
 
