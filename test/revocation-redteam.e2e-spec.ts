@@ -29,8 +29,8 @@ describe('revocation and task ends, red team', () => {
 
   beforeAll(async () => {
     upstream = await startPaymentsUpstream(SECRET);
-    first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp, env: { WRIT_DB_LOCK_TIMEOUT_MS: '500' } });
-    second = await startSecondInstance(first, { gateway: createGatewayApp, env: { WRIT_DB_LOCK_TIMEOUT_MS: '500' } });
+    first = await startTestServices({ gateway: createGatewayApp, admin: createAdminApp });
+    second = await startSecondInstance(first, { gateway: createGatewayApp });
     // Ends here are asked for: the sweep would race them.
     for (const services of [first, second]) services.apps[0].get(SweeperService).onApplicationShutdown();
     world = await seedWorld(first.runtime.pool, upstream.url);
