@@ -90,7 +90,7 @@ describe('gateway: the resend after an upstream 401, when the task ends during t
     await services?.close();
   });
 
-  async function connected(subject: string): Promise<void> {
+  async function connected(subject: string, expired = false): Promise<void> {
     const user = { issuer: IDP, subject };
     const sealed = services.runtime.masterKey.seal(
       JSON.stringify({ access_token: `at_${subject}_${randomUUID()}`, refresh_token: `rt_${subject}` }),
@@ -98,8 +98,8 @@ describe('gateway: the resend after an upstream 401, when the task ends during t
     );
     await pool.query(
       `INSERT INTO connected_accounts (id, connector_id, user_issuer, user_subject, status, scopes, tokens_sealed, access_expires_at)
-       VALUES ($1, 'codehost', $2, $3, 'active', '{repo:read}', $4, now() + interval '1 hour')`,
-      [randomUUID(), IDP, subject, sealed],
+       VALUES ($1, 'codehost', $2, $3, 'active', '{repo:read}', $4, now() + ($5 || ' seconds')::interval)`,
+      [randomUUID(), IDP, subject, sealed, expired ? '-60' : '3600'],
     );
   }
 
@@ -165,6 +165,37 @@ describe('gateway: the resend after an upstream 401, when the task ends during t
     } finally {
       Object.assign(pool, { query });
     }
+  });
+
+  it("sends nothing when the task ends while the call waits for another instance's refresh lease", async () => {
+    const subject = 'user-leased';
+    await connected(subject, true);
+    // Another instance holds the account's refresh lease: the call waits for its outcome.
+    await pool.query(
+      `UPDATE connected_accounts SET refresh_lease_holder = gen_random_uuid(), refresh_lease_expires_at = now() + interval '30 seconds'
+        WHERE user_issuer = $1 AND user_subject = $2`,
+      [IDP, subject],
+    );
+    const credential = await credentialForUser(services, orchestrator, agent, { issuer: IDP, subject, key: idp.key }, ALLOWED);
+    const taskId = JSON.parse(Buffer.from(credential.split('.')[1], 'base64url').toString()).task_id as string;
+    const before = received.length;
+    const call = http(`${services.gatewayUrl}/connectors/codehost/api/me`, { headers: { authorization: `Bearer ${credential}` } });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const ended = await sendJson('POST', `${services.issuer}/v1/tasks/${taskId}/complete`, undefined, await tasksToken(services, orchestrator));
+    expect(ended.status).toBe(200);
+    // The other instance stores its refreshed token and frees the lease: the waiting call goes on with it.
+    const refreshed = services.runtime.masterKey.seal(
+      JSON.stringify({ access_token: `refreshed_${randomUUID()}`, refresh_token: `rt_${randomUUID()}` }),
+      accountSealContext('codehost', tokenUrl, { issuer: IDP, subject }),
+    );
+    await pool.query(
+      `UPDATE connected_accounts SET tokens_sealed = $3, access_expires_at = now() + interval '1 hour', refresh_lease_holder = NULL, refresh_lease_expires_at = NULL
+        WHERE user_issuer = $1 AND user_subject = $2`,
+      [IDP, subject, refreshed],
+    );
+    const answer = await call;
+    expect([answer.status, answer.body.error]).toEqual([401, 'invalid_token']);
+    expect(received.length).toBe(before);
   });
 
   it('still sends again when the task is live (the refreshed token is used)', async () => {
