@@ -139,6 +139,9 @@ describe('identity provider outage', () => {
     for (let attempt = 0; attempt < SOURCE_FAILURES * 2; attempt++) expectUnavailable(await myConnections(token));
     expectUnavailable(await myConnections(await userToken('https://idp-refused.example')));
     flaky = 'up';
+    // Back up, but not asked again for 2 s after its last failure: still the outage's 503, then served.
+    expectUnavailable(await myConnections(token));
+    await new Promise((resolve) => setTimeout(resolve, 2_100));
     const listed = await myConnections(token);
     expect(listed.status).toBe(200);
     expect(listed.body.items).toEqual([]);

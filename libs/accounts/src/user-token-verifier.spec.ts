@@ -171,3 +171,162 @@ describe('UserTokenVerifier: a provider row changed without the master key', () 
     }
   });
 });
+
+/**
+ * A verifier of {@link ISSUER}'s tokens (the only registered issuer) whose JWKS endpoint answers
+ * as `answer` says, counting the requests it gets.
+ */
+async function countingProvider(answer: (keySet: string) => 'keys' | 'down' | 'trickle' = () => 'keys') {
+  const pair = await generateKeyPair('ES256');
+  const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
+  const counts = { fetches: 0, queries: 0 };
+  const trickling = new Set<ReturnType<typeof setInterval>>();
+  const server = createServer((_req, res) => {
+    counts.fetches += 1;
+    const how = answer(keySet);
+    if (how === 'down') {
+      res.writeHead(503).end('maintenance');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    if (how === 'keys') {
+      res.end(keySet);
+      return;
+    }
+    // A JWK Set that never ends: a space every 50 ms, forever.
+    res.write('{"keys":[');
+    const timer = setInterval(() => res.write(' '), 50);
+    trickling.add(timer);
+    res.on('close', () => clearInterval(timer));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const row = {
+    issuer: ISSUER,
+    jwks_uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`,
+    audience: AUDIENCE,
+    asserting_orchestrators: [] as string[],
+    integrity_tag: '',
+  };
+  row.integrity_tag = integrity.tagIdentityProvider(identityProviderIntegrityFieldsOf(row));
+  const pool = {
+    query: (_sql: string, [issuer]: [string]) => {
+      counts.queries += 1;
+      return Promise.resolve({ rows: issuer === ISSUER ? [row] : [] });
+    },
+  } as unknown as Pool;
+  const dispatcher = new Agent();
+  return {
+    key: pair.privateKey,
+    counts,
+    verifier: new UserTokenVerifier(pool, dispatcher, integrity),
+    close: async () => {
+      for (const timer of trickling) clearInterval(timer);
+      server.closeAllConnections();
+      await dispatcher.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+const userToken = (key: CryptoKey, claims: { sub?: string; kid?: string } = {}) =>
+  new SignJWT({})
+    .setProtectedHeader({ alg: 'ES256', kid: claims.kid ?? 'k1' })
+    .setIssuer(ISSUER)
+    .setAudience(AUDIENCE)
+    .setSubject(claims.sub ?? 'alice')
+    .setExpirationTime('5m')
+    .sign(key);
+
+/** An unsigned token naming `issuer`: only its `iss` is read before the issuer is looked up. */
+const unsignedFrom = (issuer: string) =>
+  `${Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url')}.${Buffer.from(JSON.stringify({ iss: issuer, sub: 'x', aud: AUDIENCE, exp: 9_999_999_999 })).toString('base64url')}.`;
+
+describe("UserTokenVerifier: the caller's unverified iss", () => {
+  it("cannot evict a registered provider's key set by naming many unregistered issuers (no JWKS fetch forced)", async () => {
+    const { key, counts, verifier, close } = await countingProvider();
+    try {
+      await expect(verifier.verify(await userToken(key))).resolves.toEqual({ issuer: ISSUER, subject: 'alice' });
+      expect(counts.fetches).toBe(1);
+      for (let n = 0; n < 2_500; n += 1) {
+        await expect(verifier.verify(unsignedFrom(`https://made-up-${n}.example`))).rejects.toMatchObject({ code: 'untrusted_issuer' });
+      }
+      await expect(verifier.verify(await userToken(key))).resolves.toEqual({ issuer: ISSUER, subject: 'alice' });
+      expect(counts.fetches).toBe(1);
+    } finally {
+      await close();
+    }
+  });
+
+  it.each([
+    ['a NUL', 'https://idp.example.test\u0000'],
+    ['a control character', 'https://idp.example.test\n'],
+    ['a lone surrogate', 'https://idp.example.test\ud800'],
+    ['over 2048 characters', `https://idp.example.test/${'a'.repeat(2048)}`],
+  ])('refuses an iss with %s as untrusted, without looking it up', async (_what, issuer) => {
+    const { counts, verifier, close } = await countingProvider();
+    try {
+      await expect(verifier.verify(unsignedFrom(issuer))).rejects.toMatchObject({ name: 'UserTokenError', code: 'untrusted_issuer' });
+      expect(counts.queries).toBe(0);
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe("UserTokenVerifier: a provider's odd sub", () => {
+  it.each([
+    ['a lone surrogate', 'ali\ud800ce'],
+    ['a NUL', 'ali\u0000ce'],
+    ['a control character', 'alice\r\nbob'],
+    ['over 255 characters', 'a'.repeat(256)],
+  ])('refuses a signed token whose sub has %s (no_subject): it would be stored as another user', async (_what, sub) => {
+    const { key, verifier, close } = await countingProvider();
+    try {
+      await expect(verifier.verify(await userToken(key, { sub }))).rejects.toMatchObject({ name: 'UserTokenError', code: 'no_subject' });
+      await expect(verifier.verify(await userToken(key, { sub: 'ali\ud83d\ude00ce' }))).resolves.toEqual({ issuer: ISSUER, subject: 'ali\ud83d\ude00ce' });
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe("UserTokenVerifier: how often a provider's JWKS is fetched", () => {
+  it('fetches once for many tokens with unknown key ids (jose cooldown: at most every 30 s)', async () => {
+    const { key, counts, verifier, close } = await countingProvider();
+    try {
+      await expect(verifier.verify(await userToken(key))).resolves.toBeDefined();
+      for (let n = 0; n < 20; n += 1) await expect(verifier.verify(await userToken(key, { kid: `unknown-${n}` }))).rejects.toMatchObject({ code: 'signature' });
+      expect(counts.fetches).toBe(1);
+    } finally {
+      await close();
+    }
+  });
+
+  it('does not ask a provider that is down again for every token presented: one fetch per backoff, then it recovers', async () => {
+    let state: 'down' | 'keys' = 'down';
+    const { key, counts, verifier, close } = await countingProvider(() => state);
+    try {
+      for (let n = 0; n < 10; n += 1) {
+        await expect(verifier.verify(await userToken(key))).rejects.toMatchObject({ name: 'IdentityProviderUnavailableError' });
+      }
+      expect(counts.fetches).toBe(1);
+      state = 'keys';
+      await new Promise((resolve) => setTimeout(resolve, 2_100));
+      await expect(verifier.verify(await userToken(key))).resolves.toEqual({ issuer: ISSUER, subject: 'alice' });
+      expect(counts.fetches).toBe(2);
+    } finally {
+      await close();
+    }
+  });
+
+  it('gives up on a JWK Set that never ends within the timeout (the provider is unavailable)', async () => {
+    const { key, verifier, close } = await countingProvider(() => 'trickle');
+    try {
+      const started = Date.now();
+      await expect(verifier.verify(await userToken(key))).rejects.toMatchObject({ name: 'IdentityProviderUnavailableError' });
+      expect(Date.now() - started).toBeLessThan(8_000);
+    } finally {
+      await close();
+    }
+  }, 15_000);
+});

@@ -1,6 +1,7 @@
 import { createRemoteJWKSet, customFetch, decodeJwt, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { Pool } from 'pg';
 import { IDENTITY_PROVIDER_INTEGRITY_COLUMNS, identityProviderIntegrityFieldsOf, type IdentityProviderIntegrityRow, type RowIntegrity } from '@writ/grants';
+import { requestTextProblem } from '@writ/platform';
 import { type Dispatcher, fetch as undiciFetch } from 'undici';
 import { IdentityProviderUnavailableError, UserTokenError } from './account-errors';
 import { readBounded } from './read-bounded';
@@ -23,8 +24,25 @@ export interface IdentityProviderRow {
 const USER_TOKEN_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 /** Seconds of clock skew allowed between Writ and an identity provider (`exp`, `nbf`, `iat`). */
 const CLOCK_TOLERANCE_SECONDS = 5;
-/** How long a provider row (and its key set) is reused before it is read again. */
+/** How long a provider row (and its key set) is reused before it is read again; also how long an issuer found unregistered is believed so. */
 const PROVIDER_CACHE_MS = 5_000;
+/**
+ * Most issuers remembered as unregistered (then forgotten all at once). Kept apart from the
+ * registered providers: the `iss` read before any signature check is the caller's choice, and a
+ * flood of made-up issuers must not evict a registered provider's key set (forcing its JWKS to
+ * be fetched again, and its refetch cooldown to start over).
+ */
+const MAX_UNREGISTERED_ISSUERS = 1_000;
+/** How long a JWKS fetch waits, body included. */
+const KEY_SET_TIMEOUT_MS = 5_000;
+/**
+ * After a failed JWKS fetch, how long the provider's keys are not asked for again (users' tokens
+ * of that provider get the outage's `503` meanwhile): a provider that is down is not sent one
+ * request per token presented, whoever presents them (`/v1/me/connections` is open to anyone).
+ */
+const KEY_SET_FAILURE_BACKOFF_MS = 2_000;
+/** Longest `iss` looked up (a registered issuer is at most 2048 characters). */
+const MAX_ISSUER_LENGTH = 2048;
 /**
  * Largest JWK Set read from an identity provider, counted after decompression: far above any
  * real key set (a few KiB, tens with certificate chains), far below what would fill the memory
@@ -41,7 +59,10 @@ const MAX_KEY_SET_BYTES = 1024 * 1024;
  * database administrator, without the master key) stands as absent: its issuer is untrusted.
  */
 export class UserTokenVerifier {
-  private readonly providers = new Map<string, { row: IdentityProviderRow | undefined; keys?: JWTVerifyGetKey; until: number }>();
+  /** Registered providers only (so as many as the admins registered), each with its key set. */
+  private readonly providers = new Map<string, { row: IdentityProviderRow; keys: JWTVerifyGetKey; until: number }>();
+  /** Issuers found unregistered, until when that is believed (see {@link MAX_UNREGISTERED_ISSUERS}). */
+  private readonly unregistered = new Map<string, number>();
 
   constructor(
     private readonly pool: Pool,
@@ -63,8 +84,12 @@ export class UserTokenVerifier {
       throw new UserTokenError('malformed', 'the user token is not a JWT');
     }
     if (typeof issuer !== 'string') throw new UserTokenError('no_issuer', 'the user token has no iss');
+    // Not a registered issuer's spelling (NUL cannot reach PostgreSQL): refused before any lookup.
+    if (issuer.length === 0 || issuer.length > MAX_ISSUER_LENGTH || requestTextProblem(issuer) !== undefined) {
+      throw new UserTokenError('untrusted_issuer', 'the user token is not from a trusted identity provider');
+    }
     const provider = await this.provider(issuer);
-    if (!provider?.row || !provider.keys) throw new UserTokenError('untrusted_issuer', 'the user token is not from a trusted identity provider');
+    if (!provider) throw new UserTokenError('untrusted_issuer', 'the user token is not from a trusted identity provider');
     try {
       const { payload } = await jwtVerify(token, provider.keys, {
         issuer: provider.row.issuer,
@@ -78,7 +103,9 @@ export class UserTokenVerifier {
       if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + CLOCK_TOLERANCE_SECONDS) {
         throw new UserTokenError('claim_iat', "the user token's iat is in the future");
       }
-      if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 255) {
+      // A sub with a control character or a lone surrogate would be stored as another text (or not
+      // at all): the user named would not be the user the provider signed for.
+      if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 255 || requestTextProblem(payload.sub) !== undefined) {
         throw new UserTokenError('no_subject', 'the user token has no usable sub');
       }
       return { user: { issuer: provider.row.issuer, subject: payload.sub }, provider: provider.row };
@@ -105,7 +132,7 @@ export class UserTokenVerifier {
 
   /** The registration of `issuer` (read again after a few seconds), `undefined` when none stands. */
   async trustedProvider(issuer: string): Promise<IdentityProviderRow | undefined> {
-    return (await this.provider(issuer)).row;
+    return (await this.provider(issuer))?.row;
   }
 
   /**
@@ -133,26 +160,53 @@ export class UserTokenVerifier {
   }
 
   private async provider(issuer: string) {
+    const now = Date.now();
     const cached = this.providers.get(issuer);
-    if (cached && cached.until > Date.now()) return cached;
+    if (cached && cached.until > now) return cached;
+    if (!cached && (this.unregistered.get(issuer) ?? 0) > now) return undefined;
     const { rows } = await this.pool.query<IdentityProviderIntegrityRow>(
       `SELECT ${IDENTITY_PROVIDER_INTEGRITY_COLUMNS} FROM identity_providers WHERE issuer = $1`,
       [issuer],
     );
-    // Verified once per cache fill; a row that does not verify is cached as absent (and reported).
+    // Verified once per cache fill; a row that does not verify is taken as absent (and reported).
     const row = this.verifiedRow(rows[0]);
-    const keys = row
-      ? cached?.row?.jwks_uri === row.jwks_uri && cached.keys
-        ? cached.keys
-        : createRemoteJWKSet(new URL(row.jwks_uri), {
-            timeoutDuration: 5_000,
-            [customFetch]: (url: string, options: { headers: Headers; method: string; signal: AbortSignal }) => fetchKeySet(this.dispatcher, url, options),
-          })
-      : undefined;
-    if (this.providers.size > 1_000) this.providers.clear();
+    if (!row) {
+      this.providers.delete(issuer);
+      if (this.unregistered.size >= MAX_UNREGISTERED_ISSUERS) this.unregistered.clear();
+      this.unregistered.set(issuer, Date.now() + PROVIDER_CACHE_MS);
+      return undefined;
+    }
+    this.unregistered.delete(issuer);
+    const keys = cached?.row.jwks_uri === row.jwks_uri ? cached.keys : this.keySet(row.jwks_uri);
     const entry = { row, keys, until: Date.now() + PROVIDER_CACHE_MS };
     this.providers.set(issuer, entry);
     return entry;
+  }
+
+  /**
+   * The key set at `jwksUri`, fetched through the guarded dispatcher: kept 10 minutes, fetched
+   * again for an unknown key id at most every 30 s (jose's cooldown), and after a failed fetch not
+   * asked for again before {@link KEY_SET_FAILURE_BACKOFF_MS} (the outage's error meanwhile).
+   */
+  private keySet(jwksUri: string): JWTVerifyGetKey {
+    let failedAt = Number.NEGATIVE_INFINITY;
+    return createRemoteJWKSet(new URL(jwksUri), {
+      timeoutDuration: KEY_SET_TIMEOUT_MS,
+      [customFetch]: async (url: string, options: { headers: Headers; method: string; signal: AbortSignal }) => {
+        const wait = failedAt + KEY_SET_FAILURE_BACKOFF_MS - Date.now();
+        if (wait > 0) {
+          throw new IdentityProviderUnavailableError(
+            `the identity provider's keys could not be fetched a moment ago (not asked again for ${Math.ceil(wait / 1000)} s)`,
+          );
+        }
+        try {
+          return await fetchKeySet(this.dispatcher, url, options);
+        } catch (error) {
+          failedAt = Date.now();
+          throw error;
+        }
+      },
+    });
   }
 }
 
