@@ -31,7 +31,7 @@ export class IdentityProvidersController {
   constructor(private readonly connections: ConnectionsService) {}
 
   /** Registers a trusted identity provider. */
-  @CreateEndpoint(IdentityProviderDto, 'the issuer is already registered', 'admin')
+  @CreateEndpoint(IdentityProviderDto, 'the issuer (or another spelling of it) is already registered', 'admin')
   create(
     @CurrentAdmin() admin: AdminPrincipal,
     @Body() body: CreateIdentityProviderDto,

@@ -104,6 +104,16 @@ export class ConnectionsService {
       idempotent(
         claim,
         adminChange(admin, async (tx) => {
+          // Another spelling of a registered issuer (a trailing slash, the host's case, the default
+          // port) names the same provider to a person reading the audit trail or writing a policy,
+          // yet would be a second registration with keys of its own. Checked under the audit chain
+          // head's lock that every admin change takes: two registrations never both pass it.
+          const form = sameIssuerForm(body.issuer);
+          const registered = await tx.query<{ issuer: string }>('SELECT issuer FROM identity_providers');
+          const twin = registered.rows.find((row) => row.issuer !== body.issuer && sameIssuerForm(row.issuer) === form);
+          if (twin) {
+            throw new ConflictError(`an identity provider with this issuer, spelled ${JSON.stringify(twin.issuer.slice(0, 200))}, is already registered`);
+          }
           const { rows } = await tx.query<IdentityProviderRow>(
             `INSERT INTO identity_providers (issuer, jwks_uri, audience, asserting_orchestrators, integrity_tag) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (issuer) DO NOTHING RETURNING issuer, jwks_uri, audience, asserting_orchestrators, created_at`,
