@@ -3,7 +3,9 @@ import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import type { Pool } from 'pg';
-import { Agent } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
+import type { WritConfig } from '@writ/config';
+import { createUpstreamDispatcher, type LookupFunction } from '@writ/connectors';
 import { identityProviderIntegrityFieldsOf, RowIntegrity } from '@writ/grants';
 import { MasterKey } from '@writ/keys';
 import { UserTokenVerifier } from './user-token-verifier';
@@ -176,9 +178,20 @@ describe('UserTokenVerifier: a provider row changed without the master key', () 
  * A verifier of {@link ISSUER}'s tokens (the only registered issuer) whose JWKS endpoint answers
  * as `answer` says, counting the requests it gets.
  */
-async function countingProvider(answer: (keySet: string) => 'keys' | 'down' | 'trickle' = () => 'keys') {
+async function countingProvider(
+  answer: (keySet: string) => 'keys' | 'down' | 'trickle' | { redirect: string } = () => 'keys',
+  options: { host?: string; dispatcher?: Dispatcher; extraKeys?: number } = {},
+) {
   const pair = await generateKeyPair('ES256');
-  const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
+  const extra = await Promise.all(
+    Array.from({ length: options.extraKeys ?? 0 }, async (_, n) => ({
+      ...(await exportJWK((await generateKeyPair('ES256')).publicKey)),
+      kid: `extra-${n}`,
+      alg: 'ES256',
+      use: 'sig',
+    })),
+  );
+  const keySet = JSON.stringify({ keys: [...extra, { ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
   const counts = { fetches: 0, queries: 0 };
   const trickling = new Set<ReturnType<typeof setInterval>>();
   const server = createServer((_req, res) => {
@@ -186,6 +199,10 @@ async function countingProvider(answer: (keySet: string) => 'keys' | 'down' | 't
     const how = answer(keySet);
     if (how === 'down') {
       res.writeHead(503).end('maintenance');
+      return;
+    }
+    if (typeof how === 'object') {
+      res.writeHead(302, { location: how.redirect }).end();
       return;
     }
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -202,7 +219,7 @@ async function countingProvider(answer: (keySet: string) => 'keys' | 'down' | 't
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const row = {
     issuer: ISSUER,
-    jwks_uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`,
+    jwks_uri: `http://${options.host ?? '127.0.0.1'}:${(server.address() as AddressInfo).port}/jwks`,
     audience: AUDIENCE,
     asserting_orchestrators: [] as string[],
     integrity_tag: '',
@@ -214,10 +231,11 @@ async function countingProvider(answer: (keySet: string) => 'keys' | 'down' | 't
       return Promise.resolve({ rows: issuer === ISSUER ? [row] : [] });
     },
   } as unknown as Pool;
-  const dispatcher = new Agent();
+  const dispatcher = options.dispatcher ?? new Agent();
   return {
     key: pair.privateKey,
     counts,
+    port: (server.address() as AddressInfo).port,
     verifier: new UserTokenVerifier(pool, dispatcher, integrity),
     close: async () => {
       for (const timer of trickling) clearInterval(timer);
@@ -329,4 +347,78 @@ describe("UserTokenVerifier: how often a provider's JWKS is fetched", () => {
       await close();
     }
   }, 15_000);
+});
+
+describe('UserTokenVerifier: tokens presented at once to a cold instance', () => {
+  it("fetches the provider's JWKS once, not once per token", async () => {
+    const { key, counts, verifier, close } = await countingProvider();
+    try {
+      const tokens = await Promise.all(Array.from({ length: 20 }, () => userToken(key)));
+      await expect(Promise.all(tokens.map((token) => verifier.verify(token)))).resolves.toHaveLength(20);
+      expect(counts.fetches).toBe(1);
+    } finally {
+      await close();
+    }
+  });
+});
+
+/** The upstream dispatcher Writ builds, reaching only `allowed` besides public addresses, resolving every name to 127.0.0.1. */
+const guardedDispatcher = (allowed: string[]) => {
+  const toLoopback: LookupFunction = (_hostname, options, callback) =>
+    options.all ? callback(null, [{ address: '127.0.0.1', family: 4 }]) : callback(null, '127.0.0.1', 4);
+  return createUpstreamDispatcher(
+    { upstreamAllowedNetworks: allowed, upstreamConnectTimeoutMs: 2_000, upstreamTimeoutMs: 5_000 } as unknown as WritConfig,
+    toLoopback,
+  );
+};
+
+describe("UserTokenVerifier: where a provider's JWKS is fetched from", () => {
+  it('refuses a JWKS host name that resolves to a loopback address outside the allowed networks (nothing sent)', async () => {
+    const { key, counts, verifier, close } = await countingProvider(undefined, { host: 'keys.idp.example.test', dispatcher: guardedDispatcher([]) });
+    try {
+      await expect(verifier.verify(await userToken(key))).rejects.toMatchObject({ name: 'IdentityProviderUnavailableError' });
+      expect(counts.fetches).toBe(0);
+    } finally {
+      await close();
+    }
+  });
+
+  it('control: the same, with loopback allowed, verifies', async () => {
+    const { key, verifier, close } = await countingProvider(undefined, { host: 'keys.idp.example.test', dispatcher: guardedDispatcher(['127.0.0.0/8']) });
+    try {
+      await expect(verifier.verify(await userToken(key))).resolves.toEqual({ issuer: ISSUER, subject: 'alice' });
+    } finally {
+      await close();
+    }
+  });
+
+  it('does not follow a redirect from the JWKS endpoint (the provider is unavailable; the target gets nothing)', async () => {
+    const target = await countingProvider();
+    const { key, counts, verifier, close } = await countingProvider(() => ({ redirect: `http://127.0.0.1:${target.port}/jwks` }));
+    try {
+      await expect(verifier.verify(await userToken(key))).rejects.toMatchObject({ name: 'IdentityProviderUnavailableError' });
+      expect(counts.fetches).toBe(1);
+      expect(target.counts.fetches).toBe(0);
+    } finally {
+      await close();
+      await target.close();
+    }
+  });
+
+  it('verifies against a set of hundreds of keys by kid, and refuses a token without kid that several keys could verify (no key tried in turn)', async () => {
+    const { key, verifier, close } = await countingProvider(undefined, { extraKeys: 300 });
+    try {
+      await expect(verifier.verify(await userToken(key))).resolves.toEqual({ issuer: ISSUER, subject: 'alice' });
+      const noKid = await new SignJWT({})
+        .setProtectedHeader({ alg: 'ES256' })
+        .setIssuer(ISSUER)
+        .setAudience(AUDIENCE)
+        .setSubject('alice')
+        .setExpirationTime('5m')
+        .sign(key);
+      await expect(verifier.verify(noKid)).rejects.toMatchObject({ name: 'UserTokenError', code: 'signature' });
+    } finally {
+      await close();
+    }
+  });
 });

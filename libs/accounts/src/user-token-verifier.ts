@@ -177,7 +177,10 @@ export class UserTokenVerifier {
       return undefined;
     }
     this.unregistered.delete(issuer);
-    const keys = cached?.row.jwks_uri === row.jwks_uri ? cached.keys : this.keySet(row.jwks_uri);
+    // Read again after the query: requests that raced to fill the cache (a cold instance, tokens
+    // sent at once) share the first one's key set, so its JWKS is fetched once, not once each.
+    const current = this.providers.get(issuer);
+    const keys = current?.row.jwks_uri === row.jwks_uri ? current.keys : this.keySet(row.jwks_uri);
     const entry = { row, keys, until: Date.now() + PROVIDER_CACHE_MS };
     this.providers.set(issuer, entry);
     return entry;
