@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, WritConfig } from '@writ/config';
+import { loadConfig, LogLevel, WritConfig } from '@writ/config';
 import { createLogger, createRuntime, ensureBootstrapAdminToken, Runtime } from '@writ/platform';
 import { ActivePolicy } from '@writ/policy';
 import { createTestDatabase, freePorts, rememberRowIntegrity, TestDatabase } from '@writ/testing';
@@ -43,6 +43,8 @@ export interface TestServicesOptions {
   databaseUrl?: string;
   /** Receives every log line (JSON) at level `debug`, e.g. to search them for secrets. */
   logSink?: (line: string) => void;
+  /** The level of the lines {@link logSink} receives (default `debug`). */
+  logSinkLevel?: LogLevel;
   /**
    * Connect the services as the cluster's superuser instead of the least-privilege service
    * login (which the suites use by default, to prove its grants are enough).
@@ -82,7 +84,9 @@ export async function startTestServices(options: TestServicesOptions = {}): Prom
     WRIT_THROTTLE_AUDIT_EVENTS: '10000',
     ...options.env,
   });
-  const logger = options.logSink ? createLogger('debug', 'writ', { write: (line: string) => options.logSink!(line) }) : createLogger(config.logLevel);
+  const logger = options.logSink
+    ? createLogger(options.logSinkLevel ?? 'debug', 'writ', { write: (line: string) => options.logSink!(line) })
+    : createLogger(config.logLevel);
   const runtime = await createRuntime({ config, poolSize: 10, logger });
   // Fixtures given this pool tag their rows under this runtime's master key.
   rememberRowIntegrity(runtime.pool, runtime.rowIntegrity);

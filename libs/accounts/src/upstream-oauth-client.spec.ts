@@ -139,6 +139,30 @@ describe('UpstreamOAuthClient.refresh against a real token endpoint', () => {
     expect((error as Error).message).not.toContain('internal trace');
   });
 
+  it.each([
+    ['the refresh token', (rt: string) => `refresh token ${rt} is revoked`],
+    ['the refresh token cut short', (rt: string) => `token ${rt.slice(4, 20)}... is revoked`],
+    ['the refresh token URL-encoded', (rt: string) => `bad grant: refresh_token=${encodeURIComponent(rt)}`],
+    ['the client secret', () => 'client writ with secret s3cr3t-client-secret-0a9f is not allowed'],
+    ['the Basic credentials', () => `bad client: Basic ${Buffer.from('writ:s3cr3t-client-secret-0a9f').toString('base64')}`],
+  ])("keeps the provider's error code but not a description that repeats %s", async (_, echo) => {
+    const refreshToken = 'rt+/=_user_refresh_token_5c1e';
+    answer = json(400, JSON.stringify({ error: 'invalid_grant', error_description: echo(refreshToken) }));
+    const error = await client.refresh({ ...credential, client_secret: 's3cr3t-client-secret-0a9f' }, refreshToken, ['read']).catch((e: unknown) => e);
+    expect(error).toMatchObject({ refused: true, code: 'invalid_grant' });
+    expect((error as Error).message).toBe('the upstream answered invalid_grant: [description withheld: it repeated a secret of the request]');
+  });
+
+  it("keeps the provider's description when it repeats no secret, and refuses an error code that is one", async () => {
+    answer = json(400, '{"error":"invalid_grant","error_description":"grant revoked by the user"}');
+    expect(await client.refresh(credential, 'rt_user_refresh_token_5c1e', ['read']).catch((e: unknown) => e)).toMatchObject({
+      code: 'invalid_grant',
+      message: 'the upstream answered invalid_grant: grant revoked by the user',
+    });
+    answer = json(400, '{"error":"rt_user_refresh_token_5c1e"}');
+    expect(await client.refresh(credential, 'rt_user_refresh_token_5c1e', ['read']).catch((e: unknown) => e)).toMatchObject({ code: 'invalid_response' });
+  });
+
   it('still reads a 400 invalid_grant as a refused grant', async () => {
     answer = json(400, '{"error":"invalid_grant"}');
     const error = await client.refresh(credential, 'rt', ['read']).catch((e: unknown) => e);

@@ -85,7 +85,8 @@ export class UpstreamOAuthClient {
       }
       callback.searchParams.delete('iss');
     }
-    return this.run(credential, async () => {
+    const sent = sentSecrets(credential);
+    return this.run(credential, sent, async () => {
       const params = oauth.validateAuthResponse(as, this.client(credential), callback, input.state);
       const response = await oauth.authorizationCodeGrantRequest(
         as,
@@ -94,7 +95,7 @@ export class UpstreamOAuthClient {
         params,
         input.redirectUri,
         input.codeVerifier,
-        this.options(),
+        this.options(sent),
       );
       return oauth.processAuthorizationCodeResponse(as, this.client(credential), response);
     });
@@ -103,10 +104,12 @@ export class UpstreamOAuthClient {
   /** Redeems a refresh token; the result's `refreshToken` is the rotated one when the upstream rotated it. */
   async refresh(credential: OAuth2AuthorizationCode, refreshToken: string, grantedScopes: string[]): Promise<UpstreamTokenSet> {
     const as = this.server(credential);
+    const sent = sentSecrets(credential);
     const set = await this.run(
       credential,
+      sent,
       async () => {
-        const response = await oauth.refreshTokenGrantRequest(as, this.client(credential), await this.auth(credential), refreshToken, this.options());
+        const response = await oauth.refreshTokenGrantRequest(as, this.client(credential), await this.auth(credential), refreshToken, this.options(sent));
         return oauth.processRefreshTokenResponse(as, this.client(credential), response);
       },
       grantedScopes,
@@ -118,9 +121,10 @@ export class UpstreamOAuthClient {
   async revoke(credential: OAuth2AuthorizationCode, token: string, hint: 'refresh_token' | 'access_token'): Promise<void> {
     if (!credential.revocation_url) throw new UpstreamOAuthError('no_revocation_url', 'the connector has no revocation_url', false);
     const as = this.server(credential);
-    await this.run(credential, async () => {
+    const sent = sentSecrets(credential);
+    await this.run(credential, sent, async () => {
       const response = await oauth.revocationRequest(as, this.client(credential), await this.auth(credential), token, {
-        ...this.options(),
+        ...this.options(sent),
         additionalParameters: { token_type_hint: hint },
       });
       await oauth.processRevocationResponse(response);
@@ -133,18 +137,21 @@ export class UpstreamOAuthClient {
    * request stands for, believed when the answer has no `scope` (RFC 6749 section 5.1: then the
    * same as requested): what the connector asks for on a code exchange, but on a refresh (which
    * asks for no scope, i.e. the original grant's, section 6) what the user granted at connect.
+   * `sent` gathers the secrets the step sent (see {@link sentSecrets}): an error that echoes one is
+   * described without the upstream's words.
    */
   private async run<T>(
     credential: OAuth2AuthorizationCode,
+    sent: string[],
     step: () => Promise<T>,
     requestedScopes?: string[],
   ): Promise<T extends oauth.TokenEndpointResponse ? UpstreamTokenSet : T>;
-  private async run(credential: OAuth2AuthorizationCode, step: () => Promise<unknown>, requestedScopes = credential.scopes): Promise<unknown> {
+  private async run(credential: OAuth2AuthorizationCode, sent: string[], step: () => Promise<unknown>, requestedScopes = credential.scopes): Promise<unknown> {
     let result: unknown;
     try {
       result = await step();
     } catch (error) {
-      throw describe(error);
+      throw describe(error, sent);
     }
     if (result && typeof result === 'object' && 'access_token' in result) {
       const tokens = result as oauth.TokenEndpointResponse;
@@ -188,9 +195,12 @@ export class UpstreamOAuthClient {
     return oauth.ClientSecretBasic(credential.client_secret ?? '');
   }
 
-  private options(): { [oauth.customFetch]: typeof fetch; [oauth.allowInsecureRequests]: true; signal: AbortSignal } {
-    const guarded = (async (url: string, init: RequestInit) =>
-      bounded(await undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' }))) as unknown as typeof fetch;
+  /** Options of one upstream request; what it sends that is secret is added to `sent`. */
+  private options(sent: string[]): { [oauth.customFetch]: typeof fetch; [oauth.allowInsecureRequests]: true; signal: AbortSignal } {
+    const guarded = (async (url: string, init: RequestInit) => {
+      noteSentSecrets(init, sent);
+      return bounded(await undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher, redirect: 'manual' }));
+    }) as unknown as typeof fetch;
     // http token endpoints are allowed as they are for client credentials; where they may be is WRIT_UPSTREAM_ALLOWED_NETWORKS's call.
     return { [oauth.customFetch]: guarded, [oauth.allowInsecureRequests]: true, signal: AbortSignal.timeout(TIMEOUT_MS) };
   }
@@ -247,8 +257,66 @@ const OUTAGE_CODES: ReadonlySet<string> = new Set(['server_error', 'temporarily_
 /** An RFC 6749 `error` value (section 4.1.2.1, `1*NQSCHAR`), at most 64 characters. */
 const AUTHORIZATION_ERROR_CODE = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
 
-/** The upstream's error, described without anything it echoed back (which could hold a token). */
-function describe(error: unknown): UpstreamOAuthError {
+/** Form parameters of an upstream OAuth request whose values are secrets. */
+const SECRET_PARAMETERS = ['code', 'code_verifier', 'refresh_token', 'token', 'client_secret', 'client_assertion'];
+
+/** The secrets every request of `credential` may send (its client secret), to which each request adds its own. */
+function sentSecrets(credential: OAuth2AuthorizationCode): string[] {
+  return credential.client_secret ? [credential.client_secret] : [];
+}
+
+/** Adds to `sent` the secrets of one request: the code, PKCE verifier, refresh token, client assertion, `Authorization`. */
+function noteSentSecrets(init: RequestInit, sent: string[]): void {
+  const body = init.body instanceof URLSearchParams ? init.body : typeof init.body === 'string' ? new URLSearchParams(init.body) : undefined;
+  for (const name of SECRET_PARAMETERS) for (const value of body?.getAll(name) ?? []) sent.push(value);
+  const authorization = new Headers(init.headers).get('authorization');
+  const credentials = authorization?.replace(/^\S+\s+/, '');
+  if (!credentials) return;
+  sent.push(credentials);
+  // Basic: the id and secret, each form-encoded (RFC 6749 section 2.3.1).
+  const decoded = Buffer.from(credentials, 'base64').toString('utf8');
+  const secret = decoded.slice(decoded.indexOf(':') + 1);
+  if (decoded.includes(':') && secret) sent.push(secret, safeDecode(secret));
+}
+
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value.replace(/\+/g, ' '));
+  } catch {
+    return value;
+  }
+}
+
+/** Shortest piece of a secret taken as its echo: a provider may repeat a token cut short. */
+const ECHO_PIECE = 12;
+
+/**
+ * True when `text` holds one of the `sent` secrets (as it is, URL-, base64- or base64url-encoded),
+ * or any {@link ECHO_PIECE} characters of one in a row (an echo cut short).
+ */
+export function echoesSecret(text: string, sent: readonly string[]): boolean {
+  const folded = text.toLowerCase();
+  for (const secret of sent) {
+    if (!secret) continue;
+    const forms = [secret, encodeURIComponent(secret), Buffer.from(secret).toString('base64'), Buffer.from(secret).toString('base64url')];
+    for (const form of forms) {
+      if (form.length <= ECHO_PIECE) {
+        if (folded.includes(form.toLowerCase())) return true;
+        continue;
+      }
+      for (let at = 0; at + ECHO_PIECE <= form.length; at += 1) if (folded.includes(form.slice(at, at + ECHO_PIECE).toLowerCase())) return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * The upstream's error, described without anything it echoed back: its `error_description` is
+ * kept only when it holds none of the secrets the request `sent` (the code, PKCE verifier, refresh
+ * token, client secret or assertion), since it goes into audit events, the connect page and the
+ * agent's answer.
+ */
+function describe(error: unknown, sent: readonly string[] = []): UpstreamOAuthError {
   if (error instanceof UpstreamOAuthError) return error;
   // A 5xx or 429 is the endpoint's own trouble, whatever its body says: the grant may be fine,
   // so it is never a refusal (which would mark the user's connection broken for good).
@@ -257,9 +325,10 @@ function describe(error: unknown): UpstreamOAuthError {
     return new UpstreamOAuthError('upstream_unavailable', `the upstream OAuth endpoint answered ${status}`, false, retryAfterOf(error, status));
   }
   if (error instanceof oauth.ResponseBodyError) {
-    const code = /^[\x21-\x7e]{1,64}$/.test(error.error) ? error.error : 'invalid_response';
+    const code = /^[\x21-\x7e]{1,64}$/.test(error.error) && !echoesSecret(error.error, sent) ? error.error : 'invalid_response';
     if (OUTAGE_CODES.has(code)) return new UpstreamOAuthError('upstream_unavailable', `the upstream OAuth endpoint answered ${code}`, false);
-    const description = typeof error.error_description === 'string' ? error.error_description.replace(/[^\x20-\x7e]/g, '').slice(0, 200) : '';
+    const described = typeof error.error_description === 'string' ? error.error_description.replace(/[^\x20-\x7e]/g, '').slice(0, 200) : '';
+    const description = echoesSecret(described, sent) ? '[description withheld: it repeated a secret of the request]' : described;
     return new UpstreamOAuthError(code, `the upstream answered ${code}${description ? `: ${description}` : ''}`, true);
   }
   if (error instanceof oauth.AuthorizationResponseError) {
