@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import { Agent as HttpAgent, METHODS, request as httpRequest, type ServerResponse } from 'node:http';
 import type { InMemorySpanExporter, NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
@@ -416,5 +416,91 @@ describe('secret hygiene: logs, spans, metrics, audit events and answers', () =>
       }
     }
     expect(found).toEqual([]);
+  });
+
+  /** A request with any method, `Host` and path (as a raw client sends them); resolves with the status. */
+  const keepAlive = new HttpAgent({ keepAlive: true, maxSockets: 16 });
+  afterAll(() => keepAlive.destroy());
+  function raw(base: string, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<number> {
+    const url = new URL(base);
+    return new Promise((resolve) => {
+      const req = httpRequest({ host: url.hostname, port: url.port, method, path, headers, agent: method === 'CONNECT' ? false : keepAlive }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      // CONNECT has no handler: Node closes the socket.
+      req.on('error', () => resolve(0));
+      req.end(body);
+    });
+  }
+
+  /** The series of every metric of a service: `name{labels}` lines, without values. */
+  async function series(): Promise<Set<string>> {
+    const texts = await Promise.all([services.authUrl, services.gatewayUrl, services.adminUrl].map((url) => scrape(url)));
+    const found = new Set<string>();
+    texts.forEach((text, index) => {
+      for (const line of text.split('\n')) {
+        // The process's own (GC kinds, heap spaces) come and go with the runtime, not with callers.
+        if (line && !line.startsWith('#') && !/^writ_(nodejs|process)_/.test(line)) found.add(`${index} ${line.slice(0, line.lastIndexOf(' '))}`);
+      }
+    });
+    return found;
+  }
+
+  it('keeps every metric label set bounded whatever paths, methods, hosts, connectors and errors callers send', async () => {
+    const task = await createTask(services, world.orchestrator);
+    // A read credential, not spent by its refusals: a verified caller outside the catalogue.
+    const reads = [{ type: 'connector', connector: 'payments', actions: ['payouts.get'] }];
+    const exchanged = await tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, reads));
+    expect(exchanged.status).toBe(200);
+    const token: string = exchanged.body.access_token;
+    expect(await raw(services.gatewayUrl, 'GET', `/connectors/payments/${randomBytes(6).toString('hex')}`, { authorization: `Bearer ${token}` })).toBe(403);
+    /** One round: every kind of caller-chosen text, each value fresh. */
+    const round = async () => {
+      const salt = () => randomBytes(6).toString('hex');
+      const sends: (() => Promise<number>)[] = [];
+      for (let i = 0; i < 40; i += 1) {
+        for (const base of [services.authUrl, services.gatewayUrl, services.adminUrl]) {
+          sends.push(() => raw(base, 'GET', `/${salt()}/${salt()}`, { host: `${salt()}.example` }));
+          sends.push(() => raw(base, 'POST', `/connectors/${salt()}/x`, { 'x-request-id': salt() }));
+        }
+        // A guessed connector, with no token and with a valid token of another connector.
+        sends.push(() => raw(services.gatewayUrl, 'GET', `/connectors/${salt()}/v1/${salt()}`, { authorization: `Bearer ${salt()}` }));
+        sends.push(() => raw(services.gatewayUrl, 'GET', `/connectors/${salt()}/v1/payouts`, { authorization: `Bearer ${token}` }));
+        // A verified token, paths and methods outside the catalogue.
+        sends.push(() => raw(services.gatewayUrl, 'GET', `/connectors/payments/${salt()}`, { authorization: `Bearer ${token}` }));
+        sends.push(() => raw(services.gatewayUrl, 'PROPFIND', `/connectors/payments/v1/payouts/${salt()}`, { authorization: `Bearer ${token}` }));
+        // Token requests naming unknown connectors, grant types and error-provoking parameters.
+        const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
+        const formHeaders = { 'content-type': 'application/x-www-form-urlencoded' };
+        sends.push(async () =>
+          raw(
+            services.authUrl,
+            'POST',
+            '/oauth2/token',
+            formHeaders,
+            form({
+              ...exchangeFields(task.task_token, [{ type: 'connector', connector: salt(), actions: [salt()] }]),
+              ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)),
+            }),
+          ),
+        );
+        sends.push(() => raw(services.authUrl, 'POST', '/oauth2/token', formHeaders, form({ grant_type: salt(), client_id: salt(), scope: salt() })));
+        sends.push(() => raw(services.authUrl, 'POST', '/oauth2/token', formHeaders, form({ grant_type: 'client_credentials', client_assertion: salt() })));
+      }
+      // Every method Node's parser lets through, on every service.
+      for (const method of METHODS)
+        for (const base of [services.authUrl, services.gatewayUrl, services.adminUrl]) sends.push(() => raw(base, method, `/${salt()}`));
+      for (let at = 0; at < sends.length; at += 16) await Promise.all(sends.slice(at, at + 16).map((send) => send()));
+      return sends.length;
+    };
+    const sent = await round();
+    expect(sent).toBeGreaterThan(500);
+    const after = await series();
+    await round();
+    const grown = [...(await series())].filter((line) => !after.has(line));
+    // Label sets are Writ's own: a second round of fresh values adds no series (latency buckets aside, none are new).
+    expect(grown).toEqual([]);
+    expect(after.size).toBeLessThan(3000);
   });
 });
