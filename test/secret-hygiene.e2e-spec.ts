@@ -262,6 +262,17 @@ describe('secret hygiene: logs, spans, metrics, audit events and answers', () =>
     expect((await pay({ authorization: `Bearer ${token}` })).status).toBe(201);
     expect((await pay({ authorization: `Bearer ${task.task_token}` })).status).toBe(401);
     expect((await pay({ authorization: `Bearer ${token.slice(0, -4)}AAAA` })).status).toBe(401);
+    // Credentials where they do not belong: in the query string of the gateway and the token endpoint.
+    const live = await tokenRequest(
+      services.issuer,
+      world.agent,
+      exchangeFields(task.task_token, [{ type: 'connector', connector: 'payments', actions: ['payouts.get'] }]),
+    );
+    expect((await http(`${services.gatewayUrl}/connectors/payments/v1/payouts/po_1?access_token=${live.body.access_token}`)).status).toBe(400);
+    const queryAssertion = new URLSearchParams(await clientAuthFields(world.agent.id, world.agent.key, services.issuer));
+    expect((await postForm(`${services.issuer}/oauth2/token?${queryAssertion.toString()}`, { grant_type: 'client_credentials', scope: 'tasks' })).status).toBe(
+      400,
+    );
     // The same assertion twice: the replay is refused.
     const fields = { ...exchangeFields(task.task_token, PAYOUT_REQUEST), ...(await clientAuthFields(world.agent.id, world.agent.key, services.issuer)) };
     expect((await postForm(`${services.issuer}/oauth2/token`, fields)).status).toBe(200);
