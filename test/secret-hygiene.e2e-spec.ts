@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Agent as HttpAgent, METHODS, request as httpRequest, type ServerResponse } from 'node:http';
 import type { InMemorySpanExporter, NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import { SignJWT } from 'jose';
 import { clientAuthFields } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
@@ -336,6 +337,22 @@ describe('secret hygiene: logs, spans, metrics, audit events and answers', () =>
     for (const request of provider.received.filter((received) => received.url === '/token')) {
       rememberFields(Object.fromEntries(new URLSearchParams(request.body.toString('utf8'))));
     }
+
+    // A connect link asked for over HTTP with a signed user token, then opened in the browser.
+    const userToken = await new SignJWT({ sub: 'dave' })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(IDP)
+      .setAudience('writ')
+      .setExpirationTime('5m')
+      .sign(idp.key);
+    const tasksApiToken = (await tokenRequest(services.issuer, world.orchestrator, { grant_type: 'client_credentials', scope: 'tasks' })).body.access_token;
+    const linked = await sendJson('POST', `${services.issuer}/v1/connections/links`, { connector_id: 'codehost', user_token: userToken }, tasksApiToken);
+    expect(linked.status).toBe(201);
+    remember(new URL(linked.body.url).pathname.split('/').pop(), answers.length - 1);
+    const opened = await fetch(linked.body.url, { method: 'POST', redirect: 'manual', headers: { origin: new URL(services.issuer).origin } });
+    expect(opened.status).toBe(303);
+    // Opened again: refused, the link named nowhere.
+    expect((await fetch(linked.body.url, { method: 'POST', redirect: 'manual', headers: { origin: new URL(services.issuer).origin } })).status).toBe(400);
 
     // A provider that echoes the code, the PKCE verifier, the refresh token and its client
     // authentication in its error: none of them reaches the agent, the page, a log or an event.
