@@ -294,7 +294,7 @@ const ECHO_PIECE = 12;
  * True when `text` holds one of the `sent` secrets (as it is, URL-, base64- or base64url-encoded),
  * or any {@link ECHO_PIECE} characters of one in a row (an echo cut short).
  */
-export function echoesSecret(text: string, sent: readonly string[]): boolean {
+function echoesSecret(text: string, sent: readonly string[]): boolean {
   const folded = text.toLowerCase();
   for (const secret of sent) {
     if (!secret) continue;
