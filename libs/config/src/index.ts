@@ -1,2 +1,3 @@
 export * from './writ-config';
 export * from './config.module';
+export * from './known-variables';

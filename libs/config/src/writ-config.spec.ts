@@ -503,3 +503,128 @@ describe('loadConfig', () => {
     });
   });
 });
+
+describe('loadConfig: operator mistakes stop the start, naming the variable, never echoing a secret', () => {
+  const problemsOf = (env: Record<string, string>): string[] => {
+    try {
+      loadConfig(env, '/srv');
+    } catch (error) {
+      if (error instanceof ConfigError) return error.problems;
+      throw error;
+    }
+    return [];
+  };
+  const masterKey = Buffer.alloc(32, 9).toString('base64');
+
+  it('reads a port only as decimal digits: no exponent, hex, binary, fraction, sign or spaces (a blank one is not port 0)', () => {
+    for (const bad of ['1e3', ' 10', '10 ', '0x10', '0b11', '0o7', '4000.0', '+4000', '-1', '10abc', 'Infinity', '65536', '99999999999999999999', '  ']) {
+      expect({ bad, problems: problemsOf({ WRIT_AUTH_PORT: bad }) }).toEqual({
+        bad,
+        problems: [`WRIT_AUTH_PORT must be a port number (0-65535), got "${bad}"`],
+      });
+    }
+    expect(loadConfig({ WRIT_AUTH_PORT: '0', WRIT_GATEWAY_PORT: '65535', WRIT_ADMIN_PORT: '08080' })).toMatchObject({
+      authPort: 0,
+      gatewayPort: 65535,
+      adminPort: 8080,
+    });
+    expect(loadConfig({ WRIT_AUTH_PORT: '' }).authPort).toBe(4000);
+  });
+
+  it('refuses an issuer or gateway URL with userinfo, or with an empty query or fragment, without echoing the password', () => {
+    for (const name of ['WRIT_ISSUER', 'WRIT_GATEWAY_URL']) {
+      for (const bad of [
+        'https://writ:hunter2-password@auth.example',
+        'https://writ@auth.example',
+        'https://auth.example/?',
+        'https://auth.example/#',
+        'https://auth.example/x?a=1',
+      ]) {
+        const problems = problemsOf({ [name]: bad });
+        expect({ bad, problems }).toEqual({
+          bad,
+          problems: [expect.stringMatching(new RegExp(`^${name} must be an http\\(s\\) URL without userinfo, query or fragment`))],
+        });
+        expect(problems.join()).not.toContain('hunter2');
+      }
+    }
+    // Invalid for another reason (the port), still not echoed.
+    expect(problemsOf({ WRIT_ISSUER: 'https://u:hunter2@auth.example:99999' }).join()).not.toContain('hunter2');
+    expect(loadConfig({ WRIT_ISSUER: 'https://auth.example/realms/a@b/' }).issuer).toBe('https://auth.example/realms/a@b');
+  });
+
+  it('refuses a malformed database URL naming the variable, never its password nor the driver message', () => {
+    for (const name of ['WRIT_DATABASE_URL', 'WRIT_MIGRATION_DATABASE_URL']) {
+      for (const bad of [
+        'postgres://writ:hunter2@db:notaport/writ',
+        'postgres://writ:hunter2@db:99999/writ',
+        'postgres://writ:hunter2%zz@db/writ',
+        'postgres://writ:hunter2@[::1/writ',
+      ]) {
+        const problems = problemsOf({ WRIT_DATABASE_URL: 'postgres://writ@db/writ', WRIT_MASTER_KEY: masterKey, [name]: bad });
+        expect({ bad, problems }).toEqual({ bad, problems: [expect.stringMatching(new RegExp(`^${name} is not a valid postgres:// URL \\(not shown`))] });
+        expect(problems.join()).not.toContain('hunter2');
+      }
+    }
+    expect(problemsOf({ WRIT_DATABASE_URL: 'postgres://writ:hunter2@db/writ?sslrootcert=/nonexistent/ca.pem', WRIT_MASTER_KEY: masterKey })).toEqual([
+      'WRIT_DATABASE_URL names an sslcert, sslkey or sslrootcert file that cannot be read (ENOENT)',
+    ]);
+    expect(
+      loadConfig({ WRIT_DATABASE_URL: 'postgres://writ:p%40ss@db.internal:6432/writ?sslmode=verify-full', WRIT_MASTER_KEY: masterKey }).databaseUrl,
+    ).toContain('db.internal:6432');
+    expect(loadConfig({ WRIT_DATABASE_URL: 'postgresql:///writ?host=/var/run/postgresql', WRIT_MASTER_KEY: masterKey }).databaseUrl).toBeDefined();
+  });
+
+  it('refuses a listen address that cannot be one (spaces, a port, brackets, a bad IPv4), naming WRIT_HOST', () => {
+    for (const bad of [' 0.0.0.0', '0.0.0.0 ', 'not a host', '127.0.0.1:4000', '[::1]', '256.1.1.1', 'http://0.0.0.0', 'host/x']) {
+      expect({ bad, problems: problemsOf({ WRIT_HOST: bad }) }).toEqual({
+        bad,
+        problems: [`WRIT_HOST must be an IP address (IPv6 without brackets) or a host name, without a port or spaces, got "${bad}"`],
+      });
+    }
+    for (const good of ['0.0.0.0', '::', '::1', 'fe80::1%eth0', 'localhost', 'writ-0.writ.svc.cluster.local', '127.1']) {
+      expect(loadConfig({ WRIT_HOST: good }).host).toBe(good);
+    }
+  });
+
+  it('refuses one secret used for two purposes, naming both variables and not the value', () => {
+    const token = 't'.repeat(40);
+    expect(problemsOf({ WRIT_ADMIN_TOKEN: token, WRIT_METRICS_TOKEN: token })).toEqual([
+      'WRIT_METRICS_TOKEN must not be the value of WRIT_ADMIN_TOKEN: give each secret its own value (one purpose each)',
+    ]);
+    expect(problemsOf({ WRIT_APPROVAL_WEBHOOK_URL: 'https://hooks.example/w', WRIT_APPROVAL_WEBHOOK_SECRET: token, WRIT_METRICS_TOKEN: token })).toEqual([
+      'WRIT_APPROVAL_WEBHOOK_SECRET must not be the value of WRIT_METRICS_TOKEN: give each secret its own value (one purpose each)',
+    ]);
+    const problems = problemsOf({ WRIT_MASTER_KEY: masterKey, WRIT_ADMIN_TOKEN: masterKey });
+    expect(problems).toEqual(['WRIT_ADMIN_TOKEN must not be the value of WRIT_MASTER_KEY: give each secret its own value (one purpose each)']);
+    expect(problems.join()).not.toContain(masterKey);
+    expect(problemsOf({ WRIT_ADMIN_TOKEN: token, WRIT_METRICS_TOKEN: 'm'.repeat(40), WRIT_MASTER_KEY: masterKey })).toEqual([]);
+  });
+
+  it('refuses an admin token that could never be sent as a bearer token (spaces, control characters)', () => {
+    for (const bad of [' '.repeat(40), `${'a'.repeat(20)} ${'b'.repeat(20)}`, `${'a'.repeat(40)}\n`, `${'a'.repeat(40)}\t`]) {
+      expect(problemsOf({ WRIT_ADMIN_TOKEN: bad })).toEqual(['WRIT_ADMIN_TOKEN must be at least 32 characters, without spaces or control characters']);
+    }
+  });
+
+  it('reports WRIT_ variables nothing reads (a typo), with the name meant, and never their values', () => {
+    const config = loadConfig({
+      WRIT_MASTER_KEYS: masterKey,
+      WRIT_METRIC_TOKEN: 'm'.repeat(40),
+      writ_admin_token: 'a'.repeat(40),
+      WRIT_SOMETHING_ELSE: '1',
+      WRIT_TEST_ADMIN_URL: 'postgres://x',
+      WRIT_BENCH_ROUNDS: '3',
+      WRIT_OPA: '/usr/bin/opa',
+      OTHER_VARIABLE: 'x',
+    });
+    expect(config.unknownVariables).toEqual([
+      { name: 'WRIT_MASTER_KEYS', suggestion: 'WRIT_MASTER_KEY' },
+      { name: 'WRIT_METRIC_TOKEN', suggestion: 'WRIT_METRICS_TOKEN' },
+      { name: 'WRIT_SOMETHING_ELSE', suggestion: undefined },
+      { name: 'writ_admin_token', suggestion: 'WRIT_ADMIN_TOKEN' },
+    ]);
+    expect(JSON.stringify(config.unknownVariables)).not.toContain(masterKey);
+    expect(loadConfig({}).unknownVariables).toEqual([]);
+  });
+});

@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseConnectionString } from 'pg-connection-string';
+import { unknownVariables, type UnknownVariable } from './known-variables';
 
 /** Log levels accepted by pino. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -156,6 +157,15 @@ export interface WritConfig {
   readonly http: HttpServerConfig;
   /** OpenTelemetry tracing (off unless the standard `OTEL_*` variables ask for it). */
   readonly tracing: TracingConfig;
+  /**
+   * `WRIT_*` variables set but read by no service (a typo such as `WRIT_MASTER_KEYS`, or a
+   * variable of a removed release), each with the known name it is closest to, if any. Services
+   * log them as a warning at start, names only (the value may be a secret); the start goes on,
+   * so that a release dropping a variable does not stop instances still configured with it.
+   * The project's own tools' variables (`WRIT_TEST_*`, `WRIT_BENCH_*`...: known-variables.ts)
+   * are not reported.
+   */
+  readonly unknownVariables: readonly UnknownVariable[];
 }
 
 /** See {@link WritConfig.allowedHosts}. */
@@ -377,7 +387,9 @@ function port(env: Env, name: string, fallback: number, problems: string[]): num
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);
-  if (!Number.isInteger(value) || value < 0 || value > 65535) {
+  // Decimal digits only: Number() would read "1e3", "0x10", "4000.0" and " 10" as ports, and a
+  // blank value as 0 (a port chosen at random).
+  if (!/^[0-9]{1,5}$/.test(raw) || value > 65535) {
     problems.push(`${name} must be a port number (0-65535), got "${raw}"`);
     return fallback;
   }
@@ -432,15 +444,23 @@ function boolean(env: Env, name: string, fallback: boolean, problems: string[]):
   return fallback;
 }
 
+/**
+ * `WRIT_ISSUER`, `WRIT_GATEWAY_URL`: published (metadata, `iss`, `aud`, logs), so neither userinfo
+ * nor a query or fragment, not even an empty `?` or `#` (RFC 8414 section 2), which `URL` drops
+ * from `search` and `hash` but the raw value, used as the identifier, would keep.
+ */
 function baseUrl(env: Env, name: string, fallback: string, problems: string[]): string {
   const raw = env[name] || fallback;
   try {
     const url = new URL(raw);
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme');
-    if (url.search || url.hash) throw new Error('query');
+    if (url.username || url.password) throw new Error('userinfo');
+    if (raw.includes('?') || raw.includes('#')) throw new Error('query');
     return raw.replace(/\/+$/, '');
   } catch {
-    problems.push(`${name} must be an http(s) URL without query or fragment, got "${raw}"`);
+    // A value with userinfo may hold a password: it is not echoed.
+    const got = raw.includes('@') ? 'a value with "@" (not shown: it may hold a password)' : `"${raw}"`;
+    problems.push(`${name} must be an http(s) URL without userinfo, query or fragment, got ${got}`);
     return fallback;
   }
 }
@@ -557,6 +577,35 @@ function auditCheckpointPublicKeys(env: Env, cwd: string, problems: string[]): r
   return Object.freeze([...keys.values()]);
 }
 
+/**
+ * `WRIT_DATABASE_URL`, `WRIT_MIGRATION_DATABASE_URL`: read here as the driver reads them, so
+ * that a malformed one (a bad port, a password with an unencoded reserved character) stops the
+ * start naming the variable, not later as the driver's bare `Invalid URL` or `URI malformed`.
+ * Neither the value nor the driver's message is echoed: the URL holds the password.
+ */
+function postgresUrl(env: Env, name: string, problems: string[]): string | undefined {
+  const raw = env[name] || undefined;
+  if (raw === undefined) return undefined;
+  if (!/^postgres(ql)?:\/\//.test(raw)) {
+    problems.push(`${name} must be a postgres:// URL`);
+    return raw;
+  }
+  try {
+    parseConnectionString(raw);
+    // TypeORM (the migrations) also percent-decodes the login and password, strictly.
+    const authority = raw.slice(raw.indexOf('//') + 2).split('/')[0];
+    decodeURIComponent(authority.slice(0, Math.max(authority.lastIndexOf('@'), 0)));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    problems.push(
+      code && /^E[A-Z]+$/.test(code) && code !== 'ERR_INVALID_URL'
+        ? `${name} names an sslcert, sslkey or sslrootcert file that cannot be read (${code})`
+        : `${name} is not a valid postgres:// URL (not shown: it holds the password; percent-encode reserved characters of the login and password)`,
+    );
+  }
+  return raw;
+}
+
 /** True when PostgreSQL runs on this host: embedded, or reached over loopback or a Unix socket. */
 export function databaseOnThisHost(databaseUrl: string | undefined): boolean {
   if (!databaseUrl) return true;
@@ -568,6 +617,27 @@ export function databaseOnThisHost(databaseUrl: string | undefined): boolean {
     return false;
   }
   return host === '' || host.startsWith('/') || host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+/** Secrets held by different parties: each may be given to one party only. */
+const SEPARATE_SECRETS = ['WRIT_MASTER_KEY', 'WRIT_ADMIN_TOKEN', 'WRIT_METRICS_TOKEN', 'WRIT_APPROVAL_WEBHOOK_SECRET'] as const;
+
+/**
+ * One secret, one purpose: the metrics token is handed to the scraper, the webhook secret to the
+ * receiver of approval notifications, the admin token to operators, and the master key to
+ * nobody. The same value in two of them gives whoever holds the lesser one the other's power
+ * (a scraper with the admin token; a master key sent over the network as a bearer token), so
+ * such a start is refused, naming both variables, never the value.
+ */
+function distinctSecrets(env: Env, problems: string[]): void {
+  const seen = new Map<string, string>();
+  for (const name of SEPARATE_SECRETS) {
+    const value = env[name]?.trim();
+    if (!value) continue;
+    const first = seen.get(value);
+    if (first) problems.push(`${name} must not be the value of ${first}: give each secret its own value (one purpose each)`);
+    else seen.set(value, name);
+  }
 }
 
 /** `WRIT_ECDSA`: see {@link OperationsConfig.ecdsa}. */
@@ -636,6 +706,23 @@ function loopbackListen(host: string): boolean {
   const name = parseHostName(isIP(host) === 6 ? `[${host}]` : host)?.name;
   if (name === undefined) return false;
   return name === 'localhost' || name === '[::1]' || /^\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\]$/.test(name) || (isIP(name) === 4 && name.startsWith('127.'));
+}
+
+/**
+ * `WRIT_HOST`: an IP address (IPv6 without brackets, as `listen` takes it) or a DNS name. Checked
+ * here so that a stray space, a port or brackets stop the start at once, naming the variable,
+ * instead of after the migrations with the resolver's `getaddrinfo ENOTFOUND`.
+ */
+function listenAddress(env: Env, problems: string[]): string {
+  const raw = env.WRIT_HOST;
+  if (raw === undefined || raw === '') return '127.0.0.1';
+  if (isIP(raw) !== 0) return raw;
+  const parsed = raw.startsWith('[') ? undefined : parseHostName(raw);
+  if (parsed === undefined || parsed.port !== undefined) {
+    problems.push(`WRIT_HOST must be an IP address (IPv6 without brackets) or a host name, without a port or spaces, got "${raw}"`);
+    return '127.0.0.1';
+  }
+  return raw;
 }
 
 /** `WRIT_ALLOWED_HOSTS`: see {@link WritConfig.allowedHosts}. */
@@ -738,14 +825,8 @@ function approvalWebhook(env: Env, problems: string[]): ApprovalWebhookConfig | 
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), options: LoadConfigOptions = {}): WritConfig {
   const problems: string[] = [];
   const dataDirRaw = env.WRIT_DATA_DIR || './.writ';
-  const databaseUrl = env.WRIT_DATABASE_URL || undefined;
-  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
-    problems.push('WRIT_DATABASE_URL must be a postgres:// URL');
-  }
-  const migrationDatabaseUrl = env.WRIT_MIGRATION_DATABASE_URL || undefined;
-  if (migrationDatabaseUrl && !/^postgres(ql)?:\/\//.test(migrationDatabaseUrl)) {
-    problems.push('WRIT_MIGRATION_DATABASE_URL must be a postgres:// URL');
-  }
+  const databaseUrl = postgresUrl(env, 'WRIT_DATABASE_URL', problems);
+  const migrationDatabaseUrl = postgresUrl(env, 'WRIT_MIGRATION_DATABASE_URL', problems);
   if (migrationDatabaseUrl && !databaseUrl) {
     problems.push('WRIT_MIGRATION_DATABASE_URL needs WRIT_DATABASE_URL (the embedded database migrates as its own superuser)');
   }
@@ -756,11 +837,14 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
   const logLevel = (env.WRIT_LOG_LEVEL || 'info') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`WRIT_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   const adminToken = env.WRIT_ADMIN_TOKEN || undefined;
-  if (adminToken !== undefined && adminToken.length < 32) {
-    problems.push('WRIT_ADMIN_TOKEN must be at least 32 characters');
+  // Whitespace cannot be sent in a bearer token (RFC 6750 section 2.1): such a token would
+  // never authenticate, and the operator would be locked out without knowing why.
+  if (adminToken !== undefined && (adminToken.length < 32 || /[\s\x00-\x1f\x7f]/.test(adminToken))) {
+    problems.push('WRIT_ADMIN_TOKEN must be at least 32 characters, without spaces or control characters');
   }
+  distinctSecrets(env, problems);
   const upstream = allowedNetworks(env, !databaseUrl, problems);
-  const host = env.WRIT_HOST || '127.0.0.1';
+  const host = listenAddress(env, problems);
   const issuer = baseUrl(env, 'WRIT_ISSUER', 'http://localhost:4000', problems);
   const gatewayUrl = baseUrl(env, 'WRIT_GATEWAY_URL', 'http://localhost:4001', problems);
   const workers = workerCount(env, problems);
@@ -830,6 +914,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
       // Read only when tracing is on: a sampler set for other software in the environment does not stop Writ.
       sampleRatio: tracingOn ? sampleRatio(env, problems) : 1,
     }),
+    unknownVariables: unknownVariables(env),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

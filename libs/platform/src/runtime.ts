@@ -237,6 +237,13 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const config = options.config ?? (await step('configuration', async () => loadConfig()));
   const logger = options.logger ?? createLogger(config.logLevel);
   const poolSize = config.operations.poolSize ?? options.poolSize;
+  for (const { name, suggestion } of config.unknownVariables) {
+    // Names only: the value may be a secret set under a misspelt name.
+    logger.warn(
+      { variable: name, did_you_mean: suggestion },
+      `${name} is set but no Writ service reads it${suggestion ? `: did you mean ${suggestion}?` : ''}`,
+    );
+  }
   const stopTracing = await startTracing(config, options.service ?? 'writ', logger);
   let embedded: EmbeddedDatabase | undefined;
   const url = await step('cannot start the embedded PostgreSQL', async () => {
