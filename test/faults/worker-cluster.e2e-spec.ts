@@ -21,8 +21,15 @@ function getOnNewConnection(url: string, headers: Record<string, string> = {}): 
 
 /** The node worker processes of a Writ primary (its children but the embedded PostgreSQL). */
 function workersOf(writ: WritProcess): number[] {
-  const postmaster = Number(readFileSync(join(writ.dataDir, 'postgres', 'postmaster.pid'), 'utf8').split('\n')[0]);
-  return childrenOf(writ.child.pid!).filter((pid) => pid !== postmaster && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('main.js'));
+  const read = (file: string) => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch {
+      return ''; // gone meanwhile (a worker that just died, PostgreSQL stopping)
+    }
+  };
+  const postmaster = Number(read(join(writ.dataDir, 'postgres', 'postmaster.pid')).split('\n')[0]);
+  return childrenOf(writ.child.pid!).filter((pid) => pid !== postmaster && read(`/proc/${pid}/cmdline`).includes('main.js'));
 }
 
 async function until(condition: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
@@ -92,6 +99,46 @@ describe('WRIT_WORKERS: the services in node:cluster workers (embedded PostgreSQ
       expect(result).toEqual({ code: 0, signal: null });
       expect(await until(() => !running.some(alive), 10_000)).toBe(true);
       expect(existsSync(join(writ.dataDir, 'postgres', 'postmaster.pid'))).toBe(false);
+    } finally {
+      if (!exited) writ.child.kill('SIGKILL');
+    }
+  });
+
+  it('replaces a worker that dies while the others are still starting, and exits 1 once workers keep dying', async () => {
+    // Ready as soon as one worker serves; with three, the later ones are still starting then.
+    const writ = await startWrit({ env: { WRIT_WORKERS: '3' }, readyTimeoutMs: 180_000 });
+    let exited = false;
+    void writ.exited.then(() => (exited = true));
+    try {
+      const postmaster = Number(readFileSync(join(writ.dataDir, 'postgres', 'postmaster.pid'), 'utf8').split('\n')[0]);
+      expect(writ.output()).not.toContain('workers started');
+      const [first] = workersOf(writ).sort((a, b) => a - b);
+      process.kill(first, 'SIGKILL');
+      expect(await until(() => writ.output().includes('worker replaced'), 120_000)).toBe(true);
+      expect(await until(() => writ.output().includes('workers started'), 120_000)).toBe(true);
+      expect(await until(() => workersOf(writ).length === 3, 30_000)).toBe(true);
+      expect(workersOf(writ)).not.toContain(first);
+
+      // A crash loop: past 5 deaths a minute the primary stops everything and exits 1, so that
+      // its supervisor sees the failure instead of a primary serving with no worker.
+      let kills = 0;
+      const deadline = Date.now() + 90_000;
+      while (!exited && Date.now() < deadline) {
+        const [victim] = workersOf(writ);
+        if (victim === undefined) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          continue;
+        }
+        process.kill(victim, 'SIGKILL');
+        kills += 1;
+        await until(() => exited || !workersOf(writ).includes(victim), 10_000);
+      }
+      // The first death was replaced above: five more in the minute are allowed, the sixth is not.
+      expect(kills).toBeLessThanOrEqual(6);
+      const result = await writ.exited;
+      expect(result).toEqual({ code: 1, signal: null });
+      expect(writ.output()).toContain('workers keep dying: stopping');
+      expect(await until(() => !alive(postmaster), 10_000)).toBe(true);
     } finally {
       if (!exited) writ.child.kill('SIGKILL');
     }

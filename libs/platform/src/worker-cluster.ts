@@ -90,9 +90,12 @@ export async function runPrimary(service: string, config: WritConfig): Promise<v
     if (signal) logger.info(`${service} stopped`);
     process.exit(failed ? 1 : 0);
   };
-  const startWorker = () =>
+  /** Workers of the first start: one that dies before it is ready stops the service. */
+  const firstStart = new Set<number>();
+  const startWorker = (first = false) =>
     new Promise<boolean>((resolve) => {
       const worker = cluster.fork();
+      if (first) firstStart.add(worker.id);
       const onMessage = (message: unknown) => {
         if (!isMessage<{ type: typeof WORKER_READY }>(message, WORKER_READY)) return;
         worker.off('message', onMessage);
@@ -103,13 +106,11 @@ export async function runPrimary(service: string, config: WritConfig): Promise<v
       worker.once('exit', () => resolve(false));
     });
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stopAll(0, signal));
-  for (let index = 0; index < config.operations.workers; index += 1) {
-    // The worker printed why it could not start.
-    if (!(await startWorker())) return stopAll(1);
-  }
-  logger.info({ workers: config.operations.workers, pid: process.pid }, `${service} workers started`);
+  // Watched from the first fork: a worker that served and dies while the next ones are still
+  // starting is replaced too (it used to go unnoticed, leaving the service a worker short).
   cluster.on('exit', (worker, code, signal) => {
-    if (stopping) return;
+    // A worker of the first start that dies before it is ready stops the service (below).
+    if (stopping || (firstStart.has(worker.id) && !ready.has(worker.id))) return;
     const now = Date.now();
     restarts = [...restarts.filter((at) => now - at < RESTART_WINDOW_MS), now];
     if (restarts.length > MAX_RESTARTS) {
@@ -123,6 +124,11 @@ export async function runPrimary(service: string, config: WritConfig): Promise<v
       else if (!stopping) logger.error(`${service} replacement worker could not start`);
     });
   });
+  for (let index = 0; index < config.operations.workers; index += 1) {
+    // The worker printed why it could not start.
+    if (!(await startWorker(true))) return stopAll(1);
+  }
+  if (!stopping) logger.info({ workers: config.operations.workers, pid: process.pid }, `${service} workers started`);
 }
 
 /** The primary's side of clustered `/metrics`: sums every worker's registry (prom-client's aggregator). */
