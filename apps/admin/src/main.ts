@@ -1,5 +1,5 @@
 import { loadConfig } from '@writ/config';
-import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
+import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, listenOn, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createAdminApp } from './admin.app';
 
 /** `npm run start:admin`: the admin API alone. */
@@ -11,7 +11,7 @@ runMain('admin', async () => {
   runtime.metrics.trackPolicyVersion(() => policy.current().version);
   const bootstrap = await ensureBootstrapAdminToken(runtime);
   const app = await createAdminApp(runtime, policy);
-  await app.listen(runtime.config.adminPort, runtime.config.host);
+  await listenOn(app, runtime.config.host, runtime.config.adminPort, 'WRIT_ADMIN_PORT');
   runtime.logger.info(
     {
       port: runtime.config.adminPort,

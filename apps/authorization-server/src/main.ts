@@ -1,5 +1,5 @@
 import { loadConfig } from '@writ/config';
-import { createLogger, createRuntime, loadWatchedPolicy, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
+import { createLogger, createRuntime, loadWatchedPolicy, listenOn, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createAuthorizationServerApp } from './authorization-server.app';
 
 /** `npm run start:authorization-server`: the authorization server alone. */
@@ -10,7 +10,7 @@ runMain('authorization-server', async () => {
   const runtime = await createRuntime({ config, logger, service: 'authorization-server' });
   runtime.metrics.trackPolicyVersion(() => policy.current().version);
   const app = await createAuthorizationServerApp(runtime, policy);
-  await app.listen(runtime.config.authPort, runtime.config.host);
+  await listenOn(app, runtime.config.host, runtime.config.authPort, 'WRIT_AUTH_PORT');
   runtime.logger.info({ issuer: runtime.config.issuer, port: runtime.config.authPort, policy: policy.current().version }, 'authorization server listening');
   return { logger: runtime.logger, stop: () => stopServices([app], runtime), stopTimeoutMs: stopTimeoutOf(runtime) };
 });

@@ -1,5 +1,5 @@
 import { loadConfig } from '@writ/config';
-import { createLogger, createRuntime, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
+import { createLogger, createRuntime, listenOn, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createGatewayApp } from './connector-gateway.app';
 
 /** `npm run start:gateway`: the connector gateway alone. */
@@ -8,7 +8,7 @@ runMain('connector-gateway', async () => {
   const logger = createLogger(config.logLevel);
   const runtime = await createRuntime({ config, logger, service: 'connector-gateway' });
   const app = await createGatewayApp(runtime);
-  await app.listen(config.gatewayPort, config.host);
+  await listenOn(app, config.host, config.gatewayPort, 'WRIT_GATEWAY_PORT');
   logger.info({ gateway: config.gatewayUrl, port: config.gatewayPort }, 'connector gateway listening');
   return { logger, stop: () => stopServices([app], runtime), stopTimeoutMs: stopTimeoutOf(runtime) };
 });

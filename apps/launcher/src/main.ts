@@ -1,6 +1,6 @@
 import type { INestApplication } from '@nestjs/common';
 import { loadConfig } from '@writ/config';
-import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
+import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, listenOn, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createAdminApp } from '../../admin/src/admin.app';
 import { createAuthorizationServerApp } from '../../authorization-server/src/authorization-server.app';
 import { createGatewayApp } from '../../connector-gateway/src/connector-gateway.app';
@@ -18,14 +18,14 @@ runMain('writ', async () => {
   runtime.metrics.trackPolicyVersion(() => policy.current().version);
   const bootstrap = await ensureBootstrapAdminToken(runtime);
   const apps: INestApplication[] = [];
-  const services: Array<[string, typeof createAdminApp, number]> = [
-    ['authorization server', createAuthorizationServerApp, config.authPort],
-    ['connector gateway', createGatewayApp, config.gatewayPort],
-    ['admin API', createAdminApp, config.adminPort],
+  const services: Array<[string, typeof createAdminApp, number, string]> = [
+    ['authorization server', createAuthorizationServerApp, config.authPort, 'WRIT_AUTH_PORT'],
+    ['connector gateway', createGatewayApp, config.gatewayPort, 'WRIT_GATEWAY_PORT'],
+    ['admin API', createAdminApp, config.adminPort, 'WRIT_ADMIN_PORT'],
   ];
-  for (const [name, create, port] of services) {
+  for (const [name, create, port, portVariable] of services) {
     const app = await create(runtime, policy);
-    await app.listen(port, config.host);
+    await listenOn(app, config.host, port, portVariable);
     apps.push(app);
     logger.info({ port, host: config.host }, `${name} listening`);
   }

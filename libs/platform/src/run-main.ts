@@ -29,6 +29,32 @@ export async function stopServices(apps: INestApplication[], runtime: Runtime): 
   await runtime.close();
 }
 
+/**
+ * `app.listen`, with a failure said in terms of the configuration: `listen EADDRINUSE`,
+ * `EADDRNOTAVAIL` (an address not on this host) or `getaddrinfo ENOTFOUND` (a `WRIT_HOST` name
+ * that does not resolve) name the variables to look at, as every other start failure does.
+ */
+export async function listenOn(app: INestApplication, host: string, port: number, portVariable: string): Promise<void> {
+  try {
+    await app.listen(port, host);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'EADDRINUSE'
+        ? `the port is in use (${portVariable})`
+        : code === 'EADDRNOTAVAIL'
+          ? 'the address is not one of this host (WRIT_HOST)'
+          : code === 'ENOTFOUND' || code === 'EAI_AGAIN'
+            ? 'the host name does not resolve (WRIT_HOST)'
+            : code === 'EACCES'
+              ? `the port needs privileges this process does not have (${portVariable})`
+              : error instanceof Error
+                ? error.message.split('\n')[0]
+                : String(error);
+    throw new StartupError(`cannot listen on ${host}:${port}: ${why}`);
+  }
+}
+
 /** The stop bound of a runtime's services: drain deadline plus 15 s for audit, pools and PostgreSQL. */
 export function stopTimeoutOf(runtime: Runtime): number {
   return runtime.config.operations.shutdownTimeoutSeconds * 1000 + 15_000;
