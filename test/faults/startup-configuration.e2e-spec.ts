@@ -14,6 +14,24 @@ async function startFailure(env: Record<string, string>): Promise<string> {
   throw new Error('the start was expected to fail');
 }
 
+describe('faults: a start with invalid variables', () => {
+  beforeAll(() => buildOnce());
+
+  it('stops at once with one line naming each variable, never echoing a secret', async () => {
+    const message = await startFailure({
+      WRIT_AUTH_PORT: '0x10',
+      WRIT_ISSUER: 'http://writ:hunter2-issuer@127.0.0.1:4000',
+      WRIT_DATABASE_URL: 'postgres://writ:hunter2-database@db.invalid:99999/writ',
+      WRIT_MASTER_KEY: 'hunter2-master-key',
+    });
+    expect(message).toContain('exited (code 1)');
+    const line = message.split('\n').find((text) => text.startsWith('writ: writ cannot start: invalid configuration: '));
+    expect(line).toBeDefined();
+    for (const variable of ['WRIT_AUTH_PORT', 'WRIT_ISSUER', 'WRIT_DATABASE_URL', 'WRIT_MASTER_KEY']) expect(line).toContain(variable);
+    expect(message).not.toContain('hunter2');
+  });
+});
+
 describe('faults: a start that cannot listen says which variable to look at', () => {
   let taken: Server;
   let takenPort: number;
