@@ -1,5 +1,11 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, Server } from 'node:net';
-import { buildOnce, startWrit } from './support/writ-process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePorts } from '@writ/testing';
+import { alive, buildOnce, startWrit } from './support/writ-process';
 
 jest.setTimeout(240_000);
 
@@ -58,5 +64,66 @@ describe('faults: a start that cannot listen says which variable to look at', ()
     expect(await startFailure({ WRIT_HOST: '192.0.2.1', WRIT_ALLOWED_HOSTS: '*' })).toMatch(
       /writ: writ cannot start: cannot listen on 192\.0\.2\.1:\d+: the address is not one of this host \(WRIT_HOST\)/,
     );
+  });
+});
+
+describe('faults: a signal while starting', () => {
+  beforeAll(() => buildOnce());
+
+  /**
+   * Starts the launcher on a fresh data directory and sends `signal` as soon as its embedded
+   * PostgreSQL is up (the migrations and the rest of the start still to run).
+   */
+  async function signalWhileStarting(workers: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string; postmaster: number }> {
+    const dataDir = await mkdtemp(join(tmpdir(), 'writ-start-signal-'));
+    try {
+      const [authPort, gatewayPort, adminPort] = await freePorts(3);
+      const child = spawn(process.execPath, [join(__dirname, '..', '..', 'dist', 'apps', 'launcher', 'src', 'main.js')], {
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: process.env.HOME ?? tmpdir(),
+          WRIT_DATA_DIR: dataDir,
+          WRIT_AUTH_PORT: String(authPort),
+          WRIT_GATEWAY_PORT: String(gatewayPort),
+          WRIT_ADMIN_PORT: String(adminPort),
+          WRIT_WORKERS: workers,
+          WRIT_LOG_LEVEL: 'info',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.once('exit', (code, signal) => resolve({ code, signal })),
+      );
+      const pidFile = join(dataDir, 'postgres', 'postmaster.pid');
+      const postmasterPid = () => {
+        try {
+          return Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+        } catch {
+          return NaN; // not written yet
+        }
+      };
+      const deadline = Date.now() + 120_000;
+      // The file is written in steps: wait for a whole pid.
+      while (!(postmasterPid() > 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      const postmaster = postmasterPid();
+      expect(postmaster).toBeGreaterThan(0);
+      expect(output).not.toContain('Writ is ready');
+      child.kill('SIGTERM');
+      const result = await exited;
+      for (let waited = 0; alive(postmaster) && waited < 10_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+      return { ...result, output, postmaster };
+    } finally {
+      await rm(dataDir, { recursive: true, force: true, maxRetries: 10 });
+    }
+  }
+
+  it.each(['1', '2'])('abandons the start, stops the PostgreSQL it started and exits 0 (WRIT_WORKERS=%s)', async (workers) => {
+    const { code, signal, output, postmaster } = await signalWhileStarting(workers);
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    expect(output).not.toContain('Writ is ready');
+    expect(alive(postmaster)).toBe(false);
   });
 });

@@ -64,7 +64,8 @@ export function stopTimeoutOf(runtime: Runtime): number {
  * Runs a service entry point: any failure to start is printed as one line on stderr
  * ("writ: <service> cannot start: <why>") and the process exits 1, without a stack trace.
  * SIGTERM, SIGINT and SIGHUP stop it gracefully (see {@link stopServices}) and it exits 0;
- * a stop that does not finish in time exits 1.
+ * a stop that does not finish in time exits 1. A signal before it has started abandons the
+ * start and exits 0.
  */
 export function runMain(service: string, start: () => Promise<StartedService>): void {
   if (cluster.isPrimary) {
@@ -81,6 +82,17 @@ export function runMain(service: string, start: () => Promise<StartedService>): 
       return;
     }
   }
+  // Watched from the first instant: by default a signal while starting (the embedded
+  // PostgreSQL's start, the migrations, the migration lock wait) ends the process on the spot,
+  // without its exit hooks, leaving the PostgreSQL it started running without its owner, and
+  // exiting 143. Nothing is served yet, so nothing is drained: the start is abandoned, the exit
+  // hooks stop that PostgreSQL, and the exit is 0 as for any stop on a signal. (A migration cut
+  // there is rolled back; an index build cut leaves an INVALID index the next start rebuilds.)
+  let onSignal: (signal: string) => void = (signal) => {
+    process.stderr.write(`writ: ${service} stopped by ${signal} while starting\n`);
+    process.exit(0);
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => onSignal(signal));
   start()
     .then(({ logger, stop, stopTimeoutMs }) => {
       if (cluster.isWorker) process.send!({ type: WORKER_READY });
@@ -104,9 +116,7 @@ export function runMain(service: string, start: () => Promise<StartedService>): 
             process.exit(1);
           });
       };
-      process.on('SIGINT', () => shutdown('SIGINT'));
-      process.on('SIGTERM', () => shutdown('SIGTERM'));
-      process.on('SIGHUP', () => shutdown('SIGHUP'));
+      onSignal = shutdown;
     })
     .catch((error: unknown) => {
       const reason =

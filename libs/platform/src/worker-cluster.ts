@@ -49,18 +49,6 @@ export async function runPrimary(service: string, config: WritConfig): Promise<v
     process.exit(1);
   };
   let embedded: EmbeddedDatabase | undefined;
-  if (!config.databaseUrl) {
-    try {
-      embedded = await startEmbeddedPostgres({
-        dataDir: config.dataDir,
-        onLog: (line) => logger.debug({ postgres: line }),
-        onEvent: (message) => logger.warn({ dataDir: config.dataDir }, message),
-      });
-    } catch (error) {
-      return fail(`cannot start the embedded PostgreSQL: ${(error instanceof Error ? error.message : String(error)).split('\n')[0]}`);
-    }
-  }
-  serveAggregatedMetrics(logger);
   let stopping = false;
   let restarts: number[] = [];
   const ready = new Set<number>();
@@ -105,7 +93,23 @@ export async function runPrimary(service: string, config: WritConfig): Promise<v
       worker.on('message', onMessage);
       worker.once('exit', () => resolve(false));
     });
+  // From the first instant: a signal while the embedded PostgreSQL starts would otherwise end
+  // the primary on the spot and leave that PostgreSQL running without its owner.
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stopAll(0, signal));
+  if (!config.databaseUrl) {
+    try {
+      embedded = await startEmbeddedPostgres({
+        dataDir: config.dataDir,
+        onLog: (line) => logger.debug({ postgres: line }),
+        onEvent: (message) => logger.warn({ dataDir: config.dataDir }, message),
+      });
+    } catch (error) {
+      return fail(`cannot start the embedded PostgreSQL: ${(error instanceof Error ? error.message : String(error)).split('\n')[0]}`);
+    }
+    // Stopped while it started: stopAll found no PostgreSQL to stop; this one is stopped here.
+    if (stopping) return void (await embedded.stop().catch(() => undefined));
+  }
+  serveAggregatedMetrics(logger);
   // Watched from the first fork: a worker that served and dies while the next ones are still
   // starting is replaced too (it used to go unnoticed, leaving the service a worker short).
   cluster.on('exit', (worker, code, signal) => {
