@@ -167,6 +167,10 @@ describe('loadConfig', () => {
       sampleRatio: 1,
     });
     expect(loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces', OTEL_SDK_DISABLED: 'true' }).tracing.enabled).toBe(false);
+    // The specification's booleans: "true" in any case switches the SDK off.
+    for (const disabled of ['TRUE', 'True', ' true'])
+      expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SDK_DISABLED: disabled }).tracing.enabled).toBe(false);
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SDK_DISABLED: 'false' }).tracing.enabled).toBe(true);
     expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_TRACES_EXPORTER: 'none' }).tracing.enabled).toBe(false);
     expect(loadConfig({ WRIT_TRACE_FORWARD: 'false' }).tracing.forwardTraceparent).toBe(false);
     expect(() => loadConfig({ WRIT_TRACE_FORWARD: 'no' })).toThrow(/WRIT_TRACE_FORWARD must be true or false/);

@@ -194,7 +194,7 @@ export interface TrustedCheckpointKey {
 export interface TracingConfig {
   /**
    * On when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, unless
-   * `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Spans go to that OTLP/HTTP endpoint
+   * `OTEL_SDK_DISABLED=true` (in any case) or `OTEL_TRACES_EXPORTER=none`. Spans go to that OTLP/HTTP endpoint
    * (the exporter reads its other standard `OTEL_EXPORTER_OTLP_*` variables itself). Off: no
    * SDK is loaded and the request path pays nothing.
    */
@@ -852,8 +852,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd(), 
   const checkpointFileRaw = env.WRIT_AUDIT_CHECKPOINT_FILE || join(dataDir, 'audit-checkpoints.jsonl');
   const tracingOn =
     Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) &&
-    env.OTEL_SDK_DISABLED !== 'true' &&
-    env.OTEL_TRACES_EXPORTER !== 'none';
+    // The OpenTelemetry specification reads a boolean variable's "true" in any case.
+    env.OTEL_SDK_DISABLED?.trim().toLowerCase() !== 'true' &&
+    env.OTEL_TRACES_EXPORTER?.trim() !== 'none';
   const config: WritConfig = {
     databaseUrl,
     migrationDatabaseUrl,
