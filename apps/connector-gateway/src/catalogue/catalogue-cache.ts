@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { compilePathTemplate, foldCase, matchPathTemplate, PathTemplate } from '@writ/connectors';
+import { compilePathTemplate, foldCase, matchPathTemplate, mostSpecificTemplate, PathTemplate } from '@writ/connectors';
 import type { ConnectorOperation } from '@writ/database';
 
 interface CompiledOperation {
@@ -43,21 +43,31 @@ function lenientReadings(segment: string, last: boolean): string[] {
 export class CatalogueCache {
   private readonly compiled = new Map<string, CompiledCatalogue>();
 
-  /** Matches a method and decoded path segments to exactly one operation. */
+  /**
+   * Matches a method and decoded path segments to exactly one operation. When several templates
+   * match, the most specific wins (literal segments before parameters: `GET /items/export` is
+   * `/items/export`, not `/items/{id}`), whatever their order in the catalogue; when none of
+   * them is more specific than all the others (a catalogue the admin API refuses), the request
+   * is ambiguous.
+   */
   match(connectorId: string, operationsText: string, method: string, segments: readonly string[]): OperationMatch {
     const catalogue = this.catalogue(connectorId, operationsText);
-    const found: Array<{ operation: ConnectorOperation; pathParams: Record<string, string> }> = [];
-    for (const { operation, template } of catalogue.operations) {
-      if (operation.method !== method) continue;
-      const pathParams = matchPathTemplate(template, segments);
-      if (pathParams) found.push({ operation, pathParams });
+    const found: Array<{ compiled: CompiledOperation; pathParams: Record<string, string> }> = [];
+    for (const compiled of catalogue.operations) {
+      if (compiled.operation.method !== method) continue;
+      const pathParams = matchPathTemplate(compiled.template, segments);
+      if (pathParams) found.push({ compiled, pathParams });
     }
     if (found.length === 0) return { kind: 'none' };
-    if (found.length > 1) return { kind: 'ambiguous', names: found.map((entry) => entry.operation.name) };
+    const chosen = mostSpecificTemplate(found.map((entry) => entry.compiled.template));
+    if (chosen === undefined) return { kind: 'ambiguous', names: found.map((entry) => entry.compiled.operation.name).sort() };
+    const { compiled, pathParams } = found[chosen];
     // `{id}` takes `export;x`, `EXPORT` and `export.json` where the upstream's router may find
     // the literal `/export` of another operation: the checked operation would not be the one run.
+    // The operations that match exactly are less specific than the one chosen: not compared.
+    const exact = new Set(found.map((entry) => entry.compiled));
     const others = catalogue.operations.filter(
-      ({ operation, folded }) => operation !== found[0].operation && operation.method === method && folded.length === segments.length,
+      (candidate) => !exact.has(candidate) && candidate.operation.method === method && candidate.folded.length === segments.length,
     );
     if (others.length > 0) {
       // Each segment read once for every operation compared (literals were folded at compile time).
@@ -65,9 +75,11 @@ export class CatalogueCache {
       const lenient = others.filter(({ folded }) =>
         folded.every((literal, index) => (literal === undefined ? segments[index] !== '' : readings[index].includes(literal))),
       );
-      if (lenient.length > 0) return { kind: 'ambiguous', names: [found[0].operation.name, ...lenient.map(({ operation }) => operation.name)], lenient: true };
+      if (lenient.length > 0) {
+        return { kind: 'ambiguous', names: [compiled.operation.name, ...lenient.map(({ operation }) => operation.name).sort()], lenient: true };
+      }
     }
-    return { kind: 'matched', ...found[0] };
+    return { kind: 'matched', operation: compiled.operation, pathParams };
   }
 
   private catalogue(connectorId: string, text: string): CompiledCatalogue {
