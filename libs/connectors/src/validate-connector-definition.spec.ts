@@ -166,6 +166,37 @@ describe('validateConnectorDefinition', () => {
     ]);
   });
 
+  it('accepts overlapping templates when one is more specific, in either order (literals win over parameters)', () => {
+    const exportOp = { name: 'items.export', method: 'GET', path: '/items/export', risk: 'write' };
+    const getOp = { name: 'items.get', method: 'GET', path: '/items/{id}', risk: 'read' };
+    const nested = [
+      { name: 'a.general', method: 'GET', path: '/a/{x}/{y}', risk: 'read' },
+      { name: 'a.middle', method: 'GET', path: '/a/b/{y}', risk: 'read' },
+      { name: 'a.exact', method: 'GET', path: '/a/b/c', risk: 'read' },
+    ];
+    for (const operations of [[exportOp, getOp], [getOp, exportOp], nested, [...nested].reverse()]) {
+      expect(validateConnectorDefinition({ ...payments(), operations })).toMatchObject({ ok: true });
+      expect(validateConnectorPatch({ operations })).toMatchObject({ ok: true });
+    }
+  });
+
+  it('refuses two templates on one method that a path matches with neither more specific, in either order, on create and update', () => {
+    const x = { name: 'a.x', method: 'GET', path: '/a/{x}/c', risk: 'read' };
+    const y = { name: 'a.y', method: 'GET', path: '/a/b/{y}', risk: 'write' };
+    const other = { name: 'a.post', method: 'POST', path: '/a/b/{y}', risk: 'write' };
+    expect(validateConnectorDefinition({ ...payments(), operations: [x, y, other] })).toEqual({
+      ok: false,
+      errors: [{ field: 'operations[1].path', message: 'overlaps operations[0].path (/a/{x}/c) with neither more specific: GET /a/b/c would match both' }],
+    });
+    expect(validateConnectorPatch({ operations: [other, y, x] })).toEqual({
+      ok: false,
+      errors: [{ field: 'operations[2].path', message: 'overlaps operations[1].path (/a/b/{y}) with neither more specific: GET /a/b/c would match both' }],
+    });
+    // Another method, another segment count, or a literal that tells them apart: no overlap.
+    const apart = [x, { ...y, path: '/a/b/{y}/d' }, { ...other, path: '/a/b/c' }, { name: 'a.z', method: 'GET', path: '/a/b/d', risk: 'read' }];
+    expect(validateConnectorDefinition({ ...payments(), operations: apart })).toMatchObject({ ok: true });
+  });
+
   it('refuses HTTP operation names that differ only in case (one action to a task, a grant or policy data)', () => {
     const input = payments();
     input.operations.push({ name: 'Payouts.Create', method: 'POST', path: '/v2/payouts', risk: 'read' });

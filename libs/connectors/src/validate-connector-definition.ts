@@ -30,7 +30,7 @@ import {
   type ConnectorOperationDefinition,
 } from './connector-definition.schema';
 import { normalParameterName } from './parameter-names';
-import { compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
+import { ambiguousPathExample, compilePathTemplate, PathTemplate, PathTemplateError } from './path-template';
 import { CREDENTIAL_TYPES, type OAuth2AuthorizationCode, type UpstreamCredential } from './upstream-credential';
 import { isForbiddenCredentialHeader, isUnconstrainableHeader, isUnlistableRequestHeader } from './upstream-headers';
 
@@ -373,6 +373,7 @@ function checkOperations(value: unknown, out: Collector, kind: ConnectorKind = '
   const operations: ConnectorOperationDefinition[] = [];
   const names = new Map<string, { index: number; name: string }>();
   const routes = new Map<string, number>();
+  const templates: Array<{ index: number; method: string; template: PathTemplate }> = [];
   value.forEach((raw, index) => {
     const prefix = `operations[${index}]`;
     const operation = checkOperation(raw, prefix, out, kind);
@@ -391,7 +392,21 @@ function checkOperations(value: unknown, out: Collector, kind: ConnectorKind = '
       const route = `${operation.method} ${routeShape(operation.path!)}`;
       const first = routes.get(route);
       if (first !== undefined) out.add(`${prefix}.path`, `operations[${first}] already has the same method and path`);
-      else routes.set(route, index);
+      else {
+        routes.set(route, index);
+        // The gateway runs the most specific of the templates a request matches: two that
+        // overlap with neither more specific (`/a/{x}/c`, `/a/b/{y}`) would leave `/a/b/c` to
+        // chance, or to whichever the upstream's router tries first.
+        const template = compilePathTemplate(operation.path!);
+        const other = templates.find((entry) => entry.method === operation.method && ambiguousPathExample(entry.template, template) !== undefined);
+        if (other) {
+          const example = ambiguousPathExample(other.template, template)!;
+          out.add(
+            `${prefix}.path`,
+            `overlaps operations[${other.index}].path (${other.template.source}) with neither more specific: ${operation.method} ${example} would match both`,
+          );
+        } else templates.push({ index, method: operation.method!, template });
+      }
     }
     if (operation) operations.push(operation);
   });
@@ -546,7 +561,9 @@ function result<T>(out: Collector, value: () => T): ConnectorValidationResult<T>
  * Refuses unknown members at every level; an id outside `[a-z0-9][a-z0-9_.-]{0,63}`;
  * a `base_url` that is not an absolute http(s) URL or carries userinfo, a query or a
  * fragment; an empty catalogue, duplicate operation names, two operations on the same
- * method and path, a path that is not a template, an unknown method, risk, location or
+ * method and path, two templates on the same method that some path matches with neither
+ * more specific than the other (`/a/{x}/c` and `/a/b/{y}`: the gateway runs the most specific
+ * template a request matches), a path that is not a template, an unknown method, risk, location or
  * operator; a path template with two parameters that differ only in case (`{Repo}` and
  * `{repo}`); a `path` constraint on a field that is not a template parameter, a `query` or
  * `body` constraint on a name that is also a template parameter (compared as
