@@ -69,4 +69,31 @@ describe('grantFloorViolations', () => {
     // An `lte` grant below `min` admits no value past the catalogue's maximum: the gateway refuses each call below min.
     expect(grantFloorViolations([detail({ amount_max: -5 })], [detail({ amount_max: -5 })], catalogue)).toEqual([]);
   });
+
+  it.each([
+    ['the literal declared first', 'literal'],
+    ['the parameter declared first', 'parameter'],
+  ])("refuses a path value that is another operation's path (%s)", (_order, first) => {
+    const get: ConnectorOperation = {
+      name: 'items.get',
+      method: 'GET',
+      path: '/items/{id}',
+      risk: 'read',
+      constraints: { item: { in: 'path', field: 'id', op: 'eq' }, items: { in: 'path', field: 'id', op: 'in' } },
+    };
+    const exportOp: ConnectorOperation = { name: 'items.export', method: 'GET', path: '/items/export', risk: 'write', constraints: {} };
+    const connectors: FloorConnector[] = [{ id: 'items', operations: first === 'literal' ? [exportOp, get] : [get, exportOp] }];
+    const grant = (constraints: ConnectorDetail['constraints']): ConnectorDetail[] => [
+      { type: 'connector', connector: 'items', actions: ['items.get'], constraints },
+    ];
+    const check = (constraints: ConnectorDetail['constraints']) => grantFloorViolations(grant(constraints), grant(constraints), connectors);
+    expect(check({ item: 'export' })).toEqual([
+      'constraint item (eq "export") gives /items/{id} a path of operation items.export (/items/export), not of items.get: the gateway runs the most specific operation a path matches',
+    ]);
+    expect(check({ items: ['item_1', 'export'] })).toEqual([expect.stringMatching(/^constraint items \(in \["item_1","export"\]\) .* items\.export/)]);
+    // Other values, and the same value on another method, are this operation's.
+    expect(check({ item: 'item_1', items: ['item_1', 'exports'] })).toEqual([]);
+    const posted = [{ id: 'items', operations: [get, { ...exportOp, method: 'POST' }] }];
+    expect(grantFloorViolations(grant({ item: 'export' }), grant({ item: 'export' }), posted)).toEqual([]);
+  });
 });
