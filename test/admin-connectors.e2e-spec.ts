@@ -178,6 +178,39 @@ describe('admin API: connectors', () => {
     expect((await api('GET', '/v1/connectors/refused')).status).toBe(404);
   });
 
+  describe('templates that overlap on one method', () => {
+    const specific = { name: 'items.export', method: 'GET', path: '/v1/items/export', risk: 'write' };
+    const general = { name: 'items.get', method: 'GET', path: '/v1/items/{id}', risk: 'read' };
+    const left = { name: 'a.left', method: 'GET', path: '/v1/{x}/c', risk: 'read' };
+    const right = { name: 'a.right', method: 'GET', path: '/v1/b/{y}', risk: 'write' };
+
+    it('accepts a literal beside a parameter in either order (the most specific runs)', async () => {
+      for (const [id, operations] of [
+        ['overlap-literal-first', [specific, general]],
+        ['overlap-param-first', [general, specific]],
+      ] as const) {
+        expect((await api('POST', '/v1/connectors', payments({ id, operations }))).status).toBe(201);
+        // Later tests page through the list.
+        expect((await api('DELETE', `/v1/connectors/${id}`)).status).toBe(204);
+      }
+    });
+
+    it('refuses two with neither more specific, naming the path, on create and on update', async () => {
+      const created = await refusal(payments({ id: 'overlap-refused', operations: [left, right] }));
+      expect(created).toEqual([
+        { field: 'operations[1].path', message: 'overlaps operations[0].path (/v1/{x}/c) with neither more specific: GET /v1/b/c would match both' },
+      ]);
+      expect((await api('GET', '/v1/connectors/overlap-refused')).status).toBe(404);
+      expect((await api('POST', '/v1/connectors', payments({ id: 'overlap-patched', operations: [general] }))).status).toBe(201);
+      const patched = await refusal({ operations: [right, left] }, 'PATCH', '/v1/connectors/overlap-patched');
+      expect(patched).toEqual([
+        { field: 'operations[1].path', message: 'overlaps operations[0].path (/v1/b/{y}) with neither more specific: GET /v1/b/c would match both' },
+      ]);
+      expect((await api('GET', '/v1/connectors/overlap-patched')).body.operations).toMatchObject([general]);
+      expect((await api('DELETE', '/v1/connectors/overlap-patched')).status).toBe(204);
+    });
+  });
+
   it('refuses a connector body that is not JSON, and a missing body', async () => {
     const notJson = await fetch(`${services.adminUrl}/v1/connectors`, {
       method: 'POST',

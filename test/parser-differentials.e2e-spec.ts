@@ -533,6 +533,63 @@ describe('parser differentials', () => {
     });
   });
 
+  describe('two templates a path matches (literal segments before parameters, in either order)', () => {
+    const get = {
+      name: 'items.get',
+      method: 'GET',
+      path: '/v1/items/{item_id}',
+      risk: 'read',
+      constraints: { item: { in: 'path', field: 'item_id', op: 'in' } },
+    };
+    const exportAll = { name: 'items.export', method: 'GET', path: '/v1/items/export', risk: 'write', constraints: {} };
+    const orders = [
+      ['routes-literal-first', [exportAll, get]],
+      ['routes-param-first', [get, exportAll]],
+    ] as const;
+    const entries = (connector: string) => [
+      { type: 'connector', connector, actions: ['items.get'], constraints: { item: ['item_1', 'export'] } },
+      { type: 'connector', connector, actions: ['items.export'] },
+    ];
+
+    beforeAll(async () => {
+      for (const [id, catalogue] of orders) {
+        await registerConnector(services, { id, name: id, base_url: upstream.url, credential: { type: 'bearer', token: SECRET }, operations: catalogue });
+      }
+    });
+
+    async function exchange(connector: string, details: Record<string, unknown>): Promise<TestResponse> {
+      const task = await createTask(services, world.orchestrator, { allowed: entries(connector) });
+      return tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [{ type: 'connector', connector, ...details }]));
+    }
+
+    it.each(orders)('%s: GET /v1/items/export is items.export, refused to an items.get credential', async (id) => {
+      const getter = await exchange(id, { actions: ['items.get'], constraints: { item: ['item_1'] } });
+      expect(getter.status).toBe(200);
+      const before = upstream.received.length;
+      const refused = await gateway('GET', `/connectors/${id}/v1/items/export`, getter.body.access_token);
+      expect(refused.status).toBe(403);
+      expect(refused.body).toMatchObject({ error: 'insufficient_scope', rule: 'action' });
+      expect(refused.body.error_description).toMatch(/items\.export/);
+      expect(await lastRefusal()).toMatchObject({ status: 403, rule: 'action', operation: 'items.export' });
+      expect(upstream.received.length).toBe(before);
+      expect((await expectForwarded(() => gateway('GET', `/connectors/${id}/v1/items/item_1`, getter.body.access_token), 200)).url).toBe('/v1/items/item_1');
+
+      const exporter = await exchange(id, { actions: ['items.export'] });
+      expect(exporter.status).toBe(200);
+      expect((await expectForwarded(() => gateway('GET', `/connectors/${id}/v1/items/export`, exporter.body.access_token), 200)).url).toBe('/v1/items/export');
+      // What a lenient upstream router reads as the literal stays refused to the parameter's grant.
+      const lenient = await gateway('GET', `/connectors/${id}/v1/items/EXPORT`, getter.body.access_token);
+      expect(lenient.body).toMatchObject({ error: 'insufficient_scope', rule: 'operation' });
+    });
+
+    it.each(orders)('%s: the exchange refuses an items.get grant whose path value is items.export', async (id) => {
+      const response = await exchange(id, { actions: ['items.get'], constraints: { item: ['item_1', 'export'] } });
+      expect(response.status).toBe(400);
+      expect(response.body.error).toBe('invalid_authorization_details');
+      expect(response.body.error_description).toMatch(/items\.export/);
+    });
+  });
+
   describe('an in constraint', () => {
     it('refuses an empty array (some upstreams read it as all) and passes a member', async () => {
       const token = await credential({ actions: ['tag'], constraints: { repos: ['allowed'] } });
