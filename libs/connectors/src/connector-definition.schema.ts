@@ -233,7 +233,15 @@ export const HTTP_OPERATION_SCHEMA = object(
   {
     name: string(OPERATION_NAME_PATTERN, 128, { example: 'payouts.create' }),
     method: { type: 'string', enum: [...CONNECTOR_METHODS] },
-    path: { type: 'string', minLength: 1, example: '/repos/{owner}/{repo}/issues', description: 'literal segments and whole {param} segments' },
+    path: {
+      type: 'string',
+      minLength: 1,
+      example: '/repos/{owner}/{repo}/issues',
+      description:
+        'literal segments and whole {param} segments. A path two templates of one method match runs the more specific ' +
+        '(literal segments before parameters: /items/export before /items/{id}, in any order); two that a path matches ' +
+        'with neither more specific (/a/{x}/c and /a/b/{y}) are refused',
+    },
     risk: { type: 'string', enum: [...OPERATION_RISKS] },
     constraints: constraintMap(HTTP_CONSTRAINT_SCHEMA, { amount_max: { in: 'body', field: 'amount', op: 'lte', min: 0, max: 1000000 } }),
     request_headers: REQUEST_HEADERS_SCHEMA,
