@@ -557,8 +557,8 @@ describe('parser differentials', () => {
       }
     });
 
-    async function exchange(connector: string, details: Record<string, unknown>): Promise<TestResponse> {
-      const task = await createTask(services, world.orchestrator, { allowed: entries(connector) });
+    async function exchange(connector: string, details: Record<string, unknown>, allowedEntries = entries(connector)): Promise<TestResponse> {
+      const task = await createTask(services, world.orchestrator, { allowed: allowedEntries });
       return tokenRequest(services.issuer, world.agent, exchangeFields(task.task_token, [{ type: 'connector', connector, ...details }]));
     }
 
@@ -580,6 +580,23 @@ describe('parser differentials', () => {
       // What a lenient upstream router reads as the literal stays refused to the parameter's grant.
       const lenient = await gateway('GET', `/connectors/${id}/v1/items/EXPORT`, getter.body.access_token);
       expect(lenient.body).toMatchObject({ error: 'insufficient_scope', rule: 'operation' });
+    });
+
+    it('revokes items.get credentials when items.export is removed (its paths become items.get calls), not when one is added', async () => {
+      const id = 'routes-removed';
+      const patch = (operations: unknown[]) => sendJson('PATCH', `${services.adminUrl}/v1/connectors/${id}`, { operations }, services.adminToken);
+      await registerConnector(services, { id, name: id, base_url: upstream.url, credential: { type: 'bearer', token: SECRET }, operations: [get] });
+      const before = await exchange(id, { actions: ['items.get'], constraints: { item: ['item_1'] } }, entries(id).slice(0, 1));
+      expect(before.status).toBe(200);
+      // Adding the literal only narrows items.get: its credentials stay.
+      expect((await patch([get, exportAll])).status).toBe(200);
+      await expectForwarded(() => gateway('GET', `/connectors/${id}/v1/items/item_1`, before.body.access_token), 200);
+      const during = await exchange(id, { actions: ['items.get'], constraints: { item: ['item_1'] } }, entries(id).slice(0, 1));
+      expect(during.status).toBe(200);
+      expect((await patch([get])).status).toBe(200);
+      const revoked = await gateway('GET', `/connectors/${id}/v1/items/export`, during.body.access_token);
+      expect(revoked.status).toBe(401);
+      expect(revoked.body.error_description).toBe('the access token has been revoked');
     });
 
     it.each(orders)('%s: the exchange refuses an items.get grant whose path value is items.export', async (id) => {

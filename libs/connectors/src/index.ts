@@ -9,3 +9,4 @@ export * from './parameter-names';
 export * from './upstream-token-lifetime';
 export * from './retry-after';
 export * from './upstream-backoff';
+export * from './operation-precedence';

@@ -15,6 +15,7 @@ import {
   UpstreamNetworks,
   validateConnectorDefinition,
   validateConnectorPatch,
+  widenedOperations,
 } from '@writ/connectors';
 import { CredentialRevoker, RowIntegrity } from '@writ/grants';
 import { ConnectorEntity, PG_POOL, RowOf } from '@writ/database';
@@ -59,12 +60,15 @@ function requestHeaderSet(operation: ConnectorOperationDefinition): string | nul
 
 /**
  * The operations whose gateway rules a catalogue change alters (method, path, constraints or
- * request headers allowed changed, or removed): credentials issued for them were checked
- * against other rules. A header added to `request_headers` widens what a call may carry;
+ * request headers allowed changed, or removed; or paths of a more specific operation now theirs:
+ * {@link widenedOperations}): credentials issued for them were checked against other rules. A header added to `request_headers` widens what a call may carry;
  * dropping the list does too (every header is forwarded again).
  */
 function alteredOperations(before: ConnectorOperationDefinition[], after: ConnectorOperationDefinition[]): string[] {
   const next = new Map(after.map((operation) => [operation.name, operation]));
+  // An operation left as it was but now reaching paths a removed or moved, more specific one
+  // took (`/items/{id}` once `/items/export` is gone) was granted for fewer calls.
+  const widened = new Set(widenedOperations(before, after));
   return before
     .filter((old) => {
       const now = next.get(old.name);
@@ -73,7 +77,8 @@ function alteredOperations(before: ConnectorOperationDefinition[], after: Connec
         now.method !== old.method ||
         now.path !== old.path ||
         canonicalJson(now.constraints ?? {}) !== canonicalJson(old.constraints ?? {}) ||
-        requestHeaderSet(now) !== requestHeaderSet(old)
+        requestHeaderSet(now) !== requestHeaderSet(old) ||
+        widened.has(old.name)
       );
     })
     .map((operation) => operation.name);
