@@ -246,16 +246,20 @@ export class ApprovalStore {
    * lock on the task row, so a task ending meanwhile on any instance is seen: see
    * {@link TASK_OPEN}). Returns the approval after the change, or `undefined` if there is none;
    * `changed: false` when it was no longer pending (an approval of an ended task reads `expired`).
+   * `check` runs first in the deciding transaction: throwing decides nothing (e.g. the admin
+   * token that asked was revoked while the decision waited for the audit chain head).
    */
   async decide(
     id: string,
     decision: 'approved' | 'denied',
     actor: { type: AuditActorType; id: string },
     note: string | null,
+    check?: (client: PoolClient) => Promise<void>,
   ): Promise<{ approval: ApprovalDto | undefined; changed: boolean }> {
     if (!UUID.test(id)) return { approval: undefined, changed: false };
     const result = await this.transaction.run(
       async (client) => {
+        await check?.(client);
         const { rows } = await client.query<ApprovalRow>(
           `UPDATE approvals a SET status = $2, decided_at = now(), decided_by = $3, note = $4
             WHERE a.id = $1 AND a.status = 'pending' AND a.expires_at > now()

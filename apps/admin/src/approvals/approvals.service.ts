@@ -4,6 +4,7 @@ import { AuditService } from '@writ/audit';
 import { ApprovalDto, ApprovalStore, RowIntegrity } from '@writ/grants';
 import { PG_POOL } from '@writ/database';
 import { ConflictError, isPositionInstant, isUuid, NotFoundError } from '@writ/platform';
+import { adminChange } from '../auth/admin-change';
 import { AdminPrincipal, adminActor } from '../auth/admin-principal';
 import { decodeCursor, encodeCursor, Page } from '../common/cursor';
 import { DEFAULT_PAGE_SIZE } from '../common/page-query.dto';
@@ -45,9 +46,14 @@ export class ApprovalsService {
     return approval;
   }
 
-  /** Approves or denies a pending approval; `409` when it is no longer pending. */
+  /**
+   * Approves or denies a pending approval; `409` when it is no longer pending. Decided only while
+   * the admin token that asked is still valid, checked in the deciding transaction (`401`, nothing
+   * decided, once its revocation committed): a decision buys a credential.
+   */
   async decide(admin: AdminPrincipal, id: string, decision: 'approved' | 'denied', note: string | undefined): Promise<ApprovalDto> {
-    const { approval, changed } = await this.store.decide(id, decision, adminActor(admin), note ?? null);
+    const stillValid = adminChange(admin, async () => undefined);
+    const { approval, changed } = await this.store.decide(id, decision, adminActor(admin), note ?? null, stillValid);
     if (!approval) throw new NotFoundError('approval');
     if (!changed) throw new ConflictError(`approval ${id} is ${approval.status}, not pending`);
     return approval;
