@@ -211,6 +211,36 @@ describe('human approvals under attack', () => {
     });
   });
 
+  describe('asking again', () => {
+    it('refuses a request a person denied on this task, instead of asking them again', async () => {
+      const { task, id } = await pending(35000);
+      expect((await admin('POST', `/v1/approvals/${id}/deny`, { note: 'no' })).status).toBe(200);
+      const again = await Promise.all([0, 1, 2].map((index) => exchange(task.task_token, payoutUpTo(35000), {}, on(index))));
+      for (const answer of again) {
+        expect(answer.status).toBe(400);
+        expect(answer.body.error).toBe('access_denied');
+        expect(answer.body.error_description).toContain('denied');
+      }
+      const { rows } = await first.runtime.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM approvals WHERE task_id = $1`, [task.task_id]);
+      expect(rows[0].n).toBe(1);
+      // Another request is asked as usual.
+      expect((await exchange(task.task_token, payoutUpTo(34000))).body.error).toBe('authorization_pending');
+    });
+
+    it('answers a request approved and not yet used with that approval, not a second one to approve', async () => {
+      const { task, id } = await pending(36000);
+      expect((await admin('POST', `/v1/approvals/${id}/approve`, {})).status).toBe(200);
+      const again = await exchange(task.task_token, payoutUpTo(36000));
+      expect(again.body).toMatchObject({ error: 'authorization_pending', approval_id: id });
+      expect((await admin('GET', `/v1/approvals?status=pending&task_id=${task.task_id}`)).body.items).toEqual([]);
+      expect((await exchange(task.task_token, payoutUpTo(36000), { approval_id: id })).status).toBe(200);
+      // Used: the next payout of the same amount is a new request for a person to decide.
+      const next = await exchange(task.task_token, payoutUpTo(36000));
+      expect(next.body.error).toBe('authorization_pending');
+      expect(next.body.approval_id).not.toBe(id);
+    });
+  });
+
   // Last: what every test above recorded. docs/audit.md is the reference the log is queried by.
   it('records no event member docs/audit.md does not name for its type', async () => {
     await first.runtime.audit.drain();

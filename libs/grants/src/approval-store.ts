@@ -64,8 +64,25 @@ export class TooManyPendingApprovalsError extends Error {
   }
 }
 
-/** What {@link ApprovalStore.request} did: recorded a new approval, or found the same request pending. */
-type RequestOutcome = { kind: 'new' | 'repeated'; approval: ApprovalDto } | { kind: 'refused'; pending: number };
+/**
+ * A request for approval refused because a person already denied exactly it (same details, by
+ * the same agent) on this task: asking them again and again until one approves by mistake is
+ * the "approval fatigue" that MFA push bombing exploits. The task's orchestrator may declare a
+ * new task if the situation changed.
+ */
+export class ApprovalDeniedBeforeError extends Error {
+  constructor(readonly approvalId: string) {
+    super(`a person denied this request on this task (approval ${approvalId}): it is not asked again`);
+    this.name = 'ApprovalDeniedBeforeError';
+  }
+}
+
+/**
+ * What {@link ApprovalStore.request} did: recorded a new approval, found the same request pending
+ * (or approved and not yet used), or refused it (too many pending, or denied before).
+ */
+type RequestOutcome =
+  { kind: 'new' | 'repeated'; approval: ApprovalDto } | { kind: 'refused'; pending: number } | { kind: 'denied_before'; approvalId: string };
 
 /** A row of `approvals`. */
 type ApprovalRow = RowOf<ApprovalEntity>;
@@ -120,17 +137,31 @@ export class ApprovalStore {
    * Records a pending approval holding the exact details asked for (with `events` that led to it,
    * in one transaction); returns it. The same request (same task, agent, details, DPoP key and
    * policy version) already pending is returned instead of a second one, so that repeating it neither
-   * queues nor announces it twice. A task holding {@link MAX_PENDING_APPROVALS_PER_TASK} pending
-   * approvals gets no more: `events` and the refusal are recorded, then
-   * {@link TooManyPendingApprovalsError} is thrown. Neither check can be raced by requests in
-   * parallel on any instance: audited work runs under the audit chain head's row lock, one unit
-   * after another.
+   * queues nor announces it twice; so is the same request (same task, agent, details and DPoP key)
+   * approved and not yet used: a person is not asked to approve a second credential they may take
+   * for a duplicate of the first. The same details that a person denied on this task (whatever the
+   * key or policy version) are not asked again: `events` and the refusal are recorded, then
+   * {@link ApprovalDeniedBeforeError} is thrown. A task holding
+   * {@link MAX_PENDING_APPROVALS_PER_TASK} pending approvals gets no more: `events` and the refusal
+   * are recorded, then {@link TooManyPendingApprovalsError} is thrown. No check can be raced by
+   * requests in parallel on any instance: audited work runs under the audit chain head's row
+   * lock, one unit after another.
    */
   async request(request: ApprovalRequest, actor: { type: AuditActorType; id: string }, events: AuditEventInput[] = []): Promise<ApprovalDto> {
     const details = JSON.stringify(request.authorizationDetails);
     const outcome = await this.transaction.run<RequestOutcome>(
       async (client) => {
         await request.check?.(client);
+        const earlier = await client.query<ApprovalRow>(
+          `SELECT a.* FROM approvals a
+            WHERE a.task_id = $1 AND a.agent_id = $2 AND a.authorization_details = $3::jsonb
+              AND (a.status = 'denied' OR (a.status = 'approved' AND a.expires_at > now() AND a.dpop_jkt IS NOT DISTINCT FROM $4))
+            ORDER BY a.status = 'denied' DESC, a.requested_at LIMIT 1`,
+          [request.taskId, request.agentId, details, request.dpopJkt],
+        );
+        const decided = earlier.rows[0];
+        if (decided?.status === 'denied') return { kind: 'denied_before', approvalId: decided.id };
+        if (decided) return { kind: 'repeated', approval: toDto(decided) };
         const pending = await client.query<ApprovalRow & { same: boolean }>(
           `SELECT a.*, (a.agent_id = $2 AND a.authorization_details = $3::jsonb AND a.policy_version = $4 AND a.dpop_jkt IS NOT DISTINCT FROM $5) AS same
              FROM approvals a WHERE a.task_id = $1 AND a.status = 'pending' AND a.expires_at > now() ORDER BY a.requested_at`,
@@ -158,6 +189,23 @@ export class ApprovalStore {
       },
       (result) => {
         const base = { actor, agentId: request.agentId, taskId: request.taskId, connectorId: request.connectorId };
+        if (result.kind === 'denied_before') {
+          return [
+            ...events,
+            {
+              ...base,
+              type: 'approval.refused',
+              outcome: 'denied' as const,
+              data: {
+                reason: 'denied_before',
+                approval_id: result.approvalId,
+                authorization_details: request.authorizationDetails,
+                reasons: request.reasons,
+                policy_version: request.policyVersion,
+              },
+            },
+          ];
+        }
         if (result.kind === 'refused') {
           return [
             ...events,
@@ -194,6 +242,7 @@ export class ApprovalStore {
       },
     );
     if (outcome.kind === 'refused') throw new TooManyPendingApprovalsError(outcome.pending);
+    if (outcome.kind === 'denied_before') throw new ApprovalDeniedBeforeError(outcome.approvalId);
     return outcome.approval;
   }
 

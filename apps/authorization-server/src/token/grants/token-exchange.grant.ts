@@ -18,7 +18,14 @@ import {
   TemporarilyUnavailableError,
 } from '@writ/oauth';
 import { ActivePolicy, buildPolicyInput, canonicalJson, Decision, evaluateFailClosed, PolicyEngine, PolicyInput } from '@writ/policy';
-import { APPROVAL_MAX_SECONDS, APPROVAL_POLL_INTERVAL_SECONDS, ApprovalDto, ApprovalStore, TooManyPendingApprovalsError } from '@writ/grants';
+import {
+  APPROVAL_MAX_SECONDS,
+  APPROVAL_POLL_INTERVAL_SECONDS,
+  ApprovalDeniedBeforeError,
+  ApprovalDto,
+  ApprovalStore,
+  TooManyPendingApprovalsError,
+} from '@writ/grants';
 import { LOGGER } from '@writ/platform';
 import type { Logger } from 'pino';
 import type { PoolClient } from 'pg';
@@ -238,10 +245,15 @@ export class TokenExchangeGrant implements GrantHandler {
         ],
       )
       .catch((error: unknown) => {
-        // Recorded with its decision; the agent is told to wait for the approvals it asked for.
-        throw error instanceof TooManyPendingApprovalsError ? new AccessDeniedError(error.message) : error;
+        // Recorded with its decision; the agent is told to wait for the approvals it asked for,
+        // or that a person already said no to this request on this task.
+        throw error instanceof TooManyPendingApprovalsError || error instanceof ApprovalDeniedBeforeError ? new AccessDeniedError(error.message) : error;
       });
-    throw new AuthorizationPendingError(`a human must approve this request: ${decision.reasons.map((reason) => safeToken(reason, 200)).join('; ')}`, {
+    const why =
+      approval.status === 'approved'
+        ? 'this request was approved: repeat it with its approval_id'
+        : `a human must approve this request: ${decision.reasons.map((reason) => safeToken(reason, 200)).join('; ')}`;
+    throw new AuthorizationPendingError(why, {
       approvalId: approval.id,
       interval: APPROVAL_POLL_INTERVAL_SECONDS,
     });
