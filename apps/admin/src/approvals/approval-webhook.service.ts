@@ -51,6 +51,13 @@ interface ClaimedRow {
 type ApprovalRow = Omit<RowOf<ApprovalEntity>, 'decided_at' | 'decided_by' | 'note' | 'used_at'> & { live: boolean; purpose: string };
 
 /**
+ * SQL: whether the task of approval `a` is still open. An approval of a task that ended (completed,
+ * failed, revoked, past its deadline) reads `expired` and can no longer be decided: announcing it
+ * would page a person for nothing (and, under a flood of ended tasks, train them to ignore pages).
+ */
+const TASK_OPEN = `EXISTS (SELECT 1 FROM tasks t WHERE t.id = a.task_id AND t.status = 'active' AND t.expires_at > now())`;
+
+/**
  * The `text` of a notification, safe to post as it is to a chat (Slack's incoming webhooks):
  * `&`, `<` and `>` escaped as Slack asks, so that a purpose chosen by an orchestrator (or the
  * user input it copied) cannot post a link (`<https://…|Approve here>`) or ping a channel
@@ -78,7 +85,7 @@ export function webhookBackoffMs(baseMs: number, attempt: number): number {
  * instances. Each attempt is signed (`Writ-Signature: t=…,v1=HMAC-SHA256("t.body")`), audited
  * as `approval.notification` together with the delivery's new state, and retried with
  * exponential backoff until it is delivered (2xx), given up after the configured attempts, or
- * skipped because the approval was decided or expired meanwhile. The URL is never logged or
+ * skipped because the approval was decided or expired meanwhile (its task's end included). The URL is never logged or
  * audited: chat webhook URLs carry their own secret.
  */
 @Injectable()
@@ -128,7 +135,7 @@ export class ApprovalWebhookService implements OnApplicationBootstrap, OnApplica
     await this.pool.query(
       `INSERT INTO approval_webhook_deliveries (approval_id, id)
        SELECT a.id, gen_random_uuid() FROM approvals a
-        WHERE a.status = 'pending' AND a.expires_at > now()
+        WHERE a.status = 'pending' AND a.expires_at > now() AND ${TASK_OPEN}
           AND NOT EXISTS (SELECT 1 FROM approval_webhook_deliveries d WHERE d.approval_id = a.id)
        ON CONFLICT (approval_id) DO NOTHING`,
     );
@@ -147,7 +154,8 @@ export class ApprovalWebhookService implements OnApplicationBootstrap, OnApplica
   private async deliver(config: ApprovalWebhookConfig, claimed: ClaimedRow): Promise<void> {
     const { rows } = await this.pool.query<ApprovalRow>(
       `SELECT a.id, a.task_id, a.agent_id, a.connector_id, a.authorization_details, a.reasons, a.policy_version, a.status,
-              a.status = 'pending' AND a.expires_at > now() AS live, a.requested_at, a.expires_at, t.purpose
+              a.status = 'pending' AND a.expires_at > now() AND t.status = 'active' AND t.expires_at > now() AS live,
+              a.requested_at, a.expires_at, t.purpose
          FROM approvals a JOIN tasks t ON t.id = a.task_id WHERE a.id = $1`,
       [claimed.approval_id],
     );
@@ -155,7 +163,7 @@ export class ApprovalWebhookService implements OnApplicationBootstrap, OnApplica
     if (!approval || !approval.live) {
       await this.pool.query(
         `UPDATE approval_webhook_deliveries SET status = 'skipped', claimed_until = NULL, finished_at = now(), last_error = $2 WHERE approval_id = $1`,
-        [claimed.approval_id, `approval ${approval?.status ?? 'missing'} before delivery`],
+        [claimed.approval_id, `approval ${approval ? (approval.status === 'pending' ? 'expired' : approval.status) : 'missing'} before delivery`],
       );
       return;
     }
@@ -182,7 +190,8 @@ export class ApprovalWebhookService implements OnApplicationBootstrap, OnApplica
       await response.body?.cancel().catch(() => undefined);
       if (status < 200 || status >= 300) error = `answered ${status}`;
     } catch (caught) {
-      error = caught instanceof Error && caught.name === 'TimeoutError' ? 'timed out' : 'could not connect';
+      // By name, not instanceof: the abort's DOMException may come from another realm.
+      error = (caught as { name?: unknown } | null)?.name === 'TimeoutError' ? 'timed out' : 'could not connect';
     }
     await this.settle(config, claimed, approval, attempt, status, error);
   }
