@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { Pool } from 'pg';
 import { ArchiveCut, archiveAndPrune, ArchiveResult, CheckpointPublicKey, parsePublicKeys, publicKeyFileFor } from '@writ/audit';
 import type { WritConfig } from '@writ/config';
-import { EmbeddedDatabase, startEmbeddedPostgres } from '@writ/database';
+import { EmbeddedDatabase, readPrivateFile, startEmbeddedPostgres } from '@writ/database';
 import { MasterKey } from '@writ/keys';
 
 /** What `npm run audit:archive` prints and how it exits. */
@@ -54,7 +54,7 @@ async function masterKey(config: WritConfig): Promise<MasterKey> {
   if (config.masterKey) return new MasterKey(config.masterKey, config.masterKeyPrevious);
   const file = join(config.dataDir, 'master-key');
   if (!config.databaseUrl && existsSync(file)) {
-    const raw = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
+    const raw = Buffer.from((await readPrivateFile(file)).trim(), 'base64');
     if (raw.length === 32) return new MasterKey(raw, config.masterKeyPrevious);
   }
   throw new UsageError('the prune marker is signed with the checkpoint key: set WRIT_MASTER_KEY');

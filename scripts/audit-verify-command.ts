@@ -18,7 +18,7 @@ import {
   verifyArchive,
 } from '@writ/audit';
 import type { WritConfig } from '@writ/config';
-import { EmbeddedDatabase, startEmbeddedPostgres } from '@writ/database';
+import { EmbeddedDatabase, readPrivateFile, startEmbeddedPostgres } from '@writ/database';
 import { MasterKey } from '@writ/keys';
 
 /** What `npm run audit:verify` prints and how it exits. */
@@ -124,7 +124,7 @@ async function masterKey(config: WritConfig): Promise<MasterKey> {
   if (config.masterKey) return new MasterKey(config.masterKey, config.masterKeyPrevious);
   const file = join(config.dataDir, 'master-key');
   if (!config.databaseUrl && existsSync(file)) {
-    const raw = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
+    const raw = Buffer.from((await readPrivateFile(file)).trim(), 'base64');
     if (raw.length === 32) return new MasterKey(raw, config.masterKeyPrevious);
   }
   throw new UsageError('no key to verify checkpoints with: set WRIT_MASTER_KEY or pass --public-key FILE');

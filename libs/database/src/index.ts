@@ -3,6 +3,7 @@ export * from './migrations';
 export * from './data-source';
 export * from './database.module';
 export * from './embedded-postgres';
+export * from './private-files';
 export * from './checked-out-client';
 export * from './service-login';
 export * from './audited-transaction';

@@ -1,7 +1,8 @@
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ensurePrivateDirectory, readPrivateFile } from '@writ/database';
 import { CheckpointSigningKey, type CheckpointVerificationJwk } from './checkpoint-signing-key';
 
 /** `01 | iv | tag | body`, no key id (tried under every configured key): written outside rotations, as releases before key ids did. */
@@ -258,7 +259,8 @@ export type MasterKeySource = 'environment' | 'data-dir' | 'generated';
 
 /**
  * The master key from `WRIT_MASTER_KEY`, or (embedded database only) the one kept in
- * `dataDir/master-key`, generated with mode 0600 on first start; `previous` are the keys of
+ * `dataDir/master-key`, generated with mode 0600 on first start (a file or data directory another
+ * user could read or write is refused: {@link readPrivateFile}); `previous` are the keys of
  * `WRIT_MASTER_KEY_PREVIOUS`.
  */
 export async function resolveMasterKey(
@@ -271,11 +273,12 @@ export async function resolveMasterKey(
   if (!embedded) throw new Error('WRIT_MASTER_KEY is required with an external database');
   const file = join(dataDir, 'master-key');
   if (existsSync(file)) {
-    const raw = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
+    // Refused when another user could read it, or could have written it (a key of theirs).
+    const raw = Buffer.from((await readPrivateFile(file)).trim(), 'base64');
     if (raw.length !== 32) throw new Error(`${file} does not hold a base64 32-byte key`);
     return { key: new MasterKey(raw, previous), source: 'data-dir' };
   }
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await ensurePrivateDirectory(dataDir);
   const raw = randomBytes(32);
   await writeFile(file, raw.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
   return { key: new MasterKey(raw, previous), source: 'generated' };

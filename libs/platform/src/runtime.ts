@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID, createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { Pool } from 'pg';
@@ -12,10 +12,12 @@ import {
   createDataSource,
   createPool,
   EmbeddedDatabase,
+  ensurePrivateDirectory,
   ensureServiceLogin,
   migrate,
   MigrationOutcome,
   NewerSchemaError,
+  readPrivateFile,
   ServiceLogin,
   SIGNING_KEYS_CHANGED_CHANNEL,
   startEmbeddedPostgres,
@@ -518,10 +520,11 @@ export async function ensureBootstrapAdminToken(runtime: Runtime): Promise<{ fil
   let file: string | undefined;
   if (!token) {
     file = join(config.dataDir, 'admin-token');
+    await ensurePrivateDirectory(config.dataDir);
     if (existsSync(file)) {
-      token = (await readFile(file, 'utf8')).trim();
+      // Refused when another user could read it, or could have planted a token they know.
+      token = (await readPrivateFile(file)).trim();
     } else {
-      await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
       token = `writ_admin_${randomBytes(32).toString('base64url')}`;
       await writeFile(file, token + '\n', { mode: 0o600, flag: 'wx' });
     }
