@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool, PoolClient } from 'pg';
@@ -118,6 +118,49 @@ describe('AuditCheckpointer', () => {
     expect(await checkpointer.checkpoint()).toBeUndefined();
     expect(parsePublicKeys(await readFile(publicKeyFileFor(file), 'utf8'))).toEqual([signer.publicJwk]);
     await checkpointer.stop();
+  });
+
+  it('never appends through a symbolic link planted at the checkpoint path, nor to a file others may rewrite', async () => {
+    // Another local user who can create names in the folder (a shared volume, /tmp) links the
+    // checkpoint path to a file of this user's: the lines must not land in it.
+    const victim = join(dir, 'victim.txt');
+    await writeFile(victim, 'untouched\n', { mode: 0o600 });
+    const linked = join(dir, 'linked.jsonl');
+    await symlink(victim, linked);
+    await expect(new AuditCheckpointer(pool, signer, { every: 1000, intervalMs: 3_600_000, file: linked }).start()).rejects.toThrow(
+      `the checkpoint file ${linked} is a symbolic link: give WRIT_AUDIT_CHECKPOINT_FILE the real path`,
+    );
+    // Planted after the start: the append refuses it too (on a database of its own: the
+    // checkpoint row commits before the append, and the other tests count rows).
+    const own = await createTestDatabase();
+    const ownPool = new Pool({ connectionString: own.url, max: 2 });
+    try {
+      const late = join(dir, 'late.jsonl');
+      const checkpointer = new AuditCheckpointer(ownPool, signer, { every: 1000, intervalMs: 3_600_000, file: late });
+      await checkpointer.start();
+      await symlink(victim, late);
+      await new AuditService(ownPool).record(event(0));
+      await expect(checkpointer.checkpoint()).rejects.toThrow(/is a symbolic link/);
+      expect(await readFile(victim, 'utf8')).toBe('untouched\n');
+      await checkpointer.stop();
+    } finally {
+      await ownPool.end();
+      await own.drop();
+    }
+
+    // A file or folder any user may write: its lines (the evidence) could be truncated away.
+    const open = join(dir, 'open.jsonl');
+    await writeFile(open, '', { mode: 0o600 });
+    await chmod(open, 0o666);
+    await expect(new AuditCheckpointer(pool, signer, { every: 1000, intervalMs: 3_600_000, file: open }).start()).rejects.toThrow(
+      `the checkpoint file ${open} is writable by other users (mode 666): chmod go-w ${open}`,
+    );
+    const shared = join(dir, 'shared');
+    await mkdir(shared, { mode: 0o700 });
+    await chmod(shared, 0o777);
+    await expect(new AuditCheckpointer(pool, signer, { every: 1000, intervalMs: 3_600_000, file: join(shared, 'checkpoints.jsonl') }).start()).rejects.toThrow(
+      `the checkpoint file's folder ${shared} is writable by other users (mode 777): chmod go-w ${shared}`,
+    );
   });
 
   it('publishes its key beside the file when instances of one process start at once', async () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
+import { constants, existsSync, type Stats } from 'node:fs';
+import { lstat, mkdir, open, readFile, rename, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import { watchCheckedOut } from '@writ/database';
@@ -102,6 +102,7 @@ export class AuditCheckpointer {
 
   /** Publishes the public key beside the file, learns the last checkpoint, starts the timer. */
   async start(): Promise<void> {
+    if (this.options.file) await checkCheckpointPath(this.options.file);
     if (this.options.file) await writePublicKeyFile(publicKeyFileFor(this.options.file), this.signer.publicJwk);
     const { rows } = await this.pool.query<{ seq: string | null }>('SELECT max(seq) AS seq FROM audit_checkpoints');
     this.lastSeq = Number(rows[0]?.seq ?? 0);
@@ -257,11 +258,51 @@ export class AuditCheckpointer {
   }
 }
 
+/**
+ * Refuses a checkpoint file that another local user could rewrite, truncate or swap (its lines are
+ * the evidence that outlives a database superuser's rewrite), or that is a symbolic link (appended
+ * to through it, the lines would land in whatever file it names, with this process's rights): a
+ * file or folder writable by group or others (a folder with the sticky bit, such as /tmp, is
+ * fine: others cannot rename or remove the file in it), a file owned by another user, anything
+ * but a regular file.
+ */
+async function checkCheckpointPath(file: string): Promise<void> {
+  const dir = dirname(file);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const folder = await stat(dir);
+  if ((folder.mode & 0o022) !== 0 && (folder.mode & 0o1000) === 0) {
+    throw new Error(`the checkpoint file's folder ${dir} is writable by other users (mode ${(folder.mode & 0o777).toString(8)}): chmod go-w ${dir}`);
+  }
+  const entry = await lstat(file).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (entry) checkCheckpointFile(file, entry);
+}
+
+function checkCheckpointFile(file: string, info: Stats): void {
+  if (info.isSymbolicLink()) throw new Error(`the checkpoint file ${file} is a symbolic link: give WRIT_AUDIT_CHECKPOINT_FILE the real path`);
+  if (!info.isFile()) throw new Error(`the checkpoint file ${file} is not a regular file`);
+  const uid = typeof process.geteuid === 'function' ? process.geteuid() : undefined;
+  if (uid !== undefined && info.uid !== uid) throw new Error(`the checkpoint file ${file} is owned by another user (uid ${info.uid})`);
+  if ((info.mode & 0o022) !== 0) {
+    throw new Error(`the checkpoint file ${file} is writable by other users (mode ${(info.mode & 0o777).toString(8)}): chmod go-w ${file}`);
+  }
+}
+
 /** Appends one line and forces it to disk before returning. */
 async function appendLine(file: string, line: string): Promise<void> {
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-  const handle = await open(file, 'a', 0o640);
+  // Never through a symbolic link planted at its name; checked again on the opened file.
+  const handle = await open(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o640).catch(
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ELOOP') throw new Error(`the checkpoint file ${file} is a symbolic link: give WRIT_AUDIT_CHECKPOINT_FILE the real path`);
+      throw error;
+    },
+  );
   try {
+    const info = await handle.stat();
+    checkCheckpointFile(file, info);
     await handle.write(line + '\n');
     await handle.datasync();
   } finally {
@@ -283,6 +324,11 @@ async function writePublicKeyFile(file: string, key: CheckpointPublicKey): Promi
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
   // Unique per call: several runtimes of one process may publish at the same moment.
   const temporary = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-  await writeFile(temporary, JSON.stringify({ keys: [...keys, key] }, null, 2) + '\n', { mode: 0o644 });
+  const handle = await open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  try {
+    await handle.writeFile(JSON.stringify({ keys: [...keys, key] }, null, 2) + '\n');
+  } finally {
+    await handle.close();
+  }
   await rename(temporary, file);
 }
