@@ -1,4 +1,4 @@
-import { loadConfig } from '@writ/config';
+import { loadConfig, withdrawSecretVariables } from '@writ/config';
 import { auditArchive } from './audit-archive-command';
 
 /**
@@ -6,7 +6,10 @@ import { auditArchive } from './audit-archive-command';
  * was archived and pruned. Exits 0 when done (or nothing to prune), 2 when refused or failed.
  */
 async function main(): Promise<number> {
-  const outcome = await auditArchive(process.argv.slice(2), loadConfig(process.env, process.cwd()));
+  const config = loadConfig(process.env, process.cwd());
+  // Read: the embedded PostgreSQL it may start does not inherit them.
+  withdrawSecretVariables();
+  const outcome = await auditArchive(process.argv.slice(2), config);
   if (outcome.result) process.stdout.write(JSON.stringify(outcome.result) + '\n');
   if (outcome.error) process.stderr.write(`writ: audit:archive failed: ${outcome.error}\n`);
   return outcome.code;

@@ -1,4 +1,4 @@
-import { loadConfig } from '@writ/config';
+import { loadConfig, withdrawSecretVariables } from '@writ/config';
 import { auditVerify } from './audit-verify-command';
 
 /**
@@ -11,10 +11,12 @@ import { auditVerify } from './audit-verify-command';
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   // With --public-key the master key is not needed: the check is possible without any secret.
-  const outcome = await auditVerify(
-    args,
-    loadConfig(process.env, process.cwd(), { masterKeyOptional: args.includes('--public-key') || args.includes('--archive') || args.includes('--export') }),
-  );
+  const config = loadConfig(process.env, process.cwd(), {
+    masterKeyOptional: args.includes('--public-key') || args.includes('--archive') || args.includes('--export'),
+  });
+  // Read: the embedded PostgreSQL it may start does not inherit them.
+  withdrawSecretVariables();
+  const outcome = await auditVerify(args, config);
   if (outcome.result) process.stdout.write(JSON.stringify(outcome.result) + '\n');
   if (outcome.publicKeys) process.stdout.write(JSON.stringify(outcome.publicKeys, null, 2) + '\n');
   if (outcome.error) process.stderr.write(`writ: audit:verify cannot run: ${outcome.error}\n`);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, watch } from 'node:fs';
 import { chmod, lstat, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -48,6 +49,22 @@ describe('faults: the files of the data directory', () => {
       `writ cannot start: cannot start the embedded PostgreSQL: ${dataDir} is writable by other users (mode 777): chmod go-w ${dataDir}`,
     );
     for (const name of ['postgres', 'postgres.json', 'master-key', 'admin-token']) expect([name, existsSync(join(dataDir, name))]).toEqual([name, false]);
+  });
+
+  it('hands the embedded PostgreSQL none of the secret variables (as root it runs as another user)', async () => {
+    const masterKey = randomBytes(32).toString('base64');
+    const writ = await startWrit({ env: { WRIT_MASTER_KEY: masterKey }, readyTimeoutMs: 180_000 });
+    try {
+      const postmaster = Number((await readFile(join(writ.dataDir, 'postgres', 'postmaster.pid'), 'utf8')).split('\n')[0]);
+      const environment = (await readFile(`/proc/${postmaster}/environ`, 'utf8')).split('\0');
+      expect(environment.some((entry) => entry.startsWith('PATH='))).toBe(true);
+      expect(environment.filter((entry) => /^WRIT_(MASTER_KEY|ADMIN_TOKEN)/.test(entry))).toEqual([]);
+      expect(environment.join('\n')).not.toContain(masterKey);
+      expect(environment.join('\n')).not.toContain(writ.adminToken);
+    } finally {
+      writ.child.kill('SIGTERM');
+      await writ.exited;
+    }
   });
 
   it('under umask 000: secrets 0600, no write through a planted link, no password in the shared temp dir; a readable key is refused', async () => {

@@ -1,10 +1,12 @@
-import { loadConfig } from '@writ/config';
+import { loadConfig, withdrawSecretVariables } from '@writ/config';
 import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, listenOn, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createAdminApp } from './admin.app';
 
 /** `npm run start:admin`: the admin API alone. */
 runMain('admin', async () => {
   const config = loadConfig();
+  // Read: no child process (the embedded PostgreSQL) inherits them.
+  withdrawSecretVariables();
   const logger = createLogger(config.logLevel);
   const policy = await loadWatchedPolicy(config.policyPath, logger);
   const runtime = await createRuntime({ config, logger, service: 'admin' });

@@ -1,10 +1,12 @@
-import { loadConfig } from '@writ/config';
+import { loadConfig, withdrawSecretVariables } from '@writ/config';
 import { createLogger, createRuntime, loadWatchedPolicy, listenOn, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createAuthorizationServerApp } from './authorization-server.app';
 
 /** `npm run start:authorization-server`: the authorization server alone. */
 runMain('authorization-server', async () => {
   const config = loadConfig();
+  // Read: no child process (the embedded PostgreSQL) inherits them.
+  withdrawSecretVariables();
   const logger = createLogger(config.logLevel);
   const policy = await loadWatchedPolicy(config.policyPath, logger);
   const runtime = await createRuntime({ config, logger, service: 'authorization-server' });

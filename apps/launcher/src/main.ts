@@ -1,5 +1,5 @@
 import type { INestApplication } from '@nestjs/common';
-import { loadConfig } from '@writ/config';
+import { loadConfig, withdrawSecretVariables } from '@writ/config';
 import { createLogger, createRuntime, ensureBootstrapAdminToken, loadWatchedPolicy, listenOn, runMain, stopServices, stopTimeoutOf } from '@writ/platform';
 import { createAdminApp } from '../../admin/src/admin.app';
 import { createAuthorizationServerApp } from '../../authorization-server/src/authorization-server.app';
@@ -12,6 +12,8 @@ import { createGatewayApp } from '../../connector-gateway/src/connector-gateway.
  */
 runMain('writ', async () => {
   const config = loadConfig();
+  // Read: no child process (the embedded PostgreSQL) inherits them.
+  withdrawSecretVariables();
   const logger = createLogger(config.logLevel);
   const policy = await loadWatchedPolicy(config.policyPath, logger);
   const runtime = await createRuntime({ config, logger, poolSize: 30 });

@@ -108,3 +108,35 @@ export function unknownVariables(env: Readonly<Record<string, string | undefined
     }),
   );
 }
+
+/**
+ * The variables that hold secrets: keys, tokens, and URLs that may carry a password. Read once
+ * by `loadConfig`; {@link withdrawSecretVariables} then takes them out of the process's
+ * environment, which every child process inherits (the embedded PostgreSQL and its initdb run,
+ * as root, as the `postgres` user, and a database superuser reads `/proc/self/environ`).
+ */
+export const SECRET_VARIABLES: readonly string[] = Object.freeze([
+  'WRIT_MASTER_KEY',
+  'WRIT_MASTER_KEY_PREVIOUS',
+  'WRIT_ADMIN_TOKEN',
+  'WRIT_DATABASE_URL',
+  'WRIT_MIGRATION_DATABASE_URL',
+  'WRIT_APPROVAL_WEBHOOK_SECRET',
+  'WRIT_METRICS_TOKEN',
+]);
+
+/**
+ * Removes the {@link SECRET_VARIABLES} from `env` (the process environment) once the
+ * configuration has been read, and returns them: a process that forks workers hands them on
+ * explicitly (`cluster.fork(secrets)`), no other child process gets them.
+ */
+export function withdrawSecretVariables(env: Record<string, string | undefined> = process.env): Record<string, string> {
+  const withdrawn: Record<string, string> = {};
+  for (const name of SECRET_VARIABLES) {
+    const value = env[name];
+    if (value === undefined) continue;
+    withdrawn[name] = value;
+    delete env[name];
+  }
+  return withdrawn;
+}

@@ -1,7 +1,7 @@
 import cluster, { Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from 'pino';
-import type { WritConfig } from '@writ/config';
+import { type WritConfig, withdrawSecretVariables } from '@writ/config';
 import { EmbeddedDatabase, startEmbeddedPostgres } from '@writ/database';
 import { createLogger } from './logger';
 
@@ -44,6 +44,8 @@ function isMessage<T extends { type: string }>(message: unknown, type: T['type']
  */
 export async function runPrimary(service: string, config: WritConfig): Promise<void> {
   const logger = createLogger(config.logLevel);
+  // The workers get the secret variables from the fork itself; the embedded PostgreSQL does not.
+  const secrets = withdrawSecretVariables();
   const fail = (why: string) => {
     process.stderr.write(`writ: ${service} cannot start: ${why}\n`);
     process.exit(1);
@@ -82,7 +84,7 @@ export async function runPrimary(service: string, config: WritConfig): Promise<v
   const firstStart = new Set<number>();
   const startWorker = (first = false) =>
     new Promise<boolean>((resolve) => {
-      const worker = cluster.fork();
+      const worker = cluster.fork(secrets);
       if (first) firstStart.add(worker.id);
       const onMessage = (message: unknown) => {
         if (!isMessage<{ type: typeof WORKER_READY }>(message, WORKER_READY)) return;
