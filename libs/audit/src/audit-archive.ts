@@ -16,7 +16,7 @@ import {
   parsePublicKeys,
   SignedCheckpoint,
 } from './audit-checkpoint';
-import { CHECKPOINT_COLUMNS, checkpointFromRow, CheckpointRow } from './audit-checkpointer';
+import { appendCheckpointLine, CHECKPOINT_COLUMNS, checkCheckpointPath, checkpointFromRow, CheckpointRow } from './audit-checkpointer';
 import {
   isPruneMarker,
   PRUNE_COLUMNS,
@@ -119,16 +119,6 @@ async function writeSynced(file: string, text: string): Promise<void> {
   }
 }
 
-async function appendLine(file: string, line: string): Promise<void> {
-  const handle = await open(file, 'a', 0o640);
-  try {
-    await handle.write(line + '\n');
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /**
  * Archives and prunes the oldest whole checkpointed segment of the audit chain: every event
  * after the previous prune (or from seq 1) up to the last signed checkpoint at or before the
@@ -140,6 +130,8 @@ async function appendLine(file: string, line: string): Promise<void> {
  */
 export async function archiveAndPrune(options: ArchiveOptions): Promise<ArchiveResult> {
   const { pool, signer } = options;
+  // Refused before anything is pruned: the marker could not be recorded there afterwards.
+  if (options.checkpointFile) await checkCheckpointPath(options.checkpointFile);
   const keyring = checkpointKeyring([signer.publicJwk, ...(options.extraKeys ?? []).filter((key) => key.kid !== signer.kid)]);
   const last = await pool.query<PruneRow>(`SELECT ${PRUNE_COLUMNS} FROM audit_prunes ORDER BY up_to_seq DESC LIMIT 1`);
   const previous = last.rows[0] ? pruneMarkerFromRow(last.rows[0]) : null;
@@ -274,7 +266,7 @@ export async function archiveAndPrune(options: ArchiveOptions): Promise<ArchiveR
   // Named as final only once pruned: a `.partial` directory is an export that was not pruned.
   await writeSynced(join(partial, ARCHIVE_FILES.marker), JSON.stringify(marker, null, 2) + '\n');
   await rename(partial, archive);
-  if (options.checkpointFile) await appendLine(options.checkpointFile, JSON.stringify(marker));
+  if (options.checkpointFile) await appendCheckpointLine(options.checkpointFile, JSON.stringify(marker));
   return { pruned: true, archive, from_seq: startSeq + 1, up_to_seq: upTo, events: count, exported_sha256: exportedSha256, marker };
 }
 

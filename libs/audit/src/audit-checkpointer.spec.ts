@@ -143,6 +143,14 @@ describe('AuditCheckpointer', () => {
       await expect(checkpointer.checkpoint()).rejects.toThrow(/is a symbolic link/);
       expect(await readFile(victim, 'utf8')).toBe('untouched\n');
       await checkpointer.stop();
+      // audit:archive appends its prune marker to the same file: refused before it prunes anything.
+      await new AuditService(ownPool).record(event(1));
+      const head = await new AuditCheckpointer(ownPool, signer, { every: 1000, intervalMs: 3_600_000 }).checkpoint();
+      await expect(
+        archiveAndPrune({ pool: ownPool, signer, cut: { seq: head!.seq + 1 }, outDir: join(dir, 'archives'), actor: 'test', checkpointFile: late }),
+      ).rejects.toThrow(/is a symbolic link/);
+      expect(await readFile(victim, 'utf8')).toBe('untouched\n');
+      expect((await ownPool.query('SELECT count(*)::int AS n FROM audit_prunes')).rows[0]).toEqual({ n: 0 });
     } finally {
       await ownPool.end();
       await own.drop();

@@ -199,7 +199,7 @@ export class AuditCheckpointer {
     if (altered) await this.reportAltered(altered);
     if (checkpoint) {
       this.lastSeq = checkpoint.seq;
-      if (this.options.file) await appendLine(this.options.file, JSON.stringify(checkpoint));
+      if (this.options.file) await appendCheckpointLine(this.options.file, JSON.stringify(checkpoint));
     }
     return checkpoint;
   }
@@ -244,7 +244,7 @@ export class AuditCheckpointer {
     // One record is enough to fail verification; the checkpoints go on over what is stored.
     this.own.clear();
     const statement = signCheckpoint({ seq: event.seq, hash: event.hash, prev: null, time: new Date().toISOString() }, this.signer);
-    if (this.options.file) await appendLine(this.options.file, JSON.stringify(statement));
+    if (this.options.file) await appendCheckpointLine(this.options.file, JSON.stringify(statement));
     this.options.onAltered?.({ seq: event.seq, recorded: this.options.file !== undefined });
   }
 
@@ -266,7 +266,7 @@ export class AuditCheckpointer {
  * fine: others cannot rename or remove the file in it), a file owned by another user, anything
  * but a regular file.
  */
-async function checkCheckpointPath(file: string): Promise<void> {
+export async function checkCheckpointPath(file: string): Promise<void> {
   const dir = dirname(file);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const folder = await stat(dir);
@@ -290,8 +290,8 @@ function checkCheckpointFile(file: string, info: Stats): void {
   }
 }
 
-/** Appends one line and forces it to disk before returning. */
-async function appendLine(file: string, line: string): Promise<void> {
+/** Appends one line to a checkpoint file and forces it to disk before returning (see {@link checkCheckpointPath}). */
+export async function appendCheckpointLine(file: string, line: string): Promise<void> {
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
   // Never through a symbolic link planted at its name; checked again on the opened file.
   const handle = await open(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o640).catch(
