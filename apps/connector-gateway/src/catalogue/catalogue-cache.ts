@@ -65,9 +65,9 @@ export class CatalogueCache {
     // `{id}` takes `export;x`, `EXPORT` and `export.json` where the upstream's router may find
     // the literal `/export` of another operation: the checked operation would not be the one run.
     // The operations that match exactly are less specific than the one chosen: not compared.
-    const exact = new Set(found.map((entry) => entry.compiled));
     const others = catalogue.operations.filter(
-      (candidate) => !exact.has(candidate) && candidate.operation.method === method && candidate.folded.length === segments.length,
+      (candidate) =>
+        candidate.operation.method === method && candidate.folded.length === segments.length && !found.some((entry) => entry.compiled === candidate),
     );
     if (others.length > 0) {
       // Each segment read once for every operation compared (literals were folded at compile time).
