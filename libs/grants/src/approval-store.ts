@@ -189,39 +189,13 @@ export class ApprovalStore {
       },
       (result) => {
         const base = { actor, agentId: request.agentId, taskId: request.taskId, connectorId: request.connectorId };
-        if (result.kind === 'denied_before') {
-          return [
-            ...events,
-            {
-              ...base,
-              type: 'approval.refused',
-              outcome: 'denied' as const,
-              data: {
-                reason: 'denied_before',
-                approval_id: result.approvalId,
-                authorization_details: request.authorizationDetails,
-                reasons: request.reasons,
-                policy_version: request.policyVersion,
-              },
-            },
-          ];
-        }
-        if (result.kind === 'refused') {
-          return [
-            ...events,
-            {
-              ...base,
-              type: 'approval.refused',
-              outcome: 'denied' as const,
-              data: {
-                reason: 'too_many_pending',
-                pending: result.pending,
-                authorization_details: request.authorizationDetails,
-                reasons: request.reasons,
-                policy_version: request.policyVersion,
-              },
-            },
-          ];
+        const what = { authorization_details: request.authorizationDetails, reasons: request.reasons, policy_version: request.policyVersion };
+        if (result.kind === 'denied_before' || result.kind === 'refused') {
+          const why =
+            result.kind === 'denied_before'
+              ? { reason: 'denied_before', approval_id: result.approvalId }
+              : { reason: 'too_many_pending', pending: result.pending };
+          return [...events, { ...base, type: 'approval.refused', outcome: 'denied' as const, data: { ...why, ...what } }];
         }
         return [
           ...events,
@@ -231,9 +205,7 @@ export class ApprovalStore {
             outcome: 'info' as const,
             data: {
               approval_id: result.approval.id,
-              authorization_details: request.authorizationDetails,
-              reasons: request.reasons,
-              policy_version: request.policyVersion,
+              ...what,
               expires_at: result.approval.expires_at,
               ...(result.kind === 'repeated' ? { repeated: true } : {}),
             },
