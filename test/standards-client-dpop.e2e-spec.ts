@@ -33,11 +33,9 @@ describe('a strict OAuth client (oauth4webapi) with DPoP', () => {
     await upstream.close();
   });
 
-  it('gets a DPoP-bound credential and spends it at the gateway with its own proofs', async () => {
-    expect(as.dpop_signing_alg_values_supported).toContain('ES256');
+  /** Exchanges a fresh task's token for a DPoP-bound payout credential with oauth4webapi, then pays through the gateway. */
+  async function bindAndPay(dpop: oauth.DPoPHandle): Promise<{ tokens: oauth.TokenEndpointResponse; paid: Response }> {
     const task = await createTask(services, world.orchestrator);
-    const keyPair = await generateKeyPair('ES256', { extractable: true });
-    const dpop = oauth.DPoP(agent, keyPair);
     const auth = oauth.PrivateKeyJwt({ key: world.agent.key.privateKey, kid: world.agent.key.publicJwk.kid });
     const response = await oauth.genericTokenEndpointRequest(
       as,
@@ -52,8 +50,6 @@ describe('a strict OAuth client (oauth4webapi) with DPoP', () => {
       { ...insecure, DPoP: dpop },
     );
     const tokens = await oauth.processGenericTokenEndpointResponse(as, agent, response);
-    expect(tokens.token_type).toBe('dpop');
-
     const paid = await oauth.protectedResourceRequest(
       tokens.access_token,
       'POST',
@@ -62,6 +58,13 @@ describe('a strict OAuth client (oauth4webapi) with DPoP', () => {
       JSON.stringify({ destination: 'acct_1', amount: 42000, currency: 'usd' }),
       { ...insecure, DPoP: dpop },
     );
+    return { tokens, paid };
+  }
+
+  it('gets a DPoP-bound credential and spends it at the gateway with its own proofs', async () => {
+    expect(as.dpop_signing_alg_values_supported).toContain('ES256');
+    const { tokens, paid } = await bindAndPay(oauth.DPoP(agent, await generateKeyPair('ES256', { extractable: true })));
+    expect(tokens.token_type).toBe('dpop');
     expect(paid.status).toBe(201);
     expect(upstream.received[upstream.received.length - 1].headers.authorization).toBe(`Bearer ${SECRET}`);
 
@@ -77,31 +80,8 @@ describe('a strict OAuth client (oauth4webapi) with DPoP', () => {
 
   it('takes proofs signed with an Ed25519 key, which oauth4webapi labels with the fully-specified alg Ed25519', async () => {
     expect(as.dpop_signing_alg_values_supported).toContain('Ed25519');
-    const task = await createTask(services, world.orchestrator);
-    const dpop = oauth.DPoP(agent, await generateKeyPair('Ed25519', { extractable: true }));
-    const auth = oauth.PrivateKeyJwt({ key: world.agent.key.privateKey, kid: world.agent.key.publicJwk.kid });
-    const response = await oauth.genericTokenEndpointRequest(
-      as,
-      agent,
-      auth,
-      'urn:ietf:params:oauth:grant-type:token-exchange',
-      {
-        subject_token: task.task_token,
-        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-        authorization_details: JSON.stringify(PAYOUT_REQUEST),
-      },
-      { ...insecure, DPoP: dpop },
-    );
-    const tokens = await oauth.processGenericTokenEndpointResponse(as, agent, response);
+    const { tokens, paid } = await bindAndPay(oauth.DPoP(agent, await generateKeyPair('Ed25519', { extractable: true })));
     expect(tokens.token_type).toBe('dpop');
-    const paid = await oauth.protectedResourceRequest(
-      tokens.access_token,
-      'POST',
-      new URL(`${services.gatewayUrl}/connectors/payments/v1/payouts`),
-      new Headers({ 'content-type': 'application/json' }),
-      JSON.stringify({ destination: 'acct_1', amount: 42000, currency: 'usd' }),
-      { ...insecure, DPoP: dpop },
-    );
     expect(paid.status).toBe(201);
   });
 });
