@@ -162,6 +162,10 @@ async function postgresUser(): Promise<{ uid: number; gid: number }> {
  * password of a cluster listening on 127.0.0.1. For that call the temporary directory is a 0700
  * folder of the (private) data directory, owned by whoever runs initdb (as root: the postgres
  * user), removed afterwards.
+ *
+ * `TMPDIR` is set here rather than through libs/config (which owns the environment): the library
+ * offers no option for that folder, and this file must import no other library, because jest's
+ * global setup loads it outside the module mapper.
  */
 async function withPrivateTemporaryDirectory<T>(dataDir: string, work: () => Promise<T>): Promise<T> {
   const dir = join(resolve(dataDir), '.initdb-tmp');
