@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Agent as HttpAgent, METHODS, request as httpRequest, type ServerResponse } from 'node:http';
 import type { InMemorySpanExporter, NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { SignJWT } from 'jose';
-import { clientAuthFields } from '@writ/testing';
+import { clientAuthFields, PAYOUTS_CREATE } from '@writ/testing';
 import { createAdminApp } from '../apps/admin/src/admin.app';
 import { createGatewayApp } from '../apps/connector-gateway/src/connector-gateway.app';
 import { startConnecting } from './support/connect-flow';
@@ -204,20 +204,7 @@ describe('secret hygiene: logs, spans, metrics, audit events and answers', () =>
       name: 'Payments',
       base_url: payments.url,
       credential: { type: 'bearer', token: PAYMENTS_SECRET },
-      operations: [
-        {
-          name: 'payouts.create',
-          method: 'POST',
-          path: '/v1/payouts',
-          risk: 'write',
-          constraints: {
-            destination: { in: 'body', field: 'destination', op: 'eq' },
-            amount_max: { in: 'body', field: 'amount', op: 'lte' },
-            currency: { in: 'body', field: 'currency', op: 'eq' },
-          },
-        },
-        { name: 'payouts.get', method: 'GET', path: '/v1/payouts/{id}', risk: 'read', constraints: {} },
-      ],
+      operations: [PAYOUTS_CREATE, { name: 'payouts.get', method: 'GET', path: '/v1/payouts/{id}', risk: 'read', constraints: {} }],
     });
     await registerConnector(services, {
       id: 'chat',
